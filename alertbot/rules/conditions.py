@@ -1,0 +1,343 @@
+"""The condition language shared by rule files (``when:``, ``all:``, ``any:``) and ``/watch``.
+
+::
+
+    condition  := [metric] op number              price > 70000, change_24h >= 5%
+                | [metric] 'crosses' [dir] number price crosses above 70k
+                | 'breaks' '24h' ('high'|'low')
+                | ('rises'|'drops'|'moves') pct 'in' duration
+                | ('all'|'any') '(' condition (',' condition)* ')'
+    metric     := price | change_24h | range_24h | volume | quote_volume | high | low
+    op         := > | >= | < | <=
+    dir        := above | below
+    number     := decimal [k|m|b]   a trailing % only on percent metrics and move sizes
+    duration   := integer (s|m|h|d)
+
+``parse`` turns text into a frozen value; ``format_condition`` gives its canonical text, and
+``parse(format_condition(c)) == c`` for every condition. Errors carry the 1-based column.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from alertbot.errors import ConditionError
+
+Metric = Literal["price", "change_24h", "range_24h", "volume", "quote_volume", "high", "low"]
+Op = Literal[">", ">=", "<", "<="]
+
+METRICS: tuple[Metric, ...] = (
+    "price",
+    "change_24h",
+    "range_24h",
+    "volume",
+    "quote_volume",
+    "high",
+    "low",
+)
+PERCENT_METRICS = frozenset({"change_24h", "range_24h"})
+#: metrics whose values may be negative (24h change); all others are >= 0 by construction
+SIGNED_METRICS = frozenset({"change_24h"})
+OPS: tuple[Op, ...] = (">", ">=", "<", "<=")
+SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9}
+DURATION_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+#: longest window a move condition may use: the 24h statistics make longer ones meaningless
+#: for most users, and each window keeps its prices in memory
+MAX_MOVE_WINDOW_MS = 7 * 86_400_000
+#: longest duration accepted anywhere (cooldowns, expiry offsets): one year
+MAX_DURATION_MS = 366 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """``metric op value``: true while the comparison holds."""
+
+    metric: Metric
+    op: Op
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cross:
+    """``metric crosses [above|below] value``: true on the tick that crosses."""
+
+    metric: Metric
+    direction: Literal["above", "below"] | None
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Breaks:
+    """``breaks 24h high|low``: true on a tick that prints a new 24h extreme."""
+
+    side: Literal["high", "low"]
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """``rises|drops|moves pct% in window``: a move of at least ``pct`` percent within the window."""
+
+    kind: Literal["rises", "drops", "moves"]
+    pct: float
+    window_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Condition, ...]
+
+
+Leaf = Level | Cross | Breaks | Move
+Condition = Level | Cross | Breaks | Move | AllOf | AnyOf
+
+
+# ---------------------------------------------------------------- numbers and durations
+
+_NUMBER_RE = re.compile(r"^([+-]?)(\d+(?:\.\d*)?|\.\d+)([kmb]?)(%?)$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"^(\d+)([smhd])$", re.IGNORECASE)
+
+
+def format_number(x: float) -> str:
+    """Shortest plain decimal text that reads back as exactly ``x`` (no exponent)."""
+    text = format(Decimal(repr(x)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def parse_duration(text: str) -> int:
+    """``15m`` -> 900000 (ms). Raises ValueError with a readable message."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"expected a duration like 30s, 15m, 4h or 1d, got {text!r}")
+    ms = int(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
+    if ms > MAX_DURATION_MS:
+        raise ValueError(f"duration {text!r} is longer than a year")
+    return ms
+
+
+def format_duration(ms: int) -> str:
+    """900000 -> ``15m``: the largest unit that divides exactly."""
+    for unit in ("d", "h", "m", "s"):
+        size = DURATION_UNITS[unit]
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    raise ValueError(f"{ms} ms is not a whole number of seconds")
+
+
+# ---------------------------------------------------------------- tokenizer
+
+_TOKEN_RE = re.compile(r"\s*(>=|<=|>|<|\(|\)|,|[^\s<>(),]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    text: str
+    column: int  # 1-based
+
+    @property
+    def word(self) -> str:
+        return self.text.lower()
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN_RE.match(text, pos)
+        if match is None:  # only trailing white space is left
+            break
+        tokens.append(_Token(match.group(1), match.start(1) + 1))
+        pos = match.end()
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.pos = 0
+
+    # -- helpers
+    def peek(self) -> _Token | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def end_column(self) -> int:
+        return len(self.text.rstrip()) + 1
+
+    def fail(self, message: str, token: _Token | None) -> ConditionError:
+        column = token.column if token is not None else self.end_column()
+        where = f"at column {column}" if token is not None else "at the end"
+        return ConditionError(f"{message} {where}", column)
+
+    def next(self, expected: str, after: str | None = None) -> _Token:
+        token = self.peek()
+        if token is None:
+            context = f" after {after!r}" if after else ""
+            raise self.fail(f"expected {expected}{context}", None)
+        self.pos += 1
+        return token
+
+    # -- grammar
+    def parse(self) -> Condition:
+        if not self.tokens:
+            raise ConditionError("empty condition: expected e.g. 'price > 70000'", 1)
+        cond = self.condition()
+        extra = self.peek()
+        if extra is not None:
+            raise self.fail(f"unexpected {extra.text!r}", extra)
+        return cond
+
+    def condition(self) -> Condition:
+        first = self.next("a condition")
+        word = first.word
+        if word in ("all", "any"):
+            return self.composite(first)
+        if word == "breaks":
+            return self.breaks(first)
+        if word in ("rises", "drops", "moves"):
+            return self.move(first)
+        metric: Metric = "price"
+        op_token = first
+        if word in METRICS:
+            metric = word  # type: ignore[assignment]
+            op_token = self.next("'>', '>=', '<', '<=' or 'crosses'", after=first.text)
+        elif word not in OPS and word != "crosses":
+            raise self.fail(
+                f"unknown metric or condition {first.text!r}; expected one of "
+                "price, change_24h, range_24h, volume, quote_volume, high, low, "
+                "crosses, breaks, rises, drops, moves",
+                first,
+            )
+        if op_token.word == "crosses":
+            direction: Literal["above", "below"] | None = None
+            token = self.peek()
+            if token is not None and token.word in ("above", "below"):
+                self.pos += 1
+                direction = token.word  # type: ignore[assignment]
+            value = self.number(metric, after=(token if direction else op_token).text)
+            return Cross(metric, direction, value)
+        if op_token.word not in OPS:
+            raise self.fail(
+                f"expected '>', '>=', '<', '<=' or 'crosses' after {metric!r}, "
+                f"got {op_token.text!r}",
+                op_token,
+            )
+        return Level(metric, op_token.word, self.number(metric, after=op_token.text))  # type: ignore[arg-type]
+
+    def number(self, metric: Metric, after: str) -> float:
+        token = self.next("a number", after=after)
+        match = _NUMBER_RE.match(token.text)
+        if not match:
+            raise self.fail(f"expected a number after {after!r}, got {token.text!r}", token)
+        sign, digits, suffix, percent = match.groups()
+        value = float(digits) * SUFFIXES.get(suffix.lower(), 1.0)
+        if sign == "-":
+            value = -value
+        if percent and metric not in PERCENT_METRICS:
+            raise self.fail(
+                f"'%' only goes with change_24h and range_24h, not {metric}", token
+            )
+        if not math.isfinite(value):
+            raise self.fail(f"number {token.text!r} is too large", token)
+        if value < 0 and metric not in SIGNED_METRICS:
+            raise self.fail(f"{metric} cannot be negative", token)
+        if value == 0 and metric in ("price", "high", "low"):
+            raise self.fail(f"{metric} must be greater than 0", token)
+        return value + 0.0  # normalise -0.0
+
+    def breaks(self, first: _Token) -> Breaks:
+        window = self.next("'24h'", after=first.text)
+        if window.word != "24h":
+            raise self.fail(f"expected '24h' after 'breaks', got {window.text!r}", window)
+        side = self.next("'high' or 'low'", after=window.text)
+        if side.word not in ("high", "low"):
+            raise self.fail(f"expected 'high' or 'low' after '24h', got {side.text!r}", side)
+        return Breaks(side.word)  # type: ignore[arg-type]
+
+    def move(self, first: _Token) -> Move:
+        token = self.next("a percentage like 5%", after=first.text)
+        match = _NUMBER_RE.match(token.text)
+        if not match or match.group(1) or match.group(3):
+            raise self.fail(
+                f"expected a percentage like 5% after {first.text!r}, got {token.text!r}", token
+            )
+        pct = float(match.group(2))
+        if not pct > 0 or not math.isfinite(pct):
+            raise self.fail("the move size must be greater than 0%", token)
+        in_token = self.next("'in'", after=token.text)
+        if in_token.word != "in":
+            raise self.fail(f"expected 'in' after {token.text!r}, got {in_token.text!r}", in_token)
+        dur = self.next("a duration like 15m", after="in")
+        try:
+            window = parse_duration(dur.text)
+        except ValueError as exc:
+            raise self.fail(str(exc), dur) from None
+        if window <= 0 or window > MAX_MOVE_WINDOW_MS:
+            raise self.fail("the window must be between 1s and 7d", dur)
+        return Move(first.word, pct, window)  # type: ignore[arg-type]
+
+    def composite(self, first: _Token) -> AllOf | AnyOf:
+        opening = self.next("'('", after=first.text)
+        if opening.text != "(":
+            raise self.fail(f"expected '(' after {first.text!r}", opening)
+        parts = [self.condition()]
+        while True:
+            token = self.next("',' or ')'", after=parts and "condition")
+            if token.text == ")":
+                break
+            if token.text != ",":
+                raise self.fail(f"expected ',' or ')', got {token.text!r}", token)
+            parts.append(self.condition())
+        return AllOf(tuple(parts)) if first.word == "all" else AnyOf(tuple(parts))
+
+
+def parse(text: str) -> Condition:
+    """Parse a condition; raises :class:`ConditionError` naming the column and what was expected."""
+    return _Parser(text).parse()
+
+
+def format_condition(cond: Condition) -> str:
+    """Canonical text of a condition, e.g. ``price crosses above 70000``."""
+    if isinstance(cond, Level):
+        return f"{cond.metric} {cond.op} {_format_value(cond.metric, cond.value)}"
+    if isinstance(cond, Cross):
+        direction = f" {cond.direction}" if cond.direction else ""
+        return f"{cond.metric} crosses{direction} {_format_value(cond.metric, cond.value)}"
+    if isinstance(cond, Breaks):
+        return f"breaks 24h {cond.side}"
+    if isinstance(cond, Move):
+        return f"{cond.kind} {format_number(cond.pct)}% in {format_duration(cond.window_ms)}"
+    name = "all" if isinstance(cond, AllOf) else "any"
+    return f"{name}({', '.join(format_condition(p) for p in cond.parts)})"
+
+
+def _format_value(metric: Metric, value: float) -> str:
+    text = format_number(value)
+    return f"{text}%" if metric in PERCENT_METRICS else text
+
+
+def leaves(cond: Condition) -> list[Leaf]:
+    """The leaf conditions of ``cond``, depth first."""
+    if isinstance(cond, AllOf | AnyOf):
+        return [leaf for part in cond.parts for leaf in leaves(part)]
+    return [cond]
+
+
+def threshold_text(cond: Condition) -> str:
+    """The number a message's ``{threshold}`` shows: the first leaf that has one."""
+    for leaf in leaves(cond):
+        if isinstance(leaf, Level | Cross):
+            return _format_value(leaf.metric, leaf.value)
+        if isinstance(leaf, Move):
+            return f"{format_number(leaf.pct)}%"
+    return ""

@@ -1,0 +1,70 @@
+"""Rule values shared by the loader, the engine and (later) chat watches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from alertbot.rules.conditions import Condition, format_condition
+
+PLACEHOLDERS = frozenset(
+    {
+        "rule",
+        "symbol",
+        "condition",
+        "price",
+        "open",
+        "high",
+        "low",
+        "volume",
+        "quote_volume",
+        "change_24h",
+        "range_24h",
+        "threshold",
+        "time",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule: a condition over a set of symbols, with its firing policy.
+
+    ``symbols`` holds upper-case names or globs (``*`` and ``?``); ``exclude`` likewise.
+    Durations and times are milliseconds of exchange event time; ``rearm`` is a fraction
+    (0.005 for ``0.5%``).
+    """
+
+    id: str
+    condition: Condition
+    symbols: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    cooldown_ms: int = 0
+    rearm: float = 0.0
+    once: bool = False
+    expires_ms: int | None = None
+    message: str | None = None
+    notify: tuple[str, ...] = ()
+    #: where the rule came from, for messages: "rules.yaml:12:5" or "chat 123"
+    origin: str = field(default="", compare=False)
+
+    @property
+    def condition_text(self) -> str:
+        return format_condition(self.condition)
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A named destination of a rule file: a Telegram chat or a webhook."""
+
+    name: str
+    telegram: int | None = None
+    webhook: str | None = None
+    secret_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """What one or more rule files define."""
+
+    rules: tuple[Rule, ...] = ()
+    channels: dict[str, Channel] = field(default_factory=dict)
