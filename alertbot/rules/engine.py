@@ -1,12 +1,64 @@
-"""The evaluation engine (pure): tickers in, alerts out. API stub; implementation in progress."""
+"""The evaluation engine (pure): tickers in, alerts out, driven by exchange event time.
+
+How a ticker touches only the rules whose state can change:
+
+* Every (rule, symbol) pair is evaluated by one function, :func:`_evaluate`, which applies
+  DESIGN.md's firing semantics in full. Evaluating a pair on a tick where nothing about it changed
+  is harmless; the indexes below only decide *which* pairs to evaluate.
+* Per symbol and metric, a sorted list of the thresholds that matter (the level ``X`` and the
+  re-arm band edge). If no threshold lies in the closed interval between the metric's previous
+  and current value, no comparison of that metric changed its result, so no pair registered there
+  can change state. The gap around the current value is cached, so the common case costs two
+  float comparisons; otherwise two bisections select the pairs.
+* What cannot be seen on a threshold: cooldown ends (a heap of due times per symbol), breakouts
+  (pairs evaluated on a tick that breaks and on the tick after), crossings inside composites (the
+  tick after a crossing), and pairs that are new (evaluated in full on their first tick).
+
+Glob rules are matched once per new symbol. Rules are added and removed while running; an index
+that gained thresholds is re-sorted lazily on its next use.
+"""
 
 from __future__ import annotations
 
+import heapq
+import math
+from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from operator import attrgetter
 
+from alertbot.rules.conditions import (
+    AllOf,
+    AnyOf,
+    Breaks,
+    Condition,
+    Cross,
+    Level,
+    Move,
+    format_condition,
+    leaves,
+    threshold_text,
+)
 from alertbot.rules.model import Rule
 from alertbot.ticker import Ticker
+
+NAN = math.nan
+INF = math.inf
+
+# metric kinds of an index; moves are keyed by (kind, window) on top of these
+_PRICE, _CHANGE, _RANGE, _VOLUME, _QUOTE, _HIGH, _LOW, _RISE, _DROP, _MOVE = range(10)
+_METRIC_KIND = {
+    "price": _PRICE,
+    "change_24h": _CHANGE,
+    "range_24h": _RANGE,
+    "volume": _VOLUME,
+    "quote_volume": _QUOTE,
+    "high": _HIGH,
+    "low": _LOW,
+}
+_MOVE_KIND = {"rises": _RISE, "drops": _DROP, "moves": _MOVE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,26 +80,564 @@ class Alert:
         return self.ticker.price_text
 
 
+def metric_value(kind: int, t: Ticker) -> float:
+    """The value of a basic metric on a ticker; NaN when it cannot be computed."""
+    if kind == _PRICE:
+        return t.close
+    if kind == _CHANGE:
+        return (t.close - t.open) / t.open * 100 if t.open else NAN
+    if kind == _RANGE:
+        return (t.high - t.low) / t.low * 100 if t.low else NAN
+    if kind == _VOLUME:
+        return t.volume
+    if kind == _QUOTE:
+        return t.quote_volume
+    if kind == _HIGH:
+        return t.high
+    return t.low
+
+
+class _Window:
+    """Min and max of a symbol's prices over the last ``ms`` of event time (monotonic deques)."""
+
+    __slots__ = ("max_p", "max_t", "min_p", "min_t", "ms")
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+        self.min_t: deque[int] = deque()
+        self.min_p: deque[float] = deque()
+        self.max_t: deque[int] = deque()
+        self.max_p: deque[float] = deque()
+
+    def push(self, time: int, price: float) -> None:
+        start = time - self.ms
+        min_t, min_p, max_t, max_p = self.min_t, self.min_p, self.max_t, self.max_p
+        while min_p and min_p[-1] >= price:
+            min_p.pop()
+            min_t.pop()
+        min_p.append(price)
+        min_t.append(time)
+        while min_t[0] < start:
+            min_t.popleft()
+            min_p.popleft()
+        while max_p and max_p[-1] <= price:
+            max_p.pop()
+            max_t.pop()
+        max_p.append(price)
+        max_t.append(time)
+        while max_t[0] < start:
+            max_t.popleft()
+            max_p.popleft()
+
+    def value(self, kind: int, price: float) -> float:
+        """Rise, drop, or the larger of both, in percent, for the current price."""
+        low = self.min_p[0]
+        high = self.max_p[0]
+        rise = (price - low) / low * 100 if low else NAN
+        drop = (high - price) / high * 100 if high else NAN
+        if kind == _RISE:
+            return rise
+        if kind == _DROP:
+            return drop
+        if rise != rise:
+            return drop
+        if drop != drop:
+            return rise
+        return rise if rise >= drop else drop
+
+
+class _Compiled:
+    """What the engine derives once from a rule."""
+
+    __slots__ = (
+        "band_high",
+        "band_low",
+        "cross_leaves",
+        "either",
+        "has_breaks",
+        "order",
+        "pairs",
+        "rule",
+    )
+
+    def __init__(self, rule: Rule, order: int) -> None:
+        self.rule = rule
+        self.order = order
+        cond = rule.condition
+        self.either = type(cond) is Cross and cond.direction is None
+        all_leaves = leaves(cond)
+        self.has_breaks = any(type(leaf) is Breaks for leaf in all_leaves)
+        # crossings inside a composite need the tick after they were true re-evaluated
+        self.cross_leaves: tuple[Cross, ...] = (
+            tuple(leaf for leaf in all_leaves if type(leaf) is Cross)
+            if type(cond) in (AllOf, AnyOf)
+            else ()
+        )
+        # re-arm band edges: metric <= band_low re-arms upward conditions, >= band_high downward
+        self.band_low = NAN
+        self.band_high = NAN
+        b = rule.rearm
+        if b > 0:
+            if type(cond) is Level or type(cond) is Cross:
+                x = cond.value
+                self.band_low = x - abs(x) * b
+                self.band_high = x + abs(x) * b
+            elif type(cond) is Move:
+                self.band_low = cond.pct * (1 - b)
+        self.pairs: list[_Pair] = []
+
+    def matches(self, symbol: str) -> bool:
+        rule = self.rule
+        return any(fnmatchcase(symbol, p) for p in rule.symbols) and not any(
+            fnmatchcase(symbol, p) for p in rule.exclude
+        )
+
+
+class _Pair:
+    """The state of one (rule, symbol)."""
+
+    __slots__ = ("armed", "armed_down", "book", "c", "dead", "done", "last_fired", "stamp", "timer")
+
+    def __init__(self, compiled: _Compiled, book: _Book) -> None:
+        self.c = compiled
+        self.book = book
+        self.armed = True
+        self.armed_down = True  # the second flag of ``crosses X``
+        self.last_fired: int | None = None
+        self.done = False  # fired with ``once``, or expired
+        self.dead = False  # its rule was removed
+        self.stamp = -1  # the tick it was last collected for evaluation
+        self.timer = -1  # due time of its pending timer
+
+
+class _Index:
+    """Thresholds of one metric of one symbol, sorted, with the pairs they belong to."""
+
+    __slots__ = ("dead", "dirty", "entries", "ghi", "glo", "keys", "kind", "value", "window")
+
+    def __init__(self, kind: int, window: _Window | None) -> None:
+        self.kind = kind
+        self.window = window
+        self.keys: list[float] = []
+        self.entries: list[_Pair] = []
+        self.value = NAN  # the metric on the symbol's previous tick
+        self.glo = NAN  # no threshold lies strictly between glo and ghi (NaN: unknown)
+        self.ghi = NAN
+        self.dirty = False
+        self.dead = 0
+
+    def add(self, key: float, pair: _Pair) -> None:
+        self.keys.append(key)
+        self.entries.append(pair)
+        self.dirty = True
+        self.glo = self.ghi = NAN
+
+    def rebuild(self) -> None:
+        order = sorted(
+            (i for i, p in enumerate(self.entries) if not p.dead), key=self.keys.__getitem__
+        )
+        self.keys = [self.keys[i] for i in order]
+        self.entries = [self.entries[i] for i in order]
+        self.dirty = False
+        self.dead = 0
+
+    def touched(self, new: float) -> list[_Pair]:
+        """Pairs with a threshold between the previous value and ``new`` (both included)."""
+        if self.dirty:
+            self.rebuild()
+        old = self.value
+        keys = self.keys
+        if old != old or new != new:
+            hit = self.entries[:]  # from or to "not computable": every comparison may change
+        elif old <= new:
+            hit = self.entries[bisect_left(keys, old) : bisect_right(keys, new)]
+        else:
+            hit = self.entries[bisect_left(keys, new) : bisect_right(keys, old)]
+        self.value = new
+        if new != new:
+            self.glo = self.ghi = NAN
+        else:
+            i = bisect_left(keys, new)
+            if i < len(keys) and keys[i] == new:
+                self.glo = self.ghi = new  # sitting on a threshold: look every tick
+            else:
+                self.glo = keys[i - 1] if i else -INF
+                self.ghi = keys[i] if i < len(keys) else INF
+        return hit
+
+
+class _Book:
+    """Everything the engine keeps about one symbol."""
+
+    __slots__ = (
+        "breaks",
+        "broke",
+        "fresh",
+        "indexes",
+        "last",
+        "recheck",
+        "symbol",
+        "timers",
+        "windows",
+    )
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.last: Ticker | None = None
+        self.indexes: dict[tuple[int, int], _Index] = {}
+        self.windows: dict[int, _Window] = {}
+        self.breaks: list[_Pair] = []
+        self.broke = False  # the previous tick printed a new 24h high or low
+        self.fresh: list[_Pair] = []
+        self.recheck: list[_Pair] = []
+        self.timers: list[tuple[int, int, _Pair]] = []
+
+    def window(self, ms: int) -> _Window:
+        window = self.windows.get(ms)
+        if window is None:
+            window = self.windows[ms] = _Window(ms)
+        return window
+
+    def index(self, kind: int, window_ms: int = 0) -> _Index:
+        key = (kind, window_ms)
+        index = self.indexes.get(key)
+        if index is None:
+            window = self.window(window_ms) if window_ms else None
+            index = self.indexes[key] = _Index(kind, window)
+        return index
+
+
 class Engine:
     """Evaluates rules on tickers, by exchange event time, per DESIGN.md's firing semantics.
 
     Alerts come out per ticker in input order; within one ticker in the order rules were added.
+    A moves rule's window holds the symbol's ticks since the first rule with that window length
+    was added for the symbol.
     """
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
-        raise NotImplementedError
+        self._books: dict[str, _Book] = {}
+        self._rules: dict[str, _Compiled] = {}
+        self._globs: list[_Compiled] = []
+        self._order = 0
+        self._tick = 0
+        self._seq = 0
+        self.add_rules(rules)
 
-    def add_rule(self, rule: Rule) -> None:
-        """Add a rule while running; it takes part from the next ticker of each of its symbols."""
-        raise NotImplementedError
+    # ------------------------------------------------------------ rules
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __contains__(self, rule_id: object) -> bool:
+        return rule_id in self._rules
+
+    def rules(self) -> list[Rule]:
+        """The rules, in the order they were added."""
+        return [c.rule for c in self._rules.values()]
 
     def add_rules(self, rules: Iterable[Rule]) -> None:
-        raise NotImplementedError
+        for rule in rules:
+            self.add_rule(rule)
+
+    def add_rule(self, rule: Rule) -> None:
+        """Add a rule while running; it takes part from the next ticker of each of its symbols.
+
+        Raises ValueError when a rule with the same id is already there.
+        """
+        if rule.id in self._rules:
+            raise ValueError(f"duplicate rule id {rule.id!r}")
+        compiled = _Compiled(rule, self._order)
+        self._order += 1
+        self._rules[rule.id] = compiled
+        if any(_is_glob(p) for p in rule.symbols):
+            self._globs.append(compiled)
+            for book in self._books.values():
+                if compiled.matches(book.symbol):
+                    self._attach(compiled, book)
+        else:
+            for symbol in dict.fromkeys(rule.symbols):
+                if compiled.matches(symbol):
+                    self._attach(compiled, self._book(symbol))
 
     def remove_rule(self, rule_id: str) -> bool:
-        """Remove a rule; False when there is none with that id."""
-        raise NotImplementedError
+        """Remove a rule and forget its state; False when there is none with that id."""
+        compiled = self._rules.pop(rule_id, None)
+        if compiled is None:
+            return False
+        if compiled in self._globs:
+            self._globs.remove(compiled)
+        for pair in compiled.pairs:
+            pair.dead = True
+            book = pair.book
+            for index in book.indexes.values():
+                index.dead += sum(1 for p in index.entries if p is pair)
+                if index.dead * 2 > len(index.entries):
+                    index.dirty = True
+            if pair in book.breaks:
+                book.breaks.remove(pair)
+        compiled.pairs.clear()
+        return True
+
+    def _book(self, symbol: str) -> _Book:
+        book = self._books.get(symbol)
+        if book is None:
+            book = self._books[symbol] = _Book(symbol)
+            for compiled in self._globs:
+                if compiled.matches(symbol):
+                    self._attach(compiled, book)
+        return book
+
+    def _attach(self, compiled: _Compiled, book: _Book) -> None:
+        pair = _Pair(compiled, book)
+        compiled.pairs.append(pair)
+        book.fresh.append(pair)
+        cond = compiled.rule.condition
+        for leaf in leaves(cond):
+            if type(leaf) is Breaks:
+                if pair not in book.breaks:
+                    book.breaks.append(pair)
+            elif type(leaf) is Move:
+                index = book.index(_MOVE_KIND[leaf.kind], leaf.window_ms)
+                index.add(leaf.pct, pair)
+            elif type(leaf) is Level or type(leaf) is Cross:
+                index = book.index(_METRIC_KIND[leaf.metric])
+                index.add(leaf.value, pair)
+        for edge in (compiled.band_low, compiled.band_high):
+            if edge == edge:
+                leaf = cond
+                assert type(leaf) is Level or type(leaf) is Cross or type(leaf) is Move
+                if type(leaf) is Move:
+                    book.index(_MOVE_KIND[leaf.kind], leaf.window_ms).add(edge, pair)
+                else:
+                    book.index(_METRIC_KIND[leaf.metric]).add(edge, pair)
+
+    # ------------------------------------------------------------ evaluation
+
+    def last_ticker(self, symbol: str) -> Ticker | None:
+        """The symbol's last accepted ticker, if any."""
+        book = self._books.get(symbol)
+        return book.last if book is not None else None
+
+    def symbols(self) -> list[str]:
+        """Symbols that rules name or that have been seen on the feed."""
+        return list(self._books)
 
     def process(self, tickers: Iterable[Ticker]) -> list[Alert]:
         """Evaluate every rule that a ticker may affect; returns the alerts in firing order."""
-        raise NotImplementedError
+        alerts: list[Alert] = []
+        books = self._books
+        for t in tickers:
+            book = books.get(t.symbol)
+            if book is None:
+                book = self._book(t.symbol)
+            prev = book.last
+            if prev is not None and t.time <= prev.time:
+                continue  # a duplicate or out of order
+            book.last = t
+            if not (book.indexes or book.fresh or book.breaks or book.timers):
+                continue  # no rule watches this symbol
+            self._tick += 1
+            todo = self._collect(book, t, prev)
+            if todo:
+                if len(todo) > 1:
+                    todo.sort(key=_ORDER)
+                for pair in todo:
+                    if not pair.dead:
+                        self._evaluate(pair, book, t, prev, alerts)
+        return alerts
+
+    def _collect(self, book: _Book, t: Ticker, prev: Ticker | None) -> list[_Pair]:
+        """The pairs whose state this tick may change."""
+        stamp = self._tick
+        todo: list[_Pair] = []
+        if book.fresh:
+            todo.extend(book.fresh)
+            book.fresh = []
+        if book.recheck:
+            todo.extend(book.recheck)
+            book.recheck = []
+        time = t.time
+        price = t.close
+        for window in book.windows.values():
+            window.push(time, price)
+        for index in book.indexes.values():
+            kind = index.kind
+            if kind == _PRICE:
+                v = price
+            elif kind >= _RISE:
+                assert index.window is not None
+                v = index.window.value(kind, price)
+            else:
+                v = metric_value(kind, t)
+            if index.glo < v < index.ghi:
+                index.value = v
+                continue
+            todo.extend(index.touched(v))
+        if book.breaks:
+            broke = prev is not None and (t.high > prev.high or t.low < prev.low)
+            if broke or book.broke:
+                todo.extend(book.breaks)
+            book.broke = broke
+        timers = book.timers
+        while timers and timers[0][0] <= time:
+            todo.append(heapq.heappop(timers)[2])
+        out = []
+        for pair in todo:
+            if pair.stamp != stamp:
+                pair.stamp = stamp
+                out.append(pair)
+        return out
+
+    def _evaluate(
+        self, pair: _Pair, book: _Book, t: Ticker, prev: Ticker | None, alerts: list[Alert]
+    ) -> None:
+        """Apply the firing semantics to one pair on one tick."""
+        if pair.done:
+            return
+        c = pair.c
+        rule = c.rule
+        cond = rule.condition
+        if c.either:
+            assert type(cond) is Cross
+            kind = _METRIC_KIND[cond.metric]
+            now = metric_value(kind, t)
+            before = metric_value(kind, prev) if prev is not None else NAN
+            x = cond.value
+            up = before < x <= now
+            down = before > x >= now
+            if up and pair.armed or down and pair.armed_down:
+                if self._fire(pair, book, t, alerts):
+                    if up:
+                        pair.armed = False
+                    else:
+                        pair.armed_down = False
+            if not up and not pair.armed and _below_band(c, now, x):
+                pair.armed = True
+            if not down and not pair.armed_down and _above_band(c, now, x):
+                pair.armed_down = True
+            return
+        truth = _true(cond, t, prev, book)
+        if c.cross_leaves and any(_true(leaf, t, prev, book) for leaf in c.cross_leaves):
+            book.recheck.append(pair)
+        if truth:
+            if pair.armed and self._fire(pair, book, t, alerts):
+                pair.armed = False
+        elif not pair.armed and _band_ok(c, cond, t, book):
+            pair.armed = True
+
+    def _fire(self, pair: _Pair, book: _Book, t: Ticker, alerts: list[Alert]) -> bool:
+        """Fire unless expired or in cooldown (then come back when the cooldown ends)."""
+        rule = pair.c.rule
+        time = t.time
+        if rule.expires_ms is not None and time >= rule.expires_ms:
+            pair.done = True
+            return False
+        if pair.last_fired is not None:
+            due = pair.last_fired + rule.cooldown_ms
+            if time < due:
+                if pair.timer != due:
+                    pair.timer = due
+                    self._seq += 1
+                    heapq.heappush(book.timers, (due, self._seq, pair))
+                return False
+        pair.last_fired = time
+        if rule.once:
+            pair.done = True
+        alerts.append(
+            Alert(
+                rule=rule,
+                symbol=book.symbol,
+                ticker=t,
+                condition=format_condition(rule.condition),
+                threshold=_threshold(rule.condition, book.last),
+            )
+        )
+        return True
+
+
+_ORDER = attrgetter("c.order")
+
+
+def _is_glob(pattern: str) -> bool:
+    return "*" in pattern or "?" in pattern or "[" in pattern
+
+
+def _threshold(cond: Condition, last: Ticker | None) -> str:
+    text = threshold_text(cond)
+    if not text and type(cond) is Breaks and last is not None:
+        return repr(last.high if cond.side == "high" else last.low)
+    return text
+
+
+def _true(cond: Condition, t: Ticker, prev: Ticker | None, book: _Book) -> bool:
+    """Whether a condition holds on this tick (DESIGN.md, "Meaning")."""
+    kind = type(cond)
+    if kind is Level:
+        assert isinstance(cond, Level)
+        v = metric_value(_METRIC_KIND[cond.metric], t)
+        op = cond.op
+        x = cond.value
+        if op == ">":
+            return v > x
+        if op == ">=":
+            return v >= x
+        if op == "<":
+            return v < x
+        return v <= x
+    if kind is Cross:
+        assert isinstance(cond, Cross)
+        if prev is None:
+            return False
+        metric = _METRIC_KIND[cond.metric]
+        before = metric_value(metric, prev)
+        now = metric_value(metric, t)
+        x = cond.value
+        if cond.direction == "above":
+            return before < x <= now
+        if cond.direction == "below":
+            return before > x >= now
+        return before < x <= now or before > x >= now
+    if kind is Breaks:
+        assert isinstance(cond, Breaks)
+        if prev is None:
+            return False
+        return t.high > prev.high if cond.side == "high" else t.low < prev.low
+    if kind is Move:
+        assert isinstance(cond, Move)
+        return book.windows[cond.window_ms].value(_MOVE_KIND[cond.kind], t.close) >= cond.pct
+    if kind is AllOf:
+        assert isinstance(cond, AllOf)
+        return all(_true(p, t, prev, book) for p in cond.parts)
+    assert isinstance(cond, AnyOf)
+    return any(_true(p, t, prev, book) for p in cond.parts)
+
+
+def _below_band(c: _Compiled, now: float, x: float) -> bool:
+    """Re-arm test of an upward condition: back at or below the band (or X without a band)."""
+    edge = c.band_low
+    return now <= (edge if edge == edge else x)
+
+
+def _above_band(c: _Compiled, now: float, x: float) -> bool:
+    edge = c.band_high
+    return now >= (edge if edge == edge else x)
+
+
+def _band_ok(c: _Compiled, cond: Condition, t: Ticker, book: _Book) -> bool:
+    """Whether a pair whose condition is false has also left its re-arm band."""
+    if c.rule.rearm <= 0:
+        return True
+    if type(cond) is Level:
+        assert isinstance(cond, Level)
+        v = metric_value(_METRIC_KIND[cond.metric], t)
+        return v <= c.band_low if cond.op in (">", ">=") else v >= c.band_high
+    if type(cond) is Cross:
+        assert isinstance(cond, Cross)
+        v = metric_value(_METRIC_KIND[cond.metric], t)
+        return v <= c.band_low if cond.direction == "above" else v >= c.band_high
+    if type(cond) is Move:
+        assert isinstance(cond, Move)
+        v = book.windows[cond.window_ms].value(_MOVE_KIND[cond.kind], t.close)
+        return v < c.band_low
+    return True  # breaks and composites have no band
