@@ -10,16 +10,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 EVENT_TYPE = "24hrMiniTicker"
 
 
-@dataclass(frozen=True, slots=True)
-class Ticker:
-    """One mini-ticker update: 24h rolling-window statistics of a symbol at event time ``time``."""
+class Ticker(NamedTuple):
+    """One mini-ticker update: 24h rolling-window statistics of a symbol at event time ``time``.
+
+    A NamedTuple rather than a frozen dataclass: 650 of them are built every second, and a
+    tuple is several times cheaper to build while staying immutable.
+    """
 
     symbol: str
     time: int  # event time E, ms since the epoch
@@ -47,7 +50,8 @@ class ParseStats:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
-_NUMERIC = ("c", "o", "h", "l", "v", "q")
+_INF = math.inf
+_new_ticker = tuple.__new__
 
 
 def _number(value: Any) -> float:
@@ -106,11 +110,52 @@ def tickers_from_obj(obj: Any, stats: ParseStats) -> list[Ticker]:
     if type(obj) is dict and "data" in obj and "stream" in obj:
         obj = obj["data"]
     if type(obj) is list:
-        out = []
-        for element in obj:
-            ticker = parse_element(element, stats)
+        out: list[Ticker] = []
+        append = out.append
+        good = 0
+        for el in obj:
+            # Fast path for the well-formed common case; anything unusual goes through
+            # parse_element, which classifies and counts it.
+            try:
+                if el.get("st", 1) == 1 and el["e"] == EVENT_TYPE:
+                    s = el["s"]
+                    e = el["E"]
+                    c = el["c"]
+                    o = el["o"]
+                    h = el["h"]
+                    lo = el["l"]
+                    v = el["v"]
+                    q = el["q"]
+                    if (
+                        type(c) is type(o) is type(h) is type(lo) is type(v) is type(q) is str
+                        and type(s) is str
+                        and s
+                        and type(e) is int
+                        and e >= 0
+                    ):
+                        fc = float(c)
+                        fo = float(o)
+                        fh = float(h)
+                        fl = float(lo)
+                        fv = float(v)
+                        fq = float(q)
+                        if (
+                            0.0 <= fc < _INF
+                            and 0.0 <= fo < _INF
+                            and 0.0 <= fh < _INF
+                            and 0.0 <= fl < _INF
+                            and 0.0 <= fv < _INF
+                            and 0.0 <= fq < _INF
+                        ):
+                            append(_new_ticker(Ticker, (s.upper(), e, fc, fo, fh, fl, fv, fq, c)))
+                            good += 1
+                            continue
+            except (AttributeError, KeyError, TypeError, ValueError):
+                pass
+            ticker = parse_element(el, stats)
             if ticker is not None:
-                out.append(ticker)
+                append(ticker)
+        stats.tickers += good
         return out
     if type(obj) is dict:
         if "e" not in obj and ("result" in obj or "error" in obj or "id" in obj):

@@ -1,0 +1,51 @@
+"""Alert text (pure): a rule's message template, or a clear default."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+
+from alertbot.rules.conditions import format_number
+from alertbot.rules.engine import Alert
+
+DEFAULT_TEMPLATE = "{symbol} {condition}: price {price} ({change_24h}% 24h) at {time} [{rule}]"
+
+
+def format_time(ms: int) -> str:
+    """Event time as ``2026-11-22 04:36:59 UTC``."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _percent(numerator: float, denominator: float) -> str:
+    if not denominator:
+        return "n/a"
+    return f"{numerator / denominator * 100:+.2f}"
+
+
+def values(alert: Alert) -> dict[str, str]:
+    """The placeholder values of an alert, as text."""
+    t = alert.ticker
+    return {
+        "rule": alert.rule.id,
+        "symbol": alert.symbol,
+        "condition": alert.condition,
+        "price": t.price_text,
+        "open": format_number(t.open),
+        "high": format_number(t.high),
+        "low": format_number(t.low),
+        "volume": format_number(t.volume),
+        "quote_volume": format_number(t.quote_volume),
+        "change_24h": _percent(t.close - t.open, t.open),
+        "range_24h": _percent(t.high - t.low, t.low).lstrip("+"),
+        "threshold": alert.threshold,
+        "time": format_time(t.time),
+    }
+
+
+def render(alert: Alert, *, escape_html: bool = False) -> str:
+    """The alert's message; with ``escape_html`` every value is escaped for Telegram's HTML mode."""
+    vals = values(alert)
+    if escape_html:
+        vals = {k: html.escape(v, quote=False) for k, v in vals.items()}
+    template = alert.rule.message or DEFAULT_TEMPLATE
+    return template.format_map(vals)

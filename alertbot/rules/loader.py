@@ -1,0 +1,850 @@
+"""Rule files: YAML text in, a validated :class:`RuleSet` out, or every problem at its place.
+
+The YAML is composed into nodes, never constructed into Python objects, so that each value keeps
+its line and column and nothing but plain data can come out of a file; the node tree is then
+walked by hand. A file that is wrong in any way is rejected whole: :class:`RuleFileError` lists
+every problem as ``FILE:LINE:COL: message``. A rule with a problem is skipped and the rest are
+still checked, so one run shows everything there is to fix.
+
+Several files load as one set: ids and channel names are unique across them, and ``notify`` may
+name a channel of any of them. ``defaults`` apply to the rules of their own file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
+
+from alertbot.errors import ConditionError, RuleError
+from alertbot.rules.conditions import AllOf, AnyOf, Condition, Cross, Level, Move, parse
+from alertbot.rules.conditions import parse_duration as _parse_duration
+from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
+
+__all__ = ["Problem", "RuleFileError", "load_file", "load_files", "load_text"]
+
+TOP_KEYS = ("channels", "defaults", "rules")
+DEFAULT_KEYS = ("cooldown", "rearm", "notify", "message")
+RULE_KEYS = (
+    "id",
+    "symbols",
+    "exclude",
+    "when",
+    "all",
+    "any",
+    "cooldown",
+    "rearm",
+    "once",
+    "expires",
+    "message",
+    "notify",
+)
+CONDITION_KEYS = ("when", "all", "any")
+CHANNEL_KEYS = ("telegram", "webhook", "secret_env")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9*?]+")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CHAT_ID_RE = re.compile(r"-?[0-9]+")
+_PERCENT_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%")
+_BARE_NUMBER_RE = re.compile(r"[+-]?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+#: unknown keys containing one of these get the "secrets never live in rule files" answer
+_SECRET_WORDS = ("secret", "token", "password", "passwd", "apikey", "api_key", "credential")
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DURATION_HINT = "a duration like 30s, 15m, 4h or 1d"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in a rule file, at a 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class RuleFileError(RuleError):
+    """Rule files that do not validate; ``problems`` holds every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def load_text(text: str, filename: str) -> RuleSet:
+    """Load the rules of one file's text; ``filename`` is only used in messages and origins."""
+    source = _Source(filename, text)
+    source.read()
+    return _merge([source])
+
+
+def load_file(path: str | os.PathLike[str]) -> RuleSet:
+    """Load one rule file (UTF-8 YAML)."""
+    return load_files([path])
+
+
+def load_files(paths: Iterable[str | os.PathLike[str]]) -> RuleSet:
+    """Load several rule files as one set; raises :class:`RuleFileError` naming every problem."""
+    sources: list[_Source] = []
+    for path in paths:
+        name = os.fspath(path)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            source = _Source(name, "")
+            source.add(1, 1, f"cannot read rule file: {exc.strerror or exc}")
+        else:
+            source = _decode(name, data)
+            source.read()
+        sources.append(source)
+    return _merge(sources)
+
+
+def _decode(name: str, data: bytes) -> _Source:
+    try:
+        return _Source(name, data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        source = _Source(name, "")
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
+        source.add(data.count(b"\n", 0, exc.start) + 1, column, "not UTF-8 text")
+        source.unreadable = True
+        return source
+
+
+# ---------------------------------------------------------------- what one file defines
+
+
+@dataclass(slots=True)
+class _Ref:
+    """A channel name in ``notify`` and where it was written."""
+
+    name: str
+    node: Node
+
+
+@dataclass(slots=True)
+class _ChannelDef:
+    name: str
+    node: Node  # the name's key
+    channel: Channel | None  # None when the definition has problems
+
+
+@dataclass(slots=True)
+class _RuleDef:
+    id: str | None
+    id_node: Node | None
+    rule: Rule | None  # without notify; None when the rule has problems
+    notify: list[_Ref] | None  # the rule's own; None: the file's defaults
+
+
+@dataclass(slots=True)
+class _Defaults:
+    cooldown_ms: int | None = None
+    rearm: float | None = None
+    message: str | None = None
+    notify: list[_Ref] | None = None
+
+
+class _Source:
+    """One file: its text, what it defines, and its problems."""
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        self.text = text
+        self.unreadable = False
+        self.problems: list[Problem] = []
+        self.channels: list[_ChannelDef] = []
+        self.rules: list[_RuleDef] = []
+        self.defaults = _Defaults()
+
+    # -- problems and places
+    def add(self, line: int, column: int, message: str) -> None:
+        self.problems.append(Problem(self.name, line, column, message))
+
+    def at(self, node: Node, message: str) -> None:
+        self.add(node.start_mark.line + 1, node.start_mark.column + 1, message)
+
+    def where(self, node: Node) -> str:
+        return f"{self.name}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+
+    # -- the file
+    def read(self) -> None:
+        if self.unreadable:
+            return
+        try:
+            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            if root is not None and self._no_aliases():
+                self.top(root)
+            elif root is None:
+                self.add(1, 1, "empty rule file: expected a mapping with 'rules:'")
+        except yaml.MarkedYAMLError as exc:
+            self._yaml_error(exc)
+        except ReaderError as exc:
+            # a character YAML does not allow (control characters and the like)
+            line = self.text.count("\n", 0, exc.position) + 1
+            column = exc.position - (self.text.rfind("\n", 0, exc.position) + 1) + 1
+            self.add(line, column, f"invalid character #x{exc.character:04x} ({exc.reason})")
+        except yaml.YAMLError as exc:  # not expected from a str input; never crash on it
+            self.add(1, 1, f"YAML error: {exc}")
+        except RecursionError:
+            self.add(1, 1, "the file nests too deeply to be a rule file")
+
+    def _yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        problem = exc.problem or "invalid YAML"
+        if problem == "but found another document":
+            message = "a rule file holds a single YAML document; found a second one"
+        elif problem.startswith("found undefined alias"):
+            message = (
+                f"YAML syntax error: {problem} (a name that starts with '*' must be quoted, "
+                'e.g. "*USDT")'
+            )
+        else:
+            message = f"YAML syntax error: {problem}"
+            if exc.context and exc.context_mark is not None:
+                where = f"{exc.context_mark.line + 1}:{exc.context_mark.column + 1}"
+                message += f" ({exc.context} at {where})"
+        self.add(line, column, message)
+
+    def _no_aliases(self) -> bool:
+        """Reject aliases: shared nodes could make the walk loop or explode, and
+        ``defaults:`` already covers what a rule file would share."""
+        found = False
+        for event in yaml.parse(self.text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                found = True
+                mark = event.start_mark
+                self.add(
+                    mark.line + 1 if mark is not None else 1,
+                    mark.column + 1 if mark is not None else 1,
+                    f"aliases ('*{event.anchor}') are not supported in rule files; "
+                    "put shared settings under 'defaults:'",
+                )
+        return not found
+
+    def top(self, root: Node) -> None:
+        if _is_null(root):
+            self.add(1, 1, "empty rule file: expected a mapping with 'rules:'")
+            return
+        if not isinstance(root, MappingNode):
+            self.at(root, f"a rule file must be a mapping with 'rules:', got {_describe(root)}")
+            return
+        keys = self.mapping(root, TOP_KEYS, where="top")
+        if "channels" in keys:
+            self.read_channels(keys["channels"][1])
+        if "defaults" in keys:
+            self.read_defaults(keys["defaults"][1])
+        if "rules" not in keys:
+            self.at(root, "missing 'rules:': a rule file lists its rules under 'rules:'")
+            return
+        rules = keys["rules"][1]
+        if not isinstance(rules, SequenceNode):
+            self.at(rules, f"'rules' must be a list of rules, got {_describe(rules)}")
+            return
+        for item in rules.value:
+            self.read_rule(item)
+
+    # -- mappings and keys
+    def mapping(
+        self, node: MappingNode, allowed: Sequence[str] | None, where: str = ""
+    ) -> dict[str, tuple[Node, Node]]:
+        """Keys to (key node, value node); reports duplicate, unknown and non-name keys."""
+        found: dict[str, tuple[Node, Node]] = {}
+        for key, value in node.value:
+            if not isinstance(key, ScalarNode) or _is_null(key):
+                self.at(key, f"a key must be a name, got {_describe(key)}")
+                continue
+            name = str(key.value)
+            if name in found:
+                first = self.where(found[name][0])
+                self.at(key, f"duplicate key '{name}' (first defined at {first})")
+            elif allowed is not None and name not in allowed:
+                self.at(key, _unknown_key(name, allowed, where))
+            else:
+                found[name] = (key, value)
+        return found
+
+    # -- channels
+    def read_channels(self, node: Node) -> None:
+        if not isinstance(node, MappingNode):
+            self.at(
+                node,
+                f"'channels' must be a mapping of names to destinations, got {_describe(node)}",
+            )
+            return
+        for name, (key, value) in self.mapping(node, None).items():
+            before = len(self.problems)
+            if not _NAME_RE.fullmatch(name):
+                self.at(
+                    key, f"invalid channel name '{name}': use letters, digits, '_', '.' and '-'"
+                )
+            channel = self.read_channel(name, key, value)
+            ok = channel is not None and len(self.problems) == before
+            self.channels.append(_ChannelDef(name, key, channel if ok else None))
+
+    def read_channel(self, name: str, name_node: Node, node: Node) -> Channel | None:
+        if not isinstance(node, MappingNode):
+            self.at(
+                node,
+                f"channel '{name}' must be a mapping like {{telegram: CHAT_ID}} or "
+                f"{{webhook: URL}}, got {_describe(node)}",
+            )
+            return None
+        before = len(self.problems)
+        keys = self.mapping(node, CHANNEL_KEYS, where="channel")
+        if "telegram" in keys and "webhook" in keys:
+            later = max(keys["telegram"][0], keys["webhook"][0], key=_position)
+            self.at(
+                later,
+                f"channel '{name}' has both 'telegram' and 'webhook': a channel is one "
+                "destination, define one channel for each",
+            )
+            return None
+        if "telegram" in keys:
+            if "secret_env" in keys:
+                self.at(keys["secret_env"][0], "'secret_env' only goes with 'webhook'")
+            chat_id = self.chat_id(keys["telegram"][1])
+            return None if chat_id is None else Channel(name, telegram=chat_id)
+        if "webhook" in keys:
+            url = self.url(keys["webhook"][1])
+            secret_env = None
+            if "secret_env" in keys:
+                secret_env = self.env_name(keys["secret_env"][1])
+            return None if url is None else Channel(name, webhook=url, secret_env=secret_env)
+        if len(self.problems) == before:  # otherwise a misspelt key already said it
+            self.at(name_node, f"channel '{name}' needs 'telegram: CHAT_ID' or 'webhook: URL'")
+        return None
+
+    def chat_id(self, node: Node) -> int | None:
+        text = _text(node)
+        if text is None or not _CHAT_ID_RE.fullmatch(text.strip()):
+            self.at(
+                node,
+                f"'telegram' must be a chat id (an integer like -1001234567890), "
+                f"got {_describe(node)}",
+            )
+            return None
+        return int(text)
+
+    def url(self, node: Node) -> str | None:
+        text = _text(node)
+        parts = urlsplit(text.strip()) if text is not None else None
+        if (
+            text is None
+            or parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+        ):
+            self.at(node, f"'webhook' must be an http(s) URL, got {_describe(node)}")
+            return None
+        if parts.password is not None:
+            self.at(
+                node,
+                "secrets never live in rule files: remove the password from the webhook URL",
+            )
+            return None
+        return text.strip()
+
+    def env_name(self, node: Node) -> str | None:
+        text = _text(node)
+        if text is None or not _ENV_NAME_RE.fullmatch(text.strip()):
+            self.at(
+                node,
+                "'secret_env' must be the name of an environment variable (like DESK_SECRET) "
+                "that holds the secret, not the secret itself",
+            )
+            return None
+        return text.strip()
+
+    # -- defaults
+    def read_defaults(self, node: Node) -> None:
+        if not isinstance(node, MappingNode):
+            self.at(node, f"'defaults' must be a mapping, got {_describe(node)}")
+            return
+        keys = self.mapping(node, DEFAULT_KEYS, where="defaults")
+        defaults = self.defaults
+        if "cooldown" in keys:
+            defaults.cooldown_ms = self.duration("cooldown", keys["cooldown"][1])
+        if "rearm" in keys:
+            defaults.rearm = self.rearm(keys["rearm"][1])
+        if "message" in keys:
+            defaults.message = self.template(keys["message"][1])
+        if "notify" in keys:
+            defaults.notify = self.notify(keys["notify"][1])
+
+    # -- rules
+    def read_rule(self, node: Node) -> None:
+        if not isinstance(node, MappingNode):
+            self.at(
+                node,
+                "each rule must be a mapping with 'id', 'symbols' and 'when', "
+                f"got {_describe(node)}",
+            )
+            return
+        before = len(self.problems)
+        keys = self.mapping(node, RULE_KEYS, where="rule")
+
+        rule_id: str | None = None
+        id_node: Node | None = None
+        if "id" not in keys:
+            self.at(node, "rule is missing 'id'")
+        else:
+            id_node = keys["id"][1]
+            rule_id = self.rule_id(id_node)
+        label = f"rule '{rule_id}'" if rule_id is not None else "rule"
+
+        symbols: tuple[str, ...] | None = None
+        if "symbols" not in keys:
+            self.at(node, f"{label} is missing 'symbols'")
+        else:
+            symbols = self.symbols("symbols", keys["symbols"][1])
+        exclude: tuple[str, ...] | None = ()
+        if "exclude" in keys:
+            exclude = self.symbols("exclude", keys["exclude"][1])
+
+        condition = self.rule_condition(node, keys, label)
+
+        defaults = self.defaults
+        cooldown_ms: int | None = defaults.cooldown_ms or 0
+        if "cooldown" in keys:
+            cooldown_ms = self.duration("cooldown", keys["cooldown"][1])
+        rearm: float | None = 0.0
+        if "rearm" in keys:
+            rearm = self.rearm(keys["rearm"][1])
+            if condition is not None and not _has_threshold(condition):
+                self.at(keys["rearm"][0], _rearm_refusal(condition))
+        elif defaults.rearm is not None and condition is not None and _has_threshold(condition):
+            rearm = defaults.rearm  # a default band only applies where there is a threshold
+        once: bool | None = False
+        if "once" in keys:
+            once = self.boolean("once", keys["once"][1])
+        expires_ms: int | None = None
+        if "expires" in keys:
+            expires_ms = self.expires(keys["expires"][1])
+        message = defaults.message
+        if "message" in keys:
+            message = self.template(keys["message"][1])
+        notify: list[_Ref] | None = None
+        if "notify" in keys:
+            notify = self.notify(keys["notify"][1])
+
+        rule: Rule | None = None
+        if (
+            len(self.problems) == before
+            and rule_id is not None
+            and condition is not None
+            and symbols is not None
+            and exclude is not None
+            and cooldown_ms is not None
+            and rearm is not None
+            and once is not None
+        ):
+            rule = Rule(
+                id=rule_id,
+                condition=condition,
+                symbols=symbols,
+                exclude=exclude,
+                cooldown_ms=cooldown_ms,
+                rearm=rearm,
+                once=once,
+                expires_ms=expires_ms,
+                message=message,
+                origin=self.where(node),
+            )
+        self.rules.append(_RuleDef(rule_id, id_node, rule, notify))
+
+    def rule_id(self, node: Node) -> str | None:
+        text = _text(node)
+        if text is None:
+            self.at(node, f"'id' must be a name like btc-70k, got {_describe(node)}")
+            return None
+        if not _NAME_RE.fullmatch(text):
+            self.at(node, f"invalid id '{text}': use letters, digits, '_', '.' and '-'")
+            return None
+        return text
+
+    def symbols(self, key: str, node: Node) -> tuple[str, ...] | None:
+        items: list[Node]
+        if isinstance(node, SequenceNode):
+            items = node.value
+        elif isinstance(node, ScalarNode) and not _is_null(node):
+            items = [node]
+        else:
+            self.at(node, f"'{key}' must be a list of symbol names, got {_describe(node)}")
+            return None
+        if key == "symbols" and not items:
+            self.at(node, "'symbols' must list at least one symbol")
+            return None
+        names: list[str] = []
+        ok = True
+        for item in items:
+            text = _text(item)
+            if text is None:
+                self.at(item, f"each entry of '{key}' must be a symbol name, got {_describe(item)}")
+                ok = False
+            elif not _SYMBOL_RE.fullmatch(text):
+                hint = " (a list is written [A, B])" if re.search(r"[\s,]", text.strip()) else ""
+                self.at(
+                    item,
+                    f"invalid symbol '{text}' in '{key}': use letters, digits and the "
+                    f"wildcards * and ?{hint}",
+                )
+                ok = False
+            elif text.upper() not in names:
+                names.append(text.upper())
+        return tuple(names) if ok else None
+
+    def rule_condition(
+        self, node: MappingNode, keys: dict[str, tuple[Node, Node]], label: str
+    ) -> Condition | None:
+        present = sorted(
+            (k for k in CONDITION_KEYS if k in keys), key=lambda k: _position(keys[k][0])
+        )
+        if not present:
+            self.at(node, f"{label} needs a condition: one of 'when', 'all' or 'any'")
+            return None
+        for extra in present[1:]:
+            self.at(
+                keys[extra][0],
+                f"'{extra}' cannot be combined with '{present[0]}': a rule has exactly one "
+                "of 'when', 'all' or 'any'",
+            )
+        if len(present) > 1:
+            return None
+        return self.condition(present[0], keys[present[0]][1])
+
+    def condition(self, key: str, node: Node) -> Condition | None:
+        """``when: TEXT``, or ``all:``/``any:`` with a list of conditions or nested lists."""
+        if key == "when":
+            if isinstance(node, SequenceNode):
+                self.at(node, "'when' takes one condition; use 'all:' or 'any:' for a list")
+                return None
+            return self.condition_text("when", node)
+        if not isinstance(node, SequenceNode) or not node.value:
+            self.at(node, f"'{key}' must be a non-empty list of conditions, got {_describe(node)}")
+            return None
+        parts: list[Condition | None] = []
+        for item in node.value:
+            if isinstance(item, MappingNode):
+                parts.append(self.nested_condition(key, item))
+            else:
+                parts.append(self.condition_text(key, item))
+        done = [p for p in parts if p is not None]
+        if len(done) < len(parts):
+            return None
+        return AllOf(tuple(done)) if key == "all" else AnyOf(tuple(done))
+
+    def nested_condition(self, key: str, node: MappingNode) -> Condition | None:
+        before = len(self.problems)
+        keys = self.mapping(node, ("all", "any"), where="condition")
+        if len(keys) == 1:
+            ((inner, (_, value)),) = keys.items()
+            return self.condition(inner, value)
+        if len(keys) == 2:
+            later = max(keys["all"][0], keys["any"][0], key=_position)
+            self.at(later, "a nested condition is either {all: [...]} or {any: [...]}, not both")
+        elif len(self.problems) == before:
+            self.at(
+                node,
+                f"each entry of '{key}' must be a condition or {{all: [...]}} / {{any: [...]}}",
+            )
+        return None
+
+    def condition_text(self, key: str, node: Node) -> Condition | None:
+        text = _text(node)
+        if text is None or not isinstance(node, ScalarNode):
+            self.at(
+                node,
+                f"'{key}' needs a condition like 'price > 70000', got {_describe(node)}",
+            )
+            return None
+        try:
+            return parse(text)
+        except ConditionError as exc:
+            self.add(*self._column_in_file(node, exc.column), exc.message)
+            return None
+
+    def _column_in_file(self, node: ScalarNode, column: int) -> tuple[int, int]:
+        """Where column ``column`` of a scalar's value is in the file: exact for a one-line
+        plain or quoted scalar without escapes, else the scalar's start."""
+        start, end = node.start_mark, node.end_mark
+        quote = node.style if node.style in ("'", '"') else ""
+        raw = self.text[start.index : end.index]
+        if start.line == end.line and raw == f"{quote}{node.value}{quote}":
+            return start.line + 1, start.column + len(quote) + column
+        return start.line + 1, start.column + 1
+
+    # -- values
+    def duration(self, key: str, node: Node) -> int | None:
+        text = _text(node)
+        if text is None:
+            self.at(node, f"'{key}' must be {_DURATION_HINT} (or 0), got {_describe(node)}")
+            return None
+        if text.strip() == "0":
+            return 0
+        try:
+            return _parse_duration(text)
+        except ValueError as exc:
+            self.at(node, f"invalid '{key}': {exc}")
+            return None
+
+    def rearm(self, node: Node) -> float | None:
+        text = _text(node)
+        if text is None:
+            self.at(node, f"'rearm' must be a percentage like 0.5%, got {_describe(node)}")
+            return None
+        text = text.strip()
+        if node.tag in _NUMBER_TAGS or _BARE_NUMBER_RE.fullmatch(text):
+            self.at(node, f"'rearm' must be a percentage: write '{text}%' instead of '{text}'")
+            return None
+        match = _PERCENT_RE.fullmatch(text)
+        if match is None:
+            self.at(node, f"'rearm' must be a percentage like 0.5%, got '{text}'")
+            return None
+        percent = Decimal(match.group(1))
+        if not 0 < percent < 100:
+            self.at(node, f"'rearm' must be more than 0% and less than 100%, got '{text}'")
+            return None
+        return float(percent / 100)
+
+    def boolean(self, key: str, node: Node) -> bool | None:
+        if isinstance(node, ScalarNode) and node.tag == _BOOL_TAG:
+            return str(node.value).lower() in ("true", "yes", "on")
+        quoted = isinstance(node, ScalarNode) and node.style in ("'", '"')
+        if quoted and str(node.value).lower() in ("true", "false"):
+            self.at(node, f"'{key}' must be true or false without quotes, got the text '{node.value}'")
+            return None
+        self.at(node, f"'{key}' must be true or false, got {_describe(node)}")
+        return None
+
+    def expires(self, node: Node) -> int | None:
+        # PyYAML tags such a value as a timestamp; the raw text is read, never constructed
+        text = _text(node)
+        try:
+            when = datetime.fromisoformat(text.strip()) if text is not None else None
+        except ValueError:
+            when = None
+        if when is None:
+            self.at(
+                node,
+                "'expires' must be an ISO-8601 time like 2026-12-31T00:00:00Z, "
+                f"got {_describe(node)}",
+            )
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return (when - _EPOCH) // timedelta(milliseconds=1)
+
+    def template(self, node: Node) -> str | None:
+        text = _text(node)
+        if text is None:
+            hint = (
+                " (quote a message that starts with '{')" if isinstance(node, MappingNode) else ""
+            )
+            self.at(node, f"'message' must be text, got {_describe(node)}{hint}")
+            return None
+        problems = _template_problems(text)
+        for problem in problems:
+            self.at(node, problem)
+        return None if problems else text
+
+    def notify(self, node: Node) -> list[_Ref] | None:
+        items: list[Node]
+        if isinstance(node, SequenceNode):
+            items = node.value
+        elif isinstance(node, ScalarNode) and not _is_null(node):
+            items = [node]
+        else:
+            self.at(node, f"'notify' must be a list of channel names, got {_describe(node)}")
+            return None
+        refs: list[_Ref] = []
+        for item in items:
+            text = _text(item)
+            if text is None:
+                self.at(
+                    item, f"each entry of 'notify' must be a channel name, got {_describe(item)}"
+                )
+                return None
+            refs.append(_Ref(text, item))
+        return refs
+
+
+# ---------------------------------------------------------------- several files as one set
+
+
+def _merge(sources: list[_Source]) -> RuleSet:
+    channels: dict[str, Channel] = {}
+    defined_at: dict[str, str] = {}
+    for source in sources:
+        for ch in source.channels:
+            if ch.name in defined_at:
+                source.at(
+                    ch.node,
+                    f"duplicate channel '{ch.name}' (first defined at {defined_at[ch.name]})",
+                )
+                continue
+            defined_at[ch.name] = source.where(ch.node)
+            if ch.channel is not None:
+                channels[ch.name] = ch.channel
+
+    def known(source: _Source, refs: list[_Ref]) -> bool:
+        unknown = [ref for ref in refs if ref.name not in defined_at]
+        for ref in unknown:
+            source.at(ref.node, _unknown_channel(ref.name, sorted(defined_at)))
+        return not unknown
+
+    ids: dict[str, str] = {}
+    rules: list[Rule] = []
+    for source in sources:
+        defaults = source.defaults.notify
+        if defaults is not None:
+            known(source, defaults)
+        for rule_def in source.rules:
+            ok = rule_def.rule is not None
+            if rule_def.id is not None and rule_def.id_node is not None:
+                if rule_def.id in ids:
+                    source.at(
+                        rule_def.id_node,
+                        f"duplicate id '{rule_def.id}' (first defined at {ids[rule_def.id]})",
+                    )
+                    ok = False
+                else:
+                    ids[rule_def.id] = source.where(rule_def.id_node)
+            refs = rule_def.notify
+            if refs is not None:
+                ok = known(source, refs) and ok
+            else:
+                refs = defaults or []
+            if ok and rule_def.rule is not None:
+                names = tuple(dict.fromkeys(ref.name for ref in refs))
+                rules.append(replace(rule_def.rule, notify=names))
+
+    problems = [p for s in sources for p in sorted(s.problems, key=lambda p: (p.line, p.column))]
+    if problems:
+        raise RuleFileError(problems)
+    return RuleSet(rules=tuple(rules), channels=channels)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+
+def _text(node: Node) -> str | None:
+    """The raw text of a scalar (whatever YAML would have made of it), None for anything else."""
+    if isinstance(node, ScalarNode) and not _is_null(node):
+        return str(node.value)
+    return None
+
+
+def _describe(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    if _is_null(node):
+        return "nothing"
+    return f"'{node.value}'"
+
+
+def _position(node: Node) -> tuple[int, int]:
+    return node.start_mark.line, node.start_mark.column
+
+
+def _unknown_key(name: str, allowed: Sequence[str], where: str) -> str:
+    lowered = name.lower()
+    if any(word in lowered for word in _SECRET_WORDS):
+        if where == "channel":
+            return (
+                f"secrets never live in rule files: remove '{name}' and name an environment "
+                "variable that holds it instead, e.g. secret_env: DESK_SECRET"
+            )
+        return (
+            f"secrets never live in rule files: remove '{name}' (the bot token comes from "
+            "ALERTBOT_TELEGRAM_TOKEN, a webhook secret from the variable its channel's "
+            "secret_env names)"
+        )
+    if where == "top" and name in RULE_KEYS:
+        return f"unknown key '{name}' at the top level (it goes under 'defaults:' or in a rule)"
+    close = difflib.get_close_matches(name, allowed, n=1)
+    if close:
+        return f"unknown key '{name}' (did you mean '{close[0]}'?)"
+    return f"unknown key '{name}' (expected one of: {', '.join(allowed)})"
+
+
+def _unknown_channel(name: str, channels: list[str]) -> str:
+    if not channels:
+        return f"unknown channel '{name}' in notify (no channels are defined under 'channels:')"
+    close = difflib.get_close_matches(name, channels, n=1)
+    if close:
+        return f"unknown channel '{name}' in notify (did you mean '{close[0]}'?)"
+    return f"unknown channel '{name}' in notify (known: {', '.join(channels)})"
+
+
+def _template_problems(text: str) -> list[str]:
+    """What is wrong with a message template; ``{{`` and ``}}`` are literal braces."""
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(text)
+            if name is not None
+        ]
+    except ValueError as exc:
+        reason = str(exc).replace(" in format string", "")
+        reason = reason[:1].lower() + reason[1:]
+        return [
+            f"unbalanced braces in message ({reason}); write '{{{{' or '}}}}' for a literal brace"
+        ]
+    known = ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS))
+    problems: list[str] = []
+    for name, spec, conversion in fields:
+        if name == "":
+            problems.append("empty placeholder '{}' in message; name a value, e.g. '{price}'")
+        elif name not in PLACEHOLDERS:
+            close = difflib.get_close_matches(name, sorted(PLACEHOLDERS), n=1)
+            mean = f"did you mean '{{{close[0]}}}'?; " if close else ""
+            problems.append(f"unknown placeholder '{{{name}}}' in message ({mean}known: {known})")
+        elif spec or conversion:
+            written = (
+                f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+            )
+            problems.append(
+                f"placeholder '{written}' in message: format specs and conversions are not "
+                f"supported, write '{{{name}}}'"
+            )
+    return problems
+
+
+def _has_threshold(condition: Condition) -> bool:
+    return isinstance(condition, Level | Cross | Move)
+
+
+def _rearm_refusal(condition: Condition) -> str:
+    if isinstance(condition, AllOf | AnyOf):
+        why = "an 'all'/'any' rule has several"
+    else:
+        why = "'breaks 24h ...' has no threshold to move away from"
+    return f"rearm needs a single threshold condition; {why}"

@@ -1,0 +1,191 @@
+"""The condition language: every form, canonical formatting, and errors that name the column."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alertbot.errors import ConditionError
+from alertbot.rules.conditions import (
+    METRICS,
+    PERCENT_METRICS,
+    AllOf,
+    AnyOf,
+    Breaks,
+    Condition,
+    Cross,
+    Level,
+    Move,
+    format_condition,
+    format_duration,
+    format_number,
+    parse,
+    parse_duration,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("price > 70000", Level("price", ">", 70000.0)),
+        ("> 70000", Level("price", ">", 70000.0)),
+        ("PRICE >= 70k", Level("price", ">=", 70000.0)),
+        ("price<0.5", Level("price", "<", 0.5)),
+        ("low <= 1.5m", Level("low", "<=", 1.5e6)),
+        ("high > .25", Level("high", ">", 0.25)),
+        ("change_24h >= 5%", Level("change_24h", ">=", 5.0)),
+        ("change_24h <= -5%", Level("change_24h", "<=", -5.0)),
+        ("change_24h > 5", Level("change_24h", ">", 5.0)),
+        ("range_24h > 10%", Level("range_24h", ">", 10.0)),
+        ("volume > 100k", Level("volume", ">", 1e5)),
+        ("quote_volume > 2b", Level("quote_volume", ">", 2e9)),
+        ("price crosses 70000", Cross("price", None, 70000.0)),
+        ("crosses above 70k", Cross("price", "above", 70000.0)),
+        ("price crosses below 3K", Cross("price", "below", 3000.0)),
+        ("change_24h crosses above 10%", Cross("change_24h", "above", 10.0)),
+        ("breaks 24h high", Breaks("high")),
+        ("Breaks 24H Low", Breaks("low")),
+        ("rises 5% in 15m", Move("rises", 5.0, 900_000)),
+        ("drops 2.5% in 1h", Move("drops", 2.5, 3_600_000)),
+        ("moves 3% in 30s", Move("moves", 3.0, 30_000)),
+        (
+            "all(price > 200, rises 5% in 15m)",
+            AllOf((Level("price", ">", 200.0), Move("rises", 5.0, 900_000))),
+        ),
+        (
+            "any(breaks 24h high, all(volume > 1m, price < 5))",
+            AnyOf((Breaks("high"), AllOf((Level("volume", ">", 1e6), Level("price", "<", 5.0))))),
+        ),
+    ],
+)
+def test_every_form_parses_to_its_value(text: str, expected: Condition) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("crosses above 70k", "price crosses above 70000"),
+        ("> 1.50", "price > 1.5"),
+        ("quote_volume > 2b", "quote_volume > 2000000000"),
+        ("change_24h >= 5", "change_24h >= 5%"),
+        ("price < 0.00001", "price < 0.00001"),
+        ("rises 5% in 90m", "rises 5% in 90m"),
+        ("drops 1% in 120m", "drops 1% in 2h"),
+        ("moves 2% in 3600s", "moves 2% in 1h"),
+        ("all(>1,<2)", "all(price > 1, price < 2)"),
+    ],
+)
+def test_canonical_text(text: str, canonical: str) -> None:
+    assert format_condition(parse(text)) == canonical
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "column"),
+    [
+        ("price > abc", "expected a number after '>', got 'abc' at column 9", 9),
+        ("price >", "expected a number after '>' at the end", 8),
+        ("", "empty condition: expected e.g. 'price > 70000'", 1),
+        ("prise > 5", "unknown metric or condition 'prise'", 1),
+        ("price = 5", "expected '>', '>=', '<', '<=' or 'crosses' after 'price', got '='", 7),
+        ("price > 5%", "'%' only goes with change_24h and range_24h, not price at column 9", 9),
+        ("price > -5", "price cannot be negative at column 9", 9),
+        ("price > 0", "price must be greater than 0 at column 9", 9),
+        ("price > 1e309", "expected a number after '>', got '1e309'", 9),
+        ("price > 9" + "9" * 400, "is too large", 9),
+        ("price > 5 now", "unexpected 'now' at column 11", 11),
+        ("breaks 1h high", "expected '24h' after 'breaks', got '1h' at column 8", 8),
+        ("breaks 24h top", "expected 'high' or 'low' after '24h', got 'top'", 12),
+        ("rises 5% within 15m", "expected 'in' after '5%', got 'within'", 10),
+        ("rises 5% in 15 minutes", "expected a duration like 30s, 15m, 4h or 1d", 13),
+        ("rises 5% in 8d", "the window must be between 1s and 7d", 13),
+        ("rises 0% in 1h", "the move size must be greater than 0%", 7),
+        ("rises -5% in 1h", "expected a percentage like 5% after 'rises', got '-5%'", 7),
+        ("price crosses sideways 5", "expected a number after 'crosses', got 'sideways'", 15),
+        ("all(price > 1", "expected ',' or ')'", 14),
+        ("all price > 1", "expected '(' after 'all'", 5),
+    ],
+)
+def test_errors_say_what_was_expected_and_where(text: str, message: str, column: int) -> None:
+    with pytest.raises(ConditionError) as info:
+        parse(text)
+    assert message in info.value.message
+    assert info.value.column == column
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"), [("30s", 30_000), ("15m", 900_000), ("4H", 14_400_000), ("1d", 86_400_000)]
+)
+def test_durations_parse_and_format_back(text: str, ms: int) -> None:
+    assert parse_duration(text) == ms
+    assert format_duration(ms) == text.lower()
+
+
+@pytest.mark.parametrize("text", ["15", "m", "1.5h", "-1m", "999999d", "15 m"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+# ---------------------------------------------------------------- parse(format(c)) == c
+
+_numbers = st.one_of(
+    st.integers(1, 10**12).map(float),
+    st.decimals(min_value="0.00000001", max_value="1000000000", places=8).map(float),
+    st.floats(min_value=1e-9, max_value=1e15, allow_nan=False, allow_infinity=False),
+).filter(lambda x: x > 0)
+_metrics = st.sampled_from(METRICS)
+
+
+@st.composite
+def _level(draw: st.DrawFn) -> Level:
+    metric = draw(_metrics)
+    value = draw(_numbers)
+    if metric in PERCENT_METRICS and metric == "change_24h" and draw(st.booleans()):
+        value = -value
+    return Level(metric, draw(st.sampled_from([">", ">=", "<", "<="])), value)
+
+
+@st.composite
+def _cross(draw: st.DrawFn) -> Cross:
+    return Cross(draw(_metrics), draw(st.sampled_from([None, "above", "below"])), draw(_numbers))
+
+
+_move = st.builds(
+    Move,
+    st.sampled_from(["rises", "drops", "moves"]),
+    _numbers.filter(lambda x: x < 1e6),
+    st.integers(1, 7 * 86_400).map(lambda s: s * 1000),
+)
+_leaf = st.one_of(_level(), _cross(), st.builds(Breaks, st.sampled_from(["high", "low"])), _move)
+_condition = st.recursive(
+    _leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=3).map(lambda xs: AllOf(tuple(xs))),
+        st.lists(inner, min_size=1, max_size=3).map(lambda xs: AnyOf(tuple(xs))),
+    ),
+    max_leaves=6,
+)
+
+
+@given(_condition)
+def test_parse_of_format_gives_back_the_same_condition(cond: Condition) -> None:
+    assert parse(format_condition(cond)) == cond
+
+
+@given(st.floats(min_value=0, max_value=1e300, allow_nan=False))
+def test_format_number_reads_back_exactly_and_has_no_exponent(x: float) -> None:
+    text = format_number(x)
+    assert "e" not in text.lower()
+    assert float(text) == x
+
+
+@given(st.text(max_size=60))
+def test_arbitrary_text_either_parses_or_raises_condition_error(text: str) -> None:
+    try:
+        cond = parse(text)
+    except ConditionError as exc:
+        assert exc.column >= 1
+    else:
+        assert parse(format_condition(cond)) == cond

@@ -1,0 +1,127 @@
+"""Ticker parsing: every message shape, and malformed input counted and skipped, never raised."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alertbot.ticker import ParseStats, Ticker, parse_message
+
+GOOD = {
+    "e": "24hrMiniTicker",
+    "E": 1732000000000,
+    "s": "BTCUSDT",
+    "c": "70012.50",
+    "o": "68000.00",
+    "h": "70500.00",
+    "l": "67500.10",
+    "v": "12345.678",
+    "q": "860000000.5",
+}
+EXPECTED = Ticker(
+    "BTCUSDT", 1732000000000, 70012.5, 68000.0, 70500.0, 67500.1, 12345.678, 860000000.5, "70012.50"
+)
+
+
+def parse(obj: object) -> tuple[list[Ticker], ParseStats]:
+    stats = ParseStats()
+    return parse_message(orjson.dumps(obj), stats), stats
+
+
+def test_raw_array_gives_one_ticker_per_element() -> None:
+    tickers, stats = parse([GOOD, {**GOOD, "s": "ETHUSDT"}])
+    assert tickers == [EXPECTED, EXPECTED._replace(symbol="ETHUSDT")]
+    assert stats.tickers == 2
+    assert stats.malformed == 0
+
+
+def test_single_object_message_gives_its_ticker() -> None:
+    assert parse(GOOD)[0] == [EXPECTED]
+
+
+def test_combined_stream_wrapper_is_unwrapped_for_objects_and_arrays() -> None:
+    assert parse({"stream": "btcusdt@miniTicker", "data": GOOD})[0] == [EXPECTED]
+    assert parse({"stream": "!miniTicker@arr", "data": [GOOD]})[0] == [EXPECTED]
+
+
+def test_price_text_is_kept_exactly_as_sent() -> None:
+    tickers, _ = parse({**GOOD, "c": "70012.5000"})
+    assert tickers[0].price_text == "70012.5000"
+    assert tickers[0].close == 70012.5
+
+
+def test_lowercase_symbol_is_upper_cased() -> None:
+    assert parse({**GOOD, "s": "btcusdt"})[0][0].symbol == "BTCUSDT"
+
+
+@pytest.mark.parametrize("st_value", [1, None])
+def test_usdm_elements_are_kept(st_value: int | None) -> None:
+    obj = dict(GOOD) if st_value is None else {**GOOD, "st": st_value, "ps": "BTCUSDT"}
+    assert len(parse(obj)[0]) == 1
+
+
+def test_elements_of_another_market_are_skipped_and_counted_as_foreign() -> None:
+    tickers, stats = parse([{**GOOD, "st": 2, "ps": "BTCUSD"}, GOOD])
+    assert tickers == [EXPECTED]
+    assert stats.foreign == 1
+    assert stats.malformed == 0
+
+
+@pytest.mark.parametrize(
+    ("element", "reason"),
+    [
+        pytest.param({k: v for k, v in GOOD.items() if k != "c"}, "missing or bad number", id="missing-c"),
+        pytest.param({**GOOD, "c": "abc"}, "missing or bad number", id="non-numeric"),
+        pytest.param({**GOOD, "h": "NaN"}, "missing or bad number", id="nan"),
+        pytest.param({**GOOD, "l": "inf"}, "missing or bad number", id="infinite"),
+        pytest.param({**GOOD, "c": "-1.5"}, "missing or bad number", id="negative-price"),
+        pytest.param({**GOOD, "v": None}, "missing or bad number", id="null"),
+        pytest.param({**GOOD, "q": True}, "missing or bad number", id="bool"),
+        pytest.param({**GOOD, "o": ["1"]}, "missing or bad number", id="list"),
+        pytest.param({**GOOD, "E": "1732000000000"}, "bad symbol or event time", id="E-string"),
+        pytest.param({**GOOD, "s": 5}, "bad symbol or event time", id="symbol-int"),
+        pytest.param({**GOOD, "s": ""}, "bad symbol or event time", id="symbol-empty"),
+        pytest.param({**GOOD, "e": "24hrTicker"}, "not a 24hrMiniTicker", id="other-event"),
+        pytest.param("BTCUSDT", "not an object", id="string-element"),
+        pytest.param(42, "not an object", id="number-element"),
+    ],
+)
+def test_malformed_element_is_skipped_counted_and_the_rest_kept(element: object, reason: str) -> None:
+    tickers, stats = parse([element, GOOD])
+    assert tickers == [EXPECTED]
+    assert stats.malformed == 1
+    assert stats.reasons == {reason: 1}
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"{", b"[1,", b"\xff\xfe", b"null", b"42", b'"text"', b"{]"], ids=repr
+)
+def test_garbage_messages_are_counted_not_raised(raw: bytes) -> None:
+    stats = ParseStats()
+    assert parse_message(raw, stats) == []
+    assert stats.malformed == 1
+
+
+def test_subscription_replies_are_ignored_not_malformed() -> None:
+    for reply in ({"result": None, "id": 1}, {"error": {"code": 2, "msg": "x"}, "id": 2}):
+        tickers, stats = parse(reply)
+        assert tickers == []
+        assert (stats.ignored, stats.malformed) == (1, 0)
+
+
+def test_numbers_sent_as_json_numbers_are_accepted() -> None:
+    tickers, _ = parse({**GOOD, "c": 70012.5})
+    assert tickers[0].close == 70012.5
+
+
+@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+                    lambda c: st.lists(c) | st.dictionaries(st.text(), c), max_leaves=20))
+def test_any_json_value_never_raises(value: object) -> None:
+    stats = ParseStats()
+    try:
+        raw = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        return
+    parse_message(raw, stats)
