@@ -97,42 +97,98 @@ def metric_value(kind: int, t: Ticker) -> float:
     return t.low
 
 
-class _Window:
-    """Min and max of a symbol's prices over the last ``ms`` of event time (monotonic deques)."""
+class _Prices:
+    """A symbol's recent prices, for the min and max over windows of several lengths.
 
-    __slots__ = ("max_p", "max_t", "min_p", "min_t", "ms")
+    One increasing list (window minimum candidates) and one decreasing list (maximum candidates)
+    cover the longest window; each shorter window keeps a pointer to its first element, which only
+    moves forward because event time does. Lists with a head offset instead of deques, so the
+    pointers can index them.
+    """
 
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-        self.min_t: deque[int] = deque()
-        self.min_p: deque[float] = deque()
-        self.max_t: deque[int] = deque()
-        self.max_p: deque[float] = deque()
+    __slots__ = ("longest", "max_p", "max_t", "min_p", "min_t", "windows")
+
+    def __init__(self) -> None:
+        self.longest = 0
+        self.min_t: list[int] = []
+        self.min_p: list[float] = []
+        self.max_t: list[int] = []
+        self.max_p: list[float] = []
+        self.windows: dict[int, _Window] = {}
+
+    def window(self, ms: int) -> _Window:
+        window = self.windows.get(ms)
+        if window is None:
+            # A window added while running starts empty: it covers the ticks from now on.
+            window = self.windows[ms] = _Window(ms)
+            window.imin = len(self.min_p)
+            window.imax = len(self.max_p)
+            self.longest = max(self.longest, ms)
+        return window
 
     def push(self, time: int, price: float) -> None:
-        start = time - self.ms
         min_t, min_p, max_t, max_p = self.min_t, self.min_p, self.max_t, self.max_p
         while min_p and min_p[-1] >= price:
             min_p.pop()
             min_t.pop()
         min_p.append(price)
         min_t.append(time)
-        while min_t[0] < start:
-            min_t.popleft()
-            min_p.popleft()
         while max_p and max_p[-1] <= price:
             max_p.pop()
             max_t.pop()
         max_p.append(price)
         max_t.append(time)
-        while max_t[0] < start:
-            max_t.popleft()
-            max_p.popleft()
+        last_min = len(min_p) - 1
+        last_max = len(max_p) - 1
+        for w in self.windows.values():
+            start = time - w.ms
+            i = w.imin
+            if i > last_min:
+                i = last_min
+            while min_t[i] < start:
+                i += 1
+            w.imin = i
+            w.low = min_p[i]
+            j = w.imax
+            if j > last_max:
+                j = last_max
+            while max_t[j] < start:
+                j += 1
+            w.imax = j
+            w.high = max_p[j]
+        # drop what even the longest window no longer needs, in batches
+        if len(min_p) > 256:
+            self._trim(min_t, min_p, time, "imin")
+        if len(max_p) > 256:
+            self._trim(max_t, max_p, time, "imax")
+
+    def _trim(self, times: list[int], prices: list[float], time: int, attr: str) -> None:
+        cut = min(getattr(w, attr) for w in self.windows.values())
+        if cut * 2 > len(times):
+            del times[:cut]
+            del prices[:cut]
+            for w in self.windows.values():
+                setattr(w, attr, getattr(w, attr) - cut)
+
+
+class _Window:
+    """The min and max price of one window length, kept current by :class:`_Prices`."""
+
+    __slots__ = ("drop", "high", "imax", "imin", "low", "ms", "rise")
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+        self.imin = 0
+        self.imax = 0
+        self.low = NAN
+        self.high = NAN
+        self.rise: _Index | None = None
+        self.drop: _Index | None = None
 
     def value(self, kind: int, price: float) -> float:
         """Rise, drop, or the larger of both, in percent, for the current price."""
-        low = self.min_p[0]
-        high = self.max_p[0]
+        low = self.low
+        high = self.high
         rise = (price - low) / low * 100 if low else NAN
         drop = (high - price) / high * 100 if high else NAN
         if kind == _RISE:
@@ -213,14 +269,15 @@ class _Pair:
 class _Index:
     """Thresholds of one metric of one symbol, sorted, with the pairs they belong to."""
 
-    __slots__ = ("dead", "dirty", "entries", "ghi", "glo", "keys", "kind", "value", "window")
+    __slots__ = ("dead", "dirty", "entries", "ghi", "glo", "keys", "kind", "value")
 
-    def __init__(self, kind: int, window: _Window | None) -> None:
+    def __init__(self, kind: int) -> None:
         self.kind = kind
-        self.window = window
         self.keys: list[float] = []
         self.entries: list[_Pair] = []
-        self.value = NAN  # the metric on the symbol's previous tick
+        # The metric on an earlier tick. Ticks that stay inside the gap do not update it: any value
+        # in the same gap selects the same thresholds.
+        self.value = NAN
         self.glo = NAN  # no threshold lies strictly between glo and ghi (NaN: unknown)
         self.ghi = NAN
         self.dirty = False
@@ -270,22 +327,24 @@ class _Book:
     """Everything the engine keeps about one symbol."""
 
     __slots__ = (
+        "basic",
         "breaks",
         "broke",
         "fresh",
         "indexes",
         "last",
+        "prices",
         "recheck",
         "symbol",
         "timers",
-        "windows",
     )
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.last: Ticker | None = None
         self.indexes: dict[tuple[int, int], _Index] = {}
-        self.windows: dict[int, _Window] = {}
+        self.basic: list[_Index] = []  # indexes of metrics of the ticker itself
+        self.prices: _Prices | None = None  # windows of the moves rules
         self.breaks: list[_Pair] = []
         self.broke = False  # the previous tick printed a new 24h high or low
         self.fresh: list[_Pair] = []
@@ -293,18 +352,29 @@ class _Book:
         self.timers: list[tuple[int, int, _Pair]] = []
 
     def window(self, ms: int) -> _Window:
-        window = self.windows.get(ms)
-        if window is None:
-            window = self.windows[ms] = _Window(ms)
-        return window
+        if self.prices is None:
+            self.prices = _Prices()
+        return self.prices.window(ms)
 
     def index(self, kind: int, window_ms: int = 0) -> _Index:
         key = (kind, window_ms)
         index = self.indexes.get(key)
         if index is None:
-            window = self.window(window_ms) if window_ms else None
-            index = self.indexes[key] = _Index(kind, window)
+            index = self.indexes[key] = _Index(kind)
+            if window_ms:
+                window = self.window(window_ms)
+                if kind == _RISE:
+                    window.rise = index
+                else:
+                    window.drop = index
+            else:
+                self.basic.append(index)
         return index
+
+    def move_indexes(self, leaf: Move) -> list[_Index]:
+        """``moves`` is ``rises or drops``: it watches the thresholds of both."""
+        kinds = (_RISE, _DROP) if leaf.kind == "moves" else (_MOVE_KIND[leaf.kind],)
+        return [self.index(kind, leaf.window_ms) for kind in kinds]
 
 
 class Engine:
@@ -398,8 +468,8 @@ class Engine:
                 if pair not in book.breaks:
                     book.breaks.append(pair)
             elif type(leaf) is Move:
-                index = book.index(_MOVE_KIND[leaf.kind], leaf.window_ms)
-                index.add(leaf.pct, pair)
+                for index in book.move_indexes(leaf):
+                    index.add(leaf.pct, pair)
             elif type(leaf) is Level or type(leaf) is Cross:
                 index = book.index(_METRIC_KIND[leaf.metric])
                 index.add(leaf.value, pair)
@@ -408,7 +478,8 @@ class Engine:
                 leaf = cond
                 assert type(leaf) is Level or type(leaf) is Cross or type(leaf) is Move
                 if type(leaf) is Move:
-                    book.index(_MOVE_KIND[leaf.kind], leaf.window_ms).add(edge, pair)
+                    for index in book.move_indexes(leaf):
+                        index.add(edge, pair)
                 else:
                     book.index(_METRIC_KIND[leaf.metric]).add(edge, pair)
 
@@ -437,7 +508,6 @@ class Engine:
             book.last = t
             if not (book.indexes or book.fresh or book.breaks or book.timers):
                 continue  # no rule watches this symbol
-            self._tick += 1
             todo = self._collect(book, t, prev)
             if todo:
                 if len(todo) > 1:
@@ -448,8 +518,7 @@ class Engine:
         return alerts
 
     def _collect(self, book: _Book, t: Ticker, prev: Ticker | None) -> list[_Pair]:
-        """The pairs whose state this tick may change."""
-        stamp = self._tick
+        """The pairs whose state this tick may change (this is the per-tick hot path)."""
         todo: list[_Pair] = []
         if book.fresh:
             todo.extend(book.fresh)
@@ -457,23 +526,44 @@ class Engine:
         if book.recheck:
             todo.extend(book.recheck)
             book.recheck = []
-        time = t.time
         price = t.close
-        for window in book.windows.values():
-            window.push(time, price)
-        for index in book.indexes.values():
+        for index in book.basic:
             kind = index.kind
             if kind == _PRICE:
                 v = price
-            elif kind >= _RISE:
-                assert index.window is not None
-                v = index.window.value(kind, price)
+            elif kind == _CHANGE:
+                o = t.open
+                v = (price - o) / o * 100 if o else NAN
+            elif kind == _VOLUME:
+                v = t.volume
+            elif kind == _QUOTE:
+                v = t.quote_volume
+            elif kind == _RANGE:
+                lo = t.low
+                v = (t.high - lo) / lo * 100 if lo else NAN
+            elif kind == _HIGH:
+                v = t.high
             else:
-                v = metric_value(kind, t)
-            if index.glo < v < index.ghi:
-                index.value = v
-                continue
-            todo.extend(index.touched(v))
+                v = t.low
+            if not index.glo < v < index.ghi:
+                todo.extend(index.touched(v))
+        time = t.time
+        prices = book.prices
+        if prices is not None:
+            prices.push(time, price)
+            for w in prices.windows.values():
+                index_or_none = w.rise
+                if index_or_none is not None:
+                    low = w.low
+                    v = (price - low) / low * 100 if low else NAN
+                    if not index_or_none.glo < v < index_or_none.ghi:
+                        todo.extend(index_or_none.touched(v))
+                index_or_none = w.drop
+                if index_or_none is not None:
+                    high = w.high
+                    v = (high - price) / high * 100 if high else NAN
+                    if not index_or_none.glo < v < index_or_none.ghi:
+                        todo.extend(index_or_none.touched(v))
         if book.breaks:
             broke = prev is not None and (t.high > prev.high or t.low < prev.low)
             if broke or book.broke:
@@ -482,6 +572,10 @@ class Engine:
         timers = book.timers
         while timers and timers[0][0] <= time:
             todo.append(heapq.heappop(timers)[2])
+        if not todo:
+            return todo
+        self._tick += 1
+        stamp = self._tick
         out = []
         for pair in todo:
             if pair.stamp != stamp:
@@ -605,7 +699,9 @@ def _true(cond: Condition, t: Ticker, prev: Ticker | None, book: _Book) -> bool:
         return t.high > prev.high if cond.side == "high" else t.low < prev.low
     if kind is Move:
         assert isinstance(cond, Move)
-        return book.windows[cond.window_ms].value(_MOVE_KIND[cond.kind], t.close) >= cond.pct
+        assert book.prices is not None
+        window = book.prices.windows[cond.window_ms]
+        return window.value(_MOVE_KIND[cond.kind], t.close) >= cond.pct
     if kind is AllOf:
         assert isinstance(cond, AllOf)
         return all(_true(p, t, prev, book) for p in cond.parts)
@@ -638,6 +734,7 @@ def _band_ok(c: _Compiled, cond: Condition, t: Ticker, book: _Book) -> bool:
         return v <= c.band_low if cond.direction == "above" else v >= c.band_high
     if type(cond) is Move:
         assert isinstance(cond, Move)
-        v = book.windows[cond.window_ms].value(_MOVE_KIND[cond.kind], t.close)
+        assert book.prices is not None
+        v = book.prices.windows[cond.window_ms].value(_MOVE_KIND[cond.kind], t.close)
         return v < c.band_low
     return True  # breaks and composites have no band
