@@ -1,4 +1,4 @@
-"""Recordings: JSON Lines, one WebSocket message per line exactly as received; ``.gz`` transparent."""
+"""Recordings: JSON Lines, one WebSocket message per line as received; ``.gz`` is transparent."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def open_recording(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
     """Open a recording for reading (``rb``) or writing (``wb``), gzip when the name ends in .gz."""
     if str(path).endswith(".gz"):
         return gzip.open(path, mode)  # type: ignore[return-value]
-    return open(path, mode)  # noqa: SIM115 - the caller closes it
+    return open(path, mode)
 
 
 def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:

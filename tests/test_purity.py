@@ -12,13 +12,38 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "alertbot"
 CORE = [PACKAGE / "ticker.py", *sorted((PACKAGE / "rules").glob("*.py"))]
 FORBIDDEN_MODULES = {
-    "asyncio", "socket", "ssl", "selectors", "threading", "websockets", "telegram", "httpx",
-    "httpcore", "aiohttp", "requests", "urllib", "http", "apscheduler", "sqlite3", "time",
+    "asyncio",
+    "socket",
+    "ssl",
+    "selectors",
+    "threading",
+    "websockets",
+    "telegram",
+    "httpx",
+    "httpcore",
+    "aiohttp",
+    "requests",
+    "urllib",
+    "http",
+    "apscheduler",
+    "sqlite3",
+    "time",
 }
 #: loaded (not imported by us) only when something does I/O; `time` is loaded by the stdlib itself
 TRANSITIVE = {
-    "asyncio", "socket", "ssl", "websockets", "telegram", "httpx", "httpcore", "aiohttp",
-    "requests", "apscheduler", "sqlite3", "http.client", "urllib.request",
+    "asyncio",
+    "socket",
+    "ssl",
+    "websockets",
+    "telegram",
+    "httpx",
+    "httpcore",
+    "aiohttp",
+    "requests",
+    "apscheduler",
+    "sqlite3",
+    "http.client",
+    "urllib.request",
 }
 CLOCK_CALLS = {"now", "utcnow", "today", "time", "monotonic", "perf_counter", "time_ns"}
 
@@ -58,5 +83,7 @@ def test_importing_the_core_loads_no_forbidden_module_transitively() -> None:
         f"bad = sorted(m for m in sys.modules if m in {sorted(TRANSITIVE)!r})\n"
         "print(','.join(bad))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == ""

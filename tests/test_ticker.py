@@ -72,7 +72,9 @@ def test_elements_of_another_market_are_skipped_and_counted_as_foreign() -> None
 @pytest.mark.parametrize(
     ("element", "reason"),
     [
-        pytest.param({k: v for k, v in GOOD.items() if k != "c"}, "missing or bad number", id="missing-c"),
+        pytest.param(
+            {k: v for k, v in GOOD.items() if k != "c"}, "missing or bad number", id="missing-c"
+        ),
         pytest.param({**GOOD, "c": "abc"}, "missing or bad number", id="non-numeric"),
         pytest.param({**GOOD, "h": "NaN"}, "missing or bad number", id="nan"),
         pytest.param({**GOOD, "l": "inf"}, "missing or bad number", id="infinite"),
@@ -88,7 +90,9 @@ def test_elements_of_another_market_are_skipped_and_counted_as_foreign() -> None
         pytest.param(42, "not an object", id="number-element"),
     ],
 )
-def test_malformed_element_is_skipped_counted_and_the_rest_kept(element: object, reason: str) -> None:
+def test_malformed_element_is_skipped_counted_and_the_rest_kept(
+    element: object, reason: str
+) -> None:
     tickers, stats = parse([element, GOOD])
     assert tickers == [EXPECTED]
     assert stats.malformed == 1
@@ -116,8 +120,13 @@ def test_numbers_sent_as_json_numbers_are_accepted() -> None:
     assert tickers[0].close == 70012.5
 
 
-@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
-                    lambda c: st.lists(c) | st.dictionaries(st.text(), c), max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+        lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+        max_leaves=20,
+    )
+)
 def test_any_json_value_never_raises(value: object) -> None:
     stats = ParseStats()
     try:

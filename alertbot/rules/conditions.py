@@ -39,10 +39,17 @@ METRICS: tuple[Metric, ...] = (
     "high",
     "low",
 )
+_METRIC_BY_NAME: dict[str, Metric] = {m: m for m in METRICS}
 PERCENT_METRICS = frozenset({"change_24h", "range_24h"})
 #: metrics whose values may be negative (24h change); all others are >= 0 by construction
 SIGNED_METRICS = frozenset({"change_24h"})
 OPS: tuple[Op, ...] = (">", ">=", "<", "<=")
+_OP_BY_TEXT: dict[str, Op] = {op: op for op in OPS}
+_MOVE_BY_NAME: dict[str, Literal["rises", "drops", "moves"]] = {
+    "rises": "rises",
+    "drops": "drops",
+    "moves": "moves",
+}
 SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9}
 DURATION_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 #: longest window a move condition may use: the 24h statistics make longer ones meaningless
@@ -79,7 +86,7 @@ class Breaks:
 
 @dataclass(frozen=True, slots=True)
 class Move:
-    """``rises|drops|moves pct% in window``: a move of at least ``pct`` percent within the window."""
+    """``rises|drops|moves pct% in window``: a move of at least ``pct`` percent in the window."""
 
     kind: Literal["rises", "drops", "moves"]
     pct: float
@@ -102,8 +109,9 @@ Condition = Level | Cross | Breaks | Move | AllOf | AnyOf
 
 # ---------------------------------------------------------------- numbers and durations
 
-_NUMBER_RE = re.compile(r"^([+-]?)(\d+(?:\.\d*)?|\.\d+)([kmb]?)(%?)$", re.IGNORECASE)
-_DURATION_RE = re.compile(r"^(\d+)([smhd])$", re.IGNORECASE)
+# [0-9], not \d: float() would accept other scripts' digits, the grammar does not
+_NUMBER_RE = re.compile(r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([kmb]?)(%?)$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"^([0-9]+)([smhd])$", re.IGNORECASE)
 
 
 def format_number(x: float) -> str:
@@ -121,7 +129,7 @@ def parse_duration(text: str) -> int:
         raise ValueError(f"expected a duration like 30s, 15m, 4h or 1d, got {text!r}")
     ms = int(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
     if ms > MAX_DURATION_MS:
-        raise ValueError(f"duration {text!r} is longer than a year")
+        raise ValueError(f"duration {text!r} is longer than 366 days")
     return ms
 
 
@@ -209,7 +217,7 @@ class _Parser:
         metric: Metric = "price"
         op_token = first
         if word in METRICS:
-            metric = word  # type: ignore[assignment]
+            metric = _METRIC_BY_NAME[word]
             op_token = self.next("'>', '>=', '<', '<=' or 'crosses'", after=first.text)
         elif word not in OPS and word != "crosses":
             raise self.fail(
@@ -220,19 +228,20 @@ class _Parser:
             )
         if op_token.word == "crosses":
             direction: Literal["above", "below"] | None = None
+            after = op_token.text
             token = self.peek()
             if token is not None and token.word in ("above", "below"):
                 self.pos += 1
-                direction = token.word  # type: ignore[assignment]
-            value = self.number(metric, after=(token if direction else op_token).text)
-            return Cross(metric, direction, value)
+                direction = "above" if token.word == "above" else "below"
+                after = token.text
+            return Cross(metric, direction, self.number(metric, after=after))
         if op_token.word not in OPS:
             raise self.fail(
                 f"expected '>', '>=', '<', '<=' or 'crosses' after {metric!r}, "
                 f"got {op_token.text!r}",
                 op_token,
             )
-        return Level(metric, op_token.word, self.number(metric, after=op_token.text))  # type: ignore[arg-type]
+        return Level(metric, _OP_BY_TEXT[op_token.word], self.number(metric, after=op_token.text))
 
     def number(self, metric: Metric, after: str) -> float:
         token = self.next("a number", after=after)
@@ -240,13 +249,13 @@ class _Parser:
         if not match:
             raise self.fail(f"expected a number after {after!r}, got {token.text!r}", token)
         sign, digits, suffix, percent = match.groups()
+        if suffix and percent:
+            raise self.fail(f"a percentage takes no k/m/b suffix: {token.text!r}", token)
         value = float(digits) * SUFFIXES.get(suffix.lower(), 1.0)
         if sign == "-":
             value = -value
         if percent and metric not in PERCENT_METRICS:
-            raise self.fail(
-                f"'%' only goes with change_24h and range_24h, not {metric}", token
-            )
+            raise self.fail(f"'%' only goes with change_24h and range_24h, not {metric}", token)
         if not math.isfinite(value):
             raise self.fail(f"number {token.text!r} is too large", token)
         if value < 0 and metric not in SIGNED_METRICS:
@@ -262,7 +271,7 @@ class _Parser:
         side = self.next("'high' or 'low'", after=window.text)
         if side.word not in ("high", "low"):
             raise self.fail(f"expected 'high' or 'low' after '24h', got {side.text!r}", side)
-        return Breaks(side.word)  # type: ignore[arg-type]
+        return Breaks("high" if side.word == "high" else "low")
 
     def move(self, first: _Token) -> Move:
         token = self.next("a percentage like 5%", after=first.text)
@@ -284,7 +293,7 @@ class _Parser:
             raise self.fail(str(exc), dur) from None
         if window <= 0 or window > MAX_MOVE_WINDOW_MS:
             raise self.fail("the window must be between 1s and 7d", dur)
-        return Move(first.word, pct, window)  # type: ignore[arg-type]
+        return Move(_MOVE_BY_NAME[first.word], pct, window)
 
     def composite(self, first: _Token) -> AllOf | AnyOf:
         opening = self.next("'('", after=first.text)
@@ -292,7 +301,7 @@ class _Parser:
             raise self.fail(f"expected '(' after {first.text!r}", opening)
         parts = [self.condition()]
         while True:
-            token = self.next("',' or ')'", after=parts and "condition")
+            token = self.next("',' or ')'")
             if token.text == ")":
                 break
             if token.text != ",":

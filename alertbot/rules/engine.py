@@ -23,7 +23,6 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, bisect_right
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -473,15 +472,15 @@ class Engine:
             elif type(leaf) is Level or type(leaf) is Cross:
                 index = book.index(_METRIC_KIND[leaf.metric])
                 index.add(leaf.value, pair)
+        # the re-arm band's edges are thresholds too (only single-leaf conditions have a band)
         for edge in (compiled.band_low, compiled.band_high):
-            if edge == edge:
-                leaf = cond
-                assert type(leaf) is Level or type(leaf) is Cross or type(leaf) is Move
-                if type(leaf) is Move:
-                    for index in book.move_indexes(leaf):
-                        index.add(edge, pair)
-                else:
-                    book.index(_METRIC_KIND[leaf.metric]).add(edge, pair)
+            if edge != edge:
+                continue
+            if isinstance(cond, Move):
+                for index in book.move_indexes(cond):
+                    index.add(edge, pair)
+            elif isinstance(cond, Level | Cross):
+                book.index(_METRIC_KIND[cond.metric]).add(edge, pair)
 
     # ------------------------------------------------------------ evaluation
 
@@ -600,12 +599,13 @@ class Engine:
             x = cond.value
             up = before < x <= now
             down = before > x >= now
-            if up and pair.armed or down and pair.armed_down:
-                if self._fire(pair, book, t, alerts):
-                    if up:
-                        pair.armed = False
-                    else:
-                        pair.armed_down = False
+            if ((up and pair.armed) or (down and pair.armed_down)) and self._fire(
+                pair, book, t, alerts
+            ):
+                if up:
+                    pair.armed = False
+                else:
+                    pair.armed_down = False
             if not up and not pair.armed and _below_band(c, now, x):
                 pair.armed = True
             if not down and not pair.armed_down and _above_band(c, now, x):

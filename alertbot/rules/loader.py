@@ -106,29 +106,22 @@ def load_files(paths: Iterable[str | os.PathLike[str]]) -> RuleSet:
     """Load several rule files as one set; raises :class:`RuleFileError` naming every problem."""
     sources: list[_Source] = []
     for path in paths:
-        name = os.fspath(path)
+        source = _Source(os.fspath(path), "")
+        sources.append(source)
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
-            source = _Source(name, "")
             source.add(1, 1, f"cannot read rule file: {exc.strerror or exc}")
-        else:
-            source = _decode(name, data)
-            source.read()
-        sources.append(source)
+            continue
+        try:
+            source.text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line_start = data.rfind(b"\n", 0, exc.start) + 1
+            column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
+            source.add(data.count(b"\n", 0, exc.start) + 1, column, "not UTF-8 text")
+            continue
+        source.read()
     return _merge(sources)
-
-
-def _decode(name: str, data: bytes) -> _Source:
-    try:
-        return _Source(name, data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        source = _Source(name, "")
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
-        source.add(data.count(b"\n", 0, exc.start) + 1, column, "not UTF-8 text")
-        source.unreadable = True
-        return source
 
 
 # ---------------------------------------------------------------- what one file defines
@@ -171,7 +164,6 @@ class _Source:
     def __init__(self, name: str, text: str) -> None:
         self.name = name
         self.text = text
-        self.unreadable = False
         self.problems: list[Problem] = []
         self.channels: list[_ChannelDef] = []
         self.rules: list[_RuleDef] = []
@@ -189,14 +181,12 @@ class _Source:
 
     # -- the file
     def read(self) -> None:
-        if self.unreadable:
-            return
         try:
             root = yaml.compose(self.text, Loader=yaml.SafeLoader)
-            if root is not None and self._no_aliases():
-                self.top(root)
-            elif root is None:
+            if root is None or _is_null(root):  # nothing, only comments, or a lone '---'
                 self.add(1, 1, "empty rule file: expected a mapping with 'rules:'")
+            elif self._no_aliases():
+                self.top(root)
         except yaml.MarkedYAMLError as exc:
             self._yaml_error(exc)
         except ReaderError as exc:
@@ -225,6 +215,11 @@ class _Source:
             if exc.context and exc.context_mark is not None:
                 where = f"{exc.context_mark.line + 1}:{exc.context_mark.column + 1}"
                 message += f" ({exc.context} at {where})"
+            lines = self.text.splitlines()
+            text = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+            # the usual cause: an unquoted template, which YAML reads as a mapping
+            if re.match(r"\s*(?:-\s+)?message:\s*\{", text):
+                message += "; quote a message that starts with '{'"
         self.add(line, column, message)
 
     def _no_aliases(self) -> bool:
@@ -244,9 +239,6 @@ class _Source:
         return not found
 
     def top(self, root: Node) -> None:
-        if _is_null(root):
-            self.add(1, 1, "empty rule file: expected a mapping with 'rules:'")
-            return
         if not isinstance(root, MappingNode):
             self.at(root, f"a rule file must be a mapping with 'rules:', got {_describe(root)}")
             return
@@ -633,7 +625,9 @@ class _Source:
             return str(node.value).lower() in ("true", "yes", "on")
         quoted = isinstance(node, ScalarNode) and node.style in ("'", '"')
         if quoted and str(node.value).lower() in ("true", "false"):
-            self.at(node, f"'{key}' must be true or false without quotes, got the text '{node.value}'")
+            self.at(
+                node, f"'{key}' must be true or false without quotes, got the text '{node.value}'"
+            )
             return None
         self.at(node, f"'{key}' must be true or false, got {_describe(node)}")
         return None
@@ -776,7 +770,7 @@ def _position(node: Node) -> tuple[int, int]:
 
 def _unknown_key(name: str, allowed: Sequence[str], where: str) -> str:
     lowered = name.lower()
-    if any(word in lowered for word in _SECRET_WORDS):
+    if lowered != "secret_env" and any(word in lowered for word in _SECRET_WORDS):
         if where == "channel":
             return (
                 f"secrets never live in rule files: remove '{name}' and name an environment "

@@ -1,0 +1,528 @@
+"""Rule files: what a good file becomes, and the exact FILE:LINE:COL message of each mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alertbot.errors import RuleError
+from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Cross, Level, Move
+from alertbot.rules.loader import Problem, RuleFileError, load_file, load_files, load_text
+from alertbot.rules.model import Channel, Rule
+
+DATA = Path(__file__).parent / "data"
+GOOD = DATA / "good"
+BAD = DATA / "bad"
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+
+
+def problems_of(*names: str) -> list[str]:
+    """The problems loading ``names`` (relative to tests/data/bad) reports, as text lines."""
+    with pytest.raises(RuleFileError) as info:
+        load_files(names)
+    return [str(p) for p in info.value.problems]
+
+
+@pytest.fixture
+def in_bad(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in tests/data/bad, so that messages name files as the table below does."""
+    monkeypatch.chdir(BAD)
+
+
+# ---------------------------------------------------------------- good files
+
+
+def test_file_with_every_feature_loads_into_the_expected_rules() -> None:
+    ruleset = load_file(GOOD / "all-features.yaml")
+
+    assert ruleset.channels == {
+        "ops": Channel("ops", telegram=-1001234567890),
+        "desk": Channel("desk", webhook="https://example.com/hook", secret_env="DESK_SECRET"),
+        "plain-hook": Channel("plain-hook", webhook="http://localhost:8080/alerts"),
+    }
+    default_message = "{rule}: {symbol} at {price}"
+    assert ruleset.rules == (
+        Rule(
+            id="btc-70k",
+            condition=Cross("price", "above", 70_000.0),
+            symbols=("BTCUSDT",),
+            cooldown_ms=30 * MINUTE,
+            rearm=0.005,
+            message="{symbol} broke {threshold}: {price} ({change_24h}% in 24h, {{literal}})",
+            notify=("desk",),
+        ),
+        Rule(
+            id="alt_breakouts.v2",
+            condition=Breaks("high"),
+            symbols=("*USDT",),
+            exclude=("BTCUSDT", "ETH?USDT"),
+            cooldown_ms=0,
+            rearm=0.0,  # the default band does not apply: there is no threshold
+            message=default_message,
+            notify=("ops", "desk", "plain-hook"),
+        ),
+        Rule(
+            id="sol-pump",
+            condition=AllOf(
+                (
+                    Level("price", ">", 200.0),
+                    Move("rises", 5.0, 15 * MINUTE),
+                    AnyOf((Level("volume", ">", 1e6), Level("quote_volume", ">=", 2e9))),
+                )
+            ),
+            symbols=("SOLUSDT", "1000PEPEUSDT"),
+            cooldown_ms=0,
+            rearm=0.0,
+            once=True,
+            expires_ms=1_798_675_200_000,  # 2026-12-31T00:00:00Z
+            message=default_message,
+            notify=("ops",),
+        ),
+        Rule(
+            id="eth-either-way",
+            condition=AnyOf((Level("price", "<", 2000.0), Level("price", ">", 5000.0))),
+            symbols=("ETHUSDT",),
+            cooldown_ms=15 * MINUTE,
+            rearm=0.0,
+            expires_ms=1_799_971_200_000,  # 2027-01-15, midnight UTC
+            message=default_message,
+            notify=("ops",),
+        ),
+        Rule(
+            id="doge-move",
+            condition=Move("moves", 3.0, HOUR),
+            symbols=("DOGEUSDT",),
+            cooldown_ms=4 * HOUR,
+            rearm=0.01,
+            expires_ms=1_782_820_800_000,  # 2026-06-30T12:00:00, naive: UTC
+            message=default_message,
+            notify=(),
+        ),
+        Rule(
+            id="xrp-change",
+            condition=Level("change_24h", "<=", -10.0),
+            symbols=("XRPUSDT",),
+            cooldown_ms=24 * HOUR,
+            rearm=0.025,
+            expires_ms=1_782_856_800_000,  # 2026-07-01T00:00:00+02:00
+            message=default_message,
+            notify=("ops",),
+        ),
+    )
+    name = str(GOOD / "all-features.yaml")
+    assert [r.origin for r in ruleset.rules] == [
+        f"{name}:{line}:5" for line in (16, 24, 31, 41, 47, 54)
+    ]
+
+
+def test_example_of_the_design_document_loads() -> None:
+    ruleset = load_file(GOOD / "design-example.yaml")
+
+    assert [r.id for r in ruleset.rules] == ["btc-70k", "alt-breakouts", "sol-pump"]
+    btc, alts, sol = ruleset.rules
+    assert (btc.cooldown_ms, btc.rearm, btc.notify) == (30 * MINUTE, 0.005, ("ops",))
+    assert (alts.symbols, alts.exclude, alts.cooldown_ms) == (
+        ("*USDT",),
+        ("BTCUSDT", "ETHUSDT"),
+        HOUR,
+    )
+    assert sol.condition == AllOf((Level("price", ">", 200.0), Move("rises", 5.0, 15 * MINUTE)))
+    assert (sol.once, sol.expires_ms, sol.cooldown_ms) == (True, 1_798_675_200_000, 15 * MINUTE)
+    assert set(ruleset.channels) == {"ops", "desk"}
+
+
+def test_rules_may_notify_channels_defined_in_another_file() -> None:
+    ruleset = load_files([GOOD / "split-channels.yaml", GOOD / "split-rules.yaml"])
+
+    assert [(r.id, r.notify) for r in ruleset.rules] == [
+        ("btc-70k", ("ops", "desk")),  # listed twice, kept once
+        ("eth-3k", ("desk",)),  # from the file's defaults
+    ]
+    assert set(ruleset.channels) == {"ops", "desk"}
+
+
+def test_load_text_and_load_file_give_the_same_rules() -> None:
+    path = GOOD / "all-features.yaml"
+    from_text = load_text(path.read_text(encoding="utf-8"), "rules.yaml")
+
+    assert from_text == load_file(path)
+    assert from_text.rules[0].origin == "rules.yaml:16:5"
+
+
+# ---------------------------------------------------------------- one bad file per mistake
+
+BAD_FILES: dict[str, list[str]] = {
+    "unknown-key.yaml": [
+        "unknown-key.yaml:5:5: unknown key 'cooldwn' (did you mean 'cooldown'?)",
+    ],
+    "bad-condition.yaml": [
+        # a plain scalar, a quoted one, an item of an 'all' list: columns point into the file
+        "bad-condition.yaml:4:19: expected a number after '>', got 'abc' at column 9",
+        "bad-condition.yaml:7:26: expected a number after 'crosses', got 'sideways' at column 15",
+        "bad-condition.yaml:10:32: expected 'in' after '5', got 'percent' at column 9",
+    ],
+    "duplicate-id.yaml": [
+        "duplicate-id.yaml:5:9: duplicate id 'btc-70k' (first defined at duplicate-id.yaml:2:9)",
+    ],
+    "unknown-placeholder.yaml": [
+        "unknown-placeholder.yaml:5:14: unknown placeholder '{prise}' in message "
+        "(did you mean '{price}'?; known: {change_24h}, {condition}, {high}, {low}, {open}, "
+        "{price}, {quote_volume}, {range_24h}, {rule}, {symbol}, {threshold}, {time}, {volume})",
+    ],
+    "format-spec.yaml": [
+        "format-spec.yaml:5:14: placeholder '{price:.2f}' in message: format specs and "
+        "conversions are not supported, write '{price}'",
+        "format-spec.yaml:9:14: placeholder '{price!r}' in message: format specs and "
+        "conversions are not supported, write '{price}'",
+        "format-spec.yaml:13:14: unbalanced braces in message (expected '}' before end of "
+        "string); write '{{' or '}}' for a literal brace",
+    ],
+    "bad-duration.yaml": [
+        "bad-duration.yaml:5:15: invalid 'cooldown': expected a duration like 30s, 15m, 4h or "
+        "1d, got '15 minutes'",
+    ],
+    "bad-rearm.yaml": [
+        "bad-rearm.yaml:5:12: 'rearm' must be a percentage: write '0.5%' instead of '0.5'",
+        "bad-rearm.yaml:9:12: 'rearm' must be more than 0% and less than 100%, got '150%'",
+    ],
+    "rearm-on-breaks.yaml": [
+        "rearm-on-breaks.yaml:5:5: rearm needs a single threshold condition; "
+        "'breaks 24h ...' has no threshold to move away from",
+        "rearm-on-breaks.yaml:9:5: rearm needs a single threshold condition; "
+        "an 'all'/'any' rule has several",
+    ],
+    "unknown-channel.yaml": [
+        "unknown-channel.yaml:7:14: unknown channel 'opps' in notify (did you mean 'ops'?)",
+    ],
+    "secret-in-channel.yaml": [
+        "secret-in-channel.yaml:2:45: secrets never live in rule files: remove 'secret' and "
+        "name an environment variable that holds it instead, e.g. secret_env: DESK_SECRET",
+    ],
+    "channel-telegram-and-webhook.yaml": [
+        "channel-telegram-and-webhook.yaml:4:5: channel 'ops' has both 'telegram' and "
+        "'webhook': a channel is one destination, define one channel for each",
+    ],
+    "missing-id.yaml": [
+        "missing-id.yaml:2:5: rule is missing 'id'",
+    ],
+    "missing-symbols.yaml": [
+        "missing-symbols.yaml:2:5: rule 'btc-70k' is missing 'symbols'",
+    ],
+    "when-and-all.yaml": [
+        "when-and-all.yaml:5:5: 'all' cannot be combined with 'when': a rule has exactly one "
+        "of 'when', 'all' or 'any'",
+    ],
+    "no-condition.yaml": [
+        "no-condition.yaml:2:5: rule 'btc-70k' needs a condition: one of 'when', 'all' or 'any'",
+    ],
+    "bad-symbol.yaml": [
+        "bad-symbol.yaml:3:15: invalid symbol 'BTC-USDT' in 'symbols': use letters, digits and "
+        "the wildcards * and ?",
+    ],
+    "bad-expires.yaml": [
+        "bad-expires.yaml:5:14: 'expires' must be an ISO-8601 time like 2026-12-31T00:00:00Z, "
+        "got 'next friday'",
+    ],
+    "yaml-syntax.yaml": [
+        "yaml-syntax.yaml:4:9: YAML syntax error: expected ',' or ']', but got ':' "
+        "(while parsing a flow sequence at 3:14)",
+    ],
+    "empty.yaml": [
+        "empty.yaml:1:1: empty rule file: expected a mapping with 'rules:'",
+    ],
+    "not-a-mapping.yaml": [
+        "not-a-mapping.yaml:1:1: a rule file must be a mapping with 'rules:', got a list",
+    ],
+    "once-not-bool.yaml": [
+        "once-not-bool.yaml:5:11: 'once' must be true or false without quotes, got the text 'true'",
+    ],
+    "duplicate-key.yaml": [
+        "duplicate-key.yaml:5:5: duplicate key 'when' (first defined at duplicate-key.yaml:4:5)",
+    ],
+    "alias.yaml": [
+        "alias.yaml:6:5: aliases ('*base') are not supported in rule files; "
+        "put shared settings under 'defaults:'",
+    ],
+    "three-mistakes.yaml": [
+        "three-mistakes.yaml:2:3: unknown key 'cooldwn' (did you mean 'cooldown'?)",
+        "three-mistakes.yaml:6:18: expected a number after '>', got '>' at column 8",
+        "three-mistakes.yaml:10:15: invalid 'cooldown': expected a duration like 30s, 15m, 4h "
+        "or 1d, got '15x'",
+    ],
+}
+
+#: bad files that are only wrong together with another file
+CROSS_FILE = {
+    "duplicate-id-across-files-a.yaml",
+    "duplicate-id-across-files-b.yaml",
+    "duplicate-channel-across-files.yaml",
+}
+
+
+@pytest.mark.usefixtures("in_bad")
+@pytest.mark.parametrize(("name", "expected"), BAD_FILES.items(), ids=list(BAD_FILES))
+def test_bad_file_is_rejected_with_each_problem_at_its_place(
+    name: str, expected: list[str]
+) -> None:
+    assert problems_of(name) == expected
+
+
+@pytest.mark.usefixtures("in_bad")
+def test_file_with_three_mistakes_reports_all_three() -> None:
+    problems = problems_of("three-mistakes.yaml")
+
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        "three-mistakes.yaml:2:3",
+        "three-mistakes.yaml:6:18",
+        "three-mistakes.yaml:10:15",
+    ]
+
+
+@pytest.mark.usefixtures("in_bad")
+def test_duplicate_id_across_two_files_is_reported_at_the_second() -> None:
+    assert problems_of("duplicate-id-across-files-a.yaml", "duplicate-id-across-files-b.yaml") == [
+        "duplicate-id-across-files-b.yaml:6:9: duplicate id 'btc-70k' "
+        "(first defined at duplicate-id-across-files-a.yaml:4:9)",
+    ]
+
+
+@pytest.mark.usefixtures("in_bad")
+def test_duplicate_channel_across_two_files_is_reported_at_the_second() -> None:
+    assert problems_of(
+        "duplicate-id-across-files-a.yaml", "duplicate-channel-across-files.yaml"
+    ) == [
+        "duplicate-channel-across-files.yaml:2:3: duplicate channel 'ops' "
+        "(first defined at duplicate-id-across-files-a.yaml:2:3)",
+    ]
+
+
+@pytest.mark.usefixtures("in_bad")
+def test_problems_of_several_files_are_reported_together_in_file_order() -> None:
+    assert problems_of("missing-id.yaml", "unknown-key.yaml", "empty.yaml") == (
+        BAD_FILES["missing-id.yaml"] + BAD_FILES["unknown-key.yaml"] + BAD_FILES["empty.yaml"]
+    )
+
+
+def test_every_bad_file_has_its_expected_problems_in_the_table() -> None:
+    assert {p.name for p in BAD.glob("*.yaml")} == set(BAD_FILES) | CROSS_FILE
+
+
+# ---------------------------------------------------------------- the error itself
+
+
+def test_error_is_a_rule_error_whose_text_lists_every_problem_one_per_line() -> None:
+    text = "rules:\n  - id: a b\n    symbols: [X]\n    when: price > 1\n    once: maybe\n"
+    with pytest.raises(RuleError) as info:
+        load_text(text, "r.yaml")
+
+    assert isinstance(info.value, RuleFileError)
+    assert info.value.problems == [
+        Problem("r.yaml", 2, 9, "invalid id 'a b': use letters, digits, '_', '.' and '-'"),
+        Problem("r.yaml", 5, 11, "'once' must be true or false, got 'maybe'"),
+    ]
+    assert str(info.value) == "\n".join(str(p) for p in info.value.problems)
+
+
+def test_unreadable_file_is_a_problem_at_line_1_column_1(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(RuleFileError) as info:
+        load_file(missing)
+
+    assert [str(p) for p in info.value.problems] == [
+        f"{missing}:1:1: cannot read rule file: No such file or directory"
+    ]
+
+
+def test_file_that_is_not_utf8_is_a_problem_at_the_bad_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"rules:\n  - id: caf\xe9\n")
+    with pytest.raises(RuleFileError) as info:
+        load_file(path)
+
+    assert [str(p) for p in info.value.problems] == [f"{path}:2:12: not UTF-8 text"]
+
+
+# ---------------------------------------------------------------- smaller cases, inline
+
+RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            RULE + "    symbols: [*USDT]\n",
+            "r.yaml:4:15: YAML syntax error: found undefined alias 'USDT' (a name that starts "
+            "with '*' must be quoted, e.g. \"*USDT\")",
+            id="unquoted-glob",
+        ),
+        pytest.param(
+            "rules: []\n---\nrules: []\n",
+            "r.yaml:2:1: a rule file holds a single YAML document; found a second one",
+            id="two-documents",
+        ),
+        pytest.param(
+            "rules:\n",
+            "r.yaml:1:7: 'rules' must be a list of rules, got nothing",
+            id="rules-empty-value",
+        ),
+        pytest.param(
+            "channels: {}\n",
+            "r.yaml:1:1: missing 'rules:': a rule file lists its rules under 'rules:'",
+            id="no-rules-key",
+        ),
+        pytest.param(
+            RULE + "    when: [price > 1]\n",
+            "r.yaml:4:11: 'when' takes one condition; use 'all:' or 'any:' for a list",
+            id="when-with-a-list",
+        ),
+        pytest.param(
+            RULE + "    all:\n      - {all: [price > 1], any: [price < 1]}\n",
+            "r.yaml:5:28: a nested condition is either {all: [...]} or {any: [...]}, not both",
+            id="nested-all-and-any",
+        ),
+        pytest.param(
+            RULE + "    any: [price > 1, {all: [breaks 24h hi]}]\n",
+            "r.yaml:4:40: expected 'high' or 'low' after '24h', got 'hi' at column 12",
+            id="nested-condition-column",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    message: {symbol} at {price}\n",
+            "r.yaml:5:23: YAML syntax error: expected <block end>, but found '<scalar>' "
+            "(while parsing a block mapping at 2:5); quote a message that starts with '{'",
+            id="unquoted-message-starting-with-brace",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    message: {symbol: 1}\n",
+            "r.yaml:5:14: 'message' must be text, got a mapping "
+            "(quote a message that starts with '{')",
+            id="message-is-a-mapping",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    cooldown: 15\n",
+            "r.yaml:5:15: invalid 'cooldown': expected a duration like 30s, 15m, 4h or 1d, "
+            "got '15'",
+            id="cooldown-without-unit",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    rearm: 0%\n",
+            "r.yaml:5:12: 'rearm' must be more than 0% and less than 100%, got '0%'",
+            id="rearm-zero",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    notify: ops\n",
+            "r.yaml:5:13: unknown channel 'ops' in notify "
+            "(no channels are defined under 'channels:')",
+            id="notify-without-channels",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: ftp://example.com}\nrules: []\n",
+            "r.yaml:2:16: 'webhook' must be an http(s) URL, got 'ftp://example.com'",
+            id="webhook-not-http",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: 'https://u:pw@example.com'}\nrules: []\n",
+            "r.yaml:2:16: secrets never live in rule files: remove the password from the "
+            "webhook URL",
+            id="password-in-webhook-url",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: 'https://example.com', secret_env: s3cr3t!}\nrules: []\n",
+            "r.yaml:2:51: 'secret_env' must be the name of an environment variable "
+            "(like DESK_SECRET) that holds the secret, not the secret itself",
+            id="secret-env-not-a-name",
+        ),
+        pytest.param(
+            "channels:\n  ops: {}\nrules: []\n",
+            "r.yaml:2:3: channel 'ops' needs 'telegram: CHAT_ID' or 'webhook: URL'",
+            id="channel-without-destination",
+        ),
+        pytest.param(
+            "channels:\n  ops: {telegram: '@ops'}\nrules: []\n",
+            "r.yaml:2:19: 'telegram' must be a chat id (an integer like -1001234567890), "
+            "got '@ops'",
+            id="telegram-not-a-chat-id",
+        ),
+        pytest.param(
+            "telegram_token: 123:abc\nrules: []\n",
+            "r.yaml:1:1: secrets never live in rule files: remove 'telegram_token' (the bot "
+            "token comes from ALERTBOT_TELEGRAM_TOKEN, a webhook secret from the variable its "
+            "channel's secret_env names)",
+            id="token-at-top-level",
+        ),
+        pytest.param(
+            "cooldown: 5m\nrules: []\n",
+            "r.yaml:1:1: unknown key 'cooldown' at the top level "
+            "(it goes under 'defaults:' or in a rule)",
+            id="rule-key-at-top-level",
+        ),
+        pytest.param(
+            "defaults: {once: true}\nrules: []\n",
+            "r.yaml:1:12: unknown key 'once' (expected one of: cooldown, rearm, notify, message)",
+            id="unknown-key-in-defaults-without-close-match",
+        ),
+        pytest.param(
+            "rules:\n  - id: r\n    symbols: BTCUSDT, ETHUSDT\n    when: price > 1\n",
+            "r.yaml:3:14: invalid symbol 'BTCUSDT, ETHUSDT' in 'symbols': use letters, digits "
+            "and the wildcards * and ? (a list is written [A, B])",
+            id="symbols-comma-separated",
+        ),
+        pytest.param(
+            "rules:\n  - id: r\n    symbols: []\n    when: price > 1\n",
+            "r.yaml:3:14: 'symbols' must list at least one symbol",
+            id="symbols-empty",
+        ),
+        pytest.param(
+            "rules:\n  - just a string\n",
+            "r.yaml:2:5: each rule must be a mapping with 'id', 'symbols' and 'when', "
+            "got 'just a string'",
+            id="rule-not-a-mapping",
+        ),
+        pytest.param(
+            "rules: " + "[" * 3000 + "]" * 3000 + "\n",
+            "r.yaml:1:1: the file nests too deeply to be a rule file",
+            id="deep-nesting",
+        ),
+        pytest.param(
+            "rules: []\nx: \x07\n",
+            "r.yaml:2:4: invalid character #x0007 (special characters are not allowed)",
+            id="control-character",
+        ),
+    ],
+)
+def test_small_mistake_is_reported_at_its_place(text: str, expected: str) -> None:
+    with pytest.raises(RuleFileError) as info:
+        load_text(text, "r.yaml")
+
+    assert [str(p) for p in info.value.problems] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("setting", "cooldown_ms"),
+    [("cooldown: 0", 0), ("cooldown: '0'", 0), ("cooldown: 0s", 0), ("cooldown: 90S", 90_000)],
+)
+def test_zero_and_any_case_unit_are_valid_cooldowns(setting: str, cooldown_ms: int) -> None:
+    text = f"defaults: {{cooldown: 1h}}\n{RULE}    when: price > 1\n    {setting}\n"
+
+    assert load_text(text, "r.yaml").rules[0].cooldown_ms == cooldown_ms
+
+
+def test_default_rearm_is_not_applied_to_rules_without_a_single_threshold() -> None:
+    text = (
+        "defaults: {rearm: 1%}\nrules:\n"
+        "  - {id: a, symbols: X, when: breaks 24h low}\n"
+        "  - {id: b, symbols: X, any: [price > 1, price < 0.5]}\n"
+        "  - {id: c, symbols: X, when: price > 1}\n"
+    )
+
+    assert [r.rearm for r in load_text(text, "r.yaml").rules] == [0.0, 0.0, 0.01]
+
+
+def test_rule_file_with_an_empty_rule_list_defines_no_rules() -> None:
+    ruleset = load_text("channels: {ops: {telegram: 42}}\nrules: []\n", "r.yaml")
+
+    assert ruleset.rules == ()
+    assert ruleset.channels == {"ops": Channel("ops", telegram=42)}
