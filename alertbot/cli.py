@@ -97,6 +97,8 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
                     out.write(orjson.dumps(record).decode() + "\n")
                 else:
                     out.write(f"{format_time(alert.time)}  {alert.rule.id}  {message}\n")
+    except BrokenPipeError:
+        raise
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         print(f"alertbot replay: cannot read {recording}: {exc}", file=sys.stderr)
         return 1
@@ -122,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `alertbot replay ... | head`
+        sys.stderr.close()
+        return 0
     print(
         f"alertbot {args.command}: the live Binance feed is not part of this version yet; "
         "use 'alertbot replay' to evaluate rules over a recording",

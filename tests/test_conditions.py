@@ -68,7 +68,10 @@ def test_every_form_parses_to_its_value(text: str, expected: Condition) -> None:
     [
         ("crosses above 70k", "price crosses above 70000"),
         ("> 1.50", "price > 1.5"),
-        ("quote_volume > 2b", "quote_volume > 2000000000"),
+        ("quote_volume > 2b", "quote_volume > 2b"),
+        ("volume > 1500000", "volume > 1.5m"),
+        ("volume > 1234567", "volume > 1234567"),
+        ("price crosses above 70k", "price crosses above 70000"),
         ("change_24h >= 5", "change_24h >= 5%"),
         ("price < 0.00001", "price < 0.00001"),
         ("rises 5% in 90m", "rises 5% in 90m"),

@@ -332,6 +332,13 @@ def format_condition(cond: Condition) -> str:
 
 def _format_value(metric: Metric, value: float) -> str:
     text = format_number(value)
+    # volumes read better as 2b than as 2000000000; the suffixed text parses back exactly
+    for suffix, size in (("b", 1e9), ("m", 1e6)):
+        if abs(value) >= size and metric not in PERCENT_METRICS:
+            short = format_number(value / size) + suffix
+            if len(short) < len(text) and float(short[:-1]) * size == value:
+                text = short
+            break
     return f"{text}%" if metric in PERCENT_METRICS else text
 
 

@@ -1,0 +1,199 @@
+"""The command line, run as a user runs it: a subprocess of ``python -m alertbot.cli``."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def alertbot(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alertbot.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def tick(symbol: str, time: int, price: str, **extra: str) -> dict[str, object]:
+    return {
+        "e": "24hrMiniTicker",
+        "E": time,
+        "s": symbol,
+        "c": price,
+        "o": "100",
+        "h": max(price, "100", key=float),
+        "l": min(price, "100", key=float),
+        "v": "10",
+        "q": "1000",
+        **extra,
+    }
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - id: up\n"
+        "    symbols: [BTCUSDT]\n"
+        "    when: price crosses above 105\n"
+        '    message: "{symbol} over {threshold} at {price}"\n'
+        "  - id: low\n"
+        "    symbols: ['*USDT']\n"
+        "    when: price < 95\n"
+    )
+    return path
+
+
+def write_recording(path: Path, lines: list[bytes]) -> Path:
+    data = b"\n".join(lines) + b"\n"
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+RECORDING = [
+    orjson.dumps([tick("BTCUSDT", 1000, "100.0"), tick("ETHUSDT", 1000, "100")]),
+    orjson.dumps({"stream": "btcusdt@miniTicker", "data": tick("BTCUSDT", 2000, "106.50")}),
+    orjson.dumps([tick("ETHUSDT", 3000, "94.5")]),
+]
+
+
+def test_help_lists_every_command() -> None:
+    result = alertbot("--help")
+    assert result.returncode == 0
+    for command in ("run", "check", "replay", "record"):
+        assert command in result.stdout
+
+
+def test_check_accepts_the_example_rules() -> None:
+    result = alertbot("check", "rules.example.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_reports_every_problem_with_its_place_and_exits_1() -> None:
+    bad = DATA / "bad" / "three-mistakes.yaml"
+    result = alertbot("check", bad)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(f"{bad}:") for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+def test_check_of_a_missing_file_is_a_clear_error() -> None:
+    result = alertbot("check", "no-such-file.yaml")
+    assert result.returncode == 1
+    assert result.stderr.startswith("no-such-file.yaml:1:1:")
+
+
+@pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz"])
+def test_replay_prints_alerts_in_firing_order(tmp_path: Path, rules_file: Path, name: str) -> None:
+    recording = write_recording(tmp_path / name, RECORDING)
+    result = alertbot("replay", recording, "--rules", rules_file)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert "up  BTCUSDT over 105 at 106.50" in lines[0]
+    assert "low  ETHUSDT price < 95" in lines[1]
+    assert "replayed 3 messages, 4 tickers, 2 alerts" in result.stderr
+
+
+def test_replay_json_gives_one_object_per_alert_with_the_stable_fields(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    recording = write_recording(tmp_path / "rec.jsonl", RECORDING)
+    result = alertbot("replay", recording, "--rules", rules_file, "--json")
+    assert result.returncode == 0, result.stderr
+    alerts = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert alerts == [
+        {
+            "rule": "up",
+            "symbol": "BTCUSDT",
+            "time": 2000,
+            "price": "106.50",
+            "condition": "price crosses above 105",
+            "message": "BTCUSDT over 105 at 106.50",
+        },
+        {
+            "rule": "low",
+            "symbol": "ETHUSDT",
+            "time": 3000,
+            "price": "94.5",
+            "condition": "price < 95",
+            "message": alerts[1]["message"],
+        },
+    ]
+    assert "ETHUSDT price < 95: price 94.5" in alerts[1]["message"]
+
+
+def test_replay_skips_a_corrupt_line_naming_it_and_goes_on(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    lines = [RECORDING[0], b'[{"e":"24hrMiniTicker", "E": 15', RECORDING[1], RECORDING[2]]
+    recording = write_recording(tmp_path / "rec.jsonl", lines)
+    result = alertbot("replay", recording, "--rules", rules_file, "--json")
+    assert result.returncode == 0
+    assert f"{recording}:2: corrupt line skipped" in result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert "1 corrupt lines skipped" in result.stderr
+
+
+def test_replay_counts_malformed_tickers_and_skips_them(tmp_path: Path, rules_file: Path) -> None:
+    lines = [*RECORDING, orjson.dumps([{**tick("BTCUSDT", 4000, "1"), "c": "abc"}, "junk"])]
+    recording = write_recording(tmp_path / "rec.jsonl", lines)
+    result = alertbot("replay", recording, "--rules", rules_file)
+    assert result.returncode == 0
+    assert "2 malformed tickers skipped" in result.stderr
+
+
+def test_replay_of_a_missing_recording_says_so_without_a_traceback(rules_file: Path) -> None:
+    result = alertbot("replay", "missing.jsonl", "--rules", rules_file)
+    assert result.returncode == 1
+    assert "cannot read missing.jsonl" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_replay_of_a_truncated_gzip_reports_and_exits_1(tmp_path: Path, rules_file: Path) -> None:
+    good = write_recording(tmp_path / "rec.jsonl.gz", RECORDING * 50)
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(good.read_bytes()[:-20])
+    result = alertbot("replay", broken, "--rules", rules_file)
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_replay_with_bad_rules_changes_nothing_and_exits_1(tmp_path: Path) -> None:
+    recording = write_recording(tmp_path / "rec.jsonl", RECORDING)
+    result = alertbot("replay", recording, "--rules", DATA / "bad" / "bad-condition.yaml")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "bad-condition.yaml:" in result.stderr
+
+
+def test_replay_of_the_example_rules_over_the_sample_recording_fires() -> None:
+    result = alertbot(
+        "replay", "examples/sample.jsonl.gz", "--rules", "rules.example.yaml", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    fired = {(a["rule"], a["symbol"]) for a in map(orjson.loads, result.stdout.splitlines())}
+    assert {("btc-70k", "BTCUSDT"), ("sol-pump", "SOLUSDT"), ("eth-below-3k", "ETHUSDT")} <= fired
+
+
+def test_replay_is_deterministic(tmp_path: Path) -> None:
+    args = ("replay", "examples/sample.jsonl.gz", "--rules", "rules.example.yaml", "--json")
+    assert alertbot(*args).stdout == alertbot(*args).stdout
