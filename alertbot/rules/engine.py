@@ -37,6 +37,7 @@ from alertbot.rules.conditions import (
     Level,
     Move,
     format_condition,
+    format_number,
     leaves,
     threshold_text,
 )
@@ -137,24 +138,6 @@ class _Prices:
             max_t.pop()
         max_p.append(price)
         max_t.append(time)
-        last_min = len(min_p) - 1
-        last_max = len(max_p) - 1
-        for w in self.windows.values():
-            start = time - w.ms
-            i = w.imin
-            if i > last_min:
-                i = last_min
-            while min_t[i] < start:
-                i += 1
-            w.imin = i
-            w.low = min_p[i]
-            j = w.imax
-            if j > last_max:
-                j = last_max
-            while max_t[j] < start:
-                j += 1
-            w.imax = j
-            w.high = max_p[j]
         # drop what even the longest window no longer needs, in batches
         if len(min_p) > 256:
             self._trim(min_t, min_p, time, "imin")
@@ -171,9 +154,14 @@ class _Prices:
 
 
 class _Window:
-    """The min and max price of one window length, kept current by :class:`_Prices`."""
+    """The min and max price of one window length, over the lists of :class:`_Prices`.
 
-    __slots__ = ("drop", "high", "imax", "imin", "low", "ms", "rise")
+    Refreshed lazily: while the price stays strictly inside ``(lo, hi)`` and neither extreme has
+    left the window (``time <= expires``), the extremes are unchanged and the rise and drop stay in
+    their indexes' gaps, so nothing about the window can change a pair's state.
+    """
+
+    __slots__ = ("drop", "expires", "hi", "high", "imax", "imin", "lo", "low", "ms", "rise")
 
     def __init__(self, ms: int) -> None:
         self.ms = ms
@@ -183,6 +171,51 @@ class _Window:
         self.high = NAN
         self.rise: _Index | None = None
         self.drop: _Index | None = None
+        self.expires = -1  # no fast path until the first refresh
+        self.lo = NAN
+        self.hi = NAN
+
+    def refresh(self, prices: _Prices, time: int, price: float, todo: list[_Pair]) -> None:
+        """Bring the extremes up to date, collect touched pairs, and recompute the safe band."""
+        min_t, max_t = prices.min_t, prices.max_t
+        start = time - self.ms
+        i = min(self.imin, len(min_t) - 1)
+        while min_t[i] < start:
+            i += 1
+        self.imin = i
+        j = min(self.imax, len(max_t) - 1)
+        while max_t[j] < start:
+            j += 1
+        self.imax = j
+        low = self.low = prices.min_p[i]
+        high = self.high = prices.max_p[j]
+        self.expires = min(min_t[i], max_t[j]) + self.ms
+        # Strictly between the extremes they stay the extremes; map the gaps of the rise and
+        # drop indexes (percent) into prices, shrunk a little so rounding cannot hide a threshold.
+        lo = low
+        hi = high
+        rise = self.rise
+        if rise is not None:
+            v = (price - low) / low * 100 if low else NAN
+            if not rise.glo < v < rise.ghi:
+                todo.extend(rise.touched(v))
+            if rise.glo < rise.ghi:
+                lo = max(lo, low * (1 + rise.glo / 100))
+                hi = min(hi, low * (1 + rise.ghi / 100))
+            else:
+                hi = -INF
+        drop = self.drop
+        if drop is not None:
+            v = (high - price) / high * 100 if high else NAN
+            if not drop.glo < v < drop.ghi:
+                todo.extend(drop.touched(v))
+            if drop.glo < drop.ghi:
+                lo = max(lo, high * (1 - drop.ghi / 100))
+                hi = min(hi, high * (1 - drop.glo / 100))
+            else:
+                hi = -INF
+        self.lo = lo + abs(lo) * 1e-9
+        self.hi = hi - abs(hi) * 1e-9
 
     def value(self, kind: int, price: float) -> float:
         """Rise, drop, or the larger of both, in percent, for the current price."""
@@ -207,12 +240,14 @@ class _Compiled:
     __slots__ = (
         "band_high",
         "band_low",
+        "condition_text",
         "cross_leaves",
         "either",
         "has_breaks",
         "order",
         "pairs",
         "rule",
+        "threshold_text",
     )
 
     def __init__(self, rule: Rule, order: int) -> None:
@@ -240,6 +275,8 @@ class _Compiled:
             elif type(cond) is Move:
                 self.band_low = cond.pct * (1 - b)
         self.pairs: list[_Pair] = []
+        self.condition_text = ""  # rendered on the first alert, then kept
+        self.threshold_text = ""
 
     def matches(self, symbol: str) -> bool:
         rule = self.rule
@@ -371,9 +408,14 @@ class _Book:
         return index
 
     def move_indexes(self, leaf: Move) -> list[_Index]:
-        """``moves`` is ``rises or drops``: it watches the thresholds of both."""
+        """``moves`` is ``rises or drops``: it watches the thresholds of both.
+
+        The caller adds thresholds, so the window's safe band is void until its next refresh.
+        """
         kinds = (_RISE, _DROP) if leaf.kind == "moves" else (_MOVE_KIND[leaf.kind],)
-        return [self.index(kind, leaf.window_ms) for kind in kinds]
+        indexes = [self.index(kind, leaf.window_ms) for kind in kinds]
+        self.window(leaf.window_ms).expires = -1
+        return indexes
 
 
 class Engine:
@@ -551,18 +593,8 @@ class Engine:
         if prices is not None:
             prices.push(time, price)
             for w in prices.windows.values():
-                index_or_none = w.rise
-                if index_or_none is not None:
-                    low = w.low
-                    v = (price - low) / low * 100 if low else NAN
-                    if not index_or_none.glo < v < index_or_none.ghi:
-                        todo.extend(index_or_none.touched(v))
-                index_or_none = w.drop
-                if index_or_none is not None:
-                    high = w.high
-                    v = (high - price) / high * 100 if high else NAN
-                    if not index_or_none.glo < v < index_or_none.ghi:
-                        todo.extend(index_or_none.touched(v))
+                if not (time <= w.expires and w.lo < price < w.hi):
+                    w.refresh(prices, time, price, todo)
         if book.breaks:
             broke = prev is not None and (t.high > prev.high or t.low < prev.low)
             if broke or book.broke:
@@ -638,13 +670,22 @@ class Engine:
         pair.last_fired = time
         if rule.once:
             pair.done = True
+        c = pair.c
+        if not c.condition_text:
+            c.condition_text = format_condition(rule.condition)
+            c.threshold_text = threshold_text(rule.condition)
+        cond = rule.condition
+        if type(cond) is Breaks:  # {threshold} of a breakout is the new extreme
+            threshold = format_number(t.high if cond.side == "high" else t.low)
+        else:
+            threshold = c.threshold_text
         alerts.append(
             Alert(
                 rule=rule,
                 symbol=book.symbol,
                 ticker=t,
-                condition=format_condition(rule.condition),
-                threshold=_threshold(rule.condition, book.last),
+                condition=c.condition_text,
+                threshold=threshold,
             )
         )
         return True
@@ -655,13 +696,6 @@ _ORDER = attrgetter("c.order")
 
 def _is_glob(pattern: str) -> bool:
     return "*" in pattern or "?" in pattern or "[" in pattern
-
-
-def _threshold(cond: Condition, last: Ticker | None) -> str:
-    text = threshold_text(cond)
-    if not text and type(cond) is Breaks and last is not None:
-        return repr(last.high if cond.side == "high" else last.low)
-    return text
 
 
 def _true(cond: Condition, t: Ticker, prev: Ticker | None, book: _Book) -> bool:
