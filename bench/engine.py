@@ -12,7 +12,7 @@ What it does, per rule-set size, in a separate subprocess (so that peak RSS is p
 1. Synthetic ``!miniTicker@arr`` frames of 650 symbols (every symbol in every frame, event times
    1 s apart): prices spread log-uniformly from 0.001 to 100,000, a geometric random walk with
    about 0.02 %/s volatility and occasional jumps, 24 h o/h/l/v/q kept consistent with a rolling
-   window of minute buckets pre-filled with 24 h of history, volumes that grow with activity and
+   window of 5-minute buckets pre-filled with 24 h of history, volumes that grow with activity and
    decay as old buckets leave the window, decimals formatted like Binance.
 2. Rules: single-symbol rules spread over the 650 symbols (a quarter of them on 20 popular names),
    about 65 % price levels and crossings near the current price (within ±10 %), 25 % change_24h /
@@ -25,8 +25,10 @@ What it does, per rule-set size, in a separate subprocess (so that peak RSS is p
    warm-up frames, then ``--runs`` times ``--frames`` fresh frames (the engine is stateful and
    ignores event times it has seen, so every run gets new frames): per frame the time of
    ``engine.process(parse_message(raw, stats))``, and on the same frames the baseline
-   ``orjson.loads(raw)`` plus ``float()`` of the six numeric fields of every element.
-   Reported: medians of the per-run medians (and p99s) and the ratio engine / baseline.
+   ``orjson.loads(raw)`` plus ``float()`` of the six numeric fields of every element, and
+   ``parse_message`` alone, interleaved frame by frame so that contention on a shared machine
+   hits all three alike. Reported: medians of the per-run medians (and p99s) and the ratio
+   engine / baseline.
 
 Targets: ratio <= 3 at 100k rules; ratio <= 5 at 1M rules with peak RSS <= 1 GB.
 """
@@ -46,7 +48,9 @@ import subprocess
 import sys
 import time
 from array import array
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,14 +277,16 @@ def _volume_text(x: float, rng: random.Random) -> str:
     return f"{x:.0f}" if x >= 100 else f"{x:.4f}"
 
 
-def rule_specs(n: int, market: Market, seed: int) -> list[tuple[str, tuple[str, ...], int, float]]:
+Spec = tuple[str, tuple[str, ...], int, float]
+
+
+def rule_specs(n: int, market: Market, seed: int) -> Iterator[Spec]:
     """(condition text, symbols, cooldown ms, re-arm fraction) of ``n`` single-symbol rules plus
-    the glob rules."""
+    the glob rules, generated lazily (the texts of 1M rules would add ~200 MB to peak RSS)."""
     rng = random.Random(seed * 7919 + n)
     symbols = market.symbols
     n_popular = sum(1 for s in symbols if s in POPULAR)
     snapshots = [market.snapshot(i) for i in range(len(symbols))]
-    specs: list[tuple[str, tuple[str, ...], int, float]] = []
     choices, rand, randrange, uniform = rng.choices, rng.random, rng.randrange, rng.uniform
     cooldowns = choices(COOLDOWNS, COOLDOWN_WEIGHTS, k=n)
     rearms = choices(REARMS, REARM_WEIGHTS, k=n)
@@ -313,7 +319,7 @@ def rule_specs(n: int, market: Market, seed: int) -> list[tuple[str, tuple[str, 
         else:
             kind = ("rises", "drops", "moves")[randrange(3)]
             text = f"{kind} {MOVE_PCTS[randrange(6)]}% in {WINDOWS[randrange(3)]}"
-        specs.append((text, (symbols[i],), cooldowns[k], rearms[k]))
+        yield (text, (symbols[i],), cooldowns[k], rearms[k])
     glob_conditions = (
         "breaks 24h high",
         "breaks 24h low",
@@ -327,16 +333,19 @@ def rule_specs(n: int, market: Market, seed: int) -> list[tuple[str, tuple[str, 
         "drops 5% in 1h",
     )
     for k in range(GLOB_RULES):
-        specs.append(
-            (glob_conditions[k % len(glob_conditions)], ("*USDT",), COOLDOWNS[k % 4], REARMS[k % 3])
+        yield (
+            glob_conditions[k % len(glob_conditions)],
+            ("*USDT",),
+            COOLDOWNS[k % 4],
+            REARMS[k % 3],
         )
-    return specs
 
 
-def build_rules(specs: list[tuple[str, tuple[str, ...], int, float]]) -> list[Rule]:
+def build_rules(specs: list[Spec], start: int) -> list[Rule]:
+    """What a rule loader does: parse each condition text and make the ``Rule``."""
     return [
         Rule(id=f"r{k}", condition=parse(text), symbols=syms, cooldown_ms=cd, rearm=rearm)
-        for k, (text, syms, cd, rearm) in enumerate(specs)
+        for k, (text, syms, cd, rearm) in enumerate(specs, start)
     ]
 
 
@@ -382,10 +391,9 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
     market = Market(make_symbols(), args.seed)
     for _ in range(3):  # let the walk start moving before the rules are placed
         market.frame()
-    specs = rule_specs(size, market, args.seed)
     gc.collect()
     rss_before = rss_mb()
-    log(f"{size} rules: generated {len(specs)} rule texts; parsing and loading")
+    log(f"{size} rules: generating, parsing and loading")
 
     if args.dummy_engine:
         engine_cls = DummyEngine
@@ -393,16 +401,24 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
         from alertbot.rules.engine import Engine
 
         engine_cls = Engine  # type: ignore[assignment]
-    t0 = time.perf_counter()
-    rules = build_rules(specs)
-    t1 = time.perf_counter()
-    del specs
+    # texts are generated in chunks, untimed; parsing them into rules is timed
+    specs = rule_specs(size, market, args.seed)
+    rules: list[Rule] = []
+    parse_s = 0.0
+    while chunk := list(islice(specs, 10_000)):
+        t0 = time.perf_counter()
+        rules.extend(build_rules(chunk, len(rules)))
+        parse_s += time.perf_counter() - t0
+    del chunk
+    gc.collect()
+    rss_rules = rss_mb()
+    t_init = time.perf_counter()
     engine = engine_cls(rules)
-    t2 = time.perf_counter()
+    init_s = time.perf_counter() - t_init
     if args.gc_freeze:
         gc.collect()
         gc.freeze()
-    log(f"{size} rules: parse {t1 - t0:.2f} s, Engine() {t2 - t1:.2f} s, rss {rss_mb():.0f} MB")
+    log(f"{size} rules: parse {parse_s:.2f} s, Engine() {init_s:.2f} s, rss {rss_mb():.0f} MB")
 
     stats = ParseStats()
     first_raw = market.frame()
@@ -426,23 +442,26 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
         eng_ns, parse_ns, base_ns = [], [], []
         alerts = 0
         process, perf = engine.process, time.perf_counter_ns
-        if profiler is not None and run == 0:
-            profiler.enable()
+        profiling = profiler is not None and run == 0
+        # Interleaved per frame (baseline, parse only, engine) so that all three see the same
+        # machine: on a shared box, contention drifts over seconds and would skew a ratio of
+        # separate loops. The engine never sees a frame twice (it ignores old event times).
         for raw in frames:
-            t = perf()
-            fired = process(parse_message(raw, stats))
-            eng_ns.append(perf() - t)
-            alerts += len(fired)
-        if profiler is not None and run == 0:
-            profiler.disable()
-        for raw in frames:
-            t = perf()
-            parse_message(raw, stats)
-            parse_ns.append(perf() - t)
-        for raw in frames:
-            t = perf()
+            n0 = perf()
             baseline(raw)
-            base_ns.append(perf() - t)
+            n1 = perf()
+            parse_message(raw, stats)
+            n2 = perf()
+            if profiling:
+                profiler.enable()  # type: ignore[union-attr]
+            fired = process(parse_message(raw, stats))
+            n3 = perf()
+            if profiling:
+                profiler.disable()  # type: ignore[union-attr]
+            base_ns.append(n1 - n0)
+            parse_ns.append(n2 - n1)
+            eng_ns.append(n3 - n2)
+            alerts += len(fired)
         del frames
         e_med, b_med = statistics.median(eng_ns), statistics.median(base_ns)
         e_p99, b_p99 = percentile(eng_ns, 0.99), percentile(base_ns, 0.99)
@@ -484,9 +503,9 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
         "symbols": N_SYMBOLS,
         "frames": args.frames,
         "runs": args.runs,
-        "load_s": t2 - t0,
-        "parse_s": t1 - t0,
-        "engine_init_s": t2 - t1,
+        "load_s": parse_s + init_s,
+        "parse_s": parse_s,
+        "engine_init_s": init_s,
         "first_frame_ms": first_ns / 1e6,
         "first_frame_alerts": first_alerts,
         "engine_median_ms": med("engine_median_ms"),
@@ -499,6 +518,7 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
         "p99_ratio": med("p99_ratio"),
         "alerts_per_frame": alerts_total / frames_total,
         "rss_before_rules_mb": rss_before,
+        "rss_after_parse_mb": rss_rules,
         "peak_rss_mb": rss_mb(),
         "malformed": stats.malformed,
         "dummy_engine": bool(args.dummy_engine),
@@ -526,6 +546,21 @@ def machine() -> str:
     )
 
 
+def revision() -> str:
+    """The commit the benchmark ran against, with ``+dirty`` when the engine or parser differ."""
+
+    def git(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *cmd], capture_output=True, text=True, check=False
+        )
+
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0:
+        return "unknown revision"
+    dirty = git("diff", "--quiet", "HEAD", "--", "alertbot/rules", "alertbot/ticker.py")
+    return head.stdout.strip() + ("+dirty" if dirty.returncode else "")
+
+
 def size_label(n: int) -> str:
     if n >= 1_000_000 and n % 1_000_000 == 0:
         return f"{n // 1_000_000}M"
@@ -537,6 +572,7 @@ def size_label(n: int) -> str:
 def report(results: list[dict[str, object]], args: argparse.Namespace) -> None:
     print()
     print(f"machine: {machine()}")
+    print(f"alertbot: {revision()}")
     print(
         f"setup: {N_SYMBOLS} symbols per frame, {args.frames} measured frames x {args.runs} runs "
         f"(median of per-run medians), {WARMUP_FRAMES} warm-up frames, seed {args.seed}"
@@ -564,7 +600,8 @@ def report(results: list[dict[str, object]], args: argparse.Namespace) -> None:
             f"parse_message alone {r['parse_median_ms']:.2f} ms "
             f"({r['parse_median_ms'] / r['baseline_median_ms']:.2f}x baseline); "
             f"engine p99 {r['engine_p99_ms']:.2f} ms, max {r['engine_max_ms']:.1f} ms; "
-            f"RSS before rules {r['rss_before_rules_mb']:.0f} MB"
+            f"peak RSS before rules {r['rss_before_rules_mb']:.0f} MB, "
+            f"after parsing (Rule objects) {r['rss_after_parse_mb']:.0f} MB"
         )
     print()
     by_size = {int(r["size"]): r for r in results}
@@ -589,9 +626,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", default="10000,100000,1000000", help="rule-set sizes (default: %(default)s)"
     )
-    parser.add_argument("--frames", type=int, default=300, help="measured frames per run")
-    parser.add_argument("--runs", type=int, default=5, help="measured runs (median of medians)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--frames", type=int, default=300, help="measured frames per run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="measured runs, median of medians (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="default: %(default)s")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 10k rules, 30 frames, 2 runs"
     )

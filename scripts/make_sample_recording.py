@@ -354,9 +354,20 @@ def _crossings(ts: list[Tick], x: float) -> tuple[list[int], list[int]]:
 
 
 def _breaks(ts: list[Tick]) -> tuple[list[int], list[int]]:
+    """Ticks that print a new 24 h high / low."""
     highs = [b.time for a, b in pairwise(ts) if b.h > a.h]
     lows = [b.time for a, b in pairwise(ts) if b.low < a.low]
     return highs, lows
+
+
+def _break_fires(ts: list[Tick], side: str) -> list[int]:
+    """Firings of ``breaks 24h high|low`` (no cooldown): a run of breaking ticks fires once,
+    the pair re-arms on a tick that does not break."""
+    if side == "high":
+        values = [(b.time, b.h > a.h) for a, b in pairwise(ts)]
+    else:
+        values = [(b.time, b.low < a.low) for a, b in pairwise(ts)]
+    return _level_entries(values)
 
 
 def _max_move(ts: list[Tick], window_ms: int) -> tuple[float, int, float, int]:
@@ -427,7 +438,7 @@ def summarize(lines: list[bytes], ticks: dict[str, list[Tick]], out: Path) -> No
     )
     print()
     header = "symbol    ticks  first      min        max        last       24h high  24h low   "
-    print(header + "breaks high/low  q first..max")
+    print(header + "new-high/low ticks  q first..max")
     for spec in SPECS:
         ts = ticks[spec.symbol]
         d = spec.price_decimals
@@ -437,10 +448,10 @@ def summarize(lines: list[bytes], ticks: dict[str, list[Tick]], out: Path) -> No
         print(
             f"{spec.symbol:<9} {len(ts):>5}  {cs[0]:<10.{d}f} {min(cs):<10.{d}f} "
             f"{max(cs):<10.{d}f} {cs[-1]:<10.{d}f} {ts[0].h:<9.{d}f} {ts[0].low:<9.{d}f} "
-            f"{len(highs):>5}/{len(lows):<5}       {q0:.3f}b..{q1:.3f}b"
+            f"{len(highs):>5}/{len(lows):<5}          {q0:.3f}b..{q1:.3f}b"
         )
     print()
-    print("simple rules (per DESIGN.md semantics, no cooldown / re-arm band):")
+    print("fires of simple rules (DESIGN.md semantics; no cooldown, no re-arm band):")
     btc, eth, sol, doge, bnb = (
         ticks[s] for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT", "BNBUSDT")
     )
@@ -449,12 +460,12 @@ def summarize(lines: list[bytes], ticks: dict[str, list[Tick]], out: Path) -> No
         ("BTCUSDT price crosses above 70000", btc_up),
         ("BTCUSDT price crosses below 70000", btc_down),
         ("BTCUSDT price > 70000 (entries)", _level_entries([(t.time, t.c > 70e3) for t in btc])),
-        ("BTCUSDT breaks 24h high", _breaks(btc)[0]),
+        ("BTCUSDT breaks 24h high", _break_fires(btc, "high")),
         ("ETHUSDT price < 3000 (entries)", _level_entries([(t.time, t.c < 3e3) for t in eth])),
         ("ETHUSDT price crosses below 3000", _crossings(eth, 3_000)[1]),
-        ("ETHUSDT breaks 24h low", _breaks(eth)[1]),
+        ("ETHUSDT breaks 24h low", _break_fires(eth, "low")),
         ("SOLUSDT rises 5% in 15m (entries)", _first_move(sol, 5.0, 15 * 60_000, "rises")),
-        ("SOLUSDT breaks 24h high", _breaks(sol)[0]),
+        ("SOLUSDT breaks 24h high", _break_fires(sol, "high")),
         (
             "SOLUSDT change_24h >= 5% (entries)",
             _level_entries([(t.time, (t.c - t.o) / t.o * 100 >= 5) for t in sol]),
@@ -463,8 +474,8 @@ def summarize(lines: list[bytes], ticks: dict[str, list[Tick]], out: Path) -> No
             "DOGEUSDT quote_volume > 2b (entries)",
             _level_entries([(t.time, t.q > 2e9) for t in doge]),
         ),
-        ("DOGEUSDT breaks 24h high", _breaks(doge)[0]),
-        ("BNBUSDT breaks 24h high", _breaks(bnb)[0]),
+        ("DOGEUSDT breaks 24h high", _break_fires(doge, "high")),
+        ("BNBUSDT breaks 24h high", _break_fires(bnb, "high")),
     ]
     for label, times in checks:
         print(f"  {label + ':':<38} {_times(times)}")
