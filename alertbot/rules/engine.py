@@ -63,13 +63,28 @@ _MOVE_KIND = {"rises": _RISE, "drops": _DROP, "moves": _MOVE}
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """A rule that fired for a symbol on a ticker."""
+    """A rule that fired for a symbol on a ticker.
+
+    Texts are derived on use: hundreds of alerts may fire in one frame, and formatting is only
+    worth paying for an alert that is rendered.
+    """
 
     rule: Rule
     symbol: str
     ticker: Ticker
-    condition: str  # canonical condition text
-    threshold: str  # what {threshold} shows
+
+    @property
+    def condition(self) -> str:
+        """The canonical condition text."""
+        return format_condition(self.rule.condition)
+
+    @property
+    def threshold(self) -> str:
+        """What ``{threshold}`` shows: the rule's number, or for a breakout the new extreme."""
+        cond = self.rule.condition
+        if isinstance(cond, Breaks):
+            return format_number(self.ticker.high if cond.side == "high" else self.ticker.low)
+        return threshold_text(cond)
 
     @property
     def time(self) -> int:
@@ -240,14 +255,12 @@ class _Compiled:
     __slots__ = (
         "band_high",
         "band_low",
-        "condition_text",
         "cross_leaves",
         "either",
         "has_breaks",
         "order",
         "pairs",
         "rule",
-        "threshold_text",
     )
 
     def __init__(self, rule: Rule, order: int) -> None:
@@ -275,8 +288,6 @@ class _Compiled:
             elif type(cond) is Move:
                 self.band_low = cond.pct * (1 - b)
         self.pairs: list[_Pair] = []
-        self.condition_text = ""  # rendered on the first alert, then kept
-        self.threshold_text = ""
 
     def matches(self, symbol: str) -> bool:
         rule = self.rule
@@ -670,24 +681,7 @@ class Engine:
         pair.last_fired = time
         if rule.once:
             pair.done = True
-        c = pair.c
-        if not c.condition_text:
-            c.condition_text = format_condition(rule.condition)
-            c.threshold_text = threshold_text(rule.condition)
-        cond = rule.condition
-        if type(cond) is Breaks:  # {threshold} of a breakout is the new extreme
-            threshold = format_number(t.high if cond.side == "high" else t.low)
-        else:
-            threshold = c.threshold_text
-        alerts.append(
-            Alert(
-                rule=rule,
-                symbol=book.symbol,
-                ticker=t,
-                condition=c.condition_text,
-                threshold=threshold,
-            )
-        )
+        alerts.append(Alert(rule, book.symbol, t))
         return True
 
 
