@@ -116,15 +116,15 @@ class _Prices:
     """A symbol's recent prices, for the min and max over windows of several lengths.
 
     One increasing list (window minimum candidates) and one decreasing list (maximum candidates)
-    cover the longest window; each shorter window keeps a pointer to its first element, which only
-    moves forward because event time does. Lists with a head offset instead of deques, so the
-    pointers can index them.
+    cover the engine's history horizon; each window keeps a pointer to its first element, which
+    only moves forward because event time does. Every symbol keeps them, watched by a moves rule
+    or not, so a rule added later sees the symbol's recent past. They stay short: only running
+    extremes are kept.
     """
 
-    __slots__ = ("longest", "max_p", "max_t", "min_p", "min_t", "order", "windows")
+    __slots__ = ("max_p", "max_t", "min_p", "min_t", "order", "windows")
 
     def __init__(self) -> None:
-        self.longest = 0
         self.min_t: list[int] = []
         self.min_p: list[float] = []
         self.max_t: list[int] = []
@@ -135,15 +135,11 @@ class _Prices:
     def window(self, ms: int) -> _Window:
         window = self.windows.get(ms)
         if window is None:
-            # A window added while running starts empty: it covers the ticks from now on.
             window = self.windows[ms] = _Window(ms)
-            window.imin = len(self.min_p)
-            window.imax = len(self.max_p)
             self.order.append(window)
-            self.longest = max(self.longest, ms)
         return window
 
-    def push(self, time: int, price: float) -> None:
+    def push(self, time: int, price: float, horizon: int) -> None:
         min_t, min_p, max_t, max_p = self.min_t, self.min_p, self.max_t, self.max_p
         while min_p and min_p[-1] >= price:
             min_p.pop()
@@ -155,19 +151,19 @@ class _Prices:
             max_t.pop()
         max_p.append(price)
         max_t.append(time)
-        # drop what even the longest window no longer needs, in batches
-        if len(min_p) > 256:
-            self._trim(min_t, min_p, time, "imin")
-        if len(max_p) > 256:
-            self._trim(max_t, max_p, time, "imax")
-
-    def _trim(self, times: list[int], prices: list[float], time: int, attr: str) -> None:
-        cut = min(getattr(w, attr) for w in self.windows.values())
-        if cut * 2 > len(times):
-            del times[:cut]
-            del prices[:cut]
-            for w in self.windows.values():
-                setattr(w, attr, getattr(w, attr) - cut)
+        # forget what is older than the horizon, in batches
+        if len(min_t) > 64 and min_t[0] < time - horizon:
+            cut = bisect_left(min_t, time - horizon)
+            del min_t[:cut]
+            del min_p[:cut]
+            for w in self.order:
+                w.imin = max(w.imin - cut, 0)
+        if len(max_t) > 64 and max_t[0] < time - horizon:
+            cut = bisect_left(max_t, time - horizon)
+            del max_t[:cut]
+            del max_p[:cut]
+            for w in self.order:
+                w.imax = max(w.imax - cut, 0)
 
 
 class _Window:
@@ -393,7 +389,7 @@ class _Book:
         self.last: Ticker | None = None
         self.indexes: dict[tuple[int, int], _Index] = {}
         self.basic: list[_Index] = []  # indexes of metrics of the ticker itself
-        self.prices: _Prices | None = None  # windows of the moves rules
+        self.prices = _Prices()  # recent extremes, and the windows of moves rules
         self.breaks: list[_Pair] = []
         self.broke = False  # the previous tick printed a new 24h high or low
         self.fresh: list[_Pair] = []
@@ -401,8 +397,6 @@ class _Book:
         self.timers: list[tuple[int, int, _Pair]] = []
 
     def window(self, ms: int) -> _Window:
-        if self.prices is None:
-            self.prices = _Prices()
         return self.prices.window(ms)
 
     def index(self, kind: int, window_ms: int = 0) -> _Index:
@@ -435,12 +429,15 @@ class Engine:
     """Evaluates rules on tickers, by exchange event time, per DESIGN.md's firing semantics.
 
     Alerts come out per ticker in input order; within one ticker in the order rules were added.
-    A moves rule's window holds the symbol's ticks since the first rule with that window length
-    was added for the symbol.
+    Every symbol's recent price extremes are kept for ``history_ms`` (or the longest moves window
+    of any rule, if longer), so a moves rule added while running sees the symbol's prices from
+    before it was added, as far back as that history reaches.
     """
 
-    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+    def __init__(self, rules: Iterable[Rule] = (), *, history_ms: int = 3_600_000) -> None:
         self._books: dict[str, _Book] = {}
+        # how far back every symbol's extremes are kept; widened to the longest moves window
+        self._horizon = history_ms
         self._rules: dict[str, _Compiled] = {}
         self._globs: list[_Compiled] = []
         self._order = 0
@@ -473,6 +470,9 @@ class Engine:
             raise ValueError(f"duplicate rule id {rule.id!r}")
         compiled = _Compiled(rule, self._order)
         self._order += 1
+        for leaf in leaves(rule.condition):
+            if isinstance(leaf, Move) and leaf.window_ms > self._horizon:
+                self._horizon = leaf.window_ms
         self._rules[rule.id] = compiled
         if any(_is_glob(p) for p in rule.symbols):
             self._globs.append(compiled)
@@ -560,6 +560,7 @@ class Engine:
             if prev is not None and t.time <= prev.time:
                 continue  # a duplicate or out of order
             book.last = t
+            book.prices.push(t.time, t.close, self._horizon)
             if not (book.indexes or book.fresh or book.breaks or book.timers):
                 continue  # no rule watches this symbol
             todo = self._collect(book, t, prev)
@@ -603,11 +604,9 @@ class Engine:
                 todo.extend(index.touched(v))
         time = t.time
         prices = book.prices
-        if prices is not None:
-            prices.push(time, price)
-            for w in prices.order:
-                if not (time <= w.expires and w.lo < price < w.hi):
-                    w.refresh(prices, time, price, todo)
+        for w in prices.order:
+            if not (time <= w.expires and w.lo < price < w.hi):
+                w.refresh(prices, time, price, todo)
         if book.breaks:
             broke = prev is not None and (t.high > prev.high or t.low < prev.low)
             if broke or book.broke:
@@ -729,7 +728,6 @@ def _true(cond: Condition, t: Ticker, prev: Ticker | None, book: _Book) -> bool:
         return t.high > prev.high if cond.side == "high" else t.low < prev.low
     if kind is Move:
         assert isinstance(cond, Move)
-        assert book.prices is not None
         window = book.prices.windows[cond.window_ms]
         return window.value(_MOVE_KIND[cond.kind], t.close) >= cond.pct
     if kind is AllOf:
@@ -764,7 +762,6 @@ def _band_ok(c: _Compiled, cond: Condition, t: Ticker, book: _Book) -> bool:
         return v <= c.band_low if cond.direction == "above" else v >= c.band_high
     if type(cond) is Move:
         assert isinstance(cond, Move)
-        assert book.prices is not None
         v = book.prices.windows[cond.window_ms].value(_MOVE_KIND[cond.kind], t.close)
         return v < c.band_low
     return True  # breaks and composites have no band
