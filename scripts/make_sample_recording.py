@@ -33,6 +33,7 @@ import math
 import random
 import sys
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -370,10 +371,8 @@ def _break_fires(ts: list[Tick], side: str) -> list[int]:
     return _level_entries(values)
 
 
-def _max_move(ts: list[Tick], window_ms: int) -> tuple[float, int, float, int]:
-    """Largest rise and drop (percent) within ``window_ms``, with the time each peaks."""
-    best_rise = best_drop = 0.0
-    rise_at = drop_at = 0
+def _window_extremes(ts: list[Tick], window_ms: int) -> Iterator[tuple[Tick, float, float]]:
+    """Each tick with the min and max price of the window that ends at it (monotonic deques)."""
     mins: deque[tuple[int, float]] = deque()
     maxs: deque[tuple[int, float]] = deque()
     for tk in ts:
@@ -387,8 +386,16 @@ def _max_move(ts: list[Tick], window_ms: int) -> tuple[float, int, float, int]:
             mins.popleft()
         while maxs[0][0] < tk.time - window_ms:
             maxs.popleft()
-        rise = (tk.c - mins[0][1]) / mins[0][1] * 100
-        drop = (maxs[0][1] - tk.c) / maxs[0][1] * 100
+        yield tk, mins[0][1], maxs[0][1]
+
+
+def _max_move(ts: list[Tick], window_ms: int) -> tuple[float, int, float, int]:
+    """Largest rise and drop (percent) within ``window_ms``, with the time each peaks."""
+    best_rise = best_drop = 0.0
+    rise_at = drop_at = 0
+    for tk, low, high in _window_extremes(ts, window_ms):
+        rise = (tk.c - low) / low * 100
+        drop = (high - tk.c) / high * 100
         if rise > best_rise:
             best_rise, rise_at = rise, tk.time
         if drop > best_drop:
@@ -399,23 +406,11 @@ def _max_move(ts: list[Tick], window_ms: int) -> tuple[float, int, float, int]:
 def _first_move(ts: list[Tick], pct: float, window_ms: int, kind: str) -> list[int]:
     """Entries (false -> true) of ``rises|drops pct% in window``."""
     values = []
-    mins: deque[tuple[int, float]] = deque()
-    maxs: deque[tuple[int, float]] = deque()
-    for tk in ts:
-        while mins and mins[-1][1] >= tk.c:
-            mins.pop()
-        mins.append((tk.time, tk.c))
-        while maxs and maxs[-1][1] <= tk.c:
-            maxs.pop()
-        maxs.append((tk.time, tk.c))
-        while mins[0][0] < tk.time - window_ms:
-            mins.popleft()
-        while maxs[0][0] < tk.time - window_ms:
-            maxs.popleft()
+    for tk, low, high in _window_extremes(ts, window_ms):
         if kind == "rises":
-            values.append((tk.time, (tk.c - mins[0][1]) / mins[0][1] * 100 >= pct))
+            values.append((tk.time, (tk.c - low) / low * 100 >= pct))
         else:
-            values.append((tk.time, (maxs[0][1] - tk.c) / maxs[0][1] * 100 >= pct))
+            values.append((tk.time, (high - tk.c) / high * 100 >= pct))
     return _level_entries(values)
 
 

@@ -476,14 +476,18 @@ class _Source:
             return None
         return text
 
-    def symbols(self, key: str, node: Node) -> tuple[str, ...] | None:
-        items: list[Node]
+    def list_of(self, key: str, node: Node, what: str) -> list[Node] | None:
+        """The items of a list, or of a single scalar written without brackets."""
         if isinstance(node, SequenceNode):
-            items = node.value
-        elif isinstance(node, ScalarNode) and not _is_null(node):
-            items = [node]
-        else:
-            self.at(node, f"'{key}' must be a list of symbol names, got {_describe(node)}")
+            return list(node.value)
+        if isinstance(node, ScalarNode) and not _is_null(node):
+            return [node]
+        self.at(node, f"'{key}' must be a list of {what}, got {_describe(node)}")
+        return None
+
+    def symbols(self, key: str, node: Node) -> tuple[str, ...] | None:
+        items = self.list_of(key, node, "symbol names")
+        if items is None:
             return None
         if key == "symbols" and not items:
             self.at(node, "'symbols' must list at least one symbol")
@@ -664,13 +668,8 @@ class _Source:
         return None if problems else text
 
     def notify(self, node: Node) -> list[_Ref] | None:
-        items: list[Node]
-        if isinstance(node, SequenceNode):
-            items = node.value
-        elif isinstance(node, ScalarNode) and not _is_null(node):
-            items = [node]
-        else:
-            self.at(node, f"'notify' must be a list of channel names, got {_describe(node)}")
+        items = self.list_of("notify", node, "channel names")
+        if items is None:
             return None
         refs: list[_Ref] = []
         for item in items:
