@@ -24,9 +24,8 @@ import heapq
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from operator import attrgetter
+from typing import Final
 
 from alertbot.rules.conditions import (
     AllOf,
@@ -61,17 +60,23 @@ _METRIC_KIND = {
 _MOVE_KIND = {"rises": _RISE, "drops": _DROP, "moves": _MOVE}
 
 
-@dataclass(frozen=True, slots=True)
 class Alert:
-    """A rule that fired for a symbol on a ticker.
+    """A rule that fired for a symbol on a ticker (read-only).
 
     Texts are derived on use: hundreds of alerts may fire in one frame, and formatting is only
-    worth paying for an alert that is rendered.
+    worth paying for an alert that is rendered. A plain class with ``Final`` attributes rather
+    than a frozen dataclass, whose generated ``__init__`` stays interpreted even when compiled.
     """
 
-    rule: Rule
-    symbol: str
-    ticker: Ticker
+    __slots__ = ("rule", "symbol", "ticker")
+
+    def __init__(self, rule: Rule, symbol: str, ticker: Ticker) -> None:
+        self.rule: Final = rule
+        self.symbol: Final = symbol
+        self.ticker: Final = ticker
+
+    def __repr__(self) -> str:
+        return f"Alert(rule={self.rule.id!r}, symbol={self.symbol!r}, time={self.ticker.time})"
 
     @property
     def condition(self) -> str:
@@ -297,10 +302,22 @@ class _Compiled:
 class _Pair:
     """The state of one (rule, symbol)."""
 
-    __slots__ = ("armed", "armed_down", "book", "c", "dead", "done", "last_fired", "stamp", "timer")
+    __slots__ = (
+        "armed",
+        "armed_down",
+        "book",
+        "c",
+        "dead",
+        "done",
+        "last_fired",
+        "order",
+        "stamp",
+        "timer",
+    )
 
     def __init__(self, compiled: _Compiled, book: _Book) -> None:
         self.c = compiled
+        self.order = compiled.order  # firing order within a tick: the order rules were added
         self.book = book
         self.armed = True
         self.armed_down = True  # the second flag of ``crosses X``
@@ -566,7 +583,7 @@ class Engine:
             todo = self._collect(book, t, prev)
             if todo:
                 if len(todo) > 1:
-                    todo.sort(key=_ORDER)
+                    todo.sort(key=_order_of)
                 for pair in todo:
                     if not pair.dead:
                         self._evaluate(pair, book, t, prev, alerts)
@@ -686,7 +703,8 @@ class Engine:
         return True
 
 
-_ORDER = attrgetter("c.order")
+def _order_of(pair: _Pair) -> int:
+    return pair.order
 
 
 def _is_glob(pattern: str) -> bool:
