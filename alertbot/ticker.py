@@ -105,56 +105,76 @@ def parse_element(obj: Any, stats: ParseStats) -> Ticker | None:
     )
 
 
+def _fast_ticker(el: object) -> Ticker | None:
+    """The ticker of a well-formed USD-M element, else None (parse_element then classifies it).
+
+    Written for mypyc: the isinstance checks let it use direct dict, str and float operations.
+    """
+    if not isinstance(el, dict):
+        return None
+    st = el.get("st")
+    if (st is not None and st != 1) or el.get("e") != EVENT_TYPE:
+        return None
+    s = el.get("s")
+    e = el.get("E")
+    c = el.get("c")
+    o = el.get("o")
+    h = el.get("h")
+    lo = el.get("l")
+    v = el.get("v")
+    q = el.get("q")
+    if not (
+        isinstance(s, str)
+        and isinstance(e, int)
+        and not isinstance(e, bool)
+        and isinstance(c, str)
+        and isinstance(o, str)
+        and isinstance(h, str)
+        and isinstance(lo, str)
+        and isinstance(v, str)
+        and isinstance(q, str)
+        and s
+        and e >= 0
+    ):
+        return None
+    try:
+        fc = float(c)
+        fo = float(o)
+        fh = float(h)
+        fl = float(lo)
+        fv = float(v)
+        fq = float(q)
+    except ValueError:
+        return None
+    if (
+        0.0 <= fc < _INF
+        and 0.0 <= fo < _INF
+        and 0.0 <= fh < _INF
+        and 0.0 <= fl < _INF
+        and 0.0 <= fv < _INF
+        and 0.0 <= fq < _INF
+    ):
+        # Binance sends upper case; upper() would allocate a new string for every element
+        return _new_ticker(Ticker, (s if s.isupper() else s.upper(), e, fc, fo, fh, fl, fv, fq, c))
+    return None
+
+
 def tickers_from_obj(obj: Any, stats: ParseStats) -> list[Ticker]:
     """Tickers from an already decoded message."""
     if type(obj) is dict and "data" in obj and "stream" in obj:
         obj = obj["data"]
     if type(obj) is list:
         out: list[Ticker] = []
-        append = out.append
         good = 0
         for el in obj:
-            # Fast path for the well-formed common case; anything unusual goes through
-            # parse_element, which classifies and counts it.
-            try:
-                if el.get("st", 1) == 1 and el["e"] == EVENT_TYPE:
-                    s = el["s"]
-                    e = el["E"]
-                    c = el["c"]
-                    o = el["o"]
-                    h = el["h"]
-                    lo = el["l"]
-                    v = el["v"]
-                    q = el["q"]
-                    if (
-                        type(c) is type(o) is type(h) is type(lo) is type(v) is type(q) is str
-                        and type(s) is str
-                        and s
-                        and type(e) is int
-                        and e >= 0
-                    ):
-                        fc = float(c)
-                        fo = float(o)
-                        fh = float(h)
-                        fl = float(lo)
-                        fv = float(v)
-                        fq = float(q)
-                        if (
-                            0.0 <= fc < _INF
-                            and 0.0 <= fo < _INF
-                            and 0.0 <= fh < _INF
-                            and 0.0 <= fl < _INF
-                            and 0.0 <= fv < _INF
-                            and 0.0 <= fq < _INF
-                        ):
-                            append(_new_ticker(Ticker, (s.upper(), e, fc, fo, fh, fl, fv, fq, c)))
-                            good += 1
-                            continue
-            except (AttributeError, KeyError, TypeError, ValueError):
-                pass
-            ticker = parse_element(el, stats)
+            ticker = _fast_ticker(el)
             if ticker is not None:
-                append(ticker)
+                good += 1
+            else:
+                ticker = parse_element(el, stats)  # classifies and counts what is wrong
+                if ticker is None:
+                    continue
+            out.append(ticker)
         stats.tickers += good
         return out
     if type(obj) is dict:
