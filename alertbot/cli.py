@@ -127,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `alertbot replay ... | head`
         sys.stderr.close()
         return 0
+    if args.command == "run" and args.rules and _load(args.rules) is None:
+        return 1
     print(
         f"alertbot {args.command}: the live Binance feed is not part of this version yet; "
         "use 'alertbot replay' to evaluate rules over a recording",

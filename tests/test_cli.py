@@ -78,6 +78,19 @@ def test_help_lists_every_command() -> None:
         assert command in result.stdout
 
 
+def test_run_rejects_bad_rule_files_before_anything_else() -> None:
+    result = alertbot("run", "--rules", DATA / "bad" / "bad-condition.yaml")
+    assert result.returncode == 1
+    assert "bad-condition.yaml:" in result.stderr
+
+
+def test_run_says_plainly_that_the_live_feed_is_not_there_yet() -> None:
+    result = alertbot("run", "--rules", "rules.example.yaml")
+    assert result.returncode == 2
+    assert "alertbot replay" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_check_accepts_the_example_rules() -> None:
     result = alertbot("check", "rules.example.yaml")
     assert result.returncode == 0, result.stderr
