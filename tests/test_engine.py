@@ -757,3 +757,44 @@ def test_a_rule_added_again_after_removal_starts_fresh(make: Factory):
     assert engine.remove_rule("r") is True
     engine.add_rule(rule("price > 100", once=True))
     assert engine.process(prices((2, 101))) == [("r", SYMBOL, 2)]
+
+
+# ---------------------------------------------------------------- the engine's own API
+
+
+def test_engine_lists_its_rules_in_the_order_they_were_added():
+    engine = Engine([rule("price > 1", id="a"), rule("price < 1", id="b")])
+    engine.add_rule(rule("volume > 1", id="c"))
+    assert [r.id for r in engine.rules()] == ["a", "b", "c"]
+    assert len(engine) == 3
+    assert "b" in engine
+    assert engine.remove_rule("b") is True
+    assert engine.remove_rule("b") is False
+    assert [r.id for r in engine.rules()] == ["a", "c"]
+
+
+def test_a_duplicate_rule_id_is_refused_and_changes_nothing():
+    engine = Engine([rule("price > 1", id="a")])
+    with pytest.raises(ValueError, match="duplicate rule id 'a'"):
+        engine.add_rule(rule("price < 5", id="a"))
+    assert [r.condition for r in engine.rules()] == [parse("price > 1")]
+
+
+def test_last_ticker_is_the_symbols_last_accepted_tick():
+    engine = Engine([rule("price > 1000")])
+    assert engine.last_ticker(SYMBOL) is None
+    engine.process(prices((T, 100), (T + 1000, 101), (T + 500, 99)))  # the last is out of order
+    last = engine.last_ticker(SYMBOL)
+    assert last is not None
+    assert (last.time, last.close) == (T + 1000, 101)
+    assert engine.symbols() == [SYMBOL]
+
+
+def test_alert_texts_show_the_canonical_condition_and_the_threshold():
+    engine = Engine([rule("crosses above 70k"), rule("breaks 24h high", id="hi")])
+    engine.process([tick(T, 69_000.0, high=69_500.0)])
+    alerts = engine.process([tick(T + 1000, 70_100.5, high=70_100.5)])
+    assert [(a.rule.id, a.condition, a.threshold, a.price) for a in alerts] == [
+        ("r", "price crosses above 70000", "70000", "70100.5"),
+        ("hi", "breaks 24h high", "70100.5", "70100.5"),  # a breakout shows the new high
+    ]

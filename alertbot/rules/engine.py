@@ -260,7 +260,6 @@ class _Compiled:
         "band_low",
         "cross_leaves",
         "either",
-        "has_breaks",
         "order",
         "pairs",
         "rule",
@@ -272,7 +271,6 @@ class _Compiled:
         cond = rule.condition
         self.either = type(cond) is Cross and cond.direction is None
         all_leaves = leaves(cond)
-        self.has_breaks = any(type(leaf) is Breaks for leaf in all_leaves)
         # crossings inside a composite need the tick after they were true re-evaluated
         self.cross_leaves: tuple[Cross, ...] = (
             tuple(leaf for leaf in all_leaves if type(leaf) is Cross)
