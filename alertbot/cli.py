@@ -17,7 +17,7 @@ from alertbot.recording import read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
-from alertbot.ticker import ParseStats, tickers_from_obj
+from alertbot.ticker import ParseStats
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +82,7 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
                 corrupt += 1
                 print(f"{recording}:{number}: corrupt line skipped: {exc}", file=sys.stderr)
                 continue
-            for alert in engine.process(tickers_from_obj(obj, stats)):
+            for alert in engine.process_message(obj, stats):
                 alerts_total += 1
                 message = render(alert)
                 if as_json:

@@ -105,16 +105,54 @@ def parse_element(obj: Any, stats: ParseStats) -> Ticker | None:
     )
 
 
-def _fast_ticker(el: object) -> Ticker | None:
-    """The ticker of a well-formed USD-M element, else None (parse_element then classifies it).
+class Fields:
+    """The values of one well-formed element, read in place.
+
+    One instance is reused for every element, so reading a frame allocates no ticker: the engine
+    copies the values into its per-symbol state and builds a :class:`Ticker` only when needed.
+    """
+
+    __slots__ = ("close", "high", "low", "open", "quote_volume", "symbol", "text", "time", "volume")
+
+    def __init__(self) -> None:
+        self.symbol = ""
+        self.time = 0
+        self.close = 0.0
+        self.open = 0.0
+        self.high = 0.0
+        self.low = 0.0
+        self.volume = 0.0
+        self.quote_volume = 0.0
+        self.text = ""
+
+    def ticker(self) -> Ticker:
+        return _new_ticker(
+            Ticker,
+            (
+                self.symbol,
+                self.time,
+                self.close,
+                self.open,
+                self.high,
+                self.low,
+                self.volume,
+                self.quote_volume,
+                self.text,
+            ),
+        )
+
+
+def read_element(el: object, f: Fields) -> bool:
+    """Read a well-formed USD-M element into ``f``; False for anything else (then
+    :func:`parse_element` classifies and counts it). Nothing is counted here.
 
     Written for mypyc: the isinstance checks let it use direct dict, str and float operations.
     """
     if not isinstance(el, dict):
-        return None
+        return False
     st = el.get("st")
     if (st is not None and st != 1) or el.get("e") != EVENT_TYPE:
-        return None
+        return False
     s = el.get("s")
     e = el.get("E")
     c = el.get("c")
@@ -136,7 +174,7 @@ def _fast_ticker(el: object) -> Ticker | None:
         and s
         and e >= 0
     ):
-        return None
+        return False
     try:
         fc = float(c)
         fo = float(o)
@@ -145,8 +183,8 @@ def _fast_ticker(el: object) -> Ticker | None:
         fv = float(v)
         fq = float(q)
     except ValueError:
-        return None
-    if (
+        return False
+    if not (
         0.0 <= fc < _INF
         and 0.0 <= fo < _INF
         and 0.0 <= fh < _INF
@@ -154,37 +192,53 @@ def _fast_ticker(el: object) -> Ticker | None:
         and 0.0 <= fv < _INF
         and 0.0 <= fq < _INF
     ):
-        # Binance sends upper case; upper() would allocate a new string for every element
-        return _new_ticker(Ticker, (s if s.isupper() else s.upper(), e, fc, fo, fh, fl, fv, fq, c))
-    return None
+        return False
+    # Binance sends upper case; upper() would allocate a new string for every element
+    f.symbol = s if s.isupper() else s.upper()
+    f.time = e
+    f.close = fc
+    f.open = fo
+    f.high = fh
+    f.low = fl
+    f.volume = fv
+    f.quote_volume = fq
+    f.text = c
+    return True
 
 
-def tickers_from_obj(obj: Any, stats: ParseStats) -> list[Ticker]:
-    """Tickers from an already decoded message."""
+def unwrap(obj: Any, stats: ParseStats) -> list[Any]:
+    """The elements of a decoded message: a raw array, one object, or a combined-stream wrapper.
+
+    Replies to SUBSCRIBE and friends and shapes that are no message at all are counted.
+    """
     if type(obj) is dict and "data" in obj and "stream" in obj:
         obj = obj["data"]
     if type(obj) is list:
-        out: list[Ticker] = []
-        good = 0
-        for el in obj:
-            ticker = _fast_ticker(el)
-            if ticker is not None:
-                good += 1
-            else:
-                ticker = parse_element(el, stats)  # classifies and counts what is wrong
-                if ticker is None:
-                    continue
-            out.append(ticker)
-        stats.tickers += good
-        return out
+        return obj
     if type(obj) is dict:
         if "e" not in obj and ("result" in obj or "error" in obj or "id" in obj):
             stats.ignored += 1  # a reply to SUBSCRIBE and friends, not market data
             return []
-        ticker = parse_element(obj, stats)
-        return [] if ticker is None else [ticker]
+        return [obj]
     stats.skip("not an array or object")
     return []
+
+
+def tickers_from_obj(obj: Any, stats: ParseStats) -> list[Ticker]:
+    """Tickers from an already decoded message."""
+    out: list[Ticker] = []
+    f = Fields()
+    good = 0
+    for el in unwrap(obj, stats):
+        if read_element(el, f):
+            good += 1
+            out.append(f.ticker())
+        else:
+            ticker = parse_element(el, stats)  # classifies and counts what is wrong
+            if ticker is not None:
+                out.append(ticker)
+    stats.tickers += good
+    return out
 
 
 def parse_message(raw: bytes | str, stats: ParseStats) -> list[Ticker]:

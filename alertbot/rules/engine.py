@@ -41,7 +41,7 @@ from alertbot.rules.conditions import (
     threshold_text,
 )
 from alertbot.rules.model import Rule
-from alertbot.ticker import Ticker
+from alertbot.ticker import Fields, ParseStats, Ticker, parse_element, read_element, unwrap
 
 NAN = math.nan
 INF = math.inf
@@ -390,18 +390,44 @@ class _Book:
         "basic",
         "breaks",
         "broke",
+        "close",
         "fresh",
+        "high",
         "indexes",
         "last",
+        "low",
+        "open",
+        "p_close",
+        "p_high",
+        "p_last",
+        "p_low",
+        "p_open",
+        "p_quote",
+        "p_text",
+        "p_time",
+        "p_volume",
         "prices",
+        "quote",
         "recheck",
         "symbol",
+        "text",
+        "time",
         "timers",
+        "volume",
     )
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
-        self.last: Ticker | None = None
+        # The last accepted tick and the one before it, as plain values (no ticker is built
+        # for a tick that changes nothing); -1: none yet.
+        self.time = -1
+        self.close = self.open = self.high = self.low = self.volume = self.quote = 0.0
+        self.text = ""
+        self.last: Ticker | None = None  # the last tick as a Ticker, once built
+        self.p_time = -1
+        self.p_close = self.p_open = self.p_high = self.p_low = self.p_volume = self.p_quote = 0.0
+        self.p_text = ""
+        self.p_last: Ticker | None = None
         self.indexes: dict[tuple[int, int], _Index] = {}
         self.basic: list[_Index] = []  # indexes of metrics of the ticker itself
         self.prices = _Prices()  # recent extremes, and the windows of moves rules
@@ -413,6 +439,59 @@ class _Book:
 
     def window(self, ms: int) -> _Window:
         return self.prices.window(ms)
+
+    def accept(
+        self, time: int, c: float, o: float, h: float, lo: float, v: float, q: float, text: str
+    ) -> None:
+        """Make this tick the last one and the last one the previous."""
+        self.p_time = self.time
+        self.p_close = self.close
+        self.p_open = self.open
+        self.p_high = self.high
+        self.p_low = self.low
+        self.p_volume = self.volume
+        self.p_quote = self.quote
+        self.p_text = self.text
+        self.p_last = self.last
+        self.time = time
+        self.close = c
+        self.open = o
+        self.high = h
+        self.low = lo
+        self.volume = v
+        self.quote = q
+        self.text = text
+        self.last = None
+
+    def current(self) -> Ticker | None:
+        if self.last is None and self.time >= 0:
+            self.last = Ticker(
+                self.symbol,
+                self.time,
+                self.close,
+                self.open,
+                self.high,
+                self.low,
+                self.volume,
+                self.quote,
+                self.text,
+            )
+        return self.last
+
+    def previous(self) -> Ticker | None:
+        if self.p_last is None and self.p_time >= 0:
+            self.p_last = Ticker(
+                self.symbol,
+                self.p_time,
+                self.p_close,
+                self.p_open,
+                self.p_high,
+                self.p_low,
+                self.p_volume,
+                self.p_quote,
+                self.p_text,
+            )
+        return self.p_last
 
     def index(self, kind: int, window_ms: int = 0) -> _Index:
         key = (kind, window_ms)
@@ -456,6 +535,7 @@ class Engine:
         self._rules: dict[str, _Compiled] = {}
         self._globs: list[_Compiled] = []
         self._order = 0
+        self._fields = Fields()  # reused by process_message
         self._tick = 0
         self._seq = 0
         self.add_rules(rules)
@@ -557,7 +637,7 @@ class Engine:
     def last_ticker(self, symbol: str) -> Ticker | None:
         """The symbol's last accepted ticker, if any."""
         book = self._books.get(symbol)
-        return book.last if book is not None else None
+        return book.current() if book is not None else None
 
     def symbols(self) -> list[str]:
         """Symbols that rules name or that have been seen on the feed."""
@@ -566,28 +646,65 @@ class Engine:
     def process(self, tickers: Iterable[Ticker]) -> list[Alert]:
         """Evaluate every rule that a ticker may affect; returns the alerts in firing order."""
         alerts: list[Alert] = []
-        books = self._books
         for t in tickers:
-            book = books.get(t.symbol)
-            if book is None:
-                book = self._book(t.symbol)
-            prev = book.last
-            if prev is not None and t.time <= prev.time:
-                continue  # a duplicate or out of order
-            book.last = t
-            book.prices.push(t.time, t.close, self._horizon)
-            if not (book.indexes or book.fresh or book.breaks or book.timers):
-                continue  # no rule watches this symbol
-            todo = self._collect(book, t, prev)
-            if todo:
-                if len(todo) > 1:
-                    todo.sort(key=_order_of)
-                for pair in todo:
-                    if not pair.dead:
-                        self._evaluate(pair, book, t, prev, alerts)
+            self._accept_ticker(t, alerts)
         return alerts
 
-    def _collect(self, book: _Book, t: Ticker, prev: Ticker | None) -> list[_Pair]:
+    def process_message(self, message: object, stats: ParseStats) -> list[Alert]:
+        """``process(tickers_from_obj(message, stats))`` without building a ticker per element.
+
+        The feed's path: well-formed elements go straight into the symbols' state, and a
+        :class:`Ticker` is built only for a tick that has pairs to evaluate.
+        """
+        alerts: list[Alert] = []
+        books = self._books
+        f = self._fields
+        good = 0
+        for el in unwrap(message, stats):
+            if not read_element(el, f):
+                t = parse_element(el, stats)  # classifies and counts what is wrong
+                if t is not None:
+                    self._accept_ticker(t, alerts)
+                continue
+            good += 1
+            book = books.get(f.symbol)
+            if book is None:
+                book = self._book(f.symbol)
+            if f.time <= book.time:
+                continue  # a duplicate or out of order
+            book.accept(f.time, f.close, f.open, f.high, f.low, f.volume, f.quote_volume, f.text)
+            self._step(book, alerts)
+        stats.tickers += good
+        return alerts
+
+    def _accept_ticker(self, t: Ticker, alerts: list[Alert]) -> None:
+        book = self._books.get(t.symbol)
+        if book is None:
+            book = self._book(t.symbol)
+        if t.time <= book.time:
+            return  # a duplicate or out of order
+        book.accept(t.time, t.close, t.open, t.high, t.low, t.volume, t.quote_volume, t.price_text)
+        book.last = t
+        self._step(book, alerts)
+
+    def _step(self, book: _Book, alerts: list[Alert]) -> None:
+        """One accepted tick of a symbol: collect what it may change, evaluate that."""
+        book.prices.push(book.time, book.close, self._horizon)
+        if not (book.indexes or book.fresh or book.breaks or book.timers):
+            return  # no rule watches this symbol
+        todo = self._collect(book)
+        if not todo:
+            return
+        t = book.current()
+        assert t is not None
+        prev = book.previous()
+        if len(todo) > 1:
+            todo.sort(key=_order_of)
+        for pair in todo:
+            if not pair.dead:
+                self._evaluate(pair, book, t, prev, alerts)
+
+    def _collect(self, book: _Book) -> list[_Pair]:
         """The pairs whose state this tick may change (this is the per-tick hot path)."""
         todo: list[_Pair] = []
         if book.fresh:
@@ -596,34 +713,34 @@ class Engine:
         if book.recheck:
             todo.extend(book.recheck)
             book.recheck = []
-        price = t.close
+        price = book.close
         for index in book.basic:
             kind = index.kind
             if kind == _PRICE:
                 v = price
             elif kind == _CHANGE:
-                o = t.open
+                o = book.open
                 v = (price - o) / o * 100 if o else NAN
             elif kind == _VOLUME:
-                v = t.volume
+                v = book.volume
             elif kind == _QUOTE:
-                v = t.quote_volume
+                v = book.quote
             elif kind == _RANGE:
-                lo = t.low
-                v = (t.high - lo) / lo * 100 if lo else NAN
+                lo = book.low
+                v = (book.high - lo) / lo * 100 if lo else NAN
             elif kind == _HIGH:
-                v = t.high
+                v = book.high
             else:
-                v = t.low
+                v = book.low
             if not index.glo < v < index.ghi:
                 todo.extend(index.touched(v))
-        time = t.time
+        time = book.time
         prices = book.prices
         for w in prices.order:
             if not (time <= w.expires and w.lo < price < w.hi):
                 w.refresh(prices, time, price, todo)
         if book.breaks:
-            broke = prev is not None and (t.high > prev.high or t.low < prev.low)
+            broke = book.p_time >= 0 and (book.high > book.p_high or book.low < book.p_low)
             if broke or book.broke:
                 todo.extend(book.breaks)
             book.broke = broke
