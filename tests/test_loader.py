@@ -186,7 +186,7 @@ BAD_FILES: dict[str, list[str]] = {
     ],
     "bad-rearm.yaml": [
         "bad-rearm.yaml:5:12: 'rearm' must be a percentage: write '0.5%' instead of '0.5'",
-        "bad-rearm.yaml:9:12: 'rearm' must be more than 0% and less than 100%, got '150%'",
+        "bad-rearm.yaml:9:12: 'rearm' must be at least 0% and less than 100%, got '150%'",
     ],
     "rearm-on-breaks.yaml": [
         "rearm-on-breaks.yaml:5:5: rearm needs a single threshold condition; "
@@ -408,9 +408,9 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="cooldown-without-unit",
         ),
         pytest.param(
-            RULE + "    when: price > 1\n    rearm: 0%\n",
-            "r.yaml:5:12: 'rearm' must be more than 0% and less than 100%, got '0%'",
-            id="rearm-zero",
+            RULE + "    when: price > 1\n    rearm: -1%\n",
+            "r.yaml:5:12: 'rearm' must be a percentage like 0.5%, got '-1%'",
+            id="rearm-negative",
         ),
         pytest.param(
             RULE + "    when: price > 1\n    notify: ops\n",
@@ -526,3 +526,14 @@ def test_rule_file_with_an_empty_rule_list_defines_no_rules() -> None:
 
     assert ruleset.rules == ()
     assert ruleset.channels == {"ops": Channel("ops", telegram=42)}
+
+
+def test_rearm_zero_switches_off_a_band_set_under_defaults():
+    text = (
+        "defaults:\n  rearm: 1%\nrules:\n"
+        "  - {id: banded, symbols: [BTCUSDT], when: price > 1}\n"
+        "  - {id: plain, symbols: [BTCUSDT], when: price > 1, rearm: 0%}\n"
+        "  - {id: hi, symbols: [BTCUSDT], when: breaks 24h high, rearm: 0%}\n"
+    )
+    rules = {rule.id: rule.rearm for rule in load_text(text, "r.yaml").rules}
+    assert rules == {"banded": 0.01, "plain": 0.0, "hi": 0.0}

@@ -424,7 +424,7 @@ class _Source:
         rearm: float | None = 0.0
         if "rearm" in keys:
             rearm = self.rearm(keys["rearm"][1])
-            if condition is not None and not _has_threshold(condition):
+            if rearm and condition is not None and not _has_threshold(condition):
                 self.at(keys["rearm"][0], _rearm_refusal(condition))
         elif defaults.rearm is not None and condition is not None and _has_threshold(condition):
             rearm = defaults.rearm  # a default band only applies where there is a threshold
@@ -619,8 +619,8 @@ class _Source:
             self.at(node, f"'rearm' must be a percentage like 0.5%, got '{text}'")
             return None
         percent = Decimal(match.group(1))
-        if not 0 < percent < 100:
-            self.at(node, f"'rearm' must be more than 0% and less than 100%, got '{text}'")
+        if not 0 <= percent < 100:  # 0% switches off a band set under defaults
+            self.at(node, f"'rearm' must be at least 0% and less than 100%, got '{text}'")
             return None
         return float(percent / 100)
 
