@@ -8,7 +8,6 @@ ticker. Malformed elements are counted and skipped; nothing in here raises for b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -249,11 +248,3 @@ def parse_message(raw: bytes | str, stats: ParseStats) -> list[Ticker]:
         stats.skip("invalid JSON")
         return []
     return tickers_from_obj(obj, stats)
-
-
-def parse_messages(raws: Iterable[bytes | str], stats: ParseStats) -> list[Ticker]:
-    """Tickers from several messages, in order."""
-    out: list[Ticker] = []
-    for raw in raws:
-        out.extend(parse_message(raw, stats))
-    return out

@@ -599,6 +599,7 @@ class Engine:
         return True
 
     def _book(self, symbol: str) -> _Book:
+        """The symbol's book, created (and matched against the glob rules) on first sight."""
         book = self._books.get(symbol)
         if book is None:
             book = self._books[symbol] = _Book(symbol)
@@ -657,7 +658,6 @@ class Engine:
         :class:`Ticker` is built only for a tick that has pairs to evaluate.
         """
         alerts: list[Alert] = []
-        books = self._books
         f = self._fields
         good = 0
         for el in unwrap(message, stats):
@@ -667,9 +667,7 @@ class Engine:
                     self._accept_ticker(t, alerts)
                 continue
             good += 1
-            book = books.get(f.symbol)
-            if book is None:
-                book = self._book(f.symbol)
+            book = self._book(f.symbol)
             if f.time <= book.time:
                 continue  # a duplicate or out of order
             book.accept(f.time, f.close, f.open, f.high, f.low, f.volume, f.quote_volume, f.text)
@@ -678,9 +676,7 @@ class Engine:
         return alerts
 
     def _accept_ticker(self, t: Ticker, alerts: list[Alert]) -> None:
-        book = self._books.get(t.symbol)
-        if book is None:
-            book = self._book(t.symbol)
+        book = self._book(t.symbol)
         if t.time <= book.time:
             return  # a duplicate or out of order
         book.accept(t.time, t.close, t.open, t.high, t.low, t.volume, t.quote_volume, t.price_text)
