@@ -798,3 +798,13 @@ def test_alert_texts_show_the_canonical_condition_and_the_threshold():
         ("r", "price crosses above 70000", "70000", "70100.5"),
         ("hi", "breaks 24h high", "70100.5", "70100.5"),  # a breakout shows the new high
     ]
+
+
+def test_alert_carries_the_time_of_the_symbols_previous_tick():
+    """The feed flags an alert computed across an outage by comparing this time with it."""
+    engine = Engine([rule("price > 1000"), rule("price < 50", id="low")])
+    first = engine.process([tick(T, 2000.0)])  # true on the first tick: nothing before it
+    engine.process([tick(T + 1000, 100.0, symbol="ETHUSDT")])  # another symbol's tick
+    later = engine.process([tick(T + 60_000, 10.0)])
+    assert [(a.rule.id, a.previous_time) for a in first] == [("r", -1)]
+    assert [(a.rule.id, a.previous_time) for a in later] == [("low", T)]

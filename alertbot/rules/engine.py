@@ -68,12 +68,15 @@ class Alert:
     than a frozen dataclass, whose generated ``__init__`` stays interpreted even when compiled.
     """
 
-    __slots__ = ("rule", "symbol", "ticker")
+    __slots__ = ("previous_time", "rule", "symbol", "ticker")
 
-    def __init__(self, rule: Rule, symbol: str, ticker: Ticker) -> None:
+    def __init__(self, rule: Rule, symbol: str, ticker: Ticker, previous_time: int = -1) -> None:
         self.rule: Final = rule
         self.symbol: Final = symbol
         self.ticker: Final = ticker
+        # The event time of the symbol's tick before this one (-1: none): the feed compares it
+        # with its outages to flag an alert computed across a gap.
+        self.previous_time: Final = previous_time
 
     def __repr__(self) -> str:
         return f"Alert(rule={self.rule.id!r}, symbol={self.symbol!r}, time={self.ticker.time})"
@@ -810,7 +813,7 @@ class Engine:
         pair.last_fired = time
         if rule.once:
             pair.done = True
-        alerts.append(Alert(rule, book.symbol, t))
+        alerts.append(Alert(rule, book.symbol, t, book.p_time))
         return True
 
 
