@@ -1,0 +1,694 @@
+"""A local fake of Binance USD-M futures market data: the mini-ticker WebSocket and exchangeInfo.
+
+It serves, on one 127.0.0.1 port (``websockets`` server; plain HTTP through ``process_request``):
+
+- ``/market/ws/<stream>`` raw (payloads bare), ``/market/ws`` raw with no streams until SUBSCRIBE,
+  ``/market/stream?streams=a/b`` combined (payloads wrapped ``{"stream": ..., "data": ...}``);
+- the legacy ``/ws...`` and ``/stream...`` paths: accepted, then silent forever;
+- any other path: handshake rejected with 404;
+- ``GET /fapi/v1/exchangeInfo``.
+
+It enforces the real limits (incoming messages per second, streams per connection, connection age,
+server pings) and lets a test inject the failures seen in the field: abrupt drops, clean closes
+with any code, silent connections, rejected handshakes, malformed frames, a failing REST endpoint.
+
+Nothing is sent on its own: each ``publish`` is one tick of the market.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import email.utils
+import http
+import re
+import time as _time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+__all__ = [
+    "ALL_MARKET_STREAM",
+    "EXCHANGE_INFO_PATH",
+    "SETTLING_SYMBOL",
+    "FakeBinance",
+    "FakeConnection",
+    "Stats",
+    "mini_ticker",
+    "valid_stream",
+]
+
+ALL_MARKET_STREAM = "!miniTicker@arr"
+EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
+#: The non-trading symbol exchangeInfo always lists, for the client's filtering.
+SETTLING_SYMBOL = "SETTLEDUSDT"
+
+_SYMBOL_STREAM = re.compile(r"[a-z0-9]+@miniTicker")
+_UINT64_MAX = 2**64 - 1
+
+JSON = Any
+Number = float | int | str | Decimal
+
+
+def valid_stream(name: object) -> bool:
+    """Whether ``name`` is a stream served here: ``!miniTicker@arr`` or ``<sym>@miniTicker``."""
+    return isinstance(name, str) and (
+        name == ALL_MARKET_STREAM or _SYMBOL_STREAM.fullmatch(name) is not None
+    )
+
+
+# --- payloads ------------------------------------------------------------------------------------
+
+
+def _decimal(value: Number) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    return Decimal(value if isinstance(value, str) else repr(value))
+
+
+def _text(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def mini_ticker(
+    symbol: str,
+    close: Number,
+    time: int,
+    *,
+    open: Number | None = None,
+    high: Number | None = None,
+    low: Number | None = None,
+    volume: Number = 1000.0,
+    quote_volume: Number | None = None,
+    st: int | None = None,
+    ps: str | None = None,
+) -> dict[str, Any]:
+    """One ``24hrMiniTicker`` element with decimal strings, as the real feed sends it.
+
+    Defaults: ``open`` = ``close``, ``high``/``low`` = the max/min of open and close,
+    ``quote_volume`` = ``volume * close``. Numbers are written in plain positional notation, never
+    with an exponent; a ``str`` is used as given. ``st`` and ``ps`` (COIN-M merger fields) are
+    added only when given.
+    """
+    c = _decimal(close)
+    o = c if open is None else _decimal(open)
+    h = max(o, c) if high is None else _decimal(high)
+    lo = min(o, c) if low is None else _decimal(low)
+    v = _decimal(volume)
+    q = v * c if quote_volume is None else _decimal(quote_volume)
+    ticker: dict[str, Any] = {
+        "e": "24hrMiniTicker",
+        "E": time,
+        "s": symbol,
+        "c": close if isinstance(close, str) else _text(c),
+        "o": open if isinstance(open, str) else _text(o),
+        "h": high if isinstance(high, str) else _text(h),
+        "l": low if isinstance(low, str) else _text(lo),
+        "v": volume if isinstance(volume, str) else _text(v),
+        "q": quote_volume if isinstance(quote_volume, str) else _text(q),
+    }
+    if ps is not None:
+        ticker["ps"] = ps
+    if st is not None:
+        ticker["st"] = st
+    return ticker
+
+
+def _dumps(obj: JSON) -> bytes:
+    return orjson.dumps(obj)
+
+
+# --- state ---------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class FakeConnection:
+    """One accepted WebSocket connection, as the fake sees it (identity-compared)."""
+
+    id: int
+    path: str  # the request target, query included
+    combined: bool
+    legacy: bool
+    streams: set[str]  # current: URL + subscribed - unsubscribed (always empty on a legacy path)
+    url_streams: tuple[str, ...]  # as asked in the URL (also for a legacy path)
+    opened_at: float  # loop time
+    silenced: bool = False
+    closed_code: int | None = None  # 1006 when the TCP connection ended without a close frame
+    closed_reason: str | None = None
+    closed_at: float | None = None  # loop time
+    messages_in: int = 0  # every incoming message, answered or not
+    frames_out: int = 0  # data frames sent (publish, send_raw, replies)
+    pings_sent: int = 0
+    pongs_received: int = 0
+    ws: ServerConnection | None = field(default=None, repr=False)
+    _window: collections.deque[float] = field(default_factory=collections.deque, repr=False)
+    _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def is_open(self) -> bool:
+        """Handshake done and not yet ended (a connection in its closing handshake counts)."""
+        return self.closed_at is None
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        """Until the fake has moved this connection to ``closed``."""
+        async with asyncio.timeout(timeout):
+            await self._done.wait()
+
+
+@dataclass
+class Stats:
+    attempts: int = 0  # WebSocket connection attempts reaching process_request
+    handshakes: int = 0  # accepted WebSocket handshakes
+    rejected: int = 0  # handshakes the fake refused (404, 400, injected statuses)
+    rate_limit_closes: int = 0
+    slow_drops: int = 0  # connections aborted because a send exceeded send_timeout
+    rest_requests: int = 0
+    # every incoming WebSocket message: (connection id, parsed JSON or the raw str/bytes, loop time)
+    requests: list[tuple[int, Any, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Route:
+    combined: bool
+    legacy: bool
+    streams: tuple[str, ...]
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(status, text)
+        self.status = status
+        self.text = text
+
+
+class _BadRequest(Exception):
+    def __init__(self, msg: str, id_: int | None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.id = id_
+
+
+def _response(status: int, body: bytes, content_type: str) -> Response:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Length", str(len(body))),
+            ("Content-Type", content_type),
+        ]
+    )
+    return Response(status, phrase, headers, body)
+
+
+# --- the fake ------------------------------------------------------------------------------------
+
+
+class FakeBinance:
+    """Fake ``fstream.binance.com`` (mini tickers) and ``fapi.binance.com`` (exchangeInfo).
+
+    Use as ``async with FakeBinance() as fake:``; connect to ``fake.ws_url + "/market/ws/..."``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_streams: int = 200,
+        max_incoming_per_s: int = 10,
+        max_age: float | None = None,
+        ping_interval: float | None = None,
+        symbols: Iterable[str] = (),
+        ping_timeout: float | None = None,
+        rate_window: float = 1.0,
+        close_timeout: float = 1.0,
+        compression: bool = False,
+        send_timeout: float | None = None,
+    ) -> None:
+        """Limits as the real service, compressible for tests.
+
+        Extras: ``ping_timeout`` (None: never drop a client that does not answer; else drop it
+        abruptly that many seconds after an unanswered ping), ``rate_window`` (the sliding window of
+        ``max_incoming_per_s``, 1 s on Binance), ``close_timeout`` (how long a closing handshake may
+        take before the TCP connection is aborted), ``compression`` (offer permessage-deflate),
+        ``send_timeout`` (None: a send to a client that stops reading waits forever, and so does
+        ``publish``; else such a client is dropped abruptly after that many seconds and counted in
+        ``stats.slow_drops``).
+        """
+        self.max_streams = max_streams
+        self.max_incoming_per_s = max_incoming_per_s
+        self.max_age = max_age
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.rate_window = rate_window
+        self.close_timeout = close_timeout
+        self.compression = compression
+        self.send_timeout = send_timeout
+        self.connections: list[FakeConnection] = []
+        self.closed: list[FakeConnection] = []
+        self.stats = Stats()
+        self.silence_new = False  # silence connections opened from now on
+        self._symbols: list[str] = list(symbols)
+        self._reject_remaining = 0
+        self._reject_status = 503
+        self._rest_fail_status: int | None = None
+        self._next_id = 1
+        self._server: Server | None = None
+        self._port = 0
+
+    # --- lifecycle
+
+    async def __aenter__(self) -> FakeBinance:
+        self._server = await serve(
+            self._handler,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            compression="deflate" if self.compression else None,
+            ping_interval=None,  # our own pinger counts pings and pongs
+            ping_timeout=None,
+            close_timeout=self.close_timeout,
+            server_header=None,
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection (1001) and the server; wait until all handlers have ended."""
+        server = self._server
+        if server is None:
+            return
+        await asyncio.gather(
+            *(self._close(c, 1001, "server shutting down") for c in list(self.connections))
+        )
+        server.close()
+        await server.wait_closed()
+        self._server = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    # --- controls
+
+    def set_symbols(self, symbols: Iterable[str]) -> None:
+        """exchangeInfo lists these as TRADING USDT perpetuals, plus ``SETTLING_SYMBOL``."""
+        self._symbols = list(symbols)
+
+    def fail_rest(self, on: bool = True, status: int = 500) -> None:
+        """While on, every REST request gets ``status`` with a Binance-like error body."""
+        self._rest_fail_status = status if on else None
+
+    def reject_handshakes(self, n: int, status: int = 503) -> None:
+        """The next ``n`` WebSocket connection attempts (whatever their path) get ``status``."""
+        self._reject_remaining = n
+        self._reject_status = status
+
+    def silence(
+        self, on: bool = True, *, conn: FakeConnection | None = None, future: bool = False
+    ) -> None:
+        """Keep the socket open (pings and pongs still work) but send no data, answer nothing.
+
+        ``conn=None``: every open connection; with ``future=True`` also connections opened later.
+        ``silence(False)`` with ``conn=None`` also stops silencing future connections. Requests a
+        silenced connection receives are counted and recorded, never applied.
+        """
+        if conn is not None:
+            conn.silenced = on
+            return
+        for c in self.connections:
+            c.silenced = on
+        if future or not on:
+            self.silence_new = on
+
+    async def publish(self, tickers: Sequence[dict[str, Any]]) -> int:
+        """One tick of the market; returns the number of frames sent (after they are written).
+
+        Per live connection, in stream order (``!miniTicker@arr`` first, then by name): the
+        all-market stream gets ONE array of all ``tickers`` (none if ``tickers`` is empty); a
+        ``<sym>@miniTicker`` stream gets the ticker(s) whose ``s`` is that symbol. Combined
+        connections get each payload wrapped. Silenced and legacy connections get nothing.
+        """
+        by_stream: dict[str, list[bytes]] = {}
+        for t in tickers:
+            symbol = t.get("s")
+            if isinstance(symbol, str):
+                by_stream.setdefault(f"{symbol.lower()}@miniTicker", []).append(_dumps(t))
+        if tickers:
+            by_stream[ALL_MARKET_STREAM] = [_dumps(list(tickers))]
+        wrapped: dict[str, list[bytes]] = {}
+
+        def frames(stream: str, combined: bool) -> list[bytes]:
+            raw = by_stream.get(stream, [])
+            if not combined or not raw:
+                return raw
+            if stream not in wrapped:
+                head = b'{"stream":' + _dumps(stream) + b',"data":'
+                wrapped[stream] = [head + payload + b"}" for payload in raw]
+            return wrapped[stream]
+
+        jobs: list[Coroutine[Any, Any, int]] = []
+        for conn in list(self.connections):
+            if conn.legacy or conn.silenced:
+                continue
+            out = [f for s in sorted(conn.streams) for f in frames(s, conn.combined)]
+            if out:
+                jobs.append(self._send(conn, out))
+        return sum(await asyncio.gather(*jobs))
+
+    async def send_raw(
+        self,
+        data: str | bytes,
+        *,
+        conn: FakeConnection | None = None,
+        binary: bool = False,
+    ) -> int:
+        """Send ``data`` as one frame, exactly as given; returns the number of frames sent.
+
+        ``str`` goes as a text frame; ``bytes`` also as a TEXT frame with those bytes (not
+        validated: invalid UTF-8 is possible) unless ``binary=True``. ``conn=None``: every open
+        connection that is neither silenced nor legacy; an explicit ``conn`` gets it regardless.
+        """
+        payload = data.encode() if isinstance(data, str) else data
+        targets = (
+            [conn]
+            if conn is not None
+            else [c for c in self.connections if not c.silenced and not c.legacy]
+        )
+        sent = await asyncio.gather(*(self._send(c, [payload], text=not binary) for c in targets))
+        return sum(sent)
+
+    async def drop(
+        self, *, code: int | None = None, conn: FakeConnection | None = None, reason: str = ""
+    ) -> None:
+        """End ``conn`` (None: every open connection) and wait until it is in ``closed``.
+
+        ``code=None``: abort the TCP connection without a close frame (the client sees 1006);
+        else a clean closing handshake with that code.
+        """
+        targets = [conn] if conn is not None else list(self.connections)
+        await asyncio.gather(*(self._close(c, code, reason) for c in targets))
+
+    # --- waiting
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Poll ``predicate`` (every 5 ms) until true; TimeoutError after ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            raise TimeoutError(
+                f"condition not met within {timeout} s; open connections: {self.connections}"
+            ) from None
+
+    async def wait_for_connections(self, n: int, timeout: float = 5.0) -> None:
+        """Until at least ``n`` connections are open."""
+        await self.wait_for(lambda: len(self.connections) >= n, timeout)
+
+    async def wait_for_subscriptions(self, streams: AbstractSet[str], timeout: float = 5.0) -> None:
+        """Until the open connections' streams together cover ``streams``."""
+        await self.wait_for(lambda: streams <= self.subscribed(), timeout)
+
+    def subscribed(self) -> set[str]:
+        """The union of the open connections' current streams."""
+        out: set[str] = set()
+        for c in self.connections:
+            out |= c.streams
+        return out
+
+    # --- HTTP side
+
+    def _route(self, target: str) -> _Route:
+        parts = urlsplit(target)
+        path = unquote(parts.path)
+        if path == "/ws" or path.startswith("/ws/"):
+            return _Route(False, True, tuple(s for s in path[4:].split("/") if s))
+        if path == "/stream":
+            return _Route(True, True, tuple(self._query_streams(parts.query)))
+        if path in ("/market/ws", "/market/ws/"):
+            return _Route(False, False, ())
+        if path.startswith("/market/ws/"):
+            stream = path[len("/market/ws/") :]
+            if "/" in stream:
+                raise _Reject(404, "Not Found")
+            return _Route(False, False, self._checked((stream,)))
+        if path == "/market/stream":
+            return _Route(True, False, self._checked(self._query_streams(parts.query)))
+        raise _Reject(404, "Not Found")
+
+    @staticmethod
+    def _query_streams(query: str) -> list[str]:
+        values = parse_qs(query).get("streams", [])
+        return values[0].split("/") if values else []
+
+    def _checked(self, streams: Sequence[str]) -> tuple[str, ...]:
+        for s in streams:
+            if not valid_stream(s):
+                raise _Reject(400, f"Invalid stream name: {s!r}")
+        unique = tuple(dict.fromkeys(streams))
+        if len(unique) > self.max_streams:
+            raise _Reject(400, f"Too many streams: {len(unique)} > {self.max_streams}")
+        return unique
+
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path.startswith("/fapi/"):
+            return self._rest(path)
+        self.stats.attempts += 1
+        try:
+            if self._reject_remaining > 0:
+                self._reject_remaining -= 1
+                raise _Reject(self._reject_status, "Service unavailable (injected)")
+            self._route(request.path)
+        except _Reject as r:
+            self.stats.rejected += 1
+            return _response(r.status, r.text.encode(), "text/plain; charset=utf-8")
+        return None
+
+    def _rest(self, path: str) -> Response:
+        self.stats.rest_requests += 1
+        if self._rest_fail_status is not None:
+            body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+            return _response(self._rest_fail_status, _dumps(body), "application/json")
+        if path != EXCHANGE_INFO_PATH:
+            not_found = {"code": -5000, "msg": "Path not found"}
+            return _response(404, _dumps(not_found), "application/json")
+        return _response(200, _dumps(self.exchange_info()), "application/json")
+
+    def exchange_info(self) -> dict[str, Any]:
+        """The exchangeInfo body served now."""
+        symbols = [_symbol_info(s, "TRADING") for s in self._symbols]
+        symbols.append(_symbol_info(SETTLING_SYMBOL, "SETTLING"))
+        now_ms = int(_time.time() * 1000)
+        return {"timezone": "UTC", "serverTime": now_ms, "symbols": symbols}
+
+    # --- WebSocket side
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        route = self._route(ws.request.path)  # accepted by _process_request: cannot raise
+        loop = asyncio.get_running_loop()
+        conn = FakeConnection(
+            id=self._next_id,
+            path=ws.request.path,
+            combined=route.combined,
+            legacy=route.legacy,
+            streams=set() if route.legacy else set(route.streams),
+            url_streams=route.streams,
+            opened_at=loop.time(),
+            silenced=self.silence_new,
+            ws=ws,
+        )
+        self._next_id += 1
+        self.stats.handshakes += 1
+        self.connections.append(conn)
+        tasks: list[asyncio.Task[None]] = []
+        if self.ping_interval is not None:
+            tasks.append(asyncio.create_task(self._pinger(conn, self.ping_interval)))
+        if self.max_age is not None:
+            tasks.append(asyncio.create_task(self._age_limit(conn, self.max_age)))
+        try:
+            await self._read_loop(conn, ws)
+            await ws.wait_closed()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if conn.closed_code is None:
+                conn.closed_code = ws.close_code if ws.close_code is not None else 1006
+                conn.closed_reason = ws.close_reason
+            conn.closed_at = loop.time()
+            self.connections.remove(conn)
+            self.closed.append(conn)
+            conn._done.set()
+
+    async def _read_loop(self, conn: FakeConnection, ws: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        window = conn._window
+        while True:
+            try:
+                message = await ws.recv()
+            except ConnectionClosed:
+                return
+            now = loop.time()
+            conn.messages_in += 1
+            parsed: Any = message
+            is_json = False
+            if isinstance(message, str):
+                with contextlib.suppress(ValueError):
+                    parsed = orjson.loads(message)
+                    is_json = True
+            self.stats.requests.append((conn.id, parsed, now))
+            while window and window[0] <= now - self.rate_window:
+                window.popleft()
+            window.append(now)
+            if len(window) > self.max_incoming_per_s:
+                self.stats.rate_limit_closes += 1
+                await self._close(conn, 1008, "Too many requests", wait=False)
+                return
+            if conn.legacy or conn.silenced:
+                continue
+            reply = self._answer(conn, message, parsed, is_json)
+            await self._send(conn, [_dumps(reply)])
+
+    def _answer(
+        self, conn: FakeConnection, message: str | bytes, parsed: Any, is_json: bool
+    ) -> JSON:
+        try:
+            if isinstance(message, bytes):
+                raise _BadRequest("binary frames are not accepted", None)
+            if not is_json:
+                raise _BadRequest("invalid JSON", None)
+            return self._apply(conn, parsed)
+        except _BadRequest as e:
+            return {"error": {"code": 2, "msg": f"Invalid request: {e.msg}"}, "id": e.id}
+
+    def _apply(self, conn: FakeConnection, req: Any) -> JSON:
+        if not isinstance(req, dict):
+            raise _BadRequest("request must be a JSON object", None)
+        raw_id = req.get("id")
+        if type(raw_id) is not int or not 0 <= raw_id <= _UINT64_MAX:
+            raise _BadRequest("'id' must be an unsigned integer", None)
+        id_: int = raw_id
+        method = req.get("method")
+        params = req.get("params")
+        if method == "LIST_SUBSCRIPTIONS":
+            if params not in (None, []):
+                raise _BadRequest("LIST_SUBSCRIPTIONS takes no params", id_)
+            return {"result": sorted(conn.streams), "id": id_}
+        if method not in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            raise _BadRequest(f"unknown method {method!r}", id_)
+        if not isinstance(params, list) or not params:
+            raise _BadRequest("'params' must be a non-empty list of stream names", id_)
+        for p in params:
+            if not valid_stream(p):
+                raise _BadRequest(f"invalid stream name {p!r}", id_)
+        if method == "SUBSCRIBE":
+            after = conn.streams | set(params)
+            if len(after) > self.max_streams:
+                raise _BadRequest(
+                    f"too many streams: {len(after)} > {self.max_streams} per connection", id_
+                )
+            conn.streams = after
+        else:
+            conn.streams = conn.streams - set(params)
+        return {"result": None, "id": id_}
+
+    async def _send(self, conn: FakeConnection, frames: list[bytes], *, text: bool = True) -> int:
+        ws = conn.ws
+        sent = 0
+        if ws is None or ws.state is not State.OPEN:
+            return 0
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                for f in frames:
+                    await ws.send(f, text=text)
+                    sent += 1
+        except ConnectionClosed:
+            pass
+        except TimeoutError:
+            self.stats.slow_drops += 1
+            await self._close(conn, None, "", wait=False)
+        conn.frames_out += sent
+        return sent
+
+    async def _close(
+        self, conn: FakeConnection, code: int | None, reason: str, *, wait: bool = True
+    ) -> None:
+        ws = conn.ws
+        if ws is None or not conn.is_open:
+            return
+        if conn.closed_code is None and ws.close_code is None:
+            conn.closed_code = 1006 if code is None else code
+            conn.closed_reason = None if code is None else reason
+        if code is None:
+            ws.transport.abort()
+        else:
+            await ws.close(code, reason)
+        if wait:
+            await conn._done.wait()
+
+    async def _pinger(self, conn: FakeConnection, interval: float) -> None:
+        ws = conn.ws
+        assert ws is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                pong = await ws.ping()
+            except ConnectionClosed:
+                return
+            conn.pings_sent += 1
+            try:
+                async with asyncio.timeout(self.ping_timeout):
+                    await pong
+            except TimeoutError:
+                await self._close(conn, None, "", wait=False)
+                return
+            except ConnectionClosed:
+                return
+            conn.pongs_received += 1
+
+    async def _age_limit(self, conn: FakeConnection, max_age: float) -> None:
+        await asyncio.sleep(max_age)
+        await self._close(conn, 1001, "going away", wait=False)
+
+
+def _symbol_info(symbol: str, status: str) -> dict[str, Any]:
+    return {
+        "symbol": symbol,
+        "pair": symbol,
+        "status": status,
+        "contractType": "PERPETUAL",
+        "quoteAsset": "USDT",
+    }
