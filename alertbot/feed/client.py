@@ -1,0 +1,298 @@
+"""The feed: which streams, over which connections, and how that changes without losing a tick.
+
+``Feed.want(symbols, everything=...)`` says what the rules need. In ``auto`` mode the feed
+reads ``!miniTicker@arr`` (one raw connection) when a rule has a glob, when more than
+``auto_threshold`` symbols are watched, or when nothing is watched yet; otherwise it reads
+``<symbol>@miniTicker`` streams on combined connections of at most ``max_streams`` each, changed
+live with SUBSCRIBE/UNSUBSCRIBE. A switch between the two is make-before-break: the new
+connections must deliver (all-market) or be subscribed (symbol streams) before the old ones
+close, and the engine drops the overlap's duplicates by symbol and event time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from alertbot.feed.connection import Connection, FeedStats, Sink
+from alertbot.feed.market import ALL_MARKET, normalise_stream, symbol_stream
+from alertbot.feed.settings import FeedSettings
+
+log = logging.getLogger("alertbot.feed")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionHealth:
+    id: int
+    streams: int
+    connected: bool
+    last_message_age: float | None  # seconds; None: nothing received on this socket yet
+    age: float | None  # seconds since this socket opened
+    reconnects: int
+    messages: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHealth:
+    """A snapshot for ``/status``, ``/healthz`` and metrics."""
+
+    mode: str  # "all", "symbols" or "switching"
+    connections: tuple[ConnectionHealth, ...]
+    messages: int
+    messages_per_second: float
+    reconnects: int
+    rotations: int
+    last_message_age: float | None
+    problems: dict[str, int] = field(default_factory=dict)
+    refused_streams: tuple[str, ...] = ()
+    outages: int = 0
+
+    @property
+    def bad_frames(self) -> int:
+        return sum(self.problems.values())
+
+
+class Feed:
+    """Keeps the wanted streams flowing into ``sink``; see the module docstring."""
+
+    def __init__(self, settings: FeedSettings, sink: Sink) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.clock = asyncio.get_running_loop().time
+        self.stats = FeedStats(self.clock)
+        self._target: frozenset[str] = frozenset()
+        self._raw: Connection | None = None  # the all-market connection
+        self._combined: list[Connection] = []
+        self._next_id = 0
+        self._changed = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._settled = asyncio.Event()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ wanting
+
+    def want(self, symbols: Iterable[str], *, everything: bool = False) -> str:
+        """Carry what rules over ``symbols`` (and globs, when ``everything``) need.
+
+        Returns the stream kind chosen: ``all`` or ``symbols``.
+        """
+        cfg = self.settings
+        wanted = {s.upper() for s in symbols}
+        if cfg.stream == "symbols" and wanted:
+            mode = "symbols"
+        elif cfg.stream == "all" or everything or not wanted:
+            mode = "all"
+        else:
+            mode = "symbols" if len(wanted) <= cfg.auto_threshold else "all"
+        if mode == "all":
+            self.want_streams([ALL_MARKET])
+        else:
+            self.want_streams(symbol_stream(s) for s in wanted)
+        return mode
+
+    def want_streams(self, streams: Iterable[str]) -> None:
+        """Carry exactly these streams (``alertbot record`` names them directly)."""
+        target = frozenset(normalise_stream(s) for s in streams)
+        if target != self._target:
+            self._target = target
+            self._settled.clear()
+            self._changed.set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._manage(), name="feed-manager")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        conns = [c for c in (self._raw, *self._combined) if c is not None]
+        self._raw = None
+        self._combined = []
+        await asyncio.gather(*(c.close() for c in conns), *self._closing)
+
+    async def __aenter__(self) -> Feed:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def settled(self) -> None:
+        """Wait until the connections match the last ``want`` and the old ones are closed."""
+        await self._settled.wait()
+
+    async def _manage(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                done = await self._reconcile(self._target)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let a bug here end the feed
+                log.exception("feed: error while changing streams")
+                done = False
+                await asyncio.sleep(self.settings.backoff_initial)
+                self._changed.set()
+            if done and not self._changed.is_set():
+                self._settled.set()
+
+    def _new(self, streams: Iterable[str], *, raw: bool) -> Connection:
+        self._next_id += 1
+        conn = Connection(
+            self._next_id,
+            streams,
+            raw=raw,
+            settings=self.settings,
+            stats=self.stats,
+            sink=self.sink,
+            on_progress=self._progress.set,
+        )
+        conn.start()
+        return conn
+
+    async def _reconcile(self, target: frozenset[str]) -> bool:
+        """Move the connections towards ``target``; False if the target changed meanwhile."""
+        if target == {ALL_MARKET}:
+            if self._raw is None:
+                self._raw = self._new(target, raw=True)
+            if self._combined:
+                raw = self._raw
+                if not await self._until(lambda: raw.delivering):
+                    return False
+                old = self._combined
+                if not await self._drained(old, raw.first_event()):
+                    return False
+                self._combined = []
+                log.info(
+                    "feed: all-market stream delivering; closing %d symbol connections", len(old)
+                )
+                await asyncio.gather(*(c.close() for c in old))
+            return True
+        self._reshape(target)
+        if self._raw is not None:
+            if not await self._until(lambda: all(c.ready for c in self._combined)):
+                return False
+            raw = self._raw
+            marks = [c.first_event() for c in self._combined if c.first_event() >= 0]
+            # nothing on the new ones yet: read one more frame of the old one
+            mark = min(marks) if marks else raw.last_event() + 1
+            if not await self._drained([raw], mark):
+                return False
+            self._raw = None
+            log.info("feed: symbol streams subscribed; closing the all-market connection")
+            await raw.close()
+        return True
+
+    async def _drained(self, old: list[Connection], mark: int) -> bool:
+        """Read the old connections until each has caught up with event time ``mark`` (the
+        new connections carry everything from there), or for at most ``drain_timeout``."""
+
+        def caught_up() -> bool:
+            return all(c.last_event() >= mark or c.session is None for c in old)
+
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout):
+                return await self._until(caught_up)
+        except TimeoutError:
+            return True
+
+    def _reshape(self, target: frozenset[str]) -> None:
+        """Live changes of the combined connections: unsubscribe, subscribe, open, close."""
+        limit = self.settings.max_streams
+        current: set[str] = set()
+        for conn in self._combined:
+            gone = conn.streams - target
+            if gone:
+                conn.unsubscribe(gone)
+            current |= conn.streams
+        for conn in [c for c in self._combined if not c.streams]:
+            self._combined.remove(conn)
+            task = asyncio.create_task(conn.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        refused = set().union(*(c.refused for c in self._combined)) if self._combined else set()
+        add = sorted(target - current - refused)
+        for conn in self._combined:
+            room = limit - len(conn.streams)
+            if add and room > 0:
+                conn.subscribe(add[:room])
+                add = add[room:]
+        while add:
+            self._combined.append(self._new(add[:limit], raw=False))
+            add = add[limit:]
+
+    async def _until(self, predicate: Callable[[], bool]) -> bool:
+        """Wait until ``predicate()``; False as soon as a new target is wanted."""
+        while not predicate():
+            if self._changed.is_set():
+                return False
+            self._progress.clear()
+            progress = asyncio.create_task(self._progress.wait())
+            changed = asyncio.create_task(self._changed.wait())
+            try:
+                await asyncio.wait({progress, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                progress.cancel()
+                changed.cancel()
+        return True
+
+    # ------------------------------------------------------------------ health
+
+    def connections(self) -> list[Connection]:
+        return [c for c in (self._raw, *self._combined) if c is not None]
+
+    def health(self) -> FeedHealth:
+        now = self.clock()
+        conns = []
+        for c in self.connections():
+            s = c.session
+            conns.append(
+                ConnectionHealth(
+                    id=c.id,
+                    streams=len(c.streams),
+                    connected=s is not None,
+                    last_message_age=c.last_data_age(),
+                    age=None if s is None else now - s.opened_at,
+                    reconnects=c.reconnects,
+                    messages=c.messages,
+                    last_error=c.last_error,
+                )
+            )
+        if self._raw is not None and self._combined:
+            mode = "switching"
+        elif self._raw is not None:
+            mode = "all"
+        else:
+            mode = "symbols" if self._combined else "idle"
+        last = self.stats.last_data_at
+        refused = (
+            sorted(set().union(*(c.refused for c in self._combined))) if self._combined else []
+        )
+        return FeedHealth(
+            mode=mode,
+            connections=tuple(conns),
+            messages=self.stats.messages,
+            messages_per_second=self.stats.messages_per_second(),
+            reconnects=self.stats.reconnects,
+            rotations=self.stats.rotations,
+            last_message_age=None if last is None else now - last,
+            problems=dict(self.stats.problems.counts),
+            refused_streams=tuple(refused),
+            outages=len(self.stats.outages),
+        )
+
+    def across_gap(self, symbol: str, previous_time: int, time: int) -> bool:
+        """Whether an alert computed from the tick at ``previous_time`` to the one at ``time``
+        spans an outage of the feed longer than its stale threshold."""
+        return any(o.covers(symbol, previous_time, time) for o in self.stats.outages)

@@ -1,0 +1,613 @@
+"""One logical Binance connection: a set of streams kept flowing whatever the network does.
+
+A :class:`Connection` owns the streams it was given and keeps a live socket delivering them:
+
+- it reconnects after any close or error, with capped, jittered exponential backoff that is
+  reset only once a connection has delivered for ``healthy_after`` (a server that accepts and
+  then closes at once is not retried in a tight loop);
+- a data watchdog ends a socket that stays open but delivers no market data for
+  ``stale_after`` (the field failure that matters most: a silently dead feed);
+- before Binance's 24 h limit it rotates make-before-break: a second socket is opened and the
+  old one is closed only once the new one delivers, so nothing is lost (the engine drops the
+  duplicates by symbol and event time);
+- live SUBSCRIBE/UNSUBSCRIBE go out at most ``control_rate`` per second, batched, each
+  waiting for its ``{"result": null, "id": N}``; a refused batch is retried stream by stream so
+  that one bad stream does not take the others down with it;
+- nothing the network sends kills it: bad frames are counted (logged once per kind) and
+  skipped, and a failure in the consumer is contained.
+
+websockets' reconnecting ``async for ... in connect()`` iterator is not used: it resets its
+backoff as soon as a handshake succeeds, and rotation needs two sockets at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from alertbot import __version__
+from alertbot.feed.market import ALL_MARKET, stream_symbol
+from alertbot.feed.settings import FeedSettings
+
+log = logging.getLogger("alertbot.feed")
+
+#: receives every market-data message: the decoded object and the raw text as received
+Sink = Callable[[Any, "str | bytes"], None]
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: each delay is drawn from [base/2, base]."""
+
+    def __init__(
+        self,
+        initial: float,
+        maximum: float,
+        factor: float = 2.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.factor = factor
+        self.attempt = 0
+        self._rng = rng
+
+    def next(self) -> float:
+        base = min(self.maximum, self.initial * self.factor**self.attempt)
+        if base < self.maximum:
+            self.attempt += 1
+        return base * (0.5 + 0.5 * self._rng())
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Problems:
+    """Counts of what went wrong, by kind; each kind is logged the first time only."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def count(self, kind: str, detail: str = "") -> None:
+        n = self.counts.get(kind, 0) + 1
+        self.counts[kind] = n
+        if n == 1:
+            suffix = f": {detail}" if detail else ""
+            log.warning("feed: %s%s (counted, logged once)", kind, suffix)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class Outage:
+    """A stretch with no data on a connection, longer than its stale threshold."""
+
+    __slots__ = ("duration", "last_event", "symbols")
+
+    def __init__(self, symbols: frozenset[str] | None, last_event: int, duration: float) -> None:
+        self.symbols = symbols  # None: every symbol (the all-market stream)
+        self.last_event = last_event  # the last event time received before it
+        self.duration = duration
+
+    def covers(self, symbol: str, previous_time: int, time: int) -> bool:
+        """Whether an alert computed from ``previous_time`` to ``time`` spans this outage."""
+        return 0 <= previous_time <= self.last_event < time and (
+            self.symbols is None or symbol in self.symbols
+        )
+
+
+class FeedStats:
+    """Counters shared by a feed's connections."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.messages = 0
+        self.reconnects = 0
+        self.rotations = 0
+        self.problems = Problems()
+        self.outages: deque[Outage] = deque(maxlen=32)
+        self.last_data_at: float | None = None
+        self._second = 0
+        self._this_second = 0
+        self._last_second_count = 0
+
+    def data(self, now: float) -> None:
+        self.messages += 1
+        self.last_data_at = now
+        second = int(now)
+        if second != self._second:
+            self._last_second_count = self._this_second if second == self._second + 1 else 0
+            self._second = second
+            self._this_second = 0
+        self._this_second += 1
+
+    def messages_per_second(self) -> float:
+        """Messages in the last whole second."""
+        second = int(self.clock())
+        if second == self._second:
+            return float(self._last_second_count)
+        if second == self._second + 1:
+            return float(self._this_second)
+        return 0.0
+
+
+def _event_time(obj: Any) -> int:
+    """The event time of a data message (its first element's), or -1."""
+    if type(obj) is dict and "data" in obj:
+        obj = obj["data"]
+    if type(obj) is list:
+        if not obj:
+            return -1
+        obj = obj[0]
+    if type(obj) is dict:
+        e = obj.get("E")
+        if type(e) is int:
+            return e
+    return -1
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, InvalidStatus):
+        return f"HTTP {exc.response.status_code} at the handshake"
+    if isinstance(exc, ConnectionClosed):
+        rcvd = exc.rcvd
+        if rcvd is None:
+            return "closed abruptly (no close frame)"
+        return f"closed with code {rcvd.code}" + (f" ({rcvd.reason})" if rcvd.reason else "")
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if str(exc) else text
+
+
+class _Session:
+    """One socket of a connection."""
+
+    reader: asyncio.Task[None]  # set by Connection._open
+
+    def __init__(self, ws: ClientConnection, streams: Iterable[str], opened_at: float) -> None:
+        self.ws = ws
+        self.subscribed: set[str] = set(streams)
+        self.opened_at = opened_at
+        self.first_data_at: float | None = None
+        self.last_data_at: float | None = None
+        self.first_event = -1
+        self.last_event = -1
+        self.watch_mark = -1  # set caught_up once an event this recent has been read
+        self.caught_up = asyncio.Event()
+        self.next_id = 0
+        self.replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.first_data = asyncio.Event()
+        self.control: asyncio.Task[None] | None = None
+        self.split: set[str] = set()  # streams to subscribe one by one after a refused batch
+
+
+class Connection:
+    """Keeps ``streams`` flowing to ``sink`` over one socket at a time (two while rotating)."""
+
+    def __init__(
+        self,
+        cid: int,
+        streams: Iterable[str],
+        *,
+        raw: bool,
+        settings: FeedSettings,
+        stats: FeedStats,
+        sink: Sink,
+        on_progress: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.id = cid
+        self.raw = raw  # one stream on a raw URL; else a combined URL plus live subscriptions
+        self.streams: set[str] = set(streams)  # what should be flowing
+        if raw and len(self.streams) != 1:
+            raise ValueError("a raw connection carries exactly one stream")
+        self.settings = settings
+        self.stats = stats
+        self.sink = sink
+        self.on_progress = on_progress
+        self.stale_after = (
+            settings.stale_after if ALL_MARKET in self.streams else settings.symbol_stale_after
+        )
+        self.refused: set[str] = set()  # streams the server refused to subscribe
+        self.reconnects = 0
+        self.messages = 0
+        self.last_error: str | None = None
+        self.session: _Session | None = None
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closers: set[asyncio.Task[None]] = set()
+        self._down_since: float | None = None  # data stopped then (for outage accounting)
+        self._down_event = -1
+        self._loop = asyncio.get_running_loop()
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"feed-connection-{self.id}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._closers:
+            await asyncio.gather(*self._closers, return_exceptions=True)
+
+    def subscribe(self, streams: Iterable[str]) -> None:
+        self._change(self.streams | set(streams))
+
+    def unsubscribe(self, streams: Iterable[str]) -> None:
+        self._change(self.streams - set(streams))
+
+    def _change(self, streams: set[str]) -> None:
+        if self.raw:
+            raise ValueError("a raw connection's stream cannot change")
+        self.streams = streams
+        self._changed.set()
+
+    @property
+    def ready(self) -> bool:
+        """A socket is open and every wanted stream is subscribed on it."""
+        s = self.session
+        return s is not None and self.streams <= s.subscribed
+
+    @property
+    def delivering(self) -> bool:
+        s = self.session
+        return s is not None and s.first_data_at is not None
+
+    def symbols(self) -> frozenset[str] | None:
+        """The symbols this connection carries; None for every symbol."""
+        if ALL_MARKET in self.streams:
+            return None
+        return frozenset(s for s in map(stream_symbol, self.streams) if s)
+
+    def last_data_age(self) -> float | None:
+        s = self.session
+        if s is None or s.last_data_at is None:
+            return None
+        return self._loop.time() - s.last_data_at
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _run(self) -> None:
+        cfg = self.settings
+        backoff = Backoff(cfg.backoff_initial, cfg.backoff_max, cfg.backoff_factor)
+        try:
+            while True:
+                try:
+                    session = await self._open()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._failed(f"connect failed: {describe(exc)}")
+                else:
+                    reason = await self._serve(session, backoff)
+                    self._failed(reason)
+                if not self.streams:
+                    await self._changed.wait()  # nothing to carry until streams come back
+                    continue
+                delay = backoff.next()
+                log.info("feed connection %d: reconnecting in %.2fs", self.id, delay)
+                await asyncio.sleep(delay)
+                self.reconnects += 1
+                self.stats.reconnects += 1
+        finally:
+            s, self.session = self.session, None
+            if s is not None:
+                self._end(s)
+
+    def _failed(self, reason: str) -> None:
+        self.last_error = reason
+        log.warning("feed connection %d: %s", self.id, reason)
+
+    async def _open(self) -> _Session:
+        cfg = self.settings
+        streams = sorted(self.streams)
+        if self.raw:
+            url = cfg.market.raw_url(cfg.ws_url, streams[0])
+        else:
+            url = cfg.market.combined_url(cfg.ws_url, streams)
+        ws = await connect(
+            url,
+            open_timeout=cfg.open_timeout,
+            close_timeout=cfg.close_timeout,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            max_size=cfg.max_frame_bytes,
+            user_agent_header=f"alertbot/{__version__}",
+        )
+        session = _Session(ws, streams, self._loop.time())
+        session.reader = asyncio.create_task(self._read(session), name=f"feed-reader-{self.id}")
+        log.info("feed connection %d: open, %d streams", self.id, len(streams))
+        return session
+
+    async def _serve(self, s: _Session, backoff: Backoff) -> str:
+        """Keep sessions going until the current one ends; returns why it ended."""
+        cfg = self.settings
+        self._adopt(s)
+        rotate_at = s.opened_at + cfg.max_age
+        healthy = False
+        try:
+            while True:
+                current = self.session
+                assert current is not None
+                s = current
+                now = self._loop.time()
+                first = s.first_data_at
+                if not healthy and first is not None and now - first >= cfg.healthy_after:
+                    backoff.reset()
+                    healthy = True
+                stale_at = (s.last_data_at or s.opened_at) + self.stale_after
+                if now >= stale_at:
+                    self.stats.problems.count(
+                        "connection open but silent", f"no data for {self.stale_after:g}s"
+                    )
+                    return f"no data for {self.stale_after:g}s: reconnecting"
+                if now >= rotate_at:
+                    rotated = await self._rotate(s)
+                    rotate_at = self._loop.time() + (
+                        cfg.max_age if rotated else min(cfg.max_age, cfg.handover_timeout)
+                    )
+                    continue
+                deadline = min(stale_at, rotate_at)
+                if not healthy and s.first_data_at is not None:
+                    deadline = min(deadline, s.first_data_at + cfg.healthy_after)
+                done, _ = await asyncio.wait({s.reader}, timeout=max(0.0, deadline - now))
+                if done:
+                    return self._close_reason(s)
+        finally:
+            ending = self.session
+            self.session = None
+            if ending is not None:
+                self._down_since = ending.last_data_at or self._down_since
+                if ending.last_event >= 0:
+                    self._down_event = ending.last_event
+                self._end(ending)
+
+    def _adopt(self, s: _Session) -> None:
+        self.session = s
+        if not self.raw:
+            s.control = asyncio.create_task(self._control(s), name=f"feed-control-{self.id}")
+        self.on_progress()
+
+    async def _rotate(self, old: _Session) -> bool:
+        """Make-before-break: open a second socket, switch once it delivers, close the old."""
+        try:
+            new = await self._open()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(f"rotation: connect failed ({describe(exc)}), keeping the old socket")
+            return False
+        waiter = asyncio.create_task(new.first_data.wait())
+        try:
+            await asyncio.wait(
+                {waiter, new.reader, old.reader},
+                timeout=self.settings.handover_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        except BaseException:  # cancelled mid-rotation: the new socket is nobody's yet
+            self._end(new)
+            raise
+        finally:
+            waiter.cancel()
+        if new.reader.done():
+            self._failed(f"rotation: new socket {self._close_reason(new)}, keeping the old one")
+            self._end(new)
+            return False
+        if (
+            new.first_data_at is None
+            and not old.reader.done()
+            and (old.last_data_at is not None and old.last_data_at > new.opened_at)
+        ):
+            # the old socket delivered while the new one stayed silent: the new one is bad
+            self._failed("rotation: the new socket delivered nothing, keeping the old one")
+            self._end(new)
+            return False
+        await self._drain(old, new)
+        self.stats.rotations += 1
+        log.info("feed connection %d: rotated to a new socket", self.id)
+        if old.control is not None:
+            old.control.cancel()
+        self._adopt(new)
+        self._end(old)
+        return True
+
+    async def _drain(self, old: _Session, new: _Session) -> None:
+        """Before closing ``old``: read it until it has caught up with where ``new`` began.
+
+        Frames already on their way over the old socket are read first, so that a tick sent
+        just before the new socket's first one is not lost with the old socket's buffer.
+        """
+        mark = new.first_event
+        if mark < 0 or old.last_event >= mark or old.reader.done():
+            return
+        old.watch_mark = mark
+        waiter = asyncio.create_task(old.caught_up.wait())
+        try:
+            await asyncio.wait(
+                {waiter, old.reader},
+                timeout=self.settings.drain_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waiter.cancel()
+
+    def last_event(self) -> int:
+        s = self.session
+        return -1 if s is None else s.last_event
+
+    def first_event(self) -> int:
+        s = self.session
+        return -1 if s is None else s.first_event
+
+    def _end(self, s: _Session) -> None:
+        """Stop a session's tasks and close its socket in the background."""
+        s.reader.cancel()
+        if s.control is not None:
+            s.control.cancel()
+        for fut in s.replies.values():
+            fut.cancel()
+        closer = asyncio.create_task(self._close_ws(s.ws))
+        self._closers.add(closer)
+        closer.add_done_callback(self._closers.discard)
+
+    @staticmethod
+    async def _close_ws(ws: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+    @staticmethod
+    def _close_reason(s: _Session) -> str:
+        if s.reader.done() and not s.reader.cancelled():
+            exc = s.reader.exception()
+            if exc is not None:
+                return f"reader failed: {describe(exc)}"
+        rcvd = s.ws.protocol.close_rcvd
+        sent = s.ws.protocol.close_sent
+        if rcvd is None and sent is not None:
+            return f"closed by us with code {sent.code}" + (
+                f" ({sent.reason})" if sent.reason else ""
+            )
+        if rcvd is None:
+            return "closed abruptly (no close frame)"
+        return f"closed by the server with code {rcvd.code}" + (
+            f" ({rcvd.reason})" if rcvd.reason else ""
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read(self, s: _Session) -> None:
+        try:
+            async for raw in s.ws:
+                try:
+                    self._on_frame(s, raw)
+                except Exception as exc:  # a bug downstream must not kill the feed
+                    self.stats.problems.count("error handling a message", describe(exc))
+                    log.debug("error handling a message", exc_info=True)
+        except ConnectionClosed:
+            pass
+
+    def _on_frame(self, s: _Session, raw: str | bytes) -> None:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            text = raw[:80] if isinstance(raw, str) else repr(raw[:80])
+            self.stats.problems.count("invalid JSON frame", text)
+            return
+        kind = type(obj)
+        if kind is dict:
+            if "e" not in obj and "stream" not in obj:
+                if "id" in obj and ("result" in obj or "error" in obj):
+                    self._on_reply(obj, s)
+                else:
+                    self.stats.problems.count(
+                        "unexpected message", "object with keys " + ", ".join(sorted(obj)[:8])
+                    )
+                return
+        elif kind is not list:
+            self.stats.problems.count("unexpected message", f"a JSON {kind.__name__}")
+            return
+        now = self._loop.time()
+        s.last_data_at = now
+        event = _event_time(obj)
+        if event > s.last_event:
+            s.last_event = event
+            if 0 <= s.watch_mark <= event:
+                s.caught_up.set()
+        if s.first_data_at is None:
+            s.first_data_at = now
+            s.first_event = event
+            s.first_data.set()
+            self._first_data(now)
+        self.messages += 1
+        self.stats.data(now)
+        self.sink(obj, raw)
+        self.on_progress()
+
+    def _first_data(self, now: float) -> None:
+        """Data flows again: account for the outage before it."""
+        if self._down_since is not None:
+            duration = now - self._down_since
+            if duration > self.stale_after and self._down_event >= 0:
+                self.stats.outages.append(Outage(self.symbols(), self._down_event, duration))
+                log.warning("feed connection %d: data back after %.1fs without", self.id, duration)
+            self._down_since = None
+        self.on_progress()
+
+    def _on_reply(self, obj: dict[str, Any], s: _Session) -> None:
+        rid = obj.get("id")
+        fut = s.replies.pop(rid, None) if type(rid) is int else None
+        if fut is None:
+            self.stats.problems.count("reply to no request of ours", str(obj)[:120])
+        elif not fut.done():
+            fut.set_result(obj)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def _control(self, s: _Session) -> None:
+        """Bring the socket's subscriptions to ``self.streams``, within the message rate."""
+        with contextlib.suppress(ConnectionClosed):
+            await self._control_loop(s)
+
+    async def _control_loop(self, s: _Session) -> None:
+        cfg = self.settings
+        interval = 1.0 / cfg.control_rate
+        while True:
+            add = self.streams - s.subscribed
+            remove = s.subscribed - self.streams
+            if not add and not remove:
+                self.on_progress()
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            if add:
+                method = "SUBSCRIBE"
+                singles = sorted(add & s.split)
+                params = singles[:1] if singles else sorted(add)[: cfg.max_params]
+            else:
+                method = "UNSUBSCRIBE"
+                params = sorted(remove)[: cfg.max_params]
+            s.next_id += 1
+            rid = s.next_id
+            fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+            s.replies[rid] = fut
+            sent_at = self._loop.time()
+            await s.ws.send(orjson.dumps({"method": method, "params": params, "id": rid}).decode())
+            try:
+                reply = await asyncio.wait_for(fut, cfg.ack_timeout)
+            except TimeoutError:
+                self.stats.problems.count("subscription not acknowledged", f"{method} id {rid}")
+                s.replies.pop(rid, None)
+                await s.ws.close(1000, "no reply to a live request")
+                return
+            if reply.get("error") is None:
+                if method == "SUBSCRIBE":
+                    s.subscribed.update(params)
+                    s.split.difference_update(params)
+                else:
+                    s.subscribed.difference_update(params)
+            else:
+                self._refused(method, params, reply["error"], s)
+            await asyncio.sleep(max(0.0, sent_at + interval - self._loop.time()))
+
+    def _refused(self, method: str, params: list[str], error: Any, s: _Session) -> None:
+        msg = error.get("msg", error) if isinstance(error, dict) else error
+        self.stats.problems.count("live request refused", f"{method} {params[:3]}: {msg}")
+        if method == "UNSUBSCRIBE":
+            s.subscribed.difference_update(params)  # not subscribed as far as the server knows
+        elif len(params) > 1:
+            s.split.update(params)  # find the culprit: one by one
+        else:
+            log.warning("feed: the exchange refused stream %s: %s", params[0], msg)
+            self.refused.update(params)
+            self.streams.difference_update(params)
+            s.split.difference_update(params)

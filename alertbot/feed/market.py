@@ -1,0 +1,87 @@
+"""Binance markets: WebSocket and REST roots, URL shapes and stream names (DESIGN.md, The feed)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+ALL_MARKET = "!miniTicker@arr"
+_STREAM_RE = re.compile(r"^(?:!miniTicker@arr|[a-z0-9_]+@[A-Za-z0-9_@!]+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """Where one Binance market serves its mini tickers and its symbol list."""
+
+    name: str
+    ws_root: str
+    rest_root: str
+    #: USD-M market data is routed by path since 2026: ``/market/ws/...``; the bare ``/ws/...``
+    #: path is accepted and then stays silent.
+    ws_prefix: str
+    exchange_info_path: str
+
+    def raw_url(self, root: str, stream: str | None = None) -> str:
+        """One raw stream (payloads unwrapped); without a stream, a connection for SUBSCRIBE."""
+        base = f"{root.rstrip('/')}{self.ws_prefix}/ws"
+        return f"{base}/{stream}" if stream else base
+
+    def combined_url(self, root: str, streams: Iterable[str]) -> str:
+        """Several streams on one connection; each payload wrapped as {"stream", "data"}."""
+        return f"{root.rstrip('/')}{self.ws_prefix}/stream?streams={'/'.join(streams)}"
+
+    def exchange_info_url(self, root: str) -> str:
+        return f"{root.rstrip('/')}{self.exchange_info_path}"
+
+
+MARKETS: dict[str, Market] = {
+    "usdm": Market(
+        "usdm", "wss://fstream.binance.com", "https://fapi.binance.com", "/market",
+        "/fapi/v1/exchangeInfo",
+    ),
+    "testnet": Market(
+        "testnet", "wss://fstream.binancefuture.com", "https://testnet.binancefuture.com",
+        "/market", "/fapi/v1/exchangeInfo",
+    ),
+    "coinm": Market(
+        "coinm", "wss://dstream.binance.com", "https://dapi.binance.com", "",
+        "/dapi/v1/exchangeInfo",
+    ),
+    "spot": Market(
+        "spot", "wss://stream.binance.com:9443", "https://api.binance.com", "",
+        "/api/v3/exchangeInfo",
+    ),
+}  # fmt: skip
+
+
+def symbol_stream(symbol: str) -> str:
+    """``BTCUSDT`` -> ``btcusdt@miniTicker``."""
+    return f"{symbol.lower()}@miniTicker"
+
+
+def stream_symbol(stream: str) -> str | None:
+    """``btcusdt@miniTicker`` -> ``BTCUSDT``; None for a stream of no single symbol."""
+    name, _, kind = stream.partition("@")
+    if not kind or name.startswith("!"):
+        return None
+    return name.upper()
+
+
+def normalise_stream(text: str) -> str:
+    """A stream name as a user may type it: ``BTCUSDT`` -> ``btcusdt@miniTicker``.
+
+    Raises ValueError for text that is no stream name.
+    """
+    s = text.strip()
+    if "@" not in s:
+        s = symbol_stream(s)
+    else:
+        name, _, kind = s.partition("@")
+        if not name.startswith("!"):
+            s = f"{name.lower()}@{kind}"
+    if not _STREAM_RE.match(s):
+        raise ValueError(
+            f"not a stream name: {text!r} (e.g. BTCUSDT, btcusdt@miniTicker, {ALL_MARKET})"
+        )
+    return s

@@ -1,0 +1,85 @@
+"""The feed's settings, from the environment or given directly (tests shrink every time here)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from alertbot.feed.market import MARKETS, Market
+from alertbot.settings import env_choice, env_int, env_seconds, env_url
+
+STREAM_MODES = ("auto", "all", "symbols")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """Times are seconds on the event loop's clock."""
+
+    market: Market = field(default_factory=lambda: MARKETS["usdm"])
+    ws_root: str = ""  # "" = the market's own
+    rest_root: str = ""
+    #: ``all``: one ``!miniTicker@arr`` connection; ``symbols``: ``<symbol>@miniTicker`` streams;
+    #: ``auto``: all-market when a rule has a glob or more than ``auto_threshold`` symbols are
+    #: watched, symbol streams otherwise.
+    stream: str = "auto"
+    auto_threshold: int = 50
+    max_streams: int = 200  # per connection; Binance documents 1024, historically 200
+    #: data watchdog: reconnect when a connection delivers no market data for this long
+    stale_after: float = 15.0  # the all-market stream sends every second
+    symbol_stale_after: float = 90.0  # a quiet symbol's stream may legitimately not change
+    #: rotate each connection (make-before-break) before Binance's 24 h limit
+    max_age: float = 23.5 * 3600
+    #: how long a rotation or a mode switch waits for the new connection before giving up on it
+    handover_timeout: float = 30.0
+    #: how long an old connection is still read, after its replacement delivers, to catch up
+    #: with where the replacement began (bounded for quiet streams that may send nothing)
+    drain_timeout: float = 5.0
+    backoff_initial: float = 0.25
+    backoff_max: float = 30.0
+    backoff_factor: float = 2.0
+    #: a connection that delivered for this long resets the backoff
+    healthy_after: float = 60.0
+    open_timeout: float = 10.0
+    close_timeout: float = 2.0
+    ping_interval: float | None = 20.0  # our own pings: dead-peer detection
+    ping_timeout: float | None = 20.0
+    #: live SUBSCRIBE/UNSUBSCRIBE messages per second and connection (Binance allows 10
+    #: incoming messages per second, pongs included: stay well under)
+    control_rate: float = 4.0
+    ack_timeout: float = 10.0
+    max_params: int = 100  # streams per SUBSCRIBE message
+    #: decoded frames held for the engine before conflating to the newest ticker per symbol
+    queue: int = 32
+    max_frame_bytes: int = 8 * 1024 * 1024
+    symbols_refresh: float = 3600.0
+    rest_timeout: float = 10.0
+
+    @property
+    def ws_url(self) -> str:
+        return self.ws_root or self.market.ws_root
+
+    @property
+    def rest_url(self) -> str:
+        return self.rest_root or self.market.rest_root
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FeedSettings:
+        """Settings from ``ALERTBOT_*`` variables; raises ConfigError naming a bad one."""
+        e = os.environ if env is None else env
+        market = MARKETS[env_choice(e, "ALERTBOT_MARKET", "usdm", tuple(MARKETS))]
+        return cls(
+            market=market,
+            ws_root=env_url(e, "ALERTBOT_BINANCE_WS_URL", "", ("ws", "wss")),
+            rest_root=env_url(e, "ALERTBOT_BINANCE_REST_URL", "", ("http", "https")),
+            stream=env_choice(e, "ALERTBOT_FEED_STREAM", "auto", STREAM_MODES),
+            auto_threshold=env_int(e, "ALERTBOT_FEED_AUTO_THRESHOLD", 50, minimum=1),
+            max_streams=env_int(e, "ALERTBOT_FEED_MAX_STREAMS", 200, minimum=1),
+            stale_after=env_seconds(e, "ALERTBOT_FEED_STALE_AFTER", 15.0, minimum=0.01),
+            symbol_stale_after=env_seconds(
+                e, "ALERTBOT_FEED_SYMBOL_STALE_AFTER", 90.0, minimum=0.01
+            ),
+            max_age=env_seconds(e, "ALERTBOT_FEED_MAX_AGE", 23.5 * 3600, minimum=0.01),
+            backoff_max=env_seconds(e, "ALERTBOT_FEED_BACKOFF_MAX", 30.0, minimum=0.01),
+            queue=env_int(e, "ALERTBOT_FEED_QUEUE", 32, minimum=1),
+        )

@@ -1,0 +1,105 @@
+"""The exchange's tradable symbols: exchangeInfo over REST, else the symbols seen on the feed."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpx
+
+from alertbot.feed.settings import FeedSettings
+
+log = logging.getLogger("alertbot.feed")
+
+
+def tradable(info: Any) -> frozenset[str]:
+    """Symbols with status TRADING in an exchangeInfo answer (``contractStatus`` on COIN-M).
+
+    Raises ValueError when the answer has not the expected shape.
+    """
+    if not isinstance(info, dict) or not isinstance(info.get("symbols"), list):
+        raise ValueError("exchangeInfo answer without a 'symbols' list")
+    out = set()
+    for item in info["symbols"]:
+        if not isinstance(item, dict):
+            continue
+        symbol = item.get("symbol")
+        status = item.get("status", item.get("contractStatus"))
+        if isinstance(symbol, str) and symbol and status == "TRADING":
+            out.add(symbol.upper())
+    return frozenset(out)
+
+
+class SymbolDirectory:
+    """Which symbols exist. ``refresh()`` asks the exchange; until that works, and whenever it
+    fails before ever working, ``seen`` (the symbols that came on the feed) stands in."""
+
+    def __init__(
+        self,
+        settings: FeedSettings,
+        *,
+        seen: Callable[[], Iterable[str]] = tuple,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.url = settings.market.exchange_info_url(settings.rest_url)
+        self._seen = seen
+        self._client = client
+        self.exchange: frozenset[str] | None = None  # the last good answer
+        self.last_error: str | None = None
+        self.refreshed = asyncio.Event()
+
+    @property
+    def source(self) -> str:
+        return "exchange" if self.exchange is not None else "stream"
+
+    def known(self) -> frozenset[str]:
+        if self.exchange is not None:
+            return self.exchange
+        return frozenset(self._seen())
+
+    def suggest(self, symbol: str) -> str | None:
+        """The closest known symbol, for a did-you-mean."""
+        close = difflib.get_close_matches(symbol.upper(), sorted(self.known()), n=1, cutoff=0.75)
+        return close[0] if close else None
+
+    async def refresh(self) -> bool:
+        """Ask the exchange; on any failure keep what we had and say why (once per change)."""
+        try:
+            if self._client is not None:
+                answer = await self._client.get(self.url, timeout=self.settings.rest_timeout)
+            else:
+                async with httpx.AsyncClient(timeout=self.settings.rest_timeout) as client:
+                    answer = await client.get(self.url)
+            answer.raise_for_status()
+            symbols = tradable(answer.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self.last_error:
+                fallback = (
+                    "keeping the last list" if self.exchange else "using symbols seen on the feed"
+                )
+                log.warning("symbols: cannot read %s (%s); %s", self.url, error, fallback)
+            self.last_error = error
+            return False
+        if self.exchange is None or symbols != self.exchange:
+            log.info("symbols: %d tradable on the exchange", len(symbols))
+        self.exchange = symbols
+        self.last_error = None
+        self.refreshed.set()
+        return True
+
+
+def unknown_symbols(names: Iterable[str], directory: SymbolDirectory) -> list[str]:
+    """Warnings for literal symbols the exchange does not list, with a did-you-mean."""
+    known = directory.known()
+    out = []
+    for name in sorted(set(names)):
+        if name in known:
+            continue
+        hint = directory.suggest(name)
+        out.append(f"{name}" + (f" (did you mean {hint}?)" if hint else ""))
+    return out

@@ -1,0 +1,498 @@
+"""The live feed against a local fake Binance: faults, recovery, subscriptions, switches.
+
+Every fault test follows the issue's rule: after the fault the bot recovers, and the next
+crossing after recovery is alerted exactly once. Times are shrunk through FeedSettings; no test
+waits on a real exchange or on wall-clock minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+
+from alertbot.app import Pipeline
+from alertbot.feed.client import Feed
+from alertbot.feed.market import ALL_MARKET
+from alertbot.feed.settings import FeedSettings
+from alertbot.rules.conditions import parse
+from alertbot.rules.engine import Alert, Engine
+from alertbot.rules.model import Rule
+from tests.fakes.binance import FakeBinance, mini_ticker
+
+T = 1_772_000_000_000
+BTC = "btcusdt@miniTicker"
+
+
+def rule(when: str, *symbols: str, id: str = "up") -> Rule:
+    return Rule(id=id, condition=parse(when), symbols=symbols or ("BTCUSDT",))
+
+
+def fast(fake: FakeBinance, **changes: Any) -> FeedSettings:
+    """Settings with every time shrunk for loopback."""
+    base = FeedSettings(
+        ws_root=fake.ws_url,
+        rest_root=fake.rest_url,
+        stale_after=0.4,
+        symbol_stale_after=0.4,
+        handover_timeout=1.0,
+        drain_timeout=0.5,
+        backoff_initial=0.02,
+        backoff_max=0.2,
+        healthy_after=0.3,
+        open_timeout=2.0,
+        close_timeout=0.5,
+        ping_interval=None,
+        ack_timeout=1.0,
+        symbols_refresh=3600.0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+class Bot:
+    """The pipeline (feed -> engine -> alerts) running against a fake, with helpers."""
+
+    def __init__(self, fake: FakeBinance, rules: Sequence[Rule], **settings: Any) -> None:
+        self.fake = fake
+        self.engine = Engine(rules)
+        self.alerts: list[tuple[Alert, bool]] = []
+        self.pipeline = Pipeline(
+            self.engine, fast(fake, **settings), lambda a, gap: self.alerts.append((a, gap))
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def feed(self) -> Feed:
+        return self.pipeline.feed
+
+    async def __aenter__(self) -> Bot:
+        self._task = asyncio.create_task(self.pipeline.run(self._stop))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    def fired(self) -> list[tuple[str, str, int]]:
+        return [(a.rule.id, a.symbol, a.time) for a, _ in self.alerts]
+
+    def seen(self, symbol: str, time: int) -> bool:
+        last = self.engine.last_ticker(symbol)
+        return last is not None and last.time >= time
+
+    async def tick(self, close: float, time: int, symbol: str = "BTCUSDT") -> None:
+        """Publish one ticker and wait until the engine has it."""
+        await self.fake.publish([mini_ticker(symbol, close, time)])
+        await self.fake.wait_for(lambda: self.seen(symbol, time))
+
+    async def reconnected(self, handshakes: int, streams: set[str]) -> None:
+        """Until a new handshake happened and the streams flow again."""
+        fake = self.fake
+        await fake.wait_for(
+            lambda: fake.stats.handshakes > handshakes and streams <= fake.subscribed()
+        )
+
+
+Fault = Callable[[FakeBinance], Awaitable[None]]
+
+
+async def abrupt_close(fake: FakeBinance) -> None:
+    await fake.drop(code=None)
+
+
+async def close_1001(fake: FakeBinance) -> None:
+    await fake.drop(code=1001, reason="going away")
+
+
+async def close_1008(fake: FakeBinance) -> None:
+    await fake.drop(code=1008, reason="policy violation")
+
+
+async def silence(fake: FakeBinance) -> None:
+    fake.silence()  # the socket stays open; the data watchdog must notice
+
+
+async def refused_handshakes_then_drop(fake: FakeBinance) -> None:
+    fake.reject_handshakes(3, status=503)
+    await fake.drop(code=None)
+
+
+FAULTS = [abrupt_close, close_1001, close_1008, silence, refused_handshakes_then_drop]
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("stream", ["symbols", "all"])
+async def test_after_a_fault_the_feed_recovers_and_the_next_crossing_fires_once(
+    fault: Fault, stream: str
+):
+    wanted = {BTC} if stream == "symbols" else {ALL_MARKET}
+    async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")], stream=stream) as bot:
+        await fake.wait_for_subscriptions(wanted)
+        await bot.tick(90, T)
+        handshakes = fake.stats.handshakes
+        await fault(fake)
+        await bot.reconnected(handshakes, wanted)
+        await bot.tick(110, T + 60_000)
+        await bot.tick(111, T + 61_000)
+        await fake.publish([mini_ticker("BTCUSDT", 110, T + 60_000)])  # a late duplicate
+        await bot.tick(112, T + 62_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 60_000)]
+        assert bot.feed.health().reconnects >= 1
+
+
+async def test_a_level_crossed_while_the_feed_was_down_fires_on_the_first_tick_after():
+    """The engine keeps each symbol's previous ticker across a reconnect."""
+    async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")]) as bot:
+        await fake.wait_for_subscriptions({BTC})
+        await bot.tick(90, T)
+        handshakes = fake.stats.handshakes
+        await fake.drop(code=None)
+        await bot.reconnected(handshakes, {BTC})
+        await bot.tick(130, T + 120_000)  # the price went through 100 while we were away
+        assert bot.fired() == [("up", "BTCUSDT", T + 120_000)]
+
+
+async def test_an_alert_across_an_outage_longer_than_the_stale_time_carries_the_gap_flag():
+    rules = [rule("crosses above 100"), rule("crosses above 100", "ETHUSDT", id="eth")]
+    async with FakeBinance() as fake, Bot(fake, rules) as bot:
+        await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+        await bot.tick(90, T)
+        await bot.tick(90, T, "ETHUSDT")
+        handshakes = fake.stats.handshakes
+        fake.silence()  # down for longer than stale_after (0.4 s): the watchdog reconnects
+        await bot.reconnected(handshakes, {BTC})
+        await bot.tick(110, T + 90_000)
+        await bot.tick(90, T + 91_000)
+        await bot.tick(110, T + 92_000)  # a crossing computed after the outage
+        (first, gap1), (second, gap2) = bot.alerts
+        assert (first.time, gap1) == (T + 90_000, True)
+        assert (second.time, gap2) == (T + 92_000, False)
+        assert bot.feed.health().outages == 1
+
+
+async def test_a_short_reconnect_is_no_gap():
+    async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")]) as bot:
+        await fake.wait_for_subscriptions({BTC})
+        await bot.tick(90, T)
+        handshakes = fake.stats.handshakes
+        await fake.drop(code=1001)
+        await bot.reconnected(handshakes, {BTC})
+        await bot.tick(110, T + 1_000)
+        assert [gap for _, gap in bot.alerts] == [False]
+
+
+async def test_server_pings_are_answered_and_the_connection_stays():
+    async with (
+        FakeBinance(ping_interval=0.05, ping_timeout=0.2) as fake,
+        Bot(fake, [rule("crosses above 100")]) as bot,
+    ):
+        await fake.wait_for_subscriptions({BTC})
+        await bot.tick(90, T)
+        (conn,) = fake.connections
+        await fake.wait_for(lambda: conn.pongs_received >= 5)
+        await bot.tick(110, T + 1_000)
+        assert conn.is_open
+        assert fake.stats.handshakes == 1
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
+async def test_our_pings_detect_a_dead_peer():
+    """A peer that answers nothing at all (not even pongs) is left, data watchdog aside."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            ping_interval=0.05,
+            ping_timeout=0.1,
+            close_timeout=0.1,
+            symbol_stale_after=10.0,  # the data watchdog would also notice, but later
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            (conn,) = fake.connections
+            assert conn.ws is not None
+            conn.ws.transport.pause_reading()  # the peer stops reading: no pong ever comes
+            await fake.wait_for(lambda: fake.stats.handshakes >= 2)
+            assert "keepalive ping timeout" in (bot.feed.connections()[0].last_error or "")
+
+
+BAD_FRAMES = [
+    b"{not json",
+    b'{"e": "24hrMiniTicker", "E": 1, "s": "BTCUSDT", "c": "1"',  # truncated
+    b"42",
+    b'"a string"',
+    b"null",
+    b'{"unexpected": true}',
+    b'{"e": "somethingElse", "E": 5, "s": "BTCUSDT"}',
+    b'[{"e": "24hrMiniTicker", "E": 7, "s": "BTCUSDT", "c": "abc"}]',
+    b'{"stream": "btcusdt@miniTicker", "data": "junk"}',
+    b'{"result": null, "id": 999}',  # a reply to nothing we asked
+    b'{"error": {"code": 2, "msg": "Invalid request"}, "id": null}',
+    b"[" + b'{"e": "24hrMiniTicker"},' * 20_000 + b"1]",  # a big frame of junk
+]
+
+
+@pytest.mark.parametrize("stream", ["symbols", "all"])
+async def test_bad_frames_are_counted_and_skipped_and_the_feed_keeps_running(stream: str):
+    async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")], stream=stream) as bot:
+        await fake.wait_for_subscriptions({BTC} if stream == "symbols" else {ALL_MARKET})
+        await bot.tick(90, T)
+        for frame in BAD_FRAMES:
+            await fake.send_raw(frame)
+        await bot.tick(110, T + 1_000)
+        health = bot.feed.health()
+        assert fake.stats.handshakes == 1
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+        assert health.problems == {
+            "invalid JSON frame": 2,
+            "unexpected message": 4,  # 42, "a string", null, {"unexpected": true}
+            "reply to no request of ours": 2,
+        }
+        # well-framed, ill-formed tickers reach the engine's parser, which counts and skips them
+        assert bot.pipeline.stats.malformed >= 4
+
+
+async def test_invalid_utf8_closes_the_socket_and_the_feed_reconnects():
+    """websockets fails the connection on invalid UTF-8 (1007); that is a reconnect, no more."""
+    async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")]) as bot:
+        await fake.wait_for_subscriptions({BTC})
+        await bot.tick(90, T)
+        handshakes = fake.stats.handshakes
+        await fake.send_raw("\ud83d".encode("utf-8", "surrogatepass"))
+        await bot.reconnected(handshakes, {BTC})
+        await bot.tick(110, T + 1_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
+async def test_a_forced_close_at_max_age_is_survived():
+    """Binance closes every connection at 24 h; here the fake does it at 0.3 s."""
+    async with (
+        FakeBinance(max_age=0.3) as fake,
+        Bot(fake, [rule("crosses above 100")]) as bot,
+    ):
+        await fake.wait_for_subscriptions({BTC})
+        await bot.tick(90, T)
+        await fake.wait_for(lambda: fake.stats.handshakes >= 3)
+        await fake.wait_for_subscriptions({BTC})
+        await bot.tick(110, T + 1_000)
+        await bot.tick(111, T + 2_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+        assert all(c.closed_code == 1001 for c in fake.closed)
+
+
+async def publish_alternating(fake: FakeBinance, until: Callable[[], bool], symbols: list[str]):
+    """Tickers alternating 90/110 every 10 ms; returns how many up-crossings were sent."""
+    ups = 0
+    time = T
+    while not until():
+        time += 1_000
+        high = (time // 1_000) % 2 == 0
+        await fake.publish([mini_ticker(s, 110 if high else 90, time) for s in symbols])
+        ups += high and time > T + 1_000
+        await asyncio.sleep(0.01)
+    return ups, time
+
+
+@pytest.mark.parametrize("stream", ["symbols", "all"])
+async def test_rotation_before_max_age_loses_nothing_and_duplicates_nothing(stream: str):
+    """Make-before-break: every up-crossing of a continuous stream fires exactly once."""
+    async with FakeBinance() as fake:
+        bot = Bot(fake, [rule("crosses above 100")], stream=stream, max_age=0.25)
+        async with bot:
+            await fake.wait_for_subscriptions({BTC} if stream == "symbols" else {ALL_MARKET})
+            ups, last = await publish_alternating(
+                fake, lambda: bot.feed.stats.rotations >= 3, ["BTCUSDT"]
+            )
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", last))
+        assert len(bot.alerts) == ups
+        assert bot.feed.stats.reconnects == 0
+        assert len(fake.closed) >= 3
+        assert all(c.closed_code != 1006 for c in fake.closed)
+
+
+# ------------------------------------------------------------------ subscriptions
+
+
+async def test_few_symbols_use_symbol_streams_on_a_combined_connection():
+    rules = [rule("price > 1", "BTCUSDT", id="a"), rule("price > 1", "ETHUSDT", id="b")]
+    async with FakeBinance() as fake, Bot(fake, rules) as bot:
+        await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+        (conn,) = fake.connections
+        assert conn.combined
+        assert conn.path.startswith("/market/stream?streams=")
+        assert bot.feed.health().mode == "symbols"
+
+
+async def test_a_glob_or_many_symbols_use_the_all_market_stream():
+    async with FakeBinance() as fake, Bot(fake, [rule("price > 1", "*USDT")]) as bot:
+        await fake.wait_for_subscriptions({ALL_MARKET})
+        (conn,) = fake.connections
+        assert conn.path == "/market/ws/!miniTicker@arr"
+        assert bot.feed.health().mode == "all"
+    many = [rule("price > 1", f"S{i}USDT", id=f"r{i}") for i in range(51)]
+    async with FakeBinance() as fake, Bot(fake, many):
+        await fake.wait_for_subscriptions({ALL_MARKET})
+
+
+async def test_streams_are_spread_over_connections_above_the_per_connection_limit():
+    symbols = [f"S{i}USDT" for i in range(7)]
+    rules = [rule("price > 1", s, id=s) for s in symbols]
+    async with FakeBinance(max_streams=3) as fake, Bot(fake, rules, max_streams=3):
+        await fake.wait_for_subscriptions({f"s{i}usdt@miniTicker" for i in range(7)})
+        assert sorted(len(c.streams) for c in fake.connections) == [1, 3, 3]
+
+
+async def test_live_changes_subscribe_in_batches_within_the_message_rate():
+    """Adding 60 symbols one rule at a time, quickly: batched SUBSCRIBEs, never over 10/s."""
+    quiet_ok = {"auto_threshold": 100, "symbol_stale_after": 30.0}  # no data in this test
+    async with FakeBinance() as fake, Bot(fake, [rule("price > 1")], **quiet_ok) as bot:
+        await fake.wait_for_subscriptions({BTC})
+        for i in range(60):
+            bot.engine.add_rule(rule("price > 1", f"S{i}USDT", id=f"r{i}"))
+            bot.pipeline.update_streams()
+            await asyncio.sleep(0.005)
+        wanted = {BTC} | {f"s{i}usdt@miniTicker" for i in range(60)}
+        await fake.wait_for_subscriptions(wanted)
+        for i in range(30):
+            bot.engine.remove_rule(f"r{i}")
+        bot.pipeline.update_streams()
+        gone = {f"s{i}usdt@miniTicker" for i in range(30)}
+        await fake.wait_for(lambda: not (fake.subscribed() & gone))
+        assert fake.stats.rate_limit_closes == 0
+        assert fake.stats.handshakes == 1  # all of it live, on the one connection
+        requests = list(fake.stats.requests)
+        assert 2 <= len(requests) <= 20  # batched, not one message per symbol
+        assert all(r[1]["method"] in ("SUBSCRIBE", "UNSUBSCRIBE") for r in requests)
+        assert len({r[1]["id"] for r in requests}) == len(requests)  # ids unique
+
+
+async def test_a_refused_stream_does_not_take_the_others_down():
+    """The server refuses a batch with one bad stream: the good ones are retried alone."""
+    async with FakeBinance() as fake, Bot(fake, [rule("price > 1")], symbol_stale_after=30) as bot:
+        await fake.wait_for_subscriptions({BTC})
+        bot.feed.want_streams([BTC, "ethusdt@miniTicker", "solusdt@miniTicker", "bad_@miniTicker"])
+        await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker", "solusdt@miniTicker"})
+        await fake.wait_for(lambda: bot.feed.health().refused_streams == ("bad_@miniTicker",))
+        assert bot.feed.health().problems["live request refused"] >= 2
+        assert fake.stats.handshakes == 1
+
+
+async def test_a_switch_between_stream_kinds_loses_no_tick_of_a_watched_symbol():
+    """symbols -> all (a glob rule arrives) -> symbols (it goes), under a continuous stream."""
+    async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")]) as bot:
+        await fake.wait_for_subscriptions({BTC})
+        done = asyncio.Event()
+        publisher = asyncio.create_task(publish_alternating(fake, done.is_set, ["BTCUSDT"]))
+        await asyncio.sleep(0.1)
+        bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+        assert bot.pipeline.update_streams() == "all"
+        await asyncio.wait_for(bot.feed.settled(), 5)
+        assert bot.feed.health().mode == "all"
+        await asyncio.sleep(0.1)
+        bot.engine.remove_rule("glob")
+        assert bot.pipeline.update_streams() == "symbols"
+        await asyncio.wait_for(bot.feed.settled(), 5)
+        assert bot.feed.health().mode == "symbols"
+        await asyncio.sleep(0.1)
+        done.set()
+        ups, last = await publisher
+        await fake.wait_for(lambda: bot.seen("BTCUSDT", last))
+        assert len(bot.alerts) == ups
+        assert bot.feed.stats.reconnects == 0
+
+
+# ------------------------------------------------------------------ slow consumer
+
+
+async def test_a_slow_engine_conflates_to_the_newest_ticks_and_never_stalls_the_socket():
+    """While the engine is stuck, frames are read and conflated; it then sees the newest."""
+    async with FakeBinance(send_timeout=2.0) as fake:
+        blocked = asyncio.Event()
+        bot = Bot(fake, [rule("crosses above 100")], queue=4)
+        real_emit = bot.pipeline.emit
+
+        def slow_emit(alert: Alert, gap: bool) -> None:
+            real_emit(alert, gap)
+            blocked.set()
+
+        bot.pipeline.emit = slow_emit
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await bot.tick(90, T)
+            await bot.tick(110, T + 1_000)
+            await blocked.wait()
+            # hold the engine: the consumer cannot take from the hand-off meanwhile
+            handoff = bot.pipeline.handoff
+            original_get = handoff.get
+            gate = asyncio.Event()
+
+            async def gated_get() -> list[Any]:
+                await gate.wait()
+                return await original_get()
+
+            handoff.get = gated_get  # type: ignore[method-assign]
+            await asyncio.sleep(0.05)  # the consumer is now parked on the gate
+            for i in range(2, 200):
+                await fake.publish([mini_ticker("BTCUSDT", 90 + i % 2 * 20, T + i * 1_000)])
+            await fake.wait_for(lambda: handoff.conflations > 0)
+            assert len(handoff) <= 4
+            gate.set()
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 199_000))
+        assert fake.stats.slow_drops == 0
+        assert handoff.dropped > 100
+        assert bot.feed.stats.reconnects == 0
+
+
+# ------------------------------------------------------------------ symbols and health
+
+
+async def test_exchange_symbols_and_a_warning_for_unknown_rule_symbols(caplog):
+    async with FakeBinance(symbols=["BTCUSDT", "ETHUSDT"]) as fake:
+        rules = [rule("price > 1", "BTCUSDT", id="a"), rule("price > 1", "ETHUSDX", id="b")]
+        async with Bot(fake, rules) as bot:
+            await fake.wait_for(lambda: bot.pipeline.directory.exchange is not None)
+            await fake.wait_for(lambda: "ETHUSDX" in caplog.text)
+        assert bot.pipeline.directory.exchange == {"BTCUSDT", "ETHUSDT"}
+        assert "ETHUSDX (did you mean ETHUSDT?) (rules: b)" in caplog.text
+
+
+async def test_without_rest_the_symbols_seen_on_the_stream_stand_in():
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        fake.fail_rest()
+        async with Bot(fake, [rule("price > 1", "*USDT")]) as bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await fake.wait_for(lambda: bot.pipeline.directory.last_error is not None)
+            await bot.tick(1, T, "SOLUSDT")
+            directory = bot.pipeline.directory
+            assert directory.source == "stream"
+            assert directory.known() == {"SOLUSDT"}
+            assert directory.suggest("SOLUSDR") == "SOLUSDT"
+
+
+async def test_symbol_mode_expands_globs_over_the_exchange_symbols():
+    async with (
+        FakeBinance(symbols=["BTCUSDT", "ETHUSDT", "ETHBTC"]) as fake,
+        Bot(fake, [rule("price > 1", "*USDT")], stream="symbols"),
+    ):
+        await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+        assert "ethbtc@miniTicker" not in fake.subscribed()
+
+
+async def test_health_reports_connections_ages_and_rates():
+    async with FakeBinance() as fake, Bot(fake, [rule("price > 1")]) as bot:
+        await fake.wait_for_subscriptions({BTC})
+        await bot.tick(2, T)
+        health = bot.feed.health()
+        (conn,) = health.connections
+        assert (health.mode, conn.streams, conn.connected) == ("symbols", 1, True)
+        assert conn.messages == 1
+        assert health.messages == 1
+        assert conn.last_message_age is not None
+        assert 0 <= conn.last_message_age < 5
+        assert health.last_message_age is not None
+        assert health.messages_per_second >= 0

@@ -1,0 +1,247 @@
+"""The feed's pure parts: market URLs, stream names, settings, backoff, the conflating hand-off."""
+
+from __future__ import annotations
+
+import pytest
+
+from alertbot.errors import ConfigError
+from alertbot.feed.connection import Backoff, Outage
+from alertbot.feed.handoff import Handoff
+from alertbot.feed.market import (
+    ALL_MARKET,
+    MARKETS,
+    normalise_stream,
+    stream_symbol,
+    symbol_stream,
+)
+from alertbot.feed.settings import FeedSettings
+from alertbot.feed.symbols import tradable
+from alertbot.settings import parse_seconds
+
+
+def el(symbol: str, time: int, close: str = "1") -> dict[str, object]:
+    return {"e": "24hrMiniTicker", "E": time, "s": symbol, "c": close}
+
+
+# ---------------------------------------------------------------- URLs and streams
+
+
+def test_usdm_urls_use_the_market_path_routing():
+    """DESIGN.md: since 2026 USD-M mini tickers live under /market; bare /ws stays silent."""
+    usdm = MARKETS["usdm"]
+    root = usdm.ws_root
+    assert root == "wss://fstream.binance.com"
+    assert usdm.raw_url(root, ALL_MARKET) == "wss://fstream.binance.com/market/ws/!miniTicker@arr"
+    assert (
+        usdm.combined_url(root, ["btcusdt@miniTicker", "ethusdt@miniTicker"])
+        == "wss://fstream.binance.com/market/stream?streams=btcusdt@miniTicker/ethusdt@miniTicker"
+    )
+    assert usdm.exchange_info_url(usdm.rest_root) == "https://fapi.binance.com/fapi/v1/exchangeInfo"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "info"),
+    [
+        (
+            "testnet",
+            "wss://fstream.binancefuture.com/market/ws/!miniTicker@arr",
+            "https://testnet.binancefuture.com/fapi/v1/exchangeInfo",
+        ),
+        (
+            "coinm",
+            "wss://dstream.binance.com/ws/!miniTicker@arr",
+            "https://dapi.binance.com/dapi/v1/exchangeInfo",
+        ),
+        (
+            "spot",
+            "wss://stream.binance.com:9443/ws/!miniTicker@arr",
+            "https://api.binance.com/api/v3/exchangeInfo",
+        ),
+    ],
+)
+def test_market_presets_have_their_own_roots_and_paths(name: str, raw: str, info: str):
+    market = MARKETS[name]
+    assert market.raw_url(market.ws_root, ALL_MARKET) == raw
+    assert market.exchange_info_url(market.rest_root) == info
+
+
+def test_a_configured_root_replaces_the_host_and_keeps_the_path_shape():
+    usdm = MARKETS["usdm"]
+    assert usdm.raw_url("ws://127.0.0.1:9/", "btcusdt@miniTicker") == (
+        "ws://127.0.0.1:9/market/ws/btcusdt@miniTicker"
+    )
+
+
+def test_symbol_streams_are_lower_case_and_map_back():
+    assert symbol_stream("BTCUSDT") == "btcusdt@miniTicker"
+    assert stream_symbol("btcusdt@miniTicker") == "BTCUSDT"
+    assert stream_symbol(ALL_MARKET) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "stream"),
+    [
+        ("BTCUSDT", "btcusdt@miniTicker"),
+        ("btcusdt@miniTicker", "btcusdt@miniTicker"),
+        ("ETHUSDT@miniTicker", "ethusdt@miniTicker"),
+        ("!miniTicker@arr", ALL_MARKET),
+    ],
+)
+def test_record_accepts_symbols_and_stream_names(text: str, stream: str):
+    assert normalise_stream(text) == stream
+
+
+@pytest.mark.parametrize("text", ["", "btc usdt", "a/b@miniTicker", "x@"])
+def test_a_stream_name_that_cannot_be_one_is_refused(text: str):
+    with pytest.raises(ValueError, match="not a stream name"):
+        normalise_stream(text)
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_settings_default_to_the_real_usdm_service():
+    s = FeedSettings.from_env({})
+    assert (s.ws_url, s.rest_url) == ("wss://fstream.binance.com", "https://fapi.binance.com")
+    assert (s.stream, s.auto_threshold, s.max_streams) == ("auto", 50, 200)
+    assert (s.stale_after, s.max_age) == (15.0, 23.5 * 3600)
+
+
+def test_settings_from_the_environment():
+    s = FeedSettings.from_env(
+        {
+            "ALERTBOT_MARKET": "spot",
+            "ALERTBOT_BINANCE_WS_URL": "ws://127.0.0.1:8765/",
+            "ALERTBOT_BINANCE_REST_URL": "http://127.0.0.1:8766",
+            "ALERTBOT_FEED_STREAM": "symbols",
+            "ALERTBOT_FEED_STALE_AFTER": "500ms",
+            "ALERTBOT_FEED_MAX_AGE": "23h30m",
+            "ALERTBOT_FEED_MAX_STREAMS": "1024",
+        }
+    )
+    assert s.market.name == "spot"
+    assert s.ws_url == "ws://127.0.0.1:8765"
+    assert s.rest_url == "http://127.0.0.1:8766"
+    assert (s.stream, s.stale_after, s.max_age, s.max_streams) == ("symbols", 0.5, 84600.0, 1024)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ALERTBOT_FEED_STALE_AFTER", "soon", "ALERTBOT_FEED_STALE_AFTER: expected a duration"),
+        ("ALERTBOT_FEED_STALE_AFTER", "0", "ALERTBOT_FEED_STALE_AFTER: must be at least"),
+        ("ALERTBOT_FEED_STREAM", "some", "ALERTBOT_FEED_STREAM: expected one of auto, all"),
+        ("ALERTBOT_MARKET", "margin", "ALERTBOT_MARKET: expected one of usdm"),
+        ("ALERTBOT_BINANCE_WS_URL", "fstream.binance.com", "expected a URL starting with ws://"),
+        ("ALERTBOT_FEED_MAX_STREAMS", "many", "ALERTBOT_FEED_MAX_STREAMS: expected a whole"),
+        ("ALERTBOT_FEED_MAX_STREAMS", "0", "ALERTBOT_FEED_MAX_STREAMS: must be at least 1"),
+    ],
+)
+def test_a_bad_setting_names_the_variable(name: str, value: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        FeedSettings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("15", 15.0), ("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h 30m", 5400.0), ("1d", 86400)],
+)
+def test_durations_in_settings(text: str, seconds: float):
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "15x", "-1", "1h-30m", "nan", "inf"])
+def test_a_bad_duration_is_refused(text: str):
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_seconds(text)
+
+
+# ---------------------------------------------------------------- backoff
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap():
+    low = Backoff(1.0, 8.0, 2.0, rng=lambda: 0.0)
+    high = Backoff(1.0, 8.0, 2.0, rng=lambda: 1.0)
+    assert [low.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert [high.next() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+def test_backoff_reset_starts_over():
+    b = Backoff(1.0, 8.0, 2.0, rng=lambda: 1.0)
+    for _ in range(5):
+        b.next()
+    b.reset()
+    assert b.next() == 1.0
+
+
+# ---------------------------------------------------------------- hand-off
+
+
+async def test_handoff_passes_messages_through_in_order_while_it_keeps_up():
+    h = Handoff(capacity=4)
+    h.put([el("A", 1)])
+    h.put({"stream": "b@miniTicker", "data": el("B", 1)})
+    assert await h.get() == [[el("A", 1)], {"stream": "b@miniTicker", "data": el("B", 1)}]
+    assert (h.conflations, h.dropped) == (0, 0)
+
+
+async def test_handoff_conflates_to_the_newest_ticker_per_symbol_when_full():
+    """A slow engine gets the latest state, not a growing backlog."""
+    h = Handoff(capacity=3)
+    h.put([el("A", 1, "1"), el("B", 1, "1")])
+    h.put({"stream": "a@miniTicker", "data": el("A", 3, "3")})
+    h.put([el("A", 2, "2"), el("C", 2, "2")])  # A at 2 arrives late: older than A at 3
+    h.put([el("B", 4, "4")])  # the fourth message: over capacity
+    assert len(h) == 1
+    (merged,) = await h.get()
+    assert sorted((e["s"], e["E"], e["c"]) for e in merged) == [
+        ("A", 3, "3"),
+        ("B", 4, "4"),
+        ("C", 2, "2"),
+    ]
+    assert (h.conflations, h.dropped) == (1, 3)
+
+
+async def test_handoff_stays_bounded_however_far_behind_the_engine_is():
+    h = Handoff(capacity=8)
+    for time in range(1, 10_001):
+        h.put([el(f"S{i}", time) for i in range(20)])
+        assert len(h) <= 8
+    items = await h.get()
+    assert sum(len(i) if isinstance(i, list) else 1 for i in items) <= 8 * 20
+    assert max(e["E"] for i in items for e in i) == 10_000
+
+
+async def test_handoff_keeps_malformed_elements_for_the_engine_to_count():
+    h = Handoff(capacity=1)
+    h.put(["junk"])
+    h.put([{"s": "A"}, el("A", 1)])
+    (merged,) = await h.get()
+    assert merged == ["junk", {"s": "A"}, el("A", 1)]
+
+
+# ---------------------------------------------------------------- outages and symbols
+
+
+def test_an_outage_covers_an_alert_whose_previous_tick_came_before_it():
+    o = Outage(frozenset({"BTCUSDT"}), last_event=1000, duration=30.0)
+    assert o.covers("BTCUSDT", 900, 5000)
+    assert o.covers("BTCUSDT", 1000, 5000)
+    assert not o.covers("BTCUSDT", 1001, 5000)  # the previous tick is after the outage
+    assert not o.covers("BTCUSDT", -1, 5000)  # no previous tick: nothing was compared
+    assert not o.covers("ETHUSDT", 900, 5000)  # another connection's symbol
+    assert Outage(None, 1000, 30.0).covers("ETHUSDT", 900, 5000)  # all-market: every symbol
+
+
+def test_tradable_symbols_from_exchange_info():
+    info = {
+        "symbols": [
+            {"symbol": "BTCUSDT", "status": "TRADING"},
+            {"symbol": "OLDUSDT", "status": "SETTLING"},
+            {"symbol": "BTCUSD_PERP", "contractStatus": "TRADING"},  # COIN-M's key
+            "junk",
+        ]
+    }
+    assert tradable(info) == {"BTCUSDT", "BTCUSD_PERP"}
+    with pytest.raises(ValueError, match="symbols"):
+        tradable({"code": -1121})
