@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
+import logging
+import os
+import signal
 import sys
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 from alertbot import __version__
-from alertbot.errors import RuleError
+from alertbot.errors import ConfigError, RuleError
 from alertbot.notify.render import format_time, render
-from alertbot.recording import read_lines
+from alertbot.recording import open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
+from alertbot.settings import parse_seconds
 from alertbot.ticker import ParseStats
 
 
@@ -40,10 +46,38 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="one JSON object per alert")
 
     record = sub.add_parser("record", help="capture the live feed to a recording")
-    record.add_argument("--out", required=True, metavar="FILE")
-    record.add_argument("--streams", nargs="+", metavar="STREAM")
-    record.add_argument("--duration", metavar="D")
+    record.add_argument("--out", required=True, metavar="FILE", help=".jsonl, or .jsonl.gz")
+    record.add_argument(
+        "--streams",
+        nargs="+",
+        default=["!miniTicker@arr"],
+        metavar="STREAM",
+        help="stream names or symbols (default: !miniTicker@arr, the whole market)",
+    )
+    record.add_argument("--duration", metavar="D", help="stop after D (e.g. 90s, 1h30m)")
     return parser
+
+
+def _logging() -> None:
+    level = os.environ.get("ALERTBOT_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines, once per REST call
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+async def _until_signalled(main: Any, duration: float | None = None) -> None:
+    """Run ``main(stop)`` until SIGINT/SIGTERM (or ``duration`` seconds)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    await main(stop)
 
 
 def _load(files: Sequence[str]) -> RuleSet | None:
@@ -112,6 +146,78 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
     return 0
 
 
+def cmd_run(files: Sequence[str]) -> int:
+    from alertbot.app import Pipeline, console_emitter
+    from alertbot.feed.settings import FeedSettings
+
+    ruleset = _load(files) if files else RuleSet()
+    if ruleset is None:
+        return 1
+    settings = FeedSettings.from_env()
+    _logging()
+    if os.environ.get("ALERTBOT_TELEGRAM_TOKEN"):
+        logging.getLogger("alertbot").warning(
+            "Telegram delivery is not part of this version yet: alerts go to the console"
+        )
+    if not ruleset.rules:
+        logging.getLogger("alertbot").warning("no rules given (--rules FILE): nothing to alert on")
+
+    async def main(stop: asyncio.Event) -> None:
+        engine = Engine(ruleset.rules)
+        pipeline = Pipeline(engine, settings, console_emitter(sys.stdout))
+        await pipeline.run(stop)
+        print(
+            f"stopped: {pipeline.stats.tickers} tickers, {pipeline.alerts} alerts, "
+            f"{pipeline.feed.stats.reconnects} reconnects",
+            file=sys.stderr,
+        )
+
+    asyncio.run(_until_signalled(main))
+    return 0
+
+
+def cmd_record(out_path: str, streams: Sequence[str], duration: str | None) -> int:
+    from alertbot.feed.client import Feed
+    from alertbot.feed.market import normalise_stream
+    from alertbot.feed.settings import FeedSettings
+
+    try:
+        wanted = [normalise_stream(s) for s in streams]
+        seconds = parse_seconds(duration) if duration else None
+    except ValueError as exc:
+        print(f"alertbot record: {exc}", file=sys.stderr)
+        return 1
+    settings = FeedSettings.from_env()
+    try:
+        fh = open_recording(out_path, "wb")
+    except OSError as exc:
+        print(f"alertbot record: cannot write {out_path}: {exc}", file=sys.stderr)
+        return 1
+    _logging()
+    count = 0
+
+    def sink(obj: Any, raw: str | bytes) -> None:
+        nonlocal count
+        data = raw.encode() if isinstance(raw, str) else raw
+        if b"\n" in data:  # one message per line, whatever the server's whitespace
+            data = orjson.dumps(obj)
+        fh.write(data + b"\n")
+        count += 1
+
+    async def main(stop: asyncio.Event) -> None:
+        feed = Feed(settings, sink)
+        feed.want_streams(wanted)
+        async with feed:
+            await stop.wait()
+
+    try:
+        asyncio.run(_until_signalled(main, seconds))
+    finally:
+        fh.close()
+    print(f"recorded {count} messages to {out_path}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -119,7 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args.files)
         if args.command == "replay":
             return cmd_replay(args.recording, args.rules, args.json)
-    except RuleError as exc:  # defensive: no traceback for bad input
+        if args.command == "run":
+            return cmd_run(args.rules)
+        if args.command == "record":
+            return cmd_record(args.out, args.streams, args.duration)
+    except (RuleError, ConfigError) as exc:  # defensive: no traceback for bad input
         print(f"alertbot: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -127,14 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `alertbot replay ... | head`
         sys.stderr.close()
         return 0
-    if args.command == "run" and args.rules and _load(args.rules) is None:
-        return 1
-    print(
-        f"alertbot {args.command}: the live Binance feed is not part of this version yet; "
-        "use 'alertbot replay' to evaluate rules over a recording",
-        file=sys.stderr,
-    )
-    return 2
+    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":

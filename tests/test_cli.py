@@ -84,13 +84,6 @@ def test_run_rejects_bad_rule_files_before_anything_else() -> None:
     assert "bad-condition.yaml:" in result.stderr
 
 
-def test_run_says_plainly_that_the_live_feed_is_not_there_yet() -> None:
-    result = alertbot("run", "--rules", "rules.example.yaml")
-    assert result.returncode == 2
-    assert "alertbot replay" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_check_accepts_the_example_rules() -> None:
     result = alertbot("check", "rules.example.yaml")
     assert result.returncode == 0, result.stderr

@@ -42,10 +42,17 @@ def values(alert: Alert) -> dict[str, str]:
     }
 
 
-def render(alert: Alert, *, escape_html: bool = False) -> str:
-    """The alert's message; with ``escape_html`` every value is escaped for Telegram's HTML mode."""
+GAP_NOTE = "(the feed was down before this tick: the price moved while it was)"
+
+
+def render(alert: Alert, *, escape_html: bool = False, gap: bool = False) -> str:
+    """The alert's message; with ``escape_html`` every value is escaped for Telegram's HTML mode.
+
+    ``gap``: the alert was computed across an outage of the feed, which the message says.
+    """
     vals = values(alert)
     if escape_html:
         vals = {k: html.escape(v, quote=False) for k, v in vals.items()}
     template = alert.rule.message or DEFAULT_TEMPLATE
-    return template.format_map(vals)
+    text = template.format_map(vals)
+    return f"{text} {GAP_NOTE}" if gap else text

@@ -1,0 +1,146 @@
+"""Composition root: feed -> engine -> output, under one lifecycle.
+
+For now the output is the console (one line per alert); the delivery issue puts the outbox,
+Telegram and the webhook behind the same ``emit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from alertbot.feed.client import Feed
+from alertbot.feed.handoff import Handoff
+from alertbot.feed.settings import FeedSettings
+from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
+from alertbot.notify.render import format_time, render
+from alertbot.rules.engine import Alert, Engine
+from alertbot.rules.model import Rule
+from alertbot.ticker import ParseStats
+
+log = logging.getLogger("alertbot")
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def rule_symbols(rules: list[Rule]) -> tuple[set[str], list[str]]:
+    """The literal symbols rules name, and their glob patterns."""
+    literal: set[str] = set()
+    globs: list[str] = []
+    for rule in rules:
+        for pattern in rule.symbols:
+            (globs.append(pattern) if _is_glob(pattern) else literal.add(pattern))
+    return literal, globs
+
+
+class Pipeline:
+    """Feeds the engine from the live feed and hands every alert to ``emit``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: FeedSettings,
+        emit: Callable[[Alert, bool], None],
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.emit = emit
+        self.handoff = Handoff(settings.queue)
+        self.feed = Feed(settings, self._put)
+        self.stats = ParseStats()
+        self.directory = SymbolDirectory(settings, seen=self._seen)
+        self.alerts = 0
+        self.frames = 0
+        self._warned: set[str] = set()
+
+    def _put(self, message: Any, raw: str | bytes) -> None:
+        self.handoff.put(message)
+
+    def _seen(self) -> list[str]:
+        return [s for s in self.engine.symbols() if self.engine.last_ticker(s) is not None]
+
+    def update_streams(self) -> str:
+        """Tell the feed what the engine's rules need now (call after adding/removing rules)."""
+        literal, globs = rule_symbols(self.engine.rules())
+        if globs and self.settings.stream == "symbols":
+            # symbol streams only: expand the globs over the exchange's symbols
+            known = self.directory.known()
+            for pattern in globs:
+                literal.update(fnmatch.filter(known, pattern))
+        return self.feed.want(literal, everything=bool(globs))
+
+    def check_symbols(self) -> list[str]:
+        """Warn (once each) about literal rule symbols the exchange does not list."""
+        if self.directory.exchange is None:
+            return []
+        literal, _ = rule_symbols(self.engine.rules())
+        out = []
+        for text in unknown_symbols(literal, self.directory):
+            if text not in self._warned:
+                self._warned.add(text)
+                users = [r.id for r in self.engine.rules() if text.split()[0] in r.symbols]
+                out.append(text)
+                log.warning(
+                    "rules name a symbol the exchange does not list: %s (rules: %s)",
+                    text,
+                    ", ".join(users),
+                )
+        return out
+
+    async def _symbols(self) -> None:
+        while True:
+            ok = await self.directory.refresh()
+            self.check_symbols()
+            if self.settings.stream == "symbols":
+                self.update_streams()
+            interval = self.settings.symbols_refresh
+            await asyncio.sleep(interval if ok else min(interval, 60.0))
+
+    async def _consume(self) -> None:
+        engine, stats, feed = self.engine, self.stats, self.feed
+        while True:
+            for message in await self.handoff.get():
+                self.frames += 1
+                try:
+                    alerts = engine.process_message(message, stats)
+                except Exception:  # a bug must not stop the feed; say so loudly
+                    log.exception("engine failed on a message; skipped")
+                    continue
+                for alert in alerts:
+                    self.alerts += 1
+                    gap = feed.across_gap(alert.symbol, alert.previous_time, alert.time)
+                    try:
+                        self.emit(alert, gap)
+                    except Exception:
+                        log.exception("could not hand on an alert of rule %s", alert.rule.id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        mode = self.update_streams()
+        log.info("feed: %s streams for %d rules", mode, len(self.engine))
+        tasks = [
+            asyncio.create_task(self._consume(), name="engine"),
+            asyncio.create_task(self._symbols(), name="symbols"),
+        ]
+        try:
+            async with self.feed:
+                await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def console_emitter(out: TextIO) -> Callable[[Alert, bool], None]:
+    def emit(alert: Alert, gap: bool) -> None:
+        out.write(f"{format_time(alert.time)}  {alert.rule.id}  {render(alert, gap=gap)}\n")
+        out.flush()
+
+    return emit

@@ -1,0 +1,146 @@
+"""``alertbot run`` and ``alertbot record`` as a user runs them, against the local fake Binance."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.fakes.binance import FakeBinance, mini_ticker
+
+ROOT = Path(__file__).resolve().parent.parent
+T = 1_772_000_000_000
+
+
+def env_for(fake: FakeBinance, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBOT_")}
+    env.update(
+        ALERTBOT_BINANCE_WS_URL=fake.ws_url,
+        ALERTBOT_BINANCE_REST_URL=fake.rest_url,
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+async def start(*args: str | Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "alertbot.cli",
+        *map(str, args),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_run_prints_an_alert_from_the_live_feed_and_stops_cleanly_on_sigterm(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - id: btc-100\n    symbols: [BTCUSDT]\n    when: price crosses above 100\n"
+    )
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        proc = await start("run", "--rules", rules, env=env_for(fake))
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.publish([mini_ticker("BTCUSDT", 110.5, T + 2000)])
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert line.decode().startswith(
+        "2026-02-25 06:13:22 UTC  btc-100  BTCUSDT price crosses above 100"
+    )
+    assert "110.5" in line.decode()
+    assert code == 0
+    assert "stopped: 2 tickers, 1 alerts" in err
+    assert "Traceback" not in err
+
+
+async def test_run_with_a_bad_setting_names_the_variable_and_exits_1():
+    async with FakeBinance() as fake:
+        proc = await start(
+            "run", "--rules", "rules.example.yaml", env=env_for(fake, ALERTBOT_FEED_STREAM="some")
+        )
+        code, _, err = await finish(proc)
+    assert code == 1
+    assert "ALERTBOT_FEED_STREAM: expected one of auto, all, symbols, got 'some'" in err
+    assert "Traceback" not in err
+    assert not fake.stats.attempts  # nothing was started
+
+
+async def test_run_rejects_bad_rule_files_before_connecting(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - id: x\n    symbols: [BTCUSDT]\n    when: price >> 1\n")
+    async with FakeBinance() as fake:
+        code, _, err = await finish(await start("run", "--rules", bad, env=env_for(fake)))
+    assert code == 1
+    assert err.startswith(f"{bad}:4:")
+    assert not fake.stats.attempts
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
+async def test_record_writes_each_message_as_received_one_per_line(tmp_path, name):
+    out = tmp_path / name
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record", "--out", out, "--streams", "BTCUSDT", "ethusdt@miniTicker", env=env_for(fake)
+        )
+        await fake.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"}, 20)
+        sent = [
+            [mini_ticker("BTCUSDT", 70_000 + i, T + i * 1000), mini_ticker("ETHUSDT", 3000, T + i)]
+            for i in range(5)
+        ]
+        for tickers in sent:
+            await fake.publish(tickers)
+        await fake.wait_for(lambda: all(c.frames_out >= 10 for c in fake.connections))
+        await asyncio.sleep(0.2)  # let the recorder read the last frames
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(out, "rb") as fh:
+        lines = fh.read().splitlines()
+    expected = [
+        {"stream": f"{t['s'].lower()}@miniTicker", "data": t} for tickers in sent for t in tickers
+    ]
+    assert [orjson.loads(line) for line in lines] == expected
+    assert f"recorded 10 messages to {out}" in err
+
+
+async def test_record_stops_after_its_duration_with_the_whole_market_by_default(tmp_path):
+    out = tmp_path / "all.jsonl"
+    async with FakeBinance() as fake:
+        proc = await start("record", "--out", out, "--duration", "1500ms", env=env_for(fake))
+        await fake.wait_for_subscriptions({"!miniTicker@arr"}, 20)
+        await fake.publish([mini_ticker("BTCUSDT", 1, T), mini_ticker("ETHUSDT", 2, T)])
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    (line,) = out.read_bytes().splitlines()
+    assert [t["s"] for t in orjson.loads(line)] == ["BTCUSDT", "ETHUSDT"]
+    assert "recorded 1 messages" in err
+
+
+async def test_record_refuses_a_bad_stream_name():
+    async with FakeBinance() as fake:
+        code, _, err = await finish(
+            await start("record", "--out", "x.jsonl", "--streams", "btc/usdt", env=env_for(fake))
+        )
+    assert code == 1
+    assert "not a stream name: 'btc/usdt'" in err
