@@ -122,7 +122,8 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event) -> None:
         mode = self.update_streams()
-        log.info("feed: %s streams for %d rules", mode, len(self.engine))
+        kind = "the all-market stream" if mode == "all" else "symbol streams"
+        log.info("feed: %s for %d rules", kind, len(self.engine))
         tasks = [
             asyncio.create_task(self._consume(), name="engine"),
             asyncio.create_task(self._symbols(), name="symbols"),

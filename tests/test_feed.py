@@ -257,16 +257,32 @@ async def test_bad_frames_are_counted_and_skipped_and_the_feed_keeps_running(str
         assert bot.pipeline.stats.malformed >= 4
 
 
-async def test_invalid_utf8_closes_the_socket_and_the_feed_reconnects():
-    """websockets fails the connection on invalid UTF-8 (1007); that is a reconnect, no more."""
+async def test_invalid_utf8_in_a_text_frame_is_counted_and_skipped():
+    """Frames are read as bytes and orjson checks UTF-8: no reason to drop the connection."""
     async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")]) as bot:
         await fake.wait_for_subscriptions({BTC})
         await bot.tick(90, T)
-        handshakes = fake.stats.handshakes
         await fake.send_raw("\ud83d".encode("utf-8", "surrogatepass"))
+        await bot.tick(110, T + 1_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+        assert bot.feed.health().problems == {"invalid JSON frame": 1}
+        assert fake.stats.handshakes == 1
+
+
+async def test_a_frame_over_the_size_limit_is_counted_and_the_feed_reconnects():
+    """websockets cannot skip a frame it has not read: over max_frame_bytes, it closes (1009)."""
+    async with (
+        FakeBinance() as fake,
+        Bot(fake, [rule("crosses above 100")], max_frame_bytes=10_000) as bot,
+    ):
+        await fake.wait_for_subscriptions({BTC})
+        await bot.tick(90, T)
+        handshakes = fake.stats.handshakes
+        await fake.send_raw(b"[" + b"1," * 10_000 + b"1]")
         await bot.reconnected(handshakes, {BTC})
         await bot.tick(110, T + 1_000)
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+        assert bot.feed.health().problems == {"frame over the size limit": 1}
 
 
 async def test_a_forced_close_at_max_age_is_survived():

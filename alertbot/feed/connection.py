@@ -362,6 +362,11 @@ class Connection:
                     deadline = min(deadline, s.first_data_at + cfg.healthy_after)
                 done, _ = await asyncio.wait({s.reader}, timeout=max(0.0, deadline - now))
                 if done:
+                    sent = s.ws.protocol.close_sent
+                    if sent is not None and sent.code == 1009:  # websockets refused a frame
+                        self.stats.problems.count(
+                            "frame over the size limit", f"> {cfg.max_frame_bytes} bytes"
+                        )
                     return self._close_reason(s)
         finally:
             ending = self.session
@@ -486,8 +491,12 @@ class Connection:
     # ------------------------------------------------------------------ reading
 
     async def _read(self, s: _Session) -> None:
+        recv = s.ws.recv
         try:
-            async for raw in s.ws:
+            while True:
+                # bytes: orjson parses them directly (and checks UTF-8, so a bad frame is
+                # counted and skipped instead of failing the connection)
+                raw = await recv(decode=False)
                 try:
                     self._on_frame(s, raw)
                 except Exception as exc:  # a bug downstream must not kill the feed
@@ -539,7 +548,11 @@ class Connection:
             duration = now - self._down_since
             if duration > self.stale_after and self._down_event >= 0:
                 self.stats.outages.append(Outage(self.symbols(), self._down_event, duration))
-                log.warning("feed connection %d: data back after %.1fs without", self.id, duration)
+                log.warning(
+                    "feed connection %d: data flowing again after %.1fs without any",
+                    self.id,
+                    duration,
+                )
             self._down_since = None
         self.on_progress()
 
