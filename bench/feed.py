@@ -9,14 +9,17 @@ Not a test. Run from the repository root::
 1. Throughput on loopback. A server in a separate process (so that it does not share the
    client's core or event loop) sends ``--frames`` pre-built ``!miniTicker@arr`` frames of 650
    symbols (bench/engine.py's market generator: every symbol in every frame, event times 1 s
-   apart) as fast as the client takes them, over one connection per run. Two clients, alternated
-   run by run on the same frames:
+   apart) as fast as the client takes them, over one connection per run. Four clients, in a
+   rotating order within each run, each on fresh frames:
    - *bare*: a websockets ``async for message in ws`` loop that only counts messages;
-   - *feed*: alertbot's path, ``Feed`` (socket, watchdog, classification) -> ``Handoff`` ->
+   - *decode*: the bare loop plus ``orjson.loads`` of each frame (what any JSON path pays);
+   - *feed*: the feed alone (sockets, classification, hand-off), messages then dropped;
+   - *engine*: alertbot's path, ``Feed`` (socket, watchdog, classification) -> ``Handoff`` ->
      ``Engine.process_message`` over ``--rules`` rules (bench/engine.py's realistic mix), the
      consumer that ``alertbot run`` uses. The hand-off is made large enough that nothing is
      conflated: every ticker is evaluated.
-   Reported: tickers per second (median over runs) and the ratio feed / bare. Target >= 0.5.
+   Reported: tickers per second (median over runs) and each client's ratio to *bare* (median of
+   the per-run ratios). Target: *engine* / *bare* >= 0.5.
 2. Reconnect time. Against the in-process fake Binance (tests/fakes/binance.py) publishing a
    frame every 5 ms, with the feed's default settings: the server aborts the TCP connection
    (no close frame); measured from the abort to the first frame the engine receives on the new
@@ -95,6 +98,20 @@ async def bare_client(url: str, n: int) -> float:
     raise RuntimeError("server closed early")
 
 
+async def decode_client(url: str, n: int) -> float:
+    """The bare loop plus ``orjson.loads`` of every frame: the ceiling of any decoding path."""
+    async with connect(url, compression=None, max_size=None) as ws:
+        count = 0
+        start = 0.0
+        loads = orjson.loads
+        while count < n:
+            loads(await ws.recv(decode=False))
+            if count == 0:
+                start = time.perf_counter()
+            count += 1
+        return time.perf_counter() - start
+
+
 async def feed_client(url: str, n: int, engine: Engine) -> tuple[float, int]:
     settings = FeedSettings(
         ws_root=url,
@@ -165,7 +182,7 @@ async def _no_rest() -> bool:
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     """Alternate bare and feed runs on the same frames; medians of tickers per second."""
     per_run = args.frames
-    market, frames = make_frames(per_run * args.runs * 3 + 5, args.seed)
+    market, frames = make_frames(per_run * args.runs * 4 + 5, args.seed)
     specs = list(rule_specs(args.rules, market, args.seed))
     engine = Engine(build_rules(specs, 0))
     # the first frame evaluates every rule for the first time: not part of the measurement
@@ -173,15 +190,15 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     for frame in frames[:5]:
         engine.process_message(orjson.loads(frame), stats)
     tickers = sum(frame.count(b'"s":') for frame in frames[5 : 5 + per_run])
-    rates: dict[str, list[float]] = {"bare": [], "feed": [], "engine": []}
+    rates: dict[str, list[float]] = {"bare": [], "decode": [], "feed": [], "engine": []}
     alerts: list[int] = []
     ctx = mp.get_context("fork")
     kinds = list(rates)
     for run in range(args.runs):
-        order = kinds[run % 3 :] + kinds[: run % 3]  # rotate who goes first
+        order = kinds[run % 4 :] + kinds[: run % 4]  # rotate who goes first
         for kind in order:
             # each run gets fresh frames (the engine ignores event times it has seen)
-            offset = 5 + (3 * run + kinds.index(kind)) * per_run
+            offset = 5 + (4 * run + kinds.index(kind)) * per_run
             chunk = frames[offset : offset + per_run]
             port_q = ctx.Queue()
             stop = ctx.Event()
@@ -190,6 +207,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             url = f"ws://127.0.0.1:{port_q.get(timeout=30)}"
             if kind == "bare":
                 elapsed = asyncio.run(bare_client(url + "/market/ws/!miniTicker@arr", len(chunk)))
+            elif kind == "decode":
+                elapsed = asyncio.run(decode_client(url + "/market/ws/!miniTicker@arr", len(chunk)))
             elif kind == "feed":
                 elapsed = asyncio.run(feed_only_client(url, len(chunk)))
             else:
@@ -199,13 +218,15 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             stop.set()
             server.join(10)
             print(f"  run {run + 1} {kind}: {tickers / elapsed:,.0f} tickers/s", file=sys.stderr)
-    bare, feed, full = rates["bare"], rates["feed"], rates["engine"]
+    bare, decode, feed, full = rates["bare"], rates["decode"], rates["feed"], rates["engine"]
     bare_med = statistics.median(bare)
     return {
         "frames_per_run": per_run,
         "tickers_per_frame": tickers / per_run,
         "rules": args.rules,
         "bare_tickers_per_s": bare_med,
+        "decode_tickers_per_s": statistics.median(decode),
+        "decode_ratio": statistics.median(d / b for d, b in zip(decode, bare, strict=True)),
         "feed_tickers_per_s": statistics.median(feed),
         "engine_tickers_per_s": statistics.median(full),
         "feed_ratio": statistics.median(f / b for f, b in zip(feed, bare, strict=True)),
@@ -297,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.runs} runs of {tp['frames_per_run']} frames:"
     )
     print(f"  bare websockets receive loop  {tp['bare_tickers_per_s']:>12,.0f} tickers/s")
+    print(
+        f"  bare loop + orjson.loads      {tp['decode_tickers_per_s']:>12,.0f} tickers/s"
+        f"   ratio {tp['decode_ratio']:.2f}"
+    )
     print(
         f"  feed, hand-off (no engine)    {tp['feed_tickers_per_s']:>12,.0f} tickers/s"
         f"   ratio {tp['feed_ratio']:.2f}"

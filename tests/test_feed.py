@@ -398,6 +398,26 @@ async def test_a_refused_stream_does_not_take_the_others_down():
         assert fake.stats.handshakes == 1
 
 
+async def test_a_stream_url_refused_at_the_handshake_falls_back_to_live_subscriptions():
+    """One bad stream in a combined URL gets the handshake refused (400): the connection then
+    opens without streams and subscribes live, so only the bad stream is left out."""
+    good = {BTC, "ethusdt@miniTicker"}
+    async with FakeBinance() as fake:
+        bot = Bot(fake, [], symbol_stale_after=30)
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})  # no rules: the all-market stream
+            bot.feed.want_streams([*good, "bad_@miniTicker"])
+            await fake.wait_for_subscriptions(good)
+            await fake.wait_for(lambda: bot.feed.health().refused_streams == ("bad_@miniTicker",))
+            await asyncio.wait_for(bot.feed.settled(), 5)  # and the all-market one closed
+            await fake.wait_for(lambda: len(fake.connections) == 1)
+            (conn,) = fake.connections
+            assert conn.path == "/market/ws"
+            assert fake.stats.rejected == 1
+            await bot.tick(5, T)  # and data flows
+            await bot.tick(6, T, "ETHUSDT")
+
+
 async def test_a_switch_between_stream_kinds_loses_no_tick_of_a_watched_symbol():
     """symbols -> all (a glob rule arrives) -> symbols (it goes), under a continuous stream."""
     async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")]) as bot:

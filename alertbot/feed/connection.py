@@ -76,10 +76,11 @@ class Problems:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def count(self, kind: str, detail: str = "") -> None:
+    def count(self, kind: str, detail: str = "", *, quiet: bool = False) -> None:
+        """Count one; ``quiet``: the caller logs it itself (every time)."""
         n = self.counts.get(kind, 0) + 1
         self.counts[kind] = n
-        if n == 1:
+        if n == 1 and not quiet:
             suffix = f": {detail}" if detail else ""
             log.warning("feed: %s%s (counted, logged once)", kind, suffix)
 
@@ -215,6 +216,7 @@ class Connection:
             settings.stale_after if ALL_MARKET in self.streams else settings.symbol_stale_after
         )
         self.refused: set[str] = set()  # streams the server refused to subscribe
+        self.live_only = False  # open with no streams in the URL and SUBSCRIBE them all
         self.reconnects = 0
         self.messages = 0
         self.last_error: str | None = None
@@ -288,6 +290,7 @@ class Connection:
                     raise
                 except Exception as exc:
                     self._failed(f"connect failed: {describe(exc)}")
+                    self._refused_url(exc)
                 else:
                     reason = await self._serve(session, backoff)
                     self._failed(reason)
@@ -304,6 +307,22 @@ class Connection:
             if s is not None:
                 self._end(s)
 
+    def _refused_url(self, exc: Exception) -> None:
+        """A combined URL refused with a 4xx may hold a stream the exchange rejects: from now on
+        open with no streams and subscribe live, where a refusal names its batch and the
+        culprit is found stream by stream instead of taking every other stream down with it."""
+        if (
+            not self.raw
+            and not self.live_only
+            and isinstance(exc, InvalidStatus)
+            and 400 <= exc.response.status_code < 500
+        ):
+            self.live_only = True
+            log.warning(
+                "feed connection %d: the exchange refused the stream URL; subscribing live instead",
+                self.id,
+            )
+
     def _failed(self, reason: str) -> None:
         self.last_error = reason
         log.warning("feed connection %d: %s", self.id, reason)
@@ -313,6 +332,9 @@ class Connection:
         streams = sorted(self.streams)
         if self.raw:
             url = cfg.market.raw_url(cfg.ws_url, streams[0])
+        elif self.live_only:
+            url = cfg.market.raw_url(cfg.ws_url)  # no streams: all of them by SUBSCRIBE
+            streams = []
         else:
             url = cfg.market.combined_url(cfg.ws_url, streams)
         ws = await connect(
@@ -347,9 +369,7 @@ class Connection:
                     healthy = True
                 stale_at = (s.last_data_at or s.opened_at) + self.stale_after
                 if now >= stale_at:
-                    self.stats.problems.count(
-                        "connection open but silent", f"no data for {self.stale_after:g}s"
-                    )
+                    self.stats.problems.count("connection open but silent", quiet=True)
                     return f"no data for {self.stale_after:g}s: reconnecting"
                 if now >= rotate_at:
                     rotated = await self._rotate(s)
