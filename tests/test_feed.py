@@ -71,6 +71,7 @@ class Bot:
 
     async def __aenter__(self) -> Bot:
         self._task = asyncio.create_task(self.pipeline.run(self._stop))
+        await asyncio.sleep(0)  # run() has told the feed what the rules need
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -416,6 +417,22 @@ async def test_a_stream_url_refused_at_the_handshake_falls_back_to_live_subscrip
             assert fake.stats.rejected == 1
             await bot.tick(5, T)  # and data flows
             await bot.tick(6, T, "ETHUSDT")
+
+
+async def test_a_subscription_the_server_drops_on_its_own_is_found_and_renewed():
+    """LIST_SUBSCRIPTIONS now and then: a stream gone silent next to busy ones is caught."""
+    quiet_ok = {"symbol_stale_after": 30.0, "audit_interval": 0.1}
+    async with FakeBinance() as fake, Bot(fake, [rule("price > 1")], **quiet_ok) as bot:
+        bot.feed.want_streams([BTC, "ethusdt@miniTicker"])
+        await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+        (conn,) = fake.connections
+        conn.streams.discard(BTC)  # the server forgets it, says nothing
+        await fake.wait_for(
+            lambda: any(r[1].get("params") == [BTC] for r in fake.stats.requests), timeout=3
+        )
+        await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+        assert bot.feed.health().problems == {"subscription lost on the server": 1}
+        assert fake.stats.handshakes == 1
 
 
 async def test_a_switch_between_stream_kinds_loses_no_tick_of_a_watched_symbol():

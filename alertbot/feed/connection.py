@@ -600,7 +600,14 @@ class Connection:
             if not add and not remove:
                 self.on_progress()
                 self._changed.clear()
-                await self._changed.wait()
+                try:
+                    async with asyncio.timeout(cfg.audit_interval):
+                        await self._changed.wait()
+                except TimeoutError:
+                    sent_at = self._loop.time()
+                    if not await self._audit(s):
+                        return
+                    await asyncio.sleep(max(0.0, sent_at + interval - self._loop.time()))
                 continue
             if add:
                 method = "SUBSCRIBE"
@@ -609,18 +616,9 @@ class Connection:
             else:
                 method = "UNSUBSCRIBE"
                 params = sorted(remove)[: cfg.max_params]
-            s.next_id += 1
-            rid = s.next_id
-            fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-            s.replies[rid] = fut
             sent_at = self._loop.time()
-            await s.ws.send(orjson.dumps({"method": method, "params": params, "id": rid}).decode())
-            try:
-                reply = await asyncio.wait_for(fut, cfg.ack_timeout)
-            except TimeoutError:
-                self.stats.problems.count("subscription not acknowledged", f"{method} id {rid}")
-                s.replies.pop(rid, None)
-                await s.ws.close(1000, "no reply to a live request")
+            reply = await self._request(s, method, params)
+            if reply is None:
                 return
             if reply.get("error") is None:
                 if method == "SUBSCRIBE":
@@ -631,6 +629,51 @@ class Connection:
             else:
                 self._refused(method, params, reply["error"], s)
             await asyncio.sleep(max(0.0, sent_at + interval - self._loop.time()))
+
+    async def _request(
+        self, s: _Session, method: str, params: list[str] | None = None
+    ) -> dict[str, Any] | None:
+        """Send a live request and wait for its reply; None (and the socket closed, so that
+        the reconnect resubscribes from scratch) when none comes within ``ack_timeout``."""
+        s.next_id += 1
+        rid = s.next_id
+        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        s.replies[rid] = fut
+        body: dict[str, Any] = {"method": method, "id": rid}
+        if params is not None:
+            body["params"] = params
+        await s.ws.send(orjson.dumps(body).decode())
+        try:
+            return await asyncio.wait_for(fut, self.settings.ack_timeout)
+        except TimeoutError:
+            self.stats.problems.count("live request not answered", f"{method} id {rid}")
+            s.replies.pop(rid, None)
+            await s.ws.close(1000, "no reply to a live request")
+            return None
+
+    async def _audit(self, s: _Session) -> bool:
+        """Compare the server's LIST_SUBSCRIPTIONS with ours: a stream the server dropped on
+        its own would stay silent while its neighbours keep the data watchdog happy."""
+        reply = await self._request(s, "LIST_SUBSCRIPTIONS")
+        if reply is None:
+            return False
+        listed = reply.get("result")
+        if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+            self.stats.problems.count("unexpected reply to LIST_SUBSCRIPTIONS", str(reply)[:120])
+            return True
+        lost = s.subscribed - set(listed)
+        if lost:
+            self.stats.problems.count("subscription lost on the server", quiet=True)
+            log.warning(
+                "feed connection %d: the exchange no longer lists %d of our streams (%s); "
+                "subscribing again",
+                self.id,
+                len(lost),
+                ", ".join(sorted(lost)[:5]),
+            )
+            s.subscribed -= lost
+        s.subscribed |= set(listed) - s.subscribed  # ones we do not want get unsubscribed
+        return True
 
     def _refused(self, method: str, params: list[str], error: Any, s: _Session) -> None:
         msg = error.get("msg", error) if isinstance(error, dict) else error

@@ -48,6 +48,8 @@ class FeedSettings:
     #: incoming messages per second, pongs included: stay well under)
     control_rate: float = 4.0
     ack_timeout: float = 10.0
+    #: how often a symbol-stream connection checks LIST_SUBSCRIPTIONS against what it expects
+    audit_interval: float = 300.0
     max_params: int = 100  # streams per SUBSCRIBE message
     #: decoded frames held for the engine before conflating to the newest ticker per symbol
     queue: int = 32
