@@ -1,8 +1,5 @@
-"""Composition root: feed -> engine -> output, under one lifecycle.
-
-For now the output is the console (one line per alert); the delivery issue puts the outbox,
-Telegram and the webhook behind the same ``emit``.
-"""
+"""Composition root: feed -> engine -> ``emit`` (the notifier: outbox, Telegram, webhook,
+console), under one lifecycle."""
 
 from __future__ import annotations
 
@@ -11,13 +8,12 @@ import contextlib
 import fnmatch
 import logging
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 from alertbot.feed.client import Feed
 from alertbot.feed.handoff import Handoff
 from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
-from alertbot.notify.render import format_time, render
 from alertbot.rules.engine import Alert, Engine
 from alertbot.rules.model import Rule
 from alertbot.ticker import ParseStats
@@ -137,11 +133,3 @@ class Pipeline:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-
-def console_emitter(out: TextIO) -> Callable[[Alert, bool], None]:
-    def emit(alert: Alert, gap: bool) -> None:
-        out.write(f"{format_time(alert.time)}  {alert.rule.id}  {render(alert, gap=gap)}\n")
-        out.flush()
-
-    return emit

@@ -22,7 +22,7 @@ from alertbot.recording import open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
-from alertbot.settings import parse_seconds
+from alertbot.settings import env_seconds, parse_seconds
 from alertbot.ticker import ParseStats
 
 
@@ -58,15 +58,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _logging() -> None:
+class Redact(logging.Filter):
+    """Replace secrets (the bot token, webhook secrets) in every log record, whoever logs it:
+    httpx logs request URLs, and Telegram's are ``.../bot<TOKEN>/sendMessage``."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        text = message
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            for secret in self.secrets:
+                record.exc_text = record.exc_text.replace(secret, "[redacted]")
+        if text != message:
+            record.msg, record.args = text, None
+        return True
+
+
+def _logging(secrets: Sequence[str] = ()) -> None:
     level = os.environ.get("ALERTBOT_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         level=level if level in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines, once per REST call
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Redact(secrets))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("alertbot.alerts").setLevel(logging.INFO)
 
 
 async def _until_signalled(main: Any, duration: float | None = None) -> None:
@@ -147,25 +175,34 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
 
 
 def cmd_run(files: Sequence[str]) -> int:
-    from alertbot.app import Pipeline, console_emitter
+    from alertbot.app import Pipeline
     from alertbot.feed.settings import FeedSettings
+    from alertbot.notify.notifier import Notifier, Sparklines
+    from alertbot.notify.settings import DeliverySettings
 
     ruleset = _load(files) if files else RuleSet()
     if ruleset is None:
         return 1
     settings = FeedSettings.from_env()
-    _logging()
-    if os.environ.get("ALERTBOT_TELEGRAM_TOKEN"):
-        logging.getLogger("alertbot").warning(
-            "Telegram delivery is not part of this version yet: alerts go to the console"
-        )
+    delivery = DeliverySettings.from_env()
+    grace = env_seconds(os.environ, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
+    _logging(delivery.secrets())
+    log = logging.getLogger("alertbot")
     if not ruleset.rules:
-        logging.getLogger("alertbot").warning("no rules given (--rules FILE): nothing to alert on")
+        log.warning("no rules given (--rules FILE): nothing to alert on")
 
     async def main(stop: asyncio.Event) -> None:
         engine = Engine(ruleset.rules)
-        pipeline = Pipeline(engine, settings, console_emitter(sys.stdout))
-        await pipeline.run(stop)
+        sparklines = Sparklines(engine)
+        notifier = Notifier(delivery, ruleset.channels, sparklines=sparklines)
+        await notifier.start()  # ConfigError: bad database or token, before any connection
+        pipeline = Pipeline(engine, settings, notifier.emit)
+        sampler = asyncio.create_task(sparklines.run())
+        try:
+            await pipeline.run(stop)
+        finally:
+            sampler.cancel()
+            await notifier.close(grace)
         print(
             f"stopped: {pipeline.stats.tickers} tickers, {pipeline.alerts} alerts, "
             f"{pipeline.feed.stats.reconnects} reconnects",

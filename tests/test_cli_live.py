@@ -18,9 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 T = 1_772_000_000_000
 
 
-def env_for(fake: FakeBinance, **extra: str) -> dict[str, str]:
+def env_for(fake: FakeBinance, db: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBOT_")}
     env.update(
+        ALERTBOT_DB=str(db),
         ALERTBOT_BINANCE_WS_URL=fake.ws_url,
         ALERTBOT_BINANCE_REST_URL=fake.rest_url,
         PYTHONUNBUFFERED="1",
@@ -54,7 +55,7 @@ async def test_run_prints_an_alert_from_the_live_feed_and_stops_cleanly_on_sigte
         "rules:\n  - id: btc-100\n    symbols: [BTCUSDT]\n    when: price crosses above 100\n"
     )
     async with FakeBinance(symbols=["BTCUSDT"]) as fake:
-        proc = await start("run", "--rules", rules, env=env_for(fake))
+        proc = await start("run", "--rules", rules, env=env_for(fake, tmp_path / "alertbot.db"))
         try:
             await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
             await fake.publish([mini_ticker("BTCUSDT", 90, T)])
@@ -73,10 +74,13 @@ async def test_run_prints_an_alert_from_the_live_feed_and_stops_cleanly_on_sigte
     assert "Traceback" not in err
 
 
-async def test_run_with_a_bad_setting_names_the_variable_and_exits_1():
+async def test_run_with_a_bad_setting_names_the_variable_and_exits_1(tmp_path):
     async with FakeBinance() as fake:
         proc = await start(
-            "run", "--rules", "rules.example.yaml", env=env_for(fake, ALERTBOT_FEED_STREAM="some")
+            "run",
+            "--rules",
+            "rules.example.yaml",
+            env=env_for(fake, tmp_path / "alertbot.db", ALERTBOT_FEED_STREAM="some"),
         )
         code, _, err = await finish(proc)
     assert code == 1
@@ -89,7 +93,9 @@ async def test_run_rejects_bad_rule_files_before_connecting(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - id: x\n    symbols: [BTCUSDT]\n    when: price >> 1\n")
     async with FakeBinance() as fake:
-        code, _, err = await finish(await start("run", "--rules", bad, env=env_for(fake)))
+        code, _, err = await finish(
+            await start("run", "--rules", bad, env=env_for(fake, tmp_path / "alertbot.db"))
+        )
     assert code == 1
     assert err.startswith(f"{bad}:4:")
     assert not fake.stats.attempts
@@ -100,7 +106,13 @@ async def test_record_writes_each_message_as_received_one_per_line(tmp_path, nam
     out = tmp_path / name
     async with FakeBinance() as fake:
         proc = await start(
-            "record", "--out", out, "--streams", "BTCUSDT", "ethusdt@miniTicker", env=env_for(fake)
+            "record",
+            "--out",
+            out,
+            "--streams",
+            "BTCUSDT",
+            "ethusdt@miniTicker",
+            env=env_for(fake, tmp_path / "alertbot.db"),
         )
         await fake.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"}, 20)
         sent = [
@@ -127,7 +139,14 @@ async def test_record_writes_each_message_as_received_one_per_line(tmp_path, nam
 async def test_record_stops_after_its_duration_with_the_whole_market_by_default(tmp_path):
     out = tmp_path / "all.jsonl"
     async with FakeBinance() as fake:
-        proc = await start("record", "--out", out, "--duration", "1500ms", env=env_for(fake))
+        proc = await start(
+            "record",
+            "--out",
+            out,
+            "--duration",
+            "1500ms",
+            env=env_for(fake, tmp_path / "alertbot.db"),
+        )
         await fake.wait_for_subscriptions({"!miniTicker@arr"}, 20)
         await fake.publish([mini_ticker("BTCUSDT", 1, T), mini_ticker("ETHUSDT", 2, T)])
         code, _, err = await finish(proc)
@@ -137,10 +156,17 @@ async def test_record_stops_after_its_duration_with_the_whole_market_by_default(
     assert "recorded 1 messages" in err
 
 
-async def test_record_refuses_a_bad_stream_name():
+async def test_record_refuses_a_bad_stream_name(tmp_path):
     async with FakeBinance() as fake:
         code, _, err = await finish(
-            await start("record", "--out", "x.jsonl", "--streams", "btc/usdt", env=env_for(fake))
+            await start(
+                "record",
+                "--out",
+                "x.jsonl",
+                "--streams",
+                "btc/usdt",
+                env=env_for(fake, tmp_path / "alertbot.db"),
+            )
         )
     assert code == 1
     assert "not a stream name: 'btc/usdt'" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from alertbot.rules.conditions import format_number
@@ -22,7 +23,21 @@ def _percent(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator * 100:+.2f}"
 
 
-def values(alert: Alert) -> dict[str, str]:
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(prices: Sequence[float]) -> str:
+    """Recent prices as Unicode blocks, oldest first: ``▁▂▄▇█`` shows a rise at a glance."""
+    if len(prices) < 2:
+        return ""
+    lo, hi = min(prices), max(prices)
+    if not hi > lo:
+        return BLOCKS[3] * len(prices)
+    top = len(BLOCKS) - 1
+    return "".join(BLOCKS[round((p - lo) / (hi - lo) * top)] for p in prices)
+
+
+def values(alert: Alert, spark: str = "") -> dict[str, str]:
     """The placeholder values of an alert, as text."""
     t = alert.ticker
     return {
@@ -39,20 +54,25 @@ def values(alert: Alert) -> dict[str, str]:
         "range_24h": _percent(t.high - t.low, t.low).lstrip("+"),
         "threshold": alert.threshold,
         "time": format_time(t.time),
+        "sparkline": spark,
     }
 
 
 GAP_NOTE = "(the feed was down before this tick: the price moved while it was)"
 
 
-def render(alert: Alert, *, escape_html: bool = False, gap: bool = False) -> str:
+def render(alert: Alert, *, escape_html: bool = False, gap: bool = False, spark: str = "") -> str:
     """The alert's message; with ``escape_html`` every value is escaped for Telegram's HTML mode.
 
     ``gap``: the alert was computed across an outage of the feed, which the message says.
+    ``spark``: a sparkline of recent prices, the ``{sparkline}`` placeholder; the default
+    message shows it on a line of its own.
     """
-    vals = values(alert)
+    vals = values(alert, spark)
     if escape_html:
         vals = {k: html.escape(v, quote=False) for k, v in vals.items()}
-    template = alert.rule.message or DEFAULT_TEMPLATE
+    template = alert.rule.message
+    if template is None:
+        template = DEFAULT_TEMPLATE + ("\n{sparkline}" if spark else "")
     text = template.format_map(vals)
     return f"{text} {GAP_NOTE}" if gap else text

@@ -21,6 +21,7 @@ PLACEHOLDERS = frozenset(
         "range_24h",
         "threshold",
         "time",
+        "sparkline",
     }
 )
 

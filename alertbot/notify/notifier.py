@@ -1,0 +1,171 @@
+"""Delivery assembled: store, router, senders and outbox behind one ``emit(alert, gap)``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TextIO
+
+from telegram import Bot
+from telegram.error import InvalidToken, TelegramError
+from telegram.request import HTTPXRequest
+
+from alertbot.errors import ConfigError
+from alertbot.notify.delivery import Sender
+from alertbot.notify.outbox import ConsoleSender, Outbox, alert_id
+from alertbot.notify.render import render, sparkline
+from alertbot.notify.routing import Router
+from alertbot.notify.settings import DeliverySettings
+from alertbot.notify.telegram import TelegramSender
+from alertbot.notify.webhook import WebhookSender
+from alertbot.rules.engine import Alert, Engine
+from alertbot.rules.model import Channel
+from alertbot.store import AlertRecord, Store
+
+log = logging.getLogger("alertbot.notify")
+
+
+class Sparklines:
+    """Recent prices per symbol, sampled from the engine every ``interval`` seconds."""
+
+    def __init__(self, engine: Engine, *, interval: float = 60.0, size: int = 30) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.size = size
+        self.history: dict[str, deque[float]] = {}
+
+    def sample(self) -> None:
+        engine = self.engine
+        for symbol in engine.symbols():
+            t = engine.last_ticker(symbol)
+            if t is None:
+                continue
+            h = self.history.get(symbol)
+            if h is None:
+                h = self.history[symbol] = deque(maxlen=self.size)
+            h.append(t.close)
+
+    def of(self, symbol: str, price: float) -> str:
+        return sparkline([*self.history.get(symbol, ()), price])
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval)
+
+
+def make_bot(settings: DeliverySettings) -> Bot:
+    assert settings.telegram_token is not None
+    request = HTTPXRequest(
+        connection_pool_size=64,
+        read_timeout=settings.telegram_timeout,
+        write_timeout=settings.telegram_timeout,
+        connect_timeout=settings.telegram_timeout,
+        pool_timeout=settings.telegram_timeout,
+    )
+    return Bot(
+        settings.telegram_token,
+        base_url=f"{settings.telegram_api_url}/bot",
+        base_file_url=f"{settings.telegram_api_url}/file/bot",
+        request=request,
+    )
+
+
+class Notifier:
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        channels: Mapping[str, Channel],
+        *,
+        out: TextIO | None = None,
+        sparklines: Sparklines | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.router = Router(channels, settings)
+        self.out = out or sys.stdout
+        self.sparklines = sparklines
+        self.clock = clock
+        self.store: Store | None = None
+        self.bot: Bot | None = None
+        self.outbox: Outbox | None = None
+        self.telegram: TelegramSender | None = None
+        self.webhook: WebhookSender | None = None
+
+    async def start(self) -> int:
+        """Open the database, check the bot token, resume undelivered alerts (their count).
+
+        Raises ConfigError for a database that cannot be written or a token Telegram rejects.
+        """
+        cfg = self.settings
+        try:
+            self.store = Store(cfg.db)
+            self.store.check_writable()
+        except Exception as exc:
+            raise ConfigError(f"ALERTBOT_DB: cannot use {cfg.db!r}: {exc}") from None
+        senders: dict[str, Sender] = {}
+        outbox_report = self._report
+        self.webhook = WebhookSender(cfg, outbox_report)
+        senders["webhook"] = self.webhook
+        senders["console"] = ConsoleSender(outbox_report, self.out)
+        if cfg.telegram_token:
+            self.bot = make_bot(cfg)
+            try:
+                await self.bot.initialize()  # getMe: a rejected token stops here
+            except InvalidToken:
+                await self.close()
+                raise ConfigError("ALERTBOT_TELEGRAM_TOKEN: Telegram rejected the token") from None
+            except TelegramError as exc:
+                log.warning("telegram: not reachable at start-up (%s); alerts will wait", exc)
+            self.telegram = TelegramSender(self.bot, cfg, outbox_report)
+            senders["telegram"] = self.telegram
+        self.outbox = Outbox(self.store, cfg, self.router, senders)
+        return await self.outbox.start()
+
+    def _report(self, *args: object, **kwargs: object) -> None:
+        assert self.outbox is not None
+        self.outbox.report(*args, **kwargs)  # type: ignore[arg-type]
+
+    def record(self, alert: Alert, gap: bool) -> AlertRecord:
+        spark = self.sparklines.of(alert.symbol, alert.ticker.close) if self.sparklines else ""
+        return AlertRecord(
+            id=alert_id(alert.rule.id, alert.symbol, alert.time),
+            rule=alert.rule.id,
+            symbol=alert.symbol,
+            time=alert.time,
+            price=alert.price,
+            condition=alert.condition,
+            text=render(alert, gap=gap, spark=spark),
+            html=render(alert, gap=gap, spark=spark, escape_html=True),
+            gap=gap,
+            created=self.clock(),
+        )
+
+    def emit(self, alert: Alert, gap: bool) -> None:
+        assert self.outbox is not None
+        self.outbox.submit(self.record(alert, gap), self.router.routes(alert.rule))
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Let the senders drain for up to ``grace`` seconds, stop them, write the outbox."""
+        if self.outbox is not None and grace > 0 and not await self.outbox.drain(grace):
+            log.warning(
+                "shutting down with %d deliveries open: they resume at the next start",
+                len(self.outbox.open),
+            )
+        if self.telegram is not None:
+            await self.telegram.close()
+        if self.webhook is not None:
+            await self.webhook.close()
+        if self.outbox is not None:
+            await self.outbox.close()
+        if self.bot is not None:
+            with contextlib.suppress(TelegramError):
+                await self.bot.shutdown()
+        if self.store is not None:
+            self.store.close()
+            self.store = None

@@ -1,0 +1,260 @@
+"""The durable outbox: every alert is in SQLite before anyone is told about it.
+
+``submit`` (called by the pipeline for each alert, on the hot path) only renders the alert and
+appends it to a list. A writer task stores what has gathered in one transaction, on a thread of
+its own, and only then hands the deliveries to the senders; the senders' results are written the
+same way. At start-up every delivery still open is resumed. Delivery is at least once: a crash
+between a send and the write of its result sends that alert again after the restart (webhook
+receivers de-duplicate by ``Idempotency-Key``).
+
+Fallback (DESIGN.md, Delivery): a Telegram delivery that fails for good, or has not succeeded
+within ``fallback_after``, also goes to the fallback webhook (``fallback: true`` and the chat
+id). Telegram keeps trying in the second case; if it then succeeds, that is recorded and
+nothing more is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from alertbot.notify.delivery import Delivery, Sender
+from alertbot.notify.render import format_time
+from alertbot.notify.routing import CONSOLE, Route, Router
+from alertbot.notify.settings import DeliverySettings
+from alertbot.store import AlertRecord, DeliveryRow, Store, Update
+
+log = logging.getLogger("alertbot.notify")
+alert_log = logging.getLogger("alertbot.alerts")
+
+
+def alert_id(rule: str, symbol: str, time: int) -> str:
+    """Stable across retries and restarts: the same firing has the same id."""
+    return f"{rule}:{symbol}:{time}"
+
+
+class ConsoleSender:
+    """The embedded default: one line per alert on stdout."""
+
+    def __init__(self, report: Any, out: Any) -> None:
+        self.report = report
+        self.out = out
+
+    def enqueue(self, d: Delivery) -> None:
+        a = d.alert
+        try:
+            self.out.write(f"{format_time(a.time)}  {a.rule}  {a.text}\n")
+            self.out.flush()
+        except (OSError, ValueError) as exc:  # a closed stdout is no reason to stop
+            self.report(d, "failed", f"console: {exc}")
+            return
+        d.state = "sent"
+        self.report(d, "sent")
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        settings: DeliverySettings,
+        router: Router,
+        senders: dict[str, Sender],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.router = router
+        self.senders = senders  # by kind: telegram, webhook (also fallbacks), console
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alertbot-db")
+        self._alerts: list[AlertRecord] = []
+        self._rows: list[DeliveryRow] = []
+        self._new: list[Delivery] = []
+        self._updates: list[Update] = []
+        self._dirty = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._fallbacks: set[tuple[str, int]] = set()  # (alert id, chat) already handed over
+        self.submitted = 0
+        self.open: dict[tuple[str, str], Delivery] = {}  # being attempted, by (alert, dest)
+        self.write_errors = 0
+
+    # ------------------------------------------------------------------ intake
+
+    def submit(self, record: AlertRecord, routes: list[Route]) -> None:
+        """Queue an alert for its destinations (no I/O here: the writer stores it first)."""
+        self.submitted += 1
+        alert_log.info("alert %s %s: %s", record.rule, record.symbol, record.text)
+        self._alerts.append(record)
+        for route in routes:
+            d = Delivery(
+                record,
+                route.destination,
+                chat_id=route.chat_id,
+                url=route.url,
+                secret=self.router.secret_for(route.url) if route.url else None,
+                created=record.created,
+            )
+            self._add(d)
+        self._dirty.set()
+
+    def _add(self, d: Delivery) -> None:
+        self._rows.append(
+            DeliveryRow(d.alert.id, d.destination, chat_id=d.chat_id, created=d.created)
+        )
+        self._new.append(d)
+
+    def report(self, d: Delivery, state: str, error: str | None = None, attempts: int = 1) -> None:
+        """What a sender says about one attempt (sent, failed for good, or pending a retry)."""
+        self._updates.append(Update(d.alert.id, d.destination, state, attempts, error))
+        self._dirty.set()
+        if state == "pending":
+            return
+        self.open.pop((d.alert.id, d.destination), None)
+        if d.kind == "telegram" and state == "failed":
+            self._fall_back(d, f"Telegram refused it for good: {error}")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> int:
+        """Open the database and resume what was left undelivered; returns how many."""
+        loop = asyncio.get_running_loop()
+        left = await loop.run_in_executor(self._executor, self.store.open_deliveries)
+        for record, row in left:
+            d = Delivery(
+                record,
+                row.destination,
+                chat_id=row.chat_id,
+                attempts=row.attempts,
+                created=row.created,
+                state=row.state,
+            )
+            kind, _, rest = row.destination.partition(":")
+            if kind == "telegram":
+                d.chat_id = int(rest)
+                if row.state == "fell_back":
+                    self._fallbacks.add((record.id, d.chat_id))
+            elif kind == "webhook":
+                d.url = rest
+            elif kind == "fallback":
+                d.url = rest.partition(":")[2]  # fallback:<chat>:<url>
+                if d.chat_id is not None:
+                    self._fallbacks.add((record.id, d.chat_id))
+            if d.url:
+                d.secret = self.router.secret_for(d.url)
+            self._dispatch(d)
+        if left:
+            log.warning("outbox: resuming %d undelivered alert deliveries", len(left))
+        self._task = asyncio.create_task(self._write_loop(), name="outbox-writer")
+        return len(left)
+
+    async def drain(self, grace: float) -> bool:
+        """Give the senders up to ``grace`` seconds to settle every open delivery."""
+        deadline = time.monotonic() + grace
+        while self.open and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return not self.open
+
+    async def close(self) -> None:
+        """Write what is queued and stop (what is still open is resumed at the next start)."""
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for timer in self._timers.values():
+            timer.cancel()
+        self._executor.shutdown(wait=True)
+
+    async def flush(self) -> None:
+        """Until everything submitted or reported so far is written."""
+        while self._alerts or self._rows or self._updates:
+            self._flushed.clear()
+            self._dirty.set()
+            await self._flushed.wait()
+
+    # ------------------------------------------------------------------ writing
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            alerts, rows, new, updates = self._alerts, self._rows, self._new, self._updates
+            self._alerts, self._rows, self._new, self._updates = [], [], [], []
+            try:
+                await loop.run_in_executor(self._executor, self.store.write, alerts, rows, updates)
+            except Exception as exc:  # disk full, database locked: keep it all and try again
+                self.write_errors += 1
+                log.error("outbox: cannot write the database (%s); retrying", exc)
+                self._alerts[:0], self._rows[:0] = alerts, rows
+                self._new[:0], self._updates[:0] = new, updates
+                await asyncio.sleep(1.0)
+                self._dirty.set()
+                continue
+            for d in new:  # stored: now they may be sent
+                self._dispatch(d)
+            if not (self._alerts or self._rows or self._updates):
+                self._flushed.set()
+
+    def _dispatch(self, d: Delivery) -> None:
+        self.open[(d.alert.id, d.destination)] = d
+        kind = d.kind
+        sender = self.senders.get("webhook" if kind == "fallback" else kind)
+        if sender is None:  # e.g. a resumed Telegram delivery with no token now
+            sender = self.senders["console"]
+        if kind == "telegram" and d.state == "pending" and d.chat_id is not None:
+            due = d.created + self.settings.fallback_after - time.time()
+            loop = asyncio.get_running_loop()
+            key = (d.alert.id, d.destination)
+            self._timers[key] = loop.call_later(max(0.0, due), self._fallback_due, d)
+        sender.enqueue(d)
+
+    def _fallback_due(self, d: Delivery) -> None:
+        self._timers.pop((d.alert.id, d.destination), None)
+        if d.state == "pending":
+            self._fall_back(
+                d, f"Telegram has not delivered it within {self.settings.fallback_after:g}s"
+            )
+
+    def _fall_back(self, d: Delivery, why: str) -> None:
+        assert d.chat_id is not None
+        key = (d.alert.id, d.chat_id)
+        if key in self._fallbacks:
+            return
+        self._fallbacks.add(key)
+        url = self.settings.webhook_url
+        if d.state == "pending":
+            d.state = "fell_back"
+            self._updates.append(Update(d.alert.id, d.destination, "fell_back", 0, why))
+        if url is None:
+            log.error(
+                "alert %s for chat %s: %s, and no fallback webhook is set (ALERTBOT_WEBHOOK_URL)",
+                d.alert.id,
+                d.chat_id,
+                why,
+            )
+            self._dirty.set()
+            return
+        log.warning(
+            "alert %s for chat %s: %s; sending it to the fallback webhook",
+            d.alert.id,
+            d.chat_id,
+            why,
+        )
+        fb = Delivery(
+            d.alert,
+            f"fallback:{d.chat_id}:{url}",
+            chat_id=d.chat_id,
+            url=url,
+            secret=self.router.secret_for(url),
+            created=time.time(),
+        )
+        self._add(fb)
+        self._dirty.set()
+
+
+__all__ = ["CONSOLE", "ConsoleSender", "Outbox", "alert_id"]

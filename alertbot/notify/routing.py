@@ -1,0 +1,104 @@
+"""Where an alert goes (DESIGN.md, Rule files): ``notify`` channels, else the admin chats, else
+the webhook, else the console."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.model import Channel, Rule
+
+log = logging.getLogger("alertbot.notify")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    destination: str  # telegram:<chat> | webhook:<url> | console
+    chat_id: int | None = None
+    url: str | None = None
+
+
+CONSOLE = Route("console")
+
+
+class Router:
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        settings: DeliverySettings,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.channels = dict(channels)
+        self.settings = settings
+        self.env = os.environ if env is None else env
+        self._warned: set[str] = set()
+
+    @property
+    def telegram(self) -> bool:
+        return self.settings.telegram_token is not None
+
+    def routes(self, rule: Rule) -> list[Route]:
+        out: list[Route] = []
+        for name in rule.notify:
+            channel = self.channels.get(name)
+            if channel is None:  # the loader refuses unknown names; chat watches name chats
+                out.extend(self._chat_route(name))
+                continue
+            if channel.telegram is not None:
+                out.append(self._telegram(channel.telegram, f"channel {name!r}"))
+            if channel.webhook is not None:
+                out.append(Route(f"webhook:{channel.webhook}", url=channel.webhook))
+        if not out:
+            out = self.default_routes()
+        unique = {r.destination: r for r in out}
+        return list(unique.values())
+
+    def default_routes(self) -> list[Route]:
+        cfg = self.settings
+        if self.telegram and cfg.admin_chats:
+            return [Route(f"telegram:{chat}", chat_id=chat) for chat in cfg.admin_chats]
+        if cfg.webhook_url:
+            return [Route(f"webhook:{cfg.webhook_url}", url=cfg.webhook_url)]
+        if self.telegram and "no-admins" not in self._warned:
+            self._warned.add("no-admins")
+            log.warning(
+                "alerts of rules without 'notify' go to the console: set ALERTBOT_ADMIN_CHATS "
+                "to send them to Telegram"
+            )
+        return [CONSOLE]
+
+    def _chat_route(self, name: str) -> list[Route]:
+        kind, _, rest = name.partition(":")
+        if kind == "chat":
+            try:
+                return [self._telegram(int(rest), name)]
+            except ValueError:
+                pass
+        return []
+
+    def _telegram(self, chat: int, what: str) -> Route:
+        if self.telegram:
+            return Route(f"telegram:{chat}", chat_id=chat)
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(
+                "%s is a Telegram chat but ALERTBOT_TELEGRAM_TOKEN is not set: its alerts go "
+                "to the fallback instead",
+                what,
+            )
+        cfg = self.settings
+        if cfg.webhook_url:
+            return Route(f"fallback:{chat}:{cfg.webhook_url}", chat_id=chat, url=cfg.webhook_url)
+        return CONSOLE
+
+    def secret_for(self, url: str) -> str | None:
+        """The signing secret of a webhook URL, from the environment (never from rule files)."""
+        if url == self.settings.webhook_url:
+            return self.settings.webhook_secret
+        for channel in self.channels.values():
+            if channel.webhook == url and channel.secret_env:
+                return self.env.get(channel.secret_env) or None
+        return None

@@ -1,0 +1,81 @@
+"""Delivery settings: Telegram, the webhook, the outbox."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from alertbot.errors import ConfigError
+from alertbot.settings import env_seconds, env_url
+
+_TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
+
+
+def parse_chats(name: str, text: str) -> tuple[int, ...]:
+    """``"123, -100456"`` -> (123, -100456); ConfigError naming the variable otherwise."""
+    out = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise ConfigError(
+                f"{name}: expected chat ids separated by commas, got {part!r}"
+            ) from None
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """Times are seconds."""
+
+    telegram_token: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    admin_chats: tuple[int, ...] = ()
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    db: str = "alertbot.db"
+    #: Telegram has not succeeded within this long: the fallback webhook gets the alert too
+    fallback_after: float = 60.0
+    #: a delivery still failing after this long is given up (failed) and reported
+    give_up_after: float = 24 * 3600.0
+    telegram_timeout: float = 10.0
+    webhook_timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    #: Telegram's limits: about one message a second per chat, 20 a minute per group, 30 a
+    #: second in all
+    chat_interval: float = 1.0
+    group_interval: float = 3.0
+    overall_per_second: int = 30
+    max_message: int = 4096
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DeliverySettings:
+        e = os.environ if env is None else env
+        token = e.get("ALERTBOT_TELEGRAM_TOKEN", "").strip() or None
+        if token is not None and not _TOKEN_RE.match(token):
+            raise ConfigError(
+                "ALERTBOT_TELEGRAM_TOKEN: not a bot token (expected digits, a colon and the "
+                "secret part, as @BotFather gives it)"
+            )
+        return cls(
+            telegram_token=token,
+            telegram_api_url=env_url(
+                e, "ALERTBOT_TELEGRAM_API_URL", "https://api.telegram.org", ("http", "https")
+            ),
+            admin_chats=parse_chats("ALERTBOT_ADMIN_CHATS", e.get("ALERTBOT_ADMIN_CHATS", "")),
+            webhook_url=env_url(e, "ALERTBOT_WEBHOOK_URL", "", ("http", "https")) or None,
+            webhook_secret=e.get("ALERTBOT_WEBHOOK_SECRET", "") or None,
+            db=e.get("ALERTBOT_DB", "").strip() or "alertbot.db",
+            fallback_after=env_seconds(e, "ALERTBOT_FALLBACK_AFTER", 60.0, minimum=0.001),
+            give_up_after=env_seconds(e, "ALERTBOT_DELIVERY_GIVE_UP", 24 * 3600.0, minimum=1),
+        )
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line."""
+        return [s for s in (self.telegram_token, self.webhook_secret) if s]

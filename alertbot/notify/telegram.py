@@ -1,0 +1,282 @@
+"""Telegram delivery on python-telegram-bot's ``Bot``, within Telegram's limits.
+
+Each chat has a queue. A chat may be sent to when its previous message is ``chat_interval``
+ago (1 s; ``group_interval``, 3 s, for groups: 20 a minute) and the bot has sent fewer than
+``overall_per_second`` (30) messages in the last second. When a chat's turn comes, everything
+waiting for it is merged into one message (up to Telegram's 4096 characters): a burst of alerts
+for one chat costs one message, not a queue of them.
+
+Failures, by what Telegram says:
+- ``RetryAfter``: that chat waits as long as told;
+- timeouts, network errors, 5xx: retried with capped, jittered backoff;
+- ``Forbidden`` (bot blocked, kicked) and "chat not found": permanent;
+- "can't parse entities" (a template that is not valid Telegram HTML): sent again as plain
+  text rather than dropped;
+- ``ChatMigrated`` (a group became a supergroup): sent to the new chat id.
+No chat's trouble delays another chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import warnings
+from collections import deque
+from itertools import count
+
+from telegram import Bot, LinkPreviewOptions
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+
+from alertbot.notify.delivery import Delivery, Report, backoff
+from alertbot.notify.settings import DeliverySettings
+
+log = logging.getLogger("alertbot.notify")
+
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+_SEPARATOR = "\n\n"
+
+
+def retry_seconds(exc: RetryAfter) -> float:
+    value = getattr(exc, "_retry_after", None)  # a timedelta; the public property warns
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = exc.retry_after
+    return raw.total_seconds() if isinstance(raw, dt.timedelta) else float(raw)
+
+
+def is_group(chat_id: int) -> bool:
+    return chat_id < 0
+
+
+class TelegramSender:
+    def __init__(self, bot: Bot, settings: DeliverySettings, report: Report) -> None:
+        self.bot = bot
+        self.settings = settings
+        self.report = report
+        self._queues: dict[int, deque[Delivery]] = {}
+        self._next_ok: dict[int, float] = {}  # loop time a chat may next be sent to
+        self._failures: dict[int, int] = {}
+        self._order: dict[int, int] = {}  # when each chat's head was queued (fairness)
+        self._seq = count()
+        self._inflight: set[int] = set()
+        self._single: set[int] = set()  # chats whose merged message was refused as too long
+        self._sends: set[asyncio.Task[None]] = set()
+        self._recent: deque[float] = deque()  # start times of the last second's sends
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self.sent_messages = 0
+
+    def enqueue(self, d: Delivery) -> None:
+        chat = d.chat_id
+        assert chat is not None
+        q = self._queues.get(chat)
+        if q is None:
+            q = self._queues[chat] = deque()
+        if not q:
+            self._order[chat] = next(self._seq)
+        q.append(d)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="telegram-sender")
+        self._wake.set()
+
+    def pending(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._sends):
+            task.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
+
+    # ------------------------------------------------------------------ scheduling
+
+    async def _run(self) -> None:
+        limit = self.settings.overall_per_second
+        while True:
+            now = self._loop.time()
+            recent = self._recent
+            while recent and recent[0] <= now - 1.0:
+                recent.popleft()
+            ready = sorted(
+                (
+                    chat
+                    for chat, q in self._queues.items()
+                    if q and chat not in self._inflight and self._next_ok.get(chat, 0.0) <= now
+                ),
+                key=self._order.__getitem__,
+            )
+            for chat in ready:
+                if len(recent) >= limit:
+                    break
+                recent.append(now)
+                self._inflight.add(chat)
+                task = asyncio.create_task(self._send(chat), name="telegram-send")
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
+            # sleep until a chat's turn, the overall window opening, or new work
+            waits = [
+                self._next_ok.get(chat, 0.0)
+                for chat, q in self._queues.items()
+                if q and chat not in self._inflight
+            ]
+            wake_at = min(waits) if waits else None
+            if len(recent) >= limit and wake_at is not None:
+                wake_at = max(wake_at, recent[0] + 1.0)
+            self._wake.clear()
+            timeout = None if wake_at is None else max(0.0, wake_at - self._loop.time())
+            if timeout == 0.0 and ready and len(recent) < limit:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    def _take(self, chat: int) -> list[Delivery]:
+        """Pop what goes into this chat's next message: same mode, within the length cap."""
+        q = self._queues[chat]
+        cap = self.settings.max_message
+        batch = [q.popleft()]
+        size = len(self._text(batch[0]))
+        while q and q[0].plain == batch[0].plain and chat not in self._single:
+            extra = len(_SEPARATOR) + len(self._text(q[0]))
+            if size + extra > cap:
+                break
+            batch.append(q.popleft())
+            size += extra
+        if q:
+            self._order[chat] = next(self._seq)
+        return batch
+
+    @staticmethod
+    def _text(d: Delivery) -> str:
+        return d.alert.text if d.plain else d.alert.html
+
+    def _requeue(self, chat: int, batch: list[Delivery]) -> None:
+        q = self._queues[chat]
+        q.extendleft(reversed(batch))
+        self._order[chat] = next(self._seq)
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send(self, chat: int) -> None:
+        batch = self._take(chat)
+        cfg = self.settings
+        plain = batch[0].plain
+        text = _SEPARATOR.join(self._text(d) for d in batch)
+        if len(text) > cfg.max_message:  # one alert alone over the cap: cut its plain text
+            plain = True
+            text = batch[0].alert.text[: cfg.max_message - 1] + "…"
+        for d in batch:
+            d.attempts += 1
+        interval = cfg.group_interval if is_group(chat) else cfg.chat_interval
+        try:
+            await self.bot.send_message(
+                chat_id=chat,
+                text=text,
+                parse_mode=None if plain else "HTML",
+                link_preview_options=_NO_PREVIEW,
+                read_timeout=cfg.telegram_timeout,
+                write_timeout=cfg.telegram_timeout,
+                connect_timeout=cfg.telegram_timeout,
+                pool_timeout=cfg.telegram_timeout,
+            )
+        except RetryAfter as exc:
+            wait = retry_seconds(exc)
+            self._retry(chat, batch, f"429 retry after {wait:g}s", wait)
+        except ChatMigrated as exc:
+            new = int(exc.new_chat_id)
+            log.warning("telegram: chat %s is now %s; sending there (update the config)", chat, new)
+            self._requeue(chat, [])
+            for d in batch:
+                d.chat_id = new
+                self.enqueue(d)
+        except Forbidden as exc:
+            self._fail(batch, f"forbidden: {exc.message}")
+        except InvalidToken as exc:
+            self._fail(batch, f"token rejected: {type(exc).__name__}")
+        except BadRequest as exc:
+            self._bad_request(chat, batch, exc, interval)
+        except (TimedOut, NetworkError, TelegramError) as exc:
+            failures = self._failures.get(chat, 0) + 1
+            self._failures[chat] = failures
+            wait = backoff(failures, cfg.backoff_initial, cfg.backoff_max)
+            self._retry(chat, batch, f"{type(exc).__name__}: {exc.message}", wait)
+        except Exception as exc:  # a bug must not lose the batch
+            log.exception("telegram: unexpected error sending to %s", chat)
+            self._retry(chat, batch, f"{type(exc).__name__}: {exc}", cfg.backoff_max)
+        else:
+            self.sent_messages += 1
+            self._failures.pop(chat, None)
+            self._single.discard(chat)
+            self._next_ok[chat] = self._loop.time() + interval
+            for d in batch:
+                d.state = "sent"
+                self.report(d, "sent")
+        finally:
+            self._inflight.discard(chat)
+            self._wake.set()
+
+    def _bad_request(
+        self, chat: int, batch: list[Delivery], exc: BadRequest, interval: float
+    ) -> None:
+        message = exc.message.lower()
+        bad_html = "parse entities" in message or "can't find end" in message
+        if bad_html and not batch[0].plain:
+            log.warning("telegram: chat %s refused the HTML (%s); sending plain text", chat, exc)
+            for d in batch:
+                d.plain = True
+            self._retry(chat, batch, f"bad HTML: {exc.message}", interval, count=False)
+            return
+        if "too long" in message and len(batch) > 1:
+            self._single.add(chat)  # not merged after all: one at a time until one goes out
+            self._retry(chat, batch, f"merged message refused: {exc.message}", 0.0, count=False)
+            return
+        self._fail(batch, f"bad request: {exc.message}")
+
+    def _retry(
+        self, chat: int, batch: list[Delivery], error: str, wait: float, *, count: bool = True
+    ) -> None:
+        now_wall = time.time()
+        keep = []
+        for d in batch:
+            d.last_error = error
+            if now_wall - d.created > self.settings.give_up_after:
+                d.state = "failed"
+                self.report(d, "failed", f"gave up: {error}")
+            else:
+                keep.append(d)
+                self.report(d, "pending", error)
+        if keep:
+            self._requeue(chat, keep)
+        self._next_ok[chat] = self._loop.time() + wait
+        if count and (self._failures.get(chat, 0) <= 1):
+            log.warning("telegram: chat %s: %s; retrying in %.1fs", chat, error, wait)
+
+    def _fail(self, batch: list[Delivery], error: str) -> None:
+        log.warning(
+            "telegram: chat %s refused %d alert(s) for good: %s",
+            batch[0].chat_id,
+            len(batch),
+            error,
+        )
+        for d in batch:
+            d.state = "failed"
+            d.last_error = error
+            self.report(d, "failed", error)

@@ -1,0 +1,173 @@
+"""SQLite persistence: the alert outbox (and, with the chat commands, the watches).
+
+Plain ``sqlite3``, one connection, WAL journal. The store is synchronous on purpose: the async
+outbox runs every call on one dedicated thread, so the event loop never waits on the disk and
+the connection is only ever used from that thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id         TEXT PRIMARY KEY,   -- rule|symbol|event time: stable across retries and restarts
+    rule       TEXT NOT NULL,
+    symbol     TEXT NOT NULL,
+    time       INTEGER NOT NULL,   -- event time, ms
+    price      TEXT NOT NULL,
+    condition  TEXT NOT NULL,
+    text       TEXT NOT NULL,      -- the message as plain text
+    html       TEXT NOT NULL,      -- the message for Telegram's HTML parse mode
+    gap        INTEGER NOT NULL DEFAULT 0,
+    created    REAL NOT NULL       -- wall clock, s
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    alert_id    TEXT NOT NULL REFERENCES alerts(id),
+    destination TEXT NOT NULL,  -- telegram:<chat> | webhook:<url> | fallback:<chat>:<url> | console
+    state       TEXT NOT NULL,     -- pending | sent | failed | fell_back
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    chat_id     INTEGER,           -- for a fallback: the chat it stands in for
+    created     REAL NOT NULL,
+    updated     REAL NOT NULL,
+    PRIMARY KEY (alert_id, destination)
+);
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(state)
+    WHERE state IN ('pending', 'fell_back');
+"""
+
+#: states in which a delivery is still being attempted
+OPEN_STATES = ("pending", "fell_back")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    id: str
+    rule: str
+    symbol: str
+    time: int
+    price: str
+    condition: str
+    text: str
+    html: str
+    gap: bool = False
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class DeliveryRow:
+    alert_id: str
+    destination: str
+    state: str = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    chat_id: int | None = None
+    created: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A change of a delivery's state (``attempts`` is added, not set)."""
+
+    alert_id: str
+    destination: str
+    state: str
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at each checkpoint
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def check_writable(self) -> None:
+        """Raise sqlite3.Error when the database cannot be written."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("ROLLBACK")
+
+    def write(
+        self,
+        alerts: Sequence[AlertRecord],
+        deliveries: Sequence[DeliveryRow],
+        updates: Sequence[Update],
+    ) -> None:
+        """One transaction: new alerts and deliveries (existing ones are kept), then updates."""
+        now = time.time()
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,
+                     int(a.gap), a.created or now)
+                    for a in alerts
+                ],
+            )  # fmt: skip
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (d.alert_id, d.destination, d.state, d.attempts, d.last_error, d.chat_id,
+                     d.created or now, now)
+                    for d in deliveries
+                ],
+            )  # fmt: skip
+            db.executemany(
+                "UPDATE deliveries SET state=?, attempts=attempts+?, last_error=?, updated=? "
+                "WHERE alert_id=? AND destination=?",
+                [
+                    (u.state, u.attempts, u.last_error, now, u.alert_id, u.destination)
+                    for u in updates
+                ],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def open_deliveries(self) -> list[tuple[AlertRecord, DeliveryRow]]:
+        """Every delivery still being attempted, oldest first, with its alert."""
+        rows = self.db.execute(
+            "SELECT a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html, a.gap,"
+            " a.created, d.destination, d.state, d.attempts, d.last_error, d.chat_id, d.created"
+            " FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
+            " WHERE d.state IN ('pending', 'fell_back') ORDER BY d.created, a.time, d.rowid"
+        ).fetchall()
+        out = []
+        for r in rows:
+            alert = AlertRecord(
+                id=r[0], rule=r[1], symbol=r[2], time=r[3], price=r[4], condition=r[5],
+                text=r[6], html=r[7], gap=bool(r[8]), created=r[9],
+            )  # fmt: skip
+            out.append((alert, DeliveryRow(r[0], r[10], r[11], r[12], r[13], r[14], r[15])))
+        return out
+
+    def deliveries(self, alert_id: str | None = None) -> list[DeliveryRow]:
+        query = (
+            "SELECT alert_id, destination, state, attempts, last_error, chat_id, created"
+            " FROM deliveries"
+        )
+        params: Iterable[str] = ()
+        if alert_id is not None:
+            query += " WHERE alert_id = ?"
+            params = (alert_id,)
+        return [DeliveryRow(*r) for r in self.db.execute(query + " ORDER BY rowid", tuple(params))]
+
+    def counts(self) -> dict[str, int]:
+        """Deliveries by state."""
+        return dict(self.db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state"))

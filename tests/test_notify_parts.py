@@ -1,0 +1,234 @@
+"""Delivery's parts that need no server: settings, routing, rendering, the SQLite store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import orjson
+import pytest
+
+from alertbot.errors import ConfigError
+from alertbot.notify.delivery import Delivery
+from alertbot.notify.notifier import Notifier
+from alertbot.notify.render import render, sparkline
+from alertbot.notify.routing import Router
+from alertbot.notify.settings import DeliverySettings
+from alertbot.notify.webhook import body_of, signature
+from alertbot.rules.conditions import parse
+from alertbot.rules.engine import Engine
+from alertbot.rules.model import Channel, Rule
+from alertbot.store import AlertRecord, DeliveryRow, Store, Update
+from alertbot.ticker import Ticker
+
+TOKEN = "123456789:AAEhBOweik6ad9r_QXMENQjcrGbqCr4K-ra"
+T = 1_772_000_000_000
+
+
+def rule(notify: tuple[str, ...] = (), message: str | None = None) -> Rule:
+    return Rule(
+        id="r1",
+        condition=parse("price > 100"),
+        symbols=("BTCUSDT",),
+        notify=notify,
+        message=message,
+    )
+
+
+def record(**changes: object) -> AlertRecord:
+    base: dict[str, object] = {
+        "id": "r1:BTCUSDT:1", "rule": "r1", "symbol": "BTCUSDT", "time": T, "price": "101.5",
+        "condition": "price > 100", "text": "BTCUSDT > 100 <b>",
+        "html": "BTCUSDT &gt; 100 &lt;b&gt;", "created": 1_795_000_000.5,
+    }  # fmt: skip
+    base.update(changes)
+    return AlertRecord(**base)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_delivery_settings_from_the_environment():
+    s = DeliverySettings.from_env(
+        {
+            "ALERTBOT_TELEGRAM_TOKEN": TOKEN,
+            "ALERTBOT_TELEGRAM_API_URL": "http://127.0.0.1:9/",
+            "ALERTBOT_ADMIN_CHATS": "123, -100456",
+            "ALERTBOT_WEBHOOK_URL": "https://example.com/hook",
+            "ALERTBOT_WEBHOOK_SECRET": "s3cret",
+            "ALERTBOT_DB": "/data/alertbot.db",
+            "ALERTBOT_FALLBACK_AFTER": "90s",
+        }
+    )
+    assert s.telegram_token == TOKEN
+    assert s.telegram_api_url == "http://127.0.0.1:9"
+    assert s.admin_chats == (123, -100456)
+    assert (s.webhook_url, s.webhook_secret) == ("https://example.com/hook", "s3cret")
+    assert (s.db, s.fallback_after) == ("/data/alertbot.db", 90.0)
+    assert s.secrets() == [TOKEN, "s3cret"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ALERTBOT_TELEGRAM_TOKEN", "not-a-token", "ALERTBOT_TELEGRAM_TOKEN: not a bot token"),
+        ("ALERTBOT_ADMIN_CHATS", "123,abc", "ALERTBOT_ADMIN_CHATS: expected chat ids"),
+        ("ALERTBOT_WEBHOOK_URL", "example.com", "ALERTBOT_WEBHOOK_URL: expected a URL"),
+        ("ALERTBOT_FALLBACK_AFTER", "soon", "ALERTBOT_FALLBACK_AFTER: expected a duration"),
+    ],
+)
+def test_a_bad_delivery_setting_names_the_variable(name: str, value: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        DeliverySettings.from_env({name: value})
+
+
+def test_the_bad_token_message_does_not_repeat_the_token():
+    with pytest.raises(ConfigError) as info:
+        DeliverySettings.from_env({"ALERTBOT_TELEGRAM_TOKEN": "12:short-secret"})
+    assert "short-secret" not in str(info.value)
+
+
+# ---------------------------------------------------------------- routing
+
+
+def router(**settings: object) -> Router:
+    channels = {
+        "ops": Channel("ops", telegram=-1001),
+        "desk": Channel("desk", webhook="https://desk.example/hook", secret_env="DESK_SECRET"),
+    }
+    return Router(channels, DeliverySettings(**settings), env={"DESK_SECRET": "d"})  # type: ignore[arg-type]
+
+
+def test_notify_channels_route_to_their_chat_and_webhook():
+    routes = router(telegram_token=TOKEN).routes(rule(("ops", "desk")))
+    assert [r.destination for r in routes] == [
+        "telegram:-1001",
+        "webhook:https://desk.example/hook",
+    ]
+    assert router().secret_for("https://desk.example/hook") == "d"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"telegram_token": TOKEN, "admin_chats": (1, 2)}, ["telegram:1", "telegram:2"]),
+        ({"webhook_url": "https://h.example/x"}, ["webhook:https://h.example/x"]),
+        (
+            {"telegram_token": TOKEN, "webhook_url": "https://h.example/x"},
+            ["webhook:https://h.example/x"],
+        ),
+        ({}, ["console"]),
+    ],
+)
+def test_a_rule_without_notify_goes_to_admins_else_the_webhook_else_the_console(
+    settings: dict[str, object], expected: list[str]
+):
+    assert [r.destination for r in router(**settings).routes(rule())] == expected
+
+
+def test_a_telegram_channel_without_a_token_goes_to_the_fallback_webhook():
+    r = router(webhook_url="https://h.example/x", webhook_secret="w")
+    (route,) = r.routes(rule(("ops",)))
+    assert (route.destination, route.chat_id) == ("fallback:-1001:https://h.example/x", -1001)
+    assert r.secret_for("https://h.example/x") == "w"
+
+
+def test_chat_watches_name_their_chat():
+    (route,) = router(telegram_token=TOKEN).routes(rule(("chat:42",)))
+    assert (route.destination, route.chat_id) == ("telegram:42", 42)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def test_sparkline_shows_the_shape_of_recent_prices():
+    assert sparkline([1, 2, 3, 4, 5, 6, 7, 8]) == "▁▂▃▄▅▆▇█"
+    assert sparkline([5, 1, 5]) == "█▁█"
+    assert sparkline([3, 3, 3]) == "▄▄▄"
+    assert sparkline([3]) == ""
+
+
+def alert_for(r: Rule):
+    engine = Engine([r])
+    (alert,) = engine.process(
+        [Ticker("BTCUSDT", T, 101.5, 100.0, 110.0, 90.0, 5.0, 500.0, "101.5")]
+    )
+    return alert
+
+
+def test_the_default_message_carries_the_sparkline_on_its_own_line():
+    text = render(alert_for(rule()), spark="▁▄█")
+    assert text.splitlines() == [
+        "BTCUSDT price > 100: price 101.5 (+1.50% 24h) at 2026-02-25 06:13:20 UTC [r1]",
+        "▁▄█",
+    ]
+
+
+def test_values_are_escaped_for_telegram_html_but_the_template_is_not():
+    a = alert_for(rule(message="<b>{symbol}</b> {condition}"))
+    assert render(a, escape_html=True) == "<b>BTCUSDT</b> price &gt; 100"
+    assert render(a) == "<b>BTCUSDT</b> price > 100"
+
+
+# ---------------------------------------------------------------- webhook body
+
+
+def test_webhook_body_is_designs_json_and_the_signature_an_hmac_of_it():
+    d = Delivery(record(gap=True), "fallback:42:https://h.example/x", chat_id=42)
+    body = body_of(d)
+    assert orjson.loads(body) == {
+        "version": 1, "id": "r1:BTCUSDT:1", "rule": "r1", "symbol": "BTCUSDT",
+        "condition": "price > 100", "time": T, "price": "101.5", "message": "BTCUSDT > 100 <b>",
+        "gap": True, "chat_id": 42, "fallback": True,
+    }  # fmt: skip
+    expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert signature("k", body) == f"sha256={expected}"
+    plain = orjson.loads(body_of(Delivery(record(), "webhook:https://h.example/x")))
+    assert "fallback" not in plain
+    assert "chat_id" not in plain
+
+
+# ---------------------------------------------------------------- store
+
+
+def test_the_store_keeps_alerts_and_delivery_states_across_a_reopen(tmp_path: Path):
+    path = tmp_path / "a.db"
+    store = Store(path)
+    assert store.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    a = record()
+    store.write(
+        [a],
+        [DeliveryRow(a.id, "telegram:1", chat_id=None), DeliveryRow(a.id, "console")],
+        [],
+    )
+    store.write([], [], [Update(a.id, "console", "sent", 1)])
+    store.write([], [], [Update(a.id, "telegram:1", "pending", 1, "HTTP 502")])
+    store.close()
+    again = Store(path)
+    ((alert, row),) = again.open_deliveries()
+    assert alert == a
+    assert (row.destination, row.state, row.attempts, row.last_error) == (
+        "telegram:1",
+        "pending",
+        1,
+        "HTTP 502",
+    )
+    assert again.counts() == {"pending": 1, "sent": 1}
+
+
+def test_the_same_alert_stored_twice_is_one_alert(tmp_path: Path):
+    store = Store(tmp_path / "a.db")
+    a = record()
+    for _ in range(2):
+        store.write([a], [DeliveryRow(a.id, "console")], [])
+    assert store.db.execute("SELECT COUNT(*) FROM alerts").fetchone() == (1,)
+    assert len(store.deliveries()) == 1
+
+
+async def test_a_database_that_cannot_be_created_stops_the_start_with_its_path(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    notifier = Notifier(DeliverySettings(db=str(blocker / "alertbot.db")), {})
+    with pytest.raises(ConfigError, match=r"ALERTBOT_DB: cannot use '.*file/alertbot.db'"):
+        await notifier.start()
