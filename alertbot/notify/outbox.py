@@ -81,6 +81,7 @@ class Outbox:
         self.submitted = 0
         self.open: dict[tuple[str, str], Delivery] = {}  # being attempted, by (alert, dest)
         self.write_errors = 0
+        self._writing = False
 
     # ------------------------------------------------------------------ intake
 
@@ -170,10 +171,11 @@ class Outbox:
         self._executor.shutdown(wait=True)
 
     async def flush(self) -> None:
-        """Until everything submitted or reported so far is written."""
-        while self._alerts or self._rows or self._updates:
+        """Until everything submitted or reported so far is written (a write in progress too)."""
+        while self._alerts or self._rows or self._updates or self._writing:
             self._flushed.clear()
-            self._dirty.set()
+            if self._alerts or self._rows or self._updates:
+                self._dirty.set()
             await self._flushed.wait()
 
     # ------------------------------------------------------------------ writing
@@ -184,9 +186,17 @@ class Outbox:
             await self._dirty.wait()
             self._dirty.clear()
             alerts, rows, new, updates = self._alerts, self._rows, self._new, self._updates
+            if not (alerts or rows or updates):
+                self._flushed.set()
+                continue
             self._alerts, self._rows, self._new, self._updates = [], [], [], []
+            self._writing = True
             try:
-                await loop.run_in_executor(self._executor, self.store.write, alerts, rows, updates)
+                # shielded: a cancelled writer must not cancel a batch the thread has not
+                # started yet (close() flushes first, so this is only a safety net)
+                await asyncio.shield(
+                    loop.run_in_executor(self._executor, self.store.write, alerts, rows, updates)
+                )
             except Exception as exc:  # disk full, database locked: keep it all and try again
                 self.write_errors += 1
                 log.error("outbox: cannot write the database (%s); retrying", exc)
@@ -195,6 +205,8 @@ class Outbox:
                 await asyncio.sleep(1.0)
                 self._dirty.set()
                 continue
+            finally:
+                self._writing = False
             for d in new:  # stored: now they may be sent
                 self._dispatch(d)
             if not (self._alerts or self._rows or self._updates):

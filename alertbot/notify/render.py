@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -58,6 +59,8 @@ def values(alert: Alert, spark: str = "") -> dict[str, str]:
     }
 
 
+_BARE_AMPERSAND = re.compile(r"&(?!(?:lt|gt|amp|quot|#\d+|#x[0-9A-Fa-f]+);)")
+
 GAP_NOTE = "(the feed was down before this tick: the price moved while it was)"
 
 
@@ -69,10 +72,11 @@ def render(alert: Alert, *, escape_html: bool = False, gap: bool = False, spark:
     message shows it on a line of its own.
     """
     vals = values(alert, spark)
-    if escape_html:
-        vals = {k: html.escape(v, quote=False) for k, v in vals.items()}
     template = alert.rule.message
     if template is None:
         template = DEFAULT_TEMPLATE + ("\n{sparkline}" if spark else "")
+    if escape_html:
+        vals = {k: html.escape(v, quote=False) for k, v in vals.items()}
+        template = _BARE_AMPERSAND.sub("&amp;", template)  # "A & B" in a template is text
     text = template.format_map(vals)
     return f"{text} {GAP_NOTE}" if gap else text

@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import time
 import warnings
 from collections import deque
 from itertools import count
+from typing import Any
 
 from telegram import Bot, LinkPreviewOptions
 from telegram.error import (
@@ -41,6 +43,10 @@ from telegram.error import (
 
 from alertbot.notify.delivery import Delivery, Report, backoff
 from alertbot.notify.settings import DeliverySettings
+
+# PTB 22 is moving time periods (RetryAfter.retry_after, ...) from int seconds to timedelta and
+# warns on every int it hands out; opt in to the timedelta behaviour now.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 log = logging.getLogger("alertbot.notify")
 
@@ -75,7 +81,7 @@ class TelegramSender:
         self._inflight: set[int] = set()
         self._single: set[int] = set()  # chats whose merged message was refused as too long
         self._sends: set[asyncio.Task[None]] = set()
-        self._recent: deque[float] = deque()  # start times of the last second's sends
+        self._stamps: deque[list[Any]] = deque()  # [time, answered] of recent sends
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -108,13 +114,29 @@ class TelegramSender:
 
     # ------------------------------------------------------------------ scheduling
 
+    def _window(self, now: float) -> tuple[int, float | None]:
+        """Sends that count against the overall limit now, and when the oldest stops counting.
+
+        A send counts from its start until one second after it was answered (when Telegram
+        received it lies somewhere in between): conservative, whatever the network does.
+        """
+        stamps = self._stamps
+        while stamps and stamps[0][1] and stamps[0][0] <= now - 1.0:
+            stamps.popleft()
+        counting = 0
+        frees: float | None = None
+        for end, done in stamps:
+            if not done or end > now - 1.0:
+                counting += 1
+                if done and (frees is None or end + 1.0 < frees):
+                    frees = end + 1.0
+        return counting, frees
+
     async def _run(self) -> None:
         limit = self.settings.overall_per_second
         while True:
             now = self._loop.time()
-            recent = self._recent
-            while recent and recent[0] <= now - 1.0:
-                recent.popleft()
+            counting, frees = self._window(now)
             ready = sorted(
                 (
                     chat
@@ -123,26 +145,31 @@ class TelegramSender:
                 ),
                 key=self._order.__getitem__,
             )
+            started = 0
             for chat in ready:
-                if len(recent) >= limit:
+                if counting >= limit:
                     break
-                recent.append(now)
+                counting += 1
+                started += 1
+                stamp = [now, False]
+                self._stamps.append(stamp)
                 self._inflight.add(chat)
-                task = asyncio.create_task(self._send(chat), name="telegram-send")
+                task = asyncio.create_task(self._send(chat, stamp), name="telegram-send")
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
-            # sleep until a chat's turn, the overall window opening, or new work
+            # sleep until a chat's turn, the overall window opening, or new work (a send that
+            # ends wakes this loop too)
             waits = [
                 self._next_ok.get(chat, 0.0)
                 for chat, q in self._queues.items()
                 if q and chat not in self._inflight
             ]
             wake_at = min(waits) if waits else None
-            if len(recent) >= limit and wake_at is not None:
-                wake_at = max(wake_at, recent[0] + 1.0)
+            if counting >= limit and wake_at is not None:
+                wake_at = max(wake_at, frees) if frees is not None else None
             self._wake.clear()
             timeout = None if wake_at is None else max(0.0, wake_at - self._loop.time())
-            if timeout == 0.0 and ready and len(recent) < limit:
+            if timeout == 0.0 and started:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -175,7 +202,7 @@ class TelegramSender:
 
     # ------------------------------------------------------------------ sending
 
-    async def _send(self, chat: int) -> None:
+    async def _send(self, chat: int, stamp: list[Any]) -> None:
         batch = self._take(chat)
         cfg = self.settings
         plain = batch[0].plain
@@ -230,6 +257,7 @@ class TelegramSender:
                 d.state = "sent"
                 self.report(d, "sent")
         finally:
+            stamp[0], stamp[1] = self._loop.time(), True
             self._inflight.discard(chat)
             self._wake.set()
 

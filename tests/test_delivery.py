@@ -1,0 +1,409 @@
+"""Delivery end to end: the notifier against the fake Telegram Bot API and a real webhook
+receiver, both on loopback, with the faults injected there.
+
+Times are shrunk through DeliverySettings (backoff, fallback time, timeouts); Telegram's own
+limits are kept (1 message/s per chat, 20/min per group, 30/s overall) because the bursts test
+exactly those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from alertbot.notify.notifier import Notifier
+from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.conditions import parse
+from alertbot.rules.engine import Engine
+from alertbot.rules.model import Channel, Rule
+from alertbot.store import Store
+from alertbot.ticker import Ticker
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.webhook import WebhookReceiver
+
+TOKEN = "123456:TEST-token-0123456789abcdef"
+T = 1_772_000_000_000
+CHAT = 111
+
+
+def rule(
+    id: str = "r1",
+    *,
+    notify: Sequence[str] = (),
+    message: str | None = None,
+    symbol: str = "BTCUSDT",
+) -> Rule:
+    return Rule(
+        id=id,
+        condition=parse("price > 100"),
+        symbols=(symbol,),
+        notify=tuple(notify),
+        message=message,
+    )
+
+
+def tick(symbol: str = "BTCUSDT", close: float = 101.5, time: int = T) -> Ticker:
+    return Ticker(symbol, time, close, 100.0, 110.0, 90.0, 5.0, 500.0, repr(close))
+
+
+class Harness:
+    """A notifier wired to the fakes; ``fire`` makes alerts the way the engine does."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        tg: FakeTelegram | None,
+        hook: WebhookReceiver | None,
+        *,
+        channels: dict[str, Channel] | None = None,
+        **changes: Any,
+    ) -> None:
+        base = DeliverySettings(
+            telegram_token=tg.token if tg else None,
+            telegram_api_url=tg.api_url if tg else "http://127.0.0.1:9",
+            admin_chats=(CHAT,) if tg else (),
+            webhook_url=hook.url if hook else None,
+            webhook_secret="hook-secret" if hook else None,
+            db=str(tmp / "alertbot.db"),
+            fallback_after=60.0,
+            telegram_timeout=2.0,
+            webhook_timeout=2.0,
+            backoff_initial=0.05,
+            backoff_max=0.2,
+        )
+        self.settings = dataclasses.replace(base, **changes)
+        self.channels = channels or {}
+        self.notifier = Notifier(self.settings, self.channels, out=_Lines())
+
+    async def __aenter__(self) -> Harness:
+        await self.notifier.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.notifier.close()
+
+    def fire(self, rules: Sequence[Rule], tickers: Sequence[Ticker] = ()) -> int:
+        engine = Engine(rules)
+        alerts = engine.process(tickers or [tick(r.symbols[0]) for r in rules])
+        for alert in alerts:
+            self.notifier.emit(alert, False)
+        return len(alerts)
+
+    def states(self) -> dict[str, str]:
+        store = Store(self.settings.db)
+        try:
+            return {f"{d.alert_id}>{d.destination}": d.state for d in store.deliveries()}
+        finally:
+            store.close()
+
+    async def settled(self, timeout: float = 10.0) -> None:
+        outbox = self.notifier.outbox
+        assert outbox is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                await outbox.flush()  # stored, handed to the senders, results written
+                if not outbox.open:  # nothing being attempted (a fallback would be open)
+                    return
+                await asyncio.sleep(0.01)
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver(secret="hook-secret") as receiver:
+        yield receiver
+
+
+# ------------------------------------------------------------------ Telegram
+
+
+async def test_an_alert_reaches_the_admin_chat_as_escaped_html(tmp_path, tg, hook):
+    async with Harness(tmp_path, tg, hook) as h:
+        h.fire([rule(message="<b>{symbol}</b> {condition} & {price}")])
+        await tg.wait_for_messages(1)
+        await h.settled()
+    (m,) = tg.messages
+    assert (m.chat_id, m.parse_mode) == (CHAT, "HTML")
+    assert m.text == "<b>BTCUSDT</b> price &gt; 100 &amp; 101.5"
+    assert h.states() == {f"r1:BTCUSDT:{T}>telegram:{CHAT}": "sent"}
+    assert hook.deliveries == []
+
+
+async def test_retry_after_is_honoured(tmp_path, tg, hook):
+    tg.fail_next(1, status=429, description="Too Many Requests: retry after 1", retry_after=1)
+    async with Harness(tmp_path, tg, hook) as h:
+        h.fire([rule()])
+        await tg.wait_for_messages(1, timeout=5)
+        await h.settled()
+    refused, delivered = tg.requests[-2], tg.requests[-1]
+    assert delivered.time - refused.time >= 1.0
+    assert len(tg.messages) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_server_errors_are_retried_until_delivered(tmp_path, tg, hook, status):
+    tg.fail_next(3, status=status, description="Bad Gateway")
+    async with Harness(tmp_path, tg, hook) as h:
+        h.fire([rule()])
+        await tg.wait_for_messages(1)
+        await h.settled()
+    assert len([r for r in tg.requests if r.method == "sendMessage"]) == 4
+    assert len(tg.messages) == 1
+    assert hook.deliveries == []
+
+
+async def test_a_timeout_is_retried(tmp_path, tg, hook):
+    tg.down(None)  # accepts, never answers
+    async with Harness(tmp_path, tg, hook, telegram_timeout=0.2) as h:
+        h.fire([rule()])
+        await tg.wait_for(lambda: len(tg.requests) >= 3)
+        tg.recover()
+        await tg.wait_for_messages(1)
+        await h.settled()
+    assert len(tg.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "description"),
+    [(403, "Forbidden: bot was blocked by the user"), (400, "Bad Request: chat not found")],
+)
+async def test_a_permanent_refusal_goes_to_the_fallback_webhook_at_once(
+    tmp_path, tg, hook, status, description
+):
+    tg.fail_chat(CHAT, status=status, description=description)
+    async with Harness(tmp_path, tg, hook) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(1)
+        await h.settled()
+    (d,) = hook.deliveries
+    body = orjson.loads(d.body)
+    assert (body["fallback"], body["chat_id"], body["rule"]) == (True, CHAT, "r1")
+    assert d.signature_ok is True
+    assert d.headers["idempotency-key"] == f"r1:BTCUSDT:{T}"
+    assert h.states() == {
+        f"r1:BTCUSDT:{T}>telegram:{CHAT}": "failed",
+        f"r1:BTCUSDT:{T}>fallback:{CHAT}:{hook.url}": "sent",
+    }
+    assert len([r for r in tg.requests if r.method == "sendMessage"]) == 1  # not retried
+
+
+async def test_a_template_telegram_cannot_parse_is_sent_as_plain_text(tmp_path, tg, hook):
+    async with Harness(tmp_path, tg, hook) as h:
+        h.fire([rule(message="<b>{symbol} is up")])  # the <b> is never closed
+        await tg.wait_for_messages(1)
+        await h.settled()
+    (m,) = tg.messages
+    assert (m.parse_mode, m.text) == (None, "<b>BTCUSDT is up")
+    assert hook.deliveries == []
+
+
+async def test_telegram_down_longer_than_the_fallback_time(tmp_path, tg, hook):
+    """The fallback gets it after fallback_after; Telegram, once back, too; no third copy."""
+    tg.down(502)
+    async with Harness(tmp_path, tg, hook, fallback_after=0.3) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(1)
+        assert tg.messages == []
+        tg.recover()
+        await tg.wait_for_messages(1)
+        await h.settled()
+        await asyncio.sleep(0.3)  # nothing more comes
+    assert len(hook.accepted) == 1
+    assert len(tg.messages) == 1
+    assert h.states() == {
+        f"r1:BTCUSDT:{T}>telegram:{CHAT}": "sent",
+        f"r1:BTCUSDT:{T}>fallback:{CHAT}:{hook.url}": "sent",
+    }
+
+
+async def test_both_down_then_both_back(tmp_path, tg, hook):
+    tg.down(503)
+    hook.down("500")
+    async with Harness(tmp_path, tg, hook, fallback_after=0.2) as h:
+        h.fire([rule()])
+        await hook.wait_for(lambda: len(hook.deliveries) >= 2)  # the fallback is being retried
+        hook.recover()
+        tg.recover()
+        await tg.wait_for_messages(1)
+        await hook.wait_for_deliveries(1)
+        await h.settled()
+    assert len(hook.accepted) == 1
+    assert hook.duplicates() == []
+    assert len(tg.messages) == 1
+
+
+async def test_a_failing_chat_does_not_delay_another(tmp_path, tg, hook):
+    other = 222
+    tg.fail_next(50, status=502, chat_id=CHAT)
+    async with Harness(tmp_path, tg, hook, admin_chats=(CHAT, other)) as h:
+        h.fire([rule()])
+        await tg.wait_for(lambda: len(tg.messages_to(other)) == 1, timeout=2)
+        assert tg.messages_to(CHAT) == []
+
+
+# ------------------------------------------------------------------ bursts and limits
+
+
+async def test_a_burst_of_500_alerts_to_one_chat_is_merged_and_within_the_limits(
+    tmp_path, tg, hook
+):
+    rules = [rule(f"r{i}", message="{rule} {symbol} {price}") for i in range(500)]
+    async with Harness(tmp_path, tg, hook) as h:
+        assert h.fire(rules) == 500
+        await h.settled(timeout=30)
+    texts = [line for m in tg.messages for line in m.text.split("\n\n")]
+    assert sorted(texts) == sorted(f"r{i} BTCUSDT 101.5" for i in range(500))
+    assert all(len(m.text) <= 4096 for m in tg.messages)
+    assert len(tg.messages) <= 3  # merged: about 8.5 KB of text
+    assert tg.limit_violations() == []
+
+
+async def test_a_burst_of_500_alerts_over_50_chats(tmp_path, tg, hook):
+    rules = [
+        rule(f"r{i}", notify=[f"chat:{1000 + i % 50}"], message="{rule} {price}")
+        for i in range(500)
+    ]
+    async with Harness(tmp_path, tg, hook) as h:
+        assert h.fire(rules) == 500
+        await h.settled(timeout=30)
+    assert len(tg.messages) == 50  # one merged message per chat
+    for chat in range(1000, 1050):
+        (m,) = tg.messages_to(chat)
+        assert sorted(m.text.split("\n\n")) == sorted(
+            f"r{i} 101.5" for i in range(500) if 1000 + i % 50 == chat
+        )
+    assert tg.limit_violations() == []
+
+
+async def test_a_group_gets_at_most_20_messages_a_minute(tmp_path, tg, hook):
+    group = -1001234
+    async with Harness(tmp_path, tg, hook, admin_chats=(group,)) as h:
+        for n in range(3):  # three separate frames: three messages, 3 s apart
+            h.fire([rule(f"g{n}")], [tick(time=T + n)])
+            await asyncio.sleep(0.01)
+        await h.settled(timeout=15)
+    times = [m.time for m in tg.messages_to(group)]
+    assert len(times) >= 2
+    assert all(b - a >= 2.9 for a, b in zip(times, times[1:], strict=False))
+    assert tg.limit_violations() == []
+
+
+# ------------------------------------------------------------------ webhook as a channel
+
+
+async def test_a_webhook_channel_gets_signed_json(tmp_path, hook):
+    channels = {"desk": Channel("desk", webhook=hook.url, secret_env="DESK_SECRET")}
+    async with WebhookReceiver(secret="desk-secret") as desk:
+        channels = {"desk": Channel("desk", webhook=desk.url, secret_env="DESK_SECRET")}
+        h = Harness(tmp_path, None, hook, channels=channels)
+        h.notifier.router.env = {"DESK_SECRET": "desk-secret"}
+        async with h:
+            h.fire([rule(notify=["desk"])])
+            await desk.wait_for_deliveries(1)
+            await h.settled()
+        (d,) = desk.deliveries
+    body = orjson.loads(d.body)
+    assert body == {
+        "version": 1, "id": f"r1:BTCUSDT:{T}", "rule": "r1", "symbol": "BTCUSDT",
+        "condition": "price > 100", "time": T, "price": "101.5",
+        "message": body["message"],
+    }  # fmt: skip
+    assert body["message"].startswith("BTCUSDT price > 100: price 101.5")
+    assert d.signature_ok is True
+    assert hook.deliveries == []
+
+
+@pytest.mark.parametrize("status", [400, 404, 410])
+async def test_a_webhook_4xx_is_permanent(tmp_path, hook, status):
+    hook.respond_with(status)
+    async with Harness(tmp_path, None, hook) as h:
+        h.fire([rule()])
+        await hook.wait_for(lambda: len(hook.deliveries) == 1)
+        await h.settled()
+        await asyncio.sleep(0.2)
+    assert len(hook.deliveries) == 1
+    assert h.states() == {f"r1:BTCUSDT:{T}>webhook:{hook.url}": "failed"}
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
+async def test_a_webhook_408_429_and_5xx_are_retried(tmp_path, hook, status):
+    hook.respond_with(status, status)
+    async with Harness(tmp_path, None, hook) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(1)
+        await h.settled()
+    assert [d.status for d in hook.deliveries] == [status, status, 200]
+    assert len({d.headers["idempotency-key"] for d in hook.deliveries}) == 1
+
+
+async def test_a_webhook_retry_after_is_honoured(tmp_path, hook):
+    hook.respond_with(503, retry_after=1)
+    async with Harness(tmp_path, None, hook) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(1, timeout=5)
+    first, second = hook.deliveries
+    assert second.time - first.time >= 1.0
+
+
+@pytest.mark.parametrize("mode", ["reset", "garbage", "hang"])
+async def test_a_broken_webhook_is_retried_and_never_crashes_the_sender(tmp_path, hook, mode):
+    hook.down(mode)
+    async with Harness(tmp_path, None, hook, webhook_timeout=0.2) as h:
+        h.fire([rule()])
+        await hook.wait_for(lambda: len(hook.deliveries) >= 2)
+        hook.recover()
+        await hook.wait_for_deliveries(1)
+        await h.settled()
+    assert h.states() == {f"r1:BTCUSDT:{T}>webhook:{hook.url}": "sent"}
+
+
+# ------------------------------------------------------------------ durability
+
+
+async def test_undelivered_alerts_are_resumed_at_the_next_start(tmp_path, tg, hook):
+    tg.down(502)
+    async with Harness(tmp_path, tg, hook) as h:
+        h.fire([rule()])
+        await tg.wait_for(lambda: len(tg.requests) >= 2)
+    assert h.states() == {f"r1:BTCUSDT:{T}>telegram:{CHAT}": "pending"}
+    tg.recover()
+    async with Harness(tmp_path, tg, hook) as again:
+        await tg.wait_for_messages(1)
+        await again.settled()
+    assert again.states() == {f"r1:BTCUSDT:{T}>telegram:{CHAT}": "sent"}
+
+
+async def test_the_console_is_the_default_when_nothing_else_is_configured(tmp_path):
+    async with Harness(tmp_path, None, None) as h:
+        h.fire([rule()])
+        await h.settled()
+    out = h.notifier.out
+    assert isinstance(out, _Lines)
+    assert out.lines == [
+        "2026-02-25 06:13:20 UTC  r1  BTCUSDT price > 100: price 101.5 (+1.50% 24h) at "
+        "2026-02-25 06:13:20 UTC [r1]\n"
+    ]
+    assert h.states() == {f"r1:BTCUSDT:{T}>console": "sent"}
