@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Final
@@ -58,6 +58,9 @@ _METRIC_KIND = {
     "low": _LOW,
 }
 _MOVE_KIND = {"rises": _RISE, "drops": _DROP, "moves": _MOVE}
+_OP_CODE = {">": 0, ">=": 1, "<": 2, "<=": 3}
+# how a rule is evaluated: from its compiled values, or through its condition
+_SLOW, _FAST_LEVEL, _FAST_CROSS = range(3)
 
 
 class Alert:
@@ -261,11 +264,20 @@ class _Compiled:
     __slots__ = (
         "band_high",
         "band_low",
+        "cooldown",
         "cross_leaves",
         "either",
+        "expires",
+        "fast",
+        "has_expiry",
+        "metric",
+        "once",
+        "op",
         "order",
         "pairs",
+        "rearm",
         "rule",
+        "x",
     )
 
     def __init__(self, rule: Rule, order: int) -> None:
@@ -292,6 +304,28 @@ class _Compiled:
             elif type(cond) is Move:
                 self.band_low = cond.pct * (1 - b)
         self.pairs: list[_Pair] = []
+        # A single level or one-way crossing (most rules) is evaluated from these plain values,
+        # without reaching into the rule and its condition: with a million rules, every object
+        # touched per evaluation is a likely cache miss.
+        self.fast = _SLOW
+        self.metric = _PRICE
+        self.op = 0  # levels: index into OPS order > >= < <=; crossings: 0 above, 1 below
+        self.x = 0.0
+        if type(cond) is Level:
+            self.fast = _FAST_LEVEL
+            self.metric = _METRIC_KIND[cond.metric]
+            self.op = _OP_CODE[cond.op]
+            self.x = cond.value
+        elif type(cond) is Cross and cond.direction is not None:
+            self.fast = _FAST_CROSS
+            self.metric = _METRIC_KIND[cond.metric]
+            self.op = 0 if cond.direction == "above" else 1
+            self.x = cond.value
+        self.rearm = b > 0
+        self.cooldown = rule.cooldown_ms
+        self.has_expiry = rule.expires_ms is not None
+        self.expires = rule.expires_ms if rule.expires_ms is not None else 0
+        self.once = rule.once
 
     def matches(self, symbol: str) -> bool:
         rule = self.rule
@@ -356,7 +390,8 @@ class _Index:
         order = sorted(
             (i for i, p in enumerate(self.entries) if not p.dead), key=self.keys.__getitem__
         )
-        self.keys = [self.keys[i] for i in order]
+        # fresh float objects, allocated together in sorted order: bisection reads them
+        self.keys = [self.keys[i] + 0.0 for i in order]
         self.entries = [self.entries[i] for i in order]
         self.dirty = False
         self.dead = 0
@@ -370,14 +405,14 @@ class _Index:
         if old != old or new != new:
             hit = self.entries[:]  # from or to "not computable": every comparison may change
         elif old <= new:
-            hit = self.entries[bisect_left(keys, old) : bisect_right(keys, new)]
+            hit = self.entries[_bisect_left(keys, old) : _bisect_right(keys, new)]
         else:
-            hit = self.entries[bisect_left(keys, new) : bisect_right(keys, old)]
+            hit = self.entries[_bisect_left(keys, new) : _bisect_right(keys, old)]
         self.value = new
         if new != new:
             self.glo = self.ghi = NAN
         else:
-            i = bisect_left(keys, new)
+            i = _bisect_left(keys, new)
             if i < len(keys) and keys[i] == new:
                 self.glo = self.ghi = new  # sitting on a threshold: look every tick
             else:
@@ -694,14 +729,11 @@ class Engine:
         todo = self._collect(book)
         if not todo:
             return
-        t = book.current()
-        assert t is not None
-        prev = book.previous()
         if len(todo) > 1:
             todo.sort(key=_order_of)
         for pair in todo:
             if not pair.dead:
-                self._evaluate(pair, book, t, prev, alerts)
+                self._evaluate(pair, book, alerts)
 
     def _collect(self, book: _Book) -> list[_Pair]:
         """The pairs whose state this tick may change (this is the per-tick hot path)."""
@@ -757,13 +789,63 @@ class Engine:
                 out.append(pair)
         return out
 
-    def _evaluate(
-        self, pair: _Pair, book: _Book, t: Ticker, prev: Ticker | None, alerts: list[Alert]
-    ) -> None:
+    def _evaluate(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> None:
         """Apply the firing semantics to one pair on one tick."""
         if pair.done:
             return
         c = pair.c
+        fast = c.fast
+        if fast == _FAST_LEVEL:
+            now = _metric(
+                c.metric, book.close, book.open, book.high, book.low, book.volume, book.quote
+            )
+            x = c.x
+            op = c.op
+            if op == 0:
+                truth = now > x
+            elif op == 1:
+                truth = now >= x
+            elif op == 2:
+                truth = now < x
+            else:
+                truth = now <= x
+            if truth:
+                if pair.armed and self._fire(pair, book, alerts):
+                    pair.armed = False
+            elif not pair.armed and (
+                not c.rearm or (now <= c.band_low if op < 2 else now >= c.band_high)
+            ):
+                pair.armed = True
+            return
+        if fast == _FAST_CROSS:
+            now = _metric(
+                c.metric, book.close, book.open, book.high, book.low, book.volume, book.quote
+            )
+            x = c.x
+            if book.p_time < 0:
+                truth = False
+            else:
+                before = _metric(
+                    c.metric,
+                    book.p_close,
+                    book.p_open,
+                    book.p_high,
+                    book.p_low,
+                    book.p_volume,
+                    book.p_quote,
+                )
+                truth = before < x <= now if c.op == 0 else before > x >= now
+            if truth:
+                if pair.armed and self._fire(pair, book, alerts):
+                    pair.armed = False
+            elif not pair.armed and (
+                not c.rearm or (now <= c.band_low if c.op == 0 else now >= c.band_high)
+            ):
+                pair.armed = True
+            return
+        t = book.current()
+        assert t is not None
+        prev = book.previous()
         rule = c.rule
         cond = rule.condition
         if c.either:
@@ -775,7 +857,7 @@ class Engine:
             up = before < x <= now
             down = before > x >= now
             if ((up and pair.armed) or (down and pair.armed_down)) and self._fire(
-                pair, book, t, alerts
+                pair, book, alerts
             ):
                 if up:
                     pair.armed = False
@@ -790,20 +872,20 @@ class Engine:
         if c.cross_leaves and any(_true(leaf, t, prev, book) for leaf in c.cross_leaves):
             book.recheck.append(pair)
         if truth:
-            if pair.armed and self._fire(pair, book, t, alerts):
+            if pair.armed and self._fire(pair, book, alerts):
                 pair.armed = False
         elif not pair.armed and _band_ok(c, cond, t, book):
             pair.armed = True
 
-    def _fire(self, pair: _Pair, book: _Book, t: Ticker, alerts: list[Alert]) -> bool:
+    def _fire(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> bool:
         """Fire unless expired or in cooldown (then come back when the cooldown ends)."""
-        rule = pair.c.rule
-        time = t.time
-        if rule.expires_ms is not None and time >= rule.expires_ms:
+        c = pair.c
+        time = book.time
+        if c.has_expiry and time >= c.expires:
             pair.done = True
             return False
         if pair.last_fired is not None:
-            due = pair.last_fired + rule.cooldown_ms
+            due = pair.last_fired + c.cooldown
             if time < due:
                 if pair.timer != due:
                     pair.timer = due
@@ -811,10 +893,54 @@ class Engine:
                     heapq.heappush(book.timers, (due, self._seq, pair))
                 return False
         pair.last_fired = time
-        if rule.once:
+        if c.once:
             pair.done = True
-        alerts.append(Alert(rule, book.symbol, t, book.p_time))
+        t = book.current()
+        assert t is not None
+        alerts.append(Alert(c.rule, book.symbol, t, book.p_time))
         return True
+
+
+def _metric(kind: int, c: float, o: float, h: float, lo: float, v: float, q: float) -> float:
+    """A basic metric from a tick's values (as :func:`metric_value`); NaN when not computable."""
+    if kind == _PRICE:
+        return c
+    if kind == _CHANGE:
+        return (c - o) / o * 100 if o else NAN
+    if kind == _RANGE:
+        return (h - lo) / lo * 100 if lo else NAN
+    if kind == _VOLUME:
+        return v
+    if kind == _QUOTE:
+        return q
+    if kind == _HIGH:
+        return h
+    return lo
+
+
+def _bisect_left(keys: list[float], x: float) -> int:
+    """``bisect.bisect_left`` for floats, with native comparisons once compiled."""
+    lo = 0
+    hi = len(keys)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _bisect_right(keys: list[float], x: float) -> int:
+    lo = 0
+    hi = len(keys)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x < keys[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _order_of(pair: _Pair) -> int:
