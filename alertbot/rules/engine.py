@@ -59,8 +59,6 @@ _METRIC_KIND = {
 }
 _MOVE_KIND = {"rises": _RISE, "drops": _DROP, "moves": _MOVE}
 _OP_CODE = {">": 0, ">=": 1, "<": 2, "<=": 3}
-# how a rule is evaluated: from its compiled values, or through its condition
-_SLOW, _FAST_LEVEL, _FAST_CROSS = range(3)
 
 
 class Alert:
@@ -264,18 +262,11 @@ class _Compiled:
     __slots__ = (
         "band_high",
         "band_low",
-        "cooldown",
+        "code",
         "cross_leaves",
         "either",
-        "expires",
-        "fast",
-        "has_expiry",
-        "metric",
-        "once",
-        "op",
         "order",
         "pairs",
-        "rearm",
         "rule",
         "x",
     )
@@ -304,28 +295,19 @@ class _Compiled:
             elif type(cond) is Move:
                 self.band_low = cond.pct * (1 - b)
         self.pairs: list[_Pair] = []
-        # A single level or one-way crossing (most rules) is evaluated from these plain values,
+        # A single level or one-way crossing (most rules) is evaluated from ``code`` and ``x``,
         # without reaching into the rule and its condition: with a million rules, every object
-        # touched per evaluation is a likely cache miss.
-        self.fast = _SLOW
-        self.metric = _PRICE
-        self.op = 0  # levels: index into OPS order > >= < <=; crossings: 0 above, 1 below
+        # touched per evaluation is a likely cache miss. ``code``: -1 for any other condition,
+        # else metric * 8 + op (levels, op in > >= < <= order) or metric * 8 + 4 + direction
+        # (crossings, 0 above and 1 below). One int, as every field costs 8 bytes per rule.
+        self.code = -1
         self.x = 0.0
         if type(cond) is Level:
-            self.fast = _FAST_LEVEL
-            self.metric = _METRIC_KIND[cond.metric]
-            self.op = _OP_CODE[cond.op]
+            self.code = _METRIC_KIND[cond.metric] * 8 + _OP_CODE[cond.op]
             self.x = cond.value
         elif type(cond) is Cross and cond.direction is not None:
-            self.fast = _FAST_CROSS
-            self.metric = _METRIC_KIND[cond.metric]
-            self.op = 0 if cond.direction == "above" else 1
+            self.code = _METRIC_KIND[cond.metric] * 8 + 4 + (cond.direction == "below")
             self.x = cond.value
-        self.rearm = b > 0
-        self.cooldown = rule.cooldown_ms
-        self.has_expiry = rule.expires_ms is not None
-        self.expires = rule.expires_ms if rule.expires_ms is not None else 0
-        self.once = rule.once
 
     def matches(self, symbol: str) -> bool:
         rule = self.rule
@@ -366,7 +348,7 @@ class _Pair:
 class _Index:
     """Thresholds of one metric of one symbol, sorted, with the pairs they belong to."""
 
-    __slots__ = ("dead", "dirty", "entries", "ghi", "glo", "keys", "kind", "value")
+    __slots__ = ("dead", "dirty", "entries", "ghi", "glo", "keys", "kind", "pos", "value")
 
     def __init__(self, kind: int) -> None:
         self.kind = kind
@@ -375,6 +357,7 @@ class _Index:
         # The metric on an earlier tick. Ticks that stay inside the gap do not update it: any value
         # in the same gap selects the same thresholds.
         self.value = NAN
+        self.pos = -1  # bisect_left(keys, value) when known, else -1
         self.glo = NAN  # no threshold lies strictly between glo and ghi (NaN: unknown)
         self.ghi = NAN
         self.dirty = False
@@ -395,29 +378,57 @@ class _Index:
         self.entries = [self.entries[i] for i in order]
         self.dirty = False
         self.dead = 0
+        self.pos = -1
 
     def touched(self, new: float) -> list[_Pair]:
-        """Pairs with a threshold between the previous value and ``new`` (both included)."""
+        """Pairs with a threshold between the previous value and ``new`` (both included).
+
+        The position of the previous value among the keys is kept, and the keys between it and
+        the new value are walked: a tick passes few thresholds, and neighbouring keys are close
+        in memory where the probes of a bisection over a large index are cache misses.
+        """
         if self.dirty:
             self.rebuild()
         old = self.value
         keys = self.keys
-        if old != old or new != new:
-            hit = self.entries[:]  # from or to "not computable": every comparison may change
-        elif old <= new:
-            hit = self.entries[_bisect_left(keys, old) : _bisect_right(keys, new)]
-        else:
-            hit = self.entries[_bisect_left(keys, new) : _bisect_right(keys, old)]
-        self.value = new
+        n = len(keys)
         if new != new:
+            self.value = new
+            self.pos = -1
             self.glo = self.ghi = NAN
-        else:
+            return self.entries[:]  # to "not computable": every comparison may change
+        if old != old:
+            hit = self.entries[:]  # from "not computable": likewise
             i = _bisect_left(keys, new)
-            if i < len(keys) and keys[i] == new:
-                self.glo = self.ghi = new  # sitting on a threshold: look every tick
+        else:
+            p = self.pos
+            if p < 0:
+                p = _bisect_left(keys, old)
+            if old <= new:
+                # [bisect_left(keys, old), bisect_right(keys, new))
+                b = p
+                while b < n and keys[b] <= new:
+                    b += 1
+                hit = self.entries[p:b]
+                i = b  # bisect_left(keys, new), which lies in [p, b]
+                while i > p and keys[i - 1] >= new:
+                    i -= 1
             else:
-                self.glo = keys[i - 1] if i else -INF
-                self.ghi = keys[i] if i < len(keys) else INF
+                # [bisect_left(keys, new), bisect_right(keys, old))
+                i = p
+                while i > 0 and keys[i - 1] >= new:
+                    i -= 1
+                b = p
+                while b < n and keys[b] <= old:
+                    b += 1
+                hit = self.entries[i:b]
+        self.value = new
+        self.pos = i
+        if i < n and keys[i] == new:
+            self.glo = self.ghi = new  # sitting on a threshold: look every tick
+        else:
+            self.glo = keys[i - 1] if i else -INF
+            self.ghi = keys[i] if i < n else INF
         return hit
 
 
@@ -794,54 +805,47 @@ class Engine:
         if pair.done:
             return
         c = pair.c
-        fast = c.fast
-        if fast == _FAST_LEVEL:
+        code = c.code
+        if code >= 0:
+            metric = code >> 3
             now = _metric(
-                c.metric, book.close, book.open, book.high, book.low, book.volume, book.quote
+                metric, book.close, book.open, book.high, book.low, book.volume, book.quote
             )
             x = c.x
-            op = c.op
-            if op == 0:
-                truth = now > x
-            elif op == 1:
-                truth = now >= x
-            elif op == 2:
-                truth = now < x
-            else:
-                truth = now <= x
+            if code & 4 == 0:  # a level
+                op = code & 3
+                if op == 0:
+                    truth = now > x
+                elif op == 1:
+                    truth = now >= x
+                elif op == 2:
+                    truth = now < x
+                else:
+                    truth = now <= x
+                up = op < 2
+            else:  # a one-way crossing
+                up = code & 1 == 0
+                if book.p_time < 0:
+                    truth = False  # the first tick never crosses
+                else:
+                    before = _metric(
+                        metric,
+                        book.p_close,
+                        book.p_open,
+                        book.p_high,
+                        book.p_low,
+                        book.p_volume,
+                        book.p_quote,
+                    )
+                    truth = before < x <= now if up else before > x >= now
             if truth:
                 if pair.armed and self._fire(pair, book, alerts):
                     pair.armed = False
-            elif not pair.armed and (
-                not c.rearm or (now <= c.band_low if op < 2 else now >= c.band_high)
-            ):
-                pair.armed = True
-            return
-        if fast == _FAST_CROSS:
-            now = _metric(
-                c.metric, book.close, book.open, book.high, book.low, book.volume, book.quote
-            )
-            x = c.x
-            if book.p_time < 0:
-                truth = False
-            else:
-                before = _metric(
-                    c.metric,
-                    book.p_close,
-                    book.p_open,
-                    book.p_high,
-                    book.p_low,
-                    book.p_volume,
-                    book.p_quote,
-                )
-                truth = before < x <= now if c.op == 0 else before > x >= now
-            if truth:
-                if pair.armed and self._fire(pair, book, alerts):
-                    pair.armed = False
-            elif not pair.armed and (
-                not c.rearm or (now <= c.band_low if c.op == 0 else now >= c.band_high)
-            ):
-                pair.armed = True
+            elif not pair.armed:
+                # re-arm, beyond the band when there is one (both edges are set, or neither)
+                edge = c.band_low if up else c.band_high
+                if edge != edge or (now <= edge if up else now >= edge):
+                    pair.armed = True
             return
         t = book.current()
         assert t is not None
@@ -879,13 +883,13 @@ class Engine:
 
     def _fire(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> bool:
         """Fire unless expired or in cooldown (then come back when the cooldown ends)."""
-        c = pair.c
+        rule = pair.c.rule
         time = book.time
-        if c.has_expiry and time >= c.expires:
+        if rule.expires_ms is not None and time >= rule.expires_ms:
             pair.done = True
             return False
         if pair.last_fired is not None:
-            due = pair.last_fired + c.cooldown
+            due = pair.last_fired + rule.cooldown_ms
             if time < due:
                 if pair.timer != due:
                     pair.timer = due
@@ -893,11 +897,11 @@ class Engine:
                     heapq.heappush(book.timers, (due, self._seq, pair))
                 return False
         pair.last_fired = time
-        if c.once:
+        if rule.once:
             pair.done = True
         t = book.current()
         assert t is not None
-        alerts.append(Alert(c.rule, book.symbol, t, book.p_time))
+        alerts.append(Alert(rule, book.symbol, t, book.p_time))
         return True
 
 
@@ -928,18 +932,6 @@ def _bisect_left(keys: list[float], x: float) -> int:
             lo = mid + 1
         else:
             hi = mid
-    return lo
-
-
-def _bisect_right(keys: list[float], x: float) -> int:
-    lo = 0
-    hi = len(keys)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if x < keys[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
     return lo
 
 
