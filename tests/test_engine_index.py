@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alertbot.rules.conditions import parse
+from alertbot.rules.core import Core
 from alertbot.rules.engine import _Book, _Compiled, _Index, _Pair
 from alertbot.rules.model import Rule
 
@@ -27,7 +28,7 @@ def test_touched_selects_the_thresholds_between_previous_and_new_value(
     """Also with thresholds added between ticks (``added[k]`` after the k-th value)."""
     index = _Index(0)
     compiled = _Compiled(Rule("r", parse("price > 1"), ("X",)), 0)
-    book = _Book("X")
+    book = _Book("X", Core(0))
     owners = [_Pair(compiled, book) for _ in keys]
     for key, owner in zip(keys, owners, strict=True):
         index.add(key, owner)
