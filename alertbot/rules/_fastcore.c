@@ -358,6 +358,27 @@ static int plain_symbol(PyObject *s)
 
 /* ------------------------------------------------------------------ methods */
 
+/* fast-call argument helpers: -1 with an exception set on error */
+static int nargs_ok(Py_ssize_t nargs, Py_ssize_t want, const char *name)
+{
+    if (nargs == want)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, want, nargs);
+    return -1;
+}
+
+static int arg_index(PyObject *x, Py_ssize_t *out)
+{
+    *out = PyLong_AsSsize_t(x);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int arg_double(PyObject *x, double *out)
+{
+    *out = PyFloat_AsDouble(x);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
 static PyObject *Core_scan(Core *self, PyObject *args)
 {
     PyObject *elements;
@@ -497,25 +518,6 @@ static PyObject *Core_values(Core *self, PyObject *arg)
                          self->flags);
 }
 
-static PyObject *Core_set_gap(Core *self, PyObject *args)
-{
-    Py_ssize_t i;
-    int kind;
-    double glo, ghi;
-    if (!PyArg_ParseTuple(args, "nidd", &i, &kind, &glo, &ghi))
-        return NULL;
-    Slot *s = get_slot(self, i);
-    if (s == NULL)
-        return NULL;
-    if (kind < 0 || kind >= KINDS) {
-        PyErr_SetString(PyExc_ValueError, "no such metric kind");
-        return NULL;
-    }
-    s->watch |= 1u << kind;
-    s->glo[kind] = glo;
-    s->ghi[kind] = ghi;
-    Py_RETURN_NONE;
-}
 
 static PyObject *Core_add_window(Core *self, PyObject *args)
 {
@@ -544,28 +546,6 @@ static PyObject *Core_add_window(Core *self, PyObject *args)
     return PyLong_FromSsize_t(s->nw++);
 }
 
-static PyObject *Core_set_window_gap(Core *self, PyObject *args)
-{
-    Py_ssize_t i, w;
-    int drop;
-    double glo, ghi;
-    if (!PyArg_ParseTuple(args, "nnpdd", &i, &w, &drop, &glo, &ghi))
-        return NULL;
-    Win *win = get_win(self, i, w);
-    if (win == NULL)
-        return NULL;
-    if (drop) {
-        win->drop = 1;
-        win->dglo = glo;
-        win->dghi = ghi;
-    }
-    else {
-        win->rise = 1;
-        win->rglo = glo;
-        win->rghi = ghi;
-    }
-    Py_RETURN_NONE;
-}
 
 static PyObject *Core_invalidate(Core *self, PyObject *args)
 {
@@ -579,28 +559,7 @@ static PyObject *Core_invalidate(Core *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *Core_band(Core *self, PyObject *args)
-{
-    Py_ssize_t i, w;
-    if (!PyArg_ParseTuple(args, "nn", &i, &w))
-        return NULL;
-    Win *win = get_win(self, i, w);
-    if (win == NULL)
-        return NULL;
-    band(win, self->slots[i].c);
-    Py_RETURN_NONE;
-}
 
-static PyObject *Core_extremes(Core *self, PyObject *args)
-{
-    Py_ssize_t i, w;
-    if (!PyArg_ParseTuple(args, "nn", &i, &w))
-        return NULL;
-    Win *win = get_win(self, i, w);
-    if (win == NULL)
-        return NULL;
-    return Py_BuildValue("(dd)", win->low, win->high);
-}
 
 static PyObject *Core_set_pending(Core *self, PyObject *args)
 {
@@ -628,20 +587,97 @@ static PyObject *Core_set_breaks(Core *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *Core_set_due(Core *self, PyObject *args)
+
+static PyObject *Core_set_gap(Core *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t i;
-    PyObject *due;
-    if (!PyArg_ParseTuple(args, "nO!", &i, &PyLong_Type, &due))
+    Py_ssize_t i, kind;
+    double glo, ghi;
+    if (nargs_ok(nargs, 4, "set_gap") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &kind) < 0 || arg_double(args[2], &glo) < 0 ||
+        arg_double(args[3], &ghi) < 0)
         return NULL;
     Slot *s = get_slot(self, i);
     if (s == NULL)
         return NULL;
+    if (kind < 0 || kind >= KINDS) {
+        PyErr_SetString(PyExc_ValueError, "no such metric kind");
+        return NULL;
+    }
+    s->watch |= 1u << kind;
+    s->glo[kind] = glo;
+    s->ghi[kind] = ghi;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_set_window_gap(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i, w;
+    double glo, ghi;
+    if (nargs_ok(nargs, 5, "set_window_gap") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &w) < 0 || arg_double(args[3], &glo) < 0 ||
+        arg_double(args[4], &ghi) < 0)
+        return NULL;
+    int drop = PyObject_IsTrue(args[2]);
+    if (drop < 0)
+        return NULL;
+    Win *win = get_win(self, i, w);
+    if (win == NULL)
+        return NULL;
+    if (drop) {
+        win->drop = 1;
+        win->dglo = glo;
+        win->dghi = ghi;
+    }
+    else {
+        win->rise = 1;
+        win->rglo = glo;
+        win->rghi = ghi;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_band(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i, w;
+    if (nargs_ok(nargs, 2, "band") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &w) < 0)
+        return NULL;
+    Win *win = get_win(self, i, w);
+    if (win == NULL)
+        return NULL;
+    band(win, self->slots[i].c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_extremes(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i, w;
+    if (nargs_ok(nargs, 2, "extremes") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &w) < 0)
+        return NULL;
+    Win *win = get_win(self, i, w);
+    if (win == NULL)
+        return NULL;
+    return Py_BuildValue("(dd)", win->low, win->high);
+}
+
+static PyObject *Core_settle(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    if (nargs_ok(nargs, 3, "settle") < 0 || arg_index(args[0], &i) < 0)
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    int pending = PyObject_IsTrue(args[1]);
+    if (pending < 0)
+        return NULL;
     int err = 0;
-    int64_t d = as_time(due, &err);
+    int64_t due = as_time(args[2], &err);
     if (err)
         return NULL;
-    s->due = d;
+    s->pending = pending;
+    s->due = due;
     Py_RETURN_NONE;
 }
 
@@ -689,15 +725,15 @@ static PyMethodDef Core_methods[] = {
     {"add", (PyCFunction)Core_add, METH_O, NULL},
     {"set_horizon", (PyCFunction)Core_set_horizon, METH_O, NULL},
     {"values", (PyCFunction)Core_values, METH_O, NULL},
-    {"set_gap", (PyCFunction)Core_set_gap, METH_VARARGS, NULL},
+    {"set_gap", (PyCFunction)(void (*)(void))Core_set_gap, METH_FASTCALL, NULL},
     {"add_window", (PyCFunction)Core_add_window, METH_VARARGS, NULL},
-    {"set_window_gap", (PyCFunction)Core_set_window_gap, METH_VARARGS, NULL},
+    {"set_window_gap", (PyCFunction)(void (*)(void))Core_set_window_gap, METH_FASTCALL, NULL},
     {"invalidate", (PyCFunction)Core_invalidate, METH_VARARGS, NULL},
-    {"band", (PyCFunction)Core_band, METH_VARARGS, NULL},
-    {"extremes", (PyCFunction)Core_extremes, METH_VARARGS, NULL},
+    {"band", (PyCFunction)(void (*)(void))Core_band, METH_FASTCALL, NULL},
+    {"extremes", (PyCFunction)(void (*)(void))Core_extremes, METH_FASTCALL, NULL},
     {"set_pending", (PyCFunction)Core_set_pending, METH_VARARGS, NULL},
     {"set_breaks", (PyCFunction)Core_set_breaks, METH_VARARGS, NULL},
-    {"set_due", (PyCFunction)Core_set_due, METH_VARARGS, NULL},
+    {"settle", (PyCFunction)(void (*)(void))Core_settle, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 

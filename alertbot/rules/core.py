@@ -399,5 +399,9 @@ class Core:
     def set_breaks(self, slot: int, breaks: bool) -> None:
         self.slots[slot].breaks = breaks
 
-    def set_due(self, slot: int, due: int) -> None:
-        self.slots[slot].due = due
+    def settle(self, slot: int, pending: bool, due: int) -> None:
+        """After a busy tick: whether pairs wait for the next tick, and the earliest timer
+        (-1: none)."""
+        s = self.slots[slot]
+        s.pending = pending
+        s.due = due

@@ -603,10 +603,9 @@ class Engine:
                 index = book.index(_METRIC_KIND[leaf.metric])
                 index.add(leaf.value, pair)
                 book.sync(index)
-        # the re-arm band's edges are thresholds too (only single-leaf conditions have a band)
-        for edge in (compiled.band_low, compiled.band_high):
-            if edge != edge:
-                continue
+        # The re-arm band's edges are thresholds too (only single-leaf conditions have a band),
+        # but only the edge the pair re-arms at: the other can change nothing about it.
+        for edge in _rearm_edges(compiled):
             if isinstance(cond, Move):
                 for index in book.move_indexes(cond):
                     index.add(edge, pair)
@@ -779,8 +778,7 @@ class Engine:
         for pair in todo:
             if not pair.dead:
                 self._evaluate(pair, book, alerts)
-        core.set_pending(slot, bool(book.recheck) or bool(book.fresh))
-        core.set_due(slot, timers[0][0] if timers else -1)
+        core.settle(slot, bool(book.recheck) or bool(book.fresh), timers[0][0] if timers else -1)
 
     def _evaluate(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> None:
         """Apply the firing semantics to one pair on one tick."""
@@ -915,6 +913,21 @@ def _bisect_left(keys: list[float], x: float) -> int:
         else:
             hi = mid
     return lo
+
+
+def _rearm_edges(c: _Compiled) -> list[float]:
+    """The band edges a pair of this rule re-arms at: the low one for upward conditions (and
+    moves), the high one for downward, both for ``crosses X``; none without a band."""
+    if c.band_low != c.band_low:
+        return []
+    cond = c.rule.condition
+    if type(cond) is Level:
+        return [c.band_low] if cond.op in (">", ">=") else [c.band_high]
+    if type(cond) is Cross and cond.direction is not None:
+        return [c.band_low] if cond.direction == "above" else [c.band_high]
+    if type(cond) is Move:
+        return [c.band_low]
+    return [c.band_low, c.band_high]
 
 
 def _order_of(pair: _Pair) -> int:
