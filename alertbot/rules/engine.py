@@ -63,6 +63,7 @@ _METRIC_KIND = {
 }
 _MOVE_KIND = {"rises": _RISE, "drops": _DROP, "moves": _MOVE}
 _OP_CODE = {">": 0, ">=": 1, "<": 2, "<=": 3}
+_BASIC_KINDS = 7  # _PRICE .. _LOW
 
 
 class Alert:
@@ -224,17 +225,27 @@ class _Pair:
         "armed_down",
         "book",
         "c",
+        "code",
         "dead",
         "done",
+        "edge",
         "last_fired",
         "order",
         "stamp",
         "timer",
+        "x",
     )
 
     def __init__(self, compiled: _Compiled, book: _Book) -> None:
         self.c = compiled
         self.order = compiled.order  # firing order within a tick: the order rules were added
+        # the compiled rule's fast evaluation (see _Compiled), copied here: one object less to
+        # reach per evaluation; edge: the band edge it re-arms at (NaN: no band)
+        self.code = compiled.code
+        self.x = compiled.x
+        code = compiled.code
+        up = (code & 4 == 0 and code & 3 < 2) or code & 5 == 4  # > >= or crosses above
+        self.edge = compiled.band_low if up else compiled.band_high
         self.book = book
         self.armed = True
         self.armed_down = True  # the second flag of ``crosses X``
@@ -385,7 +396,8 @@ class _Book:
         self.p_text = ""
         self.p_last: Ticker | None = None
         self.indexes: dict[tuple[int, int], _Index] = {}
-        self.basic: list[_Index] = []  # indexes of metrics of the ticker itself
+        # indexes of metrics of the ticker itself, by kind
+        self.basic: list[_Index | None] = [None] * _BASIC_KINDS
         self.windows: dict[int, _Window] = {}  # moves windows by length
         self.breaks: list[_Pair] = []
         self.fresh: list[_Pair] = []
@@ -464,7 +476,7 @@ class _Book:
                     window.drop = index
             else:
                 index = self.indexes[key] = _Index(kind)
-                self.basic.append(index)
+                self.basic[kind] = index
         return index
 
     def sync(self, index: _Index) -> None:
@@ -723,24 +735,18 @@ class Engine:
         if book.recheck:
             todo.extend(book.recheck)
             book.recheck = []
-        if kinds:
-            for index in book.basic:
-                kind = index.kind
-                if kinds >> kind & 1:
-                    todo.extend(
-                        index.touched(
-                            _metric(
-                                kind,
-                                book.close,
-                                book.open,
-                                book.high,
-                                book.low,
-                                book.volume,
-                                book.quote,
-                            )
-                        )
-                    )
-                    core.set_gap(slot, kind, index.glo, index.ghi)
+        kind = 0
+        while kinds:
+            if kinds & 1:
+                index = book.basic[kind]
+                assert index is not None
+                value = _metric(
+                    kind, book.close, book.open, book.high, book.low, book.volume, book.quote
+                )
+                todo.extend(index.touched(value))
+                core.set_gap(slot, kind, index.glo, index.ghi)
+            kinds >>= 1
+            kind += 1
         if wins:
             price = book.close
             for window in book.windows.values():
@@ -784,14 +790,13 @@ class Engine:
         """Apply the firing semantics to one pair on one tick."""
         if pair.done:
             return
-        c = pair.c
-        code = c.code
+        code = pair.code
         if code >= 0:
             metric = code >> 3
             now = _metric(
                 metric, book.close, book.open, book.high, book.low, book.volume, book.quote
             )
-            x = c.x
+            x = pair.x
             if code & 4 == 0:  # a level
                 op = code & 3
                 if op == 0:
@@ -822,11 +827,12 @@ class Engine:
                 if pair.armed and self._fire(pair, book, alerts):
                     pair.armed = False
             elif not pair.armed:
-                # re-arm, beyond the band when there is one (both edges are set, or neither)
-                edge = c.band_low if up else c.band_high
+                # re-arm, beyond the band when there is one
+                edge = pair.edge
                 if edge != edge or (now <= edge if up else now >= edge):
                     pair.armed = True
             return
+        c = pair.c
         t = book.current()
         assert t is not None
         prev = book.previous()
