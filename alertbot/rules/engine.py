@@ -780,7 +780,7 @@ class Engine:
                     pair.stamp = stamp
                     out.append(pair)
             todo = out
-            todo.sort(key=_order_of)
+            _sort_by_order(todo)
         for pair in todo:
             if not pair.dead:
                 self._evaluate(pair, book, alerts)
@@ -934,6 +934,23 @@ def _rearm_edges(c: _Compiled) -> list[float]:
     if type(cond) is Move:
         return [c.band_low]
     return [c.band_low, c.band_high]
+
+
+def _sort_by_order(pairs: list[_Pair]) -> None:
+    """Sort pairs by rule order (stable): insertion sort for the few a tick usually collects,
+    with native comparisons once compiled, rather than list.sort calling a key function."""
+    n = len(pairs)
+    if n > 16:
+        pairs.sort(key=_order_of)
+        return
+    for i in range(1, n):
+        pair = pairs[i]
+        order = pair.order
+        j = i - 1
+        while j >= 0 and pairs[j].order > order:
+            pairs[j + 1] = pairs[j]
+            j -= 1
+        pairs[j + 1] = pair
 
 
 def _order_of(pair: _Pair) -> int:
