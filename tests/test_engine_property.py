@@ -374,3 +374,16 @@ def test_long_trends_of_moves_rules(
     for chunk in _chunks(data.draw, tickers, max_cuts=2):
         got.extend(fired(engine, chunk))
     assert got == ReferenceEngine(the_rules).process(tickers)
+
+
+MANY_WINDOWS = [
+    Rule(f"w{k}", Move(kind, 4.0 if k % 2 else 10.0, 1000 * k), ("*",))
+    for k, kind in zip(range(1, 41), ("rises", "drops", "moves") * 14, strict=False)
+]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_a_symbol_with_forty_moves_windows(tickers: list[Ticker]):
+    """More windows on one symbol than fit in one 64-bit mask of the core's findings."""
+    assert fired(Engine(MANY_WINDOWS), tickers) == ReferenceEngine(MANY_WINDOWS).process(tickers)

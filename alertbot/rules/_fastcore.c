@@ -32,6 +32,7 @@ typedef struct {
     double lo, hi;
     int rise, drop;
     double rglo, rghi, dglo, dghi;
+    int hits; /* of the last tick: 1 the rise, 2 the drop left its gap */
 } Win;
 
 typedef struct {
@@ -49,7 +50,7 @@ typedef struct {
     int pending, breaks, broke;
     int64_t due;
     unsigned kinds;
-    uint64_t winbits;
+    int anyhits; /* some window's hits are set */
 } Slot;
 
 typedef struct {
@@ -223,7 +224,7 @@ static void band(Win *win, double price)
     win->hi = hi - fabs(hi) * 1e-9;
 }
 
-static uint64_t refresh(Slot *s, Win *win, Py_ssize_t w, int64_t time, double price)
+static int refresh(Slot *s, Win *win, int64_t time, double price)
 {
     int64_t start = time - win->ms;
     Py_ssize_t i = win->imin < s->min_n - 1 ? win->imin : s->min_n - 1;
@@ -237,16 +238,16 @@ static uint64_t refresh(Slot *s, Win *win, Py_ssize_t w, int64_t time, double pr
     double low = win->low = s->min_p[i];
     double high = win->high = s->max_p[j];
     win->expires = (s->min_t[i] < s->max_t[j] ? s->min_t[i] : s->max_t[j]) + win->ms;
-    uint64_t hits = 0;
+    int hits = 0;
     if (win->rise) {
         double v = low ? (price - low) / low * 100 : NAN;
         if (!(win->rglo < v && v < win->rghi))
-            hits |= (uint64_t)1 << (2 * w);
+            hits |= 1;
     }
     if (win->drop) {
         double v = high ? (high - price) / high * 100 : NAN;
         if (!(win->dglo < v && v < win->dghi))
-            hits |= (uint64_t)1 << (2 * w + 1);
+            hits |= 2;
     }
     if (!hits)
         band(win, price);
@@ -289,11 +290,12 @@ static int feed(Core *self, Slot *s, int64_t time, double c, double o, double h,
             }
         }
     }
-    uint64_t wins = 0;
+    int wins = 0;
     for (Py_ssize_t w = 0; w < s->nw; w++) {
         Win *win = &s->wins[w];
+        win->hits = 0;
         if (!(time <= win->expires && win->lo < c && c < win->hi))
-            wins |= refresh(s, win, w, time, c);
+            wins |= win->hits = refresh(s, win, time, c);
     }
     long flags = 0;
     if (s->breaks) {
@@ -305,7 +307,7 @@ static int feed(Core *self, Slot *s, int64_t time, double c, double o, double h,
     if (s->due >= 0 && s->due <= time)
         flags |= 2;
     s->kinds = kinds;
-    s->winbits = wins;
+    s->anyhits = wins;
     self->flags = flags;
     return (s->pending || kinds || wins || flags) ? BUSY : QUIET;
 }
@@ -504,6 +506,28 @@ static PyObject *Core_set_horizon(Core *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* The windows' hits as a Python int: bits 2w and 2w+1 for window w, any number of windows. */
+static PyObject *window_hits(Slot *s)
+{
+    if (!s->anyhits)
+        return PyLong_FromLong(0);
+    if (s->nw <= 32) {
+        unsigned long long bits = 0;
+        for (Py_ssize_t w = 0; w < s->nw; w++)
+            bits |= (unsigned long long)s->wins[w].hits << (2 * w);
+        return PyLong_FromUnsignedLongLong(bits);
+    }
+    size_t n = ((size_t)s->nw * 2 + 7) / 8;
+    unsigned char *bytes = PyMem_Calloc(n, 1);
+    if (bytes == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t w = 0; w < s->nw; w++)
+        bytes[(2 * w) / 8] |= (unsigned char)(s->wins[w].hits << ((2 * w) % 8));
+    PyObject *r = _PyLong_FromByteArray(bytes, n, 1, 0);
+    PyMem_Free(bytes);
+    return r;
+}
+
 static PyObject *Core_values(Core *self, PyObject *arg)
 {
     Py_ssize_t i = PyLong_AsSsize_t(arg);
@@ -512,10 +536,12 @@ static PyObject *Core_values(Core *self, PyObject *arg)
     Slot *s = get_slot(self, i);
     if (s == NULL)
         return NULL;
-    return Py_BuildValue("(LddddddOLddddddOIKl)", (long long)s->time, s->c, s->o, s->h, s->l,
+    PyObject *wins = window_hits(s);
+    if (wins == NULL)
+        return NULL;
+    return Py_BuildValue("(LddddddOLddddddOINl)", (long long)s->time, s->c, s->o, s->h, s->l,
                          s->v, s->q, s->text, (long long)s->ptime, s->pc, s->po, s->ph, s->pl,
-                         s->pv, s->pq, s->ptext, s->kinds, (unsigned long long)s->winbits,
-                         self->flags);
+                         s->pv, s->pq, s->ptext, s->kinds, wins, self->flags);
 }
 
 
@@ -528,11 +554,6 @@ static PyObject *Core_add_window(Core *self, PyObject *args)
     Slot *s = get_slot(self, i);
     if (s == NULL)
         return NULL;
-    if (s->nw >= 32) {
-        /* two bits per window in a 64-bit mask */
-        PyErr_SetString(PyExc_OverflowError, "at most 32 moves windows per symbol");
-        return NULL;
-    }
     Win *wins = PyMem_Realloc(s->wins, (size_t)(s->nw + 1) * sizeof(Win));
     if (wins == NULL)
         return PyErr_NoMemory();
