@@ -3,16 +3,24 @@
 How a ticker touches only the rules whose state can change:
 
 * Every (rule, symbol) pair is evaluated by one function, :func:`_evaluate`, which applies
-  DESIGN.md's firing semantics in full. Evaluating a pair on a tick where nothing about it changed
-  is harmless; the indexes below only decide *which* pairs to evaluate.
+  DESIGN.md's firing semantics in full (single levels and one-way crossings, most rules, from
+  values copied onto the pair). Evaluating a pair on a tick where nothing about it changed is
+  harmless; the indexes below only decide *which* pairs to evaluate.
 * Per symbol and metric, a sorted list of the thresholds that matter (the level ``X`` and the
-  re-arm band edge). If no threshold lies in the closed interval between the metric's previous
-  and current value, no comparison of that metric changed its result, so no pair registered there
-  can change state. The gap around the current value is cached, so the common case costs two
-  float comparisons; otherwise two bisections select the pairs.
+  re-arm band edge the pair re-arms at). If no threshold lies in the closed interval between the
+  metric's previous and current value, no comparison of that metric changed its result, so no
+  pair registered there can change state. The gap around the current value is cached, so the
+  common case costs two float comparisons; otherwise a walk from the previous value's position
+  selects the pairs.
 * What cannot be seen on a threshold: cooldown ends (a heap of due times per symbol), breakouts
   (pairs evaluated on a tick that breaks and on the tick after), crossings inside composites (the
   tick after a crossing), and pairs that are new (evaluated in full on their first tick).
+
+The per-symbol numbers (the last two ticks, running price extremes, the gaps, the moves windows'
+safe bands) and the quiet-or-busy decision per tick live in a :class:`Core`: the C extension
+``alertbot.rules._fastcore`` when it was compiled, else its Python twin ``alertbot.rules.core``.
+A quiet tick never reaches this module's Python code; for a busy one the core says which indexes
+and windows to look at, and the engine tells it the new gaps, pending pairs and timers.
 
 Glob rules are matched once per new symbol. Rules are added and removed while running; an index
 that gained thresholds is re-sorted lazily on its next use.
