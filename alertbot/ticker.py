@@ -14,6 +14,9 @@ from typing import Any, NamedTuple
 import orjson
 
 EVENT_TYPE = "24hrMiniTicker"
+#: event times are milliseconds since the epoch; beyond 64 bits one is garbage, not a time (and
+#: would silence its symbol for good, every later tick looking older)
+MAX_EVENT_TIME = 2**63 - 1
 
 
 class Ticker(NamedTuple):
@@ -76,7 +79,12 @@ def parse_element(obj: Any, stats: ParseStats) -> Ticker | None:
         return None
     symbol = obj.get("s")
     event_time = obj.get("E")
-    if type(symbol) is not str or not symbol or type(event_time) is not int or event_time < 0:
+    if (
+        type(symbol) is not str
+        or not symbol
+        or type(event_time) is not int
+        or not 0 <= event_time <= MAX_EVENT_TIME
+    ):
         stats.skip("bad symbol or event time")
         return None
     c = obj.get("c")
@@ -171,7 +179,7 @@ def read_element(el: object, f: Fields) -> bool:
         and isinstance(v, str)
         and isinstance(q, str)
         and s
-        and e >= 0
+        and 0 <= e <= MAX_EVENT_TIME
     ):
         return False
     try:

@@ -526,10 +526,19 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
         "peak_rss_mb": rss_mb(),
         "malformed": stats.malformed,
         "dummy_engine": bool(args.dummy_engine),
+        "build": build(),
     }
 
 
 # ------------------------------------------------------------------------------------ report
+
+
+def build() -> str:
+    """How the engine runs: mypyc-compiled or interpreted, with the C core or its Python twin."""
+    import alertbot.rules.engine as engine_module
+
+    compiled = "compiled" if not engine_module.__file__.endswith(".py") else "interpreted"
+    return f"engine {compiled}, core {engine_module.Core.__module__}.Core"
 
 
 def machine() -> str:
@@ -576,7 +585,7 @@ def size_label(n: int) -> str:
 def report(results: list[dict[str, object]], args: argparse.Namespace) -> None:
     print()
     print(f"machine: {machine()}")
-    print(f"alertbot: {revision()}")
+    print(f"alertbot: {revision()}; {results[0]['build'] if results else build()}")
     print(
         f"setup: {N_SYMBOLS} symbols per frame, {args.frames} measured frames x {args.runs} runs "
         f"(median of per-run medians), {WARMUP_FRAMES} warm-up frames, seed {args.seed}"

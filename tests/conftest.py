@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     stale = [
         str(so.relative_to(PACKAGE.parent))
         for so in PACKAGE.rglob("*.so")
-        if (source := so.with_name(so.name.split(".")[0] + ".py")).exists()
+        for suffix in (".py", ".c")
+        if (source := so.with_name(so.name.split(".")[0] + suffix)).exists()
         and source.stat().st_mtime > so.stat().st_mtime
     ]
     if stale:
@@ -27,3 +30,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             + ", ".join(stale)
             + "; rebuild with `pip install -e .` (or delete them to test the pure-Python code)"
         )
+
+
+@pytest.fixture(scope="module", params=["c", "python"], ids=["core=c", "core=python"])
+def core_impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a module's engine tests over each implementation of the engine's core: the C one
+    (``alertbot.rules._fastcore``, skipped when it was not compiled) and ``alertbot.rules.core``.
+    """
+    engine = importlib.import_module("alertbot.rules.engine")
+    if request.param == "c":
+        try:
+            core_class = importlib.import_module("alertbot.rules._fastcore").Core
+        except ImportError:
+            pytest.skip("alertbot.rules._fastcore is not compiled")
+    else:
+        core_class = importlib.import_module("alertbot.rules.core").Core
+    saved = engine.Core
+    engine.Core = core_class
+    try:
+        yield request.param
+    finally:
+        engine.Core = saved

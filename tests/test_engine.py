@@ -18,6 +18,9 @@ from alertbot.rules.model import Rule
 from alertbot.ticker import Ticker
 from tests.reference import ReferenceEngine
 
+# every engine test runs over both implementations of the core
+pytestmark = pytest.mark.usefixtures("core_impl")
+
 SYMBOL = "BTCUSDT"
 
 

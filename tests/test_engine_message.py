@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +12,9 @@ from alertbot.rules.conditions import parse
 from alertbot.rules.engine import Alert, Engine
 from alertbot.rules.model import Rule
 from alertbot.ticker import ParseStats, tickers_from_obj
+
+# every engine test runs over both implementations of the core
+pytestmark = pytest.mark.usefixtures("core_impl")
 
 RULES = [
     Rule("up", parse("price crosses above 100"), ("*USDT",)),
@@ -21,12 +25,21 @@ RULES = [
     Rule("vol", parse("all(volume > 15, price < 100)"), ("BTCUSDT", "ETHBTC")),
 ]
 
-_price = st.sampled_from(["98", "99", "99.5", "100", "100.0", "101", "102", "0"])
+_price = st.one_of(
+    st.sampled_from(["98", "99", "99.5", "100", "100.0", "101", "102", "0"]),
+    # spellings float() takes or refuses, which the C core must read alike or leave to Python
+    st.sampled_from(
+        ["1e2", "1.01E2", "+100", "-0", "-0.0", "100.", ".99e2", " 100", "1_00", "nan", "inf"]
+    ),
+    st.sampled_from(["1e400", "-1", "", "1e", "--1", "\u0661\u0660\u0660", "0x10", "1,5"]),
+)
 _good = st.fixed_dictionaries(
     {
         "e": st.just("24hrMiniTicker"),
-        "E": st.integers(0, 20).map(lambda i: 1_000_000 + i * 700),
-        "s": st.sampled_from(["BTCUSDT", "ETHUSDT", "ETHBTC", "btcusdt"]),
+        "E": st.one_of(
+            st.integers(0, 20).map(lambda i: 1_000_000 + i * 700), st.sampled_from([-1, 2**70])
+        ),
+        "s": st.sampled_from(["BTCUSDT", "ETHUSDT", "ETHBTC", "btcusdt", "EthBTC", "1000", ""]),
         "c": _price,
         "o": st.sampled_from(["100", "101", "0"]),
         "h": _price,

@@ -12,6 +12,7 @@ import random
 from itertools import pairwise
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,8 +29,11 @@ from alertbot.rules.conditions import (
 )
 from alertbot.rules.engine import Engine
 from alertbot.rules.model import Rule
-from alertbot.ticker import Ticker
+from alertbot.ticker import ParseStats, Ticker
 from tests.reference import ReferenceEngine
+
+# every engine test runs over both implementations of the core
+pytestmark = pytest.mark.usefixtures("core_impl")
 
 BASE = 1_700_000_000_000
 SYMBOLS = ("BTCUSDT", "BNCUSDT", "ETHUSDT", "ETHBTC")
@@ -207,6 +211,56 @@ def test_engine_fires_what_the_reference_fires(the_rules: list[Rule], tickers: l
     assert fired(Engine(the_rules), tickers) == ReferenceEngine(the_rules).process(tickers)
 
 
+def _number_text(x: float, style: int) -> str:
+    """Texts that float() reads as ``x``: the feed's plain decimals, and forms that only the
+    Python reader takes (the C core leaves them to it)."""
+    if style == 1 and x == int(x):
+        return str(int(x))
+    if style == 2:
+        return f" {x!r}"
+    if style == 3:
+        return f"{x:e}" if float(f"{x:e}") == x else repr(x)
+    return repr(x)
+
+
+def _element(t: Ticker, style: int) -> dict[str, Any]:
+    return {
+        "e": "24hrMiniTicker",
+        "E": t.time,
+        "s": t.symbol.lower() if style == 4 else t.symbol,
+        "c": t.price_text,
+        "o": _number_text(t.open, style),
+        "h": _number_text(t.high, style),
+        "l": _number_text(t.low, style),
+        "v": _number_text(t.volume, style),
+        "q": _number_text(t.quote_volume, style),
+    }
+
+
+@PROPERTY
+@given(rule_sets(), streams(), st.data())
+def test_the_feed_path_fires_what_the_reference_fires(
+    the_rules: list[Rule], tickers: list[Ticker], data: st.DataObject
+):
+    """process_message over frames of decoded elements (the path of the feed and replay), with
+    number and symbol spellings that the C core reads and ones it leaves to Python."""
+    engine = Engine(the_rules)
+    stats = ParseStats()
+    got: list[tuple[str, str, int]] = []
+    for chunk in _chunks(data.draw, tickers):
+        styles = data.draw(st.lists(st.integers(0, 8), min_size=len(chunk), max_size=len(chunk)))
+        frame = [_element(t, style) for t, style in zip(chunk, styles, strict=True)]
+        message: Any = frame[0] if len(frame) == 1 and styles[0] == 5 else frame
+        alerts = engine.process_message(message, stats)
+        got.extend((a.rule.id, a.symbol, a.time) for a in alerts)
+    assert got == ReferenceEngine(the_rules).process(tickers)
+    assert stats.tickers == len(tickers)
+    for symbol in SYMBOLS:
+        last = engine.last_ticker(symbol)
+        mine = [t for t in tickers if t.symbol == symbol]
+        assert (last.time if last else None) == (max(t.time for t in mine) if mine else None)
+
+
 @PROPERTY
 @given(rule_sets(), streams(), st.data())
 def test_feeding_the_stream_in_chunks_changes_nothing(
@@ -320,3 +374,16 @@ def test_long_trends_of_moves_rules(
     for chunk in _chunks(data.draw, tickers, max_cuts=2):
         got.extend(fired(engine, chunk))
     assert got == ReferenceEngine(the_rules).process(tickers)
+
+
+MANY_WINDOWS = [
+    Rule(f"w{k}", Move(kind, 4.0 if k % 2 else 10.0, 1000 * k), ("*",))
+    for k, kind in zip(range(1, 41), ("rises", "drops", "moves") * 14, strict=False)
+]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_a_symbol_with_forty_moves_windows(tickers: list[Ticker]):
+    """More windows on one symbol than fit in one 64-bit mask of the core's findings."""
+    assert fired(Engine(MANY_WINDOWS), tickers) == ReferenceEngine(MANY_WINDOWS).process(tickers)

@@ -83,6 +83,7 @@ def test_elements_of_another_market_are_skipped_and_counted_as_foreign() -> None
         pytest.param({**GOOD, "q": True}, "missing or bad number", id="bool"),
         pytest.param({**GOOD, "o": ["1"]}, "missing or bad number", id="list"),
         pytest.param({**GOOD, "E": "1732000000000"}, "bad symbol or event time", id="E-string"),
+        pytest.param({**GOOD, "E": 2**63}, "bad symbol or event time", id="E-beyond-64-bits"),
         pytest.param({**GOOD, "s": 5}, "bad symbol or event time", id="symbol-int"),
         pytest.param({**GOOD, "s": ""}, "bad symbol or event time", id="symbol-empty"),
         pytest.param({**GOOD, "e": "24hrTicker"}, "not a 24hrMiniTicker", id="other-event"),

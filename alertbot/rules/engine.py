@@ -3,16 +3,24 @@
 How a ticker touches only the rules whose state can change:
 
 * Every (rule, symbol) pair is evaluated by one function, :func:`_evaluate`, which applies
-  DESIGN.md's firing semantics in full. Evaluating a pair on a tick where nothing about it changed
-  is harmless; the indexes below only decide *which* pairs to evaluate.
+  DESIGN.md's firing semantics in full (single levels and one-way crossings, most rules, from
+  values copied onto the pair). Evaluating a pair on a tick where nothing about it changed is
+  harmless; the indexes below only decide *which* pairs to evaluate.
 * Per symbol and metric, a sorted list of the thresholds that matter (the level ``X`` and the
-  re-arm band edge). If no threshold lies in the closed interval between the metric's previous
-  and current value, no comparison of that metric changed its result, so no pair registered there
-  can change state. The gap around the current value is cached, so the common case costs two
-  float comparisons; otherwise two bisections select the pairs.
+  re-arm band edge the pair re-arms at). If no threshold lies in the closed interval between the
+  metric's previous and current value, no comparison of that metric changed its result, so no
+  pair registered there can change state. The gap around the current value is cached, so the
+  common case costs two float comparisons; otherwise a walk from the previous value's position
+  selects the pairs.
 * What cannot be seen on a threshold: cooldown ends (a heap of due times per symbol), breakouts
   (pairs evaluated on a tick that breaks and on the tick after), crossings inside composites (the
   tick after a crossing), and pairs that are new (evaluated in full on their first tick).
+
+The per-symbol numbers (the last two ticks, running price extremes, the gaps, the moves windows'
+safe bands) and the quiet-or-busy decision per tick live in a :class:`Core`: the C extension
+``alertbot.rules._fastcore`` when it was compiled, else its Python twin ``alertbot.rules.core``.
+A quiet tick never reaches this module's Python code; for a busy one the core says which indexes
+and windows to look at, and the engine tells it the new gaps, pending pairs and timers.
 
 Glob rules are matched once per new symbol. Rules are added and removed while running; an index
 that gained thresholds is re-sorted lazily on its next use.
@@ -22,10 +30,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Final
+from typing import Any, Final
 
 from alertbot.rules.conditions import (
     AllOf,
@@ -41,6 +48,11 @@ from alertbot.rules.conditions import (
     threshold_text,
 )
 from alertbot.rules.model import Rule
+
+try:
+    from alertbot.rules._fastcore import BUSY, Core
+except ImportError:  # not compiled (ALERTBOT_PURE=1, no C compiler): the same in Python
+    from alertbot.rules.core import BUSY, Core
 from alertbot.ticker import Fields, ParseStats, Ticker, parse_element, read_element, unwrap
 
 NAN = math.nan
@@ -58,6 +70,8 @@ _METRIC_KIND = {
     "low": _LOW,
 }
 _MOVE_KIND = {"rises": _RISE, "drops": _DROP, "moves": _MOVE}
+_OP_CODE = {">": 0, ">=": 1, "<": 2, "<=": 3}
+_BASIC_KINDS = 7  # _PRICE .. _LOW
 
 
 class Alert:
@@ -120,139 +134,35 @@ def metric_value(kind: int, t: Ticker) -> float:
     return t.low
 
 
-class _Prices:
-    """A symbol's recent prices, for the min and max over windows of several lengths.
-
-    One increasing list (window minimum candidates) and one decreasing list (maximum candidates)
-    cover the engine's history horizon; each window keeps a pointer to its first element, which
-    only moves forward because event time does. Every symbol keeps them, watched by a moves rule
-    or not, so a rule added later sees the symbol's recent past. They stay short: only running
-    extremes are kept.
-    """
-
-    __slots__ = ("max_p", "max_t", "min_p", "min_t", "order", "windows")
-
-    def __init__(self) -> None:
-        self.min_t: list[int] = []
-        self.min_p: list[float] = []
-        self.max_t: list[int] = []
-        self.max_p: list[float] = []
-        self.windows: dict[int, _Window] = {}
-        self.order: list[_Window] = []  # the same windows, as a list for the hot path
-
-    def window(self, ms: int) -> _Window:
-        window = self.windows.get(ms)
-        if window is None:
-            window = self.windows[ms] = _Window(ms)
-            self.order.append(window)
-        return window
-
-    def push(self, time: int, price: float, horizon: int) -> None:
-        min_t, min_p, max_t, max_p = self.min_t, self.min_p, self.max_t, self.max_p
-        while min_p and min_p[-1] >= price:
-            min_p.pop()
-            min_t.pop()
-        min_p.append(price)
-        min_t.append(time)
-        while max_p and max_p[-1] <= price:
-            max_p.pop()
-            max_t.pop()
-        max_p.append(price)
-        max_t.append(time)
-        # forget what is older than the horizon, in batches
-        if len(min_t) > 64 and min_t[0] < time - horizon:
-            cut = bisect_left(min_t, time - horizon)
-            del min_t[:cut]
-            del min_p[:cut]
-            for w in self.order:
-                w.imin = max(w.imin - cut, 0)
-        if len(max_t) > 64 and max_t[0] < time - horizon:
-            cut = bisect_left(max_t, time - horizon)
-            del max_t[:cut]
-            del max_p[:cut]
-            for w in self.order:
-                w.imax = max(w.imax - cut, 0)
-
-
 class _Window:
-    """The min and max price of one window length, over the lists of :class:`_Prices`.
+    """A moves window of one symbol: its number in the core, and its rise and drop indexes.
 
-    Refreshed lazily: while the price stays strictly inside ``(lo, hi)`` and neither extreme has
-    left the window (``time <= expires``), the extremes are unchanged and the rise and drop stay in
-    their indexes' gaps, so nothing about the window can change a pair's state.
+    The extremes and the safe band live in the :class:`Core`; every symbol keeps its recent
+    prices there, watched by a moves rule or not, so a rule added later sees the recent past.
     """
 
-    __slots__ = ("drop", "expires", "hi", "high", "imax", "imin", "lo", "low", "ms", "rise")
+    __slots__ = ("drop", "ms", "rise", "w")
 
-    def __init__(self, ms: int) -> None:
+    def __init__(self, ms: int, w: int) -> None:
         self.ms = ms
-        self.imin = 0
-        self.imax = 0
-        self.low = NAN
-        self.high = NAN
+        self.w = w
         self.rise: _Index | None = None
         self.drop: _Index | None = None
-        self.expires = -1  # no fast path until the first refresh
-        self.lo = NAN
-        self.hi = NAN
 
-    def refresh(self, prices: _Prices, time: int, price: float, todo: list[_Pair]) -> None:
-        """Bring the extremes up to date, collect touched pairs, and recompute the safe band."""
-        min_t, max_t = prices.min_t, prices.max_t
-        start = time - self.ms
-        i = min(self.imin, len(min_t) - 1)
-        while min_t[i] < start:
-            i += 1
-        self.imin = i
-        j = min(self.imax, len(max_t) - 1)
-        while max_t[j] < start:
-            j += 1
-        self.imax = j
-        low = self.low = prices.min_p[i]
-        high = self.high = prices.max_p[j]
-        self.expires = min(min_t[i], max_t[j]) + self.ms
-        # Strictly between the extremes they stay the extremes; map the gaps of the rise and
-        # drop indexes (percent) into prices, shrunk a little so rounding cannot hide a threshold.
-        lo = low
-        hi = high
-        rise = self.rise
-        if rise is not None:
-            v = (price - low) / low * 100 if low else NAN
-            if not rise.glo < v < rise.ghi:
-                todo.extend(rise.touched(v))
-            if rise.glo < rise.ghi:
-                lo = max(lo, low * (1 + rise.glo / 100))
-                hi = min(hi, low * (1 + rise.ghi / 100))
-            else:
-                hi = -INF
-        drop = self.drop
-        if drop is not None:
-            v = (high - price) / high * 100 if high else NAN
-            if not drop.glo < v < drop.ghi:
-                todo.extend(drop.touched(v))
-            if drop.glo < drop.ghi:
-                lo = max(lo, high * (1 - drop.ghi / 100))
-                hi = min(hi, high * (1 - drop.glo / 100))
-            else:
-                hi = -INF
-        self.lo = lo + abs(lo) * 1e-9
-        self.hi = hi - abs(hi) * 1e-9
 
-    def value(self, kind: int, price: float) -> float:
-        """Rise, drop, or the larger of both, in percent, for the current price."""
-        low = self.low
-        high = self.high
-        rise = (price - low) / low * 100 if low else NAN
-        drop = (high - price) / high * 100 if high else NAN
-        if kind == _RISE:
-            return rise
-        if kind == _DROP:
-            return drop
-        if rise != rise:
-            return drop
-        if drop != drop:
-            return rise
-        return rise if rise >= drop else drop
+def _move_value(kind: int, low: float, high: float, price: float) -> float:
+    """Rise, drop, or the larger of both, in percent, for the current price."""
+    rise = (price - low) / low * 100 if low else NAN
+    drop = (high - price) / high * 100 if high else NAN
+    if kind == _RISE:
+        return rise
+    if kind == _DROP:
+        return drop
+    if rise != rise:
+        return drop
+    if drop != drop:
+        return rise
+    return rise if rise >= drop else drop
 
 
 class _Compiled:
@@ -261,11 +171,13 @@ class _Compiled:
     __slots__ = (
         "band_high",
         "band_low",
+        "code",
         "cross_leaves",
         "either",
         "order",
         "pairs",
         "rule",
+        "x",
     )
 
     def __init__(self, rule: Rule, order: int) -> None:
@@ -292,6 +204,19 @@ class _Compiled:
             elif type(cond) is Move:
                 self.band_low = cond.pct * (1 - b)
         self.pairs: list[_Pair] = []
+        # A single level or one-way crossing (most rules) is evaluated from ``code`` and ``x``,
+        # without reaching into the rule and its condition: with a million rules, every object
+        # touched per evaluation is a likely cache miss. ``code``: -1 for any other condition,
+        # else metric * 8 + op (levels, op in > >= < <= order) or metric * 8 + 4 + direction
+        # (crossings, 0 above and 1 below). One int, as every field costs 8 bytes per rule.
+        self.code = -1
+        self.x = 0.0
+        if type(cond) is Level:
+            self.code = _METRIC_KIND[cond.metric] * 8 + _OP_CODE[cond.op]
+            self.x = cond.value
+        elif type(cond) is Cross and cond.direction is not None:
+            self.code = _METRIC_KIND[cond.metric] * 8 + 4 + (cond.direction == "below")
+            self.x = cond.value
 
     def matches(self, symbol: str) -> bool:
         rule = self.rule
@@ -308,17 +233,27 @@ class _Pair:
         "armed_down",
         "book",
         "c",
+        "code",
         "dead",
         "done",
+        "edge",
         "last_fired",
         "order",
         "stamp",
         "timer",
+        "x",
     )
 
     def __init__(self, compiled: _Compiled, book: _Book) -> None:
         self.c = compiled
         self.order = compiled.order  # firing order within a tick: the order rules were added
+        # the compiled rule's fast evaluation (see _Compiled), copied here: one object less to
+        # reach per evaluation; edge: the band edge it re-arms at (NaN: no band)
+        self.code = compiled.code
+        self.x = compiled.x
+        code = compiled.code
+        up = (code & 4 == 0 and code & 3 < 2) or code & 5 == 4  # > >= or crosses above
+        self.edge = compiled.band_low if up else compiled.band_high
         self.book = book
         self.armed = True
         self.armed_down = True  # the second flag of ``crosses X``
@@ -332,15 +267,17 @@ class _Pair:
 class _Index:
     """Thresholds of one metric of one symbol, sorted, with the pairs they belong to."""
 
-    __slots__ = ("dead", "dirty", "entries", "ghi", "glo", "keys", "kind", "value")
+    __slots__ = ("dead", "dirty", "entries", "ghi", "glo", "keys", "kind", "pos", "value", "w")
 
-    def __init__(self, kind: int) -> None:
+    def __init__(self, kind: int, w: int = -1) -> None:
         self.kind = kind
+        self.w = w  # the window of a rise or drop index, else -1
         self.keys: list[float] = []
         self.entries: list[_Pair] = []
         # The metric on an earlier tick. Ticks that stay inside the gap do not update it: any value
         # in the same gap selects the same thresholds.
         self.value = NAN
+        self.pos = -1  # bisect_left(keys, value) when known, else -1
         self.glo = NAN  # no threshold lies strictly between glo and ghi (NaN: unknown)
         self.ghi = NAN
         self.dirty = False
@@ -356,44 +293,77 @@ class _Index:
         order = sorted(
             (i for i, p in enumerate(self.entries) if not p.dead), key=self.keys.__getitem__
         )
-        self.keys = [self.keys[i] for i in order]
+        # fresh float objects, allocated together in sorted order: bisection reads them
+        self.keys = [self.keys[i] + 0.0 for i in order]
         self.entries = [self.entries[i] for i in order]
         self.dirty = False
         self.dead = 0
+        self.pos = -1
 
     def touched(self, new: float) -> list[_Pair]:
-        """Pairs with a threshold between the previous value and ``new`` (both included)."""
+        """Pairs with a threshold between the previous value and ``new`` (both included).
+
+        The position of the previous value among the keys is kept, and the keys between it and
+        the new value are walked: a tick passes few thresholds, and neighbouring keys are close
+        in memory where the probes of a bisection over a large index are cache misses.
+        """
         if self.dirty:
             self.rebuild()
         old = self.value
         keys = self.keys
-        if old != old or new != new:
-            hit = self.entries[:]  # from or to "not computable": every comparison may change
-        elif old <= new:
-            hit = self.entries[bisect_left(keys, old) : bisect_right(keys, new)]
-        else:
-            hit = self.entries[bisect_left(keys, new) : bisect_right(keys, old)]
-        self.value = new
+        n = len(keys)
         if new != new:
+            self.value = new
+            self.pos = -1
             self.glo = self.ghi = NAN
+            return self.entries[:]  # to "not computable": every comparison may change
+        if old != old:
+            hit = self.entries[:]  # from "not computable": likewise
+            i = _bisect_left(keys, new)
         else:
-            i = bisect_left(keys, new)
-            if i < len(keys) and keys[i] == new:
-                self.glo = self.ghi = new  # sitting on a threshold: look every tick
+            p = self.pos
+            if p < 0:
+                p = _bisect_left(keys, old)
+            if old <= new:
+                # [bisect_left(keys, old), bisect_right(keys, new))
+                b = p
+                while b < n and keys[b] <= new:
+                    b += 1
+                hit = self.entries[p:b]
+                i = b  # bisect_left(keys, new), which lies in [p, b]
+                while i > p and keys[i - 1] >= new:
+                    i -= 1
             else:
-                self.glo = keys[i - 1] if i else -INF
-                self.ghi = keys[i] if i < len(keys) else INF
+                # [bisect_left(keys, new), bisect_right(keys, old))
+                i = p
+                while i > 0 and keys[i - 1] >= new:
+                    i -= 1
+                b = p
+                while b < n and keys[b] <= old:
+                    b += 1
+                hit = self.entries[i:b]
+        self.value = new
+        self.pos = i
+        if i < n and keys[i] == new:
+            self.glo = self.ghi = new  # sitting on a threshold: look every tick
+        else:
+            self.glo = keys[i - 1] if i else -INF
+            self.ghi = keys[i] if i < n else INF
         return hit
 
 
 class _Book:
-    """Everything the engine keeps about one symbol."""
+    """Everything the engine keeps about one symbol.
+
+    The values of the last two ticks are copied from the core only for a busy tick (quiet ticks
+    never reach Python), so they are those of the last busy tick: all that evaluation needs.
+    """
 
     __slots__ = (
         "basic",
         "breaks",
-        "broke",
         "close",
+        "core",
         "fresh",
         "high",
         "indexes",
@@ -409,20 +379,22 @@ class _Book:
         "p_text",
         "p_time",
         "p_volume",
-        "prices",
         "quote",
         "recheck",
+        "slot",
         "symbol",
         "text",
         "time",
         "timers",
         "volume",
+        "windows",
     )
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str, core: Core) -> None:
         self.symbol = symbol
-        # The last accepted tick and the one before it, as plain values (no ticker is built
-        # for a tick that changes nothing); -1: none yet.
+        self.core = core
+        self.slot = core.add(symbol)
+        # the last busy tick and the one before it, as plain values; -1: none yet
         self.time = -1
         self.close = self.open = self.high = self.low = self.volume = self.quote = 0.0
         self.text = ""
@@ -432,38 +404,35 @@ class _Book:
         self.p_text = ""
         self.p_last: Ticker | None = None
         self.indexes: dict[tuple[int, int], _Index] = {}
-        self.basic: list[_Index] = []  # indexes of metrics of the ticker itself
-        self.prices = _Prices()  # recent extremes, and the windows of moves rules
+        # indexes of metrics of the ticker itself, by kind
+        self.basic: list[_Index | None] = [None] * _BASIC_KINDS
+        self.windows: dict[int, _Window] = {}  # moves windows by length
         self.breaks: list[_Pair] = []
-        self.broke = False  # the previous tick printed a new 24h high or low
         self.fresh: list[_Pair] = []
         self.recheck: list[_Pair] = []
         self.timers: list[tuple[int, int, _Pair]] = []
 
-    def window(self, ms: int) -> _Window:
-        return self.prices.window(ms)
-
-    def accept(
-        self, time: int, c: float, o: float, h: float, lo: float, v: float, q: float, text: str
-    ) -> None:
-        """Make this tick the last one and the last one the previous."""
-        self.p_time = self.time
-        self.p_close = self.close
-        self.p_open = self.open
-        self.p_high = self.high
-        self.p_low = self.low
-        self.p_volume = self.volume
-        self.p_quote = self.quote
-        self.p_text = self.text
-        self.p_last = self.last
-        self.time = time
-        self.close = c
-        self.open = o
-        self.high = h
-        self.low = lo
-        self.volume = v
-        self.quote = q
-        self.text = text
+    def load(self, v: tuple[Any, ...]) -> None:
+        """Take the last two ticks from ``Core.values``."""
+        last = self.last
+        self.time = v[0]
+        self.close = v[1]
+        self.open = v[2]
+        self.high = v[3]
+        self.low = v[4]
+        self.volume = v[5]
+        self.quote = v[6]
+        self.text = v[7]
+        p_time: int = v[8]
+        self.p_time = p_time
+        self.p_close = v[9]
+        self.p_open = v[10]
+        self.p_high = v[11]
+        self.p_low = v[12]
+        self.p_volume = v[13]
+        self.p_quote = v[14]
+        self.p_text = v[15]
+        self.p_last = last if last is not None and last.time == p_time else None
         self.last = None
 
     def current(self) -> Ticker | None:
@@ -496,20 +465,34 @@ class _Book:
             )
         return self.p_last
 
+    def window(self, ms: int) -> _Window:
+        window = self.windows.get(ms)
+        if window is None:
+            window = self.windows[ms] = _Window(ms, self.core.add_window(self.slot, ms))
+        return window
+
     def index(self, kind: int, window_ms: int = 0) -> _Index:
         key = (kind, window_ms)
         index = self.indexes.get(key)
         if index is None:
-            index = self.indexes[key] = _Index(kind)
             if window_ms:
                 window = self.window(window_ms)
+                index = self.indexes[key] = _Index(kind, window.w)
                 if kind == _RISE:
                     window.rise = index
                 else:
                     window.drop = index
             else:
-                self.basic.append(index)
+                index = self.indexes[key] = _Index(kind)
+                self.basic[kind] = index
         return index
+
+    def sync(self, index: _Index) -> None:
+        """Tell the core an index's gap."""
+        if index.w < 0:
+            self.core.set_gap(self.slot, index.kind, index.glo, index.ghi)
+        else:
+            self.core.set_window_gap(self.slot, index.w, index.kind == _DROP, index.glo, index.ghi)
 
     def move_indexes(self, leaf: Move) -> list[_Index]:
         """``moves`` is ``rises or drops``: it watches the thresholds of both.
@@ -518,8 +501,12 @@ class _Book:
         """
         kinds = (_RISE, _DROP) if leaf.kind == "moves" else (_MOVE_KIND[leaf.kind],)
         indexes = [self.index(kind, leaf.window_ms) for kind in kinds]
-        self.window(leaf.window_ms).expires = -1
+        self.core.invalidate(self.slot, self.window(leaf.window_ms).w)
         return indexes
+
+    def move_value(self, kind: int, window_ms: int, price: float) -> float:
+        low, high = self.core.extremes(self.slot, self.windows[window_ms].w)
+        return _move_value(kind, low, high, price)
 
 
 class Engine:
@@ -535,6 +522,8 @@ class Engine:
         self._books: dict[str, _Book] = {}
         # how far back every symbol's extremes are kept; widened to the longest moves window
         self._horizon = history_ms
+        self._core = Core(history_ms)
+        self._slots: list[_Book] = []  # the books by core slot
         self._rules: dict[str, _Compiled] = {}
         self._globs: list[_Compiled] = []
         self._order = 0
@@ -571,6 +560,7 @@ class Engine:
         for leaf in leaves(rule.condition):
             if isinstance(leaf, Move) and leaf.window_ms > self._horizon:
                 self._horizon = leaf.window_ms
+                self._core.set_horizon(leaf.window_ms)
         self._rules[rule.id] = compiled
         if any(_is_glob(p) for p in rule.symbols):
             self._globs.append(compiled)
@@ -598,6 +588,7 @@ class Engine:
                     index.dirty = True
             if pair in book.breaks:
                 book.breaks.remove(pair)
+                self._core.set_breaks(book.slot, bool(book.breaks))
         compiled.pairs.clear()
         return True
 
@@ -605,7 +596,8 @@ class Engine:
         """The symbol's book, created (and matched against the glob rules) on first sight."""
         book = self._books.get(symbol)
         if book is None:
-            book = self._books[symbol] = _Book(symbol)
+            book = self._books[symbol] = _Book(symbol, self._core)
+            self._slots.append(book)
             for compiled in self._globs:
                 if compiled.matches(symbol):
                     self._attach(compiled, book)
@@ -615,33 +607,45 @@ class Engine:
         pair = _Pair(compiled, book)
         compiled.pairs.append(pair)
         book.fresh.append(pair)
+        core = self._core
+        core.set_pending(book.slot, True)
         cond = compiled.rule.condition
         for leaf in leaves(cond):
             if type(leaf) is Breaks:
                 if pair not in book.breaks:
                     book.breaks.append(pair)
+                    core.set_breaks(book.slot, True)
             elif type(leaf) is Move:
                 for index in book.move_indexes(leaf):
                     index.add(leaf.pct, pair)
+                    book.sync(index)
             elif type(leaf) is Level or type(leaf) is Cross:
                 index = book.index(_METRIC_KIND[leaf.metric])
                 index.add(leaf.value, pair)
-        # the re-arm band's edges are thresholds too (only single-leaf conditions have a band)
-        for edge in (compiled.band_low, compiled.band_high):
-            if edge != edge:
-                continue
+                book.sync(index)
+        # The re-arm band's edges are thresholds too (only single-leaf conditions have a band),
+        # but only the edge the pair re-arms at: the other can change nothing about it.
+        for edge in _rearm_edges(compiled):
             if isinstance(cond, Move):
                 for index in book.move_indexes(cond):
                     index.add(edge, pair)
+                    book.sync(index)
             elif isinstance(cond, Level | Cross):
-                book.index(_METRIC_KIND[cond.metric]).add(edge, pair)
+                index = book.index(_METRIC_KIND[cond.metric])
+                index.add(edge, pair)
+                book.sync(index)
 
     # ------------------------------------------------------------ evaluation
 
     def last_ticker(self, symbol: str) -> Ticker | None:
         """The symbol's last accepted ticker, if any."""
         book = self._books.get(symbol)
-        return book.current() if book is not None else None
+        if book is None:
+            return None
+        v = self._core.values(book.slot)
+        if v[0] < 0:
+            return None
+        return Ticker(symbol, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
 
     def symbols(self) -> list[str]:
         """Symbols that rules name or that have been seen on the feed."""
@@ -657,54 +661,81 @@ class Engine:
     def process_message(self, message: object, stats: ParseStats) -> list[Alert]:
         """``process(tickers_from_obj(message, stats))`` without building a ticker per element.
 
-        The feed's path: well-formed elements go straight into the symbols' state, and a
-        :class:`Ticker` is built only for a tick that has pairs to evaluate.
+        The feed's path: the core reads well-formed elements of known symbols straight into
+        their state and stops only at a busy tick (then evaluated here) or at an element it
+        leaves to Python (malformed, or a symbol seen for the first time).
         """
         alerts: list[Alert] = []
-        f = self._fields
-        good = 0
-        for el in unwrap(message, stats):
-            if not read_element(el, f):
-                t = parse_element(el, stats)  # classifies and counts what is wrong
-                if t is not None:
-                    self._accept_ticker(t, alerts)
-                continue
-            good += 1
-            book = self._book(f.symbol)
-            if f.time <= book.time:
-                continue  # a duplicate or out of order
-            book.accept(f.time, f.close, f.open, f.high, f.low, f.volume, f.quote_volume, f.text)
-            self._step(book, alerts)
-        stats.tickers += good
+        elements = unwrap(message, stats)
+        core = self._core
+        core.good = 0
+        n = len(elements)
+        i = 0
+        while i < n:
+            r = core.scan(elements, i)
+            i = r >> 1
+            if i >= n:
+                break
+            if r & 1:
+                self._busy(self._slots[core.slot], alerts, None)
+            else:
+                self._element(elements[i], stats, alerts)
+            i += 1
+        stats.tickers += core.good
         return alerts
+
+    def _element(self, el: object, stats: ParseStats, alerts: list[Alert]) -> None:
+        f = self._fields
+        if read_element(el, f):
+            stats.tickers += 1
+            book = self._book(f.symbol)
+            if (
+                self._core.feed(
+                    book.slot,
+                    f.time,
+                    f.close,
+                    f.open,
+                    f.high,
+                    f.low,
+                    f.volume,
+                    f.quote_volume,
+                    f.text,
+                )
+                == BUSY
+            ):
+                self._busy(book, alerts, None)
+        else:
+            t = parse_element(el, stats)  # classifies and counts what is wrong
+            if t is not None:
+                self._accept_ticker(t, alerts)
 
     def _accept_ticker(self, t: Ticker, alerts: list[Alert]) -> None:
         book = self._book(t.symbol)
-        if t.time <= book.time:
-            return  # a duplicate or out of order
-        book.accept(t.time, t.close, t.open, t.high, t.low, t.volume, t.quote_volume, t.price_text)
-        book.last = t
-        self._step(book, alerts)
+        r = self._core.feed(
+            book.slot,
+            t.time,
+            t.close,
+            t.open,
+            t.high,
+            t.low,
+            t.volume,
+            t.quote_volume,
+            t.price_text,
+        )
+        if r == BUSY:
+            self._busy(book, alerts, t)
 
-    def _step(self, book: _Book, alerts: list[Alert]) -> None:
-        """One accepted tick of a symbol: collect what it may change, evaluate that."""
-        book.prices.push(book.time, book.close, self._horizon)
-        if not (book.indexes or book.fresh or book.breaks or book.timers):
-            return  # no rule watches this symbol
-        todo = self._collect(book)
-        if not todo:
-            return
-        t = book.current()
-        assert t is not None
-        prev = book.previous()
-        if len(todo) > 1:
-            todo.sort(key=_order_of)
-        for pair in todo:
-            if not pair.dead:
-                self._evaluate(pair, book, t, prev, alerts)
-
-    def _collect(self, book: _Book) -> list[_Pair]:
-        """The pairs whose state this tick may change (this is the per-tick hot path)."""
+    def _busy(self, book: _Book, alerts: list[Alert], t: Ticker | None) -> None:
+        """A tick the core found busy: collect the pairs it may change, evaluate them."""
+        core = self._core
+        slot = book.slot
+        v = core.values(slot)
+        book.load(v)
+        if t is not None:
+            book.last = t
+        kinds: int = v[16]
+        wins: int = v[17]
+        flags: int = v[18]
         todo: list[_Pair] = []
         if book.fresh:
             todo.extend(book.fresh)
@@ -712,58 +743,107 @@ class Engine:
         if book.recheck:
             todo.extend(book.recheck)
             book.recheck = []
-        price = book.close
-        for index in book.basic:
-            kind = index.kind
-            if kind == _PRICE:
-                v = price
-            elif kind == _CHANGE:
-                o = book.open
-                v = (price - o) / o * 100 if o else NAN
-            elif kind == _VOLUME:
-                v = book.volume
-            elif kind == _QUOTE:
-                v = book.quote
-            elif kind == _RANGE:
-                lo = book.low
-                v = (book.high - lo) / lo * 100 if lo else NAN
-            elif kind == _HIGH:
-                v = book.high
-            else:
-                v = book.low
-            if not index.glo < v < index.ghi:
-                todo.extend(index.touched(v))
-        time = book.time
-        prices = book.prices
-        for w in prices.order:
-            if not (time <= w.expires and w.lo < price < w.hi):
-                w.refresh(prices, time, price, todo)
-        if book.breaks:
-            broke = book.p_time >= 0 and (book.high > book.p_high or book.low < book.p_low)
-            if broke or book.broke:
-                todo.extend(book.breaks)
-            book.broke = broke
+        kind = 0
+        while kinds:
+            if kinds & 1:
+                index = book.basic[kind]
+                assert index is not None
+                value = _metric(
+                    kind, book.close, book.open, book.high, book.low, book.volume, book.quote
+                )
+                todo.extend(index.touched(value))
+                core.set_gap(slot, kind, index.glo, index.ghi)
+            kinds >>= 1
+            kind += 1
+        if wins:
+            price = book.close
+            for window in book.windows.values():
+                w = window.w
+                hits = wins >> (2 * w) & 3
+                if not hits:
+                    continue
+                low, high = core.extremes(slot, w)
+                rise = window.rise
+                if hits & 1 and rise is not None:
+                    todo.extend(rise.touched((price - low) / low * 100 if low else NAN))
+                    core.set_window_gap(slot, w, False, rise.glo, rise.ghi)
+                drop = window.drop
+                if hits & 2 and drop is not None:
+                    todo.extend(drop.touched((high - price) / high * 100 if high else NAN))
+                    core.set_window_gap(slot, w, True, drop.glo, drop.ghi)
+                core.band(slot, w)
+        if flags & 1:
+            todo.extend(book.breaks)
         timers = book.timers
-        while timers and timers[0][0] <= time:
-            todo.append(heapq.heappop(timers)[2])
-        if len(todo) < 2:
-            return todo
-        self._tick += 1
-        stamp = self._tick
-        out = []
+        if flags & 2:
+            time = book.time
+            while timers and timers[0][0] <= time:
+                todo.append(heapq.heappop(timers)[2])
+        if len(todo) > 1:
+            self._tick += 1
+            stamp = self._tick
+            out = []
+            for pair in todo:
+                if pair.stamp != stamp:
+                    pair.stamp = stamp
+                    out.append(pair)
+            todo = out
+            _sort_by_order(todo)
         for pair in todo:
-            if pair.stamp != stamp:
-                pair.stamp = stamp
-                out.append(pair)
-        return out
+            if not pair.dead:
+                self._evaluate(pair, book, alerts)
+        core.settle(slot, bool(book.recheck) or bool(book.fresh), timers[0][0] if timers else -1)
 
-    def _evaluate(
-        self, pair: _Pair, book: _Book, t: Ticker, prev: Ticker | None, alerts: list[Alert]
-    ) -> None:
+    def _evaluate(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> None:
         """Apply the firing semantics to one pair on one tick."""
         if pair.done:
             return
+        code = pair.code
+        if code >= 0:
+            metric = code >> 3
+            now = _metric(
+                metric, book.close, book.open, book.high, book.low, book.volume, book.quote
+            )
+            x = pair.x
+            if code & 4 == 0:  # a level
+                op = code & 3
+                if op == 0:
+                    truth = now > x
+                elif op == 1:
+                    truth = now >= x
+                elif op == 2:
+                    truth = now < x
+                else:
+                    truth = now <= x
+                up = op < 2
+            else:  # a one-way crossing
+                up = code & 1 == 0
+                if book.p_time < 0:
+                    truth = False  # the first tick never crosses
+                else:
+                    before = _metric(
+                        metric,
+                        book.p_close,
+                        book.p_open,
+                        book.p_high,
+                        book.p_low,
+                        book.p_volume,
+                        book.p_quote,
+                    )
+                    truth = before < x <= now if up else before > x >= now
+            if truth:
+                if pair.armed and self._fire(pair, book, alerts):
+                    pair.armed = False
+            elif not pair.armed:
+                # re-arm, beyond the band when there is one
+                edge = pair.edge
+                if edge != edge or (now <= edge if up else now >= edge):
+                    pair.armed = True
+            return
         c = pair.c
+        t = book.current()
+        assert t is not None
+        prev = book.previous()
         rule = c.rule
         cond = rule.condition
         if c.either:
@@ -775,7 +855,7 @@ class Engine:
             up = before < x <= now
             down = before > x >= now
             if ((up and pair.armed) or (down and pair.armed_down)) and self._fire(
-                pair, book, t, alerts
+                pair, book, alerts
             ):
                 if up:
                     pair.armed = False
@@ -790,15 +870,15 @@ class Engine:
         if c.cross_leaves and any(_true(leaf, t, prev, book) for leaf in c.cross_leaves):
             book.recheck.append(pair)
         if truth:
-            if pair.armed and self._fire(pair, book, t, alerts):
+            if pair.armed and self._fire(pair, book, alerts):
                 pair.armed = False
         elif not pair.armed and _band_ok(c, cond, t, book):
             pair.armed = True
 
-    def _fire(self, pair: _Pair, book: _Book, t: Ticker, alerts: list[Alert]) -> bool:
+    def _fire(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> bool:
         """Fire unless expired or in cooldown (then come back when the cooldown ends)."""
         rule = pair.c.rule
-        time = t.time
+        time = book.time
         if rule.expires_ms is not None and time >= rule.expires_ms:
             pair.done = True
             return False
@@ -813,8 +893,72 @@ class Engine:
         pair.last_fired = time
         if rule.once:
             pair.done = True
+        t = book.current()
+        assert t is not None
         alerts.append(Alert(rule, book.symbol, t, book.p_time))
         return True
+
+
+def _metric(kind: int, c: float, o: float, h: float, lo: float, v: float, q: float) -> float:
+    """A basic metric from a tick's values (as :func:`metric_value`); NaN when not computable."""
+    if kind == _PRICE:
+        return c
+    if kind == _CHANGE:
+        return (c - o) / o * 100 if o else NAN
+    if kind == _RANGE:
+        return (h - lo) / lo * 100 if lo else NAN
+    if kind == _VOLUME:
+        return v
+    if kind == _QUOTE:
+        return q
+    if kind == _HIGH:
+        return h
+    return lo
+
+
+def _bisect_left(keys: list[float], x: float) -> int:
+    """``bisect.bisect_left`` for floats, with native comparisons once compiled."""
+    lo = 0
+    hi = len(keys)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _rearm_edges(c: _Compiled) -> list[float]:
+    """The band edges a pair of this rule re-arms at: the low one for upward conditions (and
+    moves), the high one for downward, both for ``crosses X``; none without a band."""
+    if c.band_low != c.band_low:
+        return []
+    cond = c.rule.condition
+    if type(cond) is Level:
+        return [c.band_low] if cond.op in (">", ">=") else [c.band_high]
+    if type(cond) is Cross and cond.direction is not None:
+        return [c.band_low] if cond.direction == "above" else [c.band_high]
+    if type(cond) is Move:
+        return [c.band_low]
+    return [c.band_low, c.band_high]
+
+
+def _sort_by_order(pairs: list[_Pair]) -> None:
+    """Sort pairs by rule order (stable): insertion sort for the few a tick usually collects,
+    with native comparisons once compiled, rather than list.sort calling a key function."""
+    n = len(pairs)
+    if n > 16:
+        pairs.sort(key=_order_of)
+        return
+    for i in range(1, n):
+        pair = pairs[i]
+        order = pair.order
+        j = i - 1
+        while j >= 0 and pairs[j].order > order:
+            pairs[j + 1] = pairs[j]
+            j -= 1
+        pairs[j + 1] = pair
 
 
 def _order_of(pair: _Pair) -> int:
@@ -860,8 +1004,7 @@ def _true(cond: Condition, t: Ticker, prev: Ticker | None, book: _Book) -> bool:
         return t.high > prev.high if cond.side == "high" else t.low < prev.low
     if kind is Move:
         assert isinstance(cond, Move)
-        window = book.prices.windows[cond.window_ms]
-        return window.value(_MOVE_KIND[cond.kind], t.close) >= cond.pct
+        return book.move_value(_MOVE_KIND[cond.kind], cond.window_ms, t.close) >= cond.pct
     if kind is AllOf:
         assert isinstance(cond, AllOf)
         return all(_true(p, t, prev, book) for p in cond.parts)
@@ -894,6 +1037,6 @@ def _band_ok(c: _Compiled, cond: Condition, t: Ticker, book: _Book) -> bool:
         return v <= c.band_low if cond.direction == "above" else v >= c.band_high
     if type(cond) is Move:
         assert isinstance(cond, Move)
-        v = book.prices.windows[cond.window_ms].value(_MOVE_KIND[cond.kind], t.close)
+        v = book.move_value(_MOVE_KIND[cond.kind], cond.window_ms, t.close)
         return v < c.band_low
     return True  # breaks and composites have no band

@@ -1,0 +1,814 @@
+/* alertbot.rules._fastcore: alertbot/rules/core.py's Core, in C.
+ *
+ * The engine's per-symbol numbers (last two ticks, running price extremes, the gaps of the
+ * threshold indexes, the safe bands of the moves windows) and the per-tick filter that tells a
+ * quiet tick from a busy one. Core.scan() reads a decoded !miniTicker@arr frame element by
+ * element without creating a Python object and stops only where the engine's Python code is
+ * needed. core.py is the specification: every method here does exactly what its namesake there
+ * does, with the same floating-point expressions in the same order, so results are identical.
+ *
+ * scan() reads only elements it can read exactly as alertbot.ticker.read_element would
+ * (exact dict, no "st", plain ASCII decimals, an upper-case ASCII symbol, an event time that
+ * fits in 64 bits); anything else is handed back to Python, which reads it as before.
+ * Times are int64: a time beyond that range is clamped (no feed sends one).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define KINDS 7
+#define DUPLICATE 0
+#define QUIET 1
+#define BUSY 2
+
+typedef struct {
+    int64_t ms;
+    Py_ssize_t imin, imax;
+    double low, high;
+    int64_t expires;
+    double lo, hi;
+    int rise, drop;
+    double rglo, rghi, dglo, dghi;
+    int hits; /* of the last tick: 1 the rise, 2 the drop left its gap */
+} Win;
+
+typedef struct {
+    int64_t time, ptime;
+    double c, o, h, l, v, q;
+    double pc, po, ph, pl, pv, pq;
+    PyObject *text, *ptext; /* owned */
+    int64_t *min_t, *max_t;
+    double *min_p, *max_p;
+    Py_ssize_t min_n, max_n, min_cap, max_cap;
+    unsigned watch;
+    double glo[KINDS], ghi[KINDS];
+    Win *wins;
+    Py_ssize_t nw;
+    int pending, breaks, broke;
+    int64_t due;
+    unsigned kinds;
+    int anyhits; /* some window's hits are set */
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    int64_t horizon;
+    Slot *slots;
+    Py_ssize_t n, cap;
+    PyObject *symbols; /* dict: str -> int */
+    Py_ssize_t good;
+    Py_ssize_t slot;
+    long flags;
+} Core;
+
+static PyObject *s_e, *s_E, *s_s, *s_c, *s_o, *s_h, *s_l, *s_v, *s_q, *s_st, *s_event;
+
+/* ------------------------------------------------------------------ helpers */
+
+static inline double metric(int k, double c, double o, double h, double lo, double v, double q)
+{
+    switch (k) {
+    case 0: return c;
+    case 1: return o ? (c - o) / o * 100 : NAN;
+    case 2: return lo ? (h - lo) / lo * 100 : NAN;
+    case 3: return v;
+    case 4: return q;
+    case 5: return h;
+    default: return lo;
+    }
+}
+
+static inline double pmax(double a, double b) { return b > a ? b : a; }
+static inline double pmin(double a, double b) { return b < a ? b : a; }
+
+static int64_t as_time(PyObject *x, int *err)
+{
+    int overflow = 0;
+    long long t = PyLong_AsLongLongAndOverflow(x, &overflow);
+    if (t == -1 && PyErr_Occurred()) {
+        *err = 1;
+        return 0;
+    }
+    if (overflow > 0)
+        return INT64_MAX;
+    if (overflow < 0)
+        return INT64_MIN;
+    return (int64_t)t;
+}
+
+static Slot *get_slot(Core *self, Py_ssize_t i)
+{
+    if (i < 0 || i >= self->n) {
+        PyErr_SetString(PyExc_IndexError, "no such slot");
+        return NULL;
+    }
+    return &self->slots[i];
+}
+
+static Win *get_win(Core *self, Py_ssize_t i, Py_ssize_t w)
+{
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    if (w < 0 || w >= s->nw) {
+        PyErr_SetString(PyExc_IndexError, "no such window");
+        return NULL;
+    }
+    return &s->wins[w];
+}
+
+static int grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t size)
+{
+    if (need <= *cap)
+        return 0;
+    Py_ssize_t cap2 = *cap ? *cap * 2 : 16;
+    while (cap2 < need)
+        cap2 *= 2;
+    void *q = PyMem_Realloc(*p, (size_t)cap2 * size);
+    if (q == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *p = q;
+    *cap = cap2;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ per tick */
+
+static Py_ssize_t bisect_t(const int64_t *t, Py_ssize_t n, int64_t x)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (t[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int push(Core *self, Slot *s, int64_t time, double price)
+{
+    while (s->min_n && s->min_p[s->min_n - 1] >= price)
+        s->min_n--;
+    if (s->min_n + 1 > s->min_cap) {
+        Py_ssize_t cap_t = s->min_cap, cap_p = s->min_cap;
+        if (grow((void **)&s->min_t, &cap_t, s->min_n + 1, sizeof(int64_t)) < 0 ||
+            grow((void **)&s->min_p, &cap_p, s->min_n + 1, sizeof(double)) < 0)
+            return -1;
+        s->min_cap = cap_t;
+    }
+    s->min_t[s->min_n] = time;
+    s->min_p[s->min_n] = price;
+    s->min_n++;
+    while (s->max_n && s->max_p[s->max_n - 1] <= price)
+        s->max_n--;
+    if (s->max_n + 1 > s->max_cap) {
+        Py_ssize_t cap_t = s->max_cap, cap_p = s->max_cap;
+        if (grow((void **)&s->max_t, &cap_t, s->max_n + 1, sizeof(int64_t)) < 0 ||
+            grow((void **)&s->max_p, &cap_p, s->max_n + 1, sizeof(double)) < 0)
+            return -1;
+        s->max_cap = cap_t;
+    }
+    s->max_t[s->max_n] = time;
+    s->max_p[s->max_n] = price;
+    s->max_n++;
+    /* forget what is older than the horizon, in batches */
+    int64_t edge = time - self->horizon;
+    if (s->min_n > 64 && s->min_t[0] < edge) {
+        Py_ssize_t cut = bisect_t(s->min_t, s->min_n, edge);
+        memmove(s->min_t, s->min_t + cut, (size_t)(s->min_n - cut) * sizeof(int64_t));
+        memmove(s->min_p, s->min_p + cut, (size_t)(s->min_n - cut) * sizeof(double));
+        s->min_n -= cut;
+        for (Py_ssize_t w = 0; w < s->nw; w++)
+            s->wins[w].imin = s->wins[w].imin - cut > 0 ? s->wins[w].imin - cut : 0;
+    }
+    if (s->max_n > 64 && s->max_t[0] < edge) {
+        Py_ssize_t cut = bisect_t(s->max_t, s->max_n, edge);
+        memmove(s->max_t, s->max_t + cut, (size_t)(s->max_n - cut) * sizeof(int64_t));
+        memmove(s->max_p, s->max_p + cut, (size_t)(s->max_n - cut) * sizeof(double));
+        s->max_n -= cut;
+        for (Py_ssize_t w = 0; w < s->nw; w++)
+            s->wins[w].imax = s->wins[w].imax - cut > 0 ? s->wins[w].imax - cut : 0;
+    }
+    return 0;
+}
+
+static void band(Win *win, double price)
+{
+    (void)price;
+    double low = win->low, high = win->high;
+    double lo = low, hi = high;
+    if (win->rise) {
+        if (win->rglo < win->rghi) {
+            lo = pmax(lo, low * (1 + win->rglo / 100));
+            hi = pmin(hi, low * (1 + win->rghi / 100));
+        }
+        else
+            hi = -INFINITY;
+    }
+    if (win->drop) {
+        if (win->dglo < win->dghi) {
+            lo = pmax(lo, high * (1 - win->dghi / 100));
+            hi = pmin(hi, high * (1 - win->dglo / 100));
+        }
+        else
+            hi = -INFINITY;
+    }
+    win->lo = lo + fabs(lo) * 1e-9;
+    win->hi = hi - fabs(hi) * 1e-9;
+}
+
+static int refresh(Slot *s, Win *win, int64_t time, double price)
+{
+    int64_t start = time - win->ms;
+    Py_ssize_t i = win->imin < s->min_n - 1 ? win->imin : s->min_n - 1;
+    while (s->min_t[i] < start)
+        i++;
+    win->imin = i;
+    Py_ssize_t j = win->imax < s->max_n - 1 ? win->imax : s->max_n - 1;
+    while (s->max_t[j] < start)
+        j++;
+    win->imax = j;
+    double low = win->low = s->min_p[i];
+    double high = win->high = s->max_p[j];
+    win->expires = (s->min_t[i] < s->max_t[j] ? s->min_t[i] : s->max_t[j]) + win->ms;
+    int hits = 0;
+    if (win->rise) {
+        double v = low ? (price - low) / low * 100 : NAN;
+        if (!(win->rglo < v && v < win->rghi))
+            hits |= 1;
+    }
+    if (win->drop) {
+        double v = high ? (high - price) / high * 100 : NAN;
+        if (!(win->dglo < v && v < win->dghi))
+            hits |= 2;
+    }
+    if (!hits)
+        band(win, price);
+    return hits;
+}
+
+/* -1 on error */
+static int feed(Core *self, Slot *s, int64_t time, double c, double o, double h, double lo,
+                double v, double q, PyObject *text)
+{
+    if (time <= s->time)
+        return DUPLICATE;
+    s->ptime = s->time;
+    s->pc = s->c;
+    s->po = s->o;
+    s->ph = s->h;
+    s->pl = s->l;
+    s->pv = s->v;
+    s->pq = s->q;
+    Py_XSETREF(s->ptext, s->text); /* the reference moves */
+    Py_INCREF(text);
+    s->text = text;
+    s->time = time;
+    s->c = c;
+    s->o = o;
+    s->h = h;
+    s->l = lo;
+    s->v = v;
+    s->q = q;
+    if (push(self, s, time, c) < 0)
+        return -1;
+    unsigned kinds = 0;
+    unsigned watch = s->watch;
+    if (watch) {
+        for (int k = 0; k < KINDS; k++) {
+            if (watch >> k & 1) {
+                double x = metric(k, c, o, h, lo, v, q);
+                if (!(s->glo[k] < x && x < s->ghi[k]))
+                    kinds |= 1u << k;
+            }
+        }
+    }
+    int wins = 0;
+    for (Py_ssize_t w = 0; w < s->nw; w++) {
+        Win *win = &s->wins[w];
+        win->hits = 0;
+        if (!(time <= win->expires && win->lo < c && c < win->hi))
+            wins |= win->hits = refresh(s, win, time, c);
+    }
+    long flags = 0;
+    if (s->breaks) {
+        int broke = s->ptime >= 0 && (h > s->ph || lo < s->pl);
+        if (broke || s->broke)
+            flags |= 1;
+        s->broke = broke;
+    }
+    if (s->due >= 0 && s->due <= time)
+        flags |= 2;
+    s->kinds = kinds;
+    s->anyhits = wins;
+    self->flags = flags;
+    return (s->pending || kinds || wins || flags) ? BUSY : QUIET;
+}
+
+/* ------------------------------------------------------------------ reading elements */
+
+/* A decimal as float() reads it, for the plain ASCII forms Binance sends; 0 when the caller
+ * must leave the element to Python (also for values read_element rejects). */
+static int read_number(PyObject *x, double *out)
+{
+    if (!PyUnicode_CheckExact(x) || !PyUnicode_IS_ASCII(x))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(x);
+    const char *p = (const char *)PyUnicode_DATA(x);
+    if (n == 0 || n > 64)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!((ch >= '0' && ch <= '9') || ch == '.' || ch == 'e' || ch == 'E' || ch == '+' ||
+              ch == '-'))
+            return 0;
+    }
+    char *end = NULL;
+    double d = PyOS_string_to_double(p, &end, NULL);
+    if (d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (end != p + n)
+        return 0;
+    if (!(0.0 <= d && d < INFINITY))
+        return 0;
+    *out = d;
+    return 1;
+}
+
+static int plain_symbol(PyObject *s)
+{
+    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_ASCII(s))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    const char *p = (const char *)PyUnicode_DATA(s);
+    if (n == 0)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p[i] >= 'a' && p[i] <= 'z')
+            return 0; /* upper() would change it */
+    return 1;
+}
+
+/* ------------------------------------------------------------------ methods */
+
+/* fast-call argument helpers: -1 with an exception set on error */
+static int nargs_ok(Py_ssize_t nargs, Py_ssize_t want, const char *name)
+{
+    if (nargs == want)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, want, nargs);
+    return -1;
+}
+
+static int arg_index(PyObject *x, Py_ssize_t *out)
+{
+    *out = PyLong_AsSsize_t(x);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int arg_double(PyObject *x, double *out)
+{
+    *out = PyFloat_AsDouble(x);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *Core_scan(Core *self, PyObject *args)
+{
+    PyObject *elements;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &elements, &start))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(elements);
+    for (Py_ssize_t i = start < 0 ? 0 : start; i < n; i++) {
+        PyObject *el = PyList_GET_ITEM(elements, i);
+        if (!PyDict_CheckExact(el))
+            return PyLong_FromSsize_t(2 * i);
+        if (PyDict_GetItemWithError(el, s_st) != NULL || PyErr_Occurred())
+            goto fallback;
+        PyObject *e = PyDict_GetItemWithError(el, s_e);
+        if (e == NULL || !PyUnicode_CheckExact(e) || PyUnicode_Compare(e, s_event) != 0)
+            goto fallback;
+        PyObject *sym = PyDict_GetItemWithError(el, s_s);
+        PyObject *et = PyDict_GetItemWithError(el, s_E);
+        PyObject *c = PyDict_GetItemWithError(el, s_c);
+        PyObject *o = PyDict_GetItemWithError(el, s_o);
+        PyObject *h = PyDict_GetItemWithError(el, s_h);
+        PyObject *l = PyDict_GetItemWithError(el, s_l);
+        PyObject *v = PyDict_GetItemWithError(el, s_v);
+        PyObject *q = PyDict_GetItemWithError(el, s_q);
+        if (!sym || !et || !c || !o || !h || !l || !v || !q || !PyLong_CheckExact(et) ||
+            !plain_symbol(sym))
+            goto fallback;
+        int overflow = 0;
+        long long t = PyLong_AsLongLongAndOverflow(et, &overflow);
+        if (overflow || t < 0)
+            goto fallback;
+        double fc, fo, fh, fl, fv, fq;
+        if (!read_number(c, &fc) || !read_number(o, &fo) || !read_number(h, &fh) ||
+            !read_number(l, &fl) || !read_number(v, &fv) || !read_number(q, &fq))
+            goto fallback;
+        PyObject *slot_obj = PyDict_GetItemWithError(self->symbols, sym);
+        if (slot_obj == NULL)
+            goto fallback;
+        Py_ssize_t slot = PyLong_AsSsize_t(slot_obj);
+        self->good++;
+        int r = feed(self, &self->slots[slot], (int64_t)t, fc, fo, fh, fl, fv, fq, c);
+        if (r < 0)
+            return NULL;
+        if (r == BUSY) {
+            self->slot = slot;
+            return PyLong_FromSsize_t(2 * i + 1);
+        }
+        continue;
+    fallback:
+        if (PyErr_Occurred())
+            return NULL;
+        return PyLong_FromSsize_t(2 * i);
+    }
+    return PyLong_FromSsize_t(2 * n);
+}
+
+static PyObject *Core_feed(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "feed() takes 9 arguments");
+        return NULL;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[0]);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    int err = 0;
+    int64_t time = as_time(args[1], &err);
+    if (err)
+        return NULL;
+    double x[6];
+    for (int k = 0; k < 6; k++) {
+        x[k] = PyFloat_AsDouble(args[2 + k]);
+        if (x[k] == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    if (!PyUnicode_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError, "text must be a str");
+        return NULL;
+    }
+    int r = feed(self, s, time, x[0], x[1], x[2], x[3], x[4], x[5], args[8]);
+    if (r < 0)
+        return NULL;
+    return PyLong_FromLong(r);
+}
+
+static PyObject *Core_add(Core *self, PyObject *symbol)
+{
+    if (grow((void **)&self->slots, &self->cap, self->n + 1, sizeof(Slot)) < 0)
+        return NULL;
+    PyObject *index = PyLong_FromSsize_t(self->n);
+    if (index == NULL || PyDict_SetItem(self->symbols, symbol, index) < 0) {
+        Py_XDECREF(index);
+        return NULL;
+    }
+    Slot *s = &self->slots[self->n];
+    memset(s, 0, sizeof(Slot));
+    s->time = s->ptime = -1;
+    s->text = PyUnicode_FromString("");
+    s->ptext = PyUnicode_FromString("");
+    if (s->text == NULL || s->ptext == NULL) {
+        Py_XDECREF(s->text);
+        Py_XDECREF(s->ptext);
+        Py_DECREF(index);
+        return NULL;
+    }
+    for (int k = 0; k < KINDS; k++)
+        s->glo[k] = s->ghi[k] = NAN;
+    s->due = -1;
+    self->n++;
+    return index;
+}
+
+static PyObject *Core_set_horizon(Core *self, PyObject *arg)
+{
+    int err = 0;
+    int64_t h = as_time(arg, &err);
+    if (err)
+        return NULL;
+    self->horizon = h;
+    Py_RETURN_NONE;
+}
+
+/* The windows' hits as a Python int: bits 2w and 2w+1 for window w, any number of windows. */
+static PyObject *window_hits(Slot *s)
+{
+    if (!s->anyhits)
+        return PyLong_FromLong(0);
+    if (s->nw <= 32) {
+        unsigned long long bits = 0;
+        for (Py_ssize_t w = 0; w < s->nw; w++)
+            bits |= (unsigned long long)s->wins[w].hits << (2 * w);
+        return PyLong_FromUnsignedLongLong(bits);
+    }
+    size_t n = ((size_t)s->nw * 2 + 7) / 8;
+    unsigned char *bytes = PyMem_Calloc(n, 1);
+    if (bytes == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t w = 0; w < s->nw; w++)
+        bytes[(2 * w) / 8] |= (unsigned char)(s->wins[w].hits << ((2 * w) % 8));
+    PyObject *r = _PyLong_FromByteArray(bytes, n, 1, 0);
+    PyMem_Free(bytes);
+    return r;
+}
+
+static PyObject *Core_values(Core *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    PyObject *wins = window_hits(s);
+    if (wins == NULL)
+        return NULL;
+    return Py_BuildValue("(LddddddOLddddddOINl)", (long long)s->time, s->c, s->o, s->h, s->l,
+                         s->v, s->q, s->text, (long long)s->ptime, s->pc, s->po, s->ph, s->pl,
+                         s->pv, s->pq, s->ptext, s->kinds, wins, self->flags);
+}
+
+
+static PyObject *Core_add_window(Core *self, PyObject *args)
+{
+    Py_ssize_t i;
+    long long ms;
+    if (!PyArg_ParseTuple(args, "nL", &i, &ms))
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    Win *wins = PyMem_Realloc(s->wins, (size_t)(s->nw + 1) * sizeof(Win));
+    if (wins == NULL)
+        return PyErr_NoMemory();
+    s->wins = wins;
+    Win *win = &wins[s->nw];
+    memset(win, 0, sizeof(Win));
+    win->ms = ms;
+    win->low = win->high = win->lo = win->hi = NAN;
+    win->expires = -1;
+    win->rglo = win->rghi = win->dglo = win->dghi = NAN;
+    return PyLong_FromSsize_t(s->nw++);
+}
+
+
+static PyObject *Core_invalidate(Core *self, PyObject *args)
+{
+    Py_ssize_t i, w;
+    if (!PyArg_ParseTuple(args, "nn", &i, &w))
+        return NULL;
+    Win *win = get_win(self, i, w);
+    if (win == NULL)
+        return NULL;
+    win->expires = -1;
+    Py_RETURN_NONE;
+}
+
+
+
+static PyObject *Core_set_pending(Core *self, PyObject *args)
+{
+    Py_ssize_t i;
+    int flag;
+    if (!PyArg_ParseTuple(args, "np", &i, &flag))
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    s->pending = flag;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_set_breaks(Core *self, PyObject *args)
+{
+    Py_ssize_t i;
+    int flag;
+    if (!PyArg_ParseTuple(args, "np", &i, &flag))
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    s->breaks = flag;
+    Py_RETURN_NONE;
+}
+
+
+static PyObject *Core_set_gap(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i, kind;
+    double glo, ghi;
+    if (nargs_ok(nargs, 4, "set_gap") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &kind) < 0 || arg_double(args[2], &glo) < 0 ||
+        arg_double(args[3], &ghi) < 0)
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    if (kind < 0 || kind >= KINDS) {
+        PyErr_SetString(PyExc_ValueError, "no such metric kind");
+        return NULL;
+    }
+    s->watch |= 1u << kind;
+    s->glo[kind] = glo;
+    s->ghi[kind] = ghi;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_set_window_gap(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i, w;
+    double glo, ghi;
+    if (nargs_ok(nargs, 5, "set_window_gap") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &w) < 0 || arg_double(args[3], &glo) < 0 ||
+        arg_double(args[4], &ghi) < 0)
+        return NULL;
+    int drop = PyObject_IsTrue(args[2]);
+    if (drop < 0)
+        return NULL;
+    Win *win = get_win(self, i, w);
+    if (win == NULL)
+        return NULL;
+    if (drop) {
+        win->drop = 1;
+        win->dglo = glo;
+        win->dghi = ghi;
+    }
+    else {
+        win->rise = 1;
+        win->rglo = glo;
+        win->rghi = ghi;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_band(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i, w;
+    if (nargs_ok(nargs, 2, "band") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &w) < 0)
+        return NULL;
+    Win *win = get_win(self, i, w);
+    if (win == NULL)
+        return NULL;
+    band(win, self->slots[i].c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_extremes(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i, w;
+    if (nargs_ok(nargs, 2, "extremes") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &w) < 0)
+        return NULL;
+    Win *win = get_win(self, i, w);
+    if (win == NULL)
+        return NULL;
+    return Py_BuildValue("(dd)", win->low, win->high);
+}
+
+static PyObject *Core_settle(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    if (nargs_ok(nargs, 3, "settle") < 0 || arg_index(args[0], &i) < 0)
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    int pending = PyObject_IsTrue(args[1]);
+    if (pending < 0)
+        return NULL;
+    int err = 0;
+    int64_t due = as_time(args[2], &err);
+    if (err)
+        return NULL;
+    s->pending = pending;
+    s->due = due;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ type */
+
+static int Core_init(Core *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *horizon;
+    static char *kwlist[] = {"horizon", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!", kwlist, &PyLong_Type, &horizon))
+        return -1;
+    int err = 0;
+    self->horizon = as_time(horizon, &err);
+    if (err)
+        return -1;
+    if (self->symbols == NULL) {
+        self->symbols = PyDict_New();
+        if (self->symbols == NULL)
+            return -1;
+    }
+    self->slot = -1;
+    return 0;
+}
+
+static void Core_dealloc(Core *self)
+{
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        Slot *s = &self->slots[i];
+        Py_XDECREF(s->text);
+        Py_XDECREF(s->ptext);
+        PyMem_Free(s->min_t);
+        PyMem_Free(s->min_p);
+        PyMem_Free(s->max_t);
+        PyMem_Free(s->max_p);
+        PyMem_Free(s->wins);
+    }
+    PyMem_Free(self->slots);
+    Py_XDECREF(self->symbols);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Core_methods[] = {
+    {"scan", (PyCFunction)Core_scan, METH_VARARGS, NULL},
+    {"feed", (PyCFunction)(void (*)(void))Core_feed, METH_FASTCALL, NULL},
+    {"add", (PyCFunction)Core_add, METH_O, NULL},
+    {"set_horizon", (PyCFunction)Core_set_horizon, METH_O, NULL},
+    {"values", (PyCFunction)Core_values, METH_O, NULL},
+    {"set_gap", (PyCFunction)(void (*)(void))Core_set_gap, METH_FASTCALL, NULL},
+    {"add_window", (PyCFunction)Core_add_window, METH_VARARGS, NULL},
+    {"set_window_gap", (PyCFunction)(void (*)(void))Core_set_window_gap, METH_FASTCALL, NULL},
+    {"invalidate", (PyCFunction)Core_invalidate, METH_VARARGS, NULL},
+    {"band", (PyCFunction)(void (*)(void))Core_band, METH_FASTCALL, NULL},
+    {"extremes", (PyCFunction)(void (*)(void))Core_extremes, METH_FASTCALL, NULL},
+    {"set_pending", (PyCFunction)Core_set_pending, METH_VARARGS, NULL},
+    {"set_breaks", (PyCFunction)Core_set_breaks, METH_VARARGS, NULL},
+    {"settle", (PyCFunction)(void (*)(void))Core_settle, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Core_members[] = {
+    {"good", T_PYSSIZET, offsetof(Core, good), 0, NULL},
+    {"slot", T_PYSSIZET, offsetof(Core, slot), READONLY, NULL},
+    {"flags", T_LONG, offsetof(Core, flags), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "alertbot.rules._fastcore.Core",
+    .tp_basicsize = sizeof(Core),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "alertbot.rules.core.Core in C",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Core_init,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_methods = Core_methods,
+    .tp_members = Core_members,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fastcore", "alertbot.rules.core in C", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastcore(void)
+{
+#define INTERN(var, text)                                   \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) \
+        return NULL;
+    INTERN(s_e, "e");
+    INTERN(s_E, "E");
+    INTERN(s_s, "s");
+    INTERN(s_c, "c");
+    INTERN(s_o, "o");
+    INTERN(s_h, "h");
+    INTERN(s_l, "l");
+    INTERN(s_v, "v");
+    INTERN(s_q, "q");
+    INTERN(s_st, "st");
+    INTERN(s_event, "24hrMiniTicker");
+    if (PyType_Ready(&CoreType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&CoreType);
+    if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0 ||
+        PyModule_AddIntConstant(m, "DUPLICATE", DUPLICATE) < 0 ||
+        PyModule_AddIntConstant(m, "QUIET", QUIET) < 0 ||
+        PyModule_AddIntConstant(m, "BUSY", BUSY) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
