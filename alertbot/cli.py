@@ -92,7 +92,8 @@ def _logging(secrets: Sequence[str] = ()) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(Redact(secrets))
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    if level != "DEBUG":
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("alertbot.alerts").setLevel(logging.INFO)
 

@@ -13,9 +13,11 @@ import orjson
 import pytest
 
 from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.telegram import FakeTelegram
 
 ROOT = Path(__file__).resolve().parent.parent
 T = 1_772_000_000_000
+TOKEN = "123456:TEST-token-0123456789abcdef"
 
 
 def env_for(fake: FakeBinance, db: Path, **extra: str) -> dict[str, str]:
@@ -170,3 +172,69 @@ async def test_record_refuses_a_bad_stream_name(tmp_path):
         )
     assert code == 1
     assert "not a stream name: 'btc/usdt'" in err
+
+
+async def test_alerts_pending_at_a_sigkill_are_delivered_after_the_restart(tmp_path):
+    """SIGKILL while Telegram is down: the alert is in the outbox, and goes out after restart."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - id: btc-100\n    symbols: [BTCUSDT]\n    when: price crosses above 100\n"
+    )
+    db = tmp_path / "alertbot.db"
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        env = env_for(
+            fake,
+            db,
+            ALERTBOT_TELEGRAM_TOKEN=TOKEN,
+            ALERTBOT_TELEGRAM_API_URL=tg.api_url,
+            ALERTBOT_ADMIN_CHATS="42",
+        )
+        tg.down(502)  # Telegram answers nothing but 502, getMe included
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1000)])
+            await tg.wait_for(lambda: len(tg.calls("sendMessage")) >= 1, timeout=20)
+        finally:
+            proc.kill()  # SIGKILL: no shutdown, no flush
+        await proc.wait()
+        assert tg.messages == []
+        tg.recover()
+        again = await start("run", "--rules", rules, env=env)
+        try:
+            await tg.wait_for_messages(1, timeout=20)
+        finally:
+            again.send_signal(signal.SIGTERM)
+        code, _, err = await finish(again)
+    (m,) = tg.messages
+    assert m.chat_id == 42
+    assert m.text.startswith("BTCUSDT price crosses above 100: price 110")
+    assert "resuming 1 undelivered" in err
+    assert code == 0
+
+
+async def test_the_bot_token_never_appears_in_the_log(tmp_path):
+    """httpx logs request URLs, and Telegram's contain the token: every line is redacted."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        env = env_for(
+            fake,
+            tmp_path / "alertbot.db",
+            ALERTBOT_TELEGRAM_TOKEN=TOKEN,
+            ALERTBOT_TELEGRAM_API_URL=tg.api_url,
+            ALERTBOT_ADMIN_CHATS="42",
+            ALERTBOT_LOG_LEVEL="DEBUG",  # httpx and PTB at their most talkative
+        )
+        proc = await start("run", "--rules", "rules.example.yaml", env=env)
+        try:
+            await fake.wait_for_subscriptions({"!miniTicker@arr"}, timeout=20)
+            await tg.wait_for(lambda: len(tg.calls("getMe")) >= 1, timeout=20)
+            await asyncio.sleep(0.3)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, out, err = await finish(proc)
+    assert code == 0
+    assert "HTTP Request" in err  # httpx did log its request lines
+    assert "/bot[redacted]/getMe" in err
+    assert TOKEN not in err + out
+    assert TOKEN.split(":")[1] not in err + out
