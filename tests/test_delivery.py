@@ -408,3 +408,20 @@ async def test_the_console_is_the_default_when_nothing_else_is_configured(tmp_pa
         "2026-02-25 06:13:20 UTC [r1]\n"
     ]
     assert h.states() == {f"r1:BTCUSDT:{T}>console": "sent"}
+
+
+async def test_a_webhook_that_does_not_resolve_is_retried_then_given_up_and_reported(
+    tmp_path, caplog
+):
+    channels = {"gone": Channel("gone", webhook="http://alertbot-test.invalid/hook")}
+    async with Harness(tmp_path, None, None, channels=channels, give_up_after=0.3) as h:
+        h.fire([rule(notify=["gone"])])
+        await h.settled()
+    store = Store(h.settings.db)
+    (row,) = store.deliveries()
+    store.close()
+    assert row.state == "failed"
+    assert row.attempts >= 2
+    assert row.last_error is not None
+    assert row.last_error.startswith("gave up: ConnectError")
+    assert "giving up on alert r1:BTCUSDT" in caplog.text
