@@ -187,6 +187,15 @@ async def test_a_timeout_is_retried(tmp_path, tg, hook):
     assert len(tg.messages) == 1
 
 
+async def test_slow_answers_are_waited_for_not_retried(tmp_path, tg, hook):
+    tg.delay(0.5)
+    async with Harness(tmp_path, tg, hook) as h:
+        h.fire([rule()])
+        await h.settled()
+    assert len(tg.calls("sendMessage")) == 1
+    assert h.states() == {f"r1:BTCUSDT:{T}>telegram:{CHAT}": "sent"}
+
+
 @pytest.mark.parametrize(
     ("status", "description"),
     [(403, "Forbidden: bot was blocked by the user"), (400, "Bad Request: chat not found")],
