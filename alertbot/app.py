@@ -8,14 +8,20 @@ import contextlib
 import fnmatch
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
+from telegram.error import InvalidToken, TelegramError
+
+from alertbot.chat.bot import ChatBot
+from alertbot.chat.watches import ChatSettings, WatchBook
 from alertbot.feed.client import Feed
 from alertbot.feed.handoff import Handoff
 from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
+from alertbot.notify.notifier import Notifier, Sparklines
+from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.engine import Alert, Engine
-from alertbot.rules.model import Rule
+from alertbot.rules.model import Rule, RuleSet
 from alertbot.ticker import ParseStats
 
 log = logging.getLogger("alertbot")
@@ -133,3 +139,100 @@ class Pipeline:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+class App:
+    """Everything ``alertbot run`` runs: feed, engine, delivery, chat commands, one lifecycle.
+
+    Start-up order: the database and the token are checked first (ConfigError, before any
+    connection); chat watches are loaded into the engine; the chat bot starts polling (retrying
+    in the background while Telegram is unreachable); then the feed. Shutdown in reverse, with
+    ``grace`` seconds for open deliveries.
+    """
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        feed: FeedSettings,
+        delivery: DeliverySettings,
+        chat: ChatSettings,
+        *,
+        grace: float = 10.0,
+        out: TextIO | None = None,
+        poll_timeout: float = 30.0,
+    ) -> None:
+        self.engine = Engine(rules.rules)
+        self.sparklines = Sparklines(self.engine)
+        self.notifier = Notifier(delivery, rules.channels, out=out, sparklines=self.sparklines)
+        self.pipeline = Pipeline(self.engine, feed, self.emit)
+        self.delivery = delivery
+        self.chat_settings = chat
+        self.grace = grace
+        self.poll_timeout = poll_timeout
+        self.book: WatchBook | None = None
+        self.chat: ChatBot | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def emit(self, alert: Alert, gap: bool) -> None:
+        book = self.book
+        if book is not None and book.muted(alert.rule.id):
+            log.info("alert %s %s muted by its chat", alert.rule.id, alert.symbol)
+            return
+        self.notifier.emit(alert, gap)
+        if book is not None and book.row_of_rule(alert.rule.id) is not None:
+            self._spawn(book.fired(alert.rule.id, alert.time))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.notifier.start()
+        outbox, store = self.notifier.outbox, self.notifier.store
+        assert outbox is not None
+        assert store is not None
+        if self.delivery.telegram_token:
+            self.book = WatchBook(
+                self.engine, store, outbox.db, self.pipeline.update_streams, self.chat_settings
+            )
+            loaded = await self.book.load()
+            if loaded:
+                log.info("chat: %d watches loaded", loaded)
+            self.chat = ChatBot(
+                self.delivery,
+                self.chat_settings,
+                self.book,
+                self.engine,
+                self.pipeline.feed,
+                self.pipeline.directory,
+                self.notifier,
+                self.sparklines,
+                poll_timeout=self.poll_timeout,
+            )
+            self._spawn(self._chat_forever(self.chat))
+        self._spawn(self.sparklines.run())
+        try:
+            await self.pipeline.run(stop)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.chat is not None:
+                await self.chat.stop()
+            await self.notifier.close(self.grace)
+
+    async def _chat_forever(self, chat: ChatBot) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await chat.start()
+                return
+            except InvalidToken:
+                log.error("chat: Telegram rejected the token; chat commands are off")
+                return
+            except TelegramError as exc:
+                log.warning("chat: cannot start polling (%s); retrying in %.0fs", exc, delay)
+                await chat.stop()
+                await asyncio.sleep(delay)
+                delay = min(60.0, delay * 2)

@@ -176,9 +176,9 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
 
 
 def cmd_run(files: Sequence[str]) -> int:
-    from alertbot.app import Pipeline
+    from alertbot.app import App
+    from alertbot.chat.watches import ChatSettings
     from alertbot.feed.settings import FeedSettings
-    from alertbot.notify.notifier import Notifier, Sparklines
     from alertbot.notify.settings import DeliverySettings
 
     ruleset = _load(files) if files else RuleSet()
@@ -186,6 +186,7 @@ def cmd_run(files: Sequence[str]) -> int:
         return 1
     settings = FeedSettings.from_env()
     delivery = DeliverySettings.from_env()
+    chat = ChatSettings.from_env()
     grace = env_seconds(os.environ, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
     _logging(delivery.secrets())
     log = logging.getLogger("alertbot")
@@ -193,17 +194,9 @@ def cmd_run(files: Sequence[str]) -> int:
         log.warning("no rules given (--rules FILE): nothing to alert on")
 
     async def main(stop: asyncio.Event) -> None:
-        engine = Engine(ruleset.rules)
-        sparklines = Sparklines(engine)
-        notifier = Notifier(delivery, ruleset.channels, sparklines=sparklines)
-        await notifier.start()  # ConfigError: bad database or token, before any connection
-        pipeline = Pipeline(engine, settings, notifier.emit)
-        sampler = asyncio.create_task(sparklines.run())
-        try:
-            await pipeline.run(stop)
-        finally:
-            sampler.cancel()
-            await notifier.close(grace)
+        app = App(ruleset, settings, delivery, chat, grace=grace)
+        await app.run(stop)  # ConfigError: bad database or token, before any connection
+        pipeline = app.pipeline
         print(
             f"stopped: {pipeline.stats.tickers} tickers, {pipeline.alerts} alerts, "
             f"{pipeline.feed.stats.reconnects} reconnects",

@@ -39,6 +39,21 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(state)
     WHERE state IN ('pending', 'fell_back');
+CREATE TABLE IF NOT EXISTS watches (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- shown to users as w<id>
+    chat_id     INTEGER NOT NULL,
+    symbol      TEXT NOT NULL,
+    condition   TEXT NOT NULL,     -- canonical text: parsed again at start-up
+    cooldown_ms INTEGER NOT NULL,
+    rearm       REAL NOT NULL,
+    once        INTEGER NOT NULL,
+    expires_ms  INTEGER,           -- wall clock ms (Binance event times are wall clock)
+    muted_until REAL,              -- wall clock s
+    last_fired  INTEGER,           -- event time ms
+    created     REAL NOT NULL,
+    active      INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS watches_chat ON watches(chat_id) WHERE active = 1;
 """
 
 #: states in which a delivery is still being attempted
@@ -67,6 +82,21 @@ class DeliveryRow:
     attempts: int = 0
     last_error: str | None = None
     chat_id: int | None = None
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class WatchRow:
+    id: int
+    chat_id: int
+    symbol: str
+    condition: str
+    cooldown_ms: int
+    rearm: float
+    once: bool
+    expires_ms: int | None = None
+    muted_until: float | None = None
+    last_fired: int | None = None
     created: float = 0.0
 
 
@@ -167,6 +197,43 @@ class Store:
             query += " WHERE alert_id = ?"
             params = (alert_id,)
         return [DeliveryRow(*r) for r in self.db.execute(query + " ORDER BY rowid", tuple(params))]
+
+    # ------------------------------------------------------------------ watches
+
+    def add_watch(self, w: WatchRow) -> int:
+        cur = self.db.execute(
+            "INSERT INTO watches (chat_id, symbol, condition, cooldown_ms, rearm, once,"
+            " expires_ms, muted_until, last_fired, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (w.chat_id, w.symbol, w.condition, w.cooldown_ms, w.rearm, int(w.once),
+             w.expires_ms, w.muted_until, w.last_fired, w.created or time.time()),
+        )  # fmt: skip
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def watches(self) -> list[WatchRow]:
+        """Every active watch, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, chat_id, symbol, condition, cooldown_ms, rearm, once, expires_ms,"
+            " muted_until, last_fired, created FROM watches WHERE active = 1 ORDER BY id"
+        ).fetchall()
+        return [
+            WatchRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9], r[10])
+            for r in rows
+        ]
+
+    def end_watches(self, ids: Sequence[int]) -> None:
+        self.db.executemany("UPDATE watches SET active = 0 WHERE id = ?", [(i,) for i in ids])
+
+    def mute_watches(self, ids: Sequence[int], until: float | None) -> None:
+        self.db.executemany(
+            "UPDATE watches SET muted_until = ? WHERE id = ?", [(until, i) for i in ids]
+        )
+
+    def watch_fired(self, fired: Sequence[tuple[int, int]]) -> None:
+        """(watch id, event time) of alerts."""
+        self.db.executemany(
+            "UPDATE watches SET last_fired = ? WHERE id = ?", [(t, i) for i, t in fired]
+        )
 
     def counts(self) -> dict[str, int]:
         """Deliveries by state."""

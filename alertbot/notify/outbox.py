@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from alertbot.notify.delivery import Delivery, Sender
 from alertbot.notify.render import format_time
@@ -28,6 +29,7 @@ from alertbot.notify.routing import CONSOLE, Route, Router
 from alertbot.notify.settings import DeliverySettings
 from alertbot.store import AlertRecord, DeliveryRow, Store, Update
 
+T = TypeVar("T")
 log = logging.getLogger("alertbot.notify")
 alert_log = logging.getLogger("alertbot.alerts")
 
@@ -177,6 +179,11 @@ class Outbox:
             if self._alerts or self._rows or self._updates:
                 self._dirty.set()
             await self._flushed.wait()
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call on the database thread (the one connection is used only there)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
 
     # ------------------------------------------------------------------ writing
 

@@ -1,0 +1,446 @@
+"""Telegram chat commands on python-telegram-bot's Application (long polling, manual lifecycle).
+
+Every command goes through one handler: access control, then ``parse_command`` (which answers a
+malformed command with what was wrong and the right form), then the command. Replies are plain
+text, so nothing a user types can break their formatting. Nothing a user sends can crash the
+bot: an unexpected error is logged and answered with an apology, and the state is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+from telegram.request import HTTPXRequest
+
+from alertbot.chat.commands import (
+    COMMANDS,
+    CommandError,
+    Mute,
+    Price,
+    Simple,
+    Unmute,
+    Unwatch,
+    Watch,
+    help_text,
+    parse_command,
+)
+from alertbot.chat.watches import ChatSettings, WatchBook, watch_id
+from alertbot.feed.client import Feed
+from alertbot.feed.symbols import SymbolDirectory
+from alertbot.notify.notifier import Notifier, Sparklines
+from alertbot.notify.render import format_time
+from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Level, format_duration, format_number
+from alertbot.rules.engine import Engine, metric_value
+from alertbot.store import WatchRow
+
+log = logging.getLogger("alertbot.chat")
+
+REFUSAL = (
+    "Sorry, this alert bot is private: this chat is not on its list. "
+    "Ask its operator to add chat id {chat} to ALERTBOT_ALLOWED_CHATS."
+)
+MUTE_BUTTON_S = 3600
+
+
+def _duration(ms: int) -> str:
+    try:
+        return format_duration(ms)
+    except ValueError:
+        return f"{ms / 1000:g}s"
+
+
+class ChatBot:
+    def __init__(
+        self,
+        delivery: DeliverySettings,
+        settings: ChatSettings,
+        book: WatchBook,
+        engine: Engine,
+        feed: Feed,
+        directory: SymbolDirectory,
+        notifier: Notifier,
+        sparklines: Sparklines | None = None,
+        *,
+        poll_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.delivery = delivery
+        self.settings = settings
+        self.book = book
+        self.engine = engine
+        self.feed = feed
+        self.directory = directory
+        self.notifier = notifier
+        self.sparklines = sparklines
+        self.poll_timeout = poll_timeout
+        self.clock = clock
+        self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        self.username: str | None = None
+        self._refused: set[int] = set()
+        self._expiry: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        cfg = self.delivery
+        assert cfg.telegram_token is not None
+        api = cfg.telegram_api_url
+        app = (
+            ApplicationBuilder()
+            .token(cfg.telegram_token)
+            .base_url(f"{api}/bot")
+            .base_file_url(f"{api}/file/bot")
+            .request(HTTPXRequest(connection_pool_size=16, read_timeout=cfg.telegram_timeout))
+            .get_updates_request(HTTPXRequest(read_timeout=self.poll_timeout + 10.0))
+            .build()
+        )
+        app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
+        app.add_handler(CallbackQueryHandler(self.on_button))
+        app.add_error_handler(self.on_error)
+        await app.initialize()
+        self.app = app
+        self.username = app.bot.username
+        try:
+            await app.bot.set_my_commands(
+                [BotCommand(name, description) for name, (_, description, _) in COMMANDS.items()]
+            )
+        except TelegramError as exc:
+            log.warning("chat: could not register the command menu: %s", exc)
+        await app.start()
+        assert app.updater is not None
+        await app.updater.start_polling(
+            timeout=int(self.poll_timeout),
+            allowed_updates=["message", "callback_query"],
+            drop_pending_updates=False,
+        )
+        self._expiry = asyncio.create_task(self._expire_loop(), name="watch-expiry")
+        log.info("chat: @%s is listening for commands", self.username)
+
+    async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        app = self.app
+        if app is None:
+            return
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+        self.app = None
+
+    async def _expire_loop(self, every: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            for row in await self.book.expire():
+                await self.tell(
+                    row.chat_id,
+                    f"Watch {watch_id(row)} ({row.symbol} {row.condition}) has run its time "
+                    "and was removed.",
+                )
+
+    async def tell(self, chat: int, text: str) -> None:
+        if self.app is None:
+            return
+        try:
+            await self.app.bot.send_message(chat, text)
+        except TelegramError as exc:
+            log.warning("chat %s: could not send a note: %s", chat, exc)
+
+    # ------------------------------------------------------------------ handlers
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("chat: error while handling an update", exc_info=context.error)
+
+    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        chat = update.effective_chat
+        if message is None or chat is None or message.text is None:
+            return
+        if not self.settings.allowed(chat.id):
+            if chat.id not in self._refused:  # one polite refusal, then silence
+                self._refused.add(chat.id)
+                await message.reply_text(REFUSAL.format(chat=chat.id), do_quote=False)
+            return
+        try:
+            command = parse_command(message.text, self.username)
+            if command is None:
+                return
+            answer, markup = await self.run(chat.id, command)
+        except CommandError as exc:
+            answer, markup = exc.reply(), None
+        except Exception:
+            log.exception("chat %s: command failed: %r", chat.id, message.text[:200])
+            answer, markup = "Sorry, something went wrong on our side; nothing was changed.", None
+        await message.reply_text(answer, reply_markup=markup, do_quote=False)
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        chat = update.effective_chat
+        if query is None or chat is None or not self.settings.allowed(chat.id):
+            if query is not None:
+                await query.answer()
+            return
+        kind, _, rest = (query.data or "").partition(":")
+        rows = self.book.find(chat.id, rest.partition(":")[0])
+        if not rows:
+            await query.answer("That watch is gone already.")
+        elif kind == "rm":
+            await self.book.remove(rows)
+            await query.answer(f"Removed {watch_id(rows[0])}.")
+        elif kind == "mute":
+            until = self.clock() + MUTE_BUTTON_S
+            await self.book.mute(rows, until)
+            await query.answer(f"Muted {watch_id(rows[0])} for 1h.")
+        else:
+            await query.answer()
+            return
+        text, markup = self.listing(chat.id)
+        if query.message is not None:
+            with contextlib.suppress(TelegramError):
+                await query.edit_message_text(text, reply_markup=markup)
+
+    # ------------------------------------------------------------------ commands
+
+    async def run(self, chat: int, command: object) -> tuple[str, InlineKeyboardMarkup | None]:
+        if isinstance(command, Watch):
+            return await self.watch(chat, command), None
+        if isinstance(command, Unwatch):
+            return await self.unwatch(chat, command.target), None
+        if isinstance(command, Mute):
+            return await self.mute(chat, command.target, command.duration_ms), None
+        if isinstance(command, Unmute):
+            return await self.unmute(chat, command.target), None
+        if isinstance(command, Price):
+            return self.price(command.symbol), None
+        if isinstance(command, Simple):
+            if command.name == "list":
+                return self.listing(chat)
+            if command.name == "status":
+                return self.status(chat), None
+            if command.name == "start":
+                return "Hello! I send price alerts for Binance futures.\n\n" + help_text(), None
+            return help_text(), None
+        raise AssertionError(command)
+
+    def _check_symbol(self, chat: int, symbol: str) -> None:
+        if any(ch in symbol for ch in "*?["):
+            if not self.settings.admin(chat):
+                raise CommandError(
+                    f"patterns like {symbol} are for the bot's admins; name one symbol",
+                    COMMANDS["watch"][0],
+                    COMMANDS["watch"][2],
+                )
+            return
+        known = self.directory.known()
+        if known and symbol not in known:
+            hint = self.directory.suggest(symbol)
+            raise CommandError(
+                f"unknown symbol {symbol}" + (f" (did you mean {hint}?)" if hint else ""),
+                COMMANDS["watch"][0],
+                COMMANDS["watch"][2],
+            )
+
+    async def watch(self, chat: int, w: Watch) -> str:
+        usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
+        self._check_symbol(chat, w.symbol)
+        mine = self.book.of_chat(chat)
+        if (
+            not self.settings.allowed_chats
+            and not self.settings.admin(chat)
+            and len(mine) >= self.settings.max_watches
+        ):
+            raise CommandError(
+                f"this chat has {len(mine)} watches, the most allowed; remove one with /unwatch",
+                usage,
+                example,
+            )
+        rearm = w.rearm if w.rearm is not None else self.settings.default_rearm
+        if rearm and isinstance(w.condition, (Breaks, AllOf, AnyOf)):
+            raise CommandError(
+                "rearm applies to levels, crossings and moves, not to this condition",
+                usage,
+                example,
+            )
+        cooldown = w.cooldown_ms if w.cooldown_ms is not None else self.settings.default_cooldown_ms
+        now = self.clock()
+        row = WatchRow(
+            id=0,
+            chat_id=chat,
+            symbol=w.symbol,
+            condition=w.condition_text,
+            cooldown_ms=cooldown,
+            rearm=rearm,
+            once=w.once,
+            expires_ms=int(now * 1000) + w.for_ms if w.for_ms else None,
+            created=now,
+        )
+        row = await self.book.add(row)
+        wid = watch_id(row)
+        parts = [f"cooldown {_duration(cooldown)}"]
+        if rearm:
+            parts.append(f"rearm {rearm * 100:g}%")
+        if w.once:
+            parts.append("once")
+        if row.expires_ms:
+            parts.append(f"until {format_time(row.expires_ms)}")
+        text = f"Watching {w.symbol}: {w.condition_text} ({', '.join(parts)}). Id {wid}."
+        now_true = self._true_now(w)
+        if now_true:
+            text += f"\nIt is true right now ({now_true}): it fires on the next tick."
+        return text + f"\nRemove it with /unwatch {wid}."
+
+    def _true_now(self, w: Watch) -> str | None:
+        cond = w.condition
+        if not isinstance(cond, Level):
+            return None
+        t = self.engine.last_ticker(w.symbol)
+        if t is None:
+            return None
+        from alertbot.rules.engine import _METRIC_KIND  # the engine's own metric codes
+
+        value = metric_value(_METRIC_KIND[cond.metric], t)
+        holds = {
+            ">": value > cond.value,
+            ">=": value >= cond.value,
+            "<": value < cond.value,
+            "<=": value <= cond.value,
+        }.get(cond.op, False)
+        return f"{cond.metric} {format_number(value)}" if holds else None
+
+    async def unwatch(self, chat: int, target: str) -> str:
+        rows = self.book.find(chat, target)
+        if not rows:
+            return self._none(target)
+        await self.book.remove(rows)
+        if target == "all":
+            return f"Removed all {len(rows)} watches."
+        return f"Removed {watch_id(rows[0])} ({rows[0].symbol} {rows[0].condition})."
+
+    async def mute(self, chat: int, target: str, duration_ms: int) -> str:
+        rows = self.book.find(chat, target)
+        if not rows:
+            return self._none(target)
+        until = self.clock() + duration_ms / 1000
+        await self.book.mute(rows, until)
+        which = f"all {len(rows)} watches" if target == "all" else watch_id(rows[0])
+        return f"Muted {which} until {format_time(int(until * 1000))}. /unmute ends it sooner."
+
+    async def unmute(self, chat: int, target: str) -> str:
+        rows = self.book.find(chat, target)
+        if not rows:
+            return self._none(target)
+        await self.book.mute(rows, None)
+        which = f"all {len(rows)} watches" if target == "all" else watch_id(rows[0])
+        return f"Unmuted {which}."
+
+    def _none(self, target: str) -> str:
+        if target == "all":
+            return "This chat has no watches. Add one with /watch, e.g. /watch BTCUSDT > 70000"
+        return f"This chat has no watch {target}. /list shows its watches."
+
+    def price(self, symbol: str) -> str:
+        t = self.engine.last_ticker(symbol)
+        if t is None:
+            known = self.directory.known()
+            if known and symbol not in known:
+                hint = self.directory.suggest(symbol)
+                return f"Unknown symbol {symbol}." + (f" Did you mean {hint}?" if hint else "")
+            return (
+                f"No price for {symbol} yet: the feed carries only watched symbols right now. "
+                f"Watch it (/watch {symbol} ...) and ask again."
+            )
+        change = (t.close - t.open) / t.open * 100 if t.open else 0.0
+        lines = [
+            f"{symbol} {t.price_text} ({change:+.2f}% 24h)",
+            f"24h high {format_number(t.high)} · low {format_number(t.low)}",
+            f"volume {format_number(t.volume)} · quote volume {format_number(t.quote_volume)}",
+            f"at {format_time(t.time)}",
+        ]
+        if self.sparklines is not None:
+            spark = self.sparklines.of(symbol, t.close)
+            if spark:
+                lines.append(spark)
+        return "\n".join(lines)
+
+    def listing(self, chat: int) -> tuple[str, InlineKeyboardMarkup | None]:
+        rows = sorted(self.book.of_chat(chat), key=lambda r: r.id)
+        if not rows:
+            return "No watches here yet. Add one: /watch BTCUSDT > 70000", None
+        now = self.clock()
+        lines = [f"{len(rows)} watch{'es' if len(rows) != 1 else ''}:"]
+        buttons = []
+        for r in rows:
+            wid = watch_id(r)
+            state = (
+                f"muted until {format_time(int(r.muted_until * 1000))}"
+                if r.muted_until and r.muted_until > now
+                else "active"
+            )
+            fired = (
+                f", last fired {format_time(r.last_fired)}" if r.last_fired else ", not fired yet"
+            )
+            extra = f", cooldown {_duration(r.cooldown_ms)}" + (", once" if r.once else "")
+            lines.append(f"{wid}  {r.symbol} {r.condition}{extra} — {state}{fired}")
+            buttons.append(
+                [
+                    InlineKeyboardButton(f"Remove {wid}", callback_data=f"rm:{wid}"),
+                    InlineKeyboardButton(f"Mute {wid} 1h", callback_data=f"mute:{wid}"),
+                ]
+            )
+        if self.settings.admin(chat):
+            files = [r for r in self.engine.rules() if not r.id.startswith("w")]
+            if files:
+                lines.append(
+                    f"Rule files: {len(files)} rules (" + ", ".join(r.id for r in files[:20]) + ")"
+                )
+        return "\n".join(lines), InlineKeyboardMarkup(buttons[:50])
+
+    def status(self, chat: int) -> str:
+        h = self.feed.health()
+        age = (
+            "no data yet"
+            if h.last_message_age is None
+            else f"last data {h.last_message_age:.1f}s ago"
+        )
+        outbox = self.notifier.outbox
+        open_deliveries = len(outbox.open) if outbox else 0
+        lines = [
+            f"Feed: {h.mode}, {len(h.connections)} connection(s), {age}, "
+            f"{h.messages_per_second:g} messages/s, {h.reconnects} reconnects",
+            f"Watches: {len(self.book.of_chat(chat))} in this chat, {len(self.book.rows)} in all",
+            f"Alerts waiting for delivery: {open_deliveries}",
+        ]
+        if self.settings.admin(chat):
+            lines.append(
+                f"Rules in the engine: {len(self.engine)}; symbols: {self.directory.source}"
+            )
+            for c in h.connections:
+                last = "-" if c.last_message_age is None else f"{c.last_message_age:.1f}s"
+                lines.append(
+                    f"  connection {c.id}: {c.streams} streams, "
+                    f"{'open' if c.connected else 'down'}, last data {last}, "
+                    f"{c.reconnects} reconnects"
+                    + (f", last error: {c.last_error}" if c.last_error else "")
+                )
+            if h.problems:
+                lines.append("  problems: " + ", ".join(f"{k} {v}" for k, v in h.problems.items()))
+        return "\n".join(lines)

@@ -1,0 +1,639 @@
+"""Telegram chat commands parsed into values: ``/watch BTCUSDT > 70000`` -> :class:`Watch`.
+
+Pure: text in, a value or a :class:`CommandError` out. No I/O, no clock, no Telegram code; the
+handlers decide what a command does (and whether a chat may use it, e.g. a glob symbol).
+
+::
+
+    /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]
+    /list   /unwatch ID|all   /mute ID|all D   /unmute [ID|all]   /price SYMBOL
+    /status   /help   /start
+
+Choices worth knowing:
+
+- The condition is every word between the symbol and the first option keyword (``cooldown``,
+  ``rearm``, ``once``, ``for``); the condition language never uses those words. Options come in
+  any order, each at most once. ``BTCUSDT>70000`` (no space) is read as symbol and condition.
+- ``rearm`` takes a percentage written with ``%``: ``0.5%`` and ``0.5 %`` are both accepted, a
+  bare ``0.5`` is refused (it would be ambiguous between 0.5% and 50%). 0 < P <= 50.
+- ``cooldown``, ``for`` and ``/mute`` durations: ``30s``, ``15m``, ``4h``, ``1d``; > 0, <= 366d.
+- Watch ids look like ``w12``; ``W012`` and a bare ``12`` are read as ``w12``; ``all`` means
+  every watch. A bare ``/unmute`` means ``/unmute all``; ``/mute w12 for 1h`` is read as
+  ``/mute w12 1h``.
+- ``/start`` ignores its argument: Telegram deep links send ``/start <payload>``.
+- ``/cmd@name`` is ours when ``name`` is ``bot_username`` (any case); when the caller does not
+  know its username every ``@name`` is taken as ours.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from alertbot.errors import ConditionError, RuleError
+from alertbot.rules.conditions import (
+    METRICS,
+    AllOf,
+    AnyOf,
+    Breaks,
+    Condition,
+    Cross,
+    Level,
+    Move,
+    format_condition,
+    format_duration,
+    leaves,
+    parse,
+    parse_duration,
+)
+
+#: longer messages are refused before any parsing (a Telegram message may hold 4096)
+MAX_TEXT_LENGTH = 500
+#: the largest re-arm band a chat may ask for, in percent
+MAX_REARM_PERCENT = Decimal(50)
+
+# name -> (usage, description for setMyCommands and /help, example)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "watch": (
+        "/watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]",
+        "Alert me when a condition holds, e.g. /watch BTCUSDT > 70000",
+        "/watch BTCUSDT > 70000",
+    ),
+    "list": ("/list", "Show my watches and their ids", "/list"),
+    "unwatch": ("/unwatch ID|all", "Delete a watch (or all of them)", "/unwatch w12"),
+    "mute": ("/mute ID|all D", "Silence a watch (or all) for a while", "/mute w12 2h"),
+    "unmute": ("/unmute [ID|all]", "End a mute (all of them by default)", "/unmute w12"),
+    "price": ("/price SYMBOL", "Show the last price of a symbol", "/price BTCUSDT"),
+    "status": ("/status", "Show whether the bot is connected and up to date", "/status"),
+    "help": ("/help", "Show every command and examples", "/help"),
+    "start": ("/start", "Say hello and show how to begin", "/start"),
+}
+
+#: words people type for our commands
+_ALIASES = {
+    "alert": "watch",
+    "add": "watch",
+    "new": "watch",
+    "set": "watch",
+    "alerts": "list",
+    "watches": "list",
+    "ls": "list",
+    "show": "list",
+    "delete": "unwatch",
+    "del": "unwatch",
+    "remove": "unwatch",
+    "rm": "unwatch",
+    "cancel": "unwatch",
+    "silence": "mute",
+    "quote": "price",
+    "p": "price",
+}
+
+_OPTIONS = ("cooldown", "rearm", "once", "for")
+_CONDITION_WORDS = (
+    *METRICS,
+    "crosses",
+    "above",
+    "below",
+    "breaks",
+    "24h",
+    "high",
+    "low",
+    "rises",
+    "drops",
+    "moves",
+    "in",
+    "all",
+    "any",
+)
+#: words that can start a condition, so they are never taken for a symbol
+_CONDITION_STARTS = frozenset({*METRICS, "crosses", "breaks", "rises", "drops", "moves"})
+_OPERATOR_TYPOS = {"=>": ">=", "=<": "<=", "≥": ">=", "≤": "<=", "=": ">= or <=", "==": ">="}
+
+_WORD_RE = re.compile(r"\S+")
+_COMMAND_NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
+_SYMBOL_RE = re.compile(r"[A-Z0-9_]{2,30}")
+# fnmatch syntax limited to what a symbol can hold: * ? and [..] / [!..] classes
+_GLOB_RE = re.compile(r"(?:[A-Z0-9_*?]|\[!?[A-Z0-9_-]+\])+")
+_GLOB_CHARS = frozenset("*?[]")
+_SEPARATORS_RE = re.compile(r"(?<=[A-Z0-9])[-/:.](?=[A-Z0-9])")
+_DURATION_FORM_RE = re.compile(r"[0-9]+[smhd]", re.IGNORECASE)
+_PERCENT_RE = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))%")
+_BARE_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_WATCH_ID_RE = re.compile(r"w?([0-9]{1,18})", re.IGNORECASE)
+# the condition tokenizer's own token syntax, to name the word an error column points at
+_CONDITION_TOKEN_RE = re.compile(r"(>=|<=|>|<|\(|\)|,|[^\s<>(),]+)")
+_COLUMN_RE = re.compile(r" at column (\d+)$")
+_EXOTIC_NUMBER_RE = re.compile(r"[+-]?(?:nan|inf|infinity|[0-9.]+e[+-]?[0-9]+[kmb%]?)", re.I)
+
+
+class CommandError(RuleError):
+    """A chat command that does not validate: what was wrong, the right form, an example."""
+
+    def __init__(self, message: str, usage: str, example: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+        self.example = example
+
+    def __str__(self) -> str:
+        return self.message
+
+    def reply(self) -> str:
+        """Plain-text answer for the user."""
+        first = self.message[:1].upper() + self.message[1:]
+        return f"{first}\nUse: {self.usage}\ne.g. {self.example}"
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """``/watch``: ``symbol`` is upper-case, or a glob when it holds ``*``, ``?`` or ``[]``.
+
+    ``cooldown_ms``/``rearm``/``for_ms`` are None when not given; ``rearm`` is a fraction
+    (0.005 for 0.5%); ``for_ms`` is how long the watch lives.
+    """
+
+    symbol: str
+    condition: Condition
+    condition_text: str
+    cooldown_ms: int | None = None
+    rearm: float | None = None
+    once: bool = False
+    for_ms: int | None = None
+
+    @property
+    def is_glob(self) -> bool:
+        return not _GLOB_CHARS.isdisjoint(self.symbol)
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    """``/unwatch``: ``target`` is a watch id (``w12``) or ``all``."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """``/mute``: ``target`` is a watch id or ``all``; ``duration_ms`` > 0."""
+
+    target: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unmute:
+    """``/unmute``: ``target`` is a watch id or ``all``."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """``/price``: one upper-case symbol (never a glob)."""
+
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class Simple:
+    """A command without arguments: ``start``, ``help``, ``list`` or ``status``."""
+
+    name: str
+
+
+Command = Watch | Unwatch | Mute | Unmute | Price | Simple
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    text: str
+    start: int  # offset in the stripped message
+    end: int
+
+    @property
+    def lower(self) -> str:
+        return self.text.lower()
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def parse_command(text: str, bot_username: str | None = None) -> Command | None:
+    """Parse one chat message.
+
+    Returns None when the message is not a command or is addressed to another bot
+    (``/watch@otherbot``); raises :class:`CommandError` for anything malformed.
+    """
+    message = text.strip()
+    if not message.startswith("/"):
+        return None
+    head = _WORD_RE.match(message)
+    assert head is not None  # the message starts with "/"
+    name, _, addressee = head.group()[1:].partition("@")
+    if (
+        addressee
+        and bot_username is not None
+        and addressee.lower() != bot_username.lstrip("@").lower()
+    ):
+        return None
+    name = name.lower()
+    known = name if name in COMMANDS else None
+    if len(message) > MAX_TEXT_LENGTH:
+        raise _error(
+            known,
+            f"that message is too long ({len(message)} characters, at most {MAX_TEXT_LENGTH})",
+        )
+    if known is None:
+        raise _unknown_command(name)
+    words = [_Word(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(message, head.end())]
+    if known == "watch":
+        return _watch(message, words)
+    if known == "unwatch":
+        return _unwatch(words)
+    if known == "mute":
+        return _mute(words)
+    if known == "unmute":
+        return _unmute(words)
+    if known == "price":
+        return _price(words)
+    if words and known != "start":  # /start carries a deep-link payload, which we ignore
+        raise _error(known, f"/{known} takes no arguments, got {_q(words[0].text)}")
+    return Simple(known)
+
+
+def _error(name: str | None, message: str) -> CommandError:
+    if name is None:
+        return CommandError(message, _command_list(), "/help")
+    usage, _, example = COMMANDS[name]
+    return CommandError(message, usage, example)
+
+
+def _command_list() -> str:
+    return " ".join(f"/{name}" for name in COMMANDS)
+
+
+def _unknown_command(name: str) -> CommandError:
+    if not name:
+        return _error(None, "a command needs a name after '/'")
+    shown = "/" + (name if len(name) <= 32 else name[:31] + "…")
+    if not _COMMAND_NAME_RE.fullmatch(name):
+        return _error(None, f"unknown command {shown}")
+    guess = _ALIASES.get(name) or _closest(name, COMMANDS, cutoff=0.6)
+    if guess is None:
+        return _error(None, f"unknown command {shown}")
+    return CommandError(
+        f"unknown command {shown} (did you mean /{guess}?)", _command_list(), COMMANDS[guess][2]
+    )
+
+
+# ---------------------------------------------------------------- /watch
+
+
+def _watch(message: str, words: list[_Word]) -> Watch:
+    if not words:
+        raise _error("watch", "missing symbol and condition")
+    first = words[0]
+    split = min((i for i in (first.text.find("<"), first.text.find(">")) if i >= 0), default=-1)
+    if split > 0:  # "BTCUSDT>70000": the symbol, then the condition
+        symbol_text = first.text[:split]
+        rest = [_Word(first.text[split:], first.start + split, first.end), *words[1:]]
+    else:
+        symbol_text = first.text
+        rest = words[1:]
+    if (
+        split == 0
+        or symbol_text.lower() in _CONDITION_STARTS
+        or symbol_text.lower() in _OPTIONS
+        or symbol_text.lower().startswith(("all(", "any("))
+    ):
+        raise _error("watch", "missing symbol: put it before the condition, e.g. BTCUSDT")
+    symbol = _symbol("watch", symbol_text, allow_glob=True)
+
+    end = next((i for i, w in enumerate(rest) if w.lower in _OPTIONS), len(rest))
+    if end == 0:
+        raise _error("watch", f"missing condition after {symbol}, e.g. > 70000")
+    condition_text = message[rest[0].start : rest[end - 1].end]
+    following = rest[end] if end < len(rest) else None
+    try:
+        condition = parse(condition_text)
+    except ConditionError as exc:
+        raise _error("watch", _explain(exc, condition_text, following)) from None
+    _check_values("watch", condition)
+
+    seen: set[str] = set()
+    cooldown_ms: int | None = None
+    rearm: float | None = None
+    for_ms: int | None = None
+    i = end
+    while i < len(rest):
+        word = rest[i]
+        key = word.lower
+        if key not in _OPTIONS:
+            guess = _closest(key, _OPTIONS)
+            hint = f" (did you mean {guess}?)" if guess else ""
+            raise _error(
+                "watch",
+                f"unexpected {_q(word.text)} after the condition{hint}; "
+                "the options are cooldown D, rearm P%, once, for D",
+            )
+        if key in seen:
+            raise _error("watch", f"{key!r} is given twice")
+        seen.add(key)
+        i += 1
+        if key == "once":
+            continue
+        value = rest[i] if i < len(rest) and rest[i].lower not in _OPTIONS else None
+        if value is None:
+            what = (
+                "a percentage, e.g. rearm 0.5%" if key == "rearm" else f"a duration, e.g. {key} 1h"
+            )
+            raise _error("watch", f"{key!r} needs {what}")
+        i += 1
+        if key == "rearm":
+            text = value.text
+            if i < len(rest) and rest[i].text == "%" and not text.endswith("%"):
+                text += "%"  # "rearm 0.5 %"
+                i += 1
+            rearm = _rearm(text, condition)
+        else:
+            ms = _duration("watch", repr(key), value, rest[i] if i < len(rest) else None)
+            if key == "cooldown":
+                cooldown_ms = ms
+            else:
+                for_ms = ms
+
+    return Watch(
+        symbol=symbol,
+        condition=condition,
+        condition_text=format_condition(condition),
+        cooldown_ms=cooldown_ms,
+        rearm=rearm,
+        once="once" in seen,
+        for_ms=for_ms,
+    )
+
+
+def _explain(exc: ConditionError, condition_text: str, following: _Word | None) -> str:
+    """The condition parser's message, with its column turned into the word it points at."""
+    message = exc.message
+    token: str | None = None
+    at_column = _COLUMN_RE.search(message)
+    if at_column:
+        message = message[: at_column.start()]
+        found = _CONDITION_TOKEN_RE.match(condition_text, max(exc.column - 1, 0))
+        token = found.group() if found else None
+    elif message.endswith(" at the end"):
+        message = message[: -len(" at the end")]
+        if following is not None:  # the condition stopped at an option keyword
+            message += f" before {_q(following.text)}"
+    if message.startswith("expected 'in'"):
+        message += " (a move reads like 'rises 5% in 15m')"
+    if token is None:
+        return _shorten(message, condition_text)
+
+    if token == "," and "(" not in condition_text:
+        return "numbers take no ',' separators: write 70000 (or 70k) and 0.5"
+    suggestion = _OPERATOR_TYPOS.get(token) or _suggest_word(token)
+    if message.startswith("unknown metric or condition") and suggestion:
+        message = f"unknown metric or condition {_q(token)}"
+    elif repr(token) not in message:
+        message += f" (at {_q(token)})"
+    if suggestion:
+        message += f" (did you mean {suggestion}?)"
+    if message.startswith("expected a number") and (
+        _EXOTIC_NUMBER_RE.fullmatch(token) or any(ch.isdigit() for ch in token)
+    ):
+        message += "; write numbers with the digits 0-9 and an optional k, m or b, e.g. 70k"
+    return _shorten(message, condition_text)
+
+
+def _suggest_word(token: str) -> str | None:
+    word = token.lower()
+    if _EXOTIC_NUMBER_RE.fullmatch(word):
+        return None
+    if word in _CONDITION_WORDS or word in _OPTIONS or not re.fullmatch(r"[a-z_0-9]+", word):
+        return None
+    if word.isdigit():
+        return None
+    return _closest(word, (*_CONDITION_WORDS, *_OPTIONS), cutoff=0.75)
+
+
+def _check_values(name: str, condition: Condition) -> None:
+    """What the condition parser lets through but an alert on a chat symbol cannot use."""
+    for leaf in leaves(condition):
+        if (
+            isinstance(leaf, Level | Cross)
+            and leaf.metric in ("volume", "quote_volume")
+            and not leaf.value > 0
+        ):
+            raise _error(
+                name, f"{leaf.metric} must be greater than 0 in {format_condition(leaf)!r}"
+            )
+        if isinstance(leaf, Move) and leaf.kind == "drops" and leaf.pct >= 100:
+            raise _error(name, f"a price cannot drop by 100% or more: {format_condition(leaf)!r}")
+
+
+def _rearm(text: str, condition: Condition) -> float:
+    if isinstance(condition, Breaks | AllOf | AnyOf):
+        why = (
+            "'breaks 24h ...' has no threshold to move away from"
+            if isinstance(condition, Breaks)
+            else "an all(...)/any(...) condition has several"
+        )
+        raise _error("watch", f"'rearm' needs a single threshold condition; {why}")
+    if _BARE_NUMBER_RE.fullmatch(text):
+        raise _error("watch", f"'rearm' takes a percentage: write {text}% instead of {text}")
+    match = _PERCENT_RE.fullmatch(text)
+    if match is None:
+        raise _error("watch", f"'rearm' needs a percentage like 0.5%, got {_q(text)}")
+    percent = Decimal(match.group(1))
+    fraction = float(percent / 100)
+    if not (0 < percent <= MAX_REARM_PERCENT and fraction > 0):
+        raise _error(
+            "watch", f"'rearm' must be more than 0% and at most {MAX_REARM_PERCENT}%, got {text}"
+        )
+    return fraction
+
+
+# ---------------------------------------------------------------- other commands
+
+
+def _target(name: str, words: list[_Word]) -> str:
+    if not words:
+        raise _error(name, "which watch? Give its id from /list (like w12) or 'all'")
+    word = words[0]
+    if word.lower == "all":
+        return "all"
+    match = _WATCH_ID_RE.fullmatch(word.text)
+    if match:
+        return f"w{int(match.group(1))}"
+    raise _error(name, f"{_q(word.text)} is not a watch id; use an id from /list like w12, or all")
+
+
+def _no_more(name: str, words: list[_Word], used: int) -> None:
+    if len(words) > used:
+        raise _error(name, f"unexpected {_q(words[used].text)}; /{name} takes one watch id or all")
+
+
+def _unwatch(words: list[_Word]) -> Unwatch:
+    target = _target("unwatch", words)
+    _no_more("unwatch", words, 1)
+    return Unwatch(target)
+
+
+def _unmute(words: list[_Word]) -> Unmute:
+    if not words:
+        return Unmute("all")
+    target = _target("unmute", words)
+    _no_more("unmute", words, 1)
+    return Unmute(target)
+
+
+def _mute(words: list[_Word]) -> Mute:
+    if words and _DURATION_FORM_RE.fullmatch(words[0].text) and len(words) > 1:
+        raise _error("mute", f"put the watch id first, then how long: /mute ID {words[0].text}")
+    target = _target("mute", words)
+    rest = words[1:]
+    if rest and rest[0].lower == "for":  # "/mute w12 for 1h"
+        rest = rest[1:]
+    if not rest:
+        raise _error("mute", f"for how long? e.g. /mute {target} 1h")
+    duration = _duration("mute", "the mute", rest[0], rest[1] if len(rest) > 1 else None)
+    if len(rest) > 1:
+        raise _error("mute", f"unexpected {_q(rest[1].text)} after the duration")
+    return Mute(target, duration)
+
+
+def _price(words: list[_Word]) -> Price:
+    if not words:
+        raise _error("price", "which symbol? e.g. /price BTCUSDT")
+    symbol = _symbol("price", words[0].text, allow_glob=False)
+    if len(words) > 1:
+        raise _error("price", f"one symbol at a time; unexpected {_q(words[1].text)}")
+    return Price(symbol)
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def _symbol(name: str, text: str, *, allow_glob: bool) -> str:
+    upper = text.upper() if text.isascii() else text
+    if not _GLOB_CHARS.isdisjoint(upper):
+        if not allow_glob:
+            raise _error(name, f"/{name} takes one symbol, not a pattern like {_q(text)}")
+        if len(upper) > 30 or not _GLOB_RE.fullmatch(upper):
+            raise _error(
+                name,
+                f"{_q(text)} is not a symbol pattern; use letters, digits, * and ?, e.g. *USDT",
+            )
+        return upper
+    if _SYMBOL_RE.fullmatch(upper):
+        return upper
+    joined = _SEPARATORS_RE.sub("", upper)
+    if joined != upper and _SYMBOL_RE.fullmatch(joined):
+        raise _error(name, f"{_q(text)} is not a symbol (did you mean {joined}?)")
+    if upper.isascii() and re.fullmatch(r"[A-Z0-9_]+", upper):
+        raise _error(name, f"a symbol has 2 to 30 letters or digits, got {_q(text)}")
+    raise _error(name, f"{_q(text)} is not a symbol; use letters and digits, e.g. BTCUSDT")
+
+
+def _duration(name: str, what: str, word: _Word, following: _Word | None) -> int:
+    text = word.text
+    if not _DURATION_FORM_RE.fullmatch(text):
+        if (
+            text.isascii()
+            and text.isdigit()
+            and following is not None
+            and following.lower in ("s", "m", "h", "d")
+        ):
+            raise _error(name, f"write {text}{following.lower} without a space")
+        raise _error(name, f"{what} needs a duration like 30s, 15m, 4h or 1d, got {_q(text)}")
+    try:
+        ms = parse_duration(text)
+    except ValueError:
+        raise _error(name, f"{what} can be at most 366 days, got {_q(text)}") from None
+    if ms <= 0:
+        raise _error(name, f"{what} must be longer than 0, got {_q(text)}")
+    return ms
+
+
+def _closest(word: str, choices: Iterable[str], cutoff: float = 0.75) -> str | None:
+    """The most similar choice; on a tie the one listed first (metrics before the rest)."""
+    best: tuple[float, str] | None = None
+    for choice in choices:
+        ratio = difflib.SequenceMatcher(None, word, choice).ratio()
+        if ratio >= cutoff and (best is None or ratio > best[0]):
+            best = (ratio, choice)
+    return best[1] if best else None
+
+
+def _q(text: str) -> str:
+    """User text quoted for a message, cut short when long."""
+    return repr(text if len(text) <= 32 else text[:31] + "…")
+
+
+def _shorten(message: str, condition_text: str) -> str:
+    """Cut the long words the condition parser copies into its messages."""
+    for token in set(_CONDITION_TOKEN_RE.findall(condition_text)):
+        if len(token) > 32:
+            message = message.replace(repr(token), _q(token))
+    return message
+
+
+# ---------------------------------------------------------------- rendering and help
+
+
+def format_watch(watch: Watch) -> str:
+    """The canonical ``/watch`` text of a watch; ``parse_command`` reads it back unchanged."""
+    parts = ["/watch", watch.symbol, watch.condition_text]
+    if watch.cooldown_ms is not None:
+        parts += ["cooldown", format_duration(watch.cooldown_ms)]
+    if watch.rearm is not None:
+        percent = format(Decimal(repr(watch.rearm)) * 100, "f")
+        if "." in percent:
+            percent = percent.rstrip("0").rstrip(".")
+        parts += ["rearm", f"{percent}%"]
+    if watch.once:
+        parts.append("once")
+    if watch.for_ms is not None:
+        parts += ["for", format_duration(watch.for_ms)]
+    return " ".join(parts)
+
+
+WATCH_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("/watch BTCUSDT > 70000", "price above 70000"),
+    ("/watch ETHUSDT crosses below 3k cooldown 1h", "price crossing down through 3000"),
+    ("/watch BTCUSDT price crosses 65000", "either way through 65000"),
+    ("/watch SOLUSDT rises 5% in 15m once", "a 5% rise within 15 minutes, alert once"),
+    ("/watch BNBUSDT drops 3% in 1h", "a 3% fall within an hour (moves: either way)"),
+    ("/watch ETHUSDT breaks 24h high", "a new 24h high (or low)"),
+    ("/watch DOGEUSDT change_24h > 10%", "up more than 10% over 24h"),
+    ("/watch BTCUSDT quote_volume > 2b", "24h quote volume over 2 billion"),
+    ("/watch BTCUSDT price >= 65000 rearm 0.5% for 7d", "re-alert only after a 0.5% pullback"),
+    ("/watch XRPUSDT all(price > 0.6, rises 2% in 5m)", "both at once (any(...): either)"),
+)
+
+
+def help_text() -> str:
+    """The answer to /help."""
+    lines = ["Commands:"]
+    for usage, description, _ in COMMANDS.values():
+        lines += [usage, f"  {description}"]
+    lines += ["", "Examples:"]
+    for example, meaning in WATCH_EXAMPLES:
+        lines += [example, f"  {meaning}"]
+    lines += [
+        "",
+        "Conditions: [metric] > >= < <= number; [metric] crosses [above|below] number; "
+        "breaks 24h high|low; rises|drops|moves P% in D; all(...) / any(...).",
+        "Metrics: price (the default), change_24h, range_24h, volume, quote_volume, high, low.",
+        "Numbers: 70000, 0.5, 70k, 1.5m, 2b; % for change_24h, range_24h and moves.",
+        "Durations: 30s, 15m, 4h, 1d (at most 366d).",
+        "Options: cooldown D (no repeat within D), rearm P% (re-alert only after moving P% "
+        "back), once (alert once, then stop), for D (the watch ends after D).",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""Chat watches: rules owned by a chat, persisted in SQLite, live in the engine at once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from alertbot.errors import ConditionError
+from alertbot.notify.settings import parse_chats
+from alertbot.rules.conditions import parse
+from alertbot.rules.engine import Engine
+from alertbot.rules.model import Rule
+from alertbot.settings import env_int, env_seconds
+from alertbot.store import Store, WatchRow
+
+log = logging.getLogger("alertbot.chat")
+T = TypeVar("T")
+Db = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    allowed_chats: tuple[int, ...] = ()  # empty: open to everyone
+    admin_chats: tuple[int, ...] = ()
+    max_watches: int = 50  # per chat, in open mode
+    default_cooldown_ms: int = 300_000
+    default_rearm: float = 0.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ChatSettings:
+        e = os.environ if env is None else env
+        return cls(
+            allowed_chats=parse_chats(
+                "ALERTBOT_ALLOWED_CHATS", e.get("ALERTBOT_ALLOWED_CHATS", "")
+            ),
+            admin_chats=parse_chats("ALERTBOT_ADMIN_CHATS", e.get("ALERTBOT_ADMIN_CHATS", "")),
+            max_watches=env_int(e, "ALERTBOT_MAX_WATCHES", 50, minimum=1),
+            default_cooldown_ms=int(
+                env_seconds(e, "ALERTBOT_WATCH_COOLDOWN", 300.0, minimum=0) * 1000
+            ),
+        )
+
+    def allowed(self, chat: int) -> bool:
+        return not self.allowed_chats or chat in self.allowed_chats or chat in self.admin_chats
+
+    def admin(self, chat: int) -> bool:
+        return chat in self.admin_chats
+
+
+def watch_id(row: WatchRow) -> str:
+    return f"w{row.id}"
+
+
+def rule_for(row: WatchRow) -> Rule:
+    """The engine's rule for a watch (raises ConditionError for a condition that no longer
+    parses, e.g. after a language change)."""
+    return Rule(
+        id=watch_id(row),
+        condition=parse(row.condition),
+        symbols=(row.symbol,),
+        cooldown_ms=row.cooldown_ms,
+        rearm=row.rearm,
+        once=row.once,
+        expires_ms=row.expires_ms,
+        notify=(f"chat:{row.chat_id}",),
+        origin=f"chat {row.chat_id}",
+    )
+
+
+class WatchBook:
+    """The chats' watches, in memory, in the database and in the engine, kept in step."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        db: Db,
+        on_change: Callable[[], object],
+        settings: ChatSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.db = db  # runs a store call on the database thread
+        self.on_change = on_change  # the feed's subscriptions follow the engine's rules
+        self.settings = settings
+        self.clock = clock
+        self.rows: dict[int, WatchRow] = {}
+
+    async def load(self) -> int:
+        rows: list[WatchRow] = await self.db(self.store.watches)
+        for row in rows:
+            try:
+                self.engine.add_rule(rule_for(row))
+            except (ConditionError, ValueError) as exc:
+                log.error("watch w%d of chat %d cannot be loaded: %s", row.id, row.chat_id, exc)
+                continue
+            self.rows[row.id] = row
+        if rows:
+            self.on_change()
+        return len(self.rows)
+
+    def of_chat(self, chat: int) -> list[WatchRow]:
+        return [r for r in self.rows.values() if r.chat_id == chat]
+
+    def find(self, chat: int, target: str) -> list[WatchRow]:
+        """``all`` or a watch id of this chat (``w12`` or ``12``); [] when there is none."""
+        mine = self.of_chat(chat)
+        if target == "all":
+            return mine
+        number = target.lower().removeprefix("w")
+        return [r for r in mine if str(r.id) == number]
+
+    async def add(self, row: WatchRow) -> WatchRow:
+        row.created = row.created or self.clock()
+        row.id = await self.db(self.store.add_watch, row)
+        try:
+            self.engine.add_rule(rule_for(row))
+        except Exception:
+            await self.db(self.store.end_watches, [row.id])
+            raise
+        self.rows[row.id] = row
+        self.on_change()
+        return row
+
+    async def remove(self, rows: list[WatchRow]) -> None:
+        if not rows:
+            return
+        await self.db(self.store.end_watches, [r.id for r in rows])
+        for r in rows:
+            self.rows.pop(r.id, None)
+            self.engine.remove_rule(watch_id(r))
+        self.on_change()
+
+    async def mute(self, rows: list[WatchRow], until: float | None) -> None:
+        await self.db(self.store.mute_watches, [r.id for r in rows], until)
+        for r in rows:
+            r.muted_until = until
+
+    def row_of_rule(self, rule_id: str) -> WatchRow | None:
+        if not rule_id.startswith("w") or not rule_id[1:].isdigit():
+            return None
+        return self.rows.get(int(rule_id[1:]))
+
+    def muted(self, rule_id: str) -> bool:
+        row = self.row_of_rule(rule_id)
+        return row is not None and row.muted_until is not None and row.muted_until > self.clock()
+
+    async def fired(self, rule_id: str, time_ms: int) -> WatchRow | None:
+        """Record an alert of a watch; a ``once`` watch is done after it (returned then)."""
+        row = self.row_of_rule(rule_id)
+        if row is None:
+            return None
+        row.last_fired = time_ms
+        await self.db(self.store.watch_fired, [(row.id, time_ms)])
+        if row.once:
+            await self.remove([row])
+            return row
+        return None
+
+    async def expire(self) -> list[WatchRow]:
+        """Remove watches whose ``for`` time is over; returns them (their chats get a note)."""
+        now_ms = int(self.clock() * 1000)
+        gone = [
+            r for r in self.rows.values() if r.expires_ms is not None and r.expires_ms <= now_ms
+        ]
+        await self.remove(gone)
+        return gone

@@ -1,0 +1,264 @@
+"""Chat commands end to end: a user's command on the fake Telegram, the bot's reply, the watch
+live in the engine and the feed, the alert back in that chat; restarts; bad input; access."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alertbot.app import App
+from alertbot.chat.watches import ChatSettings
+from alertbot.feed.settings import FeedSettings
+from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.model import RuleSet
+from alertbot.store import Store
+from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.telegram import FakeTelegram
+
+TOKEN = "123456:TEST-token-0123456789abcdef"
+T = 1_772_000_000_000
+USER = 501
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
+class Bot:
+    """The whole app against both fakes."""
+
+    def __init__(self, tmp: Path, binance: FakeBinance, tg: FakeTelegram, **chat: Any) -> None:
+        self.binance = binance
+        self.tg = tg
+        feed = FeedSettings(
+            ws_root=binance.ws_url,
+            rest_root=binance.rest_url,
+            stale_after=5.0,
+            symbol_stale_after=5.0,
+            backoff_initial=0.02,
+            backoff_max=0.2,
+            ping_interval=None,
+        )
+        delivery = DeliverySettings(
+            telegram_token=TOKEN,
+            telegram_api_url=tg.api_url,
+            db=str(tmp / "alertbot.db"),
+            backoff_initial=0.05,
+            backoff_max=0.2,
+        )
+        self.app = App(
+            RuleSet(),
+            feed,
+            delivery,
+            dataclasses.replace(ChatSettings(), **chat),
+            grace=1.0,
+            poll_timeout=0.5,
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Bot:
+        self._task = asyncio.create_task(self.app.run(self._stop))
+        await self.tg.wait_for(lambda: bool(self.tg.calls("getUpdates")), timeout=10)
+        await self.binance.wait_for(lambda: self.app.pipeline.directory.exchange is not None)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await asyncio.wait_for(self._task, 15)
+
+    async def say(self, text: str, chat: int = USER, **kw: Any) -> str:
+        """Send a command; return the bot's reply."""
+        before = len(self.tg.messages_to(chat))
+        self.tg.user_says(chat, text, **kw)
+        await self.tg.wait_for(lambda: len(self.tg.messages_to(chat)) > before, timeout=5)
+        return self.tg.messages_to(chat)[before].text
+
+    async def tick(self, symbol: str, close: float, time: int) -> None:
+        await self.binance.publish([mini_ticker(symbol, close, time)])
+        engine = self.app.engine
+        await self.binance.wait_for(
+            lambda: (t := engine.last_ticker(symbol)) is not None and t.time >= time
+        )
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
+    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
+        yield binance, tg
+
+
+async def test_watch_then_the_crossing_alerts_that_chat(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/watch BTCUSDT crosses above 100")
+        assert reply.startswith("Watching BTCUSDT: price crosses above 100")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 2)
+        alert = tg.messages_to(USER)[1].plain_text
+    assert alert.startswith("BTCUSDT price crosses above 100: price 110")
+    assert "[w1]" in alert
+
+
+async def test_a_watch_survives_a_restart(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch ETHUSDT < 3000")
+    async with Bot(tmp_path, binance, tg) as bot:
+        await binance.wait_for_subscriptions({"ethusdt@miniTicker"})
+        listing = await bot.say("/list")
+        assert "w1  ETHUSDT price < 3000" in listing
+        await bot.tick("ETHUSDT", 2990, T)
+        await tg.wait_for(lambda: "ETHUSDT price < 3000" in tg.messages_to(USER)[-1].plain_text)
+
+
+async def test_unwatch_stops_alerts_and_unsubscribes(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch SOLUSDT > 200")
+        await binance.wait_for_subscriptions({"solusdt@miniTicker"})
+        assert (await bot.say("/unwatch w1")).startswith("Removed w1")
+        assert await bot.say("/list") == "No watches here yet. Add one: /watch BTCUSDT > 70000"
+        assert bot.app.engine.rules() == []
+
+
+BAD = [
+    ("/watch", "Use: /watch"),
+    ("/watch BTCUSDT", "Use: /watch"),
+    ("/watch BTCUSDT > abc", "expected a number"),
+    ("/watch BTCUSDT > 0", "Use: /watch"),
+    ("/watch BTCUSDT > 1e309", "Use: /watch"),
+    ("/watch BTCUSDT > 70000 cooldown 999999d", "Use: /watch"),
+    ("/watch BTCUSDX > 70000", "did you mean BTCUSDT?"),
+    ("/watch *USDT > 1", "admins"),
+    ("/wach BTCUSDT > 1", "did you mean /watch?"),
+    ("/mute w1", "Use: /mute"),
+    ("/unwatch w99", "no watch w99"),
+    ("/price", "Use: /price"),
+    ("/watch " + "9" * 600, "long"),
+    ("/watch BTCUSDT > ７００", "Use: /watch"),
+]
+
+
+async def test_every_malformed_command_gets_a_helpful_reply_and_changes_nothing(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        for text, expected in BAD:
+            reply = await bot.say(text)
+            assert expected.lower() in reply.lower(), (text, reply)
+        assert bot.app.book is not None
+        assert bot.app.book.rows == {}
+    store = Store(tmp_path / "alertbot.db")
+    assert store.watches() == []
+    store.close()
+
+
+async def test_a_chat_outside_the_allow_list_gets_one_refusal_and_changes_nothing(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, allowed_chats=(USER,)) as bot:
+        stranger = 777
+        reply = await bot.say("/watch BTCUSDT > 1", chat=stranger)
+        assert "private" in reply
+        tg.user_says(stranger, "/watch BTCUSDT > 2")
+        await bot.say("/help")  # the allowed user's command is answered...
+        assert len(tg.messages_to(stranger)) == 1  # ...the stranger's second one is not
+        assert bot.app.book is not None
+        assert bot.app.book.rows == {}
+
+
+async def test_list_buttons_remove_and_mute(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100")
+        await bot.say("/watch ETHUSDT > 100")
+        await bot.say("/list")
+        listing = tg.messages_to(USER)[-1]
+        tg.user_presses(USER, listing.message_id, "mute:w1")
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 1)
+        tg.user_presses(USER, listing.message_id, "rm:w2")
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 2)
+        book = bot.app.book
+        assert book is not None
+        assert sorted(book.rows) == [1]
+        assert book.muted("w1")
+
+
+async def test_group_commands_addressed_to_the_bot(tmp_path, fakes):
+    binance, tg = fakes
+    group = -100555
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say(
+            "/watch@alertbot_test_bot BTCUSDT > 100", chat=group, chat_type="supergroup"
+        )
+        assert reply.startswith("Watching BTCUSDT")
+        tg.user_says(group, "/watch@someotherbot BTCUSDT > 5", chat_type="supergroup")
+        await bot.say("/list", chat=group, chat_type="supergroup")
+        book = bot.app.book
+        assert book is not None
+        assert len(book.of_chat(group)) == 1
+
+
+async def test_price_and_status(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, admin_chats=(USER,)) as bot:
+        await bot.say("/watch BTCUSDT > 1000000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 70_000, T)
+        price = await bot.say("/price btcusdt")
+        assert price.startswith("BTCUSDT 70000")
+        status = await bot.say("/status")
+        assert "Feed: symbols" in status
+        assert "Watches: 1 in this chat" in status
+        assert "1 streams, open" in status  # admins see the connections
+
+
+async def test_a_level_already_true_says_it_fires_now(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 1000000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 70_000, T)
+        reply = await bot.say("/watch BTCUSDT > 60000")
+        assert "true right now (price 70000)" in reply
+
+
+async def test_the_command_menu_is_registered(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg):
+        pass
+    names = [c["command"] for c in tg.commands]
+    assert {"watch", "list", "unwatch", "mute", "unmute", "price", "status", "help"} <= set(names)
+
+
+async def test_a_muted_watch_stays_quiet_until_unmuted(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 1s")
+        assert (await bot.say("/mute w1 1h")).startswith("Muted w1 until")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)  # muted: no alert
+        assert (await bot.say("/unmute w1")) == "Unmuted w1."
+        await bot.tick("BTCUSDT", 90, T + 5000)
+        await bot.tick("BTCUSDT", 110, T + 6000)
+        await tg.wait_for(lambda: "crosses above 100" in tg.messages_to(USER)[-1].plain_text)
+        alerts = [m for m in tg.messages_to(USER) if "crosses above 100: price" in m.plain_text]
+    assert len(alerts) == 1
+
+
+async def test_a_once_watch_is_removed_after_it_fires(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100 once")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 110, T)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: "price > 100: price 110" in tg.messages_to(USER)[-1].plain_text)
+        await tg.wait_for(lambda: not book.rows)
+        assert "No watches here yet" in await bot.say("/list")

@@ -1,0 +1,612 @@
+"""Chat commands: every form parses to its value, every mistake gets a reply that says what was
+wrong and shows the right form, and no text at all makes the parser raise anything else."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertbot.chat.commands import (
+    COMMANDS,
+    MAX_TEXT_LENGTH,
+    WATCH_EXAMPLES,
+    Command,
+    CommandError,
+    Mute,
+    Price,
+    Simple,
+    Unmute,
+    Unwatch,
+    Watch,
+    format_watch,
+    help_text,
+    parse_command,
+)
+from alertbot.errors import RuleError
+from alertbot.rules.conditions import (
+    MAX_DURATION_MS,
+    METRICS,
+    AllOf,
+    AnyOf,
+    Breaks,
+    Condition,
+    Cross,
+    Level,
+    Move,
+    format_condition,
+)
+
+WATCH_USAGE = COMMANDS["watch"][0]
+BOT = "AlertTestBot"
+
+H = 3_600_000
+D = 86_400_000
+
+
+def _watch(
+    symbol: str,
+    condition: Condition,
+    *,
+    cooldown_ms: int | None = None,
+    rearm: float | None = None,
+    once: bool = False,
+    for_ms: int | None = None,
+) -> Watch:
+    text = format_condition(condition)
+    return Watch(symbol, condition, text, cooldown_ms, rearm, once, for_ms)
+
+
+def _error(text: str) -> CommandError:
+    with pytest.raises(CommandError) as info:
+        parse_command(text, BOT)
+    return info.value
+
+
+# ---------------------------------------------------------------- /watch that works
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/watch BTCUSDT > 70000", _watch("BTCUSDT", Level("price", ">", 70000.0))),
+        (
+            "/watch ethusdt crosses below 3k cooldown 1h",
+            _watch("ETHUSDT", Cross("price", "below", 3000.0), cooldown_ms=H),
+        ),
+        (
+            "/watch SOLUSDT rises 5% in 15m once",
+            _watch("SOLUSDT", Move("rises", 5.0, 900_000), once=True),
+        ),
+        ("/watch BTCUSDT quote_volume > 2b", _watch("BTCUSDT", Level("quote_volume", ">", 2e9))),
+        (
+            "/watch BTCUSDT price >= 65000 rearm 0.5% for 7d",
+            _watch("BTCUSDT", Level("price", ">=", 65000.0), rearm=0.005, for_ms=7 * D),
+        ),
+        ("/watch DOGEUSDT change_24h > 10%", _watch("DOGEUSDT", Level("change_24h", ">", 10.0))),
+        # options in any order, any case, any white space
+        (
+            "/WATCH\tBtcUsdt  PRICE   CROSSES ABOVE 70K\nFOR 1D ONCE Cooldown 30M REARM 1%",
+            _watch(
+                "BTCUSDT",
+                Cross("price", "above", 70000.0),
+                cooldown_ms=1_800_000,
+                rearm=0.01,
+                once=True,
+                for_ms=D,
+            ),
+        ),
+        (
+            "/watch BTCUSDT > 5 rearm 0.5 %",
+            _watch("BTCUSDT", Level("price", ">", 5.0), rearm=0.005),
+        ),
+        ("/watch BTCUSDT>70000", _watch("BTCUSDT", Level("price", ">", 70000.0))),
+        ("  /watch BTCUSDT price<0.5  ", _watch("BTCUSDT", Level("price", "<", 0.5))),
+        ("/watch *usdt breaks 24h high", _watch("*USDT", Breaks("high"))),
+        ("/watch 1000PEPEUSDT drops 3% in 1h", _watch("1000PEPEUSDT", Move("drops", 3.0, H))),
+        ("/watch BTCUSDT change_24h <= -5%", _watch("BTCUSDT", Level("change_24h", "<=", -5.0))),
+        (
+            "/watch XRPUSDT all(price > 0.6, rises 2% in 5m) cooldown 366d",
+            _watch(
+                "XRPUSDT",
+                AllOf((Level("price", ">", 0.6), Move("rises", 2.0, 300_000))),
+                cooldown_ms=366 * D,
+            ),
+        ),
+        (
+            "/watch BTCUSDT any(breaks 24h low, volume > 1m)",
+            _watch("BTCUSDT", AnyOf((Breaks("low"), Level("volume", ">", 1e6)))),
+        ),
+        ("/watch@alerttestbot BTCUSDT > 1", _watch("BTCUSDT", Level("price", ">", 1.0))),
+        ("/watch BTCUSDT > 1 rearm 50%", _watch("BTCUSDT", Level("price", ">", 1.0), rearm=0.5)),
+    ],
+)
+def test_watch_parses_to_its_value(text: str, expected: Watch) -> None:
+    watch = parse_command(text, BOT)
+    assert watch == expected
+    assert isinstance(watch, Watch)
+    assert watch.condition_text == format_condition(watch.condition)
+    assert parse_command(format_watch(watch)) == watch
+
+
+def test_a_glob_symbol_is_marked_as_such() -> None:
+    glob = parse_command("/watch [AB]*usdt > 1")
+    plain = parse_command("/watch btcusdt > 1")
+    assert isinstance(glob, Watch)
+    assert isinstance(plain, Watch)
+    assert (glob.symbol, glob.is_glob, plain.is_glob) == ("[AB]*USDT", True, False)
+
+
+# ---------------------------------------------------------------- /watch mistakes
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("/watch", "missing symbol and condition"),
+        ("/watch > 70000", "missing symbol"),
+        ("/watch price > 70000", "missing symbol"),
+        ("/watch BTCUSDT", "missing condition after BTCUSDT"),
+        ("/watch BTCUSDT once", "missing condition"),
+        ("/watch BTCUSDT > abc", "expected a number after '>', got 'abc'"),
+        ("/watch BTCUSDT > cooldown 1h", "expected a number after '>' before 'cooldown'"),
+        ("/watch BTCUSDT pricee > 5", "unknown metric or condition 'pricee' (did you mean price?)"),
+        ("/watch BTCUSDT prise > 5", "did you mean price?"),
+        ("/watch BTCUSDT quote_volum > 2b", "did you mean quote_volume?"),
+        ("/watch BTCUSDT foo > 5", "unknown metric or condition 'foo'; expected one of price"),
+        ("/watch BTCUSDT crosses abov 5", "got 'abov' (did you mean above?)"),
+        ("/watch BTCUSDT > 5 coldown 1h", "unexpected 'coldown' (did you mean cooldown?)"),
+        ("/watch BTCUSDT > 5 once coldown 1h", "'coldown' after the condition (did you mean"),
+        ("/watch BTCUSDT > 5 once please", "the options are cooldown D, rearm P%, once, for D"),
+        ("/watch BTCUSDT > 5 once once", "'once' is given twice"),
+        ("/watch BTCUSDT > 5 cooldown 1h cooldown 2h", "'cooldown' is given twice"),
+        ("/watch BTCUSDT > 5 for 1h FOR 2h", "'for' is given twice"),
+        ("/watch BTCUSDT > 5 cooldown", "'cooldown' needs a duration, e.g. cooldown 1h"),
+        ("/watch BTCUSDT > 5 cooldown once", "'cooldown' needs a duration"),
+        ("/watch BTCUSDT > 5 for", "'for' needs a duration"),
+        ("/watch BTCUSDT > 5 rearm", "'rearm' needs a percentage"),
+        ("/watch BTCUSDT > 5 cooldown 1.5h", "duration like 30s, 15m, 4h or 1d, got '1.5h'"),
+        ("/watch BTCUSDT > 5 cooldown soon", "got 'soon'"),
+        ("/watch BTCUSDT > 5 cooldown 15 m", "write 15m without a space"),
+        ("/watch BTCUSDT > 5 cooldown 999999d", "at most 366 days, got '999999d'"),
+        ("/watch BTCUSDT > 5 for 367d", "at most 366 days"),
+        ("/watch BTCUSDT > 5 for 0h", "must be longer than 0"),
+        ("/watch BTCUSDT > 1e309", "got '1e309'; write numbers with the digits 0-9"),
+        ("/watch BTCUSDT > nan", "got 'nan'; write numbers"),
+        ("/watch BTCUSDT > inf", "got 'inf'; write numbers"),
+        ("/watch BTCUSDT > 9" + "9" * 400, "is too large"),
+        ("/watch BTCUSDT > -5", "price cannot be negative (at '-5')"),
+        ("/watch BTCUSDT > 0", "price must be greater than 0"),
+        ("/watch BTCUSDT price crosses 0.0", "price must be greater than 0"),
+        ("/watch BTCUSDT volume > 0", "volume must be greater than 0"),
+        ("/watch BTCUSDT quote_volume crosses above 0k", "quote_volume must be greater than 0"),
+        ("/watch BTCUSDT volume > -1", "volume cannot be negative"),
+        ("/watch BTCUSDT drops 100% in 1h", "cannot drop by 100% or more"),
+        ("/watch BTCUSDT price > 5%", "'%' only goes with change_24h and range_24h"),
+        ("/watch BTCUSDT > 70,000", "no ',' separators"),
+        ("/watch BTCUSDT > ７００００", "digits 0-9"),
+        ("/watch BTCUSDT price => 5", "did you mean >= or <=?"),
+        ("/watch BTCUSDT rises 5% for 1h", "expected 'in' after '5%' before 'for'"),
+        ("/watch BTCUSDT rises 5% in 8d", "the window must be between 1s and 7d"),
+        ("/watch BTCUSDT > 5 rearm 0%", "'rearm' must be more than 0% and at most 50%, got 0%"),
+        ("/watch BTCUSDT > 5 rearm 80%", "at most 50%, got 80%"),
+        ("/watch BTCUSDT > 5 rearm -1%", "at most 50%"),
+        ("/watch BTCUSDT > 5 rearm 0.5", "write 0.5% instead of 0.5"),
+        ("/watch BTCUSDT > 5 rearm lots", "'rearm' needs a percentage like 0.5%, got 'lots'"),
+        ("/watch BTCUSDT breaks 24h high rearm 1%", "'rearm' needs a single threshold"),
+        ("/watch BTCUSDT all(> 1, < 2) rearm 1%", "'rearm' needs a single threshold"),
+        ("/watch BTC-USDT > 5", "'BTC-USDT' is not a symbol (did you mean BTCUSDT?)"),
+        ("/watch B > 5", "a symbol has 2 to 30 letters or digits"),
+        ("/watch " + "B" * 31 + " > 5", "2 to 30 letters or digits"),
+        ("/watch 🚀 > 5", "'🚀' is not a symbol"),
+        ("/watch BTC\u200bUSDT > 5", "is not a symbol"),
+        ("/watch BTC[USDT > 5", "is not a symbol pattern"),
+        ("/watch BTCUSDT > 5 🚀", "unexpected '🚀'"),
+        ("/watch BTCUSDT > 5 \u05e9\u05dc\u05d5\u05dd", "unexpected"),
+    ],
+)
+def test_each_watch_mistake_says_what_is_wrong_and_shows_the_usage(text: str, says: str) -> None:
+    error = _error(text)
+    assert says in error.message
+    assert error.usage == WATCH_USAGE
+    assert error.example == "/watch BTCUSDT > 70000"
+    reply = error.reply()
+    assert says[1:] in reply  # the reply capitalises the first letter
+    assert f"Use: {WATCH_USAGE}" in reply
+    assert "e.g. /watch BTCUSDT > 70000" in reply
+
+
+def test_a_reply_is_the_message_then_the_usage_then_an_example() -> None:
+    error = _error("/watch BTCUSDT > abc")
+    assert error.reply() == (
+        f"Expected a number after '>', got 'abc'\nUse: {WATCH_USAGE}\ne.g. /watch BTCUSDT > 70000"
+    )
+    assert isinstance(error, RuleError)
+    assert str(error) == error.message
+
+
+def test_long_words_are_cut_short_in_messages() -> None:
+    error = _error("/watch BTCUSDT > " + "x" * 400)
+    assert len(error.message) < 100
+    assert "…" in error.message
+
+
+# ---------------------------------------------------------------- other commands
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/list", Simple("list")),
+        ("/LIST", Simple("list")),
+        ("/help", Simple("help")),
+        ("/status\n", Simple("status")),
+        ("/start", Simple("start")),
+        ("/start deep-link-payload", Simple("start")),
+        ("/unwatch w12", Unwatch("w12")),
+        ("/unwatch W12", Unwatch("w12")),
+        ("/unwatch w007", Unwatch("w7")),
+        ("/unwatch 12", Unwatch("w12")),
+        ("/unwatch ALL", Unwatch("all")),
+        ("/mute w3 1h", Mute("w3", H)),
+        ("/mute all 30m", Mute("all", 1_800_000)),
+        ("/mute w3 for 2d", Mute("w3", 2 * D)),
+        ("/unmute w3", Unmute("w3")),
+        ("/unmute all", Unmute("all")),
+        ("/unmute", Unmute("all")),
+        ("/price btcusdt", Price("BTCUSDT")),
+        ("/price@AlertTestBot ETHUSDT", Price("ETHUSDT")),
+    ],
+)
+def test_other_commands_parse_to_their_values(text: str, expected: Command) -> None:
+    assert parse_command(text, BOT) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "command", "says"),
+    [
+        ("/list now", "list", "/list takes no arguments, got 'now'"),
+        ("/status please", "status", "/status takes no arguments"),
+        ("/help watch", "help", "/help takes no arguments"),
+        ("/unwatch", "unwatch", "which watch?"),
+        ("/unwatch btcusdt", "unwatch", "'btcusdt' is not a watch id"),
+        ("/unwatch w1 w2", "unwatch", "unexpected 'w2'"),
+        ("/unmute w1 1h", "unmute", "unexpected '1h'"),
+        ("/mute", "mute", "which watch?"),
+        ("/mute all", "mute", "for how long? e.g. /mute all 1h"),
+        ("/mute w1 999999d", "mute", "at most 366 days"),
+        ("/mute w1 0s", "mute", "must be longer than 0"),
+        ("/mute w1 soon", "mute", "got 'soon'"),
+        ("/mute 1h w1", "mute", "put the watch id first"),
+        ("/mute w1 1h more", "mute", "unexpected 'more'"),
+        ("/price", "price", "which symbol?"),
+        ("/price *USDT", "price", "not a pattern"),
+        ("/price BTCUSDT ETHUSDT", "price", "one symbol at a time"),
+        ("/price BTC/USDT", "price", "did you mean BTCUSDT?"),
+    ],
+)
+def test_each_mistake_in_other_commands_shows_that_commands_usage(
+    text: str, command: str, says: str
+) -> None:
+    error = _error(text)
+    assert says in error.message
+    usage, _, example = COMMANDS[command]
+    assert (error.usage, error.example) == (usage, example)
+    assert f"Use: {usage}" in error.reply()
+
+
+@pytest.mark.parametrize(
+    ("text", "says", "example"),
+    [
+        ("/wach BTCUSDT > 1", "unknown command /wach (did you mean /watch?)", "/watch BTCUSDT"),
+        ("/unwach w1", "did you mean /unwatch?", "/unwatch w12"),
+        ("/alerts", "did you mean /list?", "/list"),
+        ("/delete w1", "did you mean /unwatch?", "/unwatch w12"),
+        ("/frobnicate", "unknown command /frobnicate", "/help"),
+        ("/вотч", "unknown command /вотч", "/help"),
+        ("/", "needs a name", "/help"),
+        ("/" + "x" * 100, "unknown command /xxx", "/help"),
+    ],
+)
+def test_an_unknown_command_gets_a_suggestion_and_the_list_of_commands(
+    text: str, says: str, example: str
+) -> None:
+    error = _error(text)
+    assert says in error.message
+    assert error.example.startswith(example)
+    for name in COMMANDS:
+        assert f"/{name}" in error.usage
+    assert len(error.message) < 80
+
+
+@pytest.mark.parametrize(
+    ("text", "bot", "ours"),
+    [
+        ("/watch@otherbot BTCUSDT > 1", BOT, False),
+        ("/watch@AlertTestBot BTCUSDT > 1", BOT, True),
+        ("/watch@alerttestbot BTCUSDT > 1", "@AlertTestBot", True),
+        ("/wach@otherbot", BOT, False),
+        ("/list@otherbot", BOT, False),
+        ("/watch@somebot BTCUSDT > 1", None, True),
+        ("/watch BTCUSDT > 1", BOT, True),
+    ],
+)
+def test_commands_addressed_to_another_bot_are_ignored(
+    text: str, bot: str | None, ours: bool
+) -> None:
+    try:
+        result = parse_command(text, bot)
+    except CommandError:
+        result = Simple("error")
+    assert (result is not None) == ours
+
+
+@pytest.mark.parametrize("text", ["", "hello", "BTCUSDT > 70000", " ", "／watch BTCUSDT > 1"])
+def test_text_that_is_not_a_command_gives_none(text: str) -> None:
+    assert parse_command(text, BOT) is None
+
+
+def test_a_very_long_message_is_refused_early() -> None:
+    error = _error("/watch BTCUSDT > 1 " + "x" * MAX_TEXT_LENGTH)
+    assert "too long" in error.message
+    assert error.usage == WATCH_USAGE
+    assert "too long" in _error("/nope " + "x" * 10_000).message
+    assert parse_command("just chatting " * 1000, BOT) is None
+    assert parse_command("/watch@otherbot " + "x" * 10_000, BOT) is None
+
+
+# ---------------------------------------------------------------- help and the command table
+
+
+def test_help_lists_every_command_with_its_usage_and_description() -> None:
+    text = help_text()
+    for usage, description, _ in COMMANDS.values():
+        assert usage in text
+        assert description in text
+
+
+def test_every_example_in_help_and_in_the_table_works() -> None:
+    examples = [
+        line
+        for line in help_text().splitlines()
+        if line.startswith("/watch ") and line != COMMANDS["watch"][0]
+    ]
+    assert examples == [example for example, _ in WATCH_EXAMPLES]
+    kinds: set[object] = set()
+    for example in examples:
+        watch = parse_command(example)
+        assert isinstance(watch, Watch)
+        kinds.add(type(watch.condition))
+        if isinstance(watch.condition, Level | Cross):
+            kinds.add(watch.condition.metric)
+    assert kinds >= {Level, Cross, Breaks, Move, AllOf, "price", "change_24h", "quote_volume"}
+    for name, (_, _, example) in COMMANDS.items():
+        assert example.split()[0] == f"/{name}"
+        assert parse_command(example) is not None
+
+
+def test_the_command_table_fits_set_my_commands() -> None:
+    for name, (usage, description, _) in COMMANDS.items():
+        assert re.fullmatch(r"[a-z0-9_]{1,32}", name)
+        assert usage.startswith(f"/{name}")
+        assert 3 <= len(description) <= 256
+
+
+# ---------------------------------------------------------------- properties
+
+_FRAGMENTS = [
+    *(f"/{name}" for name in COMMANDS),
+    "/WATCH",
+    "/watch@AlertTestBot",
+    "/watch@other",
+    "/",
+    "/wach",
+    "BTCUSDT",
+    "ethusdt",
+    "*USDT",
+    "[A",
+    "]",
+    "?",
+    *METRICS,
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "=",
+    "crosses",
+    "above",
+    "below",
+    "breaks",
+    "24h",
+    "high",
+    "low",
+    "rises",
+    "drops",
+    "moves",
+    "in",
+    "all(",
+    "any(",
+    "(",
+    ")",
+    ",",
+    "cooldown",
+    "rearm",
+    "once",
+    "for",
+    "0",
+    "-1",
+    "5",
+    "5%",
+    "0.5",
+    "%",
+    "70k",
+    "2b",
+    "1e309",
+    "nan",
+    "inf",
+    "-0",
+    "15m",
+    "0s",
+    "999999d",
+    "7d",
+    "366d",
+    "w12",
+    "W0",
+    "all",
+    "１２",
+    "🚀",
+    "\u200b",
+    "שלום",
+    "\x00",
+    "9" * 60,
+    "'",
+    '"',
+]
+_SEPARATORS = [" ", "  ", "\t", "\n", "", "\u3000", "\x85"]
+_fragment_text = st.lists(
+    st.tuples(st.sampled_from(_FRAGMENTS), st.sampled_from(_SEPARATORS)), max_size=14
+).map(lambda parts: "".join(f + s for f, s in parts))
+
+
+def _check_total(text: str) -> None:
+    """parse_command returns None or a Command, or raises CommandError: nothing else."""
+    error: CommandError | None = None
+    try:
+        result = parse_command(text, BOT)
+    except CommandError as exc:
+        error, result = exc, None
+    if error is not None:
+        assert error.message
+        assert len(error.message) <= 300, error.message
+        assert error.usage.startswith("/")
+        assert error.example.startswith("/")
+        assert error.reply().count("\n") >= 2
+    elif result is not None:
+        assert isinstance(result, Watch | Unwatch | Mute | Unmute | Price | Simple)
+    if isinstance(result, Watch):
+        assert result.condition_text == format_condition(result.condition)
+        assert parse_command(format_watch(result)) == result
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_any_text_gives_none_a_command_or_a_command_error(text: str) -> None:
+    _check_total(text)
+
+
+@settings(max_examples=300)
+@given(st.text().map(lambda t: "/" + t) | st.text().map(lambda t: "/watch BTCUSDT " + t))
+def test_any_text_after_a_slash_gives_a_command_or_a_command_error(text: str) -> None:
+    _check_total(text)
+
+
+@settings(max_examples=500)
+@given(_fragment_text)
+def test_text_made_of_command_fragments_gives_a_command_or_a_command_error(text: str) -> None:
+    _check_total(text)
+
+
+_RESERVED = {*METRICS, "crosses", "breaks", "rises", "drops", "moves", "cooldown", "rearm", "once"}
+_RESERVED |= {"for", "all", "any"}
+_symbols = st.one_of(
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_]{1,29}", fullmatch=True).filter(
+        lambda s: s.lower() not in _RESERVED
+    ),
+    st.sampled_from(["*USDT", "btc*", "?TCUSDT", "[AB]*usdt", "*"]),
+)
+_numbers = st.one_of(
+    st.integers(1, 10**12).map(float),
+    st.decimals(min_value="0.00000001", max_value="1000000000", places=8).map(float),
+    st.floats(min_value=1e-9, max_value=1e15, allow_nan=False, allow_infinity=False),
+).filter(lambda x: x > 0)
+
+
+@st.composite
+def _level(draw: st.DrawFn) -> Level:
+    metric = draw(st.sampled_from(METRICS))
+    value = draw(_numbers)
+    if metric == "change_24h" and draw(st.booleans()):
+        value = -value
+    return Level(metric, draw(st.sampled_from([">", ">=", "<", "<="])), value)
+
+
+_cross = st.builds(
+    Cross, st.sampled_from(METRICS), st.sampled_from([None, "above", "below"]), _numbers
+)
+_move = st.builds(
+    Move,
+    st.sampled_from(["rises", "drops", "moves"]),
+    _numbers.filter(lambda x: x < 100),
+    st.integers(1, 7 * 86_400).map(lambda s: s * 1000),
+)
+_leaf = st.one_of(_level(), _cross, st.builds(Breaks, st.sampled_from(["high", "low"])), _move)
+_condition = st.one_of(
+    _leaf,
+    st.lists(_leaf, min_size=1, max_size=3).map(lambda xs: AllOf(tuple(xs))),
+    st.lists(_leaf, min_size=1, max_size=3).map(lambda xs: AnyOf(tuple(xs))),
+)
+_durations = (
+    st.tuples(st.integers(1, 10_000), st.sampled_from([("s", 1000), ("m", 60_000), ("h", H)]))
+    | st.tuples(st.integers(1, 366), st.just(("d", D)))
+).filter(lambda t: t[0] * t[1][1] <= MAX_DURATION_MS)
+_rearms = st.decimals(min_value="0.001", max_value="50", places=3).filter(lambda p: p > 0)
+_spaces = st.sampled_from([" ", "  ", "\t", "\n", " \n "])
+_case: st.SearchStrategy[Callable[[str], str]] = st.sampled_from([str, str.lower, str.upper])
+
+
+@settings(max_examples=300)
+@given(
+    symbol=_symbols,
+    condition=_condition,
+    cooldown=st.none() | _durations,
+    rearm=st.none() | _rearms,
+    once=st.booleans(),
+    for_=st.none() | _durations,
+    data=st.data(),
+)
+def test_a_rendered_watch_parses_back_to_the_same_values(
+    symbol: str,
+    condition: Condition,
+    cooldown: tuple[int, tuple[str, int]] | None,
+    rearm: Decimal | None,
+    once: bool,
+    for_: tuple[int, tuple[str, int]] | None,
+    data: st.DataObject,
+) -> None:
+    if not isinstance(condition, Level | Cross | Move):
+        rearm = None  # a re-arm band needs a single threshold
+    options: list[list[str]] = []
+    if cooldown is not None:
+        options.append(["cooldown", f"{cooldown[0]}{cooldown[1][0]}"])
+    if rearm is not None:
+        percent = format(rearm.normalize(), "f")
+        options.append(["rearm", *data.draw(st.sampled_from([[f"{percent}%"], [percent, "%"]]))])
+    if once:
+        options.append(["once"])
+    if for_ is not None:
+        options.append(["for", f"{for_[0]}{for_[1][0]}"])
+    words = [
+        "/watch",
+        symbol,
+        *format_condition(condition).split(" "),
+        *(word for option in data.draw(st.permutations(options)) for word in option),
+    ]
+    text = "".join(data.draw(_case)(word) + data.draw(_spaces) for word in words)
+
+    watch = parse_command(text, BOT)
+
+    assert watch == Watch(
+        symbol=symbol.upper(),
+        condition=condition,
+        condition_text=format_condition(condition),
+        cooldown_ms=None if cooldown is None else cooldown[0] * cooldown[1][1],
+        rearm=None if rearm is None else float(rearm / 100),
+        once=once,
+        for_ms=None if for_ is None else for_[0] * for_[1][1],
+    )
+    assert watch.condition_text == format_condition(watch.condition)
+    assert parse_command(format_watch(watch)) == watch
