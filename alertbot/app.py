@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TextIO
 
+import orjson
 from telegram.error import InvalidToken, TelegramError
 
 from alertbot.chat.bot import ChatBot
@@ -53,8 +54,9 @@ class Pipeline:
         self.engine = engine
         self.settings = settings
         self.emit = emit
-        self.handoff = Handoff(settings.queue)
-        self.feed = Feed(settings, self._put)
+        self.handoff = Handoff(settings.queue, self._invalid)
+        # ticker frames come as bytes, which the engine reads without decoding them
+        self.feed = Feed(settings, self._put, undecoded=True)
         self.stats = ParseStats()
         self.directory = SymbolDirectory(settings, seen=self._seen)
         self.alerts = 0
@@ -63,6 +65,10 @@ class Pipeline:
 
     def _put(self, message: Any, raw: str | bytes) -> None:
         self.handoff.put(message)
+
+    def _invalid(self, raw: bytes) -> None:
+        """A frame that looked like ticker data but is not JSON: counted as the feed does."""
+        self.feed.stats.problems.count("invalid JSON frame", repr(raw[:80]))
 
     def _seen(self) -> list[str]:
         return [s for s in self.engine.symbols() if self.engine.last_ticker(s) is not None]
@@ -110,7 +116,13 @@ class Pipeline:
             for message in await self.handoff.get():
                 self.frames += 1
                 try:
-                    alerts = engine.process_message(message, stats)
+                    if type(message) is bytes:
+                        alerts = engine.process_raw(message, stats)
+                    else:
+                        alerts = engine.process_message(message, stats)
+                except orjson.JSONDecodeError:
+                    self._invalid(message)
+                    continue
                 except Exception:  # a bug must not stop the feed; say so loudly
                     log.exception("engine failed on a message; skipped")
                     continue

@@ -13,9 +13,10 @@ Not a test. Run from the repository root::
    rotating order within each run, each on fresh frames:
    - *bare*: a websockets ``async for message in ws`` loop that only counts messages;
    - *decode*: the bare loop plus ``orjson.loads`` of each frame (what any JSON path pays);
-   - *feed*: the feed alone (sockets, classification, hand-off), messages then dropped;
+   - *feed*: the feed alone (sockets, classification, hand-off), messages then dropped (ticker
+     frames pass undecoded, as in the pipeline);
    - *engine*: alertbot's path, ``Feed`` (socket, watchdog, classification) -> ``Handoff`` ->
-     ``Engine.process_message`` over ``--rules`` rules (bench/engine.py's realistic mix), the
+     ``Engine.process_raw`` over ``--rules`` rules (bench/engine.py's realistic mix), the
      consumer that ``alertbot run`` uses. The hand-off is made large enough that nothing is
      conflated: every ticker is evaluated.
    Reported: tickers per second (median over runs) and each client's ratio to *bare* (median of
@@ -152,7 +153,8 @@ async def feed_only_client(url: str, n: int) -> float:
     )
     handoff = Handoff(settings.queue)
     first = _first_put(handoff)
-    feed = Feed(settings, lambda message, raw: handoff.put(message))
+    # as the pipeline's feed: ticker frames pass on undecoded
+    feed = Feed(settings, lambda message, raw: handoff.put(message), undecoded=True)
     feed.want_streams(["!miniTicker@arr"])
     got = 0
     async with feed:

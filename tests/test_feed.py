@@ -225,6 +225,8 @@ async def test_our_pings_detect_a_dead_peer():
 BAD_FRAMES = [
     b"{not json",
     b'{"e": "24hrMiniTicker", "E": 1, "s": "BTCUSDT", "c": "1"',  # truncated
+    # truncated in the plain form, which reaches the engine undecoded: it counts it the same
+    b'[{"e":"24hrMiniTicker","E":7,"s":"BTCUSDT","c":"1"',
     b"42",
     b'"a string"',
     b"null",
@@ -250,7 +252,7 @@ async def test_bad_frames_are_counted_and_skipped_and_the_feed_keeps_running(str
         assert fake.stats.handshakes == 1
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
         assert health.problems == {
-            "invalid JSON frame": 2,
+            "invalid JSON frame": 3,
             "unexpected message": 4,  # 42, "a string", null, {"unexpected": true}
             "reply to no request of ours": 2,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from alertbot.errors import ConfigError
@@ -210,6 +211,23 @@ async def test_handoff_stays_bounded_however_far_behind_the_engine_is():
     items = await h.get()
     assert sum(len(i) if isinstance(i, list) else 1 for i in items) <= 8 * 20
     assert max(e["E"] for i in items for e in i) == 10_000
+
+
+async def test_handoff_passes_frame_bytes_and_decodes_them_only_to_conflate():
+    """Frames the feed left undecoded stay bytes until a conflation needs their tickers; one
+    that is not JSON then is reported to ``invalid`` and dropped."""
+    bad: list[bytes] = []
+    h = Handoff(capacity=2, invalid=bad.append)
+    frame = orjson.dumps([el("A", 1, "1"), el("B", 1, "1")])
+    h.put(frame)
+    assert await h.get() == [frame]
+    h.put(frame)
+    h.put(b'[{"e":"24hrMiniTicker","E":2')  # cut short
+    h.put(orjson.dumps({"stream": "a@miniTicker", "data": el("A", 3, "3")}))
+    (merged,) = await h.get()
+    assert sorted((e["s"], e["E"], e["c"]) for e in merged) == [("A", 3, "3"), ("B", 1, "1")]
+    assert bad == [b'[{"e":"24hrMiniTicker","E":2']
+    assert (h.conflations, h.dropped) == (1, 1)
 
 
 async def test_handoff_keeps_malformed_elements_for_the_engine_to_count():

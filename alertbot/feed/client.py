@@ -59,9 +59,11 @@ class FeedHealth:
 class Feed:
     """Keeps the wanted streams flowing into ``sink``; see the module docstring."""
 
-    def __init__(self, settings: FeedSettings, sink: Sink) -> None:
+    def __init__(self, settings: FeedSettings, sink: Sink, *, undecoded: bool = False) -> None:
         self.settings = settings
         self.sink = sink
+        # ticker frames in Binance's plain form reach the sink as bytes, not decoded
+        self.undecoded = undecoded
         self.clock = asyncio.get_running_loop().time
         self.stats = FeedStats(self.clock)
         self._target: frozenset[str] = frozenset()
@@ -156,6 +158,7 @@ class Feed:
             settings=self.settings,
             stats=self.stats,
             sink=self.sink,
+            undecoded=self.undecoded,
             on_progress=self._progress.set,
         )
         conn.start()

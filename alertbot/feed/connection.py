@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,8 +41,17 @@ from alertbot.feed.settings import FeedSettings
 
 log = logging.getLogger("alertbot.feed")
 
-#: receives every market-data message: the decoded object and the raw text as received
+#: receives every market-data message: the decoded object and the raw text as received; with
+#: ``undecoded``, a ticker frame in Binance's plain form comes as its bytes, twice
 Sink = Callable[[Any, "str | bytes"], None]
+
+#: the start of a ticker frame as Binance writes it (array, object, or combined wrapper), with
+#: the first element's event time: such a frame is data and needs no decoding to be classified.
+#: A frame that starts so but is not valid JSON is found out by the consumer when it reads it.
+_PLAIN_DATA = re.compile(
+    rb'[ \t\n\r]*(?:\{"stream":"[^"\\]*","data":)?\[?\{"e":"24hrMiniTicker","E":'
+    rb"(0|[1-9][0-9]{0,17})[,}]"
+)
 
 
 class Backoff:
@@ -201,6 +211,7 @@ class Connection:
         settings: FeedSettings,
         stats: FeedStats,
         sink: Sink,
+        undecoded: bool = False,
         on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self.id = cid
@@ -211,6 +222,7 @@ class Connection:
         self.settings = settings
         self.stats = stats
         self.sink = sink
+        self.undecoded = undecoded
         self.on_progress = on_progress
         self.stale_after = (
             settings.stale_after if ALL_MARKET in self.streams else settings.symbol_stale_after
@@ -526,6 +538,10 @@ class Connection:
             pass
 
     def _on_frame(self, s: _Session, raw: str | bytes) -> None:
+        plain = _PLAIN_DATA.match(raw) if self.undecoded and isinstance(raw, bytes) else None
+        if plain is not None:  # ticker data: the consumer reads the bytes
+            self._on_data(s, raw, int(plain.group(1)), raw)
+            return
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -545,9 +561,11 @@ class Connection:
         elif kind is not list:
             self.stats.problems.count("unexpected message", f"a JSON {kind.__name__}")
             return
+        self._on_data(s, obj, _event_time(obj), raw)
+
+    def _on_data(self, s: _Session, obj: Any, event: int, raw: str | bytes) -> None:
         now = self._loop.time()
         s.last_data_at = now
-        event = _event_time(obj)
         if event > s.last_event:
             s.last_event = event
             if 0 <= s.watch_mark <= event:

@@ -1,17 +1,22 @@
 """The bounded hand-off between the sockets and the engine.
 
 The sockets must never wait for the engine (a socket that is not read makes Binance drop the
-connection), and memory must not grow when the engine falls behind. Decoded messages are queued
-as they are; when ``capacity`` messages are waiting, everything waiting is conflated into one
-message holding the newest ticker of each symbol (by event time), so the engine catches up on
-the latest state instead of replaying stale ticks.
+connection), and memory must not grow when the engine falls behind. Messages are queued as they
+are, decoded or as the bytes of a frame (which the engine reads without decoding); when
+``capacity`` messages are waiting, everything waiting is decoded and conflated into one message
+holding the newest ticker of each symbol (by event time), so the engine catches up on the latest
+state instead of replaying stale ticks. Frames that turn out not to be JSON then are handed to
+``invalid`` (the feed counts them) and dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 #: malformed elements kept through a conflation (the engine counts them); beyond, dropped
 _MAX_ODD = 1000
@@ -28,10 +33,13 @@ def _elements(obj: Any) -> list[Any]:
 class Handoff:
     """Sockets ``put`` decoded messages (never blocking); the engine ``get``s them in batches."""
 
-    def __init__(self, capacity: int = 32) -> None:
+    def __init__(
+        self, capacity: int = 32, invalid: Callable[[bytes], None] = lambda raw: None
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
+        self.invalid = invalid
         self._items: deque[Any] = deque()
         self._ready = asyncio.Event()
         self.conflations = 0  # how often the engine was behind
@@ -52,6 +60,12 @@ class Handoff:
         odd: list[Any] = []
         total = 0
         for item in (*self._items, message):
+            if type(item) is bytes:
+                try:
+                    item = orjson.loads(item)
+                except orjson.JSONDecodeError:
+                    self.invalid(item)
+                    continue
             for el in _elements(item):
                 total += 1
                 if type(el) is dict:

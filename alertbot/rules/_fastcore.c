@@ -53,6 +53,23 @@ typedef struct {
     int anyhits; /* some window's hits are set */
 } Slot;
 
+/* One element of a raw frame, read by parse_raw(): its byte span and, when ok, its values. */
+typedef struct {
+    Py_ssize_t start, end;
+    int ok; /* a well-formed USD-M ticker in the plain form scan_raw reads; else Python's */
+    int64_t time;
+    double c, o, h, l, v, q;
+    Py_ssize_t sym, nsym, text, ntext; /* offsets into the frame */
+} Rec;
+
+/* Symbols by their ASCII bytes (the C side of Core.symbols, for raw frames): open addressing. */
+typedef struct {
+    uint64_t hash;
+    Py_ssize_t slot; /* -1: empty */
+    Py_ssize_t len;
+    char *bytes;
+} SymEntry;
+
 typedef struct {
     PyObject_HEAD
     int64_t horizon;
@@ -62,6 +79,11 @@ typedef struct {
     Py_ssize_t good;
     Py_ssize_t slot;
     long flags;
+    SymEntry *table;
+    Py_ssize_t table_n, table_cap; /* table_cap: a power of two, or 0 */
+    PyObject *raw; /* the frame of the last parse_raw (owned), or NULL */
+    Rec *recs;
+    Py_ssize_t nrec, rec_cap;
 } Core;
 
 static PyObject *s_e, *s_E, *s_s, *s_c, *s_o, *s_h, *s_l, *s_v, *s_q, *s_st, *s_event;
@@ -316,12 +338,9 @@ static int feed(Core *self, Slot *s, int64_t time, double c, double o, double h,
 
 /* A decimal as float() reads it, for the plain ASCII forms Binance sends; 0 when the caller
  * must leave the element to Python (also for values read_element rejects). */
-static int read_number(PyObject *x, double *out)
+static int read_text(const char *p, Py_ssize_t n, double *out)
 {
-    if (!PyUnicode_CheckExact(x) || !PyUnicode_IS_ASCII(x))
-        return 0;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(x);
-    const char *p = (const char *)PyUnicode_DATA(x);
+    char buf[65];
     if (n == 0 || n > 64)
         return 0;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -330,18 +349,27 @@ static int read_number(PyObject *x, double *out)
               ch == '-'))
             return 0;
     }
+    memcpy(buf, p, (size_t)n);
+    buf[n] = '\0';
     char *end = NULL;
-    double d = PyOS_string_to_double(p, &end, NULL);
+    double d = PyOS_string_to_double(buf, &end, NULL);
     if (d == -1.0 && PyErr_Occurred()) {
         PyErr_Clear();
         return 0;
     }
-    if (end != p + n)
+    if (end != buf + n)
         return 0;
     if (!(0.0 <= d && d < INFINITY))
         return 0;
     *out = d;
     return 1;
+}
+
+static int read_number(PyObject *x, double *out)
+{
+    if (!PyUnicode_CheckExact(x) || !PyUnicode_IS_ASCII(x))
+        return 0;
+    return read_text((const char *)PyUnicode_DATA(x), PyUnicode_GET_LENGTH(x), out);
 }
 
 static int plain_symbol(PyObject *s)
@@ -356,6 +384,457 @@ static int plain_symbol(PyObject *s)
         if (p[i] >= 'a' && p[i] <= 'z')
             return 0; /* upper() would change it */
     return 1;
+}
+
+
+/* ------------------------------------------------------------------ raw frames
+ *
+ * parse_raw() reads a whole frame's bytes in one pass, without creating a Python object, and
+ * only when the frame is in the plain form Binance writes: a JSON array of flat objects, one
+ * such object, or the combined-stream wrapper {"stream": "...", "data": ...} around either;
+ * strings of printable ASCII without escapes; numbers that are integers of at most 18 digits;
+ * true, false, null. Such a frame is valid JSON, and orjson would decode it to exactly what is
+ * read here. Anything else (escapes, non-ASCII, nested values, fractions, exponents, long
+ * numbers, a reply, invalid JSON) returns -1: the caller decodes the frame with orjson and
+ * takes the dict path, which also raises for invalid JSON. Nothing is fed until the whole frame
+ * was read, so a frame left to orjson has changed nothing.
+ *
+ * Of the elements read, those that are well-formed USD-M tickers (as read_element would accept
+ * them) carry their values; scan_raw() feeds them, and stops at an element the caller must read
+ * itself (by decoding its span with orjson): one that is not ok, or of a symbol with no slot.
+ */
+
+static uint64_t sym_hash(const char *p, Py_ssize_t n)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static Py_ssize_t sym_find(Core *self, const char *p, Py_ssize_t n)
+{
+    if (self->table_cap == 0)
+        return -1;
+    uint64_t h = sym_hash(p, n);
+    size_t mask = (size_t)self->table_cap - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        SymEntry *e = &self->table[i];
+        if (e->slot < 0)
+            return -1;
+        if (e->hash == h && e->len == n && memcmp(e->bytes, p, (size_t)n) == 0)
+            return e->slot;
+    }
+}
+
+static void sym_put(SymEntry *table, Py_ssize_t cap, SymEntry e)
+{
+    size_t mask = (size_t)cap - 1;
+    size_t i = (size_t)e.hash & mask;
+    while (table[i].slot >= 0)
+        i = (i + 1) & mask;
+    table[i] = e;
+}
+
+/* Mirror Core.symbols[symbol] = slot; symbols that are not ASCII never occur in a plain frame. */
+static int sym_add(Core *self, PyObject *symbol, Py_ssize_t slot)
+{
+    if (!PyUnicode_Check(symbol) || !PyUnicode_IS_ASCII(symbol))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(symbol);
+    const char *p = (const char *)PyUnicode_DATA(symbol);
+    uint64_t h = sym_hash(p, n);
+    if (self->table_cap) {
+        size_t mask = (size_t)self->table_cap - 1;
+        for (size_t i = (size_t)h & mask; self->table[i].slot >= 0; i = (i + 1) & mask) {
+            SymEntry *e = &self->table[i];
+            if (e->hash == h && e->len == n && memcmp(e->bytes, p, (size_t)n) == 0) {
+                e->slot = slot;
+                return 0;
+            }
+        }
+    }
+    if ((self->table_n + 1) * 2 > self->table_cap) {
+        Py_ssize_t cap = self->table_cap ? self->table_cap * 2 : 64;
+        SymEntry *table = PyMem_Malloc((size_t)cap * sizeof(SymEntry));
+        if (table == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < cap; i++)
+            table[i].slot = -1;
+        for (Py_ssize_t i = 0; i < self->table_cap; i++)
+            if (self->table[i].slot >= 0)
+                sym_put(table, cap, self->table[i]);
+        PyMem_Free(self->table);
+        self->table = table;
+        self->table_cap = cap;
+    }
+    char *bytes = PyMem_Malloc((size_t)n + 1);
+    if (bytes == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(bytes, p, (size_t)n);
+    SymEntry e = {h, slot, n, bytes};
+    sym_put(self->table, self->table_cap, e);
+    self->table_n++;
+    return 0;
+}
+
+typedef struct {
+    const char *p;
+    Py_ssize_t n, i;
+} Cur;
+
+#define BAD (-1)     /* not in the plain form: the whole frame goes to orjson */
+#define NOMEM (-2)   /* an exception is set */
+
+static inline void skip_ws(Cur *c)
+{
+    while (c->i < c->n) {
+        char ch = c->p[c->i];
+        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r')
+            c->i++;
+        else
+            break;
+    }
+}
+
+static inline int at(Cur *c, char ch) { return c->i < c->n && c->p[c->i] == ch; }
+
+/* A string of printable ASCII without escapes: the span of its content. */
+static int plain_string(Cur *c, Py_ssize_t *start, Py_ssize_t *len)
+{
+    if (!at(c, '"'))
+        return 0;
+    const unsigned char *p = (const unsigned char *)c->p;
+    for (Py_ssize_t j = c->i + 1; j < c->n; j++) {
+        unsigned char ch = p[j];
+        if (ch == '"') {
+            *start = c->i + 1;
+            *len = j - c->i - 1;
+            c->i = j + 1;
+            return 1;
+        }
+        if (ch < 0x20 || ch > 0x7e || ch == '\\')
+            return 0;
+    }
+    return 0;
+}
+
+enum { V_STR, V_INT, V_NEGINT, V_NULL, V_LIT };
+
+/* A scalar in the plain form: its kind, span and (integers) value; BAD otherwise. */
+static int scalar(Cur *c, Py_ssize_t *start, Py_ssize_t *len, int64_t *num)
+{
+    if (c->i >= c->n)
+        return BAD;
+    const char *p = c->p;
+    char ch = p[c->i];
+    if (ch == '"')
+        return plain_string(c, start, len) ? V_STR : BAD;
+    *start = c->i;
+    if (ch == '-' || (ch >= '0' && ch <= '9')) {
+        Py_ssize_t j = c->i;
+        int neg = ch == '-';
+        j += neg;
+        Py_ssize_t d0 = j;
+        int64_t x = 0;
+        while (j < c->n && p[j] >= '0' && p[j] <= '9') {
+            if (j - d0 >= 18)
+                return BAD; /* orjson reads a long integer as a float */
+            x = x * 10 + (p[j] - '0');
+            j++;
+        }
+        if (j == d0 || (j - d0 > 1 && p[d0] == '0'))
+            return BAD; /* no digits, or a leading zero: not JSON */
+        if (j < c->n && (p[j] == '.' || p[j] == 'e' || p[j] == 'E'))
+            return BAD;
+        *len = j - c->i;
+        *num = x;
+        c->i = j;
+        return neg ? V_NEGINT : V_INT;
+    }
+    Py_ssize_t left = c->n - c->i;
+    if (left >= 4 && memcmp(p + c->i, "null", 4) == 0) {
+        c->i += 4;
+        *len = 4;
+        return V_NULL;
+    }
+    if (left >= 4 && memcmp(p + c->i, "true", 4) == 0) {
+        c->i += 4;
+        *len = 4;
+        return V_LIT;
+    }
+    if (left >= 5 && memcmp(p + c->i, "false", 5) == 0) {
+        c->i += 5;
+        *len = 5;
+        return V_LIT;
+    }
+    return BAD;
+}
+
+enum { K_e, K_E, K_s, K_c, K_o, K_h, K_l, K_v, K_q, K_st, NKEYS };
+
+static int key_of(const char *p, Py_ssize_t n)
+{
+    if (n == 1) {
+        switch (p[0]) {
+        case 'e': return K_e;
+        case 'E': return K_E;
+        case 's': return K_s;
+        case 'c': return K_c;
+        case 'o': return K_o;
+        case 'h': return K_h;
+        case 'l': return K_l;
+        case 'v': return K_v;
+        case 'q': return K_q;
+        default: return -1;
+        }
+    }
+    if (n == 2 && p[0] == 's' && p[1] == 't')
+        return K_st;
+    return -1;
+}
+
+#define HAS_E 1
+#define HAS_STREAM 2
+#define HAS_DATA 4
+
+/* A flat object at '{' into r (r->ok: a ticker read_element accepts); BAD when not plain. */
+static int element(Cur *c, Rec *r, int *flags)
+{
+    Py_ssize_t vs[NKEYS], vl[NKEYS];
+    int vt[NKEYS];
+    int64_t vn[NKEYS];
+    unsigned seen = 0;
+    int dup = 0;
+    const char *p = c->p;
+    for (int k = 0; k < NKEYS; k++) {
+        vs[k] = vl[k] = 0;
+        vt[k] = BAD;
+        vn[k] = 0;
+    }
+    r->start = c->i;
+    r->ok = 0;
+    c->i++;
+    skip_ws(c);
+    if (at(c, '}'))
+        c->i++;
+    else {
+        for (;;) {
+            Py_ssize_t ks, kl, s0, l0;
+            int64_t num = 0;
+            if (!plain_string(c, &ks, &kl))
+                return BAD;
+            skip_ws(c);
+            if (!at(c, ':'))
+                return BAD;
+            c->i++;
+            skip_ws(c);
+            int t = scalar(c, &s0, &l0, &num);
+            if (t == BAD)
+                return BAD;
+            int k = key_of(p + ks, kl);
+            if (k >= 0) {
+                if (seen >> k & 1)
+                    dup = 1; /* orjson keeps the last; Python reads such an element */
+                seen |= 1u << k;
+                vs[k] = s0;
+                vl[k] = l0;
+                vt[k] = t;
+                vn[k] = num;
+            }
+            else if (kl == 6 && memcmp(p + ks, "stream", 6) == 0)
+                *flags |= HAS_STREAM;
+            else if (kl == 4 && memcmp(p + ks, "data", 4) == 0)
+                *flags |= HAS_DATA;
+            skip_ws(c);
+            if (at(c, ',')) {
+                c->i++;
+                skip_ws(c);
+                continue;
+            }
+            if (at(c, '}')) {
+                c->i++;
+                break;
+            }
+            return BAD;
+        }
+    }
+    r->end = c->i;
+    if (seen >> K_e & 1)
+        *flags |= HAS_E;
+    /* what read_element accepts, in the forms read here */
+    const unsigned need = (1u << K_st) - 1;
+    if (dup || (seen & need) != need)
+        return 0;
+    if (vt[K_e] != V_STR || vl[K_e] != 14 || memcmp(p + vs[K_e], "24hrMiniTicker", 14) != 0)
+        return 0;
+    if ((seen >> K_st & 1) && !(vt[K_st] == V_NULL || (vt[K_st] == V_INT && vn[K_st] == 1)))
+        return 0;
+    if (vt[K_E] != V_INT || vt[K_s] != V_STR || vl[K_s] == 0)
+        return 0;
+    for (Py_ssize_t j = 0; j < vl[K_s]; j++) {
+        char ch = p[vs[K_s] + j];
+        if (ch >= 'a' && ch <= 'z')
+            return 0; /* upper() would change it */
+    }
+    double x[6];
+    for (int k = K_c; k <= K_q; k++)
+        if (vt[k] != V_STR || !read_text(p + vs[k], vl[k], &x[k - K_c]))
+            return 0;
+    r->time = vn[K_E];
+    r->c = x[0];
+    r->o = x[1];
+    r->h = x[2];
+    r->l = x[3];
+    r->v = x[4];
+    r->q = x[5];
+    r->sym = vs[K_s];
+    r->nsym = vl[K_s];
+    r->text = vs[K_c];
+    r->ntext = vl[K_c];
+    r->ok = 1;
+    return 0;
+}
+
+static Rec *next_rec(Core *self)
+{
+    if (grow((void **)&self->recs, &self->rec_cap, self->nrec + 1, sizeof(Rec)) < 0)
+        return NULL;
+    return &self->recs[self->nrec];
+}
+
+static int raw_array(Core *self, Cur *c)
+{
+    c->i++;
+    skip_ws(c);
+    if (at(c, ']')) {
+        c->i++;
+        return 0;
+    }
+    for (;;) {
+        Rec *r = next_rec(self);
+        if (r == NULL)
+            return NOMEM;
+        if (at(c, '{')) {
+            int flags = 0;
+            if (element(c, r, &flags) == BAD)
+                return BAD;
+        }
+        else {
+            Py_ssize_t s0, l0;
+            int64_t num;
+            r->start = c->i;
+            r->ok = 0;
+            if (scalar(c, &s0, &l0, &num) == BAD)
+                return BAD;
+            r->end = c->i;
+        }
+        self->nrec++;
+        skip_ws(c);
+        if (at(c, ',')) {
+            c->i++;
+            skip_ws(c);
+            continue;
+        }
+        if (at(c, ']')) {
+            c->i++;
+            return 0;
+        }
+        return BAD;
+    }
+}
+
+/* A single ticker object: one that alertbot.ticker.unwrap passes on as the only element. */
+static int raw_object(Core *self, Cur *c, int top)
+{
+    Rec *r = next_rec(self);
+    if (r == NULL)
+        return NOMEM;
+    int flags = 0;
+    if (element(c, r, &flags) == BAD)
+        return BAD;
+    if (!(flags & HAS_E))
+        return BAD; /* maybe a reply: decoded and classified in Python */
+    if (top && (flags & HAS_STREAM) && (flags & HAS_DATA))
+        return BAD; /* a wrapper after all */
+    self->nrec++;
+    return 0;
+}
+
+static int raw_frame(Core *self, Cur *c)
+{
+    skip_ws(c);
+    if (at(c, '['))
+        return raw_array(self, c);
+    if (!at(c, '{'))
+        return BAD;
+    /* the combined-stream wrapper, keys in Binance's order */
+    Cur w = *c;
+    Py_ssize_t ks, kl, s0, l0;
+    w.i++;
+    skip_ws(&w);
+    if (!plain_string(&w, &ks, &kl) || kl != 6 || memcmp(w.p + ks, "stream", 6) != 0)
+        return raw_object(self, c, 1);
+    skip_ws(&w);
+    if (!at(&w, ':'))
+        return BAD;
+    w.i++;
+    skip_ws(&w);
+    if (!plain_string(&w, &s0, &l0))
+        return BAD;
+    skip_ws(&w);
+    if (!at(&w, ','))
+        return BAD;
+    w.i++;
+    skip_ws(&w);
+    if (!plain_string(&w, &ks, &kl) || kl != 4 || memcmp(w.p + ks, "data", 4) != 0)
+        return BAD;
+    skip_ws(&w);
+    if (!at(&w, ':'))
+        return BAD;
+    w.i++;
+    skip_ws(&w);
+    int r;
+    if (at(&w, '['))
+        r = raw_array(self, &w);
+    else if (at(&w, '{'))
+        r = raw_object(self, &w, 0);
+    else
+        return BAD;
+    if (r < 0)
+        return r;
+    skip_ws(&w);
+    if (!at(&w, '}'))
+        return BAD;
+    w.i++;
+    *c = w;
+    return 0;
+}
+
+/* The price text as a str: the slot's current or previous one when the bytes are the same
+ * (prices often repeat), else a new one. New reference. */
+static PyObject *text_of(Slot *s, const char *p, Py_ssize_t n)
+{
+    PyObject *cands[2] = {s->text, s->ptext};
+    for (int k = 0; k < 2; k++) {
+        PyObject *t = cands[k];
+        if (t != NULL && PyUnicode_IS_ASCII(t) && PyUnicode_GET_LENGTH(t) == n &&
+            memcmp(PyUnicode_DATA(t), p, (size_t)n) == 0) {
+            Py_INCREF(t);
+            return t;
+        }
+    }
+    PyObject *t = PyUnicode_New(n, 127);
+    if (t == NULL)
+        return NULL;
+    memcpy(PyUnicode_DATA(t), p, (size_t)n);
+    return t;
 }
 
 /* ------------------------------------------------------------------ methods */
@@ -437,6 +916,80 @@ static PyObject *Core_scan(Core *self, PyObject *args)
     return PyLong_FromSsize_t(2 * n);
 }
 
+/* parse_raw(frame) -> number of elements, or -1: decode the frame with orjson instead. */
+static PyObject *Core_parse_raw(Core *self, PyObject *raw)
+{
+    Py_CLEAR(self->raw);
+    self->nrec = 0;
+    if (!PyBytes_CheckExact(raw))
+        return PyLong_FromLong(-1);
+    Cur c = {PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), 0};
+    int r = raw_frame(self, &c);
+    if (r == NOMEM) {
+        self->nrec = 0;
+        return NULL;
+    }
+    skip_ws(&c);
+    if (r == BAD || c.i != c.n) {
+        self->nrec = 0;
+        return PyLong_FromLong(-1);
+    }
+    Py_INCREF(raw);
+    self->raw = raw;
+    return PyLong_FromSsize_t(self->nrec);
+}
+
+/* scan() over the elements of the last parse_raw() frame. */
+static PyObject *Core_scan_raw(Core *self, PyObject *arg)
+{
+    Py_ssize_t start = PyLong_AsSsize_t(arg);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = self->nrec;
+    if (n && self->raw == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no frame");
+        return NULL;
+    }
+    const char *p = n ? PyBytes_AS_STRING(self->raw) : NULL;
+    for (Py_ssize_t i = start < 0 ? 0 : start; i < n; i++) {
+        Rec *r = &self->recs[i];
+        if (!r->ok)
+            return PyLong_FromSsize_t(2 * i);
+        Py_ssize_t slot = sym_find(self, p + r->sym, r->nsym);
+        if (slot < 0)
+            return PyLong_FromSsize_t(2 * i);
+        self->good++;
+        Slot *s = &self->slots[slot];
+        if (r->time <= s->time)
+            continue; /* DUPLICATE: feed() would change nothing */
+        PyObject *text = text_of(s, p + r->text, r->ntext);
+        if (text == NULL)
+            return NULL;
+        int res = feed(self, s, r->time, r->c, r->o, r->h, r->l, r->v, r->q, text);
+        Py_DECREF(text);
+        if (res < 0)
+            return NULL;
+        if (res == BUSY) {
+            self->slot = slot;
+            return PyLong_FromSsize_t(2 * i + 1);
+        }
+    }
+    return PyLong_FromSsize_t(2 * n);
+}
+
+/* The byte span of element i of the last parse_raw() frame: (start, end). */
+static PyObject *Core_span(Core *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || i >= self->nrec) {
+        PyErr_SetString(PyExc_IndexError, "no such element");
+        return NULL;
+    }
+    return Py_BuildValue("(nn)", self->recs[i].start, self->recs[i].end);
+}
+
 static PyObject *Core_feed(Core *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 9) {
@@ -474,7 +1027,8 @@ static PyObject *Core_add(Core *self, PyObject *symbol)
     if (grow((void **)&self->slots, &self->cap, self->n + 1, sizeof(Slot)) < 0)
         return NULL;
     PyObject *index = PyLong_FromSsize_t(self->n);
-    if (index == NULL || PyDict_SetItem(self->symbols, symbol, index) < 0) {
+    if (index == NULL || PyDict_SetItem(self->symbols, symbol, index) < 0 ||
+        sym_add(self, symbol, self->n) < 0) {
         Py_XDECREF(index);
         return NULL;
     }
@@ -737,11 +1291,20 @@ static void Core_dealloc(Core *self)
     }
     PyMem_Free(self->slots);
     Py_XDECREF(self->symbols);
+    for (Py_ssize_t i = 0; i < self->table_cap; i++)
+        if (self->table[i].slot >= 0)
+            PyMem_Free(self->table[i].bytes);
+    PyMem_Free(self->table);
+    PyMem_Free(self->recs);
+    Py_XDECREF(self->raw);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef Core_methods[] = {
     {"scan", (PyCFunction)Core_scan, METH_VARARGS, NULL},
+    {"parse_raw", (PyCFunction)Core_parse_raw, METH_O, NULL},
+    {"scan_raw", (PyCFunction)Core_scan_raw, METH_O, NULL},
+    {"span", (PyCFunction)Core_span, METH_O, NULL},
     {"feed", (PyCFunction)(void (*)(void))Core_feed, METH_FASTCALL, NULL},
     {"add", (PyCFunction)Core_add, METH_O, NULL},
     {"set_horizon", (PyCFunction)Core_set_horizon, METH_O, NULL},

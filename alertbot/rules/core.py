@@ -193,6 +193,22 @@ class Core:
                 return 2 * i + 1
         return 2 * len(elements)
 
+    def parse_raw(self, raw: bytes) -> int:
+        """Read a frame's bytes for :meth:`scan_raw`: the number of its elements, or -1 when
+        the caller must decode it (with orjson) and use :meth:`scan`. The C core reads frames
+        in the plain form Binance writes without creating Python objects; this one leaves every
+        frame to the caller, which is the same result by another way."""
+        return -1
+
+    def scan_raw(self, start: int) -> int:
+        """:meth:`scan` over the elements of the last :meth:`parse_raw` frame; the caller reads
+        element ``i`` itself by decoding its bytes, ``raw[slice(*span(i))]``."""
+        return 0
+
+    def span(self, i: int) -> tuple[int, int]:
+        """The byte span of element ``i`` of the last :meth:`parse_raw` frame."""
+        raise IndexError("no such element")
+
     def feed(
         self,
         slot: int,

@@ -34,6 +34,8 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
+import orjson
+
 from alertbot.rules.conditions import (
     AllOf,
     AnyOf,
@@ -680,6 +682,35 @@ class Engine:
                 self._busy(self._slots[core.slot], alerts, None)
             else:
                 self._element(elements[i], stats, alerts)
+            i += 1
+        stats.tickers += core.good
+        return alerts
+
+    def process_raw(self, raw: bytes, stats: ParseStats) -> list[Alert]:
+        """``process_message(orjson.loads(raw), stats)`` without decoding the frame when the
+        core can read its bytes (the C core, for frames in the plain form Binance writes).
+
+        Raises ``orjson.JSONDecodeError`` for a frame that is not JSON, as decoding would,
+        having changed nothing. Elements the core leaves to Python (malformed, escaped, of a
+        symbol seen for the first time) are decoded one by one and read as by process_message.
+        """
+        core = self._core
+        n = core.parse_raw(raw)
+        if n < 0:
+            return self.process_message(orjson.loads(raw), stats)
+        alerts: list[Alert] = []
+        core.good = 0
+        i = 0
+        while i < n:
+            r = core.scan_raw(i)
+            i = r >> 1
+            if i >= n:
+                break
+            if r & 1:
+                self._busy(self._slots[core.slot], alerts, None)
+            else:
+                start, end = core.span(i)
+                self._element(orjson.loads(raw[start:end]), stats, alerts)
             i += 1
         stats.tickers += core.good
         return alerts

@@ -1,0 +1,262 @@
+"""Engine.process_raw (the C core reads frame bytes) equals process_message(orjson.loads(raw)).
+
+Frames are generated as bytes, in Binance's plain form and in every other spelling JSON allows
+(whitespace, key order, escapes, exponents, long and negative numbers, nested values), plus
+damage that makes them invalid JSON: both ways must fire the same alerts, count the same, keep
+the same last ticks (price text included), and raise the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alertbot.rules.conditions import parse
+from alertbot.rules.engine import Alert, Engine
+from alertbot.rules.model import Rule
+from alertbot.ticker import ParseStats
+
+# every engine test runs over both implementations of the core
+pytestmark = pytest.mark.usefixtures("core_impl")
+
+RULES = [
+    Rule("up", parse("price crosses above 100"), ("*USDT",)),
+    Rule("lvl", parse("price >= 101"), ("BTCUSDT",), rearm=0.01),
+    Rule("hi", parse("breaks 24h high"), ("*",)),
+    Rule("chg", parse("change_24h < -1%"), ("ETHUSDT",), cooldown_ms=2000),
+    Rule("mv", parse("moves 1% in 5s"), ("*USDT",)),
+    Rule("vol", parse("all(volume > 15, price < 100)"), ("BTCUSDT", "ETHBTC")),
+]
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "ETHBTC", "SOLUSDT", "btcusdt", "1000", "", "B\u00c9T", "A/B"]
+
+_plain = st.sampled_from(["98", "99", "99.5", "100", "100.0", "101", "102", "0", "0.00010000"])
+_odd = st.one_of(
+    st.sampled_from(
+        ["1e2", "1.01E2", "+100", "-0", "-0.0", "100.", ".99e2", "1e-2", "1E+2", "00100"]
+    ),
+    st.sampled_from([" 100", "100 ", "1_00", "nan", "NaN", "inf", "-inf", "Infinity"]),
+    st.sampled_from(["1e400", "-1", "", "1e", "--1", "\u0661\u0660\u0660", "0x10", "1,5"]),
+    st.sampled_from(["9" * 70, "1" + "0" * 40, "0." + "0" * 60 + "1", "99.99999999999999999"]),
+    st.decimals(min_value=0, max_value=200, places=4).map(str),
+)
+# mostly what Binance sends, so that the C core reads most elements itself
+_decimal = st.one_of(_plain, _plain, _plain, _plain, _plain, _plain, _plain, _plain, _odd)
+# a JSON number where a decimal string is expected: the slow path accepts it
+_number = st.one_of(
+    st.sampled_from([5.5, 100, 0, -1, 10**30, 1e300, 2**63]),
+    st.floats(min_value=0, max_value=1e6, allow_nan=False),
+)
+_time = st.one_of(
+    st.integers(0, 20).map(lambda i: 1_000_000 + i * 700),
+    st.sampled_from([-1, 0, 2**63 - 1, 2**63, 2**70, 10**17, 10**18, 1.5e6, True]),
+)
+
+
+@st.composite
+def _element(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 2)):  # most as Binance sends them
+        return {
+            "e": "24hrMiniTicker",
+            "E": 1_000_000 + draw(st.integers(0, 20)) * 700,
+            "s": draw(st.sampled_from(SYMBOLS[:4])),
+            **{key: draw(_plain) for key in "cohlvq"},
+        }
+    el: dict[str, Any] = {
+        "e": draw(st.sampled_from(["24hrMiniTicker"] * 8 + ["24hrTicker", "x"])),
+        "E": draw(_time),
+        "s": draw(st.sampled_from(SYMBOLS)),
+    }
+    for key in "cohlvq":
+        el[key] = draw(st.one_of(_decimal, _number) if draw(st.integers(0, 19)) == 0 else _decimal)
+    damage = draw(st.integers(0, 24))
+    if damage == 1:
+        del el[draw(st.sampled_from(sorted(el)))]
+    elif damage == 2:
+        el["st"] = draw(st.sampled_from([1, 2, None, True, "1", 1.0]))
+    elif damage == 3:
+        el["ps"] = "BTCUSDT"
+    elif damage == 4:
+        el["x"] = draw(st.sampled_from([[1, 2], {"y": None}, "z", False, -3]))
+    elif damage == 5:
+        return draw(st.sampled_from(["junk", 42, None, [], -7, 1.5, True]))
+    elif damage == 6:
+        el["stream"] = "s"  # keys of a wrapper inside an element
+        el["data"] = 1
+    return el
+
+
+@st.composite
+def _message(draw: st.DrawFn) -> Any:
+    kind = draw(st.integers(0, 11))
+    if kind <= 5:
+        return draw(st.lists(_element(), max_size=6))
+    if kind <= 7:
+        return draw(_element())
+    if kind <= 9:
+        data = draw(st.one_of(st.lists(_element(), max_size=4), _element()))
+        return {"stream": "!miniTicker@arr", "data": data}
+    return draw(
+        st.sampled_from(
+            [
+                {"result": None, "id": 3},
+                {"error": {"code": 2, "msg": "bad"}, "id": 4},
+                {"e": "somethingElse", "E": 5},
+                {"data": [], "stream": "x"},
+                {"stream": "x", "data": "junk"},
+                {"stream": "x"},
+                {"id": 1, "e": "24hrMiniTicker"},
+                "text",
+                12,
+                None,
+            ]
+        )
+    )
+
+
+def _string(draw: st.DrawFn, text: str) -> str:
+    """A JSON string, plain or with escapes (ASCII or not)."""
+    way = draw(st.integers(0, 30))
+    if way == 0:
+        return json.dumps(text, ensure_ascii=False)
+    if way == 1 and text:
+        i = draw(st.integers(0, len(text) - 1))
+        return json.dumps(text[:i])[:-1] + f"\\u{ord(text[i]):04x}" + json.dumps(text[i + 1 :])[1:]
+    if way == 2:
+        return json.dumps(text).replace("/", "\\/")
+    return json.dumps(text)
+
+
+def _dump(draw: st.DrawFn, value: Any, odd: bool = True) -> str:
+    """JSON text of a value in a drawn spelling: whitespace, key order, escapes; compact and
+    in order unless ``odd``."""
+
+    def ws() -> str:
+        return draw(st.sampled_from(["", "", "", " ", "\n", " \t\r\n "])) if odd else ""
+
+    if isinstance(value, dict):
+        keys = list(value)
+        if odd and draw(st.integers(0, 3)) == 0:
+            keys = draw(st.permutations(keys))
+        parts = [
+            ws() + _string(draw, k) + ws() + ":" + ws() + _dump(draw, value[k], odd) for k in keys
+        ]
+        return "{" + ",".join(p + ws() for p in parts) + ws() + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(ws() + _dump(draw, v, odd) + ws() for v in value) + ws() + "]"
+    if isinstance(value, str):
+        return _string(draw, value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return draw(st.sampled_from([repr(value), f"{value:.0f}.0", f"{value:e}"]))
+    return json.dumps(value)
+
+
+@st.composite
+def _frame(draw: st.DrawFn) -> bytes:
+    odd = draw(st.booleans())
+    raw = (draw(st.sampled_from(["", " ", "\n"])) + _dump(draw, draw(_message()), odd)).encode()
+    damage = draw(st.integers(0, 19))
+    if damage == 1 and raw:
+        raw = raw[: draw(st.integers(0, len(raw) - 1))]  # truncated
+    elif damage == 2:
+        raw += draw(st.sampled_from([b",", b" x", b"]", b"}", b"\x00", b" \n"]))
+    elif damage == 3 and raw:
+        i = draw(st.integers(0, len(raw) - 1))
+        raw = (
+            raw[:i]
+            + draw(st.sampled_from([b"\xff", b"\xed\xa0\xbd", b"\\", b'"', b"\x01"]))
+            + raw[i:]
+        )
+    elif damage == 4:
+        raw = raw.replace(b'"24hrMiniTicker"', b'"24hr\\u004diniTicker"')
+    elif damage == 5:
+        raw = raw.replace(b"100", b"1e400")
+    return raw
+
+
+def _key(alerts: list[Alert]) -> list[tuple[str, str, int, str]]:
+    return [(a.rule.id, a.symbol, a.time, a.price) for a in alerts]
+
+
+def _run(engine: Engine, raw: bytes, stats: ParseStats, *, direct: bool) -> Any:
+    try:
+        if direct:
+            return _key(engine.process_raw(raw, stats))
+        return _key(engine.process_message(orjson.loads(raw), stats))
+    except orjson.JSONDecodeError:
+        return "invalid JSON"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_frame(), max_size=12))
+def test_process_raw_fires_and_counts_exactly_what_process_message_of_the_decoded_frame_does(
+    frames: list[bytes],
+) -> None:
+    raw_engine, decoded = Engine(RULES), Engine(RULES)
+    stats_raw, stats_decoded = ParseStats(), ParseStats()
+    for raw in frames:
+        got = _run(raw_engine, raw, stats_raw, direct=True)
+        want = _run(decoded, raw, stats_decoded, direct=False)
+        assert got == want, raw
+    assert stats_raw == stats_decoded
+    for symbol in raw_engine.symbols():
+        assert raw_engine.last_ticker(symbol) == decoded.last_ticker(symbol)
+    assert raw_engine.symbols() == decoded.symbols()
+
+
+def _ticker(symbol: str, time: int, close: str) -> dict[str, Any]:
+    return {
+        "e": "24hrMiniTicker",
+        "E": time,
+        "s": symbol,
+        "c": close,
+        "o": "100",
+        "h": "110",
+        "l": "90",
+        "v": "10",
+        "q": "1000",
+    }
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda els: els,
+        lambda els: {"stream": "!miniTicker@arr", "data": els},
+        lambda els: els[0],
+        lambda els: {"stream": "btcusdt@miniTicker", "data": els[0]},
+    ],
+    ids=["array", "combined array", "object", "combined object"],
+)
+def test_plain_frames_of_every_shape_fire_like_decoded_ones(wrap: Any) -> None:
+    raw_engine, decoded = Engine(RULES), Engine(RULES)
+    stats_raw, stats_decoded = ParseStats(), ParseStats()
+    got, want = [], []
+    for i, close in enumerate(["99", "100.5", "99.25", "101.00", "101.00", "98"]):
+        els = [_ticker("BTCUSDT", 1_000 + i * 1_000, close), _ticker("ETHUSDT", 1_000 + i, "1")]
+        raw = orjson.dumps(wrap(els))
+        got += _key(raw_engine.process_raw(raw, stats_raw))
+        want += _key(decoded.process_message(orjson.loads(raw), stats_decoded))
+    assert got == want
+    assert ("up", "BTCUSDT", 2_000, "100.5") in got
+    assert stats_raw == stats_decoded
+    assert raw_engine.last_ticker("BTCUSDT") == decoded.last_ticker("BTCUSDT")
+
+
+def test_an_invalid_frame_raises_and_changes_nothing() -> None:
+    engine = Engine(RULES)
+    stats = ParseStats()
+    good = orjson.dumps([_ticker("BTCUSDT", 1_000, "99")])
+    engine.process_raw(good, stats)
+    bad = orjson.dumps([_ticker("BTCUSDT", 2_000, "101")])[:-1]
+    with pytest.raises(orjson.JSONDecodeError):
+        engine.process_raw(bad, stats)
+    last = engine.last_ticker("BTCUSDT")
+    assert last is not None
+    assert last.time == 1_000
+    assert stats == ParseStats(tickers=1)
