@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -15,6 +16,7 @@ from telegram.error import InvalidToken, TelegramError
 
 from alertbot.chat.bot import ChatBot
 from alertbot.chat.watches import ChatSettings, WatchBook
+from alertbot.errors import ConfigError
 from alertbot.feed.client import Feed
 from alertbot.feed.handoff import Handoff
 from alertbot.feed.settings import FeedSettings
@@ -23,6 +25,7 @@ from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.engine import Alert, Engine
 from alertbot.rules.model import Rule, RuleSet
+from alertbot.service import HttpService
 from alertbot.ticker import ParseStats
 
 log = logging.getLogger("alertbot")
@@ -61,6 +64,9 @@ class Pipeline:
         self.directory = SymbolDirectory(settings, seen=self._seen)
         self.alerts = 0
         self.frames = 0
+        self.alerts_by_rule: dict[str, int] = {}
+        #: called with each frame's processing time in seconds (the metrics histogram)
+        self.frame_seconds: Callable[[float], None] | None = None
         self._warned: set[str] = set()
 
     def _put(self, message: Any, raw: str | bytes) -> None:
@@ -112,9 +118,13 @@ class Pipeline:
 
     async def _consume(self) -> None:
         engine, stats, feed = self.engine, self.stats, self.feed
+        by_rule = self.alerts_by_rule
+        timed = self.frame_seconds
+        clock = time.perf_counter
         while True:
             for message in await self.handoff.get():
                 self.frames += 1
+                started = clock()
                 try:
                     if type(message) is bytes:
                         alerts = engine.process_raw(message, stats)
@@ -126,8 +136,12 @@ class Pipeline:
                 except Exception:  # a bug must not stop the feed; say so loudly
                     log.exception("engine failed on a message; skipped")
                     continue
+                if timed is not None:
+                    timed(clock() - started)
                 for alert in alerts:
                     self.alerts += 1
+                    rule_id = alert.rule.id
+                    by_rule[rule_id] = by_rule.get(rule_id, 0) + 1
                     gap = feed.across_gap(alert.symbol, alert.previous_time, alert.time)
                     try:
                         self.emit(alert, gap)
@@ -172,6 +186,7 @@ class App:
         grace: float = 10.0,
         out: TextIO | None = None,
         poll_timeout: float = 30.0,
+        http_port: int | None = None,
     ) -> None:
         self.engine = Engine(rules.rules)
         self.sparklines = Sparklines(self.engine)
@@ -183,6 +198,8 @@ class App:
         self.poll_timeout = poll_timeout
         self.book: WatchBook | None = None
         self.chat: ChatBot | None = None
+        self.http: HttpService | None = None
+        self.http_port = http_port
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def emit(self, alert: Alert, gap: bool) -> None:
@@ -201,6 +218,15 @@ class App:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.notifier.start()
+        if self.http_port is not None:
+            self.http = HttpService(self, self.http_port)
+            try:
+                await self.http.start()
+            except OSError as exc:
+                await self.notifier.close()
+                raise ConfigError(
+                    f"ALERTBOT_HTTP_PORT: cannot listen on {self.http_port}: {exc}"
+                ) from None
         outbox, store = self.notifier.outbox, self.notifier.store
         assert outbox is not None
         assert store is not None
@@ -232,6 +258,8 @@ class App:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self.chat is not None:
                 await self.chat.stop()
+            if self.http is not None:
+                await self.http.stop()
             await self.notifier.close(self.grace)
 
     async def _chat_forever(self, chat: ChatBot) -> None:

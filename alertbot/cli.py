@@ -22,7 +22,7 @@ from alertbot.recording import open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
-from alertbot.settings import env_seconds, parse_seconds
+from alertbot.settings import env_int, env_seconds, parse_seconds
 from alertbot.ticker import ParseStats
 
 
@@ -187,6 +187,11 @@ def cmd_run(files: Sequence[str]) -> int:
     settings = FeedSettings.from_env()
     delivery = DeliverySettings.from_env()
     chat = ChatSettings.from_env()
+    http_port = (
+        env_int(os.environ, "ALERTBOT_HTTP_PORT", 0, minimum=0)
+        if os.environ.get("ALERTBOT_HTTP_PORT", "").strip()
+        else None
+    )
     grace = env_seconds(os.environ, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
     _logging(delivery.secrets())
     log = logging.getLogger("alertbot")
@@ -194,7 +199,7 @@ def cmd_run(files: Sequence[str]) -> int:
         log.warning("no rules given (--rules FILE): nothing to alert on")
 
     async def main(stop: asyncio.Event) -> None:
-        app = App(ruleset, settings, delivery, chat, grace=grace)
+        app = App(ruleset, settings, delivery, chat, grace=grace, http_port=http_port)
         await app.run(stop)  # ConfigError: bad database or token, before any connection
         pipeline = app.pipeline
         print(

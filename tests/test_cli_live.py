@@ -238,3 +238,12 @@ async def test_the_bot_token_never_appears_in_the_log(tmp_path):
     assert "/bot[redacted]/getMe" in err
     assert TOKEN not in err + out
     assert TOKEN.split(":")[1] not in err + out
+
+
+async def test_a_bad_http_port_is_refused_at_start_naming_the_variable(tmp_path):
+    async with FakeBinance() as fake:
+        env = env_for(fake, tmp_path / "alertbot.db", ALERTBOT_HTTP_PORT="eighty")
+        code, _, err = await finish(await start("run", "--rules", "rules.example.yaml", env=env))
+    assert code == 1
+    assert "ALERTBOT_HTTP_PORT: expected a whole number, got 'eighty'" in err
+    assert not fake.stats.attempts

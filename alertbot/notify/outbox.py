@@ -83,6 +83,8 @@ class Outbox:
         self.submitted = 0
         self.open: dict[tuple[str, str], Delivery] = {}  # being attempted, by (alert, dest)
         self.write_errors = 0
+        #: attempts by (destination kind, outcome): sent, failed, pending (a retry follows)
+        self.outcomes: dict[tuple[str, str], int] = {}
         self._writing = False
 
     # ------------------------------------------------------------------ intake
@@ -114,6 +116,8 @@ class Outbox:
         """What a sender says about one attempt (sent, failed for good, or pending a retry)."""
         self._updates.append(Update(d.alert.id, d.destination, state, attempts, error))
         self._dirty.set()
+        key = (d.kind, state)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
         if state == "pending":
             return
         self.open.pop((d.alert.id, d.destination), None)
