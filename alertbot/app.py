@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -24,6 +25,7 @@ from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.engine import Alert, Engine
+from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet
 from alertbot.service import HttpService
 from alertbot.ticker import ParseStats
@@ -187,8 +189,15 @@ class App:
         out: TextIO | None = None,
         poll_timeout: float = 30.0,
         http_port: int | None = None,
+        rule_files: Sequence[str] = (),
+        rules_check: float = 5.0,
     ) -> None:
         self.engine = Engine(rules.rules)
+        self.rule_files = list(rule_files)
+        self.rules_check = rules_check
+        self.file_rules: dict[str, Rule] = {r.id: r for r in rules.rules}
+        self._stamps = self._file_stamps()
+        self.reloads = 0
         self.sparklines = Sparklines(self.engine)
         self.notifier = Notifier(delivery, rules.channels, out=out, sparklines=self.sparklines)
         self.pipeline = Pipeline(self.engine, feed, self.emit)
@@ -210,6 +219,75 @@ class App:
         self.notifier.emit(alert, gap)
         if book is not None and book.row_of_rule(alert.rule.id) is not None:
             self._spawn(book.fired(alert.rule.id, alert.time))
+
+    # ------------------------------------------------------------------ rule files
+
+    def _file_stamps(self) -> list[tuple[float, int] | None]:
+        out: list[tuple[float, int] | None] = []
+        for path in self.rule_files:
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime, st.st_size))
+            except OSError:
+                out.append(None)
+        return out
+
+    async def reload(self, why: str = "SIGHUP") -> bool:
+        """Read the rule files again. A broken edit keeps the running rules and tells the
+        admins exactly what is wrong; a good one swaps only the rules that changed."""
+        if not self.rule_files:
+            return False
+        self._stamps = self._file_stamps()
+        try:
+            ruleset = load_files(self.rule_files)
+        except RuleFileError as exc:
+            problems = "\n".join(str(p) for p in exc.problems)
+            log.error(
+                "rules: %s: the edit does not load, keeping the running rules:\n%s", why, problems
+            )
+            await self.tell_admins(
+                "Rule files not reloaded: the running rules stay.\n" + problems[:3500]
+            )
+            return False
+        new = {r.id: r for r in ruleset.rules}
+        old = self.file_rules
+        gone = [i for i in old if i not in new or new[i] != old[i]]
+        added = [r for i, r in new.items() if i not in old or old[i] != r]
+        for rule_id in gone:
+            self.engine.remove_rule(rule_id)
+        clashes = []
+        for rule in added:
+            try:
+                self.engine.add_rule(rule)
+            except ValueError:  # an id that a chat watch holds
+                clashes.append(rule.id)
+        self.file_rules = {i: r for i, r in new.items() if i not in clashes}
+        self.notifier.router.channels = dict(ruleset.channels)
+        self.pipeline.update_streams()
+        self.reloads += 1
+        unchanged = len(new) - len(added)
+        log.info(
+            "rules: %s: reloaded: %d added or changed, %d removed, %d unchanged",
+            why,
+            len(added) - len(clashes),
+            len([i for i in gone if i not in new]),
+            unchanged,
+        )
+        if clashes:
+            log.error("rules: ids already used by chat watches, skipped: %s", ", ".join(clashes))
+        return True
+
+    async def _watch_rule_files(self) -> None:
+        while True:
+            await asyncio.sleep(self.rules_check)
+            if self._file_stamps() != self._stamps:
+                await self.reload("rule file changed")
+
+    async def tell_admins(self, text: str) -> None:
+        if self.chat is None or self.chat.app is None:
+            return
+        for chat in self.delivery.admin_chats:
+            await self.chat.tell(chat, text)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -250,6 +328,8 @@ class App:
             )
             self._spawn(self._chat_forever(self.chat))
         self._spawn(self.sparklines.run())
+        if self.rule_files and self.rules_check > 0:
+            self._spawn(self._watch_rule_files())
         try:
             await self.pipeline.run(stop)
         finally:

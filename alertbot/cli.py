@@ -98,12 +98,22 @@ def _logging(secrets: Sequence[str] = ()) -> None:
     logging.getLogger("alertbot.alerts").setLevel(logging.INFO)
 
 
-async def _until_signalled(main: Any, duration: float | None = None) -> None:
-    """Run ``main(stop)`` until SIGINT/SIGTERM (or ``duration`` seconds)."""
+async def _until_signalled(main: Any, duration: float | None = None, on_hup: Any = None) -> None:
+    """Run ``main(stop)`` until SIGINT/SIGTERM (or ``duration`` seconds); SIGHUP calls
+    ``on_hup()`` (a coroutine function) when given."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    hups: set[asyncio.Task[Any]] = set()
+    if on_hup is not None:
+
+        def hup() -> None:
+            task = loop.create_task(on_hup())
+            hups.add(task)
+            task.add_done_callback(hups.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hup)
     if duration is not None:
         loop.call_later(duration, stop.set)
     await main(stop)
@@ -193,13 +203,24 @@ def cmd_run(files: Sequence[str]) -> int:
         else None
     )
     grace = env_seconds(os.environ, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
+    rules_check = env_seconds(os.environ, "ALERTBOT_RULES_CHECK", 5.0)
     _logging(delivery.secrets())
     log = logging.getLogger("alertbot")
     if not ruleset.rules:
         log.warning("no rules given (--rules FILE): nothing to alert on")
 
     async def main(stop: asyncio.Event) -> None:
-        app = App(ruleset, settings, delivery, chat, grace=grace, http_port=http_port)
+        app = App(
+            ruleset,
+            settings,
+            delivery,
+            chat,
+            grace=grace,
+            http_port=http_port,
+            rule_files=files,
+            rules_check=rules_check,
+        )
+        apps.append(app)
         await app.run(stop)  # ConfigError: bad database or token, before any connection
         pipeline = app.pipeline
         print(
@@ -208,7 +229,13 @@ def cmd_run(files: Sequence[str]) -> int:
             file=sys.stderr,
         )
 
-    asyncio.run(_until_signalled(main))
+    apps: list[Any] = []
+
+    async def on_hup() -> None:
+        if apps:
+            await apps[0].reload()
+
+    asyncio.run(_until_signalled(main, on_hup=on_hup))
     return 0
 
 

@@ -1,0 +1,103 @@
+"""Rule files edited while the bot runs: a good edit swaps the rules, a broken one changes
+nothing and tells the admins what is wrong; SIGHUP and the file watch both trigger it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+from pathlib import Path
+
+from alertbot.app import App
+from alertbot.chat.watches import ChatSettings
+from alertbot.feed.settings import FeedSettings
+from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.loader import load_files
+from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.telegram import FakeTelegram
+from tests.test_cli_live import env_for, finish, start
+
+TOKEN = "123456:TEST-token-0123456789abcdef"
+ADMIN = 900
+T = 1_772_000_000_000
+GOOD = "rules:\n  - id: btc\n    symbols: [BTCUSDT]\n    when: price > 100\n"
+EDITED = (
+    "rules:\n  - id: eth\n    symbols: [ETHUSDT]\n    when: price < 3000\n"
+    "  - id: sol\n    symbols: [SOLUSDT]\n    when: price > 200\n"
+)
+BROKEN = "rules:\n  - id: eth\n    symbols: [ETHUSDT]\n    when: price <<< 3000\n"
+
+
+def make_app(tmp: Path, fake: FakeBinance, tg: FakeTelegram, rules: Path) -> App:
+    feed = FeedSettings(
+        ws_root=fake.ws_url, rest_root=fake.rest_url, ping_interval=None, backoff_initial=0.02
+    )
+    delivery = DeliverySettings(
+        telegram_token=TOKEN,
+        telegram_api_url=tg.api_url,
+        admin_chats=(ADMIN,),
+        db=str(tmp / "a.db"),
+    )
+    return App(
+        load_files([rules]),
+        feed,
+        delivery,
+        ChatSettings(admin_chats=(ADMIN,)),
+        out=io.StringIO(),
+        poll_timeout=0.5,
+        rule_files=[str(rules)],
+        rules_check=0.1,
+    )
+
+
+async def test_an_edit_is_picked_up_and_a_broken_one_keeps_the_running_rules(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    async with (
+        FakeBinance(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"]) as fake,
+        FakeTelegram(token=TOKEN) as tg,
+    ):
+        app = make_app(tmp_path, fake, tg, rules)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            await tg.wait_for(lambda: bool(tg.calls("getUpdates")), timeout=10)
+
+            rules.write_text(EDITED)  # the file watch notices within rules_check
+            await fake.wait_for(lambda: app.reloads == 1)
+            assert sorted(r.id for r in app.engine.rules()) == ["eth", "sol"]
+            await fake.wait_for_subscriptions({"ethusdt@miniTicker", "solusdt@miniTicker"})
+
+            rules.write_text(BROKEN)
+            await tg.wait_for(lambda: bool(tg.messages_to(ADMIN)))
+            assert sorted(r.id for r in app.engine.rules()) == ["eth", "sol"]  # unchanged
+            note = tg.messages_to(ADMIN)[0].text
+            assert note.startswith("Rule files not reloaded: the running rules stay.")
+            assert f"{rules}:4:" in note
+
+            await fake.publish([mini_ticker("ETHUSDT", 2900, T)])  # the kept rules still fire
+            await fake.wait_for(lambda: app.pipeline.alerts == 1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+
+
+async def test_sighup_reloads_the_rule_files(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    async with FakeBinance(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"]) as fake:
+        env = env_for(fake, tmp_path / "a.db", ALERTBOT_RULES_CHECK="1h")  # SIGHUP only
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            rules.write_text(EDITED)
+            await asyncio.sleep(0.2)
+            assert "ethusdt@miniTicker" not in fake.subscribed()
+            proc.send_signal(signal.SIGHUP)
+            await fake.wait_for_subscriptions({"ethusdt@miniTicker", "solusdt@miniTicker"}, 20)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0
+    assert "rules: SIGHUP: reloaded: 2 added or changed, 1 removed, 0 unchanged" in err
