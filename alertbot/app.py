@@ -191,6 +191,7 @@ class App:
         http_port: int | None = None,
         rule_files: Sequence[str] = (),
         rules_check: float = 5.0,
+        feed_down_after: float = 120.0,
     ) -> None:
         self.engine = Engine(rules.rules)
         self.rule_files = list(rule_files)
@@ -198,6 +199,8 @@ class App:
         self.file_rules: dict[str, Rule] = {r.id: r for r in rules.rules}
         self._stamps = self._file_stamps()
         self.reloads = 0
+        self.feed_down_after = feed_down_after
+        self.feed_down = False
         self.sparklines = Sparklines(self.engine)
         self.notifier = Notifier(delivery, rules.channels, out=out, sparklines=self.sparklines)
         self.pipeline = Pipeline(self.engine, feed, self.emit)
@@ -283,6 +286,30 @@ class App:
             if self._file_stamps() != self._stamps:
                 await self.reload("rule file changed")
 
+    async def _watch_feed(self, every: float) -> None:
+        """Tell the admins when the feed has been silent for ``feed_down_after``, and again
+        when it recovers (the watchdog is already reconnecting meanwhile)."""
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(every)
+            health = self.pipeline.feed.health()
+            age = health.last_message_age
+            if age is None:
+                age = time.monotonic() - started
+            if not self.feed_down and age > self.feed_down_after:
+                self.feed_down = True
+                text = (
+                    f"Feed down: no market data for {age:.0f}s "
+                    f"({health.reconnects} reconnects so far). Alerts wait for it."
+                )
+                log.error("%s", text)
+                await self.tell_admins(text)
+            elif self.feed_down and age < self.feed_down_after:
+                self.feed_down = False
+                text = "Feed recovered: market data is flowing again."
+                log.warning("%s", text)
+                await self.tell_admins(text)
+
     async def tell_admins(self, text: str) -> None:
         if self.chat is None or self.chat.app is None:
             return
@@ -330,6 +357,7 @@ class App:
         self._spawn(self.sparklines.run())
         if self.rule_files and self.rules_check > 0:
             self._spawn(self._watch_rule_files())
+        self._spawn(self._watch_feed(min(5.0, self.feed_down_after / 4)))
         try:
             await self.pipeline.run(stop)
         finally:

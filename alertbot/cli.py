@@ -204,6 +204,7 @@ def cmd_run(files: Sequence[str]) -> int:
     )
     grace = env_seconds(os.environ, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
     rules_check = env_seconds(os.environ, "ALERTBOT_RULES_CHECK", 5.0)
+    feed_down_after = env_seconds(os.environ, "ALERTBOT_FEED_DOWN_AFTER", 120.0, minimum=1)
     _logging(delivery.secrets())
     log = logging.getLogger("alertbot")
     if not ruleset.rules:
@@ -219,6 +220,7 @@ def cmd_run(files: Sequence[str]) -> int:
             http_port=http_port,
             rule_files=files,
             rules_check=rules_check,
+            feed_down_after=feed_down_after,
         )
         apps.append(app)
         await app.run(stop)  # ConfigError: bad database or token, before any connection

@@ -4,6 +4,7 @@ nothing and tells the admins what is wrong; SIGHUP and the file watch both trigg
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import signal
 from pathlib import Path
@@ -28,10 +29,13 @@ EDITED = (
 BROKEN = "rules:\n  - id: eth\n    symbols: [ETHUSDT]\n    when: price <<< 3000\n"
 
 
-def make_app(tmp: Path, fake: FakeBinance, tg: FakeTelegram, rules: Path) -> App:
+def make_app(
+    tmp: Path, fake: FakeBinance, tg: FakeTelegram, rules: Path, **feed_changes: float
+) -> App:
     feed = FeedSettings(
         ws_root=fake.ws_url, rest_root=fake.rest_url, ping_interval=None, backoff_initial=0.02
     )
+    feed = dataclasses.replace(feed, **feed_changes)
     delivery = DeliverySettings(
         telegram_token=TOKEN,
         telegram_api_url=tg.api_url,
@@ -101,3 +105,32 @@ async def test_sighup_reloads_the_rule_files(tmp_path):
         code, _, err = await finish(proc)
     assert code == 0
     assert "rules: SIGHUP: reloaded: 2 added or changed, 1 removed, 0 unchanged" in err
+
+
+async def test_admins_hear_when_the_feed_is_down_and_when_it_is_back(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        app = make_app(tmp_path, fake, tg, rules, symbol_stale_after=0.3)
+        app.feed_down_after = 0.6
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            await tg.wait_for(lambda: bool(tg.calls("getUpdates")), timeout=10)
+            await fake.publish([mini_ticker("BTCUSDT", 50, T)])
+            fake.silence(future=True)  # silent now and on every reconnect
+            await tg.wait_for(lambda: bool(tg.messages_to(ADMIN)), timeout=10)
+            assert tg.messages_to(ADMIN)[0].text.startswith("Feed down: no market data for")
+            fake.silence(False)
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            for n in range(1, 40):  # until the reconnected socket delivers
+                await fake.publish([mini_ticker("BTCUSDT", 50, T + n * 1000)])
+                if len(tg.messages_to(ADMIN)) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            await tg.wait_for(lambda: len(tg.messages_to(ADMIN)) == 2, timeout=10)
+            assert tg.messages_to(ADMIN)[1].text == "Feed recovered: market data is flowing again."
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
