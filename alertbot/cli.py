@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from alertbot.recording import open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
-from alertbot.settings import env_int, env_seconds, parse_seconds
+from alertbot.settings import env_choice, env_int, env_seconds, environment, parse_seconds
 from alertbot.ticker import ParseStats
 
 
@@ -36,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the bot on the live feed")
     run.add_argument("--rules", nargs="+", default=[], metavar="FILE", help="rule files")
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file of ALERTBOT_NAME=value lines (the environment overrides it)",
+    )
 
     check = sub.add_parser("check", help="validate rule files (exit 0 valid, 1 with errors)")
     check.add_argument("files", nargs="+", metavar="FILE")
@@ -83,8 +89,25 @@ class Redact(logging.Filter):
         return True
 
 
-def _logging(secrets: Sequence[str] = ()) -> None:
-    level = os.environ.get("ALERTBOT_LOG_LEVEL", "INFO").upper()
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            body["exception"] = record.exc_text
+        return orjson.dumps(body).decode()
+
+
+def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "text") -> None:
+    level = (env or os.environ).get("ALERTBOT_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         level=level if level in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -92,6 +115,10 @@ def _logging(secrets: Sequence[str] = ()) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(Redact(secrets))
+        if log_format == "json":
+            formatter = JsonFormatter()
+            formatter.converter = time.gmtime
+            handler.setFormatter(formatter)
     if level != "DEBUG":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     logging.getLogger("websockets").setLevel(logging.WARNING)
@@ -185,7 +212,7 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
     return 0
 
 
-def cmd_run(files: Sequence[str]) -> int:
+def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     from alertbot.app import App
     from alertbot.chat.watches import ChatSettings
     from alertbot.feed.settings import FeedSettings
@@ -194,18 +221,20 @@ def cmd_run(files: Sequence[str]) -> int:
     ruleset = _load(files) if files else RuleSet()
     if ruleset is None:
         return 1
-    settings = FeedSettings.from_env()
-    delivery = DeliverySettings.from_env()
-    chat = ChatSettings.from_env()
+    env = environment(os.environ, config)
+    settings = FeedSettings.from_env(env)
+    delivery = DeliverySettings.from_env(env)
+    chat = ChatSettings.from_env(env)
     http_port = (
-        env_int(os.environ, "ALERTBOT_HTTP_PORT", 0, minimum=0)
-        if os.environ.get("ALERTBOT_HTTP_PORT", "").strip()
+        env_int(env, "ALERTBOT_HTTP_PORT", 0, minimum=0)
+        if env.get("ALERTBOT_HTTP_PORT", "").strip()
         else None
     )
-    grace = env_seconds(os.environ, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
-    rules_check = env_seconds(os.environ, "ALERTBOT_RULES_CHECK", 5.0)
-    feed_down_after = env_seconds(os.environ, "ALERTBOT_FEED_DOWN_AFTER", 120.0, minimum=1)
-    _logging(delivery.secrets())
+    grace = env_seconds(env, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
+    rules_check = env_seconds(env, "ALERTBOT_RULES_CHECK", 5.0)
+    feed_down_after = env_seconds(env, "ALERTBOT_FEED_DOWN_AFTER", 120.0, minimum=1)
+    log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
+    _logging(delivery.secrets(), env, log_format)
     log = logging.getLogger("alertbot")
     if not ruleset.rules:
         log.warning("no rules given (--rules FILE): nothing to alert on")
@@ -291,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return cmd_replay(args.recording, args.rules, args.json)
         if args.command == "run":
-            return cmd_run(args.rules)
+            return cmd_run(args.rules, args.config)
         if args.command == "record":
             return cmd_record(args.out, args.streams, args.duration)
     except (RuleError, ConfigError) as exc:  # defensive: no traceback for bad input

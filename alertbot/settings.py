@@ -85,3 +85,49 @@ def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str,
             f"got {text!r}"
         )
     return text.rstrip("/")
+
+
+#: secrets that may also come from files (container secrets): VAR_FILE names the file
+SECRET_VARS = ("ALERTBOT_TELEGRAM_TOKEN", "ALERTBOT_WEBHOOK_SECRET")
+
+
+def read_config(path: str) -> dict[str, str]:
+    """A settings file: ``ALERTBOT_NAME=value`` lines, ``#`` comments, blank lines.
+
+    Raises ConfigError naming ``FILE:LINE`` for anything else.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the settings file: {exc}") from None
+    out: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, value = text.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        if not sep or not key.startswith("ALERTBOT_") or not key.replace("_", "").isalnum():
+            raise ConfigError(f"{path}:{number}: expected ALERTBOT_NAME=value, got {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+def environment(env: Mapping[str, str], config: str | None = None) -> dict[str, str]:
+    """The settings in effect: the config file's, overridden by the environment's, with
+    secrets read from ``VAR_FILE`` where ``VAR`` itself is not set."""
+    merged = read_config(config) if config else {}
+    merged.update(env)
+    for var in SECRET_VARS:
+        path = merged.get(f"{var}_FILE", "").strip()
+        if path and not merged.get(var, "").strip():
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    merged[var] = fh.read().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{var}_FILE: cannot read {path}: {exc}") from None
+    return merged

@@ -1,0 +1,116 @@
+"""``alertbot run`` start-up: it starts cleanly or says why not, before connecting anywhere;
+settings from a --config file and secrets from *_FILE; JSON logs."""
+
+from __future__ import annotations
+
+import signal
+
+import orjson
+import pytest
+
+from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.telegram import FakeTelegram
+from tests.test_cli_live import env_for, finish, start
+
+TOKEN = "123456:TEST-token-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"ALERTBOT_TELEGRAM_TOKEN": "not-a-token"}, "ALERTBOT_TELEGRAM_TOKEN: not a bot token"),
+        ({"ALERTBOT_DB": "/proc/alertbot/a.db"}, "ALERTBOT_DB: cannot use '/proc/alertbot/a.db'"),
+        ({"ALERTBOT_LOG_FORMAT": "xml"}, "ALERTBOT_LOG_FORMAT: expected one of text, json"),
+        ({"ALERTBOT_ADMIN_CHATS": "ops"}, "ALERTBOT_ADMIN_CHATS: expected chat ids"),
+        ({"ALERTBOT_TELEGRAM_TOKEN_FILE": "/nonexistent/token"}, "ALERTBOT_TELEGRAM_TOKEN_FILE"),
+    ],
+)
+async def test_a_start_up_failure_says_why_and_connects_nowhere(tmp_path, extra, message):
+    async with FakeBinance() as fake:
+        env = {**env_for(fake, tmp_path / "a.db"), **extra}
+        code, _, err = await finish(await start("run", "--rules", "rules.example.yaml", env=env))
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err
+    assert not fake.stats.attempts
+
+
+async def test_a_token_telegram_rejects_stops_the_start(tmp_path):
+    async with FakeBinance() as fake, FakeTelegram(token=TOKEN) as tg:
+        env = env_for(
+            fake,
+            tmp_path / "a.db",
+            ALERTBOT_TELEGRAM_TOKEN="999999:WRONG-token-0123456789abcdef",
+            ALERTBOT_TELEGRAM_API_URL=tg.api_url,
+        )
+        code, _, err = await finish(await start("run", env=env))
+    assert code == 1
+    assert "ALERTBOT_TELEGRAM_TOKEN: Telegram rejected the token" in err
+    assert "WRONG-token" not in err
+    assert not fake.stats.attempts
+
+
+async def test_settings_from_a_config_file_and_the_token_from_a_file(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    async with FakeBinance() as fake, FakeTelegram(token=TOKEN) as tg:
+        config = tmp_path / "alertbot.env"
+        config.write_text(
+            "# settings\n"
+            f"ALERTBOT_TELEGRAM_API_URL={tg.api_url}\n"
+            f'ALERTBOT_TELEGRAM_TOKEN_FILE="{token_file}"\n'
+            "ALERTBOT_LOG_FORMAT=json\n"
+        )
+        env = env_for(fake, tmp_path / "a.db")
+        proc = await start("run", "--config", config, env=env)
+        try:
+            await tg.wait_for(lambda: bool(tg.calls("getMe")), timeout=20)
+            await fake.wait_for(lambda: fake.stats.handshakes >= 1, timeout=20)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0
+    lines = [line for line in err.splitlines() if line.startswith("{")]
+    assert lines
+    records = [orjson.loads(line) for line in lines]  # every log line is one JSON object
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert TOKEN not in err
+
+
+async def test_a_malformed_config_file_names_its_line(tmp_path):
+    config = tmp_path / "bad.env"
+    config.write_text("ALERTBOT_FEED_STREAM=all\nthis is not a setting\n")
+    async with FakeBinance() as fake:
+        code, _, err = await finish(
+            await start("run", "--config", config, env=env_for(fake, tmp_path / "a.db"))
+        )
+    assert code == 1
+    assert f"{config}:2: expected ALERTBOT_NAME=value" in err
+
+
+async def test_sigterm_drains_open_deliveries_within_the_grace(tmp_path):
+    """A slow Telegram answer in flight at SIGTERM is waited for, not cut off."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - id: b\n    symbols: [BTCUSDT]\n    when: price > 100\n")
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        env = env_for(
+            fake,
+            tmp_path / "a.db",
+            ALERTBOT_TELEGRAM_TOKEN=TOKEN,
+            ALERTBOT_TELEGRAM_API_URL=tg.api_url,
+            ALERTBOT_ADMIN_CHATS="42",
+            ALERTBOT_SHUTDOWN_GRACE="5s",
+        )
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await tg.wait_for(lambda: bool(tg.calls("getMe")), timeout=20)
+            tg.delay(1.0)  # the answer to the alert's sendMessage comes a second late
+            await fake.publish([mini_ticker("BTCUSDT", 110, 1_772_000_000_000)])
+            await tg.wait_for(lambda: bool(tg.calls("sendMessage")), timeout=20)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0
+    assert len(tg.messages) == 1
+    assert "deliveries open" not in err  # drained, nothing left for the next start
