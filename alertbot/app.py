@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import fnmatch
 import logging
 import os
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import orjson
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from telegram.error import InvalidToken, TelegramError
 
 from alertbot.chat.bot import ChatBot
@@ -192,6 +194,7 @@ class App:
         rule_files: Sequence[str] = (),
         rules_check: float = 5.0,
         feed_down_after: float = 120.0,
+        heartbeat: float = 0.0,
     ) -> None:
         self.engine = Engine(rules.rules)
         self.rule_files = list(rule_files)
@@ -201,6 +204,8 @@ class App:
         self.reloads = 0
         self.feed_down_after = feed_down_after
         self.feed_down = False
+        self.heartbeat_every = heartbeat
+        self._started = time.monotonic()
         self.sparklines = Sparklines(self.engine)
         self.notifier = Notifier(delivery, rules.channels, out=out, sparklines=self.sparklines)
         self.pipeline = Pipeline(self.engine, feed, self.emit)
@@ -280,35 +285,73 @@ class App:
             log.error("rules: ids already used by chat watches, skipped: %s", ", ".join(clashes))
         return True
 
-    async def _watch_rule_files(self) -> None:
-        while True:
-            await asyncio.sleep(self.rules_check)
-            if self._file_stamps() != self._stamps:
-                await self.reload("rule file changed")
+    async def check_rule_files(self) -> None:
+        """A scheduled job: reload when a rule file's size or mtime changed."""
+        if self._file_stamps() != self._stamps:
+            await self.reload("rule file changed")
 
-    async def _watch_feed(self, every: float) -> None:
-        """Tell the admins when the feed has been silent for ``feed_down_after``, and again
-        when it recovers (the watchdog is already reconnecting meanwhile)."""
-        started = time.monotonic()
-        while True:
-            await asyncio.sleep(every)
-            health = self.pipeline.feed.health()
-            age = health.last_message_age
-            if age is None:
-                age = time.monotonic() - started
-            if not self.feed_down and age > self.feed_down_after:
-                self.feed_down = True
-                text = (
-                    f"Feed down: no market data for {age:.0f}s "
-                    f"({health.reconnects} reconnects so far). Alerts wait for it."
-                )
-                log.error("%s", text)
-                await self.tell_admins(text)
-            elif self.feed_down and age < self.feed_down_after:
-                self.feed_down = False
-                text = "Feed recovered: market data is flowing again."
-                log.warning("%s", text)
-                await self.tell_admins(text)
+    async def check_feed(self) -> None:
+        """A scheduled job: tell the admins when the feed has been silent for
+        ``feed_down_after``, and again when it recovers (the watchdog reconnects meanwhile)."""
+        health = self.pipeline.feed.health()
+        age = health.last_message_age
+        if age is None:
+            age = time.monotonic() - self._started
+        if not self.feed_down and age > self.feed_down_after:
+            self.feed_down = True
+            text = (
+                f"Feed down: no market data for {age:.0f}s "
+                f"({health.reconnects} reconnects so far). Alerts wait for it."
+            )
+            log.error("%s", text)
+            await self.tell_admins(text)
+        elif self.feed_down and age < self.feed_down_after:
+            self.feed_down = False
+            text = "Feed recovered: market data is flowing again."
+            log.warning("%s", text)
+            await self.tell_admins(text)
+
+    async def heartbeat(self) -> None:
+        """A scheduled job (ALERTBOT_HEARTBEAT): a dead man's switch for the admins."""
+        h = self.pipeline.feed.health()
+        age = "no data yet" if h.last_message_age is None else f"data {h.last_message_age:.0f}s ago"
+        await self.tell_admins(
+            f"alertbot is alive: feed {h.mode}, {age}; {self.pipeline.alerts} alerts since start."
+        )
+
+    async def daily_digest(self) -> None:
+        if self.chat is not None and self.chat.app is not None:
+            now = time.gmtime()
+            await self.chat.digest(now.tm_hour * 60 + now.tm_min)
+
+    async def expire_watches(self) -> None:
+        if self.chat is not None and self.chat.app is not None:
+            await self.chat.expire()
+
+    def _schedule(self) -> AsyncIOScheduler:
+        """The periodic jobs, on APScheduler (the scheduler PTB's JobQueue wraps)."""
+        scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        every = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        scheduler.add_job(self.sparklines.sample, "interval", seconds=60, id="sparklines", **every)
+        scheduler.add_job(
+            self.check_feed,
+            "interval",
+            seconds=max(0.05, min(5.0, self.feed_down_after / 4)),
+            id="feed-health",
+            **every,
+        )
+        if self.rule_files and self.rules_check > 0:
+            scheduler.add_job(
+                self.check_rule_files, "interval", seconds=self.rules_check, id="rules", **every
+            )
+        if self.chat is not None:
+            scheduler.add_job(self.expire_watches, "interval", seconds=30, id="expiry", **every)
+            scheduler.add_job(self.daily_digest, "cron", minute="*", id="digest", **every)
+        if self.heartbeat_every:
+            scheduler.add_job(
+                self.heartbeat, "interval", seconds=self.heartbeat_every, id="heartbeat", **every
+            )
+        return scheduler
 
     async def tell_admins(self, text: str) -> None:
         if self.chat is None or self.chat.app is None:
@@ -354,13 +397,14 @@ class App:
                 poll_timeout=self.poll_timeout,
             )
             self._spawn(self._chat_forever(self.chat))
-        self._spawn(self.sparklines.run())
-        if self.rule_files and self.rules_check > 0:
-            self._spawn(self._watch_rule_files())
-        self._spawn(self._watch_feed(min(5.0, self.feed_down_after / 4)))
+        self._started = time.monotonic()
+        self.sparklines.sample()
+        scheduler = self._schedule()
+        scheduler.start()
         try:
             await self.pipeline.run(stop)
         finally:
+            scheduler.shutdown(wait=False)
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -233,6 +233,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     grace = env_seconds(env, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
     rules_check = env_seconds(env, "ALERTBOT_RULES_CHECK", 5.0)
     feed_down_after = env_seconds(env, "ALERTBOT_FEED_DOWN_AFTER", 120.0, minimum=1)
+    heartbeat = env_seconds(env, "ALERTBOT_HEARTBEAT", 0.0)
     log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
     _logging(delivery.secrets(), env, log_format)
     log = logging.getLogger("alertbot")
@@ -250,6 +251,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
             rule_files=files,
             rules_check=rules_check,
             feed_down_after=feed_down_after,
+            heartbeat=heartbeat,
         )
         apps.append(app)
         await app.run(stop)  # ConfigError: bad database or token, before any connection

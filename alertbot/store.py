@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS watches (
     active      INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS watches_chat ON watches(chat_id) WHERE active = 1;
+CREATE TABLE IF NOT EXISTS digests (
+    chat_id INTEGER PRIMARY KEY,
+    minute  INTEGER NOT NULL       -- minute of the day, UTC
+);
 """
 
 #: states in which a delivery is still being attempted
@@ -234,6 +238,18 @@ class Store:
         self.db.executemany(
             "UPDATE watches SET last_fired = ? WHERE id = ?", [(t, i) for i, t in fired]
         )
+
+    def set_digest(self, chat_id: int, minute: int | None) -> None:
+        if minute is None:
+            self.db.execute("DELETE FROM digests WHERE chat_id = ?", (chat_id,))
+        else:
+            self.db.execute(
+                "INSERT INTO digests VALUES (?, ?) ON CONFLICT(chat_id) DO UPDATE SET minute = ?",
+                (chat_id, minute, minute),
+            )
+
+    def digests(self) -> dict[int, int]:
+        return dict(self.db.execute("SELECT chat_id, minute FROM digests"))
 
     def counts(self) -> dict[str, int]:
         """Deliveries by state."""

@@ -262,3 +262,22 @@ async def test_a_once_watch_is_removed_after_it_fires(tmp_path, fakes):
         await tg.wait_for(lambda: "price > 100: price 110" in tg.messages_to(USER)[-1].plain_text)
         await tg.wait_for(lambda: not book.rows)
         assert "No watches here yet" in await bot.say("/list")
+
+
+async def test_daily_digest_is_set_by_command_and_sent_at_its_minute(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 1000000")
+        assert (
+            await bot.say("/digest 08:30") == "Daily digest of your watched symbols at 08:30 UTC."
+        )
+        assert "time of day like 08:00" in await bot.say("/digest 25:00")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 70_000, T)
+        chat = bot.app.chat
+        assert chat is not None
+        await chat.digest(8 * 60 + 29)  # not its minute: nothing
+        await chat.digest(8 * 60 + 30)  # what the every-minute job calls at 08:30 UTC
+        await tg.wait_for(lambda: tg.messages_to(USER)[-1].text.startswith("Daily digest:"))
+        assert "BTCUSDT 70000 (+0.00% 24h)" in tg.messages_to(USER)[-1].text
+        assert await bot.say("/digest off") == "Daily digest off."

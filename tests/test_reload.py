@@ -134,3 +134,19 @@ async def test_admins_hear_when_the_feed_is_down_and_when_it_is_back(tmp_path):
         finally:
             stop.set()
             await asyncio.wait_for(task, 15)
+
+
+async def test_the_heartbeat_tells_the_admins_the_bot_is_alive(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        app = make_app(tmp_path, fake, tg, rules)
+        app.heartbeat_every = 0.2
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        try:
+            await tg.wait_for(lambda: len(tg.messages_to(ADMIN)) >= 2, timeout=10)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+    assert tg.messages_to(ADMIN)[0].text.startswith("alertbot is alive: feed ")

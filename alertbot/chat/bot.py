@@ -8,7 +8,6 @@ bot: an unexpected error is logged and answered with an apology, and the state i
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -30,6 +29,7 @@ from telegram.request import HTTPXRequest
 from alertbot.chat.commands import (
     COMMANDS,
     CommandError,
+    Digest,
     Mute,
     Price,
     Simple,
@@ -93,7 +93,6 @@ class ChatBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
         self._refused: set[int] = set()
-        self._expiry: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,14 +128,9 @@ class ChatBot:
             allowed_updates=["message", "callback_query"],
             drop_pending_updates=False,
         )
-        self._expiry = asyncio.create_task(self._expire_loop(), name="watch-expiry")
         log.info("chat: @%s is listening for commands", self.username)
 
     async def stop(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
         app = self.app
         if app is None:
             return
@@ -147,15 +141,37 @@ class ChatBot:
         await app.shutdown()
         self.app = None
 
-    async def _expire_loop(self, every: float = 30.0) -> None:
-        while True:
-            await asyncio.sleep(every)
-            for row in await self.book.expire():
-                await self.tell(
-                    row.chat_id,
-                    f"Watch {watch_id(row)} ({row.symbol} {row.condition}) has run its time "
-                    "and was removed.",
-                )
+    async def expire(self) -> None:
+        """Remove watches whose time is over, with a note to their chats (a scheduled job)."""
+        for row in await self.book.expire():
+            await self.tell(
+                row.chat_id,
+                f"Watch {watch_id(row)} ({row.symbol} {row.condition}) has run its time "
+                "and was removed.",
+            )
+
+    async def digest(self, minute_of_day: int) -> None:
+        """Send the daily digest to every chat that asked for this minute (a scheduled job)."""
+        for chat, minute in list(self.book.digests.items()):
+            if minute == minute_of_day:
+                await self.tell(chat, self.digest_text(chat))
+
+    def digest_text(self, chat: int) -> str:
+        symbols = sorted({r.symbol for r in self.book.of_chat(chat)})
+        if not symbols:
+            return "Daily digest: this chat watches nothing yet. /watch BTCUSDT > 70000"
+        lines = ["Daily digest:"]
+        for symbol in symbols:
+            if any(ch in symbol for ch in "*?["):
+                continue
+            t = self.engine.last_ticker(symbol)
+            if t is None:
+                lines.append(f"{symbol}: no price yet")
+                continue
+            change = (t.close - t.open) / t.open * 100 if t.open else 0.0
+            spark = self.sparklines.of(symbol, t.close) if self.sparklines else ""
+            lines.append(f"{symbol} {t.price_text} ({change:+.2f}% 24h) {spark}".rstrip())
+        return "\n".join(lines)
 
     async def tell(self, chat: int, text: str) -> None:
         if self.app is None:
@@ -231,6 +247,12 @@ class ChatBot:
             return await self.unmute(chat, command.target), None
         if isinstance(command, Price):
             return self.price(command.symbol), None
+        if isinstance(command, Digest):
+            await self.book.set_digest(chat, command.minute)
+            if command.minute is None:
+                return "Daily digest off.", None
+            hh, mm = divmod(command.minute, 60)
+            return f"Daily digest of your watched symbols at {hh:02d}:{mm:02d} UTC.", None
         if isinstance(command, Simple):
             if command.name == "list":
                 return self.listing(chat)

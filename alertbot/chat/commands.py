@@ -67,6 +67,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "mute": ("/mute ID|all D", "Silence a watch (or all) for a while", "/mute w12 2h"),
     "unmute": ("/unmute [ID|all]", "End a mute (all of them by default)", "/unmute w12"),
     "price": ("/price SYMBOL", "Show the last price of a symbol", "/price BTCUSDT"),
+    "digest": (
+        "/digest HH:MM|off",
+        "A daily summary of my watched symbols at HH:MM UTC",
+        "/digest 08:00",
+    ),
     "status": ("/status", "Show whether the bot is connected and up to date", "/status"),
     "help": ("/help", "Show every command and examples", "/help"),
     "start": ("/start", "Say hello and show how to begin", "/start"),
@@ -205,7 +210,14 @@ class Simple:
     name: str
 
 
-Command = Watch | Unwatch | Mute | Unmute | Price | Simple
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """``/digest HH:MM`` (UTC) or ``/digest off``: ``minute`` of the day, None for off."""
+
+    minute: int | None
+
+
+Command = Watch | Unwatch | Mute | Unmute | Price | Simple | Digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +272,8 @@ def parse_command(text: str, bot_username: str | None = None) -> Command | None:
         return _unmute(words)
     if known == "price":
         return _price(words)
+    if known == "digest":
+        return _digest(words)
     if words and known != "start":  # /start carries a deep-link payload, which we ignore
         raise _error(known, f"/{known} takes no arguments, got {_q(words[0].text)}")
     return Simple(known)
@@ -518,6 +532,23 @@ def _price(words: list[_Word]) -> Price:
 
 
 # ---------------------------------------------------------------- pieces
+
+
+_CLOCK_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+def _digest(words: list[_Word]) -> Digest:
+    if not words:
+        raise _error("digest", "at what time? e.g. /digest 08:00 (UTC), or /digest off")
+    if len(words) > 1:
+        raise _error("digest", f"unexpected {_q(words[1].text)}; /digest takes one time or off")
+    text = words[0].lower
+    if text == "off":
+        return Digest(None)
+    match = _CLOCK_RE.match(text)
+    if match is None:
+        raise _error("digest", f"expected a time of day like 08:00 (UTC) or off, got {_q(text)}")
+    return Digest(int(match.group(1)) * 60 + int(match.group(2)))
 
 
 def _symbol(name: str, text: str, *, allow_glob: bool) -> str:

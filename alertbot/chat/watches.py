@@ -90,8 +90,17 @@ class WatchBook:
         self.settings = settings
         self.clock = clock
         self.rows: dict[int, WatchRow] = {}
+        self.digests: dict[int, int] = {}  # chat -> minute of the day (UTC)
+
+    async def set_digest(self, chat: int, minute: int | None) -> None:
+        await self.db(self.store.set_digest, chat, minute)
+        if minute is None:
+            self.digests.pop(chat, None)
+        else:
+            self.digests[chat] = minute
 
     async def load(self) -> int:
+        self.digests = await self.db(self.store.digests)
         rows: list[WatchRow] = await self.db(self.store.watches)
         for row in rows:
             try:
