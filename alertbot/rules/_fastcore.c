@@ -45,6 +45,11 @@ typedef struct {
     Py_ssize_t min_n, max_n, min_cap, max_cap;
     unsigned watch;
     double glo[KINDS], ghi[KINDS];
+    /* per basic kind: its index's thresholds, sorted (set_keys), the value walk() last saw
+       (NaN: none or not computable) and bisect_left(keys, value) when known, else -1 */
+    double *keys[KINDS];
+    Py_ssize_t nkeys[KINDS], kpos[KINDS];
+    double kval[KINDS];
     Win *wins;
     Py_ssize_t nw;
     int pending, breaks, broke;
@@ -1043,8 +1048,11 @@ static PyObject *Core_add(Core *self, PyObject *symbol)
         Py_DECREF(index);
         return NULL;
     }
-    for (int k = 0; k < KINDS; k++)
+    for (int k = 0; k < KINDS; k++) {
         s->glo[k] = s->ghi[k] = NAN;
+        s->kval[k] = NAN;
+        s->kpos[k] = -1;
+    }
     s->due = -1;
     self->n++;
     return index;
@@ -1184,6 +1192,118 @@ static PyObject *Core_set_gap(Core *self, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
+static PyObject *Core_set_keys(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i, kind;
+    if (nargs_ok(nargs, 3, "set_keys") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &kind) < 0)
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    if (kind < 0 || kind >= KINDS) {
+        PyErr_SetString(PyExc_ValueError, "no such metric kind");
+        return NULL;
+    }
+    PyObject *list = args[2];
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "set_keys: keys must be a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    double *keys = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    if (keys == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t j = 0; j < n; j++) {
+        double x = PyFloat_AsDouble(PyList_GET_ITEM(list, j));
+        if (x == -1.0 && PyErr_Occurred()) {
+            PyMem_Free(keys);
+            return NULL;
+        }
+        keys[j] = x;
+    }
+    PyMem_Free(s->keys[kind]);
+    s->keys[kind] = keys;
+    s->nkeys[kind] = n;
+    s->kpos[kind] = -1;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t bisect_d(const double *keys, Py_ssize_t n, double x)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) >> 1;
+        if (keys[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static PyObject *Core_walk(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i, kind;
+    double new;
+    if (nargs_ok(nargs, 3, "walk") < 0 || arg_index(args[0], &i) < 0 ||
+        arg_index(args[1], &kind) < 0 || arg_double(args[2], &new) < 0)
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    if (kind < 0 || kind >= KINDS) {
+        PyErr_SetString(PyExc_ValueError, "no such metric kind");
+        return NULL;
+    }
+    const double *keys = s->keys[kind];
+    Py_ssize_t n = s->nkeys[kind];
+    double old = s->kval[kind];
+    s->watch |= 1u << kind;
+    s->kval[kind] = new;
+    if (new != new) {
+        s->kpos[kind] = -1;
+        s->glo[kind] = s->ghi[kind] = NAN;
+        return PyLong_FromLong(-1);
+    }
+    long long r;
+    Py_ssize_t at;
+    if (old != old) {
+        r = -1;
+        at = bisect_d(keys, n, new);
+    }
+    else {
+        Py_ssize_t p = s->kpos[kind];
+        if (p < 0)
+            p = bisect_d(keys, n, old);
+        Py_ssize_t b = p;
+        if (old <= new) {
+            while (b < n && keys[b] <= new)
+                b++;
+            at = b;
+            while (at > p && keys[at - 1] >= new)
+                at--;
+            r = ((long long)p << 32) | (long long)b;
+        }
+        else {
+            at = p;
+            while (at > 0 && keys[at - 1] >= new)
+                at--;
+            while (b < n && keys[b] <= old)
+                b++;
+            r = ((long long)at << 32) | (long long)b;
+        }
+    }
+    s->kpos[kind] = at;
+    if (at < n && keys[at] == new)
+        s->glo[kind] = s->ghi[kind] = new;
+    else {
+        s->glo[kind] = at ? keys[at - 1] : -INFINITY;
+        s->ghi[kind] = at < n ? keys[at] : INFINITY;
+    }
+    return PyLong_FromLongLong(r);
+}
+
 static PyObject *Core_set_window_gap(Core *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t i, w;
@@ -1288,6 +1408,8 @@ static void Core_dealloc(Core *self)
         PyMem_Free(s->max_t);
         PyMem_Free(s->max_p);
         PyMem_Free(s->wins);
+        for (int k = 0; k < KINDS; k++)
+            PyMem_Free(s->keys[k]);
     }
     PyMem_Free(self->slots);
     Py_XDECREF(self->symbols);
@@ -1310,6 +1432,8 @@ static PyMethodDef Core_methods[] = {
     {"set_horizon", (PyCFunction)Core_set_horizon, METH_O, NULL},
     {"values", (PyCFunction)Core_values, METH_O, NULL},
     {"set_gap", (PyCFunction)(void (*)(void))Core_set_gap, METH_FASTCALL, NULL},
+    {"set_keys", (PyCFunction)(void (*)(void))Core_set_keys, METH_FASTCALL, NULL},
+    {"walk", (PyCFunction)(void (*)(void))Core_walk, METH_FASTCALL, NULL},
     {"add_window", (PyCFunction)Core_add_window, METH_VARARGS, NULL},
     {"set_window_gap", (PyCFunction)(void (*)(void))Core_set_window_gap, METH_FASTCALL, NULL},
     {"invalidate", (PyCFunction)Core_invalidate, METH_VARARGS, NULL},

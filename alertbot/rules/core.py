@@ -72,7 +72,10 @@ class _Slot:
         "ghi",
         "glo",
         "h",
+        "keys",
         "kinds",
+        "kpos",
+        "kval",
         "l",
         "max_p",
         "max_t",
@@ -111,6 +114,11 @@ class _Slot:
         self.watch = 0  # bit per watched basic kind
         self.glo = [NAN] * KINDS
         self.ghi = [NAN] * KINDS
+        # per basic kind: its index's thresholds, sorted (set_keys), the value walk() last saw
+        # (NaN: none or not computable) and bisect_left(keys, value) when known, else -1
+        self.keys: list[list[float]] = [[] for _ in range(KINDS)]
+        self.kval = [NAN] * KINDS
+        self.kpos = [-1] * KINDS
         self.windows: list[_Window] = []
         self.pending = False  # new or re-checked pairs wait: always busy
         self.breaks = False  # breakout pairs are attached
@@ -378,6 +386,62 @@ class Core:
         s.watch |= 1 << kind
         s.glo[kind] = glo
         s.ghi[kind] = ghi
+
+    def set_keys(self, slot: int, kind: int, keys: list[float]) -> None:
+        """A basic metric's thresholds, sorted (they replace the previous ones)."""
+        s = self.slots[slot]
+        s.keys[kind] = list(keys)
+        s.kpos[kind] = -1
+
+    def walk(self, slot: int, kind: int, new: float) -> int:
+        """Thresholds between the metric's previous value and ``new`` (both included): their
+        positions among the keys as ``start << 32 | end``, or -1 for all of them (to or from
+        "not computable"); sets the metric's gap around ``new`` and watches the metric.
+
+        The position of the previous value is kept and the keys between it and the new value
+        are walked: a tick passes few thresholds.
+        """
+        s = self.slots[slot]
+        keys = s.keys[kind]
+        n = len(keys)
+        old = s.kval[kind]
+        s.watch |= 1 << kind
+        s.kval[kind] = new
+        if new != new:
+            s.kpos[kind] = -1
+            s.glo[kind] = s.ghi[kind] = NAN
+            return -1
+        if old != old:
+            r = -1
+            i = bisect_left(keys, new)
+        else:
+            p = s.kpos[kind]
+            if p < 0:
+                p = bisect_left(keys, old)
+            b = p
+            if old <= new:
+                # [bisect_left(keys, old), bisect_right(keys, new))
+                while b < n and keys[b] <= new:
+                    b += 1
+                i = b  # bisect_left(keys, new), which lies in [p, b]
+                while i > p and keys[i - 1] >= new:
+                    i -= 1
+                r = p << 32 | b
+            else:
+                # [bisect_left(keys, new), bisect_right(keys, old))
+                i = p
+                while i > 0 and keys[i - 1] >= new:
+                    i -= 1
+                while b < n and keys[b] <= old:
+                    b += 1
+                r = i << 32 | b
+        s.kpos[kind] = i
+        if i < n and keys[i] == new:
+            s.glo[kind] = s.ghi[kind] = new  # sitting on a threshold: look every tick
+        else:
+            s.glo[kind] = keys[i - 1] if i else -INF
+            s.ghi[kind] = keys[i] if i < n else INF
+        return r
 
     def add_window(self, slot: int, ms: int) -> int:
         s = self.slots[slot]

@@ -779,11 +779,24 @@ class Engine:
             if kinds & 1:
                 index = book.basic[kind]
                 assert index is not None
-                value = _metric(
-                    kind, book.close, book.open, book.high, book.low, book.volume, book.quote
+                if index.dirty:
+                    index.rebuild()
+                    core.set_keys(slot, kind, index.keys)
+                # the walk over the thresholds passed runs in the core, over its copy of keys
+                r = core.walk(
+                    slot,
+                    kind,
+                    _metric(
+                        kind, book.close, book.open, book.high, book.low, book.volume, book.quote
+                    ),
                 )
-                todo.extend(index.touched(value))
-                core.set_gap(slot, kind, index.glo, index.ghi)
+                if r < 0:
+                    todo.extend(index.entries)
+                else:
+                    start = r >> 32
+                    end = r & 0xFFFFFFFF
+                    if end > start:
+                        todo.extend(index.entries[start:end])
             kinds >>= 1
             kind += 1
         if wins:
