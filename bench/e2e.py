@@ -108,11 +108,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     )
                 startup = time.monotonic() - started
                 loop = asyncio.get_running_loop()
-                probe_price = [90.0] * PROBES
                 latencies: list[float] = []
                 waits: list[asyncio.Task[None]] = []
                 sent = 0
                 event = int(time.time() * 1000)
+                # every probe symbol starts below its level: each probe frame then crosses it
+                await binance.publish(
+                    [mini_ticker(f"PROBE{i}USDT", 90.0, event) for i in range(PROBES)]
+                )
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
                     before = _frame_count((await http.get("/metrics")).text)
                     t0 = loop.time()
@@ -126,18 +129,21 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                             i = probe % PROBES
                             probe += 1
                             event += 1
-                            probe_price[i] = 110.0 if probe_price[i] < 100 else 90.0
-                            want = len(tg.messages_to(PROBE_BASE + i)) + (probe_price[i] > 100)
+                            # down then up in one frame: every probe is a crossing
+                            want = len(_sends(tg, PROBE_BASE + i)) + 1
                             sent_at = loop.time()
                             await binance.publish(
-                                [mini_ticker(f"PROBE{i}USDT", probe_price[i], event)]
+                                [
+                                    mini_ticker(f"PROBE{i}USDT", 90.0, event),
+                                    mini_ticker(f"PROBE{i}USDT", 110.0, event + 1),
+                                ]
                             )
-                            if probe_price[i] > 100:
-                                waits.append(
-                                    asyncio.create_task(
-                                        _await_probe(tg, PROBE_BASE + i, want, sent_at, latencies)
-                                    )
+                            event += 1
+                            waits.append(
+                                asyncio.create_task(
+                                    _await_probe(tg, PROBE_BASE + i, want, sent_at, latencies)
                                 )
+                            )
                     elapsed = loop.time() - t0
                     await asyncio.gather(*waits)
                     after = _frame_count((await http.get("/metrics")).text)
@@ -156,6 +162,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "frames_sent_per_s": sent / elapsed,
         "frames_evaluated_per_s": (after - before) / elapsed,
         "probes": len(lat),
+        "probes_sent": probe,
         "latency_median_ms": statistics.median(lat) if lat else None,
         "latency_p99_ms": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] if lat else None,
         "rss_mb": rss,
@@ -208,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if r["probes"]:
         print(
-            f"frame -> Telegram request, {r['probes']} probes: median "
+            f"frame -> Telegram request, {r['probes']} of {r['probes_sent']} probes alerted "
+            "(a conflated probe crosses nothing): median "
             f"{r['latency_median_ms']:.1f} ms, p99 {r['latency_p99_ms']:.1f} ms"
         )
     print(f"peak RSS of the bot {r['rss_mb']:.0f} MB")
