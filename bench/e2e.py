@@ -116,7 +116,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 await binance.publish(
                     [mini_ticker(f"PROBE{i}USDT", 90.0, event) for i in range(PROBES)]
                 )
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                # the first frames evaluate every rule for the first time and fire every level
+                # that is already true (tens of thousands of alerts at 100k rules): a warm-up
+                for _ in range(20):
+                    await binance.send_raw(market.frame())
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}", timeout=300
+                ) as http:
                     before = _frame_count((await http.get("/metrics")).text)
                     t0 = loop.time()
                     next_probe = t0 + 0.5
