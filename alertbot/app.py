@@ -28,15 +28,11 @@ from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.engine import Alert, Engine
 from alertbot.rules.loader import RuleFileError, load_files
-from alertbot.rules.model import Rule, RuleSet
+from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import HttpService
 from alertbot.ticker import ParseStats
 
 log = logging.getLogger("alertbot")
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(ch in pattern for ch in "*?[")
 
 
 def rule_symbols(rules: list[Rule]) -> tuple[set[str], list[str]]:
@@ -45,7 +41,7 @@ def rule_symbols(rules: list[Rule]) -> tuple[set[str], list[str]]:
     globs: list[str] = []
     for rule in rules:
         for pattern in rule.symbols:
-            (globs.append(pattern) if _is_glob(pattern) else literal.add(pattern))
+            (globs.append(pattern) if is_glob(pattern) else literal.add(pattern))
     return literal, globs
 
 

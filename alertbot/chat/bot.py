@@ -47,6 +47,7 @@ from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Level, format_duration, format_number
 from alertbot.rules.engine import Engine, metric_value
+from alertbot.rules.model import is_glob
 from alertbot.store import WatchRow
 
 log = logging.getLogger("alertbot.chat")
@@ -162,7 +163,7 @@ class ChatBot:
             return "Daily digest: this chat watches nothing yet. /watch BTCUSDT > 70000"
         lines = ["Daily digest:"]
         for symbol in symbols:
-            if any(ch in symbol for ch in "*?["):
+            if is_glob(symbol):
                 continue
             t = self.engine.last_ticker(symbol)
             if t is None:
@@ -264,7 +265,7 @@ class ChatBot:
         raise AssertionError(command)
 
     def _check_symbol(self, chat: int, symbol: str) -> None:
-        if any(ch in symbol for ch in "*?["):
+        if is_glob(symbol):
             if not self.settings.admin(chat):
                 raise CommandError(
                     f"patterns like {symbol} are for the bot's admins; name one symbol",

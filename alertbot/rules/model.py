@@ -26,6 +26,11 @@ PLACEHOLDERS = frozenset(
 )
 
 
+def is_glob(pattern: str) -> bool:
+    """Whether a symbol pattern is a glob (``*``, ``?`` or ``[...]``) rather than a name."""
+    return "*" in pattern or "?" in pattern or "[" in pattern
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One rule: a condition over a set of symbols, with its firing policy.
