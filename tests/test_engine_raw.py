@@ -260,3 +260,43 @@ def test_an_invalid_frame_raises_and_changes_nothing() -> None:
     assert last is not None
     assert last.time == 1_000
     assert stats == ParseStats(tickers=1)
+
+
+_digits = st.text(alphabet="0123456789", max_size=24)
+
+
+@st.composite
+def _decimal_text(draw: st.DrawFn) -> str:
+    """Plain decimals as Binance writes them and beyond: up to 24 digits each side of an
+    optional point (the core's word-at-a-time path, its exact one-division path and its
+    fallback to a full conversion all get their share)."""
+    whole = draw(_digits)
+    text = whole + "." + draw(_digits) if draw(st.booleans()) else whole
+    return text if any(ch.isdigit() for ch in text) else "0"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(*[_decimal_text() for _ in range(6)]), min_size=1, max_size=8))
+def test_plain_decimals_are_read_to_exactly_what_float_of_their_text_gives(
+    rows: list[tuple[str, ...]],
+) -> None:
+    """The C core converts Binance's decimals itself (not through float()); every value and the
+    price text it keeps must be exactly those of float(text) and the text, at any position in
+    the frame (the last bytes of a frame take the path that reads byte by byte)."""
+    symbols = [f"S{i}USDT" for i in range(len(rows))]
+    engine = Engine([])
+    stats = ParseStats()
+    # first sight of a symbol is read in Python; the frame after it by the core
+    engine.process_raw(orjson.dumps([_ticker(s, 1_000, "1") for s in symbols]), stats)
+    frame = [
+        {"e": "24hrMiniTicker", "E": 2_000, "s": s, **dict(zip("cohlvq", row, strict=True))}
+        for s, row in zip(symbols, rows, strict=True)
+    ]
+    engine.process_raw(orjson.dumps(frame), stats)
+    for s, row in zip(symbols, rows, strict=True):
+        t = engine.last_ticker(s)
+        assert t is not None
+        assert t.time == 2_000
+        got = (t.close, t.open, t.high, t.low, t.volume, t.quote_volume)
+        assert got == tuple(float(x) for x in row), row
+        assert t.price_text == row[0]
