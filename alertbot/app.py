@@ -21,12 +21,13 @@ from alertbot.chat.bot import ChatBot
 from alertbot.chat.watches import ChatSettings, WatchBook
 from alertbot.errors import ConfigError
 from alertbot.feed.client import Feed
+from alertbot.feed.connection import Outage
 from alertbot.feed.handoff import Handoff
 from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.settings import DeliverySettings
-from alertbot.rules.engine import Alert, Engine
+from alertbot.rules.engine import Alert, Engine, PairState, fingerprint
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import HttpService
@@ -191,6 +192,7 @@ class App:
         rules_check: float = 5.0,
         feed_down_after: float = 120.0,
         heartbeat: float = 0.0,
+        state_every: float = 5.0,
     ) -> None:
         self.engine = Engine(rules.rules)
         self.rule_files = list(rule_files)
@@ -201,6 +203,8 @@ class App:
         self.feed_down_after = feed_down_after
         self.feed_down = False
         self.heartbeat_every = heartbeat
+        self.state_every = state_every  # how often the engine's firing state is saved, s
+        self._unsaved: list[PairState] = []
         self._started = time.monotonic()
         self.sparklines = Sparklines(self.engine)
         self.notifier = Notifier(delivery, rules.channels, out=out, sparklines=self.sparklines)
@@ -343,11 +347,63 @@ class App:
         if self.chat is not None:
             scheduler.add_job(self.expire_watches, "interval", seconds=30, id="expiry", **every)
             scheduler.add_job(self.daily_digest, "cron", minute="*", id="digest", **every)
+        if self.state_every > 0:
+            scheduler.add_job(
+                self.save_state, "interval", seconds=self.state_every, id="state", **every
+            )
         if self.heartbeat_every:
             scheduler.add_job(
                 self.heartbeat, "interval", seconds=self.heartbeat_every, id="heartbeat", **every
             )
         return scheduler
+
+    # ------------------------------------------------------------------ engine state
+
+    async def restore_state(self) -> None:
+        """Carry on from the last run: each symbol's last ticker (so a level crossed while the
+        bot was down is caught on the first tick, flagged as across a gap) and every rule's
+        firing state (so a level that fired and is still true does not fire again, and a
+        cooldown is kept). Rules removed or changed since start afresh."""
+        store = self.notifier.store
+        outbox = self.notifier.outbox
+        assert store is not None
+        assert outbox is not None
+        states, ticks = await outbox.db(store.engine_state)
+        self.engine.prime(ticks)
+        restored = self.engine.restore(states)
+        current = {r.id: fingerprint(r) for r in self.engine.rules()}
+        stale = {s[0] for s in states if current.get(s[0]) != s[2]}
+        if stale:
+            await outbox.db(store.forget_states, sorted(stale))
+        self.engine.changes()  # from now on, changes are recorded for save_state
+        if ticks:
+            last = max(t.time for t in ticks)
+            down = time.time() - last / 1000
+            feed = self.pipeline.feed
+            if down > feed.settings.stale_after:
+                # alerts computed from these tickers span the time the bot was down
+                feed.stats.outages.append(Outage(None, last, down))
+            log.info(
+                "state: %d rule states and %d symbols' last tickers restored (down %.0fs)",
+                restored,
+                len(ticks),
+                down,
+            )
+
+    async def save_state(self) -> None:
+        """A scheduled job, and the last step of shutdown: save what changed."""
+        store = self.notifier.store
+        outbox = self.notifier.outbox
+        if store is None or outbox is None:
+            return
+        states = self._unsaved + self.engine.changes()
+        try:
+            await outbox.db(store.save_engine, states, self.engine.last_tickers())
+        except Exception as exc:  # the disk may come back: keep them for the next save
+            log.error("state: cannot save the engine's state (%s); retrying", exc)
+            self._unsaved = states
+        else:
+            self._unsaved = []
 
     async def tell_admins(self, text: str) -> None:
         if self.chat is None or self.chat.app is None:
@@ -393,6 +449,7 @@ class App:
                 poll_timeout=self.poll_timeout,
             )
             self._spawn(self._chat_forever(self.chat))
+        await self.restore_state()
         self._started = time.monotonic()
         self.sparklines.sample()
         scheduler = self._schedule()
@@ -408,6 +465,7 @@ class App:
                 await self.chat.stop()
             if self.http is not None:
                 await self.http.stop()
+            await self.save_state()
             await self.notifier.close(self.grace)
 
     async def _chat_forever(self, chat: ChatBot) -> None:

@@ -13,6 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from alertbot.rules.engine import PairState
+from alertbot.ticker import Ticker
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     id         TEXT PRIMARY KEY,   -- rule|symbol|event time: stable across retries and restarts
@@ -57,6 +60,25 @@ CREATE INDEX IF NOT EXISTS watches_chat ON watches(chat_id) WHERE active = 1;
 CREATE TABLE IF NOT EXISTS digests (
     chat_id INTEGER PRIMARY KEY,
     minute  INTEGER NOT NULL       -- minute of the day, UTC
+);
+CREATE TABLE IF NOT EXISTS pair_states (   -- the engine's firing state, for restarts
+    rule        TEXT NOT NULL,
+    symbol      TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,     -- the rule's condition and band when it was saved
+    flags       INTEGER NOT NULL,  -- 1 armed, 2 armed downward, 4 done
+    last_fired  INTEGER,           -- event time ms
+    PRIMARY KEY (rule, symbol)
+);
+CREATE TABLE IF NOT EXISTS last_ticks (    -- each symbol's last ticker, for restarts
+    symbol TEXT PRIMARY KEY,
+    time   INTEGER NOT NULL,
+    close  REAL NOT NULL,
+    open   REAL NOT NULL,
+    high   REAL NOT NULL,
+    low    REAL NOT NULL,
+    volume REAL NOT NULL,
+    quote  REAL NOT NULL,
+    price  TEXT NOT NULL
 );
 """
 
@@ -254,3 +276,38 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Deliveries by state."""
         return dict(self.db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state"))
+
+    # ------------------------------------------------------------------ engine state
+
+    def save_engine(self, states: Sequence[PairState], ticks: Sequence[Ticker]) -> None:
+        """One transaction: pair states and last tickers, replacing those saved before."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT OR REPLACE INTO pair_states VALUES (?,?,?,?,?)", states)
+            db.executemany(
+                "INSERT OR REPLACE INTO last_ticks VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (t.symbol, t.time, t.close, t.open, t.high, t.low, t.volume,
+                     t.quote_volume, t.price_text)
+                    for t in ticks
+                ],
+            )  # fmt: skip
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def engine_state(self) -> tuple[list[PairState], list[Ticker]]:
+        states = [
+            (r[0], r[1], r[2], r[3], r[4])
+            for r in self.db.execute(
+                "SELECT rule, symbol, fingerprint, flags, last_fired FROM pair_states"
+            )
+        ]
+        ticks = [Ticker(*r) for r in self.db.execute("SELECT * FROM last_ticks")]
+        return states, ticks
+
+    def forget_states(self, rules: Iterable[str]) -> None:
+        """Drop the saved states of these rules (removed or changed: they start afresh)."""
+        self.db.executemany("DELETE FROM pair_states WHERE rule = ?", [(r,) for r in rules])

@@ -532,6 +532,11 @@ class Engine:
         self._fields = Fields()  # reused by process_message
         self._tick = 0
         self._seq = 0
+        # pairs whose firing state changed since the last changes() (a set, in order); None
+        # until changes() is first called, so that replay and benchmarks keep no such record
+        self._changed: dict[_Pair, None] | None = None
+        # restored states of pairs not created yet: (rule id, symbol) -> (fingerprint, state)
+        self._restored: dict[tuple[str, str], tuple[str, int, int | None]] = {}
         self.add_rules(rules)
 
     # ------------------------------------------------------------ rules
@@ -608,6 +613,10 @@ class Engine:
     def _attach(self, compiled: _Compiled, book: _Book) -> None:
         pair = _Pair(compiled, book)
         compiled.pairs.append(pair)
+        if self._restored:
+            saved = self._restored.pop((compiled.rule.id, book.symbol), None)
+            if saved is not None and saved[0] == fingerprint(compiled.rule):
+                _set_state(pair, saved[1], saved[2])
         book.fresh.append(pair)
         core = self._core
         core.set_pending(book.slot, True)
@@ -636,6 +645,80 @@ class Engine:
                 index = book.index(_METRIC_KIND[cond.metric])
                 index.add(edge, pair)
                 book.sync(index)
+
+    # ------------------------------------------------------------ state across restarts
+
+    def changes(self) -> list[PairState]:
+        """The firing state of every (rule, symbol) whose state changed since the last call
+        (fired, disarmed, re-armed, done): what a restart needs to carry on without firing
+        again for a level that is still true, nor forgetting a cooldown."""
+        out = []
+        if self._changed is not None:
+            for pair in self._changed:
+                if not pair.dead:
+                    out.append(_state_of(pair))
+        self._changed = {}
+        return out
+
+    def _note(self, pair: _Pair) -> None:
+        if self._changed is not None:
+            self._changed[pair] = None
+
+    def restore(self, states: Iterable[PairState]) -> int:
+        """Take up saved states (from :meth:`changes` or :meth:`states` of an earlier run).
+
+        A state applies only while its rule is the same (see :func:`fingerprint`); one for a
+        pair that does not exist yet (a glob rule's symbol not seen yet) waits for it. States of
+        rules the engine does not have are dropped. Returns how many were applied or kept.
+        """
+        n = 0
+        for rule_id, symbol, fp, flags, last_fired in states:
+            compiled = self._rules.get(rule_id)
+            if compiled is None or fp != fingerprint(compiled.rule):
+                continue  # a rule since removed or changed: it starts afresh
+            pair = None
+            for p in compiled.pairs:
+                if p.book.symbol == symbol:
+                    pair = p
+                    break
+            if pair is None:
+                self._restored[(rule_id, symbol)] = (fp, flags, last_fired)
+            else:
+                _set_state(pair, flags, last_fired)
+            n += 1
+        return n
+
+    def prime(self, tickers: Iterable[Ticker]) -> None:
+        """Take each ticker as its symbol's last one (an earlier run's), evaluating nothing.
+
+        The next live tick is then compared with it, so a level crossed or a 24h high broken
+        while the bot was down is caught, as across a reconnect. Tickers older than what the
+        engine already has are ignored.
+        """
+        for t in tickers:
+            book = self._book(t.symbol)
+            # the result is ignored: the pairs stay pending and are evaluated in full on the
+            # symbol's next tick, against this one
+            self._core.feed(
+                book.slot,
+                t.time,
+                t.close,
+                t.open,
+                t.high,
+                t.low,
+                t.volume,
+                t.quote_volume,
+                t.price_text,
+            )
+
+    def last_tickers(self) -> list[Ticker]:
+        """Every symbol's last accepted ticker."""
+        out = []
+        for symbol in self._books:
+            t = self.last_ticker(symbol)
+            if t is not None:
+                out.append(t)
+        return out
 
     # ------------------------------------------------------------ evaluation
 
@@ -883,6 +966,7 @@ class Engine:
                 edge = pair.edge
                 if edge != edge or (now <= edge if up else now >= edge):
                     pair.armed = True
+                    self._note(pair)
             return
         c = pair.c
         t = book.current()
@@ -907,8 +991,10 @@ class Engine:
                     pair.armed_down = False
             if not up and not pair.armed and _below_band(c, now, x):
                 pair.armed = True
+                self._note(pair)
             if not down and not pair.armed_down and _above_band(c, now, x):
                 pair.armed_down = True
+                self._note(pair)
             return
         truth = _true(cond, t, prev, book)
         if c.cross_leaves and any(_true(leaf, t, prev, book) for leaf in c.cross_leaves):
@@ -918,6 +1004,7 @@ class Engine:
                 pair.armed = False
         elif not pair.armed and _band_ok(c, cond, t, book):
             pair.armed = True
+            self._note(pair)
 
     def _fire(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> bool:
         """Fire unless expired or in cooldown (then come back when the cooldown ends)."""
@@ -925,6 +1012,7 @@ class Engine:
         time = book.time
         if rule.expires_ms is not None and time >= rule.expires_ms:
             pair.done = True
+            self._note(pair)
             return False
         if pair.last_fired is not None:
             due = pair.last_fired + rule.cooldown_ms
@@ -935,6 +1023,7 @@ class Engine:
                     heapq.heappush(book.timers, (due, self._seq, pair))
                 return False
         pair.last_fired = time
+        self._note(pair)  # the caller disarms it
         if rule.once:
             pair.done = True
         t = book.current()
@@ -1084,3 +1173,26 @@ def _band_ok(c: _Compiled, cond: Condition, t: Ticker, book: _Book) -> bool:
         v = book.move_value(_MOVE_KIND[cond.kind], cond.window_ms, t.close)
         return v < c.band_low
     return True  # breaks and composites have no band
+
+
+#: (rule id, symbol, rule fingerprint, flags, last fired event time): the firing state of a
+#: pair; flags: 1 armed, 2 armed for the downward side of ``crosses X``, 4 done
+PairState = tuple[str, str, str, int, int | None]
+
+
+def fingerprint(rule: Rule) -> str:
+    """What a saved state depends on: the condition and the re-arm band. A rule edited in
+    either starts afresh; other edits (cooldown, message, channels) keep its state."""
+    return f"{format_condition(rule.condition)}|{rule.rearm!r}"
+
+
+def _state_of(pair: _Pair) -> PairState:
+    flags = (1 if pair.armed else 0) | (2 if pair.armed_down else 0) | (4 if pair.done else 0)
+    return (pair.c.rule.id, pair.book.symbol, fingerprint(pair.c.rule), flags, pair.last_fired)
+
+
+def _set_state(pair: _Pair, flags: int, last_fired: int | None) -> None:
+    pair.armed = bool(flags & 1)
+    pair.armed_down = bool(flags & 2)
+    pair.done = bool(flags & 4)
+    pair.last_fired = last_fired
