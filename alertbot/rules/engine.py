@@ -176,6 +176,7 @@ class _Compiled:
         "code",
         "cross_leaves",
         "either",
+        "fp",
         "order",
         "pairs",
         "rule",
@@ -185,6 +186,7 @@ class _Compiled:
     def __init__(self, rule: Rule, order: int) -> None:
         self.rule = rule
         self.order = order
+        self.fp = ""  # fingerprint(rule), once asked for
         cond = rule.condition
         self.either = type(cond) is Cross and cond.direction is None
         all_leaves = leaves(cond)
@@ -1188,7 +1190,10 @@ def fingerprint(rule: Rule) -> str:
 
 def _state_of(pair: _Pair) -> PairState:
     flags = (1 if pair.armed else 0) | (2 if pair.armed_down else 0) | (4 if pair.done else 0)
-    return (pair.c.rule.id, pair.book.symbol, fingerprint(pair.c.rule), flags, pair.last_fired)
+    c = pair.c
+    if not c.fp:
+        c.fp = fingerprint(c.rule)  # once per rule: thousands of its pairs may change at once
+    return (c.rule.id, pair.book.symbol, c.fp, flags, pair.last_fired)
 
 
 def _set_state(pair: _Pair, flags: int, last_fired: int | None) -> None:
