@@ -23,6 +23,7 @@
 #define DUPLICATE 0
 #define QUIET 1
 #define BUSY 2
+#define TEXT_MAX 32 /* price texts up to this long are kept as bytes */
 
 typedef struct {
     int64_t ms;
@@ -39,7 +40,11 @@ typedef struct {
     int64_t time, ptime;
     double c, o, h, l, v, q;
     double pc, po, ph, pl, pv, pq;
-    PyObject *text, *ptext; /* owned */
+    /* the price texts of the last two ticks: a str (owned), or NULL when the text is the bytes
+       in tbuf / ptbuf (raw frames), made a str only when Python asks for it (values()) */
+    PyObject *text, *ptext;
+    char tbuf[TEXT_MAX], ptbuf[TEXT_MAX];
+    Py_ssize_t tlen, ptlen;
     int64_t *min_t, *max_t;
     double *min_p, *max_p;
     Py_ssize_t min_n, max_n, min_cap, max_cap;
@@ -283,8 +288,9 @@ static int refresh(Slot *s, Win *win, int64_t time, double price)
 }
 
 /* -1 on error */
+/* text: the price text as a str, or NULL for the tn (<= TEXT_MAX) bytes at tp */
 static int feed(Core *self, Slot *s, int64_t time, double c, double o, double h, double lo,
-                double v, double q, PyObject *text)
+                double v, double q, PyObject *text, const char *tp, Py_ssize_t tn)
 {
     if (time <= s->time)
         return DUPLICATE;
@@ -296,8 +302,17 @@ static int feed(Core *self, Slot *s, int64_t time, double c, double o, double h,
     s->pv = s->v;
     s->pq = s->q;
     Py_XSETREF(s->ptext, s->text); /* the reference moves */
-    Py_INCREF(text);
-    s->text = text;
+    memcpy(s->ptbuf, s->tbuf, TEXT_MAX);
+    s->ptlen = s->tlen;
+    if (text != NULL) {
+        Py_INCREF(text);
+        s->text = text;
+    }
+    else {
+        s->text = NULL;
+        memcpy(s->tbuf, tp, (size_t)tn);
+        s->tlen = tn;
+    }
     s->time = time;
     s->c = c;
     s->o = o;
@@ -1031,26 +1046,6 @@ static int raw_frame(Core *self, Cur *c)
     return 0;
 }
 
-/* The price text as a str: the slot's current or previous one when the bytes are the same
- * (prices often repeat), else a new one. New reference. */
-static PyObject *text_of(Slot *s, const char *p, Py_ssize_t n)
-{
-    PyObject *cands[2] = {s->text, s->ptext};
-    for (int k = 0; k < 2; k++) {
-        PyObject *t = cands[k];
-        if (t != NULL && PyUnicode_IS_ASCII(t) && PyUnicode_GET_LENGTH(t) == n &&
-            memcmp(PyUnicode_DATA(t), p, (size_t)n) == 0) {
-            Py_INCREF(t);
-            return t;
-        }
-    }
-    PyObject *t = PyUnicode_New(n, 127);
-    if (t == NULL)
-        return NULL;
-    memcpy(PyUnicode_DATA(t), p, (size_t)n);
-    return t;
-}
-
 /* ------------------------------------------------------------------ methods */
 
 /* fast-call argument helpers: -1 with an exception set on error */
@@ -1114,7 +1109,7 @@ static PyObject *Core_scan(Core *self, PyObject *args)
             goto fallback;
         Py_ssize_t slot = PyLong_AsSsize_t(slot_obj);
         self->good++;
-        int r = feed(self, &self->slots[slot], (int64_t)t, fc, fo, fh, fl, fv, fq, c);
+        int r = feed(self, &self->slots[slot], (int64_t)t, fc, fo, fh, fl, fv, fq, c, NULL, 0);
         if (r < 0)
             return NULL;
         if (r == BUSY) {
@@ -1176,11 +1171,16 @@ static PyObject *Core_scan_raw(Core *self, PyObject *arg)
         Slot *s = &self->slots[slot];
         if (r->time <= s->time)
             continue; /* DUPLICATE: feed() would change nothing */
-        PyObject *text = text_of(s, p + r->text, r->ntext);
-        if (text == NULL)
-            return NULL;
-        int res = feed(self, s, r->time, r->c, r->o, r->h, r->l, r->v, r->q, text);
-        Py_DECREF(text);
+        PyObject *text = NULL;
+        if (r->ntext > TEXT_MAX) {
+            text = PyUnicode_New(r->ntext, 127);
+            if (text == NULL)
+                return NULL;
+            memcpy(PyUnicode_DATA(text), p + r->text, (size_t)r->ntext);
+        }
+        int res = feed(self, s, r->time, r->c, r->o, r->h, r->l, r->v, r->q, text, p + r->text,
+                       r->ntext);
+        Py_XDECREF(text);
         if (res < 0)
             return NULL;
         if (res == BUSY) {
@@ -1230,7 +1230,7 @@ static PyObject *Core_feed(Core *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "text must be a str");
         return NULL;
     }
-    int r = feed(self, s, time, x[0], x[1], x[2], x[3], x[4], x[5], args[8]);
+    int r = feed(self, s, time, x[0], x[1], x[2], x[3], x[4], x[5], args[8], NULL, 0);
     if (r < 0)
         return NULL;
     return PyLong_FromLong(r);
@@ -1249,14 +1249,7 @@ static PyObject *Core_add(Core *self, PyObject *symbol)
     Slot *s = &self->slots[self->n];
     memset(s, 0, sizeof(Slot));
     s->time = s->ptime = -1;
-    s->text = PyUnicode_FromString("");
-    s->ptext = PyUnicode_FromString("");
-    if (s->text == NULL || s->ptext == NULL) {
-        Py_XDECREF(s->text);
-        Py_XDECREF(s->ptext);
-        Py_DECREF(index);
-        return NULL;
-    }
+    /* memset: no text objects, empty texts in the buffers */
     for (int k = 0; k < KINDS; k++) {
         s->glo[k] = s->ghi[k] = NAN;
         s->kval[k] = NAN;
@@ -1299,6 +1292,18 @@ static PyObject *window_hits(Slot *s)
     return r;
 }
 
+/* Make a price text kept as bytes a str (once: it is kept). -1 on error. */
+static int slot_text(PyObject **obj, const char *buf, Py_ssize_t len)
+{
+    if (*obj != NULL)
+        return 0;
+    *obj = PyUnicode_New(len, 127);
+    if (*obj == NULL)
+        return -1;
+    memcpy(PyUnicode_DATA(*obj), buf, (size_t)len);
+    return 0;
+}
+
 static PyObject *Core_values(Core *self, PyObject *arg)
 {
     Py_ssize_t i = PyLong_AsSsize_t(arg);
@@ -1306,6 +1311,8 @@ static PyObject *Core_values(Core *self, PyObject *arg)
         return NULL;
     Slot *s = get_slot(self, i);
     if (s == NULL)
+        return NULL;
+    if (slot_text(&s->text, s->tbuf, s->tlen) < 0 || slot_text(&s->ptext, s->ptbuf, s->ptlen) < 0)
         return NULL;
     PyObject *wins = window_hits(s);
     if (wins == NULL)
