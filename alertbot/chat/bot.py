@@ -46,7 +46,7 @@ from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Level, format_duration, format_number
-from alertbot.rules.engine import Engine, metric_value
+from alertbot.rules.engine import Engine, level_holds, metric_of
 from alertbot.rules.model import is_glob
 from alertbot.store import WatchRow
 
@@ -338,16 +338,9 @@ class ChatBot:
         t = self.engine.last_ticker(w.symbol)
         if t is None:
             return None
-        from alertbot.rules.engine import _METRIC_KIND  # the engine's own metric codes
-
-        value = metric_value(_METRIC_KIND[cond.metric], t)
-        holds = {
-            ">": value > cond.value,
-            ">=": value >= cond.value,
-            "<": value < cond.value,
-            "<=": value <= cond.value,
-        }.get(cond.op, False)
-        return f"{cond.metric} {format_number(value)}" if holds else None
+        if not level_holds(cond, t):
+            return None
+        return f"{cond.metric} {format_number(metric_of(cond.metric, t))}"
 
     async def unwatch(self, chat: int, target: str) -> str:
         rows = self.book.find(chat, target)

@@ -136,6 +136,25 @@ def metric_value(kind: int, t: Ticker) -> float:
     return t.low
 
 
+def metric_of(metric: str, t: Ticker) -> float:
+    """The value of a metric named as in conditions (``price``, ``change_24h``, ...) on a
+    ticker; NaN when it cannot be computed."""
+    return metric_value(_METRIC_KIND[metric], t)
+
+
+def level_holds(cond: Level, t: Ticker) -> bool:
+    """Whether a level condition is true on a ticker, exactly as the engine decides it."""
+    v = metric_of(cond.metric, t)
+    op = cond.op
+    if op == ">":
+        return v > cond.value
+    if op == ">=":
+        return v >= cond.value
+    if op == "<":
+        return v < cond.value
+    return v <= cond.value
+
+
 class _Window:
     """A moves window of one symbol: its number in the core, and its rise and drop indexes.
 
@@ -1109,16 +1128,7 @@ def _true(cond: Condition, t: Ticker, prev: Ticker | None, book: _Book) -> bool:
     kind = type(cond)
     if kind is Level:
         assert isinstance(cond, Level)
-        v = metric_value(_METRIC_KIND[cond.metric], t)
-        op = cond.op
-        x = cond.value
-        if op == ">":
-            return v > x
-        if op == ">=":
-            return v >= x
-        if op == "<":
-            return v < x
-        return v <= x
+        return level_holds(cond, t)
     if kind is Cross:
         assert isinstance(cond, Cross)
         if prev is None:
