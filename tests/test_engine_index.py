@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from alertbot.rules.conditions import parse
 from alertbot.rules.core import Core
-from alertbot.rules.engine import _Book, _Compiled, _Index, _Pair, _sort_by_order
+from alertbot.rules.engine import _Book, _Compiled, _Index, _Pair
 from alertbot.rules.model import Rule
 
 KEYS = st.lists(st.sampled_from((-2.0, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 10.0)), max_size=12)
@@ -56,15 +56,3 @@ def test_touched_selects_the_thresholds_between_previous_and_new_value(
                 assert index.glo == (sorted_keys[i - 1] if i else -math.inf)
                 assert index.ghi == (sorted_keys[i] if i < len(sorted_keys) else math.inf)
         previous = new
-
-
-@given(st.lists(st.integers(0, 5), max_size=40))
-def test_pairs_sort_by_rule_order_stably(orders: list[int]) -> None:
-    book = _Book("X", Core(0))
-    pairs = [
-        _Pair(_Compiled(Rule(f"r{i}", parse("price > 1"), ("X",)), order), book)
-        for i, order in enumerate(orders)
-    ]
-    expected = sorted(pairs, key=lambda p: p.order)
-    _sort_by_order(pairs)
-    assert [id(p) for p in pairs] == [id(p) for p in expected]

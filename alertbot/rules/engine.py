@@ -871,13 +871,19 @@ class Engine:
         kinds: int = v[16]
         wins: int = v[17]
         flags: int = v[18]
-        todo: list[_Pair] = []
+        # Pairs are evaluated as they are found, each once per tick (the stamp), in any order:
+        # a pair's evaluation touches only its own state. Alerts are put in rule order at the end.
+        self._tick += 1
+        stamp = self._tick
+        first = len(alerts)
         if book.fresh:
-            todo.extend(book.fresh)
+            fresh = book.fresh
             book.fresh = []
+            self._run(fresh, 0, len(fresh), stamp, book, alerts)
         if book.recheck:
-            todo.extend(book.recheck)
-            book.recheck = []
+            recheck = book.recheck
+            book.recheck = []  # evaluation may add to the next tick's
+            self._run(recheck, 0, len(recheck), stamp, book, alerts)
         kind = 0
         while kinds:
             if kinds & 1:
@@ -894,13 +900,11 @@ class Engine:
                         kind, book.close, book.open, book.high, book.low, book.volume, book.quote
                     ),
                 )
+                entries = index.entries
                 if r < 0:
-                    todo.extend(index.entries)
+                    self._run(entries, 0, len(entries), stamp, book, alerts)
                 else:
-                    start = r >> 32
-                    end = r & 0xFFFFFFFF
-                    if end > start:
-                        todo.extend(index.entries[start:end])
+                    self._run(entries, r >> 32, r & 0xFFFFFFFF, stamp, book, alerts)
             kinds >>= 1
             kind += 1
         if wins:
@@ -913,34 +917,47 @@ class Engine:
                 low, high = core.extremes(slot, w)
                 rise = window.rise
                 if hits & 1 and rise is not None:
-                    todo.extend(rise.touched((price - low) / low * 100 if low else NAN))
+                    hit = rise.touched((price - low) / low * 100 if low else NAN)
                     core.set_window_gap(slot, w, False, rise.glo, rise.ghi)
+                    self._run(hit, 0, len(hit), stamp, book, alerts)
                 drop = window.drop
                 if hits & 2 and drop is not None:
-                    todo.extend(drop.touched((high - price) / high * 100 if high else NAN))
+                    hit = drop.touched((high - price) / high * 100 if high else NAN)
                     core.set_window_gap(slot, w, True, drop.glo, drop.ghi)
+                    self._run(hit, 0, len(hit), stamp, book, alerts)
                 core.band(slot, w)
         if flags & 1:
-            todo.extend(book.breaks)
+            self._run(book.breaks, 0, len(book.breaks), stamp, book, alerts)
         timers = book.timers
         if flags & 2:
             time = book.time
+            due: list[_Pair] = []
             while timers and timers[0][0] <= time:
-                todo.append(heapq.heappop(timers)[2])
-        if len(todo) > 1:
-            self._tick += 1
-            stamp = self._tick
-            out = []
-            for pair in todo:
-                if pair.stamp != stamp:
-                    pair.stamp = stamp
-                    out.append(pair)
-            todo = out
-            _sort_by_order(todo)
-        for pair in todo:
-            if not pair.dead:
-                self._evaluate(pair, book, alerts)
+                due.append(heapq.heappop(timers)[2])
+            self._run(due, 0, len(due), stamp, book, alerts)
+        if len(alerts) - first > 1:
+            alerts[first:] = sorted(alerts[first:], key=self._order_of_alert)
         core.settle(slot, bool(book.recheck) or bool(book.fresh), timers[0][0] if timers else -1)
+
+    def _run(
+        self,
+        pairs: list[_Pair],
+        start: int,
+        end: int,
+        stamp: int,
+        book: _Book,
+        alerts: list[Alert],
+    ) -> None:
+        """Evaluate pairs[start:end], skipping those already evaluated on this tick."""
+        for i in range(start, end):
+            pair = pairs[i]
+            if pair.stamp != stamp:
+                pair.stamp = stamp
+                if not pair.dead:
+                    self._evaluate(pair, book, alerts)
+
+    def _order_of_alert(self, alert: Alert) -> int:
+        return self._rules[alert.rule.id].order
 
     def _evaluate(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> None:
         """Apply the firing semantics to one pair on one tick."""
@@ -1096,27 +1113,6 @@ def _rearm_edges(c: _Compiled) -> list[float]:
     if type(cond) is Move:
         return [c.band_low]
     return [c.band_low, c.band_high]
-
-
-def _sort_by_order(pairs: list[_Pair]) -> None:
-    """Sort pairs by rule order (stable): insertion sort for the few a tick usually collects,
-    with native comparisons once compiled, rather than list.sort calling a key function."""
-    n = len(pairs)
-    if n > 16:
-        pairs.sort(key=_order_of)
-        return
-    for i in range(1, n):
-        pair = pairs[i]
-        order = pair.order
-        j = i - 1
-        while j >= 0 and pairs[j].order > order:
-            pairs[j + 1] = pairs[j]
-            j -= 1
-        pairs[j + 1] = pair
-
-
-def _order_of(pair: _Pair) -> int:
-    return pair.order
 
 
 def _is_glob(pattern: str) -> bool:
