@@ -84,15 +84,18 @@ class Alert:
     than a frozen dataclass, whose generated ``__init__`` stays interpreted even when compiled.
     """
 
-    __slots__ = ("previous_time", "rule", "symbol", "ticker")
+    __slots__ = ("order", "previous_time", "rule", "symbol", "ticker")
 
-    def __init__(self, rule: Rule, symbol: str, ticker: Ticker, previous_time: int = -1) -> None:
+    def __init__(
+        self, rule: Rule, symbol: str, ticker: Ticker, previous_time: int = -1, order: int = 0
+    ) -> None:
         self.rule: Final = rule
         self.symbol: Final = symbol
         self.ticker: Final = ticker
         # The event time of the symbol's tick before this one (-1: none): the feed compares it
         # with its outages to flag an alert computed across a gap.
         self.previous_time: Final = previous_time
+        self.order: Final = order  # its rule's place in the engine: alerts of a tick go by it
 
     def __repr__(self) -> str:
         return f"Alert(rule={self.rule.id!r}, symbol={self.symbol!r}, time={self.ticker.time})"
@@ -936,7 +939,7 @@ class Engine:
                 due.append(heapq.heappop(timers)[2])
             self._run(due, 0, len(due), stamp, book, alerts)
         if len(alerts) - first > 1:
-            alerts[first:] = sorted(alerts[first:], key=self._order_of_alert)
+            alerts[first:] = sorted(alerts[first:], key=_alert_order)
         core.settle(slot, bool(book.recheck) or bool(book.fresh), timers[0][0] if timers else -1)
 
     def _run(
@@ -955,9 +958,6 @@ class Engine:
                 pair.stamp = stamp
                 if not pair.dead:
                     self._evaluate(pair, book, alerts)
-
-    def _order_of_alert(self, alert: Alert) -> int:
-        return self._rules[alert.rule.id].order
 
     def _evaluate(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> None:
         """Apply the firing semantics to one pair on one tick."""
@@ -1066,7 +1066,7 @@ class Engine:
             pair.done = True
         t = book.current()
         assert t is not None
-        alerts.append(Alert(rule, book.symbol, t, book.p_time))
+        alerts.append(Alert(rule, book.symbol, t, book.p_time, pair.order))
         return True
 
 
@@ -1113,6 +1113,10 @@ def _rearm_edges(c: _Compiled) -> list[float]:
     if type(cond) is Move:
         return [c.band_low]
     return [c.band_low, c.band_high]
+
+
+def _alert_order(alert: Alert) -> int:
+    return alert.order
 
 
 def _is_glob(pattern: str) -> bool:
