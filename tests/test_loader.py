@@ -5,10 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alertbot.errors import RuleError
 from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Cross, Level, Move
-from alertbot.rules.loader import Problem, RuleFileError, load_file, load_files, load_text
+from alertbot.rules.loader import (
+    LIBYAML,
+    PURE_YAML,
+    Problem,
+    RuleFileError,
+    YamlLoader,
+    load_file,
+    load_files,
+    load_text,
+)
 from alertbot.rules.model import Channel, Rule
 
 DATA = Path(__file__).parent / "data"
@@ -19,11 +30,22 @@ MINUTE = 60_000
 HOUR = 60 * MINUTE
 
 
-def problems_of(*names: str) -> list[str]:
+def problems_of(*names: str, yaml_loader: YamlLoader | None = None) -> list[str]:
     """The problems loading ``names`` (relative to tests/data/bad) reports, as text lines."""
     with pytest.raises(RuleFileError) as info:
-        load_files(names)
+        load_files(names, yaml_loader=yaml_loader)
     return [str(p) for p in info.value.problems]
+
+
+@pytest.fixture(params=["libyaml", "pure"])
+def yaml_loader(request: pytest.FixtureRequest) -> YamlLoader:
+    """Each YAML parser a rule file can be read with: libyaml's (C; the default when PyYAML
+    has it) and PyYAML's own (Python). A test that takes it holds for both."""
+    if request.param == "libyaml":
+        if LIBYAML is None:
+            pytest.skip("PyYAML was built without libyaml")
+        return LIBYAML
+    return PURE_YAML
 
 
 @pytest.fixture
@@ -116,6 +138,24 @@ def test_file_with_every_feature_loads_into_the_expected_rules() -> None:
     assert [r.origin for r in ruleset.rules] == [
         f"{name}:{line}:5" for line in (16, 24, 31, 41, 47, 54)
     ]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["all-features.yaml"], ["design-example.yaml"], ["split-channels.yaml", "split-rules.yaml"]],
+    ids=lambda names: names[0],
+)
+def test_libyaml_and_pyyaml_read_good_files_into_the_same_rules(names: list[str]) -> None:
+    """libyaml's parser (the default when PyYAML has it) gives the rules, channels and origins
+    that PyYAML's own parser gives."""
+    if LIBYAML is None:
+        pytest.skip("PyYAML was built without libyaml")
+    paths = [GOOD / name for name in names]
+    fast = load_files(paths, yaml_loader=LIBYAML)
+    pure = load_files(paths, yaml_loader=PURE_YAML)
+
+    assert fast == pure
+    assert [r.origin for r in fast.rules] == [r.origin for r in pure.rules]
 
 
 def test_example_of_the_design_document_loads() -> None:
@@ -266,9 +306,11 @@ CROSS_FILE = {
 @pytest.mark.usefixtures("in_bad")
 @pytest.mark.parametrize(("name", "expected"), BAD_FILES.items(), ids=list(BAD_FILES))
 def test_bad_file_is_rejected_with_each_problem_at_its_place(
-    name: str, expected: list[str]
+    name: str, expected: list[str], yaml_loader: YamlLoader
 ) -> None:
-    assert problems_of(name) == expected
+    """Each mistake's message and FILE:LINE:COL, the same whichever parser reads the file
+    (libyaml words YAML errors its own way; PyYAML's words are the ones reported)."""
+    assert problems_of(name, yaml_loader=yaml_loader) == expected
 
 
 @pytest.mark.usefixtures("in_bad")
@@ -488,15 +530,55 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="deep-nesting",
         ),
         pytest.param(
+            "rules: " + "[" * 100_000 + "]" * 100_000 + "\n",
+            "r.yaml:1:1: the file nests too deeply to be a rule file",
+            id="nesting-deeper-than-the-c-stack",  # libyaml's own composer crashes on it
+        ),
+        pytest.param(
             "rules: []\nx: \x07\n",
             "r.yaml:2:4: invalid character #x0007 (special characters are not allowed)",
             id="control-character",
         ),
+        # where libyaml and PyYAML read a text differently, PyYAML's reading counts
+        pytest.param(
+            "\ufeff" + RULE + "    when: price > x\n",
+            "r.yaml:4:19: expected a number after '>', got 'x' at column 9",
+            id="byte-order-mark",
+        ),
+        pytest.param(
+            RULE + "    when: price >\ufeff x\n",
+            "r.yaml:4:18: expected a number after '>', got '\\ufeff' at column 8",
+            id="byte-order-mark-inside",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\t# note\n",
+            "r.yaml:4:20: YAML syntax error: found character '\\t' that cannot start any token",
+            id="tab-between-tokens",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: https://example.com/hook?x=1}\nrules: []\n",
+            "r.yaml:2:40: YAML syntax error: expected ',' or '}', but got '?' "
+            "(while parsing a flow mapping at 2:6)",
+            id="question-mark-in-a-flow-value",
+        ),
+        pytest.param(
+            RULE + "    when: !\n",
+            "r.yaml:4:11: 'when' needs a condition like 'price > 70000', got nothing",
+            id="empty-tag",
+        ),
+        pytest.param(
+            "rules:\n  - {id: r, symbols: X, when: , once: true}\n",
+            "r.yaml:2:30: 'when' needs a condition like 'price > 70000', got nothing",
+            id="empty-value-in-a-flow-mapping",
+        ),
     ],
 )
-def test_small_mistake_is_reported_at_its_place(text: str, expected: str) -> None:
+def test_small_mistake_is_reported_at_its_place(
+    text: str, expected: str, yaml_loader: YamlLoader
+) -> None:
+    """Each mistake's message and LINE:COL, the same whichever parser reads the text."""
     with pytest.raises(RuleFileError) as info:
-        load_text(text, "r.yaml")
+        load_text(text, "r.yaml", yaml_loader=yaml_loader)
 
     assert [str(p) for p in info.value.problems] == [expected]
 
@@ -538,3 +620,48 @@ def test_rearm_zero_switches_off_a_band_set_under_defaults():
     )
     rules = {rule.id: rule.rearm for rule in load_text(text, "r.yaml").rules}
     assert rules == {"banded": 0.01, "plain": 0.0, "hi": 0.0}
+
+
+# ---------------------------------------------------------------- libyaml reads as PyYAML does
+
+_SEEDS = sorted(p.read_text(encoding="utf-8") for p in [*GOOD.glob("*.yaml"), *BAD.glob("*.yaml")])
+#: what YAML gives a meaning to, and where libyaml and PyYAML were found to part
+_PIECES = [
+    *" \n\t\r-:[]{},#&*!|>'\"?%@`\\~",
+    *("\ufeff", "é", "😀", "\x85", "\u2028", "\x00", "\r\n", "- ", ": ", "? ", "\n  ", "\n    "),
+    *("&a ", "*a", "!!str ", "!", "---", "...", "%YAML 1.1\n", "|2-", ">+", '"\\u263a"', "''"),
+]
+
+
+@st.composite
+def _mutated_rule_files(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(_SEEDS))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(text)))
+        kind = draw(st.sampled_from(["insert", "delete", "copy"]))
+        if kind == "insert":
+            text = text[:at] + draw(st.sampled_from(_PIECES)) + text[at:]
+        elif kind == "delete":
+            text = text[:at] + text[at + draw(st.integers(1, 3)) :]
+        else:
+            start = draw(st.integers(0, len(text)))
+            text = text[:at] + text[start : start + draw(st.integers(1, 10))] + text[at:]
+    return text
+
+
+def _outcome(text: str, yaml_loader: YamlLoader) -> object:
+    try:
+        return load_text(text, "r.yaml", yaml_loader=yaml_loader)
+    except RuleFileError as exc:
+        return [str(p) for p in exc.problems]
+
+
+@pytest.mark.skipif(LIBYAML is None, reason="PyYAML was built without libyaml")
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(_mutated_rule_files())
+def test_libyaml_reads_any_text_as_pyyaml_does(text: str) -> None:
+    """Whatever the text (rule files with characters YAML gives a meaning to put in, taken out
+    or copied around), reading it with libyaml gives the rules or the problems, at the same
+    places, that PyYAML's own parser gives."""
+    assert LIBYAML is not None
+    assert _outcome(text, LIBYAML) == _outcome(text, PURE_YAML)

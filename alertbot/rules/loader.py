@@ -2,7 +2,13 @@
 
 The YAML is composed into nodes, never constructed into Python objects, so that each value keeps
 its line and column and nothing but plain data can come out of a file; the node tree is then
-walked by hand. A file that is wrong in any way is rejected whole: :class:`RuleFileError` lists
+walked by hand. libyaml's parser (C) reads the text when PyYAML has it (PyPI's wheels do),
+PyYAML's own (Python) otherwise: 10 MB of rules in seconds rather than minutes. Either way
+PyYAML's composer builds the nodes, and a text libyaml refuses, or reads otherwise than PyYAML,
+is read again by PyYAML's parser, so that every message and every FILE:LINE:COL is the same with
+or without libyaml.
+
+A file that is wrong in any way is rejected whole: :class:`RuleFileError` lists
 every problem as ``FILE:LINE:COL: message``. A rule with a problem is skipped and the rest are
 still checked, so one run shows everything there is to fix.
 
@@ -13,17 +19,30 @@ name a channel of any of them. ``defaults`` apply to the rules of their own file
 from __future__ import annotations
 
 import difflib
+import gc
 import os
 import re
 import string
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import yaml
+from yaml.composer import Composer, ComposerError
+from yaml.error import Mark
+from yaml.events import (
+    AliasEvent,
+    CollectionStartEvent,
+    Event,
+    NodeEvent,
+    ScalarEvent,
+    SequenceStartEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
@@ -32,7 +51,16 @@ from alertbot.rules.conditions import AllOf, AnyOf, Condition, Cross, Level, Mov
 from alertbot.rules.conditions import parse_duration as _parse_duration
 from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
 
-__all__ = ["Problem", "RuleFileError", "load_file", "load_files", "load_text"]
+__all__ = [
+    "LIBYAML",
+    "PURE_YAML",
+    "Problem",
+    "RuleFileError",
+    "YamlLoader",
+    "load_file",
+    "load_files",
+    "load_text",
+]
 
 TOP_KEYS = ("channels", "defaults", "rules")
 DEFAULT_KEYS = ("cooldown", "rearm", "notify", "message")
@@ -90,38 +118,195 @@ class RuleFileError(RuleError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-def load_text(text: str, filename: str) -> RuleSet:
-    """Load the rules of one file's text; ``filename`` is only used in messages and origins."""
-    source = _Source(filename, text)
-    source.read()
-    return _merge([source])
+# ---------------------------------------------------------------- reading YAML
 
 
-def load_file(path: str | os.PathLike[str]) -> RuleSet:
+class _UnlikePyYaml(Exception):
+    """libyaml met something that PyYAML reads otherwise."""
+
+
+class _Composer(Composer):
+    """PyYAML's composer with its ``compose_node`` written for rule files: it notes each alias
+    (rule files refuse them; noting them here saves a second pass over the text), stops where
+    libyaml reads otherwise than PyYAML (``vet``), and skips the resolver's path steps (a rule
+    file loader has no path resolvers). It recurses in Python, so a file nested too deeply is a
+    RecursionError; libyaml's own composer recurses in C and overflows the C stack on such a
+    file (around 40,000 levels): a crash, not an error."""
+
+    if TYPE_CHECKING:  # given by the parser a loader is built on
+
+        def __init__(self, stream: str) -> None: ...
+        def peek_event(self) -> Event: ...
+        def get_event(self) -> Event: ...
+        def dispose(self) -> None: ...
+
+    #: stop (_UnlikePyYaml) at what libyaml reads otherwise than PyYAML
+    vet = False
+    aliases: list[AliasEvent]
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event = self.peek_event()
+        if isinstance(event, ScalarEvent):
+            if self.vet and (
+                event.tag is not None
+                or (not event.style and ("?" in event.value or not event.value) and _flow(parent))
+            ):
+                raise _UnlikePyYaml
+        elif isinstance(event, AliasEvent):
+            self.get_event()
+            if event.anchor not in self.anchors:
+                raise ComposerError(
+                    None, None, f"found undefined alias {event.anchor!r}", _mark(event)
+                )
+            self.aliases.append(event)
+            return self.anchors[event.anchor]
+        elif self.vet and isinstance(event, CollectionStartEvent) and event.tag is not None:
+            raise _UnlikePyYaml
+        # typeshed has these methods' anchor (a name or None) as a dict
+        anchor: Any = event.anchor if isinstance(event, NodeEvent) else None
+        if anchor is not None and anchor in self.anchors:
+            raise ComposerError(
+                f"found duplicate anchor {anchor!r}; first occurrence",
+                self.anchors[anchor].start_mark,
+                "second occurrence",
+                _mark(event),
+            )
+        if isinstance(event, ScalarEvent):
+            return self.compose_scalar_node(anchor)
+        if isinstance(event, SequenceStartEvent):
+            return self.compose_sequence_node(anchor)
+        return self.compose_mapping_node(anchor)
+
+
+def _mark(event: Event) -> Mark | None:
+    """An event's start, as PyYAML's errors take it (libyaml's marks are its own class)."""
+    return cast(Mark | None, event.start_mark)
+
+
+def _flow(parent: Node | None) -> bool:
+    return isinstance(parent, SequenceNode | MappingNode) and bool(parent.flow_style)
+
+
+class _PureLoader(_Composer, yaml.SafeLoader):
+    """PyYAML's parser, in Python."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.SafeLoader.__init__(self, stream)
+        self.yaml_path_resolvers = {}  # none, even if some were registered on SafeLoader
+        self.aliases = []
+
+
+#: what reads a rule file's YAML: :data:`LIBYAML` or :data:`PURE_YAML`
+YamlLoader = type[_Composer]
+#: PyYAML's own parser, in Python: always there
+PURE_YAML: YamlLoader = _PureLoader
+#: libyaml's parser, in C, when PyYAML has it (None otherwise), the default then; a text it
+#: refuses or reads otherwise than PyYAML is read again by PURE_YAML, whose reading counts
+LIBYAML: YamlLoader | None = None
+
+if yaml.__with_libyaml__:
+
+    class _LibyamlLoader(_Composer, yaml.CSafeLoader):
+        """libyaml's parser, in C, under our composer (which comes first in the MRO). Where
+        libyaml and PyYAML part (found by feeding both mutated rule files), ``vet`` stops it:
+        at an explicit tag (``k: !`` is a null to PyYAML, a string to libyaml), and in a flow
+        collection at a plain value with a ``?`` inside (``[ETH?USDT]``: PyYAML ends the value
+        at the ``?`` and fails) or an empty one (``{when: , ...}``: its column differs)."""
+
+        vet = True
+
+        def __init__(self, stream: str) -> None:
+            yaml.CSafeLoader.__init__(self, stream)
+            Composer.__init__(self)
+            self.yaml_path_resolvers = {}
+            self.aliases = []
+
+    LIBYAML = _LibyamlLoader
+
+
+def _compose(text: str, loader: YamlLoader) -> tuple[Node | None, list[AliasEvent]]:
+    """The text's node tree and its aliases, read as PyYAML reads it.
+
+    libyaml reads it first unless the text has a tab or a byte order mark inside, which PyYAML
+    treats otherwise (it refuses a tab between tokens; it counts no column for a BOM). What
+    libyaml refuses is refused in its own words ("did not find expected key"), and it refuses a
+    few texts PyYAML reads: PyYAML's parser reads all those again and has the say.
+    """
+    if loader is not PURE_YAML and "\t" not in text and "\ufeff" not in text:
+        try:
+            return _compose_with(text, loader)
+        except (yaml.YAMLError, UnicodeEncodeError, RecursionError, _UnlikePyYaml):
+            pass
+    return _compose_with(text, PURE_YAML)
+
+
+def _compose_with(text: str, loader: YamlLoader) -> tuple[Node | None, list[AliasEvent]]:
+    reader = loader(text)
+    try:
+        return reader.get_single_node(), reader.aliases
+    finally:
+        reader.dispose()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Reading a file makes millions of objects that live until it is read (nodes, their
+    marks, the rules) and hold no reference cycles; the cyclic garbage collector would walk
+    them again and again (composing 100k rules took 15 s with it, 4 s without). It waits until
+    the file is read: no other thread's garbage is lost, only collected a little later."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_text(text: str, filename: str, *, yaml_loader: YamlLoader | None = None) -> RuleSet:
+    """Load the rules of one file's text; ``filename`` is only used in messages and origins.
+
+    ``yaml_loader``: :data:`LIBYAML` or :data:`PURE_YAML` (default: libyaml when available).
+    """
+    with _gc_paused():
+        source = _Source(filename, text)
+        source.read(yaml_loader or LIBYAML or PURE_YAML)
+        return _merge([source])
+
+
+def load_file(path: str | os.PathLike[str], *, yaml_loader: YamlLoader | None = None) -> RuleSet:
     """Load one rule file (UTF-8 YAML)."""
-    return load_files([path])
+    return load_files([path], yaml_loader=yaml_loader)
 
 
-def load_files(paths: Iterable[str | os.PathLike[str]]) -> RuleSet:
+def load_files(
+    paths: Iterable[str | os.PathLike[str]], *, yaml_loader: YamlLoader | None = None
+) -> RuleSet:
     """Load several rule files as one set; raises :class:`RuleFileError` naming every problem."""
+    loader = yaml_loader or LIBYAML or PURE_YAML
     sources: list[_Source] = []
-    for path in paths:
-        source = _Source(os.fspath(path), "")
-        sources.append(source)
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            source.add(1, 1, f"cannot read rule file: {exc.strerror or exc}")
-            continue
-        try:
-            source.text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line_start = data.rfind(b"\n", 0, exc.start) + 1
-            column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
-            source.add(data.count(b"\n", 0, exc.start) + 1, column, "not UTF-8 text")
-            continue
-        source.read()
-    return _merge(sources)
+    with _gc_paused():
+        for path in paths:
+            source = _Source(os.fspath(path), "")
+            sources.append(source)
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                source.add(1, 1, f"cannot read rule file: {exc.strerror or exc}")
+                continue
+            try:
+                source.text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line_start = data.rfind(b"\n", 0, exc.start) + 1
+                column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
+                source.add(data.count(b"\n", 0, exc.start) + 1, column, "not UTF-8 text")
+                continue
+            source.read(loader)
+        return _merge(sources)
 
 
 # ---------------------------------------------------------------- what one file defines
@@ -146,8 +331,8 @@ class _ChannelDef:
 class _RuleDef:
     id: str | None
     id_node: Node | None
-    rule: Rule | None  # without notify; None when the rule has problems
-    notify: list[_Ref] | None  # the rule's own; None: the file's defaults
+    rule: Rule | None  # None when the rule has problems
+    notify: list[_Ref] | None  # the rule's own (checked at the merge); None: the file's defaults
 
 
 @dataclass(slots=True)
@@ -180,12 +365,15 @@ class _Source:
         return f"{self.name}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
 
     # -- the file
-    def read(self) -> None:
+    def read(self, loader: YamlLoader) -> None:
+        # a leading byte order mark is not text: libyaml's marks leave it out, PyYAML's index
+        # (which places a value's columns) counted it
+        self.text = self.text.removeprefix("\ufeff")
         try:
-            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            root, aliases = _compose(self.text, loader)
             if root is None or _is_null(root):  # nothing, only comments, or a lone '---'
                 self.add(1, 1, "empty rule file: expected a mapping with 'rules:'")
-            elif self._no_aliases():
+            elif self._no_aliases(aliases):
                 self.top(root)
         except yaml.MarkedYAMLError as exc:
             self._yaml_error(exc)
@@ -222,21 +410,18 @@ class _Source:
                 message += "; quote a message that starts with '{'"
         self.add(line, column, message)
 
-    def _no_aliases(self) -> bool:
+    def _no_aliases(self, aliases: list[AliasEvent]) -> bool:
         """Reject aliases: shared nodes could make the walk loop or explode, and
         ``defaults:`` already covers what a rule file would share."""
-        found = False
-        for event in yaml.parse(self.text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                found = True
-                mark = event.start_mark
-                self.add(
-                    mark.line + 1 if mark is not None else 1,
-                    mark.column + 1 if mark is not None else 1,
-                    f"aliases ('*{event.anchor}') are not supported in rule files; "
-                    "put shared settings under 'defaults:'",
-                )
-        return not found
+        for event in aliases:
+            mark = event.start_mark
+            self.add(
+                mark.line + 1 if mark is not None else 1,
+                mark.column + 1 if mark is not None else 1,
+                f"aliases ('*{event.anchor}') are not supported in rule files; "
+                "put shared settings under 'defaults:'",
+            )
+        return not aliases
 
     def top(self, root: Node) -> None:
         if not isinstance(root, MappingNode):
@@ -264,7 +449,7 @@ class _Source:
         """Keys to (key node, value node); reports duplicate, unknown and non-name keys."""
         found: dict[str, tuple[Node, Node]] = {}
         for key, value in node.value:
-            if not isinstance(key, ScalarNode) or _is_null(key):
+            if not isinstance(key, ScalarNode) or key.tag == _NULL_TAG:  # _is_null, inline
                 self.at(key, f"a key must be a name, got {_describe(key)}")
                 continue
             name = str(key.value)
@@ -441,6 +626,7 @@ class _Source:
         if "notify" in keys:
             notify = self.notify(keys["notify"][1])
 
+        refs = notify if notify is not None else defaults.notify or []
         rule: Rule | None = None
         if (
             len(self.problems) == before
@@ -462,6 +648,7 @@ class _Source:
                 once=once,
                 expires_ms=expires_ms,
                 message=message,
+                notify=tuple(dict.fromkeys(ref.name for ref in refs)),
                 origin=self.where(node),
             )
         self.rules.append(_RuleDef(rule_id, id_node, rule, notify))
@@ -514,9 +701,9 @@ class _Source:
     def rule_condition(
         self, node: MappingNode, keys: dict[str, tuple[Node, Node]], label: str
     ) -> Condition | None:
-        present = sorted(
-            (k for k in CONDITION_KEYS if k in keys), key=lambda k: _position(keys[k][0])
-        )
+        present = [k for k in CONDITION_KEYS if k in keys]
+        if len(present) > 1:
+            present.sort(key=lambda k: _position(keys[k][0]))
         if not present:
             self.at(node, f"{label} needs a condition: one of 'when', 'all' or 'any'")
             return None
@@ -707,7 +894,7 @@ def _merge(sources: list[_Source]) -> RuleSet:
             source.at(ref.node, _unknown_channel(ref.name, sorted(defined_at)))
         return not unknown
 
-    ids: dict[str, str] = {}
+    ids: dict[str, tuple[_Source, Node]] = {}  # where each id is defined, told only when needed
     rules: list[Rule] = []
     for source in sources:
         defaults = source.defaults.notify
@@ -717,21 +904,19 @@ def _merge(sources: list[_Source]) -> RuleSet:
             ok = rule_def.rule is not None
             if rule_def.id is not None and rule_def.id_node is not None:
                 if rule_def.id in ids:
+                    first, first_node = ids[rule_def.id]
                     source.at(
                         rule_def.id_node,
-                        f"duplicate id '{rule_def.id}' (first defined at {ids[rule_def.id]})",
+                        f"duplicate id '{rule_def.id}' "
+                        f"(first defined at {first.where(first_node)})",
                     )
                     ok = False
                 else:
-                    ids[rule_def.id] = source.where(rule_def.id_node)
-            refs = rule_def.notify
-            if refs is not None:
-                ok = known(source, refs) and ok
-            else:
-                refs = defaults or []
+                    ids[rule_def.id] = (source, rule_def.id_node)
+            if rule_def.notify is not None:
+                ok = known(source, rule_def.notify) and ok
             if ok and rule_def.rule is not None:
-                names = tuple(dict.fromkeys(ref.name for ref in refs))
-                rules.append(replace(rule_def.rule, notify=names))
+                rules.append(rule_def.rule)
 
     problems = [p for s in sources for p in sorted(s.problems, key=lambda p: (p.line, p.column))]
     if problems:
@@ -748,7 +933,7 @@ def _is_null(node: Node) -> bool:
 
 def _text(node: Node) -> str | None:
     """The raw text of a scalar (whatever YAML would have made of it), None for anything else."""
-    if isinstance(node, ScalarNode) and not _is_null(node):
+    if isinstance(node, ScalarNode) and node.tag != _NULL_TAG:  # _is_null, inline: hot
         return str(node.value)
     return None
 
