@@ -11,15 +11,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import os
+import subprocess
+import sys
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from telegram.error import RetryAfter
 
-from alertbot.notify.notifier import Notifier
+from alertbot.notify.notifier import Notifier, make_bot
 from alertbot.notify.settings import DeliverySettings
+from alertbot.notify.telegram import retry_seconds
 from alertbot.rules.conditions import parse
 from alertbot.rules.engine import Engine
 from alertbot.rules.model import Channel, Rule
@@ -162,6 +168,43 @@ async def test_retry_after_is_honoured(tmp_path, tg, hook):
     refused, delivered = tg.requests[-2], tg.requests[-1]
     assert delivered.time - refused.time >= 1.0
     assert len(tg.messages) == 1
+
+
+@pytest.mark.parametrize("ptb_timedelta", [None, "true", "false"])
+async def test_the_wait_a_429_asks_for_is_read_whatever_ptb_timedelta_says(
+    tg: FakeTelegram, monkeypatch: pytest.MonkeyPatch, ptb_timedelta: str | None
+) -> None:
+    """``retry_after`` is read as the seconds Telegram sent, without a warning, whether
+    PTB_TIMEDELTA (PTB's process-wide opt-in to timedelta time periods) is unset, true or
+    false: alertbot neither needs it nor sets it."""
+    if ptb_timedelta is None:
+        monkeypatch.delenv("PTB_TIMEDELTA", raising=False)
+    else:
+        monkeypatch.setenv("PTB_TIMEDELTA", ptb_timedelta)
+    tg.fail_next(1, status=429, retry_after=7)
+    settings = DeliverySettings(
+        telegram_token=tg.token, telegram_api_url=tg.api_url, telegram_timeout=2.0
+    )
+    async with make_bot(settings) as bot:
+        with pytest.raises(RetryAfter) as info:
+            await bot.send_message(CHAT, "hi")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert retry_seconds(info.value) == 7.0
+    assert caught == []
+
+
+def test_importing_the_bot_leaves_ptb_timedelta_unset() -> None:
+    """Importing alertbot (the Telegram sender included) does not change the environment:
+    PTB_TIMEDELTA changes PTB for everything in the process, so it is not alertbot's to set."""
+    env = {k: v for k, v in os.environ.items() if k != "PTB_TIMEDELTA"}
+    code = "import os, alertbot.app, alertbot.notify.telegram; print(os.getenv('PTB_TIMEDELTA'))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == "None"
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 import time
 import warnings
 from collections import deque
@@ -44,10 +43,6 @@ from telegram.error import (
 from alertbot.notify.delivery import Delivery, Report, backoff
 from alertbot.notify.settings import DeliverySettings
 
-# PTB 22 is moving time periods (RetryAfter.retry_after, ...) from int seconds to timedelta and
-# warns on every int it hands out; opt in to the timedelta behaviour now.
-os.environ.setdefault("PTB_TIMEDELTA", "true")
-
 log = logging.getLogger("alertbot.notify")
 
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
@@ -55,6 +50,15 @@ _SEPARATOR = "\n\n"
 
 
 def retry_seconds(exc: RetryAfter) -> float:
+    """The seconds a 429 asks to wait, whatever PTB_TIMEDELTA says.
+
+    PTB 22 is moving time periods from int seconds to timedelta: with PTB_TIMEDELTA unset (or
+    false), ``retry_after`` is an int and every read warns; set, it is a timedelta. That switch is
+    process-wide and the choice of whoever runs the process, so it is read here from the
+    timedelta PTB keeps either way, and set nowhere. (PTB's own RetryAfter.__init__ reads the
+    property and warns when PTB_TIMEDELTA is unset: a DeprecationWarning, which Python does not
+    show by default.)
+    """
     value = getattr(exc, "_retry_after", None)  # a timedelta; the public property warns
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
