@@ -15,7 +15,8 @@ from alertbot.app import App
 from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
 from alertbot.notify.settings import DeliverySettings
-from alertbot.rules.model import RuleSet
+from alertbot.rules.conditions import parse
+from alertbot.rules.model import Rule, RuleSet
 from alertbot.store import Store
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
@@ -29,7 +30,14 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 class Bot:
     """The whole app against both fakes."""
 
-    def __init__(self, tmp: Path, binance: FakeBinance, tg: FakeTelegram, **chat: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        binance: FakeBinance,
+        tg: FakeTelegram,
+        rules: RuleSet | None = None,
+        **chat: Any,
+    ) -> None:
         self.binance = binance
         self.tg = tg
         feed = FeedSettings(
@@ -49,7 +57,7 @@ class Bot:
             backoff_max=0.2,
         )
         self.app = App(
-            RuleSet(),
+            rules or RuleSet(),
             feed,
             delivery,
             dataclasses.replace(ChatSettings(), **chat),
@@ -115,6 +123,18 @@ async def test_a_watch_survives_a_restart(tmp_path, fakes):
         assert "w1  ETHUSDT price < 3000" in listing
         await bot.tick("ETHUSDT", 2990, T)
         await tg.wait_for(lambda: "ETHUSDT price < 3000" in tg.messages_to(USER)[-1].plain_text)
+
+
+async def test_an_admins_list_names_rule_file_rules_whose_id_starts_with_w(tmp_path, fakes):
+    """Only w and digits is a watch's id: an admin's /list shows a rule file's 'whale' among
+    the rule files' rules, next to the chat's own watch w1."""
+    binance, tg = fakes
+    whale = Rule(id="whale", condition=parse("quote_volume > 2b"), symbols=("BTCUSDT",))
+    async with Bot(tmp_path, binance, tg, RuleSet(rules=(whale,)), admin_chats=(USER,)) as bot:
+        await bot.say("/watch ETHUSDT < 3000")
+        listing = await bot.say("/list")
+    assert "w1  ETHUSDT price < 3000" in listing
+    assert "Rule files: 1 rules (whale)" in listing
 
 
 async def test_unwatch_stops_alerts_and_unsubscribes(tmp_path, fakes):

@@ -519,6 +519,18 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="symbols-empty",
         ),
         pytest.param(
+            "rules:\n  - id: w12\n    symbols: [X]\n    when: price > 1\n",
+            "r.yaml:2:9: invalid id 'w12': ids like w12 are chat watches' (/watch); choose "
+            "another id",
+            id="id-of-a-chat-watch",
+        ),
+        pytest.param(
+            "rules:\n  - id: W007\n    symbols: [X]\n    when: price > 1\n",
+            "r.yaml:2:9: invalid id 'W007': ids like w12 are chat watches' (/watch); choose "
+            "another id",
+            id="id-like-a-chat-watch",
+        ),
+        pytest.param(
             "rules:\n  - just a string\n",
             "r.yaml:2:5: each rule must be a mapping with 'id', 'symbols' and 'when', "
             "got 'just a string'",
@@ -602,6 +614,22 @@ def test_default_rearm_is_not_applied_to_rules_without_a_single_threshold() -> N
     )
 
     assert [r.rearm for r in load_text(text, "r.yaml").rules] == [0.0, 0.0, 0.01]
+
+
+def test_ids_that_only_start_like_a_chat_watch_are_rule_file_ids() -> None:
+    """Only w (or W) and digits is the watches' namespace; other ids starting with w are free."""
+    text = "rules:\n" + "".join(
+        f"  - {{id: {rule_id}, symbols: X, when: price > 1}}\n"
+        for rule_id in ("w", "w12-btc", "whale", "w1x", "w.2")
+    )
+
+    assert [r.id for r in load_text(text, "r.yaml").rules] == [
+        "w",
+        "w12-btc",
+        "whale",
+        "w1x",
+        "w.2",
+    ]
 
 
 def test_rule_file_with_an_empty_rule_list_defines_no_rules() -> None:

@@ -14,6 +14,7 @@ from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.loader import load_files
+from alertbot.store import Store, WatchRow
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
 from tests.test_cli_live import env_for, finish, start
@@ -82,6 +83,39 @@ async def test_an_edit_is_picked_up_and_a_broken_one_keeps_the_running_rules(tmp
 
             await fake.publish([mini_ticker("ETHUSDT", 2900, T)])  # the kept rules still fire
             await fake.wait_for(lambda: app.pipeline.alerts == 1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+
+
+async def test_an_edit_that_takes_a_watchs_id_is_refused_and_the_watch_keeps_it(tmp_path):
+    """A rule may not be named like a chat watch (w1): the edit is refused at the id's place,
+    and the watch, already in the database when the bot starts, keeps its id and its alerts."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    store = Store(tmp_path / "a.db")
+    store.add_watch(WatchRow(0, ADMIN, "ETHUSDT", "price < 3000", 0, 0.0, False))
+    store.close()
+    async with (
+        FakeBinance(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"]) as fake,
+        FakeTelegram(token=TOKEN) as tg,
+    ):
+        app = make_app(tmp_path, fake, tg, rules)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
+            assert sorted(r.id for r in app.engine.rules()) == ["btc", "w1"]
+
+            rules.write_text("rules:\n  - id: w1\n    symbols: [SOLUSDT]\n    when: price > 200\n")
+            await tg.wait_for(lambda: bool(tg.messages_to(ADMIN)))
+            note = tg.messages_to(ADMIN)[0].text
+            assert f"{rules}:2:9: invalid id 'w1': ids like w12 are chat watches'" in note
+            assert sorted(r.id for r in app.engine.rules()) == ["btc", "w1"]  # unchanged
+
+            await fake.publish([mini_ticker("ETHUSDT", 2900, T)])
+            await tg.wait_for(lambda: len(tg.messages_to(ADMIN)) == 2)
+            assert "[w1]" in tg.messages_to(ADMIN)[1].plain_text
         finally:
             stop.set()
             await asyncio.wait_for(task, 15)

@@ -47,6 +47,7 @@ from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Level, format_duration, format_number
 from alertbot.rules.engine import Engine, level_holds, metric_of
+from alertbot.rules.ids import watch_number
 from alertbot.rules.model import is_glob
 from alertbot.store import WatchRow
 
@@ -423,7 +424,7 @@ class ChatBot:
                 ]
             )
         if self.settings.admin(chat):
-            files = [r for r in self.engine.rules() if not r.id.startswith("w")]
+            files = [r for r in self.engine.rules() if watch_number(r.id) is None]
             if files:
                 lines.append(
                     f"Rule files: {len(files)} rules (" + ", ".join(r.id for r in files[:20]) + ")"

@@ -13,6 +13,7 @@ from alertbot.errors import ConditionError
 from alertbot.notify.settings import parse_chats
 from alertbot.rules.conditions import parse
 from alertbot.rules.engine import Engine
+from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.model import Rule
 from alertbot.settings import env_int, env_seconds
 from alertbot.store import Store, WatchRow
@@ -52,7 +53,8 @@ class ChatSettings:
 
 
 def watch_id(row: WatchRow) -> str:
-    return f"w{row.id}"
+    """The watch's rule id, ``w12``: rule files may not use such ids (alertbot.rules.ids)."""
+    return watch_rule_id(row.id)
 
 
 def rule_for(row: WatchRow) -> Rule:
@@ -151,9 +153,8 @@ class WatchBook:
             r.muted_until = until
 
     def row_of_rule(self, rule_id: str) -> WatchRow | None:
-        if not rule_id.startswith("w") or not rule_id[1:].isdigit():
-            return None
-        return self.rows.get(int(rule_id[1:]))
+        number = watch_number(rule_id)
+        return None if number is None else self.rows.get(number)
 
     def muted(self, rule_id: str) -> bool:
         row = self.row_of_rule(rule_id)

@@ -49,6 +49,7 @@ from yaml.reader import ReaderError
 from alertbot.errors import ConditionError, RuleError
 from alertbot.rules.conditions import AllOf, AnyOf, Condition, Cross, Level, Move, parse
 from alertbot.rules.conditions import parse_duration as _parse_duration
+from alertbot.rules.ids import is_reserved
 from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
 
 __all__ = [
@@ -660,6 +661,12 @@ class _Source:
             return None
         if not _NAME_RE.fullmatch(text):
             self.at(node, f"invalid id '{text}': use letters, digits, '_', '.' and '-'")
+            return None
+        if is_reserved(text):
+            self.at(
+                node,
+                f"invalid id '{text}': ids like w12 are chat watches' (/watch); choose another id",
+            )
             return None
         return text
 

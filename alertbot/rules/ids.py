@@ -1,0 +1,33 @@
+"""Rule ids of chat watches: ``w`` and the watch's number (``w12``), the id a chat sees in
+``/list`` and gives to ``/unwatch``.
+
+Watches and the rule files' rules share one engine, so their ids must never meet: rule files
+may not use ``w`` (or ``W``) followed by digits, and the loader refuses such an id at its place.
+A watch's id is derived from its database row, so watches kept before this rule existed load
+under the same ids.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["is_reserved", "watch_number", "watch_rule_id"]
+
+_WATCH = re.compile(r"w([1-9][0-9]*)")
+_RESERVED = re.compile(r"[wW][0-9]+")
+
+
+def watch_rule_id(number: int) -> str:
+    """The rule id of watch ``number``."""
+    return f"w{number}"
+
+
+def watch_number(rule_id: str) -> int | None:
+    """The watch number in a watch's rule id; None for any other id (a rule file's)."""
+    match = _WATCH.fullmatch(rule_id)
+    return int(match.group(1)) if match else None
+
+
+def is_reserved(rule_id: str) -> bool:
+    """Whether an id is in the watches' namespace, and so not for rule files."""
+    return _RESERVED.fullmatch(rule_id) is not None
