@@ -32,6 +32,7 @@ from alertbot.rules.model import Channel, Rule
 from alertbot.store import Store
 from alertbot.ticker import Ticker
 from tests.fakes.telegram import FakeTelegram
+from tests.fakes.waiting import wait_until
 from tests.fakes.webhook import WebhookReceiver
 
 TOKEN = "123456:TEST-token-0123456789abcdef"
@@ -112,12 +113,12 @@ class Harness:
     async def settled(self, timeout: float = 10.0) -> None:
         outbox = self.notifier.outbox
         assert outbox is not None
-        async with asyncio.timeout(timeout):
-            while True:
-                await outbox.flush()  # stored, handed to the senders, results written
-                if not outbox.open:  # nothing being attempted (a fallback would be open)
-                    return
-                await asyncio.sleep(0.01)
+
+        async def idle() -> bool:
+            await outbox.flush()  # stored, handed to the senders, results written
+            return not outbox.open  # nothing being attempted (a fallback would be open)
+
+        await wait_until(idle, timeout, seen=lambda: f"being attempted: {sorted(outbox.open)}")
 
 
 class _Lines:

@@ -39,6 +39,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from tests.fakes.waiting import wait_until
+
 __all__ = [
     "ALL_MARKET_STREAM",
     "EXCHANGE_INFO_PATH",
@@ -422,15 +424,8 @@ class FakeBinance:
     # --- waiting
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Poll ``predicate`` (every 5 ms) until true; TimeoutError after ``timeout`` seconds."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate():
-                    await asyncio.sleep(0.005)
-        except TimeoutError:
-            raise TimeoutError(
-                f"condition not met within {timeout} s; open connections: {self.connections}"
-            ) from None
+        """Poll ``predicate`` until true; TimeoutError after ``timeout`` seconds."""
+        await wait_until(predicate, timeout, seen=lambda: f"open connections: {self.connections}")
 
     async def wait_for_connections(self, n: int, timeout: float = 5.0) -> None:
         """Until at least ``n`` connections are open."""

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from tests.fakes.waiting import wait_until
 from tests.fakes.webhook import Drop, HTTPRequest, HTTPResponse, HTTPServer, Reply
 
 __all__ = [
@@ -675,17 +676,12 @@ class FakeTelegram(HTTPServer):
         return list(self._pending)
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Poll ``predicate`` (every 5 ms) until true; TimeoutError after ``timeout`` seconds."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate():
-                    await asyncio.sleep(0.005)
-        except TimeoutError:
-            recent = [(r.method, r.status) for r in self.requests[-10:]]
-            raise TimeoutError(
-                f"condition not met within {timeout} s; {len(self.messages)} messages; "
-                f"last requests: {recent}"
-            ) from None
+        """Poll ``predicate`` until true; TimeoutError after ``timeout`` seconds."""
+        await wait_until(predicate, timeout, seen=self._seen)
+
+    def _seen(self) -> str:
+        recent = [(r.method, r.status) for r in self.requests[-10:]]
+        return f"{len(self.messages)} messages; last requests: {recent}"
 
     async def wait_for_messages(self, n: int, timeout: float = 5.0) -> list[Message]:
         """Until at least ``n`` messages were delivered; returns them all."""

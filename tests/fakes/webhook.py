@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 import h11
 import httpx
 
+from tests.fakes.waiting import wait_until
+
 __all__ = [
     "DOWN_MODES",
     "GARBAGE",
@@ -447,16 +449,12 @@ class WebhookReceiver(HTTPServer):
         return [i for i, n in counts.items() if n > 1]
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Poll ``predicate`` (every 5 ms) until true; TimeoutError after ``timeout`` seconds."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate():
-                    await asyncio.sleep(0.005)
-        except TimeoutError:
-            raise TimeoutError(
-                f"condition not met within {timeout} s; deliveries: "
-                f"{[(d.status, d.id) for d in self.deliveries]}"
-            ) from None
+        """Poll ``predicate`` until true; TimeoutError after ``timeout`` seconds."""
+        await wait_until(
+            predicate,
+            timeout,
+            seen=lambda: f"deliveries: {[(d.status, d.id) for d in self.deliveries]}",
+        )
 
     async def wait_for_deliveries(self, n: int, timeout: float = 5.0) -> list[Delivery]:
         """Until at least ``n`` deliveries were accepted (2xx); returns the accepted ones."""
