@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 import io
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from alertbot.app import App
@@ -28,6 +30,18 @@ EDITED = (
     "  - id: sol\n    symbols: [SOLUSDT]\n    when: price > 200\n"
 )
 BROKEN = "rules:\n  - id: eth\n    symbols: [ETHUSDT]\n    when: price <<< 3000\n"
+
+
+@asynccontextmanager
+async def running(app: App) -> AsyncIterator[None]:
+    """``app.run`` as a task for the block; stopped, and waited for, on the way out."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
 
 
 def make_app(
@@ -63,9 +77,7 @@ async def test_an_edit_is_picked_up_and_a_broken_one_keeps_the_running_rules(tmp
         FakeTelegram(token=TOKEN) as tg,
     ):
         app = make_app(tmp_path, fake, tg, rules)
-        stop = asyncio.Event()
-        task = asyncio.create_task(app.run(stop))
-        try:
+        async with running(app):
             await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
             await tg.wait_for(lambda: bool(tg.calls("getUpdates")), timeout=10)
 
@@ -83,9 +95,6 @@ async def test_an_edit_is_picked_up_and_a_broken_one_keeps_the_running_rules(tmp
 
             await fake.publish([mini_ticker("ETHUSDT", 2900, T)])  # the kept rules still fire
             await fake.wait_for(lambda: app.pipeline.alerts == 1)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
 
 
 async def test_an_edit_that_takes_a_watchs_id_is_refused_and_the_watch_keeps_it(tmp_path):
@@ -101,9 +110,7 @@ async def test_an_edit_that_takes_a_watchs_id_is_refused_and_the_watch_keeps_it(
         FakeTelegram(token=TOKEN) as tg,
     ):
         app = make_app(tmp_path, fake, tg, rules)
-        stop = asyncio.Event()
-        task = asyncio.create_task(app.run(stop))
-        try:
+        async with running(app):
             await fake.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
             assert sorted(r.id for r in app.engine.rules()) == ["btc", "w1"]
 
@@ -116,9 +123,6 @@ async def test_an_edit_that_takes_a_watchs_id_is_refused_and_the_watch_keeps_it(
             await fake.publish([mini_ticker("ETHUSDT", 2900, T)])
             await tg.wait_for(lambda: len(tg.messages_to(ADMIN)) == 2)
             assert "[w1]" in tg.messages_to(ADMIN)[1].plain_text
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
 
 
 async def test_sighup_reloads_the_rule_files(tmp_path):
@@ -147,9 +151,7 @@ async def test_admins_hear_when_the_feed_is_down_and_when_it_is_back(tmp_path):
     async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
         app = make_app(tmp_path, fake, tg, rules, symbol_stale_after=0.3)
         app.feed_down_after = 0.6
-        stop = asyncio.Event()
-        task = asyncio.create_task(app.run(stop))
-        try:
+        async with running(app):
             await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
             await tg.wait_for(lambda: bool(tg.calls("getUpdates")), timeout=10)
             await fake.publish([mini_ticker("BTCUSDT", 50, T)])
@@ -165,9 +167,6 @@ async def test_admins_hear_when_the_feed_is_down_and_when_it_is_back(tmp_path):
                 await asyncio.sleep(0.1)
             await tg.wait_for(lambda: len(tg.messages_to(ADMIN)) == 2, timeout=10)
             assert tg.messages_to(ADMIN)[1].text == "Feed recovered: market data is flowing again."
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
 
 
 async def test_the_heartbeat_tells_the_admins_the_bot_is_alive(tmp_path):
@@ -176,11 +175,6 @@ async def test_the_heartbeat_tells_the_admins_the_bot_is_alive(tmp_path):
     async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
         app = make_app(tmp_path, fake, tg, rules)
         app.heartbeat_every = 0.2
-        stop = asyncio.Event()
-        task = asyncio.create_task(app.run(stop))
-        try:
+        async with running(app):
             await tg.wait_for(lambda: len(tg.messages_to(ADMIN)) >= 2, timeout=10)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
     assert tg.messages_to(ADMIN)[0].text.startswith("alertbot is alive: feed ")
