@@ -200,6 +200,7 @@ class App:
         self.file_rules: dict[str, Rule] = {r.id: r for r in rules.rules}
         self._stamps = self._file_stamps()
         self.reloads = 0
+        self._reload_lock = asyncio.Lock()
         self.feed_down_after = feed_down_after
         self.feed_down = False
         self.heartbeat_every = heartbeat
@@ -242,12 +243,20 @@ class App:
 
     async def reload(self, why: str = "SIGHUP") -> bool:
         """Read the rule files again. A broken edit keeps the running rules and tells the
-        admins exactly what is wrong; a good one swaps only the rules that changed."""
+        admins exactly what is wrong; a good one swaps only the rules that changed.
+
+        The files are read on a thread (a big file takes seconds; the feed goes on meanwhile),
+        one reload at a time (a SIGHUP during a reload after a file change waits for it).
+        """
+        async with self._reload_lock:
+            return await self._reload(why)
+
+    async def _reload(self, why: str) -> bool:
         if not self.rule_files:
             return False
         self._stamps = self._file_stamps()
         try:
-            ruleset = load_files(self.rule_files)
+            ruleset = await asyncio.to_thread(load_files, self.rule_files)
         except RuleFileError as exc:
             problems = "\n".join(str(p) for p in exc.problems)
             log.error(

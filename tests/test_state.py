@@ -32,9 +32,7 @@ def app_for(tmp: Path, fake: FakeBinance, out: io.StringIO, state_every: float =
         ws_root=fake.ws_url, rest_root=fake.rest_url, backoff_initial=0.02, ping_interval=None
     )
     delivery = DeliverySettings(db=str(tmp / "a.db"))
-    return App(
-        RULES, feed, delivery, ChatSettings(), grace=0.5, out=out, state_every=state_every
-    )
+    return App(RULES, feed, delivery, ChatSettings(), grace=0.5, out=out, state_every=state_every)
 
 
 async def run_until(app: App, fake: FakeBinance, price: float, time: int, alerts: int) -> None:
