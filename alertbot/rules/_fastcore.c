@@ -747,6 +747,17 @@ static int key_of(const char *p, Py_ssize_t n)
 #define HAS_STREAM 2
 #define HAS_DATA 4
 
+static void set_values(Rec *r, int64_t time, const double x[6])
+{
+    r->time = time;
+    r->c = x[0];
+    r->o = x[1];
+    r->h = x[2];
+    r->l = x[3];
+    r->v = x[4];
+    r->q = x[5];
+}
+
 /* A flat object at '{' into r (r->ok: a ticker read_element accepts); BAD when not plain. */
 static int element(Cur *c, Rec *r, int *flags)
 {
@@ -830,13 +841,7 @@ static int element(Cur *c, Rec *r, int *flags)
     for (int k = K_c; k <= K_q; k++)
         if (vt[k] != V_STR || !read_text(p + vs[k], vl[k], &x[k - K_c]))
             return 0;
-    r->time = vn[K_E];
-    r->c = x[0];
-    r->o = x[1];
-    r->h = x[2];
-    r->l = x[3];
-    r->v = x[4];
-    r->q = x[5];
+    set_values(r, vn[K_E], x);
     r->sym = vs[K_s];
     r->nsym = vl[K_s];
     r->text = vs[K_c];
@@ -913,13 +918,7 @@ static int binance_element(Cur *c, Rec *r)
     r->start = base;
     r->end = base + j;
     r->ok = 1;
-    r->time = t;
-    r->c = x[0];
-    r->o = x[1];
-    r->h = x[2];
-    r->l = x[3];
-    r->v = x[4];
-    r->q = x[5];
+    set_values(r, t, x);
     r->sym = base + sym;
     r->nsym = nsym;
     r->text = base + text;

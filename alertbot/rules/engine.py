@@ -720,20 +720,9 @@ class Engine:
         engine already has are ignored.
         """
         for t in tickers:
-            book = self._book(t.symbol)
             # the result is ignored: the pairs stay pending and are evaluated in full on the
             # symbol's next tick, against this one
-            self._core.feed(
-                book.slot,
-                t.time,
-                t.close,
-                t.open,
-                t.high,
-                t.low,
-                t.volume,
-                t.quote_volume,
-                t.price_text,
-            )
+            self._feed(self._book(t.symbol), t)
 
     def last_tickers(self) -> list[Ticker]:
         """Every symbol's last accepted ticker."""
@@ -849,7 +838,12 @@ class Engine:
 
     def _accept_ticker(self, t: Ticker, alerts: list[Alert]) -> None:
         book = self._book(t.symbol)
-        r = self._core.feed(
+        if self._feed(book, t) == BUSY:
+            self._busy(book, alerts, t)
+
+    def _feed(self, book: _Book, t: Ticker) -> int:
+        """Hand a ticker to the core: DUPLICATE, QUIET or BUSY."""
+        return self._core.feed(
             book.slot,
             t.time,
             t.close,
@@ -860,8 +854,6 @@ class Engine:
             t.quote_volume,
             t.price_text,
         )
-        if r == BUSY:
-            self._busy(book, alerts, t)
 
     def _busy(self, book: _Book, alerts: list[Alert], t: Ticker | None) -> None:
         """A tick the core found busy: collect the pairs it may change, evaluate them."""
