@@ -15,8 +15,10 @@ Not a test. Run from the repository root::
   process) reading the probe's sendMessage.
 - Reported: frames the bot evaluated per second (its ``alertbot_frame_seconds`` count from
   /metrics over the measured time; when it falls behind, the hand-off conflates and it
-  evaluates fewer, newer frames than were sent), frames sent per second, probe latency median
-  and p99, the bot's peak RSS (VmHWM) and start-up time until its feed subscribed.
+  evaluates fewer, newer frames than were sent), frames sent per second, alerts fired and
+  deliveries sent per second (``alertbot_alerts_total``, ``alertbot_deliveries_total``), the
+  deliveries still open when the measured time ends, probe latency median and p99, the bot's
+  peak RSS (VmHWM) and start-up time until its feed subscribed.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 async with httpx.AsyncClient(
                     base_url=f"http://127.0.0.1:{port}", timeout=300
                 ) as http:
-                    before = _frame_count((await http.get("/metrics")).text)
+                    before = _counts((await http.get("/metrics")).text)
                     t0 = loop.time()
                     next_probe = t0 + 0.5
                     probe = 0
@@ -151,8 +153,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                                 )
                             )
                     elapsed = loop.time() - t0
+                    after = _counts((await http.get("/metrics")).text)
                     await asyncio.gather(*waits)
-                    after = _frame_count((await http.get("/metrics")).text)
                 rss = _vmhwm(proc.pid)
             finally:
                 proc.send_signal(signal.SIGTERM)
@@ -166,7 +168,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "rules": args.rules,
         "startup_s": startup,
         "frames_sent_per_s": sent / elapsed,
-        "frames_evaluated_per_s": (after - before) / elapsed,
+        "frames_evaluated_per_s": (after["frames"] - before["frames"]) / elapsed,
+        "alerts_per_s": (after["alerts"] - before["alerts"]) / elapsed,
+        "delivered_per_s": (after["sent"] - before["sent"]) / elapsed,
+        "outbox_depth": after["depth"],
         "probes": len(lat),
         "probes_sent": probe,
         "latency_median_ms": statistics.median(lat) if lat else None,
@@ -190,9 +195,18 @@ def _sends(tg: FakeTelegram, chat: int) -> list[float]:
     return [r.time for r in tg.calls("sendMessage") if r.params.get("chat_id") == chat]
 
 
-def _frame_count(metrics: str) -> float:
-    match = re.search(r"^alertbot_frame_seconds_count ([0-9.e+]+)$", metrics, re.M)
-    return float(match.group(1)) if match else 0.0
+def _counts(metrics: str) -> dict[str, float]:
+    """Frames evaluated, alerts fired, deliveries sent (all channels) and the outbox's depth."""
+
+    def total(pattern: str) -> float:
+        return sum(float(v) for v in re.findall(pattern + r" ([0-9.e+]+)$", metrics, re.M))
+
+    return {
+        "frames": total(r"^alertbot_frame_seconds_count"),
+        "alerts": total(r"^alertbot_alerts_total\{[^}]*\}"),
+        "sent": total(r'^alertbot_deliveries_total\{[^}]*outcome="sent"[^}]*\}'),
+        "depth": total(r"^alertbot_outbox_depth"),
+    }
 
 
 def _vmhwm(pid: int) -> float | None:
@@ -218,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"frames sent {r['frames_sent_per_s']:.0f}/s, evaluated {r['frames_evaluated_per_s']:.0f}/s"
+    )
+    print(
+        f"alerts fired {r['alerts_per_s']:.0f}/s, delivered {r['delivered_per_s']:.0f}/s; "
+        f"deliveries open at the end of the measured time: {r['outbox_depth']:.0f}"
     )
     if r["probes"]:
         print(
