@@ -137,19 +137,20 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                             i = probe % PROBES
                             probe += 1
                             event += 1
-                            # down then up in one frame: every probe is a crossing
-                            want = len(_sends(tg, PROBE_BASE + i)) + 1
+                            # down then up in one frame: every probe is a crossing, to a price
+                            # of its own, by which its alert is recognised
+                            price = f"{110 + probe / 1000:.3f}"
                             sent_at = loop.time()
                             await binance.publish(
                                 [
                                     mini_ticker(f"PROBE{i}USDT", 90.0, event),
-                                    mini_ticker(f"PROBE{i}USDT", 110.0, event + 1),
+                                    mini_ticker(f"PROBE{i}USDT", price, event + 1),
                                 ]
                             )
                             event += 1
                             waits.append(
                                 asyncio.create_task(
-                                    _await_probe(tg, PROBE_BASE + i, want, sent_at, latencies)
+                                    _await_probe(tg, PROBE_BASE + i, price, sent_at, latencies)
                                 )
                             )
                     elapsed = loop.time() - t0
@@ -182,17 +183,25 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def _await_probe(
-    tg: FakeTelegram, chat: int, want: int, sent_at: float, out: list[float]
+    tg: FakeTelegram, chat: int, price: str, sent_at: float, out: list[float]
 ) -> None:
+    """The time from ``sent_at`` to the message with this probe's alert (its price); none when
+    the probe crossed nothing (conflated) or its alert did not come within 30 s."""
+    text = f": price {price} ("
     try:
-        await tg.wait_for(lambda: len(_sends(tg, chat)) >= want, timeout=30)
+        await tg.wait_for(lambda: _sent(tg, chat, text) is not None, timeout=30)
     except TimeoutError:
         return
-    out.append(_sends(tg, chat)[want - 1] - sent_at)
+    when = _sent(tg, chat, text)
+    assert when is not None
+    out.append(when - sent_at)
 
 
-def _sends(tg: FakeTelegram, chat: int) -> list[float]:
-    return [r.time for r in tg.calls("sendMessage") if r.params.get("chat_id") == chat]
+def _sent(tg: FakeTelegram, chat: int, text: str) -> float | None:
+    for r in tg.calls("sendMessage"):
+        if r.params.get("chat_id") == chat and text in str(r.params.get("text", "")):
+            return r.time
+    return None
 
 
 def _counts(metrics: str) -> dict[str, float]:
