@@ -434,6 +434,31 @@ async def test_a_broken_webhook_is_retried_and_never_crashes_the_sender(tmp_path
     assert h.states() == {f"r1:BTCUSDT:{T}>webhook:{hook.url}": "sent"}
 
 
+# ------------------------------------------------------------------ rendering
+
+
+def console_and_chat_rules(n: int, chat: int = 333) -> list[Rule]:
+    """``n`` rules whose alerts go to the console (no notify, no admin chats, no webhook), then
+    one rule for a Telegram chat, the last to fire."""
+    return [rule(f"c{i}", message="{rule} {price}") for i in range(n)] + [
+        rule("to-chat", notify=[f"chat:{chat}"])
+    ]
+
+
+async def test_an_alert_for_the_console_only_is_not_rendered_as_html(tmp_path, tg):
+    async with Harness(tmp_path, tg, None, admin_chats=()) as h:
+        h.fire(console_and_chat_rules(1))
+        await h.settled()
+    store = Store(h.settings.db)
+    try:
+        html = dict(store.db.execute("SELECT rule, html FROM alerts"))
+    finally:
+        store.close()
+    assert html["c0"] == ""  # no Telegram chat gets it
+    assert html["to-chat"].startswith("BTCUSDT price &gt; 100: price 101.5")
+    assert len(tg.messages_to(333)) == 1
+
+
 # ------------------------------------------------------------------ durability
 
 

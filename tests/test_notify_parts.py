@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections import deque
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Delivery
-from alertbot.notify.notifier import Notifier
-from alertbot.notify.render import render, sparkline
+from alertbot.notify.notifier import Notifier, Sparklines
+from alertbot.notify.render import format_time, render, render_both, sparkline, values
 from alertbot.notify.routing import Router
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.webhook import body_of, signature
@@ -232,3 +235,54 @@ async def test_a_database_that_cannot_be_created_stops_the_start_with_its_path(t
     notifier = Notifier(DeliverySettings(db=str(blocker / "alertbot.db")), {})
     with pytest.raises(ConfigError, match=r"ALERTBOT_DB: cannot use '.*file/alertbot.db'"):
         await notifier.start()
+
+
+# ---------------------------------------------------------------- per-alert work, kept cheap
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        None,
+        "<b>{symbol}</b> {condition} & {price} {{literal}} {threshold}",
+        "{rule} {open} {high} {low} {volume} {quote_volume} {change_24h} {range_24h} {time}",
+        "{sparkline} {symbol}",
+    ],
+)
+@pytest.mark.parametrize("gap", [False, True])
+def test_text_and_html_from_one_computation_are_what_render_gives(template, gap):
+    a = alert_for(rule(message=template))
+    text, html = render_both(a, gap=gap, spark="▁▄█")
+    assert text == render(a, gap=gap, spark="▁▄█")
+    assert html == render(a, gap=gap, spark="▁▄█", escape_html=True)
+    assert render_both(a, gap=gap, spark="▁▄█", with_html=False) == (text, "")
+    assert values(a, "▁▄█")["sparkline"] == "▁▄█"
+
+
+def test_format_time_in_the_same_second_and_across_seconds():
+    assert format_time(T) == "2026-02-25 06:13:20 UTC"
+    assert format_time(T + 999) == "2026-02-25 06:13:20 UTC"
+    assert format_time(T + 1000) == "2026-02-25 06:13:21 UTC"
+    assert format_time(-1) == "1969-12-31 23:59:59 UTC"
+
+
+@given(
+    st.lists(st.floats(0.001, 1e6), max_size=30),
+    st.lists(st.floats(0.001, 1e6), min_size=1, max_size=5),
+)
+def test_sparklines_drawn_from_their_cache_are_the_plain_drawing(history, prices):
+    engine = Engine([])
+    lines = Sparklines(engine)
+    if history:
+        lines.history["BTCUSDT"] = deque(history, maxlen=30)
+    for price in prices:  # the first draws the history, the others reuse it
+        assert lines.of("BTCUSDT", price) == sparkline([*history, price])
+
+
+def test_routes_follow_a_change_of_the_channels():
+    r = router(telegram_token=TOKEN)
+    (before,) = r.routes(rule(("ops",)))
+    assert r.routes(rule(("ops",))) is r.routes(rule(("ops",)))  # computed once per notify list
+    r.channels = {"ops": Channel("ops", telegram=-2002)}
+    (after,) = r.routes(rule(("ops",)))
+    assert (before.destination, after.destination) == ("telegram:-1001", "telegram:-2002")

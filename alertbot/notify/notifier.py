@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from telegram import Bot
@@ -18,8 +18,8 @@ from telegram.request import HTTPXRequest
 from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Sender
 from alertbot.notify.outbox import ConsoleSender, Outbox, alert_id
-from alertbot.notify.render import render, sparkline
-from alertbot.notify.routing import Router
+from alertbot.notify.render import BLOCKS, render_both, sparkline
+from alertbot.notify.routing import Route, Router
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import TelegramSender
 from alertbot.notify.webhook import WebhookSender
@@ -38,9 +38,13 @@ class Sparklines:
         self.interval = interval
         self.size = size
         self.history: dict[str, deque[float]] = {}
+        # per symbol until the next sample: the history's low, high and blocks, for a price
+        # within them needs one more block only (a flood of alerts asks for the same symbols)
+        self._drawn: dict[str, tuple[float, float, str]] = {}
 
     def sample(self) -> None:
         engine = self.engine
+        self._drawn.clear()
         for symbol in engine.symbols():
             t = engine.last_ticker(symbol)
             if t is None:
@@ -51,7 +55,17 @@ class Sparklines:
             h.append(t.close)
 
     def of(self, symbol: str, price: float) -> str:
-        return sparkline([*self.history.get(symbol, ()), price])
+        history = self.history.get(symbol)
+        if not history:
+            return ""
+        drawn = self._drawn.get(symbol)
+        if drawn is None:
+            lo, hi = min(history), max(history)
+            drawn = self._drawn[symbol] = (lo, hi, sparkline(history) if hi > lo else "")
+        lo, hi, blocks = drawn
+        if blocks and lo <= price <= hi:  # the scale of the full drawing: one more block
+            return blocks + BLOCKS[round((price - lo) / (hi - lo) * (len(BLOCKS) - 1))]
+        return sparkline([*history, price])
 
     async def run(self) -> None:
         while True:
@@ -131,24 +145,39 @@ class Notifier:
         assert self.outbox is not None
         self.outbox.report(*args, **kwargs)  # type: ignore[arg-type]
 
-    def record(self, alert: Alert, gap: bool) -> AlertRecord:
-        spark = self.sparklines.of(alert.symbol, alert.ticker.close) if self.sparklines else ""
+    def record(self, alert: Alert, gap: bool, routes: Sequence[Route] | None = None) -> AlertRecord:
+        """The alert as stored and sent. Its HTML (Telegram's text) is rendered only when one of
+        ``routes`` is a Telegram chat, the sparkline only when the message shows it."""
+        rule = alert.rule
+        ticker = alert.ticker
+        template = rule.message
+        spark = (
+            self.sparklines.of(alert.symbol, ticker.close)
+            if self.sparklines is not None and (template is None or "sparkline" in template)
+            else ""
+        )
+        condition = alert.condition
+        with_html = routes is None or any(r.destination.startswith("telegram:") for r in routes)
+        text, html = render_both(
+            alert, gap=gap, spark=spark, with_html=with_html, condition=condition
+        )
         return AlertRecord(
-            id=alert_id(alert.rule.id, alert.symbol, alert.time),
-            rule=alert.rule.id,
+            id=alert_id(rule.id, alert.symbol, ticker.time),
+            rule=rule.id,
             symbol=alert.symbol,
-            time=alert.time,
-            price=alert.price,
-            condition=alert.condition,
-            text=render(alert, gap=gap, spark=spark),
-            html=render(alert, gap=gap, spark=spark, escape_html=True),
+            time=ticker.time,
+            price=ticker.price_text,
+            condition=condition,
+            text=text,
+            html=html,
             gap=gap,
             created=self.clock(),
         )
 
     def emit(self, alert: Alert, gap: bool) -> None:
         assert self.outbox is not None
-        self.outbox.submit(self.record(alert, gap), self.router.routes(alert.rule))
+        routes = self.router.routes(alert.rule)
+        self.outbox.submit(self.record(alert, gap, routes), routes)
 
     async def close(self, grace: float = 0.0) -> None:
         """Let the senders drain for up to ``grace`` seconds, stop them, write the outbox."""

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -89,7 +89,7 @@ class Outbox:
 
     # ------------------------------------------------------------------ intake
 
-    def submit(self, record: AlertRecord, routes: list[Route]) -> None:
+    def submit(self, record: AlertRecord, routes: Sequence[Route]) -> None:
         """Queue an alert for its destinations (no I/O here: the writer stores it first)."""
         self.submitted += 1
         alert_log.info("alert %s %s: %s", record.rule, record.symbol, record.text)

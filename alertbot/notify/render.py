@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from alertbot.rules.conditions import format_number
 from alertbot.rules.engine import Alert
@@ -15,7 +16,13 @@ DEFAULT_TEMPLATE = "{symbol} {condition}: price {price} ({change_24h}% 24h) at {
 
 def format_time(ms: int) -> str:
     """Event time as ``2026-11-22 04:36:59 UTC``."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return _second_text(ms // 1000)
+
+
+@lru_cache(maxsize=256)
+def _second_text(second: int) -> str:
+    # the alerts of a frame share a few event seconds: strftime once per second, not per alert
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _percent(numerator: float, denominator: float) -> str:
@@ -38,30 +45,86 @@ def sparkline(prices: Sequence[float]) -> str:
     return "".join(BLOCKS[round((p - lo) / (hi - lo) * top)] for p in prices)
 
 
+def _change_24h(alert: Alert, spark: str) -> str:
+    t = alert.ticker
+    return _percent(t.close - t.open, t.open)
+
+
+def _range_24h(alert: Alert, spark: str) -> str:
+    t = alert.ticker
+    return _percent(t.high - t.low, t.low).lstrip("+")
+
+
+#: how each placeholder is computed from an alert (and the sparkline text)
+_VALUE_OF: dict[str, Callable[[Alert, str], str]] = {
+    "rule": lambda a, s: a.rule.id,
+    "symbol": lambda a, s: a.symbol,
+    "condition": lambda a, s: a.condition,
+    "price": lambda a, s: a.ticker.price_text,
+    "open": lambda a, s: format_number(a.ticker.open),
+    "high": lambda a, s: format_number(a.ticker.high),
+    "low": lambda a, s: format_number(a.ticker.low),
+    "volume": lambda a, s: format_number(a.ticker.volume),
+    "quote_volume": lambda a, s: format_number(a.ticker.quote_volume),
+    "change_24h": _change_24h,
+    "range_24h": _range_24h,
+    "threshold": lambda a, s: a.threshold,
+    "time": lambda a, s: format_time(a.ticker.time),
+    "sparkline": lambda a, s: s,
+}
+
+
+class _Values(dict[str, str]):
+    """An alert's placeholder values, each computed when a template first asks for it: the
+    default message uses 6 of the 14, and an alert's text and HTML share them."""
+
+    __slots__ = ("alert", "spark")
+
+    def __init__(self, alert: Alert, spark: str) -> None:
+        super().__init__()
+        self.alert = alert
+        self.spark = spark
+
+    def __missing__(self, key: str) -> str:
+        value = self[key] = _VALUE_OF[key](self.alert, self.spark)
+        return value
+
+
+class _Escaped(dict[str, str]):
+    """The same values escaped for Telegram's HTML, also computed on first use."""
+
+    __slots__ = ("plain",)
+
+    def __init__(self, plain: _Values) -> None:
+        super().__init__()
+        self.plain = plain
+
+    def __missing__(self, key: str) -> str:
+        value = self[key] = html.escape(self.plain[key], quote=False)
+        return value
+
+
 def values(alert: Alert, spark: str = "") -> dict[str, str]:
     """The placeholder values of an alert, as text."""
-    t = alert.ticker
-    return {
-        "rule": alert.rule.id,
-        "symbol": alert.symbol,
-        "condition": alert.condition,
-        "price": t.price_text,
-        "open": format_number(t.open),
-        "high": format_number(t.high),
-        "low": format_number(t.low),
-        "volume": format_number(t.volume),
-        "quote_volume": format_number(t.quote_volume),
-        "change_24h": _percent(t.close - t.open, t.open),
-        "range_24h": _percent(t.high - t.low, t.low).lstrip("+"),
-        "threshold": alert.threshold,
-        "time": format_time(t.time),
-        "sparkline": spark,
-    }
+    lazy = _Values(alert, spark)
+    return {name: lazy[name] for name in _VALUE_OF}
 
 
 _BARE_AMPERSAND = re.compile(r"&(?!(?:lt|gt|amp|quot|#\d+|#x[0-9A-Fa-f]+);)")
 
 GAP_NOTE = "(the feed was down before this tick: the price moved while it was)"
+
+
+@lru_cache(maxsize=1024)
+def _html_template(template: str) -> str:
+    return _BARE_AMPERSAND.sub("&amp;", template)  # "A & B" in a template is text
+
+
+def _template(alert: Alert, spark: str) -> str:
+    template = alert.rule.message
+    if template is None:
+        template = DEFAULT_TEMPLATE + ("\n{sparkline}" if spark else "")
+    return template
 
 
 def render(alert: Alert, *, escape_html: bool = False, gap: bool = False, spark: str = "") -> str:
@@ -71,12 +134,27 @@ def render(alert: Alert, *, escape_html: bool = False, gap: bool = False, spark:
     ``spark``: a sparkline of recent prices, the ``{sparkline}`` placeholder; the default
     message shows it on a line of its own.
     """
-    vals = values(alert, spark)
-    template = alert.rule.message
-    if template is None:
-        template = DEFAULT_TEMPLATE + ("\n{sparkline}" if spark else "")
-    if escape_html:
-        vals = {k: html.escape(v, quote=False) for k, v in vals.items()}
-        template = _BARE_AMPERSAND.sub("&amp;", template)  # "A & B" in a template is text
+    text, html_text = render_both(alert, gap=gap, spark=spark, with_html=escape_html)
+    return html_text if escape_html else text
+
+
+def render_both(
+    alert: Alert,
+    *,
+    gap: bool = False,
+    spark: str = "",
+    with_html: bool = True,
+    condition: str | None = None,
+) -> tuple[str, str]:
+    """The message as text and, ``with_html``, for Telegram's HTML mode (else ``""``): one
+    computation of the values the template uses serves both. ``condition``: the alert's
+    condition text when the caller has it already."""
+    vals = _Values(alert, spark)
+    if condition is not None:
+        vals["condition"] = condition
+    template = _template(alert, spark)
     text = template.format_map(vals)
-    return f"{text} {GAP_NOTE}" if gap else text
+    html_text = _html_template(template).format_map(_Escaped(vals)) if with_html else ""
+    if gap:
+        return f"{text} {GAP_NOTE}", f"{html_text} {GAP_NOTE}" if with_html else ""
+    return text, html_text

@@ -31,16 +31,33 @@ class Router:
         settings: DeliverySettings,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.channels = dict(channels)
         self.settings = settings
         self.env = os.environ if env is None else env
         self._warned: set[str] = set()
+        # by a rule's notify list: every alert asks, and the answer changes only with channels
+        self._routes: dict[tuple[str, ...], tuple[Route, ...]] = {}
+        self.channels = dict(channels)
+
+    @property
+    def channels(self) -> dict[str, Channel]:
+        return self._channels
+
+    @channels.setter
+    def channels(self, channels: dict[str, Channel]) -> None:
+        self._channels = channels
+        self._routes.clear()
 
     @property
     def telegram(self) -> bool:
         return self.settings.telegram_token is not None
 
-    def routes(self, rule: Rule) -> list[Route]:
+    def routes(self, rule: Rule) -> tuple[Route, ...]:
+        routes = self._routes.get(rule.notify)
+        if routes is None:
+            routes = self._routes[rule.notify] = tuple(self._resolve(rule))
+        return routes
+
+    def _resolve(self, rule: Rule) -> list[Route]:
         out: list[Route] = []
         for name in rule.notify:
             channel = self.channels.get(name)
