@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from alertbot.rules.engine import PairState
 from alertbot.ticker import Ticker
@@ -82,6 +83,11 @@ CREATE TABLE IF NOT EXISTS last_ticks (    -- each symbol's last ticker, for res
 );
 """
 
+
+def _placeholders(width: int) -> str:
+    return "(" + ",".join("?" * width) + ")"
+
+
 #: states in which a delivery is still being attempted
 OPEN_STATES = ("pending", "fell_back")
 
@@ -147,6 +153,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at each checkpoint
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        self._max_params = self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
     def close(self) -> None:
         self.db.close()
@@ -162,39 +169,84 @@ class Store:
         deliveries: Sequence[DeliveryRow],
         updates: Sequence[Update],
     ) -> None:
-        """One transaction: new alerts and deliveries (existing ones are kept), then updates."""
+        """One transaction: new alerts and deliveries (existing ones are kept), then updates.
+
+        A few statements per batch rather than one per row: rows go in as multi-row ``VALUES``
+        lists, and the updates of a batch as one ``UPDATE ... FROM`` (several updates of one
+        delivery are merged first: the last state and error, the attempts added up).
+        """
         now = time.time()
         db = self.db
         db.execute("BEGIN")
         try:
-            db.executemany(
-                "INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?)",
+            self._insert(
+                "alerts",
+                10,
                 [
                     (a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,
                      int(a.gap), a.created or now)
                     for a in alerts
                 ],
             )  # fmt: skip
-            db.executemany(
-                "INSERT OR IGNORE INTO deliveries VALUES (?,?,?,?,?,?,?,?)",
+            self._insert(
+                "deliveries",
+                8,
                 [
                     (d.alert_id, d.destination, d.state, d.attempts, d.last_error, d.chat_id,
                      d.created or now, now)
                     for d in deliveries
                 ],
             )  # fmt: skip
-            db.executemany(
-                "UPDATE deliveries SET state=?, attempts=attempts+?, last_error=?, updated=? "
-                "WHERE alert_id=? AND destination=?",
-                [
-                    (u.state, u.attempts, u.last_error, now, u.alert_id, u.destination)
-                    for u in updates
-                ],
-            )
+            if updates:
+                self._update(updates, now)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _insert(self, table: str, width: int, rows: list[tuple[object, ...]]) -> None:
+        """``INSERT OR IGNORE`` of ``rows``, as many to a statement as SQLite takes."""
+        per = self._rows_per_statement(width)
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            values = ",".join([_placeholders(width)] * len(chunk))
+            self.db.execute(
+                f"INSERT OR IGNORE INTO {table} VALUES {values}",
+                [v for row in chunk for v in row],
+            )
+
+    def _update(self, updates: Sequence[Update], now: float) -> None:
+        merged: dict[tuple[str, str], list[object]] = {}
+        for u in updates:
+            key = (u.alert_id, u.destination)
+            m = merged.get(key)
+            if m is None:
+                merged[key] = [u.alert_id, u.destination, u.state, u.attempts, u.last_error]
+            else:
+                m[2], m[4] = u.state, u.last_error
+                m[3] = cast(int, m[3]) + u.attempts
+        rows = list(merged.values())
+        if sqlite3.sqlite_version_info < (3, 33):  # no UPDATE ... FROM: one row at a time
+            self.db.executemany(
+                "UPDATE deliveries SET state=?, attempts=attempts+?, last_error=?, updated=? "
+                "WHERE alert_id=? AND destination=?",
+                [(r[2], r[3], r[4], now, r[0], r[1]) for r in rows],
+            )
+            return
+        per = self._rows_per_statement(5)
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            values = ",".join([_placeholders(5)] * len(chunk))
+            self.db.execute(
+                "UPDATE deliveries SET state = u.column3, attempts = attempts + u.column4,"
+                f" last_error = u.column5, updated = ? FROM (VALUES {values}) AS u"
+                " WHERE deliveries.alert_id = u.column1 AND deliveries.destination = u.column2",
+                [now, *(v for row in chunk for v in row)],
+            )
+
+    def _rows_per_statement(self, width: int) -> int:
+        # SQLite's limit on a statement's parameters: 32766 since 3.32, 999 before
+        return max(1, min(500, (self._max_params - 1) // width))
 
     def open_deliveries(self) -> list[tuple[AlertRecord, DeliveryRow]]:
         """Every delivery still being attempted, oldest first, with its alert."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sqlite3
 from collections import deque
 from pathlib import Path
 
@@ -286,3 +287,44 @@ def test_routes_follow_a_change_of_the_channels():
     r.channels = {"ops": Channel("ops", telegram=-2002)}
     (after,) = r.routes(rule(("ops",)))
     assert (before.destination, after.destination) == ("telegram:-1001", "telegram:-2002")
+
+
+def test_many_alerts_are_written_in_a_few_statements(tmp_path: Path):
+    store = Store(tmp_path / "a.db")
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    alerts = [record(id=f"r1:BTCUSDT:{i}") for i in range(2000)]
+    store.write(alerts, [DeliveryRow(a.id, "console") for a in alerts], [])
+    store.write([], [], [Update(a.id, "console", "sent", 1) for a in alerts])
+    store.db.set_trace_callback(None)
+    assert len(statements) < 30  # one per row and table would be 6000
+    assert store.counts() == {"sent": 2000}
+    assert store.db.execute("SELECT COUNT(*) FROM alerts").fetchone() == (2000,)
+
+
+@pytest.mark.parametrize("update_from", [True, False], ids=["UPDATE FROM", "row by row"])
+def test_several_updates_of_one_delivery_in_a_batch_add_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, update_from: bool
+):
+    if not update_from:  # what SQLite before 3.33 (no UPDATE ... FROM) gets
+        monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 32, 3))
+    store = Store(tmp_path / "a.db")
+    a, b = record(), record(id="r1:BTCUSDT:2")
+    store.write([a, b], [DeliveryRow(a.id, "telegram:1"), DeliveryRow(b.id, "telegram:1")], [])
+    store.write(
+        [],
+        [],
+        [
+            Update(a.id, "telegram:1", "pending", 1, "HTTP 502"),
+            Update(b.id, "telegram:1", "pending", 1, "timeout"),
+            Update(a.id, "telegram:1", "pending", 1, "HTTP 503"),
+            Update(a.id, "telegram:1", "sent", 1),
+        ],
+    )
+    rows = {d.alert_id: d for d in store.deliveries()}
+    assert (rows[a.id].state, rows[a.id].attempts, rows[a.id].last_error) == ("sent", 3, None)
+    assert (rows[b.id].state, rows[b.id].attempts, rows[b.id].last_error) == (
+        "pending",
+        1,
+        "timeout",
+    )
