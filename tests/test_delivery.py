@@ -14,6 +14,7 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from telegram.error import RetryAfter
 
 from alertbot.notify.notifier import Notifier, make_bot
+from alertbot.notify.outbox import CONSOLE_BATCH
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import retry_seconds
 from alertbot.rules.conditions import parse
@@ -70,6 +72,7 @@ class Harness:
         hook: WebhookReceiver | None,
         *,
         channels: dict[str, Channel] | None = None,
+        out: Any = None,
         **changes: Any,
     ) -> None:
         base = DeliverySettings(
@@ -87,7 +90,7 @@ class Harness:
         )
         self.settings = dataclasses.replace(base, **changes)
         self.channels = channels or {}
-        self.notifier = Notifier(self.settings, self.channels, out=_Lines())
+        self.notifier = Notifier(self.settings, self.channels, out=out or _Lines())
 
     async def __aenter__(self) -> Harness:
         await self.notifier.start()
@@ -131,6 +134,27 @@ class _Lines:
 
     def flush(self) -> None:
         pass
+
+
+class _Stuck(_Lines):
+    """A stdout that blocks every write until ``release()`` (a terminal nobody scrolls, a pipe
+    nobody reads); ``writing`` is set once a write is blocked. A write on the event loop's
+    own thread is not blocked (it would stop the test itself), only recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.gate = threading.Event()
+        self.loop_thread = threading.get_ident()
+
+    def write(self, text: str) -> int:
+        if threading.get_ident() != self.loop_thread:
+            self.writing.set()
+            self.gate.wait(30)  # bounded: a regression fails instead of hanging the suite
+        return super().write(text)
+
+    def release(self) -> None:
+        self.gate.set()
 
 
 @pytest.fixture
@@ -434,7 +458,7 @@ async def test_a_broken_webhook_is_retried_and_never_crashes_the_sender(tmp_path
     assert h.states() == {f"r1:BTCUSDT:{T}>webhook:{hook.url}": "sent"}
 
 
-# ------------------------------------------------------------------ rendering
+# ------------------------------------------------------------------ floods and backlogs
 
 
 def console_and_chat_rules(n: int, chat: int = 333) -> list[Rule]:
@@ -443,6 +467,99 @@ def console_and_chat_rules(n: int, chat: int = 333) -> list[Rule]:
     return [rule(f"c{i}", message="{rule} {price}") for i in range(n)] + [
         rule("to-chat", notify=[f"chat:{chat}"])
     ]
+
+
+async def test_a_blocked_console_does_not_delay_a_telegram_alert(tmp_path, tg):
+    out = _Stuck()
+    async with Harness(tmp_path, tg, None, admin_chats=(), out=out) as h:
+        assert h.fire(console_and_chat_rules(200)) == 201
+        await tg.wait_for(lambda: len(tg.messages_to(333)) == 1, timeout=10)
+        # the console is still stuck on its first write: nothing of it printed, all 200 open
+        assert out.writing.is_set()
+        assert out.lines == []
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        assert sum(1 for _, dest in outbox.open if dest == "console") == 200
+        out.release()
+        await h.settled()
+    printed = "".join(out.lines).splitlines()
+    assert printed == [f"2026-02-25 06:13:20 UTC  c{i}  c{i} 101.5" for i in range(200)]
+    assert set(h.states().values()) == {"sent"}
+
+
+async def test_console_lines_that_wait_together_are_written_together(tmp_path, tg):
+    out = _Stuck()
+    async with Harness(tmp_path, tg, None, admin_chats=(), out=out) as h:
+        h.fire([rule("first")])
+        await asyncio.to_thread(out.writing.wait, 10)  # the console thread is in its write
+        h.fire([rule(f"c{i}") for i in range(300)], [tick(time=T + 1)])
+        await h.notifier.outbox.flush()  # stored and handed to the console
+        out.release()
+        await h.settled()
+    assert len(out.lines) == 2  # one write for the first alert, one for the 300 behind it
+    assert len("".join(out.lines).splitlines()) == 301
+
+
+async def test_a_flood_for_the_console_is_stored_in_slices_after_other_alerts(tmp_path, tg):
+    """The Telegram alert, fired last, is in the outbox's first transaction; the console's
+    1000 are stored at most CONSOLE_BATCH to a transaction (SQLite's own statement trace)."""
+    async with Harness(tmp_path, tg, None, admin_chats=()) as h:
+        store = h.notifier.store
+        assert store is not None
+        statements: list[str] = []
+        store.db.set_trace_callback(statements.append)
+        h.fire(console_and_chat_rules(1000))
+        await h.settled(timeout=30)
+        store.db.set_trace_callback(None)
+    transactions: list[list[str]] = []
+    for statement in statements:
+        if statement.startswith("BEGIN"):
+            transactions.append([])
+        elif transactions:
+            transactions[-1].append(statement)
+    inserts = [
+        " ".join(st for st in t if st.startswith("INSERT OR IGNORE INTO deliveries"))
+        for t in transactions
+    ]
+    assert "'telegram:333'" in inserts[0]
+    per_transaction = [i.count("'console'") for i in inserts]
+    assert sum(per_transaction) == 1000
+    assert max(per_transaction) == CONSOLE_BATCH
+    assert h.states()[f"to-chat:BTCUSDT:{T}>telegram:333"] == "sent"
+
+
+async def test_a_hanging_webhook_does_not_delay_a_telegram_alert(tmp_path, tg, hook):
+    hook.down("hang")
+    channels = {"desk": Channel("desk", webhook=hook.url)}
+    rules = [rule(f"w{i}", notify=["desk"]) for i in range(50)] + [
+        rule("to-chat", notify=["chat:333"])
+    ]
+    async with Harness(tmp_path, tg, hook, channels=channels, webhook_timeout=30.0) as h:
+        h.fire(rules)
+        await tg.wait_for(lambda: len(tg.messages_to(333)) == 1, timeout=10)
+        assert hook.accepted == []
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        await tg.wait_for(lambda: all(dest != "telegram:333" for _, dest in outbox.open))
+        await outbox.flush()
+        states = h.states()
+        hook.recover()
+    assert states[f"to-chat:BTCUSDT:{T}>telegram:333"] == "sent"
+    assert sum(1 for s in states.values() if s == "pending") == 50  # the webhook's, waiting
+
+
+async def test_a_console_line_not_yet_written_at_shutdown_is_printed_after_the_restart(tmp_path):
+    out = _Stuck()
+    async with Harness(tmp_path, None, None, out=out) as h:
+        h.fire([rule()])
+        await asyncio.to_thread(out.writing.wait, 10)
+    assert h.states() == {f"r1:BTCUSDT:{T}>console": "pending"}
+    out.release()
+    async with Harness(tmp_path, None, None) as again:
+        await again.settled()
+    assert isinstance(again.notifier.out, _Lines)
+    assert len(again.notifier.out.lines) == 1
+    assert again.states() == {f"r1:BTCUSDT:{T}>console": "sent"}
 
 
 async def test_an_alert_for_the_console_only_is_not_rendered_as_html(tmp_path, tg):

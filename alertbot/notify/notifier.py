@@ -110,6 +110,7 @@ class Notifier:
         self.outbox: Outbox | None = None
         self.telegram: TelegramSender | None = None
         self.webhook: WebhookSender | None = None
+        self.console: ConsoleSender | None = None
 
     async def start(self) -> int:
         """Open the database, check the bot token, resume undelivered alerts (their count).
@@ -126,7 +127,8 @@ class Notifier:
         outbox_report = self._report
         self.webhook = WebhookSender(cfg, outbox_report)
         senders["webhook"] = self.webhook
-        senders["console"] = ConsoleSender(outbox_report, self.out)
+        self.console = ConsoleSender(outbox_report, self.out)
+        senders["console"] = self.console
         if cfg.telegram_token:
             self.bot = make_bot(cfg)
             try:
@@ -190,6 +192,9 @@ class Notifier:
             await self.telegram.close()
         if self.webhook is not None:
             await self.webhook.close()
+        if self.console is not None:
+            self.console.close()
+            await asyncio.sleep(0)  # its last results, to be written below
         if self.outbox is not None:
             await self.outbox.close()
         if self.bot is not None:

@@ -1,9 +1,12 @@
 """The durable outbox: every alert is in SQLite before anyone is told about it.
 
-``submit`` (called by the pipeline for each alert, on the hot path) only renders the alert and
-appends it to a list. A writer task stores what has gathered in one transaction, on a thread of
-its own, and only then hands the deliveries to the senders; the senders' results are written the
-same way. At start-up every delivery still open is resumed. Delivery is at least once: a crash
+``submit`` (called by the pipeline for each alert, on the hot path) only appends the rendered
+alert to a list: alerts for the console alone to a lane of their own, every other one to the
+main list. A writer task stores what has gathered in one transaction, on a thread of its own,
+and only then hands the deliveries to the senders; the senders' results are written the same
+way. Each transaction takes the whole main list but at most ``CONSOLE_BATCH`` console alerts,
+so a console flood never holds up an alert for Telegram or a webhook by more than one such
+write. At start-up every delivery still open is resumed. Delivery is at least once: a crash
 between a send and the write of its result sends that alert again after the restart (webhook
 receivers de-duplicate by ``Idempotency-Key``).
 
@@ -18,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
-from alertbot.notify.delivery import Delivery, Sender
+from alertbot.notify.delivery import Delivery, Report, Sender
 from alertbot.notify.render import format_time
 from alertbot.notify.routing import CONSOLE, Route, Router
 from alertbot.notify.settings import DeliverySettings
@@ -33,6 +38,9 @@ T = TypeVar("T")
 log = logging.getLogger("alertbot.notify")
 alert_log = logging.getLogger("alertbot.alerts")
 
+#: alerts for the console stored in one transaction, at most (see Outbox._write_loop)
+CONSOLE_BATCH = 256
+
 
 def alert_id(rule: str, symbol: str, time: int) -> str:
     """Stable across retries and restarts: the same firing has the same id."""
@@ -40,22 +48,73 @@ def alert_id(rule: str, symbol: str, time: int) -> str:
 
 
 class ConsoleSender:
-    """The embedded default: one line per alert on stdout."""
+    """The embedded default: one line per alert on ``out`` (stdout), written by a thread of its
+    own. Lines that wait together are written together, with one flush; a slow or blocked
+    stdout (a terminal, a full pipe) holds up only the console's own queue, never the event loop
+    or the other destinations. Results are reported on the event loop, in order."""
 
-    def __init__(self, report: Any, out: Any) -> None:
+    def __init__(self, report: Report, out: TextIO) -> None:
         self.report = report
         self.out = out
+        self._loop = asyncio.get_running_loop()
+        self._queue: deque[Delivery] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.writes = 0  # batches written (each one write and one flush)
 
     def enqueue(self, d: Delivery) -> None:
-        a = d.alert
-        try:
-            self.out.write(f"{format_time(a.time)}  {a.rule}  {a.text}\n")
-            self.out.flush()
-        except (OSError, ValueError) as exc:  # a closed stdout is no reason to stop
-            self.report(d, "failed", f"console: {exc}")
-            return
-        d.state = "sent"
-        self.report(d, "sent")
+        with self._cond:
+            self._queue.append(d)
+            if len(self._queue) == 1:
+                self._cond.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="alertbot-console", daemon=True)
+            self._thread.start()
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the thread after the batch it is writing; what waits stays open (resumed at the
+        next start). A write that does not return within ``timeout`` is left to itself."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            text = "".join(
+                f"{format_time(d.alert.time)}  {d.alert.rule}  {d.alert.text}\n" for d in batch
+            )
+            error: str | None = None
+            try:
+                self.out.write(text)
+                self.out.flush()
+            except (OSError, ValueError) as exc:  # a closed stdout is no reason to stop
+                error = f"console: {exc}"
+            self.writes += 1
+            try:
+                self._loop.call_soon_threadsafe(self._done, batch, error)
+            except RuntimeError:  # the loop is closed: the batch stays open in the database
+                return
+
+    def _done(self, batch: list[Delivery], error: str | None) -> None:
+        for d in batch:
+            if error is None:
+                d.state = "sent"
+                self.report(d, "sent")
+            else:
+                self.report(d, "failed", error)
 
 
 class Outbox:
@@ -72,9 +131,10 @@ class Outbox:
         self.senders = senders  # by kind: telegram, webhook (also fallbacks), console
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alertbot-db")
         self._alerts: list[AlertRecord] = []
-        self._rows: list[DeliveryRow] = []
         self._new: list[Delivery] = []
         self._updates: list[Update] = []
+        # alerts for the console alone, stored CONSOLE_BATCH to a transaction (see _write_loop)
+        self._console: deque[Delivery] = deque()
         self._dirty = asyncio.Event()
         self._flushed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -93,24 +153,21 @@ class Outbox:
         """Queue an alert for its destinations (no I/O here: the writer stores it first)."""
         self.submitted += 1
         alert_log.info("alert %s %s: %s", record.rule, record.symbol, record.text)
-        self._alerts.append(record)
-        for route in routes:
-            d = Delivery(
-                record,
-                route.destination,
-                chat_id=route.chat_id,
-                url=route.url,
-                secret=self.router.secret_for(route.url) if route.url else None,
-                created=record.created,
-            )
-            self._add(d)
+        if len(routes) == 1 and routes[0].destination == CONSOLE.destination:
+            self._console.append(Delivery(record, CONSOLE.destination, created=record.created))
+        else:
+            self._alerts.append(record)
+            for route in routes:
+                d = Delivery(
+                    record,
+                    route.destination,
+                    chat_id=route.chat_id,
+                    url=route.url,
+                    secret=self.router.secret_for(route.url) if route.url else None,
+                    created=record.created,
+                )
+                self._new.append(d)
         self._dirty.set()
-
-    def _add(self, d: Delivery) -> None:
-        self._rows.append(
-            DeliveryRow(d.alert.id, d.destination, chat_id=d.chat_id, created=d.created)
-        )
-        self._new.append(d)
 
     def report(self, d: Delivery, state: str, error: str | None = None, attempts: int = 1) -> None:
         """What a sender says about one attempt (sent, failed for good, or pending a retry)."""
@@ -178,9 +235,9 @@ class Outbox:
 
     async def flush(self) -> None:
         """Until everything submitted or reported so far is written (a write in progress too)."""
-        while self._alerts or self._rows or self._updates or self._writing:
+        while self._alerts or self._new or self._updates or self._console or self._writing:
             self._flushed.clear()
-            if self._alerts or self._rows or self._updates:
+            if self._alerts or self._new or self._updates or self._console:
                 self._dirty.set()
             await self._flushed.wait()
 
@@ -192,36 +249,60 @@ class Outbox:
     # ------------------------------------------------------------------ writing
 
     async def _write_loop(self) -> None:
+        """Store what gathered, one transaction at a time, then hand it to the senders.
+
+        Each transaction takes everything waiting for Telegram or a webhook and every result,
+        but at most CONSOLE_BATCH alerts for the console: the console's backlog in a flood
+        (thousands of alerts a second) delays another destination's alert by one such write at
+        most, never by the whole backlog.
+        """
         loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            alerts, rows, new, updates = self._alerts, self._rows, self._new, self._updates
-            if not (alerts or rows or updates):
-                self._flushed.set()
-                continue
-            self._alerts, self._rows, self._new, self._updates = [], [], [], []
-            self._writing = True
-            try:
-                # shielded: a cancelled writer must not cancel a batch the thread has not
-                # started yet (close() flushes first, so this is only a safety net)
-                await asyncio.shield(
-                    loop.run_in_executor(self._executor, self.store.write, alerts, rows, updates)
-                )
-            except Exception as exc:  # disk full, database locked: keep it all and try again
-                self.write_errors += 1
-                log.error("outbox: cannot write the database (%s); retrying", exc)
-                self._alerts[:0], self._rows[:0] = alerts, rows
-                self._new[:0], self._updates[:0] = new, updates
-                await asyncio.sleep(1.0)
-                self._dirty.set()
-                continue
-            finally:
-                self._writing = False
-            for d in new:  # stored: now they may be sent
-                self._dispatch(d)
-            if not (self._alerts or self._rows or self._updates):
-                self._flushed.set()
+            while self._alerts or self._new or self._updates or self._console:
+                alerts, new, updates = self._alerts, self._new, self._updates
+                self._alerts, self._new, self._updates = [], [], []
+                waiting = self._console
+                console = [waiting.popleft() for _ in range(min(len(waiting), CONSOLE_BATCH))]
+                self._writing = True
+                try:
+                    # shielded: a cancelled writer must not cancel a batch the thread has not
+                    # started yet (close() flushes first, so this is only a safety net)
+                    await asyncio.shield(
+                        loop.run_in_executor(
+                            self._executor, self._store, alerts, new, console, updates
+                        )
+                    )
+                except Exception as exc:  # disk full, database locked: keep it, try again
+                    self.write_errors += 1
+                    log.error("outbox: cannot write the database (%s); retrying", exc)
+                    self._alerts[:0], self._new[:0], self._updates[:0] = alerts, new, updates
+                    waiting.extendleft(reversed(console))
+                    await asyncio.sleep(1.0)
+                    continue
+                finally:
+                    self._writing = False
+                for d in new:  # stored: now they may be sent
+                    self._dispatch(d)
+                for d in console:
+                    self._dispatch(d)
+            self._flushed.set()
+
+    def _store(
+        self,
+        alerts: list[AlertRecord],
+        new: list[Delivery],
+        console: list[Delivery],
+        updates: list[Update],
+    ) -> None:
+        """On the database thread: one transaction (the rows are made here, where they live
+        only as long as the write)."""
+        rows = [
+            DeliveryRow(d.alert.id, d.destination, chat_id=d.chat_id, created=d.created)
+            for d in (*new, *console)
+        ]
+        self.store.write([*alerts, *(d.alert for d in console)], rows, updates)
 
     def _dispatch(self, d: Delivery) -> None:
         self.open[(d.alert.id, d.destination)] = d
@@ -276,7 +357,7 @@ class Outbox:
             secret=self.router.secret_for(url),
             created=time.time(),
         )
-        self._add(fb)
+        self._new.append(fb)
         self._dirty.set()
 
 
