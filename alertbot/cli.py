@@ -84,12 +84,33 @@ class Redact(logging.Filter):
         if record.exc_text:
             for secret in self.secrets:
                 record.exc_text = record.exc_text.replace(secret, "[redacted]")
-        if text != message:
-            record.msg, record.args = text, None
+        if text != message or record.args:
+            record.msg, record.args = text, None  # formatted once, not again by each handler
         return True
 
 
-class JsonFormatter(logging.Formatter):
+class _SecondCache(logging.Formatter):
+    """``formatTime`` with the clock text kept for the current second: an alert flood logs
+    thousands of lines a second, and strftime per line showed in profiles."""
+
+    _last: tuple[int, str | None, str] = (-1, None, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second, fmt, text = self._last
+        if second != int(record.created) or fmt != datefmt:
+            second, fmt = int(record.created), datefmt
+            text = time.strftime(datefmt or self.default_time_format, self.converter(second))
+            self._last = (second, fmt, text)
+        if datefmt or not self.default_msec_format:
+            return text
+        return self.default_msec_format % (text, record.msecs)
+
+
+class TextFormatter(_SecondCache):
+    """``time level logger: message``, the format of ``logging.basicConfig`` below."""
+
+
+class JsonFormatter(_SecondCache):
     """One JSON object per line: time, level, logger, message (and the exception, if any)."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -116,9 +137,11 @@ def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "te
     for handler in logging.getLogger().handlers:
         handler.addFilter(Redact(secrets))
         if log_format == "json":
-            formatter = JsonFormatter()
+            formatter: logging.Formatter = JsonFormatter()
             formatter.converter = time.gmtime
-            handler.setFormatter(formatter)
+        else:
+            formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        handler.setFormatter(formatter)
     if level != "DEBUG":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     logging.getLogger("websockets").setLevel(logging.WARNING)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -203,3 +205,24 @@ def test_replay_of_the_example_rules_over_the_sample_recording_fires() -> None:
 def test_replay_is_deterministic(tmp_path: Path) -> None:
     args = ("replay", "examples/sample.jsonl.gz", "--rules", "rules.example.yaml", "--json")
     assert alertbot(*args).stdout == alertbot(*args).stdout
+
+
+def test_log_lines_keep_logging_s_own_time_format_with_the_clock_text_reused() -> None:
+    from alertbot.cli import JsonFormatter, Redact, TextFormatter
+
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    ours, stdlib = TextFormatter(fmt), logging.Formatter(fmt)
+    json_ours = JsonFormatter()
+    redact = Redact(["s3cret"])
+    for created in (1_772_000_000.001, 1_772_000_000.999, 1_772_000_001.5, 1_772_000_000.25):
+        record = logging.LogRecord(
+            "alertbot.alerts", logging.INFO, "", 0, "a %s %s", ("x", 1), None
+        )
+        record.created, record.msecs = created, (created % 1) * 1000
+        plain = logging.LogRecord("alertbot.alerts", logging.INFO, "", 0, "a %s %s", ("x", 1), None)
+        plain.created, plain.msecs = record.created, record.msecs
+        assert redact.filter(record)
+        assert ours.format(record) == stdlib.format(plain)
+        body = orjson.loads(json_ours.format(record))
+        assert body["message"] == "a x 1"
+        assert body["time"].startswith(time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(created)))

@@ -152,7 +152,19 @@ class Outbox:
     def submit(self, record: AlertRecord, routes: Sequence[Route]) -> None:
         """Queue an alert for its destinations (no I/O here: the writer stores it first)."""
         self.submitted += 1
-        alert_log.info("alert %s %s: %s", record.rule, record.symbol, record.text)
+        if alert_log.isEnabledFor(logging.INFO):
+            # Logger.info less its caller lookup (a stack walk per alert): the line is the same
+            alert_log.handle(
+                alert_log.makeRecord(
+                    alert_log.name,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    "alert %s %s: %s",
+                    (record.rule, record.symbol, record.text),
+                    None,
+                )
+            )
         if len(routes) == 1 and routes[0].destination == CONSOLE.destination:
             self._console.append(Delivery(record, CONSOLE.destination, created=record.created))
         else:
