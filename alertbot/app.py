@@ -123,7 +123,12 @@ class Pipeline:
         timed = self.frame_seconds
         clock = time.perf_counter
         while True:
-            for message in await self.handoff.get():
+            batch = await self.handoff.get()
+            for k, message in enumerate(batch):
+                if k:
+                    # let delivery (the outbox's writes, the senders) and the sockets run between
+                    # frames: a backlog of frames must not hold up the alerts of the first one
+                    await asyncio.sleep(0)
                 self.frames += 1
                 started = clock()
                 try:
