@@ -328,3 +328,19 @@ def test_several_updates_of_one_delivery_in_a_batch_add_up(
         1,
         "timeout",
     )
+
+
+def test_engine_state_is_saved_in_a_few_statements_the_later_of_a_key_winning(tmp_path: Path):
+    store = Store(tmp_path / "a.db")
+    states = [(f"r{i}", "BTCUSDT", "fp", 1, None) for i in range(3000)]
+    states.append(("r7", "BTCUSDT", "fp", 4, T))  # r7 again, later in the same save
+    tick = Ticker("BTCUSDT", T, 101.5, 100.0, 110.0, 90.0, 5.0, 500.0, "101.5")
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    store.save_engine(states, [tick])
+    store.db.set_trace_callback(None)
+    assert len(statements) < 20
+    saved, ticks = store.engine_state()
+    assert len(saved) == 3000
+    assert ("r7", "BTCUSDT", "fp", 4, T) in saved
+    assert ticks == [tick]
