@@ -276,6 +276,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
             rules_check=rules_check,
             feed_down_after=feed_down_after,
             heartbeat=heartbeat,
+            own_process=True,
         )
         apps.append(app)
         await app.run(stop)  # ConfigError: bad database or token, before any connection

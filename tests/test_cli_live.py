@@ -73,6 +73,7 @@ async def test_run_prints_an_alert_from_the_live_feed_and_stops_cleanly_on_sigte
     assert "110.5" in line.decode()
     assert code == 0
     assert "stopped: 2 tickers, 1 alerts" in err
+    assert "objects kept out of garbage collection after start-up" in err  # its own process
     assert "Traceback" not in err
 
 
