@@ -17,8 +17,9 @@ Not a test. Run from the repository root::
   /metrics over the measured time; when it falls behind, the hand-off conflates and it
   evaluates fewer, newer frames than were sent), frames sent per second, alerts fired and
   deliveries sent per second (``alertbot_alerts_total``, ``alertbot_deliveries_total``), the
-  deliveries still open when the measured time ends, probe latency median and p99, the bot's
-  peak RSS (VmHWM) and start-up time until its feed subscribed.
+  alerts not yet delivered when it ends (fired minus delivered or failed since the start: each
+  alert here has one destination), probe latency median and p99, the bot's peak RSS (VmHWM)
+  and start-up time until its feed subscribed.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "frames_evaluated_per_s": (after["frames"] - before["frames"]) / elapsed,
         "alerts_per_s": (after["alerts"] - before["alerts"]) / elapsed,
         "delivered_per_s": (after["sent"] - before["sent"]) / elapsed,
-        "outbox_depth": after["depth"],
+        # every alert here has one destination (the console, or a probe's chat)
+        "undelivered": after["alerts"] - after["sent"] - after["failed"],
         "probes": len(lat),
         "probes_sent": probe,
         "latency_median_ms": statistics.median(lat) if lat else None,
@@ -205,7 +207,7 @@ def _sent(tg: FakeTelegram, chat: int, text: str) -> float | None:
 
 
 def _counts(metrics: str) -> dict[str, float]:
-    """Frames evaluated, alerts fired, deliveries sent (all channels) and the outbox's depth."""
+    """Frames evaluated, alerts fired, deliveries sent and failed for good (all channels)."""
 
     def total(pattern: str) -> float:
         return sum(float(v) for v in re.findall(pattern + r" ([0-9.e+]+)$", metrics, re.M))
@@ -214,7 +216,7 @@ def _counts(metrics: str) -> dict[str, float]:
         "frames": total(r"^alertbot_frame_seconds_count"),
         "alerts": total(r"^alertbot_alerts_total\{[^}]*\}"),
         "sent": total(r'^alertbot_deliveries_total\{[^}]*outcome="sent"[^}]*\}'),
-        "depth": total(r"^alertbot_outbox_depth"),
+        "failed": total(r'^alertbot_deliveries_total\{[^}]*outcome="failed"[^}]*\}'),
     }
 
 
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"alerts fired {r['alerts_per_s']:.0f}/s, delivered {r['delivered_per_s']:.0f}/s; "
-        f"deliveries open at the end of the measured time: {r['outbox_depth']:.0f}"
+        f"alerts not yet delivered when the measured time ended: {r['undelivered']:.0f}"
     )
     if r["probes"]:
         print(
