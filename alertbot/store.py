@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     price      TEXT NOT NULL,
     condition  TEXT NOT NULL,
     text       TEXT NOT NULL,      -- the message as plain text
-    html       TEXT NOT NULL,      -- the message for Telegram's HTML parse mode
+    html       TEXT NOT NULL,      -- the message for Telegram's HTML mode ('' if no chat gets it)
     gap        INTEGER NOT NULL DEFAULT 0,
     created    REAL NOT NULL       -- wall clock, s
 );
