@@ -57,8 +57,8 @@ class AppCollector(Collector):
         yield deliveries
         yield GaugeMetricFamily(
             "alertbot_outbox_depth",
-            "Deliveries being attempted",
-            value=len(outbox.open) if outbox is not None else 0,
+            "Alert deliveries not settled yet (waiting to be stored, or being attempted)",
+            value=outbox.depth if outbox is not None else 0,
         )
         yield CounterMetricFamily(
             "alertbot_feed_reconnects", "Feed reconnects", value=health.reconnects
@@ -144,7 +144,7 @@ class HttpService:
                 "connections": len(health.connections),
                 "reconnects": health.reconnects,
             },
-            "outbox_depth": len(outbox.open) if outbox is not None else None,
+            "outbox_depth": outbox.depth if outbox is not None else None,
         }
         if reasons:
             body["reasons"] = reasons

@@ -620,3 +620,38 @@ async def test_a_webhook_that_does_not_resolve_is_retried_then_given_up_and_repo
     assert row.last_error is not None
     assert row.last_error.startswith("gave up: ConnectError")
     assert "giving up on alert r1:BTCUSDT" in caplog.text
+
+
+# ------------------------------------------------------------------ bookkeeping
+
+
+async def test_a_delivered_alert_leaves_no_fallback_timer(tmp_path, tg, hook):
+    """Each Telegram delivery arms a fallback timer; a settled one cancels it, so a flood does
+    not keep fallback_after seconds' worth of timers (and their deliveries) alive."""
+    async with Harness(tmp_path, tg, hook, fallback_after=60.0) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        h.fire([rule(f"r{i}") for i in range(20)])
+        await outbox.flush()
+        assert outbox._timers  # armed while being attempted
+        await h.settled()
+        assert outbox._timers == {}
+    assert set(h.states().values()) == {"sent"}
+    assert hook.deliveries == []
+
+
+async def test_outbox_depth_counts_alerts_not_yet_stored(tmp_path, tg, hook):
+    """The depth (the /metrics gauge and /status) counts a delivery from the moment it is
+    submitted, not only once the writer has stored it; it returns to 0 when all settled."""
+    tg.down(502)
+    async with Harness(tmp_path, tg, hook) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        h.fire([rule("r1"), rule("r2"), rule("r3")])
+        assert outbox.depth == 3  # nothing written yet: no await since the alerts came
+        await outbox.flush()
+        assert outbox.depth == 3  # stored, being attempted (Telegram is down)
+        tg.recover()
+        await h.settled()
+        assert outbox.depth == 0
+    assert list(h.states().values()) == ["sent"] * 3

@@ -439,7 +439,7 @@ class ChatBot:
             else f"last data {h.last_message_age:.1f}s ago"
         )
         outbox = self.notifier.outbox
-        open_deliveries = len(outbox.open) if outbox else 0
+        open_deliveries = outbox.depth if outbox else 0
         lines = [
             f"Feed: {h.mode}, {len(h.connections)} connection(s), {age}, "
             f"{h.messages_per_second:g} messages/s, {h.reconnects} reconnects",

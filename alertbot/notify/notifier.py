@@ -186,7 +186,7 @@ class Notifier:
         if self.outbox is not None and grace > 0 and not await self.outbox.drain(grace):
             log.warning(
                 "shutting down with %d deliveries open: they resume at the next start",
-                len(self.outbox.open),
+                self.outbox.depth,
             )
         if self.telegram is not None:
             await self.telegram.close()

@@ -142,6 +142,7 @@ class Outbox:
         self._fallbacks: set[tuple[str, int]] = set()  # (alert id, chat) already handed over
         self.submitted = 0
         self.open: dict[tuple[str, str], Delivery] = {}  # being attempted, by (alert, dest)
+        self._in_write = 0  # deliveries in the transaction being written
         self.write_errors = 0
         #: attempts by (destination kind, outcome): sent, failed, pending (a retry follows)
         self.outcomes: dict[tuple[str, str], int] = {}
@@ -189,9 +190,18 @@ class Outbox:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
         if state == "pending":
             return
-        self.open.pop((d.alert.id, d.destination), None)
+        key2 = (d.alert.id, d.destination)
+        self.open.pop(key2, None)
+        timer = self._timers.pop(key2, None)
+        if timer is not None:  # settled: no fallback is due (a flood must not keep 60 s of them)
+            timer.cancel()
         if d.kind == "telegram" and state == "failed":
             self._fall_back(d, f"Telegram refused it for good: {error}")
+
+    @property
+    def depth(self) -> int:
+        """Deliveries not settled yet: waiting to be stored, being stored, or being attempted."""
+        return len(self.open) + len(self._new) + len(self._console) + self._in_write
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -278,6 +288,7 @@ class Outbox:
                 waiting = self._console
                 console = [waiting.popleft() for _ in range(min(len(waiting), CONSOLE_BATCH))]
                 self._writing = True
+                self._in_write = len(new) + len(console)
                 try:
                     # shielded: a cancelled writer must not cancel a batch the thread has not
                     # started yet (close() flushes first, so this is only a safety net)
@@ -295,6 +306,7 @@ class Outbox:
                     continue
                 finally:
                     self._writing = False
+                    self._in_write = 0
                 for d in new:  # stored: now they may be sent
                     self._dispatch(d)
                 for d in console:
