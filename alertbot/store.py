@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(state)
     WHERE state IN ('pending', 'fell_back');
+CREATE INDEX IF NOT EXISTS alerts_created ON alerts(created);  -- for Store.prune
 CREATE TABLE IF NOT EXISTS watches (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- shown to users as w<id>
     chat_id     INTEGER NOT NULL,
@@ -90,6 +91,13 @@ def _placeholders(width: int) -> str:
 
 #: states in which a delivery is still being attempted
 OPEN_STATES = ("pending", "fell_back")
+
+#: alerts looked at per transaction of Store.prune (each batch a few milliseconds)
+PRUNE_BATCH = 2000
+
+#: where a pruning pass has got to: (alerts.created, alerts.rowid) of the last alert looked at
+PruneCursor = tuple[float, int]
+PRUNE_START: PruneCursor = (float("-inf"), 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +281,60 @@ class Store:
             query += " WHERE alert_id = ?"
             params = (alert_id,)
         return [DeliveryRow(*r) for r in self.db.execute(query + " ORDER BY rowid", tuple(params))]
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(self, before: float, *, batch: int = PRUNE_BATCH) -> int:
+        """Delete the alerts created (wall clock) before ``before`` whose deliveries are all
+        settled (sent or failed; an alert with no delivery rows is settled too), with their
+        deliveries; returns how many alerts were deleted. An alert with a delivery still open
+        (pending, fell back) is kept however old: it is resumed at the next start.
+
+        ``batch`` alerts are looked at per transaction, so a large backlog never holds the
+        database long at a time (see prune_batch to give the thread back between them).
+        """
+        deleted = 0
+        cursor: PruneCursor | None = PRUNE_START
+        while cursor is not None:
+            n, cursor = self.prune_batch(before, cursor, batch)
+            deleted += n
+        return deleted
+
+    def prune_batch(
+        self, before: float, after: PruneCursor = PRUNE_START, batch: int = PRUNE_BATCH
+    ) -> tuple[int, PruneCursor | None]:
+        """One transaction of ``prune``: of the next ``batch`` alerts created before
+        ``before``, in order of creation from just past ``after``, delete the settled ones.
+        Returns how many were deleted and where the next batch starts (None: done).
+
+        The cursor, rather than starting over each time, keeps the kept alerts (those with an
+        open delivery) from being read again by every later batch of the same pass.
+        """
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(
+                "SELECT a.rowid, a.created, a.id, EXISTS (SELECT 1 FROM deliveries d"
+                " WHERE d.alert_id = a.id AND d.state IN ('pending', 'fell_back'))"
+                " FROM alerts a WHERE a.created < ? AND (a.created, a.rowid) > (?, ?)"
+                " ORDER BY a.created, a.rowid LIMIT ?",
+                (before, after[0], after[1], batch),
+            ).fetchall()
+            settled = [(r[0], r[2]) for r in rows if not r[3]]
+            per = max(1, min(batch, self._max_params - 1))
+            for start in range(0, len(settled), per):
+                chunk = settled[start : start + per]
+                marks = ",".join("?" * len(chunk))
+                db.execute(
+                    f"DELETE FROM deliveries WHERE alert_id IN ({marks})", [c[1] for c in chunk]
+                )
+                db.execute(f"DELETE FROM alerts WHERE rowid IN ({marks})", [c[0] for c in chunk])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        done = len(rows) < batch
+        return len(settled), None if done else (rows[-1][1], rows[-1][0])
 
     # ------------------------------------------------------------------ watches
 
