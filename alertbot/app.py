@@ -33,6 +33,7 @@ from alertbot.rules.engine import Alert, Engine, PairState, fingerprint
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import HttpService
+from alertbot.store import PRUNE_START, PruneCursor
 from alertbot.ticker import ParseStats
 
 log = logging.getLogger("alertbot")
@@ -40,6 +41,11 @@ log = logging.getLogger("alertbot")
 
 #: frames after which the engine holds its per-symbol state for the whole market
 WARM_FRAMES = 10
+
+#: old delivered alerts are pruned from the outbox this often (ALERTBOT_ALERT_RETENTION), and
+#: first this long after the start (not during it: the outbox is resuming deliveries then)
+PRUNE_EVERY = 3600.0
+PRUNE_FIRST_AFTER = 60.0
 
 
 #: how long the event loop's thread may hold the GIL while the outbox's database thread (or
@@ -387,6 +393,33 @@ class App:
         if self.chat is not None and self.chat.app is not None:
             await self.chat.expire()
 
+    async def prune_alerts(self) -> int:
+        """A scheduled job (ALERTBOT_ALERT_RETENTION): delete the alerts older than the
+        retention whose deliveries are all settled. One batch per call to the database thread,
+        so the outbox's own writes go in between the batches of a large backlog."""
+        store = self.notifier.store
+        outbox = self.notifier.outbox
+        retention = self.delivery.alert_retention
+        if store is None or outbox is None or retention <= 0:
+            return 0
+        before = time.time() - retention
+        deleted = 0
+        cursor: PruneCursor | None = PRUNE_START
+        try:
+            while cursor is not None:
+                n, cursor = await outbox.db(store.prune_batch, before, cursor)
+                deleted += n
+        except Exception as exc:  # the disk may come back: the next run carries on
+            log.error("outbox: cannot prune old alerts (%s); trying again later", exc)
+        if deleted:
+            age = f"{retention / 86400:g}d" if retention >= 86400 else f"{retention:g}s"
+            log.info(
+                "outbox: %d alerts older than %s deleted, their deliveries all settled",
+                deleted,
+                age,
+            )
+        return deleted
+
     def _schedule(self) -> AsyncIOScheduler:
         """The periodic jobs, on APScheduler (the scheduler PTB's JobQueue wraps)."""
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
@@ -413,6 +446,15 @@ class App:
         if self.heartbeat_every:
             scheduler.add_job(
                 self.heartbeat, "interval", seconds=self.heartbeat_every, id="heartbeat", **every
+            )
+        if self.delivery.alert_retention > 0:
+            scheduler.add_job(
+                self.prune_alerts,
+                "interval",
+                seconds=PRUNE_EVERY,
+                next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=PRUNE_FIRST_AFTER),
+                id="retention",
+                **every,
             )
         return scheduler
 

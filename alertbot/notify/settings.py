@@ -43,6 +43,9 @@ class DeliverySettings:
     fallback_after: float = 60.0
     #: a delivery still failing after this long is given up (failed) and reported
     give_up_after: float = 24 * 3600.0
+    #: alerts whose deliveries are all settled are deleted from the outbox this long after they
+    #: were created (0: kept for ever); open deliveries are kept however old
+    alert_retention: float = 7 * 86400.0
     telegram_timeout: float = 10.0
     webhook_timeout: float = 10.0
     backoff_initial: float = 1.0
@@ -74,6 +77,7 @@ class DeliverySettings:
             db=e.get("ALERTBOT_DB", "").strip() or "alertbot.db",
             fallback_after=env_seconds(e, "ALERTBOT_FALLBACK_AFTER", 60.0, minimum=0.001),
             give_up_after=env_seconds(e, "ALERTBOT_DELIVERY_GIVE_UP", 24 * 3600.0, minimum=1),
+            alert_retention=env_seconds(e, "ALERTBOT_ALERT_RETENTION", 7 * 86400.0),
         )
 
     def secrets(self) -> list[str]:
