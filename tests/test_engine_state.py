@@ -110,3 +110,38 @@ def test_a_once_rule_that_fired_stays_done() -> None:
     fired(old, tick(1_000, 101))
     new = restart(old, rules)
     assert fired(new, tick(2_000, 99), tick(3_000, 101)) == []
+
+
+def test_a_move_that_began_before_a_restart_is_measured_from_its_start() -> None:
+    """The moves windows' prices (Engine.histories) are given back by prime(): a rise that began
+    before the restart fires when it completes after it, as if the bot had not stopped."""
+    rules = [Rule("up", parse("rises 5% in 5m"), (S,))]
+    old = Engine(rules)
+    assert fired(old, tick(1_000, 100), tick(61_000, 103)) == []
+    new = Engine(rules)
+    new.prime(old.last_tickers(), old.histories())
+    assert fired(new, tick(121_000, 106)) == [("up", S, 121_000)]  # 6 % over the 100 at 1 s
+    bare = Engine(rules)
+    bare.prime(old.last_tickers())  # without the history: only 103 -> 106 is seen
+    assert fired(bare, tick(121_000, 106)) == []
+
+
+def test_a_restored_history_keeps_to_its_window() -> None:
+    """Prices older than the window do not count after the restart either."""
+    rules = [Rule("up", parse("rises 5% in 1m"), (S,))]
+    old = Engine(rules)
+    fired(old, tick(1_000, 100), tick(50_000, 103))
+    new = Engine(rules)
+    new.prime(old.last_tickers(), old.histories())
+    assert fired(new, tick(90_000, 106)) == []  # 100 is 89 s old: outside the minute
+    assert fired(new, tick(100_000, 108.2)) == [("up", S, 100_000)]  # 5 % over the 103 at 50 s
+
+
+def test_histories_hold_the_prices_a_window_can_still_use_in_time_order() -> None:
+    """histories() gives each symbol's running extremes as (time, price) in time order, the
+    same from both cores; a price that can never again be a window's low or high is gone."""
+    rules = [Rule("up", parse("moves 5% in 5m"), (S,))]
+    engine = Engine(rules)
+    engine.process([tick(1_000, 100), tick(2_000, 99), tick(3_000, 101), tick(4_000, 100)])
+    # 100 at 1 s is superseded as a low by 99 at 2 s and as a high by 101 at 3 s
+    assert engine.histories() == {S: [(2_000, 99.0), (3_000, 101.0), (4_000, 100.0)]}

@@ -1322,6 +1322,67 @@ static PyObject *Core_values(Core *self, PyObject *arg)
 }
 
 
+/* history(slot) -> [(time, price), ...]: the running extremes' entries in time order. */
+static PyObject *Core_history(Core *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t a = 0, b = 0;
+    while (a < s->min_n || b < s->max_n) {
+        int64_t t;
+        double p;
+        if (b >= s->max_n || (a < s->min_n && s->min_t[a] < s->max_t[b])) {
+            t = s->min_t[a];
+            p = s->min_p[a++];
+        }
+        else if (a >= s->min_n || s->max_t[b] < s->min_t[a]) {
+            t = s->max_t[b];
+            p = s->max_p[b++];
+        }
+        else { /* the same tick in both: the price of the later list, as core.py's dict */
+            t = s->max_t[b];
+            p = s->max_p[b++];
+            a++;
+        }
+        PyObject *item = Py_BuildValue("(Ld)", (long long)t, p);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+}
+
+/* remember(slot, time, price): a past price into the running extremes, evaluating nothing. */
+static PyObject *Core_remember(Core *self, PyObject *args)
+{
+    Py_ssize_t i;
+    PyObject *time;
+    double price;
+    if (!PyArg_ParseTuple(args, "nO!d", &i, &PyLong_Type, &time, &price))
+        return NULL;
+    int err = 0;
+    int64_t t = as_time(time, &err);
+    if (err)
+        return NULL;
+    Slot *s = get_slot(self, i);
+    if (s == NULL)
+        return NULL;
+    if (t > s->time && (s->min_n == 0 || t > s->min_t[s->min_n - 1]))
+        if (push(self, s, t, price) < 0)
+            return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Core_add_window(Core *self, PyObject *args)
 {
     Py_ssize_t i;
@@ -1650,6 +1711,8 @@ static PyMethodDef Core_methods[] = {
     {"set_keys", (PyCFunction)(void (*)(void))Core_set_keys, METH_FASTCALL, NULL},
     {"walk", (PyCFunction)(void (*)(void))Core_walk, METH_FASTCALL, NULL},
     {"add_window", (PyCFunction)Core_add_window, METH_VARARGS, NULL},
+    {"history", (PyCFunction)Core_history, METH_O, NULL},
+    {"remember", (PyCFunction)Core_remember, METH_VARARGS, NULL},
     {"set_window_gap", (PyCFunction)(void (*)(void))Core_set_window_gap, METH_FASTCALL, NULL},
     {"invalidate", (PyCFunction)Core_invalidate, METH_VARARGS, NULL},
     {"band", (PyCFunction)(void (*)(void))Core_band, METH_FASTCALL, NULL},

@@ -270,6 +270,21 @@ class Core:
         self.flags = flags
         return BUSY if s.pending or kinds or wins or flags else QUIET
 
+    def history(self, slot: int) -> list[tuple[int, float]]:
+        """The prices the moves windows can still use: the running extremes' entries, in time
+        order (what :meth:`remember` takes back after a restart)."""
+        s = self.slots[slot]
+        points = dict(zip(s.min_t, s.min_p, strict=True))
+        points.update(zip(s.max_t, s.max_p, strict=True))
+        return sorted(points.items())
+
+    def remember(self, slot: int, time: int, price: float) -> None:
+        """Take a past price into the running extremes (an earlier run's :meth:`history`),
+        evaluating nothing. Only a time after everything the slot has is taken."""
+        s = self.slots[slot]
+        if time > s.time and (not s.min_t or time > s.min_t[-1]):
+            self._push(s, time, price)
+
     def _push(self, s: _Slot, time: int, price: float) -> None:
         """Add a price to the running extremes (one increasing and one decreasing list); each
         window keeps a pointer to its first element, which only moves forward with time."""

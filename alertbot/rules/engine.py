@@ -712,17 +712,39 @@ class Engine:
             n += 1
         return n
 
-    def prime(self, tickers: Iterable[Ticker]) -> None:
+    def prime(
+        self,
+        tickers: Iterable[Ticker],
+        histories: dict[str, list[tuple[int, float]]] | None = None,
+    ) -> None:
         """Take each ticker as its symbol's last one (an earlier run's), evaluating nothing.
 
         The next live tick is then compared with it, so a level crossed or a 24h high broken
         while the bot was down is caught, as across a reconnect. Tickers older than what the
-        engine already has are ignored.
+        engine already has are ignored. ``histories`` (from :meth:`histories`) gives the moves
+        windows back the prices before each ticker, so a move that began before the restart
+        is still measured from its start.
         """
+        histories = histories or {}
         for t in tickers:
+            book = self._book(t.symbol)
+            for time, price in histories.get(t.symbol, ()):
+                if time < t.time:
+                    self._core.remember(book.slot, time, price)
             # the result is ignored: the pairs stay pending and are evaluated in full on the
             # symbol's next tick, against this one
-            self._feed(self._book(t.symbol), t)
+            self._feed(book, t)
+
+    def histories(self) -> dict[str, list[tuple[int, float]]]:
+        """Each symbol's recent prices as the moves windows keep them (the running extremes
+        within the longest window), for :meth:`prime` after a restart."""
+        out = {}
+        core = self._core
+        for symbol, book in self._books.items():
+            points = core.history(book.slot)
+            if points:
+                out[symbol] = points
+        return out
 
     def last_tickers(self) -> list[Ticker]:
         """Every symbol's last accepted ticker."""
