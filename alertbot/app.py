@@ -47,6 +47,10 @@ WARM_FRAMES = 10
 PRUNE_EVERY = 3600.0
 PRUNE_FIRST_AFTER = 60.0
 
+#: the moves windows' prices are saved this often (and at shutdown): a crash loses at most
+#: this much of their history; the firing state goes every state_every seconds
+HISTORY_EVERY = 60.0
+
 
 #: how long the event loop's thread may hold the GIL while the outbox's database thread (or
 #: the console's) waits for it (CPython's default: 5 ms). Those threads take the GIL back
@@ -267,6 +271,7 @@ class App:
         self.heartbeat_every = heartbeat
         self.state_every = state_every  # how often the engine's firing state is saved, s
         self._unsaved: list[PairState] = []
+        self._history_saved = time.monotonic()  # the moves windows' prices: see save_state
         self.own_process = own_process
         self._started = time.monotonic()
         self.sparklines = Sparklines(self.engine)
@@ -470,7 +475,8 @@ class App:
         assert store is not None
         assert outbox is not None
         states, ticks = await outbox.db(store.engine_state)
-        self.engine.prime(ticks)
+        histories = await outbox.db(store.histories)
+        self.engine.prime(ticks, histories)
         restored = self.engine.restore(states)
         current = {r.id: fingerprint(r) for r in self.engine.rules()}
         stale = {s[0] for s in states if current.get(s[0]) != s[2]}
@@ -491,8 +497,9 @@ class App:
                 down,
             )
 
-    async def save_state(self) -> None:
-        """A scheduled job, and the last step of shutdown: save what changed."""
+    async def save_state(self, final: bool = False) -> None:
+        """A scheduled job, and the last step of shutdown: save what changed; the moves
+        windows' prices every HISTORY_EVERY seconds and at shutdown (``final``)."""
         store = self.notifier.store
         outbox = self.notifier.outbox
         if store is None or outbox is None:
@@ -505,6 +512,13 @@ class App:
             self._unsaved = states
         else:
             self._unsaved = []
+        now = time.monotonic()
+        if final or now - self._history_saved >= HISTORY_EVERY:
+            self._history_saved = now
+            try:
+                await outbox.db(store.save_histories, self.engine.histories())
+            except Exception as exc:
+                log.error("state: cannot save the price history (%s)", exc)
 
     async def tell_admins(self, text: str) -> None:
         if self.chat is None or self.chat.app is None:
@@ -571,7 +585,7 @@ class App:
                 await self.chat.stop()
             if self.http is not None:
                 await self.http.stop()
-            await self.save_state()
+            await self.save_state(final=True)
             await self.notifier.close(self.grace)
 
     async def _chat_forever(self, chat: ChatBot) -> None:

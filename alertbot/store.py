@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import orjson
+
 from alertbot.rules.engine import PairState
 from alertbot.ticker import Ticker
 
@@ -70,6 +72,10 @@ CREATE TABLE IF NOT EXISTS pair_states (   -- the engine's firing state, for res
     flags       INTEGER NOT NULL,  -- 1 armed, 2 armed downward, 4 done
     last_fired  INTEGER,           -- event time ms
     PRIMARY KEY (rule, symbol)
+);
+CREATE TABLE IF NOT EXISTS price_history (  -- the moves windows' prices, for restarts
+    symbol TEXT PRIMARY KEY,
+    points TEXT NOT NULL            -- JSON [[event time ms, price], ...], in time order
 );
 CREATE TABLE IF NOT EXISTS last_ticks (    -- each symbol's last ticker, for restarts
     symbol TEXT PRIMARY KEY,
@@ -423,6 +429,33 @@ class Store:
         ]
         ticks = [Ticker(*r) for r in self.db.execute("SELECT * FROM last_ticks")]
         return states, ticks
+
+    def save_histories(self, histories: dict[str, list[tuple[int, float]]]) -> None:
+        """Replace the saved price histories (Engine.histories) in one transaction."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.execute("DELETE FROM price_history")
+            self._insert(
+                "INSERT INTO price_history",
+                2,
+                [(symbol, orjson.dumps(points).decode()) for symbol, points in histories.items()],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def histories(self) -> dict[str, list[tuple[int, float]]]:
+        """The saved price histories; a row that does not read as one is left out."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        for symbol, text in self.db.execute("SELECT symbol, points FROM price_history"):
+            try:
+                points = [(int(t), float(p)) for t, p in orjson.loads(text)]
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                continue
+            out[symbol] = points
+        return out
 
     def forget_states(self, rules: Iterable[str]) -> None:
         """Drop the saved states of these rules (removed or changed: they start afresh)."""

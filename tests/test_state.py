@@ -16,6 +16,7 @@ from alertbot.notify.render import GAP_NOTE
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.model import Rule, RuleSet
+from alertbot.store import Store
 from tests.fakes.binance import FakeBinance, mini_ticker
 
 T = 1_772_000_000_000
@@ -27,22 +28,34 @@ RULES = RuleSet(
 )
 
 
-def app_for(tmp: Path, fake: FakeBinance, out: io.StringIO, state_every: float = 5.0) -> App:
+def app_for(
+    tmp: Path,
+    fake: FakeBinance,
+    out: io.StringIO,
+    state_every: float = 5.0,
+    rules: RuleSet = RULES,
+) -> App:
     feed = FeedSettings(
         ws_root=fake.ws_url, rest_root=fake.rest_url, backoff_initial=0.02, ping_interval=None
     )
     delivery = DeliverySettings(db=str(tmp / "a.db"))
-    return App(RULES, feed, delivery, ChatSettings(), grace=0.5, out=out, state_every=state_every)
+    return App(rules, feed, delivery, ChatSettings(), grace=0.5, out=out, state_every=state_every)
 
 
-async def run_until(app: App, fake: FakeBinance, price: float, time: int, alerts: int) -> None:
-    """Run the app, publish one ticker, wait until it is evaluated and ``alerts`` fired, stop."""
+async def run_until(
+    app: App, fake: FakeBinance, price: float, time: int, alerts: int, *more: tuple[float, int]
+) -> None:
+    """Run the app, publish one ticker (and ``more`` (price, time) after it), wait until they
+    are evaluated and ``alerts`` fired, stop."""
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(stop))
     try:
         await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
-        await fake.publish([mini_ticker("BTCUSDT", price, time)])
-        await fake.wait_for(lambda: app.pipeline.frames >= 1 and app.pipeline.alerts >= alerts)
+        for p, t in ((price, time), *more):
+            frames = app.pipeline.frames
+            await fake.publish([mini_ticker("BTCUSDT", p, t)])
+            await fake.wait_for(lambda f=frames: app.pipeline.frames > f)
+        await fake.wait_for(lambda: app.pipeline.alerts >= alerts)
         await asyncio.sleep(0.05)  # room for a wrong extra alert to show up
     finally:
         stop.set()
@@ -87,3 +100,35 @@ async def test_the_state_is_saved_while_running(tmp_path):
             db.close()
             stop.set()
             await asyncio.wait_for(task, 10)
+
+
+async def test_a_move_under_way_at_a_restart_is_measured_from_its_start(tmp_path):
+    """The moves windows' prices are saved at shutdown and taken back at start: a rise of 5 %
+    from 100 (before the restart) to 106 (after) fires, though 103 -> 106 alone is 2.9 %."""
+    rules = RuleSet(rules=(Rule(id="up", condition=parse("rises 5% in 5m"), symbols=("BTCUSDT",)),))
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        first = app_for(tmp_path, fake, io.StringIO(), rules=rules)
+        await run_until(first, fake, 100, T, 0, (103, T + 30_000))
+        assert first.pipeline.alerts == 0
+        second = app_for(tmp_path, fake, io.StringIO(), rules=rules)
+        await run_until(second, fake, 106, T + 60_000, 1)
+    assert second.pipeline.alerts_by_rule == {"up": 1}
+    db = sqlite3.connect(tmp_path / "a.db")
+    try:
+        (points,) = db.execute(
+            "SELECT points FROM price_history WHERE symbol = 'BTCUSDT'"
+        ).fetchone()
+    finally:
+        db.close()
+    assert points.startswith(f"[[{T},100.0]")  # the first run's low, still in the window
+
+
+def test_a_saved_history_that_does_not_read_is_left_out(tmp_path):
+    """Store.histories skips a damaged row instead of failing the start."""
+    store = Store(tmp_path / "a.db")
+    try:
+        store.save_histories({"BTCUSDT": [(T, 100.0), (T + 1_000, 101.5)], "ETHUSDT": [(T, 2.0)]})
+        store.db.execute("UPDATE price_history SET points = '[[1,' WHERE symbol = 'ETHUSDT'")
+        assert store.histories() == {"BTCUSDT": [(T, 100.0), (T + 1_000, 101.5)]}
+    finally:
+        store.close()
