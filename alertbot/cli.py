@@ -144,6 +144,9 @@ def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "te
         handler.setFormatter(formatter)
     if level != "DEBUG":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+        # two lines per run of each scheduled job ("Running job", "executed successfully"),
+        # several a second; a job that fails is still logged (at ERROR)
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("alertbot.alerts").setLevel(logging.INFO)
 

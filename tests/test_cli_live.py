@@ -77,6 +77,24 @@ async def test_run_prints_an_alert_from_the_live_feed_and_stops_cleanly_on_sigte
     assert "Traceback" not in err
 
 
+async def test_run_does_not_log_every_run_of_its_scheduled_jobs(tmp_path):
+    """APScheduler's executor logs two INFO lines per job run (several jobs every few
+    seconds): at the default level they are left out of the log; the start-up lines stay."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        env = env_for(fake, tmp_path / "alertbot.db", ALERTBOT_RULES_CHECK="0.1")
+        proc = await start("run", "--rules", "rules.example.yaml", env=env)
+        try:
+            await fake.wait_for_connections(1, timeout=20)  # started (the all-market stream)
+            await asyncio.sleep(0.5)  # the rule-file check ran a few times
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0
+    assert "apscheduler.scheduler: Scheduler started" in err
+    assert "Running job" not in err
+    assert "executed successfully" not in err
+
+
 async def test_run_with_a_bad_setting_names_the_variable_and_exits_1(tmp_path):
     async with FakeBinance() as fake:
         proc = await start(
