@@ -190,9 +190,9 @@ class Outbox:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
         if state == "pending":
             return
-        key2 = (d.alert.id, d.destination)
-        self.open.pop(key2, None)
-        timer = self._timers.pop(key2, None)
+        delivery = (d.alert.id, d.destination)
+        self.open.pop(delivery, None)
+        timer = self._timers.pop(delivery, None)
         if timer is not None:  # settled: no fallback is due (a flood must not keep 60 s of them)
             timer.cancel()
         if d.kind == "telegram" and state == "failed":

@@ -141,6 +141,15 @@ static Slot *get_slot(Core *self, Py_ssize_t i)
     return &self->slots[i];
 }
 
+/* The slot a Python int argument names (NULL with an exception set). */
+static Slot *slot_arg(Core *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    return get_slot(self, i);
+}
+
 static Win *get_win(Core *self, Py_ssize_t i, Py_ssize_t w)
 {
     Slot *s = get_slot(self, i);
@@ -1305,10 +1314,7 @@ static int slot_text(PyObject **obj, const char *buf, Py_ssize_t len)
 
 static PyObject *Core_values(Core *self, PyObject *arg)
 {
-    Py_ssize_t i = PyLong_AsSsize_t(arg);
-    if (i == -1 && PyErr_Occurred())
-        return NULL;
-    Slot *s = get_slot(self, i);
+    Slot *s = slot_arg(self, arg);
     if (s == NULL)
         return NULL;
     if (slot_text(&s->text, s->tbuf, s->tlen) < 0 || slot_text(&s->ptext, s->ptbuf, s->ptlen) < 0)
@@ -1325,10 +1331,7 @@ static PyObject *Core_values(Core *self, PyObject *arg)
 /* history(slot) -> [(time, price), ...]: the running extremes' entries in time order. */
 static PyObject *Core_history(Core *self, PyObject *arg)
 {
-    Py_ssize_t i = PyLong_AsSsize_t(arg);
-    if (i == -1 && PyErr_Occurred())
-        return NULL;
-    Slot *s = get_slot(self, i);
+    Slot *s = slot_arg(self, arg);
     if (s == NULL)
         return NULL;
     PyObject *out = PyList_New(0);
