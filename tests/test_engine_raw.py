@@ -300,3 +300,32 @@ def test_plain_decimals_are_read_to_exactly_what_float_of_their_text_gives(
         got = (t.close, t.open, t.high, t.low, t.volume, t.quote_volume)
         assert got == tuple(float(x) for x in row), row
         assert t.price_text == row[0]
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        7,
+        1_000_000 + 700,
+        12_345_678,  # 8 digits: the first word only
+        1_772_409_600_003,  # Binance's 13
+        100_000_000_000_009,  # 15: the longest read in two words
+        1_234_567_890_123_456,  # 16: read digit by digit
+        10**17 + 1,
+        10**18 + 5,  # 19 digits: left to Python
+    ],
+)
+def test_event_times_of_every_length_are_read_as_decoding_reads_them(time: int) -> None:
+    """The core reads Binance's event times (13 digits) a word at a time and shorter or
+    longer ones digit by digit; either way the tick's time is the one orjson decodes."""
+    raw_engine, decoded = Engine(RULES), Engine(RULES)
+    stats_raw, stats_decoded = ParseStats(), ParseStats()
+    for t, close in ((time, "99"), (time + 1, "101")):
+        raw = orjson.dumps([_ticker("BTCUSDT", t, close), _ticker("ETHUSDT", t, "1")])
+        got = _key(raw_engine.process_raw(raw, stats_raw))
+        assert got == _key(decoded.process_message(orjson.loads(raw), stats_decoded))
+    assert ("up", "BTCUSDT", time + 1, "101") in got
+    last = raw_engine.last_ticker("BTCUSDT")
+    assert last is not None and last.time == time + 1
+    assert last == decoded.last_ticker("BTCUSDT")
+    assert stats_raw == stats_decoded
