@@ -9,12 +9,14 @@ Not a test. Run from the repository root::
 1. Throughput on loopback. A server in a separate process (so that it does not share the
    client's core or event loop) sends ``--frames`` pre-built ``!miniTicker@arr`` frames of 650
    symbols (bench/engine.py's market generator: every symbol in every frame, event times 1 s
-   apart) as fast as the client takes them, over one connection per run. Four clients, in a
+   apart) as fast as the client takes them, over one connection per run. Five clients, in a
    rotating order within each run, each on fresh frames:
    - *bare*: a websockets ``async for message in ws`` loop that only counts messages;
    - *decode*: the bare loop plus ``orjson.loads`` of each frame (what any JSON path pays);
    - *feed*: the feed alone (sockets, classification, hand-off), messages then dropped (ticker
      frames pass undecoded, as in the pipeline);
+   - *read*: the same path as *engine* into an engine with no rules: every ticker read into
+     the engine's per-symbol state, nothing evaluated (what reading the frames costs at all);
    - *engine*: alertbot's path, ``Feed`` (socket, watchdog, classification) -> ``Handoff`` ->
      ``Engine.process_raw`` over ``--rules`` rules (bench/engine.py's realistic mix), the
      consumer that ``alertbot run`` uses. The hand-off is made large enough that nothing is
@@ -58,6 +60,7 @@ from bench.engine import Market, build_rules, machine, make_symbols, revision, r
 from tests.fakes.binance import FakeBinance, mini_ticker  # noqa: E402
 
 THROUGHPUT_TARGET = 0.5
+CLIENTS = ("bare", "decode", "feed", "read", "engine")
 RECONNECT_P99_TARGET = 2.0
 
 
@@ -184,23 +187,26 @@ async def _no_rest() -> bool:
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     """Alternate bare and feed runs on the same frames; medians of tickers per second."""
     per_run = args.frames
-    market, frames = make_frames(per_run * args.runs * 4 + 5, args.seed)
+    market, frames = make_frames(per_run * args.runs * len(CLIENTS) + 5, args.seed)
     specs = list(rule_specs(args.rules, market, args.seed))
     engine = Engine(build_rules(specs, 0))
+    empty = Engine([])
     # the first frame evaluates every rule for the first time: not part of the measurement
     stats = ParseStats()
     for frame in frames[:5]:
         engine.process_message(orjson.loads(frame), stats)
+        empty.process_message(orjson.loads(frame), stats)
     tickers = sum(frame.count(b'"s":') for frame in frames[5 : 5 + per_run])
-    rates: dict[str, list[float]] = {"bare": [], "decode": [], "feed": [], "engine": []}
+    rates: dict[str, list[float]] = {kind: [] for kind in CLIENTS}
     alerts: list[int] = []
     ctx = mp.get_context("fork")
-    kinds = list(rates)
+    kinds = list(CLIENTS)
     for run in range(args.runs):
-        order = kinds[run % 4 :] + kinds[: run % 4]  # rotate who goes first
+        first = run % len(kinds)
+        order = kinds[first:] + kinds[:first]  # rotate who goes first
         for kind in order:
             # each run gets fresh frames (the engine ignores event times it has seen)
-            offset = 5 + (4 * run + kinds.index(kind)) * per_run
+            offset = 5 + (len(kinds) * run + kinds.index(kind)) * per_run
             chunk = frames[offset : offset + per_run]
             port_q = ctx.Queue()
             stop = ctx.Event()
@@ -213,6 +219,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 elapsed = asyncio.run(decode_client(url + "/market/ws/!miniTicker@arr", len(chunk)))
             elif kind == "feed":
                 elapsed = asyncio.run(feed_only_client(url, len(chunk)))
+            elif kind == "read":
+                elapsed, _ = asyncio.run(feed_client(url, len(chunk), empty))
             else:
                 elapsed, fired = asyncio.run(feed_client(url, len(chunk), engine))
                 alerts.append(fired)
@@ -221,6 +229,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             server.join(10)
             print(f"  run {run + 1} {kind}: {tickers / elapsed:,.0f} tickers/s", file=sys.stderr)
     bare, decode, feed, full = rates["bare"], rates["decode"], rates["feed"], rates["engine"]
+    read = rates["read"]
     bare_med = statistics.median(bare)
     return {
         "frames_per_run": per_run,
@@ -232,6 +241,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "feed_tickers_per_s": statistics.median(feed),
         "engine_tickers_per_s": statistics.median(full),
         "feed_ratio": statistics.median(f / b for f, b in zip(feed, bare, strict=True)),
+        "read_tickers_per_s": statistics.median(read),
+        "read_ratio": statistics.median(r / b for r, b in zip(read, bare, strict=True)),
         "ratio": statistics.median(f / b for f, b in zip(full, bare, strict=True)),
         "ratio_per_run": [f / b for f, b in zip(full, bare, strict=True)],
         "alerts_per_run": statistics.median(alerts),
@@ -327,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  feed, hand-off (no engine)    {tp['feed_tickers_per_s']:>12,.0f} tickers/s"
         f"   ratio {tp['feed_ratio']:.2f}"
+    )
+    print(
+        f"  feed -> engine, no rules      {tp['read_tickers_per_s']:>12,.0f} tickers/s"
+        f"   ratio {tp['read_ratio']:.2f}"
     )
     print(
         f"  feed -> engine                {tp['engine_tickers_per_s']:>12,.0f} tickers/s"
