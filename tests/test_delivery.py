@@ -640,6 +640,26 @@ async def test_a_delivered_alert_leaves_no_fallback_timer(tmp_path, tg, hook):
     assert hook.deliveries == []
 
 
+async def test_fallen_back_alerts_leave_no_marker_once_telegram_settles(tmp_path, tg, hook):
+    """A delivery that fell back is marked so that it never falls back twice; once its Telegram
+    delivery settles (sent late or refused for good) the marker goes, so a long Telegram outage
+    does not leave one behind per alert for the life of the process."""
+    tg.down(502)
+    async with Harness(tmp_path, tg, hook, fallback_after=0.2) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        h.fire([rule(f"r{i}") for i in range(5)])
+        await hook.wait_for_deliveries(5)
+        assert len(outbox._fallbacks) == 5  # fell back, Telegram still trying
+        tg.recover()  # and, in the same step, refuses the chat for good
+        tg.fail_chat(CHAT, status=403, description="Forbidden: bot was blocked by the user")
+        await h.settled()
+        assert outbox._fallbacks == set()
+    assert len(hook.accepted) == 5  # each once: the refusal did not send a second copy
+    states = h.states()
+    assert sorted(v for k, v in states.items() if ">telegram:" in k) == ["failed"] * 5
+
+
 async def test_outbox_depth_counts_alerts_not_yet_stored(tmp_path, tg, hook):
     """The depth (the /metrics gauge and /status) counts a delivery from the moment it is
     submitted, not only once the writer has stored it; it returns to 0 when all settled."""

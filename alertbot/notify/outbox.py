@@ -139,7 +139,8 @@ class Outbox:
         self._flushed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._fallbacks: set[tuple[str, int]] = set()  # (alert id, chat) already handed over
+        # (alert id, chat) handed to the fallback webhook while its Telegram delivery is open
+        self._fallbacks: set[tuple[str, int | None]] = set()
         self.submitted = 0
         self.open: dict[tuple[str, str], Delivery] = {}  # being attempted, by (alert, dest)
         self._in_write = 0  # deliveries in the transaction being written
@@ -195,8 +196,12 @@ class Outbox:
         timer = self._timers.pop(delivery, None)
         if timer is not None:  # settled: no fallback is due (a flood must not keep 60 s of them)
             timer.cancel()
-        if d.kind == "telegram" and state == "failed":
-            self._fall_back(d, f"Telegram refused it for good: {error}")
+        if d.kind == "telegram":
+            if state == "failed":
+                self._fall_back(d, f"Telegram refused it for good: {error}")
+            # settled: it cannot fall back again (its timer is gone), so the marker that kept
+            # it from falling back twice goes too; kept, the markers of a long outage add up
+            self._fallbacks.discard((d.alert.id, d.chat_id))
 
     @property
     def depth(self) -> int:
