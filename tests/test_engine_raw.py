@@ -326,6 +326,7 @@ def test_event_times_of_every_length_are_read_as_decoding_reads_them(time: int) 
         assert got == _key(decoded.process_message(orjson.loads(raw), stats_decoded))
     assert ("up", "BTCUSDT", time + 1, "101") in got
     last = raw_engine.last_ticker("BTCUSDT")
-    assert last is not None and last.time == time + 1
+    assert last is not None
+    assert last.time == time + 1
     assert last == decoded.last_ticker("BTCUSDT")
     assert stats_raw == stats_decoded
