@@ -393,23 +393,7 @@ static inline uint64_t nondigits(uint64_t v)
     return ((x + 0x7676767676767676ULL) | x) & 0x8080808080808080ULL;
 }
 
-/* The value of the k (0..7) ASCII digits in the low bytes of v, the first most significant:
- * they are moved up behind '0's and the eight digits combined in three multiplications. */
-static inline uint64_t digits_value(uint64_t v, int k)
-{
-    if (k == 0)
-        return 0;
-    v = (v << (8 * (8 - k))) | (0x3030303030303030ULL >> (8 * k));
-    v -= 0x3030303030303030ULL;
-    v = v * 10 + (v >> 8);
-    v = (((v & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) +
-         (((v >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >>
-        32;
-    return v & 0xFFFFFFFFULL;
-}
-#endif
-
-/* The value of eight ASCII digits, the first most significant. */
+/* The value of eight ASCII digits, the first most significant, in three multiplications. */
 static inline uint64_t digits8(uint64_t v)
 {
     v -= 0x3030303030303030ULL;
@@ -419,6 +403,16 @@ static inline uint64_t digits8(uint64_t v)
         32;
     return v & 0xFFFFFFFFULL;
 }
+
+/* The value of the k (0..7) ASCII digits in the low bytes of v, the first most significant:
+ * they are moved up behind '0's and read as eight. */
+static inline uint64_t digits_value(uint64_t v, int k)
+{
+    if (k == 0)
+        return 0;
+    return digits8((v << (8 * (8 - k))) | (0x3030303030303030ULL >> (8 * k)));
+}
+#endif
 
 /* The digits of a plain decimal (digits with at most one '.', at least one digit) starting at p
  * and ending at the first '"' before p + n: *len its length and *out its value, exactly as
