@@ -7,10 +7,12 @@ Not a test. Run from the repository root::
     python bench/feed.py --json           # one JSON object instead of the table
 
 1. Throughput on loopback. A server in a separate process (so that it does not share the
-   client's core or event loop) sends ``--frames`` pre-built ``!miniTicker@arr`` frames of 650
-   symbols (bench/engine.py's market generator: every symbol in every frame, event times 1 s
-   apart) as fast as the client takes them, over one connection per run. Five clients, in a
-   rotating order within each run, each on fresh frames:
+   client's core or event loop; started from a fork server, not forked from the client, so
+   that it shares none of the client's memory) sends ``--frames`` pre-built
+   ``!miniTicker@arr`` frames of 650 symbols (bench/engine.py's market generator: every symbol
+   in every frame, event times 1 s apart) as fast as the client takes them, over one
+   connection per run. Five clients, in a rotating order within each run, each on fresh
+   frames:
    - *bare*: a websockets ``async for message in ws`` loop that only counts messages;
    - *decode*: the bare loop plus ``orjson.loads`` of each frame (what any JSON path pays);
    - *feed*: the feed alone (sockets, classification, hand-off), messages then dropped (ticker
@@ -199,7 +201,10 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     tickers = sum(frame.count(b'"s":') for frame in frames[5 : 5 + per_run])
     rates: dict[str, list[float]] = {kind: [] for kind in CLIENTS}
     alerts: list[int] = []
-    ctx = mp.get_context("fork")
+    # not fork: a forked server shares the client's pages copy-on-write (the frames alone are
+    # hundreds of MB), and the client's first write to each shared page then faults; that
+    # charged the client about 20 page faults a frame, 50-100 us, that the bot never pays
+    ctx = mp.get_context("forkserver")
     kinds = list(CLIENTS)
     for run in range(args.runs):
         first = run % len(kinds)
