@@ -7,9 +7,10 @@ the connection is only ever used from that thread.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -172,6 +173,18 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def _transaction(self, begin: str = "BEGIN") -> Iterator[sqlite3.Connection]:
+        """``begin`` ... COMMIT around the block, ROLLBACK when it raises."""
+        db = self.db
+        db.execute(begin)
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     def check_writable(self) -> None:
         """Raise sqlite3.Error when the database cannot be written."""
         self.db.execute("BEGIN IMMEDIATE")
@@ -190,9 +203,7 @@ class Store:
         delivery are merged first: the last state and error, the attempts added up).
         """
         now = time.time()
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        with self._transaction():
             self._insert(
                 "INSERT OR IGNORE INTO alerts",
                 10,
@@ -213,19 +224,12 @@ class Store:
             )  # fmt: skip
             if updates:
                 self._update(updates, now)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _insert(self, into: str, width: int, rows: Sequence[Sequence[object]]) -> None:
         """``into`` (``INSERT ... INTO table``) of ``rows``, as many to a statement as SQLite
         takes (in order: a later row of the same key is inserted, or replaces, after)."""
-        per = self._rows_per_statement(width)
-        for start in range(0, len(rows), per):
-            chunk = rows[start : start + per]
-            values = ",".join([_placeholders(width)] * len(chunk))
-            self.db.execute(f"{into} VALUES {values}", [v for row in chunk for v in row])
+        for values, params in self._batches(width, rows):
+            self.db.execute(f"{into} VALUES {values}", params)
 
     def _update(self, updates: Sequence[Update], now: float) -> None:
         merged: dict[tuple[str, str], list[object]] = {}
@@ -245,20 +249,24 @@ class Store:
                 [(r[2], r[3], r[4], now, r[0], r[1]) for r in rows],
             )
             return
-        per = self._rows_per_statement(5)
-        for start in range(0, len(rows), per):
-            chunk = rows[start : start + per]
-            values = ",".join([_placeholders(5)] * len(chunk))
+        for values, params in self._batches(5, rows):
             self.db.execute(
                 "UPDATE deliveries SET state = u.column3, attempts = attempts + u.column4,"
                 f" last_error = u.column5, updated = ? FROM (VALUES {values}) AS u"
                 " WHERE deliveries.alert_id = u.column1 AND deliveries.destination = u.column2",
-                [now, *(v for row in chunk for v in row)],
+                [now, *params],
             )
 
-    def _rows_per_statement(self, width: int) -> int:
+    def _batches(
+        self, width: int, rows: Sequence[Sequence[object]]
+    ) -> Iterator[tuple[str, list[object]]]:
+        """``rows`` of ``width`` values as multi-row ``VALUES`` lists, as many rows to a
+        statement as SQLite takes (one parameter left over): the list's text and its values."""
         # SQLite's limit on a statement's parameters: 32766 since 3.32, 999 before
-        return max(1, min(500, (self._max_params - 1) // width))
+        per = max(1, min(500, (self._max_params - 1) // width))
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            yield ",".join([_placeholders(width)] * len(chunk)), [v for row in chunk for v in row]
 
     def open_deliveries(self) -> list[tuple[AlertRecord, DeliveryRow]]:
         """Every delivery still being attempted, oldest first, with its alert."""
@@ -316,9 +324,7 @@ class Store:
         The cursor, rather than starting over each time, keeps the kept alerts (those with an
         open delivery) from being read again by every later batch of the same pass.
         """
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction("BEGIN IMMEDIATE") as db:
             rows = db.execute(
                 "SELECT a.rowid, a.created, a.id, EXISTS (SELECT 1 FROM deliveries d"
                 " WHERE d.alert_id = a.id AND d.state IN ('pending', 'fell_back'))"
@@ -335,10 +341,6 @@ class Store:
                     f"DELETE FROM deliveries WHERE alert_id IN ({marks})", [c[1] for c in chunk]
                 )
                 db.execute(f"DELETE FROM alerts WHERE rowid IN ({marks})", [c[0] for c in chunk])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         done = len(rows) < batch
         return len(settled), None if done else (rows[-1][1], rows[-1][0])
 
@@ -399,9 +401,7 @@ class Store:
 
     def save_engine(self, states: Sequence[PairState], ticks: Sequence[Ticker]) -> None:
         """One transaction: pair states and last tickers, replacing those saved before."""
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        with self._transaction():
             # multi-row statements, as the outbox's: this shares its thread, and with one SQLite
             # step per row (thousands of changed pairs every few seconds at 100k rules) it
             # held the outbox's writes up for a third of a second each time
@@ -415,10 +415,6 @@ class Store:
                     for t in ticks
                 ],
             )  # fmt: skip
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def engine_state(self) -> tuple[list[PairState], list[Ticker]]:
         states = [
@@ -432,19 +428,13 @@ class Store:
 
     def save_histories(self, histories: dict[str, list[tuple[int, float]]]) -> None:
         """Replace the saved price histories (Engine.histories) in one transaction."""
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             db.execute("DELETE FROM price_history")
             self._insert(
                 "INSERT INTO price_history",
                 2,
                 [(symbol, orjson.dumps(points).decode()) for symbol, points in histories.items()],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def histories(self) -> dict[str, list[tuple[int, float]]]:
         """The saved price histories; a row that does not read as one is left out."""

@@ -204,6 +204,11 @@ class Outbox:
             self._fallbacks.discard((d.alert.id, d.chat_id))
 
     @property
+    def _waiting(self) -> bool:
+        """Anything submitted or reported that is not written yet."""
+        return bool(self._alerts or self._new or self._updates or self._console)
+
+    @property
     def depth(self) -> int:
         """Deliveries not settled yet: waiting to be stored, being stored, or being attempted."""
         return len(self.open) + len(self._new) + len(self._console) + self._in_write
@@ -262,9 +267,9 @@ class Outbox:
 
     async def flush(self) -> None:
         """Until everything submitted or reported so far is written (a write in progress too)."""
-        while self._alerts or self._new or self._updates or self._console or self._writing:
+        while self._waiting or self._writing:
             self._flushed.clear()
-            if self._alerts or self._new or self._updates or self._console:
+            if self._waiting:
                 self._dirty.set()
             await self._flushed.wait()
 
@@ -287,7 +292,7 @@ class Outbox:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            while self._alerts or self._new or self._updates or self._console:
+            while self._waiting:
                 alerts, new, updates = self._alerts, self._new, self._updates
                 self._alerts, self._new, self._updates = [], [], []
                 waiting = self._console
