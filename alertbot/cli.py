@@ -19,7 +19,7 @@ import orjson
 from alertbot import __version__
 from alertbot.errors import ConfigError, RuleError
 from alertbot.notify.render import format_time, render
-from alertbot.recording import open_recording, read_lines
+from alertbot.recording import Overlap, open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
@@ -319,9 +319,12 @@ def cmd_record(out_path: str, streams: Sequence[str], duration: str | None) -> i
         return 1
     _logging()
     count = 0
+    overlap = Overlap()
 
     def sink(obj: Any, raw: str | bytes) -> None:
         nonlocal count
+        if not overlap.is_new(obj):
+            return  # the old and the new socket of a rotation both delivered it
         data = raw.encode() if isinstance(raw, str) else raw
         if b"\n" in data:  # one message per line, whatever the server's whitespace
             data = orjson.dumps(obj)
@@ -338,7 +341,10 @@ def cmd_record(out_path: str, streams: Sequence[str], duration: str | None) -> i
         asyncio.run(_until_signalled(main, seconds))
     finally:
         fh.close()
-    print(f"recorded {count} messages to {out_path}", file=sys.stderr)
+    repeats = (
+        f" ({overlap.repeats} repeated by a second socket, skipped)" if overlap.repeats else ""
+    )
+    print(f"recorded {count} messages to {out_path}{repeats}", file=sys.stderr)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 
 def open_recording(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
@@ -22,3 +22,41 @@ def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
             line = line.strip()
             if line:
                 yield number, line
+
+
+class Overlap:
+    """Tells a message already recorded from another socket (a 24 h rotation's overlap, when the
+    old and the new connection both deliver) from a new one.
+
+    A message is a repeat when every element is a ticker (an object with a str ``s`` and an int
+    ``E``) whose event time is not newer than the last one recorded for its symbol on the same
+    stream; such a message adds nothing to the recording. Anything else (new ticks, replies,
+    malformed data) is new and is recorded as received. Memory: one entry per (stream, symbol).
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str | None, str], int] = {}
+        self.repeats = 0
+
+    def is_new(self, obj: Any) -> bool:
+        stream = None
+        if type(obj) is dict and "data" in obj and "stream" in obj:
+            stream = obj["stream"] if type(obj["stream"]) is str else None
+            obj = obj["data"]
+        elements = obj if type(obj) is list else [obj]
+        keys: list[tuple[tuple[str | None, str], int]] = []
+        for el in elements:
+            if type(el) is not dict:
+                return True
+            symbol, time = el.get("s"), el.get("E")
+            if type(symbol) is not str or type(time) is not int:
+                return True
+            keys.append(((stream, symbol), time))
+        last = self._last
+        if keys and all(key in last and time <= last[key] for key, time in keys):
+            self.repeats += 1
+            return False
+        for key, time in keys:
+            if time > last.get(key, time - 1):
+                last[key] = time
+        return True

@@ -177,6 +177,39 @@ async def test_record_stops_after_its_duration_with_the_whole_market_by_default(
     assert "recorded 1 messages" in err
 
 
+async def test_record_keeps_each_message_once_across_24h_rotations(tmp_path):
+    """Make-before-break: the old and the new socket both deliver during a rotation's overlap;
+    the recording has every published frame exactly once, in order."""
+    out = tmp_path / "rotating.jsonl"
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record",
+            "--out",
+            out,
+            env=env_for(fake, tmp_path / "alertbot.db", ALERTBOT_FEED_MAX_AGE="250ms"),
+        )
+        await fake.wait_for_subscriptions({"!miniTicker@arr"}, 20)
+        sent = []
+        i = 0
+        while len(fake.closed) < 3:  # three rotations, each with an overlap
+            i += 1
+            frame = [
+                mini_ticker("BTCUSDT", 70_000 + i, T + i * 1000),
+                mini_ticker("ETHUSDT", 3000, T + i),
+            ]
+            await fake.publish(frame)
+            sent.append(frame)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # let the recorder read the last frames
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    lines = out.read_bytes().splitlines()
+    assert [orjson.loads(line) for line in lines] == sent
+    assert f"recorded {len(sent)} messages to {out} (" in err
+    assert "repeated by a second socket, skipped)" in err
+
+
 async def test_record_refuses_a_bad_stream_name(tmp_path):
     async with FakeBinance() as fake:
         code, _, err = await finish(
