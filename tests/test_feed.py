@@ -366,6 +366,28 @@ async def test_streams_are_spread_over_connections_above_the_per_connection_limi
         assert sorted(len(c.streams) for c in fake.connections) == [1, 3, 3]
 
 
+async def test_swapping_streams_on_a_full_connection_unsubscribes_before_subscribing():
+    """At the server's stream limit, the old streams must go before the new ones come, or the
+    server refuses the new ones (and a refused stream is left out for good)."""
+    streams = [f"{s}usdt@miniTicker" for s in "abcd"]
+    async with FakeBinance(max_streams=4) as fake:
+        bot = Bot(fake, [], max_streams=4, symbol_stale_after=30)
+        async with bot:
+            bot.feed.want_streams(streams)
+            await fake.wait_for_subscriptions(set(streams))
+            swapped = [*streams[:2], "eusdt@miniTicker", "fusdt@miniTicker"]
+            bot.feed.want_streams(swapped)
+            await fake.wait_for(lambda: fake.subscribed() == set(swapped))
+            await bot.tick(5, T, "EUSDT")  # and the new streams deliver
+            requests = [r[1] for r in fake.stats.requests]
+        assert [(r["method"], r["params"]) for r in requests[-2:]] == [
+            ("UNSUBSCRIBE", streams[2:]),
+            ("SUBSCRIBE", swapped[2:]),
+        ]
+        assert bot.feed.health().refused_streams == ()
+        assert "live request refused" not in bot.feed.health().problems
+
+
 async def test_live_changes_subscribe_in_batches_within_the_message_rate():
     """Adding 60 symbols one rule at a time, quickly: batched SUBSCRIBEs, never over 10/s."""
     quiet_ok = {"auto_threshold": 100, "symbol_stale_after": 30.0}  # no data in this test

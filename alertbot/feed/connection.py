@@ -627,13 +627,15 @@ class Connection:
                         return
                     await asyncio.sleep(max(0.0, sent_at + interval - self._loop.time()))
                 continue
-            if add:
+            # unsubscribe first: a full connection has room for the new streams only once the
+            # old ones are gone (the server counts both, and refuses over its limit)
+            if remove:
+                method = "UNSUBSCRIBE"
+                params = sorted(remove)[: cfg.max_params]
+            else:
                 method = "SUBSCRIBE"
                 singles = sorted(add & s.split)
                 params = singles[:1] if singles else sorted(add)[: cfg.max_params]
-            else:
-                method = "UNSUBSCRIBE"
-                params = sorted(remove)[: cfg.max_params]
             sent_at = self._loop.time()
             reply = await self._request(s, method, params)
             if reply is None:
