@@ -334,6 +334,35 @@ async def test_rotation_before_max_age_loses_nothing_and_duplicates_nothing(stre
         assert all(c.closed_code != 1006 for c in fake.closed)
 
 
+async def test_closing_the_feed_during_a_rotations_drain_closes_the_new_socket_too():
+    """The old socket lags, so the rotation waits in its drain; a close then must take the
+    rotation's new socket with it, not leave it delivering to nobody's sink."""
+    async with FakeBinance() as fake:
+        got: list[Any] = []
+        settings = fast(fake, stream="all", max_age=0.3, drain_timeout=5.0, stale_after=10.0)
+        feed = Feed(settings, lambda obj, raw: got.append(obj))
+        feed.want_streams([ALL_MARKET])
+        await feed.start()
+        await fake.wait_for_connections(1)
+        await fake.publish([mini_ticker("BTCUSDT", 1, T)])
+        fake.silence(conn=fake.connections[0])  # the old socket falls behind
+        await fake.wait_for_connections(2)  # the rotation's new socket
+        time = T
+        while len(got) < 2:  # until the new socket delivers; the drain then waits for the old
+            time += 1_000
+            await fake.publish([mini_ticker("BTCUSDT", 1, time)])
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        await feed.close()
+        assert feed.stats.rotations == 0
+        delivered = len(got)
+        await fake.wait_for(lambda: not fake.connections)
+        await fake.publish([mini_ticker("BTCUSDT", 1, time + 1_000)])
+        await asyncio.sleep(0.1)
+        assert len(got) == delivered
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("feed-")]
+
+
 # ------------------------------------------------------------------ subscriptions
 
 

@@ -424,6 +424,24 @@ class Connection:
         except Exception as exc:
             self._failed(f"rotation: connect failed ({describe(exc)}), keeping the old socket")
             return False
+        try:
+            if not await self._handover(old, new):
+                self._end(new)
+                return False
+            await self._drain(old, new)
+        except BaseException:  # cancelled mid-rotation: the new socket is nobody's yet
+            self._end(new)
+            raise
+        self.stats.rotations += 1
+        log.info("feed connection %d: rotated to a new socket", self.id)
+        if old.control is not None:
+            old.control.cancel()
+        self._adopt(new)
+        self._end(old)
+        return True
+
+    async def _handover(self, old: _Session, new: _Session) -> bool:
+        """Wait until ``new`` delivers; False when it cannot take over from ``old``."""
         waiter = asyncio.create_task(new.first_data.wait())
         try:
             await asyncio.wait(
@@ -431,14 +449,10 @@ class Connection:
                 timeout=self.settings.handover_timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
-        except BaseException:  # cancelled mid-rotation: the new socket is nobody's yet
-            self._end(new)
-            raise
         finally:
             waiter.cancel()
         if new.reader.done():
             self._failed(f"rotation: new socket {self._close_reason(new)}, keeping the old one")
-            self._end(new)
             return False
         if (
             new.first_data_at is None
@@ -447,15 +461,7 @@ class Connection:
         ):
             # the old socket delivered while the new one stayed silent: the new one is bad
             self._failed("rotation: the new socket delivered nothing, keeping the old one")
-            self._end(new)
             return False
-        await self._drain(old, new)
-        self.stats.rotations += 1
-        log.info("feed connection %d: rotated to a new socket", self.id)
-        if old.control is not None:
-            old.control.cancel()
-        self._adopt(new)
-        self._end(old)
         return True
 
     async def _drain(self, old: _Session, new: _Session) -> None:
