@@ -4,7 +4,6 @@ console), under one lifecycle."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import fnmatch
 import gc
@@ -34,6 +33,7 @@ from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import HttpService
 from alertbot.store import PRUNE_START, PruneCursor
+from alertbot.tasks import cancel_and_wait
 from alertbot.ticker import ParseStats
 
 log = logging.getLogger("alertbot")
@@ -225,11 +225,7 @@ class Pipeline:
             async with self.feed:
                 await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*tasks)
 
 
 class App:

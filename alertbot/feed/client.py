@@ -12,7 +12,6 @@ close, and the engine drops the overlap's duplicates by symbol and event time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from alertbot.feed.connection import Connection, FeedStats, Sink
 from alertbot.feed.market import ALL_MARKET, normalise_stream, symbol_stream
 from alertbot.feed.settings import FeedSettings
+from alertbot.tasks import cancel_and_wait
 
 log = logging.getLogger("alertbot.feed")
 
@@ -113,9 +113,7 @@ class Feed:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         conns = [c for c in (self._raw, *self._combined) if c is not None]
         self._raw = None

@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from alertbot import __version__
 from alertbot.feed.market import ALL_MARKET, stream_symbol
 from alertbot.feed.settings import FeedSettings
+from alertbot.tasks import cancel_and_wait
 
 log = logging.getLogger("alertbot.feed")
 
@@ -247,9 +248,7 @@ class Connection:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._closers:
             await asyncio.gather(*self._closers, return_exceptions=True)

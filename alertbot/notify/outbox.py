@@ -19,7 +19,6 @@ nothing more is sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -33,6 +32,7 @@ from alertbot.notify.render import format_time
 from alertbot.notify.routing import CONSOLE, Route, Router
 from alertbot.notify.settings import DeliverySettings
 from alertbot.store import AlertRecord, DeliveryRow, Store, Update
+from alertbot.tasks import cancel_and_wait
 
 T = TypeVar("T")
 log = logging.getLogger("alertbot.notify")
@@ -258,9 +258,7 @@ class Outbox:
         """Write what is queued and stop (what is still open is resumed at the next start)."""
         await self.flush()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         for timer in self._timers.values():
             timer.cancel()
         self._executor.shutdown(wait=True)

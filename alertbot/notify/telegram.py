@@ -42,6 +42,7 @@ from telegram.error import (
 
 from alertbot.notify.delivery import Delivery, Report, backoff
 from alertbot.notify.settings import DeliverySettings
+from alertbot.tasks import cancel_and_wait
 
 log = logging.getLogger("alertbot.notify")
 
@@ -109,9 +110,7 @@ class TelegramSender:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         for task in list(self._sends):
             task.cancel()
         await asyncio.gather(*self._sends, return_exceptions=True)

@@ -8,7 +8,6 @@ DESIGN.md: any 2xx is success; a 4xx other than 408/429 is permanent; everything
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import hashlib
 import hmac
@@ -22,6 +21,7 @@ import orjson
 
 from alertbot.notify.delivery import Delivery, Report, backoff
 from alertbot.notify.settings import DeliverySettings
+from alertbot.tasks import cancel_and_wait
 
 log = logging.getLogger("alertbot.notify")
 
@@ -95,11 +95,7 @@ class WebhookSender:
         return sum(len(q) for q in self._queues.values())
 
     async def close(self) -> None:
-        for task in self._workers.values():
-            task.cancel()
-        for task in self._workers.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._workers.values())
         await self._client.aclose()
 
     async def _work(self, url: str) -> None:
