@@ -334,6 +334,24 @@ async def test_rotation_before_max_age_loses_nothing_and_duplicates_nothing(stre
         assert all(c.closed_code != 1006 for c in fake.closed)
 
 
+async def test_rotation_of_a_connection_that_subscribes_live_loses_nothing():
+    """After a refused stream URL the connection opens with no streams and subscribes live:
+    its rotation must subscribe the new socket before the old one goes."""
+    async with FakeBinance() as fake:
+        fake.reject_handshakes(1, 400)  # the stream URL refused once: live subscriptions
+        bot = Bot(fake, [rule("crosses above 100")], stream="symbols", max_age=0.25)
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            ups, last = await asyncio.wait_for(
+                publish_alternating(fake, lambda: bot.feed.stats.rotations >= 3, ["BTCUSDT"]), 10
+            )
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", last))
+        assert len(bot.alerts) == ups
+        assert bot.feed.stats.reconnects == 1  # the refused handshake only
+        assert {c.path for c in fake.closed} == {"/market/ws"}
+        assert all(c.closed_code != 1006 for c in fake.closed)
+
+
 async def test_closing_the_feed_during_a_rotations_drain_closes_the_new_socket_too():
     """The old socket lags, so the rotation waits in its drain; a close then must take the
     rotation's new socket with it, not leave it delivering to nobody's sink."""

@@ -197,6 +197,7 @@ class _Session:
         self.replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.first_data = asyncio.Event()
         self.control: asyncio.Task[None] | None = None
+        self.answered = asyncio.Event()  # set after each live request's reply is applied
         self.split: set[str] = set()  # streams to subscribe one by one after a refused batch
 
 
@@ -410,9 +411,12 @@ class Connection:
 
     def _adopt(self, s: _Session) -> None:
         self.session = s
-        if not self.raw:
-            s.control = asyncio.create_task(self._control(s), name=f"feed-control-{self.id}")
+        self._start_control(s)
         self.on_progress()
+
+    def _start_control(self, s: _Session) -> None:
+        if not self.raw and s.control is None:
+            s.control = asyncio.create_task(self._control(s), name=f"feed-control-{self.id}")
 
     async def _rotate(self, old: _Session) -> bool:
         """Make-before-break: open a second socket, switch once it delivers, close the old."""
@@ -440,8 +444,11 @@ class Connection:
         return True
 
     async def _handover(self, old: _Session, new: _Session) -> bool:
-        """Wait until ``new`` delivers; False when it cannot take over from ``old``."""
-        waiter = asyncio.create_task(new.first_data.wait())
+        """Wait until ``new`` carries every stream and delivers; False when it cannot take over
+        from ``old``. Streams missing from the new socket's URL (all of them after a refused
+        URL, or ones added since) are subscribed on it now, while the old one still delivers."""
+        self._start_control(new)
+        waiter = asyncio.create_task(self._taking_over(new))
         try:
             await asyncio.wait(
                 {waiter, new.reader, old.reader},
@@ -453,15 +460,25 @@ class Connection:
         if new.reader.done():
             self._failed(f"rotation: new socket {self._close_reason(new)}, keeping the old one")
             return False
-        if (
-            new.first_data_at is None
-            and not old.reader.done()
-            and (old.last_data_at is not None and old.last_data_at > new.opened_at)
+        if old.reader.done():
+            return True  # the old one is gone: the new one is all there is
+        if not self.streams <= new.subscribed:
+            self._failed("rotation: the new socket is not subscribed yet, keeping the old one")
+            return False
+        if new.first_data_at is None and (
+            old.last_data_at is not None and old.last_data_at > new.opened_at
         ):
             # the old socket delivered while the new one stayed silent: the new one is bad
             self._failed("rotation: the new socket delivered nothing, keeping the old one")
             return False
         return True
+
+    async def _taking_over(self, new: _Session) -> None:
+        """Until ``new`` has delivered and carries every wanted stream."""
+        await new.first_data.wait()
+        while not self.streams <= new.subscribed:
+            new.answered.clear()
+            await new.answered.wait()
 
     async def _drain(self, old: _Session, new: _Session) -> None:
         """Before closing ``old``: read it until it has caught up with where ``new`` began.
@@ -653,6 +670,7 @@ class Connection:
                     s.subscribed.difference_update(params)
             else:
                 self._refused(method, params, reply["error"], s)
+            s.answered.set()
             await asyncio.sleep(max(0.0, sent_at + interval - self._loop.time()))
 
     async def _request(
