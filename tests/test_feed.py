@@ -470,6 +470,22 @@ async def test_a_refused_stream_does_not_take_the_others_down():
         assert fake.stats.handshakes == 1
 
 
+async def test_a_refused_stream_is_tried_again_after_a_while():
+    """A refusal may pass (here the server's own stream limit, lower than ours, is raised):
+    the refused stream is subscribed again after ``refused_retry``, not left out for good."""
+    streams = [f"{s}usdt@miniTicker" for s in "abc"]
+    async with FakeBinance(max_streams=2) as fake:
+        bot = Bot(fake, [], max_streams=3, symbol_stale_after=30, refused_retry=0.3)
+        async with bot:
+            bot.feed.want_streams(streams)
+            await fake.wait_for(lambda: len(bot.feed.health().refused_streams) == 1)
+            assert len(fake.subscribed() & set(streams)) == 2
+            fake.max_streams = 3
+            await fake.wait_for(lambda: set(streams) <= fake.subscribed())
+            assert bot.feed.health().refused_streams == ()
+            await bot.tick(5, T, "CUSDT")
+
+
 async def test_a_stream_url_refused_at_the_handshake_falls_back_to_live_subscriptions():
     """One bad stream in a combined URL gets the handshake refused (400): the connection then
     opens without streams and subscribes live, so only the bad stream is left out."""

@@ -12,6 +12,7 @@ close, and the engine drops the overlap's duplicates by symbol and event time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -133,7 +134,7 @@ class Feed:
 
     async def _manage(self) -> None:
         while True:
-            await self._changed.wait()
+            await self._next_change()
             self._changed.clear()
             try:
                 done = await self._reconcile(self._target)
@@ -147,6 +148,31 @@ class Feed:
             if done and not self._changed.is_set():
                 self._settled.set()
 
+    async def _next_change(self) -> None:
+        """Until a new target is wanted, a stream is refused, or a refusal is old enough for
+        the stream to be tried again."""
+        self._refused()  # forget refusals that are old enough
+        times = [t for c in self._combined for t in c.refused.values()]
+        if not times:
+            await self._changed.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(min(times) + self.settings.refused_retry):
+                await self._changed.wait()
+
+    def _refused(self) -> set[str]:
+        """Streams refused within ``refused_retry``; older refusals are forgotten, so that
+        ``_reshape`` subscribes those streams again."""
+        edge = self.clock() - self.settings.refused_retry
+        out: set[str] = set()
+        for conn in self._combined:
+            for stream, at in list(conn.refused.items()):
+                if at <= edge:
+                    del conn.refused[stream]
+                else:
+                    out.add(stream)
+        return out
+
     def _new(self, streams: Iterable[str], *, raw: bool) -> Connection:
         self._next_id += 1
         conn = Connection(
@@ -158,6 +184,7 @@ class Feed:
             sink=self.sink,
             undecoded=self.undecoded,
             on_progress=self._progress.set,
+            on_refused=self._changed.set,
         )
         conn.start()
         return conn
@@ -222,8 +249,7 @@ class Feed:
             task = asyncio.create_task(conn.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-        refused = set().union(*(c.refused for c in self._combined)) if self._combined else set()
-        add = sorted(target - current - refused)
+        add = sorted(target - current - self._refused())
         for conn in self._combined:
             room = limit - len(conn.streams)
             if add and room > 0:
@@ -277,9 +303,7 @@ class Feed:
         else:
             mode = "symbols" if self._combined else "idle"
         last = self.stats.last_data_at
-        refused = (
-            sorted(set().union(*(c.refused for c in self._combined))) if self._combined else []
-        )
+        refused = sorted(self._refused())
         return FeedHealth(
             mode=mode,
             connections=tuple(conns),

@@ -215,6 +215,7 @@ class Connection:
         sink: Sink,
         undecoded: bool = False,
         on_progress: Callable[[], None] = lambda: None,
+        on_refused: Callable[[], None] = lambda: None,
     ) -> None:
         self.id = cid
         self.raw = raw  # one stream on a raw URL; else a combined URL plus live subscriptions
@@ -226,10 +227,11 @@ class Connection:
         self.sink = sink
         self.undecoded = undecoded
         self.on_progress = on_progress
+        self.on_refused = on_refused
         self.stale_after = (
             settings.stale_after if ALL_MARKET in self.streams else settings.symbol_stale_after
         )
-        self.refused: set[str] = set()  # streams the server refused to subscribe
+        self.refused: dict[str, float] = {}  # streams the server refused, and when (loop time)
         self.live_only = False  # open with no streams in the URL and SUBSCRIBE them all
         self.reconnects = 0
         self.messages = 0
@@ -726,7 +728,13 @@ class Connection:
         elif len(params) > 1:
             s.split.update(params)  # find the culprit: one by one
         else:
-            log.warning("feed: the exchange refused stream %s: %s", params[0], msg)
-            self.refused.update(params)
+            log.warning(
+                "feed: the exchange refused stream %s: %s (trying again in %gs)",
+                params[0],
+                msg,
+                self.settings.refused_retry,
+            )
+            self.refused[params[0]] = self._loop.time()
             self.streams.difference_update(params)
             s.split.difference_update(params)
+            self.on_refused()

@@ -51,6 +51,9 @@ class FeedSettings:
     #: how often a symbol-stream connection checks LIST_SUBSCRIPTIONS against what it expects
     audit_interval: float = 300.0
     max_params: int = 100  # streams per SUBSCRIBE message
+    #: a stream the exchange refused is tried again after this long (a refusal may be passing:
+    #: a limit, an overloaded server), one request per refused stream each time
+    refused_retry: float = 600.0
     #: decoded frames held for the engine before conflating to the newest ticker per symbol
     queue: int = 32
     max_frame_bytes: int = 8 * 1024 * 1024
