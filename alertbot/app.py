@@ -50,6 +50,9 @@ PRUNE_FIRST_AFTER = 60.0
 #: the moves windows' prices are saved this often (and at shutdown): a crash loses at most
 #: this much of their history; the firing state goes every state_every seconds
 HISTORY_EVERY = 60.0
+#: how long a state save waits for the alerts fired before it to be stored (a slow or failing
+#: disk); then the state is kept for the next save
+STATE_WAIT = 5.0
 
 
 #: how long the event loop's thread may hold the GIL while the outbox's database thread (or
@@ -501,11 +504,18 @@ class App:
         if store is None or outbox is None:
             return
         states = self._unsaved + self.engine.changes()
+        self._unsaved = states  # until saved: a save that fails or is cancelled loses nothing
         try:
+            # a state that records a firing goes to disk only after the firing's alert: saved
+            # the other way round, a crash between the two would lose the alert for good (the
+            # engine, restored, knows it fired; the outbox never had it)
+            async with asyncio.timeout(STATE_WAIT):
+                await outbox.stored_all()
             await outbox.db(store.save_engine, states, self.engine.last_tickers())
-        except Exception as exc:  # the disk may come back: keep them for the next save
+        except TimeoutError:
+            log.warning("state: alerts are not stored yet; the engine's state is saved later")
+        except Exception as exc:  # the disk may come back: kept for the next save
             log.error("state: cannot save the engine's state (%s); retrying", exc)
-            self._unsaved = states
         else:
             self._unsaved = []
         now = time.monotonic()

@@ -102,6 +102,36 @@ async def test_the_state_is_saved_while_running(tmp_path):
             await asyncio.wait_for(task, 10)
 
 
+async def test_a_firing_state_is_never_on_disk_before_its_alert(tmp_path, caplog):
+    """A crash between the two writes must not leave a restored engine that knows it fired and
+    an outbox that never had the alert. The database itself checks the order (a trigger);
+    1,500 alerts at once keep the outbox's writer busy over several transactions while the
+    state is saved every 50 ms."""
+    Store(str(tmp_path / "a.db")).close()
+    db = sqlite3.connect(tmp_path / "a.db")
+    for op in ("INSERT", "UPDATE"):
+        db.execute(
+            f"CREATE TRIGGER state_after_alert_{op.lower()} BEFORE {op} ON pair_states"
+            " WHEN NEW.last_fired IS NOT NULL AND NOT EXISTS (SELECT 1 FROM alerts"
+            " WHERE id = NEW.rule || ':' || NEW.symbol || ':' || NEW.last_fired)"
+            " BEGIN SELECT RAISE(ABORT, 'state saved before its alert'); END"
+        )
+    db.commit()
+    rules = RuleSet(
+        rules=tuple(
+            Rule(id=f"r{i}", condition=parse("price > 100"), symbols=("BTCUSDT",))
+            for i in range(1500)
+        )
+    )
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        app = app_for(tmp_path, fake, io.StringIO(), state_every=0.05, rules=rules)
+        await run_until(app, fake, 150, T, alerts=1500)
+    saved = db.execute("SELECT count(*) FROM pair_states WHERE last_fired = ?", (T,)).fetchone()
+    db.close()
+    assert saved == (1500,)
+    assert "state saved before its alert" not in caplog.text
+
+
 async def test_a_move_under_way_at_a_restart_is_measured_from_its_start(tmp_path):
     """The moves windows' prices are saved at shutdown and taken back at start: a rise of 5 %
     from 100 (before the restart) to 106 (after) fires, though 103 -> 106 alone is 2.9 %."""

@@ -148,6 +148,11 @@ class Outbox:
         #: attempts by (destination kind, outcome): sent, failed, pending (a retry follows)
         self.outcomes: dict[tuple[str, str], int] = {}
         self._writing = False
+        # alerts submitted and stored, per queue (each is written in order): stored_all() waits
+        # on them; _batch is set after each transaction
+        self._queued = [0, 0]  # other destinations, the console alone
+        self._stored = [0, 0]
+        self._batch = asyncio.Event()
 
     # ------------------------------------------------------------------ intake
 
@@ -169,8 +174,10 @@ class Outbox:
             )
         if len(routes) == 1 and routes[0].destination == CONSOLE.destination:
             self._console.append(Delivery(record, CONSOLE.destination, created=record.created))
+            self._queued[1] += 1
         else:
             self._alerts.append(record)
+            self._queued[0] += 1
             for route in routes:
                 d = Delivery(
                     record,
@@ -271,6 +278,16 @@ class Outbox:
                 self._dirty.set()
             await self._flushed.wait()
 
+    async def stored_all(self) -> None:
+        """Until every alert submitted so far is stored (not those submitted meanwhile: unlike
+        flush(), this ends during a steady flood). Engine state that records a firing must not
+        reach the database before the firing's alert does (App.save_state)."""
+        mark = list(self._queued)
+        while self._stored[0] < mark[0] or self._stored[1] < mark[1]:
+            self._batch.clear()
+            self._dirty.set()
+            await self._batch.wait()
+
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call on the database thread (the one connection is used only there)."""
         loop = asyncio.get_running_loop()
@@ -315,6 +332,9 @@ class Outbox:
                 finally:
                     self._writing = False
                     self._in_write = 0
+                self._stored[0] += len(alerts)
+                self._stored[1] += len(console)
+                self._batch.set()
                 for d in new:  # stored: now they may be sent
                     self._dispatch(d)
                 for d in console:
