@@ -29,6 +29,7 @@ from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.engine import Alert, Engine, PairState, fingerprint
+from alertbot.rules.ids import is_reserved
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import HttpService
@@ -334,23 +335,26 @@ class App:
             return False
         new = {r.id: r for r in ruleset.rules}
         old = self.file_rules
-        gone = [i for i in old if i not in new or new[i] != old[i]]
-        added = [r for i, r in new.items() if i not in old or old[i] != r]
-        for rule_id in gone:
+        removed = [i for i in old if i not in new]
+        changed = [r for i, r in new.items() if i in old and old[i] != r]
+        added = [r for i, r in new.items() if i not in old]
+        for rule_id in removed:
             self.engine.remove_rule(rule_id)
+        for rule in changed:  # keeps its firing state unless its condition or band changed
+            self.engine.replace_rule(rule)
         for rule in added:  # never a watch's id: the loader refuses those (alertbot.rules.ids)
             self.engine.add_rule(rule)
         self.file_rules = new
         self.notifier.router.channels = dict(ruleset.channels)
         self.pipeline.update_streams()
         self.reloads += 1
-        unchanged = len(new) - len(added)
         log.info(
-            "rules: %s: reloaded: %d added or changed, %d removed, %d unchanged",
+            "rules: %s: reloaded: %d added, %d changed, %d removed, %d unchanged",
             why,
             len(added),
-            len([i for i in gone if i not in new]),
-            unchanged,
+            len(changed),
+            len(removed),
+            len(new) - len(added) - len(changed),
         )
         return True
 
@@ -477,10 +481,17 @@ class App:
         histories = await outbox.db(store.histories)
         self.engine.prime(ticks, histories)
         restored = self.engine.restore(states)
+        # forget the saved states of rules changed or removed since (their pairs start
+        # afresh), pair by pair: a rule's pairs saved before and after an edit may both be
+        # there. A watch's state stays while its watch is not loaded (a run without a token).
         current = {r.id: fingerprint(r) for r in self.engine.rules()}
-        stale = {s[0] for s in states if current.get(s[0]) != s[2]}
+        stale = [
+            (rule_id, symbol)
+            for rule_id, symbol, fp, _flags, _fired in states
+            if current.get(rule_id, fp if is_reserved(rule_id) else None) != fp
+        ]
         if stale:
-            await outbox.db(store.forget_states, sorted(stale))
+            await outbox.db(store.forget_states, stale)
         self.engine.changes()  # from now on, changes are recorded for save_state
         if ticks:
             last = max(t.time for t in ticks)

@@ -447,6 +447,7 @@ class Store:
             out[symbol] = points
         return out
 
-    def forget_states(self, rules: Iterable[str]) -> None:
-        """Drop the saved states of these rules (removed or changed: they start afresh)."""
-        self.db.executemany("DELETE FROM pair_states WHERE rule = ?", [(r,) for r in rules])
+    def forget_states(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Drop the saved states of these (rule, symbol) pairs (of rules removed or changed:
+        they start afresh)."""
+        self.db.executemany("DELETE FROM pair_states WHERE rule = ? AND symbol = ?", pairs)

@@ -80,6 +80,32 @@ def test_a_rule_changed_while_down_starts_afresh() -> None:
     assert fired(new, tick(2_000, 102)) == [("hi", S, 2_000)]
 
 
+def test_a_replaced_rule_keeps_its_state_unless_its_condition_changed() -> None:
+    """A rule file edited while running (a reload): an edit of the message, the cooldown or
+    the symbols keeps each remaining pair's firing state; an edit of the condition does not."""
+    hi = Rule("hi", parse("price > 100"), (S,), cooldown_ms=10_000)
+    engine = Engine([hi])
+    engine.changes()
+    assert fired(engine, tick(1_000, 101, S), tick(1_000, 101, "ETHUSDT")) == [("hi", S, 1_000)]
+    engine.replace_rule(Rule("hi", parse("price > 100"), (S, "ETHUSDT"), message="new"))
+    # still true: no second alert for BTCUSDT; ETHUSDT is new to the rule and fires
+    assert fired(engine, tick(2_000, 102, S), tick(2_000, 102, "ETHUSDT")) == [
+        ("hi", "ETHUSDT", 2_000)
+    ]
+    # the kept state is saved again, under the rule as it is now
+    assert ("hi", S, 2, 1_000) in [(r, s, f, t) for r, s, _, f, t in engine.changes()]
+    engine.replace_rule(Rule("hi", parse("price > 101.5"), (S,)))
+    assert fired(engine, tick(3_000, 102, S)) == [("hi", S, 3_000)]  # afresh
+
+
+def test_a_replaced_rule_keeps_its_cooldown() -> None:
+    engine = Engine([Rule("hi", parse("price > 100"), (S,), cooldown_ms=10_000)])
+    assert fired(engine, tick(1_000, 101), tick(2_000, 99)) == [("hi", S, 1_000)]
+    engine.replace_rule(Rule("hi", parse("price > 100"), (S,), cooldown_ms=20_000))
+    assert fired(engine, tick(3_000, 101)) == []  # held: within the (new) cooldown
+    assert fired(engine, tick(21_000, 101)) == [("hi", S, 21_000)]
+
+
 def test_a_glob_rule_state_waits_for_its_symbol() -> None:
     rules = [Rule("g", parse("price > 100"), ("*USDT",))]
     old = Engine(rules)

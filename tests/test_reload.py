@@ -97,6 +97,34 @@ async def test_an_edit_is_picked_up_and_a_broken_one_keeps_the_running_rules(tmp
             await fake.wait_for(lambda: app.pipeline.alerts == 1)
 
 
+async def test_an_edited_rule_keeps_its_firing_state_unless_its_condition_changed(tmp_path):
+    """Editing a rule's message must not make a level that fired and still holds fire again
+    (spam); editing its condition starts it afresh."""
+    rule = "rules:\n  - id: btc\n    symbols: [BTCUSDT]\n    when: price > {}\n    message: {}\n"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rule.format(100, "first"))
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        app = make_app(tmp_path, fake, tg, rules)
+        async with running(app):
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+
+            async def tick(price: float, time: int) -> None:
+                frames = app.pipeline.frames
+                await fake.publish([mini_ticker("BTCUSDT", price, time)])
+                await fake.wait_for(lambda: app.pipeline.frames > frames)
+
+            await tick(150, T)
+            assert app.pipeline.alerts == 1
+            rules.write_text(rule.format(100, "second"))
+            await fake.wait_for(lambda: app.reloads == 1)
+            await tick(151, T + 1_000)
+            assert app.pipeline.alerts == 1  # still true since it fired: quiet
+            rules.write_text(rule.format(120, "third"))
+            await fake.wait_for(lambda: app.reloads == 2)
+            await tick(152, T + 2_000)
+            assert app.pipeline.alerts == 2
+
+
 async def test_an_edit_that_takes_a_watchs_id_is_refused_and_the_watch_keeps_it(tmp_path):
     """A rule may not be named like a chat watch (w1): the edit is refused at the id's place,
     and the watch, already in the database when the bot starts, keeps its id and its alerts."""
@@ -142,7 +170,7 @@ async def test_sighup_reloads_the_rule_files(tmp_path):
             proc.send_signal(signal.SIGTERM)
         code, _, err = await finish(proc)
     assert code == 0
-    assert "rules: SIGHUP: reloaded: 2 added or changed, 1 removed, 0 unchanged" in err
+    assert "rules: SIGHUP: reloaded: 2 added, 0 changed, 1 removed, 0 unchanged" in err
 
 
 async def test_admins_hear_when_the_feed_is_down_and_when_it_is_back(tmp_path):

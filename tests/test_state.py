@@ -15,6 +15,7 @@ from alertbot.feed.settings import FeedSettings
 from alertbot.notify.render import GAP_NOTE
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
+from alertbot.rules.engine import fingerprint
 from alertbot.rules.model import Rule, RuleSet
 from alertbot.store import Store
 from tests.fakes.binance import FakeBinance, mini_ticker
@@ -130,6 +131,35 @@ async def test_a_firing_state_is_never_on_disk_before_its_alert(tmp_path, caplog
     db.close()
     assert saved == (1500,)
     assert "state saved before its alert" not in caplog.text
+
+
+async def test_a_start_forgets_only_the_saved_states_that_no_longer_apply(tmp_path):
+    """Per pair: a rule's pairs saved before and after an edit of its condition may both be
+    in the database, and only the older ones are stale; a watch's state stays while a run
+    without a Telegram token leaves the watches unloaded; a removed rule's state goes."""
+    rules = RuleSet(
+        rules=(Rule(id="m", condition=parse("price > 100"), symbols=("BTCUSDT", "ETHUSDT")),)
+    )
+    now, before = fingerprint(rules.rules[0]), "price > 90|None"
+    store = Store(str(tmp_path / "a.db"))
+    store.save_engine(
+        [
+            ("m", "BTCUSDT", now, 2, T),
+            ("m", "ETHUSDT", before, 2, T),
+            ("w1", "SOLUSDT", "price > 1|None", 2, T),
+            ("gone", "BTCUSDT", before, 2, T),
+        ],
+        [],
+    )
+    store.close()
+    async with FakeBinance(symbols=["BTCUSDT", "ETHUSDT"]) as fake:
+        app = app_for(tmp_path, fake, io.StringIO(), rules=rules)
+        await run_until(app, fake, 150, T + 1_000, alerts=0)
+    db = sqlite3.connect(tmp_path / "a.db")
+    kept = db.execute("SELECT rule, symbol FROM pair_states ORDER BY rule, symbol").fetchall()
+    db.close()
+    assert kept == [("m", "BTCUSDT"), ("w1", "SOLUSDT")]
+    assert app.pipeline.alerts == 0  # BTCUSDT's state was taken up: fired before, still true
 
 
 async def test_a_move_under_way_at_a_restart_is_measured_from_its_start(tmp_path):

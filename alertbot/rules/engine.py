@@ -623,6 +623,30 @@ class Engine:
         compiled.pairs.clear()
         return True
 
+    def replace_rule(self, rule: Rule) -> None:
+        """Put ``rule`` in the place of the rule with its id (an edited rule file's rule).
+
+        When the condition and the re-arm band are the same (:func:`fingerprint`), the pairs
+        of symbols the rule still covers keep their firing state: a level that fired and still
+        holds stays quiet, a cooldown runs on. Otherwise the rule starts afresh, as a new one.
+        Raises KeyError when there is no rule with that id.
+        """
+        old = self._rules[rule.id]
+        kept: list[PairState] = []
+        if fingerprint(old.rule) == fingerprint(rule):
+            kept = [_state_of(pair) for pair in old.pairs]
+        self.remove_rule(rule.id)
+        self.add_rule(rule)
+        compiled = self._rules[rule.id]
+        pairs = {pair.book.symbol: pair for pair in compiled.pairs}
+        for _rule_id, symbol, _fp, flags, last_fired in kept:
+            pair = pairs.get(symbol)
+            if pair is not None:
+                _set_state(pair, flags, last_fired)
+                self._note(pair)  # saved again: a change of the old pair not saved yet is not lost
+            elif compiled.matches(symbol):
+                self._restored[(rule.id, symbol)] = (fingerprint(rule), flags, last_fired)
+
     def _book(self, symbol: str) -> _Book:
         """The symbol's book, created (and matched against the glob rules) on first sight."""
         book = self._books.get(symbol)
