@@ -7,6 +7,8 @@ afresh. Each case compares with a fresh engine, which shows what would happen wi
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from alertbot.rules.conditions import parse
@@ -136,6 +138,24 @@ def test_a_once_rule_that_fired_stays_done() -> None:
     fired(old, tick(1_000, 101))
     new = restart(old, rules)
     assert fired(new, tick(2_000, 99), tick(3_000, 101)) == []
+
+
+def test_a_rule_done_by_expiry_or_once_fires_again_after_that_was_edited_away() -> None:
+    """'done' comes back only where it still holds: an expiry moved later, or a ``once``
+    dropped, between two runs lets the rule fire again."""
+    expiring = Rule("exp", parse("price > 100"), (S,), expires_ms=2_000)
+    one = Rule("one", parse("price > 100"), (S,), once=True)
+    old = Engine([expiring, one])
+    old.changes()
+    assert fired(old, tick(1_000, 99), tick(3_000, 101)) == [("one", S, 3_000)]  # exp expired
+    saved = old.changes()
+    assert sorted((s[0], s[3] & 4) for s in saved) == [("exp", 4), ("one", 4)]
+    later = dataclasses.replace(expiring, expires_ms=10_000)
+    again = dataclasses.replace(one, once=False)
+    new = restart(old, [later, again], saved)
+    assert fired(new, tick(4_000, 99), tick(5_000, 101)) == [("exp", S, 5_000), ("one", S, 5_000)]
+    # unedited, both stay done
+    assert fired(restart(old, [expiring, one], saved), tick(4_000, 99), tick(5_000, 101)) == []
 
 
 def test_a_move_that_began_before_a_restart_is_measured_from_its_start() -> None:

@@ -1247,5 +1247,8 @@ def _state_of(pair: _Pair) -> PairState:
 def _set_state(pair: _Pair, flags: int, last_fired: int | None) -> None:
     pair.armed = bool(flags & 1)
     pair.armed_down = bool(flags & 2)
-    pair.done = bool(flags & 4)
+    # done stays only for a ``once`` rule that fired: one done by expiry is found expired
+    # again (or not, when its expiry was moved since) from the rule as it is now, and one
+    # whose ``once`` was dropped since fires again
+    pair.done = bool(flags & 4) and pair.c.rule.once and last_fired is not None
     pair.last_fired = last_fired
