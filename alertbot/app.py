@@ -428,11 +428,18 @@ class App:
             )
         return deleted
 
+    async def sample_sparklines(self) -> None:
+        """A scheduled job: each symbol's price for the alerts' sparklines (on the event loop,
+        not a thread: the alerts read the same samples as they are rendered)."""
+        self.sparklines.sample()
+
     def _schedule(self) -> AsyncIOScheduler:
         """The periodic jobs, on APScheduler (the scheduler PTB's JobQueue wraps)."""
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         every = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-        scheduler.add_job(self.sparklines.sample, "interval", seconds=60, id="sparklines", **every)
+        # every job is a coroutine function: AsyncIOScheduler runs a plain function on a thread
+        # pool, where it would race the event loop over the state it shares with it
+        scheduler.add_job(self.sample_sparklines, "interval", seconds=60, id="sparklines", **every)
         scheduler.add_job(
             self.check_feed,
             "interval",

@@ -5,6 +5,7 @@ the App prunes on a schedule. A real SQLite file in each test's tmp_path."""
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import io
 import logging
 import sqlite3
@@ -231,6 +232,25 @@ async def test_no_prune_job_when_the_retention_is_zero(tmp_path: Path):
     scheduler = app_for(tmp_path, 0)._schedule()
     assert scheduler.get_job("retention") is None
     assert scheduler.get_job("sparklines") is not None  # the other jobs are still there
+
+
+async def test_every_scheduled_job_runs_on_the_event_loop(tmp_path: Path):
+    """AsyncIOScheduler runs a plain function on a thread pool, where it would race the event
+    loop over shared state (the sparklines' samples, read while an alert is rendered, once
+    raised 'deque mutated during iteration' and lost the alert): every job is a coroutine."""
+    app = App(
+        RuleSet(),
+        FeedSettings(ws_root="ws://127.0.0.1:9", rest_root="http://127.0.0.1:9"),
+        DeliverySettings(db=str(tmp_path / "a.db"), telegram_token="1:x", alert_retention=DAY),
+        ChatSettings(),
+        grace=0.5,
+        out=io.StringIO(),
+        state_every=5.0,
+        heartbeat=3600.0,
+    )
+    jobs = app._schedule().get_jobs()
+    assert len(jobs) >= 5
+    assert [j.id for j in jobs if not inspect.iscoroutinefunction(j.func)] == []
 
 
 async def test_the_prune_job_deletes_old_settled_alerts_and_logs_one_line(
