@@ -26,6 +26,9 @@ from alertbot.rules.model import RuleSet
 from alertbot.settings import env_choice, env_int, env_seconds, environment, parse_seconds
 from alertbot.ticker import ParseStats
 
+#: ALERTBOT_LOG_LEVEL's values (any case)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -128,9 +131,9 @@ class JsonFormatter(_SecondCache):
 
 
 def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "text") -> None:
-    level = (env or os.environ).get("ALERTBOT_LOG_LEVEL", "INFO").upper()
+    level = env_choice(env or os.environ, "ALERTBOT_LOG_LEVEL", "info", LOG_LEVELS).upper()
     logging.basicConfig(
-        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -245,6 +248,10 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     from alertbot.feed.settings import FeedSettings
     from alertbot.notify.settings import DeliverySettings
 
+    if hasattr(signal, "SIGHUP"):
+        # until the event loop takes it over (loading many rules takes seconds): a SIGHUP now
+        # would end the process (its default action), not reload
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     ruleset = _load(files) if files else RuleSet()
     if ruleset is None:
         return 1
@@ -257,6 +264,8 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
         if env.get("ALERTBOT_HTTP_PORT", "").strip()
         else None
     )
+    if http_port is not None and not 1 <= http_port <= 65535:
+        raise ConfigError(f"ALERTBOT_HTTP_PORT: expected a port from 1 to 65535, got {http_port}")
     grace = env_seconds(env, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
     rules_check = env_seconds(env, "ALERTBOT_RULES_CHECK", 5.0)
     feed_down_after = env_seconds(env, "ALERTBOT_FEED_DOWN_AFTER", 120.0, minimum=1)

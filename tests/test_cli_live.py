@@ -292,10 +292,71 @@ async def test_the_bot_token_never_appears_in_the_log(tmp_path):
     assert TOKEN.split(":")[1] not in err + out
 
 
-async def test_a_bad_http_port_is_refused_at_start_naming_the_variable(tmp_path):
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "ALERTBOT_HTTP_PORT",
+            "eighty",
+            "ALERTBOT_HTTP_PORT: expected a whole number, got 'eighty'",
+        ),
+        (
+            "ALERTBOT_HTTP_PORT",
+            "70000",
+            "ALERTBOT_HTTP_PORT: expected a port from 1 to 65535, got 70000",
+        ),
+        ("ALERTBOT_HTTP_PORT", "0", "ALERTBOT_HTTP_PORT: expected a port from 1 to 65535, got 0"),
+        (
+            "ALERTBOT_LOG_LEVEL",
+            "verbose",
+            "ALERTBOT_LOG_LEVEL: expected one of debug, info, warning, error, got 'verbose'",
+        ),
+    ],
+)
+async def test_a_bad_setting_is_refused_at_start_naming_the_variable(
+    tmp_path, name, value, message
+):
     async with FakeBinance() as fake:
-        env = env_for(fake, tmp_path / "alertbot.db", ALERTBOT_HTTP_PORT="eighty")
+        env = env_for(fake, tmp_path / "alertbot.db", **{name: value})
         code, _, err = await finish(await start("run", "--rules", "rules.example.yaml", env=env))
     assert code == 1
-    assert "ALERTBOT_HTTP_PORT: expected a whole number, got 'eighty'" in err
+    assert message in err
+    assert "Traceback" not in err
     assert not fake.stats.attempts
+
+
+def _field(status: Path, name: str) -> str:
+    """A field of a Linux /proc/PID/status file."""
+    for line in status.read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    raise KeyError(name)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+async def test_a_sighup_while_the_rules_load_does_not_end_the_bot(tmp_path):
+    """SIGHUP's default action ends a process: until the event loop handles it (a reload),
+    it is ignored, also while a large rule file is still being read."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        + "".join(
+            f"  - id: r{i}\n    symbols: [BTCUSDT]\n    when: price > {i + 1}\n"
+            for i in range(20_000)
+        )
+    )
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        proc = await start("run", "--rules", rules, env=env_for(fake, tmp_path / "alertbot.db"))
+        status = Path(f"/proc/{proc.pid}/status")
+
+        async def ignored() -> None:  # until `run` ignores it: the rules are loading then
+            while not int(_field(status, "SigIgn"), 16) & 1 << (signal.SIGHUP - 1):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(ignored(), 30)
+        proc.send_signal(signal.SIGHUP)
+        await fake.wait_for_connections(1, timeout=60)  # it lived on and went online
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0, err
