@@ -286,6 +286,7 @@ class App:
         self.http: HttpService | None = None
         self.http_port = http_port
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._finishing: set[asyncio.Task[Any]] = set()  # see _spawn
 
     def emit(self, alert: Alert, gap: bool) -> None:
         book = self.book
@@ -294,7 +295,7 @@ class App:
             return
         self.notifier.emit(alert, gap)
         if book is not None and book.row_of_rule(alert.rule.id) is not None:
-            self._spawn(book.fired(alert.rule.id, alert.time))
+            self._spawn(book.fired(alert.rule.id, alert.time), finish=True)
 
     # ------------------------------------------------------------------ rule files
 
@@ -550,10 +551,13 @@ class App:
         for chat in self.delivery.admin_chats:
             await self.chat.tell(chat, text)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, *, finish: bool = False) -> None:
+        """Run ``coro`` in the background; ``finish``: a short write that shutdown lets end
+        (a watch's firing, a ``once`` watch's removal) instead of cancelling it."""
         task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._finishing if finish else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.notifier.start()
@@ -602,9 +606,12 @@ class App:
             await self.pipeline.run(stop)
         finally:
             scheduler.shutdown(wait=False)
-            for task in list(self._tasks):
+            if self._finishing:
+                await asyncio.wait(set(self._finishing), timeout=self.grace)
+            tasks = [*self._tasks, *self._finishing]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self.chat is not None:
                 await self.chat.stop()
             if self.http is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,23 @@ async def test_a_once_watch_is_removed_after_it_fires(tmp_path, fakes):
         assert book is not None
         await tg.wait_for(lambda: "price > 100: price 110" in tg.messages_to(USER)[-1].plain_text)
         await tg.wait_for(lambda: not book.rows)
+        assert "No watches here yet" in await bot.say("/list")
+
+
+async def test_a_once_watch_that_fires_as_the_bot_stops_is_still_removed(tmp_path, fakes):
+    """Its removal is a write the shutdown lets finish, not one it cancels: after the restart
+    the watch is gone, not listed and counted forever while never firing again."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100 once")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        # another process holds the database's write lock for a moment: the removal waits
+        lock = sqlite3.connect(tmp_path / "alertbot.db", isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.3, lock.execute, "COMMIT")
+        await bot.tick("BTCUSDT", 110, T)  # and stop at once, the removal still waiting
+    lock.close()
+    async with Bot(tmp_path, binance, tg) as bot:
         assert "No watches here yet" in await bot.say("/list")
 
 
