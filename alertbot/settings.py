@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from alertbot.errors import ConfigError
 
@@ -84,6 +85,18 @@ def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str,
             f"{name}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}, "
             f"got {text!r}"
         )
+    # httpx takes a port out of range and fails only when connecting, with an error that is
+    # not one of httpx's own
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. an IPv6 address's bracket left open
+        raise ConfigError(f"{name}: not a URL ({exc}), got {text!r}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"{name}: the port must be a number in 1..65535, got {text!r}")
     return text.rstrip("/")
 
 

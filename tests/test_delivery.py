@@ -439,7 +439,7 @@ async def test_a_webhook_408_429_and_5xx_are_retried(tmp_path, hook, status):
 
 async def test_a_webhook_retry_after_is_honoured(tmp_path, hook):
     hook.respond_with(503, retry_after=1)
-    async with Harness(tmp_path, None, hook) as h:
+    async with Harness(tmp_path, None, hook, backoff_max=2.0) as h:  # within the cap
         h.fire([rule()])
         await hook.wait_for_deliveries(1, timeout=5)
     first, second = hook.deliveries

@@ -24,14 +24,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TextIO, TypeVar
 
 from alertbot.notify.delivery import Delivery, Report, Sender
 from alertbot.notify.render import format_time
 from alertbot.notify.routing import CONSOLE, Route, Router
 from alertbot.notify.settings import DeliverySettings
-from alertbot.store import AlertRecord, DeliveryRow, Store, Update
+from alertbot.store import OPEN_STATES, AlertRecord, DeliveryRow, Store, Update
 from alertbot.tasks import cancel_and_wait
 
 T = TypeVar("T")
@@ -153,6 +153,8 @@ class Outbox:
         self._queued = [0, 0]  # other destinations, the console alone
         self._stored = [0, 0]
         self._batch = asyncio.Event()
+        #: the write on the database thread: its future, and its alerts and results (counted)
+        self._in_flight: tuple[Future[set[Delivery]], int, int] | None = None
 
     # ------------------------------------------------------------------ intake
 
@@ -191,12 +193,18 @@ class Outbox:
         self._dirty.set()
 
     def report(self, d: Delivery, state: str, error: str | None = None, attempts: int = 1) -> None:
-        """What a sender says about one attempt (sent, failed for good, or pending a retry)."""
+        """What a sender says about one attempt: sent, failed for good, or still open (pending
+        a retry; fell_back, a retry of a delivery the fallback webhook has too)."""
+        if state == "pending" and d.state == "fell_back":
+            # the row must keep saying so: restored at the next start, it keeps the alert from
+            # falling back a second time
+            state = "fell_back"
         self._updates.append(Update(d.alert.id, d.destination, state, attempts, error))
         self._dirty.set()
-        key = (d.kind, state)
+        still_open = state in OPEN_STATES
+        key = (d.kind, "pending" if still_open else state)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
-        if state == "pending":
+        if still_open:
             return
         delivery = (d.alert.id, d.destination)
         self.open.pop(delivery, None)
@@ -261,14 +269,58 @@ class Outbox:
             await asyncio.sleep(0.02)
         return not self.open
 
-    async def close(self) -> None:
-        """Write what is queued and stop (what is still open is resumed at the next start)."""
-        await self.flush()
+    async def close(self, grace: float | None = None) -> None:
+        """Write what is queued and stop (what is still open is resumed at the next start).
+
+        A database that refuses writes (disk full, read-only) must not hold the shutdown up
+        for ever: once no write has succeeded for ``grace`` seconds (``settings.close_timeout``
+        when none is given), what could not be stored is counted in the log and left. The
+        deadline starts again after each write that succeeds, so a large backlog on a database
+        that takes it is written in full, however long that takes.
+        """
+        written = await self._write_all(grace if grace else self.settings.close_timeout)
         if self._task is not None:
             await cancel_and_wait(self._task)
         for timer in self._timers.values():
             timer.cancel()
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True)  # a write in progress ends (SQLite's busy timeout)
+        if not written:
+            alerts, results = self._unwritten()
+            log.error(
+                "outbox: the database took no write for %gs at shutdown: %d alerts (lost) and "
+                "%d delivery results (those deliveries are resumed at the next start) could "
+                "not be stored",
+                grace if grace else self.settings.close_timeout,
+                alerts,
+                results,
+            )
+
+    async def _write_all(self, timeout: float) -> bool:
+        """flush() while writes succeed: False once none has for ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._waiting or self._writing:
+            self._batch.clear()  # set after each transaction that succeeds
+            self._dirty.set()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._batch.wait()
+            except TimeoutError:
+                return False
+            deadline = loop.time() + timeout
+        return True
+
+    def _unwritten(self) -> tuple[int, int]:
+        """Alerts, and results (a sender's report, a fallback's row), not stored: those still
+        queued and those of a write that the close interrupted and that then failed."""
+        alerts = len(self._alerts) + len(self._console)
+        results = len(self._updates) + sum(d.kind == "fallback" for d in self._new)
+        if self._in_flight is not None:
+            future, batch_alerts, batch_results = self._in_flight
+            if future.done() and (future.cancelled() or future.exception() is not None):
+                alerts += batch_alerts
+                results += batch_results
+        return alerts, results
 
     async def flush(self) -> None:
         """Until everything submitted or reported so far is written (a write in progress too)."""
@@ -303,7 +355,6 @@ class Outbox:
         (thousands of alerts a second) delays another destination's alert by one such write at
         most, never by the whole backlog.
         """
-        loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
             self._dirty.clear()
@@ -314,15 +365,19 @@ class Outbox:
                 console = [waiting.popleft() for _ in range(min(len(waiting), CONSOLE_BATCH))]
                 self._writing = True
                 self._in_write = len(new) + len(console)
+                future = self._executor.submit(self._store, alerts, new, console, updates)
+                # kept until the write ends: close() counts it if it is cancelled meanwhile
+                self._in_flight = (
+                    future,
+                    len(alerts) + len(console),
+                    len(updates) + sum(d.kind == "fallback" for d in new),
+                )
                 try:
-                    # shielded: a cancelled writer must not cancel a batch the thread has not
-                    # started yet (close() flushes first, so this is only a safety net)
-                    await asyncio.shield(
-                        loop.run_in_executor(
-                            self._executor, self._store, alerts, new, console, updates
-                        )
-                    )
+                    # shielded: a cancelled writer (close(), past its deadline) must not cancel
+                    # a batch the thread has not started yet: it is written, or counted as lost
+                    stored_before = await asyncio.shield(asyncio.wrap_future(future))
                 except Exception as exc:  # disk full, database locked: keep it, try again
+                    self._in_flight = None
                     self.write_errors += 1
                     log.error("outbox: cannot write the database (%s); retrying", exc)
                     self._alerts[:0], self._new[:0], self._updates[:0] = alerts, new, updates
@@ -332,10 +387,20 @@ class Outbox:
                 finally:
                     self._writing = False
                     self._in_write = 0
+                self._in_flight = None
                 self._stored[0] += len(alerts)
                 self._stored[1] += len(console)
                 self._batch.set()
                 for d in new:  # stored: now they may be sent
+                    if d in stored_before:
+                        # a fallback sent (or being sent) before a restart, whose Telegram row
+                        # was written back to pending by an older version: not a second copy
+                        log.info(
+                            "alert %s for chat %s: the fallback webhook had it already",
+                            d.alert.id,
+                            d.chat_id,
+                        )
+                        continue
                     self._dispatch(d)
                 for d in console:
                     self._dispatch(d)
@@ -347,14 +412,22 @@ class Outbox:
         new: list[Delivery],
         console: list[Delivery],
         updates: list[Update],
-    ) -> None:
+    ) -> set[Delivery]:
         """On the database thread: one transaction (the rows are made here, where they live
-        only as long as the write)."""
+        only as long as the write). Returns the fallbacks that were stored before: not to be
+        sent again."""
+        stored_before = {
+            d
+            for d in new
+            if d.kind == "fallback"
+            and any(r.destination == d.destination for r in self.store.deliveries(d.alert.id))
+        }
         rows = [
             DeliveryRow(d.alert.id, d.destination, chat_id=d.chat_id, created=d.created)
             for d in (*new, *console)
         ]
         self.store.write([*alerts, *(d.alert for d in console)], rows, updates)
+        return stored_before
 
     def _dispatch(self, d: Delivery) -> None:
         self.open[(d.alert.id, d.destination)] = d

@@ -46,6 +46,9 @@ class DeliverySettings:
     #: alerts whose deliveries are all settled are deleted from the outbox this long after they
     #: were created (0: kept for ever); open deliveries are kept however old
     alert_retention: float = 7 * 86400.0
+    #: at shutdown, how long the outbox goes on trying to write what is queued while the
+    #: database refuses writes (when it is not given a grace period of its own)
+    close_timeout: float = 3.0
     telegram_timeout: float = 10.0
     webhook_timeout: float = 10.0
     backoff_initial: float = 1.0

@@ -293,7 +293,8 @@ class TelegramSender:
                 self.report(d, "failed", f"gave up: {error}")
             else:
                 keep.append(d)
-                self.report(d, "pending", error)
+                # its real state: "pending", or "fell_back" once the fallback webhook has it
+                self.report(d, d.state, error)
         if keep:
             self._requeue(chat, keep)
         self._next_ok[chat] = self._loop.time() + wait

@@ -2,16 +2,19 @@
 
 DESIGN.md: any 2xx is success; a 4xx other than 408/429 is permanent; everything else
 (408, 429, 5xx, timeouts, connection errors, garbage) is retried with backoff, honouring
-``Retry-After``. Each URL has its own queue and worker, so one failing receiver delays no other.
+``Retry-After`` within bounds (see ``WebhookSender._retry``). Each URL has its own queue and worker,
+so one failing receiver delays no other; a worker that ends unexpectedly is started again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import email.utils
 import hashlib
 import hmac
 import logging
+import math
 import time
 from collections import deque
 from typing import Any
@@ -51,19 +54,50 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when there is
+    none, or it is nonsense: unreadable, nan, negative, a date gone by."""
     value = response.headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            if when.tzinfo is None:  # "-0000": UTC, with no zone given (RFC 5322)
+                when = when.replace(tzinfo=dt.UTC)
+            seconds = when.timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if math.isnan(seconds) or seconds < 0:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return seconds
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` can never be posted to (a permanent failure), or None.
+
+    httpx takes a port out of 1..65535 and fails only when connecting, with an error that is
+    not an ``httpx.HTTPError``; the rule loader does not check ports, and a URL resumed from the
+    outbox may predate the start-up check.
+    """
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        return f"invalid URL {url!r}: {exc}"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return f"invalid URL {url!r}: expected http(s)://HOST/..."
+    if port is not None and not 1 <= port <= 65535:
+        return f"invalid URL {url!r}: port {port} is not in 1..65535"
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``; an exception group (anyio's, from inside httpx) by its first leaf."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class WebhookSender:
@@ -80,6 +114,9 @@ class WebhookSender:
         self._queues: dict[str, deque[Delivery]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._restarts: dict[str, int] = {}  # per URL, unexpected ends since it last settled one
+        self._unexpected: set[str] = set()  # kinds of unexpected send errors logged already
+        self._closed = False
 
     def enqueue(self, d: Delivery) -> None:
         url = d.url
@@ -87,7 +124,10 @@ class WebhookSender:
         if url not in self._queues:
             self._queues[url] = deque()
             self._wake[url] = asyncio.Event()
-            self._workers[url] = asyncio.create_task(self._work(url), name="webhook-sender")
+            self._start(url)
+        elif not self._closed and self._workers[url].done():
+            # ended before its done-callback ran (which would start it again)
+            self._restart(url, self._workers[url])
         self._queues[url].append(d)
         self._wake[url].set()
 
@@ -95,11 +135,41 @@ class WebhookSender:
         return sum(len(q) for q in self._queues.values())
 
     async def close(self) -> None:
+        self._closed = True  # what is queued from now on stays open, resumed at the next start
         await cancel_and_wait(*self._workers.values())
         await self._client.aclose()
 
-    async def _work(self, url: str) -> None:
+    def _start(self, url: str, delay: float = 0.0) -> None:
+        if self._closed:
+            return
+        task = asyncio.create_task(self._work(url, delay), name="webhook-sender")
+        self._workers[url] = task
+        task.add_done_callback(lambda t: self._ended(url, t))
+
+    def _ended(self, url: str, task: asyncio.Task[None]) -> None:
+        if not self._closed and self._workers.get(url) is task:
+            self._restart(url, task)
+
+    def _restart(self, url: str, task: asyncio.Task[None]) -> None:
+        """A worker ended without close(): a bug, or someone cancelled it. Its queue would
+        wait for ever, so a new worker takes over (after a backoff, in case it ends again)."""
+        exc = None if task.cancelled() else task.exception()
+        why = "cancelled" if task.cancelled() else "returned" if exc is None else describe(exc)
+        n = self._restarts[url] = self._restarts.get(url, 0) + 1
+        delay = backoff(n, self.settings.backoff_initial, self.settings.backoff_max)
+        log.error(
+            "webhook %s: the sender stopped (%s); starting it again in %.1fs",
+            url,
+            why,
+            delay,
+            exc_info=exc,
+        )
+        self._start(url, delay)
+
+    async def _work(self, url: str, delay: float = 0.0) -> None:
         queue, wake = self._queues[url], self._wake[url]
+        if delay:
+            await asyncio.sleep(delay)
         while True:
             if not queue:
                 wake.clear()
@@ -109,22 +179,42 @@ class WebhookSender:
             wait = await self._send(d)
             if wait is None:
                 queue.popleft()
+                self._restarts.pop(url, None)
                 continue
             # the head waits, and so does the rest of this URL's queue: the receiver is down
             await asyncio.sleep(wait)
 
     async def _send(self, d: Delivery) -> float | None:
         """One attempt; None when the delivery is settled, else seconds until the next try."""
-        body = body_of(d)
-        headers = {"Content-Type": "application/json", "Idempotency-Key": d.alert.id}
-        if d.secret:
-            headers["X-Alertbot-Signature"] = signature(d.secret, body)
+        url = d.url or ""
+        problem = url_problem(url)
+        if problem is not None:
+            self._fail(d, problem)
+            return None
         d.attempts += 1
         try:
-            response = await self._client.post(d.url or "", content=body, headers=headers)
+            body = body_of(d)
+            headers = {"Content-Type": "application/json", "Idempotency-Key": d.alert.id}
+            if d.secret:
+                headers["X-Alertbot-Signature"] = signature(d.secret, body)
+            response = await self._client.post(url, content=body, headers=headers)
+        except httpx.InvalidURL as exc:  # not an HTTPError: httpx found the URL unusable
+            self._fail(d, f"invalid URL {url!r}: {exc}")
+            return None
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return self._retry(d, error, None)
+            return self._retry(d, describe(exc), None)
+        except Exception as exc:  # not httpx's own error (a bug, anyio's groups): keep trying
+            error = describe(exc)
+            kind = error.partition(":")[0]
+            if kind not in self._unexpected:  # once per kind: a long retry must not flood the log
+                self._unexpected.add(kind)
+                log.error(
+                    "webhook %s: unexpected error sending alert %s; retrying with backoff",
+                    url,
+                    d.alert.id,
+                    exc_info=exc,
+                )
+            return self._retry(d, error, None, quiet=True)
         status = response.status_code
         if 200 <= status < 300:
             d.state = "sent"
@@ -132,25 +222,35 @@ class WebhookSender:
             return None
         error = f"HTTP {status}"
         if 400 <= status < 500 and status not in (408, 429):
-            d.state = "failed"
-            log.warning("webhook %s refused alert %s for good: %s", d.url, d.alert.id, error)
-            self.report(d, "failed", error)
+            self._fail(d, error)
             return None
         return self._retry(d, error, retry_after(response))
 
-    def _retry(self, d: Delivery, error: str, after: float | None) -> float | None:
+    def _fail(self, d: Delivery, error: str) -> None:
+        d.state = "failed"
+        log.warning("webhook %s: alert %s failed for good: %s", d.url, d.alert.id, error)
+        self.report(d, "failed", error)
+
+    def _retry(
+        self, d: Delivery, error: str, after: float | None, *, quiet: bool = False
+    ) -> float | None:
+        """Report the failed attempt; the seconds until the next, or None when given up.
+
+        The wait is the backoff, or what ``Retry-After`` asks (``after``) if that is longer,
+        though never longer than ``backoff_max`` or the time left before the give-up: 0 is
+        no reason to hammer a receiver, nor a day a reason to park its queue past the give-up.
+        """
         cfg = self.settings
-        if time.time() - d.created > cfg.give_up_after:
+        left = d.created + cfg.give_up_after - time.time()
+        if left < 0:
             d.state = "failed"
             log.error("webhook %s: giving up on alert %s: %s", d.url, d.alert.id, error)
             self.report(d, "failed", f"gave up: {error}")
             return None
-        wait = (
-            after
-            if after is not None
-            else backoff(d.attempts, cfg.backoff_initial, cfg.backoff_max)
-        )
-        if d.attempts == 1 or d.attempts % 10 == 0:
+        wait = backoff(d.attempts, cfg.backoff_initial, cfg.backoff_max)
+        if after is not None:
+            wait = max(wait, min(after, cfg.backoff_max, left))
+        if not quiet and (d.attempts == 1 or d.attempts % 10 == 0):
             log.warning(
                 "webhook %s: %s; retrying alert %s in %.1fs", d.url, error, d.alert.id, wait
             )

@@ -397,7 +397,7 @@ class WebhookReceiver(HTTPServer):
         self.path = path
         self.enforce_signature = enforce_signature
         self.deliveries: list[Delivery] = []
-        self._script: collections.deque[tuple[int, float | None]] = collections.deque()
+        self._script: collections.deque[tuple[int, float | str | None]] = collections.deque()
         self._down: str | None = None
 
     @property
@@ -411,12 +411,13 @@ class WebhookReceiver(HTTPServer):
 
     # --- controls
 
-    def respond_with(self, *statuses: int, retry_after: float | None = None) -> None:
+    def respond_with(self, *statuses: int, retry_after: float | str | None = None) -> None:
         """The next requests get these statuses, in order (after any queued earlier), then 200.
 
         ``retry_after``: sent as ``Retry-After`` on the 429 and 503 answers among them (a whole
         number is written as an integer, a fraction as a decimal such as ``0.2``, which is not
-        standard HTTP but keeps tests fast; a client should treat it as seconds).
+        standard HTTP but keeps tests fast; a client should treat it as seconds). A string is
+        sent as it is: an HTTP date, or the nonsense receivers send (``nan``, ``-5``).
         """
         for s in statuses:
             if not 200 <= s <= 599:
@@ -501,11 +502,18 @@ class WebhookReceiver(HTTPServer):
         return self._status(delivery, 200)
 
     @staticmethod
-    def _status(delivery: Delivery, status: int, retry_after: float | None = None) -> HTTPResponse:
+    def _status(
+        delivery: Delivery, status: int, retry_after: float | str | None = None
+    ) -> HTTPResponse:
         delivery.status = status
         headers: tuple[tuple[str, str], ...] = ()
         if retry_after is not None and status in (429, 503):
-            value = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
+            if isinstance(retry_after, str):
+                value = retry_after
+            elif float(retry_after).is_integer():
+                value = str(int(retry_after))
+            else:
+                value = str(retry_after)
             headers = (("Retry-After", value),)
         if 200 <= status < 300:
             body: dict[str, Any] = {"ok": True}

@@ -1,0 +1,284 @@
+"""Delivery under faults the happy paths never meet: a webhook URL httpx cannot use, a sender
+that stops, a fallback across restarts, a receiver's Retry-After out of bounds, a database that
+refuses writes at shutdown.
+
+Against the fake Telegram Bot API, the webhook receiver and a real SQLite file, as
+tests/test_delivery.py; times are shrunk through DeliverySettings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from alertbot.errors import ConfigError
+from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.model import Channel
+from alertbot.store import AlertRecord, DeliveryRow, Store
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.waiting import wait_until
+from tests.fakes.webhook import WebhookReceiver
+from tests.test_delivery import CHAT, TOKEN, Harness, T, rule
+
+BAD_PORT = "http://127.0.0.1:70000/hook"
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver(secret="hook-secret") as receiver:
+        yield receiver
+
+
+def rows(h: Harness) -> dict[str, DeliveryRow]:
+    """The deliveries in the database, by ``alert id>destination``."""
+    store = Store(h.settings.db)
+    try:
+        return {f"{d.alert_id}>{d.destination}": d for d in store.deliveries()}
+    finally:
+        store.close()
+
+
+def errors(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.ERROR and text in r.getMessage()]
+
+
+# ------------------------------------------------------------------ a webhook sender that stops
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "99999999999", "http"])
+def test_a_webhook_url_with_a_port_out_of_range_is_refused_at_start_up(port: str) -> None:
+    """ALERTBOT_WEBHOOK_URL with a port outside 1..65535 stops the start, naming the variable
+    (httpx would take it and fail only when connecting, with an error not its own)."""
+    with pytest.raises(ConfigError, match="ALERTBOT_WEBHOOK_URL: the port must be"):
+        DeliverySettings.from_env({"ALERTBOT_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook"})
+
+
+def test_a_webhook_url_with_a_good_port_or_none_is_taken() -> None:
+    """The port check lets ordinary URLs through."""
+    for url in ("http://127.0.0.1:1/hook", "https://example.com:65535/x", "https://[::1]/x"):
+        assert DeliverySettings.from_env({"ALERTBOT_WEBHOOK_URL": url}).webhook_url == url
+
+
+async def test_a_webhook_url_httpx_cannot_use_fails_for_good_and_its_queue_goes_on(tmp_path, hook):
+    """A rule's webhook with a port out of range (the rule loader lets it through): each of its
+    deliveries fails for good with a clear error, the URL's sender keeps going, and other
+    webhooks are untouched."""
+    channels = {
+        "bad": Channel("bad", webhook=BAD_PORT),
+        "good": Channel("good", webhook=hook.url),
+    }
+    async with Harness(tmp_path, None, hook, channels=channels) as h:
+        h.fire([rule("r1", notify=["bad"]), rule("r2", notify=["good"], symbol="ETHUSDT")])
+        await h.settled(timeout=3)
+        h.fire([rule("r3", notify=["bad"], symbol="SOLUSDT")])  # the same sender, later
+        await h.settled(timeout=3)
+        sender = h.notifier.webhook
+        assert sender is not None
+        assert not sender._workers[BAD_PORT].done()
+    got = rows(h)
+    for r in (f"r1:BTCUSDT:{T}", f"r3:SOLUSDT:{T}"):
+        d = got[f"{r}>webhook:{BAD_PORT}"]
+        assert d.state == "failed"
+        assert "port 70000 is not in 1..65535" in (d.last_error or "")
+    assert got[f"r2:ETHUSDT:{T}>webhook:{hook.url}"].state == "sent"
+    assert [d.id for d in hook.accepted] == [f"r2:ETHUSDT:{T}"]
+
+
+async def test_an_unexpected_send_error_is_retried_with_backoff_and_logged_once(
+    tmp_path, hook, caplog, monkeypatch
+):
+    """An error that is not httpx's own (here anyio's ExceptionGroup around an OverflowError,
+    from a proxy whose port is out of range, which httpx takes from HTTP_PROXY) leaves the
+    delivery pending, retried with the normal backoff, and is logged once, not per attempt."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:70000")  # read when the client is made
+    async with Harness(tmp_path, None, hook, backoff_initial=0.04, backoff_max=0.08) as h:
+        start = time.monotonic()
+        h.fire([rule("r1")])
+        key = f"r1:BTCUSDT:{T}>webhook:{hook.url}"
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        await wait_until(lambda: outbox.outcomes.get(("webhook", "pending"), 0) >= 4, 3.0)
+        elapsed = time.monotonic() - start
+        await outbox.flush()
+        d = rows(h)[key]
+        assert d.state == "pending"
+        assert d.last_error == "OverflowError: connect(): port must be 0-65535."
+        # each wait is at least backoff_initial / 2 (jitter): no hot loop
+        assert d.attempts <= elapsed / 0.02 + 2
+    assert hook.deliveries == []
+    assert len(errors(caplog, "unexpected error")) == 1
+
+
+async def test_a_webhook_sender_that_stops_is_started_again(tmp_path, hook, caplog):
+    """A URL's worker that ends without close() (cancelled here; a bug would do the same) is
+    started again and logged: the delivery it was retrying goes out, and so do later ones."""
+    hook.respond_with(503, 503, 503)
+    async with Harness(tmp_path, None, hook, backoff_initial=0.1, backoff_max=0.1) as h:
+        h.fire([rule("r1")])
+        await hook.wait_for(lambda: len(hook.deliveries) >= 1)
+        sender = h.notifier.webhook
+        assert sender is not None
+        sender._workers[hook.url].cancel()  # while it is retrying r1
+        await hook.wait_for_deliveries(1)  # r1, with nothing enqueued since
+        h.fire([rule("r2", symbol="ETHUSDT")])
+        await hook.wait_for_deliveries(2)
+        await h.settled()
+    assert [d.id for d in hook.accepted] == [f"r1:BTCUSDT:{T}", f"r2:ETHUSDT:{T}"]
+    assert len(errors(caplog, "the sender stopped (cancelled)")) == 1
+
+
+# ------------------------------------------------------------------ fallback across restarts
+
+
+async def test_a_fallback_survives_telegram_retries_and_a_restart_without_a_second_copy(
+    tmp_path, tg, hook
+):
+    """Telegram's retries after the fallback keep the row 'fell_back' in the database, so a
+    restart while Telegram is still down sends no second copy to the fallback webhook."""
+    tg.down(502)
+    async with Harness(tmp_path, tg, hook, fallback_after=0.3) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(1)
+        n = len(tg.calls("sendMessage"))
+        await tg.wait_for(lambda: len(tg.calls("sendMessage")) >= n + 2)  # retried since
+        assert h.notifier.outbox is not None
+        await h.notifier.outbox.flush()
+    assert h.states()[f"r1:BTCUSDT:{T}>telegram:{CHAT}"] == "fell_back"
+    async with Harness(tmp_path, tg, hook, fallback_after=0.3) as again:
+        outbox = again.notifier.outbox
+        assert outbox is not None
+        n = len(tg.calls("sendMessage"))
+        await tg.wait_for(lambda: len(tg.calls("sendMessage")) >= n + 2)  # resumed, retried
+        await outbox.flush()
+        assert [k for k in outbox.open if k[1].startswith("fallback:")] == []
+        await asyncio.sleep(0.2)  # a second POST would be on its way by now
+    assert again.states()[f"r1:BTCUSDT:{T}>telegram:{CHAT}"] == "fell_back"
+    assert len(hook.deliveries) == 1
+
+
+async def test_a_fallback_stored_before_is_not_sent_again(
+    tmp_path, tg: FakeTelegram, hook: WebhookReceiver
+):
+    """A database where the fallback was sent but the Telegram row says 'pending' (as an
+    earlier version left it): at the restart the due fallback finds its row and is not
+    dispatched again; the Telegram row is put right ('fell_back')."""
+    alert_id = f"r1:BTCUSDT:{T}"
+    created = time.time() - 10  # the fallback is due at once
+    store = Store(tmp_path / "alertbot.db")
+    alert = AlertRecord(
+        alert_id, "r1", "BTCUSDT", T, "101.5", "price > 100", "m", "m", False, created
+    )
+    store.write(
+        [alert],
+        [
+            DeliveryRow(alert_id, f"telegram:{CHAT}", "pending", 5, "NetworkError", CHAT, created),
+            DeliveryRow(alert_id, f"fallback:{CHAT}:{hook.url}", "sent", 1, None, CHAT, created),
+        ],
+        [],
+    )
+    store.close()
+    tg.down(502)
+    async with Harness(tmp_path, tg, hook, fallback_after=0.3) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        await tg.wait_for(lambda: len(tg.calls("sendMessage")) >= 2)
+        await outbox.flush()  # the due fallback is written, or found written before
+        assert [k for k in outbox.open if k[1].startswith("fallback:")] == []
+        await asyncio.sleep(0.2)
+    assert hook.deliveries == []
+    assert h.states() == {
+        f"{alert_id}>telegram:{CHAT}": "fell_back",
+        f"{alert_id}>fallback:{CHAT}:{hook.url}": "sent",
+    }
+
+
+# ------------------------------------------------------------------ Retry-After out of bounds
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "nan", "-5", "Mon, 01 Jan 2001 00:00:00 GMT"], ids=["0", "nan", "neg", "past"]
+)
+async def test_a_webhook_retry_after_of_zero_or_nonsense_still_backs_off(tmp_path, hook, value):
+    """Retry-After 0, nan, negative or a date gone by is no reason to hammer the receiver:
+    the normal backoff applies."""
+    hook.respond_with(503, 503, 503, retry_after=value)
+    async with Harness(tmp_path, None, hook, backoff_initial=0.2, backoff_max=0.2) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(1)
+        await h.settled()
+    times = [d.time for d in hook.deliveries]
+    assert [d.status for d in hook.deliveries] == [503, 503, 503, 200]
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.09  # 0.2 jittered
+
+
+async def test_a_webhook_retry_after_is_capped_at_backoff_max(tmp_path, hook):
+    """A Retry-After of years waits backoff_max at most: the URL's queue is not parked."""
+    hook.respond_with(503, retry_after=10**9)
+    async with Harness(tmp_path, None, hook, backoff_initial=0.05, backoff_max=0.3) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(1, timeout=3)
+        await h.settled()
+    first, second = hook.deliveries
+    assert second.time - first.time >= 0.25  # backoff_max (0.3), more than the backoff
+
+
+async def test_a_webhook_retry_after_past_the_give_up_time_gives_up_on_time(tmp_path, hook):
+    """A Retry-After beyond the give-up time waits only until then: the delivery is tried once
+    more and given up, not left pending for the Retry-After."""
+    hook.respond_with(503, 503, 503, retry_after=10**9)
+    settings = {"backoff_initial": 0.05, "backoff_max": 60.0, "give_up_after": 0.5}
+    async with Harness(tmp_path, None, hook, **settings) as h:
+        h.fire([rule()])
+        await h.settled(timeout=3)
+    (d,) = rows(h).values()
+    assert d.state == "failed"
+    assert (d.last_error or "").startswith("gave up: HTTP 503")
+    assert all(d.status == 503 for d in hook.deliveries)  # given up before a 4th try (200)
+
+
+async def test_a_webhook_retry_after_within_bounds_is_honoured(tmp_path, hook):
+    """A Retry-After longer than the backoff and within backoff_max is waited for in full."""
+    hook.respond_with(503, retry_after=0.5)
+    async with Harness(tmp_path, None, hook, backoff_initial=0.05, backoff_max=1.0) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(1, timeout=3)
+    first, second = hook.deliveries
+    assert second.time - first.time >= 0.5
+
+
+# ------------------------------------------------------------------ shutdown, database refusing
+
+
+async def test_shutdown_ends_when_the_database_refuses_writes_and_counts_what_was_lost(
+    tmp_path, hook, caplog
+):
+    """With the database refusing every write (here SQLite's query_only, as a read-only
+    volume would), close() gives up after close_timeout and logs how many alerts and results
+    it could not store; what was stored stays open, for the next start."""
+    h = Harness(tmp_path, None, hook, close_timeout=0.3)
+    await h.notifier.start()
+    outbox = h.notifier.outbox
+    assert outbox is not None
+    assert h.notifier.store is not None
+    hook.delay(0.5)  # r1's answer comes after the database stops taking writes
+    h.fire([rule("r1")])
+    await outbox.flush()  # r1 stored and being sent
+    await outbox.db(h.notifier.store.db.execute, "PRAGMA query_only = ON")
+    await wait_until(lambda: outbox.outcomes.get(("webhook", "sent"), 0) == 1, 3.0)  # r1 sent
+    h.fire([rule(f"x{i}", symbol=f"S{i}USDT") for i in range(5)])
+    await wait_until(lambda: outbox.write_errors >= 1, 3.0)
+    await asyncio.wait_for(h.notifier.close(), 5.0)
+    (line,) = errors(caplog, "could not be stored")
+    assert "5 alerts (lost) and 1 delivery results" in line.getMessage()
+    assert h.states() == {f"r1:BTCUSDT:{T}>webhook:{hook.url}": "pending"}
