@@ -23,7 +23,14 @@ from alertbot.recording import Overlap, open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
-from alertbot.settings import env_choice, env_int, env_seconds, environment, parse_seconds
+from alertbot.settings import (
+    env_choice,
+    env_int,
+    env_seconds,
+    environment,
+    parse_seconds,
+    unknown_setting,
+)
 from alertbot.ticker import ParseStats
 
 #: ALERTBOT_LOG_LEVEL's values (any case)
@@ -273,6 +280,10 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
     _logging(delivery.secrets(), env, log_format)
     log = logging.getLogger("alertbot")
+    for name in sorted(os.environ):
+        problem = unknown_setting(name) if name.startswith("ALERTBOT_") else None
+        if problem is not None and name != "ALERTBOT_PURE":  # the build's, not the bot's
+            log.warning("environment: %s; ignored", problem)
     if not ruleset.rules:
         log.warning("no rules given (--rules FILE): nothing to alert on")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -103,6 +104,52 @@ def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str,
 #: secrets that may also come from files (container secrets): VAR_FILE names the file
 SECRET_VARS = ("ALERTBOT_TELEGRAM_TOKEN", "ALERTBOT_WEBHOOK_SECRET")
 
+#: every setting alertbot reads: the README's settings table (a test keeps the two the same),
+#: and the secrets' ``_FILE`` forms
+SETTINGS = frozenset(
+    {
+        "ALERTBOT_ADMIN_CHATS",
+        "ALERTBOT_ALERT_RETENTION",
+        "ALERTBOT_ALLOWED_CHATS",
+        "ALERTBOT_BINANCE_REST_URL",
+        "ALERTBOT_BINANCE_WS_URL",
+        "ALERTBOT_DB",
+        "ALERTBOT_DELIVERY_GIVE_UP",
+        "ALERTBOT_FALLBACK_AFTER",
+        "ALERTBOT_FEED_AUTO_THRESHOLD",
+        "ALERTBOT_FEED_BACKOFF_MAX",
+        "ALERTBOT_FEED_DOWN_AFTER",
+        "ALERTBOT_FEED_MAX_AGE",
+        "ALERTBOT_FEED_MAX_STREAMS",
+        "ALERTBOT_FEED_QUEUE",
+        "ALERTBOT_FEED_STALE_AFTER",
+        "ALERTBOT_FEED_STREAM",
+        "ALERTBOT_FEED_SYMBOL_STALE_AFTER",
+        "ALERTBOT_HEARTBEAT",
+        "ALERTBOT_HTTP_PORT",
+        "ALERTBOT_LOG_FORMAT",
+        "ALERTBOT_LOG_LEVEL",
+        "ALERTBOT_MARKET",
+        "ALERTBOT_MAX_WATCHES",
+        "ALERTBOT_RULES_CHECK",
+        "ALERTBOT_SHUTDOWN_GRACE",
+        "ALERTBOT_TELEGRAM_API_URL",
+        "ALERTBOT_TELEGRAM_TOKEN",
+        "ALERTBOT_WATCH_COOLDOWN",
+        "ALERTBOT_WEBHOOK_SECRET",
+        "ALERTBOT_WEBHOOK_URL",
+    }
+    | {f"{var}_FILE" for var in SECRET_VARS}
+)
+
+
+def unknown_setting(name: str) -> str | None:
+    """What is wrong with ``name`` when it is no setting (a typo, mostly), else None."""
+    if name in SETTINGS:
+        return None
+    close = difflib.get_close_matches(name, sorted(SETTINGS), n=1)
+    return f"unknown setting {name}" + (f" (did you mean {close[0]}?)" if close else "")
+
 
 def read_config(path: str) -> dict[str, str]:
     """A settings file: ``ALERTBOT_NAME=value`` lines, ``#`` comments, blank lines.
@@ -123,6 +170,9 @@ def read_config(path: str) -> dict[str, str]:
         key = key.strip().removeprefix("export ").strip()
         if not sep or not key.startswith("ALERTBOT_") or not key.replace("_", "").isalnum():
             raise ConfigError(f"{path}:{number}: expected ALERTBOT_NAME=value, got {line!r}")
+        problem = unknown_setting(key)
+        if problem is not None:  # a typo would otherwise be ignored without a word
+            raise ConfigError(f"{path}:{number}: {problem}")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]

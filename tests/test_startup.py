@@ -3,14 +3,19 @@ settings from a --config file and secrets from *_FILE; JSON logs."""
 
 from __future__ import annotations
 
+import re
 import signal
+from pathlib import Path
 
 import orjson
 import pytest
 
+from alertbot.settings import SETTINGS
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
 from tests.test_cli_live import env_for, finish, start
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 TOKEN = "123456:TEST-token-0123456789abcdef"
 
@@ -86,6 +91,41 @@ async def test_a_malformed_config_file_names_its_line(tmp_path):
         )
     assert code == 1
     assert f"{config}:2: expected ALERTBOT_NAME=value" in err
+
+
+async def test_a_setting_misspelt_in_a_config_file_is_refused_with_a_suggestion(tmp_path):
+    """A typo would otherwise leave the setting at its default without a word."""
+    config = tmp_path / "typo.env"
+    config.write_text("ALERTBOT_FEED_STREAM=all\n# a comment\nALERTBOT_HTTP_PROT=8080\n")
+    async with FakeBinance() as fake:
+        code, _, err = await finish(
+            await start("run", "--config", config, env=env_for(fake, tmp_path / "a.db"))
+        )
+    assert code == 1
+    assert (
+        f"{config}:3: unknown setting ALERTBOT_HTTP_PROT (did you mean ALERTBOT_HTTP_PORT?)" in err
+    )
+    assert not fake.stats.attempts
+
+
+async def test_a_misspelt_setting_in_the_environment_is_warned_about(tmp_path):
+    async with FakeBinance() as fake:
+        env = env_for(fake, tmp_path / "a.db", ALERTBOT_FEED_STAL_AFTER="30s")
+        proc = await start("run", "--rules", "rules.example.yaml", env=env)
+        await fake.wait_for_connections(1, timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0
+    assert (
+        "environment: unknown setting ALERTBOT_FEED_STAL_AFTER "
+        "(did you mean ALERTBOT_FEED_STALE_AFTER?); ignored"
+    ) in err
+
+
+def test_the_readme_documents_exactly_the_settings_there_are():
+    table = re.findall(r"^\| `(ALERTBOT_[A-Z_]+)` \|", README.read_text(), re.MULTILINE)
+    assert len(table) == len(set(table))
+    assert set(table) == {s for s in SETTINGS if not s.endswith("_FILE")}
 
 
 async def test_sigterm_drains_open_deliveries_within_the_grace(tmp_path):
