@@ -467,6 +467,17 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="webhook-not-http",
         ),
         pytest.param(
+            "channels:\n  d: {webhook: 'http://example.com:70000/hook'}\nrules: []\n",
+            "r.yaml:2:16: the webhook URL's port must be in 1-65535, "
+            "got 'http://example.com:70000/hook'",
+            id="webhook-port-out-of-range",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: 'http://[::1/hook'}\nrules: []\n",
+            "r.yaml:2:16: 'webhook' must be an http(s) URL, got 'http://[::1/hook'",
+            id="webhook-ipv6-bracket-open",
+        ),
+        pytest.param(
             "channels:\n  d: {webhook: 'https://u:pw@example.com'}\nrules: []\n",
             "r.yaml:2:16: secrets never live in rule files: remove the password from the "
             "webhook URL",

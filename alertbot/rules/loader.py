@@ -527,7 +527,14 @@ class _Source:
 
     def url(self, node: Node) -> str | None:
         text = _text(node)
-        parts = urlsplit(text.strip()) if text is not None else None
+        try:
+            parts = urlsplit(text.strip()) if text is not None else None
+        except ValueError:  # an IPv6 bracket left open
+            parts = None
+        try:
+            port = parts.port if parts is not None else None
+        except ValueError:  # out of 0-65535, or no number
+            port = -1
         if (
             text is None
             or parts is None
@@ -535,6 +542,9 @@ class _Source:
             or not parts.hostname
         ):
             self.at(node, f"'webhook' must be an http(s) URL, got {_describe(node)}")
+            return None
+        if port is not None and not 1 <= port <= 65535:
+            self.at(node, f"the webhook URL's port must be in 1-65535, got {_describe(node)}")
             return None
         if parts.password is not None:
             self.at(
