@@ -24,8 +24,9 @@ import orjson
 import pytest
 from telegram.error import RetryAfter
 
-from alertbot.notify.notifier import Notifier, make_bot
+from alertbot.notify.notifier import Notifier, Sparklines, make_bot
 from alertbot.notify.outbox import CONSOLE_BATCH
+from alertbot.notify.render import BLOCKS
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import retry_seconds
 from alertbot.rules.conditions import parse
@@ -170,6 +171,26 @@ async def hook() -> AsyncIterator[WebhookReceiver]:
 
 
 # ------------------------------------------------------------------ Telegram
+
+
+async def test_each_alert_is_one_alertbot_alerts_log_line(tmp_path, caplog):
+    """The message's own lines (a gap note here, a sparkline) become one log line: a line per
+    alert is what log tools count and grep."""
+    caplog.set_level("INFO", logger="alertbot.alerts")
+    async with Harness(tmp_path, None, None) as h:
+        engine = Engine([rule()])
+        sparklines = h.notifier.sparklines = Sparklines(engine)
+        assert engine.process([tick("BTCUSDT", 99.0, T)]) == []
+        sparklines.sample()
+        (alert,) = engine.process([tick("BTCUSDT", 95.0, T + 1), tick("BTCUSDT", 101.5, T + 2)])
+        sparklines.sample()
+        h.notifier.emit(alert, True)  # a sparkline line, and a gap note on it
+        await h.notifier.outbox.flush()
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "alertbot.alerts"]
+    assert "\n" not in line
+    assert line.startswith("alert r1 BTCUSDT: ")
+    assert "feed was down" in line
+    assert any(block in line for block in BLOCKS)
 
 
 async def test_an_alert_reaches_the_admin_chat_as_escaped_html(tmp_path, tg, hook):

@@ -170,7 +170,9 @@ class Outbox:
                     __file__,
                     0,
                     "alert %s %s: %s",
-                    (record.rule, record.symbol, record.text),
+                    # one line, as a log line should be: the sparkline and a gap note follow
+                    # the sentence on lines of their own in the message
+                    (record.rule, record.symbol, " ".join(record.text.splitlines())),
                     None,
                 )
             )
