@@ -523,6 +523,10 @@ class App:
         if store is None or outbox is None:
             return
         states = self._unsaved + self.engine.changes()
+        # the last tickers as of the same moment: one read after the wait below could hold a
+        # crossing tick whose alert and state are not in this save (lost, after a crash, since
+        # the restored engine compares with that tick)
+        ticks = self.engine.last_tickers()
         self._unsaved = states  # until saved: a save that fails or is cancelled loses nothing
         try:
             # a state that records a firing goes to disk only after the firing's alert: saved
@@ -530,7 +534,7 @@ class App:
             # engine, restored, knows it fired; the outbox never had it)
             async with asyncio.timeout(STATE_WAIT):
                 await outbox.stored_all()
-            await outbox.db(store.save_engine, states, self.engine.last_tickers())
+            await outbox.db(store.save_engine, states, ticks)
         except TimeoutError:
             log.warning("state: alerts are not stored yet; the engine's state is saved later")
         except Exception as exc:  # the disk may come back: kept for the next save
