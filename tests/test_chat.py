@@ -302,6 +302,16 @@ async def test_a_once_watch_that_fires_as_the_bot_stops_is_still_removed(tmp_pat
         assert "No watches here yet" in await bot.say("/list")
 
 
+async def test_a_reply_refused_with_429_is_sent_again_after_the_wait(tmp_path, fakes):
+    """A user sending commands fast can get a reply over Telegram's limit: the 429's wait is
+    honoured and the reply goes out, not lost (the watch exists either way)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.fail_next(1, status=429, retry_after=1, chat_id=USER)
+        reply = await asyncio.wait_for(bot.say("/watch BTCUSDT > 100"), 10)
+        assert reply.startswith("Watching BTCUSDT: price > 100")
+
+
 async def test_daily_digest_is_set_by_command_and_sent_at_its_minute(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:

@@ -17,6 +17,7 @@ from typing import Any
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import TelegramError
 from telegram.ext import (
+    AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -52,6 +53,9 @@ from alertbot.rules.model import is_glob
 from alertbot.store import WatchRow
 
 log = logging.getLogger("alertbot.chat")
+
+#: a reply or note refused with 429 is sent again this many times, each after the wait asked
+REPLY_RETRIES = 3
 
 REFUSAL = (
     "Sorry, this alert bot is private: this chat is not on its list. "
@@ -109,6 +113,9 @@ class ChatBot:
             .base_file_url(f"{api}/file/bot")
             .request(HTTPXRequest(connection_pool_size=16, read_timeout=cfg.telegram_timeout))
             .get_updates_request(HTTPXRequest(read_timeout=self.poll_timeout + 10.0))
+            # replies and notes within Telegram's limits, and a reply that gets a 429 anyway
+            # (a user sending commands fast) sent again after the wait, not lost
+            .rate_limiter(AIORateLimiter(max_retries=REPLY_RETRIES))
             .build()
         )
         app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
