@@ -279,7 +279,10 @@ static int refresh(Slot *s, Win *win, int64_t time, double price)
     win->imax = j;
     double low = win->low = s->min_p[i];
     double high = win->high = s->max_p[j];
-    win->expires = (s->min_t[i] < s->max_t[j] ? s->min_t[i] : s->max_t[j]) + win->ms;
+    /* saturated: event times near INT64_MAX are accepted, and a wrapped expiry would refresh
+       the window on every tick (core.py's Python int never wraps) */
+    int64_t oldest = s->min_t[i] < s->max_t[j] ? s->min_t[i] : s->max_t[j];
+    win->expires = oldest > INT64_MAX - win->ms ? INT64_MAX : oldest + win->ms;
     int hits = 0;
     if (win->rise) {
         double v = low ? (price - low) / low * 100 : NAN;
@@ -912,6 +915,8 @@ static int binance_element(Cur *c, Rec *r)
 #endif
     if (j == d0)
         while (j < n && (unsigned)(p[j] - '0') < 10) {
+            if (j - d0 >= 18)
+                return 0; /* too long for this path (and t * 10 would overflow) */
             t = t * 10 + (p[j] - '0');
             j++;
         }
