@@ -1,12 +1,15 @@
-"""Test-session guards."""
+"""Test-session guards, and fixtures shared by test modules."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.webhook import WebhookReceiver
 
 PACKAGE = Path(__file__).resolve().parent.parent / "alertbot"
 
@@ -51,3 +54,23 @@ def core_impl(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         engine.Core = saved
+
+
+# ---------------------------------------------------------------- the delivery tests' fakes
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    """The fake Bot API, with the token the delivery tests' Harness uses (a module may define
+    its own ``tg``)."""
+    from tests.test_delivery import TOKEN
+
+    async with FakeTelegram(token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[WebhookReceiver]:
+    """A webhook receiver that checks signatures with ``hook-secret``."""
+    async with WebhookReceiver(secret="hook-secret") as receiver:
+        yield receiver

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,18 +156,6 @@ class _Stuck(_Lines):
 
     def release(self) -> None:
         self.gate.set()
-
-
-@pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(token=TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver(secret="hook-secret") as receiver:
-        yield receiver
 
 
 # ------------------------------------------------------------------ Telegram

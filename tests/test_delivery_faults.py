@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,21 +22,9 @@ from alertbot.store import AlertRecord, DeliveryRow, Store
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
 from tests.fakes.webhook import WebhookReceiver
-from tests.test_delivery import CHAT, TOKEN, Harness, T, rule
+from tests.test_delivery import CHAT, Harness, T, rule
 
 BAD_PORT = "http://127.0.0.1:70000/hook"
-
-
-@pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(token=TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver(secret="hook-secret") as receiver:
-        yield receiver
 
 
 def rows(h: Harness) -> dict[str, DeliveryRow]:
