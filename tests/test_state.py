@@ -203,3 +203,35 @@ def test_a_saved_history_that_does_not_read_is_left_out(tmp_path):
         assert store.histories() == {"BTCUSDT": [(T, 100.0), (T + 1_000, 101.5)]}
     finally:
         store.close()
+
+
+async def test_the_last_tickers_saved_are_of_the_moment_of_the_states_saved(tmp_path):
+    """A crossing tick taken while a save waits for the outbox must not reach the disk ahead
+    of its firing state: restored after a crash, the engine would compare with that tick and
+    never see the crossing. The test holds the database's write lock so that the save waits
+    (the first alert cannot be stored), feeds the crossing tick meanwhile, then lets go."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        app = app_for(tmp_path, fake, io.StringIO(), state_every=3600)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        db = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            db.execute("BEGIN IMMEDIATE")  # the outbox cannot store an alert until COMMIT
+            await fake.publish([mini_ticker("BTCUSDT", 150, T)])  # "hi" fires
+            await fake.wait_for(lambda: app.pipeline.alerts >= 1)
+            save = asyncio.create_task(app.save_state())
+            await asyncio.sleep(0.05)  # the save has its snapshot and waits for the outbox
+            assert not save.done()
+            await fake.publish([mini_ticker("BTCUSDT", 250, T + 1000)])  # "x" crosses 200
+            await fake.wait_for(lambda: app.pipeline.alerts >= 2)
+            db.execute("COMMIT")
+            await asyncio.wait_for(save, 10)
+            ticks = db.execute("SELECT symbol, time, price FROM last_ticks").fetchall()
+            states = db.execute("SELECT rule, last_fired FROM pair_states").fetchall()
+        finally:
+            db.close()
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    assert states == [("hi", T)]
+    assert ticks == [("BTCUSDT", T, "150")]
