@@ -169,7 +169,12 @@ def read_config(path: str) -> dict[str, str]:
         key, sep, value = text.partition("=")
         key = key.strip().removeprefix("export ").strip()
         if not sep or not key.startswith("ALERTBOT_") or not key.replace("_", "").isalnum():
-            raise ConfigError(f"{path}:{number}: expected ALERTBOT_NAME=value, got {line!r}")
+            # the line's first word only: the rest may be a secret (a token written "NAME: value")
+            start = re.split(r"[\s=:]", text, maxsplit=1)[0]
+            raise ConfigError(
+                f"{path}:{number}: expected ALERTBOT_NAME=value, got a line starting {start!r}"
+                " (the rest of the line is not shown: it may hold a secret)"
+            )
         problem = unknown_setting(key)
         if problem is not None:  # a typo would otherwise be ignored without a word
             raise ConfigError(f"{path}:{number}: {problem}")

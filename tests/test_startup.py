@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from alertbot.settings import SETTINGS
+from alertbot.errors import ConfigError
+from alertbot.settings import SETTINGS, read_config
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
 from tests.test_cli_live import env_for, finish, start
@@ -104,6 +105,19 @@ async def test_a_bad_config_file_names_its_line_and_connects_nowhere(tmp_path, t
     assert code == 1
     assert f"{config}:{message}" in err
     assert not fake.stats.attempts
+
+
+def test_a_malformed_settings_line_is_refused_without_showing_its_value(tmp_path):
+    """A token written the docker-compose way ("NAME: value") is refused; the refusal goes to
+    stderr before logging (and its redaction) is set up, so it must not repeat the value."""
+    config = tmp_path / "bad.env"
+    config.write_text(f"# settings\nALERTBOT_TELEGRAM_TOKEN: {TOKEN}\n")
+    with pytest.raises(ConfigError) as refused:
+        read_config(str(config))
+    message = str(refused.value)
+    assert message.startswith(f"{config}:2: expected ALERTBOT_NAME=value")
+    assert "'ALERTBOT_TELEGRAM_TOKEN'" in message
+    assert TOKEN.partition(":")[2] not in message
 
 
 async def test_a_misspelt_setting_in_the_environment_is_warned_about(tmp_path):
