@@ -289,11 +289,9 @@ class App:
         self._finishing: set[asyncio.Task[Any]] = set()  # see _spawn
 
     def emit(self, alert: Alert, gap: bool) -> None:
-        book = self.book
-        if book is not None and book.muted(alert.rule.id):
-            log.info("alert %s %s muted by its chat", alert.rule.id, alert.symbol)
-            return
+        # a muted watch never gets here: the engine does not fire it (Rule.muted_until_ms)
         self.notifier.emit(alert, gap)
+        book = self.book
         if book is not None and book.row_of_rule(alert.rule.id) is not None:
             self._spawn(book.fired(alert.rule.id, alert.time), finish=True)
 

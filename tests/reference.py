@@ -212,6 +212,7 @@ class ReferenceEngine:
         may_fire = (
             (state.last_fired is None or now.time >= state.last_fired + rule.cooldown_ms)
             and (rule.expires_ms is None or now.time < rule.expires_ms)
+            and (rule.muted_until_ms is None or now.time >= rule.muted_until_ms)
             and not (rule.once and state.last_fired is not None)
         )
         if isinstance(cond, Cross) and cond.direction is None:

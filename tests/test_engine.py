@@ -53,6 +53,7 @@ def rule(
     rearm: float = 0.0,
     once: bool = False,
     expires_ms: int | None = None,
+    muted_until_ms: int | None = None,
 ) -> Rule:
     return Rule(
         id=id,
@@ -63,6 +64,7 @@ def rule(
         rearm=rearm,
         once=once,
         expires_ms=expires_ms,
+        muted_until_ms=muted_until_ms,
     )
 
 
@@ -581,6 +583,31 @@ CASES = [
         rule("price > 100", cooldown_ms=1000),
         prices((5000, 101), (5500, 99), (6000, 99), (5999, 101), (6000, 101), (6001, 101)),
         [5000, 6001],
+    ),
+    # ---- a chat's mute: not firing at all, so nothing is used up by it
+    case(
+        "a muted rule does not fire; a level still true when the mute ends fires then",
+        rule("price > 100", muted_until_ms=3000),
+        prices((1000, 101), (2000, 101), (3000, 101), (4000, 101)),
+        [3000],
+    ),
+    case(
+        "a once rule that crosses while muted is not used up by it",
+        rule("price crosses above 100", once=True, muted_until_ms=3000),
+        prices((1000, 99), (2000, 101), (2500, 99), (3500, 101)),
+        [3500],
+    ),
+    case(
+        "a crossing while muted starts no cooldown",
+        rule("price crosses above 100", cooldown_ms=10_000, muted_until_ms=3000),
+        prices((1000, 99), (2000, 101), (2500, 99), (3500, 101)),
+        [3500],
+    ),
+    case(
+        "a crossing while muted is not alerted when the mute ends (as in a cooldown)",
+        rule("price crosses above 100", muted_until_ms=3000),
+        prices((1000, 99), (2000, 101), (3000, 101)),
+        [],
     ),
 ]
 

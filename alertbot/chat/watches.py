@@ -68,6 +68,9 @@ def rule_for(row: WatchRow) -> Rule:
         rearm=row.rearm,
         once=row.once,
         expires_ms=row.expires_ms,
+        # the engine holds a muted watch back itself, so that the firing is not used up: a
+        # level still true when the mute ends alerts then, a ``once`` watch stays unfired
+        muted_until_ms=int(row.muted_until * 1000) if row.muted_until else None,
         notify=(f"chat:{row.chat_id}",),
         origin=f"chat {row.chat_id}",
     )
@@ -151,14 +154,11 @@ class WatchBook:
         await self.db(self.store.mute_watches, [r.id for r in rows], until)
         for r in rows:
             r.muted_until = until
+            self.engine.replace_rule(rule_for(r))  # keeps its firing state
 
     def row_of_rule(self, rule_id: str) -> WatchRow | None:
         number = watch_number(rule_id)
         return None if number is None else self.rows.get(number)
-
-    def muted(self, rule_id: str) -> bool:
-        row = self.row_of_rule(rule_id)
-        return row is not None and row.muted_until is not None and row.muted_until > self.clock()
 
     async def fired(self, rule_id: str, time_ms: int) -> WatchRow | None:
         """Record an alert of a watch; a ``once`` watch is done after it (returned then)."""

@@ -1083,21 +1083,26 @@ class Engine:
             self._note(pair)
 
     def _fire(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> bool:
-        """Fire unless expired or in cooldown (then come back when the cooldown ends)."""
+        """Fire unless expired, muted or in cooldown (then come back when the mute or the
+        cooldown ends: a condition still true then fires then)."""
         rule = pair.c.rule
         time = book.time
         if rule.expires_ms is not None and time >= rule.expires_ms:
             pair.done = True
             self._note(pair)
             return False
+        due = -1
         if pair.last_fired is not None:
             due = pair.last_fired + rule.cooldown_ms
-            if time < due:
-                if pair.timer != due:
-                    pair.timer = due
-                    self._seq += 1
-                    heapq.heappush(book.timers, (due, self._seq, pair))
-                return False
+        muted = rule.muted_until_ms
+        if muted is not None and muted > due:
+            due = muted
+        if time < due:
+            if pair.timer != due:
+                pair.timer = due
+                self._seq += 1
+                heapq.heappush(book.timers, (due, self._seq, pair))
+            return False
         pair.last_fired = time
         self._note(pair)  # the caller disarms it
         if rule.once:

@@ -48,6 +48,9 @@ class Rule:
     rearm: float = 0.0
     once: bool = False
     expires_ms: int | None = None
+    #: ticks before it do not fire (a chat's /mute; event time, ms); a condition still true
+    #: when the mute ends fires then, as at the end of a cooldown
+    muted_until_ms: int | None = None
     message: str | None = None
     notify: tuple[str, ...] = ()
     #: where the rule came from, for messages: "rules.yaml:12:5" or "chat 123"
