@@ -753,6 +753,20 @@ def test_add_rule_crosses_against_the_symbols_tick_from_before_the_rule(make: Fa
     assert engine.process(prices((2, 101))) == [("r", SYMBOL, 2)]
 
 
+def test_a_composite_that_crosses_on_its_first_tick_re_arms_on_the_tick_after(make: Factory):
+    """DESIGN, Firing: the pair re-arms on a tick where the condition is false. A composite
+    with a crossing is evaluated again on the tick after one where the crossing held; for a
+    rule just added (a /watch, a reload, the first tick after a restart) that re-check was
+    dropped, and the pair stayed disarmed: the alert at 89 was lost."""
+    engine = make([])
+    assert engine.process(prices((1, 98))) == []
+    engine.add_rule(rule("any(price crosses above 100, price < 90)"))
+    assert engine.process(prices((2, 100.5), (3, 101), (4, 89))) == [
+        ("r", SYMBOL, 2),
+        ("r", SYMBOL, 4),
+    ]
+
+
 def test_add_rule_move_window_holds_ticks_from_before_the_rule(make: Factory):
     engine = make([rule("volume > 1m", id="other")])
     assert engine.process(prices((T, 100))) == []

@@ -917,13 +917,17 @@ class Engine:
         self._tick += 1
         stamp = self._tick
         first = len(alerts)
-        if book.fresh:
-            fresh = book.fresh
+        # both taken before either runs: a fresh pair's evaluation may add it to the next
+        # tick's re-checks (a crossing in a composite), which must not be taken now and lost
+        fresh = book.fresh
+        recheck = book.recheck
+        if fresh:
             book.fresh = []
+        if recheck:
+            book.recheck = []
+        if fresh:
             self._run(fresh, 0, len(fresh), stamp, book, alerts)
-        if book.recheck:
-            recheck = book.recheck
-            book.recheck = []  # evaluation may add to the next tick's
+        if recheck:
             self._run(recheck, 0, len(recheck), stamp, book, alerts)
         kind = 0
         while kinds:
