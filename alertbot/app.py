@@ -264,6 +264,7 @@ class App:
         self.rules_check = rules_check
         self.file_rules: dict[str, Rule] = {r.id: r for r in rules.rules}
         self._stamps = self._file_stamps()
+        self._changing: list[tuple[float, int] | None] | None = None  # see check_rule_files
         self.reloads = 0
         self._reload_lock = asyncio.Lock()
         self.feed_down_after = feed_down_after
@@ -321,6 +322,7 @@ class App:
         if not self.rule_files:
             return False
         self._stamps = self._file_stamps()
+        self._changing = None
         try:
             ruleset = await asyncio.to_thread(load_files, self.rule_files)
         except RuleFileError as exc:
@@ -330,6 +332,14 @@ class App:
             )
             await self.tell_admins(
                 "Rule files not reloaded: the running rules stay.\n" + problems[:3500]
+            )
+            return False
+        except Exception as exc:  # a loader bug: the running rules stay, and the admins know
+            log.exception(
+                "rules: %s: the rule files could not be read; keeping the running rules", why
+            )
+            await self.tell_admins(
+                f"Rule files not reloaded (an internal error: {exc!r}); the running rules stay."
             )
             return False
         new = {r.id: r for r in ruleset.rules}
@@ -358,8 +368,15 @@ class App:
         return True
 
     async def check_rule_files(self) -> None:
-        """A scheduled job: reload when a rule file's size or mtime changed."""
-        if self._file_stamps() != self._stamps:
+        """A scheduled job: reload when a rule file's size or mtime changed, once it has stayed
+        the same for a whole check: a file caught while it is being written (an editor, a
+        script) is not loaded half done, which would remove its later rules and their state."""
+        stamps = self._file_stamps()
+        if stamps == self._stamps:
+            self._changing = None
+        elif stamps != self._changing:
+            self._changing = stamps  # changed since the last look: wait until it settles
+        else:
             await self.reload("rule file changed")
 
     async def check_feed(self) -> None:

@@ -97,6 +97,33 @@ async def test_an_edit_is_picked_up_and_a_broken_one_keeps_the_running_rules(tmp
             await fake.wait_for(lambda: app.pipeline.alerts == 1)
 
 
+async def test_a_file_caught_while_it_is_written_is_loaded_only_once_it_settles(tmp_path):
+    """A writer that pauses half way (a script, a slow editor) must not have its first half
+    loaded: the later rules would be removed and their firing state forgotten. The checks are
+    called directly here, in the order the file watch would make them."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        app = make_app(tmp_path, fake, tg, rules)
+        app.rules_check = 0  # no file watch job: this test makes the checks
+        async with running(app):
+            await app.check_rule_files()
+            assert app.reloads == 0  # nothing changed
+
+            rules.write_text(EDITED[: EDITED.index("  - id: sol")])  # the writer pauses here
+            await app.check_rule_files()
+            assert app.reloads == 0  # changed since the last look: it may still be written
+
+            rules.write_text(EDITED)
+            await app.check_rule_files()
+            assert app.reloads == 0  # changed again
+            await app.check_rule_files()
+            assert app.reloads == 1  # the same for a whole check: loaded, in full
+            assert sorted(r.id for r in app.engine.rules()) == ["eth", "sol"]
+            await app.check_rule_files()
+            assert app.reloads == 1
+
+
 async def test_an_edited_rule_keeps_its_firing_state_unless_its_condition_changed(tmp_path):
     """Editing a rule's message must not make a level that fired and still holds fire again
     (spam); editing its condition starts it afresh."""
