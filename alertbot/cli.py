@@ -19,6 +19,7 @@ import orjson
 from alertbot import __version__
 from alertbot.errors import ConfigError, RuleError
 from alertbot.notify.render import format_time, render
+from alertbot.notify.routing import unset_secrets
 from alertbot.recording import Overlap, open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
@@ -196,9 +197,15 @@ def cmd_check(files: Sequence[str]) -> int:
     if ruleset is None:
         return 1
     names = ", ".join(files)
-    count = len(ruleset.rules)
-    print(f"{names}: {count} rule{'s' if count != 1 else ''}, {len(ruleset.channels)} channels, OK")
+    for problem in unset_secrets(ruleset.channels):  # may be set where the bot runs
+        print(f"{names}: warning: {problem} (alertbot run refuses to start so)", file=sys.stderr)
+    rules, channels = plural(len(ruleset.rules), "rule"), plural(len(ruleset.channels), "channel")
+    print(f"{names}: {rules}, {channels}, OK")
     return 0
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
@@ -262,6 +269,9 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     ruleset = _load(files) if files else RuleSet()
     if ruleset is None:
         return 1
+    unset = unset_secrets(ruleset.channels)
+    if unset:
+        raise ConfigError("; ".join(unset))
     env = environment(os.environ, config)
     settings = FeedSettings.from_env(env)
     delivery = DeliverySettings.from_env(env)

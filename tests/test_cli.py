@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -16,13 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def alertbot(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def alertbot(
+    *args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "alertbot.cli", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=60,
+        env=env,
     )
 
 
@@ -106,6 +110,53 @@ def test_check_of_a_missing_file_is_a_clear_error() -> None:
     result = alertbot("check", "no-such-file.yaml")
     assert result.returncode == 1
     assert result.stderr.startswith("no-such-file.yaml:1:1:")
+
+
+SIGNED_CHANNEL = (
+    "channels:\n"
+    "  desk: {webhook: 'https://example.com/hook', secret_env: ALERTBOT_TEST_DESK_SECRET}\n"
+    "rules:\n"
+    "  - id: up\n"
+    "    symbols: [BTCUSDT]\n"
+    "    when: price > 100\n"
+    "    notify: [desk]\n"
+)
+
+
+def env_without(*names: str, **more: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(more)
+    return env
+
+
+def test_check_warns_of_a_channel_secret_that_is_not_set_here(tmp_path: Path) -> None:
+    """It may be set where the bot runs, so only a warning; the counts say 1 rule, 1 channel."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SIGNED_CHANNEL)
+    result = alertbot("check", rules, env=env_without("ALERTBOT_TEST_DESK_SECRET"))
+    assert result.returncode == 0
+    assert result.stdout == f"{rules}: 1 rule, 1 channel, OK\n"
+    assert (
+        f"{rules}: warning: channel 'desk': its secret_env ALERTBOT_TEST_DESK_SECRET is not set"
+    ) in result.stderr
+    signed = alertbot("check", rules, env=env_without(ALERTBOT_TEST_DESK_SECRET="s" * 32))
+    assert signed.stderr == ""
+
+
+def test_run_refuses_to_start_when_a_channel_secret_is_not_set(tmp_path: Path) -> None:
+    """Its webhook would get unsigned requests, which a checking receiver refuses for good."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SIGNED_CHANNEL)
+    env = env_without(
+        "ALERTBOT_TEST_DESK_SECRET",
+        ALERTBOT_BINANCE_WS_URL="ws://127.0.0.1:9",
+        ALERTBOT_DB=str(tmp_path / "a.db"),
+    )
+    result = alertbot("run", "--rules", rules, env=env)
+    assert result.returncode == 1
+    assert (
+        "alertbot: channel 'desk': its secret_env ALERTBOT_TEST_DESK_SECRET is not set"
+    ) in result.stderr
 
 
 @pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz"])

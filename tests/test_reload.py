@@ -124,6 +124,31 @@ async def test_a_file_caught_while_it_is_written_is_loaded_only_once_it_settles(
             assert app.reloads == 1
 
 
+async def test_an_edit_whose_channel_secret_is_not_set_keeps_the_running_rules(tmp_path):
+    """Its webhook would get unsigned requests (refused for good by a receiver that checks):
+    refused as a broken edit is, with a note to the admins."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        app = make_app(tmp_path, fake, tg, rules)
+        async with running(app):
+            await tg.wait_for(lambda: bool(tg.calls("getUpdates")), timeout=10)
+            rules.write_text(
+                "channels:\n  desk: {webhook: 'https://example.com/h', secret_env: NOT_SET_X}\n"
+                + GOOD
+                + "    notify: [desk]\n"
+            )
+            assert await app.reload() is False
+            await tg.wait_for(lambda: bool(tg.messages_to(ADMIN)))
+            assert sorted(r.id for r in app.engine.rules()) == ["btc"]
+            assert app.engine.rules()[0].notify == ()
+    note = tg.messages_to(ADMIN)[0].text
+    assert note == (
+        "Rule files not reloaded: the running rules stay.\n"
+        "channel 'desk': its secret_env NOT_SET_X is not set in the environment"
+    )
+
+
 async def test_an_edited_rule_keeps_its_firing_state_unless_its_condition_changed(tmp_path):
     """Editing a rule's message must not make a level that fired and still holds fire again
     (spam); editing its condition starts it afresh."""

@@ -24,6 +24,20 @@ class Route:
 CONSOLE = Route("console")
 
 
+def unset_secrets(
+    channels: Mapping[str, Channel], env: Mapping[str, str] | None = None
+) -> list[str]:
+    """What is wrong with the channels' signing secrets here: a ``secret_env`` whose variable is
+    not set. Its webhook would get unsigned requests, which a receiver that checks signatures
+    refuses for good (401): every alert to it lost, without a word."""
+    e = os.environ if env is None else env
+    return [
+        f"channel {name!r}: its secret_env {channel.secret_env} is not set in the environment"
+        for name, channel in channels.items()
+        if channel.secret_env and not e.get(channel.secret_env)
+    ]
+
+
 class Router:
     def __init__(
         self,
