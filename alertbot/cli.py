@@ -261,6 +261,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     from alertbot.chat.watches import ChatSettings
     from alertbot.feed.settings import FeedSettings
     from alertbot.notify.settings import DeliverySettings
+    from alertbot.store import hold_database
 
     if hasattr(signal, "SIGHUP"):
         # until the event loop takes it over (loading many rules takes seconds): a SIGHUP now
@@ -288,6 +289,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     feed_down_after = env_seconds(env, "ALERTBOT_FEED_DOWN_AFTER", 120.0, minimum=1)
     heartbeat = env_seconds(env, "ALERTBOT_HEARTBEAT", 0.0)
     log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
+    lock = hold_database(delivery.db)  # held until run ends (ConfigError: another holds it)
     _logging(delivery.secrets(), env, log_format)
     log = logging.getLogger("alertbot")
     for name in sorted(os.environ):
@@ -326,7 +328,11 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
         if apps:
             await apps[0].reload()
 
-    asyncio.run(_until_signalled(main, on_hup=on_hup))
+    try:
+        asyncio.run(_until_signalled(main, on_hup=on_hup))
+    finally:
+        if lock is not None:
+            lock.close()
     return 0
 
 

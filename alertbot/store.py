@@ -8,17 +8,40 @@ the connection is only ever used from that thread.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 import orjson
 
+from alertbot.errors import ConfigError
 from alertbot.rules.engine import PairState
 from alertbot.ticker import Ticker
+
+
+def hold_database(path: str) -> BinaryIO | None:
+    """Hold ``PATH.lock`` for as long as the returned file is open (the process's life): a
+    second ``alertbot run`` on the same database would resume and attempt every open delivery
+    too, and so send every alert twice. Raises ConfigError when another process holds it."""
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    lock = Path(path + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fh = lock.open("ab")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ConfigError(
+            f"ALERTBOT_DB: another alertbot is running on {path} (it holds {lock}); two on one "
+            "database would send every alert twice"
+        ) from None
+    return fh
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

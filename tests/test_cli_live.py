@@ -77,6 +77,28 @@ async def test_run_prints_an_alert_from_the_live_feed_and_stops_cleanly_on_sigte
     assert "Traceback" not in err
 
 
+async def test_a_second_run_on_the_same_database_refuses_to_start(tmp_path):
+    """Two bots on one database would each resume and attempt every open delivery: every
+    alert twice. The second one says why and exits 1; the first runs on."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        env = env_for(fake, tmp_path / "data" / "alertbot.db")
+        first = await start("run", "--rules", "rules.example.yaml", env=env)
+        try:
+            await fake.wait_for_connections(1, timeout=20)
+            code, _, err = await finish(await start("run", env=env))
+            assert first.returncode is None  # still running
+        finally:
+            first.send_signal(signal.SIGTERM)
+        first_code, _, _ = await finish(first)
+    assert code == 1
+    assert err == (
+        f"alertbot: ALERTBOT_DB: another alertbot is running on {tmp_path}/data/alertbot.db "
+        f"(it holds {tmp_path}/data/alertbot.db.lock); two on one database would send every "
+        "alert twice\n"
+    )
+    assert first_code == 0
+
+
 async def test_run_does_not_log_every_run_of_its_scheduled_jobs(tmp_path):
     """APScheduler's executor logs two INFO lines per job run (several jobs every few
     seconds): at the default level they are left out of the log; the start-up lines stay."""
