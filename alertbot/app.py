@@ -27,7 +27,7 @@ from alertbot.feed.handoff import Handoff
 from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.notifier import Notifier, Sparklines
-from alertbot.notify.routing import unset_secrets
+from alertbot.notify.routing import channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.engine import Alert, Engine, PairState, fingerprint
 from alertbot.rules.ids import is_reserved
@@ -343,7 +343,7 @@ class App:
                 f"Rule files not reloaded (an internal error: {exc!r}); the running rules stay."
             )
             return False
-        unset = unset_secrets(ruleset.channels)
+        unset = channel_secret_problems(ruleset.channels)
         if unset:
             log.error("rules: %s: keeping the running rules: %s", why, "; ".join(unset))
             await self.tell_admins(

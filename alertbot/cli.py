@@ -19,7 +19,7 @@ import orjson
 from alertbot import __version__
 from alertbot.errors import ConfigError, RuleError
 from alertbot.notify.render import format_time, render
-from alertbot.notify.routing import unset_secrets
+from alertbot.notify.routing import channel_secret_problems
 from alertbot.recording import Overlap, open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
@@ -197,7 +197,7 @@ def cmd_check(files: Sequence[str]) -> int:
     if ruleset is None:
         return 1
     names = ", ".join(files)
-    for problem in unset_secrets(ruleset.channels):  # may be set where the bot runs
+    for problem in channel_secret_problems(ruleset.channels):  # may be set where the bot runs
         print(f"{names}: warning: {problem} (alertbot run refuses to start so)", file=sys.stderr)
     rules, channels = plural(len(ruleset.rules), "rule"), plural(len(ruleset.channels), "channel")
     print(f"{names}: {rules}, {channels}, OK")
@@ -270,7 +270,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     ruleset = _load(files) if files else RuleSet()
     if ruleset is None:
         return 1
-    unset = unset_secrets(ruleset.channels)
+    unset = channel_secret_problems(ruleset.channels)
     if unset:
         raise ConfigError("; ".join(unset))
     env = environment(os.environ, config)

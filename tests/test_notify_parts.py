@@ -17,7 +17,7 @@ from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Delivery
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import format_time, render, render_both, sparkline, values
-from alertbot.notify.routing import Router
+from alertbot.notify.routing import Router, channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.webhook import body_of, signature
 from alertbot.rules.conditions import parse
@@ -60,7 +60,7 @@ def test_delivery_settings_from_the_environment():
             "ALERTBOT_TELEGRAM_API_URL": "http://127.0.0.1:9/",
             "ALERTBOT_ADMIN_CHATS": "123, -100456",
             "ALERTBOT_WEBHOOK_URL": "https://example.com/hook",
-            "ALERTBOT_WEBHOOK_SECRET": "s3cret",
+            "ALERTBOT_WEBHOOK_SECRET": "s3cret-0123456789",
             "ALERTBOT_DB": "/data/alertbot.db",
             "ALERTBOT_FALLBACK_AFTER": "90s",
         }
@@ -68,9 +68,9 @@ def test_delivery_settings_from_the_environment():
     assert s.telegram_token == TOKEN
     assert s.telegram_api_url == "http://127.0.0.1:9"
     assert s.admin_chats == (123, -100456)
-    assert (s.webhook_url, s.webhook_secret) == ("https://example.com/hook", "s3cret")
+    assert (s.webhook_url, s.webhook_secret) == ("https://example.com/hook", "s3cret-0123456789")
     assert (s.db, s.fallback_after) == ("/data/alertbot.db", 90.0)
-    assert s.secrets() == [TOKEN, "s3cret"]
+    assert s.secrets() == [TOKEN, "s3cret-0123456789"]
 
 
 @pytest.mark.parametrize(
@@ -80,11 +80,40 @@ def test_delivery_settings_from_the_environment():
         ("ALERTBOT_ADMIN_CHATS", "123,abc", "ALERTBOT_ADMIN_CHATS: expected chat ids"),
         ("ALERTBOT_WEBHOOK_URL", "example.com", "ALERTBOT_WEBHOOK_URL: expected a URL"),
         ("ALERTBOT_FALLBACK_AFTER", "soon", "ALERTBOT_FALLBACK_AFTER: expected a duration"),
+        # python-telegram-bot's base_url style; taken, the token was blamed for the 404s
+        (
+            "ALERTBOT_TELEGRAM_API_URL",
+            "http://127.0.0.1:8081/bot",
+            "ALERTBOT_TELEGRAM_API_URL: the Bot API root, without /bot",
+        ),
+        # easy to guess, and redacted from every log line it blanked words ("feed") too
+        (
+            "ALERTBOT_WEBHOOK_SECRET",
+            "feed",
+            r"ALERTBOT_WEBHOOK_SECRET: too short \(4 characters\): a signing secret needs at "
+            "least 16",
+        ),
     ],
+    ids=["token", "chats", "webhook-url", "duration", "api-url-with-bot", "short-secret"],
 )
 def test_a_bad_delivery_setting_names_the_variable(name: str, value: str, message: str):
     with pytest.raises(ConfigError, match=message):
         DeliverySettings.from_env({name: value})
+
+
+def test_a_channel_secret_must_be_set_and_long_enough():
+    channels = {
+        "a": Channel("a", webhook="https://a.example/h", secret_env="A_SECRET"),
+        "b": Channel("b", webhook="https://b.example/h", secret_env="B_SECRET"),
+        "c": Channel("c", webhook="https://c.example/h", secret_env="C_SECRET"),
+        "plain": Channel("plain", webhook="https://p.example/h"),
+    }
+    env = {"A_SECRET": "x" * 16, "B_SECRET": "short"}
+    assert channel_secret_problems(channels, env) == [
+        "channel 'b': B_SECRET: too short (5 characters): a signing secret needs at least 16 "
+        "(e.g. openssl rand -hex 16)",
+        "channel 'c': its secret_env C_SECRET is not set in the environment",
+    ]
 
 
 def test_the_bad_token_message_does_not_repeat_the_token():

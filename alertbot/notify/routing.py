@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from alertbot.notify.settings import DeliverySettings
+from alertbot.notify.settings import MIN_SECRET, DeliverySettings, secret_problem
 from alertbot.rules.model import Channel, Rule
 
 log = logging.getLogger("alertbot.notify")
@@ -24,18 +24,26 @@ class Route:
 CONSOLE = Route("console")
 
 
-def unset_secrets(
+def channel_secret_problems(
     channels: Mapping[str, Channel], env: Mapping[str, str] | None = None
 ) -> list[str]:
     """What is wrong with the channels' signing secrets here: a ``secret_env`` whose variable is
-    not set. Its webhook would get unsigned requests, which a receiver that checks signatures
-    refuses for good (401): every alert to it lost, without a word."""
+    not set (its webhook would get unsigned requests, which a receiver that checks signatures
+    refuses for good: every alert to it lost, without a word) or is too short."""
     e = os.environ if env is None else env
-    return [
-        f"channel {name!r}: its secret_env {channel.secret_env} is not set in the environment"
-        for name, channel in channels.items()
-        if channel.secret_env and not e.get(channel.secret_env)
-    ]
+    problems = []
+    for name, channel in channels.items():
+        if not channel.secret_env:
+            continue
+        secret = e.get(channel.secret_env)
+        if not secret:
+            problems.append(
+                f"channel {name!r}: its secret_env {channel.secret_env} is not set in the "
+                "environment"
+            )
+        elif len(secret) < MIN_SECRET:
+            problems.append(f"channel {name!r}: {channel.secret_env}: {secret_problem(secret)}")
+    return problems
 
 
 class Router:

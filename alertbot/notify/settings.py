@@ -29,6 +29,18 @@ def parse_chats(name: str, text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+#: a webhook signing secret's least length: a short one is easy to guess, and redacting a
+#: short word from every log line would blank ordinary words too
+MIN_SECRET = 16
+
+
+def secret_problem(secret: str) -> str:
+    return (
+        f"too short ({len(secret)} characters): a signing secret needs at least {MIN_SECRET} "
+        "(e.g. openssl rand -hex 16)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
     """Times are seconds."""
@@ -69,14 +81,22 @@ class DeliverySettings:
                 "ALERTBOT_TELEGRAM_TOKEN: not a bot token (expected digits, a colon and the "
                 "secret part, as @BotFather gives it)"
             )
+        api = env_url(e, "ALERTBOT_TELEGRAM_API_URL", "https://api.telegram.org", ("http", "https"))
+        if api.rstrip("/").endswith("/bot"):
+            # python-telegram-bot's base_url style: the token would be rejected, wrongly
+            raise ConfigError(
+                f"ALERTBOT_TELEGRAM_API_URL: the Bot API root, without /bot (the bot calls "
+                f"ROOT/bot<token>/<method>), got {api}"
+            )
+        secret = e.get("ALERTBOT_WEBHOOK_SECRET", "") or None
+        if secret is not None and len(secret) < MIN_SECRET:
+            raise ConfigError(f"ALERTBOT_WEBHOOK_SECRET: {secret_problem(secret)}")
         return cls(
             telegram_token=token,
-            telegram_api_url=env_url(
-                e, "ALERTBOT_TELEGRAM_API_URL", "https://api.telegram.org", ("http", "https")
-            ),
+            telegram_api_url=api,
             admin_chats=parse_chats("ALERTBOT_ADMIN_CHATS", e.get("ALERTBOT_ADMIN_CHATS", "")),
             webhook_url=env_url(e, "ALERTBOT_WEBHOOK_URL", "", ("http", "https")) or None,
-            webhook_secret=e.get("ALERTBOT_WEBHOOK_SECRET", "") or None,
+            webhook_secret=secret,
             db=e.get("ALERTBOT_DB", "").strip() or "alertbot.db",
             fallback_after=env_seconds(e, "ALERTBOT_FALLBACK_AFTER", 60.0, minimum=0.001),
             give_up_after=env_seconds(e, "ALERTBOT_DELIVERY_GIVE_UP", 24 * 3600.0, minimum=1),
