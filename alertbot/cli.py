@@ -156,8 +156,9 @@ def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "te
     if level != "DEBUG":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
         # two lines per run of each scheduled job ("Running job", "executed successfully"),
-        # several a second; a job that fails is still logged (at ERROR)
-        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+        # several a second, and two per job added at start; a job that fails is still logged
+        # (at ERROR)
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("alertbot.alerts").setLevel(logging.INFO)
 
@@ -298,6 +299,12 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
             log.warning("environment: %s; ignored", problem)
     if not ruleset.rules:
         log.warning("no rules given (--rules FILE): nothing to alert on")
+    if heartbeat and not (delivery.telegram_token and delivery.admin_chats):
+        # a dead man's switch that never sends is worse than none: say so
+        log.warning(
+            "ALERTBOT_HEARTBEAT is set, but the heartbeat goes to the admin chats over Telegram: "
+            "set ALERTBOT_TELEGRAM_TOKEN and ALERTBOT_ADMIN_CHATS, or no heartbeat is sent"
+        )
 
     async def main(stop: asyncio.Event) -> None:
         app = App(
@@ -316,11 +323,14 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
         apps.append(app)
         await app.run(stop)  # ConfigError: bad database or token, before any connection
         pipeline = app.pipeline
-        print(
+        summary = (
             f"stopped: {pipeline.stats.tickers} tickers, {pipeline.alerts} alerts, "
-            f"{pipeline.feed.stats.reconnects} reconnects",
-            file=sys.stderr,
+            f"{pipeline.feed.stats.reconnects} reconnects"
         )
+        if log_format == "json":  # every line on stderr one JSON object, as README says
+            log.info("%s", summary)
+        else:
+            print(summary, file=sys.stderr)
 
     apps: list[Any] = []
 

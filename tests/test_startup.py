@@ -76,10 +76,9 @@ async def test_settings_from_a_config_file_and_the_token_from_a_file(tmp_path):
             proc.send_signal(signal.SIGTERM)
         code, _, err = await finish(proc)
     assert code == 0
-    lines = [line for line in err.splitlines() if line.startswith("{")]
-    assert lines
-    records = [orjson.loads(line) for line in lines]  # every log line is one JSON object
+    records = [orjson.loads(line) for line in err.splitlines()]  # every line one JSON object
     assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert records[-1]["message"].startswith("stopped: ")  # the closing summary too
     assert TOKEN not in err
 
 
@@ -105,6 +104,22 @@ async def test_a_bad_config_file_names_its_line_and_connects_nowhere(tmp_path, t
     assert code == 1
     assert f"{config}:{message}" in err
     assert not fake.stats.attempts
+
+
+async def test_a_heartbeat_that_cannot_be_sent_is_warned_about(tmp_path):
+    """It goes to the admin chats over Telegram: without a token it would never be sent, and
+    a dead man's switch that never sends looks like one that works."""
+    async with FakeBinance() as fake:
+        env = env_for(fake, tmp_path / "a.db", ALERTBOT_HEARTBEAT="1h")
+        proc = await start("run", "--rules", "rules.example.yaml", env=env)
+        await fake.wait_for_connections(1, timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0
+    assert (
+        "WARNING alertbot: ALERTBOT_HEARTBEAT is set, but the heartbeat goes to the admin chats "
+        "over Telegram: set ALERTBOT_TELEGRAM_TOKEN and ALERTBOT_ADMIN_CHATS"
+    ) in err
 
 
 def test_a_malformed_settings_line_is_refused_without_showing_its_value(tmp_path):
