@@ -161,11 +161,13 @@ class _Stuck(_Lines):
 # ------------------------------------------------------------------ Telegram
 
 
-async def test_each_alert_is_one_alertbot_alerts_log_line(tmp_path, caplog):
-    """The message's own lines (a gap note here, a sparkline) become one log line: a line per
-    alert is what log tools count and grep."""
+async def test_each_alert_is_one_log_line_and_one_console_line(tmp_path, caplog):
+    """The message's own lines (a gap note here, a sparkline) become one log line and one
+    line on the console (README: one line each): a line per alert is what tools count and
+    grep."""
     caplog.set_level("INFO", logger="alertbot.alerts")
-    async with Harness(tmp_path, None, None) as h:
+    out = _Lines()
+    async with Harness(tmp_path, None, None, out=out) as h:
         engine = Engine([rule()])
         sparklines = h.notifier.sparklines = Sparklines(engine)
         assert engine.process([tick("BTCUSDT", 99.0, T)]) == []
@@ -179,6 +181,9 @@ async def test_each_alert_is_one_alertbot_alerts_log_line(tmp_path, caplog):
     assert line.startswith("alert r1 BTCUSDT: ")
     assert "feed was down" in line
     assert any(block in line for block in BLOCKS)
+    (printed,) = out.lines
+    assert printed.count("\n") == 1
+    assert printed.endswith(line.removeprefix("alert r1 BTCUSDT: ") + "\n")
 
 
 async def test_an_alert_reaches_the_admin_chat_as_escaped_html(tmp_path, tg, hook):

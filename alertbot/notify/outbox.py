@@ -42,6 +42,12 @@ alert_log = logging.getLogger("alertbot.alerts")
 CONSOLE_BATCH = 256
 
 
+def one_line(text: str) -> str:
+    """A message as one line (for the console and the log): its sparkline and gap note follow
+    the sentence instead of standing on lines of their own."""
+    return " ".join(text.splitlines())
+
+
 def alert_id(rule: str, symbol: str, time: int) -> str:
     """Stable across retries and restarts: the same firing has the same id."""
     return f"{rule}:{symbol}:{time}"
@@ -93,8 +99,11 @@ class ConsoleSender:
                     return
                 batch = list(self._queue)
                 self._queue.clear()
+            # one line each (README), as in the log: a sparkline or gap note follows the
+            # sentence on its line, not on lines of its own
             text = "".join(
-                f"{format_time(d.alert.time)}  {d.alert.rule}  {d.alert.text}\n" for d in batch
+                f"{format_time(d.alert.time)}  {d.alert.rule}  {one_line(d.alert.text)}\n"
+                for d in batch
             )
             error: str | None = None
             try:
@@ -172,7 +181,7 @@ class Outbox:
                     "alert %s %s: %s",
                     # one line, as a log line should be: the sparkline and a gap note follow
                     # the sentence on lines of their own in the message
-                    (record.rule, record.symbol, " ".join(record.text.splitlines())),
+                    (record.rule, record.symbol, one_line(record.text)),
                     None,
                 )
             )
