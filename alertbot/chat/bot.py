@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import TelegramError
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -31,6 +31,7 @@ from alertbot.chat.commands import (
     COMMANDS,
     CommandError,
     Digest,
+    Listing,
     Mute,
     Price,
     Simple,
@@ -62,6 +63,43 @@ REFUSAL = (
     "Ask its operator to add chat id {chat} to ALERTBOT_ALLOWED_CHATS."
 )
 MUTE_BUTTON_S = 3600
+#: watches on one page of /list (each has a row of buttons: a keyboard this size stays usable)
+LIST_PAGE = 20
+#: characters of a /list page kept for its header and its "and N more" line
+LIST_RESERVE = 120
+#: a watch's line in /list is cut to this many characters (a /watch is 500 at most anyway)
+LINE_MAX = 1000
+#: an admin's /list names this many of the rule files' rules, in this many characters at most
+RULE_IDS_SHOWN = 20
+RULE_IDS_CHARS = 400
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """``text`` as messages of at most ``limit`` characters each, cut between lines (a line
+    longer than ``limit`` is cut within itself); none of them blank."""
+    parts: list[str] = []
+    current: str | None = None
+    for line in text.split("\n"):
+        while len(line) > limit:
+            if current is not None:
+                parts.append(current)
+                current = None
+            parts.append(line[:limit])
+            line = line[limit:]
+        if current is None:
+            current = line
+        elif len(current) + 1 + len(line) <= limit:
+            current += "\n" + line
+        else:
+            parts.append(current)
+            current = line
+    if current is not None:
+        parts.append(current)
+    return [p for p in parts if p.strip()]
 
 
 def _duration(ms: int) -> str:
@@ -183,12 +221,15 @@ class ChatBot:
         return "\n".join(lines)
 
     async def tell(self, chat: int, text: str) -> None:
+        """A note to a chat; a long one goes as several messages."""
         if self.app is None:
             return
-        try:
-            await self.app.bot.send_message(chat, text)
-        except TelegramError as exc:
-            log.warning("chat %s: could not send a note: %s", chat, exc)
+        for part in split_text(text, self.delivery.max_message):
+            try:
+                await self.app.bot.send_message(chat, part)
+            except TelegramError as exc:
+                log.warning("chat %s: could not send a note: %s", chat, exc)
+                return
 
     # ------------------------------------------------------------------ handlers
 
@@ -203,7 +244,7 @@ class ChatBot:
         if not self.settings.allowed(chat.id):
             if chat.id not in self._refused:  # one polite refusal, then silence
                 self._refused.add(chat.id)
-                await message.reply_text(REFUSAL.format(chat=chat.id), do_quote=False)
+                await self._reply(message, chat.id, REFUSAL.format(chat=chat.id), None)
             return
         try:
             command = parse_command(message.text, self.username)
@@ -215,7 +256,42 @@ class ChatBot:
         except Exception:
             log.exception("chat %s: command failed: %r", chat.id, message.text[:200])
             answer, markup = "Sorry, something went wrong on our side; nothing was changed.", None
-        await message.reply_text(answer, reply_markup=markup, do_quote=False)
+        await self._reply(message, chat.id, answer, markup)
+
+    async def _reply(
+        self, message: Message, chat: int, text: str, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        """Answer a command: a long answer as several messages (the buttons under the last).
+
+        Telegram refusing an answer is logged; a refused one (400) is followed by a short
+        apology, so the user is not left with silence.
+        """
+        parts = split_text(text, self.delivery.max_message)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                await message.reply_text(
+                    part, reply_markup=markup if last else None, do_quote=False
+                )
+            except BadRequest as exc:
+                log.error(
+                    "chat %s: Telegram refused the answer to %r (%d characters): %s",
+                    chat,
+                    (message.text or "")[:60],
+                    len(part),
+                    exc.message,
+                )
+                try:
+                    await message.reply_text(
+                        f"Sorry, Telegram refused my answer ({_cut(exc.message, 200)}).",
+                        do_quote=False,
+                    )
+                except TelegramError as again:
+                    log.error("chat %s: the apology could not be sent either: %s", chat, again)
+                return
+            except TelegramError as exc:
+                log.error("chat %s: could not send the answer to a command: %s", chat, exc)
+                return
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -225,7 +301,8 @@ class ChatBot:
                 await query.answer()
             return
         kind, _, rest = (query.data or "").partition(":")
-        rows = self.book.find(chat.id, rest.partition(":")[0])
+        wid, _, page = rest.partition(":")  # page: the /list page the button is on
+        rows = self.book.find(chat.id, wid)
         if not rows:
             await query.answer("That watch is gone already.")
         elif kind == "rm":
@@ -238,7 +315,7 @@ class ChatBot:
         else:
             await query.answer()
             return
-        text, markup = self.listing(chat.id)
+        text, markup = self.listing(chat.id, int(page) if page.isdigit() else 1)
         if query.message is not None:
             with contextlib.suppress(TelegramError):
                 await query.edit_message_text(text, reply_markup=markup)
@@ -262,9 +339,13 @@ class ChatBot:
                 return "Daily digest off.", None
             hh, mm = divmod(command.minute, 60)
             return f"Daily digest of your watched symbols at {hh:02d}:{mm:02d} UTC.", None
+        if isinstance(command, Listing):
+            pages = self.pages(chat)
+            if command.page > max(pages, 1):
+                last = f"/list {pages} is the last" if pages > 1 else "/list shows them all"
+                return f"There is no page {command.page} of this chat's watches: {last}.", None
+            return self.listing(chat, command.page)
         if isinstance(command, Simple):
-            if command.name == "list":
-                return self.listing(chat)
             if command.name == "status":
                 return self.status(chat), None
             if command.name == "start":
@@ -405,38 +486,89 @@ class ChatBot:
                 lines.append(spark)
         return "\n".join(lines)
 
-    def listing(self, chat: int) -> tuple[str, InlineKeyboardMarkup | None]:
+    def listing(self, chat: int, page: int = 1) -> tuple[str, InlineKeyboardMarkup | None]:
+        """One page of the chat's watches, within Telegram's length (a later page than the
+        last shows the last); the buttons act on that page's watches."""
         rows = sorted(self.book.of_chat(chat), key=lambda r: r.id)
         if not rows:
             return "No watches here yet. Add one: /watch BTCUSDT > 70000", None
+        pages, files = self._pages(chat, rows)
+        page = min(max(page, 1), len(pages))
+        start, end = pages[page - 1]
         now = self.clock()
-        lines = [f"{len(rows)} watch{'es' if len(rows) != 1 else ''}:"]
+        if len(pages) == 1:
+            lines = [f"{len(rows)} watch{'es' if len(rows) != 1 else ''}:"]
+        else:
+            lines = [f"{len(rows)} watches, page {page} of {len(pages)}:"]
         buttons = []
-        for r in rows:
+        for r in rows[start:end]:
             wid = watch_id(r)
-            state = (
-                f"muted until {format_time(int(r.muted_until * 1000))}"
-                if r.muted_until and r.muted_until > now
-                else "active"
-            )
-            fired = (
-                f", last fired {format_time(r.last_fired)}" if r.last_fired else ", not fired yet"
-            )
-            extra = f", cooldown {_duration(r.cooldown_ms)}" + (", once" if r.once else "")
-            lines.append(f"{wid}  {r.symbol} {r.condition}{extra} — {state}{fired}")
+            lines.append(self._watch_line(r, now))
             buttons.append(
                 [
-                    InlineKeyboardButton(f"Remove {wid}", callback_data=f"rm:{wid}"),
-                    InlineKeyboardButton(f"Mute {wid} 1h", callback_data=f"mute:{wid}"),
+                    InlineKeyboardButton(f"Remove {wid}", callback_data=f"rm:{wid}:{page}"),
+                    InlineKeyboardButton(f"Mute {wid} 1h", callback_data=f"mute:{wid}:{page}"),
                 ]
             )
-        if self.settings.admin(chat):
-            files = [r for r in self.engine.rules() if watch_number(r.id) is None]
-            if files:
-                lines.append(
-                    f"Rule files: {len(files)} rules (" + ", ".join(r.id for r in files[:20]) + ")"
-                )
-        return "\n".join(lines), InlineKeyboardMarkup(buttons[:50])
+        if end < len(rows):
+            lines.append(f"… and {len(rows) - end} more: /list {page + 1}")
+        if files and page == 1:
+            lines.append(files)
+        return "\n".join(lines), InlineKeyboardMarkup(buttons)
+
+    def pages(self, chat: int) -> int:
+        """How many pages the chat's ``/list`` fills (0: no watches)."""
+        rows = self.book.of_chat(chat)
+        return len(self._pages(chat, sorted(rows, key=lambda r: r.id))[0]) if rows else 0
+
+    def _pages(self, chat: int, rows: list[WatchRow]) -> tuple[list[tuple[int, int]], str]:
+        """The (start, end) of each page of ``rows``, and an admin's line of rule-file rules.
+
+        A page holds LIST_PAGE watches at most, fewer when their lines would not fit in one
+        message next to the header, the "and N more" line and the rule files' line.
+        """
+        files = self._rule_files(chat)
+        budget = self.delivery.max_message - LIST_RESERVE - len(files)
+        now = self.clock()
+        pages: list[tuple[int, int]] = []
+        start, size = 0, 0
+        for i, r in enumerate(rows):
+            length = len(self._watch_line(r, now)) + 1
+            if i > start and (i - start >= LIST_PAGE or size + length > budget):
+                pages.append((start, i))
+                start, size = i, 0
+            size += length
+        pages.append((start, len(rows)))
+        return pages, files
+
+    def _watch_line(self, r: WatchRow, now: float) -> str:
+        state = (
+            f"muted until {format_time(int(r.muted_until * 1000))}"
+            if r.muted_until and r.muted_until > now
+            else "active"
+        )
+        fired = f", last fired {format_time(r.last_fired)}" if r.last_fired else ", not fired yet"
+        extra = f", cooldown {_duration(r.cooldown_ms)}" + (", once" if r.once else "")
+        return _cut(f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}", LINE_MAX)
+
+    def _rule_files(self, chat: int) -> str:
+        """For an admin: how many rules the rule files hold, and the first ids (a short line)."""
+        if not self.settings.admin(chat):
+            return ""
+        files = [r.id for r in self.engine.rules() if watch_number(r.id) is None]
+        if not files:
+            return ""
+        shown: list[str] = []
+        size = 0
+        for rule_id in files[:RULE_IDS_SHOWN]:
+            rule_id = _cut(rule_id, 40)
+            if size + len(rule_id) > RULE_IDS_CHARS:
+                break
+            shown.append(rule_id)
+            size += len(rule_id) + 2
+        more = len(files) - len(shown)
+        names = ", ".join(shown) + (f" and {more} more" if more else "")
+        return f"Rule files: {len(files)} rules ({names})"
 
     def status(self, chat: int) -> str:
         h = self.feed.health()
