@@ -113,7 +113,7 @@ class Pipeline:
         # ticker frames come as bytes, which the engine reads without decoding them
         self.feed = Feed(settings, self._put, undecoded=True)
         self.stats = ParseStats()
-        self.directory = SymbolDirectory(settings, seen=self._seen)
+        self.directory = SymbolDirectory(settings, seen=self._seen, complete=self.feed.market_seen)
         self.alerts = 0
         self.frames = 0
         self.alerts_by_rule: dict[str, int] = {}

@@ -38,10 +38,15 @@ class Bot:
         binance: FakeBinance,
         tg: FakeTelegram,
         rules: RuleSet | None = None,
+        *,
+        listed: bool = True,
         **chat: Any,
     ) -> None:
+        """``listed``: wait for the exchange's list of symbols at the start (False: when its
+        REST endpoint is down)."""
         self.binance = binance
         self.tg = tg
+        self.listed = listed
         feed = FeedSettings(
             ws_root=binance.ws_url,
             rest_root=binance.rest_url,
@@ -72,7 +77,8 @@ class Bot:
     async def __aenter__(self) -> Bot:
         self._task = asyncio.create_task(self.app.run(self._stop))
         await self.tg.wait_for(lambda: bool(self.tg.calls("getUpdates")), timeout=10)
-        await self.binance.wait_for(lambda: self.app.pipeline.directory.exchange is not None)
+        if self.listed:
+            await self.binance.wait_for(lambda: self.app.pipeline.directory.exchange is not None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -460,3 +466,39 @@ def test_split_text_cuts_between_lines_within_the_limit(limit):
     assert "".join(parts).replace("\n", "") == text.replace("\n", "")
     if limit >= 30:
         assert "\n".join(parts) == text  # every line whole
+
+
+# ---------------------------------------------------------------- exchangeInfo unreachable
+
+
+async def test_a_watch_of_a_symbol_not_on_the_feed_is_accepted_while_rest_is_down(tmp_path, fakes):
+    """On symbol streams the feed shows only the watched symbols: with exchangeInfo down, any
+    other symbol cannot be told from a typo, so it is watched, with a note saying so."""
+    binance, tg = fakes
+    binance.fail_rest(True, status=503)
+    btc = Rule(id="btc", condition=parse("price > 1000000"), symbols=("BTCUSDT",))
+    async with Bot(tmp_path, binance, tg, RuleSet(rules=(btc,)), listed=False) as bot:
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 70_000, T)
+        reply = await bot.say("/watch ETHUSDT > 3000")
+        price = await bot.say("/price SOLUSDT")
+    assert reply.startswith("Watching ETHUSDT: price > 3000")
+    assert "ETHUSDT is not checked: Binance's list of symbols cannot be read right now" in reply
+    assert price.startswith("No price for SOLUSDT yet (whether Binance lists SOLUSDT cannot")
+
+
+async def test_on_the_all_market_stream_an_unknown_symbol_is_refused_while_rest_is_down(
+    tmp_path, fakes
+):
+    """The all-market stream carries every symbol: what it never showed does not exist, with
+    or without exchangeInfo (the guard for the test above: not every symbol is let through)."""
+    binance, tg = fakes
+    binance.fail_rest(True, status=503)
+    every = Rule(id="every", condition=parse("price > 1000000000"), symbols=("*USDT",))
+    async with Bot(tmp_path, binance, tg, RuleSet(rules=(every,)), listed=False) as bot:
+        await binance.wait_for_subscriptions({"!miniTicker@arr"})
+        await bot.tick("BTCUSDT", 70_000, T)
+        reply = await bot.say("/watch BTCUSDX > 3000")
+        price = await bot.say("/price BTCUSDX")
+    assert reply.startswith("Unknown symbol BTCUSDX (did you mean BTCUSDT?)")
+    assert price == "Unknown symbol BTCUSDX. Did you mean BTCUSDT?"

@@ -353,7 +353,9 @@ class ChatBot:
             return help_text(), None
         raise AssertionError(command)
 
-    def _check_symbol(self, chat: int, symbol: str) -> None:
+    def _check_symbol(self, chat: int, symbol: str) -> str | None:
+        """Refuse a pattern from a non-admin, and a symbol the exchange does not list; a note
+        when whether it lists the symbol cannot be told now (its list cannot be read)."""
         if is_glob(symbol):
             if not self.settings.admin(chat):
                 raise CommandError(
@@ -361,19 +363,24 @@ class ChatBot:
                     COMMANDS["watch"][0],
                     COMMANDS["watch"][2],
                 )
-            return
-        known = self.directory.known()
-        if known and symbol not in known:
+            return None
+        if symbol in self.directory.known():
+            return None
+        if self.directory.authoritative:
             hint = self.directory.suggest(symbol)
             raise CommandError(
                 f"unknown symbol {symbol}" + (f" (did you mean {hint}?)" if hint else ""),
                 COMMANDS["watch"][0],
                 COMMANDS["watch"][2],
             )
+        return (
+            f"{symbol} is not checked: Binance's list of symbols cannot be read right now. "
+            "If it has no such symbol, this watch never fires."
+        )
 
     async def watch(self, chat: int, w: Watch) -> str:
         usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
-        self._check_symbol(chat, w.symbol)
+        unchecked = self._check_symbol(chat, w.symbol)
         mine = self.book.of_chat(chat)
         if (
             not self.settings.allowed_chats
@@ -418,6 +425,8 @@ class ChatBot:
         now_true = self._true_now(w)
         if now_true:
             text += f"\nIt is true right now ({now_true}): it fires on the next tick."
+        if unchecked:
+            text += f"\n{unchecked}"
         return text + f"\nRemove it with /unwatch {wid}."
 
     def _true_now(self, w: Watch) -> str | None:
@@ -466,12 +475,17 @@ class ChatBot:
         t = self.engine.last_ticker(symbol)
         if t is None:
             known = self.directory.known()
-            if known and symbol not in known:
+            if symbol not in known and self.directory.authoritative:
                 hint = self.directory.suggest(symbol)
                 return f"Unknown symbol {symbol}." + (f" Did you mean {hint}?" if hint else "")
+            unchecked = (
+                ""
+                if symbol in known
+                else f" (whether Binance lists {symbol} cannot be checked right now either)"
+            )
             return (
-                f"No price for {symbol} yet: the feed carries only watched symbols right now. "
-                f"Watch it (/watch {symbol} ...) and ask again."
+                f"No price for {symbol} yet{unchecked}: the feed carries only watched symbols "
+                f"right now. Watch it (/watch {symbol} ...) and ask again."
             )
         change = (t.close - t.open) / t.open * 100 if t.open else 0.0
         lines = [
