@@ -596,6 +596,9 @@ class App:
                 poll_timeout=self.poll_timeout,
             )
             self._spawn(self._chat_forever(self.chat))
+            if self.notifier.telegram is not None:
+                # an alert to a group that became a supergroup: its watches follow it
+                self.notifier.telegram.on_migrate = self._chat_moved
         await self.restore_state()
         self._started = time.monotonic()
         self.sparklines.sample()
@@ -622,6 +625,10 @@ class App:
                 await self.http.stop()
             await self.save_state(final=True)
             await self.notifier.close(self.grace)
+
+    def _chat_moved(self, old: int, new: int) -> None:
+        if self.chat is not None:
+            self._spawn(self.chat.move_chat(old, new), finish=True)
 
     async def _chat_forever(self, chat: ChatBot) -> None:
         delay = 1.0

@@ -502,3 +502,91 @@ async def test_on_the_all_market_stream_an_unknown_symbol_is_refused_while_rest_
         price = await bot.say("/price BTCUSDX")
     assert reply.startswith("Unknown symbol BTCUSDX (did you mean BTCUSDT?)")
     assert price == "Unknown symbol BTCUSDX. Did you mean BTCUSDT?"
+
+
+# ---------------------------------------------------------------- a group becomes a supergroup
+
+GROUP, SUPERGROUP = -555, -1_000_000_000_555
+
+
+async def test_after_a_group_upgrade_its_watches_and_digest_are_the_supergroups(tmp_path, fakes):
+    """Telegram's "migrated to/from" service messages move the group's watches and digest to
+    the supergroup's id, in the database too (they are there after a restart)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
+        await bot.say("/digest 08:30", chat=GROUP, chat_type="group")
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        listing = await bot.say("/list", chat=SUPERGROUP)
+        assert bot.app.book is not None
+        assert bot.app.book.digests == {SUPERGROUP: 8 * 60 + 30}
+    assert listing.startswith("1 watch:\nw1  BTCUSDT price > 100")
+    async with Bot(tmp_path, binance, tg) as bot:
+        assert (await bot.say("/unwatch w1", chat=SUPERGROUP)).startswith("Removed w1")
+        assert bot.app.book is not None
+        assert bot.app.book.digests == {SUPERGROUP: 8 * 60 + 30}
+
+
+async def test_after_a_group_upgrade_alerts_go_straight_to_the_supergroup(tmp_path, fakes):
+    """Once the service messages moved the watch, its alert is sent to the supergroup alone: no
+    attempt at the old id first."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100", chat=GROUP, chat_type="group")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        await bot.say("/help", chat=SUPERGROUP)  # the service messages are handled by then
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: "crosses above 100: price 110" in tg.messages[-1].plain_text)
+    assert tg.messages[-1].chat_id == SUPERGROUP
+    sends = [c.params.get("chat_id") for c in tg.calls("sendMessage")]
+    assert sends.count(GROUP) == 1  # the /watch reply, before the upgrade
+
+
+async def test_an_upgraded_groups_watch_keeps_its_firing_state(tmp_path, fakes):
+    """A level that fired in the group and still holds stays quiet in the supergroup."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 110, T)
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        await bot.say("/help", chat=SUPERGROUP)
+        await bot.tick("BTCUSDT", 111, T + 1000)
+        assert bot.app.pipeline.alerts == 1
+
+
+async def test_a_send_refused_as_migrated_moves_the_groups_watches(tmp_path, fakes):
+    """No service message seen, only Telegram's "group chat was upgraded" for an alert: the
+    alert goes to the supergroup, and so do the watch and its next alerts."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 1s", chat=GROUP, chat_type="group")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.migrate_chat(GROUP, SUPERGROUP)
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: bool(book.of_chat(SUPERGROUP)))  # moved as the alert was sent
+        listing = await bot.say("/list", chat=SUPERGROUP)
+        await bot.tick("BTCUSDT", 90, T + 5000)
+        await bot.tick("BTCUSDT", 111, T + 6000)
+        await tg.wait_for(lambda: "price 111" in tg.messages_to(SUPERGROUP)[-1].plain_text, 8)
+    assert listing.startswith("1 watch:\nw1  BTCUSDT price crosses above 100")
+    refused = [c for c in tg.calls("sendMessage") if c.params.get("chat_id") == GROUP and not c.ok]
+    assert len(refused) == 1
+
+
+async def test_an_allowed_groups_supergroup_is_allowed_too(tmp_path, fakes, caplog):
+    """The allow-list names the group's old id: its supergroup is let in (this run), and the
+    log asks for the new id in the settings."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, allowed_chats=(GROUP,)) as bot:
+        await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        reply = await bot.say("/watch ETHUSDT > 100", chat=SUPERGROUP)
+    assert reply.startswith("Watching ETHUSDT")
+    assert f"put {SUPERGROUP} in place of {GROUP} in ALERTBOT_ALLOWED_CHATS" in caplog.text

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, ChatMigrated, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -137,6 +137,7 @@ class ChatBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
         self._refused: set[int] = set()
+        self._successors: dict[int, int] = {}  # a supergroup's id -> its group's, this run
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -157,6 +158,7 @@ class ChatBot:
             .build()
         )
         app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
+        app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_error_handler(self.on_error)
         await app.initialize()
@@ -226,10 +228,45 @@ class ChatBot:
             return
         for part in split_text(text, self.delivery.max_message):
             try:
-                await self.app.bot.send_message(chat, part)
+                try:
+                    await self.app.bot.send_message(chat, part)
+                except ChatMigrated as exc:
+                    chat = await self.move_chat(chat, int(exc.new_chat_id))
+                    await self.app.bot.send_message(chat, part)
             except TelegramError as exc:
                 log.warning("chat %s: could not send a note: %s", chat, exc)
                 return
+
+    async def move_chat(self, old: int, new: int) -> int:
+        """A group became a supergroup, whose id is ``new``: its watches, their alerts and its
+        digest follow, and so do its rights (until a restart: the settings name the old id).
+        Returns ``new``."""
+        if old == new:
+            return new
+        moved = await self.book.move_chat(old, new)
+        if new in self._successors:  # told again (a failed send, the other service message)
+            return new
+        self._successors[new] = self._successors.get(old, old)
+        log.info("chat %s is now the supergroup %s: %d watches moved there", old, new, len(moved))
+        cfg = self.settings
+        if (cfg.allowed(old) and not cfg.allowed(new)) or (cfg.admin(old) and not cfg.admin(new)):
+            log.warning(
+                "chat %s is now %s: put %s in place of %s in ALERTBOT_ALLOWED_CHATS or "
+                "ALERTBOT_ADMIN_CHATS (until then it has the old chat's rights, up to a restart)",
+                old,
+                new,
+                new,
+                old,
+            )
+        return new
+
+    def _allowed(self, chat: int) -> bool:
+        old = self._successors.get(chat)
+        return self.settings.allowed(chat) or (old is not None and self.settings.allowed(old))
+
+    def _admin(self, chat: int) -> bool:
+        old = self._successors.get(chat)
+        return self.settings.admin(chat) or (old is not None and self.settings.admin(old))
 
     # ------------------------------------------------------------------ handlers
 
@@ -241,7 +278,7 @@ class ChatBot:
         chat = update.effective_chat
         if message is None or chat is None or message.text is None:
             return
-        if not self.settings.allowed(chat.id):
+        if not self._allowed(chat.id):
             if chat.id not in self._refused:  # one polite refusal, then silence
                 self._refused.add(chat.id)
                 await self._reply(message, chat.id, REFUSAL.format(chat=chat.id), None)
@@ -293,10 +330,21 @@ class ChatBot:
                 log.error("chat %s: could not send the answer to a command: %s", chat, exc)
                 return
 
+    async def on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The service messages of a group that became a supergroup: "migrated to" in the
+        group, "migrated from" in the supergroup; either moves the group's watches."""
+        message = update.effective_message
+        if message is None:
+            return
+        if message.migrate_to_chat_id is not None:
+            await self.move_chat(message.chat_id, int(message.migrate_to_chat_id))
+        elif message.migrate_from_chat_id is not None:
+            await self.move_chat(int(message.migrate_from_chat_id), message.chat_id)
+
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         chat = update.effective_chat
-        if query is None or chat is None or not self.settings.allowed(chat.id):
+        if query is None or chat is None or not self._allowed(chat.id):
             if query is not None:
                 await query.answer()
             return
@@ -357,7 +405,7 @@ class ChatBot:
         """Refuse a pattern from a non-admin, and a symbol the exchange does not list; a note
         when whether it lists the symbol cannot be told now (its list cannot be read)."""
         if is_glob(symbol):
-            if not self.settings.admin(chat):
+            if not self._admin(chat):
                 raise CommandError(
                     f"patterns like {symbol} are for the bot's admins; name one symbol",
                     COMMANDS["watch"][0],
@@ -384,7 +432,7 @@ class ChatBot:
         mine = self.book.of_chat(chat)
         if (
             not self.settings.allowed_chats
-            and not self.settings.admin(chat)
+            and not self._admin(chat)
             and len(mine) >= self.settings.max_watches
         ):
             raise CommandError(
@@ -567,7 +615,7 @@ class ChatBot:
 
     def _rule_files(self, chat: int) -> str:
         """For an admin: how many rules the rule files hold, and the first ids (a short line)."""
-        if not self.settings.admin(chat):
+        if not self._admin(chat):
             return ""
         files = [r.id for r in self.engine.rules() if watch_number(r.id) is None]
         if not files:
@@ -599,7 +647,7 @@ class ChatBot:
             f"Watches: {len(self.book.of_chat(chat))} in this chat, {len(self.book.rows)} in all",
             f"Alerts waiting for delivery: {open_deliveries}",
         ]
-        if self.settings.admin(chat):
+        if self._admin(chat):
             lines.append(
                 f"Rules in the engine: {len(self.engine)}; symbols: {self.directory.source}"
             )

@@ -12,7 +12,8 @@ Failures, by what Telegram says:
 - ``Forbidden`` (bot blocked, kicked) and "chat not found": permanent;
 - "can't parse entities" (a template that is not valid Telegram HTML): sent again as plain
   text rather than dropped;
-- ``ChatMigrated`` (a group became a supergroup): sent to the new chat id.
+- ``ChatMigrated`` (a group became a supergroup): sent to the new chat id, as is everything
+  for the old id from then on; ``on_migrate(old, new)`` is told (the chat watches move).
 No chat's trouble delays another chat.
 """
 
@@ -25,6 +26,7 @@ import logging
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from itertools import count
 from typing import Any
 
@@ -90,11 +92,16 @@ class TelegramSender:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._moved: dict[int, int] = {}  # a group's id -> its supergroup's
         self.sent_messages = 0
+        #: told (old id, new id) when Telegram says a group became a supergroup
+        self.on_migrate: Callable[[int, int], object] | None = None
 
     def enqueue(self, d: Delivery) -> None:
         chat = d.chat_id
         assert chat is not None
+        if chat in self._moved:  # no failed send to the old id first
+            chat = d.chat_id = self._moved[chat]
         q = self._queues.get(chat)
         if q is None:
             q = self._queues[chat] = deque()
@@ -233,10 +240,17 @@ class TelegramSender:
         except ChatMigrated as exc:
             new = int(exc.new_chat_id)
             log.warning("telegram: chat %s is now %s; sending there (update the config)", chat, new)
-            self._requeue(chat, [])
-            for d in batch:
+            self._moved[chat] = new
+            waiting = self._queues.pop(chat, deque())
+            self._order.pop(chat, None)
+            for d in (*batch, *waiting):
                 d.chat_id = new
                 self.enqueue(d)
+            if self.on_migrate is not None:
+                try:
+                    self.on_migrate(chat, new)
+                except Exception:
+                    log.exception("telegram: could not follow chat %s to %s", chat, new)
         except Forbidden as exc:
             self._fail(batch, f"forbidden: {exc.message}")
         except InvalidToken as exc:
