@@ -551,8 +551,11 @@ async def test_an_upgraded_groups_watch_keeps_its_firing_state(tmp_path, fakes):
         await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
         await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
         await bot.tick("BTCUSDT", 110, T)
+        await tg.wait_for(lambda: "price 110" in tg.messages_to(GROUP)[-1].plain_text)
         tg.upgrade_group(GROUP, SUPERGROUP)
-        await bot.say("/help", chat=SUPERGROUP)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: bool(book.of_chat(SUPERGROUP)))
         await bot.tick("BTCUSDT", 111, T + 1000)
         assert bot.app.pipeline.alerts == 1
 
