@@ -593,3 +593,24 @@ async def test_an_allowed_groups_supergroup_is_allowed_too(tmp_path, fakes, capl
         reply = await bot.say("/watch ETHUSDT > 100", chat=SUPERGROUP)
     assert reply.startswith("Watching ETHUSDT")
     assert f"put {SUPERGROUP} in place of {GROUP} in ALERTBOT_ALLOWED_CHATS" in caplog.text
+
+
+# ---------------------------------------------------------------- one budget with the alerts
+
+
+async def test_alerts_and_answers_together_keep_to_30_messages_a_second(tmp_path, fakes):
+    """60 chats get an alert at once while 20 others ask for /help: the answers take their
+    turn in the alerts' budget, so Telegram never sees more than 30 messages in a second."""
+    binance, tg = fakes
+    watchers = [1000 + n for n in range(60)]
+    askers = [5000 + n for n in range(20)]
+    async with Bot(tmp_path, binance, tg):
+        for chat in watchers:
+            tg.user_says(chat, "/watch BTCUSDT > 100")
+        await tg.wait_for(lambda: all(tg.messages_to(c) for c in watchers), timeout=30)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await binance.publish([mini_ticker("BTCUSDT", 110, T)])
+        for chat in askers:
+            tg.user_says(chat, "/help")
+        await tg.wait_for(lambda: len(tg.messages) == 60 + 60 + 20, timeout=30)
+    assert tg.limit_violations() == []

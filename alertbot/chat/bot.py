@@ -8,6 +8,7 @@ bot: an unexpected error is logged and answered with an apology, and the state i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -17,7 +18,6 @@ from typing import Any
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, ChatMigrated, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -47,6 +47,7 @@ from alertbot.feed.symbols import SymbolDirectory
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
+from alertbot.notify.telegram import Budget, BudgetLimiter
 from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Level, format_duration, format_number
 from alertbot.rules.engine import Engine, level_holds, metric_of
 from alertbot.rules.ids import watch_number
@@ -152,9 +153,10 @@ class ChatBot:
             .base_file_url(f"{api}/file/bot")
             .request(HTTPXRequest(connection_pool_size=16, read_timeout=cfg.telegram_timeout))
             .get_updates_request(HTTPXRequest(read_timeout=self.poll_timeout + 10.0))
-            # replies and notes within Telegram's limits, and a reply that gets a 429 anyway
-            # (a user sending commands fast) sent again after the wait, not lost
-            .rate_limiter(AIORateLimiter(max_retries=REPLY_RETRIES))
+            # replies and notes within Telegram's limits, in one budget with the alerts (the
+            # limits are the token's), and a reply that gets a 429 anyway (a user sending
+            # commands fast) sent again after the wait, not lost
+            .rate_limiter(BudgetLimiter(self._budget(), max_retries=REPLY_RETRIES))
             .build()
         )
         app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
@@ -178,6 +180,13 @@ class ChatBot:
             drop_pending_updates=False,
         )
         log.info("chat: @%s is listening for commands", self.username)
+
+    def _budget(self) -> Budget:
+        """The alerts' budget of messages (one per token); a budget of its own without it."""
+        sender = self.notifier.telegram
+        if sender is not None:
+            return sender.budget
+        return Budget(self.delivery, asyncio.get_running_loop().time)
 
     async def stop(self) -> None:
         app = self.app
