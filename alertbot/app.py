@@ -114,7 +114,7 @@ class Pipeline:
         # ticker frames come as bytes, which the engine reads without decoding them
         self.feed = Feed(settings, self._put, undecoded=True)
         self.stats = ParseStats()
-        self.directory = SymbolDirectory(settings, seen=self._seen)
+        self.directory = SymbolDirectory(settings, seen=self._seen, complete=self.feed.market_seen)
         self.alerts = 0
         self.frames = 0
         self.alerts_by_rule: dict[str, int] = {}
@@ -619,6 +619,9 @@ class App:
                 poll_timeout=self.poll_timeout,
             )
             self._spawn(self._chat_forever(self.chat))
+            if self.notifier.telegram is not None:
+                # an alert to a group that became a supergroup: its watches follow it
+                self.notifier.telegram.on_migrate = self._chat_moved
         await self.restore_state()
         self._started = time.monotonic()
         self.sparklines.sample()
@@ -645,6 +648,10 @@ class App:
                 await self.http.stop()
             await self.save_state(final=True)
             await self.notifier.close(self.grace)
+
+    def _chat_moved(self, old: int, new: int) -> None:
+        if self.chat is not None:
+            self._spawn(self.chat.move_chat(old, new), finish=True)
 
     async def _chat_forever(self, chat: ChatBot) -> None:
         delay = 1.0

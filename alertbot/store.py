@@ -416,6 +416,18 @@ class Store:
                 (chat_id, minute, minute),
             )
 
+    def move_chat(self, old: int, new: int) -> None:
+        """A group became a supergroup (a new chat id): its watches and digest go with it (a
+        digest the new chat set already stays)."""
+        with self._transaction() as db:
+            db.execute("UPDATE watches SET chat_id = ? WHERE chat_id = ?", (new, old))
+            db.execute(
+                "INSERT INTO digests SELECT ?, minute FROM digests WHERE chat_id = ?"
+                " ON CONFLICT(chat_id) DO NOTHING",
+                (new, old),
+            )
+            db.execute("DELETE FROM digests WHERE chat_id = ?", (old,))
+
     def digests(self) -> dict[int, int]:
         return dict(self.db.execute("SELECT chat_id, minute FROM digests"))
 

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from alertbot.app import App
+from alertbot.chat.bot import split_text
 from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.model import Rule, RuleSet
-from alertbot.store import Store
+from alertbot.store import Store, WatchRow
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
 
@@ -37,10 +38,15 @@ class Bot:
         binance: FakeBinance,
         tg: FakeTelegram,
         rules: RuleSet | None = None,
+        *,
+        listed: bool = True,
         **chat: Any,
     ) -> None:
+        """``listed``: wait for the exchange's list of symbols at the start (False: when its
+        REST endpoint is down)."""
         self.binance = binance
         self.tg = tg
+        self.listed = listed
         feed = FeedSettings(
             ws_root=binance.ws_url,
             rest_root=binance.rest_url,
@@ -71,7 +77,8 @@ class Bot:
     async def __aenter__(self) -> Bot:
         self._task = asyncio.create_task(self.app.run(self._stop))
         await self.tg.wait_for(lambda: bool(self.tg.calls("getUpdates")), timeout=10)
-        await self.binance.wait_for(lambda: self.app.pipeline.directory.exchange is not None)
+        if self.listed:
+            await self.binance.wait_for(lambda: self.app.pipeline.directory.exchange is not None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -92,6 +99,15 @@ class Bot:
         await self.binance.wait_for(
             lambda: (t := engine.last_ticker(symbol)) is not None and t.time >= time
         )
+
+
+def stored_watches(tmp: Path, rows: list[tuple[str, str]], chat: int = USER, **kw: Any) -> None:
+    """Watches (symbol, condition) of ``chat`` in the database before the bot starts, as a
+    chat that made them earlier left them (quicker than one /watch each)."""
+    store = Store(tmp / "alertbot.db")
+    for symbol, condition in rows:
+        store.add_watch(WatchRow(0, chat, symbol, condition, 3_600_000, 0.0, False, **kw))
+    store.close()
 
 
 @pytest.fixture
@@ -199,9 +215,9 @@ async def test_list_buttons_remove_and_mute(tmp_path, fakes):
         await bot.say("/watch ETHUSDT > 100")
         await bot.say("/list")
         listing = tg.messages_to(USER)[-1]
-        tg.user_presses(USER, listing.message_id, "mute:w1")
+        tg.user_presses(USER, listing.message_id, "mute:w1:1")
         await tg.wait_for(lambda: len(tg.answered_callbacks) == 1)
-        tg.user_presses(USER, listing.message_id, "rm:w2")
+        tg.user_presses(USER, listing.message_id, "rm:w2:1")
         await tg.wait_for(lambda: len(tg.answered_callbacks) == 2)
         book = bot.app.book
         assert book is not None
@@ -357,3 +373,272 @@ async def test_daily_digest_is_set_by_command_and_sent_at_its_minute(tmp_path, f
         await tg.wait_for(lambda: tg.messages_to(USER)[-1].text.startswith("Daily digest:"))
         assert "BTCUSDT 70000 (+0.00% 24h)" in tg.messages_to(USER)[-1].text
         assert await bot.say("/digest off") == "Daily digest off."
+
+
+# ---------------------------------------------------------------- Telegram's 4096 characters
+
+LIMIT = 4096
+
+
+async def test_a_long_list_comes_in_pages_each_within_telegrams_limit(tmp_path, fakes):
+    """50 muted watches (over 5000 characters on one page): /list shows the first page and
+    points to the next; /list 2 and /list 3 show the rest, every watch once."""
+    binance, tg = fakes
+    stored_watches(
+        tmp_path,
+        [("ETHUSDT", f"price crosses below {3000 - i}") for i in range(50)],
+        muted_until=2e9,
+    )
+    async with Bot(tmp_path, binance, tg) as bot:
+        first = await bot.say("/list")
+        second = await bot.say("/list 2")
+        third = await bot.say("/list 3")
+    assert first.startswith("50 watches, page 1 of 3:")
+    assert first.endswith("… and 30 more: /list 2")
+    assert second.endswith("… and 10 more: /list 3")
+    assert third.startswith("50 watches, page 3 of 3:")
+    shown = [line.split()[0] for page in (first, second, third) for line in page.splitlines()]
+    assert [w for w in shown if w.startswith("w")] == [f"w{i}" for i in range(1, 51)]
+    assert all(len(page) <= LIMIT for page in (first, second, third))
+
+
+async def test_list_pages_hold_fewer_watches_when_their_lines_are_long(tmp_path, fakes):
+    """Conditions of ~440 characters: a page holds as many as fit in 4096 characters."""
+    binance, tg = fakes
+    condition = "all(" + ", ".join(f"price > {n}" for n in range(1, 36)) + ")"
+    stored_watches(tmp_path, [("BTCUSDT", condition)] * 12)
+    async with Bot(tmp_path, binance, tg) as bot:
+        pages = [await bot.say("/list")]
+        while pages[-1].endswith(f"/list {len(pages) + 1}"):
+            pages.append(await bot.say(f"/list {len(pages) + 1}"))
+    assert 1 < len(pages) < 12
+    assert all(len(page) <= LIMIT for page in pages)
+    assert sum(page.count("BTCUSDT") for page in pages) == 12
+
+
+async def test_list_of_a_page_past_the_last_names_the_last(tmp_path, fakes):
+    binance, tg = fakes
+    stored_watches(tmp_path, [("ETHUSDT", "price > 1")] * 25)
+    async with Bot(tmp_path, binance, tg) as bot:
+        assert await bot.say("/list 5") == (
+            "There is no page 5 of this chat's watches: /list 2 is the last."
+        )
+
+
+async def test_a_button_on_a_later_list_page_shows_that_page_again(tmp_path, fakes):
+    binance, tg = fakes
+    stored_watches(tmp_path, [("ETHUSDT", "price > 1")] * 25)
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/list 2")
+        page = tg.messages_to(USER)[-1]
+        tg.user_presses(USER, page.message_id, "rm:w22:2")
+        await tg.wait_for(lambda: page.edits == 1)
+    assert page.plain_text.startswith("24 watches, page 2 of 2:")
+    assert "w22 " not in page.plain_text
+    assert "w21  ETHUSDT" in page.plain_text
+
+
+async def test_an_admins_list_names_a_few_of_many_rule_file_rules(tmp_path, fakes):
+    """300 rule-file rules with long ids: the line names the first ones and how many more."""
+    binance, tg = fakes
+    rules = tuple(
+        Rule(id=f"desk-{'x' * 30}-{n}", condition=parse("price > 1000000"), symbols=("BTCUSDT",))
+        for n in range(300)
+    )
+    async with Bot(tmp_path, binance, tg, RuleSet(rules=rules), admin_chats=(USER,)) as bot:
+        await bot.say("/watch ETHUSDT < 3000")
+        listing = await bot.say("/list")
+    files = listing.splitlines()[-1]
+    assert files.startswith("Rule files: 300 rules (desk-")
+    assert files.endswith(" more)")
+    assert len(files) < 500
+
+
+async def test_a_digest_longer_than_a_message_comes_as_several(tmp_path):
+    """An admin chat watching 200 symbols: the digest is sent in parts, each within 4096
+    characters, together naming every symbol."""
+    symbols = [f"COIN{n:03d}USDT" for n in range(200)]
+    stored_watches(tmp_path, [(s, "price > 1000000") for s in symbols])
+    async with (
+        FakeBinance(symbols=symbols) as binance,
+        FakeTelegram(token=TOKEN) as tg,
+        Bot(tmp_path, binance, tg, admin_chats=(USER,)) as bot,
+    ):
+        await bot.say("/digest 08:30")
+        before = len(tg.messages_to(USER))
+        chat = bot.app.chat
+        assert chat is not None
+        await chat.digest(8 * 60 + 30)
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) >= before + 2)
+        parts = [m.text for m in tg.messages_to(USER)[before:]]
+    assert parts[0].startswith("Daily digest:")
+    assert all(len(p) <= LIMIT for p in parts)
+    assert all(any(f"{s}: no price yet" in p for p in parts) for s in symbols)
+
+
+async def test_an_answer_telegram_refuses_is_followed_by_an_apology(tmp_path, fakes, caplog):
+    """A 400 for a command's answer leaves the user no silence, and the log says why."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.fail_next(1, status=400, description="Bad Request: something odd", chat_id=USER)
+        reply = await bot.say("/help")
+    assert reply == "Sorry, Telegram refused my answer (Something odd)."
+    assert "Telegram refused the answer to '/help'" in caplog.text
+
+
+@pytest.mark.parametrize("limit", [5, 20, 4096])
+def test_split_text_cuts_between_lines_within_the_limit(limit):
+    text = "\n".join(["short", "a" * 12, "", "tail line", "x" * 30])
+    parts = split_text(text, limit)
+    assert all(0 < len(p) <= limit for p in parts)
+    assert "".join(parts).replace("\n", "") == text.replace("\n", "")
+    if limit >= 30:
+        assert "\n".join(parts) == text  # every line whole
+
+
+# ---------------------------------------------------------------- exchangeInfo unreachable
+
+
+async def test_a_watch_of_a_symbol_not_on_the_feed_is_accepted_while_rest_is_down(tmp_path, fakes):
+    """On symbol streams the feed shows only the watched symbols: with exchangeInfo down, any
+    other symbol cannot be told from a typo, so it is watched, with a note saying so."""
+    binance, tg = fakes
+    binance.fail_rest(True, status=503)
+    btc = Rule(id="btc", condition=parse("price > 1000000"), symbols=("BTCUSDT",))
+    async with Bot(tmp_path, binance, tg, RuleSet(rules=(btc,)), listed=False) as bot:
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 70_000, T)
+        reply = await bot.say("/watch ETHUSDT > 3000")
+        price = await bot.say("/price SOLUSDT")
+    assert reply.startswith("Watching ETHUSDT: price > 3000")
+    assert "ETHUSDT is not checked: Binance's list of symbols cannot be read right now" in reply
+    assert price.startswith("No price for SOLUSDT yet (whether Binance lists SOLUSDT cannot")
+
+
+async def test_on_the_all_market_stream_an_unknown_symbol_is_refused_while_rest_is_down(
+    tmp_path, fakes
+):
+    """The all-market stream carries every symbol: what it never showed does not exist, with
+    or without exchangeInfo (the guard for the test above: not every symbol is let through)."""
+    binance, tg = fakes
+    binance.fail_rest(True, status=503)
+    every = Rule(id="every", condition=parse("price > 1000000000"), symbols=("*USDT",))
+    async with Bot(tmp_path, binance, tg, RuleSet(rules=(every,)), listed=False) as bot:
+        await binance.wait_for_subscriptions({"!miniTicker@arr"})
+        await bot.tick("BTCUSDT", 70_000, T)
+        reply = await bot.say("/watch BTCUSDX > 3000")
+        price = await bot.say("/price BTCUSDX")
+    assert reply.startswith("Unknown symbol BTCUSDX (did you mean BTCUSDT?)")
+    assert price == "Unknown symbol BTCUSDX. Did you mean BTCUSDT?"
+
+
+# ---------------------------------------------------------------- a group becomes a supergroup
+
+GROUP, SUPERGROUP = -555, -1_000_000_000_555
+
+
+async def test_after_a_group_upgrade_its_watches_and_digest_are_the_supergroups(tmp_path, fakes):
+    """Telegram's "migrated to/from" service messages move the group's watches and digest to
+    the supergroup's id, in the database too (they are there after a restart)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
+        await bot.say("/digest 08:30", chat=GROUP, chat_type="group")
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        listing = await bot.say("/list", chat=SUPERGROUP)
+        assert bot.app.book is not None
+        assert bot.app.book.digests == {SUPERGROUP: 8 * 60 + 30}
+    assert listing.startswith("1 watch:\nw1  BTCUSDT price > 100")
+    async with Bot(tmp_path, binance, tg) as bot:
+        assert (await bot.say("/unwatch w1", chat=SUPERGROUP)).startswith("Removed w1")
+        assert bot.app.book is not None
+        assert bot.app.book.digests == {SUPERGROUP: 8 * 60 + 30}
+
+
+async def test_after_a_group_upgrade_alerts_go_straight_to_the_supergroup(tmp_path, fakes):
+    """Once the service messages moved the watch, its alert is sent to the supergroup alone: no
+    attempt at the old id first."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100", chat=GROUP, chat_type="group")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        await bot.say("/help", chat=SUPERGROUP)  # the service messages are handled by then
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: "crosses above 100: price 110" in tg.messages[-1].plain_text)
+    assert tg.messages[-1].chat_id == SUPERGROUP
+    sends = [c.params.get("chat_id") for c in tg.calls("sendMessage")]
+    assert sends.count(GROUP) == 1  # the /watch reply, before the upgrade
+
+
+async def test_an_upgraded_groups_watch_keeps_its_firing_state(tmp_path, fakes):
+    """A level that fired in the group and still holds stays quiet in the supergroup."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 110, T)
+        await tg.wait_for(lambda: "price 110" in tg.messages_to(GROUP)[-1].plain_text)
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: bool(book.of_chat(SUPERGROUP)))
+        await bot.tick("BTCUSDT", 111, T + 1000)
+        assert bot.app.pipeline.alerts == 1
+
+
+async def test_a_send_refused_as_migrated_moves_the_groups_watches(tmp_path, fakes):
+    """No service message seen, only Telegram's "group chat was upgraded" for an alert: the
+    alert goes to the supergroup, and so do the watch and its next alerts."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 1s", chat=GROUP, chat_type="group")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.migrate_chat(GROUP, SUPERGROUP)
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: bool(book.of_chat(SUPERGROUP)))  # moved as the alert was sent
+        listing = await bot.say("/list", chat=SUPERGROUP)
+        await bot.tick("BTCUSDT", 90, T + 5000)
+        await bot.tick("BTCUSDT", 111, T + 6000)
+        await tg.wait_for(lambda: "price 111" in tg.messages_to(SUPERGROUP)[-1].plain_text, 8)
+    assert listing.startswith("1 watch:\nw1  BTCUSDT price crosses above 100")
+    refused = [c for c in tg.calls("sendMessage") if c.params.get("chat_id") == GROUP and not c.ok]
+    assert len(refused) == 1
+
+
+async def test_an_allowed_groups_supergroup_is_allowed_too(tmp_path, fakes, caplog):
+    """The allow-list names the group's old id: its supergroup is let in (this run), and the
+    log asks for the new id in the settings."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, allowed_chats=(GROUP,)) as bot:
+        await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        reply = await bot.say("/watch ETHUSDT > 100", chat=SUPERGROUP)
+    assert reply.startswith("Watching ETHUSDT")
+    assert f"put {SUPERGROUP} in place of {GROUP} in ALERTBOT_ALLOWED_CHATS" in caplog.text
+
+
+# ---------------------------------------------------------------- one budget with the alerts
+
+
+async def test_alerts_and_answers_together_keep_to_30_messages_a_second(tmp_path, fakes):
+    """60 chats get an alert at once while 20 others ask for /help: the answers take their
+    turn in the alerts' budget, so Telegram never sees more than 30 messages in a second."""
+    binance, tg = fakes
+    watchers = [1000 + n for n in range(60)]
+    askers = [5000 + n for n in range(20)]
+    async with Bot(tmp_path, binance, tg):
+        for chat in watchers:
+            tg.user_says(chat, "/watch BTCUSDT > 100")
+        await tg.wait_for(lambda: all(tg.messages_to(c) for c in watchers), timeout=30)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await binance.publish([mini_ticker("BTCUSDT", 110, T)])
+        for chat in askers:
+            tg.user_says(chat, "/help")
+        await tg.wait_for(lambda: len(tg.messages) == 60 + 60 + 20, timeout=30)
+    assert tg.limit_violations() == []

@@ -17,6 +17,7 @@ from alertbot.chat.commands import (
     WATCH_EXAMPLES,
     Command,
     CommandError,
+    Listing,
     Mute,
     Price,
     Simple,
@@ -241,8 +242,9 @@ def test_long_words_are_cut_short_in_messages() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("/list", Simple("list")),
-        ("/LIST", Simple("list")),
+        ("/list", Listing(1)),
+        ("/LIST", Listing(1)),
+        ("/list 2", Listing(2)),
         ("/help", Simple("help")),
         ("/status\n", Simple("status")),
         ("/start", Simple("start")),
@@ -269,7 +271,9 @@ def test_other_commands_parse_to_their_values(text: str, expected: Command) -> N
 @pytest.mark.parametrize(
     ("text", "command", "says"),
     [
-        ("/list now", "list", "/list takes no arguments, got 'now'"),
+        ("/list now", "list", "expected a page number like 2, got 'now'"),
+        ("/list 0", "list", "expected a page number like 2, got '0'"),
+        ("/list 2 3", "list", "unexpected '3'"),
         ("/status please", "status", "/status takes no arguments"),
         ("/help watch", "help", "/help takes no arguments"),
         ("/unwatch", "unwatch", "which watch?"),

@@ -356,6 +356,27 @@ async def test_a_failing_chat_does_not_delay_another(tmp_path, tg, hook):
         assert tg.messages_to(CHAT) == []
 
 
+async def test_after_one_refusal_as_migrated_a_groups_alerts_go_to_its_supergroup(
+    tmp_path, tg, hook
+):
+    """A group (a rule file's chat) became a supergroup: the refused alert and every later one
+    go to the new id, with no second try at the old one; ``on_migrate`` is told once."""
+    group, supergroup = -555, -1_000_000_000_555
+    tg.migrate_chat(group, supergroup)
+    told: list[tuple[int, int]] = []
+    async with Harness(tmp_path, tg, hook, admin_chats=(group,), group_interval=0.05) as h:
+        assert h.notifier.telegram is not None
+        h.notifier.telegram.on_migrate = lambda old, new: told.append((old, new))
+        h.fire([rule("r1")])
+        await tg.wait_for(lambda: len(tg.messages_to(supergroup)) == 1)
+        h.fire([rule("r2")])
+        await tg.wait_for(lambda: len(tg.messages_to(supergroup)) == 2)
+        await h.settled()
+    assert [c.params["chat_id"] for c in tg.calls("sendMessage")].count(group) == 1
+    assert told == [(group, supergroup)]
+    assert hook.deliveries == []
+
+
 # ------------------------------------------------------------------ bursts and limits
 
 

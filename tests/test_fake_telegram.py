@@ -28,7 +28,7 @@ from telegram.error import (
     RetryAfter,
     TimedOut,
 )
-from telegram.ext import ApplicationBuilder, CommandHandler, ContextTypes
+from telegram.ext import ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
 from telegram.request import HTTPXRequest
 
 from tests.fakes.telegram import FakeTelegram, HTMLError, Message, parse_html
@@ -230,6 +230,31 @@ async def test_ptb_second_long_poll_terminates_the_first_with_conflict(tg: FakeT
         assert await second.get_updates(timeout=0) == ()
         with pytest.raises(Conflict, match="terminated by other getUpdates request"):
             await polling
+
+
+async def test_ptb_upgraded_group_sends_both_migrate_service_messages(tg: FakeTelegram) -> None:
+    """A group upgraded to a supergroup: its old id is ChatMigrated, and PTB's MIGRATE filter
+    sees "migrated to" in the group and "migrated from" in the supergroup."""
+    seen: list[tuple[int, int | None, int | None]] = []
+
+    async def migrated(update: telegram.Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        m = update.effective_message
+        assert m is not None
+        seen.append((m.chat_id, m.migrate_to_chat_id, m.migrate_from_chat_id))
+
+    tg.upgrade_group(-42, GROUP)
+    app = ApplicationBuilder().token(tg.token).base_url(f"{tg.api_url}/bot").build()
+    app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, migrated))
+    async with app:
+        await app.start()
+        assert app.updater is not None
+        await app.updater.start_polling(timeout=1, poll_interval=0)
+        await tg.wait_for(lambda: len(seen) == 2)
+        with pytest.raises(ChatMigrated):
+            await app.bot.send_message(-42, "hi")
+        await app.updater.stop()
+        await app.stop()
+    assert seen == [(-42, GROUP, None), (GROUP, None, -42)]
 
 
 async def test_ptb_application_polling_runs_command_handlers(tg: FakeTelegram) -> None:

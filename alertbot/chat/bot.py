@@ -8,16 +8,16 @@ bot: an unexpected error is logged and answered with an apology, and the state i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import TelegramError
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import BadRequest, ChatMigrated, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -31,6 +31,7 @@ from alertbot.chat.commands import (
     COMMANDS,
     CommandError,
     Digest,
+    Listing,
     Mute,
     Price,
     Simple,
@@ -46,6 +47,7 @@ from alertbot.feed.symbols import SymbolDirectory
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
+from alertbot.notify.telegram import Budget, BudgetLimiter
 from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Level, format_duration, format_number
 from alertbot.rules.engine import Engine, level_holds, metric_of
 from alertbot.rules.ids import watch_number
@@ -62,6 +64,43 @@ REFUSAL = (
     "Ask its operator to add chat id {chat} to ALERTBOT_ALLOWED_CHATS."
 )
 MUTE_BUTTON_S = 3600
+#: watches on one page of /list (each has a row of buttons: a keyboard this size stays usable)
+LIST_PAGE = 20
+#: characters of a /list page kept for its header and its "and N more" line
+LIST_RESERVE = 120
+#: a watch's line in /list is cut to this many characters (a /watch is 500 at most anyway)
+LINE_MAX = 1000
+#: an admin's /list names this many of the rule files' rules, in this many characters at most
+RULE_IDS_SHOWN = 20
+RULE_IDS_CHARS = 400
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """``text`` as messages of at most ``limit`` characters each, cut between lines (a line
+    longer than ``limit`` is cut within itself); none of them blank."""
+    parts: list[str] = []
+    current: str | None = None
+    for line in text.split("\n"):
+        while len(line) > limit:
+            if current is not None:
+                parts.append(current)
+                current = None
+            parts.append(line[:limit])
+            line = line[limit:]
+        if current is None:
+            current = line
+        elif len(current) + 1 + len(line) <= limit:
+            current += "\n" + line
+        else:
+            parts.append(current)
+            current = line
+    if current is not None:
+        parts.append(current)
+    return [p for p in parts if p.strip()]
 
 
 def _duration(ms: int) -> str:
@@ -99,6 +138,7 @@ class ChatBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
         self._refused: set[int] = set()
+        self._successors: dict[int, int] = {}  # a supergroup's id -> its group's, this run
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -113,12 +153,14 @@ class ChatBot:
             .base_file_url(f"{api}/file/bot")
             .request(HTTPXRequest(connection_pool_size=16, read_timeout=cfg.telegram_timeout))
             .get_updates_request(HTTPXRequest(read_timeout=self.poll_timeout + 10.0))
-            # replies and notes within Telegram's limits, and a reply that gets a 429 anyway
-            # (a user sending commands fast) sent again after the wait, not lost
-            .rate_limiter(AIORateLimiter(max_retries=REPLY_RETRIES))
+            # replies and notes within Telegram's limits, in one budget with the alerts (the
+            # limits are the token's), and a reply that gets a 429 anyway (a user sending
+            # commands fast) sent again after the wait, not lost
+            .rate_limiter(BudgetLimiter(self._budget(), max_retries=REPLY_RETRIES))
             .build()
         )
         app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
+        app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_error_handler(self.on_error)
         await app.initialize()
@@ -138,6 +180,13 @@ class ChatBot:
             drop_pending_updates=False,
         )
         log.info("chat: @%s is listening for commands", self.username)
+
+    def _budget(self) -> Budget:
+        """The alerts' budget of messages (one per token); a budget of its own without it."""
+        sender = self.notifier.telegram
+        if sender is not None:
+            return sender.budget
+        return Budget(self.delivery, asyncio.get_running_loop().time)
 
     async def stop(self) -> None:
         app = self.app
@@ -183,12 +232,50 @@ class ChatBot:
         return "\n".join(lines)
 
     async def tell(self, chat: int, text: str) -> None:
+        """A note to a chat; a long one goes as several messages."""
         if self.app is None:
             return
-        try:
-            await self.app.bot.send_message(chat, text)
-        except TelegramError as exc:
-            log.warning("chat %s: could not send a note: %s", chat, exc)
+        for part in split_text(text, self.delivery.max_message):
+            try:
+                try:
+                    await self.app.bot.send_message(chat, part)
+                except ChatMigrated as exc:
+                    chat = await self.move_chat(chat, int(exc.new_chat_id))
+                    await self.app.bot.send_message(chat, part)
+            except TelegramError as exc:
+                log.warning("chat %s: could not send a note: %s", chat, exc)
+                return
+
+    async def move_chat(self, old: int, new: int) -> int:
+        """A group became a supergroup, whose id is ``new``: its watches, their alerts and its
+        digest follow, and so do its rights (until a restart: the settings name the old id).
+        Returns ``new``."""
+        if old == new:
+            return new
+        moved = await self.book.move_chat(old, new)
+        if new in self._successors:  # told again (a failed send, the other service message)
+            return new
+        self._successors[new] = self._successors.get(old, old)
+        log.info("chat %s is now the supergroup %s: %d watches moved there", old, new, len(moved))
+        cfg = self.settings
+        if (cfg.allowed(old) and not cfg.allowed(new)) or (cfg.admin(old) and not cfg.admin(new)):
+            log.warning(
+                "chat %s is now %s: put %s in place of %s in ALERTBOT_ALLOWED_CHATS or "
+                "ALERTBOT_ADMIN_CHATS (until then it has the old chat's rights, up to a restart)",
+                old,
+                new,
+                new,
+                old,
+            )
+        return new
+
+    def _allowed(self, chat: int) -> bool:
+        old = self._successors.get(chat)
+        return self.settings.allowed(chat) or (old is not None and self.settings.allowed(old))
+
+    def _admin(self, chat: int) -> bool:
+        old = self._successors.get(chat)
+        return self.settings.admin(chat) or (old is not None and self.settings.admin(old))
 
     # ------------------------------------------------------------------ handlers
 
@@ -200,10 +287,10 @@ class ChatBot:
         chat = update.effective_chat
         if message is None or chat is None or message.text is None:
             return
-        if not self.settings.allowed(chat.id):
+        if not self._allowed(chat.id):
             if chat.id not in self._refused:  # one polite refusal, then silence
                 self._refused.add(chat.id)
-                await message.reply_text(REFUSAL.format(chat=chat.id), do_quote=False)
+                await self._reply(message, chat.id, REFUSAL.format(chat=chat.id), None)
             return
         try:
             command = parse_command(message.text, self.username)
@@ -215,17 +302,64 @@ class ChatBot:
         except Exception:
             log.exception("chat %s: command failed: %r", chat.id, message.text[:200])
             answer, markup = "Sorry, something went wrong on our side; nothing was changed.", None
-        await message.reply_text(answer, reply_markup=markup, do_quote=False)
+        await self._reply(message, chat.id, answer, markup)
+
+    async def _reply(
+        self, message: Message, chat: int, text: str, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        """Answer a command: a long answer as several messages (the buttons under the last).
+
+        Telegram refusing an answer is logged; a refused one (400) is followed by a short
+        apology, so the user is not left with silence.
+        """
+        parts = split_text(text, self.delivery.max_message)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                await message.reply_text(
+                    part, reply_markup=markup if last else None, do_quote=False
+                )
+            except BadRequest as exc:
+                log.error(
+                    "chat %s: Telegram refused the answer to %r (%d characters): %s",
+                    chat,
+                    (message.text or "")[:60],
+                    len(part),
+                    exc.message,
+                )
+                try:
+                    await message.reply_text(
+                        f"Sorry, Telegram refused my answer ({_cut(exc.message, 200)}).",
+                        do_quote=False,
+                    )
+                except TelegramError as again:
+                    log.error("chat %s: the apology could not be sent either: %s", chat, again)
+                return
+            except TelegramError as exc:
+                log.error("chat %s: could not send the answer to a command: %s", chat, exc)
+                return
+
+    async def on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The service messages of a group that became a supergroup: "migrated to" in the
+        group, "migrated from" in the supergroup; either moves the group's watches."""
+        message = update.effective_message
+        if message is None:
+            return
+        if message.migrate_to_chat_id is not None:
+            await self.move_chat(message.chat_id, int(message.migrate_to_chat_id))
+        elif message.migrate_from_chat_id is not None:
+            await self.move_chat(int(message.migrate_from_chat_id), message.chat_id)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         chat = update.effective_chat
-        if query is None or chat is None or not self.settings.allowed(chat.id):
+        if query is None or chat is None or not self._allowed(chat.id):
             if query is not None:
                 await query.answer()
             return
         kind, _, rest = (query.data or "").partition(":")
-        rows = self.book.find(chat.id, rest.partition(":")[0])
+        wid, _, page = rest.partition(":")  # page: the /list page the button is on
+        rows = self.book.find(chat.id, wid)
         if not rows:
             await query.answer("That watch is gone already.")
         elif kind == "rm":
@@ -238,7 +372,7 @@ class ChatBot:
         else:
             await query.answer()
             return
-        text, markup = self.listing(chat.id)
+        text, markup = self.listing(chat.id, int(page) if page.isdigit() else 1)
         if query.message is not None:
             with contextlib.suppress(TelegramError):
                 await query.edit_message_text(text, reply_markup=markup)
@@ -262,9 +396,13 @@ class ChatBot:
                 return "Daily digest off.", None
             hh, mm = divmod(command.minute, 60)
             return f"Daily digest of your watched symbols at {hh:02d}:{mm:02d} UTC.", None
+        if isinstance(command, Listing):
+            pages = self.pages(chat)
+            if command.page > max(pages, 1):
+                last = f"/list {pages} is the last" if pages > 1 else "/list shows them all"
+                return f"There is no page {command.page} of this chat's watches: {last}.", None
+            return self.listing(chat, command.page)
         if isinstance(command, Simple):
-            if command.name == "list":
-                return self.listing(chat)
             if command.name == "status":
                 return self.status(chat), None
             if command.name == "start":
@@ -272,31 +410,38 @@ class ChatBot:
             return help_text(), None
         raise AssertionError(command)
 
-    def _check_symbol(self, chat: int, symbol: str) -> None:
+    def _check_symbol(self, chat: int, symbol: str) -> str | None:
+        """Refuse a pattern from a non-admin, and a symbol the exchange does not list; a note
+        when whether it lists the symbol cannot be told now (its list cannot be read)."""
         if is_glob(symbol):
-            if not self.settings.admin(chat):
+            if not self._admin(chat):
                 raise CommandError(
                     f"patterns like {symbol} are for the bot's admins; name one symbol",
                     COMMANDS["watch"][0],
                     COMMANDS["watch"][2],
                 )
-            return
-        known = self.directory.known()
-        if known and symbol not in known:
+            return None
+        if symbol in self.directory.known():
+            return None
+        if self.directory.authoritative:
             hint = self.directory.suggest(symbol)
             raise CommandError(
                 f"unknown symbol {symbol}" + (f" (did you mean {hint}?)" if hint else ""),
                 COMMANDS["watch"][0],
                 COMMANDS["watch"][2],
             )
+        return (
+            f"{symbol} is not checked: Binance's list of symbols cannot be read right now. "
+            "If it has no such symbol, this watch never fires."
+        )
 
     async def watch(self, chat: int, w: Watch) -> str:
         usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
-        self._check_symbol(chat, w.symbol)
+        unchecked = self._check_symbol(chat, w.symbol)
         mine = self.book.of_chat(chat)
         if (
             not self.settings.allowed_chats
-            and not self.settings.admin(chat)
+            and not self._admin(chat)
             and len(mine) >= self.settings.max_watches
         ):
             raise CommandError(
@@ -337,6 +482,8 @@ class ChatBot:
         now_true = self._true_now(w)
         if now_true:
             text += f"\nIt is true right now ({now_true}): it fires on the next tick."
+        if unchecked:
+            text += f"\n{unchecked}"
         return text + f"\nRemove it with /unwatch {wid}."
 
     def _true_now(self, w: Watch) -> str | None:
@@ -385,12 +532,17 @@ class ChatBot:
         t = self.engine.last_ticker(symbol)
         if t is None:
             known = self.directory.known()
-            if known and symbol not in known:
+            if symbol not in known and self.directory.authoritative:
                 hint = self.directory.suggest(symbol)
                 return f"Unknown symbol {symbol}." + (f" Did you mean {hint}?" if hint else "")
+            unchecked = (
+                ""
+                if symbol in known
+                else f" (whether Binance lists {symbol} cannot be checked right now either)"
+            )
             return (
-                f"No price for {symbol} yet: the feed carries only watched symbols right now. "
-                f"Watch it (/watch {symbol} ...) and ask again."
+                f"No price for {symbol} yet{unchecked}: the feed carries only watched symbols "
+                f"right now. Watch it (/watch {symbol} ...) and ask again."
             )
         change = (t.close - t.open) / t.open * 100 if t.open else 0.0
         lines = [
@@ -405,38 +557,89 @@ class ChatBot:
                 lines.append(spark)
         return "\n".join(lines)
 
-    def listing(self, chat: int) -> tuple[str, InlineKeyboardMarkup | None]:
+    def listing(self, chat: int, page: int = 1) -> tuple[str, InlineKeyboardMarkup | None]:
+        """One page of the chat's watches, within Telegram's length (a later page than the
+        last shows the last); the buttons act on that page's watches."""
         rows = sorted(self.book.of_chat(chat), key=lambda r: r.id)
         if not rows:
             return "No watches here yet. Add one: /watch BTCUSDT > 70000", None
+        pages, files = self._pages(chat, rows)
+        page = min(max(page, 1), len(pages))
+        start, end = pages[page - 1]
         now = self.clock()
-        lines = [f"{len(rows)} watch{'es' if len(rows) != 1 else ''}:"]
+        if len(pages) == 1:
+            lines = [f"{len(rows)} watch{'es' if len(rows) != 1 else ''}:"]
+        else:
+            lines = [f"{len(rows)} watches, page {page} of {len(pages)}:"]
         buttons = []
-        for r in rows:
+        for r in rows[start:end]:
             wid = watch_id(r)
-            state = (
-                f"muted until {format_time(int(r.muted_until * 1000))}"
-                if r.muted_until and r.muted_until > now
-                else "active"
-            )
-            fired = (
-                f", last fired {format_time(r.last_fired)}" if r.last_fired else ", not fired yet"
-            )
-            extra = f", cooldown {_duration(r.cooldown_ms)}" + (", once" if r.once else "")
-            lines.append(f"{wid}  {r.symbol} {r.condition}{extra} — {state}{fired}")
+            lines.append(self._watch_line(r, now))
             buttons.append(
                 [
-                    InlineKeyboardButton(f"Remove {wid}", callback_data=f"rm:{wid}"),
-                    InlineKeyboardButton(f"Mute {wid} 1h", callback_data=f"mute:{wid}"),
+                    InlineKeyboardButton(f"Remove {wid}", callback_data=f"rm:{wid}:{page}"),
+                    InlineKeyboardButton(f"Mute {wid} 1h", callback_data=f"mute:{wid}:{page}"),
                 ]
             )
-        if self.settings.admin(chat):
-            files = [r for r in self.engine.rules() if watch_number(r.id) is None]
-            if files:
-                lines.append(
-                    f"Rule files: {len(files)} rules (" + ", ".join(r.id for r in files[:20]) + ")"
-                )
-        return "\n".join(lines), InlineKeyboardMarkup(buttons[:50])
+        if end < len(rows):
+            lines.append(f"… and {len(rows) - end} more: /list {page + 1}")
+        if files and page == 1:
+            lines.append(files)
+        return "\n".join(lines), InlineKeyboardMarkup(buttons)
+
+    def pages(self, chat: int) -> int:
+        """How many pages the chat's ``/list`` fills (0: no watches)."""
+        rows = self.book.of_chat(chat)
+        return len(self._pages(chat, sorted(rows, key=lambda r: r.id))[0]) if rows else 0
+
+    def _pages(self, chat: int, rows: list[WatchRow]) -> tuple[list[tuple[int, int]], str]:
+        """The (start, end) of each page of ``rows``, and an admin's line of rule-file rules.
+
+        A page holds LIST_PAGE watches at most, fewer when their lines would not fit in one
+        message next to the header, the "and N more" line and the rule files' line.
+        """
+        files = self._rule_files(chat)
+        budget = self.delivery.max_message - LIST_RESERVE - len(files)
+        now = self.clock()
+        pages: list[tuple[int, int]] = []
+        start, size = 0, 0
+        for i, r in enumerate(rows):
+            length = len(self._watch_line(r, now)) + 1
+            if i > start and (i - start >= LIST_PAGE or size + length > budget):
+                pages.append((start, i))
+                start, size = i, 0
+            size += length
+        pages.append((start, len(rows)))
+        return pages, files
+
+    def _watch_line(self, r: WatchRow, now: float) -> str:
+        state = (
+            f"muted until {format_time(int(r.muted_until * 1000))}"
+            if r.muted_until and r.muted_until > now
+            else "active"
+        )
+        fired = f", last fired {format_time(r.last_fired)}" if r.last_fired else ", not fired yet"
+        extra = f", cooldown {_duration(r.cooldown_ms)}" + (", once" if r.once else "")
+        return _cut(f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}", LINE_MAX)
+
+    def _rule_files(self, chat: int) -> str:
+        """For an admin: how many rules the rule files hold, and the first ids (a short line)."""
+        if not self._admin(chat):
+            return ""
+        files = [r.id for r in self.engine.rules() if watch_number(r.id) is None]
+        if not files:
+            return ""
+        shown: list[str] = []
+        size = 0
+        for rule_id in files[:RULE_IDS_SHOWN]:
+            rule_id = _cut(rule_id, 40)
+            if size + len(rule_id) > RULE_IDS_CHARS:
+                break
+            shown.append(rule_id)
+            size += len(rule_id) + 2
+        more = len(files) - len(shown)
+        names = ", ".join(shown) + (f" and {more} more" if more else "")
+        return f"Rule files: {len(files)} rules ({names})"
 
     def status(self, chat: int) -> str:
         h = self.feed.health()
@@ -453,7 +656,7 @@ class ChatBot:
             f"Watches: {len(self.book.of_chat(chat))} in this chat, {len(self.book.rows)} in all",
             f"Alerts waiting for delivery: {open_deliveries}",
         ]
-        if self.settings.admin(chat):
+        if self._admin(chat):
             lines.append(
                 f"Rules in the engine: {len(self.engine)}; symbols: {self.directory.source}"
             )

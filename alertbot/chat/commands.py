@@ -6,7 +6,7 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
 ::
 
     /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]
-    /list   /unwatch ID|all   /mute ID|all D   /unmute [ID|all]   /price SYMBOL
+    /list [PAGE]   /unwatch ID|all   /mute ID|all D   /unmute [ID|all]   /price SYMBOL
     /status   /help   /start
 
 Choices worth knowing:
@@ -62,7 +62,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Alert me when a condition holds, e.g. /watch BTCUSDT > 70000",
         "/watch BTCUSDT > 70000",
     ),
-    "list": ("/list", "Show my watches and their ids", "/list"),
+    "list": ("/list [PAGE]", "Show my watches and their ids", "/list"),
     "unwatch": ("/unwatch ID|all", "Delete a watch (or all of them)", "/unwatch w12"),
     "mute": ("/mute ID|all D", "Silence a watch (or all) for a while", "/mute w12 2h"),
     "unmute": ("/unmute [ID|all]", "End a mute (all of them by default)", "/unmute w12"),
@@ -204,8 +204,15 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class Listing:
+    """``/list``: the chat's watches, ``page`` (from 1) of them when they fill several."""
+
+    page: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Simple:
-    """A command without arguments: ``start``, ``help``, ``list`` or ``status``."""
+    """A command without arguments: ``start``, ``help`` or ``status``."""
 
     name: str
 
@@ -217,7 +224,7 @@ class Digest:
     minute: int | None
 
 
-Command = Watch | Unwatch | Mute | Unmute | Price | Simple | Digest
+Command = Watch | Unwatch | Mute | Unmute | Price | Listing | Simple | Digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +281,8 @@ def parse_command(text: str, bot_username: str | None = None) -> Command | None:
         return _price(words)
     if known == "digest":
         return _digest(words)
+    if known == "list":
+        return _listing(words)
     if words and known != "start":  # /start carries a deep-link payload, which we ignore
         raise _error(known, f"/{known} takes no arguments, got {_q(words[0].text)}")
     return Simple(known)
@@ -529,6 +538,17 @@ def _price(words: list[_Word]) -> Price:
     if len(words) > 1:
         raise _error("price", f"one symbol at a time; unexpected {_q(words[1].text)}")
     return Price(symbol)
+
+
+def _listing(words: list[_Word]) -> Listing:
+    if not words:
+        return Listing()
+    if len(words) > 1:
+        raise _error("list", f"unexpected {_q(words[1].text)}; /list takes one page number")
+    text = words[0].text
+    if not text.isascii() or not text.isdigit() or len(text) > 6 or int(text) < 1:
+        raise _error("list", f"expected a page number like 2, got {_q(text)}")
+    return Listing(int(text))
 
 
 # ---------------------------------------------------------------- pieces

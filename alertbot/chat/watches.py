@@ -156,6 +156,19 @@ class WatchBook:
             r.muted_until = until
             self.engine.replace_rule(rule_for(r))  # keeps its firing state
 
+    async def move_chat(self, old: int, new: int) -> list[WatchRow]:
+        """A group became a supergroup: its watches (with their firing state) and digest now
+        belong to, and alert, the new chat id. Returns the watches moved."""
+        await self.db(self.store.move_chat, old, new)
+        moved = self.of_chat(old)
+        for row in moved:
+            row.chat_id = new
+            self.engine.replace_rule(rule_for(row))  # the same condition: its state is kept
+        minute = self.digests.pop(old, None)
+        if minute is not None:
+            self.digests.setdefault(new, minute)
+        return moved
+
     def row_of_rule(self, rule_id: str) -> WatchRow | None:
         number = watch_number(rule_id)
         return None if number is None else self.rows.get(number)

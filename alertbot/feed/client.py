@@ -317,6 +317,12 @@ class Feed:
             outages=len(self.stats.outages),
         )
 
+    def market_seen(self) -> bool:
+        """Whether the all-market stream is delivering: every symbol traded is on it each
+        second, so the symbols seen are the market's."""
+        raw = self._raw
+        return raw is not None and raw.delivering
+
     def across_gap(self, symbol: str, previous_time: int, time: int) -> bool:
         """Whether an alert computed from the tick at ``previous_time`` to the one at ``time``
         spans an outage of the feed longer than its stale threshold."""

@@ -35,18 +35,26 @@ def tradable(info: Any) -> frozenset[str]:
 
 class SymbolDirectory:
     """Which symbols exist. ``refresh()`` asks the exchange; until that works, and whenever it
-    fails before ever working, ``seen`` (the symbols that came on the feed) stands in."""
+    fails before ever working, ``seen`` (the symbols that came on the feed) stands in.
+
+    ``seen`` is the whole market only when ``complete()`` says so (the feed is on the
+    all-market stream, which carries every symbol each second); on symbol streams it is just
+    the symbols already watched, so a symbol missing from it may well exist: see
+    :attr:`authoritative`.
+    """
 
     def __init__(
         self,
         settings: FeedSettings,
         *,
         seen: Callable[[], Iterable[str]] = tuple,
+        complete: Callable[[], bool] = lambda: False,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings
         self.url = settings.market.exchange_info_url(settings.rest_url)
         self._seen = seen
+        self._complete = complete
         self._client = client
         self.exchange: frozenset[str] | None = None  # the last good answer
         self.last_error: str | None = None
@@ -55,6 +63,12 @@ class SymbolDirectory:
     @property
     def source(self) -> str:
         return "exchange" if self.exchange is not None else "stream"
+
+    @property
+    def authoritative(self) -> bool:
+        """Whether a symbol missing from :meth:`known` does not exist (rather than not being
+        known yet)."""
+        return bool(self.exchange) or self._complete()
 
     def known(self) -> frozenset[str]:
         if self.exchange is not None:

@@ -1,10 +1,12 @@
 """Telegram delivery on python-telegram-bot's ``Bot``, within Telegram's limits.
 
-Each chat has a queue. A chat may be sent to when its previous message is ``chat_interval``
+Each chat has a queue. A chat may be sent to when its previous alert is ``chat_interval``
 ago (1 s; ``group_interval``, 3 s, for groups: 20 a minute) and the bot has sent fewer than
-``overall_per_second`` (30) messages in the last second. When a chat's turn comes, everything
-waiting for it is merged into one message (up to Telegram's 4096 characters): a burst of alerts
-for one chat costs one message, not a queue of them.
+``overall_per_second`` (30) messages in the last second. Those limits are the bot token's: the
+chat commands' answers draw on the same :class:`Budget` (through :class:`BudgetLimiter`).
+When a chat's turn comes, everything waiting for it is merged into one message (up to
+Telegram's 4096 characters): a burst of alerts for one chat costs one message, not a queue of
+them.
 
 Failures, by what Telegram says:
 - ``RetryAfter``: that chat waits as long as told;
@@ -12,7 +14,8 @@ Failures, by what Telegram says:
 - ``Forbidden`` (bot blocked, kicked) and "chat not found": permanent;
 - "can't parse entities" (a template that is not valid Telegram HTML): sent again as plain
   text rather than dropped;
-- ``ChatMigrated`` (a group became a supergroup): sent to the new chat id.
+- ``ChatMigrated`` (a group became a supergroup): sent to the new chat id, as is everything
+  for the old id from then on; ``on_migrate(old, new)`` is told (the chat watches move).
 No chat's trouble delays another chat.
 """
 
@@ -25,6 +28,7 @@ import logging
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Coroutine
 from itertools import count
 from typing import Any
 
@@ -39,6 +43,7 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
+from telegram.ext import BaseRateLimiter
 
 from alertbot.notify.delivery import Delivery, Report, backoff
 from alertbot.notify.settings import DeliverySettings
@@ -73,6 +78,214 @@ def is_group(chat_id: int) -> bool:
     return chat_id < 0
 
 
+JSONDict = dict[str, Any]  # a Bot API answer, as python-telegram-bot types it
+Stamp = list[Any]  # [loop time, answered]: a message's start, then its answer's time
+
+
+def _counting(stamps: deque[Stamp], now: float, period: float) -> tuple[int, float | None]:
+    """Messages of ``stamps`` that count against a limit per ``period`` now, and when the
+    first of them stops counting (None: only unanswered ones count).
+
+    A message counts from its start until ``period`` after it was answered (when Telegram
+    received it lies somewhere in between): conservative, whatever the network does.
+    """
+    while stamps and stamps[0][1] and stamps[0][0] <= now - period:
+        stamps.popleft()
+    counting = 0
+    frees: float | None = None
+    for end, done in stamps:
+        if not done or end > now - period:
+            counting += 1
+            if done and (frees is None or end + period < frees):
+                frees = end + period
+    return counting, frees
+
+
+class Budget:
+    """Telegram's limits for one bot token, shared by everything sent with it: the alerts
+    (:class:`TelegramSender`) and the chat commands' answers and notes (:class:`BudgetLimiter`).
+
+    - in all, ``overall_per_second`` messages in any second;
+    - a group, 60 / ``group_interval`` (20) messages in any minute;
+    - after an alert, a chat's next message waits ``chat_interval`` (groups: ``group_interval``);
+      an answer does not make the next message wait (an alert must not be late for it, and a
+      user sending commands fast gets the answers at once: Telegram allows a short burst);
+    - a chat Telegram answered 429 waits as long as it asked, whoever sends next.
+
+    Answers waiting for room in the second go first: the sender leaves them that room.
+    """
+
+    def __init__(self, settings: DeliverySettings, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.group_limit = max(1, round(60.0 / settings.group_interval))
+        self.waiting = 0  # answers waiting for room in the overall second
+        #: called on every change that can let a message go (the sender's wake-up)
+        self.listeners: list[Callable[[], object]] = []
+        self._stamps: deque[Stamp] = deque()
+        self._groups: dict[int, deque[Stamp]] = {}
+        self._after_alert: dict[int, float] = {}  # chat -> loop time an answer may go
+        self._held: dict[int, float] = {}  # chat -> loop time a 429 ends
+        self._changed = asyncio.Event()
+
+    def interval(self, chat: int) -> float:
+        cfg = self.settings
+        return cfg.group_interval if is_group(chat) else cfg.chat_interval
+
+    def window(self, now: float) -> tuple[int, float | None]:
+        """Messages counting against the overall limit now, and when the first stops."""
+        return _counting(self._stamps, now, 1.0)
+
+    def free_at(self, chat: int, now: float, *, alert: bool) -> float:
+        """Loop time from which this chat's own limits let a message go (an alert's, or an
+        answer's); the overall limit aside. (The sender spaces its alerts itself.)"""
+        at = self._held.get(chat, 0.0)
+        if not alert:
+            at = max(at, self._after_alert.get(chat, 0.0))
+        stamps = self._groups.get(chat)
+        if stamps is not None:
+            counting, frees = _counting(stamps, now, 60.0)
+            if not stamps:
+                del self._groups[chat]
+            elif counting >= self.group_limit:
+                at = max(at, frees if frees is not None else now + 1.0)
+        return at
+
+    def start(self, chat: int, now: float) -> Stamp:
+        """A message to ``chat`` starts now; :meth:`done` when it is answered."""
+        stamp: Stamp = [now, False]
+        self._stamps.append(stamp)
+        if is_group(chat):
+            if len(self._groups) > 4096:  # forget the groups with nothing in the last minute
+                for key in list(self._groups):
+                    if not _counting(self._groups[key], now, 60.0)[0]:
+                        del self._groups[key]
+            self._groups.setdefault(chat, deque()).append(stamp)
+        return stamp
+
+    def done(self, stamp: Stamp, chat: int, *, sent: bool, alert: bool) -> None:
+        now = self.clock()
+        stamp[0], stamp[1] = now, True
+        if sent and alert:
+            spaced = self._after_alert
+            spaced[chat] = now + self.interval(chat)
+            if len(spaced) > 4096:  # forget the chats whose spacing is over
+                for key in [k for k, at in spaced.items() if at <= now]:
+                    del spaced[key]
+        self._notify()
+
+    def hold(self, chat: int, seconds: float) -> None:
+        """Telegram asked to wait ``seconds`` before the next message to ``chat``."""
+        now = self.clock()
+        self._held[chat] = max(self._held.get(chat, 0.0), now + seconds)
+        if len(self._held) > 4096:
+            for key in [k for k, at in self._held.items() if at <= now]:
+                del self._held[key]
+        self._notify()
+
+    async def acquire(self, chat: int) -> Stamp:
+        """Wait for an answer's turn to ``chat``; then it has started (:meth:`done` after)."""
+        limit = self.settings.overall_per_second
+        reserving = False
+        try:
+            while True:
+                now = self.clock()
+                at = self.free_at(chat, now, alert=False)
+                counting, frees = self.window(now)
+                if at <= now and counting < limit:
+                    return self.start(chat, now)
+                in_window = at <= now  # only the overall limit holds it up: room is kept
+                if in_window != reserving:
+                    self.waiting += 1 if in_window else -1
+                    reserving = in_window
+                    self._notify()
+                wake = at if not in_window else (frees if frees is not None else now + 1.0)
+                changed = self._changed
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, wake - now)):
+                        await changed.wait()
+        finally:
+            if reserving:
+                self.waiting -= 1
+                self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+        for listener in self.listeners:
+            listener()
+
+
+def _chat_key(value: object) -> int | None:
+    """A request's chat_id as an int (None: none, or a channel's @name)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    return None
+
+
+class BudgetLimiter(BaseRateLimiter[int]):
+    """python-telegram-bot's rate limiter for the chat commands: each answer or note to a chat
+    takes its turn in the alerts' :class:`Budget`, so together they keep to Telegram's limits.
+    One refused with 429 anyway is sent again after the wait Telegram asks, up to
+    ``max_retries`` times (as PTB's AIORateLimiter does); requests naming no chat (the command
+    menu, a button's answer) are not held up, as there."""
+
+    __slots__ = ("budget", "max_retries")
+
+    def __init__(self, budget: Budget, max_retries: int = 0) -> None:
+        self.budget = budget
+        self.max_retries = max_retries
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | JSONDict | list[JSONDict]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> bool | JSONDict | list[JSONDict]:
+        retries = rate_limit_args or self.max_retries
+        chat = _chat_key(data.get("chat_id"))
+        attempt = 0
+        while True:
+            try:
+                if chat is None:
+                    return await callback(*args, **kwargs)
+                stamp = await self.budget.acquire(chat)
+                sent = False
+                try:
+                    result = await callback(*args, **kwargs)
+                    sent = True
+                    return result
+                finally:
+                    self.budget.done(stamp, chat, sent=sent, alert=False)
+            except RetryAfter as exc:
+                wait = retry_seconds(exc)
+                if chat is not None:
+                    self.budget.hold(chat, wait)  # the alerts to that chat wait too
+                if attempt >= retries:
+                    log.warning(
+                        "telegram: %s refused with 429 %d times; given up", endpoint, attempt + 1
+                    )
+                    raise
+                attempt += 1
+                log.info("telegram: %s refused with 429; again in %.1fs", endpoint, wait)
+                if chat is None:
+                    await asyncio.sleep(wait)
+
+
 class TelegramSender:
     def __init__(self, bot: Bot, settings: DeliverySettings, report: Report) -> None:
         self.bot = bot
@@ -86,15 +299,22 @@ class TelegramSender:
         self._inflight: set[int] = set()
         self._single: set[int] = set()  # chats whose merged message was refused as too long
         self._sends: set[asyncio.Task[None]] = set()
-        self._stamps: deque[list[Any]] = deque()  # [time, answered] of recent sends
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
+        #: the token's limits, shared with the chat commands' answers (BudgetLimiter)
+        self.budget = Budget(settings, self._loop.time)
+        self.budget.listeners.append(self._wake.set)
+        self._moved: dict[int, int] = {}  # a group's id -> its supergroup's
         self.sent_messages = 0
+        #: told (old id, new id) when Telegram says a group became a supergroup
+        self.on_migrate: Callable[[int, int], object] | None = None
 
     def enqueue(self, d: Delivery) -> None:
         chat = d.chat_id
         assert chat is not None
+        if chat in self._moved:  # no failed send to the old id first
+            chat = d.chat_id = self._moved[chat]
         q = self._queues.get(chat)
         if q is None:
             q = self._queues[chat] = deque()
@@ -117,56 +337,32 @@ class TelegramSender:
 
     # ------------------------------------------------------------------ scheduling
 
-    def _window(self, now: float) -> tuple[int, float | None]:
-        """Sends that count against the overall limit now, and when the oldest stops counting.
-
-        A send counts from its start until one second after it was answered (when Telegram
-        received it lies somewhere in between): conservative, whatever the network does.
-        """
-        stamps = self._stamps
-        while stamps and stamps[0][1] and stamps[0][0] <= now - 1.0:
-            stamps.popleft()
-        counting = 0
-        frees: float | None = None
-        for end, done in stamps:
-            if not done or end > now - 1.0:
-                counting += 1
-                if done and (frees is None or end + 1.0 < frees):
-                    frees = end + 1.0
-        return counting, frees
-
     async def _run(self) -> None:
-        limit = self.settings.overall_per_second
+        budget = self.budget
         while True:
             now = self._loop.time()
-            counting, frees = self._window(now)
-            ready = sorted(
-                (
-                    chat
-                    for chat, q in self._queues.items()
-                    if q and chat not in self._inflight and self._next_ok.get(chat, 0.0) <= now
-                ),
-                key=self._order.__getitem__,
-            )
+            counting, frees = budget.window(now)
+            limit = self.settings.overall_per_second - budget.waiting  # answers go first
+            turns = {
+                chat: max(self._next_ok.get(chat, 0.0), budget.free_at(chat, now, alert=True))
+                for chat, q in self._queues.items()
+                if q and chat not in self._inflight
+            }
+            ready = sorted((c for c, at in turns.items() if at <= now), key=self._order.__getitem__)
             started = 0
             for chat in ready:
                 if counting >= limit:
                     break
                 counting += 1
                 started += 1
-                stamp = [now, False]
-                self._stamps.append(stamp)
+                stamp = budget.start(chat, now)
                 self._inflight.add(chat)
                 task = asyncio.create_task(self._send(chat, stamp), name="telegram-send")
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
             # sleep until a chat's turn, the overall window opening, or new work (a send that
-            # ends wakes this loop too)
-            waits = [
-                self._next_ok.get(chat, 0.0)
-                for chat, q in self._queues.items()
-                if q and chat not in self._inflight
-            ]
+            # ends, or an answer of the chat commands, wakes this loop too)
+            waits = [at for chat, at in turns.items() if chat not in self._inflight]
             wake_at = min(waits) if waits else None
             if counting >= limit and wake_at is not None:
                 wake_at = max(wake_at, frees) if frees is not None else None
@@ -205,7 +401,7 @@ class TelegramSender:
 
     # ------------------------------------------------------------------ sending
 
-    async def _send(self, chat: int, stamp: list[Any]) -> None:
+    async def _send(self, chat: int, stamp: Stamp) -> None:
         batch = self._take(chat)
         cfg = self.settings
         plain = batch[0].plain
@@ -216,6 +412,7 @@ class TelegramSender:
         for d in batch:
             d.attempts += 1
         interval = cfg.group_interval if is_group(chat) else cfg.chat_interval
+        sent = False
         try:
             await self.bot.send_message(
                 chat_id=chat,
@@ -229,14 +426,22 @@ class TelegramSender:
             )
         except RetryAfter as exc:
             wait = retry_seconds(exc)
+            self.budget.hold(chat, wait)  # the chat commands' answers to that chat wait too
             self._retry(chat, batch, f"429 retry after {wait:g}s", wait)
         except ChatMigrated as exc:
             new = int(exc.new_chat_id)
             log.warning("telegram: chat %s is now %s; sending there (update the config)", chat, new)
-            self._requeue(chat, [])
-            for d in batch:
+            self._moved[chat] = new
+            waiting = self._queues.pop(chat, deque())
+            self._order.pop(chat, None)
+            for d in (*batch, *waiting):
                 d.chat_id = new
                 self.enqueue(d)
+            if self.on_migrate is not None:
+                try:
+                    self.on_migrate(chat, new)
+                except Exception:
+                    log.exception("telegram: could not follow chat %s to %s", chat, new)
         except Forbidden as exc:
             self._fail(batch, f"forbidden: {exc.message}")
         except InvalidToken as exc:
@@ -252,6 +457,7 @@ class TelegramSender:
             log.exception("telegram: unexpected error sending to %s", chat)
             self._retry(chat, batch, f"{type(exc).__name__}: {exc}", cfg.backoff_max)
         else:
+            sent = True
             self.sent_messages += 1
             self._failures.pop(chat, None)
             self._single.discard(chat)
@@ -260,9 +466,8 @@ class TelegramSender:
                 d.state = "sent"
                 self.report(d, "sent")
         finally:
-            stamp[0], stamp[1] = self._loop.time(), True
             self._inflight.discard(chat)
-            self._wake.set()
+            self.budget.done(stamp, chat, sent=sent, alert=True)  # wakes the loop
 
     def _bad_request(
         self, chat: int, batch: list[Delivery], exc: BadRequest, interval: float

@@ -20,6 +20,8 @@ editMessageReplyMarkup, deleteMessage, getChat, getUpdates (long polling), delet
 getWebhookInfo, setMyCommands, getMyCommands, deleteMyCommands, answerCallbackQuery. Anything else
 is 404 ``Not Found``; a wrong token is 401 ``Unauthorized``.
 
+Service messages: a group upgraded to a supergroup (``upgrade_group``).
+
 Not modelled: MarkdownV2/Markdown syntax (accepted unchecked: ``plain_text`` is the text as sent),
 group privacy mode, webhooks (setWebhook), files, media, inline mode.
 
@@ -737,6 +739,28 @@ class FakeTelegram(HTTPServer):
         """Calls naming ``chat_id`` get 400 with ``parameters.migrate_to_chat_id`` (a group
         upgraded to a supergroup) until ``recover()``."""
         self._migrated[chat_id] = new_chat_id
+
+    def upgrade_group(self, chat_id: int, new_chat_id: int) -> tuple[int, int]:
+        """The group ``chat_id`` becomes the supergroup ``new_chat_id``, as on Telegram: calls
+        naming the old id get 400 with ``migrate_to_chat_id`` (``migrate_chat``), and two
+        service messages are queued, ``migrate_to_chat_id`` in the old group, then
+        ``migrate_from_chat_id`` in the supergroup. Returns their update_ids."""
+        self.migrate_chat(chat_id, new_chat_id)
+        self._chats.setdefault(chat_id, {})["type"] = "group"
+        self._chats.setdefault(new_chat_id, {})["type"] = "supergroup"
+        to = self._service(chat_id, {"migrate_to_chat_id": new_chat_id})
+        return to, self._service(new_chat_id, {"migrate_from_chat_id": chat_id})
+
+    def _service(self, chat_id: int, fields: dict[str, Any]) -> int:
+        """Queue a service ``message`` update in ``chat_id`` (no text; ``fields`` say what)."""
+        message = {
+            "message_id": self._next_message_id(chat_id),
+            "from": self._user(self.DEFAULT_GROUP_USER_ID, "trader"),
+            "chat": self._chat_json(chat_id),
+            "date": int(_time.time()),
+            **fields,
+        }
+        return self._queue({"message": message})
 
     def down(self, status: int | None = 502) -> None:
         """Every call fails with ``status``; ``None``: requests are read and never answered."""
