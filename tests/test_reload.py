@@ -107,6 +107,7 @@ async def test_a_file_caught_while_it_is_written_is_loaded_only_once_it_settles(
         app = make_app(tmp_path, fake, tg, rules)
         app.rules_check = 0  # no file watch job: this test makes the checks
         async with running(app):
+            await tg.wait_for(lambda: bool(tg.calls("getUpdates")), timeout=10)  # started
             await app.check_rule_files()
             assert app.reloads == 0  # nothing changed
 
