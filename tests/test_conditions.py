@@ -108,6 +108,9 @@ def test_canonical_text(text: str, canonical: str) -> None:
         ("price crosses sideways 5", "expected a number after 'crosses', got 'sideways'", 15),
         ("all(price > 1", "expected ',' or ')'", 14),
         ("all price > 1", "expected '(' after 'all'", 5),
+        ("rises 5% in 15\u017f", "expected a duration like 30s, 15m, 4h or 1d", 13),
+        ("price > 5\u212a", "expected a number after '>', got '5\u212a'", 9),
+        ("rises 5% in " + "1" * 5000 + "m", "longer than 366 days", 13),
     ],
 )
 def test_errors_say_what_was_expected_and_where(text: str, message: str, column: int) -> None:
@@ -129,6 +132,24 @@ def test_durations_parse_and_format_back(text: str, ms: int) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+def test_a_unit_that_only_case_folds_to_s_is_refused_as_a_duration() -> None:
+    """Only s, m, h, d (any case) are units: LATIN SMALL LETTER LONG S, which IGNORECASE
+    matched as s, is refused with the usual message, not a KeyError."""
+    with pytest.raises(ValueError, match="expected a duration like 30s, 15m, 4h or 1d"):
+        parse_duration("15\u017f")
+
+
+def test_a_duration_of_thousands_of_digits_is_too_long_not_an_int_limit() -> None:
+    """Python's int() refuses over 4300 digits with advice for programmers; the user is told
+    the duration is too long, with the text cut short."""
+    with pytest.raises(ValueError, match="longer than 366 days") as info:
+        parse_duration("1" * 5000 + "m")
+    message = str(info.value)
+    assert "set_int_max_str_digits" not in message
+    assert len(message) < 100
+    assert parse_duration("0" * 5000 + "15m") == 900_000  # many digits, but not a long time
 
 
 # ---------------------------------------------------------------- parse(format(c)) == c

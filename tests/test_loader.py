@@ -451,6 +451,22 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="cooldown-without-unit",
         ),
         pytest.param(
+            RULE + "    when: price > 1\n    cooldown: 15\u017f\n",
+            "r.yaml:5:15: invalid 'cooldown': expected a duration like 30s, 15m, 4h or 1d, "
+            "got '15\u017f'",
+            id="cooldown-unit-not-ascii",
+        ),
+        pytest.param(
+            RULE + "    when: rises 5% in 15\u017f\n",
+            "r.yaml:4:23: expected a duration like 30s, 15m, 4h or 1d, got '15\u017f' at column 13",
+            id="move-window-unit-not-ascii",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    cooldown: " + "1" * 5000 + "s\n",
+            "r.yaml:5:15: invalid 'cooldown': duration '" + "1" * 31 + "…' is longer than 366 days",
+            id="cooldown-of-thousands-of-digits",
+        ),
+        pytest.param(
             RULE + "    when: price > 1\n    rearm: -1%\n",
             "r.yaml:5:12: 'rearm' must be a percentage like 0.5%, got '-1%'",
             id="rearm-negative",

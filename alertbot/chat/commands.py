@@ -125,14 +125,17 @@ _SYMBOL_RE = re.compile(r"[A-Z0-9_]{2,30}")
 _GLOB_RE = re.compile(r"(?:[A-Z0-9_*?]|\[!?[A-Z0-9_-]+\])+")
 _GLOB_CHARS = frozenset("*?[]")
 _SEPARATORS_RE = re.compile(r"(?<=[A-Z0-9])[-/:.](?=[A-Z0-9])")
-_DURATION_FORM_RE = re.compile(r"[0-9]+[smhd]", re.IGNORECASE)
+# ASCII: IGNORECASE alone takes the long s (U+017F) for s and the Kelvin sign for k
+_DURATION_FORM_RE = re.compile(r"[0-9]+[smhd]", re.IGNORECASE | re.ASCII)
 _PERCENT_RE = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))%")
 _BARE_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_WATCH_ID_RE = re.compile(r"w?([0-9]{1,18})", re.IGNORECASE)
+_WATCH_ID_RE = re.compile(r"w?([0-9]{1,18})", re.IGNORECASE | re.ASCII)
 # the condition tokenizer's own token syntax, to name the word an error column points at
 _CONDITION_TOKEN_RE = re.compile(r"(>=|<=|>|<|\(|\)|,|[^\s<>(),]+)")
 _COLUMN_RE = re.compile(r" at column (\d+)$")
-_EXOTIC_NUMBER_RE = re.compile(r"[+-]?(?:nan|inf|infinity|[0-9.]+e[+-]?[0-9]+[kmb%]?)", re.I)
+_EXOTIC_NUMBER_RE = re.compile(
+    r"[+-]?(?:nan|inf|infinity|[0-9.]+e[+-]?[0-9]+[kmb%]?)", re.IGNORECASE | re.ASCII
+)
 
 
 class CommandError(RuleError):

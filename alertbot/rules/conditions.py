@@ -109,9 +109,14 @@ Condition = Level | Cross | Breaks | Move | AllOf | AnyOf
 
 # ---------------------------------------------------------------- numbers and durations
 
-# [0-9], not \d: float() would accept other scripts' digits, the grammar does not
-_NUMBER_RE = re.compile(r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([kmb]?)(%?)$", re.IGNORECASE)
-_DURATION_RE = re.compile(r"^([0-9]+)([smhd])$", re.IGNORECASE)
+# [0-9], not \d: float() would accept other scripts' digits, the grammar does not. ASCII with
+# IGNORECASE: without it the Kelvin sign matches as k and the long s (U+017F) as s
+_NUMBER_RE = re.compile(
+    r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([kmb]?)(%?)$", re.IGNORECASE | re.ASCII
+)
+_DURATION_RE = re.compile(r"^([0-9]+)([smhd])$", re.IGNORECASE | re.ASCII)
+#: 366 days is 31,622,400 s: a count of more digits is longer in any unit
+_MAX_DURATION_DIGITS = 8
 
 
 def format_number(x: float) -> str:
@@ -126,11 +131,20 @@ def parse_duration(text: str) -> int:
     """``15m`` -> 900000 (ms). Raises ValueError with a readable message."""
     match = _DURATION_RE.match(text.strip())
     if not match:
-        raise ValueError(f"expected a duration like 30s, 15m, 4h or 1d, got {text!r}")
-    ms = int(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
+        raise ValueError(f"expected a duration like 30s, 15m, 4h or 1d, got {_shown(text)}")
+    # counted before int(), which refuses over 4300 digits with advice for programmers
+    digits = match.group(1).lstrip("0") or "0"
+    if len(digits) > _MAX_DURATION_DIGITS:
+        raise ValueError(f"duration {_shown(text)} is longer than 366 days")
+    ms = int(digits) * DURATION_UNITS[match.group(2).lower()]
     if ms > MAX_DURATION_MS:
-        raise ValueError(f"duration {text!r} is longer than 366 days")
+        raise ValueError(f"duration {_shown(text)} is longer than 366 days")
     return ms
+
+
+def _shown(text: str) -> str:
+    """User text quoted for a message, cut short when long."""
+    return repr(text if len(text) <= 32 else text[:31] + "…")
 
 
 def format_duration(ms: int) -> str:
