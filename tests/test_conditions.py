@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal, localcontext
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,6 +42,9 @@ from alertbot.rules.conditions import (
         ("range_24h > 10%", Level("range_24h", ">", 10.0)),
         ("volume > 100k", Level("volume", ">", 1e5)),
         ("quote_volume > 2b", Level("quote_volume", ">", 2e9)),
+        ("price >= 32.2k", Level("price", ">=", 32_200.0)),
+        ("volume > 2.01m", Level("volume", ">", 2_010_000.0)),
+        ("quote_volume < 4.02B", Level("quote_volume", "<", 4_020_000_000.0)),
         ("price crosses 70000", Cross("price", None, 70000.0)),
         ("crosses above 70k", Cross("price", "above", 70000.0)),
         ("price crosses below 3K", Cross("price", "below", 3000.0)),
@@ -78,6 +83,8 @@ def test_every_form_parses_to_its_value(text: str, expected: Condition) -> None:
         ("drops 1% in 120m", "drops 1% in 2h"),
         ("moves 2% in 3600s", "moves 2% in 1h"),
         ("all(>1,<2)", "all(price > 1, price < 2)"),
+        ("price >= 32.2k", "price >= 32200"),  # not 32200.000000000004
+        ("price crosses 4.03k", "price crosses 4030"),  # not 4030.0000000000005
     ],
 )
 def test_canonical_text(text: str, canonical: str) -> None:
@@ -196,6 +203,29 @@ _condition = st.recursive(
 @given(_condition)
 def test_parse_of_format_gives_back_the_same_condition(cond: Condition) -> None:
     assert parse(format_condition(cond)) == cond
+
+
+_SUFFIX_DIGITS = {"k": 3, "m": 6, "b": 9}
+
+
+@given(
+    st.from_regex(r"[0-9]{1,12}(\.[0-9]{0,12})?|\.[0-9]{1,12}", fullmatch=True).filter(
+        lambda d: Decimal(d) > 0
+    ),
+    st.sampled_from(["k", "m", "b", "K", "M", "B"]),
+)
+def test_a_suffixed_number_is_the_decimal_written_without_the_suffix(
+    digits: str, suffix: str
+) -> None:
+    """``32.2k`` is the number 32200, exactly as the text ``32200`` reads (not 32.2 * 1000 in
+    floating point, 32200.000000000004), and its canonical text reads back the same."""
+    with localcontext(prec=100):  # exact: at most 24 digits are scaled
+        plain = format(Decimal(digits).scaleb(_SUFFIX_DIGITS[suffix.lower()]), "f")
+    suffixed = parse(f"volume >= {digits}{suffix}")
+    assert suffixed == parse(f"volume >= {plain}")
+    assert isinstance(suffixed, Level)
+    assert suffixed.value == float(plain)
+    assert parse(format_condition(suffixed)) == suffixed
 
 
 @given(st.floats(min_value=0, max_value=1e300, allow_nan=False))

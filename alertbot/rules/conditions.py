@@ -50,7 +50,8 @@ _MOVE_BY_NAME: dict[str, Literal["rises", "drops", "moves"]] = {
     "drops": "drops",
     "moves": "moves",
 }
-SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9}
+#: a suffix shifts the decimal point by this many places (k x1e3, m x1e6, b x1e9)
+SUFFIXES = {"k": 3, "m": 6, "b": 9}
 DURATION_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 #: longest window a move condition may use: the 24h statistics make longer ones meaningless
 #: for most users, and each window keeps its prices in memory
@@ -125,6 +126,14 @@ def format_number(x: float) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+def _scaled(digits: str, suffix: str) -> float:
+    """The decimal ``digits`` times its suffix's power of ten, as float() reads that number
+    written out: ``32.2k`` is 32200, where 32.2 * 1000 in floating point is 32200.000000000004."""
+    if not suffix:
+        return float(digits)
+    return float(f"{digits}e{SUFFIXES[suffix.lower()]}")
 
 
 def parse_duration(text: str) -> int:
@@ -265,7 +274,7 @@ class _Parser:
         sign, digits, suffix, percent = match.groups()
         if suffix and percent:
             raise self.fail(f"a percentage takes no k/m/b suffix: {token.text!r}", token)
-        value = float(digits) * SUFFIXES.get(suffix.lower(), 1.0)
+        value = _scaled(digits, suffix)
         if sign == "-":
             value = -value
         if percent and metric not in PERCENT_METRICS:
@@ -349,9 +358,9 @@ def _format_value(metric: Metric, value: float) -> str:
     # volumes read better as 2b than as 2000000000; the suffixed text parses back exactly
     for suffix, size in (("b", 1e9), ("m", 1e6)):
         if abs(value) >= size and metric not in PERCENT_METRICS:
-            short = format_number(value / size) + suffix
-            if len(short) < len(text) and float(short[:-1]) * size == value:
-                text = short
+            digits = format_number(value / size)
+            if len(digits) + 1 < len(text) and _scaled(digits, suffix) == value:
+                text = digits + suffix
             break
     return f"{text}%" if metric in PERCENT_METRICS else text
 
