@@ -189,6 +189,7 @@ def test_a_glob_symbol_is_marked_as_such() -> None:
         ("/watch BTCUSDT volume > -1", "volume cannot be negative"),
         ("/watch BTCUSDT drops 100% in 1h", "cannot drop by 100% or more"),
         ("/watch BTCUSDT price > 5%", "'%' only goes with change_24h and range_24h"),
+        ("/watch BTCUSDT " + "all(" * 17 + "> 1" + ")" * 17, "nest more than 16 levels deep"),
         ("/watch BTCUSDT > 70,000", "no ',' separators"),
         ("/watch BTCUSDT > ７００００", "digits 0-9"),
         ("/watch BTCUSDT price => 5", "did you mean >= or <=?"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from decimal import Decimal, localcontext
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from alertbot.errors import ConditionError
 from alertbot.rules.conditions import (
+    MAX_NESTING,
     METRICS,
     PERCENT_METRICS,
     AllOf,
@@ -125,6 +128,49 @@ def test_errors_say_what_was_expected_and_where(text: str, message: str, column:
         parse(text)
     assert message in info.value.message
     assert info.value.column == column
+
+
+def _nested(depth: int, inner: str = "price > 1") -> str:
+    return "all(" * depth + inner + ")" * depth
+
+
+def test_all_and_any_nest_up_to_the_limit() -> None:
+    deepest = parse("any(" + _nested(MAX_NESTING - 1) + ")")
+
+    assert format_condition(deepest) == "any(" + _nested(MAX_NESTING - 1) + ")"
+    assert deepest == parse(format_condition(deepest))
+    assert hash(deepest) == hash(parse(format_condition(deepest)))
+
+
+def test_nesting_deeper_than_the_limit_is_refused_at_the_all_or_any_that_exceeds_it() -> None:
+    """Every walk over a condition (comparing, hashing, evaluating) recurses once per level:
+    a condition nested 400 deep passed but broke each later reload with a RecursionError."""
+    text = "all(price > 1, " * MAX_NESTING + "any(price < 5)" + ")" * MAX_NESTING
+    with pytest.raises(ConditionError) as info:
+        parse(text)
+
+    assert info.value.message == (
+        f"all/any nest more than {MAX_NESTING} levels deep at column {text.index('any') + 1}"
+    )
+    assert info.value.column == text.index("any") + 1
+
+
+def test_a_condition_nested_far_too_deep_is_an_error_not_a_crash() -> None:
+    """50,000 levels overflowed the C stack of the compiled parser (SIGSEGV, no recursion
+    check); run in a process of its own, so that a crash is a failure, not the end of the run."""
+    code = (
+        "from alertbot.errors import ConditionError\n"
+        "from alertbot.rules.conditions import parse\n"
+        "try:\n"
+        "    parse('all(' * 50_000 + 'price > 1' + ')' * 50_000)\n"
+        "except ConditionError as exc:\n"
+        "    print(exc.column)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert (done.returncode, done.stdout) == (0, f"{MAX_NESTING * 4 + 1}\n")
 
 
 @pytest.mark.parametrize(

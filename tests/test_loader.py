@@ -467,6 +467,21 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="cooldown-of-thousands-of-digits",
         ),
         pytest.param(
+            RULE + "    when: " + "all(" * 400 + "price > 1" + ")" * 400 + "\n",
+            "r.yaml:4:75: all/any nest more than 16 levels deep at column 65",
+            id="condition-nested-400-deep",
+        ),
+        pytest.param(
+            RULE + "    all: " + "[{all: " * 16 + "[price > 1]" + "}]" * 16 + "\n",
+            "r.yaml:4:117: all/any nest more than 16 levels deep",
+            id="yaml-lists-nested-17-deep",
+        ),
+        pytest.param(
+            RULE + "    all: " + "[{any: " * 15 + "[all(price > 1)]" + "}]" * 15 + "\n",
+            "r.yaml:4:116: all/any nest more than 16 levels deep at column 1",
+            id="yaml-lists-and-a-condition-nested-17-deep-together",
+        ),
+        pytest.param(
             RULE + "    when: price > 1\n    rearm: -1%\n",
             "r.yaml:5:12: 'rearm' must be a percentage like 0.5%, got '-1%'",
             id="rearm-negative",

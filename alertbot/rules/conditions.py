@@ -6,7 +6,7 @@
                 | [metric] 'crosses' [dir] number price crosses above 70k
                 | 'breaks' '24h' ('high'|'low')
                 | ('rises'|'drops'|'moves') pct 'in' duration
-                | ('all'|'any') '(' condition (',' condition)* ')'
+                | ('all'|'any') '(' condition (',' condition)* ')'    nested at most 16 deep
     metric     := price | change_24h | range_24h | volume | quote_volume | high | low
     op         := > | >= | < | <=
     dir        := above | below
@@ -58,6 +58,11 @@ DURATION_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_MOVE_WINDOW_MS = 7 * 86_400_000
 #: longest duration accepted anywhere (cooldowns, expiry offsets): one year
 MAX_DURATION_MS = 366 * 86_400_000
+#: how many all/any levels may nest (a rule file's all:/any: lists count too). Every walk over a
+#: condition (comparing, hashing, evaluating) recurses once per level, the compiled ones without
+#: a recursion check: far deeper conditions crashed the process or broke every later reload
+MAX_NESTING = 16
+TOO_DEEP = f"all/any nest more than {MAX_NESTING} levels deep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +198,11 @@ def _tokenize(text: str) -> list[_Token]:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, nesting: int) -> None:
         self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.nesting = nesting  # the all/any levels around the condition being read
 
     # -- helpers
     def peek(self) -> _Token | None:
@@ -319,9 +325,12 @@ class _Parser:
         return Move(_MOVE_BY_NAME[first.word], pct, window)
 
     def composite(self, first: _Token) -> AllOf | AnyOf:
+        if self.nesting >= MAX_NESTING:
+            raise self.fail(TOO_DEEP, first)
         opening = self.next("'('", after=first.text)
         if opening.text != "(":
             raise self.fail(f"expected '(' after {first.text!r}", opening)
+        self.nesting += 1
         parts = [self.condition()]
         while True:
             token = self.next("',' or ')'")
@@ -330,12 +339,17 @@ class _Parser:
             if token.text != ",":
                 raise self.fail(f"expected ',' or ')', got {token.text!r}", token)
             parts.append(self.condition())
+        self.nesting -= 1
         return AllOf(tuple(parts)) if first.word == "all" else AnyOf(tuple(parts))
 
 
-def parse(text: str) -> Condition:
-    """Parse a condition; raises :class:`ConditionError` naming the column and what was expected."""
-    return _Parser(text).parse()
+def parse(text: str, nesting: int = 0) -> Condition:
+    """Parse a condition; raises :class:`ConditionError` naming the column and what was expected.
+
+    ``nesting``: the all/any levels that enclose the text (a rule file's ``all:`` lists), which
+    count towards :data:`MAX_NESTING`.
+    """
+    return _Parser(text, nesting).parse()
 
 
 def format_condition(cond: Condition) -> str:

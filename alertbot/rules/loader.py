@@ -47,7 +47,17 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from alertbot.errors import ConditionError, RuleError
-from alertbot.rules.conditions import AllOf, AnyOf, Condition, Cross, Level, Move, parse
+from alertbot.rules.conditions import (
+    MAX_NESTING,
+    TOO_DEEP,
+    AllOf,
+    AnyOf,
+    Condition,
+    Cross,
+    Level,
+    Move,
+    parse,
+)
 from alertbot.rules.conditions import parse_duration as _parse_duration
 from alertbot.rules.ids import is_reserved
 from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
@@ -734,33 +744,38 @@ class _Source:
             return None
         return self.condition(present[0], keys[present[0]][1])
 
-    def condition(self, key: str, node: Node) -> Condition | None:
-        """``when: TEXT``, or ``all:``/``any:`` with a list of conditions or nested lists."""
+    def condition(self, key: str, node: Node, nesting: int = 0) -> Condition | None:
+        """``when: TEXT``, or ``all:``/``any:`` with a list of conditions or nested lists;
+        ``nesting``: the all/any lists around this one."""
         if key == "when":
             if isinstance(node, SequenceNode):
                 self.at(node, "'when' takes one condition; use 'all:' or 'any:' for a list")
                 return None
-            return self.condition_text("when", node)
+            return self.condition_text("when", node, nesting)
         if not isinstance(node, SequenceNode) or not node.value:
             self.at(node, f"'{key}' must be a non-empty list of conditions, got {_describe(node)}")
             return None
+        nesting += 1
         parts: list[Condition | None] = []
         for item in node.value:
             if isinstance(item, MappingNode):
-                parts.append(self.nested_condition(key, item))
+                parts.append(self.nested_condition(key, item, nesting))
             else:
-                parts.append(self.condition_text(key, item))
+                parts.append(self.condition_text(key, item, nesting))
         done = [p for p in parts if p is not None]
         if len(done) < len(parts):
             return None
         return AllOf(tuple(done)) if key == "all" else AnyOf(tuple(done))
 
-    def nested_condition(self, key: str, node: MappingNode) -> Condition | None:
+    def nested_condition(self, key: str, node: MappingNode, nesting: int) -> Condition | None:
         before = len(self.problems)
         keys = self.mapping(node, ("all", "any"), where="condition")
         if len(keys) == 1:
-            ((inner, (_, value)),) = keys.items()
-            return self.condition(inner, value)
+            ((inner, (inner_key, value)),) = keys.items()
+            if nesting >= MAX_NESTING:
+                self.at(inner_key, TOO_DEEP)
+                return None
+            return self.condition(inner, value, nesting)
         if len(keys) == 2:
             later = max(keys["all"][0], keys["any"][0], key=_position)
             self.at(later, "a nested condition is either {all: [...]} or {any: [...]}, not both")
@@ -771,7 +786,7 @@ class _Source:
             )
         return None
 
-    def condition_text(self, key: str, node: Node) -> Condition | None:
+    def condition_text(self, key: str, node: Node, nesting: int) -> Condition | None:
         text = _text(node)
         if text is None or not isinstance(node, ScalarNode):
             self.at(
@@ -780,7 +795,7 @@ class _Source:
             )
             return None
         try:
-            return parse(text)
+            return parse(text, nesting)
         except ConditionError as exc:
             self.add(*self._column_in_file(node, exc.column), exc.message)
             return None
