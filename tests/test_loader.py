@@ -532,6 +532,18 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="telegram-not-a-chat-id",
         ),
         pytest.param(
+            "channels:\n  ops: {telegram: 9223372036854775808}\nrules: []\n",
+            "r.yaml:2:19: 'telegram' must be a chat id that fits in 64 bits "
+            "(-9223372036854775808 to 9223372036854775807), got '9223372036854775808'",
+            id="telegram-chat-id-over-64-bits",
+        ),
+        pytest.param(
+            "channels:\n  ops: {telegram: -" + "1" * 5000 + "}\nrules: []\n",
+            "r.yaml:2:19: 'telegram' must be a chat id that fits in 64 bits "
+            "(-9223372036854775808 to 9223372036854775807), got '-" + "1" * 30 + "…'",
+            id="telegram-chat-id-of-thousands-of-digits",
+        ),
+        pytest.param(
             "telegram_token: 123:abc\nrules: []\n",
             "r.yaml:1:1: secrets never live in rule files: remove 'telegram_token' (the bot "
             "token comes from ALERTBOT_TELEGRAM_TOKEN, a webhook secret from the variable its "
@@ -672,6 +684,23 @@ def test_ids_that_only_start_like_a_chat_watch_are_rule_file_ids() -> None:
         "w1x",
         "w.2",
     ]
+
+
+def test_a_telegram_chat_id_may_use_all_64_bits_and_no_more() -> None:
+    """Telegram's chat ids, and SQLite's integers, are signed 64-bit: both ends load, one past
+    either end is refused (it passed the check, then failed every store of an alert to it)."""
+    text = (
+        "channels:\n  low: {telegram: -9223372036854775808}\n"
+        "  high: {telegram: '09223372036854775807'}\nrules: []\n"
+    )
+    assert load_text(text, "r.yaml").channels == {
+        "low": Channel("low", telegram=-(2**63)),
+        "high": Channel("high", telegram=2**63 - 1),
+    }
+
+    with pytest.raises(RuleFileError) as info:
+        load_text(text.replace("808", "809").replace("807", "808"), "r.yaml")
+    assert [(p.line, p.column) for p in info.value.problems] == [(2, 19), (3, 20)]
 
 
 def test_rule_file_with_an_empty_rule_list_defines_no_rules() -> None:

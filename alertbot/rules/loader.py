@@ -59,7 +59,7 @@ from alertbot.rules.conditions import (
     parse,
 )
 from alertbot.rules.conditions import parse_duration as _parse_duration
-from alertbot.rules.ids import is_reserved
+from alertbot.rules.ids import CHAT_ID_RANGE, chat_id, is_reserved
 from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
 
 __all__ = [
@@ -533,7 +533,15 @@ class _Source:
                 f"got {_describe(node)}",
             )
             return None
-        return int(text)
+        chat = chat_id(text)
+        if chat is None:
+            shown = text if len(text) <= 32 else text[:31] + "…"
+            self.at(
+                node,
+                f"'telegram' must be a chat id that fits in 64 bits ({CHAT_ID_RANGE}), "
+                f"got '{shown}'",
+            )
+        return chat
 
     def url(self, node: Node) -> str | None:
         text = _text(node)
