@@ -40,6 +40,7 @@ from alertbot.rules.conditions import (
     Move,
     format_condition,
 )
+from alertbot.rules.loader import RuleFileError, load_text
 
 WATCH_USAGE = COMMANDS["watch"][0]
 BOT = "AlertTestBot"
@@ -221,6 +222,30 @@ def test_each_watch_mistake_says_what_is_wrong_and_shows_the_usage(text: str, sa
     assert says[1:] in reply  # the reply capitalises the first letter
     assert f"Use: {WATCH_USAGE}" in reply
     assert "e.g. /watch BTCUSDT > 70000" in reply
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "volume > 0",
+        "quote_volume < 0",
+        "volume crosses below 0.0k",
+        "drops 100% in 1h",
+        "drops 150% in 1h",
+        "all(price > 1, any(volume >= 0, breaks 24h high))",
+    ],
+)
+def test_watch_and_rule_files_refuse_the_same_conditions_with_the_same_words(
+    condition: str,
+) -> None:
+    """One condition language: what /watch refuses, a rule file's 'when:' refuses too, both with
+    the condition parser's message (the chat's names the word instead of the column)."""
+    with pytest.raises(RuleFileError) as in_file:
+        load_text(f"rules:\n  - {{id: r, symbols: X, when: '{condition}'}}\n", "r.yaml")
+    (problem,) = in_file.value.problems
+    message = problem.message.rsplit(" at column ", 1)[0]
+
+    assert _error(f"/watch BTCUSDT {condition}").message.startswith(message)
 
 
 def test_a_reply_is_the_message_then_the_usage_then_an_example() -> None:

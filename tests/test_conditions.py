@@ -118,6 +118,11 @@ def test_canonical_text(text: str, canonical: str) -> None:
         ("price crosses sideways 5", "expected a number after 'crosses', got 'sideways'", 15),
         ("all(price > 1", "expected ',' or ')'", 14),
         ("all price > 1", "expected '(' after 'all'", 5),
+        ("volume > 0", "volume must be greater than 0 at column 10", 10),
+        ("quote_volume < 0", "quote_volume must be greater than 0 at column 16", 16),
+        ("quote_volume crosses above 0k", "quote_volume must be greater than 0", 28),
+        ("drops 100% in 1h", "a price cannot drop by 100% or more at column 7", 7),
+        ("drops 150% in 1h", "a price cannot drop by 100% or more", 7),
         ("rises 5% in 15\u017f", "expected a duration like 30s, 15m, 4h or 1d", 13),
         ("price > 5\u212a", "expected a number after '>', got '5\u212a'", 9),
         ("rises 5% in " + "1" * 5000 + "m", "longer than 366 days", 13),
@@ -231,8 +236,13 @@ def _cross(draw: st.DrawFn) -> Cross:
 
 _move = st.builds(
     Move,
-    st.sampled_from(["rises", "drops", "moves"]),
+    st.sampled_from(["rises", "moves"]),
     _numbers.filter(lambda x: x < 1e6),
+    st.integers(1, 7 * 86_400).map(lambda s: s * 1000),
+) | st.builds(
+    Move,
+    st.just("drops"),
+    _numbers.filter(lambda x: x < 100),  # a price cannot drop by 100% or more
     st.integers(1, 7 * 86_400).map(lambda s: s * 1000),
 )
 _leaf = st.one_of(_level(), _cross(), st.builds(Breaks, st.sampled_from(["high", "low"])), _move)

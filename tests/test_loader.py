@@ -482,6 +482,16 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="yaml-lists-and-a-condition-nested-17-deep-together",
         ),
         pytest.param(
+            RULE + "    when: volume > 0\n",
+            "r.yaml:4:20: volume must be greater than 0 at column 10",
+            id="volume-greater-than-0",
+        ),
+        pytest.param(
+            RULE + "    any: [price > 1, drops 150% in 1h]\n",
+            "r.yaml:4:28: a price cannot drop by 100% or more at column 7",
+            id="drops-150-percent",
+        ),
+        pytest.param(
             RULE + "    when: price > 1\n    rearm: -1%\n",
             "r.yaml:5:12: 'rearm' must be a percentage like 0.5%, got '-1%'",
             id="rearm-negative",

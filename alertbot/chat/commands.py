@@ -40,12 +40,8 @@ from alertbot.rules.conditions import (
     AnyOf,
     Breaks,
     Condition,
-    Cross,
-    Level,
-    Move,
     format_condition,
     format_duration,
-    leaves,
     parse,
     parse_duration,
 )
@@ -339,7 +335,6 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         condition = parse(condition_text)
     except ConditionError as exc:
         raise _error("watch", _explain(exc, condition_text, following)) from None
-    _check_values("watch", condition)
 
     seen: set[str] = set()
     cooldown_ms: int | None = None
@@ -437,21 +432,6 @@ def _suggest_word(token: str) -> str | None:
     if word.isdigit():
         return None
     return _closest(word, (*_CONDITION_WORDS, *_OPTIONS), cutoff=0.75)
-
-
-def _check_values(name: str, condition: Condition) -> None:
-    """What the condition parser lets through but an alert on a chat symbol cannot use."""
-    for leaf in leaves(condition):
-        if (
-            isinstance(leaf, Level | Cross)
-            and leaf.metric in ("volume", "quote_volume")
-            and not leaf.value > 0
-        ):
-            raise _error(
-                name, f"{leaf.metric} must be greater than 0 in {format_condition(leaf)!r}"
-            )
-        if isinstance(leaf, Move) and leaf.kind == "drops" and leaf.pct >= 100:
-            raise _error(name, f"a price cannot drop by 100% or more: {format_condition(leaf)!r}")
 
 
 def _rearm(text: str, condition: Condition) -> float:

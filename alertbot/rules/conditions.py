@@ -43,6 +43,8 @@ _METRIC_BY_NAME: dict[str, Metric] = {m: m for m in METRICS}
 PERCENT_METRICS = frozenset({"change_24h", "range_24h"})
 #: metrics whose values may be negative (24h change); all others are >= 0 by construction
 SIGNED_METRICS = frozenset({"change_24h"})
+#: metrics a threshold of 0 means nothing for
+_POSITIVE_METRICS = frozenset({"price", "high", "low", "volume", "quote_volume"})
 OPS: tuple[Op, ...] = (">", ">=", "<", "<=")
 _OP_BY_TEXT: dict[str, Op] = {op: op for op in OPS}
 _MOVE_BY_NAME: dict[str, Literal["rises", "drops", "moves"]] = {
@@ -289,7 +291,9 @@ class _Parser:
             raise self.fail(f"number {token.text!r} is too large", token)
         if value < 0 and metric not in SIGNED_METRICS:
             raise self.fail(f"{metric} cannot be negative", token)
-        if value == 0 and metric in ("price", "high", "low"):
+        # a price is never 0, and a volume never below 0: 'volume > 0' would hold on every tick
+        # of a traded symbol, 'volume < 0' on none
+        if value == 0 and metric in _POSITIVE_METRICS:
             raise self.fail(f"{metric} must be greater than 0", token)
         return value + 0.0  # normalise -0.0
 
@@ -312,6 +316,8 @@ class _Parser:
         pct = float(match.group(2))
         if not pct > 0 or not math.isfinite(pct):
             raise self.fail("the move size must be greater than 0%", token)
+        if first.word == "drops" and pct >= 100:
+            raise self.fail("a price cannot drop by 100% or more", token)
         in_token = self.next("'in'", after=token.text)
         if in_token.word != "in":
             raise self.fail(f"expected 'in' after {token.text!r}, got {in_token.text!r}", in_token)
