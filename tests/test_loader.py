@@ -260,8 +260,8 @@ BAD_FILES: dict[str, list[str]] = {
         "no-condition.yaml:2:5: rule 'btc-70k' needs a condition: one of 'when', 'all' or 'any'",
     ],
     "bad-symbol.yaml": [
-        "bad-symbol.yaml:3:15: invalid symbol 'BTC-USDT' in 'symbols': use letters, digits and "
-        "the wildcards * and ?",
+        "bad-symbol.yaml:3:15: invalid symbol 'BTC-USDT' in 'symbols': use letters, digits, "
+        "'_' and the wildcards * and ?",
     ],
     "bad-expires.yaml": [
         "bad-expires.yaml:5:14: 'expires' must be an ISO-8601 time like 2026-12-31T00:00:00Z, "
@@ -573,8 +573,8 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
         ),
         pytest.param(
             "rules:\n  - id: r\n    symbols: BTCUSDT, ETHUSDT\n    when: price > 1\n",
-            "r.yaml:3:14: invalid symbol 'BTCUSDT, ETHUSDT' in 'symbols': use letters, digits "
-            "and the wildcards * and ? (a list is written [A, B])",
+            "r.yaml:3:14: invalid symbol 'BTCUSDT, ETHUSDT' in 'symbols': use letters, "
+            "digits, '_' and the wildcards * and ? (a list is written [A, B])",
             id="symbols-comma-separated",
         ),
         pytest.param(

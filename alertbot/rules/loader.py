@@ -93,7 +93,8 @@ CONDITION_KEYS = ("when", "all", "any")
 CHANNEL_KEYS = ("telegram", "webhook", "secret_env")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
-_SYMBOL_RE = re.compile(r"[A-Za-z0-9*?]+")
+# '_': USD-M delivery contracts are named like BTCUSDT_250627
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9_*?]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CHAT_ID_RE = re.compile(r"-?[0-9]+")
 _PERCENT_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%")
@@ -725,7 +726,7 @@ class _Source:
                 hint = " (a list is written [A, B])" if re.search(r"[\s,]", text.strip()) else ""
                 self.at(
                     item,
-                    f"invalid symbol '{text}' in '{key}': use letters, digits and the "
+                    f"invalid symbol '{text}' in '{key}': use letters, digits, '_' and the "
                     f"wildcards * and ?{hint}",
                 )
                 ok = False
