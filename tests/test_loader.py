@@ -639,8 +639,21 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
         ),
         pytest.param(
             RULE + "    when: !\n",
-            "r.yaml:4:11: 'when' needs a condition like 'price > 70000', got nothing",
+            "r.yaml:4:11: YAML tags ('!') are not supported in rule files; write the value "
+            "without one",
             id="empty-tag",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    once: !!bool maybe\n",
+            "r.yaml:5:11: YAML tags ('!!bool') are not supported in rule files; write the value "
+            "without one",
+            id="tag-that-made-maybe-false",
+        ),
+        pytest.param(
+            RULE + "    when: !!python/object/apply:os.system price > 1\n",
+            "r.yaml:4:11: YAML tags ('!!python/object/apply:os.system') are not supported in "
+            "rule files; write the value without one",
+            id="python-tag",
         ),
         pytest.param(
             "rules:\n  - {id: r, symbols: X, when: , once: true}\n",
@@ -718,6 +731,18 @@ def test_rule_file_with_an_empty_rule_list_defines_no_rules() -> None:
 
     assert ruleset.rules == ()
     assert ruleset.channels == {"ops": Channel("ops", telegram=42)}
+
+
+def test_every_tag_in_a_file_is_reported_at_its_place(yaml_loader: YamlLoader) -> None:
+    text = "rules: !!seq\n  - {id: r, symbols: X, when: !local price > 1, once: !!bool yes}\n"
+    with pytest.raises(RuleFileError) as info:
+        load_text(text, "r.yaml", yaml_loader=yaml_loader)
+
+    assert [str(p) for p in info.value.problems] == [
+        f"r.yaml:{place}: YAML tags ('{tag}') are not supported in rule files; write the value "
+        "without one"
+        for place, tag in (("1:8", "!!seq"), ("2:31", "!local"), ("2:55", "!!bool"))
+    ]
 
 
 def test_rearm_zero_switches_off_a_band_set_under_defaults():

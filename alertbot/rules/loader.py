@@ -102,6 +102,7 @@ _BARE_NUMBER_RE = re.compile(r"[+-]?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 #: unknown keys containing one of these get the "secrets never live in rule files" answer
 _SECRET_WORDS = ("secret", "token", "password", "passwd", "apikey", "api_key", "credential")
 
+_YAML_TAG = "tag:yaml.org,2002:"
 _NULL_TAG = "tag:yaml.org,2002:null"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
@@ -155,9 +156,13 @@ class _Composer(Composer):
     #: stop (_UnlikePyYaml) at what libyaml reads otherwise than PyYAML
     vet = False
     aliases: list[AliasEvent]
+    #: nodes written with an explicit tag (rule files refuse them too)
+    tagged: list[ScalarEvent | CollectionStartEvent]
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         event = self.peek_event()
+        if isinstance(event, ScalarEvent | CollectionStartEvent) and event.tag is not None:
+            self.tagged.append(event)
         if isinstance(event, ScalarEvent):
             if self.vet and (
                 event.tag is not None
@@ -206,6 +211,7 @@ class _PureLoader(_Composer, yaml.SafeLoader):
         yaml.SafeLoader.__init__(self, stream)
         self.yaml_path_resolvers = {}  # none, even if some were registered on SafeLoader
         self.aliases = []
+        self.tagged = []
 
 
 #: what reads a rule file's YAML: :data:`LIBYAML` or :data:`PURE_YAML`
@@ -232,12 +238,15 @@ if yaml.__with_libyaml__:
             Composer.__init__(self)
             self.yaml_path_resolvers = {}
             self.aliases = []
+            self.tagged = []
 
     LIBYAML = _LibyamlLoader
 
 
-def _compose(text: str, loader: YamlLoader) -> tuple[Node | None, list[AliasEvent]]:
-    """The text's node tree and its aliases, read as PyYAML reads it.
+def _compose(
+    text: str, loader: YamlLoader
+) -> tuple[Node | None, list[AliasEvent], list[ScalarEvent | CollectionStartEvent]]:
+    """The text's node tree, its aliases and its tagged nodes, read as PyYAML reads it.
 
     libyaml reads it first unless the text has a tab or a byte order mark inside, which PyYAML
     treats otherwise (it refuses a tab between tokens; it counts no column for a BOM). What
@@ -252,10 +261,12 @@ def _compose(text: str, loader: YamlLoader) -> tuple[Node | None, list[AliasEven
     return _compose_with(text, PURE_YAML)
 
 
-def _compose_with(text: str, loader: YamlLoader) -> tuple[Node | None, list[AliasEvent]]:
+def _compose_with(
+    text: str, loader: YamlLoader
+) -> tuple[Node | None, list[AliasEvent], list[ScalarEvent | CollectionStartEvent]]:
     reader = loader(text)
     try:
-        return reader.get_single_node(), reader.aliases
+        return reader.get_single_node(), reader.aliases, reader.tagged
     finally:
         reader.dispose()
 
@@ -382,10 +393,10 @@ class _Source:
         # (which places a value's columns) counted it
         self.text = self.text.removeprefix("\ufeff")
         try:
-            root, aliases = _compose(self.text, loader)
+            root, aliases, tagged = _compose(self.text, loader)
             if root is None or _is_null(root):  # nothing, only comments, or a lone '---'
                 self.add(1, 1, "empty rule file: expected a mapping with 'rules:'")
-            elif self._no_aliases(aliases):
+            elif self._no_aliases(aliases) & self._no_tags(tagged):  # both reported
                 self.top(root)
         except yaml.MarkedYAMLError as exc:
             self._yaml_error(exc)
@@ -434,6 +445,22 @@ class _Source:
                 "put shared settings under 'defaults:'",
             )
         return not aliases
+
+    def _no_tags(self, tagged: list[ScalarEvent | CollectionStartEvent]) -> bool:
+        """Reject explicit tags: the loader reads every value's text the way its key needs
+        it, so a tag would be silently ignored ('once: !!bool maybe' was false), and a
+        '!!python/...' tag has no business in a rule file."""
+        for event in tagged:
+            mark = event.start_mark
+            tag = str(event.tag)
+            shown = "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
+            self.add(
+                mark.line + 1 if mark is not None else 1,
+                mark.column + 1 if mark is not None else 1,
+                f"YAML tags ('{shown}') are not supported in rule files; write the value "
+                "without one",
+            )
+        return not tagged
 
     def top(self, root: Node) -> None:
         if not isinstance(root, MappingNode):
