@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alertbot.errors import RuleError
+from alertbot.notify.webhook import url_problem
 from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Cross, Level, Move
 from alertbot.rules.loader import (
     LIBYAML,
@@ -519,6 +521,18 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="webhook-ipv6-bracket-open",
         ),
         pytest.param(
+            'channels:\n  d: {webhook: "https://example.com/h\\r\\nX-Injected: 1"}\nrules: []\n',
+            "r.yaml:2:16: the webhook URL cannot be posted to: '\\r' at position 21 "
+            "(a URL holds no white space or control characters)",
+            id="webhook-header-injection",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: 'https://exa mple.com/h'}\nrules: []\n",
+            "r.yaml:2:16: the webhook URL cannot be posted to: ' ' at position 11 "
+            "(a URL holds no white space or control characters)",
+            id="webhook-with-a-space",
+        ),
+        pytest.param(
             "channels:\n  d: {webhook: 'https://u:pw@example.com'}\nrules: []\n",
             "r.yaml:2:16: secrets never live in rule files: remove the password from the "
             "webhook URL",
@@ -670,6 +684,40 @@ def test_small_mistake_is_reported_at_its_place(
         load_text(text, "r.yaml", yaml_loader=yaml_loader)
 
     assert [str(p) for p in info.value.problems] == [expected]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/h\r\nX-Injected: 1",
+        "https://example.com/a\tb",
+        "https://example.com/\x7f",
+        "http://999.1.1.1/hook",
+        "http://01.2.3.4/hook",
+        "https://example.com/" + "a" * 65_536,
+    ],
+)
+def test_a_webhook_url_that_delivery_refuses_is_refused_by_the_loader(url: str) -> None:
+    """What the webhook sender would refuse for good at delivery, 'alertbot check' refuses."""
+    assert url_problem(url) is not None
+    text = f"channels:\n  d: {{webhook: {json.dumps(url)}}}\nrules: []\n"
+    with pytest.raises(RuleFileError) as info:
+        load_text(text, "r.yaml")
+
+    (problem,) = info.value.problems
+    assert (problem.line, problem.column) == (2, 16)
+    assert problem.message.startswith("the webhook URL cannot be posted to: ")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://exa mple.com/h", "https://example.com/a b", "https://example.com/a\u2028b"]
+)
+def test_white_space_in_a_webhook_url_is_refused_at_delivery_too(url: str) -> None:
+    """httpx would send it percent-encoded (to a host that cannot exist, for the first): the
+    loader refuses it, and so does delivery, for good rather than retrying for a day."""
+    assert url_problem(url) is not None
+    with pytest.raises(RuleFileError):
+        load_text(f"channels:\n  d: {{webhook: {json.dumps(url)}}}\nrules: []\n", "r.yaml")
 
 
 @pytest.mark.parametrize(

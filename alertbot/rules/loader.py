@@ -61,6 +61,7 @@ from alertbot.rules.conditions import (
 from alertbot.rules.conditions import parse_duration as _parse_duration
 from alertbot.rules.ids import CHAT_ID_RANGE, chat_id, is_reserved
 from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
+from alertbot.rules.urls import url_text_problem
 
 __all__ = [
     "LIBYAML",
@@ -573,6 +574,10 @@ class _Source:
 
     def url(self, node: Node) -> str | None:
         text = _text(node)
+        problem = url_text_problem(text.strip()) if text is not None else None
+        if problem is not None:
+            self.at(node, f"the webhook URL cannot be posted to: {problem}")
+            return None
         try:
             parts = urlsplit(text.strip()) if text is not None else None
         except ValueError:  # an IPv6 bracket left open
