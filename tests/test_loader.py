@@ -494,6 +494,12 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="drops-150-percent",
         ),
         pytest.param(
+            RULE + "    when: price > 1\n    rearm: 99.99999999999999999%\n",
+            "r.yaml:5:12: 'rearm' must be at least 0% and less than 100%, "
+            "got '99.99999999999999999%'",
+            id="rearm-that-rounds-to-100-percent",  # a band of 1.0: re-arms only at 0
+        ),
+        pytest.param(
             RULE + "    when: price > 1\n    rearm: -1%\n",
             "r.yaml:5:12: 'rearm' must be a percentage like 0.5%, got '-1%'",
             id="rearm-negative",

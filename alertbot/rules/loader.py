@@ -879,10 +879,13 @@ class _Source:
             self.at(node, f"'rearm' must be a percentage like 0.5%, got '{text}'")
             return None
         percent = Decimal(match.group(1))
-        if not 0 <= percent < 100:  # 0% switches off a band set under defaults
+        fraction = float(percent / 100)
+        # 0% switches off a band set under defaults; a fraction that rounds up to 1.0 is a
+        # band of 100% (re-arming only at 0)
+        if not (0 <= percent < 100 and fraction < 1.0):
             self.at(node, f"'rearm' must be at least 0% and less than 100%, got '{text}'")
             return None
-        return float(percent / 100)
+        return fraction
 
     def boolean(self, key: str, node: Node) -> bool | None:
         if isinstance(node, ScalarNode) and node.tag == _BOOL_TAG:
