@@ -41,6 +41,7 @@ from alertbot.rules.conditions import (
     Move,
     format_condition,
 )
+from alertbot.rules.loader import RuleFileError, load_text
 
 WATCH_USAGE = COMMANDS["watch"][0]
 BOT = "AlertTestBot"
@@ -175,6 +176,8 @@ def test_a_glob_symbol_is_marked_as_such() -> None:
         ("/watch BTCUSDT > 5 cooldown 15 m", "write 15m without a space"),
         ("/watch BTCUSDT > 5 cooldown 999999d", "at most 366 days, got '999999d'"),
         ("/watch BTCUSDT > 5 for 367d", "at most 366 days"),
+        ("/watch BTCUSDT > 1 cooldown 15\u017f", "a duration like 30s, 15m, 4h or 1d, got '15"),
+        ("/watch BTCUSDT rises 5% in 15\u017f", "expected a duration like 30s, 15m, 4h or 1d"),
         ("/watch BTCUSDT > 5 for 0h", "must be longer than 0"),
         ("/watch BTCUSDT > 1e309", "got '1e309'; write numbers with the digits 0-9"),
         ("/watch BTCUSDT > nan", "got 'nan'; write numbers"),
@@ -188,6 +191,7 @@ def test_a_glob_symbol_is_marked_as_such() -> None:
         ("/watch BTCUSDT volume > -1", "volume cannot be negative"),
         ("/watch BTCUSDT drops 100% in 1h", "cannot drop by 100% or more"),
         ("/watch BTCUSDT price > 5%", "'%' only goes with change_24h and range_24h"),
+        ("/watch BTCUSDT " + "all(" * 17 + "> 1" + ")" * 17, "nest more than 16 levels deep"),
         ("/watch BTCUSDT > 70,000", "no ',' separators"),
         ("/watch BTCUSDT > ７００００", "digits 0-9"),
         ("/watch BTCUSDT price => 5", "did you mean >= or <=?"),
@@ -219,6 +223,30 @@ def test_each_watch_mistake_says_what_is_wrong_and_shows_the_usage(text: str, sa
     assert says[1:] in reply  # the reply capitalises the first letter
     assert f"Use: {WATCH_USAGE}" in reply
     assert "e.g. /watch BTCUSDT > 70000" in reply
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "volume > 0",
+        "quote_volume < 0",
+        "volume crosses below 0.0k",
+        "drops 100% in 1h",
+        "drops 150% in 1h",
+        "all(price > 1, any(volume >= 0, breaks 24h high))",
+    ],
+)
+def test_watch_and_rule_files_refuse_the_same_conditions_with_the_same_words(
+    condition: str,
+) -> None:
+    """One condition language: what /watch refuses, a rule file's 'when:' refuses too, both with
+    the condition parser's message (the chat's names the word instead of the column)."""
+    with pytest.raises(RuleFileError) as in_file:
+        load_text(f"rules:\n  - {{id: r, symbols: X, when: '{condition}'}}\n", "r.yaml")
+    (problem,) = in_file.value.problems
+    message = problem.message.rsplit(" at column ", 1)[0]
+
+    assert _error(f"/watch BTCUSDT {condition}").message.startswith(message)
 
 
 def test_a_reply_is_the_message_then_the_usage_then_an_example() -> None:
@@ -285,6 +313,7 @@ def test_other_commands_parse_to_their_values(text: str, expected: Command) -> N
         ("/mute w1 999999d", "mute", "at most 366 days"),
         ("/mute w1 0s", "mute", "must be longer than 0"),
         ("/mute w1 soon", "mute", "got 'soon'"),
+        ("/mute w1 15\u017f", "mute", "a duration like 30s, 15m, 4h or 1d, got '15"),
         ("/mute 1h w1", "mute", "put the watch id first"),
         ("/mute w1 1h more", "mute", "unexpected 'more'"),
         ("/price", "price", "which symbol?"),

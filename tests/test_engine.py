@@ -512,7 +512,7 @@ CASES = [
     ),
     case(
         "a composite ignores the rearm band: re-arms when the whole condition is false",
-        rule("all(price > 100, volume > 0)", rearm=0.5),
+        rule("all(price > 100, volume > 1)", rearm=0.5),
         prices((1, 101), (2, 99), (3, 101)),
         [1, 3],
     ),
@@ -717,7 +717,7 @@ def test_time_order_is_per_symbol(make: Factory):
 
 def test_two_rules_on_one_ticker_fire_in_the_order_they_were_added(make: Factory):
     second = rule("price > 100", id="zz-added-first")
-    first = rule("volume > 0", id="aa-added-second")
+    first = rule("volume > 1", id="aa-added-second")
     engine = make([second, first])
     third = rule("price > 50", id="mm-added-third")
     engine.add_rule(third)

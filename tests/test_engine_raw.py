@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from alertbot.rules.conditions import parse
 from alertbot.rules.engine import Alert, Engine
+from alertbot.rules.loader import load_text
 from alertbot.rules.model import Rule
 from alertbot.ticker import ParseStats
 
@@ -246,6 +247,32 @@ def test_plain_frames_of_every_shape_fire_like_decoded_ones(wrap: Any) -> None:
     assert ("up", "BTCUSDT", 2_000, "100.5") in got
     assert stats_raw == stats_decoded
     assert raw_engine.last_ticker("BTCUSDT") == decoded.last_ticker("BTCUSDT")
+
+
+@pytest.mark.parametrize("wrap", [lambda el: [el], lambda el: el], ids=["array", "object"])
+def test_a_rule_file_rule_on_a_delivery_contract_fires_from_a_frame(wrap: Any) -> None:
+    """USD-M quarterly contracts are named with an underscore (BTCUSDT_250627): a rule file may
+    name one, or match it with a glob, and a frame of its tickers fires the rule, read by the
+    core from the bytes as decoded."""
+    rules = load_text(
+        "rules:\n"
+        "  - {id: quarterly, symbols: [btcusdt_250627], when: price crosses above 100}\n"
+        "  - {id: any-quarterly, symbols: ['*_250627'], when: price > 100}\n",
+        "r.yaml",
+    ).rules
+    raw_engine, decoded = Engine(rules), Engine(rules)
+    stats_raw, stats_decoded = ParseStats(), ParseStats()
+    got, want = [], []
+    for i, close in enumerate(["99", "100.5"]):
+        raw = orjson.dumps(wrap(_ticker("BTCUSDT_250627", 1_000 + i * 1_000, close)))
+        got += _key(raw_engine.process_raw(raw, stats_raw))
+        want += _key(decoded.process_message(orjson.loads(raw), stats_decoded))
+
+    assert got == want
+    assert got == [
+        ("quarterly", "BTCUSDT_250627", 2_000, "100.5"),
+        ("any-quarterly", "BTCUSDT_250627", 2_000, "100.5"),
+    ]
 
 
 def test_an_invalid_frame_raises_and_changes_nothing() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alertbot.errors import RuleError
+from alertbot.notify.webhook import url_problem
 from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Cross, Level, Move
 from alertbot.rules.loader import (
     LIBYAML,
@@ -260,8 +262,8 @@ BAD_FILES: dict[str, list[str]] = {
         "no-condition.yaml:2:5: rule 'btc-70k' needs a condition: one of 'when', 'all' or 'any'",
     ],
     "bad-symbol.yaml": [
-        "bad-symbol.yaml:3:15: invalid symbol 'BTC-USDT' in 'symbols': use letters, digits and "
-        "the wildcards * and ?",
+        "bad-symbol.yaml:3:15: invalid symbol 'BTC-USDT' in 'symbols': use letters, digits, "
+        "'_' and the wildcards * and ?",
     ],
     "bad-expires.yaml": [
         "bad-expires.yaml:5:14: 'expires' must be an ISO-8601 time like 2026-12-31T00:00:00Z, "
@@ -451,6 +453,53 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="cooldown-without-unit",
         ),
         pytest.param(
+            RULE + "    when: price > 1\n    cooldown: 15\u017f\n",
+            "r.yaml:5:15: invalid 'cooldown': expected a duration like 30s, 15m, 4h or 1d, "
+            "got '15\u017f'",
+            id="cooldown-unit-not-ascii",
+        ),
+        pytest.param(
+            RULE + "    when: rises 5% in 15\u017f\n",
+            "r.yaml:4:23: expected a duration like 30s, 15m, 4h or 1d, got '15\u017f' at column 13",
+            id="move-window-unit-not-ascii",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    cooldown: " + "1" * 5000 + "s\n",
+            "r.yaml:5:15: invalid 'cooldown': duration '" + "1" * 31 + "…' is longer than 366 days",
+            id="cooldown-of-thousands-of-digits",
+        ),
+        pytest.param(
+            RULE + "    when: " + "all(" * 400 + "price > 1" + ")" * 400 + "\n",
+            "r.yaml:4:75: all/any nest more than 16 levels deep at column 65",
+            id="condition-nested-400-deep",
+        ),
+        pytest.param(
+            RULE + "    all: " + "[{all: " * 16 + "[price > 1]" + "}]" * 16 + "\n",
+            "r.yaml:4:117: all/any nest more than 16 levels deep",
+            id="yaml-lists-nested-17-deep",
+        ),
+        pytest.param(
+            RULE + "    all: " + "[{any: " * 15 + "[all(price > 1)]" + "}]" * 15 + "\n",
+            "r.yaml:4:116: all/any nest more than 16 levels deep at column 1",
+            id="yaml-lists-and-a-condition-nested-17-deep-together",
+        ),
+        pytest.param(
+            RULE + "    when: volume > 0\n",
+            "r.yaml:4:20: volume must be greater than 0 at column 10",
+            id="volume-greater-than-0",
+        ),
+        pytest.param(
+            RULE + "    any: [price > 1, drops 150% in 1h]\n",
+            "r.yaml:4:28: a price cannot drop by 100% or more at column 7",
+            id="drops-150-percent",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    rearm: 99.99999999999999999%\n",
+            "r.yaml:5:12: 'rearm' must be at least 0% and less than 100%, "
+            "got '99.99999999999999999%'",
+            id="rearm-that-rounds-to-100-percent",  # a band of 1.0: re-arms only at 0
+        ),
+        pytest.param(
             RULE + "    when: price > 1\n    rearm: -1%\n",
             "r.yaml:5:12: 'rearm' must be a percentage like 0.5%, got '-1%'",
             id="rearm-negative",
@@ -478,6 +527,18 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="webhook-ipv6-bracket-open",
         ),
         pytest.param(
+            'channels:\n  d: {webhook: "https://example.com/h\\r\\nX-Injected: 1"}\nrules: []\n',
+            "r.yaml:2:16: the webhook URL cannot be posted to: '\\r' at position 21 "
+            "(a URL holds no white space or control characters)",
+            id="webhook-header-injection",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: 'https://exa mple.com/h'}\nrules: []\n",
+            "r.yaml:2:16: the webhook URL cannot be posted to: ' ' at position 11 "
+            "(a URL holds no white space or control characters)",
+            id="webhook-with-a-space",
+        ),
+        pytest.param(
             "channels:\n  d: {webhook: 'https://u:pw@example.com'}\nrules: []\n",
             "r.yaml:2:16: secrets never live in rule files: remove the password from the "
             "webhook URL",
@@ -501,6 +562,18 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             id="telegram-not-a-chat-id",
         ),
         pytest.param(
+            "channels:\n  ops: {telegram: 9223372036854775808}\nrules: []\n",
+            "r.yaml:2:19: 'telegram' must be a chat id that fits in 64 bits "
+            "(-9223372036854775808 to 9223372036854775807), got '9223372036854775808'",
+            id="telegram-chat-id-over-64-bits",
+        ),
+        pytest.param(
+            "channels:\n  ops: {telegram: -" + "1" * 5000 + "}\nrules: []\n",
+            "r.yaml:2:19: 'telegram' must be a chat id that fits in 64 bits "
+            "(-9223372036854775808 to 9223372036854775807), got '-" + "1" * 30 + "…'",
+            id="telegram-chat-id-of-thousands-of-digits",
+        ),
+        pytest.param(
             "telegram_token: 123:abc\nrules: []\n",
             "r.yaml:1:1: secrets never live in rule files: remove 'telegram_token' (the bot "
             "token comes from ALERTBOT_TELEGRAM_TOKEN, a webhook secret from the variable its "
@@ -520,8 +593,8 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
         ),
         pytest.param(
             "rules:\n  - id: r\n    symbols: BTCUSDT, ETHUSDT\n    when: price > 1\n",
-            "r.yaml:3:14: invalid symbol 'BTCUSDT, ETHUSDT' in 'symbols': use letters, digits "
-            "and the wildcards * and ? (a list is written [A, B])",
+            "r.yaml:3:14: invalid symbol 'BTCUSDT, ETHUSDT' in 'symbols': use letters, "
+            "digits, '_' and the wildcards * and ? (a list is written [A, B])",
             id="symbols-comma-separated",
         ),
         pytest.param(
@@ -586,8 +659,21 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
         ),
         pytest.param(
             RULE + "    when: !\n",
-            "r.yaml:4:11: 'when' needs a condition like 'price > 70000', got nothing",
+            "r.yaml:4:11: YAML tags ('!') are not supported in rule files; write the value "
+            "without one",
             id="empty-tag",
+        ),
+        pytest.param(
+            RULE + "    when: price > 1\n    once: !!bool maybe\n",
+            "r.yaml:5:11: YAML tags ('!!bool') are not supported in rule files; write the value "
+            "without one",
+            id="tag-that-made-maybe-false",
+        ),
+        pytest.param(
+            RULE + "    when: !!python/object/apply:os.system price > 1\n",
+            "r.yaml:4:11: YAML tags ('!!python/object/apply:os.system') are not supported in "
+            "rule files; write the value without one",
+            id="python-tag",
         ),
         pytest.param(
             "rules:\n  - {id: r, symbols: X, when: , once: true}\n",
@@ -604,6 +690,40 @@ def test_small_mistake_is_reported_at_its_place(
         load_text(text, "r.yaml", yaml_loader=yaml_loader)
 
     assert [str(p) for p in info.value.problems] == [expected]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/h\r\nX-Injected: 1",
+        "https://example.com/a\tb",
+        "https://example.com/\x7f",
+        "http://999.1.1.1/hook",
+        "http://01.2.3.4/hook",
+        "https://example.com/" + "a" * 65_536,
+    ],
+)
+def test_a_webhook_url_that_delivery_refuses_is_refused_by_the_loader(url: str) -> None:
+    """What the webhook sender would refuse for good at delivery, 'alertbot check' refuses."""
+    assert url_problem(url) is not None
+    text = f"channels:\n  d: {{webhook: {json.dumps(url)}}}\nrules: []\n"
+    with pytest.raises(RuleFileError) as info:
+        load_text(text, "r.yaml")
+
+    (problem,) = info.value.problems
+    assert (problem.line, problem.column) == (2, 16)
+    assert problem.message.startswith("the webhook URL cannot be posted to: ")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://exa mple.com/h", "https://example.com/a b", "https://example.com/a\u2028b"]
+)
+def test_white_space_in_a_webhook_url_is_refused_at_delivery_too(url: str) -> None:
+    """httpx would send it percent-encoded (to a host that cannot exist, for the first): the
+    loader refuses it, and so does delivery, for good rather than retrying for a day."""
+    assert url_problem(url) is not None
+    with pytest.raises(RuleFileError):
+        load_text(f"channels:\n  d: {{webhook: {json.dumps(url)}}}\nrules: []\n", "r.yaml")
 
 
 @pytest.mark.parametrize(
@@ -643,11 +763,40 @@ def test_ids_that_only_start_like_a_chat_watch_are_rule_file_ids() -> None:
     ]
 
 
+def test_a_telegram_chat_id_may_use_all_64_bits_and_no_more() -> None:
+    """Telegram's chat ids, and SQLite's integers, are signed 64-bit: both ends load, one past
+    either end is refused (it passed the check, then failed every store of an alert to it)."""
+    text = (
+        "channels:\n  low: {telegram: -9223372036854775808}\n"
+        "  high: {telegram: '09223372036854775807'}\nrules: []\n"
+    )
+    assert load_text(text, "r.yaml").channels == {
+        "low": Channel("low", telegram=-(2**63)),
+        "high": Channel("high", telegram=2**63 - 1),
+    }
+
+    with pytest.raises(RuleFileError) as info:
+        load_text(text.replace("808", "809").replace("807", "808"), "r.yaml")
+    assert [(p.line, p.column) for p in info.value.problems] == [(2, 19), (3, 20)]
+
+
 def test_rule_file_with_an_empty_rule_list_defines_no_rules() -> None:
     ruleset = load_text("channels: {ops: {telegram: 42}}\nrules: []\n", "r.yaml")
 
     assert ruleset.rules == ()
     assert ruleset.channels == {"ops": Channel("ops", telegram=42)}
+
+
+def test_every_tag_in_a_file_is_reported_at_its_place(yaml_loader: YamlLoader) -> None:
+    text = "rules: !!seq\n  - {id: r, symbols: X, when: !local price > 1, once: !!bool yes}\n"
+    with pytest.raises(RuleFileError) as info:
+        load_text(text, "r.yaml", yaml_loader=yaml_loader)
+
+    assert [str(p) for p in info.value.problems] == [
+        f"r.yaml:{place}: YAML tags ('{tag}') are not supported in rule files; write the value "
+        "without one"
+        for place, tag in (("1:8", "!!seq"), ("2:31", "!local"), ("2:55", "!!bool"))
+    ]
 
 
 def test_rearm_zero_switches_off_a_band_set_under_defaults():

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from alertbot.chat.watches import ChatSettings
 from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Delivery
 from alertbot.notify.notifier import Notifier, Sparklines
@@ -114,6 +115,33 @@ def test_a_channel_secret_must_be_set_and_long_enough():
         "(e.g. openssl rand -hex 16)",
         "channel 'c': its secret_env C_SECRET is not set in the environment",
     ]
+
+
+@pytest.mark.parametrize("name", ["ALERTBOT_ADMIN_CHATS", "ALERTBOT_ALLOWED_CHATS"])
+@pytest.mark.parametrize(
+    "value",
+    ["42, 9223372036854775808", "-9223372036854775809", "1" * 5000],
+    ids=["above-2**63-1", "below--2**63", "5000-digits"],
+)
+def test_a_chat_id_in_the_environment_must_fit_in_64_bits(name: str, value: str):
+    """As Telegram's chat ids and SQLite's integers do; a larger one would be accepted and
+    then fail every store of an alert to that chat. The refusal is short, never a traceback."""
+    with pytest.raises(ConfigError, match=f"^{name}: expected chat ids") as info:
+        ChatSettings.from_env({name: value})
+    assert len(str(info.value)) < 200
+
+
+def test_chat_ids_in_the_environment_may_use_all_64_bits_and_no_more():
+    env = {
+        "ALERTBOT_ALLOWED_CHATS": "-9223372036854775808",
+        "ALERTBOT_ADMIN_CHATS": "9223372036854775807",
+    }
+    settings = ChatSettings.from_env(env)
+    assert (settings.allowed_chats, settings.admin_chats) == ((-(2**63),), (2**63 - 1,))
+    assert DeliverySettings.from_env(env).admin_chats == (2**63 - 1,)
+
+    with pytest.raises(ConfigError, match="ALERTBOT_ADMIN_CHATS"):
+        DeliverySettings.from_env({"ALERTBOT_ADMIN_CHATS": "9223372036854775808"})
 
 
 def test_the_bad_token_message_does_not_repeat_the_token():

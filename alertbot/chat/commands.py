@@ -40,12 +40,8 @@ from alertbot.rules.conditions import (
     AnyOf,
     Breaks,
     Condition,
-    Cross,
-    Level,
-    Move,
     format_condition,
     format_duration,
-    leaves,
     parse,
     parse_duration,
 )
@@ -125,14 +121,17 @@ _SYMBOL_RE = re.compile(r"[A-Z0-9_]{2,30}")
 _GLOB_RE = re.compile(r"(?:[A-Z0-9_*?]|\[!?[A-Z0-9_-]+\])+")
 _GLOB_CHARS = frozenset("*?[]")
 _SEPARATORS_RE = re.compile(r"(?<=[A-Z0-9])[-/:.](?=[A-Z0-9])")
-_DURATION_FORM_RE = re.compile(r"[0-9]+[smhd]", re.IGNORECASE)
+# ASCII: IGNORECASE alone takes the long s (U+017F) for s and the Kelvin sign for k
+_DURATION_FORM_RE = re.compile(r"[0-9]+[smhd]", re.IGNORECASE | re.ASCII)
 _PERCENT_RE = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))%")
 _BARE_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_WATCH_ID_RE = re.compile(r"w?([0-9]{1,18})", re.IGNORECASE)
+_WATCH_ID_RE = re.compile(r"w?([0-9]{1,18})", re.IGNORECASE | re.ASCII)
 # the condition tokenizer's own token syntax, to name the word an error column points at
 _CONDITION_TOKEN_RE = re.compile(r"(>=|<=|>|<|\(|\)|,|[^\s<>(),]+)")
 _COLUMN_RE = re.compile(r" at column (\d+)$")
-_EXOTIC_NUMBER_RE = re.compile(r"[+-]?(?:nan|inf|infinity|[0-9.]+e[+-]?[0-9]+[kmb%]?)", re.I)
+_EXOTIC_NUMBER_RE = re.compile(
+    r"[+-]?(?:nan|inf|infinity|[0-9.]+e[+-]?[0-9]+[kmb%]?)", re.IGNORECASE | re.ASCII
+)
 
 
 class CommandError(RuleError):
@@ -345,7 +344,6 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         condition = parse(condition_text)
     except ConditionError as exc:
         raise _error("watch", _explain(exc, condition_text, following)) from None
-    _check_values("watch", condition)
 
     seen: set[str] = set()
     cooldown_ms: int | None = None
@@ -443,21 +441,6 @@ def _suggest_word(token: str) -> str | None:
     if word.isdigit():
         return None
     return _closest(word, (*_CONDITION_WORDS, *_OPTIONS), cutoff=0.75)
-
-
-def _check_values(name: str, condition: Condition) -> None:
-    """What the condition parser lets through but an alert on a chat symbol cannot use."""
-    for leaf in leaves(condition):
-        if (
-            isinstance(leaf, Level | Cross)
-            and leaf.metric in ("volume", "quote_volume")
-            and not leaf.value > 0
-        ):
-            raise _error(
-                name, f"{leaf.metric} must be greater than 0 in {format_condition(leaf)!r}"
-            )
-        if isinstance(leaf, Move) and leaf.kind == "drops" and leaf.pct >= 100:
-            raise _error(name, f"a price cannot drop by 100% or more: {format_condition(leaf)!r}")
 
 
 def _rearm(text: str, condition: Condition) -> float:

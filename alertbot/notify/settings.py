@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from alertbot.errors import ConfigError
+from alertbot.rules.ids import CHAT_ID_RANGE, chat_id
 from alertbot.settings import env_seconds, env_url
 
 _TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
@@ -20,12 +21,14 @@ def parse_chats(name: str, text: str) -> tuple[int, ...]:
         part = part.strip()
         if not part:
             continue
-        try:
-            out.append(int(part))
-        except ValueError:
+        chat = chat_id(part)
+        if chat is None:
+            shown = part if len(part) <= 32 else part[:31] + "…"
             raise ConfigError(
-                f"{name}: expected chat ids separated by commas, got {part!r}"
-            ) from None
+                f"{name}: expected chat ids separated by commas (integers from {CHAT_ID_RANGE}), "
+                f"got {shown!r}"
+            )
+        out.append(chat)
     return tuple(out)
 
 

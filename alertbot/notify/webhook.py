@@ -24,6 +24,7 @@ import orjson
 
 from alertbot.notify.delivery import Delivery, Report, backoff
 from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.urls import url_text_problem
 from alertbot.tasks import cancel_and_wait
 
 log = logging.getLogger("alertbot.notify")
@@ -78,9 +79,13 @@ def url_problem(url: str) -> str | None:
     """Why ``url`` can never be posted to (a permanent failure), or None.
 
     httpx takes a port out of 1..65535 and fails only when connecting, with an error that is
-    not an ``httpx.HTTPError``; the rule loader does not check ports, and a URL resumed from the
-    outbox may predate the start-up check.
+    not an ``httpx.HTTPError``; a URL resumed from the outbox may predate the rule loader's
+    check. httpx percent-encodes white space, even in a host that then cannot exist:
+    :func:`url_text_problem`, which the loader asks too, refuses it.
     """
+    problem = url_text_problem(url)
+    if problem is not None:
+        return f"invalid URL {url!r}: {problem}"
     try:
         parsed = httpx.URL(url)
         port = parsed.port

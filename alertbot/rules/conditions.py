@@ -6,7 +6,7 @@
                 | [metric] 'crosses' [dir] number price crosses above 70k
                 | 'breaks' '24h' ('high'|'low')
                 | ('rises'|'drops'|'moves') pct 'in' duration
-                | ('all'|'any') '(' condition (',' condition)* ')'
+                | ('all'|'any') '(' condition (',' condition)* ')'    nested at most 16 deep
     metric     := price | change_24h | range_24h | volume | quote_volume | high | low
     op         := > | >= | < | <=
     dir        := above | below
@@ -43,6 +43,8 @@ _METRIC_BY_NAME: dict[str, Metric] = {m: m for m in METRICS}
 PERCENT_METRICS = frozenset({"change_24h", "range_24h"})
 #: metrics whose values may be negative (24h change); all others are >= 0 by construction
 SIGNED_METRICS = frozenset({"change_24h"})
+#: metrics a threshold of 0 means nothing for
+_POSITIVE_METRICS = frozenset({"price", "high", "low", "volume", "quote_volume"})
 OPS: tuple[Op, ...] = (">", ">=", "<", "<=")
 _OP_BY_TEXT: dict[str, Op] = {op: op for op in OPS}
 _MOVE_BY_NAME: dict[str, Literal["rises", "drops", "moves"]] = {
@@ -50,13 +52,19 @@ _MOVE_BY_NAME: dict[str, Literal["rises", "drops", "moves"]] = {
     "drops": "drops",
     "moves": "moves",
 }
-SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9}
+#: a suffix shifts the decimal point by this many places (k x1e3, m x1e6, b x1e9)
+SUFFIXES = {"k": 3, "m": 6, "b": 9}
 DURATION_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 #: longest window a move condition may use: the 24h statistics make longer ones meaningless
 #: for most users, and each window keeps its prices in memory
 MAX_MOVE_WINDOW_MS = 7 * 86_400_000
 #: longest duration accepted anywhere (cooldowns, expiry offsets): one year
 MAX_DURATION_MS = 366 * 86_400_000
+#: how many all/any levels may nest (a rule file's all:/any: lists count too). Every walk over a
+#: condition (comparing, hashing, evaluating) recurses once per level, the compiled ones without
+#: a recursion check: far deeper conditions crashed the process or broke every later reload
+MAX_NESTING = 16
+TOO_DEEP = f"all/any nest more than {MAX_NESTING} levels deep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +117,14 @@ Condition = Level | Cross | Breaks | Move | AllOf | AnyOf
 
 # ---------------------------------------------------------------- numbers and durations
 
-# [0-9], not \d: float() would accept other scripts' digits, the grammar does not
-_NUMBER_RE = re.compile(r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([kmb]?)(%?)$", re.IGNORECASE)
-_DURATION_RE = re.compile(r"^([0-9]+)([smhd])$", re.IGNORECASE)
+# [0-9], not \d: float() would accept other scripts' digits, the grammar does not. ASCII with
+# IGNORECASE: without it the Kelvin sign matches as k and the long s (U+017F) as s
+_NUMBER_RE = re.compile(
+    r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([kmb]?)(%?)$", re.IGNORECASE | re.ASCII
+)
+_DURATION_RE = re.compile(r"^([0-9]+)([smhd])$", re.IGNORECASE | re.ASCII)
+#: 366 days is 31,622,400 s: a count of more digits is longer in any unit
+_MAX_DURATION_DIGITS = 8
 
 
 def format_number(x: float) -> str:
@@ -122,15 +135,32 @@ def format_number(x: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
+def _scaled(digits: str, suffix: str) -> float:
+    """The decimal ``digits`` times its suffix's power of ten, as float() reads that number
+    written out: ``32.2k`` is 32200, where 32.2 * 1000 in floating point is 32200.000000000004."""
+    if not suffix:
+        return float(digits)
+    return float(f"{digits}e{SUFFIXES[suffix.lower()]}")
+
+
 def parse_duration(text: str) -> int:
     """``15m`` -> 900000 (ms). Raises ValueError with a readable message."""
     match = _DURATION_RE.match(text.strip())
     if not match:
-        raise ValueError(f"expected a duration like 30s, 15m, 4h or 1d, got {text!r}")
-    ms = int(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
+        raise ValueError(f"expected a duration like 30s, 15m, 4h or 1d, got {_shown(text)}")
+    # counted before int(), which refuses over 4300 digits with advice for programmers
+    digits = match.group(1).lstrip("0") or "0"
+    if len(digits) > _MAX_DURATION_DIGITS:
+        raise ValueError(f"duration {_shown(text)} is longer than 366 days")
+    ms = int(digits) * DURATION_UNITS[match.group(2).lower()]
     if ms > MAX_DURATION_MS:
-        raise ValueError(f"duration {text!r} is longer than 366 days")
+        raise ValueError(f"duration {_shown(text)} is longer than 366 days")
     return ms
+
+
+def _shown(text: str) -> str:
+    """User text quoted for a message, cut short when long."""
+    return repr(text if len(text) <= 32 else text[:31] + "…")
 
 
 def format_duration(ms: int) -> str:
@@ -170,10 +200,11 @@ def _tokenize(text: str) -> list[_Token]:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, nesting: int) -> None:
         self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.nesting = nesting  # the all/any levels around the condition being read
 
     # -- helpers
     def peek(self) -> _Token | None:
@@ -251,7 +282,7 @@ class _Parser:
         sign, digits, suffix, percent = match.groups()
         if suffix and percent:
             raise self.fail(f"a percentage takes no k/m/b suffix: {token.text!r}", token)
-        value = float(digits) * SUFFIXES.get(suffix.lower(), 1.0)
+        value = _scaled(digits, suffix)
         if sign == "-":
             value = -value
         if percent and metric not in PERCENT_METRICS:
@@ -260,7 +291,9 @@ class _Parser:
             raise self.fail(f"number {token.text!r} is too large", token)
         if value < 0 and metric not in SIGNED_METRICS:
             raise self.fail(f"{metric} cannot be negative", token)
-        if value == 0 and metric in ("price", "high", "low"):
+        # a price is never 0, and a volume never below 0: 'volume > 0' would hold on every tick
+        # of a traded symbol, 'volume < 0' on none
+        if value == 0 and metric in _POSITIVE_METRICS:
             raise self.fail(f"{metric} must be greater than 0", token)
         return value + 0.0  # normalise -0.0
 
@@ -283,6 +316,8 @@ class _Parser:
         pct = float(match.group(2))
         if not pct > 0 or not math.isfinite(pct):
             raise self.fail("the move size must be greater than 0%", token)
+        if first.word == "drops" and pct >= 100:
+            raise self.fail("a price cannot drop by 100% or more", token)
         in_token = self.next("'in'", after=token.text)
         if in_token.word != "in":
             raise self.fail(f"expected 'in' after {token.text!r}, got {in_token.text!r}", in_token)
@@ -296,9 +331,12 @@ class _Parser:
         return Move(_MOVE_BY_NAME[first.word], pct, window)
 
     def composite(self, first: _Token) -> AllOf | AnyOf:
+        if self.nesting >= MAX_NESTING:
+            raise self.fail(TOO_DEEP, first)
         opening = self.next("'('", after=first.text)
         if opening.text != "(":
             raise self.fail(f"expected '(' after {first.text!r}", opening)
+        self.nesting += 1
         parts = [self.condition()]
         while True:
             token = self.next("',' or ')'")
@@ -307,12 +345,17 @@ class _Parser:
             if token.text != ",":
                 raise self.fail(f"expected ',' or ')', got {token.text!r}", token)
             parts.append(self.condition())
+        self.nesting -= 1
         return AllOf(tuple(parts)) if first.word == "all" else AnyOf(tuple(parts))
 
 
-def parse(text: str) -> Condition:
-    """Parse a condition; raises :class:`ConditionError` naming the column and what was expected."""
-    return _Parser(text).parse()
+def parse(text: str, nesting: int = 0) -> Condition:
+    """Parse a condition; raises :class:`ConditionError` naming the column and what was expected.
+
+    ``nesting``: the all/any levels that enclose the text (a rule file's ``all:`` lists), which
+    count towards :data:`MAX_NESTING`.
+    """
+    return _Parser(text, nesting).parse()
 
 
 def format_condition(cond: Condition) -> str:
@@ -335,9 +378,9 @@ def _format_value(metric: Metric, value: float) -> str:
     # volumes read better as 2b than as 2000000000; the suffixed text parses back exactly
     for suffix, size in (("b", 1e9), ("m", 1e6)):
         if abs(value) >= size and metric not in PERCENT_METRICS:
-            short = format_number(value / size) + suffix
-            if len(short) < len(text) and float(short[:-1]) * size == value:
-                text = short
+            digits = format_number(value / size)
+            if len(digits) + 1 < len(text) and _scaled(digits, suffix) == value:
+                text = digits + suffix
             break
     return f"{text}%" if metric in PERCENT_METRICS else text
 

@@ -47,10 +47,21 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from alertbot.errors import ConditionError, RuleError
-from alertbot.rules.conditions import AllOf, AnyOf, Condition, Cross, Level, Move, parse
+from alertbot.rules.conditions import (
+    MAX_NESTING,
+    TOO_DEEP,
+    AllOf,
+    AnyOf,
+    Condition,
+    Cross,
+    Level,
+    Move,
+    parse,
+)
 from alertbot.rules.conditions import parse_duration as _parse_duration
-from alertbot.rules.ids import is_reserved
+from alertbot.rules.ids import CHAT_ID_RANGE, chat_id, is_reserved
 from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
+from alertbot.rules.urls import url_text_problem
 
 __all__ = [
     "LIBYAML",
@@ -83,7 +94,8 @@ CONDITION_KEYS = ("when", "all", "any")
 CHANNEL_KEYS = ("telegram", "webhook", "secret_env")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
-_SYMBOL_RE = re.compile(r"[A-Za-z0-9*?]+")
+# '_': USD-M delivery contracts are named like BTCUSDT_250627
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9_*?]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CHAT_ID_RE = re.compile(r"-?[0-9]+")
 _PERCENT_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%")
@@ -91,6 +103,7 @@ _BARE_NUMBER_RE = re.compile(r"[+-]?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 #: unknown keys containing one of these get the "secrets never live in rule files" answer
 _SECRET_WORDS = ("secret", "token", "password", "passwd", "apikey", "api_key", "credential")
 
+_YAML_TAG = "tag:yaml.org,2002:"
 _NULL_TAG = "tag:yaml.org,2002:null"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
@@ -144,9 +157,13 @@ class _Composer(Composer):
     #: stop (_UnlikePyYaml) at what libyaml reads otherwise than PyYAML
     vet = False
     aliases: list[AliasEvent]
+    #: nodes written with an explicit tag (rule files refuse them too)
+    tagged: list[ScalarEvent | CollectionStartEvent]
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         event = self.peek_event()
+        if isinstance(event, ScalarEvent | CollectionStartEvent) and event.tag is not None:
+            self.tagged.append(event)
         if isinstance(event, ScalarEvent):
             if self.vet and (
                 event.tag is not None
@@ -195,6 +212,7 @@ class _PureLoader(_Composer, yaml.SafeLoader):
         yaml.SafeLoader.__init__(self, stream)
         self.yaml_path_resolvers = {}  # none, even if some were registered on SafeLoader
         self.aliases = []
+        self.tagged = []
 
 
 #: what reads a rule file's YAML: :data:`LIBYAML` or :data:`PURE_YAML`
@@ -221,12 +239,15 @@ if yaml.__with_libyaml__:
             Composer.__init__(self)
             self.yaml_path_resolvers = {}
             self.aliases = []
+            self.tagged = []
 
     LIBYAML = _LibyamlLoader
 
 
-def _compose(text: str, loader: YamlLoader) -> tuple[Node | None, list[AliasEvent]]:
-    """The text's node tree and its aliases, read as PyYAML reads it.
+def _compose(
+    text: str, loader: YamlLoader
+) -> tuple[Node | None, list[AliasEvent], list[ScalarEvent | CollectionStartEvent]]:
+    """The text's node tree, its aliases and its tagged nodes, read as PyYAML reads it.
 
     libyaml reads it first unless the text has a tab or a byte order mark inside, which PyYAML
     treats otherwise (it refuses a tab between tokens; it counts no column for a BOM). What
@@ -241,10 +262,12 @@ def _compose(text: str, loader: YamlLoader) -> tuple[Node | None, list[AliasEven
     return _compose_with(text, PURE_YAML)
 
 
-def _compose_with(text: str, loader: YamlLoader) -> tuple[Node | None, list[AliasEvent]]:
+def _compose_with(
+    text: str, loader: YamlLoader
+) -> tuple[Node | None, list[AliasEvent], list[ScalarEvent | CollectionStartEvent]]:
     reader = loader(text)
     try:
-        return reader.get_single_node(), reader.aliases
+        return reader.get_single_node(), reader.aliases, reader.tagged
     finally:
         reader.dispose()
 
@@ -371,10 +394,10 @@ class _Source:
         # (which places a value's columns) counted it
         self.text = self.text.removeprefix("\ufeff")
         try:
-            root, aliases = _compose(self.text, loader)
+            root, aliases, tagged = _compose(self.text, loader)
             if root is None or _is_null(root):  # nothing, only comments, or a lone '---'
                 self.add(1, 1, "empty rule file: expected a mapping with 'rules:'")
-            elif self._no_aliases(aliases):
+            elif self._no_aliases(aliases) & self._no_tags(tagged):  # both reported
                 self.top(root)
         except yaml.MarkedYAMLError as exc:
             self._yaml_error(exc)
@@ -423,6 +446,22 @@ class _Source:
                 "put shared settings under 'defaults:'",
             )
         return not aliases
+
+    def _no_tags(self, tagged: list[ScalarEvent | CollectionStartEvent]) -> bool:
+        """Reject explicit tags: the loader reads every value's text the way its key needs
+        it, so a tag would be silently ignored ('once: !!bool maybe' was false), and a
+        '!!python/...' tag has no business in a rule file."""
+        for event in tagged:
+            mark = event.start_mark
+            tag = str(event.tag)
+            shown = "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
+            self.add(
+                mark.line + 1 if mark is not None else 1,
+                mark.column + 1 if mark is not None else 1,
+                f"YAML tags ('{shown}') are not supported in rule files; write the value "
+                "without one",
+            )
+        return not tagged
 
     def top(self, root: Node) -> None:
         if not isinstance(root, MappingNode):
@@ -523,10 +562,22 @@ class _Source:
                 f"got {_describe(node)}",
             )
             return None
-        return int(text)
+        chat = chat_id(text)
+        if chat is None:
+            shown = text if len(text) <= 32 else text[:31] + "…"
+            self.at(
+                node,
+                f"'telegram' must be a chat id that fits in 64 bits ({CHAT_ID_RANGE}), "
+                f"got '{shown}'",
+            )
+        return chat
 
     def url(self, node: Node) -> str | None:
         text = _text(node)
+        problem = url_text_problem(text.strip()) if text is not None else None
+        if problem is not None:
+            self.at(node, f"the webhook URL cannot be posted to: {problem}")
+            return None
         try:
             parts = urlsplit(text.strip()) if text is not None else None
         except ValueError:  # an IPv6 bracket left open
@@ -707,7 +758,7 @@ class _Source:
                 hint = " (a list is written [A, B])" if re.search(r"[\s,]", text.strip()) else ""
                 self.at(
                     item,
-                    f"invalid symbol '{text}' in '{key}': use letters, digits and the "
+                    f"invalid symbol '{text}' in '{key}': use letters, digits, '_' and the "
                     f"wildcards * and ?{hint}",
                 )
                 ok = False
@@ -734,33 +785,38 @@ class _Source:
             return None
         return self.condition(present[0], keys[present[0]][1])
 
-    def condition(self, key: str, node: Node) -> Condition | None:
-        """``when: TEXT``, or ``all:``/``any:`` with a list of conditions or nested lists."""
+    def condition(self, key: str, node: Node, nesting: int = 0) -> Condition | None:
+        """``when: TEXT``, or ``all:``/``any:`` with a list of conditions or nested lists;
+        ``nesting``: the all/any lists around this one."""
         if key == "when":
             if isinstance(node, SequenceNode):
                 self.at(node, "'when' takes one condition; use 'all:' or 'any:' for a list")
                 return None
-            return self.condition_text("when", node)
+            return self.condition_text("when", node, nesting)
         if not isinstance(node, SequenceNode) or not node.value:
             self.at(node, f"'{key}' must be a non-empty list of conditions, got {_describe(node)}")
             return None
+        nesting += 1
         parts: list[Condition | None] = []
         for item in node.value:
             if isinstance(item, MappingNode):
-                parts.append(self.nested_condition(key, item))
+                parts.append(self.nested_condition(key, item, nesting))
             else:
-                parts.append(self.condition_text(key, item))
+                parts.append(self.condition_text(key, item, nesting))
         done = [p for p in parts if p is not None]
         if len(done) < len(parts):
             return None
         return AllOf(tuple(done)) if key == "all" else AnyOf(tuple(done))
 
-    def nested_condition(self, key: str, node: MappingNode) -> Condition | None:
+    def nested_condition(self, key: str, node: MappingNode, nesting: int) -> Condition | None:
         before = len(self.problems)
         keys = self.mapping(node, ("all", "any"), where="condition")
         if len(keys) == 1:
-            ((inner, (_, value)),) = keys.items()
-            return self.condition(inner, value)
+            ((inner, (inner_key, value)),) = keys.items()
+            if nesting >= MAX_NESTING:
+                self.at(inner_key, TOO_DEEP)
+                return None
+            return self.condition(inner, value, nesting)
         if len(keys) == 2:
             later = max(keys["all"][0], keys["any"][0], key=_position)
             self.at(later, "a nested condition is either {all: [...]} or {any: [...]}, not both")
@@ -771,7 +827,7 @@ class _Source:
             )
         return None
 
-    def condition_text(self, key: str, node: Node) -> Condition | None:
+    def condition_text(self, key: str, node: Node, nesting: int) -> Condition | None:
         text = _text(node)
         if text is None or not isinstance(node, ScalarNode):
             self.at(
@@ -780,7 +836,7 @@ class _Source:
             )
             return None
         try:
-            return parse(text)
+            return parse(text, nesting)
         except ConditionError as exc:
             self.add(*self._column_in_file(node, exc.column), exc.message)
             return None
@@ -823,10 +879,13 @@ class _Source:
             self.at(node, f"'rearm' must be a percentage like 0.5%, got '{text}'")
             return None
         percent = Decimal(match.group(1))
-        if not 0 <= percent < 100:  # 0% switches off a band set under defaults
+        fraction = float(percent / 100)
+        # 0% switches off a band set under defaults; a fraction that rounds up to 1.0 is a
+        # band of 100% (re-arming only at 0)
+        if not (0 <= percent < 100 and fraction < 1.0):
             self.at(node, f"'rearm' must be at least 0% and less than 100%, got '{text}'")
             return None
-        return float(percent / 100)
+        return fraction
 
     def boolean(self, key: str, node: Node) -> bool | None:
         if isinstance(node, ScalarNode) and node.tag == _BOOL_TAG:

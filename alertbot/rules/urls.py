@@ -1,0 +1,41 @@
+"""Webhook URLs: what makes one impossible to post to, decided without an HTTP client.
+
+The rule loader (pure) and the webhook sender both ask :func:`url_text_problem`, so that
+``alertbot check`` refuses what delivery would refuse for good. It covers what httpx refuses in
+the text (control characters, a malformed IPv4 address, more than 65536 characters) and what
+``urllib.parse.urlsplit`` would silently drop (a tab, CR or LF: in a header line they would
+inject one) or httpx would percent-encode into a host that cannot exist (a space). The scheme,
+host and port are each caller's own check, in its own words.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+__all__ = ["MAX_URL_LENGTH", "url_text_problem"]
+
+#: httpx refuses longer URLs
+MAX_URL_LENGTH = 65_536
+#: a host httpx reads as an IPv4 address, and so must be a valid one
+_IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+
+
+def url_text_problem(url: str) -> str | None:
+    """What in ``url``'s text makes it impossible to post to, or None."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"it is longer than {MAX_URL_LENGTH} characters"
+    for i, char in enumerate(url):
+        if char.isspace() or not char.isprintable():
+            return f"{char!r} at position {i} (a URL holds no white space or control characters)"
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # a bracket left open, or no IPv6 address between brackets
+        return None  # the caller's check of the URL's parts says so
+    if _IPV4_STYLE.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv4 address"
+    return None
