@@ -210,20 +210,27 @@ async def test_record_keeps_each_message_once_across_24h_rotations(tmp_path):
     assert "repeated by a second socket, skipped)" in err
 
 
-async def test_record_refuses_a_bad_stream_name(tmp_path):
+@pytest.mark.parametrize("stream", ["btc/usdt", "btcusdt@kline_1m"])
+async def test_record_refuses_a_stream_it_cannot_record_before_connecting(tmp_path, stream):
     async with FakeBinance() as fake:
         code, _, err = await finish(
             await start(
                 "record",
                 "--out",
-                "x.jsonl",
+                tmp_path / "x.jsonl",
                 "--streams",
-                "btc/usdt",
+                "BTCUSDT",
+                stream,
                 env=env_for(fake, tmp_path / "alertbot.db"),
             )
         )
     assert code == 1
-    assert "not a stream name: 'btc/usdt'" in err
+    assert err == (
+        f"alertbot record: not a mini-ticker stream: {stream!r} (accepted: a symbol such as "
+        "BTCUSDT, <symbol>@miniTicker such as btcusdt@miniTicker, or !miniTicker@arr)\n"
+    )
+    assert not fake.stats.attempts
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 async def test_alerts_pending_at_a_sigkill_are_delivered_after_the_restart(tmp_path):
