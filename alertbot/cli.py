@@ -351,8 +351,19 @@ def cmd_record(out_path: str, streams: Sequence[str], duration: str | None) -> i
         fh.write(data + b"\n")
         count += 1
 
+    reasons: dict[str, str] = {}  # the exchange's, by refused stream
+    all_refused = False
+
     async def main(stop: asyncio.Event) -> None:
-        feed = Feed(settings, sink)
+        def refused(stream: str, reason: str) -> None:
+            nonlocal all_refused
+            reasons[stream] = reason
+            if set(wanted) <= feed.refused():
+                # nothing left to record: stop, rather than wait for the retry in silence
+                all_refused = True
+                stop.set()
+
+        feed = Feed(settings, sink, on_refused=refused)
         feed.want_streams(wanted)
         async with feed:
             await stop.wait()
@@ -365,6 +376,13 @@ def cmd_record(out_path: str, streams: Sequence[str], duration: str | None) -> i
         f" ({overlap.repeats} repeated by a second socket, skipped)" if overlap.repeats else ""
     )
     print(f"recorded {count} messages to {out_path}{repeats}", file=sys.stderr)
+    if all_refused:
+        why = "; ".join(f"{s}: {reasons.get(s, 'refused')}" for s in sorted(set(wanted)))
+        print(
+            f"alertbot record: the exchange refused every stream asked for ({why})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -233,6 +233,30 @@ async def test_record_refuses_a_stream_it_cannot_record_before_connecting(tmp_pa
     assert not (tmp_path / "x.jsonl").exists()
 
 
+async def test_record_exits_1_naming_the_streams_when_the_exchange_refuses_every_one(tmp_path):
+    """Nothing could ever be recorded: it stops at once with the exchange's reasons, instead of
+    running (for ever, without --duration) on an empty file."""
+    async with FakeBinance() as fake:  # the fake refuses a symbol with "_"
+        proc = await start(
+            "record",
+            "--out",
+            tmp_path / "x.jsonl",
+            "--streams",
+            "bad_@miniTicker",
+            "worse_@miniTicker",
+            env=env_for(fake, tmp_path / "alertbot.db"),
+        )
+        code, _, err = await finish(proc)
+    assert code == 1, err
+    assert err.endswith(
+        "alertbot record: the exchange refused every stream asked for "
+        "(bad_@miniTicker: Invalid request: invalid stream name 'bad_@miniTicker'; "
+        "worse_@miniTicker: Invalid request: invalid stream name 'worse_@miniTicker')\n"
+    )
+    assert "recorded 0 messages" in err
+    assert fake.stats.attempts == 2  # the stream URL refused, then live SUBSCRIBEs on one socket
+
+
 async def test_alerts_pending_at_a_sigkill_are_delivered_after_the_restart(tmp_path):
     """SIGKILL while Telegram is down: the alert is in the outbox, and goes out after restart."""
     rules = tmp_path / "rules.yaml"
