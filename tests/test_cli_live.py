@@ -7,6 +7,7 @@ import gzip
 import os
 import signal
 import sys
+import zlib
 from pathlib import Path
 
 import orjson
@@ -155,6 +156,57 @@ async def test_record_writes_each_message_as_received_one_per_line(tmp_path, nam
     ]
     assert [orjson.loads(line) for line in lines] == expected
     assert f"recorded 10 messages to {out}" in err
+
+
+def lines_on_disk(path: Path) -> list[bytes]:
+    """The whole lines a recording being written has on disk now (a gzip one has no end yet)."""
+    data = path.read_bytes() if path.exists() else b""
+    if path.suffix == ".gz":
+        data = zlib.decompressobj(wbits=31).decompress(data)  # as far as it goes, no error
+    return data.split(b"\n")[:-1]
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
+async def test_record_has_what_it_received_on_disk_within_a_second_so_a_sigkill_keeps_it(
+    tmp_path, name
+):
+    out = tmp_path / name
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record", "--out", out, "--streams", "BTCUSDT", env=env_for(fake, tmp_path / "db")
+        )
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, 20)
+            sent = [mini_ticker("BTCUSDT", 70_000 + i, T + i * 1000) for i in range(3)]
+            for ticker in sent:
+                await fake.publish([ticker])
+            await fake.wait_for(lambda: len(lines_on_disk(out)) == 3, timeout=3)
+        finally:
+            proc.kill()  # no shutdown, no close: only what is on disk stays
+            await proc.wait()
+    expected = [{"stream": "btcusdt@miniTicker", "data": t} for t in sent]
+    assert [orjson.loads(line) for line in lines_on_disk(out)] == expected
+
+
+async def test_record_stops_cleanly_on_sighup_as_when_its_terminal_is_closed(tmp_path):
+    """SIGHUP's default action would end it with a gzip file cut off; it closes the file whole
+    and says what it recorded, as on Ctrl-C."""
+    out = tmp_path / "out.jsonl.gz"
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record", "--out", out, "--streams", "BTCUSDT", env=env_for(fake, tmp_path / "db")
+        )
+        await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, 20)
+        await fake.publish([mini_ticker("BTCUSDT", 70_000, T)])
+        await fake.wait_for(lambda: fake.connections[0].frames_out >= 1)
+        await asyncio.sleep(0.2)  # let the recorder read it
+        proc.send_signal(signal.SIGHUP)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    assert f"recorded 1 messages to {out}" in err
+    with gzip.open(out, "rb") as fh:  # whole: its end is there
+        (line,) = fh.read().splitlines()
+    assert orjson.loads(line)["data"]["E"] == T
 
 
 async def test_record_stops_after_its_duration_with_the_whole_market_by_default(tmp_path):
