@@ -19,7 +19,7 @@ import orjson
 from alertbot import __version__
 from alertbot.errors import ConfigError, RuleError
 from alertbot.notify.render import format_time, render
-from alertbot.recording import Overlap, open_recording, read_lines
+from alertbot.recording import Overlap, RecordingCutOff, open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
@@ -241,6 +241,13 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
                     out.write(orjson.dumps(record).decode() + "\n")
                 else:
                     out.write(f"{format_time(alert.time)}  {alert.rule.id}  {message}\n")
+    except RecordingCutOff as exc:
+        # a recorder killed mid-write leaves such a file: what it holds is still worth replaying
+        print(
+            f"alertbot replay: warning: {exc} (its end is missing: was the recorder stopped "
+            "abruptly?); replayed every whole line before the cut",
+            file=sys.stderr,
+        )
     except BrokenPipeError:
         raise
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:

@@ -7,6 +7,18 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any
 
+from alertbot.errors import AlertbotError
+
+
+class RecordingCutOff(AlertbotError):
+    """A gzip recording ends before its end-of-stream marker (a recorder that was killed, a copy
+    that stopped short); every whole line before the cut was read."""
+
+    def __init__(self, path: str | os.PathLike[str], lines: int) -> None:
+        super().__init__(f"{os.fspath(path)} is cut off after line {lines}")
+        self.path = path
+        self.lines = lines
+
 
 def open_recording(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
     """Open a recording for reading (``rb``) or writing (``wb``), gzip when the name ends in .gz."""
@@ -16,12 +28,20 @@ def open_recording(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
 
 
 def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
-    """(line number, message) for every non-blank line of a recording."""
+    """(line number, message) for every non-blank line of a recording.
+
+    A gzip recording cut off mid-stream yields every whole line it holds, then raises
+    :class:`RecordingCutOff`.
+    """
+    number = 0
     with open_recording(path) as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.strip()
-            if line:
-                yield number, line
+        try:
+            for number, line in enumerate(fh, 1):
+                line = line.strip()
+                if line:
+                    yield number, line
+        except EOFError as exc:  # gzip: "ended before the end-of-stream marker"
+            raise RecordingCutOff(path, number) from exc
 
 
 class Overlap:
