@@ -121,6 +121,38 @@ def test_replay_prints_alerts_in_firing_order(tmp_path: Path, rules_file: Path, 
     assert "replayed 3 messages, 4 tickers, 2 alerts" in result.stderr
 
 
+@pytest.mark.parametrize("name", ["rec.jsonl", "rec", "rec.gzip"])
+def test_replay_reads_a_gzip_recording_by_its_content_whatever_its_name(
+    tmp_path: Path, rules_file: Path, name: str
+) -> None:
+    recording = tmp_path / name
+    recording.write_bytes(gzip.compress(b"\n".join(RECORDING) + b"\n"))
+    result = alertbot("replay", recording, "--rules", rules_file)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == "replayed 3 messages, 4 tickers, 2 alerts\n"
+
+
+@pytest.mark.skipif(not Path("/dev/stdin").exists(), reason="reads a pipe as /dev/stdin")
+@pytest.mark.parametrize("compressed", [False, True], ids=["text", "gzip"])
+def test_replay_reads_a_recording_from_a_pipe_gzip_or_not(
+    rules_file: Path, compressed: bool
+) -> None:
+    """A pipe (``replay <(ssh host cat rec.gz)``) can be read once: telling gzip from text
+    must not take its first bytes away."""
+    data = b"\n".join(RECORDING) + b"\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "alertbot.cli", "replay", "/dev/stdin", "--rules", rules_file],
+        input=gzip.compress(data) if compressed else data,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == b"replayed 3 messages, 4 tickers, 2 alerts\n"
+
+
 def test_replay_json_gives_one_object_per_alert_with_the_stable_fields(
     tmp_path: Path, rules_file: Path
 ) -> None:
