@@ -20,7 +20,7 @@ from alertbot import __version__
 from alertbot.errors import ConfigError, RuleError
 from alertbot.notify.render import format_time, render
 from alertbot.notify.routing import channel_secret_problems
-from alertbot.recording import Overlap, open_recording, read_lines
+from alertbot.recording import Overlap, RecordingCutOff, open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
@@ -32,10 +32,13 @@ from alertbot.settings import (
     parse_seconds,
     unknown_setting,
 )
+from alertbot.tasks import cancel_and_wait
 from alertbot.ticker import ParseStats
 
 #: ALERTBOT_LOG_LEVEL's values (any case)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: how often ``record`` puts what it has written on disk (seconds)
+RECORD_FLUSH_EVERY = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,10 +168,14 @@ def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "te
 
 async def _until_signalled(main: Any, duration: float | None = None, on_hup: Any = None) -> None:
     """Run ``main(stop)`` until SIGINT/SIGTERM (or ``duration`` seconds); SIGHUP calls
-    ``on_hup()`` (a coroutine function) when given."""
+    ``on_hup()`` (a coroutine function) when given, else stops too (a closed terminal sends
+    it, and its default action would end the process with nothing cleaned up)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    stopping = [signal.SIGINT, signal.SIGTERM]
+    if on_hup is None and hasattr(signal, "SIGHUP"):
+        stopping.append(signal.SIGHUP)
+    for sig in stopping:
         loop.add_signal_handler(sig, stop.set)
     hups: set[asyncio.Task[Any]] = set()
     if on_hup is not None:
@@ -242,6 +249,13 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
                     out.write(orjson.dumps(record).decode() + "\n")
                 else:
                     out.write(f"{format_time(alert.time)}  {alert.rule.id}  {message}\n")
+    except RecordingCutOff as exc:
+        # a recorder killed mid-write leaves such a file: what it holds is still worth replaying
+        print(
+            f"alertbot replay: warning: {exc} (its end is missing: was the recorder stopped "
+            "abruptly?); replayed every whole line before the cut",
+            file=sys.stderr,
+        )
     except BrokenPipeError:
         raise
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -377,20 +391,65 @@ def cmd_record(out_path: str, streams: Sequence[str], duration: str | None) -> i
         fh.write(data + b"\n")
         count += 1
 
+    reasons: dict[str, str] = {}  # the exchange's, by refused stream
+    all_refused = False
+    write_error: OSError | None = None
+
+    async def flush(stop: asyncio.Event) -> None:
+        """Put the recording on disk every second: a SIGKILL, a crash or a power cut loses at
+        most the last second, not everything (gzip: a sync point, so all of it decompresses)."""
+        nonlocal write_error
+        flushed = 0
+        while True:
+            await asyncio.sleep(RECORD_FLUSH_EVERY)
+            if count != flushed:
+                flushed = count
+                try:
+                    fh.flush()
+                except OSError as exc:  # a full disk: stop, saying so
+                    write_error = exc
+                    stop.set()
+                    return
+
     async def main(stop: asyncio.Event) -> None:
-        feed = Feed(settings, sink)
+        def refused(stream: str, reason: str) -> None:
+            nonlocal all_refused
+            reasons[stream] = reason
+            if set(wanted) <= feed.refused():
+                # nothing left to record: stop, rather than wait for the retry in silence
+                all_refused = True
+                stop.set()
+
+        feed = Feed(settings, sink, on_refused=refused)
         feed.want_streams(wanted)
         async with feed:
-            await stop.wait()
+            flusher = asyncio.create_task(flush(stop), name="record-flush")
+            try:
+                await stop.wait()
+            finally:
+                await cancel_and_wait(flusher)
 
     try:
         asyncio.run(_until_signalled(main, seconds))
     finally:
-        fh.close()
+        try:
+            fh.close()
+        except OSError as exc:
+            write_error = write_error or exc
     repeats = (
         f" ({overlap.repeats} repeated by a second socket, skipped)" if overlap.repeats else ""
     )
     print(f"recorded {count} messages to {out_path}{repeats}", file=sys.stderr)
+    if write_error is not None:
+        print(f"alertbot record: cannot write {out_path}: {write_error}", file=sys.stderr)
+        return 1
+    if all_refused:
+        why = "; ".join(f"{s}: {reasons.get(s, 'refused')}" for s in sorted(set(wanted)))
+        print(
+            f"alertbot record: the exchange refused every stream asked for ({why})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -7,21 +7,72 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any
 
+from alertbot.errors import AlertbotError
+
+#: how a gzip file starts: a recording is read as gzip by its content, not by its name (a
+#: renamed or downloaded file keeps its bytes, not its suffix)
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class RecordingCutOff(AlertbotError):
+    """A gzip recording ends before its end-of-stream marker (a recorder that was killed, a copy
+    that stopped short); every whole line before the cut was read."""
+
+    def __init__(self, path: str | os.PathLike[str], lines: int) -> None:
+        super().__init__(f"{os.fspath(path)} is cut off after line {lines}")
+        self.path = path
+        self.lines = lines
+
+
+class _OwnGzipFile(gzip.GzipFile):
+    """A gzip reader over an open file, which it closes with itself."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        super().__init__(fileobj=inner, mode="rb")
+        self._inner = inner
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._inner.close()
+
 
 def open_recording(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
-    """Open a recording for reading (``rb``) or writing (``wb``), gzip when the name ends in .gz."""
-    if str(path).endswith(".gz"):
-        return gzip.open(path, mode)  # type: ignore[return-value]
-    return open(path, mode)
+    """Open a recording for reading (``rb``: gzip when it starts as gzip does, whatever its
+    name) or writing (``wb``: gzip when the name ends in .gz)."""
+    if not mode.startswith("r"):
+        if os.fspath(path).endswith(".gz"):
+            return gzip.open(path, mode)  # type: ignore[return-value]
+        return open(path, mode)
+    # opened once and peeked at, not probed and opened again: a pipe (``replay <(...)``,
+    # /dev/stdin) can be read only once
+    fh = open(path, "rb")  # noqa: SIM115 (the caller closes it, or the gzip reader over it)
+    try:
+        gz = fh.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] == GZIP_MAGIC
+    except BaseException:
+        fh.close()
+        raise
+    if gz:
+        return _OwnGzipFile(fh)  # type: ignore[return-value]
+    return fh
 
 
 def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
-    """(line number, message) for every non-blank line of a recording."""
+    """(line number, message) for every non-blank line of a recording.
+
+    A gzip recording cut off mid-stream yields every whole line it holds, then raises
+    :class:`RecordingCutOff`.
+    """
+    number = 0
     with open_recording(path) as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.strip()
-            if line:
-                yield number, line
+        try:
+            for number, line in enumerate(fh, 1):
+                line = line.strip()
+                if line:
+                    yield number, line
+        except EOFError as exc:  # gzip: "ended before the end-of-stream marker"
+            raise RecordingCutOff(path, number) from exc
 
 
 class Overlap:

@@ -30,8 +30,11 @@ def hold_database(path: str) -> BinaryIO | None:
     if path == ":memory:" or path.startswith("file:"):
         return None
     lock = Path(path + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fh = lock.open("ab")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fh = lock.open("ab")
+    except OSError as exc:  # as the database itself would be refused, a moment later
+        raise ConfigError(f"ALERTBOT_DB: cannot use {path!r}: {exc}") from None
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import orjson
@@ -171,6 +172,38 @@ def test_replay_prints_alerts_in_firing_order(tmp_path: Path, rules_file: Path, 
     assert "replayed 3 messages, 4 tickers, 2 alerts" in result.stderr
 
 
+@pytest.mark.parametrize("name", ["rec.jsonl", "rec", "rec.gzip"])
+def test_replay_reads_a_gzip_recording_by_its_content_whatever_its_name(
+    tmp_path: Path, rules_file: Path, name: str
+) -> None:
+    recording = tmp_path / name
+    recording.write_bytes(gzip.compress(b"\n".join(RECORDING) + b"\n"))
+    result = alertbot("replay", recording, "--rules", rules_file)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == "replayed 3 messages, 4 tickers, 2 alerts\n"
+
+
+@pytest.mark.skipif(not Path("/dev/stdin").exists(), reason="reads a pipe as /dev/stdin")
+@pytest.mark.parametrize("compressed", [False, True], ids=["text", "gzip"])
+def test_replay_reads_a_recording_from_a_pipe_gzip_or_not(
+    rules_file: Path, compressed: bool
+) -> None:
+    """A pipe (``replay <(ssh host cat rec.gz)``) can be read once: telling gzip from text
+    must not take its first bytes away."""
+    data = b"\n".join(RECORDING) + b"\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "alertbot.cli", "replay", "/dev/stdin", "--rules", rules_file],
+        input=gzip.compress(data) if compressed else data,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == b"replayed 3 messages, 4 tickers, 2 alerts\n"
+
+
 def test_replay_json_gives_one_object_per_alert_with_the_stable_fields(
     tmp_path: Path, rules_file: Path
 ) -> None:
@@ -226,13 +259,48 @@ def test_replay_of_a_missing_recording_says_so_without_a_traceback(rules_file: P
     assert "Traceback" not in result.stderr
 
 
-def test_replay_of_a_truncated_gzip_reports_and_exits_1(tmp_path: Path, rules_file: Path) -> None:
-    good = write_recording(tmp_path / "rec.jsonl.gz", RECORDING * 50)
+def test_replay_of_a_cut_off_gzip_replays_every_whole_line_and_warns(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    """A recorder killed mid-write leaves a .gz without its end: what it holds is replayed,
+    with a warning naming the file, and the summary; not refused whole."""
+    lines = [RECORDING[0], RECORDING[1], *[RECORDING[2]] * 300]  # ETH stays < 95: no more alerts
+    good = write_recording(tmp_path / "rec.jsonl.gz", lines)
     broken = tmp_path / "broken.jsonl.gz"
-    broken.write_bytes(good.read_bytes()[:-20])
+    broken.write_bytes(good.read_bytes()[:-20])  # the 8-byte trailer and some data
+    whole = zlib.decompressobj(wbits=31).decompress(broken.read_bytes()).count(b"\n")
+    assert 2 < whole < len(lines)
+    result = alertbot("replay", broken, "--rules", rules_file)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2  # both alerts, from the lines before the cut
+    assert (
+        f"alertbot replay: warning: {broken} is cut off after line {whole} (its end is missing: "
+        "was the recorder stopped abruptly?); replayed every whole line before the cut\n"
+    ) in result.stderr
+    assert result.stderr.endswith(f"replayed {whole} messages, {whole + 1} tickers, 2 alerts\n")
+    assert "Traceback" not in result.stderr
+
+
+def test_replay_of_a_gzip_cut_off_inside_its_header_warns_and_replays_nothing(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(write_recording(tmp_path / "rec.jsonl.gz", RECORDING).read_bytes()[:5])
+    result = alertbot("replay", broken, "--rules", rules_file)
+    assert result.returncode == 0, result.stderr
+    assert f"{broken} is cut off after line 0" in result.stderr
+    assert result.stderr.endswith("replayed 0 messages, 0 tickers, 0 alerts\n")
+
+
+def test_replay_of_a_corrupt_gzip_reports_and_exits_1(tmp_path: Path, rules_file: Path) -> None:
+    """Damage is not a cut: a bad checksum is refused."""
+    data = bytearray(write_recording(tmp_path / "rec.jsonl.gz", RECORDING).read_bytes())
+    data[-8] ^= 0xFF  # the CRC-32 in the trailer
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(bytes(data))
     result = alertbot("replay", broken, "--rules", rules_file)
     assert result.returncode == 1
-    assert "cannot read" in result.stderr
+    assert f"alertbot replay: cannot read {broken}: CRC check failed" in result.stderr
     assert "Traceback" not in result.stderr
 
 

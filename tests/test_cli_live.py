@@ -7,6 +7,7 @@ import gzip
 import os
 import signal
 import sys
+import zlib
 from pathlib import Path
 
 import orjson
@@ -178,6 +179,57 @@ async def test_record_writes_each_message_as_received_one_per_line(tmp_path, nam
     assert f"recorded 10 messages to {out}" in err
 
 
+def lines_on_disk(path: Path) -> list[bytes]:
+    """The whole lines a recording being written has on disk now (a gzip one has no end yet)."""
+    data = path.read_bytes() if path.exists() else b""
+    if path.suffix == ".gz":
+        data = zlib.decompressobj(wbits=31).decompress(data)  # as far as it goes, no error
+    return data.split(b"\n")[:-1]
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
+async def test_record_has_what_it_received_on_disk_within_a_second_so_a_sigkill_keeps_it(
+    tmp_path, name
+):
+    out = tmp_path / name
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record", "--out", out, "--streams", "BTCUSDT", env=env_for(fake, tmp_path / "db")
+        )
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, 20)
+            sent = [mini_ticker("BTCUSDT", 70_000 + i, T + i * 1000) for i in range(3)]
+            for ticker in sent:
+                await fake.publish([ticker])
+            await fake.wait_for(lambda: len(lines_on_disk(out)) == 3, timeout=3)
+        finally:
+            proc.kill()  # no shutdown, no close: only what is on disk stays
+            await proc.wait()
+    expected = [{"stream": "btcusdt@miniTicker", "data": t} for t in sent]
+    assert [orjson.loads(line) for line in lines_on_disk(out)] == expected
+
+
+async def test_record_stops_cleanly_on_sighup_as_when_its_terminal_is_closed(tmp_path):
+    """SIGHUP's default action would end it with a gzip file cut off; it closes the file whole
+    and says what it recorded, as on Ctrl-C."""
+    out = tmp_path / "out.jsonl.gz"
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record", "--out", out, "--streams", "BTCUSDT", env=env_for(fake, tmp_path / "db")
+        )
+        await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, 20)
+        await fake.publish([mini_ticker("BTCUSDT", 70_000, T)])
+        await fake.wait_for(lambda: fake.connections[0].frames_out >= 1)
+        await asyncio.sleep(0.2)  # let the recorder read it
+        proc.send_signal(signal.SIGHUP)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    assert f"recorded 1 messages to {out}" in err
+    with gzip.open(out, "rb") as fh:  # whole: its end is there
+        (line,) = fh.read().splitlines()
+    assert orjson.loads(line)["data"]["E"] == T
+
+
 async def test_record_stops_after_its_duration_with_the_whole_market_by_default(tmp_path):
     out = tmp_path / "all.jsonl"
     async with FakeBinance() as fake:
@@ -231,20 +283,51 @@ async def test_record_keeps_each_message_once_across_24h_rotations(tmp_path):
     assert "repeated by a second socket, skipped)" in err
 
 
-async def test_record_refuses_a_bad_stream_name(tmp_path):
+@pytest.mark.parametrize("stream", ["btc/usdt", "btcusdt@kline_1m"])
+async def test_record_refuses_a_stream_it_cannot_record_before_connecting(tmp_path, stream):
     async with FakeBinance() as fake:
         code, _, err = await finish(
             await start(
                 "record",
                 "--out",
-                "x.jsonl",
+                tmp_path / "x.jsonl",
                 "--streams",
-                "btc/usdt",
+                "BTCUSDT",
+                stream,
                 env=env_for(fake, tmp_path / "alertbot.db"),
             )
         )
     assert code == 1
-    assert "not a stream name: 'btc/usdt'" in err
+    assert err == (
+        f"alertbot record: not a mini-ticker stream: {stream!r} (accepted: a symbol such as "
+        "BTCUSDT, <symbol>@miniTicker such as btcusdt@miniTicker, or !miniTicker@arr)\n"
+    )
+    assert not fake.stats.attempts
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+async def test_record_exits_1_naming_the_streams_when_the_exchange_refuses_every_one(tmp_path):
+    """Nothing could ever be recorded: it stops at once with the exchange's reasons, instead of
+    running (for ever, without --duration) on an empty file."""
+    async with FakeBinance() as fake:  # the fake refuses a symbol with "_"
+        proc = await start(
+            "record",
+            "--out",
+            tmp_path / "x.jsonl",
+            "--streams",
+            "bad_@miniTicker",
+            "worse_@miniTicker",
+            env=env_for(fake, tmp_path / "alertbot.db"),
+        )
+        code, _, err = await finish(proc)
+    assert code == 1, err
+    assert err.endswith(
+        "alertbot record: the exchange refused every stream asked for "
+        "(bad_@miniTicker: Invalid request: invalid stream name 'bad_@miniTicker'; "
+        "worse_@miniTicker: Invalid request: invalid stream name 'worse_@miniTicker')\n"
+    )
+    assert "recorded 0 messages" in err
+    assert fake.stats.attempts == 2  # the stream URL refused, then live SUBSCRIBEs on one socket
 
 
 async def test_alerts_pending_at_a_sigkill_are_delivered_after_the_restart(tmp_path):

@@ -486,6 +486,28 @@ async def test_a_refused_stream_is_tried_again_after_a_while():
             await bot.tick(5, T, "CUSDT")
 
 
+async def test_a_connections_only_stream_refused_opens_no_new_connection_until_its_retry():
+    """The refused stream was all its connection carried, so that connection is closed: the
+    refusal outlives it, and the stream gets a new connection only after ``refused_retry``
+    (once, refused again), not one every backoff."""
+    bad = "bad_@miniTicker"
+    async with FakeBinance() as fake:
+        feed = Feed(fast(fake, refused_retry=1.0), lambda obj, raw: None)
+        feed.want_streams([bad])
+        async with feed:
+            await fake.wait_for(lambda: feed.health().refused_streams == (bad,))
+            assert fake.stats.attempts == 2  # the stream URL refused, then a live SUBSCRIBE
+            await fake.wait_for(lambda: not fake.connections)  # closed: it carries nothing
+            await asyncio.sleep(0.5)  # 25 times the first backoff
+            assert fake.stats.attempts == 2
+            assert feed.health().refused_streams == (bad,)
+            await fake.wait_for(lambda: fake.stats.attempts == 4, timeout=3)  # the retry
+            await fake.wait_for(lambda: not fake.connections)
+            await asyncio.sleep(0.3)
+            assert fake.stats.attempts == 4
+            assert feed.health().refused_streams == (bad,)
+
+
 async def test_a_stream_url_refused_at_the_handshake_falls_back_to_live_subscriptions():
     """One bad stream in a combined URL gets the handshake refused (400): the connection then
     opens without streams and subscribes live, so only the bad stream is left out."""

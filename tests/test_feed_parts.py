@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 
@@ -85,7 +87,10 @@ def test_symbol_streams_are_lower_case_and_map_back():
         ("BTCUSDT", "btcusdt@miniTicker"),
         ("btcusdt@miniTicker", "btcusdt@miniTicker"),
         ("ETHUSDT@miniTicker", "ethusdt@miniTicker"),
+        ("btcusdt@miniticker", "btcusdt@miniTicker"),  # the exchange would refuse this spelling
+        ("BTCUSDT_251226", "btcusdt_251226@miniTicker"),  # a dated contract
         ("!miniTicker@arr", ALL_MARKET),
+        ("!MINITICKER@ARR", ALL_MARKET),
     ],
 )
 def test_record_accepts_symbols_and_stream_names(text: str, stream: str):
@@ -94,7 +99,31 @@ def test_record_accepts_symbols_and_stream_names(text: str, stream: str):
 
 @pytest.mark.parametrize("text", ["", "btc usdt", "a/b@miniTicker", "x@"])
 def test_a_stream_name_that_cannot_be_one_is_refused(text: str):
-    with pytest.raises(ValueError, match="not a stream name"):
+    with pytest.raises(ValueError, match="not a mini-ticker stream"):
+        normalise_stream(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "btcusdt@kline_1m",
+        "btcusdt@aggTrade",
+        "btcusdt@ticker",
+        "btcusdt@bookTicker",
+        "!ticker@arr",
+        "!miniTicker@arr@3000ms",
+        "btcusdt@miniTicker@arr",
+        "@miniTicker",
+    ],
+)
+def test_only_mini_ticker_streams_are_accepted_and_the_error_names_the_accepted_forms(text: str):
+    """The engine and ``replay`` read mini tickers only: another stream would be recorded (or
+    refused by the exchange) for nothing."""
+    message = (
+        f"not a mini-ticker stream: {text!r} (accepted: a symbol such as BTCUSDT, "
+        "<symbol>@miniTicker such as btcusdt@miniTicker, or !miniTicker@arr)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         normalise_stream(text)
 
 

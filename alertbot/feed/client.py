@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from alertbot.feed.connection import Connection, FeedStats, Sink
+from alertbot.feed.connection import Backoff, Connection, FeedStats, Sink
 from alertbot.feed.market import ALL_MARKET, normalise_stream, symbol_stream
 from alertbot.feed.settings import FeedSettings
 from alertbot.tasks import cancel_and_wait
@@ -60,16 +60,28 @@ class FeedHealth:
 class Feed:
     """Keeps the wanted streams flowing into ``sink``; see the module docstring."""
 
-    def __init__(self, settings: FeedSettings, sink: Sink, *, undecoded: bool = False) -> None:
+    def __init__(
+        self,
+        settings: FeedSettings,
+        sink: Sink,
+        *,
+        undecoded: bool = False,
+        on_refused: Callable[[str, str], None] = lambda stream, reason: None,
+    ) -> None:
         self.settings = settings
         self.sink = sink
         # ticker frames in Binance's plain form reach the sink as bytes, not decoded
         self.undecoded = undecoded
+        self.on_refused = on_refused  # (stream, the exchange's reason), after the feed noted it
         self.clock = asyncio.get_running_loop().time
         self.stats = FeedStats(self.clock)
         self._target: frozenset[str] = frozenset()
         self._raw: Connection | None = None  # the all-market connection
         self._combined: list[Connection] = []
+        # streams the exchange refused, and when (loop time): kept here, not on the connection,
+        # because a connection left with no streams is closed, and a refusal forgotten with it
+        # would put the stream on a new connection at once, again and again
+        self._refusals: dict[str, float] = {}
         self._next_id = 0
         self._changed = asyncio.Event()
         self._progress = asyncio.Event()
@@ -133,6 +145,9 @@ class Feed:
         await self._settled.wait()
 
     async def _manage(self) -> None:
+        cfg = self.settings
+        # a failing change may have opened connections: it is retried no faster than a reconnect
+        backoff = Backoff(cfg.backoff_initial, cfg.backoff_max, cfg.backoff_factor)
         while True:
             await self._next_change()
             self._changed.clear()
@@ -143,8 +158,10 @@ class Feed:
             except Exception:  # never let a bug here end the feed
                 log.exception("feed: error while changing streams")
                 done = False
-                await asyncio.sleep(self.settings.backoff_initial)
+                await asyncio.sleep(backoff.next())
                 self._changed.set()
+            else:
+                backoff.reset()
             if done and not self._changed.is_set():
                 self._settled.set()
 
@@ -152,7 +169,7 @@ class Feed:
         """Until a new target is wanted, a stream is refused, or a refusal is old enough for
         the stream to be tried again."""
         self._refused()  # forget refusals that are old enough
-        times = [t for c in self._combined for t in c.refused.values()]
+        times = list(self._refusals.values())
         if not times:
             await self._changed.wait()
             return
@@ -164,14 +181,20 @@ class Feed:
         """Streams refused within ``refused_retry``; older refusals are forgotten, so that
         ``_reshape`` subscribes those streams again."""
         edge = self.clock() - self.settings.refused_retry
-        out: set[str] = set()
-        for conn in self._combined:
-            for stream, at in list(conn.refused.items()):
-                if at <= edge:
-                    del conn.refused[stream]
-                else:
-                    out.add(stream)
-        return out
+        for stream, at in list(self._refusals.items()):
+            if at <= edge:
+                del self._refusals[stream]
+        return set(self._refusals)
+
+    def _on_refused(self, stream: str, reason: str) -> None:
+        self._refusals[stream] = self.clock()
+        self._changed.set()
+        self.on_refused(stream, reason)
+
+    def refused(self) -> frozenset[str]:
+        """The streams the exchange refused within ``refused_retry`` (they are left out until
+        then, and subscribed again after)."""
+        return frozenset(self._refused())
 
     def _new(self, streams: Iterable[str], *, raw: bool) -> Connection:
         self._next_id += 1
@@ -184,7 +207,7 @@ class Feed:
             sink=self.sink,
             undecoded=self.undecoded,
             on_progress=self._progress.set,
-            on_refused=self._changed.set,
+            on_refused=self._on_refused,
         )
         conn.start()
         return conn
@@ -236,7 +259,10 @@ class Feed:
             return True
 
     def _reshape(self, target: frozenset[str]) -> None:
-        """Live changes of the combined connections: unsubscribe, subscribe, open, close."""
+        """Live changes of the combined connections: unsubscribe, subscribe, open, close.
+
+        A stream refused within ``refused_retry`` is left out: no connection is opened for it
+        (nor kept open for it alone) until then."""
         limit = self.settings.max_streams
         current: set[str] = set()
         for conn in self._combined:

@@ -215,7 +215,7 @@ class Connection:
         sink: Sink,
         undecoded: bool = False,
         on_progress: Callable[[], None] = lambda: None,
-        on_refused: Callable[[], None] = lambda: None,
+        on_refused: Callable[[str, str], None] = lambda stream, reason: None,
     ) -> None:
         self.id = cid
         self.raw = raw  # one stream on a raw URL; else a combined URL plus live subscriptions
@@ -231,7 +231,6 @@ class Connection:
         self.stale_after = (
             settings.stale_after if ALL_MARKET in self.streams else settings.symbol_stale_after
         )
-        self.refused: dict[str, float] = {}  # streams the server refused, and when (loop time)
         self.live_only = False  # open with no streams in the URL and SUBSCRIBE them all
         self.reconnects = 0
         self.messages = 0
@@ -734,7 +733,7 @@ class Connection:
                 msg,
                 self.settings.refused_retry,
             )
-            self.refused[params[0]] = self._loop.time()
             self.streams.difference_update(params)
             s.split.difference_update(params)
-            self.on_refused()
+            # the feed remembers it: this connection may be closed now that it carries nothing
+            self.on_refused(params[0], str(msg))

@@ -7,7 +7,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 ALL_MARKET = "!miniTicker@arr"
-_STREAM_RE = re.compile(r"^(?:!miniTicker@arr|[a-z0-9_]+@[A-Za-z0-9_@!]+)$")
+#: a symbol as a stream name holds it (any case); ``_`` for dated contracts (BTCUSDT_251226)
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9_]+")
+ACCEPTED_STREAMS = (
+    f"a symbol such as BTCUSDT, <symbol>@miniTicker such as btcusdt@miniTicker, or {ALL_MARKET}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +73,16 @@ def stream_symbol(stream: str) -> str | None:
 
 
 def normalise_stream(text: str) -> str:
-    """A stream name as a user may type it: ``BTCUSDT`` -> ``btcusdt@miniTicker``.
+    """A mini-ticker stream as a user may type it, in the exchange's spelling:
+    ``BTCUSDT`` and ``BTCUSDT@miniticker`` -> ``btcusdt@miniTicker``.
 
-    Raises ValueError for text that is no stream name.
+    Only mini-ticker streams: the feed, the engine and ``replay`` read nothing else, and the
+    exchange refuses a miss-cased name. Raises ValueError naming the accepted forms otherwise.
     """
     s = text.strip()
-    if "@" not in s:
-        s = symbol_stream(s)
-    else:
-        name, _, kind = s.partition("@")
-        if not name.startswith("!"):
-            s = f"{name.lower()}@{kind}"
-    if not _STREAM_RE.match(s):
-        raise ValueError(
-            f"not a stream name: {text!r} (e.g. BTCUSDT, btcusdt@miniTicker, {ALL_MARKET})"
-        )
-    return s
+    if s.lower() == ALL_MARKET.lower():
+        return ALL_MARKET
+    name, at, kind = s.partition("@")
+    if _SYMBOL_RE.fullmatch(name) and (not at or kind.lower() == "miniticker"):
+        return symbol_stream(name)
+    raise ValueError(f"not a mini-ticker stream: {text!r} (accepted: {ACCEPTED_STREAMS})")
