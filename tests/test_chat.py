@@ -316,6 +316,22 @@ async def test_a_watch_muted_when_it_would_fire_is_not_used_up(tmp_path, fakes):
     assert len(alerts) == 2
 
 
+async def test_the_same_watch_twice_is_not_made_twice(tmp_path, fakes):
+    """A second watch of the same symbol and condition would only double every alert; the
+    answer names the one there is and how to change its options."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100")
+        reply = await bot.say("/watch btcusdt  >  100 cooldown 1h")
+        book = bot.app.book
+        assert book is not None
+        assert sorted(book.rows) == [1]
+    assert reply == (
+        "This chat watches BTCUSDT price > 100 already: w1. To change its options, remove it "
+        "first (/unwatch w1) and watch it again."
+    )
+
+
 async def test_a_once_watch_is_removed_after_it_fires(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:

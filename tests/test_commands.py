@@ -378,6 +378,29 @@ def test_commands_addressed_to_another_bot_are_ignored(
     assert (result is not None) == ours
 
 
+@pytest.mark.parametrize(
+    ("text", "answered"),
+    [
+        ("/roll", False),  # another bot's command, sent to every bot of the group
+        ("/roll 2d6", False),
+        (f"/roll@{BOT}", True),  # meant for this bot: told it is unknown
+        ("/wathc BTCUSDT > 1", True),  # a typo of ours: the suggestion helps
+        ("/alerts", True),  # an alias of ours
+        ("/watch BTCUSDT >", True),  # ours, malformed
+    ],
+)
+def test_in_a_group_only_commands_like_ours_are_answered(text: str, answered: bool) -> None:
+    """A group has other bots: an unknown command that names no bot and resembles none of
+    ours is theirs, and an 'unknown command' reply to each would be noise."""
+    try:
+        result = parse_command(text, BOT, group=True)
+    except CommandError:
+        result = Simple("error")
+    assert (result is not None) == answered
+    with pytest.raises(CommandError):  # in a private chat, every one is answered
+        parse_command(text, BOT)
+
+
 @pytest.mark.parametrize("text", ["", "hello", "BTCUSDT > 70000", " ", "／watch BTCUSDT > 1"])
 def test_text_that_is_not_a_command_gives_none(text: str) -> None:
     assert parse_command(text, BOT) is None

@@ -293,7 +293,8 @@ class ChatBot:
                 await self._reply(message, chat.id, REFUSAL.format(chat=chat.id), None)
             return
         try:
-            command = parse_command(message.text, self.username)
+            # in a group, a command none of ours resembles is another bot's: no answer
+            command = parse_command(message.text, self.username, group=chat.type != "private")
             if command is None:
                 return
             answer, markup = await self.run(chat.id, command)
@@ -439,6 +440,13 @@ class ChatBot:
         usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
         unchecked = self._check_symbol(chat, w.symbol)
         mine = self.book.of_chat(chat)
+        same = [r for r in mine if r.symbol == w.symbol and r.condition == w.condition_text]
+        if same:  # a second one would only double every alert (sent together, one message)
+            wid = watch_id(same[0])
+            return (
+                f"This chat watches {w.symbol} {w.condition_text} already: {wid}. To change "
+                f"its options, remove it first (/unwatch {wid}) and watch it again."
+            )
         if (
             not self.settings.allowed_chats
             and not self._admin(chat)

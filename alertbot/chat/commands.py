@@ -240,11 +240,15 @@ class _Word:
 # ---------------------------------------------------------------- entry point
 
 
-def parse_command(text: str, bot_username: str | None = None) -> Command | None:
+def parse_command(
+    text: str, bot_username: str | None = None, *, group: bool = False
+) -> Command | None:
     """Parse one chat message.
 
     Returns None when the message is not a command or is addressed to another bot
-    (``/watch@otherbot``); raises :class:`CommandError` for anything malformed.
+    (``/watch@otherbot``), and in a ``group`` for an unknown command that names no bot and
+    resembles none of ours (``/roll``: another bot's, whose users want no answer from this
+    one); raises :class:`CommandError` for anything malformed.
     """
     message = text.strip()
     if not message.startswith("/"):
@@ -266,6 +270,8 @@ def parse_command(text: str, bot_username: str | None = None) -> Command | None:
             f"that message is too long ({len(message)} characters, at most {MAX_TEXT_LENGTH})",
         )
     if known is None:
+        if group and not addressee and _guess(name) is None:
+            return None
         raise _unknown_command(name)
     words = [_Word(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(message, head.end())]
     if known == "watch":
@@ -298,13 +304,20 @@ def _command_list() -> str:
     return " ".join(f"/{name}" for name in COMMANDS)
 
 
+def _guess(name: str) -> str | None:
+    """The command of ours an unknown name was meant to be, if any (an alias, a typo)."""
+    if not name or not _COMMAND_NAME_RE.fullmatch(name):
+        return None
+    return _ALIASES.get(name) or _closest(name, COMMANDS, cutoff=0.6)
+
+
 def _unknown_command(name: str) -> CommandError:
     if not name:
         return _error(None, "a command needs a name after '/'")
     shown = "/" + (name if len(name) <= 32 else name[:31] + "…")
     if not _COMMAND_NAME_RE.fullmatch(name):
         return _error(None, f"unknown command {shown}")
-    guess = _ALIASES.get(name) or _closest(name, COMMANDS, cutoff=0.6)
+    guess = _guess(name)
     if guess is None:
         return _error(None, f"unknown command {shown}")
     return CommandError(
