@@ -316,6 +316,34 @@ async def test_a_watch_muted_when_it_would_fire_is_not_used_up(tmp_path, fakes):
     assert len(alerts) == 2
 
 
+@pytest.mark.parametrize(
+    ("status", "description", "logged"),
+    [
+        (
+            409,
+            "Conflict: terminated by other getUpdates request; make sure that only one bot "
+            "instance is running",
+            "chat: another process is polling for this bot token's updates",
+        ),
+        (502, "Bad Gateway", "chat: polling for commands failed (Bad Gateway); trying again"),
+    ],
+    ids=["another-process", "outage"],
+)
+async def test_a_failed_poll_is_one_log_line_and_polling_goes_on(
+    tmp_path, fakes, caplog, status, description, logged
+):
+    """python-telegram-bot logged a whole traceback for each failed getUpdates (every few
+    seconds through an outage, or while a second process polls with the same token)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.fail_next(1, status=status, description=description, method="getUpdates")
+        await tg.wait_for(lambda: any(r.status == status for r in tg.requests), timeout=10)
+        assert (await bot.say("/help")).startswith("Commands")  # polling goes on
+    lines = [r for r in caplog.records if logged in r.getMessage()]
+    assert len(lines) == 1
+    assert not [r for r in caplog.records if r.exc_info and r.name.startswith("telegram")]
+
+
 async def test_the_same_watch_twice_is_not_made_twice(tmp_path, fakes):
     """A second watch of the same symbol and condition would only double every alert; the
     answer names the one there is and how to change its options."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.error import BadRequest, ChatMigrated, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Conflict, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -178,6 +178,7 @@ class ChatBot:
             timeout=int(self.poll_timeout),
             allowed_updates=["message", "callback_query"],
             drop_pending_updates=False,
+            error_callback=self._polling_failed,
         )
         log.info("chat: @%s is listening for commands", self.username)
 
@@ -278,6 +279,19 @@ class ChatBot:
         return self.settings.admin(chat) or (old is not None and self.settings.admin(old))
 
     # ------------------------------------------------------------------ handlers
+
+    def _polling_failed(self, exc: TelegramError) -> None:
+        """A getUpdates that failed; PTB tries again itself, waiting longer each time (up to
+        30 s). Without this it logs a whole traceback each time: one every few seconds through
+        a Telegram outage."""
+        if isinstance(exc, Conflict):
+            log.error(
+                "chat: another process is polling for this bot token's updates (%s): each "
+                "command reaches one of the two; run one bot per token",
+                exc.message,
+            )
+        else:
+            log.warning("chat: polling for commands failed (%s); trying again", exc)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("chat: error while handling an update", exc_info=context.error)
