@@ -321,6 +321,7 @@ class App:
 
     async def _reload(self, why: str) -> bool:
         if not self.rule_files:
+            log.info("rules: %s: no rule files to reload (alertbot run --rules FILE)", why)
             return False
         self._stamps = self._file_stamps()
         self._changing = None

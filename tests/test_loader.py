@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -379,6 +380,28 @@ def test_unreadable_file_is_a_problem_at_line_1_column_1(tmp_path: Path) -> None
     assert [str(p) for p in info.value.problems] == [
         f"{missing}:1:1: cannot read rule file: No such file or directory"
     ]
+
+
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Reading a FIFO waits for a writer: check would hang, and a reload would hold the reload
+    lock (and a thread) for good."""
+    fifo = tmp_path / "rules.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(RuleFileError) as info:
+        load_files([fifo])
+    assert [str(p) for p in info.value.problems] == [
+        f"{fifo}:1:1: cannot read rule file: a pipe, not a file"
+    ]
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    """Named twice (or once more through a link), its rules were each other's duplicates:
+    'duplicate id (first defined at)' the very same place."""
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - id: a\n    symbols: [BTCUSDT]\n    when: price > 1\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(path)
+    assert [r.id for r in load_files([path, path, link]).rules] == ["a"]
 
 
 def test_file_that_is_not_utf8_is_a_problem_at_the_bad_byte(tmp_path: Path) -> None:

@@ -226,6 +226,18 @@ async def test_sighup_reloads_the_rule_files(tmp_path):
     assert "rules: SIGHUP: reloaded: 2 added, 0 changed, 1 removed, 0 unchanged" in err
 
 
+async def test_a_reload_with_no_rule_files_says_so(tmp_path, caplog):
+    """A SIGHUP to a bot started without --rules did nothing, without a word."""
+    caplog.set_level("INFO", logger="alertbot")
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(GOOD)
+        app = make_app(tmp_path, fake, tg, rules)
+        app.rule_files = []  # as run without --rules
+        assert await app.reload() is False
+    assert "rules: SIGHUP: no rule files to reload (alertbot run --rules FILE)" in caplog.text
+
+
 async def test_admins_hear_when_the_feed_is_down_and_when_it_is_back(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(GOOD)

@@ -22,6 +22,7 @@ import difflib
 import gc
 import os
 import re
+import stat
 import string
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -313,11 +314,19 @@ def load_files(
     """Load several rule files as one set; raises :class:`RuleFileError` naming every problem."""
     loader = yaml_loader or LIBYAML or PURE_YAML
     sources: list[_Source] = []
+    seen: set[str] = set()
     with _gc_paused():
         for path in paths:
+            real = os.path.realpath(path)
+            if real in seen:  # named twice (or by a link): its rules are not each other's twins
+                continue
+            seen.add(real)
             source = _Source(os.fspath(path), "")
             sources.append(source)
             try:
+                if stat.S_ISFIFO(os.stat(path).st_mode):  # reading one would wait for a writer
+                    source.add(1, 1, "cannot read rule file: a pipe, not a file")
+                    continue
                 data = Path(path).read_bytes()
             except OSError as exc:
                 source.add(1, 1, f"cannot read rule file: {exc.strerror or exc}")
