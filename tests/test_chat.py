@@ -344,6 +344,21 @@ async def test_a_failed_poll_is_one_log_line_and_polling_goes_on(
     assert not [r for r in caplog.records if r.exc_info and r.name.startswith("telegram")]
 
 
+async def test_a_watch_with_no_cooldown(tmp_path, fakes):
+    """'cooldown 0', as 'cooldown: 0' in a rule file: every entry into the level alerts."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/watch BTCUSDT > 100 cooldown 0")
+        assert reply.startswith("Watching BTCUSDT: price > 100 (no cooldown). Id w1.")
+        assert "w1  BTCUSDT price > 100, no cooldown — active" in await bot.say("/list")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        for i, price in enumerate((110, 90, 110)):
+            await bot.tick("BTCUSDT", price, T + i)  # a millisecond apart
+        await tg.wait_for(
+            lambda: sum("price > 100: price 110" in m.plain_text for m in tg.messages_to(USER)) == 2
+        )
+
+
 async def test_the_same_watch_twice_is_not_made_twice(tmp_path, fakes):
     """A second watch of the same symbol and condition would only double every alert; the
     answer names the one there is and how to change its options."""

@@ -125,6 +125,15 @@ def _error(text: str) -> CommandError:
         ),
         ("/watch@alerttestbot BTCUSDT > 1", _watch("BTCUSDT", Level("price", ">", 1.0))),
         ("/watch BTCUSDT > 1 rearm 50%", _watch("BTCUSDT", Level("price", ">", 1.0), rearm=0.5)),
+        # no cooldown at all, as 'cooldown: 0' in a rule file (the chat default is 5m)
+        (
+            "/watch BTCUSDT > 1 cooldown 0",
+            _watch("BTCUSDT", Level("price", ">", 1.0), cooldown_ms=0),
+        ),
+        (
+            "/watch BTCUSDT > 1 cooldown 0s",
+            _watch("BTCUSDT", Level("price", ">", 1.0), cooldown_ms=0),
+        ),
     ],
 )
 def test_watch_parses_to_its_value(text: str, expected: Watch) -> None:

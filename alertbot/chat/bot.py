@@ -110,6 +110,10 @@ def _duration(ms: int) -> str:
         return f"{ms / 1000:g}s"
 
 
+def _cooldown(ms: int) -> str:
+    return f"cooldown {_duration(ms)}" if ms else "no cooldown"
+
+
 class ChatBot:
     def __init__(
         self,
@@ -493,7 +497,7 @@ class ChatBot:
         )
         row = await self.book.add(row)
         wid = watch_id(row)
-        parts = [f"cooldown {_duration(cooldown)}"]
+        parts = [_cooldown(cooldown)]
         if rearm:
             parts.append(f"rearm {rearm * 100:g}%")
         if w.once:
@@ -641,7 +645,7 @@ class ChatBot:
             else "active"
         )
         fired = f", last fired {format_time(r.last_fired)}" if r.last_fired else ", not fired yet"
-        extra = f", cooldown {_duration(r.cooldown_ms)}" + (", once" if r.once else "")
+        extra = f", {_cooldown(r.cooldown_ms)}" + (", once" if r.once else "")
         return _cut(f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}", LINE_MAX)
 
     def _rule_files(self, chat: int) -> str:

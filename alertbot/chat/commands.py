@@ -16,7 +16,8 @@ Choices worth knowing:
   any order, each at most once. ``BTCUSDT>70000`` (no space) is read as symbol and condition.
 - ``rearm`` takes a percentage written with ``%``: ``0.5%`` and ``0.5 %`` are both accepted, a
   bare ``0.5`` is refused (it would be ambiguous between 0.5% and 50%). 0 < P <= 50.
-- ``cooldown``, ``for`` and ``/mute`` durations: ``30s``, ``15m``, ``4h``, ``1d``; > 0, <= 366d.
+- ``cooldown``, ``for`` and ``/mute`` durations: ``30s``, ``15m``, ``4h``, ``1d``; > 0, <= 366d
+  (a cooldown may be 0: none, as in rule files).
 - Watch ids look like ``w12``; ``W012`` and a bare ``12`` are read as ``w12``; ``all`` means
   every watch. A bare ``/unmute`` means ``/unmute all``; ``/mute w12 for 1h`` is read as
   ``/mute w12 1h``.
@@ -394,7 +395,8 @@ def _watch(message: str, words: list[_Word]) -> Watch:
                 i += 1
             rearm = _rearm(text, condition)
         else:
-            ms = _duration("watch", repr(key), value, rest[i] if i < len(rest) else None)
+            following = rest[i] if i < len(rest) else None
+            ms = _duration("watch", repr(key), value, following, zero_ok=key == "cooldown")
             if key == "cooldown":
                 cooldown_ms = ms
             else:
@@ -588,8 +590,14 @@ def _symbol(name: str, text: str, *, allow_glob: bool) -> str:
     raise _error(name, f"{_q(text)} is not a symbol; use letters and digits, e.g. BTCUSDT")
 
 
-def _duration(name: str, what: str, word: _Word, following: _Word | None) -> int:
+def _duration(
+    name: str, what: str, word: _Word, following: _Word | None, *, zero_ok: bool = False
+) -> int:
+    """A duration option's value; ``zero_ok``: 0 (or 0s, 0m, ...) is a value too (a cooldown of
+    none, as ``cooldown: 0`` in a rule file)."""
     text = word.text
+    if zero_ok and text == "0":
+        return 0
     if not _DURATION_FORM_RE.fullmatch(text):
         if (
             text.isascii()
@@ -603,7 +611,7 @@ def _duration(name: str, what: str, word: _Word, following: _Word | None) -> int
         ms = parse_duration(text)
     except ValueError:
         raise _error(name, f"{what} can be at most 366 days, got {_q(text)}") from None
-    if ms <= 0:
+    if ms <= 0 and not zero_ok:
         raise _error(name, f"{what} must be longer than 0, got {_q(text)}")
     return ms
 
