@@ -153,6 +153,8 @@ class WatchBook:
     async def mute(self, rows: list[WatchRow], until: float | None) -> None:
         await self.db(self.store.mute_watches, [r.id for r in rows], until)
         for r in rows:
+            if self.rows.get(r.id) is not r:  # removed meanwhile (a once watch that fired)
+                continue
             r.muted_until = until
             self.engine.replace_rule(rule_for(r))  # keeps its firing state
 
