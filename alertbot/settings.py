@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from alertbot.errors import ConfigError
+from alertbot.rules.urls import url_text_problem
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -86,6 +87,9 @@ def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str,
             f"{name}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}, "
             f"got {text!r}"
         )
+    problem = url_text_problem(text)  # as the loader and the webhook sender refuse it
+    if problem is not None:
+        raise ConfigError(f"{name}: not a URL one can post to: {problem}")
     # httpx takes a port out of range and fails only when connecting, with an error that is
     # not one of httpx's own
     try:
@@ -151,6 +155,9 @@ def unknown_setting(name: str) -> str | None:
     return f"unknown setting {name}" + (f" (did you mean {close[0]}?)" if close else "")
 
 
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def read_config(path: str) -> dict[str, str]:
     """A settings file: ``ALERTBOT_NAME=value`` lines, ``#`` comments, blank lines.
 
@@ -169,10 +176,16 @@ def read_config(path: str) -> dict[str, str]:
         key, sep, value = text.partition("=")
         key = key.strip().removeprefix("export ").strip()
         if not sep or not key.startswith("ALERTBOT_") or not key.replace("_", "").isalnum():
-            # the line's first word only: the rest may be a secret (a token written "NAME: value")
+            # the line's first word only, and only when it is a name: the rest, or a line
+            # without a name, may be a secret (a token written "NAME: value", or on its own)
             start = re.split(r"[\s=:]", text, maxsplit=1)[0]
+            shown = (
+                f"a line starting {start!r}"
+                if _NAME_RE.fullmatch(start) and start.startswith(("ALERTBOT_", "export"))
+                else "a line that is not one"
+            )
             raise ConfigError(
-                f"{path}:{number}: expected ALERTBOT_NAME=value, got a line starting {start!r}"
+                f"{path}:{number}: expected ALERTBOT_NAME=value, got {shown}"
                 " (the rest of the line is not shown: it may hold a secret)"
             )
         problem = unknown_setting(key)

@@ -87,6 +87,12 @@ def test_delivery_settings_from_the_environment():
             "http://127.0.0.1:8081/bot",
             "ALERTBOT_TELEGRAM_API_URL: the Bot API root, without /bot",
         ),
+        # delivery would refuse every alert to it for good (and the loader refuses it in files)
+        (
+            "ALERTBOT_WEBHOOK_URL",
+            "https://exa mple.com/hook",
+            "ALERTBOT_WEBHOOK_URL: not a URL one can post to: ' ' at position 11",
+        ),
         # easy to guess, and redacted from every log line it blanked words ("feed") too
         (
             "ALERTBOT_WEBHOOK_SECRET",
@@ -95,7 +101,15 @@ def test_delivery_settings_from_the_environment():
             "least 16",
         ),
     ],
-    ids=["token", "chats", "webhook-url", "duration", "api-url-with-bot", "short-secret"],
+    ids=[
+        "token",
+        "chats",
+        "webhook-url",
+        "duration",
+        "api-url-with-bot",
+        "url-with-space",
+        "short-secret",
+    ],
 )
 def test_a_bad_delivery_setting_names_the_variable(name: str, value: str, message: str):
     with pytest.raises(ConfigError, match=message):

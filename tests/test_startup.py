@@ -134,6 +134,14 @@ def test_a_malformed_settings_line_is_refused_without_showing_its_value(tmp_path
     assert "'ALERTBOT_TELEGRAM_TOKEN'" in message
     assert TOKEN.partition(":")[2] not in message
 
+    config.write_text("# settings\n7f3c9a1e5b2d4c6f8a0b1c2d\n")  # a secret on a line of its own
+    with pytest.raises(ConfigError) as refused:
+        read_config(str(config))
+    assert str(refused.value) == (
+        f"{config}:2: expected ALERTBOT_NAME=value, got a line that is not one (the rest of "
+        "the line is not shown: it may hold a secret)"
+    )
+
 
 async def test_a_misspelt_setting_in_the_environment_is_warned_about(tmp_path):
     async with FakeBinance() as fake:
