@@ -620,9 +620,13 @@ class App:
                 poll_timeout=self.poll_timeout,
             )
             self._spawn(self._chat_forever(self.chat))
-            if self.notifier.telegram is not None:
-                # an alert to a group that became a supergroup: its watches follow it
-                self.notifier.telegram.on_migrate = self._chat_moved
+            sender = self.notifier.telegram
+            if sender is not None:
+                # an alert to a group that became a supergroup: its watches follow it; so do
+                # those of a resumed alert refused as migrated before this was set
+                sender.on_migrate = self._chat_moved
+                for old, new in sender.moved().items():
+                    self._chat_moved(old, new)
         await self.restore_state()
         self._started = time.monotonic()
         self.sparklines.sample()

@@ -669,6 +669,27 @@ async def test_a_send_refused_as_migrated_moves_the_groups_watches(tmp_path, fak
     assert len(refused) == 1
 
 
+async def test_a_resumed_alert_refused_as_migrated_moves_the_groups_watches(tmp_path, fakes):
+    """An alert left undelivered at shutdown is resumed at the next start, before the chat
+    side is up: refused then as migrated, it still takes the group's watches along."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100", chat=GROUP, chat_type="group")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.fail_next(100, status=502, chat_id=GROUP)  # the alert stays undelivered
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: any(not c.ok for c in tg.calls("sendMessage")))
+    tg.clear_failures()
+    tg.migrate_chat(GROUP, SUPERGROUP)
+    async with Bot(tmp_path, binance, tg) as bot:
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)  # the resumed alert
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: bool(book.of_chat(SUPERGROUP)))
+        assert book.of_chat(GROUP) == []
+
+
 async def test_an_allowed_groups_supergroup_is_allowed_too(tmp_path, fakes, caplog):
     """The allow-list names the group's old id: its supergroup is let in (this run), and the
     log asks for the new id in the settings."""

@@ -310,6 +310,10 @@ class TelegramSender:
         #: told (old id, new id) when Telegram says a group became a supergroup
         self.on_migrate: Callable[[int, int], object] | None = None
 
+    def moved(self) -> dict[int, int]:
+        """The groups Telegram said became supergroups, by old id: the new one."""
+        return dict(self._moved)
+
     def enqueue(self, d: Delivery) -> None:
         chat = d.chat_id
         assert chat is not None

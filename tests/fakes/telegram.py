@@ -722,6 +722,10 @@ class FakeTelegram(HTTPServer):
         low = None if method is None else method.lower()
         self._failures.append(_Failure(n, status, description, retry_after, chat_id, low))
 
+    def clear_failures(self) -> None:
+        """Forget the failures of :meth:`fail_next` not used yet."""
+        self._failures.clear()
+
     def fail_chat(
         self,
         chat_id: int,
