@@ -343,7 +343,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
         )
         if log_format == "json":  # every line on stderr one JSON object, as README says
             # handled whatever ALERTBOT_LOG_LEVEL is, as the plain line is printed whatever it is
-            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, summary, None, None))
+            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, summary, (), None))
         else:
             print(summary, file=sys.stderr)
 
