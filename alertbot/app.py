@@ -327,15 +327,10 @@ class App:
         self._changing = None
         try:
             ruleset = await asyncio.to_thread(load_files, self.rule_files)
+            # a channel whose signing secret is not set here would post unsigned: as broken
+            problems = channel_secret_problems(ruleset.channels)
         except RuleFileError as exc:
-            problems = "\n".join(str(p) for p in exc.problems)
-            log.error(
-                "rules: %s: the edit does not load, keeping the running rules:\n%s", why, problems
-            )
-            await self.tell_admins(
-                "Rule files not reloaded: the running rules stay.\n" + problems[:3500]
-            )
-            return False
+            problems = [str(p) for p in exc.problems]
         except Exception as exc:  # a loader bug: the running rules stay, and the admins know
             log.exception(
                 "rules: %s: the rule files could not be read; keeping the running rules", why
@@ -344,11 +339,13 @@ class App:
                 f"Rule files not reloaded (an internal error: {exc!r}); the running rules stay."
             )
             return False
-        unset = channel_secret_problems(ruleset.channels)
-        if unset:
-            log.error("rules: %s: keeping the running rules: %s", why, "; ".join(unset))
+        if problems:
+            text = "\n".join(problems)
+            log.error(
+                "rules: %s: the edit does not load, keeping the running rules:\n%s", why, text
+            )
             await self.tell_admins(
-                "Rule files not reloaded: the running rules stay.\n" + "\n".join(unset)
+                "Rule files not reloaded: the running rules stay.\n" + text[:3500]
             )
             return False
         new = {r.id: r for r in ruleset.rules}

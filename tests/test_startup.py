@@ -107,15 +107,22 @@ async def test_a_bad_config_file_names_its_line_and_connects_nowhere(tmp_path, t
     assert not fake.stats.attempts
 
 
-async def test_a_heartbeat_that_cannot_be_sent_is_warned_about(tmp_path):
-    """It goes to the admin chats over Telegram: without a token it would never be sent, and
-    a dead man's switch that never sends looks like one that works."""
+async def run_until_connected(tmp: Path, **settings: str) -> tuple[int, str]:
+    """``alertbot run`` on the example rules with ``settings``, stopped (SIGTERM) once it has
+    connected to the fake exchange: its exit code and stderr."""
     async with FakeBinance() as fake:
-        env = env_for(fake, tmp_path / "a.db", ALERTBOT_HEARTBEAT="1h")
+        env = env_for(fake, tmp / "a.db", **settings)
         proc = await start("run", "--rules", "rules.example.yaml", env=env)
         await fake.wait_for_connections(1, timeout=20)
         proc.send_signal(signal.SIGTERM)
         code, _, err = await finish(proc)
+    return code, err
+
+
+async def test_a_heartbeat_that_cannot_be_sent_is_warned_about(tmp_path):
+    """It goes to the admin chats over Telegram: without a token it would never be sent, and
+    a dead man's switch that never sends looks like one that works."""
+    code, err = await run_until_connected(tmp_path, ALERTBOT_HEARTBEAT="1h")
     assert code == 0
     assert (
         "WARNING alertbot: ALERTBOT_HEARTBEAT is set, but the heartbeat goes to the admin chats "
@@ -145,12 +152,7 @@ def test_a_malformed_settings_line_is_refused_without_showing_its_value(tmp_path
 
 
 async def test_a_misspelt_setting_in_the_environment_is_warned_about(tmp_path):
-    async with FakeBinance() as fake:
-        env = env_for(fake, tmp_path / "a.db", ALERTBOT_FEED_STAL_AFTER="30s")
-        proc = await start("run", "--rules", "rules.example.yaml", env=env)
-        await fake.wait_for_connections(1, timeout=20)
-        proc.send_signal(signal.SIGTERM)
-        code, _, err = await finish(proc)
+    code, err = await run_until_connected(tmp_path, ALERTBOT_FEED_STAL_AFTER="30s")
     assert code == 0
     assert (
         "environment: unknown setting ALERTBOT_FEED_STAL_AFTER "

@@ -447,10 +447,8 @@ class _Source:
         """Reject aliases: shared nodes could make the walk loop or explode, and
         ``defaults:`` already covers what a rule file would share."""
         for event in aliases:
-            mark = event.start_mark
-            self.add(
-                mark.line + 1 if mark is not None else 1,
-                mark.column + 1 if mark is not None else 1,
+            self._add_at(
+                event,
                 f"aliases ('*{event.anchor}') are not supported in rule files; "
                 "put shared settings under 'defaults:'",
             )
@@ -461,16 +459,20 @@ class _Source:
         it, so a tag would be silently ignored ('once: !!bool maybe' was false), and a
         '!!python/...' tag has no business in a rule file."""
         for event in tagged:
-            mark = event.start_mark
             tag = str(event.tag)
             shown = "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
-            self.add(
-                mark.line + 1 if mark is not None else 1,
-                mark.column + 1 if mark is not None else 1,
+            self._add_at(
+                event,
                 f"YAML tags ('{shown}') are not supported in rule files; write the value "
                 "without one",
             )
         return not tagged
+
+    def _add_at(self, event: Event, message: str) -> None:
+        """A problem where a YAML event starts (1:1 when it has no mark)."""
+        mark = event.start_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        self.add(line, column, message)
 
     def top(self, root: Node) -> None:
         if not isinstance(root, MappingNode):
