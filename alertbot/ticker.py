@@ -19,6 +19,24 @@ EVENT_TYPE = "24hrMiniTicker"
 MAX_EVENT_TIME = 2**63 - 1
 
 
+def percent(part: float, whole: float) -> float:
+    """``part`` in percent of ``whole``, rounded to 9 decimal places; NaN when ``whole`` is 0.
+
+    Prices arrive as decimals, and binary floating point misses exact decimal moves by a few
+    units in the last place: 0.1 -> 0.105 computes as 4.99999999999999 %, which would miss
+    ``>= 5%``, and 0.3 -> 0.315 as 5.000000000000004 %, which would pass ``> 5%``. Rounded, both
+    are 5. The rounding is of the product ``v * 1e9`` to an integer (ties to even) and back,
+    which the C core (``pct`` in ``rules/_fastcore.c``) computes identically; beyond a million
+    percent it is left out (no value there is finer than the float's own spacing).
+    """
+    if not whole:
+        return math.nan
+    v = part / whole * 100
+    if -1e6 < v < 1e6:
+        return round(v * 1e9) / 1e9
+    return v
+
+
 class Ticker(NamedTuple):
     """One mini-ticker update: 24h rolling-window statistics of a symbol at event time ``time``.
 

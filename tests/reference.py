@@ -17,14 +17,24 @@ from alertbot.rules.model import Rule
 from alertbot.ticker import Ticker
 
 
+def percent(part: float, whole: float) -> float | None:
+    """``part`` in percent of ``whole`` (None when whole is 0), rounded to 9 decimal places as
+    DESIGN.md's metrics are: an exact decimal move meets its threshold despite binary floating
+    point. Spelled out again here rather than imported, so that the engine's copy is checked."""
+    if whole == 0:
+        return None
+    v = part / whole * 100
+    return round(v * 1e9) / 1e9 if abs(v) < 1e6 else v
+
+
 def metric(name: str, t: Ticker) -> float | None:
     """The metric's value on one ticker; None when it cannot be computed (o or l is 0)."""
     if name == "price":
         return t.close
     if name == "change_24h":
-        return None if t.open == 0 else (t.close - t.open) / t.open * 100
+        return percent(t.close - t.open, t.open)
     if name == "range_24h":
-        return None if t.low == 0 else (t.high - t.low) / t.low * 100
+        return percent(t.high - t.low, t.low)
     if name == "volume":
         return t.volume
     if name == "quote_volume":
@@ -69,8 +79,8 @@ def rise_and_drop(window_ms: int, history: list[Ticker]) -> tuple[float | None, 
     now = history[-1]
     prices = [t.close for t in history if now.time - window_ms <= t.time <= now.time]
     low, high = min(prices), max(prices)
-    rise = None if low == 0 else (now.close - low) / low * 100
-    drop = None if high == 0 else (high - now.close) / high * 100
+    rise = percent(now.close - low, low)
+    drop = percent(high - now.close, high)
     return rise, drop
 
 

@@ -126,6 +126,38 @@ CASES = [
         [tick(1, 104), tick(2, 105), tick(3, 104, open=98)],
         [2],
     ),
+    # percentages are exact to 9 decimal places: in binary floating point 0.1 -> 0.105 is
+    # 4.99999999999999 %, 0.3 -> 0.315 is 5.000000000000004 %
+    case(
+        "change_24h >= 5% fires on an exact 5% move that binary floating point puts below",
+        rule("change_24h >= 5%"),
+        [tick(1, 0.104, open=0.1), tick(2, 0.105, open=0.1)],
+        [2],
+    ),
+    case(
+        "change_24h <= 5% holds on an exact 5% move that binary floating point puts above",
+        rule("change_24h <= 5%"),
+        [tick(1, 0.316, open=0.3), tick(2, 0.315, open=0.3)],
+        [2],
+    ),
+    case(
+        "change_24h crosses above 5% at an exact 5% move",
+        rule("change_24h crosses above 5%"),
+        [tick(1, 0.104, open=0.1), tick(2, 0.105, open=0.1)],
+        [2],
+    ),
+    case(
+        "change_24h > 5% stays false on an exact 5% move that binary floating point puts above",
+        rule("change_24h > 5%"),
+        [tick(1, 0.3, open=0.3), tick(2, 0.315, open=0.3)],
+        [],
+    ),
+    case(
+        "range_24h >= 5% fires on an exact 5% range",
+        rule("range_24h >= 5%"),
+        [tick(1, high=0.104, low=0.1), tick(2, high=0.105, low=0.1)],
+        [2],
+    ),
     case(
         "change_24h < -5% on a fall",
         rule("change_24h < -5%"),
@@ -324,6 +356,24 @@ CASES = [
         "drops P% in D: (max - c) / max * 100 >= P",
         rule("drops 10% in 1m"),
         prices((T, 100), (T + 1000, 95), (T + 2000, 90), (T + 3000, 89)),
+        [T + 2000],
+    ),
+    case(
+        "rises: an exact 5% rise that binary floating point puts below 5% fires",
+        rule("rises 5% in 10s"),
+        prices((T, 0.1), (T + 1000, 0.104), (T + 2000, 0.105)),
+        [T + 2000],
+    ),
+    case(
+        "drops: an exact 5% drop that binary floating point puts below 5% fires",
+        rule("drops 5% in 10s"),
+        prices((T, 0.7), (T + 1000, 0.666), (T + 2000, 0.665)),
+        [T + 2000],
+    ),
+    case(
+        "moves: an exact 10% drop fires moves 10%",
+        rule("moves 10% in 10s"),
+        prices((T, 0.3), (T + 1000, 0.28), (T + 2000, 0.27)),
         [T + 2000],
     ),
     case(

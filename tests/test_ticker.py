@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alertbot.ticker import ParseStats, Ticker, parse_message
+from alertbot.ticker import ParseStats, Ticker, parse_message, percent
 
 GOOD = {
     "e": "24hrMiniTicker",
@@ -135,3 +137,38 @@ def test_any_json_value_never_raises(value: object) -> None:
     except (TypeError, orjson.JSONEncodeError):
         return
     parse_message(raw, stats)
+
+
+# ---------------------------------------------------------------- percent
+
+
+_prices = st.builds(
+    lambda digits, places: Decimal(digits).scaleb(-places),
+    st.integers(1, 10**8),
+    st.integers(0, 8),
+)
+_percents = st.builds(
+    lambda digits, places: Decimal(digits).scaleb(-places),
+    st.integers(1, 10**5),
+    st.integers(0, 4),
+)
+
+
+@given(_prices, _percents)
+def test_percent_of_an_exact_decimal_rise_is_its_percentage(base: Decimal, pct: Decimal):
+    """A price that rose by exactly P% from a decimal base computes as P, not a hair off."""
+    now = base * (1 + pct / 100)
+    assert percent(float(now) - float(base), float(base)) == float(pct)
+
+
+@given(_prices, _percents.filter(lambda p: p < 100))
+def test_percent_of_an_exact_decimal_drop_is_its_percentage(base: Decimal, pct: Decimal):
+    """A price that fell by exactly P% from a decimal base computes as P, not a hair off."""
+    now = base * (1 - pct / 100)
+    assert percent(float(base) - float(now), float(base)) == float(pct)
+
+
+def test_percent_of_nothing_is_nan_and_never_negative_zero():
+    """A zero base has no percentage; a move that rounds to nothing is 0.0, not -0.0."""
+    assert percent(1.0, 0.0) != percent(1.0, 0.0)
+    assert str(percent(-1e-15, 1.0)) == "0.0"

@@ -101,12 +101,27 @@ static PyObject *s_e, *s_E, *s_s, *s_c, *s_o, *s_h, *s_l, *s_v, *s_q, *s_st, *s_
 
 /* ------------------------------------------------------------------ helpers */
 
+/* part in percent of whole, rounded to 9 decimal places, exactly as ticker.py's percent():
+   binary floating point misses exact decimal moves (0.1 -> 0.105 is 4.99999999999999 %) */
+static inline double pct(double part, double whole)
+{
+    if (!whole)
+        return NAN;
+    double v = part / whole * 100;
+    if (v > -1e6 && v < 1e6)
+        return nearbyint(v * 1e9) / 1e9 + 0.0; /* + 0.0: no -0.0, as Python's round() */
+    return v;
+}
+
+/* how far (in percent) a safe band keeps inside its gaps: more than pct() moves a value */
+#define SNAP 1e-9
+
 static inline double metric(int k, double c, double o, double h, double lo, double v, double q)
 {
     switch (k) {
     case 0: return c;
-    case 1: return o ? (c - o) / o * 100 : NAN;
-    case 2: return lo ? (h - lo) / lo * 100 : NAN;
+    case 1: return pct(c - o, o);
+    case 2: return pct(h - lo, lo);
     case 3: return v;
     case 4: return q;
     case 5: return h;
@@ -247,17 +262,19 @@ static void band(Win *win, double price)
     double low = win->low, high = win->high;
     double lo = low, hi = high;
     if (win->rise) {
-        if (win->rglo < win->rghi) {
-            lo = pmax(lo, low * (1 + win->rglo / 100));
-            hi = pmin(hi, low * (1 + win->rghi / 100));
+        double glo = win->rglo + SNAP, ghi = win->rghi - SNAP;
+        if (glo < ghi) {
+            lo = pmax(lo, low * (1 + glo / 100));
+            hi = pmin(hi, low * (1 + ghi / 100));
         }
         else
             hi = -INFINITY;
     }
     if (win->drop) {
-        if (win->dglo < win->dghi) {
-            lo = pmax(lo, high * (1 - win->dghi / 100));
-            hi = pmin(hi, high * (1 - win->dglo / 100));
+        double glo = win->dglo + SNAP, ghi = win->dghi - SNAP;
+        if (glo < ghi) {
+            lo = pmax(lo, high * (1 - ghi / 100));
+            hi = pmin(hi, high * (1 - glo / 100));
         }
         else
             hi = -INFINITY;
@@ -285,12 +302,12 @@ static int refresh(Slot *s, Win *win, int64_t time, double price)
     win->expires = oldest > INT64_MAX - win->ms ? INT64_MAX : oldest + win->ms;
     int hits = 0;
     if (win->rise) {
-        double v = low ? (price - low) / low * 100 : NAN;
+        double v = pct(price - low, low);
         if (!(win->rglo < v && v < win->rghi))
             hits |= 1;
     }
     if (win->drop) {
-        double v = high ? (high - price) / high * 100 : NAN;
+        double v = pct(high - price, high);
         if (!(win->dglo < v && v < win->dghi))
             hits |= 2;
     }

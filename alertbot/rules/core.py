@@ -19,10 +19,13 @@ import math
 from bisect import bisect_left
 from typing import Any
 
-from alertbot.ticker import Fields, read_element
+from alertbot.ticker import Fields, percent, read_element
 
 NAN = math.nan
 INF = math.inf
+#: a safe band keeps this far (in percent) inside its gaps: :func:`percent` moves a value by up
+#: to half of 1e-9
+SNAP = 1e-9
 
 #: basic metric kinds, as in the engine: price, change, range, volume, quote, high, low
 KINDS = 7
@@ -135,9 +138,9 @@ def metric(kind: int, c: float, o: float, h: float, lo: float, v: float, q: floa
     if kind == 0:
         return c
     if kind == 1:
-        return (c - o) / o * 100 if o else NAN
+        return percent(c - o, o)
     if kind == 2:
-        return (h - lo) / lo * 100 if lo else NAN
+        return percent(h - lo, lo)
     if kind == 3:
         return v
     if kind == 4:
@@ -332,11 +335,11 @@ class Core:
         win.expires = min(min_t[i], max_t[j]) + win.ms
         hits = 0
         if win.rise:
-            v = (price - low) / low * 100 if low else NAN
+            v = percent(price - low, low)
             if not win.rglo < v < win.rghi:
                 hits |= 1 << (2 * w)
         if win.drop:
-            v = (high - price) / high * 100 if high else NAN
+            v = percent(high - price, high)
             if not win.dglo < v < win.dghi:
                 hits |= 1 << (2 * w + 1)
         if not hits:
@@ -346,21 +349,26 @@ class Core:
     def _band(self, win: _Window, price: float) -> None:
         """The safe band: strictly between the extremes they stay the extremes; the gaps of the
         rise and drop indexes (percent) mapped into prices, shrunk a little so that rounding
-        cannot hide a threshold."""
+        cannot hide a threshold: by ``SNAP`` percent, more than :func:`percent` rounds a value
+        by, and then by a relative 1e-9 for the mapping's own rounding."""
         low = win.low
         high = win.high
         lo = low
         hi = high
         if win.rise:
-            if win.rglo < win.rghi:
-                lo = _max(lo, low * (1 + win.rglo / 100))
-                hi = _min(hi, low * (1 + win.rghi / 100))
+            glo = win.rglo + SNAP
+            ghi = win.rghi - SNAP
+            if glo < ghi:
+                lo = _max(lo, low * (1 + glo / 100))
+                hi = _min(hi, low * (1 + ghi / 100))
             else:
                 hi = -INF
         if win.drop:
-            if win.dglo < win.dghi:
-                lo = _max(lo, high * (1 - win.dghi / 100))
-                hi = _min(hi, high * (1 - win.dglo / 100))
+            glo = win.dglo + SNAP
+            ghi = win.dghi - SNAP
+            if glo < ghi:
+                lo = _max(lo, high * (1 - ghi / 100))
+                hi = _min(hi, high * (1 - glo / 100))
             else:
                 hi = -INF
         win.lo = lo + abs(lo) * 1e-9

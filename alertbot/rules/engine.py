@@ -55,7 +55,15 @@ try:
     from alertbot.rules._fastcore import BUSY, Core
 except ImportError:  # not compiled (ALERTBOT_PURE=1, no C compiler): the same in Python
     from alertbot.rules.core import BUSY, Core
-from alertbot.ticker import Fields, ParseStats, Ticker, parse_element, read_element, unwrap
+from alertbot.ticker import (
+    Fields,
+    ParseStats,
+    Ticker,
+    parse_element,
+    percent,
+    read_element,
+    unwrap,
+)
 
 NAN = math.nan
 INF = math.inf
@@ -124,19 +132,7 @@ class Alert:
 
 def metric_value(kind: int, t: Ticker) -> float:
     """The value of a basic metric on a ticker; NaN when it cannot be computed."""
-    if kind == _PRICE:
-        return t.close
-    if kind == _CHANGE:
-        return (t.close - t.open) / t.open * 100 if t.open else NAN
-    if kind == _RANGE:
-        return (t.high - t.low) / t.low * 100 if t.low else NAN
-    if kind == _VOLUME:
-        return t.volume
-    if kind == _QUOTE:
-        return t.quote_volume
-    if kind == _HIGH:
-        return t.high
-    return t.low
+    return _metric(kind, t.close, t.open, t.high, t.low, t.volume, t.quote_volume)
 
 
 def metric_of(metric: str, t: Ticker) -> float:
@@ -176,8 +172,8 @@ class _Window:
 
 def _move_value(kind: int, low: float, high: float, price: float) -> float:
     """Rise, drop, or the larger of both, in percent, for the current price."""
-    rise = (price - low) / low * 100 if low else NAN
-    drop = (high - price) / high * 100 if high else NAN
+    rise = percent(price - low, low)
+    drop = percent(high - price, high)
     if kind == _RISE:
         return rise
     if kind == _DROP:
@@ -962,12 +958,12 @@ class Engine:
                 low, high = core.extremes(slot, w)
                 rise = window.rise
                 if hits & 1 and rise is not None:
-                    hit = rise.touched((price - low) / low * 100 if low else NAN)
+                    hit = rise.touched(percent(price - low, low))
                     core.set_window_gap(slot, w, False, rise.glo, rise.ghi)
                     self._run(hit, 0, len(hit), stamp, book, alerts)
                 drop = window.drop
                 if hits & 2 and drop is not None:
-                    hit = drop.touched((high - price) / high * 100 if high else NAN)
+                    hit = drop.touched(percent(high - price, high))
                     core.set_window_gap(slot, w, True, drop.glo, drop.ghi)
                     self._run(hit, 0, len(hit), stamp, book, alerts)
                 core.band(slot, w)
@@ -1122,9 +1118,9 @@ def _metric(kind: int, c: float, o: float, h: float, lo: float, v: float, q: flo
     if kind == _PRICE:
         return c
     if kind == _CHANGE:
-        return (c - o) / o * 100 if o else NAN
+        return percent(c - o, o)
     if kind == _RANGE:
-        return (h - lo) / lo * 100 if lo else NAN
+        return percent(h - lo, lo)
     if kind == _VOLUME:
         return v
     if kind == _QUOTE:
