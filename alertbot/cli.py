@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE")
 
     replay = sub.add_parser("replay", help="evaluate rules over a recording and print the alerts")
-    replay.add_argument("recording", metavar="RECORDING", help=".jsonl or .jsonl.gz")
+    # optional to argparse only so that main() can take it back from a greedy --rules
+    replay.add_argument("recording", nargs="?", metavar="RECORDING", help=".jsonl or .jsonl.gz")
     replay.add_argument("--rules", nargs="+", required=True, metavar="FILE", help="rule files")
     replay.add_argument("--json", action="store_true", help="one JSON object per alert")
 
@@ -454,8 +455,25 @@ def cmd_record(out_path: str, streams: Sequence[str], duration: str | None) -> i
     return 0
 
 
+def _recording_after_rules(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``replay --rules a.yaml rec.jsonl``: ``--rules`` takes every name after it, the
+    recording too. Take back a last name that is a recording's (``.jsonl``, ``.gz``); without
+    one, say where the recording goes."""
+    if args.recording is not None:
+        return
+    last = args.rules[-1]
+    if len(args.rules) > 1 and last.endswith((".jsonl", ".gz")):
+        args.recording = last
+        del args.rules[-1]
+        return
+    parser.error("replay: no RECORDING; it comes first: alertbot replay RECORDING --rules FILE ...")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "replay":
+        _recording_after_rules(args, parser)
     try:
         if args.command == "check":
             return cmd_check(args.files)

@@ -252,6 +252,27 @@ def test_replay_counts_malformed_tickers_and_skips_them(tmp_path: Path, rules_fi
     assert "2 malformed tickers skipped" in result.stderr
 
 
+@pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz"])
+def test_replay_takes_a_recording_named_after_the_rule_files(
+    tmp_path: Path, rules_file: Path, name: str
+) -> None:
+    """``--rules`` takes every name after it; a last one named as a recording is the recording."""
+    recording = write_recording(tmp_path / name, RECORDING)
+    result = alertbot("replay", "--rules", rules_file, recording)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert "replayed 3 messages, 4 tickers, 2 alerts" in result.stderr
+
+
+def test_replay_without_a_recording_says_where_it_goes(tmp_path: Path, rules_file: Path) -> None:
+    """A last name that is no recording's stays a rule file, and the error shows the form."""
+    recording = write_recording(tmp_path / "rec", RECORDING)
+    result = alertbot("replay", "--rules", rules_file, recording)
+    assert result.returncode == 2
+    assert "alertbot replay RECORDING --rules FILE ..." in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_replay_of_a_missing_recording_says_so_without_a_traceback(rules_file: Path) -> None:
     result = alertbot("replay", "missing.jsonl", "--rules", rules_file)
     assert result.returncode == 1
