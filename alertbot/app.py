@@ -30,7 +30,7 @@ from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.routing import channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.engine import Alert, Engine, PairState, fingerprint
-from alertbot.rules.ids import is_reserved
+from alertbot.rules.ids import watch_rule_id
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import HttpService
@@ -512,12 +512,14 @@ class App:
         restored = self.engine.restore(states)
         # forget the saved states of rules changed or removed since (their pairs start
         # afresh), pair by pair: a rule's pairs saved before and after an edit may both be
-        # there. A watch's state stays while its watch is not loaded (a run without a token).
+        # there. A watch's state stays while its watch is not loaded (a run without a token),
+        # and goes once the watch has ended (/unwatch, a once that fired, an expiry).
         current = {r.id: fingerprint(r) for r in self.engine.rules()}
+        watches = {watch_rule_id(w.id) for w in await outbox.db(store.watches)}
         stale = [
             (rule_id, symbol)
             for rule_id, symbol, fp, _flags, _fired in states
-            if current.get(rule_id, fp if is_reserved(rule_id) else None) != fp
+            if current.get(rule_id, fp if rule_id in watches else None) != fp
         ]
         if stale:
             await outbox.db(store.forget_states, stale)

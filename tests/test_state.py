@@ -17,7 +17,7 @@ from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.engine import fingerprint
 from alertbot.rules.model import Rule, RuleSet
-from alertbot.store import Store
+from alertbot.store import Store, WatchRow
 from tests.fakes.binance import FakeBinance, mini_ticker
 
 T = 1_772_000_000_000
@@ -136,17 +136,22 @@ async def test_a_firing_state_is_never_on_disk_before_its_alert(tmp_path, caplog
 async def test_a_start_forgets_only_the_saved_states_that_no_longer_apply(tmp_path):
     """Per pair: a rule's pairs saved before and after an edit of its condition may both be
     in the database, and only the older ones are stale; a watch's state stays while a run
-    without a Telegram token leaves the watches unloaded; a removed rule's state goes."""
+    without a Telegram token leaves the watches unloaded; a removed rule's state goes, and so
+    does an ended watch's."""
     rules = RuleSet(
         rules=(Rule(id="m", condition=parse("price > 100"), symbols=("BTCUSDT", "ETHUSDT")),)
     )
     now, before = fingerprint(rules.rules[0]), "price > 90|None"
     store = Store(str(tmp_path / "a.db"))
+    live, ended = (store.add_watch(WatchRow(0, 5, "SOLUSDT", "price > 1", 0, 0.0, False))
+                   for _ in range(2))  # fmt: skip
+    store.end_watches([ended])
     store.save_engine(
         [
             ("m", "BTCUSDT", now, 2, T),
             ("m", "ETHUSDT", before, 2, T),
-            ("w1", "SOLUSDT", "price > 1|None", 2, T),
+            (f"w{live}", "SOLUSDT", "price > 1|None", 2, T),
+            (f"w{ended}", "SOLUSDT", "price > 1|None", 2, T),
             ("gone", "BTCUSDT", before, 2, T),
         ],
         [],
@@ -158,7 +163,7 @@ async def test_a_start_forgets_only_the_saved_states_that_no_longer_apply(tmp_pa
     db = sqlite3.connect(tmp_path / "a.db")
     kept = db.execute("SELECT rule, symbol FROM pair_states ORDER BY rule, symbol").fetchall()
     db.close()
-    assert kept == [("m", "BTCUSDT"), ("w1", "SOLUSDT")]
+    assert kept == [("m", "BTCUSDT"), (f"w{live}", "SOLUSDT")]
     assert app.pipeline.alerts == 0  # BTCUSDT's state was taken up: fired before, still true
 
 
