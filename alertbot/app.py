@@ -113,7 +113,7 @@ class Pipeline:
         self.handoff = Handoff(settings.queue, self._invalid)
         # ticker frames come as bytes, which the engine reads without decoding them
         self.feed = Feed(settings, self._put, undecoded=True)
-        self.stats = ParseStats()
+        self.stats = ParseStats(market_st=settings.market.st)
         self.directory = SymbolDirectory(settings, seen=self._seen, complete=self.feed.market_seen)
         self.alerts = 0
         self.frames = 0

@@ -18,6 +18,7 @@ import orjson
 
 from alertbot import __version__
 from alertbot.errors import ConfigError, RuleError
+from alertbot.feed.market import MARKETS
 from alertbot.notify.render import format_time, render
 from alertbot.notify.routing import channel_secret_problems
 from alertbot.recording import Overlap, RecordingCutOff, open_recording, read_lines
@@ -222,7 +223,9 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
     if ruleset is None:
         return 1
     engine = Engine(ruleset.rules)
-    stats = ParseStats()
+    # a recording of the COIN-M market is replayed as such with ALERTBOT_MARKET=coinm
+    market = MARKETS[env_choice(os.environ, "ALERTBOT_MARKET", "usdm", tuple(MARKETS))]
+    stats = ParseStats(market_st=market.st)
     messages = alerts_total = corrupt = 0
     out = sys.stdout
     try:
@@ -264,9 +267,14 @@ def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
         return 1
     skipped = f", {stats.malformed} malformed tickers skipped" if stats.malformed else ""
     bad_lines = f", {corrupt} corrupt lines skipped" if corrupt else ""
+    foreign = (
+        f", {stats.foreign} tickers of another market skipped (ALERTBOT_MARKET is {market.name})"
+        if stats.foreign
+        else ""
+    )
     print(
         f"replayed {messages} messages, {stats.tickers} tickers, "
-        f"{alerts_total} alerts{skipped}{bad_lines}",
+        f"{alerts_total} alerts{skipped}{foreign}{bad_lines}",
         file=sys.stderr,
     )
     return 0

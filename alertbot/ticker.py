@@ -57,13 +57,19 @@ class Ticker(NamedTuple):
 
 @dataclass(slots=True)
 class ParseStats:
-    """Counters of what parsing skipped, by reason (for logs and metrics)."""
+    """Counters of what parsing skipped, by reason (for logs and metrics), and the market read.
+
+    ``market_st`` is the ``st`` of the market the bot reads (DESIGN.md: 1 USD-M, 2 COIN-M):
+    since the COIN-M merger, frames may carry elements of both, and an element carrying
+    another ``st`` is skipped (an element without one is the market's own).
+    """
 
     tickers: int = 0
     malformed: int = 0
-    foreign: int = 0  # elements of another market (``st`` present and not 1)
+    foreign: int = 0  # elements of another market (``st`` present and not ``market_st``)
     ignored: int = 0  # well-formed messages that are not tickers (acks, other events)
     reasons: dict[str, int] = field(default_factory=dict)
+    market_st: int = 1
 
     def skip(self, reason: str) -> None:
         self.malformed += 1
@@ -84,12 +90,13 @@ def _number(value: Any) -> float:
 
 
 def parse_element(obj: Any, stats: ParseStats) -> Ticker | None:
-    """One ticker object, or None (counted in ``stats``) when it is not a usable USD-M ticker."""
+    """One ticker object, or None (counted in ``stats``) when it is not a usable ticker of the
+    market read (``stats.market_st``)."""
     if type(obj) is not dict:
         stats.skip("not an object")
         return None
     st = obj.get("st")
-    if st is not None and st != 1:
+    if st is not None and st != stats.market_st:
         stats.foreign += 1
         return None
     if obj.get("e") != EVENT_TYPE:
@@ -137,9 +144,21 @@ class Fields:
     copies the values into its per-symbol state and builds a :class:`Ticker` only when needed.
     """
 
-    __slots__ = ("close", "high", "low", "open", "quote_volume", "symbol", "text", "time", "volume")
+    __slots__ = (
+        "close",
+        "high",
+        "low",
+        "market_st",
+        "open",
+        "quote_volume",
+        "symbol",
+        "text",
+        "time",
+        "volume",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, market_st: int = 1) -> None:
+        self.market_st = market_st  # as ParseStats.market_st: elements of another are refused
         self.symbol = ""
         self.time = 0
         self.close = 0.0
@@ -168,7 +187,7 @@ class Fields:
 
 
 def read_element(el: object, f: Fields) -> bool:
-    """Read a well-formed USD-M element into ``f``; False for anything else (then
+    """Read a well-formed element of ``f``'s market into ``f``; False for anything else (then
     :func:`parse_element` classifies and counts it). Nothing is counted here.
 
     Written for mypyc: the isinstance checks let it use direct dict, str and float operations.
@@ -176,7 +195,7 @@ def read_element(el: object, f: Fields) -> bool:
     if not isinstance(el, dict):
         return False
     st = el.get("st")
-    if (st is not None and st != 1) or el.get("e") != EVENT_TYPE:
+    if (st is not None and st != f.market_st) or el.get("e") != EVENT_TYPE:
         return False
     s = el.get("s")
     e = el.get("E")
@@ -252,7 +271,7 @@ def unwrap(obj: Any, stats: ParseStats) -> list[Any]:
 def tickers_from_obj(obj: Any, stats: ParseStats) -> list[Ticker]:
     """Tickers from an already decoded message."""
     out: list[Ticker] = []
-    f = Fields()
+    f = Fields(stats.market_st)
     good = 0
     for el in unwrap(obj, stats):
         if read_element(el, f):

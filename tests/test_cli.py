@@ -31,7 +31,7 @@ def alertbot(
     )
 
 
-def tick(symbol: str, time: int, price: str, **extra: str) -> dict[str, object]:
+def tick(symbol: str, time: int, price: str, **extra: object) -> dict[str, object]:
     return {
         "e": "24hrMiniTicker",
         "E": time,
@@ -271,6 +271,24 @@ def test_replay_without_a_recording_says_where_it_goes(tmp_path: Path, rules_fil
     assert result.returncode == 2
     assert "alertbot replay RECORDING --rules FILE ..." in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_replay_reads_the_market_alertbot_market_names(tmp_path: Path) -> None:
+    """A COIN-M recording's elements carry st 2: replayed as USD-M they are skipped, and the
+    summary says so and names the setting; with ALERTBOT_MARKET=coinm they fire."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - id: up\n    symbols: [BTCUSD_PERP]\n    when: price > 105\n")
+    lines = [orjson.dumps([tick("BTCUSD_PERP", t, p, st=2)]) for t, p in ((1, "100"), (2, "106"))]
+    recording = write_recording(tmp_path / "coin.jsonl", lines)
+    usdm = alertbot("replay", recording, "--rules", rules, env=env_without("ALERTBOT_MARKET"))
+    assert usdm.stdout == ""
+    assert "2 tickers of another market skipped (ALERTBOT_MARKET is usdm)" in usdm.stderr
+    coinm = alertbot(
+        "replay", recording, "--rules", rules, env=env_without(ALERTBOT_MARKET="coinm")
+    )
+    assert coinm.returncode == 0, coinm.stderr
+    assert "up" in coinm.stdout
+    assert coinm.stderr == "replayed 2 messages, 2 tickers, 1 alerts\n"
 
 
 def test_replay_of_a_missing_recording_says_so_without_a_traceback(rules_file: Path) -> None:

@@ -81,13 +81,15 @@ def _key(alerts: list[Alert]) -> list[tuple[str, str, int, str]]:
     return [(a.rule.id, a.symbol, a.time, a.price) for a in alerts]
 
 
+@pytest.mark.parametrize("market_st", [1, 2], ids=["usdm", "coinm"])
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_message, max_size=12))
 def test_process_message_fires_and_counts_exactly_what_process_of_parsed_tickers_does(
-    messages: list[Any],
+    market_st: int, messages: list[Any]
 ) -> None:
     direct, via_tickers = Engine(RULES), Engine(RULES)
-    stats_direct, stats_tickers = ParseStats(), ParseStats()
+    stats_direct = ParseStats(market_st=market_st)
+    stats_tickers = ParseStats(market_st=market_st)
     got, want = [], []
     for message in messages:
         got.extend(_key(direct.process_message(message, stats_direct)))

@@ -193,13 +193,16 @@ def _run(engine: Engine, raw: bytes, stats: ParseStats, *, direct: bool) -> Any:
         return "invalid JSON"
 
 
+@pytest.mark.parametrize("market_st", [1, 2], ids=["usdm", "coinm"])
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_frame(), max_size=12))
 def test_process_raw_fires_and_counts_exactly_what_process_message_of_the_decoded_frame_does(
-    frames: list[bytes],
+    market_st: int, frames: list[bytes]
 ) -> None:
+    """Whichever market is read: the elements carrying another market's ``st`` are skipped
+    alike by the core's reading of the bytes and by Python's of the decoded frame."""
     raw_engine, decoded = Engine(RULES), Engine(RULES)
-    stats_raw, stats_decoded = ParseStats(), ParseStats()
+    stats_raw, stats_decoded = ParseStats(market_st=market_st), ParseStats(market_st=market_st)
     for raw in frames:
         got = _run(raw_engine, raw, stats_raw, direct=True)
         want = _run(decoded, raw, stats_decoded, direct=False)

@@ -16,7 +16,7 @@ import pytest
 
 from alertbot.app import Pipeline
 from alertbot.feed.client import Feed
-from alertbot.feed.market import ALL_MARKET
+from alertbot.feed.market import ALL_MARKET, MARKETS
 from alertbot.feed.settings import FeedSettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.engine import Alert, Engine
@@ -144,6 +144,29 @@ async def test_after_a_fault_the_feed_recovers_and_the_next_crossing_fires_once(
         await bot.tick(112, T + 62_000)
         assert bot.fired() == [("up", "BTCUSDT", T + 60_000)]
         assert bot.feed.health().reconnects >= 1
+
+
+@pytest.mark.parametrize("stream", ["symbols", "all"])
+async def test_a_coin_m_bot_reads_its_own_market_and_skips_usd_m_elements(stream: str):
+    """ALERTBOT_MARKET=coinm: dstream's paths; and since the COIN-M merger a frame may carry
+    both markets' elements, told apart by ``st`` (1 USD-M, 2 COIN-M): a COIN-M bot reads those
+    with st 2 (or none) and counts st 1 as another market's, on the core's path too."""
+    perp = "BTCUSD_PERP"
+    wanted = {"btcusd_perp@miniTicker"} if stream == "symbols" else {ALL_MARKET}
+    rules = [rule("crosses above 100", perp)]
+    async with (
+        FakeBinance(market="coinm", symbols=[perp]) as fake,
+        Bot(fake, rules, stream=stream, market=MARKETS["coinm"]) as bot,
+    ):
+        await fake.wait_for_subscriptions(wanted)
+        await fake.publish([mini_ticker(perp, 90, T, st=2, ps="BTCUSD")])  # first sight
+        await fake.wait_for(lambda: bot.seen(perp, T))
+        await fake.publish([mini_ticker(perp, 110, T + 1000, st=1, ps="BTCUSD")])
+        await fake.wait_for(lambda: bot.pipeline.stats.foreign == 1)
+        await fake.publish([mini_ticker(perp, 95, T + 2000)])  # no st: the market's own
+        await fake.publish([mini_ticker(perp, 110, T + 3000, st=2, ps="BTCUSD")])
+        await fake.wait_for(lambda: bot.seen(perp, T + 3000))
+        assert bot.fired() == [("up", perp, T + 3000)]
 
 
 async def test_a_level_crossed_while_the_feed_was_down_fires_on_the_first_tick_after():

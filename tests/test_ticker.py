@@ -64,6 +64,16 @@ def test_usdm_elements_are_kept(st_value: int | None) -> None:
     assert len(parse(obj)[0]) == 1
 
 
+def test_a_coin_m_parse_keeps_st_2_and_skips_st_1_as_foreign() -> None:
+    """ParseStats.market_st: the market read; an element without ``st`` is its own."""
+    stats = ParseStats(market_st=2)
+    coin = {**GOOD, "s": "BTCUSD_PERP", "st": 2, "ps": "BTCUSD"}
+    frame = [coin, {**GOOD, "st": 1}, {**GOOD, "s": "ETHUSD_PERP"}]
+    tickers = parse_message(orjson.dumps(frame), stats)
+    assert [t.symbol for t in tickers] == ["BTCUSD_PERP", "ETHUSD_PERP"]
+    assert (stats.foreign, stats.malformed) == (1, 0)
+
+
 def test_elements_of_another_market_are_skipped_and_counted_as_foreign() -> None:
     tickers, stats = parse([{**GOOD, "st": 2, "ps": "BTCUSD"}, GOOD])
     assert tickers == [EXPECTED]

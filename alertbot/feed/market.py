@@ -25,6 +25,9 @@ class Market:
     #: path is accepted and then stays silent.
     ws_prefix: str
     exchange_info_path: str
+    #: the ``st`` its tickers carry, if any (DESIGN.md: 1 USD-M, 2 COIN-M); since the COIN-M
+    #: merger a frame may mix both markets, and elements carrying another ``st`` are skipped
+    st: int = 1
 
     def raw_url(self, root: str, stream: str | None = None) -> str:
         """One raw stream (payloads unwrapped); without a stream, a connection for SUBSCRIBE."""
@@ -50,7 +53,7 @@ MARKETS: dict[str, Market] = {
     ),
     "coinm": Market(
         "coinm", "wss://dstream.binance.com", "https://dapi.binance.com", "",
-        "/dapi/v1/exchangeInfo",
+        "/dapi/v1/exchangeInfo", st=2,
     ),
     "spot": Market(
         "spot", "wss://stream.binance.com:9443", "https://api.binance.com", "",

@@ -95,6 +95,7 @@ typedef struct {
     PyObject *raw; /* the frame of the last parse_raw (owned), or NULL */
     Rec *recs;
     Py_ssize_t nrec, rec_cap;
+    int market_st; /* the st of the market read (ParseStats.market_st): others are refused */
 } Core;
 
 static PyObject *s_e, *s_E, *s_s, *s_c, *s_o, *s_h, *s_l, *s_v, *s_q, *s_st, *s_event;
@@ -679,6 +680,7 @@ static int sym_add(Core *self, PyObject *symbol, Py_ssize_t slot)
 typedef struct {
     const char *p;
     Py_ssize_t n, i;
+    int market_st; /* an element carrying another st is not ok (Python counts it) */
 } Cur;
 
 #define BAD (-1)     /* not in the plain form: the whole frame goes to orjson */
@@ -877,7 +879,8 @@ static int element(Cur *c, Rec *r, int *flags)
         return 0;
     if (vt[K_e] != V_STR || vl[K_e] != 14 || memcmp(p + vs[K_e], "24hrMiniTicker", 14) != 0)
         return 0;
-    if ((seen >> K_st & 1) && !(vt[K_st] == V_NULL || (vt[K_st] == V_INT && vn[K_st] == 1)))
+    if ((seen >> K_st & 1) &&
+        !(vt[K_st] == V_NULL || (vt[K_st] == V_INT && vn[K_st] == c->market_st)))
         return 0;
     if (vt[K_E] != V_INT || vt[K_s] != V_STR || vl[K_s] == 0)
         return 0;
@@ -1194,7 +1197,7 @@ static PyObject *Core_parse_raw(Core *self, PyObject *raw)
     self->nrec = 0;
     if (!PyBytes_CheckExact(raw))
         return PyLong_FromLong(-1);
-    Cur c = {PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), 0};
+    Cur c = {PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), 0, self->market_st};
     int r = raw_frame(self, &c);
     if (r == NOMEM) {
         self->nrec = 0;
@@ -1750,6 +1753,7 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwds)
             return -1;
     }
     self->slot = -1;
+    self->market_st = 1;
     return 0;
 }
 
@@ -1807,6 +1811,7 @@ static PyMemberDef Core_members[] = {
     {"good", T_PYSSIZET, offsetof(Core, good), 0, NULL},
     {"slot", T_PYSSIZET, offsetof(Core, slot), READONLY, NULL},
     {"flags", T_LONG, offsetof(Core, flags), READONLY, NULL},
+    {"market_st", T_INT, offsetof(Core, market_st), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -168,6 +168,7 @@ class Core:
         self.good = 0  # elements read by scan() since the caller last reset it
         self.slot = -1  # the slot of the busy tick scan() stopped at
         self.flags = 0  # 1: breakouts due, 2: a timer due (of the last busy tick)
+        self.market_st = 1  # the ``st`` of the market read (ParseStats.market_st)
         self._fields = Fields()
 
     def add(self, symbol: str) -> int:
@@ -186,6 +187,7 @@ class Core:
         caller must read element ``i`` itself (malformed, or a symbol without a slot), and
         ``2 * len(elements)`` at the end. Counts the elements it read in :attr:`good`."""
         f = self._fields
+        f.market_st = self.market_st
         symbols = self.symbols
         for i in range(start, len(elements)):
             if not read_element(elements[i], f):

@@ -808,6 +808,7 @@ class Engine:
         alerts: list[Alert] = []
         elements = unwrap(message, stats)
         core = self._core
+        core.market_st = self._fields.market_st = stats.market_st
         core.good = 0
         n = len(elements)
         i = 0
@@ -833,6 +834,7 @@ class Engine:
         symbol seen for the first time) are decoded one by one and read as by process_message.
         """
         core = self._core
+        core.market_st = self._fields.market_st = stats.market_st
         n = core.parse_raw(raw)
         if n < 0:
             return self.process_message(orjson.loads(raw), stats)

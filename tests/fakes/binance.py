@@ -8,6 +8,10 @@ It serves, on one 127.0.0.1 port (``websockets`` server; plain HTTP through ``pr
 - any other path: handshake rejected with 404;
 - ``GET /fapi/v1/exchangeInfo``.
 
+With ``market="coinm"`` it poses as ``dstream``/``dapi`` instead: the stream paths have no
+``/market`` prefix (``/ws/<stream>``, ``/ws``, ``/stream?streams=``), there are no legacy ones,
+and exchangeInfo is ``GET /dapi/v1/exchangeInfo`` (``contractStatus``, as COIN-M answers).
+
 It enforces the real limits (incoming messages per second, streams per connection, connection age,
 server pings) and lets a test inject the failures seen in the field: abrupt drops, clean closes
 with any code, silent connections, rejected handshakes, malformed frames, a failing REST endpoint.
@@ -54,10 +58,11 @@ __all__ = [
 
 ALL_MARKET_STREAM = "!miniTicker@arr"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
+COINM_EXCHANGE_INFO_PATH = "/dapi/v1/exchangeInfo"
 #: The non-trading symbol exchangeInfo always lists, for the client's filtering.
 SETTLING_SYMBOL = "SETTLEDUSDT"
 
-_SYMBOL_STREAM = re.compile(r"[a-z0-9]+@miniTicker")
+_SYMBOL_STREAM = re.compile(r"[a-z0-9]+(_[a-z0-9]+)?@miniTicker")  # btcusdt_250627, btcusd_perp
 _UINT64_MAX = 2**64 - 1
 
 JSON = Any
@@ -240,6 +245,7 @@ class FakeBinance:
         close_timeout: float = 1.0,
         compression: bool = False,
         send_timeout: float | None = None,
+        market: str = "usdm",
     ) -> None:
         """Limits as the real service, compressible for tests.
 
@@ -260,6 +266,9 @@ class FakeBinance:
         self.close_timeout = close_timeout
         self.compression = compression
         self.send_timeout = send_timeout
+        if market not in ("usdm", "coinm"):
+            raise ValueError(f"market: usdm or coinm, not {market!r}")
+        self.market = market
         self.connections: list[FakeConnection] = []
         self.closed: list[FakeConnection] = []
         self.stats = Stats()
@@ -447,19 +456,22 @@ class FakeBinance:
     def _route(self, target: str) -> _Route:
         parts = urlsplit(target)
         path = unquote(parts.path)
-        if path == "/ws" or path.startswith("/ws/"):
+        live = "/market" if self.market == "usdm" else ""  # COIN-M: no prefix, no legacy paths
+        if path.startswith(live + "/"):
+            rest = path[len(live) :]
+            if rest in ("/ws", "/ws/"):
+                return _Route(False, False, ())
+            if rest.startswith("/ws/"):
+                stream = rest[len("/ws/") :]
+                if "/" in stream:
+                    raise _Reject(404, "Not Found")
+                return _Route(False, False, self._checked((stream,)))
+            if rest == "/stream":
+                return _Route(True, False, self._checked(self._query_streams(parts.query)))
+        if live and (path == "/ws" or path.startswith("/ws/")):
             return _Route(False, True, tuple(s for s in path[4:].split("/") if s))
-        if path == "/stream":
+        if live and path == "/stream":
             return _Route(True, True, tuple(self._query_streams(parts.query)))
-        if path in ("/market/ws", "/market/ws/"):
-            return _Route(False, False, ())
-        if path.startswith("/market/ws/"):
-            stream = path[len("/market/ws/") :]
-            if "/" in stream:
-                raise _Reject(404, "Not Found")
-            return _Route(False, False, self._checked((stream,)))
-        if path == "/market/stream":
-            return _Route(True, False, self._checked(self._query_streams(parts.query)))
         raise _Reject(404, "Not Found")
 
     @staticmethod
@@ -478,7 +490,7 @@ class FakeBinance:
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        if path.startswith("/fapi/"):
+        if path.startswith(("/fapi/", "/dapi/")):
             return self._rest(path)
         self.stats.attempts += 1
         try:
@@ -496,15 +508,16 @@ class FakeBinance:
         if self._rest_fail_status is not None:
             body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
             return _response(self._rest_fail_status, _dumps(body), "application/json")
-        if path != EXCHANGE_INFO_PATH:
+        if path != (EXCHANGE_INFO_PATH if self.market == "usdm" else COINM_EXCHANGE_INFO_PATH):
             not_found = {"code": -5000, "msg": "Path not found"}
             return _response(404, _dumps(not_found), "application/json")
         return _response(200, _dumps(self.exchange_info()), "application/json")
 
     def exchange_info(self) -> dict[str, Any]:
         """The exchangeInfo body served now."""
-        symbols = [_symbol_info(s, "TRADING") for s in self._symbols]
-        symbols.append(_symbol_info(SETTLING_SYMBOL, "SETTLING"))
+        status = "status" if self.market == "usdm" else "contractStatus"
+        symbols = [_symbol_info(s, "TRADING", status) for s in self._symbols]
+        symbols.append(_symbol_info(SETTLING_SYMBOL, "SETTLING", status))
         now_ms = int(_time.time() * 1000)
         return {"timezone": "UTC", "serverTime": now_ms, "symbols": symbols}
 
@@ -679,11 +692,11 @@ class FakeBinance:
         await self._close(conn, 1001, "going away", wait=False)
 
 
-def _symbol_info(symbol: str, status: str) -> dict[str, Any]:
+def _symbol_info(symbol: str, status: str, key: str = "status") -> dict[str, Any]:
     return {
         "symbol": symbol,
         "pair": symbol,
-        "status": status,
+        key: status,
         "contractType": "PERPETUAL",
         "quoteAsset": "USDT",
     }
