@@ -9,6 +9,7 @@ or ALERTBOT_PURE=1 is set, the package installs as plain Python and behaves the 
 from __future__ import annotations
 
 import os
+import sys
 
 from setuptools import Extension, setup
 
@@ -20,9 +21,19 @@ COMPILED = [
 ]
 
 
+#: no fused multiply-add: the compiled percentages (alertbot.ticker.percent, pct() in the C core)
+#: must round exactly as Python's float arithmetic does, whatever -march the build uses
+_FLOAT_FLAGS = [] if sys.platform == "win32" else ["-ffp-contract=off"]
+
+
 def _fastcore() -> Extension:
     # optional: a failed compile leaves the pure-Python alertbot/rules/core.py in charge
-    return Extension("alertbot.rules._fastcore", ["alertbot/rules/_fastcore.c"], optional=True)
+    return Extension(
+        "alertbot.rules._fastcore",
+        ["alertbot/rules/_fastcore.c"],
+        optional=True,
+        extra_compile_args=_FLOAT_FLAGS,
+    )
 
 
 def _extensions() -> list[object]:
@@ -35,6 +46,7 @@ def _extensions() -> list[object]:
     extensions = mypycify(COMPILED, opt_level="3")
     for extension in extensions:
         extension.optional = True  # a failed compile leaves the pure-Python modules in place
+        extension.extra_compile_args = [*extension.extra_compile_args, *_FLOAT_FLAGS]
     return [*extensions, _fastcore()]
 
 

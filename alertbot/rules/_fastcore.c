@@ -102,15 +102,18 @@ static PyObject *s_e, *s_E, *s_s, *s_c, *s_o, *s_h, *s_l, *s_v, *s_q, *s_st, *s_
 
 /* ------------------------------------------------------------------ helpers */
 
-/* part in percent of whole, rounded to 9 decimal places, exactly as ticker.py's percent():
-   binary floating point misses exact decimal moves (0.1 -> 0.105 is 4.99999999999999 %) */
+/* part in percent of whole, rounded to 9 decimal places with exactly the operations of
+   ticker.py's percent(): binary floating point misses exact decimal moves (0.1 -> 0.105 is
+   4.99999999999999 %). Adding and taking away 1.5 * 2**52 rounds to an integer, ties to even,
+   never -0.0 (setup.py builds with -ffp-contract=off: a fused multiply-add would round once
+   fewer than Python does). */
 static inline double pct(double part, double whole)
 {
     if (!whole)
         return NAN;
     double v = part / whole * 100;
     if (v > -1e6 && v < 1e6)
-        return nearbyint(v * 1e9) / 1e9 + 0.0; /* + 0.0: no -0.0, as Python's round() */
+        return (v * 1e9 + 6755399441055744.0 - 6755399441055744.0) / 1e9;
     return v;
 }
 
