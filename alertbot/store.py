@@ -92,6 +92,10 @@ CREATE TABLE IF NOT EXISTS digests (
     chat_id INTEGER PRIMARY KEY,
     minute  INTEGER NOT NULL       -- minute of the day, UTC
 );
+CREATE TABLE IF NOT EXISTS chat_moves (    -- groups that became supergroups
+    old INTEGER PRIMARY KEY,       -- the group's id, as the settings may still name it
+    new INTEGER NOT NULL           -- the supergroup's
+);
 CREATE TABLE IF NOT EXISTS pair_states (   -- the engine's firing state, for restarts
     rule        TEXT NOT NULL,
     symbol      TEXT NOT NULL,
@@ -430,6 +434,11 @@ class Store:
                 (new, old),
             )
             db.execute("DELETE FROM digests WHERE chat_id = ?", (old,))
+            db.execute("INSERT OR IGNORE INTO chat_moves VALUES (?, ?)", (old, new))
+
+    def chat_moves(self) -> dict[int, int]:
+        """Each supergroup's id -> the id of the group it was, as :meth:`move_chat` saw them."""
+        return {new: old for old, new in self.db.execute("SELECT old, new FROM chat_moves")}
 
     def digests(self) -> dict[int, int]:
         return dict(self.db.execute("SELECT chat_id, minute FROM digests"))

@@ -691,8 +691,8 @@ async def test_a_resumed_alert_refused_as_migrated_moves_the_groups_watches(tmp_
 
 
 async def test_an_allowed_groups_supergroup_is_allowed_too(tmp_path, fakes, caplog):
-    """The allow-list names the group's old id: its supergroup is let in (this run), and the
-    log asks for the new id in the settings."""
+    """The allow-list names the group's old id: its supergroup is let in, after a restart too
+    (the move is kept in the database), and the log asks for the new id in the settings."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg, allowed_chats=(GROUP,)) as bot:
         await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
@@ -700,6 +700,11 @@ async def test_an_allowed_groups_supergroup_is_allowed_too(tmp_path, fakes, capl
         reply = await bot.say("/watch ETHUSDT > 100", chat=SUPERGROUP)
     assert reply.startswith("Watching ETHUSDT")
     assert f"put {SUPERGROUP} in place of {GROUP} in ALERTBOT_ALLOWED_CHATS" in caplog.text
+    async with Bot(tmp_path, binance, tg, allowed_chats=(GROUP,)) as bot:
+        again = await bot.say("/watch SOLUSDT > 100", chat=SUPERGROUP)
+        stranger = await bot.say("/watch SOLUSDT > 100", chat=-777)
+    assert again.startswith("Watching SOLUSDT")
+    assert not stranger.startswith("Watching")
 
 
 # ---------------------------------------------------------------- one budget with the alerts

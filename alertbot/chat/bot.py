@@ -142,7 +142,6 @@ class ChatBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
         self._refused: set[int] = set()
-        self._successors: dict[int, int] = {}  # a supergroup's id -> its group's, this run
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -253,20 +252,21 @@ class ChatBot:
 
     async def move_chat(self, old: int, new: int) -> int:
         """A group became a supergroup, whose id is ``new``: its watches, their alerts and its
-        digest follow, and so do its rights (until a restart: the settings name the old id).
-        Returns ``new``."""
+        digest follow, and so do its rights (the settings name the old id; kept in the database
+        for later runs). Returns ``new``."""
         if old == new:
             return new
         moved = await self.book.move_chat(old, new)
-        if new in self._successors:  # told again (a failed send, the other service message)
+        successors = self.book.successors
+        if new in successors:  # told again (a failed send, the other service message)
             return new
-        self._successors[new] = self._successors.get(old, old)
+        successors[new] = successors.get(old, old)
         log.info("chat %s is now the supergroup %s: %d watches moved there", old, new, len(moved))
         cfg = self.settings
         if (cfg.allowed(old) and not cfg.allowed(new)) or (cfg.admin(old) and not cfg.admin(new)):
             log.warning(
                 "chat %s is now %s: put %s in place of %s in ALERTBOT_ALLOWED_CHATS or "
-                "ALERTBOT_ADMIN_CHATS (until then it has the old chat's rights, up to a restart)",
+                "ALERTBOT_ADMIN_CHATS (until then it has the old chat's rights)",
                 old,
                 new,
                 new,
@@ -275,11 +275,11 @@ class ChatBot:
         return new
 
     def _allowed(self, chat: int) -> bool:
-        old = self._successors.get(chat)
+        old = self.book.successors.get(chat)
         return self.settings.allowed(chat) or (old is not None and self.settings.allowed(old))
 
     def _admin(self, chat: int) -> bool:
-        old = self._successors.get(chat)
+        old = self.book.successors.get(chat)
         return self.settings.admin(chat) or (old is not None and self.settings.admin(old))
 
     # ------------------------------------------------------------------ handlers

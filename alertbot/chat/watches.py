@@ -96,6 +96,8 @@ class WatchBook:
         self.clock = clock
         self.rows: dict[int, WatchRow] = {}
         self.digests: dict[int, int] = {}  # chat -> minute of the day (UTC)
+        #: a supergroup's id -> its group's: the settings may still name the group
+        self.successors: dict[int, int] = {}
 
     async def set_digest(self, chat: int, minute: int | None) -> None:
         await self.db(self.store.set_digest, chat, minute)
@@ -106,6 +108,7 @@ class WatchBook:
 
     async def load(self) -> int:
         self.digests = await self.db(self.store.digests)
+        self.successors.update(await self.db(self.store.chat_moves))
         rows: list[WatchRow] = await self.db(self.store.watches)
         for row in rows:
             try:
