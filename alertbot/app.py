@@ -114,6 +114,7 @@ class Pipeline:
         # ticker frames come as bytes, which the engine reads without decoding them
         self.feed = Feed(settings, self._put, undecoded=True)
         self.stats = ParseStats(market_st=settings.market.st)
+        self._skipped = (0, 0)  # stats.malformed and stats.foreign, as last noted
         self.directory = SymbolDirectory(settings, seen=self._seen, complete=self.feed.market_seen)
         self.alerts = 0
         self.frames = 0
@@ -126,6 +127,25 @@ class Pipeline:
 
     def _put(self, message: Any, raw: str | bytes) -> None:
         self.handoff.put(message)
+
+    def _note_skips(self) -> None:
+        """Tickers the engine skipped, among the feed's problems (``/metrics``): malformed ones
+        by reason, and another market's, each kind logged the first time."""
+        stats = self.stats
+        problems = self.feed.stats.problems
+        for reason, n in stats.reasons.items():
+            problems.set(f"malformed ticker ({reason})", n)
+        if stats.foreign:
+            market = self.settings.market
+            problems.set(
+                "ticker of another market",
+                stats.foreign,
+                f"st other than {market.st}; this bot reads {market.name} (ALERTBOT_MARKET)",
+                # the merged USD-M feed may carry COIN-M tickers: alarming only when there is
+                # nothing else (the market set wrong for the URL)
+                logging.INFO if stats.tickers else logging.WARNING,
+            )
+        self._skipped = (stats.malformed, stats.foreign)
 
     def _invalid(self, raw: bytes) -> None:
         """A frame that looked like ticker data but is not JSON: counted as the feed does."""
@@ -206,6 +226,8 @@ class Pipeline:
                     continue
                 if timed is not None:
                     timed(clock() - started)
+                if stats.malformed != self._skipped[0] or stats.foreign != self._skipped[1]:
+                    self._note_skips()
                 if self.frames == WARM_FRAMES and self.warmed is not None:
                     self.warmed()
                 for alert in alerts:

@@ -67,7 +67,9 @@ class AppCollector(Collector):
             "alertbot_feed_messages", "Feed market-data messages", value=health.messages
         )
         problems = CounterMetricFamily(
-            "alertbot_feed_problems", "Bad frames and messages by kind", labels=["kind"]
+            "alertbot_feed_problems",
+            "Bad frames, messages and tickers skipped, by kind",
+            labels=["kind"],
         )
         for kind, n in sorted(health.problems.items()):
             problems.add_metric([kind], n)

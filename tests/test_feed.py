@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -147,10 +148,13 @@ async def test_after_a_fault_the_feed_recovers_and_the_next_crossing_fires_once(
 
 
 @pytest.mark.parametrize("stream", ["symbols", "all"])
-async def test_a_coin_m_bot_reads_its_own_market_and_skips_usd_m_elements(stream: str):
+async def test_a_coin_m_bot_reads_its_own_market_and_skips_usd_m_elements(
+    stream: str, caplog: pytest.LogCaptureFixture
+):
     """ALERTBOT_MARKET=coinm: dstream's paths; and since the COIN-M merger a frame may carry
     both markets' elements, told apart by ``st`` (1 USD-M, 2 COIN-M): a COIN-M bot reads those
     with st 2 (or none) and counts st 1 as another market's, on the core's path too."""
+    caplog.set_level(logging.INFO, logger="alertbot.feed")
     perp = "BTCUSD_PERP"
     wanted = {"btcusd_perp@miniTicker"} if stream == "symbols" else {ALL_MARKET}
     rules = [rule("crosses above 100", perp)]
@@ -167,6 +171,10 @@ async def test_a_coin_m_bot_reads_its_own_market_and_skips_usd_m_elements(stream
         await fake.publish([mini_ticker(perp, 110, T + 3000, st=2, ps="BTCUSD")])
         await fake.wait_for(lambda: bot.seen(perp, T + 3000))
         assert bot.fired() == [("up", perp, T + 3000)]
+        assert bot.feed.health().problems == {"ticker of another market": 1}
+    skipped = [r for r in caplog.records if "ticker of another market" in r.getMessage()]
+    assert [r.levelname for r in skipped] == ["INFO"]  # tickers of its own came first
+    assert "this bot reads coinm" in skipped[0].getMessage()
 
 
 async def test_a_level_crossed_while_the_feed_was_down_fires_on_the_first_tick_after():
@@ -274,13 +282,19 @@ async def test_bad_frames_are_counted_and_skipped_and_the_feed_keeps_running(str
         health = bot.feed.health()
         assert fake.stats.handshakes == 1
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+        # well-framed, ill-formed tickers reach the engine's parser, which counts and skips
+        # them: among the feed's problems too, by reason
         assert health.problems == {
             "invalid JSON frame": 3,
             "unexpected message": 4,  # 42, "a string", null, {"unexpected": true}
             "reply to no request of ours": 2,
+            "malformed ticker (not a 24hrMiniTicker)": 1,
+            "malformed ticker (missing or bad number)": 1,
+            "malformed ticker (not an array or object)": 1,  # {"stream":..., "data": "junk"}
+            "malformed ticker (bad symbol or event time)": 20_000,  # the big frame's
+            "malformed ticker (not an object)": 1,  # and its last element
         }
-        # well-framed, ill-formed tickers reach the engine's parser, which counts and skips them
-        assert bot.pipeline.stats.malformed >= 4
+        assert bot.pipeline.stats.malformed == 20_004
 
 
 async def test_invalid_utf8_in_a_text_frame_is_counted_and_skipped():

@@ -95,6 +95,13 @@ class Problems:
             suffix = f": {detail}" if detail else ""
             log.warning("feed: %s%s (counted, logged once)", kind, suffix)
 
+    def set(self, kind: str, n: int, detail: str = "", level: int = logging.WARNING) -> None:
+        """Set a count kept elsewhere (the engine's skipped tickers); logged the first time."""
+        if n > 0 and kind not in self.counts:
+            suffix = f": {detail}" if detail else ""
+            log.log(level, "feed: %s%s (counted, logged once)", kind, suffix)
+        self.counts[kind] = n
+
     def total(self) -> int:
         return sum(self.counts.values())
 
