@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from fractions import Fraction
 
 from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Condition, Cross, Level, Move
 from alertbot.rules.model import Rule
@@ -130,16 +131,23 @@ def holds(cond: Condition, history: list[Ticker]) -> bool:
     raise TypeError(cond)
 
 
+def edge(x: float, band: float, side: int) -> float:
+    """``x + side * |x| * band`` on the decimals the rule was written with, as the double
+    nearest to the exact result: a tick exactly on the edge is on it."""
+    exact = Fraction(repr(x))
+    return float(exact + side * abs(exact) * Fraction(repr(band)))
+
+
 def below_band(name: str, x: float, band: float, now: Ticker) -> bool:
     """Metric at or below ``x - |x|*band`` (the re-arm band of ``>``, ``>=``, crossing up)."""
     value = metric(name, now)
-    return value is not None and value <= x - abs(x) * band
+    return value is not None and value <= edge(x, band, -1)
 
 
 def above_band(name: str, x: float, band: float, now: Ticker) -> bool:
     """Metric at or above ``x + |x|*band`` (the re-arm band of ``<``, ``<=``, crossing down)."""
     value = metric(name, now)
-    return value is not None and value >= x + abs(x) * band
+    return value is not None and value >= edge(x, band, 1)
 
 
 def band_holds(rule: Rule, history: list[Ticker]) -> bool:
@@ -162,7 +170,7 @@ def band_holds(rule: Rule, history: list[Ticker]) -> bool:
         raise AssertionError("crosses without a direction has one band per direction")
     if isinstance(cond, Move):
         size = move_size(cond, history)
-        return size is not None and size < cond.pct * (1 - band)
+        return size is not None and size < edge(cond.pct, band, -1)
     raise TypeError(cond)
 
 

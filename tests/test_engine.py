@@ -470,6 +470,33 @@ CASES = [
         prices((1, 101), (2, 99), (3, 120), (4, 99), (5, 125), (6, 99)),
         [2, 6],
     ),
+    # band edges are exact decimals: 0.3 - 0.3 * 7% is 0.279 (in floating point
+    # 0.27899999999999997), 3% * (1 - 20%) is 2.4 (2.4000000000000004)
+    case(
+        "price > 0.3 with rearm 7% re-arms at exactly 0.279",
+        rule("price > 0.3", rearm=0.07),
+        prices((1, 0.31), (2, 0.279), (3, 0.31)),
+        [1, 3],
+    ),
+    case(
+        "change_24h > 0.3% with rearm 7% re-arms at exactly 0.279%",
+        rule("change_24h > 0.3%", rearm=0.07),
+        [tick(1, 100.31), tick(2, 100.279), tick(3, 100.31)],
+        [1, 3],
+    ),
+    case(
+        "rises 3% with rearm 20% does not re-arm at exactly 2.4%, only below",
+        rule("rises 3% in 10s", rearm=0.2),
+        prices(
+            (T, 100),
+            (T + 1000, 103),
+            (T + 2000, 102.4),
+            (T + 3000, 103),
+            (T + 4000, 102.39),
+            (T + 5000, 103),
+        ),
+        [T + 1000, T + 5000],
+    ),
     case(
         "rearm band on a negative X uses |X|: change_24h > -20% re-arms at or below -25%",
         rule("change_24h > -20%", rearm=0.25),

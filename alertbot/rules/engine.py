@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable
+from decimal import Decimal, localcontext
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
@@ -185,6 +186,21 @@ def _move_value(kind: int, low: float, high: float, price: float) -> float:
     return rise if rise >= drop else drop
 
 
+def band_edge(x: float, rearm: float, side: int) -> float:
+    """``x - |x| * rearm`` (``side`` -1) or ``x + |x| * rearm`` (1), computed on the decimals the
+    rule was written with and rounded once: ``> 0.3`` with ``rearm: 7%`` re-arms at or below
+    0.279, where floating point makes the edge 0.27899999999999997 and a tick at exactly 0.279
+    would not re-arm (and ``rises 3%`` with 20 % re-arms below 2.4, not 2.4000000000000004).
+    A value and its edge compare as decimals since tick values are too (percentages rounded
+    by :func:`percent`, prices as Binance wrote them)."""
+    if not (math.isfinite(x) and math.isfinite(rearm)):
+        return x + side * abs(x) * rearm
+    with localcontext() as ctx:
+        ctx.prec = 60  # exact for any two doubles' shortest decimals
+        d = Decimal(repr(x))
+        return float(d + side * abs(d) * Decimal(repr(rearm)))
+
+
 class _Compiled:
     """What the engine derives once from a rule."""
 
@@ -221,10 +237,10 @@ class _Compiled:
         if b > 0:
             if type(cond) is Level or type(cond) is Cross:
                 x = cond.value
-                self.band_low = x - abs(x) * b
-                self.band_high = x + abs(x) * b
+                self.band_low = band_edge(x, b, -1)
+                self.band_high = band_edge(x, b, 1)
             elif type(cond) is Move:
-                self.band_low = cond.pct * (1 - b)
+                self.band_low = band_edge(cond.pct, b, -1)
         self.pairs: list[_Pair] = []
         # A single level or one-way crossing (most rules) is evaluated from ``code`` and ``x``,
         # without reaching into the rule and its condition: with a million rules, every object
