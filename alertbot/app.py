@@ -110,7 +110,7 @@ class Pipeline:
         self.engine = engine
         self.settings = settings
         self.emit = emit
-        self.handoff = Handoff(settings.queue, self._invalid)
+        self.handoff = Handoff(settings.queue, self._invalid, settings.market.st)
         # ticker frames come as bytes, which the engine reads without decoding them
         self.feed = Feed(settings, self._put, undecoded=True)
         self.stats = ParseStats(market_st=settings.market.st)

@@ -259,6 +259,17 @@ async def test_handoff_passes_frame_bytes_and_decodes_them_only_to_conflate():
     assert (h.conflations, h.dropped) == (1, 1)
 
 
+async def test_handoff_conflation_keeps_the_markets_own_tick_over_another_markets():
+    """A symbol named alike in both markets (the merged feed): the other market's newer
+    element is left for the engine to count, and does not replace the market's own."""
+    h = Handoff(capacity=1, market_st=2)
+    own, other = {**el("X_PERP", 2, "110"), "st": 2}, {**el("X_PERP", 3, "95"), "st": 1}
+    h.put([{**el("X_PERP", 1, "90"), "st": 2}])
+    h.put([own, other])
+    (merged,) = await h.get()
+    assert merged == [other, own]
+
+
 async def test_handoff_keeps_malformed_elements_for_the_engine_to_count():
     h = Handoff(capacity=1)
     h.put(["junk"])

@@ -34,12 +34,18 @@ class Handoff:
     """Sockets ``put`` decoded messages (never blocking); the engine ``get``s them in batches."""
 
     def __init__(
-        self, capacity: int = 32, invalid: Callable[[bytes], None] = lambda raw: None
+        self,
+        capacity: int = 32,
+        invalid: Callable[[bytes], None] = lambda raw: None,
+        market_st: int = 1,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.invalid = invalid
+        #: the market read (ParseStats.market_st): another market's element of the same symbol
+        #: must not take the place of the market's own newest one
+        self.market_st = market_st
         self._items: deque[Any] = deque()
         self._ready = asyncio.Event()
         self.conflations = 0  # how often the engine was behind
@@ -71,7 +77,12 @@ class Handoff:
                 if type(el) is dict:
                     symbol = el.get("s")
                     time = el.get("E")
-                    if type(symbol) is str and type(time) is int:
+                    st = el.get("st")
+                    if (
+                        type(symbol) is str
+                        and type(time) is int
+                        and (st is None or st == self.market_st)
+                    ):
                         kept = newest.get(symbol)
                         if kept is None or kept["E"] <= time:
                             newest[symbol] = el
