@@ -470,7 +470,7 @@ def _recording_after_rules(args: argparse.Namespace, parser: argparse.ArgumentPa
     if args.recording is not None:
         return
     last = args.rules[-1]
-    if len(args.rules) > 1 and last.endswith((".jsonl", ".gz")):
+    if len(args.rules) > 1 and last.lower().endswith((".jsonl", ".gz")):
         args.recording = last
         del args.rules[-1]
         return

@@ -252,7 +252,7 @@ def test_replay_counts_malformed_tickers_and_skips_them(tmp_path: Path, rules_fi
     assert "2 malformed tickers skipped" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz"])
+@pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz", "REC.JSONL"])
 def test_replay_takes_a_recording_named_after_the_rule_files(
     tmp_path: Path, rules_file: Path, name: str
 ) -> None:
