@@ -90,10 +90,10 @@ class Problems:
     def count(self, kind: str, detail: str = "", *, quiet: bool = False) -> None:
         """Count one; ``quiet``: the caller logs it itself (every time)."""
         n = self.counts.get(kind, 0) + 1
-        self.counts[kind] = n
-        if n == 1 and not quiet:
-            suffix = f": {detail}" if detail else ""
-            log.warning("feed: %s%s (counted, logged once)", kind, suffix)
+        if quiet:
+            self.counts[kind] = n
+        else:
+            self.set(kind, n, detail)
 
     def set(self, kind: str, n: int, detail: str = "", level: int = logging.WARNING) -> None:
         """Set a count kept elsewhere (the engine's skipped tickers); logged the first time."""
