@@ -448,7 +448,9 @@ static inline uint64_t digits_value(uint64_t v, int k)
  * The common case, at most 15 digits before the point and 7 after with 32 bytes readable (the
  * volumes of large symbols have 10 to 12 before it), finds the ends of the digits with word
  * operations instead of a branch per character. */
-static int plain_decimal(const char *p, Py_ssize_t n, Py_ssize_t *len, double *out)
+static int plain_decimal_general(const char *p, Py_ssize_t n, Py_ssize_t *len, double *out);
+
+static inline int plain_decimal(const char *p, Py_ssize_t n, Py_ssize_t *len, double *out)
 {
 #ifdef SWAR
     if (n >= 32) {
@@ -491,6 +493,15 @@ static int plain_decimal(const char *p, Py_ssize_t n, Py_ssize_t *len, double *o
     }
 general:
 #endif
+    return plain_decimal_general(p, n, len, out);
+}
+
+/* plain_decimal() for the texts its word-at-a-time path does not take. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int plain_decimal_general(const char *p, Py_ssize_t n, Py_ssize_t *len, double *out)
+{
     uint64_t m = 0;
     int digits = 0, frac = -1;
     Py_ssize_t j = 0;
@@ -534,7 +545,7 @@ general:
 static int read_text(const char *p, Py_ssize_t n, double *out)
 {
     char buf[65];
-    if (n == 0 || n > 64)
+    if (n <= 0 || n > 64)
         return 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         char ch = p[i];
@@ -908,6 +919,21 @@ static int element(Cur *c, Rec *r, int *flags)
 
 #define FNV_OFFSET 1469598103934665603ULL
 #define FNV_PRIME 1099511628211ULL
+/* The bytes a symbol is read with at full speed: printable ASCII but '"', '\\' and lowercase. */
+static const unsigned char SYMBOL_BYTE[256] = {
+#define R4(x) x, x, x, x
+#define R16(x) R4(x), R4(x), R4(x), R4(x)
+    R16(0), R16(0),                                  /* 0x00-0x1f */
+    0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20-0x2f: not ' ' or '"' */
+    R16(1), R16(1),                                  /* 0x30-0x4f */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50-0x5f: not '\\' */
+    1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x60-0x6f: not 'a'-'o' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, /* 0x70-0x7f: not 'p'-'z' or DEL */
+    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), /* 0x80-0xff */
+#undef R16
+#undef R4
+};
+
 static const char HEAD[] = "{\"e\":\"24hrMiniTicker\",\"E\":";
 
 /* Binance's own layout of a mini ticker, read at full speed:
@@ -951,26 +977,32 @@ static int binance_element(Cur *c, Rec *r)
     j += 6;
     Py_ssize_t sym = j;
     uint64_t h = FNV_OFFSET;
-    for (; j < n; j++) {
-        unsigned char ch = (unsigned char)p[j];
-        if (ch == '"')
-            break;
-        if (ch < 0x21 || ch > 0x7e || ch == '\\' || (ch >= 'a' && ch <= 'z'))
-            return 0;
-        h = (h ^ ch) * FNV_PRIME;
-    }
-    if (j == n || j == sym)
+    for (; j < n && SYMBOL_BYTE[(unsigned char)p[j]]; j++)
+        h = (h ^ (unsigned char)p[j]) * FNV_PRIME;
+    if (j == n || j == sym || p[j] != '"')
         return 0;
     Py_ssize_t nsym = j - sym;
     j++;
+#ifdef SWAR
+#define KEY(ch) (0x223A2200222CULL | (uint64_t)(ch) << 16) /* ,"ch":" */
+    static const uint64_t KEYS[6] = {KEY('c'), KEY('o'), KEY('h'), KEY('l'), KEY('v'), KEY('q')};
+#undef KEY
+#else
     static const char names[6] = {'c', 'o', 'h', 'l', 'v', 'q'};
+#endif
     double x[6];
     Py_ssize_t text = 0, ntext = 0;
     for (int k = 0; k < 6; k++) {
         Py_ssize_t len;
+#ifdef SWAR
+        /* ,"k":" as one word (the value and the closing brace follow: 8 bytes are there) */
+        if (n - j < 8 || (load8(p + j) & 0xFFFFFFFFFFFFULL) != KEYS[k])
+            return 0;
+#else
         if (n - j < 6 || p[j] != ',' || p[j + 1] != '"' || p[j + 2] != names[k] ||
             p[j + 3] != '"' || p[j + 4] != ':' || p[j + 5] != '"')
             return 0;
+#endif
         j += 6;
         if (!plain_decimal(p + j, n - j, &len, &x[k]))
             return 0;
