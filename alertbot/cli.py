@@ -52,11 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the bot on the live feed")
     run.add_argument("--rules", nargs="+", default=[], metavar="FILE", help="rule files")
-    run.add_argument(
-        "--config",
-        metavar="FILE",
-        help="settings file of ALERTBOT_NAME=value lines (the environment overrides it)",
-    )
+    _config_option(run)
 
     check = sub.add_parser("check", help="validate rule files (exit 0 valid, 1 with errors)")
     check.add_argument("files", nargs="+", metavar="FILE")
@@ -66,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("recording", nargs="?", metavar="RECORDING", help=".jsonl or .jsonl.gz")
     replay.add_argument("--rules", nargs="+", required=True, metavar="FILE", help="rule files")
     replay.add_argument("--json", action="store_true", help="one JSON object per alert")
+    _config_option(replay)  # ALERTBOT_MARKET
 
     record = sub.add_parser("record", help="capture the live feed to a recording")
     record.add_argument("--out", required=True, metavar="FILE", help=".jsonl, or .jsonl.gz")
@@ -77,7 +74,18 @@ def _parser() -> argparse.ArgumentParser:
         help="stream names or symbols (default: !miniTicker@arr, the whole market)",
     )
     record.add_argument("--duration", metavar="D", help="stop after D (e.g. 90s, 1h30m)")
+    _config_option(record)  # the feed's settings: market, URLs, timeouts
     return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE``: the settings file ``run`` reads, so that ``record`` and ``replay``
+    see the same market and feed as the bot it was written for."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file of ALERTBOT_NAME=value lines (the environment overrides it)",
+    )
 
 
 class Redact(logging.Filter):
@@ -218,13 +226,16 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def cmd_replay(recording: str, files: Sequence[str], as_json: bool) -> int:
+def cmd_replay(
+    recording: str, files: Sequence[str], as_json: bool, config: str | None = None
+) -> int:
+    # a recording of the COIN-M market is replayed as such with ALERTBOT_MARKET=coinm
+    env = environment(os.environ, config)
+    market = MARKETS[env_choice(env, "ALERTBOT_MARKET", "usdm", tuple(MARKETS))]
     ruleset = _load(files)
     if ruleset is None:
         return 1
     engine = Engine(ruleset.rules)
-    # a recording of the COIN-M market is replayed as such with ALERTBOT_MARKET=coinm
-    market = MARKETS[env_choice(os.environ, "ALERTBOT_MARKET", "usdm", tuple(MARKETS))]
     stats = ParseStats(market_st=market.st)
     messages = alerts_total = corrupt = 0
     out = sys.stdout
@@ -370,7 +381,9 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     return 0
 
 
-def cmd_record(out_path: str, streams: Sequence[str], duration: str | None) -> int:
+def cmd_record(
+    out_path: str, streams: Sequence[str], duration: str | None, config: str | None = None
+) -> int:
     from alertbot.feed.client import Feed
     from alertbot.feed.market import normalise_stream
     from alertbot.feed.settings import FeedSettings
@@ -381,7 +394,7 @@ def cmd_record(out_path: str, streams: Sequence[str], duration: str | None) -> i
     except ValueError as exc:
         print(f"alertbot record: {exc}", file=sys.stderr)
         return 1
-    settings = FeedSettings.from_env()
+    settings = FeedSettings.from_env(environment(os.environ, config))
     try:
         fh = open_recording(out_path, "wb")
     except OSError as exc:
@@ -486,11 +499,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return cmd_check(args.files)
         if args.command == "replay":
-            return cmd_replay(args.recording, args.rules, args.json)
+            return cmd_replay(args.recording, args.rules, args.json, args.config)
         if args.command == "run":
             return cmd_run(args.rules, args.config)
         if args.command == "record":
-            return cmd_record(args.out, args.streams, args.duration)
+            return cmd_record(args.out, args.streams, args.duration, args.config)
     except (RuleError, ConfigError) as exc:  # defensive: no traceback for bad input
         print(f"alertbot: {exc}", file=sys.stderr)
         return 1

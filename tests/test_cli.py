@@ -291,6 +291,35 @@ def test_replay_reads_the_market_alertbot_market_names(tmp_path: Path) -> None:
     assert coinm.stderr == "replayed 2 messages, 2 tickers, 1 alerts\n"
 
 
+def test_replay_reads_the_market_from_the_config_file_run_uses(tmp_path: Path) -> None:
+    """``--config`` as for ``run``: its ALERTBOT_MARKET=coinm replays a COIN-M recording as
+    such, and the environment still overrides the file."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - id: up\n    symbols: [BTCUSD_PERP]\n    when: price > 105\n")
+    lines = [orjson.dumps([tick("BTCUSD_PERP", t, p, st=2)]) for t, p in ((1, "100"), (2, "106"))]
+    recording = write_recording(tmp_path / "coin.jsonl", lines)
+    config = tmp_path / "alertbot.env"
+    config.write_text("# the bot's settings\nALERTBOT_MARKET=coinm\n")
+    args = ("replay", recording, "--rules", rules, "--config", config)
+    coinm = alertbot(*args, env=env_without("ALERTBOT_MARKET"))
+    assert coinm.returncode == 0, coinm.stderr
+    assert coinm.stderr == "replayed 2 messages, 2 tickers, 1 alerts\n"
+    usdm = alertbot(*args, env=env_without(ALERTBOT_MARKET="usdm"))
+    assert usdm.stdout == ""
+    assert "2 tickers of another market skipped (ALERTBOT_MARKET is usdm)" in usdm.stderr
+
+
+def test_replay_refuses_a_bad_config_file_naming_its_line(tmp_path: Path, rules_file: Path) -> None:
+    recording = write_recording(tmp_path / "rec.jsonl", RECORDING)
+    config = tmp_path / "alertbot.env"
+    config.write_text("ALERTBOT_MARKET=coinm\nALERTBOT_MARKT=usdm\n")
+    result = alertbot("replay", recording, "--rules", rules_file, "--config", config)
+    assert result.returncode == 1
+    assert f"{config}:2:" in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+
+
 def test_replay_of_a_missing_recording_says_so_without_a_traceback(rules_file: Path) -> None:
     result = alertbot("replay", "missing.jsonl", "--rules", rules_file)
     assert result.returncode == 1

@@ -250,6 +250,28 @@ async def test_record_stops_after_its_duration_with_the_whole_market_by_default(
     assert "recorded 1 messages" in err
 
 
+async def test_record_reads_the_feed_settings_from_the_config_file_run_uses(tmp_path):
+    """``--config``: the exchange's URLs come from the bot's settings file, not only from the
+    environment (which has none of them here)."""
+    out = tmp_path / "configured.jsonl"
+    async with FakeBinance() as fake:
+        config = tmp_path / "alertbot.env"
+        config.write_text(
+            f"ALERTBOT_BINANCE_WS_URL={fake.ws_url}\nALERTBOT_BINANCE_REST_URL={fake.rest_url}\n"
+        )
+        env = env_for(fake, tmp_path / "alertbot.db")
+        del env["ALERTBOT_BINANCE_WS_URL"], env["ALERTBOT_BINANCE_REST_URL"]
+        proc = await start(
+            "record", "--out", out, "--duration", "1500ms", "--config", config, env=env
+        )
+        await fake.wait_for_subscriptions({"!miniTicker@arr"}, 20)
+        await fake.publish([mini_ticker("BTCUSDT", 1, T)])
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    (line,) = out.read_bytes().splitlines()
+    assert [t["s"] for t in orjson.loads(line)] == ["BTCUSDT"]
+
+
 async def test_record_keeps_each_message_once_across_24h_rotations(tmp_path):
     """Make-before-break: the old and the new socket both deliver during a rotation's overlap;
     the recording has every published frame exactly once, in order."""
