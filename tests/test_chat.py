@@ -208,6 +208,22 @@ async def test_a_chat_outside_the_allow_list_gets_one_refusal_and_changes_nothin
         assert bot.app.book.rows == {}
 
 
+async def test_a_group_outside_the_allow_list_is_not_refused_for_other_bots_commands(
+    tmp_path, fakes
+):
+    """Another bot's command (/roll, /start@otherbot) in a group the bot may not serve gets no
+    answer: the one refusal goes to the first command that is the bot's."""
+    binance, tg = fakes
+    group = -100777
+    async with Bot(tmp_path, binance, tg, allowed_chats=(USER,)) as bot:
+        tg.user_says(group, "/roll 2d6", chat_type="group")
+        tg.user_says(group, "/start@someotherbot", chat_type="group")
+        await bot.say("/help")  # updates are handled in order: the two before it are done
+        assert tg.messages_to(group) == []
+        reply = await bot.say("/watch BTCUSDT >", chat=group, chat_type="group")  # ours
+        assert "private" in reply
+
+
 async def test_list_buttons_remove_and_mute(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:

@@ -392,10 +392,12 @@ def test_commands_addressed_to_another_bot_are_ignored(
     [
         ("/roll", False),  # another bot's command, sent to every bot of the group
         ("/roll 2d6", False),
+        ("/roll " + "2d6 " * 150, False),  # however long: no "too long" reply either
         (f"/roll@{BOT}", True),  # meant for this bot: told it is unknown
         ("/wathc BTCUSDT > 1", True),  # a typo of ours: the suggestion helps
         ("/alerts", True),  # an alias of ours
         ("/watch BTCUSDT >", True),  # ours, malformed
+        ("/watch BTCUSDT > 1 " + "x" * MAX_TEXT_LENGTH, True),  # ours, too long
     ],
 )
 def test_in_a_group_only_commands_like_ours_are_answered(text: str, answered: bool) -> None:

@@ -73,6 +73,8 @@ LINE_MAX = 1000
 #: an admin's /list names this many of the rule files' rules, in this many characters at most
 RULE_IDS_SHOWN = 20
 RULE_IDS_CHARS = 400
+#: the answer to a command that failed on our side (a bug: it is logged)
+SORRY = "Sorry, something went wrong on our side; nothing was changed."
 
 
 def _cut(text: str, limit: int) -> str:
@@ -305,22 +307,33 @@ class ChatBot:
         chat = update.effective_chat
         if message is None or chat is None or message.text is None:
             return
+        answer: str | None = None
+        markup: InlineKeyboardMarkup | None = None
+        try:
+            command = parse_command(message.text, self.username, group=chat.type != "private")
+            if command is None:
+                # in a group, a command none of ours resembles is another bot's: no answer,
+                # not even the refusal below (which would spend the one a chat gets)
+                return
+        except CommandError as exc:
+            command, answer = None, exc.reply()
+        except Exception:
+            log.exception("chat %s: command failed: %r", chat.id, message.text[:200])
+            command, answer = None, SORRY
         if not self._allowed(chat.id):
             if chat.id not in self._refused:  # one polite refusal, then silence
                 self._refused.add(chat.id)
                 await self._reply(message, chat.id, REFUSAL.format(chat=chat.id), None)
             return
-        try:
-            # in a group, a command none of ours resembles is another bot's: no answer
-            command = parse_command(message.text, self.username, group=chat.type != "private")
-            if command is None:
-                return
-            answer, markup = await self.run(chat.id, command)
-        except CommandError as exc:
-            answer, markup = exc.reply(), None
-        except Exception:
-            log.exception("chat %s: command failed: %r", chat.id, message.text[:200])
-            answer, markup = "Sorry, something went wrong on our side; nothing was changed.", None
+        if command is not None:
+            try:
+                answer, markup = await self.run(chat.id, command)
+            except CommandError as exc:
+                answer, markup = exc.reply(), None
+            except Exception:
+                log.exception("chat %s: command failed: %r", chat.id, message.text[:200])
+                answer, markup = SORRY, None
+        assert answer is not None
         await self._reply(message, chat.id, answer, markup)
 
     async def _reply(

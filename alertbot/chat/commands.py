@@ -265,14 +265,14 @@ def parse_command(
         return None
     name = name.lower()
     known = name if name in COMMANDS else None
+    if known is None and group and not addressee and _guess(name) is None:
+        return None  # another bot's, however long
     if len(message) > MAX_TEXT_LENGTH:
         raise _error(
             known,
             f"that message is too long ({len(message)} characters, at most {MAX_TEXT_LENGTH})",
         )
     if known is None:
-        if group and not addressee and _guess(name) is None:
-            return None
         raise _unknown_command(name)
     words = [_Word(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(message, head.end())]
     if known == "watch":
