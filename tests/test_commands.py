@@ -214,6 +214,11 @@ def test_a_glob_symbol_is_marked_as_such() -> None:
         ("/watch BTCUSDT breaks 24h high rearm 1%", "'rearm' needs a single threshold"),
         ("/watch BTCUSDT all(> 1, < 2) rearm 1%", "'rearm' needs a single threshold"),
         ("/watch BTC-USDT > 5", "'BTC-USDT' is not a symbol (did you mean BTCUSDT?)"),
+        # TradingView's names for Binance's perpetuals
+        ("/watch ETHUSDT.P > 5", "'ETHUSDT.P' is not a symbol (did you mean ETHUSDT?)"),
+        ("/watch BINANCE:BTCUSDT > 5", "(did you mean BTCUSDT?)"),
+        ("/watch binance:btc-usdt.p > 5", "(did you mean BTCUSDT?)"),
+        ("/watch BTC:USDT > 5", "(did you mean BTCUSDT?)"),  # no exchange: a separator
         ("/watch B > 5", "a symbol has 2 to 30 letters or digits"),
         ("/watch " + "B" * 31 + " > 5", "2 to 30 letters or digits"),
         ("/watch 🚀 > 5", "'🚀' is not a symbol"),

@@ -18,7 +18,7 @@ from alertbot.feed.market import (
     symbol_stream,
 )
 from alertbot.feed.settings import FeedSettings
-from alertbot.feed.symbols import tradable
+from alertbot.feed.symbols import suggest, tradable
 from alertbot.settings import parse_seconds
 
 
@@ -289,6 +289,51 @@ def test_an_outage_covers_an_alert_whose_previous_tick_came_before_it():
     assert not o.covers("BTCUSDT", -1, 5000)  # no previous tick: nothing was compared
     assert not o.covers("ETHUSDT", 900, 5000)  # another connection's symbol
     assert Outage(None, 1000, 30.0).covers("ETHUSDT", 900, 5000)  # all-market: every symbol
+
+
+LISTED = frozenset(
+    [
+        "BTCUSDT",
+        "ETHUSDT",
+        "SOLUSDT",
+        "SUSHIUSDT",
+        "PEOPLEUSDT",
+        "TONUSDT",
+        "FLOWUSDT",
+        "BTCUSDC",
+        "1000SHIBUSDT",
+        "1000PEPEUSDT",
+        "1000BONKUSDT",
+        "1000FLOKIUSDT",
+        "1MBABYDOGEUSDT",
+        "1000000MOGUSDT",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        # a coin Binance trades by the thousand: the contract, not the closest spelling
+        ("PEPEUSDT", "1000PEPEUSDT"),  # not PEOPLEUSDT
+        ("SHIBUSDT", "1000SHIBUSDT"),  # not SUSHIUSDT
+        ("BONKUSDT", "1000BONKUSDT"),  # not TONUSDT
+        ("FLOKIUSDT", "1000FLOKIUSDT"),  # not FLOWUSDT
+        ("BABYDOGEUSDT", "1MBABYDOGEUSDT"),
+        ("MOGUSDT", "1000000MOGUSDT"),
+        ("1000000PEPEUSDT", "1000PEPEUSDT"),  # the wrong multiplier
+        ("1000BTCUSDT", "BTCUSDT"),  # one where there is none
+        # a coin's name alone: its USDT contract
+        ("BTC", "BTCUSDT"),
+        ("PEPE", "1000PEPEUSDT"),
+        # a typo: the closest spelling
+        ("BTCUSDX", "BTCUSDT"),
+        ("SOLUSDR", "SOLUSDT"),
+        ("XYZ", None),
+    ],
+)
+def test_did_you_mean_names_the_contract_meant(typed: str, meant: str | None) -> None:
+    assert suggest(typed, LISTED) == meant
 
 
 def test_tradable_symbols_from_exchange_info():

@@ -121,6 +121,7 @@ _SYMBOL_RE = re.compile(r"[A-Z0-9_]{2,30}")
 # fnmatch syntax limited to what a symbol can hold: * ? and [..] / [!..] classes
 _GLOB_RE = re.compile(r"(?:[A-Z0-9_*?]|\[!?[A-Z0-9_-]+\])+")
 _GLOB_CHARS = frozenset("*?[]")
+_TRADINGVIEW_RE = re.compile(r"^BINANCE(?:US)?:|\.P$")
 _SEPARATORS_RE = re.compile(r"(?<=[A-Z0-9])[-/:.](?=[A-Z0-9])")
 # ASCII: IGNORECASE alone takes the long s (U+017F) for s and the Kelvin sign for k
 _DURATION_FORM_RE = re.compile(r"[0-9]+[smhd]", re.IGNORECASE | re.ASCII)
@@ -582,7 +583,8 @@ def _symbol(name: str, text: str, *, allow_glob: bool) -> str:
         return upper
     if _SYMBOL_RE.fullmatch(upper):
         return upper
-    joined = _SEPARATORS_RE.sub("", upper)
+    # BTC/USDT, and TradingView's BINANCE:BTCUSDT and BTCUSDT.P (a perpetual)
+    joined = _SEPARATORS_RE.sub("", _TRADINGVIEW_RE.sub("", upper))
     if joined != upper and _SYMBOL_RE.fullmatch(joined):
         raise _error(name, f"{_q(text)} is not a symbol (did you mean {joined}?)")
     if upper.isascii() and re.fullmatch(r"[A-Z0-9_]+", upper):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,6 +32,38 @@ def tradable(info: Any) -> frozenset[str]:
         if isinstance(symbol, str) and symbol and status == "TRADING":
             out.add(symbol.upper())
     return frozenset(out)
+
+
+#: quote assets a coin's name alone is completed with, most common first
+QUOTES = ("USDT", "USDC", "USD_PERP", "USD", "FDUSD")
+#: contract sizes Binance puts before a coin whose unit price is tiny (1000PEPEUSDT, 1MBABYDOGE)
+_MULTIPLIER_RE = re.compile(r"(?:1(?:0{3,6}|M))(?=[A-Z])")
+
+
+def suggest(symbol: str, known: Iterable[str]) -> str | None:
+    """The known symbol a user most likely meant by an unknown ``symbol``, or None.
+
+    First the contract the name stands for: a coin's name alone completed with a quote asset
+    (BTC -> BTCUSDT), a coin Binance trades by the thousand with its multiplier
+    (PEPEUSDT -> 1000PEPEUSDT), or the other way round; only then the closest spelling (a
+    typo: BTCUSDX -> BTCUSDT). Closeness alone would name another coin for those
+    (PEPEUSDT -> PEOPLEUSDT).
+    """
+    typed = symbol.upper()
+    names = set(known)
+    bare = _MULTIPLIER_RE.sub("", typed, count=1) if _MULTIPLIER_RE.match(typed) else typed
+    by_coin: dict[str, list[str]] = {}
+    for name in names:
+        m = _MULTIPLIER_RE.match(name)
+        if m is not None:
+            by_coin.setdefault(name[m.end() :], []).append(name)
+    for base in (typed, bare):
+        for form in (base, *(base + q for q in QUOTES)):
+            for candidate in (form, *sorted(by_coin.get(form, ()), key=len)):
+                if candidate != typed and candidate in names:
+                    return candidate
+    close = difflib.get_close_matches(typed, sorted(names), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 class SymbolDirectory:
@@ -76,9 +109,8 @@ class SymbolDirectory:
         return frozenset(self._seen())
 
     def suggest(self, symbol: str) -> str | None:
-        """The closest known symbol, for a did-you-mean."""
-        close = difflib.get_close_matches(symbol.upper(), sorted(self.known()), n=1, cutoff=0.75)
-        return close[0] if close else None
+        """The known symbol meant, for a did-you-mean (see :func:`suggest`)."""
+        return suggest(symbol, self.known())
 
     async def refresh(self) -> bool:
         """Ask the exchange; on any failure keep what we had and say why (once per change)."""
