@@ -202,6 +202,8 @@ def test_a_glob_symbol_is_marked_as_such() -> None:
         ("/watch BTCUSDT price > 5%", "'%' only goes with change_24h and range_24h"),
         ("/watch BTCUSDT " + "all(" * 17 + "> 1" + ")" * 17, "nest more than 16 levels deep"),
         ("/watch BTCUSDT > 70,000", "no ',' separators"),
+        ("/watch DOGEUSDT > 0,15", "no ',' separators"),  # not "must be greater than 0"
+        ("/watch BTCUSDT rises 0,5% in 1h", "no ',' separators"),
         ("/watch BTCUSDT > ７００００", "digits 0-9"),
         ("/watch BTCUSDT price => 5", "did you mean >= or <=?"),
         ("/watch BTCUSDT rises 5% for 1h", "expected 'in' after '5%' before 'for'"),

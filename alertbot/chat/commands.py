@@ -121,6 +121,8 @@ _SYMBOL_RE = re.compile(r"[A-Z0-9_]{2,30}")
 # fnmatch syntax limited to what a symbol can hold: * ? and [..] / [!..] classes
 _GLOB_RE = re.compile(r"(?:[A-Z0-9_*?]|\[!?[A-Z0-9_-]+\])+")
 _GLOB_CHARS = frozenset("*?[]")
+_DIGIT_COMMA_RE = re.compile(r"\d,\d")
+COMMA_HINT = "numbers take no ',' separators: write 70000 (or 70k) and 0.5"
 _TRADINGVIEW_RE = re.compile(r"^BINANCE(?:US)?:|\.P$")
 _SEPARATORS_RE = re.compile(r"(?<=[A-Z0-9])[-/:.](?=[A-Z0-9])")
 # ASCII: IGNORECASE alone takes the long s (U+017F) for s and the Kelvin sign for k
@@ -417,6 +419,9 @@ def _watch(message: str, words: list[_Word]) -> Watch:
 def _explain(exc: ConditionError, condition_text: str, following: _Word | None) -> str:
     """The condition parser's message, with its column turned into the word it points at."""
     message = exc.message
+    if "(" not in condition_text and _DIGIT_COMMA_RE.search(condition_text):
+        # 70,000 or 0,15, whatever the parser tripped on first (0 is no price: "> 0,15")
+        return COMMA_HINT
     token: str | None = None
     at_column = _COLUMN_RE.search(message)
     if at_column:
@@ -433,7 +438,7 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
         return _shorten(message, condition_text)
 
     if token == "," and "(" not in condition_text:
-        return "numbers take no ',' separators: write 70000 (or 70k) and 0.5"
+        return COMMA_HINT
     suggestion = _OPERATOR_TYPOS.get(token) or _suggest_word(token)
     if message.startswith("unknown metric or condition") and suggestion:
         message = f"unknown metric or condition {_q(token)}"
