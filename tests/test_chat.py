@@ -685,6 +685,37 @@ async def test_a_send_refused_as_migrated_moves_the_groups_watches(tmp_path, fak
     assert len(refused) == 1
 
 
+async def test_a_move_learned_late_keeps_a_watch_made_again_in_the_supergroup_once(tmp_path, fakes):
+    """The supergroup's users made the group's watch again before the move was known (it is
+    learned from an alert refused as migrated): the same symbol and condition stays one watch
+    in the supergroup, so each alert comes once, and the group's other watch moves."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        watch = "/watch BTCUSDT crosses above 100 cooldown 1s"
+        await bot.say(watch, chat=GROUP, chat_type="group")
+        await bot.say("/watch ETHUSDT > 5000", chat=GROUP, chat_type="group")
+        await bot.say(watch, chat=SUPERGROUP, chat_type="supergroup")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
+        tg.migrate_chat(GROUP, SUPERGROUP)
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)  # both copies fire; the group's is refused
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: not book.of_chat(GROUP))
+        listing = await bot.say("/list", chat=SUPERGROUP)
+        before = bot.app.pipeline.alerts
+        await bot.tick("BTCUSDT", 90, T + 2000)
+        await bot.tick("BTCUSDT", 111, T + 3000)  # one watch: one alert
+        await tg.wait_for(lambda: "price 111" in tg.messages_to(SUPERGROUP)[-1].plain_text)
+        assert bot.app.pipeline.alerts == before + 1
+    assert listing.startswith("2 watches:"), listing
+    assert listing.count("BTCUSDT price crosses above 100") == 1, listing
+    assert "ETHUSDT price > 5000" in listing
+    store = Store(tmp_path / "alertbot.db")
+    assert sorted(w.symbol for w in store.watches()) == ["BTCUSDT", "ETHUSDT"]
+    store.close()
+
+
 async def test_a_resumed_alert_refused_as_migrated_moves_the_groups_watches(tmp_path, fakes):
     """An alert left undelivered at shutdown is resumed at the next start, before the chat
     side is up: refused then as migrated, it still takes the group's watches along."""

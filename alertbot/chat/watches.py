@@ -163,7 +163,15 @@ class WatchBook:
 
     async def move_chat(self, old: int, new: int) -> list[WatchRow]:
         """A group became a supergroup: its watches (with their firing state) and digest now
-        belong to, and alert, the new chat id. Returns the watches moved."""
+        belong to, and alert, the new chat id. Returns the watches moved.
+
+        A watch the new chat has already (the same symbol and condition: made again there
+        before the move was known) stays one watch, the new chat's: the group's copy ends.
+        """
+        have = {(r.symbol, r.condition) for r in self.of_chat(new)}
+        twins = [r for r in self.of_chat(old) if (r.symbol, r.condition) in have]
+        if twins:
+            await self.remove(twins)
         await self.db(self.store.move_chat, old, new)
         moved = self.of_chat(old)
         for row in moved:
