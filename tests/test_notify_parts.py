@@ -246,6 +246,15 @@ def test_values_are_escaped_for_telegram_html_but_the_template_is_not():
     assert render(a) == "<b>BTCUSDT</b> price > 100"
 
 
+def test_a_message_whose_values_come_out_empty_is_the_default_instead():
+    """A template of placeholders only can render blank ({sparkline} before a symbol has a
+    history); Telegram would refuse it as empty and the alert would be lost."""
+    a = alert_for(rule(message="<i>{sparkline}</i>"))
+    assert render(a).startswith("BTCUSDT price > 100: price 101.5 (+1.50% 24h)")
+    assert render(a, escape_html=True).startswith("BTCUSDT price &gt; 100: price 101.5")
+    assert render(a, spark="▁▄█") == "<i>▁▄█</i>"  # not blank: as written
+
+
 # ---------------------------------------------------------------- webhook body
 
 

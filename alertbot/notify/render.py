@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from alertbot.rules.conditions import format_number
 from alertbot.rules.engine import Alert
+from alertbot.rules.loader import is_blank
 
 DEFAULT_TEMPLATE = "{symbol} {condition}: price {price} ({change_24h}% 24h) at {time} [{rule}]"
 
@@ -122,9 +123,11 @@ def _html_template(template: str) -> str:
 
 def _template(alert: Alert, spark: str) -> str:
     template = alert.rule.message
-    if template is None:
-        template = DEFAULT_TEMPLATE + ("\n{sparkline}" if spark else "")
-    return template
+    return _template_default(spark) if template is None else template
+
+
+def _template_default(spark: str) -> str:
+    return DEFAULT_TEMPLATE + ("\n{sparkline}" if spark else "")
 
 
 def render(alert: Alert, *, escape_html: bool = False, gap: bool = False, spark: str = "") -> str:
@@ -154,6 +157,11 @@ def render_both(
         vals["condition"] = condition
     template = _template(alert, spark)
     text = template.format_map(vals)
+    if alert.rule.message is not None and is_blank(text):
+        # values that came out empty ("{threshold}" of a breaks rule): an empty message is
+        # refused by Telegram, and the alert would be lost; the default says what happened
+        template = _template_default(spark)
+        text = template.format_map(vals)
     html_text = _html_template(template).format_map(_Escaped(vals)) if with_html else ""
     if gap:
         return f"{text} {GAP_NOTE}", f"{html_text} {GAP_NOTE}" if with_html else ""

@@ -1069,6 +1069,15 @@ def _unknown_channel(name: str, channels: list[str]) -> str:
     return f"unknown channel '{name}' in notify (known: {', '.join(channels)})"
 
 
+_TAG_RE = re.compile(r"<[^<>]*>")
+
+
+def is_blank(message: str) -> bool:
+    """Whether a message shows nothing: white space and HTML tags only (Telegram refuses it
+    as empty)."""
+    return not _TAG_RE.sub("", message).strip()
+
+
 def _template_problems(text: str) -> list[str]:
     """What is wrong with a message template; ``{{`` and ``}}`` are literal braces."""
     try:
@@ -1085,6 +1094,12 @@ def _template_problems(text: str) -> list[str]:
         ]
     known = ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS))
     problems: list[str] = []
+    if is_blank(text):
+        # Telegram refuses an empty message: every alert of the rule would be lost
+        problems.append(
+            "blank message: every alert would be empty; write some text, or leave 'message' "
+            "out for the default"
+        )
     for name, spec, conversion in fields:
         if name == "":
             problems.append("empty placeholder '{}' in message; name a value, e.g. '{price}'")
