@@ -400,6 +400,23 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "ms"),
+    [
+        ("2026-12-31T00:00:01Z", 1_798_675_201_000),
+        ("2026-12-31T00:00:01.000500Z", 1_798_675_201_001),  # a tick at ...01.000 still fires
+        ("2026-12-31T00:00:00.999999+00:00", 1_798_675_201_000),
+    ],
+)
+def test_expires_finer_than_a_millisecond_is_rounded_up(written: str, ms: int) -> None:
+    """'a tick at or after it never fires': one before it, in the same millisecond, may."""
+    text = (
+        f"rules:\n  - id: a\n    symbols: [BTCUSDT]\n    when: price > 1\n    expires: {written}\n"
+    )
+    (rule,) = load_text(text, "r.yaml").rules
+    assert rule.expires_ms == ms
+
+
 def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
     """Named twice (or once more through a link), its rules were each other's duplicates:
     'duplicate id (first defined at)' the very same place."""
@@ -407,7 +424,9 @@ def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
     path.write_text("rules:\n  - id: a\n    symbols: [BTCUSDT]\n    when: price > 1\n")
     link = tmp_path / "link.yaml"
     link.symlink_to(path)
-    assert [r.id for r in load_files([path, path, link]).rules] == ["a"]
+    hard = tmp_path / "hard.yaml"
+    hard.hardlink_to(path)  # the same file under a second name
+    assert [r.id for r in load_files([path, path, link, hard]).rules] == ["a"]
 
 
 def test_file_that_is_not_utf8_is_a_problem_at_the_bad_byte(tmp_path: Path) -> None:

@@ -314,10 +314,10 @@ def load_files(
     """Load several rule files as one set; raises :class:`RuleFileError` naming every problem."""
     loader = yaml_loader or LIBYAML or PURE_YAML
     sources: list[_Source] = []
-    seen: set[str] = set()
+    seen: set[object] = set()
     with _gc_paused():
         for path in paths:
-            real = os.path.realpath(path)
+            real = _identity(path)
             if real in seen:  # named twice (or by a link): its rules are not each other's twins
                 continue
             seen.add(real)
@@ -926,7 +926,9 @@ class _Source:
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return (when - _EPOCH) // timedelta(milliseconds=1)
+        # rounded up: a tick at or after the time never fires, and one before it (in the same
+        # millisecond, with a time written finer than that) still may
+        return -((_EPOCH - when) // timedelta(milliseconds=1))
 
     def template(self, node: Node) -> str | None:
         text = _text(node)
@@ -1067,6 +1069,16 @@ def _unknown_channel(name: str, channels: list[str]) -> str:
     if close:
         return f"unknown channel '{name}' in notify (did you mean '{close[0]}'?)"
     return f"unknown channel '{name}' in notify (known: {', '.join(channels)})"
+
+
+def _identity(path: str | os.PathLike[str]) -> object:
+    """The file a name stands for: its device and inode (the same through a symbolic or a hard
+    link), or its resolved path when it cannot be looked at (the read reports why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino)
 
 
 _TAG_RE = re.compile(r"<[^<>]*>")
