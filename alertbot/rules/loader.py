@@ -255,12 +255,30 @@ def _compose(
     libyaml refuses is refused in its own words ("did not find expected key"), and it refuses a
     few texts PyYAML reads: PyYAML's parser reads all those again and has the say.
     """
-    if loader is not PURE_YAML and "\t" not in text and "\ufeff" not in text:
+    if loader is not PURE_YAML and not _tab_between_tokens(text) and "\ufeff" not in text:
         try:
             return _compose_with(text, loader)
         except (yaml.YAMLError, UnicodeEncodeError, RecursionError, _UnlikePyYaml):
             pass
     return _compose_with(text, PURE_YAML)
+
+
+def _tab_between_tokens(text: str) -> bool:
+    """Whether a tab may stand where the two parsers differ: anywhere but in a comment (after a
+    '#' that starts the line or follows white space, with no quote before it on the line). A
+    tab in a comment, which both read alike, does not send a big file to the slow parser."""
+    if "\t" not in text:
+        return False
+    for line in text.split("\n"):
+        tab = line.find("\t")
+        if tab < 0:
+            continue
+        hash_at = next(
+            (i for i in range(tab) if line[i] == "#" and (i == 0 or line[i - 1] == " ")), -1
+        )
+        if hash_at < 0 or "'" in line[:hash_at] or '"' in line[:hash_at]:
+            return True
+    return False
 
 
 def _compose_with(
