@@ -158,8 +158,9 @@ def render_both(
     template = _template(alert, spark)
     text = template.format_map(vals)
     if alert.rule.message is not None and is_blank(text):
-        # values that came out empty ("{threshold}" of a breaks rule): an empty message is
-        # refused by Telegram, and the alert would be lost; the default says what happened
+        # values that came out empty ({sparkline} before a symbol has a history, {threshold}
+        # of a condition without a number): Telegram refuses an empty message, and the alert
+        # would be lost; the default says what happened
         template = _template_default(spark)
         text = template.format_map(vals)
     html_text = _html_template(template).format_map(_Escaped(vals)) if with_html else ""
