@@ -702,6 +702,11 @@ async def test_a_move_learned_late_keeps_a_watch_made_again_in_the_supergroup_on
         book = bot.app.book
         assert book is not None
         await tg.wait_for(lambda: not book.of_chat(GROUP))
+
+        def crossings() -> int:  # of both copies: both fired before the move was known
+            return sum(m.plain_text.count("price 110") for m in tg.messages_to(SUPERGROUP))
+
+        await tg.wait_for(lambda: crossings() == 2, 8)  # no alert comes in between from now on
         listing = await bot.say("/list", chat=SUPERGROUP)
         before = bot.app.pipeline.alerts
         await bot.tick("BTCUSDT", 90, T + 2000)
