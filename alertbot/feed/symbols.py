@@ -51,7 +51,8 @@ def suggest(symbol: str, known: Iterable[str]) -> str | None:
     """
     typed = symbol.upper()
     names = set(known)
-    bare = _MULTIPLIER_RE.sub("", typed, count=1) if _MULTIPLIER_RE.match(typed) else typed
+    multiplier = _MULTIPLIER_RE.match(typed)
+    bare = typed[multiplier.end() :] if multiplier else typed
     by_coin: dict[str, list[str]] = {}
     for name in names:
         m = _MULTIPLIER_RE.match(name)
