@@ -501,6 +501,58 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             "r.yaml:4:40: expected 'high' or 'low' after '24h', got 'hi' at column 12",
             id="nested-condition-column",
         ),
+        # a condition over several lines: the word itself, wherever YAML folded it from
+        pytest.param(
+            RULE + "    when: >-\n      rises 5%\n      in 15q\n",
+            "r.yaml:6:10: expected a duration like 30s, 15m, 4h or 1d, got '15q' at column 13",
+            id="folded-block-condition-column",
+        ),
+        pytest.param(
+            RULE + "    when: |\n      rises 5%   in\n        15q\n",
+            "r.yaml:6:9: expected a duration like 30s, 15m, 4h or 1d, got '15q' at column 17",
+            id="literal-block-condition-column",
+        ),
+        pytest.param(
+            RULE + "    when: rises 5%\n      in 15q\n",
+            "r.yaml:5:10: expected a duration like 30s, 15m, 4h or 1d, got '15q' at column 13",
+            id="plain-multi-line-condition-column",
+        ),
+        pytest.param(
+            RULE + '    when: "rises 5%\n\n       in 15q"\n',
+            "r.yaml:6:11: expected a duration like 30s, 15m, 4h or 1d, got '15q' at column 13",
+            id="quoted-multi-line-condition-column",
+        ),
+        pytest.param(
+            RULE + "    when: >- # note\n      price >\n",
+            "r.yaml:5:14: expected a number after '>' at the end",
+            id="folded-block-condition-at-its-end",
+        ),
+        pytest.param(
+            RULE + '    when: "rises\\x205% in 15q"\n',
+            "r.yaml:4:11: expected a duration like 30s, 15m, 4h or 1d, got '15q' at column 13",
+            id="escape-before-the-word-gives-the-scalar-start",
+        ),
+        # a condition written as in chat: YAML reads a leading '>' as a folded block
+        pytest.param(
+            RULE + "    when: > 70000\n",
+            "r.yaml:4:13: YAML syntax error: expected a comment or a line break, but found '7' "
+            "(while scanning a block scalar at 4:11); quote a value that starts with '>': "
+            '"> 70000"',
+            id="unquoted-condition-starting-with-greater-than",
+        ),
+        pytest.param(
+            RULE + "    when: >=70000 # note\n",
+            "r.yaml:4:12: YAML syntax error: expected chomping or indentation indicators, but "
+            "found '=' (while scanning a block scalar at 4:11); quote a value that starts with "
+            "'>': \">=70000\"",
+            id="unquoted-condition-starting-with-greater-or-equal",
+        ),
+        pytest.param(
+            RULE + "    any: [price < 1, > 5]\n",
+            "r.yaml:4:22: YAML syntax error: found character '>' that cannot start any token; "
+            "quote a value that starts with '>': \"> 5\"",
+            id="unquoted-condition-starting-with-greater-than-in-a-list",
+        ),
         pytest.param(
             RULE + "    when: price > 1\n    message: {symbol} at {price}\n",
             "r.yaml:5:23: YAML syntax error: expected <block end>, but found '<scalar>' "

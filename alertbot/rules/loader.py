@@ -459,7 +459,25 @@ class _Source:
             # the usual cause: an unquoted template, which YAML reads as a mapping
             if re.match(r"\s*(?:-\s+)?message:\s*\{", text):
                 message += "; quote a message that starts with '{'"
+            message += self._quote_hint(exc)
         self.add(line, column, message)
+
+    def _quote_hint(self, exc: yaml.MarkedYAMLError) -> str:
+        """A hint for a condition written as in chat, ``when: > 70000``: in YAML a value that
+        starts with '>' is a folded block (or, inside [...], no value at all)."""
+        if exc.context == "while scanning a block scalar":
+            mark = exc.context_mark
+        elif (exc.problem or "").startswith("found character '>' that cannot start"):
+            mark = exc.problem_mark
+        else:
+            return ""
+        lines = self.text.splitlines()
+        if mark is None or mark.line >= len(lines) or lines[mark.line][mark.column :][:1] != ">":
+            return ""
+        shown = re.split(r"[,\]}]|\s#", lines[mark.line][mark.column :])[0].strip()
+        if '"' in shown:
+            return "; quote a value that starts with '>'"
+        return f"; quote a value that starts with '>': \"{shown}\""
 
     def _no_aliases(self, aliases: list[AliasEvent]) -> bool:
         """Reject aliases: shared nodes could make the walk loop or explode, and
@@ -871,14 +889,37 @@ class _Source:
             return None
 
     def _column_in_file(self, node: ScalarNode, column: int) -> tuple[int, int]:
-        """Where column ``column`` of a scalar's value is in the file: exact for a one-line
-        plain or quoted scalar without escapes, else the scalar's start."""
+        """Where column ``column`` of a scalar's value is in the file. YAML's folding of a
+        multi-line value (plain, quoted or block) only changes whitespace, so the value's other
+        characters are found in the source in order; a value that changed otherwise (escapes
+        in double quotes, '' in single quotes) gets the scalar's start."""
         start, end = node.start_mark, node.end_mark
-        quote = node.style if node.style in ("'", '"') else ""
         raw = self.text[start.index : end.index]
-        if start.line == end.line and raw == f"{quote}{node.value}{quote}":
-            return start.line + 1, start.column + len(quote) + column
-        return start.line + 1, start.column + 1
+        value = str(node.value)
+        if not value.strip():
+            return start.line + 1, start.column + 1
+        if node.style in ("|", ">"):
+            i = raw.find("\n") + 1  # the content starts on the line after the header
+            if not i:
+                return start.line + 1, start.column + 1
+        else:
+            i = 1 if node.style in ("'", '"') else 0
+        want = min(max(column - 1, 0), len(value))
+        for k in range(want + (want < len(value))):
+            ch = value[k]
+            if ch.isspace():
+                continue
+            while i < len(raw) and raw[i] != ch:
+                if not raw[i].isspace():
+                    return start.line + 1, start.column + 1
+                i += 1
+            if i == len(raw):
+                return start.line + 1, start.column + 1
+            i += k < want  # the last one is the character the column names: stop on it
+        newline = raw.rfind("\n", 0, i)
+        if newline < 0:
+            return start.line + 1, start.column + i + 1
+        return start.line + raw.count("\n", 0, i) + 1, i - newline
 
     # -- values
     def duration(self, key: str, node: Node) -> int | None:
