@@ -602,10 +602,10 @@ static int plain_symbol(PyObject *s)
  * parse_raw() reads a whole frame's bytes in one pass, without creating a Python object, and
  * only when the frame is in the plain form Binance writes: a JSON array of flat objects, one
  * such object, or the combined-stream wrapper {"stream": "...", "data": ...} around either;
- * strings of printable ASCII without escapes; numbers that are integers of at most 18 digits;
- * true, false, null. Such a frame is valid JSON, and orjson would decode it to exactly what is
- * read here. Anything else (escapes, non-ASCII, nested values, fractions, exponents, long
- * numbers, a reply, invalid JSON) returns -1: the caller decodes the frame with orjson and
+ * strings without escapes of printable ASCII and well-formed UTF-8; numbers that are integers
+ * of at most 18 digits; true, false, null. Such a frame is valid JSON, and orjson would decode
+ * it to exactly what is read here. Anything else (escapes, control characters, invalid UTF-8,
+ * nested values, fractions, exponents, long numbers, a reply, invalid JSON) returns -1: the caller decodes the frame with orjson and
  * takes the dict path, which also raises for invalid JSON. Nothing is fed until the whole frame
  * was read, so a frame left to orjson has changed nothing.
  *
@@ -645,13 +645,35 @@ static void sym_put(SymEntry *table, Py_ssize_t cap, SymEntry e)
     table[i] = e;
 }
 
-/* Mirror Core.symbols[symbol] = slot; symbols that are not ASCII never occur in a plain frame. */
+/* Mirror Core.symbols[symbol] = slot, by the symbol's UTF-8 bytes. A symbol beyond ASCII is
+ * mirrored only when upper() leaves it as it is, so that a frame's bytes that match it are read
+ * as Python reads them (ticker.py upper-cases a symbol that is not upper case). */
 static int sym_add(Core *self, PyObject *symbol, Py_ssize_t slot)
 {
-    if (!PyUnicode_Check(symbol) || !PyUnicode_IS_ASCII(symbol))
+    if (!PyUnicode_Check(symbol))
         return 0;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(symbol);
-    const char *p = (const char *)PyUnicode_DATA(symbol);
+    Py_ssize_t n;
+    const char *p;
+    if (PyUnicode_IS_ASCII(symbol)) {
+        n = PyUnicode_GET_LENGTH(symbol);
+        p = (const char *)PyUnicode_DATA(symbol);
+    }
+    else {
+        PyObject *upper = PyObject_CallMethod(symbol, "upper", NULL);
+        if (upper == NULL)
+            return -1;
+        int same = PyUnicode_Compare(upper, symbol);
+        Py_DECREF(upper);
+        if (same == -1 && PyErr_Occurred())
+            return -1;
+        if (same != 0)
+            return 0;
+        p = PyUnicode_AsUTF8AndSize(symbol, &n);
+        if (p == NULL) {
+            PyErr_Clear(); /* a lone surrogate: no frame can carry it */
+            return 0;
+        }
+    }
     uint64_t h = sym_hash(p, n);
     if (self->table_cap) {
         size_t mask = (size_t)self->table_cap - 1;
@@ -713,7 +735,42 @@ static inline void skip_ws(Cur *c)
 
 static inline int at(Cur *c, char ch) { return c->i < c->n && c->p[c->i] == ch; }
 
-/* A string of printable ASCII without escapes: the span of its content. */
+/* The length of the well-formed UTF-8 sequence of a character beyond ASCII at p (n bytes
+ * left), 0 when it is not one: overlong forms, surrogates and code points beyond U+10FFFF are
+ * refused, as orjson refuses them. */
+static Py_ssize_t utf8_char(const unsigned char *p, Py_ssize_t n)
+{
+    unsigned char b = p[0];
+    Py_ssize_t k;
+    unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range */
+    if (b >= 0xC2 && b <= 0xDF)
+        k = 2;
+    else if (b >= 0xE0 && b <= 0xEF) {
+        k = 3;
+        if (b == 0xE0)
+            lo = 0xA0;
+        else if (b == 0xED)
+            hi = 0x9F;
+    }
+    else if (b >= 0xF0 && b <= 0xF4) {
+        k = 4;
+        if (b == 0xF0)
+            lo = 0x90;
+        else if (b == 0xF4)
+            hi = 0x8F;
+    }
+    else
+        return 0;
+    if (n < k || p[1] < lo || p[1] > hi)
+        return 0;
+    for (Py_ssize_t j = 2; j < k; j++)
+        if (p[j] < 0x80 || p[j] > 0xBF)
+            return 0;
+    return k;
+}
+
+/* A string without escapes of printable ASCII and well-formed UTF-8 beyond it (Binance lists
+ * symbols such as 币安人生USDT): the span of its content. */
 static int plain_string(Cur *c, Py_ssize_t *start, Py_ssize_t *len)
 {
     if (!at(c, '"'))
@@ -727,7 +784,13 @@ static int plain_string(Cur *c, Py_ssize_t *start, Py_ssize_t *len)
             c->i = j + 1;
             return 1;
         }
-        if (ch < 0x20 || ch > 0x7e || ch == '\\')
+        if (ch >= 0x80) {
+            Py_ssize_t k = utf8_char(p + j, c->n - j);
+            if (k == 0)
+                return 0;
+            j += k - 1;
+        }
+        else if (ch < 0x20 || ch == 0x7f || ch == '\\')
             return 0;
     }
     return 0;
