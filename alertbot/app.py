@@ -24,6 +24,7 @@ from alertbot.errors import ConfigError
 from alertbot.feed.client import Feed
 from alertbot.feed.connection import Outage
 from alertbot.feed.handoff import Handoff
+from alertbot.feed.market import nameable
 from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.notifier import Notifier, Sparklines
@@ -124,6 +125,7 @@ class Pipeline:
         #: called once, after WARM_FRAMES frames (by then every symbol has ticked)
         self.warmed: Callable[[], None] | None = None
         self._warned: set[str] = set()
+        self._unnamed: set[str] = set()  # listed symbols that symbol streams cannot carry
 
     def _put(self, message: Any, raw: str | bytes) -> None:
         self.handoff.put(message)
@@ -161,7 +163,17 @@ class Pipeline:
             # symbol streams only: expand the globs over the exchange's symbols
             known = self.directory.known()
             for pattern in globs:
-                literal.update(fnmatch.filter(known, pattern))
+                for symbol in fnmatch.filter(known, pattern):
+                    if nameable(symbol):
+                        literal.add(symbol)
+                    elif symbol not in self._unnamed:
+                        self._unnamed.add(symbol)
+                        log.warning(
+                            "feed: %s matches %s but cannot be subscribed to by name; only the "
+                            "all-market stream carries it (ALERTBOT_FEED_STREAM=auto or all)",
+                            symbol,
+                            pattern,
+                        )
         return self.feed.want(literal, everything=bool(globs))
 
     def check_symbols(self) -> list[str]:
@@ -193,9 +205,12 @@ class Pipeline:
     async def _symbols(self) -> None:
         while True:
             ok = await self.directory.refresh()
-            self.check_symbols()
-            if self.settings.stream == "symbols":
-                self.update_streams()
+            try:
+                self.check_symbols()
+                if self.settings.stream == "symbols":
+                    self.update_streams()
+            except Exception:  # a bug must not end the refresh: the next one tries again
+                log.exception("feed: the symbol refresh failed; trying again at the next one")
             interval = self.settings.symbols_refresh
             await asyncio.sleep(interval if ok else min(interval, 60.0))
 

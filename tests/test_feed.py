@@ -682,6 +682,26 @@ async def test_symbol_mode_expands_globs_over_the_exchange_symbols():
         assert "ethbtc@miniTicker" not in fake.subscribed()
 
 
+async def test_symbol_mode_skips_a_listed_symbol_that_cannot_be_named_and_keeps_refreshing(
+    caplog: pytest.LogCaptureFixture,
+):
+    """Binance lists 币安人生USDT, which no symbol stream can name: a glob that matches it in
+    symbol mode subscribes the others and warns once, where it used to raise and end the
+    symbol refresh (and every later change of streams) for good."""
+    caplog.set_level(logging.WARNING, logger="alertbot")
+    async with (
+        FakeBinance(symbols=["BTCUSDT", "ETHUSDT", "币安人生USDT"]) as fake,
+        Bot(fake, [rule("price > 1", "*USDT")], stream="symbols") as bot,
+    ):
+        await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+        assert bot.pipeline.update_streams() == "symbols"
+        (refresh,) = [t for t in asyncio.all_tasks() if t.get_name() == "symbols"]
+        assert not refresh.done()
+    warnings = [r.getMessage() for r in caplog.records if "cannot be subscribed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "币安人生USDT matches *USDT" in warnings[0]
+
+
 async def test_health_reports_connections_ages_and_rates():
     async with FakeBinance() as fake, Bot(fake, [rule("price > 1")]) as bot:
         await fake.wait_for_subscriptions({BTC})

@@ -75,6 +75,12 @@ def stream_symbol(stream: str) -> str | None:
     return name.upper()
 
 
+def nameable(symbol: str) -> bool:
+    """Whether a symbol can be asked for by name (``<symbol>@miniTicker``). The exchange lists
+    a few that cannot (``币安人生USDT``): only the all-market stream carries those."""
+    return _SYMBOL_RE.fullmatch(symbol) is not None
+
+
 def normalise_stream(text: str) -> str:
     """A mini-ticker stream as a user may type it, in the exchange's spelling:
     ``BTCUSDT`` and ``BTCUSDT@miniticker`` -> ``btcusdt@miniTicker``.
