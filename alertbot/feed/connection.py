@@ -196,6 +196,9 @@ class _Session:
         self.opened_at = opened_at
         self.first_data_at: float | None = None
         self.last_data_at: float | None = None
+        # the watchdog's mark before any data: when it opened, or, for a socket taken over
+        # before it delivered, when its predecessor last did
+        self.quiet_since = opened_at
         self.first_event = -1
         self.last_event = -1
         self.watch_mark = -1  # set caught_up once an event this recent has been read
@@ -387,7 +390,7 @@ class Connection:
                 if not healthy and first is not None and now - first >= cfg.healthy_after:
                     backoff.reset()
                     healthy = True
-                stale_at = (s.last_data_at or s.opened_at) + self.stale_after
+                stale_at = (s.last_data_at or s.quiet_since) + self.stale_after
                 if now >= stale_at:
                     self.stats.problems.count("connection open but silent", quiet=True)
                     return f"no data for {self.stale_after:g}s: reconnecting"
@@ -447,6 +450,13 @@ class Connection:
         log.info("feed connection %d: rotated to a new socket", self.id)
         if old.control is not None:
             old.control.cancel()
+        if new.first_data_at is None:
+            # taken over before it delivered (the old one closed, or both quiet): the silence
+            # goes on from the old socket's last data, for the watchdog and for the gap flag
+            new.quiet_since = min(new.quiet_since, old.last_data_at or old.quiet_since)
+            self._down_since = old.last_data_at or self._down_since
+            if old.last_event >= 0:
+                self._down_event = old.last_event
         self._adopt(new)
         self._end(old)
         return True
@@ -457,10 +467,13 @@ class Connection:
         URL, or ones added since) are subscribed on it now, while the old one still delivers."""
         self._start_control(new)
         waiter = asyncio.create_task(self._taking_over(new))
+        # no longer than the old socket may stay silent: the watchdog does not run meanwhile
+        old_stale_at = (old.last_data_at or old.quiet_since) + self.stale_after
+        wait = min(self.settings.handover_timeout, old_stale_at - self._loop.time())
         try:
             await asyncio.wait(
                 {waiter, new.reader, old.reader},
-                timeout=self.settings.handover_timeout,
+                timeout=max(0.0, wait),
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -479,6 +492,9 @@ class Connection:
             # the old socket delivered while the new one stayed silent: the new one is bad
             self._failed("rotation: the new socket delivered nothing, keeping the old one")
             return False
+        if new.first_data_at is None and self._loop.time() >= old_stale_at:
+            self._failed("rotation: neither socket delivers, keeping the old one")
+            return False  # the watchdog reconnects, and records the outage
         return True
 
     async def _taking_over(self, new: _Session) -> None:
