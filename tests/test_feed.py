@@ -207,6 +207,29 @@ async def test_an_alert_across_an_outage_longer_than_the_stale_time_carries_the_
         assert bot.feed.health().outages == 1
 
 
+async def test_the_gap_flag_holds_for_a_symbol_newer_than_its_frames_first_element():
+    """Each element of an all-market frame carries its own event time, and the connection
+    marks a frame by its first one: BTC's tick before the outage, newer than ETH's at the
+    head of its frame, still counts as before it."""
+    async with (
+        FakeBinance() as fake,
+        Bot(fake, [rule("crosses above 100")], stream="all") as bot,
+    ):
+        await fake.wait_for_subscriptions({ALL_MARKET})
+        await fake.publish([mini_ticker("ETHUSDT", 1, T), mini_ticker("BTCUSDT", 90, T + 500)])
+        await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 500))
+        handshakes = fake.stats.handshakes
+        fake.silence()
+        await bot.reconnected(handshakes, {ALL_MARKET})
+        await bot.tick(110, T + 90_000)
+        await bot.tick(90, T + 91_000)
+        await bot.tick(110, T + 92_000)  # a crossing computed after the outage
+        assert [(a.time, gap) for a, gap in bot.alerts] == [
+            (T + 90_000, True),
+            (T + 92_000, False),
+        ]
+
+
 async def test_a_short_reconnect_is_no_gap():
     async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")]) as bot:
         await fake.wait_for_subscriptions({BTC})

@@ -109,18 +109,32 @@ class Problems:
 class Outage:
     """A stretch with no data on a connection, longer than its stale threshold."""
 
-    __slots__ = ("duration", "last_event", "symbols")
+    __slots__ = ("duration", "last_event", "resume_event", "symbols")
 
-    def __init__(self, symbols: frozenset[str] | None, last_event: int, duration: float) -> None:
+    def __init__(
+        self,
+        symbols: frozenset[str] | None,
+        last_event: int,
+        duration: float,
+        resume_event: int = -1,
+    ) -> None:
         self.symbols = symbols  # None: every symbol (the all-market stream)
         self.last_event = last_event  # the last event time received before it
         self.duration = duration
+        self.resume_event = resume_event  # the first received after it (-1: not known)
 
     def covers(self, symbol: str, previous_time: int, time: int) -> bool:
         """Whether an alert computed from ``previous_time`` to ``time`` spans this outage."""
-        return 0 <= previous_time <= self.last_event < time and (
-            self.symbols is None or symbol in self.symbols
-        )
+        if self.symbols is not None and symbol not in self.symbols:
+            return False
+        if self.resume_event > self.last_event:
+            # the marks are frames' first elements' event times, and the other elements of an
+            # all-market frame carry their own, a little newer or older: the middle of the
+            # silence (longer than the stale threshold) parts the ticks before from the ones
+            # after
+            middle = (self.last_event + self.resume_event) // 2
+            return 0 <= previous_time <= middle < time
+        return 0 <= previous_time <= self.last_event < time
 
 
 class FeedStats:
@@ -620,18 +634,19 @@ class Connection:
             s.first_data_at = now
             s.first_event = event
             s.first_data.set()
-            self._first_data(now)
+            self._first_data(now, event)
         self.messages += 1
         self.stats.data(now)
         self.sink(obj, raw)
         self.on_progress()
 
-    def _first_data(self, now: float) -> None:
-        """Data flows again: account for the outage before it."""
+    def _first_data(self, now: float, event: int) -> None:
+        """Data flows again (``event``: the first event time): account for the outage before it."""
         if self._down_since is not None:
             duration = now - self._down_since
             if duration > self.stale_after and self._down_event >= 0:
-                self.stats.outages.append(Outage(self.symbols(), self._down_event, duration))
+                outage = Outage(self.symbols(), self._down_event, duration, event)
+                self.stats.outages.append(outage)
                 log.warning(
                     "feed connection %d: data flowing again after %.1fs without any",
                     self.id,
