@@ -209,6 +209,34 @@ async def test_record_has_what_it_received_on_disk_within_a_second_so_a_sigkill_
     assert [orjson.loads(line) for line in lines_on_disk(out)] == expected
 
 
+async def test_record_to_a_pipe_keeps_recording_past_the_fsync_a_pipe_refuses(tmp_path):
+    """Each second's flush is followed by an fsync (a power cut), which a pipe refuses
+    (``--out /dev/stdout``): that is no write error, and the recording goes on."""
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record",
+            "--out",
+            "/dev/stdout",
+            "--streams",
+            "BTCUSDT",
+            env=env_for(fake, tmp_path / "db"),
+        )
+        assert proc.stdout is not None
+        await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, 20)
+        sent = [mini_ticker("BTCUSDT", 70_000 + i, T + i * 1000) for i in range(2)]
+        got = []
+        for ticker in sent:  # one flush (and fsync) for each
+            await fake.publish([ticker])
+            got.append(await asyncio.wait_for(proc.stdout.readline(), 5))
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    assert [orjson.loads(line) for line in got] == [
+        {"stream": "btcusdt@miniTicker", "data": t} for t in sent
+    ]
+    assert "recorded 2 messages to /dev/stdout" in err
+
+
 async def test_record_stops_cleanly_on_sighup_as_when_its_terminal_is_closed(tmp_path):
     """SIGHUP's default action would end it with a gzip file cut off; it closes the file whole
     and says what it recorded, as on Ctrl-C."""
