@@ -478,6 +478,21 @@ async def test_a_rotation_onto_a_silent_socket_after_the_old_one_closed_keeps_th
         assert [gap for _, gap in bot.alerts] == [True]
 
 
+@pytest.mark.parametrize("status", [429, 418])
+async def test_a_handshake_refused_for_its_rate_keeps_the_stream_url(status: int):
+    """429 and 418 say the client connects too often, not that a stream in the URL is
+    refused: after the backoff the same combined URL is tried again, rather than a bare one
+    subscribed live for the rest of the run."""
+    async with FakeBinance() as fake:
+        fake.reject_handshakes(1, status)
+        async with Bot(fake, [rule("crosses above 100")], stream="symbols") as bot:
+            await fake.wait_for_subscriptions({BTC})
+            await bot.tick(90, T)
+            (conn,) = fake.connections
+            assert conn.url_streams == (BTC,)
+            assert conn.messages_in == 0  # no live SUBSCRIBE
+
+
 async def test_closing_the_feed_during_a_rotations_drain_closes_the_new_socket_too():
     """The old socket lags, so the rotation waits in its drain; a close then must take the
     rotation's new socket with it, not leave it delivering to nobody's sink."""

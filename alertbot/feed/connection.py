@@ -353,6 +353,8 @@ class Connection:
             and not self.live_only
             and isinstance(exc, InvalidStatus)
             and 400 <= exc.response.status_code < 500
+            # too many requests, or banned for them: the rate, not the URL; backing off is all
+            and exc.response.status_code not in (418, 429)
         ):
             self.live_only = True
             log.warning(
