@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -99,6 +99,25 @@ def rule_symbols(rules: list[Rule]) -> tuple[set[str], list[str]]:
     return literal, globs
 
 
+def glob_matches(rules: list[Rule], known: Collection[str]) -> dict[str, str]:
+    """The known symbols the rules' globs match, less each rule's exclusions, each with a
+    pattern that matched it: what symbol streams must carry for the globs."""
+    out: dict[str, str] = {}
+    done: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    for rule in rules:
+        globs = tuple(p for p in rule.symbols if is_glob(p))
+        if not globs or (globs, rule.exclude) in done:
+            continue
+        done.add((globs, rule.exclude))
+        for pattern in globs:
+            for symbol in fnmatch.filter(known, pattern):
+                if symbol not in out and not any(
+                    fnmatch.fnmatchcase(symbol, x) for x in rule.exclude
+                ):
+                    out[symbol] = pattern
+    return out
+
+
 class Pipeline:
     """Feeds the engine from the live feed and hands every alert to ``emit``."""
 
@@ -158,22 +177,21 @@ class Pipeline:
 
     def update_streams(self) -> str:
         """Tell the feed what the engine's rules need now (call after adding/removing rules)."""
-        literal, globs = rule_symbols(self.engine.rules())
+        rules = self.engine.rules()
+        literal, globs = rule_symbols(rules)
         if globs and self.settings.stream == "symbols":
             # symbol streams only: expand the globs over the exchange's symbols
-            known = self.directory.known()
-            for pattern in globs:
-                for symbol in fnmatch.filter(known, pattern):
-                    if nameable(symbol):
-                        literal.add(symbol)
-                    elif symbol not in self._unnamed:
-                        self._unnamed.add(symbol)
-                        log.warning(
-                            "feed: %s matches %s but cannot be subscribed to by name; only the "
-                            "all-market stream carries it (ALERTBOT_FEED_STREAM=auto or all)",
-                            symbol,
-                            pattern,
-                        )
+            for symbol, pattern in glob_matches(rules, self.directory.known()).items():
+                if nameable(symbol):
+                    literal.add(symbol)
+                elif symbol not in self._unnamed:
+                    self._unnamed.add(symbol)
+                    log.warning(
+                        "feed: %s matches %s but cannot be subscribed to by name; only the "
+                        "all-market stream carries it (ALERTBOT_FEED_STREAM=auto or all)",
+                        symbol,
+                        pattern,
+                    )
         return self.feed.want(literal, everything=bool(globs))
 
     def check_symbols(self) -> list[str]:

@@ -786,6 +786,21 @@ async def test_symbol_mode_expands_globs_over_the_exchange_symbols():
         assert "ethbtc@miniTicker" not in fake.subscribed()
 
 
+async def test_symbol_mode_leaves_out_what_a_globs_rule_excludes_unless_another_needs_it():
+    """A glob's exclusions are not streamed for it: ETHUSDT is excluded by the one rule over
+    *USDT, and streamed again once a rule over ETH* takes it."""
+    excluding = dataclasses.replace(rule("price > 1", "*USDT"), exclude=("ETH*",))
+    async with (
+        FakeBinance(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"]) as fake,
+        Bot(fake, [excluding], stream="symbols") as bot,
+    ):
+        await fake.wait_for_subscriptions({BTC, "solusdt@miniTicker"})
+        assert "ethusdt@miniTicker" not in fake.subscribed()
+        bot.engine.add_rule(rule("price > 1", "ETH*", id="eth"))
+        bot.pipeline.update_streams()
+        await fake.wait_for_subscriptions({BTC, "solusdt@miniTicker", "ethusdt@miniTicker"})
+
+
 async def test_symbol_mode_skips_a_listed_symbol_that_cannot_be_named_and_keeps_refreshing(
     caplog: pytest.LogCaptureFixture,
 ):
