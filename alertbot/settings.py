@@ -77,7 +77,12 @@ def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[s
     return text
 
 
-def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+def env_url(
+    env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...], *, root: bool = True
+) -> str:
+    """A URL setting, checked. ``root``: a server root that paths are appended to, returned
+    without its trailing ``/``; otherwise a URL used as it is (a webhook: ``/alerts/`` and
+    ``/alerts`` are different resources, and the receiver may answer only one of them)."""
     text = env.get(name, "").strip()
     if not text:
         return default
@@ -102,7 +107,7 @@ def env_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str,
         port = -1
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError(f"{name}: the port must be a number in 1..65535, got {text!r}")
-    return text.rstrip("/")
+    return text.rstrip("/") if root else text
 
 
 #: secrets that may also come from files (container secrets): VAR_FILE names the file

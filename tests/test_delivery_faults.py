@@ -57,6 +57,18 @@ def test_a_webhook_url_with_a_good_port_or_none_is_taken() -> None:
         assert DeliverySettings.from_env({"ALERTBOT_WEBHOOK_URL": url}).webhook_url == url
 
 
+async def test_a_webhook_url_ending_in_a_slash_is_posted_to_as_given(tmp_path):
+    """ALERTBOT_WEBHOOK_URL ``.../alerts/`` gets its POSTs at ``/alerts/``: a receiver serving
+    only that path answered the ``/alerts`` it got instead with 404, every alert lost for good
+    (only the API roots, which paths are appended to, lose a trailing '/')."""
+    async with WebhookReceiver(secret="hook-secret", path="/alerts/") as hook:
+        url = DeliverySettings.from_env({"ALERTBOT_WEBHOOK_URL": hook.url}).webhook_url
+        async with Harness(tmp_path, None, hook, webhook_url=url) as h:
+            h.fire([rule()])
+            await h.settled()
+    assert [(d.path, d.status) for d in hook.deliveries] == [("/alerts/", 200)]
+
+
 async def test_a_webhook_url_httpx_cannot_use_fails_for_good_and_its_queue_goes_on(tmp_path, hook):
     """A rule's webhook with a port out of range (the rule loader lets it through): each of its
     deliveries fails for good with a clear error, the URL's sender keeps going, and other

@@ -98,7 +98,8 @@ class DeliverySettings:
             telegram_token=token,
             telegram_api_url=api,
             admin_chats=parse_chats("ALERTBOT_ADMIN_CHATS", e.get("ALERTBOT_ADMIN_CHATS", "")),
-            webhook_url=env_url(e, "ALERTBOT_WEBHOOK_URL", "", ("http", "https")) or None,
+            webhook_url=env_url(e, "ALERTBOT_WEBHOOK_URL", "", ("http", "https"), root=False)
+            or None,
             webhook_secret=secret,
             db=e.get("ALERTBOT_DB", "").strip() or "alertbot.db",
             fallback_after=env_seconds(e, "ALERTBOT_FALLBACK_AFTER", 60.0, minimum=0.001),
