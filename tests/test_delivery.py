@@ -294,12 +294,29 @@ async def test_a_permanent_refusal_goes_to_the_fallback_webhook_at_once(
     body = orjson.loads(d.body)
     assert (body["fallback"], body["chat_id"], body["rule"]) == (True, CHAT, "r1")
     assert d.signature_ok is True
-    assert d.headers["idempotency-key"] == f"r1:BTCUSDT:{T}"
+    assert d.headers["idempotency-key"] == body["id"] == f"r1:BTCUSDT:{T}:{CHAT}"
     assert h.states() == {
         f"r1:BTCUSDT:{T}>telegram:{CHAT}": "failed",
         f"r1:BTCUSDT:{T}>fallback:{CHAT}:{hook.url}": "sent",
     }
     assert len([r for r in tg.requests if r.method == "sendMessage"]) == 1  # not retried
+
+
+async def test_each_chats_fallback_copy_has_its_own_idempotency_key(tmp_path, tg, hook):
+    """One alert refused for two chats: two fallback POSTs, keyed ``<alert id>:<chat>`` (header
+    and body id), so a receiver de-duplicating by key keeps both, not one chat's copy only."""
+    other = 222
+    tg.fail_chat(CHAT)
+    tg.fail_chat(other)
+    async with Harness(tmp_path, tg, hook, admin_chats=(CHAT, other)) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(2)
+        await h.settled()
+    keys = {(d.json["chat_id"], d.idempotency_key, d.id) for d in hook.deliveries}
+    assert keys == {
+        (chat, f"r1:BTCUSDT:{T}:{chat}", f"r1:BTCUSDT:{T}:{chat}") for chat in (CHAT, other)
+    }
+    assert hook.duplicates() == []
 
 
 async def test_a_template_telegram_cannot_parse_is_sent_as_plain_text(tmp_path, tg, hook):

@@ -166,6 +166,26 @@ async def test_a_fallback_survives_telegram_retries_and_a_restart_without_a_seco
     assert len(hook.deliveries) == 1
 
 
+async def test_a_fallback_keeps_its_idempotency_key_across_retries_and_a_restart(
+    tmp_path, tg, hook
+):
+    """A fallback refused by its receiver, retried, then resumed after a restart is POSTed
+    with one and the same key throughout (``<alert id>:<chat>``): the receiver can tell the
+    copies of one delivery from the deliveries for other chats."""
+    tg.fail_chat(CHAT)
+    hook.down("500")
+    async with Harness(tmp_path, tg, hook) as h:
+        h.fire([rule()])
+        await hook.wait_for(lambda: len(hook.deliveries) >= 2)
+    tg.recover()
+    hook.recover()
+    async with Harness(tmp_path, tg, hook) as again:
+        await hook.wait_for_deliveries(1)
+        await again.settled()
+    assert {d.idempotency_key for d in hook.deliveries} == {f"r1:BTCUSDT:{T}:{CHAT}"}
+    assert again.states()[f"r1:BTCUSDT:{T}>fallback:{CHAT}:{hook.url}"] == "sent"
+
+
 async def test_a_fallback_stored_before_is_not_sent_again(
     tmp_path, tg: FakeTelegram, hook: WebhookReceiver
 ):

@@ -262,7 +262,7 @@ def test_webhook_body_is_designs_json_and_the_signature_an_hmac_of_it():
     d = Delivery(record(gap=True), "fallback:42:https://h.example/x", chat_id=42)
     body = body_of(d)
     assert orjson.loads(body) == {
-        "version": 1, "id": "r1:BTCUSDT:1", "rule": "r1", "symbol": "BTCUSDT",
+        "version": 1, "id": "r1:BTCUSDT:1:42", "rule": "r1", "symbol": "BTCUSDT",
         "condition": "price > 100", "time": T, "price": "101.5", "message": "BTCUSDT > 100 <b>",
         "gap": True, "chat_id": 42, "fallback": True,
     }  # fmt: skip
@@ -271,6 +271,7 @@ def test_webhook_body_is_designs_json_and_the_signature_an_hmac_of_it():
     plain = orjson.loads(body_of(Delivery(record(), "webhook:https://h.example/x")))
     assert "fallback" not in plain
     assert "chat_id" not in plain
+    assert plain["id"] == "r1:BTCUSDT:1"
 
 
 # ---------------------------------------------------------------- store

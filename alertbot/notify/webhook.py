@@ -30,11 +30,22 @@ from alertbot.tasks import cancel_and_wait
 log = logging.getLogger("alertbot.notify")
 
 
+def idempotency_key(d: Delivery) -> str:
+    """What names this delivery to its receiver (``Idempotency-Key`` and the body's ``id``):
+    the alert id (``rule:symbol:time``) for a webhook; for a fallback, that and the chat it
+    stands in for (``rule:symbol:time:chat``), since each chat's copy is a message of its own
+    and a receiver de-duplicating by key would keep one chat's copy only. Made from the
+    destination, which is stored with the delivery: the same across retries and restarts."""
+    if d.kind == "fallback":  # fallback:<chat>:<url>
+        return f"{d.alert.id}:{d.destination.split(':', 2)[1]}"
+    return d.alert.id
+
+
 def body_of(d: Delivery) -> bytes:
     a = d.alert
     body: dict[str, Any] = {
         "version": 1,
-        "id": a.id,
+        "id": idempotency_key(d),
         "rule": a.rule,
         "symbol": a.symbol,
         "condition": a.condition,
@@ -199,7 +210,7 @@ class WebhookSender:
         d.attempts += 1
         try:
             body = body_of(d)
-            headers = {"Content-Type": "application/json", "Idempotency-Key": d.alert.id}
+            headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(d)}
             if d.secret:
                 headers["X-Alertbot-Signature"] = signature(d.secret, body)
             response = await self._client.post(url, content=body, headers=headers)

@@ -365,7 +365,8 @@ class Delivery:
 
     @property
     def id(self) -> str | None:
-        """The alert id: the JSON body's ``"id"`` when it is a string, else ``Idempotency-Key``."""
+        """The delivery's id: the JSON body's ``"id"`` when it is a string, else
+        ``Idempotency-Key``."""
         if isinstance(self.json, dict) and isinstance(self.json.get("id"), str):
             return str(self.json["id"])
         return self.idempotency_key
