@@ -22,7 +22,7 @@ from alertbot.store import AlertRecord, DeliveryRow, Store
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
 from tests.fakes.webhook import WebhookReceiver
-from tests.test_delivery import CHAT, Harness, T, rule
+from tests.test_delivery import CHAT, Harness, T, _Lines, rule
 
 BAD_PORT = "http://127.0.0.1:70000/hook"
 
@@ -220,6 +220,66 @@ async def test_a_fallback_stored_before_is_not_sent_again(
         f"{alert_id}>telegram:{CHAT}": "fell_back",
         f"{alert_id}>fallback:{CHAT}:{hook.url}": "sent",
     }
+
+
+# ------------------------------------------------------------------ resumed without a token
+
+
+async def pending_for_telegram(tmp_path, tg: FakeTelegram, n: int = 1) -> None:
+    """Leave ``n`` alerts for the admin chat pending in the database (Telegram down)."""
+    tg.down(502)
+    async with Harness(tmp_path, tg, None) as h:
+        h.fire([rule(f"r{i}") for i in range(n)])
+        await tg.wait_for(lambda: len(tg.calls("sendMessage")) >= 1)
+    assert set(h.states().values()) == {"pending"}
+    tg.recover()
+
+
+async def test_a_telegram_alert_resumed_without_a_token_goes_to_the_fallback_webhook(
+    tmp_path, tg, hook
+):
+    """Restarted without a Telegram token, a pending Telegram delivery goes to the fallback
+    webhook, as a new alert for that chat would; it is not printed to the console and
+    recorded 'sent'. Its row stays open ('fell_back'): Telegram gets it once the token is
+    back."""
+    await pending_for_telegram(tmp_path, tg)
+    out = _Lines()
+    async with Harness(tmp_path, None, hook, out=out) as h:
+        await hook.wait_for_deliveries(1)
+        await h.settled()
+    (d,) = hook.deliveries
+    assert (d.json["fallback"], d.json["chat_id"]) == (True, CHAT)
+    assert out.lines == []
+    assert h.states() == {
+        f"r0:BTCUSDT:{T}>telegram:{CHAT}": "fell_back",
+        f"r0:BTCUSDT:{T}>fallback:{CHAT}:{hook.url}": "sent",
+    }
+    async with Harness(tmp_path, tg, hook) as again:
+        await tg.wait_for_messages(1)
+        await again.settled()
+    assert again.states()[f"r0:BTCUSDT:{T}>telegram:{CHAT}"] == "sent"
+    assert len(hook.deliveries) == 1
+
+
+async def test_telegram_alerts_resumed_with_no_token_nor_fallback_wait_and_say_so_once(
+    tmp_path, tg, caplog
+):
+    """Restarted with neither a Telegram token nor a fallback webhook, pending Telegram
+    deliveries stay pending (one log line says why), not printed to the console and recorded
+    'sent'; at the next start with the token they go out."""
+    await pending_for_telegram(tmp_path, tg, 3)
+    out = _Lines()
+    caplog.clear()
+    async with Harness(tmp_path, None, None, out=out) as h:
+        await h.settled()
+    assert out.lines == []
+    assert set(h.states().values()) == {"pending"}
+    (line,) = [m for r in caplog.records if "wait for a Telegram token" in (m := r.getMessage())]
+    assert line.startswith("outbox: 3 undelivered Telegram alert deliveries")
+    async with Harness(tmp_path, tg, None) as again:
+        await again.settled()
+    assert set(again.states().values()) == {"sent"}
+    assert len(tg.messages) == 1  # the three, merged
 
 
 # ------------------------------------------------------------------ Retry-After out of bounds

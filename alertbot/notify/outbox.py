@@ -245,6 +245,7 @@ class Outbox:
         """Open the database and resume what was left undelivered; returns how many."""
         loop = asyncio.get_running_loop()
         left = await loop.run_in_executor(self._executor, self.store.open_deliveries)
+        no_token: list[Delivery] = []  # Telegram deliveries, and no Telegram token now
         for record, row in left:
             d = Delivery(
                 record,
@@ -267,9 +268,14 @@ class Outbox:
                     self._fallbacks.add((record.id, d.chat_id))
             if d.url:
                 d.secret = self.router.secret_for(d.url)
+            if kind == "telegram" and "telegram" not in self.senders:
+                no_token.append(d)
+                continue
             self._dispatch(d)
         if left:
             log.warning("outbox: resuming %d undelivered alert deliveries", len(left))
+        if no_token:
+            self._without_telegram(no_token)
         self._task = asyncio.create_task(self._write_loop(), name="outbox-writer")
         return len(left)
 
@@ -440,12 +446,35 @@ class Outbox:
         self.store.write([*alerts, *(d.alert for d in console)], rows, updates)
         return stored_before
 
+    def _without_telegram(self, waiting: list[Delivery]) -> None:
+        """Telegram deliveries resumed while no bot token is set: as a new alert for a Telegram
+        chat then, each goes to the fallback webhook; with none, it waits in the database for a
+        start with the token. Never to the console: a line on stdout is no Telegram message,
+        and the row would be settled 'sent'. Either way the Telegram row stays open (resumed,
+        and sent, once the token is back), and the log says so once, not once per alert."""
+        if self.settings.webhook_url is None:
+            log.warning(
+                "outbox: %d undelivered Telegram alert deliveries wait for a Telegram token "
+                "(ALERTBOT_TELEGRAM_TOKEN is not set, nor a fallback webhook): they stay in the "
+                "database and are sent at a start with the token",
+                len(waiting),
+            )
+            return
+        due = [d for d in waiting if d.state == "pending"]  # the others fell back before
+        log.warning(
+            "outbox: %d undelivered Telegram alert deliveries and no Telegram token "
+            "(ALERTBOT_TELEGRAM_TOKEN is not set): %d sent to the fallback webhook; Telegram "
+            "gets them at a start with the token",
+            len(waiting),
+            len(due),
+        )
+        for d in due:
+            self._fall_back(d, "no Telegram token is set", quiet=True)
+
     def _dispatch(self, d: Delivery) -> None:
         self.open[(d.alert.id, d.destination)] = d
         kind = d.kind
-        sender = self.senders.get("webhook" if kind == "fallback" else kind)
-        if sender is None:  # e.g. a resumed Telegram delivery with no token now
-            sender = self.senders["console"]
+        sender = self.senders["webhook" if kind == "fallback" else kind]
         if kind == "telegram" and d.state == "pending" and d.chat_id is not None:
             due = d.created + self.settings.fallback_after - time.time()
             loop = asyncio.get_running_loop()
@@ -460,7 +489,7 @@ class Outbox:
                 d, f"Telegram has not delivered it within {self.settings.fallback_after:g}s"
             )
 
-    def _fall_back(self, d: Delivery, why: str) -> None:
+    def _fall_back(self, d: Delivery, why: str, *, quiet: bool = False) -> None:
         assert d.chat_id is not None
         key = (d.alert.id, d.chat_id)
         if key in self._fallbacks:
@@ -479,12 +508,13 @@ class Outbox:
             )
             self._dirty.set()
             return
-        log.warning(
-            "alert %s for chat %s: %s; sending it to the fallback webhook",
-            d.alert.id,
-            d.chat_id,
-            why,
-        )
+        if not quiet:
+            log.warning(
+                "alert %s for chat %s: %s; sending it to the fallback webhook",
+                d.alert.id,
+                d.chat_id,
+                why,
+            )
         fb = Delivery(
             d.alert,
             f"fallback:{d.chat_id}:{url}",
