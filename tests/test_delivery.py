@@ -329,6 +329,26 @@ async def test_a_template_telegram_cannot_parse_is_sent_as_plain_text(tmp_path, 
     assert hook.deliveries == []
 
 
+async def test_a_bad_template_merged_with_others_makes_only_its_own_alert_plain(tmp_path, tg, hook):
+    """Two alerts merged into one message, one template not valid Telegram HTML (a bare '<'):
+    Telegram refuses the message, its alerts are sent one by one, and only the one refused by
+    itself goes as plain text; the other keeps its formatting."""
+    good = rule("good", message="<b>{symbol}</b> is above 100")
+    bad = rule("bad", message="{symbol} < 200 and rising")
+    async with Harness(tmp_path, tg, hook, chat_interval=0.05) as h:
+        h.fire([good, bad])  # one frame: both wait for the same chat, merged
+        await h.settled()
+    refused = tg.calls("sendMessage")[0]
+    assert refused.status == 400
+    assert refused.params["text"] == "<b>BTCUSDT</b> is above 100\n\nBTCUSDT < 200 and rising"
+    assert {m.text: m.parse_mode for m in tg.messages} == {
+        "<b>BTCUSDT</b> is above 100": "HTML",
+        "BTCUSDT < 200 and rising": None,
+    }
+    assert len(tg.messages) == 2
+    assert set(h.states().values()) == {"sent"}
+
+
 async def test_telegram_down_longer_than_the_fallback_time(tmp_path, tg, hook):
     """The fallback gets it after fallback_after; Telegram, once back, too; no third copy."""
     tg.down(502)

@@ -21,6 +21,7 @@ class Delivery:
     created: float = 0.0  # wall clock, s
     state: str = "pending"
     plain: bool = False  # Telegram refused the HTML: send as plain text
+    alone: bool = False  # in a merged message Telegram refused as bad HTML: send by itself
     last_error: str | None = None
 
     @property

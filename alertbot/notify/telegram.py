@@ -13,7 +13,8 @@ Failures, by what Telegram says:
 - timeouts, network errors, 5xx: retried with capped, jittered backoff;
 - ``Forbidden`` (bot blocked, kicked) and "chat not found": permanent;
 - "can't parse entities" (a template that is not valid Telegram HTML): sent again as plain
-  text rather than dropped;
+  text rather than dropped; a merged message's alerts are first sent one by one, so that only
+  the one Telegram refuses by itself loses its formatting;
 - ``ChatMigrated`` (a group became a supergroup): sent to the new chat id, as is everything
   for the old id from then on; ``on_migrate(old, new)`` is told (the chat watches move).
 No chat's trouble delays another chat.
@@ -384,7 +385,8 @@ class TelegramSender:
         cap = self.settings.max_message
         batch = [q.popleft()]
         size = len(self._text(batch[0]))
-        while q and q[0].plain == batch[0].plain and chat not in self._single:
+        merging = chat not in self._single and not batch[0].alone
+        while merging and q and q[0].plain == batch[0].plain and not q[0].alone:
             extra = len(_SEPARATOR) + len(self._text(q[0]))
             if size + extra > cap:
                 break
@@ -478,10 +480,24 @@ class TelegramSender:
     ) -> None:
         message = exc.message.lower()
         bad_html = "parse entities" in message or "can't find end" in message
+        if bad_html and not batch[0].plain and len(batch) > 1:
+            # which alert's template is not valid HTML is not known: each goes by itself, and
+            # only the one refused by itself is sent as plain text (the others keep their
+            # formatting)
+            log.warning(
+                "telegram: chat %s refused the HTML of %d merged alerts (%s); sending them one "
+                "by one",
+                chat,
+                len(batch),
+                exc,
+            )
+            for d in batch:
+                d.alone = True
+            self._retry(chat, batch, f"merged message refused: {exc.message}", 0.0, count=False)
+            return
         if bad_html and not batch[0].plain:
             log.warning("telegram: chat %s refused the HTML (%s); sending plain text", chat, exc)
-            for d in batch:
-                d.plain = True
+            batch[0].plain = True
             self._retry(chat, batch, f"bad HTML: {exc.message}", interval, count=False)
             return
         if "too long" in message and len(batch) > 1:
