@@ -414,6 +414,32 @@ async def test_after_one_refusal_as_migrated_a_groups_alerts_go_to_its_supergrou
     assert hook.deliveries == []
 
 
+async def test_a_fallback_then_a_move_to_a_supergroup_sends_no_second_fallback(tmp_path, tg, hook):
+    """An alert for a group fell back (Telegram late); the group then turned out to be a
+    supergroup that refuses the bot for good: no second fallback copy, and once settled no
+    fallback marker is left (it is kept by the delivery's destination, which the move leaves
+    alone, not by its chat id, which the move changes)."""
+    group, supergroup = -555, -1_000_000_000_555
+    tg.down(502)
+    async with Harness(
+        tmp_path, tg, hook, admin_chats=(group,), fallback_after=0.3, group_interval=0.05
+    ) as h:
+        h.fire([rule()])
+        await hook.wait_for_deliveries(1)
+        tg.recover()
+        tg.migrate_chat(group, supergroup)
+        tg.fail_chat(supergroup, 403, "Forbidden: bot was kicked from the supergroup chat")
+        await tg.wait_for(lambda: any(r.status == 403 for r in tg.calls("sendMessage")))
+        await h.settled()
+        assert len(hook.deliveries) == 1
+        assert h.notifier.outbox is not None
+        assert h.notifier.outbox._fallbacks == set()
+    assert h.states() == {
+        f"r1:BTCUSDT:{T}>telegram:{group}": "failed",
+        f"r1:BTCUSDT:{T}>fallback:{group}:{hook.url}": "sent",
+    }
+
+
 # ------------------------------------------------------------------ bursts and limits
 
 

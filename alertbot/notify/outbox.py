@@ -148,8 +148,10 @@ class Outbox:
         self._flushed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        # (alert id, chat) handed to the fallback webhook while its Telegram delivery is open
-        self._fallbacks: set[tuple[str, int | None]] = set()
+        # (alert id, Telegram destination) handed to the fallback webhook while that Telegram
+        # delivery is open; by destination (telegram:<chat as configured>), which a group's
+        # move to a supergroup leaves alone, unlike the delivery's chat_id
+        self._fallbacks: set[tuple[str, str]] = set()
         self.submitted = 0
         self.open: dict[tuple[str, str], Delivery] = {}  # being attempted, by (alert, dest)
         self._in_write = 0  # deliveries in the transaction being written
@@ -227,7 +229,7 @@ class Outbox:
                 self._fall_back(d, f"Telegram refused it for good: {error}")
             # settled: it cannot fall back again (its timer is gone), so the marker that kept
             # it from falling back twice goes too; kept, the markers of a long outage add up
-            self._fallbacks.discard((d.alert.id, d.chat_id))
+            self._fallbacks.discard((d.alert.id, d.destination))
 
     @property
     def _waiting(self) -> bool:
@@ -259,13 +261,12 @@ class Outbox:
             if kind == "telegram":
                 d.chat_id = int(rest)
                 if row.state == "fell_back":
-                    self._fallbacks.add((record.id, d.chat_id))
+                    self._fallbacks.add((record.id, row.destination))
             elif kind == "webhook":
                 d.url = rest
             elif kind == "fallback":
-                d.url = rest.partition(":")[2]  # fallback:<chat>:<url>
-                if d.chat_id is not None:
-                    self._fallbacks.add((record.id, d.chat_id))
+                chat, _, d.url = rest.partition(":")  # fallback:<chat>:<url>
+                self._fallbacks.add((record.id, f"telegram:{chat}"))
             if d.url:
                 d.secret = self.router.secret_for(d.url)
             if kind == "telegram" and "telegram" not in self.senders:
@@ -491,7 +492,7 @@ class Outbox:
 
     def _fall_back(self, d: Delivery, why: str, *, quiet: bool = False) -> None:
         assert d.chat_id is not None
-        key = (d.alert.id, d.chat_id)
+        key = (d.alert.id, d.destination)
         if key in self._fallbacks:
             return
         self._fallbacks.add(key)
@@ -515,10 +516,14 @@ class Outbox:
                 d.chat_id,
                 why,
             )
+        # the chat as the Telegram delivery names it (as configured, before any move to a
+        # supergroup): the fallback's destination and Idempotency-Key are the same whenever
+        # it is made
+        chat = d.destination.partition(":")[2]
         fb = Delivery(
             d.alert,
-            f"fallback:{d.chat_id}:{url}",
-            chat_id=d.chat_id,
+            f"fallback:{chat}:{url}",
+            chat_id=int(chat),
             url=url,
             secret=self.router.secret_for(url),
             created=time.time(),
