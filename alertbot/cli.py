@@ -173,6 +173,11 @@ def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "te
         # several a second, and two per job added at start; a job that fails is still logged
         # (at ERROR)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        # python-telegram-bot logs an answer that is not JSON (a front end's HTML error page
+        # while Telegram is down) at ERROR with a traceback, on every attempt for every chat,
+        # then raises it as an error that the senders and the poller log, page quoted, once
+        # per chat: its own lines only at DEBUG
+        logging.getLogger("telegram.request.BaseRequest").setLevel(logging.CRITICAL)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("alertbot.alerts").setLevel(logging.INFO)
 

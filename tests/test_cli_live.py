@@ -420,6 +420,48 @@ async def test_alerts_pending_at_a_sigkill_are_delivered_after_the_restart(tmp_p
     assert code == 0
 
 
+async def test_a_telegram_outage_answered_with_an_html_page_logs_one_line_per_chat(tmp_path):
+    """Telegram's front end answering 502 with its HTML page, not JSON: each chat's failure is
+    one warning line with the error cut short, not also an ERROR with a traceback from
+    python-telegram-bot at every attempt."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - id: btc-100\n    symbols: [BTCUSDT]\n    when: price crosses above 100\n"
+    )
+    chats = (42, 43, 44)
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        env = env_for(
+            fake,
+            tmp_path / "alertbot.db",
+            ALERTBOT_TELEGRAM_TOKEN=TOKEN,
+            ALERTBOT_TELEGRAM_API_URL=tg.api_url,
+            ALERTBOT_ADMIN_CHATS=",".join(map(str, chats)),
+            ALERTBOT_SHUTDOWN_GRACE="0.1",
+        )
+        tg.down(502, page=True)
+
+        def tried_twice() -> bool:
+            sent = [r.params.get("chat_id") for r in tg.calls("sendMessage")]
+            return all(sent.count(chat) >= 2 for chat in chats)
+
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1000)])
+            await tg.wait_for(tried_twice, timeout=20)  # each chat's first failure is logged
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0
+    assert "Traceback" not in err
+    assert "Can not load invalid JSON" not in err
+    for chat in chats:
+        (line,) = [x for x in err.splitlines() if f"telegram: chat {chat}: " in x]
+        assert "NetworkError: Bad Gateway (502). Parsing the server response b'<html>" in line
+        assert "…; retrying in " in line  # cut short
+
+
 async def test_the_bot_token_never_appears_in_the_log(tmp_path):
     """httpx logs request URLs, and Telegram's contain the token: every line is redacted."""
     async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:

@@ -222,6 +222,23 @@ async def test_a_fallback_stored_before_is_not_sent_again(
     }
 
 
+# ------------------------------------------------------------------ errors quoting a page
+
+
+async def test_an_error_quoting_a_whole_page_is_stored_cut_short(tmp_path, tg):
+    """Telegram's front end answering 502 with its HTML page: the error, which quotes the
+    page, is stored as the delivery's last_error cut to 200 characters."""
+    tg.down(502, page=True)
+    async with Harness(tmp_path, tg, None) as h:
+        h.fire([rule()])
+        await tg.wait_for(lambda: len(tg.calls("sendMessage")) >= 2)
+        assert h.notifier.outbox is not None
+        await h.notifier.outbox.flush()
+    error = rows(h)[f"r1:BTCUSDT:{T}>telegram:{CHAT}"].last_error or ""
+    assert error.startswith("NetworkError: Bad Gateway (502). Parsing the server response b'<ht")
+    assert (len(error), error[-1]) == (200, "…")
+
+
 # ------------------------------------------------------------------ resumed without a token
 
 

@@ -167,6 +167,29 @@ async def test_ptb_down_502_is_network_error(tg: FakeTelegram) -> None:
     assert [r.status for r in tg.calls("sendMessage")] == [502, 200]
 
 
+async def test_down_with_a_page_answers_every_call_with_a_front_ends_html_page(
+    tg: FakeTelegram, client: httpx.AsyncClient
+) -> None:
+    """``down(502, page=True)``: Telegram's front end answers for the Bot API behind it, with
+    nginx's HTML error page (no JSON); ``recover()`` ends it."""
+    tg.down(502, page=True)
+    r = await client.post(f"{tg.api_url}/bot{tg.token}/sendMessage", json={"chat_id": CHAT})
+    assert (r.status_code, r.headers["content-type"]) == (502, "text/html")
+    assert r.text.startswith("<html>\r\n<head><title>502 Bad Gateway</title>")
+    assert "nginx" in r.text
+    assert tg.calls("sendMessage")[0].status == 502
+    tg.recover()
+    r = await client.post(f"{tg.api_url}/bot{tg.token}/getMe")
+    assert r.json()["ok"] is True
+
+
+async def test_ptb_down_with_a_page_is_network_error_quoting_it(tg: FakeTelegram) -> None:
+    async with ptb(tg) as bot:
+        tg.down(504, page=True)
+        with pytest.raises(NetworkError, match=r"Gateway Timeout \(504\).*<html>"):
+            await bot.send_message(CHAT, "hi")
+
+
 async def test_ptb_wrong_token_is_invalid_token(tg: FakeTelegram) -> None:
     bot = telegram.Bot("999:wrong", base_url=f"{tg.api_url}/bot")
     with pytest.raises(InvalidToken):

@@ -29,6 +29,16 @@ class Delivery:
         return self.destination.partition(":")[0]
 
 
+#: the most of an error's text that is kept (the outbox's last_error, the senders' log lines):
+#: an error can quote a whole answer, e.g. a front end's HTML page while Telegram is down
+MAX_ERROR = 200
+
+
+def clip(error: str, limit: int = MAX_ERROR) -> str:
+    """``error`` cut to ``limit`` characters, an ellipsis marking the cut."""
+    return error if len(error) <= limit else error[: limit - 1] + "…"
+
+
 class Report(Protocol):
     def __call__(
         self, delivery: Delivery, state: str, error: str | None = None, attempts: int = 1

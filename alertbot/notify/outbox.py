@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TextIO, TypeVar
 
-from alertbot.notify.delivery import Delivery, Report, Sender
+from alertbot.notify.delivery import Delivery, Report, Sender, clip
 from alertbot.notify.render import format_time
 from alertbot.notify.routing import CONSOLE, Route, Router
 from alertbot.notify.settings import DeliverySettings
@@ -212,6 +212,8 @@ class Outbox:
             # the row must keep saying so: restored at the next start, it keeps the alert from
             # falling back a second time
             state = "fell_back"
+        if error is not None:
+            error = clip(error)
         self._updates.append(Update(d.alert.id, d.destination, state, attempts, error))
         self._dirty.set()
         still_open = state in OPEN_STATES
@@ -499,7 +501,7 @@ class Outbox:
         url = self.settings.webhook_url
         if d.state == "pending":
             d.state = "fell_back"
-            self._updates.append(Update(d.alert.id, d.destination, "fell_back", 0, why))
+            self._updates.append(Update(d.alert.id, d.destination, "fell_back", 0, clip(why)))
         if url is None:
             log.error(
                 "alert %s for chat %s: %s, and no fallback webhook is set (ALERTBOT_WEBHOOK_URL)",

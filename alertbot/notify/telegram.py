@@ -46,7 +46,7 @@ from telegram.error import (
 )
 from telegram.ext import BaseRateLimiter
 
-from alertbot.notify.delivery import Delivery, Report, backoff
+from alertbot.notify.delivery import Delivery, Report, backoff, clip
 from alertbot.notify.settings import DeliverySettings
 from alertbot.tasks import cancel_and_wait
 
@@ -509,6 +509,7 @@ class TelegramSender:
     def _retry(
         self, chat: int, batch: list[Delivery], error: str, wait: float, *, count: bool = True
     ) -> None:
+        error = clip(error)
         now_wall = time.time()
         keep = []
         for d in batch:
@@ -527,6 +528,7 @@ class TelegramSender:
             log.warning("telegram: chat %s: %s; retrying in %.1fs", chat, error, wait)
 
     def _fail(self, batch: list[Delivery], error: str) -> None:
+        error = clip(error)
         log.warning(
             "telegram: chat %s refused %d alert(s) for good: %s",
             batch[0].chat_id,

@@ -165,6 +165,17 @@ def _error_text(status: int) -> str:
     return _ERROR_TEXT.get(status, f"Error {status}")
 
 
+def _front_end_page(status: int) -> bytes:
+    """The HTML error page nginx serves for ``status``, as Telegram's front end answers when
+    the Bot API behind it is down (not the Bot API's JSON)."""
+    title = f"{status} {_error_text(status)}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    ).encode()
+
+
 def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
@@ -618,6 +629,7 @@ class FakeTelegram(HTTPServer):
         self._failed_chats: dict[int, tuple[int, str]] = {}
         self._migrated: dict[int, int] = {}
         self._down: int | None = None
+        self._down_page = False
         self._hang = False
         self._methods: dict[str, tuple[str, Callable[[Request], Awaitable[JSON]]]] = {
             name.lower(): (name, handler)
@@ -766,14 +778,18 @@ class FakeTelegram(HTTPServer):
         }
         return self._queue({"message": message})
 
-    def down(self, status: int | None = 502) -> None:
-        """Every call fails with ``status``; ``None``: requests are read and never answered."""
+    def down(self, status: int | None = 502, *, page: bool = False) -> None:
+        """Every call fails with ``status``; ``None``: requests are read and never answered.
+        ``page``: the answer is a front end's HTML error page (``text/html``), as when Telegram's
+        servers themselves are down, not the Bot API's JSON error."""
         self._down = status
+        self._down_page = page and status is not None
         self._hang = status is None
 
     def recover(self) -> None:
         """Undo ``down()``, ``fail_chat()`` and ``migrate_chat()`` (``fail_next`` rules stay)."""
         self._down = None
+        self._down_page = False
         self._hang = False
         self._failed_chats.clear()
         self._migrated.clear()
@@ -936,6 +952,9 @@ class FakeTelegram(HTTPServer):
             parse_error = e
         if self._hang:
             return Drop.HANG
+        if self._down is not None and self._down_page:
+            record.status = self._down
+            return HTTPResponse(self._down, _front_end_page(self._down), "text/html")
         try:
             if self._down is not None:
                 raise _ApiError(self._down, _error_text(self._down))
