@@ -758,6 +758,28 @@ async def test_fallen_back_alerts_leave_no_marker_once_telegram_settles(tmp_path
     assert sorted(v for k, v in states.items() if ">telegram:" in k) == ["failed"] * 5
 
 
+async def test_the_telegram_sender_keeps_nothing_of_the_chats_it_is_done_with(tmp_path, tg, hook):
+    """Once a chat's alerts are settled (sent, sent after a retry, refused for good) and its
+    spacing is over, the sender keeps no entry for it: its tables do not grow with every chat
+    the bot ever sent to, and its scheduler does not scan them at each wake-up."""
+    chats = range(1000, 1050)
+    tg.fail_chat(1000)  # refused for good
+    tg.fail_next(1, status=502, chat_id=1001)  # sent at the second try
+    settings = {"chat_interval": 0.01, "overall_per_second": 1000}
+    async with Harness(tmp_path, tg, hook, **settings) as h:
+        sender = h.notifier.telegram
+        assert sender is not None
+        h.fire([rule(f"r{chat}", notify=[f"chat:{chat}"]) for chat in chats])
+        await h.settled()
+        assert len(tg.messages) == 49
+        await asyncio.sleep(0.05)  # every chat's spacing (0.01 s) is over
+        h.fire([rule("later", notify=["chat:2000"])], [tick(time=T + 1)])  # a wake-up after it
+        await h.settled()
+        assert (sender._queues, sender._order, sender._failures) == ({}, {}, {})
+        assert set(sender._next_ok) <= {2000}
+        assert sender.pending() == 0
+
+
 async def test_outbox_depth_counts_alerts_not_yet_stored(tmp_path, tg, hook):
     """The depth (the /metrics gauge and /status) counts a delivery from the moment it is
     submitted, not only once the writer has stored it; it returns to 0 when all settled."""

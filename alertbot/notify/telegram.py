@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import heapq
 import logging
 import time
 import warnings
@@ -292,8 +293,14 @@ class TelegramSender:
         self.bot = bot
         self.settings = settings
         self.report = report
-        self._queues: dict[int, deque[Delivery]] = {}
+        # Per chat, only while it has something to do: a chat's queue goes when it is empty
+        # (the scheduler scans the queues at each wake-up), its fairness stamp with it, its
+        # failures once nothing of it waits or is being sent (_forget), its next-ok time at
+        # the first wake-up after that time. A bot that served 50,000 chats keeps nothing of
+        # the ones it is done with.
+        self._queues: dict[int, deque[Delivery]] = {}  # chats with alerts waiting
         self._next_ok: dict[int, float] = {}  # loop time a chat may next be sent to
+        self._expiry: list[tuple[float, int]] = []  # heap of the (next-ok time, chat) set
         self._failures: dict[int, int] = {}
         self._order: dict[int, int] = {}  # when each chat's head was queued (fairness)
         self._seq = count()
@@ -323,7 +330,6 @@ class TelegramSender:
         q = self._queues.get(chat)
         if q is None:
             q = self._queues[chat] = deque()
-        if not q:
             self._order[chat] = next(self._seq)
         q.append(d)
         if self._task is None:
@@ -344,14 +350,19 @@ class TelegramSender:
 
     async def _run(self) -> None:
         budget = self.budget
+        expiry, next_ok = self._expiry, self._next_ok
         while True:
             now = self._loop.time()
+            while expiry and expiry[0][0] <= now:  # a time gone by holds up nothing
+                at, chat = heapq.heappop(expiry)
+                if next_ok.get(chat) == at:
+                    del next_ok[chat]
             counting, frees = budget.window(now)
             limit = self.settings.overall_per_second - budget.waiting  # answers go first
             turns = {
                 chat: max(self._next_ok.get(chat, 0.0), budget.free_at(chat, now, alert=True))
-                for chat, q in self._queues.items()
-                if q and chat not in self._inflight
+                for chat in self._queues
+                if chat not in self._inflight
             }
             ready = sorted((c for c, at in turns.items() if at <= now), key=self._order.__getitem__)
             started = 0
@@ -394,6 +405,9 @@ class TelegramSender:
             size += extra
         if q:
             self._order[chat] = next(self._seq)
+        else:  # nothing more waits: the scheduler stops looking at it (a retry puts it back)
+            del self._queues[chat]
+            del self._order[chat]
         return batch
 
     @staticmethod
@@ -401,7 +415,7 @@ class TelegramSender:
         return d.alert.text if d.plain else d.alert.html
 
     def _requeue(self, chat: int, batch: list[Delivery]) -> None:
-        q = self._queues[chat]
+        q = self._queues.setdefault(chat, deque())
         q.extendleft(reversed(batch))
         self._order[chat] = next(self._seq)
 
@@ -467,13 +481,25 @@ class TelegramSender:
             self.sent_messages += 1
             self._failures.pop(chat, None)
             self._single.discard(chat)
-            self._next_ok[chat] = self._loop.time() + interval
+            self._hold(chat, self._loop.time() + interval)
             for d in batch:
                 d.state = "sent"
                 self.report(d, "sent")
         finally:
             self._inflight.discard(chat)
+            self._forget(chat)
             self.budget.done(stamp, chat, sent=sent, alert=True)  # wakes the loop
+
+    def _forget(self, chat: int) -> None:
+        """Drop the failures kept for ``chat`` once nothing of it waits or is being sent."""
+        if chat not in self._queues and chat not in self._inflight:
+            self._failures.pop(chat, None)
+            self._single.discard(chat)
+
+    def _hold(self, chat: int, at: float) -> None:
+        """``chat`` may next be sent to at loop time ``at``."""
+        self._next_ok[chat] = at
+        heapq.heappush(self._expiry, (at, chat))
 
     def _bad_request(
         self, chat: int, batch: list[Delivery], exc: BadRequest, interval: float
@@ -523,7 +549,7 @@ class TelegramSender:
                 self.report(d, d.state, error)
         if keep:
             self._requeue(chat, keep)
-        self._next_ok[chat] = self._loop.time() + wait
+        self._hold(chat, self._loop.time() + wait)
         if count and (self._failures.get(chat, 0) <= 1):
             log.warning("telegram: chat %s: %s; retrying in %.1fs", chat, error, wait)
 
