@@ -400,19 +400,26 @@ class Store:
             for r in rows
         ]
 
+    # The batches below are one transaction each: in autocommit, executemany commits (and,
+    # with synchronous=FULL, syncs) once per row: 5,000 rows took 0.5-1.4 s, not 0.04-0.1 s.
+    # All or nothing, too: a /unwatch all that fails half way ends none of the watches.
+
     def end_watches(self, ids: Sequence[int]) -> None:
-        self.db.executemany("UPDATE watches SET active = 0 WHERE id = ?", [(i,) for i in ids])
+        with self._transaction() as db:
+            db.executemany("UPDATE watches SET active = 0 WHERE id = ?", [(i,) for i in ids])
 
     def mute_watches(self, ids: Sequence[int], until: float | None) -> None:
-        self.db.executemany(
-            "UPDATE watches SET muted_until = ? WHERE id = ?", [(until, i) for i in ids]
-        )
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE watches SET muted_until = ? WHERE id = ?", [(until, i) for i in ids]
+            )
 
     def watch_fired(self, fired: Sequence[tuple[int, int]]) -> None:
         """(watch id, event time) of alerts."""
-        self.db.executemany(
-            "UPDATE watches SET last_fired = ? WHERE id = ?", [(t, i) for i, t in fired]
-        )
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE watches SET last_fired = ? WHERE id = ?", [(t, i) for i, t in fired]
+            )
 
     def set_digest(self, chat_id: int, minute: int | None) -> None:
         if minute is None:
@@ -499,5 +506,6 @@ class Store:
 
     def forget_states(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Drop the saved states of these (rule, symbol) pairs (of rules removed or changed:
-        they start afresh)."""
-        self.db.executemany("DELETE FROM pair_states WHERE rule = ? AND symbol = ?", pairs)
+        they start afresh), in one transaction: at start-up, before the feed starts."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM pair_states WHERE rule = ? AND symbol = ?", pairs)

@@ -9,6 +9,8 @@ import io
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from alertbot.app import App
 from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
@@ -240,3 +242,36 @@ async def test_the_last_tickers_saved_are_of_the_moment_of_the_states_saved(tmp_
             await asyncio.wait_for(task, 10)
     assert states == [("hi", T)]
     assert ticks == [("BTCUSDT", T, "150")]
+
+
+@pytest.mark.parametrize(
+    ("change", "table"),
+    [
+        (lambda store: store.end_watches([1, 2, 3]), "watches"),
+        (lambda store: store.mute_watches([1, 2, 3], 1.0), "watches"),
+        (lambda store: store.watch_fired([(1, T), (2, T), (3, T)]), "watches"),
+        (lambda store: store.forget_states([(f"w{i}", "BTC") for i in (1, 2, 3)]), "pair_states"),
+    ],
+    ids=["end_watches", "mute_watches", "watch_fired", "forget_states"],
+)
+def test_a_batch_of_row_changes_is_all_or_nothing(tmp_path, change, table):
+    """One transaction per batch (not one durable commit per row, in autocommit: 5,000 rows
+    took over a second): a row that fails half way leaves the rows before it unchanged too.
+    A trigger refuses the third row."""
+    store = Store(tmp_path / "a.db")
+    try:
+        for _ in range(3):  # w1, w2, w3
+            store.add_watch(WatchRow(0, 5, "BTC", "price > 1", 0, 0.0, False))
+        store.save_engine([(f"w{i}", "BTC", "price > 1|0.0", 1, None) for i in (1, 2, 3)], [])
+        store.db.executescript(
+            "CREATE TRIGGER refuse_w3 BEFORE UPDATE ON watches WHEN OLD.id = 3"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+            "CREATE TRIGGER refuse_w3_state BEFORE DELETE ON pair_states WHEN OLD.rule = 'w3'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+        )
+        before = store.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+        with pytest.raises(sqlite3.IntegrityError, match="refused"):
+            change(store)
+        assert store.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() == before
+    finally:
+        store.close()
