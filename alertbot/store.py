@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,17 @@ from alertbot.ticker import Ticker
 def hold_database(path: str) -> BinaryIO | None:
     """Hold ``PATH.lock`` for as long as the returned file is open (the process's life): a
     second ``alertbot run`` on the same database would resume and attempt every open delivery
-    too, and so send every alert twice. Raises ConfigError when another process holds it."""
-    if path == ":memory:" or path.startswith("file:"):
+    too, and so send every alert twice. Raises ConfigError when another process holds it, and
+    for a ``file:`` URI: SQLite opens the file it names (its path, without the query), which
+    no lock file next to the text would guard."""
+    if path == ":memory:":
         return None
+    if path.startswith("file:"):
+        named = urllib.parse.unquote(urllib.parse.urlsplit(path).path) or "alertbot.db"
+        raise ConfigError(
+            f"ALERTBOT_DB: a file: URI is not supported ({path!r}); give the database's path, "
+            f"as in ALERTBOT_DB={named}"
+        )
     lock = Path(path + ".lock")
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)

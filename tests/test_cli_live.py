@@ -100,6 +100,33 @@ async def test_a_second_run_on_the_same_database_refuses_to_start(tmp_path):
     assert first_code == 0
 
 
+async def test_a_file_uri_as_the_database_is_refused_as_it_would_escape_the_lock(tmp_path):
+    """SQLite opens ``file:PATH`` as PATH, but the one-bot-per-database lock was skipped for a
+    URI: a second bot on the same file ran, and every alert went out twice."""
+    db = tmp_path / "alertbot.db"
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        first = await start("run", "--rules", "rules.example.yaml", env=env_for(fake, db))
+        second = None
+        try:
+            await fake.wait_for_connections(1, timeout=20)
+            uri = {**env_for(fake, db), "ALERTBOT_DB": f"file:{db}?mode=rwc"}
+            second = await start("run", env=uri)
+            await asyncio.wait_for(second.wait(), 20)
+            assert first.returncode is None  # still running
+        finally:
+            first.send_signal(signal.SIGTERM)
+            if second is not None and second.returncode is None:
+                second.kill()
+        code, _, err = await finish(second)
+        first_code, _, _ = await finish(first)
+    assert code == 1
+    assert err == (
+        f"alertbot: ALERTBOT_DB: a file: URI is not supported ('file:{db}?mode=rwc'); give the "
+        f"database's path, as in ALERTBOT_DB={db}\n"
+    )
+    assert first_code == 0
+
+
 async def test_run_does_not_log_every_run_of_its_scheduled_jobs(tmp_path):
     """APScheduler logs two INFO lines per job run (several jobs every few seconds) and two
     per job added at start: at the default level they are left out of the log."""
