@@ -89,6 +89,22 @@ def freeze_long_lived(when: str) -> None:
     )
 
 
+#: a rule file's (mtime, size); None: it cannot be read
+Stamp = tuple[float, int] | None
+
+
+def file_stamps(paths: Sequence[str]) -> list[Stamp]:
+    """The files' stamps, as the rule-file watch compares them (App.check_rule_files)."""
+    out: list[Stamp] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime, st.st_size))
+        except OSError:
+            out.append(None)
+    return out
+
+
 def rule_symbols(rules: list[Rule]) -> tuple[set[str], list[str]]:
     """The literal symbols rules name, and their glob patterns."""
     literal: set[str] = set()
@@ -309,18 +325,21 @@ class App:
         poll_timeout: float = 30.0,
         http_port: int | None = None,
         rule_files: Sequence[str] = (),
+        rule_stamps: Sequence[Stamp] | None = None,
         rules_check: float = 5.0,
         feed_down_after: float = 120.0,
         heartbeat: float = 0.0,
         state_every: float = 5.0,
         own_process: bool = False,
     ) -> None:
-        self.engine = Engine(rules.rules)
         self.rule_files = list(rule_files)
+        # the files as ``rules`` were read from them: stamps taken before they were read (by
+        # the caller, ``alertbot run``), so an edit made while they were read is seen as one
+        self._stamps = list(file_stamps(self.rule_files) if rule_stamps is None else rule_stamps)
+        self.engine = Engine(rules.rules)
         self.rules_check = rules_check
         self.file_rules: dict[str, Rule] = {r.id: r for r in rules.rules}
-        self._stamps = self._file_stamps()
-        self._changing: list[tuple[float, int] | None] | None = None  # see check_rule_files
+        self._changing: list[Stamp] | None = None  # see check_rule_files
         self.reloads = 0
         self._reload_lock = asyncio.Lock()
         self.feed_down_after = feed_down_after
@@ -354,16 +373,6 @@ class App:
 
     # ------------------------------------------------------------------ rule files
 
-    def _file_stamps(self) -> list[tuple[float, int] | None]:
-        out: list[tuple[float, int] | None] = []
-        for path in self.rule_files:
-            try:
-                st = os.stat(path)
-                out.append((st.st_mtime, st.st_size))
-            except OSError:
-                out.append(None)
-        return out
-
     async def reload(self, why: str = "SIGHUP") -> bool:
         """Read the rule files again. A broken edit keeps the running rules and tells the
         admins exactly what is wrong; a good one swaps only the rules that changed.
@@ -378,7 +387,7 @@ class App:
         if not self.rule_files:
             log.info("rules: %s: no rule files to reload (alertbot run --rules FILE)", why)
             return False
-        self._stamps = self._file_stamps()
+        self._stamps = file_stamps(self.rule_files)
         self._changing = None
         try:
             ruleset = await asyncio.to_thread(load_files, self.rule_files)
@@ -432,7 +441,7 @@ class App:
         """A scheduled job: reload when a rule file's size or mtime changed, once it has stayed
         the same for a whole check: a file caught while it is being written (an editor, a
         script) is not loaded half done, which would remove its later rules and their state."""
-        stamps = self._file_stamps()
+        stamps = file_stamps(self.rule_files)
         if stamps == self._stamps:
             self._changing = None
         elif stamps != self._changing:

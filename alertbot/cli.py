@@ -298,7 +298,7 @@ def cmd_replay(
 
 
 def cmd_run(files: Sequence[str], config: str | None = None) -> int:
-    from alertbot.app import App
+    from alertbot.app import App, file_stamps
     from alertbot.chat.watches import ChatSettings
     from alertbot.feed.settings import FeedSettings
     from alertbot.notify.settings import DeliverySettings
@@ -308,6 +308,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
         # until the event loop takes it over (loading many rules takes seconds): a SIGHUP now
         # would end the process (its default action), not reload
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    stamps = file_stamps(files)  # before reading them: an edit meanwhile is reloaded later
     ruleset = _load(files) if files else RuleSet()
     if ruleset is None:
         return 1
@@ -355,6 +356,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
             grace=grace,
             http_port=http_port,
             rule_files=files,
+            rule_stamps=stamps,
             rules_check=rules_check,
             feed_down_after=feed_down_after,
             heartbeat=heartbeat,

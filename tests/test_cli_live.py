@@ -557,6 +557,14 @@ def _field(status: Path, name: str) -> str:
     raise KeyError(name)
 
 
+async def sighup_ignored(pid: int) -> None:
+    """Return once process ``pid`` ignores SIGHUP: ``alertbot run`` does from just before it
+    reads the rule files until its event loop handles the signal."""
+    status = Path(f"/proc/{pid}/status")
+    while not int(_field(status, "SigIgn"), 16) & 1 << (signal.SIGHUP - 1):
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
 async def test_a_sighup_while_the_rules_load_does_not_end_the_bot(tmp_path):
     """SIGHUP's default action ends a process: until the event loop handles it (a reload),
@@ -571,13 +579,7 @@ async def test_a_sighup_while_the_rules_load_does_not_end_the_bot(tmp_path):
     )
     async with FakeBinance(symbols=["BTCUSDT"]) as fake:
         proc = await start("run", "--rules", rules, env=env_for(fake, tmp_path / "alertbot.db"))
-        status = Path(f"/proc/{proc.pid}/status")
-
-        async def ignored() -> None:  # until `run` ignores it: the rules are loading then
-            while not int(_field(status, "SigIgn"), 16) & 1 << (signal.SIGHUP - 1):
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(ignored(), 30)
+        await asyncio.wait_for(sighup_ignored(proc.pid), 30)  # the rules are loading
         proc.send_signal(signal.SIGHUP)
         await fake.wait_for_connections(1, timeout=60)  # it lived on and went online
         proc.send_signal(signal.SIGTERM)

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from alertbot.app import App
 from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
@@ -19,7 +21,7 @@ from alertbot.rules.loader import load_files
 from alertbot.store import Store, WatchRow
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
-from tests.test_cli_live import env_for, finish, start
+from tests.test_cli_live import env_for, finish, sighup_ignored, start
 
 TOKEN = "123456:TEST-token-0123456789abcdef"
 ADMIN = 900
@@ -271,3 +273,29 @@ async def test_the_heartbeat_tells_the_admins_the_bot_is_alive(tmp_path):
         async with running(app):
             await tg.wait_for(lambda: len(tg.messages_to(ADMIN)) >= 2, timeout=10)
     assert tg.messages_to(ADMIN)[0].text.startswith("alertbot is alive: feed ")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+async def test_an_edit_made_while_the_rules_load_at_start_is_picked_up(tmp_path):
+    """The files' stamps were taken after they were read: an edit made meanwhile looked like
+    the state already loaded, and the old rules ran until the next edit."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        + "".join(
+            f"  - id: r{i}\n    symbols: [BTCUSDT]\n    when: price > {i + 1}\n"
+            for i in range(10_000)
+        )
+    )
+    async with FakeBinance(symbols=["BTCUSDT", "ETHUSDT"]) as fake:
+        env = env_for(fake, tmp_path / "a.db", ALERTBOT_RULES_CHECK="0.1")
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await asyncio.wait_for(sighup_ignored(proc.pid), 30)  # run is reading the rules
+            rules.write_text("rules:\n  - id: eth\n    symbols: [ETHUSDT]\n    when: price > 1\n")
+            await fake.wait_for_subscriptions({"ethusdt@miniTicker"}, 30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    assert "rules: rule file changed: reloaded: 1 added, 0 changed, 10000 removed" in err
