@@ -347,6 +347,8 @@ class App:
         self.heartbeat_every = heartbeat
         self.state_every = state_every  # how often the engine's firing state is saved, s
         self._unsaved: list[PairState] = []
+        self._undropped: list[tuple[str, str | None]] = []  # Engine.dropped, not saved yet
+        self._save_lock = asyncio.Lock()  # one save at a time: see save_state
         self._history_saved = time.monotonic()  # the moves windows' prices: see save_state
         self.own_process = own_process
         self._started = time.monotonic()
@@ -435,6 +437,10 @@ class App:
             len(removed),
             len(new) - len(added) - len(changed),
         )
+        if removed or changed:
+            # the saved states of the rules removed or started afresh go now, not at the next
+            # save: after a crash meanwhile, such a rule added back would take up its old state
+            await self.save_state()
         return True
 
     async def check_rule_files(self) -> None:
@@ -576,14 +582,17 @@ class App:
         restored = self.engine.restore(states)
         # forget the saved states of rules changed or removed since (their pairs start
         # afresh), pair by pair: a rule's pairs saved before and after an edit may both be
-        # there. A watch's state stays while its watch is not loaded (a run without a token),
-        # and goes once the watch has ended (/unwatch, a once that fired, an expiry).
-        current = {r.id: fingerprint(r) for r in self.engine.rules()}
+        # there; and of symbols a rule no longer covers (one added back later starts afresh).
+        # A watch's state stays while its watch is not loaded (a run without a token), and
+        # goes once the watch has ended (/unwatch, a once that fired, an expiry).
+        engine = self.engine
+        current = {r.id: fingerprint(r) for r in engine.rules()}
         watches = {watch_rule_id(w.id) for w in await outbox.db(store.watches)}
         stale = [
             (rule_id, symbol)
             for rule_id, symbol, fp, _flags, _fired in states
             if current.get(rule_id, fp if rule_id in watches else None) != fp
+            or (rule_id in current and not engine.covers(rule_id, symbol))
         ]
         if stale:
             await outbox.db(store.forget_states, stale)
@@ -605,29 +614,45 @@ class App:
     async def save_state(self, final: bool = False) -> None:
         """A scheduled job, and the last step of shutdown: save what changed; the moves
         windows' prices every HISTORY_EVERY seconds and at shutdown (``final``)."""
+        async with self._save_lock:
+            # one at a time: two saves under way at once, the first to end would clear what
+            # the second still has to save, and a failure of the second would lose it
+            await self._save_state(final)
+
+    async def _save_state(self, final: bool) -> None:
         store = self.notifier.store
         outbox = self.notifier.outbox
         if store is None or outbox is None:
             return
-        states = self._unsaved + self.engine.changes()
+        dropped = self.engine.dropped()
+        unsaved = self._unsaved
+        if dropped:  # states taken before their rule or symbol was dropped: void
+            rules = {rule for rule, symbol in dropped if symbol is None}
+            pairs = set(dropped)
+            unsaved = [s for s in unsaved if s[0] not in rules and (s[0], s[1]) not in pairs]
+        dropped = self._undropped + dropped
+        states = unsaved + self.engine.changes()
         # the last tickers as of the same moment: one read after the wait below could hold a
         # crossing tick whose alert and state are not in this save (lost, after a crash, since
         # the restored engine compares with that tick)
         ticks = self.engine.last_tickers()
-        self._unsaved = states  # until saved: a save that fails or is cancelled loses nothing
+        # until saved: a save that fails or is cancelled loses nothing
+        self._unsaved = states
+        self._undropped = dropped
         try:
             # a state that records a firing goes to disk only after the firing's alert: saved
             # the other way round, a crash between the two would lose the alert for good (the
             # engine, restored, knows it fired; the outbox never had it)
             async with asyncio.timeout(STATE_WAIT):
                 await outbox.stored_all()
-            await outbox.db(store.save_engine, states, ticks)
+            await outbox.db(store.save_engine, states, ticks, dropped)
         except TimeoutError:
             log.warning("state: alerts are not stored yet; the engine's state is saved later")
         except Exception as exc:  # the disk may come back: kept for the next save
             log.error("state: cannot save the engine's state (%s); retrying", exc)
         else:
             self._unsaved = []
+            self._undropped = []
         now = time.monotonic()
         if final or now - self._history_saved >= HISTORY_EVERY:
             self._history_saved = now

@@ -465,9 +465,18 @@ class Store:
 
     # ------------------------------------------------------------------ engine state
 
-    def save_engine(self, states: Sequence[PairState], ticks: Sequence[Ticker]) -> None:
-        """One transaction: pair states and last tickers, replacing those saved before."""
-        with self._transaction():
+    def save_engine(
+        self,
+        states: Sequence[PairState],
+        ticks: Sequence[Ticker],
+        dropped: Sequence[tuple[str, str | None]] = (),
+    ) -> None:
+        """One transaction: the states ``dropped`` forgotten (Engine.dropped: a rule's, or
+        one symbol's of it), then pair states and last tickers, replacing those saved before."""
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM pair_states WHERE rule = ?1 AND (?2 IS NULL OR symbol = ?2)", dropped
+            )
             # multi-row statements, as the outbox's: this shares its thread, and with one SQLite
             # step per row (thousands of changed pairs every few seconds at 100k rules) it
             # held the outbox's writes up for a third of a second each time

@@ -121,6 +121,51 @@ def test_a_glob_rule_state_waits_for_its_symbol() -> None:
     ]
 
 
+def test_a_removed_glob_rule_forgets_the_states_still_waiting_for_their_symbols() -> None:
+    """A rule removed and added back is new: a restored state of it that was still waiting
+    for its symbol (not seen since the start) must not be taken up by the new rule."""
+    rules = [Rule("g", parse("price > 100"), ("*USDT",), once=True)]
+    old = Engine(rules)
+    old.changes()
+    assert fired(old, tick(1_000, 101, "ETHUSDT")) == [("g", "ETHUSDT", 1_000)]
+    new = Engine(rules)  # nothing primed: ETHUSDT is not known yet
+    new.restore(old.changes())
+    new.changes()
+    new.remove_rule("g")
+    new.add_rule(rules[0])
+    assert fired(new, tick(2_000, 102, "ETHUSDT")) == [("g", "ETHUSDT", 2_000)]
+
+
+def test_dropped_names_the_saved_states_a_removal_or_an_edit_made_void() -> None:
+    """What the saved copies must forget (App.save_state): all of a removed rule's states and
+    all of one replaced by a new condition; one symbol's when an edit left that symbol only,
+    whether its pair existed or its restored state was still waiting for it."""
+    a, b, c = (Rule(i, parse("price > 100"), (S, "ETHUSDT", "SOL*")) for i in "abc")
+    engine = Engine([a, b, c])
+    assert fired(engine, tick(500, 99, S), tick(500, 99, "ETHUSDT")) == []  # their pairs
+    engine.restore([(r, "SOLUSDT", "price > 100|0.0", 2, 1_000) for r in "abc"])
+    assert engine.dropped() == []  # recorded from the first changes() on, as they are
+    engine.changes()
+    engine.remove_rule("a")
+    engine.replace_rule(Rule("b", parse("price > 200"), (S,)))
+    engine.replace_rule(Rule("c", parse("price > 100"), (S,), message="edited"))
+    assert engine.dropped() == [("a", None), ("b", None), ("c", "ETHUSDT"), ("c", "SOLUSDT")]
+    assert engine.dropped() == []
+
+
+def test_a_state_of_a_symbol_its_rule_no_longer_covers_is_not_restored() -> None:
+    """A symbol dropped from a rule while the bot was down, and named again by a later edit,
+    is new to the rule: it starts afresh."""
+    one = Rule("one", parse("price > 100"), (S, "ETHUSDT"), once=True)
+    old = Engine([one])
+    old.changes()
+    assert fired(old, tick(1_000, 101, "ETHUSDT")) == [("one", "ETHUSDT", 1_000)]
+    new = restart(old, [dataclasses.replace(one, symbols=(S,))])
+    new.changes()
+    new.replace_rule(one)
+    assert fired(new, tick(2_000, 102, "ETHUSDT")) == [("one", "ETHUSDT", 2_000)]
+
+
 def test_changes_report_each_changed_pair_once_and_then_nothing() -> None:
     rules = [Rule("hi", parse("price > 100"), (S,)), Rule("lo", parse("price < 50"), (S,))]
     engine = Engine(rules)

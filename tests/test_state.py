@@ -139,7 +139,7 @@ async def test_a_start_forgets_only_the_saved_states_that_no_longer_apply(tmp_pa
     """Per pair: a rule's pairs saved before and after an edit of its condition may both be
     in the database, and only the older ones are stale; a watch's state stays while a run
     without a Telegram token leaves the watches unloaded; a removed rule's state goes, and so
-    does an ended watch's."""
+    do an ended watch's and that of a symbol the rule no longer names."""
     rules = RuleSet(
         rules=(Rule(id="m", condition=parse("price > 100"), symbols=("BTCUSDT", "ETHUSDT")),)
     )
@@ -152,6 +152,7 @@ async def test_a_start_forgets_only_the_saved_states_that_no_longer_apply(tmp_pa
         [
             ("m", "BTCUSDT", now, 2, T),
             ("m", "ETHUSDT", before, 2, T),
+            ("m", "SOLUSDT", now, 2, T),
             (f"w{live}", "SOLUSDT", "price > 1|None", 2, T),
             (f"w{ended}", "SOLUSDT", "price > 1|None", 2, T),
             ("gone", "BTCUSDT", before, 2, T),

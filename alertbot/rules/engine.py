@@ -571,8 +571,11 @@ class Engine:
         # pairs whose firing state changed since the last changes() (a set, in order); None
         # until changes() is first called, so that replay and benchmarks keep no such record
         self._changed: dict[_Pair, None] | None = None
-        # restored states of pairs not created yet: (rule id, symbol) -> (fingerprint, state)
-        self._restored: dict[tuple[str, str], tuple[str, int, int | None]] = {}
+        # restored states of pairs not created yet (a glob rule's symbols not seen yet): rule
+        # id -> symbol -> (fingerprint, flags, last fired)
+        self._restored: dict[str, dict[str, tuple[str, int, int | None]]] = {}
+        # saved states made void since the last dropped() (see there), recorded as _changed
+        self._dropped: dict[tuple[str, str | None], None] = {}
         self.add_rules(rules)
 
     # ------------------------------------------------------------ rules
@@ -616,10 +619,19 @@ class Engine:
                     self._attach(compiled, self._book(symbol))
 
     def remove_rule(self, rule_id: str) -> bool:
-        """Remove a rule and forget its state; False when there is none with that id."""
+        """Remove a rule and forget its state, the restored states it had still to take up
+        too; its saved states are void (:meth:`dropped`). False when there is none with that
+        id."""
         compiled = self._rules.pop(rule_id, None)
         if compiled is None:
             return False
+        self._detach(compiled)
+        self._restored.pop(rule_id, None)
+        self._drop(rule_id, None)
+        return True
+
+    def _detach(self, compiled: _Compiled) -> None:
+        """Take a rule's pairs out of evaluation (the rule is out of ``_rules`` already)."""
         if compiled in self._globs:
             self._globs.remove(compiled)
         for pair in compiled.pairs:
@@ -633,7 +645,6 @@ class Engine:
                 book.breaks.remove(pair)
                 self._core.set_breaks(book.slot, bool(book.breaks))
         compiled.pairs.clear()
-        return True
 
     def replace_rule(self, rule: Rule) -> None:
         """Put ``rule`` in the place of the rule with its id (an edited rule file's rule).
@@ -641,14 +652,18 @@ class Engine:
         When the condition and the re-arm band are the same (:func:`fingerprint`), the pairs
         of symbols the rule still covers keep their firing state: a level that fired and still
         holds stays quiet, a cooldown runs on. Otherwise the rule starts afresh, as a new one.
-        Raises KeyError when there is no rule with that id.
+        The states of the pairs it does not keep are void (:meth:`dropped`): a symbol it
+        covers again later starts afresh. Raises KeyError when there is no rule with that id.
         """
         old = self._rules[rule.id]
-        kept: list[PairState] = []
-        if fingerprint(old.rule) == fingerprint(rule):
-            kept = [_state_of(pair) for pair in old.pairs]
-        self.remove_rule(rule.id)
-        self.add_rule(rule)
+        if fingerprint(old.rule) != fingerprint(rule):
+            self.remove_rule(rule.id)
+            self.add_rule(rule)
+            return
+        kept = [_state_of(pair) for pair in old.pairs]
+        del self._rules[rule.id]
+        self._detach(old)
+        self.add_rule(rule)  # takes up the restored states still waiting, as a new rule would
         compiled = self._rules[rule.id]
         pairs = {pair.book.symbol: pair for pair in compiled.pairs}
         for _rule_id, symbol, _fp, flags, last_fired in kept:
@@ -656,8 +671,15 @@ class Engine:
             if pair is not None:
                 _set_state(pair, flags, last_fired)
                 self._note(pair)  # saved again: a change of the old pair not saved yet is not lost
-            elif compiled.matches(symbol):
-                self._restored[(rule.id, symbol)] = (fingerprint(rule), flags, last_fired)
+            else:  # a symbol the rule no longer covers
+                self._drop(rule.id, symbol)
+        waiting = self._restored.get(rule.id)
+        if waiting is not None:
+            for symbol in [s for s in waiting if not compiled.matches(s)]:
+                del waiting[symbol]
+                self._drop(rule.id, symbol)
+            if not waiting:
+                del self._restored[rule.id]
 
     def _book(self, symbol: str) -> _Book:
         """The symbol's book, created (and matched against the glob rules) on first sight."""
@@ -674,9 +696,13 @@ class Engine:
         pair = _Pair(compiled, book)
         compiled.pairs.append(pair)
         if self._restored:
-            saved = self._restored.pop((compiled.rule.id, book.symbol), None)
-            if saved is not None and saved[0] == fingerprint(compiled.rule):
-                _set_state(pair, saved[1], saved[2])
+            waiting = self._restored.get(compiled.rule.id)
+            if waiting is not None:
+                saved = waiting.pop(book.symbol, None)
+                if not waiting:
+                    del self._restored[compiled.rule.id]
+                if saved is not None and saved[0] == fingerprint(compiled.rule):
+                    _set_state(pair, saved[1], saved[2])
         book.fresh.append(pair)
         core = self._core
         core.set_pending(book.slot, True)
@@ -724,25 +750,46 @@ class Engine:
         if self._changed is not None:
             self._changed[pair] = None
 
+    def dropped(self) -> list[tuple[str, str | None]]:
+        """The saved states made void since the last call, to be forgotten where they are
+        saved, before the next :meth:`changes` are saved: (rule id, None) for all of a rule's
+        (removed, or replaced by one that starts afresh), (rule id, symbol) for a symbol a
+        rule no longer covers. A rule or symbol that comes back later is new to the engine
+        and starts afresh; with its old states forgotten, after a restart too. Recorded, as
+        :meth:`changes`, from the first call to that on."""
+        out = list(self._dropped)
+        self._dropped = {}
+        return out
+
+    def _drop(self, rule_id: str, symbol: str | None) -> None:
+        if self._changed is not None:
+            self._dropped[(rule_id, symbol)] = None
+
+    def covers(self, rule_id: str, symbol: str) -> bool:
+        """Whether the rule with this id is evaluated for ``symbol`` (False: no such rule)."""
+        compiled = self._rules.get(rule_id)
+        return compiled is not None and compiled.matches(symbol)
+
     def restore(self, states: Iterable[PairState]) -> int:
         """Take up saved states (from :meth:`changes` or :meth:`states` of an earlier run).
 
-        A state applies only while its rule is the same (see :func:`fingerprint`); one for a
-        pair that does not exist yet (a glob rule's symbol not seen yet) waits for it. States of
-        rules the engine does not have are dropped. Returns how many were applied or kept.
+        A state applies only while its rule is the same (see :func:`fingerprint`) and covers
+        its symbol (:meth:`covers`); one for a pair that does not exist yet (a glob rule's
+        symbol not seen yet) waits for it. States of rules the engine does not have are
+        dropped. Returns how many were applied or kept.
         """
         n = 0
         for rule_id, symbol, fp, flags, last_fired in states:
             compiled = self._rules.get(rule_id)
-            if compiled is None or fp != fingerprint(compiled.rule):
-                continue  # a rule since removed or changed: it starts afresh
+            if compiled is None or fp != fingerprint(compiled.rule) or not compiled.matches(symbol):
+                continue  # a rule since removed or changed, a symbol since left: afresh
             pair = None
             for p in compiled.pairs:
                 if p.book.symbol == symbol:
                     pair = p
                     break
             if pair is None:
-                self._restored[(rule_id, symbol)] = (fp, flags, last_fired)
+                self._restored.setdefault(rule_id, {})[symbol] = (fp, flags, last_fired)
             else:
                 _set_state(pair, flags, last_fired)
             n += 1
