@@ -4,6 +4,7 @@ console), under one lifecycle."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import fnmatch
 import gc
@@ -19,8 +20,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 from telegram.error import InvalidToken, TelegramError
 
 from alertbot.chat.bot import ChatBot
-from alertbot.chat.watches import ChatSettings, WatchBook
-from alertbot.errors import ConfigError
+from alertbot.chat.watches import ChatSettings, WatchBook, rule_for, watch_id
+from alertbot.errors import ConditionError, ConfigError
 from alertbot.feed.client import Feed
 from alertbot.feed.connection import Outage
 from alertbot.feed.handoff import Handoff
@@ -30,14 +31,15 @@ from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.routing import channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
-from alertbot.rules.engine import Alert, Engine, PairState, fingerprint
+from alertbot.rules.conditions import format_condition
+from alertbot.rules.engine import FRESH, Alert, Engine, PairState, after_firing, fingerprint
 from alertbot.rules.ids import watch_rule_id
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import HttpService
-from alertbot.store import PRUNE_START, PruneCursor
+from alertbot.store import PRUNE_START, PruneCursor, WatchRow
 from alertbot.tasks import cancel_and_wait
-from alertbot.ticker import ParseStats
+from alertbot.ticker import ParseStats, Ticker
 
 log = logging.getLogger("alertbot")
 
@@ -571,15 +573,20 @@ class App:
         """Carry on from the last run: each symbol's last ticker (so a level crossed while the
         bot was down is caught on the first tick, flagged as across a gap) and every rule's
         firing state (so a level that fired and is still true does not fire again, and a
-        cooldown is kept). Rules removed or changed since start afresh."""
+        cooldown is kept), with the alerts stored since it was saved taken as fired (see
+        _fired_since_saved). Rules removed or changed since start afresh."""
         store = self.notifier.store
         outbox = self.notifier.outbox
         assert store is not None
         assert outbox is not None
         states, ticks = await outbox.db(store.engine_state)
         histories = await outbox.db(store.histories)
+        now = self.notifier.clock()  # no alert is made before the feed starts, after this
+        recorded, alerts = await outbox.db(store.alerts_since_saved)
+        watch_rows = await outbox.db(store.watches)
+        fired = self._fired_since_saved(states, ticks, recorded, alerts, watch_rows)
         self.engine.prime(ticks, histories)
-        restored = self.engine.restore(states)
+        restored = self.engine.restore([*states, *fired])  # the later state of a pair wins
         # forget the saved states of rules changed or removed since (their pairs start
         # afresh), pair by pair: a rule's pairs saved before and after an edit may both be
         # there; and of symbols a rule no longer covers (one added back later starts afresh).
@@ -587,7 +594,7 @@ class App:
         # goes once the watch has ended (/unwatch, a once that fired, an expiry).
         engine = self.engine
         current = {r.id: fingerprint(r) for r in engine.rules()}
-        watches = {watch_rule_id(w.id) for w in await outbox.db(store.watches)}
+        watches = {watch_rule_id(w.id) for w in watch_rows}
         stale = [
             (rule_id, symbol)
             for rule_id, symbol, fp, _flags, _fired in states
@@ -596,7 +603,29 @@ class App:
         ]
         if stale:
             await outbox.db(store.forget_states, stale)
+        # the pairs that fired after the last save, saved as such; and every alert stored
+        # until now is accounted for (those of rules no longer there are void): after a crash
+        # before the next save, one of them added back is not taken as having fired
+        await outbox.db(store.save_engine, fired, [], (), now)
+        if fired:
+            log.warning(
+                "state: %d rule states saved before their last alerts (the bot was not "
+                "stopped cleanly): taken up as fired then",
+                len(fired),
+            )
         self.engine.changes()  # from now on, changes are recorded for save_state
+        book = self.book
+        if book is not None:
+            # a ``once`` watch ends as it fires (WatchBook.fired): one the bot stopped before
+            # it could end is ended now, as done
+            done = {
+                (rule_id, symbol)
+                for rule_id, symbol, fp, flags, last in [*states, *fired]
+                if flags & 4 and last is not None and current.get(rule_id) == fp
+            }
+            await book.remove(
+                [r for r in book.rows.values() if r.once and (watch_id(r), r.symbol) in done]
+            )
         if ticks:
             last = max(t.time for t in ticks)
             down = time.time() - last / 1000
@@ -610,6 +639,62 @@ class App:
                 len(ticks),
                 down,
             )
+
+    def _fired_since_saved(
+        self,
+        states: list[PairState],
+        ticks: list[Ticker],
+        recorded: bool,
+        alerts: list[tuple[str, str, str, int, str]],
+        watch_rows: list[WatchRow],
+    ) -> list[PairState]:
+        """The pairs that fired after their state was last saved, with the state the firing
+        left them in (rules.engine.after_firing).
+
+        An alert is stored before it is sent; the engine's state is saved every state_every
+        seconds. After a crash in between, a level still true fired again at the restart,
+        inside its cooldown. Each alert stored since the last save (``alerts``: the newest
+        per pair and condition, from Store.alerts_since_saved; when no save is recorded, those
+        newer than their symbol's saved last ticker) means its pair fired then, unless its
+        rule's condition is another now: it is disarmed, its cooldown runs from the alert,
+        a ``once`` is done.
+
+        A watch's ``last_fired`` is not taken as a firing: it is written as the watch fires,
+        maybe before the outbox has stored the alert, which a crash then loses; not taken, the
+        watch fires again if its condition still holds (at least once, as delivery).
+        """
+        engine = self.engine
+        rules = {r.id: r for r in engine.rules()}
+        watch_symbols: dict[str, str] = {}
+        for row in watch_rows:
+            rule_id = watch_id(row)
+            watch_symbols[rule_id] = row.symbol
+            if rule_id not in rules:  # not loaded (no token): its state is kept for later
+                with contextlib.suppress(ConditionError):
+                    rules[rule_id] = rule_for(row)
+        last_tick = {t.symbol: t.time for t in ticks}
+        saved = {(s[0], s[1]): s for s in states}
+        out: list[PairState] = []
+        for rule_id, symbol, condition, fired_at, price in alerts:
+            rule = rules.get(rule_id)
+            if rule is None or condition != format_condition(rule.condition):
+                continue  # a rule since removed, or one whose condition was edited since
+            if not recorded and fired_at <= last_tick.get(symbol, -1):
+                continue  # older than the state saved with that ticker
+            if rule_id in engine:
+                if not engine.covers(rule_id, symbol):
+                    continue
+            elif watch_symbols.get(rule_id) != symbol:
+                continue
+            fp = fingerprint(rule)
+            flags = FRESH
+            state = saved.get((rule_id, symbol))
+            if state is not None and state[2] == fp:
+                if state[4] is not None and state[4] >= fired_at:
+                    continue  # the saved state has this firing already
+                flags = state[3]
+            out.append((rule_id, symbol, fp, after_firing(rule, flags, price), fired_at))
+        return out
 
     async def save_state(self, final: bool = False) -> None:
         """A scheduled job, and the last step of shutdown: save what changed; the moves
@@ -636,6 +721,8 @@ class App:
         # crossing tick whose alert and state are not in this save (lost, after a crash, since
         # the restored engine compares with that tick)
         ticks = self.engine.last_tickers()
+        # saved, the states hold every alert made before now (on this loop, as the alerts)
+        taken = self.notifier.clock()
         # until saved: a save that fails or is cancelled loses nothing
         self._unsaved = states
         self._undropped = dropped
@@ -645,7 +732,7 @@ class App:
             # engine, restored, knows it fired; the outbox never had it)
             async with asyncio.timeout(STATE_WAIT):
                 await outbox.stored_all()
-            await outbox.db(store.save_engine, states, ticks, dropped)
+            await outbox.db(store.save_engine, states, ticks, dropped, taken)
         except TimeoutError:
             log.warning("state: alerts are not stored yet; the engine's state is saved later")
         except Exception as exc:  # the disk may come back: kept for the next save

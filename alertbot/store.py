@@ -113,6 +113,10 @@ CREATE TABLE IF NOT EXISTS pair_states (   -- the engine's firing state, for res
     last_fired  INTEGER,           -- event time ms
     PRIMARY KEY (rule, symbol)
 );
+CREATE TABLE IF NOT EXISTS state_saved (   -- when pair_states was last saved
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    alerts  REAL NOT NULL          -- wall clock, s: pair_states holds every alert created before
+);
 CREATE TABLE IF NOT EXISTS price_history (  -- the moves windows' prices, for restarts
     symbol TEXT PRIMARY KEY,
     points TEXT NOT NULL            -- JSON [[event time ms, price], ...], in time order
@@ -470,13 +474,18 @@ class Store:
         states: Sequence[PairState],
         ticks: Sequence[Ticker],
         dropped: Sequence[tuple[str, str | None]] = (),
+        alerts_before: float | None = None,
     ) -> None:
         """One transaction: the states ``dropped`` forgotten (Engine.dropped: a rule's, or
-        one symbol's of it), then pair states and last tickers, replacing those saved before."""
+        one symbol's of it), then pair states and last tickers, replacing those saved before.
+        ``alerts_before`` (wall clock): the states saved now hold what every alert created
+        before it did to its pair (see :meth:`alerts_since_saved`)."""
         with self._transaction() as db:
             db.executemany(
                 "DELETE FROM pair_states WHERE rule = ?1 AND (?2 IS NULL OR symbol = ?2)", dropped
             )
+            if alerts_before is not None:
+                db.execute("INSERT OR REPLACE INTO state_saved VALUES (1, ?)", (alerts_before,))
             # multi-row statements, as the outbox's: this shares its thread, and with one SQLite
             # step per row (thousands of changed pairs every few seconds at 100k rules) it
             # held the outbox's writes up for a third of a second each time
@@ -500,6 +509,20 @@ class Store:
         ]
         ticks = [Ticker(*r) for r in self.db.execute("SELECT * FROM last_ticks")]
         return states, ticks
+
+    def alerts_since_saved(self) -> tuple[bool, list[tuple[str, str, str, int, str]]]:
+        """The newest alert of each rule, symbol and condition created since the pair states
+        were last saved (``alerts_before`` of :meth:`save_engine`): (rule, symbol, condition,
+        event time, price). The first item says whether such a save is recorded (a database
+        of an earlier version has none: then every stored alert's newest)."""
+        row = self.db.execute("SELECT alerts FROM state_saved WHERE id = 1").fetchone()
+        # MAX() picks the row the other (bare) columns are read from: the newest alert's price
+        rows = self.db.execute(
+            "SELECT rule, symbol, condition, MAX(time), price FROM alerts WHERE created >= ?"
+            " GROUP BY rule, symbol, condition",
+            (float("-inf") if row is None else row[0],),
+        ).fetchall()
+        return row is not None, [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def save_histories(self, histories: dict[str, list[tuple[int, float]]]) -> None:
         """Replace the saved price histories (Engine.histories) in one transaction."""

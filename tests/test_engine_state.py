@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 
 from alertbot.rules.conditions import parse
-from alertbot.rules.engine import Engine, PairState
+from alertbot.rules.engine import FRESH, Engine, PairState, after_firing
 from alertbot.rules.model import Rule
 from alertbot.ticker import Ticker
 
@@ -164,6 +164,47 @@ def test_a_state_of_a_symbol_its_rule_no_longer_covers_is_not_restored() -> None
     new.changes()
     new.replace_rule(one)
     assert fired(new, tick(2_000, 102, "ETHUSDT")) == [("one", "ETHUSDT", 2_000)]
+
+
+@pytest.mark.parametrize(
+    ("when", "once", "rearm", "prices"),
+    [
+        ("price > 100", False, 0.0, [99, 101]),
+        ("price > 100", True, 0.0, [101]),
+        ("price < 100", False, 0.0, [101, 99]),
+        ("price crosses above 100", False, 0.0, [99, 101]),
+        ("price crosses 100", False, 0.0, [99, 101]),  # upward
+        ("price crosses 100", False, 0.0, [99, 101, 99]),  # downward: the upward side re-arms
+        ("price crosses 100", False, 0.05, [101, 99, 103]),  # the other side not beyond the band
+        ("price crosses 100", False, 0.05, [101, 99, 106]),  # and beyond it
+        ("rises 2% in 1m", True, 0.0, [100, 103]),
+        ("all(price > 100, rises 2% in 1m)", False, 0.0, [100, 103]),
+    ],
+)
+def test_after_firing_records_a_firing_as_the_engine_does(when, once, rearm, prices) -> None:
+    """A restart takes an alert stored after the last save as a firing (App.restore_state):
+    the state it gives the pair is the one the engine's own firing would have saved."""
+    rule = Rule("r", parse(when), (S,), once=once, rearm=rearm)
+    engine = Engine([rule])
+    engine.changes()
+    ticks = [tick(1_000 * (i + 1), p) for i, p in enumerate(prices)]
+    engine.process(ticks[:-1])
+    before = [s[3] for s in engine.changes()] or [FRESH]
+    alerts = engine.process(ticks[-1:])
+    assert [a.time for a in alerts] == [ticks[-1].time]
+    (state,) = engine.changes()
+    assert after_firing(rule, before[-1], ticks[-1].price_text) == state[3]
+
+
+@pytest.mark.parametrize(
+    ("when", "price"),
+    [("price crosses 100", "100"), ("change_24h crosses 1%", "101"), ("price crosses 100", None)],
+)
+def test_after_firing_disarms_both_sides_of_a_crossing_it_cannot_place(when, price) -> None:
+    """``crosses X`` disarms the side it crossed; from an alert's price, the side of a price
+    crossing is known unless the price is X itself. Otherwise both are disarmed: no second
+    alert (a crossing back before the next re-arm is missed instead)."""
+    assert after_firing(Rule("r", parse(when), (S,)), FRESH, price) == 0
 
 
 def test_changes_report_each_changed_pair_once_and_then_nothing() -> None:

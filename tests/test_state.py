@@ -19,10 +19,13 @@ from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.engine import fingerprint
 from alertbot.rules.model import Rule, RuleSet
-from alertbot.store import Store, WatchRow
+from alertbot.store import AlertRecord, Store, WatchRow
+from alertbot.ticker import Ticker
 from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.telegram import FakeTelegram
 
 T = 1_772_000_000_000
+TOKEN = "123456:TEST-token-0123456789abcdef"
 RULES = RuleSet(
     rules=(
         Rule(id="hi", condition=parse("price > 100"), symbols=("BTCUSDT",)),
@@ -276,3 +279,70 @@ def test_a_batch_of_row_changes_is_all_or_nothing(tmp_path, change, table):
         assert store.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() == before
     finally:
         store.close()
+
+
+async def test_a_once_watch_whose_alert_came_after_the_last_save_is_ended_at_the_start(
+    tmp_path,
+):
+    """A ``once`` watch ends as it fires. Killed before that was written (and before the
+    state save), the bot restarted with the watch active and not done: it fired again. Its
+    stored alert now makes it done, and the start ends it."""
+    store = Store(tmp_path / "a.db")
+    once = store.add_watch(WatchRow(0, 5, "BTCUSDT", "price > 120", 0, 0.0, True))
+    store.write(
+        [
+            AlertRecord(
+                f"w{once}:BTCUSDT:{T}", f"w{once}", "BTCUSDT", T, "150", "price > 120", "", ""
+            )
+        ],
+        [],
+        [],
+    )
+    store.close()
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        feed = FeedSettings(
+            ws_root=fake.ws_url, rest_root=fake.rest_url, backoff_initial=0.02, ping_interval=None
+        )
+        delivery = DeliverySettings(
+            telegram_token=TOKEN, telegram_api_url=tg.api_url, db=str(tmp_path / "a.db")
+        )
+        rules = RuleSet(
+            rules=(Rule(id="far", condition=parse("price > 1m"), symbols=("BTCUSDT",)),)
+        )
+        app = App(rules, feed, delivery, ChatSettings(), grace=0.5, out=io.StringIO())
+        await run_until(app, fake, 150, T + 2_000, alerts=0)  # "far" keeps BTCUSDT subscribed
+    assert app.pipeline.frames == 1
+    assert app.pipeline.alerts == 0
+    store = Store(tmp_path / "a.db")
+    try:
+        assert store.watches() == []
+    finally:
+        store.close()
+
+
+async def test_a_database_saved_without_a_save_time_takes_only_alerts_after_its_tickers(tmp_path):
+    """A database of an earlier version records no time for its last save: an alert newer
+    than its symbol's saved last ticker came after that save (taken as fired); an older one
+    is in the saved state already, or was forgotten with its rule's state (a rule removed
+    and added back, whose alerts must not make it fired)."""
+    rules = RuleSet(
+        rules=tuple(
+            Rule(id=i, condition=parse("price > 100"), symbols=("BTCUSDT",))
+            for i in ("back", "crashed")
+        )
+    )
+    store = Store(tmp_path / "a.db")
+    store.save_engine([], [Ticker("BTCUSDT", T, 99.0, 99.0, 99.0, 99.0, 1.0, 1.0, "99")])
+    store.write(
+        [
+            AlertRecord(f"{rule}:BTCUSDT:{t}", rule, "BTCUSDT", t, "150", "price > 100", "", "")
+            for rule, t in (("back", T - 1_000), ("crashed", T + 1_000))
+        ],
+        [],
+        [],
+    )
+    store.close()
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        app = app_for(tmp_path, fake, io.StringIO(), rules=rules)
+        await run_until(app, fake, 150, T + 2_000, alerts=1)
+    assert app.pipeline.alerts_by_rule == {"back": 1}

@@ -1322,3 +1322,42 @@ def _set_state(pair: _Pair, flags: int, last_fired: int | None) -> None:
     # whose ``once`` was dropped since fires again
     pair.done = bool(flags & 4) and pair.c.rule.once and last_fired is not None
     pair.last_fired = last_fired
+
+
+#: the flags of a pair that never fired: armed, on both sides
+FRESH = 3
+
+
+def after_firing(rule: Rule, flags: int, price: str | None) -> int:
+    """The flags (see :data:`PairState`) of a pair of ``rule`` with ``flags`` once it has fired
+    on a tick whose price was ``price``, as :meth:`Engine._evaluate` records it: disarmed, and
+    done for a ``once`` rule. ``crosses X`` keeps one flag per side: the side it crossed is
+    disarmed and, on the same tick, the other re-arms when the price is beyond X (and the
+    band). The side is known from the price for a price crossing, unless the price is X
+    itself; when it is not known, both sides are disarmed.
+    """
+    cond = rule.condition
+    if type(cond) is Cross and cond.direction is None:
+        now = NAN
+        if cond.metric == "price" and price is not None:
+            try:
+                now = float(price)
+            except ValueError:
+                now = NAN
+        x = cond.value
+        b = rule.rearm
+        if now != now or now == x:
+            flags &= ~3
+        elif now > x:  # crossed upward
+            flags &= ~1
+            if now >= (band_edge(x, b, 1) if b > 0 else x):
+                flags |= 2
+        else:
+            flags &= ~2
+            if now <= (band_edge(x, b, -1) if b > 0 else x):
+                flags |= 1
+    else:
+        flags &= ~1
+    if rule.once:
+        flags |= 4
+    return flags
