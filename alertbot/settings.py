@@ -215,5 +215,11 @@ def environment(env: Mapping[str, str], config: str | None = None) -> dict[str, 
                 with open(path, encoding="utf-8") as fh:
                     merged[var] = fh.read().strip()
             except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{var}_FILE: cannot read {path}: {exc}") from None
+                # neither the value nor the exception's text (which quotes it): a secret put
+                # here instead of in a file would be printed
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+                raise ConfigError(
+                    f"{var}_FILE: does not name a readable file ({why}); is it the secret "
+                    "itself? put the secret in a file and name the file here"
+                ) from None
     return merged

@@ -83,6 +83,37 @@ async def test_settings_from_a_config_file_and_the_token_from_a_file(tmp_path):
     assert TOKEN not in err
 
 
+SECRET_VALUE = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+
+@pytest.mark.parametrize(
+    ("var", "via_config"),
+    [
+        ("ALERTBOT_TELEGRAM_TOKEN_FILE", False),
+        ("ALERTBOT_WEBHOOK_SECRET_FILE", False),
+        ("ALERTBOT_TELEGRAM_TOKEN_FILE", True),
+    ],
+    ids=["token-env", "webhook-secret-env", "token-config"],
+)
+async def test_a_secret_put_in_its_file_variable_is_not_printed(tmp_path, var, via_config):
+    """The secret itself given as ``*_FILE`` (no such file): the start fails naming the
+    variable, and the value appears nowhere in the output."""
+    async with FakeBinance() as fake:
+        env = env_for(fake, tmp_path / "a.db")
+        args: list[str | Path] = ["run"]
+        if via_config:
+            config = tmp_path / "alertbot.env"
+            config.write_text(f"{var}={SECRET_VALUE}\n")
+            args += ["--config", config]
+        else:
+            env[var] = SECRET_VALUE
+        code, out, err = await finish(await start(*args, env=env))
+    assert code == 1
+    assert f"{var}: does not name a readable file (No such file or directory)" in err
+    assert "AAHdq" not in out + err
+    assert not fake.stats.attempts
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
