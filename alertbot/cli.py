@@ -39,6 +39,8 @@ from alertbot.ticker import ParseStats
 
 #: ALERTBOT_LOG_LEVEL's values (any case)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: the shortest ALERTBOT_HEARTBEAT (seconds): each beat is a message to every admin chat
+HEARTBEAT_MIN = 60.0
 #: how often ``record`` puts what it has written on disk (seconds)
 RECORD_FLUSH_EVERY = 1.0
 
@@ -330,6 +332,11 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     rules_check = env_seconds(env, "ALERTBOT_RULES_CHECK", 5.0)
     feed_down_after = env_seconds(env, "ALERTBOT_FEED_DOWN_AFTER", 120.0, minimum=1)
     heartbeat = env_seconds(env, "ALERTBOT_HEARTBEAT", 0.0)
+    if 0 < heartbeat < HEARTBEAT_MIN:  # 1ms: an admin message every millisecond
+        raise ConfigError(
+            f"ALERTBOT_HEARTBEAT: must be at least {HEARTBEAT_MIN:g}s (or unset: no heartbeat), "
+            f"got {env['ALERTBOT_HEARTBEAT'].strip()!r}"
+        )
     log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
     lock = hold_database(delivery.db)  # held until run ends (ConfigError: another holds it)
     _logging(delivery.secrets(), env, log_format)

@@ -40,8 +40,18 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+#: the longest duration a setting takes unless it says otherwise: longer ones are typos (``1e20``)
+#: and overflow the scheduler's date arithmetic at start (APScheduler, asyncio)
+MAX_SECONDS = 366 * 86400.0
+
+
 def env_seconds(
-    env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    minimum: float = 0.0,
+    maximum: float = MAX_SECONDS,
 ) -> float:
     text = env.get(name, "").strip()
     if not text:
@@ -52,6 +62,10 @@ def env_seconds(
         raise ConfigError(f"{name}: {exc}") from None
     if value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum:g}s, got {text!r}")
+    if value > maximum:
+        raise ConfigError(
+            f"{name}: must be at most {maximum / 86400:g} days ({maximum:g}s), got {text!r}"
+        )
     return value
 
 

@@ -29,6 +29,13 @@ TOKEN = "123456:TEST-token-0123456789abcdef"
         ({"ALERTBOT_LOG_FORMAT": "xml"}, "ALERTBOT_LOG_FORMAT: expected one of text, json"),
         ({"ALERTBOT_ADMIN_CHATS": "ops"}, "ALERTBOT_ADMIN_CHATS: expected chat ids"),
         ({"ALERTBOT_TELEGRAM_TOKEN_FILE": "/nonexistent/token"}, "ALERTBOT_TELEGRAM_TOKEN_FILE"),
+        # a huge duration overflowed the scheduler's date arithmetic: a traceback, not a message
+        ({"ALERTBOT_HEARTBEAT": "1e20"}, "ALERTBOT_HEARTBEAT: must be at most 366 days"),
+        ({"ALERTBOT_RULES_CHECK": "1e15"}, "ALERTBOT_RULES_CHECK: must be at most 366 days"),
+        ({"ALERTBOT_WATCH_COOLDOWN": "1e20"}, "ALERTBOT_WATCH_COOLDOWN: must be at most"),
+        ({"ALERTBOT_ALERT_RETENTION": "1e20"}, "ALERTBOT_ALERT_RETENTION: must be at most 3660"),
+        # an admin message every millisecond
+        ({"ALERTBOT_HEARTBEAT": "1ms"}, "ALERTBOT_HEARTBEAT: must be at least 60s"),
     ],
 )
 async def test_a_start_up_failure_says_why_and_connects_nowhere(tmp_path, extra, message):

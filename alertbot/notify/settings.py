@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from alertbot.errors import ConfigError
 from alertbot.rules.ids import CHAT_ID_RANGE, chat_id
-from alertbot.settings import env_seconds, env_url
+from alertbot.settings import MAX_SECONDS, env_seconds, env_url
 
 _TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
@@ -104,7 +104,9 @@ class DeliverySettings:
             db=e.get("ALERTBOT_DB", "").strip() or "alertbot.db",
             fallback_after=env_seconds(e, "ALERTBOT_FALLBACK_AFTER", 60.0, minimum=0.001),
             give_up_after=env_seconds(e, "ALERTBOT_DELIVERY_GIVE_UP", 24 * 3600.0, minimum=1),
-            alert_retention=env_seconds(e, "ALERTBOT_ALERT_RETENTION", 7 * 86400.0),
+            alert_retention=env_seconds(
+                e, "ALERTBOT_ALERT_RETENTION", 7 * 86400.0, maximum=10 * MAX_SECONDS
+            ),
         )
 
     def secrets(self) -> list[str]:
