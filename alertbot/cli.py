@@ -27,6 +27,7 @@ from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
 from alertbot.settings import (
+    SECRET_VARS,
     env_choice,
     env_int,
     env_seconds,
@@ -419,13 +420,16 @@ def cmd_record(
     except ValueError as exc:
         print(f"alertbot record: {exc}", file=sys.stderr)
         return 1
-    settings = FeedSettings.from_env(environment(os.environ, config))
+    env = environment(os.environ, config)
+    settings = FeedSettings.from_env(env)
+    log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
     try:
         fh = open_recording(out_path, "wb")
     except OSError as exc:
         print(f"alertbot record: cannot write {out_path}: {exc}", file=sys.stderr)
         return 1
-    _logging()
+    # as run logs, the --config file's settings included
+    _logging([env.get(var, "") for var in SECRET_VARS], env, log_format)
     count = 0
     overlap = Overlap()
 
@@ -490,7 +494,12 @@ def cmd_record(
     repeats = (
         f" ({overlap.repeats} repeated by a second socket, skipped)" if overlap.repeats else ""
     )
-    print(f"recorded {count} messages to {out_path}{repeats}", file=sys.stderr)
+    summary = f"recorded {count} messages to {out_path}{repeats}"
+    if log_format == "json":  # every line on stderr one JSON object, as with run
+        log = logging.getLogger("alertbot")
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, summary, (), None))
+    else:
+        print(summary, file=sys.stderr)
     if write_error is not None:
         print(f"alertbot record: cannot write {out_path}: {write_error}", file=sys.stderr)
         return 1

@@ -634,3 +634,29 @@ async def test_a_sighup_while_the_rules_load_does_not_end_the_bot(tmp_path):
         proc.send_signal(signal.SIGTERM)
         code, _, err = await finish(proc)
     assert code == 0, err
+
+
+async def test_record_logs_in_the_format_and_level_of_its_config_file(tmp_path):
+    """``record --config`` takes ALERTBOT_LOG_FORMAT and ALERTBOT_LOG_LEVEL from the file, as
+    ``run`` does: every stderr line one JSON object, the closing summary too."""
+    out = tmp_path / "all.jsonl"
+    config = tmp_path / "alertbot.env"
+    config.write_text("ALERTBOT_LOG_FORMAT=json\nALERTBOT_LOG_LEVEL=debug\n")
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record",
+            "--out",
+            out,
+            "--duration",
+            "1500ms",
+            "--config",
+            config,
+            env=env_for(fake, tmp_path / "alertbot.db"),
+        )
+        await fake.wait_for_subscriptions({"!miniTicker@arr"}, 20)
+        await fake.publish([mini_ticker("BTCUSDT", 1, T)])
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    records = [orjson.loads(line) for line in err.splitlines()]
+    assert any(r["level"] == "DEBUG" for r in records)  # the file's level, not the default INFO
+    assert records[-1]["message"] == f"recorded 1 messages to {out}"
