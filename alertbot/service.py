@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("alertbot.http")
 
+#: an alert waiting longer than this (seconds) to be stored makes /healthz unhealthy
+UNSTORED_MAX = 5.0
+
 FRAME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -119,7 +122,7 @@ class HttpService:
             self._server = None
 
     async def health(self) -> tuple[int, dict[str, Any]]:
-        """200 when the feed is fresh and the database writable; 503 with the reasons."""
+        """200 when the feed is fresh and the outbox's writes succeed; 503 with the reasons."""
         app = self.app
         reasons = []
         health = app.pipeline.feed.health()
@@ -133,7 +136,15 @@ class HttpService:
         store, outbox = app.notifier.store, app.notifier.outbox
         if store is None or outbox is None:
             reasons.append("database: not open")
+        elif outbox.write_error is not None:
+            # check_writable writes nothing: it passes on a full disk, where every alert waits
+            reasons.append(
+                f"database: the last write failed ({outbox.write_error}); alerts wait to be stored"
+            )
         else:
+            unstored = outbox.unstored_age
+            if unstored is not None and unstored > UNSTORED_MAX:
+                reasons.append(f"database: an alert has waited {unstored:.0f}s to be stored")
             try:
                 await outbox.db(store.check_writable)
             except Exception as exc:

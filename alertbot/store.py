@@ -228,7 +228,10 @@ class Store:
             yield db
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # a COMMIT that failed (disk full) was rolled back by SQLite already: a ROLLBACK
+            # now would raise "no transaction is active" in place of the real error
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     def check_writable(self) -> None:

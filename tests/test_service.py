@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import resource
+import signal
+import socket
 from pathlib import Path
 
 import httpx
@@ -15,6 +18,8 @@ from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.model import Rule, RuleSet
 from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.waiting import wait_until
+from tests.test_cli_live import env_for, finish, start
 
 T = 1_772_000_000_000
 
@@ -86,3 +91,59 @@ async def test_healthz_follows_the_feed_and_metrics_count_what_happened(tmp_path
     assert "alertbot_feed_last_message_age_seconds" in metrics
     assert "alertbot_frame_seconds_count 3.0" in metrics
     assert "alertbot_feed_problems_total" in metrics
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_healthz_is_unhealthy_while_the_database_refuses_every_write(tmp_path):
+    """A full disk (the bot's file size limit set to 0: every write fails, the database still
+    opens and BEGIN IMMEDIATE still passes): /healthz says 503 with the outbox's real error
+    (not SQLite's "cannot rollback" after the failed COMMIT), and 200 again once writes work."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - id: btc-100\n    symbols: [BTCUSDT]\n    when: price crosses above 100\n"
+    )
+    port = free_port()
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        env = env_for(fake, tmp_path / "a.db", ALERTBOT_HTTP_PORT=str(port))
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+                async def healthz() -> httpx.Response | None:
+                    try:
+                        return await http.get("/healthz")
+                    except httpx.TransportError:  # not listening yet
+                        return None
+
+                async def status(code: int) -> bool:
+                    answer = await healthz()
+                    return answer is not None and answer.status_code == code
+
+                await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+                await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+                await wait_until(lambda: status(200), 20)
+
+                _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+                resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (0, hard))
+                await fake.publish([mini_ticker("BTCUSDT", 110, T + 1000)])  # an alert to store
+                await wait_until(lambda: status(503), 20)
+                answer = await healthz()
+                assert answer is not None
+                (reason,) = answer.json()["reasons"]
+                assert reason.startswith("database: the last write failed (")
+                assert "cannot rollback" not in reason
+
+                resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (hard, hard))
+                await fake.publish([mini_ticker("BTCUSDT", 111, T + 2000)])  # the feed fresh
+                await wait_until(lambda: status(200), 20)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    assert "outbox: cannot write the database" in err
+    assert "cannot rollback" not in err

@@ -156,6 +156,10 @@ class Outbox:
         self.open: dict[tuple[str, str], Delivery] = {}  # being attempted, by (alert, dest)
         self._in_write = 0  # deliveries in the transaction being written
         self.write_errors = 0
+        #: the last write's error; None once a write succeeds
+        self.write_error: str | None = None
+        # time.monotonic() when the oldest alert not stored yet was submitted (at most)
+        self._unstored_since: float | None = None
         #: attempts by (destination kind, outcome): sent, failed, pending (a retry follows)
         self.outcomes: dict[tuple[str, str], int] = {}
         self._writing = False
@@ -172,6 +176,8 @@ class Outbox:
     def submit(self, record: AlertRecord, routes: Sequence[Route]) -> None:
         """Queue an alert for its destinations (no I/O here: the writer stores it first)."""
         self.submitted += 1
+        if self._unstored_since is None:
+            self._unstored_since = time.monotonic()
         if alert_log.isEnabledFor(logging.INFO):
             # Logger.info less its caller lookup (a stack walk per alert): the line is the same
             alert_log.handle(
@@ -242,6 +248,12 @@ class Outbox:
     def depth(self) -> int:
         """Deliveries not settled yet: waiting to be stored, being stored, or being attempted."""
         return len(self.open) + len(self._new) + len(self._console) + self._in_write
+
+    @property
+    def unstored_age(self) -> float | None:
+        """Seconds the oldest alert not stored yet has waited (at most); None: none waits."""
+        since = self._unstored_since
+        return None if since is None else time.monotonic() - since
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -399,6 +411,7 @@ class Outbox:
                 except Exception as exc:  # disk full, database locked: keep it, try again
                     self._in_flight = None
                     self.write_errors += 1
+                    self.write_error = str(exc)
                     log.error("outbox: cannot write the database (%s); retrying", exc)
                     self._alerts[:0], self._new[:0], self._updates[:0] = alerts, new, updates
                     waiting.extendleft(reversed(console))
@@ -408,6 +421,9 @@ class Outbox:
                     self._writing = False
                     self._in_write = 0
                 self._in_flight = None
+                self.write_error = None
+                # what came during the write waits since then at most
+                self._unstored_since = time.monotonic() if self._alerts or self._console else None
                 self._stored[0] += len(alerts)
                 self._stored[1] += len(console)
                 self._batch.set()
