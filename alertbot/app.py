@@ -163,6 +163,29 @@ class Pipeline:
         self.warmed: Callable[[], None] | None = None
         self._warned: set[str] = set()
         self._unnamed: set[str] = set()  # listed symbols that symbol streams cannot carry
+        #: the tasks that ended while the pipeline runs (a bug), each with why: /healthz
+        self.dead: dict[str, str] = {}
+        self._running = False
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Neither task ends while the pipeline runs: one that does is a bug, and the bot goes
+        deaf (engine) or blind to new symbols (symbols) while looking alive. Say so at once."""
+        if not self._running:
+            return
+        name = task.get_name()
+        if task.cancelled():
+            why = "cancelled"
+            log.critical("pipeline: the %s task was cancelled; no alerts until restarted", name)
+        else:
+            exc = task.exception()
+            why = f"{type(exc).__name__}: {exc}" if exc is not None else "returned"
+            log.critical(
+                "pipeline: the %s task stopped (%s); no alerts until restarted",
+                name,
+                why,
+                exc_info=exc,
+            )
+        self.dead[name] = why
 
     def _put(self, message: Any, raw: str | bytes) -> None:
         self.handoff.put(message)
@@ -299,10 +322,14 @@ class Pipeline:
             asyncio.create_task(self._consume(), name="engine"),
             asyncio.create_task(self._symbols(), name="symbols"),
         ]
+        self._running = True
+        for task in tasks:
+            task.add_done_callback(self._task_done)
         try:
             async with self.feed:
                 await stop.wait()
         finally:
+            self._running = False
             await cancel_and_wait(*tasks)
 
 

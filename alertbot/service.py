@@ -133,6 +133,8 @@ class HttpService:
             reasons.append("feed: no market data received yet")
         elif age > stale:
             reasons.append(f"feed: no market data for {age:.0f}s (stale after {stale:g}s)")
+        for name, why in sorted(app.pipeline.dead.items()):  # a bug ended it
+            reasons.append(f"{name} stopped ({why})")
         store, outbox = app.notifier.store, app.notifier.outbox
         if store is None or outbox is None:
             reasons.append("database: not open")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import resource
 import signal
 import socket
@@ -147,3 +148,36 @@ async def test_healthz_is_unhealthy_while_the_database_refuses_every_write(tmp_p
     assert code == 0, err
     assert "outbox: cannot write the database" in err
     assert "cannot rollback" not in err
+
+
+async def test_an_engine_task_that_ends_while_running_is_logged_and_makes_healthz_unhealthy(
+    tmp_path, caplog
+):
+    """The engine task ends while the app runs (no input is known to end it, so it is
+    cancelled here, as a bug outside its per-message guard would end it): a CRITICAL line at
+    once, and /healthz 503 "engine stopped" though the feed is fresh."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        app = app_for(tmp_path, fake)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        try:
+            await fake.wait_for(lambda: app.http is not None and app.http.port != 0)
+            assert app.http is not None
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.wait_for(lambda: app.pipeline.frames == 1)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
+                assert (await http.get("/healthz")).status_code == 200
+                (engine,) = [t for t in asyncio.all_tasks() if t.get_name() == "engine"]
+                engine.cancel()
+                await wait_until(engine.done)
+                await asyncio.sleep(0)  # its done-callbacks run
+                answer = await http.get("/healthz")
+            assert answer.status_code == 503
+            assert answer.json()["reasons"] == ["engine stopped (cancelled)"]
+            assert [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL] == [
+                "pipeline: the engine task was cancelled; no alerts until restarted"
+            ]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
