@@ -58,6 +58,10 @@ HISTORY_EVERY = 60.0
 #: how long a state save waits for the alerts fired before it to be stored (a slow or failing
 #: disk); then the state is kept for the next save
 STATE_WAIT = 5.0
+#: how long shutdown waits for the chat poller to stop: PTB's updater makes a last
+#: get_updates, which a Telegram that takes requests and never answers holds for the poll's
+#: read timeout (40 s), far past a container's stop timeout
+CHAT_STOP_TIMEOUT = 3.0
 
 
 #: how long the event loop's thread may hold the GIL while the outbox's database thread (or
@@ -842,6 +846,9 @@ class App:
         try:
             await self.pipeline.run(stop)
         finally:
+            # the whole stop within the grace and a few seconds: the short writes and the open
+            # deliveries share the grace
+            deadline = time.monotonic() + self.grace
             scheduler.shutdown(wait=False)
             if self._finishing:
                 await asyncio.wait(set(self._finishing), timeout=self.grace)
@@ -850,11 +857,18 @@ class App:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.chat is not None:
-                await self.chat.stop()
+                try:
+                    await asyncio.wait_for(self.chat.stop(), CHAT_STOP_TIMEOUT)
+                except TimeoutError:
+                    log.warning(
+                        "chat: Telegram did not answer the poller's last call within %gs; "
+                        "stopped without it",
+                        CHAT_STOP_TIMEOUT,
+                    )
             if self.http is not None:
                 await self.http.stop()
             await self.save_state(final=True)
-            await self.notifier.close(self.grace)
+            await self.notifier.close(max(0.0, deadline - time.monotonic()))
 
     def _chat_moved(self, old: int, new: int) -> None:
         if self.chat is not None:

@@ -188,14 +188,29 @@ def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "te
 async def _until_signalled(main: Any, duration: float | None = None, on_hup: Any = None) -> None:
     """Run ``main(stop)`` until SIGINT/SIGTERM (or ``duration`` seconds); SIGHUP calls
     ``on_hup()`` (a coroutine function) when given, else stops too (a closed terminal sends
-    it, and its default action would end the process with nothing cleaned up)."""
+    it, and its default action would end the process with nothing cleaned up). A second
+    signal while stopping ends the process at once (exit 128 + the signal's number)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     stopping = [signal.SIGINT, signal.SIGTERM]
     if on_hup is None and hasattr(signal, "SIGHUP"):
         stopping.append(signal.SIGHUP)
+    log = logging.getLogger("alertbot")
+
+    def stop_or_exit(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("%s: stopping (a second SIGINT or SIGTERM stops at once)", sig.name)
+            stop.set()
+            return
+        # the operator will not wait for the grace: what is stored resumes at the next start
+        log.warning(
+            "%s again: stopping at once; open deliveries resume at the next start", sig.name
+        )
+        logging.shutdown()
+        os._exit(128 + sig)
+
     for sig in stopping:
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_or_exit, sig)
     hups: set[asyncio.Task[Any]] = set()
     if on_hup is not None:
 

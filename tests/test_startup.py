@@ -3,6 +3,7 @@ settings from a --config file and secrets from *_FILE; JSON logs."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 from pathlib import Path
@@ -230,3 +231,54 @@ async def test_sigterm_drains_open_deliveries_within_the_grace(tmp_path):
     assert code == 0
     assert len(tg.messages) == 1
     assert "deliveries open" not in err  # drained, nothing left for the next start
+
+
+async def _run_with_telegram_hanging(tmp: Path, tg: FakeTelegram, fake: FakeBinance):
+    """``alertbot run`` with chat commands on, once polling: then Telegram takes every request
+    and never answers (the last get_updates of PTB's stop would hang for its 40 s timeout)."""
+    env = env_for(
+        fake,
+        tmp / "a.db",
+        ALERTBOT_TELEGRAM_TOKEN=TOKEN,
+        ALERTBOT_TELEGRAM_API_URL=tg.api_url,
+        ALERTBOT_ADMIN_CHATS="42",
+        ALERTBOT_SHUTDOWN_GRACE="1s",
+    )
+    proc = await start("run", "--rules", "rules.example.yaml", env=env)
+    await tg.wait_for(lambda: bool(tg.calls("getUpdates")), timeout=20)
+    await fake.wait_for_connections(1, timeout=20)
+    tg.down(None)
+    return proc
+
+
+async def test_sigterm_stops_without_waiting_for_a_telegram_that_never_answers(tmp_path):
+    """The chat poller's stop is bounded: the process ends (within finish()'s bound, short of
+    the 40 s the last get_updates would hang), saying it stopped without Telegram's answer."""
+    async with FakeBinance() as fake, FakeTelegram(token=TOKEN) as tg:
+        proc = await _run_with_telegram_hanging(tmp_path, tg, fake)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code, _, err = await finish(proc)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    assert code == 0, err
+    assert "chat: Telegram did not answer the poller's last call within 3s; stopped without" in err
+
+
+async def test_a_second_sigterm_while_stopping_ends_the_process_at_once(tmp_path):
+    """A second SIGTERM during the stop (here: while the chat poller's stop hangs) ends the
+    process at once, exit 143, saying open deliveries resume at the next start."""
+    async with FakeBinance() as fake, FakeTelegram(token=TOKEN) as tg:
+        proc = await _run_with_telegram_hanging(tmp_path, tg, fake)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        seen = []
+        while not seen or "SIGTERM: stopping" not in seen[-1]:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "".join(seen)  # the process ended before saying it stops
+            seen.append(line)
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 128 + signal.SIGTERM, err
+    assert "SIGTERM again: stopping at once; open deliveries resume at the next start" in err
