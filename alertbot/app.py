@@ -33,10 +33,10 @@ from alertbot.notify.routing import channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import format_condition
 from alertbot.rules.engine import FRESH, Alert, Engine, PairState, after_firing, fingerprint
-from alertbot.rules.ids import watch_rule_id
+from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet, is_glob
-from alertbot.service import HttpService
+from alertbot.service import WATCH_LABEL, HttpService
 from alertbot.store import PRUNE_START, PruneCursor, WatchRow
 from alertbot.tasks import cancel_and_wait
 from alertbot.ticker import ParseStats, Ticker
@@ -160,6 +160,7 @@ class Pipeline:
         self.directory = SymbolDirectory(settings, seen=self._seen, complete=self.feed.market_seen)
         self.alerts = 0
         self.frames = 0
+        #: alerts by rule id, chat watches' all under WATCH_LABEL (the metrics' labels)
         self.alerts_by_rule: dict[str, int] = {}
         #: called with each frame's processing time in seconds (the metrics histogram)
         self.frame_seconds: Callable[[float], None] | None = None
@@ -311,7 +312,8 @@ class Pipeline:
                 for alert in alerts:
                     self.alerts += 1
                     rule_id = alert.rule.id
-                    by_rule[rule_id] = by_rule.get(rule_id, 0) + 1
+                    label = WATCH_LABEL if watch_number(rule_id) is not None else rule_id
+                    by_rule[label] = by_rule.get(label, 0) + 1
                     gap = feed.across_gap(alert.symbol, alert.previous_time, alert.time)
                     try:
                         self.emit(alert, gap)

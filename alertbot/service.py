@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("alertbot.http")
 
+#: the ``rule`` label of every chat watch's alerts on alertbot_alerts_total: a series per watch
+#: (w1, w2, ... for ever) would grow without bound; no rule file's id has a ``/``
+WATCH_LABEL = "/watch"
+
 #: an alert waiting longer than this (seconds) to be stored makes /healthz unhealthy
 UNSTORED_MAX = 5.0
 
@@ -44,9 +48,12 @@ class AppCollector(Collector):
             "Malformed tickers skipped",
             value=pipeline.stats.malformed,
         )
-        fired = CounterMetricFamily("alertbot_alerts", "Alerts fired, by rule", labels=["rule"])
+        fired = CounterMetricFamily(
+            "alertbot_alerts", "Alerts fired, by rule (/watch: all chat watches)", labels=["rule"]
+        )
         for rule, n in sorted(pipeline.alerts_by_rule.items()):
-            fired.add_metric([rule], n)
+            if rule == WATCH_LABEL or rule in pipeline.engine:  # not a rule removed since
+                fired.add_metric([rule], n)
         yield fired
         outbox = app.notifier.outbox
         deliveries = CounterMetricFamily(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from alertbot.app import App
 from alertbot.chat.bot import split_text
@@ -18,7 +19,9 @@ from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
+from alertbot.rules.loader import load_files
 from alertbot.rules.model import Rule, RuleSet
+from alertbot.service import AppCollector
 from alertbot.store import Store, WatchRow
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
@@ -40,6 +43,7 @@ class Bot:
         rules: RuleSet | None = None,
         *,
         listed: bool = True,
+        rule_files: tuple[str, ...] = (),
         **chat: Any,
     ) -> None:
         """``listed``: wait for the exchange's list of symbols at the start (False: when its
@@ -70,6 +74,7 @@ class Bot:
             dataclasses.replace(ChatSettings(), **chat),
             grace=1.0,
             poll_timeout=0.5,
+            rule_files=rule_files,
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -778,3 +783,35 @@ async def test_alerts_and_answers_together_keep_to_30_messages_a_second(tmp_path
             tg.user_says(chat, "/help")
         await tg.wait_for(lambda: len(tg.messages) == 60 + 60 + 20, timeout=30)
     assert tg.limit_violations() == []
+
+
+async def test_alert_metrics_count_watches_under_one_label_and_drop_removed_rules(tmp_path, fakes):
+    """alertbot_alerts_total: every chat watch's alerts under rule="/watch" (not a series per
+    watch, w1, w2, ... for ever), and a rule gone from the rule files has no series left."""
+    binance, tg = fakes
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - id: btc-up\n    symbols: [BTCUSDT]\n    when: price crosses above 100\n"
+    )
+    files = (str(rules),)
+
+    def alert_lines(app: App) -> list[str]:
+        registry = CollectorRegistry()
+        registry.register(AppCollector(app))
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if line.startswith("alertbot_alerts_total")]
+
+    async with Bot(tmp_path, binance, tg, load_files(files), rule_files=files) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100")
+        await bot.say("/watch BTCUSDT crosses above 100", chat=USER + 1)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await binance.wait_for(lambda: bot.app.pipeline.alerts == 3)
+        assert alert_lines(bot.app) == [
+            'alertbot_alerts_total{rule="/watch"} 2.0',
+            'alertbot_alerts_total{rule="btc-up"} 1.0',
+        ]
+        rules.write_text("rules: []\n")
+        assert await bot.app.reload("test")
+        assert alert_lines(bot.app) == ['alertbot_alerts_total{rule="/watch"} 2.0']
