@@ -424,58 +424,47 @@ async def tick_until_seen(bot: Bot, close: float, time: int) -> None:
     await asyncio.wait_for(until(), 5)
 
 
+def rotating_bot(fake: FakeBinance, max_age: float) -> Bot:
+    """All-market, rotating every ``max_age`` s, stale after 1 s, a handover that would wait
+    far longer than that."""
+    rules = [rule("crosses above 100")]
+    return Bot(fake, rules, stream="all", stale_after=1.0, max_age=max_age, handover_timeout=30.0)
+
+
 async def test_a_silence_that_starts_before_a_rotation_is_an_outage_and_flags_the_gap():
     """Both sockets silent through a rotation: the rotation waits no longer than the old
     socket may stay silent, does not take over (it was counted as one and the silence was
     forgotten), and the watchdog's reconnect records the outage, so the next crossing
     carries the gap flag."""
-    async with FakeBinance() as fake:
-        bot = Bot(
-            fake,
-            [rule("crosses above 100")],
-            stream="all",
-            stale_after=1.0,
-            max_age=0.5,
-            handover_timeout=30.0,
-        )
-        async with bot:
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await bot.tick(90, T)
-            fake.silence(future=True)
-            await fake.wait_for(lambda: bot.feed.stats.reconnects >= 1)
-            fake.silence(False)
-            await tick_until_seen(bot, 110, T + 90_000)
-        assert bot.feed.stats.rotations == 0
-        assert [o.last_event for o in bot.feed.stats.outages] == [T]
-        assert [gap for _, gap in bot.alerts] == [True]
+    async with FakeBinance() as fake, rotating_bot(fake, max_age=0.5) as bot:
+        await fake.wait_for_subscriptions({ALL_MARKET})
+        await bot.tick(90, T)
+        fake.silence(future=True)
+        await fake.wait_for(lambda: bot.feed.stats.reconnects >= 1)
+        fake.silence(False)
+        await tick_until_seen(bot, 110, T + 90_000)
+    assert bot.feed.stats.rotations == 0
+    assert [o.last_event for o in bot.feed.stats.outages] == [T]
+    assert [gap for _, gap in bot.alerts] == [True]
 
 
 async def test_a_rotation_onto_a_silent_socket_after_the_old_one_closed_keeps_the_outage():
     """The old socket closes (Binance's 24 h limit) while the rotation's new one has not
     delivered: the new one is all there is and takes over, and the silence counts from the
     old socket's last data, so the outage that follows is recorded and flags the gap."""
-    async with FakeBinance() as fake:
-        bot = Bot(
-            fake,
-            [rule("crosses above 100")],
-            stream="all",
-            stale_after=1.0,
-            max_age=0.3,
-            handover_timeout=30.0,
-        )
-        async with bot:
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await bot.tick(90, T)
-            old = fake.connections[0]
-            fake.silence(future=True)
-            await fake.wait_for_connections(2)  # the rotation's new socket
-            await fake.drop(code=1001, conn=old)
-            await fake.wait_for(lambda: bot.feed.stats.rotations == 1)
-            await fake.wait_for(lambda: bot.feed.stats.reconnects >= 1)  # the watchdog
-            fake.silence(False)
-            await tick_until_seen(bot, 110, T + 90_000)
-        assert [o.last_event for o in bot.feed.stats.outages] == [T]
-        assert [gap for _, gap in bot.alerts] == [True]
+    async with FakeBinance() as fake, rotating_bot(fake, max_age=0.3) as bot:
+        await fake.wait_for_subscriptions({ALL_MARKET})
+        await bot.tick(90, T)
+        old = fake.connections[0]
+        fake.silence(future=True)
+        await fake.wait_for_connections(2)  # the rotation's new socket
+        await fake.drop(code=1001, conn=old)
+        await fake.wait_for(lambda: bot.feed.stats.rotations == 1)
+        await fake.wait_for(lambda: bot.feed.stats.reconnects >= 1)  # the watchdog
+        fake.silence(False)
+        await tick_until_seen(bot, 110, T + 90_000)
+    assert [o.last_event for o in bot.feed.stats.outages] == [T]
+    assert [gap for _, gap in bot.alerts] == [True]
 
 
 @pytest.mark.parametrize("status", [429, 418])
