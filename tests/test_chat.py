@@ -29,7 +29,7 @@ from tests.fakes.telegram import FakeTelegram
 TOKEN = "123456:TEST-token-0123456789abcdef"
 T = 1_772_000_000_000
 USER = 501
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "币安人生USDT"]
 
 
 class Bot:
@@ -133,6 +133,24 @@ async def test_watch_then_the_crossing_alerts_that_chat(tmp_path, fakes):
         alert = tg.messages_to(USER)[1].plain_text
     assert alert.startswith("BTCUSDT price crosses above 100: price 110")
     assert "[w1]" in alert
+
+
+async def test_a_watch_of_a_symbol_named_in_chinese_alerts_and_its_price_is_shown(tmp_path, fakes):
+    """Binance lists contracts named in Chinese, some among its most traded: /watch and /price
+    take one typed with its ASCII letters in any case, the bot subscribes to its stream, and
+    the crossing alerts that chat."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/watch 币安人生usdt crosses above 0.5")
+        assert reply.startswith("Watching 币安人生USDT: price crosses above 0.5")
+        await binance.wait_for_subscriptions({"币安人生usdt@miniTicker"})
+        await bot.tick("币安人生USDT", 0.4, T)
+        await bot.tick("币安人生USDT", 0.6, T + 1000)
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 2)
+        alert = tg.messages_to(USER)[1].plain_text
+        price = await bot.say("/price 币安人生USDT")
+    assert alert.startswith("币安人生USDT price crosses above 0.5: price 0.6")
+    assert price.startswith("币安人生USDT 0.6")
 
 
 async def test_a_watch_survives_a_restart(tmp_path, fakes):

@@ -134,6 +134,10 @@ def _error(text: str) -> CommandError:
             "/watch BTCUSDT > 1 cooldown 0s",
             _watch("BTCUSDT", Level("price", ">", 1.0), cooldown_ms=0),
         ),
+        # Binance lists contracts named in Chinese, some among its most traded
+        ("/watch 币安人生usdt > 0.5", _watch("币安人生USDT", Level("price", ">", 0.5))),
+        ("/watch 牛来USDT drops 5% in 1h", _watch("牛来USDT", Move("drops", 5.0, H))),
+        ("/watch *人生* > 1", _watch("*人生*", Level("price", ">", 1.0))),
     ],
 )
 def test_watch_parses_to_its_value(text: str, expected: Watch) -> None:
@@ -224,6 +228,13 @@ def test_a_glob_symbol_is_marked_as_such() -> None:
         ("/watch B > 5", "a symbol has 2 to 30 letters or digits"),
         ("/watch " + "B" * 31 + " > 5", "2 to 30 letters or digits"),
         ("/watch 🚀 > 5", "'🚀' is not a symbol"),
+        ("/watch 币安人生/USDT > 5", "(did you mean 币安人生USDT?)"),
+        ("/watch 币 > 5", "a symbol has 2 to 30 letters or digits"),
+        # a letter beyond ASCII with a case: Binance lists none, and its stream name is unknown
+        ("/watch ÉTHUSDT > 5", "'ÉTHUSDT' is not a symbol"),
+        ("/watch ВТСUSDT > 5", "is not a symbol"),  # Cyrillic look-alikes of B, T, C
+        ("/watch É*USDT > 5", "is not a symbol pattern"),
+        ("/watch 人生🚀* > 5", "is not a symbol pattern"),
         ("/watch BTC\u200bUSDT > 5", "is not a symbol"),
         ("/watch BTC[USDT > 5", "is not a symbol pattern"),
         ("/watch BTCUSDT > 5 🚀", "unexpected '🚀'"),
@@ -591,6 +602,7 @@ _symbols = st.one_of(
         lambda s: s.lower() not in _RESERVED
     ),
     st.sampled_from(["*USDT", "btc*", "?TCUSDT", "[AB]*usdt", "*"]),
+    st.sampled_from(["币安人生USDT", "牛来usdt", "我踏马来了USDT", "*人生*"]),
 )
 _numbers = st.one_of(
     st.integers(1, 10**12).map(float),

@@ -793,12 +793,13 @@ async def test_symbol_mode_leaves_out_what_a_globs_rule_excludes_unless_another_
 async def test_symbol_mode_skips_a_listed_symbol_that_cannot_be_named_and_keeps_refreshing(
     caplog: pytest.LogCaptureFixture,
 ):
-    """Binance lists 币安人生USDT, which no symbol stream can name: a glob that matches it in
-    symbol mode subscribes the others and warns once, where it used to raise and end the
-    symbol refresh (and every later change of streams) for good."""
+    """A listed symbol no stream can name (a letter beyond ASCII with a case: how Binance would
+    lower it is unknown): a glob that matches it in symbol mode subscribes the others and warns
+    once, where such a symbol used to raise and end the symbol refresh (and every later change
+    of streams) for good."""
     caplog.set_level(logging.WARNING, logger="alertbot")
     async with (
-        FakeBinance(symbols=["BTCUSDT", "ETHUSDT", "币安人生USDT"]) as fake,
+        FakeBinance(symbols=["BTCUSDT", "ETHUSDT", "ÉUSDT"]) as fake,
         Bot(fake, [rule("price > 1", "*USDT")], stream="symbols") as bot,
     ):
         await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
@@ -807,7 +808,44 @@ async def test_symbol_mode_skips_a_listed_symbol_that_cannot_be_named_and_keeps_
         assert not refresh.done()
     warnings = [r.getMessage() for r in caplog.records if "cannot be subscribed" in r.getMessage()]
     assert len(warnings) == 1
-    assert "币安人生USDT matches *USDT" in warnings[0]
+    assert "ÉUSDT matches *USDT" in warnings[0]
+
+
+CN = "币安人生USDT"
+
+
+@pytest.mark.parametrize("stream", ["auto", "symbols"])
+async def test_a_symbol_named_in_chinese_gets_its_own_stream_and_its_alerts(stream: str):
+    """Binance lists contracts named in Chinese (币安人生USDT, 牛来USDT, among its most traded):
+    a rule over one is carried by its symbol stream, named in the combined URL as Binance
+    serves it (ASCII letters lowered, percent-encoded UTF-8), and its crossing fires once."""
+    async with (
+        FakeBinance(symbols=["BTCUSDT", CN]) as fake,
+        Bot(fake, [rule("crosses above 1", CN)], stream=stream) as bot,
+    ):
+        await fake.wait_for_subscriptions({"币安人生usdt@miniTicker"})
+        (conn,) = fake.connections
+        assert (
+            conn.path
+            == "/market/stream?streams=%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9Fusdt@miniTicker"
+        )
+        assert bot.feed.health().mode == "symbols"
+        await bot.tick(0.9, T, CN)
+        await bot.tick(1.1, T + 2_000, CN)
+        await bot.tick(1.2, T + 4_000, CN)
+        assert bot.fired() == [("up", CN, T + 2_000)]
+
+
+async def test_a_live_subscription_names_a_chinese_symbol_as_binance_does():
+    """A rule over 币安人生USDT added to a running feed is SUBSCRIBEd live by its stream name."""
+    async with FakeBinance(symbols=["BTCUSDT", CN]) as fake, Bot(fake, [rule("> 1")]) as bot:
+        await fake.wait_for_subscriptions({BTC})
+        bot.engine.add_rule(rule("crosses above 1", CN, id="cn"))
+        assert bot.pipeline.update_streams() == "symbols"
+        await fake.wait_for_subscriptions({BTC, "币安人生usdt@miniTicker"})
+        await bot.tick(0.9, T, CN)
+        await bot.tick(1.1, T + 2_000, CN)
+        assert bot.fired() == [("cn", CN, T + 2_000)]
 
 
 async def test_health_reports_connections_ages_and_rates():

@@ -13,6 +13,7 @@ from alertbot.feed.handoff import Handoff
 from alertbot.feed.market import (
     ALL_MARKET,
     MARKETS,
+    nameable,
     normalise_stream,
     stream_symbol,
     symbol_stream,
@@ -81,6 +82,25 @@ def test_symbol_streams_are_lower_case_and_map_back():
     assert stream_symbol(ALL_MARKET) is None
 
 
+def test_a_symbol_named_in_chinese_has_a_stream_name_sent_percent_encoded():
+    """Binance names the stream of 币安人生USDT with only its ASCII letters lowered, and the
+    combined URL carries it percent-encoded as UTF-8 (the form other clients checked against
+    Binance); ASCII names go as they are."""
+    assert symbol_stream("币安人生USDT") == "币安人生usdt@miniTicker"
+    assert stream_symbol("币安人生usdt@miniTicker") == "币安人生USDT"
+    assert nameable("币安人生USDT")
+    url = MARKETS["usdm"].combined_url("wss://x", ["btcusdt@miniTicker", "币安人生usdt@miniTicker"])
+    assert url == (
+        "wss://x/market/stream?streams=btcusdt@miniTicker/"
+        "%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9Fusdt@miniTicker"
+    )
+
+
+@pytest.mark.parametrize("symbol", ["ÉUSDT", "BTC-USDT", "BTC USDT", "🚀USDT", ""])
+def test_a_symbol_no_stream_can_name_is_not_nameable(symbol: str):
+    assert not nameable(symbol)
+
+
 @pytest.mark.parametrize(
     ("text", "stream"),
     [
@@ -89,6 +109,8 @@ def test_symbol_streams_are_lower_case_and_map_back():
         ("ETHUSDT@miniTicker", "ethusdt@miniTicker"),
         ("btcusdt@miniticker", "btcusdt@miniTicker"),  # the exchange would refuse this spelling
         ("BTCUSDT_251226", "btcusdt_251226@miniTicker"),  # a dated contract
+        ("币安人生usdt", "币安人生usdt@miniTicker"),
+        ("币安人生USDT@miniticker", "币安人生usdt@miniTicker"),
         ("!miniTicker@arr", ALL_MARKET),
         ("!MINITICKER@ARR", ALL_MARKET),
     ],

@@ -196,6 +196,30 @@ def test_load_text_and_load_file_give_the_same_rules() -> None:
     assert from_text.rules[0].origin == "rules.yaml:16:5"
 
 
+def test_a_symbol_named_in_chinese_is_a_symbol_in_any_case_of_its_ascii_letters() -> None:
+    """Binance lists contracts named in Chinese (币安人生USDT, 牛来USDT): rules name them, and
+    globs over them, with their ASCII letters in any case."""
+    text = (
+        "rules:\n  - id: cn\n    symbols: [币安人生usdt, 牛来USDT, '*人生*']\n"
+        "    exclude: [龙虾usdt]\n    when: price > 1\n"
+    )
+    (cn,) = load_text(text, "r.yaml").rules
+    assert cn.symbols == ("币安人生USDT", "牛来USDT", "*人生*")
+    assert cn.exclude == ("龙虾USDT",)
+
+
+@pytest.mark.parametrize("symbol", ["ÉTHUSDT", "ВТСUSDT", "人生🚀"])
+def test_a_symbol_with_a_cased_letter_beyond_ascii_or_a_symbol_sign_is_refused(
+    symbol: str,
+) -> None:
+    """A letter beyond ASCII with a case (or a look-alike of B, T, C): Binance lists none, and
+    how a stream would name it is unknown; an emoji is no letter. Refused at its place."""
+    text = f"rules:\n  - id: x\n    symbols: [{symbol}]\n    when: price > 1\n"
+    with pytest.raises(RuleError) as info:
+        load_text(text, "r.yaml")
+    assert str(info.value).startswith(f"r.yaml:3:15: invalid symbol '{symbol}' in 'symbols'")
+
+
 # ---------------------------------------------------------------- one bad file per mistake
 
 BAD_FILES: dict[str, list[str]] = {

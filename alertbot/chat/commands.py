@@ -46,6 +46,7 @@ from alertbot.rules.conditions import (
     parse,
     parse_duration,
 )
+from alertbot.rules.names import is_symbol, normalise, symbol_char
 
 #: longer messages are refused before any parsing (a Telegram message may hold 4096)
 MAX_TEXT_LENGTH = 500
@@ -117,14 +118,14 @@ _OPERATOR_TYPOS = {"=>": ">=", "=<": "<=", "≥": ">=", "≤": "<=", "=": ">= or
 
 _WORD_RE = re.compile(r"\S+")
 _COMMAND_NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
-_SYMBOL_RE = re.compile(r"[A-Z0-9_]{2,30}")
-# fnmatch syntax limited to what a symbol can hold: * ? and [..] / [!..] classes
-_GLOB_RE = re.compile(r"(?:[A-Z0-9_*?]|\[!?[A-Z0-9_-]+\])+")
+# fnmatch syntax limited to what a symbol can hold: * ? and [..] / [!..] classes (beyond
+# ASCII, any character here; _symbol() then checks it is one a symbol can hold)
+_GLOB_RE = re.compile(r"(?:[A-Z0-9_*?\x80-\U0010ffff]|\[!?[A-Z0-9_\x80-\U0010ffff-]+\])+")
 _GLOB_CHARS = frozenset("*?[]")
 _DIGIT_COMMA_RE = re.compile(r"\d,\d")
 COMMA_HINT = "numbers take no ',' separators: write 70000 (or 70k) and 0.5"
 _TRADINGVIEW_RE = re.compile(r"^BINANCE(?:US)?:|\.P$")
-_SEPARATORS_RE = re.compile(r"(?<=[A-Z0-9])[-/:.](?=[A-Z0-9])")
+_SEPARATORS_RE = re.compile(r"(?<=[A-Z0-9\x80-\U0010ffff])[-/:.](?=[A-Z0-9\x80-\U0010ffff])")
 # ASCII: IGNORECASE alone takes the long s (U+017F) for s and the Kelvin sign for k
 _DURATION_FORM_RE = re.compile(r"[0-9]+[smhd]", re.IGNORECASE | re.ASCII)
 _PERCENT_RE = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))%")
@@ -575,24 +576,32 @@ def _digest(words: list[_Word]) -> Digest:
     return Digest(int(match.group(1)) * 60 + int(match.group(2)))
 
 
+def _is_symbol(text: str) -> bool:
+    return 2 <= len(text) <= 30 and is_symbol(text)
+
+
 def _symbol(name: str, text: str, *, allow_glob: bool) -> str:
-    upper = text.upper() if text.isascii() else text
+    upper = normalise(text)
     if not _GLOB_CHARS.isdisjoint(upper):
         if not allow_glob:
             raise _error(name, f"/{name} takes one symbol, not a pattern like {_q(text)}")
-        if len(upper) > 30 or not _GLOB_RE.fullmatch(upper):
+        if (
+            len(upper) > 30
+            or not _GLOB_RE.fullmatch(upper)
+            or not all(symbol_char(ch) for ch in upper if not ch.isascii())
+        ):
             raise _error(
                 name,
                 f"{_q(text)} is not a symbol pattern; use letters, digits, * and ?, e.g. *USDT",
             )
         return upper
-    if _SYMBOL_RE.fullmatch(upper):
+    if _is_symbol(upper):
         return upper
     # BTC/USDT, and TradingView's BINANCE:BTCUSDT and BTCUSDT.P (a perpetual)
     joined = _SEPARATORS_RE.sub("", _TRADINGVIEW_RE.sub("", upper))
-    if joined != upper and _SYMBOL_RE.fullmatch(joined):
+    if joined != upper and _is_symbol(joined):
         raise _error(name, f"{_q(text)} is not a symbol (did you mean {joined}?)")
-    if upper.isascii() and re.fullmatch(r"[A-Z0-9_]+", upper):
+    if is_symbol(upper):
         raise _error(name, f"a symbol has 2 to 30 letters or digits, got {_q(text)}")
     raise _error(name, f"{_q(text)} is not a symbol; use letters and digits, e.g. BTCUSDT")
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from alertbot.feed.connection import Backoff, Connection, FeedStats, Sink
-from alertbot.feed.market import ALL_MARKET, normalise_stream, symbol_stream
+from alertbot.feed.market import ALL_MARKET, nameable, normalise_stream, symbol_stream
 from alertbot.feed.settings import FeedSettings
 from alertbot.tasks import cancel_and_wait
 
@@ -98,6 +98,10 @@ class Feed:
         """
         cfg = self.settings
         wanted = {s.upper() for s in symbols}
+        if not all(nameable(s) for s in wanted):
+            # no stream names it (alertbot/rules/names.py): only the all-market stream has it
+            wanted = {s for s in wanted if nameable(s)}
+            everything = everything or cfg.stream != "symbols"
         if cfg.stream == "symbols" and wanted:
             mode = "symbols"
         elif cfg.stream == "all" or everything or not wanted:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import quote
+
+from alertbot.rules.names import ascii_lower, ascii_upper, is_symbol, normalise
 
 ALL_MARKET = "!miniTicker@arr"
-#: a symbol as a stream name holds it (any case); ``_`` for dated contracts (BTCUSDT_251226)
-_SYMBOL_RE = re.compile(r"[A-Za-z0-9_]+")
 ACCEPTED_STREAMS = (
     f"a symbol such as BTCUSDT, <symbol>@miniTicker such as btcusdt@miniTicker, or {ALL_MARKET}"
 )
@@ -35,8 +35,11 @@ class Market:
         return f"{base}/{stream}" if stream else base
 
     def combined_url(self, root: str, streams: Iterable[str]) -> str:
-        """Several streams on one connection; each payload wrapped as {"stream", "data"}."""
-        return f"{root.rstrip('/')}{self.ws_prefix}/stream?streams={'/'.join(streams)}"
+        """Several streams on one connection; each payload wrapped as {"stream", "data"}.
+
+        A name beyond ASCII (``币安人生usdt@miniTicker``) goes percent-encoded as UTF-8."""
+        names = quote("/".join(streams), safe="/@!")
+        return f"{root.rstrip('/')}{self.ws_prefix}/stream?streams={names}"
 
     def exchange_info_url(self, root: str) -> str:
         return f"{root.rstrip('/')}{self.exchange_info_path}"
@@ -63,8 +66,9 @@ MARKETS: dict[str, Market] = {
 
 
 def symbol_stream(symbol: str) -> str:
-    """``BTCUSDT`` -> ``btcusdt@miniTicker``."""
-    return f"{symbol.lower()}@miniTicker"
+    """``BTCUSDT`` -> ``btcusdt@miniTicker``; ``币安人生USDT`` -> ``币安人生usdt@miniTicker`` (only
+    ASCII letters are lowered, as Binance names such streams: alertbot/rules/names.py)."""
+    return f"{ascii_lower(symbol)}@miniTicker"
 
 
 def stream_symbol(stream: str) -> str | None:
@@ -72,13 +76,14 @@ def stream_symbol(stream: str) -> str | None:
     name, _, kind = stream.partition("@")
     if not kind or name.startswith("!"):
         return None
-    return name.upper()
+    return ascii_upper(name)
 
 
 def nameable(symbol: str) -> bool:
-    """Whether a symbol can be asked for by name (``<symbol>@miniTicker``). The exchange lists
-    a few that cannot (``币安人生USDT``): only the all-market stream carries those."""
-    return _SYMBOL_RE.fullmatch(symbol) is not None
+    """Whether a symbol can be asked for by name (``<symbol>@miniTicker``): one that
+    alertbot/rules/names.py accepts (``币安人生USDT`` too). Should the exchange list another,
+    only the all-market stream carries it."""
+    return is_symbol(symbol)
 
 
 def normalise_stream(text: str) -> str:
@@ -92,6 +97,7 @@ def normalise_stream(text: str) -> str:
     if s.lower() == ALL_MARKET.lower():
         return ALL_MARKET
     name, at, kind = s.partition("@")
-    if _SYMBOL_RE.fullmatch(name) and (not at or kind.lower() == "miniticker"):
-        return symbol_stream(name)
+    symbol = normalise(name)
+    if is_symbol(symbol) and (not at or kind.lower() == "miniticker"):
+        return symbol_stream(symbol)
     raise ValueError(f"not a mini-ticker stream: {text!r} (accepted: {ACCEPTED_STREAMS})")

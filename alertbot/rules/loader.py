@@ -62,6 +62,7 @@ from alertbot.rules.conditions import (
 from alertbot.rules.conditions import parse_duration as _parse_duration
 from alertbot.rules.ids import CHAT_ID_RANGE, chat_id, is_reserved
 from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
+from alertbot.rules.names import is_pattern, normalise
 from alertbot.rules.urls import url_text_problem
 
 __all__ = [
@@ -95,8 +96,6 @@ CONDITION_KEYS = ("when", "all", "any")
 CHANNEL_KEYS = ("telegram", "webhook", "secret_env")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
-# '_': USD-M delivery contracts are named like BTCUSDT_250627
-_SYMBOL_RE = re.compile(r"[A-Za-z0-9_*?]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CHAT_ID_RE = re.compile(r"-?[0-9]+")
 _PERCENT_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%")
@@ -801,7 +800,7 @@ class _Source:
             if text is None:
                 self.at(item, f"each entry of '{key}' must be a symbol name, got {_describe(item)}")
                 ok = False
-            elif not _SYMBOL_RE.fullmatch(text):
+            elif not is_pattern(normalise(text)):
                 hint = " (a list is written [A, B])" if re.search(r"[\s,]", text.strip()) else ""
                 self.at(
                     item,
@@ -809,8 +808,8 @@ class _Source:
                     f"wildcards * and ?{hint}",
                 )
                 ok = False
-            elif text.upper() not in names:
-                names.append(text.upper())
+            elif normalise(text) not in names:
+                names.append(normalise(text))
         return tuple(names) if ok else None
 
     def rule_condition(

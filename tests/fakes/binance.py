@@ -62,7 +62,8 @@ COINM_EXCHANGE_INFO_PATH = "/dapi/v1/exchangeInfo"
 #: The non-trading symbol exchangeInfo always lists, for the client's filtering.
 SETTLING_SYMBOL = "SETTLEDUSDT"
 
-_SYMBOL_STREAM = re.compile(r"[a-z0-9]+(_[a-z0-9]+)?@miniTicker")  # btcusdt_250627, btcusd_perp
+# btcusdt_250627, btcusd_perp; 币安人生usdt (Binance lowers only the ASCII letters of a name)
+_SYMBOL_STREAM = re.compile(r"[a-z0-9\x80-\U0010ffff]+(_[a-z0-9]+)?@miniTicker")
 _UINT64_MAX = 2**64 - 1
 
 JSON = Any
