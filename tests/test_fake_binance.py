@@ -260,6 +260,45 @@ async def test_rate_limit_window_slides() -> None:
 
 
 @pytest.mark.asyncio
+async def test_pings_and_pongs_count_toward_the_message_limit() -> None:
+    """Binance counts every incoming frame, control frames too: on spot (5 a second) two
+    requests, two pings and an unsolicited pong fill the second, and a third request is over."""
+    async with FakeBinance(market="spot") as fake, client(fake, "/ws", ping_interval=None) as ws:
+        for i in range(2):
+            assert await request(ws, {"method": "LIST_SUBSCRIPTIONS", "id": i}) == {
+                "result": [],
+                "id": i,
+            }
+        for _ in range(2):
+            async with asyncio.timeout(2):
+                await (await ws.ping())  # answered: the fifth frame would not be
+        await ws.pong()
+        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}))
+        with pytest.raises(ConnectionClosedError) as info:
+            await recv_json(ws)  # no answer: the close
+        assert info.value.rcvd is not None
+        assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "Too many requests")
+        await fake.wait_for(lambda: len(fake.closed) == 1)
+        conn = fake.closed[0]
+        assert (conn.frames_in, conn.messages_in, conn.pings_received) == (6, 3, 2)
+        assert fake.stats.rate_limit_closes == 1
+
+
+@pytest.mark.asyncio
+async def test_pongs_answering_the_servers_pings_count_too() -> None:
+    """A client that only answers the server's pings, too many of them, is over the limit."""
+    async with (
+        FakeBinance(ping_interval=0.02, ping_timeout=1.0, max_incoming_per_s=3) as fake,
+        client(fake, "/market/ws", ping_interval=None),
+    ):
+        await fake.wait_for(lambda: len(fake.closed) == 1)
+        conn = fake.closed[0]
+        assert conn.closed_code == 1008
+        assert (conn.frames_in, conn.messages_in) == (4, 0)
+        assert fake.stats.rate_limit_closes == 1
+
+
+@pytest.mark.asyncio
 async def test_subscribe_beyond_max_streams_is_refused_and_changes_nothing() -> None:
     async with (
         FakeBinance(max_streams=3) as fake,
@@ -306,7 +345,8 @@ async def test_connection_is_closed_with_1001_at_max_age() -> None:
 @pytest.mark.asyncio
 async def test_server_pings_answered_by_the_client_keep_the_connection_open() -> None:
     async with (
-        FakeBinance(ping_interval=0.03, ping_timeout=0.2) as fake,
+        # pongs every 30 ms are over any message limit, which is not what this is about
+        FakeBinance(ping_interval=0.03, ping_timeout=0.2, max_incoming_per_s=1000) as fake,
         client(fake, "/market/ws", ping_interval=None) as ws,
     ):
         await fake.wait_for_connections(1)
@@ -519,6 +559,27 @@ async def test_exchange_info_lists_trading_symbols_plus_one_settling() -> None:
         assert (await http.get(fake.rest_url + "/fapi/v1/ticker")).status_code == 404
         assert fake.stats.rest_requests == 2
         assert fake.stats.attempts == 0  # REST is not counted as WebSocket attempts
+
+
+@pytest.mark.asyncio
+async def test_spot_serves_stream_binance_coms_paths_and_limit() -> None:
+    """``market="spot"``: no ``/market`` prefix, exchangeInfo under /api/v3, 5 messages/s."""
+    async with (
+        FakeBinance(market="spot", symbols=["BTCUSDT"]) as fake,
+        httpx.AsyncClient(trust_env=False) as http,
+    ):
+        assert fake.max_incoming_per_s == 5
+        resp = await http.get(fake.rest_url + "/api/v3/exchangeInfo")
+        assert [(s["symbol"], s["status"]) for s in resp.json()["symbols"]] == [
+            ("BTCUSDT", "TRADING"),
+            (SETTLING_SYMBOL, "BREAK"),
+        ]
+        assert (await http.get(fake.rest_url + "/fapi/v1/exchangeInfo")).status_code == 404
+        assert await handshake_status(fake, "/market/ws") == 404
+        async with client(fake, "/stream?streams=btcusdt@miniTicker") as ws:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            assert await fake.publish([BTC]) == 1
+            assert await recv_json(ws) == {"stream": "btcusdt@miniTicker", "data": BTC}
 
 
 @pytest.mark.asyncio

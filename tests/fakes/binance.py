@@ -1,4 +1,5 @@
-"""A local fake of Binance USD-M futures market data: the mini-ticker WebSocket and exchangeInfo.
+"""A local fake of Binance market data (USD-M futures by default): the mini-ticker WebSocket and
+exchangeInfo.
 
 It serves, on one 127.0.0.1 port (``websockets`` server; plain HTTP through ``process_request``):
 
@@ -10,11 +11,14 @@ It serves, on one 127.0.0.1 port (``websockets`` server; plain HTTP through ``pr
 
 With ``market="coinm"`` it poses as ``dstream``/``dapi`` instead: the stream paths have no
 ``/market`` prefix (``/ws/<stream>``, ``/ws``, ``/stream?streams=``), there are no legacy ones,
-and exchangeInfo is ``GET /dapi/v1/exchangeInfo`` (``contractStatus``, as COIN-M answers).
+and exchangeInfo is ``GET /dapi/v1/exchangeInfo`` (``contractStatus``, as COIN-M answers). With
+``market="spot"`` it poses as ``stream.binance.com``/``api.binance.com``: the same paths as COIN-M,
+exchangeInfo at ``GET /api/v3/exchangeInfo``, and 5 incoming messages a second, not 10.
 
-It enforces the real limits (incoming messages per second, streams per connection, connection age,
-server pings) and lets a test inject the failures seen in the field: abrupt drops, clean closes
-with any code, silent connections, rejected handshakes, malformed frames, a failing REST endpoint.
+It enforces the real limits (incoming messages per second, pings and pongs included, streams per
+connection, connection age, server pings) and lets a test inject the failures seen in the field:
+abrupt drops, clean closes with any code, silent connections, rejected handshakes, malformed
+frames, a failing REST endpoint.
 
 Nothing is sent on its own: each ``publish`` is one tick of the market.
 """
@@ -40,8 +44,9 @@ import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Event, State
 
 from tests.fakes.waiting import wait_until
 
@@ -59,6 +64,7 @@ __all__ = [
 ALL_MARKET_STREAM = "!miniTicker@arr"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 COINM_EXCHANGE_INFO_PATH = "/dapi/v1/exchangeInfo"
+SPOT_EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
 #: The non-trading symbol exchangeInfo always lists, for the client's filtering.
 SETTLING_SYMBOL = "SETTLEDUSDT"
 
@@ -68,6 +74,25 @@ _UINT64_MAX = 2**64 - 1
 
 JSON = Any
 Number = float | int | str | Decimal
+
+#: frames Binance counts as incoming messages: a message (its first frame), a ping, a pong
+_COUNTED = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG})
+
+
+@dataclass(frozen=True)
+class _Market:
+    prefix: str  # before /ws and /stream ("/market" on USD-M since 2026)
+    legacy: bool  # the bare /ws, /stream paths are accepted and stay silent
+    info_path: str
+    status_key: str  # the exchangeInfo key of a symbol's status
+    max_incoming_per_s: int  # documented limit, pings and pongs included
+
+
+_MARKETS = {
+    "usdm": _Market("/market", True, EXCHANGE_INFO_PATH, "status", 10),
+    "coinm": _Market("", False, COINM_EXCHANGE_INFO_PATH, "contractStatus", 10),
+    "spot": _Market("", False, SPOT_EXCHANGE_INFO_PATH, "status", 5),
+}
 
 
 def valid_stream(name: object) -> bool:
@@ -157,11 +182,17 @@ class FakeConnection:
     closed_reason: str | None = None
     closed_at: float | None = None  # loop time
     messages_in: int = 0  # every incoming message, answered or not
+    #: every frame counted against the rate limit: messages, pings, pongs (answers or not)
+    frames_in: int = 0
+    pings_received: int = 0
     frames_out: int = 0  # data frames sent (publish, send_raw, replies)
     pings_sent: int = 0
     pongs_received: int = 0
     ws: ServerConnection | None = field(default=None, repr=False)
     _window: collections.deque[float] = field(default_factory=collections.deque, repr=False)
+    #: set when the rate limit was exceeded: how many messages came before the one that was
+    #: over (or before the ping or pong that was); the rest are not answered
+    _answerable: int | None = field(default=None, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -224,6 +255,24 @@ def _response(status: int, body: bytes, content_type: str) -> Response:
     return Response(status, phrase, headers, body)
 
 
+class _CountingConnection(ServerConnection):
+    """Reports each frame the client sends as it arrives, control frames too: Binance counts
+    pings and pongs against its message limit, and websockets answers pings on its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrived: list[tuple[Opcode, float]] = []  # until the fake's handler takes over
+        self.on_frame: Callable[[Opcode, float], None] = self._keep
+
+    def _keep(self, opcode: Opcode, at: float) -> None:
+        self.arrived.append((opcode, at))
+
+    def process_event(self, event: Event) -> None:
+        if self.request is not None and isinstance(event, Frame) and event.opcode in _COUNTED:
+            self.on_frame(event.opcode, self.loop.time())
+        super().process_event(event)
+
+
 # --- the fake ------------------------------------------------------------------------------------
 
 
@@ -237,7 +286,7 @@ class FakeBinance:
         self,
         *,
         max_streams: int = 200,
-        max_incoming_per_s: int = 10,
+        max_incoming_per_s: int | None = None,
         max_age: float | None = None,
         ping_interval: float | None = None,
         symbols: Iterable[str] = (),
@@ -250,6 +299,10 @@ class FakeBinance:
     ) -> None:
         """Limits as the real service, compressible for tests.
 
+        ``max_incoming_per_s``: frames a connection may send within ``rate_window`` (None: the
+        market's documented limit, 10 on USD-M and COIN-M, 5 on spot); every message, ping and
+        pong counts, and the one over the limit gets the connection closed with 1008.
+
         Extras: ``ping_timeout`` (None: never drop a client that does not answer; else drop it
         abruptly that many seconds after an unanswered ping), ``rate_window`` (the sliding window of
         ``max_incoming_per_s``, 1 s on Binance), ``close_timeout`` (how long a closing handshake may
@@ -258,8 +311,14 @@ class FakeBinance:
         ``publish``; else such a client is dropped abruptly after that many seconds and counted in
         ``stats.slow_drops``).
         """
+        if market not in _MARKETS:
+            raise ValueError(f"market: {', '.join(_MARKETS)}, not {market!r}")
+        self.market = market
+        self._market = _MARKETS[market]
         self.max_streams = max_streams
-        self.max_incoming_per_s = max_incoming_per_s
+        self.max_incoming_per_s = (
+            self._market.max_incoming_per_s if max_incoming_per_s is None else max_incoming_per_s
+        )
         self.max_age = max_age
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -267,9 +326,6 @@ class FakeBinance:
         self.close_timeout = close_timeout
         self.compression = compression
         self.send_timeout = send_timeout
-        if market not in ("usdm", "coinm"):
-            raise ValueError(f"market: usdm or coinm, not {market!r}")
-        self.market = market
         self.connections: list[FakeConnection] = []
         self.closed: list[FakeConnection] = []
         self.stats = Stats()
@@ -281,6 +337,7 @@ class FakeBinance:
         self._next_id = 1
         self._server: Server | None = None
         self._port = 0
+        self._closers: set[asyncio.Task[None]] = set()
 
     # --- lifecycle
 
@@ -290,6 +347,7 @@ class FakeBinance:
             "127.0.0.1",
             0,
             process_request=self._process_request,
+            create_connection=_CountingConnection,
             compression="deflate" if self.compression else None,
             ping_interval=None,  # our own pinger counts pings and pongs
             ping_timeout=None,
@@ -457,7 +515,7 @@ class FakeBinance:
     def _route(self, target: str) -> _Route:
         parts = urlsplit(target)
         path = unquote(parts.path)
-        live = "/market" if self.market == "usdm" else ""  # COIN-M: no prefix, no legacy paths
+        live = self._market.prefix
         if path.startswith(live + "/"):
             rest = path[len(live) :]
             if rest in ("/ws", "/ws/"):
@@ -469,9 +527,10 @@ class FakeBinance:
                 return _Route(False, False, self._checked((stream,)))
             if rest == "/stream":
                 return _Route(True, False, self._checked(self._query_streams(parts.query)))
-        if live and (path == "/ws" or path.startswith("/ws/")):
+        legacy = self._market.legacy
+        if legacy and (path == "/ws" or path.startswith("/ws/")):
             return _Route(False, True, tuple(s for s in path[4:].split("/") if s))
-        if live and path == "/stream":
+        if legacy and path == "/stream":
             return _Route(True, True, tuple(self._query_streams(parts.query)))
         raise _Reject(404, "Not Found")
 
@@ -491,7 +550,7 @@ class FakeBinance:
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        if path.startswith(("/fapi/", "/dapi/")):
+        if path.startswith(("/fapi/", "/dapi/", "/api/")):
             return self._rest(path)
         self.stats.attempts += 1
         try:
@@ -509,16 +568,17 @@ class FakeBinance:
         if self._rest_fail_status is not None:
             body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
             return _response(self._rest_fail_status, _dumps(body), "application/json")
-        if path != (EXCHANGE_INFO_PATH if self.market == "usdm" else COINM_EXCHANGE_INFO_PATH):
+        if path != self._market.info_path:
             not_found = {"code": -5000, "msg": "Path not found"}
             return _response(404, _dumps(not_found), "application/json")
         return _response(200, _dumps(self.exchange_info()), "application/json")
 
     def exchange_info(self) -> dict[str, Any]:
         """The exchangeInfo body served now."""
-        status = "status" if self.market == "usdm" else "contractStatus"
-        symbols = [_symbol_info(s, "TRADING", status) for s in self._symbols]
-        symbols.append(_symbol_info(SETTLING_SYMBOL, "SETTLING", status))
+        key = self._market.status_key
+        spot = self.market == "spot"
+        symbols = [_symbol_info(s, "TRADING", key, spot) for s in self._symbols]
+        symbols.append(_symbol_info(SETTLING_SYMBOL, "BREAK" if spot else "SETTLING", key, spot))
         now_ms = int(_time.time() * 1000)
         return {"timezone": "UTC", "serverTime": now_ms, "symbols": symbols}
 
@@ -542,6 +602,10 @@ class FakeBinance:
         self._next_id += 1
         self.stats.handshakes += 1
         self.connections.append(conn)
+        assert isinstance(ws, _CountingConnection)
+        for opcode, at in ws.arrived:  # frames that came before this handler ran
+            self._incoming(conn, opcode, at)
+        ws.on_frame = lambda opcode, at: self._incoming(conn, opcode, at)
         tasks: list[asyncio.Task[None]] = []
         if self.ping_interval is not None:
             tasks.append(asyncio.create_task(self._pinger(conn, self.ping_interval)))
@@ -564,32 +628,47 @@ class FakeBinance:
 
     async def _read_loop(self, conn: FakeConnection, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
-        window = conn._window
+        read = 0
         while True:
             try:
                 message = await ws.recv()
             except ConnectionClosed:
                 return
-            now = loop.time()
-            conn.messages_in += 1
+            read += 1
             parsed: Any = message
             is_json = False
             if isinstance(message, str):
                 with contextlib.suppress(ValueError):
                     parsed = orjson.loads(message)
                     is_json = True
-            self.stats.requests.append((conn.id, parsed, now))
-            while window and window[0] <= now - self.rate_window:
-                window.popleft()
-            window.append(now)
-            if len(window) > self.max_incoming_per_s:
-                self.stats.rate_limit_closes += 1
-                await self._close(conn, 1008, "Too many requests", wait=False)
-                return
+            self.stats.requests.append((conn.id, parsed, loop.time()))
+            if conn._answerable is not None and read > conn._answerable:
+                return  # over the rate limit: the connection is being closed with 1008
             if conn.legacy or conn.silenced:
                 continue
             reply = self._answer(conn, message, parsed, is_json)
             await self._send(conn, [_dumps(reply)])
+
+    def _incoming(self, conn: FakeConnection, opcode: Opcode, now: float) -> None:
+        """Count one frame as it arrives, against a sliding window of ``rate_window``."""
+        conn.frames_in += 1
+        if opcode is Opcode.PING:
+            conn.pings_received += 1
+        elif opcode is not Opcode.PONG:
+            conn.messages_in += 1
+        if conn._answerable is not None:
+            return  # already over: closing
+        window = conn._window
+        while window and window[0] <= now - self.rate_window:
+            window.popleft()
+        window.append(now)
+        if len(window) > self.max_incoming_per_s:
+            is_message = opcode in (Opcode.TEXT, Opcode.BINARY)
+            conn._answerable = conn.messages_in - (1 if is_message else 0)
+            self.stats.rate_limit_closes += 1
+            closer = asyncio.create_task(self._close(conn, 1008, "Too many requests", wait=False))
+            self._closers.add(closer)
+            closer.add_done_callback(self._closers.discard)
 
     def _answer(
         self, conn: FakeConnection, message: str | bytes, parsed: Any, is_json: bool
@@ -693,7 +772,9 @@ class FakeBinance:
         await self._close(conn, 1001, "going away", wait=False)
 
 
-def _symbol_info(symbol: str, status: str, key: str = "status") -> dict[str, Any]:
+def _symbol_info(symbol: str, status: str, key: str, spot: bool) -> dict[str, Any]:
+    if spot:
+        return {"symbol": symbol, key: status, "quoteAsset": "USDT"}
     return {
         "symbol": symbol,
         "pair": symbol,
