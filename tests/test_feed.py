@@ -590,6 +590,45 @@ async def test_live_changes_subscribe_in_batches_within_the_message_rate():
         assert len({r[1]["id"] for r in requests}) == len(requests)  # ids unique
 
 
+async def test_a_burst_of_changes_on_spot_stays_within_5_messages_a_second_with_pings():
+    """Spot allows 5 incoming messages a second, pings and pongs included: a burst of symbol
+    changes that takes many SUBSCRIBE/UNSUBSCRIBE batches, while both sides ping (every 1.2 s
+    here, every 20 s on Binance: at most one each in any second either way), is never closed
+    with 1008, and ends with exactly the wanted streams on the one connection."""
+    before = [f"A{i}USDT" for i in range(4)]
+    after = [*before[:1], *(f"B{i}USDT" for i in range(8))]
+    keepalive = {"ping_interval": 1.2, "ping_timeout": 5.0}
+    async with (
+        FakeBinance(market="spot", symbols=before + after, **keepalive) as fake,
+        Bot(
+            fake,
+            [rule("price > 1", s, id=s) for s in before],
+            market=MARKETS["spot"],
+            stream="symbols",
+            max_params=2,  # many batches from a few symbols
+            symbol_stale_after=30.0,  # no data in this test
+            **keepalive,
+        ) as bot,
+    ):
+        await fake.wait_for_subscriptions({f"{s.lower()}@miniTicker" for s in before})
+        (conn,) = fake.connections
+        for symbol in before[1:]:  # as /unwatch and /watch would, one after the other
+            bot.engine.remove_rule(symbol)
+            bot.pipeline.update_streams()
+        for symbol in after[1:]:
+            bot.engine.add_rule(rule("price > 1", symbol, id=symbol))
+            bot.pipeline.update_streams()
+        wanted = {f"{s.lower()}@miniTicker" for s in after}
+        await fake.wait_for(lambda: fake.subscribed() == wanted, timeout=10)
+        assert fake.stats.rate_limit_closes == 0
+        assert fake.stats.handshakes == 1
+        assert conn.is_open
+        assert conn.streams == wanted
+        assert len(fake.stats.requests) >= 5  # UNSUBSCRIBE and SUBSCRIBE batches
+        assert conn.pings_received >= 1  # while pings flowed, both ways
+        assert conn.pongs_received >= 1
+
+
 async def test_a_refused_stream_does_not_take_the_others_down():
     """The server refuses a batch with one bad stream: the good ones are retried alone."""
     async with FakeBinance() as fake, Bot(fake, [rule("price > 1")], symbol_stale_after=30) as bot:

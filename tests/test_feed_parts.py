@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import orjson
@@ -67,6 +68,22 @@ def test_market_presets_have_their_own_roots_and_paths(name: str, raw: str, info
     market = MARKETS[name]
     assert market.raw_url(market.ws_root, ALL_MARKET) == raw
     assert market.exchange_info_url(market.rest_root) == info
+
+
+@pytest.mark.parametrize("name", sorted(MARKETS))
+def test_each_markets_request_budget_leaves_room_for_a_ping_a_pong_and_jitter(name: str):
+    """Pings and pongs count toward the exchange's incoming-message limit (5 a second on spot,
+    10 on futures): a second's requests, plus one that jitter brings in, plus our keepalive
+    ping and our pong to the exchange's ping stay within it."""
+    market = MARKETS[name]
+    assert math.ceil(market.request_rate) + 1 + 2 <= market.max_incoming
+    assert (MARKETS["spot"].max_incoming, MARKETS["usdm"].max_incoming) == (5, 10)
+
+
+def test_live_requests_are_paced_by_the_market_unless_a_rate_is_set():
+    assert FeedSettings(market=MARKETS["spot"]).request_rate == 2.0
+    assert FeedSettings(market=MARKETS["usdm"]).request_rate == 4.0
+    assert FeedSettings(market=MARKETS["spot"], control_rate=1.0).request_rate == 1.0
 
 
 def test_a_configured_root_replaces_the_host_and_keeps_the_path_shape():

@@ -10,9 +10,10 @@ A :class:`Connection` owns the streams it was given and keeps a live socket deli
 - before Binance's 24 h limit it rotates make-before-break: a second socket is opened and the
   old one is closed only once the new one delivers, so nothing is lost (the engine drops the
   duplicates by symbol and event time);
-- live SUBSCRIBE/UNSUBSCRIBE go out at most ``control_rate`` per second, batched, each
-  waiting for its ``{"result": null, "id": N}``; a refused batch is retried stream by stream so
-  that one bad stream does not take the others down with it;
+- live SUBSCRIBE/UNSUBSCRIBE go out at most the market's ``request_rate`` per second (what
+  its message limit leaves to them after pings and pongs), batched, each waiting for its
+  ``{"result": null, "id": N}``; a refused batch is retried stream by stream so that one bad
+  stream does not take the others down with it;
 - nothing the network sends kills it: bad frames are counted (logged once per kind) and
   skipped, and a failure in the consumer is contained.
 
@@ -674,7 +675,7 @@ class Connection:
 
     async def _control_loop(self, s: _Session) -> None:
         cfg = self.settings
-        interval = 1.0 / cfg.control_rate
+        interval = 1.0 / cfg.request_rate
         while True:
             add = self.streams - s.subscribed
             remove = s.subscribed - self.streams

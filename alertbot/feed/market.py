@@ -28,6 +28,14 @@ class Market:
     #: the ``st`` its tickers carry, if any (DESIGN.md: 1 USD-M, 2 COIN-M); since the COIN-M
     #: merger a frame may mix both markets, and elements carrying another ``st`` are skipped
     st: int = 1
+    #: incoming messages a connection may send per second; over it the exchange closes the
+    #: connection (1008) and bans an IP that does so repeatedly. Pings and pongs count.
+    max_incoming: int = 10
+    #: live requests (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS) per second and connection,
+    #: within what ``max_incoming`` leaves once our keepalive ping and our pong to the exchange's
+    #: ping have their room (at most one each in any second: both come every 20 s or more), and
+    #: one request more, which arrival jitter may bring into the same second: 2 + 2 + 1 on spot
+    request_rate: float = 4.0
 
     def raw_url(self, root: str, stream: str | None = None) -> str:
         """One raw stream (payloads unwrapped); without a stream, a connection for SUBSCRIBE."""
@@ -60,7 +68,7 @@ MARKETS: dict[str, Market] = {
     ),
     "spot": Market(
         "spot", "wss://stream.binance.com:9443", "https://api.binance.com", "",
-        "/api/v3/exchangeInfo",
+        "/api/v3/exchangeInfo", max_incoming=5, request_rate=2.0,
     ),
 }  # fmt: skip
 

@@ -44,9 +44,10 @@ class FeedSettings:
     close_timeout: float = 2.0
     ping_interval: float | None = 20.0  # our own pings: dead-peer detection
     ping_timeout: float | None = 20.0
-    #: live SUBSCRIBE/UNSUBSCRIBE messages per second and connection (Binance allows 10
-    #: incoming messages per second, pongs included: stay well under)
-    control_rate: float = 4.0
+    #: live SUBSCRIBE/UNSUBSCRIBE messages per second and connection; None: the market's
+    #: ``request_rate`` (Binance allows 10 incoming messages a second on futures, 5 on spot,
+    #: pings and pongs included)
+    control_rate: float | None = None
     ack_timeout: float = 10.0
     #: how often a symbol-stream connection checks LIST_SUBSCRIPTIONS against what it expects
     audit_interval: float = 300.0
@@ -67,6 +68,11 @@ class FeedSettings:
     @property
     def rest_url(self) -> str:
         return self.rest_root or self.market.rest_root
+
+    @property
+    def request_rate(self) -> float:
+        """Live requests per second and connection."""
+        return self.market.request_rate if self.control_rate is None else self.control_rate
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FeedSettings:
