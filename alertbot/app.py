@@ -403,10 +403,16 @@ class App:
 
     def emit(self, alert: Alert, gap: bool) -> None:
         # a muted watch never gets here: the engine does not fire it (Rule.muted_until_ms)
-        self.notifier.emit(alert, gap)
         book = self.book
-        if book is not None and book.row_of_rule(alert.rule.id) is not None:
-            self._spawn(book.fired(alert.rule.id, alert.time), finish=True)
+        row = None if book is None else book.row_of_rule(alert.rule.id)
+        if book is None or row is None:
+            self.notifier.emit(alert, gap)
+            return
+        # the watch's row changes with the alert, in the transaction that stores it: a ``once``
+        # watch's end written on its own could reach the disk first, and a crash then (or a
+        # write of the alert that fails) lost the alert for good
+        self.notifier.emit(alert, gap, watch=row.id, ends_watch=row.once)
+        book.fired(row, alert.time)
 
     # ------------------------------------------------------------------ rule files
 
@@ -692,9 +698,10 @@ class App:
         rule's condition is another now: it is disarmed, its cooldown runs from the alert,
         a ``once`` is done.
 
-        A watch's ``last_fired`` is not taken as a firing: it is written as the watch fires,
-        maybe before the outbox has stored the alert, which a crash then loses; not taken, the
-        watch fires again if its condition still holds (at least once, as delivery).
+        A watch's ``last_fired`` is not taken as a firing, its stored alert is: the two are
+        written in one transaction now, but an earlier version wrote ``last_fired`` on its own,
+        maybe before the alert, which a crash then lost; not taken, the watch fires again if
+        its condition still holds (at least once, as delivery).
         """
         engine = self.engine
         rules = {r.id: r for r in engine.rules()}
@@ -789,7 +796,7 @@ class App:
 
     def _spawn(self, coro: Any, *, finish: bool = False) -> None:
         """Run ``coro`` in the background; ``finish``: a short write that shutdown lets end
-        (a watch's firing, a ``once`` watch's removal) instead of cancelling it."""
+        (a chat's move to a supergroup) instead of cancelling it."""
         task = asyncio.create_task(coro)
         tasks = self._finishing if finish else self._tasks
         tasks.add(task)

@@ -162,6 +162,10 @@ class AlertRecord:
     html: str
     gap: bool = False
     created: float = 0.0
+    #: the chat watch that fired it: its row changes (last fired; a ``once`` watch ends,
+    #: ``ends_watch``) in the transaction that stores the alert, never without it
+    watch: int | None = None
+    ends_watch: bool = False
 
 
 @dataclass(slots=True)
@@ -245,14 +249,15 @@ class Store:
         deliveries: Sequence[DeliveryRow],
         updates: Sequence[Update],
     ) -> None:
-        """One transaction: new alerts and deliveries (existing ones are kept), then updates.
+        """One transaction: new alerts and deliveries (existing ones are kept), the rows of
+        the watches that fired them (AlertRecord.watch), then updates.
 
         A few statements per batch rather than one per row: rows go in as multi-row ``VALUES``
         lists, and the updates of a batch as one ``UPDATE ... FROM`` (several updates of one
         delivery are merged first: the last state and error, the attempts added up).
         """
         now = time.time()
-        with self._transaction():
+        with self._transaction() as db:
             self._insert(
                 "INSERT OR IGNORE INTO alerts",
                 10,
@@ -262,6 +267,13 @@ class Store:
                     for a in alerts
                 ],
             )  # fmt: skip
+            fired = [(a.time, a.ends_watch, a.watch) for a in alerts if a.watch is not None]
+            if fired:
+                db.executemany(
+                    "UPDATE watches SET last_fired = ?,"
+                    " active = CASE WHEN ? THEN 0 ELSE active END WHERE id = ?",
+                    fired,
+                )
             self._insert(
                 "INSERT OR IGNORE INTO deliveries",
                 8,
@@ -428,13 +440,6 @@ class Store:
         with self._transaction() as db:
             db.executemany(
                 "UPDATE watches SET muted_until = ? WHERE id = ?", [(until, i) for i in ids]
-            )
-
-    def watch_fired(self, fired: Sequence[tuple[int, int]]) -> None:
-        """(watch id, event time) of alerts."""
-        with self._transaction() as db:
-            db.executemany(
-                "UPDATE watches SET last_fired = ? WHERE id = ?", [(t, i) for i, t in fired]
             )
 
     def set_digest(self, chat_id: int, minute: int | None) -> None:

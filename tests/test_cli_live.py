@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from alertbot.store import Store, WatchRow
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
 
@@ -660,3 +661,69 @@ async def test_record_logs_in_the_format_and_level_of_its_config_file(tmp_path):
     records = [orjson.loads(line) for line in err.splitlines()]
     assert any(r["level"] == "DEBUG" for r in records)  # the file's level, not the default INFO
     assert records[-1]["message"] == f"recorded 1 messages to {out}"
+
+
+async def test_a_once_watch_never_ends_on_disk_without_its_alert(tmp_path):
+    """A ``once`` watch that fires ends, and its alert is stored: both or neither, whatever
+    stops the bot. The watch's end was its own commit, made while the alert's write could
+    still fail (here the disk refuses it: a trigger in the real database); SIGKILLed then,
+    the restarted bot had the watch ended and no alert, lost for good. Now both are in one
+    transaction: the restarted bot still has the watch, and it fires."""
+    db = tmp_path / "alertbot.db"
+    store = Store(db)
+    store.add_watch(WatchRow(0, 42, "BTCUSDT", "price > 100", 0, 0.0, True))
+    store.db.execute(
+        "CREATE TRIGGER disk_refuses_alerts BEFORE INSERT ON alerts"
+        " BEGIN SELECT RAISE(ABORT, 'injected: the disk refuses the alert'); END"
+    )
+    store.close()
+    rules = tmp_path / "rules.yaml"  # the probe: fires at 151 only, to chat 7 (admin)
+    rules.write_text("rules:\n  - id: probe\n    symbols: [BTCUSDT]\n    when: price > 150.5\n")
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        env = env_for(
+            fake,
+            db,
+            ALERTBOT_TELEGRAM_TOKEN=TOKEN,
+            ALERTBOT_TELEGRAM_API_URL=tg.api_url,
+            ALERTBOT_ADMIN_CHATS="7",
+        )
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 150, T)])  # the watch fires
+            assert proc.stderr is not None
+            while b"injected: the disk refuses the alert" not in await asyncio.wait_for(
+                proc.stderr.readline(), 20
+            ):
+                pass
+            # until the chat sees the watch gone (as soon as it is ended on disk, before)
+            for _ in range(100):
+                replies = len(tg.messages_to(42))
+                tg.user_says(42, "/list")
+                await tg.wait_for(lambda n=replies: len(tg.messages_to(42)) > n, timeout=20)
+                if tg.messages_to(42)[-1].text.startswith("No watches here yet"):
+                    break
+            else:
+                raise AssertionError("/list still shows the once watch")
+        finally:
+            proc.kill()  # SIGKILL: no shutdown, nothing more written
+        await proc.wait()
+        conn = sqlite3.connect(db)
+        try:  # as the crash left it: neither the alert nor the watch's end
+            assert conn.execute("SELECT count(*) FROM alerts").fetchone() == (0,)
+            assert conn.execute("SELECT active, last_fired FROM watches").fetchall() == [(1, None)]
+            conn.execute("DROP TRIGGER disk_refuses_alerts")  # the disk is back
+            conn.commit()
+        finally:
+            conn.close()
+        again = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 151, T + 2_000)])
+            await tg.wait_for(lambda: bool(tg.messages_to(7)), timeout=20)  # the probe
+        finally:
+            again.send_signal(signal.SIGTERM)  # open deliveries go out within the grace
+        code, _, err = await finish(again)
+    alerts = [m.plain_text for m in tg.messages_to(42) if "price > 100" in m.plain_text]
+    assert alerts == ["BTCUSDT price > 100: price 151 (+0.00% 24h) at 2026-02-25 06:13:22 UTC [w1]"]
+    assert code == 0, err

@@ -248,15 +248,24 @@ async def test_the_last_tickers_saved_are_of_the_moment_of_the_states_saved(tmp_
     assert ticks == [("BTCUSDT", T, "150")]
 
 
+def once_alerts(watches: tuple[int, ...]) -> list[AlertRecord]:
+    """An alert of each of these ``once`` watches, which ends it (AlertRecord.watch)."""
+    return [
+        AlertRecord(f"w{i}:BTC:{T}", f"w{i}", "BTC", T, "2", "price > 1", "", "",
+                    watch=i, ends_watch=True)
+        for i in watches
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("change", "table"),
     [
         (lambda store: store.end_watches([1, 2, 3]), "watches"),
         (lambda store: store.mute_watches([1, 2, 3], 1.0), "watches"),
-        (lambda store: store.watch_fired([(1, T), (2, T), (3, T)]), "watches"),
+        (lambda store: store.write(once_alerts((1, 2, 3)), [], []), "watches"),
         (lambda store: store.forget_states([(f"w{i}", "BTC") for i in (1, 2, 3)]), "pair_states"),
     ],
-    ids=["end_watches", "mute_watches", "watch_fired", "forget_states"],
+    ids=["end_watches", "mute_watches", "alerts_ending_watches", "forget_states"],
 )
 def test_a_batch_of_row_changes_is_all_or_nothing(tmp_path, change, table):
     """One transaction per batch (not one durable commit per row, in autocommit: 5,000 rows

@@ -148,6 +148,9 @@ class WatchBook:
         if not rows:
             return
         await self.db(self.store.end_watches, [r.id for r in rows])
+        self._forget(rows)
+
+    def _forget(self, rows: list[WatchRow]) -> None:
         for r in rows:
             self.rows.pop(r.id, None)
             self.engine.remove_rule(watch_id(r))
@@ -186,17 +189,15 @@ class WatchBook:
         number = watch_number(rule_id)
         return None if number is None else self.rows.get(number)
 
-    async def fired(self, rule_id: str, time_ms: int) -> WatchRow | None:
-        """Record an alert of a watch; a ``once`` watch is done after it (returned then)."""
-        row = self.row_of_rule(rule_id)
-        if row is None:
-            return None
+    def fired(self, row: WatchRow, time_ms: int) -> None:
+        """Note an alert of ``row`` here; a ``once`` watch is done, and leaves the engine. Its
+        row in the database changes in the transaction that stores the alert (App.emit,
+        AlertRecord.watch): a watch never ends on disk without its alert, and a crash before
+        that transaction leaves the watch as it was (it fires again, as an alert is sent
+        again: at least once)."""
         row.last_fired = time_ms
-        await self.db(self.store.watch_fired, [(row.id, time_ms)])
         if row.once:
-            await self.remove([row])
-            return row
-        return None
+            self._forget([row])
 
     async def expire(self) -> list[WatchRow]:
         """Remove watches whose ``for`` time is over; returns them (their chats get a note)."""

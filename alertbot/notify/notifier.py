@@ -147,9 +147,18 @@ class Notifier:
         assert self.outbox is not None
         self.outbox.report(*args, **kwargs)  # type: ignore[arg-type]
 
-    def record(self, alert: Alert, gap: bool, routes: Sequence[Route] | None = None) -> AlertRecord:
+    def record(
+        self,
+        alert: Alert,
+        gap: bool,
+        routes: Sequence[Route] | None = None,
+        *,
+        watch: int | None = None,
+        ends_watch: bool = False,
+    ) -> AlertRecord:
         """The alert as stored and sent. Its HTML (Telegram's text) is rendered only when one of
-        ``routes`` is a Telegram chat, the sparkline only when the message shows it."""
+        ``routes`` is a Telegram chat, the sparkline only when the message shows it. ``watch``,
+        ``ends_watch``: see AlertRecord."""
         rule = alert.rule
         ticker = alert.ticker
         template = rule.message
@@ -174,12 +183,18 @@ class Notifier:
             html=html,
             gap=gap,
             created=self.clock(),
+            watch=watch,
+            ends_watch=ends_watch,
         )
 
-    def emit(self, alert: Alert, gap: bool) -> None:
+    def emit(
+        self, alert: Alert, gap: bool, *, watch: int | None = None, ends_watch: bool = False
+    ) -> None:
+        """Hand the alert to the outbox; a chat watch's alert with its watch (AlertRecord)."""
         assert self.outbox is not None
         routes = self.router.routes(alert.rule)
-        self.outbox.submit(self.record(alert, gap, routes), routes)
+        record = self.record(alert, gap, routes, watch=watch, ends_watch=ends_watch)
+        self.outbox.submit(record, routes)
 
     async def close(self, grace: float = 0.0) -> None:
         """Let the senders drain for up to ``grace`` seconds, stop them, write the outbox."""
