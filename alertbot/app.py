@@ -620,7 +620,8 @@ class App:
         assert outbox is not None
         states, ticks = await outbox.db(store.engine_state)
         histories = await outbox.db(store.histories)
-        now = self.notifier.clock()  # no alert is made before the feed starts, after this
+        # every alert made so far is before it (no alert is made before the feed starts)
+        now = outbox.next_seq
         recorded, alerts = await outbox.db(store.alerts_since_saved)
         watch_rows = await outbox.db(store.watches)
         fired = self._fired_since_saved(states, ticks, recorded, alerts, watch_rows)
@@ -761,8 +762,10 @@ class App:
         # crossing tick whose alert and state are not in this save (lost, after a crash, since
         # the restored engine compares with that tick)
         ticks = self.engine.last_tickers()
-        # saved, the states hold every alert made before now (on this loop, as the alerts)
-        taken = self.notifier.clock()
+        # saved, the states hold every alert made before now (on this loop, as the alerts): in
+        # the outbox's order, not by the wall clock, which may step back (NTP) and put an alert
+        # made after this save before it, and have it fire again after a crash
+        taken = outbox.next_seq
         # until saved: a save that fails or is cancelled loses nothing
         self._unsaved = states
         self._undropped = dropped

@@ -66,7 +66,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     text       TEXT NOT NULL,      -- the message as plain text
     html       TEXT NOT NULL,      -- the message for Telegram's HTML mode ('' if no chat gets it)
     gap        INTEGER NOT NULL DEFAULT 0,
-    created    REAL NOT NULL       -- wall clock, s
+    created    REAL NOT NULL,      -- wall clock, s
+    seq        INTEGER             -- its place in the order alerts are made (Outbox.take_seq);
+                                   -- NULL: stored by an earlier version
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id    TEXT NOT NULL REFERENCES alerts(id),
@@ -115,7 +117,8 @@ CREATE TABLE IF NOT EXISTS pair_states (   -- the engine's firing state, for res
 );
 CREATE TABLE IF NOT EXISTS state_saved (   -- when pair_states was last saved
     id      INTEGER PRIMARY KEY CHECK (id = 1),
-    alerts  REAL NOT NULL          -- wall clock, s: pair_states holds every alert created before
+    alerts  REAL NOT NULL,         -- wall clock, s, of the save (an earlier version's measure)
+    seq     INTEGER                -- pair_states holds every alert whose seq is below it
 );
 CREATE TABLE IF NOT EXISTS price_history (  -- the moves windows' prices, for restarts
     symbol TEXT PRIMARY KEY,
@@ -133,6 +136,12 @@ CREATE TABLE IF NOT EXISTS last_ticks (    -- each symbol's last ticker, for res
     price  TEXT NOT NULL
 );
 """
+
+
+#: columns added since the first version, as SQLite adds them to a table made before: at its end
+ADDED_COLUMNS = (("alerts", "seq", "INTEGER"), ("state_saved", "seq", "INTEGER"))
+#: what needs those columns, made once they are there
+AFTER_COLUMNS = "CREATE INDEX IF NOT EXISTS alerts_seq ON alerts(seq);"
 
 
 def _placeholders(width: int) -> str:
@@ -162,6 +171,9 @@ class AlertRecord:
     html: str
     gap: bool = False
     created: float = 0.0
+    #: its place in the order alerts are made (Outbox.take_seq): unlike ``created``, it never
+    #: goes back with the clock; None: not known (read back, or stored by an earlier version)
+    seq: int | None = None
     #: the chat watch that fired it: its row changes (last fired; a ``once`` watch ends,
     #: ``ends_watch``) in the transaction that stores the alert, never without it
     watch: int | None = None
@@ -218,6 +230,10 @@ class Store:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:  # a database made by an earlier version
+            if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        self.db.executescript(AFTER_COLUMNS)
         self._max_params = self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
     def close(self) -> None:
@@ -260,10 +276,10 @@ class Store:
         with self._transaction() as db:
             self._insert(
                 "INSERT OR IGNORE INTO alerts",
-                10,
+                11,
                 [
                     (a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,
-                     int(a.gap), a.created or now)
+                     int(a.gap), a.created or now, a.seq)
                     for a in alerts
                 ],
             )  # fmt: skip
@@ -482,18 +498,21 @@ class Store:
         states: Sequence[PairState],
         ticks: Sequence[Ticker],
         dropped: Sequence[tuple[str, str | None]] = (),
-        alerts_before: float | None = None,
+        alerts_before: int | None = None,
     ) -> None:
         """One transaction: the states ``dropped`` forgotten (Engine.dropped: a rule's, or
         one symbol's of it), then pair states and last tickers, replacing those saved before.
-        ``alerts_before`` (wall clock): the states saved now hold what every alert created
-        before it did to its pair (see :meth:`alerts_since_saved`)."""
+        ``alerts_before`` (an AlertRecord.seq): the states saved now hold what every alert
+        before it in order did to its pair (see :meth:`alerts_since_saved`)."""
         with self._transaction() as db:
             db.executemany(
                 "DELETE FROM pair_states WHERE rule = ?1 AND (?2 IS NULL OR symbol = ?2)", dropped
             )
             if alerts_before is not None:
-                db.execute("INSERT OR REPLACE INTO state_saved VALUES (1, ?)", (alerts_before,))
+                db.execute(
+                    "INSERT OR REPLACE INTO state_saved (id, alerts, seq) VALUES (1, ?, ?)",
+                    (time.time(), alerts_before),
+                )
             # multi-row statements, as the outbox's: this shares its thread, and with one SQLite
             # step per row (thousands of changed pairs every few seconds at 100k rules) it
             # held the outbox's writes up for a third of a second each time
@@ -519,18 +538,35 @@ class Store:
         return states, ticks
 
     def alerts_since_saved(self) -> tuple[bool, list[tuple[str, str, str, int, str]]]:
-        """The newest alert of each rule, symbol and condition created since the pair states
-        were last saved (``alerts_before`` of :meth:`save_engine`): (rule, symbol, condition,
-        event time, price). The first item says whether such a save is recorded (a database
-        of an earlier version has none: then every stored alert's newest)."""
-        row = self.db.execute("SELECT alerts FROM state_saved WHERE id = 1").fetchone()
+        """The newest alert of each rule, symbol and condition made since the pair states
+        were last saved (from ``alerts_before`` of :meth:`save_engine` on, in the order alerts
+        are made, never by their times: a clock stepped back would put an alert made after
+        the save before it): (rule, symbol, condition, event time, price). The first item says
+        whether such a save is recorded (a database of an earlier version has none: then
+        every stored alert's newest; or one by wall clock, which is then compared with the
+        alerts' times)."""
+        row = self.db.execute("SELECT alerts, seq FROM state_saved WHERE id = 1").fetchone()
+        where = ""
+        params: tuple[float, ...] = ()
+        if row is not None and row[1] is not None:
+            where, params = " WHERE seq >= ?", (row[1],)
+        elif row is not None:  # saved by an earlier version, whose alerts have no seq
+            where, params = " WHERE seq IS NOT NULL OR created >= ?", (row[0],)
         # MAX() picks the row the other (bare) columns are read from: the newest alert's price
         rows = self.db.execute(
-            "SELECT rule, symbol, condition, MAX(time), price FROM alerts WHERE created >= ?"
-            " GROUP BY rule, symbol, condition",
-            (float("-inf") if row is None else row[0],),
+            "SELECT rule, symbol, condition, MAX(time), price FROM alerts"
+            f"{where} GROUP BY rule, symbol, condition",
+            params,
         ).fetchall()
         return row is not None, [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def next_seq(self) -> int:
+        """The seq of the next alert: past every alert stored and every state save (so that
+        alerts pruned since do not take the order back)."""
+        stored, saved = self.db.execute(
+            "SELECT (SELECT MAX(seq) FROM alerts), (SELECT seq FROM state_saved WHERE id = 1)"
+        ).fetchone()
+        return max(1, (stored or 0) + 1, saved or 0)
 
     def save_histories(self, histories: dict[str, list[tuple[int, float]]]) -> None:
         """Replace the saved price histories (Engine.histories) in one transaction."""

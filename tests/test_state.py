@@ -355,3 +355,116 @@ async def test_a_database_saved_without_a_save_time_takes_only_alerts_after_its_
         app = app_for(tmp_path, fake, io.StringIO(), rules=rules)
         await run_until(app, fake, 150, T + 2_000, alerts=1)
     assert app.pipeline.alerts_by_rule == {"back": 1}
+
+
+class SteppingClock:
+    """A wall clock the test sets (NTP stepping it back, say)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_alert_after_the_last_save_counts_as_fired_though_the_clock_stepped_back(
+    tmp_path,
+):
+    """The alerts stored after the last state save are taken as fired at a restart. They were
+    told apart by wall-clock times: the clock stepped back after a save (NTP), an alert made
+    later carried an earlier time than the save, was taken as saved already, and its level,
+    still true after a crash, fired again inside its 1 h cooldown. The crash is a copy of the
+    database as it was then; a probe rule, true only after the restart, shows the tick was
+    evaluated."""
+    rules = RuleSet(
+        rules=(
+            Rule(id="hi", condition=parse("price > 100"), symbols=("BTCUSDT",),
+                 cooldown_ms=3_600_000),
+            Rule(id="probe", condition=parse("price > 150.5"), symbols=("BTCUSDT",)),
+        )
+    )  # fmt: skip
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        first = app_for(tmp_path, fake, io.StringIO(), state_every=0, rules=rules)
+        first.notifier.clock = clock = SteppingClock(1_772_000_000.0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(first.run(stop))
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.wait_for(lambda: first.pipeline.frames >= 1)
+            await first.save_state()
+            clock.now -= 60.0  # stepped back a minute
+            await fake.publish([mini_ticker("BTCUSDT", 150, T + 1_000)])  # "hi" fires
+            await fake.wait_for(lambda: first.pipeline.alerts >= 1)
+            assert first.notifier.outbox is not None
+            await first.notifier.outbox.flush()
+            src = sqlite3.connect(tmp_path / "a.db")
+            dst = sqlite3.connect(crashed / "a.db")
+            try:
+                src.backup(dst)  # the disk as a crash now would leave it
+            finally:
+                src.close()
+                dst.close()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        second = app_for(crashed, fake, io.StringIO(), rules=rules)
+        await run_until(second, fake, 151, T + 2_000, alerts=1)
+    assert second.pipeline.alerts_by_rule == {"probe": 1}
+
+
+def seq_alert(rule: str, seq: int | None, created: float = 0.0) -> AlertRecord:
+    return AlertRecord(
+        f"{rule}:BTCUSDT:{T}", rule, "BTCUSDT", T, "150", "price > 100", "", "",
+        created=created, seq=seq,
+    )  # fmt: skip
+
+
+def test_the_alerts_order_goes_on_past_the_last_save_when_every_alert_is_pruned(tmp_path):
+    """The seq of the next alert is past the last state save's, not only past the alerts
+    left: with every alert pruned, a new alert would otherwise start again at 1, below the
+    save, and count as saved already."""
+    store = Store(tmp_path / "a.db")
+    store.write([seq_alert("a", 1), seq_alert("b", 2)], [], [])
+    store.save_engine([], [], (), 3)
+    assert store.prune(float("inf")) == 2  # no deliveries: settled
+    store.close()
+    store = Store(tmp_path / "a.db")
+    try:
+        assert store.next_seq() == 3
+        store.write([seq_alert("c", store.next_seq())], [], [])
+        assert store.alerts_since_saved() == (True, [("c", "BTCUSDT", "price > 100", T, "150")])
+    finally:
+        store.close()
+
+
+def test_a_database_whose_last_save_went_by_wall_clock_is_read_as_it_was_written(tmp_path):
+    """A database of the version before: alerts without a seq, the last save as a wall-clock
+    time. It opens (the columns are added) and an alert it stored after that save still
+    counts, as does every alert stored since, whatever its time."""
+    db = sqlite3.connect(tmp_path / "a.db")
+    db.executescript(
+        "CREATE TABLE alerts (id TEXT PRIMARY KEY, rule TEXT NOT NULL, symbol TEXT NOT NULL,"
+        " time INTEGER NOT NULL, price TEXT NOT NULL, condition TEXT NOT NULL,"
+        " text TEXT NOT NULL, html TEXT NOT NULL, gap INTEGER NOT NULL DEFAULT 0,"
+        " created REAL NOT NULL);"
+        "CREATE TABLE state_saved (id INTEGER PRIMARY KEY CHECK (id = 1), alerts REAL NOT NULL);"
+        "INSERT INTO state_saved VALUES (1, 2000.0);"
+    )
+    for rule, created in (("before", 1000.0), ("after", 3000.0)):
+        db.execute(
+            "INSERT INTO alerts VALUES (?, ?, 'BTCUSDT', ?, '150', 'price > 100', '', '', 0, ?)",
+            (f"{rule}:BTCUSDT:{T}", rule, T, created),
+        )
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "a.db")
+    try:
+        store.write([seq_alert("new", store.next_seq(), created=500.0)], [], [])
+        recorded, alerts = store.alerts_since_saved()
+    finally:
+        store.close()
+    assert recorded
+    assert sorted(a[0] for a in alerts) == ["after", "new"]

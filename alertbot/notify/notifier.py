@@ -153,12 +153,13 @@ class Notifier:
         gap: bool,
         routes: Sequence[Route] | None = None,
         *,
+        seq: int | None = None,
         watch: int | None = None,
         ends_watch: bool = False,
     ) -> AlertRecord:
         """The alert as stored and sent. Its HTML (Telegram's text) is rendered only when one of
-        ``routes`` is a Telegram chat, the sparkline only when the message shows it. ``watch``,
-        ``ends_watch``: see AlertRecord."""
+        ``routes`` is a Telegram chat, the sparkline only when the message shows it. ``seq``,
+        ``watch``, ``ends_watch``: see AlertRecord."""
         rule = alert.rule
         ticker = alert.ticker
         template = rule.message
@@ -183,6 +184,7 @@ class Notifier:
             html=html,
             gap=gap,
             created=self.clock(),
+            seq=seq,
             watch=watch,
             ends_watch=ends_watch,
         )
@@ -191,10 +193,12 @@ class Notifier:
         self, alert: Alert, gap: bool, *, watch: int | None = None, ends_watch: bool = False
     ) -> None:
         """Hand the alert to the outbox; a chat watch's alert with its watch (AlertRecord)."""
-        assert self.outbox is not None
+        outbox = self.outbox
+        assert outbox is not None
         routes = self.router.routes(alert.rule)
-        record = self.record(alert, gap, routes, watch=watch, ends_watch=ends_watch)
-        self.outbox.submit(record, routes)
+        seq = outbox.take_seq()
+        record = self.record(alert, gap, routes, seq=seq, watch=watch, ends_watch=ends_watch)
+        outbox.submit(record, routes)
 
     async def close(self, grace: float = 0.0) -> None:
         """Let the senders drain for up to ``grace`` seconds, stop them, write the outbox."""

@@ -168,10 +168,25 @@ class Outbox:
         self._queued = [0, 0]  # other destinations, the console alone
         self._stored = [0, 0]
         self._batch = asyncio.Event()
+        # the seq of the next alert (AlertRecord.seq): set from the database at start()
+        self._seq = 1
         #: the write on the database thread: its future, and its alerts and results (counted)
         self._in_flight: tuple[Future[set[Delivery]], int, int] | None = None
 
     # ------------------------------------------------------------------ intake
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next alert made will have: every alert made so far has a lower one."""
+        return self._seq
+
+    def take_seq(self) -> int:
+        """A new alert's seq (AlertRecord.seq): its place in the order alerts are made, which,
+        unlike their wall-clock times, a clock stepped back (NTP) cannot disorder. Engine state
+        saved now holds the firings of every alert before ``next_seq`` (App.save_state)."""
+        seq = self._seq
+        self._seq = seq + 1
+        return seq
 
     def submit(self, record: AlertRecord, routes: Sequence[Route]) -> None:
         """Queue an alert for its destinations (no I/O here: the writer stores it first)."""
@@ -260,6 +275,7 @@ class Outbox:
     async def start(self) -> int:
         """Open the database and resume what was left undelivered; returns how many."""
         loop = asyncio.get_running_loop()
+        self._seq = await loop.run_in_executor(self._executor, self.store.next_seq)
         left = await loop.run_in_executor(self._executor, self.store.open_deliveries)
         no_token: list[Delivery] = []  # Telegram deliveries, and no Telegram token now
         for record, row in left:
