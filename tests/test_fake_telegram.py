@@ -183,6 +183,20 @@ async def test_down_with_a_page_answers_every_call_with_a_front_ends_html_page(
     assert r.json()["ok"] is True
 
 
+async def test_down_for_one_method_leaves_the_others_served(
+    tg: FakeTelegram, client: httpx.AsyncClient
+) -> None:
+    """``down(502, page=True, method="getUpdates")``: only that method (in any case) gets the
+    page; the others are answered as usual."""
+    tg.down(502, page=True, method="getUpdates")
+    base = f"{tg.api_url}/bot{tg.token}"
+    r = await client.post(f"{base}/getupdates", json={"timeout": 0})
+    assert (r.status_code, r.headers["content-type"]) == (502, "text/html")
+    assert (await client.post(f"{base}/getMe")).json()["ok"] is True
+    tg.recover()
+    assert (await client.post(f"{base}/getUpdates", json={"timeout": 0})).json()["ok"] is True
+
+
 async def test_ptb_down_with_a_page_is_network_error_quoting_it(tg: FakeTelegram) -> None:
     async with ptb(tg) as bot:
         tg.down(504, page=True)

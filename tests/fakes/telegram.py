@@ -630,6 +630,7 @@ class FakeTelegram(HTTPServer):
         self._migrated: dict[int, int] = {}
         self._down: int | None = None
         self._down_page = False
+        self._down_method: str | None = None  # lower case; None: every method
         self._hang = False
         self._methods: dict[str, tuple[str, Callable[[Request], Awaitable[JSON]]]] = {
             name.lower(): (name, handler)
@@ -778,18 +779,23 @@ class FakeTelegram(HTTPServer):
         }
         return self._queue({"message": message})
 
-    def down(self, status: int | None = 502, *, page: bool = False) -> None:
+    def down(
+        self, status: int | None = 502, *, page: bool = False, method: str | None = None
+    ) -> None:
         """Every call fails with ``status``; ``None``: requests are read and never answered.
         ``page``: the answer is a front end's HTML error page (``text/html``), as when Telegram's
-        servers themselves are down, not the Bot API's JSON error."""
+        servers themselves are down, not the Bot API's JSON error. ``method``: only the calls of
+        that method (case-insensitive) fail; the others are served."""
         self._down = status
         self._down_page = page and status is not None
+        self._down_method = None if method is None else method.lower()
         self._hang = status is None
 
     def recover(self) -> None:
         """Undo ``down()``, ``fail_chat()`` and ``migrate_chat()`` (``fail_next`` rules stay)."""
         self._down = None
         self._down_page = False
+        self._down_method = None
         self._hang = False
         self._failed_chats.clear()
         self._migrated.clear()
@@ -950,13 +956,14 @@ class FakeTelegram(HTTPServer):
             parse_error = None
         except _ApiError as e:
             parse_error = e
-        if self._hang:
+        down = self._down_method in (None, name.lower())
+        if self._hang and down:
             return Drop.HANG
-        if self._down is not None and self._down_page:
+        if self._down is not None and self._down_page and down:
             record.status = self._down
             return HTTPResponse(self._down, _front_end_page(self._down), "text/html")
         try:
-            if self._down is not None:
+            if self._down is not None and down:
                 raise _ApiError(self._down, _error_text(self._down))
             if m is None or entry is None:
                 raise _ApiError(404, "Not Found")
