@@ -28,6 +28,7 @@ from alertbot.feed.handoff import Handoff
 from alertbot.feed.market import nameable
 from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
+from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.routing import channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
@@ -358,6 +359,7 @@ class App:
         grace: float = 10.0,
         out: TextIO | None = None,
         poll_timeout: float = 30.0,
+        poll_interval: float = 0.0,
         http_port: int | None = None,
         rule_files: Sequence[str] = (),
         rule_stamps: Sequence[Stamp] | None = None,
@@ -394,6 +396,7 @@ class App:
         self.chat_settings = chat
         self.grace = grace
         self.poll_timeout = poll_timeout
+        self.poll_interval = poll_interval  # see ChatBot
         self.book: WatchBook | None = None
         self.chat: ChatBot | None = None
         self.http: HttpService | None = None
@@ -836,6 +839,7 @@ class App:
                 self.notifier,
                 self.sparklines,
                 poll_timeout=self.poll_timeout,
+                poll_interval=self.poll_interval,
             )
             self._spawn(self._chat_forever(self.chat))
             sender = self.notifier.telegram
@@ -896,7 +900,9 @@ class App:
                 log.error("chat: Telegram rejected the token; chat commands are off")
                 return
             except TelegramError as exc:
-                log.warning("chat: cannot start polling (%s); retrying in %.0fs", exc, delay)
+                log.warning(
+                    "chat: cannot start polling (%s); retrying in %.0fs", clip(str(exc)), delay
+                )
                 await chat.stop()
                 await asyncio.sleep(delay)
                 delay = min(60.0, delay * 2)

@@ -25,6 +25,7 @@ from alertbot.service import AppCollector
 from alertbot.store import Store, WatchRow
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
+from tests.fakes.waiting import wait_until
 
 TOKEN = "123456:TEST-token-0123456789abcdef"
 T = 1_772_000_000_000
@@ -44,10 +45,12 @@ class Bot:
         *,
         listed: bool = True,
         rule_files: tuple[str, ...] = (),
+        poll_interval: float = 0.0,
         **chat: Any,
     ) -> None:
         """``listed``: wait for the exchange's list of symbols at the start (False: when its
-        REST endpoint is down)."""
+        REST endpoint is down). ``poll_interval``: see ChatBot (small: a failed poll is tried
+        again at once)."""
         self.binance = binance
         self.tg = tg
         self.listed = listed
@@ -74,6 +77,7 @@ class Bot:
             dataclasses.replace(ChatSettings(), **chat),
             grace=1.0,
             poll_timeout=0.5,
+            poll_interval=poll_interval,
             rule_files=rule_files,
         )
         self._stop = asyncio.Event()
@@ -374,13 +378,56 @@ async def test_a_failed_poll_is_one_log_line_and_polling_goes_on(
     """python-telegram-bot logged a whole traceback for each failed getUpdates (every few
     seconds through an outage, or while a second process polls with the same token)."""
     binance, tg = fakes
-    async with Bot(tmp_path, binance, tg) as bot:
+    async with Bot(tmp_path, binance, tg, poll_interval=0.01) as bot:
         tg.fail_next(1, status=status, description=description, method="getUpdates")
         await tg.wait_for(lambda: any(r.status == status for r in tg.requests), timeout=10)
         assert (await bot.say("/help")).startswith("Commands")  # polling goes on
     lines = [r for r in caplog.records if logged in r.getMessage()]
     assert len(lines) == 1
     assert not [r for r in caplog.records if r.exc_info and r.name.startswith("telegram")]
+
+
+async def test_a_failed_poll_answered_with_an_html_page_is_logged_cut_short(
+    tmp_path, fakes, caplog
+):
+    """Telegram's front end answering getUpdates with its HTML error page (a proxy's 502, not
+    the Bot API's JSON): the poller's warning quotes the error cut to 200 characters, not the
+    whole page."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, poll_interval=0.01) as bot:
+        # the long poll under way ends within its timeout (0.5 s); the next one gets the page
+        tg.down(502, page=True, method="getUpdates")
+        await tg.wait_for(lambda: any(r.status == 502 for r in tg.calls("getUpdates")))
+        tg.recover()
+        assert (await bot.say("/help")).startswith("Commands")  # polling goes on
+    (line, *_) = [m for r in caplog.records if "polling for" in (m := r.getMessage())]
+    assert line.startswith("chat: polling for commands failed (Bad Gateway (502). Parsing the")
+    assert line.endswith("…); trying again")
+    error = line.removeprefix("chat: polling for commands failed (").removesuffix("; trying again")
+    assert len(error) == 200 + len(")")
+
+
+async def test_a_note_or_an_answer_refused_with_an_html_page_is_logged_cut_short(
+    tmp_path, fakes, caplog
+):
+    """Telegram's front end answering sendMessage with its HTML error page: a note to a chat
+    that cannot be sent, and an answer to a command, are logged with the error cut to 200
+    characters, not the whole page."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.down(502, page=True, method="sendMessage")
+        assert bot.app.chat is not None
+        await bot.app.chat.tell(USER, "a note")
+        tg.user_says(USER, "/help")
+        await tg.wait_for(lambda: len(tg.calls("sendMessage")) == 2)
+        await wait_until(lambda: "could not send the answer" in caplog.text)
+        tg.recover()
+    note, answer = [m for r in caplog.records if f"chat {USER}: could not" in (m := r.getMessage())]
+    assert note.startswith(f"chat {USER}: could not send a note: Bad Gateway (502). Parsing")
+    assert answer.startswith(f"chat {USER}: could not send the answer to a command: Bad Gateway")
+    for line in (note, answer):
+        assert len(line.partition(": could not send ")[2].partition(": ")[2]) == 200
+        assert line.endswith("…")
 
 
 async def test_a_watch_with_no_cooldown(tmp_path, fakes):

@@ -539,6 +539,41 @@ async def test_an_alert_stored_before_a_sigkill_is_not_repeated_after_the_restar
     assert "1 rule states saved before their last alerts" in err
 
 
+async def test_telegram_behind_an_html_error_page_at_start_is_logged_cut_short(tmp_path):
+    """Telegram's front end answers with its HTML error page from the start: the token
+    check's warning and the chat poller's (it cannot start) quote the error cut to 200
+    characters, never the whole page."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:
+        env = env_for(
+            fake,
+            tmp_path / "alertbot.db",
+            ALERTBOT_TELEGRAM_TOKEN=TOKEN,
+            ALERTBOT_TELEGRAM_API_URL=tg.api_url,
+            ALERTBOT_SHUTDOWN_GRACE="0.1",
+        )
+        tg.down(502, page=True)
+        proc = await start("run", "--rules", "rules.example.yaml", env=env)
+        assert proc.stderr is not None
+        seen: list[str] = []
+        try:
+            while not seen or "chat: cannot start polling" not in seen[-1]:
+                line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+                assert line, "".join(seen)  # the process ended first
+                seen.append(line)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    lines = [x for x in seen if "Bad Gateway (502). Parsing the server response b'<html>" in x]
+    assert [x.split(": ", 1)[1].split(" (", 1)[0] for x in lines] == [
+        "telegram: not reachable at start-up",
+        "chat: cannot start polling",
+    ]
+    for line in lines:
+        assert "…); " in line  # cut short
+        assert "</html>" not in line
+
+
 async def test_the_bot_token_never_appears_in_the_log(tmp_path):
     """httpx logs request URLs, and Telegram's contain the token: every line is redacted."""
     async with FakeBinance(symbols=["BTCUSDT"]) as fake, FakeTelegram(token=TOKEN) as tg:

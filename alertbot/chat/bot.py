@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from alertbot.chat.commands import (
 from alertbot.chat.watches import ChatSettings, WatchBook, watch_id
 from alertbot.feed.client import Feed
 from alertbot.feed.symbols import SymbolDirectory
+from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
@@ -129,8 +131,13 @@ class ChatBot:
         sparklines: Sparklines | None = None,
         *,
         poll_timeout: float = 30.0,
+        poll_interval: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``poll_timeout``: how long a getUpdates long poll waits for updates (seconds).
+        ``poll_interval``: the pause between polls; python-telegram-bot waits 1.5 times it
+        after a failed poll (1 s when it is 0), then 1.5 times longer after each failure in a
+        row, at most 30 s. Both are shrunk by tests."""
         self.delivery = delivery
         self.settings = settings
         self.book = book
@@ -140,6 +147,7 @@ class ChatBot:
         self.notifier = notifier
         self.sparklines = sparklines
         self.poll_timeout = poll_timeout
+        self.poll_interval = poll_interval
         self.clock = clock
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
@@ -176,11 +184,14 @@ class ChatBot:
                 [BotCommand(name, description) for name, (_, description, _) in COMMANDS.items()]
             )
         except TelegramError as exc:
-            log.warning("chat: could not register the command menu: %s", exc)
+            log.warning("chat: could not register the command menu: %s", clip(str(exc)))
         await app.start()
         assert app.updater is not None
         await app.updater.start_polling(
-            timeout=int(self.poll_timeout),
+            # a timedelta, which python-telegram-bot sends as a whole number of seconds when it
+            # is one: int() made a timeout under 1 s 0, a poll that returns at once, over and over
+            timeout=dt.timedelta(seconds=self.poll_timeout),
+            poll_interval=self.poll_interval,
             allowed_updates=["message", "callback_query"],
             drop_pending_updates=False,
             error_callback=self._polling_failed,
@@ -249,7 +260,7 @@ class ChatBot:
                     chat = await self.move_chat(chat, int(exc.new_chat_id))
                     await self.app.bot.send_message(chat, part)
             except TelegramError as exc:
-                log.warning("chat %s: could not send a note: %s", chat, exc)
+                log.warning("chat %s: could not send a note: %s", chat, clip(str(exc)))
                 return
 
     async def move_chat(self, old: int, new: int) -> int:
@@ -289,15 +300,16 @@ class ChatBot:
     def _polling_failed(self, exc: TelegramError) -> None:
         """A getUpdates that failed; PTB tries again itself, waiting longer each time (up to
         30 s). Without this it logs a whole traceback each time: one every few seconds through
-        a Telegram outage."""
+        a Telegram outage. The error is cut short: behind a front end's HTML error page (a
+        proxy's 502) it quotes the whole page."""
         if isinstance(exc, Conflict):
             log.error(
                 "chat: another process is polling for this bot token's updates (%s): each "
                 "command reaches one of the two; run one bot per token",
-                exc.message,
+                clip(exc.message),
             )
         else:
-            log.warning("chat: polling for commands failed (%s); trying again", exc)
+            log.warning("chat: polling for commands failed (%s); trying again", clip(str(exc)))
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("chat: error while handling an update", exc_info=context.error)
@@ -365,10 +377,16 @@ class ChatBot:
                         do_quote=False,
                     )
                 except TelegramError as again:
-                    log.error("chat %s: the apology could not be sent either: %s", chat, again)
+                    log.error(
+                        "chat %s: the apology could not be sent either: %s",
+                        chat,
+                        clip(str(again)),
+                    )
                 return
             except TelegramError as exc:
-                log.error("chat %s: could not send the answer to a command: %s", chat, exc)
+                log.error(
+                    "chat %s: could not send the answer to a command: %s", chat, clip(str(exc))
+                )
                 return
 
     async def on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -16,7 +16,7 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.request import HTTPXRequest
 
 from alertbot.errors import ConfigError
-from alertbot.notify.delivery import Sender
+from alertbot.notify.delivery import Sender, clip
 from alertbot.notify.outbox import ConsoleSender, Outbox, alert_id
 from alertbot.notify.render import BLOCKS, render_both, sparkline
 from alertbot.notify.routing import Route, Router
@@ -137,7 +137,9 @@ class Notifier:
                 await self.close()
                 raise ConfigError("ALERTBOT_TELEGRAM_TOKEN: Telegram rejected the token") from None
             except TelegramError as exc:
-                log.warning("telegram: not reachable at start-up (%s); alerts will wait", exc)
+                log.warning(
+                    "telegram: not reachable at start-up (%s); alerts will wait", clip(str(exc))
+                )
             self.telegram = TelegramSender(self.bot, cfg, outbox_report)
             senders["telegram"] = self.telegram
         self.outbox = Outbox(self.store, cfg, self.router, senders)
