@@ -59,10 +59,6 @@ HISTORY_EVERY = 60.0
 #: how long a state save waits for the alerts fired before it to be stored (a slow or failing
 #: disk); then the state is kept for the next save
 STATE_WAIT = 5.0
-#: how long shutdown waits for the chat poller to stop: PTB's updater makes a last
-#: get_updates, which a Telegram that takes requests and never answers holds for the poll's
-#: read timeout (40 s), far past a container's stop timeout
-CHAT_STOP_TIMEOUT = 3.0
 
 
 #: how long the event loop's thread may hold the GIL while the outbox's database thread (or
@@ -346,7 +342,10 @@ class App:
     Start-up order: the database and the token are checked first (ConfigError, before any
     connection); chat watches are loaded into the engine; the chat bot starts polling (retrying
     in the background while Telegram is unreachable); then the feed. Shutdown in reverse, with
-    ``grace`` seconds for open deliveries.
+    ``grace`` seconds for the short writes and the open deliveries together, and
+    ``chat_stop_timeout`` seconds for the chat poller to stop: PTB's updater makes a last
+    get_updates, which a Telegram that takes requests and never answers holds for the poll's
+    read timeout (40 s), far past a container's stop timeout.
     """
 
     def __init__(
@@ -357,6 +356,7 @@ class App:
         chat: ChatSettings,
         *,
         grace: float = 10.0,
+        chat_stop_timeout: float = 3.0,
         out: TextIO | None = None,
         poll_timeout: float = 30.0,
         poll_interval: float = 0.0,
@@ -395,6 +395,7 @@ class App:
         self.delivery = delivery
         self.chat_settings = chat
         self.grace = grace
+        self.chat_stop_timeout = chat_stop_timeout
         self.poll_timeout = poll_timeout
         self.poll_interval = poll_interval  # see ChatBot
         self.book: WatchBook | None = None
@@ -874,12 +875,12 @@ class App:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.chat is not None:
                 try:
-                    await asyncio.wait_for(self.chat.stop(), CHAT_STOP_TIMEOUT)
+                    await asyncio.wait_for(self.chat.stop(), self.chat_stop_timeout)
                 except TimeoutError:
                     log.warning(
                         "chat: Telegram did not answer the poller's last call within %gs; "
                         "stopped without it",
-                        CHAT_STOP_TIMEOUT,
+                        self.chat_stop_timeout,
                     )
             if self.http is not None:
                 await self.http.stop()

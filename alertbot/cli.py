@@ -345,6 +345,8 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     if http_port is not None and not 1 <= http_port <= 65535:
         raise ConfigError(f"ALERTBOT_HTTP_PORT: expected a port from 1 to 65535, got {http_port}")
     grace = env_seconds(env, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
+    # at least long enough for the poller's stop to begin (it then ends its polling loop)
+    chat_stop_timeout = env_seconds(env, "ALERTBOT_CHAT_STOP_TIMEOUT", 3.0, minimum=0.1)
     rules_check = env_seconds(env, "ALERTBOT_RULES_CHECK", 5.0)
     feed_down_after = env_seconds(env, "ALERTBOT_FEED_DOWN_AFTER", 120.0, minimum=1)
     heartbeat = env_seconds(env, "ALERTBOT_HEARTBEAT", 0.0)
@@ -377,6 +379,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
             delivery,
             chat,
             grace=grace,
+            chat_stop_timeout=chat_stop_timeout,
             http_port=http_port,
             rule_files=files,
             rule_stamps=stamps,
