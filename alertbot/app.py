@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import fnmatch
+import functools
 import gc
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -404,6 +405,8 @@ class App:
         self.http_port = http_port
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finishing: set[asyncio.Task[Any]] = set()  # see _spawn
+        self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs under way (see _job)
+        self._stopping = False
 
     def emit(self, alert: Alert, gap: bool) -> None:
         # a muted watch never gets here: the engine does not fire it (Rule.muted_until_ms)
@@ -573,42 +576,76 @@ class App:
     def _schedule(self) -> AsyncIOScheduler:
         """The periodic jobs, on APScheduler (the scheduler PTB's JobQueue wraps)."""
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
-        every = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-        # every job is a coroutine function: AsyncIOScheduler runs a plain function on a thread
-        # pool, where it would race the event loop over the state it shares with it
-        scheduler.add_job(self.sample_sparklines, "interval", seconds=60, id="sparklines", **every)
-        scheduler.add_job(
+
+        def add(fn: Callable[[], Awaitable[Any]], trigger: str, **kw: Any) -> None:
+            # every job is a coroutine function: AsyncIOScheduler runs a plain function on a
+            # thread pool, where it would race the event loop over the state it shares with it
+            scheduler.add_job(
+                self._job(fn),
+                trigger,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                **kw,
+            )
+
+        add(self.sample_sparklines, "interval", seconds=60, id="sparklines")
+        add(
             self.check_feed,
             "interval",
             seconds=max(0.05, min(5.0, self.feed_down_after / 4)),
             id="feed-health",
-            **every,
         )
         if self.rule_files and self.rules_check > 0:
-            scheduler.add_job(
-                self.check_rule_files, "interval", seconds=self.rules_check, id="rules", **every
-            )
+            add(self.check_rule_files, "interval", seconds=self.rules_check, id="rules")
         if self.chat is not None:
-            scheduler.add_job(self.expire_watches, "interval", seconds=30, id="expiry", **every)
-            scheduler.add_job(self.daily_digest, "cron", minute="*", id="digest", **every)
+            add(self.expire_watches, "interval", seconds=30, id="expiry")
+            add(self.daily_digest, "cron", minute="*", id="digest")
         if self.state_every > 0:
-            scheduler.add_job(
-                self.save_state, "interval", seconds=self.state_every, id="state", **every
-            )
+            add(self.save_state, "interval", seconds=self.state_every, id="state")
         if self.heartbeat_every:
-            scheduler.add_job(
-                self.heartbeat, "interval", seconds=self.heartbeat_every, id="heartbeat", **every
-            )
+            add(self.heartbeat, "interval", seconds=self.heartbeat_every, id="heartbeat")
         if self.delivery.alert_retention > 0:
-            scheduler.add_job(
+            add(
                 self.prune_alerts,
                 "interval",
                 seconds=PRUNE_EVERY,
                 next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=PRUNE_FIRST_AFTER),
                 id="retention",
-                **every,
             )
         return scheduler
+
+    def _job(self, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+        """``fn`` as a scheduled job that the stop can end (see _stop_jobs)."""
+
+        @functools.wraps(fn)
+        async def job() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._jobs.add(task)
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                # ended by the stop, as expected: APScheduler would log it as the job's failure,
+                # with a traceback. Each job is safe to end anywhere: what a state save leaves
+                # undone the final save does; a reload, a prune or a note is just not done.
+                log.debug("stop: the scheduled job %s was under way; ended", fn.__name__)
+            finally:
+                self._jobs.discard(task)
+
+        return job
+
+    async def _stop_jobs(self, scheduler: AsyncIOScheduler) -> None:
+        """No scheduled job starts from now on, and those under way end (quietly)."""
+        self._stopping = True
+        scheduler.pause()
+        # a run submitted just before the pause begins now, and so is among self._jobs below:
+        # cancelled before its first step, APScheduler would log its CancelledError
+        await asyncio.sleep(0)
+        await cancel_and_wait(*self._jobs)
+        scheduler.shutdown(wait=False)
 
     # ------------------------------------------------------------------ engine state
 
@@ -866,7 +903,7 @@ class App:
             # the whole stop within the grace and a few seconds: the short writes and the open
             # deliveries share the grace
             deadline = time.monotonic() + self.grace
-            scheduler.shutdown(wait=False)
+            await self._stop_jobs(scheduler)
             if self._finishing:
                 await asyncio.wait(set(self._finishing), timeout=self.grace)
             tasks = [*self._tasks, *self._finishing]

@@ -221,7 +221,7 @@ async def test_the_prune_job_is_scheduled_hourly_and_first_shortly_after_the_sta
     scheduler = app._schedule()
     job = scheduler.get_job("retention")
     assert job is not None
-    assert job.func == app.prune_alerts
+    assert job.func.__wrapped__ == app.prune_alerts  # wrapped by App._job
     assert job.trigger.interval == dt.timedelta(seconds=PRUNE_EVERY) == dt.timedelta(hours=1)
     first = (job.next_run_time - dt.datetime.now(dt.UTC)).total_seconds()
     assert PRUNE_FIRST_AFTER - 5 < first <= PRUNE_FIRST_AFTER
