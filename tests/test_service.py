@@ -8,7 +8,9 @@ import logging
 import resource
 import signal
 import socket
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -25,7 +27,7 @@ from tests.test_cli_live import env_for, finish, start
 T = 1_772_000_000_000
 
 
-def app_for(tmp: Path, fake: FakeBinance) -> App:
+def app_for(tmp: Path, fake: FakeBinance, **delivery: Any) -> App:
     rules = RuleSet(
         rules=(Rule(id="btc-up", condition=parse("crosses above 100"), symbols=("BTCUSDT",)),)
     )
@@ -38,8 +40,8 @@ def app_for(tmp: Path, fake: FakeBinance) -> App:
         backoff_max=0.1,
         ping_interval=None,
     )
-    delivery = DeliverySettings(db=str(tmp / "a.db"))
-    return App(rules, feed, delivery, ChatSettings(), grace=0.5, out=io.StringIO(), http_port=0)
+    settings = DeliverySettings(db=str(tmp / "a.db"), **delivery)
+    return App(rules, feed, settings, ChatSettings(), grace=0.5, out=io.StringIO(), http_port=0)
 
 
 async def test_healthz_follows_the_feed_and_metrics_count_what_happened(tmp_path):
@@ -181,3 +183,37 @@ async def test_an_engine_task_that_ends_while_running_is_logged_and_makes_health
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+
+
+async def test_healthz_is_unhealthy_at_once_while_an_alert_waits_to_be_stored(tmp_path):
+    """Another process holds the database's write lock: the outbox's write of an alert waits
+    (SQLite's busy timeout, 5 s; no write has failed yet). Once the alert has waited longer
+    than unstored_after, /healthz says 503 with that reason, at once (not after the stuck
+    write, behind which its writability check would wait)."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        app = app_for(tmp_path, fake, unstored_after=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        lock = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+        try:
+            await fake.wait_for(lambda: app.http is not None and app.http.port != 0)
+            assert app.http is not None
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.wait_for(lambda: app.pipeline.frames == 1)
+            lock.execute("BEGIN IMMEDIATE")
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1000)])  # an alert to store
+            await fake.wait_for(lambda: app.pipeline.alerts == 1)
+            outbox = app.notifier.outbox
+            assert outbox is not None
+            await wait_until(lambda: (outbox.unstored_age or 0) > 0.05)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
+                answer = await http.get("/healthz", timeout=2)
+            assert answer.status_code == 503
+            assert "database: an alert has waited 0s to be stored" in answer.json()["reasons"]
+            assert outbox.write_error is None  # held up, not failed
+        finally:
+            lock.close()  # rolls back: the write goes through
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    assert outbox.write_errors == 0

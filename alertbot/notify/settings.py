@@ -64,6 +64,9 @@ class DeliverySettings:
     #: at shutdown, how long the outbox goes on trying to write what is queued while the
     #: database refuses writes (when it is not given a grace period of its own)
     close_timeout: float = 3.0
+    #: an alert not stored this long after it fired (a database held up by a lock or a slow
+    #: disk) makes /healthz unhealthy
+    unstored_after: float = 5.0
     telegram_timeout: float = 10.0
     webhook_timeout: float = 10.0
     backoff_initial: float = 1.0
