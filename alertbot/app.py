@@ -334,7 +334,9 @@ class Pipeline:
                 await stop.wait()
         finally:
             self._running = False
-            await cancel_and_wait(*tasks)
+            # one that ended meanwhile was reported then (_task_done): raised again here, it
+            # turned the stop into a traceback and exit status 1
+            await cancel_and_wait(*(t for t in tasks if t.get_name() not in self.dead))
 
 
 class App:

@@ -596,6 +596,18 @@ async def test_fail_rest_returns_the_status_until_switched_off() -> None:
         assert (await http.get(url)).status_code == 200
 
 
+@pytest.mark.asyncio
+async def test_answer_rest_serves_the_body_as_it_is_until_switched_off() -> None:
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, httpx.AsyncClient(trust_env=False) as http:
+        url = fake.rest_url + "/fapi/v1/exchangeInfo"
+        fake.answer_rest(b"[[[]]]")
+        resp = await http.get(url)
+        assert (resp.status_code, resp.content) == (200, b"[[[]]]")
+        assert resp.headers["content-type"] == "application/json"
+        fake.answer_rest(None)
+        assert "symbols" in (await http.get(url)).json()
+
+
 # --- payload helper
 
 

@@ -96,6 +96,40 @@ async def test_healthz_follows_the_feed_and_metrics_count_what_happened(tmp_path
     assert "alertbot_feed_problems_total" in metrics
 
 
+async def test_a_symbols_task_ended_by_a_bad_exchange_answer_is_logged_and_fails_healthz(
+    tmp_path, caplog
+):
+    """exchangeInfo answered with JSON nested deeper than the parser's recursion limit: its
+    RecursionError (not the ValueError the refresh expects of a bad answer) ends the symbol
+    refresh task. A CRITICAL line at once, and /healthz 503 "symbols stopped (...)" though the
+    feed is fresh."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        fake.answer_rest(b"[" * 100_000 + b"]" * 100_000)
+        app = app_for(tmp_path, fake)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        try:
+            await fake.wait_for(lambda: app.http is not None and app.http.port != 0)
+            assert app.http is not None
+            await fake.wait_for(lambda: "symbols" in app.pipeline.dead)
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.wait_for(lambda: app.pipeline.frames == 1)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
+                answer = await http.get("/healthz")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    why = "RecursionError: maximum recursion depth exceeded while decoding a JSON array"
+    assert answer.status_code == 503
+    assert [r for r in answer.json()["reasons"] if "stopped" in r] == [
+        f"symbols stopped ({why} from a unicode string)"
+    ]
+    (critical,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert critical.getMessage().startswith(f"pipeline: the symbols task stopped ({why}")
+    assert critical.exc_info is not None  # with the traceback
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -334,6 +334,7 @@ class FakeBinance:
         self._reject_remaining = 0
         self._reject_status = 503
         self._rest_fail_status: int | None = None
+        self._rest_body: bytes | None = None
         self._next_id = 1
         self._server: Server | None = None
         self._port = 0
@@ -398,6 +399,11 @@ class FakeBinance:
     def fail_rest(self, on: bool = True, status: int = 500) -> None:
         """While on, every REST request gets ``status`` with a Binance-like error body."""
         self._rest_fail_status = status if on else None
+
+    def answer_rest(self, body: bytes | None) -> None:
+        """exchangeInfo answers 200 with exactly ``body`` (as JSON) until called with None: a
+        broken or hostile answer, as a proxy or a bad deploy might serve."""
+        self._rest_body = body
 
     def reject_handshakes(self, n: int, status: int = 503) -> None:
         """The next ``n`` WebSocket connection attempts (whatever their path) get ``status``."""
@@ -571,6 +577,8 @@ class FakeBinance:
         if path != self._market.info_path:
             not_found = {"code": -5000, "msg": "Path not found"}
             return _response(404, _dumps(not_found), "application/json")
+        if self._rest_body is not None:
+            return _response(200, self._rest_body, "application/json")
         return _response(200, _dumps(self.exchange_info()), "application/json")
 
     def exchange_info(self) -> dict[str, Any]:
