@@ -371,6 +371,7 @@ class App:
         heartbeat: float = 0.0,
         state_every: float = 5.0,
         own_process: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rule_files = list(rule_files)
         # the files as ``rules`` were read from them: stamps taken before they were read (by
@@ -398,6 +399,7 @@ class App:
         self.delivery = delivery
         self.chat_settings = chat
         self.grace = grace
+        self.clock = clock  # the stop's, which the grace is measured on (seconds)
         self.chat_stop_timeout = chat_stop_timeout
         self.poll_timeout = poll_timeout
         self.poll_interval = poll_interval  # see ChatBot
@@ -904,10 +906,10 @@ class App:
         finally:
             # the whole stop within the grace and a few seconds: the short writes and the open
             # deliveries share the grace
-            deadline = time.monotonic() + self.grace
+            deadline = self.clock() + self.grace
             await self._stop_jobs(scheduler)
             if self._finishing:
-                await asyncio.wait(set(self._finishing), timeout=self.grace)
+                await asyncio.wait(set(self._finishing), timeout=max(0.0, deadline - self.clock()))
             tasks = [*self._tasks, *self._finishing]
             for task in tasks:
                 task.cancel()
@@ -924,7 +926,7 @@ class App:
             if self.http is not None:
                 await self.http.stop()
             await self.save_state(final=True)
-            await self.notifier.close(max(0.0, deadline - time.monotonic()))
+            await self.notifier.close(max(0.0, deadline - self.clock()))
 
     def _chat_moved(self, old: int, new: int) -> None:
         if self.chat is not None:

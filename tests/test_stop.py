@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,27 @@ from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.model import RuleSet
-from tests.fakes.binance import FakeBinance
+from alertbot.store import Store, WatchRow
+from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
+from tests.fakes.waiting import wait_until
 
 TOKEN = "123456:TEST-token-0123456789abcdef"
 ADMIN = 42
+USER = 501
+T = 1_772_000_000_000
+
+
+class Clock:
+    """The stop's clock: it stands still until the test moves it; counts its reads."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
 
 
 def app_for(tmp: Path, binance: FakeBinance, tg: FakeTelegram, **kw: Any) -> App:
@@ -55,3 +72,40 @@ async def test_a_job_under_way_at_the_stop_ends_without_a_traceback(tmp_path, ca
             stop.set()
             await asyncio.wait_for(task, 10)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+
+async def test_the_short_writes_and_the_open_deliveries_share_one_grace(tmp_path):
+    """At the stop, a watch's firing is still being written (another process holds the
+    database's write lock) and its alert's delivery is open (Telegram answers 502). The
+    write takes the whole grace (the stop's clock moves on by it before the lock is let go):
+    no grace is left for the delivery, and the stop ends without waiting for it (each had
+    the full grace before: 30 s more here). The delivery is kept for the next start."""
+    db = tmp_path / "alertbot.db"
+    store = Store(str(db))
+    store.add_watch(WatchRow(0, USER, "BTCUSDT", "price > 100", 0, 0.0, False))
+    store.close()
+    clock = Clock()
+    async with FakeBinance(symbols=["BTCUSDT"]) as binance, FakeTelegram(token=TOKEN) as tg:
+        tg.fail_chat(USER, 502, "Bad Gateway")
+        app = app_for(tmp_path, binance, tg, grace=30.0, clock=clock)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        lock = sqlite3.connect(db, isolation_level=None)
+        try:
+            await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+            lock.execute("BEGIN IMMEDIATE")
+            await binance.publish([mini_ticker("BTCUSDT", 150, T)])
+            await binance.wait_for(lambda: app.pipeline.alerts == 1)
+            assert app._finishing  # the watch's firing, being written
+            stop.set()
+            await wait_until(lambda: clock.reads > 0)  # the stop's deadline is set
+            clock.now += 30.0
+        finally:
+            lock.close()  # the writes go through
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    with sqlite3.connect(db) as check:
+        rows = check.execute("SELECT destination, state FROM deliveries").fetchall()
+        fired = check.execute("SELECT last_fired FROM watches").fetchall()
+    assert rows == [(f"telegram:{USER}", "pending")]  # resumed at the next start
+    assert fired == [(T,)]
