@@ -74,12 +74,13 @@ async def test_a_job_under_way_at_the_stop_ends_without_a_traceback(tmp_path, ca
     assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
 
 
-async def test_the_short_writes_and_the_open_deliveries_share_one_grace(tmp_path):
+async def test_the_short_writes_and_the_open_deliveries_share_one_grace(tmp_path, caplog):
     """At the stop, a watch's firing is still being written (another process holds the
     database's write lock) and its alert's delivery is open (Telegram answers 502). The
     write takes the whole grace (the stop's clock moves on by it before the lock is let go):
     no grace is left for the delivery, and the stop ends without waiting for it (each had
-    the full grace before: 30 s more here). The delivery is kept for the next start."""
+    the full grace before: 30 s more here), saying so. The delivery is kept for the next
+    start."""
     db = tmp_path / "alertbot.db"
     store = Store(str(db))
     store.add_watch(WatchRow(0, USER, "BTCUSDT", "price > 100", 0, 0.0, False))
@@ -109,3 +110,6 @@ async def test_the_short_writes_and_the_open_deliveries_share_one_grace(tmp_path
         fired = check.execute("SELECT last_fired FROM watches").fetchall()
     assert rows == [(f"telegram:{USER}", "pending")]  # resumed at the next start
     assert fired == [(T,)]
+    assert "shutting down with 1 deliveries open: they resume at the next start" in [
+        r.getMessage() for r in caplog.records
+    ]
