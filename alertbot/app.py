@@ -266,8 +266,9 @@ class Pipeline:
 
     async def _symbols(self) -> None:
         while True:
-            ok = await self.directory.refresh()
+            ok = False
             try:
+                ok = await self.directory.refresh()
                 self.check_symbols()
                 if self.settings.stream == "symbols":
                     self.update_streams()

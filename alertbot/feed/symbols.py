@@ -123,7 +123,8 @@ class SymbolDirectory:
                     answer = await client.get(self.url)
             answer.raise_for_status()
             symbols = tradable(answer.json())
-        except (httpx.HTTPError, ValueError) as exc:
+        # RecursionError: JSON nested deeper than the parser goes, an answer as bad as any
+        except (httpx.HTTPError, ValueError, RecursionError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             if error != self.last_error:
                 fallback = (
