@@ -264,15 +264,18 @@ def cmd_replay(
     messages = alerts_total = corrupt = 0
     out = sys.stdout
     try:
-        for number, raw in read_lines(recording):
-            messages += 1
+        for number, raw, whole in read_lines(recording):
             try:
                 # the live feed's path: the engine reads the line's bytes without decoding them
                 alerts = engine.process_raw(raw, stats)
             except orjson.JSONDecodeError as exc:
+                if not whole:  # the last line, stopped short of its newline: a recorder killed
+                    raise RecordingCutOff(recording, number - 1) from exc
+                messages += 1
                 corrupt += 1
                 print(f"{recording}:{number}: corrupt line skipped: {exc}", file=sys.stderr)
                 continue
+            messages += 1
             for alert in alerts:
                 alerts_total += 1
                 message = render(alert)

@@ -5,7 +5,7 @@
     ├── RuleError            a rule file or chat command that does not validate
     │   └── ConditionError   a condition text that does not parse (carries the column)
     ├── FeedError            the exchange feed (issue: live feed)
-    ├── RecordingCutOff      a gzip recording without its end (alertbot/recording.py)
+    ├── RecordingCutOff      a recording without its end (alertbot/recording.py)
     └── DeliveryError        a destination refused or failed (issue: delivery)
 
 Third-party exceptions are translated into these at the border (``raise ... from exc``); the

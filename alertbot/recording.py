@@ -15,8 +15,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 class RecordingCutOff(AlertbotError):
-    """A gzip recording ends before its end-of-stream marker (a recorder that was killed, a copy
-    that stopped short); every whole line before the cut was read."""
+    """A recording ends before its end (a recorder that was killed, a copy that stopped short):
+    a gzip one without its end-of-stream marker, or one whose last line stops short of its
+    newline and does not read; every whole line before the cut was read."""
 
     def __init__(self, path: str | os.PathLike[str], lines: int) -> None:
         super().__init__(f"{os.fspath(path)} is cut off after line {lines}")
@@ -58,8 +59,10 @@ def open_recording(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
     return fh
 
 
-def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
-    """(line number, message) for every non-blank line of a recording.
+def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, message, whole) for every non-blank line of a recording; ``whole`` is
+    False for a last line without its newline: cut off mid-write when it does not read (the
+    caller decodes it, and then raises :class:`RecordingCutOff` itself).
 
     A gzip recording cut off mid-stream yields every whole line it holds, then raises
     :class:`RecordingCutOff`.
@@ -68,9 +71,10 @@ def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
     with open_recording(path) as fh:
         try:
             for number, line in enumerate(fh, 1):
+                whole = line.endswith(b"\n")
                 line = line.strip()
                 if line:
-                    yield number, line
+                    yield number, line, whole
         except EOFError as exc:  # gzip: "ended before the end-of-stream marker"
             raise RecordingCutOff(path, number) from exc
 

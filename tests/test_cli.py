@@ -349,6 +349,25 @@ def test_replay_of_a_cut_off_gzip_replays_every_whole_line_and_warns(
     assert "Traceback" not in result.stderr
 
 
+def test_replay_of_a_plain_recording_cut_off_mid_line_warns_as_for_a_gzip(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    """A recorder killed mid-write leaves a .jsonl whose last line stops short, without its
+    newline: every whole line is replayed and the cut is named as such (as for a .gz), not
+    reported as a corrupt line."""
+    good = write_recording(tmp_path / "rec.jsonl", RECORDING).read_bytes()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(good[:-20])  # the last line's end and its newline
+    result = alertbot("replay", broken, "--rules", rules_file)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1  # the alert of line 2; line 3 is cut
+    assert result.stderr == (
+        f"alertbot replay: warning: {broken} is cut off after line 2 (its end is missing: "
+        "was the recorder stopped abruptly?); replayed every whole line before the cut\n"
+        "replayed 2 messages, 3 tickers, 1 alerts\n"
+    )
+
+
 def test_replay_of_a_gzip_cut_off_inside_its_header_warns_and_replays_nothing(
     tmp_path: Path, rules_file: Path
 ) -> None:
