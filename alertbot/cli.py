@@ -225,6 +225,18 @@ async def _until_signalled(main: Any, duration: float | None = None, on_hup: Any
     await main(stop)
 
 
+def _unknown_settings() -> list[str]:
+    """The environment's ALERTBOT_ names that are no setting (typos, mostly): each command that
+    reads settings warns of them, or a misspelt ALERTBOT_MARKET would be ignored unsaid."""
+    return [
+        problem
+        for name in sorted(os.environ)
+        if name.startswith("ALERTBOT_")
+        and name != "ALERTBOT_PURE"  # the build's, not the bot's
+        and (problem := unknown_setting(name)) is not None
+    ]
+
+
 def _load(files: Sequence[str]) -> RuleSet | None:
     try:
         return load_files(files)
@@ -256,6 +268,8 @@ def cmd_replay(
     # a recording of the COIN-M market is replayed as such with ALERTBOT_MARKET=coinm
     env = environment(os.environ, config)
     market = MARKETS[env_choice(env, "ALERTBOT_MARKET", "usdm", tuple(MARKETS))]
+    for problem in _unknown_settings():
+        print(f"alertbot replay: warning: environment: {problem}; ignored", file=sys.stderr)
     ruleset = _load(files)
     if ruleset is None:
         return 1
@@ -362,10 +376,8 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     lock = hold_database(delivery.db)  # held until run ends (ConfigError: another holds it)
     _logging(delivery.secrets(), env, log_format)
     log = logging.getLogger("alertbot")
-    for name in sorted(os.environ):
-        problem = unknown_setting(name) if name.startswith("ALERTBOT_") else None
-        if problem is not None and name != "ALERTBOT_PURE":  # the build's, not the bot's
-            log.warning("environment: %s; ignored", problem)
+    for problem in _unknown_settings():
+        log.warning("environment: %s; ignored", problem)
     if not ruleset.rules:
         log.warning("no rules given (--rules FILE): nothing to alert on")
     if heartbeat and not (delivery.telegram_token and delivery.admin_chats):
@@ -451,6 +463,8 @@ def cmd_record(
         return 1
     # as run logs, the --config file's settings included
     _logging([env.get(var, "") for var in SECRET_VARS], env, log_format)
+    for problem in _unknown_settings():
+        logging.getLogger("alertbot").warning("environment: %s; ignored", problem)
     count = 0
     overlap = Overlap()
 

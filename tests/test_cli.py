@@ -309,6 +309,24 @@ def test_replay_reads_the_market_from_the_config_file_run_uses(tmp_path: Path) -
     assert "2 tickers of another market skipped (ALERTBOT_MARKET is usdm)" in usdm.stderr
 
 
+def test_replay_warns_of_a_misspelt_setting_in_the_environment(tmp_path: Path) -> None:
+    """ALERTBOT_MARKT=coinm is no setting: replay says so (naming the one meant) and replays
+    with the settings there are, as ``run`` and ``record`` do."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - id: up\n    symbols: [BTCUSDT]\n    when: price > 105\n")
+    lines = [orjson.dumps([tick("BTCUSDT", t, p)]) for t, p in ((1, "100"), (2, "106"))]
+    recording = write_recording(tmp_path / "rec.jsonl", lines)
+    env = env_without("ALERTBOT_MARKET", ALERTBOT_MARKT="coinm")
+    result = alertbot("replay", recording, "--rules", rules, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "up" in result.stdout
+    assert result.stderr == (
+        "alertbot replay: warning: environment: unknown setting ALERTBOT_MARKT "
+        "(did you mean ALERTBOT_MARKET?); ignored\n"
+        "replayed 2 messages, 2 tickers, 1 alerts\n"
+    )
+
+
 def test_replay_refuses_a_bad_config_file_naming_its_line(tmp_path: Path, rules_file: Path) -> None:
     recording = write_recording(tmp_path / "rec.jsonl", RECORDING)
     config = tmp_path / "alertbot.env"

@@ -329,6 +329,24 @@ async def test_record_reads_the_feed_settings_from_the_config_file_run_uses(tmp_
     assert [t["s"] for t in orjson.loads(line)] == ["BTCUSDT"]
 
 
+async def test_record_warns_of_a_misspelt_setting_in_the_environment(tmp_path):
+    """ALERTBOT_MARKT is no setting: record says so in its log, naming the one meant, as
+    ``run`` does, and records all the same."""
+    out = tmp_path / "typo.jsonl"
+    async with FakeBinance() as fake:
+        env = env_for(fake, tmp_path / "alertbot.db", ALERTBOT_MARKT="coinm")
+        proc = await start("record", "--out", out, "--duration", "1500ms", env=env)
+        await fake.wait_for_subscriptions({"!miniTicker@arr"}, 20)
+        await fake.publish([mini_ticker("BTCUSDT", 1, T)])
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    assert (
+        "WARNING alertbot: environment: unknown setting ALERTBOT_MARKT "
+        "(did you mean ALERTBOT_MARKET?); ignored"
+    ) in err
+    assert len(out.read_bytes().splitlines()) == 1
+
+
 async def test_record_keeps_each_message_once_across_24h_rotations(tmp_path):
     """Make-before-break: the old and the new socket both deliver during a rotation's overlap;
     the recording has every published frame exactly once, in order."""
