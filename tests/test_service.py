@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import resource
 import signal
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client import generate_latest
 
 from alertbot.app import App
 from alertbot.chat.watches import ChatSettings
@@ -20,6 +22,7 @@ from alertbot.feed.settings import FeedSettings
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.model import Rule, RuleSet
+from alertbot.service import HttpService
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.waiting import wait_until
 from tests.test_cli_live import env_for, finish, start
@@ -158,6 +161,20 @@ async def test_a_symbols_task_that_ends_is_logged_and_fails_healthz(tmp_path, ca
     ]
     (critical,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert critical.getMessage().startswith("pipeline: the symbols task was cancelled")
+
+
+async def test_the_readme_names_exactly_the_metrics_there_are(tmp_path):
+    """The README's list under "Health and metrics" is the exposition's metric names (a
+    counter's with its ``_total``); ``alertbot_watches`` is exported with a Telegram token."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Health and metrics", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(alertbot_[a-z_]+)`", section))
+    async with FakeBinance() as fake:
+        app = app_for(tmp_path, fake)
+        text = generate_latest(HttpService(app, 0).registry).decode()
+    types = re.findall(r"^# TYPE (alertbot_[a-z_]+) ", text, re.MULTILINE)
+    exported = {name for name in types if not name.endswith("_created")}  # the client's own
+    assert documented == exported | {"alertbot_watches"}
 
 
 def free_port() -> int:
