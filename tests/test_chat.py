@@ -582,6 +582,35 @@ async def test_a_button_on_a_later_list_page_shows_that_page_again(tmp_path, fak
     assert "w21  ETHUSDT" in page.plain_text
 
 
+async def test_a_button_whose_answer_telegram_refuses_still_shows_the_new_list(
+    tmp_path, fakes, caplog
+):
+    """A press handled late (queued while the bot restarted) gets "query is too old" for its
+    answer: the watch is removed all the same, so the list is shown again without it, and
+    the log has one line, not a traceback."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100")
+        await bot.say("/watch ETHUSDT > 100")
+        await bot.say("/list")
+        listing = tg.messages_to(USER)[-1]
+        tg.fail_next(
+            1,
+            status=400,
+            description="Bad Request: query is too old and response timeout expired or query "
+            "ID is invalid",
+            method="answerCallbackQuery",
+        )
+        tg.user_presses(USER, listing.message_id, "rm:w1:1")
+        await tg.wait_for(lambda: listing.edits == 1)
+        book = bot.app.book
+        assert book is not None
+        assert sorted(book.rows) == [2]
+    assert listing.plain_text.startswith("1 watch:\nw2  ETHUSDT")
+    assert not [r for r in caplog.records if r.exc_info]
+    assert "button press could not be answered: query is too old" in caplog.text.lower()
+
+
 async def test_an_admins_list_names_a_few_of_many_rule_file_rules(tmp_path, fakes):
     """300 rule-file rules with long ids: the line names the first ones and how many more."""
     binance, tg = fakes

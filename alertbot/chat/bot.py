@@ -16,7 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
 from telegram.error import BadRequest, ChatMigrated, Conflict, TelegramError
 from telegram.ext import (
     Application,
@@ -405,27 +412,37 @@ class ChatBot:
         chat = update.effective_chat
         if query is None or chat is None or not self._allowed(chat.id):
             if query is not None:
-                await query.answer()
+                await self._answer(query, None)
             return
         kind, _, rest = (query.data or "").partition(":")
         wid, _, page = rest.partition(":")  # page: the /list page the button is on
         rows = self.book.find(chat.id, wid)
         if not rows:
-            await query.answer("That watch is gone already.")
+            await self._answer(query, "That watch is gone already.")
         elif kind == "rm":
             await self.book.remove(rows)
-            await query.answer(f"Removed {watch_id(rows[0])}.")
+            await self._answer(query, f"Removed {watch_id(rows[0])}.")
         elif kind == "mute":
             until = self.clock() + MUTE_BUTTON_S
             await self.book.mute(rows, until)
-            await query.answer(f"Muted {watch_id(rows[0])} for 1h.")
+            await self._answer(query, f"Muted {watch_id(rows[0])} for 1h.")
         else:
-            await query.answer()
+            await self._answer(query, None)
             return
         text, markup = self.listing(chat.id, int(page) if page.isdigit() else 1)
         if query.message is not None:
             with contextlib.suppress(TelegramError):
                 await query.edit_message_text(text, reply_markup=markup)
+
+    @staticmethod
+    async def _answer(query: CallbackQuery, text: str | None) -> None:
+        """Answer a button press. Telegram refuses an answer after about 15 s ("query is too
+        old": a press handled after a restart); what the button did is done all the same, and
+        the list is shown again after it."""
+        try:
+            await query.answer(text)
+        except TelegramError as exc:
+            log.warning("chat: a button press could not be answered: %s", exc)
 
     # ------------------------------------------------------------------ commands
 
