@@ -21,10 +21,13 @@ CHAT = 42
 NOTE = "It is true right now"
 
 
-async def replies(tmp: Path, texts: list[str]) -> list[str]:
+# ETHUSDT last traded at 3000, up 20% on the day
+ETH = Ticker("ETHUSDT", 1_000, 3000.0, 2500.0, 3100.0, 2400.0, 1e4, 3e7, "3000")
+
+
+async def replies(tmp: Path, texts: list[str], ticker: Ticker = ETH) -> list[str]:
     engine = Engine([])
-    # ETHUSDT last traded at 3000, up 20% on the day
-    engine.process([Ticker("ETHUSDT", 1_000, 3000.0, 2500.0, 3100.0, 2400.0, 1e4, 3e7, "3000")])
+    engine.process([ticker])
     notifier = Notifier(DeliverySettings(db=str(tmp / "a.db")), {})
     await notifier.start()
     assert notifier.store is not None
@@ -56,7 +59,30 @@ def test_a_level_already_true_says_so_with_the_metric_and_one_not_true_does_not(
     )
     assert f"{NOTE} (price 3000): it fires on the next tick." in true_price
     assert NOTE not in false_price
-    assert f"{NOTE} (change_24h 20)" in true_change
+    assert f"{NOTE} (change_24h +20.00%)" in true_change
+
+
+def test_a_percent_metric_already_true_is_shown_as_a_percentage_that_is_plainly_true(tmp_path):
+    """The 24h change is computed: it was shown as 'change_24h 9.591369859430989' (float noise,
+    no %). It is shown as /price shows it, with as many decimals as it takes to be seen past
+    the threshold ('+9.5914%' for '> 9.5913%', not '+9.59%')."""
+    sol = Ticker("SOLUSDT", 1_000, 71234.5, 65000.1, 71300.0, 64000.0, 1e4, 3e7, "71234.50")
+    change, close_call, spread, price = asyncio.run(
+        replies(
+            tmp_path,
+            [
+                "/watch SOLUSDT change_24h > 5%",
+                "/watch SOLUSDT change_24h > 9.5913%",
+                "/watch SOLUSDT range_24h >= 10%",
+                "/watch SOLUSDT > 70000",
+            ],
+            sol,
+        )
+    )
+    assert f"{NOTE} (change_24h +9.59%):" in change
+    assert f"{NOTE} (change_24h +9.5914%):" in close_call
+    assert f"{NOTE} (range_24h 11.41%):" in spread
+    assert f"{NOTE} (price 71234.50):" in price  # as Binance sent it, and as /price shows it
 
 
 def test_a_mute_while_a_watch_is_being_removed_mutes_the_others(tmp_path):

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import operator
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,7 +58,15 @@ from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import Budget, BudgetLimiter
-from alertbot.rules.conditions import AllOf, AnyOf, Breaks, Level, format_duration, format_number
+from alertbot.rules.conditions import (
+    PERCENT_METRICS,
+    AllOf,
+    AnyOf,
+    Breaks,
+    Level,
+    format_duration,
+    format_number,
+)
 from alertbot.rules.engine import Engine, level_holds, metric_of
 from alertbot.rules.ids import watch_number
 from alertbot.rules.model import is_glob
@@ -119,6 +128,27 @@ def _duration(ms: int) -> str:
         return format_duration(ms)
     except ValueError:
         return f"{ms / 1000:g}s"
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+def _percent_past(cond: Level, value: float) -> str:
+    """A computed percentage (24h change or range) that holds ``cond``, as /price shows it
+    (``+9.59%``), with more decimals when those would not be seen past the threshold
+    (``+9.5914%`` for ``> 9.5913%``)."""
+    sign = "+" if cond.metric == "change_24h" else ""
+    holds = _OPS[cond.op]
+    for places in range(2, 10):
+        text = f"{value:{sign}.{places}f}"
+        if holds(float(text), cond.value):
+            break
+    return f"{text}%"
 
 
 def _cooldown(ms: int) -> str:
@@ -569,7 +599,12 @@ class ChatBot:
             return None
         if not level_holds(cond, t):
             return None
-        return f"{cond.metric} {format_number(metric_of(cond.metric, t))}"
+        if cond.metric == "price":
+            return f"price {t.price_text}"  # as Binance sent it, as /price shows it
+        value = metric_of(cond.metric, t)
+        if cond.metric in PERCENT_METRICS:
+            return f"{cond.metric} {_percent_past(cond, value)}"
+        return f"{cond.metric} {format_number(value)}"
 
     async def unwatch(self, chat: int, target: str) -> str:
         rows = self.book.find(chat, target)
