@@ -157,6 +157,19 @@ async def test_a_watch_of_a_symbol_named_in_chinese_alerts_and_its_price_is_show
     assert price.startswith("币安人生USDT 0.6")
 
 
+async def test_a_command_written_with_no_space_before_a_chinese_symbol_is_answered(tmp_path, fakes):
+    """'/watch币安人生USDT > 0.5', as Chinese is written: Telegram marks no command in it (a
+    command must not run into a letter), and the bot used to stay silent. It is read as
+    '/watch 币安人生USDT > 0.5'."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/watch币安人生USDT > 0.5")
+        price = await bot.say("/price币安人生USDT")
+    assert "entities" not in tg.updates[-1]["message"]
+    assert reply.startswith("Watching 币安人生USDT: price > 0.5")
+    assert price.startswith("No price for 币安人生USDT yet")
+
+
 async def test_a_watch_survives_a_restart(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:

@@ -138,6 +138,10 @@ def _error(text: str) -> CommandError:
         ("/watch 币安人生usdt > 0.5", _watch("币安人生USDT", Level("price", ">", 0.5))),
         ("/watch 牛来USDT drops 5% in 1h", _watch("牛来USDT", Move("drops", 5.0, H))),
         ("/watch *人生* > 1", _watch("*人生*", Level("price", ">", 1.0))),
+        # with no space after the command (Chinese is written without): a command's name is
+        # ASCII, so the symbol starts where it ends
+        ("/watch币安人生USDT > 0.5", _watch("币安人生USDT", Level("price", ">", 0.5))),
+        (f"/watch@{BOT}币安人生usdt>0.5", _watch("币安人生USDT", Level("price", ">", 0.5))),
     ],
 )
 def test_watch_parses_to_its_value(text: str, expected: Watch) -> None:
@@ -317,6 +321,7 @@ def test_long_words_are_cut_short_in_messages() -> None:
         ("/unmute", Unmute("all")),
         ("/price btcusdt", Price("BTCUSDT")),
         ("/price@AlertTestBot ETHUSDT", Price("ETHUSDT")),
+        ("/price币安人生usdt", Price("币安人生USDT")),
     ],
 )
 def test_other_commands_parse_to_their_values(text: str, expected: Command) -> None:

@@ -209,7 +209,9 @@ class ChatBot:
             .rate_limiter(BudgetLimiter(self._budget(), max_retries=REPLY_RETRIES))
             .build()
         )
-        app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
+        # a text starting with "/" that Telegram marks no command in is answered too: one
+        # running into a letter ("/watch币安人生USDT", as Chinese is written) is not marked
+        app.add_handler(MessageHandler(filters.COMMAND | filters.Regex(r"^/"), self.on_command))
         app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_error_handler(self.on_error)

@@ -22,6 +22,8 @@ Choices worth knowing:
   every watch. A bare ``/unmute`` means ``/unmute all``; ``/mute w12 for 1h`` is read as
   ``/mute w12 1h``.
 - ``/start`` ignores its argument: Telegram deep links send ``/start <payload>``.
+- A command's name is ASCII, so ``/watch币安人生USDT > 0.5`` (Chinese is written without
+  spaces) is ``/watch 币安人生USDT > 0.5``.
 - ``/cmd@name`` is ours when ``name`` is ``bot_username`` (any case); when the caller does not
   know its username every ``@name`` is taken as ours.
 """
@@ -117,6 +119,10 @@ _CONDITION_STARTS = frozenset({*METRICS, "crosses", "breaks", "rises", "drops", 
 _OPERATOR_TYPOS = {"=>": ">=", "=<": "<=", "≥": ">=", "≤": "<=", "=": ">= or <=", "==": ">="}
 
 _WORD_RE = re.compile(r"\S+")
+# a command's name (and bot's) is ASCII: "/watch币安人生USDT", written as Chinese is, with no
+# space, is /watch and its first argument (Telegram marks no command in it: the bot's
+# handler takes a text starting with "/" all the same)
+_GLUED_RE = re.compile(r"/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?(?=[^\x00-\x7f])")
 _COMMAND_NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
 # fnmatch syntax limited to what a symbol can hold: * ? and [..] / [!..] classes (beyond
 # ASCII, any character here; _symbol() then checks it is one a symbol can hold)
@@ -258,7 +264,7 @@ def parse_command(
     message = text.strip()
     if not message.startswith("/"):
         return None
-    head = _WORD_RE.match(message)
+    head = _GLUED_RE.match(message) or _WORD_RE.match(message)
     assert head is not None  # the message starts with "/"
     name, _, addressee = head.group()[1:].partition("@")
     if (
