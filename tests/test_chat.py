@@ -219,6 +219,7 @@ BAD = [
     ("/price", "Use: /price"),
     ("/watch " + "9" * 600, "long"),
     ("/watch BTCUSDT > ７００", "Use: /watch"),
+    ("/watch 币安人生USDT＞0.5", "write > instead of '＞'"),
 ]
 
 

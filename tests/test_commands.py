@@ -214,6 +214,14 @@ def test_a_glob_symbol_is_marked_as_such() -> None:
         ("/watch BTCUSDT rises 0,5% in 1h", "no ',' separators"),
         ("/watch BTCUSDT > ７００００", "digits 0-9"),
         ("/watch BTCUSDT price => 5", "did you mean >= or <=?"),
+        # comparison signs as a Chinese keyboard types them (full-width, or 《》 in its
+        # punctuation mode), also with no space around them
+        ("/watch 币安人生USDT ＞ 0.5", "write > instead of '＞'"),
+        ("/watch 币安人生USDT＞0.5", "write > instead of '＞'"),
+        ("/watch 币安人生USDT 》 0.5", "write > instead of '》'"),
+        ("/watch BTCUSDT price＜＝5", "write <= instead of '＜＝'"),
+        ("/watch BTCUSDT《5", "write < instead of '《'"),
+        ("/watch BTCUSDT ≥ 5", "write >= instead of '≥'"),
         ("/watch BTCUSDT rises 5% for 1h", "expected 'in' after '5%' before 'for'"),
         ("/watch BTCUSDT rises 5% in 8d", "the window must be between 1s and 7d"),
         ("/watch BTCUSDT > 5 rearm 0%", "'rearm' must be more than 0% and at most 50%, got 0%"),

@@ -116,7 +116,19 @@ _CONDITION_WORDS = (
 )
 #: words that can start a condition, so they are never taken for a symbol
 _CONDITION_STARTS = frozenset({*METRICS, "crosses", "breaks", "rises", "drops", "moves"})
-_OPERATOR_TYPOS = {"=>": ">=", "=<": "<=", "≥": ">=", "≤": "<=", "=": ">= or <=", "==": ">="}
+# comparison signs as a Chinese keyboard types them: full-width, or 《》 in its punctuation mode
+_WIDE_SIGNS = {
+    "＞＝": ">=",
+    "＜＝": "<=",
+    "＞": ">",
+    "＜": "<",
+    "》": ">",
+    "《": "<",
+    "≥": ">=",
+    "≤": "<=",
+}
+_WIDE_SIGN_RE = re.compile("|".join(_WIDE_SIGNS))  # the two-character ones first
+_OPERATOR_TYPOS = {"=>": ">=", "=<": "<=", "=": ">= or <=", "==": ">="}
 
 _WORD_RE = re.compile(r"\S+")
 # a command's name (and bot's) is ASCII: "/watch币安人生USDT", written as Chinese is, with no
@@ -342,6 +354,9 @@ def _unknown_command(name: str) -> CommandError:
 def _watch(message: str, words: list[_Word]) -> Watch:
     if not words:
         raise _error("watch", "missing symbol and condition")
+    sign = _WIDE_SIGN_RE.search(message, words[0].start)
+    if sign:  # else "币安人生USDT＞0.5" reads as a symbol with letters it cannot have
+        raise _error("watch", f"write {_WIDE_SIGNS[sign.group()]} instead of {sign.group()!r}")
     first = words[0]
     split = min((i for i in (first.text.find("<"), first.text.find(">")) if i >= 0), default=-1)
     if split > 0:  # "BTCUSDT>70000": the symbol, then the condition
