@@ -17,6 +17,7 @@ from alertbot.app import App
 from alertbot.chat.bot import split_text
 from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
+from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.loader import load_files
@@ -456,6 +457,26 @@ async def test_a_watch_with_no_cooldown(tmp_path, fakes):
             await bot.tick("BTCUSDT", price, T + i)  # a millisecond apart
         alert = "price > 100: price 110"  # two close together may share one message
         await tg.wait_for(lambda: sum(m.plain_text.count(alert) for m in tg.messages_to(USER)) == 2)
+
+
+async def test_list_shows_every_option_a_watch_was_made_with(tmp_path, fakes):
+    """rearm and for were not shown by /list: a user could not tell which watch ends when, or
+    re-alerts only after a pullback (and the duplicate answer says to remove one and watch it
+    again with new options). The answer to /watch shows the band as it was typed."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/watch BTCUSDT > 100 rearm 0.1234567% for 7d once cooldown 90m")
+        listing = await bot.say("/list")
+        book = bot.app.book
+        assert book is not None
+        expires = book.rows[1].expires_ms
+        assert expires is not None
+    until = format_time(expires)
+    assert f"(cooldown 90m, rearm 0.1234567%, once, until {until})" in reply
+    assert listing.splitlines()[1] == (
+        f"w1  BTCUSDT price > 100, cooldown 90m, rearm 0.1234567%, once, until {until} — "
+        "active, not fired yet"
+    )
 
 
 async def test_the_same_watch_twice_is_not_made_twice(tmp_path, fakes):

@@ -47,6 +47,7 @@ from alertbot.chat.commands import (
     Unmute,
     Unwatch,
     Watch,
+    format_percent,
     help_text,
     parse_command,
 )
@@ -579,7 +580,7 @@ class ChatBot:
         wid = watch_id(row)
         parts = [_cooldown(cooldown)]
         if rearm:
-            parts.append(f"rearm {rearm * 100:g}%")
+            parts.append(f"rearm {format_percent(rearm)}")
         if w.once:
             parts.append("once")
         if row.expires_ms:
@@ -730,7 +731,13 @@ class ChatBot:
             else "active"
         )
         fired = f", last fired {format_time(r.last_fired)}" if r.last_fired else ", not fired yet"
-        extra = f", {_cooldown(r.cooldown_ms)}" + (", once" if r.once else "")
+        extra = f", {_cooldown(r.cooldown_ms)}"
+        if r.rearm:
+            extra += f", rearm {format_percent(r.rearm)}"
+        if r.once:
+            extra += ", once"
+        if r.expires_ms is not None:
+            extra += f", until {format_time(r.expires_ms)}"
         return _cut(f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}", LINE_MAX)
 
     def _rule_files(self, chat: int) -> str:

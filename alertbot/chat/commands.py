@@ -679,16 +679,21 @@ def _shorten(message: str, condition_text: str) -> str:
 # ---------------------------------------------------------------- rendering and help
 
 
+def format_percent(fraction: float) -> str:
+    """A re-arm band as typed: 0.001234567 -> ``0.1234567%``."""
+    percent = format(Decimal(repr(fraction)) * 100, "f")
+    if "." in percent:
+        percent = percent.rstrip("0").rstrip(".")
+    return f"{percent}%"
+
+
 def format_watch(watch: Watch) -> str:
     """The canonical ``/watch`` text of a watch; ``parse_command`` reads it back unchanged."""
     parts = ["/watch", watch.symbol, watch.condition_text]
     if watch.cooldown_ms is not None:
         parts += ["cooldown", format_duration(watch.cooldown_ms)]
     if watch.rearm is not None:
-        percent = format(Decimal(repr(watch.rearm)) * 100, "f")
-        if "." in percent:
-            percent = percent.rstrip("0").rstrip(".")
-        parts += ["rearm", f"{percent}%"]
+        parts += ["rearm", format_percent(watch.rearm)]
     if watch.once:
         parts.append("once")
     if watch.for_ms is not None:
