@@ -225,6 +225,24 @@ async def test_ptb_get_updates_returns_a_command_with_its_entity(tg: FakeTelegra
     assert (entity.type, entity.offset, entity.length) == ("bot_command", 0, 7)
 
 
+async def test_ptb_get_updates_returns_an_edited_message_with_its_new_text(
+    tg: FakeTelegram,
+) -> None:
+    tg.user_says(CHAT, "/alerts btc")
+    message_id = tg.updates[-1]["message"]["message_id"]
+    tg.user_edits(CHAT, message_id, "/alerts eth")
+    async with ptb(tg) as bot:
+        first, edit = await bot.get_updates(timeout=1)
+    assert first.message is not None
+    assert first.message.text == "/alerts btc"
+    edited = edit.edited_message
+    assert edited is not None
+    assert (edited.message_id, edited.text) == (message_id, "/alerts eth")
+    assert edited.edit_date is not None
+    [entity] = edited.entities
+    assert (entity.type, entity.offset, entity.length) == ("bot_command", 0, 7)
+
+
 async def test_ptb_set_my_commands_is_stored_and_read_back(tg: FakeTelegram) -> None:
     async with ptb(tg) as bot:
         assert await bot.set_my_commands([("alerts", "List alerts"), ("mute", "Mute a rule")])

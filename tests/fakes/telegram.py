@@ -176,6 +176,22 @@ def _front_end_page(status: int) -> bytes:
     ).encode()
 
 
+def _set_text(message: dict[str, Any], text: str) -> None:
+    """A user's ``text`` in ``message``, its bot commands (``/cmd`` or ``/cmd@botname`` at the
+    start or after whitespace) marked with ``bot_command`` entities, offsets in UTF-16 units."""
+    message["text"] = text
+    entities = [
+        {
+            "type": "bot_command",
+            "offset": _utf16_len(text[: m.start()]),
+            "length": _utf16_len(m.group()),
+        }
+        for m in _BOT_COMMAND.finditer(text)
+    ]
+    if entities:
+        message["entities"] = entities
+
+
 def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
@@ -831,20 +847,22 @@ class FakeTelegram(HTTPServer):
             "from": self._user(user_id, username),
             "chat": self._chat_json(chat_id),
             "date": int(_time.time()),
-            "text": text,
         }
-        entities = [
-            {
-                "type": "bot_command",
-                "offset": _utf16_len(text[: m.start()]),
-                "length": _utf16_len(m.group()),
-            }
-            for m in _BOT_COMMAND.finditer(text)
-        ]
-        if entities:
-            message["entities"] = entities
+        _set_text(message, text)
         self._user_messages[(chat_id, message_id)] = message
         return self._queue({"message": message})
+
+    def user_edits(self, chat_id: int, message_id: int, text: str) -> int:
+        """Queue an ``edited_message`` update: the user changed the text of their message
+        ``message_id`` (entities marked again, ``edit_date`` set); returns its update_id."""
+        original = self._user_messages.get((chat_id, message_id))
+        if original is None:
+            raise ValueError(f"no message {message_id} of the user in chat {chat_id}")
+        message = {k: v for k, v in original.items() if k not in ("text", "entities")}
+        message["edit_date"] = max(int(_time.time()), message["date"])
+        _set_text(message, text)
+        self._user_messages[(chat_id, message_id)] = message
+        return self._queue({"edited_message": message})
 
     def user_presses(
         self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None
