@@ -171,6 +171,30 @@ async def test_a_command_written_with_no_space_before_a_chinese_symbol_is_answer
     assert price.startswith("No price for 币安人生USDT yet")
 
 
+async def test_an_edited_command_is_answered_and_changes_nothing(tmp_path, fakes):
+    """A user fixes a typo by editing their /watch: the edit used to get no answer at all, so
+    they took the watch as changed while the first one stayed. They are told to send it
+    again, and nothing is run twice; another bot's command edited in a group gets nothing."""
+    binance, tg = fakes
+    group = -100555
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 7000")
+        message_id = tg.updates[-1]["message"]["message_id"]
+        tg.user_says(group, "/roll 2d6")
+        roll = tg.updates[-1]["message"]["message_id"]
+        tg.user_edits(group, roll, "/roll 3d6")
+        tg.user_edits(USER, message_id, "/watch BTCUSDT > 70000")
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 2)
+        book = bot.app.book
+        assert book is not None
+        assert [(r.id, r.condition) for r in book.rows.values()] == [(1, "price > 7000")]
+    assert tg.messages_to(USER)[-1].text == (
+        "Edited commands are not run: send the corrected one as a new message (what the "
+        "first one did stays; /list shows this chat's watches)."
+    )
+    assert tg.messages_to(group) == []
+
+
 async def test_a_watch_survives_a_restart(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:

@@ -92,6 +92,11 @@ LINE_MAX = 1000
 #: an admin's /list names this many of the rule files' rules, in this many characters at most
 RULE_IDS_SHOWN = 20
 RULE_IDS_CHARS = 400
+#: the answer to an edited command
+EDITED = (
+    "Edited commands are not run: send the corrected one as a new message (what the first "
+    "one did stays; /list shows this chat's watches)."
+)
 #: the answer to a command that failed on our side (a bug: it is logged)
 SORRY = "Sorry, something went wrong on our side; nothing was changed."
 
@@ -212,7 +217,11 @@ class ChatBot:
         )
         # a text starting with "/" that Telegram marks no command in is answered too: one
         # running into a letter ("/watch币安人生USDT", as Chinese is written) is not marked
-        app.add_handler(MessageHandler(filters.COMMAND | filters.Regex(r"^/"), self.on_command))
+        commands = filters.COMMAND | filters.Regex(r"^/")
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & commands, self.on_command))
+        app.add_handler(
+            MessageHandler(filters.UpdateType.EDITED_MESSAGE & commands, self.on_edited)
+        )
         app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_error_handler(self.on_error)
@@ -232,7 +241,7 @@ class ChatBot:
             # is one: int() made a timeout under 1 s 0, a poll that returns at once, over and over
             timeout=dt.timedelta(seconds=self.poll_timeout),
             poll_interval=self.poll_interval,
-            allowed_updates=["message", "callback_query"],
+            allowed_updates=["message", "edited_message", "callback_query"],
             drop_pending_updates=False,
             error_callback=self._polling_failed,
         )
@@ -387,6 +396,23 @@ class ChatBot:
                 answer, markup = SORRY, None
         assert answer is not None
         await self._reply(message, chat.id, answer, markup)
+
+    async def on_edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A command the user edited: it is not run again (a /watch would be made twice), but
+        an edit that got no answer looks as if it took effect, so they are told."""
+        message = update.effective_message
+        chat = update.effective_chat
+        if message is None or chat is None or message.text is None:
+            return
+        try:
+            if parse_command(message.text, self.username, group=chat.type != "private") is None:
+                return  # not ours (another bot's, or no longer a command)
+        except CommandError:
+            pass  # ours, malformed: the answer is the same
+        except Exception:
+            log.exception("chat %s: an edited command failed: %r", chat.id, message.text[:200])
+        if self._allowed(chat.id):
+            await self._reply(message, chat.id, EDITED, None)
 
     async def _reply(
         self, message: Message, chat: int, text: str, markup: InlineKeyboardMarkup | None
