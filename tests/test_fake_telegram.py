@@ -243,6 +243,20 @@ async def test_ptb_get_updates_returns_an_edited_message_with_its_new_text(
     assert (entity.type, entity.offset, entity.length) == ("bot_command", 0, 7)
 
 
+async def test_ptb_get_updates_returns_a_photo_with_a_command_in_its_caption(
+    tg: FakeTelegram,
+) -> None:
+    tg.user_says(CHAT, "/alerts btc", photo=True)
+    async with ptb(tg) as bot:
+        [update] = await bot.get_updates(timeout=1)
+    message = update.message
+    assert message is not None
+    assert (message.text, message.caption, len(message.photo)) == (None, "/alerts btc", 1)
+    assert message.entities == ()
+    [entity] = message.caption_entities
+    assert (entity.type, entity.offset, entity.length) == ("bot_command", 0, 7)
+
+
 async def test_ptb_set_my_commands_is_stored_and_read_back(tg: FakeTelegram) -> None:
     async with ptb(tg) as bot:
         assert await bot.set_my_commands([("alerts", "List alerts"), ("mute", "Mute a rule")])

@@ -176,10 +176,11 @@ def _front_end_page(status: int) -> bytes:
     ).encode()
 
 
-def _set_text(message: dict[str, Any], text: str) -> None:
-    """A user's ``text`` in ``message``, its bot commands (``/cmd`` or ``/cmd@botname`` at the
-    start or after whitespace) marked with ``bot_command`` entities, offsets in UTF-16 units."""
-    message["text"] = text
+def _set_text(message: dict[str, Any], text: str, key: str = "text") -> None:
+    """A user's ``text`` in ``message`` (its ``key``: text or caption), its bot commands
+    (``/cmd`` or ``/cmd@botname`` at the start or after whitespace) marked with
+    ``bot_command`` entities (``entities`` or ``caption_entities``), offsets in UTF-16 units."""
+    message[key] = text
     entities = [
         {
             "type": "bot_command",
@@ -189,7 +190,7 @@ def _set_text(message: dict[str, Any], text: str) -> None:
         for m in _BOT_COMMAND.finditer(text)
     ]
     if entities:
-        message["entities"] = entities
+        message["entities" if key == "text" else "caption_entities"] = entities
 
 
 def _utf16_len(text: str) -> int:
@@ -826,13 +827,15 @@ class FakeTelegram(HTTPServer):
         user_id: int | None = None,
         chat_type: str | None = None,
         username: str = "trader",
+        photo: bool = False,
     ) -> int:
         """Queue a ``message`` update from a user; returns its update_id.
 
         Bot commands (``/cmd`` or ``/cmd@botname`` at the start or after whitespace) are marked
         with ``bot_command`` entities, offsets in UTF-16 units, as Telegram does. Defaults: the
         user is ``chat_id`` in a private chat, else ``DEFAULT_GROUP_USER_ID``; the chat type is
-        "private" for a positive id, else "supergroup".
+        "private" for a positive id, else "supergroup". ``photo``: a picture with ``text`` as
+        its caption (``caption`` and ``caption_entities``, no ``text``).
         """
         if user_id is None:
             user_id = chat_id if chat_id > 0 else self.DEFAULT_GROUP_USER_ID
@@ -848,7 +851,12 @@ class FakeTelegram(HTTPServer):
             "chat": self._chat_json(chat_id),
             "date": int(_time.time()),
         }
-        _set_text(message, text)
+        if photo:
+            message["photo"] = [
+                {"file_id": f"photo-{message_id}", "file_unique_id": f"p{message_id}",
+                 "width": 320, "height": 240, "file_size": 12_345}
+            ]  # fmt: skip
+        _set_text(message, text, "caption" if photo else "text")
         self._user_messages[(chat_id, message_id)] = message
         return self._queue({"message": message})
 
@@ -858,9 +866,10 @@ class FakeTelegram(HTTPServer):
         original = self._user_messages.get((chat_id, message_id))
         if original is None:
             raise ValueError(f"no message {message_id} of the user in chat {chat_id}")
-        message = {k: v for k, v in original.items() if k not in ("text", "entities")}
+        key = "caption" if "photo" in original else "text"
+        message = {k: v for k, v in original.items() if not k.startswith((key, "entities"))}
         message["edit_date"] = max(int(_time.time()), message["date"])
-        _set_text(message, text)
+        _set_text(message, text, key)
         self._user_messages[(chat_id, message_id)] = message
         return self._queue({"edited_message": message})
 
