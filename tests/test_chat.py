@@ -195,6 +195,14 @@ async def test_an_edited_command_is_answered_and_changes_nothing(tmp_path, fakes
     assert tg.messages_to(group) == []
 
 
+async def test_a_command_in_a_pictures_caption_is_run(tmp_path, fakes):
+    """A chart sent with '/watch BTCUSDT > 70000' as its caption got no answer at all."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/watch BTCUSDT > 70000", photo=True)
+    assert reply.startswith("Watching BTCUSDT: price > 70000")
+
+
 async def test_a_watch_survives_a_restart(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:

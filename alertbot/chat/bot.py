@@ -101,6 +101,13 @@ EDITED = (
 SORRY = "Sorry, something went wrong on our side; nothing was changed."
 
 
+def _text_of(message: Message | None) -> str | None:
+    """What a user wrote: a message's text, or a picture's caption."""
+    if message is None:
+        return None
+    return message.text if message.text is not None else message.caption
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -217,7 +224,8 @@ class ChatBot:
         )
         # a text starting with "/" that Telegram marks no command in is answered too: one
         # running into a letter ("/watch币安人生USDT", as Chinese is written) is not marked
-        commands = filters.COMMAND | filters.Regex(r"^/")
+        # and one in a picture's caption (a chart sent with "/watch BTCUSDT > 70000")
+        commands = filters.COMMAND | filters.Regex(r"^/") | filters.CaptionRegex(r"^/")
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & commands, self.on_command))
         app.add_handler(
             MessageHandler(filters.UpdateType.EDITED_MESSAGE & commands, self.on_edited)
@@ -366,12 +374,13 @@ class ChatBot:
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         chat = update.effective_chat
-        if message is None or chat is None or message.text is None:
+        text = _text_of(message)
+        if message is None or chat is None or text is None:
             return
         answer: str | None = None
         markup: InlineKeyboardMarkup | None = None
         try:
-            command = parse_command(message.text, self.username, group=chat.type != "private")
+            command = parse_command(text, self.username, group=chat.type != "private")
             if command is None:
                 # in a group, a command none of ours resembles is another bot's: no answer,
                 # not even the refusal below (which would spend the one a chat gets)
@@ -379,7 +388,7 @@ class ChatBot:
         except CommandError as exc:
             command, answer = None, exc.reply()
         except Exception:
-            log.exception("chat %s: command failed: %r", chat.id, message.text[:200])
+            log.exception("chat %s: command failed: %r", chat.id, text[:200])
             command, answer = None, SORRY
         if not self._allowed(chat.id):
             if chat.id not in self._refused:  # one polite refusal, then silence
@@ -392,7 +401,7 @@ class ChatBot:
             except CommandError as exc:
                 answer, markup = exc.reply(), None
             except Exception:
-                log.exception("chat %s: command failed: %r", chat.id, message.text[:200])
+                log.exception("chat %s: command failed: %r", chat.id, text[:200])
                 answer, markup = SORRY, None
         assert answer is not None
         await self._reply(message, chat.id, answer, markup)
@@ -402,15 +411,16 @@ class ChatBot:
         an edit that got no answer looks as if it took effect, so they are told."""
         message = update.effective_message
         chat = update.effective_chat
-        if message is None or chat is None or message.text is None:
+        text = _text_of(message)
+        if message is None or chat is None or text is None:
             return
         try:
-            if parse_command(message.text, self.username, group=chat.type != "private") is None:
+            if parse_command(text, self.username, group=chat.type != "private") is None:
                 return  # not ours (another bot's, or no longer a command)
         except CommandError:
             pass  # ours, malformed: the answer is the same
         except Exception:
-            log.exception("chat %s: an edited command failed: %r", chat.id, message.text[:200])
+            log.exception("chat %s: an edited command failed: %r", chat.id, text[:200])
         if self._allowed(chat.id):
             await self._reply(message, chat.id, EDITED, None)
 
@@ -433,7 +443,7 @@ class ChatBot:
                 log.error(
                     "chat %s: Telegram refused the answer to %r (%d characters): %s",
                     chat,
-                    (message.text or "")[:60],
+                    (_text_of(message) or "")[:60],
                     len(part),
                     exc.message,
                 )
