@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -352,9 +353,27 @@ async def test_a_level_already_true_says_it_fires_now(tmp_path, fakes):
     async with Bot(tmp_path, binance, tg) as bot:
         await bot.say("/watch BTCUSDT > 1000000")
         await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
-        await bot.tick("BTCUSDT", 70_000, T)
+        await bot.tick("BTCUSDT", 70_000, int(time.time() * 1000))
         reply = await bot.say("/watch BTCUSDT > 60000")
         assert "true right now (price 70000)" in reply
+
+
+async def test_a_level_true_on_a_price_from_long_ago_is_not_said_to_be_true_now(tmp_path, fakes):
+    """SOLUSDT was watched, last traded at 210 ten minutes ago, and unwatched: the feed no
+    longer carries it, and its last price stays in memory. Watching it again with '> 200'
+    was answered 'It is true right now (price 210)', though it may be at 150 by now."""
+    binance, tg = fakes
+    ten_minutes_ago = int(time.time() * 1000) - 600_000
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 1000000")
+        await bot.say("/watch SOLUSDT > 1000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker", "solusdt@miniTicker"})
+        await bot.tick("SOLUSDT", 210, ten_minutes_ago)
+        await bot.say("/unwatch w2")
+        await binance.wait_for(lambda: binance.subscribed() == {"btcusdt@miniTicker"})
+        reply = await bot.say("/watch SOLUSDT > 200")
+    assert reply.startswith("Watching SOLUSDT: price > 200")
+    assert "true right now" not in reply
 
 
 async def test_the_command_menu_is_registered(tmp_path, fakes):

@@ -36,7 +36,7 @@ async def replies(tmp: Path, texts: list[str], ticker: Ticker = ETH) -> list[str
     feed = Feed(FeedSettings(ws_root="ws://127.0.0.1:9"), lambda m, r: None)
     bot = ChatBot(
         DeliverySettings(), ChatSettings(), book, engine, feed, SymbolDirectory(FeedSettings()),
-        notifier,
+        notifier, clock=lambda: ticker.time / 1000 + 1,  # the ticker is a second old
     )  # fmt: skip
     out = []
     try:

@@ -92,6 +92,9 @@ LINE_MAX = 1000
 #: an admin's /list names this many of the rule files' rules, in this many characters at most
 RULE_IDS_SHOWN = 20
 RULE_IDS_CHARS = 400
+#: a ticker at most this old (s) tells a new watch it is true right now: a carried symbol
+#: has one every 1-2 s while it trades (the feed calls one quiet for 90 s stale)
+CURRENT_S = 120
 #: the answer to an edited command
 EDITED = (
     "Edited commands are not run: send the corrected one as a new message (what the first "
@@ -634,7 +637,9 @@ class ChatBot:
         if not isinstance(cond, Level):
             return None
         t = self.engine.last_ticker(w.symbol)
-        if t is None:
+        # the last ticker of a symbol no longer carried (unwatched, or from before a restart)
+        # says nothing about now
+        if t is None or t.time < self.clock() * 1000 - CURRENT_S * 1000:
             return None
         if not level_holds(cond, t):
             return None
