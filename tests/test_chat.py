@@ -927,6 +927,26 @@ async def test_a_resumed_alert_refused_as_migrated_moves_the_groups_watches(tmp_
         assert book.of_chat(GROUP) == []
 
 
+async def test_a_list_button_shown_before_a_group_upgrade_acts_on_the_moved_watch(tmp_path, fakes):
+    """The supergroup shows the group's history: a /list button pressed there comes from the
+    old group's id. It said "That watch is gone already." while the watch, moved to the
+    supergroup, went on alerting; it removes that watch."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
+        await bot.say("/watch ETHUSDT > 100", chat=GROUP, chat_type="group")
+        await bot.say("/list", chat=GROUP)
+        listing = tg.messages_to(GROUP)[-1]
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        await bot.say("/help", chat=SUPERGROUP)  # the service messages are handled by then
+        tg.user_presses(GROUP, listing.message_id, "rm:w1:1")
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 1)
+        book = bot.app.book
+        assert book is not None
+        assert [r.id for r in book.of_chat(SUPERGROUP)] == [2]
+    assert tg.answered_callbacks[0].text == "Removed w1."
+
+
 async def test_an_allowed_groups_supergroup_is_allowed_too(tmp_path, fakes, caplog):
     """The allow-list names the group's old id: its supergroup is let in, after a restart too
     (the move is kept in the database), and the log asks for the new id in the settings."""

@@ -347,6 +347,10 @@ class ChatBot:
             )
         return new
 
+    def _current(self, chat: int) -> int:
+        """The chat's id now: a group's that became a supergroup is the supergroup's."""
+        return next((new for new, old in self.book.successors.items() if old == chat), chat)
+
     def _allowed(self, chat: int) -> bool:
         old = self.book.successors.get(chat)
         return self.settings.allowed(chat) or (old is not None and self.settings.allowed(old))
@@ -482,13 +486,16 @@ class ChatBot:
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         chat = update.effective_chat
-        if query is None or chat is None or not self._allowed(chat.id):
+        # a group's /list shown before it became a supergroup is in the supergroup's history:
+        # its buttons come from the group's id, and act on the watches that moved
+        chat_id = None if chat is None else self._current(chat.id)
+        if query is None or chat_id is None or not self._allowed(chat_id):
             if query is not None:
                 await self._answer(query, None)
             return
         kind, _, rest = (query.data or "").partition(":")
         wid, _, page = rest.partition(":")  # page: the /list page the button is on
-        rows = self.book.find(chat.id, wid)
+        rows = self.book.find(chat_id, wid)
         if not rows:
             await self._answer(query, "That watch is gone already.")
         elif kind == "rm":
@@ -501,7 +508,7 @@ class ChatBot:
         else:
             await self._answer(query, None)
             return
-        text, markup = self.listing(chat.id, int(page) if page.isdigit() else 1)
+        text, markup = self.listing(chat_id, int(page) if page.isdigit() else 1)
         if query.message is not None:
             with contextlib.suppress(TelegramError):
                 await query.edit_message_text(text, reply_markup=markup)
