@@ -48,11 +48,12 @@ class Bot:
         listed: bool = True,
         rule_files: tuple[str, ...] = (),
         poll_interval: float = 0.0,
+        webhook_url: str | None = None,
         **chat: Any,
     ) -> None:
         """``listed``: wait for the exchange's list of symbols at the start (False: when its
         REST endpoint is down). ``poll_interval``: see ChatBot (small: a failed poll is tried
-        again at once)."""
+        again at once). ``webhook_url``: the fallback webhook."""
         self.binance = binance
         self.tg = tg
         self.listed = listed
@@ -71,6 +72,7 @@ class Bot:
             db=str(tmp / "alertbot.db"),
             backoff_initial=0.05,
             backoff_max=0.2,
+            webhook_url=webhook_url,
         )
         self.app = App(
             rules or RuleSet(),

@@ -132,6 +132,20 @@ async def test_ptb_blocked_chat_is_forbidden_until_recover(tg: FakeTelegram) -> 
     assert [m.chat_id for m in tg.messages] == [CHAT + 1, CHAT]
 
 
+async def test_a_chat_blocked_is_forbidden_until_unblocked_alone(tg: FakeTelegram) -> None:
+    """block / unblock: one chat's 403 ends for that chat, others' stay."""
+    tg.block(CHAT)
+    tg.block(CHAT + 1, "Forbidden: user is deactivated")
+    async with ptb(tg) as bot:
+        with pytest.raises(Forbidden, match="bot was blocked by the user"):
+            await bot.send_message(CHAT, "hi")
+        tg.unblock(CHAT)
+        await bot.send_message(CHAT, "hi")
+        with pytest.raises(Forbidden, match="user is deactivated"):
+            await bot.send_message(CHAT + 1, "hi")
+    assert [m.chat_id for m in tg.messages] == [CHAT]
+
+
 async def test_ptb_chat_not_found_is_bad_request(tg: FakeTelegram) -> None:
     tg.fail_chat(CHAT, 400, "Bad Request: chat not found")
     async with ptb(tg) as bot:

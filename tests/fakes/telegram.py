@@ -769,6 +769,19 @@ class FakeTelegram(HTTPServer):
         """
         self._failed_chats[chat_id] = (status, description)
 
+    def block(
+        self, chat_id: int, description: str = "Forbidden: bot was blocked by the user"
+    ) -> None:
+        """The user of ``chat_id`` blocks the bot (a group removes it: "Forbidden: bot was
+        kicked from the group chat"): every call naming the chat gets 403 until
+        :meth:`unblock` (or ``recover()``). The user can still send it commands here, as one
+        does on Telegram right after unblocking."""
+        self.fail_chat(chat_id, 403, description)
+
+    def unblock(self, chat_id: int) -> None:
+        """Undo :meth:`block` (or ``fail_chat``) for ``chat_id`` alone."""
+        self._failed_chats.pop(chat_id, None)
+
     def migrate_chat(self, chat_id: int, new_chat_id: int) -> None:
         """Calls naming ``chat_id`` get 400 with ``parameters.migrate_to_chat_id`` (a group
         upgraded to a supergroup) until ``recover()``."""
