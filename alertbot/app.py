@@ -39,7 +39,7 @@ from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import WATCH_LABEL, HttpService
-from alertbot.store import PRUNE_START, PruneCursor, WatchRow
+from alertbot.store import PRUNE_START, AlertRecord, PruneCursor, WatchRow
 from alertbot.tasks import cancel_and_wait
 from alertbot.ticker import ParseStats, Ticker
 
@@ -893,6 +893,13 @@ class App:
                 for old, new in sender.moved().items():
                     self._chat_moved(old, new)
         await self.restore_state()
+        sender = self.notifier.telegram
+        if sender is not None and self.book is not None:
+            # after restore_state, which ends the ``once`` watches whose alert is stored: one
+            # revived (its alert refused) is not ended again
+            sender.on_forbidden = self._chat_refused
+            for chat, alerts, why in sender.forbidden():  # resumed deliveries refused before
+                self._chat_refused(chat, alerts, why)
         self._started = time.monotonic()
         self.sparklines.sample()
         if self.own_process:
@@ -928,6 +935,51 @@ class App:
                 await self.http.stop()
             await self.save_state(final=True)
             await self.notifier.close(max(0.0, deadline - self.clock()))
+
+    def _chat_refused(self, chat: int, alerts: list[AlertRecord], why: str) -> set[str]:
+        """Telegram refused ``chat`` as Forbidden (the user blocked the bot or is deactivated,
+        a group removed it): a chat with watches is paused (WatchBook.pause) until it sends a
+        command; its refused alerts stay stored as failed (and go to the fallback webhook), and
+        a ``once`` watch one of them ended stays. Returns the ids of the alerts this logged
+        for (a chat named in the rule files alone is left to the sender: as any failure)."""
+        book = self.book
+        if book is None:
+            return set()
+        fired = [(n, a) for a in alerts if (n := watch_number(a.rule)) is not None]
+        if chat not in book.paused and not book.of_chat(chat) and not fired:
+            return set()
+        if book.pause(chat, why, [a.id for _, a in fired]):
+            fallback = self.delivery.webhook_url is not None
+            log.warning(
+                "chat %s refuses the bot (%s): its %d watches are paused until it sends a "
+                "command; the alerts it refused are stored as failed%s",
+                chat,
+                why,
+                len(book.of_chat(chat)),
+                " and sent to the fallback webhook" if fallback else "",
+            )
+        self._spawn(self._pause_written(chat, [(n, a.time) for n, a in fired]), finish=True)
+        return {a.id for _, a in fired}
+
+    async def _pause_written(self, chat: int, fired: list[tuple[int, int]]) -> None:
+        """The pause of ``chat`` in the database, and its ``once`` watches that ended with a
+        refused alert active again (paused with the chat)."""
+        book = self.book
+        assert book is not None
+        try:
+            await book.save_pause(chat)
+            if not fired:
+                return
+            back = await book.revive(fired)
+            if back:
+                log.info(
+                    "chat %s: %d once watches whose alert it refused stay (paused)", chat, len(back)
+                )
+                # saved now, the refused alert is before the saved state: after a crash, it
+                # would otherwise be taken as the revived watch's firing (and end it)
+                await self.save_state()
+        except Exception:
+            log.exception("chat %s: could not write its pause", chat)
 
     def _chat_moved(self, old: int, new: int) -> None:
         if self.chat is not None:

@@ -13,7 +13,7 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -102,6 +102,12 @@ CREATE INDEX IF NOT EXISTS watches_chat ON watches(chat_id) WHERE active = 1;
 CREATE TABLE IF NOT EXISTS digests (
     chat_id INTEGER PRIMARY KEY,
     minute  INTEGER NOT NULL       -- minute of the day, UTC
+);
+CREATE TABLE IF NOT EXISTS paused_chats (  -- chats that blocked or removed the bot: watches wait
+    chat_id INTEGER PRIMARY KEY,
+    since   REAL NOT NULL,         -- wall clock, s
+    reason  TEXT NOT NULL,         -- Telegram's refusal
+    missed  TEXT NOT NULL          -- JSON list of the ids of the alerts it refused
 );
 CREATE TABLE IF NOT EXISTS chat_moves (    -- groups that became supergroups
     old INTEGER PRIMARY KEY,       -- the group's id, as the settings may still name it
@@ -204,6 +210,15 @@ class WatchRow:
     muted_until: float | None = None
     last_fired: int | None = None
     created: float = 0.0
+
+
+@dataclass(slots=True)
+class Pause:
+    """A chat that blocked the bot (or removed it from the group): its watches wait for it."""
+
+    since: float  # wall clock, s
+    reason: str  # Telegram's refusal
+    missed: list[str] = field(default_factory=list)  # the alerts it refused, by id
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,9 +450,13 @@ class Store:
 
     def watches(self) -> list[WatchRow]:
         """Every active watch, oldest first."""
+        return self._watches()
+
+    def _watches(self, where: str = "", params: tuple[object, ...] = ()) -> list[WatchRow]:
         rows = self.db.execute(
             "SELECT id, chat_id, symbol, condition, cooldown_ms, rearm, once, expires_ms,"
-            " muted_until, last_fired, created FROM watches WHERE active = 1 ORDER BY id"
+            f" muted_until, last_fired, created FROM watches WHERE active = 1{where} ORDER BY id",
+            params,
         ).fetchall()
         return [
             WatchRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9], r[10])
@@ -479,6 +498,52 @@ class Store:
             )
             db.execute("DELETE FROM digests WHERE chat_id = ?", (old,))
             db.execute("INSERT OR IGNORE INTO chat_moves VALUES (?, ?)", (old, new))
+
+    def pause_chat(self, chat_id: int, pause: Pause) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO paused_chats VALUES (?, ?, ?, ?)",
+            (chat_id, pause.since, pause.reason, orjson.dumps(pause.missed).decode()),
+        )
+
+    def resume_chat(self, chat_id: int) -> None:
+        self.db.execute("DELETE FROM paused_chats WHERE chat_id = ?", (chat_id,))
+
+    def paused_chats(self) -> dict[int, Pause]:
+        out: dict[int, Pause] = {}
+        for chat, since, reason, missed in self.db.execute("SELECT * FROM paused_chats"):
+            try:
+                ids = [str(i) for i in orjson.loads(missed)]
+            except (orjson.JSONDecodeError, TypeError):
+                ids = []
+            out[chat] = Pause(since, reason, ids)
+        return out
+
+    def revive_watches(self, fired: Sequence[tuple[int, int]]) -> list[WatchRow]:
+        """The ``once`` watches ended by the alerts (watch id, event time) of ``fired``, active
+        again with no alert (their alert was refused: it reached no one); returns them. A
+        watch ended otherwise (/unwatch, expiry, another alert) stays ended."""
+        with self._transaction() as db:
+            for watch, time_ms in fired:
+                db.execute(
+                    "UPDATE watches SET active = 1, last_fired = NULL"
+                    " WHERE id = ? AND once = 1 AND active = 0 AND last_fired = ?",
+                    (watch, time_ms),
+                )
+        return [
+            row
+            for watch in sorted({w for w, _ in fired})
+            for row in self._watches(" AND id = ?", (watch,))
+        ]
+
+    def alert_texts(self, ids: Sequence[str]) -> list[tuple[int, str]]:
+        """(event time, plain text) of the alerts ``ids`` still stored, in their order."""
+        out = []
+        for alert_id in ids:
+            row = self.db.execute("SELECT time, text FROM alerts WHERE id = ?", (alert_id,))
+            found = row.fetchone()
+            if found is not None:
+                out.append((found[0], found[1]))
+        return out
 
     def chat_moves(self) -> dict[int, int]:
         """Each supergroup's id -> the id of the group it was, as :meth:`move_chat` saw them."""

@@ -95,6 +95,8 @@ RULE_IDS_CHARS = 400
 #: a ticker at most this old (s) tells a new watch it is true right now: a carried symbol
 #: has one every 1-2 s while it trades (the feed calls one quiet for 90 s stale)
 CURRENT_S = 120
+#: the alerts a chat refused while it blocked the bot, named in its welcome-back note at most
+MISSED_SHOWN = 5
 #: the answer to an edited command
 EDITED = (
     "Edited commands are not run: send the corrected one as a new message (what the first "
@@ -279,6 +281,8 @@ class ChatBot:
     async def expire(self) -> None:
         """Remove watches whose time is over, with a note to their chats (a scheduled job)."""
         for row in await self.book.expire():
+            if row.chat_id in self.book.paused:
+                continue  # it refuses messages: a note would only spend a call
             await self.tell(
                 row.chat_id,
                 f"Watch {watch_id(row)} ({row.symbol} {row.condition}) has run its time "
@@ -288,7 +292,7 @@ class ChatBot:
     async def digest(self, minute_of_day: int) -> None:
         """Send the daily digest to every chat that asked for this minute (a scheduled job)."""
         for chat, minute in list(self.book.digests.items()):
-            if minute == minute_of_day:
+            if minute == minute_of_day and chat not in self.book.paused:
                 await self.tell(chat, self.digest_text(chat))
 
     def digest_text(self, chat: int) -> str:
@@ -402,6 +406,7 @@ class ChatBot:
                 self._refused.add(chat.id)
                 await self._reply(message, chat.id, REFUSAL.format(chat=chat.id), None)
             return
+        welcome = await self.welcome_back(chat.id)
         if command is not None:
             try:
                 answer, markup = await self.run(chat.id, command)
@@ -411,7 +416,47 @@ class ChatBot:
                 log.exception("chat %s: command failed: %r", chat.id, text[:200])
                 answer, markup = SORRY, None
         assert answer is not None
+        if welcome:
+            answer = f"{welcome}\n\n{answer}"
         await self._reply(message, chat.id, answer, markup)
+
+    async def welcome_back(self, chat: int) -> str | None:
+        """A chat that blocked the bot (or removed it) is back: its watches fire again. The
+        note that says so, and names the alerts it refused meanwhile; None: it was not paused."""
+        if chat not in self.book.paused:
+            return None
+        try:
+            resumed = await self.book.resume(chat)
+        except Exception:  # the pause stays in the database: it ends again at the next start
+            log.exception("chat %s: its pause could not be ended in the database", chat)
+            resumed = None
+        if resumed is None:
+            return None
+        pause, missed = resumed
+        n = len(self.book.of_chat(chat))
+        log.info(
+            "chat %s is back after %.0fs: its %d watches are active again",
+            chat,
+            self.clock() - pause.since,
+            n,
+        )
+        whose = "your" if chat > 0 else "this chat's"
+        if n == 0:
+            text = "Welcome back."
+        elif n == 1:
+            text = f"Welcome back: {whose} watch is active again."
+        else:
+            text = f"Welcome back: {whose} {n} watches are active again."
+        if missed:
+            lines = [f"{format_time(t)}  {_cut(' '.join(m.split()), 300)}" for t, m in missed]
+            shown = lines[:MISSED_SHOWN]
+            if len(lines) > len(shown):
+                shown.append(f"… and {len(lines) - len(shown)} more")
+            count = "this alert" if len(missed) == 1 else f"these {len(missed)} alerts"
+            text += f"\nWhile the bot was blocked, {count} could not reach you:\n" + "\n".join(
+                shown
+            )
+        return text
 
     async def on_edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A command the user edited: it is not run again (a /watch would be made twice), but
@@ -493,6 +538,9 @@ class ChatBot:
             if query is not None:
                 await self._answer(query, None)
             return
+        welcome = await self.welcome_back(chat_id)
+        if welcome:
+            await self.tell(chat_id, welcome)
         kind, _, rest = (query.data or "").partition(":")
         wid, _, page = rest.partition(":")  # page: the /list page the button is on
         rows = self.book.find(chat_id, wid)
@@ -826,6 +874,13 @@ class ChatBot:
             lines.append(
                 f"Rules in the engine: {len(self.engine)}; symbols: {self.directory.source}"
             )
+            paused = self.book.paused
+            if paused:
+                held = sum(1 for r in self.book.rows.values() if r.chat_id in paused)
+                lines.append(
+                    f"Chats paused (they blocked or removed the bot): {len(paused)}, "
+                    f"with {held} watches"
+                )
             for c in h.connections:
                 last = "-" if c.last_message_age is None else f"{c.last_message_age:.1f}s"
                 lines.append(

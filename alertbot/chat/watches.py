@@ -16,7 +16,7 @@ from alertbot.rules.engine import Engine
 from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.model import Rule
 from alertbot.settings import env_int, env_seconds
-from alertbot.store import Store, WatchRow
+from alertbot.store import Pause, Store, WatchRow
 
 log = logging.getLogger("alertbot.chat")
 T = TypeVar("T")
@@ -57,9 +57,17 @@ def watch_id(row: WatchRow) -> str:
     return watch_rule_id(row.id)
 
 
-def rule_for(row: WatchRow) -> Rule:
+#: a paused chat's watches are muted until then (event time, ms): until it is back
+PAUSED_UNTIL_MS = 2**62
+
+
+def rule_for(row: WatchRow, *, paused: bool = False) -> Rule:
     """The engine's rule for a watch (raises ConditionError for a condition that no longer
-    parses, e.g. after a language change)."""
+    parses, e.g. after a language change). ``paused``: its chat blocked the bot; the rule is
+    muted until the chat is back (the watch's own /mute stays in its row, for then)."""
+    muted = PAUSED_UNTIL_MS if paused else None
+    if muted is None and row.muted_until:
+        muted = int(row.muted_until * 1000)
     return Rule(
         id=watch_id(row),
         condition=parse(row.condition),
@@ -70,7 +78,7 @@ def rule_for(row: WatchRow) -> Rule:
         expires_ms=row.expires_ms,
         # the engine holds a muted watch back itself, so that the firing is not used up: a
         # level still true when the mute ends alerts then, a ``once`` watch stays unfired
-        muted_until_ms=int(row.muted_until * 1000) if row.muted_until else None,
+        muted_until_ms=muted,
         notify=(f"chat:{row.chat_id}",),
         origin=f"chat {row.chat_id}",
     )
@@ -98,6 +106,11 @@ class WatchBook:
         self.digests: dict[int, int] = {}  # chat -> minute of the day (UTC)
         #: a supergroup's id -> its group's: the settings may still name the group
         self.successors: dict[int, int] = {}
+        #: the chats that blocked the bot (or removed it): their watches wait, muted
+        self.paused: dict[int, Pause] = {}
+
+    def _rule(self, row: WatchRow) -> Rule:
+        return rule_for(row, paused=row.chat_id in self.paused)
 
     async def set_digest(self, chat: int, minute: int | None) -> None:
         await self.db(self.store.set_digest, chat, minute)
@@ -109,10 +122,11 @@ class WatchBook:
     async def load(self) -> int:
         self.digests = await self.db(self.store.digests)
         self.successors.update(await self.db(self.store.chat_moves))
+        self.paused = await self.db(self.store.paused_chats)
         rows: list[WatchRow] = await self.db(self.store.watches)
         for row in rows:
             try:
-                self.engine.add_rule(rule_for(row))
+                self.engine.add_rule(self._rule(row))
             except (ConditionError, ValueError) as exc:
                 log.error("watch w%d of chat %d cannot be loaded: %s", row.id, row.chat_id, exc)
                 continue
@@ -136,7 +150,7 @@ class WatchBook:
         row.created = row.created or self.clock()
         row.id = await self.db(self.store.add_watch, row)
         try:
-            self.engine.add_rule(rule_for(row))
+            self.engine.add_rule(self._rule(row))
         except Exception:
             await self.db(self.store.end_watches, [row.id])
             raise
@@ -162,7 +176,7 @@ class WatchBook:
             if self.rows.get(r.id) is not r:  # removed meanwhile (a once watch that fired)
                 continue
             r.muted_until = until
-            self.engine.replace_rule(rule_for(r))  # keeps its firing state
+            self.engine.replace_rule(self._rule(r))  # keeps its firing state
 
     async def move_chat(self, old: int, new: int) -> list[WatchRow]:
         """A group became a supergroup: its watches (with their firing state) and digest now
@@ -179,11 +193,64 @@ class WatchBook:
         moved = self.of_chat(old)
         for row in moved:
             row.chat_id = new
-            self.engine.replace_rule(rule_for(row))  # the same condition: its state is kept
+            self.engine.replace_rule(self._rule(row))  # the same condition: its state is kept
         minute = self.digests.pop(old, None)
         if minute is not None:
             self.digests.setdefault(new, minute)
         return moved
+
+    # ------------------------------------------------------------------ chats that blocked the bot
+
+    def pause(self, chat: int, reason: str, missed: list[str]) -> bool:
+        """Telegram refused ``chat`` (the user blocked the bot, or a group removed it): its
+        watches stay and stop firing until it is back (:meth:`resume`); ``missed``, the alerts
+        it refused, are noted for then. In memory and the engine at once (no alert of it is
+        fired from now on); :meth:`save_pause` writes it. Returns whether it is new."""
+        pause = self.paused.get(chat)
+        new = pause is None
+        if pause is None:
+            pause = self.paused[chat] = Pause(self.clock(), reason)
+            for row in self.of_chat(chat):
+                self.engine.replace_rule(self._rule(row))  # keeps its firing state
+        pause.missed.extend(i for i in missed if i not in pause.missed)
+        return new
+
+    async def save_pause(self, chat: int) -> None:
+        pause = self.paused.get(chat)
+        if pause is not None:
+            copy = Pause(pause.since, pause.reason, [*pause.missed])  # as it is now
+            await self.db(self.store.pause_chat, chat, copy)
+
+    async def revive(self, fired: list[tuple[int, int]]) -> list[WatchRow]:
+        """The ``once`` watches that ended with an alert Telegram refused (watch id, event
+        time): not delivered, not done. Back in the engine (muted while their chat is paused),
+        with no firing state: their next time alerts."""
+        rows: list[WatchRow] = await self.db(self.store.revive_watches, fired)
+        back = []
+        for row in rows:
+            if row.id in self.rows:
+                continue
+            try:
+                self.engine.add_rule(self._rule(row))
+            except (ConditionError, ValueError) as exc:
+                log.error("watch w%d of chat %d cannot be loaded: %s", row.id, row.chat_id, exc)
+                continue
+            self.rows[row.id] = row
+            back.append(row)
+        if back:
+            self.on_change()
+        return back
+
+    async def resume(self, chat: int) -> tuple[Pause, list[tuple[int, str]]] | None:
+        """``chat`` is back (it sent a command): its watches fire again. Returns its pause and
+        the (event time, text) of the alerts it refused meanwhile; None: it was not paused."""
+        pause = self.paused.pop(chat, None)
+        if pause is None:
+            return None
+        for row in self.of_chat(chat):
+            self.engine.replace_rule(self._rule(row))  # its own /mute, if any, holds again
+        await self.db(self.store.resume_chat, chat)
+        return pause, await self.db(self.store.alert_texts, pause.missed)
 
     def row_of_rule(self, rule_id: str) -> WatchRow | None:
         number = watch_number(rule_id)

@@ -23,6 +23,7 @@ class Delivery:
     plain: bool = False  # Telegram refused the HTML: send as plain text
     alone: bool = False  # in a merged message Telegram refused as bad HTML: send by itself
     last_error: str | None = None
+    quiet: bool = False  # its failure is logged once for its chat (a chat that blocked the bot)
 
     @property
     def kind(self) -> str:

@@ -249,7 +249,7 @@ class Outbox:
             timer.cancel()
         if d.kind == "telegram":
             if state == "failed":
-                self._fall_back(d, f"Telegram refused it for good: {error}")
+                self._fall_back(d, f"Telegram refused it for good: {error}", quiet=d.quiet)
             # settled: it cannot fall back again (its timer is gone), so the marker that kept
             # it from falling back twice goes too; kept, the markers of a long outage add up
             self._fallbacks.discard((d.alert.id, d.destination))
@@ -535,6 +535,9 @@ class Outbox:
             d.state = "fell_back"
             self._updates.append(Update(d.alert.id, d.destination, "fell_back", 0, clip(why)))
         if url is None:
+            if quiet and d.state == "failed":  # a paused chat's: its one line says so
+                self._dirty.set()
+                return
             log.error(
                 "alert %s for chat %s: %s, and no fallback webhook is set (ALERTBOT_WEBHOOK_URL)",
                 d.alert.id,

@@ -11,7 +11,10 @@ them.
 Failures, by what Telegram says:
 - ``RetryAfter``: that chat waits as long as told;
 - timeouts, network errors, 5xx: retried with capped, jittered backoff;
-- ``Forbidden`` (bot blocked, kicked) and "chat not found": permanent;
+- ``Forbidden`` (bot blocked, user deactivated, bot kicked or not a member) and "chat not
+  found": permanent; a Forbidden fails what else waits for that chat too (Telegram refuses the
+  chat, not the message: no call spent on each), and ``on_forbidden`` is told (the chat's
+  watches pause);
 - "can't parse entities" (a template that is not valid Telegram HTML): sent again as plain
   text rather than dropped; a merged message's alerts are first sent one by one, so that only
   the one Telegram refuses by itself loses its formatting;
@@ -30,7 +33,7 @@ import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from itertools import count
 from typing import Any
 
@@ -49,11 +52,18 @@ from telegram.ext import BaseRateLimiter
 
 from alertbot.notify.delivery import Delivery, Report, backoff, clip
 from alertbot.notify.settings import DeliverySettings
+from alertbot.store import AlertRecord
 from alertbot.tasks import cancel_and_wait
 
 log = logging.getLogger("alertbot.notify")
 
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+#: the log's note on a Forbidden not taken care of (a chat of the rule files, an admin chat)
+FORBIDDEN_HINT = (
+    " (the chat blocked the bot or removed it; it is named in the rule files or "
+    "ALERTBOT_ADMIN_CHATS, whose alerts to it fail until it is back: unblock or re-add the "
+    "bot, or change the configuration)"
+)
 _SEPARATOR = "\n\n"
 
 
@@ -317,6 +327,17 @@ class TelegramSender:
         self.sent_messages = 0
         #: told (old id, new id) when Telegram says a group became a supergroup
         self.on_migrate: Callable[[int, int], object] | None = None
+        #: told (chat, the alerts refused, why) when Telegram refuses a chat as Forbidden;
+        #: returns the ids of those alerts it has logged itself (a paused chat's: one line
+        #: for the chat, not one per alert). Until it is set, they are kept (forbidden())
+        self.on_forbidden: Callable[[int, list[AlertRecord], str], Collection[str]] | None = None
+        self._forbidden: list[tuple[int, list[AlertRecord], str]] = []
+
+    def forbidden(self) -> list[tuple[int, list[AlertRecord], str]]:
+        """The chats refused as Forbidden before ``on_forbidden`` was set (deliveries resumed
+        at start-up), with their alerts and why; taken (the list is emptied)."""
+        out, self._forbidden = self._forbidden, []
+        return out
 
     def moved(self) -> dict[int, int]:
         """The groups Telegram said became supergroups, by old id: the new one."""
@@ -463,7 +484,7 @@ class TelegramSender:
                 except Exception:
                     log.exception("telegram: could not follow chat %s to %s", chat, new)
         except Forbidden as exc:
-            self._fail(batch, f"forbidden: {exc.message}")
+            self._refused(chat, batch, f"forbidden: {exc.message}")
         except InvalidToken as exc:
             self._fail(batch, f"token rejected: {type(exc).__name__}")
         except BadRequest as exc:
@@ -553,14 +574,43 @@ class TelegramSender:
         if count and (self._failures.get(chat, 0) <= 1):
             log.warning("telegram: chat %s: %s; retrying in %.1fs", chat, error, wait)
 
-    def _fail(self, batch: list[Delivery], error: str) -> None:
+    def _refused(self, chat: int, batch: list[Delivery], error: str) -> None:
+        """Telegram refuses ``chat`` itself (Forbidden): this message and what else waits
+        for it fail, and ``on_forbidden`` is told."""
+        waiting = self._queues.pop(chat, None)
+        if waiting is not None:
+            self._order.pop(chat, None)
+            batch = [*batch, *waiting]
         error = clip(error)
-        log.warning(
-            "telegram: chat %s refused %d alert(s) for good: %s",
-            batch[0].chat_id,
-            len(batch),
-            error,
-        )
+        alerts = [d.alert for d in batch]
+        told: Collection[str] = ()
+        if self.on_forbidden is None:
+            self._forbidden.append((chat, alerts, error))
+        else:
+            try:
+                told = self.on_forbidden(chat, alerts, error)
+            except Exception:
+                log.exception("telegram: could not pause chat %s", chat)
+        for d in batch:
+            d.quiet = d.alert.id in told
+        hint = FORBIDDEN_HINT if self.on_forbidden is not None else ""  # not a watch's alert
+        self._fail([d for d in batch if not d.quiet], error, hint=hint)
+        self._fail([d for d in batch if d.quiet], error, logged=True)
+
+    def _fail(
+        self, batch: list[Delivery], error: str, *, hint: str = "", logged: bool = False
+    ) -> None:
+        if not batch:
+            return
+        error = clip(error)
+        if not logged:
+            log.warning(
+                "telegram: chat %s refused %d alert(s) for good: %s%s",
+                batch[0].chat_id,
+                len(batch),
+                error,
+                hint,
+            )
         for d in batch:
             d.state = "failed"
             d.last_error = error

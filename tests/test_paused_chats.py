@@ -1,0 +1,224 @@
+"""A chat that blocked the bot (Telegram answers 403 Forbidden): its watches pause, keep, and
+come back with the chat; no call is spent on it meanwhile. End to end, on the fake Telegram and
+a real SQLite database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from alertbot.rules.conditions import parse
+from alertbot.rules.model import Channel, Rule, RuleSet
+from alertbot.store import Store
+from tests.fakes.binance import FakeBinance
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.webhook import WebhookReceiver
+from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T
+
+CROSSING = "BTCUSDT price crosses above 100: price 110"
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
+    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
+        yield binance, tg
+
+
+def sends_to(tg: FakeTelegram, chat: int) -> int:
+    """sendMessage calls naming ``chat``, answered or refused."""
+    return sum(1 for c in tg.calls("sendMessage") if c.params.get("chat_id") == chat)
+
+
+async def blocked_crossing(bot: Bot, at: int = T) -> None:
+    """The user blocks the bot, then BTCUSDT crosses 100: the watch's alert is refused."""
+    tg = bot.tg
+    tg.block(USER)
+    await bot.tick("BTCUSDT", 90, at)
+    await bot.tick("BTCUSDT", 110, at + 1000)
+    outbox = bot.app.notifier.outbox
+    assert outbox is not None
+
+    def settled() -> bool:
+        calls = tg.calls("sendMessage")
+        return any(c.params.get("chat_id") == USER and c.status == 403 for c in calls)
+
+    await tg.wait_for(lambda: settled() and not outbox.open)
+
+
+async def test_a_chat_that_blocked_the_bot_is_paused_and_costs_no_more_calls(
+    tmp_path, fakes, caplog
+):
+    """Every crossing of a blocked chat's watch used to be sent (and refused): a call from the
+    token's 30 a second each. After the first 403 the watch does not fire at all; the pause is
+    one log line for the chat, not one per alert."""
+    binance, tg = fakes
+    caplog.set_level(logging.INFO)
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+        calls = sends_to(tg, USER)
+        alerts = bot.app.pipeline.alerts
+        for i in range(3):  # three more crossings
+            await bot.tick("BTCUSDT", 90, T + 2000 + 2000 * i)
+            await bot.tick("BTCUSDT", 110, T + 3000 + 2000 * i)
+        assert bot.app.pipeline.alerts == alerts
+        assert sends_to(tg, USER) == calls
+        book = bot.app.book
+        assert book is not None
+        assert [r.id for r in book.of_chat(USER)] == [1]
+    lines = [r for r in caplog.records if str(USER) in r.getMessage()]
+    assert [r.getMessage() for r in lines if r.levelno >= logging.WARNING] == [
+        f"chat {USER} refuses the bot (forbidden: Forbidden: bot was blocked by the user): its 1 "
+        "watches are paused until it sends a command; the alerts it refused are stored as failed"
+    ]
+
+
+async def test_a_once_watch_whose_alert_was_refused_stays(tmp_path, fakes):
+    """A ``once`` watch ended with its alert, which the blocked chat never got: when the user
+    came back the watch was gone and its alert unseen. It stays (in the database too), and its
+    alert is stored as failed with Telegram's reason."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 once")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: 1 in book.rows)
+        assert book.rows[1].last_fired is None
+        assert "w1" in {r.id for r in bot.app.engine.rules()}
+    store = Store(tmp_path / "alertbot.db")
+    (watch,) = store.watches()
+    (delivery,) = [d for d in store.deliveries() if d.destination == f"telegram:{USER}"]
+    store.close()
+    assert (watch.id, watch.once) == (1, True)
+    assert (delivery.state, delivery.last_error) == (
+        "failed",
+        "forbidden: Forbidden: bot was blocked by the user",
+    )
+
+
+async def test_a_pause_survives_a_restart(tmp_path, fakes):
+    """The pause is in the database: after a restart the blocked chat's watch stays quiet."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+    calls = sends_to(tg, USER)
+    async with Bot(tmp_path, binance, tg) as bot:
+        book = bot.app.book
+        assert book is not None
+        assert USER in book.paused
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T + 5000)
+        await bot.tick("BTCUSDT", 110, T + 6000)
+        assert bot.app.pipeline.alerts == 0
+    assert sends_to(tg, USER) == calls
+
+
+async def test_a_chat_back_with_a_command_gets_a_note_and_its_watches_fire_again(tmp_path, fakes):
+    """The user unblocks the bot and presses Start: the answer begins with a note that the
+    watches are active again, naming the alert refused meanwhile; the next crossing alerts,
+    and the ``once`` watch kept through the pause fires then too. A watch the user muted
+    before stays muted (the pause is not the mute)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0")
+        await bot.say("/watch BTCUSDT > 105 once")
+        await bot.say("/watch BTCUSDT > 155 cooldown 0")
+        await bot.say("/mute w3 1h")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.unblock(USER)
+        reply = await bot.say("/start")
+        before = len(tg.messages_to(USER))
+        await bot.tick("BTCUSDT", 90, T + 5000)
+        await bot.tick("BTCUSDT", 160, T + 6000)  # w1 crosses, w2 (kept) holds; w3 is muted
+
+        def alerts() -> str:
+            return "\n".join(m.plain_text for m in tg.messages_to(USER)[before:])
+
+        await tg.wait_for(lambda: alerts().count("price 160") == 2)
+        assert bot.app.pipeline.alerts == 2
+    first, missed, refused, refused_once, hello = reply.split("\n", 4)
+    assert first == "Welcome back: your 3 watches are active again."
+    assert missed == "While the bot was blocked, these 2 alerts could not reach you:"
+    assert CROSSING in refused
+    assert "BTCUSDT price > 105: price 110" in refused_once
+    assert hello.startswith("\nHello! I send price alerts")
+    assert "BTCUSDT price crosses above 100: price 160" in alerts()
+    assert "BTCUSDT price > 105: price 160" in alerts()
+    store = Store(tmp_path / "alertbot.db")
+    assert store.paused_chats() == {}
+    store.close()
+
+
+async def test_the_refused_alert_goes_to_the_fallback_webhook_and_the_log_says_so_once(
+    tmp_path, fakes, caplog
+):
+    """As any alert Telegram refuses for good, the fallback webhook has it, with the chat; the
+    log says so in the chat's one line, not in one line per alert (two here, merged)."""
+    binance, tg = fakes
+    async with WebhookReceiver() as hook, Bot(tmp_path, binance, tg, webhook_url=hook.url) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100")
+        await bot.say("/watch BTCUSDT > 105")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+        posted = await hook.wait_for_deliveries(2)
+    assert sorted((p.json["chat_id"], p.json["fallback"], p.json["rule"]) for p in posted) == [
+        (USER, True, "w1"),
+        (USER, True, "w2"),
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"chat {USER} refuses the bot (forbidden: Forbidden: bot was blocked by the user): its 2 "
+        "watches are paused until it sends a command; the alerts it refused are stored as failed "
+        "and sent to the fallback webhook"
+    ]
+
+
+async def test_a_rule_file_chat_that_blocked_the_bot_is_not_paused(tmp_path, fakes, caplog):
+    """A chat named in a rule file's channel is the operator's: its rule keeps firing (and
+    failing) as before, and the log says what to do."""
+    binance, tg = fakes
+    chat = 909
+    rules = RuleSet(
+        rules=(
+            Rule(
+                id="btc-100",
+                condition=parse("price crosses above 100"),
+                symbols=("BTCUSDT",),
+                notify=("desk",),
+            ),
+        ),
+        channels={"desk": Channel("desk", telegram=chat)},
+    )
+    async with Bot(tmp_path, binance, tg, rules) as bot:
+        tg.block(chat)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        for i in range(2):
+            await bot.tick("BTCUSDT", 90, T + 2000 * i)
+            await bot.tick("BTCUSDT", 110, T + 1000 + 2000 * i)
+        await tg.wait_for(lambda: sends_to(tg, chat) == 2)
+        book = bot.app.book
+        assert book is not None
+        assert not book.paused
+    refused = [m for r in caplog.records if "refused 1 alert(s) for good" in (m := r.getMessage())]
+    assert len(refused) == 2
+    assert "it is named in the rule files or ALERTBOT_ADMIN_CHATS" in refused[0]
+
+
+async def test_an_admins_status_counts_the_paused_chats(tmp_path, fakes):
+    """A paused chat cannot ask for its /list; the operator sees how many there are."""
+    binance, tg = fakes
+    admin = 42
+    async with Bot(tmp_path, binance, tg, admin_chats=(admin,)) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+        status = await bot.say("/status", chat=admin)
+    assert "Chats paused (they blocked or removed the bot): 1, with 1 watches" in status
