@@ -585,7 +585,8 @@ class TelegramSender:
         alerts = [d.alert for d in batch]
         told: Collection[str] = ()
         if self.on_forbidden is None:
-            self._forbidden.append((chat, alerts, error))
+            if len(self._forbidden) < 4096:  # a notifier without the chat side never takes them
+                self._forbidden.append((chat, alerts, error))
         else:
             try:
                 told = self.on_forbidden(chat, alerts, error)
