@@ -152,6 +152,36 @@ def test_watch_parses_to_its_value(text: str, expected: Watch) -> None:
     assert parse_command(format_watch(watch)) == watch
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/watch BTCUSDT above 70k", _watch("BTCUSDT", Level("price", ">", 70000.0))),
+        ("/watch ETHUSDT BELOW 3000", _watch("ETHUSDT", Level("price", "<", 3000.0))),
+        (
+            "/watch DOGEUSDT change_24h above 10% once",
+            _watch("DOGEUSDT", Level("change_24h", ">", 10.0), once=True),
+        ),
+        ("/watch BTCUSDT crosses above 70k", _watch("BTCUSDT", Cross("price", "above", 7e4))),
+        (
+            "/watch XRPUSDT any(price below 0.5, price crosses below 0.4)",
+            _watch(
+                "XRPUSDT",
+                AnyOf((Level("price", "<", 0.5), Cross("price", "below", 0.4))),
+            ),
+        ),
+    ],
+)
+def test_above_and_below_before_a_number_are_read_as_the_signs(text: str, expected: Watch) -> None:
+    """'/watch BTCUSDT above 70k' has one meaning, '> 70k': it used to be refused as an
+    unknown metric 'above'. 'crosses above' stays a crossing."""
+    assert parse_command(text, BOT) == expected
+
+
+def test_a_mistake_after_above_names_the_word_as_typed() -> None:
+    """A condition with 'above' that is still wrong points at the word the user typed."""
+    assert _error("/watch BTCUSDT above 70k pleas").message.startswith("unexpected 'pleas'")
+
+
 def test_a_glob_symbol_is_marked_as_such() -> None:
     glob = parse_command("/watch [AB]*usdt > 1")
     plain = parse_command("/watch btcusdt > 1")

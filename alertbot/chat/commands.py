@@ -14,6 +14,8 @@ Choices worth knowing:
 - The condition is every word between the symbol and the first option keyword (``cooldown``,
   ``rearm``, ``once``, ``for``); the condition language never uses those words. Options come in
   any order, each at most once. ``BTCUSDT>70000`` (no space) is read as symbol and condition.
+- ``above 70k`` / ``below 3k`` (not after ``crosses``) is read as ``> 70k`` / ``< 3k``: the chat's
+  leniency, rule files keep the signs.
 - ``rearm`` takes a percentage written with ``%``: ``0.5%`` and ``0.5 %`` are both accepted, a
   bare ``0.5`` is refused (it would be ambiguous between 0.5% and 50%). 0 < P <= 50.
 - ``cooldown``, ``for`` and ``/mute`` durations: ``30s``, ``15m``, ``4h``, ``1d``; > 0, <= 366d
@@ -128,6 +130,8 @@ _WIDE_SIGNS = {
     "≤": "<=",
 }
 _WIDE_SIGN_RE = re.compile("|".join(_WIDE_SIGNS))  # the two-character ones first
+#: words typed for a level's sign: "/watch BTCUSDT above 70k" is "> 70k"
+_SIGN_WORDS = {"above": ">", "below": "<"}
 _OPERATOR_TYPOS = {"=>": ">=", "=<": "<=", "=": ">= or <=", "==": ">="}
 
 _WORD_RE = re.compile(r"\S+")
@@ -380,7 +384,7 @@ def _watch(message: str, words: list[_Word]) -> Watch:
     condition_text = message[rest[0].start : rest[end - 1].end]
     following = rest[end] if end < len(rest) else None
     try:
-        condition = parse(condition_text)
+        condition = parse(_plain_signs(condition_text))
     except ConditionError as exc:
         raise _error("watch", _explain(exc, condition_text, following)) from None
 
@@ -436,6 +440,23 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         once="once" in seen,
         for_ms=for_ms,
     )
+
+
+def _plain_signs(condition_text: str) -> str:
+    """``above 70k`` / ``below 3k`` as the signs they mean (``> 70k``, ``< 3k``), outside
+    ``crosses above|below``; each sign padded to the word's length, so that a column the
+    condition parser names is the same in the text as typed."""
+    out: list[str] = []
+    previous = ""
+    pos = 0
+    for token in _CONDITION_TOKEN_RE.finditer(condition_text):
+        word = token.group().lower()
+        sign = _SIGN_WORDS.get(word)
+        if sign is not None and previous != "crosses":
+            out += [condition_text[pos : token.start()], sign.ljust(len(word))]
+            pos = token.end()
+        previous = word
+    return "".join(out) + condition_text[pos:]
 
 
 def _explain(exc: ConditionError, condition_text: str, following: _Word | None) -> str:
