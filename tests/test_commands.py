@@ -295,6 +295,42 @@ def test_each_watch_mistake_says_what_is_wrong_and_shows_the_usage(text: str, sa
 
 
 @pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "/watch BTCUSDT 70000",
+            "say which way the price should go: /watch BTCUSDT > 70000 (above) or "
+            "/watch BTCUSDT < 70000 (below)",
+        ),
+        ("/watch btc 70k", "/watch BTC > 70k (above) or /watch BTC < 70k (below)"),
+        ("/watch SOLUSDT +5% in 1h", "write the move as a word: /watch SOLUSDT rises 5% in 1h"),
+        ("/watch SOLUSDT -3% in 15m", "/watch SOLUSDT drops 3% in 15m"),
+        ("/watch SOLUSDT 5% in 4h", "/watch SOLUSDT moves 5% in 4h"),
+        (
+            "/watch SOLUSDT +10%",
+            "for the 24h change write /watch SOLUSDT change_24h > 10%; for a move within a "
+            "time, /watch SOLUSDT rises 10% in 1h",
+        ),
+        ("/watch SOLUSDT -10%", "/watch SOLUSDT change_24h < -10%"),
+        (
+            "/watch BTCUSDT > 70000 every 1h",
+            "unexpected 'every': for at most one alert per 1h, write cooldown 1h; "
+            "the options are cooldown D, rearm P%, once, for D",
+        ),
+        ("/watch BTCUSDT > 70000 every hour", "write cooldown 1h"),
+        ("/watch BTCUSDT > 70000 now", "unexpected 'now'; the options are cooldown D,"),
+    ],
+)
+def test_a_watch_written_in_a_common_shorthand_is_answered_with_the_exact_fix(
+    text: str, says: str
+) -> None:
+    """Forms a trader types that the condition language has none for (a number alone, '+5% in
+    1h', 'every 1h') got a list of metrics or a bare "unexpected 'every'"; the answer now is
+    the command to send (or the two it could mean)."""
+    assert says in _error(text).message
+
+
+@pytest.mark.parametrize(
     "condition",
     [
         "volume > 0",

@@ -132,6 +132,12 @@ _WIDE_SIGNS = {
 _WIDE_SIGN_RE = re.compile("|".join(_WIDE_SIGNS))  # the two-character ones first
 #: words typed for a level's sign: "/watch BTCUSDT above 70k" is "> 70k"
 _SIGN_WORDS = {"above": ">", "below": "<"}
+# a condition that is a number alone: a price with no sign, a percentage with no metric
+_AMOUNT_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[kmb]?", re.IGNORECASE | re.ASCII)
+_SIGNED_PERCENT_RE = re.compile(r"([+-]?)((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))%", re.ASCII)
+#: words people put before a repeat interval ("every 1h"): a cooldown is the nearest meaning
+_EVERY = ("every", "each")
+_OPTIONS_HINT = "the options are cooldown D, rearm P%, once, for D"
 _OPERATOR_TYPOS = {"=>": ">=", "=<": "<=", "=": ">= or <=", "==": ">="}
 
 _WORD_RE = re.compile(r"\S+")
@@ -383,6 +389,7 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         raise _error("watch", f"missing condition after {symbol}, e.g. > 70000")
     condition_text = message[rest[0].start : rest[end - 1].end]
     following = rest[end] if end < len(rest) else None
+    _shorthand(symbol, rest[:end])
     try:
         condition = parse(_plain_signs(condition_text))
     except ConditionError as exc:
@@ -401,8 +408,7 @@ def _watch(message: str, words: list[_Word]) -> Watch:
             hint = f" (did you mean {guess}?)" if guess else ""
             raise _error(
                 "watch",
-                f"unexpected {_q(word.text)} after the condition{hint}; "
-                "the options are cooldown D, rearm P%, once, for D",
+                f"unexpected {_q(word.text)} after the condition{hint}; {_OPTIONS_HINT}",
             )
         if key in seen:
             raise _error("watch", f"{key!r} is given twice")
@@ -439,6 +445,36 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         rearm=rearm,
         once="once" in seen,
         for_ms=for_ms,
+    )
+
+
+def _shorthand(symbol: str, words: list[_Word]) -> None:
+    """A condition written as a number alone (``70000``, ``+5% in 1h``), which the condition
+    language has no form for: the exact condition meant, or the two it could mean."""
+    first = words[0].text
+    if _AMOUNT_RE.fullmatch(first):
+        raise _error(
+            "watch",
+            f"say which way the price should go: /watch {symbol} > {first} (above) "
+            f"or /watch {symbol} < {first} (below)",
+        )
+    percent = _SIGNED_PERCENT_RE.fullmatch(first)
+    if percent is None:
+        return
+    sign, size = percent.groups()
+    if len(words) >= 3 and words[1].lower == "in":
+        move = {"+": "rises", "-": "drops"}.get(sign, "moves")
+        window = words[2].text
+        raise _error(
+            "watch",
+            f"write the move as a word: /watch {symbol} {move} {size}% in {window} "
+            "(rises: up, drops: down, moves: either way)",
+        )
+    level, move = (f"< -{size}%", "drops") if sign == "-" else (f"> {size}%", "rises")
+    raise _error(
+        "watch",
+        f"for the 24h change write /watch {symbol} change_24h {level}; for a move within a "
+        f"time, /watch {symbol} {move} {size}% in 1h",
     )
 
 
@@ -483,12 +519,21 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
     if token == "," and "(" not in condition_text:
         return COMMA_HINT
     suggestion = _OPERATOR_TYPOS.get(token) or _suggest_word(token)
+    if message.startswith("unexpected ") and token.lower() in _EVERY:
+        after = condition_text[exc.column - 1 + len(token) :].split()[:1]
+        every = after[0] if after and _DURATION_FORM_RE.fullmatch(after[0]) else "1h"
+        return (
+            f"unexpected {_q(token)}: for at most one alert per {every}, write "
+            f"cooldown {every}; {_OPTIONS_HINT}"
+        )
     if message.startswith("unknown metric or condition") and suggestion:
         message = f"unknown metric or condition {_q(token)}"
     elif repr(token) not in message:
         message += f" (at {_q(token)})"
     if suggestion:
         message += f" (did you mean {suggestion}?)"
+    if message.startswith("unexpected "):  # a whole condition, then a word it cannot take
+        message += f"; {_OPTIONS_HINT}"
     if message.startswith("expected a number") and (
         _EXOTIC_NUMBER_RE.fullmatch(token) or any(ch.isdigit() for ch in token)
     ):
