@@ -161,6 +161,24 @@ async def test_a_watch_of_a_symbol_named_in_chinese_alerts_and_its_price_is_show
     assert price.startswith("币安人生USDT 0.6")
 
 
+async def test_a_coin_name_alone_is_its_usdt_contract_in_watch_and_price(tmp_path, fakes):
+    """'/watch btc > 70000' and '/price eth' mean BTCUSDT and ETHUSDT, the contracts Binance
+    lists: they used to be refused as unknown symbols with that very suggestion. The answer
+    names the contract it took."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/watch btc > 70000")
+        await bot.say("/watch ETH < 3000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
+        await bot.tick("ETHUSDT", 3100, T)
+        price = await bot.say("/price eth")
+        book = bot.app.book
+        assert book is not None
+        assert sorted(r.symbol for r in book.rows.values()) == ["BTCUSDT", "ETHUSDT"]
+    assert reply.startswith("Watching BTCUSDT: price > 70000")
+    assert price.startswith("ETHUSDT 3100 ")
+
+
 async def test_a_command_written_with_no_space_before_a_chinese_symbol_is_answered(tmp_path, fakes):
     """'/watch币安人生USDT > 0.5', as Chinese is written: Telegram marks no command in it (a
     command must not run into a letter), and the bot used to stay silent. It is read as

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import operator
@@ -604,6 +605,16 @@ class ChatBot:
             return help_text(), None
         raise AssertionError(command)
 
+    def _resolve(self, symbol: str) -> str:
+        """A coin's name alone (``BTC``, ``eth``) as its USDT contract, when Binance lists that
+        and not the name itself: the one contract a trader means by it. Anything else as is
+        (``PEPE`` is not completed to ``1000PEPEUSDT``, whose price is another unit: it gets a
+        did-you-mean)."""
+        known = self.directory.known()
+        if is_glob(symbol) or symbol in known or f"{symbol}USDT" not in known:
+            return symbol
+        return f"{symbol}USDT"
+
     def _check_symbol(self, chat: int, symbol: str) -> str | None:
         """Refuse a pattern from a non-admin, and a symbol the exchange does not list; a note
         when whether it lists the symbol cannot be told now (its list cannot be read)."""
@@ -631,6 +642,7 @@ class ChatBot:
 
     async def watch(self, chat: int, w: Watch) -> str:
         usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
+        w = dataclasses.replace(w, symbol=self._resolve(w.symbol))
         unchecked = self._check_symbol(chat, w.symbol)
         mine = self.book.of_chat(chat)
         same = [r for r in mine if r.symbol == w.symbol and r.condition == w.condition_text]
@@ -737,6 +749,7 @@ class ChatBot:
         return f"This chat has no watch {target}. /list shows its watches."
 
     def price(self, symbol: str) -> str:
+        symbol = self._resolve(symbol)
         t = self.engine.last_ticker(symbol)
         if t is None:
             known = self.directory.known()
