@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from alertbot.rules.conditions import format_number
 from alertbot.rules.engine import Alert
+from alertbot.rules.ids import watch_number
 from alertbot.rules.loader import is_blank
 
 DEFAULT_TEMPLATE = "{symbol} {condition}: price {price} ({change_24h}% 24h) at {time} [{rule}]"
@@ -113,6 +114,8 @@ def values(alert: Alert, spark: str = "") -> dict[str, str]:
 
 _BARE_AMPERSAND = re.compile(r"&(?!(?:lt|gt|amp|quot|#\d+|#x[0-9A-Fa-f]+);)")
 
+#: the last line of a chat watch's alert (the default message)
+WATCH_HINT = "Mute: /mute {id} 1h · stop: /unwatch {id}"
 GAP_NOTE = "(the feed was down before this tick: the price moved while it was)"
 
 
@@ -165,5 +168,9 @@ def render_both(
         text = template.format_map(vals)
     html_text = _html_template(template).format_map(_Escaped(vals)) if with_html else ""
     if gap:
-        return f"{text} {GAP_NOTE}", f"{html_text} {GAP_NOTE}" if with_html else ""
+        text, html_text = f"{text} {GAP_NOTE}", f"{html_text} {GAP_NOTE}" if with_html else ""
+    if alert.rule.message is None and watch_number(alert.rule.id) is not None:
+        # a chat watch's alert says how to quiet it: the reader is the watch's owner
+        hint = WATCH_HINT.format(id=alert.rule.id)
+        text, html_text = f"{text}\n{hint}", f"{html_text}\n{hint}" if with_html else ""
     return text, html_text
