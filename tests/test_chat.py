@@ -437,6 +437,25 @@ async def test_a_muted_watch_stays_quiet_until_unmuted(tmp_path, fakes):
     assert len(alerts) == 1
 
 
+async def test_unmute_names_the_watches_it_unmuted(tmp_path, fakes):
+    """'/unmute' after '/mute w1 1h' in a chat of 3 watches answered 'Unmuted all 3 watches.',
+    as if all 3 had been muted; it names the one it unmuted, and says when none was muted."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        for level in (100, 200, 300):
+            await bot.say(f"/watch BTCUSDT > {level}")
+        await bot.say("/mute w1 1h")
+        one = await bot.say("/unmute")
+        none = await bot.say("/unmute")
+        not_muted = await bot.say("/unmute w2")
+        await bot.say("/mute all 1h")
+        every = await bot.say("/unmute all")
+    assert one == "Unmuted w1."
+    assert none == "No watch here is muted: all of them alert."
+    assert not_muted == "w2 is not muted: it alerts."
+    assert every == "Unmuted 3 watches: w1, w2, w3."
+
+
 async def test_a_watch_muted_when_it_would_fire_is_not_used_up(tmp_path, fakes):
     """DESIGN, Firing: a muted rule does not fire. So a ``once`` watch that crosses while muted
     stays for its next crossing, and a level still true after /unmute alerts on the next tick

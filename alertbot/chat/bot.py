@@ -739,9 +739,16 @@ class ChatBot:
         rows = self.book.find(chat, target)
         if not rows:
             return self._none(target)
-        await self.book.mute(rows, None)
-        which = f"all {len(rows)} watches" if target == "all" else watch_id(rows[0])
-        return f"Unmuted {which}."
+        now = self.clock()
+        muted = [r for r in rows if r.muted_until and r.muted_until > now]
+        if not muted:
+            if target == "all":
+                return "No watch here is muted: all of them alert."
+            return f"{watch_id(rows[0])} is not muted: it alerts."
+        await self.book.mute(muted, None)
+        if len(muted) == 1:
+            return f"Unmuted {watch_id(muted[0])}."
+        return f"Unmuted {len(muted)} watches: {', '.join(watch_id(r) for r in muted)}."
 
     def _none(self, target: str) -> str:
         if target == "all":
