@@ -413,6 +413,23 @@ async def test_a_level_true_on_a_price_from_long_ago_is_not_said_to_be_true_now(
     assert "true right now" not in reply
 
 
+async def test_start_is_a_short_welcome_with_the_first_command_to_send(tmp_path, fakes):
+    """/start, a new user's first message, answered with the whole /help (50 lines) under a
+    greeting; it is five lines: what the bot does, a first watch, where to go next."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        hello = await bot.say("/start")
+        help_ = await bot.say("/help")
+    assert hello.split("\n") == [
+        "Hello! I send price alerts for Binance futures.",
+        "Start with a watch: /watch BTCUSDT > 70000",
+        "  (a message when BTCUSDT trades above 70000)",
+        "Then /list shows your watches and /price BTCUSDT the last price.",
+        "/help: every command, with examples.",
+    ]
+    assert help_.startswith("Commands:\n/watch SYMBOL CONDITION")
+
+
 async def test_the_command_menu_is_registered(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg):

@@ -51,6 +51,7 @@ from alertbot.chat.commands import (
     format_percent,
     help_text,
     parse_command,
+    start_text,
 )
 from alertbot.chat.watches import ChatSettings, WatchBook, watch_id
 from alertbot.feed.client import Feed
@@ -601,7 +602,7 @@ class ChatBot:
             if command.name == "status":
                 return self.status(chat), None
             if command.name == "start":
-                return "Hello! I send price alerts for Binance futures.\n\n" + help_text(), None
+                return start_text(), None
             return help_text(), None
         raise AssertionError(command)
 

@@ -781,6 +781,20 @@ WATCH_EXAMPLES: tuple[tuple[str, str], ...] = (
 )
 
 
+def start_text() -> str:
+    """The answer to /start: what the bot does and the first command to send (not /help's
+    full list, a screenful that hid the one line a new user needs)."""
+    return "\n".join(
+        [
+            "Hello! I send price alerts for Binance futures.",
+            "Start with a watch: /watch BTCUSDT > 70000",
+            "  (a message when BTCUSDT trades above 70000)",
+            "Then /list shows your watches and /price BTCUSDT the last price.",
+            "/help: every command, with examples.",
+        ]
+    )
+
+
 def help_text() -> str:
     """The answer to /help."""
     lines = ["Commands:"]
