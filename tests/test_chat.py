@@ -430,6 +430,18 @@ async def test_start_is_a_short_welcome_with_the_first_command_to_send(tmp_path,
     assert help_.startswith("Commands:\n/watch SYMBOL CONDITION")
 
 
+async def test_price_of_a_watched_symbol_before_its_first_tick_does_not_say_watch_it(
+    tmp_path, fakes
+):
+    """Asked right after '/watch BTCUSDT > 70000', '/price BTCUSDT' answered that the feed
+    carries only watched symbols and to watch it, which the user had just done."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 70000")
+        price = await bot.say("/price BTCUSDT")
+    assert price == "No price for BTCUSDT yet: its first one comes within seconds. Ask again."
+
+
 async def test_the_command_menu_is_registered(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg):

@@ -764,6 +764,9 @@ class ChatBot:
             if symbol not in known and self.directory.authoritative:
                 hint = self.directory.suggest(symbol)
                 return f"Unknown symbol {symbol}." + (f" Did you mean {hint}?" if hint else "")
+            if symbol in known and self.feed.carries(symbol):
+                # watched (or on the all-market stream): its first price is on the way
+                return f"No price for {symbol} yet: its first one comes within seconds. Ask again."
             unchecked = (
                 ""
                 if symbol in known

@@ -114,6 +114,11 @@ class Feed:
             self.want_streams(symbol_stream(s) for s in wanted)
         return mode
 
+    def carries(self, symbol: str) -> bool:
+        """Whether the streams wanted now bring ``symbol``'s tickers (if it trades)."""
+        target = self._target
+        return ALL_MARKET in target or (nameable(symbol) and symbol_stream(symbol) in target)
+
     def want_streams(self, streams: Iterable[str]) -> None:
         """Carry exactly these streams (``alertbot record`` names them directly)."""
         target = frozenset(normalise_stream(s) for s in streams)
