@@ -58,7 +58,7 @@ from alertbot.feed.client import Feed
 from alertbot.feed.symbols import SymbolDirectory
 from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
-from alertbot.notify.render import format_time
+from alertbot.notify.render import WATCH_HINT, format_time
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import Budget, BudgetLimiter
 from alertbot.rules.conditions import (
@@ -113,6 +113,12 @@ def _text_of(message: Message | None) -> str | None:
     if message is None:
         return None
     return message.text if message.text is not None else message.caption
+
+
+def _without_hint(text: str) -> str:
+    """An alert's text less its last line when that is render.WATCH_HINT."""
+    head, sep, last = text.rpartition("\n")
+    return head if sep and last.startswith(WATCH_HINT.partition("{")[0]) else text
 
 
 def _cut(text: str, limit: int) -> str:
@@ -450,7 +456,11 @@ class ChatBot:
         else:
             text = f"Welcome back: {whose} {n} watches are active again."
         if missed:
-            lines = [f"{format_time(t)}  {_cut(' '.join(m.split()), 300)}" for t, m in missed]
+            # without each alert's mute/stop hint (render.WATCH_HINT): it was for then
+            lines = [
+                f"{format_time(t)}  {_cut(' '.join(_without_hint(m).split()), 300)}"
+                for t, m in missed
+            ]
             shown = lines[:MISSED_SHOWN]
             if len(lines) > len(shown):
                 shown.append(f"… and {len(lines) - len(shown)} more")
