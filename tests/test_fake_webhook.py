@@ -198,6 +198,35 @@ async def test_down_garbage_is_a_remote_protocol_error(
     assert (await post(client, hook)).status_code == 200
 
 
+async def test_down_trickle_never_completes_the_headers_though_each_read_is_quick(
+    hook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    """Every read gets bytes within httpx's read timeout: only a deadline on the whole answer
+    (here asyncio's) ends the request."""
+    hook.down("trickle")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await post(client, hook, timeout=0.1)
+    assert [d.status for d in hook.deliveries] == [None]
+
+
+async def test_down_endless_is_a_200_whose_body_never_ends(
+    hook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    hook.down("endless")
+    async with client.stream(
+        "POST", hook.url, content=json.dumps(ALERT).encode(), timeout=0.5
+    ) as response:
+        assert response.status_code == 200
+        read = 0
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > 1_000_000:
+                break
+    assert read > 1_000_000
+    assert [d.status for d in hook.deliveries] == [200]
+
+
 async def test_down_rejects_unknown_modes(hook: WebhookReceiver) -> None:
     with pytest.raises(ValueError, match="mode"):
         hook.down("explode")

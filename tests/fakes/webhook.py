@@ -3,7 +3,8 @@
 ``WebhookReceiver`` listens on 127.0.0.1 and records every POST: the raw body, the parsed JSON,
 the headers and whether ``X-Alertbot-Signature`` matches the configured secret. A test scripts its
 answers (``respond_with``), takes it down in the ways receivers fail in the field (``down``: 500s,
-a hang, a TCP reset, a closed connection, a non-HTTP answer) or makes it slow (``delay``).
+a hang, a TCP reset, a closed connection, a non-HTTP answer, an answer whose headers trickle in
+for ever, a 200 whose body never ends) or makes it slow (``delay``).
 
 DESIGN's webhook contract, which the receiver records but does not enforce: one alert per POST as
 JSON ``{"version": 1, "id", "rule", "symbol", "condition", "time", "price", "message",
@@ -54,7 +55,10 @@ __all__ = [
 #: What ``Drop.GARBAGE`` writes instead of an HTTP response (then the connection is closed).
 GARBAGE = b"\x00\xffNOT HTTP AT ALL\r\n\r\n"
 #: The modes of ``WebhookReceiver.down``.
-DOWN_MODES = ("500", "hang", "reset", "close", "garbage")
+DOWN_MODES = ("500", "hang", "reset", "close", "garbage", "trickle", "endless")
+#: ``Drop.TRICKLE`` writes a header line this often; ``Drop.ENDLESS`` a body chunk of
+#: ``_READ_SIZE`` bytes (paced, so that a client reading it all grows slowly, not the test's RAM)
+DRIP_INTERVAL = 0.01
 
 _READ_SIZE = 65536
 
@@ -111,6 +115,8 @@ class Drop(enum.Enum):
     RESET = "reset"  # abort the TCP connection (RST, SO_LINGER 0): the client sees a reset
     CLOSE = "close"  # close the connection cleanly (FIN) without an answer
     GARBAGE = "garbage"  # write ``GARBAGE`` instead of an HTTP response, then close
+    TRICKLE = "trickle"  # a status line, then a header line now and then, never the end
+    ENDLESS = "endless"  # 200 and a chunked body that never ends
 
 
 Reply = HTTPResponse | Drop
@@ -339,6 +345,18 @@ class HTTPServer:
         elif how is Drop.GARBAGE:
             writer.write(GARBAGE)
             await writer.drain()
+        elif how in (Drop.TRICKLE, Drop.ENDLESS):
+            # until the client leaves (the write fails) or aclose cancels us
+            if how is Drop.TRICKLE:
+                writer.write(b"HTTP/1.1 200 OK\r\n")
+                piece = b"X-Trickle: 1\r\n"
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                piece = b"%x\r\n%s\r\n" % (_READ_SIZE, b"x" * _READ_SIZE)
+            while not writer.is_closing():
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(DRIP_INTERVAL)
         # Drop.CLOSE, and after the others: the caller closes the writer
 
 
@@ -429,7 +447,10 @@ class WebhookReceiver(HTTPServer):
         """Until ``recover()``: ``"500"`` every request gets 500; ``"hang"`` never answered;
         ``"reset"`` TCP reset without an answer (httpx: ``ReadError``); ``"close"`` clean close
         without an answer (httpx: ``RemoteProtocolError``); ``"garbage"`` a non-HTTP byte string,
-        then close (httpx: ``RemoteProtocolError``). The ``respond_with`` queue waits meanwhile.
+        then close (httpx: ``RemoteProtocolError``); ``"trickle"`` a status line, then a header
+        line every ``DRIP_INTERVAL`` for ever (each read is quick: only a deadline on the whole
+        answer ends it); ``"endless"`` 200 (recorded as such) and a body that never ends. The
+        ``respond_with`` queue waits meanwhile.
         """
         if mode not in DOWN_MODES:
             raise ValueError(f"mode must be one of {DOWN_MODES}, not {mode!r}")
@@ -494,6 +515,8 @@ class WebhookReceiver(HTTPServer):
         if self._down == "500":
             return self._status(delivery, 500)
         if self._down is not None:
+            if self._down == "endless":
+                delivery.status = 200  # the status line is all of the answer that ends
             return Drop(self._down)
         if self.enforce_signature and not delivery.signature_ok:
             return self._status(delivery, 401)
