@@ -353,6 +353,37 @@ async def test_a_webhook_retry_after_within_bounds_is_honoured(tmp_path, hook):
     assert second.time - first.time >= 0.5
 
 
+# ------------------------------------------------------------------ answers that never end
+
+
+async def test_a_webhook_answer_trickling_in_for_ever_is_a_timeout_and_retried(tmp_path, hook):
+    """A receiver that sends a header line every 10 ms and never ends its answer: each read is
+    quick, so only a deadline on the whole request ends it. It is a timeout after
+    webhook_timeout, retried; the URL's queue was held up for ever before."""
+    hook.down("trickle")
+    async with Harness(tmp_path, None, hook, webhook_timeout=0.3) as h:
+        h.fire([rule()])
+        await hook.wait_for(lambda: len(hook.deliveries) >= 2)
+        hook.recover()
+        await hook.wait_for_deliveries(1)
+        await h.settled()
+    got = rows(h)[f"r1:BTCUSDT:{T}>webhook:{hook.url}"]
+    assert got.state == "sent"
+    assert got.attempts >= 3
+
+
+async def test_a_webhook_200_whose_body_never_ends_is_sent_without_reading_it_all(tmp_path, hook):
+    """A receiver answering 200 with a body that never ends: the 200 is the answer, the body
+    is read only up to a bound. Before, the sender read it into memory for ever (650 MB in
+    4 s from a fast one) and the URL's queue never moved."""
+    hook.down("endless")
+    async with Harness(tmp_path, None, hook, webhook_timeout=60.0) as h:
+        h.fire([rule()])
+        await h.settled(timeout=5)
+    assert h.states() == {f"r1:BTCUSDT:{T}>webhook:{hook.url}": "sent"}
+    assert [d.status for d in hook.deliveries] == [200]
+
+
 # ------------------------------------------------------------------ shutdown, database refusing
 
 

@@ -29,6 +29,10 @@ from alertbot.tasks import cancel_and_wait
 
 log = logging.getLogger("alertbot.notify")
 
+#: the most of a receiver's answer body that is read: only its status and headers matter, and
+#: a receiver may stream a body without end (the rest is left unread, the connection closed)
+MAX_ANSWER = 64 * 1024
+
 
 def idempotency_key(d: Delivery) -> str:
     """What names this delivery to its receiver (``Idempotency-Key`` and the body's ``id``):
@@ -213,7 +217,10 @@ class WebhookSender:
             headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(d)}
             if d.secret:
                 headers["X-Alertbot-Signature"] = signature(d.secret, body)
-            response = await self._client.post(url, content=body, headers=headers)
+            response = await self._post(url, body, headers)
+        except TimeoutError:  # the whole answer took longer than webhook_timeout
+            timeout = self.settings.webhook_timeout
+            return self._retry(d, f"no whole answer within {timeout:g}s", None)
         except httpx.InvalidURL as exc:  # not an HTTPError: httpx found the URL unusable
             self._fail(d, f"invalid URL {url!r}: {exc}")
             return None
@@ -241,6 +248,28 @@ class WebhookSender:
             self._fail(d, error)
             return None
         return self._retry(d, error, retry_after(response))
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST, with ``webhook_timeout`` as a deadline on the whole answer (httpx's timeouts
+        are per read: an answer trickling in a byte at a time would hold the queue for ever).
+        Once the status is in, that is the answer: at most ``MAX_ANSWER`` bytes of the body are
+        read, within what is left of the deadline, and a body that breaks off is no matter."""
+        request = self._client.build_request("POST", url, content=body, headers=headers)
+        end = asyncio.get_running_loop().time() + self.settings.webhook_timeout
+        async with asyncio.timeout_at(end):
+            response = await self._client.send(request, stream=True)
+        try:
+            async with asyncio.timeout_at(end):
+                read = 0
+                async for chunk in response.aiter_raw():  # raw: no inflating a zip bomb
+                    read += len(chunk)
+                    if read >= MAX_ANSWER:
+                        break
+        except (TimeoutError, httpx.HTTPError):
+            pass
+        finally:
+            await response.aclose()  # the rest unread: the connection is closed, not reused
+        return response
 
     def _fail(self, d: Delivery, error: str) -> None:
         d.state = "failed"
