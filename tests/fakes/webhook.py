@@ -373,6 +373,7 @@ class Delivery:
     signature_ok: bool | None  # None: no secret configured
     time: float  # loop time received
     path: str = "/hook"
+    query: str = ""  # the request target's query string, without its "?"
     status: int | None = None  # what was answered; None: no answer (hang, reset, close, garbage)
 
     @property
@@ -508,6 +509,7 @@ class WebhookReceiver(HTTPServer):
             signature_ok=self._signature_ok(request),
             time=request.time,
             path=request.path,
+            query=request.query,
         )
         self.deliveries.append(delivery)
         if request.path != self.path:
