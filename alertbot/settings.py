@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from alertbot.errors import ConfigError
-from alertbot.rules.urls import url_text_problem
+from alertbot.rules.urls import shown_url, url_text_problem
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -100,11 +100,12 @@ def env_url(
     text = env.get(name, "").strip()
     if not text:
         return default
+    shown = shown_url(text)  # in an error: the URL's password never
     scheme, sep, rest = text.partition("://")
     if not sep or scheme.lower() not in schemes or not rest.strip("/"):
         raise ConfigError(
             f"{name}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}, "
-            f"got {text!r}"
+            f"got {shown!r}"
         )
     problem = url_text_problem(text)  # as the loader and the webhook sender refuse it
     if problem is not None:
@@ -114,13 +115,13 @@ def env_url(
     try:
         parts = urlsplit(text)
     except ValueError as exc:  # e.g. an IPv6 address's bracket left open
-        raise ConfigError(f"{name}: not a URL ({exc}), got {text!r}") from None
+        raise ConfigError(f"{name}: not a URL ({exc}), got {shown!r}") from None
     try:
         port = parts.port
     except ValueError:
         port = -1
     if port is not None and not 1 <= port <= 65535:
-        raise ConfigError(f"{name}: the port must be a number in 1..65535, got {text!r}")
+        raise ConfigError(f"{name}: the port must be a number in 1..65535, got {shown!r}")
     return text.rstrip("/") if root else text
 
 

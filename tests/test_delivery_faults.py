@@ -9,6 +9,7 @@ tests/test_delivery.py; times are shrunk through DeliverySettings.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import logging
 import time
@@ -351,6 +352,36 @@ async def test_a_webhook_retry_after_within_bounds_is_honoured(tmp_path, hook):
         await hook.wait_for_deliveries(1, timeout=3)
     first, second = hook.deliveries
     assert second.time - first.time >= 0.5
+
+
+# ------------------------------------------------------------------ a URL with a password
+
+
+async def test_a_webhook_urls_password_is_used_but_never_logged_nor_stored(tmp_path, hook, caplog):
+    """``http://user:PASSWORD@host/hook?key=v``: the receiver gets Basic auth and the query,
+    and no log line or stored error shows the password (a retry's warning and a URL that can
+    never be posted to quoted the URL whole)."""
+    password = "pa55-w0rd-xyzzy"
+    url = hook.url.replace("http://", f"http://alice:{password}@") + "?key=v"
+    bad = f"http://alice:{password}@127.0.0.1:70000/hook"
+    channels = {"bad": Channel("bad", webhook=bad)}
+    hook.respond_with(500)
+    caplog.set_level(logging.DEBUG, logger="alertbot")
+    async with Harness(tmp_path, None, hook, webhook_url=url, channels=channels) as h:
+        h.fire([rule("r1"), rule("r2", notify=["bad"], symbol="ETHUSDT")])
+        await hook.wait_for_deliveries(1)
+        await h.settled()
+    assert [(d.status, d.query) for d in hook.deliveries] == [(500, "key=v"), (200, "key=v")]
+    assert (
+        hook.deliveries[-1].headers["authorization"]
+        == "Basic " + base64.b64encode(f"alice:{password}".encode()).decode()
+    )
+    got = rows(h)
+    assert got[f"r2:ETHUSDT:{T}>webhook:{bad}"].state == "failed"
+    shown = [r.getMessage() for r in caplog.records] + [d.last_error or "" for d in got.values()]
+    assert any("alice:***@127.0.0.1:70000" in line for line in shown)
+    assert any("HTTP 500" in line and "alice:***@" in line for line in shown)
+    assert [line for line in shown if password in line] == []
 
 
 # ------------------------------------------------------------------ answers that never end

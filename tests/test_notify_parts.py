@@ -116,6 +116,18 @@ def test_a_bad_delivery_setting_names_the_variable(name: str, value: str, messag
         DeliverySettings.from_env({name: value})
 
 
+@pytest.mark.parametrize("port", ["70000", "x"])
+def test_a_bad_webhook_url_is_named_without_its_password(port: str):
+    """ALERTBOT_WEBHOOK_URL with a password and a bad port: the error quotes the URL with the
+    password as ***, as the start's error is printed and logged."""
+    url = f"https://alice:pa55-w0rd-xyzzy@example.com:{port}/hook"
+    with pytest.raises(ConfigError) as err:
+        DeliverySettings.from_env({"ALERTBOT_WEBHOOK_URL": url})
+    assert "ALERTBOT_WEBHOOK_URL" in str(err.value)
+    assert f"https://alice:***@example.com:{port}/hook" in str(err.value)
+    assert "pa55" not in str(err.value)
+
+
 def test_a_channel_secret_must_be_set_and_long_enough():
     channels = {
         "a": Channel("a", webhook="https://a.example/h", secret_env="A_SECRET"),

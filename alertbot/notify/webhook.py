@@ -24,7 +24,7 @@ import orjson
 
 from alertbot.notify.delivery import Delivery, Report, backoff
 from alertbot.notify.settings import DeliverySettings
-from alertbot.rules.urls import url_text_problem
+from alertbot.rules.urls import shown_url, url_text_problem
 from alertbot.tasks import cancel_and_wait
 
 log = logging.getLogger("alertbot.notify")
@@ -98,18 +98,19 @@ def url_problem(url: str) -> str | None:
     check. httpx percent-encodes white space, even in a host that then cannot exist:
     :func:`url_text_problem`, which the loader asks too, refuses it.
     """
+    shown = shown_url(url)
     problem = url_text_problem(url)
     if problem is not None:
-        return f"invalid URL {url!r}: {problem}"
+        return f"invalid URL {shown!r}: {problem}"
     try:
         parsed = httpx.URL(url)
         port = parsed.port
     except (httpx.InvalidURL, ValueError) as exc:
-        return f"invalid URL {url!r}: {exc}"
+        return f"invalid URL {shown!r}: {str(exc).replace(url, shown)}"
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        return f"invalid URL {url!r}: expected http(s)://HOST/..."
+        return f"invalid URL {shown!r}: expected http(s)://HOST/..."
     if port is not None and not 1 <= port <= 65535:
-        return f"invalid URL {url!r}: port {port} is not in 1..65535"
+        return f"invalid URL {shown!r}: port {port} is not in 1..65535"
     return None
 
 
@@ -179,7 +180,7 @@ class WebhookSender:
         delay = backoff(n, self.settings.backoff_initial, self.settings.backoff_max)
         log.error(
             "webhook %s: the sender stopped (%s); starting it again in %.1fs",
-            url,
+            shown_url(url),
             why,
             delay,
             exc_info=exc,
@@ -222,7 +223,8 @@ class WebhookSender:
             timeout = self.settings.webhook_timeout
             return self._retry(d, f"no whole answer within {timeout:g}s", None)
         except httpx.InvalidURL as exc:  # not an HTTPError: httpx found the URL unusable
-            self._fail(d, f"invalid URL {url!r}: {exc}")
+            shown = shown_url(url)
+            self._fail(d, f"invalid URL {shown!r}: {str(exc).replace(url, shown)}")
             return None
         except httpx.HTTPError as exc:
             return self._retry(d, describe(exc), None)
@@ -233,7 +235,7 @@ class WebhookSender:
                 self._unexpected.add(kind)
                 log.error(
                     "webhook %s: unexpected error sending alert %s; retrying with backoff",
-                    url,
+                    shown_url(url),
                     d.alert.id,
                     exc_info=exc,
                 )
@@ -273,7 +275,9 @@ class WebhookSender:
 
     def _fail(self, d: Delivery, error: str) -> None:
         d.state = "failed"
-        log.warning("webhook %s: alert %s failed for good: %s", d.url, d.alert.id, error)
+        log.warning(
+            "webhook %s: alert %s failed for good: %s", shown_url(d.url or ""), d.alert.id, error
+        )
         self.report(d, "failed", error)
 
     def _retry(
@@ -289,7 +293,9 @@ class WebhookSender:
         left = d.created + cfg.give_up_after - time.time()
         if left < 0:
             d.state = "failed"
-            log.error("webhook %s: giving up on alert %s: %s", d.url, d.alert.id, error)
+            log.error(
+                "webhook %s: giving up on alert %s: %s", shown_url(d.url or ""), d.alert.id, error
+            )
             self.report(d, "failed", f"gave up: {error}")
             return None
         wait = backoff(d.attempts, cfg.backoff_initial, cfg.backoff_max)
@@ -297,7 +303,11 @@ class WebhookSender:
             wait = max(wait, min(after, cfg.backoff_max, left))
         if not quiet and (d.attempts == 1 or d.attempts % 10 == 0):
             log.warning(
-                "webhook %s: %s; retrying alert %s in %.1fs", d.url, error, d.alert.id, wait
+                "webhook %s: %s; retrying alert %s in %.1fs",
+                shown_url(d.url or ""),
+                error,
+                d.alert.id,
+                wait,
             )
         self.report(d, "pending", error)
         return wait

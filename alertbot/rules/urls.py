@@ -14,12 +14,29 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["MAX_URL_LENGTH", "url_text_problem"]
+__all__ = ["MAX_URL_LENGTH", "shown_url", "url_text_problem"]
 
 #: httpx refuses longer URLs
 MAX_URL_LENGTH = 65_536
 #: a host httpx reads as an IPv4 address, and so must be a valid one
 _IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a log line or an error may show it: a password in it
+    (``https://user:PASSWORD@host/``) as ``***``. Text only, so that a URL too broken to parse
+    still loses its password."""
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return url
+    start = scheme.end()
+    ends = [i for i in (url.find(c, start) for c in "/?#") if i >= 0]
+    userinfo, at, _ = url[start : min(ends, default=len(url))].rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
+        return url
+    return f"{url[:start]}{user}:***@{url[start + len(userinfo) + 1 :]}"
 
 
 def url_text_problem(url: str) -> str | None:
