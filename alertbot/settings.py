@@ -229,7 +229,7 @@ def environment(env: Mapping[str, str], config: str | None = None) -> dict[str, 
         if path and not merged.get(var, "").strip():
             try:
                 with open(path, encoding="utf-8") as fh:
-                    merged[var] = fh.read().strip()
+                    secret = fh.read().strip()
             except (OSError, UnicodeDecodeError) as exc:
                 # neither the value nor the exception's text (which quotes it): a secret put
                 # here instead of in a file would be printed
@@ -238,4 +238,10 @@ def environment(env: Mapping[str, str], config: str | None = None) -> dict[str, 
                     f"{var}_FILE: does not name a readable file ({why}); is it the secret "
                     "itself? put the secret in a file and name the file here"
                 ) from None
+            if not secret:  # not mounted yet, or written empty: never taken as no secret
+                raise ConfigError(
+                    f"{var}_FILE: the file {path!r} is empty (or only white space); put the "
+                    f"secret in it, or unset {var}_FILE"
+                )
+            merged[var] = secret
     return merged

@@ -125,6 +125,26 @@ async def test_a_secret_put_in_its_file_variable_is_not_printed(tmp_path, var, v
 
 
 @pytest.mark.parametrize(
+    ("var", "text"),
+    [("ALERTBOT_TELEGRAM_TOKEN_FILE", ""), ("ALERTBOT_WEBHOOK_SECRET_FILE", "\r\n")],
+    ids=["token-empty", "webhook-secret-blank"],
+)
+async def test_a_secret_file_that_is_empty_stops_the_start(tmp_path, var, text):
+    """A ``*_FILE`` naming an empty (or blank) file, such as a secret not mounted yet: the
+    start fails naming the variable. Before, the secret counted as unset: a bot without
+    Telegram printing alerts to the console, or a webhook's requests sent unsigned (which a
+    receiver that checks signatures refuses for good), without a word."""
+    secret = tmp_path / "secret"
+    secret.write_text(text, newline="")
+    async with FakeBinance() as fake:
+        env = {**env_for(fake, tmp_path / "a.db"), var: str(secret)}
+        code, _, err = await finish(await start("run", "--rules", "rules.example.yaml", env=env))
+    assert code == 1
+    assert f"{var}: the file {str(secret)!r} is empty" in err
+    assert not fake.stats.attempts
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ("ALERTBOT_FEED_STREAM=all\nthis is not a setting\n", "2: expected ALERTBOT_NAME=value"),
