@@ -220,9 +220,16 @@ def read_config(path: str) -> dict[str, str]:
 
 
 def environment(env: Mapping[str, str], config: str | None = None) -> dict[str, str]:
-    """The settings in effect: the config file's, overridden by the environment's, with
+    """The settings in effect: the config file's, overridden by the environment's (a secret
+    the environment gives as ``VAR`` or ``VAR_FILE`` overrides both of the file's), with
     secrets read from ``VAR_FILE`` where ``VAR`` itself is not set."""
     merged = read_config(config) if config else {}
+    for var in SECRET_VARS:
+        if env.get(var, "").strip() or env.get(f"{var}_FILE", "").strip():
+            # the environment gives this secret, in either form: the file's, in either, is
+            # overridden (else its VAR would win over the environment's VAR_FILE)
+            merged.pop(var, None)
+            merged.pop(f"{var}_FILE", None)
     merged.update(env)
     for var in SECRET_VARS:
         path = merged.get(f"{var}_FILE", "").strip()

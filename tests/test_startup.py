@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from alertbot.errors import ConfigError
-from alertbot.settings import SETTINGS, read_config
+from alertbot.settings import SETTINGS, environment, read_config
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
 from tests.test_cli_live import env_for, finish, start
@@ -142,6 +142,22 @@ async def test_a_secret_file_that_is_empty_stops_the_start(tmp_path, var, text):
     assert code == 1
     assert f"{var}: the file {str(secret)!r} is empty" in err
     assert not fake.stats.attempts
+
+
+def test_a_secret_file_in_the_environment_overrides_the_secret_in_the_config_file(tmp_path):
+    """The environment overrides --config, a secret's ``*_FILE`` form too: a container's
+    mounted ALERTBOT_WEBHOOK_SECRET_FILE wins over a shared config file's
+    ALERTBOT_WEBHOOK_SECRET (which was used instead, the requests signed with it)."""
+    config = tmp_path / "alertbot.env"
+    config.write_text("ALERTBOT_WEBHOOK_SECRET=from-the-config-file-0123\n")
+    secret = tmp_path / "secret"
+    secret.write_text("from-the-mounted-file-4567\n")
+    env = {"ALERTBOT_WEBHOOK_SECRET_FILE": str(secret)}
+    assert environment(env, str(config))["ALERTBOT_WEBHOOK_SECRET"] == "from-the-mounted-file-4567"
+    # and the other way round: the environment's value over the config file's *_FILE
+    config.write_text(f"ALERTBOT_WEBHOOK_SECRET_FILE={secret}\n")
+    env = {"ALERTBOT_WEBHOOK_SECRET": "from-the-environment-89ab"}
+    assert environment(env, str(config))["ALERTBOT_WEBHOOK_SECRET"] == "from-the-environment-89ab"
 
 
 @pytest.mark.parametrize(
