@@ -185,7 +185,7 @@ def read_config(path: str) -> dict[str, str]:
     Raises ConfigError naming ``FILE:LINE`` for anything else.
     """
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is not a key's
             lines = fh.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the settings file: {exc}") from None
@@ -235,7 +235,9 @@ def environment(env: Mapping[str, str], config: str | None = None) -> dict[str, 
         path = merged.get(f"{var}_FILE", "").strip()
         if path and not merged.get(var, "").strip():
             try:
-                with open(path, encoding="utf-8") as fh:
+                # utf-8-sig: a byte-order mark (Windows Notepad) is no part of the secret; kept,
+                # a webhook secret signed every alert with a key the receiver does not have
+                with open(path, encoding="utf-8-sig") as fh:
                     secret = fh.read().strip()
             except (OSError, UnicodeDecodeError) as exc:
                 # neither the value nor the exception's text (which quotes it): a secret put

@@ -160,6 +160,20 @@ def test_a_secret_file_in_the_environment_overrides_the_secret_in_the_config_fil
     assert environment(env, str(config))["ALERTBOT_WEBHOOK_SECRET"] == "from-the-environment-89ab"
 
 
+def test_a_byte_order_mark_is_no_part_of_a_secret_file_or_a_config_file(tmp_path):
+    """Windows Notepad starts a UTF-8 file with a byte-order mark: a webhook secret read with it
+    signed every alert with a key the receiver does not have (refused for good), and a config
+    file's first setting was an unknown one."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\xef\xbb\xbfs3cret-0123\r\n")
+    config = tmp_path / "alertbot.env"
+    config.write_bytes(b"\xef\xbb\xbfALERTBOT_FEED_STREAM=all\r\n")
+    env = {"ALERTBOT_WEBHOOK_SECRET_FILE": str(secret)}
+    merged = environment(env, str(config))
+    assert merged["ALERTBOT_WEBHOOK_SECRET"] == "s3cret-0123"
+    assert merged["ALERTBOT_FEED_STREAM"] == "all"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
