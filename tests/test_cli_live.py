@@ -17,6 +17,7 @@ import pytest
 from alertbot.store import Store, WatchRow
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
+from tests.fakes.webhook import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 T = 1_772_000_000_000
@@ -616,6 +617,31 @@ async def test_the_bot_token_never_appears_in_the_log(tmp_path):
     assert "/bot[redacted]/getMe" in err
     assert TOKEN not in err + out
     assert TOKEN.split(":")[1] not in err + out
+
+
+async def test_a_webhook_urls_password_never_appears_in_the_log(tmp_path):
+    """httpx logs each request's URL, with its user and password: at DEBUG the POST line of
+    http://alice:PASSWORD@host/hook showed the password; it is redacted like the token."""
+    password = "pw-6fJq2xR9"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - id: up\n    symbols: [BTCUSDT]\n    when: price > 100\n")
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, WebhookReceiver() as hook:
+        url = hook.url.replace("http://", f"http://alice:{password}@")
+        env = env_for(
+            fake, tmp_path / "alertbot.db", ALERTBOT_WEBHOOK_URL=url, ALERTBOT_LOG_LEVEL="DEBUG"
+        )
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 150, 1_772_000_000_000)])
+            await hook.wait_for_deliveries(1, timeout=20)
+            await asyncio.sleep(0.3)  # httpx logs the request once answered
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, out, err = await finish(proc)
+    assert code == 0
+    assert "HTTP Request: POST http://alice[redacted]127.0.0.1" in err
+    assert password not in err + out
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from alertbot.errors import ConfigError
 from alertbot.rules.ids import CHAT_ID_RANGE, chat_id
+from alertbot.rules.urls import url_password
 from alertbot.settings import MAX_SECONDS, env_seconds, env_url
 
 _TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
@@ -113,5 +114,9 @@ class DeliverySettings:
         )
 
     def secrets(self) -> list[str]:
-        """Values that must never appear in a log line."""
-        return [s for s in (self.telegram_token, self.webhook_secret) if s]
+        """Values that must never appear in a log line: the token, the webhook's secret, and
+        the password in the webhook's URL (as ``:PASSWORD@``, so that a short one does not
+        blank the same letters everywhere else)."""
+        password = url_password(self.webhook_url or "")
+        userinfo = f":{password}@" if password else None
+        return [s for s in (self.telegram_token, self.webhook_secret, userinfo) if s]

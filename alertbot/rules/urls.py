@@ -23,20 +23,37 @@ _IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def shown_url(url: str) -> str:
-    """``url`` as a log line or an error may show it: a password in it
-    (``https://user:PASSWORD@host/``) as ``***``. Text only, so that a URL too broken to parse
-    still loses its password."""
+def _userinfo(url: str) -> tuple[int, str, str] | None:
+    """Where ``url``'s user and password start, and the two (``https://user:PASSWORD@host/``);
+    None when it holds no password. Text only, so that a URL too broken to parse still has
+    its password found."""
     scheme = _SCHEME.match(url)
     if scheme is None:
-        return url
+        return None
     start = scheme.end()
     ends = [i for i in (url.find(c, start) for c in "/?#") if i >= 0]
     userinfo, at, _ = url[start : min(ends, default=len(url))].rpartition("@")
-    user, colon, _ = userinfo.partition(":")
+    user, colon, password = userinfo.partition(":")
     if not at or not colon:
+        return None
+    return start, user, password
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a log line or an error may show it: a password in it
+    (``https://user:PASSWORD@host/``) as ``***``."""
+    found = _userinfo(url)
+    if found is None:
         return url
-    return f"{url[:start]}{user}:***@{url[start + len(userinfo) + 1 :]}"
+    start, user, password = found
+    return f"{url[:start]}{user}:***@{url[start + len(user) + len(password) + 2 :]}"
+
+
+def url_password(url: str) -> str | None:
+    """The password in ``url`` (``https://user:PASSWORD@host/``), or None: what a log line
+    must never show, whoever logs the URL (httpx's request lines do)."""
+    found = _userinfo(url)
+    return found[2] if found is not None and found[2] else None
 
 
 def url_text_problem(url: str) -> str | None:
