@@ -119,18 +119,25 @@ class WatchBook:
         else:
             self.digests[chat] = minute
 
+    def _enter(self, row: WatchRow) -> bool:
+        """``row`` into the engine and the book; False (logged) when its condition no longer
+        parses (e.g. after a language change)."""
+        try:
+            self.engine.add_rule(self._rule(row))
+        except (ConditionError, ValueError) as exc:
+            log.error("watch w%d of chat %d cannot be loaded: %s", row.id, row.chat_id, exc)
+            return False
+        self.rows[row.id] = row
+        return True
+
     async def load(self) -> int:
         self.digests = await self.db(self.store.digests)
         self.successors.update(await self.db(self.store.chat_moves))
         self.paused = await self.db(self.store.paused_chats)
         rows: list[WatchRow] = await self.db(self.store.watches)
         for row in rows:
-            try:
-                self.engine.add_rule(self._rule(row))
-            except (ConditionError, ValueError) as exc:
-                log.error("watch w%d of chat %d cannot be loaded: %s", row.id, row.chat_id, exc)
+            if not self._enter(row):
                 continue
-            self.rows[row.id] = row
         if rows:
             self.on_change()
         return len(self.rows)
@@ -230,12 +237,8 @@ class WatchBook:
         for row in rows:
             if row.id in self.rows:
                 continue
-            try:
-                self.engine.add_rule(self._rule(row))
-            except (ConditionError, ValueError) as exc:
-                log.error("watch w%d of chat %d cannot be loaded: %s", row.id, row.chat_id, exc)
+            if not self._enter(row):
                 continue
-            self.rows[row.id] = row
             back.append(row)
         if back:
             self.on_change()
