@@ -441,6 +441,72 @@ async def test_silence_future_applies_to_later_connections() -> None:
 
 
 @pytest.mark.asyncio
+async def test_lag_delivers_a_connections_frames_late_in_order_and_before_a_clean_close() -> None:
+    """A lagging connection gets its data frames (and replies) ``lag`` seconds late and in
+    the order sent, another one at once; a clean close waits for the frames on their way."""
+    loop = asyncio.get_running_loop()
+    async with (
+        FakeBinance() as fake,
+        client(fake, "/market/ws/!miniTicker@arr") as slow,
+    ):
+        await fake.wait_for_connections(1)
+        fake.lag(0.3)
+        async with client(fake, "/market/ws/!miniTicker@arr") as fast:
+            await fake.wait_for_connections(2)
+            assert [c.lag for c in fake.connections] == [0.3, 0.0]
+            sent_at = loop.time()
+            assert await fake.publish([BTC]) == 2
+            assert await fake.publish([ETH]) == 2
+            await slow.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
+            assert await recv_json(fast) == [BTC]
+            assert await recv_json(fast) == [ETH]
+            assert await recv_json(slow) == [BTC]
+            assert loop.time() - sent_at >= 0.3
+            assert await recv_json(slow) == [ETH]
+            assert await recv_json(slow) == {"result": ["!miniTicker@arr"], "id": 7}
+            assert fake.connections[0].frames_out == 3
+            await fake.publish([BTC])
+            await fake.drop(code=1001, conn=fake.connections[0])
+            assert await recv_json(slow) == [BTC]
+            with pytest.raises(ConnectionClosedOK):
+                await recv_json(slow)
+
+
+@pytest.mark.asyncio
+async def test_a_lagging_connection_is_closed_at_its_max_age_while_data_keeps_coming() -> None:
+    """The close waits for the frames on their way when it is asked, not for later ones."""
+    async with (
+        FakeBinance(max_age=0.3) as fake,
+        client(fake, "/market/ws/!miniTicker@arr") as ws,
+    ):
+        await fake.wait_for_connections(1)
+        fake.lag(0.1)
+        time = 0
+        while fake.connections:
+            time += 1
+            await fake.publish([mini_ticker("BTCUSDT", 1, time)])
+            await asyncio.sleep(0.02)
+            assert time < 200, "not closed"
+        assert fake.closed[0].closed_code == 1001
+        async for _ in ws:  # the frames on their way, then the close
+            pass
+        assert ws.close_code == 1001
+
+
+@pytest.mark.asyncio
+async def test_lag_future_applies_to_later_connections_until_lifted() -> None:
+    async with FakeBinance() as fake:
+        fake.lag(0.2, future=True)
+        async with client(fake, "/market/ws/!miniTicker@arr"):
+            await fake.wait_for_connections(1)
+            assert fake.connections[0].lag == 0.2
+        fake.lag(0)
+        async with client(fake, "/market/ws/!miniTicker@arr"):
+            await fake.wait_for_connections(1)
+            assert fake.connections[0].lag == 0.0
+
+
+@pytest.mark.asyncio
 async def test_drop_without_code_is_an_abrupt_close_without_close_frame() -> None:
     async with FakeBinance() as fake, client(fake, "/market/ws") as ws:
         await fake.wait_for_connections(1)

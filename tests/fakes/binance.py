@@ -17,8 +17,8 @@ exchangeInfo at ``GET /api/v3/exchangeInfo``, and 5 incoming messages a second, 
 
 It enforces the real limits (incoming messages per second, pings and pongs included, streams per
 connection, connection age, server pings) and lets a test inject the failures seen in the field:
-abrupt drops, clean closes with any code, silent connections, rejected handshakes, malformed
-frames, a failing REST endpoint.
+abrupt drops, clean closes with any code, silent connections, lagging connections, rejected
+handshakes, malformed frames, a failing REST endpoint.
 
 Nothing is sent on its own: each ``publish`` is one tick of the market.
 """
@@ -178,6 +178,9 @@ class FakeConnection:
     url_streams: tuple[str, ...]  # as asked in the URL (also for a legacy path)
     opened_at: float  # loop time
     silenced: bool = False
+    #: data frames (publish, send_raw, replies) reach the client this many seconds late, in
+    #: order: a congested path (see FakeBinance.lag)
+    lag: float = 0.0
     closed_code: int | None = None  # 1006 when the TCP connection ended without a close frame
     closed_reason: str | None = None
     closed_at: float | None = None  # loop time
@@ -185,7 +188,7 @@ class FakeConnection:
     #: every frame counted against the rate limit: messages, pings, pongs (answers or not)
     frames_in: int = 0
     pings_received: int = 0
-    frames_out: int = 0  # data frames sent (publish, send_raw, replies)
+    frames_out: int = 0  # data frames sent (publish, send_raw, replies), late ones when queued
     pings_sent: int = 0
     pongs_received: int = 0
     ws: ServerConnection | None = field(default=None, repr=False)
@@ -194,6 +197,12 @@ class FakeConnection:
     #: over (or before the ping or pong that was); the rest are not answered
     _answerable: int | None = field(default=None, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: frames on their way to a lagging client: (due loop time, frames, as text)
+    _late: collections.deque[tuple[float, list[bytes], bool]] = field(
+        default_factory=collections.deque, repr=False
+    )
+    _carrier: asyncio.Task[None] | None = field(default=None, repr=False)
+    _closing: bool = field(default=False, repr=False)  # a clean close waits for _late
 
     @property
     def is_open(self) -> bool:
@@ -330,6 +339,7 @@ class FakeBinance:
         self.closed: list[FakeConnection] = []
         self.stats = Stats()
         self.silence_new = False  # silence connections opened from now on
+        self.lag_new = 0.0  # the lag of connections opened from now on
         self._symbols: list[str] = list(symbols)
         self._reject_remaining = 0
         self._reject_status = 503
@@ -426,6 +436,27 @@ class FakeBinance:
             c.silenced = on
         if future or not on:
             self.silence_new = on
+
+    def lag(
+        self, seconds: float, *, conn: FakeConnection | None = None, future: bool = False
+    ) -> None:
+        """Deliver data frames (publish, send_raw, replies to requests) ``seconds`` late, in
+        the order sent: a slow path to the client, as a congested socket has next to a fresh
+        one. Pings and pongs are not delayed, nor is ``send_timeout`` applied to late frames.
+        Frames already on their way keep their time.
+
+        ``conn=None``: every open connection; with ``future=True`` also connections opened
+        later. ``lag(0)`` with ``conn=None`` also ends the lag of future connections. A clean
+        close (``drop`` with a code, the max age) comes after the frames on their way; an abort
+        loses them.
+        """
+        if conn is not None:
+            conn.lag = seconds
+            return
+        for c in self.connections:
+            c.lag = seconds
+        if future or not seconds:
+            self.lag_new = seconds
 
     async def publish(self, tickers: Sequence[dict[str, Any]]) -> int:
         """One tick of the market; returns the number of frames sent (after they are written).
@@ -605,6 +636,7 @@ class FakeBinance:
             url_streams=route.streams,
             opened_at=loop.time(),
             silenced=self.silence_new,
+            lag=self.lag_new,
             ws=ws,
         )
         self._next_id += 1
@@ -623,6 +655,8 @@ class FakeBinance:
             await self._read_loop(conn, ws)
             await ws.wait_closed()
         finally:
+            if conn._carrier is not None:
+                tasks.append(conn._carrier)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -724,8 +758,14 @@ class FakeBinance:
     async def _send(self, conn: FakeConnection, frames: list[bytes], *, text: bool = True) -> int:
         ws = conn.ws
         sent = 0
-        if ws is None or ws.state is not State.OPEN:
+        if ws is None or ws.state is not State.OPEN or conn._closing:
             return 0
+        if conn.lag > 0 or conn._late:  # behind frames on their way: after them
+            conn._late.append((asyncio.get_running_loop().time() + conn.lag, frames, text))
+            if conn._carrier is None:
+                conn._carrier = asyncio.create_task(self._deliver_late(conn))
+            conn.frames_out += len(frames)
+            return len(frames)
         try:
             async with asyncio.timeout(self.send_timeout):
                 for f in frames:
@@ -739,12 +779,34 @@ class FakeBinance:
         conn.frames_out += sent
         return sent
 
+    async def _deliver_late(self, conn: FakeConnection) -> None:
+        ws = conn.ws
+        assert ws is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while conn._late:
+                due, frames, text = conn._late[0]
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                conn._late.popleft()
+                for f in frames:
+                    await ws.send(f, text=text)
+        except ConnectionClosed:
+            conn._late.clear()
+        finally:
+            conn._carrier = None
+
     async def _close(
         self, conn: FakeConnection, code: int | None, reason: str, *, wait: bool = True
     ) -> None:
         ws = conn.ws
         if ws is None or not conn.is_open:
             return
+        carrier = conn._carrier
+        if code is not None and carrier is not None:  # the close frame comes after them
+            conn._closing = True  # and nothing more is sent
+            await asyncio.wait({carrier})
+            if not conn.is_open:
+                return
         if conn.closed_code is None and ws.close_code is None:
             conn.closed_code = 1006 if code is None else code
             conn.closed_reason = None if code is None else reason
