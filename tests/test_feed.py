@@ -413,6 +413,53 @@ async def test_rotation_of_a_connection_that_subscribes_live_loses_nothing():
         assert all(c.closed_code != 1006 for c in fake.closed)
 
 
+async def test_a_rotation_away_from_a_lagging_socket_loses_none_of_its_last_ticks():
+    """The old socket lags behind the new one (a congested path): its last ticks reach the bot
+    after the new socket's first, newer ones. The new socket's are held and merged with the
+    old one's by event time, so the old one's are not dropped as out of order: every
+    up-crossing of a continuous stream still fires once."""
+    async with FakeBinance() as fake:
+        bot = Bot(fake, [rule("crosses above 100")], stream="all", max_age=0.3)
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            fake.lag(0.2)  # this socket only (drain_timeout, 0.5 s, leaves time to catch up)
+            ups, last = await publish_alternating(
+                fake, lambda: bot.feed.stats.rotations >= 1, ["BTCUSDT"]
+            )
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", last))
+        assert len(bot.alerts) == ups
+        assert bot.feed.stats.reconnects == 0
+
+
+async def test_a_rotations_held_ticks_go_before_newer_ones_of_the_old_socket():
+    """The old socket falls silent for a moment while the new one delivers (held, merged by
+    event time): when the old one delivers again, with newer ticks, the new one's older ones
+    are handed on first, not dropped as out of order after them."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stream="all",
+            max_age=0.3,
+            stale_after=10.0,  # no watchdog in this test
+            drain_timeout=5.0,  # the rotation waits for the old socket to catch up
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await bot.tick(90, T)
+            old = fake.connections[0]
+            fake.silence(conn=old)
+            await fake.wait_for_connections(2)  # the rotation's new socket
+            (conn,) = bot.feed.connections()
+            received = conn.messages
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the new one only
+            await fake.wait_for(lambda: conn.messages > received)
+            fake.silence(False, conn=old)
+            await bot.tick(90, T + 2_000)  # on both
+            await fake.wait_for(lambda: bot.feed.stats.rotations == 1)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 async def tick_until_seen(bot: Bot, close: float, time: int) -> None:
     """Publish one ticker again and again (the engine ignores repeats of an event time) until
     the engine has it: for a socket that is being opened at an unknown moment."""
@@ -497,7 +544,9 @@ async def test_closing_the_feed_during_a_rotations_drain_closes_the_new_socket_t
         fake.silence(conn=fake.connections[0])  # the old socket falls behind
         await fake.wait_for_connections(2)  # the rotation's new socket
         time = T
-        while len(got) < 2:  # until the new socket delivers; the drain then waits for the old
+        (conn,) = feed.connections()
+        # until the new socket delivers (held from the sink); the drain then waits for the old
+        while conn.messages < 2:
             time += 1_000
             await fake.publish([mini_ticker("BTCUSDT", 1, time)])
             await asyncio.sleep(0.01)
@@ -736,6 +785,58 @@ async def test_a_switch_between_stream_kinds_loses_no_tick_of_a_watched_symbol()
         await fake.wait_for(lambda: bot.seen("BTCUSDT", last))
         assert len(bot.alerts) == ups
         assert bot.feed.stats.reconnects == 0
+
+
+async def test_a_switchs_held_ticks_go_before_newer_ones_of_the_old_connection():
+    """As in a rotation: the symbol connection falls silent for a moment while the new
+    all-market one delivers; its older ticks go before the symbol connection's newer ones."""
+    rules = [rule("crosses above 100")]
+    async with FakeBinance() as fake:
+        bot = Bot(fake, rules, symbol_stale_after=10.0, drain_timeout=5.0)
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await bot.tick(90, T)
+            old = fake.connections[0]
+            fake.silence(conn=old)
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await fake.wait_for(lambda: bot.feed.connections()[0].session is not None)
+            raw = bot.feed.connections()[0]
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the new one only
+            await fake.wait_for(lambda: raw.messages > 0)
+            fake.silence(False, conn=old)
+            await bot.tick(90, T + 2_000)  # on both
+            await asyncio.wait_for(bot.feed.settled(), 5)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
+@pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
+async def test_a_switch_away_from_lagging_connections_loses_none_of_their_last_ticks(
+    glob_first: bool,
+):
+    """As a rotation: a switch of stream kinds (a glob rule added, or removed) while the
+    connections carrying BTCUSDT lag behind; the new ones' ticks are merged with theirs."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    rules = [rule("crosses above 100"), glob] if glob_first else [rule("crosses above 100")]
+    async with FakeBinance() as fake, Bot(fake, rules) as bot:
+        await fake.wait_for_subscriptions({ALL_MARKET} if glob_first else {BTC})
+        fake.lag(0.2)  # these connections only: the new ones are fast
+        done = asyncio.Event()
+        publisher = asyncio.create_task(publish_alternating(fake, done.is_set, ["BTCUSDT"]))
+        await asyncio.sleep(0.1)
+        if glob_first:
+            bot.engine.remove_rule("glob")
+        else:
+            bot.engine.add_rule(glob)
+        assert bot.pipeline.update_streams() == ("symbols" if glob_first else "all")
+        await asyncio.wait_for(bot.feed.settled(), 5)
+        await asyncio.sleep(0.1)
+        done.set()
+        ups, last = await publisher
+        await fake.wait_for(lambda: bot.seen("BTCUSDT", last))
+    assert len(bot.alerts) == ups
+    assert bot.feed.stats.reconnects == 0
 
 
 # ------------------------------------------------------------------ slow consumer

@@ -6,7 +6,10 @@ reads ``!miniTicker@arr`` (one raw connection) when a rule has a glob, when more
 ``<symbol>@miniTicker`` streams on combined connections of at most ``max_streams`` each, changed
 live with SUBSCRIBE/UNSUBSCRIBE. A switch between the two is make-before-break: the new
 connections must deliver (all-market) or be subscribed (symbol streams) before the old ones
-close, and the engine drops the overlap's duplicates by symbol and event time.
+close, and the engine drops the overlap's duplicates by symbol and event time. Meanwhile
+what the new ones deliver is held and merged with what the old ones deliver by event time
+(for at most ``drain_timeout``): old connections that lag behind would otherwise hand on
+their last ticks after newer ones, and the engine would drop them as out of order.
 """
 
 from __future__ import annotations
@@ -205,7 +208,7 @@ class Feed:
         then, and subscribed again after)."""
         return frozenset(self._refused())
 
-    def _new(self, streams: Iterable[str], *, raw: bool) -> Connection:
+    def _new(self, streams: Iterable[str], *, raw: bool, held: bool = False) -> Connection:
         self._next_id += 1
         conn = Connection(
             self._next_id,
@@ -217,42 +220,85 @@ class Feed:
             undecoded=self.undecoded,
             on_progress=self._progress.set,
             on_refused=self._on_refused,
+            on_deliver=self._delivering,
         )
+        if held:
+            conn.hold()
         conn.start()
         return conn
+
+    def _delivering(self, conn: Connection, event: int) -> None:
+        """Before ``conn`` hands on a frame of event time ``event``: what the new connections
+        of a switch hold that is older goes first (an old connection's socket that fell
+        behind, or one that was down and reconnected, brings newer ticks than theirs)."""
+        for other in (self._raw, *self._combined):
+            if other is not None and other is not conn and other.holding:
+                other.release_before(event)
 
     async def _reconcile(self, target: frozenset[str]) -> bool:
         """Move the connections towards ``target``; False if the target changed meanwhile."""
         if target == {ALL_MARKET}:
             if self._raw is None:
-                self._raw = self._new(target, raw=True)
+                # held while the symbol connections it replaces catch up with it
+                self._raw = self._new(target, raw=True, held=bool(self._combined))
+            all_market = self._raw
             if self._combined:
-                raw = self._raw
-                if not await self._until(lambda: raw.delivering):
+                for conn in self._combined:
+                    conn.release()  # a switch to them given up: they are the old ones again
+                if not await self._until(lambda: all_market.delivering):
                     return False
                 old = self._combined
-                if not await self._drained(old, raw.first_event()):
+                if not await self._drained(old, all_market.first_event()):
                     return False
                 self._combined = []
+                all_market.release()
                 log.info(
                     "feed: all-market stream delivering; closing %d symbol connections", len(old)
                 )
                 await asyncio.gather(*(c.close() for c in old))
+            all_market.release()
             return True
+        raw = self._raw
+        if raw is not None:
+            raw.release()  # a switch to it given up: it is the old one again
         self._reshape(target)
-        if self._raw is not None:
+        if raw is not None:
+            for conn in self._combined:
+                conn.hold()
             if not await self._until(lambda: all(c.ready for c in self._combined)):
                 return False
-            raw = self._raw
-            marks = [c.first_event() for c in self._combined if c.first_event() >= 0]
+            new = self._combined
+            # the old connection must catch up with the first tick the new ones carry once
+            # they are all subscribed: everything before it is on the old one only
+            for conn in new:
+                conn.next_event_from_now()
+            if not await self._within_drain(
+                lambda: raw.session is None or any(c.next_event >= 0 for c in new)
+            ):
+                return False
+            marks = [c.next_event for c in new if c.next_event >= 0]
             # nothing on the new ones yet: read one more frame of the old one
             mark = min(marks) if marks else raw.last_event() + 1
             if not await self._drained([raw], mark):
                 return False
             self._raw = None
+            for conn in new:
+                conn.release()
             log.info("feed: symbol streams subscribed; closing the all-market connection")
             await raw.close()
+        else:
+            for conn in self._combined:
+                conn.release()
         return True
+
+    async def _within_drain(self, predicate: Callable[[], bool]) -> bool:
+        """Until ``predicate()`` or for at most ``drain_timeout``; False when a new target
+        is wanted meanwhile."""
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout):
+                return await self._until(predicate)
+        except TimeoutError:
+            return True
 
     async def _drained(self, old: list[Connection], mark: int) -> bool:
         """Read the old connections until each has caught up with event time ``mark`` (the

@@ -9,7 +9,11 @@ A :class:`Connection` owns the streams it was given and keeps a live socket deli
   ``stale_after`` (the field failure that matters most: a silently dead feed);
 - before Binance's 24 h limit it rotates make-before-break: a second socket is opened and the
   old one is closed only once the new one delivers, so nothing is lost (the engine drops the
-  duplicates by symbol and event time);
+  duplicates by symbol and event time). Meanwhile the two are merged by event time: what the
+  new one delivers is held, and handed on before anything newer from the old one, or when
+  the old one has caught up with it. An old socket that lags behind (a congested path) would
+  otherwise hand over its last ticks after the new one's newer ones, and the engine would
+  drop them as out of order;
 - live SUBSCRIBE/UNSUBSCRIBE go out at most the market's ``request_rate`` per second (what
   its message limit leaves to them after pings and pongs), batched, each waiting for its
   ``{"result": null, "id": N}``; a refused batch is retried stream by stream so that one bad
@@ -46,6 +50,10 @@ log = logging.getLogger("alertbot.feed")
 #: receives every market-data message: the decoded object and the raw text as received; with
 #: ``undecoded``, a ticker frame in Binance's plain form comes as its bytes, twice
 Sink = Callable[[Any, "str | bytes"], None]
+
+#: a frame kept from the sink: its (first element's) event time, the object, the raw text,
+#: when it arrived (loop time)
+Held = tuple[int, Any, "str | bytes", float]
 
 #: the start of a ticker frame as Binance writes it (array, object, or combined wrapper), with
 #: the first element's event time: such a frame is data and needs no decoding to be classified.
@@ -173,6 +181,18 @@ class FeedStats:
         return 0.0
 
 
+def _take(held: list[Held], before: int | None) -> list[Held]:
+    """Take from ``held`` its first frames older than event time ``before`` (None: all)."""
+    n = len(held)
+    if before is not None:
+        n = 0
+        while n < len(held) and held[n][0] < before:
+            n += 1
+    taken = held[:n]
+    del held[:n]
+    return taken
+
+
 def _event_time(obj: Any) -> int:
     """The event time of a data message (its first element's), or -1."""
     if type(obj) is dict and "data" in obj:
@@ -205,7 +225,9 @@ class _Session:
 
     reader: asyncio.Task[None]  # set by Connection._open
 
-    def __init__(self, ws: ClientConnection, streams: Iterable[str], opened_at: float) -> None:
+    def __init__(
+        self, ws: ClientConnection, streams: Iterable[str], opened_at: float, held: bool = False
+    ) -> None:
         self.ws = ws
         self.subscribed: set[str] = set(streams)
         self.opened_at = opened_at
@@ -224,6 +246,8 @@ class _Session:
         self.control: asyncio.Task[None] | None = None
         self.answered = asyncio.Event()  # set after each live request's reply is applied
         self.split: set[str] = set()  # streams to subscribe one by one after a refused batch
+        #: a rotation's new socket: what it delivers, kept until the old one has caught up
+        self.held: list[Held] | None = [] if held else None
 
 
 class Connection:
@@ -241,6 +265,7 @@ class Connection:
         undecoded: bool = False,
         on_progress: Callable[[], None] = lambda: None,
         on_refused: Callable[[str, str], None] = lambda stream, reason: None,
+        on_deliver: Callable[[Connection, int], None] = lambda conn, event: None,
     ) -> None:
         self.id = cid
         self.raw = raw  # one stream on a raw URL; else a combined URL plus live subscriptions
@@ -253,6 +278,9 @@ class Connection:
         self.undecoded = undecoded
         self.on_progress = on_progress
         self.on_refused = on_refused
+        #: before a frame (its event time) goes to the sink: the feed hands on first what
+        #: other connections hold that is older
+        self.on_deliver = on_deliver
         self.stale_after = (
             settings.stale_after if ALL_MARKET in self.streams else settings.symbol_stale_after
         )
@@ -266,6 +294,14 @@ class Connection:
         self._closers: set[asyncio.Task[None]] = set()
         self._down_since: float | None = None  # data stopped then (for outage accounting)
         self._down_event = -1
+        #: what the connection delivers, kept from the sink while an old connection that it
+        #: replaces catches up (see hold)
+        self._held: list[Held] | None = None
+        self._held_timer: asyncio.TimerHandle | None = None
+        self._rotating: _Session | None = None  # a rotation's new socket, while it holds
+        #: the event time of the first frame after next_event_from_now(); -1: none yet
+        self.next_event = -1
+        self._marking = False
         self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------------ control
@@ -274,6 +310,11 @@ class Connection:
         self._task = asyncio.create_task(self._run(), name=f"feed-connection-{self.id}")
 
     async def close(self) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        self._held = None  # what is still held goes nowhere now
+        self._rotating = None
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
@@ -291,6 +332,55 @@ class Connection:
             raise ValueError("a raw connection's stream cannot change")
         self.streams = streams
         self._changed.set()
+
+    def hold(self) -> None:
+        """Keep what arrives from now on from the sink, until :meth:`release`: while an old
+        connection carrying the same streams catches up (a mode switch), so that its last
+        ticks, when it lags, are not overtaken by this one's newer ones. Held frames older
+        than a frame the old one delivers go first (:meth:`release_before`), and none is held
+        longer than ``drain_timeout``."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Hand what was held to the sink, in order, and deliver straight on from now."""
+        held, self._held = self._held, None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        for event, obj, raw, _ in held or ():
+            self._deliver(event, obj, raw)
+
+    def release_before(self, event: int) -> None:
+        """Hand on the held frames older than ``event`` (another connection is about to
+        deliver it: they go first), and keep holding the rest."""
+        for _, obj, raw, _ in _take(self._held or [], event):
+            self._sink(obj, raw)
+
+    def _release_due(self) -> None:
+        """Hand on the frames held for ``drain_timeout``: an old connection that is that far
+        behind, or down, holds back no longer."""
+        self._held_timer = None
+        held = self._held or []
+        edge = self._loop.time() - self.settings.drain_timeout
+        n = 0
+        while n < len(held) and held[n][3] <= edge:
+            n += 1
+        for _, obj, raw, _ in held[:n]:
+            self._sink(obj, raw)
+        del held[:n]
+        if held:
+            due = held[0][3] + self.settings.drain_timeout
+            self._held_timer = self._loop.call_at(due, self._release_due)
+
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
+    def next_event_from_now(self) -> None:
+        """Note in ``next_event`` the event time of the next data frame that arrives."""
+        self.next_event = -1
+        self._marking = True
 
     @property
     def ready(self) -> bool:
@@ -367,7 +457,7 @@ class Connection:
         self.last_error = reason
         log.warning("feed connection %d: %s", self.id, reason)
 
-    async def _open(self) -> _Session:
+    async def _open(self, *, held: bool = False) -> _Session:
         cfg = self.settings
         streams = sorted(self.streams)
         if self.raw:
@@ -386,7 +476,7 @@ class Connection:
             max_size=cfg.max_frame_bytes,
             user_agent_header=f"alertbot/{__version__}",
         )
-        session = _Session(ws, streams, self._loop.time())
+        session = _Session(ws, streams, self._loop.time(), held)
         session.reader = asyncio.create_task(self._read(session), name=f"feed-reader-{self.id}")
         log.info("feed connection %d: open, %d streams", self.id, len(streams))
         return session
@@ -436,6 +526,7 @@ class Connection:
                 if ending.last_event >= 0:
                     self._down_event = ending.last_event
                 self._end(ending)
+            self._release_rotating()  # after all the old socket delivered
 
     def _adopt(self, s: _Session) -> None:
         self.session = s
@@ -448,21 +539,29 @@ class Connection:
 
     async def _rotate(self, old: _Session) -> bool:
         """Make-before-break: open a second socket, switch once it delivers, close the old."""
+        self._release_rotating()  # what a failed rotation still held
         try:
-            new = await self._open()
+            new = await self._open(held=True)  # merged with the old one's by event time
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._failed(f"rotation: connect failed ({describe(exc)}), keeping the old socket")
             return False
+        self._rotating = new
         try:
             if not await self._handover(old, new):
                 self._end(new)
+                # what it delivered may include a stream the old one has not subscribed yet:
+                # it goes on merged with what the old one delivers, the rest once the old one
+                # ends or after drain_timeout
+                self._loop.call_later(self.settings.drain_timeout, self._release_rotating, new)
                 return False
             await self._drain(old, new)
         except BaseException:  # cancelled mid-rotation: the new socket is nobody's yet
+            self._rotating = None
             self._end(new)
             raise
+        self._rotating = None
         self.stats.rotations += 1
         log.info("feed connection %d: rotated to a new socket", self.id)
         if old.control is not None:
@@ -475,8 +574,25 @@ class Connection:
             if old.last_event >= 0:
                 self._down_event = old.last_event
         self._adopt(new)
+        self._release(new)
         self._end(old)
         return True
+
+    def _release_rotating(self, s: _Session | None = None) -> None:
+        """Hand on all that a failed rotation's new socket (``s``, if still that one) held."""
+        rotating = self._rotating
+        if rotating is not None and (s is None or s is rotating):
+            self._rotating = None
+            self._release(rotating)
+
+    def _release(self, s: _Session, before: int | None = None) -> None:
+        """Hand on what a rotation's new socket holds: all of it, and from then on it delivers
+        straight on; or only what is older than event time ``before``."""
+        held = s.held or []
+        if before is None:
+            s.held = None
+        for event, obj, raw, _ in _take(held, before):
+            self._deliver(event, obj, raw)
 
     async def _handover(self, old: _Session, new: _Session) -> bool:
         """Wait until ``new`` carries every stream and delivers; False when it cannot take over
@@ -525,7 +641,8 @@ class Connection:
         """Before closing ``old``: read it until it has caught up with where ``new`` began.
 
         Frames already on their way over the old socket are read first, so that a tick sent
-        just before the new socket's first one is not lost with the old socket's buffer.
+        just before the new socket's first one is not lost with the old socket's buffer (the
+        new one's are held meanwhile, and handed on after).
         """
         mark = new.first_event
         if mark < 0 or old.last_event >= mark or old.reader.done():
@@ -638,10 +755,39 @@ class Connection:
             s.first_event = event
             s.first_data.set()
             self._first_data(now, event)
+        if self._marking and event >= 0:
+            self.next_event = event
+            self._marking = False
         self.messages += 1
         self.stats.data(now)
-        self.sink(obj, raw)
+        if s.held is not None:
+            s.held.append((event, obj, raw, now))
+        else:
+            rotating = self._rotating
+            if rotating is not None and rotating.held:
+                self._release(rotating, before=event)  # the new socket's older ones first
+            self._deliver(event, obj, raw)
         self.on_progress()
+
+    def _deliver(self, event: int, obj: Any, raw: str | bytes) -> None:
+        held = self._held
+        if held is not None:
+            now = self._loop.time()
+            held.append((event, obj, raw, now))
+            if self._held_timer is None:
+                self._held_timer = self._loop.call_at(
+                    now + self.settings.drain_timeout, self._release_due
+                )
+            return
+        self.on_deliver(self, event)
+        self._sink(obj, raw)
+
+    def _sink(self, obj: Any, raw: str | bytes) -> None:
+        try:
+            self.sink(obj, raw)
+        except Exception as exc:  # a bug downstream must not kill the feed
+            self.stats.problems.count("error handling a message", describe(exc))
+            log.debug("error handling a message", exc_info=True)
 
     def _first_data(self, now: float, event: int) -> None:
         """Data flows again (``event``: the first event time): account for the outage before it."""
