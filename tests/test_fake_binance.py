@@ -507,6 +507,19 @@ async def test_lag_future_applies_to_later_connections_until_lifted() -> None:
 
 
 @pytest.mark.asyncio
+async def test_closed_by_says_which_side_began_to_close_and_when() -> None:
+    async with FakeBinance() as fake:
+        for drop in (lambda: fake.drop(code=1001), lambda: fake.drop(), None):
+            async with client(fake, "/market/ws/!miniTicker@arr"):
+                await fake.wait_for_connections(1)
+                if drop is not None:
+                    await drop()
+            await fake.wait_for(lambda: not fake.connections)
+        assert [c.closed_by for c in fake.closed] == ["server", "abort", "client"]
+        assert all(c.opened_at <= (c.closing_at or 0) <= (c.closed_at or 0) for c in fake.closed)
+
+
+@pytest.mark.asyncio
 async def test_drop_without_code_is_an_abrupt_close_without_close_frame() -> None:
     async with FakeBinance() as fake, client(fake, "/market/ws") as ws:
         await fake.wait_for_connections(1)

@@ -184,6 +184,11 @@ class FakeConnection:
     closed_code: int | None = None  # 1006 when the TCP connection ended without a close frame
     closed_reason: str | None = None
     closed_at: float | None = None  # loop time
+    #: when either side began to close it (loop time), and which: "server" (a clean close by
+    #: the fake), "abort" (the fake ended it without a close frame), or "client" (its reading
+    #: ended first: the client's close frame came, or the connection was lost)
+    closing_at: float | None = None
+    closed_by: str | None = None
     messages_in: int = 0  # every incoming message, answered or not
     #: every frame counted against the rate limit: messages, pings, pongs (answers or not)
     frames_in: int = 0
@@ -653,6 +658,8 @@ class FakeBinance:
             tasks.append(asyncio.create_task(self._age_limit(conn, self.max_age)))
         try:
             await self._read_loop(conn, ws)
+            if conn.closing_at is None:
+                conn.closing_at, conn.closed_by = loop.time(), "client"
             await ws.wait_closed()
         finally:
             if conn._carrier is not None:
@@ -664,6 +671,8 @@ class FakeBinance:
                 conn.closed_code = ws.close_code if ws.close_code is not None else 1006
                 conn.closed_reason = ws.close_reason
             conn.closed_at = loop.time()
+            if conn.closing_at is None:  # the handler was cancelled
+                conn.closing_at, conn.closed_by = conn.closed_at, "server"
             self.connections.remove(conn)
             self.closed.append(conn)
             conn._done.set()
@@ -807,6 +816,9 @@ class FakeBinance:
             await asyncio.wait({carrier})
             if not conn.is_open:
                 return
+        if conn.closing_at is None:
+            conn.closing_at = asyncio.get_running_loop().time()
+            conn.closed_by = "abort" if code is None else "server"
         if conn.closed_code is None and ws.close_code is None:
             conn.closed_code = 1006 if code is None else code
             conn.closed_reason = None if code is None else reason
