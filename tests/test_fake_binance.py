@@ -443,7 +443,7 @@ async def test_silence_future_applies_to_later_connections() -> None:
 @pytest.mark.asyncio
 async def test_lag_delivers_a_connections_frames_late_in_order_and_before_a_clean_close() -> None:
     """A lagging connection gets its data frames (and replies) ``lag`` seconds late and in
-    the order sent, another one at once; a clean close waits for the frames on their way."""
+    the order sent, another one at once; a clean close comes after the frames on their way."""
     loop = asyncio.get_running_loop()
     async with (
         FakeBinance() as fake,
@@ -470,6 +470,27 @@ async def test_lag_delivers_a_connections_frames_late_in_order_and_before_a_clea
             assert await recv_json(slow) == [BTC]
             with pytest.raises(ConnectionClosedOK):
                 await recv_json(slow)
+
+
+@pytest.mark.asyncio
+async def test_a_lagging_connections_pong_comes_after_the_data_sent_before_the_ping() -> None:
+    """On a congested path a pong waits behind the data on its way, as over TCP: a client
+    can ping to learn that it has read all the server sent before (the feed does so before
+    it closes an old socket)."""
+    loop = asyncio.get_running_loop()
+    async with (
+        FakeBinance() as fake,
+        client(fake, "/market/ws/!miniTicker@arr") as ws,
+    ):
+        await fake.wait_for_connections(1)
+        fake.lag(0.3)
+        await fake.publish([BTC])
+        sent_at = loop.time()
+        pong = await ws.ping()
+        await pong
+        assert loop.time() - sent_at >= 0.3  # the pong waited in line
+        async with asyncio.timeout(0.05):  # ... behind the frame, already read
+            assert await recv_json(ws) == [BTC]
 
 
 @pytest.mark.asyncio

@@ -178,8 +178,8 @@ class FakeConnection:
     url_streams: tuple[str, ...]  # as asked in the URL (also for a legacy path)
     opened_at: float  # loop time
     silenced: bool = False
-    #: data frames (publish, send_raw, replies) reach the client this many seconds late, in
-    #: order: a congested path (see FakeBinance.lag)
+    #: everything written to the client (data, replies, pings, pongs, the close frame) reaches
+    #: it this many seconds late, in order: a congested path (see FakeBinance.lag)
     lag: float = 0.0
     closed_code: int | None = None  # 1006 when the TCP connection ended without a close frame
     closed_reason: str | None = None
@@ -202,12 +202,6 @@ class FakeConnection:
     #: over (or before the ping or pong that was); the rest are not answered
     _answerable: int | None = field(default=None, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    #: frames on their way to a lagging client: (due loop time, frames, as text)
-    _late: collections.deque[tuple[float, list[bytes], bool]] = field(
-        default_factory=collections.deque, repr=False
-    )
-    _carrier: asyncio.Task[None] | None = field(default=None, repr=False)
-    _closing: bool = field(default=False, repr=False)  # a clean close waits for _late
 
     @property
     def is_open(self) -> bool:
@@ -285,6 +279,70 @@ class _CountingConnection(ServerConnection):
         if self.request is not None and isinstance(event, Frame) and event.opcode in _COUNTED:
             self.on_frame(event.opcode, self.loop.time())
         super().process_event(event)
+
+
+class _LaggingTransport:
+    """A connection's transport that writes ``conn.lag`` seconds late, in order (see
+    FakeBinance.lag): websockets writes every frame through it, its own pongs and close frame
+    too. With no lag and nothing on its way it writes at once; an abort loses what is on its
+    way, as a reset TCP connection does."""
+
+    def __init__(self, transport: Any, conn: FakeConnection) -> None:
+        self._transport = transport
+        self._conn = conn
+        self._loop = asyncio.get_running_loop()
+        #: (due loop time, what to do): bytes to write, or "eof" / "close"
+        self._late: collections.deque[tuple[float, bytes | str]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def _queue(self, item: bytes | str) -> bool:
+        """Put ``item`` in line; False when it may go at once."""
+        if self._conn.lag <= 0 and not self._late:
+            return False
+        due = self._loop.time() + self._conn.lag
+        if self._late:
+            due = max(due, self._late[-1][0])  # never before what is already on its way
+        self._late.append((due, item))
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._late[0][0], self._flush)
+        return True
+
+    def _flush(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        while self._late and self._late[0][0] <= now:
+            _, item = self._late.popleft()
+            if item == "eof":
+                self._transport.write_eof()
+            elif item == "close":
+                self._transport.close()
+            else:
+                assert isinstance(item, bytes)
+                self._transport.write(item)
+        if self._late:
+            self._timer = self._loop.call_at(self._late[0][0], self._flush)
+
+    def write(self, data: bytes) -> None:
+        if not self._queue(bytes(data)):
+            self._transport.write(data)
+
+    def write_eof(self) -> None:
+        if not self._queue("eof"):
+            self._transport.write_eof()
+
+    def close(self) -> None:
+        if not self._queue("close"):
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._late.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._transport.abort()
 
 
 # --- the fake ------------------------------------------------------------------------------------
@@ -445,10 +503,12 @@ class FakeBinance:
     def lag(
         self, seconds: float, *, conn: FakeConnection | None = None, future: bool = False
     ) -> None:
-        """Deliver data frames (publish, send_raw, replies to requests) ``seconds`` late, in
-        the order sent: a slow path to the client, as a congested socket has next to a fresh
-        one. Pings and pongs are not delayed, nor is ``send_timeout`` applied to late frames.
-        Frames already on their way keep their time.
+        """Deliver everything written to the client ``seconds`` late, in the order written: a
+        slow path to the client, as a congested socket has next to a fresh one. Data frames,
+        replies, pings, the pongs answering the client's pings and the close frame all wait
+        in the same line (a pong comes after the data sent before it, as over TCP);
+        ``send_timeout`` does not apply to late frames. Frames already on their way keep
+        their time.
 
         ``conn=None``: every open connection; with ``future=True`` also connections opened
         later. ``lag(0)`` with ``conn=None`` also ends the lag of future connections. A clean
@@ -644,6 +704,7 @@ class FakeBinance:
             lag=self.lag_new,
             ws=ws,
         )
+        ws.transport = _LaggingTransport(ws.transport, conn)
         self._next_id += 1
         self.stats.handshakes += 1
         self.connections.append(conn)
@@ -662,8 +723,6 @@ class FakeBinance:
                 conn.closing_at, conn.closed_by = loop.time(), "client"
             await ws.wait_closed()
         finally:
-            if conn._carrier is not None:
-                tasks.append(conn._carrier)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -767,14 +826,8 @@ class FakeBinance:
     async def _send(self, conn: FakeConnection, frames: list[bytes], *, text: bool = True) -> int:
         ws = conn.ws
         sent = 0
-        if ws is None or ws.state is not State.OPEN or conn._closing:
+        if ws is None or ws.state is not State.OPEN:
             return 0
-        if conn.lag > 0 or conn._late:  # behind frames on their way: after them
-            conn._late.append((asyncio.get_running_loop().time() + conn.lag, frames, text))
-            if conn._carrier is None:
-                conn._carrier = asyncio.create_task(self._deliver_late(conn))
-            conn.frames_out += len(frames)
-            return len(frames)
         try:
             async with asyncio.timeout(self.send_timeout):
                 for f in frames:
@@ -788,34 +841,12 @@ class FakeBinance:
         conn.frames_out += sent
         return sent
 
-    async def _deliver_late(self, conn: FakeConnection) -> None:
-        ws = conn.ws
-        assert ws is not None
-        loop = asyncio.get_running_loop()
-        try:
-            while conn._late:
-                due, frames, text = conn._late[0]
-                await asyncio.sleep(max(0.0, due - loop.time()))
-                conn._late.popleft()
-                for f in frames:
-                    await ws.send(f, text=text)
-        except ConnectionClosed:
-            conn._late.clear()
-        finally:
-            conn._carrier = None
-
     async def _close(
         self, conn: FakeConnection, code: int | None, reason: str, *, wait: bool = True
     ) -> None:
         ws = conn.ws
         if ws is None or not conn.is_open:
             return
-        carrier = conn._carrier
-        if code is not None and carrier is not None:  # the close frame comes after them
-            conn._closing = True  # and nothing more is sent
-            await asyncio.wait({carrier})
-            if not conn.is_open:
-                return
         if conn.closing_at is None:
             conn.closing_at = asyncio.get_running_loop().time()
             conn.closed_by = "abort" if code is None else "server"
