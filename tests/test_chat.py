@@ -65,9 +65,6 @@ class Bot:
             backoff_initial=0.02,
             backoff_max=0.2,
             ping_interval=None,
-            # a switch between the all-market stream and symbol streams holds the new side's
-            # ticks until the old side catches up, or this long: the fake's old side is quiet
-            drain_timeout=0.5,
         )
         delivery = DeliverySettings(
             telegram_token=TOKEN,

@@ -839,6 +839,37 @@ async def test_a_switch_away_from_lagging_connections_loses_none_of_their_last_t
     assert bot.feed.stats.reconnects == 0
 
 
+@pytest.mark.parametrize("to", ["all", "symbols"])
+async def test_a_switch_does_not_wait_for_a_quiet_old_connections_next_tick(to: str):
+    """The old connections carry nothing new (their symbols are quiet), so none of them will
+    reach the new ones' first event time: a request's reply, which comes after everything the
+    exchange sent before it, shows they are read to the end. The switch completes in one
+    round trip, not after ``drain_timeout``, and the new ones' held ticks go on at once."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    rules = [rule("crosses above 100")] + ([glob] if to == "symbols" else [])
+    async with FakeBinance() as fake:
+        bot = Bot(fake, rules, stale_after=60.0, symbol_stale_after=60.0, drain_timeout=60.0)
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET} if to == "symbols" else {BTC})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            if to == "all":
+                bot.engine.add_rule(glob)
+            else:
+                bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == to
+            if to == "all":
+                await fake.wait_for_subscriptions({ALL_MARKET})
+                await fake.wait_for(lambda: bot.feed.connections()[0].session is not None)
+                # on the new all-market connection only: the old one carries BTCUSDT alone
+                await fake.publish([mini_ticker("SOLUSDT", 110, T + 1_000)])
+            await asyncio.wait_for(bot.feed.settled(), 5)  # not drain_timeout's 60 s
+            assert bot.feed.health().mode == to
+            assert len(fake.connections) == 1
+            if to == "all":
+                await fake.wait_for(lambda: bot.seen("SOLUSDT", T + 1_000))
+
+
 # ------------------------------------------------------------------ slow consumer
 
 

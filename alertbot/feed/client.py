@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from alertbot.feed.connection import Backoff, Connection, FeedStats, Sink
 from alertbot.feed.market import ALL_MARKET, nameable, normalise_stream, symbol_stream
@@ -268,18 +269,9 @@ class Feed:
             if not await self._until(lambda: all(c.ready for c in self._combined)):
                 return False
             new = self._combined
-            # the old connection must catch up with the first tick the new ones carry once
-            # they are all subscribed: everything before it is on the old one only
-            for conn in new:
-                conn.next_event_from_now()
-            if not await self._within_drain(
-                lambda: raw.session is None or any(c.next_event >= 0 for c in new)
-            ):
-                return False
-            marks = [c.next_event for c in new if c.next_event >= 0]
-            # nothing on the new ones yet: read one more frame of the old one
-            mark = min(marks) if marks else raw.last_event() + 1
-            if not await self._drained([raw], mark):
+            # everything from the subscriptions on is on the new ones: the old one must hand
+            # on what it was sent before them
+            if not await self._drained([raw], None):
                 return False
             self._raw = None
             for conn in new:
@@ -291,27 +283,24 @@ class Feed:
                 conn.release()
         return True
 
-    async def _within_drain(self, predicate: Callable[[], bool]) -> bool:
-        """Until ``predicate()`` or for at most ``drain_timeout``; False when a new target
-        is wanted meanwhile."""
+    async def _drained(self, old: list[Connection], mark: int | None) -> bool:
+        """Read the old connections until each has handed on all it was sent before now, or
+        caught up with event time ``mark`` (the new connections carry everything from there),
+        for at most ``drain_timeout``; False as soon as a new target is wanted."""
+        catching: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(c.catch_up(mark) for c in old), return_exceptions=True)
+        )
+        changed: asyncio.Future[Any] = asyncio.create_task(self._changed.wait())
         try:
-            async with asyncio.timeout(self.settings.drain_timeout):
-                return await self._until(predicate)
-        except TimeoutError:
-            return True
-
-    async def _drained(self, old: list[Connection], mark: int) -> bool:
-        """Read the old connections until each has caught up with event time ``mark`` (the
-        new connections carry everything from there), or for at most ``drain_timeout``."""
-
-        def caught_up() -> bool:
-            return all(c.last_event() >= mark or c.session is None for c in old)
-
-        try:
-            async with asyncio.timeout(self.settings.drain_timeout):
-                return await self._until(caught_up)
-        except TimeoutError:
-            return True
+            done, _ = await asyncio.wait(
+                {catching, changed},
+                timeout=self.settings.drain_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            catching.cancel()
+            changed.cancel()
+        return catching in done or changed not in done
 
     def _reshape(self, target: frozenset[str]) -> None:
         """Live changes of the combined connections: unsubscribe, subscribe, open, close.

@@ -299,9 +299,6 @@ class Connection:
         self._held: list[Held] | None = None
         self._held_timer: asyncio.TimerHandle | None = None
         self._rotating: _Session | None = None  # a rotation's new socket, while it holds
-        #: the event time of the first frame after next_event_from_now(); -1: none yet
-        self.next_event = -1
-        self._marking = False
         self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------------ control
@@ -376,11 +373,6 @@ class Connection:
     @property
     def holding(self) -> bool:
         return self._held is not None
-
-    def next_event_from_now(self) -> None:
-        """Note in ``next_event`` the event time of the next data frame that arrives."""
-        self.next_event = -1
-        self._marking = True
 
     @property
     def ready(self) -> bool:
@@ -644,19 +636,47 @@ class Connection:
         just before the new socket's first one is not lost with the old socket's buffer (the
         new one's are held meanwhile, and handed on after).
         """
-        mark = new.first_event
-        if mark < 0 or old.last_event >= mark or old.reader.done():
+        if new.first_event < 0:
+            return  # taken over before it delivered: the old one ended
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await self._catch_up(old, new.first_event)
+
+    async def catch_up(self, mark: int | None = None) -> None:
+        """Until the current socket has handed on all the server had sent on it when it read
+        a request sent now, or a frame of event time ``mark`` or later; at once when there
+        is no socket. The caller bounds the wait."""
+        s = self.session
+        if s is not None:
+            await self._catch_up(s, mark)
+
+    async def _catch_up(self, s: _Session, mark: int | None) -> None:
+        """See :meth:`catch_up`. A request's reply comes after the frames the server sent
+        before it (one TCP stream, read in order), so once the reader has taken the reply, it
+        has handed them on: a socket that lags behind is read to its end in one round trip,
+        and a quiet one is not waited for (its next tick, which ``mark`` waits for, may be
+        long in coming)."""
+        if s.reader.done() or (mark is not None and s.last_event >= mark):
             return
-        old.watch_mark = mark
-        waiter = asyncio.create_task(old.caught_up.wait())
+        waiters: set[asyncio.Future[Any]] = {s.reader}
+        if mark is not None:
+            s.watch_mark = mark
+            s.caught_up.clear()  # set for an earlier mark, maybe
+            waiters.add(asyncio.ensure_future(s.caught_up.wait()))
+        s.next_id += 1
+        rid = s.next_id
+        reply: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        s.replies[rid] = reply
+        waiters.add(reply)
         try:
-            await asyncio.wait(
-                {waiter, old.reader},
-                timeout=self.settings.drain_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            # any request does; this one changes nothing and Binance answers it on every path
+            await s.ws.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": rid}).decode())
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except ConnectionClosed:
+            pass
         finally:
-            waiter.cancel()
+            for w in waiters - {s.reader}:
+                w.cancel()
 
     def last_event(self) -> int:
         s = self.session
@@ -755,9 +775,6 @@ class Connection:
             s.first_event = event
             s.first_data.set()
             self._first_data(now, event)
-        if self._marking and event >= 0:
-            self.next_event = event
-            self._marking = False
         self.messages += 1
         self.stats.data(now)
         if s.held is not None:
