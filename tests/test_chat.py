@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -536,6 +537,73 @@ async def test_a_failed_poll_is_one_log_line_and_polling_goes_on(
     lines = [r for r in caplog.records if logged in r.getMessage()]
     assert len(lines) == 1
     assert not [r for r in caplog.records if r.exc_info and r.name.startswith("telegram")]
+
+
+class Clock:
+    """A clock that stands still until the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def poll_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [
+        (r.levelname, m) for r in caplog.records if "polling for commands" in (m := r.getMessage())
+    ]
+
+
+async def test_a_polling_outage_is_one_warning_then_one_line_when_polling_works_again(
+    tmp_path, fakes, caplog
+):
+    """Telegram failing every poll for a while: one warning when polling starts failing (not
+    one per failed poll), and one info line when a poll works again, saying how long polling
+    was down and how many polls failed."""
+    binance, tg = fakes
+    caplog.set_level("INFO", logger="alertbot.chat")
+    async with Bot(tmp_path, binance, tg, poll_interval=0.01) as bot:
+        assert bot.app.chat is not None
+        bot.app.chat.polls.clock = clock = Clock()
+        tg.down(502, method="getUpdates")
+        await tg.wait_for(lambda: sum(r.status == 502 for r in tg.calls("getUpdates")) >= 6)
+        clock.now += 125.0
+        tg.recover()
+        assert (await bot.say("/help")).startswith("Commands")
+    failed = sum(r.status == 502 for r in tg.calls("getUpdates"))
+    assert poll_lines(caplog) == [
+        ("WARNING", "chat: polling for commands failed (Bad Gateway); trying again"),
+        ("INFO", f"chat: polling for commands works again after 2m 5s ({failed} polls failed)"),
+    ]
+
+
+async def test_a_long_polling_outage_is_recalled_at_the_reminder_interval(tmp_path, fakes, caplog):
+    """Through a long outage the warning is repeated once per ``poll_reminder``, naming how
+    long polling has been failing, how many polls failed and the last error."""
+    binance, tg = fakes
+    caplog.set_level("INFO", logger="alertbot.chat")
+    async with Bot(tmp_path, binance, tg, poll_interval=0.01, poll_reminder=600.0) as bot:
+        assert bot.app.chat is not None
+        bot.app.chat.polls.clock = clock = Clock()
+        tg.down(502, method="getUpdates")
+        await tg.wait_for(lambda: sum(r.status == 502 for r in tg.calls("getUpdates")) >= 3)
+        clock.now += 599.0  # not yet
+        seen = sum(r.status == 502 for r in tg.calls("getUpdates"))
+        await tg.wait_for(lambda: sum(r.status == 502 for r in tg.calls("getUpdates")) > seen)
+        assert len(poll_lines(caplog)) == 1
+        clock.now += 1.0
+        seen = sum(r.status == 502 for r in tg.calls("getUpdates"))
+        await tg.wait_for(lambda: sum(r.status == 502 for r in tg.calls("getUpdates")) > seen + 1)
+        tg.recover()
+        assert (await bot.say("/help")).startswith("Commands")
+    lines = poll_lines(caplog)
+    assert [level for level, _ in lines] == ["WARNING", "WARNING", "INFO"]
+    assert re.fullmatch(
+        r"chat: polling for commands still failing after 10m 0s \((\d+) polls failed; the "
+        r"last: Bad Gateway\)",
+        lines[1][1],
+    )
 
 
 async def test_a_failed_poll_answered_with_an_html_page_is_logged_cut_short(

@@ -177,6 +177,81 @@ def _percent_past(cond: Level, value: float) -> str:
     return f"{text}%"
 
 
+def _span(seconds: float) -> str:
+    """A time span for the log: ``4.2s``, ``2m 5s``, ``3h 0m 10s``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
+
+
+class PollFailures:
+    """Failed polls for commands in a row, logged as an operator wants them through an outage:
+    one warning when polling starts failing, a reminder every ``reminder`` seconds while it
+    goes on (0: none), and one info line when a poll works again, with how long polling was
+    down and how many polls failed. PTB tries every few seconds (at most 30 s apart): a line
+    per failed poll buried the log for as long as Telegram was unreachable."""
+
+    def __init__(self, reminder: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.reminder = reminder
+        self.clock = clock
+        self.failed = 0
+        self._since: float | None = None  # the first failure of the outage under way
+        self._told = 0.0  # when it was last logged
+        self._conflict = False  # the last logged failure was a second poller's
+
+    def failure(self, exc: TelegramError) -> None:
+        now = self.clock()
+        self.failed += 1
+        conflict = isinstance(exc, Conflict)
+        if self._since is None or conflict != self._conflict:
+            if self._since is None:
+                self._since = now
+            self._told, self._conflict = now, conflict
+            if conflict:
+                log.error(
+                    "chat: another process is polling for this bot token's updates (%s): each "
+                    "command reaches one of the two; run one bot per token",
+                    clip(exc.message),
+                )
+            else:
+                log.warning("chat: polling for commands failed (%s); trying again", clip(str(exc)))
+        elif self.reminder and now - self._told >= self.reminder:
+            self._told = now
+            log.warning(
+                "chat: polling for commands still failing after %s (%d polls failed; the last: %s)",
+                _span(now - self._since),
+                self.failed,
+                clip(str(exc)),
+            )
+
+    def success(self) -> None:
+        if self._since is None:
+            return
+        log.info(
+            "chat: polling for commands works again after %s (%d polls failed)",
+            _span(self.clock() - self._since),
+            self.failed,
+        )
+        self._since, self.failed = None, 0
+
+
+class _PollRequest(HTTPXRequest):
+    """The getUpdates requests' HTTP client, which tells ``polls`` of each poll answered with
+    success: PTB reports only failed polls (to ``error_callback``)."""
+
+    def __init__(self, polls: PollFailures, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.polls = polls
+
+    async def do_request(self, *args: Any, **kw: Any) -> tuple[int, bytes]:
+        status, payload = await super().do_request(*args, **kw)
+        if 200 <= status < 300:
+            self.polls.success()
+        return status, payload
+
+
 def _cooldown(ms: int) -> str:
     return f"cooldown {_duration(ms)}" if ms else "no cooldown"
 
@@ -215,6 +290,7 @@ class ChatBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
         self._refused: set[int] = set()
+        self.polls = PollFailures(settings.poll_reminder)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -228,7 +304,7 @@ class ChatBot:
             .base_url(f"{api}/bot")
             .base_file_url(f"{api}/file/bot")
             .request(HTTPXRequest(connection_pool_size=16, read_timeout=cfg.telegram_timeout))
-            .get_updates_request(HTTPXRequest(read_timeout=self.poll_timeout + 10.0))
+            .get_updates_request(_PollRequest(self.polls, read_timeout=self.poll_timeout + 10.0))
             # replies and notes within Telegram's limits, in one budget with the alerts (the
             # limits are the token's), and a reply that gets a 429 anyway (a user sending
             # commands fast) sent again after the wait, not lost
@@ -378,14 +454,7 @@ class ChatBot:
         30 s). Without this it logs a whole traceback each time: one every few seconds through
         a Telegram outage. The error is cut short: behind a front end's HTML error page (a
         proxy's 502) it quotes the whole page."""
-        if isinstance(exc, Conflict):
-            log.error(
-                "chat: another process is polling for this bot token's updates (%s): each "
-                "command reaches one of the two; run one bot per token",
-                clip(exc.message),
-            )
-        else:
-            log.warning("chat: polling for commands failed (%s); trying again", clip(str(exc)))
+        self.polls.failure(exc)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("chat: error while handling an update", exc_info=context.error)

@@ -30,6 +30,8 @@ class ChatSettings:
     max_watches: int = 50  # per chat, in open mode
     default_cooldown_ms: int = 300_000
     default_rearm: float = 0.0
+    #: while polling for commands keeps failing, its warning is repeated this often (s; 0: never)
+    poll_reminder: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ChatSettings:
