@@ -92,6 +92,11 @@ class AppCollector(Collector):
         )
         if app.book is not None:
             yield GaugeMetricFamily("alertbot_watches", "Chat watches", value=len(app.book.rows))
+            yield GaugeMetricFamily(
+                "alertbot_paused_chats",
+                "Chats paused because they blocked or removed the bot (their watches wait)",
+                value=len(app.book.paused),
+            )
 
 
 class HttpService:

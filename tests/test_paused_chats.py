@@ -8,9 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from alertbot.rules.conditions import parse
 from alertbot.rules.model import Channel, Rule, RuleSet
+from alertbot.service import AppCollector
 from alertbot.store import Store
 from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
@@ -224,3 +226,26 @@ async def test_an_admins_status_counts_the_paused_chats(tmp_path, fakes):
         await blocked_crossing(bot)
         status = await bot.say("/status", chat=admin)
     assert "Chats paused (they blocked or removed the bot): 1, with 1 watches" in status
+
+
+def paused_gauge(bot: Bot) -> list[str]:
+    """The paused-chats lines of the app's /metrics exposition."""
+    registry = CollectorRegistry()
+    registry.register(AppCollector(bot.app))
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if line.startswith("alertbot_paused_chats")]
+
+
+async def test_metrics_count_the_paused_chats_until_they_are_back(tmp_path, fakes):
+    """alertbot_paused_chats: the chats paused because they blocked the bot, as the database
+    holds them (1 after the refusal, 0 once the chat is back with a command)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        assert paused_gauge(bot) == ["alertbot_paused_chats 0.0"]
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+        assert paused_gauge(bot) == ["alertbot_paused_chats 1.0"]
+        tg.unblock(USER)
+        await bot.say("/start")
+        assert paused_gauge(bot) == ["alertbot_paused_chats 0.0"]

@@ -165,7 +165,8 @@ async def test_a_symbols_task_that_ends_is_logged_and_fails_healthz(tmp_path, ca
 
 async def test_the_readme_names_exactly_the_metrics_there_are(tmp_path):
     """The README's list under "Health and metrics" is the exposition's metric names (a
-    counter's with its ``_total``); ``alertbot_watches`` is exported with a Telegram token."""
+    counter's with its ``_total``); ``alertbot_watches`` and ``alertbot_paused_chats`` are
+    exported with a Telegram token."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("## Health and metrics", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`(alertbot_[a-z_]+)`", section))
@@ -174,7 +175,7 @@ async def test_the_readme_names_exactly_the_metrics_there_are(tmp_path):
         text = generate_latest(HttpService(app, 0).registry).decode()
     types = re.findall(r"^# TYPE (alertbot_[a-z_]+) ", text, re.MULTILINE)
     exported = {name for name in types if not name.endswith("_created")}  # the client's own
-    assert documented == exported | {"alertbot_watches"}
+    assert documented == exported | {"alertbot_watches", "alertbot_paused_chats"}
 
 
 def free_port() -> int:
