@@ -1,6 +1,6 @@
 """Delivery under faults the happy paths never meet: a webhook URL httpx cannot use, a sender
 that stops, a fallback across restarts, a receiver's Retry-After out of bounds, a database that
-refuses writes at shutdown.
+refuses writes at shutdown, a receiver that redirects or whose certificate fails verification.
 
 Against the fake Telegram Bot API, the webhook receiver and a real SQLite file, as
 tests/test_delivery.py; times are shrunk through DeliverySettings.
@@ -22,7 +22,7 @@ from alertbot.rules.model import Channel
 from alertbot.store import AlertRecord, DeliveryRow, Store
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
-from tests.fakes.webhook import WebhookReceiver
+from tests.fakes.webhook import WebhookReceiver, self_signed_tls
 from tests.test_delivery import CHAT, Harness, T, _Lines, rule
 
 BAD_PORT = "http://127.0.0.1:70000/hook"
@@ -440,3 +440,55 @@ async def test_shutdown_ends_when_the_database_refuses_writes_and_counts_what_wa
     (line,) = errors(caplog, "could not be stored")
     assert "5 alerts (lost) and 1 delivery results" in line.getMessage()
     assert h.states() == {f"r1:BTCUSDT:{T}>webhook:{hook.url}": "pending"}
+
+
+# ------------------------------------------------------------------ a receiver that moved, TLS
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_webhook_redirect_fails_the_delivery_unfollowed_and_says_to_fix_the_url(
+    tmp_path, caplog, status
+):
+    """A receiver answering with a redirect means ALERTBOT_WEBHOOK_URL is wrong: the signed
+    alert is not sent on to the Location (another host), each delivery fails for good at its
+    first answer as a 4xx does (it was retried until the 24 h give-up), and one error line
+    names the status and the Location (its password as ***) and says to update the URL."""
+    async with WebhookReceiver(secret="hook-secret") as hook, WebhookReceiver() as elsewhere:
+        moved = elsewhere.url.replace("http://", "http://bob:hunter22@")
+        hook.redirect(moved, status)
+        async with Harness(tmp_path, None, hook) as h:
+            h.fire([rule("r1"), rule("r2", symbol="ETHUSDT")])
+            await h.settled(timeout=3)
+    shown = moved.replace("hunter22", "***")
+    assert elsewhere.deliveries == []
+    assert [d.status for d in hook.deliveries] == [status, status]
+    for d in rows(h).values():
+        assert (d.state, d.last_error) == ("failed", f"HTTP {status}: a redirect to {shown}")
+    assert [r.getMessage() for r in errors(caplog, "redirect")] == [
+        f"webhook {hook.url}: the receiver answers HTTP {status}, a redirect to {shown}, which "
+        "alertbot does not follow (the signed alert would go to another address): update "
+        "ALERTBOT_WEBHOOK_URL; its alerts fail until then"
+    ]
+    assert [r for r in caplog.records if "hunter22" in r.getMessage()] == []
+
+
+async def test_a_webhook_certificate_that_fails_verification_is_named_in_the_log_and_retried(
+    tmp_path, caplog
+):
+    """A receiver whose TLS certificate cannot be verified (self-signed here; expired or for
+    another name alike): the delivery is retried (the certificate may be fixed), and the log
+    line says plainly that the certificate failed verification, and why."""
+    tls = self_signed_tls()
+    async with (
+        WebhookReceiver(secret="hook-secret", tls=tls) as hook,
+        Harness(tmp_path, None, hook) as h,
+    ):
+        h.fire([rule("r1")])
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        await wait_until(lambda: outbox.outcomes.get(("webhook", "pending"), 0) >= 2, 3.0)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("webhook ")]
+    assert line.startswith(
+        f"webhook {hook.url}: TLS certificate verification failed (self-signed certificate); "
+        f"retrying alert r1:BTCUSDT:{T} in "
+    )

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.webhook import WebhookReceiver, sign
+from tests.fakes.webhook import WebhookReceiver, self_signed_tls, sign
 
 SECRET = "s3cret"
 TLS = ssl.create_default_context()  # one for all clients: building one costs ~30 ms
@@ -225,6 +225,34 @@ async def test_down_endless_is_a_200_whose_body_never_ends(
                 break
     assert read > 1_000_000
     assert [d.status for d in hook.deliveries] == [200]
+
+
+async def test_redirect_answers_a_3xx_with_its_location_until_recover(
+    hook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    hook.redirect("https://elsewhere.example/hook", 308)
+    r = await post(client, hook)
+    assert (r.status_code, r.headers["location"]) == (308, "https://elsewhere.example/hook")
+    assert [d.status for d in hook.deliveries] == [308]
+    hook.recover()
+    assert (await post(client, hook)).status_code == 200
+
+
+async def test_redirect_rejects_a_status_that_is_no_redirect(hook: WebhookReceiver) -> None:
+    with pytest.raises(ValueError, match="3xx"):
+        hook.redirect("https://elsewhere.example/hook", 200)
+
+
+async def test_tls_with_the_self_signed_certificate_fails_verification_and_serves_otherwise(
+    client: httpx.AsyncClient,
+) -> None:
+    async with WebhookReceiver(tls=self_signed_tls()) as receiver:
+        assert receiver.url.startswith("https://127.0.0.1:")
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await post(client, receiver)
+        async with httpx.AsyncClient(verify=False) as trusting:
+            assert (await post(trusting, receiver)).status_code == 200
+    assert [d.status for d in receiver.deliveries] == [200]
 
 
 async def test_down_rejects_unknown_modes(hook: WebhookReceiver) -> None:

@@ -2,19 +2,23 @@
 
 DESIGN.md: any 2xx is success; a 4xx other than 408/429 is permanent; everything else
 (408, 429, 5xx, timeouts, connection errors, garbage) is retried with backoff, honouring
-``Retry-After`` within bounds (see ``WebhookSender._retry``). Each URL has its own queue and worker,
-so one failing receiver delays no other; a worker that ends unexpectedly is started again.
+``Retry-After`` within bounds (see ``WebhookSender._retry``). A redirect (3xx) is permanent too,
+and not followed: the URL is wrong, and the signed alert must not go to another address. Each
+URL has its own queue and worker, so one failing receiver delays no other; a worker that ends
+unexpectedly is started again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import hashlib
 import hmac
 import logging
 import math
+import ssl
 import time
 from collections import deque
 from typing import Any
@@ -22,7 +26,7 @@ from typing import Any
 import httpx
 import orjson
 
-from alertbot.notify.delivery import Delivery, Report, backoff
+from alertbot.notify.delivery import Delivery, Report, backoff, clip
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.urls import shown_url, url_text_problem
 from alertbot.tasks import cancel_and_wait
@@ -121,6 +125,19 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def tls_problem(exc: BaseException) -> str | None:
+    """A certificate that failed verification, somewhere under ``exc``, named plainly (httpx
+    calls it a ConnectError, as it does a refused connection); None when there is none."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed ({cause.verify_message or cause})"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 class WebhookSender:
     def __init__(
         self, settings: DeliverySettings, report: Report, client: httpx.AsyncClient | None = None
@@ -137,6 +154,7 @@ class WebhookSender:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._restarts: dict[str, int] = {}  # per URL, unexpected ends since it last settled one
         self._unexpected: set[str] = set()  # kinds of unexpected send errors logged already
+        self._redirects: set[tuple[str, str]] = set()  # (URL, redirect) logged already
         self._closed = False
 
     def enqueue(self, d: Delivery) -> None:
@@ -227,7 +245,7 @@ class WebhookSender:
             self._fail(d, f"invalid URL {shown!r}: {str(exc).replace(url, shown)}")
             return None
         except httpx.HTTPError as exc:
-            return self._retry(d, describe(exc), None)
+            return self._retry(d, tls_problem(exc) or describe(exc), None)
         except Exception as exc:  # not httpx's own error (a bug, anyio's groups): keep trying
             error = describe(exc)
             kind = error.partition(":")[0]
@@ -244,6 +262,9 @@ class WebhookSender:
         if 200 <= status < 300:
             d.state = "sent"
             self.report(d, "sent")
+            return None
+        if 300 <= status < 400:
+            self._redirected(d, status, response)
             return None
         error = f"HTTP {status}"
         if 400 <= status < 500 and status not in (408, 429):
@@ -272,6 +293,36 @@ class WebhookSender:
         finally:
             await response.aclose()  # the rest unread: the connection is closed, not reused
         return response
+
+    def _redirected(self, d: Delivery, status: int, response: httpx.Response) -> None:
+        """A redirect: the configured URL is wrong. Following it would send the signed alert
+        (and its Basic auth) to an address nobody configured, and retrying gets the same answer
+        for 24 h: the delivery fails for good, and the first one says once what to fix."""
+        url = d.url or ""
+        location = response.headers.get("location")
+        if location:
+            with contextlib.suppress(httpx.InvalidURL, ValueError):
+                location = str(httpx.URL(url).join(location))  # a relative one, in full
+            redirect = f"a redirect to {clip(shown_url(location))}"
+        else:
+            redirect = "a redirect without a Location"
+        if (url, redirect) not in self._redirects:
+            self._redirects.add((url, redirect))
+            setting = (
+                "ALERTBOT_WEBHOOK_URL"
+                if url == self.settings.webhook_url
+                else "the webhook channel's URL in the rule file"
+            )
+            log.error(
+                "webhook %s: the receiver answers HTTP %d, %s, which alertbot does not follow "
+                "(the signed alert would go to another address): update %s; its alerts fail "
+                "until then",
+                shown_url(url),
+                status,
+                redirect,
+                setting,
+            )
+        self._fail(d, f"HTTP {status}: {redirect}")
 
     def _fail(self, d: Delivery, error: str) -> None:
         d.state = "failed"

@@ -4,7 +4,9 @@
 the headers and whether ``X-Alertbot-Signature`` matches the configured secret. A test scripts its
 answers (``respond_with``), takes it down in the ways receivers fail in the field (``down``: 500s,
 a hang, a TCP reset, a closed connection, a non-HTTP answer, an answer whose headers trickle in
-for ever, a 200 whose body never ends) or makes it slow (``delay``).
+for ever, a 200 whose body never ends), moves it (``redirect``: a 3xx with a ``Location``) or
+makes it slow (``delay``). With ``tls=self_signed_tls()`` it serves HTTPS with a certificate no
+client trusts (``tests/data/self-signed.pem``, for 127.0.0.1, made for these tests only).
 
 DESIGN's webhook contract, which the receiver records but does not enforce: one alert per POST as
 JSON ``{"version": 1, "id", "rule", "symbol", "condition", "time", "price", "message",
@@ -28,9 +30,11 @@ import hmac
 import http
 import json
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -49,6 +53,7 @@ __all__ = [
     "HTTPResponse",
     "HTTPServer",
     "WebhookReceiver",
+    "self_signed_tls",
     "sign",
 ]
 
@@ -61,6 +66,15 @@ DOWN_MODES = ("500", "hang", "reset", "close", "garbage", "trickle", "endless")
 DRIP_INTERVAL = 0.01
 
 _READ_SIZE = 65536
+#: a certificate and its key for 127.0.0.1, signed by itself: a client verifying it fails
+SELF_SIGNED = Path(__file__).resolve().parent.parent / "data" / "self-signed.pem"
+
+
+def self_signed_tls() -> ssl.SSLContext:
+    """A server's TLS context with ``SELF_SIGNED``'s certificate, which no client trusts."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(SELF_SIGNED)
+    return context
 
 
 def sign(secret: str | bytes, body: bytes) -> str:
@@ -132,8 +146,10 @@ class HTTPServer:
     in ``errors`` so that a bug in a fake does not pass unnoticed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: serve HTTPS with this context (``base_url`` then starts with https)."""
         self.errors: list[BaseException] = []
+        self.tls = tls
         self._delay = 0.0
         self._server: asyncio.Server | None = None
         self._port = 0
@@ -147,7 +163,7 @@ class HTTPServer:
         if self._server is not None:
             raise RuntimeError("already started")
         self._closing = False
-        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0, ssl=self.tls)
         self._port = self._server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
@@ -184,8 +200,8 @@ class HTTPServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self._port}"
+        """``http://127.0.0.1:PORT`` (``https://`` with TLS)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._port}"
 
     @property
     def open_connections(self) -> int:
@@ -400,17 +416,24 @@ class WebhookReceiver(HTTPServer):
     """A webhook endpoint at ``url`` (``http://127.0.0.1:PORT/hook``).
 
     Answers: a POST to ``/hook`` gets 200 ``{"ok": true}`` unless a control says otherwise, in this
-    order: ``down`` mode, bad signature (only with ``enforce_signature=True``: 401), the
-    ``respond_with`` queue. A POST to another path gets 404, any other method 405 (not recorded).
+    order: ``down`` mode, ``redirect``, bad signature (only with ``enforce_signature=True``:
+    401), the ``respond_with`` queue. A POST to another path gets 404, any other method 405
+    (not recorded).
     """
 
     def __init__(
-        self, *, secret: str | None = None, path: str = "/hook", enforce_signature: bool = False
+        self,
+        *,
+        secret: str | None = None,
+        path: str = "/hook",
+        enforce_signature: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``secret``: check ``X-Alertbot-Signature`` (recorded in ``signature_ok``);
-        ``enforce_signature``: also answer 401 to a request whose signature is missing or wrong.
+        ``enforce_signature``: also answer 401 to a request whose signature is missing or wrong;
+        ``tls``: serve HTTPS (see ``self_signed_tls``).
         """
-        super().__init__()
+        super().__init__(tls=tls)
         if enforce_signature and secret is None:
             raise ValueError("enforce_signature needs a secret")
         self.secret = secret
@@ -419,6 +442,7 @@ class WebhookReceiver(HTTPServer):
         self.deliveries: list[Delivery] = []
         self._script: collections.deque[tuple[int, float | str | None]] = collections.deque()
         self._down: str | None = None
+        self._redirect: tuple[int, str] | None = None
 
     @property
     def url(self) -> str:
@@ -457,9 +481,17 @@ class WebhookReceiver(HTTPServer):
             raise ValueError(f"mode must be one of {DOWN_MODES}, not {mode!r}")
         self._down = mode
 
+    def redirect(self, location: str, status: int = 301) -> None:
+        """Until ``recover()``, every POST to the path gets ``status`` (a 3xx) with
+        ``Location: location`` and an empty body, as a receiver that moved answers."""
+        if not 300 <= status <= 399:
+            raise ValueError(f"a redirect's status is a 3xx, not {status}")
+        self._redirect = (status, location)
+
     def recover(self) -> None:
-        """Undo ``down()``."""
+        """Undo ``down()`` and ``redirect()``."""
         self._down = None
+        self._redirect = None
 
     # --- queries
 
@@ -520,6 +552,9 @@ class WebhookReceiver(HTTPServer):
             if self._down == "endless":
                 delivery.status = 200  # the status line is all of the answer that ends
             return Drop(self._down)
+        if self._redirect is not None:
+            delivery.status, location = self._redirect
+            return HTTPResponse(delivery.status, headers=(("Location", location),))
         if self.enforce_signature and not delivery.signature_ok:
             return self._status(delivery, 401)
         if self._script:
