@@ -270,14 +270,20 @@ class _CountingConnection(ServerConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.arrived: list[tuple[Opcode, float]] = []  # until the fake's handler takes over
+        #: when the client's close frame arrived (loop time): the client let go of the socket
+        #: then, though the closing handshake may end later (our answer waits behind a lag)
+        self.close_arrived: float | None = None
         self.on_frame: Callable[[Opcode, float], None] = self._keep
 
     def _keep(self, opcode: Opcode, at: float) -> None:
         self.arrived.append((opcode, at))
 
     def process_event(self, event: Event) -> None:
-        if self.request is not None and isinstance(event, Frame) and event.opcode in _COUNTED:
-            self.on_frame(event.opcode, self.loop.time())
+        if self.request is not None and isinstance(event, Frame):
+            if event.opcode in _COUNTED:
+                self.on_frame(event.opcode, self.loop.time())
+            elif event.opcode is Opcode.CLOSE and self.close_arrived is None:
+                self.close_arrived = self.loop.time()
         super().process_event(event)
 
 
@@ -720,7 +726,7 @@ class FakeBinance:
         try:
             await self._read_loop(conn, ws)
             if conn.closing_at is None:
-                conn.closing_at, conn.closed_by = loop.time(), "client"
+                conn.closing_at, conn.closed_by = ws.close_arrived or loop.time(), "client"
             await ws.wait_closed()
         finally:
             for t in tasks:
