@@ -460,6 +460,38 @@ async def test_a_rotations_held_ticks_go_before_newer_ones_of_the_old_socket():
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_rotation_whose_new_socket_closes_while_the_old_one_drains_keeps_the_old_one():
+    """The new socket delivers, then closes while the lagging old one is read to its end: the
+    old one is still the only socket delivering. Switching to the closed one would let go of
+    the old one with the ticks on their way over it; the rotation is given up instead, and a
+    crossing sent after the close (on the old socket alone) is alerted."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stream="all",
+            max_age=0.3,
+            stale_after=10.0,
+            drain_timeout=5.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await bot.tick(90, T)
+            old = fake.connections[0]
+            fake.lag(1.0, conn=old)
+            await fake.wait_for_connections(2)  # the rotation's new socket
+            new = fake.connections[1]
+            asked = old.messages_in
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 1_000)])
+            # the new one delivered; the old one is being read to its end (asked for a reply)
+            await fake.wait_for(lambda: old.messages_in > asked)
+            await fake.drop(code=1001, conn=new)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # the old one only
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000))
+            assert bot.feed.stats.rotations == 0
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
 async def tick_until_seen(bot: Bot, close: float, time: int) -> None:
     """Publish one ticker again and again (the engine ignores repeats of an event time) until
     the engine has it: for a socket that is being opened at an unknown moment."""
@@ -868,6 +900,48 @@ async def test_a_switch_does_not_wait_for_a_quiet_old_connections_next_tick(to: 
             assert len(fake.connections) == 1
             if to == "all":
                 await fake.wait_for(lambda: bot.seen("SOLUSDT", T + 1_000))
+
+
+@pytest.mark.parametrize("to", ["all", "symbols"])
+async def test_a_switch_whose_new_connection_closes_while_the_old_one_drains_waits_for_it(to: str):
+    """The new connection is subscribed (or delivers), then closes while the lagging old one is
+    read to its end: the old one is all that carries the symbol until the new one is back, so
+    it is kept until then, and a crossing sent meanwhile (on the old one alone) is alerted."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    rules = [rule("crosses above 100")] + ([glob] if to == "symbols" else [])
+    async with FakeBinance() as fake:
+        bot = Bot(fake, rules, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0)
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET} if to == "symbols" else {BTC})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            old = fake.connections[0]
+            fake.lag(1.0, conn=old)
+            asked = old.messages_in
+            if to == "all":
+                bot.engine.add_rule(glob)
+            else:
+                bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == to
+            await fake.wait_for_connections(2)
+            new = fake.connections[1]
+            fake.reject_handshakes(1, 503)  # the new one's first reconnect: it stays away longer
+            if to == "all":
+                await fake.publish([mini_ticker("BTCUSDT", 95, T + 1_000)])
+            # the new one delivers (or is subscribed): the old one is being read to its end
+            await fake.wait_for(lambda: old.messages_in > asked)
+            await fake.drop(code=1001, conn=new)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # the old one only
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000))
+            settled = asyncio.create_task(bot.feed.settled())
+            time = T + 2_000
+            while not settled.done():  # the all-market one must deliver again first
+                time += 1
+                await fake.publish([mini_ticker("BTCUSDT", 110, time)])
+                await asyncio.wait({settled}, timeout=0.05)
+                assert time < T + 2_100, "not settled"
+            assert bot.feed.health().mode == to
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
 # ------------------------------------------------------------------ slow consumer

@@ -246,11 +246,16 @@ class Feed:
             if self._combined:
                 for conn in self._combined:
                     conn.release()  # a switch to them given up: they are the old ones again
-                if not await self._until(lambda: all_market.delivering):
-                    return False
                 old = self._combined
-                if not await self._drained(old, all_market.first_event()):
-                    return False
+                while True:
+                    if not await self._until(lambda: all_market.live and all_market.delivering):
+                        return False
+                    session = all_market.session
+                    if not await self._drained(old, all_market.first_event()):
+                        return False
+                    if all_market.live and all_market.session is session:
+                        break
+                    # it closed meanwhile: what the exchange sent since is on the old ones only
                 self._combined = []
                 all_market.release()
                 log.info(
@@ -266,13 +271,18 @@ class Feed:
         if raw is not None:
             for conn in self._combined:
                 conn.hold()
-            if not await self._until(lambda: all(c.ready for c in self._combined)):
-                return False
             new = self._combined
-            # everything from the subscriptions on is on the new ones: the old one must hand
-            # on what it was sent before them
-            if not await self._drained([raw], None):
-                return False
+            while True:
+                if not await self._until(lambda: all(c.live and c.ready for c in new)):
+                    return False
+                sessions = [c.session for c in new]
+                # everything from the subscriptions on is on the new ones: the old one must
+                # hand on what it was sent before them
+                if not await self._drained([raw], None):
+                    return False
+                if all(c.live and c.session is s for c, s in zip(new, sessions, strict=True)):
+                    break
+                # one closed meanwhile: what the exchange sent since is on the old one only
             self._raw = None
             for conn in new:
                 conn.release()

@@ -381,6 +381,12 @@ class Connection:
         return s is not None and self.streams <= s.subscribed
 
     @property
+    def live(self) -> bool:
+        """A socket is open (its reader has not ended)."""
+        s = self.session
+        return s is not None and not s.reader.done()
+
+    @property
     def delivering(self) -> bool:
         s = self.session
         return s is not None and s.first_data_at is not None
@@ -549,6 +555,16 @@ class Connection:
                 self._loop.call_later(self.settings.drain_timeout, self._release_rotating, new)
                 return False
             await self._drain(old, new)
+            if new.reader.done() and not old.reader.done():
+                # closed while the old one was read to its end: the old one is still the one
+                # delivering, and whatever the exchange sends from now on is on it alone
+                self._failed(
+                    f"rotation: new socket {self._close_reason(new)} before the old one was "
+                    "read to its end, keeping the old one"
+                )
+                self._end(new)
+                self._loop.call_later(self.settings.drain_timeout, self._release_rotating, new)
+                return False
         except BaseException:  # cancelled mid-rotation: the new socket is nobody's yet
             self._rotating = None
             self._end(new)
