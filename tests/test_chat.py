@@ -357,6 +357,54 @@ async def test_list_buttons_remove_and_mute(tmp_path, fakes):
         assert [r.muted_until_ms for r in bot.app.engine.rules()] == [int(muted * 1000)]
 
 
+async def test_the_list_mute_button_never_shortens_a_longer_mute(tmp_path, fakes):
+    """'/mute w1 6h', then the /list button 'Mute w1 1h': w1 used to be muted for 1h only,
+    alerting 5 hours before the trader asked. The longer mute stays, and the answer says so."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100")
+        await bot.say("/mute w1 6h")
+        book = bot.app.book
+        assert book is not None
+        six_hours = book.rows[1].muted_until
+        assert six_hours is not None
+        await bot.say("/list")
+        tg.user_presses(USER, tg.messages_to(USER)[-1].message_id, "mute:w1:1")
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 1)
+        assert book.rows[1].muted_until == six_hours
+        assert [r.muted_until_ms for r in bot.app.engine.rules()] == [int(six_hours * 1000)]
+    assert tg.answered_callbacks[0].text == (
+        f"w1 is already muted until {format_time(int(six_hours * 1000))}."
+    )
+
+
+async def test_a_typed_mute_shorter_than_the_current_one_says_it_shortens_it(tmp_path, fakes):
+    """'/mute w1 1h' on a watch muted for 6h sets the hour typed (the user's explicit choice),
+    and the answer says that this shortened the mute, and until when it was; '/mute all 10m'
+    names each watch whose mute it shortened."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100")
+        await bot.say("/watch BTCUSDT > 200")
+        await bot.say("/mute w1 6h")
+        book = bot.app.book
+        assert book is not None
+        six_hours = book.rows[1].muted_until
+        assert six_hours is not None
+        one = await bot.say("/mute w1 1h")
+        one_hour = book.rows[1].muted_until
+        assert one_hour is not None
+        assert one_hour < six_hours - 4 * 3600
+        every = await bot.say("/mute all 10m")
+    assert one == (
+        f"Muted w1 until {format_time(int(one_hour * 1000))}. That shortens its mute, which was "
+        f"until {format_time(int(six_hours * 1000))}. /unmute ends it sooner."
+    )
+    assert every.startswith("Muted all 2 watches until ")
+    was = format_time(int(one_hour * 1000))
+    assert f"This shortened the mute of w1 (was until {was})." in every
+
+
 async def test_group_commands_addressed_to_the_bot(tmp_path, fakes):
     binance, tg = fakes
     group = -100555

@@ -85,6 +85,8 @@ REFUSAL = (
     "Ask its operator to add chat id {chat} to ALERTBOT_ALLOWED_CHATS."
 )
 MUTE_BUTTON_S = 3600
+#: the watches whose longer mute a /mute shortened, named in its answer at most
+MUTES_SHOWN = 5
 #: watches on one page of /list (each has a row of buttons: a keyboard this size stays usable)
 LIST_PAGE = 20
 #: characters of a /list page kept for its header and its "and N more" line
@@ -631,9 +633,7 @@ class ChatBot:
             await self.book.remove(rows)
             await self._answer(query, f"Removed {watch_id(rows[0])}.")
         elif kind == "mute":
-            until = self.clock() + MUTE_BUTTON_S
-            await self.book.mute(rows, until)
-            await self._answer(query, f"Muted {watch_id(rows[0])} for 1h.")
+            await self._answer(query, await self._mute_button(rows[0]))
         else:
             await self._answer(query, None)
             return
@@ -806,14 +806,40 @@ class ChatBot:
             return f"Removed all {len(rows)} watches."
         return f"Removed {watch_id(rows[0])} ({rows[0].symbol} {rows[0].condition})."
 
+    async def _mute_button(self, row: WatchRow) -> str:
+        """The /list button "Mute w1 1h": quiet for the next hour at least. A longer mute
+        (``/mute w1 6h``) stays as it is: a quick tap meant "not now", never "alert me again
+        sooner than I asked"."""
+        wid = watch_id(row)
+        until = self.clock() + MUTE_BUTTON_S
+        if row.muted_until is not None and row.muted_until >= until:
+            return f"{wid} is already muted until {format_time(int(row.muted_until * 1000))}."
+        await self.book.mute([row], until)
+        return f"Muted {wid} for 1h."
+
     async def mute(self, chat: int, target: str, duration_ms: int) -> str:
+        """``/mute``: exactly the time typed, from now, also when that shortens a longer mute
+        (typed, it is the user's choice, unlike the /list button's), which the answer says."""
         rows = self.book.find(chat, target)
         if not rows:
             return self._none(target)
         until = self.clock() + duration_ms / 1000
+        shortened = [
+            (watch_id(r), format_time(int(r.muted_until * 1000)))
+            for r in rows
+            if r.muted_until is not None and r.muted_until > until
+        ]
         await self.book.mute(rows, until)
         which = f"all {len(rows)} watches" if target == "all" else watch_id(rows[0])
-        return f"Muted {which} until {format_time(int(until * 1000))}. /unmute ends it sooner."
+        text = f"Muted {which} until {format_time(int(until * 1000))}."
+        if shortened and target != "all":
+            text += f" That shortens its mute, which was until {shortened[0][1]}."
+        elif shortened:
+            shown = [f"{wid} (was until {was})" for wid, was in shortened[:MUTES_SHOWN]]
+            if len(shortened) > len(shown):
+                shown.append(f"and {len(shortened) - len(shown)} more")
+            text += f" This shortened the mute of {', '.join(shown)}."
+        return text + " /unmute ends it sooner."
 
     async def unmute(self, chat: int, target: str) -> str:
         rows = self.book.find(chat, target)
