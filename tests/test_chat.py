@@ -144,6 +144,29 @@ async def test_watch_then_the_crossing_alerts_that_chat(tmp_path, fakes):
     assert "[w1]" in alert
 
 
+async def test_an_either_way_crossing_alert_says_which_way_the_price_went(tmp_path, fakes):
+    """'crosses 100' (no direction) alerted 'BTCUSDT price crosses 100: price 100' both ways:
+    at 100 itself the price alone does not tell whether it came from below or above. The
+    alert says 'crossed up through 100' / 'crossed down through 100'."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses 100 cooldown 0")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 100, T + 1000)  # up, from below
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 2)
+        await bot.tick("BTCUSDT", 110, T + 2000)
+        await bot.tick("BTCUSDT", 100, T + 3000)  # down, from above
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 3)
+        alerts = [m.plain_text.split("\n")[0] for m in tg.messages_to(USER)[1:]]
+    assert alerts == [
+        f"BTCUSDT price crossed up through 100: price 100 (+0.00% 24h) at {format_time(T + 1000)}"
+        " [w1]",
+        f"BTCUSDT price crossed down through 100: price 100 (+0.00% 24h) at "
+        f"{format_time(T + 3000)} [w1]",
+    ]
+
+
 async def test_a_watch_alert_ends_with_how_to_mute_or_stop_that_watch(tmp_path, fakes):
     """An alert from a chat's watch says, on its last line, the commands that quiet it: the
     trader who gets it at 3 a.m. used to have only '[w1]' to go on."""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from alertbot.rules.conditions import format_number
+from alertbot.rules.conditions import Cross, format_number
 from alertbot.rules.engine import Alert
 from alertbot.rules.ids import watch_number
 from alertbot.rules.loader import is_blank
@@ -124,9 +124,13 @@ def _html_template(template: str) -> str:
     return _BARE_AMPERSAND.sub("&amp;", template)  # "A & B" in a template is text
 
 
-def _template(alert: Alert, spark: str) -> str:
-    template = alert.rule.message
-    return _template_default(spark) if template is None else template
+def _crossed(alert: Alert) -> str:
+    """What a ``crosses X`` (either way) did, as its default message says it: ``price crossed
+    up through 70000`` (the condition alone did not say which way the price went). A
+    template's ``{condition}`` stays the rule's condition."""
+    cond = alert.rule.condition
+    assert isinstance(cond, Cross)
+    return f"{cond.metric} crossed {alert.direction} through {alert.threshold}"
 
 
 def _template_default(spark: str) -> str:
@@ -158,13 +162,15 @@ def render_both(
     vals = _Values(alert, spark)
     if condition is not None:
         vals["condition"] = condition
-    template = _template(alert, spark)
-    text = template.format_map(vals)
-    if alert.rule.message is not None and is_blank(text):
-        # values that came out empty ({sparkline} before a symbol has a history, {threshold}
-        # of a condition without a number): Telegram refuses an empty message, and the alert
-        # would be lost; the default says what happened
+    template = alert.rule.message
+    text = "" if template is None else template.format_map(vals)
+    if template is None or is_blank(text):
+        # (a blank one: values that came out empty, {sparkline} before a symbol has a history,
+        # {threshold} of a condition without a number; Telegram refuses an empty message, and
+        # the alert would be lost: the default says what happened)
         template = _template_default(spark)
+        if alert.direction:
+            vals["condition"] = _crossed(alert)
         text = template.format_map(vals)
     html_text = _html_template(template).format_map(_Escaped(vals)) if with_html else ""
     if gap:

@@ -93,10 +93,16 @@ class Alert:
     than a frozen dataclass, whose generated ``__init__`` stays interpreted even when compiled.
     """
 
-    __slots__ = ("order", "previous_time", "rule", "symbol", "ticker")
+    __slots__ = ("direction", "order", "previous_time", "rule", "symbol", "ticker")
 
     def __init__(
-        self, rule: Rule, symbol: str, ticker: Ticker, previous_time: int = -1, order: int = 0
+        self,
+        rule: Rule,
+        symbol: str,
+        ticker: Ticker,
+        previous_time: int = -1,
+        order: int = 0,
+        direction: str = "",
     ) -> None:
         self.rule: Final = rule
         self.symbol: Final = symbol
@@ -105,6 +111,9 @@ class Alert:
         # with its outages to flag an alert computed across a gap.
         self.previous_time: Final = previous_time
         self.order: Final = order  # its rule's place in the engine: alerts of a tick go by it
+        # The way a ``crosses X`` (either way) went: "up" or "down"; "" for any other rule.
+        # Only the engine knows: at X itself the current value alone cannot tell.
+        self.direction: Final = direction
 
     def __repr__(self) -> str:
         return f"Alert(rule={self.rule.id!r}, symbol={self.symbol!r}, time={self.ticker.time})"
@@ -1124,7 +1133,7 @@ class Engine:
             up = before < x <= now
             down = before > x >= now
             if ((up and pair.armed) or (down and pair.armed_down)) and self._fire(
-                pair, book, alerts
+                pair, book, alerts, "up" if up else "down"
             ):
                 if up:
                     pair.armed = False
@@ -1147,9 +1156,9 @@ class Engine:
             pair.armed = True
             self._note(pair)
 
-    def _fire(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> bool:
+    def _fire(self, pair: _Pair, book: _Book, alerts: list[Alert], direction: str = "") -> bool:
         """Fire unless expired, muted or in cooldown (then come back when the mute or the
-        cooldown ends: a condition still true then fires then)."""
+        cooldown ends: a condition still true then fires then). ``direction``: see Alert."""
         rule = pair.c.rule
         time = book.time
         if rule.expires_ms is not None and time >= rule.expires_ms:
@@ -1174,7 +1183,7 @@ class Engine:
             pair.done = True
         t = book.current()
         assert t is not None
-        alerts.append(Alert(rule, book.symbol, t, book.p_time, pair.order))
+        alerts.append(Alert(rule, book.symbol, t, book.p_time, pair.order, direction))
         return True
 
 
