@@ -457,6 +457,22 @@ async def test_price_and_status(tmp_path, fakes):
         assert "1 streams, open" in status  # admins see the connections
 
 
+async def test_price_shows_volumes_in_the_short_form_watch_takes(tmp_path, fakes):
+    """/price showed 24h quote volume as '12873456789.12', eleven digits to count: volumes read
+    '12.87b' (and '184.52k'), the suffixes /watch takes ('/watch BTCUSDT quote_volume > 12b')."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 1000000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        ticker = mini_ticker(
+            "BTCUSDT", 70_000, T, volume="184523.417", quote_volume="12873456789.12"
+        )
+        await binance.publish([ticker])
+        await binance.wait_for(lambda: bot.app.engine.last_ticker("BTCUSDT") is not None)
+        price = await bot.say("/price BTCUSDT")
+    assert price.split("\n")[2] == "volume 184.52k · quote volume 12.87b"
+
+
 async def test_a_level_already_true_says_it_fires_now(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:

@@ -17,7 +17,14 @@ from alertbot.chat.watches import ChatSettings
 from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Delivery
 from alertbot.notify.notifier import Notifier, Sparklines
-from alertbot.notify.render import format_time, render, render_both, sparkline, values
+from alertbot.notify.render import (
+    format_amount,
+    format_time,
+    render,
+    render_both,
+    sparkline,
+    values,
+)
 from alertbot.notify.routing import Router, channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.webhook import body_of, signature
@@ -437,3 +444,20 @@ def test_engine_state_is_saved_in_a_few_statements_the_later_of_a_key_winning(tm
     assert len(saved) == 3000
     assert ("r7", "BTCUSDT", "fp", 4, T) in saved
     assert ticks == [tick]
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        (12_873_456_789.12, "12.87b"),
+        (184_523.417, "184.52k"),
+        (2e9, "2b"),  # as a condition writes it
+        (999_999.999, "1m"),  # rounded up into the next suffix, not "1000k"
+        (123.456, "123.46"),
+        (0.001234, "0.001234"),  # not rounded away to 0
+        (0.0, "0"),
+    ],
+)
+def test_a_volume_is_shown_short_with_a_conditions_suffix(amount, shown):
+    """What /price shows for a volume: a few digits and the suffix /watch takes."""
+    assert format_amount(amount) == shown

@@ -58,7 +58,7 @@ from alertbot.feed.client import Feed
 from alertbot.feed.symbols import SymbolDirectory
 from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
-from alertbot.notify.render import WATCH_HINT, format_time
+from alertbot.notify.render import WATCH_HINT, format_amount, format_time
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import Budget, BudgetLimiter
 from alertbot.rules.conditions import (
@@ -885,7 +885,7 @@ class ChatBot:
         lines = [
             f"{symbol} {t.price_text} ({change:+.2f}% 24h)",
             f"24h high {format_number(t.high)} · low {format_number(t.low)}",
-            f"volume {format_number(t.volume)} · quote volume {format_number(t.quote_volume)}",
+            f"volume {format_amount(t.volume)} · quote volume {format_amount(t.quote_volume)}",
             f"at {format_time(t.time)}",
         ]
         if self.sparklines is not None:

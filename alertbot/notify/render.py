@@ -27,6 +27,26 @@ def _second_text(second: int) -> str:
     return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+#: the suffixes of the condition language's numbers (``2b``), largest first
+_AMOUNT_SUFFIXES = ((1e9, "b"), (1e6, "m"), (1e3, "k"))
+
+
+def format_amount(x: float, places: int = 2) -> str:
+    """A volume as a reply shows it, with the suffix a condition takes (``quote_volume >
+    12b``): 12873456789.12 -> ``12.87b``, 184523.417 -> ``184.52k``, at most ``places``
+    decimals (a smaller amount too, unless that would round it to 0)."""
+    for size, suffix in _AMOUNT_SUFFIXES:
+        text = f"{x / size:.{places}f}"
+        if abs(float(text)) >= 1:  # 999999.999 is 1m, not 1000k
+            return _trimmed(text) + suffix
+    text = f"{x:.{places}f}"
+    return format_number(x) if x and not float(text) else _trimmed(text)
+
+
+def _trimmed(decimal: str) -> str:
+    return decimal.rstrip("0").rstrip(".") if "." in decimal else decimal
+
+
 def _percent(numerator: float, denominator: float) -> str:
     if not denominator:
         return "n/a"
