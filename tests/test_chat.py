@@ -331,6 +331,23 @@ async def test_every_malformed_command_gets_a_helpful_reply_and_changes_nothing(
     store.close()
 
 
+async def test_an_error_reply_quotes_the_users_text_as_typed(tmp_path, fakes):
+    """Error replies quoted the user's words with Python's repr: 'C:\\\\temp' with its backslash
+    doubled, "it's" in double quotes. They quote them as typed, between single quotes (the
+    replies are plain text: no parse mode whose markup a quote could break)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        not_an_id = await bot.say("/unwatch C:\\temp")
+        apostrophe = await bot.say("/watch BTCUSDT > 5 it's")
+        parsed = await bot.say("/watch BTCUSDT crosses ab\\ov 5")
+    assert not_an_id.split("\n")[0] == (
+        "'C:\\temp' is not a watch id; use an id from /list like w12, or all"
+    )
+    assert apostrophe.startswith("Unexpected 'it's'; the options are")
+    assert parsed.startswith("Expected a number after 'crosses', got 'ab\\ov'")
+    assert all(m.parse_mode is None for m in tg.messages_to(USER))
+
+
 async def test_a_chat_outside_the_allow_list_gets_one_refusal_and_changes_nothing(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg, allowed_chats=(USER,)) as bot:

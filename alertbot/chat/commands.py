@@ -366,7 +366,7 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         raise _error("watch", "missing symbol and condition")
     sign = _WIDE_SIGN_RE.search(message, words[0].start)
     if sign:  # else "币安人生USDT＞0.5" reads as a symbol with letters it cannot have
-        raise _error("watch", f"write {_WIDE_SIGNS[sign.group()]} instead of {sign.group()!r}")
+        raise _error("watch", f"write {_WIDE_SIGNS[sign.group()]} instead of {_q(sign.group())}")
     first = words[0]
     split = min((i for i in (first.text.find("<"), first.text.find(">")) if i >= 0), default=-1)
     if split > 0:  # "BTCUSDT>70000": the symbol, then the condition
@@ -528,7 +528,7 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
         )
     if message.startswith("unknown metric or condition") and suggestion:
         message = f"unknown metric or condition {_q(token)}"
-    elif repr(token) not in message:
+    elif repr(token) not in message and _q(token) not in message:
         message += f" (at {_q(token)})"
     if suggestion:
         message += f" (did you mean {suggestion}?)"
@@ -730,15 +730,27 @@ def _closest(word: str, choices: Iterable[str], cutoff: float = 0.75) -> str | N
 
 
 def _q(text: str) -> str:
-    """User text quoted for a message, cut short when long."""
-    return repr(text if len(text) <= 32 else text[:31] + "…")
+    """User text quoted for a reply: as typed, between single quotes, cut short when long.
+
+    Not repr(), which doubled a backslash (``'C:\\\\temp'``) and switched to double quotes
+    around an apostrophe. Replies are plain text (no parse mode), so nothing quoted can break
+    their formatting; only a character that shows nothing or reorders the line (zero-width,
+    direction marks, controls) is written as its code, ``\\u200b``: the user sees what made
+    the word wrong, and the reply reads as it should."""
+    cut = text if len(text) <= 32 else text[:31] + "…"
+    return "'" + "".join(ch if ch.isprintable() else _code(ch) for ch in cut) + "'"
+
+
+def _code(ch: str) -> str:
+    n = ord(ch)
+    return f"\\u{n:04x}" if n <= 0xFFFF else f"\\U{n:08x}"
 
 
 def _shorten(message: str, condition_text: str) -> str:
-    """Cut the long words the condition parser copies into its messages."""
+    """The words the condition parser copies into its messages (with repr()) quoted as the
+    rest of a reply quotes them, and cut short when long."""
     for token in set(_CONDITION_TOKEN_RE.findall(condition_text)):
-        if len(token) > 32:
-            message = message.replace(repr(token), _q(token))
+        message = message.replace(repr(token), _q(token))
     return message
 
 
