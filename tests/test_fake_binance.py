@@ -708,6 +708,76 @@ async def test_answer_rest_serves_the_body_as_it_is_until_switched_off() -> None
         assert "symbols" in (await http.get(url)).json()
 
 
+@pytest.mark.asyncio
+async def test_ticker_24hr_answers_each_markets_shape_from_the_last_published_ticker() -> None:
+    """USD-M and spot answer one object, COIN-M a list of one with ``baseVolume`` in place of
+    ``quoteVolume``; the numbers are the last ticker ``publish`` gave, carried by a stream or
+    not."""
+    sol = mini_ticker("SOLUSDT", "150.5", 1_700_000_000_000, open="140", volume=10)
+    async with httpx.AsyncClient(trust_env=False) as http:
+        for market, path in [
+            ("usdm", "/fapi/v1/ticker/24hr"),
+            ("spot", "/api/v3/ticker/24hr"),
+            ("coinm", "/dapi/v1/ticker/24hr"),
+        ]:
+            async with FakeBinance(market=market, symbols=["BTCUSDT"]) as fake:
+                assert await fake.publish([sol]) == 0  # nobody listens
+                resp = await http.get(fake.rest_url + path, params={"symbol": "SOLUSDT"})
+                assert resp.status_code == 200
+                body = resp.json()
+                one = body[0] if market == "coinm" else body
+                assert isinstance(body, list) == (market == "coinm")
+                assert one["symbol"] == "SOLUSDT"
+                assert (one["lastPrice"], one["openPrice"], one["highPrice"]) == (
+                    "150.5",
+                    "140",
+                    "150.5",
+                )
+                assert (one["lowPrice"], one["volume"]) == ("140", "10")
+                assert one["priceChangePercent"] == "7.500"
+                assert one["closeTime"] == 1_700_000_000_000
+                assert one["baseVolume" if market == "coinm" else "quoteVolume"] == "1505.0"
+                assert ("quoteVolume" in one) == (market != "coinm")
+                assert ("bidPrice" in one) == (market == "spot")
+                assert fake.stats.ticker_requests == ["SOLUSDT"]
+
+
+@pytest.mark.asyncio
+async def test_ticker_24hr_of_an_unknown_symbol_is_invalid_symbol() -> None:
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, httpx.AsyncClient(trust_env=False) as http:
+        url = fake.rest_url + "/fapi/v1/ticker/24hr"
+        resp = await http.get(url, params={"symbol": "NOPEUSDT"})
+        assert (resp.status_code, resp.json()) == (400, {"code": -1121, "msg": "Invalid symbol."})
+        listed = (await http.get(url, params={"symbol": "BTCUSDT"})).json()  # never published
+        assert (listed["lastPrice"], listed["count"]) == ("0", 0)
+
+
+@pytest.mark.asyncio
+async def test_ticker_faults_fail_answer_garbage_and_hold_until_switched_off() -> None:
+    """``fail_ticker`` and ``answer_ticker`` as ``fail_rest`` and ``answer_rest``, for the 24h
+    ticker alone (exchangeInfo still answers); ``hold_ticker`` keeps requests unanswered."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, httpx.AsyncClient(trust_env=False) as http:
+        url = fake.rest_url + "/fapi/v1/ticker/24hr?symbol=BTCUSDT"
+        fake.fail_ticker(status=502)
+        resp = await http.get(url)
+        assert (resp.status_code, resp.json()["code"]) == (502, -1000)
+        assert (await http.get(fake.rest_url + "/fapi/v1/exchangeInfo")).status_code == 200
+        fake.fail_ticker(False)
+        fake.answer_ticker(b"{not json")
+        assert (await http.get(url)).content == b"{not json"
+        fake.answer_ticker(None)
+        fake.fail_rest(status=503)  # every REST request: the ticker too
+        assert (await http.get(url)).status_code == 503
+        fake.fail_rest(False)
+        fake.hold_ticker()
+        held = [asyncio.create_task(http.get(url)) for _ in range(3)]
+        await fake.wait_for(lambda: len(fake.stats.ticker_requests) == 6)
+        assert not any(t.done() for t in held)
+        fake.hold_ticker(False)
+        assert [(await t).status_code for t in held] == [200, 200, 200]
+        assert fake.stats.tickers_held_max == 3
+
+
 # --- payload helper
 
 

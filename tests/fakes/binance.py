@@ -7,18 +7,24 @@ It serves, on one 127.0.0.1 port (``websockets`` server; plain HTTP through ``pr
   ``/market/stream?streams=a/b`` combined (payloads wrapped ``{"stream": ..., "data": ...}``);
 - the legacy ``/ws...`` and ``/stream...`` paths: accepted, then silent forever;
 - any other path: handshake rejected with 404;
-- ``GET /fapi/v1/exchangeInfo``.
+- ``GET /fapi/v1/exchangeInfo``;
+- ``GET /fapi/v1/ticker/24hr?symbol=X``: X's 24h statistics, from the last ticker ``publish``
+  gave of X (whether or not a stream carried it), as Binance answers them (see
+  :meth:`FakeBinance.ticker_24hr`).
 
 With ``market="coinm"`` it poses as ``dstream``/``dapi`` instead: the stream paths have no
 ``/market`` prefix (``/ws/<stream>``, ``/ws``, ``/stream?streams=``), there are no legacy ones,
-and exchangeInfo is ``GET /dapi/v1/exchangeInfo`` (``contractStatus``, as COIN-M answers). With
-``market="spot"`` it poses as ``stream.binance.com``/``api.binance.com``: the same paths as COIN-M,
-exchangeInfo at ``GET /api/v3/exchangeInfo``, and 5 incoming messages a second, not 10.
+exchangeInfo is ``GET /dapi/v1/exchangeInfo`` (``contractStatus``, as COIN-M answers) and the 24h
+ticker ``GET /dapi/v1/ticker/24hr`` (a list). With ``market="spot"`` it poses as
+``stream.binance.com``/``api.binance.com``: the same paths as COIN-M, exchangeInfo at
+``GET /api/v3/exchangeInfo``, the 24h ticker at ``GET /api/v3/ticker/24hr``, and 5 incoming
+messages a second, not 10.
 
 It enforces the real limits (incoming messages per second, pings and pongs included, streams per
 connection, connection age, server pings) and lets a test inject the failures seen in the field:
 abrupt drops, clean closes with any code, silent connections, lagging connections, rejected
-handshakes, malformed frames, a failing REST endpoint.
+handshakes, malformed frames, a failing REST endpoint, a 24h ticker that fails, answers garbage
+or does not answer.
 
 Nothing is sent on its own: each ``publish`` is one tick of the market.
 """
@@ -65,6 +71,12 @@ ALL_MARKET_STREAM = "!miniTicker@arr"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 COINM_EXCHANGE_INFO_PATH = "/dapi/v1/exchangeInfo"
 SPOT_EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
+TICKER_PATHS = {
+    "usdm": "/fapi/v1/ticker/24hr",
+    "coinm": "/dapi/v1/ticker/24hr",
+    "spot": "/api/v3/ticker/24hr",
+}
+DAY_MS = 86_400_000
 #: The non-trading symbol exchangeInfo always lists, for the client's filtering.
 SETTLING_SYMBOL = "SETTLEDUSDT"
 
@@ -222,6 +234,9 @@ class Stats:
     rate_limit_closes: int = 0
     slow_drops: int = 0  # connections aborted because a send exceeded send_timeout
     rest_requests: int = 0
+    #: the symbols asked of ``ticker/24hr``, in order (None: asked without one)
+    ticker_requests: list[str | None] = field(default_factory=list)
+    tickers_held_max: int = 0  # the most ticker requests held at once (``hold_ticker``)
     # every incoming WebSocket message: (connection id, parsed JSON or the raw str/bytes, loop time)
     requests: list[tuple[int, Any, float]] = field(default_factory=list)
 
@@ -414,6 +429,13 @@ class FakeBinance:
         self._reject_status = 503
         self._rest_fail_status: int | None = None
         self._rest_body: bytes | None = None
+        self._ticker_fail_status: int | None = None
+        self._ticker_body: bytes | None = None
+        self._ticker_body_status = 200
+        self._ticker_gate: asyncio.Event | None = None  # set: requests go on; None: never held
+        self._tickers_held = 0
+        #: the last ticker ``publish`` gave of each symbol: the 24h ticker's source
+        self.last_tickers: dict[str, dict[str, Any]] = {}
         self._next_id = 1
         self._server: Server | None = None
         self._port = 0
@@ -450,6 +472,8 @@ class FakeBinance:
         server = self._server
         if server is None:
             return
+        if self._ticker_gate is not None:
+            self._ticker_gate.set()  # held requests end (their clients are gone by now)
         await asyncio.gather(
             *(self._close(c, 1001, "server shutting down") for c in list(self.connections))
         )
@@ -483,6 +507,26 @@ class FakeBinance:
         """exchangeInfo answers 200 with exactly ``body`` (as JSON) until called with None: a
         broken or hostile answer, as a proxy or a bad deploy might serve."""
         self._rest_body = body
+
+    def fail_ticker(self, on: bool = True, status: int = 500) -> None:
+        """While on, every ``ticker/24hr`` request gets ``status`` with a Binance-like error body
+        (exchangeInfo still answers)."""
+        self._ticker_fail_status = status if on else None
+
+    def answer_ticker(self, body: bytes | None, status: int = 200) -> None:
+        """``ticker/24hr`` answers ``status`` with exactly ``body`` (as JSON) until called with
+        None: a broken answer, or a front end's error page."""
+        self._ticker_body = body
+        self._ticker_body_status = status
+
+    def hold_ticker(self, on: bool = True) -> None:
+        """While on, ``ticker/24hr`` requests get no answer (a client times out); switched off,
+        the held ones are answered. ``stats.tickers_held_max``: the most held at once."""
+        if on:
+            if self._ticker_gate is None or self._ticker_gate.is_set():
+                self._ticker_gate = asyncio.Event()
+        elif self._ticker_gate is not None:
+            self._ticker_gate.set()
 
     def reject_handshakes(self, n: int, status: int = 503) -> None:
         """The next ``n`` WebSocket connection attempts (whatever their path) get ``status``."""
@@ -541,6 +585,7 @@ class FakeBinance:
         for t in tickers:
             symbol = t.get("s")
             if isinstance(symbol, str):
+                self.last_tickers[symbol] = t
                 by_stream.setdefault(f"{symbol.lower()}@miniTicker", []).append(_dumps(t))
         if tickers:
             by_stream[ALL_MARKET_STREAM] = [_dumps(list(tickers))]
@@ -656,8 +701,11 @@ class FakeBinance:
             raise _Reject(400, f"Too many streams: {len(unique)} > {self.max_streams}")
         return unique
 
-    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        path = parts.path
+        if path == TICKER_PATHS[self.market]:
+            return await self._ticker(parse_qs(parts.query).get("symbol", [None])[0])
         if path.startswith(("/fapi/", "/dapi/", "/api/")):
             return self._rest(path)
         self.stats.attempts += 1
@@ -682,6 +730,82 @@ class FakeBinance:
         if self._rest_body is not None:
             return _response(200, self._rest_body, "application/json")
         return _response(200, _dumps(self.exchange_info()), "application/json")
+
+    async def _ticker(self, symbol: str | None) -> Response:
+        self.stats.rest_requests += 1
+        self.stats.ticker_requests.append(symbol)
+        gate = self._ticker_gate
+        if gate is not None and not gate.is_set():
+            self._tickers_held += 1
+            self.stats.tickers_held_max = max(self.stats.tickers_held_max, self._tickers_held)
+            try:
+                await gate.wait()
+            finally:
+                self._tickers_held -= 1
+        status = self._rest_fail_status or self._ticker_fail_status
+        if status is not None:
+            body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+            return _response(status, _dumps(body), "application/json")
+        if self._ticker_body is not None:
+            return _response(self._ticker_body_status, self._ticker_body, "application/json")
+        if symbol is None:  # every symbol's, as Binance answers (weight 40)
+            every = [self.ticker_24hr(s) for s in sorted({*self._symbols, *self.last_tickers})]
+            return _response(200, _dumps(every), "application/json")
+        if symbol not in self.last_tickers and symbol not in self._symbols:
+            invalid = {"code": -1121, "msg": "Invalid symbol."}
+            return _response(400, _dumps(invalid), "application/json")
+        one = self.ticker_24hr(symbol)
+        return _response(200, _dumps([one] if self.market == "coinm" else one), "application/json")
+
+    def ticker_24hr(self, symbol: str) -> dict[str, Any]:
+        """``symbol``'s 24h statistics as this market's ``ticker/24hr`` answers them, from its
+        last published mini ticker (a listed symbol never published: zeros, as for one that
+        has not traded). The shapes (Binance's documentation of each endpoint):
+
+        - USD-M: ``{"symbol", "priceChange", "priceChangePercent", "weightedAvgPrice",
+          "lastPrice", "lastQty", "openPrice", "highPrice", "lowPrice", "volume",
+          "quoteVolume", "openTime", "closeTime", "firstId", "lastId", "count"}``;
+        - spot: the same plus ``"prevClosePrice", "bidPrice", "bidQty", "askPrice", "askQty"``;
+        - COIN-M: a LIST of objects (one per symbol asked, all of a pair's with ``pair=``),
+          each with ``"pair"``, and ``"baseVolume"`` in place of ``"quoteVolume"``: its
+          ``volume`` counts contracts, ``baseVolume`` the coin (what its mini ticker's ``q`` is).
+
+        Prices and volumes are decimal strings, the times (ms) and ids numbers; ``closeTime`` is
+        the mini ticker's ``E``. An unknown symbol gets 400 ``{"code": -1121, "msg": "Invalid
+        symbol."}``.
+        """
+        t = self.last_tickers.get(symbol, {})
+        close_time = t.get("E") if type(t.get("E")) is int else int(_time.time() * 1000)
+        last, open_ = str(t.get("c", "0")), str(t.get("o", t.get("c", "0")))
+        try:
+            change = Decimal(last) - Decimal(open_)
+            percent = change / Decimal(open_) * 100 if Decimal(open_) else Decimal(0)
+        except ArithmeticError:  # a malformed ticker published on purpose
+            change = percent = Decimal(0)
+        out: dict[str, Any] = {
+            "symbol": symbol,
+            "priceChange": _text(change),
+            "priceChangePercent": f"{percent:.3f}",
+            "weightedAvgPrice": last,
+            "lastPrice": last,
+            "lastQty": "1",
+            "openPrice": open_,
+            "highPrice": str(t.get("h", last)),
+            "lowPrice": str(t.get("l", last)),
+            "volume": str(t.get("v", "0")),
+            "quoteVolume": str(t.get("q", "0")),
+            "openTime": close_time - DAY_MS,
+            "closeTime": close_time,
+            "firstId": 1,
+            "lastId": 1,
+            "count": 1 if t else 0,
+        }
+        if self.market == "spot":
+            out.update(prevClosePrice=open_, bidPrice=last, bidQty="1", askPrice=last, askQty="1")
+        elif self.market == "coinm":
+            out = {"symbol": symbol, "pair": t.get("ps", symbol), **out}
+            out["baseVolume"] = out.pop("quoteVolume")
+        return out
 
     def exchange_info(self) -> dict[str, Any]:
         """The exchangeInfo body served now."""
