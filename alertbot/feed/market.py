@@ -25,6 +25,8 @@ class Market:
     #: path is accepted and then stays silent.
     ws_prefix: str
     exchange_info_path: str
+    #: one symbol's 24h statistics (``?symbol=``): an object, a list of one on COIN-M
+    ticker_path: str
     #: the ``st`` its tickers carry, if any (DESIGN.md: 1 USD-M, 2 COIN-M); since the COIN-M
     #: merger a frame may mix both markets, and elements carrying another ``st`` are skipped
     st: int = 1
@@ -52,23 +54,26 @@ class Market:
     def exchange_info_url(self, root: str) -> str:
         return f"{root.rstrip('/')}{self.exchange_info_path}"
 
+    def ticker_url(self, root: str) -> str:
+        return f"{root.rstrip('/')}{self.ticker_path}"
+
 
 MARKETS: dict[str, Market] = {
     "usdm": Market(
         "usdm", "wss://fstream.binance.com", "https://fapi.binance.com", "/market",
-        "/fapi/v1/exchangeInfo",
+        "/fapi/v1/exchangeInfo", "/fapi/v1/ticker/24hr",
     ),
     "testnet": Market(
         "testnet", "wss://fstream.binancefuture.com", "https://testnet.binancefuture.com",
-        "/market", "/fapi/v1/exchangeInfo",
+        "/market", "/fapi/v1/exchangeInfo", "/fapi/v1/ticker/24hr",
     ),
     "coinm": Market(
         "coinm", "wss://dstream.binance.com", "https://dapi.binance.com", "",
-        "/dapi/v1/exchangeInfo", st=2,
+        "/dapi/v1/exchangeInfo", "/dapi/v1/ticker/24hr", st=2,
     ),
     "spot": Market(
         "spot", "wss://stream.binance.com:9443", "https://api.binance.com", "",
-        "/api/v3/exchangeInfo", max_incoming=5, request_rate=2.0,
+        "/api/v3/exchangeInfo", "/api/v3/ticker/24hr", max_incoming=5, request_rate=2.0,
     ),
 }  # fmt: skip
 

@@ -60,6 +60,13 @@ class FeedSettings:
     max_frame_bytes: int = 8 * 1024 * 1024
     symbols_refresh: float = 3600.0
     rest_timeout: float = 10.0
+    #: /price of a symbol the engine has no ticker of asks Binance's 24h ticker over REST: the
+    #: user waits at most this long for it (a free lookup included), ...
+    price_timeout: float = 3.0
+    #: ... its answer (or failure) serves the same symbol this long (a user sending /price over
+    #: and over asks Binance once), and this many lookups go at a time at most
+    price_cache: float = 5.0
+    price_lookups: int = 4
 
     @property
     def ws_url(self) -> str:
