@@ -27,6 +27,7 @@ from alertbot.feed.client import Feed
 from alertbot.feed.connection import Outage
 from alertbot.feed.handoff import Handoff
 from alertbot.feed.market import nameable
+from alertbot.feed.prices import PriceLookup
 from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.delivery import clip
@@ -881,6 +882,7 @@ class App:
                 self.pipeline.directory,
                 self.notifier,
                 self.sparklines,
+                prices=PriceLookup(self.pipeline.settings),
                 poll_timeout=self.poll_timeout,
                 poll_interval=self.poll_interval,
             )

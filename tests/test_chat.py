@@ -50,11 +50,13 @@ class Bot:
         rule_files: tuple[str, ...] = (),
         poll_interval: float = 0.0,
         webhook_url: str | None = None,
+        feed_settings: dict[str, Any] | None = None,
         **chat: Any,
     ) -> None:
         """``listed``: wait for the exchange's list of symbols at the start (False: when its
         REST endpoint is down). ``poll_interval``: see ChatBot (small: a failed poll is tried
-        again at once). ``webhook_url``: the fallback webhook."""
+        again at once). ``webhook_url``: the fallback webhook. ``feed_settings``: FeedSettings
+        fields to change."""
         self.binance = binance
         self.tg = tg
         self.listed = listed
@@ -67,6 +69,7 @@ class Bot:
             backoff_max=0.2,
             ping_interval=None,
         )
+        feed = dataclasses.replace(feed, **(feed_settings or {}))
         delivery = DeliverySettings(
             telegram_token=TOKEN,
             telegram_api_url=tg.api_url,
@@ -230,7 +233,7 @@ async def test_a_command_written_with_no_space_before_a_chinese_symbol_is_answer
         price = await bot.say("/price币安人生USDT")
     assert "entities" not in tg.updates[-1]["message"]
     assert reply.startswith("Watching 币安人生USDT: price > 0.5")
-    assert price.startswith("No price for 币安人生USDT yet")
+    assert price.startswith("币安人生USDT ")  # its price, fetched: the feed has none yet
 
 
 async def test_an_edited_command_is_answered_and_changes_nothing(tmp_path, fakes):
@@ -539,12 +542,102 @@ async def test_price_of_a_watched_symbol_before_its_first_tick_does_not_say_watc
     tmp_path, fakes
 ):
     """Asked right after '/watch BTCUSDT > 70000', '/price BTCUSDT' answered that the feed
-    carries only watched symbols and to watch it, which the user had just done."""
+    carries only watched symbols and to watch it, which the user had just done (Binance's
+    24h ticker failing: else it is asked for and shown)."""
     binance, tg = fakes
+    binance.fail_ticker(status=503)
     async with Bot(tmp_path, binance, tg) as bot:
         await bot.say("/watch BTCUSDT > 70000")
         price = await bot.say("/price BTCUSDT")
-    assert price == "No price for BTCUSDT yet: its first one comes within seconds. Ask again."
+    assert price.startswith(
+        "No price for BTCUSDT yet: its first one comes within seconds. Ask again.\n"
+    )
+
+
+SOL = mini_ticker("SOLUSDT", "150.50", T, open="140", high="155", low="139.5", volume=10)
+#: a rule on BTCUSDT alone: the feed is on symbol streams (with no rule, on the all-market one)
+BTC_ONLY = RuleSet(
+    rules=(Rule(id="btc", condition=parse("price > 1000000"), symbols=("BTCUSDT",)),)
+)
+
+
+async def on_symbol_streams(bot: Bot) -> None:
+    await bot.binance.wait_for(lambda: bot.binance.subscribed() == {"btcusdt@miniTicker"})
+
+
+async def test_price_of_a_symbol_nobody_watches_is_fetched_from_binance(tmp_path, fakes):
+    """On symbol streams the feed carries only watched symbols: '/price SOLUSDT', asked before
+    setting a level, was answered "No price for SOLUSDT yet ... Watch it". It is Binance's 24h
+    ticker, asked for once, in the same form, and said to be fetched."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, BTC_ONLY) as bot:
+        await on_symbol_streams(bot)
+        await binance.publish([SOL])  # on no stream the bot reads
+        price = await bot.say("/price sol")
+        assert bot.app.engine.last_ticker("SOLUSDT") is None  # the engine is left alone
+    lines = price.split("\n")
+    assert lines[:2] == ["SOLUSDT 150.50 (+7.50% 24h)", "24h high 155 · low 139.5"]
+    assert lines[2].startswith("volume 10 · quote volume ")
+    assert lines[3] == f"at {format_time(T)}, fetched from Binance on request"
+    assert binance.stats.ticker_requests == ["SOLUSDT"]
+
+
+async def test_price_asked_again_and_again_asks_binance_once(tmp_path, fakes):
+    """A user sending /price over and over must not hammer Binance: the answer is kept a few
+    seconds (here an hour, so the test does not depend on the machine's speed)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, BTC_ONLY, feed_settings={"price_cache": 3600.0}) as bot:
+        await on_symbol_streams(bot)
+        await binance.publish([SOL])
+        answers = [await bot.say("/price SOLUSDT") for _ in range(4)]
+    assert all(a.startswith("SOLUSDT 150.50") for a in answers)
+    assert binance.stats.ticker_requests == ["SOLUSDT"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("503", "Binance answered 503 (-1000: An unknown error occurred"),
+        ("timeout", "no answer in time."),
+        ("malformed", "Binance's answer was not a ticker."),
+    ],
+)
+async def test_price_when_binance_fails_is_the_usual_answer_and_why(tmp_path, fakes, fault, reason):
+    """Binance's 24h ticker failing (an error, no answer, garbage): /price answers as before it
+    was asked, with a line saying why, and the bot goes on answering."""
+    binance, tg = fakes
+    if fault == "503":
+        binance.fail_ticker(status=503)
+    elif fault == "timeout":
+        binance.hold_ticker()
+    else:
+        binance.answer_ticker(b'{"symbol": "SOLUSDT", "lastPrice": [')
+    async with Bot(tmp_path, binance, tg, BTC_ONLY, feed_settings={"price_timeout": 0.2}) as bot:
+        await on_symbol_streams(bot)
+        price = await bot.say("/price SOLUSDT")
+        binance.hold_ticker(False)
+        assert (await bot.say("/help")).startswith("Commands:")
+    lines = price.split("\n")
+    assert lines[0].startswith("No price for SOLUSDT yet")
+    assert "/watch SOLUSDT" in lines[0]
+    assert lines[1].startswith(f"Asking Binance for it failed: {reason}")
+
+
+async def test_price_asks_binance_nothing_for_a_symbol_the_engine_has_or_one_it_does_not_list(
+    tmp_path, fakes
+):
+    """The guard for the tests above: a symbol with a ticker in the engine is answered from it,
+    and one Binance surely does not list is refused, without asking Binance either time."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, BTC_ONLY) as bot:
+        await on_symbol_streams(bot)
+        await bot.tick("BTCUSDT", 70_000, T)
+        btc = await bot.say("/price BTCUSDT")
+        typo = await bot.say("/price BTCUSDX")
+    assert btc.startswith("BTCUSDT 70000 (+0.00% 24h)")
+    assert "fetched" not in btc
+    assert typo == "Unknown symbol BTCUSDX. Did you mean BTCUSDT?"
+    assert binance.stats.ticker_requests == []
 
 
 async def test_the_command_menu_is_registered(tmp_path, fakes):

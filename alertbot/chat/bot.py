@@ -55,6 +55,7 @@ from alertbot.chat.commands import (
 )
 from alertbot.chat.watches import ChatSettings, WatchBook, watch_id
 from alertbot.feed.client import Feed
+from alertbot.feed.prices import Failed, PriceLookup
 from alertbot.feed.symbols import SymbolDirectory
 from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
@@ -74,6 +75,7 @@ from alertbot.rules.engine import Engine, level_holds, metric_of
 from alertbot.rules.ids import watch_number
 from alertbot.rules.model import is_glob
 from alertbot.store import WatchRow
+from alertbot.ticker import Ticker
 
 log = logging.getLogger("alertbot.chat")
 
@@ -270,6 +272,7 @@ class ChatBot:
         notifier: Notifier,
         sparklines: Sparklines | None = None,
         *,
+        prices: PriceLookup | None = None,
         poll_timeout: float = 30.0,
         poll_interval: float = 0.0,
         clock: Callable[[], float] = time.time,
@@ -277,7 +280,8 @@ class ChatBot:
         """``poll_timeout``: how long a getUpdates long poll waits for updates (seconds).
         ``poll_interval``: the pause between polls; python-telegram-bot waits 1.5 times it
         after a failed poll (1 s when it is 0), then 1.5 times longer after each failure in a
-        row, at most 30 s. Both are shrunk by tests."""
+        row, at most 30 s. Both are shrunk by tests. ``prices``: where /price asks for a symbol
+        the engine has no ticker of (None: it does not ask)."""
         self.delivery = delivery
         self.settings = settings
         self.book = book
@@ -286,6 +290,7 @@ class ChatBot:
         self.directory = directory
         self.notifier = notifier
         self.sparklines = sparklines
+        self.prices = prices
         self.poll_timeout = poll_timeout
         self.poll_interval = poll_interval
         self.clock = clock
@@ -664,7 +669,7 @@ class ChatBot:
         if isinstance(command, Unmute):
             return await self.unmute(chat, command.target), None
         if isinstance(command, Price):
-            return self.price(command.symbol), None
+            return await self.price_or_fetch(command.symbol), None
         if isinstance(command, Digest):
             await self.book.set_digest(chat, command.minute)
             if command.minute is None:
@@ -861,9 +866,25 @@ class ChatBot:
             return "This chat has no watches. Add one with /watch, e.g. /watch BTCUSDT > 70000"
         return f"This chat has no watch {target}. /list shows its watches."
 
-    def price(self, symbol: str) -> str:
+    async def price_or_fetch(self, symbol: str) -> str:
+        """/price: the engine's last ticker; without one, of a symbol Binance lists or may
+        list, its 24h ticker asked of Binance once (a failure: the answer without, and why)."""
+        resolved = self._resolve(symbol)
+        if (
+            self.prices is None
+            or self.engine.last_ticker(resolved) is not None
+            or (resolved not in self.directory.known() and self.directory.authoritative)
+        ):
+            return self.price(symbol)
+        fetched = await self.prices.get(resolved)
+        if isinstance(fetched, Failed):
+            return f"{self.price(symbol)}\n{fetched.reason}"
+        return self.price(symbol, fetched)
+
+    def price(self, symbol: str, fetched: Ticker | None = None) -> str:
+        """``fetched``: a ticker fetched from Binance, shown as such."""
         symbol = self._resolve(symbol)
-        t = self.engine.last_ticker(symbol)
+        t = fetched if fetched is not None else self.engine.last_ticker(symbol)
         if t is None:
             known = self.directory.known()
             if symbol not in known and self.directory.authoritative:
@@ -886,7 +907,7 @@ class ChatBot:
             f"{symbol} {t.price_text} ({change:+.2f}% 24h)",
             f"24h high {format_number(t.high)} · low {format_number(t.low)}",
             f"volume {format_amount(t.volume)} · quote volume {format_amount(t.quote_volume)}",
-            f"at {format_time(t.time)}",
+            f"at {format_time(t.time)}" + (", fetched from Binance on request" if fetched else ""),
         ]
         if self.sparklines is not None:
             spark = self.sparklines.of(symbol, t.close)
