@@ -145,7 +145,6 @@ class PriceLookup:
         self._cache[symbol] = (now + self.keep, result)
 
     async def _fetch(self, symbol: str) -> Ticker | Failed:
-        why: str
         waiting = True  # for a free lookup (the others are slow), not for Binance yet
         try:
             async with asyncio.timeout(self.timeout):
@@ -155,6 +154,8 @@ class PriceLookup:
         except TimeoutError:
             why = "too many lookups under way" if waiting else "no answer in time"
             return self._failed(symbol, why)
+        except httpx.TimeoutException:  # httpx's own timeout, of the same length, came first
+            return self._failed(symbol, "no answer in time")
         except httpx.HTTPError as exc:
             return self._failed(symbol, f"cannot reach Binance ({type(exc).__name__})")
         if answer.status_code != 200:
