@@ -350,7 +350,7 @@ class App:
     ``grace`` seconds for the short writes and the open deliveries together, and
     ``chat_stop_timeout`` seconds for the chat poller to stop: PTB's updater makes a last
     get_updates, which a Telegram that takes requests and never answers holds for the poll's
-    read timeout (40 s), far past a container's stop timeout.
+    read timeout (``ChatSettings.poll_margin``, 10 s), past a container's stop timeout.
     """
 
     def __init__(

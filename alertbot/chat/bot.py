@@ -311,7 +311,8 @@ class ChatBot:
             .base_url(f"{api}/bot")
             .base_file_url(f"{api}/file/bot")
             .request(HTTPXRequest(connection_pool_size=16, read_timeout=cfg.telegram_timeout))
-            .get_updates_request(_PollRequest(self.polls, read_timeout=self.poll_timeout + 10.0))
+            # PTB adds the long poll's timeout to this read timeout itself
+            .get_updates_request(_PollRequest(self.polls, read_timeout=self.settings.poll_margin))
             # replies and notes within Telegram's limits, in one budget with the alerts (the
             # limits are the token's), and a reply that gets a 429 anyway (a user sending
             # commands fast) sent again after the wait, not lost

@@ -32,6 +32,9 @@ class ChatSettings:
     default_rearm: float = 0.0
     #: while polling for commands keeps failing, its warning is repeated this often (s; 0: never)
     poll_reminder: float = 3600.0
+    #: a poll for commands that Telegram has not answered this long after its long poll's
+    #: timeout is given up (timed out) and sent again (s)
+    poll_margin: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ChatSettings:
