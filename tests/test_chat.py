@@ -803,6 +803,92 @@ async def test_a_long_polling_outage_is_recalled_at_the_reminder_interval(tmp_pa
     )
 
 
+async def later_polls(tg: FakeTelegram, n: int) -> None:
+    """Until ``n`` more getUpdates calls came in: each but the last ended (answered or timed
+    out) after this was called, and each from the second on was also sent after it."""
+    seen = len(tg.calls("getUpdates"))
+    await tg.wait_for(lambda: len(tg.calls("getUpdates")) >= seen + n)
+
+
+async def test_polls_that_time_out_are_one_warning_once_unanswered_for_two_polls(
+    tmp_path, fakes, caplog
+):
+    """Telegram taking every getUpdates and never answering (PTB tries a timed-out poll again
+    at once and reports nothing): no line while no poll has been answered for less than two
+    polls' time (long poll and margin: 1.4 s here), then one warning, and one line when a poll
+    works again."""
+    binance, tg = fakes
+    caplog.set_level("INFO", logger="alertbot.chat")
+    async with Bot(tmp_path, binance, tg, poll_margin=0.2) as bot:
+        assert bot.app.chat is not None
+        bot.app.chat.polls.clock = clock = Clock()
+        await later_polls(tg, 2)  # the polls in flight were sent on this clock
+        tg.down(None, method="getUpdates")
+        await later_polls(tg, 3)
+        clock.now += 1.0
+        await later_polls(tg, 2)
+        assert poll_lines(caplog) == []
+        clock.now += 0.5
+        await later_polls(tg, 2)
+        clock.now += 60.0
+        tg.recover()
+        assert (await bot.say("/help")).startswith("Commands")
+    lines = poll_lines(caplog)
+    assert [level for level, _ in lines] == ["WARNING", "INFO"]
+    assert re.fullmatch(
+        r"chat: polling for commands failed \(no answer from Telegram for 1\.5s: \d+ polls "
+        r"timed out\); trying again",
+        lines[0][1],
+    )
+    assert re.fullmatch(
+        r"chat: polling for commands works again after 1m 2s \(\d+ polls failed\)", lines[1][1]
+    )
+
+
+async def test_a_poll_or_two_that_time_out_are_not_logged(tmp_path, fakes, caplog):
+    """Polls left unanswered for less than two polls' time (a connection a NAT dropped during
+    the long poll) are no outage: no warning, and no line when a poll works again."""
+    binance, tg = fakes
+    caplog.set_level("INFO", logger="alertbot.chat")
+    async with Bot(tmp_path, binance, tg, poll_margin=0.2) as bot:
+        assert bot.app.chat is not None
+        bot.app.chat.polls.clock = Clock()
+        tg.down(None, method="getUpdates")
+        await later_polls(tg, 3)
+        tg.recover()
+        assert (await bot.say("/help")).startswith("Commands")
+    assert poll_lines(caplog) == []
+
+
+async def test_a_long_outage_of_polls_that_time_out_is_recalled_at_the_reminder_interval(
+    tmp_path, fakes, caplog
+):
+    """Polls that keep timing out are reminded of once per ``poll_reminder`` like any other
+    failing polls, the last error named as a timeout."""
+    binance, tg = fakes
+    caplog.set_level("INFO", logger="alertbot.chat")
+    async with Bot(tmp_path, binance, tg, poll_margin=0.2, poll_reminder=600.0) as bot:
+        assert bot.app.chat is not None
+        bot.app.chat.polls.clock = clock = Clock()
+        await later_polls(tg, 2)
+        tg.down(None, method="getUpdates")
+        await later_polls(tg, 2)
+        clock.now += 2.0
+        await later_polls(tg, 2)
+        assert len(poll_lines(caplog)) == 1
+        clock.now += 600.0
+        await later_polls(tg, 2)
+        tg.recover()
+        assert (await bot.say("/help")).startswith("Commands")
+    lines = poll_lines(caplog)
+    assert [level for level, _ in lines] == ["WARNING", "WARNING", "INFO"]
+    assert re.fullmatch(
+        r"chat: polling for commands still failing after 10m 2s \((\d+) polls failed; the "
+        r"last: Timed out\)",
+        lines[1][1],
+    )
+
+
 async def test_a_failed_poll_answered_with_an_html_page_is_logged_cut_short(
     tmp_path, fakes, caplog
 ):

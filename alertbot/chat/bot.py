@@ -26,7 +26,7 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.error import BadRequest, ChatMigrated, Conflict, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Conflict, TelegramError, TimedOut
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -195,24 +195,46 @@ class PollFailures:
     one warning when polling starts failing, a reminder every ``reminder`` seconds while it
     goes on (0: none), and one info line when a poll works again, with how long polling was
     down and how many polls failed. PTB tries every few seconds (at most 30 s apart): a line
-    per failed poll buried the log for as long as Telegram was unreachable."""
+    per failed poll buried the log for as long as Telegram was unreachable.
 
-    def __init__(self, reminder: float, clock: Callable[[], float] = time.monotonic) -> None:
+    A poll that times out (Telegram takes the request, or drops the packets, and never answers)
+    counts too, though PTB never reports it (it tries again at once): the warning comes once no
+    poll has been answered for ``silence`` seconds, since one poll left unanswered can be a
+    connection a NAT or proxy dropped during the long poll, and the next one works."""
+
+    def __init__(
+        self, reminder: float, silence: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.reminder = reminder
+        self.silence = silence
         self.clock = clock
         self.failed = 0
         self._since: float | None = None  # the first failure of the outage under way
+        self._warned = False  # the outage under way was logged
         self._told = 0.0  # when it was last logged
         self._conflict = False  # the last logged failure was a second poller's
 
-    def failure(self, exc: TelegramError) -> None:
+    def failure(self, exc: TelegramError, sent: float | None = None) -> None:
+        """A failed poll; ``sent``: when it was sent (a timed-out poll: polling has had no
+        answer since the first of a row of them was sent)."""
         now = self.clock()
         self.failed += 1
+        if self._since is None:
+            self._since = now if sent is None else sent
         conflict = isinstance(exc, Conflict)
-        if self._since is None or conflict != self._conflict:
-            if self._since is None:
-                self._since = now
-            self._told, self._conflict = now, conflict
+        if not self._warned or conflict != self._conflict:
+            if isinstance(exc, TimedOut) and not self._warned:
+                if now - self._since < self.silence:
+                    return
+                self._warned, self._told = True, now
+                log.warning(
+                    "chat: polling for commands failed (no answer from Telegram for %s: %d "
+                    "polls timed out); trying again",
+                    _span(now - self._since),
+                    self.failed,
+                )
+                return
+            self._warned, self._told, self._conflict = True, now, conflict
             if conflict:
                 log.error(
                     "chat: another process is polling for this bot token's updates (%s): each "
@@ -233,24 +255,31 @@ class PollFailures:
     def success(self) -> None:
         if self._since is None:
             return
-        log.info(
-            "chat: polling for commands works again after %s (%d polls failed)",
-            _span(self.clock() - self._since),
-            self.failed,
-        )
-        self._since, self.failed = None, 0
+        if self._warned:  # else a poll or two timed out, never logged: nor is their end
+            log.info(
+                "chat: polling for commands works again after %s (%d polls failed)",
+                _span(self.clock() - self._since),
+                self.failed,
+            )
+        self._since, self._warned, self.failed = None, False, 0
 
 
 class _PollRequest(HTTPXRequest):
     """The getUpdates requests' HTTP client, which tells ``polls`` of each poll answered with
-    success: PTB reports only failed polls (to ``error_callback``)."""
+    success and of each that timed out: PTB reports only the other failed polls (to
+    ``error_callback``), and tries a timed-out one again at once without a word."""
 
     def __init__(self, polls: PollFailures, **kw: Any) -> None:
         super().__init__(**kw)
         self.polls = polls
 
     async def do_request(self, *args: Any, **kw: Any) -> tuple[int, bytes]:
-        status, payload = await super().do_request(*args, **kw)
+        sent = self.polls.clock()
+        try:
+            status, payload = await super().do_request(*args, **kw)
+        except TimedOut as exc:
+            self.polls.failure(exc, sent)
+            raise
         if 200 <= status < 300:
             self.polls.success()
         return status, payload
@@ -297,7 +326,8 @@ class ChatBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
         self._refused: set[int] = set()
-        self.polls = PollFailures(settings.poll_reminder)
+        # two polls in a row without an answer: see PollFailures
+        self.polls = PollFailures(settings.poll_reminder, 2 * (poll_timeout + settings.poll_margin))
 
     # ------------------------------------------------------------------ lifecycle
 
