@@ -908,6 +908,12 @@ class ChatBot:
         ):
             return self.price(symbol)
         fetched = await self.prices.get(resolved)
+        if isinstance(fetched, Failed) and fetched.unknown:
+            # the symbol list could not be read (or does not have it yet): Binance says so now
+            hint = self.directory.suggest(resolved)
+            return f"Unknown symbol {resolved}: Binance does not list it." + (
+                f" Did you mean {hint}?" if hint else ""
+            )
         if isinstance(fetched, Failed):
             return f"{self.price(symbol)}\n{fetched.reason}"
         return self.price(symbol, fetched)

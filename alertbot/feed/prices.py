@@ -33,9 +33,11 @@ MSG_MAX = 80
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """Why a lookup gave no ticker: a sentence for the user."""
+    """Why a lookup gave no ticker: a sentence for the user. ``unknown``: Binance answered
+    that it lists no such symbol (-1121)."""
 
     reason: str
+    unknown: bool = False
 
 
 def _number(answer: dict[str, Any], key: str) -> float:
@@ -78,6 +80,20 @@ def ticker_of(answer: Any, symbol: str) -> Ticker:
         _number(answer, quote),
         text,
     )
+
+
+#: Binance's error code for a symbol it does not list
+INVALID_SYMBOL = -1121
+
+
+def _code(answer: httpx.Response) -> int | None:
+    """Binance's error code in an answer (``{"code": -1121, ...}``), if any."""
+    try:
+        body = answer.json()
+    except (ValueError, RecursionError):
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if type(code) is int else None
 
 
 def _refusal(answer: httpx.Response) -> str:
@@ -161,7 +177,10 @@ class PriceLookup:
         if answer.status_code != 200:
             # a 4xx is mostly a symbol Binance does not list (-1121): the user's, not ours
             level = logging.INFO if 400 <= answer.status_code < 500 else logging.WARNING
-            return self._failed(symbol, _refusal(answer), level)
+            failed = self._failed(symbol, _refusal(answer), level)
+            if answer.status_code == 400 and _code(answer) == INVALID_SYMBOL:
+                return Failed(failed.reason, unknown=True)
+            return failed
         try:
             return ticker_of(answer.json(), symbol)
         # RecursionError: JSON nested deeper than the parser goes, an answer as bad as any
