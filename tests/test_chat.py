@@ -170,23 +170,6 @@ async def test_an_either_way_crossing_alert_says_which_way_the_price_went(tmp_pa
     ]
 
 
-async def test_a_watch_alert_ends_with_how_to_mute_or_stop_that_watch(tmp_path, fakes):
-    """An alert from a chat's watch says, on its last line, the commands that quiet it: the
-    trader who gets it at 3 a.m. used to have only '[w1]' to go on."""
-    binance, tg = fakes
-    async with Bot(tmp_path, binance, tg) as bot:
-        await bot.say("/watch BTCUSDT > 100")
-        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
-        await bot.tick("BTCUSDT", 110, T)
-        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 2)
-        alert = tg.messages_to(USER)[1]
-    assert alert.plain_text.split("\n") == [
-        f"BTCUSDT price > 100: price 110 (+0.00% 24h) at {format_time(T)} [w1]",
-        "Mute: /mute w1 1h · stop: /unwatch w1",
-    ]
-    assert alert.parse_mode == "HTML"
-
-
 async def test_a_watch_of_a_symbol_named_in_chinese_alerts_and_its_price_is_shown(tmp_path, fakes):
     """Binance lists contracts named in Chinese, some among its most traded: /watch and /price
     take one typed with its ASCII letters in any case, the bot subscribes to its stream, and

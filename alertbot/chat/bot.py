@@ -61,7 +61,14 @@ from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import WATCH_HINT, format_amount, format_time
 from alertbot.notify.settings import DeliverySettings
-from alertbot.notify.telegram import Budget, BudgetLimiter
+from alertbot.notify.telegram import (
+    ALERT_MUTE,
+    ALERT_SHOWN,
+    ALERT_STOP,
+    Budget,
+    BudgetLimiter,
+    watch_buttons,
+)
 from alertbot.rules.conditions import (
     PERCENT_METRICS,
     AllOf,
@@ -123,6 +130,18 @@ def _without_hint(text: str) -> str:
     """An alert's text less its last line when that is render.WATCH_HINT."""
     head, sep, last = text.rpartition("\n")
     return head if sep and last.startswith(WATCH_HINT.partition("{")[0]) else text
+
+
+def _short_time(seconds: float, now: float) -> str:
+    """A time as a button shows it: ``14:05 UTC``, with the day when not today's
+    (``Nov 24 14:05 UTC``)."""
+    at = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+    day = (
+        ""
+        if at.date() == dt.datetime.fromtimestamp(now, tz=dt.UTC).date()
+        else f"{at:%b} {at.day} "
+    )
+    return f"{day}{at:%H:%M} UTC"
 
 
 def _cut(text: str, limit: int) -> str:
@@ -661,6 +680,9 @@ class ChatBot:
         if welcome:
             await self.tell(chat_id, welcome)
         kind, _, rest = (query.data or "").partition(":")
+        if kind in (ALERT_MUTE, ALERT_STOP, ALERT_SHOWN):
+            await self._alert_button(query, chat_id, kind, rest)
+            return
         wid, _, page = rest.partition(":")  # page: the /list page the button is on
         rows = self.book.find(chat_id, wid)
         if not rows:
@@ -677,6 +699,59 @@ class ChatBot:
         if query.message is not None:
             with contextlib.suppress(TelegramError):
                 await query.edit_message_text(text, reply_markup=markup)
+
+    async def _alert_button(self, query: CallbackQuery, chat: int, kind: str, wid: str) -> None:
+        """A button under a chat watch's alert (notify.telegram.watch_buttons), pressed: Mute 1h
+        (as /list's: it never shortens a longer mute), Stop, or one showing what an earlier
+        press did (it says the watch's state; once the mute is over, the buttons are back).
+        Answered in place: the press's answer, and the buttons changed to show what was done
+        (removed when the watch is gone)."""
+        row = next(iter(self.book.find(chat, wid)), None) if watch_number(wid) else None
+        markup: InlineKeyboardMarkup | None
+        if kind == ALERT_SHOWN:
+            await self._answer(query, self._alert_state(wid, row))
+            if row is None or self._muted(row):
+                return  # as shown
+            markup = watch_buttons(wid)  # its mute is over (or /unmute): Mute 1h again
+        elif row is None:
+            await self._answer(query, f"{wid} is gone already: it alerts no more.")
+            markup = None
+        elif kind == ALERT_MUTE:
+            await self._answer(query, await self._mute_button(row))
+            until = row.muted_until or self.clock() + MUTE_BUTTON_S
+            markup = InlineKeyboardMarkup(
+                [
+                    [
+                        InlineKeyboardButton(
+                            f"Muted until {_short_time(until, self.clock())}",
+                            callback_data=f"{ALERT_SHOWN}:{wid}",
+                        ),
+                        InlineKeyboardButton("Stop", callback_data=f"{ALERT_STOP}:{wid}"),
+                    ]
+                ]
+            )
+        else:
+            await self.book.remove([row])
+            await self._answer(query, f"Stopped {wid} ({row.symbol} {row.condition}).")
+            markup = InlineKeyboardMarkup(
+                [[InlineKeyboardButton("Stopped", callback_data=f"{ALERT_SHOWN}:{wid}")]]
+            )
+        if query.message is not None:
+            # the alert's text stays as sent (its HTML too); in a group's history shown by its
+            # supergroup the edit is refused (the old id), what the press did is done all the same
+            with contextlib.suppress(TelegramError):
+                await query.edit_message_reply_markup(reply_markup=markup)
+
+    def _alert_state(self, wid: str, row: WatchRow | None) -> str:
+        """What a pressed "Muted until …" or "Stopped" button says: the watch's state now."""
+        if row is None:
+            return f"{wid} is gone: it alerts no more."
+        if self._muted(row) and row.muted_until is not None:
+            return f"{wid} is muted until {format_time(int(row.muted_until * 1000))}."
+        return f"{wid} is not muted: it alerts."
+
+    def _muted(self, row: WatchRow) -> bool:
+        return row.muted_until is not None and row.muted_until > self.clock()
 
     @staticmethod
     async def _answer(query: CallbackQuery, text: str | None) -> None:

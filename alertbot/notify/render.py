@@ -134,9 +134,16 @@ def values(alert: Alert, spark: str = "") -> dict[str, str]:
 
 _BARE_AMPERSAND = re.compile(r"&(?!(?:lt|gt|amp|quot|#\d+|#x[0-9A-Fa-f]+);)")
 
-#: the last line of a chat watch's alert (the default message)
+#: the last line of a chat watch's alert (the default message); a Telegram message with the
+#: watch's buttons goes without it (telegram.watch_buttons)
 WATCH_HINT = "Mute: /mute {id} 1h · stop: /unwatch {id}"
 GAP_NOTE = "(the feed was down before this tick: the price moved while it was)"
+
+
+def without_watch_hint(text: str, rule_id: str) -> str:
+    """An alert's text (or HTML) less the WATCH_HINT line its chat watch ``rule_id`` ends it
+    with; as is when it has none."""
+    return text.removesuffix("\n" + WATCH_HINT.format(id=rule_id))
 
 
 @lru_cache(maxsize=1024)

@@ -21,6 +21,11 @@ Failures, by what Telegram says:
 - ``ChatMigrated`` (a group became a supergroup): sent to the new chat id, as is everything
   for the old id from then on; ``on_migrate(old, new)`` is told (the chat watches move).
 No chat's trouble delays another chat.
+
+A message whose alerts are all one chat watch's (one alert, or a pattern watch's several) has
+that watch's buttons, *Mute 1h* and *Stop* (:func:`watch_buttons`, answered by the chat side),
+instead of each alert's WATCH_HINT line; a message that merges several watches' alerts keeps
+the lines (a button there could not say which watch it is for), as do the rule files' alerts.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from collections.abc import Callable, Collection, Coroutine
 from itertools import count
 from typing import Any
 
-from telegram import Bot, LinkPreviewOptions
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -51,7 +56,9 @@ from telegram.error import (
 from telegram.ext import BaseRateLimiter
 
 from alertbot.notify.delivery import Delivery, Report, backoff, clip
+from alertbot.notify.render import without_watch_hint
 from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.ids import watch_number
 from alertbot.store import AlertRecord
 from alertbot.tasks import cancel_and_wait
 
@@ -65,6 +72,39 @@ FORBIDDEN_HINT = (
     "bot, or change the configuration)"
 )
 _SEPARATOR = "\n\n"
+
+#: the kinds of callback_data of the buttons under a chat watch's alert, ``amute:w3``: Telegram
+#: allows 64 bytes, and a watch's 64-bit number makes at most 26. Nothing else is needed to
+#: act on a press (the chat is the message's), so a press after a restart acts too
+ALERT_MUTE = "amute"
+ALERT_STOP = "astop"
+#: a button that shows what a press did ("Muted until 14:05 UTC"); pressed, it says the state
+ALERT_SHOWN = "ashown"
+
+
+def watch_buttons(rule_id: str) -> InlineKeyboardMarkup:
+    """The buttons under an alert of the chat watch ``rule_id``: Mute 1h, Stop."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("Mute 1h", callback_data=f"{ALERT_MUTE}:{rule_id}"),
+                InlineKeyboardButton("Stop", callback_data=f"{ALERT_STOP}:{rule_id}"),
+            ]
+        ]
+    )
+
+
+def buttons_watch(batch: list[Delivery]) -> str | None:
+    """The chat watch whose buttons go under the message of ``batch``: when all its alerts are
+    that watch's. None: no buttons (several watches' alerts, a rule file's alert, a ``once``
+    watch's last alert: the watch is gone)."""
+    rule = batch[0].alert.rule
+    if watch_number(rule) is None:
+        return None
+    for d in batch:
+        if d.alert.rule != rule or d.alert.ends_watch:
+            return None
+    return rule
 
 
 def retry_seconds(exc: RetryAfter) -> float:
@@ -432,8 +472,10 @@ class TelegramSender:
         return batch
 
     @staticmethod
-    def _text(d: Delivery) -> str:
-        return d.alert.text if d.plain else d.alert.html
+    def _text(d: Delivery, buttons: bool = False) -> str:
+        """The alert as sent; with ``buttons``, less its hint line (the buttons say it)."""
+        text = d.alert.text if d.plain else d.alert.html
+        return without_watch_hint(text, d.alert.rule) if buttons else text
 
     def _requeue(self, chat: int, batch: list[Delivery]) -> None:
         q = self._queues.setdefault(chat, deque())
@@ -446,10 +488,15 @@ class TelegramSender:
         batch = self._take(chat)
         cfg = self.settings
         plain = batch[0].plain
-        text = _SEPARATOR.join(self._text(d) for d in batch)
+        watch = buttons_watch(batch)
+        buttons = watch is not None
+        text = _SEPARATOR.join(self._text(d, buttons) for d in batch)
         if len(text) > cfg.max_message:  # one alert alone over the cap: cut its plain text
             plain = True
-            text = batch[0].alert.text[: cfg.max_message - 1] + "…"
+            text = batch[0].alert.text
+            if buttons:
+                text = without_watch_hint(text, batch[0].alert.rule)
+            text = text[: cfg.max_message - 1] + "…"
         for d in batch:
             d.attempts += 1
         interval = cfg.group_interval if is_group(chat) else cfg.chat_interval
@@ -460,6 +507,7 @@ class TelegramSender:
                 text=text,
                 parse_mode=None if plain else "HTML",
                 link_preview_options=_NO_PREVIEW,
+                reply_markup=None if watch is None else watch_buttons(watch),
                 read_timeout=cfg.telegram_timeout,
                 write_timeout=cfg.telegram_timeout,
                 connect_timeout=cfg.telegram_timeout,

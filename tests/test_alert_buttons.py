@@ -1,0 +1,288 @@
+"""The Mute 1h / Stop buttons under a chat watch's alert, end to end: the alert on the fake
+Telegram with its inline keyboard, a user's press, the watch muted or removed, the press
+answered and the buttons changed in place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from alertbot.notify.render import format_time
+from alertbot.notify.telegram import ALERT_MUTE, ALERT_SHOWN, ALERT_STOP, watch_buttons
+from alertbot.rules.conditions import parse
+from alertbot.rules.model import Channel, Rule, RuleSet
+from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.telegram import FakeTelegram, Message
+from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T
+
+GROUP, SUPERGROUP = -555, -1_000_000_000_555
+BUTTONS = [[("Mute 1h", "amute:w1"), ("Stop", "astop:w1")]]
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
+    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
+        yield binance, tg
+
+
+def buttons(msg: Message) -> list[list[tuple[str, str]]]:
+    """A message's inline keyboard as (text, callback_data) rows; [] without one."""
+    rows: list[list[dict[str, Any]]] = (msg.reply_markup or {}).get("inline_keyboard", [])
+    return [[(b["text"], b["callback_data"]) for b in row] for row in rows]
+
+
+async def alert_of_w1(
+    bot: Bot, chat: int = USER, *, fail: str | None = None, **say: Any
+) -> Message:
+    """/watch BTCUSDT > 100 (w1) in ``chat``, and its alert there. ``fail``: Telegram refuses
+    the alert's first send so (a 400's description)."""
+    tg = bot.tg
+    await bot.say("/watch BTCUSDT > 100", chat=chat, **say)
+    await bot.binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+    if fail is not None:
+        tg.fail_next(1, status=400, description=fail, chat_id=chat)
+    before = len(tg.messages_to(chat))
+    await bot.tick("BTCUSDT", 110, T)
+    await tg.wait_for(lambda: len(tg.messages_to(chat)) > before)
+    return tg.messages_to(chat)[-1]
+
+
+async def press(tg: FakeTelegram, msg: Message, data: str) -> str | None:
+    """The user presses the button ``data`` under ``msg``; the press's answer."""
+    answered = len(tg.answered_callbacks)
+    tg.user_presses(msg.chat_id, msg.message_id, data)
+    await tg.wait_for(lambda: len(tg.answered_callbacks) > answered)
+    return tg.answered_callbacks[-1].text
+
+
+def test_the_buttons_of_the_largest_watch_id_fit_telegrams_64_bytes():
+    """callback_data is at most 64 bytes (else Telegram refuses the whole alert): a watch's
+    buttons carry its id alone, which for the largest SQLite id still fits."""
+    largest = f"w{2**63 - 1}"
+    data = [b.callback_data for row in watch_buttons(largest).inline_keyboard for b in row]
+    assert data == [f"{ALERT_MUTE}:{largest}", f"{ALERT_STOP}:{largest}"]
+    kinds = (ALERT_MUTE, ALERT_STOP, ALERT_SHOWN)
+    assert max(len(f"{kind}:{largest}".encode()) for kind in kinds) <= 64
+
+
+async def test_a_watch_alert_has_mute_and_stop_buttons_in_place_of_the_hint_line(tmp_path, fakes):
+    """A command with arguments is not tappable in Telegram: the alert's last line
+    'Mute: /mute w1 1h · stop: /unwatch w1' had to be typed. The alert has buttons for that
+    watch instead, and no hint line; its HTML stays."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+    assert (
+        alert.plain_text == f"BTCUSDT price > 100: price 110 (+0.00% 24h) at {format_time(T)} [w1]"
+    )
+    assert alert.parse_mode == "HTML"
+    assert buttons(alert) == BUTTONS
+
+
+async def test_a_rule_files_alert_has_no_buttons(tmp_path, fakes):
+    """A rule file's rule is not a chat watch: its alert has no buttons (nor a hint line),
+    while the chat's own watch's alert, sent after it, has them."""
+    binance, tg = fakes
+    ops = Rule(id="btc-200", condition=parse("price > 200"), symbols=("BTCUSDT",), notify=("desk",))
+    rules = RuleSet(rules=(ops,), channels={"desk": Channel("desk", telegram=USER)})
+    async with Bot(tmp_path, binance, tg, rules) as bot:
+        await bot.say("/watch BTCUSDT > 100")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 150, T)
+        await tg.wait_for(lambda: "[w1]" in tg.messages_to(USER)[-1].plain_text)
+        await bot.tick("BTCUSDT", 250, T + 1000)
+        await tg.wait_for(lambda: "[btc-200]" in tg.messages_to(USER)[-1].plain_text)
+    watch_alert, file_alert = tg.messages_to(USER)[-2:]
+    assert buttons(watch_alert) == BUTTONS
+    assert buttons(file_alert) == []
+    assert "\n" not in file_alert.plain_text
+
+
+async def test_the_mute_button_mutes_that_watch_for_an_hour_and_shows_until_when(tmp_path, fakes):
+    """Mute 1h mutes the alert's watch for an hour (the engine holds it back), the press is
+    answered, and the alert's buttons say until when it is muted, Stop still there."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+        before = time.time()
+        answer = await press(tg, alert, "amute:w1")
+        book = bot.app.book
+        assert book is not None
+        muted = book.rows[1].muted_until
+        assert muted is not None
+        assert before + 3600 <= muted <= time.time() + 3600
+        assert [r.muted_until_ms for r in bot.app.engine.rules()] == [int(muted * 1000)]
+        await tg.wait_for(lambda: alert.edits == 1)
+    assert answer == "Muted w1 for 1h."
+    [[(label, shown), stop]] = buttons(alert)
+    assert label.startswith("Muted until ")
+    assert label.endswith(" UTC")
+    assert f"{time.gmtime(muted).tm_hour:02d}:{time.gmtime(muted).tm_min:02d} UTC" in label
+    assert (shown, stop) == ("ashown:w1", ("Stop", "astop:w1"))
+    assert alert.plain_text.endswith("[w1]")  # the text stays as sent
+
+
+async def test_the_muted_until_button_says_the_state_and_gives_mute_back_once_unmuted(
+    tmp_path, fakes
+):
+    """'Muted until …' pressed says until when; after /unmute it says the watch alerts and
+    the Mute 1h / Stop buttons are back (the label no longer tells the truth)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+        await press(tg, alert, "amute:w1")
+        await tg.wait_for(lambda: alert.edits == 1)
+        book = bot.app.book
+        assert book is not None
+        muted = book.rows[1].muted_until
+        assert muted is not None
+        while_muted = await press(tg, alert, "ashown:w1")
+        await bot.say("/unmute w1")
+        after = await press(tg, alert, "ashown:w1")
+        await tg.wait_for(lambda: alert.edits == 2)
+    assert while_muted == f"w1 is muted until {format_time(int(muted * 1000))}."
+    assert after == "w1 is not muted: it alerts."
+    assert buttons(alert) == BUTTONS
+
+
+async def test_the_alerts_mute_button_never_shortens_a_longer_mute(tmp_path, fakes):
+    """As /list's button: after '/mute w1 6h', Mute 1h under the alert keeps the 6 hours and
+    says so, and the buttons show the 6 hours' end."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+        await bot.say("/mute w1 6h")
+        book = bot.app.book
+        assert book is not None
+        six_hours = book.rows[1].muted_until
+        assert six_hours is not None
+        answer = await press(tg, alert, "amute:w1")
+        assert book.rows[1].muted_until == six_hours
+        await tg.wait_for(lambda: alert.edits == 1)
+    assert answer == f"w1 is already muted until {format_time(int(six_hours * 1000))}."
+    shown = time.gmtime(six_hours)
+    assert f"{shown.tm_hour:02d}:{shown.tm_min:02d} UTC" in buttons(alert)[0][0][0]
+
+
+async def test_the_stop_button_removes_that_watch_and_says_stopped(tmp_path, fakes):
+    """Stop removes the alert's watch (its stream is unsubscribed), the answer names it, and
+    the buttons become one 'Stopped', which pressed says the watch alerts no more."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+        answer = await press(tg, alert, "astop:w1")
+        assert bot.app.book is not None
+        assert bot.app.book.rows == {}
+        await binance.wait_for(lambda: "btcusdt@miniTicker" not in binance.subscribed())
+        await tg.wait_for(lambda: alert.edits == 1)
+        assert buttons(alert) == [[("Stopped", "ashown:w1")]]
+        again = await press(tg, alert, "ashown:w1")
+    assert answer == "Stopped w1 (BTCUSDT price > 100)."
+    assert again == "w1 is gone: it alerts no more."
+
+
+async def test_a_button_of_a_watch_already_removed_is_answered_and_goes(tmp_path, fakes):
+    """Mute 1h under the alert of a watch removed meanwhile (/unwatch typed) gets a clear
+    answer, no error, and the buttons, which can do nothing more, are removed."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+        await bot.say("/unwatch w1")
+        answer = await press(tg, alert, "amute:w1")
+        await tg.wait_for(lambda: alert.edits == 1)
+    assert answer == "w1 is gone already: it alerts no more."
+    assert alert.reply_markup is None
+
+
+async def test_a_button_under_an_alert_sent_before_a_restart_acts(tmp_path, fakes):
+    """The buttons carry all they need (the watch's id; the chat is the message's): a press
+    on an alert the previous run sent mutes the watch."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+    async with Bot(tmp_path, binance, tg) as bot:
+        answer = await press(tg, alert, "amute:w1")
+        assert bot.app.book is not None
+        assert bot.app.book.rows[1].muted_until is not None
+    assert answer == "Muted w1 for 1h."
+
+
+async def test_a_button_under_a_groups_alert_acts_on_its_watch_moved_to_the_supergroup(
+    tmp_path, fakes
+):
+    """The supergroup shows the group's history: a press on an alert sent to the group comes
+    from the old id, and stops the watch that moved to the supergroup (as /list's buttons)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot, GROUP, chat_type="group")
+        assert buttons(alert) == BUTTONS
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        await bot.say("/help", chat=SUPERGROUP)  # the service messages are handled by then
+        answer = await press(tg, alert, "astop:w1")
+        assert bot.app.book is not None
+        assert bot.app.book.of_chat(SUPERGROUP) == []
+    assert answer == "Stopped w1 (BTCUSDT price > 100)."
+
+
+async def test_a_button_in_a_chat_no_longer_allowed_does_nothing(tmp_path, fakes):
+    """Who may press is who may type the commands: a chat taken off the allow-list after its
+    alert presses Mute 1h in vain (the press is answered, with no text), as its /mute would be
+    refused."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, allowed_chats=(USER,)) as bot:
+        alert = await alert_of_w1(bot)
+    async with Bot(tmp_path, binance, tg, allowed_chats=(USER + 1,)) as bot:
+        answer = await press(tg, alert, "amute:w1")
+        assert bot.app.book is not None
+        assert bot.app.book.rows[1].muted_until is None
+    assert answer is None
+    assert alert.edits == 0
+
+
+async def test_a_message_merging_two_watches_alerts_keeps_the_hint_lines(tmp_path, fakes):
+    """Alerts of w1 and w2 merged into one message: a Mute button could not say which watch it
+    is for, so the message has none and each alert keeps its line of commands."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100")
+        await bot.say("/watch BTCUSDT > 105")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.fail_next(1, status=502, chat_id=USER)  # the first waits for the second
+        await bot.tick("BTCUSDT", 110, T)
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 3)
+    merged = tg.messages_to(USER)[-1]
+    assert buttons(merged) == []
+    lines = merged.plain_text.split("\n")
+    assert "Mute: /mute w1 1h · stop: /unwatch w1" in lines
+    assert "Mute: /mute w2 1h · stop: /unwatch w2" in lines
+
+
+async def test_a_message_merging_one_pattern_watchs_alerts_has_its_buttons(tmp_path, fakes):
+    """An admin's pattern watch (*USDT) alerting for two symbols at once: one watch, so the
+    merged message has its buttons, and no alert repeats the hint line."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, admin_chats=(USER,)) as bot:
+        await bot.say("/watch *USDT > 100")
+        await binance.wait_for_subscriptions({"!miniTicker@arr"})
+        tg.fail_next(1, status=502, chat_id=USER)
+        await binance.publish([mini_ticker("BTCUSDT", 110, T), mini_ticker("ETHUSDT", 120, T)])
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 2)
+    merged = tg.messages_to(USER)[-1]
+    assert buttons(merged) == BUTTONS
+    assert "BTCUSDT" in merged.plain_text
+    assert "ETHUSDT" in merged.plain_text
+    assert "Mute:" not in merged.plain_text
+
+
+async def test_an_alert_sent_again_as_plain_text_keeps_its_buttons(tmp_path, fakes):
+    """Telegram refusing the HTML: the alert goes again as plain text, buttons and all."""
+    binance, tg = fakes
+    refusal = "Bad Request: can't parse entities: unsupported start tag"
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot, fail=refusal)
+    assert alert.parse_mode is None
+    assert buttons(alert) == BUTTONS
+    assert alert.plain_text.endswith("[w1]")
