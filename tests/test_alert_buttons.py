@@ -286,3 +286,13 @@ async def test_an_alert_sent_again_as_plain_text_keeps_its_buttons(tmp_path, fak
     assert alert.parse_mode is None
     assert buttons(alert) == BUTTONS
     assert alert.plain_text.endswith("[w1]")
+
+
+async def test_an_alert_whose_buttons_telegram_refuses_goes_without_them(tmp_path, fakes):
+    """Telegram refusing the keyboard (BUTTON_DATA_INVALID) used to fail the alert for good:
+    it goes again without buttons, with its hint line."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot, fail="Bad Request: BUTTON_DATA_INVALID")
+    assert buttons(alert) == []
+    assert alert.plain_text.endswith("\nMute: /mute w1 1h · stop: /unwatch w1")

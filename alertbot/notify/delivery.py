@@ -22,6 +22,7 @@ class Delivery:
     state: str = "pending"
     plain: bool = False  # Telegram refused the HTML: send as plain text
     alone: bool = False  # in a merged message Telegram refused as bad HTML: send by itself
+    buttons: bool = True  # False: Telegram refused its watch's buttons; sent without them
     last_error: str | None = None
     quiet: bool = False  # its failure is logged once for its chat (a chat that blocked the bot)
 

@@ -19,7 +19,8 @@ Failures, by what Telegram says:
   text rather than dropped; a merged message's alerts are first sent one by one, so that only
   the one Telegram refuses by itself loses its formatting;
 - ``ChatMigrated`` (a group became a supergroup): sent to the new chat id, as is everything
-  for the old id from then on; ``on_migrate(old, new)`` is told (the chat watches move).
+  for the old id from then on; ``on_migrate(old, new)`` is told (the chat watches move);
+- buttons refused (a bad inline keyboard): sent again without them, with the hint line.
 No chat's trouble delays another chat.
 
 A message whose alerts are all one chat watch's (one alert, or a pattern watch's several) has
@@ -97,12 +98,12 @@ def watch_buttons(rule_id: str) -> InlineKeyboardMarkup:
 def buttons_watch(batch: list[Delivery]) -> str | None:
     """The chat watch whose buttons go under the message of ``batch``: when all its alerts are
     that watch's. None: no buttons (several watches' alerts, a rule file's alert, a ``once``
-    watch's last alert: the watch is gone)."""
+    watch's last alert: the watch is gone, or Telegram refused the buttons)."""
     rule = batch[0].alert.rule
     if watch_number(rule) is None:
         return None
     for d in batch:
-        if d.alert.rule != rule or d.alert.ends_watch:
+        if d.alert.rule != rule or d.alert.ends_watch or not d.buttons:
             return None
     return rule
 
@@ -536,7 +537,7 @@ class TelegramSender:
         except InvalidToken as exc:
             self._fail(batch, f"token rejected: {type(exc).__name__}")
         except BadRequest as exc:
-            self._bad_request(chat, batch, exc, interval)
+            self._bad_request(chat, batch, exc, interval, buttons)
         except (TimedOut, NetworkError, TelegramError) as exc:
             failures = self._failures.get(chat, 0) + 1
             self._failures[chat] = failures
@@ -571,10 +572,19 @@ class TelegramSender:
         heapq.heappush(self._expiry, (at, chat))
 
     def _bad_request(
-        self, chat: int, batch: list[Delivery], exc: BadRequest, interval: float
+        self, chat: int, batch: list[Delivery], exc: BadRequest, interval: float, buttons: bool
     ) -> None:
         message = exc.message.lower()
         bad_html = "parse entities" in message or "can't find end" in message
+        if buttons and not bad_html and ("button" in message or "markup" in message):
+            # the alert matters, its buttons do not: again without them, with the hint line
+            log.warning(
+                "telegram: chat %s refused an alert's buttons (%s); sending it without", chat, exc
+            )
+            for d in batch:
+                d.buttons = False
+            self._retry(chat, batch, f"buttons refused: {exc.message}", 0.0, count=False)
+            return
         if bad_html and not batch[0].plain and len(batch) > 1:
             # which alert's template is not valid HTML is not known: each goes by itself, and
             # only the one refused by itself is sent as plain text (the others keep their
