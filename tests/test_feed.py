@@ -944,6 +944,46 @@ async def test_a_switch_whose_new_connection_closes_while_the_old_one_drains_wai
         assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
+@pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
+async def test_a_switch_given_up_half_way_loses_none_of_the_lagging_old_connections_ticks(
+    glob_first: bool,
+):
+    """A switch away from lagging connections is given up while the old ones drain (the glob
+    rule goes again, or comes back): the new connection, abandoned, held newer ticks than the
+    old ones have handed on. They must not be handed on ahead of the old ones' last ticks,
+    which the engine would then drop as out of order: every up-crossing still fires once."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    rules = [rule("crosses above 100"), glob] if glob_first else [rule("crosses above 100")]
+    async with FakeBinance() as fake, Bot(fake, rules, drain_timeout=5.0) as bot:
+        await fake.wait_for_subscriptions({ALL_MARKET} if glob_first else {BTC})
+        await asyncio.wait_for(bot.feed.settled(), 5)
+        fake.lag(0.3)  # these connections only: the new one is fast
+        done = asyncio.Event()
+        publisher = asyncio.create_task(publish_alternating(fake, done.is_set, ["BTCUSDT"]))
+        await asyncio.sleep(0.1)
+        if glob_first:
+            bot.engine.remove_rule("glob")
+        else:
+            bot.engine.add_rule(glob)
+        assert bot.pipeline.update_streams() == ("symbols" if glob_first else "all")
+        await fake.wait_for_connections(2)
+        new = next(c for c in bot.feed.connections() if c.id == 2)
+        await fake.wait_for(lambda: new.messages >= 5)  # held: the old ones still drain
+        assert bot.feed.health().mode == "switching"
+        if glob_first:
+            bot.engine.add_rule(glob)
+        else:
+            bot.engine.remove_rule("glob")
+        assert bot.pipeline.update_streams() == ("all" if glob_first else "symbols")
+        await asyncio.wait_for(bot.feed.settled(), 5)
+        await asyncio.sleep(0.4)
+        done.set()
+        ups, last = await publisher
+        await fake.wait_for(lambda: bot.seen("BTCUSDT", last))
+    assert len(bot.alerts) == ups
+    assert bot.feed.stats.reconnects == 0
+
+
 # ------------------------------------------------------------------ slow consumer
 
 

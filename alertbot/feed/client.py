@@ -244,8 +244,10 @@ class Feed:
                 self._raw = self._new(target, raw=True, held=bool(self._combined))
             all_market = self._raw
             if self._combined:
-                for conn in self._combined:
-                    conn.release()  # a switch to them given up: they are the old ones again
+                # a switch to them given up keeps what they hold from the sink: the
+                # all-market connection, the old one again, may lag behind them, and hands on
+                # the same ticks; theirs older than its go first (_delivering), the rest go
+                # with them when they close
                 old = self._combined
                 while True:
                     if not await self._until(lambda: all_market.live and all_market.delivering):
@@ -265,12 +267,16 @@ class Feed:
             all_market.release()
             return True
         raw = self._raw
-        if raw is not None:
-            raw.release()  # a switch to it given up: it is the old one again
+        # a switch to the all-market connection given up (it still holds): the symbol
+        # connections are the old ones again, and may lag behind it. What it holds stays
+        # held, handed on only ahead of their newer ticks (_delivering), the rest closed with
+        # it; they deliver on, unheld. Only the connections opened now are new.
+        old_ones = set(self._combined) if raw is not None and raw.holding else set()
         self._reshape(target)
         if raw is not None:
             for conn in self._combined:
-                conn.hold()
+                if conn not in old_ones:
+                    conn.hold()
             new = self._combined
             while True:
                 if not await self._until(lambda: all(c.live and c.ready for c in new)):
