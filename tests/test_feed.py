@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -982,6 +983,29 @@ async def test_a_switch_given_up_half_way_loses_none_of_the_lagging_old_connecti
         await fake.wait_for(lambda: bot.seen("BTCUSDT", last))
     assert len(bot.alerts) == ups
     assert bot.feed.stats.reconnects == 0
+
+
+async def test_a_switch_whose_old_connection_never_answers_logs_no_asyncio_error(
+    caplog: pytest.LogCaptureFixture,
+):
+    """The old connection is silent, so the request that reads it to its end is never
+    answered and the switch goes on after ``drain_timeout``: the wait given up is let go of
+    quietly, not left for asyncio to log as "exception was never retrieved" (an ERROR in the
+    bot's log at every such switch)."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(fake, [rule("crosses above 100")], symbol_stale_after=10.0, drain_timeout=0.3)
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            fake.silence(conn=fake.connections[0])
+            bot.engine.add_rule(glob)
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await tick_until_seen(bot, 110, T)
+            await asyncio.wait_for(bot.feed.settled(), 5)
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 # ------------------------------------------------------------------ slow consumer

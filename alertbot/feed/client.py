@@ -303,9 +303,9 @@ class Feed:
         """Read the old connections until each has handed on all it was sent before now, or
         caught up with event time ``mark`` (the new connections carry everything from there),
         for at most ``drain_timeout``; False as soon as a new target is wanted."""
-        catching: asyncio.Future[Any] = asyncio.ensure_future(
-            asyncio.gather(*(c.catch_up(mark) for c in old), return_exceptions=True)
-        )
+        # a task, not the gather itself: a gather cancelled when the wait is given up ends
+        # with a CancelledError nobody retrieves, which asyncio logs as an error
+        catching: asyncio.Future[Any] = asyncio.create_task(self._catch_up(old, mark))
         changed: asyncio.Future[Any] = asyncio.create_task(self._changed.wait())
         try:
             done, _ = await asyncio.wait(
@@ -317,6 +317,10 @@ class Feed:
             catching.cancel()
             changed.cancel()
         return catching in done or changed not in done
+
+    @staticmethod
+    async def _catch_up(old: list[Connection], mark: int | None) -> None:
+        await asyncio.gather(*(c.catch_up(mark) for c in old), return_exceptions=True)
 
     def _reshape(self, target: frozenset[str]) -> None:
         """Live changes of the combined connections: unsubscribe, subscribe, open, close.
