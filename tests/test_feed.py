@@ -594,6 +594,35 @@ async def test_closing_the_feed_during_a_rotations_drain_closes_the_new_socket_t
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("feed-")]
 
 
+async def test_a_catch_up_is_not_ended_by_another_ones_earlier_mark():
+    """A rotation's drain and a switch's may read the same lagging socket to its end at once,
+    each up to its own event time (the new socket's first): the one waiting for the later
+    event time must not end when the socket reaches the other one's earlier mark, with the
+    ticks in between still on their way (closing it then would lose them)."""
+    async with FakeBinance() as fake:
+        settings = fast(fake, stream="all", stale_after=10.0, drain_timeout=5.0)
+        feed = Feed(settings, lambda obj, raw: None)
+        feed.want_streams([ALL_MARKET])
+        await feed.start()
+        try:
+            await fake.wait_for_connections(1)
+            (conn,) = feed.connections()
+            await fake.publish([mini_ticker("BTCUSDT", 1, T)])
+            await fake.wait_for(lambda: conn.last_event() == T)
+            fake.lag(0.5)
+            for i in range(1, 6):  # on their way, 50 ms apart
+                await fake.publish([mini_ticker("BTCUSDT", 1, T + i * 1_000)])
+                await asyncio.sleep(0.05)
+            later = asyncio.create_task(conn.catch_up(T + 5_000))
+            await asyncio.sleep(0)  # it waits for its mark first
+            earlier = asyncio.create_task(conn.catch_up(T + 1_000))
+            await asyncio.wait_for(later, 5)
+            assert conn.last_event() == T + 5_000
+            await earlier
+        finally:
+            await feed.close()
+
+
 # ------------------------------------------------------------------ subscriptions
 
 

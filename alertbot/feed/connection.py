@@ -238,8 +238,10 @@ class _Session:
         self.quiet_since = opened_at
         self.first_event = -1
         self.last_event = -1
-        self.watch_mark = -1  # set caught_up once an event this recent has been read
-        self.caught_up = asyncio.Event()
+        #: catch-ups waiting for an event time: each future is set once an event that recent
+        #: has been read (one each: a rotation's and a switch's may wait at once, for
+        #: different event times)
+        self.marks: list[tuple[int, asyncio.Future[None]]] = []
         self.next_id = 0
         self.replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.first_data = asyncio.Event()
@@ -675,10 +677,11 @@ class Connection:
         if s.reader.done() or (mark is not None and s.last_event >= mark):
             return
         waiters: set[asyncio.Future[Any]] = {s.reader}
+        watch: tuple[int, asyncio.Future[None]] | None = None
         if mark is not None:
-            s.watch_mark = mark
-            s.caught_up.clear()  # set for an earlier mark, maybe
-            waiters.add(asyncio.ensure_future(s.caught_up.wait()))
+            watch = (mark, self._loop.create_future())
+            s.marks.append(watch)
+            waiters.add(watch[1])
         s.next_id += 1
         rid = s.next_id
         reply: asyncio.Future[dict[str, Any]] = self._loop.create_future()
@@ -693,6 +696,8 @@ class Connection:
         finally:
             for w in waiters - {s.reader}:
                 w.cancel()
+            if watch is not None:
+                s.marks.remove(watch)
 
     def last_event(self) -> int:
         s = self.session
@@ -784,8 +789,9 @@ class Connection:
         s.last_data_at = now
         if event > s.last_event:
             s.last_event = event
-            if 0 <= s.watch_mark <= event:
-                s.caught_up.set()
+            for mark, reached in s.marks:
+                if mark <= event and not reached.done():
+                    reached.set_result(None)
         if s.first_data_at is None:
             s.first_data_at = now
             s.first_event = event
