@@ -1037,6 +1037,44 @@ async def test_a_switch_whose_old_connection_never_answers_logs_no_asyncio_error
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
+async def test_a_switch_away_from_a_rotating_connection_reads_its_new_socket_to_the_end():
+    """The all-market connection rotates while a switch to symbol streams reads it to its end:
+    the rotation takes over first (its old socket is closed under the switch's request), and
+    the new socket, lagging too, still has a crossing on its way that the symbol connection,
+    subscribed after it was sent, does not carry. The switch reads the socket that took over
+    to its end as well before it closes the connection, so the crossing is alerted."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100"), glob],
+            max_age=1.0,
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=5.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            old = fake.connections[0]
+            fake.lag(0.3, conn=old)
+            await fake.wait_for_connections(2)  # the rotation's new socket, not lagging yet
+            new = fake.connections[1]
+            asked = old.messages_in
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 1_000)])
+            # the new socket delivered: the rotation reads the old one to T + 1 (0.3 s)
+            await fake.wait_for(lambda: old.messages_in > asked)
+            fake.lag(0.6, conn=new)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # on both, late
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            assert bot.feed.stats.rotations == 1
+            await bot.tick(111, T + 3_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
 # ------------------------------------------------------------------ slow consumer
 
 

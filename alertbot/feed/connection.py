@@ -663,10 +663,17 @@ class Connection:
     async def catch_up(self, mark: int | None = None) -> None:
         """Until the current socket has handed on all the server had sent on it when it read
         a request sent now, or a frame of event time ``mark`` or later; at once when there
-        is no socket. The caller bounds the wait."""
+        is no socket. The caller bounds the wait.
+
+        A rotation that takes over meanwhile ends the socket being read: the one that took
+        over is read to its end in turn (it may lag too, with ticks on their way that were
+        sent before now)."""
         s = self.session
-        if s is not None:
+        while s is not None:
             await self._catch_up(s, mark)
+            if self.session is s:
+                return
+            s = self.session  # None: closed, reconnecting; nothing more to read now
 
     async def _catch_up(self, s: _Session, mark: int | None) -> None:
         """See :meth:`catch_up`. A request's reply comes after the frames the server sent
