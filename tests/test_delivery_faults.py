@@ -492,3 +492,21 @@ async def test_a_webhook_certificate_that_fails_verification_is_named_in_the_log
         f"webhook {hook.url}: TLS certificate verification failed (self-signed certificate); "
         f"retrying alert r1:BTCUSDT:{T} in "
     )
+
+
+async def test_a_webhook_redirect_whose_location_changes_each_time_is_logged_once(tmp_path, caplog):
+    """A login proxy in front of the receiver answers each POST with a redirect to its
+    identity provider carrying a fresh ``state`` nonce: still one error line for the URL (it
+    was one per alert, each remembered for ever), while each delivery's error keeps the
+    Location it got."""
+    async with WebhookReceiver(secret="hook-secret") as hook:
+        login = "https://idp.example/authorize?client_id=alertbot&state="
+        async with Harness(tmp_path, None, hook) as h:
+            for i in range(3):
+                hook.redirect(f"{login}nonce{i}", 302)
+                h.fire([rule(f"r{i}")])
+                await h.settled(timeout=3)
+    assert len(errors(caplog, "redirect")) == 1
+    assert sorted(d.last_error or "" for d in rows(h).values()) == [
+        f"HTTP 302: a redirect to {login}nonce{i}" for i in range(3)
+    ]

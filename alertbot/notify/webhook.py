@@ -154,7 +154,9 @@ class WebhookSender:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._restarts: dict[str, int] = {}  # per URL, unexpected ends since it last settled one
         self._unexpected: set[str] = set()  # kinds of unexpected send errors logged already
-        self._redirects: set[tuple[str, str]] = set()  # (URL, redirect) logged already
+        # per URL, the redirect logged last (its status and Location less the query): a login
+        # proxy's Location changes each time (a fresh ``state`` nonce), its address does not
+        self._redirects: dict[str, tuple[int, str]] = {}
         self._closed = False
 
     def enqueue(self, d: Delivery) -> None:
@@ -300,14 +302,16 @@ class WebhookSender:
         for 24 h: the delivery fails for good, and the first one says once what to fix."""
         url = d.url or ""
         location = response.headers.get("location")
+        where = ""
         if location:
             with contextlib.suppress(httpx.InvalidURL, ValueError):
                 location = str(httpx.URL(url).join(location))  # a relative one, in full
             redirect = f"a redirect to {clip(shown_url(location))}"
+            where = location.partition("#")[0].partition("?")[0]
         else:
             redirect = "a redirect without a Location"
-        if (url, redirect) not in self._redirects:
-            self._redirects.add((url, redirect))
+        if self._redirects.get(url) != (status, where):
+            self._redirects[url] = (status, where)
             setting = (
                 "ALERTBOT_WEBHOOK_URL"
                 if url == self.settings.webhook_url
