@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import sqlite3
 import time
@@ -608,6 +609,30 @@ async def test_price_when_binance_fails_is_the_usual_answer_and_why(tmp_path, fa
     assert lines[0].startswith("No price for SOLUSDT yet")
     assert "/watch SOLUSDT" in lines[0]
     assert lines[1].startswith(f"Asking Binance for it failed: {reason}")
+
+
+@pytest.mark.parametrize(
+    "field",
+    ['"volume": ' + "9" * 400, '"closeTime": 100000000000000000000'],
+    ids=["volume beyond a float", "close time beyond year 9999"],
+)
+async def test_price_when_binances_answer_has_a_number_out_of_range_is_not_a_ticker(
+    tmp_path, fakes, field
+):
+    """A 24h ticker with a number no float holds, or a closeTime past any date a reply can
+    show, answered "Sorry, something went wrong" with a traceback in the log (OverflowError,
+    OSError): it is an answer that is not a ticker, said so, as other garbage is."""
+    binance, tg = fakes
+    good = binance.ticker_24hr("SOLUSDT") | {"symbol": "SOLUSDT"}
+    key = field.partition(":")[0].strip('"')
+    body = json.dumps({k: v for k, v in good.items() if k != key})[:-1] + f", {field}}}"
+    binance.answer_ticker(body.encode())
+    async with Bot(tmp_path, binance, tg, BTC_ONLY) as bot:
+        await on_symbol_streams(bot)
+        price = await bot.say("/price SOLUSDT")
+    lines = price.split("\n")
+    assert lines[0].startswith("No price for SOLUSDT yet")
+    assert lines[1] == "Asking Binance for it failed: Binance's answer was not a ticker."
 
 
 async def test_price_of_a_symbol_binance_says_it_does_not_list_is_unknown(tmp_path, fakes):

@@ -29,6 +29,9 @@ log = logging.getLogger("alertbot.feed")
 CACHE_MAX = 1024
 #: characters of Binance's own error message shown at most
 MSG_MAX = 80
+#: the latest closeTime taken (ms: the last of year 9999): a later one is no date a reply can
+#: show (format_time raised, the user got "Sorry, something went wrong")
+MAX_CLOSE_TIME = 253_402_300_799_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,10 @@ class Failed:
 def _number(answer: dict[str, Any], key: str) -> float:
     value = answer.get(key)
     if type(value) is str or type(value) is float or type(value) is int:
-        x = float(value)
+        try:
+            x = float(value)
+        except OverflowError:  # an integer of 400 digits: no float holds it
+            raise ValueError(f"{key}: out of range") from None
         if math.isfinite(x) and x >= 0.0:
             return x
     raise ValueError(f"{key}: not a number")
@@ -66,8 +72,10 @@ def ticker_of(answer: Any, symbol: str) -> Ticker:
         raise ValueError(f"no ticker of {symbol}")
     text = answer.get("lastPrice")
     close_time = answer.get("closeTime")
-    if type(text) is not str or type(close_time) is not int or close_time < 0:
+    if type(text) is not str or type(close_time) is not int:
         raise ValueError("lastPrice or closeTime missing")
+    if not 0 <= close_time <= MAX_CLOSE_TIME:
+        raise ValueError("closeTime out of range")
     quote = "quoteVolume" if "quoteVolume" in answer else "baseVolume"
     return Ticker(
         symbol,
