@@ -296,3 +296,24 @@ async def test_an_alert_whose_buttons_telegram_refuses_goes_without_them(tmp_pat
         alert = await alert_of_w1(bot, fail="Bad Request: BUTTON_DATA_INVALID")
     assert buttons(alert) == []
     assert alert.plain_text.endswith("\nMute: /mute w1 1h · stop: /unwatch w1")
+
+
+async def test_the_muted_until_button_pressed_after_a_typed_mute_shows_its_new_end(tmp_path, fakes):
+    """Mute 1h, then '/mute w1 6h' typed: the button still said the first hour's end, and
+    pressed it only answered. Pressed, it now also shows the mute's end as it is."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+        await press(tg, alert, "amute:w1")
+        await tg.wait_for(lambda: alert.edits == 1)
+        await bot.say("/mute w1 6h")
+        book = bot.app.book
+        assert book is not None
+        six_hours = book.rows[1].muted_until
+        assert six_hours is not None
+        await press(tg, alert, "ashown:w1")
+        await tg.wait_for(lambda: alert.edits == 2)
+    shown = time.gmtime(six_hours)
+    [[(label, data), stop]] = buttons(alert)
+    assert f"{shown.tm_hour:02d}:{shown.tm_min:02d} UTC" in label
+    assert (data, stop) == ("ashown:w1", ("Stop", "astop:w1"))

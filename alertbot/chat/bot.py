@@ -710,26 +710,19 @@ class ChatBot:
         markup: InlineKeyboardMarkup | None
         if kind == ALERT_SHOWN:
             await self._answer(query, self._alert_state(wid, row))
-            if row is None or self._muted(row):
+            if row is None:
+                return  # "Stopped", as shown
+            # its mute is over (or /unmute): Mute 1h again; a /mute typed since: its new end
+            markup = self._mute_markup(wid, row)
+            message = query.message
+            if isinstance(message, Message) and message.reply_markup == markup:
                 return  # as shown
-            markup = watch_buttons(wid)  # its mute is over (or /unmute): Mute 1h again
         elif row is None:
             await self._answer(query, f"{wid} is gone already: it alerts no more.")
             markup = None
         elif kind == ALERT_MUTE:
             await self._answer(query, await self._mute_button(row))
-            until = row.muted_until or self.clock() + MUTE_BUTTON_S
-            markup = InlineKeyboardMarkup(
-                [
-                    [
-                        InlineKeyboardButton(
-                            f"Muted until {_short_time(until, self.clock())}",
-                            callback_data=f"{ALERT_SHOWN}:{wid}",
-                        ),
-                        InlineKeyboardButton("Stop", callback_data=f"{ALERT_STOP}:{wid}"),
-                    ]
-                ]
-            )
+            markup = self._mute_markup(wid, row)
         else:
             await self.book.remove([row])
             await self._answer(query, f"Stopped {wid} ({row.symbol} {row.condition}).")
@@ -741,6 +734,23 @@ class ChatBot:
             # supergroup the edit is refused (the old id), what the press did is done all the same
             with contextlib.suppress(TelegramError):
                 await query.edit_message_reply_markup(reply_markup=markup)
+
+    def _mute_markup(self, wid: str, row: WatchRow) -> InlineKeyboardMarkup:
+        """The buttons under an alert of the watch ``row`` as its mute is now: "Muted until
+        14:05 UTC" and Stop while muted, else Mute 1h and Stop."""
+        if not self._muted(row) or row.muted_until is None:
+            return watch_buttons(wid)
+        until = _short_time(row.muted_until, self.clock())
+        return InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton(
+                        f"Muted until {until}", callback_data=f"{ALERT_SHOWN}:{wid}"
+                    ),
+                    InlineKeyboardButton("Stop", callback_data=f"{ALERT_STOP}:{wid}"),
+                ]
+            ]
+        )
 
     def _alert_state(self, wid: str, row: WatchRow | None) -> str:
         """What a pressed "Muted until …" or "Stopped" button says: the watch's state now."""
