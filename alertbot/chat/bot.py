@@ -82,6 +82,7 @@ from alertbot.rules.engine import Engine, level_holds, metric_of
 from alertbot.rules.ids import watch_number
 from alertbot.rules.model import is_glob
 from alertbot.store import WatchRow
+from alertbot.tasks import cancel_and_wait
 from alertbot.ticker import Ticker
 
 log = logging.getLogger("alertbot.chat")
@@ -345,6 +346,8 @@ class ChatBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
         self._refused: set[int] = set()
+        #: /price commands waiting for Binance's answer, each answered by itself
+        self._lookups: set[asyncio.Task[None]] = set()
         # two polls in a row without an answer: see PollFailures
         self.polls = PollFailures(settings.poll_reminder, 2 * (poll_timeout + settings.poll_margin))
 
@@ -414,6 +417,7 @@ class ChatBot:
             return
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
+        await cancel_and_wait(*self._lookups)
         if app.running:
             await app.stop()
         await app.shutdown()
@@ -541,6 +545,15 @@ class ChatBot:
                 await self._reply(message, chat.id, REFUSAL.format(chat=chat.id), None)
             return
         welcome = await self.welcome_back(chat.id)
+        if isinstance(command, Price) and self._fetches(command.symbol):
+            # the updates are handled one at a time: waiting for Binance here (up to its
+            # timeout) would hold up every chat's commands and button presses
+            task = asyncio.create_task(
+                self._answer_price(message, chat.id, command.symbol, welcome), name="price"
+            )
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+            return
         if command is not None:
             try:
                 answer, markup = await self.run(chat.id, command)
@@ -982,15 +995,34 @@ class ChatBot:
             return "This chat has no watches. Add one with /watch, e.g. /watch BTCUSDT > 70000"
         return f"This chat has no watch {target}. /list shows its watches."
 
+    def _fetches(self, symbol: str) -> bool:
+        """Whether /price ``symbol`` asks Binance: the engine has no ticker of it, and Binance
+        lists it or may list it."""
+        resolved = self._resolve(symbol)
+        return not (
+            self.prices is None
+            or self.engine.last_ticker(resolved) is not None
+            or (resolved not in self.directory.known() and self.directory.authoritative)
+        )
+
+    async def _answer_price(
+        self, message: Message, chat: int, symbol: str, welcome: str | None
+    ) -> None:
+        """A /price that asks Binance, answered when Binance has (in a task of its own)."""
+        try:
+            answer = await self.price_or_fetch(symbol)
+        except Exception:
+            log.exception("chat %s: /price %s failed", chat, symbol)
+            answer = SORRY
+        if welcome:
+            answer = f"{welcome}\n\n{answer}"
+        await self._reply(message, chat, answer, None)
+
     async def price_or_fetch(self, symbol: str) -> str:
         """/price: the engine's last ticker; without one, of a symbol Binance lists or may
         list, its 24h ticker asked of Binance once (a failure: the answer without, and why)."""
         resolved = self._resolve(symbol)
-        if (
-            self.prices is None
-            or self.engine.last_ticker(resolved) is not None
-            or (resolved not in self.directory.known() and self.directory.authoritative)
-        ):
+        if self.prices is None or not self._fetches(symbol):
             return self.price(symbol)
         fetched = await self.prices.get(resolved)
         if isinstance(fetched, Failed) and fetched.unknown:
