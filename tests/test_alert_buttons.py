@@ -317,3 +317,25 @@ async def test_the_muted_until_button_pressed_after_a_typed_mute_shows_its_new_e
     [[(label, data), stop]] = buttons(alert)
     assert f"{shown.tm_hour:02d}:{shown.tm_min:02d} UTC" in label
     assert (data, stop) == ("ashown:w1", ("Stop", "astop:w1"))
+
+
+async def test_the_muted_until_button_of_a_mute_into_next_year_names_the_year(tmp_path, fakes):
+    """'/mute w1 366d', then Mute 1h under the alert (which keeps the longer mute): the button
+    said 'Muted until Nov 24 14:05 UTC', read as tomorrow, for a mute that ends next year. A
+    day in another year than today's is shown with its year."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+        await bot.say("/mute w1 366d")
+        book = bot.app.book
+        assert book is not None
+        until = book.rows[1].muted_until
+        assert until is not None
+        await press(tg, alert, "amute:w1")
+        await tg.wait_for(lambda: alert.edits == 1)
+    end = time.gmtime(until)
+    label = buttons(alert)[0][0][0]
+    assert label == (
+        f"Muted until {time.strftime('%b', end)} {end.tm_mday} {end.tm_year} "
+        f"{end.tm_hour:02d}:{end.tm_min:02d} UTC"
+    )

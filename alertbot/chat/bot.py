@@ -135,13 +135,16 @@ def _without_hint(text: str) -> str:
 
 def _short_time(seconds: float, now: float) -> str:
     """A time as a button shows it: ``14:05 UTC``, with the day when not today's
-    (``Nov 24 14:05 UTC``)."""
+    (``Nov 24 14:05 UTC``) and the year when not this year's (``Nov 24 2027 14:05 UTC``: a
+    mute may last 366 days, and without it one ending next year read as ending this year)."""
     at = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
-    day = (
-        ""
-        if at.date() == dt.datetime.fromtimestamp(now, tz=dt.UTC).date()
-        else f"{at:%b} {at.day} "
-    )
+    today = dt.datetime.fromtimestamp(now, tz=dt.UTC).date()
+    if at.date() == today:
+        day = ""
+    elif at.year == today.year:
+        day = f"{at:%b} {at.day} "
+    else:
+        day = f"{at:%b} {at.day} {at.year} "
     return f"{day}{at:%H:%M} UTC"
 
 
