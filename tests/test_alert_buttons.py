@@ -339,3 +339,23 @@ async def test_the_muted_until_button_of_a_mute_into_next_year_names_the_year(tm
         f"Muted until {time.strftime('%b', end)} {end.tm_mday} {end.tm_year} "
         f"{end.tm_hour:02d}:{end.tm_min:02d} UTC"
     )
+
+
+async def test_a_button_of_a_groups_watch_merged_into_its_supergroups_twin_acts_on_the_twin(
+    tmp_path, fakes
+):
+    """The supergroup made the same watch (w2) before the bot knew of the upgrade: the move
+    ends the group's w1 and keeps w2. Stop under w1's alert in the history answered 'w1 is
+    gone already: it alerts no more' while w2 went on alerting the same thing; it stops w2."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot, GROUP, chat_type="group")
+        await bot.say("/watch BTCUSDT > 100", chat=SUPERGROUP, chat_type="supergroup")
+        tg.upgrade_group(GROUP, SUPERGROUP)
+        await bot.say("/help", chat=SUPERGROUP)  # the service messages are handled by then
+        book = bot.app.book
+        assert book is not None
+        assert [r.id for r in book.of_chat(SUPERGROUP)] == [2]
+        answer = await press(tg, alert, "astop:w1")
+        assert book.of_chat(SUPERGROUP) == []
+    assert answer == "Stopped w2 (BTCUSDT price > 100)."

@@ -79,7 +79,7 @@ from alertbot.rules.conditions import (
     format_number,
 )
 from alertbot.rules.engine import Engine, level_holds, metric_of
-from alertbot.rules.ids import watch_number
+from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.model import is_glob
 from alertbot.store import WatchRow
 from alertbot.tasks import cancel_and_wait
@@ -722,7 +722,12 @@ class ChatBot:
         press did (it says the watch's state; once the mute is over, the buttons are back).
         Answered in place: the press's answer, and the buttons changed to show what was done
         (removed when the watch is gone)."""
-        row = next(iter(self.book.find(chat, wid)), None) if watch_number(wid) else None
+        number = watch_number(wid)
+        row = next(iter(self.book.find(chat, wid)), None) if number else None
+        twin = self.book.merged.get(number) if number and row is None else None
+        if twin is not None:  # a group's watch the move merged into its supergroup's twin
+            wid = watch_rule_id(twin)
+            row = next(iter(self.book.find(chat, wid)), None)
         markup: InlineKeyboardMarkup | None
         if kind == ALERT_SHOWN:
             await self._answer(query, self._alert_state(wid, row))

@@ -113,6 +113,9 @@ class WatchBook:
         self.successors: dict[int, int] = {}
         #: the chats that blocked the bot (or removed it): their watches wait, muted
         self.paused: dict[int, Pause] = {}
+        #: a group's watch ended by its move (its supergroup had made the same) -> the
+        #: supergroup's, which alerts in its place (this run's moves)
+        self.merged: dict[int, int] = {}
 
     def _rule(self, row: WatchRow) -> Rule:
         return rule_for(row, paused=row.chat_id in self.paused)
@@ -197,10 +200,12 @@ class WatchBook:
         A watch the new chat has already (the same symbol and condition: made again there
         before the move was known) stays one watch, the new chat's: the group's copy ends.
         """
-        have = {(r.symbol, r.condition) for r in self.of_chat(new)}
+        have = {(r.symbol, r.condition): r.id for r in self.of_chat(new)}
         twins = [r for r in self.of_chat(old) if (r.symbol, r.condition) in have]
         if twins:
             await self.remove(twins)
+            for r in twins:
+                self.merged[r.id] = have[(r.symbol, r.condition)]
         await self.db(self.store.move_chat, old, new)
         moved = self.of_chat(old)
         for row in moved:
