@@ -359,3 +359,25 @@ async def test_a_button_of_a_groups_watch_merged_into_its_supergroups_twin_acts_
         answer = await press(tg, alert, "astop:w1")
         assert book.of_chat(SUPERGROUP) == []
     assert answer == "Stopped w2 (BTCUSDT price > 100)."
+
+
+async def test_stop_under_the_alert_of_a_long_condition_is_answered_cut_short(tmp_path, fakes):
+    """A press's answer is at most 200 characters: Stop under the alert of a watch whose
+    condition is long answered 'Stopped w1 (BTCUSDT any(...))' whole, Telegram refused it
+    (MESSAGE_TOO_LONG) and the user saw no answer. It is cut short, with '…'."""
+    binance, tg = fakes
+    long = "any(" + ", ".join(f"price crosses {70000 + i}.123456" for i in range(8)) + ")"
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say(f"/watch BTCUSDT {long}")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 69_000, T)
+        await bot.tick("BTCUSDT", 71_000, T + 1000)
+        await tg.wait_for(lambda: "[w1]" in tg.messages_to(USER)[-1].plain_text)
+        alert = tg.messages_to(USER)[-1]
+        answer = await press(tg, alert, "astop:w1")
+        assert bot.app.book is not None
+        assert bot.app.book.rows == {}
+    assert answer is not None
+    assert answer.startswith("Stopped w1 (BTCUSDT any(price crosses 70000.123456, ")
+    assert answer.endswith("…")
+    assert len(answer) == 200

@@ -95,6 +95,8 @@ REFUSAL = (
     "Ask its operator to add chat id {chat} to ALERTBOT_ALLOWED_CHATS."
 )
 MUTE_BUTTON_S = 3600
+#: the characters of a button press's answer Telegram takes at most
+ANSWER_MAX = 200
 #: the watches whose longer mute a /mute shortened, named in its answer at most
 MUTES_SHOWN = 5
 #: watches on one page of /list (each has a row of buttons: a keyboard this size stays usable)
@@ -788,9 +790,11 @@ class ChatBot:
     async def _answer(query: CallbackQuery, text: str | None) -> None:
         """Answer a button press. Telegram refuses an answer after about 15 s ("query is too
         old": a press handled after a restart); what the button did is done all the same, and
-        the list is shown again after it."""
+        the list is shown again after it. A text over Telegram's 200 characters (a long
+        condition in "Stopped w1 (...)") would be refused, and the user answered nothing: it
+        is cut short."""
         try:
-            await query.answer(text)
+            await query.answer(None if text is None else _cut(text, ANSWER_MAX))
         except TelegramError as exc:
             log.warning("chat: a button press could not be answered: %s", exc)
 

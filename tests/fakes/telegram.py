@@ -73,6 +73,8 @@ DEFAULT_TOKEN = "123456:TEST-token"
 #: Characters (code points) of a message after entity parsing and trimming.
 MAX_MESSAGE_LENGTH = 4096
 MAX_CALLBACK_DATA_BYTES = 64
+#: answerCallbackQuery's text is "0-200 characters"; a longer one is refused
+MAX_CALLBACK_ANSWER = 200
 
 JSON = Any
 
@@ -1387,6 +1389,9 @@ class FakeTelegram(HTTPServer):
             raise _bad("query is too old and response timeout expired or query ID is invalid")
         text = params.get("text")
         url = params.get("url")
+        if isinstance(text, str) and _utf16_len(text) > MAX_CALLBACK_ANSWER:
+            self._callbacks[str(query_id)] = query  # refused: it may be answered still
+            raise _bad("MESSAGE_TOO_LONG")
         self.answered_callbacks.append(
             CallbackAnswer(
                 callback_query_id=str(query_id),
