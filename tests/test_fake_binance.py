@@ -494,6 +494,26 @@ async def test_a_lagging_connections_pong_comes_after_the_data_sent_before_the_p
 
 
 @pytest.mark.asyncio
+async def test_a_clients_close_of_a_lagging_connection_counts_from_its_close_frame() -> None:
+    """The client lets go when its close frame arrives, though our answer (behind the lag)
+    ends the handshake later: closing_at says so at once, and an abort meanwhile is not
+    taken as the server's doing."""
+    async with FakeBinance() as fake:
+        async with client(fake, "/market/ws/!miniTicker@arr") as ws:
+            await fake.wait_for_connections(1)
+            conn = fake.connections[0]
+            fake.lag(0.5, conn=conn)
+            await fake.publish([BTC])
+            closing = asyncio.create_task(ws.close())
+            await fake.wait_for(lambda: conn.closing_at is not None)
+            assert conn.closed_by == "client"
+            assert conn.is_open  # set before the closing handshake ended: it waits for us
+            await fake.drop(conn=conn)  # an abort while it does
+            await closing
+        assert conn.closed_by == "client"
+
+
+@pytest.mark.asyncio
 async def test_a_lagging_connection_is_closed_at_its_max_age_while_data_keeps_coming() -> None:
     """The close waits for the frames on their way when it is asked, not for later ones."""
     async with (

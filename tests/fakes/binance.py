@@ -288,6 +288,7 @@ class _CountingConnection(ServerConnection):
         #: when the client's close frame arrived (loop time): the client let go of the socket
         #: then, though the closing handshake may end later (our answer waits behind a lag)
         self.close_arrived: float | None = None
+        self.on_close: Callable[[float], None] = lambda at: None
         self.on_frame: Callable[[Opcode, float], None] = self._keep
 
     def _keep(self, opcode: Opcode, at: float) -> None:
@@ -299,6 +300,7 @@ class _CountingConnection(ServerConnection):
                 self.on_frame(event.opcode, self.loop.time())
             elif event.opcode is Opcode.CLOSE and self.close_arrived is None:
                 self.close_arrived = self.loop.time()
+                self.on_close(self.close_arrived)
         super().process_event(event)
 
 
@@ -842,6 +844,7 @@ class FakeBinance:
         for opcode, at in ws.arrived:  # frames that came before this handler ran
             self._incoming(conn, opcode, at)
         ws.on_frame = lambda opcode, at: self._incoming(conn, opcode, at)
+        ws.on_close = lambda at: self._client_closing(conn, at)
         tasks: list[asyncio.Task[None]] = []
         if self.ping_interval is not None:
             tasks.append(asyncio.create_task(self._pinger(conn, self.ping_interval)))
@@ -865,6 +868,13 @@ class FakeBinance:
             self.connections.remove(conn)
             self.closed.append(conn)
             conn._done.set()
+
+    @staticmethod
+    def _client_closing(conn: FakeConnection, at: float) -> None:
+        """The client's close frame arrived: it let go of the socket then, however long the
+        closing handshake takes after (our answer waits behind a lag)."""
+        if conn.closing_at is None:
+            conn.closing_at, conn.closed_by = at, "client"
 
     async def _read_loop(self, conn: FakeConnection, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
