@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import sqlite3
 from collections import deque
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alertbot.chat.watches import ChatSettings
+from alertbot.cli import Redact
 from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Delivery
 from alertbot.notify.notifier import Notifier, Sparklines
@@ -79,6 +81,24 @@ def test_delivery_settings_from_the_environment():
     assert (s.webhook_url, s.webhook_secret) == ("https://example.com/hook", "s3cret-0123456789")
     assert (s.db, s.fallback_after) == ("/data/alertbot.db", 90.0)
     assert s.secrets() == [TOKEN, "s3cret-0123456789"]
+
+
+def test_the_bot_api_urls_password_is_a_secret_kept_out_of_the_log():
+    """ALERTBOT_TELEGRAM_API_URL behind a proxy that asks for a password: httpx logs request
+    URLs at debug level, so the password is redacted like the webhook URL's."""
+    s = DeliverySettings.from_env(
+        {
+            "ALERTBOT_TELEGRAM_TOKEN": TOKEN,
+            "ALERTBOT_TELEGRAM_API_URL": "https://bot:pr0xy-pass@tg-proxy.example.com",
+            "ALERTBOT_WEBHOOK_URL": "https://hook:w3bhook-pass@example.com/hook",
+        }
+    )
+    assert s.secrets() == [TOKEN, ":w3bhook-pass@", ":pr0xy-pass@"]
+    record = logging.LogRecord(
+        "httpx", logging.DEBUG, "", 0, "GET %s", (f"{s.telegram_api_url}/getMe",), None
+    )
+    assert Redact(s.secrets()).filter(record)
+    assert "pr0xy-pass" not in record.getMessage()
 
 
 @pytest.mark.parametrize(

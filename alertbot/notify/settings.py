@@ -115,8 +115,12 @@ class DeliverySettings:
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line: the token, the webhook's secret, and
-        the password in the webhook's URL (as ``:PASSWORD@``, so that a short one does not
-        blank the same letters everywhere else)."""
-        password = url_password(self.webhook_url or "")
-        userinfo = f":{password}@" if password else None
-        return [s for s in (self.telegram_token, self.webhook_secret, userinfo) if s]
+        the passwords in the webhook's URL and the Bot API's (behind a proxy that asks for
+        one; httpx logs request URLs at debug level), as ``:PASSWORD@``, so that a short one
+        does not blank the same letters everywhere else."""
+        userinfo = [
+            f":{password}@"
+            for url in (self.webhook_url or "", self.telegram_api_url)
+            if (password := url_password(url))
+        ]
+        return [s for s in (self.telegram_token, self.webhook_secret, *userinfo) if s]
