@@ -181,16 +181,23 @@ class FeedStats:
         return 0.0
 
 
-def _take(held: list[Held], before: int | None) -> list[Held]:
-    """Take from ``held`` its first frames older than event time ``before`` (None: all)."""
-    n = len(held)
-    if before is not None:
-        n = 0
-        while n < len(held) and held[n][0] < before:
-            n += 1
+def _take_while(held: list[Held], taking: Callable[[Held], bool]) -> list[Held]:
+    """Take from ``held`` its first frames for which ``taking`` holds."""
+    n = 0
+    while n < len(held) and taking(held[n]):
+        n += 1
     taken = held[:n]
     del held[:n]
     return taken
+
+
+def _take(held: list[Held], before: int | None) -> list[Held]:
+    """Take from ``held`` its first frames older than event time ``before`` (None: all)."""
+    if before is None:
+        taken = held[:]
+        held.clear()
+        return taken
+    return _take_while(held, lambda h: h[0] < before)
 
 
 def _event_time(obj: Any) -> int:
@@ -362,12 +369,8 @@ class Connection:
         self._held_timer = None
         held = self._held or []
         edge = self._loop.time() - self.settings.drain_timeout
-        n = 0
-        while n < len(held) and held[n][3] <= edge:
-            n += 1
-        for _, obj, raw, _ in held[:n]:
+        for _, obj, raw, _ in _take_while(held, lambda h: h[3] <= edge):
             self._sink(obj, raw)
-        del held[:n]
         if held:
             due = held[0][3] + self.settings.drain_timeout
             self._held_timer = self._loop.call_at(due, self._release_due)
