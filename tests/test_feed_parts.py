@@ -21,7 +21,12 @@ from alertbot.feed.market import (
 )
 from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import suggest, tradable
+from alertbot.rules.conditions import parse
+from alertbot.rules.engine import Engine
+from alertbot.rules.model import Rule
 from alertbot.settings import parse_seconds
+from alertbot.ticker import ParseStats
+from tests.fakes.binance import mini_ticker
 
 
 def el(symbol: str, time: int, close: str = "1") -> dict[str, object]:
@@ -255,20 +260,50 @@ async def test_handoff_passes_messages_through_in_order_while_it_keeps_up():
 
 
 async def test_handoff_conflates_to_the_newest_ticker_per_symbol_when_full():
-    """A slow engine gets the latest state, not a growing backlog."""
+    """A slow engine gets the latest state, not a growing backlog: per symbol the newest
+    ticker, with its lowest and highest price when those came earlier; a tick older than one
+    already taken is dropped, as the engine would drop it."""
     h = Handoff(capacity=3)
-    h.put([el("A", 1, "1"), el("B", 1, "1")])
+    h.put([el("A", 1, "1"), el("B", 1, "5")])
     h.put({"stream": "a@miniTicker", "data": el("A", 3, "3")})
     h.put([el("A", 2, "2"), el("C", 2, "2")])  # A at 2 arrives late: older than A at 3
-    h.put([el("B", 4, "4")])  # the fourth message: over capacity
+    h.put([el("B", 4, "4"), el("B", 5, "4.5")])  # the fourth message: over capacity
     assert len(h) == 1
     (merged,) = await h.get()
-    assert sorted((e["s"], e["E"], e["c"]) for e in merged) == [
-        ("A", 3, "3"),
-        ("B", 4, "4"),
+    assert [(e["s"], e["E"], e["c"]) for e in merged] == [
+        ("A", 1, "1"),  # A's lowest
+        ("A", 3, "3"),  # A's highest and newest
+        ("B", 1, "5"),  # B's highest
+        ("B", 4, "4"),  # B's lowest
+        ("B", 5, "4.5"),  # B's newest
         ("C", 2, "2"),
     ]
-    assert (h.conflations, h.dropped) == (1, 3)
+    assert (h.conflations, h.dropped) == (1, 1)
+
+
+async def test_handoff_conflation_keeps_a_level_crossed_and_crossed_back():
+    """Never miss a level: after 90, the ticks 110, 95, 105, 92 conflated into one message still
+    cross 100 up (at the highest) and down (at the newest, also the lowest) in the engine; the
+    newest alone would cross nothing. The second round trip is not kept."""
+    engine = Engine([Rule(id="x", condition=parse("price crosses 100"), symbols=("BTCUSDT",))])
+    stats = ParseStats()
+    engine.process_message([mini_ticker("BTCUSDT", 90, 1)], stats)
+    h = Handoff(capacity=1)
+    for time, price in ((2, 110), (3, 95), (4, 105), (5, 92)):
+        h.put([mini_ticker("BTCUSDT", price, time, open=100)])
+    assert len(h) == 1
+    alerts = [a for m in await h.get() for a in engine.process_message(m, stats)]
+    assert [(a.ticker.time, a.direction) for a in alerts] == [(2, "up"), (5, "down")]
+
+
+async def test_handoff_conflation_keeps_the_first_of_ticks_with_the_same_event_time():
+    """The engine takes the first tick of an event time and drops the next; so does the
+    conflation, so that conflated and tick-by-tick evaluation agree."""
+    h = Handoff(capacity=1)
+    h.put([el("A", 7, "1")])
+    h.put([el("A", 7, "2")])
+    (merged,) = await h.get()
+    assert merged == [el("A", 7, "1")]
 
 
 async def test_handoff_stays_bounded_however_far_behind_the_engine_is():
@@ -277,7 +312,8 @@ async def test_handoff_stays_bounded_however_far_behind_the_engine_is():
         h.put([el(f"S{i}", time) for i in range(20)])
         assert len(h) <= 8
     items = await h.get()
-    assert sum(len(i) if isinstance(i, list) else 1 for i in items) <= 8 * 20
+    # the conflated message at most three tickers a symbol, the seven after it as they came
+    assert sum(len(i) if isinstance(i, list) else 1 for i in items) <= 3 * 20 + 7 * 20
     assert max(e["E"] for i in items for e in i) == 10_000
 
 
@@ -293,9 +329,13 @@ async def test_handoff_passes_frame_bytes_and_decodes_them_only_to_conflate():
     h.put(b'[{"e":"24hrMiniTicker","E":2')  # cut short
     h.put(orjson.dumps({"stream": "a@miniTicker", "data": el("A", 3, "3")}))
     (merged,) = await h.get()
-    assert sorted((e["s"], e["E"], e["c"]) for e in merged) == [("A", 3, "3"), ("B", 1, "1")]
+    assert sorted((e["s"], e["E"], e["c"]) for e in merged) == [
+        ("A", 1, "1"),
+        ("A", 3, "3"),
+        ("B", 1, "1"),
+    ]
     assert bad == [b'[{"e":"24hrMiniTicker","E":2']
-    assert (h.conflations, h.dropped) == (1, 1)
+    assert (h.conflations, h.dropped) == (1, 0)
 
 
 async def test_handoff_conflation_keeps_the_markets_own_tick_over_another_markets():
@@ -303,10 +343,11 @@ async def test_handoff_conflation_keeps_the_markets_own_tick_over_another_market
     element is left for the engine to count, and does not replace the market's own."""
     h = Handoff(capacity=1, market_st=2)
     own, other = {**el("X_PERP", 2, "110"), "st": 2}, {**el("X_PERP", 3, "95"), "st": 1}
-    h.put([{**el("X_PERP", 1, "90"), "st": 2}])
+    first = {**el("X_PERP", 1, "90"), "st": 2}
+    h.put([first])
     h.put([own, other])
     (merged,) = await h.get()
-    assert merged == [other, own]
+    assert merged == [other, first, own]  # the other market's 95 is not the market's lowest
 
 
 async def test_handoff_keeps_malformed_elements_for_the_engine_to_count():

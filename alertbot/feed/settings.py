@@ -55,7 +55,8 @@ class FeedSettings:
     #: a stream the exchange refused is tried again after this long (a refusal may be passing:
     #: a limit, an overloaded server), one request per refused stream each time
     refused_retry: float = 600.0
-    #: decoded frames held for the engine before conflating to the newest ticker per symbol
+    #: decoded frames held for the engine before conflating (per symbol: the newest ticker and the
+    #: ones of the lowest and highest price)
     queue: int = 32
     max_frame_bytes: int = 8 * 1024 * 1024
     symbols_refresh: float = 3600.0
