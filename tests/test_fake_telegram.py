@@ -28,7 +28,14 @@ from telegram.error import (
     RetryAfter,
     TimedOut,
 )
-from telegram.ext import ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    ApplicationBuilder,
+    ChatMemberHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 from telegram.request import HTTPXRequest
 
 from tests.fakes.telegram import FakeTelegram, HTMLError, Message, parse_html
@@ -338,6 +345,68 @@ async def test_ptb_upgraded_group_sends_both_migrate_service_messages(tg: FakeTe
         await app.updater.stop()
         await app.stop()
     assert seen == [(-42, GROUP, None), (GROUP, None, -42)]
+
+
+async def test_bot_status_changes_are_my_chat_member_updates_ptb_reads(tg: FakeTelegram) -> None:
+    """``bot_status``: a user blocks and unblocks the bot, a group removes it and makes it an
+    admin; PTB's ChatMemberHandler reads each ``my_chat_member`` as the ChatMember subclass of
+    the status, with the old status, the chat and who did it. While out, a call naming the
+    chat gets Telegram's 403 for its type; back, it works."""
+    seen: list[tuple[int, int, str, str, str]] = []
+
+    async def member(update: telegram.Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        changed = update.my_chat_member
+        assert changed is not None
+        assert changed.new_chat_member.user.id == tg.bot_id
+        new = changed.new_chat_member
+        seen.append(
+            (changed.chat.id, changed.from_user.id, changed.old_chat_member.status,
+             new.status, type(new).__name__)
+        )  # fmt: skip
+
+    app = ApplicationBuilder().token(tg.token).base_url(f"{tg.api_url}/bot").build()
+    app.add_handler(ChatMemberHandler(member, ChatMemberHandler.MY_CHAT_MEMBER))
+    async with app:
+        await app.start()
+        assert app.updater is not None
+        await app.updater.start_polling(timeout=1, poll_interval=0)
+        tg.bot_status(CHAT, "kicked")
+        tg.bot_status(GROUP, "left")
+        await tg.wait_for(lambda: len(seen) == 2)
+        with pytest.raises(Forbidden, match="bot was blocked by the user"):
+            await app.bot.send_message(CHAT, "hi")
+        with pytest.raises(Forbidden, match="bot is not a member of the supergroup chat"):
+            await app.bot.send_message(GROUP, "hi")
+        tg.bot_status(CHAT, "member")
+        tg.bot_status(GROUP, "administrator")
+        await tg.wait_for(lambda: len(seen) == 4)
+        await app.bot.send_message(CHAT, "back")
+        await app.bot.send_message(GROUP, "back")
+        await app.updater.stop()
+        await app.stop()
+    admin = FakeTelegram.DEFAULT_GROUP_USER_ID
+    assert seen == [
+        (CHAT, CHAT, "member", "kicked", "ChatMemberBanned"),
+        (GROUP, admin, "member", "left", "ChatMemberLeft"),
+        (CHAT, CHAT, "kicked", "member", "ChatMemberMember"),
+        (GROUP, admin, "left", "administrator", "ChatMemberAdministrator"),
+    ]
+    with pytest.raises(ValueError, match="cannot become 'left' in a private chat"):
+        tg.bot_status(CHAT, "left")
+
+
+async def test_get_updates_leaves_out_chat_member_updates_unless_asked(
+    tg: FakeTelegram, client: httpx.AsyncClient
+) -> None:
+    """Without allowed_updates (or with []), Telegram sends every kind but chat_member and the
+    reactions: my_chat_member comes; a list that does not name it leaves it out."""
+    url = f"{tg.api_url}/bot{tg.token}/getUpdates"
+    tg._queue({"chat_member": {}})
+    update_id = tg.bot_status(CHAT, "kicked")
+    got = (await client.post(url, json={"timeout": 0})).json()["result"]
+    assert [u["update_id"] for u in got] == [update_id]
+    got = (await client.post(url, json={"allowed_updates": ["message"]})).json()["result"]
+    assert got == []
 
 
 async def test_ptb_application_polling_runs_command_handlers(tg: FakeTelegram) -> None:

@@ -20,7 +20,9 @@ editMessageReplyMarkup, deleteMessage, getChat, getUpdates (long polling), delet
 getWebhookInfo, setMyCommands, getMyCommands, deleteMyCommands, answerCallbackQuery. Anything else
 is 404 ``Not Found``; a wrong token is 401 ``Unauthorized``.
 
-Service messages: a group upgraded to a supergroup (``upgrade_group``).
+Service messages: a group upgraded to a supergroup (``upgrade_group``). The bot's own status in
+a chat (``bot_status``): a user blocks or unblocks it, a group removes or adds it, with the
+``my_chat_member`` update Telegram sends and the 403 for calls naming the chat while it is out.
 
 Not modelled: MarkdownV2/Markdown syntax (accepted unchecked: ``plain_text`` is the text as sent),
 group privacy mode, webhooks (setWebhook), files, media, inline mode.
@@ -77,6 +79,19 @@ MAX_CALLBACK_DATA_BYTES = 64
 MAX_CALLBACK_ANSWER = 200
 
 JSON = Any
+#: the update kinds getUpdates leaves out unless allowed_updates names them
+_NOT_BY_DEFAULT = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+#: the 403 description for a call naming a chat the bot is out of, by the chat's type and
+#: the bot's status there (Telegram's wording)
+_OUT_OF_CHAT = {
+    ("private", "kicked"): "Forbidden: bot was blocked by the user",
+    ("group", "kicked"): "Forbidden: bot was kicked from the group chat",
+    ("group", "left"): "Forbidden: bot was kicked from the group chat",
+    ("supergroup", "kicked"): "Forbidden: bot was kicked from the supergroup chat",
+    ("supergroup", "left"): "Forbidden: bot is not a member of the supergroup chat",
+    ("channel", "kicked"): "Forbidden: bot was kicked from the channel chat",
+    ("channel", "left"): "Forbidden: bot is not a member of the channel chat",
+}
 
 
 def _words(text: str) -> frozenset[str]:
@@ -647,6 +662,7 @@ class FakeTelegram(HTTPServer):
         self._failures: list[_Failure] = []
         self._failed_chats: dict[int, tuple[int, str]] = {}
         self._migrated: dict[int, int] = {}
+        self._bot_statuses: dict[int, str] = {}  # the bot's status per chat; none: "member"
         self._down: int | None = None
         self._down_page = False
         self._down_method: str | None = None  # lower case; None: every method
@@ -800,6 +816,81 @@ class FakeTelegram(HTTPServer):
         to = self._service(chat_id, {"migrate_to_chat_id": new_chat_id})
         return to, self._service(new_chat_id, {"migrate_from_chat_id": chat_id})
 
+    def bot_status(
+        self,
+        chat_id: int,
+        status: str,
+        *,
+        chat_type: str | None = None,
+        user_id: int | None = None,
+    ) -> int:
+        """The bot's own status in ``chat_id`` becomes ``status``, as on Telegram: in a private
+        chat the user blocks it ("kicked") or unblocks it ("member"); a group removes it ("left",
+        or "kicked": banned), adds it ("member") or makes it an admin ("administrator").
+
+        A ``my_chat_member`` update is queued (ChatMemberUpdated: the chat, ``from`` the user
+        who did it, ``date``, ``old_chat_member`` and ``new_chat_member``, each a ChatMember of
+        the bot with the fields its status has in the Bot API). While the bot is out, calls
+        naming the chat get 403 with Telegram's description for the chat's type (``block``);
+        back, they work again. Returns the update_id. The bot's status is "member" in a chat
+        this was never called for.
+        """
+        if chat_type is not None:
+            self._chats.setdefault(chat_id, {})["type"] = chat_type
+        kind = self._chat_type(chat_id)
+        allowed = (
+            ("member", "kicked")
+            if kind == "private"
+            else ("member", "administrator", "left", "kicked")
+        )
+        if status not in allowed:
+            raise ValueError(f"the bot cannot become {status!r} in a {kind} chat")
+        old = self._bot_statuses.get(chat_id, "member")
+        self._bot_statuses[chat_id] = status
+        if status in ("left", "kicked"):
+            self.fail_chat(chat_id, 403, _OUT_OF_CHAT[(kind, status)])
+        else:
+            self._failed_chats.pop(chat_id, None)
+        if user_id is None:
+            user_id = chat_id if kind == "private" else self.DEFAULT_GROUP_USER_ID
+        username = self._chats.get(chat_id, {}).get("username", "trader")
+        return self._queue(
+            {
+                "my_chat_member": {
+                    "chat": self._chat_json(chat_id),
+                    "from": self._user(user_id, username),
+                    "date": int(_time.time()),
+                    "old_chat_member": self._bot_member(old),
+                    "new_chat_member": self._bot_member(status),
+                }
+            }
+        )
+
+    def _bot_member(self, status: str) -> dict[str, Any]:
+        """The bot as a ChatMember of ``status`` (ChatMemberMember, -Administrator, -Left,
+        -Banned), with the fields the Bot API requires of each."""
+        user = {k: self.bot_user[k] for k in ("id", "is_bot", "first_name", "username")}
+        member: dict[str, Any] = {"user": user, "status": status}
+        if status == "kicked":
+            member["until_date"] = 0  # banned for ever
+        elif status == "administrator":
+            member.update(
+                can_be_edited=False,
+                is_anonymous=False,
+                can_manage_chat=True,
+                can_delete_messages=True,
+                can_manage_video_chats=True,
+                can_restrict_members=True,
+                can_promote_members=False,
+                can_change_info=True,
+                can_invite_users=True,
+                can_post_stories=False,
+                can_edit_stories=False,
+                can_delete_stories=False,
+                can_pin_messages=True,
+            )
+        return member
+
     def _service(self, chat_id: int, fields: dict[str, Any]) -> int:
         """Queue a service ``message`` update in ``chat_id`` (no text; ``fields`` say what)."""
         message = {
@@ -824,12 +915,14 @@ class FakeTelegram(HTTPServer):
         self._hang = status is None
 
     def recover(self) -> None:
-        """Undo ``down()``, ``fail_chat()`` and ``migrate_chat()`` (``fail_next`` rules stay)."""
+        """Undo ``down()``, ``fail_chat()`` and ``migrate_chat()``, and forget the bot's statuses
+        (``bot_status``; ``fail_next`` rules stay)."""
         self._down = None
         self._down_page = False
         self._down_method = None
         self._hang = False
         self._failed_chats.clear()
+        self._bot_statuses.clear()
         self._migrated.clear()
 
     # --- users
@@ -1324,9 +1417,9 @@ class FakeTelegram(HTTPServer):
                 pass
 
     def _allowed(self, update: dict[str, Any]) -> bool:
-        if self._allowed_updates is None:
-            return True
         kind = next((k for k in update if k != "update_id"), "")
+        if self._allowed_updates is None:  # never set, or set to []: Telegram's default
+            return kind not in _NOT_BY_DEFAULT
         return kind in self._allowed_updates
 
     async def _delete_webhook(self, record: Request) -> JSON:
