@@ -886,6 +886,9 @@ class App:
                 poll_timeout=self.poll_timeout,
                 poll_interval=self.poll_interval,
             )
+            # a note or answer refused as the chat dropped the bot, or Telegram's word that it
+            # did: the chat pauses as for a refused alert
+            self.chat.on_gone = self._chat_gone
             self._spawn(self._chat_forever(self.chat))
             sender = self.notifier.telegram
             if sender is not None:
@@ -940,8 +943,9 @@ class App:
 
     def _chat_refused(self, chat: int, alerts: list[AlertRecord], why: str) -> set[str]:
         """Telegram refused ``chat`` as Forbidden (the user blocked the bot or is deactivated,
-        a group removed it): a chat with watches is paused (WatchBook.pause) until it sends a
-        command; its refused alerts stay stored as failed (and go to the fallback webhook), and
+        a group removed it): a chat with watches is paused (WatchBook.pause) until it is back
+        (ChatBot.welcome_back: a command, or Telegram's word that it has the bot again); its
+        refused alerts stay stored as failed (and go to the fallback webhook), and
         a ``once`` watch one of them ended stays. Returns the ids of the alerts this logged
         for (a chat named in the rule files alone is left to the sender: as any failure)."""
         book = self.book
@@ -951,17 +955,22 @@ class App:
         if chat not in book.paused and not book.of_chat(chat) and not fired:
             return set()
         if book.pause(chat, why, [a.id for _, a in fired]):
-            fallback = self.delivery.webhook_url is not None
+            fallback = " and sent to the fallback webhook" if self.delivery.webhook_url else ""
             log.warning(
-                "chat %s refuses the bot (%s): its %d watches are paused until it sends a "
-                "command; the alerts it refused are stored as failed%s",
+                "chat %s refuses the bot (%s): its %d watches are paused until it is back (the "
+                "bot unblocked or added again, or a command)%s",
                 chat,
                 why,
                 len(book.of_chat(chat)),
-                " and sent to the fallback webhook" if fallback else "",
+                f"; the alerts it refused are stored as failed{fallback}" if alerts else "",
             )
         self._spawn(self._pause_written(chat, [(n, a.time) for n, a in fired]), finish=True)
         return {a.id for _, a in fired}
+
+    def _chat_gone(self, chat: int, why: str) -> None:
+        """``chat`` no longer has the bot, said by a refused note or answer or by Telegram
+        (ChatBot.on_gone): paused as for a refused alert, with no alert refused."""
+        self._chat_refused(chat, [], why)
 
     async def _pause_written(self, chat: int, fired: list[tuple[int, int]]) -> None:
         """The pause of ``chat`` in the database, and its ``once`` watches that ended with a

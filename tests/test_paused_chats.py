@@ -74,7 +74,8 @@ async def test_a_chat_that_blocked_the_bot_is_paused_and_costs_no_more_calls(
     lines = [r for r in caplog.records if str(USER) in r.getMessage()]
     assert [r.getMessage() for r in lines if r.levelno >= logging.WARNING] == [
         f"chat {USER} refuses the bot (forbidden: Forbidden: bot was blocked by the user): its 1 "
-        "watches are paused until it sends a command; the alerts it refused are stored as failed"
+        "watches are paused until it is back (the bot unblocked or added again, or a command); "
+        "the alerts it refused are stored as failed"
     ]
 
 
@@ -180,8 +181,8 @@ async def test_the_refused_alert_goes_to_the_fallback_webhook_and_the_log_says_s
     ]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         f"chat {USER} refuses the bot (forbidden: Forbidden: bot was blocked by the user): its 2 "
-        "watches are paused until it sends a command; the alerts it refused are stored as failed "
-        "and sent to the fallback webhook"
+        "watches are paused until it is back (the bot unblocked or added again, or a command); "
+        "the alerts it refused are stored as failed and sent to the fallback webhook"
     ]
 
 
@@ -249,3 +250,92 @@ async def test_metrics_count_the_paused_chats_until_they_are_back(tmp_path, fake
         tg.unblock(USER)
         await bot.say("/start")
         assert paused_gauge(bot) == ["alertbot_paused_chats 0.0"]
+
+
+# ---------------------------------------------------------------- the bot's status in the chat
+
+GROUP = -1_000_000_000_777
+KICKED = "Forbidden: bot was kicked from the supergroup chat"
+
+
+@pytest.mark.parametrize(
+    ("chat", "refusal", "status", "welcome"),
+    [
+        (USER, "Forbidden: bot was blocked by the user", "member", "your watch"),
+        (GROUP, KICKED, "administrator", "this chat's watch"),
+    ],
+    ids=["a user unblocks it", "a group adds it back"],
+)
+async def test_a_paused_chat_that_takes_the_bot_back_is_resumed_without_a_command(
+    tmp_path, fakes, chat, refusal, status, welcome
+):
+    """Telegram's my_chat_member update (the bot's own status in the chat is member or
+    administrator again) ends the pause as a command would: the chat gets the note that its
+    watches are back, naming the alert it refused, and the next crossing alerts. Before, the
+    watches stayed silent until someone there happened to send a command."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0", chat=chat)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.block(chat, refusal)
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: chat in book.paused)
+        before = len(tg.messages_to(chat))
+        tg.bot_status(chat, status)
+        await tg.wait_for(lambda: len(tg.messages_to(chat)) > before)
+        note = tg.messages_to(chat)[before].plain_text
+        assert chat not in book.paused
+        await bot.tick("BTCUSDT", 90, T + 5000)
+        await bot.tick("BTCUSDT", 120, T + 6000)
+        await tg.wait_for(lambda: "price 120" in tg.messages_to(chat)[-1].plain_text)
+    first, missed, refused = note.split("\n")
+    assert first == f"Welcome back: {welcome} is active again."
+    assert missed == "While the bot was blocked, this alert could not reach you:"
+    assert CROSSING in refused
+    store = Store(tmp_path / "alertbot.db")
+    assert store.paused_chats() == {}
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("chat", "status", "reason"),
+    [
+        (USER, "kicked", "the user blocked the bot"),
+        (GROUP, "left", "the bot was removed from the group"),
+        (GROUP, "kicked", "the bot was removed from the group"),
+    ],
+    ids=["a user blocks it", "a group removes it", "a group bans it"],
+)
+async def test_a_chat_that_drops_the_bot_is_paused_before_any_alert_fails(
+    tmp_path, fakes, caplog, chat, status, reason
+):
+    """The my_chat_member update that says the bot was blocked or removed pauses the chat at
+    once, in the database too: its next crossing costs no call at all (before, the first alert
+    was sent and refused to find out). A chat with no watches that drops the bot is not paused."""
+    binance, tg = fakes
+    idle = USER + 1 if chat == USER else GROUP - 1
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0", chat=chat)
+        await bot.say("/help", chat=idle)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.bot_status(idle, "kicked")
+        tg.bot_status(chat, status)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: chat in book.paused)
+        assert idle not in book.paused
+        calls = sends_to(tg, chat)
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        assert bot.app.pipeline.alerts == 0
+        assert sends_to(tg, chat) == calls
+    store = Store(tmp_path / "alertbot.db")
+    assert store.paused_chats()[chat].reason == reason
+    store.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"chat {chat} refuses the bot ({reason}): its 1 watches are paused until it is back "
+        "(the bot unblocked or added again, or a command)"
+    ]

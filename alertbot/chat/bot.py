@@ -21,6 +21,8 @@ from typing import Any
 from telegram import (
     BotCommand,
     CallbackQuery,
+    ChatMember,
+    ChatMemberRestricted,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
@@ -31,6 +33,7 @@ from telegram.ext import (
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
+    ChatMemberHandler,
     ContextTypes,
     MessageHandler,
     filters,
@@ -120,6 +123,22 @@ EDITED = (
 )
 #: the answer to a command that failed on our side (a bug: it is logged)
 SORRY = "Sorry, something went wrong on our side; nothing was changed."
+
+
+def _in_chat(member: ChatMember) -> bool | None:
+    """The bot's own status in a chat (a my_chat_member update): True, it can be sent to there
+    (a member or an administrator; restricted, but a member that may send); False, it is out
+    (it left or was removed, banned, or blocked by the user); None, neither (restricted from
+    sending)."""
+    if member.status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR, ChatMember.OWNER):
+        return True
+    if member.status in (ChatMember.LEFT, ChatMember.BANNED):
+        return False
+    if isinstance(member, ChatMemberRestricted):
+        if not member.is_member:
+            return False
+        return True if member.can_send_messages else None
+    return None
 
 
 def _text_of(message: Message | None) -> str | None:
@@ -350,6 +369,9 @@ class ChatBot:
         self.clock = clock
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
+        #: told (chat, why) when a chat no longer has the bot: Telegram's word that it blocked
+        #: or removed the bot (a my_chat_member update): its watches pause (App._chat_refused)
+        self.on_gone: Callable[[int, str], object] | None = None
         self._refused: set[int] = set()
         #: /price commands waiting for Binance's answer, each answered by itself
         self._lookups: set[asyncio.Task[None]] = set()
@@ -386,6 +408,7 @@ class ChatBot:
         )
         app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(CallbackQueryHandler(self.on_button))
+        app.add_handler(ChatMemberHandler(self.on_member, ChatMemberHandler.MY_CHAT_MEMBER))
         app.add_error_handler(self.on_error)
         await app.initialize()
         self.app = app
@@ -403,7 +426,8 @@ class ChatBot:
             # is one: int() made a timeout under 1 s 0, a poll that returns at once, over and over
             timeout=dt.timedelta(seconds=self.poll_timeout),
             poll_interval=self.poll_interval,
-            allowed_updates=["message", "edited_message", "callback_query"],
+            # my_chat_member: the bot's own status in a chat (blocked, removed, added back)
+            allowed_updates=["message", "edited_message", "callback_query", "my_chat_member"],
             drop_pending_updates=False,
             error_callback=self._polling_failed,
         )
@@ -672,6 +696,31 @@ class ChatBot:
                     "chat %s: could not send the answer to a command: %s", chat, clip(str(exc))
                 )
                 return
+
+    async def on_member(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Telegram's word that the bot's own status in a chat changed (my_chat_member): a user
+        blocked or unblocked it, a group removed it or added it back. Out of the chat: a chat
+        with watches is paused at once, not after an alert has failed; back in it: a paused
+        chat is resumed, with the note a command would have begun with."""
+        changed = update.my_chat_member
+        if changed is None:
+            return
+        chat = changed.chat.id
+        if self._current(chat) != chat:
+            return  # a group that became a supergroup: what it had is the supergroup's now
+        inside = _in_chat(changed.new_chat_member)
+        if inside is False:
+            kind = changed.chat.type
+            if kind == "private":
+                why = "the user blocked the bot"
+            else:
+                why = f"the bot was removed from the {'channel' if kind == 'channel' else 'group'}"
+            if self.on_gone is not None:
+                self.on_gone(chat, why)
+        elif inside and self._allowed(chat):
+            welcome = await self.welcome_back(chat)
+            if welcome:
+                await self.tell(chat, welcome)
 
     async def on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The service messages of a group that became a supergroup: "migrated to" in the

@@ -793,12 +793,16 @@ class FakeTelegram(HTTPServer):
         """The user of ``chat_id`` blocks the bot (a group removes it: "Forbidden: bot was
         kicked from the group chat"): every call naming the chat gets 403 until
         :meth:`unblock` (or ``recover()``). The user can still send it commands here, as one
-        does on Telegram right after unblocking."""
+        does on Telegram right after unblocking. The bot's status there is "kicked" from then
+        on (the old status of a later ``bot_status``), with no ``my_chat_member`` update
+        (``bot_status`` sends one)."""
         self.fail_chat(chat_id, 403, description)
+        self._bot_statuses[chat_id] = "kicked"
 
     def unblock(self, chat_id: int) -> None:
         """Undo :meth:`block` (or ``fail_chat``) for ``chat_id`` alone."""
         self._failed_chats.pop(chat_id, None)
+        self._bot_statuses.pop(chat_id, None)
 
     def migrate_chat(self, chat_id: int, new_chat_id: int) -> None:
         """Calls naming ``chat_id`` get 400 with ``parameters.migrate_to_chat_id`` (a group
