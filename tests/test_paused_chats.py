@@ -339,3 +339,64 @@ async def test_a_chat_that_drops_the_bot_is_paused_before_any_alert_fails(
         f"chat {chat} refuses the bot ({reason}): its 1 watches are paused until it is back "
         "(the bot unblocked or added again, or a command)"
     ]
+
+
+# ---------------------------------------------------------------- a refused note or answer
+
+
+async def refused_note(bot: Bot, chat: int, how: str) -> None:
+    """``chat``'s daily digest (``how`` = "note") or the answer to its /list ("reply") is sent
+    and refused."""
+    tg = bot.tg
+    calls = sends_to(tg, chat)
+    chatbot = bot.app.chat
+    assert chatbot is not None
+    if how == "note":
+        await chatbot.digest(8 * 60 + 30)
+    else:
+        tg.user_says(chat, "/list")
+    await tg.wait_for(lambda: sends_to(tg, chat) > calls)
+
+
+@pytest.mark.parametrize("how", ["note", "reply"])
+async def test_a_note_or_answer_refused_as_blocked_pauses_the_chat(tmp_path, fakes, caplog, how):
+    """A 403 "bot was blocked by the user" on the daily digest or on a command's answer pauses
+    the chat as an alert's does (in the database too): before, only a refused alert paused it,
+    so its next alerts were each sent and refused first."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0")
+        await bot.say("/digest 08:30")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.block(USER)
+        await refused_note(bot, USER, how)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: USER in book.paused)
+        calls = sends_to(tg, USER)
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        assert bot.app.pipeline.alerts == 0
+        assert sends_to(tg, USER) == calls
+    store = Store(tmp_path / "alertbot.db")
+    reason = "forbidden: Forbidden: bot was blocked by the user"
+    assert store.paused_chats()[USER].reason == reason
+    store.close()
+    assert f"chat {USER} refuses the bot ({reason}): its 1 watches are paused" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["note", "reply"])
+async def test_a_note_or_answer_refused_for_another_reason_does_not_pause(tmp_path, fakes, how):
+    """A 403 that does not say the chat dropped the bot (a group that lets no member send
+    messages: "not enough rights") leaves the chat as it is: it has the bot, and pausing it
+    would end its alerts until someone there sent a command."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0", chat=GROUP)
+        await bot.say("/digest 08:30", chat=GROUP)
+        tg.fail_chat(GROUP, 403, "Forbidden: not enough rights to send text messages to the chat")
+        await refused_note(bot, GROUP, how)
+        await bot.say("/help")  # handled after the refusal: it would be paused by now
+        book = bot.app.book
+        assert book is not None
+        assert not book.paused

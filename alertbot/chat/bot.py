@@ -28,7 +28,7 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.error import BadRequest, ChatMigrated, Conflict, TelegramError, TimedOut
+from telegram.error import BadRequest, ChatMigrated, Conflict, Forbidden, TelegramError, TimedOut
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -123,6 +123,16 @@ EDITED = (
 )
 #: the answer to a command that failed on our side (a bug: it is logged)
 SORRY = "Sorry, something went wrong on our side; nothing was changed."
+#: Telegram's words in a 403 Forbidden that says the chat no longer has the bot (blocked by
+#: the user, a deleted account, removed from the group); another 403 (e.g. "not enough rights
+#: to send text messages": the bot is there, muted) does not pause the chat
+GONE = ("bot was blocked", "bot was kicked", "user is deactivated", "bot is not a member")
+
+
+def gone(exc: TelegramError) -> bool:
+    """Whether Telegram refused a call as Forbidden because the chat no longer has the bot."""
+    text = exc.message.lower()
+    return isinstance(exc, Forbidden) and any(words in text for words in GONE)
 
 
 def _in_chat(member: ChatMember) -> bool | None:
@@ -369,8 +379,9 @@ class ChatBot:
         self.clock = clock
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
-        #: told (chat, why) when a chat no longer has the bot: Telegram's word that it blocked
-        #: or removed the bot (a my_chat_member update): its watches pause (App._chat_refused)
+        #: told (chat, why) when a chat no longer has the bot: a note or an answer refused
+        #: with a 403 that says so (:func:`gone`), or Telegram's word that it blocked or
+        #: removed the bot (a my_chat_member update): its watches pause (App._chat_refused)
         self.on_gone: Callable[[int, str], object] | None = None
         self._refused: set[int] = set()
         #: /price commands waiting for Binance's answer, each answered by itself
@@ -499,6 +510,7 @@ class ChatBot:
                     await self.app.bot.send_message(chat, part)
             except TelegramError as exc:
                 log.warning("chat %s: could not send a note: %s", chat, clip(str(exc)))
+                self._gone(chat, exc)
                 return
 
     async def move_chat(self, old: int, new: int) -> int:
@@ -690,12 +702,23 @@ class ChatBot:
                         chat,
                         clip(str(again)),
                     )
+                    self._gone(chat, again)
                 return
             except TelegramError as exc:
                 log.error(
                     "chat %s: could not send the answer to a command: %s", chat, clip(str(exc))
                 )
+                self._gone(chat, exc)
                 return
+
+    def _gone(self, chat: int, exc: TelegramError) -> None:
+        """A note or an answer to ``chat`` refused: a 403 that says the chat no longer has the
+        bot pauses it, as an alert's does (any other failure does not)."""
+        if gone(exc) and self.on_gone is not None:
+            try:
+                self.on_gone(chat, f"forbidden: {clip(exc.message)}")
+            except Exception:
+                log.exception("chat %s: could not pause it", chat)
 
     async def on_member(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Telegram's word that the bot's own status in a chat changed (my_chat_member): a user
