@@ -486,10 +486,17 @@ class Store:
                 (chat_id, minute, minute),
             )
 
-    def move_chat(self, old: int, new: int) -> None:
+    def move_chat(self, old: int, new: int, pause: Pause | None = None) -> None:
         """A group became a supergroup (a new chat id): its watches and digest go with it (a
-        digest the new chat set already stays)."""
+        digest the new chat set already stays); ``pause``: the new chat's pause after the move
+        (the group's, joined with its own: WatchBook.move_chat), the group's is gone."""
         with self._transaction() as db:
+            db.execute("DELETE FROM paused_chats WHERE chat_id = ?", (old,))
+            if pause is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO paused_chats VALUES (?, ?, ?, ?)",
+                    (new, pause.since, pause.reason, orjson.dumps(pause.missed).decode()),
+                )
             db.execute("UPDATE watches SET chat_id = ? WHERE chat_id = ?", (new, old))
             db.execute(
                 "INSERT INTO digests SELECT ?, minute FROM digests WHERE chat_id = ?"
@@ -500,9 +507,12 @@ class Store:
             db.execute("INSERT OR IGNORE INTO chat_moves VALUES (?, ?)", (old, new))
 
     def pause_chat(self, chat_id: int, pause: Pause) -> None:
+        """``chat_id``'s pause, unless it is a group that became a supergroup (its pause, saved
+        late, moved with its watches: none is left on the dead id)."""
         self.db.execute(
-            "INSERT OR REPLACE INTO paused_chats VALUES (?, ?, ?, ?)",
-            (chat_id, pause.since, pause.reason, orjson.dumps(pause.missed).decode()),
+            "INSERT OR REPLACE INTO paused_chats SELECT ?, ?, ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM chat_moves WHERE old = ?)",
+            (chat_id, pause.since, pause.reason, orjson.dumps(pause.missed).decode(), chat_id),
         )
 
     def resume_chat(self, chat_id: int) -> None:

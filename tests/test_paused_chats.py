@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from alertbot.rules.conditions import parse
 from alertbot.rules.model import Channel, Rule, RuleSet
 from alertbot.service import AppCollector
-from alertbot.store import Store
+from alertbot.store import Pause, Store
 from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.webhook import WebhookReceiver
@@ -400,3 +400,59 @@ async def test_a_note_or_answer_refused_for_another_reason_does_not_pause(tmp_pa
         book = bot.app.book
         assert book is not None
         assert not book.paused
+
+
+# ---------------------------------------------------------------- a group becomes a supergroup
+
+BASIC, SUPER = -555, -1_000_000_000_555
+
+
+async def test_a_paused_groups_pause_moves_to_its_supergroup(tmp_path, fakes):
+    """A paused group upgraded to a supergroup: its pause (since, reason and the alert it
+    refused) is the supergroup's, in memory and in the database, and none is left on the
+    group's dead id. Before, the moved watches fired into the supergroup at once (and the pause,
+    with the alert it held for the welcome back, was left on the old id for good). The
+    supergroup's first command ends it with the note naming the refused alert."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0", chat=BASIC, chat_type="group")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        # the group lets no member send: the bot is still there and sees the upgrade
+        tg.fail_chat(BASIC, 403, "Forbidden: not enough rights to send text messages to the chat")
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: BASIC in book.paused)
+        pause = book.paused[BASIC]
+        assert len(pause.missed) == 1
+        tg.upgrade_group(BASIC, SUPER)
+        await tg.wait_for(lambda: bool(book.of_chat(SUPER)))
+        assert book.paused == {SUPER: pause}
+        await bot.tick("BTCUSDT", 90, T + 2000)
+        await bot.tick("BTCUSDT", 120, T + 3000)
+        assert bot.app.pipeline.alerts == 1  # the refused one: the supergroup's waits
+    store = Store(tmp_path / "alertbot.db")
+    assert store.paused_chats() == {SUPER: pause}
+    store.close()
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/list", chat=SUPER)
+    first, missed, refused, _ = reply.split("\n", 3)
+    assert first == "Welcome back: this chat's watch is active again."
+    assert missed == "While the bot was blocked, this alert could not reach you:"
+    assert CROSSING in refused
+
+
+def test_a_pause_saved_after_its_groups_move_is_not_left_on_the_old_id(tmp_path):
+    """The pause is written by a task of its own (App._pause_written): one that runs after the
+    group's move would put it back on the dead id, where nothing would ever end it. The
+    database takes no pause for a group that became a supergroup."""
+    store = Store(tmp_path / "alertbot.db")
+    pause = Pause(
+        1_772_000_000.0, "forbidden: Forbidden: bot was kicked from the group chat", ["a"]
+    )
+    store.pause_chat(BASIC, pause)
+    store.move_chat(BASIC, SUPER, pause)
+    store.pause_chat(BASIC, pause)
+    assert store.paused_chats() == {SUPER: pause}
+    store.close()

@@ -194,8 +194,8 @@ class WatchBook:
             self.engine.replace_rule(self._rule(r))  # keeps its firing state
 
     async def move_chat(self, old: int, new: int) -> list[WatchRow]:
-        """A group became a supergroup: its watches (with their firing state) and digest now
-        belong to, and alert, the new chat id. Returns the watches moved.
+        """A group became a supergroup: its watches (with their firing state), digest and
+        pause now belong to, and alert, the new chat id. Returns the watches moved.
 
         A watch the new chat has already (the same symbol and condition: made again there
         before the move was known) stays one watch, the new chat's: the group's copy ends.
@@ -206,7 +206,13 @@ class WatchBook:
             await self.remove(twins)
             for r in twins:
                 self.merged[r.id] = have[(r.symbol, r.condition)]
-        await self.db(self.store.move_chat, old, new)
+        # the group's pause is the supergroup's (with the supergroup's own, if it has one):
+        # its watches stay quiet there and its refused alerts are named when it is back
+        pause = self._joined_pause(old, new)
+        await self.db(self.store.move_chat, old, new, pause)
+        self.paused.pop(old, None)
+        if pause is not None:
+            self.paused[new] = pause
         moved = self.of_chat(old)
         for row in moved:
             row.chat_id = new
@@ -215,6 +221,17 @@ class WatchBook:
         if minute is not None:
             self.digests.setdefault(new, minute)
         return moved
+
+    def _joined_pause(self, old: int, new: int) -> Pause | None:
+        """The pause of the supergroup ``new`` once the group ``old`` is moved into it: the
+        group's, or the supergroup's own, or both joined (the earlier start and its reason, the
+        refused alerts of both); None: neither is paused."""
+        theirs, mine = self.paused.get(old), self.paused.get(new)
+        if theirs is None or mine is None:
+            return mine if theirs is None else theirs
+        first, second = (theirs, mine) if theirs.since <= mine.since else (mine, theirs)
+        missed = [*first.missed, *(i for i in second.missed if i not in first.missed)]
+        return Pause(first.since, first.reason, missed)
 
     # ------------------------------------------------------------------ chats that blocked the bot
 
