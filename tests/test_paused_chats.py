@@ -335,7 +335,8 @@ async def test_a_chat_that_drops_the_bot_is_paused_before_any_alert_fails(
     store = Store(tmp_path / "alertbot.db")
     assert store.paused_chats()[chat].reason == reason
     store.close()
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "alertbot"]
+    assert [r.getMessage() for r in warnings] == [
         f"chat {chat} refuses the bot ({reason}): its 1 watches are paused until it is back "
         "(the bot unblocked or added again, or a command)"
     ]

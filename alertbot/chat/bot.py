@@ -22,7 +22,6 @@ from telegram import (
     BotCommand,
     CallbackQuery,
     ChatMember,
-    ChatMemberRestricted,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
@@ -136,18 +135,13 @@ def gone(exc: TelegramError) -> bool:
 
 
 def _in_chat(member: ChatMember) -> bool | None:
-    """The bot's own status in a chat (a my_chat_member update): True, it can be sent to there
-    (a member or an administrator; restricted, but a member that may send); False, it is out
-    (it left or was removed, banned, or blocked by the user); None, neither (restricted from
-    sending)."""
+    """The bot's own status in a chat (a my_chat_member update): True, it is in it (a member
+    or an administrator); False, it is out (it left or was removed or banned, or the user
+    blocked it); None, restricted (whether it may send is for the next message to tell)."""
     if member.status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR, ChatMember.OWNER):
         return True
     if member.status in (ChatMember.LEFT, ChatMember.BANNED):
         return False
-    if isinstance(member, ChatMemberRestricted):
-        if not member.is_member:
-            return False
-        return True if member.can_send_messages else None
     return None
 
 
