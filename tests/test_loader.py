@@ -996,3 +996,75 @@ def test_libyaml_reads_any_text_as_pyyaml_does(text: str) -> None:
     places, that PyYAML's own parser gives."""
     assert LIBYAML is not None
     assert _outcome(text, LIBYAML) == _outcome(text, PURE_YAML)
+
+
+# ---------------------------------------------------------------- LINE:COL as an editor counts
+
+#: characters YAML takes for a line break and editors (and grep -n) do not
+_ODD_BREAKS = {"U+2028": "\u2028", "U+2029": "\u2029", "NEL": "\x85", "CR": "\r"}
+
+
+@pytest.mark.parametrize("brk", _ODD_BREAKS.values(), ids=list(_ODD_BREAKS))
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "rules:\n  - id: r\n    message: 'a{brk}b'\n    symbols: [X]\n    when: price > x\n",
+            "r.yaml:5:19: expected a number after '>', got 'x' at column 9",
+            id="quoted-message",
+        ),
+        pytest.param(
+            "rules:\n  - id: r\n    message: 'a{brk}b'\n    symbols: [X]\n    once: maybe\n"
+            "    when: price > 1\n",
+            "r.yaml:5:11: 'once' must be true or false, got 'maybe'",
+            id="value-after-it",
+        ),
+        pytest.param(
+            'rules:\n  - id: r\n    message: "a{brk}b{brk}c"\n    symbols: [X]\n'
+            "    when: price > 1\n  - id: r\n    symbols: [X]\n    when: price > 1\n",
+            "r.yaml:6:9: duplicate id 'r' (first defined at r.yaml:2:9)",
+            id="first-defined-at",
+        ),
+        pytest.param(
+            "rules:\n  - id: r\n    message: 'a{brk}b'\n    symbols: [X]\n"
+            "    when: 'rises 5%{brk}in 15q'\n",
+            "r.yaml:5:{col}: expected a duration like 30s, 15m, 4h or 1d, got '15q' at column 13",
+            id="condition-over-the-break",
+        ),
+    ],
+)
+def test_line_and_column_count_only_lf_and_crlf_as_line_breaks(
+    text: str, expected: str, brk: str, yaml_loader: YamlLoader
+) -> None:
+    """YAML also breaks lines at U+2028, U+2029, NEL and a lone CR; editors and grep -n do not:
+    LINE:COL is where an editor shows the place (a value after such a character was reported
+    a line too far down)."""
+    # the condition's '15q' is at column 24 of line 5: the break is one character on the line
+    with pytest.raises(RuleFileError) as info:
+        load_text(text.replace("{brk}", brk), "r.yaml", yaml_loader=yaml_loader)
+
+    assert [str(p) for p in info.value.problems] == [expected.replace("{col}", "24")]
+
+
+def test_a_yaml_error_after_a_line_separator_in_a_comment_is_at_the_editors_line(
+    yaml_loader: YamlLoader,
+) -> None:
+    """A U+2028 in a comment ends the comment in YAML: the rest of it is read as YAML, and the
+    error is placed on the line an editor shows it on, its context too."""
+    text = "rules:\n  - id: r  # a\u2028b\n    symbols: [X]\n    when: price > 1\n"
+    with pytest.raises(RuleFileError) as info:
+        load_text(text, "r.yaml", yaml_loader=yaml_loader)
+
+    ((place, message),) = [str(p).split(": ", 1) for p in info.value.problems]
+    assert place == "r.yaml:3:12"
+    assert "at 2:16" in message
+
+
+def test_a_crlf_file_is_reported_at_the_places_of_its_lf_twin(yaml_loader: YamlLoader) -> None:
+    text = "rules:\n  - id: r\n    message: 'a\n     b'\n    symbols: [X]\n    when: price > x\n"
+    places = []
+    for written in (text, text.replace("\n", "\r\n")):
+        with pytest.raises(RuleFileError) as info:
+            load_text(written, "r.yaml", yaml_loader=yaml_loader)
+        places.append([(p.line, p.column) for p in info.value.problems])
+    assert places == [[(6, 19)], [(6, 19)]]

@@ -18,6 +18,7 @@ name a channel of any of them. ``defaults`` apply to the rules of their own file
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import gc
 import os
@@ -108,6 +109,8 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: YAML's line breaks (a CRLF is one, ending at its LF)
+_YAML_BREAK_RE = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 _DURATION_HINT = "a duration like 30s, 15m, 4h or 1d"
 
 
@@ -199,6 +202,18 @@ class _Composer(Composer):
 def _mark(event: Event) -> Mark | None:
     """An event's start, as PyYAML's errors take it (libyaml's marks are its own class)."""
     return cast(Mark | None, event.start_mark)
+
+
+def _odd_breaks(text: str) -> bool:
+    """Whether YAML breaks a line of the text where editors (and grep -n) do not: at NEL, U+2028,
+    U+2029 or a CR not followed by LF. Tests of ``in`` and counts: a regular expression takes
+    ten times as long on a big file."""
+    return (
+        "\x85" in text
+        or "\u2028" in text
+        or "\u2029" in text
+        or ("\r" in text and text.count("\r") != text.count("\r\n"))
+    )
 
 
 def _flow(parent: Node | None) -> bool:
@@ -403,22 +418,49 @@ class _Source:
         self.channels: list[_ChannelDef] = []
         self.rules: list[_RuleDef] = []
         self.defaults = _Defaults()
+        #: the text has a line break that YAML counts and an editor does not (set by read)
+        self.odd_breaks = False
+        self._line_starts: list[int] | None = None
 
     # -- problems and places
     def add(self, line: int, column: int, message: str) -> None:
         self.problems.append(Problem(self.name, line, column, message))
 
     def at(self, node: Node, message: str) -> None:
-        self.add(node.start_mark.line + 1, node.start_mark.column + 1, message)
+        self.add(*self.place(node.start_mark), message)
 
     def where(self, node: Node) -> str:
-        return f"{self.name}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+        line, column = self.place(node.start_mark)
+        return f"{self.name}:{line}:{column}"
+
+    def place(self, mark: Mark) -> tuple[int, int]:
+        """A YAML mark's 1-based line and column as an editor shows them: only LF (and CRLF)
+        break lines. YAML also breaks them at NEL, U+2028, U+2029 and a lone CR, so a text that
+        has one is placed by the mark's index instead."""
+        if not self.odd_breaks:
+            return mark.line + 1, mark.column + 1
+        return self.place_at(mark.index)
+
+    def place_at(self, index: int) -> tuple[int, int]:
+        """The 1-based line and column of the text's character ``index``; LF ends a line."""
+        starts = self._line_starts
+        if starts is None:
+            starts = self._line_starts = [0, *(m.end() for m in re.finditer("\n", self.text))]
+        line = bisect.bisect_right(starts, index)
+        return line, index - starts[line - 1] + 1
+
+    def yaml_line(self, index: int) -> str:
+        """The text from character ``index`` to the end of its line as YAML counts lines."""
+        rest = self.text[index:]
+        found = _YAML_BREAK_RE.search(rest)
+        return rest[: found.start()] if found else rest
 
     # -- the file
     def read(self, loader: YamlLoader) -> None:
         # a leading byte order mark is not text: libyaml's marks leave it out, PyYAML's index
         # (which places a value's columns) counted it
         self.text = self.text.removeprefix("\ufeff")
+        self.odd_breaks = _odd_breaks(self.text)
         try:
             root, aliases, tagged = _compose(self.text, loader)
             if root is None or _is_null(root):  # nothing, only comments, or a lone '---'
@@ -429,8 +471,7 @@ class _Source:
             self._yaml_error(exc)
         except ReaderError as exc:
             # a character YAML does not allow (control characters and the like)
-            line = self.text.count("\n", 0, exc.position) + 1
-            column = exc.position - (self.text.rfind("\n", 0, exc.position) + 1) + 1
+            line, column = self.place_at(exc.position)
             self.add(line, column, f"invalid character #x{exc.character:04x} ({exc.reason})")
         except yaml.YAMLError as exc:  # not expected from a str input; never crash on it
             self.add(1, 1, f"YAML error: {exc}")
@@ -439,7 +480,7 @@ class _Source:
 
     def _yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
         mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        line, column = self.place(mark) if mark is not None else (1, 1)
         problem = exc.problem or "invalid YAML"
         if problem == "but found another document":
             message = "a rule file holds a single YAML document; found a second one"
@@ -451,10 +492,9 @@ class _Source:
         else:
             message = f"YAML syntax error: {problem}"
             if exc.context and exc.context_mark is not None:
-                where = f"{exc.context_mark.line + 1}:{exc.context_mark.column + 1}"
-                message += f" ({exc.context} at {where})"
-            lines = self.text.splitlines()
-            text = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+                context_line, context_column = self.place(exc.context_mark)
+                message += f" ({exc.context} at {context_line}:{context_column})"
+            text = self.yaml_line(mark.index - mark.column) if mark is not None else ""
             # the usual cause: an unquoted template, which YAML reads as a mapping
             if re.match(r"\s*(?:-\s+)?message:\s*\{", text):
                 message += "; quote a message that starts with '{'"
@@ -470,10 +510,10 @@ class _Source:
             mark = exc.problem_mark
         else:
             return ""
-        lines = self.text.splitlines()
-        if mark is None or mark.line >= len(lines) or lines[mark.line][mark.column :][:1] != ">":
+        rest = self.yaml_line(mark.index) if mark is not None else ""
+        if rest[:1] != ">":
             return ""
-        shown = re.split(r"[,\]}]|\s#", lines[mark.line][mark.column :])[0].strip()
+        shown = re.split(r"[,\]}]|\s#", rest)[0].strip()
         if '"' in shown:
             return "; quote a value that starts with '>'"
         return f"; quote a value that starts with '>': \"{shown}\""
@@ -505,8 +545,8 @@ class _Source:
 
     def _add_at(self, event: Event, message: str) -> None:
         """A problem where a YAML event starts (1:1 when it has no mark)."""
-        mark = event.start_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        mark = _mark(event)
+        line, column = self.place(mark) if mark is not None else (1, 1)
         self.add(line, column, message)
 
     def top(self, root: Node) -> None:
@@ -896,11 +936,12 @@ class _Source:
         raw = self.text[start.index : end.index]
         value = str(node.value)
         if not value.strip():
-            return start.line + 1, start.column + 1
+            return self.place(start)
         if node.style in ("|", ">"):
-            i = raw.find("\n") + 1  # the content starts on the line after the header
-            if not i:
-                return start.line + 1, start.column + 1
+            header = _YAML_BREAK_RE.search(raw)  # the content starts on the line after it
+            if header is None:
+                return self.place(start)
+            i = header.end()
         else:
             i = 1 if node.style in ("'", '"') else 0
         want = min(max(column - 1, 0), len(value))
@@ -910,15 +951,12 @@ class _Source:
                 continue
             while i < len(raw) and raw[i] != ch:
                 if not raw[i].isspace():
-                    return start.line + 1, start.column + 1
+                    return self.place(start)
                 i += 1
             if i == len(raw):
-                return start.line + 1, start.column + 1
+                return self.place(start)
             i += k < want  # the last one is the character the column names: stop on it
-        newline = raw.rfind("\n", 0, i)
-        if newline < 0:
-            return start.line + 1, start.column + i + 1
-        return start.line + raw.count("\n", 0, i) + 1, i - newline
+        return self.place_at(start.index + i)
 
     # -- values
     def duration(self, key: str, node: Node) -> int | None:
