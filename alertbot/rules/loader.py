@@ -204,6 +204,29 @@ def _mark(event: Event) -> Mark | None:
     return cast(Mark | None, event.start_mark)
 
 
+#: a key and a value with no space between (``when:price > 1``); group 1 ends at the ':'
+_NO_SPACE_RE = re.compile(r"(\s*(?:-\s+)?[A-Za-z_][\w.-]*):([^\s:/#][^#]*?)\s*(?:#.*)?$")
+
+
+def _no_space(slip: re.Match[str]) -> str:
+    key = slip.group(1).strip().removeprefix("-").strip()
+    return f"a space is missing after '{key}:'; write '{key}: {slip.group(2)}'"
+
+
+def _quote_it(said: str, value: str, joint: str) -> str:
+    """``said``, and the value quoted as it could be written (``said`` alone when the value has
+    both kinds of quote)."""
+    if '"' not in value:
+        return f'{said}{joint}"{value}"'
+    if "'" not in value:
+        return f"{said}{joint}'{value}'"
+    return said
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 32 else text[:31] + "…")
+
+
 def _odd_breaks(text: str) -> bool:
     """Whether YAML breaks a line of the text where editors (and grep -n) do not: at NEL, U+2028,
     U+2029 or a CR not followed by LF. Tests of ``in`` and counts: a regular expression takes
@@ -482,6 +505,11 @@ class _Source:
         mark = exc.problem_mark or exc.context_mark
         line, column = self.place(mark) if mark is not None else (1, 1)
         problem = exc.problem or "invalid YAML"
+        plain = self._plain_words(exc) if mark is not None else None
+        if plain is not None:
+            index, message = plain
+            self.add(*self.place_at(index), f"YAML syntax error: {message}")
+            return
         if problem == "but found another document":
             message = "a rule file holds a single YAML document; found a second one"
         elif problem.startswith("found undefined alias"):
@@ -498,25 +526,157 @@ class _Source:
             # the usual cause: an unquoted template, which YAML reads as a mapping
             if re.match(r"\s*(?:-\s+)?message:\s*\{", text):
                 message += "; quote a message that starts with '{'"
-            message += self._quote_hint(exc)
         self.add(line, column, message)
 
-    def _quote_hint(self, exc: yaml.MarkedYAMLError) -> str:
-        """A hint for a condition written as in chat, ``when: > 70000``: in YAML a value that
-        starts with '>' is a folded block (or, inside [...], no value at all)."""
-        if exc.context == "while scanning a block scalar":
-            mark = exc.context_mark
-        elif (exc.problem or "").startswith("found character '>' that cannot start"):
-            mark = exc.problem_mark
-        else:
-            return ""
-        rest = self.yaml_line(mark.index) if mark is not None else ""
-        if rest[:1] != ">":
-            return ""
-        shown = re.split(r"[,\]}]|\s#", rest)[0].strip()
-        if '"' in shown:
-            return "; quote a value that starts with '>'"
-        return f"; quote a value that starts with '>': \"{shown}\""
+    def _plain_words(self, exc: yaml.MarkedYAMLError) -> tuple[int, str] | None:
+        """A common slip that PyYAML tells in its parser's words ('found character that cannot
+        start any token', 'expected <block end>'), told as what is wrong and how to write it:
+        the index of the place and the message; None for any other error."""
+        text = self.text
+        problem = exc.problem or ""
+        mark, context = exc.problem_mark, exc.context_mark
+        if mark is None:
+            return None
+        at = mark.index
+        char = text[at : at + 1]
+        line_start = at - mark.column
+        if exc.context == "while scanning a block scalar" and context is not None:
+            # a condition written as in chat, 'when: > 70000'
+            indicator = text[context.index : context.index + 1]
+            if indicator in (">", "|"):
+                block = "folded" if indicator == ">" else "literal"
+                said = f"YAML reads a value that starts with '{indicator}' as a {block} block"
+                value = self._value_at(context.index)
+                return context.index, _quote_it(f"{said}; quote it", value, ": ")
+        if problem.startswith("found character") and problem.endswith("cannot start any token"):
+            if char == "\t":
+                if not text[line_start:at].strip(" \t"):
+                    return at, "a tab in the indentation; YAML indents with spaces only"
+                if text[at:].lstrip(" \t").startswith("#"):
+                    return at, "a tab before a comment; write a space before '#' instead"
+                return at, "a tab between values; write a space instead"
+            said = f"a value that starts with '{char}' must be quoted"
+            return at, _quote_it(said, self._value_at(at), ": ")
+        flow = re.fullmatch(r"expected ',' or '([\]}])', but got .*", problem)
+        if flow is not None:
+            kind = "[...]" if flow.group(1) == "]" else "{...}"
+            if char == "?":  # PyYAML ends a plain value at a '?' inside [...] and {...}
+                begin = at
+                while begin > 0 and text[begin - 1] not in " \t\r\n[{,\x85\u2028\u2029":
+                    begin -= 1
+                word = re.split(r"[\s,\]}]", text[begin:])[0]
+                said = f"inside {kind} a value with '?' in it must be quoted"
+                return at, _quote_it(said, word, ": ")
+            if context is not None:
+                what = "list" if flow.group(1) == "]" else "mapping"
+                opened = "{}:{}".format(*self.place(context))
+                return at, (
+                    f"the {what} opened with '{text[context.index]}' at {opened} is not closed: "
+                    f"expected ',' or '{flow.group(1)}' here"
+                )
+        if problem.startswith("could not find expected ':'") and context is not None:
+            key_line = self.yaml_line(context.index)
+            slip = _NO_SPACE_RE.match(key_line)
+            if slip is not None:
+                return context.index + slip.end(1), _no_space(slip)
+            return context.index, (
+                f"expected 'key: value', got {_shown(key_line.strip())} (a key needs ': ' after it)"
+            )
+        if problem == "mapping values are not allowed here":
+            return self._unexpected_colon(at, line_start)
+        if problem.startswith("expected <block end>, but found '<block mapping start>'"):
+            return at, (
+                "this line's indentation matches none of the lines above it; line its key up "
+                "with the keys of its mapping"
+            )
+        if problem.startswith("expected <block end>, but found '<block sequence start>'"):
+            return at, (
+                "this line's indentation matches none of the lines above it; line its '-' up "
+                "with the other items of its list"
+            )
+        if problem.startswith("expected <block end>, but found '<scalar>'"):
+            before = text[:at].rstrip(" \t")[-1:]
+            if before == "'":
+                return at, (
+                    "text after the closing quote of a value; in single quotes write '' for a quote"
+                )
+            if before == '"':
+                return at, (
+                    'text after the closing quote of a value; in double quotes write \\" for a '
+                    "quote"
+                )
+        if (
+            problem == "found unexpected end of stream"
+            and exc.context == "while scanning a quoted scalar"
+            and context is not None
+        ):
+            return context.index, "the quote that starts here is never closed"
+        if problem.startswith("expected '<document start>'"):
+            directive = re.search(r"^%", text[:at], re.MULTILINE)
+            if directive is not None:
+                return directive.start(), (
+                    "a line that starts with '%' is a YAML directive, which a rule file has none "
+                    "of; remove it, or quote a value that starts with '%'"
+                )
+        return None
+
+    def _unexpected_colon(self, at: int, line_start: int) -> tuple[int, str]:
+        """'mapping values are not allowed here': a ': ' YAML did not expect, most often after
+        a slip on the line above."""
+        above = self._line_above(line_start)
+        if above is not None:
+            above_start, above_line = above
+            slip = _NO_SPACE_RE.match(above_line)
+            if slip is not None:
+                return above_start + slip.end(1), _no_space(slip)
+            dash = re.match(r"(\s*)-(?=[^\s-])", above_line)
+            if dash is not None:
+                item = above_line[dash.end() :].strip()
+                return above_start + dash.end(1), (
+                    f"a list item needs a space after '-'; write '- {item}'"
+                )
+        line = self.yaml_line(line_start)
+        value = re.match(r"(\s*(?:-\s+)?[^\s#'\"{\[][^:#]*:\s+)\S", line)
+        if value is not None and at - line_start >= value.end(1):
+            said = "a value with ': ' in it must be quoted"
+            return line_start + value.end(1), _quote_it(
+                said, self._value_at(line_start + value.end(1)), ": "
+            )
+        return at, (
+            "a ':' where YAML expects none: line this key up with the keys above it, or quote "
+            "a value that has ': ' in it"
+        )
+
+    def _line_above(self, line_start: int) -> tuple[int, str] | None:
+        """The start and text of the last line before ``line_start`` that holds more than white
+        space and a comment (lines as YAML counts them)."""
+        text = self.text
+        end = line_start
+        while end > 0:
+            stop = end - 1  # the break that ends the line above
+            if text[stop] == "\n" and stop > 0 and text[stop - 1] == "\r":
+                stop -= 1
+            begin = stop
+            while begin > 0 and text[begin - 1] not in "\n\r\x85\u2028\u2029":
+                begin -= 1
+            line = text[begin:stop]
+            if line.strip() and not line.lstrip().startswith("#"):
+                return begin, line
+            end = begin
+        return None
+
+    def _value_at(self, index: int) -> str:
+        """The plain value that starts at ``index``, as far as its line, a comment or (inside
+        brackets) a ',', ']' or '}' goes."""
+        rest = self.yaml_line(index)
+        if self._in_flow(index):
+            rest = re.split(r"[,\]}]", rest)[0]
+        return re.split(r"\s#", rest)[0].strip()
+
+    def _in_flow(self, index: int) -> bool:
+        """Whether ``index`` is inside [...] or {...} on its line (a good guess for a slip)."""
+        line = self.text[self.text.rfind("\n", 0, index) + 1 : index]
+        return line.count("[") + line.count("{") > line.count("]") + line.count("}")
 
     def _no_aliases(self, aliases: list[AliasEvent]) -> bool:
         """Reject aliases: shared nodes could make the walk loop or explode, and
@@ -1152,6 +1312,9 @@ def _unknown_key(name: str, allowed: Sequence[str], where: str) -> str:
         )
     if where == "top" and name in RULE_KEYS:
         return f"unknown key '{name}' at the top level (it goes under 'defaults:' or in a rule)"
+    key, colon, value = name.partition(":")
+    if colon and key in allowed and value[:1].strip():  # {id:r}: YAML reads one key, 'id:r'
+        return f"unknown key '{name}': a space is missing after '{key}:'; write '{key}: {value}'"
     close = difflib.get_close_matches(name, allowed, n=1)
     if close:
         return f"unknown key '{name}' (did you mean '{close[0]}'?)"
