@@ -30,11 +30,11 @@ from alertbot.notify.render import (
 from alertbot.notify.routing import Router, channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.webhook import body_of, signature
-from alertbot.rules.conditions import parse
+from alertbot.rules.conditions import format_number, parse
 from alertbot.rules.engine import Engine
 from alertbot.rules.model import Channel, Rule
 from alertbot.store import AlertRecord, DeliveryRow, Store, Update
-from alertbot.ticker import Ticker
+from alertbot.ticker import Ticker, percent
 
 TOKEN = "123456789:AAEhBOweik6ad9r_QXMENQjcrGbqCr4K-ra"
 T = 1_772_000_000_000
@@ -481,3 +481,87 @@ def test_engine_state_is_saved_in_a_few_statements_the_later_of_a_key_winning(tm
 def test_a_volume_is_shown_short_with_a_conditions_suffix(amount, shown):
     """What /price shows for a volume: a few digits and the suffix /watch takes."""
     assert format_amount(amount) == shown
+
+
+# ---------------------------------------------------------------- values next to a threshold
+
+
+def _fired(condition: str, ticker: Ticker, template: str | None = None):
+    """The alert a rule with ``condition`` makes on ``ticker`` (it must fire)."""
+    r = Rule(id="r1", condition=parse(condition), symbols=("BTCUSDT",), message=template)
+    engine = Engine([r])
+    if "crosses" in condition:  # a crossing needs a tick before it, here one with no change
+        assert not engine.process([_ticker(ticker.open, open_=ticker.open, time=T - 1000)])
+    (alert,) = engine.process([ticker])
+    return alert
+
+
+def _ticker(
+    close: float, open_: float = 100.0, high: float = 110.0, low: float = 90.0, time: int = T
+) -> Ticker:
+    return Ticker("BTCUSDT", time, close, open_, high, low, 5.0, 5e8, format_number(close))
+
+
+@pytest.mark.parametrize(
+    ("condition", "close", "shown"),
+    [
+        ("change_24h > 5%", 105.001, "(+5.001% 24h)"),  # was +5.00%: as if at the threshold
+        ("change_24h >= 5.0001%", 105.0002, "(+5.0002% 24h)"),
+        ("change_24h < -5%", 94.999, "(-5.001% 24h)"),
+        ("change_24h crosses above 5%", 105.004, "(+5.004% 24h)"),
+        ("change_24h > 5%", 107.5, "(+7.50% 24h)"),  # plainly past it: two decimals
+        ("change_24h >= 5%", 105.0, "(+5.00% 24h)"),  # at it, as the rule compares
+    ],
+)
+def test_the_24h_change_an_alert_shows_is_past_its_threshold_as_the_rule_compares(
+    condition: str, close: float, shown: str
+):
+    """A rule 'change_24h > 5%' that fires never shows '+5.00%' or less: the percentage is
+    rounded as rules compare it (9 decimal places), and shown with as many decimals as it
+    takes to read on the side of the threshold the rule found it."""
+    text = render(_fired(condition, _ticker(close)))
+    assert shown in text
+
+
+def test_a_percentage_an_any_rule_did_not_fire_on_does_not_look_met():
+    """any(price > 1, change_24h > 5%) fired on the price with a change of 4.999%: '+5.00%'
+    would read as the change being at its threshold."""
+    alert = _fired("any(price > 1, change_24h > 5%)", _ticker(104.999))
+    assert "(+4.999% 24h)" in render(alert)
+
+
+def test_the_24h_range_an_alert_shows_is_past_its_threshold():
+    alert = _fired("range_24h > 20%", _ticker(100.0, high=108.0012, low=90.0), "{range_24h}%")
+    assert render(alert) == "20.001%"  # 20.00133333...: not 20.00%
+
+
+@given(
+    st.integers(1, 10**9).map(lambda n: n / 10**4),
+    st.integers(-9999, 9999).map(lambda n: n / 100),
+    st.integers(1, 10**4).map(lambda n: n / 10**4),
+    st.sampled_from([">", ">=", "<", "<="]),
+)
+def test_a_shown_24h_change_compares_with_the_threshold_as_the_rule_does(
+    open_: float, pct: float, nudge: float, op: str
+):
+    """Whatever the prices and the threshold, the shown change is on the same side of the
+    threshold (or at it) as the change the rule compared."""
+    close = open_ * (1 + (pct + nudge / 100) / 100)
+    ticker = _ticker(close, open_=open_)
+    r = Rule(id="r1", condition=parse(f"any(price > 0.000000000001, change_24h {op} {pct}%)"),
+             symbols=("BTCUSDT",), message="{change_24h}")  # fmt: skip
+    (alert,) = Engine([r]).process([ticker])
+    value = percent(close - open_, open_)
+    shown = float(render(alert))
+    assert (shown > pct) - (shown < pct) == (value > pct) - (value < pct)
+
+
+@pytest.mark.parametrize("template", ["{quote_volume}", "{volume}"])
+def test_an_amount_an_alert_shows_is_never_rounded_onto_its_threshold(template: str):
+    """'quote_volume > 11.999b' on an amount of 11.999b plus a little: the alert shows every
+    digit (format_number), never a short '12b' that reads as past or at the threshold."""
+    metric = template.strip("{}")
+    amount = 11_999_000_000.5
+    ticker = Ticker("BTCUSDT", T, 101.0, 100.0, 110.0, 90.0, amount, amount, "101")
+    alert = _fired(f"any(price > 1, {metric} > 11.999b)", ticker, template)
+    assert render(alert) == "11999000000.5"

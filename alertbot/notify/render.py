@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from alertbot.rules.conditions import Cross, format_number
+from alertbot.rules.conditions import Condition, Cross, Level, format_number, leaves
 from alertbot.rules.engine import Alert
 from alertbot.rules.ids import watch_number
 from alertbot.rules.loader import is_blank
+from alertbot.ticker import percent
 
 DEFAULT_TEMPLATE = "{symbol} {condition}: price {price} ({change_24h}% 24h) at {time} [{rule}]"
 
@@ -47,10 +48,29 @@ def _trimmed(decimal: str) -> str:
     return decimal.rstrip("0").rstrip(".") if "." in decimal else decimal
 
 
-def _percent(numerator: float, denominator: float) -> str:
-    if not denominator:
+def _percent(value: float, thresholds: Sequence[float], sign: str) -> str:
+    """A percentage as an alert shows it: two decimals (``+5.37``), more where two would put
+    it on another side of a threshold of the rule than the rule found it (``+5.001`` for ``>
+    5%``, not ``+5.00``). ``value`` is rounded as rules compare it (9 decimal places)."""
+    if value != value:  # NaN: the open (or low) is 0
         return "n/a"
-    return f"{numerator / denominator * 100:+.2f}"
+    for places in range(2, 10):
+        text = f"{value:{sign}.{places}f}"
+        shown = float(text)
+        if all((shown > x) - (shown < x) == (value > x) - (value < x) for x in thresholds):
+            return text
+    # past a million percent percent() does not round: every digit
+    text = format_number(value)
+    return text if sign != "+" or text.startswith("-") else f"+{text}"
+
+
+def _thresholds(condition: Condition, metric: str) -> tuple[float, ...]:
+    """The numbers the condition compares ``metric`` with."""
+    return tuple(
+        leaf.value
+        for leaf in leaves(condition)
+        if isinstance(leaf, Level | Cross) and leaf.metric == metric
+    )
 
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -69,12 +89,14 @@ def sparkline(prices: Sequence[float]) -> str:
 
 def _change_24h(alert: Alert, spark: str) -> str:
     t = alert.ticker
-    return _percent(t.close - t.open, t.open)
+    thresholds = _thresholds(alert.rule.condition, "change_24h")
+    return _percent(percent(t.close - t.open, t.open), thresholds, "+")
 
 
 def _range_24h(alert: Alert, spark: str) -> str:
     t = alert.ticker
-    return _percent(t.high - t.low, t.low).lstrip("+")
+    thresholds = _thresholds(alert.rule.condition, "range_24h")
+    return _percent(percent(t.high - t.low, t.low), thresholds, "")
 
 
 #: how each placeholder is computed from an alert (and the sparkline text)
