@@ -1054,7 +1054,25 @@ def test_a_yaml_error_after_a_line_separator_in_a_comment_is_at_the_editors_line
         load_text(text, "r.yaml", yaml_loader=yaml_loader)
 
     assert [str(p) for p in info.value.problems] == [
-        "r.yaml:2:16: YAML syntax error: expected 'key: value', got 'b' (a key needs ': ' after it)"
+        "r.yaml:2:16: YAML syntax error: expected 'key: value', got 'b' (a key needs ': ' after "
+        "it); YAML reads the U+2028 at 2:15 as a line break, which ends the comment"
+    ]
+
+
+@pytest.mark.parametrize("brk", _ODD_BREAKS.values(), ids=list(_ODD_BREAKS))
+def test_a_problem_after_an_odd_line_break_in_a_comment_names_the_break(
+    brk: str, yaml_loader: YamlLoader
+) -> None:
+    """The rest of the comment is YAML to YAML, and an editor shows no break there: the
+    message names the character that made it YAML."""
+    text = f"rules: []\n# note{brk}b: 1\n"
+    with pytest.raises(RuleFileError) as info:
+        load_text(text, "r.yaml", yaml_loader=yaml_loader)
+
+    name = {"\u2028": "U+2028", "\u2029": "U+2029", "\x85": "NEL (U+0085)", "\r": "CR"}[brk]
+    assert [str(p) for p in info.value.problems] == [
+        "r.yaml:2:8: unknown key 'b' (expected one of: channels, defaults, rules); YAML reads "
+        f"the {name} at 2:7 as a line break, which ends the comment"
     ]
 
 

@@ -109,6 +109,9 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: what YAML takes for a line break and editors (and grep -n) do not
+_ODD_BREAK_RE = re.compile("[\x85\u2028\u2029]|\r(?!\n)")
+_BREAK_NAMES = {"\x85": "NEL (U+0085)", "\u2028": "U+2028", "\u2029": "U+2029", "\r": "CR"}
 #: YAML's line breaks (a CRLF is one, ending at its LF)
 _YAML_BREAK_RE = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 _DURATION_HINT = "a duration like 30s, 15m, 4h or 1d"
@@ -450,7 +453,32 @@ class _Source:
         self.problems.append(Problem(self.name, line, column, message))
 
     def at(self, node: Node, message: str) -> None:
-        self.add(*self.place(node.start_mark), message)
+        self.at_index(node.start_mark, message)
+
+    def at_index(self, mark: Mark, message: str) -> None:
+        """A problem at a mark, naming an odd line break that made a comment's rest YAML."""
+        self.add(*self.place(mark), message + self.break_hint(mark.index))
+
+    def break_hint(self, index: int) -> str:
+        """Where a problem follows a NEL, U+2028, U+2029 or lone CR on its line (as an editor
+        shows it) in a comment, or with only white space between, what YAML made of it."""
+        if not self.odd_breaks:
+            return ""
+        text = self.text
+        begin = text.rfind("\n", 0, index) + 1
+        odd = None
+        for found in _ODD_BREAK_RE.finditer(text, begin, index + 1):
+            if found.start() < index:
+                odd = found
+        if odd is None:
+            return ""
+        in_comment = re.search(r"(?:^|\s)#", text[begin : odd.start()]) is not None
+        if not in_comment and text[odd.end() : index].strip():
+            return ""
+        line, column = self.place_at(odd.start())
+        name = _BREAK_NAMES[odd.group()]
+        ends = ", which ends the comment" if in_comment else ""
+        return f"; YAML reads the {name} at {line}:{column} as a line break{ends}"
 
     def where(self, node: Node) -> str:
         line, column = self.place(node.start_mark)
@@ -508,7 +536,8 @@ class _Source:
         plain = self._plain_words(exc) if mark is not None else None
         if plain is not None:
             index, message = plain
-            self.add(*self.place_at(index), f"YAML syntax error: {message}")
+            hint = self.break_hint(index)
+            self.add(*self.place_at(index), f"YAML syntax error: {message}{hint}")
             return
         if problem == "but found another document":
             message = "a rule file holds a single YAML document; found a second one"
@@ -526,7 +555,7 @@ class _Source:
             # the usual cause: an unquoted template, which YAML reads as a mapping
             if re.match(r"\s*(?:-\s+)?message:\s*\{", text):
                 message += "; quote a message that starts with '{'"
-        self.add(line, column, message)
+        self.add(line, column, message + (self.break_hint(mark.index) if mark else ""))
 
     def _plain_words(self, exc: yaml.MarkedYAMLError) -> tuple[int, str] | None:
         """A common slip that PyYAML tells in its parser's words ('found character that cannot
@@ -706,8 +735,10 @@ class _Source:
     def _add_at(self, event: Event, message: str) -> None:
         """A problem where a YAML event starts (1:1 when it has no mark)."""
         mark = _mark(event)
-        line, column = self.place(mark) if mark is not None else (1, 1)
-        self.add(line, column, message)
+        if mark is None:
+            self.add(1, 1, message)
+        else:
+            self.at_index(mark, message)
 
     def top(self, root: Node) -> None:
         if not isinstance(root, MappingNode):
