@@ -502,9 +502,8 @@ class _Source:
 
     def yaml_line(self, index: int) -> str:
         """The text from character ``index`` to the end of its line as YAML counts lines."""
-        rest = self.text[index:]
-        found = _YAML_BREAK_RE.search(rest)
-        return rest[: found.start()] if found else rest
+        found = _YAML_BREAK_RE.search(self.text, index)
+        return self.text[index : found.start() if found else len(self.text)]
 
     # -- the file
     def read(self, loader: YamlLoader) -> None:
@@ -555,7 +554,8 @@ class _Source:
             # the usual cause: an unquoted template, which YAML reads as a mapping
             if re.match(r"\s*(?:-\s+)?message:\s*\{", text):
                 message += "; quote a message that starts with '{'"
-        self.add(line, column, message + (self.break_hint(mark.index) if mark else ""))
+        hint = self.break_hint(mark.index) if mark is not None else ""
+        self.add(line, column, message + hint)
 
     def _plain_words(self, exc: yaml.MarkedYAMLError) -> tuple[int, str] | None:
         """A common slip that PyYAML tells in its parser's words ('found character that cannot
@@ -598,9 +598,10 @@ class _Source:
                 return at, _quote_it(said, word, ": ")
             if context is not None:
                 what = "list" if flow.group(1) == "]" else "mapping"
+                bracket = text[context.index : context.index + 1]
                 opened = "{}:{}".format(*self.place(context))
                 return at, (
-                    f"the {what} opened with '{text[context.index]}' at {opened} is not closed: "
+                    f"the {what} opened with '{bracket}' at {opened} is not closed: "
                     f"expected ',' or '{flow.group(1)}' here"
                 )
         if problem.startswith("could not find expected ':'") and context is not None:
@@ -624,7 +625,7 @@ class _Source:
                 "with the other items of its list"
             )
         if problem.startswith("expected <block end>, but found '<scalar>'"):
-            before = text[:at].rstrip(" \t")[-1:]
+            before = text[max(at - 100, 0) : at].rstrip(" \t")[-1:]
             if before == "'":
                 return at, (
                     "text after the closing quote of a value; in single quotes write '' for a quote"
@@ -641,7 +642,7 @@ class _Source:
         ):
             return context.index, "the quote that starts here is never closed"
         if problem.startswith("expected '<document start>'"):
-            directive = re.search(r"^%", text[:at], re.MULTILINE)
+            directive = re.compile("^%", re.MULTILINE).search(text, 0, at)
             if directive is not None:
                 return directive.start(), (
                     "a line that starts with '%' is a YAML directive, which a rule file has none "
