@@ -62,6 +62,21 @@ HISTORY_EVERY = 60.0
 #: disk); then the state is kept for the next save
 STATE_WAIT = 5.0
 
+# The stop (App._stop) fits in a known time, so that a container runtime's stop timeout can be
+# set above it: at most max(grace, chat_stop_timeout, FINAL_SAVE_WAIT) on the stop's clock,
+# plus the cuts (CUT_WAIT) and the notifier's close (README: Running in a container).
+#: the final save's own share of the stop, whatever is left of the grace: it begins as the stop
+#: does, before anything that can hang, and the stop waits for it this long at most (seconds)
+FINAL_SAVE_WAIT = 5.0
+#: a task the stop gives up on is cancelled, and again every CANCEL_AGAIN seconds, for at most
+#: CUT_WAIT seconds: PTB's updater takes a first cancellation (of its wait for its poller,
+#: asleep between retries) as its cue to make one more call, which a Telegram that never
+#: answers holds for the poll's read timeout
+CUT_WAIT = 0.5
+CANCEL_AGAIN = 0.05
+#: how often the stop looks at what it waits for and at its clock
+STOP_POLL = 0.02
+
 
 #: how long the event loop's thread may hold the GIL while the outbox's database thread (or
 #: the console's) waits for it (CPython's default: 5 ms). Those threads take the GIL back
@@ -346,11 +361,7 @@ class App:
 
     Start-up order: the database and the token are checked first (ConfigError, before any
     connection); chat watches are loaded into the engine; the chat bot starts polling (retrying
-    in the background while Telegram is unreachable); then the feed. Shutdown in reverse, with
-    ``grace`` seconds for the short writes and the open deliveries together, and
-    ``chat_stop_timeout`` seconds for the chat poller to stop: PTB's updater makes a last
-    get_updates, which a Telegram that takes requests and never answers holds for the poll's
-    read timeout (``ChatSettings.poll_margin``, 10 s), past a container's stop timeout.
+    in the background while Telegram is unreachable); then the feed. The stop: see _stop.
     """
 
     def __init__(
@@ -622,7 +633,7 @@ class App:
         return scheduler
 
     def _job(self, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
-        """``fn`` as a scheduled job that the stop can end (see _stop_jobs)."""
+        """``fn`` as a scheduled job that the stop can end (see _stop)."""
 
         @functools.wraps(fn)
         async def job() -> None:
@@ -642,16 +653,6 @@ class App:
                 self._jobs.discard(task)
 
         return job
-
-    async def _stop_jobs(self, scheduler: AsyncIOScheduler) -> None:
-        """No scheduled job starts from now on, and those under way end (quietly)."""
-        self._stopping = True
-        scheduler.pause()
-        # a run submitted just before the pause begins now, and so is among self._jobs below:
-        # cancelled before its first step, APScheduler would log its CancelledError
-        await asyncio.sleep(0)
-        await cancel_and_wait(*self._jobs)
-        scheduler.shutdown(wait=False)
 
     # ------------------------------------------------------------------ engine state
 
@@ -917,29 +918,98 @@ class App:
         try:
             await self.pipeline.run(stop)
         finally:
-            # the whole stop within the grace and a few seconds: the short writes and the open
-            # deliveries share the grace
-            deadline = self.clock() + self.grace
-            await self._stop_jobs(scheduler)
-            if self._finishing:
-                await asyncio.wait(set(self._finishing), timeout=max(0.0, deadline - self.clock()))
-            tasks = [*self._tasks, *self._finishing]
-            for task in tasks:
+            await self._stop(scheduler)
+
+    async def _stop(self, scheduler: AsyncIOScheduler) -> None:
+        """The stop, after the feed's: bounded, so that a container runtime's stop timeout
+        (Docker's 10 s, Kubernetes' 30 s), set above the bound, never kills the bot mid-stop.
+
+        At once: no scheduled job starts and those under way end; the final save of the
+        engine's state begins (before anything that can hang; FINAL_SAVE_WAIT of its own,
+        whatever is left of the grace), and so do the chat poller's stop (``chat_stop_timeout``)
+        and the HTTP service's. Meanwhile the short writes (a chat's move, a pause) and the open
+        deliveries get ``grace`` seconds together. Each of these is measured on the stop's clock
+        from the stop's start, and what is not done by its time is cut (CUT_WAIT at most).
+        Then the notifier closes: it writes the outbox (the deliveries still open resume at the
+        next start). The whole: max(grace, chat_stop_timeout, FINAL_SAVE_WAIT), the cuts (2 s at
+        most, none as a rule) and the close (about a second; more only while the database
+        refuses writes: the outbox's close_timeout, and a write under way ending at SQLite's
+        busy timeout).
+        """
+        clock = self.clock
+        started = clock()
+        deadline = started + self.grace
+        self._stopping = True
+        scheduler.pause()
+        # a run submitted just before the pause begins now, and so is among self._jobs below:
+        # cancelled before its first step, APScheduler would log its CancelledError
+        await asyncio.sleep(0)
+        # the jobs end quietly (see _job); the chat poller's start, retrying, ends too
+        await self._cut([*self._jobs, *self._tasks])
+        scheduler.shutdown(wait=False)
+        saving = asyncio.create_task(self.save_state(final=True), name="final-save")
+        chat = self.chat
+        chat_stop = None if chat is None else asyncio.create_task(chat.stop(), name="chat-stop")
+        http = self.http
+        http_stop = None if http is None else asyncio.create_task(http.stop(), name="http-stop")
+        outbox = self.notifier.outbox
+        while True:
+            now = clock()
+            waiting = (
+                (not saving.done() and now < started + FINAL_SAVE_WAIT)
+                or (
+                    chat_stop is not None
+                    and not chat_stop.done()
+                    and now < started + self.chat_stop_timeout
+                )
+                or (
+                    now < deadline and bool(self._finishing or (outbox is not None and outbox.open))
+                )
+            )
+            if not waiting:
+                break
+            await asyncio.sleep(STOP_POLL)
+        if not saving.done():
+            log.warning(
+                "state: the final save did not end within %gs (the database is slow); the "
+                "alerts stored since the last save are taken as fired at the next start",
+                FINAL_SAVE_WAIT,
+            )
+        cut_chat = chat_stop is not None and not chat_stop.done()
+        if cut_chat:
+            log.warning(
+                "chat: Telegram did not answer the poller's last call within %gs; "
+                "stopped without it",
+                self.chat_stop_timeout,
+            )
+        left = [saving, *self._finishing, *self._tasks]
+        left += [t for t in (chat_stop, http_stop) if t is not None]
+        await self._cut(left)
+        if cut_chat and chat is not None:
+            # the cut left the PTB application itself running (its updater stopped): a second
+            # stop ends it, without the updater's wait and its last call
+            await self._cut([asyncio.create_task(chat.stop(), name="chat-stop")], CUT_WAIT)
+        await self.notifier.close(0.0)
+
+    async def _cut(self, tasks: Sequence[asyncio.Task[Any]], within: float = 0.0) -> None:
+        """Wait up to ``within`` seconds for ``tasks`` to end, then cancel those left, again
+        and again (CANCEL_AGAIN), for at most CUT_WAIT more; one still running then is left
+        to the event loop's end. An error one ended with is logged (the stop goes on)."""
+        pending = {t for t in tasks if not t.done()}
+        if pending and within > 0:
+            _, pending = await asyncio.wait(pending, timeout=within)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + CUT_WAIT
+        while pending and loop.time() < until:
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.chat is not None:
-                try:
-                    await asyncio.wait_for(self.chat.stop(), self.chat_stop_timeout)
-                except TimeoutError:
-                    log.warning(
-                        "chat: Telegram did not answer the poller's last call within %gs; "
-                        "stopped without it",
-                        self.chat_stop_timeout,
-                    )
-            if self.http is not None:
-                await self.http.stop()
-            await self.save_state(final=True)
-            await self.notifier.close(max(0.0, deadline - self.clock()))
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN)
+        for task in pending:
+            log.warning("stop: the task %s did not end when cancelled; left", task.get_name())
+        for task in tasks:
+            error = task.exception() if task.done() and not task.cancelled() else None
+            if error is not None:
+                log.error("stop: %s failed; stopping all the same", task.get_name(), exc_info=error)
 
     def _chat_refused(self, chat: int, alerts: list[AlertRecord], why: str) -> set[str]:
         """Telegram refused ``chat`` as Forbidden (the user blocked the bot or is deactivated,
