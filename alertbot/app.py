@@ -462,12 +462,21 @@ class App:
             problems = channel_secret_problems(ruleset.channels)
         except RuleFileError as exc:
             problems = [str(p) for p in exc.problems]
-        except Exception as exc:  # a loader bug: the running rules stay, and the admins know
+        except Exception as exc:
+            # what no problem of the loader covers (a file too big for the memory the process
+            # may map: MemoryError; a loader bug): the running rules stay, and the admins know
+            # which files. Not tried again until a file changes (the stamps above).
+            files = ", ".join(self.rule_files)
             log.exception(
-                "rules: %s: the rule files could not be read; keeping the running rules", why
+                "rules: %s: %s could not be read (an internal error: %r); keeping the running "
+                "rules",
+                why,
+                files,
+                exc,
             )
             await self.tell_admins(
-                f"Rule files not reloaded (an internal error: {exc!r}); the running rules stay."
+                f"Rule files not reloaded: {files} could not be read (an internal error: "
+                f"{exc!r}); the running rules stay."
             )
             return False
         if problems:

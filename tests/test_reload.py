@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import os
+import resource
 import signal
 import sqlite3
 from collections.abc import AsyncIterator
@@ -274,6 +276,69 @@ async def test_the_heartbeat_tells_the_admins_the_bot_is_alive(tmp_path):
         async with running(app):
             await tg.wait_for(lambda: len(tg.messages_to(ADMIN)) >= 2, timeout=10)
     assert tg.messages_to(ADMIN)[0].text.startswith("alertbot is alive: feed ")
+
+
+def address_space(pid: int) -> int:
+    """The bytes of address space process ``pid`` maps now (Linux's VmSize)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmSize for {pid}")
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="sets a limit with Linux's prlimit")
+async def test_a_reload_that_fails_unexpectedly_keeps_the_running_rules(tmp_path):
+    """The reload's catch-all, reached by a real input: the rule file becomes 64 GiB (sparse)
+    while the process may map only 1 GiB more than it does (``ulimit -v``; set here with
+    prlimit). Reading it raises MemoryError, which is no problem the loader reports. The
+    running rules stay and still fire, the error is logged once, naming the file, the admins
+    are told, and the next good edit loads."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    async with (
+        FakeBinance(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"]) as fake,
+        FakeTelegram(token=TOKEN) as tg,
+    ):
+        env = env_for(
+            fake,
+            tmp_path / "a.db",
+            ALERTBOT_RULES_CHECK="100ms",
+            ALERTBOT_TELEGRAM_TOKEN=TOKEN,
+            ALERTBOT_TELEGRAM_API_URL=tg.api_url,
+            ALERTBOT_ADMIN_CHATS=str(ADMIN),
+        )
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await tg.wait_for(lambda: bool(tg.calls("getUpdates")), timeout=20)
+            soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_AS)
+            resource.prlimit(proc.pid, resource.RLIMIT_AS, (address_space(proc.pid) + 2**30, hard))
+            os.truncate(rules, 64 * 2**30)  # the file watch reloads it once it settles
+            await tg.wait_for(lambda: bool(tg.messages_to(ADMIN)), timeout=20)
+            note = tg.messages_to(ADMIN)[0].text
+            assert note == (
+                f"Rule files not reloaded: {rules} could not be read (an internal error: "
+                "MemoryError()); the running rules stay."
+            )
+
+            await fake.publish([mini_ticker("BTCUSDT", 150, T)])  # the running rule fires
+            await tg.wait_for(lambda: len(tg.messages_to(ADMIN)) == 2, timeout=20)
+            assert "[btc]" in tg.messages_to(ADMIN)[1].plain_text
+
+            resource.prlimit(proc.pid, resource.RLIMIT_AS, (soft, hard))
+            rules.write_text(EDITED)
+            await fake.wait_for_subscriptions({"ethusdt@miniTicker", "solusdt@miniTicker"}, 20)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    failed = [line for line in err.splitlines() if "could not be read" in line]
+    assert len(failed) == 1, err
+    assert failed[0].endswith(
+        f"rules: rule file changed: {rules} could not be read (an internal error: "
+        "MemoryError()); keeping the running rules"
+    )
+    assert "rules: rule file changed: reloaded: 2 added, 0 changed, 1 removed, 0 unchanged" in err
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
