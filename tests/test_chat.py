@@ -935,6 +935,24 @@ async def test_a_long_outage_of_polls_that_time_out_is_recalled_at_the_reminder_
     )
 
 
+async def test_a_token_revoked_while_running_does_not_break_the_stop(tmp_path, fakes):
+    """PTB's polling loop ended on a revoked token raises that error again from the updater's
+    stop: it came out of App.run, and the stop after it (draining the outbox, saving the
+    state, closing the database) was skipped. Now the stop ends cleanly."""
+    binance, tg = fakes
+    bot = Bot(tmp_path, binance, tg)
+    async with bot:
+        chat = bot.app.chat
+        assert chat is not None
+        (loop,) = [
+            t for t in asyncio.all_tasks() if t.get_name() == "Updater:start_polling:polling_task"
+        ]
+        tg.token = "9:another-token"
+        await wait_until(loop.done)  # PTB's polling loop ended on the 401
+    assert chat.app is None  # stopped and shut down
+    assert bot.app.notifier.store is None  # the stop went on: the database is closed
+
+
 async def test_a_failed_poll_answered_with_an_html_page_is_logged_cut_short(
     tmp_path, fakes, caplog
 ):

@@ -450,7 +450,12 @@ class ChatBot:
         if app is None:
             return
         if app.updater is not None and app.updater.running:
-            await app.updater.stop()
+            try:
+                await app.updater.stop()
+            except TelegramError as exc:
+                # the polling loop ended on it (a revoked token), logged then; re-raised here,
+                # it ended the whole stop: the outbox was not drained, nor the state saved
+                log.debug("chat: polling had stopped already (%s)", clip(str(exc)))
         await cancel_and_wait(*self._lookups)
         if app.running:
             await app.stop()
