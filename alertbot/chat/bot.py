@@ -415,7 +415,13 @@ class ChatBot:
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_handler(ChatMemberHandler(self.on_member, ChatMemberHandler.MY_CHAT_MEMBER))
         app.add_error_handler(self.on_error)
-        await app.initialize()
+        try:
+            await app.initialize()
+        except BaseException:
+            # PTB opens its HTTP clients before getMe and leaves them open when getMe fails:
+            # a connection pool leaked per failed start (``stop`` knows nothing of this app)
+            await app.bot.shutdown()
+            raise
         self.app = app
         self.username = app.bot.username
         try:
