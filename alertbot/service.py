@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,11 @@ log = logging.getLogger("alertbot.http")
 WATCH_LABEL = "/watch"
 
 FRAME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def _iso(seconds: float) -> str:
+    """A wall-clock time as ``2026-11-23T05:40:12Z``."""
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class AppCollector(Collector):
@@ -90,6 +96,18 @@ class AppCollector(Collector):
         yield GaugeMetricFamily(
             "alertbot_feed_connections", "Feed connections", value=len(health.connections)
         )
+        if app.delivery.telegram_token:
+            polling = app.chat.polling() if app.chat is not None else None
+            yield GaugeMetricFamily(
+                "alertbot_telegram_polling_failing_seconds",
+                "Seconds polling Telegram for chat commands has been failing (0: it works)",
+                value=polling.failing_for or 0.0 if polling is not None else 0.0,
+            )
+            yield CounterMetricFamily(
+                "alertbot_telegram_poll_failures",
+                "Polls of Telegram for chat commands that failed (and failed starts of polling)",
+                value=polling.total if polling is not None else 0,
+            )
         if app.book is not None:
             yield GaugeMetricFamily("alertbot_watches", "Chat watches", value=len(app.book.rows))
             yield GaugeMetricFamily(
@@ -172,10 +190,35 @@ class HttpService:
                 "reconnects": health.reconnects,
             },
             "outbox_depth": outbox.depth if outbox is not None else None,
+            "telegram_polling": self.polling(),
         }
         if reasons:
             body["reasons"] = reasons
         return (200 if not reasons else 503), body
+
+    def polling(self) -> dict[str, Any]:
+        """``/healthz``'s part on polling Telegram for chat commands. It never makes the bot
+        unhealthy: a restart (what an orchestrator does with an unhealthy container) does not
+        bring back an unreachable Telegram, and would only break the feed and the alerts,
+        which go on meanwhile (README, Health and metrics)."""
+        app = self.app
+        if not app.delivery.telegram_token:
+            return {"status": "off", "reason": "no Telegram token: no chat commands to poll for"}
+        if app.chat is None:
+            return {"status": "starting"}
+        polling = app.chat.polling()
+        part: dict[str, Any] = {
+            "status": polling.state,
+            "last_answer_age": polling.last_answer_age,
+            "failed_polls": polling.failed,
+        }
+        if polling.since is not None:
+            part["since"] = _iso(polling.since)
+            part["failing_for"] = polling.failing_for
+        if polling.error is not None:
+            part["last_error"] = polling.error
+            part["last_error_text"] = polling.error_text
+        return part
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import gc
 import json
 import re
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -26,7 +28,7 @@ from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.loader import load_files
 from alertbot.rules.model import Rule, RuleSet
-from alertbot.service import AppCollector
+from alertbot.service import AppCollector, HttpService
 from alertbot.store import Store, WatchRow
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
@@ -936,6 +938,135 @@ async def test_a_long_outage_of_polls_that_time_out_is_recalled_at_the_reminder_
     )
 
 
+async def served(app: App) -> tuple[int, dict[str, Any], str]:
+    """``app``'s /healthz (status and JSON) and /metrics, served on loopback for the asking."""
+    http = HttpService(app, 0, host="127.0.0.1")
+    port = await http.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            health = await client.get("/healthz")
+            metrics = await client.get("/metrics")
+    finally:
+        await http.stop()
+    return health.status_code, health.json(), metrics.text
+
+
+def iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_a_polling_outage_is_in_healthz_metrics_and_an_admins_status_not_a_503(
+    tmp_path, fakes
+):
+    """Telegram failing every poll: /healthz's ``telegram_polling`` says failing, since when,
+    for how long and the last error, and /healthz stays 200 (a restart would not bring
+    Telegram back); /metrics has the seconds it has been failing and the failed polls; once a
+    poll works again it is ok, and an admin's /status says when polling last failed."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, poll_interval=0.01, admin_chats=(USER,)) as bot:
+        chat = bot.app.chat
+        assert chat is not None
+        await bot.say("/watch BTCUSDT > 1000000")  # the feed carries a symbol: it can be fresh
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        chat.polls.clock = clock = Clock()
+        chat.clock = wall = Clock()
+        wall.now = T / 1000
+        await later_polls(tg, 2)  # a poll answered on these clocks
+        await bot.tick("BTCUSDT", 70_000, T)
+        code, body, metrics = await served(bot.app)
+        assert code == 200, body
+        assert body["telegram_polling"] == {
+            "status": "ok",
+            "last_answer_age": 0.0,
+            "failed_polls": 0,
+        }
+        assert "alertbot_telegram_polling_failing_seconds 0.0" in metrics
+        assert "alertbot_telegram_poll_failures_total 0.0" in metrics
+
+        tg.down(502, method="getUpdates")
+        await tg.wait_for(lambda: sum(r.status == 502 for r in tg.calls("getUpdates")) >= 3)
+        clock.now += 125.0
+        await bot.tick("BTCUSDT", 70_001, T + 1000)
+        code, body, metrics = await served(bot.app)
+        assert code == 200, body  # the feed and the alerts work: no restart
+        part = body["telegram_polling"]
+        assert part["failed_polls"] >= 3
+        assert part == {
+            "status": "failing",
+            "since": iso(T / 1000 - 125),
+            "failing_for": 125.0,
+            "last_answer_age": 125.0,
+            "failed_polls": part["failed_polls"],
+            "last_error": "NetworkError",
+            "last_error_text": "Bad Gateway",
+        }
+        assert "alertbot_telegram_polling_failing_seconds 125.0" in metrics
+        failures = re.search(r"^alertbot_telegram_poll_failures_total (\d+)\.0$", metrics, re.M)
+        assert failures is not None
+        assert int(failures[1]) >= 3
+
+        tg.recover()
+        status = await bot.say("/status")
+        failed = sum(r.status == 502 for r in tg.calls("getUpdates"))
+        assert status.split("\n")[-1] == (
+            f"Polling for commands: works; it last failed for 2m 5s until {format_time(T)} "
+            f"({failed} polls failed; the last: Bad Gateway)"
+        )
+        code, body, metrics = await served(bot.app)
+        assert body["telegram_polling"]["status"] == "ok"
+        assert "alertbot_telegram_polling_failing_seconds 0.0" in metrics
+
+
+async def test_polls_that_time_out_are_failing_in_healthz_once_unanswered_for_two_polls(
+    tmp_path, fakes
+):
+    """Telegram taking every poll and answering none: /healthz says ok while no poll has been
+    answered for less than two polls' time (a NAT's dropped connection), then failing, since
+    the first unanswered poll was sent, with the last error a timeout."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, poll_margin=0.2) as bot:
+        chat = bot.app.chat
+        assert chat is not None
+        chat.polls.clock = clock = Clock()
+        await later_polls(tg, 2)  # the polls in flight were sent on this clock
+        tg.down(None, method="getUpdates")
+        await later_polls(tg, 3)
+        part = (await served(bot.app))[1]["telegram_polling"]
+        assert (part["status"], part["last_error"]) == ("ok", "TimedOut")
+        clock.now += 1.5
+        part = (await served(bot.app))[1]["telegram_polling"]
+        assert (part["status"], part["failing_for"]) == ("failing", 1.5)
+        assert (part["last_error"], part["last_error_text"]) == ("TimedOut", "Timed out")
+        tg.recover()
+        assert (await bot.say("/help")).startswith("Commands")
+        assert (await served(bot.app))[1]["telegram_polling"]["status"] == "ok"
+
+
+async def test_healthz_says_polling_fails_while_telegram_is_unreachable_at_the_start(
+    tmp_path, fakes
+):
+    """Telegram down when the bot starts (polling cannot even start: getMe fails, retried):
+    /healthz says polling is failing, with Telegram's error, until it starts."""
+    binance, tg = fakes
+    tg.down(502)
+    bot = Bot(tmp_path, binance, tg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(bot.app.run(stop))
+    try:
+        await tg.wait_for(lambda: bot.app.chat is not None and bot.app.chat.polls.total > 0)
+        part = (await served(bot.app))[1]["telegram_polling"]
+        assert part["status"] == "failing"
+        assert (part["last_error"], part["last_error_text"]) == ("NetworkError", "Bad Gateway")
+        assert part["last_answer_age"] is None
+        tg.recover()
+        await tg.wait_for(lambda: bool(tg.calls("getUpdates")), timeout=10)
+        assert (await bot.say("/help")).startswith("Commands")
+        assert (await served(bot.app))[1]["telegram_polling"]["status"] == "ok"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
 async def test_a_failed_start_of_polling_leaves_no_connection_open(tmp_path, fakes):
     """Telegram down at the start: PTB opens its HTTP clients before getMe and left them open
     when getMe failed, a connection pool leaked per try (found as an unclosed socket when
@@ -954,6 +1085,23 @@ async def test_a_failed_start_of_polling_leaves_no_connection_open(tmp_path, fak
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+async def test_a_token_revoked_while_running_is_failing_polling_in_healthz(tmp_path, fakes, caplog):
+    """The token revoked while the bot runs: PTB ends polling for good on the 401, without a
+    word to the error callback. /healthz says polling is failing with InvalidToken (it no
+    longer said anything), and the log says chat commands are off."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        chat = bot.app.chat
+        assert chat is not None
+        tg.token = "9:another-token"
+        await tg.wait_for(lambda: chat.polls.total > 0)
+        part = (await served(bot.app))[1]["telegram_polling"]
+    assert (part["status"], part["last_error"]) == ("failing", "InvalidToken")
+    assert part["last_error_text"] == "Unauthorized"
+    (line,) = [r for r in caplog.records if "rejected the bot token" in r.getMessage()]
+    assert line.levelname == "ERROR"
 
 
 async def test_a_token_revoked_while_running_does_not_break_the_stop(tmp_path, fakes):

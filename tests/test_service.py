@@ -165,8 +165,8 @@ async def test_a_symbols_task_that_ends_is_logged_and_fails_healthz(tmp_path, ca
 
 async def test_the_readme_names_exactly_the_metrics_there_are(tmp_path):
     """The README's list under "Health and metrics" is the exposition's metric names (a
-    counter's with its ``_total``); ``alertbot_watches`` and ``alertbot_paused_chats`` are
-    exported with a Telegram token."""
+    counter's with its ``_total``); ``alertbot_watches``, ``alertbot_paused_chats`` and the
+    Telegram polling ones are exported with a Telegram token."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("## Health and metrics", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`(alertbot_[a-z_]+)`", section))
@@ -175,7 +175,41 @@ async def test_the_readme_names_exactly_the_metrics_there_are(tmp_path):
         text = generate_latest(HttpService(app, 0).registry).decode()
     types = re.findall(r"^# TYPE (alertbot_[a-z_]+) ", text, re.MULTILINE)
     exported = {name for name in types if not name.endswith("_created")}  # the client's own
-    assert documented == exported | {"alertbot_watches", "alertbot_paused_chats"}
+    with_token = {
+        "alertbot_watches",
+        "alertbot_paused_chats",
+        "alertbot_telegram_polling_failing_seconds",
+        "alertbot_telegram_poll_failures_total",
+    }
+    assert documented == exported | with_token
+
+
+async def test_healthz_says_polling_is_off_without_a_token_and_metrics_have_none_of_it(tmp_path):
+    """No Telegram token, so no chat commands to poll for: /healthz's ``telegram_polling``
+    says so, and the bot is healthy on the feed and the database alone; /metrics has no
+    polling metrics (they would read as polling that works)."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        app = app_for(tmp_path, fake)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        try:
+            await fake.wait_for(lambda: app.http is not None and app.http.port != 0)
+            assert app.http is not None
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"})
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.wait_for(lambda: app.pipeline.frames == 1)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
+                health = await http.get("/healthz")
+                metrics = (await http.get("/metrics")).text
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    assert health.status_code == 200, health.text
+    assert health.json()["telegram_polling"] == {
+        "status": "off",
+        "reason": "no Telegram token: no chat commands to poll for",
+    }
+    assert "alertbot_telegram" not in metrics
 
 
 def free_port() -> int:

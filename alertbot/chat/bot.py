@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import operator
 import time
@@ -27,7 +28,15 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.error import BadRequest, ChatMigrated, Conflict, Forbidden, TelegramError, TimedOut
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    TelegramError,
+    TimedOut,
+)
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -238,6 +247,48 @@ def _span(seconds: float) -> str:
     return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outage:
+    """A polling outage that ended: its start and end (wall clock, s), the polls that failed,
+    and the last error's kind (its class: ``NetworkError``, ``TimedOut``, ``Conflict``...) and
+    text (secrets redacted)."""
+
+    since: float
+    ended: float
+    failed: int
+    error: str | None
+    error_text: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PollingHealth:
+    """Polling for commands, for ``/healthz``, the metrics and an admin's ``/status``.
+
+    ``state``: ``starting`` (no poll answered yet, none failing), ``ok`` or ``failing``;
+    ``since`` (wall clock, s) and ``failing_for`` (s) while failing; ``failed``: the polls
+    failed in the outage under way (or the row of them too short to be one yet); ``total``:
+    every failed poll (and failed start of polling) since the start; ``last_answer_age``: s
+    since a poll was last answered (None: never); ``error``, ``error_text``: the outage's last
+    error (None: polls that went without an answer and without an error)."""
+
+    state: str
+    since: float | None
+    failing_for: float | None
+    failed: int
+    total: int
+    last_answer_age: float | None
+    error: str | None
+    error_text: str | None
+    last_outage: Outage | None
+
+
+def _failed(polls: int, error: str | None) -> str:
+    """The polls of an outage, as an admin's /status names them."""
+    if not polls:
+        return "no poll answered"  # PTB's polling loop ended, or no poll was sent
+    return f"{polls} polls failed" + (f"; the last: {error}" if error else "")
+
+
 class PollFailures:
     """Failed polls for commands in a row, logged as an operator wants them through an outage:
     one warning when polling starts failing, a reminder every ``reminder`` seconds while it
@@ -248,7 +299,12 @@ class PollFailures:
     A poll that times out (Telegram takes the request, or drops the packets, and never answers)
     counts too, though PTB never reports it (it tries again at once): the warning comes once no
     poll has been answered for ``silence`` seconds, since one poll left unanswered can be a
-    connection a NAT or proxy dropped during the long poll, and the next one works."""
+    connection a NAT or proxy dropped during the long poll, and the next one works.
+
+    It also keeps what ``/healthz`` says of polling (``outage``): failing from the first failed
+    poll of a row (a row of timeouts: once it has lasted ``silence``), and failing too once no
+    poll has been answered for ``silence`` seconds without any failing (PTB's polling loop
+    ended some other way than on a revoked token, which _PollRequest reports)."""
 
     def __init__(
         self, reminder: float, silence: float, clock: Callable[[], float] = time.monotonic
@@ -257,18 +313,50 @@ class PollFailures:
         self.silence = silence
         self.clock = clock
         self.failed = 0
+        self.total = 0  # every failed poll since the start (the metric's counter)
+        self.last_error: TelegramError | None = None  # of the outage under way (or the last)
+        self.last_outage: tuple[float, float, int, TelegramError | None] | None = None
         self._since: float | None = None  # the first failure of the outage under way
+        self._hard = False  # a failure of the row under way was not a timeout
         self._warned = False  # the outage under way was logged
         self._told = 0.0  # when it was last logged
         self._conflict = False  # the last logged failure was a second poller's
+        self._rejected = False  # the token was rejected (polling has ended), logged
+        self._begun: float | None = None  # when polling was first tried
+        self._answered: float | None = None  # when a poll was last answered
 
-    def failure(self, exc: TelegramError, sent: float | None = None) -> None:
+    def begin(self) -> None:
+        """Polling is being started (the first time counts: a start that fails is a failure)."""
+        if self._begun is None:
+            self._begun = self.clock()
+
+    def failure(
+        self, exc: TelegramError, sent: float | None = None, *, log_it: bool = True
+    ) -> None:
         """A failed poll; ``sent``: when it was sent (a timed-out poll: polling has had no
-        answer since the first of a row of them was sent)."""
+        answer since the first of a row of them was sent). ``log_it``: False for a failed
+        start of polling, which its caller logs."""
         now = self.clock()
         self.failed += 1
+        self.total += 1
+        self.last_error = exc
         if self._since is None:
             self._since = now if sent is None else sent
+            self._hard = False
+        if not isinstance(exc, TimedOut):
+            self._hard = True
+        if not log_it:
+            return
+        if isinstance(exc, InvalidToken):
+            if self._rejected:
+                return  # polling ended on it: said once (this is the stop's last poll)
+            self._warned, self._told, self._rejected = True, now, True
+            log.error(
+                "chat: Telegram rejected the bot token while polling for commands (%s): "
+                "polling has stopped; chat commands are off until a restart with a valid token",
+                clip(str(exc)),
+            )
+            return
         conflict = isinstance(exc, Conflict)
         if not self._warned or conflict != self._conflict:
             if isinstance(exc, TimedOut) and not self._warned:
@@ -300,22 +388,51 @@ class PollFailures:
                 clip(str(exc)),
             )
 
+    def outage(self, now: float | None = None) -> float | None:
+        """Since when (on ``clock``) polling has been failing; None: it is not."""
+        now = self.clock() if now is None else now
+        if self._since is not None and (self._hard or now - self._since >= self.silence):
+            return self._since
+        last = self._answered if self._answered is not None else self._begun
+        if last is not None and now - last >= self.silence:
+            return last
+        return None
+
+    def answered_age(self) -> float | None:
+        return None if self._answered is None else self.clock() - self._answered
+
     def success(self) -> None:
+        now = self.clock()
+        since = self.outage(now)
+        self._answered = now
+        if since is not None:
+            error = self.last_error if self._since is not None else None
+            self.last_outage = (since, now, self.failed, error)
         if self._since is None:
             return
         if self._warned:  # else a poll or two timed out, never logged: nor is their end
             log.info(
                 "chat: polling for commands works again after %s (%d polls failed)",
-                _span(self.clock() - self._since),
+                _span(now - self._since),
                 self.failed,
             )
-        self._since, self._warned, self.failed = None, False, 0
+        self._since, self._warned, self._hard, self.failed = None, False, False, 0
+        self._rejected = False
+
+
+def _description(payload: bytes, status: int) -> str:
+    """The Bot API's description of an error (its JSON answer's), as PTB's error has it."""
+    try:
+        return str(json.loads(payload)["description"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {status}"
 
 
 class _PollRequest(HTTPXRequest):
     """The getUpdates requests' HTTP client, which tells ``polls`` of each poll answered with
-    success and of each that timed out: PTB reports only the other failed polls (to
-    ``error_callback``), and tries a timed-out one again at once without a word."""
+    success, of each that timed out and of a token rejected: PTB reports only the other failed
+    polls (to ``error_callback``), tries a timed-out one again at once without a word, and
+    ends polling for good on a rejected token (a token revoked while the bot runs)."""
 
     def __init__(self, polls: PollFailures, **kw: Any) -> None:
         super().__init__(**kw)
@@ -330,6 +447,8 @@ class _PollRequest(HTTPXRequest):
             raise
         if 200 <= status < 300:
             self.polls.success()
+        elif status in (401, 404):  # what PTB raises InvalidToken for
+            self.polls.failure(InvalidToken(_description(payload, status)))
         return status, payload
 
 
@@ -386,6 +505,16 @@ class ChatBot:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Start polling for commands; a failed start (Telegram unreachable at start-up, a
+        rejected token) is raised to the caller, which logs it, and counts as a failed poll."""
+        self.polls.begin()
+        try:
+            await self._start()
+        except TelegramError as exc:
+            self.polls.failure(exc, log_it=False)
+            raise
+
+    async def _start(self) -> None:
         cfg = self.delivery
         assert cfg.telegram_token is not None
         api = cfg.telegram_api_url
@@ -443,6 +572,41 @@ class ChatBot:
             error_callback=self._polling_failed,
         )
         log.info("chat: @%s is listening for commands", self.username)
+
+    def polling(self) -> PollingHealth:
+        """How polling for commands goes (see PollFailures), times on ``clock``'s wall clock."""
+        polls = self.polls
+        mono = polls.clock()
+        wall = self.clock()
+        since = polls.outage(mono)
+        answered = polls.answered_age()
+        last: Outage | None = None
+        if polls.last_outage is not None:
+            start, end, failed, why = polls.last_outage
+            last = Outage(wall - (mono - start), wall - (mono - end), failed, *self._error(why))
+        state = "failing" if since is not None else "starting" if answered is None else "ok"
+        error, error_text = self._error(polls.last_error if polls.failed else None)
+        return PollingHealth(
+            state=state,
+            since=None if since is None else wall - (mono - since),
+            failing_for=None if since is None else mono - since,
+            failed=polls.failed,
+            total=polls.total,
+            last_answer_age=answered,
+            error=error,
+            error_text=error_text,
+            last_outage=last,
+        )
+
+    def _error(self, exc: TelegramError | None) -> tuple[str | None, str | None]:
+        """An error's kind (its class) and text, cut short, the secrets redacted (PTB's
+        InvalidToken quotes the token)."""
+        if exc is None:
+            return None, None
+        text = str(exc)
+        for secret in self.delivery.secrets():
+            text = text.replace(secret, "[redacted]")
+        return type(exc).__name__, clip(text)
 
     def _budget(self) -> Budget:
         """The alerts' budget of messages (one per token); a budget of its own without it."""
@@ -908,6 +1072,23 @@ class ChatBot:
             return help_text(), None
         raise AssertionError(command)
 
+    def _polling_line(self) -> str | None:
+        """For an admin's /status: polling for commands failing, or when it last failed."""
+        p = self.polling()
+        if p.state == "failing" and p.since is not None and p.failing_for is not None:
+            return (
+                f"Polling for commands: failing for {_span(p.failing_for)}, since "
+                f"{format_time(int(p.since * 1000))} ({_failed(p.failed, p.error_text)})"
+            )
+        last = p.last_outage
+        if last is None:
+            return None
+        return (
+            f"Polling for commands: works; it last failed for {_span(last.ended - last.since)} "
+            f"until {format_time(int(last.ended * 1000))} "
+            f"({_failed(last.failed, last.error_text)})"
+        )
+
     def _resolve(self, symbol: str) -> str:
         """A coin's name alone (``BTC``, ``eth``) as its USDT contract, when Binance lists that
         and not the name itself: the one contract a trader means by it. Anything else as is
@@ -1284,4 +1465,7 @@ class ChatBot:
                 )
             if h.problems:
                 lines.append("  problems: " + ", ".join(f"{k} {v}" for k, v in h.problems.items()))
+            polling = self._polling_line()
+            if polling:
+                lines.append(polling)
         return "\n".join(lines)
