@@ -464,6 +464,75 @@ async def test_price_and_status(tmp_path, fakes):
         assert "1 streams, open" in status  # admins see the connections
 
 
+async def test_a_users_status_is_what_they_can_act_on_not_the_feeds_internals(tmp_path, fakes):
+    """A non-admin's /status showed the feed's internals (connections, streams, reconnect
+    counters, every chat's watches): it says whether prices are live and how fresh, this
+    chat's watches and mutes, and whether its alerts wait to be sent; nothing else."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 1000000")
+        await bot.say("/watch ETHUSDT > 1000000")
+        await bot.say("/mute w2 1h")
+        await bot.say("/watch SOLUSDT > 1000000", chat=USER + 1)  # another chat's
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 70_000, T)
+        status = await bot.say("/status")
+        other = await bot.say("/status", chat=USER + 1)
+    prices, *rest = status.split("\n")
+    assert re.fullmatch(r"Prices: live, last update \d+\.\ds ago", prices)
+    assert rest == [
+        "Watches in this chat: 2, 1 muted",
+        "Alerts to this chat: none waiting to be sent",
+    ]
+    assert other.split("\n")[1] == "Watches in this chat: 1"
+
+
+async def test_a_users_status_says_prices_are_delayed_when_the_feed_is_stale(tmp_path, fakes):
+    """The feed gone quiet past its stale time: a user's /status says prices are delayed,
+    for how long, and that the bot is reconnecting."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, feed_settings={"symbol_stale_after": 0.3}) as bot:
+        await bot.say("/watch BTCUSDT > 1000000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 70_000, T)
+        binance.silence(future=True)
+        feed = bot.app.pipeline.feed
+        await binance.wait_for(lambda: (feed.health().last_message_age or 0) > 0.4)
+        status = await bot.say("/status")
+    assert re.fullmatch(
+        r"Prices: delayed, no update for \d+\.\ds; the bot is reconnecting to the exchange, "
+        r"and alerts wait for the prices",
+        status.split("\n")[0],
+    )
+
+
+async def test_a_users_status_says_when_the_chats_alerts_wait_for_telegram(tmp_path, fakes):
+    """Telegram failing the sends to a chat: its /status says how many of its alerts wait to
+    be sent, since when, and that the bot tries again; once they are sent, that none waits.
+    (Read from the running bot: while its sends fail, so would the reply.)"""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        chat = bot.app.chat
+        assert chat is not None
+        await bot.say("/watch BTCUSDT > 100")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.fail_chat(USER, 502, "Bad Gateway")
+        await bot.tick("BTCUSDT", 70_000, T)
+        outbox = bot.app.notifier.outbox
+        assert outbox is not None
+        await tg.wait_for(lambda: any(d.last_error for d in outbox.open.values()))
+        (alert,) = outbox.open.values()
+        waiting = chat.status(USER).split("\n")[2]
+        tg.recover()
+        await tg.wait_for(lambda: not outbox.open)
+        after = chat.status(USER).split("\n")[2]
+    assert waiting == (
+        f"Alerts to this chat: 1 waiting to be sent, since {format_time(int(alert.created * 1000))}"
+        "; Telegram refused the last try, the bot tries again"
+    )
+    assert after == "Alerts to this chat: none waiting to be sent"
+
+
 async def test_price_shows_volumes_in_the_short_form_watch_takes(tmp_path, fakes):
     """/price showed 24h quote volume as '12873456789.12', eleven digits to count: volumes read
     '12.87b' (and '184.52k'), the suffixes /watch takes ('/watch BTCUSDT quote_volume > 12b')."""

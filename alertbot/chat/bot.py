@@ -1072,6 +1072,41 @@ class ChatBot:
             return help_text(), None
         raise AssertionError(command)
 
+    def _user_status(self, chat: int) -> str:
+        h = self.feed.health()
+        cfg = self.feed.settings
+        stale = cfg.symbol_stale_after if h.mode == "symbols" else cfg.stale_after
+        age = h.last_message_age
+        if age is None:
+            prices = "Prices: none received yet (the bot is connecting to the exchange)"
+        elif age > stale:
+            prices = (
+                f"Prices: delayed, no update for {_span(age)}; the bot is reconnecting to "
+                "the exchange, and alerts wait for the prices"
+            )
+        else:
+            prices = f"Prices: live, last update {age:.1f}s ago"
+        rows = self.book.of_chat(chat)
+        muted = sum(1 for r in rows if self._muted(r))
+        if not rows:
+            watches = "Watches in this chat: none yet (/watch BTCUSDT > 70000)"
+        else:
+            watches = f"Watches in this chat: {len(rows)}" + (f", {muted} muted" if muted else "")
+        outbox = self.notifier.outbox
+        waiting = [
+            d
+            for d in (outbox.open.values() if outbox is not None else ())
+            if d.kind == "telegram" and d.chat_id == chat
+        ]
+        if not waiting:
+            delivery = "Alerts to this chat: none waiting to be sent"
+        else:
+            oldest = format_time(int(min(d.created for d in waiting) * 1000))
+            delivery = f"Alerts to this chat: {len(waiting)} waiting to be sent, since {oldest}"
+            if any(d.last_error for d in waiting):
+                delivery += "; Telegram refused the last try, the bot tries again"
+        return "\n".join([prices, watches, delivery])
+
     def _polling_line(self) -> str | None:
         """For an admin's /status: polling for commands failing, or when it last failed."""
         p = self.polling()
@@ -1430,6 +1465,11 @@ class ChatBot:
         return f"Rule files: {len(files)} rules ({names})"
 
     def status(self, chat: int) -> str:
+        """``/status``: for an admin the feed's internals, the deliveries and polling; for
+        anyone else what they can act on: whether prices are live, this chat's watches, and
+        whether its alerts get through."""
+        if not self._admin(chat):
+            return self._user_status(chat)
         h = self.feed.health()
         age = (
             "no data yet"
@@ -1443,29 +1483,26 @@ class ChatBot:
             f"{h.messages_per_second:g} messages/s, {h.reconnects} reconnects",
             f"Watches: {len(self.book.of_chat(chat))} in this chat, {len(self.book.rows)} in all",
             f"Alerts waiting for delivery: {open_deliveries}",
+            f"Rules in the engine: {len(self.engine)}; symbols: {self.directory.source}",
         ]
-        if self._admin(chat):
+        paused = self.book.paused
+        if paused:
+            held = sum(1 for r in self.book.rows.values() if r.chat_id in paused)
             lines.append(
-                f"Rules in the engine: {len(self.engine)}; symbols: {self.directory.source}"
+                f"Chats paused (they blocked or removed the bot): {len(paused)}, "
+                f"with {held} watches"
             )
-            paused = self.book.paused
-            if paused:
-                held = sum(1 for r in self.book.rows.values() if r.chat_id in paused)
-                lines.append(
-                    f"Chats paused (they blocked or removed the bot): {len(paused)}, "
-                    f"with {held} watches"
-                )
-            for c in h.connections:
-                last = "-" if c.last_message_age is None else f"{c.last_message_age:.1f}s"
-                lines.append(
-                    f"  connection {c.id}: {c.streams} streams, "
-                    f"{'open' if c.connected else 'down'}, last data {last}, "
-                    f"{c.reconnects} reconnects"
-                    + (f", last error: {c.last_error}" if c.last_error else "")
-                )
-            if h.problems:
-                lines.append("  problems: " + ", ".join(f"{k} {v}" for k, v in h.problems.items()))
-            polling = self._polling_line()
-            if polling:
-                lines.append(polling)
+        for c in h.connections:
+            last = "-" if c.last_message_age is None else f"{c.last_message_age:.1f}s"
+            lines.append(
+                f"  connection {c.id}: {c.streams} streams, "
+                f"{'open' if c.connected else 'down'}, last data {last}, "
+                f"{c.reconnects} reconnects"
+                + (f", last error: {c.last_error}" if c.last_error else "")
+            )
+        if h.problems:
+            lines.append("  problems: " + ", ".join(f"{k} {v}" for k, v in h.problems.items()))
+        polling = self._polling_line()
+        if polling:
+            lines.append(polling)
         return "\n".join(lines)
