@@ -101,7 +101,7 @@ class AppCollector(Collector):
             yield GaugeMetricFamily(
                 "alertbot_telegram_polling_failing_seconds",
                 "Seconds polling Telegram for chat commands has been failing (0: it works)",
-                value=polling.failing_for or 0.0 if polling is not None else 0.0,
+                value=(polling.failing_for or 0.0) if polling is not None else 0.0,
             )
             yield CounterMetricFamily(
                 "alertbot_telegram_poll_failures",
