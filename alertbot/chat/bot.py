@@ -286,7 +286,8 @@ def _failed(polls: int, error: str | None) -> str:
     """The polls of an outage, as an admin's /status names them."""
     if not polls:
         return "no poll answered"  # PTB's polling loop ended, or no poll was sent
-    return f"{polls} polls failed" + (f"; the last: {error}" if error else "")
+    failed = "1 poll failed" if polls == 1 else f"{polls} polls failed"
+    return failed + (f"; the last: {error}" if error else "")
 
 
 class PollFailures:
@@ -1108,14 +1109,10 @@ class ChatBot:
         return "\n".join([prices, watches, delivery])
 
     def _polling_line(self) -> str | None:
-        """For an admin's /status: polling for commands failing, or when it last failed."""
-        p = self.polling()
-        if p.state == "failing" and p.since is not None and p.failing_for is not None:
-            return (
-                f"Polling for commands: failing for {_span(p.failing_for)}, since "
-                f"{format_time(int(p.since * 1000))} ({_failed(p.failed, p.error_text)})"
-            )
-        last = p.last_outage
+        """For an admin's /status: when polling for commands last failed (None: it has not
+        since the start). Never "failing now": the /status itself came by a poll that worked,
+        which ended the outage (a second poller's: each poll that loses to it is one)."""
+        last = self.polling().last_outage
         if last is None:
             return None
         return (
