@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from telegram.error import InvalidToken
 
 from alertbot.app import App
 from alertbot.chat.bot import split_text
@@ -1171,6 +1172,25 @@ async def test_a_token_revoked_while_running_is_failing_polling_in_healthz(tmp_p
     assert part["last_error_text"] == "Unauthorized"
     (line,) = [r for r in caplog.records if "rejected the bot token" in r.getMessage()]
     assert line.levelname == "ERROR"
+
+
+async def test_a_token_rejected_by_a_start_of_polling_is_in_healthz_redacted(tmp_path, fakes):
+    """PTB's error for a token rejected when polling starts quotes the token: /healthz names
+    the error with the token redacted (it is served to whoever reaches the port)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        chat = bot.app.chat
+        assert chat is not None
+        await chat.stop()  # as the start's retry does
+        tg.token = "9:another-token"
+        with pytest.raises(InvalidToken):
+            await chat.start()
+        _, body, _ = await served(bot.app)
+        tg.token = TOKEN
+    part = body["telegram_polling"]
+    assert (part["status"], part["last_error"]) == ("failing", "InvalidToken")
+    assert part["last_error_text"] == "The token `[redacted]` was rejected by the server."
+    assert TOKEN not in json.dumps(body)
 
 
 async def test_a_token_revoked_while_running_does_not_break_the_stop(tmp_path, fakes):
