@@ -1112,6 +1112,34 @@ async def test_polls_that_time_out_are_failing_in_healthz_once_unanswered_for_tw
         assert (await served(bot.app))[1]["telegram_polling"]["status"] == "ok"
 
 
+async def test_healthz_says_polling_fails_once_no_poll_is_answered_for_two_polls(tmp_path, fakes):
+    """PTB's polling loop gone without an error (cancelled here by name, as a bug would end
+    it): no poll fails, none is sent either; /healthz says polling is failing once no poll has
+    been answered for two polls' time, since the last answered one, with no error named."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, poll_margin=0.2) as bot:
+        chat = bot.app.chat
+        assert chat is not None
+        chat.polls.clock = clock = Clock()
+        await later_polls(tg, 2)  # a poll answered on this clock
+        (loop,) = [
+            t for t in asyncio.all_tasks() if t.get_name() == "Updater:start_polling:polling_task"
+        ]
+        loop.cancel()
+        await wait_until(loop.done)
+        clock.now += 1.3
+        assert (await served(bot.app))[1]["telegram_polling"]["status"] == "ok"
+        clock.now += 0.2
+        part = (await served(bot.app))[1]["telegram_polling"]
+    assert part == {
+        "status": "failing",
+        "since": part["since"],
+        "failing_for": 1.5,
+        "last_answer_age": 1.5,
+        "failed_polls": 0,
+    }
+
+
 async def test_healthz_says_polling_fails_while_telegram_is_unreachable_at_the_start(
     tmp_path, fakes
 ):
