@@ -623,6 +623,36 @@ async def test_a_catch_up_is_not_ended_by_another_ones_earlier_mark():
             await feed.close()
 
 
+async def test_a_given_up_catch_up_leaves_no_request_behind_and_its_late_reply_is_harmless():
+    """A catch-up given up before its LIST_SUBSCRIPTIONS is answered (the caller's time ran
+    out on a lagging socket) takes its request out of the socket's reply table, and the reply
+    that comes later is not counted as a reply to nothing we asked."""
+    async with FakeBinance() as fake:
+        settings = fast(fake, stream="all", stale_after=10.0)
+        feed = Feed(settings, lambda obj, raw: None)
+        feed.want_streams([ALL_MARKET])
+        await feed.start()
+        try:
+            await fake.wait_for_connections(1)
+            (conn,) = feed.connections()
+            await fake.publish([mini_ticker("BTCUSDT", 1, T)])
+            await fake.wait_for(lambda: conn.last_event() == T)
+            fake.lag(0.3)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await conn.catch_up(T + 60_000)
+            assert conn.session is not None
+            assert conn.session.replies == {}
+            # the reply is on its way ahead of this tick: once the tick is read, so is it
+            await fake.publish([mini_ticker("BTCUSDT", 1, T + 1_000)])
+            await fake.wait_for(lambda: conn.last_event() == T + 1_000)
+            (request,) = [r for _, r, _ in fake.stats.requests]
+            assert request["method"] == "LIST_SUBSCRIPTIONS"
+            assert feed.stats.problems.counts == {}
+        finally:
+            await feed.close()
+
+
 # ------------------------------------------------------------------ subscriptions
 
 

@@ -58,6 +58,9 @@ Held = tuple[int, Any, "str | bytes", float]
 #: the start of a ticker frame as Binance writes it (array, object, or combined wrapper), with
 #: the first element's event time: such a frame is data and needs no decoding to be classified.
 #: A frame that starts so but is not valid JSON is found out by the consumer when it reads it.
+#: catch-up requests whose late reply is recognised, per socket (see Connection._given_up)
+_GIVEN_UP = 64
+
 _PLAIN_DATA = re.compile(
     rb'[ \t\n\r]*(?:\{"stream":"[^"\\]*","data":)?\[?\{"e":"24hrMiniTicker","E":'
     rb"(0|[1-9][0-9]{0,17})[,}]"
@@ -251,6 +254,9 @@ class _Session:
         self.marks: list[tuple[int, asyncio.Future[None]]] = []
         self.next_id = 0
         self.replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        #: catch-up requests given up before their reply came: a late reply is not a reply to
+        #: nothing we asked (see Connection._given_up)
+        self.given_up: set[int] = set()
         self.first_data = asyncio.Event()
         self.control: asyncio.Task[None] | None = None
         self.answered = asyncio.Event()  # set after each live request's reply is applied
@@ -708,6 +714,18 @@ class Connection:
                 w.cancel()
             if watch is not None:
                 s.marks.remove(watch)
+            if s.replies.pop(rid, None) is not None:
+                self._given_up(s, rid)
+
+    @staticmethod
+    def _given_up(s: _Session, rid: int) -> None:
+        """Remember a request whose reply no one waits for any more, so that it is not taken
+        for a reply to nothing we asked. Binance answers in order, so a reply to a later
+        request means the earlier ones are answered or never will be: they are forgotten then
+        (see _on_reply), and at most _GIVEN_UP are kept."""
+        s.given_up.add(rid)
+        if len(s.given_up) > _GIVEN_UP:
+            s.given_up.remove(min(s.given_up))
 
     def last_event(self) -> int:
         s = self.session
@@ -856,6 +874,11 @@ class Connection:
     def _on_reply(self, obj: dict[str, Any], s: _Session) -> None:
         rid = obj.get("id")
         fut = s.replies.pop(rid, None) if type(rid) is int else None
+        if s.given_up and type(rid) is int:
+            late = rid in s.given_up
+            s.given_up = {i for i in s.given_up if i > rid}
+            if late:
+                return  # a request given up: no one waits for it
         if fut is None:
             self.stats.problems.count("reply to no request of ours", str(obj)[:120])
         elif not fut.done():
