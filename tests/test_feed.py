@@ -264,6 +264,7 @@ async def test_our_pings_detect_a_dead_peer():
         bot = Bot(
             fake,
             [rule("crosses above 100")],
+            market=dataclasses.replace(MARKETS["usdm"], max_incoming=1000),  # as the fake's
             ping_interval=0.05,
             ping_timeout=0.1,
             close_timeout=0.1,

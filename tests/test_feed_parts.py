@@ -217,6 +217,43 @@ def test_a_bad_setting_names_the_variable(name: str, value: str, message: str):
 
 
 @pytest.mark.parametrize(
+    ("market", "ping_interval", "control_rate"),
+    [
+        ("spot", 0.5, None),  # 2 pings a second: 2 + 2 + 1 + 1 > 5
+        ("spot", 0.99, None),
+        ("usdm", 0.2, None),  # 5 pings a second: 4 + 5 + 1 + 1 > 10
+        ("spot", 20.0, 3.0),  # 3 requests a second: 3 + 1 + 1 + 1 > 5
+    ],
+)
+def test_keepalive_pings_or_requests_over_the_markets_message_limit_are_refused(
+    market: str, ping_interval: float, control_rate: float | None
+):
+    """Pings count toward the exchange's incoming-message limit: pings more often than once a
+    second (or more requests a second) than the market's limit leaves room for are refused
+    when the settings are made, with a message saying why, rather than being closed with 1008
+    (and risking a ban) once running."""
+    with pytest.raises(ConfigError, match=r"ping_interval|control_rate") as refused:
+        FeedSettings(market=MARKETS[market], ping_interval=ping_interval, control_rate=control_rate)
+    assert "incoming messages a second" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("market", "ping_interval"),
+    [("spot", 1.0), ("spot", None), ("usdm", 0.25), ("usdm", 20.0), ("coinm", 0.25)],
+)
+def test_keepalive_pings_within_the_markets_message_limit_are_accepted(
+    market: str, ping_interval: float | None
+):
+    s = FeedSettings(market=MARKETS[market], ping_interval=ping_interval)
+    assert s.ping_interval == ping_interval
+
+
+def test_a_ping_interval_of_zero_is_refused():
+    with pytest.raises(ConfigError, match="ping_interval: must be positive"):
+        FeedSettings(ping_interval=0.0)
+
+
+@pytest.mark.parametrize(
     ("text", "seconds"),
     [("15", 15.0), ("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h 30m", 5400.0), ("1d", 86400)],
 )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from alertbot.errors import ConfigError
 from alertbot.feed.market import MARKETS, Market
 from alertbot.settings import env_choice, env_int, env_seconds, env_url
 
@@ -68,6 +70,44 @@ class FeedSettings:
     #: and over asks Binance once), and this many lookups go at a time at most
     price_cache: float = 5.0
     price_lookups: int = 4
+
+    def __post_init__(self) -> None:
+        self._check_message_budget()
+
+    def _check_message_budget(self) -> None:
+        """Refuse keepalive pings or live requests that could take a connection over the
+        market's incoming-message limit (pings and pongs count; over it the exchange closes
+        the connection with 1008 and bans an IP that does so repeatedly). In any second a
+        connection sends: its requests, one more that arrival jitter brings in, its pings (one
+        for an interval of a second or more, ``ceil(1 / interval)`` below), and one pong to
+        the exchange's ping."""
+        market = self.market
+        interval = self.ping_interval
+        if interval is not None and not interval > 0:
+            raise ConfigError(
+                f"ping_interval: must be positive (or None: no pings), got {interval}"
+            )
+        rate = self.request_rate
+        if not rate > 0:
+            raise ConfigError(f"control_rate: must be positive, got {rate}")
+        pings = 0 if interval is None else math.ceil(1 / interval)
+        requests = math.ceil(rate)
+        if requests + 1 + pings + 1 <= market.max_incoming:
+            return
+        room = market.max_incoming - requests - 2
+        if room < 1 or pings <= 1:
+            allowed = market.max_incoming - 2 - min(pings, 1)
+            raise ConfigError(
+                f"control_rate: {rate:g} requests a second are over what {market.name} allows "
+                f"within its {market.max_incoming} incoming messages a second, pings, a pong and "
+                f"jitter included: at most {allowed}"
+            )
+        raise ConfigError(
+            f"ping_interval: pings every {interval:g}s are {pings} a second, over what "
+            f"{market.name} leaves for them within its {market.max_incoming} incoming messages a "
+            f"second ({requests} requests, one more for jitter and a pong): at least "
+            f"{1 / room:g}s"
+        )
 
     @property
     def ws_url(self) -> str:
