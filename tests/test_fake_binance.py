@@ -285,6 +285,26 @@ async def test_pings_and_pongs_count_toward_the_message_limit() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_clients_close_frame_counts_toward_the_message_limit() -> None:
+    """The client's own close frame is an incoming frame too: on spot, five requests and then
+    a close within the second are over the limit (counted; the connection is closing already,
+    so it is not closed with 1008 on top). Five requests and nothing more are not."""
+    async with FakeBinance(market="spot") as fake:
+        for n, over in ((4, 0), (5, 1)):
+            async with client(fake, "/ws", ping_interval=None) as ws:
+                await fake.wait_for_connections(1)
+                for i in range(n):
+                    await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
+                for _ in range(n):
+                    await recv_json(ws)
+            await fake.wait_for(lambda: not fake.connections)
+            conn = fake.closed[-1]
+            assert (conn.frames_in, conn.messages_in, conn.closed_by) == (n + 1, n, "client")
+            assert conn.closed_code == 1000
+            assert fake.stats.rate_limit_closes == over
+
+
+@pytest.mark.asyncio
 async def test_pongs_answering_the_servers_pings_count_too() -> None:
     """A client that only answers the server's pings, too many of them, is over the limit."""
     async with (

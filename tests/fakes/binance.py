@@ -87,7 +87,9 @@ _UINT64_MAX = 2**64 - 1
 JSON = Any
 Number = float | int | str | Decimal
 
-#: frames Binance counts as incoming messages: a message (its first frame), a ping, a pong
+#: frames Binance counts as incoming messages: a message (its first frame), a ping, a pong; and
+#: the client's close frame when it starts the closing (see FakeBinance._client_closing): Binance
+#: does not say whether it counts that one, so the fake does, to be safe
 _COUNTED = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG})
 
 
@@ -202,7 +204,8 @@ class FakeConnection:
     closing_at: float | None = None
     closed_by: str | None = None
     messages_in: int = 0  # every incoming message, answered or not
-    #: every frame counted against the rate limit: messages, pings, pongs (answers or not)
+    #: every frame counted against the rate limit: messages, pings, pongs (answers or not),
+    #: the close frame that starts the client's closing
     frames_in: int = 0
     pings_received: int = 0
     frames_out: int = 0  # data frames sent (publish, send_raw, replies), late ones when queued
@@ -231,6 +234,8 @@ class Stats:
     attempts: int = 0  # WebSocket connection attempts reaching process_request
     handshakes: int = 0  # accepted WebSocket handshakes
     rejected: int = 0  # handshakes the fake refused (404, 400, injected statuses)
+    #: over the message limit: closed with 1008 (or closing already, by a client's close frame
+    #: over it)
     rate_limit_closes: int = 0
     slow_drops: int = 0  # connections aborted because a send exceeded send_timeout
     rest_requests: int = 0
@@ -869,12 +874,14 @@ class FakeBinance:
             self.closed.append(conn)
             conn._done.set()
 
-    @staticmethod
-    def _client_closing(conn: FakeConnection, at: float) -> None:
+    def _client_closing(self, conn: FakeConnection, at: float) -> None:
         """The client's close frame arrived: it let go of the socket then, however long the
-        closing handshake takes after (our answer waits behind a lag)."""
+        closing handshake takes after (our answer waits behind a lag). A close frame that
+        starts the closing counts toward the message limit, as any frame the client sends
+        (one answering ours does not: the closing was ours)."""
         if conn.closing_at is None:
             conn.closing_at, conn.closed_by = at, "client"
+            self._incoming(conn, Opcode.CLOSE, at)
 
     async def _read_loop(self, conn: FakeConnection, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -904,7 +911,7 @@ class FakeBinance:
         conn.frames_in += 1
         if opcode is Opcode.PING:
             conn.pings_received += 1
-        elif opcode is not Opcode.PONG:
+        elif opcode in (Opcode.TEXT, Opcode.BINARY):
             conn.messages_in += 1
         if conn._answerable is not None:
             return  # already over: closing
@@ -913,6 +920,10 @@ class FakeBinance:
             window.popleft()
         window.append(now)
         if len(window) > self.max_incoming_per_s:
+            if opcode is Opcode.CLOSE:  # over, but closing already: nothing more to answer
+                conn._answerable = conn.messages_in
+                self.stats.rate_limit_closes += 1
+                return
             is_message = opcode in (Opcode.TEXT, Opcode.BINARY)
             conn._answerable = conn.messages_in - (1 if is_message else 0)
             self.stats.rate_limit_closes += 1
