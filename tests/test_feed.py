@@ -771,6 +771,56 @@ async def test_a_burst_of_changes_on_spot_stays_within_5_messages_a_second_with_
         assert conn.pongs_received >= 1
 
 
+async def test_our_close_frame_takes_a_live_requests_place_in_the_message_budget():
+    """Our close frame counts toward the exchange's incoming-message limit like a request:
+    the socket is closed no sooner after the last live request than the request pace allows
+    (here 2 a second), so a burst of requests followed by a close stays within the budget."""
+    async with FakeBinance() as fake:
+        settings = fast(fake, stream="symbols", control_rate=2.0, symbol_stale_after=30.0)
+        feed = Feed(settings, lambda obj, raw: None)
+        feed.want_streams([BTC])
+        await feed.start()
+        try:
+            await fake.wait_for_subscriptions({BTC})
+            (conn,) = fake.connections
+            feed.want_streams([BTC, "ethusdt@miniTicker"])
+            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+            (ours,) = feed.connections()
+            await fake.wait_for(lambda: ours.ready)
+        finally:
+            await feed.close()
+        ((_, request, sent_at),) = fake.stats.requests
+        assert request["method"] == "SUBSCRIBE"
+        assert conn.closed_by == "client"
+        assert conn.closing_at is not None
+        assert conn.closing_at - sent_at >= 0.5 - 0.01
+
+
+async def test_a_catch_ups_request_keeps_to_the_live_request_pace():
+    """A catch-up's LIST_SUBSCRIPTIONS counts toward the incoming-message limit too: it goes
+    no sooner after the last live request than the request pace allows (here 2 a second)."""
+    async with FakeBinance() as fake:
+        settings = fast(fake, stream="symbols", control_rate=2.0, symbol_stale_after=30.0)
+        feed = Feed(settings, lambda obj, raw: None)
+        feed.want_streams([BTC])
+        await feed.start()
+        try:
+            await fake.wait_for_subscriptions({BTC})
+            feed.want_streams([BTC, "ethusdt@miniTicker"])
+            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+            (ours,) = feed.connections()
+            await fake.wait_for(lambda: ours.ready)
+            await asyncio.wait_for(ours.catch_up(), 5)
+            (subscribe, listing) = fake.stats.requests
+            assert (subscribe[1]["method"], listing[1]["method"]) == (
+                "SUBSCRIBE",
+                "LIST_SUBSCRIPTIONS",
+            )
+            assert listing[2] - subscribe[2] >= 0.5 - 0.01
+        finally:
+            await feed.close()
+
+
 async def test_a_refused_stream_does_not_take_the_others_down():
     """The server refuses a batch with one bad stream: the good ones are retried alone."""
     async with FakeBinance() as fake, Bot(fake, [rule("price > 1")], symbol_stale_after=30) as bot:

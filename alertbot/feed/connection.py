@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State
 
 from alertbot import __version__
 from alertbot.feed.market import ALL_MARKET, stream_symbol
@@ -253,6 +254,9 @@ class _Session:
         #: different event times)
         self.marks: list[tuple[int, asyncio.Future[None]]] = []
         self.next_id = 0
+        #: when the next message of ours may go (loop time): live requests, catch-ups' requests
+        #: and the close frame share the request pace (see Connection._pace)
+        self.next_send_at = 0.0
         self.replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         #: catch-up requests given up before their reply came: a late reply is not a reply to
         #: nothing we asked (see Connection._given_up)
@@ -698,12 +702,22 @@ class Connection:
             watch = (mark, self._loop.create_future())
             s.marks.append(watch)
             waiters.add(watch[1])
-        s.next_id += 1
-        rid = s.next_id
-        reply: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        s.replies[rid] = reply
-        waiters.add(reply)
+        rid = -1
         try:
+            # the request keeps to the request pace (its slot is taken now): the mark may be
+            # reached, or the socket end, meanwhile, and then it is not sent
+            delay = self._reserve(s)
+            if delay > 0:
+                done, _ = await asyncio.wait(
+                    waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
+                if done:
+                    return
+            s.next_id += 1
+            rid = s.next_id
+            reply: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+            s.replies[rid] = reply
+            waiters.add(reply)
             # any request does; this one changes nothing and Binance answers it on every path
             await s.ws.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": rid}).decode())
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -716,6 +730,24 @@ class Connection:
                 s.marks.remove(watch)
             if s.replies.pop(rid, None) is not None:
                 self._given_up(s, rid)
+
+    def _reserve(self, s: _Session) -> float:
+        """Take the socket's next slot for a message of ours; returns how long to wait for it.
+
+        Every message we send counts toward the exchange's incoming-message limit: live
+        requests, a catch-up's request and our close frame alike go at most ``request_rate``
+        a second between them (the market's budget leaves room beside them only for our ping,
+        our pong and jitter)."""
+        now = self._loop.time()
+        at = max(now, s.next_send_at)
+        s.next_send_at = at + 1.0 / self.settings.request_rate
+        return at - now
+
+    async def _pace(self, s: _Session) -> None:
+        """Until the socket's next slot for a message of ours (see _reserve)."""
+        delay = self._reserve(s)
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     @staticmethod
     def _given_up(s: _Session, rid: int) -> None:
@@ -742,14 +774,15 @@ class Connection:
             s.control.cancel()
         for fut in s.replies.values():
             fut.cancel()
-        closer = asyncio.create_task(self._close_ws(s.ws))
+        closer = asyncio.create_task(self._close_ws(s))
         self._closers.add(closer)
         closer.add_done_callback(self._closers.discard)
 
-    @staticmethod
-    async def _close_ws(ws: ClientConnection) -> None:
+    async def _close_ws(self, s: _Session) -> None:
         with contextlib.suppress(Exception):
-            await ws.close()
+            if s.ws.protocol.state is State.OPEN:  # our close frame is still to go
+                await self._pace(s)  # it counts toward the message limit too
+            await s.ws.close()
 
     @staticmethod
     def _close_reason(s: _Session) -> str:
@@ -893,7 +926,6 @@ class Connection:
 
     async def _control_loop(self, s: _Session) -> None:
         cfg = self.settings
-        interval = 1.0 / cfg.request_rate
         while True:
             add = self.streams - s.subscribed
             remove = s.subscribed - self.streams
@@ -904,10 +936,9 @@ class Connection:
                     async with asyncio.timeout(cfg.audit_interval):
                         await self._changed.wait()
                 except TimeoutError:
-                    sent_at = self._loop.time()
                     if not await self._audit(s):
                         return
-                    await asyncio.sleep(max(0.0, sent_at + interval - self._loop.time()))
+                    await self._next_slot(s)
                 continue
             # unsubscribe first: a full connection has room for the new streams only once the
             # old ones are gone (the server counts both, and refuses over its limit)
@@ -918,7 +949,6 @@ class Connection:
                 method = "SUBSCRIBE"
                 singles = sorted(add & s.split)
                 params = singles[:1] if singles else sorted(add)[: cfg.max_params]
-            sent_at = self._loop.time()
             reply = await self._request(s, method, params)
             if reply is None:
                 return
@@ -931,13 +961,19 @@ class Connection:
             else:
                 self._refused(method, params, reply["error"], s)
             s.answered.set()
-            await asyncio.sleep(max(0.0, sent_at + interval - self._loop.time()))
+            await self._next_slot(s)
+
+    async def _next_slot(self, s: _Session) -> None:
+        """Until the socket's next message may go: the next batch is made from the streams
+        wanted then."""
+        await asyncio.sleep(max(0.0, s.next_send_at - self._loop.time()))
 
     async def _request(
         self, s: _Session, method: str, params: list[str] | None = None
     ) -> dict[str, Any] | None:
         """Send a live request and wait for its reply; None (and the socket closed, so that
         the reconnect resubscribes from scratch) when none comes within ``ack_timeout``."""
+        await self._pace(s)
         s.next_id += 1
         rid = s.next_id
         fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
@@ -951,6 +987,7 @@ class Connection:
         except TimeoutError:
             self.stats.problems.count("live request not answered", f"{method} id {rid}")
             s.replies.pop(rid, None)
+            await self._pace(s)  # the close frame counts toward the message limit too
             await s.ws.close(1000, "no reply to a live request")
             return None
 

@@ -36,7 +36,8 @@ class Market:
     #: live requests (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS) per second and connection,
     #: within what ``max_incoming`` leaves once our keepalive ping and our pong to the exchange's
     #: ping have their room (at most one each in any second: both come every 20 s or more), and
-    #: one request more, which arrival jitter may bring into the same second: 2 + 2 + 1 on spot
+    #: one request more, which arrival jitter may bring into the same second: 2 + 2 + 1 on spot.
+    #: A catch-up's request and our close frame take a request's slot in this pace.
     request_rate: float = 4.0
 
     def raw_url(self, root: str, stream: str | None = None) -> str:

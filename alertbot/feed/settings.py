@@ -46,7 +46,8 @@ class FeedSettings:
     close_timeout: float = 2.0
     ping_interval: float | None = 20.0  # our own pings: dead-peer detection
     ping_timeout: float | None = 20.0
-    #: live SUBSCRIBE/UNSUBSCRIBE messages per second and connection; None: the market's
+    #: live SUBSCRIBE/UNSUBSCRIBE messages per second and connection (a catch-up's request and
+    #: our close frame keep to the same pace); None: the market's
     #: ``request_rate`` (Binance allows 10 incoming messages a second on futures, 5 on spot,
     #: pings and pongs included)
     control_rate: float | None = None
@@ -78,7 +79,8 @@ class FeedSettings:
         """Refuse keepalive pings or live requests that could take a connection over the
         market's incoming-message limit (pings and pongs count; over it the exchange closes
         the connection with 1008 and bans an IP that does so repeatedly). In any second a
-        connection sends: its requests, one more that arrival jitter brings in, its pings (one
+        connection sends: its requests (our close frame and a catch-up's request keep to their
+        pace, see Connection._reserve), one more that arrival jitter brings in, its pings (one
         for an interval of a second or more, ``ceil(1 / interval)`` below), and one pong to
         the exchange's ping."""
         market = self.market
