@@ -494,6 +494,38 @@ async def test_a_rotation_whose_new_socket_closes_while_the_old_one_drains_keeps
         assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
+async def test_a_rotation_whose_new_socket_falls_silent_while_the_old_one_drains_keeps_the_old():
+    """The new socket delivers, then falls silent (open, answering nothing) while the lagging
+    old one is read to its end: the old one is kept, not closed with its last ticks on their
+    way, and a crossing sent after the silence began (on the old socket alone) is alerted at
+    once, not after the watchdog reconnects."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stream="all",
+            max_age=0.3,
+            stale_after=10.0,  # far beyond this test: only the rotation may save the tick
+            drain_timeout=1.5,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await bot.tick(90, T)
+            old = fake.connections[0]
+            fake.lag(0.5, conn=old)
+            await fake.wait_for_connections(2)  # the rotation's new socket
+            new = fake.connections[1]
+            asked = old.messages_in
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 1_000)])
+            # the new one delivered; the old one is being read to its end (asked for a reply)
+            await fake.wait_for(lambda: old.messages_in > asked)
+            fake.silence(conn=new)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # the old one only
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000))
+            assert bot.feed.stats.reconnects == 0
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
 async def tick_until_seen(bot: Bot, close: float, time: int) -> None:
     """Publish one ticker again and again (the engine ignores repeats of an event time) until
     the engine has it: for a socket that is being opened at an unknown moment."""
@@ -1139,15 +1171,15 @@ async def test_a_switch_away_from_a_rotating_connection_reads_its_new_socket_to_
             await asyncio.wait_for(bot.feed.settled(), 5)
             await bot.tick(90, T)
             old = fake.connections[0]
-            fake.lag(0.3, conn=old)
-            await fake.wait_for_connections(2)  # the rotation's new socket, not lagging yet
+            fake.lag(1.0, conn=old)
+            await fake.wait_for_connections(2)  # the rotation's new socket
             new = fake.connections[1]
-            asked = old.messages_in
+            fake.lag(0.3, conn=new)
             await fake.publish([mini_ticker("BTCUSDT", 90, T + 1_000)])
-            # the new socket delivered: the rotation reads the old one to T + 1 (0.3 s)
-            await fake.wait_for(lambda: old.messages_in > asked)
-            fake.lag(0.6, conn=new)
-            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # on both, late
+            # the new socket delivered and the old one was read to T + 1; the rotation now
+            # asks the new one for a reply before it takes over (it comes 0.3 s later)
+            await fake.wait_for(lambda: new.messages_in >= 1, timeout=5)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # behind that reply
             bot.engine.remove_rule("glob")
             assert bot.pipeline.update_streams() == "symbols"
             await asyncio.wait_for(bot.feed.settled(), 5)

@@ -570,13 +570,16 @@ class Connection:
                 self._loop.call_later(self.settings.drain_timeout, self._release_rotating, new)
                 return False
             await self._drain(old, new)
-            if new.reader.done() and not old.reader.done():
-                # closed while the old one was read to its end: the old one is still the one
-                # delivering, and whatever the exchange sends from now on is on it alone
-                self._failed(
-                    f"rotation: new socket {self._close_reason(new)} before the old one was "
-                    "read to its end, keeping the old one"
+            if not old.reader.done() and not await self._answers(new):
+                # closed, or fallen silent, while the old one was read to its end: the old one
+                # is still the one delivering, and whatever the exchange sends from now on,
+                # on its way over it already, would be lost with it
+                why = (
+                    f"{self._close_reason(new)} before the old one was read to its end"
+                    if new.reader.done()
+                    else f"did not answer within {self.settings.drain_timeout:g}s"
                 )
+                self._failed(f"rotation: new socket {why}, keeping the old one")
                 self._end(new)
                 self._loop.call_later(self.settings.drain_timeout, self._release_rotating, new)
                 return False
@@ -672,6 +675,20 @@ class Connection:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.drain_timeout):
                 await self._catch_up(old, new.first_event)
+
+    async def _answers(self, new: _Session) -> bool:
+        """Whether ``new``, about to take over, still answers a request, within
+        ``drain_timeout``: once it has, all it was sent before is read, the ticks on their way
+        over the old socket too (one that delivered and then fell silent would take over only
+        to lose them, until the watchdog reconnects)."""
+        if new.first_event < 0:
+            return not new.reader.done()  # taken over before it delivered: the old one ended
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await self._catch_up(new, None)  # its reply, or its end
+        except TimeoutError:
+            return False
+        return not new.reader.done()
 
     async def catch_up(self, mark: int | None = None) -> None:
         """Until the current socket has handed on all the server had sent on it when it read
