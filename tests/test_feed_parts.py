@@ -76,19 +76,20 @@ def test_market_presets_have_their_own_roots_and_paths(name: str, raw: str, info
 
 
 @pytest.mark.parametrize("name", sorted(MARKETS))
-def test_each_markets_request_budget_leaves_room_for_a_ping_a_pong_and_jitter(name: str):
+def test_each_markets_request_budget_leaves_room_for_a_ping_a_pong_a_close_and_jitter(name: str):
     """Pings and pongs count toward the exchange's incoming-message limit (5 a second on spot,
-    10 on futures): a second's requests, plus one that jitter brings in, plus our keepalive
-    ping and our pong to the exchange's ping stay within it."""
+    10 on futures), and so may our close frame, which can follow a request at once: a
+    second's requests, plus one that jitter brings in, plus our keepalive ping, our pong to the
+    exchange's ping and our close frame stay within it."""
     market = MARKETS[name]
-    assert math.ceil(market.request_rate) + 1 + 2 <= market.max_incoming
+    assert math.ceil(market.request_rate) + 1 + 2 + 1 <= market.max_incoming
     assert (MARKETS["spot"].max_incoming, MARKETS["usdm"].max_incoming) == (5, 10)
 
 
 def test_live_requests_are_paced_by_the_market_unless_a_rate_is_set():
-    assert FeedSettings(market=MARKETS["spot"]).request_rate == 2.0
+    assert FeedSettings(market=MARKETS["spot"]).request_rate == 1.0
     assert FeedSettings(market=MARKETS["usdm"]).request_rate == 4.0
-    assert FeedSettings(market=MARKETS["spot"], control_rate=1.0).request_rate == 1.0
+    assert FeedSettings(market=MARKETS["usdm"], control_rate=2.0).request_rate == 2.0
 
 
 def test_a_configured_root_replaces_the_host_and_keeps_the_path_shape():
@@ -219,10 +220,11 @@ def test_a_bad_setting_names_the_variable(name: str, value: str, message: str):
 @pytest.mark.parametrize(
     ("market", "ping_interval", "control_rate"),
     [
-        ("spot", 0.5, None),  # 2 pings a second: 2 + 2 + 1 + 1 > 5
+        # requests, jitter, pings, a pong, the close frame
+        ("spot", 0.5, None),  # 2 pings a second: 1 + 1 + 2 + 1 + 1 > 5
         ("spot", 0.99, None),
-        ("usdm", 0.2, None),  # 5 pings a second: 4 + 5 + 1 + 1 > 10
-        ("spot", 20.0, 3.0),  # 3 requests a second: 3 + 1 + 1 + 1 > 5
+        ("usdm", 0.25, None),  # 4 pings a second: 4 + 1 + 4 + 1 + 1 > 10
+        ("spot", 20.0, 2.0),  # 2 requests a second: 2 + 1 + 1 + 1 + 1 > 5
     ],
 )
 def test_keepalive_pings_or_requests_over_the_markets_message_limit_are_refused(
@@ -239,7 +241,7 @@ def test_keepalive_pings_or_requests_over_the_markets_message_limit_are_refused(
 
 @pytest.mark.parametrize(
     ("market", "ping_interval"),
-    [("spot", 1.0), ("spot", None), ("usdm", 0.25), ("usdm", 20.0), ("coinm", 0.25)],
+    [("spot", 1.0), ("spot", None), ("usdm", 0.34), ("usdm", 20.0), ("coinm", 0.34)],
 )
 def test_keepalive_pings_within_the_markets_message_limit_are_accepted(
     market: str, ping_interval: float | None

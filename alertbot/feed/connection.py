@@ -39,7 +39,6 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.protocol import State
 
 from alertbot import __version__
 from alertbot.feed.market import ALL_MARKET, stream_symbol
@@ -254,8 +253,8 @@ class _Session:
         #: different event times)
         self.marks: list[tuple[int, asyncio.Future[None]]] = []
         self.next_id = 0
-        #: when the next message of ours may go (loop time): live requests, catch-ups' requests
-        #: and the close frame share the request pace (see Connection._pace)
+        #: when the next request of ours may go (loop time): live requests and catch-ups'
+        #: requests share the request pace (see Connection._reserve)
         self.next_send_at = 0.0
         self.replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         #: catch-up requests given up before their reply came: a late reply is not a reply to
@@ -752,9 +751,9 @@ class Connection:
         """Take the socket's next slot for a message of ours; returns how long to wait for it.
 
         Every message we send counts toward the exchange's incoming-message limit: live
-        requests, a catch-up's request and our close frame alike go at most ``request_rate``
-        a second between them (the market's budget leaves room beside them only for our ping,
-        our pong and jitter)."""
+        requests and a catch-up's request alike go at most ``request_rate`` a second between
+        them (the market's budget leaves room beside them only for our ping, our pong, our
+        close frame and jitter)."""
         now = self._loop.time()
         at = max(now, s.next_send_at)
         s.next_send_at = at + 1.0 / self.settings.request_rate
@@ -796,9 +795,10 @@ class Connection:
         closer.add_done_callback(self._closers.discard)
 
     async def _close_ws(self, s: _Session) -> None:
+        # not paced: the socket is let go of now (its reader has ended), and a close frame
+        # sent late would leave the exchange writing to it meanwhile; the market's budget
+        # has a slot for it (Market.request_rate)
         with contextlib.suppress(Exception):
-            if s.ws.protocol.state is State.OPEN:  # our close frame is still to go
-                await self._pace(s)  # it counts toward the message limit too
             await s.ws.close()
 
     @staticmethod
@@ -1004,7 +1004,6 @@ class Connection:
         except TimeoutError:
             self.stats.problems.count("live request not answered", f"{method} id {rid}")
             s.replies.pop(rid, None)
-            await self._pace(s)  # the close frame counts toward the message limit too
             await s.ws.close(1000, "no reply to a live request")
             return None
 

@@ -33,11 +33,11 @@ class Market:
     #: incoming messages a connection may send per second; over it the exchange closes the
     #: connection (1008) and bans an IP that does so repeatedly. Pings and pongs count.
     max_incoming: int = 10
-    #: live requests (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS) per second and connection,
-    #: within what ``max_incoming`` leaves once our keepalive ping and our pong to the exchange's
-    #: ping have their room (at most one each in any second: both come every 20 s or more), and
-    #: one request more, which arrival jitter may bring into the same second: 2 + 2 + 1 on spot.
-    #: A catch-up's request and our close frame take a request's slot in this pace.
+    #: live requests (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS; a catch-up's too) per second
+    #: and connection, within what ``max_incoming`` leaves once our keepalive ping and our pong
+    #: to the exchange's ping have their room (at most one each in any second: both come every
+    #: 20 s or more), our close frame (it may follow a request at once), and one request more,
+    #: which arrival jitter may bring into the same second: 1 + 3 + 1 on spot
     request_rate: float = 4.0
 
     def raw_url(self, root: str, stream: str | None = None) -> str:
@@ -74,7 +74,7 @@ MARKETS: dict[str, Market] = {
     ),
     "spot": Market(
         "spot", "wss://stream.binance.com:9443", "https://api.binance.com", "",
-        "/api/v3/exchangeInfo", "/api/v3/ticker/24hr", max_incoming=5, request_rate=2.0,
+        "/api/v3/exchangeInfo", "/api/v3/ticker/24hr", max_incoming=5, request_rate=1.0,
     ),
 }  # fmt: skip
 

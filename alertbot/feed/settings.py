@@ -46,8 +46,8 @@ class FeedSettings:
     close_timeout: float = 2.0
     ping_interval: float | None = 20.0  # our own pings: dead-peer detection
     ping_timeout: float | None = 20.0
-    #: live SUBSCRIBE/UNSUBSCRIBE messages per second and connection (a catch-up's request and
-    #: our close frame keep to the same pace); None: the market's
+    #: live SUBSCRIBE/UNSUBSCRIBE messages per second and connection (a catch-up's request
+    #: keeps to the same pace); None: the market's
     #: ``request_rate`` (Binance allows 10 incoming messages a second on futures, 5 on spot,
     #: pings and pongs included)
     control_rate: float | None = None
@@ -79,10 +79,10 @@ class FeedSettings:
         """Refuse keepalive pings or live requests that could take a connection over the
         market's incoming-message limit (pings and pongs count; over it the exchange closes
         the connection with 1008 and bans an IP that does so repeatedly). In any second a
-        connection sends: its requests (our close frame and a catch-up's request keep to their
-        pace, see Connection._reserve), one more that arrival jitter brings in, its pings (one
-        for an interval of a second or more, ``ceil(1 / interval)`` below), and one pong to
-        the exchange's ping."""
+        connection sends: its requests (a catch-up's request keeps to their pace, see
+        Connection._reserve), one more that arrival jitter brings in, its pings (one for an
+        interval of a second or more, ``ceil(1 / interval)`` below), one pong to the
+        exchange's ping, and its close frame."""
         market = self.market
         interval = self.ping_interval
         if interval is not None and not interval > 0:
@@ -94,21 +94,22 @@ class FeedSettings:
             raise ConfigError(f"control_rate: must be positive, got {rate}")
         pings = 0 if interval is None else math.ceil(1 / interval)
         requests = math.ceil(rate)
-        if requests + 1 + pings + 1 <= market.max_incoming:
+        if requests + 1 + pings + 1 + 1 <= market.max_incoming:
             return
-        room = market.max_incoming - requests - 2
+        room = market.max_incoming - requests - 3
         if room < 1 or pings <= 1:
-            allowed = market.max_incoming - 2 - min(pings, 1)
+            allowed = market.max_incoming - 3 - min(pings, 1)
             raise ConfigError(
                 f"control_rate: {rate:g} requests a second are over what {market.name} allows "
-                f"within its {market.max_incoming} incoming messages a second, pings, a pong and "
-                f"jitter included: at most {allowed}"
+                f"within its {market.max_incoming} incoming messages a second, pings, a pong, "
+                f"our close frame and jitter included: at most {allowed}"
             )
+        noun = "request" if requests == 1 else "requests"
         raise ConfigError(
             f"ping_interval: pings every {interval:g}s are {pings} a second, over what "
             f"{market.name} leaves for them within its {market.max_incoming} incoming messages a "
-            f"second ({requests} requests, one more for jitter and a pong): at least "
-            f"{1 / room:g}s"
+            f"second ({requests} {noun}, one more for jitter, a pong and our close frame): at "
+            f"least {math.ceil(1000 / room) / 1000:g}s"
         )
 
     @property
