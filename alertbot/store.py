@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -148,6 +148,18 @@ CREATE TABLE IF NOT EXISTS last_ticks (    -- each symbol's last ticker, for res
 ADDED_COLUMNS = (("alerts", "seq", "INTEGER"), ("state_saved", "seq", "INTEGER"))
 #: what needs those columns, made once they are there
 AFTER_COLUMNS = "CREATE INDEX IF NOT EXISTS alerts_seq ON alerts(seq);"
+
+
+def database_failed(exc: BaseException) -> bool:
+    """Whether a write failed for the database itself (locked, disk full, read-only, I/O error,
+    a damaged file: worth retrying as it is) rather than for one of its records (a text that is
+    not valid Unicode, a number past 64 bits, a value SQLite cannot bind: retrying changes
+    nothing)."""
+    if isinstance(exc, sqlite3.ProgrammingError):  # the connection closed under the write
+        return "closed" in str(exc)
+    return isinstance(exc, sqlite3.OperationalError | MemoryError) or (
+        type(exc) is sqlite3.DatabaseError
+    )
 
 
 def _placeholders(width: int) -> str:
@@ -288,34 +300,80 @@ class Store:
         delivery are merged first: the last state and error, the attempts added up).
         """
         now = time.time()
+        with self._transaction():
+            self._write_rows(alerts, deliveries, updates, now)
+
+    def write_each(
+        self,
+        alerts: Sequence[AlertRecord],
+        deliveries: Sequence[DeliveryRow],
+        updates: Sequence[Update],
+    ) -> list[tuple[AlertRecord | DeliveryRow | Update, Exception]]:
+        """As :meth:`write`, in one transaction, but each alert (with its deliveries and its
+        watch's row), each other delivery and each update in a savepoint of its own: one that
+        fails for itself (a text that is not valid Unicode, a number SQLite cannot hold) is
+        left out and returned with its error, and the rest are written. A failure of the
+        database itself (:func:`database_failed`: locked, full, read-only, broken) rolls the
+        whole transaction back and is raised, as from :meth:`write`."""
+        now = time.time()
+        rows_of: dict[str, list[DeliveryRow]] = {}
+        for row in deliveries:
+            rows_of.setdefault(row.alert_id, []).append(row)
+        units: list[tuple[AlertRecord | DeliveryRow | Update, tuple[list[Any], ...]]] = []
+        for a in alerts:
+            units.append((a, ([a], rows_of.pop(a.id, []), [])))
+        units += [(row, ([], [row], [])) for rows in rows_of.values() for row in rows]
+        units += [(u, ([], [], [u])) for u in updates]
+        failed: list[tuple[AlertRecord | DeliveryRow | Update, Exception]] = []
         with self._transaction() as db:
-            self._insert(
-                "INSERT OR IGNORE INTO alerts",
-                11,
-                [
-                    (a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,
-                     int(a.gap), a.created or now, a.seq)
-                    for a in alerts
-                ],
-            )  # fmt: skip
-            fired = [(a.time, a.ends_watch, a.watch) for a in alerts if a.watch is not None]
-            if fired:
-                db.executemany(
-                    "UPDATE watches SET last_fired = ?,"
-                    " active = CASE WHEN ? THEN 0 ELSE active END WHERE id = ?",
-                    fired,
-                )
-            self._insert(
-                "INSERT OR IGNORE INTO deliveries",
-                8,
-                [
-                    (d.alert_id, d.destination, d.state, d.attempts, d.last_error, d.chat_id,
-                     d.created or now, now)
-                    for d in deliveries
-                ],
-            )  # fmt: skip
-            if updates:
-                self._update(updates, now)
+            for item, (one_alert, its_rows, one_update) in units:
+                db.execute("SAVEPOINT one")
+                try:
+                    self._write_rows(one_alert, its_rows, one_update, now)
+                except Exception as exc:
+                    if database_failed(exc):
+                        raise
+                    db.execute("ROLLBACK TO one")
+                    failed.append((item, exc))
+                db.execute("RELEASE one")
+        return failed
+
+    def _write_rows(
+        self,
+        alerts: Sequence[AlertRecord],
+        deliveries: Sequence[DeliveryRow],
+        updates: Sequence[Update],
+        now: float,
+    ) -> None:
+        """The statements of :meth:`write`, in the transaction (or savepoint) open."""
+        db = self.db
+        self._insert(
+            "INSERT OR IGNORE INTO alerts",
+            11,
+            [
+                (a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,
+                 int(a.gap), a.created or now, a.seq)
+                for a in alerts
+            ],
+        )  # fmt: skip
+        fired = [(a.time, a.ends_watch, a.watch) for a in alerts if a.watch is not None]
+        if fired:
+            db.executemany(
+                "UPDATE watches SET last_fired = ?,"
+                " active = CASE WHEN ? THEN 0 ELSE active END WHERE id = ?",
+                fired,
+            )
+        self._insert(
+            "INSERT OR IGNORE INTO deliveries",
+            8,
+            [
+                (d.alert_id, d.destination, d.state, d.attempts, d.last_error, d.chat_id,
+                 d.created or now, now)
+                for d in deliveries
+            ],
+        )  # fmt: skip
+        if updates:
+            self._update(updates, now)
 
     def _insert(self, into: str, width: int, rows: Sequence[Sequence[object]]) -> None:
         """``into`` (``INSERT ... INTO table``) of ``rows``, as many to a statement as SQLite

@@ -19,6 +19,7 @@ nothing more is sent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -31,8 +32,9 @@ from alertbot.notify.delivery import Delivery, Report, Sender, clip
 from alertbot.notify.render import format_time
 from alertbot.notify.routing import CONSOLE, Route, Router
 from alertbot.notify.settings import DeliverySettings
-from alertbot.store import OPEN_STATES, AlertRecord, DeliveryRow, Store, Update
+from alertbot.store import OPEN_STATES, AlertRecord, DeliveryRow, Store, Update, database_failed
 from alertbot.tasks import cancel_and_wait
+from alertbot.text import is_text, mend
 
 T = TypeVar("T")
 log = logging.getLogger("alertbot.notify")
@@ -40,6 +42,31 @@ alert_log = logging.getLogger("alertbot.alerts")
 
 #: alerts for the console stored in one transaction, at most (see Outbox._write_loop)
 CONSOLE_BATCH = 256
+
+
+#: the text fields of an alert, mended (U+FFFD for a lone surrogate) when a write refuses it
+_TEXT_FIELDS = ("id", "rule", "symbol", "price", "condition", "text", "html")
+
+
+@dataclasses.dataclass(slots=True)
+class _Written:
+    """What a write did (Outbox._store): the fallbacks stored before (not to be sent again);
+    for a batch written record by record: alerts stored mended, by their id as submitted, and
+    what could not be stored at all, with the error."""
+
+    stored_before: set[Delivery]
+    mended: dict[str, AlertRecord] = dataclasses.field(default_factory=dict)
+    #: deliveries (by identity) not stored: their alert or their own row was refused
+    refused: dict[int, str] = dataclasses.field(default_factory=dict)
+    #: delivery results not stored: (alert id, destination, error)
+    lost_results: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+
+
+def _mended(record: AlertRecord) -> AlertRecord:
+    bad: dict[str, Any] = {
+        f: mend(getattr(record, f)) for f in _TEXT_FIELDS if not is_text(getattr(record, f))
+    }
+    return dataclasses.replace(record, **bad) if bad else record
 
 
 def one_line(text: str) -> str:
@@ -171,7 +198,7 @@ class Outbox:
         # the seq of the next alert (AlertRecord.seq): set from the database at start()
         self._seq = 1
         #: the write on the database thread: its future, and its alerts and results (counted)
-        self._in_flight: tuple[Future[set[Delivery]], int, int] | None = None
+        self._in_flight: tuple[Future[_Written], int, int] | None = None
 
     # ------------------------------------------------------------------ intake
 
@@ -413,7 +440,9 @@ class Outbox:
                 console = [waiting.popleft() for _ in range(min(len(waiting), CONSOLE_BATCH))]
                 self._writing = True
                 self._in_write = len(new) + len(console)
-                future = self._executor.submit(self._store, alerts, new, console, updates)
+                future: Future[_Written] = self._executor.submit(
+                    self._store, alerts, new, console, updates
+                )
                 # kept until the write ends: close() counts it if it is cancelled meanwhile
                 self._in_flight = (
                     future,
@@ -423,7 +452,7 @@ class Outbox:
                 try:
                     # shielded: a cancelled writer (close(), past its deadline) must not cancel
                     # a batch the thread has not started yet: it is written, or counted as lost
-                    stored_before = await asyncio.shield(asyncio.wrap_future(future))
+                    written = await asyncio.shield(asyncio.wrap_future(future))
                 except Exception as exc:  # disk full, database locked: keep it, try again
                     self._in_flight = None
                     self.write_errors += 1
@@ -443,8 +472,12 @@ class Outbox:
                 self._stored[0] += len(alerts)
                 self._stored[1] += len(console)
                 self._batch.set()
+                if written.mended or written.refused or written.lost_results:
+                    self._mend(written, new, console)
                 for d in new:  # stored: now they may be sent
-                    if d in stored_before:
+                    if id(d) in written.refused:
+                        continue
+                    if d in written.stored_before:
                         # a fallback sent (or being sent) before a restart, whose Telegram row
                         # was written back to pending by an older version: not a second copy
                         log.info(
@@ -455,8 +488,50 @@ class Outbox:
                         continue
                     self._dispatch(d)
                 for d in console:
-                    self._dispatch(d)
+                    if id(d) not in written.refused:
+                        self._dispatch(d)
             self._flushed.set()
+
+    def _mend(self, written: _Written, new: list[Delivery], console: list[Delivery]) -> None:
+        """After a batch written record by record: its deliveries of mended alerts take the
+        mended alert (sent as stored), the refused ones are counted as failed; each said once
+        in the log, by alert id."""
+        told: set[str] = set()
+        for d in (*new, *console):
+            old = d.alert.id
+            mended = written.mended.get(old)
+            if mended is not None:
+                d.alert = mended
+                d.destination = mend(d.destination)
+            error = written.refused.get(id(d))
+            if error is not None:
+                key = (d.kind, "failed")
+                self.outcomes[key] = self.outcomes.get(key, 0) + 1
+                if d.alert.id not in told:
+                    told.add(d.alert.id)
+                    log.error(
+                        "alert %s (rule %s) cannot be stored (%s): it is not sent, its "
+                        "deliveries count as failed",
+                        d.alert.id,
+                        d.alert.rule,
+                        error,
+                    )
+            elif mended is not None and mended.id not in told:
+                told.add(mended.id)
+                log.warning(
+                    "alert %s (rule %s): its text is not valid Unicode (a lone surrogate); "
+                    "stored and sent with U+FFFD in its place",
+                    mended.id,
+                    mended.rule,
+                )
+        for alert_id, destination, error in written.lost_results:
+            log.error(
+                "alert %s to %s: a delivery result cannot be stored (%s); the delivery is "
+                "resumed at the next start",
+                alert_id,
+                destination,
+                error,
+            )
 
     def _store(
         self,
@@ -464,22 +539,92 @@ class Outbox:
         new: list[Delivery],
         console: list[Delivery],
         updates: list[Update],
-    ) -> set[Delivery]:
+    ) -> _Written:
         """On the database thread: one transaction (the rows are made here, where they live
-        only as long as the write). Returns the fallbacks that were stored before: not to be
-        sent again."""
-        stored_before = {
+        only as long as the write). Returns the fallbacks that were stored before (not to be
+        sent again), and what was mended or refused.
+
+        A write that fails for one of its records (a text with a lone surrogate, a number
+        SQLite cannot hold) is made again record by record (:meth:`_store_each`), so that one
+        bad record holds up none of the others; one that fails for the database itself (locked,
+        full, read-only) raises, and the writer keeps the batch and tries again."""
+        try:
+            stored_before = self._stored_before(new)
+            rows = [
+                DeliveryRow(d.alert.id, d.destination, chat_id=d.chat_id, created=d.created)
+                for d in (*new, *console)
+            ]
+            self.store.write([*alerts, *(d.alert for d in console)], rows, updates)
+            return _Written(stored_before)
+        except Exception as exc:
+            if database_failed(exc):
+                raise
+        return self._store_each(alerts, new, console, updates)
+
+    def _stored_before(self, new: list[Delivery]) -> set[Delivery]:
+        return {
             d
             for d in new
             if d.kind == "fallback"
             and any(r.destination == d.destination for r in self.store.deliveries(d.alert.id))
         }
-        rows = [
-            DeliveryRow(d.alert.id, d.destination, chat_id=d.chat_id, created=d.created)
-            for d in (*new, *console)
+
+    def _store_each(
+        self,
+        alerts: list[AlertRecord],
+        new: list[Delivery],
+        console: list[Delivery],
+        updates: list[Update],
+    ) -> _Written:
+        """The batch again, each record in a savepoint of its own (Store.write_each), its texts
+        mended first: a lone surrogate as U+FFFD (SQLite, Telegram and orjson take no lone
+        surrogate; the alert is stored and sent so rather than lost). What still fails is
+        left out and reported."""
+        written = _Written(set())
+        for a in (*alerts, *(d.alert for d in console)):
+            m = _mended(a)
+            if m is not a:
+                written.mended[a.id] = m
+        mended = written.mended
+        by_row: dict[int, Delivery] = {}
+        rows = []
+        for d in (*new, *console):
+            alert = mended.get(d.alert.id, d.alert)
+            row = DeliveryRow(alert.id, mend(d.destination), chat_id=d.chat_id, created=d.created)
+            by_row[id(row)] = d
+            rows.append(row)
+        fixed = [
+            dataclasses.replace(
+                u,
+                alert_id=mend(u.alert_id),
+                destination=mend(u.destination),
+                last_error=None if u.last_error is None else mend(u.last_error),
+            )
+            for u in updates
         ]
-        self.store.write([*alerts, *(d.alert for d in console)], rows, updates)
-        return stored_before
+        failed = self.store.write_each(
+            [mended.get(a.id, a) for a in (*alerts, *(d.alert for d in console))], rows, fixed
+        )
+        refused_alerts: dict[str, str] = {}
+        for item, exc in failed:
+            error = f"{type(exc).__name__}: {exc}"
+            if isinstance(item, AlertRecord):
+                refused_alerts[item.id] = error
+            elif isinstance(item, DeliveryRow):
+                written.refused[id(by_row[id(item)])] = error
+            else:
+                written.lost_results.append((item.alert_id, item.destination, error))
+        for row in rows:
+            if row.alert_id in refused_alerts:
+                written.refused[id(by_row[id(row)])] = refused_alerts[row.alert_id]
+        try:
+            written.stored_before = self._stored_before(
+                [d for d in new if id(d) not in written.refused and is_text(d.alert.id)]
+            )
+        except Exception as exc:  # as good as none: a second copy at worst
+            if database_failed(exc):
+                raise
+        return written
 
     def _without_telegram(self, waiting: list[Delivery]) -> None:
         """Telegram deliveries resumed while no bot token is set: as a new alert for a Telegram

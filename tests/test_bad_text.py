@@ -1,0 +1,141 @@
+"""Text that is not valid Unicode (a lone surrogate, which neither SQLite, Telegram nor orjson
+takes) never blocks an alert: the outbox stores and delivers the rest of its batch, and sends
+the bad one with U+FFFD in its place; a record that cannot be stored at all is counted as failed
+and logged once. A database that refuses every write is still retried (tests/
+test_delivery_faults.py, shutdown).
+
+Against the webhook receiver, the fake Telegram Bot API and a real SQLite file, as
+tests/test_delivery.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from alertbot.notify.routing import Route
+from alertbot.rules.model import Channel
+from alertbot.store import AlertRecord, Store
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.waiting import wait_until
+from tests.fakes.webhook import WebhookReceiver
+from tests.test_delivery import CHAT, Harness, T, rule
+
+BAD = "x \ud800 {price}"
+
+
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+# ------------------------------------------------------------------ the outbox
+
+
+async def test_an_alert_with_a_lone_surrogate_is_sent_with_ufffd_and_the_rest_of_its_batch_too(
+    tmp_path, hook: WebhookReceiver, caplog
+):
+    """One bad alert in a batch: the other alert is stored and delivered as usual, the bad one
+    is stored and delivered with U+FFFD for the surrogate, the log names it once, the state
+    save is not held up and nothing is lost at shutdown."""
+    h = Harness(tmp_path, None, hook)
+    async with h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        assert h.fire([rule("bad", message=BAD), rule("good", symbol="ETHUSDT")]) == 2
+        await asyncio.wait_for(outbox.stored_all(), 3.0)  # what App.save_state waits on
+        await h.settled()
+        assert outbox.write_errors == 0  # not taken for a database that fails
+    by_rule = {d.json["rule"]: d.json for d in hook.deliveries}
+    assert by_rule["bad"]["message"] == "x \ufffd 101.5"
+    assert "good" in by_rule
+    assert h.states() == {
+        f"bad:BTCUSDT:{T}>webhook:{hook.url}": "sent",
+        f"good:ETHUSDT:{T}>webhook:{hook.url}": "sent",
+    }
+    (line,) = logged(caplog, "not valid Unicode")
+    assert f"bad:BTCUSDT:{T}" in line
+    assert not logged(caplog, "could not be stored")
+    assert not logged(caplog, "retrying")
+
+
+async def test_an_alert_with_a_lone_surrogate_reaches_a_telegram_chat_with_ufffd(
+    tmp_path, tg: FakeTelegram
+):
+    """Telegram takes only valid UTF-8: the chat gets the message with U+FFFD in its place."""
+    h = Harness(tmp_path, tg, None, channels={"ops": Channel("ops", telegram=CHAT)})
+    async with h:
+        h.fire([rule("bad", message=BAD, notify=["ops"])])
+        await h.settled()
+    assert [m.plain_text for m in tg.messages_to(CHAT)] == ["x \ufffd 101.5"]
+
+
+async def test_a_record_that_cannot_be_stored_at_all_is_counted_failed_and_the_rest_goes_on(
+    tmp_path, hook: WebhookReceiver, caplog
+):
+    """A per-record error that no cleaning mends (here an event time past SQLite's 64-bit
+    integers) fails that alert alone, logged once with its id; the alert with it in the batch
+    is stored and delivered, and the writer takes no more for a failing database."""
+    h = Harness(tmp_path, None, hook)
+    async with h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        routes = [Route(f"webhook:{hook.url}", url=hook.url)]
+        huge = 2**70
+
+        def record(rule_id: str, event_time: int) -> AlertRecord:
+            return AlertRecord(
+                f"{rule_id}:BTCUSDT:{event_time}", rule_id, "BTCUSDT", event_time, "1",
+                "price > 0", f"{rule_id} fired", "", created=time.time(), seq=outbox.take_seq(),
+            )  # fmt: skip
+
+        outbox.submit(record("huge", huge), routes)
+        outbox.submit(record("fine", T), routes)
+        await asyncio.wait_for(outbox.stored_all(), 3.0)
+        await h.settled()
+        assert outbox.write_errors == 0
+        assert outbox.outcomes.get(("webhook", "failed")) == 1
+    assert [d.json["rule"] for d in hook.deliveries] == ["fine"]
+    assert h.states() == {f"fine:BTCUSDT:{T}>webhook:{hook.url}": "sent"}
+    (line,) = logged(caplog, "cannot be stored")
+    assert f"huge:BTCUSDT:{huge}" in line
+
+
+async def test_a_database_that_refuses_writes_is_still_retried_not_taken_for_a_bad_record(
+    tmp_path, hook: WebhookReceiver, caplog
+):
+    """A write that fails for the database itself (read-only here, as on a full or read-only
+    volume) keeps the batch and retries it; once writes are taken again it is stored and sent."""
+    h = Harness(tmp_path, None, hook)
+    async with h:
+        outbox = h.notifier.outbox
+        store = h.notifier.store
+        assert outbox is not None
+        assert store is not None
+        await outbox.db(store.db.execute, "PRAGMA query_only = ON")
+        h.fire([rule("r1")])
+        await wait_until(lambda: outbox.write_errors >= 1, 3.0)
+        assert not hook.deliveries
+        await outbox.db(store.db.execute, "PRAGMA query_only = OFF")
+        await h.settled()
+    assert h.states() == {f"r1:BTCUSDT:{T}>webhook:{hook.url}": "sent"}
+    assert not logged(caplog, "cannot be stored")
+    assert logging.ERROR in {r.levelno for r in caplog.records if "retrying" in r.getMessage()}
+
+
+def test_the_store_writes_the_good_records_of_a_batch_and_returns_the_bad(tmp_path):
+    """Store.write_each: each alert with its deliveries in a savepoint of its own."""
+    store = Store(tmp_path / "a.db")
+    try:
+        good = AlertRecord("g:S:1", "g", "S", 1, "1", "c", "fine", "")
+        bad = AlertRecord("b:S:1", "b", "S", 1, "1", "c", "x \udc80", "")
+        from alertbot.store import DeliveryRow
+
+        rows = [DeliveryRow(a.id, "console") for a in (good, bad)]
+        failed = store.write_each([bad, good], rows, [])
+        assert [(item.id, type(exc)) for item, exc in failed] == [("b:S:1", UnicodeEncodeError)]
+        assert [d.alert_id for d in store.deliveries()] == ["g:S:1"]
+    finally:
+        store.close()
