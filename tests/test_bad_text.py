@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 
 import pytest
 
 from alertbot.notify.routing import Route
+from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Channel
 from alertbot.store import AlertRecord, Store
 from tests.fakes.telegram import FakeTelegram
@@ -139,3 +142,76 @@ def test_the_store_writes_the_good_records_of_a_batch_and_returns_the_bad(tmp_pa
         assert [d.alert_id for d in store.deliveries()] == ["g:S:1"]
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------ rule files
+
+RULES = """\
+channels:
+  ops:
+    webhook: "https://hooks.example.com/a"
+rules:
+  - id: good
+    symbols: [BTCUSDT]
+    when: price > 100
+    notify: [ops]
+  - id: bad
+    symbols: [ETHUSDT]
+    when: price > 100
+    message: "x \\ud800 {price}"
+"""
+
+
+def problems_of(path) -> list[str]:
+    with pytest.raises(RuleFileError) as caught:
+        load_files([path])
+    return [str(p) for p in caught.value.problems]
+
+
+def test_a_rule_file_with_a_lone_surrogate_escape_in_a_message_is_refused_at_its_place(tmp_path):
+    """``\\ud800`` in a double-quoted YAML string is a lone surrogate: the file is refused with
+    FILE:LINE:COL at the escape, and the message names it."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:12:17: ")
+    assert "\\ud800" in problem
+    assert "not valid Unicode" in problem
+    assert problem.isascii() or "\ud800" not in problem  # the message itself can be printed
+
+
+@pytest.mark.parametrize(
+    ("line", "fixed"),
+    [
+        ('  - id: "b\\udc00d"\n', ""),  # an id
+        ('    notify: ["op\\uDFFFs"]\n', ""),  # a channel name, upper case hex
+        ('    message: "\\ud83d\\ude00 {price}"\n', "\\U0001F600"),  # a pair: say how to write it
+        ('    message: "\\U0000D800"\n', ""),  # the long escape
+        ('    "\\ud800note": 1\n', ""),  # a key
+    ],
+)
+def test_any_string_of_a_rule_file_that_is_not_valid_unicode_is_refused(tmp_path, line, fixed):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n  - id: r\n    symbols: [BTCUSDT]\n    when: price > 1\n".replace(
+            "  - id: r\n", line if line.startswith("  - id") else "  - id: r\n"
+        )
+        + ("" if line.startswith("  - id") else line)
+    )
+    found = [p for p in problems_of(path) if "not valid Unicode" in p]
+    assert len(found) == 1, problems_of(path)
+    assert fixed in found[0]
+
+
+def test_check_shows_a_lone_surrogate_in_a_rule_file_and_exits_1(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    result = subprocess.run(
+        [sys.executable, "-m", "alertbot.cli", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"{path}:12:17: " in result.stderr
+    assert "Traceback" not in result.stderr

@@ -65,6 +65,7 @@ from alertbot.rules.ids import CHAT_ID_RANGE, chat_id, is_reserved
 from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
 from alertbot.rules.names import is_pattern, normalise
 from alertbot.rules.urls import url_text_problem
+from alertbot.text import first_bad, is_text, mend
 
 __all__ = [
     "LIBYAML",
@@ -115,6 +116,8 @@ _BREAK_NAMES = {"\x85": "NEL (U+0085)", "\u2028": "U+2028", "\u2029": "U+2029", 
 #: YAML's line breaks (a CRLF is one, ending at its LF)
 _YAML_BREAK_RE = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 _DURATION_HINT = "a duration like 30s, 15m, 4h or 1d"
+#: a double-quoted YAML escape of a surrogate (U+D800-U+DFFF), after an even run of backslashes
+_SURROGATE_ESCAPE_RE = re.compile(r"(?<!\\)(?:\\\\)*(\\(?:u|U0000)[dD][89a-fA-F][0-9a-fA-F]{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,6 +519,8 @@ class _Source:
             if root is None or _is_null(root):  # nothing, only comments, or a lone '---'
                 self.add(1, 1, "empty rule file: expected a mapping with 'rules:'")
             elif self._no_aliases(aliases) & self._no_tags(tagged):  # both reported
+                if "\\u" in self.text or "\\U" in self.text:  # else no surrogate can be there
+                    self._only_text(root)
                 self.top(root)
         except yaml.MarkedYAMLError as exc:
             self._yaml_error(exc)
@@ -527,6 +532,50 @@ class _Source:
             self.add(1, 1, f"YAML error: {exc}")
         except RecursionError:
             self.add(1, 1, "the file nests too deeply to be a rule file")
+
+    def _only_text(self, root: Node) -> None:
+        """A problem at each string (key or value) that is not valid Unicode: a lone surrogate,
+        which only an escape (``"\\ud800"``) can make, and which no UTF-8 text can hold (the
+        database, Telegram and the webhook's JSON all refuse it). The string is mended (U+FFFD)
+        once reported, so that the file's other problems are still found and quote no
+        surrogate."""
+        seen: set[int] = set()
+        todo: list[Node] = [root]
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, ScalarNode):
+                if isinstance(node.value, str) and not is_text(node.value):
+                    self._not_text(node)
+                    node.value = mend(node.value)
+            elif isinstance(node, SequenceNode):
+                todo.extend(reversed(node.value))
+            elif isinstance(node, MappingNode):
+                for key, value in reversed(node.value):
+                    todo.extend((value, key))
+
+    def _not_text(self, node: Node) -> None:
+        start, end = node.start_mark.index, node.end_mark.index
+        found = _SURROGATE_ESCAPE_RE.search(self.text, start, end)
+        value = cast(str, node.value)
+        bad = value[first_bad(value)]
+        escape = f"\\u{ord(bad):04x}" if found is None else found.group(1)
+        hint = ""
+        index = first_bad(value)
+        pair = value[index : index + 2]
+        if len(pair) == 2 and "\ud800" <= pair[0] <= "\udbff" and "\udc00" <= pair[1] <= "\udfff":
+            joined = pair.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+            hint = (
+                f"; a character past U+FFFF is one escape of 8 digits, not a pair of \\u "
+                f"escapes: \\U{ord(joined):08X}"
+            )
+        where = found.start(1) if found is not None else start
+        self.add(
+            *self.place_at(where),
+            f"{escape} is not valid Unicode: a lone surrogate, which no UTF-8 text can hold{hint}",
+        )
 
     def _yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
         mark = exc.problem_mark or exc.context_mark
