@@ -18,14 +18,21 @@ import time
 
 import pytest
 
+from alertbot.feed.symbols import SymbolDirectory
 from alertbot.notify.routing import Route
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Channel
 from alertbot.store import AlertRecord, Store
+from alertbot.text import is_text
+from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
 from tests.fakes.webhook import WebhookReceiver
+from tests.test_chat import SYMBOLS, TOKEN, Bot
 from tests.test_delivery import CHAT, Harness, T, rule
+from tests.test_feed import Bot as FeedBot
+from tests.test_feed import fast
+from tests.test_feed import rule as feed_rule
 
 BAD = "x \ud800 {price}"
 
@@ -215,3 +222,84 @@ def test_check_shows_a_lone_surrogate_in_a_rule_file_and_exits_1(tmp_path):
     assert result.returncode == 1
     assert f"{path}:12:17: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ chat commands
+
+
+@pytest.fixture
+async def fakes():
+    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
+        yield binance, tg
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["/watch BTCUSDT > 100 \ud800", "/watch BTC\udc00USDT > 100", "/price \ud800", "/list \ud83d"],
+)
+async def test_a_command_with_a_lone_surrogate_is_refused_quoting_its_code_and_changes_nothing(
+    tmp_path, fakes, text
+):
+    """Telegram's JSON can carry a ``\\ud800`` escape, which PTB decodes to a lone surrogate: no
+    symbol, number or word of a command takes one, so the command is refused, and the reply
+    quotes the surrogate as its code (``\\ud800``), never as itself: Telegram takes only
+    valid UTF-8, and would refuse a reply that quoted it (the fake does too). No watch is made.
+    """
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say(text)
+        listing = await bot.say("/list")
+    bad = next(ch for ch in text if not is_text(ch))
+    assert f"\\u{ord(bad):04x}" in reply
+    assert is_text(reply)
+    assert listing.startswith("No watches")
+
+
+# ------------------------------------------------------------------ the feed and exchangeInfo
+
+
+def _frame(*elements: tuple[str, float, int]) -> bytes:
+    """A ticker frame written by hand: a symbol may hold a ``\\\\ud800`` escape, as JSON allows
+    and orjson (which the fake's own encoder is) refuses to write."""
+    parts = [
+        f'{{"e":"24hrMiniTicker","E":{time},"s":"{symbol}","c":"{close}","o":"100","h":"120",'
+        f'"l":"80","v":"10","q":"1000"}}'
+        for symbol, close, time in elements
+    ]
+    return ("[" + ",".join(parts) + "]").encode()
+
+
+@pytest.mark.parametrize("stream", ["symbols", "all"])
+async def test_a_ticker_whose_symbol_is_a_lone_surrogate_escape_is_counted_and_skipped(stream):
+    """orjson refuses a lone surrogate, so a frame with one is an invalid JSON frame to the
+    feed (C core and Python parser alike, both decode such a frame with orjson): no symbol
+    that no text can hold reaches the engine, an alert or the database, and the feed goes on."""
+    async with (
+        FakeBinance() as fake,
+        FeedBot(fake, [feed_rule("crosses above 100")], stream=stream) as bot,
+    ):
+        await fake.wait_for_subscriptions(
+            {"btcusdt@miniTicker"} if stream == "symbols" else {"!miniTicker@arr"}
+        )
+        await bot.tick(90, T)
+        await fake.send_raw(_frame(("BTC\\ud800USDT", 110.0, T + 500)))
+        await bot.tick(110, T + 1_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+        assert bot.feed.health().problems == {"invalid JSON frame": 1}
+        assert all(is_text(s) for s in bot.engine.symbols())
+
+
+async def test_an_exchange_info_symbol_that_is_not_valid_unicode_is_left_out_and_logged(caplog):
+    """httpx decodes exchangeInfo with the json module, which takes a ``\\\\ud800`` escape: such
+    a symbol is left out of the known symbols (it would reach a did-you-mean reply, a stream
+    name sent in a SUBSCRIBE, orjson, the database), with a warning naming it by its escape."""
+    async with FakeBinance() as fake:
+        fake.answer_rest(
+            b'{"symbols": [{"symbol": "BTCUSDT", "status": "TRADING"},'
+            b' {"symbol": "BAD\\ud800USDT", "status": "TRADING"}]}'
+        )
+        directory = SymbolDirectory(fast(fake))
+        assert await directory.refresh()
+    assert directory.known() == {"BTCUSDT"}
+    (line,) = logged(caplog, "not valid Unicode")
+    assert "BAD\\ud800USDT" in line

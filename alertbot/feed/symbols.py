@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from alertbot.feed.settings import FeedSettings
+from alertbot.text import is_text
 
 log = logging.getLogger("alertbot.feed")
 
@@ -24,13 +25,24 @@ def tradable(info: Any) -> frozenset[str]:
     if not isinstance(info, dict) or not isinstance(info.get("symbols"), list):
         raise ValueError("exchangeInfo answer without a 'symbols' list")
     out = set()
+    not_text = []
     for item in info["symbols"]:
         if not isinstance(item, dict):
             continue
         symbol = item.get("symbol")
         status = item.get("status", item.get("contractStatus"))
         if isinstance(symbol, str) and symbol and status == "TRADING":
+            if not is_text(symbol):  # a \ud800 escape: no stream, reply or row can hold it
+                not_text.append(ascii(symbol))
+                continue
             out.add(symbol.upper())
+    if not_text:
+        log.warning(
+            "exchangeInfo: %d symbols are not valid Unicode (a lone surrogate) and are left "
+            "out: %s",
+            len(not_text),
+            ", ".join(not_text[:10]),
+        )
     return frozenset(out)
 
 
