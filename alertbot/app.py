@@ -86,6 +86,16 @@ STOP_POLL = 0.02
 SWITCH_INTERVAL = 0.001
 
 
+def _report_failure(what: str, task: asyncio.Task[Any]) -> None:
+    """A background task's failure in our log (App._spawn); retrieving it spares asyncio's
+    "Task exception was never retrieved"."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("%s failed: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+
+
 def freeze_long_lived(when: str) -> None:
     """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
 
@@ -854,13 +864,17 @@ class App:
         for chat in self.delivery.admin_chats:
             await self.chat.tell(chat, text)
 
-    def _spawn(self, coro: Any, *, finish: bool = False) -> None:
+    def _spawn(self, coro: Any, *, finish: bool = False, what: str | None = None) -> None:
         """Run ``coro`` in the background; ``finish``: a short write that shutdown lets end
-        (a chat's move to a supergroup) instead of cancelling it."""
+        (a chat's move to a supergroup) instead of cancelling it. If it fails, our log says
+        so, naming ``what`` it was doing (else the coroutine's name), once it ends: not only
+        asyncio's "Task exception was never retrieved", whenever the task is collected."""
         task = asyncio.create_task(coro)
         tasks = self._finishing if finish else self._tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        name = what or str(getattr(coro, "__qualname__", "a background task"))
+        task.add_done_callback(functools.partial(_report_failure, name))
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.notifier.start()
@@ -1073,7 +1087,12 @@ class App:
 
     def _chat_moved(self, old: int, new: int) -> None:
         if self.chat is not None:
-            self._spawn(self.chat.move_chat(old, new), finish=True)
+            self._spawn(
+                self.chat.move_chat(old, new),
+                finish=True,
+                what=f"writing chat {old}'s move to the supergroup {new} (its watches, digest "
+                "and pause)",
+            )
 
     async def _chat_forever(self, chat: ChatBot) -> None:
         delay = 1.0

@@ -28,7 +28,8 @@ from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
 from tests.fakes.webhook import WebhookReceiver
-from tests.test_chat import SYMBOLS, TOKEN, Bot
+from tests.test_chat import GROUP, SUPERGROUP, SYMBOLS, TOKEN, Bot
+from tests.test_chat import T as T_CHAT
 from tests.test_delivery import CHAT, Harness, T, rule
 from tests.test_feed import Bot as FeedBot
 from tests.test_feed import fast
@@ -303,3 +304,34 @@ async def test_an_exchange_info_symbol_that_is_not_valid_unicode_is_left_out_and
     assert directory.known() == {"BTCUSDT"}
     (line,) = logged(caplog, "not valid Unicode")
     assert "BAD\\ud800USDT" in line
+
+
+# ------------------------------------------------------------------ background writes
+
+
+async def test_a_chat_moves_write_that_fails_is_logged_by_us_naming_what_was_written(
+    tmp_path, fakes, caplog
+):
+    """A group's alert refused as "upgraded to a supergroup" moves its watches in a background
+    write (App._spawn). When that write fails (here a trigger in the real database refuses
+    the chat_moves row), our log says so with the chat ids and the error, rather than only
+    asyncio's "Task exception was never retrieved" at garbage collection."""
+    store = Store(tmp_path / "alertbot.db")
+    store.db.execute(
+        "CREATE TRIGGER refuse_moves BEFORE INSERT ON chat_moves"
+        " BEGIN SELECT RAISE(ABORT, 'the move was refused'); END"
+    )
+    store.close()
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100", chat=GROUP, chat_type="group")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.migrate_chat(GROUP, SUPERGROUP)
+        await bot.tick("BTCUSDT", 90, T_CHAT)
+        await bot.tick("BTCUSDT", 110, T_CHAT + 1000)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        await wait_until(lambda: bool(logged(caplog, "the move was refused")), 5.0)
+    (line,) = logged(caplog, "the move was refused")
+    assert str(GROUP) in line
+    assert str(SUPERGROUP) in line
+    assert "never retrieved" not in caplog.text
