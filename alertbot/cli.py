@@ -36,6 +36,7 @@ from alertbot.settings import (
     unknown_setting,
 )
 from alertbot.tasks import cancel_and_wait
+from alertbot.text import mend
 from alertbot.ticker import ParseStats
 
 #: ALERTBOT_LOG_LEVEL's values (any case)
@@ -146,12 +147,12 @@ class JsonFormatter(_SecondCache):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mend(record.getMessage()),  # orjson takes no lone surrogate
         }
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            body["exception"] = record.exc_text
+            body["exception"] = mend(record.exc_text)
         return orjson.dumps(body).decode()
 
 

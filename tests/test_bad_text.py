@@ -16,8 +16,10 @@ import subprocess
 import sys
 import time
 
+import orjson
 import pytest
 
+from alertbot.cli import JsonFormatter
 from alertbot.feed.symbols import SymbolDirectory
 from alertbot.notify.routing import Route
 from alertbot.rules.loader import RuleFileError, load_files
@@ -335,3 +337,17 @@ async def test_a_chat_moves_write_that_fails_is_logged_by_us_naming_what_was_wri
     assert str(GROUP) in line
     assert str(SUPERGROUP) in line
     assert "never retrieved" not in caplog.text
+
+
+# ------------------------------------------------------------------ log lines
+
+
+def test_a_json_log_line_with_a_lone_surrogate_is_written_with_ufffd():
+    """orjson refuses a lone surrogate: a JSON log line quoting one (an alert's text, a user's
+    word) is written with U+FFFD in its place, not lost to a "Logging error"."""
+    formatter = JsonFormatter()
+    record = logging.LogRecord(
+        "alertbot.alerts", logging.INFO, __file__, 1, "alert %s", ("x \ud800",), None
+    )
+    line = formatter.format(record)
+    assert orjson.loads(line)["message"] == "alert x \ufffd"
