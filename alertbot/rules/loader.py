@@ -560,10 +560,9 @@ class _Source:
         start, end = node.start_mark.index, node.end_mark.index
         found = _SURROGATE_ESCAPE_RE.search(self.text, start, end)
         value = cast(str, node.value)
-        bad = value[first_bad(value)]
-        escape = f"\\u{ord(bad):04x}" if found is None else found.group(1)
-        hint = ""
         index = first_bad(value)
+        escape = f"\\u{ord(value[index]):04x}" if found is None else found.group(1)
+        hint = ""
         pair = value[index : index + 2]
         if len(pair) == 2 and "\ud800" <= pair[0] <= "\udbff" and "\udc00" <= pair[1] <= "\udfff":
             joined = pair.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
