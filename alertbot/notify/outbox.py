@@ -358,7 +358,10 @@ class Outbox:
             await cancel_and_wait(self._task)
         for timer in self._timers.values():
             timer.cancel()
-        self._executor.shutdown(wait=True)  # a write in progress ends (SQLite's busy timeout)
+        # a write in progress ends (SQLite's busy timeout: seconds, on a database another
+        # process holds), waited for off the event loop, which keeps running meanwhile (a
+        # second Ctrl-C ends the process at once, the stop's other tasks end)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
         if not written:
             alerts, results = self._unwritten()
             log.error(
