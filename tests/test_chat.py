@@ -550,6 +550,34 @@ async def test_price_shows_volumes_in_the_short_form_watch_takes(tmp_path, fakes
     assert price.split("\n")[2] == "volume 184.52k · quote volume 12.87b"
 
 
+async def test_price_shows_the_24h_change_on_the_side_of_a_watchs_threshold_it_is(tmp_path, fakes):
+    """/price (and the digest) rounded the 24h change to 2 decimals: up 4.999% it said '+5.00%'
+    while the chat's 'change_24h > 5%' watch stayed quiet. It shows the change as alerts do:
+    more decimals where 2 would put it past a threshold of this chat's watches of the symbol,
+    and the value the rules compare (0.1 -> 0.105 is 5%, which fires '>= 5%', not
+    4.99999999999999%)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT change_24h > 5%")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await binance.publish([mini_ticker("BTCUSDT", "104.999", T, open="100")])
+        await binance.wait_for(lambda: bot.app.engine.last_ticker("BTCUSDT") is not None)
+        below = await bot.say("/price BTCUSDT")
+        chat = bot.app.chat
+        assert chat is not None
+        digest = chat.digest_text(USER)
+        await bot.say("/watch ETHUSDT change_24h >= 5%")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
+        await binance.publish([mini_ticker("ETHUSDT", "0.105", T, open="0.1")])
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 4)  # the alert
+        alert = tg.messages_to(USER)[-1].plain_text
+        exact = await bot.say("/price ETHUSDT")
+    assert below.startswith("BTCUSDT 104.999 (+4.999% 24h)\n")
+    assert "BTCUSDT 104.999 (+4.999% 24h)" in digest  # the daily digest shows it so too
+    assert "(+5.00% 24h)" in alert
+    assert exact.startswith("ETHUSDT 0.105 (+5.00% 24h)\n")
+
+
 async def test_a_level_already_true_says_it_fires_now(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:

@@ -14,9 +14,9 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import operator
 import time
 from collections.abc import Callable
+from fnmatch import fnmatchcase
 from typing import Any
 
 from telegram import (
@@ -70,7 +70,7 @@ from alertbot.feed.prices import Failed, PriceLookup
 from alertbot.feed.symbols import SymbolDirectory
 from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
-from alertbot.notify.render import WATCH_HINT, format_amount, format_time
+from alertbot.notify.render import WATCH_HINT, format_amount, format_time, percent_text
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import (
     ALERT_MUTE,
@@ -85,16 +85,19 @@ from alertbot.rules.conditions import (
     AllOf,
     AnyOf,
     Breaks,
+    Cross,
     Level,
     format_duration,
     format_number,
+    leaves,
+    parse,
 )
 from alertbot.rules.engine import Engine, level_holds, metric_of
 from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.model import is_glob
 from alertbot.store import WatchRow
 from alertbot.tasks import cancel_and_wait
-from alertbot.ticker import Ticker
+from alertbot.ticker import Ticker, percent
 
 log = logging.getLogger("alertbot.chat")
 
@@ -217,25 +220,16 @@ def _duration(ms: int) -> str:
         return f"{ms / 1000:g}s"
 
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-}
-
-
-def _percent_past(cond: Level, value: float) -> str:
-    """A computed percentage (24h change or range) that holds ``cond``, as /price shows it
-    (``+9.59%``), with more decimals when those would not be seen past the threshold
-    (``+9.5914%`` for ``> 9.5913%``)."""
-    sign = "+" if cond.metric == "change_24h" else ""
-    holds = _OPS[cond.op]
-    for places in range(2, 10):
-        text = f"{value:{sign}.{places}f}"
-        if holds(float(text), cond.value):
-            break
-    return f"{text}%"
+def _thresholds(rows: list[WatchRow], symbol: str, metric: str) -> tuple[float, ...]:
+    """The numbers the watches ``rows`` of ``symbol`` compare ``metric`` with: a percentage
+    shown near one gets the decimals that put it on its side (as in their alerts)."""
+    return tuple(
+        leaf.value
+        for r in rows
+        if fnmatchcase(symbol, r.symbol)
+        for leaf in leaves(parse(r.condition))
+        if isinstance(leaf, Level | Cross) and leaf.metric == metric
+    )
 
 
 def _span(seconds: float) -> str:
@@ -662,9 +656,8 @@ class ChatBot:
             if t is None:
                 lines.append(f"{symbol}: no price yet")
                 continue
-            change = (t.close - t.open) / t.open * 100 if t.open else 0.0
             spark = self.sparklines.of(symbol, t.close) if self.sparklines else ""
-            lines.append(f"{symbol} {t.price_text} ({change:+.2f}% 24h) {spark}".rstrip())
+            lines.append(f"{symbol} {t.price_text} ({self._change(chat, t)}) {spark}".rstrip())
         return "\n".join(lines)
 
     async def tell(self, chat: int, text: str) -> None:
@@ -1052,7 +1045,7 @@ class ChatBot:
         if isinstance(command, Unmute):
             return await self.unmute(chat, command.target), None
         if isinstance(command, Price):
-            return await self.price_or_fetch(command.symbol), None
+            return await self.price_or_fetch(chat, command.symbol), None
         if isinstance(command, Digest):
             await self.book.set_digest(chat, command.minute)
             if command.minute is None:
@@ -1208,14 +1201,14 @@ class ChatBot:
         if row.expires_ms:
             parts.append(f"until {format_time(row.expires_ms)}")
         text = f"Watching {w.symbol}: {w.condition_text} ({', '.join(parts)}). Id {wid}."
-        now_true = self._true_now(w)
+        now_true = self._true_now(chat, w)
         if now_true:
             text += f"\nIt is true right now ({now_true}): it fires on the next tick."
         if unchecked:
             text += f"\n{unchecked}"
         return text + f"\nRemove it with /unwatch {wid}."
 
-    def _true_now(self, w: Watch) -> str | None:
+    def _true_now(self, chat: int, w: Watch) -> str | None:
         cond = w.condition
         if not isinstance(cond, Level):
             return None
@@ -1230,7 +1223,10 @@ class ChatBot:
             return f"price {t.price_text}"  # as Binance sent it, as /price shows it
         value = metric_of(cond.metric, t)
         if cond.metric in PERCENT_METRICS:
-            return f"{cond.metric} {_percent_past(cond, value)}"
+            # as /price shows it (the new watch is among the chat's)
+            sign = "+" if cond.metric == "change_24h" else ""
+            near = _thresholds(self.book.of_chat(chat), w.symbol, cond.metric)
+            return f"{cond.metric} {percent_text(value, (*near, cond.value), sign)}%"
         return f"{cond.metric} {format_number(value)}"
 
     async def unwatch(self, chat: int, target: str) -> str:
@@ -1312,7 +1308,7 @@ class ChatBot:
     ) -> None:
         """A /price that asks Binance, answered when Binance has (in a task of its own)."""
         try:
-            answer = await self.price_or_fetch(symbol)
+            answer = await self.price_or_fetch(chat, symbol)
         except Exception:
             log.exception("chat %s: /price %s failed", chat, symbol)
             answer = SORRY
@@ -1320,12 +1316,12 @@ class ChatBot:
             answer = f"{welcome}\n\n{answer}"
         await self._reply(message, chat, answer, None)
 
-    async def price_or_fetch(self, symbol: str) -> str:
+    async def price_or_fetch(self, chat: int, symbol: str) -> str:
         """/price: the engine's last ticker; without one, of a symbol Binance lists or may
         list, its 24h ticker asked of Binance once (a failure: the answer without, and why)."""
         resolved = self._resolve(symbol)
         if self.prices is None or not self._fetches(symbol):
-            return self.price(symbol)
+            return self.price(chat, symbol)
         fetched = await self.prices.get(resolved)
         if isinstance(fetched, Failed) and fetched.unknown:
             # the symbol list could not be read (or does not have it yet): Binance says so now
@@ -1334,10 +1330,10 @@ class ChatBot:
                 f" Did you mean {hint}?" if hint else ""
             )
         if isinstance(fetched, Failed):
-            return f"{self.price(symbol)}\n{fetched.reason}"
-        return self.price(symbol, fetched)
+            return f"{self.price(chat, symbol)}\n{fetched.reason}"
+        return self.price(chat, symbol, fetched)
 
-    def price(self, symbol: str, fetched: Ticker | None = None) -> str:
+    def price(self, chat: int, symbol: str, fetched: Ticker | None = None) -> str:
         """``fetched``: a ticker fetched from Binance, shown as such."""
         symbol = self._resolve(symbol)
         t = fetched if fetched is not None else self.engine.last_ticker(symbol)
@@ -1358,9 +1354,8 @@ class ChatBot:
                 f"No price for {symbol} yet{unchecked}: the feed carries only watched symbols "
                 f"right now. Watch it (/watch {symbol} ...) and ask again."
             )
-        change = (t.close - t.open) / t.open * 100 if t.open else 0.0
         lines = [
-            f"{symbol} {t.price_text} ({change:+.2f}% 24h)",
+            f"{symbol} {t.price_text} ({self._change(chat, t)})",
             f"24h high {format_number(t.high)} · low {format_number(t.low)}",
             f"volume {format_amount(t.volume)} · quote volume {format_amount(t.quote_volume)}",
             f"at {format_time(t.time)}" + (", fetched from Binance on request" if fetched else ""),
@@ -1370,6 +1365,14 @@ class ChatBot:
             if spark:
                 lines.append(spark)
         return "\n".join(lines)
+
+    def _change(self, chat: int, t: Ticker) -> str:
+        """A ticker's 24h change as alerts show it (``+4.999% 24h``): the value rules compare,
+        with more decimals than 2 where those would put it past a threshold of the chat's
+        watches of the symbol."""
+        near = _thresholds(self.book.of_chat(chat), t.symbol, "change_24h")
+        change = percent_text(percent(t.close - t.open, t.open), near, "+")
+        return "24h change n/a" if change == "n/a" else f"{change}% 24h"
 
     def listing(self, chat: int, page: int = 1) -> tuple[str, InlineKeyboardMarkup | None]:
         """One page of the chat's watches, within Telegram's length (a later page than the

@@ -64,6 +64,12 @@ def _percent(value: float, thresholds: Sequence[float], sign: str) -> str:
     return text if sign != "+" or text.startswith("-") else f"+{text}"
 
 
+def percent_text(value: float, thresholds: Sequence[float] = (), sign: str = "") -> str:
+    """A percentage for a reply (``/price``, a new watch's note) as an alert shows it: 2
+    decimals, more where those would put it on another side of one of ``thresholds``."""
+    return _percent(value, thresholds, sign)
+
+
 def _thresholds(condition: Condition, metric: str) -> tuple[float, ...]:
     """The numbers the condition compares ``metric`` with."""
     return tuple(
