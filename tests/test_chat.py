@@ -606,6 +606,21 @@ async def test_a_level_true_on_a_price_from_long_ago_is_not_said_to_be_true_now(
     assert "true right now" not in reply
 
 
+async def test_a_range_break_typed_with_or_is_answered_with_a_command_that_works(tmp_path, fakes):
+    """'/watch BTCUSDT > 70000 or < 60000', the commonest two-sided alert, was answered
+    "Unexpected 'or' (did you mean for?)". The answer is the any(...) command, which, sent as
+    it is, makes the watch; nothing was made before."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/watch btc > 70k or < 60k cooldown 1h")
+        assert bot.app.book is not None
+        assert bot.app.book.of_chat(USER) == []
+        command = reply.split("write ", 1)[1].split("\n", 1)[0]
+        made = await bot.say(command)
+    assert command == "/watch BTC any(price > 70000, price < 60000) cooldown 1h"
+    assert made.startswith("Watching BTCUSDT: any(price > 70000, price < 60000) (cooldown 1h)")
+
+
 async def test_start_is_a_short_welcome_with_the_first_command_to_send(tmp_path, fakes):
     """/start, a new user's first message, answered with the whole /help (50 lines) under a
     greeting; it is five lines: what the bot does, a first watch, where to go next."""

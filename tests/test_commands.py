@@ -331,6 +331,128 @@ def test_a_watch_written_in_a_common_shorthand_is_answered_with_the_exact_fix(
 
 
 @pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "/watch BTCUSDT > 70000 or < 60000",
+            "for either one, write /watch BTCUSDT any(price > 70000, price < 60000)",
+        ),
+        ("/watch BTCUSDT above 70k OR below 60k", "any(price > 70000, price < 60000)"),
+        ("/watch BTCUSDT > 70000 || < 60000", "any(price > 70000, price < 60000)"),
+        (
+            "/watch BTCUSDT > 70000 and < 80000",
+            "for both at once, write /watch BTCUSDT all(price > 70000, price < 80000)",
+        ),
+        (
+            "/watch BTCUSDT > 70000 && < 80000 cooldown 1h once",
+            "all(price > 70000, price < 80000) cooldown 1h once",
+        ),
+        (
+            "/watch BTCUSDT price > 70000 < 80000",
+            "two conditions go in all(...) (both at once) or any(...) (either one), e.g. "
+            "/watch BTCUSDT all(price > 70000, price < 80000)",
+        ),
+        ("/watch BTCUSDT > 70000, < 80000", "all(price > 70000, price < 80000)"),
+        ("/watch BTCUSDT > 70k,< 80k", "all(price > 70000, price < 80000)"),
+        (
+            "/watch BTCUSDT between 60000 and 70000",
+            "for a range, write /watch BTCUSDT all(price >= 60000, price <= 70000)",
+        ),
+        (
+            "/watch BTCUSDT change_24h between 5% and 10% once",
+            "all(change_24h >= 5%, change_24h <= 10%) once",
+        ),
+        (
+            "/watch SOLUSDT rises 5% in 1h or drops 5% in 1h",
+            "any(rises 5% in 1h, drops 5% in 1h)",
+        ),
+        # not two conditions: the usual answers
+        ("/watch BTCUSDT > 70000 or", "unexpected 'or'; to join conditions write all(A, B)"),
+        ("/watch BTCUSDT > 70,000 < 80,000", "no ',' separators"),
+        ("/watch BTCUSDT > 1,5b", "no ',' separators"),
+    ],
+)
+def test_two_conditions_joined_as_people_write_them_are_answered_with_all_or_any(
+    text: str, says: str
+) -> None:
+    """'> 70000 or < 60000' (a break out of a range, either way) was answered "unexpected 'or'
+    (did you mean for?)", and '> 70000, < 80000' with the advice to write numbers without
+    commas. The answer is the all(...) or any(...) command that means it."""
+    assert says in _error(text).message
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "/watch BTCUSDT falls 5% in 1h",
+            "unknown metric or condition 'falls' (did you mean drops?)",
+        ),
+        ("/watch BTCUSDT fall 5% in 1h", "(did you mean drops?)"),
+        ("/watch BTCUSDT dumps 5% in 1h", "(did you mean drops?)"),
+        ("/watch BTCUSDT down 5% in 1h", "(did you mean drops?)"),
+        ("/watch BTCUSDT dips 5% in 1h", "(did you mean drops?)"),
+        ("/watch BTCUSDT up 5% in 1h", "unknown metric or condition 'up' (did you mean rises?)"),
+        ("/watch BTCUSDT pumps 5% in 1h", "(did you mean rises?)"),
+        ("/watch BTCUSDT gains 5% in 1h", "(did you mean rises?)"),
+        ("/watch BTCUSDT hits 70000", "unknown metric or condition 'hits' (did you mean crosses?)"),
+        ("/watch BTCUSDT reaches 70000", "(did you mean crosses?)"),
+        ("/watch BTCUSDT touches 70k", "(did you mean crosses?)"),
+        ("/watch BTCUSDT crosses up 70000", "got 'up' (did you mean above?)"),
+        ("/watch BTCUSDT crosses over 70000", "got 'over' (did you mean above?)"),
+        ("/watch BTCUSDT crosses down 70000", "got 'down' (did you mean below?)"),
+        ("/watch BTCUSDT crosses under 70000", "got 'under' (did you mean below?)"),
+    ],
+)
+def test_a_trader_s_word_for_a_condition_gets_the_word_the_language_has(
+    text: str, says: str
+) -> None:
+    """'falls 5% in 1h' was answered "did you mean all?", 'up', 'pumps', 'hits 70000' and
+    TradingView's 'crosses up' with the list of metrics, or nothing to go on."""
+    assert says in _error(text).message
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("/watch BTCUSDT rises 5% in 15 min", "got '15'; write 15m"),
+        ("/watch BTCUSDT rises 5% in 15min", "got '15min'; write 15m"),
+        ("/watch BTCUSDT rises 5% in 1 hour", "got '1'; write 1h"),
+        ("/watch BTCUSDT rises 5% in 1hr", "write 1h"),
+        ("/watch BTCUSDT rises 5% in 90 secs", "write 90s"),
+        ("/watch BTCUSDT > 5 cooldown 30 minutes", "got '30'; write 30m"),
+        ("/watch BTCUSDT > 5 cooldown 1hour", "got '1hour'; write 1h"),
+        ("/watch BTCUSDT > 5 for 1w", "got '1w'; write 7d"),
+        ("/watch BTCUSDT > 5 for 2 weeks", "write 14d"),
+        ("/watch BTCUSDT > 5 for 3 days once", "write 3d"),
+        ("/watch BTCUSDT rises 5 % in 1h", "write 5% without a space"),
+        ("/watch BTCUSDT change_24h > 5 %", "write 5% without a space"),
+        ("/watch BTCUSDT > 5 cooldown 15 m", "write 15m without a space"),  # as before
+    ],
+)
+def test_a_duration_or_percentage_written_in_words_or_spaced_gets_the_form_to_write(
+    text: str, says: str
+) -> None:
+    """'in 15 min', 'cooldown 1 hour', 'for 1w' and '5 %' got "expected a duration like 30s,
+    15m, 4h or 1d, got '15'" or "expected 'in' after '5', got '%'": the answer names the form
+    to write."""
+    assert says in _error(text).message
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("/mute w1 30 min", "write 30m"),
+        ("/mute w1 1 hour", "write 1h"),
+        ("/mute w1 2hrs", "write 2h"),
+        ("/mute w1 1w", "write 7d"),
+    ],
+)
+def test_a_mute_for_a_time_in_words_gets_the_form_to_write(text: str, says: str) -> None:
+    assert says in _error(text).message
+
+
+@pytest.mark.parametrize(
     "condition",
     [
         "volume > 0",

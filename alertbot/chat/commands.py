@@ -139,6 +139,28 @@ _SIGNED_PERCENT_RE = re.compile(r"([+-]?)((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))%", r
 _EVERY = ("every", "each")
 _OPTIONS_HINT = "the options are cooldown D, rearm P%, once, for D"
 _OPERATOR_TYPOS = {"=>": ">=", "=<": "<=", "=": ">= or <=", "==": ">="}
+#: traders' words for the language's own, suggested when typed ("falls 5% in 1h": drops; a
+#: close spelling would name 'all')
+_SYNONYMS = {
+    **dict.fromkeys(("up", "pump", "pumps", "gain", "gains", "jump", "jumps", "surges"), "rises"),
+    **dict.fromkeys(
+        ("down", "fall", "falls", "dump", "dumps", "dip", "dips", "tanks", "declines"), "drops"
+    ),
+    **dict.fromkeys(("hit", "hits", "reach", "reaches", "touch", "touches", "at"), "crosses"),
+}
+#: TradingView's "crossing up/down" after 'crosses'
+_CROSS_WORDS = {"up": "above", "over": "above", "down": "below", "under": "below"}
+#: words (and signs) people join two conditions with: all(...) or any(...); None: either
+_JOINERS: dict[str, str | None] = {
+    **dict.fromkeys(("and", "&", "&&"), "all"),
+    **dict.fromkeys(("or", "|", "||"), "any"),
+    ",": None,
+}
+# a duration in words: "15 min", "1hour", "2 weeks" (the space is taken out before matching)
+_DURATION_WORDS_RE = re.compile(
+    r"([0-9]+)(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|wks?|weeks?)",
+    re.IGNORECASE | re.ASCII,
+)
 
 _WORD_RE = re.compile(r"\S+")
 # a command's name (and bot's) is ASCII: "/watch币安人生USDT", written as Chinese is, with no
@@ -393,7 +415,9 @@ def _watch(message: str, words: list[_Word]) -> Watch:
     try:
         condition = parse(_plain_signs(condition_text))
     except ConditionError as exc:
-        raise _error("watch", _explain(exc, condition_text, following)) from None
+        tail = message[following.start :] if following is not None else ""
+        combined = _combined(symbol, condition_text, tail)
+        raise _error("watch", combined or _explain(exc, condition_text, following)) from None
 
     seen: set[str] = set()
     cooldown_ms: int | None = None
@@ -478,6 +502,87 @@ def _shorthand(symbol: str, words: list[_Word]) -> None:
     )
 
 
+def _combined(symbol: str, condition_text: str, tail: str) -> str | None:
+    """Conditions joined as people write them (``> 70000 or < 60000``, ``> 70000, < 80000``,
+    ``> 70000 < 80000``, ``between 60000 and 70000``): the all(...) or any(...) command that
+    means it (``tail``: the options typed after the condition). None: not that."""
+    tokens = _CONDITION_TOKEN_RE.findall(condition_text)
+    if "(" in tokens or ")" in tokens:
+        return None
+    lower = [t.lower() for t in tokens]
+    tail = f" {tail}" if tail else ""
+    if "between" in lower:
+        i = lower.index("between")
+        if lower.count("and") != 1 or lower.index("and") < i:
+            return None
+        j = lower.index("and")
+        metric = " ".join(tokens[:i]) or "price"
+        low, high = " ".join(tokens[i + 1 : j]), " ".join(tokens[j + 1 :])
+        both = _parsed(f"all({metric} >= {low}, {metric} <= {high})")
+        return f"for a range, write /watch {symbol} {both}{tail}" if both else None
+    groups: list[list[str]] = [[]]
+    kinds: set[str | None] = set()
+    for token, word in zip(tokens, lower, strict=True):
+        if word in _JOINERS:
+            kinds.add(_JOINERS[word])
+            groups.append([])
+        else:
+            groups[-1].append(token)
+    if len(groups) == 1:  # one after the other: "> 70000 < 80000"
+        groups = next(
+            (
+                [tokens[:i], tokens[i:]]
+                for i in range(1, len(tokens))
+                if _parsed(" ".join(tokens[:i])) and _parsed(" ".join(tokens[i:]))
+            ),
+            groups,
+        )
+    if len(groups) < 2 or len(kinds - {None}) > 1:
+        return None
+    parts = [_parsed(" ".join(group)) for group in groups]
+    if not all(parts):
+        return None
+    (kind,) = kinds - {None} or {None}
+    joined = _parsed(f"{kind or 'all'}({', '.join(p for p in parts if p)})")
+    if joined is None:
+        return None
+    command = f"/watch {symbol} {joined}{tail}"
+    which = "both" if len(parts) == 2 else "all of them"
+    if kind == "all":
+        return f"for {which} at once, write {command}"
+    if kind == "any":
+        return f"for {'either one' if len(parts) == 2 else 'any one of them'}, write {command}"
+    return (
+        f"{'two' if len(parts) == 2 else 'several'} conditions go in all(...) ({which} at "
+        f"once) or any(...) (either one), e.g. {command}"
+    )
+
+
+def _parsed(condition_text: str) -> str | None:
+    """A condition as the answer shows it, or None when it does not parse."""
+    if not condition_text:
+        return None
+    try:
+        return format_condition(parse(_plain_signs(condition_text)))
+    except ConditionError:
+        return None
+
+
+def _duration_fix(text: str) -> str | None:
+    """A duration written in words (``15 min``, ``1hour``, ``2 weeks``) as the language writes
+    it (``15m``, ``1h``, ``14d``); None: not one."""
+    match = _DURATION_WORDS_RE.fullmatch(text.replace(" ", ""))
+    if match is None:
+        return None
+    number, unit = int(match.group(1)), match.group(2)[0].lower()
+    fix = f"{number * 7}d" if unit == "w" else f"{number}{unit}"
+    try:
+        parse_duration(fix)
+    except ValueError:  # over 366 days: the answer says so when it is written so
+        return None
+    return fix
+
+
 def _plain_signs(condition_text: str) -> str:
     """``above 70k`` / ``below 3k`` as the signs they mean (``> 70k``, ``< 3k``), outside
     ``crosses above|below``; each sign padded to the word's length, so that a column the
@@ -518,9 +623,19 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
 
     if token == "," and "(" not in condition_text:
         return COMMA_HINT
+    before = condition_text[: max(exc.column - 1, 0)].split()[-1:]
+    after = condition_text[exc.column - 1 + len(token) :].split()[:1]
+    if token == "%" and before and _BARE_NUMBER_RE.fullmatch(before[0]):
+        return f"write {before[0]}% without a space"
+    if message.startswith("expected a duration"):
+        fix = _duration_fix(token) or (_duration_fix(token + after[0]) if after else None)
+        return _shorten(message, condition_text) + (f"; write {fix}" if fix else "")
     suggestion = _OPERATOR_TYPOS.get(token) or _suggest_word(token)
+    if before and before[0].lower() == "crosses":
+        suggestion = _CROSS_WORDS.get(
+            token.lower(), None if suggestion == "crosses" else suggestion
+        )
     if message.startswith("unexpected ") and token.lower() in _EVERY:
-        after = condition_text[exc.column - 1 + len(token) :].split()[:1]
         every = after[0] if after and _DURATION_FORM_RE.fullmatch(after[0]) else "1h"
         return (
             f"unexpected {_q(token)}: for at most one alert per {every}, write "
@@ -532,7 +647,9 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
         message += f" (at {_q(token)})"
     if suggestion:
         message += f" (did you mean {suggestion}?)"
-    if message.startswith("unexpected "):  # a whole condition, then a word it cannot take
+    if token.lower() in _JOINERS:
+        message += "; to join conditions write all(A, B) (both at once) or any(A, B) (either)"
+    elif message.startswith("unexpected "):  # a whole condition, then a word it cannot take
         message += f"; {_OPTIONS_HINT}"
     if message.startswith("expected a number") and (
         _EXOTIC_NUMBER_RE.fullmatch(token) or any(ch.isdigit() for ch in token)
@@ -547,8 +664,10 @@ def _suggest_word(token: str) -> str | None:
         return None
     if word in _CONDITION_WORDS or word in _OPTIONS or not re.fullmatch(r"[a-z_0-9]+", word):
         return None
-    if word.isdigit():
+    if word.isdigit() or word in _JOINERS:  # not 'or': for
         return None
+    if word in _SYNONYMS:
+        return _SYNONYMS[word]
     return _closest(word, (*_CONDITION_WORDS, *_OPTIONS), cutoff=0.75)
 
 
@@ -709,7 +828,11 @@ def _duration(
             and following.lower in ("s", "m", "h", "d")
         ):
             raise _error(name, f"write {text}{following.lower} without a space")
-        raise _error(name, f"{what} needs a duration like 30s, 15m, 4h or 1d, got {_q(text)}")
+        fix = _duration_fix(text)
+        if fix is None and following is not None and text.isascii() and text.isdigit():
+            fix = _duration_fix(text + following.text)  # "30 minutes"
+        hint = f"; write {fix}" if fix else ""
+        raise _error(name, f"{what} needs a duration like 30s, 15m, 4h or 1d, got {_q(text)}{hint}")
     try:
         ms = parse_duration(text)
     except ValueError:
