@@ -606,6 +606,29 @@ async def test_a_level_true_on_a_price_from_long_ago_is_not_said_to_be_true_now(
     assert "true right now" not in reply
 
 
+async def test_a_symbol_typed_in_another_form_is_answered_with_a_contract_binance_lists(
+    tmp_path, fakes
+):
+    """The suggestion for 'BTC-PERP' was 'BTCPERP' and for 'ETHUSDT/BTCUSDT' 'ETHUSDTBTCUSDT',
+    names Binance lists no contract by (sent as suggested, they were unknown), and a
+    cashtag ('$BTC', '#eth') was "not a symbol; use letters and digits". The suggestion is the
+    contract the name stands for, checked against Binance's list, or none."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        cashtag = await bot.say("/watch $BTC > 70000")
+        hashtag = await bot.say("/price #eth")
+        perp = await bot.say("/watch BTC-PERP > 70000")
+        pair = await bot.say("/watch btc/usdt > 70000")
+        two = await bot.say("/watch ETHUSDT/BTCUSDT > 1")
+        assert bot.app.book is not None
+        assert bot.app.book.of_chat(USER) == []
+    assert cashtag.startswith("'$BTC' is not a symbol (did you mean BTCUSDT?)\nUse: /watch ")
+    assert hashtag.startswith("'#eth' is not a symbol (did you mean ETHUSDT?)\nUse: /price ")
+    assert perp.startswith("'BTC-PERP' is not a symbol (did you mean BTCUSDT?)")
+    assert pair.startswith("'btc/usdt' is not a symbol (did you mean BTCUSDT?)")  # as before
+    assert two.startswith("'ETHUSDT/BTCUSDT' is not a symbol Binance lists\n")
+
+
 async def test_a_range_break_typed_with_or_is_answered_with_a_command_that_works(tmp_path, fakes):
     """'/watch BTCUSDT > 70000 or < 60000', the commonest two-sided alert, was answered
     "Unexpected 'or' (did you mean for?)". The answer is the any(...) command, which, sent as

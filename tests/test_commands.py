@@ -442,6 +442,31 @@ def test_a_duration_or_percentage_written_in_words_or_spaced_gets_the_form_to_wr
 @pytest.mark.parametrize(
     ("text", "says"),
     [
+        (
+            "/watch BTCUSDT ETHUSDT > 1",
+            "one symbol per /watch: send /watch BTCUSDT > 1, then /watch ETHUSDT > 1",
+        ),
+        ("/watch btcusdt,ethusdt crosses 3k", "/watch BTCUSDT crosses 3k, then /watch ETHUSDT"),
+        ("/watch BTCUSDT, ETHUSDT, SOLUSDT > 1", "then /watch ETHUSDT > 1, then /watch SOLUSDT"),
+        ("/watch BTC USDT > 70000", "write the symbol as one word: /watch BTCUSDT > 70000"),
+        ("/watch eth usdt crosses 3k once", "one word: /watch ETHUSDT crosses 3k once"),
+        ("/price btc usdt", "write the symbol as one word: /price BTCUSDT"),
+        # a word of the condition language, or a symbol-like word not ending like one: as before
+        ("/watch BTCUSDT pricee > 5", "did you mean price?"),
+        ("/watch BTCUSDT XYZ > 5", "unknown metric or condition 'XYZ'"),
+    ],
+)
+def test_two_symbols_or_a_symbol_in_two_words_get_the_commands_to_send(
+    text: str, says: str
+) -> None:
+    """'/watch BTCUSDT ETHUSDT > 1' got "unknown metric or condition 'ETHUSDT'", and
+    '/watch BTC USDT > 70000' the same for 'USDT': the answer says what to send."""
+    assert says in _error(text).message
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
         ("/mute w1 30 min", "write 30m"),
         ("/mute w1 1 hour", "write 1h"),
         ("/mute w1 2hrs", "write 2h"),

@@ -56,6 +56,7 @@ from alertbot.chat.commands import (
     Mute,
     Price,
     Simple,
+    SymbolError,
     Unmute,
     Unwatch,
     Watch,
@@ -738,6 +739,8 @@ class ChatBot:
                 # in a group, a command none of ours resembles is another bot's: no answer,
                 # not even the refusal below (which would spend the one a chat gets)
                 return
+        except SymbolError as exc:  # BTC/USDT, $BTC: what Binance lists for it
+            command, answer = None, exc.suggesting(self._listed(exc.name)).reply()
         except CommandError as exc:
             command, answer = None, exc.reply()
         except Exception:
@@ -1123,6 +1126,14 @@ class ChatBot:
         if is_glob(symbol) or symbol in known or f"{symbol}USDT" not in known:
             return symbol
         return f"{symbol}USDT"
+
+    def _listed(self, name: str) -> str | None:
+        """The contract Binance lists that ``name`` (``BTC``, ``ETHUSDT``) stands for; None:
+        none (the name as is when Binance's list cannot be read)."""
+        resolved = self._resolve(name)
+        if resolved in self.directory.known() or not self.directory.authoritative:
+            return resolved
+        return self.directory.suggest(resolved)
 
     def _check_symbol(self, chat: int, symbol: str) -> str | None:
         """Refuse a pattern from a non-admin, and a symbol the exchange does not list; a note

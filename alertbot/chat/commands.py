@@ -156,6 +156,9 @@ _JOINERS: dict[str, str | None] = {
     **dict.fromkeys(("or", "|", "||"), "any"),
     ",": None,
 }
+#: a quote asset written as a word of its own ("/watch BTC USDT > 1"): the symbol's end
+_QUOTE_WORDS = {"USDT": "USDT", "USDC": "USDC", "BUSD": "BUSD", "FDUSD": "FDUSD", "USD": "USDT"}
+_QUOTE_END_RE = re.compile(r"(?:USDT|USDC|BUSD|FDUSD)$")
 # a duration in words: "15 min", "1hour", "2 weeks" (the space is taken out before matching)
 _DURATION_WORDS_RE = re.compile(
     r"([0-9]+)(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|wks?|weeks?)",
@@ -174,7 +177,8 @@ _GLOB_RE = re.compile(r"(?:[A-Z0-9_*?\x80-\U0010ffff]|\[!?[A-Z0-9_\x80-\U0010fff
 _GLOB_CHARS = frozenset("*?[]")
 _DIGIT_COMMA_RE = re.compile(r"\d,\d")
 COMMA_HINT = "numbers take no ',' separators: write 70000 (or 70k) and 0.5"
-_TRADINGVIEW_RE = re.compile(r"^BINANCE(?:US)?:|\.P$")
+# TradingView's BINANCE:BTCUSDT and BTCUSDT.P (a perpetual), a cashtag ($BTC, #BTC), BTC-PERP
+_TRADINGVIEW_RE = re.compile(r"^(?:BINANCE(?:US)?:|[$#])|\.P$|[-_]PERP$")
 _SEPARATORS_RE = re.compile(r"(?<=[A-Z0-9\x80-\U0010ffff])[-/:.](?=[A-Z0-9\x80-\U0010ffff])")
 # ASCII: IGNORECASE alone takes the long s (U+017F) for s and the Kelvin sign for k
 _DURATION_FORM_RE = re.compile(r"[0-9]+[smhd]", re.IGNORECASE | re.ASCII)
@@ -205,6 +209,26 @@ class CommandError(RuleError):
         """Plain-text answer for the user."""
         first = self.message[:1].upper() + self.message[1:]
         return f"{first}\nUse: {self.usage}\ne.g. {self.example}"
+
+
+class SymbolError(CommandError):
+    """A symbol typed in another form (``BTC/USDT``, ``BINANCE:ETHUSDT.P``, ``$BTC``):
+    ``name`` is what it stands for (``BTC``), for the caller to check against the exchange's
+    list, which the parser does not know: :meth:`suggesting`."""
+
+    def __init__(self, typed: str, name: str, usage: str, example: str) -> None:
+        super().__init__(f"{_q(typed)} is not a symbol (did you mean {name}?)", usage, example)
+        self.typed = typed
+        self.name = name
+
+    def suggesting(self, listed: str | None) -> CommandError:
+        """The error suggesting ``listed``, the contract Binance lists for the name; None:
+        it lists none."""
+        if listed is None:
+            message = f"{_q(self.typed)} is not a symbol Binance lists"
+        else:
+            message = f"{_q(self.typed)} is not a symbol (did you mean {listed}?)"
+        return CommandError(message, self.usage, self.example)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +410,7 @@ def _unknown_command(name: str) -> CommandError:
 def _watch(message: str, words: list[_Word]) -> Watch:
     if not words:
         raise _error("watch", "missing symbol and condition")
+    _several_symbols(message, words)
     sign = _WIDE_SIGN_RE.search(message, words[0].start)
     if sign:  # else "币安人生USDT＞0.5" reads as a symbol with letters it cannot have
         raise _error("watch", f"write {_WIDE_SIGNS[sign.group()]} instead of {_q(sign.group())}")
@@ -470,6 +495,38 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         once="once" in seen,
         for_ms=for_ms,
     )
+
+
+def _several_symbols(message: str, words: list[_Word]) -> None:
+    """Refuse, with the commands to send, several symbols (``BTCUSDT ETHUSDT > 1``,
+    ``BTCUSDT,ETHUSDT > 1``) and a symbol written as two words (``BTC USDT > 1``)."""
+    names: list[str] = []
+    end = len(words)
+    for k, word in enumerate(words):
+        pieces = [normalise(p) for p in word.text.split(",") if p]
+        listed = k == 0 or "," in word.text or words[k - 1].text.endswith(",")
+        if not pieces or not all(
+            _is_symbol(p)
+            and p.lower() not in _CONDITION_WORDS
+            and p.lower() not in _OPTIONS
+            and (listed or _QUOTE_END_RE.search(p) or p in _QUOTE_WORDS)
+            for p in pieces
+        ):
+            end = k
+            break
+        names += pieces
+    if len(names) < 2:
+        return
+    tail = message[words[end].start :] if end < len(words) else "CONDITION"
+    if len(names) == 2 and names[1] in _QUOTE_WORDS and "," not in message[: words[1].end]:
+        if _QUOTE_END_RE.search(names[0]):
+            return  # "BTCUSDT USDT": the usual answer
+        raise _error(
+            "watch",
+            f"write the symbol as one word: /watch {names[0]}{_QUOTE_WORDS[names[1]]} {tail}",
+        )
+    commands = ", then ".join(f"/watch {name} {tail}" for name in names)
+    raise _error("watch", f"one symbol per /watch: send {commands}")
 
 
 def _shorthand(symbol: str, words: list[_Word]) -> None:
@@ -746,6 +803,9 @@ def _price(words: list[_Word]) -> Price:
     if not words:
         raise _error("price", "which symbol? e.g. /price BTCUSDT")
     symbol = _symbol("price", words[0].text, allow_glob=False)
+    if len(words) == 2 and normalise(words[1].text) in _QUOTE_WORDS:
+        quote = _QUOTE_WORDS[normalise(words[1].text)]
+        raise _error("price", f"write the symbol as one word: /price {symbol}{quote}")
     if len(words) > 1:
         raise _error("price", f"one symbol at a time; unexpected {_q(words[1].text)}")
     return Price(symbol)
@@ -803,10 +863,11 @@ def _symbol(name: str, text: str, *, allow_glob: bool) -> str:
         return upper
     if _is_symbol(upper):
         return upper
-    # BTC/USDT, and TradingView's BINANCE:BTCUSDT and BTCUSDT.P (a perpetual)
+    # BTC/USDT, TradingView's names, a cashtag
     joined = _SEPARATORS_RE.sub("", _TRADINGVIEW_RE.sub("", upper))
     if joined != upper and _is_symbol(joined):
-        raise _error(name, f"{_q(text)} is not a symbol (did you mean {joined}?)")
+        usage, _, example = COMMANDS[name]
+        raise SymbolError(text, joined, usage, example)
     if is_symbol(upper):
         raise _error(name, f"a symbol has 2 to 30 letters or digits, got {_q(text)}")
     raise _error(name, f"{_q(text)} is not a symbol; use letters and digits, e.g. BTCUSDT")
