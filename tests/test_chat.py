@@ -629,6 +629,25 @@ async def test_a_symbol_typed_in_another_form_is_answered_with_a_contract_binanc
     assert two.startswith("'ETHUSDT/BTCUSDT' is not a symbol Binance lists\n")
 
 
+async def test_unwatch_with_several_ids_removes_those_the_chat_has(tmp_path, fakes):
+    """'/unwatch w1 w3 w9', a clean-up after /list, was refused ("unexpected 'w3'"): one id
+    at a time. The chat's watches among them are removed, the others named; the rest stay."""
+    binance, tg = fakes
+    stored_watches(tmp_path, [("BTCUSDT", "price > 1"), ("ETHUSDT", "price > 2")])
+    stored_watches(tmp_path, [("SOLUSDT", "price > 3")])
+    stored_watches(tmp_path, [("SOLUSDT", "price > 4")], chat=USER + 1)  # w4: another chat's
+    async with Bot(tmp_path, binance, tg) as bot:
+        reply = await bot.say("/unwatch w1 w3, w4 w9")
+        assert bot.app.book is not None
+        left = [r.id for r in bot.app.book.rows.values()]
+        none = await bot.say("/unwatch w8 w9")
+    assert reply == (
+        "Removed w1 (BTCUSDT price > 1), w3 (SOLUSDT price > 3). This chat has no watches w4, w9."
+    )
+    assert sorted(left) == [2, 4]
+    assert none == "This chat has no watches w8, w9. /list shows its watches."
+
+
 async def test_a_range_break_typed_with_or_is_answered_with_a_command_that_works(tmp_path, fakes):
     """'/watch BTCUSDT > 70000 or < 60000', the commonest two-sided alert, was answered
     "Unexpected 'or' (did you mean for?)". The answer is the any(...) command, which, sent as

@@ -1042,7 +1042,7 @@ class ChatBot:
         if isinstance(command, Watch):
             return await self.watch(chat, command), None
         if isinstance(command, Unwatch):
-            return await self.unwatch(chat, command.target), None
+            return await self.unwatch(chat, command.target, command.more), None
         if isinstance(command, Mute):
             return await self.mute(chat, command.target, command.duration_ms), None
         if isinstance(command, Unmute):
@@ -1240,7 +1240,9 @@ class ChatBot:
             return f"{cond.metric} {percent_text(value, (*near, cond.value), sign)}%"
         return f"{cond.metric} {format_number(value)}"
 
-    async def unwatch(self, chat: int, target: str) -> str:
+    async def unwatch(self, chat: int, target: str, more: tuple[str, ...] = ()) -> str:
+        if more:
+            return await self._unwatch_several(chat, (target, *more))
         rows = self.book.find(chat, target)
         if not rows:
             return self._none(target)
@@ -1248,6 +1250,22 @@ class ChatBot:
         if target == "all":
             return f"Removed all {len(rows)} watches."
         return f"Removed {watch_id(rows[0])} ({rows[0].symbol} {rows[0].condition})."
+
+    async def _unwatch_several(self, chat: int, targets: tuple[str, ...]) -> str:
+        """``/unwatch w1 w2 w3``: the ones this chat has are removed, the others named."""
+        found = {target: self.book.find(chat, target) for target in targets}
+        rows = [r for target in targets for r in found[target]]
+        missing = [target for target in targets if not found[target]]
+        nothing = (
+            f"This chat has no watch {missing[0]}."
+            if len(missing) == 1
+            else f"This chat has no watches {', '.join(missing)}."
+        )
+        if not rows:
+            return f"{nothing} /list shows its watches."
+        await self.book.remove(rows)
+        removed = ", ".join(f"{watch_id(r)} ({r.symbol} {r.condition})" for r in rows)
+        return f"Removed {removed}." + (f" {nothing}" if missing else "")
 
     async def _mute_button(self, row: WatchRow) -> str:
         """The /list button "Mute w1 1h": quiet for the next hour at least. A longer mute

@@ -6,7 +6,7 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
 ::
 
     /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]
-    /list [PAGE]   /unwatch ID|all   /mute ID|all D   /unmute [ID|all]   /price SYMBOL
+    /list [PAGE]   /unwatch ID [ID...]|all   /mute ID|all D   /unmute [ID|all]   /price SYMBOL
     /status   /help   /start
 
 Choices worth knowing:
@@ -65,7 +65,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "/watch BTCUSDT > 70000",
     ),
     "list": ("/list [PAGE]", "Show my watches and their ids", "/list"),
-    "unwatch": ("/unwatch ID|all", "Delete a watch (or all of them)", "/unwatch w12"),
+    "unwatch": ("/unwatch ID [ID...]|all", "Delete watches (or all of them)", "/unwatch w12"),
     "mute": ("/mute ID|all D", "Silence a watch (or all) for a while", "/mute w12 2h"),
     "unmute": ("/unmute [ID|all]", "End a mute (all of them by default)", "/unmute w12"),
     "price": ("/price SYMBOL", "Show the last price of a symbol", "/price BTCUSDT"),
@@ -254,9 +254,11 @@ class Watch:
 
 @dataclass(frozen=True, slots=True)
 class Unwatch:
-    """``/unwatch``: ``target`` is a watch id (``w12``) or ``all``."""
+    """``/unwatch``: ``target`` is a watch id (``w12``) or ``all``; ``more``: the other ids
+    of ``/unwatch w1 w2 w3`` (each once)."""
 
     target: str
+    more: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +369,8 @@ def parse_command(
         return _digest(words)
     if known == "list":
         return _listing(words)
-    if words and known != "start":  # /start carries a deep-link payload, which we ignore
+    if words and known not in ("start", "help"):
+        # /start carries a deep-link payload, which we ignore; "/help watch" is for help too
         raise _error(known, f"/{known} takes no arguments, got {_q(words[0].text)}")
     return Simple(known)
 
@@ -771,9 +774,16 @@ def _no_more(name: str, words: list[_Word], used: int) -> None:
 
 
 def _unwatch(words: list[_Word]) -> Unwatch:
-    target = _target("unwatch", words)
-    _no_more("unwatch", words, 1)
-    return Unwatch(target)
+    # "w1, w2,w3" as "w1 w2 w3"
+    ids = [_Word(piece, w.start, w.end) for w in words for piece in w.text.split(",") if piece]
+    targets = [_target("unwatch", ids)]
+    for word in ids[1:]:
+        target = _target("unwatch", [word])
+        if "all" in (target, targets[0]):
+            raise _error("unwatch", f"unexpected {_q(word.text)}; /unwatch takes watch ids or all")
+        if target not in targets:
+            targets.append(target)
+    return Unwatch(targets[0], tuple(targets[1:]))
 
 
 def _unmute(words: list[_Word]) -> Unmute:
