@@ -588,6 +588,24 @@ async def test_a_level_already_true_says_it_fires_now(tmp_path, fakes):
         assert "true right now (price 70000)" in reply
 
 
+async def test_a_price_level_far_from_the_price_now_is_pointed_out(tmp_path, fakes):
+    """'/watch BTCUSDT < 70.000' (a thousands separator, as much of Europe writes it) is a
+    watch of 'price < 70', which never fires with BTCUSDT at 68000: the answer said nothing
+    of it. A price level 10 times above or below the price now is answered with that
+    price; one near it is not."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 1000000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 68_000.5, int(time.time() * 1000))
+        far = await bot.say("/watch BTCUSDT < 70.000")
+        inside = await bot.say("/watch BTCUSDT any(crosses 1.5k, > 65000)")
+        near = await bot.say("/watch BTCUSDT crosses below 62000")
+    assert "\nBTCUSDT is at 68000.5 now, far from 70.\n" in far
+    assert "far from 1500." in inside
+    assert "far from" not in near
+
+
 async def test_a_level_true_on_a_price_from_long_ago_is_not_said_to_be_true_now(tmp_path, fakes):
     """SOLUSDT was watched, last traded at 210 ten minutes ago, and unwatched: the feed no
     longer carries it, and its last price stays in memory. Watching it again with '> 200'

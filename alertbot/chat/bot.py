@@ -126,6 +126,8 @@ RULE_IDS_CHARS = 400
 #: a ticker at most this old (s) tells a new watch it is true right now: a carried symbol
 #: has one every 1-2 s while it trades (the feed calls one quiet for 90 s stale)
 CURRENT_S = 120
+#: a new watch's price level this many times above or below the price now is pointed out
+FAR = 10
 #: the alerts a chat refused while it blocked the bot, named in its welcome-back note at most
 MISSED_SHOWN = 5
 #: the answer to an edited command
@@ -1215,20 +1217,44 @@ class ChatBot:
         now_true = self._true_now(chat, w)
         if now_true:
             text += f"\nIt is true right now ({now_true}): it fires on the next tick."
+        far = self._far(w)
+        if far:
+            text += f"\n{far}"
         if unchecked:
             text += f"\n{unchecked}"
         return text + f"\nRemove it with /unwatch {wid}."
+
+    def _far(self, w: Watch) -> str | None:
+        """A price level 10 times above or below the price now (``< 70.000``, a thousands
+        separator, is ``< 70``: with BTCUSDT at 68000 it never fires): the price, to see it."""
+        t = self._fresh(w.symbol)
+        if t is None or not t.close > 0:
+            return None
+        far = [
+            leaf.value
+            for leaf in leaves(w.condition)
+            if isinstance(leaf, Level | Cross)
+            and leaf.metric == "price"
+            and not t.close / FAR < leaf.value < t.close * FAR
+        ]
+        if not far:
+            return None
+        return f"{w.symbol} is at {t.price_text} now, far from {format_number(far[0])}."
+
+    def _fresh(self, symbol: str) -> Ticker | None:
+        """The last ticker of ``symbol``, if it says something about now: not the last one
+        kept of a symbol no longer carried (unwatched, or from before a restart)."""
+        t = self.engine.last_ticker(symbol)
+        if t is None or t.time < self.clock() * 1000 - CURRENT_S * 1000:
+            return None
+        return t
 
     def _true_now(self, chat: int, w: Watch) -> str | None:
         cond = w.condition
         if not isinstance(cond, Level):
             return None
-        t = self.engine.last_ticker(w.symbol)
-        # the last ticker of a symbol no longer carried (unwatched, or from before a restart)
-        # says nothing about now
-        if t is None or t.time < self.clock() * 1000 - CURRENT_S * 1000:
-            return None
-        if not level_holds(cond, t):
+        t = self._fresh(w.symbol)
+        if t is None or not level_holds(cond, t):
             return None
         if cond.metric == "price":
             return f"price {t.price_text}"  # as Binance sent it, as /price shows it
