@@ -465,6 +465,34 @@ def test_two_symbols_or_a_symbol_in_two_words_get_the_commands_to_send(
 
 
 @pytest.mark.parametrize(
+    ("text", "command", "says"),
+    [
+        (
+            "/watch BTCUSDT > 70000\n/watch ETHUSDT > 3000",
+            "watch",
+            "one command a message: send /watch BTCUSDT > 70000, then /watch ETHUSDT > 3000, "
+            "each as a message of its own",
+        ),
+        (
+            "/watch btc > 70k /watch@AlertTestBot eth < 3k\n/price sol",
+            "watch",
+            "send /watch btc > 70k, then /watch@AlertTestBot eth < 3k, then /price sol, each",
+        ),
+        ("/unwatch w1\n/unwatch w2", "unwatch", "send /unwatch w1, then /unwatch w2, each"),
+        ("/list\n/price btc", "list", "send /list, then /price btc, each"),
+    ],
+)
+def test_several_commands_in_one_message_are_answered_with_each_to_send(
+    text: str, command: str, says: str
+) -> None:
+    """A list of watches pasted as one message ('/watch BTCUSDT > 70000' and '/watch ETHUSDT >
+    3000' on two lines) got "unexpected '/watch'": nothing said only one command is read."""
+    error = _error(text)
+    assert says in error.message
+    assert error.usage == COMMANDS[command][0]
+
+
+@pytest.mark.parametrize(
     ("text", "says"),
     [
         ("/mute w1 30 min", "write 30m"),

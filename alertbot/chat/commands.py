@@ -37,6 +37,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import pairwise
 
 from alertbot.errors import ConditionError, RuleError
 from alertbot.rules.conditions import (
@@ -171,6 +172,8 @@ _WORD_RE = re.compile(r"\S+")
 # handler takes a text starting with "/" all the same)
 _GLUED_RE = re.compile(r"/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?(?=[^\x00-\x7f])")
 _COMMAND_NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
+# a word that is a command of ours, maybe addressed ("/watch@alertbot")
+_COMMAND_WORD_RE = re.compile(r"/([A-Za-z0-9_]{1,32})(?:@[A-Za-z0-9_]+)?")
 # fnmatch syntax limited to what a symbol can hold: * ? and [..] / [!..] classes (beyond
 # ASCII, any character here; _symbol() then checks it is one a symbol can hold)
 _GLOB_RE = re.compile(r"(?:[A-Z0-9_*?\x80-\U0010ffff]|\[!?[A-Z0-9_\x80-\U0010ffff-]+\])+")
@@ -355,6 +358,7 @@ def parse_command(
     if known is None:
         raise _unknown_command(name)
     words = [_Word(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(message, head.end())]
+    _one_command(known, message, words)
     if known == "watch":
         return _watch(message, words)
     if known == "unwatch":
@@ -373,6 +377,24 @@ def parse_command(
         # /start carries a deep-link payload, which we ignore; "/help watch" is for help too
         raise _error(known, f"/{known} takes no arguments, got {_q(words[0].text)}")
     return Simple(known)
+
+
+def _one_command(name: str, message: str, words: list[_Word]) -> None:
+    """Refuse several commands in one message (a list of watches pasted at once), naming each
+    to send: only the first would be read, and the next one's words are not its arguments."""
+    if name in ("help", "start"):  # "/help /mute": help
+        return
+    starts: list[int] = []
+    for word in words:
+        match = _COMMAND_WORD_RE.fullmatch(word.text)
+        if match and (match.group(1).lower() in COMMANDS or match.group(1).lower() in _ALIASES):
+            starts.append(word.start)
+    if not starts:
+        return
+    bounds = [0, *starts, len(message)]
+    pieces = [" ".join(message[a:b].split()) for a, b in pairwise(bounds)]
+    commands = ", then ".join(pieces)
+    raise _error(name, f"one command a message: send {commands}, each as a message of its own")
 
 
 def _error(name: str | None, message: str) -> CommandError:
