@@ -666,6 +666,26 @@ async def test_unwatch_with_several_ids_removes_those_the_chat_has(tmp_path, fak
     assert none == "This chat has no watches w8, w9. /list shows its watches."
 
 
+async def test_mute_and_unmute_with_several_ids_act_on_those_the_chat_has(tmp_path, fakes):
+    """'/mute w1 w2 1h' was answered "The mute needs a duration ..., got 'w2'", and '/unmute w1
+    w2' refused: one id at a time, as /unwatch was."""
+    binance, tg = fakes
+    stored_watches(tmp_path, [("BTCUSDT", "price > 1"), ("ETHUSDT", "price > 2")])
+    stored_watches(tmp_path, [("SOLUSDT", "price > 3")])
+    async with Bot(tmp_path, binance, tg) as bot:
+        muted = await bot.say("/mute w1 w3 w9 1h")
+        book = bot.app.book
+        assert book is not None
+        states = {i: r.muted_until is not None for i, r in book.rows.items()}
+        unmuted = await bot.say("/unmute w1, w2")
+        after = {i: r.muted_until is not None for i, r in book.rows.items()}
+    assert muted.startswith("Muted w1, w3 until ")
+    assert "This chat has no watch w9." in muted
+    assert states == {1: True, 2: False, 3: True}
+    assert unmuted == "Unmuted w1. w2 is not muted: it alerts."
+    assert after == {1: False, 2: False, 3: True}
+
+
 async def test_a_range_break_typed_with_or_is_answered_with_a_command_that_works(tmp_path, fakes):
     """'/watch BTCUSDT > 70000 or < 60000', the commonest two-sided alert, was answered
     "Unexpected 'or' (did you mean for?)". The answer is the any(...) command, which, sent as

@@ -1046,9 +1046,9 @@ class ChatBot:
         if isinstance(command, Unwatch):
             return await self.unwatch(chat, command.target, command.more), None
         if isinstance(command, Mute):
-            return await self.mute(chat, command.target, command.duration_ms), None
+            return await self.mute(chat, command.target, command.duration_ms, command.more), None
         if isinstance(command, Unmute):
-            return await self.unmute(chat, command.target), None
+            return await self.unmute(chat, command.target, command.more), None
         if isinstance(command, Price):
             return await self.price_or_fetch(chat, command.symbol), None
         if isinstance(command, Digest):
@@ -1277,21 +1277,26 @@ class ChatBot:
             return f"Removed all {len(rows)} watches."
         return f"Removed {watch_id(rows[0])} ({rows[0].symbol} {rows[0].condition})."
 
-    async def _unwatch_several(self, chat: int, targets: tuple[str, ...]) -> str:
-        """``/unwatch w1 w2 w3``: the ones this chat has are removed, the others named."""
+    def _find(self, chat: int, targets: tuple[str, ...]) -> tuple[list[WatchRow], str]:
+        """The chat's watches ``targets`` name, and a sentence naming the ids it has none of
+        ("" when it has them all)."""
         found = {target: self.book.find(chat, target) for target in targets}
         rows = [r for target in targets for r in found[target]]
         missing = [target for target in targets if not found[target]]
-        nothing = (
-            f"This chat has no watch {missing[0]}."
-            if len(missing) == 1
-            else f"This chat has no watches {', '.join(missing)}."
-        )
+        if not missing:
+            return rows, ""
+        if len(missing) == 1:
+            return rows, f"This chat has no watch {missing[0]}."
+        return rows, f"This chat has no watches {', '.join(missing)}."
+
+    async def _unwatch_several(self, chat: int, targets: tuple[str, ...]) -> str:
+        """``/unwatch w1 w2 w3``: the ones this chat has are removed, the others named."""
+        rows, missing = self._find(chat, targets)
         if not rows:
-            return f"{nothing} /list shows its watches."
+            return f"{missing} /list shows its watches."
         await self.book.remove(rows)
         removed = ", ".join(f"{watch_id(r)} ({r.symbol} {r.condition})" for r in rows)
-        return f"Removed {removed}." + (f" {nothing}" if missing else "")
+        return f"Removed {removed}." + (f" {missing}" if missing else "")
 
     async def _mute_button(self, row: WatchRow) -> str:
         """The /list button "Mute w1 1h": quiet for the next hour at least. A longer mute
@@ -1304,12 +1309,15 @@ class ChatBot:
         await self.book.mute([row], until)
         return f"Muted {wid} for 1h."
 
-    async def mute(self, chat: int, target: str, duration_ms: int) -> str:
+    async def mute(
+        self, chat: int, target: str, duration_ms: int, more: tuple[str, ...] = ()
+    ) -> str:
         """``/mute``: exactly the time typed, from now, also when that shortens a longer mute
-        (typed, it is the user's choice, unlike the /list button's), which the answer says."""
-        rows = self.book.find(chat, target)
+        (typed, it is the user's choice, unlike the /list button's), which the answer says.
+        ``more``: other ids (``/mute w1 w2 1h``); those the chat has not are named."""
+        rows, missing = self._find(chat, (target, *more))
         if not rows:
-            return self._none(target)
+            return f"{missing} /list shows its watches." if more else self._none(target)
         until = self.clock() + duration_ms / 1000
         shortened = [
             (watch_id(r), format_time(int(r.muted_until * 1000)))
@@ -1317,9 +1325,13 @@ class ChatBot:
             if r.muted_until is not None and r.muted_until > until
         ]
         await self.book.mute(rows, until)
-        which = f"all {len(rows)} watches" if target == "all" else watch_id(rows[0])
+        which = (
+            f"all {len(rows)} watches" if target == "all" else ", ".join(watch_id(r) for r in rows)
+        )
         text = f"Muted {which} until {format_time(int(until * 1000))}."
-        if shortened and target != "all":
+        if missing:
+            text += f" {missing}"
+        if shortened and len(rows) == 1:
             text += f" That shortens its mute, which was until {shortened[0][1]}."
         elif shortened:
             shown = [f"{wid} (was until {was})" for wid, was in shortened[:MUTES_SHOWN]]
@@ -1328,20 +1340,31 @@ class ChatBot:
             text += f" This shortened the mute of {', '.join(shown)}."
         return text + " /unmute ends it sooner."
 
-    async def unmute(self, chat: int, target: str) -> str:
-        rows = self.book.find(chat, target)
+    async def unmute(self, chat: int, target: str, more: tuple[str, ...] = ()) -> str:
+        rows, missing = self._find(chat, (target, *more))
         if not rows:
-            return self._none(target)
+            return f"{missing} /list shows its watches." if more else self._none(target)
         now = self.clock()
         muted = [r for r in rows if r.muted_until and r.muted_until > now]
-        if not muted:
-            if target == "all":
-                return "No watch here is muted: all of them alert."
-            return f"{watch_id(rows[0])} is not muted: it alerts."
-        await self.book.mute(muted, None)
-        if len(muted) == 1:
-            return f"Unmuted {watch_id(muted[0])}."
-        return f"Unmuted {len(muted)} watches: {', '.join(watch_id(r) for r in muted)}."
+        if not muted and target == "all":
+            return "No watch here is muted: all of them alert."
+        parts = []
+        if muted:
+            await self.book.mute(muted, None)
+            if len(muted) == 1:
+                parts.append(f"Unmuted {watch_id(muted[0])}.")
+            else:
+                parts.append(
+                    f"Unmuted {len(muted)} watches: {', '.join(watch_id(r) for r in muted)}."
+                )
+        quiet = [watch_id(r) for r in rows if r not in muted] if target != "all" else []
+        if len(quiet) == 1:
+            parts.append(f"{quiet[0]} is not muted: it alerts.")
+        elif quiet:
+            parts.append(f"{', '.join(quiet)} are not muted: they alert.")
+        if missing:
+            parts.append(missing)
+        return " ".join(parts)
 
     def _none(self, target: str) -> str:
         if target == "all":

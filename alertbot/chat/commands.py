@@ -6,8 +6,8 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
 ::
 
     /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]
-    /list [PAGE]   /unwatch ID [ID...]|all   /mute ID|all D   /unmute [ID|all]   /price SYMBOL
-    /status   /help   /start
+    /list [PAGE]   /unwatch ID [ID...]|all   /mute ID [ID...]|all D   /unmute [ID...|all]
+    /price SYMBOL   /status   /help   /start
 
 Choices worth knowing:
 
@@ -67,8 +67,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "list": ("/list [PAGE]", "Show my watches and their ids", "/list"),
     "unwatch": ("/unwatch ID [ID...]|all", "Delete watches (or all of them)", "/unwatch w12"),
-    "mute": ("/mute ID|all D", "Silence a watch (or all) for a while", "/mute w12 2h"),
-    "unmute": ("/unmute [ID|all]", "End a mute (all of them by default)", "/unmute w12"),
+    "mute": ("/mute ID [ID...]|all D", "Silence watches (or all) for a while", "/mute w12 2h"),
+    "unmute": ("/unmute [ID...|all]", "End a mute (all of them by default)", "/unmute w12"),
     "price": ("/price SYMBOL", "Show the last price of a symbol", "/price BTCUSDT"),
     "digest": (
         "/digest HH:MM|off",
@@ -266,17 +266,20 @@ class Unwatch:
 
 @dataclass(frozen=True, slots=True)
 class Mute:
-    """``/mute``: ``target`` is a watch id or ``all``; ``duration_ms`` > 0."""
+    """``/mute``: ``target`` is a watch id or ``all``; ``duration_ms`` > 0; ``more``: the
+    other ids given."""
 
     target: str
     duration_ms: int
+    more: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Unmute:
-    """``/unmute``: ``target`` is a watch id or ``all``."""
+    """``/unmute``: ``target`` is a watch id or ``all``; ``more``: the other ids given."""
 
     target: str
+    more: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -790,45 +793,57 @@ def _target(name: str, words: list[_Word]) -> str:
     raise _error(name, f"{_q(word.text)} is not a watch id; use an id from /list like w12, or all")
 
 
-def _no_more(name: str, words: list[_Word], used: int) -> None:
-    if len(words) > used:
-        raise _error(name, f"unexpected {_q(words[used].text)}; /{name} takes one watch id or all")
+def _targets(name: str, words: list[_Word], *, bare: bool = True) -> tuple[list[str], list[_Word]]:
+    """The watch ids (or ``all``) a command starts with, each once (``w1 w2``, ``w1, w2,w3``),
+    and the words after them. ``bare``: a number after the first id is an id too (``/unwatch
+    1 2``); /mute's ``w1 60`` is a duration without its unit."""
+    pieces = [_Word(piece, w.start, w.end) for w in words for piece in w.text.split(",") if piece]
+    targets = [_target(name, pieces)]
+    i = 1
+    while i < len(pieces):
+        text = pieces[i].text
+        if not (
+            pieces[i].lower == "all"
+            or (_WATCH_ID_RE.fullmatch(text) and (bare or not text.isdigit()))
+        ):
+            break
+        target = _target(name, [pieces[i]])
+        if "all" in (target, targets[0]):
+            raise _error(name, f"unexpected {_q(text)}; /{name} takes watch ids or all")
+        if target not in targets:
+            targets.append(target)
+        i += 1
+    return targets, pieces[i:]
 
 
 def _unwatch(words: list[_Word]) -> Unwatch:
-    # "w1, w2,w3" as "w1 w2 w3"
-    ids = [_Word(piece, w.start, w.end) for w in words for piece in w.text.split(",") if piece]
-    targets = [_target("unwatch", ids)]
-    for word in ids[1:]:
-        target = _target("unwatch", [word])
-        if "all" in (target, targets[0]):
-            raise _error("unwatch", f"unexpected {_q(word.text)}; /unwatch takes watch ids or all")
-        if target not in targets:
-            targets.append(target)
+    targets, rest = _targets("unwatch", words)
+    if rest:
+        _target("unwatch", rest)  # not an id: says so
     return Unwatch(targets[0], tuple(targets[1:]))
 
 
 def _unmute(words: list[_Word]) -> Unmute:
     if not words:
         return Unmute("all")
-    target = _target("unmute", words)
-    _no_more("unmute", words, 1)
-    return Unmute(target)
+    targets, rest = _targets("unmute", words)
+    if rest:
+        _target("unmute", rest)
+    return Unmute(targets[0], tuple(targets[1:]))
 
 
 def _mute(words: list[_Word]) -> Mute:
     if words and _DURATION_FORM_RE.fullmatch(words[0].text) and len(words) > 1:
         raise _error("mute", f"put the watch id first, then how long: /mute ID {words[0].text}")
-    target = _target("mute", words)
-    rest = words[1:]
+    targets, rest = _targets("mute", words, bare=False)
     if rest and rest[0].lower == "for":  # "/mute w12 for 1h"
         rest = rest[1:]
     if not rest:
-        raise _error("mute", f"for how long? e.g. /mute {target} 1h")
+        raise _error("mute", f"for how long? e.g. /mute {' '.join(targets)} 1h")
     duration = _duration("mute", "the mute", rest[0], rest[1] if len(rest) > 1 else None)
     if len(rest) > 1:
         raise _error("mute", f"unexpected {_q(rest[1].text)} after the duration")
-    return Mute(target, duration)
+    return Mute(targets[0], duration, tuple(targets[1:]))
 
 
 def _price(words: list[_Word]) -> Price:
