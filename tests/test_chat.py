@@ -339,6 +339,29 @@ async def test_an_error_reply_quotes_the_users_text_as_typed(tmp_path, fakes):
     assert all(m.parse_mode is None for m in tg.messages_to(USER))
 
 
+async def test_a_command_typed_without_its_slash_in_a_private_chat_is_answered(tmp_path, fakes):
+    """'watch BTCUSDT > 70000' (no '/'), a new user's commonest slip, got no answer at all, as
+    any text did: the user waited for a watch that was never made. In a private chat the
+    answer is the command with its '/', and other text is told that commands are what the
+    bot reads; in a group, where people talk, text stays unanswered, and so does a chat
+    outside the allow-list."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, allowed_chats=(USER, -100777)) as bot:
+        slip = await bot.say("watch btc > 70k cooldown 1h")
+        chatter = await bot.say("hello, is this working?")
+        tg.user_says(-100777, "watch BTCUSDT > 1")
+        tg.user_says(778, "watch BTCUSDT > 1")  # not allowed
+        await bot.say("/help")  # the updates before it have been handled
+        assert bot.app.book is not None
+        assert bot.app.book.rows == {}
+    assert slip == "Commands start with '/': send /watch btc > 70k cooldown 1h"
+    assert chatter == (
+        "I read commands, which start with '/': /help lists them, e.g. /watch BTCUSDT > 70000"
+    )
+    assert tg.messages_to(-100777) == []
+    assert tg.messages_to(778) == []
+
+
 async def test_a_chat_outside_the_allow_list_gets_one_refusal_and_changes_nothing(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg, allowed_chats=(USER,)) as bot:

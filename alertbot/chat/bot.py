@@ -64,6 +64,7 @@ from alertbot.chat.commands import (
     help_text,
     parse_command,
     start_text,
+    text_reply,
 )
 from alertbot.chat.watches import ChatSettings, WatchBook, watch_id
 from alertbot.feed.client import Feed
@@ -538,6 +539,8 @@ class ChatBot:
         app.add_handler(
             MessageHandler(filters.UpdateType.EDITED_MESSAGE & commands, self.on_edited)
         )
+        text = filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & filters.TEXT & ~commands
+        app.add_handler(MessageHandler(text, self.on_text))
         app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_handler(ChatMemberHandler(self.on_member, ChatMemberHandler.MY_CHAT_MEMBER))
@@ -775,6 +778,17 @@ class ChatBot:
         if welcome:
             answer = f"{welcome}\n\n{answer}"
         await self._reply(message, chat.id, answer, markup)
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Text in a private chat that is not a command ('watch BTCUSDT > 1', its '/' left
+        out): silence looked like a watch made. Only allowed chats are answered (a refusal
+        is for commands)."""
+        message = update.effective_message
+        chat = update.effective_chat
+        if message is None or chat is None or message.text is None:
+            return
+        if self._allowed(chat.id):
+            await self._reply(message, chat.id, text_reply(message.text), None)
 
     async def welcome_back(self, chat: int) -> str | None:
         """A chat that blocked the bot (or removed it) is back: its watches fire again. The

@@ -400,6 +400,24 @@ def _one_command(name: str, message: str, words: list[_Word]) -> None:
     raise _error(name, f"one command a message: send {commands}, each as a message of its own")
 
 
+#: the answer to text in a private chat that is no command
+NOT_A_COMMAND = (
+    "I read commands, which start with '/': /help lists them, e.g. /watch BTCUSDT > 70000"
+)
+
+
+def text_reply(text: str) -> str:
+    """The answer to a private chat's text that is not a command: ``watch BTCUSDT > 1``, a
+    command of ours without its '/', is shown with it; other text is told what the bot reads."""
+    words = text.split()
+    if not words or words[0].lower() not in COMMANDS:
+        return NOT_A_COMMAND
+    command = " ".join(words)
+    if len(command) > MAX_TEXT_LENGTH:
+        command = command[: MAX_TEXT_LENGTH - 1] + "…"
+    return f"Commands start with '/': send /{command}"
+
+
 def _error(name: str | None, message: str) -> CommandError:
     if name is None:
         return CommandError(message, _command_list(), "/help")
