@@ -17,6 +17,7 @@ from alertbot.chat.commands import (
     WATCH_EXAMPLES,
     Command,
     CommandError,
+    Digest,
     Listing,
     Mute,
     Price,
@@ -428,6 +429,8 @@ def test_a_trader_s_word_for_a_condition_gets_the_word_the_language_has(
         ("/watch BTCUSDT rises 5 % in 1h", "write 5% without a space"),
         ("/watch BTCUSDT change_24h > 5 %", "write 5% without a space"),
         ("/watch BTCUSDT > 5 cooldown 15 m", "write 15m without a space"),  # as before
+        ("/watch BTCUSDT > 5 cooldown 1h30m", "got '1h30m'; write 90m"),
+        ("/watch BTCUSDT rises 5% in 1m30s", "write 90s"),
     ],
 )
 def test_a_duration_or_percentage_written_in_words_or_spaced_gets_the_form_to_write(
@@ -493,12 +496,47 @@ def test_several_commands_in_one_message_are_answered_with_each_to_send(
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/digest 08:00", Digest(480)),
+        ("/digest 8:30 UTC", Digest(510)),  # it is UTC anyway
+        ("/digest 20:00 utc", Digest(1200)),
+        ("/digest OFF", Digest(None)),
+    ],
+)
+def test_digest_parses_to_its_value(text: str, expected: Digest) -> None:
+    assert parse_command(text, BOT) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("/digest 8", "got '8'; write 08:00"),
+        ("/digest 8am", "write 08:00"),
+        ("/digest 8pm", "write 20:00"),
+        ("/digest 8:30pm", "write 20:30"),
+        ("/digest 12am", "write 00:00"),
+        ("/digest 08.00", "write 08:00"),
+        ("/digest 25:00", "expected a time of day like 08:00 (UTC) or off, got '25:00'"),
+        ("/digest 08:00 CET", "unexpected 'CET'; /digest takes one time (UTC) or off"),
+    ],
+)
+def test_a_digest_time_in_another_form_gets_the_form_to_write(text: str, says: str) -> None:
+    """'/digest 8', '8am' and '08.00' got "expected a time of day like 08:00", and '08:00 UTC'
+    was refused for its 'UTC': the answer names the time to write; UTC is taken."""
+    assert says in _error(text).message
+
+
+@pytest.mark.parametrize(
     ("text", "says"),
     [
         ("/mute w1 30 min", "write 30m"),
         ("/mute w1 1 hour", "write 1h"),
         ("/mute w1 2hrs", "write 2h"),
         ("/mute w1 1w", "write 7d"),
+        ("/mute w1 2h30m", "got '2h30m'; write 150m"),
+        ("/mute w1 1d12h", "write 36h"),
+        ("/mute 1h", "which watch? Put its id before the time: /mute w12 1h, or /mute all 1h"),
     ],
 )
 def test_a_mute_for_a_time_in_words_gets_the_form_to_write(text: str, says: str) -> None:

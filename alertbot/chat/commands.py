@@ -160,6 +160,10 @@ _JOINERS: dict[str, str | None] = {
 #: a quote asset written as a word of its own ("/watch BTC USDT > 1"): the symbol's end
 _QUOTE_WORDS = {"USDT": "USDT", "USDC": "USDC", "BUSD": "BUSD", "FDUSD": "FDUSD", "USD": "USDT"}
 _QUOTE_END_RE = re.compile(r"(?:USDT|USDC|BUSD|FDUSD)$")
+# a duration in parts ("2h30m"), which the language writes in one unit ("150m")
+_DURATION_PARTS_RE = re.compile(r"(?:[0-9]+[wdhms]){2,}", re.IGNORECASE | re.ASCII)
+_DURATION_PART_RE = re.compile(r"([0-9]+)([wdhms])", re.IGNORECASE | re.ASCII)
+_UNIT_S = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}  # largest first
 # a duration in words: "15 min", "1hour", "2 weeks" (the space is taken out before matching)
 _DURATION_WORDS_RE = re.compile(
     r"([0-9]+)(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|wks?|weeks?)",
@@ -672,13 +676,20 @@ def _parsed(condition_text: str) -> str | None:
 
 
 def _duration_fix(text: str) -> str | None:
-    """A duration written in words (``15 min``, ``1hour``, ``2 weeks``) as the language writes
-    it (``15m``, ``1h``, ``14d``); None: not one."""
+    """A duration written in words (``15 min``, ``1hour``, ``2 weeks``) or in parts (``2h30m``)
+    as the language writes it (``15m``, ``1h``, ``14d``, ``150m``); None: not one."""
     match = _DURATION_WORDS_RE.fullmatch(text.replace(" ", ""))
     if match is None:
-        return None
-    number, unit = int(match.group(1)), match.group(2)[0].lower()
-    fix = f"{number * 7}d" if unit == "w" else f"{number}{unit}"
+        if not _DURATION_PARTS_RE.fullmatch(text):
+            return None
+        seconds = sum(int(n) * _UNIT_S[u.lower()] for n, u in _DURATION_PART_RE.findall(text))
+        if not seconds:
+            return None
+        unit, size = next((u, s) for u, s in _UNIT_S.items() if u != "w" and seconds % s == 0)
+        fix = f"{seconds // size}{unit}"
+    else:
+        number, unit = int(match.group(1)), match.group(2)[0].lower()
+        fix = f"{number * 7}d" if unit == "w" else f"{number}{unit}"
     try:
         parse_duration(fix)
     except ValueError:  # over 366 days: the answer says so when it is written so
@@ -851,8 +862,14 @@ def _unmute(words: list[_Word]) -> Unmute:
 
 
 def _mute(words: list[_Word]) -> Mute:
-    if words and _DURATION_FORM_RE.fullmatch(words[0].text) and len(words) > 1:
-        raise _error("mute", f"put the watch id first, then how long: /mute ID {words[0].text}")
+    if words and _DURATION_FORM_RE.fullmatch(words[0].text):
+        if len(words) > 1:
+            raise _error("mute", f"put the watch id first, then how long: /mute ID {words[0].text}")
+        raise _error(
+            "mute",
+            f"which watch? Put its id before the time: /mute w12 {words[0].text}, "
+            f"or /mute all {words[0].text}",
+        )
     targets, rest = _targets("mute", words, bare=False)
     if rest and rest[0].lower == "for":  # "/mute w12 for 1h"
         rest = rest[1:]
@@ -893,18 +910,44 @@ def _listing(words: list[_Word]) -> Listing:
 _CLOCK_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
+_CLOCK_FORM_RE = re.compile(r"([0-9]{1,2})(?:[:.h]([0-9]{2}))?(am|pm)?", re.ASCII)
+
+
 def _digest(words: list[_Word]) -> Digest:
     if not words:
         raise _error("digest", "at what time? e.g. /digest 08:00 (UTC), or /digest off")
+    if len(words) == 2 and words[1].lower == "utc":  # "/digest 08:00 UTC": it is UTC anyway
+        words = words[:1]
     if len(words) > 1:
-        raise _error("digest", f"unexpected {_q(words[1].text)}; /digest takes one time or off")
+        raise _error(
+            "digest", f"unexpected {_q(words[1].text)}; /digest takes one time (UTC) or off"
+        )
     text = words[0].lower
     if text == "off":
         return Digest(None)
     match = _CLOCK_RE.match(text)
     if match is None:
-        raise _error("digest", f"expected a time of day like 08:00 (UTC) or off, got {_q(text)}")
+        fix = _clock_fix(text)
+        hint = f"; write {fix}" if fix else ""
+        raise _error(
+            "digest", f"expected a time of day like 08:00 (UTC) or off, got {_q(text)}{hint}"
+        )
     return Digest(int(match.group(1)) * 60 + int(match.group(2)))
+
+
+def _clock_fix(text: str) -> str | None:
+    """A time of day in another form (``8``, ``8pm``, ``08.00``) as /digest takes it."""
+    match = _CLOCK_FORM_RE.fullmatch(text)
+    if match is None:
+        return None
+    hour, minute, half = int(match.group(1)), int(match.group(2) or 0), match.group(3)
+    if half:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if half == "pm" else 0)
+    if hour > 23 or minute > 59:
+        return None
+    return f"{hour:02d}:{minute:02d}"
 
 
 def _is_symbol(text: str) -> bool:
