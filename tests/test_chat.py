@@ -709,6 +709,31 @@ async def test_mute_and_unmute_with_several_ids_act_on_those_the_chat_has(tmp_pa
     assert after == {1: False, 2: False, 3: True}
 
 
+async def test_a_mute_or_unwatch_in_reply_to_an_alert_acts_on_its_watch(tmp_path, fakes):
+    """Replying to an alert with '/mute 1h' (or '/unwatch') was answered "which watch?": the
+    alert names its watch ([w1]), and a reply to it is about that watch. A reply to a message
+    naming no one watch (/help) is answered as before."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100 cooldown 0")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 110, T)
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 2)
+        alert = tg.messages_to(USER)[-1].message_id
+        muted = await bot.say("/mute 1h", reply_to=alert)
+        assert bot.app.book is not None
+        assert bot.app.book.rows[1].muted_until is not None
+        unmuted = await bot.say("/unmute", reply_to=alert)
+        await bot.say("/help")
+        help_ = tg.messages_to(USER)[-1].message_id
+        unknown = await bot.say("/mute 1h", reply_to=help_)
+        removed = await bot.say("/unwatch", reply_to=alert)
+    assert muted.startswith("Muted w1 until ")
+    assert unmuted == "Unmuted w1."
+    assert unknown.startswith("Which watch? Put its id before the time: /mute w12 1h")
+    assert removed == "Removed w1 (BTCUSDT price > 100)."
+
+
 async def test_a_range_break_typed_with_or_is_answered_with_a_command_that_works(tmp_path, fakes):
     """'/watch BTCUSDT > 70000 or < 60000', the commonest two-sided alert, was answered
     "Unexpected 'or' (did you mean for?)". The answer is the any(...) command, which, sent as

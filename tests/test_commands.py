@@ -498,6 +498,29 @@ def test_several_commands_in_one_message_are_answered_with_each_to_send(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        ("/mute 1h", Mute("w3", H)),
+        ("/mute for 1h", Mute("w3", H)),
+        ("/mute w5 1h", Mute("w5", H)),  # an id typed is the one
+        ("/unwatch", Unwatch("w3")),
+        ("/unmute", Unmute("w3")),
+        ("/unwatch all", Unwatch("all")),
+        ("/watch BTCUSDT > 1", _watch("BTCUSDT", Level("price", ">", 1.0))),
+    ],
+)
+def test_a_command_in_reply_to_a_watchs_message_is_about_that_watch(
+    text: str, expected: Command
+) -> None:
+    assert parse_command(text, BOT, replied="w3") == expected
+
+
+def test_a_mute_in_reply_without_a_time_asks_for_one_with_that_watch() -> None:
+    with pytest.raises(CommandError, match=r"for how long\? e.g. /mute w3 1h"):
+        parse_command("/mute", BOT, replied="w3")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
         ("/digest 08:00", Digest(480)),
         ("/digest 8:30 UTC", Digest(510)),  # it is UTC anyway
         ("/digest 20:00 utc", Digest(1200)),

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from fnmatch import fnmatchcase
@@ -136,6 +137,8 @@ EDITED = (
     "Edited commands are not run: send the corrected one as a new message (what the first "
     "one did stays; /list shows this chat's watches)."
 )
+#: a watch a bot's message names: an alert's "[w3]", a new watch's "Id w3."
+_NAMED_WATCH_RE = re.compile(r"(?:\[|\bId )(w[0-9]+)\b")
 #: the answer to a command that failed on our side (a bug: it is logged)
 SORRY = "Sorry, something went wrong on our side; nothing was changed."
 #: Telegram's words in a 403 Forbidden that says the chat no longer has the bot (blocked by
@@ -739,7 +742,12 @@ class ChatBot:
         answer: str | None = None
         markup: InlineKeyboardMarkup | None = None
         try:
-            command = parse_command(text, self.username, group=chat.type != "private")
+            command = parse_command(
+                text,
+                self.username,
+                group=chat.type != "private",
+                replied=self._replied_watch(message),
+            )
             if command is None:
                 # in a group, a command none of ours resembles is another bot's: no answer,
                 # not even the refusal below (which would spend the one a chat gets)
@@ -778,6 +786,20 @@ class ChatBot:
         if welcome:
             answer = f"{welcome}\n\n{answer}"
         await self._reply(message, chat.id, answer, markup)
+
+    def _replied_watch(self, message: Message) -> str | None:
+        """The watch a message replies to: the bot's message naming one watch (an alert,
+        ``[w3]``, or the answer to its /watch, ``Id w3.``); None for any other."""
+        replied = message.reply_to_message
+        if (
+            replied is None
+            or replied.from_user is None
+            or self.username is None
+            or (replied.from_user.username or "").lower() != self.username.lower()
+        ):
+            return None
+        ids = set(_NAMED_WATCH_RE.findall(_text_of(replied) or ""))
+        return ids.pop() if len(ids) == 1 else None
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Text in a private chat that is not a command ('watch BTCUSDT > 1', its '/' left

@@ -332,9 +332,12 @@ class _Word:
 
 
 def parse_command(
-    text: str, bot_username: str | None = None, *, group: bool = False
+    text: str, bot_username: str | None = None, *, group: bool = False, replied: str | None = None
 ) -> Command | None:
     """Parse one chat message.
+
+    ``replied``: the id of the watch the message replies to (an alert of it): ``/mute 1h``,
+    ``/unwatch`` and ``/unmute`` without an id are about that watch.
 
     Returns None when the message is not a command or is addressed to another bot
     (``/watch@otherbot``), and in a ``group`` for an unknown command that names no bot and
@@ -369,11 +372,11 @@ def parse_command(
     if known == "watch":
         return _watch(message, words)
     if known == "unwatch":
-        return _unwatch(words)
+        return _unwatch(words, replied)
     if known == "mute":
-        return _mute(words)
+        return _mute(words, replied)
     if known == "unmute":
-        return _unmute(words)
+        return _unmute(words, replied)
     if known == "price":
         return _price(words)
     if known == "digest":
@@ -845,23 +848,32 @@ def _targets(name: str, words: list[_Word], *, bare: bool = True) -> tuple[list[
     return targets, pieces[i:]
 
 
-def _unwatch(words: list[_Word]) -> Unwatch:
+def _unwatch(words: list[_Word], replied: str | None = None) -> Unwatch:
+    if not words and replied is not None:
+        return Unwatch(replied)
     targets, rest = _targets("unwatch", words)
     if rest:
         _target("unwatch", rest)  # not an id: says so
     return Unwatch(targets[0], tuple(targets[1:]))
 
 
-def _unmute(words: list[_Word]) -> Unmute:
+def _unmute(words: list[_Word], replied: str | None = None) -> Unmute:
     if not words:
-        return Unmute("all")
+        return Unmute(replied or "all")
     targets, rest = _targets("unmute", words)
     if rest:
         _target("unmute", rest)
     return Unmute(targets[0], tuple(targets[1:]))
 
 
-def _mute(words: list[_Word]) -> Mute:
+def _mute(words: list[_Word], replied: str | None = None) -> Mute:
+    first = words[0] if words else None
+    if replied is not None and (
+        first is None
+        or not (first.lower == "all" or _WATCH_ID_RE.fullmatch(first.text))
+        or first.text.isdigit()
+    ):  # "/mute 1h" in reply to an alert
+        return _mute([_Word(replied, 0, 0), *words])
     if words and _DURATION_FORM_RE.fullmatch(words[0].text):
         if len(words) > 1:
             raise _error("mute", f"put the watch id first, then how long: /mute ID {words[0].text}")

@@ -943,6 +943,7 @@ class FakeTelegram(HTTPServer):
         chat_type: str | None = None,
         username: str = "trader",
         photo: bool = False,
+        reply_to: int | None = None,
     ) -> int:
         """Queue a ``message`` update from a user; returns its update_id.
 
@@ -950,7 +951,8 @@ class FakeTelegram(HTTPServer):
         with ``bot_command`` entities, offsets in UTF-16 units, as Telegram does. Defaults: the
         user is ``chat_id`` in a private chat, else ``DEFAULT_GROUP_USER_ID``; the chat type is
         "private" for a positive id, else "supergroup". ``photo``: a picture with ``text`` as
-        its caption (``caption`` and ``caption_entities``, no ``text``).
+        its caption (``caption`` and ``caption_entities``, no ``text``). ``reply_to``: the id of
+        the bot's message in that chat the user replies to (``reply_to_message``).
         """
         if user_id is None:
             user_id = chat_id if chat_id > 0 else self.DEFAULT_GROUP_USER_ID
@@ -972,6 +974,11 @@ class FakeTelegram(HTTPServer):
                  "width": 320, "height": 240, "file_size": 12_345}
             ]  # fmt: skip
         _set_text(message, text, "caption" if photo else "text")
+        if reply_to is not None:
+            replied = self._bot_messages.get((chat_id, reply_to))
+            if replied is None or replied.deleted:
+                raise ValueError(f"no live bot message {reply_to} in chat {chat_id}")
+            message["reply_to_message"] = self._message_json(replied)
         self._user_messages[(chat_id, message_id)] = message
         return self._queue({"message": message})
 
