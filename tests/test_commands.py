@@ -426,6 +426,12 @@ def test_a_trader_s_word_for_a_condition_gets_the_word_the_language_has(
         ("/watch BTCUSDT > 5 for 1w", "got '1w'; write 7d"),
         ("/watch BTCUSDT > 5 for 2 weeks", "write 14d"),
         ("/watch BTCUSDT > 5 for 3 days once", "write 3d"),
+        ("/watch BTCUSDT > 70 000", "write numbers without spaces: 70000"),
+        ("/watch BTCUSDT crosses 1 250 000 once", "without spaces: 1250000"),
+        ("/watch BTCUSDT > 70000 USDT", "a number takes no currency: write > 70000"),
+        ("/watch BTCUSDT > 70k usd cooldown 1h", "a number takes no currency: write > 70k"),
+        ("/watch BTCUSDT > $70000", "a number takes no currency: write 70000"),
+        ("/watch BTCUSDT < 70000$", "a number takes no currency: write 70000"),
         ("/watch BTCUSDT rises 5 % in 1h", "write 5% without a space"),
         ("/watch BTCUSDT change_24h > 5 %", "write 5% without a space"),
         ("/watch BTCUSDT > 5 cooldown 15 m", "write 15m without a space"),  # as before

@@ -157,6 +157,10 @@ _JOINERS: dict[str, str | None] = {
     **dict.fromkeys(("or", "|", "||"), "any"),
     ",": None,
 }
+# a number written with spaces between its thousands ("70 000")
+_SPACED_NUMBER_RE = re.compile(r"(?<![0-9.])[0-9]{1,3}(?: [0-9]{3})+(?![0-9.])", re.ASCII)
+#: a currency typed after a price ("> 70000 USDT")
+_CURRENCIES = frozenset({"USDT", "USD", "USDC", "BUSD", "FDUSD", "$", "DOLLARS"})
 #: a quote asset written as a word of its own ("/watch BTC USDT > 1"): the symbol's end
 _QUOTE_WORDS = {"USDT": "USDT", "USDC": "USDC", "BUSD": "BUSD", "FDUSD": "FDUSD", "USD": "USDT"}
 _QUOTE_END_RE = re.compile(r"(?:USDT|USDC|BUSD|FDUSD)$")
@@ -744,6 +748,15 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
     after = condition_text[exc.column - 1 + len(token) :].split()[:1]
     if token == "%" and before and _BARE_NUMBER_RE.fullmatch(before[0]):
         return f"write {before[0]}% without a space"
+    spaced = _SPACED_NUMBER_RE.search(condition_text)
+    if message.startswith("unexpected ") and spaced and token.isdigit():  # 70 000
+        return f"write numbers without spaces: {spaced.group().replace(' ', '')}"
+    if message.startswith("unexpected ") and token.upper() in _CURRENCIES:  # > 70000 USDT
+        typed = condition_text[: exc.column - 1].strip()
+        return f"a number takes no currency: write {typed}"
+    bare = token.strip("$")
+    if message.startswith("expected a number") and bare != token and _AMOUNT_RE.fullmatch(bare):
+        return f"a number takes no currency: write {bare}"
     if message.startswith("expected a duration"):
         fix = _duration_fix(token) or (_duration_fix(token + after[0]) if after else None)
         return _shorten(message, condition_text) + (f"; write {fix}" if fix else "")
