@@ -163,6 +163,26 @@ async def test_a_chat_back_with_a_command_gets_a_note_and_its_watches_fire_again
     store.close()
 
 
+async def test_a_chat_back_with_text_that_is_no_command_is_resumed_too(tmp_path, fakes):
+    """Text in a private chat is answered (with /help); a chat back from blocking the bot that
+    says 'hi' was answered and stayed paused, its watches quiet. The answer is the
+    welcome-back note, and the pause ends, as at a command."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 cooldown 0")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+        tg.unblock(USER)
+        reply = await bot.say("hi")
+        book = bot.app.book
+        assert book is not None
+        assert USER not in book.paused
+    assert reply.startswith("Welcome back: your watch is active again.\n")
+    assert reply.endswith(
+        "\n\nI read commands, which start with '/': /help lists them, e.g. /watch BTCUSDT > 70000"
+    )
+
+
 async def test_the_refused_alert_goes_to_the_fallback_webhook_and_the_log_says_so_once(
     tmp_path, fakes, caplog
 ):

@@ -804,13 +804,17 @@ class ChatBot:
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Text in a private chat that is not a command ('watch BTCUSDT > 1', its '/' left
         out): silence looked like a watch made. Only allowed chats are answered (a refusal
-        is for commands)."""
+        is for commands); a paused one is back, as at a command."""
         message = update.effective_message
         chat = update.effective_chat
         if message is None or chat is None or message.text is None:
             return
         if self._allowed(chat.id):
-            await self._reply(message, chat.id, text_reply(message.text), None)
+            answer = text_reply(message.text)
+            welcome = await self.welcome_back(chat.id)  # the chat has the bot again
+            await self._reply(
+                message, chat.id, f"{welcome}\n\n{answer}" if welcome else answer, None
+            )
 
     async def welcome_back(self, chat: int) -> str | None:
         """A chat that blocked the bot (or removed it) is back: its watches fire again. The
