@@ -748,6 +748,10 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
     after = condition_text[exc.column - 1 + len(token) :].split()[:1]
     if token == "%" and before and _BARE_NUMBER_RE.fullmatch(before[0]):
         return f"write {before[0]}% without a space"
+    if token.lower() in ("percent", "pct") and before and _BARE_NUMBER_RE.fullmatch(before[0]):
+        return f"write {before[0]}% (with '%')"
+    if token == ")" and before and before[0].endswith(","):  # all(> 1, < 2,)
+        return "nothing follows the last ','; take it out"
     spaced = _SPACED_NUMBER_RE.search(condition_text)
     if message.startswith("unexpected ") and spaced and token.isdigit():  # 70 000
         return f"write numbers without spaces: {spaced.group().replace(' ', '')}"
@@ -761,6 +765,8 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
         fix = _duration_fix(token) or (_duration_fix(token + after[0]) if after else None)
         return _shorten(message, condition_text) + (f"; write {fix}" if fix else "")
     suggestion = _OPERATOR_TYPOS.get(token) or _suggest_word(token)
+    if token.lower() == "24h" and after and after[0].lower() in ("change", "range"):
+        suggestion = f"{after[0].lower()}_24h"  # "24h change > 5%"
     if before and before[0].lower() == "crosses":
         suggestion = _CROSS_WORDS.get(
             token.lower(), None if suggestion == "crosses" else suggestion
