@@ -51,26 +51,54 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alertbot",
         description="Price alerts for Binance USD-M futures, delivered through Telegram.",
+        epilog="Settings come from ALERTBOT_* environment variables (README.md, Settings). "
+        "'alertbot COMMAND --help' tells more about each command.",
     )
     parser.add_argument("--version", action="version", version=f"alertbot {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # not required to argparse: main() shows the commands when none is given
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the bot on the live feed")
+    run = sub.add_parser(
+        "run",
+        help="run the bot on the live feed",
+        description="Run the bot: the live Binance feed, the rules, the alerts. Settings come "
+        "from ALERTBOT_* environment variables (README.md, Settings). Without "
+        "ALERTBOT_TELEGRAM_TOKEN (and ALERTBOT_WEBHOOK_URL) the alerts are printed to the "
+        "console, one line each; the log goes to stderr. Ctrl-C or SIGTERM stops it.",
+    )
     run.add_argument("--rules", nargs="+", default=[], metavar="FILE", help="rule files")
     _config_option(run)
 
-    check = sub.add_parser("check", help="validate rule files (exit 0 valid, 1 with errors)")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check = sub.add_parser(
+        "check",
+        help="validate rule files (exit 0 valid, 1 with errors)",
+        description="Validate rule files without running anything: exit 0 when every file is "
+        "valid, 1 with each problem as a FILE:LINE:COL: message line on stderr.",
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="rule files (YAML)")
 
-    replay = sub.add_parser("replay", help="evaluate rules over a recording and print the alerts")
+    replay = sub.add_parser(
+        "replay",
+        help="evaluate rules over a recording and print the alerts",
+        # the form that works: argparse's own shows [RECORDING] last, as if optional
+        usage="%(prog)s RECORDING --rules FILE [FILE ...] [--json] [--config FILE]",
+        description="Evaluate rules over a recording (from 'alertbot record'; plain or gzip) "
+        "and print the alerts they fire on stdout, one a line; the summary goes to stderr.",
+    )
     # optional to argparse only so that main() can take it back from a greedy --rules
     replay.add_argument("recording", nargs="?", metavar="RECORDING", help=".jsonl or .jsonl.gz")
     replay.add_argument("--rules", nargs="+", required=True, metavar="FILE", help="rule files")
     replay.add_argument("--json", action="store_true", help="one JSON object per alert")
     _config_option(replay)  # ALERTBOT_MARKET
+    replay.set_defaults(parser=replay)  # for main()'s own errors, with replay's usage
 
-    record = sub.add_parser("record", help="capture the live feed to a recording")
-    record.add_argument("--out", required=True, metavar="FILE", help=".jsonl, or .jsonl.gz")
+    record = sub.add_parser(
+        "record",
+        help="capture the live feed to a recording",
+        description="Capture the live feed to a recording that 'alertbot replay' reads, until "
+        "--duration has passed or Ctrl-C (or SIGTERM) stops it; the file is then closed whole.",
+    )
+    record.add_argument("--out", required=True, metavar="FILE", help=".jsonl, or .jsonl.gz (gzip)")
     record.add_argument(
         "--streams",
         nargs="+",
@@ -78,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="STREAM",
         help="stream names or symbols (default: !miniTicker@arr, the whole market)",
     )
-    record.add_argument("--duration", metavar="D", help="stop after D (e.g. 90s, 1h30m)")
+    record.add_argument(
+        "--duration", metavar="D", help="stop after D (e.g. 90s, 1h30m); default: until stopped"
+    )
     _config_option(record)  # the feed's settings: market, URLs, timeouts
     return parser
 
@@ -560,14 +590,17 @@ def _recording_after_rules(args: argparse.Namespace, parser: argparse.ArgumentPa
         args.recording = last
         del args.rules[-1]
         return
-    parser.error("replay: no RECORDING; it comes first: alertbot replay RECORDING --rules FILE ...")
+    parser.error("no RECORDING; it comes first: alertbot replay RECORDING --rules FILE ...")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # `alertbot` alone: what it can do, not only that a word is missing
+        parser.print_help(sys.stderr)
+        return 2
     if args.command == "replay":
-        _recording_after_rules(args, parser)
+        _recording_after_rules(args, args.parser)
     try:
         if args.command == "check":
             return cmd_check(args.files)

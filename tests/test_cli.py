@@ -85,6 +85,47 @@ def test_help_lists_every_command() -> None:
         assert command in result.stdout
 
 
+def test_alertbot_without_a_command_lists_the_commands() -> None:
+    """A new user's first try, ``alertbot`` alone: the commands and what each does, not only
+    that one is required."""
+    result = alertbot()
+    assert result.returncode == 2
+    for command in ("run", "check", "replay", "record"):
+        assert f"    {command} " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_replay_help_shows_the_recording_first_as_the_command_takes_it() -> None:
+    """The usage line is the form that works (README's), not argparse's ``[RECORDING]`` at
+    the end, which reads as optional and after the rule files."""
+    result = alertbot("replay", "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith(
+        "usage: alertbot replay RECORDING --rules FILE [FILE ...] [--json] [--config FILE]\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("run", ["ALERTBOT_TELEGRAM_TOKEN", "console", "Settings"]),
+        ("check", ["FILE:LINE:COL"]),
+        ("replay", ["stdout", "stderr"]),
+        ("record", ["Ctrl-C", "replay"]),
+    ],
+)
+def test_each_commands_help_says_what_it_does_and_where_to_read_more(
+    command: str, says: list[str]
+) -> None:
+    """``alertbot COMMAND --help`` describes the command, not only its options: run says where
+    its settings come from and that without a token the alerts go to the console."""
+    result = alertbot(command, "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for word in says:
+        assert word in text, (word, result.stdout)
+
+
 def test_run_rejects_bad_rule_files_before_anything_else() -> None:
     result = alertbot("run", "--rules", DATA / "bad" / "bad-condition.yaml")
     assert result.returncode == 1
@@ -270,6 +311,8 @@ def test_replay_without_a_recording_says_where_it_goes(tmp_path: Path, rules_fil
     result = alertbot("replay", "--rules", rules_file, recording)
     assert result.returncode == 2
     assert "alertbot replay RECORDING --rules FILE ..." in result.stderr
+    # the usage shown is replay's, as for its other mistakes, not the bare command's
+    assert result.stderr.startswith("usage: alertbot replay RECORDING --rules FILE")
     assert "Traceback" not in result.stderr
 
 
