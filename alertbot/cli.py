@@ -43,6 +43,8 @@ from alertbot.ticker import ParseStats
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: the shortest ALERTBOT_HEARTBEAT (seconds): each beat is a message to every admin chat
 HEARTBEAT_MIN = 60.0
+#: how many corrupt lines of a recording ``replay`` names one by one
+CORRUPT_SHOWN = 10
 #: how often ``record`` puts what it has written on disk (seconds)
 RECORD_FLUSH_EVERY = 1.0
 
@@ -308,6 +310,23 @@ def cmd_replay(
     stats = ParseStats(market_st=market.st)
     messages = alerts_total = corrupt = 0
     out = sys.stdout
+    # the first corrupt lines, named; held until a line reads, so that a file that is no
+    # recording at all (the rule file in its place) gets one error instead
+    held: list[str] | None = []
+
+    def report(text: str) -> None:
+        if held is None:
+            print(text, file=sys.stderr)
+        else:
+            held.append(text)
+
+    def release() -> None:
+        nonlocal held
+        for text in held or ():
+            print(text, file=sys.stderr)
+        held = None
+
+    cut: RecordingCutOff | None = None
     try:
         for number, raw, whole in read_lines(recording):
             try:
@@ -318,9 +337,14 @@ def cmd_replay(
                     raise RecordingCutOff(recording, number - 1) from exc
                 messages += 1
                 corrupt += 1
-                print(f"{recording}:{number}: corrupt line skipped: {exc}", file=sys.stderr)
+                if corrupt <= CORRUPT_SHOWN:
+                    report(f"{recording}:{number}: corrupt line skipped: {exc}")
+                elif corrupt == CORRUPT_SHOWN + 1:  # damage spreads: thousands would bury all
+                    report(f"{recording}: more corrupt lines follow; not shown one by one")
                 continue
             messages += 1
+            if held is not None:
+                release()
             for alert in alerts:
                 alerts_total += 1
                 message = render(alert)
@@ -337,17 +361,28 @@ def cmd_replay(
                 else:
                     out.write(f"{format_time(alert.time)}  {alert.rule.id}  {message}\n")
     except RecordingCutOff as exc:
-        # a recorder killed mid-write leaves such a file: what it holds is still worth replaying
-        print(
-            f"alertbot replay: warning: {exc} (its end is missing: was the recorder stopped "
-            "abruptly?); replayed every whole line before the cut",
-            file=sys.stderr,
-        )
+        cut = exc
     except BrokenPipeError:
         raise
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        release()
         print(f"alertbot replay: cannot read {recording}: {exc}", file=sys.stderr)
         return 1
+    if corrupt and corrupt == messages:
+        print(
+            f"alertbot replay: {recording} is not a recording: no line of it is a JSON message "
+            "(the recording comes first: alertbot replay RECORDING --rules FILE ...)",
+            file=sys.stderr,
+        )
+        return 1
+    release()
+    if cut is not None:
+        # a recorder killed mid-write leaves such a file: what it holds is still worth replaying
+        print(
+            f"alertbot replay: warning: {cut} (its end is missing: was the recorder stopped "
+            "abruptly?); replayed every whole line before the cut",
+            file=sys.stderr,
+        )
     skipped = f", {stats.malformed} malformed tickers skipped" if stats.malformed else ""
     bad_lines = f", {corrupt} corrupt lines skipped" if corrupt else ""
     foreign = (

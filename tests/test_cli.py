@@ -285,6 +285,46 @@ def test_replay_skips_a_corrupt_line_naming_it_and_goes_on(
     assert "1 corrupt lines skipped" in result.stderr
 
 
+def test_replay_names_the_first_corrupt_lines_and_counts_the_rest(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    """A recording damaged over thousands of lines (a flipped bit in a gzip stream) gives a
+    screenful that shows the problem, not a line per corrupt line that buries the summary."""
+    lines = [RECORDING[0], *[b'{"e": oops'] * 500, RECORDING[1], RECORDING[2]]
+    recording = write_recording(tmp_path / "rec.jsonl", lines)
+    result = alertbot("replay", recording, "--rules", rules_file)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2  # the good lines are replayed
+    err = result.stderr.splitlines()
+    named = [line for line in err if "corrupt line skipped" in line]
+    assert named == [
+        f"{recording}:{n}: corrupt line skipped: {named[0].split(': ', 2)[2]}" for n in range(2, 12)
+    ]
+    assert f"{recording}: more corrupt lines follow; not shown one by one" in err
+    assert err[-1] == "replayed 503 messages, 4 tickers, 2 alerts, 500 corrupt lines skipped"
+    assert len(err) == 12
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_replay_of_a_file_that_is_no_recording_says_so_and_exits_1(
+    tmp_path: Path, rules_file: Path, gz: bool
+) -> None:
+    """The rule file given as the recording (the arguments swapped), or any file none of whose
+    lines is a JSON message: an error, not a successful replay of 0 alerts."""
+    recording = rules_file
+    if gz:
+        recording = tmp_path / "rules.yaml.gz"
+        recording.write_bytes(gzip.compress(rules_file.read_bytes()))
+    result = alertbot("replay", recording, "--rules", rules_file)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"alertbot replay: {recording} is not a recording: no line of it is a JSON message "
+        "(the recording comes first: alertbot replay RECORDING --rules FILE ...)\n"
+    )
+    assert "Traceback" not in result.stderr
+
+
 def test_replay_counts_malformed_tickers_and_skips_them(tmp_path: Path, rules_file: Path) -> None:
     lines = [*RECORDING, orjson.dumps([{**tick("BTCUSDT", 4000, "1"), "c": "abc"}, "junk"])]
     recording = write_recording(tmp_path / "rec.jsonl", lines)
