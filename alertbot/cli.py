@@ -366,7 +366,8 @@ def cmd_replay(
         raise
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         release()
-        print(f"alertbot replay: cannot read {recording}: {exc}", file=sys.stderr)
+        why = _why(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"alertbot replay: cannot read {recording}: {why}", file=sys.stderr)
         return 1
     if corrupt and corrupt == messages:
         print(
@@ -496,6 +497,12 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     return 0
 
 
+def _why(exc: OSError) -> str:
+    """An OSError as a user reads it: ``No such file or directory``, not ``[Errno 2] No such
+    file or directory: 'x.jsonl'`` after a message that already names the file."""
+    return exc.strerror or str(exc)
+
+
 def _sync(fh: IO[bytes]) -> None:
     """fsync a recording's file; nothing for one that cannot be synced (a pipe, a terminal:
     ``--out /dev/stdout``)."""
@@ -515,17 +522,31 @@ def cmd_record(
 
     try:
         wanted = [normalise_stream(s) for s in streams]
-        seconds = parse_seconds(duration) if duration else None
     except ValueError as exc:
         print(f"alertbot record: {exc}", file=sys.stderr)
         return 1
+    seconds = None
+    if duration is not None:
+        try:
+            # "" (a script's unset variable): not "no limit", which is --duration left out
+            seconds = parse_seconds(duration) if duration.strip() else 0.0
+        except ValueError as exc:
+            print(f"alertbot record: --duration: {exc}", file=sys.stderr)
+            return 1
+        if seconds <= 0:  # many tools read 0 as "no limit": it would record nothing
+            print(
+                "alertbot record: --duration: expected a duration longer than 0 like 90s or "
+                f"1h30m, got {duration!r} (leave --duration out to record until Ctrl-C)",
+                file=sys.stderr,
+            )
+            return 1
     env = environment(os.environ, config)
     settings = FeedSettings.from_env(env)
     log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
     try:
         fh = open_recording(out_path, "wb")
     except OSError as exc:
-        print(f"alertbot record: cannot write {out_path}: {exc}", file=sys.stderr)
+        print(f"alertbot record: cannot write {out_path}: {_why(exc)}", file=sys.stderr)
         return 1
     # as run logs, the --config file's settings included
     _logging([env.get(var, "") for var in SECRET_VARS], env, log_format)
@@ -602,7 +623,7 @@ def cmd_record(
     else:
         print(summary, file=sys.stderr)
     if write_error is not None:
-        print(f"alertbot record: cannot write {out_path}: {write_error}", file=sys.stderr)
+        print(f"alertbot record: cannot write {out_path}: {_why(write_error)}", file=sys.stderr)
         return 1
     if all_refused:
         why = "; ".join(f"{s}: {reasons.get(s, 'refused')}" for s in sorted(set(wanted)))

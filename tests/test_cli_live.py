@@ -404,6 +404,46 @@ async def test_record_refuses_a_stream_it_cannot_record_before_connecting(tmp_pa
     assert not (tmp_path / "x.jsonl").exists()
 
 
+@pytest.mark.parametrize("duration", ["0", "0s", "0ms", "", " "])
+async def test_record_refuses_a_duration_of_nothing_before_connecting(tmp_path, duration):
+    """``--duration 0`` (read by many tools as "no limit") recorded nothing and exited 0, as did
+    an empty one (a script's unset variable) after recording for ever: both are refused,
+    saying how to record until stopped, and no file is made."""
+    out = tmp_path / "x.jsonl"
+    async with FakeBinance() as fake:
+        code, _, err = await finish(
+            await start(
+                "record", "--out", out, "--duration", duration, env=env_for(fake, tmp_path / "db")
+            )
+        )
+    assert code == 1
+    assert err == (
+        f"alertbot record: --duration: expected a duration longer than 0 like 90s or 1h30m, "
+        f"got {duration!r} (leave --duration out to record until Ctrl-C)\n"
+    )
+    assert not fake.stats.attempts
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "why"),
+    [
+        ("missing-dir/x.jsonl", "No such file or directory"),
+        (".", "Is a directory"),
+        ("rules.example.yaml/x.jsonl", "Not a directory"),
+    ],
+)
+async def test_record_to_a_place_it_cannot_write_says_why_once_before_connecting(
+    tmp_path, out, why
+):
+    async with FakeBinance() as fake:
+        proc = await start("record", "--out", out, env=env_for(fake, tmp_path / "db"))
+        code, _, err = await finish(proc)
+    assert code == 1
+    assert err == f"alertbot record: cannot write {out}: {why}\n"
+    assert not fake.stats.attempts
+
+
 async def test_record_exits_1_naming_the_streams_when_the_exchange_refuses_every_one(tmp_path):
     """Nothing could ever be recorded: it stops at once with the exchange's reasons, instead of
     running (for ever, without --duration) on an empty file."""
