@@ -29,7 +29,6 @@ from alertbot.rules.model import RuleSet
 from alertbot.settings import (
     SECRET_VARS,
     env_choice,
-    env_int,
     env_seconds,
     environment,
     parse_seconds,
@@ -399,6 +398,20 @@ def cmd_replay(
     return 0
 
 
+def _port(env: Any, name: str) -> int | None:
+    """A TCP port setting (None when unset); one error for every wrong value, saying the range."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a port from 1 to 65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name}: expected a port from 1 to 65535, got {port}")
+    return port
+
+
 def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     from alertbot.app import App, file_stamps
     from alertbot.chat.watches import ChatSettings
@@ -421,13 +434,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     settings = FeedSettings.from_env(env)
     delivery = DeliverySettings.from_env(env)
     chat = ChatSettings.from_env(env)
-    http_port = (
-        env_int(env, "ALERTBOT_HTTP_PORT", 0, minimum=0)
-        if env.get("ALERTBOT_HTTP_PORT", "").strip()
-        else None
-    )
-    if http_port is not None and not 1 <= http_port <= 65535:
-        raise ConfigError(f"ALERTBOT_HTTP_PORT: expected a port from 1 to 65535, got {http_port}")
+    http_port = _port(env, "ALERTBOT_HTTP_PORT")
     grace = env_seconds(env, "ALERTBOT_SHUTDOWN_GRACE", 10.0)
     # at least long enough for the poller's stop to begin (it then ends its polling loop)
     chat_stop_timeout = env_seconds(env, "ALERTBOT_CHAT_STOP_TIMEOUT", 3.0, minimum=0.1)

@@ -690,7 +690,7 @@ async def test_a_webhook_urls_password_never_appears_in_the_log(tmp_path):
         (
             "ALERTBOT_HTTP_PORT",
             "eighty",
-            "ALERTBOT_HTTP_PORT: expected a whole number, got 'eighty'",
+            "ALERTBOT_HTTP_PORT: expected a port from 1 to 65535, got 'eighty'",
         ),
         (
             "ALERTBOT_HTTP_PORT",
@@ -698,6 +698,8 @@ async def test_a_webhook_urls_password_never_appears_in_the_log(tmp_path):
             "ALERTBOT_HTTP_PORT: expected a port from 1 to 65535, got 70000",
         ),
         ("ALERTBOT_HTTP_PORT", "0", "ALERTBOT_HTTP_PORT: expected a port from 1 to 65535, got 0"),
+        # not "must be at least 0", which 0 is not either
+        ("ALERTBOT_HTTP_PORT", "-1", "ALERTBOT_HTTP_PORT: expected a port from 1 to 65535, got -1"),
         (
             "ALERTBOT_LOG_LEVEL",
             "verbose",
