@@ -42,6 +42,10 @@ from alertbot.ticker import ParseStats
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: the shortest ALERTBOT_HEARTBEAT (seconds): each beat is a message to every admin chat
 HEARTBEAT_MIN = 60.0
+#: a stopping signal this soon after the first (seconds) is sent with it, not a second request
+#: (systemd's SIGTERM and SIGHUP, ``timeout``'s signal to the process and to its group): far
+#: shorter than anyone takes to see that a stop is slow and press Ctrl-C again
+SAME_SIGNAL_WITHIN = 0.1
 #: how many corrupt lines of a recording ``replay`` names one by one
 CORRUPT_SHOWN = 10
 #: how often ``record`` puts what it has written on disk (seconds)
@@ -217,27 +221,39 @@ def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "te
     logging.getLogger("alertbot.alerts").setLevel(logging.INFO)
 
 
-async def _until_signalled(main: Any, duration: float | None = None, on_hup: Any = None) -> None:
+async def _until_signalled(
+    main: Any,
+    duration: float | None = None,
+    on_hup: Any = None,
+    cut_short: str = "open deliveries resume at the next start",
+) -> None:
     """Run ``main(stop)`` until SIGINT/SIGTERM (or ``duration`` seconds); SIGHUP calls
     ``on_hup()`` (a coroutine function) when given, else stops too (a closed terminal sends
     it, and its default action would end the process with nothing cleaned up). A second
-    signal while stopping ends the process at once (exit 128 + the signal's number)."""
+    signal while stopping ends the process at once (exit 128 + the signal's number), saying
+    ``cut_short``: what that leaves undone. Signals that arrive together are one request:
+    systemd sends SIGTERM and SIGHUP at once, ``timeout`` and a process group's kill send one
+    twice, and none of them means "do not wait"."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    #: loop.time() of the first stopping signal; a repeat this soon after it is the same one
+    first: list[float] = []
     stopping = [signal.SIGINT, signal.SIGTERM]
     if on_hup is None and hasattr(signal, "SIGHUP"):
         stopping.append(signal.SIGHUP)
     log = logging.getLogger("alertbot")
 
     def stop_or_exit(sig: signal.Signals) -> None:
-        if not stop.is_set():
-            log.info("%s: stopping (a second SIGINT or SIGTERM stops at once)", sig.name)
-            stop.set()
-            return
+        if not first:
+            first.append(loop.time())
+            if not stop.is_set():  # else --duration has passed: already stopping, unsaid
+                log.info("%s: stopping (a second SIGINT or SIGTERM stops at once)", sig.name)
+                stop.set()
+                return
+        elif loop.time() - first[0] < SAME_SIGNAL_WITHIN:
+            return  # sent together with the first: no one asked twice
         # the operator will not wait for the grace: what is stored resumes at the next start
-        log.warning(
-            "%s again: stopping at once; open deliveries resume at the next start", sig.name
-        )
+        log.warning("%s again: stopping at once; %s", sig.name, cut_short)
         logging.shutdown()
         os._exit(128 + sig)
 
@@ -614,7 +630,11 @@ def cmd_record(
                 await cancel_and_wait(flusher)
 
     try:
-        asyncio.run(_until_signalled(main, seconds))
+        asyncio.run(
+            _until_signalled(
+                main, seconds, cut_short="the recording keeps what was put on disk, not its end"
+            )
+        )
     finally:
         try:
             fh.close()

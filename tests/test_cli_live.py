@@ -288,6 +288,58 @@ async def test_record_stops_cleanly_on_sighup_as_when_its_terminal_is_closed(tmp
     assert orjson.loads(line)["data"]["E"] == T
 
 
+async def test_record_stopped_by_two_signals_at_once_still_closes_its_file_whole(tmp_path):
+    """systemd sends SIGTERM and at once SIGHUP (SendSIGHUP=yes); ``timeout`` and a process
+    group's kill send a signal twice. Signals that arrive together are one request to stop, not
+    a second one that ends the process at once with the gzip file cut off."""
+    out = tmp_path / "out.jsonl.gz"
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record", "--out", out, "--streams", "BTCUSDT", env=env_for(fake, tmp_path / "db")
+        )
+        await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, 20)
+        await fake.publish([mini_ticker("BTCUSDT", 70_000, T)])
+        await fake.wait_for(lambda: fake.connections[0].frames_out >= 1)
+        await asyncio.sleep(0.2)  # let the recorder read it
+        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGHUP)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    assert "again" not in err
+    assert "recorded 1 messages to" in err
+    with gzip.open(out, "rb") as fh:  # whole: its end is there
+        (line,) = fh.read().splitlines()
+    assert orjson.loads(line)["data"]["E"] == T
+
+
+async def test_a_second_signal_while_record_stops_says_what_the_recording_keeps(tmp_path):
+    """A person's second Ctrl-C during a slow stop (the exchange late to answer the close) ends
+    ``record`` at once, saying what that means for the recording: not run's words about
+    deliveries, which ``record`` has none of."""
+    out = tmp_path / "out.jsonl"
+    async with FakeBinance() as fake:
+        proc = await start(
+            "record", "--out", out, "--streams", "BTCUSDT", env=env_for(fake, tmp_path / "db")
+        )
+        await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, 20)
+        fake.lag(1.5)  # its close frame comes 1.5 s late: the stop waits for it
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        seen = []
+        while not seen or "SIGINT: stopping" not in seen[-1]:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "".join(seen)
+            seen.append(line)
+        await asyncio.sleep(0.3)  # a person's second request
+        proc.send_signal(signal.SIGINT)
+        code, _, err = await finish(proc)
+    assert code == 128 + signal.SIGINT, "".join(seen) + err
+    assert (
+        "SIGINT again: stopping at once; the recording keeps what was put on disk, not its end"
+    ) in err
+    assert "deliveries" not in err
+
+
 async def test_record_stops_after_its_duration_with_the_whole_market_by_default(tmp_path):
     out = tmp_path / "all.jsonl"
     async with FakeBinance() as fake:
