@@ -185,10 +185,19 @@ def read_config(path: str) -> dict[str, str]:
     Raises ConfigError naming ``FILE:LINE`` for anything else.
     """
     try:
-        with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is not a key's
-            lines = fh.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the settings file: {exc}") from None
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:  # the reason alone: the message names the file already
+        why = exc.strerror or str(exc)
+        raise ConfigError(f"{path}: cannot read the settings file: {why}") from None
+    try:
+        lines = data.decode("utf-8-sig").splitlines()  # a byte-order mark is not a key's
+    except UnicodeDecodeError as exc:
+        # where, in lines: the byte itself may be a secret's
+        where = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}: cannot read the settings file: not UTF-8 text (line {where})"
+        ) from None
     out: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
         text = line.strip()

@@ -198,6 +198,32 @@ async def test_a_bad_config_file_names_its_line_and_connects_nowhere(tmp_path, t
     assert not fake.stats.attempts
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "why"),
+    [
+        ("missing.env", None, "No such file or directory"),
+        ("a-directory", "dir", "Is a directory"),
+        # a Latin-1 file (an editor's "ANSI"): where, not Python's codec talk and byte offset
+        ("latin1.env", b"ALERTBOT_FEED_STREAM=all\n# caf\xe9\n", "not UTF-8 text (line 2)"),
+    ],
+)
+async def test_a_config_file_that_cannot_be_read_says_why_in_a_few_words(
+    tmp_path, name, content, why
+):
+    config = tmp_path / name
+    if content == "dir":
+        config.mkdir()
+    elif content is not None:
+        config.write_bytes(content)
+    async with FakeBinance() as fake:
+        code, _, err = await finish(
+            await start("run", "--config", config, env=env_for(fake, tmp_path / "a.db"))
+        )
+    assert code == 1
+    assert err == f"alertbot: {config}: cannot read the settings file: {why}\n"
+    assert not fake.stats.attempts
+
+
 async def run_until_connected(tmp: Path, **settings: str) -> tuple[int, str]:
     """``alertbot run`` on the example rules with ``settings``, stopped (SIGTERM) once it has
     connected to the fake exchange: its exit code and stderr."""
