@@ -577,20 +577,28 @@ def cmd_record(
         logging.getLogger("alertbot").warning("environment: %s; ignored", problem)
     count = 0
     overlap = Overlap()
-
-    def sink(obj: Any, raw: str | bytes) -> None:
-        nonlocal count
-        if not overlap.is_new(obj):
-            return  # the old and the new socket of a rotation both delivered it
-        data = raw.encode() if isinstance(raw, str) else raw
-        if b"\n" in data:  # one message per line, whatever the server's whitespace
-            data = orjson.dumps(obj)
-        fh.write(data + b"\n")
-        count += 1
-
     reasons: dict[str, str] = {}  # the exchange's, by refused stream
     all_refused = False
     write_error: OSError | None = None
+    stopping: list[asyncio.Event] = []  # main()'s stop, once it runs
+
+    def sink(obj: Any, raw: str | bytes) -> None:
+        nonlocal count, write_error
+        if write_error is not None or not overlap.is_new(obj):
+            return  # stopping; or the old and the new socket of a rotation both delivered it
+        data = raw.encode() if isinstance(raw, str) else raw
+        if b"\n" in data:  # one message per line, whatever the server's whitespace
+            data = orjson.dumps(obj)
+        try:
+            fh.write(data + b"\n")
+        except OSError as exc:
+            # a full disk, when a message is bigger than the write buffer (the whole market's
+            # are): the feed would swallow the error and record nothing, for ever, unsaid
+            write_error = exc
+            for stop in stopping:
+                stop.set()
+            return
+        count += 1
 
     async def flush(stop: asyncio.Event) -> None:
         """Put the recording on disk every second: a SIGKILL, a crash or a power cut loses at
@@ -612,6 +620,8 @@ def cmd_record(
                     return
 
     async def main(stop: asyncio.Event) -> None:
+        stopping.append(stop)
+
         def refused(stream: str, reason: str) -> None:
             nonlocal all_refused
             reasons[stream] = reason
@@ -640,6 +650,13 @@ def cmd_record(
             fh.close()
         except OSError as exc:
             write_error = write_error or exc
+    if write_error is not None:  # not "recorded N messages": they may not be in the file
+        print(
+            f"alertbot record: cannot write {out_path}: {_why(write_error)} (stopped: what was "
+            "not on disk by then is lost)",
+            file=sys.stderr,
+        )
+        return 1
     repeats = (
         f" ({overlap.repeats} repeated by a second socket, skipped)" if overlap.repeats else ""
     )
@@ -649,9 +666,6 @@ def cmd_record(
         log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, summary, (), None))
     else:
         print(summary, file=sys.stderr)
-    if write_error is not None:
-        print(f"alertbot record: cannot write {out_path}: {_why(write_error)}", file=sys.stderr)
-        return 1
     if all_refused:
         why = "; ".join(f"{s}: {reasons.get(s, 'refused')}" for s in sorted(set(wanted)))
         print(

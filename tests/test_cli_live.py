@@ -340,6 +340,27 @@ async def test_a_second_signal_while_record_stops_says_what_the_recording_keeps(
     assert "deliveries" not in err
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("symbols", [1, 300], ids=["at-the-flush", "at-the-write"])
+async def test_record_on_a_full_disk_stops_without_claiming_it_recorded(tmp_path, symbols):
+    """A write that fails (a full disk) stops ``record`` with exit 1 and the reason, whether it
+    fails when the second's data is flushed or at once (a frame bigger than the write buffer,
+    as the whole market's are), and its closing line does not say "recorded N messages to
+    FILE" first, as if they were in the file."""
+    names = [f"S{i}USDT" for i in range(symbols)]
+    async with FakeBinance() as fake:
+        proc = await start("record", "--out", "/dev/full", env=env_for(fake, tmp_path / "db"))
+        await fake.wait_for_connections(1, timeout=20)
+        await fake.publish([mini_ticker(name, 70_000, T) for name in names])
+        code, _, err = await finish(proc)  # stops on its own
+    assert code == 1, err
+    assert "recorded" not in err
+    assert err.endswith(
+        "alertbot record: cannot write /dev/full: No space left on device (stopped: what was "
+        "not on disk by then is lost)\n"
+    )
+
+
 async def test_record_stops_after_its_duration_with_the_whole_market_by_default(tmp_path):
     out = tmp_path / "all.jsonl"
     async with FakeBinance() as fake:
