@@ -95,7 +95,6 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--rules", nargs="+", required=True, metavar="FILE", help="rule files")
     replay.add_argument("--json", action="store_true", help="one JSON object per alert")
     _config_option(replay)  # ALERTBOT_MARKET
-    replay.set_defaults(parser=replay)  # for main()'s own errors, with replay's usage
 
     record = sub.add_parser(
         "record",
@@ -115,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         "--duration", metavar="D", help="stop after D (e.g. 90s, 1h30m); default: until stopped"
     )
     _config_option(record)  # the feed's settings: market, URLs, timeouts
+    for command in (run, check, replay, record):  # main()'s own errors, with the command's usage
+        command.set_defaults(parser=command)
     return parser
 
 
@@ -676,6 +677,15 @@ def cmd_record(
     return 0
 
 
+def _hint(command: str, extra: Sequence[str]) -> str:
+    """How to write what a command did not take, for the slips a new user makes."""
+    if command == "run" and not extra[0].startswith("-"):
+        return " (rule files go after --rules: alertbot run --rules FILE ...)"
+    if command == "check" and "--rules" in extra:
+        return " (check takes the rule files themselves: alertbot check FILE ...)"
+    return ""
+
+
 def _recording_after_rules(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """``replay --rules a.yaml rec.jsonl``: ``--rules`` takes every name after it, the
     recording too. Take back a last name that is a recording's (``.jsonl``, ``.gz``); without
@@ -692,10 +702,14 @@ def _recording_after_rules(args: argparse.Namespace, parser: argparse.ArgumentPa
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:  # `alertbot` alone: what it can do, not only that a word is missing
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         parser.print_help(sys.stderr)
         return 2
+    if extra:  # with the command's usage (argparse shows the bare command's) and the right form
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}{_hint(args.command, extra)}")
     if args.command == "replay":
         _recording_after_rules(args, args.parser)
     try:

@@ -126,6 +126,39 @@ def test_each_commands_help_says_what_it_does_and_where_to_read_more(
         assert word in text, (word, result.stdout)
 
 
+@pytest.mark.parametrize(
+    ("args", "usage", "hint"),
+    [
+        (
+            ["run", "rules.example.yaml"],
+            "usage: alertbot run ",
+            "alertbot run: error: unrecognized arguments: rules.example.yaml (rule files go "
+            "after --rules: alertbot run --rules FILE ...)",
+        ),
+        (
+            ["check", "--rules", "rules.example.yaml"],
+            "usage: alertbot check ",
+            "alertbot check: error: unrecognized arguments: --rules (check takes the rule "
+            "files themselves: alertbot check FILE ...)",
+        ),
+        (
+            ["record", "--out", "x.jsonl", "1h"],
+            "usage: alertbot record ",
+            "alertbot record: error: unrecognized arguments: 1h",
+        ),
+    ],
+)
+def test_a_word_a_command_does_not_take_gets_its_usage_and_the_form_that_works(
+    args: list[str], usage: str, hint: str
+) -> None:
+    """``alertbot run rules.yaml`` (``--rules`` forgotten) is a new user's likely first slip:
+    the error shows run's usage, not the bare command's, and where rule files go."""
+    result = alertbot(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage)
+    assert result.stderr.endswith(hint + "\n")
+
+
 def test_run_rejects_bad_rule_files_before_anything_else() -> None:
     result = alertbot("run", "--rules", DATA / "bad" / "bad-condition.yaml")
     assert result.returncode == 1
