@@ -286,6 +286,27 @@ def _unknown_settings() -> list[str]:
     ]
 
 
+class _StdoutError(Exception):
+    """stdout refused what a command prints (a full disk under ``> file``; closed): the
+    reason. Not an OSError, which replay takes for its recording's."""
+
+
+def _out(text: str, *, flush: bool = False) -> None:
+    """Print ``text`` on stdout, or raise :class:`_StdoutError` (BrokenPipeError stays one:
+    ``| head`` is no error)."""
+    out = sys.stdout
+    try:
+        if out is None:
+            raise _StdoutError("it is closed")
+        out.write(text)
+        if flush:
+            out.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _StdoutError(_why(exc)) from None
+
+
 def _load(files: Sequence[str]) -> RuleSet | None:
     try:
         return load_files(files)
@@ -303,7 +324,7 @@ def cmd_check(files: Sequence[str]) -> int:
     for problem in channel_secret_problems(ruleset.channels):  # may be set where the bot runs
         print(f"{names}: warning: {problem} (alertbot run refuses to start so)", file=sys.stderr)
     rules, channels = plural(len(ruleset.rules), "rule"), plural(len(ruleset.channels), "channel")
-    print(f"{names}: {rules}, {channels}, OK")
+    _out(f"{names}: {rules}, {channels}, OK\n", flush=True)
     return 0
 
 
@@ -325,7 +346,6 @@ def cmd_replay(
     engine = Engine(ruleset.rules)
     stats = ParseStats(market_st=market.st)
     messages = alerts_total = corrupt = 0
-    out = sys.stdout
     # the first corrupt lines, named; held until a line reads, so that a file that is no
     # recording at all (the rule file in its place) gets one error instead
     held: list[str] | None = []
@@ -373,9 +393,9 @@ def cmd_replay(
                         "condition": alert.condition,
                         "message": message,
                     }
-                    out.write(orjson.dumps(record).decode() + "\n")
+                    _out(orjson.dumps(record).decode() + "\n")
                 else:
-                    out.write(f"{format_time(alert.time)}  {alert.rule.id}  {message}\n")
+                    _out(f"{format_time(alert.time)}  {alert.rule.id}  {message}\n")
     except RecordingCutOff as exc:
         cut = exc
     except BrokenPipeError:
@@ -400,6 +420,7 @@ def cmd_replay(
             "abruptly?); replayed every whole line before the cut",
             file=sys.stderr,
         )
+    _out("", flush=True)  # the alerts still buffered: a full disk is told here, not at exit
     skipped = f", {stats.malformed} malformed tickers skipped" if stats.malformed else ""
     bad_lines = f", {corrupt} corrupt lines skipped" if corrupt else ""
     foreign = (
@@ -723,6 +744,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_record(args.out, args.streams, args.duration, args.config)
     except (RuleError, ConfigError) as exc:  # defensive: no traceback for bad input
         print(f"alertbot: {exc}", file=sys.stderr)
+        return 1
+    except _StdoutError as exc:
+        print(f"alertbot {args.command}: cannot write to stdout: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

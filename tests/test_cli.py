@@ -536,6 +536,33 @@ def test_replay_with_bad_rules_changes_nothing_and_exits_1(tmp_path: Path) -> No
     assert "bad-condition.yaml:" in result.stderr
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "rules.example.yaml"],
+        ["replay", "examples/sample.jsonl.gz", "--rules", "rules.example.yaml"],
+    ],
+    ids=["check", "replay"],
+)
+def test_output_that_cannot_be_written_is_named_as_such_without_a_traceback(
+    args: list[str],
+) -> None:
+    """``> /dev/full`` (a full disk under a redirect): replay blamed its recording ("cannot read
+    examples/sample.jsonl.gz: No space left on device") and check raised a traceback."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "alertbot.cli", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr == f"alertbot {args[0]}: cannot write to stdout: No space left on device\n"
+
+
 def test_replay_of_the_example_rules_over_the_sample_recording_fires() -> None:
     result = alertbot(
         "replay", "examples/sample.jsonl.gz", "--rules", "rules.example.yaml", "--json"
