@@ -187,6 +187,22 @@ def test_check_of_a_missing_file_is_a_clear_error() -> None:
     assert result.stderr.startswith("no-such-file.yaml:1:1:")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_check_of_a_utf16_file_says_so_and_how_to_save_it(tmp_path: Path, encoding: str) -> None:
+    """Windows Notepad's "Unicode" is UTF-16 (with its byte-order mark): "not UTF-8 text" alone
+    leaves a user staring at a file that looks right in the editor."""
+    rules = tmp_path / "rules.yaml"
+    text = (ROOT / "rules.example.yaml").read_text()
+    bom = "" if encoding == "utf-16" else "\ufeff"  # utf-16 writes its own
+    rules.write_bytes((bom + text).encode(encoding))
+    result = alertbot("check", rules)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{rules}:1:1: not UTF-8 text: UTF-16 (what Windows Notepad calls Unicode); save it "
+        "as UTF-8\n"
+    )
+
+
 SIGNED_CHANNEL = (
     "channels:\n"
     "  desk: {webhook: 'https://example.com/hook', secret_env: ALERTBOT_TEST_DESK_SECRET}\n"

@@ -397,7 +397,15 @@ def load_files(
             except UnicodeDecodeError as exc:
                 line_start = data.rfind(b"\n", 0, exc.start) + 1
                 column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
-                source.add(data.count(b"\n", 0, exc.start) + 1, column, "not UTF-8 text")
+                if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
+                    source.add(
+                        1,
+                        1,
+                        "not UTF-8 text: UTF-16 (what Windows Notepad calls Unicode); save it "
+                        "as UTF-8",
+                    )
+                else:
+                    source.add(data.count(b"\n", 0, exc.start) + 1, column, "not UTF-8 text")
                 continue
             source.read(loader)
         return _merge(sources)
