@@ -71,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
         "ALERTBOT_TELEGRAM_TOKEN (and ALERTBOT_WEBHOOK_URL) the alerts are printed to the "
         "console, one line each; the log goes to stderr. Ctrl-C or SIGTERM stops it.",
     )
-    run.add_argument("--rules", nargs="+", default=[], metavar="FILE", help="rule files")
+    # extend: `--rules a.yaml --rules b.yaml` is both, not b.yaml alone (argparse's last wins)
+    run.add_argument(
+        "--rules", nargs="+", action="extend", default=[], metavar="FILE", help="rule files"
+    )
     _config_option(run)
 
     check = sub.add_parser(
@@ -92,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     # optional to argparse only so that main() can take it back from a greedy --rules
     replay.add_argument("recording", nargs="?", metavar="RECORDING", help=".jsonl or .jsonl.gz")
-    replay.add_argument("--rules", nargs="+", required=True, metavar="FILE", help="rule files")
+    replay.add_argument(
+        "--rules", nargs="+", action="extend", required=True, metavar="FILE", help="rule files"
+    )
     replay.add_argument("--json", action="store_true", help="one JSON object per alert")
     _config_option(replay)  # ALERTBOT_MARKET
 
@@ -106,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument(
         "--streams",
         nargs="+",
-        default=["!miniTicker@arr"],
+        action="extend",  # a default here would be extended too: main() puts it in
         metavar="STREAM",
         help="stream names or symbols (default: !miniTicker@arr, the whole market)",
     )
@@ -741,7 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args.rules, args.config)
         if args.command == "record":
-            return cmd_record(args.out, args.streams, args.duration, args.config)
+            streams = args.streams or ["!miniTicker@arr"]
+            return cmd_record(args.out, streams, args.duration, args.config)
     except (RuleError, ConfigError) as exc:  # defensive: no traceback for bad input
         print(f"alertbot: {exc}", file=sys.stderr)
         return 1

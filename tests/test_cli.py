@@ -394,6 +394,19 @@ def test_replay_takes_a_recording_named_after_the_rule_files(
     assert "replayed 3 messages, 4 tickers, 2 alerts" in result.stderr
 
 
+def test_replay_takes_rules_given_with_rules_twice(tmp_path: Path, rules_file: Path) -> None:
+    """``--rules a.yaml --rules b.yaml`` loads both: argparse's last-one-wins dropped a.yaml's
+    rules without a word."""
+    other = tmp_path / "other.yaml"
+    other.write_text("rules:\n  - id: eth-low\n    symbols: [ETHUSDT]\n    when: price < 99\n")
+    recording = write_recording(tmp_path / "rec.jsonl", RECORDING)
+    both = alertbot("replay", recording, "--rules", other, "--rules", rules_file)
+    assert both.returncode == 0, both.stderr
+    assert "replayed 3 messages, 4 tickers, 3 alerts" in both.stderr
+    fired = {line.split()[3] for line in both.stdout.splitlines()}
+    assert fired == {"eth-low", "up", "low"}
+
+
 def test_replay_without_a_recording_says_where_it_goes(tmp_path: Path, rules_file: Path) -> None:
     """A last name that is no recording's stays a rule file, and the error shows the form."""
     recording = write_recording(tmp_path / "rec", RECORDING)

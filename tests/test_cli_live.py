@@ -174,6 +174,49 @@ async def test_run_rejects_bad_rule_files_before_connecting(tmp_path):
     assert not fake.stats.attempts
 
 
+async def test_run_reads_every_file_of_rules_given_twice(tmp_path):
+    """``run --rules bad.yaml --rules good.yaml`` reads both: the bad one stops the start, as
+    it does in ``--rules bad.yaml good.yaml``, rather than being dropped unsaid."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - id: x\n    symbols: [BTCUSDT]\n    when: price >> 1\n")
+    async with FakeBinance() as fake:
+        proc = await start(
+            "run",
+            "--rules",
+            bad,
+            "--rules",
+            "rules.example.yaml",
+            env=env_for(fake, tmp_path / "alertbot.db"),
+        )
+        try:
+            code, _, err = await finish(proc)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 1
+    assert err.startswith(f"{bad}:4:")
+    assert not fake.stats.attempts
+
+
+@pytest.mark.parametrize("twice", [False, True])
+async def test_record_takes_streams_given_with_streams_twice(tmp_path, twice):
+    out = tmp_path / "out.jsonl"
+    streams = (
+        ["--streams", "BTCUSDT", "--streams", "ETHUSDT"]
+        if twice
+        else ["--streams", "BTCUSDT", "ETHUSDT"]
+    )
+    async with FakeBinance() as fake:
+        proc = await start("record", "--out", out, *streams, env=env_for(fake, tmp_path / "db"))
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"}, 10)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code, _, err = await finish(proc)
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
 async def test_record_writes_each_message_as_received_one_per_line(tmp_path, name):
     out = tmp_path / name
