@@ -22,7 +22,7 @@ from alertbot.errors import ConfigError, RuleError
 from alertbot.feed.market import MARKETS
 from alertbot.notify.render import format_time, render
 from alertbot.notify.routing import channel_secret_problems
-from alertbot.recording import Overlap, RecordingCutOff, open_recording, read_lines
+from alertbot.recording import STDIO, Overlap, RecordingCutOff, open_recording, read_lines
 from alertbot.rules.engine import Engine
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import RuleSet
@@ -593,10 +593,11 @@ def cmd_record(
     env = environment(os.environ, config)
     settings = FeedSettings.from_env(env)
     log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
+    shown = "stdout" if out_path == STDIO else out_path
     try:
         fh = open_recording(out_path, "wb")
     except OSError as exc:
-        print(f"alertbot record: cannot write {out_path}: {_why(exc)}", file=sys.stderr)
+        print(f"alertbot record: cannot write {shown}: {_why(exc)}", file=sys.stderr)
         return 1
     # as run logs, the --config file's settings included
     _logging([env.get(var, "") for var in SECRET_VARS], env, log_format)
@@ -679,7 +680,7 @@ def cmd_record(
             write_error = write_error or exc
     if write_error is not None:  # not "recorded N messages": they may not be in the file
         print(
-            f"alertbot record: cannot write {out_path}: {_why(write_error)} (stopped: what was "
+            f"alertbot record: cannot write {shown}: {_why(write_error)} (stopped: what was "
             "not on disk by then is lost)",
             file=sys.stderr,
         )
@@ -687,7 +688,7 @@ def cmd_record(
     repeats = (
         f" ({overlap.repeats} repeated by a second socket, skipped)" if overlap.repeats else ""
     )
-    summary = f"recorded {count} messages to {out_path}{repeats}"
+    summary = f"recorded {count} messages to {shown}{repeats}"
     if log_format == "json":  # every line on stderr one JSON object, as with run
         log = logging.getLogger("alertbot")
         log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, summary, (), None))

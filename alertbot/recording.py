@@ -39,16 +39,25 @@ class _OwnGzipFile(gzip.GzipFile):
             self._inner.close()
 
 
+#: the name that stands for stdin (reading) or stdout (writing), as for most commands
+STDIO = "-"
+
+
 def open_recording(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
     """Open a recording for reading (``rb``: gzip when it starts as gzip does, whatever its
-    name) or writing (``wb``: gzip when the name ends in .gz)."""
+    name) or writing (``wb``: gzip when the name ends in .gz). ``-`` is stdin or stdout: a
+    copy of its descriptor, so that closing the recording leaves it open, and a ``>> file``
+    is appended to (opening /dev/stdout anew would truncate it)."""
+    stdio = os.fspath(path) == STDIO
     if not mode.startswith("r"):
+        if stdio:
+            return open(os.dup(1), "wb")
         if os.fspath(path).endswith(".gz"):
             return gzip.open(path, mode)  # type: ignore[return-value]
         return open(path, mode)
     # opened once and peeked at, not probed and opened again: a pipe (``replay <(...)``,
     # /dev/stdin) can be read only once
-    fh = open(path, "rb")  # noqa: SIM115 (the caller closes it, or the gzip reader over it)
+    fh = open(os.dup(0) if stdio else path, "rb")  # noqa: SIM115 (the caller closes it)
     try:
         gz = fh.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] == GZIP_MAGIC
     except BaseException:

@@ -276,14 +276,16 @@ def test_replay_reads_a_gzip_recording_by_its_content_whatever_its_name(
 
 @pytest.mark.skipif(not Path("/dev/stdin").exists(), reason="reads a pipe as /dev/stdin")
 @pytest.mark.parametrize("compressed", [False, True], ids=["text", "gzip"])
+@pytest.mark.parametrize("name", ["/dev/stdin", "-"])
 def test_replay_reads_a_recording_from_a_pipe_gzip_or_not(
-    rules_file: Path, compressed: bool
+    rules_file: Path, compressed: bool, name: str
 ) -> None:
     """A pipe (``replay <(ssh host cat rec.gz)``) can be read once: telling gzip from text
-    must not take its first bytes away."""
+    must not take its first bytes away. ``-`` is stdin, as for most commands (not a file of
+    that name)."""
     data = b"\n".join(RECORDING) + b"\n"
     result = subprocess.run(
-        [sys.executable, "-m", "alertbot.cli", "replay", "/dev/stdin", "--rules", rules_file],
+        [sys.executable, "-m", "alertbot.cli", "replay", name, "--rules", rules_file],
         input=gzip.compress(data) if compressed else data,
         capture_output=True,
         cwd=ROOT,

@@ -282,14 +282,16 @@ async def test_record_has_what_it_received_on_disk_within_a_second_so_a_sigkill_
     assert [orjson.loads(line) for line in lines_on_disk(out)] == expected
 
 
-async def test_record_to_a_pipe_keeps_recording_past_the_fsync_a_pipe_refuses(tmp_path):
+@pytest.mark.parametrize("name", ["/dev/stdout", "-"])
+async def test_record_to_a_pipe_keeps_recording_past_the_fsync_a_pipe_refuses(tmp_path, name):
     """Each second's flush is followed by an fsync (a power cut), which a pipe refuses
-    (``--out /dev/stdout``): that is no write error, and the recording goes on."""
+    (``--out /dev/stdout``, or ``-``, which is stdout as for most commands, not a file of that
+    name): that is no write error, and the recording goes on."""
     async with FakeBinance() as fake:
         proc = await start(
             "record",
             "--out",
-            "/dev/stdout",
+            name,
             "--streams",
             "BTCUSDT",
             env=env_for(fake, tmp_path / "db"),
@@ -307,7 +309,8 @@ async def test_record_to_a_pipe_keeps_recording_past_the_fsync_a_pipe_refuses(tm
     assert [orjson.loads(line) for line in got] == [
         {"stream": "btcusdt@miniTicker", "data": t} for t in sent
     ]
-    assert "recorded 2 messages to /dev/stdout" in err
+    assert f"recorded 2 messages to {'stdout' if name == '-' else name}" in err
+    assert not (ROOT / "-").exists()
 
 
 async def test_record_stops_cleanly_on_sighup_as_when_its_terminal_is_closed(tmp_path):
