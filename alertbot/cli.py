@@ -490,6 +490,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
             f"got {env['ALERTBOT_HEARTBEAT'].strip()!r}"
         )
     log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
+    env_choice(env, "ALERTBOT_LOG_LEVEL", "info", LOG_LEVELS)  # refused before anything is made
     lock = hold_database(delivery.db)  # held until run ends (ConfigError: another holds it)
     _logging(delivery.secrets(), env, log_format)
     log = logging.getLogger("alertbot")
@@ -593,6 +594,7 @@ def cmd_record(
     env = environment(os.environ, config)
     settings = FeedSettings.from_env(env)
     log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
+    env_choice(env, "ALERTBOT_LOG_LEVEL", "info", LOG_LEVELS)  # refused before the file is made
     shown = "stdout" if out_path == STDIO else out_path
     try:
         fh = open_recording(out_path, "wb")

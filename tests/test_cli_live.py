@@ -829,13 +829,31 @@ async def test_a_webhook_urls_password_never_appears_in_the_log(tmp_path):
 async def test_a_bad_setting_is_refused_at_start_naming_the_variable(
     tmp_path, name, value, message
 ):
+    """Before anything is done: no connection, and not even the database's directory and
+    lock made (a bad ALERTBOT_LOG_LEVEL was read only after them)."""
     async with FakeBinance() as fake:
-        env = env_for(fake, tmp_path / "alertbot.db", **{name: value})
+        env = env_for(fake, tmp_path / "data" / "alertbot.db", **{name: value})
         code, _, err = await finish(await start("run", "--rules", "rules.example.yaml", env=env))
     assert code == 1
     assert message in err
     assert "Traceback" not in err
     assert not fake.stats.attempts
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("ALERTBOT_LOG_LEVEL", "verbose"), ("ALERTBOT_LOG_FORMAT", "xml")],
+)
+async def test_record_with_a_bad_setting_makes_no_file(tmp_path, name, value):
+    out = tmp_path / "out.jsonl"
+    async with FakeBinance() as fake:
+        env = env_for(fake, tmp_path / "db", **{name: value})
+        code, _, err = await finish(await start("record", "--out", out, env=env))
+    assert code == 1
+    assert err.startswith(f"alertbot: {name}: expected one of ")
+    assert not fake.stats.attempts
+    assert not out.exists()
 
 
 def _field(status: Path, name: str) -> str:
