@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import errno
-import gzip
 import logging
 import os
 import signal
 import sys
 import time
-import zlib
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import orjson
-
+# Only what parsing the command line needs is imported here: each command imports the rest
+# (asyncio, YAML, the engine: a good part of a second) inside main(), where a Ctrl-C in the
+# first moments is caught, rather than shown as a traceback through the imports.
 from alertbot import __version__
 from alertbot.errors import ConfigError, RuleError
-from alertbot.feed.market import MARKETS
-from alertbot.notify.render import format_time, render
-from alertbot.notify.routing import channel_secret_problems
-from alertbot.recording import STDIO, Overlap, RecordingCutOff, open_recording, read_lines
-from alertbot.rules.engine import Engine
-from alertbot.rules.loader import RuleFileError, load_files
-from alertbot.rules.model import RuleSet
-from alertbot.settings import (
-    SECRET_VARS,
-    env_choice,
-    env_seconds,
-    environment,
-    parse_seconds,
-    unknown_setting,
-)
-from alertbot.tasks import cancel_and_wait
 from alertbot.text import mend
-from alertbot.ticker import ParseStats
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from alertbot.rules.model import RuleSet
 
 #: ALERTBOT_LOG_LEVEL's values (any case)
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -183,6 +168,12 @@ class TextFormatter(_SecondCache):
 class JsonFormatter(_SecondCache):
     """One JSON object per line: time, level, logger, message (and the exception, if any)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import orjson  # here, not per line: a flood logs thousands a second
+
+        super().__init__(*args, **kwargs)
+        self._dumps = orjson.dumps
+
     def format(self, record: logging.LogRecord) -> str:
         body: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
@@ -194,10 +185,12 @@ class JsonFormatter(_SecondCache):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             body["exception"] = mend(record.exc_text)
-        return orjson.dumps(body).decode()
+        return self._dumps(body).decode()
 
 
 def _logging(secrets: Sequence[str] = (), env: Any = None, log_format: str = "text") -> None:
+    from alertbot.settings import env_choice
+
     level = env_choice(env or os.environ, "ALERTBOT_LOG_LEVEL", "info", LOG_LEVELS).upper()
     logging.basicConfig(
         level=level,
@@ -240,6 +233,8 @@ async def _until_signalled(
     ``cut_short``: what that leaves undone. Signals that arrive together are one request:
     systemd sends SIGTERM and SIGHUP at once, ``timeout`` and a process group's kill send one
     twice, and none of them means "do not wait"."""
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     #: loop.time() of the first stopping signal; a repeat this soon after it is the same one
@@ -282,6 +277,8 @@ async def _until_signalled(
 def _unknown_settings() -> list[str]:
     """The environment's ALERTBOT_ names that are no setting (typos, mostly): each command that
     reads settings warns of them, or a misspelt ALERTBOT_MARKET would be ignored unsaid."""
+    from alertbot.settings import unknown_setting
+
     return [
         problem
         for name in sorted(os.environ)
@@ -313,6 +310,8 @@ def _out(text: str, *, flush: bool = False) -> None:
 
 
 def _load(files: Sequence[str]) -> RuleSet | None:
+    from alertbot.rules.loader import RuleFileError, load_files
+
     try:
         return load_files(files)
     except RuleFileError as exc:
@@ -322,6 +321,8 @@ def _load(files: Sequence[str]) -> RuleSet | None:
 
 
 def cmd_check(files: Sequence[str]) -> int:
+    from alertbot.notify.routing import channel_secret_problems
+
     ruleset = _load(files)
     if ruleset is None:
         return 1
@@ -340,6 +341,18 @@ def plural(n: int, word: str) -> str:
 def cmd_replay(
     recording: str, files: Sequence[str], as_json: bool, config: str | None = None
 ) -> int:
+    import gzip
+    import zlib
+
+    import orjson
+
+    from alertbot.feed.market import MARKETS
+    from alertbot.notify.render import format_time, render
+    from alertbot.recording import RecordingCutOff, read_lines
+    from alertbot.rules.engine import Engine
+    from alertbot.settings import env_choice, environment
+    from alertbot.ticker import ParseStats
+
     # a recording of the COIN-M market is replayed as such with ALERTBOT_MARKET=coinm
     env = environment(os.environ, config)
     market = MARKETS[env_choice(env, "ALERTBOT_MARKET", "usdm", tuple(MARKETS))]
@@ -456,10 +469,15 @@ def _port(env: Any, name: str) -> int | None:
 
 
 def cmd_run(files: Sequence[str], config: str | None = None) -> int:
+    import asyncio
+
     from alertbot.app import App, file_stamps
     from alertbot.chat.watches import ChatSettings
     from alertbot.feed.settings import FeedSettings
+    from alertbot.notify.routing import channel_secret_problems
     from alertbot.notify.settings import DeliverySettings
+    from alertbot.rules.model import RuleSet
+    from alertbot.settings import env_choice, env_seconds, environment
     from alertbot.store import hold_database
 
     if hasattr(signal, "SIGHUP"):
@@ -557,6 +575,8 @@ def _why(exc: OSError) -> str:
 def _sync(fh: IO[bytes]) -> None:
     """fsync a recording's file; nothing for one that cannot be synced (a pipe, a terminal:
     ``--out /dev/stdout``)."""
+    import errno
+
     try:
         os.fsync(fh.fileno())
     except OSError as exc:
@@ -567,9 +587,16 @@ def _sync(fh: IO[bytes]) -> None:
 def cmd_record(
     out_path: str, streams: Sequence[str], duration: str | None, config: str | None = None
 ) -> int:
+    import asyncio
+
+    import orjson
+
     from alertbot.feed.client import Feed
     from alertbot.feed.market import normalise_stream
     from alertbot.feed.settings import FeedSettings
+    from alertbot.recording import STDIO, Overlap, open_recording
+    from alertbot.settings import SECRET_VARS, env_choice, environment, parse_seconds
+    from alertbot.tasks import cancel_and_wait
 
     try:
         wanted = [normalise_stream(s) for s in streams]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -157,6 +158,45 @@ def test_a_word_a_command_does_not_take_gets_its_usage_and_the_form_that_works(
     assert result.returncode == 2
     assert result.stderr.startswith(usage)
     assert result.stderr.endswith(hint + "\n")
+
+
+def test_the_command_line_module_loads_nothing_heavy_before_main_runs() -> None:
+    """Until main() runs, a Ctrl-C is a KeyboardInterrupt traceback: what the commands need
+    (asyncio, YAML, the engine, JSON) is loaded by them, inside main(), where it is caught."""
+    heavy = ("asyncio", "yaml", "orjson", "alertbot.rules.engine", "alertbot.rules.loader")
+    code = f"import sys, alertbot.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.15, 0.2])
+def test_ctrl_c_in_the_first_moments_exits_130_without_a_traceback(
+    tmp_path: Path, delay: float
+) -> None:
+    """A Ctrl-C right after Enter (the wrong file, a typo seen too late) ends the command
+    quietly, exit 130, as later: not with a traceback through the imports."""
+    rules = tmp_path / "many.yaml"
+    rules.write_text(
+        "rules:\n"
+        + "".join(
+            f"  - id: r{i}\n    symbols: [BTCUSDT]\n    when: price > {i}\n" for i in range(40_000)
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alertbot.cli", "check", str(rules)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err == ""
 
 
 def test_run_rejects_bad_rule_files_before_anything_else() -> None:
