@@ -92,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Capture the live feed to a recording that 'alertbot replay' reads, until "
         "--duration has passed or Ctrl-C (or SIGTERM) stops it; the file is then closed whole.",
     )
-    record.add_argument("--out", required=True, metavar="FILE", help=".jsonl, or .jsonl.gz (gzip)")
+    record.add_argument(
+        "--out", required=True, action=_Once, metavar="FILE", help=".jsonl, or .jsonl.gz (gzip)"
+    )
     record.add_argument(
         "--streams",
         nargs="+",
@@ -101,7 +103,10 @@ def _parser() -> argparse.ArgumentParser:
         help="stream names or symbols (default: !miniTicker@arr, the whole market)",
     )
     record.add_argument(
-        "--duration", metavar="D", help="stop after D (e.g. 90s, 1h30m); default: until stopped"
+        "--duration",
+        action=_Once,
+        metavar="D",
+        help="stop after D (e.g. 90s, 1h30m); default: until stopped",
     )
     _config_option(record)  # the feed's settings: market, URLs, timeouts
     for command in (run, check, replay, record):  # main()'s own errors, with the command's usage
@@ -109,11 +114,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Once(argparse.Action):
+    """An option that takes one value, refused when given twice: argparse would keep the
+    last, and ``--config base.env --config local.env`` reads like layered settings."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"argument {self.option_strings[-1]}: given twice; give it once")
+        setattr(namespace, self.dest, values)
+
+
 def _config_option(parser: argparse.ArgumentParser) -> None:
     """``--config FILE``: the settings file ``run`` reads, so that ``record`` and ``replay``
     see the same market and feed as the bot it was written for."""
     parser.add_argument(
         "--config",
+        action=_Once,
         metavar="FILE",
         help="settings file of ALERTBOT_NAME=value lines (the environment overrides it)",
     )

@@ -199,6 +199,30 @@ def test_ctrl_c_in_the_first_moments_exits_130_without_a_traceback(
     assert err == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["run", "--config", "a.env", "--config", "b.env"], "--config"),
+        (
+            ["replay", "rec.jsonl", "--rules", "r.yaml", "--config", "a.env", "--config=b.env"],
+            "--config",
+        ),
+        (["record", "--out", "a.jsonl", "--out", "b.jsonl", "--duration", "1s"], "--out"),
+        (["record", "--out", "a.jsonl", "--duration", "1m", "--duration", "1s"], "--duration"),
+    ],
+)
+def test_an_option_that_takes_one_value_given_twice_is_refused(
+    tmp_path: Path, args: list[str], option: str
+) -> None:
+    """argparse keeps the last: ``--config base.env --config local.env`` read local.env alone,
+    as if the settings were layered, and the first file was ignored without a word."""
+    dead = {"ALERTBOT_BINANCE_WS_URL": "ws://127.0.0.1:9", "ALERTBOT_DB": str(tmp_path / "db")}
+    result = alertbot(*args, cwd=tmp_path, env={**os.environ, **dead})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"usage: alertbot {args[0]} ")
+    assert f"argument {option}: given twice; give it once" in result.stderr
+
+
 def test_run_rejects_bad_rule_files_before_anything_else() -> None:
     result = alertbot("run", "--rules", DATA / "bad" / "bad-condition.yaml")
     assert result.returncode == 1
