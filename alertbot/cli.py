@@ -616,6 +616,7 @@ def cmd_record(
     from alertbot.feed.client import Feed
     from alertbot.feed.market import normalise_stream
     from alertbot.feed.settings import FeedSettings
+    from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
     from alertbot.recording import STDIO, Overlap, open_recording
     from alertbot.settings import SECRET_VARS, env_choice, environment, parse_seconds
     from alertbot.tasks import cancel_and_wait
@@ -713,10 +714,29 @@ def cmd_record(
         feed.want_streams(wanted)
         async with feed:
             flusher = asyncio.create_task(flush(stop), name="record-flush")
+            checker = asyncio.create_task(check_symbols(), name="record-symbols")
             try:
                 await stop.wait()
             finally:
+                await cancel_and_wait(checker)
                 await cancel_and_wait(flusher)
+
+    async def check_symbols() -> None:
+        """Binance takes a stream of a symbol it does not list, then sends nothing on it: say
+        so (with a did-you-mean), as run does for rules, or a typo records nothing unsaid."""
+        symbols = [s.partition("@")[0].upper() for s in wanted if not s.startswith("!")]
+        if not symbols:
+            return
+        directory = SymbolDirectory(settings)
+        if not await directory.refresh():  # unreachable: it has said so
+            return
+        for problem in unknown_symbols(symbols, directory):
+            name, _, hint = problem.partition(" ")
+            logging.getLogger("alertbot").warning(
+                "the exchange does not list %s%s: its stream stays silent",
+                name,
+                f" {hint}" if hint else "",
+            )
 
     try:
         asyncio.run(

@@ -563,6 +563,36 @@ async def test_record_to_a_place_it_cannot_write_says_why_once_before_connecting
     assert not fake.stats.attempts
 
 
+async def test_record_warns_of_a_symbol_the_exchange_does_not_list(tmp_path):
+    """Binance takes a stream of a symbol it does not list and then sends nothing on it: a
+    typo recorded nothing, for as long as it ran, without a word. As ``run`` does for rules,
+    ``record`` says so, with a did-you-mean, and records the rest."""
+    out = tmp_path / "out.jsonl"
+    async with FakeBinance(symbols=["BTCUSDT", "ETHUSDT"]) as fake:
+        proc = await start(
+            "record",
+            "--out",
+            out,
+            "--streams",
+            "ETHUSDT",
+            "BTCUSTD",
+            "!miniTicker@arr",
+            env=env_for(fake, tmp_path / "db"),
+        )
+        await fake.wait_for_subscriptions({"ethusdt@miniTicker"}, 20)
+        await asyncio.sleep(1)  # exchangeInfo asked and answered (the fake answers at once)
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = await finish(proc)
+    assert code == 0, err
+    seen = [line + "\n" for line in err.splitlines() if "does not list" in line]
+    assert len(seen) == 1, err
+    assert seen[-1].endswith(
+        "WARNING alertbot: the exchange does not list BTCUSTD (did you mean BTCUSDT?): its "
+        "stream stays silent\n"
+    )
+    assert "ETHUSDT" not in "".join(seen)
+
+
 async def test_record_exits_1_naming_the_streams_when_the_exchange_refuses_every_one(tmp_path):
     """Nothing could ever be recorded: it stops at once with the exchange's reasons, instead of
     running (for ever, without --duration) on an empty file."""
