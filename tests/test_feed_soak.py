@@ -23,7 +23,9 @@ What the bot *could see* is defined at the fake, tick by tick (one symbol at one
   carried tick **may** be seen.
 
 A lagging connection (``FakeBinance.lag``) delivers late but in order, so its ticks must still
-be seen, also across a rotation or a switch away from it. Only the sockets of a steady feed
+be seen, also across a rotation or a switch away from it. A tick's time on its way is when the
+fake's connection actually gets it to the client: once a lag is lifted, a tick written behind
+frames still on their way waits for them too. Only the sockets of a steady feed
 are made to lag: a new socket slower than an old one's reconnect would be overtaken by it,
 which the bot does not guard against (it cannot wait for a socket that may never catch up).
 
@@ -107,7 +109,7 @@ class Tick:
     rulesets: list[frozenset[str]]  # the rules that may be active when it is processed
     why: str = ""  # why a carried tick is not MUST
     sent_at: float = 0.0  # loop time
-    lag: float = 0.0  # the longest lag of its carriers then
+    lag: float = 0.0  # how long after sent_at the last of its carriers got it
 
     def ticker(self) -> Ticker:
         p = float(self.price)
@@ -332,7 +334,9 @@ class Soak:
                 level, why = MUST, ""
             else:
                 level, why = MAY, "not watched"
-            lag = max((targets[cid][0].lag for cid in carriers), default=0.0)
+            # when the last of its carriers got it: behind frames still on their way it is
+            # late also after a lag was lifted (they keep their time, and it cannot pass them)
+            lag = max((targets[cid][0].data_arrives_at - sent_at for cid in carriers), default=0.0)
             tick = Tick(symbol, time, int(t["c"]), level, carriers, [active], why, sent_at, lag)
             self.ticks[(symbol, time)] = tick
             self.published.append(t)

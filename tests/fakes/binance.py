@@ -209,6 +209,9 @@ class FakeConnection:
     frames_in: int = 0
     pings_received: int = 0
     frames_out: int = 0  # data frames sent (publish, send_raw, replies), late ones when queued
+    #: when the last market-data frame written to it (``publish``) reaches the client (loop
+    #: time): behind a lag, or behind frames still on their way from a lag lifted since
+    data_arrives_at: float = 0.0
     pings_sent: int = 0
     pongs_received: int = 0
     ws: ServerConnection | None = field(default=None, repr=False)
@@ -337,6 +340,15 @@ class _LaggingTransport:
         if self._timer is None:
             self._timer = self._loop.call_at(self._late[0][0], self._flush)
         return True
+
+    def arrival(self) -> float:
+        """When a frame written now reaches the client (loop time): never before what is
+        already on its way."""
+        now = self._loop.time()
+        if self._conn.lag <= 0 and not self._late:
+            return now
+        due = now + self._conn.lag
+        return max(due, self._late[-1][0]) if self._late else due
 
     def _flush(self) -> None:
         self._timer = None
@@ -613,7 +625,7 @@ class FakeBinance:
                 continue
             out = [f for s in sorted(conn.streams) for f in frames(s, conn.combined)]
             if out:
-                jobs.append(self._send(conn, out))
+                jobs.append(self._send(conn, out, data=True))
         return sum(await asyncio.gather(*jobs))
 
     async def send_raw(
@@ -974,7 +986,9 @@ class FakeBinance:
             conn.streams = conn.streams - set(params)
         return {"result": None, "id": id_}
 
-    async def _send(self, conn: FakeConnection, frames: list[bytes], *, text: bool = True) -> int:
+    async def _send(
+        self, conn: FakeConnection, frames: list[bytes], *, text: bool = True, data: bool = False
+    ) -> int:
         ws = conn.ws
         sent = 0
         if ws is None or ws.state is not State.OPEN:
@@ -982,6 +996,9 @@ class FakeBinance:
         try:
             async with asyncio.timeout(self.send_timeout):
                 for f in frames:
+                    if data:  # written in this call, with no await before the write
+                        assert isinstance(ws.transport, _LaggingTransport)
+                        conn.data_arrives_at = ws.transport.arrival()
                     await ws.send(f, text=text)
                     sent += 1
         except ConnectionClosed:
