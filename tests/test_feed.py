@@ -991,6 +991,34 @@ async def test_a_switch_away_from_lagging_connections_loses_none_of_their_last_t
     assert bot.feed.stats.reconnects == 0
 
 
+async def test_a_switch_does_not_hand_on_ticks_ahead_of_another_old_connection_that_lags():
+    """A switch to the all-market stream from two symbol connections, the one carrying
+    BTCUSDT lagging behind: the ETHUSDT one's newer ticks must not take the new connection's
+    held BTCUSDT tick with them ahead of the lagging one's older BTCUSDT ticks, which the
+    engine would then drop as out of order (here a crossing up and back, missed)."""
+    rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
+    async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
+        bot = Bot(
+            fake, rules, max_streams=1, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            await bot.tick(90, T, "ETHUSDT")
+            btc = next(c for c in fake.connections if BTC in c.streams)
+            fake.lag(1.0, conn=btc)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the old one only
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for(lambda: ALL_MARKET in fake.subscribed())
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 2_000)])  # held on the new one
+            await fake.publish([mini_ticker("ETHUSDT", 90, T + 2_500)])  # the ETHUSDT one's
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000), timeout=3)
+            await asyncio.wait_for(bot.feed.settled(), 5)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 @pytest.mark.parametrize("to", ["all", "symbols"])
 async def test_a_switch_does_not_wait_for_a_quiet_old_connections_next_tick(to: str):
     """The old connections carry nothing new (their symbols are quiet), so none of them will

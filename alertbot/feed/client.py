@@ -231,10 +231,19 @@ class Feed:
     def _delivering(self, conn: Connection, event: int) -> None:
         """Before ``conn`` hands on a frame of event time ``event``: what the new connections
         of a switch hold that is older goes first (an old connection's socket that fell
-        behind, or one that was down and reconnected, brings newer ticks than theirs)."""
-        for other in (self._raw, *self._combined):
-            if other is not None and other is not conn and other.holding:
-                other.release_before(event)
+        behind, or one that was down and reconnected, brings newer ticks than theirs).
+
+        Only what is older than every other old connection's last frame, too: an all-market
+        frame held has the symbols of each, and one of them that lags behind still has older
+        ticks of its own on their way, which the engine would drop behind the held ones."""
+        conns = [c for c in (self._raw, *self._combined) if c is not None]
+        before = event
+        for other in conns:
+            if other is not conn and not other.holding and other.live:
+                before = min(before, other.last_event())
+        for other in conns:
+            if other is not conn and other.holding:
+                other.release_before(before)
 
     async def _reconcile(self, target: frozenset[str]) -> bool:
         """Move the connections towards ``target``; False if the target changed meanwhile."""
