@@ -1019,6 +1019,39 @@ async def test_a_switch_does_not_hand_on_ticks_ahead_of_another_old_connection_t
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_switch_given_up_hands_on_what_its_new_connection_alone_carried():
+    """A switch to the all-market stream is given up (the glob rule goes again) while the old
+    symbol connection drains, and a symbol watched meanwhile (ETHUSDT) is subscribed on the
+    old one only now: its tick from before that reached the all-market connection alone,
+    which held it. It is handed on, after all the old one had, not closed with it."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT")) as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=5.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            fake.lag(0.5, conn=fake.connections[0])  # it drains for a while
+            bot.engine.add_rule(glob)
+            bot.engine.add_rule(rule("price > 100", "ETHUSDT", id="eth"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for(lambda: ALL_MARKET in fake.subscribed())
+            raw = bot.feed.connections()[0]
+            await fake.publish([mini_ticker("ETHUSDT", 110, T + 1_000)])  # the new one only
+            await fake.wait_for(lambda: raw.messages > 0)
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            assert bot.feed.health().mode == "symbols"
+        assert bot.fired() == [("eth", "ETHUSDT", T + 1_000)]
+
+
 @pytest.mark.parametrize("to", ["all", "symbols"])
 async def test_a_switch_does_not_wait_for_a_quiet_old_connections_next_tick(to: str):
     """The old connections carry nothing new (their symbols are quiet), so none of them will

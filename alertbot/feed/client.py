@@ -278,8 +278,9 @@ class Feed:
         raw = self._raw
         # a switch to the all-market connection given up (it still holds): the symbol
         # connections are the old ones again, and may lag behind it. What it holds stays
-        # held, handed on only ahead of their newer ticks (_delivering), the rest closed with
-        # it; they deliver on, unheld. Only the connections opened now are new.
+        # held, handed on only ahead of their newer ticks (_delivering), the rest once they
+        # too are read to their end (it may have ticks of a symbol they subscribe only now);
+        # they deliver on, unheld. Only the connections opened now are new.
         old_ones = set(self._combined) if raw is not None and raw.holding else set()
         self._reshape(target)
         if raw is not None:
@@ -293,12 +294,16 @@ class Feed:
                 sessions = [c.session for c in new]
                 # everything from the subscriptions on is on the new ones: the old one must
                 # hand on what it was sent before them
-                if not await self._drained([raw], None):
+                if not await self._drained([raw, *old_ones], None):
                     return False
                 if all(c.live and c.session is s for c, s in zip(new, sessions, strict=True)):
                     break
                 # one closed meanwhile: what the exchange sent since is on the old one only
             self._raw = None
+            # a switch to it given up: what it holds goes behind all the old ones had, and
+            # ahead of what the connections opened now hold (_delivering): it carries every
+            # symbol, theirs too
+            raw.release()
             for conn in new:
                 conn.release()
             log.info("feed: symbol streams subscribed; closing the all-market connection")
