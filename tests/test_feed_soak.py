@@ -15,12 +15,12 @@ What the bot *could see* is defined at the fake, tick by tick (one symbol at one
 - a carried tick of a **watched** symbol (an active rule covers it) **must** be seen, unless
   its symbol stopped being watched while it was on its way, or every connection carrying it
   closed while it may still have been on its way (within its lag and a closing handshake)
-  and no connection opened after it had been sent ticks by then: an abort loses bytes on their
-  way, and so does a client letting go of a socket (its watchdog after a silence, a rotation
-  onto a socket silenced just after, our close crossing the client's own), where a real
-  exchange would lose them too; a connection opened after it and sent ticks before the close
-  is a make before the break, which must let the old one's last ticks through. Any other
-  carried tick **may** be seen.
+  and no connection opened after it had been sent ticks by then (or the last of them was
+  aborted): an abort loses bytes on their way, and so does a client letting go of a socket
+  (its watchdog after a silence, a rotation onto a socket silenced just after, our close
+  crossing the client's own), where a real exchange would lose them too; a connection opened
+  after it and sent ticks before the close is a make before the break, which must let
+  the old one's last ticks through. Any other carried tick **may** be seen.
 
 A lagging connection (``FakeBinance.lag``) delivers late but in order, so its ticks must still
 be seen, also across a rotation or a switch away from it. A tick's time on its way is when the
@@ -253,7 +253,8 @@ class Soak:
         server, the client's watchdog after a silence, a rotation onto a socket silenced just
         after, a close of ours crossing the client's own) may be lost, as a real exchange's
         would be, unless a connection opened after them delivered before: that one was a make
-        before the break, which must let the old one's last ticks through."""
+        before the break, which must let the old one's last ticks through (those that reached
+        it: an abort by the server loses what is on its way all the same)."""
         closed = self.fake.closed
         if len(closed) == self._closes_scanned:
             return
@@ -273,6 +274,11 @@ class Soak:
             # it sent, unless the client let go at the same moment
             window = CROSSING if last.closed_by == "server" else CLOSING
             if tick.sent_at + tick.lag < at - window:
+                continue
+            if last.closed_by == "abort":
+                # what was on its way is gone whatever the client does: a make before the
+                # break keeps only what reached the old socket
+                self.downgrade(tick, "its connections were aborted on its way")
                 continue
             make = [
                 c
