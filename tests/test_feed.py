@@ -1019,6 +1019,38 @@ async def test_a_switch_does_not_hand_on_ticks_ahead_of_another_old_connection_t
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_switch_does_not_wait_on_an_old_connection_reconnected_since_for_held_ticks():
+    """As above, but the other old connection (ETHUSDT) reconnected after the new all-market
+    one held a BTCUSDT tick, and has delivered nothing since: its new socket was sent only
+    newer ticks, so the held one still goes ahead of the BTCUSDT connection's newer one."""
+    rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
+    async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
+        bot = Bot(
+            fake, rules, max_streams=1, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            await bot.tick(90, T, "ETHUSDT")
+            btc = next(c for c in fake.connections if BTC in c.streams)
+            eth = next(c for c in fake.connections if c is not btc)
+            fake.silence(conn=btc)  # it cannot be read to its end: the switch waits
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for(lambda: ALL_MARKET in fake.subscribed())
+            raw = bot.feed.connections()[0]
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the new one only
+            await fake.wait_for(lambda: raw.messages > 0)
+            await fake.drop(code=None, conn=eth)
+            await fake.wait_for(lambda: "ethusdt@miniTicker" in fake.subscribed())
+            fake.silence(False, conn=btc)
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 2_000)])
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000), timeout=3)
+            await asyncio.wait_for(bot.feed.settled(), 5)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 async def test_a_switch_given_up_hands_on_what_its_new_connection_alone_carried():
     """A switch to the all-market stream is given up (the glob rule goes again) while the old
     symbol connection drains, and a symbol watched meanwhile (ETHUSDT) is subscribed on the

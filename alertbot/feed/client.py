@@ -233,17 +233,18 @@ class Feed:
         of a switch hold that is older goes first (an old connection's socket that fell
         behind, or one that was down and reconnected, brings newer ticks than theirs).
 
-        Only what is older than every other old connection's last frame, too: an all-market
-        frame held has the symbols of each, and one of them that lags behind still has older
-        ticks of its own on their way, which the engine would drop behind the held ones."""
+        Only what the other old connections have passed too: an all-market frame held has
+        the symbols of each, and one of them that lags behind still has older ticks of its
+        own on their way, which the engine would drop behind the held ones."""
         conns = [c for c in (self._raw, *self._combined) if c is not None]
-        before = event
-        for other in conns:
-            if other is not conn and not other.holding and other.live:
-                before = min(before, other.last_event())
+        behind = [
+            (o.session.opened_at, o.session.last_event)
+            for o in conns
+            if o is not conn and not o.holding and o.live and o.session is not None
+        ]
         for other in conns:
             if other is not conn and other.holding:
-                other.release_before(before)
+                other.release_before(event, behind)
 
     async def _reconcile(self, target: frozenset[str]) -> bool:
         """Move the connections towards ``target``; False if the target changed meanwhile."""

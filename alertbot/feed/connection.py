@@ -366,10 +366,20 @@ class Connection:
         for event, obj, raw, _ in held or ():
             self._deliver(event, obj, raw)
 
-    def release_before(self, event: int) -> None:
+    def release_before(self, event: int, behind: Iterable[tuple[float, int]] = ()) -> None:
         """Hand on the held frames older than ``event`` (another connection is about to
-        deliver it: they go first), and keep holding the rest."""
-        for _, obj, raw, _ in _take(self._held or [], event):
+        deliver it: they go first), and keep holding the rest.
+
+        ``behind``: the other old sockets, each as (when it opened, its last event time): a
+        held frame goes only once each one that was open before it arrived has passed its
+        event time too (one that lags behind still has older ticks on their way; one opened
+        after was sent only newer ones)."""
+        others = list(behind)
+
+        def ahead(h: Held) -> bool:
+            return h[0] < event and all(h[3] < opened or h[0] < last for opened, last in others)
+
+        for _, obj, raw, _ in _take_while(self._held or [], ahead):
             self._sink(obj, raw)
 
     def _release_due(self) -> None:
