@@ -236,15 +236,17 @@ class Feed:
         Only what the other old connections have passed too: an all-market frame held has
         the symbols of each, and one of them that lags behind still has older ticks of its
         own on their way, which the engine would drop behind the held ones."""
-        conns = [c for c in (self._raw, *self._combined) if c is not None]
+        others = [c for c in (self._raw, *self._combined) if c is not None and c is not conn]
+        holding = [c for c in others if c.holding]
+        if not holding:  # every frame comes here: nothing more to do outside a switch
+            return
         behind = [
             (o.session.opened_at, o.session.last_event)
-            for o in conns
-            if o is not conn and not o.holding and o.live and o.session is not None
+            for o in others
+            if not o.holding and o.live and o.session is not None
         ]
-        for other in conns:
-            if other is not conn and other.holding:
-                other.release_before(event, behind)
+        for other in holding:
+            other.release_before(event, behind)
 
     async def _reconcile(self, target: frozenset[str]) -> bool:
         """Move the connections towards ``target``; False if the target changed meanwhile."""
