@@ -1,0 +1,779 @@
+"""Random crash schedules against the real ``alertbot run``: no alert lost, none twice, no
+watch lost.
+
+tests/test_cli_live.py checks each crash case once (alerts pending at a SIGKILL delivered
+after the restart, an alert stored before a SIGKILL not repeated, a ``once`` watch never ended
+without its alert). Here one seed makes one schedule that interleaves price ticks crossing the
+levels of rule-file rules and of chat watches (``/watch`` made, muted, unmuted and removed
+through the fake Telegram, ``once`` watches among them), Telegram faults on ``sendMessage``
+for a while (5xx, 429 with ``retry_after``, requests never answered: the bot's timeouts) and
+process stops: SIGKILL at random moments (while ticks are being read, alerts stored, messages
+sent, commands answered), SIGTERM sometimes, each followed by a restart on the same SQLite
+file. The bot runs as a user runs it (a subprocess, as in test_cli_live.py) between the fake
+Binance (the all-market stream, so that every tick published reaches the live connection)
+and the fake Telegram Bot API.
+
+What the bot **saw**: the ticks the fake wrote to the connection of a live bot process, of
+which the process read a prefix before it stopped. A tick is **confirmed** seen once the
+bot's ``/metrics`` count of tickers covers it (``sync`` steps wait for that, and for the
+alerts the reference gives up to there to be stored: README "Never lost", each alert is
+written to SQLite before anything is sent). Ticks after the last sync of a life may or may
+not have been seen.
+
+The oracle is a reference evaluation (tests/reference.py) of every life of the bot, from the
+state README "Across a restart" says the bot carries on with: each symbol's last ticker and
+every rule's firing state as of the last save (which ticks that was is read from the
+database: the saved last tickers' event times; what the state then was is the reference's,
+and the saved rows are compared with it), with the alerts stored since that save taken as
+fired. So the documented losses of a crash (an alert not stored yet is not sent, and fires
+again on the next tick only if its condition still holds; a re-arm after the last save is
+lost) are the reference's too, and nothing else is excused. Checked after every stop and at
+the end:
+
+- each life's stored alerts are the reference's alerts of that life over a prefix of its
+  ticks, and contain every alert at a confirmed tick (none missed, none the reference does
+  not give: a level that fired before the crash and still holds does not fire again);
+- every stored alert is delivered to each of its chats at least once by the end (after the
+  last restart and a settle with Telegram healthy), and every delivery row is ``sent``;
+- a chat gets an alert a second time only as README "Delivery" allows at least once: a
+  stop between a send and the write of its result (the copy before the stop, the database
+  after it still has the delivery open, the copy after the restart); Telegram's answers here
+  are never later than the bot's timeout (a request that times out is never applied);
+- every watch whose ``/watch`` was answered and whose ``/unwatch`` was not is in the database,
+  active, after every stop (a ``once`` watch ended only together with its stored alert);
+  one whose ``/unwatch`` was answered is gone; a ``/mute`` or ``/unmute`` answered is on disk.
+
+``ALERTBOT_CRASH_SEEDS=N`` runs N schedules instead of the default 3 (``ALERTBOT_CRASH_FIRST``
+sets the first seed; ``ALERTBOT_CRASH_REPORT=1`` prints what each covered, with ``-s``); a
+failure names its seed and shows the schedule it ran and the bot's last log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import itertools
+import os
+import random
+import re
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from alertbot.chat.watches import rule_for
+from alertbot.rules.conditions import Cross, parse
+from alertbot.rules.model import Rule
+from alertbot.store import WatchRow
+from alertbot.ticker import Ticker
+from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.telegram import FakeTelegram
+from tests.reference import PairState, ReferenceEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "123456:CRASH-soak-token-0123456789"
+
+FIRST_SEED = int(os.environ.get("ALERTBOT_CRASH_FIRST", "0"))
+SEEDS = range(FIRST_SEED, FIRST_SEED + int(os.environ.get("ALERTBOT_CRASH_SEEDS", "3")))
+REPORT = os.environ.get("ALERTBOT_CRASH_REPORT") == "1"
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+#: never a level itself: which side of a level a price is on is never in doubt
+PRICES = (88, 93, 97, 102, 107, 112, 118, 123, 128)
+ADMIN = 100
+WATCH_CHATS = (201, 202)
+
+RULES_YAML = """\
+channels:
+  one: {telegram: 101}
+  two: {telegram: 102}
+rules:
+  - id: btc-up
+    symbols: [BTCUSDT]
+    when: price crosses above 100
+    notify: [one]
+  - id: btc-both
+    symbols: [BTCUSDT]
+    when: price crosses 120
+    notify: [two]
+  - id: eth-high
+    symbols: [ETHUSDT]
+    when: price > 110
+    cooldown: 3s
+  - id: eth-down
+    symbols: [ETHUSDT]
+    when: price crosses below 100
+    notify: [one, two]
+"""
+
+FILE_RULES = (
+    Rule("btc-up", parse("price crosses above 100"), ("BTCUSDT",)),
+    Rule("btc-both", parse("price crosses 120"), ("BTCUSDT",)),
+    Rule("eth-high", parse("price > 110"), ("ETHUSDT",), cooldown_ms=3000),
+    Rule("eth-down", parse("price crosses below 100"), ("ETHUSDT",)),
+)
+FILE_CHATS = {"btc-up": {101}, "btc-both": {102}, "eth-high": {ADMIN}, "eth-down": {101, 102}}
+
+WATCHES = (
+    "BTCUSDT crosses above 110 cooldown 0",
+    "BTCUSDT > 115 cooldown 2s",
+    "BTCUSDT < 95 once",
+    "ETHUSDT crosses 105 cooldown 0",
+    "ETHUSDT > 120 once",
+    "ETHUSDT < 90",
+)
+
+Step = tuple[Any, ...]
+
+
+def schedule(rng: random.Random, length: int) -> list[Step]:
+    """One random schedule: what happens, in order."""
+    steps: list[Step] = []
+    for _ in range(length):
+        r = rng.random()
+        if r < 0.45:
+            symbols = rng.sample(SYMBOLS, rng.randint(1, len(SYMBOLS)))
+            steps.append(("tick", {s: rng.choice(PRICES) for s in symbols}))
+        elif r < 0.55:
+            steps.append(("sync",))
+        elif r < 0.70:
+            chat = rng.choice(WATCH_CHATS)
+            what = rng.choice(["watch", "watch", "watch", "unwatch", "mute", "unmute"])
+            if what == "watch":
+                steps.append(("watch", chat, rng.choice(WATCHES)))
+            else:
+                steps.append((what, chat, rng.random()))
+        elif r < 0.80:
+            kind = rng.choice(["5xx", "429", "hang"])
+            steps.append(("fault", kind, round(rng.uniform(0.3, 2.0), 2)))
+        elif r < 0.92:
+            steps.append(("kill", round(rng.uniform(0.0, 0.3), 3)))
+        elif r < 0.95:
+            delay = round(rng.uniform(0.0, 0.5), 3)
+            steps.append(("watch_kill", rng.choice(WATCH_CHATS), rng.choice(WATCHES), delay))
+        else:
+            steps.append(("term",))
+    return steps
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def when(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def key(rule: str, ms: int) -> str:
+    """What identifies an alert in a Telegram message (default messages end so)."""
+    return f"at {when(ms)} UTC [{rule}]"
+
+
+# ------------------------------------------------------------------ the database, read
+
+
+@dataclass
+class Snapshot:
+    """The database as a stopped bot left it (or as a running one shows it)."""
+
+    alerts: dict[tuple[str, str, int], tuple[str, int]]  # (rule, symbol, time): (price, seq)
+    deliveries: dict[tuple[str, str, int, int], str]  # (rule, symbol, time, chat): state
+    watches: dict[int, WatchRow]  # the active ones
+    ended: set[int]  # inactive or deleted ones seen before are not here: ids of inactive rows
+    pair_states: dict[tuple[str, str], tuple[int, int | None]]
+    last_ticks: dict[str, tuple[int, float]]  # symbol: (time, price)
+    saved_seq: int | None
+
+
+def read_db(db: Path) -> Snapshot:
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        alerts = {
+            (r, s, t): (p, q)
+            for r, s, t, p, q in conn.execute("SELECT rule, symbol, time, price, seq FROM alerts")
+        }
+        deliveries = {}
+        for r, s, t, dest, state in conn.execute(
+            "SELECT a.rule, a.symbol, a.time, d.destination, d.state FROM deliveries d"
+            " JOIN alerts a ON a.id = d.alert_id"
+        ):
+            kind, _, chat = dest.partition(":")
+            assert kind == "telegram", dest
+            deliveries[(r, s, t, int(chat))] = state
+        watches: dict[int, WatchRow] = {}
+        ended: set[int] = set()
+        for row in conn.execute(
+            "SELECT id, chat_id, symbol, condition, cooldown_ms, rearm, once, expires_ms,"
+            " muted_until, last_fired, created, active FROM watches"
+        ):
+            if row[-1]:
+                watches[row[0]] = WatchRow(*row[:6], bool(row[6]), *row[7:-1])
+            else:
+                ended.add(row[0])
+        pair_states = {
+            (r, s): (f, lf)
+            for r, s, f, lf in conn.execute(
+                "SELECT rule, symbol, flags, last_fired FROM pair_states"
+            )
+        }
+        last_ticks = {
+            s: (t, c) for s, t, c in conn.execute("SELECT symbol, time, close FROM last_ticks")
+        }
+        row = conn.execute("SELECT seq FROM state_saved WHERE id = 1").fetchone()
+    finally:
+        conn.close()
+    return Snapshot(
+        alerts, deliveries, watches, ended, pair_states, last_ticks, None if row is None else row[0]
+    )
+
+
+EMPTY = Snapshot({}, {}, {}, set(), {}, {}, None)
+
+
+# ------------------------------------------------------------------ the reference
+
+
+def after_firing(rule: Rule, state: PairState, price: float, at: int) -> PairState:
+    """README "Across a restart": a pair whose alert is stored after the last save is taken
+    as having fired then; ``crosses X`` waits on the side its price is on (the rules here have
+    no re-arm band)."""
+    state = copy.copy(state)
+    state.last_fired = at
+    cond = rule.condition
+    if isinstance(cond, Cross) and cond.direction is None:
+        # the side it crossed waits; on that tick the other re-arms, as on any tick that
+        # does not cross that way (past the band)
+        if price > cond.value:
+            state.armed = False
+            state.armed_down = state.armed_down or rule.rearm == 0
+        else:
+            state.armed_down = False
+            state.armed = state.armed or rule.rearm == 0
+    else:
+        state.armed = False
+    return state
+
+
+@dataclass
+class Life:
+    """One run of the bot process, as the reference sees it."""
+
+    number: int
+    engine: ReferenceEngine
+    ticks: list[Ticker] = field(default_factory=list)
+    #: per tick: the alerts the reference gives at it, and the symbol's pair states after it
+    alerts: list[list[tuple[str, str, int]]] = field(default_factory=list)
+    states: list[dict[tuple[str, str], PairState]] = field(default_factory=list)
+    confirmed: int = 0  # ticks seen for sure (a sync step): their alerts are stored
+    started: float = 0.0  # loop time of the start
+
+
+class Failed(AssertionError):
+    pass
+
+
+class Soak:
+    def __init__(self, rng: random.Random, tmp: Path, fake: FakeBinance, tg: FakeTelegram):
+        self.rng = rng
+        self.fake = fake
+        self.tg = tg
+        self.db = tmp / "alertbot.db"
+        self.rules_file = tmp / "rules.yaml"
+        self.rules_file.write_text(RULES_YAML)
+        self.log: list[str] = []
+        self.now = (int(time.time()) - 60) * 1000  # event times near the wall clock (mutes)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+        self.stderr = b""
+        self.lives: list[Life] = []
+        self.saved: dict[tuple[str, str], PairState] = {}  # the pair states on disk
+        self.last_saved: dict[str, Ticker] = {}  # the last tickers on disk
+        self.all_ticks: dict[tuple[str, int], Ticker] = {}
+        self.snapshots: list[tuple[float, Snapshot]] = []  # (loop time of the restart, db)
+        self.acked: dict[int, int] = {}  # watch id: chat, for answered /watch not unwatched
+        self.removed: set[int] = set()  # answered /unwatch
+        self.mutes: dict[int, bool] = {}  # answered /mute (True) or /unmute (False)
+        self.fault_task: asyncio.Task[None] | None = None
+        self.pending: tuple[int, int] | None = None  # a /watch under way at a stop: chat, msgs
+        self.known: Snapshot | None = None
+        self.counts = dict.fromkeys(
+            ("ticks", "alerts", "kills", "terms", "faults", "cmds", "open_at_stop", "resent"), 0
+        )
+
+    # ---------------------------------------------------------------- the process
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBOT_")}
+        env.update(
+            ALERTBOT_DB=str(self.db),
+            ALERTBOT_BINANCE_WS_URL=self.fake.ws_url,
+            ALERTBOT_BINANCE_REST_URL=self.fake.rest_url,
+            ALERTBOT_TELEGRAM_TOKEN=TOKEN,
+            ALERTBOT_TELEGRAM_API_URL=self.tg.api_url,
+            ALERTBOT_ADMIN_CHATS=str(ADMIN),
+            ALERTBOT_FEED_STREAM="all",
+            ALERTBOT_HTTP_PORT=str(self.port),
+            ALERTBOT_SHUTDOWN_GRACE="1",
+            ALERTBOT_CHAT_STOP_TIMEOUT="0.5",
+            ALERTBOT_RULES_CHECK="1h",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    async def start(self) -> None:
+        self.port = free_port()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "alertbot.cli",
+            "run",
+            "--rules",
+            str(self.rules_file),
+            cwd=ROOT,
+            env=self.env(),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self.stderr_task = asyncio.create_task(self._read_stderr(self.proc))
+        proc = self.proc
+        await self.fake.wait_for(
+            lambda: bool(self.fake.connections) or proc.returncode is not None, timeout=30
+        )
+        if proc.returncode is not None:
+            raise Failed(f"the bot exited at start: {proc.returncode}")
+        await self.fake.wait_for_subscriptions({"!miniTicker@arr"}, timeout=30)
+
+    async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        while line := await proc.stderr.readline():
+            self.stderr = (self.stderr + line)[-200_000:]
+
+    async def stop(self, sig: int) -> None:
+        proc = self.proc
+        assert proc is not None
+        proc.send_signal(sig)
+        await asyncio.wait_for(proc.wait(), 30)
+        await self.stderr_task
+        self.proc = None
+        await self.fake.wait_for(lambda: not self.fake.connections, timeout=10)
+        if sig == signal.SIGTERM and proc.returncode != 0:
+            raise Failed(f"SIGTERM: exit status {proc.returncode}")
+
+    async def tickers_seen(self) -> int:
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5)
+        m = re.search(r"^alertbot_tickers_total (\S+)$", answer.text, re.M)
+        assert m is not None, answer.text[:500]
+        return int(float(m[1]))
+
+    # ---------------------------------------------------------------- the reference
+
+    def rules_now(self, snap: Snapshot) -> list[Rule]:
+        return [*FILE_RULES, *(rule_for(row) for row in snap.watches.values())]
+
+    def new_life(self, snap: Snapshot) -> Life:
+        """The engine the bot carries on with after a (re)start on ``snap``."""
+        rules = self.rules_now(snap)
+        by_id = {r.id: r for r in rules}
+        # the alerts stored since the last save, the newest of each pair: taken as fired
+        since: dict[tuple[str, str], tuple[int, str]] = {}
+        for (rule, symbol, at), (price, seq) in snap.alerts.items():
+            if snap.saved_seq is not None and seq < snap.saved_seq:
+                continue
+            if since.get((rule, symbol), (-1, ""))[0] < at:
+                since[(rule, symbol)] = (at, price)
+        for (rule_id, symbol), (at, price) in since.items():
+            rule = by_id.get(rule_id)
+            if rule is None:
+                continue
+            state = self.saved.get((rule_id, symbol), PairState())
+            if state.last_fired is not None and state.last_fired >= at:
+                continue
+            self.saved[(rule_id, symbol)] = after_firing(rule, state, float(price), at)
+        for pair in [p for p in self.saved if p[0] not in by_id]:
+            del self.saved[pair]  # rules gone: their states are forgotten
+        engine = ReferenceEngine(rules)
+        engine.states = {p: copy.copy(s) for p, s in self.saved.items()}
+        engine.history = {s: [t] for s, t in self.last_saved.items()}
+        life = Life(len(self.lives) + 1, engine)
+        self.lives.append(life)
+        return life
+
+    @property
+    def life(self) -> Life:
+        return self.lives[-1]
+
+    def set_rules(self, snap: Snapshot) -> None:
+        """The running bot's watches changed (an answered command): so do the reference's."""
+        engine = self.life.engine
+        rules = self.rules_now(snap)
+        ids = {r.id for r in rules}
+        for rule in list(engine.rules):
+            if rule.id not in ids:
+                engine.remove_rule(rule.id)
+        engine.rules = rules
+
+    # ---------------------------------------------------------------- steps
+
+    async def run(self, steps: list[Step]) -> None:
+        await self.start()
+        self.new_life(EMPTY)
+        self.life.started = asyncio.get_running_loop().time()
+        for step in steps:
+            self.log.append(" ".join(map(str, step)))
+            await getattr(self, "do_" + step[0])(*step[1:])
+        await self.settle()
+
+    async def do_tick(self, prices: dict[str, int]) -> None:
+        tickers = []
+        for symbol, price in prices.items():
+            self.now += 1000
+            tickers.append(mini_ticker(symbol, price, self.now))
+        frames = await self.fake.publish(tickers)
+        assert frames == 1, frames  # the one connection of the live bot
+        life = self.life
+        for t in tickers:
+            ticker = Ticker(
+                t["s"], t["E"], float(t["c"]), float(t["o"]), float(t["h"]), float(t["l"]),
+                float(t["v"]), float(t["q"]), t["c"],
+            )  # fmt: skip
+            self.all_ticks[(ticker.symbol, ticker.time)] = ticker
+            fired = life.engine.process([ticker])
+            life.ticks.append(ticker)
+            life.alerts.append(fired)
+            life.states.append(
+                {p: copy.copy(s) for p, s in life.engine.states.items() if p[1] == ticker.symbol}
+            )
+        self.counts["ticks"] += len(tickers)
+
+    async def do_sync(self) -> None:
+        """Until the bot has read every tick published, and stored their alerts."""
+        life = self.life
+        n = len(life.ticks)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while await self.tickers_seen() < n:
+            if loop.time() > deadline:
+                raise Failed(f"sync: the bot did not read the {n} ticks published")
+            await asyncio.sleep(0.02)
+        want = {a for fired in life.alerts for a in fired}
+        while True:
+            snap = read_db(self.db)
+            missing = want - set(snap.alerts)
+            if not missing:
+                break
+            if loop.time() > deadline:
+                raise Failed(f"sync: alerts seen and not stored (missed): {sorted(missing)}")
+            await asyncio.sleep(0.02)
+        life.confirmed = n
+
+    async def healthy(self) -> None:
+        """Until the Telegram fault under way has ended (commands are answered again)."""
+        if self.fault_task is not None:
+            await self.fault_task
+            self.fault_task = None
+
+    async def command(self, chat: int, text: str) -> str:
+        """Send a command as the user of ``chat``; its answer."""
+        await self.do_sync()  # the reference knows where in the ticks the change comes
+        await self.healthy()
+        before = len(self.tg.messages_to(chat))
+        self.tg.user_says(chat, text)
+        self.counts["cmds"] += 1
+
+        def answer() -> str | None:
+            for m in self.tg.messages_to(chat)[before:]:
+                if " UTC [" not in m.plain_text:  # not an alert
+                    return m.plain_text
+            return None
+
+        await self.tg.wait_for(lambda: answer() is not None, timeout=20)
+        reply = answer()
+        assert reply is not None
+        snap = read_db(self.db)
+        self.set_rules(snap)
+        return reply
+
+    def pick(self, chat: int, r: float) -> int | None:
+        mine = sorted(i for i, c in self.acked.items() if c == chat)
+        return mine[int(r * len(mine))] if mine else None
+
+    async def do_watch(self, chat: int, text: str) -> None:
+        reply = await self.command(chat, f"/watch {text}")
+        m = re.search(r"\b(?:Id |already: )w(\d+)", reply)
+        assert m is not None, reply
+        self.acked[int(m[1])] = chat
+
+    async def do_unwatch(self, chat: int, r: float) -> None:
+        wid = self.pick(chat, r)
+        if wid is None:
+            return
+        reply = await self.command(chat, f"/unwatch w{wid}")
+        assert reply.startswith((f"Removed w{wid} ", f"This chat has no watch w{wid}")), reply
+        del self.acked[wid]
+        self.removed.add(wid)
+
+    async def do_mute(self, chat: int, r: float) -> None:
+        wid = self.pick(chat, r)
+        if wid is None:
+            return
+        reply = await self.command(chat, f"/mute w{wid} 1h")
+        if reply.startswith(f"Muted w{wid} "):
+            self.mutes[wid] = True
+
+    async def do_unmute(self, chat: int, r: float) -> None:
+        wid = self.pick(chat, r)
+        if wid is None:
+            return
+        reply = await self.command(chat, f"/unmute w{wid}")
+        if reply.startswith((f"Unmuted w{wid}", f"w{wid} is not muted")):
+            self.mutes[wid] = False
+
+    async def do_fault(self, kind: str, seconds: float) -> None:
+        await self.healthy()
+        self.counts["faults"] += 1
+        tg = self.tg
+        if kind == "5xx":
+            tg.down(self.rng.choice([500, 502, 503]), method="sendMessage")
+        elif kind == "hang":
+            tg.down(None, method="sendMessage")
+        else:
+            tg.fail_next(self.rng.randint(1, 4), status=429, retry_after=1)
+
+        async def end() -> None:
+            await asyncio.sleep(seconds)
+            tg.recover()
+            tg.clear_failures()
+
+        self.fault_task = asyncio.create_task(end())
+
+    async def do_watch_kill(self, chat: int, text: str, delay: float) -> None:
+        """A /watch, and a SIGKILL while it may be under way."""
+        await self.do_sync()
+        await self.healthy()
+        self.pending = (chat, len(self.tg.messages_to(chat)))
+        self.tg.user_says(chat, f"/watch {text}")
+        self.counts["cmds"] += 1
+        await self.do_kill(delay)
+
+    async def do_kill(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.counts["kills"] += 1
+        await self.restart(signal.SIGKILL)
+
+    async def do_term(self) -> None:
+        self.counts["terms"] += 1
+        await self.restart(signal.SIGTERM)
+
+    async def restart(self, sig: int) -> None:
+        await self.stop(sig)
+        self.pending_acks()
+        snap = self.check_life(final=False)
+        self.snapshots.append((asyncio.get_running_loop().time(), snap))
+        await self.start()
+        # the bot took its state up from the database as the stop left it
+        self.new_life(snap)
+        self.life.started = asyncio.get_running_loop().time()
+        # the commands sent before the stop are answered first (one at a time, in order)
+        for chat in WATCH_CHATS:
+            await self.healthy()
+            before = len(self.tg.messages_to(chat))
+            self.tg.user_says(chat, "/status")
+            await self.tg.wait_for(
+                lambda c=chat, n=before: any(
+                    "Prices:" in m.plain_text for m in self.tg.messages_to(c)[n:]
+                ),
+                timeout=30,
+            )
+        # the watches a command under way at the stop made or removed since
+        self.pending_acks()
+        self.set_rules(read_db(self.db))
+        self.pending = None
+
+    def pending_acks(self) -> None:
+        """A /watch sent just before a stop: answered before it or after the restart."""
+        if self.pending is None:
+            return
+        chat, before = self.pending
+        for m in self.tg.messages_to(chat)[before:]:
+            found = re.search(r"\b(?:Id |already: )w(\d+)", m.plain_text)
+            if found:
+                self.acked[int(found[1])] = chat
+
+    # ---------------------------------------------------------------- checks
+
+    def check_life(self, *, final: bool) -> Snapshot:
+        """After a stop: the life's stored alerts, the state saved, the watches on disk."""
+        snap = read_db(self.db)
+        life = self.life
+        before = set(self.known.alerts) if self.known is not None else set()
+        stored = set(snap.alerts) - before
+        index = {a: i for i, fired in enumerate(life.alerts) for a in fired}
+        problems = [f"life {life.number}: an alert the reference does not give: {a}"
+                    for a in sorted(stored) if a not in index]  # fmt: skip
+        last = max((index[a] for a in stored if a in index), default=-1)
+        seen = len(life.ticks) if final else max(life.confirmed, last)
+        problems += [
+            f"life {life.number}: an alert seen and not stored before one after it: {a}"
+            if index[a] < last
+            else f"life {life.number}: an alert seen and not stored: {a}"
+            for a in sorted(index)
+            if a not in stored and (index[a] < seen)
+        ]
+        # the state on disk: as of the saved last tickers' ticks
+        times = {(t.symbol, t.time): i for i, t in enumerate(life.ticks)}
+        for symbol, (at, price) in snap.last_ticks.items():
+            old = self.last_saved.get(symbol)
+            if old is not None and old.time == at:
+                continue
+            i = times.get((symbol, at))
+            if i is None:
+                problems.append(f"life {life.number}: saved last ticker {symbol} {at} not seen")
+                continue
+            ticker = life.ticks[i]
+            if ticker.close != price:
+                problems.append(f"life {life.number}: saved last ticker {symbol} {at} {price}")
+            self.last_saved[symbol] = ticker
+            for pair in [p for p in self.saved if p[1] == symbol]:
+                del self.saved[pair]
+            self.saved.update({p: copy.copy(s) for p, s in life.states[i].items()})
+        rules = {r.id: r for r in self.rules_now(snap)}
+        for pair, (flags, fired) in snap.pair_states.items():
+            if pair[0] not in rules:
+                continue
+            mine = self.saved.get(pair, PairState())
+            cond = rules[pair[0]].condition
+            both = isinstance(cond, Cross) and cond.direction is None
+            got = (bool(flags & 1), bool(flags & 2) if both else True, fired)
+            want = (mine.armed, mine.armed_down if both else True, mine.last_fired)
+            # the engine re-arms a pair when the price next reaches its level (it evaluates
+            # only the pairs a tick moves past): one the reference re-armed may still be
+            # saved disarmed, which behaves the same; one saved armed must be armed
+            if (got[0] and not want[0]) or (got[1] and not want[1]) or got[2] != want[2]:
+                problems.append(f"life {life.number}: saved state of {pair}: {got}, not {want}")
+        problems += self.check_watches(snap)
+        if problems:
+            raise Failed("\n".join(problems))
+        self.counts["alerts"] += len(stored)
+        self.counts["open_at_stop"] += sum(s != "sent" for s in snap.deliveries.values())
+        self.known = snap
+        return snap
+
+    def check_watches(self, snap: Snapshot) -> list[str]:
+        problems = []
+        fired = {r for r, _, _ in snap.alerts}
+        for wid, chat in self.acked.items():
+            row = snap.watches.get(wid)
+            if row is None:
+                if wid in snap.ended and f"w{wid}" in fired:
+                    continue  # a once watch, ended with its alert stored
+                problems.append(f"watch w{wid} of chat {chat} (answered) is gone")
+                continue
+            muted = self.mutes.get(wid)
+            if muted is not None and (row.muted_until is not None) != muted:
+                problems.append(f"watch w{wid}: muted_until {row.muted_until}, answered {muted}")
+        problems += [f"watch w{wid} (/unwatch answered) is still there"
+                     for wid in self.removed if wid in snap.watches]  # fmt: skip
+        return problems
+
+    async def settle(self) -> None:
+        """Telegram healthy, every tick read and every delivery made; then a last SIGTERM."""
+        await self.healthy()
+        self.tg.recover()
+        self.tg.clear_failures()
+        await self.do_sync()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while True:
+            snap = read_db(self.db)
+            open_ = {d: s for d, s in snap.deliveries.items() if s != "sent"}
+            if not open_:
+                break
+            if loop.time() > deadline:
+                raise Failed(f"not delivered by the end: {sorted(open_.items())[:10]}")
+            await asyncio.sleep(0.1)
+        await self.stop(signal.SIGTERM)
+        snap = self.check_life(final=True)
+        self.snapshots.append((loop.time(), snap))
+        self.check_deliveries(snap)
+
+    def check_deliveries(self, snap: Snapshot) -> None:
+        problems = []
+        for (rule, symbol, at), _ in sorted(snap.alerts.items()):
+            chats = {c for (r, s, t, c) in snap.deliveries if (r, s, t) == (rule, symbol, at)}
+            want = FILE_CHATS.get(rule)
+            if want is None:
+                want = {c for wid, c in self._watch_chats().items() if f"w{wid}" == rule}
+            if chats != want:
+                problems.append(f"alert {rule} {symbol} {at}: for chats {chats}, not {want}")
+        for (rule, symbol, at, chat), state in sorted(snap.deliveries.items()):
+            if state != "sent":
+                problems.append(f"alert {rule} {symbol} {at} to {chat}: {state} at the end")
+            k = key(rule, at)
+            copies = sorted(
+                m.time for m in self.tg.messages_to(chat) for _ in range(m.plain_text.count(k))
+            )
+            if not copies:
+                problems.append(f"alert {rule} {symbol} {at} never delivered to chat {chat}")
+            for a, b in itertools.pairwise(copies):
+                excused = any(
+                    a < restarted < b and s.deliveries.get((rule, symbol, at, chat)) != "sent"
+                    for restarted, s in self.snapshots
+                )
+                self.counts["resent"] += excused
+                if not excused:
+                    problems.append(
+                        f"alert {rule} {symbol} {at} delivered to chat {chat} twice (at "
+                        f"{a:.2f} and {b:.2f}) with no stop between a send and its result"
+                    )
+        if problems:
+            raise Failed("\n".join(problems))
+
+    def _watch_chats(self) -> dict[int, int]:
+        conn = sqlite3.connect(self.db)
+        try:
+            return dict(conn.execute("SELECT id, chat_id FROM watches").fetchall())
+        finally:
+            conn.close()
+
+
+async def soak(seed: int, tmp: Path, length: int) -> dict[str, int]:
+    rng = random.Random(seed)
+    steps = schedule(rng, length)
+    async with FakeBinance(symbols=SYMBOLS) as fake, FakeTelegram(token=TOKEN) as tg:
+        runner = Soak(rng, tmp, fake, tg)
+        try:
+            await runner.run(steps)
+        except BaseException as exc:
+            exc.add_note(
+                f"seed {seed}; steps run:\n  " + "\n  ".join(runner.log)
+                + "\nthe bot's last log lines:\n" + runner.stderr.decode()[-4000:]
+            )  # fmt: skip
+            raise
+        finally:
+            if runner.proc is not None and runner.proc.returncode is None:
+                runner.proc.kill()
+                await runner.proc.wait()
+    return runner.counts
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_a_random_crash_schedule_loses_no_alert_and_no_watch(seed: int, tmp_path: Path):
+    """Ticks, commands, Telegram faults, SIGKILLs and SIGTERMs in a random order (one seed,
+    one schedule): every alert the bot could see is delivered, none twice except as at least
+    once allows, every answered watch survives every restart (see the docstring)."""
+    counts = await soak(seed, tmp_path, length=40)
+    if REPORT:
+        print(f"crash soak {seed}:", sorted(counts.items()))
+    assert counts["ticks"] > 0
