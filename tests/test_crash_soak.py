@@ -8,7 +8,8 @@ levels of rule-file rules and of chat watches (``/watch`` made, muted, unmuted a
 through the fake Telegram, ``once`` watches among them), Telegram faults on ``sendMessage``
 for a while (5xx, 429 with ``retry_after``, requests never answered: the bot's timeouts) and
 process stops: SIGKILL at random moments (while ticks are being read, alerts stored, messages
-sent, commands answered), SIGTERM sometimes, each followed by a restart on the same SQLite
+sent, commands answered; also aimed at the moment Telegram has taken an alert and the bot has
+not written that down yet), SIGTERM sometimes, each followed by a restart on the same SQLite
 file. The bot runs as a user runs it (a subprocess, as in test_cli_live.py) between the fake
 Binance (the all-market stream, so that every tick published reaches the live connection)
 and the fake Telegram Bot API.
@@ -33,8 +34,11 @@ the end:
 - each life's stored alerts are the reference's alerts of that life over a prefix of its
   ticks, and contain every alert at a confirmed tick (none missed, none the reference does
   not give: a level that fired before the crash and still holds does not fire again);
-- every stored alert is delivered to each of its chats at least once by the end (after the
-  last restart and a settle with Telegram healthy), and every delivery row is ``sent``;
+- after a SIGTERM the state saved holds every alert stored and every tick confirmed seen
+  (README: saved at shutdown), so the next start takes up nothing as fired after it;
+- no stored alert leaves the database; every one goes to the chats its rule names (a chat
+  watch's: its chat) and is delivered to each at least once by the end (after the last
+  restart and a settle with Telegram healthy), and every delivery row is ``sent``;
 - a chat gets an alert a second time only as README "Delivery" allows at least once: a
   stop between a send and the write of its result (the copy before the stop, the database
   after it still has the delivery open, the copy after the restart); Telegram's answers here
@@ -139,10 +143,10 @@ def schedule(rng: random.Random, length: int) -> list[Step]:
     steps: list[Step] = []
     for _ in range(length):
         r = rng.random()
-        if r < 0.45:
+        if r < 0.5:
             symbols = rng.sample(SYMBOLS, rng.randint(1, len(SYMBOLS)))
             steps.append(("tick", {s: rng.choice(PRICES) for s in symbols}))
-        elif r < 0.55:
+        elif r < 0.58:
             steps.append(("sync",))
         elif r < 0.70:
             chat = rng.choice(WATCH_CHATS)
@@ -154,10 +158,12 @@ def schedule(rng: random.Random, length: int) -> list[Step]:
         elif r < 0.80:
             kind = rng.choice(["5xx", "429", "hang"])
             steps.append(("fault", kind, round(rng.uniform(0.3, 2.0), 2)))
-        elif r < 0.92:
-            steps.append(("kill", round(rng.uniform(0.0, 0.3), 3)))
-        elif r < 0.95:
-            delay = round(rng.uniform(0.0, 0.5), 3)
+        elif r < 0.88:  # at a random moment: mostly soon after the step before
+            steps.append(("kill", rng.choice([0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3])))
+        elif r < 0.92:  # between a send and the write of its result
+            steps.append(("kill_on_send",))
+        elif r < 0.96:
+            delay = rng.choice([0, 0.01, 0.05, 0.1, 0.3])
             steps.append(("watch_kill", rng.choice(WATCH_CHATS), rng.choice(WATCHES), delay))
         else:
             steps.append(("term",))
@@ -572,6 +578,20 @@ class Soak:
         self.counts["kills"] += 1
         await self.restart(signal.SIGKILL)
 
+    async def do_kill_on_send(self) -> None:
+        """SIGKILL as Telegram takes the next alert: the bot has not written its result."""
+        sends = self.tg.calls("sendMessage")
+        n = len(sends)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while loop.time() < deadline:
+            sends = self.tg.calls("sendMessage")
+            if any(" UTC [" in str(r.params.get("text", "")) for r in sends[n:]):
+                break
+            await asyncio.sleep(0.001)
+        self.counts["kills"] += 1
+        await self.restart(signal.SIGKILL)
+
     async def do_term(self) -> None:
         self.counts["terms"] += 1
         await self.restart(signal.SIGTERM)
@@ -579,7 +599,7 @@ class Soak:
     async def restart(self, sig: int) -> None:
         await self.stop(sig)
         self.pending_acks()
-        snap = self.check_life(final=False)
+        snap = self.check_life(final=False, term=sig == signal.SIGTERM)
         self.snapshots.append((asyncio.get_running_loop().time(), snap))
         await self.start()
         # the bot took its state up from the database as the stop left it
@@ -613,7 +633,7 @@ class Soak:
 
     # ---------------------------------------------------------------- checks
 
-    def check_life(self, *, final: bool) -> Snapshot:
+    def check_life(self, *, final: bool, term: bool = True) -> Snapshot:
         """After a stop: the life's stored alerts, the state saved, the watches on disk."""
         snap = read_db(self.db)
         life = self.life
@@ -662,6 +682,19 @@ class Soak:
             # saved disarmed, which behaves the same; one saved armed must be armed
             if (got[0] and not want[0]) or (got[1] and not want[1]) or got[2] != want[2]:
                 problems.append(f"life {life.number}: saved state of {pair}: {got}, not {want}")
+        if term:  # README "Across a restart": saved at shutdown, every alert made before it
+            last_seen = {t.symbol: t.time for t in life.ticks[: max(seen, 0)]}
+            problems += [
+                f"life {life.number}: stopped by SIGTERM, last ticker of {symbol} saved: "
+                f"{snap.last_ticks.get(symbol)}, not {at}"
+                for symbol, at in last_seen.items()
+                if snap.last_ticks.get(symbol, (0, 0))[0] < at
+            ]
+            problems += [
+                f"life {life.number}: stopped by SIGTERM, alert {a} not in the state saved"
+                for a, (_, seq) in sorted(snap.alerts.items())
+                if snap.saved_seq is None or seq >= snap.saved_seq
+            ]
         problems += self.check_watches(snap)
         if problems:
             raise Failed("\n".join(problems))
@@ -709,7 +742,11 @@ class Soak:
         self.check_deliveries(snap)
 
     def check_deliveries(self, snap: Snapshot) -> None:
-        problems = []
+        problems = [
+            f"alert {a} stored by the stop at {restarted:.2f}, then gone from the database"
+            for restarted, earlier in self.snapshots
+            for a in sorted(set(earlier.alerts) - set(snap.alerts))
+        ]
         for (rule, symbol, at), _ in sorted(snap.alerts.items()):
             chats = {c for (r, s, t, c) in snap.deliveries if (r, s, t) == (rule, symbol, at)}
             want = FILE_CHATS.get(rule)
@@ -773,7 +810,7 @@ async def test_a_random_crash_schedule_loses_no_alert_and_no_watch(seed: int, tm
     """Ticks, commands, Telegram faults, SIGKILLs and SIGTERMs in a random order (one seed,
     one schedule): every alert the bot could see is delivered, none twice except as at least
     once allows, every answered watch survives every restart (see the docstring)."""
-    counts = await soak(seed, tmp_path, length=40)
+    counts = await soak(seed, tmp_path, length=45)
     if REPORT:
         print(f"crash soak {seed}:", sorted(counts.items()))
     assert counts["ticks"] > 0
