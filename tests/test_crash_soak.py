@@ -9,10 +9,10 @@ through the fake Telegram, ``once`` watches among them), Telegram faults on ``se
 for a while (5xx, 429 with ``retry_after``, requests never answered: the bot's timeouts) and
 process stops: SIGKILL at random moments (while ticks are being read, alerts stored, messages
 sent, commands answered; also aimed at the moment Telegram has taken an alert and the bot has
-not written that down yet), SIGTERM sometimes, each followed by a restart on the same SQLite
-file. The bot runs as a user runs it (a subprocess, as in test_cli_live.py) between the fake
-Binance (the all-market stream, so that every tick published reaches the live connection)
-and the fake Telegram Bot API.
+not written that down yet), SIGTERM sometimes (and a SIGKILL during that stop), each followed
+by a restart on the same SQLite file. The bot runs as a user runs it (a subprocess, as in
+test_cli_live.py) between the fake Binance (the all-market stream, so that every tick
+published reaches the live connection) and the fake Telegram Bot API.
 
 What the bot **saw**: the ticks the fake wrote to the connection of a live bot process, of
 which the process read a prefix before it stopped. A tick is **confirmed** seen once the
@@ -25,11 +25,12 @@ The oracle is a reference evaluation (tests/reference.py) of every life of the b
 state README "Across a restart" says the bot carries on with: each symbol's last ticker and
 every rule's firing state as of the last save (which ticks that was is read from the
 database: the saved last tickers' event times; what the state then was is the reference's,
-and the saved rows are compared with it), with the alerts stored since that save taken as
-fired. So the documented losses of a crash (an alert not stored yet is not sent, and fires
-again on the next tick only if its condition still holds; a re-arm after the last save is
-lost) are the reference's too, and nothing else is excused. Checked after every stop and at
-the end:
+and the saved rows are compared with it: the same last firing, and armed only where the
+reference is, since the engine re-arms a pair only when the price next reaches its level),
+with the alerts stored since that save taken as fired. So the documented losses of a crash
+(an alert not stored yet is not sent, and fires again on the next tick only if its condition
+still holds; a re-arm after the last save is lost) are the reference's too, and nothing else
+is excused. Checked after every stop and at the end:
 
 - each life's stored alerts are the reference's alerts of that life over a prefix of its
   ticks, and contain every alert at a confirmed tick (none missed, none the reference does
@@ -45,7 +46,8 @@ the end:
   are never later than the bot's timeout (a request that times out is never applied);
 - every watch whose ``/watch`` was answered and whose ``/unwatch`` was not is in the database,
   active, after every stop (a ``once`` watch ended only together with its stored alert);
-  one whose ``/unwatch`` was answered is gone; a ``/mute`` or ``/unmute`` answered is on disk.
+  one whose ``/unwatch`` was answered is gone; a ``/mute`` or ``/unmute`` answered is on disk
+  (a command under way at a SIGKILL, not answered, may or may not have been made).
 
 ``ALERTBOT_CRASH_SEEDS=N`` runs N schedules instead of the default 3 (``ALERTBOT_CRASH_FIRST``
 sets the first seed; ``ALERTBOT_CRASH_REPORT=1`` prints what each covered, with ``-s``); a
@@ -163,10 +165,17 @@ def schedule(rng: random.Random, length: int) -> list[Step]:
         elif r < 0.92:  # between a send and the write of its result
             steps.append(("kill_on_send",))
         elif r < 0.96:
+            chat = rng.choice(WATCH_CHATS)
             delay = rng.choice([0, 0.01, 0.05, 0.1, 0.3])
-            steps.append(("watch_kill", rng.choice(WATCH_CHATS), rng.choice(WATCHES), delay))
-        else:
+            what = rng.choice(["watch", "watch", "unwatch", "mute", "unmute"])
+            if what == "watch":
+                steps.append(("watch_kill", chat, rng.choice(WATCHES), delay))
+            else:
+                steps.append(("change_kill", chat, what, rng.random(), delay))
+        elif r < 0.985:
             steps.append(("term",))
+        else:
+            steps.append(("term_kill", rng.choice([0.01, 0.05, 0.2, 0.5])))
     return steps
 
 
@@ -368,12 +377,13 @@ class Soak:
     async def stop(self, sig: int) -> None:
         proc = self.proc
         assert proc is not None
-        proc.send_signal(sig)
+        if proc.returncode is None:
+            proc.send_signal(sig)
         await asyncio.wait_for(proc.wait(), 30)
         await self.stderr_task
         self.proc = None
         await self.fake.wait_for(lambda: not self.fake.connections, timeout=10)
-        if sig == signal.SIGTERM and proc.returncode != 0:
+        if sig == signal.SIGTERM and proc.returncode not in (0, -signal.SIGKILL):
             raise Failed(f"SIGTERM: exit status {proc.returncode}")
 
     async def tickers_seen(self) -> int:
@@ -573,6 +583,32 @@ class Soak:
         self.counts["cmds"] += 1
         await self.do_kill(delay)
 
+    async def do_change_kill(self, chat: int, what: str, r: float, delay: float) -> None:
+        """An /unwatch, /mute or /unmute, and a SIGKILL while it may be under way: until it
+        is answered, whether it was made is not known."""
+        wid = self.pick(chat, r)
+        if wid is None:
+            return
+        await self.do_sync()
+        await self.healthy()
+        self.pending = (chat, len(self.tg.messages_to(chat)))
+        self.mutes.pop(wid, None)
+        if what == "unwatch":
+            del self.acked[wid]
+        arg = " 1h" if what == "mute" else ""
+        self.tg.user_says(chat, f"/{what} w{wid}{arg}")
+        self.counts["cmds"] += 1
+        await self.do_kill(delay)
+
+    async def do_term_kill(self, delay: float) -> None:
+        """SIGTERM, and SIGKILL while the bot stops (before its grace is over)."""
+        proc = self.proc
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(delay)
+        self.counts["kills"] += 1
+        await self.restart(signal.SIGKILL)
+
     async def do_kill(self, delay: float) -> None:
         await asyncio.sleep(delay)
         self.counts["kills"] += 1
@@ -618,7 +654,13 @@ class Soak:
             )
         # the watches a command under way at the stop made or removed since
         self.pending_acks()
-        self.set_rules(read_db(self.db))
+        snap = read_db(self.db)
+        if self.pending is not None:  # an /unwatch under way that did not remove it
+            chat = self.pending[0]
+            for wid, row in snap.watches.items():
+                if row.chat_id == chat and wid not in self.removed:
+                    self.acked.setdefault(wid, chat)
+        self.set_rules(snap)
         self.pending = None
 
     def pending_acks(self) -> None:
@@ -627,9 +669,12 @@ class Soak:
             return
         chat, before = self.pending
         for m in self.tg.messages_to(chat)[before:]:
-            found = re.search(r"\b(?:Id |already: )w(\d+)", m.plain_text)
-            if found:
+            if found := re.search(r"\b(?:Id |already: )w(\d+)", m.plain_text):
                 self.acked[int(found[1])] = chat
+            elif found := re.match(r"Removed w(\d+) ", m.plain_text):
+                self.removed.add(int(found[1]))
+            elif found := re.match(r"(Muted|Unmuted) w(\d+) ", m.plain_text):
+                self.mutes[int(found[2])] = found[1] == "Muted"
 
     # ---------------------------------------------------------------- checks
 
