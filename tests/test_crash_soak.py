@@ -772,7 +772,7 @@ class Soak:
         self.tg.clear_failures()
         await self.do_sync()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
+        deadline = loop.time() + 90  # a timed-out send (10 s) and backoffs
         while True:
             snap = read_db(self.db)
             open_ = {d: s for d, s in snap.deliveries.items() if s != "sent"}
