@@ -311,6 +311,7 @@ class Soak:
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
         self.stderr = b""
+        self.errors: list[str] = []  # the bot's log lines of errors, tracebacks
         self.lives: list[Life] = []
         self.saved: dict[tuple[str, str], PairState] = {}  # the pair states on disk
         self.last_saved: dict[str, Ticker] = {}  # the last tickers on disk
@@ -373,6 +374,8 @@ class Soak:
         assert proc.stderr is not None
         while line := await proc.stderr.readline():
             self.stderr = (self.stderr + line)[-200_000:]
+            if b"Traceback" in line or b" ERROR " in line or b" CRITICAL " in line:
+                self.errors.append(line.decode(errors="replace").rstrip())
 
     async def stop(self, sig: int) -> None:
         proc = self.proc
@@ -782,6 +785,8 @@ class Soak:
                 raise Failed(f"not delivered by the end: {sorted(open_.items())[:10]}")
             await asyncio.sleep(0.1)
         await self.stop(signal.SIGTERM)
+        if self.errors:  # nothing crashes, nothing goes wrong unnoticed
+            raise Failed("the bot logged errors:\n" + "\n".join(self.errors[:20]))
         snap = self.check_life(final=True)
         self.snapshots.append((loop.time(), snap))
         self.check_deliveries(snap)
