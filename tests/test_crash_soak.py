@@ -47,7 +47,8 @@ is excused. Checked after every stop and at the end:
 - every watch whose ``/watch`` was answered and whose ``/unwatch`` was not is in the database,
   active, after every stop (a ``once`` watch ended only together with its stored alert);
   one whose ``/unwatch`` was answered is gone; a ``/mute`` or ``/unmute`` answered is on disk
-  (a command under way at a SIGKILL, not answered, may or may not have been made).
+  (a command under way at a SIGKILL, not answered, may or may not have been made);
+- the bot logs no error and no traceback in any of its lives.
 
 ``ALERTBOT_CRASH_SEEDS=N`` runs N schedules instead of the default 3 (``ALERTBOT_CRASH_FIRST``
 sets the first seed; ``ALERTBOT_CRASH_REPORT=1`` prints what each covered, with ``-s``); a
