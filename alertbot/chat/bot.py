@@ -73,7 +73,13 @@ from alertbot.feed.prices import Failed, PriceLookup
 from alertbot.feed.symbols import SymbolDirectory
 from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
-from alertbot.notify.render import WATCH_HINT, format_amount, format_time, percent_text
+from alertbot.notify.render import (
+    WATCH_HINT,
+    format_amount,
+    format_time,
+    percent_text,
+    thresholds,
+)
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import (
     ALERT_MUTE,
@@ -231,11 +237,10 @@ def _thresholds(rows: list[WatchRow], symbol: str, metric: str) -> tuple[float, 
     """The numbers the watches ``rows`` of ``symbol`` compare ``metric`` with: a percentage
     shown near one gets the decimals that put it on its side (as in their alerts)."""
     return tuple(
-        leaf.value
+        x
         for r in rows
         if fnmatchcase(symbol, r.symbol)
-        for leaf in leaves(parse(r.condition))
-        if isinstance(leaf, Level | Cross) and leaf.metric == metric
+        for x in thresholds(parse(r.condition), metric)
     )
 
 

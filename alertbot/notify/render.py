@@ -48,10 +48,11 @@ def _trimmed(decimal: str) -> str:
     return decimal.rstrip("0").rstrip(".") if "." in decimal else decimal
 
 
-def _percent(value: float, thresholds: Sequence[float], sign: str) -> str:
-    """A percentage as an alert shows it: two decimals (``+5.37``), more where two would put
-    it on another side of a threshold of the rule than the rule found it (``+5.001`` for ``>
-    5%``, not ``+5.00``). ``value`` is rounded as rules compare it (9 decimal places)."""
+def percent_text(value: float, thresholds: Sequence[float] = (), sign: str = "") -> str:
+    """A percentage as an alert (or a reply: ``/price``, a new watch's note) shows it: two
+    decimals (``+5.37``), more where two would put it on another side of one of
+    ``thresholds`` than it is (``+5.001`` for ``> 5%``, not ``+5.00``). ``value`` is rounded
+    as rules compare it (9 decimal places)."""
     if value != value:  # NaN: the open (or low) is 0
         return "n/a"
     for places in range(2, 10):
@@ -64,13 +65,7 @@ def _percent(value: float, thresholds: Sequence[float], sign: str) -> str:
     return text if sign != "+" or text.startswith("-") else f"+{text}"
 
 
-def percent_text(value: float, thresholds: Sequence[float] = (), sign: str = "") -> str:
-    """A percentage for a reply (``/price``, a new watch's note) as an alert shows it: 2
-    decimals, more where those would put it on another side of one of ``thresholds``."""
-    return _percent(value, thresholds, sign)
-
-
-def _thresholds(condition: Condition, metric: str) -> tuple[float, ...]:
+def thresholds(condition: Condition, metric: str) -> tuple[float, ...]:
     """The numbers the condition compares ``metric`` with."""
     return tuple(
         leaf.value
@@ -95,14 +90,14 @@ def sparkline(prices: Sequence[float]) -> str:
 
 def _change_24h(alert: Alert, spark: str) -> str:
     t = alert.ticker
-    thresholds = _thresholds(alert.rule.condition, "change_24h")
-    return _percent(percent(t.close - t.open, t.open), thresholds, "+")
+    near = thresholds(alert.rule.condition, "change_24h")
+    return percent_text(percent(t.close - t.open, t.open), near, "+")
 
 
 def _range_24h(alert: Alert, spark: str) -> str:
     t = alert.ticker
-    thresholds = _thresholds(alert.rule.condition, "range_24h")
-    return _percent(percent(t.high - t.low, t.low), thresholds, "")
+    near = thresholds(alert.rule.condition, "range_24h")
+    return percent_text(percent(t.high - t.low, t.low), near, "")
 
 
 #: how each placeholder is computed from an alert (and the sparkline text)
