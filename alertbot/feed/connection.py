@@ -692,12 +692,23 @@ class Connection:
         to lose them, until the watchdog reconnects)."""
         if new.first_event < 0:
             return not new.reader.done()  # taken over before it delivered: the old one ended
+        return await self._responds(new)
+
+    async def answers(self) -> bool:
+        """Whether the current socket answers a request within ``drain_timeout``, as a
+        rotation's new socket must before it takes over (see _answers): a mode switch asks
+        it of its new connections before it closes the old ones."""
+        s = self.session
+        return s is not None and await self._responds(s)
+
+    async def _responds(self, s: _Session) -> bool:
+        """Whether ``s`` answers a request within ``drain_timeout`` (and is still open)."""
         try:
             async with asyncio.timeout(self.settings.drain_timeout):
-                await self._catch_up(new, None)  # its reply, or its end
+                await self._catch_up(s, None)  # its reply, or its end
         except TimeoutError:
             return False
-        return not new.reader.done()
+        return not s.reader.done()
 
     async def catch_up(self, mark: int | None = None) -> None:
         """Until the current socket has handed on all the server had sent on it when it read
