@@ -1157,6 +1157,100 @@ async def test_a_switch_whose_new_connection_closes_while_the_old_one_drains_wai
         assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
+@pytest.mark.parametrize("to", ["all", "symbols"])
+async def test_a_switch_whose_new_connection_falls_silent_before_it_answers_keeps_the_old_one(
+    to: str,
+):
+    """The new connection delivers, then falls silent (open, answering nothing) while the
+    lagging old one is read to its end: it must answer a request before it takes over, as a
+    rotation's new socket does. It does not, so the old one is kept (a crossing sent after the
+    silence began, on the old one alone, is alerted at once, not after the watchdog), the
+    silent one is closed, and the switch is tried again ``handover_timeout`` later."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    rules = [rule("crosses above 100")] + ([glob] if to == "symbols" else [])
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            rules,
+            stale_after=10.0,  # far beyond this test: only the switch may save the tick
+            symbol_stale_after=10.0,
+            drain_timeout=1.0,
+            handover_timeout=1.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET} if to == "symbols" else {BTC})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            old = fake.connections[0]
+            fake.lag(0.5, conn=old)
+            asked = old.messages_in
+            if to == "all":
+                bot.engine.add_rule(glob)
+            else:
+                bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == to
+            await fake.wait_for_connections(2)
+            new = fake.connections[1]
+            ours = next(c for c in bot.feed.connections() if c.id == 2)
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 1_000)])
+            await fake.wait_for(lambda: ours.messages > 0)  # the new one delivered (held)
+            # the old one is being read to its end (asked for a reply)
+            await fake.wait_for(lambda: old.messages_in > asked)
+            fake.silence(conn=new)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # the old one only
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000), timeout=3)
+            await new.wait_closed()
+            assert old.is_open
+            assert bot.feed.health().mode == ("symbols" if to == "all" else "all")
+            # tried again later, onto a connection that answers
+            settled = asyncio.create_task(bot.feed.settled())
+            time = T + 2_000
+            while not settled.done():  # the all-market one must deliver first
+                time += 1
+                await fake.publish([mini_ticker("BTCUSDT", 110, time)])
+                await asyncio.wait({settled}, timeout=0.05)
+                assert time < T + 2_200, "not settled"
+            assert bot.feed.health().mode == to
+            assert bot.feed.stats.reconnects == 0
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
+async def test_a_switch_given_up_for_want_of_an_answer_hands_on_what_it_alone_carried():
+    """A switch to the all-market stream whose new connection lags too far behind to answer
+    in time is given up; a tick of a symbol only it carries (a glob rule's) that reached it
+    after it was asked, and so is still held, is handed on once the old connection is read
+    to its end, not closed with it."""
+    glob = rule("price > 100", "SOL*", id="sol")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=0.6,
+            handover_timeout=30.0,  # not tried again within this test
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            bot.engine.add_rule(glob)
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_connections(2)
+            new = fake.connections[1]
+            fake.lag(0.9, conn=new)  # longer than drain_timeout: its reply comes too late
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 1_000)])
+            # it reaches the new one 0.9 s from now, and the new one is asked then: this
+            # one reaches it 0.3 s after that, while the feed waits for its reply
+            await asyncio.sleep(0.3)
+            await fake.publish([mini_ticker("SOLUSDT", 110, T + 2_000)])  # the new one only
+            await new.wait_closed()
+            assert new.messages_in >= 1  # it was asked
+            await fake.wait_for(lambda: bot.seen("SOLUSDT", T + 2_000))
+            assert bot.feed.health().mode == "symbols"
+        assert bot.fired() == [("sol", "SOLUSDT", T + 2_000)]
+
+
 @pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
 async def test_a_switch_given_up_half_way_loses_none_of_the_lagging_old_connections_ticks(
     glob_first: bool,

@@ -5,8 +5,10 @@ reads ``!miniTicker@arr`` (one raw connection) when a rule has a glob, when more
 ``auto_threshold`` symbols are watched, or when nothing is watched yet; otherwise it reads
 ``<symbol>@miniTicker`` streams on combined connections of at most ``max_streams`` each, changed
 live with SUBSCRIBE/UNSUBSCRIBE. A switch between the two is make-before-break: the new
-connections must deliver (all-market) or be subscribed (symbol streams) before the old ones
-close, and the engine drops the overlap's duplicates by symbol and event time. Meanwhile
+connections must deliver (all-market) or be subscribed (symbol streams), and then answer a
+request as a rotation's new socket does, before the old ones close (one that does not within
+``drain_timeout`` gets the switch given up, and tried again ``handover_timeout`` later), and
+the engine drops the overlap's duplicates by symbol and event time. Meanwhile
 what the new ones deliver is held and merged with what the old ones deliver by event time
 (for at most ``drain_timeout``): old connections that lag behind would otherwise hand on
 their last ticks after newer ones, and the engine would drop them as out of order.
@@ -92,6 +94,9 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
         self._closing: set[asyncio.Task[None]] = set()
+        #: a switch given up because a new connection did not answer: tried again then
+        #: (loop time), as a rotation is
+        self._retry_at: float | None = None
 
     # ------------------------------------------------------------------ wanting
 
@@ -164,6 +169,7 @@ class Feed:
         while True:
             await self._next_change()
             self._changed.clear()
+            self._retry_at = None
             try:
                 done = await self._reconcile(self._target)
             except asyncio.CancelledError:
@@ -179,15 +185,17 @@ class Feed:
                 self._settled.set()
 
     async def _next_change(self) -> None:
-        """Until a new target is wanted, a stream is refused, or a refusal is old enough for
-        the stream to be tried again."""
+        """Until a new target is wanted, a stream is refused, a refusal is old enough for
+        the stream to be tried again, or a switch given up is due to be tried again."""
         self._refused()  # forget refusals that are old enough
-        times = list(self._refusals.values())
-        if not times:
+        due = [at + self.settings.refused_retry for at in self._refusals.values()]
+        if self._retry_at is not None:
+            due.append(self._retry_at)
+        if not due:
             await self._changed.wait()
             return
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(min(times) + self.settings.refused_retry):
+            async with asyncio.timeout_at(min(due)):
                 await self._changed.wait()
 
     def _refused(self) -> set[str]:
@@ -267,8 +275,14 @@ class Feed:
                     session = all_market.session
                     if not await self._drained(old, all_market.first_event()):
                         return False
+                    # as a rotation's new socket: one that delivered and then fell silent would
+                    # take over only to lose what is on its way over the old ones
+                    answered = await all_market.answers()
                     if all_market.live and all_market.session is session:
-                        break
+                        if answered:
+                            break
+                        await self._unanswered_to_all(all_market, old)
+                        return False
                     # it closed meanwhile: what the exchange sent since is on the old ones only
                 self._combined = []
                 all_market.release()
@@ -287,9 +301,9 @@ class Feed:
         old_ones = set(self._combined) if raw is not None and raw.holding else set()
         self._reshape(target)
         if raw is not None:
-            for conn in self._combined:
-                if conn not in old_ones:
-                    conn.hold()
+            opened = [c for c in self._combined if c not in old_ones]
+            for conn in opened:
+                conn.hold()
             new = self._combined
             while True:
                 if not await self._until(lambda: all(c.live and c.ready for c in new)):
@@ -299,8 +313,13 @@ class Feed:
                 # hand on what it was sent before them
                 if not await self._drained([raw, *old_ones], None):
                     return False
+                # and they must still answer, as a rotation's new socket must (see above)
+                answers = await asyncio.gather(*(c.answers() for c in opened))
                 if all(c.live and c.session is s for c, s in zip(new, sessions, strict=True)):
-                    break
+                    if all(answers):
+                        break
+                    await self._unanswered_to_symbols(opened, answers.count(False))
+                    return False
                 # one closed meanwhile: what the exchange sent since is on the old one only
             self._raw = None
             # a switch to it given up: what it holds goes behind all the old ones had, and
@@ -315,6 +334,45 @@ class Feed:
             for conn in self._combined:
                 conn.release()
         return True
+
+    async def _unanswered_to_all(self, all_market: Connection, old: list[Connection]) -> None:
+        """Give up a switch to the all-market connection, which did not answer: the symbol
+        connections carry on, and the switch is tried again ``handover_timeout`` later. What
+        it holds may be all there was of a symbol they do not carry: it is handed on once
+        they are read to their end, as when a switch is given up half-way."""
+        cfg = self.settings
+        log.warning(
+            "feed: the new all-market connection did not answer within %gs; keeping the %d "
+            "symbol connections, switching again in %gs",
+            cfg.drain_timeout,
+            len(old),
+            cfg.handover_timeout,
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cfg.drain_timeout):
+                await self._catch_up(old, None)
+        self._raw = None
+        all_market.release()
+        self._retry_at = self.clock() + cfg.handover_timeout
+        await all_market.close()
+
+    async def _unanswered_to_symbols(self, opened: list[Connection], silent: int) -> None:
+        """Give up a switch to symbol connections, ``silent`` of which did not answer: the
+        all-market connection carries on, all those opened for the switch are closed (what
+        they hold, it carries too), and the switch is tried again ``handover_timeout``
+        later."""
+        cfg = self.settings
+        log.warning(
+            "feed: %d of the %d connections opened for symbol streams did not answer within "
+            "%gs; keeping the all-market connection, switching again in %gs",
+            silent,
+            len(opened),
+            cfg.drain_timeout,
+            cfg.handover_timeout,
+        )
+        self._combined = [c for c in self._combined if c not in opened]
+        self._retry_at = self.clock() + cfg.handover_timeout
+        await asyncio.gather(*(c.close() for c in opened))
 
     async def _drained(self, old: list[Connection], mark: int | None) -> bool:
         """Read the old connections until each has handed on all it was sent before now, or
