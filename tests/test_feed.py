@@ -1215,6 +1215,49 @@ async def test_a_switch_whose_new_connection_falls_silent_before_it_answers_keep
         assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
+async def test_a_switch_to_several_connections_waits_for_each_to_answer_even_a_quiet_one():
+    """A switch to symbol streams on two connections, one of which (ETHUSDT's) has delivered
+    nothing and answers nothing: it must answer before it takes over too, so the switch is
+    given up, both new connections are closed, the all-market one carries on (an ETHUSDT
+    crossing on it alone is alerted), and the switch succeeds when tried again."""
+    rules = [rule("crosses above 100", "BTCUSDT", "ETHUSDT"), rule("price > 1b", "*USDT", id="g")]
+    async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
+        bot = Bot(
+            fake,
+            rules,
+            max_streams=1,
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=1.0,
+            handover_timeout=1.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            await bot.tick(90, T, "ETHUSDT")
+            old = fake.connections[0]
+            fake.lag(0.5, conn=old)
+            asked = old.messages_in
+            bot.engine.remove_rule("g")
+            assert bot.pipeline.update_streams() == "symbols"
+            await fake.wait_for_connections(3)
+            opened = fake.connections[1:]
+            eth = next(c for c in opened if "ethusdt@miniTicker" in c.streams)
+            fake.silence(conn=eth)
+            await fake.wait_for(lambda: old.messages_in > asked)  # read to its end
+            await fake.publish([mini_ticker("ETHUSDT", 110, T + 2_000)])  # the old one only
+            await fake.wait_for(lambda: bot.seen("ETHUSDT", T + 2_000), timeout=3)
+            for c in opened:
+                await c.wait_closed()
+            assert old.is_open
+            assert bot.feed.health().mode == "all"
+            await asyncio.wait_for(bot.feed.settled(), 5)  # tried again
+            assert bot.feed.health().mode == "symbols"
+            assert bot.feed.stats.reconnects == 0
+        assert bot.fired() == [("up", "ETHUSDT", T + 2_000)]
+
+
 async def test_a_switch_given_up_for_want_of_an_answer_hands_on_what_it_alone_carried():
     """A switch to the all-market stream whose new connection lags too far behind to answer
     in time is given up; a tick of a symbol only it carries (a glob rule's) that reached it
