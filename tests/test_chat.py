@@ -511,6 +511,43 @@ async def test_a_users_status_is_what_they_can_act_on_not_the_feeds_internals(tm
     assert other.split("\n")[1] == "Watches in this chat: 1"
 
 
+async def test_a_groups_status_counts_its_own_and_an_admins_says_which_numbers_are_global(
+    tmp_path, fakes
+):
+    """Another chat's watches and waiting alerts: a group's /status (not an admin chat)
+    counts only the group's; an admin's, in a group as in a private chat, says for every
+    count whether it is this chat's or all chats' (its internals are the whole bot's)."""
+    binance, tg = fakes
+    group, admins, other = -777, -888, USER + 1
+    async with Bot(tmp_path, binance, tg, admin_chats=(admins, USER)) as bot:
+        await bot.say("/watch SOLUSDT > 1000000", chat=group, chat_type="group")
+        await bot.say("/watch ETHUSDT > 1000000", chat=admins, chat_type="group")
+        await bot.say("/watch BTCUSDT > 100", chat=other)
+        await bot.say("/watch ETHUSDT > 2000000", chat=other)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.fail_chat(other, 502, "Bad Gateway")  # its alert waits in the outbox
+        await bot.tick("BTCUSDT", 70_000, T)
+        outbox = bot.app.notifier.outbox
+        assert outbox is not None
+        await tg.wait_for(lambda: any(d.last_error for d in outbox.open.values()))
+        in_group = await bot.say("/status", chat=group, chat_type="group")
+        in_admins = await bot.say("/status", chat=admins, chat_type="group")
+        in_private = await bot.say("/status")
+    assert in_group.split("\n")[1:] == [
+        "Watches in this chat: 1",
+        "Alerts to this chat: none waiting to be sent",
+    ]
+    assert in_admins.split("\n")[1:4] == [
+        "Watches: 1 in this chat, 4 in all chats",
+        "Alerts waiting for delivery: 0 to this chat, 1 in all chats and webhooks",
+        "Rules in the engine: 4, all chats' watches and the rule files'; symbols: exchange",
+    ]
+    assert in_private.split("\n")[1:3] == [
+        "Watches: 0 in this chat, 4 in all chats",
+        "Alerts waiting for delivery: 0 to this chat, 1 in all chats and webhooks",
+    ]
+
+
 async def test_a_users_status_says_prices_are_delayed_when_the_feed_is_stale(tmp_path, fakes):
     """The feed gone quiet past its stale time: a user's /status says prices are delayed,
     for how long, and that the bot is reconnecting."""

@@ -71,7 +71,7 @@ from alertbot.chat.watches import ChatSettings, WatchBook, watch_id
 from alertbot.feed.client import Feed
 from alertbot.feed.prices import Failed, PriceLookup
 from alertbot.feed.symbols import SymbolDirectory
-from alertbot.notify.delivery import clip
+from alertbot.notify.delivery import Delivery, clip
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import (
     WATCH_HINT,
@@ -1136,12 +1136,7 @@ class ChatBot:
             watches = "Watches in this chat: none yet (/watch BTCUSDT > 70000)"
         else:
             watches = f"Watches in this chat: {len(rows)}" + (f", {muted} muted" if muted else "")
-        outbox = self.notifier.outbox
-        waiting = [
-            d
-            for d in (outbox.open.values() if outbox is not None else ())
-            if d.kind == "telegram" and d.chat_id == chat
-        ]
+        waiting = self._waiting(chat)
         if not waiting:
             delivery = "Alerts to this chat: none waiting to be sent"
         else:
@@ -1150,6 +1145,15 @@ class ChatBot:
             if any(d.last_error for d in waiting):
                 delivery += "; Telegram refused the last try, the bot tries again"
         return "\n".join([prices, watches, delivery])
+
+    def _waiting(self, chat: int) -> list[Delivery]:
+        """The alerts to ``chat`` that wait to be sent (stored, not delivered yet)."""
+        outbox = self.notifier.outbox
+        return [
+            d
+            for d in (outbox.open.values() if outbox is not None else ())
+            if d.kind == "telegram" and d.chat_id == chat
+        ]
 
     def _polling_line(self) -> str | None:
         """For an admin's /status: when polling for commands last failed (None: it has not
@@ -1604,9 +1608,13 @@ class ChatBot:
         lines = [
             f"Feed: {h.mode}, {len(h.connections)} connection(s), {age}, "
             f"{h.messages_per_second:g} messages/s, {h.reconnects} reconnects",
-            f"Watches: {len(self.book.of_chat(chat))} in this chat, {len(self.book.rows)} in all",
-            f"Alerts waiting for delivery: {open_deliveries}",
-            f"Rules in the engine: {len(self.engine)}; symbols: {self.directory.source}",
+            # an admin chat may be a group: each count says whose it is
+            f"Watches: {len(self.book.of_chat(chat))} in this chat, "
+            f"{len(self.book.rows)} in all chats",
+            f"Alerts waiting for delivery: {len(self._waiting(chat))} to this chat, "
+            f"{open_deliveries} in all chats and webhooks",
+            f"Rules in the engine: {len(self.engine)}, all chats' watches and the rule files'; "
+            f"symbols: {self.directory.source}",
         ]
         paused = self.book.paused
         if paused:
