@@ -258,6 +258,8 @@ async def test_a_message_merging_two_watches_alerts_keeps_the_hint_lines(tmp_pat
     lines = merged.plain_text.split("\n")
     assert "Mute: /mute w1 1h · stop: /unwatch w1" in lines
     assert "Mute: /mute w2 1h · stop: /unwatch w2" in lines
+    # as code: a tap on a /command link would send '/mute' alone
+    assert merged.shown_as("code") == ["/mute w1 1h", "/unwatch w1", "/mute w2 1h", "/unwatch w2"]
 
 
 async def test_a_message_merging_one_pattern_watchs_alerts_has_its_buttons(tmp_path, fakes):

@@ -548,6 +548,34 @@ async def test_a_groups_status_counts_its_own_and_an_admins_says_which_numbers_a
     ]
 
 
+async def test_commands_with_arguments_in_answers_are_code_so_a_tap_copies_them_whole(
+    tmp_path, fakes
+):
+    """Telegram makes each /command in a text a link whose tap sends the command alone
+    (`/mute` for `/mute w12 1h`): a command shown with its arguments, in an answer to a mistake,
+    a suggestion or a note of what to send next, is a code entity (a tap copies it), sent with
+    the plain text; a command without arguments (`/list`) stays a link."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/mute 1h")
+        await bot.say("/watch BTCUSDT,ETHUSDT > 1")
+        await bot.say("/watch BTCUSDT > 100")
+        await bot.say("/watch BTCUSDT > 100")
+        await bot.say("/unwatch w7")
+    mute, several, _, same, unwatch = tg.messages_to(USER)
+    assert mute.parse_mode is None
+    assert mute.shown_as("code") == [
+        "/mute w12 1h",
+        "/mute all 1h",
+        "/mute ID [ID...]|all D",
+        "/mute w12 2h",
+    ]
+    assert several.shown_as("code")[:2] == ["/watch BTCUSDT > 1", "/watch ETHUSDT > 1"]
+    assert same.shown_as("code") == ["/unwatch w1"]
+    assert "/list" in unwatch.plain_text
+    assert unwatch.shown_as("code") == []
+
+
 async def test_a_users_status_says_prices_are_delayed_when_the_feed_is_stale(tmp_path, fakes):
     """The feed gone quiet past its stale time: a user's /status says prices are delayed,
     for how long, and that the bot is reconnecting."""

@@ -30,6 +30,7 @@ from alertbot.chat.commands import (
     parse_command,
 )
 from alertbot.errors import RuleError
+from alertbot.hints import unmarked
 from alertbot.rules.conditions import (
     MAX_DURATION_MS,
     METRICS,
@@ -289,7 +290,7 @@ def test_each_watch_mistake_says_what_is_wrong_and_shows_the_usage(text: str, sa
     assert says in error.message
     assert error.usage == WATCH_USAGE
     assert error.example == "/watch BTCUSDT > 70000"
-    reply = error.reply()
+    reply = unmarked(error.reply())
     assert says[1:] in reply  # the reply capitalises the first letter
     assert f"Use: {WATCH_USAGE}" in reply
     assert "e.g. /watch BTCUSDT > 70000" in reply
@@ -607,7 +608,7 @@ def test_watch_and_rule_files_refuse_the_same_conditions_with_the_same_words(
 
 def test_a_reply_is_the_message_then_the_usage_then_an_example() -> None:
     error = _error("/watch BTCUSDT > abc")
-    assert error.reply() == (
+    assert unmarked(error.reply()) == (
         f"Expected a number after '>', got 'abc'\nUse: {WATCH_USAGE}\ne.g. /watch BTCUSDT > 70000"
     )
     assert isinstance(error, RuleError)
@@ -699,7 +700,7 @@ def test_each_mistake_in_other_commands_shows_that_commands_usage(
     assert says in error.message
     usage, _, example = COMMANDS[command]
     assert (error.usage, error.example) == (usage, example)
-    assert f"Use: {usage}" in error.reply()
+    assert f"Use: {usage}" in unmarked(error.reply())
 
 
 @pytest.mark.parametrize(
@@ -791,7 +792,7 @@ def test_a_very_long_message_is_refused_early() -> None:
 
 
 def test_help_lists_every_command_with_its_usage_and_description() -> None:
-    text = help_text()
+    text = unmarked(help_text())
     for usage, description, _ in COMMANDS.values():
         assert usage in text
         assert description in text
@@ -800,7 +801,7 @@ def test_help_lists_every_command_with_its_usage_and_description() -> None:
 def test_every_example_in_help_and_in_the_table_works() -> None:
     examples = [
         line
-        for line in help_text().splitlines()
+        for line in unmarked(help_text()).splitlines()
         if line.startswith("/watch ") and line != COMMANDS["watch"][0]
     ]
     assert examples == [example for example, _ in WATCH_EXAMPLES]
@@ -912,7 +913,7 @@ def _check_total(text: str) -> None:
         assert len(error.message) <= 300, error.message
         assert error.usage.startswith("/")
         assert error.example.startswith("/")
-        assert error.reply().count("\n") >= 2
+        assert unmarked(error.reply()).count("\n") >= 2
     elif result is not None:
         assert isinstance(result, Command)  # the union of every command the parser knows
     if isinstance(result, Watch):

@@ -117,6 +117,23 @@ async def test_ptb_send_message_html_is_delivered_with_typed_params(tg: FakeTele
     assert request.status == 200
 
 
+async def test_ptb_plain_text_with_entities_keeps_them_in_utf16_units(tg: FakeTelegram) -> None:
+    """A plain text sent with ``entities`` (no parse mode): the fake keeps them, offsets in
+    UTF-16 units, and one past the text's end is refused, as by Telegram."""
+    code = telegram.MessageEntity(telegram.MessageEntity.CODE, 3, 11)
+    async with ptb(tg) as bot:
+        sent = await bot.send_message(CHAT, "📈 /mute w3 1h", entities=[code])
+        with pytest.raises(telegram.error.BadRequest, match=r"(?i)can.t parse entities"):
+            await bot.send_message(CHAT, "/mute", entities=[telegram.MessageEntity("code", 0, 6)])
+    assert sent.entities == (code,)
+    [msg] = tg.messages_to(CHAT)
+    assert (msg.text, msg.parse_mode, msg.shown_as("code")) == (
+        "📈 /mute w3 1h",
+        None,
+        ["/mute w3 1h"],
+    )
+
+
 async def test_ptb_429_is_retry_after(tg: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PTB_TIMEDELTA", "1")  # else PTB 22 warns when it builds RetryAfter
     tg.fail_next(1, status=429, retry_after=7)

@@ -27,6 +27,7 @@ from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
+    MessageEntity,
     Update,
 )
 from telegram.error import (
@@ -71,6 +72,7 @@ from alertbot.chat.watches import ChatSettings, WatchBook, watch_id
 from alertbot.feed.client import Feed
 from alertbot.feed.prices import Failed, PriceLookup
 from alertbot.feed.symbols import SymbolDirectory
+from alertbot.hints import entities, hint, unmarked
 from alertbot.notify.delivery import Delivery, clip
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import (
@@ -145,6 +147,8 @@ EDITED = (
 )
 #: a watch a bot's message names: an alert's "[w3]", a new watch's "Id w3."
 _NAMED_WATCH_RE = re.compile(r"(?:\[|\bId )(w[0-9]+)\b")
+#: the watch a chat with none is shown to begin with
+FIRST_WATCH = hint("/watch BTCUSDT > 70000")
 #: the answer to a command that failed on our side (a bug: it is logged)
 SORRY = "Sorry, something went wrong on our side; nothing was changed."
 #: Telegram's words in a 403 Forbidden that says the chat no longer has the bot (blocked by
@@ -196,6 +200,15 @@ def _short_time(seconds: float, now: float) -> str:
     else:
         day = f"{at:%b} {at.day} {at.year} "
     return f"{day}{at:%H:%M} UTC"
+
+
+def _shown(text: str) -> dict[str, Any]:
+    """The text and entities that send ``text`` (plain text) with its hints as code."""
+    plain, spans = entities(text)
+    return {
+        "text": plain,
+        "entities": [MessageEntity(MessageEntity.CODE, o, n) for o, n in spans] or None,
+    }
 
 
 def _cut(text: str, limit: int) -> str:
@@ -661,7 +674,7 @@ class ChatBot:
     def digest_text(self, chat: int) -> str:
         symbols = sorted({r.symbol for r in self.book.of_chat(chat)})
         if not symbols:
-            return "Daily digest: this chat watches nothing yet. /watch BTCUSDT > 70000"
+            return f"Daily digest: this chat watches nothing yet. {FIRST_WATCH}"
         lines = ["Daily digest:"]
         for symbol in symbols:
             if is_glob(symbol):
@@ -681,10 +694,10 @@ class ChatBot:
         for part in split_text(text, self.delivery.max_message):
             try:
                 try:
-                    await self.app.bot.send_message(chat, part)
+                    await self.app.bot.send_message(chat, **_shown(part))
                 except ChatMigrated as exc:
                     chat = await self.move_chat(chat, int(exc.new_chat_id))
-                    await self.app.bot.send_message(chat, part)
+                    await self.app.bot.send_message(chat, **_shown(part))
             except TelegramError as exc:
                 log.warning("chat %s: could not send a note: %s", chat, clip(str(exc)))
                 self._gone(chat, exc)
@@ -894,7 +907,7 @@ class ChatBot:
             last = i == len(parts) - 1
             try:
                 await message.reply_text(
-                    part, reply_markup=markup if last else None, do_quote=False
+                    **_shown(part), reply_markup=markup if last else None, do_quote=False
                 )
             except BadRequest as exc:
                 log.error(
@@ -1001,7 +1014,7 @@ class ChatBot:
         text, markup = self.listing(chat_id, int(page) if page.isdigit() else 1)
         if query.message is not None:
             with contextlib.suppress(TelegramError):
-                await query.edit_message_text(text, reply_markup=markup)
+                await query.edit_message_text(**_shown(text), reply_markup=markup)
 
     async def _alert_button(self, query: CallbackQuery, chat: int, kind: str, wid: str) -> None:
         """A button under a chat watch's alert (notify.telegram.watch_buttons), pressed: Mute 1h
@@ -1079,7 +1092,7 @@ class ChatBot:
         condition in "Stopped w1 (...)") would be refused, and the user answered nothing: it
         is cut short."""
         try:
-            await query.answer(None if text is None else _cut(text, ANSWER_MAX))
+            await query.answer(None if text is None else _cut(unmarked(text), ANSWER_MAX))
         except TelegramError as exc:
             log.warning("chat: a button press could not be answered: %s", exc)
 
@@ -1105,7 +1118,9 @@ class ChatBot:
         if isinstance(command, Listing):
             pages = self.pages(chat)
             if command.page > max(pages, 1):
-                last = f"/list {pages} is the last" if pages > 1 else "/list shows them all"
+                last = (
+                    f"{hint(f'/list {pages}')} is the last" if pages > 1 else "/list shows them all"
+                )
                 return f"There is no page {command.page} of this chat's watches: {last}.", None
             return self.listing(chat, command.page)
         if isinstance(command, Simple):
@@ -1133,7 +1148,7 @@ class ChatBot:
         rows = self.book.of_chat(chat)
         muted = sum(1 for r in rows if self._muted(r))
         if not rows:
-            watches = "Watches in this chat: none yet (/watch BTCUSDT > 70000)"
+            watches = f"Watches in this chat: none yet ({FIRST_WATCH})"
         else:
             watches = f"Watches in this chat: {len(rows)}" + (f", {muted} muted" if muted else "")
         waiting = self._waiting(chat)
@@ -1221,7 +1236,7 @@ class ChatBot:
             wid = watch_id(same[0])
             return (
                 f"This chat watches {w.symbol} {w.condition_text} already: {wid}. To change "
-                f"its options, remove it first (/unwatch {wid}) and watch it again."
+                f"its options, remove it first ({hint(f'/unwatch {wid}')}) and watch it again."
             )
         if (
             not self.settings.allowed_chats
@@ -1271,7 +1286,7 @@ class ChatBot:
             text += f"\n{far}"
         if unchecked:
             text += f"\n{unchecked}"
-        return text + f"\nRemove it with /unwatch {wid}."
+        return text + f"\nRemove it with {hint(f'/unwatch {wid}')}."
 
     def _far(self, w: Watch) -> str | None:
         """A price level 10 times above or below the price now (``< 70.000``, a thousands
@@ -1417,7 +1432,7 @@ class ChatBot:
 
     def _none(self, target: str) -> str:
         if target == "all":
-            return "This chat has no watches. Add one with /watch, e.g. /watch BTCUSDT > 70000"
+            return f"This chat has no watches. Add one with /watch, e.g. {FIRST_WATCH}"
         return f"This chat has no watch {target}. /list shows its watches."
 
     def _fetches(self, symbol: str) -> bool:
@@ -1467,8 +1482,8 @@ class ChatBot:
         if t is None:
             known = self.directory.known()
             if symbol not in known and self.directory.authoritative:
-                hint = self.directory.suggest(symbol)
-                return f"Unknown symbol {symbol}." + (f" Did you mean {hint}?" if hint else "")
+                near = self.directory.suggest(symbol)
+                return f"Unknown symbol {symbol}." + (f" Did you mean {near}?" if near else "")
             if symbol in known and self.feed.carries(symbol):
                 # watched (or on the all-market stream): its first price is on the way
                 return f"No price for {symbol} yet: its first one comes within seconds. Ask again."
@@ -1479,7 +1494,7 @@ class ChatBot:
             )
             return (
                 f"No price for {symbol} yet{unchecked}: the feed carries only watched symbols "
-                f"right now. Watch it (/watch {symbol} ...) and ask again."
+                f"right now. Watch it ({hint(f'/watch {symbol} ...')}) and ask again."
             )
         lines = [
             f"{symbol} {t.price_text} ({self._change(chat, t)})",
@@ -1506,7 +1521,7 @@ class ChatBot:
         last shows the last); the buttons act on that page's watches."""
         rows = sorted(self.book.of_chat(chat), key=lambda r: r.id)
         if not rows:
-            return "No watches here yet. Add one: /watch BTCUSDT > 70000", None
+            return f"No watches here yet. Add one: {FIRST_WATCH}", None
         pages, files = self._pages(chat, rows)
         page = min(max(page, 1), len(pages))
         start, end = pages[page - 1]
@@ -1526,7 +1541,7 @@ class ChatBot:
                 ]
             )
         if end < len(rows):
-            lines.append(f"… and {len(rows) - end} more: /list {page + 1}")
+            lines.append(f"… and {len(rows) - end} more: {hint(f'/list {page + 1}')}")
         if files and page == 1:
             lines.append(files)
         return "\n".join(lines), InlineKeyboardMarkup(buttons)

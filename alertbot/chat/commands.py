@@ -40,6 +40,7 @@ from decimal import Decimal
 from itertools import pairwise
 
 from alertbot.errors import ConditionError, RuleError
+from alertbot.hints import hint, unmarked
 from alertbot.rules.conditions import (
     METRICS,
     AllOf,
@@ -208,18 +209,22 @@ class CommandError(RuleError):
     """A chat command that does not validate: what was wrong, the right form, an example."""
 
     def __init__(self, message: str, usage: str, example: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.usage = usage
-        self.example = example
+        """``message``, ``usage`` and ``example`` may show commands marked as hints (code in
+        the answer: alertbot.hints); the attributes are the text alone."""
+        super().__init__(unmarked(message))
+        self.message = unmarked(message)
+        self.usage = unmarked(usage)
+        self.example = unmarked(example)
+        self._marked = (message, usage, example)
 
     def __str__(self) -> str:
         return self.message
 
     def reply(self) -> str:
-        """Plain-text answer for the user."""
-        first = self.message[:1].upper() + self.message[1:]
-        return f"{first}\nUse: {self.usage}\ne.g. {self.example}"
+        """Plain-text answer for the user, its commands with arguments marked as hints."""
+        message, usage, example = self._marked
+        first = message[:1].upper() + message[1:]
+        return f"{first}\nUse: {usage}\ne.g. {example}"
 
 
 class SymbolError(CommandError):
@@ -229,6 +234,7 @@ class SymbolError(CommandError):
 
     def __init__(self, typed: str, name: str, usage: str, example: str) -> None:
         super().__init__(f"{_q(typed)} is not a symbol (did you mean {name}?)", usage, example)
+        self._usage = (usage, example)
         self.typed = typed
         self.name = name
 
@@ -239,7 +245,7 @@ class SymbolError(CommandError):
             message = f"{_q(self.typed)} is not a symbol Binance lists"
         else:
             message = f"{_q(self.typed)} is not a symbol (did you mean {listed}?)"
-        return CommandError(message, self.usage, self.example)
+        return CommandError(message, *self._usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,14 +412,14 @@ def _one_command(name: str, message: str, words: list[_Word]) -> None:
     if not starts:
         return
     bounds = [0, *starts, len(message)]
-    pieces = [" ".join(message[a:b].split()) for a, b in pairwise(bounds)]
+    pieces = [hint(" ".join(message[a:b].split())) for a, b in pairwise(bounds)]
     commands = ", then ".join(pieces)
     raise _error(name, f"one command a message: send {commands}, each as a message of its own")
 
 
 #: the answer to text in a private chat that is no command
-NOT_A_COMMAND = (
-    "I read commands, which start with '/': /help lists them, e.g. /watch BTCUSDT > 70000"
+NOT_A_COMMAND = "I read commands, which start with '/': /help lists them, e.g. " + hint(
+    "/watch BTCUSDT > 70000"
 )
 
 
@@ -426,14 +432,14 @@ def text_reply(text: str) -> str:
     command = " ".join(words)
     if len(command) > MAX_TEXT_LENGTH:
         command = command[: MAX_TEXT_LENGTH - 1] + "…"
-    return f"Commands start with '/': send /{command}"
+    return f"Commands start with '/': send {hint('/' + command)}"
 
 
 def _error(name: str | None, message: str) -> CommandError:
     if name is None:
         return CommandError(message, _command_list(), "/help")
     usage, _, example = COMMANDS[name]
-    return CommandError(message, usage, example)
+    return CommandError(message, hint(usage), hint(example))
 
 
 def _command_list() -> str:
@@ -457,7 +463,9 @@ def _unknown_command(name: str) -> CommandError:
     if guess is None:
         return _error(None, f"unknown command {shown}")
     return CommandError(
-        f"unknown command {shown} (did you mean /{guess}?)", _command_list(), COMMANDS[guess][2]
+        f"unknown command {shown} (did you mean /{guess}?)",
+        _command_list(),
+        hint(COMMANDS[guess][2]),
     )
 
 
@@ -511,10 +519,10 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         key = word.lower
         if key not in _OPTIONS:
             guess = _closest(key, _OPTIONS)
-            hint = f" (did you mean {guess}?)" if guess else ""
+            guessed = f" (did you mean {guess}?)" if guess else ""
             raise _error(
                 "watch",
-                f"unexpected {_q(word.text)} after the condition{hint}; {_OPTIONS_HINT}",
+                f"unexpected {_q(word.text)} after the condition{guessed}; {_OPTIONS_HINT}",
             )
         if key in seen:
             raise _error("watch", f"{key!r} is given twice")
@@ -580,9 +588,10 @@ def _several_symbols(message: str, words: list[_Word]) -> None:
             return  # "BTCUSDT USDT": the usual answer
         raise _error(
             "watch",
-            f"write the symbol as one word: /watch {names[0]}{_QUOTE_WORDS[names[1]]} {tail}",
+            "write the symbol as one word: "
+            + hint(f"/watch {names[0]}{_QUOTE_WORDS[names[1]]} {tail}"),
         )
-    commands = ", then ".join(f"/watch {name} {tail}" for name in names)
+    commands = ", then ".join(hint(f"/watch {name} {tail}") for name in names)
     raise _error("watch", f"one symbol per /watch: send {commands}")
 
 
@@ -593,8 +602,8 @@ def _shorthand(symbol: str, words: list[_Word]) -> None:
     if _AMOUNT_RE.fullmatch(first):
         raise _error(
             "watch",
-            f"say which way the price should go: /watch {symbol} > {first} (above) "
-            f"or /watch {symbol} < {first} (below)",
+            f"say which way the price should go: {hint(f'/watch {symbol} > {first}')} (above) "
+            f"or {hint(f'/watch {symbol} < {first}')} (below)",
         )
     percent = _SIGNED_PERCENT_RE.fullmatch(first)
     if percent is None:
@@ -605,14 +614,14 @@ def _shorthand(symbol: str, words: list[_Word]) -> None:
         window = words[2].text
         raise _error(
             "watch",
-            f"write the move as a word: /watch {symbol} {move} {size}% in {window} "
+            f"write the move as a word: {hint(f'/watch {symbol} {move} {size}% in {window}')} "
             "(rises: up, drops: down, moves: either way)",
         )
     level, move = (f"< -{size}%", "drops") if sign == "-" else (f"> {size}%", "rises")
     raise _error(
         "watch",
-        f"for the 24h change write /watch {symbol} change_24h {level}; for a move within a "
-        f"time, /watch {symbol} {move} {size}% in 1h",
+        f"for the 24h change write {hint(f'/watch {symbol} change_24h {level}')}; for a move "
+        f"within a time, {hint(f'/watch {symbol} {move} {size}% in 1h')}",
     )
 
 
@@ -633,7 +642,7 @@ def _combined(symbol: str, condition_text: str, tail: str) -> str | None:
         metric = " ".join(tokens[:i]) or "price"
         low, high = " ".join(tokens[i + 1 : j]), " ".join(tokens[j + 1 :])
         both = _parsed(f"all({metric} >= {low}, {metric} <= {high})")
-        return f"for a range, write /watch {symbol} {both}{tail}" if both else None
+        return f"for a range, write {hint(f'/watch {symbol} {both}{tail}')}" if both else None
     groups: list[list[str]] = [[]]
     kinds: set[str | None] = set()
     for token, word in zip(tokens, lower, strict=True):
@@ -660,7 +669,7 @@ def _combined(symbol: str, condition_text: str, tail: str) -> str | None:
     joined = _parsed(f"{kind or 'all'}({', '.join(p for p in parts if p)})")
     if joined is None:
         return None
-    command = f"/watch {symbol} {joined}{tail}"
+    command = hint(f"/watch {symbol} {joined}{tail}")
     which = "both" if len(parts) == 2 else "all of them"
     if kind == "all":
         return f"for {which} at once, write {command}"
@@ -895,17 +904,21 @@ def _mute(words: list[_Word], replied: str | None = None) -> Mute:
         return _mute([_Word(replied, 0, 0), *words])
     if words and _DURATION_FORM_RE.fullmatch(words[0].text):
         if len(words) > 1:
-            raise _error("mute", f"put the watch id first, then how long: /mute ID {words[0].text}")
+            raise _error(
+                "mute",
+                f"put the watch id first, then how long: {hint(f'/mute ID {words[0].text}')}",
+            )
         raise _error(
             "mute",
-            f"which watch? Put its id before the time: /mute w12 {words[0].text}, "
-            f"or /mute all {words[0].text}",
+            f"which watch? Put its id before the time: {hint(f'/mute w12 {words[0].text}')}, "
+            f"or {hint(f'/mute all {words[0].text}')}",
         )
     targets, rest = _targets("mute", words, bare=False)
     if rest and rest[0].lower == "for":  # "/mute w12 for 1h"
         rest = rest[1:]
     if not rest:
-        raise _error("mute", f"for how long? e.g. /mute {' '.join(targets)} 1h")
+        command = hint(f"/mute {' '.join(targets)} 1h")
+        raise _error("mute", f"for how long? e.g. {command}")
     duration = _duration("mute", "the mute", rest[0], rest[1] if len(rest) > 1 else None)
     if len(rest) > 1:
         raise _error("mute", f"unexpected {_q(rest[1].text)} after the duration")
@@ -914,11 +927,11 @@ def _mute(words: list[_Word], replied: str | None = None) -> Mute:
 
 def _price(words: list[_Word]) -> Price:
     if not words:
-        raise _error("price", "which symbol? e.g. /price BTCUSDT")
+        raise _error("price", f"which symbol? e.g. {hint('/price BTCUSDT')}")
     symbol = _symbol("price", words[0].text, allow_glob=False)
     if len(words) == 2 and normalise(words[1].text) in _QUOTE_WORDS:
         quote = _QUOTE_WORDS[normalise(words[1].text)]
-        raise _error("price", f"write the symbol as one word: /price {symbol}{quote}")
+        raise _error("price", f"write the symbol as one word: {hint(f'/price {symbol}{quote}')}")
     if len(words) > 1:
         raise _error("price", f"one symbol at a time; unexpected {_q(words[1].text)}")
     return Price(symbol)
@@ -946,7 +959,10 @@ _CLOCK_FORM_RE = re.compile(r"([0-9]{1,2})(?:[:.h]([0-9]{2}))?(am|pm)?", re.ASCI
 
 def _digest(words: list[_Word]) -> Digest:
     if not words:
-        raise _error("digest", "at what time? e.g. /digest 08:00 (UTC), or /digest off")
+        raise _error(
+            "digest",
+            f"at what time? e.g. {hint('/digest 08:00')} (UTC), or {hint('/digest off')}",
+        )
     if len(words) == 2 and words[1].lower == "utc":  # "/digest 08:00 UTC": it is UTC anyway
         words = words[:1]
     if len(words) > 1:
@@ -959,9 +975,9 @@ def _digest(words: list[_Word]) -> Digest:
     match = _CLOCK_RE.match(text)
     if match is None:
         fix = _clock_fix(text)
-        hint = f"; write {fix}" if fix else ""
+        fixed = f"; write {fix}" if fix else ""
         raise _error(
-            "digest", f"expected a time of day like 08:00 (UTC) or off, got {_q(text)}{hint}"
+            "digest", f"expected a time of day like 08:00 (UTC) or off, got {_q(text)}{fixed}"
         )
     return Digest(int(match.group(1)) * 60 + int(match.group(2)))
 
@@ -1031,8 +1047,10 @@ def _duration(
         fix = _duration_fix(text)
         if fix is None and following is not None and text.isascii() and text.isdigit():
             fix = _duration_fix(text + following.text)  # "30 minutes"
-        hint = f"; write {fix}" if fix else ""
-        raise _error(name, f"{what} needs a duration like 30s, 15m, 4h or 1d, got {_q(text)}{hint}")
+        fixed = f"; write {fix}" if fix else ""
+        raise _error(
+            name, f"{what} needs a duration like 30s, 15m, 4h or 1d, got {_q(text)}{fixed}"
+        )
     try:
         ms = parse_duration(text)
     except ValueError:
@@ -1122,9 +1140,9 @@ def start_text() -> str:
     return "\n".join(
         [
             "Hello! I send price alerts for Binance futures.",
-            "Start with a watch: /watch BTCUSDT > 70000",
+            "Start with a watch: " + hint("/watch BTCUSDT > 70000"),
             "  (a message when BTCUSDT trades above 70000)",
-            "Then /list shows your watches and /price BTCUSDT the last price.",
+            f"Then /list shows your watches and {hint('/price BTCUSDT')} the last price.",
             "/help: every command, with examples.",
         ]
     )
@@ -1133,11 +1151,11 @@ def start_text() -> str:
 def help_text() -> str:
     """The answer to /help."""
     lines = ["Commands:"]
-    for usage, description, _ in COMMANDS.values():
-        lines += [usage, f"  {description}"]
+    for usage, description, example in COMMANDS.values():
+        lines += [hint(usage), f"  {description.replace(example, hint(example))}"]
     lines += ["", "Examples:"]
     for example, meaning in WATCH_EXAMPLES:
-        lines += [example, f"  {meaning}"]
+        lines += [hint(example), f"  {meaning}"]
     lines += [
         "",
         "Conditions: [metric] > >= < <= number; [metric] crosses [above|below] number; "

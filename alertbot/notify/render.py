@@ -160,13 +160,18 @@ _BARE_AMPERSAND = re.compile(r"&(?!(?:lt|gt|amp|quot|#\d+|#x[0-9A-Fa-f]+);)")
 #: the last line of a chat watch's alert (the default message); a Telegram message with the
 #: watch's buttons goes without it (telegram.watch_buttons)
 WATCH_HINT = "Mute: /mute {id} 1h · stop: /unwatch {id}"
+#: the same in HTML, its commands as code: a tap on a /command link sends the command alone
+#: (/mute, not /mute w3 1h), one on code copies it whole (alertbot.hints)
+WATCH_HINT_HTML = "Mute: <code>/mute {id} 1h</code> · stop: <code>/unwatch {id}</code>"
 GAP_NOTE = "(the feed was down before this tick: the price moved while it was)"
 
 
 def without_watch_hint(text: str, rule_id: str) -> str:
     """An alert's text (or HTML) less the WATCH_HINT line its chat watch ``rule_id`` ends it
     with; as is when it has none."""
-    return text.removesuffix("\n" + WATCH_HINT.format(id=rule_id))
+    for line in (WATCH_HINT, WATCH_HINT_HTML):  # an HTML alert stored before: the plain line
+        text = text.removesuffix("\n" + line.format(id=rule_id))
+    return text
 
 
 @lru_cache(maxsize=1024)
@@ -227,6 +232,7 @@ def render_both(
         text, html_text = f"{text} {GAP_NOTE}", f"{html_text} {GAP_NOTE}" if with_html else ""
     if alert.rule.message is None and watch_number(alert.rule.id) is not None:
         # a chat watch's alert says how to quiet it: the reader is the watch's owner
-        hint = WATCH_HINT.format(id=alert.rule.id)
-        text, html_text = f"{text}\n{hint}", f"{html_text}\n{hint}" if with_html else ""
+        wid = alert.rule.id
+        line, html_line = WATCH_HINT.format(id=wid), WATCH_HINT_HTML.format(id=wid)
+        text, html_text = f"{text}\n{line}", f"{html_text}\n{html_line}" if with_html else ""
     return text, html_text

@@ -15,10 +15,10 @@ Answers are ``{"ok": true, "result": ...}`` or ``{"ok": false, "error_code": N, 
 (429) or ``migrate_to_chat_id``.
 
 Served methods: getMe, sendMessage (validated like Telegram: chat_id, text 1..4096 characters after
-entity parsing and trimming, HTML parse mode, inline keyboards), editMessageText,
-editMessageReplyMarkup, deleteMessage, getChat, getUpdates (long polling), deleteWebhook,
-getWebhookInfo, setMyCommands, getMyCommands, deleteMyCommands, answerCallbackQuery. Anything else
-is 404 ``Not Found``; a wrong token is 401 ``Unauthorized``.
+entity parsing and trimming, HTML parse mode or ``entities`` with plain text, inline keyboards),
+editMessageText, editMessageReplyMarkup, deleteMessage, getChat, getUpdates (long polling),
+deleteWebhook, getWebhookInfo, setMyCommands, getMyCommands, deleteMyCommands,
+answerCallbackQuery. Anything else is 404 ``Not Found``; a wrong token is 401 ``Unauthorized``.
 
 Service messages: a group upgraded to a supergroup (``upgrade_group``). The bot's own status in
 a chat (``bot_status``): a user blocks or unblocks it, a group removes or adds it, with the
@@ -208,6 +208,16 @@ def _set_text(message: dict[str, Any], text: str, key: str = "text") -> None:
     ]
     if entities:
         message["entities" if key == "text" else "caption_entities"] = entities
+
+
+#: the entity types a sendMessage's ``entities`` may give
+_ENTITY_TYPES = _words(
+    """
+    mention hashtag cashtag bot_command url email phone_number bold italic underline
+    strikethrough spoiler blockquote expandable_blockquote code pre text_link text_mention
+    custom_emoji
+    """
+)
 
 
 def _utf16_len(text: str) -> int:
@@ -556,6 +566,16 @@ class Message:
     edits: int = 0
     edit_date: int | None = None
     deleted: bool = False
+
+    def shown_as(self, kind: str) -> list[str]:
+        """The pieces of the text the user sees shown as ``kind`` entities ("code", "bold"),
+        in order."""
+        units = self.plain_text.encode("utf-16-le")
+        return [
+            units[2 * e["offset"] : 2 * (e["offset"] + e["length"])].decode("utf-16-le")
+            for e in self.entities
+            if e["type"] == kind
+        ]
 
 
 @dataclass(eq=False)
@@ -1253,12 +1273,32 @@ class FakeTelegram(HTTPServer):
             except HTMLError as e:
                 raise _bad(f"can't parse entities: {e}") from None
         else:
-            parsed = ParsedText(text.strip(), [])
+            parsed = _trimmed(text, self._entities(params.get("entities"), text))
         if not parsed.text:
             raise _bad("message text is empty")
         if len(parsed.text) > MAX_MESSAGE_LENGTH:
             raise _bad(too_long)
         return text, parse_mode, parsed
+
+    @staticmethod
+    def _entities(value: Any, text: str) -> list[dict[str, Any]]:
+        """The ``entities`` given with a text sent without a parse mode (Telegram ignores them
+        with one): each needs a known type and its offset and length (UTF-16 units) within
+        the text."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise _bad("can't parse entities JSON object")
+        size = _utf16_len(text)
+        for e in value:
+            if not isinstance(e, dict) or e.get("type") not in _ENTITY_TYPES:
+                raise _bad("can't parse entities: unsupported entity type")
+            offset, length = e.get("offset"), e.get("length")
+            if not isinstance(offset, int) or not isinstance(length, int):
+                raise _bad("can't parse entities: offset and length must be integers")
+            if offset < 0 or length < 1 or offset + length > size:
+                raise _bad("can't parse entities: entity beyond the end of the text")
+        return [dict(e) for e in value]
 
     @staticmethod
     def _markup(value: Any) -> dict[str, Any] | None:
