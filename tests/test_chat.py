@@ -576,6 +576,27 @@ async def test_commands_with_arguments_in_answers_are_code_so_a_tap_copies_them_
     assert unwatch.shown_as("code") == []
 
 
+async def test_several_symbols_written_without_spaces_get_the_commands_to_send(tmp_path, fakes):
+    """'/watch BTCUSDT,ETHUSDT>1' got "'BTCUSDT,ETHUSDT' is not a symbol" while the same with
+    spaces got a /watch for each symbol to send: it gets them too, and no watch is made."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        compact = await bot.say("/watch BTCUSDT,ETHUSDT>1")
+        spaced = await bot.say("/watch BTCUSDT,ETHUSDT > 1")
+        listing = await bot.say("/list")
+    assert compact.split("\n")[0] == (
+        "One symbol per /watch: send /watch BTCUSDT >1, then /watch ETHUSDT >1"
+    )
+    assert spaced.split("\n")[0] == (
+        "One symbol per /watch: send /watch BTCUSDT > 1, then /watch ETHUSDT > 1"
+    )
+    assert tg.messages_to(USER)[0].shown_as("code")[:2] == [
+        "/watch BTCUSDT >1",
+        "/watch ETHUSDT >1",
+    ]
+    assert listing.startswith("No watches here yet")
+
+
 async def test_a_users_status_says_prices_are_delayed_when_the_feed_is_stale(tmp_path, fakes):
     """The feed gone quiet past its stale time: a user's /status says prices are delayed,
     for how long, and that the bot is reconnecting."""

@@ -470,6 +470,11 @@ def test_a_duration_or_percentage_written_in_words_or_spaced_gets_the_form_to_wr
         ("/watch BTC USDT > 70000", "write the symbol as one word: /watch BTCUSDT > 70000"),
         ("/watch eth usdt crosses 3k once", "one word: /watch ETHUSDT crosses 3k once"),
         ("/price btc usdt", "write the symbol as one word: /price BTCUSDT"),
+        # written without spaces: read as with them
+        ("/watch BTCUSDT,ETHUSDT>1", "send /watch BTCUSDT >1, then /watch ETHUSDT >1"),
+        ("/watch BTCUSDT, ETHUSDT>=1k", "send /watch BTCUSDT >=1k, then /watch ETHUSDT >=1k"),
+        ("/watch BTCUSDT ETHUSDT<1 once", "send /watch BTCUSDT <1 once, then /watch ETHUSDT"),
+        ("/watch BTC USDT>70000", "write the symbol as one word: /watch BTCUSDT >70000"),
         # a word of the condition language, or a symbol-like word not ending like one: as before
         ("/watch BTCUSDT pricee > 5", "did you mean price?"),
         ("/watch BTCUSDT XYZ > 5", "unknown metric or condition 'XYZ'"),
@@ -479,8 +484,28 @@ def test_two_symbols_or_a_symbol_in_two_words_get_the_commands_to_send(
     text: str, says: str
 ) -> None:
     """'/watch BTCUSDT ETHUSDT > 1' got "unknown metric or condition 'ETHUSDT'", and
-    '/watch BTC USDT > 70000' the same for 'USDT': the answer says what to send."""
+    '/watch BTC USDT > 70000' the same for 'USDT': the answer says what to send. Written
+    without spaces ('BTCUSDT,ETHUSDT>1') they got "'BTCUSDT,ETHUSDT' is not a symbol"."""
     assert says in _error(text).message
+
+
+@pytest.mark.parametrize(
+    ("text", "condition"),
+    [
+        ("/watch BTCUSDT>1", "price > 1"),
+        ("/watch BTCUSDT price>1", "price > 1"),
+        ("/watch BTCUSDT all(price>1, price<2)", "all(price > 1, price < 2)"),
+        ("/watch BTCUSDT any(price>1,price<2) once", "any(price > 1, price < 2)"),
+    ],
+)
+def test_a_sign_glued_to_the_symbol_or_in_the_condition_reads_as_spaced(
+    text: str, condition: str
+) -> None:
+    """A symbol glued to its condition is cut off at the sign; a sign within the condition
+    (in all(...)) is the condition's, never a place to cut a symbol list at."""
+    watch = parse_command(text)
+    assert isinstance(watch, Watch)
+    assert (watch.symbol, watch.condition_text) == ("BTCUSDT", condition)
 
 
 @pytest.mark.parametrize(

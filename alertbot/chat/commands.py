@@ -472,23 +472,37 @@ def _unknown_command(name: str) -> CommandError:
 # ---------------------------------------------------------------- /watch
 
 
+def _unglued(words: list[_Word]) -> list[_Word]:
+    """``words`` with the first sign glued to what comes before it cut off as a word of its
+    own (``BTCUSDT>1``, ``BTCUSDT,ETHUSDT>1``, ``price>1``): a symbol, or a list of them, reads
+    the same with or without the space. Not within ``all(...)``: that sign is the condition's
+    (the condition is read from the message as typed, whatever its words)."""
+    for k, word in enumerate(words):
+        text = word.text
+        sign = min((i for i in (text.find("<"), text.find(">")) if i >= 0), default=-1)
+        if "(" in (text if sign < 0 else text[:sign]):
+            break
+        if sign < 0:
+            continue
+        if sign == 0:
+            break
+        head = _Word(text[:sign], word.start, word.start + sign)
+        return [*words[:k], head, _Word(text[sign:], word.start + sign, word.end), *words[k + 1 :]]
+    return words
+
+
 def _watch(message: str, words: list[_Word]) -> Watch:
     if not words:
         raise _error("watch", "missing symbol and condition")
+    words = _unglued(words)
     _several_symbols(message, words)
     sign = _WIDE_SIGN_RE.search(message, words[0].start)
     if sign:  # else "币安人生USDT＞0.5" reads as a symbol with letters it cannot have
         raise _error("watch", f"write {_WIDE_SIGNS[sign.group()]} instead of {_q(sign.group())}")
-    first = words[0]
-    split = min((i for i in (first.text.find("<"), first.text.find(">")) if i >= 0), default=-1)
-    if split > 0:  # "BTCUSDT>70000": the symbol, then the condition
-        symbol_text = first.text[:split]
-        rest = [_Word(first.text[split:], first.start + split, first.end), *words[1:]]
-    else:
-        symbol_text = first.text
-        rest = words[1:]
+    symbol_text = words[0].text
+    rest = words[1:]
     if (
-        split == 0
+        symbol_text.startswith(("<", ">"))
         or symbol_text.lower() in _CONDITION_STARTS
         or symbol_text.lower() in _OPTIONS
         or symbol_text.lower().startswith(("all(", "any("))
