@@ -26,7 +26,7 @@ from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
 from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
-from alertbot.rules.conditions import parse
+from alertbot.rules.conditions import Level, parse
 from alertbot.rules.loader import load_files
 from alertbot.rules.model import Rule, RuleSet
 from alertbot.service import AppCollector, HttpService
@@ -595,6 +595,23 @@ async def test_several_symbols_written_without_spaces_get_the_commands_to_send(t
         "/watch ETHUSDT >1",
     ]
     assert listing.startswith("No watches here yet")
+
+
+async def test_a_price_level_written_with_m_is_a_million_and_the_answer_says_so(tmp_path, fakes):
+    """'/watch BTCUSDT > 1m' is price > 1000000, as in a rule file (m after a sign moves the
+    decimal point), and its answer, next to a cooldown in minutes ('cooldown 5m'), says so
+    and shows how a minute is written: whoever meant one sees it. 'in 1m' gets no such line."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        million = await bot.say("/watch BTCUSDT > 1m")
+        minute = await bot.say("/watch BTCUSDT rises 5% in 1m cooldown 1m")
+        (rule,) = [r for r in bot.app.engine.rules() if r.id == "w1"]
+    assert rule.condition == Level("price", ">", 1_000_000.0)
+    assert million.split("\n")[1] == (
+        "1m here is 1000000 (m: million), not minutes: a time is written after in, "
+        "cooldown or for (rises 5% in 1m, cooldown 1m)"
+    )
+    assert "million" not in minute
 
 
 async def test_a_users_status_says_prices_are_delayed_when_the_feed_is_stale(tmp_path, fakes):

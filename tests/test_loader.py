@@ -178,6 +178,21 @@ def test_example_of_the_design_document_loads() -> None:
     assert set(ruleset.channels) == {"ops", "desk"}
 
 
+def test_m_after_a_sign_is_a_million_and_a_minute_only_as_a_duration() -> None:
+    """`price > 1m` is a price of 1000000 (the README's numbers: k, m, b move the decimal
+    point), never a minute, as in a /watch; `in 1m` is a minute."""
+    rules = load_text(
+        "rules:\n"
+        "  - {id: a, symbols: [BTCUSDT], when: price > 1m}\n"
+        "  - {id: b, symbols: [BTCUSDT], when: rises 5% in 1m, cooldown: 1m}\n",
+        "r.yaml",
+    ).rules
+    assert [(r.condition, r.cooldown_ms) for r in rules] == [
+        (Level("price", ">", 1_000_000.0), 0),
+        (Move("rises", 5.0, MINUTE), MINUTE),
+    ]
+
+
 def test_rules_may_notify_channels_defined_in_another_file() -> None:
     ruleset = load_files([GOOD / "split-channels.yaml", GOOD / "split-rules.yaml"])
 

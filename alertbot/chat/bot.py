@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -145,6 +146,8 @@ EDITED = (
     "Edited commands are not run: send the corrected one as a new message (what the first "
     "one did stays; /list shows this chat's watches)."
 )
+#: a number in millions in a condition as shown (``price > 1.5m``); not a move's window
+_MILLIONS_RE = re.compile(r"(?<!\bin )(?<![\w.])([0-9]+(?:\.[0-9]+)?)m\b")
 #: a watch a bot's message names: an alert's "[w3]", a new watch's "Id w3."
 _NAMED_WATCH_RE = re.compile(r"(?:\[|\bId )(w[0-9]+)\b")
 #: the watch a chat with none is shown to begin with
@@ -200,6 +203,21 @@ def _short_time(seconds: float, now: float) -> str:
     else:
         day = f"{at:%b} {at.day} {at.year} "
     return f"{day}{at:%H:%M} UTC"
+
+
+def _million(condition: str) -> str | None:
+    """For a condition (as shown) with a number in millions, ``1m``: that it is not a minute.
+    The language reads m after a sign as a million, and the answer shows it next to a
+    cooldown in minutes (``cooldown 5m``): one who meant a minute sees how to write it. None:
+    no such number (``in 1m``, a move's window, is a minute)."""
+    found = _MILLIONS_RE.search(condition)
+    if found is None:
+        return None
+    full = format(Decimal(found.group(1)).scaleb(6), "f")
+    return (
+        f"{found.group()} here is {full} (m: million), not minutes: a time is written after "
+        f"in, cooldown or for ({hint('rises 5% in 1m')}, {hint('cooldown 1m')})"
+    )
 
 
 def _shown(text: str) -> dict[str, Any]:
@@ -1281,6 +1299,9 @@ class ChatBot:
         now_true = self._true_now(chat, w)
         if now_true:
             text += f"\nIt is true right now ({now_true}): it fires on the next tick."
+        million = _million(w.condition_text)
+        if million:
+            text += f"\n{million}"
         far = self._far(w)
         if far:
             text += f"\n{far}"
