@@ -1361,6 +1361,38 @@ async def test_a_polling_outage_is_in_healthz_metrics_and_an_admins_status_not_a
         assert "alertbot_telegram_polling_failing_seconds 0.0" in metrics
 
 
+async def test_a_poll_refused_with_429_is_a_failed_poll_in_healthz_metrics_and_the_log(
+    tmp_path, fakes, caplog
+):
+    """Telegram answering getUpdates 429 (flood control, with retry_after): python-telegram-bot
+    waits and polls again without a word to error_callback (it says nothing of RetryAfter, as
+    of a timeout), so /healthz said ok and no failed poll was counted. It is a failed poll as
+    any other: failing in /healthz with its error, counted in
+    alertbot_telegram_poll_failures_total, one warning; ok once a poll works again."""
+    binance, tg = fakes
+    caplog.set_level("INFO", logger="alertbot.chat")
+    async with Bot(tmp_path, binance, tg, poll_interval=0.01) as bot:
+        chat = bot.app.chat
+        assert chat is not None
+        await later_polls(tg, 1)
+        tg.fail_next(1, status=429, retry_after=1, method="getUpdates")
+        await tg.wait_for(lambda: any(r.status == 429 for r in tg.calls("getUpdates")))
+        await tg.wait_for(lambda: chat.polls.total == 1, timeout=2)
+        _, during, _ = await served(bot.app)  # python-telegram-bot waits 1.5 s meanwhile
+        assert (await bot.say("/help")).startswith("Commands")  # polling goes on
+        _, after, metrics = await served(bot.app)
+    part = during["telegram_polling"]
+    assert (part["status"], part["failed_polls"], part["last_error"]) == (
+        "failing",
+        1,
+        "RetryAfter",
+    )
+    assert "retry in 1" in part["last_error_text"].lower()
+    assert after["telegram_polling"]["status"] == "ok"
+    assert "alertbot_telegram_poll_failures_total 1.0" in metrics
+    assert [level for level, _ in poll_lines(caplog)] == ["WARNING", "INFO"]
+
+
 async def test_polls_that_time_out_are_failing_in_healthz_once_unanswered_for_two_polls(
     tmp_path, fakes
 ):

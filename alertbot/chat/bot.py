@@ -37,6 +37,7 @@ from telegram.error import (
     Conflict,
     Forbidden,
     InvalidToken,
+    RetryAfter,
     TelegramError,
     TimedOut,
 )
@@ -466,11 +467,21 @@ def _description(payload: bytes, status: int) -> str:
         return f"HTTP {status}"
 
 
+def _retry_after(payload: bytes) -> int:
+    """The seconds a 429's JSON answer asks to wait (``parameters.retry_after``; 1 if none)."""
+    try:
+        return int(json.loads(payload)["parameters"]["retry_after"])
+    except (ValueError, KeyError, TypeError):
+        return 1
+
+
 class _PollRequest(HTTPXRequest):
     """The getUpdates requests' HTTP client, which tells ``polls`` of each poll answered with
-    success, of each that timed out and of a token rejected: PTB reports only the other failed
-    polls (to ``error_callback``), tries a timed-out one again at once without a word, and
-    ends polling for good on a rejected token (a token revoked while the bot runs)."""
+    success, of each that timed out, of each refused with 429 and of a token rejected: PTB
+    reports only the other failed polls (to ``error_callback``), tries a timed-out one again
+    at once and a 429 after its retry_after without a word (its network_retry_loop catches
+    TimedOut and RetryAfter before it calls the callback), and ends polling for good on a
+    rejected token (a token revoked while the bot runs)."""
 
     def __init__(self, polls: PollFailures, **kw: Any) -> None:
         super().__init__(**kw)
@@ -487,6 +498,8 @@ class _PollRequest(HTTPXRequest):
             self.polls.success()
         elif status in (401, 404):  # what PTB raises InvalidToken for
             self.polls.failure(InvalidToken(_description(payload, status)))
+        elif status == 429:  # PTB waits retry_after and polls again, error_callback untold
+            self.polls.failure(RetryAfter(_retry_after(payload)))
         return status, payload
 
 
