@@ -17,7 +17,11 @@ _OPEN, _CLOSE = "\x0e", "\x0f"
 
 def hint(command: str) -> str:
     """``command`` marked to be shown as code when it has arguments; one without stays as it
-    is (a link, whose tap sends all of it)."""
+    is (a link, whose tap sends all of it). A mark in ``command`` (it may quote the user's
+    text) is written as its code, as a reply writes any control character it quotes: left
+    in, it would end the hint early and move the next ones' offsets."""
+    if _OPEN in command or _CLOSE in command:
+        command = command.replace(_OPEN, "\\u000e").replace(_CLOSE, "\\u000f")
     if " " not in command.strip():
         return command
     return f"{_OPEN}{command}{_CLOSE}"

@@ -30,7 +30,7 @@ from alertbot.chat.commands import (
     parse_command,
 )
 from alertbot.errors import RuleError
-from alertbot.hints import unmarked
+from alertbot.hints import entities, unmarked
 from alertbot.rules.conditions import (
     MAX_DURATION_MS,
     METRICS,
@@ -1065,3 +1065,39 @@ def test_a_rendered_watch_parses_back_to_the_same_values(
     )
     assert watch.condition_text == format_condition(watch.condition)
     assert parse_command(format_watch(watch)) == watch
+
+
+def test_a_long_pasted_list_of_commands_is_answered_within_bounds_naming_the_first() -> None:
+    """Twelve pasted watches get an answer of at most 300 characters: the first commands to
+    send, whole, and a count of the others (the answer used to name every one of them)."""
+    text = " ".join(f"/watch SYMBOL{i}USDT > {10**12 + i}" for i in range(12))
+    with pytest.raises(CommandError) as caught:
+        parse_command(text, BOT)
+    message = unmarked(caught.value.message)
+    assert len(message) <= 300, message
+    assert "send /watch SYMBOL0USDT > 1000000000000, then /watch SYMBOL1USDT" in message
+    assert re.search(r"then the other \d+, each as a message of its own$", message)
+
+
+def test_a_command_too_long_to_copy_is_named_by_its_start() -> None:
+    """A pasted command longer than a line is quoted, cut short, not offered whole to copy."""
+    text = "/watch BTCUSDT > 1 /watch ETHUSDT > " + "9" * 400
+    with pytest.raises(CommandError) as caught:
+        parse_command(text, BOT)
+    message = caught.value.message
+    assert len(unmarked(message)) <= 300
+    assert "'/watch ETHUSDT > 99999999999999…'" in message
+
+
+def test_control_characters_in_a_pasted_command_keep_each_code_span_on_a_whole_command() -> None:
+    """The marks that make commands code spans are control characters; the user's own are
+    written as their codes, so each span still covers exactly one command (the user's used to
+    cut a span short and shift the later ones)."""
+    text = "/watch BTCUSDT > 1 /watch ETH\x0eUSDT > 2\x0f"
+    with pytest.raises(CommandError) as caught:
+        parse_command(text, BOT)
+    plain, spans = entities(caught.value.reply())
+    codes = [plain[start : start + length] for start, length in spans]
+    assert codes[0] == "/watch BTCUSDT > 1"
+    assert all(code.startswith("/") for code in codes), codes
+    assert "\\u000eUSDT > 2\\u000f" in plain

@@ -412,9 +412,28 @@ def _one_command(name: str, message: str, words: list[_Word]) -> None:
     if not starts:
         return
     bounds = [0, *starts, len(message)]
-    pieces = [hint(" ".join(message[a:b].split())) for a, b in pairwise(bounds)]
-    commands = ", then ".join(pieces)
+    pieces = [" ".join(message[a:b].split()) for a, b in pairwise(bounds)]
+    # a pasted list can be long: the answer names what fits and counts the rest
+    shown: list[str] = []
+    size = 0
+    for piece in pieces:
+        # one too long, or with characters that show nothing, is quoted: not one to copy
+        copyable = len(piece) <= _PIECE_MAX and piece.isprintable()
+        piece = hint(piece) if copyable else _q(piece)
+        if shown and size + len(piece) > _PIECES_MAX:
+            break
+        shown.append(piece)
+        size += len(piece) + len(", then ")
+    commands = ", then ".join(shown)
+    if len(shown) < len(pieces):
+        commands += f", then the other {len(pieces) - len(shown)}"
     raise _error(name, f"one command a message: send {commands}, each as a message of its own")
+
+
+#: how much of a pasted list of commands an answer names: a command longer than _PIECE_MAX
+#: is named by its start (quoted), and the commands beyond _PIECES_MAX in all are counted
+_PIECE_MAX = 80
+_PIECES_MAX = 180
 
 
 #: the answer to text in a private chat that is no command
