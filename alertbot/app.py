@@ -40,7 +40,7 @@ from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.loader import RuleFileError, load_files
 from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import WATCH_LABEL, HttpService
-from alertbot.store import PRUNE_START, AlertRecord, PruneCursor, WatchRow
+from alertbot.store import PRUNE_START, AlertRecord, PruneCursor, WatchRow, database_failed
 from alertbot.tasks import cancel_and_wait
 from alertbot.ticker import ParseStats, Ticker
 
@@ -61,6 +61,9 @@ HISTORY_EVERY = 60.0
 #: how long a state save waits for the alerts fired before it to be stored (a slow or failing
 #: disk); then the state is kept for the next save
 STATE_WAIT = 5.0
+#: a chat's pause, or the revival of its ``once`` watches, that the database refused (locked,
+#: full, read-only) is tried again this often, as the outbox retries its writes (seconds)
+WRITE_RETRY = 1.0
 
 # The stop (App._stop) fits in a known time, so that a container runtime's stop timeout can be
 # set above it: at most max(grace, chat_stop_timeout, FINAL_SAVE_WAIT) on the stop's clock,
@@ -393,6 +396,7 @@ class App:
         feed_down_after: float = 120.0,
         heartbeat: float = 0.0,
         state_every: float = 5.0,
+        write_retry: float = WRITE_RETRY,
         own_process: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -410,6 +414,7 @@ class App:
         self.feed_down = False
         self.heartbeat_every = heartbeat
         self.state_every = state_every  # how often the engine's firing state is saved, s
+        self.write_retry = write_retry
         self._unsaved: list[PairState] = []
         self._undropped: list[tuple[str, str | None]] = []  # Engine.dropped, not saved yet
         self._save_lock = asyncio.Lock()  # one save at a time: see save_state
@@ -769,14 +774,18 @@ class App:
         A watch's ``last_fired`` is not taken as a firing, its stored alert is: the two are
         written in one transaction now, but an earlier version wrote ``last_fired`` on its own,
         maybe before the alert, which a crash then lost; not taken, the watch fires again if
-        its condition still holds (at least once, as delivery).
+        its condition still holds (at least once, as delivery). The refused alert a ``once``
+        watch was kept through (WatchRow.revived) is no firing of it.
         """
         engine = self.engine
         rules = {r.id: r for r in engine.rules()}
         watch_symbols: dict[str, str] = {}
+        revived: dict[str, int] = {}
         for row in watch_rows:
             rule_id = watch_id(row)
             watch_symbols[rule_id] = row.symbol
+            if row.revived is not None:
+                revived[rule_id] = row.revived
             if rule_id not in rules:  # not loaded (no token): its state is kept for later
                 with contextlib.suppress(ConditionError):
                     rules[rule_id] = rule_for(row)
@@ -789,6 +798,8 @@ class App:
                 continue  # a rule since removed, or one whose condition was edited since
             if not recorded and fired_at <= last_tick.get(symbol, -1):
                 continue  # older than the state saved with that ticker
+            if fired_at <= revived.get(rule_id, -1):
+                continue  # refused, its watch kept: not delivered, not done
             if rule_id in engine:
                 if not engine.covers(rule_id, symbol):
                     continue
@@ -1067,23 +1078,54 @@ class App:
 
     async def _pause_written(self, chat: int, fired: list[tuple[int, int]]) -> None:
         """The pause of ``chat`` in the database, and its ``once`` watches that ended with a
-        refused alert active again (paused with the chat)."""
+        refused alert active again (paused with the chat).
+
+        A write the database refuses (locked, full, read-only) is tried again every
+        ``write_retry`` seconds until it is written: a revival given up would end for good a
+        watch the chat is told, once back, is active. Each write is complete in itself (the
+        revival needs no state save after it: Store.revive_watches)."""
         book = self.book
         assert book is not None
-        try:
-            await book.save_pause(chat)
-            if not fired:
-                return
-            back = await book.revive(fired)
-            if back:
-                log.info(
-                    "chat %s: %d once watches whose alert it refused stay (paused)", chat, len(back)
-                )
-                # saved now, the refused alert is before the saved state: after a crash, it
-                # would otherwise be taken as the revived watch's firing (and end it)
-                await self.save_state()
-        except Exception:
-            log.exception("chat %s: could not write its pause", chat)
+        paused = False
+        failed = False
+        while True:
+            try:
+                if not paused:
+                    await book.save_pause(chat)
+                    paused = True
+                if fired:
+                    back = await book.revive(fired)
+                    if back:
+                        log.info(
+                            "chat %s: %d once watches whose alert it refused stay (paused)",
+                            chat,
+                            len(back),
+                        )
+            except Exception as exc:
+                if not database_failed(exc):
+                    log.exception("chat %s: could not write its pause", chat)
+                    return
+                if not failed:  # once: the outbox's own retries say the database is down
+                    log.error(
+                        "chat %s: could not write its pause (%s); retrying every %gs",
+                        chat,
+                        exc,
+                        self.write_retry,
+                    )
+                failed = True
+                try:
+                    await asyncio.sleep(self.write_retry)
+                except asyncio.CancelledError:  # the stop, the database still refusing
+                    log.error(
+                        "chat %s: its pause%s could not be written before the stop",
+                        chat,
+                        " and its once watches kept through a refused alert" if fired else "",
+                    )
+                    raise
+                continue
+            if failed:
+                log.info("chat %s: its pause is written now", chat)
+            return
 
     def _chat_moved(self, old: int, new: int) -> None:
         if self.chat is not None:

@@ -96,7 +96,9 @@ CREATE TABLE IF NOT EXISTS watches (
     muted_until REAL,              -- wall clock s
     last_fired  INTEGER,           -- event time ms
     created     REAL NOT NULL,
-    active      INTEGER NOT NULL DEFAULT 1
+    active      INTEGER NOT NULL DEFAULT 1,
+    revived     INTEGER            -- a ``once`` watch kept through its refused alert: that
+                                   -- alert's event time ms, not its firing (revive_watches)
 );
 CREATE INDEX IF NOT EXISTS watches_chat ON watches(chat_id) WHERE active = 1;
 CREATE TABLE IF NOT EXISTS digests (
@@ -145,7 +147,11 @@ CREATE TABLE IF NOT EXISTS last_ticks (    -- each symbol's last ticker, for res
 
 
 #: columns added since the first version, as SQLite adds them to a table made before: at its end
-ADDED_COLUMNS = (("alerts", "seq", "INTEGER"), ("state_saved", "seq", "INTEGER"))
+ADDED_COLUMNS = (
+    ("alerts", "seq", "INTEGER"),
+    ("state_saved", "seq", "INTEGER"),
+    ("watches", "revived", "INTEGER"),
+)
 #: what needs those columns, made once they are there
 AFTER_COLUMNS = "CREATE INDEX IF NOT EXISTS alerts_seq ON alerts(seq);"
 
@@ -222,6 +228,9 @@ class WatchRow:
     muted_until: float | None = None
     last_fired: int | None = None
     created: float = 0.0
+    #: the event time of the refused alert this ``once`` watch was kept through
+    #: (Store.revive_watches): that alert did not end it, after a restart neither
+    revived: int | None = None
 
 
 @dataclass(slots=True)
@@ -513,11 +522,12 @@ class Store:
     def _watches(self, where: str = "", params: tuple[object, ...] = ()) -> list[WatchRow]:
         rows = self.db.execute(
             "SELECT id, chat_id, symbol, condition, cooldown_ms, rearm, once, expires_ms,"
-            f" muted_until, last_fired, created FROM watches WHERE active = 1{where} ORDER BY id",
+            " muted_until, last_fired, created, revived"
+            f" FROM watches WHERE active = 1{where} ORDER BY id",
             params,
         ).fetchall()
         return [
-            WatchRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9], r[10])
+            WatchRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9], r[10], r[11])
             for r in rows
         ]
 
@@ -589,13 +599,17 @@ class Store:
     def revive_watches(self, fired: Sequence[tuple[int, int]]) -> list[WatchRow]:
         """The ``once`` watches ended by the alerts (watch id, event time) of ``fired``, active
         again with no alert (their alert was refused: it reached no one); returns them. A
-        watch ended otherwise (/unwatch, expiry, another alert) stays ended."""
+        watch ended otherwise (/unwatch, expiry, another alert) stays ended.
+
+        Complete in itself: the refused alert is noted as not the watch's firing
+        (WatchRow.revived), so a restart does not take it for one (App._fired_since_saved)
+        whether or not the engine's state was saved after it."""
         with self._transaction() as db:
             for watch, time_ms in fired:
                 db.execute(
-                    "UPDATE watches SET active = 1, last_fired = NULL"
+                    "UPDATE watches SET active = 1, last_fired = NULL, revived = ?"
                     " WHERE id = ? AND once = 1 AND active = 0 AND last_fired = ?",
-                    (watch, time_ms),
+                    (time_ms, watch, time_ms),
                 )
         return [
             row

@@ -92,6 +92,7 @@ class Bot:
             poll_timeout=0.5,
             poll_interval=poll_interval,
             rule_files=rule_files,
+            write_retry=0.05,
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -5,6 +5,7 @@ a real SQLite database."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
 import pytest
@@ -102,6 +103,82 @@ async def test_a_once_watch_whose_alert_was_refused_stays(tmp_path, fakes):
         "failed",
         "forbidden: Forbidden: bot was blocked by the user",
     )
+
+
+async def test_a_kept_once_watch_stays_after_a_restart_though_no_state_save_followed(
+    tmp_path, fakes
+):
+    """The ``once`` watch kept through its refused alert (above) was safe on disk only once the
+    engine's state was saved after it: with every save failing from then until the stop (a
+    trigger refuses them here, as a full disk would), the restart took the refused alert for
+    the watch's firing and ended it, though the user is told it is active. Its revival is one
+    transaction of its own: the watch stays, paused, and alerts once the user is back."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 once")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        other = sqlite3.connect(tmp_path / "alertbot.db", isolation_level=None)
+        other.execute(
+            "CREATE TRIGGER no_state_save BEFORE INSERT ON state_saved"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        await blocked_crossing(bot)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: 1 in book.rows)
+    other.execute("DROP TRIGGER no_state_save")  # the disk is back
+    other.close()
+    tg.unblock(USER)
+    async with Bot(tmp_path, binance, tg) as bot:
+        book = bot.app.book
+        assert book is not None
+        assert [r.id for r in book.of_chat(USER)] == [1]
+        assert USER in book.paused
+        reply = await bot.say("/help")
+        assert reply.startswith("Welcome back: your watch is active again.")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T + 5000)
+        await bot.tick("BTCUSDT", 110, T + 6000)
+        await tg.wait_for(lambda: any(CROSSING in m.text for m in tg.messages_to(USER)))
+        assert 1 not in book.rows  # done now: it alerted
+
+
+async def test_a_once_watch_is_kept_when_the_database_refuses_the_writes_for_a_while(
+    tmp_path, fakes, caplog
+):
+    """The pause and the revival of the ``once`` watch whose alert was refused were tried
+    once: the database refusing writes just then (read-only here, as a full or read-only
+    volume) ended the watch for good, in memory too, and left the pause unwritten. Both are
+    retried until written (one error line), as the outbox retries its writes."""
+    binance, tg = fakes
+    caplog.set_level(logging.INFO)
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 once")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        outbox, store = bot.app.notifier.outbox, bot.app.notifier.store
+        assert outbox is not None
+        assert store is not None
+        book = bot.app.book
+        assert book is not None
+        tg.fail_next(1, status=429, retry_after=1, chat_id=USER)  # tried again in a second
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: any(c.status == 429 for c in tg.calls("sendMessage")))
+        await outbox.db(store.db.execute, "PRAGMA query_only = ON")
+        tg.block(USER)  # the second try is refused
+        await tg.wait_for(lambda: "could not write its pause" in caplog.text)
+        assert 1 not in book.rows
+        await outbox.db(store.db.execute, "PRAGMA query_only = OFF")
+        await tg.wait_for(lambda: 1 in book.rows)
+        assert book.rows[1].last_fired is None
+    store = Store(tmp_path / "alertbot.db")
+    try:
+        assert [w.id for w in store.watches()] == [1]
+        assert USER in store.paused_chats()
+    finally:
+        store.close()
+    errors = [m for r in caplog.records if "could not write its pause" in (m := r.getMessage())]
+    assert len(errors) == 1
 
 
 async def test_a_pause_survives_a_restart(tmp_path, fakes):

@@ -468,3 +468,25 @@ def test_a_database_whose_last_save_went_by_wall_clock_is_read_as_it_was_written
         store.close()
     assert recorded
     assert sorted(a[0] for a in alerts) == ["after", "new"]
+
+
+def test_a_database_of_an_earlier_version_gets_the_column_that_keeps_a_revived_watch(tmp_path):
+    """Store.revive_watches notes the refused alert in ``watches.revived``: a database made
+    before that column has it added at the start, and a revival fills it in."""
+    path = tmp_path / "a.db"
+    store = Store(path)
+    watch = store.add_watch(WatchRow(0, 5, "BTCUSDT", "price > 120", 0, 0.0, True))
+    store.db.execute("ALTER TABLE watches DROP COLUMN revived")  # as an earlier version made it
+    store.write(
+        [AlertRecord(f"w{watch}:BTCUSDT:{T}", f"w{watch}", "BTCUSDT", T, "150", "price > 120",
+                     "", "", watch=watch, ends_watch=True)],
+        [],
+        [],
+    )  # fmt: skip
+    store.close()
+    store = Store(path)
+    try:
+        (row,) = store.revive_watches([(watch, T)])
+        assert (row.id, row.last_fired, row.revived) == (watch, None, T)
+    finally:
+        store.close()
