@@ -357,6 +357,7 @@ def cmd_check(files: Sequence[str]) -> int:
 
 
 def plural(n: int, word: str) -> str:
+    """``n`` and ``word``, in the plural unless ``n`` is 1: the counts of every summary line."""
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -461,16 +462,17 @@ def cmd_replay(
             file=sys.stderr,
         )
     _out("", flush=True)  # the alerts still buffered: a full disk is told here, not at exit
-    skipped = f", {stats.malformed} malformed tickers skipped" if stats.malformed else ""
-    bad_lines = f", {corrupt} corrupt lines skipped" if corrupt else ""
+    skipped = f", {plural(stats.malformed, 'malformed ticker')} skipped" if stats.malformed else ""
+    bad_lines = f", {plural(corrupt, 'corrupt line')} skipped" if corrupt else ""
     foreign = (
-        f", {stats.foreign} tickers of another market skipped (ALERTBOT_MARKET is {market.name})"
+        f", {plural(stats.foreign, 'ticker')} of another market skipped"
+        f" (ALERTBOT_MARKET is {market.name})"
         if stats.foreign
         else ""
     )
     print(
-        f"replayed {messages} messages, {stats.tickers} tickers, "
-        f"{alerts_total} alerts{skipped}{foreign}{bad_lines}",
+        f"replayed {plural(messages, 'message')}, {plural(stats.tickers, 'ticker')}, "
+        f"{plural(alerts_total, 'alert')}{skipped}{foreign}{bad_lines}",
         file=sys.stderr,
     )
     return 0
@@ -565,8 +567,9 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
         await app.run(stop)  # ConfigError: bad database or token, before any connection
         pipeline = app.pipeline
         summary = (
-            f"stopped: {pipeline.stats.tickers} tickers, {pipeline.alerts} alerts, "
-            f"{pipeline.feed.stats.reconnects} reconnects"
+            f"stopped: {plural(pipeline.stats.tickers, 'ticker')}, "
+            f"{plural(pipeline.alerts, 'alert')}, "
+            f"{plural(pipeline.feed.stats.reconnects, 'reconnect')}"
         )
         if log_format == "json":  # every line on stderr one JSON object, as README says
             # handled whatever ALERTBOT_LOG_LEVEL is, as the plain line is printed whatever it is
@@ -759,7 +762,7 @@ def cmd_record(
     repeats = (
         f" ({overlap.repeats} repeated by a second socket, skipped)" if overlap.repeats else ""
     )
-    summary = f"recorded {count} messages to {shown}{repeats}"
+    summary = f"recorded {plural(count, 'message')} to {shown}{repeats}"
     if log_format == "json":  # every line on stderr one JSON object, as with run
         log = logging.getLogger("alertbot")
         log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, summary, (), None))

@@ -397,7 +397,7 @@ def test_replay_skips_a_corrupt_line_naming_it_and_goes_on(
     assert result.returncode == 0
     assert f"{recording}:2: corrupt line skipped" in result.stderr
     assert len(result.stdout.splitlines()) == 2
-    assert "1 corrupt lines skipped" in result.stderr
+    assert "1 corrupt line skipped" in result.stderr
 
 
 def test_replay_names_the_first_corrupt_lines_and_counts_the_rest(
@@ -446,6 +446,23 @@ def test_replay_counts_malformed_tickers_and_skips_them(tmp_path: Path, rules_fi
     result = alertbot("replay", recording, "--rules", rules_file)
     assert result.returncode == 0
     assert "2 malformed tickers skipped" in result.stderr
+
+
+def test_replay_s_summary_says_one_of_each_in_the_singular(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    """Every count of the summary agrees with its number: "1 alert", not "1 alerts"."""
+    lines = [
+        orjson.dumps([tick("ETHUSDT", 1000, "94.5"), {**tick("BTCUSDT", 1000, "1"), "c": "x"}]),
+        b"{not json",
+    ]
+    result = alertbot(
+        "replay", write_recording(tmp_path / "rec.jsonl", lines), "--rules", rules_file
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "replayed 2 messages, 1 ticker, 1 alert, 1 malformed ticker skipped, 1 corrupt line skipped"
+    )
 
 
 @pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz", "REC.JSONL"])
@@ -499,7 +516,7 @@ def test_replay_reads_the_market_alertbot_market_names(tmp_path: Path) -> None:
     )
     assert coinm.returncode == 0, coinm.stderr
     assert "up" in coinm.stdout
-    assert coinm.stderr == "replayed 2 messages, 2 tickers, 1 alerts\n"
+    assert coinm.stderr == "replayed 2 messages, 2 tickers, 1 alert\n"
 
 
 def test_replay_reads_the_market_from_the_config_file_run_uses(tmp_path: Path) -> None:
@@ -514,7 +531,7 @@ def test_replay_reads_the_market_from_the_config_file_run_uses(tmp_path: Path) -
     args = ("replay", recording, "--rules", rules, "--config", config)
     coinm = alertbot(*args, env=env_without("ALERTBOT_MARKET"))
     assert coinm.returncode == 0, coinm.stderr
-    assert coinm.stderr == "replayed 2 messages, 2 tickers, 1 alerts\n"
+    assert coinm.stderr == "replayed 2 messages, 2 tickers, 1 alert\n"
     usdm = alertbot(*args, env=env_without(ALERTBOT_MARKET="usdm"))
     assert usdm.stdout == ""
     assert "2 tickers of another market skipped (ALERTBOT_MARKET is usdm)" in usdm.stderr
@@ -534,7 +551,7 @@ def test_replay_warns_of_a_misspelt_setting_in_the_environment(tmp_path: Path) -
     assert result.stderr == (
         "alertbot replay: warning: environment: unknown setting ALERTBOT_MARKT "
         "(did you mean ALERTBOT_MARKET?); ignored\n"
-        "replayed 2 messages, 2 tickers, 1 alerts\n"
+        "replayed 2 messages, 2 tickers, 1 alert\n"
     )
 
 
@@ -596,7 +613,7 @@ def test_replay_of_a_plain_recording_cut_off_mid_line_warns_as_for_a_gzip(
     assert result.stderr == (
         f"alertbot replay: warning: {broken} is cut off after line 2 (its end is missing: "
         "was the recorder stopped abruptly?); replayed every whole line before the cut\n"
-        "replayed 2 messages, 3 tickers, 1 alerts\n"
+        "replayed 2 messages, 3 tickers, 1 alert\n"
     )
 
 

@@ -76,7 +76,7 @@ async def test_run_prints_an_alert_from_the_live_feed_and_stops_cleanly_on_sigte
     )
     assert "110.5" in line.decode()
     assert code == 0
-    assert "stopped: 2 tickers, 1 alerts" in err
+    assert "stopped: 2 tickers, 1 alert, " in err
     assert "objects kept out of garbage collection after start-up" in err  # its own process
     assert "Traceback" not in err
 
@@ -328,7 +328,7 @@ async def test_record_stops_cleanly_on_sighup_as_when_its_terminal_is_closed(tmp
         proc.send_signal(signal.SIGHUP)
         code, _, err = await finish(proc)
     assert code == 0, err
-    assert f"recorded 1 messages to {out}" in err
+    assert f"recorded 1 message to {out}" in err
     with gzip.open(out, "rb") as fh:  # whole: its end is there
         (line,) = fh.read().splitlines()
     assert orjson.loads(line)["data"]["E"] == T
@@ -352,7 +352,7 @@ async def test_record_stopped_by_two_signals_at_once_still_closes_its_file_whole
         code, _, err = await finish(proc)
     assert code == 0, err
     assert "again" not in err
-    assert "recorded 1 messages to" in err
+    assert "recorded 1 message to" in err
     with gzip.open(out, "rb") as fh:  # whole: its end is there
         (line,) = fh.read().splitlines()
     assert orjson.loads(line)["data"]["E"] == T
@@ -424,7 +424,7 @@ async def test_record_stops_after_its_duration_with_the_whole_market_by_default(
     assert code == 0, err
     (line,) = out.read_bytes().splitlines()
     assert [t["s"] for t in orjson.loads(line)] == ["BTCUSDT", "ETHUSDT"]
-    assert "recorded 1 messages" in err
+    assert "recorded 1 message to" in err
 
 
 async def test_record_reads_the_feed_settings_from_the_config_file_run_uses(tmp_path):
@@ -743,7 +743,7 @@ async def test_an_alert_stored_before_a_sigkill_is_not_repeated_after_the_restar
     # the console's delivery of it was not recorded, and delivery is at least once)
     assert not [line for line in lines if "btc-100" in line and "price 151" in line]
     assert code == 0
-    assert "stopped: 1 tickers, 1 alerts" in err
+    assert "stopped: 1 ticker, 1 alert, " in err
     assert "1 rule states saved before their last alerts" in err
 
 
@@ -948,7 +948,7 @@ async def test_record_logs_in_the_format_and_level_of_its_config_file(tmp_path):
     assert code == 0, err
     records = [orjson.loads(line) for line in err.splitlines()]
     assert any(r["level"] == "DEBUG" for r in records)  # the file's level, not the default INFO
-    assert records[-1]["message"] == f"recorded 1 messages to {out}"
+    assert records[-1]["message"] == f"recorded 1 message to {out}"
 
 
 async def test_a_once_watch_never_ends_on_disk_without_its_alert(tmp_path):
