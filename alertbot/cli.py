@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         "--out", required=True, action=_Once, metavar="FILE", help=".jsonl, or .jsonl.gz (gzip)"
     )
     record.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite FILE when it exists (by default a file with something in it is refused)",
+    )
+    record.add_argument(
         "--streams",
         nargs="+",
         action="extend",  # a default here would be extended too: main() puts it in
@@ -787,6 +792,20 @@ def _hint(command: str, extra: Sequence[str]) -> str:
     return ""
 
 
+def _filled_file(path: str) -> int:
+    """The size of the regular file at ``path``; 0 when there is none, or it is empty, or not a
+    regular file (``-``, /dev/stdout, a pipe: writing to them destroys nothing)."""
+    import stat
+
+    if path == "-":
+        return 0
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # none (or a path that cannot be one): open() says why
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
 def _recording_after_rules(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """``replay --rules a.yaml rec.jsonl``: ``--rules`` takes every name after it, the
     recording too. Take back a last name that is a recording's (``.jsonl``, ``.gz``); without
@@ -813,6 +832,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.parser.error(f"unrecognized arguments: {' '.join(extra)}{_hint(args.command, extra)}")
     if args.command == "replay":
         _recording_after_rules(args, args.parser)
+    if args.command == "record" and not args.force:
+        size = _filled_file(args.out)
+        if size:
+            args.parser.error(
+                f"--out {args.out}: the file exists ({plural(size, 'byte')}); give --force to "
+                "overwrite it"
+            )
     try:
         if args.command == "check":
             return cmd_check(args.files)

@@ -563,6 +563,48 @@ async def test_record_to_a_place_it_cannot_write_says_why_once_before_connecting
     assert not fake.stats.attempts
 
 
+@pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz"])
+async def test_record_refuses_to_overwrite_a_recording_without_force(tmp_path, name):
+    """``--out`` naming a file that has something in it (last week's recording) emptied it at
+    once, unsaid: refused before connecting, exit 2 with the usage and how to overwrite it,
+    and the file is left as it was."""
+    out = tmp_path / name
+    out.write_bytes(b"last week's recording\n")
+    async with FakeBinance() as fake:
+        env = env_for(fake, tmp_path / "db")
+        proc = await start("record", "--out", out, "--duration", "1s", env=env)
+        code, _, err = await finish(proc)
+    assert code == 2
+    assert err.startswith("usage: alertbot record")
+    assert err.endswith(
+        f"alertbot record: error: --out {out}: the file exists (22 bytes); give --force to "
+        "overwrite it\n"
+    )
+    assert not fake.stats.attempts
+    assert out.read_bytes() == b"last week's recording\n"
+
+
+async def test_record_with_force_overwrites_and_an_empty_file_needs_none(tmp_path):
+    """``--force`` replaces an existing recording; an empty file (``mktemp``'s) holds nothing
+    to lose and is written without it."""
+    forced, empty = tmp_path / "forced.jsonl", tmp_path / "empty.jsonl"
+    forced.write_bytes(b"old\n")
+    empty.touch()
+    for out, extra in ((forced, ["--force"]), (empty, [])):
+        async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+            env = env_for(fake, tmp_path / "db")
+            proc = await start("record", "--out", out, *extra, "--streams", "BTCUSDT", env=env)
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, 20)
+            await fake.publish([mini_ticker("BTCUSDT", 70_000, T)])
+            await fake.wait_for(lambda f=fake: f.connections[0].frames_out >= 1)
+            await asyncio.sleep(0.2)  # let the recorder read it
+            proc.send_signal(signal.SIGTERM)
+            code, _, err = await finish(proc)
+        assert code == 0, err
+        (line,) = out.read_bytes().splitlines()
+        assert orjson.loads(line)["data"]["E"] == T
+
+
 async def test_record_warns_of_a_symbol_the_exchange_does_not_list(tmp_path):
     """Binance takes a stream of a symbol it does not list and then sends nothing on it: a
     typo recorded nothing, for as long as it ran, without a word. As ``run`` does for rules,
