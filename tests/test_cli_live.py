@@ -81,6 +81,107 @@ async def test_run_prints_an_alert_from_the_live_feed_and_stops_cleanly_on_sigte
     assert "Traceback" not in err
 
 
+GONE_NOTE = (
+    "console: stdout is closed (nothing reads it): alerts are no longer printed; each is still "
+    "stored in the database and logged (alertbot.alerts)"
+)
+
+
+async def test_run_started_without_a_stdout_says_so_and_stops_without_waiting(tmp_path):
+    """``alertbot run >&-``: Python has no sys.stdout, and the console's thread died on its
+    first alert with a traceback, leaving the delivery open (the stop then waited its whole
+    grace for it). Now the alert is stored as failed with why, said once."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - id: up\n    symbols: [BTCUSDT]\n    when: price > 100\n")
+    db = tmp_path / "alertbot.db"
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", 'exec "$0" "$@" >&-', sys.executable, "-m", "alertbot.cli", "run",
+            "--rules", str(rules), cwd=ROOT, env=env_for(fake, db),
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T)])
+
+            def state() -> list[tuple[str, str | None]]:
+                with sqlite3.connect(db) as con:
+                    return con.execute("SELECT state, last_error FROM deliveries").fetchall()
+
+            await fake.wait_for(lambda: state() not in ([], [("pending", None)]))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        _, err_bytes = await asyncio.wait_for(proc.communicate(), 30)
+    err = err_bytes.decode()
+    assert proc.returncode == 0, err
+    assert state() == [("failed", "console: stdout is closed")]
+    (note,) = [line for line in err.splitlines() if "stdout is closed" in line]
+    assert note.endswith(GONE_NOTE)
+    assert "Traceback" not in err
+    assert "deliveries open" not in err
+
+
+async def test_run_whose_stdout_reader_left_says_so_once_and_keeps_every_alert(tmp_path):
+    """``alertbot run | head -1``: once head has its line, stdout is a pipe with no reader.
+    Each later console alert was written into it, failed with "[Errno 32] Broken pipe", and
+    nothing said so; at the stop Python flushed stdout's buffer into the pipe again, printed
+    "Exception ignored ... BrokenPipeError" and exited 120. Now one warning says the console
+    is gone and what still holds the alerts; the later ones are stored (failed, with that
+    reason) and logged, not written; the bot runs on until stopped, and exits 0."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        + "".join(
+            f"  - id: up{x}\n    symbols: [BTCUSDT]\n    when: price crosses above {x}\n"
+            for x in (100, 200, 300)
+        )
+    )
+    db = tmp_path / "alertbot.db"
+    read, write = os.pipe()
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        env = env_for(fake, db)
+        del env["PYTHONUNBUFFERED"]  # as a user runs it: stdout buffered, as a pipe is
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "alertbot.cli", "run", "--rules", str(rules),
+            cwd=ROOT, env=env, stdout=write, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        os.close(write)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1000)])
+            first = await asyncio.to_thread(os.read, read, 4096)  # head -1 has its line...
+            os.close(read)  # ...and exits
+            await fake.publish([mini_ticker("BTCUSDT", 210, T + 2000)])
+            await fake.publish([mini_ticker("BTCUSDT", 310, T + 3000)])
+
+            def states() -> dict[str, tuple[str, str | None]]:
+                with sqlite3.connect(db) as con:
+                    rows = con.execute("SELECT alert_id, state, last_error FROM deliveries")
+                    return {r[0].split(":")[0]: (r[1], r[2]) for r in rows}
+
+            await fake.wait_for(lambda: len(states()) == 3 and "pending" not in str(states()))
+            assert proc.returncode is None  # runs on
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        _, err_bytes = await asyncio.wait_for(proc.communicate(), 30)
+    err = err_bytes.decode()
+    assert proc.returncode == 0, err
+    assert first.startswith(b"2026-02-25 06:13:21 UTC  up100  BTCUSDT price crosses above 100")
+    gone = "console: stdout is closed"
+    assert states() == {
+        "up100": ("sent", None),
+        "up200": ("failed", gone),
+        "up300": ("failed", gone),
+    }
+    notes = [line for line in err.splitlines() if "stdout is closed" in line]
+    assert len(notes) == 1, err
+    assert notes[0].endswith(f"WARNING alertbot.notify: {GONE_NOTE}")
+    assert "alert up300 BTCUSDT" in err  # the log still has it
+    assert "Traceback" not in err
+    assert "Exception ignored" not in err
+
+
 async def test_a_second_run_on_the_same_database_refuses_to_start(tmp_path):
     """Two bots on one database would each resume and attempt every open delivery: every
     alert twice. The second one says why and exits 1; the first runs on."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -80,15 +81,42 @@ def alert_id(rule: str, symbol: str, time: int) -> str:
     return f"{rule}:{symbol}:{time}"
 
 
+#: a console delivery's error once stdout takes no more lines (ConsoleSender.gone)
+CONSOLE_GONE = "console: stdout is closed"
+
+
+def _drop_buffer(out: TextIO, exc: Exception) -> None:
+    """Point ``out``'s descriptor at /dev/null after a broken pipe: the lines left in its
+    buffer would be flushed again at exit, where Python prints "Exception ignored ...
+    BrokenPipeError" and exits 120 (the Python documentation's advice for SIGPIPE)."""
+    if not isinstance(exc, BrokenPipeError):
+        return
+    try:
+        fd = out.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no descriptor (a StringIO): nothing flushes it at exit
+        return
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 class ConsoleSender:
     """The embedded default: one line per alert on ``out`` (stdout), written by a thread of its
     own. Lines that wait together are written together, with one flush; a slow or blocked
     stdout (a terminal, a full pipe) holds up only the console's own queue, never the event loop
-    or the other destinations. Results are reported on the event loop, in order."""
+    or the other destinations. Results are reported on the event loop, in order.
 
-    def __init__(self, report: Report, out: TextIO) -> None:
+    A stdout whose reader went away (``alertbot run | head -1``: a pipe nobody reads), or none
+    at all (``>&-``: ``out`` is None), never comes back: said once, and from then on nothing is
+    written; the alerts stay stored (failed, saying so) and logged."""
+
+    def __init__(self, report: Report, out: TextIO | None) -> None:
         self.report = report
         self.out = out
+        #: why stdout takes no more lines, for good (see above); None while it does
+        self.gone: str | None = None
         self._loop = asyncio.get_running_loop()
         self._queue: deque[Delivery] = deque()
         self._cond = threading.Condition()
@@ -132,19 +160,42 @@ class ConsoleSender:
                 f"{format_time(d.alert.time)}  {d.alert.rule}  {one_line(d.alert.text)}\n"
                 for d in batch
             )
-            error: str | None = None
+            error = self.gone
+            went = False
+            if error is None:
+                error = self._write(text)
+                went = self.gone is not None
             try:
-                self.out.write(text)
-                self.out.flush()
-            except (OSError, ValueError) as exc:  # a closed stdout is no reason to stop
-                error = f"console: {exc}"
-            self.writes += 1
-            try:
-                self._loop.call_soon_threadsafe(self._done, batch, error)
+                self._loop.call_soon_threadsafe(self._done, batch, error, went)
             except RuntimeError:  # the loop is closed: the batch stays open in the database
                 return
 
-    def _done(self, batch: list[Delivery], error: str | None) -> None:
+    def _write(self, text: str) -> str | None:
+        """Write and flush ``text``; None, or why it failed (setting :attr:`gone` when stdout
+        is gone for good)."""
+        out = self.out
+        self.writes += 1
+        try:
+            if out is None:  # started without one (``>&-``)
+                raise ValueError("no stdout")
+            out.write(text)
+            out.flush()
+        except (BrokenPipeError, ValueError) as exc:  # ValueError: a closed file
+            self.gone = CONSOLE_GONE
+            if out is not None:
+                _drop_buffer(out, exc)
+            return CONSOLE_GONE
+        except OSError as exc:  # a full disk under ``> file``: it may have room later
+            return f"console: {exc}"
+        return None
+
+    def _done(self, batch: list[Delivery], error: str | None, went: bool = False) -> None:
+        if went:
+            log.warning(
+                "%s (nothing reads it): alerts are no longer printed; each is still stored in "
+                "the database and logged (alertbot.alerts)",
+                CONSOLE_GONE,
+            )
         for d in batch:
             if error is None:
                 d.state = "sent"
