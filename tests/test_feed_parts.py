@@ -30,7 +30,13 @@ from tests.fakes.binance import mini_ticker
 
 
 def el(symbol: str, time: int, close: str = "1") -> dict[str, object]:
-    return {"e": "24hrMiniTicker", "E": time, "s": symbol, "c": close}
+    """A ticker whose only moving metric is its price (high and low follow it)."""
+    return {
+        "e": "24hrMiniTicker",
+        "E": time,
+        "s": symbol,
+        **{"c": close, "o": close, "h": close, "l": close, "v": "1", "q": "1"},
+    }
 
 
 # ---------------------------------------------------------------- URLs and streams
@@ -329,7 +335,7 @@ async def test_handoff_conflation_keeps_a_level_crossed_and_crossed_back():
     engine.process_message([mini_ticker("BTCUSDT", 90, 1)], stats)
     h = Handoff(capacity=1)
     for time, price in ((2, 110), (3, 95), (4, 105), (5, 92)):
-        h.put([mini_ticker("BTCUSDT", price, time, open=100)])
+        h.put([mini_ticker("BTCUSDT", price, time, open=100, high=120, low=80)])
     assert len(h) == 1
     alerts = [a for m in await h.get() for a in engine.process_message(m, stats)]
     assert [(a.ticker.time, a.direction) for a in alerts] == [(2, "up"), (5, "down")]

@@ -4,26 +4,33 @@ The sockets must never wait for the engine (a socket that is not read makes Bina
 connection), and memory must not grow when the engine falls behind. Messages are queued as they
 are, decoded or as the bytes of a frame (which the engine reads without decoding); when
 ``capacity`` messages are waiting, everything waiting is decoded and conflated into one message
-holding, per symbol, at most three tickers in event-time order: the newest, and those of the
-lowest and the highest price among the conflated ones. The engine catches up on the latest state
-instead of replaying stale ticks, and every price level the conflated ticks reached is still
-crossed, both ways: a level crossed and crossed back while the engine was behind is alerted, as
-it would have been tick by tick (a second round trip over the same level is not). Frames that
+holding, per symbol, in event-time order, the newest ticker and those of the lowest and the
+highest value of every metric a condition can name (price, change_24h, range_24h, volume,
+quote_volume, high, low) among the conflated ones: at most fifteen, usually a few, as one tick
+often holds several extremes. The engine catches up on the latest state instead of replaying
+stale ticks, and every level the conflated ticks reached, of any metric, is still crossed, both
+ways: a level crossed and crossed back while the engine was behind is alerted, as it would have
+been tick by tick (a second round trip over the same level is not). Only ticks the engine would
+take are weighed, read as it reads them; the others are passed on for it to count. Frames that
 turn out not to be JSON then are handed to ``invalid`` (the feed counts them) and dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import orjson
 
+from alertbot.ticker import Fields, ParseStats, parse_element, percent, read_element
+
 #: malformed elements kept through a conflation (the engine counts them); beyond, dropped
 _MAX_ODD = 1000
+
+_INF = float("inf")
 
 
 def _elements(obj: Any) -> list[Any]:
@@ -34,46 +41,33 @@ def _elements(obj: Any) -> list[Any]:
     return [obj]
 
 
-def _price(text: Any) -> float | None:
-    """A ticker's price as the engine reads it, or None: left for the engine to count."""
-    if type(text) is not str:
-        return None
-    try:
-        price = float(text)
-    except ValueError:
-        return None
-    return price if math.isfinite(price) else None
+def _tick(
+    time: int, el: Any, c: float, o: float, h: float, lo: float, v: float, q: float
+) -> tuple[Any, ...]:
+    """The tick with the metrics a condition can name, as the engine computes them: price,
+    volume, quote_volume, high, low, and change_24h and range_24h twice, NaN (a percentage of
+    0, not computable) made no extreme of either side."""
+    change = percent(c - o, o)
+    range_ = percent(h - lo, lo)
+    change_lo, change_hi = (change, change) if change == change else (_INF, -_INF)
+    range_lo, range_hi = (range_, range_) if range_ == range_ else (_INF, -_INF)
+    return (time, el, c, v, q, h, lo, change_lo, range_lo, change_hi, range_hi)
 
 
-class _Ticks:
-    """One symbol's tickers kept through a conflation: of those the engine would take (each newer
-    than the one before; it drops a tick as old as its last), the newest, and the first of the
-    lowest and of the highest price."""
+_LOWEST = [itemgetter(k) for k in range(2, 9)]
+_HIGHEST = [itemgetter(k) for k in (2, 3, 4, 5, 6, 9, 10)]
 
-    __slots__ = ("high", "high_price", "low", "low_price", "newest", "time")
 
-    def __init__(self, el: Any, time: int, price: float) -> None:
-        self.time = time
-        self.newest = self.low = self.high = el
-        self.low_price = self.high_price = price
-
-    def add(self, el: Any, time: int, price: float) -> None:
-        if time <= self.time:
-            return  # older than a tick already taken: the engine would drop it
-        self.time = time
-        self.newest = el
-        if price < self.low_price:
-            self.low, self.low_price = el, price
-        elif price > self.high_price:
-            self.high, self.high_price = el, price
-
-    def in_order(self) -> list[Any]:
-        """The kept tickers, each once, oldest first."""
-        kept: list[Any] = []
-        for el in sorted((self.low, self.high, self.newest), key=lambda e: e["E"]):
-            if not kept or kept[-1] is not el:
-                kept.append(el)
-        return kept
+def _kept(ticks: list[tuple[Any, ...]]) -> list[Any]:
+    """Of one symbol's ticks (oldest first, each newer than the one before), the newest and per
+    metric the first of the lowest and of the highest value: each once, oldest first."""
+    if len(ticks) <= 2:
+        return [t[1] for t in ticks]
+    kept = {t[0]: t[1] for t in [min(ticks, key=k) for k in _LOWEST]}
+    kept.update((t[0], t[1]) for t in [max(ticks, key=k) for k in _HIGHEST])
+    newest = ticks[-1]
+    kept[newest[0]] = newest[1]
+    return [kept[time] for time in sorted(kept)]
 
 
 class Handoff:
@@ -95,7 +89,7 @@ class Handoff:
         self._items: deque[Any] = deque()
         self._ready = asyncio.Event()
         self.conflations = 0  # how often the engine was behind
-        self.dropped = 0  # tickers a conflation left out (see _Ticks), or odd ones dropped
+        self.dropped = 0  # tickers a conflation left out (see _kept), or odd ones dropped
 
     def __len__(self) -> int:
         return len(self._items)
@@ -108,9 +102,11 @@ class Handoff:
         self._ready.set()
 
     def _conflate(self, message: Any) -> None:
-        symbols: dict[str, _Ticks] = {}
+        symbols: dict[str, list[tuple[Any, ...]]] = {}
         odd: list[Any] = []
         total = 0
+        f = Fields(self.market_st)
+        scratch = ParseStats(market_st=self.market_st)
         for item in (*self._items, message):
             if type(item) is bytes:
                 try:
@@ -120,28 +116,32 @@ class Handoff:
                     continue
             for el in _elements(item):
                 total += 1
-                if type(el) is dict:
-                    symbol = el.get("s")
-                    time = el.get("E")
-                    st = el.get("st")
-                    price = _price(el.get("c"))
-                    if (
-                        type(symbol) is str
-                        and type(time) is int
-                        and price is not None
-                        and (st is None or st == self.market_st)
-                    ):
-                        ticks = symbols.get(symbol)
-                        if ticks is None:
-                            symbols[symbol] = _Ticks(el, time, price)
-                        else:
-                            ticks.add(el, time, price)
+                if read_element(el, f):
+                    tick = _tick(
+                        f.time, el, f.close, f.open, f.high, f.low, f.volume, f.quote_volume
+                    )
+                    symbol = f.symbol
+                else:
+                    # the forms the engine reads in Python (numbers as JSON numbers); the
+                    # engine counts what is wrong with the others itself
+                    t = parse_element(el, scratch)
+                    if t is None:
+                        if len(odd) < _MAX_ODD:
+                            odd.append(el)
                         continue
-                if len(odd) < _MAX_ODD:
-                    odd.append(el)
+                    tick = _tick(
+                        t.time, el, t.close, t.open, t.high, t.low, t.volume, t.quote_volume
+                    )
+                    symbol = t.symbol
+                ticks = symbols.get(symbol)
+                if ticks is None:
+                    symbols[symbol] = [tick]
+                elif tick[0] > ticks[-1][0]:
+                    ticks.append(tick)
+                # else older than a tick already taken: the engine would drop it
         merged = odd
         for ticks in symbols.values():
-            merged.extend(ticks.in_order())
+            merged.extend(_kept(ticks))
         self.dropped += total - len(merged)
         self.conflations += 1
         self._items.clear()
