@@ -7,7 +7,9 @@ ticker. Malformed elements are counted and skipped; nothing in here raises for b
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -94,11 +96,22 @@ def _number(value: Any) -> float:
     raise ValueError
 
 
+class Unreadable:
+    """An element of a frame that orjson refused while the frame around it is well-formed (see
+    :func:`salvage`): it stays in its place and is counted as malformed, for ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Unreadable({self.reason!r})"
+
+
 def parse_element(obj: Any, stats: ParseStats) -> Ticker | None:
     """One ticker object, or None (counted in ``stats``) when it is not a usable ticker of the
     market read (``stats.market_st``)."""
     if type(obj) is not dict:
-        stats.skip("not an object")
+        stats.skip(obj.reason if isinstance(obj, Unreadable) else "not an object")
         return None
     st = obj.get("st")
     if st is not None and st != stats.market_st:
@@ -290,10 +303,136 @@ def tickers_from_obj(obj: Any, stats: ParseStats) -> list[Ticker]:
     return out
 
 
+#: the tokens of JSON text that give it its structure: strings (any byte inside, escapes read
+#: as such) and punctuation; numbers, literals and whitespace lie between them
+_TOKEN: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},:]', re.DOTALL)
+_QUOTE, _COLON, _COMMA = ord('"'), ord(":"), ord(",")
+_OPEN, _CLOSE = b"[{", b"]}"
+
+
+def _refuse(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def salvage(raw: bytes) -> list[Any] | None:
+    """The elements of an array frame (bare, or in a combined-stream wrapper) that orjson refused
+    as a whole because of some elements alone: each of those an :class:`Unreadable`, the others
+    as orjson decodes them. None when that is not certain: the frame is refused whole.
+
+    Only where every element's bounds are certain: the frame must be well-formed JSON once its
+    invalid UTF-8 is replaced (which never touches an ASCII byte, so quotes, brackets and commas
+    stay where they are) and lone surrogate escapes are allowed (the json module takes them,
+    orjson does not). A frame cut short or garbled in its structure is refused whole, and so is
+    one of a single object: it has nothing else to keep. Slow, and only for frames orjson
+    refused, which Binance does not send.
+    """
+    try:
+        whole = json.loads(raw.decode("utf-8", "replace"), parse_constant=_refuse)
+    except (ValueError, RecursionError):
+        return None
+    open_at = 0
+    data: Any = whole
+    if type(whole) is dict and "data" in whole and "stream" in whole:
+        data = whole["data"]
+        open_at = _data_array(raw)
+    elif type(whole) is list:
+        open_at = raw.index(b"[")
+    if type(data) is not list or open_at < 0:
+        return None
+    spans = _element_spans(raw, open_at)
+    if spans is None or len(spans) != len(data):
+        return None
+    out: list[Any] = []
+    for start, end in spans:
+        span = raw[start:end]
+        try:
+            out.append(orjson.loads(span))
+        except orjson.JSONDecodeError:
+            try:
+                span.decode("utf-8")
+            except UnicodeDecodeError:
+                out.append(Unreadable("invalid UTF-8"))
+            else:
+                out.append(Unreadable("invalid JSON"))
+    return out
+
+
+def _data_array(raw: bytes) -> int:
+    """Where the array that is the value of the last ``data`` key of a well-formed top-level
+    object begins (the one the json module and orjson take); -1 when there is none."""
+    depth = 0
+    key = b""
+    last = b""
+    value = False  # the next token at depth 1 begins a value
+    found = -1
+    for m in _TOKEN.finditer(raw):
+        at = m.start()
+        ch = raw[at]
+        if ch == _QUOTE:
+            if depth == 1:
+                if value:
+                    value = False
+                else:
+                    last = m.group()
+        elif ch == _COLON:
+            if depth == 1:
+                key = last
+                value = True
+        elif ch in _OPEN:
+            if depth == 1 and value:
+                value = False
+                if ch == _OPEN[0] and json.loads(key.decode("utf-8", "replace")) == "data":
+                    found = at
+            depth += 1
+        elif ch in _CLOSE:
+            depth -= 1
+        else:  # a comma
+            if depth == 1:
+                value = False
+    return found
+
+
+def _element_spans(raw: bytes, open_at: int) -> list[tuple[int, int]] | None:
+    """The byte spans of the elements of the well-formed array that begins at ``open_at``."""
+    depth = 0
+    spans: list[tuple[int, int]] = []
+    start = open_at + 1
+    for m in _TOKEN.finditer(raw, open_at):
+        at = m.start()
+        ch = raw[at]
+        if ch in (_QUOTE, _COLON):
+            continue
+        if ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                if spans or raw[start:at].strip():
+                    spans.append((start, at))
+                return spans
+        elif depth == 1:  # a comma between two elements
+            spans.append((start, at))
+            start = m.end()
+    return None
+
+
+def decode_frame(raw: bytes) -> Any:
+    """``orjson.loads(raw)``, or when orjson refuses an array frame for some elements alone,
+    its elements (:func:`salvage`); raises ``orjson.JSONDecodeError`` as orjson does when the
+    frame is not that."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        elements = salvage(raw)
+        if elements is None:
+            raise
+        return elements
+
+
 def parse_message(raw: bytes | str, stats: ParseStats) -> list[Ticker]:
     """Tickers from one WebSocket message; malformed input is counted in ``stats`` and skipped."""
     try:
-        obj = orjson.loads(raw)
+        obj = decode_frame(raw) if isinstance(raw, bytes) else orjson.loads(raw)
     except orjson.JSONDecodeError:
         stats.skip("invalid JSON")
         return []

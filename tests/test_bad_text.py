@@ -274,9 +274,10 @@ def _frame(*elements: tuple[str, float, int]) -> bytes:
 
 @pytest.mark.parametrize("stream", ["symbols", "all"])
 async def test_a_ticker_whose_symbol_is_a_lone_surrogate_escape_is_counted_and_skipped(stream):
-    """orjson refuses a lone surrogate, so a frame with one is an invalid JSON frame to the
-    feed (C core and Python parser alike, both decode such a frame with orjson): no symbol
-    that no text can hold reaches the engine, an alert or the database, and the feed goes on."""
+    """orjson refuses a lone surrogate: the element with one is counted (a malformed ticker,
+    invalid JSON) and skipped, and the rest of its frame is read (C core and Python parser
+    alike); no symbol that no text can hold reaches the engine, an alert or the database, and
+    the feed goes on."""
     async with (
         FakeBinance() as fake,
         FeedBot(fake, [feed_rule("crosses above 100")], stream=stream) as bot,
@@ -285,10 +286,10 @@ async def test_a_ticker_whose_symbol_is_a_lone_surrogate_escape_is_counted_and_s
             {"btcusdt@miniTicker"} if stream == "symbols" else {"!miniTicker@arr"}
         )
         await bot.tick(90, T)
-        await fake.send_raw(_frame(("BTC\\ud800USDT", 110.0, T + 500)))
-        await bot.tick(110, T + 1_000)
-        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
-        assert bot.feed.health().problems == {"invalid JSON frame": 1}
+        await fake.send_raw(_frame(("BTC\\ud800USDT", 120.0, T + 500), ("BTCUSDT", 110.0, T + 500)))
+        await bot.tick(111, T + 1_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 500)]
+        assert bot.feed.health().problems == {"malformed ticker (invalid JSON)": 1}
         assert all(is_text(s) for s in bot.engine.symbols())
 
 

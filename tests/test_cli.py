@@ -400,6 +400,23 @@ def test_replay_skips_a_corrupt_line_naming_it_and_goes_on(
     assert "1 corrupt line skipped" in result.stderr
 
 
+def test_replay_reads_a_line_whose_one_ticker_is_not_utf8_without_that_ticker(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    """A line that is whole but for a byte that is no UTF-8 in one ticker is no corrupt line:
+    its other tickers are replayed, and that one is counted as a malformed ticker."""
+    line = orjson.dumps([tick("ETH#USDT", 2000, "90"), tick("BTCUSDT", 2000, "106.50")])
+    lines = [RECORDING[0], line.replace(b"#", b"\xff"), RECORDING[2]]
+    recording = write_recording(tmp_path / "rec.jsonl", lines)
+    result = alertbot("replay", recording, "--rules", rules_file)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2  # BTCUSDT over 105 at 2000, ETHUSDT at 3000
+    assert "BTCUSDT over 105 at 106.50" in result.stdout
+    assert result.stderr.splitlines()[-1] == (
+        "replayed 3 messages, 4 tickers, 2 alerts, 1 malformed tickers skipped"
+    )
+
+
 def test_replay_names_the_first_corrupt_lines_and_counts_the_rest(
     tmp_path: Path, rules_file: Path
 ) -> None:

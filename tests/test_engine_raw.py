@@ -1,4 +1,5 @@
-"""Engine.process_raw (the C core reads frame bytes) equals process_message(orjson.loads(raw)).
+"""Engine.process_raw (the C core reads frame bytes) equals process_message(decode_frame(raw)),
+which is orjson.loads(raw) but for an array frame orjson refuses for some elements alone.
 
 Frames are generated as bytes, in Binance's plain form and in every other spelling JSON allows
 (whitespace, key order, escapes, exponents, long and negative numbers, nested values), plus
@@ -20,7 +21,7 @@ from alertbot.rules.conditions import parse
 from alertbot.rules.engine import Alert, Engine
 from alertbot.rules.loader import load_text
 from alertbot.rules.model import Rule
-from alertbot.ticker import ParseStats
+from alertbot.ticker import ParseStats, decode_frame
 
 # every engine test runs over both implementations of the core
 pytestmark = pytest.mark.usefixtures("core_impl")
@@ -198,7 +199,7 @@ def _run(engine: Engine, raw: bytes, stats: ParseStats, *, direct: bool) -> Any:
     try:
         if direct:
             return _key(engine.process_raw(raw, stats))
-        return _key(engine.process_message(orjson.loads(raw), stats))
+        return _key(engine.process_message(decode_frame(raw), stats))
     except orjson.JSONDecodeError:
         return "invalid JSON"
 
@@ -399,3 +400,140 @@ def test_event_times_of_every_length_are_read_as_decoding_reads_them(time: int) 
     assert last.time == time + 1
     assert last == decoded.last_ticker("BTCUSDT")
     assert stats_raw == stats_decoded
+
+
+# ------------------------------------------------------------------ one bad element in a frame
+
+_GOOD = [_ticker(s, 2_000, "101") for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
+
+
+def _with_bad(bad: bytes, wrap: Any) -> tuple[bytes, bytes]:
+    """A frame of three good tickers with ``bad`` (an element's bytes) second, and the same
+    frame without it."""
+    parts = [orjson.dumps(el) for el in _GOOD]
+    whole = wrap(b"[" + b",".join([parts[0], bad, *parts[1:]]) + b"]")
+    alone = wrap(b"[" + b",".join(parts) + b"]")
+    return whole, alone
+
+
+_BAD_ELEMENTS = [
+    # invalid UTF-8 in the symbol: a byte that is no character, a sequence cut short, a surrogate
+    pytest.param(
+        orjson.dumps(_ticker("BTC#USDT", 2_000, "1")).replace(b"#", b"\xff"),
+        "invalid UTF-8",
+        id="xff",
+    ),
+    pytest.param(
+        orjson.dumps(_ticker("BTC#USDT", 2_000, "1")).replace(b"#", b"\xe5\xb8"),
+        "invalid UTF-8",
+        id="cut-short",
+    ),
+    pytest.param(
+        orjson.dumps(_ticker("BTC#USDT", 2_000, "1")).replace(b"#", b"\xed\xa0\xbd"),
+        "invalid UTF-8",
+        id="surrogate-bytes",
+    ),
+    # well-formed JSON that orjson refuses: a lone surrogate escape, a number beyond a double
+    pytest.param(
+        orjson.dumps(_ticker("BTC#USDT", 2_000, "1")).replace(b"#", b"\\ud800"),
+        "invalid JSON",
+        id="lone-surrogate-escape",
+    ),
+    pytest.param(
+        orjson.dumps({**_ticker("XUSDT", 2_000, "1"), "x": 0}).replace(b'"x":0', b'"x":1e400'),
+        "invalid JSON",
+        id="number-out-of-range",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda b: b, lambda b: b'{"stream":"!miniTicker@arr","data":' + b + b"}"],
+    ids=["array", "combined"],
+)
+@pytest.mark.parametrize(("bad", "reason"), _BAD_ELEMENTS)
+def test_one_unreadable_element_costs_only_itself_not_the_frame(
+    bad: bytes, reason: str, wrap: Any
+) -> None:
+    """A frame orjson refuses for one element's text alone (its boundaries certain) is read as
+    the frame of its good elements alone: same alerts, same last ticks, same counts but the one
+    element, counted as a malformed ticker of its kind."""
+    whole, alone = _with_bad(bad, wrap)
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(whole)  # the case is what it says
+    engine, reference = Engine(RULES), Engine(RULES)
+    stats, want_stats = ParseStats(), ParseStats()
+    first = orjson.dumps([_ticker(el["s"], 1_000, "99") for el in _GOOD])
+    engine.process_raw(first, stats)
+    reference.process_raw(first, want_stats)
+    got = _key(engine.process_raw(whole, stats))
+    assert got == _key(reference.process_raw(alone, want_stats))
+    assert ("up", "BTCUSDT", 2_000, "101") in got
+    want_stats.skip(reason)
+    assert stats == want_stats
+    assert engine.symbols() == reference.symbols()
+    for symbol in reference.symbols():
+        assert engine.last_ticker(symbol) == reference.last_ticker(symbol)
+
+
+_GOOD_FRAME = orjson.dumps(_GOOD)
+_XFF = _GOOD_FRAME.replace(b"ETHUSDT", b"ETH\xffUSDT")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _XFF[:-1],  # cut short: where the last element ends is not known
+        _XFF[: _XFF.index(b"ETH")],
+        _XFF.replace(b'"c":"101"', b'"c":"101', 1),  # a quote lost: boundaries move
+        _XFF.replace(b"},{", b"}{", 1),  # a comma lost
+        _XFF.replace(b"},{", b"},,{", 1),
+        _XFF.replace(b'"c":"101"', b'"c":NaN', 1),  # not JSON
+        _XFF.replace(b"[", b"[\xff,", 1),  # invalid UTF-8 outside a string
+        _XFF + b"]",
+        b'{"e":"24hrMiniTicker","E":3,"s":"ETH\xffUSDT","c":"1"}',  # one object: nothing to keep
+        b'{"stream":"ethusdt@miniTicker","data":{"e":"24hrMiniTicker","s":"ETH\xff"}}',
+    ],
+    ids=repr,
+)
+def test_a_frame_whose_structure_is_uncertain_is_still_refused_whole(raw: bytes) -> None:
+    engine = Engine(RULES)
+    stats = ParseStats()
+    engine.process_raw(orjson.dumps([_ticker("BTCUSDT", 1_000, "99")]), stats)
+    with pytest.raises(orjson.JSONDecodeError):
+        engine.process_raw(raw, stats)
+    last = engine.last_ticker("BTCUSDT")
+    assert last is not None
+    assert last.time == 1_000
+    assert stats == ParseStats(tickers=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.lists(_element(), min_size=1, max_size=6), st.booleans())
+def test_invalid_utf8_in_one_element_of_any_spelling_reads_as_the_frame_without_it(
+    data: st.DataObject, elements: list[Any], wrapped: bool
+) -> None:
+    """Whatever the spelling of the frame, a byte that is no UTF-8 inside one element's string
+    costs that element alone: the rest fires and counts as a frame of the others would."""
+    parts = [_dump(data.draw, el) for el in elements]
+    bad = data.draw(st.sampled_from([i for i, p in enumerate(parts) if '"' in p] or [-1]))
+    if bad < 0:
+        return  # no string to put the byte in
+    q = parts[bad].index('"') + 1
+    encoded = [p.encode() for p in parts]
+    encoded[bad] = (
+        encoded[bad][:q] + data.draw(st.sampled_from([b"\xff", b"\xc0\x80"])) + encoded[bad][q:]
+    )
+    frame = b"[" + b",".join(encoded) + b"]"
+    others = b"[" + b",".join(e for i, e in enumerate(encoded) if i != bad) + b"]"
+    if wrapped:
+        frame = b'{"stream":"!miniTicker@arr","data":' + frame + b"}"
+    engine, reference = Engine(RULES), Engine(RULES)
+    stats, want_stats = ParseStats(), ParseStats()
+    assert _key(engine.process_raw(frame, stats)) == _key(reference.process_raw(others, want_stats))
+    want_stats.skip("invalid UTF-8")
+    assert stats == want_stats
+    assert engine.symbols() == reference.symbols()
+    for symbol in reference.symbols():
+        assert engine.last_ticker(symbol) == reference.last_ticker(symbol)

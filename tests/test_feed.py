@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import orjson
 import pytest
 
 from alertbot.app import Pipeline
@@ -332,6 +333,23 @@ async def test_invalid_utf8_in_a_text_frame_is_counted_and_skipped():
         await bot.tick(110, T + 1_000)
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
         assert bot.feed.health().problems == {"invalid JSON frame": 1}
+        assert fake.stats.handshakes == 1
+
+
+@pytest.mark.parametrize("stream", ["symbols", "all"])
+async def test_invalid_utf8_in_one_ticker_of_a_frame_costs_that_ticker_alone(stream: str):
+    """A frame that is well-formed but for a byte that is no UTF-8 in one ticker's symbol: the
+    other tickers are read as if it were not there; that one is counted by kind and skipped."""
+    async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")], stream=stream) as bot:
+        await fake.wait_for_subscriptions({BTC} if stream == "symbols" else {ALL_MARKET})
+        await bot.tick(90, T)
+        frame = orjson.dumps(
+            [mini_ticker("ETH#USDT", 120, T + 500), mini_ticker("BTCUSDT", 110, T + 500)]
+        )
+        await fake.send_raw(frame.replace(b"#", b"\xff"))
+        await bot.tick(111, T + 1_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 500)]
+        assert bot.feed.health().problems == {"malformed ticker (invalid UTF-8)": 1}
         assert fake.stats.handshakes == 1
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 import pytest
 
 from alertbot.feed.handoff import Handoff
@@ -129,3 +130,23 @@ async def test_conflation_weighs_only_ticks_the_engine_takes() -> None:
     assert last is not None
     assert last.time == 4
     assert stats.reasons == {"missing or bad number": 1}
+
+
+async def test_conflation_keeps_the_good_tickers_of_a_frame_with_one_unreadable_element() -> None:
+    """A frame orjson refuses for a byte that is no UTF-8 in one element is not dropped whole
+    when conflated: its good tickers are weighed, the bad element is passed on for the engine
+    to count by kind, and the frame is no invalid frame. One cut short still is."""
+    bad: list[bytes] = []
+    h = Handoff(capacity=1, invalid=bad.append)
+    frame = orjson.dumps([tick(2, 110), mini_ticker("ETH#USDT", 5, 2)]).replace(b"#", b"\xff")
+    cut = orjson.dumps([tick(3, 120)])[:-1]
+    for message in (orjson.dumps([tick(1, 90)]), frame, cut):
+        h.put(message)
+    (merged,) = await h.get()
+    assert bad == [cut]
+    engine = _engine("price crosses 100")
+    stats = ParseStats()
+    alerts = engine.process_message(merged, stats)
+    assert [a.ticker.time for a in alerts] == [2]
+    assert stats.reasons == {"invalid UTF-8": 1}
+    assert engine.symbols() == ["BTCUSDT"]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alertbot.ticker import ParseStats, Ticker, parse_message, percent
+from alertbot.ticker import ParseStats, Ticker, Unreadable, parse_message, percent, salvage
 
 GOOD = {
     "e": "24hrMiniTicker",
@@ -119,6 +119,42 @@ def test_garbage_messages_are_counted_not_raised(raw: bytes) -> None:
     stats = ParseStats()
     assert parse_message(raw, stats) == []
     assert stats.malformed == 1
+
+
+_BAD_SYMBOL = orjson.dumps({**GOOD, "s": "BTC#"}).replace(b"#", b"\xff")
+_GOOD_BYTES = orjson.dumps(GOOD)
+
+
+def test_a_message_loses_only_its_element_that_is_not_utf8() -> None:
+    stats = ParseStats()
+    assert parse_message(b"[" + _BAD_SYMBOL + b"," + _GOOD_BYTES + b"]", stats) == [EXPECTED]
+    assert stats.reasons == {"invalid UTF-8": 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        # escaped quotes, brackets and commas inside strings, nested values, whitespace
+        (
+            b'[ {"x":"a\\"],{[","y":[1,{"z":[]}]} ,\n' + _BAD_SYMBOL + b", 7 ]",
+            [{"x": 'a"],{[', "y": [1, {"z": []}]}, "bad", 7],
+        ),
+        # the stream's name is what is not UTF-8: every element is kept
+        (b'{"stream":"x\xff","data":[' + _GOOD_BYTES + b"]}", [GOOD]),
+        # of two data keys the last counts, as for orjson and the json module
+        (
+            b'{"data":[1],"stream":"s","data":[' + _BAD_SYMBOL + b',"ok"]}',
+            ["bad", "ok"],
+        ),
+        (b'{"stream":"s","data":[[' + _BAD_SYMBOL + b"]]}", ["bad"]),
+    ],
+)
+def test_salvage_finds_each_elements_bounds_in_any_well_formed_spelling(
+    raw: bytes, want: list[object]
+) -> None:
+    got = salvage(raw)
+    assert got is not None
+    assert [x if not isinstance(x, Unreadable) else "bad" for x in got] == want
 
 
 def test_subscription_replies_are_ignored_not_malformed() -> None:

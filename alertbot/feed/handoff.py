@@ -25,7 +25,14 @@ from typing import Any
 
 import orjson
 
-from alertbot.ticker import Fields, ParseStats, parse_element, percent, read_element
+from alertbot.ticker import (
+    Fields,
+    ParseStats,
+    decode_frame,
+    parse_element,
+    percent,
+    read_element,
+)
 
 #: malformed elements kept through a conflation (the engine counts them); beyond, dropped
 _MAX_ODD = 1000
@@ -110,7 +117,7 @@ class Handoff:
         for item in (*self._items, message):
             if type(item) is bytes:
                 try:
-                    item = orjson.loads(item)
+                    item = decode_frame(item)  # an unreadable element is the engine's to count
                 except orjson.JSONDecodeError:
                     self.invalid(item)
                     continue

@@ -60,6 +60,7 @@ from alertbot.ticker import (
     Fields,
     ParseStats,
     Ticker,
+    decode_frame,
     parse_element,
     percent,
     read_element,
@@ -898,18 +899,20 @@ class Engine:
         return alerts
 
     def process_raw(self, raw: bytes, stats: ParseStats) -> list[Alert]:
-        """``process_message(orjson.loads(raw), stats)`` without decoding the frame when the
+        """``process_message(decode_frame(raw), stats)`` without decoding the frame when the
         core can read its bytes (the C core, for frames in the plain form Binance writes).
 
         Raises ``orjson.JSONDecodeError`` for a frame that is not JSON, as decoding would,
-        having changed nothing. Elements the core leaves to Python (malformed, escaped, of a
-        symbol seen for the first time) are decoded one by one and read as by process_message.
+        having changed nothing; an array frame orjson refuses for some elements' text alone
+        loses only those (counted: see ``salvage``). Elements the core leaves to Python
+        (malformed, escaped, of a symbol seen for the first time) are decoded one by one and
+        read as by process_message.
         """
         core = self._core
         core.market_st = self._fields.market_st = stats.market_st
         n = core.parse_raw(raw)
         if n < 0:
-            return self.process_message(orjson.loads(raw), stats)
+            return self.process_message(decode_frame(raw), stats)
         alerts: list[Alert] = []
         core.good = 0
         i = 0
