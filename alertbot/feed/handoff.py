@@ -12,7 +12,9 @@ stale ticks, and every level the conflated ticks reached, of any metric, is stil
 ways: a level crossed and crossed back while the engine was behind is alerted, as it would have
 been tick by tick (a second round trip over the same level is not). Only ticks the engine would
 take are weighed, read as it reads them; the others are passed on for it to count. Frames that
-turn out not to be JSON then are handed to ``invalid`` (the feed counts them) and dropped.
+turn out not to be JSON then are handed to ``invalid`` (the feed counts them) and dropped; of
+an array frame that is JSON but for some elements' text, only those are left out (for the
+engine to count: see ``alertbot.ticker.salvage``).
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def _tick(
     time: int, el: Any, c: float, o: float, h: float, lo: float, v: float, q: float
 ) -> tuple[Any, ...]:
     """The tick with the metrics a condition can name, as the engine computes them: price,
-    volume, quote_volume, high, low, and change_24h and range_24h twice, NaN (a percentage of
-    0, not computable) made no extreme of either side."""
+    volume, quote_volume, high, low, then change_24h and range_24h once to find the lowest and
+    once the highest, where NaN (a percentage of 0, not computable) is no extreme."""
     change = percent(c - o, o)
     range_ = percent(h - lo, lo)
     change_lo, change_hi = (change, change) if change == change else (_INF, -_INF)
