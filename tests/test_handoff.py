@@ -150,3 +150,12 @@ async def test_conflation_keeps_the_good_tickers_of_a_frame_with_one_unreadable_
     assert [a.ticker.time for a in alerts] == [2]
     assert stats.reasons == {"invalid UTF-8": 1}
     assert engine.symbols() == ["BTCUSDT"]
+
+
+async def test_a_percentage_that_cannot_be_computed_is_no_extreme() -> None:
+    """With an open of 0 the 24h change is not computable (NaN): the conflation weighs the
+    other metrics as ever, and the first tick whose change can be computed is kept for it."""
+    ticks = [tick(t, p, open=0, volume=1200 if t == 4 else 1000) for t, p in _PRICES.items()]
+    assert await conflated("volume > 1100", ticks) == one_by_one("volume > 1100", ticks) == [4]
+    ticks[3] = tick(4, 100, open=90)  # change 11.1 %, the only computable one
+    assert await conflated("change_24h > 10%", ticks) == [4]
