@@ -2,21 +2,51 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import signal
-import sys
-import time
-from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING, Any
+# the C half of `signal`, which builds its enums first (5 ms): the guard below comes first
+import _signal  # type: ignore[import-not-found]
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """SIGINT while the command line starts (its imports, reading its arguments): exit 130
+    quietly, as a Ctrl-C later does, not with a traceback through what was being imported."""
+    raise SystemExit(130)
+
+
+def _quiet_interrupts() -> object:
+    """Make a Ctrl-C exit 130 quietly; the handler it replaces (None: not the main thread,
+    where no handler can be set, or SIGINT ignored, as for a job started in the background)."""
+    try:
+        if _signal.getsignal(_signal.SIGINT) == _signal.SIG_IGN:
+            return None
+        return _signal.signal(_signal.SIGINT, _interrupted)
+    except ValueError:
+        return None
+
+
+def _restore_interrupts(previous: object) -> None:
+    if previous is not None:
+        _signal.signal(_signal.SIGINT, previous)
+
+
+# the rest of the imports and the module are read with it, then the handler before is back
+# (a test importing this module keeps its own); main() sets it again until a command starts
+_BEFORE = _quiet_interrupts()
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import IO, TYPE_CHECKING, Any  # noqa: E402
 
 # Only what parsing the command line needs is imported here: each command imports the rest
 # (asyncio, YAML, the engine: a good part of a second) inside main(), where a Ctrl-C in the
 # first moments is caught, rather than shown as a traceback through the imports.
-from alertbot import __version__
-from alertbot.errors import ConfigError, RuleError
-from alertbot.text import mend
+from alertbot import __version__  # noqa: E402
+from alertbot.errors import ConfigError, RuleError  # noqa: E402
+from alertbot.text import mend  # noqa: E402
 
 if TYPE_CHECKING:
     import asyncio
@@ -821,6 +851,18 @@ def _recording_after_rules(args: argparse.Namespace, parser: argparse.ArgumentPa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = _quiet_interrupts()  # until a command starts: it catches KeyboardInterrupt
+    try:
+        args = _arguments(argv)
+    finally:
+        _restore_interrupts(previous)
+    if isinstance(args, int):
+        return args
+    return _command(args)
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The command line read and checked (argparse exits 2 with its usage); 2: no command."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:  # `alertbot` alone: what it can do, not only that a word is missing
@@ -839,6 +881,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--out {args.out}: the file exists ({plural(size, 'byte')}); give --force to "
                 "overwrite it"
             )
+    return args
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "check":
             return cmd_check(args.files)
@@ -862,6 +908,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     raise AssertionError(args.command)
 
+
+_restore_interrupts(_BEFORE)
 
 if __name__ == "__main__":
     sys.exit(main())
