@@ -544,6 +544,40 @@ async def test_a_rotation_whose_new_socket_falls_silent_while_the_old_one_drains
         assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
+async def test_a_quiet_rotation_onto_a_socket_that_answers_nothing_keeps_the_old_one():
+    """Neither socket delivers while a symbol-stream connection rotates (its symbol is quiet),
+    and the new socket, subscribed, never delivers nor answers: it must answer a request
+    before it takes over, as one that delivered must. It does not, so the old one carries on
+    and a crossing sent after the handover wait (on the old socket alone) is alerted at once,
+    not lost until the data watchdog reconnects."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stream="symbols",
+            max_age=0.4,
+            handover_timeout=0.5,
+            drain_timeout=0.5,
+            symbol_stale_after=10.0,  # far beyond this test: only the rotation may save the tick
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await bot.tick(90, T)
+            old = fake.connections[0]
+            await fake.wait_for_connections(2)  # the rotation's new socket, subscribed by URL
+            new = fake.connections[1]
+            assert new.streams == {BTC}
+            fake.silence(conn=new)
+            # the rotation has decided: one of the two is let go of
+            await fake.wait_for(lambda: not (old.is_open and new.is_open))
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 1_000), timeout=3)
+            assert old.is_open
+            assert new.messages_in >= 1  # it was asked
+            assert bot.feed.stats.reconnects == 0
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 async def tick_until_seen(bot: Bot, close: float, time: int) -> None:
     """Publish one ticker again and again (the engine ignores repeats of an event time) until
     the engine has it: for a socket that is being opened at an unknown moment."""

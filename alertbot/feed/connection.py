@@ -579,10 +579,12 @@ class Connection:
                 self._loop.call_later(self.settings.drain_timeout, self._release_rotating, new)
                 return False
             await self._drain(old, new)
-            if not old.reader.done() and not await self._answers(new):
-                # closed, or fallen silent, while the old one was read to its end: the old one
-                # is still the one delivering, and whatever the exchange sends from now on,
-                # on its way over it already, would be lost with it
+            if not old.reader.done() and not await self._responds(new):
+                # it must answer a request, whether it delivered or not (with both quiet the
+                # handover cannot tell a dead one): once it has, all it was sent before is
+                # read, the ticks on their way over the old socket too. One that closed, fell
+                # silent while the old one was read to its end, or was silent all along would
+                # take over only to lose them, until the watchdog reconnects
                 why = (
                     f"{self._close_reason(new)} before the old one was read to its end"
                     if new.reader.done()
@@ -685,18 +687,9 @@ class Connection:
             async with asyncio.timeout(self.settings.drain_timeout):
                 await self._catch_up(old, new.first_event)
 
-    async def _answers(self, new: _Session) -> bool:
-        """Whether ``new``, about to take over, still answers a request, within
-        ``drain_timeout``: once it has, all it was sent before is read, the ticks on their way
-        over the old socket too (one that delivered and then fell silent would take over only
-        to lose them, until the watchdog reconnects)."""
-        if new.first_event < 0:
-            return not new.reader.done()  # taken over before it delivered: the old one ended
-        return await self._responds(new)
-
     async def answers(self) -> bool:
         """Whether the current socket answers a request within ``drain_timeout``, as a
-        rotation's new socket must before it takes over (see _answers): a mode switch asks
+        rotation's new socket must before it takes over (see _rotate): a mode switch asks
         it of its new connections before it closes the old ones."""
         s = self.session
         return s is not None and await self._responds(s)
