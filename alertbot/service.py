@@ -79,6 +79,15 @@ class AppCollector(Collector):
         yield CounterMetricFamily(
             "alertbot_feed_messages", "Feed market-data messages", value=health.messages
         )
+        failed = CounterMetricFamily(
+            "alertbot_feed_handovers_failed",
+            "Feed handovers given up, the old connections carrying on (tried again later): "
+            "a rotation's new socket, a mode switch's new connections",
+            labels=["kind"],
+        )
+        failed.add_metric(["rotation"], health.rotations_failed)
+        failed.add_metric(["switch"], health.switches_failed)
+        yield failed
         problems = CounterMetricFamily(
             "alertbot_feed_problems",
             "Bad frames, messages and tickers skipped, by kind",

@@ -1680,6 +1680,11 @@ class ChatBot:
                 f"{c.reconnects} reconnects"
                 + (f", last error: {c.last_error}" if c.last_error else "")
             )
+        if h.rotations_failed or h.switches_failed:
+            lines.append(
+                f"  handovers given up: rotations {h.rotations_failed}, "
+                f"switches {h.switches_failed}"
+            )
         if h.problems:
             lines.append("  problems: " + ", ".join(f"{k} {v}" for k, v in h.problems.items()))
         polling = self._polling_line()

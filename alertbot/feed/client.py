@@ -57,6 +57,9 @@ class FeedHealth:
     problems: dict[str, int] = field(default_factory=dict)
     refused_streams: tuple[str, ...] = ()
     outages: int = 0
+    #: handovers given up (the old connections carried on; tried again later)
+    rotations_failed: int = 0
+    switches_failed: int = 0
 
     @property
     def bad_frames(self) -> int:
@@ -341,6 +344,7 @@ class Feed:
         it holds may be all there was of a symbol they do not carry: it is handed on once
         they are read to their end, as when a switch is given up half-way."""
         cfg = self.settings
+        self.stats.switches_failed += 1
         log.warning(
             "feed: the new all-market connection did not answer within %gs; keeping the %d "
             "symbol connections, switching again in %gs",
@@ -362,6 +366,7 @@ class Feed:
         they hold, it carries too), and the switch is tried again ``handover_timeout``
         later."""
         cfg = self.settings
+        self.stats.switches_failed += 1
         log.warning(
             "feed: %d of the %d connections opened for symbol streams did not answer within "
             "%gs; keeping the all-market connection, switching again in %gs",
@@ -480,6 +485,8 @@ class Feed:
             problems=dict(self.stats.problems.counts),
             refused_streams=tuple(refused),
             outages=len(self.stats.outages),
+            rotations_failed=self.stats.rotations_failed,
+            switches_failed=self.stats.switches_failed,
         )
 
     def market_seen(self) -> bool:

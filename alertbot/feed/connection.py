@@ -157,6 +157,10 @@ class FeedStats:
         self.messages = 0
         self.reconnects = 0
         self.rotations = 0
+        #: handovers given up (each tried again later, the old connections carrying on): a
+        #: rotation's new socket, a mode switch's new connections
+        self.rotations_failed = 0
+        self.switches_failed = 0
         self.problems = Problems()
         self.outages: deque[Outage] = deque(maxlen=32)
         self.last_data_at: float | None = None
@@ -525,6 +529,8 @@ class Connection:
                     return f"no data for {self.stale_after:g}s: reconnecting"
                 if now >= rotate_at:
                     rotated = await self._rotate(s)
+                    if not rotated:
+                        self.stats.rotations_failed += 1
                     rotate_at = self._loop.time() + (
                         cfg.max_age if rotated else min(cfg.max_age, cfg.handover_timeout)
                     )

@@ -1,0 +1,131 @@
+"""Rotations and mode switches given up: counted in the feed's health, shown in an admin's
+/status and exported as ``alertbot_feed_handovers_failed_total`` by kind. End to end, on the
+fake exchange and the fake Telegram."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from alertbot.feed.market import ALL_MARKET
+from tests.fakes.binance import FakeBinance
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.waiting import wait_until
+from tests.test_chat import SYMBOLS, TOKEN, USER, served
+from tests.test_chat import Bot as ChatBot
+from tests.test_feed import BTC, T, rule
+from tests.test_feed import Bot as FeedBot
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
+    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
+        yield binance, tg
+
+
+async def test_a_rotation_given_up_is_counted_once_and_a_rotation_that_succeeds_is_not():
+    """A rotation whose new socket answers nothing is given up: one failed rotation in
+    health(), no switch; the next one, onto a socket that answers, is a rotation and adds
+    no failure."""
+    async with FakeBinance() as fake:
+        bot = FeedBot(
+            fake,
+            [rule("crosses above 100")],
+            stream="symbols",
+            max_age=0.4,
+            handover_timeout=0.5,
+            drain_timeout=0.5,
+            symbol_stale_after=10.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await bot.tick(90, T)
+            assert bot.feed.health().rotations_failed == 0
+            await fake.wait_for_connections(2)  # the rotation's new socket
+            new = fake.connections[1]
+            fake.silence(conn=new)
+            await new.wait_closed()  # given up
+            health = bot.feed.health()
+            assert (health.rotations, health.rotations_failed) == (0, 1)
+            await fake.wait_for(lambda: bot.feed.stats.rotations >= 1)  # tried again: done
+            health = bot.feed.health()
+            assert (health.rotations_failed, health.switches_failed) == (1, 0)
+
+
+async def test_a_switch_given_up_is_counted_once_in_health():
+    """A switch to symbol streams whose new connection answers nothing is given up: one
+    failed switch in health(), no failed rotation; tried again onto one that answers, it
+    succeeds and adds no failure."""
+    async with FakeBinance() as fake:
+        bot = FeedBot(
+            fake,
+            [rule("crosses above 100"), rule("price > 1b", "*USDT", id="glob")],
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=0.5,
+            handover_timeout=0.5,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            (old,) = fake.connections
+            fake.silence(future=True)
+            fake.silence(False, conn=old)  # new connections only
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            await fake.wait_for_connections(2)
+            new = fake.connections[1]
+            fake.silence(False)  # the retry's connection answers
+            fake.silence(conn=new)
+            await new.wait_closed()  # given up
+            assert old.is_open
+            assert bot.feed.health().switches_failed == 1
+            await asyncio.wait_for(bot.feed.settled(), 5)  # tried again: done
+            health = bot.feed.health()
+            assert health.mode == "symbols"
+            assert (health.switches_failed, health.rotations_failed) == (1, 0)
+
+
+async def test_an_admins_status_and_the_metrics_show_the_handovers_given_up(tmp_path, fakes):
+    """Every new connection silent: the all-market connection's rotations and the switch to
+    symbol streams (the first watch) are given up again and again, the old connection
+    carrying on; an admin's /status says how many of each, and so does
+    alertbot_feed_handovers_failed_total by kind."""
+    binance, tg = fakes
+    feed = {
+        "auto_threshold": 1,
+        "max_age": 0.5,
+        "handover_timeout": 0.3,
+        "drain_timeout": 0.2,
+        "stale_after": 10.0,
+        "symbol_stale_after": 10.0,
+    }
+    async with ChatBot(tmp_path, binance, tg, admin_chats=(USER,), feed_settings=feed) as bot:
+        feed_ = bot.app.pipeline.feed
+        await binance.wait_for_subscriptions({ALL_MARKET})  # nothing watched yet
+        _, _, metrics = await served(bot.app)
+        assert 'alertbot_feed_handovers_failed_total{kind="rotation"} 0.0' in metrics
+        assert 'alertbot_feed_handovers_failed_total{kind="switch"} 0.0' in metrics
+        (old,) = binance.connections
+        binance.silence(future=True)
+        binance.silence(False, conn=old)  # new connections only
+        await bot.say("/watch BTCUSDT > 1000000")
+        await wait_until(
+            lambda: feed_.health().rotations_failed >= 1 and feed_.health().switches_failed >= 1
+        )
+        status = await bot.say("/status")
+        _, _, metrics = await served(bot.app)
+        assert old.is_open  # carried on throughout
+    line = re.search(r"^  handovers given up: rotations (\d+), switches (\d+)$", status, re.M)
+    assert line is not None, status
+    assert int(line[1]) >= 1, status
+    assert int(line[2]) >= 1, status
+    for kind in ("rotation", "switch"):
+        found = re.search(
+            rf'^alertbot_feed_handovers_failed_total{{kind="{kind}"}} (\d+)\.0$', metrics, re.M
+        )
+        assert found is not None, metrics
+        assert int(found[1]) >= 1
