@@ -1103,6 +1103,89 @@ async def test_a_switch_does_not_wait_on_an_old_connection_reconnected_since_for
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_switchs_held_tick_is_not_overtaken_by_an_old_connection_reconnected_meanwhile():
+    """A switch to the all-market stream from two symbol connections, the ETHUSDT one lagging
+    (the held frames wait for it), while the BTCUSDT one is down: a BTCUSDT crossing sent then
+    is on the new connection alone, held. The BTCUSDT one reconnects and delivers a newer
+    tick: it must not go ahead of the held one, which the engine would then drop as out of
+    order (here a crossing up and back, missed)."""
+    rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
+    async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
+        bot = Bot(
+            fake, rules, max_streams=1, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            await bot.tick(90, T, "ETHUSDT")
+            btc = next(c for c in fake.connections if BTC in c.streams)
+            eth = next(c for c in fake.connections if c is not btc)
+            fake.lag(1.5, conn=eth)  # read to its end 1.5 s after it is asked
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for(lambda: ALL_MARKET in fake.subscribed())
+            raw = bot.feed.connections()[0]
+            fake.reject_handshakes(1_000)  # the BTCUSDT one stays down until let in
+            await fake.drop(code=None, conn=btc)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the new one only
+            await fake.wait_for(lambda: raw.messages > 0)  # held
+            fake.reject_handshakes(0)
+            await fake.wait_for(lambda: BTC in fake.subscribed())  # reconnected
+            ours = next(c for c in bot.feed.connections() if BTC in c.streams)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])  # on both
+            await fake.wait_for(lambda: ours.last_event() >= T + 2_000)  # it has the newer one
+            assert bot.feed.health().mode == "switching"  # the held one still waits
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000), timeout=3)
+            await asyncio.wait_for(bot.feed.settled(), 5)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
+async def test_ticks_kept_back_for_a_switch_that_is_given_up_go_on_and_so_do_later_ones():
+    """As above, but the new all-market connection then falls silent and the switch is given
+    up, the symbol connections carrying on: the BTCUSDT connection's tick kept back goes once
+    the held one has, and its later ticks go straight on; none is kept back for good."""
+    rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
+    async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
+        bot = Bot(
+            fake,
+            rules,
+            max_streams=1,
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=1.0,
+            handover_timeout=30.0,  # not tried again within this test
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            await bot.tick(90, T, "ETHUSDT")
+            btc = next(c for c in fake.connections if BTC in c.streams)
+            eth = next(c for c in fake.connections if c is not btc)
+            fake.lag(0.6, conn=eth)
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for(lambda: ALL_MARKET in fake.subscribed())
+            new = next(c for c in fake.connections if ALL_MARKET in c.streams)
+            raw = bot.feed.connections()[0]
+            fake.reject_handshakes(1_000)
+            await fake.drop(code=None, conn=btc)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the new one only
+            await fake.wait_for(lambda: raw.messages > 0)  # held
+            fake.reject_handshakes(0)
+            await fake.wait_for(lambda: BTC in fake.subscribed())  # reconnected
+            ours = next(c for c in bot.feed.connections() if BTC in c.streams)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])  # on both
+            await fake.wait_for(lambda: ours.last_event() >= T + 2_000)
+            fake.silence(conn=new)  # it will not answer: the switch is given up
+            await new.wait_closed()
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000))
+            await bot.tick(110, T + 3_000)  # on the BTCUSDT connection alone
+            assert bot.feed.health().mode == "symbols"
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000), ("up", "BTCUSDT", T + 3_000)]
+
+
 async def test_a_switch_given_up_hands_on_what_its_new_connection_alone_carried():
     """A switch to the all-market stream is given up (the glob rule goes again) while the old
     symbol connection drains, and a symbol watched meanwhile (ETHUSDT) is subscribed on the

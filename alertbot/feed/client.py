@@ -11,7 +11,9 @@ request as a rotation's new socket does, before the old ones close (one that doe
 the engine drops the overlap's duplicates by symbol and event time. Meanwhile
 what the new ones deliver is held and merged with what the old ones deliver by event time
 (for at most ``drain_timeout``): old connections that lag behind would otherwise hand on
-their last ticks after newer ones, and the engine would drop them as out of order.
+their last ticks after newer ones, and the engine would drop them as out of order. An old
+connection whose socket opened after a held frame arrived (it reconnected meanwhile) keeps its
+own newer frames back until that one has gone: it may be all there is of a tick it missed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +103,10 @@ class Feed:
         #: a switch given up because a new connection did not answer: tried again then
         #: (loop time), as a rotation is
         self._retry_at: float | None = None
+        #: connections keeping frames back until frames a switch holds have gone (see
+        #: _delivering); possibly closed since
+        self._waiters: set[Connection] = set()
+        self._flush: asyncio.Handle | None = None  # a _hand_on_waiting to come
 
     # ------------------------------------------------------------------ wanting
 
@@ -146,6 +153,9 @@ class Feed:
             self._task = asyncio.create_task(self._manage(), name="feed-manager")
 
     async def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
@@ -233,24 +243,46 @@ class Feed:
             on_progress=self._progress.set,
             on_refused=self._on_refused,
             on_deliver=self._delivering,
+            on_released=self._hand_on_waiting,
         )
         if held:
             conn.hold()
         conn.start()
         return conn
 
-    def _delivering(self, conn: Connection, event: int) -> None:
+    def _delivering(self, conn: Connection, event: int) -> bool:
         """Before ``conn`` hands on a frame of event time ``event``: what the new connections
         of a switch hold that is older goes first (an old connection's socket that fell
         behind, or one that was down and reconnected, brings newer ticks than theirs).
 
         Only what the other old connections have passed too: an all-market frame held has
         the symbols of each, and one of them that lags behind still has older ticks of its
-        own on their way, which the engine would drop behind the held ones."""
+        own on their way, which the engine would drop behind the held ones. True when the
+        frame must wait instead (``conn`` keeps it back, and all after it, until
+        :meth:`_hand_on_waiting`): a held frame older than it still waits for such a
+        neighbour, and ``conn``'s socket opened after that frame arrived, so the frame may
+        be all there is of a tick of ``conn``'s symbols, which the engine would drop behind
+        this newer one."""
+        s = conn.session
+        wait = self._must_wait(conn, event, -math.inf if s is None else s.opened_at)
+        if self._waiters:
+            # what went ahead may let frames kept back go too: older ones ahead of this one,
+            # newer ones after it
+            self._hand_on_waiting(before=event)
+            if self._flush is None:
+                self._flush = asyncio.get_running_loop().call_soon(self._flush_waiting)
+        if wait:
+            self._waiters.add(conn)  # after the hand-on above: it keeps nothing back yet
+        return wait
+
+    def _must_wait(self, conn: Connection, event: int, opened: float) -> bool:
+        """Hand on the held frames that may go ahead of ``conn``'s frame of event time
+        ``event`` (see _delivering); whether it must wait, its socket having opened at
+        ``opened``."""
         others = [c for c in (self._raw, *self._combined) if c is not None and c is not conn]
         holding = [c for c in others if c.holding]
         if not holding:  # every frame comes here: nothing more to do outside a switch
-            return
+            return False
         behind = [
             (o.session.opened_at, o.session.last_event)
             for o in others
@@ -258,6 +290,29 @@ class Feed:
         ]
         for other in holding:
             other.release_before(event, behind)
+        return any(other.holds_before(event, opened) for other in holding)
+
+    def _flush_waiting(self) -> None:
+        self._flush = None
+        self._hand_on_waiting()
+
+    def _hand_on_waiting(self, before: int | None = None) -> None:
+        """Hand on the frames connections keep back, as far as the held frames they wait for
+        have gone (each going may let another connection's go); only those older than event
+        time ``before``, if given."""
+        progress = True
+        while progress and self._waiters:
+            progress = False
+            for conn in list(self._waiters):
+
+                def must_wait(event: int, opened: float, conn: Connection = conn) -> bool:
+                    newer = before is not None and event >= before
+                    return newer or self._must_wait(conn, event, opened)
+
+                if conn.hand_on_waiting(must_wait):
+                    progress = True
+                if not conn.waiting:
+                    self._waiters.discard(conn)
 
     async def _reconcile(self, target: frozenset[str]) -> bool:
         """Move the connections towards ``target``; False if the target changed meanwhile."""

@@ -287,7 +287,8 @@ class Connection:
         undecoded: bool = False,
         on_progress: Callable[[], None] = lambda: None,
         on_refused: Callable[[str, str], None] = lambda stream, reason: None,
-        on_deliver: Callable[[Connection, int], None] = lambda conn, event: None,
+        on_deliver: Callable[[Connection, int], bool] = lambda conn, event: False,
+        on_released: Callable[[], None] = lambda: None,
     ) -> None:
         self.id = cid
         self.raw = raw  # one stream on a raw URL; else a combined URL plus live subscriptions
@@ -301,8 +302,11 @@ class Connection:
         self.on_progress = on_progress
         self.on_refused = on_refused
         #: before a frame (its event time) goes to the sink: the feed hands on first what
-        #: other connections hold that is older
+        #: other connections hold that is older; True: the frame must wait (see hand_on_waiting)
         self.on_deliver = on_deliver
+        #: after frames this connection held are handed on or dropped: frames other
+        #: connections keep waiting for them may go now
+        self.on_released = on_released
         self.stale_after = (
             settings.stale_after if ALL_MARKET in self.streams else settings.symbol_stale_after
         )
@@ -321,6 +325,10 @@ class Connection:
         self._held: list[Held] | None = None
         self._held_timer: asyncio.TimerHandle | None = None
         self._rotating: _Session | None = None  # a rotation's new socket, while it holds
+        #: this connection's own frames kept back while another's held older ones go first
+        #: (see on_deliver): event time, object, raw text, and when the socket they came on
+        #: opened (loop time), in order
+        self._waiting: list[Held] = []
         self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------------ control
@@ -332,8 +340,15 @@ class Connection:
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
-        self._held = None  # what is still held goes nowhere now
+        was_holding, self._held = self._held is not None, None  # what it held goes nowhere now
         self._rotating = None
+        # what it kept back waiting for another connection's held frames is market data all
+        # the same: handed on rather than lost
+        waiting, self._waiting = self._waiting, []
+        for _, obj, raw, _ in waiting:
+            self._sink(obj, raw)
+        if was_holding:
+            self.on_released()
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
@@ -369,6 +384,8 @@ class Connection:
             self._held_timer = None
         for event, obj, raw, _ in held or ():
             self._deliver(event, obj, raw)
+        if held is not None:
+            self.on_released()
 
     def release_before(self, event: int, behind: Iterable[tuple[float, int]] = ()) -> None:
         """Hand on the held frames older than ``event`` (another connection is about to
@@ -392,11 +409,41 @@ class Connection:
         self._held_timer = None
         held = self._held or []
         edge = self._loop.time() - self.settings.drain_timeout
-        for _, obj, raw, _ in _take_while(held, lambda h: h[3] <= edge):
+        due_now = _take_while(held, lambda h: h[3] <= edge)
+        for _, obj, raw, _ in due_now:
             self._sink(obj, raw)
         if held:
             due = held[0][3] + self.settings.drain_timeout
             self._held_timer = self._loop.call_at(due, self._release_due)
+        if due_now:
+            self.on_released()
+
+    def holds_before(self, event: int, opened: float) -> bool:
+        """Whether a frame older than ``event`` that arrived before ``opened`` is still held:
+        a socket opened after it arrived may not have been sent its ticks (it was down, or
+        not yet subscribed), so that socket's newer ones must not go ahead of it."""
+        for h in self._held or ():
+            if h[3] >= opened:
+                return False  # held in the order they arrived: the rest arrived later
+            if h[0] < event:
+                return True
+        return False
+
+    @property
+    def waiting(self) -> bool:
+        """Whether frames of this connection are kept back (see on_deliver)."""
+        return bool(self._waiting)
+
+    def hand_on_waiting(self, must_wait: Callable[[int, float], bool]) -> bool:
+        """Hand on the frames kept back, in order, up to the first for which ``must_wait``
+        (its event time, when its socket opened) holds; whether any went."""
+        waiting = self._waiting
+        n = 0
+        while n < len(waiting) and not must_wait(waiting[n][0], waiting[n][3]):
+            self._sink(waiting[n][1], waiting[n][2])
+            n += 1
+        del waiting[:n]
+        return n > 0
 
     @property
     def holding(self) -> bool:
@@ -916,7 +963,12 @@ class Connection:
                     now + self.settings.drain_timeout, self._release_due
                 )
             return
-        self.on_deliver(self, event)
+        if self._waiting or self.on_deliver(self, event):
+            # kept back behind what another connection holds (and so is everything after it)
+            s = self.session
+            opened = s.opened_at if s is not None else self._loop.time()
+            self._waiting.append((event, obj, raw, opened))
+            return
         self._sink(obj, raw)
 
     def _sink(self, obj: Any, raw: str | bytes) -> None:
