@@ -8,8 +8,9 @@ A :class:`Connection` owns the streams it was given and keeps a live socket deli
 - a data watchdog ends a socket that stays open but delivers no market data for
   ``stale_after`` (the field failure that matters most: a silently dead feed);
 - before Binance's 24 h limit it rotates make-before-break: a second socket is opened and the
-  old one is closed only once the new one delivers, so nothing is lost (the engine drops the
-  duplicates by symbol and event time). Meanwhile the two are merged by event time: what the
+  old one is closed only once the new one delivers (or, both being quiet, has not) and then
+  answers a request, so nothing is lost (the engine drops the duplicates by symbol and event
+  time). Meanwhile the two are merged by event time: what the
   new one delivers is held, and handed on before anything newer from the old one, or when
   the old one has caught up with it. An old socket that lags behind (a congested path) would
   otherwise hand over its last ticks after the new one's newer ones, and the engine would
