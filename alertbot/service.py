@@ -197,6 +197,9 @@ class HttpService:
                 "last_message_age": age,
                 "connections": len(health.connections),
                 "reconnects": health.reconnects,
+                # handovers given up: the old connections carried on, so never a 503
+                "rotations_failed": health.rotations_failed,
+                "switches_failed": health.switches_failed,
             },
             "outbox_depth": outbox.depth if outbox is not None else None,
             "telegram_polling": self.polling(),

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from alertbot.feed.market import ALL_MARKET
-from tests.fakes.binance import FakeBinance
+from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
 from tests.test_chat import SYMBOLS, TOKEN, USER, served
@@ -129,3 +129,40 @@ async def test_an_admins_status_and_the_metrics_show_the_handovers_given_up(tmp_
         )
         assert found is not None, metrics
         assert int(found[1]) >= 1
+
+
+async def test_healthz_shows_the_handovers_given_up_and_stays_healthy(tmp_path, fakes):
+    """/healthz's feed part says how many rotations and switches were given up (0 and 0 at
+    first, as in /status and the metrics); once some are, through the real endpoint, it says
+    how many, and stays 200: the old connection carries the feed meanwhile."""
+    binance, tg = fakes
+    feed = {
+        "auto_threshold": 1,
+        "max_age": 0.5,
+        "handover_timeout": 0.3,
+        "drain_timeout": 0.2,
+        "stale_after": 10.0,
+        "symbol_stale_after": 10.0,
+    }
+    async with ChatBot(tmp_path, binance, tg, feed_settings=feed) as bot:
+        feed_ = bot.app.pipeline.feed
+        await binance.wait_for_subscriptions({ALL_MARKET})
+        await binance.publish([mini_ticker("BTCUSDT", 90, T)])
+        await wait_until(lambda: feed_.health().last_message_age is not None)
+        status, first, _ = await served(bot.app)
+        assert status == 200, first
+        assert (first["feed"]["rotations_failed"], first["feed"]["switches_failed"]) == (0, 0)
+        (old,) = binance.connections
+        binance.silence(future=True)
+        binance.silence(False, conn=old)  # new connections only
+        await bot.say("/watch BTCUSDT > 1000000")
+        await wait_until(
+            lambda: feed_.health().rotations_failed >= 1 and feed_.health().switches_failed >= 1
+        )
+        await binance.publish([mini_ticker("BTCUSDT", 91, T + 1_000)])  # the old one only
+        await wait_until(lambda: (feed_.health().last_message_age or 9.0) < 1.0)
+        status, body, _ = await served(bot.app)
+        assert old.is_open
+    assert status == 200, body
+    assert body["feed"]["rotations_failed"] >= 1, body
+    assert body["feed"]["switches_failed"] >= 1, body
