@@ -578,6 +578,40 @@ async def test_a_quiet_rotation_onto_a_socket_that_answers_nothing_keeps_the_old
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_quiet_rotation_reads_the_lagging_old_socket_to_its_end_before_closing_it():
+    """Neither socket delivers while a symbol-stream connection rotates, but a crossing sent
+    before the new socket opened is still on its way over the old one, which lags: the new
+    one takes over (it answers), and the old one is first read to its end (it is asked for a
+    reply, whose answer comes after the crossing), not closed with the crossing on its way."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stream="symbols",
+            max_age=0.3,
+            handover_timeout=0.3,
+            drain_timeout=3.0,  # the old socket's reply comes 1.5 s late
+            symbol_stale_after=10.0,  # far beyond this test: only the rotation may save it
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await bot.tick(90, T)
+            old = fake.connections[0]
+            fake.reject_handshakes(1_000)  # rotations cannot open their socket for now
+            await fake.wait_for(lambda: bot.feed.stats.rotations_failed >= 1)
+            fake.lag(1.5, conn=old)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the old one only
+            assert len(fake.connections) == 1
+            # the next rotation opens its socket within 0.3 s and waits 0.3 s for it: both
+            # quiet, as the crossing is still on its way over the old one
+            fake.reject_handshakes(0)
+            await fake.wait_for(lambda: bot.feed.stats.rotations >= 1, timeout=5)
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 1_000), timeout=3)
+            await old.wait_closed()
+            assert bot.feed.stats.reconnects == 0
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 async def tick_until_seen(bot: Bot, close: float, time: int) -> None:
     """Publish one ticker again and again (the engine ignores repeats of an event time) until
     the engine has it: for a socket that is being opened at an unknown moment."""

@@ -733,13 +733,14 @@ class Connection:
 
         Frames already on their way over the old socket are read first, so that a tick sent
         just before the new socket's first one is not lost with the old socket's buffer (the
-        new one's are held meanwhile, and handed on after).
+        new one's are held meanwhile, and handed on after). When ``new`` has delivered
+        nothing (both quiet), the old one is read to its end all the same: a tick sent before
+        the new socket opened may still be on its way over it (at once when it ended).
         """
-        if new.first_event < 0:
-            return  # taken over before it delivered: the old one ended
+        mark = new.first_event if new.first_event >= 0 else None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.drain_timeout):
-                await self._catch_up(old, new.first_event)
+                await self._catch_up(old, mark)
 
     async def answers(self) -> bool:
         """Whether the current socket answers a request within ``drain_timeout``, as a
