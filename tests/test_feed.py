@@ -1384,6 +1384,69 @@ async def test_a_switch_whose_new_connection_falls_silent_before_it_answers_keep
         assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
+@pytest.mark.parametrize("fault", ["silent", "refused", "unsubscribed"])
+async def test_a_switch_whose_new_connection_never_gets_going_is_given_up_and_tried_again(
+    fault: str,
+):
+    """A switch's new connection that never delivers (to the all-market stream: it opens,
+    then sends nothing) or is never open and subscribed (to symbol streams: its handshakes
+    are refused, or it subscribes live and its SUBSCRIBE is never answered) is waited for no
+    longer than ``handover_timeout``: the switch is given up (the new one closed, counted in
+    switches_failed), the old connection carries on (a crossing on it is alerted), and the
+    switch is tried again ``handover_timeout`` later, onto a connection that works."""
+    to = "all" if fault == "silent" else "symbols"
+    glob = rule("price > 1b", "*USDT", id="glob")
+    rules = [rule("crosses above 100")] + ([glob] if to == "symbols" else [])
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            rules,
+            stale_after=10.0,  # far beyond this test: the watchdog plays no part
+            symbol_stale_after=10.0,
+            handover_timeout=0.5,
+            drain_timeout=0.5,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET} if to == "symbols" else {BTC})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            (old,) = fake.connections
+            if fault == "refused":
+                fake.reject_handshakes(1_000_000)
+            else:
+                if fault == "unsubscribed":
+                    fake.reject_handshakes(1, 400)  # the stream URL refused: subscribes live
+                fake.silence(future=True)
+                fake.silence(False, conn=old)  # new connections only
+            if to == "all":
+                bot.engine.add_rule(glob)
+            else:
+                bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == to
+            before = "symbols" if to == "all" else "all"
+            await fake.wait_for(
+                lambda: bot.feed.health().switches_failed == 1 and bot.feed.health().mode == before,
+                timeout=3,
+            )
+            assert [c.id for c in bot.feed.connections()] == [1]
+            await fake.wait_for(lambda: fake.connections == [old])  # the new one closed
+            await bot.tick(110, T + 1_000)  # on the old one
+            fake.reject_handshakes(0)
+            fake.silence(False)
+            settled = asyncio.create_task(bot.feed.settled())
+            time = T + 1_000
+            while not settled.done():  # the all-market one must deliver first
+                time += 1
+                await fake.publish([mini_ticker("BTCUSDT", 110, time)])
+                await asyncio.wait({settled}, timeout=0.05)
+                assert time < T + 1_200, "not settled"
+            health = bot.feed.health()
+            assert health.mode == to
+            assert (health.switches_failed, health.rotations_failed) == (1, 0)
+            assert old not in fake.connections
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 async def test_a_switch_to_several_connections_waits_for_each_to_answer_even_a_quiet_one():
     """A switch to symbol streams on two connections, one of which (ETHUSDT's) has delivered
     nothing and answers nothing: it must answer before it takes over too, so the switch is

@@ -5,10 +5,11 @@ reads ``!miniTicker@arr`` (one raw connection) when a rule has a glob, when more
 ``auto_threshold`` symbols are watched, or when nothing is watched yet; otherwise it reads
 ``<symbol>@miniTicker`` streams on combined connections of at most ``max_streams`` each, changed
 live with SUBSCRIBE/UNSUBSCRIBE. A switch between the two is make-before-break: the new
-connections must deliver (all-market) or be subscribed (symbol streams), and then answer a
-request as a rotation's new socket does, before the old ones close (one that does not within
-``drain_timeout`` gets the switch given up, and tried again ``handover_timeout`` later), and
-the engine drops the overlap's duplicates by symbol and event time. Meanwhile
+connections must deliver (all-market) or be open and subscribed (symbol streams) within
+``handover_timeout``, and then answer a request as a rotation's new socket does within
+``drain_timeout``, before the old ones close (otherwise the switch is given up, the old ones
+carrying on, and tried again ``handover_timeout`` later), and the engine drops the overlap's
+duplicates by symbol and event time. Meanwhile
 what the new ones deliver is held and merged with what the old ones deliver by event time
 (for at most ``drain_timeout``): old connections that lag behind would otherwise hand on
 their last ticks after newer ones, and the engine would drop them as out of order. An old
@@ -327,8 +328,18 @@ class Feed:
                 # the same ticks; theirs older than its go first (_delivering), the rest go
                 # with them when they close
                 old = self._combined
+                # no longer than a rotation waits for its new socket: one that opens and never
+                # delivers would keep the switch going for ever
+                deadline = self.clock() + self.settings.handover_timeout
                 while True:
-                    if not await self._until(lambda: all_market.live and all_market.delivering):
+                    try:
+                        if not await self._until(
+                            lambda: all_market.live and all_market.delivering, deadline
+                        ):
+                            return False
+                    except TimeoutError:
+                        why = f"delivered nothing within {self.settings.handover_timeout:g}s"
+                        await self._give_up_to_all(all_market, old, why)
                         return False
                     session = all_market.session
                     if not await self._drained(old, all_market.first_event()):
@@ -339,7 +350,8 @@ class Feed:
                     if all_market.live and all_market.session is session:
                         if answered:
                             break
-                        await self._unanswered_to_all(all_market, old)
+                        why = f"did not answer within {self.settings.drain_timeout:g}s"
+                        await self._give_up_to_all(all_market, old, why)
                         return False
                     # it closed meanwhile: what the exchange sent since is on the old ones only
                 self._combined = []
@@ -363,8 +375,20 @@ class Feed:
             for conn in opened:
                 conn.hold()
             new = self._combined
+            deadline = self.clock() + self.settings.handover_timeout  # as to the all-market one
             while True:
-                if not await self._until(lambda: all(c.live and c.ready for c in new)):
+                try:
+                    if not await self._until(
+                        lambda: all(c.live and c.ready for c in new), deadline
+                    ):
+                        return False
+                except TimeoutError:
+                    unready = sum(not (c.live and c.ready) for c in new)
+                    why = (
+                        f"{unready} of the {len(new)} connections for symbol streams were not "
+                        f"open and subscribed within {self.settings.handover_timeout:g}s"
+                    )
+                    await self._give_up_to_symbols(opened, why)
                     return False
                 sessions = [c.session for c in new]
                 # everything from the subscriptions on is on the new ones: the old one must
@@ -376,7 +400,11 @@ class Feed:
                 if all(c.live and c.session is s for c, s in zip(new, sessions, strict=True)):
                     if all(answers):
                         break
-                    await self._unanswered_to_symbols(opened, answers.count(False))
+                    why = (
+                        f"{answers.count(False)} of the {len(opened)} connections opened for "
+                        f"symbol streams did not answer within {self.settings.drain_timeout:g}s"
+                    )
+                    await self._give_up_to_symbols(opened, why)
                     return False
                 # one closed meanwhile: what the exchange sent since is on the old one only
             self._raw = None
@@ -393,17 +421,20 @@ class Feed:
                 conn.release()
         return True
 
-    async def _unanswered_to_all(self, all_market: Connection, old: list[Connection]) -> None:
-        """Give up a switch to the all-market connection, which did not answer: the symbol
-        connections carry on, and the switch is tried again ``handover_timeout`` later. What
-        it holds may be all there was of a symbol they do not carry: it is handed on once
-        they are read to their end, as when a switch is given up half-way."""
+    async def _give_up_to_all(
+        self, all_market: Connection, old: list[Connection], why: str
+    ) -> None:
+        """Give up a switch to the all-market connection (it did not deliver, or did not
+        answer: ``why``): the symbol connections carry on, and the switch is tried again
+        ``handover_timeout`` later. What it holds may be all there was of a symbol they do not
+        carry: it is handed on once they are read to their end, as when a switch is given up
+        half-way."""
         cfg = self.settings
         self.stats.switches_failed += 1
         log.warning(
-            "feed: the new all-market connection did not answer within %gs; keeping the %d "
-            "symbol connections, switching again in %gs",
-            cfg.drain_timeout,
+            "feed: the new all-market connection %s; keeping the %d symbol connections, "
+            "switching again in %gs",
+            why,
             len(old),
             cfg.handover_timeout,
         )
@@ -415,19 +446,16 @@ class Feed:
         self._retry_at = self.clock() + cfg.handover_timeout
         await all_market.close()
 
-    async def _unanswered_to_symbols(self, opened: list[Connection], silent: int) -> None:
-        """Give up a switch to symbol connections, ``silent`` of which did not answer: the
-        all-market connection carries on, all those opened for the switch are closed (what
-        they hold, it carries too), and the switch is tried again ``handover_timeout``
-        later."""
+    async def _give_up_to_symbols(self, opened: list[Connection], why: str) -> None:
+        """Give up a switch to symbol connections (some were not open and subscribed in time,
+        or did not answer: ``why``): the all-market connection carries on, all those opened
+        for the switch are closed (what they hold, it carries too), and the switch is tried
+        again ``handover_timeout`` later."""
         cfg = self.settings
         self.stats.switches_failed += 1
         log.warning(
-            "feed: %d of the %d connections opened for symbol streams did not answer within "
-            "%gs; keeping the all-market connection, switching again in %gs",
-            silent,
-            len(opened),
-            cfg.drain_timeout,
+            "feed: %s; keeping the all-market connection, switching again in %gs",
+            why,
             cfg.handover_timeout,
         )
         self._combined = [c for c in self._combined if c not in opened]
@@ -484,16 +512,22 @@ class Feed:
             self._combined.append(self._new(add[:limit], raw=False))
             add = add[limit:]
 
-    async def _until(self, predicate: Callable[[], bool]) -> bool:
-        """Wait until ``predicate()``; False as soon as a new target is wanted."""
+    async def _until(self, predicate: Callable[[], bool], deadline: float) -> bool:
+        """Wait until ``predicate()``; False as soon as a new target is wanted. TimeoutError
+        when ``deadline`` (loop time) comes first."""
         while not predicate():
             if self._changed.is_set():
                 return False
+            timeout = deadline - self.clock()
+            if timeout <= 0:
+                raise TimeoutError
             self._progress.clear()
             progress = asyncio.create_task(self._progress.wait())
             changed = asyncio.create_task(self._changed.wait())
             try:
-                await asyncio.wait({progress, changed}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {progress, changed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 progress.cancel()
                 changed.cancel()
