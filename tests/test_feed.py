@@ -1447,6 +1447,36 @@ async def test_a_switch_whose_new_connection_never_gets_going_is_given_up_and_tr
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_switch_to_symbol_streams_that_subscribes_slowly_but_steadily_is_not_given_up():
+    """A switch's new connection subscribes live one stream a request at a slow pace (its
+    stream URL was refused), taking longer than ``handover_timeout`` in all: while each
+    window of ``handover_timeout`` brings a stream more, it is waited for, not given up (on
+    spot, finding a refused stream one request a second can take 100 s)."""
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100", *symbols), glob],
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            handover_timeout=0.5,
+            control_rate=2.5,  # a SUBSCRIBE each 0.4 s: 1.2 s for the four
+            max_params=1,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            fake.reject_handshakes(1, 400)  # the new one's stream URL: it subscribes live
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            health = bot.feed.health()
+            assert health.mode == "symbols"
+            assert health.switches_failed == 0
+            assert [c.path for c in fake.connections] == ["/market/ws"]
+
+
 async def test_a_switch_to_several_connections_waits_for_each_to_answer_even_a_quiet_one():
     """A switch to symbol streams on two connections, one of which (ETHUSDT's) has delivered
     nothing and answers nothing: it must answer before it takes over too, so the switch is

@@ -6,15 +6,16 @@ reads ``!miniTicker@arr`` (one raw connection) when a rule has a glob, when more
 ``<symbol>@miniTicker`` streams on combined connections of at most ``max_streams`` each, changed
 live with SUBSCRIBE/UNSUBSCRIBE. A switch between the two is make-before-break: the new
 connections must deliver (all-market) or be open and subscribed (symbol streams) within
-``handover_timeout``, and then answer a request as a rotation's new socket does within
-``drain_timeout``, before the old ones close (otherwise the switch is given up, the old ones
-carrying on, and tried again ``handover_timeout`` later), and the engine drops the overlap's
-duplicates by symbol and event time. Meanwhile
-what the new ones deliver is held and merged with what the old ones deliver by event time
-(for at most ``drain_timeout``): old connections that lag behind would otherwise hand on
-their last ticks after newer ones, and the engine would drop them as out of order. An old
-connection whose socket opened after a held frame arrived (it reconnected meanwhile) keeps its
-own newer frames back until that one has gone: it may be all there is of a tick it missed.
+``handover_timeout`` (or subscribe a stream more in each such wait), and then answer a
+request as a rotation's new socket does within ``drain_timeout``, before the old ones close
+(otherwise the switch is given up, the old ones carrying on, and tried again
+``handover_timeout`` later), and the engine drops the overlap's duplicates by symbol and
+event time. Meanwhile what the new ones deliver is held and merged with what the old ones
+deliver by event time (for at most ``drain_timeout``): old connections that lag behind would
+otherwise hand on their last ticks after newer ones, and the engine would drop them as out
+of order. An old connection whose socket opened after a held frame arrived (it reconnected
+meanwhile) keeps its own newer frames back until that one has gone: it may be all there is
+of a tick it missed.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class FeedHealth:
     @property
     def bad_frames(self) -> int:
         return sum(self.problems.values())
+
+
+def _subscribed(conns: Iterable[Connection]) -> int:
+    """How many of the streams the connections should carry their sockets have subscribed."""
+    return sum(len(c.streams & c.session.subscribed) for c in conns if c.session is not None)
 
 
 class Feed:
@@ -375,7 +381,9 @@ class Feed:
             for conn in opened:
                 conn.hold()
             new = self._combined
-            deadline = self.clock() + self.settings.handover_timeout  # as to the all-market one
+            wait = self.settings.handover_timeout  # as for the all-market one, but see below
+            deadline = self.clock() + wait
+            subscribed = _subscribed(new)
             while True:
                 try:
                     if not await self._until(
@@ -383,6 +391,13 @@ class Feed:
                     ):
                         return False
                 except TimeoutError:
+                    if _subscribed(new) > subscribed:
+                        # still subscribing: after a refused batch, one stream a request at
+                        # the market's pace (on spot, 100 streams take 100 s); waited for as
+                        # long as each wait brings more
+                        subscribed = _subscribed(new)
+                        deadline = self.clock() + wait
+                        continue
                     unready = sum(not (c.live and c.ready) for c in new)
                     why = (
                         f"{unready} of the {len(new)} connections for symbol streams were not "
