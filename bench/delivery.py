@@ -4,6 +4,7 @@ Not a test. Run from the repository root::
 
     python bench/delivery.py            # 200 latency samples, 3 drains of 1000 alerts
     python bench/delivery.py --quick
+    python bench/delivery.py --outage 20000   # memory of open deliveries while Telegram is down
 
 1. Latency: alerts leave the engine one at a time (``Notifier.emit``, the call the pipeline
    makes), each for a different chat and 50 ms apart, so that no limit of Telegram's applies;
@@ -16,18 +17,27 @@ Not a test. Run from the repository root::
    one message) the fastest possible drain is 100 messages at 30 per second: the first 30 at
    once, then 30 a second later, ..., the last 10 at 3.0 s. Measured: from the burst to the last
    message received. Reported: seconds and the ratio to that minimum. Target <= 1.2.
+3. Outage (``--outage N``, instead of 1 and 2): the fake Telegram answers every call with 502
+   while N alerts for 100 chats are emitted; once all are stored and being retried, reported:
+   the deliveries held in memory (``Outbox.open``), the Python heap they take (tracemalloc,
+   bytes per open delivery; the alerts' rendered texts included) and the process's RSS growth.
+   Then Telegram recovers and every alert must arrive once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
+import os
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -119,12 +129,88 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def rss() -> int:
+    """The process's resident set, bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def outage(n: int, settings_changes: dict[str, Any]) -> dict[str, int]:
+    """N alerts for 100 chats while Telegram answers 502; memory per open delivery."""
+    chats = [10_000 + c for c in range(100)]
+    per_chat = max(1, n // len(chats))
+    async with FakeTelegram(token=TOKEN) as tg:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = DeliverySettings(
+                telegram_token=TOKEN,
+                telegram_api_url=tg.api_url,
+                db=str(Path(tmp) / "bench.db"),
+                **settings_changes,
+            )
+            notifier = Notifier(settings, {})
+            await notifier.start()
+            outbox = notifier.outbox
+            assert outbox is not None
+            tg.down(502)
+            # the alerts as the engine makes them, one frame per round; made before the
+            # measure starts (the engine's own objects are not the outbox's)
+            rounds = [alerts_for(chats, 1, T + k * 1000) for k in range(per_chat)]
+            emitted = sum(len(r) for r in rounds)
+            try:
+                gc.collect()
+                rss_before = rss()
+                tracemalloc.start()
+                heap_before = tracemalloc.get_traced_memory()[0]
+                for frame in rounds:
+                    for alert in frame:
+                        notifier.emit(alert, False)
+                    await asyncio.sleep(0)
+                await outbox.stored_all()  # (flush() would wait for the retries' results too)
+                await asyncio.sleep(3.0)  # every chat tried, and waiting for its next retry
+                gc.collect()
+                heap = tracemalloc.get_traced_memory()[0] - heap_before
+                tracemalloc.stop()
+                grown = rss() - rss_before
+                held = len(outbox.open)
+                depth = outbox.depth
+                tg.recover()
+                deadline = time.monotonic() + 600
+                while (outbox.depth or outbox.open) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                await outbox.flush()  # nothing is retried any more: the results are written
+                got = (await outbox.db(outbox.store.counts)).get("sent", 0)
+            finally:
+                await notifier.close()
+    return {
+        "alerts": emitted,
+        "held": held,
+        "depth": depth,
+        "heap_bytes": heap,
+        "rss_bytes": grown,
+        "delivered": got,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--drains", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--outage", type=int, metavar="N", help="the outage memory measure")
     args = parser.parse_args(argv)
+    if args.outage:
+        started = time.perf_counter()
+        o = asyncio.run(outage(args.outage, {}))
+        print(f"revision {revision()}; {machine()}")
+        n, held, heap, grown = o["alerts"], o["held"], o["heap_bytes"], o["rss_bytes"]
+        print(
+            f"Telegram down, {n} alerts for 100 chats: {held} deliveries in memory "
+            f"(depth {o['depth']}); heap +{heap / 2**20:.1f} MiB "
+            f"({heap / max(1, held):.0f} B per delivery in memory, {heap / n:.0f} B per alert), "
+            f"RSS +{grown / 2**20:.1f} MiB; after recovery {o['delivered']} of {n} delivered"
+        )
+        print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        return 0
     if args.quick:
         args.samples, args.drains = 20, 1
     started = time.perf_counter()
