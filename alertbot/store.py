@@ -84,6 +84,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(state)
     WHERE state IN ('pending', 'fell_back');
 CREATE INDEX IF NOT EXISTS alerts_created ON alerts(created);  -- for Store.prune
+CREATE INDEX IF NOT EXISTS deliveries_open_to ON deliveries(destination)  -- Store.open_to
+    WHERE state IN ('pending', 'fell_back');
 CREATE TABLE IF NOT EXISTS watches (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- shown to users as w<id>
     chat_id     INTEGER NOT NULL,
@@ -427,13 +429,17 @@ class Store:
             chunk = rows[start : start + per]
             yield ",".join([_placeholders(width)] * len(chunk)), [v for row in chunk for v in row]
 
-    def open_deliveries(self) -> list[tuple[AlertRecord, DeliveryRow]]:
-        """Every delivery still being attempted, oldest first, with its alert."""
+    def open_deliveries(self, but: str | None = None) -> list[tuple[AlertRecord, DeliveryRow]]:
+        """Every delivery still being attempted, oldest first, with its alert; ``but``: less
+        those to destinations starting with it."""
+        skip = "" if but is None else " AND NOT (d.destination >= ? AND d.destination < ?)"
         rows = self.db.execute(
             "SELECT a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html, a.gap,"
             " a.created, d.destination, d.state, d.attempts, d.last_error, d.chat_id, d.created"
             " FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
-            " WHERE d.state IN ('pending', 'fell_back') ORDER BY d.created, a.time, d.rowid"
+            f" WHERE d.state IN ('pending', 'fell_back'){skip} ORDER BY d.created, a.time,"
+            " d.rowid",
+            () if but is None else (but, but + "\U0010ffff"),
         ).fetchall()
         out = []
         for r in rows:
@@ -443,6 +449,65 @@ class Store:
             )  # fmt: skip
             out.append((alert, DeliveryRow(r[0], r[10], r[11], r[12], r[13], r[14], r[15])))
         return out
+
+    _OPEN_COLUMNS = (
+        "SELECT d.rowid, a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,"
+        " a.gap, a.created, d.destination, d.state, d.attempts, d.last_error, d.chat_id,"
+        " d.created FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
+    )
+
+    @staticmethod
+    def _open_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[int, AlertRecord, DeliveryRow]]:
+        out = []
+        for r in rows:
+            alert = AlertRecord(
+                id=r[1], rule=r[2], symbol=r[3], time=r[4], price=r[5], condition=r[6],
+                text=r[7], html=r[8], gap=bool(r[9]), created=r[10],
+            )  # fmt: skip
+            row = DeliveryRow(r[1], r[11], r[12], r[13], r[14], r[15], r[16])
+            out.append((r[0], alert, row))
+        return out
+
+    def last_delivery(self) -> int:
+        """The rowid of the newest delivery row (0: none): rows written later have higher ones."""
+        return self.db.execute("SELECT MAX(rowid) FROM deliveries").fetchone()[0] or 0
+
+    def open_destinations(self, prefix: str) -> dict[str, int]:
+        """Destinations starting with ``prefix`` that have deliveries still being attempted,
+        with how many."""
+        return dict(
+            self.db.execute(
+                "SELECT destination, COUNT(*) FROM deliveries WHERE state IN ('pending',"
+                " 'fell_back') AND destination >= ? AND destination < ? GROUP BY destination",
+                (prefix, prefix + "\U0010ffff"),
+            )
+        )
+
+    def open_to(
+        self, destination: str, after: int, limit: int
+    ) -> list[tuple[int, AlertRecord, DeliveryRow]]:
+        """The next ``limit`` deliveries to ``destination`` still being attempted, in the order
+        they were written, from just past the row ``after`` (a rowid): (rowid, alert, row)."""
+        return self._open_rows(
+            self.db.execute(
+                f"{self._OPEN_COLUMNS} WHERE d.destination = ? AND d.state IN ('pending',"
+                " 'fell_back') AND d.rowid > ? ORDER BY d.rowid LIMIT ?",
+                (destination, after, limit),
+            )
+        )
+
+    def pending_before(
+        self, prefix: str, created: float, limit: int
+    ) -> list[tuple[int, AlertRecord, DeliveryRow]]:
+        """Up to ``limit`` deliveries to destinations starting with ``prefix`` still pending
+        (not fallen back) and created before ``created``, oldest first."""
+        return self._open_rows(
+            self.db.execute(
+                f"{self._OPEN_COLUMNS} WHERE d.state = 'pending' AND d.created < ?"
+                " AND d.destination >= ? AND d.destination < ? ORDER BY d.rowid LIMIT ?",
+                (created, prefix, prefix + "\U0010ffff", limit),
+            )
+        )
 
     def deliveries(self, alert_id: str | None = None) -> list[DeliveryRow]:
         query = (
