@@ -997,7 +997,10 @@ class App:
                     and now < started + self.chat_stop_timeout
                 )
                 or (
-                    now < deadline and bool(self._finishing or (outbox is not None and outbox.open))
+                    now < deadline
+                    and bool(
+                        self._finishing or (outbox is not None and (outbox.open or outbox.parked))
+                    )
                 )
             )
             if not waiting:

@@ -120,7 +120,9 @@ class Harness:
 
         async def idle() -> bool:
             await outbox.flush()  # stored, handed to the senders, results written
-            return not outbox.open  # nothing being attempted (a fallback would be open)
+            # nothing being attempted (a fallback would be open), nothing waiting in the
+            # database for room in memory
+            return not outbox.open and not outbox.parked
 
         await wait_until(idle, timeout, seen=lambda: f"being attempted: {sorted(outbox.open)}")
 

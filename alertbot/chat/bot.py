@@ -1183,14 +1183,26 @@ class ChatBot:
         else:
             watches = f"Watches in this chat: {len(rows)}" + (f", {muted} muted" if muted else "")
         waiting = self._waiting(chat)
-        if not waiting:
+        # and those waiting in the database only (the outbox's bound in memory): newer ones
+        parked = self._parked(chat)
+        if not waiting and not parked:
             delivery = "Alerts to this chat: none waiting to be sent"
+        elif not waiting:
+            delivery = f"Alerts to this chat: {parked} waiting to be sent"
         else:
             oldest = format_time(int(min(d.created for d in waiting) * 1000))
-            delivery = f"Alerts to this chat: {len(waiting)} waiting to be sent, since {oldest}"
+            delivery = (
+                f"Alerts to this chat: {len(waiting) + parked} waiting to be sent, since {oldest}"
+            )
             if any(d.last_error for d in waiting):
                 delivery += "; Telegram refused the last try, the bot tries again"
         return "\n".join([prices, watches, delivery])
+
+    def _parked(self, chat: int) -> int:
+        """How many alerts to ``chat`` wait in the database only (beyond the outbox's bound
+        in memory: ALERTBOT_DELIVERY_MEMORY), all newer than those in memory."""
+        outbox = self.notifier.outbox
+        return outbox.parked_to(f"telegram:{chat}") if outbox is not None else 0
 
     def _waiting(self, chat: int) -> list[Delivery]:
         """The alerts to ``chat`` that wait to be sent (stored, not delivered yet)."""
@@ -1654,13 +1666,14 @@ class ChatBot:
         )
         outbox = self.notifier.outbox
         open_deliveries = outbox.depth if outbox else 0
+        waiting = self._waiting(chat)
         lines = [
             f"Feed: {h.mode}, {len(h.connections)} connection(s), {age}, "
             f"{h.messages_per_second:g} messages/s, {h.reconnects} reconnects",
             # an admin chat may be a group: each count says whose it is
             f"Watches: {len(self.book.of_chat(chat))} in this chat, "
             f"{len(self.book.rows)} in all chats",
-            f"Alerts waiting for delivery: {len(self._waiting(chat))} to this chat, "
+            f"Alerts waiting for delivery: {len(waiting) + self._parked(chat)} to this chat, "
             f"{open_deliveries} in all chats and webhooks",
             f"Rules in the engine: {len(self.engine)}, all chats' watches and the rule files'; "
             f"symbols: {self.directory.source}",

@@ -44,6 +44,14 @@ alert_log = logging.getLogger("alertbot.alerts")
 #: alerts for the console stored in one transaction, at most (see Outbox._write_loop)
 CONSOLE_BATCH = 256
 
+#: a chat's Telegram deliveries held in memory, at most (a merged message of short alerts takes
+#: a couple of hundred): one chat's backlog cannot take the room of the others (Outbox._refill)
+CHAT_WINDOW = 256
+#: how often the deliveries waiting in the database only are checked for a fallback due
+SWEEP_EVERY = 1.0
+#: of those, the most that fall back at one check
+SWEEP_BATCH = 2000
+
 
 #: the text fields of an alert, mended (U+FFFD for a lone surrogate) when a write refuses it
 _TEXT_FIELDS = ("id", "rule", "symbol", "price", "condition", "text", "html")
@@ -61,6 +69,8 @@ class _Written:
     refused: dict[int, str] = dataclasses.field(default_factory=dict)
     #: delivery results not stored: (alert id, destination, error)
     lost_results: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    #: the rowid of the newest delivery row before the write (Store.last_delivery)
+    before: int = 0
 
 
 def _mended(record: AlertRecord) -> AlertRecord:
@@ -250,6 +260,21 @@ class Outbox:
         self._seq = 1
         #: the write on the database thread: its future, and its alerts and results (counted)
         self._in_flight: tuple[Future[_Written], int, int] | None = None
+        # Telegram deliveries held in memory are bounded (settings.delivery_memory, CHAT_WINDOW
+        # a chat): the others are in the database only ("parked"), each chat's from just past a
+        # rowid on, and are loaded, oldest first, as room frees (_refill). Their fallbacks fall
+        # due from the database (_sweep). Only the counts are in memory, per chat.
+        self._window = max(1, min(CHAT_WINDOW, settings.delivery_memory))
+        self._held: dict[str, int] = {}  # Telegram destination -> its deliveries in memory
+        self.held = 0  # Telegram deliveries in memory, in all
+        # Telegram destination -> the rowid past which its deliveries are parked (-1: being
+        # written, known after the write), and how many are (at most)
+        self._parked: dict[str, int] = {}
+        self._parked_n: dict[str, int] = {}
+        self.parked = 0
+        self._refill_due = False  # room freed, or deliveries parked, since the last _refill
+        self._sweep_at = 0.0
+        self._sweep_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ intake
 
@@ -321,7 +346,8 @@ class Outbox:
         if still_open:
             return
         delivery = (d.alert.id, d.destination)
-        self.open.pop(delivery, None)
+        if self.open.pop(delivery, None) is not None and d.kind == "telegram":
+            self._release(d.destination)
         timer = self._timers.pop(delivery, None)
         if timer is not None:  # settled: no fallback is due (a flood must not keep 60 s of them)
             timer.cancel()
@@ -340,7 +366,11 @@ class Outbox:
     @property
     def depth(self) -> int:
         """Deliveries not settled yet: waiting to be stored, being stored, or being attempted."""
-        return len(self.open) + len(self._new) + len(self._console) + self._in_write
+        return len(self.open) + len(self._new) + len(self._console) + self._in_write + self.parked
+
+    def parked_to(self, destination: str) -> int:
+        """Deliveries to ``destination`` waiting in the database only (not in :attr:`open`)."""
+        return self._parked_n.get(destination, 0)
 
     @property
     def unstored_age(self) -> float | None:
@@ -354,46 +384,67 @@ class Outbox:
         """Open the database and resume what was left undelivered; returns how many."""
         loop = asyncio.get_running_loop()
         self._seq = await loop.run_in_executor(self._executor, self.store.next_seq)
-        left = await loop.run_in_executor(self._executor, self.store.open_deliveries)
+        # with a Telegram sender, its deliveries are loaded a window at a time (_refill, at the
+        # writer's start): a backlog of an outage is not read into memory whole
+        capped = "telegram" in self.senders
+        left = await loop.run_in_executor(
+            self._executor, self.store.open_deliveries, "telegram:" if capped else None
+        )
         no_token: list[Delivery] = []  # Telegram deliveries, and no Telegram token now
         for record, row in left:
-            d = Delivery(
-                record,
-                row.destination,
-                chat_id=row.chat_id,
-                attempts=row.attempts,
-                created=row.created,
-                state=row.state,
-            )
-            kind, _, rest = row.destination.partition(":")
-            if kind == "telegram":
-                d.chat_id = int(rest)
-                if row.state == "fell_back":
-                    self._fallbacks.add((record.id, row.destination))
-            elif kind == "webhook":
-                d.url = rest
-            elif kind == "fallback":
-                chat, _, d.url = rest.partition(":")  # fallback:<chat>:<url>
-                self._fallbacks.add((record.id, f"telegram:{chat}"))
-            if d.url:
-                d.secret = self.router.secret_for(d.url)
-            if kind == "telegram" and "telegram" not in self.senders:
+            d = self._restored(record, row)
+            if d.kind == "telegram" and not capped:
                 no_token.append(d)
                 continue
             self._dispatch(d)
-        if left:
-            log.warning("outbox: resuming %d undelivered alert deliveries", len(left))
+        resumed = len(left)
+        if capped:
+            waiting = await loop.run_in_executor(
+                self._executor, self.store.open_destinations, "telegram:"
+            )
+            for destination, n in waiting.items():
+                self._park(destination, 0, n)
+                resumed += n
+        if resumed:
+            log.warning("outbox: resuming %d undelivered alert deliveries", resumed)
         if no_token:
             self._without_telegram(no_token)
+        if self._parked:
+            await self._refill()  # each chat's first window, as those above: being attempted
         self._task = asyncio.create_task(self._write_loop(), name="outbox-writer")
-        return len(left)
+        return resumed
+
+    def _restored(self, record: AlertRecord, row: DeliveryRow) -> Delivery:
+        """A delivery read back from the database (at start-up, or parked), as it was."""
+        d = Delivery(
+            record,
+            row.destination,
+            chat_id=row.chat_id,
+            attempts=row.attempts,
+            created=row.created,
+            state=row.state,
+        )
+        kind, _, rest = row.destination.partition(":")
+        if kind == "telegram":
+            d.chat_id = int(rest)
+            if row.state == "fell_back":
+                self._fallbacks.add((record.id, row.destination))
+        elif kind == "webhook":
+            d.url = rest
+        elif kind == "fallback":
+            chat, _, d.url = rest.partition(":")  # fallback:<chat>:<url>
+            self._fallbacks.add((record.id, f"telegram:{chat}"))
+        if d.url:
+            d.secret = self.router.secret_for(d.url)
+        return d
 
     async def drain(self, grace: float) -> bool:
-        """Give the senders up to ``grace`` seconds to settle every open delivery."""
+        """Give the senders up to ``grace`` seconds to settle every open delivery (those
+        parked in the database too, loaded as room frees)."""
         deadline = time.monotonic() + grace
-        while self.open and time.monotonic() < deadline:
+        while (self.open or self.parked) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        return not self.open
+        return not (self.open or self.parked)
 
     async def close(self, grace: float | None = None) -> None:
         """Write what is queued and stop (what is still open is resumed at the next start).
@@ -409,6 +460,8 @@ class Outbox:
             await cancel_and_wait(self._task)
         for timer in self._timers.values():
             timer.cancel()
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
         # a write in progress ends (SQLite's busy timeout: seconds, on a database another
         # process holds), waited for off the event loop, which keeps running meanwhile (a
         # second Ctrl-C ends the process at once, the stop's other tasks end)
@@ -492,6 +545,7 @@ class Outbox:
                 self._alerts, self._new, self._updates = [], [], []
                 waiting = self._console
                 console = [waiting.popleft() for _ in range(min(len(waiting), CONSOLE_BATCH))]
+                parking = self._plan(new)
                 self._writing = True
                 self._in_write = len(new) + len(console)
                 future: Future[_Written] = self._executor.submit(
@@ -528,8 +582,15 @@ class Outbox:
                 self._batch.set()
                 if written.mended or written.refused or written.lost_results:
                     self._mend(written, new, console)
+                for destination, after in self._parked.items():
+                    if after < 0:  # parked from this write on
+                        self._parked[destination] = written.before
                 for d in new:  # stored: now they may be sent
                     if id(d) in written.refused:
+                        continue
+                    if id(d) in parking:  # stored: it waits there for room (_refill)
+                        self._park(d.destination, written.before, 1)
+                        self._refill_due = True
                         continue
                     if d in written.stored_before:
                         # a fallback sent (or being sent) before a restart, whose Telegram row
@@ -544,7 +605,116 @@ class Outbox:
                 for d in console:
                     if id(d) not in written.refused:
                         self._dispatch(d)
+            if self._parked:
+                if self._refill_due:
+                    self._refill_due = False
+                    await self._refill()
+                await self._sweep()
             self._flushed.set()
+
+    # ------------------------------------------------------------------ the bound in memory
+
+    def _plan(self, new: list[Delivery]) -> set[int]:
+        """The Telegram deliveries of ``new`` (by identity) that are to be parked once stored:
+        all of a chat's when it has parked ones already (they go first) or when they do not
+        fit in its window or in the room left (all or none, so that each chat's parked rows
+        are those written past a rowid)."""
+        if "telegram" not in self.senders:
+            return set()
+        wanted: dict[str, int] = {}
+        for d in new:
+            if d.kind == "telegram":
+                wanted[d.destination] = wanted.get(d.destination, 0) + 1
+        if not wanted:
+            return set()
+        room = self.settings.delivery_memory - self.held
+        parked = self._parked
+        for destination, n in wanted.items():
+            if (
+                destination in parked
+                or self._held.get(destination, 0) + n > self._window
+                or n > room
+            ):
+                parked.setdefault(destination, -1)
+            else:
+                room -= n
+        return {id(d) for d in new if d.kind == "telegram" and d.destination in parked}
+
+    def _park(self, destination: str, after: int, n: int) -> None:
+        self._parked.setdefault(destination, after)
+        self._parked_n[destination] = self._parked_n.get(destination, 0) + n
+        self.parked += n
+
+    def _unpark(self, destination: str, n: int | None = None) -> None:
+        """``n`` of the destination's parked deliveries are loaded (None: all there are)."""
+        had = self._parked_n.pop(destination, 0)
+        left = 0 if n is None else max(0, had - n)
+        self.parked -= had - left
+        if n is None:
+            del self._parked[destination]
+        elif left:
+            self._parked_n[destination] = left
+
+    def _release(self, destination: str) -> None:
+        """A Telegram delivery held in memory is settled: its room is free."""
+        self.held -= 1
+        n = self._held[destination] - 1
+        if n:
+            self._held[destination] = n
+        else:
+            del self._held[destination]
+        if self._parked:
+            self._refill_due = True
+            self._dirty.set()  # the writer loads what waits (_refill)
+
+    async def _refill(self) -> None:
+        """Load parked deliveries while there is room: the chats with the oldest first, each
+        once half its window is free, as many as fill it, in the order they were written."""
+        room = self.settings.delivery_memory - self.held
+        window = self._window
+        for destination, after in sorted(self._parked.items(), key=lambda item: item[1]):
+            if room <= 0:
+                break
+            held = self._held.get(destination, 0)
+            if after < 0 or held > window // 2:
+                continue
+            take = min(window - held, room)
+            rows = await self.db(self.store.open_to, destination, after, take)
+            for _, record, row in rows:
+                self._dispatch(self._restored(record, row))
+            room -= len(rows)
+            if len(rows) < take:  # none left in the database
+                self._unpark(destination)
+            else:
+                self._parked[destination] = rows[-1][0]
+                self._unpark(destination, len(rows))
+
+    async def _sweep(self) -> None:
+        """Parked Telegram deliveries whose fallback is due (``fallback_after`` from their
+        alert, as for those in memory) fall back from the database, without being loaded
+        for Telegram; checked every SWEEP_EVERY seconds while any are parked."""
+        now = time.time()
+        if now >= self._sweep_at:
+            self._sweep_at = now + SWEEP_EVERY
+            due = now - self.settings.fallback_after
+            rows = await self.db(self.store.pending_before, "telegram:", due, SWEEP_BATCH)
+            why = f"Telegram has not delivered it within {self.settings.fallback_after:g}s"
+            for rowid, record, row in rows:
+                after = self._parked.get(row.destination)
+                if after is None or after < 0 or rowid <= after:
+                    continue  # in memory: its own timer
+                d = self._restored(record, row)
+                self._fall_back(d, why)
+                # its row says so once written, before any _refill reads it again: no marker
+                # is kept for a delivery not in memory
+                self._fallbacks.discard((d.alert.id, d.destination))
+        if self._parked and self._sweep_timer is None:
+            loop = asyncio.get_running_loop()
+            self._sweep_timer = loop.call_later(SWEEP_EVERY, self._sweep_due)
+
+    def _sweep_due(self) -> None:
+        self._sweep_timer = None
+        self._dirty.set()
 
     def _mend(self, written: _Written, new: list[Delivery], console: list[Delivery]) -> None:
         """After a batch written record by record: its deliveries of mended alerts take the
@@ -603,17 +773,20 @@ class Outbox:
         bad record holds up none of the others; one that fails for the database itself (locked,
         full, read-only) raises, and the writer keeps the batch and tries again."""
         try:
+            before = self.store.last_delivery()
             stored_before = self._stored_before(new)
             rows = [
                 DeliveryRow(d.alert.id, d.destination, chat_id=d.chat_id, created=d.created)
                 for d in (*new, *console)
             ]
             self.store.write([*alerts, *(d.alert for d in console)], rows, updates)
-            return _Written(stored_before)
+            return _Written(stored_before, before=before)
         except Exception as exc:
             if database_failed(exc):
                 raise
-        return self._store_each(alerts, new, console, updates)
+        written = self._store_each(alerts, new, console, updates)
+        written.before = before
+        return written
 
     def _stored_before(self, new: list[Delivery]) -> set[Delivery]:
         return {
@@ -708,6 +881,9 @@ class Outbox:
     def _dispatch(self, d: Delivery) -> None:
         self.open[(d.alert.id, d.destination)] = d
         kind = d.kind
+        if kind == "telegram":
+            self.held += 1
+            self._held[d.destination] = self._held.get(d.destination, 0) + 1
         sender = self.senders["webhook" if kind == "fallback" else kind]
         if kind == "telegram" and d.state == "pending" and d.chat_id is not None:
             due = d.created + self.settings.fallback_after - time.time()

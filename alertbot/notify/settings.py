@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from alertbot.errors import ConfigError
 from alertbot.rules.ids import CHAT_ID_RANGE, chat_id
 from alertbot.rules.urls import url_password
-from alertbot.settings import MAX_SECONDS, env_seconds, env_url
+from alertbot.settings import MAX_SECONDS, env_int, env_seconds, env_url
 
 _TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
@@ -62,6 +62,9 @@ class DeliverySettings:
     #: alerts whose deliveries are all settled are deleted from the outbox this long after they
     #: were created (0: kept for ever); open deliveries are kept however old
     alert_retention: float = 7 * 86400.0
+    #: Telegram deliveries still being attempted that are held in memory, at most (each chat
+    #: at most CHAT_WINDOW of them); the others wait in the database only (Outbox)
+    delivery_memory: int = 5000
     #: at shutdown, how long the outbox goes on trying to write what is queued while the
     #: database refuses writes (when it is not given a grace period of its own)
     close_timeout: float = 3.0
@@ -111,6 +114,7 @@ class DeliverySettings:
             alert_retention=env_seconds(
                 e, "ALERTBOT_ALERT_RETENTION", 7 * 86400.0, maximum=10 * MAX_SECONDS
             ),
+            delivery_memory=env_int(e, "ALERTBOT_DELIVERY_MEMORY", 5000, minimum=100),
         )
 
     def secrets(self) -> list[str]:

@@ -1,0 +1,145 @@
+"""The outbox's bound in memory: during a long Telegram outage at most
+``DeliverySettings.delivery_memory`` Telegram deliveries are held in memory, the others wait in
+SQLite only and are loaded, oldest first, as room frees; none is lost or sent twice, each chat's
+stay in order, and their fallbacks fall due from the alert's time all the same.
+
+Against the fake Telegram and the webhook receiver on loopback, with a small bound.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from alertbot.errors import ConfigError
+from alertbot.notify.outbox import Outbox
+from alertbot.notify.settings import DeliverySettings
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.waiting import wait_until
+from tests.test_delivery import Harness, T, rule, tick
+
+CAP = 10
+CHATS = (5001, 5002)
+
+
+def fire_rounds(h: Harness, rounds: int, start: int = 0) -> None:
+    """``rounds`` engine frames, each firing one alert for each chat of CHATS (text: its rule
+    id and round), in the order a chat must get them."""
+    for k in range(start, start + rounds):
+        rules = [
+            rule(f"c{chat}-{k:03}", notify=[f"chat:{chat}"], message="{rule}") for chat in CHATS
+        ]
+        h.fire(rules, [tick(time=T + k)])
+
+
+def telegram_held(outbox: Outbox) -> int:
+    return sum(1 for _, destination in outbox.open if destination.startswith("telegram:"))
+
+
+def received(tg: FakeTelegram, chat: int) -> list[str]:
+    return [line for m in tg.messages_to(chat) for line in m.text.split("\n\n")]
+
+
+def sent_everything(h: Harness):
+    def check() -> bool:
+        return set(h.states().values()) == {"sent"}
+
+    return check
+
+
+async def test_an_outage_holds_at_most_the_bound_and_then_delivers_each_alert_once_in_order(
+    tmp_path, tg
+):
+    """40 alerts for each of two chats while Telegram answers 502, bound 10: never more than
+    10 Telegram deliveries in memory, the rest wait in SQLite; after the recovery every alert
+    arrives exactly once, each chat's in the order they fired."""
+    tg.down(502)
+    async with Harness(tmp_path, tg, None, delivery_memory=CAP, chat_interval=0.01) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        most = 0
+        for k in range(0, 40, 8):  # several writes, as a flood over time
+            fire_rounds(h, 8, k)
+            await outbox.stored_all()
+            most = max(most, telegram_held(outbox))
+        await tg.wait_for(lambda: len(tg.requests) >= 4)  # being retried
+        most = max(most, telegram_held(outbox))
+        assert most <= CAP
+        assert outbox.depth == 80  # the parked ones count as open all the same
+        tg.recover()
+
+        def done() -> bool:
+            nonlocal most
+            most = max(most, telegram_held(outbox))
+            return sent_everything(h)()
+
+        await wait_until(done, 30, seen=lambda: f"held {telegram_held(outbox)}")
+        assert most <= CAP
+    for chat in CHATS:
+        assert received(tg, chat) == [f"c{chat}-{k:03}" for k in range(40)]
+
+
+async def test_a_restart_mid_outage_loses_nothing_and_reads_a_window_only(tmp_path, tg):
+    """Stopped during the outage with most alerts in SQLite only, the next start loads at most
+    the bound of them and, Telegram back, delivers every one once, in order."""
+    tg.down(502)
+    async with Harness(tmp_path, tg, None, delivery_memory=CAP, chat_interval=0.01) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        fire_rounds(h, 30)
+        await outbox.stored_all()
+        await tg.wait_for(lambda: len(tg.requests) >= 2)
+        assert telegram_held(outbox) <= CAP
+    assert set(h.states().values()) == {"pending"}
+    tg.recover()
+    async with Harness(tmp_path, tg, None, delivery_memory=CAP, chat_interval=0.01) as again:
+        outbox = again.notifier.outbox
+        assert outbox is not None
+        assert telegram_held(outbox) <= CAP  # read at start: a window, not the backlog
+        assert outbox.depth == 60
+        most = 0
+
+        def done() -> bool:
+            nonlocal most
+            most = max(most, telegram_held(outbox))
+            return sent_everything(again)()
+
+        await wait_until(done, 30)
+        assert most <= CAP
+    for chat in CHATS:
+        assert received(tg, chat) == [f"c{chat}-{k:03}" for k in range(30)]
+
+
+async def test_alerts_waiting_in_the_database_fall_back_on_time_and_once(tmp_path, tg, hook):
+    """The fallback counts from the alert, not from when it is loaded: alerts parked behind a
+    full window reach the fallback webhook while Telegram is still down, each once; Telegram
+    gets them all once it is back, and the webhook no second copy."""
+    tg.down(502)
+    settings = {"delivery_memory": CAP, "chat_interval": 0.01, "fallback_after": 0.3}
+    async with Harness(tmp_path, tg, hook, **settings) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        fire_rounds(h, 15)
+        await hook.wait_for_deliveries(30, timeout=10)  # Telegram still down
+        assert telegram_held(outbox) <= CAP
+        tg.recover()
+
+        def done() -> bool:
+            return {v for k, v in h.states().items() if ">telegram:" in k} == {"sent"}
+
+        await wait_until(done, 30)
+        await h.settled()
+    keys = [d.idempotency_key for d in hook.accepted]
+    assert len(keys) == 30
+    assert len(set(keys)) == 30
+    for chat in CHATS:
+        assert received(tg, chat) == [f"c{chat}-{k:03}" for k in range(15)]
+
+
+def test_the_bound_is_a_setting_with_a_floor():
+    """ALERTBOT_DELIVERY_MEMORY: default 5000, a whole number of at least 100."""
+    assert DeliverySettings.from_env({}).delivery_memory == 5000
+    assert DeliverySettings.from_env({"ALERTBOT_DELIVERY_MEMORY": "2000"}).delivery_memory == 2000
+    with pytest.raises(ConfigError, match="ALERTBOT_DELIVERY_MEMORY: must be at least 100"):
+        DeliverySettings.from_env({"ALERTBOT_DELIVERY_MEMORY": "50"})
+    with pytest.raises(ConfigError, match="ALERTBOT_DELIVERY_MEMORY: expected a whole number"):
+        DeliverySettings.from_env({"ALERTBOT_DELIVERY_MEMORY": "lots"})
