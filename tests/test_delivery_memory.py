@@ -65,6 +65,9 @@ async def test_an_outage_holds_at_most_the_bound_and_then_delivers_each_alert_on
         most = max(most, telegram_held(outbox))
         assert most <= CAP
         assert outbox.depth == 80  # the parked ones count as open all the same
+        for chat in CHATS:  # as /status counts a chat's waiting alerts
+            mine = sum(1 for _, d in outbox.open if d == f"telegram:{chat}")
+            assert mine + outbox.parked_to(f"telegram:{chat}") == 40
         tg.recover()
 
         def done() -> bool:
@@ -143,3 +146,20 @@ def test_the_bound_is_a_setting_with_a_floor():
         DeliverySettings.from_env({"ALERTBOT_DELIVERY_MEMORY": "50"})
     with pytest.raises(ConfigError, match="ALERTBOT_DELIVERY_MEMORY: expected a whole number"):
         DeliverySettings.from_env({"ALERTBOT_DELIVERY_MEMORY": "lots"})
+
+
+async def test_one_chats_backlog_leaves_room_for_the_others(tmp_path, tg):
+    """A chat that keeps failing with a backlog larger than the bound holds one window (256)
+    of it in memory, not the whole bound: another chat's alert goes out at once."""
+    stuck, other = CHATS
+    tg.fail_chat(stuck, 502, "Bad Gateway")
+    async with Harness(tmp_path, tg, None, delivery_memory=300, chat_interval=0.01) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        h.fire([rule(f"s{k:03}", notify=[f"chat:{stuck}"]) for k in range(400)])
+        await outbox.stored_all()
+        await tg.wait_for(lambda: len(tg.requests) >= 2)
+        assert telegram_held(outbox) == 256
+        h.fire([rule("o", notify=[f"chat:{other}"], message="{rule}")], [tick(time=T + 1)])
+        await tg.wait_for(lambda: received(tg, other) == ["o"])
+        assert outbox.parked_to(f"telegram:{stuck}") == 144
