@@ -605,12 +605,19 @@ class Outbox:
                 for d in console:
                     if id(d) not in written.refused:
                         self._dispatch(d)
-            if self._parked:
-                if self._refill_due:
-                    self._refill_due = False
-                    await self._refill()
-                await self._sweep()
+                # here too, not only once nothing waits: a steady flood keeps this loop going
+                await self._parked_work()
+            await self._parked_work()  # woken with nothing to write: the sweep's timer
             self._flushed.set()
+
+    async def _parked_work(self) -> None:
+        """Load parked deliveries when room freed, and let those due fall back. Only between
+        writes: a fallback's row written by the sweep is stored before any _refill reads it."""
+        if self._parked:
+            if self._refill_due:
+                self._refill_due = False
+                await self._refill()
+            await self._sweep()
 
     # ------------------------------------------------------------------ the bound in memory
 
