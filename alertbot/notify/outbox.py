@@ -779,8 +779,8 @@ class Outbox:
         SQLite cannot hold) is made again record by record (:meth:`_store_each`), so that one
         bad record holds up none of the others; one that fails for the database itself (locked,
         full, read-only) raises, and the writer keeps the batch and tries again."""
+        before = self.store.last_delivery()
         try:
-            before = self.store.last_delivery()
             stored_before = self._stored_before(new)
             rows = [
                 DeliveryRow(d.alert.id, d.destination, chat_id=d.chat_id, created=d.created)
@@ -886,16 +886,16 @@ class Outbox:
             self._fall_back(d, "no Telegram token is set", quiet=True)
 
     def _dispatch(self, d: Delivery) -> None:
-        self.open[(d.alert.id, d.destination)] = d
+        key = (d.alert.id, d.destination)
         kind = d.kind
-        if kind == "telegram":
+        if kind == "telegram" and key not in self.open:  # one room, freed by its one settle
             self.held += 1
             self._held[d.destination] = self._held.get(d.destination, 0) + 1
+        self.open[key] = d
         sender = self.senders["webhook" if kind == "fallback" else kind]
         if kind == "telegram" and d.state == "pending" and d.chat_id is not None:
             due = d.created + self.settings.fallback_after - time.time()
             loop = asyncio.get_running_loop()
-            key = (d.alert.id, d.destination)
             self._timers[key] = loop.call_later(max(0.0, due), self._fallback_due, d)
         sender.enqueue(d)
 
