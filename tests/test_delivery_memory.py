@@ -163,3 +163,20 @@ async def test_one_chats_backlog_leaves_room_for_the_others(tmp_path, tg):
         h.fire([rule("o", notify=[f"chat:{other}"], message="{rule}")], [tick(time=T + 1)])
         await tg.wait_for(lambda: received(tg, other) == ["o"])
         assert outbox.parked_to(f"telegram:{stuck}") == 144
+
+
+async def test_a_chat_that_blocks_the_bot_fails_its_parked_alerts_too_each_once(tmp_path, tg, hook):
+    """A chat refusing the bot (403) with most of its alerts parked: each window loaded after
+    fails in turn, so every alert ends failed (none left pending in the database) and goes to
+    the fallback webhook once."""
+    stuck, _ = CHATS
+    tg.block(stuck)
+    async with Harness(tmp_path, tg, hook, delivery_memory=CAP, chat_interval=0.01) as h:
+        h.fire([rule(f"b{k:03}", notify=[f"chat:{stuck}"]) for k in range(35)])
+        await hook.wait_for_deliveries(35, timeout=10)
+        await h.settled()
+    states = h.states()
+    assert sorted({v for k, v in states.items() if ">telegram:" in k}) == ["failed"]
+    assert len([k for k in states if ">telegram:" in k]) == 35
+    keys = [d.idempotency_key for d in hook.accepted]
+    assert len(keys) == len(set(keys)) == 35
