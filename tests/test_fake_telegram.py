@@ -715,6 +715,28 @@ async def test_delay_answers_late_but_delivers_on_receipt(
     assert loop.time() - start >= 0.3
 
 
+async def test_answer_late_holds_one_methods_answers_back_and_marks_the_messages(
+    tg: FakeTelegram, client: httpx.AsyncClient
+) -> None:
+    """``answer_late``: sendMessage is applied on receipt and its answer written late (the
+    message says how late); other methods are answered at once; 0 ends it."""
+    tg.answer_late(0.3)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(
+            f"{tg.api_url}/bot{tg.token}/sendMessage",
+            json={"chat_id": CHAT, "text": "x"},
+            timeout=0.1,
+        )
+    assert [m.answered_late for m in tg.messages] == [0.3]  # delivered all the same
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert (await call(client, tg, "getMe")).status_code == 200
+    assert loop.time() - start < 0.3
+    tg.answer_late(0)
+    assert (await call(client, tg, "sendMessage", chat_id=CHAT, text="y")).status_code == 200
+    assert [m.answered_late for m in tg.messages] == [0.3, 0.0]
+
+
 # --- rate limits
 
 

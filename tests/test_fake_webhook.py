@@ -315,6 +315,21 @@ async def test_keep_alive_serves_several_requests_on_one_connection(
     assert hook.open_connections == 1
 
 
+async def test_closed_the_port_refuses_and_started_again_on_it_serves(
+    hook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    """``aclose`` then ``start(port)``: connection refused meanwhile, then the same URL
+    works again (a receiver that was down, not one that moved)."""
+    url, port = hook.url, hook.port
+    await hook.aclose()
+    with pytest.raises(httpx.ConnectError):
+        await post(client, hook)
+    await hook.start(port)
+    assert hook.url == url
+    assert (await post(client, hook)).status_code == 200
+    assert [d.status for d in hook.deliveries] == [200]
+
+
 async def test_shutdown_ends_hanging_requests_without_leaks(client: httpx.AsyncClient) -> None:
     async with WebhookReceiver() as hook:
         hook.down("hang")

@@ -566,6 +566,8 @@ class Message:
     edits: int = 0
     edit_date: int | None = None
     deleted: bool = False
+    #: seconds the answer to its sendMessage was held back (``answer_late``): 0, on time
+    answered_late: float = 0.0
 
     def shown_as(self, kind: str) -> list[str]:
         """The pieces of the text the user sees shown as ``kind`` entities ("code", "bold"),
@@ -633,8 +635,9 @@ class FakeTelegram(HTTPServer):
     """Fake ``api.telegram.org`` for one bot; ``async with FakeTelegram() as tg:``.
 
     Point python-telegram-bot at it with ``Bot(tg.token, base_url=f"{tg.api_url}/bot")``.
-    A sendMessage is applied when it is received: ``delay`` only makes the answer late, so a
-    client that times out has still delivered the message (as on Telegram).
+    A sendMessage is applied when it is received: ``delay`` (every answer) and ``answer_late``
+    (one method's) only make the answer late, so a client that times out has still delivered
+    the message (as on Telegram).
     """
 
     PRIVATE_BURST = 3
@@ -690,6 +693,7 @@ class FakeTelegram(HTTPServer):
         self._down_page = False
         self._down_method: str | None = None  # lower case; None: every method
         self._hang = False
+        self._late: tuple[float, str] = (0.0, "sendmessage")
         self._methods: dict[str, tuple[str, Callable[[Request], Awaitable[JSON]]]] = {
             name.lower(): (name, handler)
             for name, handler in (
@@ -941,6 +945,16 @@ class FakeTelegram(HTTPServer):
         self._down_method = None if method is None else method.lower()
         self._hang = status is None
 
+    def answer_late(self, seconds: float, *, method: str = "sendMessage") -> None:
+        """From now on the calls of ``method`` (case-insensitive) that succeed are answered
+        ``seconds`` late: applied on receipt (a message is delivered, with ``answered_late``
+        set), the answer written after that long, as when Telegram took a message and its
+        answer outlived the client's timeout. 0 ends it; a call received before goes on as it
+        began. Not undone by ``recover()``."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._late = (seconds, method.lower())
+
     def recover(self) -> None:
         """Undo ``down()``, ``fail_chat()`` and ``migrate_chat()``, and forget the bot's statuses
         (``bot_status``; ``fail_next`` rules stay)."""
@@ -1147,6 +1161,12 @@ class FakeTelegram(HTTPServer):
             status, body = e.status, e.body()
         record.status = status
         record.response = body
+        late, late_method = self._late
+        if late > 0 and status == 200 and name.lower() == late_method:
+            if name.lower() == "sendmessage":
+                sent = body["result"]
+                self._bot_messages[(sent["chat"]["id"], sent["message_id"])].answered_late = late
+            await asyncio.sleep(late)  # cancelled if the client gives up first
         try:
             payload = json.dumps(body, ensure_ascii=False).encode()
         except UnicodeEncodeError:  # a lone surrogate (a test's): sent as JSON's \u escape

@@ -158,12 +158,15 @@ class HTTPServer:
 
     # --- lifecycle
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1, on a free port."""
+    async def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1, on a free port, or on ``port``: a server closed with
+        ``aclose`` started again where it was (its clients meanwhile: connection refused)."""
         if self._server is not None:
             raise RuntimeError("already started")
         self._closing = False
-        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0, ssl=self.tls)
+        self._server = await asyncio.start_server(
+            self._on_connection, "127.0.0.1", port, ssl=self.tls
+        )
         self._port = self._server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
