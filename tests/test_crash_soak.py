@@ -6,13 +6,28 @@ after the restart, an alert stored before a SIGKILL not repeated, a ``once`` wat
 without its alert). Here one seed makes one schedule that interleaves price ticks crossing the
 levels of rule-file rules and of chat watches (``/watch`` made, muted, unmuted and removed
 through the fake Telegram, ``once`` watches among them), Telegram faults on ``sendMessage``
-for a while (5xx, 429 with ``retry_after``, requests never answered: the bot's timeouts) and
+for a while (5xx, 429 with ``retry_after``, requests never answered: the bot's timeouts;
+messages taken and answered after the bot's timeout), webhook outages (500, 429 with
+``Retry-After``, requests never answered, TCP resets, the port closed: connection refused),
+chats that block the bot (Telegram says so with a ``my_chat_member`` update, or only answers
+403 "Forbidden: bot was blocked by the user") and unblock it (the update, or a command), and
 process stops: SIGKILL at random moments (while ticks are being read, alerts stored, messages
-sent, commands answered; also aimed at the moment Telegram has taken an alert and the bot has
-not written that down yet), SIGTERM sometimes (and a SIGKILL during that stop), each followed
-by a restart on the same SQLite file. The bot runs as a user runs it (a subprocess, as in
-test_cli_live.py) between the fake Binance (the all-market stream, so that every tick
-published reaches the live connection) and the fake Telegram Bot API.
+sent, commands answered; also aimed at the moment Telegram or the webhook receiver has taken
+an alert and the bot has not written that down yet), SIGTERM sometimes (and a SIGKILL during
+that stop), each followed by a restart on the same SQLite file. The bot runs as a user runs it
+(a subprocess, as in test_cli_live.py) between the fake Binance (the all-market stream, so that
+every tick published reaches the live connection), the fake Telegram Bot API and the webhook
+receiver: a rule file channel's URL and the fallback webhook's (``ALERTBOT_FALLBACK_AFTER`` 2 s,
+so a Telegram fault or the chats' spacing sends alerts there too).
+
+A chat that blocks the bot: README "Chat commands". Its deliveries under way are settled
+first (a refusal of one of them would pause the chat at a moment the reference cannot know).
+Told by Telegram, the bot pauses a chat with watches at once; told only by a 403, at the first
+alert refused: in both cases nothing more is published until the pause is on disk, and from
+then on the reference has the chat's watches muted, with a ``once`` watch whose alert was
+refused active again with no firing state. The chat's user sends no command meanwhile (one
+does not reach the bot on Telegram); the rule files' chat 102 is never paused, its alerts
+refused and sent to the fallback webhook.
 
 What the bot **saw**: the ticks the fake wrote to the connection of a live bot process, of
 which the process read a prefix before it stopped. A tick is **confirmed** seen once the
@@ -38,12 +53,20 @@ is excused. Checked after every stop and at the end:
 - after a SIGTERM the state saved holds every alert stored and every tick confirmed seen
   (README: saved at shutdown), so the next start takes up nothing as fired after it;
 - no stored alert leaves the database; every one goes to the chats its rule names (a chat
-  watch's: its chat) and is delivered to each at least once by the end (after the last
-  restart and a settle with Telegram healthy), and every delivery row is ``sent``;
-- a chat gets an alert a second time only as README "Delivery" allows at least once: a
-  stop between a send and the write of its result (the copy before the stop, the database
-  after it still has the delivery open, the copy after the restart); Telegram's answers here
-  are never later than the bot's timeout (a request that times out is never applied);
+  watch's: its chat) and to the webhook channel where its rule names that, and is delivered
+  to each at least once by the end (after the last restart and a settle with every chat back
+  and Telegram and the webhook healthy): every delivery row is ``sent`` (and the message or
+  the accepted POST is there), but a Telegram one refused by a chat that blocked the bot,
+  ``failed`` with that reason, whose alert the fallback webhook accepted; a fallback POST is
+  for one of the alert's chats and says ``"fallback": true`` and the chat id;
+- a chat gets an alert a second time, and the webhook an id, only as README "Delivery"
+  allows at least once: a stop between a send and the write of its result (the copy before
+  the stop, the database after it still has the delivery open, the copy after the restart),
+  or a Telegram answer later than the bot's timeout (the first copy's); a fallback POST and
+  a Telegram message of one alert are two channels, not two copies;
+- a chat back from a pause (by the update or a command) gets the note README "Chat
+  commands" gives: "Welcome back", with the number of the alerts it refused meanwhile and the
+  times of the first 5; its pause is then gone from the database, its watches fire again;
 - every watch whose ``/watch`` was answered and whose ``/unwatch`` was not is in the database,
   active, after every stop (a ``once`` watch ended only together with its stored alert);
   one whose ``/unwatch`` was answered is gone; a ``/mute`` or ``/unmute`` answered is on disk
@@ -61,6 +84,7 @@ import asyncio
 import copy
 import datetime as dt
 import itertools
+import json
 import os
 import random
 import re
@@ -82,7 +106,8 @@ from alertbot.rules.model import Rule
 from alertbot.store import WatchRow
 from alertbot.ticker import Ticker
 from tests.fakes.binance import FakeBinance, mini_ticker
-from tests.fakes.telegram import FakeTelegram
+from tests.fakes.telegram import FakeTelegram, Message
+from tests.fakes.webhook import Delivery, WebhookReceiver
 from tests.reference import PairState, ReferenceEngine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,11 +122,19 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 PRICES = (88, 93, 97, 102, 107, 112, 118, 123, 128)
 ADMIN = 100
 WATCH_CHATS = (201, 202)
+#: chats that block the bot now and then: the watch chats (paused, README "Chat commands") and
+#: a rule file's chat (not paused: each alert refused goes to the fallback webhook)
+BLOCKING_CHATS = (*WATCH_CHATS, 102)
+#: the bot's Telegram timeout (README "Delivery": an answer later than it sends again)
+TELEGRAM_TIMEOUT = 10.0
+#: how late a late Telegram answer comes: after that timeout
+LATE_ANSWER = 11.0
 
 RULES_YAML = """\
 channels:
   one: {telegram: 101}
   two: {telegram: 102}
+  hook: {webhook: "HOOK_URL"}
 rules:
   - id: btc-up
     symbols: [BTCUSDT]
@@ -119,6 +152,14 @@ rules:
     symbols: [ETHUSDT]
     when: price crosses below 100
     notify: [one, two]
+  - id: btc-hook
+    symbols: [BTCUSDT]
+    when: price crosses below 110
+    notify: [hook]
+  - id: eth-mixed
+    symbols: [ETHUSDT]
+    when: price crosses above 125
+    notify: [two, hook]
 """
 
 FILE_RULES = (
@@ -126,8 +167,20 @@ FILE_RULES = (
     Rule("btc-both", parse("price crosses 120"), ("BTCUSDT",)),
     Rule("eth-high", parse("price > 110"), ("ETHUSDT",), cooldown_ms=3000),
     Rule("eth-down", parse("price crosses below 100"), ("ETHUSDT",)),
+    Rule("btc-hook", parse("price crosses below 110"), ("BTCUSDT",)),
+    Rule("eth-mixed", parse("price crosses above 125"), ("ETHUSDT",)),
 )
-FILE_CHATS = {"btc-up": {101}, "btc-both": {102}, "eth-high": {ADMIN}, "eth-down": {101, 102}}
+#: the Telegram chats of the rule files' alerts (README "Where an alert goes")
+FILE_CHATS = {
+    "btc-up": {101},
+    "btc-both": {102},
+    "eth-high": {ADMIN},
+    "eth-down": {101, 102},
+    "btc-hook": set(),
+    "eth-mixed": {102},
+}
+#: the rules whose alerts also go to the webhook channel (the fallback webhook's URL too)
+FILE_HOOKS = {"btc-hook", "eth-mixed"}
 
 WATCHES = (
     "BTCUSDT crosses above 110 cooldown 0",
@@ -146,26 +199,31 @@ def schedule(rng: random.Random, length: int) -> list[Step]:
     steps: list[Step] = []
     for _ in range(length):
         r = rng.random()
-        if r < 0.5:
+        if r < 0.46:
             symbols = rng.sample(SYMBOLS, rng.randint(1, len(SYMBOLS)))
             steps.append(("tick", {s: rng.choice(PRICES) for s in symbols}))
-        elif r < 0.58:
+        elif r < 0.53:
             steps.append(("sync",))
-        elif r < 0.70:
+        elif r < 0.64:
             chat = rng.choice(WATCH_CHATS)
             what = rng.choice(["watch", "watch", "watch", "unwatch", "mute", "unmute"])
             if what == "watch":
                 steps.append(("watch", chat, rng.choice(WATCHES)))
             else:
                 steps.append((what, chat, rng.random()))
-        elif r < 0.80:
-            kind = rng.choice(["5xx", "429", "hang"])
+        elif r < 0.72:
+            kind = rng.choice(["5xx", "429", "hang", "late"])
             steps.append(("fault", kind, round(rng.uniform(0.3, 2.0), 2)))
-        elif r < 0.88:  # at a random moment: mostly soon after the step before
+        elif r < 0.78:
+            kind = rng.choice(["500", "429", "hang", "reset", "refused"])
+            steps.append(("hook_fault", kind, round(rng.uniform(0.3, 2.0), 2)))
+        elif r < 0.85:  # at a random moment: mostly soon after the step before
             steps.append(("kill", rng.choice([0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3])))
-        elif r < 0.92:  # between a send and the write of its result
+        elif r < 0.88:  # between a send and the write of its result
             steps.append(("kill_on_send",))
-        elif r < 0.96:
+        elif r < 0.90:  # between a POST and the write of its result
+            steps.append(("kill_on_post",))
+        elif r < 0.93:
             chat = rng.choice(WATCH_CHATS)
             delay = rng.choice([0, 0.01, 0.05, 0.1, 0.3])
             what = rng.choice(["watch", "watch", "unwatch", "mute", "unmute"])
@@ -173,7 +231,11 @@ def schedule(rng: random.Random, length: int) -> list[Step]:
                 steps.append(("watch_kill", chat, rng.choice(WATCHES), delay))
             else:
                 steps.append(("change_kill", chat, what, rng.random(), delay))
-        elif r < 0.985:
+        elif r < 0.955:  # Telegram's my_chat_member update, or only 403s from then on
+            steps.append(("block", rng.choice(BLOCKING_CHATS), rng.choice(["update", "silent"])))
+        elif r < 0.975:  # the update, or a command (README: either ends a pause)
+            steps.append(("unblock", rng.choice(BLOCKING_CHATS), rng.choice(["update", "command"])))
+        elif r < 0.99:
             steps.append(("term",))
         else:
             steps.append(("term_kill", rng.choice([0.01, 0.05, 0.2, 0.5])))
@@ -204,12 +266,15 @@ class Snapshot:
     """The database as a stopped bot left it (or as a running one shows it)."""
 
     alerts: dict[tuple[str, str, int], tuple[str, int]]  # (rule, symbol, time): (price, seq)
-    deliveries: dict[tuple[str, str, int, int], str]  # (rule, symbol, time, chat): state
+    #: (rule, symbol, time, where): state; where is telegram:<chat>, webhook, fallback:<chat>
+    deliveries: dict[tuple[str, str, int, str], str]
+    errors: dict[tuple[str, str, int, str], str]  # the same: last error
     watches: dict[int, WatchRow]  # the active ones
     ended: set[int]  # inactive or deleted ones seen before are not here: ids of inactive rows
     pair_states: dict[tuple[str, str], tuple[int, int | None]]
     last_ticks: dict[str, tuple[int, float]]  # symbol: (time, price)
     saved_seq: int | None
+    paused: dict[int, list[str]]  # chat: the ids of the alerts it refused while paused
 
 
 def read_db(db: Path) -> Snapshot:
@@ -220,13 +285,16 @@ def read_db(db: Path) -> Snapshot:
             for r, s, t, p, q in conn.execute("SELECT rule, symbol, time, price, seq FROM alerts")
         }
         deliveries = {}
-        for r, s, t, dest, state in conn.execute(
-            "SELECT a.rule, a.symbol, a.time, d.destination, d.state FROM deliveries d"
-            " JOIN alerts a ON a.id = d.alert_id"
+        errors = {}
+        for r, s, t, dest, state, error in conn.execute(
+            "SELECT a.rule, a.symbol, a.time, d.destination, d.state, d.last_error"
+            " FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
         ):
-            kind, _, chat = dest.partition(":")
-            assert kind == "telegram", dest
-            deliveries[(r, s, t, int(chat))] = state
+            kind, _, rest = dest.partition(":")
+            assert kind in ("telegram", "webhook", "fallback"), dest
+            where = "webhook" if kind == "webhook" else f"{kind}:{rest.partition(':')[0]}"
+            deliveries[(r, s, t, where)] = state
+            errors[(r, s, t, where)] = error or ""
         watches: dict[int, WatchRow] = {}
         ended: set[int] = set()
         for row in conn.execute(
@@ -247,14 +315,19 @@ def read_db(db: Path) -> Snapshot:
             s: (t, c) for s, t, c in conn.execute("SELECT symbol, time, close FROM last_ticks")
         }
         row = conn.execute("SELECT seq FROM state_saved WHERE id = 1").fetchone()
+        paused = {
+            c: json.loads(missed)
+            for c, missed in conn.execute("SELECT chat_id, missed FROM paused_chats")
+        }
     finally:
         conn.close()
+    saved_seq = None if row is None else row[0]
     return Snapshot(
-        alerts, deliveries, watches, ended, pair_states, last_ticks, None if row is None else row[0]
+        alerts, deliveries, errors, watches, ended, pair_states, last_ticks, saved_seq, paused
     )
 
 
-EMPTY = Snapshot({}, {}, {}, set(), {}, {}, None)
+EMPTY = Snapshot({}, {}, {}, {}, set(), {}, {}, None, {})
 
 
 # ------------------------------------------------------------------ the reference
@@ -300,13 +373,22 @@ class Failed(AssertionError):
 
 
 class Soak:
-    def __init__(self, rng: random.Random, tmp: Path, fake: FakeBinance, tg: FakeTelegram):
+    def __init__(
+        self,
+        rng: random.Random,
+        tmp: Path,
+        fake: FakeBinance,
+        tg: FakeTelegram,
+        hook: WebhookReceiver,
+    ):
         self.rng = rng
         self.fake = fake
         self.tg = tg
+        self.hook = hook  # the webhook channel's and the fallback's (one URL)
+        self.hook_port = hook.port
         self.db = tmp / "alertbot.db"
         self.rules_file = tmp / "rules.yaml"
-        self.rules_file.write_text(RULES_YAML)
+        self.rules_file.write_text(RULES_YAML.replace("HOOK_URL", hook.url))
         self.log: list[str] = []
         self.now = (int(time.time()) - 60) * 1000  # event times near the wall clock (mutes)
         self.proc: asyncio.subprocess.Process | None = None
@@ -322,11 +404,21 @@ class Soak:
         self.removed: set[int] = set()  # answered /unwatch
         self.mutes: dict[int, bool] = {}  # answered /mute (True) or /unmute (False)
         self.fault_task: asyncio.Task[None] | None = None
+        self.hook_task: asyncio.Task[None] | None = None  # a webhook outage under way
+        #: chats that have blocked the bot (in the fake Telegram), and how: "update" (Telegram
+        #: told the bot) or "silent" (only 403s); their users send no commands meanwhile
+        self.blocked: dict[int, str] = {}
+        self.ever_blocked: set[int] = set()
         self.pending: tuple[int, int] | None = None  # a /watch under way at a stop: chat, msgs
         self.known: Snapshot | None = None
         self.counts = dict.fromkeys(
-            ("ticks", "alerts", "kills", "terms", "faults", "cmds", "open_at_stop", "resent"), 0
-        )
+            (
+                "ticks", "alerts", "kills", "terms", "faults", "hook_faults", "cmds",
+                "open_at_stop", "resent", "late_resent", "hook_resent", "webhook", "fallbacks",
+                "blocks", "pauses", "refused", "welcomes", "missed",
+            ),
+            0,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- the process
 
@@ -344,6 +436,9 @@ class Soak:
             ALERTBOT_SHUTDOWN_GRACE="1",
             ALERTBOT_CHAT_STOP_TIMEOUT="0.5",
             ALERTBOT_RULES_CHECK="1h",
+            ALERTBOT_WEBHOOK_URL=self.hook.url,
+            # Telegram slow for a while (a fault, its spacing): the fallback webhook too
+            ALERTBOT_FALLBACK_AFTER="2",
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -400,7 +495,12 @@ class Soak:
     # ---------------------------------------------------------------- the reference
 
     def rules_now(self, snap: Snapshot) -> list[Rule]:
-        return [*FILE_RULES, *(rule_for(row) for row in snap.watches.values())]
+        """The rule files' rules and the active watches (a paused chat's muted: README "Chat
+        commands", its watches do not fire while it blocks the bot)."""
+        watches = (
+            rule_for(row, paused=row.chat_id in snap.paused) for row in snap.watches.values()
+        )
+        return [*FILE_RULES, *watches]
 
     def new_life(self, snap: Snapshot) -> Life:
         """The engine the bot carries on with after a (re)start on ``snap``."""
@@ -450,8 +550,12 @@ class Soak:
         await self.start()
         self.new_life(EMPTY)
         self.life.started = asyncio.get_running_loop().time()
+        commands = ("watch", "unwatch", "mute", "unmute", "watch_kill", "change_kill")
         for step in steps:
             self.log.append(" ".join(map(str, step)))
+            if step[0] in commands and step[1] in self.blocked:
+                self.log[-1] += " (skipped: the chat blocks the bot)"
+                continue
             await getattr(self, "do_" + step[0])(*step[1:])
         await self.settle()
 
@@ -476,6 +580,53 @@ class Soak:
                 {p: copy.copy(s) for p, s in life.engine.states.items() if p[1] == ticker.symbol}
             )
         self.counts["ticks"] += len(tickers)
+        await self.refusals(len(tickers))
+
+    async def refusals(self, n: int) -> None:
+        """The last ``n`` ticks fired alerts of watches of a chat that blocked the bot without
+        Telegram saying so: their sends are refused (403) and the chat paused from then on
+        (README "Chat commands"). Nothing more is published until the bot has done so, so the
+        reference knows after which tick the chat's watches are muted."""
+        life = self.life
+        start = len(life.ticks) - n
+        refused: dict[int, list[tuple[int, str, str, int]]] = {}  # chat: (tick, alert)
+        watch_chats = self._watch_chats()
+        onces = self._once_watches()
+        for i in range(start, len(life.ticks)):
+            for rule, symbol, at in life.alerts[i]:
+                chat = watch_chats.get(int(rule[1:])) if rule.startswith("w") else None
+                if chat is not None and chat in self.blocked:
+                    refused.setdefault(chat, []).append((i, rule, symbol, at))
+        if not refused:
+            return
+        await self.do_sync()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 40  # a hanging send times out (10 s) before it is refused
+        for chat, alerts in refused.items():
+            ids = {f"{rule}:{symbol}:{at}" for _, rule, symbol, at in alerts}
+            while True:
+                snap = read_db(self.db)
+                seqs = {
+                    snap.alerts[(r, s, t)][1] for _, r, s, t in alerts if (r, s, t) in snap.alerts
+                }
+                back = {int(r[1:]) for _, r, _, _ in alerts if r in onces}
+                done = (
+                    ids <= set(snap.paused.get(chat, ()))
+                    # a once watch whose alert was refused is active again, and saved so
+                    and back <= set(snap.watches)
+                    and (not back or (snap.saved_seq or 0) > max(seqs))
+                )
+                if done:
+                    break
+                if loop.time() > deadline:
+                    raise Failed(f"chat {chat} blocked the bot: not paused at alerts {ids}")
+                await asyncio.sleep(0.02)
+            self.counts["pauses"] += 1
+            for i, rule, symbol, _ in alerts:
+                if rule in onces:  # active again with no firing state: its next time alerts
+                    life.engine.states[(rule, symbol)] = PairState()
+                    life.states[i][(rule, symbol)] = PairState()
+        self.set_rules(read_db(self.db))
 
     async def do_sync(self) -> None:
         """Until the bot has read every tick published, and stored their alerts."""
@@ -514,7 +665,8 @@ class Soak:
 
         def answer() -> str | None:
             for m in self.tg.messages_to(chat)[before:]:
-                if " UTC [" not in m.plain_text:  # not an alert
+                # not an alert (a welcome back names the alerts refused meanwhile)
+                if " UTC [" not in m.plain_text or m.plain_text.startswith("Welcome back"):
                     return m.plain_text
             return None
 
@@ -568,15 +720,53 @@ class Soak:
             tg.down(self.rng.choice([500, 502, 503]), method="sendMessage")
         elif kind == "hang":
             tg.down(None, method="sendMessage")
+        elif kind == "late":  # taken, and answered after the bot's timeout
+            tg.answer_late(LATE_ANSWER)
         else:
             tg.fail_next(self.rng.randint(1, 4), status=429, retry_after=1)
 
         async def end() -> None:
             await asyncio.sleep(seconds)
-            tg.recover()
-            tg.clear_failures()
+            self.tg_recover()
 
         self.fault_task = asyncio.create_task(end())
+
+    def tg_recover(self) -> None:
+        """The fake Telegram healthy again, but for the chats that block the bot."""
+        self.tg.recover()
+        self.tg.clear_failures()
+        self.tg.answer_late(0)
+        for chat in self.blocked:
+            self.tg.block(chat)
+
+    async def do_hook_fault(self, kind: str, seconds: float) -> None:
+        """The webhook receiver out for a while: 500s, 429 with Retry-After, requests never
+        answered (the bot's timeout), TCP resets, or its port closed (connection refused)."""
+        await self.hook_healthy()
+        self.counts["hook_faults"] += 1
+        hook = self.hook
+        if kind == "429":
+            hook.respond_with(*[429] * self.rng.randint(1, 4), retry_after=1)
+        elif kind == "refused":
+            # requests under way first get their answers out (one accepted is answered)
+            hook.down("close")
+            await asyncio.sleep(0.05)
+            await hook.aclose()
+        else:
+            hook.down(kind)
+
+        async def end() -> None:
+            await asyncio.sleep(seconds)
+            if kind == "refused":
+                await hook.start(self.hook_port)
+            hook.recover()
+
+        self.hook_task = asyncio.create_task(end())
+
+    async def hook_healthy(self) -> None:
+        if self.hook_task is not None:
+            await self.hook_task
+            self.hook_task = None
 
     async def do_watch_kill(self, chat: int, text: str, delay: float) -> None:
         """A /watch, and a SIGKILL while it may be under way."""
@@ -632,6 +822,126 @@ class Soak:
         self.counts["kills"] += 1
         await self.restart(signal.SIGKILL)
 
+    async def do_kill_on_post(self) -> None:
+        """SIGKILL as the webhook receiver takes the next alert (a channel's or a fallback):
+        the bot has not written its result."""
+        n = len(self.hook.deliveries)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while loop.time() < deadline and len(self.hook.deliveries) == n:
+            await asyncio.sleep(0.001)
+        self.counts["kills"] += 1
+        await self.restart(signal.SIGKILL)
+
+    async def do_block(self, chat: int, how: str) -> None:
+        """The user of ``chat`` blocks the bot: Telegram says so (a my_chat_member update),
+        or only refuses every send to it (403 "Forbidden: bot was blocked by the user").
+        README "Chat commands": a chat with watches is paused, at once or at the first alert
+        refused (see ``refusals``); a rule file's chat is not, its alerts fall back."""
+        if chat in self.blocked:
+            return
+        # its deliveries under way settled first: a refusal of one made before would pause
+        # the chat at a moment the reference cannot know
+        await self.healthy()
+        await self.do_sync()
+        await self.settled(chat)
+        self.blocked[chat] = how
+        self.ever_blocked.add(chat)
+        self.counts["blocks"] += 1
+        if how == "silent":
+            self.tg.block(chat)
+            return
+        self.tg.bot_status(chat, "kicked")
+        snap = read_db(self.db)
+        if not any(row.chat_id == chat for row in snap.watches.values()):
+            return  # no watch: nothing to pause
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while chat not in snap.paused:
+            if loop.time() > deadline:
+                raise Failed(f"chat {chat} blocked the bot (Telegram said so): not paused")
+            await asyncio.sleep(0.02)
+            snap = read_db(self.db)
+        self.counts["pauses"] += 1
+        self.set_rules(snap)
+
+    async def settled(self, chat: int) -> None:
+        """Until no Telegram delivery to ``chat`` is open."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        where = f"telegram:{chat}"
+        while True:
+            snap = read_db(self.db)
+            open_ = [k for k, s in snap.deliveries.items() if k[3] == where and s != "sent"]
+            if not any(snap.deliveries[k] != "failed" for k in open_):
+                return
+            if loop.time() > deadline:
+                raise Failed(f"chat {chat}: deliveries still open: {open_[:5]}")
+            await asyncio.sleep(0.05)
+
+    async def do_unblock(self, chat: int, how: str) -> None:
+        """The user unblocks the bot: Telegram says so, or the user sends a command (README:
+        either ends the pause, with a note naming the alerts refused meanwhile)."""
+        if chat not in self.blocked:
+            return
+        await self.healthy()
+        del self.blocked[chat]
+        snap = read_db(self.db)
+        missed = snap.paused.get(chat)
+        before = len(self.tg.messages_to(chat))
+        if how == "command":
+            self.tg.unblock(chat)
+            reply = await self.command(chat, "/list")
+            if missed is not None and not reply.startswith("Welcome back"):
+                raise Failed(f"chat {chat} paused, back with a command: answered {reply!r}")
+        else:
+            self.tg.bot_status(chat, "member")
+            if missed is None:
+                return
+            await self.tg.wait_for(
+                lambda: any(
+                    m.plain_text.startswith("Welcome back")
+                    for m in self.tg.messages_to(chat)[before:]
+                ),
+                timeout=20,
+            )
+        if missed is None:
+            return
+        self.counts["welcomes"] += 1
+        note = next(
+            m.plain_text
+            for m in self.tg.messages_to(chat)[before:]
+            if m.plain_text.startswith("Welcome back")
+        )
+        self.check_welcome(chat, note, missed)
+        self.counts["missed"] += len(missed)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while chat in snap.paused:  # the note is sent after the pause ended on disk
+            if loop.time() > deadline:
+                raise Failed(f"chat {chat}: welcomed back, still paused in the database")
+            await asyncio.sleep(0.02)
+            snap = read_db(self.db)
+        self.set_rules(snap)
+
+    def check_welcome(self, chat: int, note: str, missed: list[str]) -> None:
+        """README: the note names the alerts the chat refused meanwhile (the first 5)."""
+        n = len(missed)
+        if n == 0:
+            if "could not reach you" in note:
+                raise Failed(f"chat {chat}: no alert refused, welcomed with {note!r}")
+            return
+        count = "this alert" if n == 1 else f"these {n} alerts"
+        problems = [] if f", {count} could not reach you" in note else [f"not {count}"]
+        for alert in missed[:5]:
+            at = alert.rpartition(":")[2]
+            if f"{when(int(at))} UTC  " not in note:
+                problems.append(f"{alert} not named")
+        if n > 5 and f"… and {n - 5} more" not in note:
+            problems.append(f"not '… and {n - 5} more'")
+        if problems:
+            raise Failed(f"chat {chat}: welcome back note {note!r}: " + "; ".join(problems))
+
     async def do_term(self) -> None:
         self.counts["terms"] += 1
         await self.restart(signal.SIGTERM)
@@ -647,6 +957,8 @@ class Soak:
         self.life.started = asyncio.get_running_loop().time()
         # the commands sent before the stop are answered first (one at a time, in order)
         for chat in WATCH_CHATS:
+            if chat in self.blocked:  # its user sends nothing meanwhile
+                continue
             await self.healthy()
             before = len(self.tg.messages_to(chat))
             self.tg.user_says(chat, "/status")
@@ -748,7 +1060,9 @@ class Soak:
         if problems:
             raise Failed("\n".join(problems))
         self.counts["alerts"] += len(stored)
-        self.counts["open_at_stop"] += sum(s != "sent" for s in snap.deliveries.values())
+        self.counts["open_at_stop"] += sum(
+            s in ("pending", "fell_back") for s in snap.deliveries.values()
+        )
         self.known = snap
         return snap
 
@@ -770,16 +1084,19 @@ class Soak:
         return problems
 
     async def settle(self) -> None:
-        """Telegram healthy, every tick read and every delivery made; then a last SIGTERM."""
+        """Every chat back, Telegram and the webhook healthy, every tick read and every
+        delivery made; then a last SIGTERM."""
         await self.healthy()
-        self.tg.recover()
-        self.tg.clear_failures()
+        await self.hook_healthy()
+        for chat in sorted(self.blocked):
+            await self.do_unblock(chat, "update")
+        self.tg_recover()
         await self.do_sync()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 90  # a timed-out send (10 s) and backoffs
         while True:
             snap = read_db(self.db)
-            open_ = {d: s for d, s in snap.deliveries.items() if s != "sent"}
+            open_ = {d: s for d, s in snap.deliveries.items() if s in ("pending", "fell_back")}
             if not open_:
                 break
             if loop.time() > deadline:
@@ -798,35 +1115,97 @@ class Soak:
             for restarted, earlier in self.snapshots
             for a in sorted(set(earlier.alerts) - set(snap.alerts))
         ]
+        posts: dict[str, list[Delivery]] = {}
+        for d in self.hook.accepted:
+            posts.setdefault(str(d.id), []).append(d)
+        watch_chats = self._watch_chats()
         for (rule, symbol, at), _ in sorted(snap.alerts.items()):
-            chats = {c for (r, s, t, c) in snap.deliveries if (r, s, t) == (rule, symbol, at)}
+            alert = (rule, symbol, at)
+            wheres = {k[3] for k in snap.deliveries if k[:3] == alert}
+            chats = {int(w.partition(":")[2]) for w in wheres if w.startswith("telegram:")}
             want = FILE_CHATS.get(rule)
             if want is None:
-                want = {c for wid, c in self._watch_chats().items() if f"w{wid}" == rule}
+                want = {c for wid, c in watch_chats.items() if f"w{wid}" == rule}
             if chats != want:
                 problems.append(f"alert {rule} {symbol} {at}: for chats {chats}, not {want}")
-        for (rule, symbol, at, chat), state in sorted(snap.deliveries.items()):
-            if state != "sent":
-                problems.append(f"alert {rule} {symbol} {at} to {chat}: {state} at the end")
-            k = key(rule, at)
-            copies = sorted(
-                m.time for m in self.tg.messages_to(chat) for _ in range(m.plain_text.count(k))
-            )
-            if not copies:
-                problems.append(f"alert {rule} {symbol} {at} never delivered to chat {chat}")
-            for a, b in itertools.pairwise(copies):
-                excused = any(
-                    a < restarted < b and s.deliveries.get((rule, symbol, at, chat)) != "sent"
-                    for restarted, s in self.snapshots
-                )
-                self.counts["resent"] += excused
-                if not excused:
-                    problems.append(
-                        f"alert {rule} {symbol} {at} delivered to chat {chat} twice (at "
-                        f"{a:.2f} and {b:.2f}) with no stop between a send and its result"
-                    )
+            hooked = "webhook" in wheres
+            if hooked != (rule in FILE_HOOKS):
+                problems.append(f"alert {rule} {symbol} {at}: for the webhook: {hooked}")
+            fell = {int(w.partition(":")[2]) for w in wheres if w.startswith("fallback:")}
+            if not fell <= want:
+                problems.append(f"alert {rule} {symbol} {at}: fallbacks for chats {fell - want}")
+        for where_key, state in sorted(snap.deliveries.items()):
+            rule, symbol, at, where = where_key
+            kind, _, chat_text = where.partition(":")
+            name = f"alert {rule} {symbol} {at} to {where}"
+            if kind == "telegram":
+                chat = int(chat_text)
+                fallback = posts.get(f"{rule}:{symbol}:{at}:{chat}", [])
+                if state == "failed":
+                    # README: refused for good only by a chat that blocked the bot, and then
+                    # it goes to the fallback webhook
+                    error = snap.errors[where_key]
+                    if chat not in self.ever_blocked or "blocked by the user" not in error:
+                        problems.append(f"{name}: failed ({error})")
+                    elif not fallback:
+                        problems.append(f"{name}: refused, and not sent to the fallback webhook")
+                    self.counts["refused"] += 1
+                elif state != "sent":
+                    problems.append(f"{name}: {state} at the end")
+                copies = [
+                    m
+                    for m in self.tg.messages_to(chat)
+                    if not m.plain_text.startswith("Welcome back")  # names refused alerts
+                    for _ in range(m.plain_text.count(key(rule, at)))
+                ]
+                if state == "sent" and not copies:
+                    problems.append(f"{name}: sent, and never delivered to chat {chat}")
+                problems += self.second_copies(name, where_key, copies)
+            else:
+                if state != "sent":
+                    problems.append(f"{name}: {state} at the end")
+                suffix = "" if kind == "webhook" else f":{chat_text}"
+                accepted = posts.get(f"{rule}:{symbol}:{at}{suffix}", [])
+                if not accepted:
+                    problems.append(f"{name}: never accepted by the webhook")
+                for d in accepted:
+                    body = d.json
+                    fb = kind == "fallback"
+                    if (body.get("fallback", False), body.get("chat_id")) != (
+                        fb,
+                        int(chat_text) if fb else None,
+                    ):
+                        problems.append(f"{name}: posted as {body}")
+                self.counts["fallbacks" if kind == "fallback" else "webhook"] += 1
+                problems += self.second_copies(name, where_key, accepted)
         if problems:
             raise Failed("\n".join(problems))
+
+    def second_copies(
+        self, name: str, where: tuple[str, str, int, str], copies: list[Message] | list[Delivery]
+    ) -> list[str]:
+        """README "Delivery", at least once: a second copy only after a stop between a send
+        and the write of its result (the delivery still open in the database the restart took
+        up), or, on Telegram, after an answer later than the bot's timeout."""
+        problems = []
+        for a, b in itertools.pairwise(sorted(copies, key=lambda c: c.time)):
+            if isinstance(a, Message) and a.answered_late >= TELEGRAM_TIMEOUT:
+                self.counts["late_resent"] += 1
+                continue
+            excused = any(
+                a.time < restarted < b.time and s.deliveries.get(where) not in (None, "sent")
+                for restarted, s in self.snapshots
+            )
+            if not excused:
+                problems.append(
+                    f"{name}: delivered twice (at {a.time:.2f} and {b.time:.2f}) with no stop "
+                    "between a send and its result"
+                )
+            elif isinstance(a, Message):
+                self.counts["resent"] += 1
+            else:
+                self.counts["hook_resent"] += 1
+        return problems
 
     def _watch_chats(self) -> dict[int, int]:
         conn = sqlite3.connect(self.db)
@@ -835,12 +1214,24 @@ class Soak:
         finally:
             conn.close()
 
+    def _once_watches(self) -> set[str]:
+        """The rule ids of the ``once`` watches, ended or not."""
+        conn = sqlite3.connect(self.db)
+        try:
+            return {f"w{i}" for (i,) in conn.execute("SELECT id FROM watches WHERE once = 1")}
+        finally:
+            conn.close()
+
 
 async def soak(seed: int, tmp: Path, length: int) -> dict[str, int]:
     rng = random.Random(seed)
     steps = schedule(rng, length)
-    async with FakeBinance(symbols=SYMBOLS) as fake, FakeTelegram(token=TOKEN) as tg:
-        runner = Soak(rng, tmp, fake, tg)
+    async with (
+        FakeBinance(symbols=SYMBOLS) as fake,
+        FakeTelegram(token=TOKEN) as tg,
+        WebhookReceiver() as hook,
+    ):
+        runner = Soak(rng, tmp, fake, tg, hook)
         try:
             await runner.run(steps)
         except BaseException as exc:
@@ -853,6 +1244,9 @@ async def soak(seed: int, tmp: Path, length: int) -> dict[str, int]:
             if runner.proc is not None and runner.proc.returncode is None:
                 runner.proc.kill()
                 await runner.proc.wait()
+            for task in (runner.fault_task, runner.hook_task):
+                if task is not None:
+                    task.cancel()
     return runner.counts
 
 
