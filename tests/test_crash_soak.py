@@ -760,6 +760,7 @@ class Soak:
             if kind == "refused":
                 await hook.start(self.hook_port)
             hook.recover()
+            hook.clear_responses()  # 429s not used by then would come at any later time
 
         self.hook_task = asyncio.create_task(end())
 

@@ -136,6 +136,15 @@ async def test_respond_with_plays_the_statuses_in_order_then_200(
     assert [d.status for d in hook.accepted] == [204, 200]
 
 
+async def test_clear_responses_forgets_the_statuses_not_used_yet(
+    hook: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    hook.respond_with(429, 429, 503)
+    assert (await post(client, hook)).status_code == 429
+    hook.clear_responses()
+    assert (await post(client, hook)).status_code == 200
+
+
 async def test_retry_after_header_only_on_429_and_503(
     hook: WebhookReceiver, client: httpx.AsyncClient
 ) -> None:

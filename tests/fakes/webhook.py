@@ -471,6 +471,10 @@ class WebhookReceiver(HTTPServer):
                 raise ValueError(f"status must be in 200..599, not {s}")
             self._script.append((s, retry_after))
 
+    def clear_responses(self) -> None:
+        """Forget the statuses of ``respond_with`` not used yet."""
+        self._script.clear()
+
     def down(self, mode: str = "500") -> None:
         """Until ``recover()``: ``"500"`` every request gets 500; ``"hang"`` never answered;
         ``"reset"`` TCP reset without an answer (httpx: ``ReadError``); ``"close"`` clean close
