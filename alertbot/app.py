@@ -32,6 +32,7 @@ from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
+from alertbot.notify.outbox import alert_id
 from alertbot.notify.routing import channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import format_condition
@@ -695,8 +696,12 @@ class App:
         # every alert made so far is before it (no alert is made before the feed starts)
         now = outbox.next_seq
         recorded, alerts = await outbox.db(store.alerts_since_saved)
+        # the alerts paused chats refused: a ``once`` watch one of them ended stays (README
+        # "Chat commands"), also after a crash before its revival, or before the save that
+        # follows it, was written
+        refused = await self._revive_refused()
         watch_rows = await outbox.db(store.watches)
-        fired = self._fired_since_saved(states, ticks, recorded, alerts, watch_rows)
+        fired = self._fired_since_saved(states, ticks, recorded, alerts, watch_rows, refused)
         self.engine.prime(ticks, histories)
         restored = self.engine.restore([*states, *fired])  # the later state of a pair wins
         # forget the saved states of rules changed or removed since (their pairs start
@@ -752,6 +757,23 @@ class App:
                 down,
             )
 
+    async def _revive_refused(self) -> set[str]:
+        """The ids of the alerts the paused chats refused; the ``once`` watches they ended
+        active again (WatchBook.revive; done already unless a crash came first)."""
+        book = self.book
+        if book is None:
+            return set()
+        refused = {i for pause in book.paused.values() for i in pause.missed}
+        fired = []
+        for alert in refused:
+            rule, _, rest = alert.partition(":")
+            number, at = watch_number(rule), rest.rpartition(":")[2]
+            if number is not None and at.isdigit():
+                fired.append((number, int(at)))
+        if fired:
+            await book.revive(fired)
+        return refused
+
     def _fired_since_saved(
         self,
         states: list[PairState],
@@ -759,6 +781,7 @@ class App:
         recorded: bool,
         alerts: list[tuple[str, str, str, int, str]],
         watch_rows: list[WatchRow],
+        refused: set[str],
     ) -> list[PairState]:
         """The pairs that fired after their state was last saved, with the state the firing
         left them in (rules.engine.after_firing).
@@ -776,6 +799,10 @@ class App:
         maybe before the alert, which a crash then lost; not taken, the watch fires again if
         its condition still holds (at least once, as delivery). The refused alert a ``once``
         watch was kept through (WatchRow.revived) is no firing of it.
+
+        A ``once`` watch's alert that its paused chat refused (``refused``, by alert id) is no
+        firing either: a crash may have come before the revival was written (see
+        _revive_refused), and the watch stays, and alerts at its next time.
         """
         engine = self.engine
         rules = {r.id: r for r in engine.rules()}
@@ -796,6 +823,8 @@ class App:
             rule = rules.get(rule_id)
             if rule is None or condition != format_condition(rule.condition):
                 continue  # a rule since removed, or one whose condition was edited since
+            if rule.once and alert_id(rule_id, symbol, fired_at) in refused:
+                continue  # it reached no one: the watch was made active again
             if not recorded and fired_at <= last_tick.get(symbol, -1):
                 continue  # older than the state saved with that ticker
             if fired_at <= revived.get(rule_id, -1):

@@ -105,6 +105,46 @@ async def test_a_once_watch_whose_alert_was_refused_stays(tmp_path, fakes):
     )
 
 
+@pytest.mark.parametrize("crash", ["before the revival", "before the save"])
+async def test_a_once_watch_whose_alert_was_refused_stays_after_a_crash(tmp_path, fakes, crash):
+    """After a refusal the pause is written, then the ``once`` watch made active again, then
+    the engine's state saved (the refused alert before it). A SIGKILL before the revival left
+    the watch ended; one before the save left the refused alert after the last save, which
+    the restart took as the watch's firing, and ended it. Either way the watch was used up by
+    an alert that reached no one (README: it stays, and alerts at its next time)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 once")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: 1 in book.rows)
+    # the database as that SIGKILL leaves it: the pause written, the state saved last
+    # before the alert, the watch as the alert's transaction left it or active again
+    db = sqlite3.connect(tmp_path / "alertbot.db")
+    with db:
+        (seq, at) = db.execute("SELECT seq, time FROM alerts WHERE rule = 'w1'").fetchone()
+        db.execute("UPDATE state_saved SET seq = ?", (seq,))
+        db.execute("DELETE FROM pair_states WHERE rule = 'w1'")
+        if crash == "before the revival":
+            db.execute("UPDATE watches SET active = 0, last_fired = ? WHERE id = 1", (at,))
+    db.close()
+    tg.unblock(USER)
+    async with Bot(tmp_path, binance, tg) as bot:
+        book = bot.app.book
+        assert book is not None
+        assert [r.id for r in book.rows.values()] == [1]
+        assert (await bot.say("/list")).startswith("Welcome back: your watch is active again.")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T + 5000)
+        await bot.tick("BTCUSDT", 110, T + 6000)
+        await tg.wait_for(lambda: any("[w1]" in m.plain_text for m in tg.messages_to(USER)))
+    store = Store(tmp_path / "alertbot.db")
+    assert store.watches() == []  # used up by the alert that reached the chat
+    store.close()
+
+
 async def test_a_kept_once_watch_stays_after_a_restart_though_no_state_save_followed(
     tmp_path, fakes
 ):
