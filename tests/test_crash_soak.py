@@ -20,7 +20,8 @@ every tick published reaches the live connection), the fake Telegram Bot API and
 receiver: a rule file channel's URL and the fallback webhook's (``ALERTBOT_FALLBACK_AFTER`` 2 s,
 so a Telegram fault or the chats' spacing sends alerts there too).
 
-A chat that blocks the bot: README "Chat commands". Its deliveries under way are settled
+A chat that blocks the bot: README "Chat commands". A watch chat's user makes a watch first
+if the chat has none (else there is nothing to pause). Its deliveries under way are settled
 first (a refusal of one of them would pause the chat at a moment the reference cannot know).
 Told by Telegram, the bot pauses a chat with watches at once; told only by a 403, at the first
 alert refused: in both cases nothing more is published until the pause is on disk, and from
@@ -199,31 +200,31 @@ def schedule(rng: random.Random, length: int) -> list[Step]:
     steps: list[Step] = []
     for _ in range(length):
         r = rng.random()
-        if r < 0.46:
+        if r < 0.44:
             symbols = rng.sample(SYMBOLS, rng.randint(1, len(SYMBOLS)))
             steps.append(("tick", {s: rng.choice(PRICES) for s in symbols}))
-        elif r < 0.53:
+        elif r < 0.50:
             steps.append(("sync",))
-        elif r < 0.64:
+        elif r < 0.62:
             chat = rng.choice(WATCH_CHATS)
             what = rng.choice(["watch", "watch", "watch", "unwatch", "mute", "unmute"])
             if what == "watch":
                 steps.append(("watch", chat, rng.choice(WATCHES)))
             else:
                 steps.append((what, chat, rng.random()))
-        elif r < 0.72:
+        elif r < 0.69:
             kind = rng.choice(["5xx", "429", "hang", "late"])
             steps.append(("fault", kind, round(rng.uniform(0.3, 2.0), 2)))
-        elif r < 0.78:
+        elif r < 0.75:
             kind = rng.choice(["500", "429", "hang", "reset", "refused"])
             steps.append(("hook_fault", kind, round(rng.uniform(0.3, 2.0), 2)))
-        elif r < 0.85:  # at a random moment: mostly soon after the step before
+        elif r < 0.82:  # at a random moment: mostly soon after the step before
             steps.append(("kill", rng.choice([0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3])))
-        elif r < 0.88:  # between a send and the write of its result
+        elif r < 0.85:  # between a send and the write of its result
             steps.append(("kill_on_send",))
-        elif r < 0.90:  # between a POST and the write of its result
+        elif r < 0.87:  # between a POST and the write of its result
             steps.append(("kill_on_post",))
-        elif r < 0.93:
+        elif r < 0.90:
             chat = rng.choice(WATCH_CHATS)
             delay = rng.choice([0, 0.01, 0.05, 0.1, 0.3])
             what = rng.choice(["watch", "watch", "unwatch", "mute", "unmute"])
@@ -231,8 +232,9 @@ def schedule(rng: random.Random, length: int) -> list[Step]:
                 steps.append(("watch_kill", chat, rng.choice(WATCHES), delay))
             else:
                 steps.append(("change_kill", chat, what, rng.random(), delay))
-        elif r < 0.955:  # Telegram's my_chat_member update, or only 403s from then on
-            steps.append(("block", rng.choice(BLOCKING_CHATS), rng.choice(["update", "silent"])))
+        elif r < 0.95:  # Telegram's my_chat_member update, or only 403s from then on
+            chat = rng.choice([*WATCH_CHATS, *BLOCKING_CHATS])  # mostly a watch chat
+            steps.append(("block", chat, rng.choice(["update", "silent", "silent"])))
         elif r < 0.975:  # the update, or a command (README: either ends a pause)
             steps.append(("unblock", rng.choice(BLOCKING_CHATS), rng.choice(["update", "command"])))
         elif r < 0.99:
@@ -841,6 +843,9 @@ class Soak:
         refused (see ``refusals``); a rule file's chat is not, its alerts fall back."""
         if chat in self.blocked:
             return
+        if chat in WATCH_CHATS and chat not in set(self.acked.values()):
+            # a chat with no watch has nothing to pause: its user watches something first
+            await self.do_watch(chat, self.rng.choice(WATCHES))
         # its deliveries under way settled first: a refusal of one made before would pause
         # the chat at a moment the reference cannot know
         await self.healthy()
