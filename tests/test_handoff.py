@@ -3,17 +3,21 @@ extremes of every metric a condition can name, and only ticks the engine would t
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from alertbot.feed.handoff import Handoff
+from alertbot.feed.handoff import Handoff, conflate, conflate_decoded
 from alertbot.rules.conditions import parse
 from alertbot.rules.engine import Engine
 from alertbot.rules.model import Rule
 from alertbot.ticker import ParseStats
+from bench.engine import Market, make_symbols
 from tests.fakes.binance import mini_ticker
 
 
@@ -159,3 +163,159 @@ async def test_a_percentage_that_cannot_be_computed_is_no_extreme() -> None:
     assert await conflated("volume > 1100", ticks) == one_by_one("volume > 1100", ticks) == [4]
     ticks[3] = tick(4, 100, open=90)  # change 11.1 %, the only computable one
     assert await conflated("change_24h > 10%", ticks) == [4]
+
+
+# ---------------------------------------------------------------- frames' bytes, conflated in C
+
+try:
+    import alertbot.rules._fastcore  # noqa: F401
+
+    COMPILED = True
+except ImportError:  # pure Python: conflate() is conflate_decoded()
+    COMPILED = False
+
+
+def same_conflation(items: list[Any], market_st: int = 1) -> Any:
+    """conflate(items) keeps exactly the elements conflate_decoded(items) keeps, in the same
+    order, and counts the same left out and invalid; the merged message (bytes when the C core
+    took the batch)."""
+    invalid_fast: list[bytes] = []
+    invalid_slow: list[bytes] = []
+    merged, dropped = conflate(items, market_st, invalid_fast.append)
+    want, want_dropped = conflate_decoded(items, market_st, invalid_slow.append)
+    got = orjson.loads(merged) if type(merged) is bytes else merged
+    assert got == want
+    assert (dropped, invalid_fast) == (want_dropped, invalid_slow)
+    return merged
+
+
+def market_frames(n: int, symbols: int = 60, seed: int = 1) -> list[bytes]:
+    market = Market(make_symbols(symbols), seed)
+    return [market.frame() for _ in range(n)]
+
+
+def test_frames_conflated_in_c_keep_what_python_keeps() -> None:
+    """Binance-like all-market frames: the C core conflates their bytes into one frame holding
+    the elements the Python conflation keeps, as they came; also with ticks older than ones
+    taken (frames out of order) and repeated event times (a frame twice)."""
+    frames = market_frames(33)
+    merged = same_conflation(frames)
+    assert type(merged) is bytes or not COMPILED
+    assert len(conflate_decoded(frames, 1, print)[0]) < 33 * 60 // 2
+    same_conflation([*frames[10:], *frames[:10]])
+    same_conflation([frames[0], frames[0], frames[1], frames[0]])
+    # a frame merged by an earlier conflation is conflated again like any frame
+    same_conflation([merged, *market_frames(5, seed=2)])
+
+
+def test_a_frame_the_c_reader_does_not_take_leaves_the_whole_batch_to_python() -> None:
+    """A frame not in the plain form (cut short, an escape, not an array of tickers, a reply)
+    or a decoded message in the batch: conflated in Python, as ever, invalid frames reported."""
+    frames = market_frames(3)
+    escaped = orjson.dumps([tick(9, 101)]).replace(b"BTCUSDT", b"BTC\\u0055SDT")
+    for odd in (
+        frames[2][:-1],
+        escaped,
+        b'{"result":null,"id":1}',
+        b"5",
+        [tick(9, 101)],
+        {"stream": "btcusdt@miniTicker", "data": tick(9, 101)},
+    ):
+        assert type(same_conflation([*frames[:2], odd])) is list
+
+
+def test_c_conflation_of_hand_made_edge_cases() -> None:
+    """NaN percentages (open or low 0), equal and older times, several symbols, elements the
+    engine reads in Python (lowercase symbol, numbers as JSON numbers, another market's, a
+    symbol beyond ASCII) and malformed ones, in arrays, single objects and wrappers."""
+    zero = {**tick(3, 100), "o": "0", "l": "0"}
+    frames = [
+        orjson.dumps([tick(1, 100), zero, tick(3, 90), tick(2, 80)]),
+        orjson.dumps([{**tick(4, 99), "s": "btcusdt"}, {**tick(5, 120), "c": 120}]),
+        orjson.dumps({"stream": "btcusdt@miniTicker", "data": tick(6, 95, open=0)}),
+        orjson.dumps(tick(7, 96, low=0)),
+        orjson.dumps([{**tick(8, 10), "st": 2}, {**tick(8, 101), "st": 1, "ps": "BTCUSD"}]),
+        orjson.dumps([mini_ticker("币安人生USDT", 1, 1), mini_ticker("ßUSDT", 2, 2)]),
+        orjson.dumps([mini_ticker("SSUSDT", 3, 1), mini_ticker("SSUSDT", 4, 3)]),
+        b'[ "junk" , 5 , null , {"s": "A"} , {"e": "24hrMiniTicker", "E": -1} ]',
+        orjson.dumps([tick(9, 100), {**tick(10, 100), "v": "lots"}, tick(11, 100, open=0)]),
+        orjson.dumps([mini_ticker("ETHUSDT", 5, t, open=t % 3) for t in range(1, 9)]),
+        # a NaN change or range is neither the lowest nor the highest: these middle ticks go
+        orjson.dumps(
+            [
+                mini_ticker("NANUSDT", 100, 1, open=100, high=120, low=80),
+                mini_ticker("NANUSDT", 100, 2, open=0, high=120, low=80),
+                mini_ticker("NANUSDT", 101, 3, open=100, high=120, low=0),
+                mini_ticker("NANUSDT", 100, 4, open=100, high=120, low=0),
+                mini_ticker("NANUSDT", 101, 5, open=100, high=120, low=80),
+            ]
+        ),
+        b"[]",
+    ]
+    assert type(same_conflation(frames)) is bytes or not COMPILED
+    for market_st in (1, 2):
+        same_conflation(frames, market_st)
+    for i in range(len(frames)):
+        same_conflation(frames[i:] + frames[:i])
+
+
+_SYMBOLS = ["BTCUSDT", "btcusdt", "ETHUSDT", "SSUSDT", "ßUSDT", "币安人生USDT"]
+_TEXTS = ["0", "0.0", "1", "1.5", "2", "100", "100.00", "1e2", "0.000001", "99999999999.99"]
+
+_text = st.sampled_from(_TEXTS)
+#: mostly a text the C reader reads; else a JSON number (read in Python) or no number at all
+_value = st.one_of(_text, _text, _text, st.integers(0, 3), st.sampled_from(["-1", "x"]))
+_element = st.fixed_dictionaries(
+    {
+        "e": st.sampled_from(["24hrMiniTicker", "24hrMiniTicker", "24hrMiniTicker", "kline"]),
+        "E": st.integers(0, 6),
+        "s": st.sampled_from(_SYMBOLS),
+        **{k: _value if k == "v" else _text for k in "cohlvq"},
+    },
+    optional={"st": st.sampled_from([1, 2, None]), "ps": st.just("BTCUSD")},
+)
+_frame = st.one_of(
+    st.lists(st.one_of(_element, st.just("junk"), st.just({"s": "A"})), max_size=6),
+    _element,
+    _element.map(lambda e: {"stream": "x@miniTicker", "data": e}),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frames=st.lists(st.tuples(_frame, st.booleans()), min_size=1, max_size=8),
+    market_st=st.sampled_from([1, 2]),
+)
+def test_c_conflation_keeps_what_python_keeps_for_any_frames(
+    frames: list[tuple[Any, bool]], market_st: int
+) -> None:
+    """Generated frames (equal and older times, zero opens and lows, odd values, several
+    symbols, malformed elements), compact or spaced, conflate alike in C and in Python."""
+    raw = [
+        orjson.dumps(f) if compact else json.dumps(f, ensure_ascii=False).encode()
+        for f, compact in frames
+    ]
+    same_conflation(raw, market_st)
+
+
+@pytest.mark.parametrize(("condition", "at_4", "elsewhere"), _CASES, ids=[c[0] for c in _CASES])
+async def test_frames_conflated_in_c_alert_as_tick_by_tick(
+    condition: str, at_4: dict[str, Any], elsewhere: dict[str, Any]
+) -> None:
+    """The merged frame's bytes reach the engine, which reads them as any frame: a level of
+    any metric reached and left while behind fires as tick by tick."""
+    ticks = [tick(t, p, **(at_4 if t == 4 else elsewhere)) for t, p in _PRICES.items()]
+    engine = _engine(condition)
+    stats = ParseStats()
+    engine.process_raw(orjson.dumps([ticks[0]]), stats)
+    h = Handoff(capacity=1)
+    for t in ticks[1:]:
+        h.put(orjson.dumps([t]))
+    (merged,) = await h.get()
+    assert type(merged) is bytes or not COMPILED
+    if type(merged) is bytes:
+        alerts = engine.process_raw(merged, stats)
+    else:  # pure Python: conflated as decoded elements
+        alerts = engine.process_message(merged, stats)
+    assert [a.ticker.time for a in alerts] == one_by_one(condition, ticks)
+    assert stats.malformed == 0

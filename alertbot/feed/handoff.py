@@ -3,11 +3,11 @@
 The sockets must never wait for the engine (a socket that is not read makes Binance drop the
 connection), and memory must not grow when the engine falls behind. Messages are queued as they
 are, decoded or as the bytes of a frame (which the engine reads without decoding); when
-``capacity`` messages are waiting, everything waiting is decoded and conflated into one message
-holding, per symbol, in event-time order, the newest ticker and those of the lowest and the
-highest value of every metric a condition can name (price, change_24h, range_24h, volume,
-quote_volume, high, low) among the conflated ones: at most fifteen, usually a few, as one tick
-often holds several extremes. The engine catches up on the latest state instead of replaying
+``capacity`` messages are waiting, everything waiting is conflated into one message holding,
+per symbol, in event-time order, the newest ticker and those of the lowest and the highest value
+of every metric a condition can name (price, change_24h, range_24h, volume, quote_volume, high,
+low) among the conflated ones: at most fifteen, usually a few, as one tick often holds several
+extremes. The engine catches up on the latest state instead of replaying
 stale ticks, and every level the conflated ticks reached, of any metric, is still crossed, both
 ways: a level crossed and crossed back while the engine was behind is alerted, as it would have
 been tick by tick (a second round trip over the same level is not). Only ticks the engine would
@@ -15,6 +15,13 @@ take are weighed, read as it reads them; the others are passed on for it to coun
 turn out not to be JSON then are handed to ``invalid`` (the feed counts them) and dropped; of
 an array frame that is JSON but for some elements' text, only those are left out (for the
 engine to count: see ``alertbot.ticker.salvage``).
+
+Conflating runs inside ``put``, on the sockets' event loop, so it must cost less than the work
+it saves: when everything waiting is frames' bytes in the plain form Binance writes (the live
+feed's), the C core (``alertbot.rules._fastcore.conflate``) reads and conflates them without a
+Python object per element, into one frame's bytes holding the kept elements as they came,
+which the engine reads as any frame. Otherwise (a decoded message or a frame not in that form
+among them, or no C core) all are decoded and conflated in Python, to the same elements.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ from typing import Any
 
 import orjson
 
+try:
+    from alertbot.rules._fastcore import conflate as conflate_raw
+except ImportError:  # not compiled: every batch is conflated in Python
+    from alertbot.rules.core import conflate as conflate_raw
 from alertbot.ticker import (
     Fields,
     ParseStats,
@@ -79,6 +90,75 @@ def _kept(ticks: list[tuple[Any, ...]]) -> list[Any]:
     return [kept[time] for time in sorted(kept)]
 
 
+def conflate(items: list[Any], market_st: int, invalid: Callable[[bytes], None]) -> tuple[Any, int]:
+    """The conflated message of ``items`` (see the module docstring) and how many elements it
+    left out. When every item is a frame's bytes in the plain form Binance writes, the C core
+    conflates them and the message is a frame's bytes, the kept elements as they came, which the
+    engine reads as fast as any frame; else, or without the C core, :func:`conflate_decoded`."""
+    if all(type(item) is bytes for item in items):
+        f = Fields(market_st)
+        scratch = ParseStats(market_st=market_st)
+
+        def judge(span: bytes) -> tuple[str, int, float, float, float, float, float, float] | None:
+            # an element the C reader leaves to Python, read as conflate_decoded reads it
+            el = orjson.loads(span)
+            if read_element(el, f):
+                return (f.symbol, f.time, f.close, f.open, f.high, f.low, f.volume, f.quote_volume)
+            t = parse_element(el, scratch)
+            if t is None:
+                return None
+            return (t.symbol, t.time, t.close, t.open, t.high, t.low, t.volume, t.quote_volume)
+
+        done = conflate_raw(items, market_st, judge, _MAX_ODD)
+        if done is not None:
+            return done
+    return conflate_decoded(items, market_st, invalid)
+
+
+def conflate_decoded(
+    items: list[Any], market_st: int, invalid: Callable[[bytes], None]
+) -> tuple[list[Any], int]:
+    """:func:`conflate` in Python: frames' bytes are decoded (those that are not JSON handed to
+    ``invalid`` and dropped), and the message is the list of the kept elements, decoded."""
+    symbols: dict[str, list[tuple[Any, ...]]] = {}
+    odd: list[Any] = []
+    total = 0
+    f = Fields(market_st)
+    scratch = ParseStats(market_st=market_st)
+    for item in items:
+        if type(item) is bytes:
+            try:
+                item = decode_frame(item)  # an unreadable element is the engine's to count
+            except orjson.JSONDecodeError:
+                invalid(item)
+                continue
+        for el in _elements(item):
+            total += 1
+            if read_element(el, f):
+                tick = _tick(f.time, el, f.close, f.open, f.high, f.low, f.volume, f.quote_volume)
+                symbol = f.symbol
+            else:
+                # the forms the engine reads in Python (numbers as JSON numbers); the
+                # engine counts what is wrong with the others itself
+                t = parse_element(el, scratch)
+                if t is None:
+                    if len(odd) < _MAX_ODD:
+                        odd.append(el)
+                    continue
+                tick = _tick(t.time, el, t.close, t.open, t.high, t.low, t.volume, t.quote_volume)
+                symbol = t.symbol
+            ticks = symbols.get(symbol)
+            if ticks is None:
+                symbols[symbol] = [tick]
+            elif tick[0] > ticks[-1][0]:
+                ticks.append(tick)
+            # else older than a tick already taken: the engine would drop it
+    merged = odd
+    for ticks in symbols.values():
+        merged.extend(_kept(ticks))
+    return merged, total - len(merged)
+
+
 class Handoff:
     """Sockets ``put`` decoded messages (never blocking); the engine ``get``s them in batches."""
 
@@ -111,47 +191,8 @@ class Handoff:
         self._ready.set()
 
     def _conflate(self, message: Any) -> None:
-        symbols: dict[str, list[tuple[Any, ...]]] = {}
-        odd: list[Any] = []
-        total = 0
-        f = Fields(self.market_st)
-        scratch = ParseStats(market_st=self.market_st)
-        for item in (*self._items, message):
-            if type(item) is bytes:
-                try:
-                    item = decode_frame(item)  # an unreadable element is the engine's to count
-                except orjson.JSONDecodeError:
-                    self.invalid(item)
-                    continue
-            for el in _elements(item):
-                total += 1
-                if read_element(el, f):
-                    tick = _tick(
-                        f.time, el, f.close, f.open, f.high, f.low, f.volume, f.quote_volume
-                    )
-                    symbol = f.symbol
-                else:
-                    # the forms the engine reads in Python (numbers as JSON numbers); the
-                    # engine counts what is wrong with the others itself
-                    t = parse_element(el, scratch)
-                    if t is None:
-                        if len(odd) < _MAX_ODD:
-                            odd.append(el)
-                        continue
-                    tick = _tick(
-                        t.time, el, t.close, t.open, t.high, t.low, t.volume, t.quote_volume
-                    )
-                    symbol = t.symbol
-                ticks = symbols.get(symbol)
-                if ticks is None:
-                    symbols[symbol] = [tick]
-                elif tick[0] > ticks[-1][0]:
-                    ticks.append(tick)
-                # else older than a tick already taken: the engine would drop it
-        merged = odd
-        for ticks in symbols.values():
-            merged.extend(_kept(ticks))
-        self.dropped += total - len(merged)
+        merged, dropped = conflate([*self._items, message], self.market_st, self.invalid)
+        self.dropped += dropped
         self.conflations += 1
         self._items.clear()
         self._items.append(merged)

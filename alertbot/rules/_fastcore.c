@@ -73,6 +73,12 @@ typedef struct {
     uint64_t hash;                      /* of the symbol's bytes (sym_hash) */
 } Rec;
 
+/* Elements read from raw frames, in a growing array. */
+typedef struct {
+    Rec *at;
+    Py_ssize_t n, cap;
+} Recs;
+
 /* Symbols by their ASCII bytes (the C side of Core.symbols, for raw frames): open addressing. */
 typedef struct {
     uint64_t hash;
@@ -93,8 +99,7 @@ typedef struct {
     SymEntry *table;
     Py_ssize_t table_n, table_cap; /* table_cap: a power of two, or 0 */
     PyObject *raw; /* the frame of the last parse_raw (owned), or NULL */
-    Rec *recs;
-    Py_ssize_t nrec, rec_cap;
+    Recs recs; /* the elements of the last parse_raw frame */
     int market_st; /* the st of the market read (ParseStats.market_st): others are refused */
 } Core;
 
@@ -1092,14 +1097,14 @@ static int binance_element(Cur *c, Rec *r)
     return 1;
 }
 
-static Rec *next_rec(Core *self)
+static Rec *next_rec(Recs *rs)
 {
-    if (grow((void **)&self->recs, &self->rec_cap, self->nrec + 1, sizeof(Rec)) < 0)
+    if (grow((void **)&rs->at, &rs->cap, rs->n + 1, sizeof(Rec)) < 0)
         return NULL;
-    return &self->recs[self->nrec];
+    return &rs->at[rs->n];
 }
 
-static int raw_array(Core *self, Cur *c)
+static int raw_array(Recs *rs, Cur *c)
 {
     c->i++;
     skip_ws(c);
@@ -1108,7 +1113,7 @@ static int raw_array(Core *self, Cur *c)
         return 0;
     }
     for (;;) {
-        Rec *r = next_rec(self);
+        Rec *r = next_rec(rs);
         if (r == NULL)
             return NOMEM;
         if (at(c, '{')) {
@@ -1125,7 +1130,7 @@ static int raw_array(Core *self, Cur *c)
                 return BAD;
             r->end = c->i;
         }
-        self->nrec++;
+        rs->n++;
         skip_ws(c);
         if (at(c, ',')) {
             c->i++;
@@ -1141,9 +1146,9 @@ static int raw_array(Core *self, Cur *c)
 }
 
 /* A single ticker object: one that alertbot.ticker.unwrap passes on as the only element. */
-static int raw_object(Core *self, Cur *c, int top)
+static int raw_object(Recs *rs, Cur *c, int top)
 {
-    Rec *r = next_rec(self);
+    Rec *r = next_rec(rs);
     if (r == NULL)
         return NOMEM;
     int flags = 0;
@@ -1155,15 +1160,15 @@ static int raw_object(Core *self, Cur *c, int top)
         return BAD; /* maybe a reply: decoded and classified in Python */
     if (top && (flags & HAS_STREAM) && (flags & HAS_DATA))
         return BAD; /* a wrapper after all */
-    self->nrec++;
+    rs->n++;
     return 0;
 }
 
-static int raw_frame(Core *self, Cur *c)
+static int raw_frame(Recs *rs, Cur *c)
 {
     skip_ws(c);
     if (at(c, '['))
-        return raw_array(self, c);
+        return raw_array(rs, c);
     if (!at(c, '{'))
         return BAD;
     /* the combined-stream wrapper, keys in Binance's order */
@@ -1172,7 +1177,7 @@ static int raw_frame(Core *self, Cur *c)
     w.i++;
     skip_ws(&w);
     if (!plain_string(&w, &ks, &kl) || kl != 6 || memcmp(w.p + ks, "stream", 6) != 0)
-        return raw_object(self, c, 1);
+        return raw_object(rs, c, 1);
     skip_ws(&w);
     if (!at(&w, ':'))
         return BAD;
@@ -1194,9 +1199,9 @@ static int raw_frame(Core *self, Cur *c)
     skip_ws(&w);
     int r;
     if (at(&w, '['))
-        r = raw_array(self, &w);
+        r = raw_array(rs, &w);
     else if (at(&w, '{'))
-        r = raw_object(self, &w, 0);
+        r = raw_object(rs, &w, 0);
     else
         return BAD;
     if (r < 0)
@@ -1292,23 +1297,23 @@ static PyObject *Core_scan(Core *self, PyObject *args)
 static PyObject *Core_parse_raw(Core *self, PyObject *raw)
 {
     Py_CLEAR(self->raw);
-    self->nrec = 0;
+    self->recs.n = 0;
     if (!PyBytes_CheckExact(raw))
         return PyLong_FromLong(-1);
     Cur c = {PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), 0, self->market_st};
-    int r = raw_frame(self, &c);
+    int r = raw_frame(&self->recs, &c);
     if (r == NOMEM) {
-        self->nrec = 0;
+        self->recs.n = 0;
         return NULL;
     }
     skip_ws(&c);
     if (r == BAD || c.i != c.n) {
-        self->nrec = 0;
+        self->recs.n = 0;
         return PyLong_FromLong(-1);
     }
     Py_INCREF(raw);
     self->raw = raw;
-    return PyLong_FromSsize_t(self->nrec);
+    return PyLong_FromSsize_t(self->recs.n);
 }
 
 /* scan() over the elements of the last parse_raw() frame. */
@@ -1317,14 +1322,14 @@ static PyObject *Core_scan_raw(Core *self, PyObject *arg)
     Py_ssize_t start = PyLong_AsSsize_t(arg);
     if (start == -1 && PyErr_Occurred())
         return NULL;
-    Py_ssize_t n = self->nrec;
+    Py_ssize_t n = self->recs.n;
     if (n && self->raw == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "no frame");
         return NULL;
     }
     const char *p = n ? PyBytes_AS_STRING(self->raw) : NULL;
     for (Py_ssize_t i = start < 0 ? 0 : start; i < n; i++) {
-        Rec *r = &self->recs[i];
+        Rec *r = &self->recs.at[i];
         if (!r->ok)
             return PyLong_FromSsize_t(2 * i);
         Py_ssize_t slot = sym_find(self, p + r->sym, r->nsym, r->hash);
@@ -1360,11 +1365,11 @@ static PyObject *Core_span(Core *self, PyObject *arg)
     Py_ssize_t i = PyLong_AsSsize_t(arg);
     if (i == -1 && PyErr_Occurred())
         return NULL;
-    if (i < 0 || i >= self->nrec) {
+    if (i < 0 || i >= self->recs.n) {
         PyErr_SetString(PyExc_IndexError, "no such element");
         return NULL;
     }
-    return Py_BuildValue("(nn)", self->recs[i].start, self->recs[i].end);
+    return Py_BuildValue("(nn)", self->recs.at[i].start, self->recs.at[i].end);
 }
 
 static PyObject *Core_feed(Core *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1833,6 +1838,309 @@ static PyObject *Core_settle(Core *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ conflation
+ *
+ * conflate(frames, market_st, judge): alertbot.feed.handoff's conflation of frames' bytes,
+ * without a Python object per element. Every frame is read as parse_raw() reads it; when one is
+ * not in the plain form (BAD), the result is None and nothing else was done: the caller decodes
+ * and conflates them all in Python. Otherwise, per symbol (in order of first appearance) and in
+ * event-time order, a tick not newer than the symbol's last taken is dropped, and of the others
+ * the newest and the first of the lowest and of the highest value of each of the seven metrics
+ * are kept (price, volume, quote volume, high, low, change and range; a NaN percentage is no
+ * extreme), exactly as handoff.conflate_decoded keeps them. An element the C reader does not
+ * take as a ticker whose key is its bytes (not ok, or a symbol beyond ASCII, which Python may
+ * upper-case) is handed to judge(bytes of the element), which reads it as Python does: None
+ * for an element to pass on for the engine to count, else (symbol, time, c, o, h, l, v, q).
+ *
+ * The result is (frame, dropped): the bytes of one array frame, "[" + the odd elements (up to
+ * max_odd) and the kept ticks' elements, joined by "," + "]", which parse_raw reads again, and
+ * how many elements were left out.
+ */
+
+/* per metric, low and high: price, volume, quote volume, high, low, change, range */
+#define CMETRICS 7
+
+typedef struct {
+    const char *key; /* the symbol as Python keys it, in UTF-8 */
+    Py_ssize_t nkey;
+    uint64_t hash;
+    int64_t last;      /* event time of the newest tick taken */
+    Py_ssize_t newest; /* elements by index among all frames' */
+    Py_ssize_t lo[CMETRICS], hi[CMETRICS];
+    double lov[CMETRICS], hiv[CMETRICS];
+    Py_ssize_t kept[2 * CMETRICS + 1]; /* at the end: the elements kept, in order */
+    int nkept;
+} CSym;
+
+typedef struct {
+    CSym *syms;
+    Py_ssize_t n, cap;
+    Py_ssize_t *table; /* open addressing: index into syms, -1 empty */
+    Py_ssize_t table_cap; /* a power of two, or 0 */
+} CSyms;
+
+static CSym *csym_get(CSyms *t, const char *key, Py_ssize_t nkey, uint64_t h, int *created)
+{
+    *created = 0;
+    if (t->table_cap) {
+        size_t mask = (size_t)t->table_cap - 1;
+        for (size_t i = (size_t)h & mask; t->table[i] >= 0; i = (i + 1) & mask) {
+            CSym *s = &t->syms[t->table[i]];
+            if (s->hash == h && s->nkey == nkey && memcmp(s->key, key, (size_t)nkey) == 0)
+                return s;
+        }
+    }
+    if ((t->n + 1) * 2 > t->table_cap) {
+        Py_ssize_t cap = t->table_cap ? t->table_cap * 2 : 1024;
+        Py_ssize_t *table = PyMem_Malloc((size_t)cap * sizeof(Py_ssize_t));
+        if (table == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < cap; i++)
+            table[i] = -1;
+        size_t mask = (size_t)cap - 1;
+        for (Py_ssize_t k = 0; k < t->n; k++) {
+            size_t i = (size_t)t->syms[k].hash & mask;
+            while (table[i] >= 0)
+                i = (i + 1) & mask;
+            table[i] = k;
+        }
+        PyMem_Free(t->table);
+        t->table = table;
+        t->table_cap = cap;
+    }
+    if (grow((void **)&t->syms, &t->cap, t->n + 1, sizeof(CSym)) < 0)
+        return NULL;
+    size_t mask = (size_t)t->table_cap - 1;
+    size_t i = (size_t)h & mask;
+    while (t->table[i] >= 0)
+        i = (i + 1) & mask;
+    t->table[i] = t->n;
+    CSym *s = &t->syms[t->n++];
+    s->key = key;
+    s->nkey = nkey;
+    s->hash = h;
+    *created = 1;
+    return s;
+}
+
+/* A tick of a symbol (element k) into its extremes, as handoff.conflate_decoded weighs it. */
+static void csym_tick(CSym *s, int created, Py_ssize_t k, int64_t time, double c, double o,
+                      double h, double lo, double v, double q)
+{
+    if (!created && time <= s->last)
+        return; /* older than a tick taken: the engine would drop it */
+    double change = pct(c - o, o), range = pct(h - lo, lo);
+    double low[CMETRICS] = {c, v, q, h, lo, change == change ? change : INFINITY,
+                            range == range ? range : INFINITY};
+    double high[CMETRICS] = {c, v, q, h, lo, change == change ? change : -INFINITY,
+                             range == range ? range : -INFINITY};
+    s->last = time;
+    s->newest = k;
+    for (int m = 0; m < CMETRICS; m++) {
+        /* the first of the lowest and of the highest (min() and max() keep the first) */
+        if (created || low[m] < s->lov[m]) {
+            s->lov[m] = low[m];
+            s->lo[m] = k;
+        }
+        if (created || high[m] > s->hiv[m]) {
+            s->hiv[m] = high[m];
+            s->hi[m] = k;
+        }
+    }
+}
+
+static PyObject *fast_conflate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs_ok(nargs, 4, "conflate") < 0)
+        return NULL;
+    PyObject *frames = args[0], *judge = args[2];
+    long market_st = PyLong_AsLong(args[1]);
+    if (market_st == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t max_odd;
+    if (arg_index(args[3], &max_odd) < 0)
+        return NULL;
+    if (!PyList_CheckExact(frames)) {
+        PyErr_SetString(PyExc_TypeError, "conflate() takes a list of frames");
+        return NULL;
+    }
+    Py_ssize_t nf = PyList_GET_SIZE(frames);
+    for (Py_ssize_t f = 0; f < nf; f++)
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(frames, f)))
+            Py_RETURN_NONE;
+    Recs rs = {NULL, 0, 0};
+    CSyms syms = {NULL, 0, 0, NULL, 0};
+    Py_ssize_t *ends = NULL, *odd = NULL, nodd = 0;
+    PyObject *keep = NULL, *result = NULL;
+    ends = PyMem_Malloc((size_t)(nf + 1) * sizeof(Py_ssize_t));
+    keep = PyList_New(0); /* judge()'s answers: their symbols' UTF-8 is used as keys */
+    if (ends == NULL || keep == NULL) {
+        if (ends == NULL)
+            PyErr_NoMemory();
+        goto done;
+    }
+    /* every frame read before anything is judged: one not plain leaves it all to Python */
+    for (Py_ssize_t f = 0; f < nf; f++) {
+        PyObject *raw = PyList_GET_ITEM(frames, f);
+        Cur c = {PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), 0, (int)market_st};
+        int r = raw_frame(&rs, &c);
+        if (r == NOMEM)
+            goto done;
+        skip_ws(&c);
+        if (r == BAD || c.i != c.n) {
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
+        }
+        ends[f] = rs.n;
+    }
+    Py_ssize_t limit = max_odd < rs.n ? max_odd : rs.n;
+    odd = PyMem_Malloc((size_t)(limit > 0 ? limit : 1) * sizeof(Py_ssize_t));
+    if (odd == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t f = 0, k = 0; f < nf; f++) {
+        const char *p = PyBytes_AS_STRING(PyList_GET_ITEM(frames, f));
+        for (; k < ends[f]; k++) {
+            Rec *r = &rs.at[k];
+            int plain = r->ok;
+            for (Py_ssize_t j = 0; plain && j < r->nsym; j++)
+                if ((unsigned char)p[r->sym + j] >= 0x80)
+                    plain = 0; /* upper() may change it: Python keys it */
+            int created;
+            CSym *s;
+            if (plain) {
+                s = csym_get(&syms, p + r->sym, r->nsym, r->hash, &created);
+                if (s == NULL)
+                    goto done;
+                csym_tick(s, created, k, r->time, r->c, r->o, r->h, r->l, r->v, r->q);
+                continue;
+            }
+            PyObject *span = PyBytes_FromStringAndSize(p + r->start, r->end - r->start);
+            if (span == NULL)
+                goto done;
+            PyObject *t = PyObject_CallOneArg(judge, span);
+            Py_DECREF(span);
+            if (t == NULL)
+                goto done;
+            if (t == Py_None) {
+                Py_DECREF(t);
+                if (nodd < limit)
+                    odd[nodd++] = k;
+                continue;
+            }
+            const char *key;
+            Py_ssize_t nkey;
+            long long time;
+            double c, o, h, l, v, q;
+            int ok = PyArg_ParseTuple(t, "s#Ldddddd;judge() returns a ticker's values", &key,
+                                      &nkey, &time, &c, &o, &h, &l, &v, &q);
+            if (!ok || PyList_Append(keep, t) < 0) {
+                Py_DECREF(t);
+                goto done;
+            }
+            Py_DECREF(t); /* kept alive by keep, and with it key's bytes */
+            s = csym_get(&syms, key, nkey, sym_hash(key, nkey), &created);
+            if (s == NULL)
+                goto done;
+            csym_tick(s, created, k, (int64_t)time, c, o, h, l, v, q);
+        }
+    }
+    /* the kept elements: each symbol's, deduplicated and in order (times rise with k) */
+    Py_ssize_t nkept = nodd, size = 2;
+    for (Py_ssize_t i = 0; i < syms.n; i++) {
+        CSym *s = &syms.syms[i];
+        Py_ssize_t ks[2 * CMETRICS + 1];
+        int n = 0;
+        ks[n++] = s->newest;
+        for (int m = 0; m < CMETRICS; m++) {
+            ks[n++] = s->lo[m];
+            ks[n++] = s->hi[m];
+        }
+        /* insertion sort, dropping repeats */
+        int u = 0;
+        for (int a = 0; a < n; a++) {
+            Py_ssize_t x = ks[a];
+            int b = u;
+            while (b > 0 && ks[b - 1] > x)
+                b--;
+            if (b > 0 && ks[b - 1] == x)
+                continue;
+            memmove(&ks[b + 1], &ks[b], (size_t)(u - b) * sizeof(Py_ssize_t));
+            ks[b] = x;
+            u++;
+        }
+        memcpy(s->kept, ks, (size_t)u * sizeof(Py_ssize_t));
+        s->nkept = u;
+        nkept += u;
+    }
+    /* the frame's bytes: where each element lies (its frame by ends[]) */
+#define SPAN_OF(k, out_p, out_n)                                                         \
+    do {                                                                                 \
+        Py_ssize_t lo_ = 0, hi_ = nf - 1;                                                \
+        while (lo_ < hi_) {                                                              \
+            Py_ssize_t mid_ = (lo_ + hi_) / 2;                                           \
+            if (ends[mid_] > (k))                                                        \
+                hi_ = mid_;                                                              \
+            else                                                                         \
+                lo_ = mid_ + 1;                                                          \
+        }                                                                                \
+        out_p = PyBytes_AS_STRING(PyList_GET_ITEM(frames, lo_)) + rs.at[k].start;        \
+        out_n = rs.at[k].end - rs.at[k].start;                                           \
+    } while (0)
+    for (Py_ssize_t i = 0; i < nodd; i++)
+        size += rs.at[odd[i]].end - rs.at[odd[i]].start + 1;
+    for (Py_ssize_t i = 0; i < syms.n; i++) {
+        CSym *s = &syms.syms[i];
+        for (int a = 0; a < s->nkept; a++) {
+            Py_ssize_t k = s->kept[a];
+            size += rs.at[k].end - rs.at[k].start + 1;
+        }
+    }
+    if (nkept)
+        size--; /* one comma fewer than elements */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL)
+        goto done;
+    char *w = PyBytes_AS_STRING(out);
+    *w++ = '[';
+    Py_ssize_t written = 0;
+    const char *ep;
+    Py_ssize_t en;
+    for (Py_ssize_t i = 0; i < nodd; i++) {
+        if (written++)
+            *w++ = ',';
+        SPAN_OF(odd[i], ep, en);
+        memcpy(w, ep, (size_t)en);
+        w += en;
+    }
+    for (Py_ssize_t i = 0; i < syms.n; i++) {
+        CSym *s = &syms.syms[i];
+        for (int a = 0; a < s->nkept; a++) {
+            Py_ssize_t k = s->kept[a];
+            if (written++)
+                *w++ = ',';
+            SPAN_OF(k, ep, en);
+            memcpy(w, ep, (size_t)en);
+            w += en;
+        }
+    }
+#undef SPAN_OF
+    *w++ = ']';
+    result = Py_BuildValue("(Nn)", out, rs.n - nkept);
+done:
+    PyMem_Free(rs.at);
+    PyMem_Free(syms.syms);
+    PyMem_Free(syms.table);
+    PyMem_Free(ends);
+    PyMem_Free(odd);
+    Py_XDECREF(keep);
+    return result;
+}
+
 /* ------------------------------------------------------------------ type */
 
 static int Core_init(Core *self, PyObject *args, PyObject *kwds)
@@ -1875,7 +2183,7 @@ static void Core_dealloc(Core *self)
         if (self->table[i].slot >= 0)
             PyMem_Free(self->table[i].bytes);
     PyMem_Free(self->table);
-    PyMem_Free(self->recs);
+    PyMem_Free(self->recs.at);
     Py_XDECREF(self->raw);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1925,8 +2233,13 @@ static PyTypeObject CoreType = {
     .tp_members = Core_members,
 };
 
+static PyMethodDef module_methods[] = {
+    {"conflate", (PyCFunction)(void (*)(void))fast_conflate, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fastcore", "alertbot.rules.core in C", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_fastcore", "alertbot.rules.core in C", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__fastcore(void)

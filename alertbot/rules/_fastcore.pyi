@@ -3,3 +3,4 @@ from alertbot.rules.core import BUSY as BUSY
 from alertbot.rules.core import DUPLICATE as DUPLICATE
 from alertbot.rules.core import QUIET as QUIET
 from alertbot.rules.core import Core as Core
+from alertbot.rules.core import conflate as conflate
