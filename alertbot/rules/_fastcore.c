@@ -1840,42 +1840,45 @@ static PyObject *Core_settle(Core *self, PyObject *const *args, Py_ssize_t nargs
 
 /* ------------------------------------------------------------------ conflation
  *
- * conflate(frames, market_st, judge): alertbot.feed.handoff's conflation of frames' bytes,
- * without a Python object per element. Every frame is read as parse_raw() reads it; when one is
- * not in the plain form (BAD), the result is None and nothing else was done: the caller decodes
- * and conflates them all in Python. Otherwise, per symbol (in order of first appearance) and in
- * event-time order, a tick not newer than the symbol's last taken is dropped, and of the others
- * the newest and the first of the lowest and of the highest value of each of the seven metrics
- * are kept (price, volume, quote volume, high, low, change and range; a NaN percentage is no
- * extreme), exactly as handoff.conflate_decoded keeps them. An element the C reader does not
- * take as a ticker whose key is its bytes (not ok, or a symbol beyond ASCII, which Python may
- * upper-case) is handed to judge(bytes of the element), which reads it as Python does: None
- * for an element to pass on for the engine to count, else (symbol, time, c, o, h, l, v, q).
+ * conflate(frames, market_st, judge, max_odd): alertbot.feed.handoff's conflation of frames'
+ * bytes, without a Python object per element. Each frame is read as parse_raw() reads it; when
+ * one is not in the plain form (BAD), the result is None: the caller decodes and conflates them
+ * all in Python (judge() may have been asked about earlier frames' elements; it only reads).
+ * Otherwise, per symbol (in order of first appearance) and in event-time order, a tick not newer
+ * than the symbol's last taken is dropped, and of the others the newest and the first of the
+ * lowest and of the highest value of each of the seven metrics are kept (price, volume, quote
+ * volume, high, low, change and range; a NaN percentage is no extreme), exactly as
+ * handoff.conflate_decoded keeps them. An element the C reader does not take as a ticker keyed
+ * by its bytes (not ok, or a symbol beyond ASCII, which Python may upper-case) is handed to
+ * judge(bytes of the element), which reads it as Python does: None for an element to pass on
+ * for the engine to count, else (symbol, time, c, o, h, l, v, q).
  *
  * The result is (frame, dropped): the bytes of one array frame, "[" + the odd elements (up to
- * max_odd) and the kept ticks' elements, joined by "," + "]", which parse_raw reads again, and
- * how many elements were left out.
+ * max_odd) and the kept ticks' elements, joined by "," + "]", which parse_raw() reads as it read
+ * them, and how many elements were left out.
  */
 
 /* per metric, low and high: price, volume, quote volume, high, low, change, range */
 #define CMETRICS 7
 
+/* An element: its number among all frames' (their order) and where its bytes lie. */
+typedef struct {
+    Py_ssize_t k, frame, start, end;
+} CTick;
+
 typedef struct {
     const char *key; /* the symbol as Python keys it, in UTF-8 */
     Py_ssize_t nkey;
     uint64_t hash;
-    int64_t last;      /* event time of the newest tick taken */
-    Py_ssize_t newest; /* elements by index among all frames' */
-    Py_ssize_t lo[CMETRICS], hi[CMETRICS];
+    int64_t last; /* event time of the newest tick taken */
+    CTick newest, lo[CMETRICS], hi[CMETRICS];
     double lov[CMETRICS], hiv[CMETRICS];
-    Py_ssize_t kept[2 * CMETRICS + 1]; /* at the end: the elements kept, in order */
-    int nkept;
 } CSym;
 
 typedef struct {
     CSym *syms;
     Py_ssize_t n, cap;
-    Py_ssize_t *table; /* open addressing: index into syms, -1 empty */
+    Py_ssize_t *table;    /* open addressing: index into syms, -1 empty */
     Py_ssize_t table_cap; /* a power of two, or 0 */
 } CSyms;
 
@@ -1891,7 +1894,7 @@ static CSym *csym_get(CSyms *t, const char *key, Py_ssize_t nkey, uint64_t h, in
         }
     }
     if ((t->n + 1) * 2 > t->table_cap) {
-        Py_ssize_t cap = t->table_cap ? t->table_cap * 2 : 1024;
+        Py_ssize_t cap = t->table_cap ? t->table_cap * 2 : 2048;
         Py_ssize_t *table = PyMem_Malloc((size_t)cap * sizeof(Py_ssize_t));
         if (table == NULL) {
             PyErr_NoMemory();
@@ -1925,30 +1928,54 @@ static CSym *csym_get(CSyms *t, const char *key, Py_ssize_t nkey, uint64_t h, in
     return s;
 }
 
-/* A tick of a symbol (element k) into its extremes, as handoff.conflate_decoded weighs it. */
-static void csym_tick(CSym *s, int created, Py_ssize_t k, int64_t time, double c, double o,
+/* A tick of a symbol into its extremes, as handoff.conflate_decoded weighs it. */
+static void csym_tick(CSym *s, int created, const CTick *e, int64_t time, double c, double o,
                       double h, double lo, double v, double q)
 {
     if (!created && time <= s->last)
-        return; /* older than a tick taken: the engine would drop it */
+        return; /* not newer than a tick taken: the engine would drop it */
     double change = pct(c - o, o), range = pct(h - lo, lo);
     double low[CMETRICS] = {c, v, q, h, lo, change == change ? change : INFINITY,
                             range == range ? range : INFINITY};
     double high[CMETRICS] = {c, v, q, h, lo, change == change ? change : -INFINITY,
                              range == range ? range : -INFINITY};
     s->last = time;
-    s->newest = k;
+    s->newest = *e;
     for (int m = 0; m < CMETRICS; m++) {
         /* the first of the lowest and of the highest (min() and max() keep the first) */
         if (created || low[m] < s->lov[m]) {
             s->lov[m] = low[m];
-            s->lo[m] = k;
+            s->lo[m] = *e;
         }
         if (created || high[m] > s->hiv[m]) {
             s->hiv[m] = high[m];
-            s->hi[m] = k;
+            s->hi[m] = *e;
         }
     }
+}
+
+/* A symbol's kept ticks into out, each once, oldest first: how many. */
+static int csym_kept(const CSym *s, CTick out[2 * CMETRICS + 1])
+{
+    int n = 0;
+    const CTick *all[2 * CMETRICS + 1];
+    all[0] = &s->newest;
+    for (int m = 0; m < CMETRICS; m++) {
+        all[1 + 2 * m] = &s->lo[m];
+        all[2 + 2 * m] = &s->hi[m];
+    }
+    for (int a = 0; a < 2 * CMETRICS + 1; a++) {
+        const CTick *x = all[a];
+        int b = n;
+        while (b > 0 && out[b - 1].k > x->k)
+            b--;
+        if (b > 0 && out[b - 1].k == x->k)
+            continue;
+        memmove(&out[b + 1], &out[b], (size_t)(n - b) * sizeof(CTick));
+        out[b] = *x;
+        n++;
+    }
+    return n;
 }
 
 static PyObject *fast_conflate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -1970,56 +1997,45 @@ static PyObject *fast_conflate(PyObject *module, PyObject *const *args, Py_ssize
     for (Py_ssize_t f = 0; f < nf; f++)
         if (!PyBytes_CheckExact(PyList_GET_ITEM(frames, f)))
             Py_RETURN_NONE;
-    Recs rs = {NULL, 0, 0};
+    Recs rs = {NULL, 0, 0}; /* the elements of one frame at a time */
     CSyms syms = {NULL, 0, 0, NULL, 0};
-    Py_ssize_t *ends = NULL, *odd = NULL, nodd = 0;
-    PyObject *keep = NULL, *result = NULL;
-    ends = PyMem_Malloc((size_t)(nf + 1) * sizeof(Py_ssize_t));
-    keep = PyList_New(0); /* judge()'s answers: their symbols' UTF-8 is used as keys */
-    if (ends == NULL || keep == NULL) {
-        if (ends == NULL)
-            PyErr_NoMemory();
+    CTick *odd = NULL;
+    Py_ssize_t nodd = 0, odd_cap = 0, total = 0;
+    PyObject *result = NULL;
+    PyObject *keep = PyList_New(0); /* judge()'s answers: their symbols' UTF-8 are keys */
+    if (keep == NULL)
         goto done;
-    }
-    /* every frame read before anything is judged: one not plain leaves it all to Python */
     for (Py_ssize_t f = 0; f < nf; f++) {
         PyObject *raw = PyList_GET_ITEM(frames, f);
-        Cur c = {PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), 0, (int)market_st};
-        int r = raw_frame(&rs, &c);
+        const char *p = PyBytes_AS_STRING(raw);
+        Cur cur = {p, PyBytes_GET_SIZE(raw), 0, (int)market_st};
+        rs.n = 0;
+        int r = raw_frame(&rs, &cur);
         if (r == NOMEM)
             goto done;
-        skip_ws(&c);
-        if (r == BAD || c.i != c.n) {
+        skip_ws(&cur);
+        if (r == BAD || cur.i != cur.n) {
             result = Py_None;
             Py_INCREF(result);
             goto done;
         }
-        ends[f] = rs.n;
-    }
-    Py_ssize_t limit = max_odd < rs.n ? max_odd : rs.n;
-    odd = PyMem_Malloc((size_t)(limit > 0 ? limit : 1) * sizeof(Py_ssize_t));
-    if (odd == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t f = 0, k = 0; f < nf; f++) {
-        const char *p = PyBytes_AS_STRING(PyList_GET_ITEM(frames, f));
-        for (; k < ends[f]; k++) {
-            Rec *r = &rs.at[k];
-            int plain = r->ok;
-            for (Py_ssize_t j = 0; plain && j < r->nsym; j++)
-                if ((unsigned char)p[r->sym + j] >= 0x80)
+        for (Py_ssize_t i = 0; i < rs.n; i++, total++) {
+            Rec *rec = &rs.at[i];
+            CTick e = {total, f, rec->start, rec->end};
+            int plain = rec->ok, created;
+            for (Py_ssize_t j = 0; plain && j < rec->nsym; j++)
+                if ((unsigned char)p[rec->sym + j] >= 0x80)
                     plain = 0; /* upper() may change it: Python keys it */
-            int created;
             CSym *s;
             if (plain) {
-                s = csym_get(&syms, p + r->sym, r->nsym, r->hash, &created);
+                s = csym_get(&syms, p + rec->sym, rec->nsym, rec->hash, &created);
                 if (s == NULL)
                     goto done;
-                csym_tick(s, created, k, r->time, r->c, r->o, r->h, r->l, r->v, r->q);
+                csym_tick(s, created, &e, rec->time, rec->c, rec->o, rec->h, rec->l, rec->v,
+                          rec->q);
                 continue;
             }
-            PyObject *span = PyBytes_FromStringAndSize(p + r->start, r->end - r->start);
+            PyObject *span = PyBytes_FromStringAndSize(p + rec->start, rec->end - rec->start);
             if (span == NULL)
                 goto done;
             PyObject *t = PyObject_CallOneArg(judge, span);
@@ -2028,8 +2044,11 @@ static PyObject *fast_conflate(PyObject *module, PyObject *const *args, Py_ssize
                 goto done;
             if (t == Py_None) {
                 Py_DECREF(t);
-                if (nodd < limit)
-                    odd[nodd++] = k;
+                if (nodd < max_odd) {
+                    if (grow((void **)&odd, &odd_cap, nodd + 1, sizeof(CTick)) < 0)
+                        goto done;
+                    odd[nodd++] = e;
+                }
                 continue;
             }
             const char *key;
@@ -2042,100 +2061,54 @@ static PyObject *fast_conflate(PyObject *module, PyObject *const *args, Py_ssize
                 Py_DECREF(t);
                 goto done;
             }
-            Py_DECREF(t); /* kept alive by keep, and with it key's bytes */
+            Py_DECREF(t); /* kept alive by keep, and key's bytes with it */
             s = csym_get(&syms, key, nkey, sym_hash(key, nkey), &created);
             if (s == NULL)
                 goto done;
-            csym_tick(s, created, k, (int64_t)time, c, o, h, l, v, q);
+            csym_tick(s, created, &e, (int64_t)time, c, o, h, l, v, q);
         }
     }
-    /* the kept elements: each symbol's, deduplicated and in order (times rise with k) */
-    Py_ssize_t nkept = nodd, size = 2;
-    for (Py_ssize_t i = 0; i < syms.n; i++) {
-        CSym *s = &syms.syms[i];
-        Py_ssize_t ks[2 * CMETRICS + 1];
-        int n = 0;
-        ks[n++] = s->newest;
-        for (int m = 0; m < CMETRICS; m++) {
-            ks[n++] = s->lo[m];
-            ks[n++] = s->hi[m];
-        }
-        /* insertion sort, dropping repeats */
-        int u = 0;
-        for (int a = 0; a < n; a++) {
-            Py_ssize_t x = ks[a];
-            int b = u;
-            while (b > 0 && ks[b - 1] > x)
-                b--;
-            if (b > 0 && ks[b - 1] == x)
-                continue;
-            memmove(&ks[b + 1], &ks[b], (size_t)(u - b) * sizeof(Py_ssize_t));
-            ks[b] = x;
-            u++;
-        }
-        memcpy(s->kept, ks, (size_t)u * sizeof(Py_ssize_t));
-        s->nkept = u;
-        nkept += u;
-    }
-    /* the frame's bytes: where each element lies (its frame by ends[]) */
-#define SPAN_OF(k, out_p, out_n)                                                         \
-    do {                                                                                 \
-        Py_ssize_t lo_ = 0, hi_ = nf - 1;                                                \
-        while (lo_ < hi_) {                                                              \
-            Py_ssize_t mid_ = (lo_ + hi_) / 2;                                           \
-            if (ends[mid_] > (k))                                                        \
-                hi_ = mid_;                                                              \
-            else                                                                         \
-                lo_ = mid_ + 1;                                                          \
-        }                                                                                \
-        out_p = PyBytes_AS_STRING(PyList_GET_ITEM(frames, lo_)) + rs.at[k].start;        \
-        out_n = rs.at[k].end - rs.at[k].start;                                           \
-    } while (0)
+    /* the merged frame: its size, then its bytes */
+    Py_ssize_t kept = nodd, size = 1;
+    CTick ks[2 * CMETRICS + 1];
     for (Py_ssize_t i = 0; i < nodd; i++)
-        size += rs.at[odd[i]].end - rs.at[odd[i]].start + 1;
+        size += odd[i].end - odd[i].start + 1;
     for (Py_ssize_t i = 0; i < syms.n; i++) {
-        CSym *s = &syms.syms[i];
-        for (int a = 0; a < s->nkept; a++) {
-            Py_ssize_t k = s->kept[a];
-            size += rs.at[k].end - rs.at[k].start + 1;
-        }
+        int n = csym_kept(&syms.syms[i], ks);
+        for (int a = 0; a < n; a++)
+            size += ks[a].end - ks[a].start + 1;
+        kept += n;
     }
-    if (nkept)
-        size--; /* one comma fewer than elements */
+    if (kept == 0)
+        size++; /* "[]" */
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (out == NULL)
         goto done;
     char *w = PyBytes_AS_STRING(out);
-    *w++ = '[';
-    Py_ssize_t written = 0;
-    const char *ep;
-    Py_ssize_t en;
+    *w = '[';
     for (Py_ssize_t i = 0; i < nodd; i++) {
-        if (written++)
-            *w++ = ',';
-        SPAN_OF(odd[i], ep, en);
-        memcpy(w, ep, (size_t)en);
-        w += en;
+        const CTick *x = &odd[i];
+        memcpy(w + 1, PyBytes_AS_STRING(PyList_GET_ITEM(frames, x->frame)) + x->start,
+               (size_t)(x->end - x->start));
+        w += x->end - x->start + 1;
+        *w = ',';
     }
     for (Py_ssize_t i = 0; i < syms.n; i++) {
-        CSym *s = &syms.syms[i];
-        for (int a = 0; a < s->nkept; a++) {
-            Py_ssize_t k = s->kept[a];
-            if (written++)
-                *w++ = ',';
-            SPAN_OF(k, ep, en);
-            memcpy(w, ep, (size_t)en);
-            w += en;
+        int n = csym_kept(&syms.syms[i], ks);
+        for (int a = 0; a < n; a++) {
+            const CTick *x = &ks[a];
+            memcpy(w + 1, PyBytes_AS_STRING(PyList_GET_ITEM(frames, x->frame)) + x->start,
+                   (size_t)(x->end - x->start));
+            w += x->end - x->start + 1;
+            *w = ',';
         }
     }
-#undef SPAN_OF
-    *w++ = ']';
-    result = Py_BuildValue("(Nn)", out, rs.n - nkept);
+    w[kept ? 0 : 1] = ']'; /* in place of the last comma */
+    result = Py_BuildValue("(Nn)", out, total - kept);
 done:
     PyMem_Free(rs.at);
     PyMem_Free(syms.syms);
     PyMem_Free(syms.table);
-    PyMem_Free(ends);
     PyMem_Free(odd);
     Py_XDECREF(keep);
     return result;
