@@ -257,6 +257,9 @@ def test_c_conflation_of_hand_made_edge_cases() -> None:
         same_conflation(frames, market_st)
     for i in range(len(frames)):
         same_conflation(frames[i:] + frames[:i])
+    # beyond a thousand malformed elements, the others are dropped
+    junk = b"[" + b",".join([b'"junk"', b"7"] * 350) + b"]"
+    assert type(same_conflation([junk, frames[0], junk])) is bytes or not COMPILED
 
 
 _SYMBOLS = ["BTCUSDT", "btcusdt", "ETHUSDT", "SSUSDT", "ßUSDT", "币安人生USDT"]
