@@ -434,21 +434,11 @@ class Store:
         those to destinations starting with it."""
         skip = "" if but is None else " AND NOT (d.destination >= ? AND d.destination < ?)"
         rows = self.db.execute(
-            "SELECT a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html, a.gap,"
-            " a.created, d.destination, d.state, d.attempts, d.last_error, d.chat_id, d.created"
-            " FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
-            f" WHERE d.state IN ('pending', 'fell_back'){skip} ORDER BY d.created, a.time,"
-            " d.rowid",
+            f"{self._OPEN_COLUMNS} WHERE d.state IN ('pending', 'fell_back'){skip}"
+            " ORDER BY d.created, a.time, d.rowid",
             () if but is None else (but, but + "\U0010ffff"),
         ).fetchall()
-        out = []
-        for r in rows:
-            alert = AlertRecord(
-                id=r[0], rule=r[1], symbol=r[2], time=r[3], price=r[4], condition=r[5],
-                text=r[6], html=r[7], gap=bool(r[8]), created=r[9],
-            )  # fmt: skip
-            out.append((alert, DeliveryRow(r[0], r[10], r[11], r[12], r[13], r[14], r[15])))
-        return out
+        return [(alert, row) for _, alert, row in self._open_rows(rows)]
 
     _OPEN_COLUMNS = (
         "SELECT d.rowid, a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,"
