@@ -35,6 +35,7 @@ from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.outbox import alert_id
 from alertbot.notify.routing import channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
+from alertbot.notify.telegram import FORBIDDEN
 from alertbot.rules.conditions import format_condition
 from alertbot.rules.engine import FRESH, Alert, Engine, PairState, after_firing, fingerprint
 from alertbot.rules.ids import watch_number, watch_rule_id
@@ -759,10 +760,32 @@ class App:
 
     async def _revive_refused(self) -> set[str]:
         """The ids of the alerts the paused chats refused; the ``once`` watches they ended
-        active again (WatchBook.revive; done already unless a crash came first)."""
+        active again (WatchBook.revive; done already unless a crash came first).
+
+        A refused alert's ``failed`` result and its chat's pause are two writes (the outbox's,
+        then _pause_written's): after a crash between them the refusal is stored and no pause
+        names it. Such a ``once`` watch's alert is taken as refused here: its chat is paused
+        (again, or its pause names it too), as the refusal did before the crash."""
         book = self.book
-        if book is None:
+        store, outbox = self.notifier.store, self.notifier.outbox
+        if book is None or store is None or outbox is None:
             return set()
+        named = {i for pause in book.paused.values() for i in pause.missed}
+        unnamed: dict[int, list[tuple[str, str, float]]] = {}
+        for chat, alert, why, when in await outbox.db(store.refused_once, FORBIDDEN):
+            if alert not in named:
+                unnamed.setdefault(chat, []).append((alert, why, when))
+        for chat, alerts in unnamed.items():
+            _, why, since = alerts[0]
+            book.pause(chat, why, [a for a, _, _ in alerts], since=since)
+            await book.save_pause(chat)
+            log.warning(
+                "chat %s refused the bot (%s) and the bot stopped before its pause was "
+                "written: it is paused, and its %d once watches whose alert it refused stay",
+                chat,
+                why,
+                len(alerts),
+            )
         refused = {i for pause in book.paused.values() for i in pause.missed}
         fired = []
         for alert in refused:

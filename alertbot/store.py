@@ -672,6 +672,30 @@ class Store:
             for row in self._watches(" AND id = ?", (watch,))
         ]
 
+    def refused_once(self, error: str) -> list[tuple[int, str, str, float]]:
+        """The ``once`` watches ended by an alert whose Telegram delivery failed with an error
+        beginning with ``error``, their chat not seen to have the bot since (no watch of it
+        made later, no later alert of its watches delivered): (the watch's chat, the alert's
+        id, the error, when it was written), oldest first. Their alert reached no one, and the
+        watch is kept (revive_watches) once a pause names it (App._revive_refused).
+
+        A version before pauses ended such a watch for good: a chat that was back after it is
+        left so, not paused (its watches would go quiet until its next command)."""
+        return self.db.execute(
+            "SELECT w.chat_id, a.id, d.last_error, d.updated FROM watches w"
+            " JOIN alerts a ON a.id = 'w' || w.id || ':' || w.symbol || ':' || w.last_fired"
+            " JOIN deliveries d ON d.alert_id = a.id"
+            " WHERE w.once = 1 AND w.active = 0 AND w.last_fired IS NOT NULL"
+            " AND d.destination >= 'telegram:' AND d.destination < 'telegram;'"
+            " AND d.state = 'failed' AND substr(d.last_error, 1, ?) = ?"
+            " AND NOT EXISTS (SELECT 1 FROM watches n WHERE n.chat_id = w.chat_id"
+            "  AND (n.created > d.updated OR (n.last_fired > w.last_fired AND EXISTS ("
+            "   SELECT 1 FROM deliveries s WHERE s.state = 'sent' AND s.destination = d.destination"
+            "   AND s.alert_id = 'w' || n.id || ':' || n.symbol || ':' || n.last_fired))))"
+            " ORDER BY d.updated, a.time",
+            (len(error), error),
+        ).fetchall()
+
     def alert_texts(self, ids: Sequence[str]) -> list[tuple[int, str]]:
         """(event time, plain text) of the alerts ``ids`` still stored, in their order."""
         out = []

@@ -4,6 +4,7 @@ a real SQLite database."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from alertbot.rules.conditions import parse
 from alertbot.rules.model import Channel, Rule, RuleSet
 from alertbot.service import AppCollector
-from alertbot.store import Pause, Store
+from alertbot.store import AlertRecord, DeliveryRow, Pause, Store, Update, WatchRow
 from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.webhook import WebhookReceiver
@@ -143,6 +144,74 @@ async def test_a_once_watch_whose_alert_was_refused_stays_after_a_crash(tmp_path
     store = Store(tmp_path / "alertbot.db")
     assert store.watches() == []  # used up by the alert that reached the chat
     store.close()
+
+
+@pytest.mark.parametrize("saved", ["before the alert", "after it"])
+async def test_a_once_watch_stays_when_a_crash_came_before_the_pause_was_written(
+    tmp_path, fakes, saved
+):
+    """The refused alert's ``failed`` result and the chat's pause are two writes: a SIGKILL
+    between them left the ``once`` watch ended by an alert that reached no one, and no pause
+    naming it, so nothing revived it at the restart (README: it stays, and alerts at its next
+    time). The stored refusal is taken up at start-up: the chat is paused again (its watches
+    quiet, the refused alert named when it is back) and the watch kept."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT crosses above 100 once")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+        book = bot.app.book
+        assert book is not None
+        await tg.wait_for(lambda: 1 in book.rows)
+    # the database as that SIGKILL leaves it: the alert stored with the watch ended by it,
+    # its Telegram delivery failed as blocked (written by this run), no pause, no revival;
+    # the engine's state saved last before the alert or after it
+    db = sqlite3.connect(tmp_path / "alertbot.db")
+    with db:
+        (alert, seq, at) = db.execute(
+            "SELECT id, seq, time FROM alerts WHERE rule = 'w1'"
+        ).fetchone()
+        (state, error) = db.execute(
+            "SELECT state, last_error FROM deliveries WHERE alert_id = ? AND destination = ?",
+            (alert, f"telegram:{USER}"),
+        ).fetchone()
+        assert (state, error) == ("failed", "forbidden: Forbidden: bot was blocked by the user")
+        db.execute(
+            "UPDATE state_saved SET seq = ?", (seq if saved == "before the alert" else seq + 1,)
+        )
+        db.execute("DELETE FROM pair_states WHERE rule = 'w1'")
+        db.execute(
+            "UPDATE watches SET active = 0, last_fired = ?, revived = NULL WHERE id = 1", (at,)
+        )
+        db.execute("DELETE FROM paused_chats")
+    db.close()
+    async with Bot(tmp_path, binance, tg) as bot:  # the user has not unblocked the bot yet
+        book = bot.app.book
+        assert book is not None
+        assert [r.id for r in book.rows.values()] == [1]
+        assert book.rows[1].last_fired is None
+        pause = book.paused.get(USER)
+        assert pause is not None
+        assert pause.missed == [alert]
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        calls = sends_to(tg, USER)
+        await bot.tick("BTCUSDT", 90, T + 3000)
+        await bot.tick("BTCUSDT", 110, T + 4000)  # paused: no alert, no call
+        assert bot.app.pipeline.alerts == 0
+        assert sends_to(tg, USER) == calls
+        tg.unblock(USER)
+        reply = await bot.say("/list")
+        assert reply.startswith("Welcome back: your watch is active again.")
+        assert CROSSING in reply  # the refused alert, named
+        await bot.tick("BTCUSDT", 90, T + 5000)
+        await bot.tick("BTCUSDT", 110, T + 6000)
+        await tg.wait_for(lambda: any("[w1]" in m.plain_text for m in tg.messages_to(USER)))
+    store = Store(tmp_path / "alertbot.db")
+    try:
+        assert store.watches() == []  # used up by the alert that reached the chat
+        assert store.paused_chats() == {}
+    finally:
+        store.close()
 
 
 async def test_a_kept_once_watch_stays_after_a_restart_though_no_state_save_followed(
@@ -594,3 +663,36 @@ def test_a_pause_saved_after_its_groups_move_is_not_left_on_the_old_id(tmp_path)
     store.pause_chat(BASIC, pause)
     assert store.paused_chats() == {SUPER: pause}
     store.close()
+
+
+@pytest.mark.parametrize("back", [None, "a later alert delivered", "a watch made later"])
+def test_a_refusal_of_a_version_before_pauses_is_taken_up_unless_the_chat_was_back(tmp_path, back):
+    """A version before pauses ended a ``once`` watch for good at its refused alert, and the
+    database says so just as a crash before the pause's write does. Taken up at start-up
+    (App._revive_refused), a chat that has had the bot since would be paused, and its watches
+    quiet until its next command: a refusal is taken up only while nothing says the chat was
+    back after it."""
+    store = Store(tmp_path / "alertbot.db")
+    watch = WatchRow(0, USER, "BTCUSDT", "price crosses above 100", 0, 0.0, True, created=1.0)
+    once = store.add_watch(watch)
+    refused = AlertRecord(f"w{once}:BTCUSDT:{T}", f"w{once}", "BTCUSDT", T, "110", "c", "t", "")
+    refused = dataclasses.replace(refused, watch=once, ends_watch=True)
+    error = "forbidden: Forbidden: bot was blocked by the user"
+    store.write([refused], [DeliveryRow(refused.id, f"telegram:{USER}")], [])
+    store.write([], [], [Update(refused.id, f"telegram:{USER}", "failed", 1, error)])
+    (_, _, _, refused_at) = store.refused_once("forbidden: ")[0]
+    if back is not None:
+        later = dataclasses.replace(watch, once=False, created=refused_at + 1)
+        other = store.add_watch(later if back == "a watch made later" else watch)
+        if back == "a later alert delivered":
+            alert = dataclasses.replace(
+                refused, id=f"w{other}:BTCUSDT:{T + 60_000}", rule=f"w{other}", time=T + 60_000,
+                watch=other,
+            )  # fmt: skip
+            store.write([alert], [DeliveryRow(alert.id, f"telegram:{USER}")], [])
+            store.write([], [], [Update(alert.id, f"telegram:{USER}", "sent", 1)])
+    found = store.refused_once("forbidden: ")
+    store.close()
+    assert [(chat, alert) for chat, alert, _, _ in found] == (
+        [(USER, refused.id)] if back is None else []
+    )

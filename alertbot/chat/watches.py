@@ -235,15 +235,16 @@ class WatchBook:
 
     # ------------------------------------------------------------------ chats that blocked the bot
 
-    def pause(self, chat: int, reason: str, missed: list[str]) -> bool:
+    def pause(self, chat: int, reason: str, missed: list[str], since: float | None = None) -> bool:
         """Telegram refused ``chat`` (the user blocked the bot, or a group removed it): its
         watches stay and stop firing until it is back (:meth:`resume`); ``missed``, the alerts
         it refused, are noted for then. In memory and the engine at once (no alert of it is
-        fired from now on); :meth:`save_pause` writes it. Returns whether it is new."""
+        fired from now on); :meth:`save_pause` writes it. ``since``: when Telegram refused it
+        (wall clock, s; now when not given). Returns whether it is new."""
         pause = self.paused.get(chat)
         new = pause is None
         if pause is None:
-            pause = self.paused[chat] = Pause(self.clock(), reason)
+            pause = self.paused[chat] = Pause(self.clock() if since is None else since, reason)
             for row in self.of_chat(chat):
                 self.engine.replace_rule(self._rule(row))  # keeps its firing state
         pause.missed.extend(i for i in missed if i not in pause.missed)

@@ -73,6 +73,9 @@ FORBIDDEN_HINT = (
     "bot, or change the configuration)"
 )
 _SEPARATOR = "\n\n"
+#: how a delivery's error begins when Telegram refused the chat itself (Forbidden: the chat
+#: blocked or removed the bot): stored so, it is read back at start-up (App._revive_refused)
+FORBIDDEN = "forbidden: "
 
 #: the kinds of callback_data of the buttons under a chat watch's alert, ``amute:w3``: Telegram
 #: allows 64 bytes, and a watch's 64-bit number makes at most 26. Nothing else is needed to
@@ -533,7 +536,7 @@ class TelegramSender:
                 except Exception:
                     log.exception("telegram: could not follow chat %s to %s", chat, new)
         except Forbidden as exc:
-            self._refused(chat, batch, f"forbidden: {exc.message}")
+            self._refused(chat, batch, f"{FORBIDDEN}{exc.message}")
         except InvalidToken as exc:
             self._fail(batch, f"token rejected: {type(exc).__name__}")
         except BadRequest as exc:
