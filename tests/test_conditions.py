@@ -104,6 +104,10 @@ def test_canonical_text(text: str, canonical: str) -> None:
         ("price = 5", "expected '>', '>=', '<', '<=' or 'crosses' after 'price', got '='", 7),
         ("price > 5%", "'%' only goes with change_24h and range_24h, not price at column 9", 9),
         ("price > -5", "price cannot be negative at column 9", 9),
+        # a percent metric with a suffix would be a million percent: a typo, refused
+        ("change_24h > 1m", "change_24h is a percentage and takes no k/m/b suffix", 14),
+        ("range_24h crosses 2K", "write it like 5%, got '2K' at column 19", 19),
+        ("change_24h < -1b", "change_24h is a percentage and takes no k/m/b suffix", 14),
         ("price > 0", "price must be greater than 0 at column 9", 9),
         ("price > 1e309", "expected a number after '>', got '1e309'", 9),
         ("price > 9" + "9" * 400, "is too large", 9),

@@ -287,6 +287,13 @@ class _Parser:
             value = -value
         if percent and metric not in PERCENT_METRICS:
             raise self.fail(f"'%' only goes with change_24h and range_24h, not {metric}", token)
+        if suffix and metric in PERCENT_METRICS:
+            # 'change_24h > 1m' would be a million percent: surely a typo, never a threshold
+            raise self.fail(
+                f"{metric} is a percentage and takes no k/m/b suffix: write it like 5%, "
+                f"got {token.text!r}",
+                token,
+            )
         if not math.isfinite(value):
             raise self.fail(f"number {token.text!r} is too large", token)
         if value < 0 and metric not in SIGNED_METRICS:
