@@ -103,6 +103,8 @@ CREATE TABLE IF NOT EXISTS watches (
                                    -- alert's event time ms, not its firing (revive_watches)
 );
 CREATE INDEX IF NOT EXISTS watches_chat ON watches(chat_id) WHERE active = 1;
+-- every watch of a chat, ended ones too: Store.refused_once asks it of each refusal at start
+CREATE INDEX IF NOT EXISTS watches_of_chat ON watches(chat_id);
 CREATE TABLE IF NOT EXISTS digests (
     chat_id INTEGER PRIMARY KEY,
     minute  INTEGER NOT NULL       -- minute of the day, UTC
@@ -154,6 +156,22 @@ ADDED_COLUMNS = (
     ("state_saved", "seq", "INTEGER"),
     ("watches", "revived", "INTEGER"),
 )
+#: Store.refused_once: the ``once`` watches ended by an alert Telegram refused with an error
+#: beginning with the parameter, their chat not seen to have the bot since
+REFUSED_ONCE = (
+    "SELECT w.chat_id, a.id, d.last_error, d.updated FROM watches w"
+    " JOIN alerts a ON a.id = 'w' || w.id || ':' || w.symbol || ':' || w.last_fired"
+    " JOIN deliveries d ON d.alert_id = a.id"
+    " WHERE w.once = 1 AND w.active = 0 AND w.last_fired IS NOT NULL"
+    " AND d.destination >= 'telegram:' AND d.destination < 'telegram;'"
+    " AND d.state = 'failed' AND substr(d.last_error, 1, ?) = ?"
+    " AND NOT EXISTS (SELECT 1 FROM watches n WHERE n.chat_id = w.chat_id"
+    "  AND (n.created > d.updated OR (n.last_fired > w.last_fired AND EXISTS ("
+    "   SELECT 1 FROM deliveries s WHERE s.state = 'sent' AND s.destination = d.destination"
+    "   AND s.alert_id = 'w' || n.id || ':' || n.symbol || ':' || n.last_fired))))"
+    " ORDER BY d.updated, a.time"
+)
+
 #: what needs those columns, made once they are there
 AFTER_COLUMNS = "CREATE INDEX IF NOT EXISTS alerts_seq ON alerts(seq);"
 
@@ -682,17 +700,7 @@ class Store:
         A version before pauses ended such a watch for good: a chat that was back after it is
         left so, not paused (its watches would go quiet until its next command)."""
         return self.db.execute(
-            "SELECT w.chat_id, a.id, d.last_error, d.updated FROM watches w"
-            " JOIN alerts a ON a.id = 'w' || w.id || ':' || w.symbol || ':' || w.last_fired"
-            " JOIN deliveries d ON d.alert_id = a.id"
-            " WHERE w.once = 1 AND w.active = 0 AND w.last_fired IS NOT NULL"
-            " AND d.destination >= 'telegram:' AND d.destination < 'telegram;'"
-            " AND d.state = 'failed' AND substr(d.last_error, 1, ?) = ?"
-            " AND NOT EXISTS (SELECT 1 FROM watches n WHERE n.chat_id = w.chat_id"
-            "  AND (n.created > d.updated OR (n.last_fired > w.last_fired AND EXISTS ("
-            "   SELECT 1 FROM deliveries s WHERE s.state = 'sent' AND s.destination = d.destination"
-            "   AND s.alert_id = 'w' || n.id || ':' || n.symbol || ':' || n.last_fired))))"
-            " ORDER BY d.updated, a.time",
+            REFUSED_ONCE,
             (len(error), error),
         ).fetchall()
 

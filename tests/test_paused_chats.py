@@ -15,7 +15,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from alertbot.rules.conditions import parse
 from alertbot.rules.model import Channel, Rule, RuleSet
 from alertbot.service import AppCollector
-from alertbot.store import AlertRecord, DeliveryRow, Pause, Store, Update, WatchRow
+from alertbot.store import (
+    REFUSED_ONCE,
+    AlertRecord,
+    DeliveryRow,
+    Pause,
+    Store,
+    Update,
+    WatchRow,
+)
 from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.webhook import WebhookReceiver
@@ -696,3 +704,19 @@ def test_a_refusal_of_a_version_before_pauses_is_taken_up_unless_the_chat_was_ba
     assert [(chat, alert) for chat, alert, _, _ in found] == (
         [(USER, refused.id)] if back is None else []
     )
+
+
+def test_the_start_up_search_for_refused_once_watches_reads_a_chats_watches_by_index(tmp_path):
+    """Store.refused_once asks, of each refusal, whether its chat made or fired a watch since.
+    Without an index on every watch's chat (the other one holds active watches only), that was
+    a scan of the whole watches table per refusal: 1.2 s at start for 100k watches and 200
+    refusals, 0.17 s with the index (measured at aefffd0)."""
+    store = Store(tmp_path / "a.db")
+    plan = " | ".join(
+        row[3]
+        for row in store.db.execute(
+            "EXPLAIN QUERY PLAN " + REFUSED_ONCE, (len("forbidden: "), "forbidden: ")
+        )
+    )
+    assert "SCAN n" not in plan, plan
+    assert "USING INDEX watches_of_chat" in plan, plan
