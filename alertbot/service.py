@@ -79,6 +79,17 @@ class AppCollector(Collector):
         yield CounterMetricFamily(
             "alertbot_feed_messages", "Feed market-data messages", value=health.messages
         )
+        # every handover that ended, taken over or given up: the total the failed ones are a
+        # part of (Prometheus' way for a failure ratio), 0 telling that none happened at all
+        handovers = CounterMetricFamily(
+            "alertbot_feed_handovers",
+            "Feed handovers ended, the new connections taking over or given up: "
+            "a connection's rotation to a new socket, a mode switch",
+            labels=["kind"],
+        )
+        handovers.add_metric(["rotation"], health.rotations + health.rotations_failed)
+        handovers.add_metric(["switch"], health.switches + health.switches_failed)
+        yield handovers
         failed = CounterMetricFamily(
             "alertbot_feed_handovers_failed",
             "Feed handovers given up, the old connections carrying on (tried again later): "

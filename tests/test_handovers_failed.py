@@ -1,12 +1,13 @@
 """Rotations and mode switches given up: counted in the feed's health, shown in an admin's
-/status and exported as ``alertbot_feed_handovers_failed_total`` by kind. End to end, on the
-fake exchange and the fake Telegram."""
+/status and exported as ``alertbot_feed_handovers_failed_total`` by kind; those done counted
+too, and every one that ended exported as ``alertbot_feed_handovers_total`` by kind. End to end,
+on the fake exchange and the fake Telegram."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -87,6 +88,7 @@ async def test_a_switch_given_up_is_counted_once_in_health():
             health = bot.feed.health()
             assert health.mode == "symbols"
             assert (health.switches_failed, health.rotations_failed) == (1, 0)
+            assert health.switches == 1
 
 
 async def test_an_admins_status_and_the_metrics_show_the_handovers_given_up(tmp_path, fakes):
@@ -119,6 +121,8 @@ async def test_an_admins_status_and_the_metrics_show_the_handovers_given_up(tmp_
         status = await bot.say("/status")
         _, _, metrics = await served(bot.app)
         assert old.is_open  # carried on throughout
+    for kind in ("rotation", "switch"):  # the ones given up are among those that ended
+        assert handovers(metrics, kind) >= handovers(metrics, kind, failed=True), metrics
     line = re.search(r"^  handovers given up: rotations (\d+), switches (\d+)$", status, re.M)
     assert line is not None, status
     assert int(line[1]) >= 1, status
@@ -166,3 +170,98 @@ async def test_healthz_shows_the_handovers_given_up_and_stays_healthy(tmp_path, 
     assert status == 200, body
     assert body["feed"]["rotations_failed"] >= 1, body
     assert body["feed"]["switches_failed"] >= 1, body
+
+
+@pytest.mark.parametrize("away", ["symbols", "all"])
+async def test_a_switch_abandoned_for_the_old_target_is_not_counted_as_done(away: str):
+    """A switch begun (to symbol streams, or to the all-market stream) whose new connection
+    cannot open, and whose target goes back to what the old connections carry before it is
+    given up: the new connection is closed and the old ones carry on, which is no switch done
+    (and none given up)."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    rules = [rule("crosses above 100")] + ([glob] if away == "symbols" else [])
+    back = "all" if away == "symbols" else "symbols"
+    async with FakeBinance() as fake:
+        bot = FeedBot(
+            fake,
+            rules,
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            handover_timeout=10.0,  # never given up within this test
+            drain_timeout=0.5,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET} if away == "symbols" else {BTC})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            (old,) = fake.connections
+            fake.reject_handshakes(1_000_000)
+            if away == "symbols":
+                bot.engine.remove_rule("glob")
+            else:
+                bot.engine.add_rule(glob)
+            assert bot.pipeline.update_streams() == away
+            await fake.wait_for(lambda: bot.feed.health().mode == "switching")
+            if away == "symbols":
+                bot.engine.add_rule(glob)
+            else:
+                bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == back
+            settled = asyncio.create_task(bot.feed.settled())
+            time = T
+            while not settled.done():  # an all-market connection must deliver first
+                time += 1
+                await fake.publish([mini_ticker("BTCUSDT", 90, time)])
+                await asyncio.wait({settled}, timeout=0.05)
+                assert time < T + 200, "not settled"
+            fake.reject_handshakes(0)
+            health = bot.feed.health()
+            assert health.mode == back
+            assert fake.connections == [old]
+            assert (health.switches, health.switches_failed) == (0, 0)
+
+
+async def market(binance: FakeBinance, time: int, until: Callable[[], bool]) -> int:
+    """Publish a ticker each 50 ms (a new socket takes over once it delivers) until
+    ``until()``; the last event time published."""
+    while not until():
+        time += 1
+        await binance.publish([mini_ticker("BTCUSDT", 90, time)])
+        await asyncio.sleep(0.05)
+        assert time < T + 200, "not reached"
+    return time
+
+
+def handovers(metrics: str, kind: str, failed: bool = False) -> int:
+    name = "alertbot_feed_handovers_failed_total" if failed else "alertbot_feed_handovers_total"
+    found = re.search(rf'^{name}{{kind="{kind}"}} (\d+)\.0$', metrics, re.M)
+    assert found is not None, metrics
+    return int(found[1])
+
+
+async def test_the_metrics_count_every_handover_that_ended_next_to_those_given_up(tmp_path, fakes):
+    """alertbot_feed_handovers_total by kind counts the rotations and switches that ended,
+    done or given up: none at first; after a real rotation of the all-market connection
+    (its max age shrunk) and a real switch to symbol streams (the first watch), at least one
+    rotation and exactly one switch, none of them failed."""
+    binance, tg = fakes
+    feed = {
+        "auto_threshold": 1,
+        "max_age": 0.5,
+        "handover_timeout": 5.0,
+        "drain_timeout": 2.0,
+        "stale_after": 10.0,
+        "symbol_stale_after": 10.0,
+    }
+    async with ChatBot(tmp_path, binance, tg, feed_settings=feed) as bot:
+        feed_ = bot.app.pipeline.feed
+        await binance.wait_for_subscriptions({ALL_MARKET})
+        time = await market(binance, T, lambda: feed_.health().rotations >= 1)
+        await bot.say("/watch BTCUSDT > 1000000")
+        await market(binance, time, lambda: feed_.health().switches >= 1)
+        assert feed_.health().mode == "symbols"
+        _, _, metrics = await served(bot.app)
+    assert handovers(metrics, "rotation") >= 1
+    assert handovers(metrics, "switch") == 1
+    assert handovers(metrics, "rotation", failed=True) == 0
+    assert handovers(metrics, "switch", failed=True) == 0

@@ -65,6 +65,8 @@ class FeedHealth:
     #: handovers given up (the old connections carried on; tried again later)
     rotations_failed: int = 0
     switches_failed: int = 0
+    #: mode switches done (rotations done: ``rotations``)
+    switches: int = 0
 
     @property
     def bad_frames(self) -> int:
@@ -329,6 +331,9 @@ class Feed:
                 self._raw = self._new(target, raw=True, held=bool(self._combined))
             all_market = self._raw
             if self._combined:
+                # it takes over from the symbol connections; unless it carried the feed all
+                # along, the ones closed below being a switch to them abandoned for this target
+                switching = all_market.holding
                 # a switch to them given up keeps what they hold from the sink: the
                 # all-market connection, the old one again, may lag behind them, and hands on
                 # the same ticks; theirs older than its go first (_delivering), the rest go
@@ -362,6 +367,8 @@ class Feed:
                     # it closed meanwhile: what the exchange sent since is on the old ones only
                 self._combined = []
                 all_market.release()
+                if switching:
+                    self.stats.switches += 1
                 log.info(
                     "feed: all-market stream delivering; closing %d symbol connections", len(old)
                 )
@@ -375,6 +382,9 @@ class Feed:
         # too are read to their end (it may have ticks of a symbol they subscribe only now);
         # they deliver on, unheld. Only the connections opened now are new.
         old_ones = set(self._combined) if raw is not None and raw.holding else set()
+        # closing an all-market connection that never took over ends a switch abandoned, not
+        # one done
+        switching = raw is not None and not raw.holding
         self._reshape(target)
         if raw is not None:
             opened = [c for c in self._combined if c not in old_ones]
@@ -429,6 +439,8 @@ class Feed:
             raw.release()
             for conn in new:
                 conn.release()
+            if switching:
+                self.stats.switches += 1
             log.info("feed: symbol streams subscribed; closing the all-market connection")
             await raw.close()
         else:
@@ -591,6 +603,7 @@ class Feed:
             outages=len(self.stats.outages),
             rotations_failed=self.stats.rotations_failed,
             switches_failed=self.stats.switches_failed,
+            switches=self.stats.switches,
         )
 
     def market_seen(self) -> bool:

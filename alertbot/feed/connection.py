@@ -157,7 +157,10 @@ class FeedStats:
         self.clock = clock
         self.messages = 0
         self.reconnects = 0
+        #: handovers done, the new connections taking over: a connection's rotation to a new
+        #: socket, a mode switch (all-market <-> symbol streams)
         self.rotations = 0
+        self.switches = 0
         #: handovers given up (each tried again later, the old connections carrying on): a
         #: rotation's new socket, a mode switch's new connections
         self.rotations_failed = 0
