@@ -44,6 +44,7 @@ from alertbot.rules.model import Rule, RuleSet, is_glob
 from alertbot.service import WATCH_LABEL, HttpService
 from alertbot.store import PRUNE_START, AlertRecord, PruneCursor, WatchRow, database_failed
 from alertbot.tasks import cancel_and_wait
+from alertbot.text import plural
 from alertbot.ticker import ParseStats, Ticker
 
 log = logging.getLogger("alertbot")
@@ -117,8 +118,8 @@ def freeze_long_lived(when: str) -> None:
     gc.collect()
     gc.freeze()
     log.info(
-        "memory: %d objects kept out of garbage collection after %s (%.0f ms)",
-        gc.get_freeze_count(),
+        "memory: %s kept out of garbage collection after %s (%.0f ms)",
+        plural(gc.get_freeze_count(), "object"),
         when,
         (time.perf_counter() - started) * 1000,
     )
@@ -353,7 +354,7 @@ class Pipeline:
     async def run(self, stop: asyncio.Event) -> None:
         mode = self.update_streams()
         kind = "the all-market stream" if mode == "all" else "symbol streams"
-        log.info("feed: %s for %d rules", kind, len(self.engine))
+        log.info("feed: %s for %s", kind, plural(len(self.engine), "rule"))
         tasks = [
             asyncio.create_task(self._consume(), name="engine"),
             asyncio.create_task(self._symbols(), name="symbols"),
@@ -557,7 +558,7 @@ class App:
             self.feed_down = True
             text = (
                 f"Feed down: no market data for {age:.0f}s "
-                f"({health.reconnects} reconnects so far). Alerts wait for it."
+                f"({plural(health.reconnects, 'reconnect')} so far). Alerts wait for it."
             )
             log.error("%s", text)
             await self.tell_admins(text)
@@ -605,9 +606,10 @@ class App:
         if deleted:
             age = f"{retention / 86400:g}d" if retention >= 86400 else f"{retention:g}s"
             log.info(
-                "outbox: %d alerts older than %s deleted, their deliveries all settled",
-                deleted,
+                "outbox: %s older than %s deleted, %s all settled",
+                plural(deleted, "alert"),
                 age,
+                "its deliveries" if deleted == 1 else "their deliveries",
             )
         return deleted
 
@@ -727,9 +729,10 @@ class App:
         await outbox.db(store.save_engine, fired, [], (), now)
         if fired:
             log.warning(
-                "state: %d rule states saved before their last alerts (the bot was not "
-                "stopped cleanly): taken up as fired then",
-                len(fired),
+                "state: %s saved before %s (the bot was not stopped cleanly): taken up as "
+                "fired then",
+                plural(len(fired), "rule state"),
+                "its last alert" if len(fired) == 1 else "their last alerts",
             )
         self.engine.changes()  # from now on, changes are recorded for save_state
         book = self.book
@@ -752,9 +755,9 @@ class App:
                 # alerts computed from these tickers span the time the bot was down
                 feed.stats.outages.append(Outage(None, last, down))
             log.info(
-                "state: %d rule states and %d symbols' last tickers restored (down %.0fs)",
-                restored,
-                len(ticks),
+                "state: %s and %s restored (down %.0fs)",
+                plural(restored, "rule state"),
+                plural(len(ticks), "symbol's last ticker", "symbols' last tickers"),
                 down,
             )
 
@@ -781,10 +784,11 @@ class App:
             await book.save_pause(chat)
             log.warning(
                 "chat %s refused the bot (%s) and the bot stopped before its pause was "
-                "written: it is paused, and its %d once watches whose alert it refused stay",
+                "written: it is paused, and its %s whose alert it refused %s",
                 chat,
                 why,
-                len(alerts),
+                plural(len(alerts), "once watch", "once watches"),
+                "stays" if len(alerts) == 1 else "stay",
             )
         refused = {i for pause in book.paused.values() for i in pause.missed}
         fired = []
@@ -959,7 +963,7 @@ class App:
             )
             loaded = await self.book.load()
             if loaded:
-                log.info("chat: %d watches loaded", loaded)
+                log.info("chat: %s loaded", plural(loaded, "watch", "watches"))
             self.chat = ChatBot(
                 self.delivery,
                 self.chat_settings,
@@ -1115,12 +1119,14 @@ class App:
             return set()
         if book.pause(chat, why, [a.id for _, a in fired]):
             fallback = " and sent to the fallback webhook" if self.delivery.webhook_url else ""
+            watches = len(book.of_chat(chat))
             log.warning(
-                "chat %s refuses the bot (%s): its %d watches are paused until it is back (the "
-                "bot unblocked or added again, or a command)%s",
+                "chat %s refuses the bot (%s): its %s %s paused until it is back (the bot "
+                "unblocked or added again, or a command)%s",
                 chat,
                 why,
-                len(book.of_chat(chat)),
+                plural(watches, "watch", "watches"),
+                "is" if watches == 1 else "are",
                 f"; the alerts it refused are stored as failed{fallback}" if alerts else "",
             )
         self._spawn(self._pause_written(chat, [(n, a.time) for n, a in fired]), finish=True)
@@ -1152,9 +1158,10 @@ class App:
                     back = await book.revive(fired)
                     if back:
                         log.info(
-                            "chat %s: %d once watches whose alert it refused stay (paused)",
+                            "chat %s: %s whose alert it refused %s (paused)",
                             chat,
-                            len(back),
+                            plural(len(back), "once watch", "once watches"),
+                            "stays" if len(back) == 1 else "stay",
                         )
             except Exception as exc:
                 if not database_failed(exc):

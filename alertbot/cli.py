@@ -46,7 +46,7 @@ from typing import IO, TYPE_CHECKING, Any  # noqa: E402
 # first moments is caught, rather than shown as a traceback through the imports.
 from alertbot import __version__  # noqa: E402
 from alertbot.errors import ConfigError, RuleError  # noqa: E402
-from alertbot.text import mend  # noqa: E402
+from alertbot.text import mend, plural  # noqa: E402
 
 if TYPE_CHECKING:
     import asyncio
@@ -389,11 +389,6 @@ def cmd_check(files: Sequence[str]) -> int:
     rules, channels = plural(len(ruleset.rules), "rule"), plural(len(ruleset.channels), "channel")
     _out(f"{names}: {rules}, {channels}, OK\n", flush=True)
     return 0
-
-
-def plural(n: int, word: str) -> str:
-    """``n`` and ``word``, in the plural unless ``n`` is 1: the counts of every summary line."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def cmd_replay(

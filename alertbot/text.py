@@ -3,6 +3,8 @@ alone), made by a ``\\ud800`` escape in YAML or JSON. No UTF-8 encoder takes one
 Python binds it), Telegram, orjson (the webhook body, JSON log lines) all refuse it. Where text
 comes in it is refused with a message (a rule file, a chat command) or mended (a record that
 must not be lost); this module only tells and mends. No I/O, no clock.
+
+Also the counts of summary and log lines: ``plural(1, "watch", "watches")`` is ``1 watch``.
 """
 
 from __future__ import annotations
@@ -33,4 +35,11 @@ def mend(value: str) -> str:
     return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
-__all__ = ["first_bad", "is_text", "mend"]
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``n`` and ``word``, in the plural unless ``n`` is 1: ``many``, or ``word`` and an s."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {many if many is not None else word + 's'}"
+
+
+__all__ = ["first_bad", "is_text", "mend", "plural"]

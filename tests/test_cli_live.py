@@ -887,7 +887,7 @@ async def test_an_alert_stored_before_a_sigkill_is_not_repeated_after_the_restar
     assert not [line for line in lines if "btc-100" in line and "price 151" in line]
     assert code == 0
     assert "stopped: 1 ticker, 1 alert, " in err
-    assert "1 rule states saved before their last alerts" in err
+    assert "1 rule state saved before its last alert" in err
 
 
 async def test_telegram_behind_an_html_error_page_at_start_is_logged_cut_short(tmp_path):

@@ -438,7 +438,7 @@ async def test_shutdown_ends_when_the_database_refuses_writes_and_counts_what_wa
     await wait_until(lambda: outbox.write_errors >= 1, 3.0)
     await asyncio.wait_for(h.notifier.close(), 5.0)
     (line,) = errors(caplog, "could not be stored")
-    assert "5 alerts (lost) and 1 delivery results" in line.getMessage()
+    assert "5 alerts (lost) and 1 delivery result (that delivery is resumed" in line.getMessage()
     assert h.states() == {f"r1:BTCUSDT:{T}>webhook:{hook.url}": "pending"}
 
 

@@ -155,8 +155,9 @@ async def test_a_coin_m_bot_reads_its_own_market_and_skips_usd_m_elements(
 ):
     """ALERTBOT_MARKET=coinm: dstream's paths; and since the COIN-M merger a frame may carry
     both markets' elements, told apart by ``st`` (1 USD-M, 2 COIN-M): a COIN-M bot reads those
-    with st 2 (or none) and counts st 1 as another market's, on the core's path too."""
-    caplog.set_level(logging.INFO, logger="alertbot.feed")
+    with st 2 (or none) and counts st 1 as another market's, on the core's path too. The log
+    counts its one rule and its connection's one stream in the singular."""
+    caplog.set_level(logging.INFO, logger="alertbot")
     perp = "BTCUSD_PERP"
     wanted = {"btcusd_perp@miniTicker"} if stream == "symbols" else {ALL_MARKET}
     rules = [rule("crosses above 100", perp)]
@@ -177,6 +178,10 @@ async def test_a_coin_m_bot_reads_its_own_market_and_skips_usd_m_elements(
     skipped = [r for r in caplog.records if "ticker of another market" in r.getMessage()]
     assert [r.levelname for r in skipped] == ["INFO"]  # tickers of its own came first
     assert "this bot reads coinm" in skipped[0].getMessage()
+    kind = "symbol streams" if stream == "symbols" else "the all-market stream"
+    logged = [r.getMessage() for r in caplog.records]
+    assert f"feed: {kind} for 1 rule" in logged
+    assert "feed connection 1: open, 1 stream" in logged
 
 
 async def test_a_level_crossed_while_the_feed_was_down_fires_on_the_first_tick_after():
@@ -191,7 +196,13 @@ async def test_a_level_crossed_while_the_feed_was_down_fires_on_the_first_tick_a
         assert bot.fired() == [("up", "BTCUSDT", T + 120_000)]
 
 
-async def test_an_alert_across_an_outage_longer_than_the_stale_time_carries_the_gap_flag():
+async def test_an_alert_across_an_outage_longer_than_the_stale_time_carries_the_gap_flag(
+    caplog: pytest.LogCaptureFixture,
+):
+    """An alert computed across an outage longer than the stale time carries the gap flag,
+    the next one not; the log counts the two rules and the connection's two streams in the
+    plural."""
+    caplog.set_level(logging.INFO, logger="alertbot")
     rules = [rule("crosses above 100"), rule("crosses above 100", "ETHUSDT", id="eth")]
     async with FakeBinance() as fake, Bot(fake, rules) as bot:
         await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
@@ -207,6 +218,9 @@ async def test_an_alert_across_an_outage_longer_than_the_stale_time_carries_the_
         assert (first.time, gap1) == (T + 90_000, True)
         assert (second.time, gap2) == (T + 92_000, False)
         assert bot.feed.health().outages == 1
+    logged = [r.getMessage() for r in caplog.records]
+    assert "feed: symbol streams for 2 rules" in logged
+    assert "feed connection 1: open, 2 streams" in logged
 
 
 async def test_the_gap_flag_holds_for_a_symbol_newer_than_its_frames_first_element():

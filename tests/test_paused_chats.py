@@ -84,7 +84,7 @@ async def test_a_chat_that_blocked_the_bot_is_paused_and_costs_no_more_calls(
     lines = [r for r in caplog.records if str(USER) in r.getMessage()]
     assert [r.getMessage() for r in lines if r.levelno >= logging.WARNING] == [
         f"chat {USER} refuses the bot (forbidden: Forbidden: bot was blocked by the user): its 1 "
-        "watches are paused until it is back (the bot unblocked or added again, or a command); "
+        "watch is paused until it is back (the bot unblocked or added again, or a command); "
         "the alerts it refused are stored as failed"
     ]
 
@@ -426,7 +426,7 @@ async def test_a_rule_file_chat_that_blocked_the_bot_is_not_paused(tmp_path, fak
         book = bot.app.book
         assert book is not None
         assert not book.paused
-    refused = [m for r in caplog.records if "refused 1 alert(s) for good" in (m := r.getMessage())]
+    refused = [m for r in caplog.records if "refused 1 alert for good" in (m := r.getMessage())]
     assert len(refused) == 2
     assert "it is named in the rule files or ALERTBOT_ADMIN_CHATS" in refused[0]
 
@@ -551,7 +551,7 @@ async def test_a_chat_that_drops_the_bot_is_paused_before_any_alert_fails(
     store.close()
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "alertbot"]
     assert [r.getMessage() for r in warnings] == [
-        f"chat {chat} refuses the bot ({reason}): its 1 watches are paused until it is back "
+        f"chat {chat} refuses the bot ({reason}): its 1 watch is paused until it is back "
         "(the bot unblocked or added again, or a command)"
     ]
 
@@ -597,7 +597,7 @@ async def test_a_note_or_answer_refused_as_blocked_pauses_the_chat(tmp_path, fak
     reason = "forbidden: Forbidden: bot was blocked by the user"
     assert store.paused_chats()[USER].reason == reason
     store.close()
-    assert f"chat {USER} refuses the bot ({reason}): its 1 watches are paused" in caplog.text
+    assert f"chat {USER} refuses the bot ({reason}): its 1 watch is paused" in caplog.text
 
 
 @pytest.mark.parametrize("how", ["note", "reply"])

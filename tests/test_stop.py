@@ -116,7 +116,7 @@ async def test_the_short_writes_and_the_open_deliveries_share_one_grace(tmp_path
         fired = check.execute("SELECT last_fired FROM watches").fetchall()
     assert rows == [(f"telegram:{USER}", "pending")]  # resumed at the next start
     assert fired == [(T,)]
-    assert "shutting down with 1 deliveries open: they resume at the next start" in [
+    assert "shutting down with 1 delivery open: it resumes at the next start" in [
         r.getMessage() for r in caplog.records
     ]
 
@@ -211,7 +211,7 @@ async def test_the_final_save_comes_before_the_waits_of_the_stop(tmp_path, caplo
         rows = check.execute("SELECT destination, state FROM deliveries").fetchall()
     assert rows == [(f"telegram:{USER}", "pending")]  # resumed at the next start
     messages = [r.getMessage() for r in caplog.records]
-    assert "shutting down with 1 deliveries open: they resume at the next start" in messages
+    assert "shutting down with 1 delivery open: it resumes at the next start" in messages
     assert (
         "chat: Telegram did not answer the poller's last call within 20s; stopped without it"
         in messages

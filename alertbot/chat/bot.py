@@ -110,6 +110,7 @@ from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.model import is_glob
 from alertbot.store import WatchRow
 from alertbot.tasks import cancel_and_wait
+from alertbot.text import plural
 from alertbot.ticker import Ticker, percent
 
 log = logging.getLogger("alertbot.chat")
@@ -403,10 +404,10 @@ class PollFailures:
                     return
                 self._warned, self._told = True, now
                 log.warning(
-                    "chat: polling for commands failed (no answer from Telegram for %s: %d "
-                    "polls timed out); trying again",
+                    "chat: polling for commands failed (no answer from Telegram for %s: %s "
+                    "timed out); trying again",
                     _span(now - self._since),
-                    self.failed,
+                    plural(self.failed, "poll"),
                 )
                 return
             self._warned, self._told, self._conflict = True, now, conflict
@@ -421,9 +422,9 @@ class PollFailures:
         elif self.reminder and now - self._told >= self.reminder:
             self._told = now
             log.warning(
-                "chat: polling for commands still failing after %s (%d polls failed; the last: %s)",
+                "chat: polling for commands still failing after %s (%s failed; the last: %s)",
                 _span(now - self._since),
-                self.failed,
+                plural(self.failed, "poll"),
                 clip(str(exc)),
             )
 
@@ -451,9 +452,9 @@ class PollFailures:
             return
         if self._warned:  # else a poll or two timed out, never logged: nor is their end
             log.info(
-                "chat: polling for commands works again after %s (%d polls failed)",
+                "chat: polling for commands works again after %s (%s failed)",
                 _span(now - self._since),
-                self.failed,
+                plural(self.failed, "poll"),
             )
         self._since, self._warned, self._hard, self.failed = None, False, False, 0
         self._rejected = False
@@ -745,7 +746,12 @@ class ChatBot:
         if new in successors:  # told again (a failed send, the other service message)
             return new
         successors[new] = successors.get(old, old)
-        log.info("chat %s is now the supergroup %s: %d watches moved there", old, new, len(moved))
+        log.info(
+            "chat %s is now the supergroup %s: %s moved there",
+            old,
+            new,
+            plural(len(moved), "watch", "watches"),
+        )
         cfg = self.settings
         if (cfg.allowed(old) and not cfg.allowed(new)) or (cfg.admin(old) and not cfg.admin(new)):
             log.warning(
@@ -880,10 +886,11 @@ class ChatBot:
         pause, missed = resumed
         n = len(self.book.of_chat(chat))
         log.info(
-            "chat %s is back after %.0fs: its %d watches are active again",
+            "chat %s is back after %.0fs: its %s %s active again",
             chat,
             self.clock() - pause.since,
-            n,
+            plural(n, "watch", "watches"),
+            "is" if n == 1 else "are",
         )
         whose = "your" if chat > 0 else "this chat's"
         if n == 0:
@@ -942,10 +949,10 @@ class ChatBot:
                 )
             except BadRequest as exc:
                 log.error(
-                    "chat %s: Telegram refused the answer to %r (%d characters): %s",
+                    "chat %s: Telegram refused the answer to %r (%s): %s",
                     chat,
                     (_text_of(message) or "")[:60],
-                    len(part),
+                    plural(len(part), "character"),
                     exc.message,
                 )
                 try:

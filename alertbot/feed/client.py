@@ -32,6 +32,7 @@ from alertbot.feed.connection import Backoff, Connection, FeedStats, Sink
 from alertbot.feed.market import ALL_MARKET, nameable, normalise_stream, symbol_stream
 from alertbot.feed.settings import FeedSettings
 from alertbot.tasks import cancel_and_wait
+from alertbot.text import plural
 
 log = logging.getLogger("alertbot.feed")
 
@@ -370,7 +371,8 @@ class Feed:
                 if switching:
                     self.stats.switches += 1
                 log.info(
-                    "feed: all-market stream delivering; closing %d symbol connections", len(old)
+                    "feed: all-market stream delivering; closing %s",
+                    plural(len(old), "symbol connection"),
                 )
                 await asyncio.gather(*(c.close() for c in old))
             all_market.release()
@@ -410,8 +412,8 @@ class Feed:
                         continue
                     unready = sum(not (c.live and c.ready) for c in new)
                     why = (
-                        f"{unready} of the {len(new)} connections for symbol streams were not "
-                        f"open and subscribed within {self.settings.handover_timeout:g}s"
+                        f"connections for symbol streams not open and subscribed within "
+                        f"{self.settings.handover_timeout:g}s: {unready} of {len(new)}"
                     )
                     await self._give_up_to_symbols(opened, why)
                     return False
@@ -426,8 +428,9 @@ class Feed:
                     if all(answers):
                         break
                     why = (
-                        f"{answers.count(False)} of the {len(opened)} connections opened for "
-                        f"symbol streams did not answer within {self.settings.drain_timeout:g}s"
+                        f"connections opened for symbol streams that did not answer within "
+                        f"{self.settings.drain_timeout:g}s: {answers.count(False)} of "
+                        f"{len(opened)}"
                     )
                     await self._give_up_to_symbols(opened, why)
                     return False
@@ -459,10 +462,9 @@ class Feed:
         cfg = self.settings
         self.stats.switches_failed += 1
         log.warning(
-            "feed: the new all-market connection %s; keeping the %d symbol connections, "
-            "switching again in %gs",
+            "feed: the new all-market connection %s; keeping %s, switching again in %gs",
             why,
-            len(old),
+            plural(len(old), "symbol connection"),
             cfg.handover_timeout,
         )
         with contextlib.suppress(TimeoutError):

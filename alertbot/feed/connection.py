@@ -45,6 +45,7 @@ from alertbot import __version__
 from alertbot.feed.market import ALL_MARKET, stream_symbol
 from alertbot.feed.settings import FeedSettings
 from alertbot.tasks import cancel_and_wait
+from alertbot.text import plural
 
 log = logging.getLogger("alertbot.feed")
 
@@ -555,7 +556,7 @@ class Connection:
         )
         session = _Session(ws, streams, self._loop.time(), held)
         session.reader = asyncio.create_task(self._read(session), name=f"feed-reader-{self.id}")
-        log.info("feed connection %d: open, %d streams", self.id, len(streams))
+        log.info("feed connection %d: open, %s", self.id, plural(len(streams), "stream"))
         return session
 
     async def _serve(self, s: _Session, backoff: Backoff) -> str:

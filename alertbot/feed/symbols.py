@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from alertbot.feed.settings import FeedSettings
-from alertbot.text import is_text
+from alertbot.text import is_text, plural
 
 log = logging.getLogger("alertbot.feed")
 
@@ -38,9 +38,8 @@ def tradable(info: Any) -> frozenset[str]:
             out.add(symbol.upper())
     if not_text:
         log.warning(
-            "exchangeInfo: %d symbols are not valid Unicode (a lone surrogate) and are left "
-            "out: %s",
-            len(not_text),
+            "exchangeInfo: %s not valid Unicode (a lone surrogate), left out: %s",
+            plural(len(not_text), "symbol"),
             ", ".join(not_text[:10]),
         )
     return frozenset(out)

@@ -26,6 +26,7 @@ from alertbot.notify.webhook import WebhookSender
 from alertbot.rules.engine import Alert, Engine
 from alertbot.rules.model import Channel
 from alertbot.store import AlertRecord, Store
+from alertbot.text import plural
 
 log = logging.getLogger("alertbot.notify")
 
@@ -207,8 +208,9 @@ class Notifier:
         # with no grace (the stop's short writes used it up), what is open is told all the same
         if self.outbox is not None and not await self.outbox.drain(grace):
             log.warning(
-                "shutting down with %d deliveries open: they resume at the next start",
-                self.outbox.depth,
+                "shutting down with %s open: %s at the next start",
+                plural(self.outbox.depth, "delivery", "deliveries"),
+                "it resumes" if self.outbox.depth == 1 else "they resume",
             )
         if self.telegram is not None:
             await self.telegram.close()

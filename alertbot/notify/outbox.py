@@ -35,11 +35,14 @@ from alertbot.notify.routing import CONSOLE, Route, Router
 from alertbot.notify.settings import DeliverySettings
 from alertbot.store import OPEN_STATES, AlertRecord, DeliveryRow, Store, Update, database_failed
 from alertbot.tasks import cancel_and_wait
-from alertbot.text import is_text, mend
+from alertbot.text import is_text, mend, plural
 
 T = TypeVar("T")
 log = logging.getLogger("alertbot.notify")
 alert_log = logging.getLogger("alertbot.alerts")
+
+#: the deliveries a start without the Telegram token holds back, in the singular and plural
+_UNDELIVERED = ("undelivered Telegram alert delivery", "undelivered Telegram alert deliveries")
 
 #: alerts for the console stored in one transaction, at most (see Outbox._write_loop)
 CONSOLE_BATCH = 256
@@ -406,7 +409,10 @@ class Outbox:
                 self._park(destination, 0, n)
                 resumed += n
         if resumed:
-            log.warning("outbox: resuming %d undelivered alert deliveries", resumed)
+            log.warning(
+                "outbox: resuming %s",
+                plural(resumed, "undelivered alert delivery", "undelivered alert deliveries"),
+            )
         if no_token:
             self._without_telegram(no_token)
         if self._parked:
@@ -469,12 +475,12 @@ class Outbox:
         if not written:
             alerts, results = self._unwritten()
             log.error(
-                "outbox: the database took no write for %gs at shutdown: %d alerts (lost) and "
-                "%d delivery results (those deliveries are resumed at the next start) could "
-                "not be stored",
+                "outbox: the database took no write for %gs at shutdown: %s (lost) and %s "
+                "(%s resumed at the next start) could not be stored",
                 grace if grace else self.settings.close_timeout,
-                alerts,
-                results,
+                plural(alerts, "alert"),
+                plural(results, "delivery result"),
+                "that delivery is" if results == 1 else "those deliveries are",
             )
 
     async def _write_all(self, timeout: float) -> bool:
@@ -868,19 +874,21 @@ class Outbox:
         and sent, once the token is back), and the log says so once, not once per alert."""
         if self.settings.webhook_url is None:
             log.warning(
-                "outbox: %d undelivered Telegram alert deliveries wait for a Telegram token "
-                "(ALERTBOT_TELEGRAM_TOKEN is not set, nor a fallback webhook): they stay in the "
-                "database and are sent at a start with the token",
-                len(waiting),
+                "outbox: %s %s for a Telegram token (ALERTBOT_TELEGRAM_TOKEN is not set, nor a "
+                "fallback webhook): %s in the database and %s sent at a start with the token",
+                plural(len(waiting), *_UNDELIVERED),
+                "waits" if len(waiting) == 1 else "wait",
+                "it stays" if len(waiting) == 1 else "they stay",
+                "is" if len(waiting) == 1 else "are",
             )
             return
         due = [d for d in waiting if d.state == "pending"]  # the others fell back before
         log.warning(
-            "outbox: %d undelivered Telegram alert deliveries and no Telegram token "
-            "(ALERTBOT_TELEGRAM_TOKEN is not set): %d sent to the fallback webhook; Telegram "
-            "gets them at a start with the token",
-            len(waiting),
+            "outbox: %s and no Telegram token (ALERTBOT_TELEGRAM_TOKEN is not set): %d sent "
+            "to the fallback webhook; Telegram gets %s at a start with the token",
+            plural(len(waiting), *_UNDELIVERED),
             len(due),
+            "it" if len(waiting) == 1 else "them",
         )
         for d in due:
             self._fall_back(d, "no Telegram token is set", quiet=True)

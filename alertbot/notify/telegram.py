@@ -62,6 +62,7 @@ from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.ids import watch_number
 from alertbot.store import AlertRecord
 from alertbot.tasks import cancel_and_wait
+from alertbot.text import plural
 
 log = logging.getLogger("alertbot.notify")
 
@@ -333,7 +334,9 @@ class BudgetLimiter(BaseRateLimiter[int]):
                     self.budget.hold(chat, wait)  # the alerts to that chat wait too
                 if attempt >= retries:
                     log.warning(
-                        "telegram: %s refused with 429 %d times; given up", endpoint, attempt + 1
+                        "telegram: %s refused with 429 %s; given up",
+                        endpoint,
+                        plural(attempt + 1, "time"),
                     )
                     raise
                 attempt += 1
@@ -667,9 +670,9 @@ class TelegramSender:
         error = clip(error)
         if not logged:
             log.warning(
-                "telegram: chat %s refused %d alert(s) for good: %s%s",
+                "telegram: chat %s refused %s for good: %s%s",
                 batch[0].chat_id,
-                len(batch),
+                plural(len(batch), "alert"),
                 error,
                 hint,
             )
