@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from alertbot.chat.watches import ChatSettings
 from alertbot.errors import ConfigError
 from alertbot.settings import SETTINGS, environment, read_config
 from tests.fakes.binance import FakeBinance, mini_ticker
@@ -39,6 +40,14 @@ TOKEN = "123456:TEST-token-0123456789abcdef"
         ({"ALERTBOT_HEARTBEAT": "1ms"}, "ALERTBOT_HEARTBEAT: must be at least 60s"),
         # too short for the poller's stop even to begin
         ({"ALERTBOT_CHAT_STOP_TIMEOUT": "0"}, "ALERTBOT_CHAT_STOP_TIMEOUT: must be at least 0.1s"),
+        # a line per failed poll, which the reminder is there to spare the log
+        (
+            {"ALERTBOT_CHAT_POLL_REMINDER": "5s"},
+            "ALERTBOT_CHAT_POLL_REMINDER: must be at least 60s (or 0: no reminder), got '5s'",
+        ),
+        # an empty answer at the end of the long poll would time out
+        ({"ALERTBOT_CHAT_POLL_MARGIN": "0"}, "ALERTBOT_CHAT_POLL_MARGIN: must be at least 1s"),
+        ({"ALERTBOT_CHAT_POLL_MARGIN": "ten"}, "ALERTBOT_CHAT_POLL_MARGIN: expected a duration"),
     ],
 )
 async def test_a_start_up_failure_says_why_and_connects_nowhere(tmp_path, extra, message):
@@ -275,6 +284,21 @@ async def test_a_misspelt_setting_in_the_environment_is_warned_about(tmp_path):
         "environment: unknown setting ALERTBOT_FEED_STAL_AFTER "
         "(did you mean ALERTBOT_FEED_STALE_AFTER?); ignored"
     ) in err
+
+
+def test_the_poll_settings_come_from_the_environment_and_a_config_file(tmp_path):
+    """ALERTBOT_CHAT_POLL_REMINDER and ALERTBOT_CHAT_POLL_MARGIN set the chat poller's
+    reminder and margin, as durations, from the environment or a config file (a name the
+    file does not know is refused); unset, 1h and 10s; a reminder of 0 is none."""
+    assert (ChatSettings().poll_reminder, ChatSettings().poll_margin) == (3600.0, 10.0)
+    defaults = ChatSettings.from_env({})
+    assert (defaults.poll_reminder, defaults.poll_margin) == (3600.0, 10.0)
+    config = tmp_path / "alertbot.env"
+    config.write_text("ALERTBOT_CHAT_POLL_REMINDER=10m\nALERTBOT_CHAT_POLL_MARGIN=2s\n")
+    chat = ChatSettings.from_env(environment({}, str(config)))
+    assert (chat.poll_reminder, chat.poll_margin) == (600.0, 2.0)
+    chat = ChatSettings.from_env(environment({"ALERTBOT_CHAT_POLL_REMINDER": "0"}, str(config)))
+    assert (chat.poll_reminder, chat.poll_margin) == (0.0, 2.0)
 
 
 def test_the_readme_documents_exactly_the_settings_there_are():

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from alertbot.errors import ConditionError
+from alertbot.errors import ConditionError, ConfigError
 from alertbot.notify.settings import parse_chats
 from alertbot.rules.conditions import parse
 from alertbot.rules.engine import Engine
@@ -33,7 +33,8 @@ class ChatSettings:
     #: while polling for commands keeps failing, its warning is repeated this often (s; 0: never)
     poll_reminder: float = 3600.0
     #: a poll for commands that Telegram has not answered this long after its long poll's
-    #: timeout is given up (timed out) and sent again (s)
+    #: timeout is given up (timed out) and sent again (s); two polls' time without an answer
+    #: (2 x (timeout + margin)) is an outage
     poll_margin: float = 10.0
 
     @classmethod
@@ -48,6 +49,9 @@ class ChatSettings:
             default_cooldown_ms=int(
                 env_seconds(e, "ALERTBOT_WATCH_COOLDOWN", 300.0, minimum=0) * 1000
             ),
+            poll_reminder=_poll_reminder(e),
+            # a poll answered empty at the very end of its long poll must not time out
+            poll_margin=env_seconds(e, "ALERTBOT_CHAT_POLL_MARGIN", 10.0, minimum=1.0),
         )
 
     def allowed(self, chat: int) -> bool:
@@ -55,6 +59,22 @@ class ChatSettings:
 
     def admin(self, chat: int) -> bool:
         return chat in self.admin_chats
+
+
+#: the shortest ALERTBOT_CHAT_POLL_REMINDER but 0 (seconds): more often is a line per failed poll,
+#: which the reminder is there to spare the log
+POLL_REMINDER_MIN = 60.0
+
+
+def _poll_reminder(env: Mapping[str, str]) -> float:
+    name = "ALERTBOT_CHAT_POLL_REMINDER"
+    value = env_seconds(env, name, 3600.0)
+    if 0 < value < POLL_REMINDER_MIN:
+        raise ConfigError(
+            f"{name}: must be at least {POLL_REMINDER_MIN:g}s (or 0: no reminder), "
+            f"got {env[name].strip()!r}"
+        )
+    return value
 
 
 def watch_id(row: WatchRow) -> str:
