@@ -640,7 +640,11 @@ def _sync(fh: IO[bytes]) -> None:
 
 
 def cmd_record(
-    out_path: str, streams: Sequence[str], duration: str | None, config: str | None = None
+    out_path: str,
+    streams: Sequence[str],
+    duration: str | None,
+    config: str | None = None,
+    force: bool = False,
 ) -> int:
     import asyncio
 
@@ -650,7 +654,13 @@ def cmd_record(
     from alertbot.feed.market import normalise_stream
     from alertbot.feed.settings import FeedSettings
     from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
-    from alertbot.recording import STDIO, Overlap, open_recording
+    from alertbot.recording import (
+        STDIO,
+        Overlap,
+        RecordingBusy,
+        RecordingExists,
+        create_recording,
+    )
     from alertbot.settings import SECRET_VARS, env_choice, environment, parse_seconds
     from alertbot.tasks import cancel_and_wait
 
@@ -680,7 +690,22 @@ def cmd_record(
     env_choice(env, "ALERTBOT_LOG_LEVEL", "info", LOG_LEVELS)  # refused before the file is made
     shown = "stdout" if out_path == STDIO else out_path
     try:
-        fh = open_recording(out_path, "wb")
+        # checked before anything else (main()), and again here in the one step that opens it:
+        # a file written meanwhile (by another recorder, or anything) is not overwritten
+        fh = create_recording(out_path, force=force)
+    except RecordingExists as exc:  # the first check's verdict, found late: its exit status
+        print(
+            f"alertbot record: --out {out_path}: the file exists ({plural(exc.size, 'byte')}, "
+            "written since record started); give --force to overwrite it",
+            file=sys.stderr,
+        )
+        return 2
+    except RecordingBusy:
+        print(
+            f"alertbot record: cannot write {shown}: another alertbot record is writing to it",
+            file=sys.stderr,
+        )
+        return 1
     except OSError as exc:
         print(f"alertbot record: cannot write {shown}: {_why(exc)}", file=sys.stderr)
         return 1
@@ -889,7 +914,7 @@ def _command(args: argparse.Namespace) -> int:
             return cmd_run(args.rules, args.config)
         if args.command == "record":
             streams = args.streams or ["!miniTicker@arr"]
-            return cmd_record(args.out, streams, args.duration, args.config)
+            return cmd_record(args.out, streams, args.duration, args.config, args.force)
     except (RuleError, ConfigError) as exc:  # defensive: no traceback for bad input
         print(f"alertbot: {exc}", file=sys.stderr)
         return 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import gzip
 import os
+import stat
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -25,11 +28,29 @@ class RecordingCutOff(AlertbotError):
         self.lines = lines
 
 
-class _OwnGzipFile(gzip.GzipFile):
-    """A gzip reader over an open file, which it closes with itself."""
+class RecordingExists(AlertbotError):
+    """The file ``record`` was to write has something in it (``size`` bytes), found as it was
+    opened: written since the command's first check, and left as it is."""
 
-    def __init__(self, inner: IO[bytes]) -> None:
-        super().__init__(fileobj=inner, mode="rb")
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__(f"{path}: the file exists ({size} bytes)")
+        self.path = path
+        self.size = size
+
+
+class RecordingBusy(AlertbotError):
+    """The file ``record`` was to write is being written by another ``alertbot record``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: another alertbot record is writing to it")
+        self.path = path
+
+
+class _OwnGzipFile(gzip.GzipFile):
+    """A gzip reader or writer over an open file, which it closes with itself."""
+
+    def __init__(self, inner: IO[bytes], mode: str = "rb", filename: str | None = None) -> None:
+        super().__init__(filename=filename, fileobj=inner, mode=mode)
         self._inner = inner
 
     def close(self) -> None:
@@ -65,6 +86,51 @@ def open_recording(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
         raise
     if gz:
         return _OwnGzipFile(fh)  # type: ignore[return-value]
+    return fh
+
+
+#: flock's errors on a file system without locks: the size check alone guards the file there
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
+
+
+def create_recording(path: str, *, force: bool = False) -> IO[bytes]:
+    """Open a recording to write, for ``alertbot record``: gzip when the name ends in .gz;
+    ``-`` is stdout, as for :func:`open_recording`.
+
+    What the file holds is judged on the file opened, not on the name beforehand: a regular
+    file is opened without truncating it and locked (``flock``, held until it is closed), and
+    only then is its size read. A file with something in it raises :class:`RecordingExists`
+    unless ``force`` (then it is emptied); one another ``record`` holds raises
+    :class:`RecordingBusy`, ``force`` or not (it is for an earlier recording, not one being
+    written). So a file made or written between a caller's check and this open is never
+    overwritten, and two recorders never share one file. Devices and pipes (``/dev/stdout``)
+    are written as they are. OSError as open() raises it."""
+    if path == STDIO:
+        return open_recording(path, "wb")
+    # appended to: a writer that is not a recorder, taking the empty file between the size
+    # read below and our first write, keeps what it wrote
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RecordingBusy(path) from None
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKS:
+                    raise
+            size = os.fstat(fd).st_size  # under the lock: no recorder writes it but us
+            if size and not force:
+                raise RecordingExists(path, size)
+            if size:
+                os.ftruncate(fd, 0)
+        fh = open(fd, "wb")  # noqa: SIM115 (the caller closes it)
+    except BaseException:
+        os.close(fd)
+        raise
+    if path.endswith(".gz"):
+        # named as gzip.open(path) names it (its header carries the name without .gz)
+        return _OwnGzipFile(fh, "wb", filename=path)  # type: ignore[return-value]
     return fh
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import os
 import signal
@@ -704,6 +705,82 @@ async def test_record_with_force_overwrites_and_an_empty_file_needs_none(tmp_pat
         assert code == 0, err
         (line,) = out.read_bytes().splitlines()
         assert orjson.loads(line)["data"]["E"] == T
+
+
+async def _past_its_check(fifo: Path, proc: asyncio.subprocess.Process) -> int:
+    """The write end of ``fifo``, once ``proc`` has opened it to read its settings: by then
+    ``record`` has checked ``--out`` and not yet opened it (the settings come in between)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 20
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: no reader yet
+            if exc.errno != errno.ENXIO or proc.returncode is not None or loop.time() > until:
+                raise
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz"])
+async def test_record_leaves_a_file_written_after_its_check_as_it_is(tmp_path, name):
+    """``record`` checked that --out held nothing, read its settings (here a FIFO, as
+    ``--config <(...)`` gives), then opened --out truncating it: a recording written in
+    between was emptied. The file is now checked again as it is opened, in one step: what it
+    holds is left as it is, and the command says so (exit 2, as for the first check)."""
+    out = tmp_path / name
+    fifo = tmp_path / "settings.env"
+    os.mkfifo(fifo)
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        env = env_for(fake, tmp_path / "db")
+        proc = await start("record", "--out", out, "--config", fifo, "--duration", "1s", env=env)
+        try:
+            write = await _past_its_check(fifo, proc)
+        except BaseException:
+            proc.kill()
+            raise
+        out.write_bytes(b"another recording\n")  # made by something else meanwhile
+        os.write(write, b"ALERTBOT_LOG_LEVEL=info\n")
+        os.close(write)
+        code, _, err = await finish(proc)
+    assert code == 2, err
+    assert err == (
+        f"alertbot record: --out {out}: the file exists (18 bytes, written since record "
+        "started); give --force to overwrite it\n"
+    )
+    assert out.read_bytes() == b"another recording\n"
+    assert not fake.stats.attempts
+
+
+@pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz"])
+@pytest.mark.parametrize("force", [[], ["--force"]])
+async def test_a_second_record_to_the_file_another_is_writing_is_refused(tmp_path, name, force):
+    """Two ``record`` runs to one --out: the second found it empty (the first had nothing to
+    write yet), took it as the empty file it may reuse, and both wrote over each other. Now
+    the file is the first one's while it runs: the second is refused (``--force`` or not,
+    which is for an earlier recording) and the first's recording is whole."""
+    out = tmp_path / name
+    async with FakeBinance(symbols=["BTCUSDT", "ETHUSDT"]) as fake:
+        env = env_for(fake, tmp_path / "db")
+        first = await start("record", "--out", out, "--streams", "BTCUSDT", env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, 20)
+            second = await start(
+                "record", "--out", out, *force, "--streams", "ETHUSDT", "--duration", "2s",
+                env=env,
+            )  # fmt: skip
+            code, _, err = await finish(second)
+            await fake.publish([mini_ticker("BTCUSDT", 70_000, T), mini_ticker("ETHUSDT", 1, T)])
+            await fake.wait_for(lambda: len(lines_on_disk(out)) == 1, timeout=3)
+        finally:
+            first.send_signal(signal.SIGTERM)
+        first_code, _, first_err = await finish(first)
+    assert code == 1, err
+    assert err == f"alertbot record: cannot write {out}: another alertbot record is writing to it\n"
+    assert first_code == 0, first_err
+    assert "recorded 1 message" in first_err
+    assert fake.stats.attempts == 1  # the second never connected
+    expected = {"stream": "btcusdt@miniTicker", "data": mini_ticker("BTCUSDT", 70_000, T)}
+    assert [orjson.loads(line) for line in lines_on_disk(out)] == [expected]
 
 
 async def test_record_warns_of_a_symbol_the_exchange_does_not_list(tmp_path):
