@@ -32,8 +32,8 @@ from alertbot.feed.settings import FeedSettings
 from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
-from alertbot.notify.outbox import alert_id
-from alertbot.notify.routing import channel_secret_problems
+from alertbot.notify.outbox import CONSOLE_GONE, alert_id, gone_note
+from alertbot.notify.routing import CONSOLE, channel_secret_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import FORBIDDEN
 from alertbot.rules.conditions import format_condition
@@ -425,7 +425,13 @@ class App:
         self.own_process = own_process
         self._started = time.monotonic()
         self.sparklines = Sparklines(self.engine)
-        self.notifier = Notifier(delivery, rules.channels, out=out, sparklines=self.sparklines)
+        self.notifier = Notifier(
+            delivery,
+            rules.channels,
+            out=out,
+            sparklines=self.sparklines,
+            on_console_gone=self._stdout_gone,
+        )
         self.pipeline = Pipeline(self.engine, feed, self.emit)
         self.delivery = delivery
         self.chat_settings = chat
@@ -442,6 +448,7 @@ class App:
         self._finishing: set[asyncio.Task[Any]] = set()  # see _spawn
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs under way (see _job)
         self._stopping = False
+        self._stop_event: asyncio.Event | None = None  # run()'s
 
     def emit(self, alert: Alert, gap: bool) -> None:
         # a muted watch never gets here: the engine does not fire it (Rule.muted_until_ms)
@@ -944,6 +951,7 @@ class App:
         task.add_done_callback(functools.partial(_report_failure, name))
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop_event = stop
         await self.notifier.start()
         if self.http_port is not None:
             self.http = HttpService(self, self.http_port)
@@ -1131,6 +1139,37 @@ class App:
             )
         self._spawn(self._pause_written(chat, [(n, a.time) for n, a in fired]), finish=True)
         return {a.id for _, a in fired}
+
+    def console_only(self) -> bool:
+        """Every alert goes to the console: no Telegram token (so no chat watches either) and
+        no rule whose alerts go anywhere else (a channel's webhook, ALERTBOT_WEBHOOK_URL)."""
+        if self.delivery.telegram_token:
+            return False
+        routes = self.notifier.router.routes
+        return all(route == CONSOLE for rule in self.file_rules.values() for route in routes(rule))
+
+    def _stdout_gone(self) -> None:
+        """The console's stdout takes no more lines, for good (``alertbot run | head -1`` once
+        head has its line, or ``>&-``). When the console is the only delivery, nothing would
+        ever be delivered again: the bot stops as on SIGTERM (the alerts stay stored), as any
+        Unix tool in a pipeline does; else it runs on for the other deliveries."""
+        stop = self._stop_event
+        if stop is None or stop.is_set() or self._stopping:  # stopping already: no more to say
+            log.warning("%s", gone_note())
+        elif self.console_only():
+            log.warning(
+                "%s (nothing reads it), and the console is the only delivery (no Telegram "
+                "token, no webhook): stopping; the alerts are stored in the database",
+                CONSOLE_GONE,
+            )
+            stop.set()
+        else:
+            log.warning(
+                "%s",
+                gone_note(
+                    "; the bot runs on for its other deliveries (Ctrl-C or SIGTERM stops it)"
+                ),
+            )
 
     def _chat_gone(self, chat: int, why: str) -> None:
         """``chat`` no longer has the bot, said by a refused note or answer or by Telegram

@@ -82,16 +82,17 @@ async def test_run_prints_an_alert_from_the_live_feed_and_stops_cleanly_on_sigte
     assert "Traceback" not in err
 
 
-GONE_NOTE = (
-    "console: stdout is closed (nothing reads it): alerts are no longer printed; each is still "
-    "stored in the database and logged (alertbot.alerts)"
+STOP_NOTE = (
+    "console: stdout is closed (nothing reads it), and the console is the only delivery (no "
+    "Telegram token, no webhook): stopping; the alerts are stored in the database"
 )
 
 
 async def test_run_started_without_a_stdout_says_so_and_stops_without_waiting(tmp_path):
     """``alertbot run >&-``: Python has no sys.stdout, and the console's thread died on its
     first alert with a traceback, leaving the delivery open (the stop then waited its whole
-    grace for it). Now the alert is stored as failed with why, said once."""
+    grace for it). Now the alert is stored as failed with why, said once; the console being
+    its only delivery, the bot stops then, as when a ``| head`` reader leaves (below)."""
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - id: up\n    symbols: [BTCUSDT]\n    when: price > 100\n")
     db = tmp_path / "alertbot.db"
@@ -109,44 +110,60 @@ async def test_run_started_without_a_stdout_says_so_and_stops_without_waiting(tm
                 with sqlite3.connect(db) as con:
                     return con.execute("SELECT state, last_error FROM deliveries").fetchall()
 
-            await fake.wait_for(lambda: state() not in ([], [("pending", None)]))
+            _, err_bytes = await asyncio.wait_for(proc.communicate(), 30)  # no signal sent
         finally:
-            proc.send_signal(signal.SIGTERM)
-        _, err_bytes = await asyncio.wait_for(proc.communicate(), 30)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
     err = err_bytes.decode()
     assert proc.returncode == 0, err
     assert state() == [("failed", "console: stdout is closed")]
     (note,) = [line for line in err.splitlines() if "stdout is closed" in line]
-    assert note.endswith(GONE_NOTE)
+    assert note.endswith(STOP_NOTE)
     assert "Traceback" not in err
     assert "deliveries open" not in err
 
 
-async def test_run_whose_stdout_reader_left_says_so_once_and_keeps_every_alert(tmp_path):
-    """``alertbot run | head -1``: once head has its line, stdout is a pipe with no reader.
-    Each later console alert was written into it, failed with "[Errno 32] Broken pipe", and
-    nothing said so; at the stop Python flushed stdout's buffer into the pipe again, printed
-    "Exception ignored ... BrokenPipeError" and exited 120. Now one warning says the console
-    is gone and what still holds the alerts; the later ones are stored (failed, with that
-    reason) and logged, not written; the bot runs on until stopped, and exits 0."""
+async def _run_piped(rules: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int]:
+    """``alertbot run`` with stdout a pipe (buffered, as a user's): the process and the pipe's
+    read end."""
+    read, write = os.pipe()
+    env = dict(env)
+    env.pop("PYTHONUNBUFFERED", None)  # as a user runs it: stdout buffered, as a pipe is
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "alertbot.cli", "run", "--rules", str(rules),
+        cwd=ROOT, env=env, stdout=write, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    os.close(write)
+    return proc, read
+
+
+def _deliveries(db: Path) -> dict[str, tuple[str, str, str | None]]:
+    """Each delivery by its rule: destination, state, last error."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT alert_id, destination, state, last_error FROM deliveries")
+        return {r[0].split(":")[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+async def test_run_whose_stdout_reader_left_stops_when_the_console_is_its_only_delivery(
+    tmp_path,
+):
+    """``alertbot run | head -1`` in the quick-start mode (no Telegram, no webhook): once head
+    has its line, nothing would ever be delivered again, yet the bot ran on for ever and the
+    pipeline never returned. Now the first alert that finds stdout gone stops it as SIGTERM
+    does: that alert is stored (failed, saying why), one line on stderr says why it stops,
+    the summary follows, exit 0, with no signal sent."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "rules:\n"
         + "".join(
             f"  - id: up{x}\n    symbols: [BTCUSDT]\n    when: price crosses above {x}\n"
-            for x in (100, 200, 300)
+            for x in (100, 200)
         )
     )
     db = tmp_path / "alertbot.db"
-    read, write = os.pipe()
     async with FakeBinance(symbols=["BTCUSDT"]) as fake:
-        env = env_for(fake, db)
-        del env["PYTHONUNBUFFERED"]  # as a user runs it: stdout buffered, as a pipe is
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "alertbot.cli", "run", "--rules", str(rules),
-            cwd=ROOT, env=env, stdout=write, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        os.close(write)
+        proc, read = await _run_piped(rules, env_for(fake, db))
         try:
             await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
             await fake.publish([mini_ticker("BTCUSDT", 90, T)])
@@ -154,31 +171,80 @@ async def test_run_whose_stdout_reader_left_says_so_once_and_keeps_every_alert(t
             first = await asyncio.to_thread(os.read, read, 4096)  # head -1 has its line...
             os.close(read)  # ...and exits
             await fake.publish([mini_ticker("BTCUSDT", 210, T + 2000)])
-            await fake.publish([mini_ticker("BTCUSDT", 310, T + 3000)])
-
-            def states() -> dict[str, tuple[str, str | None]]:
-                with sqlite3.connect(db) as con:
-                    rows = con.execute("SELECT alert_id, state, last_error FROM deliveries")
-                    return {r[0].split(":")[0]: (r[1], r[2]) for r in rows}
-
-            await fake.wait_for(lambda: len(states()) == 3 and "pending" not in str(states()))
-            assert proc.returncode is None  # runs on
+            _, err_bytes = await asyncio.wait_for(proc.communicate(), 30)  # no signal sent
         finally:
-            proc.send_signal(signal.SIGTERM)
-        _, err_bytes = await asyncio.wait_for(proc.communicate(), 30)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
     err = err_bytes.decode()
     assert proc.returncode == 0, err
     assert first.startswith(b"2026-02-25 06:13:21 UTC  up100  BTCUSDT price crosses above 100")
     gone = "console: stdout is closed"
-    assert states() == {
-        "up100": ("sent", None),
-        "up200": ("failed", gone),
-        "up300": ("failed", gone),
+    assert _deliveries(db) == {
+        "up100": ("console", "sent", None),
+        "up200": ("console", "failed", gone),
     }
     notes = [line for line in err.splitlines() if "stdout is closed" in line]
     assert len(notes) == 1, err
-    assert notes[0].endswith(f"WARNING alertbot.notify: {GONE_NOTE}")
-    assert "alert up300 BTCUSDT" in err  # the log still has it
+    assert notes[0].endswith(f"WARNING alertbot: {STOP_NOTE}")
+    assert "stopped: 3 tickers, 2 alerts, " in err
+    assert "alert up200 BTCUSDT" in err  # the log still has it
+    assert "Traceback" not in err
+    assert "Exception ignored" not in err
+
+
+RUN_ON_NOTE = (
+    "console: stdout is closed (nothing reads it): alerts are no longer printed; each is still "
+    "stored in the database and logged (alertbot.alerts); the bot runs on for its other "
+    "deliveries (Ctrl-C or SIGTERM stops it)"
+)
+
+
+async def test_run_whose_stdout_reader_left_runs_on_while_a_webhook_delivers(tmp_path):
+    """``alertbot run | head -1`` with a rule whose alerts go to a webhook: the console's
+    alerts are stored (failed, saying why) and logged, not printed; the bot runs on and the
+    next alert reaches the webhook. The one warning says why it runs on and how to stop it
+    (it said only what became of the console's alerts, and ``| head -1`` seemed to hang)."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, WebhookReceiver() as hook:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"channels:\n  desk: {{webhook: {hook.url}}}\n"
+            "rules:\n"
+            "  - id: up100\n    symbols: [BTCUSDT]\n    when: price crosses above 100\n"
+            "  - id: up200\n    symbols: [BTCUSDT]\n    when: price crosses above 200\n"
+            "  - id: hook300\n    symbols: [BTCUSDT]\n    when: price crosses above 300\n"
+            "    notify: [desk]\n"
+        )
+        db = tmp_path / "alertbot.db"
+        proc, read = await _run_piped(rules, env_for(fake, db))
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1000)])
+            first = await asyncio.to_thread(os.read, read, 4096)  # head -1 has its line...
+            os.close(read)  # ...and exits
+            await fake.publish([mini_ticker("BTCUSDT", 210, T + 2000)])
+            await fake.wait_for(lambda: _deliveries(db).get("up200", ("", ""))[1] == "failed")
+            await fake.publish([mini_ticker("BTCUSDT", 310, T + 3000)])
+            await hook.wait_for_deliveries(1, timeout=20)
+            assert proc.returncode is None  # runs on
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        _, err_bytes = await asyncio.wait_for(proc.communicate(), 30)
+    err = err_bytes.decode()
+    assert proc.returncode == 0, err
+    assert first.startswith(b"2026-02-25 06:13:21 UTC  up100  BTCUSDT price crosses above 100")
+    assert [d.json["rule"] for d in hook.accepted] == ["hook300"]
+    gone = "console: stdout is closed"
+    assert _deliveries(db) == {
+        "up100": ("console", "sent", None),
+        "up200": ("console", "failed", gone),
+        "hook300": (f"webhook:{hook.url}", "sent", None),
+    }
+    notes = [line for line in err.splitlines() if "stdout is closed" in line]
+    assert len(notes) == 1, err
+    assert notes[0].endswith(f"WARNING alertbot: {RUN_ON_NOTE}")
     assert "Traceback" not in err
     assert "Exception ignored" not in err
 

@@ -100,8 +100,12 @@ class Notifier:
         out: TextIO | None = None,
         sparklines: Sparklines | None = None,
         clock: Callable[[], float] = time.time,
+        on_console_gone: Callable[[], object] | None = None,
     ) -> None:
+        """``on_console_gone``: called (on the event loop) once stdout takes no more lines,
+        instead of the console's own warning (ConsoleSender)."""
         self.settings = settings
+        self.on_console_gone = on_console_gone
         self.router = Router(channels, settings)
         self.out = out or sys.stdout
         self.sparklines = sparklines
@@ -128,7 +132,7 @@ class Notifier:
         outbox_report = self._report
         self.webhook = WebhookSender(cfg, outbox_report)
         senders["webhook"] = self.webhook
-        self.console = ConsoleSender(outbox_report, self.out)
+        self.console = ConsoleSender(outbox_report, self.out, self.on_console_gone)
         senders["console"] = self.console
         if cfg.telegram_token:
             self.bot = make_bot(cfg)

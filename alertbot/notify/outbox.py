@@ -98,6 +98,14 @@ def alert_id(rule: str, symbol: str, time: int) -> str:
 CONSOLE_GONE = "console: stdout is closed"
 
 
+def gone_note(more: str = "") -> str:
+    """What the log says once stdout is gone for good (ConsoleSender), ``more`` at its end."""
+    return (
+        f"{CONSOLE_GONE} (nothing reads it): alerts are no longer printed; each is still stored "
+        f"in the database and logged (alertbot.alerts){more}"
+    )
+
+
 def _drop_buffer(out: TextIO, exc: Exception) -> None:
     """Point ``out``'s descriptor at /dev/null after a broken pipe: the lines left in its
     buffer would be flushed again at exit, where Python prints "Exception ignored ...
@@ -122,12 +130,16 @@ class ConsoleSender:
     or the other destinations. Results are reported on the event loop, in order.
 
     A stdout whose reader went away (``alertbot run | head -1``: a pipe nobody reads), or none
-    at all (``>&-``: ``out`` is None), never comes back: said once, and from then on nothing is
-    written; the alerts stay stored (failed, saying so) and logged."""
+    at all (``>&-``: ``out`` is None), never comes back: said once (by ``on_gone`` when
+    given, called on the event loop), and from then on nothing is written; the alerts stay
+    stored (failed, saying so) and logged."""
 
-    def __init__(self, report: Report, out: TextIO | None) -> None:
+    def __init__(
+        self, report: Report, out: TextIO | None, on_gone: Callable[[], object] | None = None
+    ) -> None:
         self.report = report
         self.out = out
+        self.on_gone = on_gone
         #: why stdout takes no more lines, for good (see above); None while it does
         self.gone: str | None = None
         self._loop = asyncio.get_running_loop()
@@ -204,11 +216,10 @@ class ConsoleSender:
 
     def _done(self, batch: list[Delivery], error: str | None, went: bool = False) -> None:
         if went:
-            log.warning(
-                "%s (nothing reads it): alerts are no longer printed; each is still stored in "
-                "the database and logged (alertbot.alerts)",
-                CONSOLE_GONE,
-            )
+            if self.on_gone is not None:
+                self.on_gone()
+            else:
+                log.warning("%s", gone_note())
         for d in batch:
             if error is None:
                 d.state = "sent"
