@@ -447,14 +447,14 @@ class Store:
             chunk = rows[start : start + per]
             yield ",".join([_placeholders(width)] * len(chunk)), [v for row in chunk for v in row]
 
-    def open_deliveries(self, but: str | None = None) -> list[tuple[AlertRecord, DeliveryRow]]:
+    def open_deliveries(self, but: Sequence[str] = ()) -> list[tuple[AlertRecord, DeliveryRow]]:
         """Every delivery still being attempted, oldest first, with its alert; ``but``: less
-        those to destinations starting with it."""
-        skip = "" if but is None else " AND NOT (d.destination >= ? AND d.destination < ?)"
+        those to destinations starting with any of these prefixes."""
+        skip = " AND NOT (d.destination >= ? AND d.destination < ?)" * len(but)
         rows = self.db.execute(
             f"{self._OPEN_COLUMNS} WHERE d.state IN ('pending', 'fell_back'){skip}"
             " ORDER BY d.created, a.time, d.rowid",
-            () if but is None else (but, but + "\U0010ffff"),
+            [v for prefix in but for v in (prefix, prefix + "\U0010ffff")],
         ).fetchall()
         return [(alert, row) for _, alert, row in self._open_rows(rows)]
 

@@ -1,20 +1,25 @@
 """The outbox's bound in memory: during a long Telegram outage at most
 ``DeliverySettings.delivery_memory`` Telegram deliveries are held in memory, the others wait in
 SQLite only and are loaded, oldest first, as room frees; none is lost or sent twice, each chat's
-stay in order, and their fallbacks fall due from the alert's time all the same.
+stay in order, and their fallbacks fall due from the alert's time all the same. A webhook
+channel's deliveries are bounded alike, with a budget of their own.
 
 Against the fake Telegram and the webhook receiver on loopback, with a small bound.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from alertbot.errors import ConfigError
 from alertbot.notify.outbox import Outbox
 from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.model import Channel
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
+from tests.fakes.webhook import WebhookReceiver
 from tests.test_delivery import Harness, T, rule, tick
 
 CAP = 10
@@ -180,3 +185,134 @@ async def test_a_chat_that_blocks_the_bot_fails_its_parked_alerts_too_each_once(
     assert len([k for k in states if ">telegram:" in k]) == 35
     keys = [d.idempotency_key for d in hook.accepted]
     assert len(keys) == len(set(keys)) == 35
+
+
+# ---------------------------------------------------------------- webhook channels
+
+
+def webhook_held(outbox: Outbox) -> int:
+    return sum(1 for _, destination in outbox.open if destination.startswith("webhook:"))
+
+
+def posted(receiver: WebhookReceiver) -> list[str]:
+    """The rules of the alerts the receiver took (2xx), in the order it took them."""
+    return [d.json["rule"] for d in receiver.accepted]
+
+
+def fire_to(h: Harness, channels: Sequence[str], rounds: int, start: int = 0) -> None:
+    """``rounds`` engine frames, each firing one alert for each named channel (its rule id:
+    the channel and the round), in the order the channel must get them."""
+    for k in range(start, start + rounds):
+        h.fire([rule(f"{name}-{k:03}", notify=[name]) for name in channels], [tick(time=T + k)])
+
+
+async def test_a_webhook_outage_holds_at_most_the_bound_and_then_delivers_each_once_in_order(
+    tmp_path, hook
+):
+    """Two webhook channels whose receivers answer 500, 25 alerts each, bound 10: never more
+    than 10 webhook deliveries in memory (the rest wait in SQLite, counted in the depth); after
+    the recovery each receiver takes every one of its alerts once, in the order they fired."""
+    async with WebhookReceiver() as other:
+        channels = {"a": Channel("a", webhook=hook.url), "b": Channel("b", webhook=other.url)}
+        hook.down("500")
+        other.down("500")
+        async with Harness(tmp_path, None, None, channels=channels, delivery_memory=CAP) as h:
+            outbox = h.notifier.outbox
+            assert outbox is not None
+            most = 0
+            for k in range(0, 25, 5):  # several writes, as a flood over time
+                fire_to(h, ("a", "b"), 5, k)
+                await outbox.stored_all()
+                most = max(most, webhook_held(outbox))
+            await hook.wait_for(lambda: len(hook.deliveries) >= 3)  # being retried
+            most = max(most, webhook_held(outbox))
+            assert most <= CAP
+            assert outbox.depth == 50  # those waiting in the database count as open
+            hook.recover()
+            other.recover()
+
+            def done() -> bool:
+                nonlocal most
+                most = max(most, webhook_held(outbox))
+                return len(hook.accepted) >= 25 and len(other.accepted) >= 25
+
+            await wait_until(done, 30, seen=lambda: f"held {webhook_held(outbox)}")
+            await h.settled()
+            assert most <= CAP
+        assert set(h.states().values()) == {"sent"}
+    assert posted(hook) == [f"a-{k:03}" for k in range(25)]
+    assert posted(other) == [f"b-{k:03}" for k in range(25)]
+
+
+async def test_a_restart_mid_webhook_outage_reads_a_window_only_and_loses_nothing(
+    tmp_path, hook, caplog
+):
+    """Stopped while the receiver is down with most webhook alerts in SQLite only (the stop
+    counts them as open), the next start loads at most the bound of them and, the receiver
+    back, delivers every one once, in order."""
+    channels = {"a": Channel("a", webhook=hook.url)}
+    hook.down("500")
+    async with Harness(tmp_path, None, None, channels=channels, delivery_memory=CAP) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        fire_to(h, ("a",), 30)
+        await outbox.stored_all()
+        await hook.wait_for(lambda: len(hook.deliveries) >= 2)
+    assert "shutting down with 30 deliveries open" in caplog.text
+    assert list(h.states().values()) == ["pending"] * 30
+    async with Harness(tmp_path, None, None, channels=channels, delivery_memory=CAP) as again:
+        outbox = again.notifier.outbox
+        assert outbox is not None
+        assert webhook_held(outbox) <= CAP  # read at start: a window, not the backlog
+        assert outbox.depth == 30
+        hook.recover()
+        most = 0
+
+        def done() -> bool:
+            nonlocal most
+            most = max(most, webhook_held(outbox))
+            return len(hook.accepted) >= 30
+
+        await wait_until(done, 30)
+        await again.settled()
+        assert most <= CAP
+    assert set(again.states().values()) == {"sent"}
+    assert posted(hook) == [f"a-{k:03}" for k in range(30)]
+
+
+async def test_telegram_and_a_webhook_channel_each_have_the_bound_and_neither_waits_for_the_other(
+    tmp_path, tg, hook
+):
+    """Telegram and a webhook channel down together, 20 alerts each, bound 10: at most 10 of
+    each kind in memory. The receiver back while Telegram is still down, it gets all 20 of its
+    alerts in order (Telegram's backlog takes none of its room); Telegram back, the chat gets
+    its 20 in order."""
+    chat = CHATS[0]
+    channels = {"a": Channel("a", webhook=hook.url)}
+    tg.down(502)
+    hook.down("500")
+    settings = {"delivery_memory": CAP, "chat_interval": 0.01}
+    async with Harness(tmp_path, tg, None, channels=channels, **settings) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        for k in range(20):
+            h.fire(
+                [
+                    rule(f"t-{k:03}", notify=[f"chat:{chat}"], message="{rule}"),
+                    rule(f"a-{k:03}", notify=["a"]),
+                ],
+                [tick(time=T + k)],
+            )
+        await outbox.stored_all()
+        await hook.wait_for(lambda: len(hook.deliveries) >= 2)
+        await tg.wait_for(lambda: len(tg.requests) >= 2)
+        assert telegram_held(outbox) <= CAP
+        assert webhook_held(outbox) <= CAP
+        assert outbox.depth == 40
+        hook.recover()
+        await hook.wait_for_deliveries(20, timeout=30)
+        assert received(tg, chat) == []  # still down
+        tg.recover()
+        await wait_until(lambda: set(h.states().values()) == {"sent"}, 30)
+    assert received(tg, chat) == [f"t-{k:03}" for k in range(20)]
+    assert posted(hook) == [f"a-{k:03}" for k in range(20)]

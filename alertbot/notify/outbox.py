@@ -47,9 +47,14 @@ _UNDELIVERED = ("undelivered Telegram alert delivery", "undelivered Telegram ale
 #: alerts for the console stored in one transaction, at most (see Outbox._write_loop)
 CONSOLE_BATCH = 256
 
-#: a chat's Telegram deliveries held in memory, at most (a merged message of short alerts takes
-#: a couple of hundred): one chat's backlog cannot take the room of the others (Outbox._refill)
+#: a destination's deliveries held in memory, at most (a Telegram chat's: a merged message of
+#: short alerts takes a couple of hundred; a webhook URL's: sent one at a time in any case): one
+#: destination's backlog cannot take the room of the others (Outbox._refill)
 CHAT_WINDOW = 256
+#: the kinds of delivery held in memory within a bound (settings.delivery_memory, each kind its
+#: own): those that pile up while their service is down. A fallback is made from its Telegram
+#: delivery (one per alert and chat at most), the console's are written at once
+BOUNDED = ("telegram", "webhook")
 #: how often the deliveries waiting in the database only are checked for a fallback due
 SWEEP_EVERY = 1.0
 #: of those, the most that fall back at one check
@@ -274,15 +279,20 @@ class Outbox:
         self._seq = 1
         #: the write on the database thread: its future, and its alerts and results (counted)
         self._in_flight: tuple[Future[_Written], int, int] | None = None
-        # Telegram deliveries held in memory are bounded (settings.delivery_memory, CHAT_WINDOW
-        # a chat): the others are in the database only ("parked"), each chat's from just past a
-        # rowid on, and are loaded, oldest first, as room frees (_refill). Their fallbacks fall
-        # due from the database (_sweep). Only the counts are in memory, per chat.
+        # Telegram and webhook deliveries held in memory are bounded (settings.delivery_memory
+        # each kind, CHAT_WINDOW each destination: a chat, a webhook URL): the others are in
+        # the database only ("parked"), each destination's from just past a rowid on, and are
+        # loaded, oldest first, as room frees (_refill). Telegram's fallbacks fall due from the
+        # database (_sweep). Only the counts are in memory, per destination. Each kind has a
+        # budget of its own: a Telegram outage must not hold up a webhook that works, nor the
+        # other way round. Without a Telegram sender (no token) Telegram deliveries are never
+        # sent from here (_without_telegram): they take no room.
+        self._bounded = frozenset(k for k in BOUNDED if k in senders)
         self._window = max(1, min(CHAT_WINDOW, settings.delivery_memory))
-        self._held: dict[str, int] = {}  # Telegram destination -> its deliveries in memory
-        self.held = 0  # Telegram deliveries in memory, in all
-        # Telegram destination -> the rowid past which its deliveries are parked (-1: being
-        # written, known after the write), and how many are (at most)
+        self._held: dict[str, int] = {}  # destination -> its deliveries in memory
+        self.held = dict.fromkeys(self._bounded, 0)  # kind -> its deliveries in memory
+        # destination -> the rowid past which its deliveries are parked (-1: being written,
+        # known after the write), and how many are (at most)
         self._parked: dict[str, int] = {}
         self._parked_n: dict[str, int] = {}
         self.parked = 0
@@ -360,7 +370,7 @@ class Outbox:
         if still_open:
             return
         delivery = (d.alert.id, d.destination)
-        if self.open.pop(delivery, None) is not None and d.kind == "telegram":
+        if self.open.pop(delivery, None) is not None and d.kind in self._bounded:
             self._release(d.destination)
         timer = self._timers.pop(delivery, None)
         if timer is not None:  # settled: no fallback is due (a flood must not keep 60 s of them)
@@ -398,23 +408,21 @@ class Outbox:
         """Open the database and resume what was left undelivered; returns how many."""
         loop = asyncio.get_running_loop()
         self._seq = await loop.run_in_executor(self._executor, self.store.next_seq)
-        # with a Telegram sender, its deliveries are loaded a window at a time (_refill, at the
-        # writer's start): a backlog of an outage is not read into memory whole
-        capped = "telegram" in self.senders
-        left = await loop.run_in_executor(
-            self._executor, self.store.open_deliveries, "telegram:" if capped else None
-        )
+        # the bounded kinds' deliveries are loaded a window at a time (_refill, at the writer's
+        # start): a backlog of an outage is not read into memory whole
+        capped = [f"{kind}:" for kind in sorted(self._bounded)]
+        left = await loop.run_in_executor(self._executor, self.store.open_deliveries, capped)
         no_token: list[Delivery] = []  # Telegram deliveries, and no Telegram token now
         for record, row in left:
             d = self._restored(record, row)
-            if d.kind == "telegram" and not capped:
+            if d.kind == "telegram":  # not capped: no Telegram sender
                 no_token.append(d)
                 continue
             self._dispatch(d)
         resumed = len(left)
-        if capped:
+        for prefix in capped:
             waiting = await loop.run_in_executor(
-                self._executor, self.store.open_destinations, "telegram:"
+                self._executor, self.store.open_destinations, prefix
             )
             for destination, n in waiting.items():
                 self._park(destination, 0, n)
@@ -639,30 +647,35 @@ class Outbox:
     # ------------------------------------------------------------------ the bound in memory
 
     def _plan(self, new: list[Delivery]) -> set[int]:
-        """The Telegram deliveries of ``new`` (by identity) that are to be parked once stored:
-        all of a chat's when it has parked ones already (they go first) or when they do not
-        fit in its window or in the room left (all or none, so that each chat's parked rows
-        are those written past a rowid)."""
-        if "telegram" not in self.senders:
-            return set()
+        """The deliveries of ``new`` of the bounded kinds (by identity) that are to be parked
+        once stored: all of a destination's when it has parked ones already (they go first) or
+        when they do not fit in its window or in the room left (all or none, so that each
+        destination's parked rows are those written past a rowid)."""
+        bounded = self._bounded
         wanted: dict[str, int] = {}
         for d in new:
-            if d.kind == "telegram":
+            if d.kind in bounded:
                 wanted[d.destination] = wanted.get(d.destination, 0) + 1
         if not wanted:
             return set()
-        room = self.settings.delivery_memory - self.held
+        room = self._room()
         parked = self._parked
         for destination, n in wanted.items():
+            kind = destination.partition(":")[0]
             if (
                 destination in parked
                 or self._held.get(destination, 0) + n > self._window
-                or n > room
+                or n > room[kind]
             ):
                 parked.setdefault(destination, -1)
             else:
-                room -= n
-        return {id(d) for d in new if d.kind == "telegram" and d.destination in parked}
+                room[kind] -= n
+        return {id(d) for d in new if d.kind in bounded and d.destination in parked}
+
+    def _room(self) -> dict[str, int]:
+        """How many more deliveries of each bounded kind memory may hold."""
+        cap = self.settings.delivery_memory
+        return {kind: cap - held for kind, held in self.held.items()}
 
     def _park(self, destination: str, after: int, n: int) -> None:
         self._parked.setdefault(destination, after)
@@ -680,8 +693,8 @@ class Outbox:
             self._parked_n[destination] = left
 
     def _release(self, destination: str) -> None:
-        """A Telegram delivery held in memory is settled: its room is free."""
-        self.held -= 1
+        """A delivery of a bounded kind held in memory is settled: its room is free."""
+        self.held[destination.partition(":")[0]] -= 1
         n = self._held[destination] - 1
         if n:
             self._held[destination] = n
@@ -692,21 +705,22 @@ class Outbox:
             self._dirty.set()  # the writer loads what waits (_refill)
 
     async def _refill(self) -> None:
-        """Load parked deliveries while there is room: the chats with the oldest first, each
-        once half its window is free, as many as fill it, in the order they were written."""
-        room = self.settings.delivery_memory - self.held
+        """Load parked deliveries while there is room: the destinations with the oldest first,
+        each once half its window is free, as many as fill it, in the order they were written."""
+        room = self._room()
         window = self._window
         for destination, after in sorted(self._parked.items(), key=lambda item: item[1]):
-            if room <= 0:
+            if max(room.values()) <= 0:
                 break
+            kind = destination.partition(":")[0]
             held = self._held.get(destination, 0)
-            if after < 0 or held > window // 2:
+            if after < 0 or held > window // 2 or room[kind] <= 0:
                 continue
-            take = min(window - held, room)
+            take = min(window - held, room[kind])
             rows = await self.db(self.store.open_to, destination, after, take)
             for _, record, row in rows:
                 self._dispatch(self._restored(record, row))
-            room -= len(rows)
+            room[kind] -= len(rows)
             if len(rows) < take:  # none left in the database
                 self._unpark(destination)
             else:
@@ -717,6 +731,8 @@ class Outbox:
         """Parked Telegram deliveries whose fallback is due (``fallback_after`` from their
         alert, as for those in memory) fall back from the database, without being loaded
         for Telegram; checked every SWEEP_EVERY seconds while any are parked."""
+        if not any(destination.startswith("telegram:") for destination in self._parked):
+            return  # webhook deliveries only: they have no fallback
         now = time.time()
         if now >= self._sweep_at:
             self._sweep_at = now + SWEEP_EVERY
@@ -907,8 +923,8 @@ class Outbox:
     def _dispatch(self, d: Delivery) -> None:
         key = (d.alert.id, d.destination)
         kind = d.kind
-        if kind == "telegram" and key not in self.open:  # one room, freed by its one settle
-            self.held += 1
+        if kind in self._bounded and key not in self.open:  # one room, freed by its one settle
+            self.held[kind] += 1
             self._held[d.destination] = self._held.get(d.destination, 0) + 1
         self.open[key] = d
         sender = self.senders["webhook" if kind == "fallback" else kind]

@@ -62,8 +62,9 @@ class DeliverySettings:
     #: alerts whose deliveries are all settled are deleted from the outbox this long after they
     #: were created (0: kept for ever); open deliveries are kept however old
     alert_retention: float = 7 * 86400.0
-    #: Telegram deliveries still being attempted that are held in memory, at most (each chat
-    #: at most CHAT_WINDOW of them); the others wait in the database only (Outbox)
+    #: Telegram deliveries still being attempted that are held in memory, at most, and as many
+    #: webhook-channel deliveries (each chat, each webhook URL at most CHAT_WINDOW of them); the
+    #: others wait in the database only (Outbox)
     delivery_memory: int = 5000
     #: at shutdown, how long the outbox goes on trying to write what is queued while the
     #: database refuses writes (when it is not given a grace period of its own)
