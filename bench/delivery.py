@@ -5,6 +5,7 @@ Not a test. Run from the repository root::
     python bench/delivery.py            # 200 latency samples, 3 drains of 1000 alerts
     python bench/delivery.py --quick
     python bench/delivery.py --outage 20000   # memory of open deliveries while Telegram is down
+    python bench/delivery.py --outage 20000 --webhook   # ... while a webhook receiver is down
 
 1. Latency: alerts leave the engine one at a time (``Notifier.emit``, the call the pipeline
    makes), each for a different chat and 50 ms apart, so that no limit of Telegram's applies;
@@ -21,7 +22,9 @@ Not a test. Run from the repository root::
    while N alerts for 100 chats are emitted; once all are stored and being retried, reported:
    the deliveries held in memory (``Outbox.open``), the Python heap they take (tracemalloc,
    bytes per open delivery; the alerts' rendered texts included) and the process's RSS growth.
-   Then Telegram recovers and every alert must arrive once.
+   Then Telegram recovers and every alert must arrive once. With ``--webhook`` the same for
+   100 webhook channels (one receiver, tests/fakes/webhook.py, a URL each by its query string)
+   answering 500, and no Telegram.
 """
 
 from __future__ import annotations
@@ -47,22 +50,26 @@ from alertbot.notify.notifier import Notifier  # noqa: E402
 from alertbot.notify.settings import DeliverySettings  # noqa: E402
 from alertbot.rules.conditions import parse  # noqa: E402
 from alertbot.rules.engine import Alert, Engine  # noqa: E402
-from alertbot.rules.model import Rule  # noqa: E402
+from alertbot.rules.model import Channel, Rule  # noqa: E402
 from alertbot.ticker import Ticker  # noqa: E402
 from bench.engine import machine, revision  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
+from tests.fakes.webhook import WebhookReceiver  # noqa: E402
 
 TOKEN = "123456:BENCH-token-0123456789abcdef"
 T = 1_772_000_000_000
 
 
-def alerts_for(chats: list[int], per_chat: int, time_ms: int) -> list[Alert]:
+def alerts_for(
+    chats: list[int], per_chat: int, time_ms: int, notify: str = "chat:{}"
+) -> list[Alert]:
+    """``per_chat`` alerts for each of ``chats``, each to ``notify`` with its chat filled in."""
     rules = [
         Rule(
             id=f"r{chat}-{k}",
             condition=parse("price > 100"),
             symbols=("BTCUSDT",),
-            notify=(f"chat:{chat}",),
+            notify=(notify.format(chat),),
         )
         for chat in chats
         for k in range(per_chat)
@@ -135,26 +142,33 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def outage(n: int, settings_changes: dict[str, Any]) -> dict[str, int]:
-    """N alerts for 100 chats while Telegram answers 502; memory per open delivery."""
+async def outage(n: int, settings_changes: dict[str, Any], webhook: bool = False) -> dict[str, int]:
+    """N alerts for 100 chats while Telegram answers 502 (``webhook``: for 100 webhook
+    channels while their receiver answers 500); memory per open delivery."""
     chats = [10_000 + c for c in range(100)]
     per_chat = max(1, n // len(chats))
-    async with FakeTelegram(token=TOKEN) as tg:
+    async with FakeTelegram(token=TOKEN) as tg, WebhookReceiver() as hook:
         with tempfile.TemporaryDirectory() as tmp:
             settings = DeliverySettings(
-                telegram_token=TOKEN,
+                telegram_token=None if webhook else TOKEN,
                 telegram_api_url=tg.api_url,
                 db=str(Path(tmp) / "bench.db"),
                 **settings_changes,
             )
-            notifier = Notifier(settings, {})
+            channels = {f"h{c}": Channel(f"h{c}", webhook=f"{hook.url}?c={c}") for c in chats}
+            notifier = Notifier(settings, channels if webhook else {})
             await notifier.start()
             outbox = notifier.outbox
             assert outbox is not None
-            tg.down(502)
+            service: FakeTelegram | WebhookReceiver = hook if webhook else tg
+            if webhook:
+                hook.down("500")
+            else:
+                tg.down(502)
+            notify = "h{}" if webhook else "chat:{}"
             # the alerts as the engine makes them, one frame per round; made before the
             # measure starts (the engine's own objects are not the outbox's)
-            rounds = [alerts_for(chats, 1, T + k * 1000) for k in range(per_chat)]
+            rounds = [alerts_for(chats, 1, T + k * 1000, notify) for k in range(per_chat)]
             emitted = sum(len(r) for r in rounds)
             try:
                 gc.collect()
@@ -166,14 +180,14 @@ async def outage(n: int, settings_changes: dict[str, Any]) -> dict[str, int]:
                         notifier.emit(alert, False)
                     await asyncio.sleep(0)
                 await outbox.stored_all()  # (flush() would wait for the retries' results too)
-                await asyncio.sleep(3.0)  # every chat tried, and waiting for its next retry
+                await asyncio.sleep(3.0)  # every destination tried, and waiting for a retry
                 gc.collect()
                 heap = tracemalloc.get_traced_memory()[0] - heap_before
                 tracemalloc.stop()
                 grown = rss() - rss_before
                 held = len(outbox.open)
                 depth = outbox.depth
-                tg.recover()
+                service.recover()
                 deadline = time.monotonic() + 600
                 while (outbox.depth or outbox.open) and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
@@ -197,14 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drains", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--outage", type=int, metavar="N", help="the outage memory measure")
+    parser.add_argument(
+        "--webhook", action="store_true", help="with --outage: 100 webhook channels are down"
+    )
     args = parser.parse_args(argv)
     if args.outage:
         started = time.perf_counter()
-        o = asyncio.run(outage(args.outage, {}))
+        o = asyncio.run(outage(args.outage, {}, args.webhook))
         print(f"revision {revision()}; {machine()}")
         n, held, heap, grown = o["alerts"], o["held"], o["heap_bytes"], o["rss_bytes"]
+        what = (
+            "A webhook receiver down, {} alerts for 100 webhook channels"
+            if args.webhook
+            else ("Telegram down, {} alerts for 100 chats")
+        )
         print(
-            f"Telegram down, {n} alerts for 100 chats: {held} deliveries in memory "
+            f"{what.format(n)}: {held} deliveries in memory "
             f"(depth {o['depth']}); heap +{heap / 2**20:.1f} MiB "
             f"({heap / max(1, held):.0f} B per delivery in memory, {heap / n:.0f} B per alert), "
             f"RSS +{grown / 2**20:.1f} MiB; after recovery {o['delivered']} of {n} delivered"
