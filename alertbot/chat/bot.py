@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import inspect
 import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
@@ -44,6 +45,7 @@ from telegram.error import (
 from telegram.ext import (
     Application,
     ApplicationBuilder,
+    BaseUpdateProcessor,
     CallbackQueryHandler,
     ChatMemberHandler,
     ContextTypes,
@@ -117,6 +119,9 @@ log = logging.getLogger("alertbot.chat")
 
 #: a reply or note refused with 429 is sent again this many times, each after the wait asked
 REPLY_RETRIES = 3
+#: updates handled at once at most (python-telegram-bot's own number for concurrent updates);
+#: one chat's wait for each other (ChatOrder), and hold their places in this number meanwhile
+CONCURRENT_UPDATES = 256
 
 REFUSAL = (
     "Sorry, this alert bot is private: this chat is not on its list. "
@@ -504,6 +509,74 @@ class _PollRequest(HTTPXRequest):
         return status, payload
 
 
+def _order_keys(update: object) -> tuple[int, ...]:
+    """The chats whose updates ``update`` is handled in turn with; none for an update with no
+    chat. A group's move to a supergroup (a service message in each, "migrated to" and
+    "migrated from") is in turn with both: the supergroup's commands after it find the
+    group's watches moved, and the two moves do not run into each other."""
+    if not isinstance(update, Update):
+        return ()
+    chat = update.effective_chat
+    if chat is None:
+        return ()
+    message = update.effective_message
+    if message is not None and message.migrate_to_chat_id is not None:
+        return chat.id, int(message.migrate_to_chat_id)
+    if message is not None and message.migrate_from_chat_id is not None:
+        return int(message.migrate_from_chat_id), chat.id
+    return (chat.id,)
+
+
+class ChatOrder(BaseUpdateProcessor):
+    """Updates handled concurrently, each chat's one at a time in the order Telegram gave
+    them: a command that waits (a /price asking Binance, a write while SQLite is locked, a
+    button press's write) holds up its own chat's later commands, whose answers so come in
+    the order of the commands (a later one's came first, as if the first had been ignored),
+    and no other chat's (handled one at a time, every chat waited).
+
+    The wait is as long as what the command waits for, which is bounded: a lookup by the
+    feed's price_timeout (3 s), a write by SQLite's busy timeout, a reply by the rate limiter's
+    retries. The updates a chat has waiting count among the CONCURRENT_UPDATES handled at
+    once (python-telegram-bot's semaphore is taken before this turn)."""
+
+    def __init__(self, max_concurrent_updates: int = CONCURRENT_UPDATES) -> None:
+        super().__init__(max_concurrent_updates)
+        #: a chat -> done once its latest update so far has been handled
+        self._last: dict[int, asyncio.Future[None]] = {}
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        keys = _order_keys(update)
+        if not keys:
+            await coroutine
+            return
+        # taken in one step, in the order the updates came: no two wait for each other
+        before = {f for key in keys if (f := self._last.get(key)) is not None}
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for key in keys:
+            self._last[key] = done
+        try:
+            if before:
+                try:
+                    # asyncio.wait: this update cancelled does not cancel those before
+                    await asyncio.wait(before)
+                except BaseException:
+                    if inspect.iscoroutine(coroutine):
+                        coroutine.close()  # never to run: no "never awaited" warning
+                    raise
+            await coroutine
+        finally:
+            done.set_result(None)
+            for key in keys:
+                if self._last.get(key) is done:
+                    del self._last[key]
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to free: Application.stop has waited for every update."""
+
+
 def _cooldown(ms: int) -> str:
     return f"cooldown {_duration(ms)}" if ms else "no cooldown"
 
@@ -549,8 +622,10 @@ class ChatBot:
         #: removed the bot (a my_chat_member update): its watches pause (App._chat_refused)
         self.on_gone: Callable[[int, str], object] | None = None
         self._refused: set[int] = set()
-        #: /price commands waiting for Binance's answer, each answered by itself
-        self._lookups: set[asyncio.Task[None]] = set()
+        #: /price lookups of Binance under way: the stop gives them up (their commands go
+        #: unanswered) rather than wait up to the feed's price_timeout
+        self._lookups: set[asyncio.Task[Ticker | Failed]] = set()
+        self._stopping = False
         # two polls in a row without an answer: see PollFailures
         self.polls = PollFailures(settings.poll_reminder, 2 * (poll_timeout + settings.poll_margin))
 
@@ -582,6 +657,8 @@ class ChatBot:
             # limits are the token's), and a reply that gets a 429 anyway (a user sending
             # commands fast) sent again after the wait, not lost
             .rate_limiter(BudgetLimiter(self._budget(), max_retries=REPLY_RETRIES))
+            # each chat's updates in turn, the chats' side by side: see ChatOrder
+            .concurrent_updates(ChatOrder())
             .build()
         )
         # a text starting with "/" that Telegram marks no command in is answered too: one
@@ -680,6 +757,7 @@ class ChatBot:
                 # the polling loop ended on it (a revoked token), logged then; re-raised here,
                 # it ended the whole stop: the outbox was not drained, nor the state saved
                 log.debug("chat: polling had stopped already (%s)", clip(str(exc)))
+        self._stopping = True
         await cancel_and_wait(*self._lookups)
         if app.running:
             await app.stop()
@@ -820,15 +898,6 @@ class ChatBot:
                 await self._reply(message, chat.id, REFUSAL.format(chat=chat.id), None)
             return
         welcome = await self.welcome_back(chat.id)
-        if isinstance(command, Price) and self._fetches(command.symbol):
-            # the updates are handled one at a time: waiting for Binance here (up to its
-            # timeout) would hold up every chat's commands and button presses
-            task = asyncio.create_task(
-                self._answer_price(message, chat.id, command.symbol, welcome), name="price"
-            )
-            self._lookups.add(task)
-            task.add_done_callback(self._lookups.discard)
-            return
         if command is not None:
             try:
                 answer, markup = await self.run(chat.id, command)
@@ -837,7 +906,8 @@ class ChatBot:
             except Exception:
                 log.exception("chat %s: command failed: %r", chat.id, text[:200])
                 answer, markup = SORRY, None
-        assert answer is not None
+        if answer is None:
+            return  # a /price whose lookup the stop gave up
         if welcome:
             answer = f"{welcome}\n\n{answer}"
         await self._reply(message, chat.id, answer, markup)
@@ -1136,7 +1206,10 @@ class ChatBot:
 
     # ------------------------------------------------------------------ commands
 
-    async def run(self, chat: int, command: object) -> tuple[str, InlineKeyboardMarkup | None]:
+    async def run(
+        self, chat: int, command: object
+    ) -> tuple[str | None, InlineKeyboardMarkup | None]:
+        """A command's answer and its buttons; None: no answer (the bot is stopping)."""
         if isinstance(command, Watch):
             return await self.watch(chat, command), None
         if isinstance(command, Unwatch):
@@ -1498,26 +1571,31 @@ class ChatBot:
             or (resolved not in self.directory.known() and self.directory.authoritative)
         )
 
-    async def _answer_price(
-        self, message: Message, chat: int, symbol: str, welcome: str | None
-    ) -> None:
-        """A /price that asks Binance, answered when Binance has (in a task of its own)."""
+    async def _lookup(self, prices: PriceLookup, symbol: str) -> Ticker | Failed | None:
+        """Binance's 24h ticker of ``symbol`` (within the feed's price_timeout,
+        PriceLookup's own bound); None: the bot is stopping, and gave it up."""
+        if self._stopping:
+            return None
+        task = asyncio.create_task(prices.get(symbol), name="price")
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
         try:
-            answer = await self.price_or_fetch(chat, symbol)
-        except Exception:
-            log.exception("chat %s: /price %s failed", chat, symbol)
-            answer = SORRY
-        if welcome:
-            answer = f"{welcome}\n\n{answer}"
-        await self._reply(message, chat, answer, None)
+            await asyncio.wait((task,))  # the lookup cancelled by the stop is not this one
+        finally:
+            task.cancel()  # this command cancelled: so is its lookup (done: nothing)
+        return None if task.cancelled() else task.result()
 
-    async def price_or_fetch(self, chat: int, symbol: str) -> str:
+    async def price_or_fetch(self, chat: int, symbol: str) -> str | None:
         """/price: the engine's last ticker; without one, of a symbol Binance lists or may
-        list, its 24h ticker asked of Binance once (a failure: the answer without, and why)."""
+        list, its 24h ticker asked of Binance once (a failure: the answer without, and why).
+        The chat's later commands wait for it (ChatOrder), no other chat's. None: the bot
+        stopped meanwhile (no answer)."""
         resolved = self._resolve(symbol)
         if self.prices is None or not self._fetches(symbol):
             return self.price(chat, symbol)
-        fetched = await self.prices.get(resolved)
+        fetched = await self._lookup(self.prices, resolved)
+        if fetched is None:
+            return None
         if isinstance(fetched, Failed) and fetched.unknown:
             # the symbol list could not be read (or does not have it yet): Binance says so now
             hint = self.directory.suggest(resolved)
