@@ -461,6 +461,26 @@ async def test_silence_future_applies_to_later_connections() -> None:
 
 
 @pytest.mark.asyncio
+async def test_silence_opening_silences_later_connections_of_one_kind_only() -> None:
+    """``silence_opening("all-market")`` silences the all-market connections opened from then
+    on, neither one open before nor a symbol-stream one opened after; ``silence(False)`` ends
+    it."""
+    async with FakeBinance() as fake, client(fake, "/market/ws/!miniTicker@arr"):
+        await fake.wait_for_connections(1)
+        fake.silence_opening("all-market")
+        async with (
+            client(fake, "/market/ws/!miniTicker@arr"),
+            client(fake, "/market/stream?streams=btcusdt@miniTicker"),
+        ):
+            await fake.wait_for_connections(3)
+            assert [c.silenced for c in fake.connections] == [False, True, False]
+        fake.silence(False)
+        async with client(fake, "/market/ws/!miniTicker@arr"):
+            await fake.wait_for(lambda: fake.stats.handshakes == 4)
+            assert not next(c for c in fake.connections if c.id == 4).silenced
+
+
+@pytest.mark.asyncio
 async def test_lag_delivers_a_connections_frames_late_in_order_and_before_a_clean_close() -> None:
     """A lagging connection gets its data frames (and replies) ``lag`` seconds late and in
     the order sent, another one at once; a clean close comes after the frames on their way."""

@@ -442,6 +442,9 @@ class FakeBinance:
         self.closed: list[FakeConnection] = []
         self.stats = Stats()
         self.silence_new = False  # silence connections opened from now on
+        #: silence connections opened from now on for this kind of stream only (see
+        #: silence_opening)
+        self.silence_new_kind: str | None = None
         self.lag_new = 0.0  # the lag of connections opened from now on
         self._symbols: list[str] = list(symbols)
         self._reject_remaining = 0
@@ -568,6 +571,18 @@ class FakeBinance:
             c.silenced = on
         if future or not on:
             self.silence_new = on
+        if not on:
+            self.silence_new_kind = None
+
+    def silence_opening(self, kind: str | None) -> None:
+        """Silence (as ``silence``) the connections opened from now on for ``kind``, not the
+        open ones: ``"all-market"``, those with the all-market stream in their URL;
+        ``"symbols"``, the others; ``"any"``, all of them. None: no longer. A mode switch's
+        new connections then never deliver nor answer, while the old ones' rotations go on
+        (or, with ``"any"``, are given up too). ``silence(False)`` ends it too."""
+        if kind not in (None, "all-market", "symbols", "any"):
+            raise ValueError(f"kind: 'all-market', 'symbols', 'any' or None, not {kind!r}")
+        self.silence_new_kind = kind
 
     def lag(
         self, seconds: float, *, conn: FakeConnection | None = None, future: bool = False
@@ -849,7 +864,7 @@ class FakeBinance:
             streams=set() if route.legacy else set(route.streams),
             url_streams=route.streams,
             opened_at=loop.time(),
-            silenced=self.silence_new,
+            silenced=self.silence_new or self._silenced_kind(route),
             lag=self.lag_new,
             ws=ws,
         )
@@ -885,6 +900,12 @@ class FakeBinance:
             self.connections.remove(conn)
             self.closed.append(conn)
             conn._done.set()
+
+    def _silenced_kind(self, route: _Route) -> bool:
+        kind = self.silence_new_kind
+        if kind is None or kind == "any":
+            return kind == "any"
+        return (ALL_MARKET_STREAM in route.streams) == (kind == "all-market")
 
     def _client_closing(self, conn: FakeConnection, at: float) -> None:
         """The client's close frame arrived: it let go of the socket then, however long the
