@@ -47,6 +47,7 @@ failure names its seed and shows the schedule it ran.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import random
@@ -127,23 +128,38 @@ def schedule(rng: random.Random, length: int) -> list[Step]:
     steps: list[Step] = []
     for _ in range(length):
         r = rng.random()
-        if r < 0.35:
+        if r < 0.33:
             symbols = rng.sample(UNIVERSE, rng.randint(1, len(UNIVERSE)))
             steps.append(("tick", {s: rng.choice(PRICES) for s in symbols}))
-        elif r < 0.42:
+        elif r < 0.40:
             steps.append(("duplicate", rng.randint(1, 30)))
-        elif r < 0.70:
+        elif r < 0.65:
             steps.append(("fault", *fault(rng)))
-        elif r < 0.85:
+        elif r < 0.79:
             steps.append(("change", rng.choice([*TOGGLED, "glob"])))
-        elif r < 0.88:
+        elif r < 0.82:
             steps.append(("pause", round(rng.uniform(0.02, 0.5), 2)))
-        elif r < 0.95:
+        elif r < 0.89:
             # aim the next step at a transition: a handover, a backoff, a live request
             steps.append(("catch", rng.choice(["overlap", "backoff", "request", "switching"])))
+        elif r < 0.95:
+            steps.append(("handover", *handover(rng)))
         else:
             steps.append(("recover",))
     return steps
+
+
+def handover(rng: random.Random) -> Step:
+    """A switch of stream kinds away from lagging connections (all, or one: the old ones),
+    ``given-up`` (the new ones, silenced, never deliver nor answer), ``all-given-up`` (so is
+    every socket opened meanwhile: the old ones' rotations are given up too, and they lag
+    until the switch is) or ``rotating`` (started just before an old connection is due to
+    rotate: the rotation comes during the switch)."""
+    return (
+        rng.choice(["given-up", "all-given-up", "rotating"]),
+        round(rng.uniform(0.05, MAX_LAG), 2),
+        rng.choice([None, rng.random()]),
+    )
 
 
 FAULTS = (
@@ -207,6 +223,10 @@ class Soak:
         self.interleavings: dict[str, int] = {}
         self._closes_scanned = 0
         self.first_sent: dict[int, float] = {}  # connection id -> when a tick first went to it
+        # for observe(): the feed's handover counters and whether it was switching, last seen
+        self._rotations_seen = 0
+        self._switches_failed_seen = 0
+        self._was_switching = False
 
     # --- state seen from the fake and the engine
 
@@ -290,6 +310,27 @@ class Soak:
             if not make:
                 self.downgrade(tick, "its connections closed on its way, no make before")
 
+    def observe(self) -> None:
+        """Count the handovers that overlapped, as far as can be told between two rounds: a
+        rotation (done or given up) while a switch was under way, a switch given up while a
+        connection lagged."""
+        feed = self.bot.feed
+        stats = feed.stats
+        switching = feed.health().mode == "switching"
+        rotations = stats.rotations + stats.rotations_failed
+        if rotations > self._rotations_seen and (switching or self._was_switching):
+            self.counts["rotation during a switch"] = (
+                self.counts.get("rotation during a switch", 0) + 1
+            )
+        if stats.switches_failed > self._switches_failed_seen and any(
+            c.lag > 0 for c in self.fake.connections
+        ):
+            key = "switch given up while lagging"
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self._rotations_seen = rotations
+        self._switches_failed_seen = stats.switches_failed
+        self._was_switching = switching
+
     def downgrade(self, tick: Tick, why: str) -> None:
         if tick.level == MUST:
             tick.level = MAY
@@ -309,6 +350,7 @@ class Soak:
             tickers.append(mini_ticker(symbol, price, time))
         self.now += 1_000
         self.rng.shuffle(tickers)
+        self.observe()
         symbols = [t["s"] for t in tickers]
         # exactly what publish will write to: computed with no await in between
         self.closed_under()
@@ -411,7 +453,7 @@ class Soak:
     async def run(self, steps: Sequence[Step]) -> None:
         for step in steps:
             self.log.append(repr(step))
-            if step[0] in ("fault", "change"):
+            if step[0] in ("fault", "change", "handover"):
                 self.note(" ".join(str(x) for x in step[:2]))
             await getattr(self, "do_" + step[0])(*step[1:])
             self.counts[step[0]] = self.counts.get(step[0], 0) + 1
@@ -423,7 +465,18 @@ class Soak:
         for price in (90, 130, 95):
             await self.publish(dict.fromkeys(UNIVERSE, price))
             await self.do_recover()
-        await asyncio.wait_for(self.bot.feed.settled(), 6)
+        # a switch to the all-market stream still going on waits for it to deliver
+        settled = asyncio.ensure_future(self.bot.feed.settled())
+        try:
+            await self.until("settled", settled.done)
+        finally:
+            settled.cancel()
+        await self.do_recover()
+        # nothing more is sent: the last rounds' ticks arrive (a rotation may hold them a
+        # while), or the oracle says which did not
+        last = [t for t in self.unsettled() if t.level == MUST]
+        with contextlib.suppress(TimeoutError):
+            await self.fake.wait_for(lambda: all(self.settled(t) for t in last), timeout=3)
         # a connection still in its closing handshake (our answer waits behind a lag) is
         # scanned once it has closed: the ticks on their way when it began to close were lost
         for c in list(self.fake.connections):
@@ -452,6 +505,8 @@ class Soak:
 
     async def do_catch(self, tag: str) -> None:
         """Keep ticking until the feed is in ``tag`` (or give up after a while)."""
+        if tag == "switching" and self.bot.feed.settings.stream != "auto":
+            return  # never, in a fixed mode
         loop = asyncio.get_running_loop()
         end = loop.time() + 1.0
         while tag not in self.phase() and loop.time() < end:
@@ -490,6 +545,90 @@ class Soak:
             if not self.watched(tick.symbol):
                 self.downgrade(tick, "unwatched while on its way")
         self.log.append(f"  -> {self.bot.pipeline.update_streams()}, rules {sorted(active)}")
+
+    def wants_all(self) -> bool:
+        """Whether ``auto`` reads the all-market stream for the active rules: a glob, or more
+        symbols than ``auto_threshold`` (3: the core two and both toggled ones)."""
+        ids = self.active()
+        toggled = [s for s in TOGGLED if any(i.startswith(s.lower() + "-") for i in ids)]
+        return any(i.startswith("glob-") for i in ids) or len(toggled) == len(TOGGLED)
+
+    def in_mode(self) -> bool:
+        """Whether the feed is in no transition, every connection open, in the mode the
+        rules want: a switch starts from here."""
+        mode = self.bot.feed.health().mode
+        return not self.phase() - {"silenced"} and mode == (
+            "all" if self.wants_all() else "symbols"
+        )
+
+    async def aim(self, ahead: float) -> bool:
+        """Keep ticking until a connection is due to rotate within ``ahead`` seconds (its
+        socket's age from the client's ``max_age``, as near as can be told from outside)."""
+        max_age = self.bot.feed.settings.max_age
+        loop = asyncio.get_running_loop()
+        if max_age > 10:
+            return False  # no rotation within a schedule
+        end = loop.time() + max_age + 0.2
+
+        def due() -> bool:
+            if self.phase() - {"silenced"}:
+                return False  # the sockets that lag next are those of a steady feed
+            now = loop.time()
+            for c in self.bot.feed.connections():
+                s = c.session
+                if s is not None and 0 < s.opened_at + max_age - now <= ahead:
+                    return True
+            return False
+
+        while not due() and loop.time() < end:
+            await self.publish(dict(self.prices))
+            await asyncio.sleep(0.002)
+        return due()
+
+    async def do_handover(self, how: str, lag: float, which: float | None) -> None:
+        """A switch away from lagging connections (see ``handover``): the old ones lag by
+        ``lag`` (all, or the one ``which`` picks), then the rules change so that ``auto``
+        switches stream kinds; ``given-up`` silences the connections opened for the new kind
+        until the switch is given up (or a while has passed), ``rotating`` starts it just
+        before an old connection is due to rotate."""
+        fake = self.fake
+        feed = self.bot.feed
+        if feed.settings.stream != "auto":
+            return  # no switch in a fixed mode
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.0
+        while not self.in_mode() and loop.time() < end:
+            await self.keepalive()
+        if not self.in_mode():
+            self.log.append("  -> not steady")
+            return
+        if how == "rotating" and not await self.aim(lag):
+            self.log.append("  -> no rotation due")
+        # the sockets of a steady feed lag (see the module docstring); the new ones do not
+        fake.lag(lag, conn=None if which is None else self.pick(which))
+        to_all = not self.wants_all()
+        failed = feed.stats.switches_failed
+        if how == "all-given-up":
+            fake.silence_opening("any")
+        elif how == "given-up":
+            fake.silence_opening("all-market" if to_all else "symbols")
+        ids = self.active()
+        if to_all:
+            changes = ["glob"]
+        else:
+            watched = [s for s in TOGGLED if any(i.startswith(s.lower() + "-") for i in ids)]
+            globs = any(i.startswith("glob-") for i in ids)
+            changes = (["glob"] if globs else []) + (watched[:1] if len(watched) > 1 else [])
+        for what in changes:
+            await self.do_change(what)
+        if how != "rotating":
+            cfg = feed.settings
+            end = loop.time() + cfg.handover_timeout + 2 * cfg.drain_timeout + 0.5
+            while feed.stats.switches_failed == failed and loop.time() < end:
+                await self.keepalive()
+            fake.silence_opening(None)
+            given_up = feed.stats.switches_failed > failed
+            self.log.append(f"  -> {'given up' if given_up else 'not given up'}")
 
     def pick(self, r: float) -> FakeConnection | None:
         conns = self.fake.connections
@@ -645,6 +784,8 @@ async def soak(seed: int, length: int) -> dict[str, int]:
             audit_interval=0.3,
             queue=1_000_000,  # no conflation: a slow engine is another test's
             open_timeout=1.0,
+            # a switch (or rotation) given up, and tried again, within a schedule's pace
+            handover_timeout=0.5,
         )
         runner = Soak(fake, bot, rng)
         try:
@@ -672,6 +813,7 @@ async def soak(seed: int, length: int) -> dict[str, int]:
         if REPORT:
             print(f"soak {seed}: {setup}", sorted(runner.counts.items()))
             print(f"soak {seed} interleavings:", sorted(runner.interleavings.items()))
+            print(f"soak {seed} steps:", "; ".join(runner.log))
         return runner.counts
 
 
