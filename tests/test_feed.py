@@ -1230,8 +1230,55 @@ async def test_ticks_kept_back_for_a_switch_that_is_given_up_go_on_and_so_do_lat
             await new.wait_closed()
             await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000))
             await bot.tick(110, T + 3_000)  # on the BTCUSDT connection alone
-            assert bot.feed.health().mode == "symbols"
+            # given up once the old ones are read to their end (the new one let go of first)
+            await fake.wait_for(lambda: bot.feed.health().mode == "symbols")
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000), ("up", "BTCUSDT", T + 3_000)]
+
+
+async def test_a_switch_given_up_lets_go_of_its_new_connection_before_reading_the_old_ones():
+    """A switch to the all-market stream is given up (its connection delivered nothing in
+    time) while the old symbol connection lags behind; the all-market connection starts
+    delivering while the old one is read to its end. What it holds from then on is newer
+    than what that reading covers: handed on after it, it would go ahead of the old one's
+    older ticks still on their way, which the engine would drop as out of order (here a
+    crossing up, then back, missed). It is let go of first, so it takes in nothing more."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            handover_timeout=0.5,
+            drain_timeout=3.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            (old,) = fake.connections
+            fake.lag(1.0, conn=old)  # read to its end a second after it is asked
+            fake.silence_opening("all-market")
+            bot.engine.add_rule(glob)
+            assert bot.pipeline.update_streams() == "all"
+            asked = len(fake.stats.requests)
+            await fake.wait_for(lambda: bot.feed.health().switches_failed == 1, timeout=3)
+            # the give-up's request reached the old one: its reply comes a second later
+            await fake.wait_for(
+                lambda: any(
+                    cid == old.id
+                    and isinstance(r, dict)
+                    and r.get("method") == "LIST_SUBSCRIPTIONS"
+                    for cid, r, _ in fake.stats.requests[asked:]
+                )
+            )
+            fake.lag(1.5, conn=old)  # what it is sent now comes after the reply
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the old one only
+            for conn in fake.connections:
+                fake.silence(False, conn=conn)  # the all-market one, while still open
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])
+            await bot.tick(95, T + 3_000)  # on the old one alone, after all it had
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
 async def test_a_switch_given_up_hands_on_what_its_new_connection_alone_carried():
@@ -1384,7 +1431,10 @@ async def test_a_switch_whose_new_connection_falls_silent_before_it_answers_keep
             await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000), timeout=3)
             await new.wait_closed()
             assert old.is_open
-            assert bot.feed.health().mode == ("symbols" if to == "all" else "all")
+            # given up once the old one is read to its end (the new one let go of first)
+            await fake.wait_for(
+                lambda: bot.feed.health().mode == ("symbols" if to == "all" else "all")
+            )
             # tried again later, onto a connection that answers
             settled = asyncio.create_task(bot.feed.settled())
             time = T + 2_000

@@ -467,6 +467,9 @@ class Feed:
             plural(len(old), "symbol connection"),
             cfg.handover_timeout,
         )
+        # let go of it first: what it took in while they are read would be newer than what
+        # that reading covers, and go ahead of their older ticks still on their way
+        await all_market.close(keep_held=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(cfg.drain_timeout):
                 await self._catch_up(old, None)

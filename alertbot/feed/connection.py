@@ -341,7 +341,14 @@ class Connection:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"feed-connection-{self.id}")
 
-    async def close(self) -> None:
+    async def close(self, *, keep_held: bool = False) -> None:
+        """Stop, and close the socket. What it holds goes nowhere, unless ``keep_held``: then
+        it stays held, merged as before, until :meth:`release` (it takes in nothing more)."""
+        if keep_held and self._held is not None:
+            if self._task is not None:
+                await cancel_and_wait(self._task)
+                self._task = None
+            return
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
