@@ -3,9 +3,10 @@
 tests/test_feed.py checks each fault once. Here one seed makes one schedule that interleaves
 them with price ticks, late duplicates, rule changes (symbols watched and unwatched, a glob rule
 added and removed, so that ``auto`` switches between symbol streams and the all-market stream),
-client rotations before a shrunk max age and the server's own forced closes. The real
-``Pipeline`` runs it against the fake Binance, and every alert is checked against a reference
-evaluation of what was published.
+client rotations before a shrunk max age and the server's own forced closes, and switches
+away from lagging connections that are given up (their new connections silenced) or that a
+rotation comes in the middle of. The real ``Pipeline`` runs it against the fake Binance, and
+every alert is checked against a reference evaluation of what was published.
 
 What the bot *could see* is defined at the fake, tick by tick (one symbol at one event time):
 
