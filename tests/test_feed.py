@@ -412,6 +412,48 @@ async def publish_alternating(fake: FakeBinance, until: Callable[[], bool], symb
     return ups, time
 
 
+async def test_a_connection_asked_for_an_answer_while_it_rotates_answers_on_its_new_socket():
+    """A switch asks its new connections for an answer before it takes over; a rotation of
+    one that takes over meanwhile (make-before-break: nothing lost) is no failure to answer:
+    the socket that took over is asked in turn. Taken for one, the switch started over after
+    each rotation, and never ended while rotations came faster than its last round trips."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stream="symbols",
+            max_age=0.5,
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=3.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await bot.tick(90, T)
+            (old,) = fake.connections
+            (ours,) = bot.feed.connections()
+            fake.lag(0.3, conn=old)  # the rotation reads it to its end in 0.3 s
+            asked = len(fake.stats.requests)
+
+            def read_to_its_end() -> bool:  # the rotation's request reached it
+                return any(
+                    cid == old.id
+                    and isinstance(r, dict)
+                    and r.get("method") == "LIST_SUBSCRIPTIONS"
+                    for cid, r, _ in fake.stats.requests[asked:]
+                )
+
+            time = T
+            while not read_to_its_end():  # the new socket delivers: the rotation goes on
+                time += 1
+                await fake.publish([mini_ticker("BTCUSDT", 90, time)])
+                await asyncio.sleep(0.01)
+            fake.lag(2.0, conn=old)  # our request's reply would come long after the rotation
+            assert await ours.answers()
+            assert bot.feed.stats.rotations == 1
+            assert old.closing_at is not None  # let go of (its closing waits behind the lag)
+
+
 @pytest.mark.parametrize("stream", ["symbols", "all"])
 async def test_rotation_before_max_age_loses_nothing_and_duplicates_nothing(stream: str):
     """Make-before-break: every up-crossing of a continuous stream fires exactly once."""

@@ -353,13 +353,14 @@ class Feed:
                         why = f"delivered nothing within {self.settings.handover_timeout:g}s"
                         await self._give_up_to_all(all_market, old, why)
                         return False
-                    session = all_market.session
+                    # a rotation meanwhile loses nothing (make-before-break); a socket lost does
+                    losses = all_market.losses
                     if not await self._drained(old, all_market.first_event()):
                         return False
                     # as a rotation's new socket: one that delivered and then fell silent would
                     # take over only to lose what is on its way over the old ones
                     answered = await all_market.answers()
-                    if all_market.live and all_market.session is session:
+                    if all_market.live and all_market.losses == losses:
                         if answered:
                             break
                         why = f"did not answer within {self.settings.drain_timeout:g}s"
@@ -417,14 +418,15 @@ class Feed:
                     )
                     await self._give_up_to_symbols(opened, why)
                     return False
-                sessions = [c.session for c in new]
+                # a rotation meanwhile loses nothing (make-before-break); a socket lost does
+                lost = [c.losses for c in new]
                 # everything from the subscriptions on is on the new ones: the old one must
                 # hand on what it was sent before them
                 if not await self._drained([raw, *old_ones], None):
                     return False
                 # and they must still answer, as a rotation's new socket must (see above)
                 answers = await asyncio.gather(*(c.answers() for c in opened))
-                if all(c.live and c.session is s for c, s in zip(new, sessions, strict=True)):
+                if all(c.live and c.losses == n for c, n in zip(new, lost, strict=True)):
                     if all(answers):
                         break
                     why = (

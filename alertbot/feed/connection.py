@@ -317,6 +317,9 @@ class Connection:
         )
         self.live_only = False  # open with no streams in the URL and SUBSCRIBE them all
         self.reconnects = 0
+        #: sockets that ended under it (not handed over by a rotation): what was on its way
+        #: over them may be lost, and a switch waiting on it starts over
+        self.losses = 0
         self.messages = 0
         self.last_error: str | None = None
         self.session: _Session | None = None
@@ -506,6 +509,7 @@ class Connection:
                     self._refused_url(exc)
                 else:
                     reason = await self._serve(session, backoff)
+                    self.losses += 1
                     self._failed(reason)
                 if not self.streams:
                     await self._changed.wait()  # nothing to carry until streams come back
@@ -665,6 +669,8 @@ class Connection:
             raise
         self._rotating = None
         self.stats.rotations += 1
+        if old.reader.done():
+            self.losses += 1  # it ended before it was read to its end
         log.info("feed connection %d: rotated to a new socket", self.id)
         if old.control is not None:
             old.control.cancel()
@@ -756,9 +762,16 @@ class Connection:
     async def answers(self) -> bool:
         """Whether the current socket answers a request within ``drain_timeout``, as a
         rotation's new socket must before it takes over (see _rotate): a mode switch asks
-        it of its new connections before it closes the old ones."""
+        it of its new connections before it closes the old ones. A socket that takes over
+        from it by a rotation meanwhile is asked in turn (it has answered one already)."""
         s = self.session
-        return s is not None and await self._responds(s)
+        while s is not None:
+            if await self._responds(s):
+                return True
+            if self.session is s:
+                return False
+            s = self.session
+        return False
 
     async def _responds(self, s: _Session) -> bool:
         """Whether ``s`` answers a request within ``drain_timeout`` (and is still open)."""
