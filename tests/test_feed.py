@@ -1323,6 +1323,52 @@ async def test_a_switch_given_up_lets_go_of_its_new_connection_before_reading_th
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_switch_given_up_half_way_hands_on_an_old_connections_rotation_first():
+    """A switch to the all-market stream is given up half-way (the glob rule goes again)
+    while the old symbol connection rotates, its old socket silent: its new socket holds
+    what it delivers (a crossing up and back) until the old one is read to its end. The
+    all-market connection, silent a while, holds a newer tick; handed on ahead of the
+    rotation's older ones, the engine would drop those as out of order (the crossing
+    missed). They go first."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            max_age=0.8,
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=0.6,
+        )
+        async with bot:
+            loop = asyncio.get_running_loop()
+            await fake.wait_for_subscriptions({BTC})
+            await bot.tick(90, T)
+            (old,) = fake.connections
+            # old enough to rotate well before the all-market connection opened now does
+            await fake.wait_for(lambda: loop.time() >= old.opened_at + 0.4)
+            fake.silence(conn=old)  # read to its end by no request: each wait runs out
+            bot.engine.add_rule(glob)
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for(lambda: ALL_MARKET in fake.subscribed())
+            (raw,) = [c for c in fake.connections if ALL_MARKET in c.streams]
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 1_000)])  # held by it
+            await fake.wait_for(lambda: bot.feed.connections()[0].messages > 0)
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            fake.silence(conn=raw)
+            await fake.wait_for(lambda: fake.stats.handshakes == 3)  # the rotation's socket
+            (new,) = [c for c in fake.connections if c not in (old, raw)]
+            await fake.wait_for(lambda: BTC in new.streams)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # the new socket's
+            fake.silence(False, conn=raw)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 3_000)])  # on both, held
+            await fake.wait_for(lambda: bot.feed.stats.rotations == 1, timeout=3)
+            assert raw.closing_at is not None  # it was handed on before the rotation ended
+            await bot.tick(95, T + 4_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
 async def test_a_switch_given_up_hands_on_what_its_new_connection_alone_carried():
     """A switch to the all-market stream is given up (the glob rule goes again) while the old
     symbol connection drains, and a symbol watched meanwhile (ETHUSDT) is subscribed on the

@@ -441,7 +441,7 @@ class Feed:
             # a switch to it given up: what it holds goes behind all the old ones had, and
             # ahead of what the connections opened now hold (_delivering): it carries every
             # symbol, theirs too
-            raw.release()
+            self._hand_on(raw)
             for conn in new:
                 conn.release()
             if switching:
@@ -476,9 +476,22 @@ class Feed:
             async with asyncio.timeout(cfg.drain_timeout):
                 await self._catch_up(old, None)
         self._raw = None
-        all_market.release()
+        self._hand_on(all_market)
         self._retry_at = self.clock() + cfg.handover_timeout
         await all_market.close()
+
+    def _hand_on(self, conn: Connection) -> None:
+        """Hand on what ``conn`` held (a switch to it given up), each frame behind what the
+        other connections' rotations hold that is older: a rotation's new socket holds its
+        frames until the old one is read to its end, and may have ticks ``conn`` missed
+        (it was down a while), which its newer ones would overtake."""
+        others = [c for c in self.connections() if c is not conn]
+
+        def ahead(event: int) -> None:
+            for other in others:
+                other.release_rotating_before(event)
+
+        conn.release(ahead)
 
     async def _give_up_to_symbols(self, opened: list[Connection], why: str) -> None:
         """Give up a switch to symbol connections (some were not open and subscribed in time,

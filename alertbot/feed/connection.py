@@ -391,16 +391,27 @@ class Connection:
         if self._held is None:
             self._held = []
 
-    def release(self) -> None:
-        """Hand what was held to the sink, in order, and deliver straight on from now."""
+    def release(self, ahead: Callable[[int], None] | None = None) -> None:
+        """Hand what was held to the sink, in order, and deliver straight on from now;
+        ``ahead(event)`` before each frame hands on what must go ahead of it."""
         held, self._held = self._held, None
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
         for event, obj, raw, _ in held or ():
+            if ahead is not None:
+                ahead(event)
             self._deliver(event, obj, raw)
         if held is not None:
             self.on_released()
+
+    def release_rotating_before(self, event: int) -> None:
+        """Hand on what a rotation's new socket holds that is older than ``event``: another
+        connection is about to hand on a frame of that event time, which would overtake
+        them (the engine drops what is older than the last ticker it has)."""
+        rotating = self._rotating
+        if rotating is not None and rotating.held:
+            self._release(rotating, before=event)
 
     def release_before(self, event: int, behind: Iterable[tuple[float, int]] = ()) -> None:
         """Hand on the held frames older than ``event`` (another connection is about to
