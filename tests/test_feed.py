@@ -1369,6 +1369,56 @@ async def test_a_switch_given_up_half_way_hands_on_an_old_connections_rotation_f
         assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
+async def test_a_switch_given_up_hands_on_what_its_connections_rotation_held():
+    """A switch to the all-market stream is given up (its connection does not answer: its
+    socket fell silent) while that connection rotates: its new socket holds what it
+    delivers until the silent one is read to its end. A tick of a symbol only it carries
+    (a glob rule's) is handed on with what the connection held, not dropped with the
+    rotation when the connection is closed (the crossing it makes is alerted)."""
+    glob = rule("crosses above 120", "*USDT", id="glob")
+    async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT")) as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            max_age=0.5,
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=0.6,
+            handover_timeout=5.0,  # not tried again within this test
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            await bot.tick(90, T)
+            time = T
+
+            async def ticking_until(done: Callable[[], bool]) -> None:
+                nonlocal time
+                while not done():
+                    time += 1
+                    await fake.publish([mini_ticker("BTCUSDT", 90, time)])
+                    await asyncio.sleep(0.01)
+
+            # the symbol connection rotated: its next rotation comes after the one below
+            await ticking_until(lambda: bot.feed.stats.rotations == 1)
+            (old,) = [c for c in fake.connections if c.closing_at is None]
+            fake.lag(0.2, conn=old)  # read to its end 0.2 s after the all-market one delivers
+            bot.engine.add_rule(glob)
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for(lambda: ALL_MARKET in fake.subscribed())
+            (raw,) = [c for c in fake.connections if ALL_MARKET in c.streams]
+            ours = bot.feed.connections()[0]
+            await fake.publish([mini_ticker("ETHUSDT", 110, T + 1_000_000)])
+            await fake.wait_for(lambda: ours.messages > 0)  # held
+            fake.silence(conn=raw)  # it will not answer: the switch is given up
+            await ticking_until(
+                lambda: any(ALL_MARKET in c.streams and c is not raw for c in fake.connections)
+            )  # its rotation's new socket
+            await fake.publish([mini_ticker("ETHUSDT", 130, T + 2_000_000)])  # on that one
+            await fake.wait_for(lambda: bot.feed.health().switches_failed == 1, timeout=3)
+            await fake.wait_for(lambda: bot.seen("ETHUSDT", T + 2_000_000), timeout=3)
+        assert ("glob", "ETHUSDT", T + 2_000_000) in bot.fired()
+
+
 async def test_a_switch_given_up_hands_on_what_its_new_connection_alone_carried():
     """A switch to the all-market stream is given up (the glob rule goes again) while the old
     symbol connection drains, and a symbol watched meanwhile (ETHUSDT) is subscribed on the

@@ -346,8 +346,11 @@ class Connection:
 
     async def close(self, *, keep_held: bool = False) -> None:
         """Stop, and close the socket. What it holds goes nowhere, unless ``keep_held``: then
-        it stays held, merged as before, until :meth:`release` (it takes in nothing more)."""
+        it stays held, merged as before, until :meth:`release` (it takes in nothing more).
+        What a rotation's new socket holds is handed on (held so, if kept): the ticks it
+        delivered while the old one was read to its end may be all there is of them."""
         if keep_held and self._held is not None:
+            self._release_rotating()
             if self._task is not None:
                 await cancel_and_wait(self._task)
                 self._task = None
@@ -356,7 +359,7 @@ class Connection:
             self._held_timer.cancel()
             self._held_timer = None
         was_holding, self._held = self._held is not None, None  # what it held goes nowhere now
-        self._rotating = None
+        self._release_rotating()
         # what it kept back waiting for another connection's held frames is market data all
         # the same: handed on rather than lost
         waiting, self._waiting = self._waiting, []
