@@ -486,7 +486,7 @@ async def test_price_and_status(tmp_path, fakes):
         status = await bot.say("/status")
         assert "Feed: symbols" in status
         assert "Watches: 1 in this chat" in status
-        assert "1 streams, open" in status  # admins see the connections
+        assert "1 stream, open" in status  # admins see the connections
 
 
 async def test_a_users_status_is_what_they_can_act_on_not_the_feeds_internals(tmp_path, fakes):

@@ -440,7 +440,7 @@ async def test_an_admins_status_counts_the_paused_chats(tmp_path, fakes):
         await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
         await blocked_crossing(bot)
         status = await bot.say("/status", chat=admin)
-    assert "Chats paused (they blocked or removed the bot): 1, with 1 watches" in status
+    assert "Chats paused (they blocked or removed the bot): 1, with 1 watch" in status
 
 
 def paused_gauge(bot: Bot) -> list[str]:

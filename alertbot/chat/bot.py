@@ -1464,7 +1464,7 @@ class ChatBot:
             return self._none(target)
         await self.book.remove(rows)
         if target == "all":
-            return f"Removed all {len(rows)} watches."
+            return f"Removed all {plural(len(rows), 'watch', 'watches')}."
         return f"Removed {watch_id(rows[0])} ({rows[0].symbol} {rows[0].condition})."
 
     def _find(self, chat: int, targets: tuple[str, ...]) -> tuple[list[WatchRow], str]:
@@ -1516,7 +1516,9 @@ class ChatBot:
         ]
         await self.book.mute(rows, until)
         which = (
-            f"all {len(rows)} watches" if target == "all" else ", ".join(watch_id(r) for r in rows)
+            f"all {plural(len(rows), 'watch', 'watches')}"
+            if target == "all"
+            else ", ".join(watch_id(r) for r in rows)
         )
         text = f"Muted {which} until {format_time(int(until * 1000))}."
         if missing:
@@ -1753,8 +1755,8 @@ class ChatBot:
         open_deliveries = outbox.depth if outbox else 0
         waiting = self._waiting(chat)
         lines = [
-            f"Feed: {h.mode}, {len(h.connections)} connection(s), {age}, "
-            f"{h.messages_per_second:g} messages/s, {h.reconnects} reconnects",
+            f"Feed: {h.mode}, {plural(len(h.connections), 'connection')}, {age}, "
+            f"{h.messages_per_second:g} messages/s, {plural(h.reconnects, 'reconnect')}",
             # an admin chat may be a group: each count says whose it is
             f"Watches: {len(self.book.of_chat(chat))} in this chat, "
             f"{len(self.book.rows)} in all chats",
@@ -1768,14 +1770,14 @@ class ChatBot:
             held = sum(1 for r in self.book.rows.values() if r.chat_id in paused)
             lines.append(
                 f"Chats paused (they blocked or removed the bot): {len(paused)}, "
-                f"with {held} watches"
+                f"with {plural(held, 'watch', 'watches')}"
             )
         for c in h.connections:
             last = "-" if c.last_message_age is None else f"{c.last_message_age:.1f}s"
             lines.append(
-                f"  connection {c.id}: {c.streams} streams, "
+                f"  connection {c.id}: {plural(c.streams, 'stream')}, "
                 f"{'open' if c.connected else 'down'}, last data {last}, "
-                f"{c.reconnects} reconnects"
+                f"{plural(c.reconnects, 'reconnect')}"
                 + (f", last error: {c.last_error}" if c.last_error else "")
             )
         if h.rotations_failed or h.switches_failed:
