@@ -1105,6 +1105,33 @@ async def test_a_switchs_held_ticks_go_before_newer_ones_of_the_old_connection()
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_switch_is_not_cut_short_by_a_late_duplicate_as_the_new_ones_first_frame():
+    """A switch reads the old connection until it has caught up with the new one: a late
+    duplicate of a tick the old one already handed on, arriving first on the new one, says
+    nothing about where the new one begins, and must not end that reading while ticks sent
+    before the new one's subscription are still on their way over the old one (soak seed
+    877: a crossing lost)."""
+    rules = [rule("crosses above 100")]
+    async with FakeBinance() as fake:
+        bot = Bot(fake, rules, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0)
+        async with bot:
+            await fake.wait_for_subscriptions({BTC})
+            first = mini_ticker("BTCUSDT", 90, T)
+            await fake.publish([first])
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T))
+            fake.lag(0.5, conn=fake.connections[0])
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the old one only
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({BTC, ALL_MARKET})
+            await fake.publish([first])  # the late duplicate: first on the new one
+            await fake.wait_for(lambda: bot.feed.health().mode == "all", timeout=5)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000), timeout=3)
+            await asyncio.wait_for(bot.feed.settled(), 5)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 @pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
 async def test_a_switch_away_from_lagging_connections_loses_none_of_their_last_ticks(
     glob_first: bool,

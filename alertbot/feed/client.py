@@ -355,7 +355,7 @@ class Feed:
                         return False
                     # a rotation meanwhile loses nothing (make-before-break); a socket lost does
                     losses = all_market.losses
-                    if not await self._drained(old, all_market.first_event()):
+                    if not await self._drained(old, all_market.last_event()):
                         return False
                     # as a rotation's new socket: one that delivered and then fell silent would
                     # take over only to lose what is on its way over the old ones
@@ -511,8 +511,9 @@ class Feed:
 
     async def _drained(self, old: list[Connection], mark: int | None) -> bool:
         """Read the old connections until each has handed on all it was sent before now, or
-        caught up with event time ``mark`` (the new connections carry everything from there),
-        for at most ``drain_timeout``; False as soon as a new target is wanted."""
+        caught up with event time ``mark`` (the new connections carry everything from there;
+        one already past it is read to its reply, see Connection._catch_up), for at most
+        ``drain_timeout``; False as soon as a new target is wanted."""
         # a task, not the gather itself: a gather cancelled when the wait is given up ends
         # with a CancelledError nobody retrieves, which asyncio logs as an error
         catching: asyncio.Future[Any] = asyncio.create_task(self._catch_up(old, mark))

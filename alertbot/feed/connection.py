@@ -255,7 +255,6 @@ class _Session:
         # the watchdog's mark before any data: when it opened, or, for a socket taken over
         # before it delivered, when its predecessor last did
         self.quiet_since = opened_at
-        self.first_event = -1
         self.last_event = -1
         #: catch-ups waiting for an event time: each future is set once an event that recent
         #: has been read (one each: a rotation's and a switch's may wait at once, for
@@ -764,11 +763,14 @@ class Connection:
 
         Frames already on their way over the old socket are read first, so that a tick sent
         just before the new socket's first one is not lost with the old socket's buffer (the
-        new one's are held meanwhile, and handed on after). When ``new`` has delivered
-        nothing (both quiet), the old one is read to its end all the same: a tick sent before
-        the new socket opened may still be on its way over it (at once when it ended).
+        new one's are held meanwhile, and handed on after). The mark is the newest event time
+        ``new`` has delivered, not its first: a first frame may be a late duplicate of an old
+        tick, older than where ``new`` really began. When ``new`` has delivered nothing (both
+        quiet), or the old one is past the mark already, the old one is read to its end all
+        the same: a tick sent before the new socket opened may still be on its way over it
+        (at once when it ended).
         """
-        mark = new.first_event if new.first_event >= 0 else None
+        mark = new.last_event if new.last_event >= 0 else None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.drain_timeout):
                 await self._catch_up(old, mark)
@@ -817,8 +819,13 @@ class Connection:
         has handed them on: a socket that lags behind is read to its end in one round trip,
         and a quiet one is not waited for (its next tick, which ``mark`` waits for, may be
         long in coming)."""
-        if s.reader.done() or (mark is not None and s.last_event >= mark):
+        if s.reader.done():
             return
+        if mark is not None and s.last_event >= mark:
+            # passed already: the mark says nothing of where the other socket began (its
+            # frame of that time may be a late duplicate of one this socket handed on long
+            # ago), so this one is read to its reply
+            mark = None
         waiters: set[asyncio.Future[Any]] = {s.reader}
         watch: tuple[int, asyncio.Future[None]] | None = None
         if mark is not None:
@@ -885,10 +892,6 @@ class Connection:
     def last_event(self) -> int:
         s = self.session
         return -1 if s is None else s.last_event
-
-    def first_event(self) -> int:
-        s = self.session
-        return -1 if s is None else s.first_event
 
     def _end(self, s: _Session) -> None:
         """Stop a session's tasks and close its socket in the background."""
@@ -979,7 +982,6 @@ class Connection:
                     reached.set_result(None)
         if s.first_data_at is None:
             s.first_data_at = now
-            s.first_event = event
             s.first_data.set()
             self._first_data(now, event)
         self.messages += 1
