@@ -959,27 +959,6 @@ async def test_price_when_binance_fails_is_the_usual_answer_and_why(tmp_path, fa
     assert lines[1].startswith(f"Asking Binance for it failed: {reason}")
 
 
-async def test_price_waiting_on_binance_holds_up_no_other_command(tmp_path, fakes):
-    """The bot answers updates one at a time: a /price waiting for Binance's answer (up to
-    ALERTBOT_PRICE_TIMEOUT, 3 s) held up every chat's commands and button presses for as
-    long. Another chat's /help is answered while the lookup waits, and the /price after."""
-    binance, tg = fakes
-    binance.hold_ticker()
-    # a timeout longer than the test waits for /help's answer: a lookup is under way meanwhile
-    async with Bot(tmp_path, binance, tg, BTC_ONLY, feed_settings={"price_timeout": 60.0}) as bot:
-        await on_symbol_streams(bot)
-        await binance.publish([SOL])
-        try:
-            tg.user_says(USER, "/price SOLUSDT")
-            await binance.wait_for(lambda: binance.stats.ticker_requests == ["SOLUSDT"])
-            other = await bot.say("/help", chat=USER + 1)
-        finally:
-            binance.hold_ticker(False)
-        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 1)
-    assert other.startswith("Commands:")
-    assert tg.messages_to(USER)[0].plain_text.startswith("SOLUSDT 150.50 (+7.50% 24h)")
-
-
 @pytest.mark.parametrize(
     "field",
     ['"volume": ' + "9" * 400, '"closeTime": 100000000000000000000'],

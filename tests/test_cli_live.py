@@ -138,6 +138,17 @@ async def _run_piped(rules: Path, env: dict[str, str]) -> tuple[asyncio.subproce
     return proc, read
 
 
+async def _first_alert_then_close(fake: FakeBinance, read: int) -> bytes:
+    """BTCUSDT crosses 100 (90, then 110); what ``head -1`` reads of the pipe, before it
+    closes its end and exits."""
+    await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+    await fake.publish([mini_ticker("BTCUSDT", 90, T)])
+    await fake.publish([mini_ticker("BTCUSDT", 110, T + 1000)])
+    first = await asyncio.to_thread(os.read, read, 4096)
+    os.close(read)
+    return first
+
+
 def _deliveries(db: Path) -> dict[str, tuple[str, str, str | None]]:
     """Each delivery by its rule: destination, state, last error."""
     with sqlite3.connect(db) as con:
@@ -165,11 +176,7 @@ async def test_run_whose_stdout_reader_left_stops_when_the_console_is_its_only_d
     async with FakeBinance(symbols=["BTCUSDT"]) as fake:
         proc, read = await _run_piped(rules, env_for(fake, db))
         try:
-            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
-            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
-            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1000)])
-            first = await asyncio.to_thread(os.read, read, 4096)  # head -1 has its line...
-            os.close(read)  # ...and exits
+            first = await _first_alert_then_close(fake, read)
             await fake.publish([mini_ticker("BTCUSDT", 210, T + 2000)])
             _, err_bytes = await asyncio.wait_for(proc.communicate(), 30)  # no signal sent
         finally:
@@ -218,11 +225,7 @@ async def test_run_whose_stdout_reader_left_runs_on_while_a_webhook_delivers(tmp
         db = tmp_path / "alertbot.db"
         proc, read = await _run_piped(rules, env_for(fake, db))
         try:
-            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
-            await fake.publish([mini_ticker("BTCUSDT", 90, T)])
-            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1000)])
-            first = await asyncio.to_thread(os.read, read, 4096)  # head -1 has its line...
-            os.close(read)  # ...and exits
+            first = await _first_alert_then_close(fake, read)
             await fake.publish([mini_ticker("BTCUSDT", 210, T + 2000)])
             await fake.wait_for(lambda: _deliveries(db).get("up200", ("", ""))[1] == "failed")
             await fake.publish([mini_ticker("BTCUSDT", 310, T + 3000)])

@@ -28,6 +28,8 @@ from tests.fakes.binance import FakeBinance, mini_ticker
 
 T = 1_772_000_000_000
 BTC = "btcusdt@miniTicker"
+#: data watchdogs far beyond a test: every reconnect in it is one the test causes
+NO_WATCHDOG = {"stale_after": 10.0, "symbol_stale_after": 10.0}
 
 
 def rule(when: str, *symbols: str, id: str = "up") -> Rule:
@@ -88,6 +90,13 @@ class Bot:
     def seen(self, symbol: str, time: int) -> bool:
         last = self.engine.last_ticker(symbol)
         return last is not None and last.time >= time
+
+    async def started(self) -> None:
+        """Until BTCUSDT is subscribed and the feed has settled, then BTCUSDT at 90 (at ``T``):
+        where the handover tests cross 100 from."""
+        await self.fake.wait_for_subscriptions({BTC})
+        await asyncio.wait_for(self.feed.settled(), 5)
+        await self.tick(90, T)
 
     async def tick(self, close: float, time: int, symbol: str = "BTCUSDT") -> None:
         """Publish one ticker and wait until the engine has it."""
@@ -423,8 +432,7 @@ async def test_a_connection_asked_for_an_answer_while_it_rotates_answers_on_its_
             [rule("crosses above 100")],
             stream="symbols",
             max_age=0.5,
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             drain_timeout=3.0,
         )
         async with bot:
@@ -1113,7 +1121,7 @@ async def test_a_switch_is_not_cut_short_by_a_late_duplicate_as_the_new_ones_fir
     877: a crossing lost)."""
     rules = [rule("crosses above 100")]
     async with FakeBinance() as fake:
-        bot = Bot(fake, rules, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0)
+        bot = Bot(fake, rules, **NO_WATCHDOG, drain_timeout=5.0)
         async with bot:
             await fake.wait_for_subscriptions({BTC})
             first = mini_ticker("BTCUSDT", 90, T)
@@ -1167,9 +1175,7 @@ async def test_a_switch_does_not_hand_on_ticks_ahead_of_another_old_connection_t
     engine would then drop as out of order (here a crossing up and back, missed)."""
     rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
     async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
-        bot = Bot(
-            fake, rules, max_streams=1, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0
-        )
+        bot = Bot(fake, rules, max_streams=1, **NO_WATCHDOG, drain_timeout=5.0)
         async with bot:
             await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
             await asyncio.wait_for(bot.feed.settled(), 5)
@@ -1194,9 +1200,7 @@ async def test_a_switch_does_not_wait_on_an_old_connection_reconnected_since_for
     newer ticks, so the held one still goes ahead of the BTCUSDT connection's newer one."""
     rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
     async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
-        bot = Bot(
-            fake, rules, max_streams=1, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0
-        )
+        bot = Bot(fake, rules, max_streams=1, **NO_WATCHDOG, drain_timeout=5.0)
         async with bot:
             await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
             await asyncio.wait_for(bot.feed.settled(), 5)
@@ -1228,9 +1232,7 @@ async def test_a_switchs_held_tick_is_not_overtaken_by_an_old_connection_reconne
     order (here a crossing up and back, missed)."""
     rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
     async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
-        bot = Bot(
-            fake, rules, max_streams=1, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0
-        )
+        bot = Bot(fake, rules, max_streams=1, **NO_WATCHDOG, drain_timeout=5.0)
         async with bot:
             await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
             await asyncio.wait_for(bot.feed.settled(), 5)
@@ -1268,8 +1270,7 @@ async def test_ticks_kept_back_for_a_switch_that_is_given_up_go_on_and_so_do_lat
             fake,
             rules,
             max_streams=1,
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             drain_timeout=1.0,
             handover_timeout=30.0,  # not tried again within this test
         )
@@ -1316,15 +1317,12 @@ async def test_a_switch_given_up_lets_go_of_its_new_connection_before_reading_th
         bot = Bot(
             fake,
             [rule("crosses above 100")],
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             handover_timeout=0.5,
             drain_timeout=3.0,
         )
         async with bot:
-            await fake.wait_for_subscriptions({BTC})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
+            await bot.started()
             (old,) = fake.connections
             fake.lag(1.0, conn=old)  # read to its end a second after it is asked
             fake.silence_opening("all-market")
@@ -1363,8 +1361,7 @@ async def test_a_switch_given_up_half_way_hands_on_an_old_connections_rotation_f
             fake,
             [rule("crosses above 100")],
             max_age=0.8,
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             drain_timeout=0.6,
         )
         async with bot:
@@ -1408,8 +1405,7 @@ async def test_a_switch_given_up_hands_on_what_its_connections_rotation_held():
             fake,
             [rule("crosses above 100")],
             max_age=0.5,
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             drain_timeout=0.6,
             handover_timeout=5.0,  # not tried again within this test
         )
@@ -1456,14 +1452,11 @@ async def test_a_switch_given_up_hands_on_what_its_new_connection_alone_carried(
         bot = Bot(
             fake,
             [rule("crosses above 100")],
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             drain_timeout=5.0,
         )
         async with bot:
-            await fake.wait_for_subscriptions({BTC})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
+            await bot.started()
             fake.lag(0.5, conn=fake.connections[0])  # it drains for a while
             bot.engine.add_rule(glob)
             bot.engine.add_rule(rule("price > 100", "ETHUSDT", id="eth"))
@@ -1518,7 +1511,7 @@ async def test_a_switch_whose_new_connection_closes_while_the_old_one_drains_wai
     glob = rule("price > 1b", "*USDT", id="glob")
     rules = [rule("crosses above 100")] + ([glob] if to == "symbols" else [])
     async with FakeBinance() as fake:
-        bot = Bot(fake, rules, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=5.0)
+        bot = Bot(fake, rules, **NO_WATCHDOG, drain_timeout=5.0)
         async with bot:
             await fake.wait_for_subscriptions({ALL_MARKET} if to == "symbols" else {BTC})
             await asyncio.wait_for(bot.feed.settled(), 5)
@@ -1687,8 +1680,7 @@ async def test_a_switch_to_symbol_streams_that_subscribes_slowly_but_steadily_is
         bot = Bot(
             fake,
             [rule("crosses above 100", *symbols), glob],
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             handover_timeout=0.5,
             control_rate=2.5,  # a SUBSCRIBE each 0.4 s: 1.2 s for the four
             max_params=1,
@@ -1717,8 +1709,7 @@ async def test_a_switch_to_several_connections_waits_for_each_to_answer_even_a_q
             fake,
             rules,
             max_streams=1,
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             drain_timeout=1.0,
             handover_timeout=1.0,
         )
@@ -1759,15 +1750,12 @@ async def test_a_switch_given_up_for_want_of_an_answer_hands_on_what_it_alone_ca
         bot = Bot(
             fake,
             [rule("crosses above 100")],
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             drain_timeout=0.6,
             handover_timeout=30.0,  # not tried again within this test
         )
         async with bot:
-            await fake.wait_for_subscriptions({BTC})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
+            await bot.started()
             bot.engine.add_rule(glob)
             assert bot.pipeline.update_streams() == "all"
             await fake.wait_for_connections(2)
@@ -1860,8 +1848,7 @@ async def test_a_switch_away_from_a_rotating_connection_reads_its_new_socket_to_
             fake,
             [rule("crosses above 100"), glob],
             max_age=1.0,
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             drain_timeout=5.0,
         )
         async with bot:

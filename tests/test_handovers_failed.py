@@ -17,7 +17,7 @@ from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
 from tests.test_chat import SYMBOLS, TOKEN, USER, served
 from tests.test_chat import Bot as ChatBot
-from tests.test_feed import BTC, T, rule
+from tests.test_feed import BTC, NO_WATCHDOG, T, rule
 from tests.test_feed import Bot as FeedBot
 
 
@@ -64,8 +64,7 @@ async def test_a_switch_given_up_is_counted_once_in_health():
         bot = FeedBot(
             fake,
             [rule("crosses above 100"), rule("price > 1b", "*USDT", id="glob")],
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             drain_timeout=0.5,
             handover_timeout=0.5,
         )
@@ -102,8 +101,7 @@ async def test_an_admins_status_and_the_metrics_show_the_handovers_given_up(tmp_
         "max_age": 0.5,
         "handover_timeout": 0.3,
         "drain_timeout": 0.2,
-        "stale_after": 10.0,
-        "symbol_stale_after": 10.0,
+        **NO_WATCHDOG,
     }
     async with ChatBot(tmp_path, binance, tg, admin_chats=(USER,), feed_settings=feed) as bot:
         feed_ = bot.app.pipeline.feed
@@ -128,11 +126,7 @@ async def test_an_admins_status_and_the_metrics_show_the_handovers_given_up(tmp_
     assert int(line[1]) >= 1, status
     assert int(line[2]) >= 1, status
     for kind in ("rotation", "switch"):
-        found = re.search(
-            rf'^alertbot_feed_handovers_failed_total{{kind="{kind}"}} (\d+)\.0$', metrics, re.M
-        )
-        assert found is not None, metrics
-        assert int(found[1]) >= 1
+        assert handovers(metrics, kind, failed=True) >= 1
 
 
 async def test_healthz_shows_the_handovers_given_up_and_stays_healthy(tmp_path, fakes):
@@ -145,8 +139,7 @@ async def test_healthz_shows_the_handovers_given_up_and_stays_healthy(tmp_path, 
         "max_age": 0.5,
         "handover_timeout": 0.3,
         "drain_timeout": 0.2,
-        "stale_after": 10.0,
-        "symbol_stale_after": 10.0,
+        **NO_WATCHDOG,
     }
     async with ChatBot(tmp_path, binance, tg, feed_settings=feed) as bot:
         feed_ = bot.app.pipeline.feed
@@ -185,8 +178,7 @@ async def test_a_switch_abandoned_for_the_old_target_is_not_counted_as_done(away
         bot = FeedBot(
             fake,
             rules,
-            stale_after=10.0,
-            symbol_stale_after=10.0,
+            **NO_WATCHDOG,
             handover_timeout=10.0,  # never given up within this test
             drain_timeout=0.5,
         )
@@ -250,8 +242,7 @@ async def test_the_metrics_count_every_handover_that_ended_next_to_those_given_u
         "max_age": 0.5,
         "handover_timeout": 5.0,
         "drain_timeout": 2.0,
-        "stale_after": 10.0,
-        "symbol_stale_after": 10.0,
+        **NO_WATCHDOG,
     }
     async with ChatBot(tmp_path, binance, tg, feed_settings=feed) as bot:
         feed_ = bot.app.pipeline.feed
