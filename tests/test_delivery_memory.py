@@ -2,7 +2,8 @@
 ``DeliverySettings.delivery_memory`` Telegram deliveries are held in memory, the others wait in
 SQLite only and are loaded, oldest first, as room frees; none is lost or sent twice, each chat's
 stay in order, and their fallbacks fall due from the alert's time all the same. A webhook
-channel's deliveries are bounded alike, with a budget of their own.
+channel's deliveries are bounded alike, with a budget of their own, and so are the fallback
+webhook's while it is down too.
 
 Against the fake Telegram and the webhook receiver on loopback, with a small bound.
 """
@@ -316,3 +317,80 @@ async def test_telegram_and_a_webhook_channel_each_have_the_bound_and_neither_wa
         await wait_until(lambda: set(h.states().values()) == {"sent"}, 30)
     assert received(tg, chat) == [f"t-{k:03}" for k in range(20)]
     assert posted(hook) == [f"a-{k:03}" for k in range(20)]
+
+
+def fallback_held(outbox: Outbox) -> int:
+    return sum(1 for _, destination in outbox.open if destination.startswith("fallback:"))
+
+
+async def test_fallbacks_while_the_fallback_webhook_is_down_too_are_bounded_and_none_is_lost(
+    tmp_path, tg, hook
+):
+    """Telegram answers 502 and the fallback webhook 500: 30 alerts for each of two chats fall
+    back, bound 10. Never more than 10 fallback deliveries in memory (they had no bound: an
+    outage of both grew memory by one delivery an alert); the rest wait in SQLite. After the
+    recovery the webhook takes each alert once, and Telegram gets each chat's in order."""
+    tg.down(502)
+    hook.down("500")
+    settings = {"delivery_memory": CAP, "chat_interval": 0.01, "fallback_after": 0.1}
+    async with Harness(tmp_path, tg, hook, **settings) as h:
+        outbox = h.notifier.outbox
+        assert outbox is not None
+        most = 0
+
+        def fell_back(n: int):
+            def check() -> bool:
+                nonlocal most
+                most = max(most, fallback_held(outbox))
+                return sum(1 for k in h.states() if ">fallback:" in k) >= n
+
+            return check
+
+        fire_rounds(h, 30)
+        await wait_until(fell_back(60), 20, seen=lambda: f"held {fallback_held(outbox)}")
+        await hook.wait_for(lambda: len(hook.deliveries) >= 3)  # being retried
+        assert most <= CAP
+        hook.recover()
+        tg.recover()
+
+        def done() -> bool:
+            fell_back(0)()
+            return set(h.states().values()) == {"sent"}
+
+        await wait_until(done, 30, seen=lambda: f"held {fallback_held(outbox)}")
+        await h.settled()
+        assert most <= CAP
+    keys = [d.idempotency_key for d in hook.accepted]
+    assert len(keys) == len(set(keys)) == 60
+    for chat in CHATS:
+        assert received(tg, chat) == [f"c{chat}-{k:03}" for k in range(30)]
+
+
+async def test_a_restart_while_both_are_down_reads_a_window_of_fallbacks_only(tmp_path, tg, hook):
+    """Stopped while Telegram and the fallback webhook are down, 40 alerts fallen back: the
+    next start loads at most the bound of the fallbacks (they are parked, not read whole) and,
+    both back, the webhook takes each alert once."""
+    tg.down(502)
+    hook.down("500")
+    settings = {"delivery_memory": CAP, "chat_interval": 0.01, "fallback_after": 0.1}
+    async with Harness(tmp_path, tg, hook, **settings) as h:
+        fire_rounds(h, 20)
+        await wait_until(lambda: sum(">fallback:" in k for k in h.states()) == 40, 20)
+    async with Harness(tmp_path, tg, hook, **settings) as again:
+        outbox = again.notifier.outbox
+        assert outbox is not None
+        assert fallback_held(outbox) <= CAP  # read at start: a window, not the backlog
+        hook.recover()
+        tg.recover()
+        most = 0
+
+        def done() -> bool:
+            nonlocal most
+            most = max(most, fallback_held(outbox))
+            return set(again.states().values()) == {"sent"}
+
+        await wait_until(done, 30, seen=lambda: f"held {fallback_held(outbox)}")
+        await again.settled()
+        assert most <= CAP
+    keys = [d.idempotency_key for d in hook.accepted]
+    assert len(keys) == len(set(keys)) == 40

@@ -52,9 +52,9 @@ CONSOLE_BATCH = 256
 #: destination's backlog cannot take the room of the others (Outbox._refill)
 CHAT_WINDOW = 256
 #: the kinds of delivery held in memory within a bound (settings.delivery_memory, each kind its
-#: own): those that pile up while their service is down. A fallback is made from its Telegram
-#: delivery (one per alert and chat at most), the console's are written at once
-BOUNDED = ("telegram", "webhook")
+#: own): those that pile up while their service is down (fallbacks: while Telegram and the
+#: fallback webhook both are), by the sender each goes to. The console's are written at once
+BOUNDED = {"telegram": "telegram", "webhook": "webhook", "fallback": "webhook"}
 #: how often the deliveries waiting in the database only are checked for a fallback due
 SWEEP_EVERY = 1.0
 #: of those, the most that fall back at one check
@@ -279,15 +279,17 @@ class Outbox:
         self._seq = 1
         #: the write on the database thread: its future, and its alerts and results (counted)
         self._in_flight: tuple[Future[_Written], int, int] | None = None
-        # Telegram and webhook deliveries held in memory are bounded (settings.delivery_memory
-        # each kind, CHAT_WINDOW each destination: a chat, a webhook URL): the others are in
-        # the database only ("parked"), each destination's from just past a rowid on, and are
-        # loaded, oldest first, as room frees (_refill). Telegram's fallbacks fall due from the
-        # database (_sweep). Only the counts are in memory, per destination. Each kind has a
+        # Telegram, webhook and fallback deliveries held in memory are bounded
+        # (settings.delivery_memory each kind, CHAT_WINDOW each destination: a chat, a webhook
+        # URL, a chat's fallback): the others are in the database only ("parked"), each
+        # destination's from just past a rowid on, and are loaded, oldest first, as room frees
+        # (_refill). Telegram's fallbacks fall due from the database (_sweep). Only the counts
+        # are in memory, per destination. Each kind has a
         # budget of its own: a Telegram outage must not hold up a webhook that works, nor the
-        # other way round. Without a Telegram sender (no token) Telegram deliveries are never
-        # sent from here (_without_telegram): they take no room.
-        self._bounded = frozenset(k for k in BOUNDED if k in senders)
+        # other way round, nor a fallback webhook that is down the channels' webhooks. Without
+        # a Telegram sender (no token) Telegram deliveries are never sent from here
+        # (_without_telegram): they take no room.
+        self._bounded = frozenset(k for k, sender in BOUNDED.items() if sender in senders)
         self._window = max(1, min(CHAT_WINDOW, settings.delivery_memory))
         self._held: dict[str, int] = {}  # destination -> its deliveries in memory
         self.held = dict.fromkeys(self._bounded, 0)  # kind -> its deliveries in memory
