@@ -1037,6 +1037,18 @@ async def test_a_muted_watch_stays_quiet_until_unmuted(tmp_path, fakes):
     assert len(alerts) == 1
 
 
+async def test_mute_all_and_unwatch_all_name_a_chats_only_watch(tmp_path, fakes):
+    """'/mute all' and '/unwatch all' in a chat of one watch answered 'Muted all 1 watch' and
+    'Removed all 1 watch.': they name it, as '/mute w1' and '/unwatch w1' do."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100")
+        muted = await bot.say("/mute all 1h")
+        removed = await bot.say("/unwatch all")
+    assert muted.startswith("Muted w1 until ")
+    assert removed == "Removed w1 (BTCUSDT price > 100)."
+
+
 async def test_unmute_names_the_watches_it_unmuted(tmp_path, fakes):
     """'/unmute' after '/mute w1 1h' in a chat of 3 watches answered 'Unmuted all 3 watches.',
     as if all 3 had been muted; it names the one it unmuted, and says when none was muted."""

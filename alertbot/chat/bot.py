@@ -1463,8 +1463,8 @@ class ChatBot:
         if not rows:
             return self._none(target)
         await self.book.remove(rows)
-        if target == "all":
-            return f"Removed all {plural(len(rows), 'watch', 'watches')}."
+        if target == "all" and len(rows) > 1:  # the only one: named, as by its id
+            return f"Removed all {len(rows)} watches."
         return f"Removed {watch_id(rows[0])} ({rows[0].symbol} {rows[0].condition})."
 
     def _find(self, chat: int, targets: tuple[str, ...]) -> tuple[list[WatchRow], str]:
@@ -1516,8 +1516,8 @@ class ChatBot:
         ]
         await self.book.mute(rows, until)
         which = (
-            f"all {plural(len(rows), 'watch', 'watches')}"
-            if target == "all"
+            f"all {len(rows)} watches"
+            if target == "all" and len(rows) > 1  # the only one: named, as by its id
             else ", ".join(watch_id(r) for r in rows)
         )
         text = f"Muted {which} until {format_time(int(until * 1000))}."
