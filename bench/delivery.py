@@ -6,6 +6,7 @@ Not a test. Run from the repository root::
     python bench/delivery.py --quick
     python bench/delivery.py --outage 20000   # memory of open deliveries while Telegram is down
     python bench/delivery.py --outage 20000 --webhook   # ... while a webhook receiver is down
+    python bench/delivery.py --outage 20000 --fallback  # ... Telegram and the fallback webhook
 
 1. Latency: alerts leave the engine one at a time (``Notifier.emit``, the call the pipeline
    makes), each for a different chat and 50 ms apart, so that no limit of Telegram's applies;
@@ -24,7 +25,8 @@ Not a test. Run from the repository root::
    bytes per open delivery; the alerts' rendered texts included) and the process's RSS growth.
    Then Telegram recovers and every alert must arrive once. With ``--webhook`` the same for
    100 webhook channels (one receiver, tests/fakes/webhook.py, a URL each by its query string)
-   answering 500, and no Telegram.
+   answering 500, and no Telegram. With ``--fallback``: Telegram answers 502 and the fallback
+   webhook 500, every alert falls back (``fallback_after`` 0.5 s) and is held by both kinds.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from alertbot.notify.settings import DeliverySettings  # noqa: E402
 from alertbot.rules.conditions import parse  # noqa: E402
 from alertbot.rules.engine import Alert, Engine  # noqa: E402
 from alertbot.rules.model import Channel, Rule  # noqa: E402
+from alertbot.store import Store  # noqa: E402
 from alertbot.ticker import Ticker  # noqa: E402
 from bench.engine import machine, revision  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
@@ -142,9 +145,15 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def outage(n: int, settings_changes: dict[str, Any], webhook: bool = False) -> dict[str, int]:
-    """N alerts for 100 chats while Telegram answers 502 (``webhook``: for 100 webhook
-    channels while their receiver answers 500); memory per open delivery."""
+async def outage(
+    n: int, settings_changes: dict[str, Any], mode: str = "telegram"
+) -> dict[str, int]:
+    """N alerts for 100 chats while Telegram answers 502 (``mode`` "webhook": for 100 webhook
+    channels while their receiver answers 500; "fallback": and the fallback webhook answers
+    500); memory per open delivery."""
+    webhook = mode == "webhook"
+    if mode == "fallback":
+        settings_changes = {"fallback_after": 0.5, **settings_changes}
     chats = [10_000 + c for c in range(100)]
     per_chat = max(1, n // len(chats))
     async with FakeTelegram(token=TOKEN) as tg, WebhookReceiver() as hook:
@@ -153,6 +162,7 @@ async def outage(n: int, settings_changes: dict[str, Any], webhook: bool = False
                 telegram_token=None if webhook else TOKEN,
                 telegram_api_url=tg.api_url,
                 db=str(Path(tmp) / "bench.db"),
+                webhook_url=hook.url if mode == "fallback" else None,
                 **settings_changes,
             )
             channels = {f"h{c}": Channel(f"h{c}", webhook=f"{hook.url}?c={c}") for c in chats}
@@ -160,10 +170,9 @@ async def outage(n: int, settings_changes: dict[str, Any], webhook: bool = False
             await notifier.start()
             outbox = notifier.outbox
             assert outbox is not None
-            service: FakeTelegram | WebhookReceiver = hook if webhook else tg
-            if webhook:
+            if webhook or mode == "fallback":
                 hook.down("500")
-            else:
+            if not webhook:
                 tg.down(502)
             notify = "h{}" if webhook else "chat:{}"
             # the alerts as the engine makes them, one frame per round; made before the
@@ -181,13 +190,18 @@ async def outage(n: int, settings_changes: dict[str, Any], webhook: bool = False
                     await asyncio.sleep(0)
                 await outbox.stored_all()  # (flush() would wait for the retries' results too)
                 await asyncio.sleep(3.0)  # every destination tried, and waiting for a retry
+                if mode == "fallback":  # and every alert fallen back (parked ones: swept)
+                    while await outbox.db(fallbacks, outbox.store) < emitted:
+                        await asyncio.sleep(0.5)
+                    await asyncio.sleep(3.0)
                 gc.collect()
                 heap = tracemalloc.get_traced_memory()[0] - heap_before
                 tracemalloc.stop()
                 grown = rss() - rss_before
                 held = len(outbox.open)
                 depth = outbox.depth
-                service.recover()
+                hook.recover()
+                tg.recover()
                 deadline = time.monotonic() + 600
                 while (outbox.depth or outbox.open) and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
@@ -205,6 +219,11 @@ async def outage(n: int, settings_changes: dict[str, Any], webhook: bool = False
     }
 
 
+def fallbacks(store: Store) -> int:
+    """How many fallback deliveries are stored."""
+    return sum(1 for d in store.deliveries() if d.destination.startswith("fallback:"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=200)
@@ -214,22 +233,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--webhook", action="store_true", help="with --outage: 100 webhook channels are down"
     )
+    parser.add_argument(
+        "--fallback", action="store_true", help="with --outage: the fallback webhook is down too"
+    )
     args = parser.parse_args(argv)
     if args.outage:
         started = time.perf_counter()
-        o = asyncio.run(outage(args.outage, {}, args.webhook))
+        mode = "webhook" if args.webhook else "fallback" if args.fallback else "telegram"
+        o = asyncio.run(outage(args.outage, {}, mode))
         print(f"revision {revision()}; {machine()}")
         n, held, heap, grown = o["alerts"], o["held"], o["heap_bytes"], o["rss_bytes"]
-        what = (
-            "A webhook receiver down, {} alerts for 100 webhook channels"
-            if args.webhook
-            else ("Telegram down, {} alerts for 100 chats")
-        )
+        what = {
+            "webhook": "A webhook receiver down, {} alerts for 100 webhook channels",
+            "fallback": "Telegram and the fallback webhook down, {} alerts for 100 chats",
+            "telegram": "Telegram down, {} alerts for 100 chats",
+        }[mode]
         print(
             f"{what.format(n)}: {held} deliveries in memory "
             f"(depth {o['depth']}); heap +{heap / 2**20:.1f} MiB "
             f"({heap / max(1, held):.0f} B per delivery in memory, {heap / n:.0f} B per alert), "
-            f"RSS +{grown / 2**20:.1f} MiB; after recovery {o['delivered']} of {n} delivered"
+            f"RSS +{grown / 2**20:.1f} MiB; after recovery {o['delivered']} of {o['depth']} "
+            "deliveries sent"
         )
         print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
         return 0
