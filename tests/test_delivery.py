@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 import os
 import subprocess
 import sys
@@ -368,6 +369,28 @@ async def test_telegram_down_longer_than_the_fallback_time(tmp_path, tg, hook):
         f"r1:BTCUSDT:{T}>telegram:{CHAT}": "sent",
         f"r1:BTCUSDT:{T}>fallback:{CHAT}:{hook.url}": "sent",
     }
+
+
+async def test_an_outage_logs_a_chats_first_fallback_not_each_one(tmp_path, tg, hook, caplog):
+    """Telegram down, 6 alerts for one chat fall back: one warning for the chat (an outage
+    during a flood wrote one line an alert), the rest at debug; once Telegram has delivered
+    to the chat again, the next outage's first fallback is said again."""
+    caplog.set_level(logging.DEBUG, logger="alertbot.notify")
+    tg.down(502)
+    async with Harness(tmp_path, tg, hook, fallback_after=0.1) as h:
+        for k in range(6):
+            h.fire([rule(f"r{k}")], [tick(time=T + k)])
+        await hook.wait_for_deliveries(6)
+        told = [r for r in caplog.records if "to the fallback webhook" in r.getMessage()]
+        tg.recover()
+        await wait_until(lambda: set(h.states().values()) == {"sent"})
+        tg.down(502)
+        h.fire([rule("again")], [tick(time=T + 10)])
+        await hook.wait_for_deliveries(7)
+    warned = [r for r in caplog.records if "to the fallback webhook" in r.getMessage()]
+    assert [r.levelname for r in told] == ["WARNING"] + ["DEBUG"] * 5
+    assert "until Telegram delivers to it again" in told[0].getMessage()
+    assert [r.levelname for r in warned[6:]] == ["WARNING"]
 
 
 async def test_both_down_then_both_back(tmp_path, tg, hook):

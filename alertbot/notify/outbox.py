@@ -259,6 +259,9 @@ class Outbox:
         # delivery is open; by destination (telegram:<chat as configured>), which a group's
         # move to a supergroup leaves alone, unlike the delivery's chat_id
         self._fallbacks: set[tuple[str, str]] = set()
+        #: the Telegram destinations whose fallback was logged since Telegram last delivered
+        #: to them: an outage during a flood logs each chat's first, not one line an alert
+        self._fallback_told: set[str] = set()
         self.submitted = 0
         self.open: dict[tuple[str, str], Delivery] = {}  # being attempted, by (alert, dest)
         self._in_write = 0  # deliveries in the transaction being written
@@ -378,7 +381,9 @@ class Outbox:
         if timer is not None:  # settled: no fallback is due (a flood must not keep 60 s of them)
             timer.cancel()
         if d.kind == "telegram":
-            if state == "failed":
+            if state == "sent":
+                self._fallback_told.discard(d.destination)
+            elif state == "failed":
                 self._fall_back(d, f"Telegram refused it for good: {error}", quiet=d.quiet)
             # settled: it cannot fall back again (its timer is gone), so the marker that kept
             # it from falling back twice goes too; kept, the markers of a long outage add up
@@ -965,8 +970,20 @@ class Outbox:
             )
             self._dirty.set()
             return
-        if not quiet:
+        if quiet:
+            pass
+        elif d.destination not in self._fallback_told:
+            self._fallback_told.add(d.destination)
             log.warning(
+                "alert %s for chat %s: %s; sending it to the fallback webhook (and this chat's "
+                "later alerts that fall back too, logged at debug, until Telegram delivers to it "
+                "again)",
+                d.alert.id,
+                d.chat_id,
+                why,
+            )
+        else:
+            log.debug(
                 "alert %s for chat %s: %s; sending it to the fallback webhook",
                 d.alert.id,
                 d.chat_id,
