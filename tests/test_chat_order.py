@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from alertbot.chat.bot import CONCURRENT_UPDATES
 from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.test_chat import BTC_ONLY, SOL, SYMBOLS, TOKEN, USER, Bot, on_symbol_streams
@@ -70,6 +71,30 @@ async def test_a_price_asked_of_binance_is_answered_before_the_next_command_of_i
     price, listing = texts(tg, USER)
     assert price.startswith("SOLUSDT 150.50 (+7.50% 24h)")
     assert listing.startswith("No watches here yet")
+
+
+async def test_a_chats_commands_waiting_their_turn_take_no_place_from_other_chats(tmp_path, fakes):
+    """One chat sends more commands than the bot handles at once (CONCURRENT_UPDATES) while
+    its first, a /price, waits for Binance: its others wait their turn. They held places
+    among those handled at once while waiting, so they took them all, and another chat's /help
+    waited for Binance too; it is answered meanwhile."""
+    binance, tg = fakes
+    binance.hold_ticker()
+    try:
+        async with Bot(
+            tmp_path, binance, tg, BTC_ONLY, feed_settings={"price_timeout": 60.0}
+        ) as bot:
+            await on_symbol_streams(bot)
+            tg.user_says(USER, "/price SOLUSDT")
+            await binance.wait_for(lambda: binance.stats.ticker_requests == ["SOLUSDT"])
+            for _ in range(CONCURRENT_UPDATES):
+                tg.user_says(USER, "/list")
+            other = await bot.say("/help", chat=OTHER)
+            held = texts(tg, USER)
+    finally:
+        binance.hold_ticker(False)
+    assert other.startswith("Commands:")
+    assert held == []  # its own wait their turn, behind the /price
 
 
 async def test_a_price_binance_never_answers_holds_its_chat_only_until_the_lookups_timeout(

@@ -120,8 +120,10 @@ log = logging.getLogger("alertbot.chat")
 #: a reply or note refused with 429 is sent again this many times, each after the wait asked
 REPLY_RETRIES = 3
 #: updates handled at once at most (python-telegram-bot's own number for concurrent updates);
-#: one chat's wait for each other (ChatOrder), and hold their places in this number meanwhile
+#: one chat's wait for each other (ChatOrder), and take a place only once their turn comes
 CONCURRENT_UPDATES = 256
+#: python-telegram-bot's own bound on concurrent updates, made moot (see ChatOrder)
+_NO_BOUND = 2**31 - 1
 
 REFUSAL = (
     "Sorry, this alert bot is private: this chat is not on its list. "
@@ -536,18 +538,24 @@ class ChatOrder(BaseUpdateProcessor):
 
     The wait is as long as what the command waits for, which is bounded: a lookup by the
     feed's price_timeout (3 s), a write by SQLite's busy timeout, a reply by the rate limiter's
-    retries. The updates a chat has waiting count among the CONCURRENT_UPDATES handled at
-    once (python-telegram-bot's semaphore is taken before this turn)."""
+    retries. An update waiting for its turn holds none of the CONCURRENT_UPDATES places
+    (ours, taken once the turn comes): one chat's flood of commands behind a slow one would
+    otherwise take them all, and hold up every chat."""
 
     def __init__(self, max_concurrent_updates: int = CONCURRENT_UPDATES) -> None:
-        super().__init__(max_concurrent_updates)
+        # the base class takes a place of its semaphore before do_process_update, so before
+        # the chat's turn: unbounded there, the places are ours, taken after the turn
+        super().__init__(_NO_BOUND)
+        self._places = asyncio.BoundedSemaphore(max_concurrent_updates)
         #: a chat -> done once its latest update so far has been handled
         self._last: dict[int, asyncio.Future[None]] = {}
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        """The chat's turn, then one of the places, then the update."""
         keys = _order_keys(update)
         if not keys:
-            await coroutine
+            async with self._places:
+                await coroutine
             return
         # taken in one step, in the order the updates came: no two wait for each other
         before = {f for key in keys if (f := self._last.get(key)) is not None}
@@ -556,14 +564,16 @@ class ChatOrder(BaseUpdateProcessor):
             self._last[key] = done
         try:
             if before:
-                try:
-                    # asyncio.wait: this update cancelled does not cancel those before
-                    await asyncio.wait(before)
-                except BaseException:
-                    if inspect.iscoroutine(coroutine):
-                        coroutine.close()  # never to run: no "never awaited" warning
-                    raise
-            await coroutine
+                # asyncio.wait: this update cancelled does not cancel those before
+                await asyncio.wait(before)
+            async with self._places:
+                await coroutine
+        except BaseException:
+            if inspect.iscoroutine(coroutine) and inspect.getcoroutinestate(coroutine) == (
+                inspect.CORO_CREATED
+            ):
+                coroutine.close()  # cancelled before its turn or its place: no "never awaited"
+            raise
         finally:
             done.set_result(None)
             for key in keys:
