@@ -208,6 +208,8 @@ class HttpService:
                 "last_message_age": age,
                 "connections": len(health.connections),
                 "reconnects": health.reconnects,
+                "rotations": health.rotations,
+                "switches": health.switches,
                 # handovers given up: the old connections carried on, so never a 503
                 "rotations_failed": health.rotations_failed,
                 "switches_failed": health.switches_failed,

@@ -256,3 +256,23 @@ async def test_the_metrics_count_every_handover_that_ended_next_to_those_given_u
     assert handovers(metrics, "switch") == 1
     assert handovers(metrics, "rotation", failed=True) == 0
     assert handovers(metrics, "switch", failed=True) == 0
+
+
+async def test_healthz_shows_the_handovers_done(tmp_path, fakes):
+    """/healthz's feed part counts the rotations and switches done next to those given up
+    (it had only the failures, so a failure ratio needed the metrics): 0 and 0 at first;
+    after a real rotation (max age shrunk) and a real switch to symbol streams, at least one
+    rotation and exactly one switch."""
+    binance, tg = fakes
+    feed = {"auto_threshold": 1, "max_age": 0.5, "drain_timeout": 2.0, **NO_WATCHDOG}
+    async with ChatBot(tmp_path, binance, tg, feed_settings=feed) as bot:
+        feed_ = bot.app.pipeline.feed
+        await binance.wait_for_subscriptions({ALL_MARKET})
+        _, first, _ = await served(bot.app)
+        time = await market(binance, T, lambda: feed_.health().rotations >= 1)
+        await bot.say("/watch BTCUSDT > 1000000")
+        await market(binance, time, lambda: feed_.health().switches >= 1)
+        _, body, _ = await served(bot.app)
+    assert (first["feed"]["rotations"], first["feed"]["switches"]) == (0, 0)
+    assert body["feed"]["rotations"] >= 1, body
+    assert body["feed"]["switches"] == 1, body
