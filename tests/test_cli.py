@@ -15,6 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.test_cli_live import as_from_a_shell
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -213,6 +215,7 @@ def test_ctrl_c_in_the_first_moments_exits_130_without_a_traceback(
             text=True,
             cwd=ROOT,
             pass_fds=(child_end,),
+            preexec_fn=as_from_a_shell,
         )
     finally:
         os.close(child_end)

@@ -37,6 +37,16 @@ def env_for(fake: FakeBinance, db: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def as_from_a_shell() -> None:
+    """A child's SIGINT and SIGHUP as a shell at a terminal leaves them (a preexec_fn): a test
+    run started under nohup, or as a background job of a script, ignores them, and its
+    children would inherit that. alertbot keeps an ignored SIGINT ignored (the nohup
+    convention), so the tests that send one, or that watch for the SIGHUP that run ignores
+    while it loads the rules, tested the launch instead of the bot."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 async def start(*args: str | Path, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -47,6 +57,7 @@ async def start(*args: str | Path, env: dict[str, str]) -> asyncio.subprocess.Pr
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=as_from_a_shell,
     )
 
 
