@@ -287,11 +287,10 @@ class Outbox:
         # URL, a chat's fallback): the others are in the database only ("parked"), each
         # destination's from just past a rowid on, and are loaded, oldest first, as room frees
         # (_refill). Telegram's fallbacks fall due from the database (_sweep). Only the counts
-        # are in memory, per destination. Each kind has a
-        # budget of its own: a Telegram outage must not hold up a webhook that works, nor the
-        # other way round, nor a fallback webhook that is down the channels' webhooks. Without
-        # a Telegram sender (no token) Telegram deliveries are never sent from here
-        # (_without_telegram): they take no room.
+        # are in memory, per destination. Each kind has a budget of its own: a Telegram outage
+        # must not hold up a webhook that works, nor the other way round, nor a fallback
+        # webhook that is down the channels' webhooks. Without a Telegram sender (no token)
+        # Telegram deliveries are never sent from here (_without_telegram): they take no room.
         self._bounded = frozenset(k for k, sender in BOUNDED.items() if sender in senders)
         self._window = max(1, min(CHAT_WINDOW, settings.delivery_memory))
         self._held: dict[str, int] = {}  # destination -> its deliveries in memory
@@ -970,24 +969,19 @@ class Outbox:
             )
             self._dirty.set()
             return
-        if quiet:
-            pass
-        elif d.destination not in self._fallback_told:
+        if not quiet:
+            first = d.destination not in self._fallback_told
             self._fallback_told.add(d.destination)
-            log.warning(
-                "alert %s for chat %s: %s; sending it to the fallback webhook (and this chat's "
-                "later alerts that fall back too, logged at debug, until Telegram delivers to it "
-                "again)",
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "alert %s for chat %s: %s; sending it to the fallback webhook%s",
                 d.alert.id,
                 d.chat_id,
                 why,
-            )
-        else:
-            log.debug(
-                "alert %s for chat %s: %s; sending it to the fallback webhook",
-                d.alert.id,
-                d.chat_id,
-                why,
+                " (and this chat's later alerts that fall back too, logged at debug, until "
+                "Telegram delivers to it again)"
+                if first
+                else "",
             )
         # the chat as the Telegram delivery names it (as configured, before any move to a
         # supergroup): the fallback's destination and Idempotency-Key are the same whenever
