@@ -184,7 +184,7 @@ class Pipeline:
         self.emit = emit
         self.handoff = Handoff(settings.queue, self._invalid, settings.market.st)
         # ticker frames come as bytes, which the engine reads without decoding them
-        self.feed = Feed(settings, self._put, undecoded=True)
+        self.feed = Feed(settings, self._put, undecoded=True, burst=self.handoff.burst)
         self.stats = ParseStats(market_st=settings.market.st)
         self._skipped = (0, 0)  # stats.malformed and stats.foreign, as last noted
         self.directory = SymbolDirectory(settings, seen=self._seen, complete=self.feed.market_seen)

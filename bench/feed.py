@@ -159,7 +159,9 @@ async def feed_only_client(url: str, n: int) -> float:
     handoff = Handoff(settings.queue)
     first = _first_put(handoff)
     # as the pipeline's feed: ticker frames pass on undecoded
-    feed = Feed(settings, lambda message, raw: handoff.put(message), undecoded=True)
+    feed = Feed(
+        settings, lambda message, raw: handoff.put(message), undecoded=True, burst=handoff.burst
+    )
     feed.want_streams(["!miniTicker@arr"])
     got = 0
     async with feed:

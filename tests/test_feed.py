@@ -501,9 +501,11 @@ async def test_a_rotation_away_from_a_lagging_socket_loses_none_of_its_last_tick
     """The old socket lags behind the new one (a congested path): its last ticks reach the bot
     after the new socket's first, newer ones. The new socket's are held and merged with the
     old one's by event time, so the old one's are not dropped as out of order: every
-    up-crossing of a continuous stream still fires once."""
+    up-crossing of a continuous stream still fires once. Handed on at once, the held ones
+    are more than the hand-off's 4 places, yet not conflated (which would keep one
+    up-crossing of them all): the engine was not behind."""
     async with FakeBinance() as fake:
-        bot = Bot(fake, [rule("crosses above 100")], stream="all", max_age=0.3)
+        bot = Bot(fake, [rule("crosses above 100")], stream="all", max_age=0.3, queue=4)
         async with bot:
             await fake.wait_for_subscriptions({ALL_MARKET})
             fake.lag(0.2)  # this socket only (drain_timeout, 0.5 s, leaves time to catch up)
@@ -1780,10 +1782,11 @@ async def test_a_switch_given_up_half_way_loses_none_of_the_lagging_old_connecti
     """A switch away from lagging connections is given up while the old ones drain (the glob
     rule goes again, or comes back): the new connection, abandoned, held newer ticks than the
     old ones have handed on. They must not be handed on ahead of the old ones' last ticks,
-    which the engine would then drop as out of order: every up-crossing still fires once."""
+    which the engine would then drop as out of order: every up-crossing still fires once,
+    though what the new one held, handed on at once, is more than the hand-off's 4 places."""
     glob = rule("price > 1b", "*USDT", id="glob")
     rules = [rule("crosses above 100"), glob] if glob_first else [rule("crosses above 100")]
-    async with FakeBinance() as fake, Bot(fake, rules, drain_timeout=5.0) as bot:
+    async with FakeBinance() as fake, Bot(fake, rules, drain_timeout=5.0, queue=4) as bot:
         await fake.wait_for_subscriptions({ALL_MARKET} if glob_first else {BTC})
         await asyncio.wait_for(bot.feed.settled(), 5)
         fake.lag(0.3)  # these connections only: the new one is fast

@@ -351,6 +351,39 @@ async def test_handoff_conflation_keeps_the_first_of_ticks_with_the_same_event_t
     assert merged == [el("A", 7, "1")]
 
 
+async def test_handoff_queues_a_burst_of_held_frames_as_they_are():
+    """Frames the feed held back and hands on at once (a rotation's or a switch's new socket)
+    are not conflated with each other: the engine was not behind. Conflated, a price going up
+    and down across a level in them would be alerted once, not every time."""
+    h = Handoff(capacity=2)
+    with h.burst():
+        for time in range(1, 7):
+            h.put([el("A", time, "110" if time % 2 else "90")])
+    assert len(h) == 6
+    assert [m[0]["E"] for m in await h.get()] == [1, 2, 3, 4, 5, 6]
+    assert (h.conflations, h.dropped) == (0, 0)
+
+
+async def test_handoff_conflates_a_burst_once_the_engine_falls_behind_it():
+    """A burst only widens the bound until the engine next takes what waits: a frame after it
+    waits in the burst's room, and one beyond that room conflates everything waiting, the burst
+    too (memory stays bounded); after the engine takes them the bound is ``capacity`` again."""
+    h = Handoff(capacity=2)
+    with h.burst():
+        for time in range(1, 4):
+            h.put([el("A", time)])
+    h.put([el("A", 4)])
+    h.put([el("A", 5)])  # 2 + 3 waiting: room for this one, not for another
+    assert (len(h), h.conflations) == (5, 0)
+    h.put([el("A", 6)])
+    assert (len(h), h.conflations) == (1, 1)
+    await h.get()
+    h.put([el("A", 7)])
+    h.put([el("A", 8)])
+    h.put([el("A", 9)])
+    assert (len(h), h.conflations) == (1, 2)
+
+
 async def test_handoff_stays_bounded_however_far_behind_the_engine_is():
     h = Handoff(capacity=8)
     for time in range(1, 10_001):

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,9 +90,12 @@ class Feed:
         *,
         undecoded: bool = False,
         on_refused: Callable[[str, str], None] = lambda stream, reason: None,
+        burst: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.settings = settings
         self.sink = sink
+        #: around handing on many frames held back at once (see Connection.burst)
+        self.burst = burst
         # ticker frames in Binance's plain form reach the sink as bytes, not decoded
         self.undecoded = undecoded
         self.on_refused = on_refused  # (stream, the exchange's reason), after the feed noted it
@@ -254,6 +258,7 @@ class Feed:
             on_refused=self._on_refused,
             on_deliver=self._delivering,
             on_released=self._hand_on_waiting,
+            burst=self.burst,
         )
         if held:
             conn.hold()

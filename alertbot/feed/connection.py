@@ -35,6 +35,7 @@ import random
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import orjson
@@ -293,6 +294,7 @@ class Connection:
         on_refused: Callable[[str, str], None] = lambda stream, reason: None,
         on_deliver: Callable[[Connection, int], bool] = lambda conn, event: False,
         on_released: Callable[[], None] = lambda: None,
+        burst: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.id = cid
         self.raw = raw  # one stream on a raw URL; else a combined URL plus live subscriptions
@@ -311,6 +313,9 @@ class Connection:
         #: after frames this connection held are handed on or dropped: frames other
         #: connections keep waiting for them may go now
         self.on_released = on_released
+        #: around handing on frames held back (or kept waiting): many at once, which the sink
+        #: must not take for an engine falling behind (Handoff.burst)
+        self.burst = burst
         self.stale_after = (
             settings.stale_after if ALL_MARKET in self.streams else settings.symbol_stale_after
         )
@@ -362,8 +367,9 @@ class Connection:
         # what it kept back waiting for another connection's held frames is market data all
         # the same: handed on rather than lost
         waiting, self._waiting = self._waiting, []
-        for _, obj, raw, _ in waiting:
-            self._sink(obj, raw)
+        with self.burst():
+            for _, obj, raw, _ in waiting:
+                self._sink(obj, raw)
         if was_holding:
             self.on_released()
         if self._task is not None:
@@ -400,10 +406,11 @@ class Connection:
         if self._held_timer is not None:
             self._held_timer.cancel()
             self._held_timer = None
-        for event, obj, raw, _ in held or ():
-            if ahead is not None:
-                ahead(event)
-            self._deliver(event, obj, raw)
+        with self.burst():
+            for event, obj, raw, _ in held or ():
+                if ahead is not None:
+                    ahead(event)
+                self._deliver(event, obj, raw)
         if held is not None:
             self.on_released()
 
@@ -428,8 +435,9 @@ class Connection:
         def ahead(h: Held) -> bool:
             return h[0] < event and all(h[3] < opened or h[0] < last for opened, last in others)
 
-        for _, obj, raw, _ in _take_while(self._held or [], ahead):
-            self._sink(obj, raw)
+        with self.burst():
+            for _, obj, raw, _ in _take_while(self._held or [], ahead):
+                self._sink(obj, raw)
 
     def _release_due(self) -> None:
         """Hand on the frames held for ``drain_timeout``: an old connection that is that far
@@ -438,8 +446,9 @@ class Connection:
         held = self._held or []
         edge = self._loop.time() - self.settings.drain_timeout
         due_now = _take_while(held, lambda h: h[3] <= edge)
-        for _, obj, raw, _ in due_now:
-            self._sink(obj, raw)
+        with self.burst():
+            for _, obj, raw, _ in due_now:
+                self._sink(obj, raw)
         if held:
             due = held[0][3] + self.settings.drain_timeout
             self._held_timer = self._loop.call_at(due, self._release_due)
@@ -467,9 +476,10 @@ class Connection:
         (its event time, when its socket opened) holds; whether any went."""
         waiting = self._waiting
         n = 0
-        while n < len(waiting) and not must_wait(waiting[n][0], waiting[n][3]):
-            self._sink(waiting[n][1], waiting[n][2])
-            n += 1
+        with self.burst():
+            while n < len(waiting) and not must_wait(waiting[n][0], waiting[n][3]):
+                self._sink(waiting[n][1], waiting[n][2])
+                n += 1
         del waiting[:n]
         return n > 0
 
@@ -712,8 +722,9 @@ class Connection:
         held = s.held or []
         if before is None:
             s.held = None
-        for event, obj, raw, _ in _take(held, before):
-            self._deliver(event, obj, raw)
+        with self.burst():
+            for event, obj, raw, _ in _take(held, before):
+                self._deliver(event, obj, raw)
 
     async def _handover(self, old: _Session, new: _Session) -> bool:
         """Wait until ``new`` carries every stream and delivers; False when it cannot take over

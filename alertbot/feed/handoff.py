@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any
 
@@ -179,16 +180,37 @@ class Handoff:
         self._ready = asyncio.Event()
         self.conflations = 0  # how often the engine was behind
         self.dropped = 0  # tickers a conflation left out (see _kept), or odd ones dropped
+        self._bursts = 0  # nested burst() blocks open
+        #: messages put in a burst since the engine last took what waits: beyond capacity
+        self._extra = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, message: Any) -> None:
-        if len(self._items) >= self.capacity:
+        if self._bursts:
+            self._items.append(message)
+            self._extra += 1
+        elif len(self._items) >= self.capacity + self._extra:
             self._conflate(message)
         else:
             self._items.append(message)
         self._ready.set()
+
+    @contextmanager
+    def burst(self) -> Iterator[None]:
+        """Messages put meanwhile are frames the feed held back and now hands on at once (a
+        rotation's or a switch's new socket, while the old one was read to its end): the
+        engine is not behind, it had no chance to take them. They are queued as they are,
+        beyond ``capacity`` until the engine next takes what waits, instead of conflated with
+        each other (which would keep only one round trip over a level of all they hold).
+        Memory stays bounded: they were held in memory already, for at most
+        ``drain_timeout``."""
+        self._bursts += 1
+        try:
+            yield
+        finally:
+            self._bursts -= 1
 
     def _conflate(self, message: Any) -> None:
         merged, dropped = conflate([*self._items, message], self.market_st, self.invalid)
@@ -196,6 +218,7 @@ class Handoff:
         self.conflations += 1
         self._items.clear()
         self._items.append(merged)
+        self._extra = 0
 
     async def get(self) -> list[Any]:
         """Every waiting message, oldest first; waits while there is none."""
@@ -204,4 +227,5 @@ class Handoff:
             await self._ready.wait()
         items = list(self._items)
         self._items.clear()
+        self._extra = 0
         return items
