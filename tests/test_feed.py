@@ -158,6 +158,20 @@ async def test_after_a_fault_the_feed_recovers_and_the_next_crossing_fires_once(
         assert bot.feed.health().reconnects >= 1
 
 
+async def test_a_socket_the_watchdog_lets_go_of_is_closed_saying_why():
+    """The data watchdog closes a silent socket with the reason "no data": ticks that were on
+    their way over it are let go of (the soak's oracle tells such a close from a handover's
+    by it), and the exchange's side can tell why."""
+    async with FakeBinance() as fake, Bot(fake, [rule("crosses above 100")]) as bot:
+        await fake.wait_for_subscriptions({BTC})
+        handshakes = fake.stats.handshakes
+        fake.silence()
+        await bot.reconnected(handshakes, {BTC})
+        await fake.wait_for(lambda: fake.closed)
+        (old,) = fake.closed
+        assert (old.closed_by, old.closed_code, old.closed_reason) == ("client", 1000, "no data")
+
+
 @pytest.mark.parametrize("stream", ["symbols", "all"])
 async def test_a_coin_m_bot_reads_its_own_market_and_skips_usd_m_elements(
     stream: str, caplog: pytest.LogCaptureFixture

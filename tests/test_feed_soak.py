@@ -21,7 +21,9 @@ What the bot *could see* is defined at the fake, tick by tick (one symbol at one
   (its watchdog after a silence, a rotation onto a socket silenced just after, our close
   crossing the client's own), where a real exchange would lose them too; a connection opened
   after it and sent ticks before the close is a make before the break, which must let
-  the old one's last ticks through. Any other carried tick **may** be seen.
+  the old one's last ticks through, unless the last to close was let go of by the client's
+  watchdog (its close frame says "no data"): no handover closed it. Any other carried tick
+  **may** be seen.
 
 A lagging connection (``FakeBinance.lag``) delivers late but in order, so its ticks must still
 be seen, also across a rotation or a switch away from it. A tick's time on its way is when the
@@ -86,6 +88,8 @@ CLOSING = 0.15
 #: the same when the fake closed it cleanly: a close of ours crossing the client's own
 CROSSING = 0.05
 MAX_LAG = 0.25  # seconds; below fast()'s drain_timeout, 0.5 s
+#: the reason in the close frame of a socket the client's data watchdog let go of
+WATCHDOG_LET_GO = "no data"
 
 
 def crossing(id: str, when: str, *symbols: str) -> Rule:
@@ -300,6 +304,11 @@ class Soak:
                 # what was on its way is gone whatever the client does: a make before the
                 # break keeps only what reached the old socket
                 self.downgrade(tick, "its connections were aborted on its way")
+                continue
+            if last.closed_by == "client" and last.closed_reason == WATCHDOG_LET_GO:
+                # the watchdog let go of it, not a handover: a connection opened since (a
+                # switch's, say) was no make before this break
+                self.downgrade(tick, "the watchdog let go of its connection on its way")
                 continue
             make = [
                 c

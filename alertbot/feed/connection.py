@@ -275,6 +275,8 @@ class _Session:
         self.split: set[str] = set()  # streams to subscribe one by one after a refused batch
         #: a rotation's new socket: what it delivers, kept until the old one has caught up
         self.held: list[Held] | None = [] if held else None
+        #: the reason its close frame gives: why the bot let go of it, when not for a handover
+        self.let_go = ""
 
 
 class Connection:
@@ -612,6 +614,8 @@ class Connection:
                 stale_at = (s.last_data_at or s.quiet_since) + self.stale_after
                 if now >= stale_at:
                     self.stats.problems.count("connection open but silent", quiet=True)
+                    # what may be on its way over it is let go of: say why to the exchange
+                    s.let_go = "no data"
                     return f"no data for {self.stale_after:g}s: reconnecting"
                 if now >= rotate_at:
                     rotated = await self._rotate(s)
@@ -920,7 +924,7 @@ class Connection:
         # sent late would leave the exchange writing to it meanwhile; the market's budget
         # has a slot for it (Market.request_rate)
         with contextlib.suppress(Exception):
-            await s.ws.close()
+            await s.ws.close(1000, s.let_go)
 
     @staticmethod
     def _close_reason(s: _Session) -> str:
