@@ -1,6 +1,7 @@
 """The outbox's bound in memory: during a long Telegram outage at most
-``DeliverySettings.delivery_memory`` Telegram deliveries are held in memory, the others wait in
-SQLite only and are loaded, oldest first, as room frees; none is lost or sent twice, each chat's
+``DeliverySettings.delivery_memory`` Telegram deliveries are held in memory (and one more for
+each chat holding none, up to outbox.SPARE), the others wait in SQLite only and are loaded,
+oldest first, as room frees; none is lost or sent twice, each chat's
 stay in order, and their fallbacks fall due from the alert's time all the same. A webhook
 channel's deliveries are bounded alike, with a budget of their own, and so are the fallback
 webhook's while it is down too.
@@ -24,6 +25,9 @@ from tests.fakes.webhook import WebhookReceiver
 from tests.test_delivery import Harness, T, rule, tick
 
 CAP = 10
+#: what two destinations of a kind hold in memory at most: the bound, and one delivery past it
+#: for a destination holding none while the other holds the bound (outbox.SPARE)
+HELD = CAP + 1
 CHATS = (5001, 5002)
 
 
@@ -56,7 +60,7 @@ async def test_an_outage_holds_at_most_the_bound_and_then_delivers_each_alert_on
     tmp_path, tg
 ):
     """40 alerts for each of two chats while Telegram answers 502, bound 10: never more than
-    10 Telegram deliveries in memory, the rest wait in SQLite; after the recovery every alert
+    11 Telegram deliveries in memory (HELD), the rest wait in SQLite; after the recovery every alert
     arrives exactly once, each chat's in the order they fired."""
     tg.down(502)
     async with Harness(tmp_path, tg, None, delivery_memory=CAP, chat_interval=0.01) as h:
@@ -69,7 +73,7 @@ async def test_an_outage_holds_at_most_the_bound_and_then_delivers_each_alert_on
             most = max(most, telegram_held(outbox))
         await tg.wait_for(lambda: len(tg.requests) >= 4)  # being retried
         most = max(most, telegram_held(outbox))
-        assert most <= CAP
+        assert most <= HELD
         assert outbox.depth == 80  # the parked ones count as open all the same
         for chat in CHATS:  # as /status counts a chat's waiting alerts
             mine = sum(1 for _, d in outbox.open if d == f"telegram:{chat}")
@@ -82,7 +86,7 @@ async def test_an_outage_holds_at_most_the_bound_and_then_delivers_each_alert_on
             return sent_everything(h)()
 
         await wait_until(done, 30, seen=lambda: f"held {telegram_held(outbox)}")
-        assert most <= CAP
+        assert most <= HELD
     for chat in CHATS:
         assert received(tg, chat) == [f"c{chat}-{k:03}" for k in range(40)]
 
@@ -97,13 +101,13 @@ async def test_a_restart_mid_outage_loses_nothing_and_reads_a_window_only(tmp_pa
         fire_rounds(h, 30)
         await outbox.stored_all()
         await tg.wait_for(lambda: len(tg.requests) >= 2)
-        assert telegram_held(outbox) <= CAP
+        assert telegram_held(outbox) <= HELD
     assert set(h.states().values()) == {"pending"}
     tg.recover()
     async with Harness(tmp_path, tg, None, delivery_memory=CAP, chat_interval=0.01) as again:
         outbox = again.notifier.outbox
         assert outbox is not None
-        assert telegram_held(outbox) <= CAP  # read at start: a window, not the backlog
+        assert telegram_held(outbox) <= HELD  # read at start: a window, not the backlog
         assert outbox.depth == 60
         most = 0
 
@@ -113,7 +117,7 @@ async def test_a_restart_mid_outage_loses_nothing_and_reads_a_window_only(tmp_pa
             return sent_everything(again)()
 
         await wait_until(done, 30)
-        assert most <= CAP
+        assert most <= HELD
     for chat in CHATS:
         assert received(tg, chat) == [f"c{chat}-{k:03}" for k in range(30)]
 
@@ -129,7 +133,7 @@ async def test_alerts_waiting_in_the_database_fall_back_on_time_and_once(tmp_pat
         assert outbox is not None
         fire_rounds(h, 15)
         await hook.wait_for_deliveries(30, timeout=10)  # Telegram still down
-        assert telegram_held(outbox) <= CAP
+        assert telegram_held(outbox) <= HELD
         tg.recover()
 
         def done() -> bool:
@@ -211,8 +215,9 @@ async def test_a_webhook_outage_holds_at_most_the_bound_and_then_delivers_each_o
     tmp_path, hook
 ):
     """Two webhook channels whose receivers answer 500, 25 alerts each, bound 10: never more
-    than 10 webhook deliveries in memory (the rest wait in SQLite, counted in the depth); after
-    the recovery each receiver takes every one of its alerts once, in the order they fired."""
+    than 11 webhook deliveries in memory (HELD; the rest wait in SQLite, counted in the depth);
+    after the recovery each receiver takes every one of its alerts once, in the order they
+    fired."""
     async with WebhookReceiver() as other:
         channels = {"a": Channel("a", webhook=hook.url), "b": Channel("b", webhook=other.url)}
         hook.down("500")
@@ -227,7 +232,7 @@ async def test_a_webhook_outage_holds_at_most_the_bound_and_then_delivers_each_o
                 most = max(most, webhook_held(outbox))
             await hook.wait_for(lambda: len(hook.deliveries) >= 3)  # being retried
             most = max(most, webhook_held(outbox))
-            assert most <= CAP
+            assert most <= HELD
             assert outbox.depth == 50  # those waiting in the database count as open
             hook.recover()
             other.recover()
@@ -239,10 +244,41 @@ async def test_a_webhook_outage_holds_at_most_the_bound_and_then_delivers_each_o
 
             await wait_until(done, 30, seen=lambda: f"held {webhook_held(outbox)}")
             await h.settled()
-            assert most <= CAP
+            assert most <= HELD
         assert set(h.states().values()) == {"sent"}
     assert posted(hook) == [f"a-{k:03}" for k in range(25)]
     assert posted(other) == [f"b-{k:03}" for k in range(25)]
+
+
+async def test_a_destination_with_nothing_in_memory_is_not_held_up_by_a_stuck_ones_backlog(
+    tmp_path, hook
+):
+    """Webhook channel a's receiver is down with a backlog that fills the whole bound (10), so
+    channel b, with nothing in memory, has no room when its alerts come: it takes one at a time
+    past the bound all the same, and gets each in order while a is still down. Without that its
+    alerts would wait in SQLite until a's backlog was sent or given up (a day)."""
+    async with WebhookReceiver() as other:
+        channels = {"a": Channel("a", webhook=hook.url), "b": Channel("b", webhook=other.url)}
+        hook.down("500")
+        async with Harness(tmp_path, None, None, channels=channels, delivery_memory=CAP) as h:
+            outbox = h.notifier.outbox
+            assert outbox is not None
+            fire_to(h, ("a",), 15)
+            await outbox.stored_all()
+            await hook.wait_for(lambda: len(hook.deliveries) >= 2)
+            assert webhook_held(outbox) == CAP
+            most = 0
+
+            def done() -> bool:
+                nonlocal most
+                most = max(most, webhook_held(outbox))
+                return len(other.accepted) >= 3
+
+            fire_to(h, ("b",), 3)
+            await wait_until(done, 10, seen=lambda: f"held {webhook_held(outbox)}")
+            assert most <= HELD  # b's one
+            assert hook.accepted == []  # still down
+    assert posted(other) == [f"b-{k:03}" for k in range(3)]
 
 
 async def test_a_restart_mid_webhook_outage_reads_a_window_only_and_loses_nothing(
@@ -327,7 +363,7 @@ async def test_fallbacks_while_the_fallback_webhook_is_down_too_are_bounded_and_
     tmp_path, tg, hook
 ):
     """Telegram answers 502 and the fallback webhook 500: 30 alerts for each of two chats fall
-    back, bound 10. Never more than 10 fallback deliveries in memory (they had no bound: an
+    back, bound 10. Never more than 11 fallback deliveries in memory (HELD) (they had no bound: an
     outage of both grew memory by one delivery an alert); the rest wait in SQLite. After the
     recovery the webhook takes each alert once, and Telegram gets each chat's in order."""
     tg.down(502)
@@ -349,7 +385,7 @@ async def test_fallbacks_while_the_fallback_webhook_is_down_too_are_bounded_and_
         fire_rounds(h, 30)
         await wait_until(fell_back(60), 20, seen=lambda: f"held {fallback_held(outbox)}")
         await hook.wait_for(lambda: len(hook.deliveries) >= 3)  # being retried
-        assert most <= CAP
+        assert most <= HELD
         hook.recover()
         tg.recover()
 
@@ -359,7 +395,7 @@ async def test_fallbacks_while_the_fallback_webhook_is_down_too_are_bounded_and_
 
         await wait_until(done, 30, seen=lambda: f"held {fallback_held(outbox)}")
         await h.settled()
-        assert most <= CAP
+        assert most <= HELD
     keys = [d.idempotency_key for d in hook.accepted]
     assert len(keys) == len(set(keys)) == 60
     for chat in CHATS:
@@ -379,7 +415,7 @@ async def test_a_restart_while_both_are_down_reads_a_window_of_fallbacks_only(tm
     async with Harness(tmp_path, tg, hook, **settings) as again:
         outbox = again.notifier.outbox
         assert outbox is not None
-        assert fallback_held(outbox) <= CAP  # read at start: a window, not the backlog
+        assert fallback_held(outbox) <= HELD  # read at start: a window, not the backlog
         hook.recover()
         tg.recover()
         most = 0
@@ -391,6 +427,6 @@ async def test_a_restart_while_both_are_down_reads_a_window_of_fallbacks_only(tm
 
         await wait_until(done, 30, seen=lambda: f"held {fallback_held(outbox)}")
         await again.settled()
-        assert most <= CAP
+        assert most <= HELD
     keys = [d.idempotency_key for d in hook.accepted]
     assert len(keys) == len(set(keys)) == 40

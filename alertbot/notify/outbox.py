@@ -51,6 +51,11 @@ CONSOLE_BATCH = 256
 #: short alerts takes a couple of hundred; a webhook URL's: sent one at a time in any case): one
 #: destination's backlog cannot take the room of the others (Outbox._refill)
 CHAT_WINDOW = 256
+#: past a kind's bound, a destination with nothing in memory still takes one delivery at a time,
+#: up to this many in all: destinations that keep failing (their windows held until they send,
+#: or give up after a day) cannot take the whole bound and leave every other destination's
+#: alerts in the database
+SPARE = CHAT_WINDOW
 #: the kinds of delivery held in memory within a bound (settings.delivery_memory, each kind its
 #: own): those that pile up while their service is down (fallbacks: while Telegram and the
 #: fallback webhook both are), by the sender each goes to. The console's are written at once
@@ -712,17 +717,23 @@ class Outbox:
 
     async def _refill(self) -> None:
         """Load parked deliveries while there is room: the destinations with the oldest first,
-        each once half its window is free, as many as fill it, in the order they were written."""
+        each once half its window is free, as many as fill it, in the order they were written;
+        with no room left, one for each destination holding none, from the SPARE."""
         room = self._room()
         window = self._window
         for destination, after in sorted(self._parked.items(), key=lambda item: item[1]):
-            if max(room.values()) <= 0:
+            if max(room.values()) <= -SPARE:
                 break
             kind = destination.partition(":")[0]
             held = self._held.get(destination, 0)
-            if after < 0 or held > window // 2 or room[kind] <= 0:
+            if after < 0 or held > window // 2:
                 continue
-            take = min(window - held, room[kind])
+            if room[kind] > 0:
+                take = min(window - held, room[kind])
+            elif held == 0 and room[kind] > -SPARE:
+                take = 1
+            else:
+                continue
             rows = await self.db(self.store.open_to, destination, after, take)
             for _, record, row in rows:
                 self._dispatch(self._restored(record, row))
