@@ -10,7 +10,9 @@ low) among the conflated ones: at most fifteen, usually a few, as one tick often
 extremes. The engine catches up on the latest state instead of replaying
 stale ticks, and every level the conflated ticks reached, of any metric, is still crossed, both
 ways: a level crossed and crossed back while the engine was behind is alerted, as it would have
-been tick by tick (a second round trip over the same level is not). Only ticks the engine would
+been tick by tick (a second round trip over the same level is not). Frames the feed held back
+and hands on at once (a rotation's or a switch's) are no sign of a slow engine: they are queued
+as they are (``Handoff.burst``). Only ticks the engine would
 take are weighed, read as it reads them; the others are passed on for it to count. Frames that
 turn out not to be JSON then are handed to ``invalid`` (the feed counts them) and dropped; of
 an array frame that is JSON but for some elements' text, only those are left out (for the
