@@ -11,7 +11,7 @@ Against the fake Telegram and the webhook receiver on loopback, with a small bou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -49,6 +49,21 @@ def received(tg: FakeTelegram, chat: int) -> list[str]:
     return [line for m in tg.messages_to(chat) for line in m.text.split("\n\n")]
 
 
+async def most_held_until(
+    held: Callable[[], int], done: Callable[[], bool], timeout: float = 30
+) -> int:
+    """Wait until ``done``; the most deliveries ``held`` counted in memory meanwhile."""
+    most = 0
+
+    def check() -> bool:
+        nonlocal most
+        most = max(most, held())
+        return done()
+
+    await wait_until(check, timeout, seen=lambda: f"held {held()}")
+    return most
+
+
 def sent_everything(h: Harness):
     def check() -> bool:
         return set(h.states().values()) == {"sent"}
@@ -79,13 +94,7 @@ async def test_an_outage_holds_at_most_the_bound_and_then_delivers_each_alert_on
             mine = sum(1 for _, d in outbox.open if d == f"telegram:{chat}")
             assert mine + outbox.parked_to(f"telegram:{chat}") == 40
         tg.recover()
-
-        def done() -> bool:
-            nonlocal most
-            most = max(most, telegram_held(outbox))
-            return sent_everything(h)()
-
-        await wait_until(done, 30, seen=lambda: f"held {telegram_held(outbox)}")
+        most = max(most, await most_held_until(lambda: telegram_held(outbox), sent_everything(h)))
         assert most <= HELD
     for chat in CHATS:
         assert received(tg, chat) == [f"c{chat}-{k:03}" for k in range(40)]
@@ -109,15 +118,7 @@ async def test_a_restart_mid_outage_loses_nothing_and_reads_a_window_only(tmp_pa
         assert outbox is not None
         assert telegram_held(outbox) <= HELD  # read at start: a window, not the backlog
         assert outbox.depth == 60
-        most = 0
-
-        def done() -> bool:
-            nonlocal most
-            most = max(most, telegram_held(outbox))
-            return sent_everything(again)()
-
-        await wait_until(done, 30)
-        assert most <= HELD
+        assert await most_held_until(lambda: telegram_held(outbox), sent_everything(again)) <= HELD
     for chat in CHATS:
         assert received(tg, chat) == [f"c{chat}-{k:03}" for k in range(30)]
 
@@ -236,13 +237,13 @@ async def test_a_webhook_outage_holds_at_most_the_bound_and_then_delivers_each_o
             assert outbox.depth == 50  # those waiting in the database count as open
             hook.recover()
             other.recover()
-
-            def done() -> bool:
-                nonlocal most
-                most = max(most, webhook_held(outbox))
-                return len(hook.accepted) >= 25 and len(other.accepted) >= 25
-
-            await wait_until(done, 30, seen=lambda: f"held {webhook_held(outbox)}")
+            most = max(
+                most,
+                await most_held_until(
+                    lambda: webhook_held(outbox),
+                    lambda: len(hook.accepted) >= 25 and len(other.accepted) >= 25,
+                ),
+            )
             await h.settled()
             assert most <= HELD
         assert set(h.states().values()) == {"sent"}
@@ -267,15 +268,10 @@ async def test_a_destination_with_nothing_in_memory_is_not_held_up_by_a_stuck_on
             await outbox.stored_all()
             await hook.wait_for(lambda: len(hook.deliveries) >= 2)
             assert webhook_held(outbox) == CAP
-            most = 0
-
-            def done() -> bool:
-                nonlocal most
-                most = max(most, webhook_held(outbox))
-                return len(other.accepted) >= 3
-
             fire_to(h, ("b",), 3)
-            await wait_until(done, 10, seen=lambda: f"held {webhook_held(outbox)}")
+            most = await most_held_until(
+                lambda: webhook_held(outbox), lambda: len(other.accepted) >= 3, timeout=10
+            )
             assert most <= HELD  # b's one
             assert hook.accepted == []  # still down
     assert posted(other) == [f"b-{k:03}" for k in range(3)]
@@ -303,14 +299,7 @@ async def test_a_restart_mid_webhook_outage_reads_a_window_only_and_loses_nothin
         assert webhook_held(outbox) <= CAP  # read at start: a window, not the backlog
         assert outbox.depth == 30
         hook.recover()
-        most = 0
-
-        def done() -> bool:
-            nonlocal most
-            most = max(most, webhook_held(outbox))
-            return len(hook.accepted) >= 30
-
-        await wait_until(done, 30)
+        most = await most_held_until(lambda: webhook_held(outbox), lambda: len(hook.accepted) >= 30)
         await again.settled()
         assert most <= CAP
     assert set(again.states().values()) == {"sent"}
@@ -418,14 +407,7 @@ async def test_a_restart_while_both_are_down_reads_a_window_of_fallbacks_only(tm
         assert fallback_held(outbox) <= HELD  # read at start: a window, not the backlog
         hook.recover()
         tg.recover()
-        most = 0
-
-        def done() -> bool:
-            nonlocal most
-            most = max(most, fallback_held(outbox))
-            return set(again.states().values()) == {"sent"}
-
-        await wait_until(done, 30, seen=lambda: f"held {fallback_held(outbox)}")
+        most = await most_held_until(lambda: fallback_held(outbox), sent_everything(again))
         await again.settled()
         assert most <= HELD
     keys = [d.idempotency_key for d in hook.accepted]
