@@ -623,8 +623,12 @@ async def test_a_users_status_says_prices_are_delayed_when_the_feed_is_stale(tmp
         await bot.say("/watch BTCUSDT > 1000000")
         await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
         await bot.tick("BTCUSDT", 70_000, T)
-        binance.silence(future=True)
         feed = bot.app.pipeline.feed
+        # the switch from the all-market stream (no watch yet at the start) done: while it
+        # lasts, the all-market stream's stale time applies
+        await asyncio.wait_for(feed.settled(), 5)
+        assert feed.health().mode == "symbols"
+        binance.silence(future=True)
         await binance.wait_for(lambda: (feed.health().last_message_age or 0) > 0.4)
         status = await bot.say("/status")
     assert re.fullmatch(
