@@ -505,17 +505,28 @@ class Store:
         )
 
     def pending_before(
-        self, prefix: str, created: float, limit: int
+        self, prefix: str, created: float, limit: int, after: int = 0
     ) -> list[tuple[int, AlertRecord, DeliveryRow]]:
         """Up to ``limit`` deliveries to destinations starting with ``prefix`` still pending
-        (not fallen back) and created before ``created``, oldest first."""
+        (not fallen back) and created before ``created``, oldest first; from just past the row
+        ``after`` (a rowid)."""
         return self._open_rows(
             self.db.execute(
                 f"{self._OPEN_COLUMNS} WHERE d.state = 'pending' AND d.created < ?"
-                " AND d.destination >= ? AND d.destination < ? ORDER BY d.rowid LIMIT ?",
-                (created, prefix, prefix + "\U0010ffff", limit),
+                " AND d.destination >= ? AND d.destination < ? AND d.rowid > ?"
+                " ORDER BY d.rowid LIMIT ?",
+                (created, prefix, prefix + "\U0010ffff", after, limit),
             )
         )
+
+    def pending_count(self, prefix: str) -> int:
+        """Deliveries to destinations starting with ``prefix`` still pending (not fallen back)."""
+        (n,) = self.db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND destination >= ?"
+            " AND destination < ?",
+            (prefix, prefix + "\U0010ffff"),
+        ).fetchone()
+        return int(n)
 
     def deliveries(self, alert_id: str | None = None) -> list[DeliveryRow]:
         query = (

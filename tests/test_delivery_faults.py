@@ -17,6 +17,7 @@ import time
 import pytest
 
 from alertbot.errors import ConfigError
+from alertbot.notify import outbox as outbox_module
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.model import Channel
 from alertbot.store import AlertRecord, DeliveryRow, Store
@@ -277,6 +278,28 @@ async def test_a_telegram_alert_resumed_without_a_token_goes_to_the_fallback_web
         await again.settled()
     assert again.states()[f"r0:BTCUSDT:{T}>telegram:{CHAT}"] == "sent"
     assert len(hook.deliveries) == 1
+
+
+async def test_telegram_alerts_resumed_without_a_token_fall_back_a_page_at_a_time_each_once(
+    tmp_path, tg, hook, monkeypatch, caplog
+):
+    """Restarted without a Telegram token, the pending Telegram deliveries are not read into
+    memory all at once (a long outage's backlog may not fit): they fall back a page at a time
+    (2 here), each page stored before the next is read. All 5 reach the fallback webhook, each
+    once, in the order they fired; one log line counts them."""
+    monkeypatch.setattr(outbox_module, "SWEEP_BATCH", 2)
+    await pending_for_telegram(tmp_path, tg, 5)
+    caplog.clear()
+    async with Harness(tmp_path, None, hook) as h:
+        await hook.wait_for_deliveries(5)
+        await h.settled()
+    assert [d.json["rule"] for d in hook.deliveries] == [f"r{i}" for i in range(5)]
+    states = h.states()
+    assert [s for k, s in states.items() if ">telegram:" in k] == ["fell_back"] * 5
+    assert [s for k, s in states.items() if ">fallback:" in k] == ["sent"] * 5
+    (line,) = [m for r in caplog.records if "no Telegram token" in (m := r.getMessage())]
+    assert line.startswith("outbox: 5 undelivered Telegram alert deliveries and no Telegram")
+    assert "5 sent to the fallback webhook" in line
 
 
 async def test_telegram_alerts_resumed_with_no_token_nor_fallback_wait_and_say_so_once(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -259,6 +260,8 @@ class Outbox:
         self._dirty = asyncio.Event()
         self._flushed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: with no Telegram token, the resumed Telegram deliveries falling back (_fall_back_all)
+        self._fall_backs: asyncio.Task[None] | None = None
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # (alert id, Telegram destination) handed to the fallback webhook while that Telegram
         # delivery is open; by destination (telegram:<chat as configured>), which a group's
@@ -422,14 +425,13 @@ class Outbox:
         # the bounded kinds' deliveries are loaded a window at a time (_refill, at the writer's
         # start): a backlog of an outage is not read into memory whole
         capped = [f"{kind}:" for kind in sorted(self._bounded)]
-        left = await loop.run_in_executor(self._executor, self.store.open_deliveries, capped)
-        no_token: list[Delivery] = []  # Telegram deliveries, and no Telegram token now
+        # with no Telegram sender (no token) Telegram's are not read here either: counted, and
+        # those due fall back a page at a time (_without_telegram)
+        telegram = "telegram" in self.senders
+        skipped = capped if telegram else [*capped, "telegram:"]
+        left = await loop.run_in_executor(self._executor, self.store.open_deliveries, skipped)
         for record, row in left:
-            d = self._restored(record, row)
-            if d.kind == "telegram":  # not capped: no Telegram sender
-                no_token.append(d)
-                continue
-            self._dispatch(d)
+            self._dispatch(self._restored(record, row))
         resumed = len(left)
         for prefix in capped:
             waiting = await loop.run_in_executor(
@@ -438,16 +440,21 @@ class Outbox:
             for destination, n in waiting.items():
                 self._park(destination, 0, n)
                 resumed += n
+        no_token = 0  # Telegram deliveries, and no Telegram token now
+        if not telegram:
+            waiting = await self.db(self.store.open_destinations, "telegram:")
+            no_token = sum(waiting.values())
+            resumed += no_token
         if resumed:
             log.warning(
                 "outbox: resuming %s",
                 plural(resumed, "undelivered alert delivery", "undelivered alert deliveries"),
             )
-        if no_token:
-            self._without_telegram(no_token)
         if self._parked:
             await self._refill()  # each chat's first window, as those above: being attempted
         self._task = asyncio.create_task(self._write_loop(), name="outbox-writer")
+        if no_token:
+            await self._without_telegram(no_token)
         return resumed
 
     def _restored(self, record: AlertRecord, row: DeliveryRow) -> Delivery:
@@ -491,6 +498,8 @@ class Outbox:
         deadline starts again after each write that succeeds, so a large backlog on a database
         that takes it is written in full, however long that takes.
         """
+        if self._fall_backs is not None:  # the rest fall back at the next start
+            await cancel_and_wait(self._fall_backs)
         written = await self._write_all(grace if grace else self.settings.close_timeout)
         if self._task is not None:
             await cancel_and_wait(self._task)
@@ -910,32 +919,59 @@ class Outbox:
                 raise
         return written
 
-    def _without_telegram(self, waiting: list[Delivery]) -> None:
-        """Telegram deliveries resumed while no bot token is set: as a new alert for a Telegram
-        chat then, each goes to the fallback webhook; with none, it waits in the database for a
-        start with the token. Never to the console: a line on stdout is no Telegram message,
-        and the row would be settled 'sent'. Either way the Telegram row stays open (resumed,
-        and sent, once the token is back), and the log says so once, not once per alert."""
+    async def _without_telegram(self, waiting: int) -> None:
+        """Telegram deliveries resumed while no bot token is set (``waiting`` of them, still
+        in the database): as a new alert for a Telegram chat then, each goes to the fallback
+        webhook; with none, it waits in the database for a start with the token. Never to the
+        console: a line on stdout is no Telegram message, and the row would be settled 'sent'.
+        Either way the Telegram row stays open (resumed, and sent, once the token is back), and
+        the log says so once, not once per alert. None is read into memory but a page of those
+        that fall back at a time (a long outage's backlog can be more than memory holds)."""
         if self.settings.webhook_url is None:
             log.warning(
                 "outbox: %s %s for a Telegram token (ALERTBOT_TELEGRAM_TOKEN is not set, nor a "
                 "fallback webhook): %s in the database and %s sent at a start with the token",
-                plural(len(waiting), *_UNDELIVERED),
-                "waits" if len(waiting) == 1 else "wait",
-                "it stays" if len(waiting) == 1 else "they stay",
-                "is" if len(waiting) == 1 else "are",
+                plural(waiting, *_UNDELIVERED),
+                "waits" if waiting == 1 else "wait",
+                "it stays" if waiting == 1 else "they stay",
+                "is" if waiting == 1 else "are",
             )
             return
-        due = [d for d in waiting if d.state == "pending"]  # the others fell back before
+        due = await self.db(self.store.pending_count, "telegram:")  # the others fell back before
         log.warning(
             "outbox: %s and no Telegram token (ALERTBOT_TELEGRAM_TOKEN is not set): %d sent "
             "to the fallback webhook; Telegram gets %s at a start with the token",
-            plural(len(waiting), *_UNDELIVERED),
-            len(due),
-            "it" if len(waiting) == 1 else "them",
+            plural(waiting, *_UNDELIVERED),
+            due,
+            "it" if waiting == 1 else "them",
         )
-        for d in due:
-            self._fall_back(d, "no Telegram token is set", quiet=True)
+        if due:
+            self._fall_backs = asyncio.create_task(self._fall_back_all(), name="outbox-no-token")
+
+    async def _fall_back_all(self) -> None:
+        """Send the Telegram deliveries still pending to the fallback webhook (no token is
+        set), a page (SWEEP_BATCH) at a time in the order they were written, each page stored
+        before the next is read."""
+        after = 0
+        why = "no Telegram token is set"
+        try:
+            while rows := await self.db(
+                self.store.pending_before, "telegram:", math.inf, SWEEP_BATCH, after
+            ):
+                added = []
+                for rowid, record, row in rows:
+                    after = rowid
+                    key = (record.id, row.destination)
+                    if key not in self._fallbacks:  # a fallback resumed is its copy already
+                        self._fall_back(self._restored(record, row), why, quiet=True)
+                        added.append(key)
+                await self.flush()
+                # its row says so once written: no marker is kept for a delivery not in memory
+                self._fallbacks.difference_update(added)
+        except Exception:  # the database failing: they stay pending, resumed at the next start
+            log.exception(
+                "outbox: the Telegram deliveries waiting for a token stopped falling back"
+            )
 
     def _dispatch(self, d: Delivery) -> None:
         key = (d.alert.id, d.destination)
