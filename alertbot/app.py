@@ -540,6 +540,10 @@ class App:
             # the saved states of the rules removed or started afresh go now, not at the next
             # save: after a crash meanwhile, such a rule added back would take up its old state
             await self.save_state()
+        console = self.notifier.console
+        if console is not None and console.gone is not None:
+            # the bot ran on with stdout gone for the deliveries this edit may have removed
+            self._stop_if_console_only("since the reload")
         return True
 
     async def check_rule_files(self) -> None:
@@ -1156,20 +1160,28 @@ class App:
         stop = self._stop_event
         if stop is None or stop.is_set() or self._stopping:  # stopping already: no more to say
             log.warning("%s", gone_note())
-        elif self.console_only():
-            log.warning(
-                "%s (nothing reads it), and the console is the only delivery (no Telegram "
-                "token, no webhook): stopping; the alerts are stored in the database",
-                CONSOLE_GONE,
-            )
-            stop.set()
-        else:
+        elif not self._stop_if_console_only():
             log.warning(
                 "%s",
                 gone_note(
                     "; the bot runs on for its other deliveries (Ctrl-C or SIGTERM stops it)"
                 ),
             )
+
+    def _stop_if_console_only(self, since: str = "") -> bool:
+        """With stdout gone (_stdout_gone), stop as on SIGTERM once the console is the only
+        delivery (``since``: what made it so, when not the start); whether it stops."""
+        stop = self._stop_event
+        if stop is None or stop.is_set() or self._stopping or not self.console_only():
+            return False
+        log.warning(
+            "%s (nothing reads it), and %sthe console is the only delivery (no Telegram token, "
+            "no webhook): stopping; the alerts are stored in the database",
+            CONSOLE_GONE,
+            f"{since} " if since else "",
+        )
+        stop.set()
+        return True
 
     def _chat_gone(self, chat: int, why: str) -> None:
         """``chat`` no longer has the bot, said by a refused note or answer or by Telegram

@@ -263,6 +263,52 @@ async def test_run_whose_stdout_reader_left_runs_on_while_a_webhook_delivers(tmp
     assert "Exception ignored" not in err
 
 
+async def test_run_whose_stdout_left_stops_once_a_reload_leaves_the_console_its_only_delivery(
+    tmp_path,
+):
+    """``alertbot run | head -1`` running on for a webhook rule after head left: an edit that
+    removes the webhook rule leaves the console, which nothing reads, as the only delivery. The
+    reload stops the bot as the first alert to find stdout gone would have (it ran on, for ever,
+    delivering nothing): one line says why, exit 0, with no stop signal sent."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, WebhookReceiver() as hook:
+        rules = tmp_path / "rules.yaml"
+        console_rules = (
+            "  - id: up100\n    symbols: [BTCUSDT]\n    when: price crosses above 100\n"
+            "  - id: up200\n    symbols: [BTCUSDT]\n    when: price crosses above 200\n"
+        )
+        rules.write_text(
+            f"channels:\n  desk: {{webhook: {hook.url}}}\nrules:\n{console_rules}"
+            "  - id: hook300\n    symbols: [BTCUSDT]\n    when: price crosses above 300\n"
+            "    notify: [desk]\n"
+        )
+        db = tmp_path / "alertbot.db"
+        proc, read = await _run_piped(rules, env_for(fake, db))
+        try:
+            await _first_alert_then_close(fake, read)
+            await fake.publish([mini_ticker("BTCUSDT", 210, T + 2000)])
+            await fake.wait_for(lambda: _deliveries(db).get("up200", ("", ""))[1] == "failed")
+            rules.write_text(f"rules:\n{console_rules}")
+            proc.send_signal(signal.SIGHUP)
+            _, err_bytes = await asyncio.wait_for(proc.communicate(), 30)  # no stop signal
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    err = err_bytes.decode()
+    assert proc.returncode == 0, err
+    assert "rules: SIGHUP: reloaded: 0 added, 0 changed, 1 removed, 2 unchanged" in err
+    notes = [line for line in err.splitlines() if "stdout is closed" in line]
+    assert len(notes) == 2, err
+    assert notes[0].endswith(f"WARNING alertbot: {RUN_ON_NOTE}")
+    assert notes[1].endswith(
+        "WARNING alertbot: console: stdout is closed (nothing reads it), and since the reload "
+        "the console is the only delivery (no Telegram token, no webhook): stopping; the alerts "
+        "are stored in the database"
+    )
+    assert "stopped: " in err
+    assert "Traceback" not in err
+
+
 async def test_a_second_run_on_the_same_database_refuses_to_start(tmp_path):
     """Two bots on one database would each resume and attempt every open delivery: every
     alert twice. The second one says why and exits 1; the first runs on."""
