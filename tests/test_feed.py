@@ -1156,6 +1156,42 @@ async def test_a_switch_is_not_cut_short_by_a_late_duplicate_as_the_new_ones_fir
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_rotation_is_not_cut_short_by_a_late_duplicate_as_the_new_sockets_first_frame():
+    """A rotation reads the old socket to its end before the new one takes over. The new
+    socket's newest event time says nothing of where it began when its only frame is a late
+    duplicate of a tick still on its way over the old, lagging socket: reading the old one only
+    up to that time lost the ticks behind it (soak seed 1751, under load). It is read to a
+    request's reply, which comes after everything sent before the new socket delivered."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            stream="symbols",
+            max_age=1.0,
+            **NO_WATCHDOG,
+            drain_timeout=5.0,
+        )
+        async with bot:
+            await bot.started()  # BTCUSDT at 90
+            loop = asyncio.get_running_loop()
+            (old,) = fake.connections
+            # still on their way over the old one when the new one delivers its first frame,
+            # and arriving 0.2 s apart
+            fake.lag(1.5, conn=old)
+            for k, price in ((1, 95), (2, 110), (3, 90)):
+                await fake.publish([mini_ticker("BTCUSDT", price, T + k * 1_000)])
+                await asyncio.sleep(0.2)
+            published = loop.time()
+            await fake.wait_for(lambda: fake.stats.handshakes == 2, timeout=5)
+            (new,) = [c for c in fake.connections if c is not old]
+            assert new.opened_at > published  # it was sent none of them
+            await fake.wait_for(lambda: BTC in new.streams)
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 1_000)])  # the new one's first
+            await fake.wait_for(lambda: bot.feed.stats.rotations == 1, timeout=5)
+            await bot.tick(95, T + 4_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
 @pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
 async def test_a_switch_away_from_lagging_connections_loses_none_of_their_last_ticks(
     glob_first: bool,

@@ -778,17 +778,14 @@ class Connection:
 
         Frames already on their way over the old socket are read first, so that a tick sent
         just before the new socket's first one is not lost with the old socket's buffer (the
-        new one's are held meanwhile, and handed on after). The mark is the newest event time
-        ``new`` has delivered, not its first: a first frame may be a late duplicate of an old
-        tick, older than where ``new`` really began. When ``new`` has delivered nothing (both
-        quiet), or the old one is past the mark already, the old one is read to its end all
-        the same: a tick sent before the new socket opened may still be on its way over it
-        (at once when it ended).
+        new one's are held meanwhile, and handed on after). The old one is read to a request's
+        reply (or its end), never only up to an event time ``new`` has delivered: that may be
+        a late duplicate of a tick still on its way over the old one, with newer ticks behind
+        it there, sent before the new socket began (soak seed 1751).
         """
-        mark = new.last_event if new.last_event >= 0 else None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.drain_timeout):
-                await self._catch_up(old, mark)
+                await self._catch_up(old, None)
 
     async def answers(self) -> bool:
         """Whether the current socket answers a request within ``drain_timeout``, as a
