@@ -369,9 +369,7 @@ class Connection:
         # what it kept back waiting for another connection's held frames is market data all
         # the same: handed on rather than lost
         waiting, self._waiting = self._waiting, []
-        with self.burst():
-            for _, obj, raw, _ in waiting:
-                self._sink(obj, raw)
+        self._sink_all(waiting)
         if was_holding:
             self.on_released()
         if self._task is not None:
@@ -437,9 +435,7 @@ class Connection:
         def ahead(h: Held) -> bool:
             return h[0] < event and all(h[3] < opened or h[0] < last for opened, last in others)
 
-        with self.burst():
-            for _, obj, raw, _ in _take_while(self._held or [], ahead):
-                self._sink(obj, raw)
+        self._sink_all(_take_while(self._held or [], ahead))
 
     def _release_due(self) -> None:
         """Hand on the frames held for ``drain_timeout``: an old connection that is that far
@@ -448,9 +444,7 @@ class Connection:
         held = self._held or []
         edge = self._loop.time() - self.settings.drain_timeout
         due_now = _take_while(held, lambda h: h[3] <= edge)
-        with self.burst():
-            for _, obj, raw, _ in due_now:
-                self._sink(obj, raw)
+        self._sink_all(due_now)
         if held:
             due = held[0][3] + self.settings.drain_timeout
             self._held_timer = self._loop.call_at(due, self._release_due)
@@ -1024,6 +1018,12 @@ class Connection:
             self._waiting.append((event, obj, raw, opened))
             return
         self._sink(obj, raw)
+
+    def _sink_all(self, frames: Iterable[Held]) -> None:
+        """Hand frames kept back to the sink at once, in order: a burst (Handoff.burst)."""
+        with self.burst():
+            for _, obj, raw, _ in frames:
+                self._sink(obj, raw)
 
     def _sink(self, obj: Any, raw: str | bytes) -> None:
         try:
