@@ -793,11 +793,11 @@ async def test_closing_the_feed_during_a_rotations_drain_closes_the_new_socket_t
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("feed-")]
 
 
-async def test_a_catch_up_is_not_ended_by_another_ones_earlier_mark():
-    """A rotation's drain and a switch's may read the same lagging socket to its end at once,
-    each up to its own event time (the new socket's first): the one waiting for the later
-    event time must not end when the socket reaches the other one's earlier mark, with the
-    ticks in between still on their way (closing it then would lose them)."""
+async def test_a_catch_up_is_not_ended_by_another_ones_earlier_reply():
+    """A rotation's drain and a switch's may read the same lagging socket at once, each to
+    its own request's reply: the one asked later must not end at the earlier one's reply,
+    with the ticks sent between the two requests still on their way (closing it then would
+    lose them)."""
     async with FakeBinance() as fake:
         settings = fast(fake, stream="all", stale_after=10.0, drain_timeout=5.0)
         feed = Feed(settings, lambda obj, raw: None)
@@ -809,15 +809,17 @@ async def test_a_catch_up_is_not_ended_by_another_ones_earlier_mark():
             await fake.publish([mini_ticker("BTCUSDT", 1, T)])
             await fake.wait_for(lambda: conn.last_event() == T)
             fake.lag(0.5)
-            for i in range(1, 6):  # on their way, 50 ms apart
+            await fake.publish([mini_ticker("BTCUSDT", 1, T + 1_000)])
+            earlier = asyncio.create_task(conn.catch_up())
+            await fake.wait_for(lambda: len(fake.stats.requests) == 1)
+            for i in range(2, 6):  # on their way behind the first request, 50 ms apart
                 await fake.publish([mini_ticker("BTCUSDT", 1, T + i * 1_000)])
                 await asyncio.sleep(0.05)
-            later = asyncio.create_task(conn.catch_up(T + 5_000))
-            await asyncio.sleep(0)  # it waits for its mark first
-            earlier = asyncio.create_task(conn.catch_up(T + 1_000))
+            later = asyncio.create_task(conn.catch_up())
+            await asyncio.wait_for(earlier, 5)
+            assert T + 1_000 <= conn.last_event() < T + 5_000
             await asyncio.wait_for(later, 5)
             assert conn.last_event() == T + 5_000
-            await earlier
         finally:
             await feed.close()
 
@@ -839,7 +841,7 @@ async def test_a_given_up_catch_up_leaves_no_request_behind_and_its_late_reply_i
             fake.lag(0.3)
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.05):
-                    await conn.catch_up(T + 60_000)
+                    await conn.catch_up()
             assert conn.session is not None
             assert conn.session.replies == {}
             # the reply is on its way ahead of this tick: once the tick is read, so is it
@@ -1107,10 +1109,13 @@ async def test_a_switch_between_stream_kinds_loses_no_tick_of_a_watched_symbol()
 
 async def test_a_switchs_held_ticks_go_before_newer_ones_of_the_old_connection():
     """As in a rotation: the symbol connection falls silent for a moment while the new
-    all-market one delivers; its older ticks go before the symbol connection's newer ones."""
+    all-market one delivers; its older ticks go before the symbol connection's newer ones.
+    The silenced connection never answers the switch's request (the fake drops it), so the
+    switch reads it for ``drain_timeout``, as a rotation reads a socket that stopped answering;
+    the all-market stream is given longer than that before its watchdog lets go."""
     rules = [rule("crosses above 100")]
     async with FakeBinance() as fake:
-        bot = Bot(fake, rules, symbol_stale_after=10.0, drain_timeout=5.0)
+        bot = Bot(fake, rules, stale_after=10.0, symbol_stale_after=10.0, drain_timeout=1.0)
         async with bot:
             await fake.wait_for_subscriptions({BTC})
             await bot.tick(90, T)

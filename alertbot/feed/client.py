@@ -360,7 +360,10 @@ class Feed:
                         return False
                     # a rotation meanwhile loses nothing (make-before-break); a socket lost does
                     losses = all_market.losses
-                    if not await self._drained(old, all_market.last_event()):
+                    # it delivers: the old ones are read to a request's reply, which comes
+                    # after all they were sent before it did (not only up to the newest event
+                    # time it delivered: that may be a late duplicate)
+                    if not await self._drained(old):
                         return False
                     # as a rotation's new socket: one that delivered and then fell silent would
                     # take over only to lose what is on its way over the old ones
@@ -427,7 +430,7 @@ class Feed:
                 lost = [c.losses for c in new]
                 # everything from the subscriptions on is on the new ones: the old one must
                 # hand on what it was sent before them
-                if not await self._drained([raw, *old_ones], None):
+                if not await self._drained([raw, *old_ones]):
                     return False
                 # and they must still answer, as a rotation's new socket must (see above)
                 answers = await asyncio.gather(*(c.answers() for c in opened))
@@ -479,7 +482,7 @@ class Feed:
         await all_market.close(keep_held=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(cfg.drain_timeout):
-                await self._catch_up(old, None)
+                await self._catch_up(old)
         self._raw = None
         self._hand_on(all_market)
         self._retry_at = self.clock() + cfg.handover_timeout
@@ -514,14 +517,13 @@ class Feed:
         self._retry_at = self.clock() + cfg.handover_timeout
         await asyncio.gather(*(c.close() for c in opened))
 
-    async def _drained(self, old: list[Connection], mark: int | None) -> bool:
-        """Read the old connections until each has handed on all it was sent before now, or
-        caught up with event time ``mark`` (the new connections carry everything from there;
-        one already past it is read to its reply, see Connection._catch_up), for at most
-        ``drain_timeout``; False as soon as a new target is wanted."""
+    async def _drained(self, old: list[Connection]) -> bool:
+        """Read the old connections until each has handed on all it was sent before now (to
+        a request's reply, see Connection.catch_up), for at most ``drain_timeout``; False as
+        soon as a new target is wanted."""
         # a task, not the gather itself: a gather cancelled when the wait is given up ends
         # with a CancelledError nobody retrieves, which asyncio logs as an error
-        catching: asyncio.Future[Any] = asyncio.create_task(self._catch_up(old, mark))
+        catching: asyncio.Future[Any] = asyncio.create_task(self._catch_up(old))
         changed: asyncio.Future[Any] = asyncio.create_task(self._changed.wait())
         try:
             done, _ = await asyncio.wait(
@@ -535,8 +537,8 @@ class Feed:
         return catching in done or changed not in done
 
     @staticmethod
-    async def _catch_up(old: list[Connection], mark: int | None) -> None:
-        await asyncio.gather(*(c.catch_up(mark) for c in old), return_exceptions=True)
+    async def _catch_up(old: list[Connection]) -> None:
+        await asyncio.gather(*(c.catch_up() for c in old), return_exceptions=True)
 
     def _reshape(self, target: frozenset[str]) -> None:
         """Live changes of the combined connections: unsubscribe, subscribe, open, close.

@@ -257,10 +257,6 @@ class _Session:
         # before it delivered, when its predecessor last did
         self.quiet_since = opened_at
         self.last_event = -1
-        #: catch-ups waiting for an event time: each future is set once an event that recent
-        #: has been read (one each: a rotation's and a switch's may wait at once, for
-        #: different event times)
-        self.marks: list[tuple[int, asyncio.Future[None]]] = []
         self.next_id = 0
         #: when the next request of ours may go (loop time): live requests and catch-ups'
         #: requests share the request pace (see Connection._reserve)
@@ -779,7 +775,7 @@ class Connection:
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.drain_timeout):
-                await self._catch_up(old, None)
+                await self._catch_up(old)
 
     async def answers(self) -> bool:
         """Whether the current socket answers a request within ``drain_timeout``, as a
@@ -799,49 +795,41 @@ class Connection:
         """Whether ``s`` answers a request within ``drain_timeout`` (and is still open)."""
         try:
             async with asyncio.timeout(self.settings.drain_timeout):
-                await self._catch_up(s, None)  # its reply, or its end
+                await self._catch_up(s)  # its reply, or its end
         except TimeoutError:
             return False
         return not s.reader.done()
 
-    async def catch_up(self, mark: int | None = None) -> None:
+    async def catch_up(self) -> None:
         """Until the current socket has handed on all the server had sent on it when it read
-        a request sent now, or a frame of event time ``mark`` or later; at once when there
-        is no socket. The caller bounds the wait.
+        a request sent now; at once when there is no socket. The caller bounds the wait.
+
+        Never only up to an event time another socket has delivered: that may be a late
+        duplicate of a tick still on its way over this one, with newer ticks behind it here
+        (soak seeds 877 and 1751).
 
         A rotation that takes over meanwhile ends the socket being read: the one that took
         over is read to its end in turn (it may lag too, with ticks on their way that were
         sent before now)."""
         s = self.session
         while s is not None:
-            await self._catch_up(s, mark)
+            await self._catch_up(s)
             if self.session is s:
                 return
             s = self.session  # None: closed, reconnecting; nothing more to read now
 
-    async def _catch_up(self, s: _Session, mark: int | None) -> None:
+    async def _catch_up(self, s: _Session) -> None:
         """See :meth:`catch_up`. A request's reply comes after the frames the server sent
         before it (one TCP stream, read in order), so once the reader has taken the reply, it
         has handed them on: a socket that lags behind is read to its end in one round trip,
-        and a quiet one is not waited for (its next tick, which ``mark`` waits for, may be
-        long in coming)."""
+        and a quiet one is not waited for."""
         if s.reader.done():
             return
-        if mark is not None and s.last_event >= mark:
-            # passed already: the mark says nothing of where the other socket began (its
-            # frame of that time may be a late duplicate of one this socket handed on long
-            # ago), so this one is read to its reply
-            mark = None
         waiters: set[asyncio.Future[Any]] = {s.reader}
-        watch: tuple[int, asyncio.Future[None]] | None = None
-        if mark is not None:
-            watch = (mark, self._loop.create_future())
-            s.marks.append(watch)
-            waiters.add(watch[1])
         rid = -1
         try:
-            # the request keeps to the request pace (its slot is taken now): the mark may be
-            # reached, or the socket end, meanwhile, and then it is not sent
+            # the request keeps to the request pace (its slot is taken now): the socket may
+            # end meanwhile, and then it is not sent
             delay = self._reserve(s)
             if delay > 0:
                 done, _ = await asyncio.wait(
@@ -862,8 +850,6 @@ class Connection:
         finally:
             for w in waiters - {s.reader}:
                 w.cancel()
-            if watch is not None:
-                s.marks.remove(watch)
             if s.replies.pop(rid, None) is not None:
                 self._given_up(s, rid)
 
@@ -983,9 +969,6 @@ class Connection:
         s.last_data_at = now
         if event > s.last_event:
             s.last_event = event
-            for mark, reached in s.marks:
-                if mark <= event and not reached.done():
-                    reached.set_result(None)
         if s.first_data_at is None:
             s.first_data_at = now
             s.first_data.set()
