@@ -1197,6 +1197,34 @@ async def test_a_rotation_is_not_cut_short_by_a_late_duplicate_as_the_new_socket
         assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
+async def test_a_switch_to_all_is_not_cut_short_by_a_late_duplicate_as_the_new_ones_newest():
+    """As a rotation (above): a switch to the all-market stream reads the old symbol
+    connection to a request's reply. Reading it only up to the newest event time the new one
+    has delivered, a late duplicate of a tick still on its way over the old, lagging
+    connection, lost the ticks behind it."""
+    async with FakeBinance() as fake:
+        bot = Bot(fake, [rule("crosses above 100")], **NO_WATCHDOG, drain_timeout=5.0)
+        async with bot:
+            await bot.started()  # BTCUSDT at 90, on symbol streams
+            loop = asyncio.get_running_loop()
+            (old,) = fake.connections
+            # still on their way over the old one when the new one delivers, 0.3 s apart
+            fake.lag(1.5, conn=old)
+            for k, price in ((1, 95), (2, 110), (3, 90)):
+                await fake.publish([mini_ticker("BTCUSDT", price, T + k * 1_000)])
+                await asyncio.sleep(0.3)
+            published = loop.time()
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({BTC, ALL_MARKET})
+            (new,) = [c for c in fake.connections if c is not old]
+            assert new.opened_at > published  # it was sent none of them
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 1_000)])  # the new one's first
+            await fake.wait_for(lambda: bot.feed.health().mode == "all", timeout=5)
+            await bot.tick(95, T + 4_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
 @pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
 async def test_a_switch_away_from_lagging_connections_loses_none_of_their_last_ticks(
     glob_first: bool,
