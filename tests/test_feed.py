@@ -28,6 +28,7 @@ from tests.fakes.binance import FakeBinance, mini_ticker
 
 T = 1_772_000_000_000
 BTC = "btcusdt@miniTicker"
+ETH = "ethusdt@miniTicker"
 #: data watchdogs far beyond a test: every reconnect in it is one the test causes
 NO_WATCHDOG = {"stale_after": 10.0, "symbol_stale_after": 10.0}
 
@@ -1131,6 +1132,45 @@ async def test_a_switchs_held_ticks_go_before_newer_ones_of_the_old_connection()
             fake.silence(False, conn=old)
             await bot.tick(90, T + 2_000)  # on both
             await asyncio.wait_for(bot.feed.settled(), 5)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
+async def test_a_held_tick_goes_before_a_newer_one_of_an_old_connection_that_was_not_sent_it():
+    """An old connection open all along may not have been sent a tick the new one holds (here
+    it was silent a moment; on Binance the all-market stream sends every second, symbol
+    streams every 2 s): its newer tick of that symbol waits until the held one has gone, also
+    while a lagging neighbour keeps the held one back. Going first, it made the engine drop
+    the held, older tick as out of order (soak seed 2076: a crossing missed)."""
+    rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            rules,
+            max_streams=1,
+            stale_after=10.0,
+            symbol_stale_after=10.0,
+            drain_timeout=2.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({BTC, ETH})
+            await fake.publish([mini_ticker("BTCUSDT", 90, T), mini_ticker("ETHUSDT", 1, T)])
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T) and bot.seen("ETHUSDT", T))
+            (a,) = [c for c in fake.connections if BTC in c.streams]
+            (b,) = [c for c in fake.connections if ETH in c.streams]
+            fake.lag(1.0, conn=b)  # the neighbour: it has not passed the held tick for a while
+            fake.silence(conn=a)
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await fake.wait_for(lambda: bot.feed.connections()[0].session is not None)
+            raw = bot.feed.connections()[0]
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the new one only
+            await fake.wait_for(lambda: raw.messages > 0)
+            fake.silence(False, conn=a)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])  # a and the new one
+            await fake.publish([mini_ticker("ETHUSDT", 1, T + 2_500)])  # b (late) and the new one
+            await asyncio.wait_for(bot.feed.settled(), 8)
+            await fake.wait_for(lambda: bot.seen("ETHUSDT", T + 2_500))
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 

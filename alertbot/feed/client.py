@@ -13,9 +13,10 @@ request as a rotation's new socket does within ``drain_timeout``, before the old
 event time. Meanwhile what the new ones deliver is held and merged with what the old ones
 deliver by event time (for at most ``drain_timeout``): old connections that lag behind would
 otherwise hand on their last ticks after newer ones, and the engine would drop them as out
-of order. An old connection whose socket opened after a held frame arrived (it reconnected
-meanwhile) keeps its own newer frames back until that one has gone: it may be all there is
-of a tick it missed.
+of order. An old connection keeps its own frames back while an older held frame waits for
+a lagging neighbour: the held one may be all there is of a tick it was not sent (it
+reconnected meanwhile, or its symbol streams send every 2 s, the all-market stream every
+second).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -275,11 +275,9 @@ class Feed:
         own on their way, which the engine would drop behind the held ones. True when the
         frame must wait instead (``conn`` keeps it back, and all after it, until
         :meth:`_hand_on_waiting`): a held frame older than it still waits for such a
-        neighbour, and ``conn``'s socket opened after that frame arrived, so the frame may
-        be all there is of a tick of ``conn``'s symbols, which the engine would drop behind
-        this newer one."""
-        s = conn.session
-        wait = self._must_wait(conn, event, -math.inf if s is None else s.opened_at)
+        neighbour, and may be all there is of a tick of ``conn``'s symbols (see
+        Connection.holds_before), which the engine would drop behind this newer one."""
+        wait = self._must_wait(conn, event)
         if self._waiters:
             # what went ahead may let frames kept back go too: older ones ahead of this one,
             # newer ones after it
@@ -290,10 +288,9 @@ class Feed:
             self._waiters.add(conn)  # after the hand-on above: it keeps nothing back yet
         return wait
 
-    def _must_wait(self, conn: Connection, event: int, opened: float) -> bool:
+    def _must_wait(self, conn: Connection, event: int) -> bool:
         """Hand on the held frames that may go ahead of ``conn``'s frame of event time
-        ``event`` (see _delivering); whether it must wait, its socket having opened at
-        ``opened``."""
+        ``event`` (see _delivering); whether it must wait."""
         others = [c for c in (self._raw, *self._combined) if c is not None and c is not conn]
         holding = [c for c in others if c.holding]
         if not holding:  # every frame comes here: nothing more to do outside a switch
@@ -305,7 +302,7 @@ class Feed:
         ]
         for other in holding:
             other.release_before(event, behind)
-        return any(other.holds_before(event, opened) for other in holding)
+        return any(other.holds_before(event) for other in holding)
 
     def _flush_waiting(self) -> None:
         self._flush = None
@@ -320,9 +317,9 @@ class Feed:
             progress = False
             for conn in list(self._waiters):
 
-                def must_wait(event: int, opened: float, conn: Connection = conn) -> bool:
+                def must_wait(event: int, conn: Connection = conn) -> bool:
                     newer = before is not None and event >= before
-                    return newer or self._must_wait(conn, event, opened)
+                    return newer or self._must_wait(conn, event)
 
                 if conn.hand_on_waiting(must_wait):
                     progress = True

@@ -336,8 +336,8 @@ class Connection:
         self._held_timer: asyncio.TimerHandle | None = None
         self._rotating: _Session | None = None  # a rotation's new socket, while it holds
         #: this connection's own frames kept back while another's held older ones go first
-        #: (see on_deliver): event time, object, raw text, and when the socket they came on
-        #: opened (loop time), in order
+        #: (see on_deliver): event time, object, raw text, and when they arrived (loop
+        #: time), in order
         self._waiting: list[Held] = []
         self._loop = asyncio.get_running_loop()
 
@@ -447,29 +447,27 @@ class Connection:
         if due_now:
             self.on_released()
 
-    def holds_before(self, event: int, opened: float) -> bool:
-        """Whether a frame older than ``event`` that arrived before ``opened`` is still held:
-        a socket opened after it arrived may not have been sent its ticks (it was down, or
-        not yet subscribed), so that socket's newer ones must not go ahead of it."""
-        for h in self._held or ():
-            if h[3] >= opened:
-                return False  # held in the order they arrived: the rest arrived later
-            if h[0] < event:
-                return True
-        return False
+    def holds_before(self, event: int) -> bool:
+        """Whether a frame older than ``event`` is still held: another connection's frame of
+        that event time must not go ahead of it. Its socket may not have been sent the held
+        one's ticks, even when it was open then: it was down or not yet subscribed, or it
+        carries symbol streams, which Binance sends every 2 s, and the held frame came on the
+        all-market stream, sent every second (and the engine would drop the held, older tick
+        behind the newer one)."""
+        return any(h[0] < event for h in self._held or ())
 
     @property
     def waiting(self) -> bool:
         """Whether frames of this connection are kept back (see on_deliver)."""
         return bool(self._waiting)
 
-    def hand_on_waiting(self, must_wait: Callable[[int, float], bool]) -> bool:
+    def hand_on_waiting(self, must_wait: Callable[[int], bool]) -> bool:
         """Hand on the frames kept back, in order, up to the first for which ``must_wait``
-        (its event time, when its socket opened) holds; whether any went."""
+        (its event time) holds; whether any went."""
         waiting = self._waiting
         n = 0
         with self.burst():
-            while n < len(waiting) and not must_wait(waiting[n][0], waiting[n][3]):
+            while n < len(waiting) and not must_wait(waiting[n][0]):
                 self._sink(waiting[n][1], waiting[n][2])
                 n += 1
         del waiting[:n]
@@ -996,9 +994,7 @@ class Connection:
             return
         if self._waiting or self.on_deliver(self, event):
             # kept back behind what another connection holds (and so is everything after it)
-            s = self.session
-            opened = s.opened_at if s is not None else self._loop.time()
-            self._waiting.append((event, obj, raw, opened))
+            self._waiting.append((event, obj, raw, self._loop.time()))
             return
         self._sink(obj, raw)
 
