@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from alertbot.errors import ConfigError
-from alertbot.feed.connection import Backoff, Outage
+from alertbot.feed.connection import Backoff, Connection, FeedStats, Outage
 from alertbot.feed.handoff import Handoff
 from alertbot.feed.market import (
     ALL_MARKET,
@@ -506,3 +506,56 @@ def test_tradable_symbols_from_exchange_info():
     assert tradable(info) == {"BTCUSDT", "BTCUSD_PERP"}
     with pytest.raises(ValueError, match="symbols"):
         tradable({"code": -1121})
+
+
+# ---------------------------------------------------------------- a switch's held frames
+
+
+async def test_a_newer_held_tick_of_one_symbol_does_not_keep_an_older_one_of_another_back():
+    """During a switch a new symbol connection holds what it delivers until the old ones
+    have passed it. Each of its frames is one symbol's tick, in order per symbol but not
+    across symbols: a frame of event time 1500 about to go from an old connection takes
+    ahead of it every held tick older than it (ETHUSDT at 1000), also one that arrived behind
+    a newer tick of another symbol (BTCUSDT at 2000), which stays held. Kept back, the older
+    one made that frame wait (holds_before) for as long as the hold lasted (soak seed 2301).
+    The frames are handed to the connection as its reader would (_deliver)."""
+    sunk: list[tuple[str, int]] = []
+    conn = Connection(
+        1,
+        ["btcusdt@miniTicker", "ethusdt@miniTicker"],
+        raw=False,
+        settings=FeedSettings(),
+        stats=FeedStats(lambda: 0.0),
+        sink=lambda obj, raw: sunk.append((obj["s"], obj["E"])),
+    )
+    conn.hold()
+    for symbol, time in (("BTCUSDT", 2000), ("ETHUSDT", 1000), ("BTCUSDT", 2500)):
+        conn._deliver(time, el(symbol, time), b"")
+    conn.release_before(1500)
+    assert sunk == [("ETHUSDT", 1000)]
+    assert not conn.holds_before(1500)  # the frame about to go need not wait
+    assert conn.holds_before(2100)
+    await conn.close()
+
+
+async def test_the_all_market_connections_held_frames_go_in_the_order_they_came():
+    """An all-market frame carries every symbol: held ones go only in the order they came,
+    however their event times compare (a later frame's older first element does not go
+    ahead of an earlier frame that is still held)."""
+    sunk: list[int] = []
+    conn = Connection(
+        1,
+        [ALL_MARKET],
+        raw=True,
+        settings=FeedSettings(),
+        stats=FeedStats(lambda: 0.0),
+        sink=lambda obj, raw: sunk.append(obj[0]["E"]),
+    )
+    conn.hold()
+    for time in (2000, 1000):
+        conn._deliver(time, [el("BTCUSDT", time), el("ETHUSDT", time)], b"")
+    conn.release_before(1500)
+    assert sunk == []
+    conn.release_before(2100)
+    assert sunk == [2000, 1000]
+    await conn.close()

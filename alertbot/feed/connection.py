@@ -431,7 +431,21 @@ class Connection:
         def ahead(h: Held) -> bool:
             return h[0] < event and all(h[3] < opened or h[0] < last for opened, last in others)
 
-        self._sink_all(_take_while(self._held or [], ahead))
+        held = self._held or []
+        if ALL_MARKET in self.streams:
+            # each frame carries every symbol: they go in order, as far as they may
+            self._sink_all(_take_while(held, ahead))
+            return
+        # each frame is one symbol's tick, and a symbol's ticks come in order: all that may go
+        # go (the ones of each symbol that may go come before those that may not), and a
+        # newer tick of one symbol does not keep an older one of another back (the frame
+        # about to go would then have to wait for it, see holds_before, for as long as the
+        # hold lasts)
+        keep = [h for h in held if not ahead(h)]
+        if len(keep) < len(held):
+            go = [h for h in held if ahead(h)]
+            held[:] = keep
+            self._sink_all(go)
 
     def _release_due(self) -> None:
         """Hand on the frames held for ``drain_timeout``: an old connection that is that far
