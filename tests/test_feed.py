@@ -1858,7 +1858,8 @@ async def test_a_switch_to_several_connections_waits_for_each_to_answer_even_a_q
             for c in opened:
                 await c.wait_closed()
             assert old.is_open
-            assert bot.feed.health().mode == "all"
+            # once the old one is read to its end, what they held handed on
+            await fake.wait_for(lambda: bot.feed.health().mode == "all")
             await asyncio.wait_for(bot.feed.settled(), 5)  # tried again
             assert bot.feed.health().mode == "symbols"
             assert bot.feed.stats.reconnects == 0
@@ -1896,6 +1897,43 @@ async def test_a_switch_given_up_for_want_of_an_answer_hands_on_what_it_alone_ca
             await fake.wait_for(lambda: bot.seen("SOLUSDT", T + 2_000))
             assert bot.feed.health().mode == "symbols"
         assert bot.fired() == [("sol", "SOLUSDT", T + 2_000)]
+
+
+async def test_a_switch_to_symbols_given_up_hands_on_what_it_alone_carried():
+    """A switch to symbol streams whose new connection lags too far behind to answer in time
+    is given up. A tick it holds that the all-market connection never delivered (its socket
+    was aborted with that tick on its way) is handed on, not closed with the new connection
+    (soak seed 2301: the all-market connection was down meanwhile)."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100"), glob],
+            **NO_WATCHDOG,
+            drain_timeout=1.0,
+            handover_timeout=30.0,  # not tried again within this test
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            (old,) = fake.connections
+            fake.lag(3.0, conn=old)  # the old one is read for drain_timeout
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            await fake.wait_for_subscriptions({BTC})
+            (new,) = [c for c in fake.connections if c is not old]
+            fake.lag(1.5, conn=new)  # longer than drain_timeout: its reply comes too late
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])
+            # the new one is asked once the old one is gone (or read for drain_timeout), and
+            # the tick reaches it 1.5 s after now, before the switch gives up on its answer,
+            # so that it is held for less than drain_timeout when the switch gives up
+            await asyncio.sleep(0.6)
+            await fake.drop(conn=old)  # aborted: its copy of the tick is lost
+            await fake.wait_for(lambda: bot.feed.stats.switches_failed == 1, timeout=5)
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 1_000))
+            await fake.wait_for(lambda: bot.feed.health().mode == "all")  # the new one closed
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
 @pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])

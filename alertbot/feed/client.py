@@ -501,8 +501,12 @@ class Feed:
     async def _give_up_to_symbols(self, opened: list[Connection], why: str) -> None:
         """Give up a switch to symbol connections (some were not open and subscribed in time,
         or did not answer: ``why``): the all-market connection carries on, all those opened
-        for the switch are closed (what they hold, it carries too), and the switch is tried
-        again ``handover_timeout`` later."""
+        for the switch are closed, and the switch is tried again ``handover_timeout`` later.
+
+        What they hold is handed on once the all-market connection is read to its end, as
+        when a switch to it is given up: it may be all there is of a tick the all-market
+        connection missed (it was down meanwhile); what it did carry the engine drops as a
+        duplicate."""
         cfg = self.settings
         self.stats.switches_failed += 1
         log.warning(
@@ -510,8 +514,17 @@ class Feed:
             why,
             cfg.handover_timeout,
         )
-        self._combined = [c for c in self._combined if c not in opened]
         self._retry_at = self.clock() + cfg.handover_timeout
+        # let go of them first (see _give_up_to_all); while the all-market connection is
+        # read, what they hold that is older than its frames still goes ahead of them
+        await asyncio.gather(*(c.close(keep_held=True) for c in opened))
+        raw = [self._raw] if self._raw is not None else []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cfg.drain_timeout):
+                await self._catch_up(raw)
+        self._combined = [c for c in self._combined if c not in opened]
+        for conn in opened:
+            self._hand_on(conn)
         await asyncio.gather(*(c.close() for c in opened))
 
     async def _drained(self, old: list[Connection]) -> bool:
