@@ -104,6 +104,18 @@ class Bot:
         await self.fake.publish([mini_ticker(symbol, close, time)])
         await self.fake.wait_for(lambda: self.seen(symbol, time))
 
+    async def held_on_the_new_all_market_connection(self, close: float, time: int) -> None:
+        """Add a glob rule (the feed switches to the all-market stream) and, once the new
+        connection's socket is open, publish one BTCUSDT ticker, which only the connections
+        not silenced get, and wait until the new one has it (held: the switch is under way)."""
+        self.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+        assert self.pipeline.update_streams() == "all"
+        await self.fake.wait_for_subscriptions({ALL_MARKET})
+        await self.fake.wait_for(lambda: self.feed.connections()[0].session is not None)
+        raw = self.feed.connections()[0]
+        await self.fake.publish([mini_ticker("BTCUSDT", close, time)])
+        await self.fake.wait_for(lambda: raw.messages > 0)
+
     async def reconnected(self, handshakes: int, streams: set[str]) -> None:
         """Until a new handshake happened and the streams flow again."""
         fake = self.fake
@@ -1122,13 +1134,7 @@ async def test_a_switchs_held_ticks_go_before_newer_ones_of_the_old_connection()
             await bot.tick(90, T)
             old = fake.connections[0]
             fake.silence(conn=old)
-            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
-            assert bot.pipeline.update_streams() == "all"
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await fake.wait_for(lambda: bot.feed.connections()[0].session is not None)
-            raw = bot.feed.connections()[0]
-            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the new one only
-            await fake.wait_for(lambda: raw.messages > 0)
+            await bot.held_on_the_new_all_market_connection(110, T + 1_000)  # it alone
             fake.silence(False, conn=old)
             await bot.tick(90, T + 2_000)  # on both
             await asyncio.wait_for(bot.feed.settled(), 5)
@@ -1159,13 +1165,7 @@ async def test_a_held_tick_goes_before_a_newer_one_of_an_old_connection_that_was
             (b,) = [c for c in fake.connections if ETH in c.streams]
             fake.lag(1.0, conn=b)  # the neighbour: it has not passed the held tick for a while
             fake.silence(conn=a)
-            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
-            assert bot.pipeline.update_streams() == "all"
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await fake.wait_for(lambda: bot.feed.connections()[0].session is not None)
-            raw = bot.feed.connections()[0]
-            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the new one only
-            await fake.wait_for(lambda: raw.messages > 0)
+            await bot.held_on_the_new_all_market_connection(110, T + 1_000)  # it alone
             fake.silence(False, conn=a)
             await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])  # a and the new one
             await fake.publish([mini_ticker("ETHUSDT", 1, T + 2_500)])  # b (late) and the new one
@@ -1933,6 +1933,47 @@ async def test_a_switch_to_symbols_given_up_hands_on_what_it_alone_carried():
             await fake.wait_for(lambda: bot.feed.stats.switches_failed == 1, timeout=5)
             await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 1_000))
             await fake.wait_for(lambda: bot.feed.health().mode == "all")  # the new one closed
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
+async def test_a_switch_to_all_hands_on_an_abandoned_switchs_held_ticks_before_its_own():
+    """A switch to symbol streams is abandoned (the glob rule comes back) while its new
+    connection holds a tick no all-market connection will deliver (the old one's copy was
+    lost with its socket, which does not come back: that switch back is given up and the old
+    all-market connection closed). The next switch opens a new all-market connection; when
+    it takes over, the symbol connection's older held tick goes ahead of its frames, not
+    closed with the symbol connection (soak seed 2583)."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100"), glob],
+            **NO_WATCHDOG,
+            drain_timeout=8.0,  # nothing is handed on for having been held that long
+            handover_timeout=1.0,
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            (old,) = fake.connections
+            fake.lag(2.0, conn=old)  # the switch to symbols reads it a while
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            await fake.wait_for_subscriptions({BTC})
+            (ours,) = [c for c in bot.feed.connections() if not c.raw]
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])
+            await fake.wait_for(lambda: ours.messages > 0)  # held by the symbol connection
+            bot.engine.add_rule(glob)
+            assert bot.pipeline.update_streams() == "all"  # the switch abandoned
+            fake.reject_handshakes(1_000)  # the old one does not come back
+            await fake.drop(conn=old)  # aborted: its copy of the tick is lost
+            await fake.wait_for(lambda: bot.feed.stats.switches_failed == 1, timeout=5)
+            fake.reject_handshakes(0)  # the next all-market connection opens and delivers
+            await fake.wait_for_subscriptions({ALL_MARKET})  # a new one
+            await bot.tick(90, T + 2_000)
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            assert bot.feed.health().mode == "all"
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
