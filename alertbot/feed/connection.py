@@ -441,9 +441,11 @@ class Connection:
         # newer tick of one symbol does not keep an older one of another back (the frame
         # about to go would then have to wait for it, see holds_before, for as long as the
         # hold lasts)
-        keep = [h for h in held if not ahead(h)]
-        if len(keep) < len(held):
-            go = [h for h in held if ahead(h)]
+        go: list[Held] = []
+        keep: list[Held] = []
+        for h in held:
+            (go if ahead(h) else keep).append(h)
+        if go:
             held[:] = keep
             self._sink_all(go)
 
