@@ -1977,6 +1977,48 @@ async def test_a_switch_to_all_hands_on_an_abandoned_switchs_held_ticks_before_i
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_symbol_frame_waits_for_what_the_switchs_rotating_connection_holds():
+    """The all-market connection of a switch to it rotates while the switch is under way: its
+    new socket holds a tick (its old one is read to its end meanwhile), and no other socket
+    carries it. A frame of the symbol connection, newer, must not overtake it: the engine
+    would drop the held tick behind it, and the crossing with it (soak seed 2720, where the
+    symbol connection's first frame after a reconnect did)."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            **NO_WATCHDOG,
+            max_age=0.6,
+            drain_timeout=2.0,  # the switch and the rotation read silent sockets this long
+        )
+        async with bot:
+            await bot.started()
+            (symbols,) = fake.connections
+            fake.silence_opening("symbols")  # its rotations fail: nothing new carries BTCUSDT
+            fake.silence(conn=symbols)  # the switch reads it to its end (drain_timeout)
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            (all_market,) = [c for c in fake.connections if ALL_MARKET in c.streams]
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 1_000)])
+            await fake.wait_for(lambda: bot.feed.connections()[0].messages > 0)  # held
+            fake.silence(conn=all_market)  # its rotation reads it to its end
+            await fake.wait_for(
+                lambda: any(
+                    ALL_MARKET in c.streams and c is not all_market and c.is_open
+                    for c in fake.connections
+                )
+            )
+            # the rotation's new socket alone carries it, and holds it
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])
+            await fake.wait_for(lambda: bot.feed.connections()[0].messages > 1)
+            assert bot.feed.health().mode == "switching"
+            fake.silence(False, conn=symbols)
+            await bot.tick(90, T + 3_000)
+            await asyncio.wait_for(bot.feed.settled(), 10)
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
 @pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
 async def test_a_switch_given_up_half_way_loses_none_of_the_lagging_old_connections_ticks(
     glob_first: bool,

@@ -469,8 +469,16 @@ class Connection:
         one's ticks, even when it was open then: it was down or not yet subscribed, or it
         carries symbol streams, which Binance sends every 2 s, and the held frame came on the
         all-market stream, sent every second (and the engine would drop the held, older tick
-        behind the newer one)."""
-        return any(h[0] < event for h in self._held or ())
+        behind the newer one).
+
+        So is what a rotation's new socket holds while its old one is read to its end: those
+        are this connection's ticks too, and may be all there is of some (soak seed 2720: a
+        switch's all-market connection rotated while the symbol connection was down, and the
+        symbol connection's first frame after it reconnected overtook them)."""
+        if any(h[0] < event for h in self._held or ()):
+            return True
+        rotating = self._rotating
+        return rotating is not None and any(h[0] < event for h in rotating.held or ())
 
     @property
     def waiting(self) -> bool:
@@ -713,7 +721,7 @@ class Connection:
             if old.last_event >= 0:
                 self._down_event = old.last_event
         self._adopt(new)
-        self._release(new)
+        self._release_all(new)
         self._end(old)
         return True
 
@@ -722,7 +730,15 @@ class Connection:
         rotating = self._rotating
         if rotating is not None and (s is None or s is rotating):
             self._rotating = None
-            self._release(rotating)
+            self._release_all(rotating)
+
+    def _release_all(self, s: _Session) -> None:
+        """Hand on all a rotation's new socket held; frames of other connections kept back
+        behind them (see holds_before) may go then too."""
+        held = bool(s.held)
+        self._release(s)
+        if held:
+            self.on_released()
 
     def _release(self, s: _Session, before: int | None = None) -> None:
         """Hand on what a rotation's new socket holds: all of it, and from then on it delivers
