@@ -2019,6 +2019,89 @@ async def test_a_symbol_frame_waits_for_what_the_switchs_rotating_connection_hol
         assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
 
 
+async def test_a_switch_to_all_hands_on_what_an_old_connections_rotation_holds_in_order():
+    """A switch to the all-market stream completes while an old symbol connection rotates: its
+    rotation's new socket holds a tick the all-market connection was not sent (it was silent
+    then), older than what the all-market connection releases. It goes first, not after them
+    when the old connection closes (the engine would drop it)."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            **NO_WATCHDOG,
+            max_age=1.0,
+            drain_timeout=2.0,  # the switch reads the silent old socket this long
+        )
+        async with bot:
+            await bot.started()
+            (symbols,) = fake.connections
+            fake.silence(conn=symbols)  # the switch, and its rotation, read it to its end
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            (all_market,) = [c for c in fake.connections if ALL_MARKET in c.streams]
+            fake.silence_opening("all-market")  # its own rotation delivers nothing
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 1_000)])
+            await fake.wait_for(lambda: bot.feed.connections()[0].messages > 0)  # held
+            # the symbol connection rotates (max_age) during the switch
+            await fake.wait_for(
+                lambda: any(c is not symbols and BTC in c.streams for c in fake.connections),
+                timeout=5,
+            )
+            fake.silence(conn=all_market)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # the rotation's alone
+            old = next(c for c in bot.feed.connections() if not c.raw)
+            await fake.wait_for(lambda: old.messages > 1)
+            fake.silence(False, conn=all_market)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 3_000)])
+            await fake.wait_for(lambda: bot.feed.health().mode == "all", timeout=10)
+            await bot.tick(90, T + 4_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
+async def test_a_switch_to_symbols_hands_on_what_the_old_connections_rotation_holds_in_order():
+    """A switch to symbol streams completes while the old all-market connection rotates: its
+    rotation's new socket holds a tick the symbol connection was not sent (it was silent
+    then), older than what the symbol connection releases. It goes first, not after them
+    when the all-market connection closes (the engine would drop it)."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100"), glob],
+            **NO_WATCHDOG,
+            max_age=1.0,
+            drain_timeout=2.0,  # the switch reads the silent old socket this long
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            (all_market,) = fake.connections
+            fake.silence(conn=all_market)  # the switch, and its rotation, read it to its end
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            await fake.wait_for_subscriptions({BTC})
+            (symbols,) = [c for c in fake.connections if BTC in c.streams]
+            fake.silence_opening("symbols")  # its own rotation delivers nothing
+            # the all-market connection rotates (max_age) during the switch
+            await fake.wait_for(
+                lambda: any(
+                    c is not all_market and ALL_MARKET in c.streams for c in fake.connections
+                ),
+                timeout=5,
+            )
+            fake.silence(conn=symbols)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the rotation's alone
+            raw = next(c for c in bot.feed.connections() if c.raw)
+            await fake.wait_for(lambda: raw.messages > 1)
+            fake.silence(False, conn=symbols)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])
+            await fake.wait_for(lambda: bot.feed.health().mode == "symbols", timeout=10)
+            await bot.tick(90, T + 3_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 @pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
 async def test_a_switch_given_up_half_way_loses_none_of_the_lagging_old_connections_ticks(
     glob_first: bool,

@@ -376,10 +376,13 @@ class Feed:
                 # an old one still holding (its switch to them abandoned) hands on first what
                 # it holds that is older than the all-market frames released now: they are
                 # read to their end, and it may be all there is of a tick sent before the
-                # all-market socket opened (soak seed 2583); the rest goes with them
+                # all-market socket opened (soak seed 2583); the rest goes with them. So does
+                # an old one's rotation under way (its new socket's ticks, held while its old
+                # socket is read): the all-market socket may have missed one of them
                 def ahead(event: int) -> None:
                     for conn in old:
                         conn.release_before(event)
+                        conn.release_rotating_before(event)
 
                 all_market.release(ahead)
                 self._combined = []
@@ -456,8 +459,10 @@ class Feed:
             # ahead of what the connections opened now hold (_delivering): it carries every
             # symbol, theirs too
             self._hand_on(raw)
+            # what its rotation under way holds (its new socket's ticks, held while its old
+            # socket is read) goes ahead of their newer ones: they may have missed one
             for conn in new:
-                conn.release()
+                conn.release(raw.release_rotating_before)
             if switching:
                 self.stats.switches += 1
             log.info("feed: symbol streams subscribed; closing the all-market connection")
