@@ -2000,8 +2000,9 @@ async def test_a_symbol_frame_waits_for_what_the_switchs_rotating_connection_hol
             assert bot.pipeline.update_streams() == "all"
             await fake.wait_for_subscriptions({ALL_MARKET})
             (all_market,) = [c for c in fake.connections if ALL_MARKET in c.streams]
+            raw = next(c for c in bot.feed.connections() if c.raw)
             await fake.publish([mini_ticker("BTCUSDT", 90, T + 1_000)])
-            await fake.wait_for(lambda: bot.feed.connections()[0].messages > 0)  # held
+            await fake.wait_for(lambda: raw.messages > 0)  # held
             fake.silence(conn=all_market)  # its rotation reads it to its end
             await fake.wait_for(
                 lambda: any(
@@ -2011,7 +2012,7 @@ async def test_a_symbol_frame_waits_for_what_the_switchs_rotating_connection_hol
             )
             # the rotation's new socket alone carries it, and holds it
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])
-            await fake.wait_for(lambda: bot.feed.connections()[0].messages > 1)
+            await fake.wait_for(lambda: raw.messages > 1)
             assert bot.feed.health().mode == "switching"
             fake.silence(False, conn=symbols)
             await bot.tick(90, T + 3_000)
@@ -2041,8 +2042,9 @@ async def test_a_switch_to_all_hands_on_what_an_old_connections_rotation_holds_i
             await fake.wait_for_subscriptions({ALL_MARKET})
             (all_market,) = [c for c in fake.connections if ALL_MARKET in c.streams]
             fake.silence_opening("all-market")  # its own rotation delivers nothing
+            raw = next(c for c in bot.feed.connections() if c.raw)
             await fake.publish([mini_ticker("BTCUSDT", 90, T + 1_000)])
-            await fake.wait_for(lambda: bot.feed.connections()[0].messages > 0)  # held
+            await fake.wait_for(lambda: raw.messages > 0)  # held
             # the symbol connection rotates (max_age) during the switch
             await fake.wait_for(
                 lambda: any(c is not symbols and BTC in c.streams for c in fake.connections),
