@@ -2104,6 +2104,42 @@ async def test_a_switch_to_symbols_hands_on_what_the_old_connections_rotation_ho
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_switch_to_symbols_abandoned_hands_on_what_it_alone_carried():
+    """A switch to symbol streams is abandoned (the glob rule comes back) while its new
+    connection holds a tick the all-market connection was never sent (it was silent then).
+    Once the all-market connection is read to its end, the tick is handed on, not closed with
+    the symbol connection (soak seed 3411)."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100"), glob],
+            **NO_WATCHDOG,
+            drain_timeout=8.0,  # nothing is handed on for having been held that long
+        )
+        async with bot:
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await asyncio.wait_for(bot.feed.settled(), 5)
+            await bot.tick(90, T)
+            (all_market,) = fake.connections
+            fake.lag(1.0, conn=all_market)  # the switch to symbols reads it a while
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            await fake.wait_for_subscriptions({BTC})
+            (ours,) = [c for c in bot.feed.connections() if not c.raw]
+            fake.silence(conn=all_market)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])
+            await fake.wait_for(lambda: ours.messages > 0)  # held by the symbol connection
+            fake.silence(False, conn=all_market)
+            fake.lag(0.0, conn=all_market)
+            bot.engine.add_rule(glob)
+            assert bot.pipeline.update_streams() == "all"  # the switch abandoned
+            await asyncio.wait_for(bot.feed.settled(), 10)
+            assert bot.feed.health().mode == "all"
+            await bot.tick(90, T + 2_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 @pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
 async def test_a_switch_given_up_half_way_loses_none_of_the_lagging_old_connections_ticks(
     glob_first: bool,

@@ -376,7 +376,7 @@ class Feed:
                 # an old one still holding (its switch to them abandoned) hands on first what
                 # it holds that is older than the all-market frames released now: they are
                 # read to their end, and it may be all there is of a tick sent before the
-                # all-market socket opened (soak seed 2583); the rest goes with them. So does
+                # all-market socket opened (soak seed 2583); the rest goes after them. So does
                 # an old one's rotation under way (its new socket's ticks, held while its old
                 # socket is read): the all-market socket may have missed one of them
                 def ahead(event: int) -> None:
@@ -385,6 +385,12 @@ class Feed:
                         conn.release_rotating_before(event)
 
                 all_market.release(ahead)
+                # what they still hold goes on now that the all-market connection has been read
+                # to its end, not closed with them: when it carried the feed all along (their
+                # switch abandoned), it may have missed a tick they alone got (it was silent a
+                # while: soak seed 3411); the engine drops the rest as duplicates
+                for conn in old:
+                    conn.release(all_market.release_rotating_before)
                 self._combined = []
                 if switching:
                     self.stats.switches += 1
