@@ -99,6 +99,12 @@ class Bot:
         await asyncio.wait_for(self.feed.settled(), 5)
         await self.tick(90, T)
 
+    async def started_on_all_market(self) -> None:
+        """:meth:`started` for a bot whose rules need the all-market stream."""
+        await self.fake.wait_for_subscriptions({ALL_MARKET})
+        await asyncio.wait_for(self.feed.settled(), 5)
+        await self.tick(90, T)
+
     async def tick(self, close: float, time: int, symbol: str = "BTCUSDT") -> None:
         """Publish one ticker and wait until the engine has it."""
         await self.fake.publish([mini_ticker(symbol, close, time)])
@@ -1839,9 +1845,7 @@ async def test_a_switch_to_several_connections_waits_for_each_to_answer_even_a_q
             handover_timeout=1.0,
         )
         async with bot:
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
+            await bot.started_on_all_market()
             await bot.tick(90, T, "ETHUSDT")
             old = fake.connections[0]
             fake.lag(0.5, conn=old)
@@ -1914,9 +1918,7 @@ async def test_a_switch_to_symbols_given_up_hands_on_what_it_alone_carried():
             handover_timeout=30.0,  # not tried again within this test
         )
         async with bot:
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
+            await bot.started_on_all_market()
             (old,) = fake.connections
             fake.lag(3.0, conn=old)  # the old one is read for drain_timeout
             bot.engine.remove_rule("glob")
@@ -1953,9 +1955,7 @@ async def test_a_switch_to_all_hands_on_an_abandoned_switchs_held_ticks_before_i
             handover_timeout=1.0,
         )
         async with bot:
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
+            await bot.started_on_all_market()
             (old,) = fake.connections
             fake.lag(2.0, conn=old)  # the switch to symbols reads it a while
             bot.engine.remove_rule("glob")
@@ -2076,9 +2076,7 @@ async def test_a_switch_to_symbols_hands_on_what_the_old_connections_rotation_ho
             drain_timeout=2.0,  # the switch reads the silent old socket this long
         )
         async with bot:
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
+            await bot.started_on_all_market()
             (all_market,) = fake.connections
             fake.silence(conn=all_market)  # the switch, and its rotation, read it to its end
             bot.engine.remove_rule("glob")
@@ -2118,9 +2116,7 @@ async def test_a_switch_to_symbols_abandoned_hands_on_what_it_alone_carried():
             drain_timeout=8.0,  # nothing is handed on for having been held that long
         )
         async with bot:
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
+            await bot.started_on_all_market()
             (all_market,) = fake.connections
             fake.lag(1.0, conn=all_market)  # the switch to symbols reads it a while
             bot.engine.remove_rule("glob")
@@ -2220,9 +2216,7 @@ async def test_a_switch_away_from_a_rotating_connection_reads_its_new_socket_to_
             drain_timeout=5.0,
         )
         async with bot:
-            await fake.wait_for_subscriptions({ALL_MARKET})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
+            await bot.started_on_all_market()
             old = fake.connections[0]
             fake.lag(1.0, conn=old)
             await fake.wait_for_connections(2)  # the rotation's new socket
