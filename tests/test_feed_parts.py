@@ -538,6 +538,37 @@ async def test_a_newer_held_tick_of_one_symbol_does_not_keep_an_older_one_of_ano
     await conn.close()
 
 
+async def test_held_ticks_released_together_go_by_event_time_each_after_older_kept_back():
+    """Held ticks released together ahead of another connection's frame (or for having been
+    held ``drain_timeout``) go outside the merge: before each, the feed hands on what other
+    connections keep back that is older (``on_ahead``, soak seed 5630). A symbol
+    connection's go by event time, not in the order they came (a newer BTCUSDT tick first
+    would let an older frame kept back go only after it), each symbol's in order."""
+    events: list[tuple[str, int]] = []
+    conn = Connection(
+        1,
+        ["btcusdt@miniTicker", "ethusdt@miniTicker"],
+        raw=False,
+        settings=FeedSettings(),
+        stats=FeedStats(lambda: 0.0),
+        sink=lambda obj, raw: events.append((obj["s"], obj["E"])),
+        on_ahead=lambda c, event: events.append(("ahead", event)),
+    )
+    conn.hold()
+    for symbol, time in (("BTCUSDT", 2000), ("ETHUSDT", 1000), ("BTCUSDT", 2100)):
+        conn._deliver(time, el(symbol, time), b"")
+    conn.release_before(3000)
+    assert events == [
+        ("ahead", 1000),
+        ("ETHUSDT", 1000),
+        ("ahead", 2000),
+        ("BTCUSDT", 2000),
+        ("ahead", 2100),
+        ("BTCUSDT", 2100),
+    ]
+    await conn.close()
+
+
 async def test_the_all_market_connections_held_frames_go_in_the_order_they_came():
     """An all-market frame carries every symbol: held ones go only in the order they came,
     however their event times compare (a later frame's older first element does not go

@@ -258,6 +258,7 @@ class Feed:
             on_refused=self._on_refused,
             on_deliver=self._delivering,
             on_released=self._hand_on_waiting,
+            on_ahead=self._ahead_of_held,
             burst=self.burst,
         )
         if held:
@@ -287,6 +288,15 @@ class Feed:
         if wait:
             self._waiters.add(conn)  # after the hand-on above: it keeps nothing back yet
         return wait
+
+    def _ahead_of_held(self, conn: Connection, event: int) -> None:
+        """Before ``conn`` hands on a frame it held (event time ``event``) outside the merge:
+        the frames other connections keep back that are older go first, as far as nothing
+        else holds them back (see _hand_on_waiting). They may be all there is of a tick
+        ``conn`` missed, which the engine would drop behind its newer frame (soak seed
+        5630)."""
+        if self._waiters:
+            self._hand_on_waiting(before=event)
 
     def _must_wait(self, conn: Connection, event: int) -> bool:
         """Hand on the held frames that may go ahead of ``conn``'s frame of event time

@@ -194,6 +194,10 @@ class FeedStats:
         return 0.0
 
 
+def _event_of(held: Held) -> int:
+    return held[0]
+
+
 def _take_while(held: list[Held], taking: Callable[[Held], bool]) -> list[Held]:
     """Take from ``held`` its first frames for which ``taking`` holds."""
     n = 0
@@ -292,6 +296,7 @@ class Connection:
         on_refused: Callable[[str, str], None] = lambda stream, reason: None,
         on_deliver: Callable[[Connection, int], bool] = lambda conn, event: False,
         on_released: Callable[[], None] = lambda: None,
+        on_ahead: Callable[[Connection, int], None] = lambda conn, event: None,
         burst: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.id = cid
@@ -311,6 +316,10 @@ class Connection:
         #: after frames this connection held are handed on or dropped: frames other
         #: connections keep waiting for them may go now
         self.on_released = on_released
+        #: before a frame this connection held goes to the sink without passing the merge
+        #: (released ahead of another's frame, or held for ``drain_timeout``): the feed hands
+        #: on first what other connections keep back that is older
+        self.on_ahead = on_ahead
         #: around handing on frames held back (or kept waiting): many at once, which the sink
         #: must not take for an engine falling behind (Handoff.burst)
         self.burst = burst
@@ -338,7 +347,7 @@ class Connection:
         #: this connection's own frames kept back while another's held older ones go first
         #: (see on_deliver): event time, object, raw text, and when they arrived (loop
         #: time), in order
-        self._waiting: list[Held] = []
+        self._waiting: deque[Held] = deque()
         self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------------ control
@@ -364,7 +373,7 @@ class Connection:
         self._release_rotating()
         # what it kept back waiting for another connection's held frames is market data all
         # the same: handed on rather than lost
-        waiting, self._waiting = self._waiting, []
+        waiting, self._waiting = self._waiting, deque()
         self._sink_all(waiting)
         if was_holding:
             self.on_released()
@@ -434,7 +443,7 @@ class Connection:
         held = self._held or []
         if ALL_MARKET in self.streams:
             # each frame carries every symbol: they go in order, as far as they may
-            self._sink_all(_take_while(held, ahead))
+            self._hand_on_held(_take_while(held, ahead))
             return
         # each frame is one symbol's tick, and a symbol's ticks come in order: all that may go
         # go (the ones of each symbol that may go come before those that may not), and a
@@ -447,7 +456,7 @@ class Connection:
             (go if ahead(h) else keep).append(h)
         if go:
             held[:] = keep
-            self._sink_all(go)
+            self._hand_on_held(go)
 
     def _release_due(self) -> None:
         """Hand on the frames held for ``drain_timeout``: an old connection that is that far
@@ -456,7 +465,7 @@ class Connection:
         held = self._held or []
         edge = self._loop.time() - self.settings.drain_timeout
         due_now = _take_while(held, lambda h: h[3] <= edge)
-        self._sink_all(due_now)
+        self._hand_on_held(due_now)
         if held:
             due = held[0][3] + self.settings.drain_timeout
             self._held_timer = self._loop.call_at(due, self._release_due)
@@ -487,15 +496,23 @@ class Connection:
 
     def hand_on_waiting(self, must_wait: Callable[[int], bool]) -> bool:
         """Hand on the frames kept back, in order, up to the first for which ``must_wait``
-        (its event time) holds; whether any went."""
+        (its event time) holds; whether any went.
+
+        ``must_wait`` may hand on frames of this connection itself (a held frame it lets go
+        first takes the older ones of the waiting ones ahead of it, see on_ahead): each
+        frame leaves the line before it goes, and one no longer first is not handed on twice."""
         waiting = self._waiting
-        n = 0
+        went = False
         with self.burst():
-            while n < len(waiting) and not must_wait(waiting[n][0]):
-                self._sink(waiting[n][1], waiting[n][2])
-                n += 1
-        del waiting[:n]
-        return n > 0
+            while waiting:
+                first = waiting[0]
+                if must_wait(first[0]):
+                    break
+                if waiting and waiting[0] is first:
+                    waiting.popleft()
+                    self._sink(first[1], first[2])
+                    went = True
+        return went
 
     @property
     def holding(self) -> bool:
@@ -1029,6 +1046,20 @@ class Connection:
             self._waiting.append((event, obj, raw, self._loop.time()))
             return
         self._sink(obj, raw)
+
+    def _hand_on_held(self, frames: list[Held]) -> None:
+        """Hand on frames this connection held, outside the merge (released ahead of another
+        connection's frame, or held for ``drain_timeout``), each after what other connections
+        keep back that is older (on_ahead): one of them may have a tick the frames here do not
+        (it is why it waits), which a newer frame of ours would make the engine drop (soak
+        seed 5630). A symbol connection's frames go by event time (each symbol's ticks stay
+        in order): a frame handed on ahead of one of them is then older than all after it."""
+        if ALL_MARKET not in self.streams:
+            frames.sort(key=_event_of)
+        with self.burst():
+            for event, obj, raw, _ in frames:
+                self.on_ahead(self, event)
+                self._sink(obj, raw)
 
     def _sink_all(self, frames: Iterable[Held]) -> None:
         """Hand frames kept back to the sink at once, in order: a burst (Handoff.burst)."""
