@@ -105,6 +105,14 @@ class Bot:
         await asyncio.wait_for(self.feed.settled(), 5)
         await self.tick(90, T)
 
+    async def started_on_two_symbol_connections(self) -> None:
+        """:meth:`started` for a bot whose rules watch BTCUSDT and ETHUSDT, one stream a
+        connection (``max_streams=1``): both at 90 (at ``T``)."""
+        await self.fake.wait_for_subscriptions({BTC, ETH})
+        await asyncio.wait_for(self.feed.settled(), 5)
+        await self.tick(90, T)
+        await self.tick(90, T, "ETHUSDT")
+
     async def tick(self, close: float, time: int, symbol: str = "BTCUSDT") -> None:
         """Publish one ticker and wait until the engine has it."""
         await self.fake.publish([mini_ticker(symbol, close, time)])
@@ -1308,10 +1316,7 @@ async def test_a_switch_does_not_hand_on_ticks_ahead_of_another_old_connection_t
     async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
         bot = Bot(fake, rules, max_streams=1, **NO_WATCHDOG, drain_timeout=5.0)
         async with bot:
-            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
-            await bot.tick(90, T, "ETHUSDT")
+            await bot.started_on_two_symbol_connections()
             btc = next(c for c in fake.connections if BTC in c.streams)
             fake.lag(1.0, conn=btc)
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the old one only
@@ -1333,10 +1338,7 @@ async def test_a_switch_does_not_wait_on_an_old_connection_reconnected_since_for
     async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
         bot = Bot(fake, rules, max_streams=1, **NO_WATCHDOG, drain_timeout=5.0)
         async with bot:
-            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
-            await bot.tick(90, T, "ETHUSDT")
+            await bot.started_on_two_symbol_connections()
             btc = next(c for c in fake.connections if BTC in c.streams)
             eth = next(c for c in fake.connections if c is not btc)
             fake.silence(conn=btc)  # it cannot be read to its end: the switch waits
@@ -1365,10 +1367,7 @@ async def test_a_switchs_held_tick_is_not_overtaken_by_an_old_connection_reconne
     async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
         bot = Bot(fake, rules, max_streams=1, **NO_WATCHDOG, drain_timeout=5.0)
         async with bot:
-            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
-            await bot.tick(90, T, "ETHUSDT")
+            await bot.started_on_two_symbol_connections()
             btc = next(c for c in fake.connections if BTC in c.streams)
             eth = next(c for c in fake.connections if c is not btc)
             fake.lag(1.5, conn=eth)  # read to its end 1.5 s after it is asked
@@ -1391,53 +1390,6 @@ async def test_a_switchs_held_tick_is_not_overtaken_by_an_old_connection_reconne
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
-async def test_held_frames_going_ahead_of_an_old_connections_tick_take_its_older_ones_first():
-    """A switch to the all-market stream from two symbol connections. The ETHUSDT one lags,
-    so the new connection's held frames wait for it; the new connection missed a BTCUSDT
-    crossing (its socket was silent then), which the BTCUSDT connection delivered and keeps
-    back behind them. When the ETHUSDT one's newer tick lets held frames go ahead of it, the
-    BTCUSDT connection's older tick goes between them, not after a newer held one (the engine
-    would drop it: soak seed 5630)."""
-    rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
-    async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
-        bot = Bot(
-            fake,
-            rules,
-            max_streams=1,
-            **NO_WATCHDOG,
-            drain_timeout=2.0,  # the switch waits this long for an answer of the new one
-            handover_timeout=30.0,  # not tried again within this test
-        )
-        async with bot:
-            await fake.wait_for_subscriptions({BTC, ETH})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
-            await bot.tick(90, T, "ETHUSDT")
-            eth = next(c for c in fake.connections if ETH in c.streams)
-            fake.lag(0.5, conn=eth)
-            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
-            assert bot.pipeline.update_streams() == "all"
-            await fake.wait_for(lambda: ALL_MARKET in fake.subscribed())
-            new = next(c for c in fake.connections if ALL_MARKET in c.streams)
-            raw = next(c for c in bot.feed.connections() if c.raw)
-            ours = next(c for c in bot.feed.connections() if BTC in c.streams)
-            await fake.publish([mini_ticker("ETHUSDT", 95, T + 500)])  # held: ETHUSDT lags
-            await fake.wait_for(lambda: raw.messages > 0)
-            fake.silence(conn=new)
-            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the old one only
-            await fake.wait_for(lambda: ours.waiting)  # behind the held ETHUSDT tick
-            fake.silence(False, conn=new)
-            await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])
-            await fake.publish([mini_ticker("ETHUSDT", 95, T + 2_500)])
-            await fake.publish([mini_ticker("BTCUSDT", 95, T + 3_000)])
-            await fake.wait_for(lambda: raw.messages > 3)
-            fake.silence(conn=new)  # it does not answer: the switch waits, then is given up
-            # the ETHUSDT connection's tick at T + 2_500 arrives: held frames older go ahead
-            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 3_000), timeout=5)
-            await fake.wait_for(lambda: bot.feed.health().mode == "symbols", timeout=10)
-        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
-
-
 async def test_ticks_kept_back_for_a_switch_that_is_given_up_go_on_and_so_do_later_ones():
     """As above, but the new all-market connection then falls silent and the switch is given
     up, the symbol connections carrying on: the BTCUSDT connection's tick kept back goes once
@@ -1453,10 +1405,7 @@ async def test_ticks_kept_back_for_a_switch_that_is_given_up_go_on_and_so_do_lat
             handover_timeout=30.0,  # not tried again within this test
         )
         async with bot:
-            await fake.wait_for_subscriptions({BTC, "ethusdt@miniTicker"})
-            await asyncio.wait_for(bot.feed.settled(), 5)
-            await bot.tick(90, T)
-            await bot.tick(90, T, "ETHUSDT")
+            await bot.started_on_two_symbol_connections()
             btc = next(c for c in fake.connections if BTC in c.streams)
             eth = next(c for c in fake.connections if c is not btc)
             fake.lag(0.6, conn=eth)
@@ -1481,6 +1430,50 @@ async def test_ticks_kept_back_for_a_switch_that_is_given_up_go_on_and_so_do_lat
             # given up once the old ones are read to their end (the new one let go of first)
             await fake.wait_for(lambda: bot.feed.health().mode == "symbols")
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000), ("up", "BTCUSDT", T + 3_000)]
+
+
+async def test_held_frames_going_ahead_of_an_old_connections_tick_take_its_older_ones_first():
+    """A switch to the all-market stream from two symbol connections. The ETHUSDT one lags,
+    so the new connection's held frames wait for it; the new connection missed a BTCUSDT
+    crossing (its socket was silent then), which the BTCUSDT connection delivered and keeps
+    back behind them. When the ETHUSDT one's newer tick lets held frames go ahead of it, the
+    BTCUSDT connection's older tick goes between them, not after a newer held one (the engine
+    would drop it: soak seed 5630)."""
+    rules = [rule("crosses above 100"), rule("price > 1b", "ETHUSDT", id="eth")]
+    async with FakeBinance(symbols=("BTCUSDT", "ETHUSDT"), max_streams=1) as fake:
+        bot = Bot(
+            fake,
+            rules,
+            max_streams=1,
+            **NO_WATCHDOG,
+            drain_timeout=2.0,  # the switch waits this long for an answer of the new one
+            handover_timeout=30.0,  # not tried again within this test
+        )
+        async with bot:
+            await bot.started_on_two_symbol_connections()
+            eth = next(c for c in fake.connections if ETH in c.streams)
+            fake.lag(0.5, conn=eth)
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for(lambda: ALL_MARKET in fake.subscribed())
+            new = next(c for c in fake.connections if ALL_MARKET in c.streams)
+            raw = next(c for c in bot.feed.connections() if c.raw)
+            ours = next(c for c in bot.feed.connections() if BTC in c.streams)
+            await fake.publish([mini_ticker("ETHUSDT", 95, T + 500)])  # held: ETHUSDT lags
+            await fake.wait_for(lambda: raw.messages > 0)
+            fake.silence(conn=new)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the old one only
+            await fake.wait_for(lambda: ours.waiting)  # behind the held ETHUSDT tick
+            fake.silence(False, conn=new)
+            await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])
+            await fake.publish([mini_ticker("ETHUSDT", 95, T + 2_500)])
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 3_000)])
+            await fake.wait_for(lambda: raw.messages > 3)
+            fake.silence(conn=new)  # it does not answer: the switch waits, then is given up
+            # the ETHUSDT connection's tick at T + 2_500 arrives: held frames older go ahead
+            await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 3_000), timeout=5)
+            await fake.wait_for(lambda: bot.feed.health().mode == "symbols", timeout=10)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
 async def test_a_switch_given_up_lets_go_of_its_new_connection_before_reading_the_old_ones():
