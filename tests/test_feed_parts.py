@@ -569,6 +569,39 @@ async def test_held_ticks_released_together_go_by_event_time_each_after_older_ke
     await conn.close()
 
 
+async def test_waiting_ticks_go_once_each_in_order_when_the_hand_on_nests():
+    """Asking whether a waiting tick must wait can hand on ticks of the same line (held
+    frames let go first take the older waiting ones with them, ``on_ahead``): each tick
+    still goes exactly once, in order, and the line goes on from the tick now first (the
+    answer about the one handed on meanwhile no longer stops it)."""
+    sunk: list[int] = []
+    conn = Connection(
+        1,
+        ["btcusdt@miniTicker"],
+        raw=False,
+        settings=FeedSettings(),
+        stats=FeedStats(lambda: 0.0),
+        sink=lambda obj, raw: sunk.append(obj["E"]),
+        on_deliver=lambda c, event: True,  # everything waits
+    )
+    for time in (1000, 2000, 3000):
+        conn._deliver(time, el("BTCUSDT", time), b"")
+    assert sunk == []
+    nested = []
+
+    def must_wait(event: int) -> bool:
+        if event == 2000 and not nested:
+            nested.append(conn.hand_on_waiting(lambda e: e > 2000))  # hands on 2000
+            return True  # so it would wait: an answer about a tick already gone
+        return False
+
+    assert conn.hand_on_waiting(must_wait)
+    assert nested == [True]
+    assert sunk == [1000, 2000, 3000]
+    assert not conn.waiting
+    await conn.close()
+
+
 async def test_the_all_market_connections_held_frames_go_in_the_order_they_came():
     """An all-market frame carries every symbol: held ones go only in the order they came,
     however their event times compare (a later frame's older first element does not go

@@ -506,12 +506,15 @@ class Connection:
         with self.burst():
             while waiting:
                 first = waiting[0]
-                if must_wait(first[0]):
+                wait = must_wait(first[0])
+                if not waiting or waiting[0] is not first:
+                    went = True  # handed on meanwhile: the new first is asked anew
+                    continue
+                if wait:
                     break
-                if waiting and waiting[0] is first:
-                    waiting.popleft()
-                    self._sink(first[1], first[2])
-                    went = True
+                waiting.popleft()
+                self._sink(first[1], first[2])
+                went = True
         return went
 
     @property
