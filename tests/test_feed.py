@@ -24,7 +24,7 @@ from alertbot.feed.settings import FeedSettings
 from alertbot.rules.conditions import parse
 from alertbot.rules.engine import Alert, Engine
 from alertbot.rules.model import Rule
-from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.binance import FakeBinance, FakeConnection, mini_ticker
 
 T = 1_772_000_000_000
 BTC = "btcusdt@miniTicker"
@@ -136,6 +136,24 @@ class Bot:
         await fake.wait_for(
             lambda: fake.stats.handshakes > handshakes and streams <= fake.subscribed()
         )
+
+
+async def past(
+    fake: FakeBinance, silenced: FakeConnection, ticker: dict[str, Any], arrived: Callable[[], bool]
+) -> None:
+    """Publish ``ticker`` while ``silenced`` is silent (it never gets it), until ``arrived()``:
+    a tick only the other sockets carry."""
+    fake.silence(conn=silenced)
+    await fake.publish([ticker])
+    await fake.wait_for(arrived)
+    fake.silence(False, conn=silenced)
+
+
+async def rotation_of(fake: FakeBinance, old: FakeConnection, stream: str) -> None:
+    """Until a socket besides ``old`` carries ``stream``: the connection on ``old`` rotates."""
+    await fake.wait_for(
+        lambda: any(c is not old and stream in c.streams for c in fake.connections), timeout=5
+    )
 
 
 Fault = Callable[[FakeBinance], Awaitable[None]]
@@ -1461,10 +1479,8 @@ async def test_held_frames_going_ahead_of_an_old_connections_tick_take_its_older
             ours = next(c for c in bot.feed.connections() if BTC in c.streams)
             await fake.publish([mini_ticker("ETHUSDT", 95, T + 500)])  # held: ETHUSDT lags
             await fake.wait_for(lambda: raw.messages > 0)
-            fake.silence(conn=new)
-            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the old one only
-            await fake.wait_for(lambda: ours.waiting)  # behind the held ETHUSDT tick
-            fake.silence(False, conn=new)
+            # the old one only, kept back behind the held ETHUSDT tick
+            await past(fake, new, mini_ticker("BTCUSDT", 110, T + 1_000), lambda: ours.waiting)
             await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])
             await fake.publish([mini_ticker("ETHUSDT", 95, T + 2_500)])
             await fake.publish([mini_ticker("BTCUSDT", 95, T + 3_000)])
@@ -2085,16 +2101,11 @@ async def test_a_switch_to_all_hands_on_what_an_old_connections_rotation_holds_i
             raw = next(c for c in bot.feed.connections() if c.raw)
             await fake.publish([mini_ticker("BTCUSDT", 90, T + 1_000)])
             await fake.wait_for(lambda: raw.messages > 0)  # held
-            # the symbol connection rotates (max_age) during the switch
-            await fake.wait_for(
-                lambda: any(c is not symbols and BTC in c.streams for c in fake.connections),
-                timeout=5,
-            )
-            fake.silence(conn=all_market)
-            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # the rotation's alone
+            await rotation_of(fake, symbols, BTC)  # max_age, during the switch
             old = next(c for c in bot.feed.connections() if not c.raw)
-            await fake.wait_for(lambda: old.messages > 1)
-            fake.silence(False, conn=all_market)
+            # the rotation's alone
+            ticker = mini_ticker("BTCUSDT", 110, T + 2_000)
+            await past(fake, all_market, ticker, lambda: old.messages > 1)
             await fake.publish([mini_ticker("BTCUSDT", 90, T + 3_000)])
             await fake.wait_for(lambda: bot.feed.health().mode == "all", timeout=10)
             await bot.tick(90, T + 4_000)
@@ -2124,18 +2135,11 @@ async def test_a_switch_to_symbols_hands_on_what_the_old_connections_rotation_ho
             await fake.wait_for_subscriptions({BTC})
             (symbols,) = [c for c in fake.connections if BTC in c.streams]
             fake.silence_opening("symbols")  # its own rotation delivers nothing
-            # the all-market connection rotates (max_age) during the switch
-            await fake.wait_for(
-                lambda: any(
-                    c is not all_market and ALL_MARKET in c.streams for c in fake.connections
-                ),
-                timeout=5,
-            )
-            fake.silence(conn=symbols)
-            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the rotation's alone
+            await rotation_of(fake, all_market, ALL_MARKET)  # max_age, during the switch
             raw = next(c for c in bot.feed.connections() if c.raw)
-            await fake.wait_for(lambda: raw.messages > 1)
-            fake.silence(False, conn=symbols)
+            # the rotation's alone
+            ticker = mini_ticker("BTCUSDT", 110, T + 1_000)
+            await past(fake, symbols, ticker, lambda: raw.messages > 1)
             await fake.publish([mini_ticker("BTCUSDT", 90, T + 2_000)])
             await fake.wait_for(lambda: bot.feed.health().mode == "symbols", timeout=10)
             await bot.tick(90, T + 3_000)
