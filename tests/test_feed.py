@@ -2146,6 +2146,48 @@ async def test_a_switch_to_symbols_hands_on_what_the_old_connections_rotation_ho
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_switch_reads_an_old_connections_rotating_socket_when_its_old_one_is_gone():
+    """A switch to the all-market stream while the old symbol connection rotates: the
+    rotation's old socket is gone (aborted) while its new socket, which lags, has a crossing
+    on its way that no other socket carries. The switch reads the new socket to a request's
+    reply too before the all-market connection takes over, not only the old one (at its end
+    at once): the crossing is alerted at its tick, not at the next one (soak seed 7673)."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            **NO_WATCHDOG,
+            max_age=2.0,
+            drain_timeout=3.0,  # the rotation waits this long for its new socket's answer
+            handover_timeout=30.0,  # the switch is not given up within this test
+        )
+        async with bot:
+            await bot.started()
+            (symbols,) = fake.connections
+            await rotation_of(fake, symbols, BTC)
+            (new,) = [c for c in fake.connections if c is not symbols]
+            fake.lag(0.5, conn=new)
+            asked = len(fake.stats.requests)
+            await bot.tick(90, T + 1_000)  # the new socket's first data, half a second late
+            # it delivered and the old one is read to its end: the rotation asks the new one
+            await fake.wait_for(
+                lambda: any(
+                    cid == new.id and r.get("method") == "LIST_SUBSCRIPTIONS"
+                    for cid, r, _ in fake.stats.requests[asked:]
+                    if isinstance(r, dict)
+                )
+            )
+            await fake.drop(conn=symbols)  # aborted: only the new socket carries what follows
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            await fake.publish([mini_ticker("BTCUSDT", 111, T + 3_000)])
+            await fake.wait_for(lambda: bot.feed.health().mode == "all", timeout=10)
+            await bot.tick(111, T + 4_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 2_000)]
+
+
 async def test_a_switch_to_symbols_abandoned_hands_on_what_it_alone_carried():
     """A switch to symbol streams is abandoned (the glob rule comes back) while its new
     connection holds a tick the all-market connection was never sent (it was silent then).

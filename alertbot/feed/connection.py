@@ -858,14 +858,21 @@ class Connection:
         duplicate of a tick still on its way over this one, with newer ticks behind it here
         (soak seeds 877 and 1751).
 
-        A rotation that takes over meanwhile ends the socket being read: the one that took
+        A rotation under way has its new socket read to its end too: it may be all there is
+        of ticks sent before now, when the old one ended meanwhile (at its end at once) or
+        missed them (soak seed 7673: the old socket aborted while the new one lagged). A
+        rotation that takes over meanwhile ends the socket being read: the one that took
         over is read to its end in turn (it may lag too, with ticks on their way that were
         sent before now)."""
         s = self.session
         while s is not None:
-            await self._catch_up(s)
-            if self.session is s:
-                return
+            rotating = self._rotating
+            if rotating is None or rotating is s:
+                await self._catch_up(s)
+            else:
+                await asyncio.gather(self._catch_up(s), self._catch_up(rotating))
+            if self.session is s or (rotating is not None and self.session is rotating):
+                return  # (one that took over meanwhile has been read to a reply already)
             s = self.session  # None: closed, reconnecting; nothing more to read now
 
     async def _catch_up(self, s: _Session) -> None:
