@@ -1492,6 +1492,48 @@ async def test_held_frames_going_ahead_of_an_old_connections_tick_take_its_older
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_late_frame_held_behind_a_newer_one_keeps_no_older_tick_back():
+    """A switch to the all-market stream while the old symbol connection lags: the new
+    connection holds a frame, a newer one, then a late duplicate older than both. The old
+    connection's crossing (the new one missed it: silent then) is older than the first held
+    frame and newer than the late one. Held frames go in the order they came, so the late
+    one cannot go ahead of it without the newer ones: it goes on, not kept back until the
+    first held frame goes (for having been held ``drain_timeout``) ahead of it, which would
+    make the engine drop it (soak seed 8184)."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            **NO_WATCHDOG,
+            drain_timeout=1.0,  # the held frames go after this long; the switch is given up
+            handover_timeout=30.0,  # and not tried again within this test
+        )
+        async with bot:
+            await bot.started()
+            (old,) = fake.connections
+            fake.lag(0.5, conn=old)
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            (new,) = [c for c in fake.connections if ALL_MARKET in c.streams]
+            raw = next(c for c in bot.feed.connections() if c.raw)
+            await fake.wait_for(lambda: raw.session is not None)
+            fake.silence(conn=new)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # on its way, late
+            fake.silence(False, conn=new)
+            await fake.publish([mini_ticker("BTCUSDT", 115, T + 2_000)])
+            await fake.wait_for(lambda: raw.messages == 1)
+            await asyncio.sleep(0.05)  # the frames after it come later: not due with it
+            await fake.publish([mini_ticker("BTCUSDT", 116, T + 2_500)])
+            late = orjson.dumps([mini_ticker("ETHUSDT", 90, T + 500)])
+            await fake.send_raw(late, conn=new)
+            await fake.wait_for(lambda: raw.messages == 3)
+            fake.silence(conn=new)  # it does not answer: the switch is given up
+            await fake.wait_for(lambda: bot.feed.health().switches_failed == 1, timeout=5)
+            await bot.tick(116, T + 3_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 async def test_a_switch_given_up_lets_go_of_its_new_connection_before_reading_the_old_ones():
     """A switch to the all-market stream is given up (its connection delivered nothing in
     time) while the old symbol connection lags behind; the all-market connection starts

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from alertbot.errors import ConfigError
-from alertbot.feed.connection import Backoff, Connection, FeedStats, Outage
+from alertbot.feed.connection import Backoff, Connection, FeedStats, Outage, _Session
 from alertbot.feed.handoff import Handoff
 from alertbot.feed.market import (
     ALL_MARKET,
@@ -623,3 +623,51 @@ async def test_the_all_market_connections_held_frames_go_in_the_order_they_came(
     conn.release_before(2100)
     assert sunk == [2000, 1000]
     await conn.close()
+
+
+async def test_a_late_all_market_frame_held_behind_a_newer_one_keeps_no_older_frame_waiting():
+    """Held all-market frames go only in the order they came: one older than another
+    connection's frame, held behind one newer than it (a late duplicate), cannot go ahead of
+    it, so that frame need not wait for it (it would wait until the newer one went, and then
+    come behind it: soak seed 8184). A first frame older than it still makes it wait."""
+    conn = Connection(
+        1,
+        [ALL_MARKET],
+        raw=True,
+        settings=FeedSettings(),
+        stats=FeedStats(lambda: 0.0),
+        sink=lambda obj, raw: None,
+    )
+    conn.hold()
+    for time in (2000, 1000):
+        conn._deliver(time, [el("BTCUSDT", time)], b"")
+    assert not conn.holds_before(1500)
+    assert conn.holds_before(2100)
+    await conn.close()
+
+
+async def test_a_symbol_connections_rotation_hands_on_every_held_tick_older_than_a_frame():
+    """What a symbol connection's rotation holds (its new socket's ticks, while the old one
+    is read to its end) goes ahead of another connection's frame as a switch's held ticks do:
+    every tick older than it, also one that came behind a newer tick of another symbol, which
+    stays held; and once none is older, the frame need not wait."""
+    sunk: list[tuple[str, int]] = []
+    conn = Connection(
+        1,
+        ["btcusdt@miniTicker", "ethusdt@miniTicker"],
+        raw=False,
+        settings=FeedSettings(),
+        stats=FeedStats(lambda: 0.0),
+        sink=lambda obj, raw: sunk.append((obj["s"], obj["E"])),
+    )
+    rotating = _Session(None, conn.streams, 0.0, held=True)  # type: ignore[arg-type]
+    conn._rotating = rotating
+    for symbol, time in (("BTCUSDT", 2000), ("ETHUSDT", 1000)):
+        assert rotating.held is not None
+        rotating.held.append((time, el(symbol, time), b"", 0.0))
+    assert conn.holds_before(1500)
+    conn.release_rotating_before(1500)
+    assert sunk == [("ETHUSDT", 1000)]
+    assert not conn.holds_before(1500)
+    assert conn.holds_before(2100)
+    conn._rotating = None  # nothing to close: it has no socket

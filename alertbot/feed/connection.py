@@ -208,15 +208,6 @@ def _take_while(held: list[Held], taking: Callable[[Held], bool]) -> list[Held]:
     return taken
 
 
-def _take(held: list[Held], before: int | None) -> list[Held]:
-    """Take from ``held`` its first frames older than event time ``before`` (None: all)."""
-    if before is None:
-        taken = held[:]
-        held.clear()
-        return taken
-    return _take_while(held, lambda h: h[0] < before)
-
-
 def _event_time(obj: Any) -> int:
     """The event time of a data message (its first element's), or -1."""
     if type(obj) is dict and "data" in obj:
@@ -440,22 +431,8 @@ class Connection:
         def ahead(h: Held) -> bool:
             return h[0] < event and all(h[3] < opened or h[0] < last for opened, last in others)
 
-        held = self._held or []
-        if ALL_MARKET in self.streams:
-            # each frame carries every symbol: they go in order, as far as they may
-            self._hand_on_held(_take_while(held, ahead))
-            return
-        # each frame is one symbol's tick, and a symbol's ticks come in order: all that may go
-        # go (the ones of each symbol that may go come before those that may not), and a
-        # newer tick of one symbol does not keep an older one of another back (the frame
-        # about to go would then have to wait for it, see holds_before, for as long as the
-        # hold lasts)
-        go: list[Held] = []
-        keep: list[Held] = []
-        for h in held:
-            (go if ahead(h) else keep).append(h)
+        go = self._take_ahead(self._held or [], ahead)
         if go:
-            held[:] = keep
             self._hand_on_held(go)
 
     def _release_due(self) -> None:
@@ -484,10 +461,45 @@ class Connection:
         are this connection's ticks too, and may be all there is of some (soak seed 2720: a
         switch's all-market connection rotated while the symbol connection was down, and the
         symbol connection's first frame after it reconnected overtook them)."""
-        if any(h[0] < event for h in self._held or ()):
-            return True
         rotating = self._rotating
-        return rotating is not None and any(h[0] < event for h in rotating.held or ())
+        return self._holds_older(self._held, event) or (
+            rotating is not None and self._holds_older(rotating.held, event)
+        )
+
+    def _holds_older(self, held: list[Held] | None, event: int) -> bool:
+        """Whether a frame of ``held`` goes ahead of another connection's frame of event
+        time ``event`` (see _take_ahead)."""
+        if not held:
+            return False
+        if ALL_MARKET in self.streams:
+            return held[0][0] < event
+        return any(h[0] < event for h in held)
+
+    def _take_ahead(self, held: list[Held], ahead: Callable[[Held], bool]) -> list[Held]:
+        """Take from ``held`` the frames that go ahead of another connection's frame, those
+        for which ``ahead`` holds (older than it, and no longer waited for), in the order
+        they came.
+
+        An all-market connection's frames each carry every symbol, and go in the order they
+        came: only the first ones for which ``ahead`` holds. One that came after a newer
+        frame (a late duplicate) goes only behind it, and so does not keep the other frame
+        waiting either (holds_before): the other frame would go behind that newer one too,
+        and the engine would drop its ticks that are older (soak seed 8184).
+
+        A symbol connection's frames are each one symbol's tick, in order per symbol but
+        not across symbols: all for which ``ahead`` holds go (the ones of each symbol that
+        may go come before those that may not), and a newer tick of one symbol does not
+        keep an older one of another back (the other frame would have to wait for it, see
+        holds_before, for as long as the hold lasts)."""
+        if ALL_MARKET in self.streams:
+            return _take_while(held, ahead)
+        go: list[Held] = []
+        keep: list[Held] = []
+        for h in held:
+            (go if ahead(h) else keep).append(h)
+        if go:
+            held[:] = keep
+        return go
 
     @property
     def waiting(self) -> bool:
@@ -766,8 +778,11 @@ class Connection:
         held = s.held or []
         if before is None:
             s.held = None
+            taken = held
+        else:
+            taken = self._take_ahead(held, lambda h: h[0] < before)
         with self.burst():
-            for event, obj, raw, _ in _take(held, before):
+            for event, obj, raw, _ in taken:
                 self._deliver(event, obj, raw)
 
     async def _handover(self, old: _Session, new: _Session) -> bool:
