@@ -1534,6 +1534,49 @@ async def test_a_late_frame_held_behind_a_newer_one_keeps_no_older_tick_back():
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_held_frame_due_goes_behind_an_old_connections_older_rotation_held_tick():
+    """A switch to the all-market stream while the old symbol connection rotates: a crossing
+    reached only the rotation's new socket, which holds it while the old socket is read to
+    its end (silent, so for ``drain_timeout``), then through a failed answer and a second
+    ``drain_timeout``. The all-market connection's newer frame, held for ``drain_timeout``
+    meanwhile, goes behind it, not ahead (the engine would drop it)."""
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100")],
+            **NO_WATCHDOG,
+            max_age=1.0,
+            drain_timeout=1.0,
+            handover_timeout=30.0,  # the switch is not tried again within this test
+        )
+        async with bot:
+            await bot.started()
+            (old,) = fake.connections
+            await rotation_of(fake, old, BTC)
+            (rotating,) = [c for c in fake.connections if c is not old]
+            fake.silence(conn=old)
+            bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
+            assert bot.pipeline.update_streams() == "all"
+            await fake.wait_for_subscriptions({ALL_MARKET})
+            (new,) = [c for c in fake.connections if ALL_MARKET in c.streams]
+            raw = next(c for c in bot.feed.connections() if c.raw)
+            symbols = next(c for c in bot.feed.connections() if not c.raw)
+            await fake.wait_for(lambda: raw.session is not None)
+            seen = symbols.messages
+            # the rotation's new socket's alone, held
+            await past(
+                fake, new, mini_ticker("BTCUSDT", 110, T + 1_000), lambda: symbols.messages > seen
+            )
+            fake.silence(conn=rotating)  # it does not answer: the rotation fails, holding on
+            await fake.publish([mini_ticker("BTCUSDT", 95, T + 2_000)])
+            await fake.wait_for(lambda: raw.messages == 1)
+            fake.silence(conn=new)  # it does not answer: the switch is given up
+            await fake.wait_for(lambda: bot.feed.health().switches_failed == 1, timeout=5)
+            fake.silence(False)
+            await bot.tick(96, T + 3_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 async def test_a_switch_given_up_lets_go_of_its_new_connection_before_reading_the_old_ones():
     """A switch to the all-market stream is given up (its connection delivered nothing in
     time) while the old symbol connection lags behind; the all-market connection starts

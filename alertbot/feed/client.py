@@ -292,9 +292,13 @@ class Feed:
     def _ahead_of_held(self, conn: Connection, event: int) -> None:
         """Before ``conn`` hands on a frame it held (event time ``event``) outside the merge:
         the frames other connections keep back that are older go first, as far as nothing
-        else holds them back (see _hand_on_waiting). They may be all there is of a tick
-        ``conn`` missed, which the engine would drop behind its newer frame (soak seed
-        5630)."""
+        else holds them back (see _hand_on_waiting), and so do those their rotations hold
+        (a rotation's new socket's, while its old one is read to its end). They may be all
+        there is of a tick ``conn`` missed, which the engine would drop behind its newer
+        frame (soak seed 5630)."""
+        for other in self.connections():
+            if other is not conn:
+                other.release_rotating_before(event)
         if self._waiters:
             self._hand_on_waiting(before=event)
 
