@@ -2307,6 +2307,53 @@ async def test_a_switch_to_symbols_abandoned_hands_on_what_it_alone_carried():
         assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
 
 
+async def test_a_switch_to_symbols_abandoned_hands_on_what_it_holds_after_newer_lagging_ticks():
+    """A switch to symbol streams is abandoned (the glob rule comes back) while the
+    all-market connection lags. It answers the request that ends the switch, but a crossing
+    it was sent after that request is still on its way, and the symbol connection, which
+    missed it (silent then), holds a newer tick. That tick goes on only after the all-market
+    connection has been read past it, not ahead of the crossing (the engine would drop it:
+    soak seed 10190)."""
+    glob = rule("price > 1b", "*USDT", id="glob")
+    async with FakeBinance() as fake:
+        bot = Bot(
+            fake,
+            [rule("crosses above 100"), glob],
+            **NO_WATCHDOG,
+            drain_timeout=8.0,  # nothing is handed on for having been held that long
+            handover_timeout=30.0,
+        )
+        async with bot:
+            await bot.started_on_all_market()
+            (all_market,) = fake.connections
+            fake.lag(0.5, conn=all_market)
+            bot.engine.remove_rule("glob")
+            assert bot.pipeline.update_streams() == "symbols"
+            await fake.wait_for_subscriptions({BTC})
+            (symbols,) = [c for c in fake.connections if BTC in c.streams]
+            ours = next(c for c in bot.feed.connections() if not c.raw)
+            bot.engine.add_rule(glob)
+            asked = len(fake.stats.requests)
+            assert bot.pipeline.update_streams() == "all"  # the switch abandoned
+            # the request the all-market connection answers before the switch ends
+            await fake.wait_for(
+                lambda: any(
+                    cid == all_market.id and r.get("method") == "LIST_SUBSCRIPTIONS"
+                    for cid, r, _ in fake.stats.requests[asked:]
+                    if isinstance(r, dict)
+                )
+            )
+            fake.silence(conn=symbols)
+            await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # on its way, late
+            fake.silence(False, conn=symbols)
+            await fake.publish([mini_ticker("BTCUSDT", 111, T + 2_000)])
+            await fake.wait_for(lambda: ours.messages > 0)  # held by the symbol connection
+            await asyncio.wait_for(bot.feed.settled(), 10)
+            assert bot.feed.health().mode == "all"
+            await bot.tick(90, T + 3_000)
+        assert bot.fired() == [("up", "BTCUSDT", T + 1_000)]
+
+
 @pytest.mark.parametrize("glob_first", [False, True], ids=["to-all", "to-symbols"])
 async def test_a_switch_given_up_half_way_loses_none_of_the_lagging_old_connections_ticks(
     glob_first: bool,

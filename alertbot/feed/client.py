@@ -381,6 +381,8 @@ class Feed:
                     answered = await all_market.answers()
                     if all_market.live and all_market.losses == losses:
                         if answered:
+                            if not switching:
+                                await self._read_past(all_market, old)
                             break
                         why = f"did not answer within {self.settings.drain_timeout:g}s"
                         await self._give_up_to_all(all_market, old, why)
@@ -491,6 +493,18 @@ class Feed:
             for conn in self._combined:
                 conn.release()
         return True
+
+    async def _read_past(self, conn: Connection, old: list[Connection]) -> None:
+        """Before what ``old`` holds is handed on ahead of ``conn``'s frames to come (a switch
+        to them abandoned, ``conn`` carrying on): let go of them, so that they take in
+        nothing more, then read ``conn`` to a request's reply (for at most
+        ``drain_timeout``). Its answer to the switch's request covers only what it was sent
+        before that; what it was sent since, and has not delivered yet (it lags), may be
+        older than what they hold, which would overtake it (soak seed 10190)."""
+        await asyncio.gather(*(c.close(keep_held=True) for c in old))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await conn.catch_up()
 
     async def _give_up_to_all(
         self, all_market: Connection, old: list[Connection], why: str
