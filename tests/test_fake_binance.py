@@ -554,6 +554,27 @@ async def test_a_clients_close_of_a_lagging_connection_counts_from_its_close_fra
 
 
 @pytest.mark.asyncio
+async def test_a_clients_close_crossing_ours_on_its_way_is_recorded_with_its_reason() -> None:
+    """Our close of a lagging connection reaches the client only behind what is on its way;
+    a close frame of the client's that comes before then is its own (it let go, not
+    answering ours): its reason and arrival are kept beside when ours reaches it."""
+    async with FakeBinance(close_timeout=2.0) as fake:
+        async with client(fake, "/market/ws/!miniTicker@arr") as ws:
+            await fake.wait_for_connections(1)
+            conn = fake.connections[0]
+            fake.lag(0.5, conn=conn)
+            await fake.publish([BTC])
+            dropping = asyncio.create_task(fake.drop(code=1001, conn=conn))
+            await fake.wait_for(lambda: conn.server_close_reaches_at is not None)
+            await ws.close(1000, "no data")  # before ours arrives
+            await dropping
+        assert conn.closed_by == "server"
+        assert conn.client_close_reason == "no data"
+        assert conn.client_close_at is not None and conn.server_close_reaches_at is not None
+        assert conn.client_close_at < conn.server_close_reaches_at
+
+
+@pytest.mark.asyncio
 async def test_a_lagging_connection_is_closed_at_its_max_age_while_data_keeps_coming() -> None:
     """The close waits for the frames on their way when it is asked, not for later ones."""
     async with (

@@ -50,7 +50,7 @@ import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
 
@@ -203,6 +203,12 @@ class FakeConnection:
     #: ended first: the client's close frame came, or the connection was lost)
     closing_at: float | None = None
     closed_by: str | None = None
+    #: the client's close frame: when it arrived (loop time) and the reason it gave, also
+    #: when it answers ours or crosses it
+    client_close_at: float | None = None
+    client_close_reason: str | None = None
+    #: when our close frame reaches the client (loop time): behind what is on its way
+    server_close_reaches_at: float | None = None
     messages_in: int = 0  # every incoming message, answered or not
     #: every frame counted against the rate limit: messages, pings, pongs (answers or not),
     #: the close frame that starts the client's closing
@@ -296,6 +302,7 @@ class _CountingConnection(ServerConnection):
         #: when the client's close frame arrived (loop time): the client let go of the socket
         #: then, though the closing handshake may end later (our answer waits behind a lag)
         self.close_arrived: float | None = None
+        self.close_reason_arrived: str | None = None
         self.on_close: Callable[[float], None] = lambda at: None
         self.on_frame: Callable[[Opcode, float], None] = self._keep
 
@@ -308,6 +315,10 @@ class _CountingConnection(ServerConnection):
                 self.on_frame(event.opcode, self.loop.time())
             elif event.opcode is Opcode.CLOSE and self.close_arrived is None:
                 self.close_arrived = self.loop.time()
+                try:
+                    self.close_reason_arrived = Close.parse(event.data).reason
+                except Exception:  # a malformed close frame: websockets fails the connection
+                    self.close_reason_arrived = None
                 self.on_close(self.close_arrived)
         super().process_event(event)
 
@@ -912,6 +923,9 @@ class FakeBinance:
         closing handshake takes after (our answer waits behind a lag). A close frame that
         starts the closing counts toward the message limit, as any frame the client sends
         (one answering ours does not: the closing was ours)."""
+        conn.client_close_at = at
+        if isinstance(conn.ws, _CountingConnection):
+            conn.client_close_reason = conn.ws.close_reason_arrived
         if conn.closing_at is None:
             conn.closing_at, conn.closed_by = at, "client"
             self._incoming(conn, Opcode.CLOSE, at)
@@ -1045,6 +1059,10 @@ class FakeBinance:
         if code is None:
             ws.transport.abort()
         else:
+            if conn.server_close_reaches_at is None and isinstance(
+                ws.transport, _LaggingTransport
+            ):
+                conn.server_close_reaches_at = ws.transport.arrival()
             await ws.close(code, reason)
         if wait:
             await conn._done.wait()
