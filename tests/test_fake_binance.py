@@ -570,7 +570,8 @@ async def test_a_clients_close_crossing_ours_on_its_way_is_recorded_with_its_rea
             await dropping
         assert conn.closed_by == "server"
         assert conn.client_close_reason == "no data"
-        assert conn.client_close_at is not None and conn.server_close_reaches_at is not None
+        assert conn.client_close_at is not None
+        assert conn.server_close_reaches_at is not None
         assert conn.client_close_at < conn.server_close_reaches_at
 
 

@@ -1059,9 +1059,7 @@ class FakeBinance:
         if code is None:
             ws.transport.abort()
         else:
-            if conn.server_close_reaches_at is None and isinstance(
-                ws.transport, _LaggingTransport
-            ):
+            if conn.server_close_reaches_at is None and isinstance(ws.transport, _LaggingTransport):
                 conn.server_close_reaches_at = ws.transport.arrival()
             await ws.close(code, reason)
         if wait:
