@@ -149,6 +149,15 @@ async def past(
     fake.silence(False, conn=silenced)
 
 
+def asked(fake: FakeBinance, conn: FakeConnection, since: int) -> bool:
+    """Whether ``conn`` has sent a ``LIST_SUBSCRIPTIONS`` (the request a socket is read to
+    its end by) among the fake's requests from index ``since`` on."""
+    return any(
+        cid == conn.id and isinstance(r, dict) and r.get("method") == "LIST_SUBSCRIPTIONS"
+        for cid, r, _ in fake.stats.requests[since:]
+    )
+
+
 async def rotation_of(fake: FakeBinance, old: FakeConnection, stream: str) -> None:
     """Until a socket besides ``old`` carries ``stream``: the connection on ``old`` rotates."""
     await fake.wait_for(
@@ -500,15 +509,10 @@ async def test_a_connection_asked_for_an_answer_while_it_rotates_answers_on_its_
             (old,) = fake.connections
             (ours,) = bot.feed.connections()
             fake.lag(0.3, conn=old)  # the rotation reads it to its end in 0.3 s
-            asked = len(fake.stats.requests)
+            since = len(fake.stats.requests)
 
             def read_to_its_end() -> bool:  # the rotation's request reached it
-                return any(
-                    cid == old.id
-                    and isinstance(r, dict)
-                    and r.get("method") == "LIST_SUBSCRIPTIONS"
-                    for cid, r, _ in fake.stats.requests[asked:]
-                )
+                return asked(fake, old, since)
 
             time = T
             while not read_to_its_end():  # the new socket delivers: the rotation goes on
@@ -626,10 +630,10 @@ async def test_a_rotation_whose_new_socket_closes_while_the_old_one_drains_keeps
             fake.lag(1.0, conn=old)
             await fake.wait_for_connections(2)  # the rotation's new socket
             new = fake.connections[1]
-            asked = old.messages_in
+            received = old.messages_in
             await fake.publish([mini_ticker("BTCUSDT", 95, T + 1_000)])
             # the new one delivered; the old one is being read to its end (asked for a reply)
-            await fake.wait_for(lambda: old.messages_in > asked)
+            await fake.wait_for(lambda: old.messages_in > received)
             await fake.drop(code=1001, conn=new)
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # the old one only
             await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000))
@@ -658,10 +662,10 @@ async def test_a_rotation_whose_new_socket_falls_silent_while_the_old_one_drains
             fake.lag(0.5, conn=old)
             await fake.wait_for_connections(2)  # the rotation's new socket
             new = fake.connections[1]
-            asked = old.messages_in
+            received = old.messages_in
             await fake.publish([mini_ticker("BTCUSDT", 95, T + 1_000)])
             # the new one delivered; the old one is being read to its end (asked for a reply)
-            await fake.wait_for(lambda: old.messages_in > asked)
+            await fake.wait_for(lambda: old.messages_in > received)
             fake.silence(conn=new)
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])  # the old one only
             await fake.wait_for(lambda: bot.seen("BTCUSDT", T + 2_000))
@@ -1600,17 +1604,10 @@ async def test_a_switch_given_up_lets_go_of_its_new_connection_before_reading_th
             fake.silence_opening("all-market")
             bot.engine.add_rule(glob)
             assert bot.pipeline.update_streams() == "all"
-            asked = len(fake.stats.requests)
+            since = len(fake.stats.requests)
             await fake.wait_for(lambda: bot.feed.health().switches_failed == 1, timeout=3)
             # the give-up's request reached the old one: its reply comes a second later
-            await fake.wait_for(
-                lambda: any(
-                    cid == old.id
-                    and isinstance(r, dict)
-                    and r.get("method") == "LIST_SUBSCRIPTIONS"
-                    for cid, r, _ in fake.stats.requests[asked:]
-                )
-            )
+            await fake.wait_for(lambda: asked(fake, old, since))
             fake.lag(1.5, conn=old)  # what it is sent now comes after the reply
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # the old one only
             for conn in fake.connections:
@@ -2252,16 +2249,10 @@ async def test_a_switch_reads_an_old_connections_rotating_socket_when_its_old_on
             await rotation_of(fake, symbols, BTC)
             (new,) = [c for c in fake.connections if c is not symbols]
             fake.lag(0.5, conn=new)
-            asked = len(fake.stats.requests)
+            since = len(fake.stats.requests)
             await bot.tick(90, T + 1_000)  # the new socket's first data, half a second late
             # it delivered and the old one is read to its end: the rotation asks the new one
-            await fake.wait_for(
-                lambda: any(
-                    cid == new.id and r.get("method") == "LIST_SUBSCRIPTIONS"
-                    for cid, r, _ in fake.stats.requests[asked:]
-                    if isinstance(r, dict)
-                )
-            )
+            await fake.wait_for(lambda: asked(fake, new, since))
             await fake.drop(conn=symbols)  # aborted: only the new socket carries what follows
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 2_000)])
             bot.engine.add_rule(rule("price > 1b", "*USDT", id="glob"))
@@ -2333,16 +2324,10 @@ async def test_a_switch_to_symbols_abandoned_hands_on_what_it_holds_after_newer_
             (symbols,) = [c for c in fake.connections if BTC in c.streams]
             ours = next(c for c in bot.feed.connections() if not c.raw)
             bot.engine.add_rule(glob)
-            asked = len(fake.stats.requests)
+            since = len(fake.stats.requests)
             assert bot.pipeline.update_streams() == "all"  # the switch abandoned
             # the request the all-market connection answers before the switch ends
-            await fake.wait_for(
-                lambda: any(
-                    cid == all_market.id and r.get("method") == "LIST_SUBSCRIPTIONS"
-                    for cid, r, _ in fake.stats.requests[asked:]
-                    if isinstance(r, dict)
-                )
-            )
+            await fake.wait_for(lambda: asked(fake, all_market, since))
             fake.silence(conn=symbols)
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])  # on its way, late
             fake.silence(False, conn=symbols)
