@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import orjson
 import pytest
@@ -508,6 +509,14 @@ def test_tradable_symbols_from_exchange_info():
         tradable({"code": -1121})
 
 
+def connection(streams: list[str], *, raw: bool = False, **hooks: Any) -> Connection:
+    """A connection with default settings, not started (it has no socket): tests hand it
+    frames as its reader would (``_deliver``). ``hooks``: its sink and callbacks."""
+    return Connection(
+        1, streams, raw=raw, settings=FeedSettings(), stats=FeedStats(lambda: 0.0), **hooks
+    )
+
+
 # ---------------------------------------------------------------- a switch's held frames
 
 
@@ -520,12 +529,8 @@ async def test_a_newer_held_tick_of_one_symbol_does_not_keep_an_older_one_of_ano
     one made that frame wait (holds_before) for as long as the hold lasted (soak seed 2301).
     The frames are handed to the connection as its reader would (_deliver)."""
     sunk: list[tuple[str, int]] = []
-    conn = Connection(
-        1,
+    conn = connection(
         ["btcusdt@miniTicker", "ethusdt@miniTicker"],
-        raw=False,
-        settings=FeedSettings(),
-        stats=FeedStats(lambda: 0.0),
         sink=lambda obj, raw: sunk.append((obj["s"], obj["E"])),
     )
     conn.hold()
@@ -545,12 +550,8 @@ async def test_held_ticks_released_together_go_by_event_time_each_after_older_ke
     connection's go by event time, not in the order they came (a newer BTCUSDT tick first
     would let an older frame kept back go only after it), each symbol's in order."""
     events: list[tuple[str, int]] = []
-    conn = Connection(
-        1,
+    conn = connection(
         ["btcusdt@miniTicker", "ethusdt@miniTicker"],
-        raw=False,
-        settings=FeedSettings(),
-        stats=FeedStats(lambda: 0.0),
         sink=lambda obj, raw: events.append((obj["s"], obj["E"])),
         on_ahead=lambda c, event: events.append(("ahead", event)),
     )
@@ -575,12 +576,8 @@ async def test_waiting_ticks_go_once_each_in_order_when_the_hand_on_nests():
     still goes exactly once, in order, and the line goes on from the tick now first (the
     answer about the one handed on meanwhile no longer stops it)."""
     sunk: list[int] = []
-    conn = Connection(
-        1,
+    conn = connection(
         ["btcusdt@miniTicker"],
-        raw=False,
-        settings=FeedSettings(),
-        stats=FeedStats(lambda: 0.0),
         sink=lambda obj, raw: sunk.append(obj["E"]),
         on_deliver=lambda c, event: True,  # everything waits
     )
@@ -607,12 +604,9 @@ async def test_the_all_market_connections_held_frames_go_in_the_order_they_came(
     however their event times compare (a later frame's older first element does not go
     ahead of an earlier frame that is still held)."""
     sunk: list[int] = []
-    conn = Connection(
-        1,
+    conn = connection(
         [ALL_MARKET],
         raw=True,
-        settings=FeedSettings(),
-        stats=FeedStats(lambda: 0.0),
         sink=lambda obj, raw: sunk.append(obj[0]["E"]),
     )
     conn.hold()
@@ -630,12 +624,9 @@ async def test_a_late_all_market_frame_held_behind_a_newer_one_keeps_no_older_fr
     connection's frame, held behind one newer than it (a late duplicate), cannot go ahead of
     it, so that frame need not wait for it (it would wait until the newer one went, and then
     come behind it: soak seed 8184). A first frame older than it still makes it wait."""
-    conn = Connection(
-        1,
+    conn = connection(
         [ALL_MARKET],
         raw=True,
-        settings=FeedSettings(),
-        stats=FeedStats(lambda: 0.0),
         sink=lambda obj, raw: None,
     )
     conn.hold()
@@ -652,12 +643,8 @@ async def test_a_symbol_connections_rotation_hands_on_every_held_tick_older_than
     every tick older than it, also one that came behind a newer tick of another symbol, which
     stays held; and once none is older, the frame need not wait."""
     sunk: list[tuple[str, int]] = []
-    conn = Connection(
-        1,
+    conn = connection(
         ["btcusdt@miniTicker", "ethusdt@miniTicker"],
-        raw=False,
-        settings=FeedSettings(),
-        stats=FeedStats(lambda: 0.0),
         sink=lambda obj, raw: sunk.append((obj["s"], obj["E"])),
     )
     rotating = _Session(None, conn.streams, 0.0, held=True)  # type: ignore[arg-type]
