@@ -105,6 +105,18 @@ class Bot:
         await asyncio.wait_for(self.feed.settled(), 5)
         await self.tick(90, T)
 
+    async def switching_to_symbols(self, lag: float) -> FakeConnection:
+        """:meth:`started_on_all_market` (the rules have a glob rule, ``glob``), then the glob
+        rule goes while the all-market connection lags ``lag`` seconds: the feed switches to
+        symbol streams. Until BTCUSDT is subscribed; returns the all-market connection."""
+        await self.started_on_all_market()
+        (all_market,) = self.fake.connections
+        self.fake.lag(lag, conn=all_market)
+        self.engine.remove_rule("glob")
+        assert self.pipeline.update_streams() == "symbols"
+        await self.fake.wait_for_subscriptions({BTC})
+        return all_market
+
     async def started_on_two_symbol_connections(self) -> None:
         """:meth:`started` for a bot whose rules watch BTCUSDT and ETHUSDT, one stream a
         connection (``max_streams=1``): both at 90 (at ``T``)."""
@@ -2056,12 +2068,7 @@ async def test_a_switch_to_symbols_given_up_hands_on_what_it_alone_carried():
             handover_timeout=30.0,  # not tried again within this test
         )
         async with bot:
-            await bot.started_on_all_market()
-            (old,) = fake.connections
-            fake.lag(3.0, conn=old)  # the old one is read for drain_timeout
-            bot.engine.remove_rule("glob")
-            assert bot.pipeline.update_streams() == "symbols"
-            await fake.wait_for_subscriptions({BTC})
+            old = await bot.switching_to_symbols(lag=3.0)  # the old one is read for drain_timeout
             (new,) = [c for c in fake.connections if c is not old]
             fake.lag(1.5, conn=new)  # longer than drain_timeout: its reply comes too late
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])
@@ -2093,12 +2100,7 @@ async def test_a_switch_to_all_hands_on_an_abandoned_switchs_held_ticks_before_i
             handover_timeout=1.0,
         )
         async with bot:
-            await bot.started_on_all_market()
-            (old,) = fake.connections
-            fake.lag(2.0, conn=old)  # the switch to symbols reads it a while
-            bot.engine.remove_rule("glob")
-            assert bot.pipeline.update_streams() == "symbols"
-            await fake.wait_for_subscriptions({BTC})
+            old = await bot.switching_to_symbols(lag=2.0)  # read a while
             (ours,) = [c for c in bot.feed.connections() if not c.raw]
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])
             await fake.wait_for(lambda: ours.messages > 0)  # held by the symbol connection
@@ -2278,12 +2280,7 @@ async def test_a_switch_to_symbols_abandoned_hands_on_what_it_alone_carried():
             drain_timeout=8.0,  # nothing is handed on for having been held that long
         )
         async with bot:
-            await bot.started_on_all_market()
-            (all_market,) = fake.connections
-            fake.lag(1.0, conn=all_market)  # the switch to symbols reads it a while
-            bot.engine.remove_rule("glob")
-            assert bot.pipeline.update_streams() == "symbols"
-            await fake.wait_for_subscriptions({BTC})
+            all_market = await bot.switching_to_symbols(lag=1.0)  # read a while
             (ours,) = [c for c in bot.feed.connections() if not c.raw]
             fake.silence(conn=all_market)
             await fake.publish([mini_ticker("BTCUSDT", 110, T + 1_000)])
@@ -2315,12 +2312,7 @@ async def test_a_switch_to_symbols_abandoned_hands_on_what_it_holds_after_newer_
             handover_timeout=30.0,
         )
         async with bot:
-            await bot.started_on_all_market()
-            (all_market,) = fake.connections
-            fake.lag(0.5, conn=all_market)
-            bot.engine.remove_rule("glob")
-            assert bot.pipeline.update_streams() == "symbols"
-            await fake.wait_for_subscriptions({BTC})
+            all_market = await bot.switching_to_symbols(lag=0.5)
             (symbols,) = [c for c in fake.connections if BTC in c.streams]
             ours = next(c for c in bot.feed.connections() if not c.raw)
             bot.engine.add_rule(glob)
