@@ -881,12 +881,9 @@ class Connection:
         sent before now)."""
         s = self.session
         while s is not None:
-            rotating = self._rotating
-            if rotating is None or rotating is s:
-                await self._catch_up(s)
-            else:
-                await asyncio.gather(self._catch_up(s), self._catch_up(rotating))
-            if self.session is s or (rotating is not None and self.session is rotating):
+            sockets = [s] if self._rotating is None else [s, self._rotating]
+            await asyncio.gather(*(self._catch_up(x) for x in sockets))
+            if self.session in sockets:
                 return  # (one that took over meanwhile has been read to a reply already)
             s = self.session  # None: closed, reconnecting; nothing more to read now
 
