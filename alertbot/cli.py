@@ -35,6 +35,7 @@ _BEFORE = _quiet_interrupts()
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -176,26 +177,44 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: an http(s) URL in a log line, to its first white space or quote
+_HTTP_URL = re.compile(r"https?://[^\s'\"<>]+", re.IGNORECASE)
+
+
+def _shown_urls(text: str) -> str:
+    if "://" not in text:
+        return text
+    from alertbot.rules.urls import shown_url
+
+    return _HTTP_URL.sub(lambda m: shown_url(m.group()), text)
+
+
 class Redact(logging.Filter):
     """Replace secrets (the bot token, webhook secrets) in every log record, whoever logs it:
-    httpx logs request URLs, and Telegram's are ``.../bot<TOKEN>/sendMessage``."""
+    httpx logs request URLs, and Telegram's are ``.../bot<TOKEN>/sendMessage``. Every http(s)
+    URL in a record is shown as :func:`~alertbot.rules.urls.shown_url` shows it, so that a
+    webhook whose URL is its credential (Slack's, Discord's, a rule file's channel, which
+    ``secrets`` cannot list) keeps that out of httpx's request lines too."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit: the handler reports it, as without us
             return True
-        message = record.getMessage()
         text = message
         for secret in self.secrets:
             text = text.replace(secret, "[redacted]")
+        text = _shown_urls(text)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             for secret in self.secrets:
                 record.exc_text = record.exc_text.replace(secret, "[redacted]")
+            record.exc_text = _shown_urls(record.exc_text)
         if text != message or record.args:
             record.msg, record.args = text, None  # formatted once, not again by each handler
         return True

@@ -1179,6 +1179,38 @@ async def test_a_webhook_urls_password_never_appears_in_the_log(tmp_path):
     assert password not in err + out
 
 
+async def test_a_webhook_url_that_is_its_own_credential_never_appears_in_the_log(tmp_path):
+    """A Slack-style webhook URL is the credential (its last segment), and a rule file's
+    channel is not among the settings' secrets: at DEBUG, httpx's POST line and alertbot's
+    retry warning show that segment as ***."""
+    token = "Xq3vB8nPz2LmWk7RtY5sJd9e"
+    path = f"/services/T0AB12CDE/B0FG34HIJ/{token}"
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, WebhookReceiver(path=path) as hook:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"channels:\n  slack: {{webhook: '{hook.url}'}}\n"
+            "rules:\n  - id: up\n    symbols: [BTCUSDT]\n    when: price > 100\n"
+            "    notify: [slack]\n"
+        )
+        hook.respond_with(500)  # one failure first: alertbot's own retry line names the URL
+        env = env_for(fake, tmp_path / "alertbot.db", ALERTBOT_LOG_LEVEL="DEBUG")
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 150, 1_772_000_000_000)])
+            await hook.wait_for_deliveries(1, timeout=20)  # the 2xx one
+            await asyncio.sleep(0.3)  # httpx logs the request once answered
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, out, err = await finish(proc)
+    assert code == 0
+    assert [d.status for d in hook.deliveries] == [500, 200]
+    shown = f"{hook.base_url}/services/T0AB12CDE/B0FG34HIJ/***"
+    assert f"HTTP Request: POST {shown}" in err
+    assert f"webhook {shown}: HTTP 500" in err
+    assert token not in err + out
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [

@@ -520,8 +520,8 @@ async def test_a_webhook_certificate_that_fails_verification_is_named_in_the_log
 async def test_a_webhook_redirect_whose_location_changes_each_time_is_logged_once(tmp_path, caplog):
     """A login proxy in front of the receiver answers each POST with a redirect to its
     identity provider carrying a fresh ``state`` nonce: still one error line for the URL (it
-    was one per alert, each remembered for ever), while each delivery's error keeps the
-    Location it got."""
+    was one per alert, each remembered for ever), while each delivery's error names the
+    Location it got (its query's values as ***, as a token may be one of them)."""
     async with WebhookReceiver(secret="hook-secret") as hook:
         login = "https://idp.example/authorize?client_id=alertbot&state="
         async with Harness(tmp_path, None, hook) as h:
@@ -530,6 +530,6 @@ async def test_a_webhook_redirect_whose_location_changes_each_time_is_logged_onc
                 h.fire([rule(f"r{i}")])
                 await h.settled(timeout=3)
     assert len(errors(caplog, "redirect")) == 1
-    assert sorted(d.last_error or "" for d in rows(h).values()) == [
-        f"HTTP 302: a redirect to {login}nonce{i}" for i in range(3)
-    ]
+    assert [d.last_error for d in rows(h).values()] == [
+        "HTTP 302: a redirect to https://idp.example/authorize?client_id=***&state=***"
+    ] * 3

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import sqlite3
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from alertbot.notify.webhook import body_of, signature
 from alertbot.rules.conditions import format_number, parse
 from alertbot.rules.engine import Engine
 from alertbot.rules.model import Channel, Rule
+from alertbot.rules.urls import shown_url
 from alertbot.store import AlertRecord, DeliveryRow, Store, Update
 from alertbot.ticker import Ticker, percent
 
@@ -99,6 +101,62 @@ def test_the_bot_api_urls_password_is_a_secret_kept_out_of_the_log():
     )
     assert Redact(s.secrets()).filter(record)
     assert "pr0xy-pass" not in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (  # Slack: the last segment is the credential; the team and hook ids are not
+            "https://hooks.slack.com/services/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",
+            "https://hooks.slack.com/services/T0AB12CDE/B0FG34HIJ/***",
+        ),
+        (  # Discord: the id is a number and stays, the token after it does not
+            "https://discord.com/api/webhooks/1234567890123456789/Zk8-Qw_3rTyUiOpAsDfGhJkL",
+            "https://discord.com/api/webhooks/1234567890123456789/***",
+        ),
+        (  # the Bot API's token is a segment of its own
+            f"https://api.telegram.org/bot{TOKEN}/sendMessage",
+            "https://api.telegram.org/***/sendMessage",
+        ),
+        (  # every query value, a value without a name, a fragment, a password
+            "https://bob:hunter22@example.com:8443/hook?key=abc&channel=ops&flag&empty=#frag",
+            "https://bob:***@example.com:8443/hook?key=***&channel=***&***&empty=#***",
+        ),
+        ("https://example.com/alerts/", "https://example.com/alerts/"),  # nothing to hide
+        ("http://[::1:8080/hook?key=v", "http://[::1:8080/hook?key=***"),  # too broken to parse
+    ],
+)
+def test_a_url_shown_in_a_log_line_hides_what_may_be_its_credential(url: str, shown: str):
+    """Slack- and Discord-style webhooks take the URL itself as the credential: a log line
+    or an error shows a long path segment that is not a number, the query's values and a
+    fragment as ***, and keeps the rest, so that the receiver can still be told apart."""
+    assert shown_url(url) == shown
+
+
+def test_an_http_url_in_any_log_line_is_shown_without_its_credential():
+    """httpx's request lines at debug level quote the URL whole, and a rule file's webhook
+    channel is not among the settings' secrets: the log filter shows every http(s) URL, in the
+    message and in a traceback, as shown_url does; a wss:// URL (the feed's) it leaves alone."""
+    hook = "https://hooks.slack.com/services/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"
+    record = logging.LogRecord(
+        "httpx", logging.DEBUG, "", 0, 'HTTP Request: POST %s "HTTP/1.1 500"', (hook,), None
+    )
+    assert Redact([]).filter(record)
+    assert record.getMessage() == (
+        'HTTP Request: POST https://hooks.slack.com/services/T0AB12CDE/B0FG34HIJ/*** "HTTP/1.1 500"'
+    )
+    try:
+        raise RuntimeError(f"Server error for url '{hook}'")
+    except RuntimeError:
+        failed = logging.LogRecord("x", logging.ERROR, "", 0, "failed", None, sys.exc_info())
+    assert Redact([TOKEN]).filter(failed)
+    assert failed.exc_text is not None
+    assert "Xq3vB8nPz2LmWk7RtY5sJd9e" not in failed.exc_text
+    assert "/B0FG34HIJ/***'" in failed.exc_text
+    feed = "wss://fstream.binance.com/market/stream?streams=btcusdt@miniTicker"
+    record = logging.LogRecord("alertbot", logging.INFO, "", 0, "feed: %s", (feed,), None)
+    assert Redact([]).filter(record)
+    assert record.getMessage() == f"feed: {feed}"
 
 
 @pytest.mark.parametrize(

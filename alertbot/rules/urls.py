@@ -14,13 +14,15 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["MAX_URL_LENGTH", "shown_url", "url_text_problem"]
+__all__ = ["MAX_URL_LENGTH", "TOKEN_LENGTH", "shown_url", "url_text_problem"]
 
 #: httpx refuses longer URLs
 MAX_URL_LENGTH = 65_536
 #: a host httpx reads as an IPv4 address, and so must be a valid one
 _IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: a path segment this long, unless it is a number (an id), may be a token
+TOKEN_LENGTH = 16
 
 
 def _userinfo(url: str) -> tuple[int, str, str] | None:
@@ -40,13 +42,38 @@ def _userinfo(url: str) -> tuple[int, str, str] | None:
 
 
 def shown_url(url: str) -> str:
-    """``url`` as a log line or an error may show it: a password in it
-    (``https://user:PASSWORD@host/``) as ``***``."""
-    found = _userinfo(url)
-    if found is None:
+    """``url`` as a log line or an error may show it, with what may be a credential as ``***``:
+    a password (``https://user:PASSWORD@host/``); a path segment of :data:`TOKEN_LENGTH` or more
+    characters that is not a number, since some receivers take the URL itself as the
+    credential (Slack's ``/services/T…/B…/TOKEN``, Discord's ``/api/webhooks/ID/TOKEN``,
+    Telegram's ``/botTOKEN/``); every value in the query (``?key=VALUE``, names kept); and a
+    fragment. Text only, so that a URL too broken to parse is shown the same way."""
+    scheme = _SCHEME.match(url)
+    if scheme is None:
         return url
-    start, user, password = found
-    return f"{url[:start]}{user}:***@{url[start + len(user) + len(password) + 2 :]}"
+    start = scheme.end()
+    end = min([i for i in (url.find(c, start) for c in "/?#") if i >= 0], default=len(url))
+    authority, rest = url[start:end], url[end:]
+    found = _userinfo(url)
+    if found is not None:
+        _, user, password = found
+        authority = f"{user}:***@{authority[len(user) + len(password) + 2 :]}"
+    rest, hash_, fragment = rest.partition("#")
+    path, question, query = rest.partition("?")
+    path = "/".join(
+        "***" if len(part) >= TOKEN_LENGTH and not part.isdigit() else part
+        for part in path.split("/")
+    )
+    if query:
+        query = "&".join(_shown_pair(pair) for pair in query.split("&"))
+    return f"{url[:start]}{authority}{path}{question}{query}{hash_}{'***' if fragment else ''}"
+
+
+def _shown_pair(pair: str) -> str:
+    name, equals, value = pair.partition("=")
+    if not equals:
+        return "***" if name else ""  # ``?TOKEN``: a value without a name
+    return f"{name}=***" if value else pair
 
 
 def url_password(url: str) -> str | None:
