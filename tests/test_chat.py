@@ -859,7 +859,8 @@ async def test_a_range_break_typed_with_or_is_answered_with_a_command_that_works
 
 async def test_start_is_a_short_welcome_with_the_first_command_to_send(tmp_path, fakes):
     """/start, a new user's first message, answered with the whole /help (50 lines) under a
-    greeting; it is five lines: what the bot does, a first watch, where to go next."""
+    greeting; it is six lines: what the bot does, a first watch, where to go next, and the
+    chat's id (what an operator needs for ALERTBOT_ADMIN_CHATS; Telegram shows it nowhere)."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         hello = await bot.say("/start")
@@ -870,6 +871,7 @@ async def test_start_is_a_short_welcome_with_the_first_command_to_send(tmp_path,
         "  (a message when BTCUSDT trades above 70000)",
         "Then /list shows your watches and /price BTCUSDT the last price.",
         "/help: every command, with examples.",
+        f"This chat's id: {USER}",
     ]
     assert help_.startswith("Commands:\n/watch SYMBOL CONDITION")
 

@@ -299,6 +299,19 @@ def test_a_rule_without_notify_goes_to_admins_else_the_webhook_else_the_console(
     assert [r.destination for r in router(**settings).routes(rule())] == expected
 
 
+def test_a_token_without_admin_chats_says_once_how_to_find_a_chats_id(caplog):
+    """With a token but no ALERTBOT_ADMIN_CHATS, the rule files' alerts go to the console,
+    and the one warning says how to learn the id to set (Telegram shows it nowhere)."""
+    r = router(telegram_token=TOKEN)
+    with caplog.at_level(logging.WARNING, logger="alertbot"):
+        assert [x.destination for x in r.routes(rule())] == ["console"]
+        assert [x.destination for x in r.routes(rule())] == ["console"]
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "alerts of rules without 'notify' go to the console: set ALERTBOT_ADMIN_CHATS to send "
+        "them to Telegram (a chat's id: send the bot /start from it)"
+    ]
+
+
 def test_a_telegram_channel_without_a_token_goes_to_the_fallback_webhook():
     r = router(webhook_url="https://h.example/x", webhook_secret="w")
     (route,) = r.routes(rule(("ops",)))

@@ -1248,7 +1248,7 @@ class ChatBot:
             if command.name == "status":
                 return self.status(chat), None
             if command.name == "start":
-                return start_text(), None
+                return start_text(chat), None
             return help_text(), None
         raise AssertionError(command)
 

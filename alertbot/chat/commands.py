@@ -1167,9 +1167,10 @@ WATCH_EXAMPLES: tuple[tuple[str, str], ...] = (
 )
 
 
-def start_text() -> str:
+def start_text(chat: int) -> str:
     """The answer to /start: what the bot does and the first command to send (not /help's
-    full list, a screenful that hid the one line a new user needs)."""
+    full list, a screenful that hid the one line a new user needs), and the chat's id, which
+    an operator setting the bot up needs for ALERTBOT_ADMIN_CHATS and Telegram shows nowhere."""
     return "\n".join(
         [
             "Hello! I send price alerts for Binance futures.",
@@ -1177,6 +1178,7 @@ def start_text() -> str:
             "  (a message when BTCUSDT trades above 70000)",
             f"Then /list shows your watches and {hint('/price BTCUSDT')} the last price.",
             "/help: every command, with examples.",
+            f"This chat's id: {chat}",
         ]
     )
 

@@ -105,7 +105,7 @@ class Router:
             self._warned.add("no-admins")
             log.warning(
                 "alerts of rules without 'notify' go to the console: set ALERTBOT_ADMIN_CHATS "
-                "to send them to Telegram"
+                "to send them to Telegram (a chat's id: send the bot /start from it)"
             )
         return [CONSOLE]
 
