@@ -33,7 +33,7 @@ from alertbot.feed.symbols import SymbolDirectory, unknown_symbols
 from alertbot.notify.delivery import clip
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.outbox import CONSOLE_GONE, alert_id, gone_note
-from alertbot.notify.routing import CONSOLE, channel_secret_problems
+from alertbot.notify.routing import CONSOLE, channel_env_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import FORBIDDEN
 from alertbot.rules.conditions import format_condition
@@ -484,7 +484,7 @@ class App:
         try:
             ruleset = await asyncio.to_thread(load_files, self.rule_files)
             # a channel whose signing secret is not set here would post unsigned: as broken
-            problems = channel_secret_problems(ruleset.channels)
+            problems = channel_env_problems(ruleset.channels)
         except RuleFileError as exc:
             problems = [str(p) for p in exc.problems]
         except Exception as exc:

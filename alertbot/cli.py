@@ -397,13 +397,13 @@ def _load(files: Sequence[str]) -> RuleSet | None:
 
 
 def cmd_check(files: Sequence[str]) -> int:
-    from alertbot.notify.routing import channel_secret_problems
+    from alertbot.notify.routing import channel_env_problems
 
     ruleset = _load(files)
     if ruleset is None:
         return 1
     names = ", ".join(files)
-    for problem in channel_secret_problems(ruleset.channels):  # may be set where the bot runs
+    for problem in channel_env_problems(ruleset.channels):  # may be set where the bot runs
         print(f"{names}: warning: {problem} (alertbot run refuses to start so)", file=sys.stderr)
     rules, channels = plural(len(ruleset.rules), "rule"), plural(len(ruleset.channels), "channel")
     _out(f"{names}: {rules}, {channels}, OK\n", flush=True)
@@ -547,7 +547,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     from alertbot.app import App, file_stamps
     from alertbot.chat.watches import ChatSettings
     from alertbot.feed.settings import FeedSettings
-    from alertbot.notify.routing import channel_secret_problems
+    from alertbot.notify.routing import channel_env_problems
     from alertbot.notify.settings import DeliverySettings
     from alertbot.rules.model import RuleSet
     from alertbot.settings import env_choice, env_seconds, environment
@@ -561,7 +561,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
     ruleset = _load(files) if files else RuleSet()
     if ruleset is None:
         return 1
-    unset = channel_secret_problems(ruleset.channels)
+    unset = channel_env_problems(ruleset.channels)
     if unset:
         raise ConfigError("; ".join(unset))
     env = environment(os.environ, config)

@@ -345,6 +345,30 @@ def test_run_refuses_to_start_when_a_channel_secret_is_not_set(tmp_path: Path) -
     ) in result.stderr
 
 
+def test_run_refuses_to_start_when_a_channels_url_variable_is_not_set(tmp_path: Path) -> None:
+    """A ``webhook_env`` channel without its variable has nowhere to post: every alert to it
+    would be lost. ``check`` warns (it may be set where the bot runs); ``run`` refuses."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        SIGNED_CHANNEL.replace(
+            "webhook: 'https://example.com/hook', secret_env: ALERTBOT_TEST_DESK_SECRET",
+            "webhook_env: ALERTBOT_TEST_DESK_URL",
+        )
+    )
+    problem = "channel 'desk': its webhook_env ALERTBOT_TEST_DESK_URL is not set in the environment"
+    checked = alertbot("check", rules, env=env_without("ALERTBOT_TEST_DESK_URL"))
+    assert (checked.returncode, checked.stdout) == (0, f"{rules}: 1 rule, 1 channel, OK\n")
+    assert f"{rules}: warning: {problem}" in checked.stderr
+    env = env_without(
+        "ALERTBOT_TEST_DESK_URL",
+        ALERTBOT_BINANCE_WS_URL="ws://127.0.0.1:9",
+        ALERTBOT_DB=str(tmp_path / "a.db"),
+    )
+    result = alertbot("run", "--rules", rules, env=env)
+    assert result.returncode == 1
+    assert f"alertbot: {problem}" in result.stderr
+
+
 @pytest.mark.parametrize("name", ["rec.jsonl", "rec.jsonl.gz"])
 def test_replay_prints_alerts_in_firing_order(tmp_path: Path, rules_file: Path, name: str) -> None:
     recording = write_recording(tmp_path / name, RECORDING)

@@ -1179,6 +1179,46 @@ async def test_a_webhook_urls_password_never_appears_in_the_log(tmp_path):
     assert password not in err + out
 
 
+async def test_a_channel_posts_signed_to_the_url_its_webhook_env_holds(tmp_path):
+    """A rule file's channel ``{webhook_env: VAR, secret_env: VAR2}``: the URL stays out of
+    the file, the alert is posted there, signed with the secret, and the URL's token never
+    shows in the log, at DEBUG either."""
+    token = "Zk8-Qw_3rTyUiOpAsDfGhJkL"
+    path = f"/api/webhooks/1234567890123456789/{token}"
+    secret = "desk-secret-0123456789"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "channels:\n  discord: {webhook_env: DESK_URL, secret_env: DESK_SECRET}\n"
+        "rules:\n  - id: up\n    symbols: [BTCUSDT]\n    when: price > 100\n"
+        "    notify: [discord]\n"
+    )
+    async with (
+        FakeBinance(symbols=["BTCUSDT"]) as fake,
+        WebhookReceiver(secret=secret, path=path) as hook,
+    ):
+        env = env_for(
+            fake,
+            tmp_path / "alertbot.db",
+            DESK_URL=hook.url,
+            DESK_SECRET=secret,
+            ALERTBOT_LOG_LEVEL="DEBUG",
+        )
+        proc = await start("run", "--rules", rules, env=env)
+        try:
+            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+            await fake.publish([mini_ticker("BTCUSDT", 150, 1_772_000_000_000)])
+            await hook.wait_for_deliveries(1, timeout=20)
+            await asyncio.sleep(0.3)  # httpx logs the request once answered
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        code, out, err = await finish(proc)
+    assert code == 0
+    (delivery,) = hook.deliveries
+    assert (delivery.status, delivery.path, delivery.signature_ok) == (200, path, True)
+    assert f"HTTP Request: POST {hook.base_url}/api/webhooks/1234567890123456789/***" in err
+    assert token not in err + out
+
+
 async def test_a_webhook_url_that_is_its_own_credential_never_appears_in_the_log(tmp_path):
     """A Slack-style webhook URL is the credential (its last segment), and a rule file's
     channel is not among the settings' secrets: at DEBUG, httpx's POST line and alertbot's

@@ -203,6 +203,25 @@ def test_rules_may_notify_channels_defined_in_another_file() -> None:
     assert set(ruleset.channels) == {"ops", "desk"}
 
 
+def test_a_webhook_channel_may_take_its_url_from_the_environment() -> None:
+    """A Slack- or Discord-style URL is its own credential, and secrets never live in rule
+    files: ``webhook_env`` names the variable that holds it, alone or with ``secret_env``;
+    the loader keeps the name (it reads no environment) and notify may name the channel."""
+    ruleset = load_text(
+        "channels:\n"
+        "  slack: {webhook_env: SLACK_WEBHOOK_URL}\n"
+        "  signed: {webhook_env: HOOK_URL, secret_env: HOOK_SECRET}\n"
+        "rules:\n"
+        "  - {id: up, symbols: [BTCUSDT], when: price > 1, notify: [slack, signed]}\n",
+        "r.yaml",
+    )
+    assert ruleset.channels == {
+        "slack": Channel("slack", webhook_env="SLACK_WEBHOOK_URL"),
+        "signed": Channel("signed", webhook_env="HOOK_URL", secret_env="HOOK_SECRET"),
+    }
+    assert ruleset.rules[0].notify == ("slack", "signed")
+
+
 def test_load_text_and_load_file_give_the_same_rules() -> None:
     path = GOOD / "all-features.yaml"
     from_text = load_text(path.read_text(encoding="utf-8"), "rules.yaml")
@@ -696,7 +715,8 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
         pytest.param(
             "channels:\n  d: {webhook: 'https://u:pw@example.com'}\nrules: []\n",
             "r.yaml:2:16: secrets never live in rule files: remove the password from the "
-            "webhook URL",
+            "webhook URL (or keep the whole URL in an environment variable: webhook_env: "
+            "VARIABLE)",
             id="password-in-webhook-url",
         ),
         pytest.param(
@@ -707,8 +727,27 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
         ),
         pytest.param(
             "channels:\n  ops: {}\nrules: []\n",
-            "r.yaml:2:3: channel 'ops' needs 'telegram: CHAT_ID' or 'webhook: URL'",
+            "r.yaml:2:3: channel 'ops' needs 'telegram: CHAT_ID', 'webhook: URL' or "
+            "'webhook_env: VARIABLE' (a variable holding the URL)",
             id="channel-without-destination",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: 'https://example.com/h', webhook_env: D_URL}\nrules: []\n",
+            "r.yaml:2:41: channel 'd' has both 'webhook' and 'webhook_env': give its URL in one "
+            "of them (webhook_env: a URL that is itself the credential)",
+            id="webhook-and-webhook-env",
+        ),
+        pytest.param(
+            "channels:\n  d: {telegram: -100, webhook_env: D_URL}\nrules: []\n",
+            "r.yaml:2:23: channel 'd' has both 'telegram' and 'webhook_env': a channel is one "
+            "destination, define one channel for each",
+            id="telegram-and-webhook-env",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook_env: 'https://hooks.slack.com/services/T/B/x'}\nrules: []\n",
+            "r.yaml:2:20: 'webhook_env' must be the name of an environment variable (like "
+            "SLACK_WEBHOOK_URL) that holds the URL, not the URL itself",
+            id="webhook-env-holding-the-url",
         ),
         pytest.param(
             "channels:\n  ops: {telegram: '@ops'}\nrules: []\n",

@@ -28,7 +28,7 @@ from alertbot.notify.render import (
     sparkline,
     values,
 )
-from alertbot.notify.routing import Router, channel_secret_problems
+from alertbot.notify.routing import Router, channel_env_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.webhook import body_of, signature
 from alertbot.rules.conditions import format_number, parse
@@ -221,11 +221,47 @@ def test_a_channel_secret_must_be_set_and_long_enough():
         "plain": Channel("plain", webhook="https://p.example/h"),
     }
     env = {"A_SECRET": "x" * 16, "B_SECRET": "short"}
-    assert channel_secret_problems(channels, env) == [
+    assert channel_env_problems(channels, env) == [
         "channel 'b': B_SECRET: too short (5 characters): a signing secret needs at least 16 "
         "(e.g. openssl rand -hex 16)",
         "channel 'c': its secret_env C_SECRET is not set in the environment",
     ]
+
+
+def test_a_channel_url_from_the_environment_must_be_set_and_postable_and_is_not_shown():
+    """``webhook_env``: an unset variable, or one holding no URL that can be posted to, is a
+    problem (a start and a reload refuse it, as an unset secret_env), named by the variable;
+    the URL in it is shown as log lines show it, its token hidden."""
+    token = "Xq3vB8nPz2LmWk7RtY5sJd9e"
+    channels = {
+        "ok": Channel("ok", webhook_env="OK_URL"),
+        "unset": Channel("unset", webhook_env="UNSET_URL"),
+        "ftp": Channel("ftp", webhook_env="FTP_URL"),
+        "port": Channel("port", webhook_env="PORT_URL", secret_env="PORT_SECRET"),
+    }
+    env = {
+        "OK_URL": "https://hooks.slack.com/services/T0AB12CDE/B0FG34HIJ/" + token,
+        "FTP_URL": "ftp://files.example/" + token,
+        "PORT_URL": f"https://h.example:70000/{token}",
+        "PORT_SECRET": "x" * 16,
+    }
+    assert channel_env_problems(channels, env) == [
+        "channel 'unset': its webhook_env UNSET_URL is not set in the environment",
+        "channel 'ftp': FTP_URL: invalid URL 'ftp://files.example/***': expected http(s)://HOST/...",
+        "channel 'port': PORT_URL: invalid URL 'https://h.example:70000/***': port 70000 is not "
+        "in 1..65535",
+    ]
+
+
+def test_a_channel_url_from_the_environment_is_where_its_alerts_go_signed():
+    """The router reads a ``webhook_env`` channel's URL from the environment, routes its
+    rules' alerts there, and signs them with its ``secret_env``, as a ``webhook:`` channel."""
+    url = "https://hooks.slack.com/services/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"
+    channels = {"slack": Channel("slack", webhook_env="SLACK_URL", secret_env="SLACK_SECRET")}
+    r = Router(channels, DeliverySettings(), env={"SLACK_URL": f" {url}\n", "SLACK_SECRET": "s"})
+    (route,) = r.routes(rule(("slack",)))
+    assert (route.destination, route.url) == (f"webhook:{url}", url)
+    assert r.secret_for(url) == "s"
 
 
 @pytest.mark.parametrize("name", ["ALERTBOT_ADMIN_CHATS", "ALERTBOT_ALLOWED_CHATS"])

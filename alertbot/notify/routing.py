@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from alertbot.notify.settings import MIN_SECRET, DeliverySettings, secret_problem
+from alertbot.notify.webhook import url_problem
 from alertbot.rules.model import Channel, Rule
 
 log = logging.getLogger("alertbot.notify")
@@ -24,15 +25,26 @@ class Route:
 CONSOLE = Route("console")
 
 
-def channel_secret_problems(
+def channel_env_problems(
     channels: Mapping[str, Channel], env: Mapping[str, str] | None = None
 ) -> list[str]:
-    """What is wrong with the channels' signing secrets here: a ``secret_env`` whose variable is
-    not set (its webhook would get unsigned requests, which a receiver that checks signatures
-    refuses for good: every alert to it lost, without a word) or is too short."""
+    """What is wrong with what the channels take from the environment here: a ``webhook_env``
+    whose variable is not set, or holds no URL that can be posted to (every alert to it lost);
+    a ``secret_env`` whose variable is not set (its webhook would get unsigned requests, which
+    a receiver that checks signatures refuses for good: every alert to it lost, without a word)
+    or is too short. A URL is shown as log lines show it (it may be its own credential)."""
     e = os.environ if env is None else env
     problems = []
     for name, channel in channels.items():
+        if channel.webhook_env:
+            url = e.get(channel.webhook_env, "").strip()
+            if not url:
+                problems.append(
+                    f"channel {name!r}: its webhook_env {channel.webhook_env} is not set in the "
+                    "environment"
+                )
+            elif (problem := url_problem(url)) is not None:
+                problems.append(f"channel {name!r}: {channel.webhook_env}: {problem}")
         if not channel.secret_env:
             continue
         secret = e.get(channel.secret_env)
@@ -66,8 +78,21 @@ class Router:
 
     @channels.setter
     def channels(self, channels: dict[str, Channel]) -> None:
-        self._channels = channels
+        self._channels = {name: self._resolved(c) for name, c in channels.items()}
         self._routes.clear()
+
+    def _resolved(self, channel: Channel) -> Channel:
+        """A ``webhook_env`` channel with its URL from the environment (unset: no URL, as
+        :func:`channel_env_problems` reports before a start or a reload takes it)."""
+        if not channel.webhook_env:
+            return channel
+        url = self.env.get(channel.webhook_env, "").strip() or None
+        return Channel(
+            channel.name,
+            webhook=url,
+            secret_env=channel.secret_env,
+            webhook_env=channel.webhook_env,
+        )
 
     @property
     def telegram(self) -> bool:

@@ -95,7 +95,7 @@ RULE_KEYS = (
     "notify",
 )
 CONDITION_KEYS = ("when", "all", "any")
-CHANNEL_KEYS = ("telegram", "webhook", "secret_env")
+CHANNEL_KEYS = ("telegram", "webhook", "webhook_env", "secret_env")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -864,27 +864,46 @@ class _Source:
             return None
         before = len(self.problems)
         keys = self.mapping(node, CHANNEL_KEYS, where="channel")
-        if "telegram" in keys and "webhook" in keys:
-            later = max(keys["telegram"][0], keys["webhook"][0], key=_position)
-            self.at(
-                later,
-                f"channel '{name}' has both 'telegram' and 'webhook': a channel is one "
-                "destination, define one channel for each",
-            )
+        given = [k for k in ("telegram", "webhook", "webhook_env") if k in keys]
+        if len(given) > 1:
+            later = max((keys[k][0] for k in given), key=_position)
+            if "telegram" in given:
+                other = "webhook" if "webhook" in given else "webhook_env"
+                problem = (
+                    f"channel '{name}' has both 'telegram' and '{other}': a channel is one "
+                    "destination, define one channel for each"
+                )
+            else:
+                problem = (
+                    f"channel '{name}' has both 'webhook' and 'webhook_env': give its URL in "
+                    "one of them (webhook_env: a URL that is itself the credential)"
+                )
+            self.at(later, problem)
             return None
         if "telegram" in keys:
             if "secret_env" in keys:
-                self.at(keys["secret_env"][0], "'secret_env' only goes with 'webhook'")
+                self.at(
+                    keys["secret_env"][0], "'secret_env' only goes with 'webhook' or 'webhook_env'"
+                )
             chat_id = self.chat_id(keys["telegram"][1])
             return None if chat_id is None else Channel(name, telegram=chat_id)
-        if "webhook" in keys:
-            url = self.url(keys["webhook"][1])
+        if "webhook" in keys or "webhook_env" in keys:
             secret_env = None
             if "secret_env" in keys:
-                secret_env = self.env_name(keys["secret_env"][1])
+                secret_env = self.env_name(keys["secret_env"][1], "secret_env", "DESK_SECRET")
+            if "webhook_env" in keys:
+                var = self.env_name(keys["webhook_env"][1], "webhook_env", "SLACK_WEBHOOK_URL")
+                if var is None:
+                    return None
+                return Channel(name, webhook_env=var, secret_env=secret_env)
+            url = self.url(keys["webhook"][1])
             return None if url is None else Channel(name, webhook=url, secret_env=secret_env)
         if len(self.problems) == before:  # otherwise a misspelt key already said it
-            self.at(name_node, f"channel '{name}' needs 'telegram: CHAT_ID' or 'webhook: URL'")
+            self.at(
+                name_node,
+                f"channel '{name}' needs 'telegram: CHAT_ID', 'webhook: URL' or "
+                "'webhook_env: VARIABLE' (a variable holding the URL)",
+            )
         return None
 
     def chat_id(self, node: Node) -> int | None:
@@ -934,18 +953,20 @@ class _Source:
         if parts.password is not None:
             self.at(
                 node,
-                "secrets never live in rule files: remove the password from the webhook URL",
+                "secrets never live in rule files: remove the password from the webhook URL "
+                "(or keep the whole URL in an environment variable: webhook_env: VARIABLE)",
             )
             return None
         return text.strip()
 
-    def env_name(self, node: Node) -> str | None:
+    def env_name(self, node: Node, key: str, example: str) -> str | None:
         text = _text(node)
         if text is None or not _ENV_NAME_RE.fullmatch(text.strip()):
+            held = "the secret" if key == "secret_env" else "the URL"
             self.at(
                 node,
-                "'secret_env' must be the name of an environment variable (like DESK_SECRET) "
-                "that holds the secret, not the secret itself",
+                f"'{key}' must be the name of an environment variable (like {example}) "
+                f"that holds {held}, not {held} itself",
             )
             return None
         return text.strip()

@@ -63,12 +63,18 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """A named destination of a rule file: a Telegram chat or a webhook."""
+    """A named destination of a rule file: a Telegram chat or a webhook.
+
+    A webhook's URL is ``webhook``, or the value of the environment variable ``webhook_env``
+    names (a URL that is its own credential, Slack's or Discord's, kept out of the file): the
+    loader reads no environment, so ``webhook`` stays None for such a channel until delivery's
+    router resolves it."""
 
     name: str
     telegram: int | None = None
     webhook: str | None = None
     secret_env: str | None = None
+    webhook_env: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
