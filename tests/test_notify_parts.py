@@ -133,6 +133,37 @@ def test_a_url_shown_in_a_log_line_hides_what_may_be_its_credential(url: str, sh
     assert shown_url(url) == shown
 
 
+_URL_TEXT = st.text(
+    alphabet=st.characters(
+        codec="ascii", exclude_characters="/?#&=@: \t\r\n\x0b\x0c", exclude_categories=["Cc"]
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@given(
+    segments=st.lists(_URL_TEXT, max_size=5),
+    token=_URL_TEXT.filter(lambda t: len(t) >= 16 and not t.isdigit()),
+    at=st.integers(min_value=0, max_value=5),
+    query=st.lists(st.tuples(_URL_TEXT, _URL_TEXT), max_size=3),
+)
+def test_a_token_in_a_urls_path_or_query_never_shows(
+    segments: list[str], token: str, at: int, query: list[tuple[str, str]]
+):
+    """Wherever a token sits in the path, and whatever the query's values are, the URL as
+    shown holds none of them, and as many segments as it had."""
+    parts = [*segments[:at], token, *segments[at:]]
+    url = "https://h.example/" + "/".join(parts)
+    if query:
+        url += "?" + "&".join(f"{k}={v}" for k, v in query)
+    shown = shown_url(url)
+    path = shown.removeprefix("https://h.example/").partition("?")[0]
+    assert len(path.split("/")) == len(parts)
+    assert token not in path.split("/")
+    assert shown.partition("?")[2] == "&".join(f"{k}=***" for k, _ in query)
+
+
 def test_an_http_url_in_any_log_line_is_shown_without_its_credential():
     """httpx's request lines at debug level quote the URL whole, and a rule file's webhook
     channel is not among the settings' secrets: the log filter shows every http(s) URL, in the
