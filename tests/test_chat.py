@@ -1904,6 +1904,30 @@ async def test_after_a_group_upgrade_its_watches_and_digest_are_the_supergroups(
         assert bot.app.book.digests == {SUPERGROUP: 8 * 60 + 30}
 
 
+async def test_in_a_forum_topic_answers_go_to_the_topic_and_alerts_to_general(tmp_path, fakes):
+    """A supergroup with forum topics: the answer to a command sent in a topic goes to that
+    topic (else the user would not see it), while the chat's watches belong to the whole
+    group: their alerts go to its General topic (no message_thread_id), and /list sent in
+    another topic lists them (README, Chat commands)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.user_says(SUPERGROUP, "/watch BTCUSDT crosses above 100", topic=7)
+        await tg.wait_for(lambda: bool(tg.messages_to(SUPERGROUP)))
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.user_says(SUPERGROUP, "/list", topic=9)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 2)
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 3)
+    made, listing, alert = tg.messages_to(SUPERGROUP)
+    assert made.plain_text.startswith("Watching BTCUSDT: price crosses above 100")
+    assert made.params.get("message_thread_id") == 7
+    assert listing.plain_text.startswith("1 watch:\nw1  BTCUSDT price crosses above 100")
+    assert listing.params.get("message_thread_id") == 9
+    assert "crosses above 100: price 110" in alert.plain_text
+    assert "message_thread_id" not in alert.params
+
+
 async def test_after_a_group_upgrade_alerts_go_straight_to_the_supergroup(tmp_path, fakes):
     """Once the service messages moved the watch, its alert is sent to the supergroup alone: no
     attempt at the old id first."""

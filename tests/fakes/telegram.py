@@ -978,6 +978,7 @@ class FakeTelegram(HTTPServer):
         username: str = "trader",
         photo: bool = False,
         reply_to: int | None = None,
+        topic: int | None = None,
     ) -> int:
         """Queue a ``message`` update from a user; returns its update_id.
 
@@ -986,7 +987,9 @@ class FakeTelegram(HTTPServer):
         user is ``chat_id`` in a private chat, else ``DEFAULT_GROUP_USER_ID``; the chat type is
         "private" for a positive id, else "supergroup". ``photo``: a picture with ``text`` as
         its caption (``caption`` and ``caption_entities``, no ``text``). ``reply_to``: the id of
-        the bot's message in that chat the user replies to (``reply_to_message``).
+        the bot's message in that chat the user replies to (``reply_to_message``). ``topic``:
+        sent in that forum topic of a supergroup (``message_thread_id`` and
+        ``is_topic_message``, the chat ``is_forum``), as Telegram marks it.
         """
         if user_id is None:
             user_id = chat_id if chat_id > 0 else self.DEFAULT_GROUP_USER_ID
@@ -1013,6 +1016,10 @@ class FakeTelegram(HTTPServer):
             if replied is None or replied.deleted:
                 raise ValueError(f"no live bot message {reply_to} in chat {chat_id}")
             message["reply_to_message"] = self._message_json(replied)
+        if topic is not None:
+            message["chat"]["is_forum"] = True
+            message["message_thread_id"] = topic
+            message["is_topic_message"] = True
         self._user_messages[(chat_id, message_id)] = message
         return self._queue({"message": message})
 
