@@ -971,7 +971,12 @@ class App:
         assert store is not None
         if self.delivery.telegram_token:
             self.book = WatchBook(
-                self.engine, store, outbox.db, self.pipeline.update_streams, self.chat_settings
+                self.engine,
+                store,
+                outbox.db,
+                self.pipeline.update_streams,
+                self.chat_settings,
+                topics=self.notifier.topics,
             )
             loaded = await self.book.load()
             if loaded:
@@ -1000,6 +1005,7 @@ class App:
                 sender.on_migrate = self._chat_moved
                 for old, new in sender.moved().items():
                     self._chat_moved(old, new)
+                sender.on_topic_gone = self._topic_gone
         await self.restore_state()
         sender = self.notifier.telegram
         if sender is not None and self.book is not None:
@@ -1247,6 +1253,14 @@ class App:
                 finish=True,
                 what=f"writing chat {old}'s move to the supergroup {new} (its watches, digest "
                 "and pause)",
+            )
+
+    def _topic_gone(self, chat: int, topic: int) -> None:
+        if self.chat is not None:
+            self._spawn(
+                self.chat.topic_gone(chat, topic),
+                finish=True,
+                what=f"moving the watches of chat {chat}'s forum topic {topic} to the chat",
             )
 
     async def _chat_forever(self, chat: ChatBot) -> None:

@@ -99,8 +99,11 @@ CREATE TABLE IF NOT EXISTS watches (
     last_fired  INTEGER,           -- event time ms
     created     REAL NOT NULL,
     active      INTEGER NOT NULL DEFAULT 1,
-    revived     INTEGER            -- a ``once`` watch kept through its refused alert: that
-                                   -- alert's event time ms, not its firing (revive_watches)
+    revived     INTEGER,           -- a ``once`` watch kept through its refused alert: that
+                                   -- alert's event time ms and not its firing (revive_watches)
+    topic       INTEGER            -- the forum topic it was made in: its alerts go there
+    -- no comma in a comment between two columns: DROP COLUMN in SQLite (a test drops the
+    -- last one) cuts the text at the last comma before the column, comments or not
 );
 CREATE INDEX IF NOT EXISTS watches_chat ON watches(chat_id) WHERE active = 1;
 -- every watch of a chat, ended ones too: Store.refused_once asks it of each refusal at start
@@ -155,6 +158,7 @@ ADDED_COLUMNS = (
     ("alerts", "seq", "INTEGER"),
     ("state_saved", "seq", "INTEGER"),
     ("watches", "revived", "INTEGER"),
+    ("watches", "topic", "INTEGER"),
 )
 #: Store.refused_once: the ``once`` watches ended by an alert Telegram refused with an error
 #: beginning with the parameter, their chat not seen to have the bot since
@@ -251,6 +255,9 @@ class WatchRow:
     #: the event time of the refused alert this ``once`` watch was kept through
     #: (Store.revive_watches): that alert did not end it, after a restart neither
     revived: int | None = None
+    #: the forum topic of a supergroup it was made in (``message_thread_id``): its alerts go
+    #: there; None: the chat itself (a forum's General topic)
+    topic: int | None = None
 
 
 @dataclass(slots=True)
@@ -592,9 +599,10 @@ class Store:
     def add_watch(self, w: WatchRow) -> int:
         cur = self.db.execute(
             "INSERT INTO watches (chat_id, symbol, condition, cooldown_ms, rearm, once,"
-            " expires_ms, muted_until, last_fired, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " expires_ms, muted_until, last_fired, created, topic)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (w.chat_id, w.symbol, w.condition, w.cooldown_ms, w.rearm, int(w.once),
-             w.expires_ms, w.muted_until, w.last_fired, w.created or time.time()),
+             w.expires_ms, w.muted_until, w.last_fired, w.created or time.time(), w.topic),
         )  # fmt: skip
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -606,14 +614,44 @@ class Store:
     def _watches(self, where: str = "", params: tuple[object, ...] = ()) -> list[WatchRow]:
         rows = self.db.execute(
             "SELECT id, chat_id, symbol, condition, cooldown_ms, rearm, once, expires_ms,"
-            " muted_until, last_fired, created, revived"
+            " muted_until, last_fired, created, revived, topic"
             f" FROM watches WHERE active = 1{where} ORDER BY id",
             params,
         ).fetchall()
         return [
-            WatchRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9], r[10], r[11])
+            WatchRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                bool(r[6]),
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                r[11],
+                r[12],
+            )
             for r in rows
         ]
+
+    def watch_topics(self) -> dict[int, tuple[int, int]]:
+        """Every watch made in a forum topic, ended ones too (an alert of a ``once`` watch may
+        still be on its way): id -> (chat, topic)."""
+        rows = self.db.execute(
+            "SELECT id, chat_id, topic FROM watches WHERE topic IS NOT NULL"
+        ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def clear_topic(self, chat_id: int, topic: int) -> None:
+        """The watches of ``chat_id`` made in forum topic ``topic`` alert in the chat itself
+        from now on: Telegram refused the topic (deleted, closed)."""
+        self.db.execute(
+            "UPDATE watches SET topic = NULL WHERE chat_id = ? AND topic = ?",
+            (chat_id, topic),
+        )
 
     # The batches below are one transaction each: in autocommit, executemany commits (and,
     # with synchronous=FULL, syncs) once per row: 5,000 rows took 0.5-1.4 s, not 0.04-0.1 s.

@@ -1904,28 +1904,112 @@ async def test_after_a_group_upgrade_its_watches_and_digest_are_the_supergroups(
         assert bot.app.book.digests == {SUPERGROUP: 8 * 60 + 30}
 
 
-async def test_in_a_forum_topic_answers_go_to_the_topic_and_alerts_to_general(tmp_path, fakes):
-    """A supergroup with forum topics: the answer to a command sent in a topic goes to that
-    topic (else the user would not see it), while the chat's watches belong to the whole
-    group: their alerts go to its General topic (no message_thread_id), and /list sent in
-    another topic lists them (README, Chat commands)."""
+def _topic(message: Any) -> int | None:
+    return message.params.get("message_thread_id")
+
+
+async def test_a_watch_made_in_a_forum_topic_alerts_in_that_topic(tmp_path, fakes):
+    """A supergroup with forum topics: the answer to a command goes to the topic it was sent
+    in (else the user would not see it), and a watch made in a topic alerts there; one made
+    outside any topic alerts in the chat itself (the General topic). Alerts of two topics that
+    fire together go as two messages; /list in any topic lists the whole chat's watches."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         tg.user_says(SUPERGROUP, "/watch BTCUSDT crosses above 100", topic=7)
-        await tg.wait_for(lambda: bool(tg.messages_to(SUPERGROUP)))
-        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        await bot.say("/watch ETHUSDT crosses above 10", chat=SUPERGROUP)
         tg.user_says(SUPERGROUP, "/list", topic=9)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 3)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
+        await binance.publish([mini_ticker("BTCUSDT", 90, T), mini_ticker("ETHUSDT", 9, T)])
+        await binance.publish(
+            [mini_ticker("BTCUSDT", 110, T + 1000), mini_ticker("ETHUSDT", 11, T + 1000)]
+        )
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 5)
+    made, made_eth, listing, *alerts = tg.messages_to(SUPERGROUP)
+    assert made.plain_text.startswith("Watching BTCUSDT: price crosses above 100")
+    assert "Id w1. Its alerts come to this topic.\n" in made.plain_text
+    assert (_topic(made), _topic(made_eth)) == (7, None)
+    assert "topic" not in made_eth.plain_text
+    assert listing.plain_text.startswith("2 watches:\nw1  BTCUSDT price crosses above 100")
+    assert _topic(listing) == 9
+    by_topic = {_topic(m): m.plain_text for m in alerts}
+    assert set(by_topic) == {7, None}
+    assert "BTCUSDT price crosses above 100: price 110" in by_topic[7]
+    assert "ETHUSDT" not in by_topic[7]
+    assert "ETHUSDT price crosses above 10: price 11" in by_topic[None]
+
+
+async def test_a_once_watch_made_in_a_topic_sends_its_last_alert_there(tmp_path, fakes):
+    """A ``once`` watch ends as it fires, before its alert is sent: the alert still goes to
+    the topic the watch was made in."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.user_says(SUPERGROUP, "/watch BTCUSDT > 100 once", topic=5)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 110, T)
         await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 2)
+        assert bot.app.book is not None
+        assert bot.app.book.of_chat(SUPERGROUP) == []  # ended by its alert
+    alert = tg.messages_to(SUPERGROUP)[1]
+    assert "BTCUSDT price > 100: price 110" in alert.plain_text
+    assert _topic(alert) == 5
+
+
+async def test_a_watchs_topic_is_kept_across_a_restart_for_an_alert_resumed_then(tmp_path, fakes):
+    """The topic is stored with the watch, and known before the alerts left undelivered at
+    a stop are sent again at the next start: such an alert goes to its topic too."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.user_says(SUPERGROUP, "/watch BTCUSDT crosses above 100", topic=7)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.fail_chat(SUPERGROUP, 500, "Internal Server Error")
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: len(tg.calls("sendMessage")) >= 2)  # tried, refused
+    tg.recover()
+    async with Bot(tmp_path, binance, tg):
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 2)
+    alert = tg.messages_to(SUPERGROUP)[1]
+    assert "BTCUSDT price crosses above 100: price 110" in alert.plain_text
+    assert _topic(alert) == 7
+
+
+@pytest.mark.parametrize("refusal", ["message thread not found", "TOPIC_CLOSED"])
+async def test_an_alert_to_a_topic_telegram_refuses_goes_to_the_chat_itself(
+    tmp_path, fakes, refusal
+):
+    """A watch's topic deleted (or closed) since: the alert is not lost but sent to the chat
+    itself, the chat is told once which watches now alert there, and their next alerts go
+    there at once (no attempt at the topic), after a restart too."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.user_says(SUPERGROUP, "/watch BTCUSDT crosses above 100", topic=7)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.close_topic(SUPERGROUP, 7, refusal)
         await bot.tick("BTCUSDT", 90, T)
         await bot.tick("BTCUSDT", 110, T + 1000)
         await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 3)
-    made, listing, alert = tg.messages_to(SUPERGROUP)
-    assert made.plain_text.startswith("Watching BTCUSDT: price crosses above 100")
-    assert made.params.get("message_thread_id") == 7
-    assert listing.plain_text.startswith("1 watch:\nw1  BTCUSDT price crosses above 100")
-    assert listing.params.get("message_thread_id") == 9
-    assert "crosses above 100: price 110" in alert.plain_text
-    assert "message_thread_id" not in alert.params
+        await bot.tick("BTCUSDT", 90, T + 2000)
+        await bot.tick("BTCUSDT", 111, T + 3000 + 3_600_000)  # past the default cooldown
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 4)
+    _, *later = tg.messages_to(SUPERGROUP)
+    texts = sorted(m.plain_text for m in later)
+    assert "price 110" in texts[0]
+    assert "price 111" in texts[1]
+    assert texts[2] == (
+        "The topic where w1 was made cannot be posted to (deleted or closed): its alerts "
+        "come here now."
+    )
+    assert [_topic(m) for m in later] == [None, None, None]
+    tried = [c.params.get("message_thread_id") for c in tg.calls("sendMessage")]
+    assert tried.count(7) == 2  # the /watch answer, then the first alert, refused
+    store = Store(tmp_path / "alertbot.db")
+    assert [w.topic for w in store.watches()] == [None]
+    store.close()
 
 
 async def test_after_a_group_upgrade_alerts_go_straight_to_the_supergroup(tmp_path, fakes):

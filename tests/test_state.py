@@ -470,6 +470,24 @@ def test_a_database_whose_last_save_went_by_wall_clock_is_read_as_it_was_written
     assert sorted(a[0] for a in alerts) == ["after", "new"]
 
 
+def test_a_database_of_an_earlier_version_gets_the_column_of_a_watchs_forum_topic(tmp_path):
+    """``watches.topic`` (where a watch made in a forum topic alerts): a database made before
+    that column has it added at the start, its watches in no topic, and a new watch keeps its
+    topic across a reopen."""
+    path = tmp_path / "a.db"
+    store = Store(path)
+    old = store.add_watch(WatchRow(0, -100, "BTCUSDT", "price > 120", 0, 0.0, False))
+    store.db.execute("ALTER TABLE watches DROP COLUMN topic")  # as an earlier version made it
+    store.close()
+    store = Store(path)
+    try:
+        new = store.add_watch(WatchRow(0, -100, "ETHUSDT", "price > 1", 0, 0.0, False, topic=7))
+        assert [(w.id, w.topic) for w in store.watches()] == [(old, None), (new, 7)]
+        assert store.watch_topics() == {new: (-100, 7)}
+    finally:
+        store.close()
+
+
 def test_a_database_of_an_earlier_version_gets_the_column_that_keeps_a_revived_watch(tmp_path):
     """Store.revive_watches notes the refused alert in ``watches.revived``: a database made
     before that column has it added at the start, and a revival fills it in."""

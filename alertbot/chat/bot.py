@@ -186,6 +186,12 @@ def _in_chat(member: ChatMember) -> bool | None:
     return None
 
 
+def _topic(message: Message) -> int | None:
+    """The forum topic a message was sent in; None outside one (a reply in a forum's General
+    topic carries a ``message_thread_id`` too, of its reply chain: not a topic)."""
+    return message.message_thread_id if message.is_topic_message else None
+
+
 def _text_of(message: Message | None) -> str | None:
     """What a user wrote: a message's text, or a picture's caption."""
     if message is None:
@@ -807,6 +813,20 @@ class ChatBot:
             lines.append(f"{symbol} {t.price_text} ({self._change(chat, t)}) {spark}".rstrip())
         return "\n".join(lines)
 
+    async def topic_gone(self, chat: int, topic: int) -> None:
+        """Telegram refused ``chat``'s forum topic ``topic`` (deleted, closed) for an alert,
+        which went to the chat itself: so do the alerts of the watches made there from now on,
+        and the chat is told which."""
+        rows = await self.book.clear_topic(chat, topic)
+        if rows:
+            ids = ", ".join(watch_id(r) for r in rows)
+            one = len(rows) == 1
+            await self.tell(
+                chat,
+                f"The topic where {ids} {'was' if one else 'were'} made cannot be posted to "
+                f"(deleted or closed): {'its' if one else 'their'} alerts come here now.",
+            )
+
     async def tell(self, chat: int, text: str) -> None:
         """A note to a chat; a long one goes as several messages."""
         if self.app is None:
@@ -910,7 +930,7 @@ class ChatBot:
         welcome = await self.welcome_back(chat.id)
         if command is not None:
             try:
-                answer, markup = await self.run(chat.id, command)
+                answer, markup = await self.run(chat.id, command, _topic(message))
             except CommandError as exc:
                 answer, markup = exc.reply(), None
             except Exception:
@@ -1217,11 +1237,12 @@ class ChatBot:
     # ------------------------------------------------------------------ commands
 
     async def run(
-        self, chat: int, command: object
+        self, chat: int, command: object, topic: int | None = None
     ) -> tuple[str | None, InlineKeyboardMarkup | None]:
-        """A command's answer and its buttons; None: no answer (the bot is stopping)."""
+        """A command's answer and its buttons; None: no answer (the bot is stopping).
+        ``topic``: the forum topic it was sent in (a watch made there alerts there)."""
         if isinstance(command, Watch):
-            return await self.watch(chat, command), None
+            return await self.watch(chat, command, topic), None
         if isinstance(command, Unwatch):
             return await self.unwatch(chat, command.target, command.more), None
         if isinstance(command, Mute):
@@ -1359,7 +1380,7 @@ class ChatBot:
             "If it has no such symbol, this watch never fires."
         )
 
-    async def watch(self, chat: int, w: Watch) -> str:
+    async def watch(self, chat: int, w: Watch, topic: int | None = None) -> str:
         usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
         w = dataclasses.replace(w, symbol=self._resolve(w.symbol))
         unchecked = self._check_symbol(chat, w.symbol)
@@ -1400,6 +1421,7 @@ class ChatBot:
             once=w.once,
             expires_ms=int(now * 1000) + w.for_ms if w.for_ms else None,
             created=now,
+            topic=topic,
         )
         row = await self.book.add(row)
         wid = watch_id(row)
@@ -1411,6 +1433,8 @@ class ChatBot:
         if row.expires_ms:
             parts.append(f"until {format_time(row.expires_ms)}")
         text = f"Watching {w.symbol}: {w.condition_text} ({', '.join(parts)}). Id {wid}."
+        if topic is not None:
+            text += " Its alerts come to this topic."
         now_true = self._true_now(chat, w)
         if now_true:
             text += f"\nIt is true right now ({now_true}): it fires on the next tick."

@@ -120,7 +120,10 @@ class WatchBook:
         on_change: Callable[[], object],
         settings: ChatSettings,
         clock: Callable[[], float] = time.time,
+        topics: dict[int, tuple[int, int]] | None = None,
     ) -> None:
+        """``topics``: the watches made in a forum topic, kept up to date here (the notifier's,
+        which tells the Telegram sender where each watch's alerts go)."""
         self.engine = engine
         self.store = store
         self.db = db  # runs a store call on the database thread
@@ -136,6 +139,9 @@ class WatchBook:
         #: a group's watch ended by its move (its supergroup had made the same) -> the
         #: supergroup's, which alerts in its place (this run's moves)
         self.merged: dict[int, int] = {}
+        #: the watches made in a forum topic, ended ones too (a ``once`` watch's alert may
+        #: still be on its way): id -> (chat, topic)
+        self.topics: dict[int, tuple[int, int]] = {} if topics is None else topics
 
     def _rule(self, row: WatchRow) -> Rule:
         return rule_for(row, paused=row.chat_id in self.paused)
@@ -162,6 +168,7 @@ class WatchBook:
         self.digests = await self.db(self.store.digests)
         self.successors.update(await self.db(self.store.chat_moves))
         self.paused = await self.db(self.store.paused_chats)
+        self.topics.update(await self.db(self.store.watch_topics))
         rows: list[WatchRow] = await self.db(self.store.watches)
         for row in rows:
             if not self._enter(row):
@@ -190,8 +197,22 @@ class WatchBook:
             await self.db(self.store.end_watches, [row.id])
             raise
         self.rows[row.id] = row
+        if row.topic is not None:
+            self.topics[row.id] = (row.chat_id, row.topic)
         self.on_change()
         return row
+
+    async def clear_topic(self, chat: int, topic: int) -> list[WatchRow]:
+        """Telegram refused ``chat``'s forum topic ``topic`` (deleted, closed): the watches
+        made there alert in the chat itself from now on. Returns those still active."""
+        await self.db(self.store.clear_topic, chat, topic)
+        for number, (c, t) in list(self.topics.items()):
+            if (c, t) == (chat, topic):
+                del self.topics[number]
+        rows = [r for r in self.of_chat(chat) if r.topic == topic]
+        for r in rows:
+            r.topic = None
+        return rows
 
     async def remove(self, rows: list[WatchRow]) -> None:
         if not rows:

@@ -25,6 +25,7 @@ class Delivery:
     buttons: bool = True  # False: Telegram refused its watch's buttons; sent without them
     last_error: str | None = None
     quiet: bool = False  # its failure is logged once for its chat (a chat that blocked the bot)
+    general: bool = False  # Telegram refused its watch's forum topic: sent to the chat itself
 
     @property
     def kind(self) -> str:

@@ -24,6 +24,7 @@ from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import TelegramSender
 from alertbot.notify.webhook import WebhookSender
 from alertbot.rules.engine import Alert, Engine
+from alertbot.rules.ids import watch_number
 from alertbot.rules.model import Channel
 from alertbot.store import AlertRecord, Store
 from alertbot.text import plural
@@ -105,6 +106,10 @@ class Notifier:
         """``on_console_gone``: called (on the event loop) once stdout takes no more lines,
         instead of the console's own warning (ConsoleSender)."""
         self.settings = settings
+        #: the watches made in a forum topic, ended ones too (a ``once`` watch's alert may
+        #: still be on its way): id -> (chat, topic). Read when the database opens, before
+        #: the deliveries it holds resume; the chat side's WatchBook keeps it up to date.
+        self.topics: dict[int, tuple[int, int]] = {}
         self.on_console_gone = on_console_gone
         self.router = Router(channels, settings)
         self.out = out or sys.stdout
@@ -126,6 +131,7 @@ class Notifier:
         try:
             self.store = Store(cfg.db)
             self.store.check_writable()
+            self.topics.update(self.store.watch_topics())
         except Exception as exc:
             raise ConfigError(f"ALERTBOT_DB: cannot use {cfg.db!r}: {exc}") from None
         senders: dict[str, Sender] = {}
@@ -146,9 +152,18 @@ class Notifier:
                     "telegram: not reachable at start-up (%s); alerts will wait", clip(str(exc))
                 )
             self.telegram = TelegramSender(self.bot, cfg, outbox_report)
+            self.telegram.topic_of = self.topic_of
             senders["telegram"] = self.telegram
         self.outbox = Outbox(self.store, cfg, self.router, senders)
         return await self.outbox.start()
+
+    def topic_of(self, rule_id: str, chat: int) -> int | None:
+        """The forum topic of ``chat`` that an alert of rule ``rule_id`` goes to: the one its
+        watch was made in; None: the chat itself (a rule file's rule, a watch made outside a
+        topic, or one whose topic Telegram refused)."""
+        number = watch_number(rule_id)
+        found = None if number is None else self.topics.get(number)
+        return found[1] if found is not None and found[0] == chat else None
 
     def _report(self, *args: object, **kwargs: object) -> None:
         assert self.outbox is not None

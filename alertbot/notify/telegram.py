@@ -285,6 +285,11 @@ def _chat_key(value: object) -> int | None:
     return None
 
 
+#: Telegram's words (lower case) for a forum topic a message cannot go to: deleted ("message
+#: thread not found"), closed ("TOPIC_CLOSED"), or gone otherwise
+_TOPIC_GONE = ("thread not found", "topic_closed", "topic_deleted", "topic_id_invalid")
+
+
 class BudgetLimiter(BaseRateLimiter[int]):
     """python-telegram-bot's rate limiter for the chat commands: each answer or note to a chat
     takes its turn in the alerts' :class:`Budget`, so together they keep to Telegram's limits.
@@ -379,6 +384,12 @@ class TelegramSender:
         #: for the chat, not one per alert). Until it is set, they are kept (forbidden())
         self.on_forbidden: Callable[[int, list[AlertRecord], str], Collection[str]] | None = None
         self._forbidden: list[tuple[int, list[AlertRecord], str]] = []
+        #: the forum topic of a chat an alert goes to (rule id, chat; None: the chat itself):
+        #: a watch made in a topic alerts there
+        self.topic_of: Callable[[str, int], int | None] | None = None
+        #: told (chat, topic) when Telegram refuses a topic (deleted, closed): its alerts went
+        #: to the chat itself instead
+        self.on_topic_gone: Callable[[int, int], object] | None = None
 
     def forbidden(self) -> list[tuple[int, list[AlertRecord], str]]:
         """The chats refused as Forbidden before ``on_forbidden`` was set (deliveries resumed
@@ -458,14 +469,31 @@ class TelegramSender:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
-    def _take(self, chat: int) -> list[Delivery]:
-        """Pop what goes into this chat's next message: same mode, within the length cap."""
+    def _topic(self, d: Delivery, chat: int) -> int | None:
+        if d.general or self.topic_of is None:
+            return None
+        try:
+            return self.topic_of(d.alert.rule, chat)
+        except Exception:  # a bug must not hold the alert up: the chat itself
+            log.exception("telegram: could not tell the topic of alert %s", d.alert.id)
+            return None
+
+    def _take(self, chat: int) -> tuple[list[Delivery], int | None]:
+        """Pop what goes into this chat's next message: same mode and forum topic, within the
+        length cap; and that topic."""
         q = self._queues[chat]
         cap = self.settings.max_message
         batch = [q.popleft()]
+        topic = self._topic(batch[0], chat)
         size = len(self._text(batch[0]))
         merging = chat not in self._single and not batch[0].alone
-        while merging and q and q[0].plain == batch[0].plain and not q[0].alone:
+        while (
+            merging
+            and q
+            and q[0].plain == batch[0].plain
+            and not q[0].alone
+            and self._topic(q[0], chat) == topic
+        ):
             extra = len(_SEPARATOR) + len(self._text(q[0]))
             if size + extra > cap:
                 break
@@ -476,7 +504,7 @@ class TelegramSender:
         else:  # nothing more waits: the scheduler stops looking at it (a retry puts it back)
             del self._queues[chat]
             del self._order[chat]
-        return batch
+        return batch, topic
 
     @staticmethod
     def _text(d: Delivery, buttons: bool = False) -> str:
@@ -492,7 +520,7 @@ class TelegramSender:
     # ------------------------------------------------------------------ sending
 
     async def _send(self, chat: int, stamp: Stamp) -> None:
-        batch = self._take(chat)
+        batch, topic = self._take(chat)
         cfg = self.settings
         plain = batch[0].plain
         watch = buttons_watch(batch)
@@ -511,6 +539,7 @@ class TelegramSender:
         try:
             await self.bot.send_message(
                 chat_id=chat,
+                message_thread_id=topic,
                 text=text,
                 parse_mode=None if plain else "HTML",
                 link_preview_options=_NO_PREVIEW,
@@ -543,7 +572,7 @@ class TelegramSender:
         except InvalidToken as exc:
             self._fail(batch, f"token rejected: {type(exc).__name__}")
         except BadRequest as exc:
-            self._bad_request(chat, batch, exc, interval, buttons)
+            self._bad_request(chat, batch, exc, interval, buttons, topic)
         except (TimedOut, NetworkError, TelegramError) as exc:
             failures = self._failures.get(chat, 0) + 1
             self._failures[chat] = failures
@@ -578,9 +607,33 @@ class TelegramSender:
         heapq.heappush(self._expiry, (at, chat))
 
     def _bad_request(
-        self, chat: int, batch: list[Delivery], exc: BadRequest, interval: float, buttons: bool
+        self,
+        chat: int,
+        batch: list[Delivery],
+        exc: BadRequest,
+        interval: float,
+        buttons: bool,
+        topic: int | None = None,
     ) -> None:
         message = exc.message.lower()
+        if topic is not None and any(word in message for word in _TOPIC_GONE):
+            # a watch's topic deleted or closed (or, as Telegram's own bug has it, an old one
+            # that bots can no longer reach): the alert matters, the topic does not
+            log.warning(
+                "telegram: chat %s refused forum topic %s (%s); its alerts go to the chat itself",
+                chat,
+                topic,
+                exc.message,
+            )
+            for d in batch:
+                d.general = True
+            if self.on_topic_gone is not None:
+                try:
+                    self.on_topic_gone(chat, topic)
+                except Exception:
+                    log.exception("telegram: could not forget topic %s of chat %s", topic, chat)
+            self._retry(chat, batch, f"topic refused: {exc.message}", 0.0, count=False)
+            return
         bad_html = "parse entities" in message or "can't find end" in message
         if buttons and not bad_html and ("button" in message or "markup" in message):
             # the alert matters, its buttons do not: again without them, with the hint line

@@ -687,6 +687,8 @@ class FakeTelegram(HTTPServer):
         self._usernames: dict[str, int] = {}
         self._failures: list[_Failure] = []
         self._failed_chats: dict[int, tuple[int, str]] = {}
+        #: forum topics that take no messages: (chat, topic) -> Telegram's refusal
+        self._gone_topics: dict[tuple[int, int], str] = {}
         self._migrated: dict[int, int] = {}
         self._bot_statuses: dict[int, str] = {}  # the bot's status per chat; none: "member"
         self._down: int | None = None
@@ -830,6 +832,14 @@ class FakeTelegram(HTTPServer):
         """Undo :meth:`block` (or ``fail_chat``) for ``chat_id`` alone."""
         self._failed_chats.pop(chat_id, None)
         self._bot_statuses.pop(chat_id, None)
+
+    def close_topic(
+        self, chat_id: int, topic: int, description: str = "message thread not found"
+    ) -> None:
+        """Forum topic ``topic`` of ``chat_id`` takes no more messages: a sendMessage with it
+        as ``message_thread_id`` gets 400 ``Bad Request: <description>`` (a deleted topic's
+        wording by default; a closed one's is ``TOPIC_CLOSED``)."""
+        self._gone_topics[(chat_id, topic)] = description
 
     def migrate_chat(self, chat_id: int, new_chat_id: int) -> None:
         """Calls naming ``chat_id`` get 400 with ``parameters.migrate_to_chat_id`` (a group
@@ -1381,6 +1391,9 @@ class FakeTelegram(HTTPServer):
         chat_id = self._chat_id(params)
         text, parse_mode, parsed = self._text(params, "message is too long")
         markup = self._markup(params.get("reply_markup"))
+        gone = self._gone_topics.get((chat_id, params.get("message_thread_id", 0)))
+        if gone is not None:
+            raise _bad(gone)
         if self.enforce_limits:
             wait = self._limit_wait(chat_id, record.time)
             if wait > 1e-9:
