@@ -329,16 +329,20 @@ def test_check_warns_of_a_channel_secret_that_is_not_set_here(tmp_path: Path) ->
     assert signed.stderr == ""
 
 
+def run_without(tmp_path: Path, rules: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """``alertbot run --rules RULES`` with the variable ``name`` unset (and an exchange that
+    is not there: it must stop before it would connect)."""
+    env = env_without(
+        name, ALERTBOT_BINANCE_WS_URL="ws://127.0.0.1:9", ALERTBOT_DB=str(tmp_path / "a.db")
+    )
+    return alertbot("run", "--rules", rules, env=env)
+
+
 def test_run_refuses_to_start_when_a_channel_secret_is_not_set(tmp_path: Path) -> None:
     """Its webhook would get unsigned requests, which a checking receiver refuses for good."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(SIGNED_CHANNEL)
-    env = env_without(
-        "ALERTBOT_TEST_DESK_SECRET",
-        ALERTBOT_BINANCE_WS_URL="ws://127.0.0.1:9",
-        ALERTBOT_DB=str(tmp_path / "a.db"),
-    )
-    result = alertbot("run", "--rules", rules, env=env)
+    result = run_without(tmp_path, rules, "ALERTBOT_TEST_DESK_SECRET")
     assert result.returncode == 1
     assert (
         "alertbot: channel 'desk': its secret_env ALERTBOT_TEST_DESK_SECRET is not set"
@@ -359,12 +363,7 @@ def test_run_refuses_to_start_when_a_channels_url_variable_is_not_set(tmp_path: 
     checked = alertbot("check", rules, env=env_without("ALERTBOT_TEST_DESK_URL"))
     assert (checked.returncode, checked.stdout) == (0, f"{rules}: 1 rule, 1 channel, OK\n")
     assert f"{rules}: warning: {problem}" in checked.stderr
-    env = env_without(
-        "ALERTBOT_TEST_DESK_URL",
-        ALERTBOT_BINANCE_WS_URL="ws://127.0.0.1:9",
-        ALERTBOT_DB=str(tmp_path / "a.db"),
-    )
-    result = alertbot("run", "--rules", rules, env=env)
+    result = run_without(tmp_path, rules, "ALERTBOT_TEST_DESK_URL")
     assert result.returncode == 1
     assert f"alertbot: {problem}" in result.stderr
 

@@ -1154,6 +1154,22 @@ async def test_the_bot_token_never_appears_in_the_log(tmp_path):
     assert TOKEN.split(":")[1] not in err + out
 
 
+async def one_alert_to(
+    hook: WebhookReceiver, fake: FakeBinance, rules: Path, env: dict[str, str]
+) -> tuple[int, str, str]:
+    """``alertbot run --rules RULES``: BTCUSDT at 150 once subscribed, stopped (SIGTERM) once
+    ``hook`` took an alert (2xx) and httpx could log the request; its exit code, out, err."""
+    proc = await start("run", "--rules", rules, env=env)
+    try:
+        await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
+        await fake.publish([mini_ticker("BTCUSDT", 150, 1_772_000_000_000)])
+        await hook.wait_for_deliveries(1, timeout=20)
+        await asyncio.sleep(0.3)  # httpx logs the request once answered
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    return await finish(proc)
+
+
 async def test_a_webhook_urls_password_never_appears_in_the_log(tmp_path):
     """httpx logs each request's URL, with its user and password: at DEBUG the POST line of
     http://alice:PASSWORD@host/hook showed the password; it is redacted like the token."""
@@ -1165,15 +1181,7 @@ async def test_a_webhook_urls_password_never_appears_in_the_log(tmp_path):
         env = env_for(
             fake, tmp_path / "alertbot.db", ALERTBOT_WEBHOOK_URL=url, ALERTBOT_LOG_LEVEL="DEBUG"
         )
-        proc = await start("run", "--rules", rules, env=env)
-        try:
-            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
-            await fake.publish([mini_ticker("BTCUSDT", 150, 1_772_000_000_000)])
-            await hook.wait_for_deliveries(1, timeout=20)
-            await asyncio.sleep(0.3)  # httpx logs the request once answered
-        finally:
-            proc.send_signal(signal.SIGTERM)
-        code, out, err = await finish(proc)
+        code, out, err = await one_alert_to(hook, fake, rules, env)
     assert code == 0
     assert "HTTP Request: POST http://alice[redacted]127.0.0.1" in err
     assert password not in err + out
@@ -1203,15 +1211,7 @@ async def test_a_channel_posts_signed_to_the_url_its_webhook_env_holds(tmp_path)
             DESK_SECRET=secret,
             ALERTBOT_LOG_LEVEL="DEBUG",
         )
-        proc = await start("run", "--rules", rules, env=env)
-        try:
-            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
-            await fake.publish([mini_ticker("BTCUSDT", 150, 1_772_000_000_000)])
-            await hook.wait_for_deliveries(1, timeout=20)
-            await asyncio.sleep(0.3)  # httpx logs the request once answered
-        finally:
-            proc.send_signal(signal.SIGTERM)
-        code, out, err = await finish(proc)
+        code, out, err = await one_alert_to(hook, fake, rules, env)
     assert code == 0
     (delivery,) = hook.deliveries
     assert (delivery.status, delivery.path, delivery.signature_ok) == (200, path, True)
@@ -1234,15 +1234,7 @@ async def test_a_webhook_url_that_is_its_own_credential_never_appears_in_the_log
         )
         hook.respond_with(500)  # one failure first: alertbot's own retry line names the URL
         env = env_for(fake, tmp_path / "alertbot.db", ALERTBOT_LOG_LEVEL="DEBUG")
-        proc = await start("run", "--rules", rules, env=env)
-        try:
-            await fake.wait_for_subscriptions({"btcusdt@miniTicker"}, timeout=20)
-            await fake.publish([mini_ticker("BTCUSDT", 150, 1_772_000_000_000)])
-            await hook.wait_for_deliveries(1, timeout=20)  # the 2xx one
-            await asyncio.sleep(0.3)  # httpx logs the request once answered
-        finally:
-            proc.send_signal(signal.SIGTERM)
-        code, out, err = await finish(proc)
+        code, out, err = await one_alert_to(hook, fake, rules, env)
     assert code == 0
     assert [d.status for d in hook.deliveries] == [500, 200]
     shown = f"{hook.base_url}/services/T0AB12CDE/B0FG34HIJ/***"
