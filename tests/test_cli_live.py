@@ -1219,6 +1219,24 @@ async def test_a_channel_posts_signed_to_the_url_its_webhook_env_holds(tmp_path)
     assert token not in err + out
 
 
+async def test_a_channel_of_format_slack_gets_a_slack_message(tmp_path):
+    """A rule file's channel ``{webhook: URL, format: slack}`` (a Slack-compatible receiver
+    that the host does not tell): the POST is Slack's incoming-webhook message, the alert's
+    text with &, < and > escaped, not alertbot's JSON (which such a receiver refuses)."""
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake, WebhookReceiver() as hook:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"channels:\n  mm: {{webhook: '{hook.url}', format: slack}}\n"
+            "rules:\n  - id: up\n    symbols: [BTCUSDT]\n    when: price > 100\n"
+            "    notify: [mm]\n    message: '{symbol} > 100 & rising: {price}'\n"
+        )
+        env = env_for(fake, tmp_path / "alertbot.db")
+        code, _out, err = await one_alert_to(hook, fake, rules, env)
+    assert code == 0, err
+    (delivery,) = hook.deliveries
+    assert delivery.json == {"text": "BTCUSDT &gt; 100 &amp; rising: 150"}
+
+
 async def test_a_webhook_url_that_is_its_own_credential_never_appears_in_the_log(tmp_path):
     """A Slack-style webhook URL is the credential (its last segment), and a rule file's
     channel is not among the settings' secrets: at DEBUG, httpx's POST line and alertbot's

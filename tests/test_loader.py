@@ -222,6 +222,24 @@ def test_a_webhook_channel_may_take_its_url_from_the_environment() -> None:
     assert ruleset.rules[0].notify == ("slack", "signed")
 
 
+def test_a_webhook_channel_may_name_the_body_its_receiver_takes() -> None:
+    """``format: slack`` (or discord, json; any case) for a receiver the URL's host does not
+    tell, a Slack-compatible one elsewhere; without it, None: told by the host."""
+    ruleset = load_text(
+        "channels:\n"
+        "  mm: {webhook: 'https://mattermost.example/hooks/abc', format: Slack}\n"
+        "  dc: {webhook_env: DC_URL, format: discord}\n"
+        "  plain: {webhook: 'https://h.example/x'}\n"
+        "rules: []\n",
+        "r.yaml",
+    )
+    assert {n: c.format for n, c in ruleset.channels.items()} == {
+        "mm": "slack",
+        "dc": "discord",
+        "plain": None,
+    }
+
+
 def test_load_text_and_load_file_give_the_same_rules() -> None:
     path = GOOD / "all-features.yaml"
     from_text = load_text(path.read_text(encoding="utf-8"), "rules.yaml")
@@ -736,6 +754,17 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             "r.yaml:2:41: channel 'd' has both 'webhook' and 'webhook_env': give its URL in one "
             "of them (webhook_env: a URL that is itself the credential)",
             id="webhook-and-webhook-env",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: 'https://example.com/h', format: teams}\nrules: []\n",
+            "r.yaml:2:49: 'format' must be one of json, slack, discord (the body the webhook "
+            "takes), got 'teams'",
+            id="webhook-format-unknown",
+        ),
+        pytest.param(
+            "channels:\n  d: {telegram: -100, format: slack}\nrules: []\n",
+            "r.yaml:2:23: 'format' only goes with 'webhook' or 'webhook_env'",
+            id="format-with-telegram",
         ),
         pytest.param(
             "channels:\n  d: {telegram: -100, webhook_env: D_URL}\nrules: []\n",

@@ -30,7 +30,7 @@ from alertbot.notify.render import (
 )
 from alertbot.notify.routing import Router, channel_env_problems
 from alertbot.notify.settings import DeliverySettings
-from alertbot.notify.webhook import body_of, signature
+from alertbot.notify.webhook import body_of, format_by_url, signature
 from alertbot.rules.conditions import format_number, parse
 from alertbot.rules.engine import Engine
 from alertbot.rules.model import Channel, Rule
@@ -449,6 +449,74 @@ def test_webhook_body_is_designs_json_and_the_signature_an_hmac_of_it():
     assert "fallback" not in plain
     assert "chat_id" not in plain
     assert plain["id"] == "r1:BTCUSDT:1"
+
+
+@pytest.mark.parametrize(
+    ("url", "form"),
+    [
+        ("https://hooks.slack.com/services/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", "slack"),
+        ("https://HOOKS.SLACK.COM/services/T/B/x", "slack"),
+        ("https://discord.com/api/webhooks/1234567890123456789/Zk8-Qw", "discord"),
+        ("https://discordapp.com/api/webhooks/1/x", "discord"),
+        ("https://discord.com/channels/1/2", "json"),  # not a webhook
+        ("https://example.com/hooks.slack.com/x", "json"),
+        ("https://h.example/alerts", "json"),
+        ("http://[::1/hook", "json"),  # too broken to tell
+    ],
+)
+def test_a_webhooks_body_is_told_by_its_host_when_none_is_configured(url: str, form: str):
+    """Slack's and Discord's incoming webhooks refuse alertbot's JSON (400: no text, an empty
+    message): their URLs get their own message bodies without any setting."""
+    assert format_by_url(url) == form
+
+
+def test_a_slack_webhook_gets_the_message_as_text_its_markup_escaped():
+    """``{"text": ...}``, with &, < and > escaped as Slack's mrkdwn asks (a condition such as
+    ``price < 3000`` would otherwise be read as markup); a fallback says for which chat."""
+    alert = record(text="ETHUSDT price < 3000 & falling >:(")
+    url = "https://hooks.slack.com/services/T/B/x"
+    assert orjson.loads(body_of(Delivery(alert, f"webhook:{url}", url=url))) == {
+        "text": "ETHUSDT price &lt; 3000 &amp; falling &gt;:("
+    }
+    fallback = Delivery(alert, f"fallback:42:{url}", chat_id=42, url=url)
+    assert orjson.loads(body_of(fallback))["text"].endswith(
+        "\n(for Telegram chat 42, which the alert could not reach)"
+    )
+
+
+def test_a_discord_webhook_gets_the_message_as_content_shown_as_written():
+    """``{"content": ...}``: markdown escaped (a rule id with underscores, a negative change),
+    no @mention pinged whatever a template holds, and cut at Discord's 2000 characters."""
+    url = "https://discord.com/api/webhooks/1/x"
+    alert = record(text="btc_70k: BTCUSDT *broke* 70000 (-1.5%) @everyone")
+    body = orjson.loads(body_of(Delivery(alert, f"webhook:{url}", url=url)))
+    assert body == {
+        "content": "btc\\_70k: BTCUSDT \\*broke\\* 70000 \\(\\-1.5%\\) @everyone",
+        "allowed_mentions": {"parse": []},
+    }
+    long = orjson.loads(body_of(Delivery(record(text="x" * 3000), f"webhook:{url}", url=url)))
+    assert len(long["content"]) == 2000
+    assert long["content"].endswith("…")
+
+
+def test_a_configured_webhook_format_wins_over_the_host():
+    """A channel's ``format`` (a Slack-compatible receiver elsewhere, or alertbot's JSON
+    through a Slack-hosted relay) and ALERTBOT_WEBHOOK_FORMAT for ALERTBOT_WEBHOOK_URL."""
+    channels = {
+        "mm": Channel("mm", webhook="https://mattermost.example/hooks/abc", format="slack"),
+        "plain": Channel("plain", webhook="https://h.example/x"),
+    }
+    settings = DeliverySettings(webhook_url="https://hooks.slack.com/x", webhook_format="json")
+    r = Router(channels, settings, env={})
+    assert r.format_for("https://mattermost.example/hooks/abc") == "slack"
+    assert r.format_for("https://h.example/x") is None
+    assert r.format_for("https://hooks.slack.com/x") == "json"
+    d = Delivery(record(), "webhook:https://hooks.slack.com/x", url="https://hooks.slack.com/x")
+    d.body_format = "json"
+    assert orjson.loads(body_of(d))["version"] == 1
+    assert DeliverySettings.from_env({"ALERTBOT_WEBHOOK_FORMAT": "Slack"}).webhook_format == "slack"
+    with pytest.raises(ConfigError, match="ALERTBOT_WEBHOOK_FORMAT: expected one of json"):
+        DeliverySettings.from_env({"ALERTBOT_WEBHOOK_FORMAT": "teams"})
 
 
 # ---------------------------------------------------------------- store

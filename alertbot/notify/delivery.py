@@ -17,6 +17,8 @@ class Delivery:
     chat_id: int | None = None  # the Telegram chat (also for a fallback: the chat it stands in for)
     url: str | None = None
     secret: str | None = field(default=None, repr=False)
+    #: a webhook's body, as configured ("json", "slack", "discord"); None: told by its host
+    body_format: str | None = None
     attempts: int = 0
     created: float = 0.0  # wall clock, s
     state: str = "pending"

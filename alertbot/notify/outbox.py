@@ -360,6 +360,7 @@ class Outbox:
                     chat_id=route.chat_id,
                     url=route.url,
                     secret=self.router.secret_for(route.url) if route.url else None,
+                    body_format=self.router.format_for(route.url) if route.url else None,
                     created=record.created,
                 )
                 self._new.append(d)
@@ -479,6 +480,7 @@ class Outbox:
             self._fallbacks.add((record.id, f"telegram:{chat}"))
         if d.url:
             d.secret = self.router.secret_for(d.url)
+            d.body_format = self.router.format_for(d.url)
         return d
 
     async def drain(self, grace: float) -> bool:

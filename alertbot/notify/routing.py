@@ -92,6 +92,7 @@ class Router:
             webhook=url,
             secret_env=channel.secret_env,
             webhook_env=channel.webhook_env,
+            format=channel.format,
         )
 
     @property
@@ -157,6 +158,16 @@ class Router:
         if cfg.webhook_url:
             return Route(f"fallback:{chat}:{cfg.webhook_url}", chat_id=chat, url=cfg.webhook_url)
         return CONSOLE
+
+    def format_for(self, url: str) -> str | None:
+        """The body a webhook URL was configured to take (a channel's ``format``, or
+        ALERTBOT_WEBHOOK_FORMAT for ALERTBOT_WEBHOOK_URL); None: told by its host."""
+        if url == self.settings.webhook_url and self.settings.webhook_format:
+            return self.settings.webhook_format
+        for channel in self.channels.values():
+            if channel.webhook == url and channel.format:
+                return channel.format
+        return None
 
     def secret_for(self, url: str) -> str | None:
         """The signing secret of a webhook URL, from the environment (never from rule files)."""

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from alertbot.errors import ConfigError
 from alertbot.rules.ids import CHAT_ID_RANGE, chat_id
+from alertbot.rules.model import WEBHOOK_FORMATS
 from alertbot.rules.urls import url_password
-from alertbot.settings import MAX_SECONDS, env_int, env_seconds, env_url
+from alertbot.settings import MAX_SECONDS, env_choice, env_int, env_seconds, env_url
 
 _TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
@@ -54,6 +55,8 @@ class DeliverySettings:
     admin_chats: tuple[int, ...] = ()
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    #: ALERTBOT_WEBHOOK_URL's body: "json", "slack" or "discord"; None: told by its host
+    webhook_format: str | None = None
     db: str = "alertbot.db"
     #: Telegram has not succeeded within this long: the fallback webhook gets the alert too
     fallback_after: float = 60.0
@@ -109,6 +112,7 @@ class DeliverySettings:
             webhook_url=env_url(e, "ALERTBOT_WEBHOOK_URL", "", ("http", "https"), root=False)
             or None,
             webhook_secret=secret,
+            webhook_format=env_choice(e, "ALERTBOT_WEBHOOK_FORMAT", "", WEBHOOK_FORMATS) or None,
             db=e.get("ALERTBOT_DB", "").strip() or "alertbot.db",
             fallback_after=env_seconds(e, "ALERTBOT_FALLBACK_AFTER", 60.0, minimum=0.001),
             give_up_after=env_seconds(e, "ALERTBOT_DELIVERY_GIVE_UP", 24 * 3600.0, minimum=1),

@@ -18,10 +18,12 @@ import hashlib
 import hmac
 import logging
 import math
+import re
 import ssl
 import time
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -49,7 +51,52 @@ def idempotency_key(d: Delivery) -> str:
     return d.alert.id
 
 
+# The bodies a webhook can be sent (WEBHOOK_FORMATS): alertbot's JSON (DESIGN.md), or a chat
+# service's incoming-webhook message, which refuses alertbot's (Slack: 400 ``no_text``;
+# Discord: 400 "Cannot send an empty message").
+#: Slack's incoming webhooks read ``text`` up to this many characters; Discord's ``content``
+SLACK_MAX = 40_000
+DISCORD_MAX = 2_000
+_SLACK_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
+_DISCORD_HOSTS = frozenset(
+    {"discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com"}
+)
+#: what Discord reads as markdown, escaped so that a message shows as written
+_DISCORD_MARKUP = re.compile(r"([\\*_~`|>#\[\]()-])")
+
+
+def format_by_url(url: str) -> str:
+    """The body ``url`` takes when none was configured: Slack's or Discord's message for
+    their incoming webhooks (told by host, and Discord's ``/api/webhooks/`` path), else
+    alertbot's JSON."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return "json"
+    if host in _SLACK_HOSTS:
+        return "slack"
+    if host in _DISCORD_HOSTS and parts.path.startswith("/api/webhooks/"):
+        return "discord"
+    return "json"
+
+
+def _message(d: Delivery) -> str:
+    """The alert's text as a chat service shows it; a fallback's says for which chat."""
+    text = d.alert.text
+    if d.kind == "fallback":
+        text += f"\n(for Telegram chat {d.chat_id}, which the alert could not reach)"
+    return text
+
+
 def body_of(d: Delivery) -> bytes:
+    form = d.body_format or format_by_url(d.url or "")
+    if form == "slack":  # mrkdwn: &, < and > are its markup, escaped as Slack asks
+        text = _message(d).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return orjson.dumps({"text": clip(text, SLACK_MAX)})
+    if form == "discord":  # markdown, and no @mentions, whatever a template holds
+        text = _DISCORD_MARKUP.sub(r"\\\1", _message(d))
+        return orjson.dumps({"content": clip(text, DISCORD_MAX), "allowed_mentions": {"parse": []}})
     a = d.alert
     body: dict[str, Any] = {
         "version": 1,

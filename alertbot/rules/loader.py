@@ -62,7 +62,7 @@ from alertbot.rules.conditions import (
 )
 from alertbot.rules.conditions import parse_duration as _parse_duration
 from alertbot.rules.ids import CHAT_ID_RANGE, chat_id, is_reserved
-from alertbot.rules.model import PLACEHOLDERS, Channel, Rule, RuleSet
+from alertbot.rules.model import PLACEHOLDERS, WEBHOOK_FORMATS, Channel, Rule, RuleSet
 from alertbot.rules.names import is_pattern, normalise
 from alertbot.rules.urls import url_text_problem
 from alertbot.text import first_bad, is_text, mend
@@ -95,7 +95,8 @@ RULE_KEYS = (
     "notify",
 )
 CONDITION_KEYS = ("when", "all", "any")
-CHANNEL_KEYS = ("telegram", "webhook", "webhook_env", "secret_env")
+CHANNEL_KEYS = ("telegram", "webhook", "webhook_env", "secret_env", "format")
+
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -881,23 +882,28 @@ class _Source:
             self.at(later, problem)
             return None
         if "telegram" in keys:
-            if "secret_env" in keys:
-                self.at(
-                    keys["secret_env"][0], "'secret_env' only goes with 'webhook' or 'webhook_env'"
-                )
+            for key in ("secret_env", "format"):
+                if key in keys:
+                    self.at(keys[key][0], f"'{key}' only goes with 'webhook' or 'webhook_env'")
             chat_id = self.chat_id(keys["telegram"][1])
             return None if chat_id is None else Channel(name, telegram=chat_id)
         if "webhook" in keys or "webhook_env" in keys:
-            secret_env = None
+            secret_env = form = None
             if "secret_env" in keys:
                 secret_env = self.env_name(keys["secret_env"][1], "secret_env", "DESK_SECRET")
+            if "format" in keys:
+                form = self.webhook_format(keys["format"][1])
+                if form is None:
+                    return None
             if "webhook_env" in keys:
                 var = self.env_name(keys["webhook_env"][1], "webhook_env", "SLACK_WEBHOOK_URL")
                 if var is None:
                     return None
-                return Channel(name, webhook_env=var, secret_env=secret_env)
+                return Channel(name, webhook_env=var, secret_env=secret_env, format=form)
             url = self.url(keys["webhook"][1])
-            return None if url is None else Channel(name, webhook=url, secret_env=secret_env)
+            if url is None:
+                return None
+            return Channel(name, webhook=url, secret_env=secret_env, format=form)
         if len(self.problems) == before:  # otherwise a misspelt key already said it
             self.at(
                 name_node,
@@ -958,6 +964,17 @@ class _Source:
             )
             return None
         return text.strip()
+
+    def webhook_format(self, node: Node) -> str | None:
+        text = _text(node)
+        if text is None or text.strip().lower() not in WEBHOOK_FORMATS:
+            self.at(
+                node,
+                f"'format' must be one of {', '.join(WEBHOOK_FORMATS)} (the body the webhook "
+                f"takes), got {_describe(node)}",
+            )
+            return None
+        return text.strip().lower()
 
     def env_name(self, node: Node, key: str, example: str) -> str | None:
         text = _text(node)

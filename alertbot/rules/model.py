@@ -61,6 +61,11 @@ class Rule:
         return format_condition(self.condition)
 
 
+#: the bodies a webhook can be sent (alertbot.notify.webhook.body_of): alertbot's JSON, or a
+#: Slack or Discord incoming webhook's message
+WEBHOOK_FORMATS = ("json", "slack", "discord")
+
+
 @dataclass(frozen=True, slots=True)
 class Channel:
     """A named destination of a rule file: a Telegram chat or a webhook.
@@ -75,6 +80,9 @@ class Channel:
     webhook: str | None = None
     secret_env: str | None = None
     webhook_env: str | None = None
+    #: the webhook's body: "json" (alertbot's, DESIGN.md), "slack" or "discord" (a chat
+    #: service's incoming webhook); None: told by the URL's host (alertbot.notify.webhook)
+    format: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
