@@ -97,7 +97,6 @@ RULE_KEYS = (
 CONDITION_KEYS = ("when", "all", "any")
 CHANNEL_KEYS = ("telegram", "webhook", "webhook_env", "secret_env", "format")
 
-
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CHAT_ID_RE = re.compile(r"-?[0-9]+")
