@@ -33,6 +33,7 @@ def _restore_interrupts(previous: object) -> None:
 _BEFORE = _quiet_interrupts()
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -923,8 +924,49 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace | int:
     return args
 
 
+#: what each command needs, imported before it starts with Ctrl-C held back: a
+#: KeyboardInterrupt raised inside an extension module's initialisation (orjson's, while
+#: ``check`` imported it 0.1 s after Enter) crashed the process with SIGSEGV, or was
+#: swallowed by importlib and the command ran on
+_COMMAND_MODULES = {
+    "check": ("alertbot.rules.loader", "alertbot.notify.routing"),
+    "replay": (
+        "orjson",
+        "alertbot.rules.loader",
+        "alertbot.rules.engine",
+        "alertbot.notify.render",
+        "alertbot.recording",
+        "alertbot.feed.market",
+    ),
+    "run": ("asyncio", "alertbot.app", "alertbot.rules.loader", "alertbot.notify.routing"),
+    "record": ("asyncio", "orjson", "alertbot.feed.client", "alertbot.feed.symbols"),
+}
+
+
+def _import_for(command: str) -> None:
+    """Import what ``command`` needs, a Ctrl-C meanwhile acted on once that is done (as a
+    KeyboardInterrupt: exit 130). SIGINT ignored (a job started in the background), or not
+    in the main thread (no handler can be set there): imported as it is."""
+    held: list[int] = []
+    previous = None
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    except ValueError:
+        pass
+    try:
+        for name in _COMMAND_MODULES.get(command, ()):
+            importlib.import_module(name)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
 def _command(args: argparse.Namespace) -> int:
     try:
+        _import_for(args.command)
         if args.command == "check":
             return cmd_check(args.files)
         if args.command == "replay":

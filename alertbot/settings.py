@@ -125,8 +125,12 @@ def env_url(
     return text.rstrip("/") if root else text
 
 
-#: secrets that may also come from files (container secrets): VAR_FILE names the file
+#: secrets, which every log line has redacted and which may also come from files
 SECRET_VARS = ("ALERTBOT_TELEGRAM_TOKEN", "ALERTBOT_WEBHOOK_SECRET")
+#: what may come from a file (container secrets): VAR_FILE names the file. The webhook's URL
+#: too, which may be its own credential (Slack's, Discord's); it is no SECRET_VARS entry: log
+#: lines show it as alertbot.rules.urls.shown_url does, which tells webhooks apart
+FILE_VARS = (*SECRET_VARS, "ALERTBOT_WEBHOOK_URL")
 
 #: every setting alertbot reads: the README's settings table (a test keeps the two the same),
 #: and the secrets' ``_FILE`` forms
@@ -168,7 +172,7 @@ SETTINGS = frozenset(
         "ALERTBOT_WEBHOOK_SECRET",
         "ALERTBOT_WEBHOOK_URL",
     }
-    | {f"{var}_FILE" for var in SECRET_VARS}
+    | {f"{var}_FILE" for var in FILE_VARS}
 )
 
 
@@ -237,14 +241,14 @@ def environment(env: Mapping[str, str], config: str | None = None) -> dict[str, 
     the environment gives as ``VAR`` or ``VAR_FILE`` overrides both of the file's), with
     secrets read from ``VAR_FILE`` where ``VAR`` itself is not set."""
     merged = read_config(config) if config else {}
-    for var in SECRET_VARS:
+    for var in FILE_VARS:
         if env.get(var, "").strip() or env.get(f"{var}_FILE", "").strip():
             # the environment gives this secret, in either form: the file's, in either, is
             # overridden (else its VAR would win over the environment's VAR_FILE)
             merged.pop(var, None)
             merged.pop(f"{var}_FILE", None)
     merged.update(env)
-    for var in SECRET_VARS:
+    for var in FILE_VARS:
         path = merged.get(f"{var}_FILE", "").strip()
         if path and not merged.get(var, "").strip():
             try:

@@ -188,6 +188,34 @@ _CLI_NEXT = (
 )
 
 
+def test_a_ctrl_c_while_a_command_imports_is_acted_on_once_the_imports_are_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt raised inside an extension module's initialisation crashed the
+    process (orjson's, SIGSEGV: the test above, about 1 run in 2) or was swallowed by
+    importlib: the modules a command needs are imported with SIGINT held back, and it is then
+    a KeyboardInterrupt (exit 130). With SIGINT ignored (a background job), it stays ignored."""
+    from alertbot import cli
+
+    (tmp_path / "interrupted_on_import.py").write_text(
+        "import signal\nsignal.raise_signal(signal.SIGINT)\ndone = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli._COMMAND_MODULES, "probe", ("interrupted_on_import",))
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        cli._import_for("probe")
+    assert sys.modules["interrupted_on_import"].done  # imported whole, then interrupted
+    assert signal.getsignal(signal.SIGINT) is before
+    del sys.modules["interrupted_on_import"]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cli._import_for("probe")  # no KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGINT, before)
+        sys.modules.pop("interrupted_on_import", None)
+
+
 @pytest.mark.parametrize("delay", [0.005, 0.02, 0.1, 0.2])
 def test_ctrl_c_in_the_first_moments_exits_130_without_a_traceback(
     tmp_path: Path, delay: float

@@ -35,6 +35,7 @@ from alertbot.rules.conditions import format_number, parse
 from alertbot.rules.engine import Engine
 from alertbot.rules.model import Channel, Rule
 from alertbot.rules.urls import shown_url
+from alertbot.settings import environment, unknown_setting
 from alertbot.store import AlertRecord, DeliveryRow, Store, Update
 from alertbot.ticker import Ticker, percent
 
@@ -83,6 +84,23 @@ def test_delivery_settings_from_the_environment():
     assert (s.webhook_url, s.webhook_secret) == ("https://example.com/hook", "s3cret-0123456789")
     assert (s.db, s.fallback_after) == ("/data/alertbot.db", 90.0)
     assert s.secrets() == [TOKEN, "s3cret-0123456789"]
+
+
+def test_the_webhook_url_may_come_from_a_file_as_the_secrets_do(tmp_path: Path):
+    """A Slack- or Discord-style URL is its own credential: ALERTBOT_WEBHOOK_URL_FILE names
+    a file holding it (a container secret), read as the secrets' files are (white space and a
+    byte-order mark dropped); ALERTBOT_WEBHOOK_URL itself wins."""
+    url = "https://hooks.slack.com/services/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"
+    path = tmp_path / "webhook_url"
+    path.write_text(f"\ufeff{url}\n", encoding="utf-8")
+    env = environment({"ALERTBOT_WEBHOOK_URL_FILE": str(path)})
+    assert DeliverySettings.from_env(env).webhook_url == url
+    given = "https://h.example/x"
+    both = environment({"ALERTBOT_WEBHOOK_URL_FILE": str(path), "ALERTBOT_WEBHOOK_URL": given})
+    assert DeliverySettings.from_env(both).webhook_url == given
+    with pytest.raises(ConfigError, match=r"^ALERTBOT_WEBHOOK_URL_FILE: does not name a readable"):
+        environment({"ALERTBOT_WEBHOOK_URL_FILE": url})  # the URL itself, by mistake
+    assert unknown_setting("ALERTBOT_WEBHOOK_URL_FILE") is None
 
 
 def test_the_bot_api_urls_password_is_a_secret_kept_out_of_the_log():
