@@ -515,6 +515,18 @@ def test_a_discord_webhook_gets_the_message_as_content_shown_as_written():
     long = orjson.loads(body_of(Delivery(record(text="x" * 3000), f"webhook:{url}", url=url)))
     assert len(long["content"]) == 2000
     assert long["content"].endswith("…")
+    # the cut never leaves an escape's backslash without its character (it would escape the
+    # ellipsis), nor takes one of an escaped backslash's two
+    cases = [
+        ("x" * 1998 + "*", "x" * 1998),  # the cut between "\\" and "*": the "\\" goes too
+        ("x" * 1997 + "\\", "x" * 1997 + "\\\\"),  # an escaped backslash, whole: kept
+        ("x" * 1996 + "\\*", "x" * 1996 + "\\\\"),  # "\\\\" kept, "\\" of "\\*" not
+    ]
+    for text, kept in cases:
+        cut = orjson.loads(
+            body_of(Delivery(record(text=text + "y" * 9), f"webhook:{url}", url=url))
+        )
+        assert cut["content"] == kept + "…"
 
 
 def test_a_configured_webhook_format_wins_over_the_host():

@@ -96,7 +96,12 @@ def body_of(d: Delivery) -> bytes:
         return orjson.dumps({"text": clip(text, SLACK_MAX)})
     if form == "discord":  # markdown, and no @mentions, whatever a template holds
         text = _DISCORD_MARKUP.sub(r"\\\1", _message(d))
-        return orjson.dumps({"content": clip(text, DISCORD_MAX), "allowed_mentions": {"parse": []}})
+        if len(text) > DISCORD_MAX:  # cut, but not between an escape and what it escapes
+            text = text[: DISCORD_MAX - 1]
+            if (len(text) - len(text.rstrip("\\"))) % 2:  # an escape's "\\" without its character
+                text = text[:-1]
+            text += "…"
+        return orjson.dumps({"content": text, "allowed_mentions": {"parse": []}})
     a = d.alert
     body: dict[str, Any] = {
         "version": 1,
