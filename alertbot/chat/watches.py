@@ -122,8 +122,9 @@ class WatchBook:
         clock: Callable[[], float] = time.time,
         topics: dict[int, tuple[int, int]] | None = None,
     ) -> None:
-        """``topics``: the watches made in a forum topic, kept up to date here (the notifier's,
-        which tells the Telegram sender where each watch's alerts go)."""
+        """``topics``: the watches made in a forum topic, as read when the database opened
+        (the notifier's, which tells the Telegram sender where each watch's alerts go), kept
+        up to date here."""
         self.engine = engine
         self.store = store
         self.db = db  # runs a store call on the database thread
@@ -168,7 +169,6 @@ class WatchBook:
         self.digests = await self.db(self.store.digests)
         self.successors.update(await self.db(self.store.chat_moves))
         self.paused = await self.db(self.store.paused_chats)
-        self.topics.update(await self.db(self.store.watch_topics))
         rows: list[WatchRow] = await self.db(self.store.watches)
         for row in rows:
             if not self._enter(row):

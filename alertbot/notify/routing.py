@@ -3,9 +3,10 @@ the webhook, else the console."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from alertbot.notify.settings import MIN_SECRET, DeliverySettings, secret_problem
@@ -86,13 +87,8 @@ class Router:
         :func:`channel_env_problems` reports before a start or a reload takes it)."""
         if not channel.webhook_env:
             return channel
-        url = self.env.get(channel.webhook_env, "").strip() or None
-        return Channel(
-            channel.name,
-            webhook=url,
-            secret_env=channel.secret_env,
-            webhook_env=channel.webhook_env,
-            format=channel.format,
+        return dataclasses.replace(
+            channel, webhook=self.env.get(channel.webhook_env, "").strip() or None
         )
 
     @property
@@ -164,16 +160,15 @@ class Router:
         ALERTBOT_WEBHOOK_FORMAT for ALERTBOT_WEBHOOK_URL); None: told by its host."""
         if url == self.settings.webhook_url and self.settings.webhook_format:
             return self.settings.webhook_format
-        for channel in self.channels.values():
-            if channel.webhook == url and channel.format:
-                return channel.format
-        return None
+        return next((c.format for c in self._channels_at(url) if c.format), None)
 
     def secret_for(self, url: str) -> str | None:
         """The signing secret of a webhook URL, from the environment (never from rule files)."""
         if url == self.settings.webhook_url:
             return self.settings.webhook_secret
-        for channel in self.channels.values():
-            if channel.webhook == url and channel.secret_env:
-                return self.env.get(channel.secret_env) or None
-        return None
+        env = next((c.secret_env for c in self._channels_at(url) if c.secret_env), None)
+        return None if env is None else self.env.get(env) or None
+
+    def _channels_at(self, url: str) -> Iterator[Channel]:
+        """The rule files' channels that post to ``url``."""
+        return (c for c in self.channels.values() if c.webhook == url)

@@ -25,16 +25,25 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 TOKEN_LENGTH = 16
 
 
-def _userinfo(url: str) -> tuple[int, str, str] | None:
-    """Where ``url``'s user and password start, and the two (``https://user:PASSWORD@host/``);
-    None when it holds no password. Text only, so that a URL too broken to parse still has
-    its password found."""
+def _authority(url: str) -> tuple[int, int] | None:
+    """Where ``url``'s authority (``user:password@host:port``) starts and ends; None: no
+    ``scheme://``. Text only, so that a URL too broken to parse is read all the same."""
     scheme = _SCHEME.match(url)
     if scheme is None:
         return None
     start = scheme.end()
     ends = [i for i in (url.find(c, start) for c in "/?#") if i >= 0]
-    userinfo, at, _ = url[start : min(ends, default=len(url))].rpartition("@")
+    return start, min(ends, default=len(url))
+
+
+def _userinfo(url: str) -> tuple[int, str, str] | None:
+    """Where ``url``'s user and password start, and the two (``https://user:PASSWORD@host/``);
+    None when it holds no password."""
+    span = _authority(url)
+    if span is None:
+        return None
+    start, end = span
+    userinfo, at, _ = url[start:end].rpartition("@")
     user, colon, password = userinfo.partition(":")
     if not at or not colon:
         return None
@@ -48,11 +57,10 @@ def shown_url(url: str) -> str:
     credential (Slack's ``/services/T…/B…/TOKEN``, Discord's ``/api/webhooks/ID/TOKEN``,
     Telegram's ``/botTOKEN/``); every value in the query (``?key=VALUE``, names kept); and a
     fragment. Text only, so that a URL too broken to parse is shown the same way."""
-    scheme = _SCHEME.match(url)
-    if scheme is None:
+    span = _authority(url)
+    if span is None:
         return url
-    start = scheme.end()
-    end = min([i for i in (url.find(c, start) for c in "/?#") if i >= 0], default=len(url))
+    start, end = span
     authority, rest = url[start:end], url[end:]
     found = _userinfo(url)
     if found is not None:
