@@ -1977,6 +1977,28 @@ async def test_a_watchs_topic_is_kept_across_a_restart_for_an_alert_resumed_then
     assert _topic(alert) == 7
 
 
+async def test_a_refused_topic_of_several_watches_names_them_all_once(tmp_path, fakes):
+    """Two watches made in the same topic, whose alerts fire together when the topic is gone:
+    one note names both (were, their), and both alerts reach the chat itself."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        for answers, level in enumerate((100, 105), start=1):
+            tg.user_says(SUPERGROUP, f"/watch BTCUSDT crosses above {level}", topic=7)
+            await tg.wait_for(lambda n=answers: len(tg.messages_to(SUPERGROUP)) == n)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        tg.close_topic(SUPERGROUP, 7)
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 4)
+    alerts, note = sorted(m.plain_text for m in tg.messages_to(SUPERGROUP)[2:])
+    assert "crosses above 100: price 110" in alerts
+    assert "crosses above 105: price 110" in alerts  # merged: one message, same topic
+    assert note == (
+        "The topic where w1, w2 were made cannot be posted to (deleted or closed): their "
+        "alerts come here now."
+    )
+
+
 @pytest.mark.parametrize("refusal", ["message thread not found", "TOPIC_CLOSED"])
 async def test_an_alert_to_a_topic_telegram_refuses_goes_to_the_chat_itself(
     tmp_path, fakes, refusal
