@@ -428,6 +428,7 @@ class App:
         self.notifier = Notifier(
             delivery,
             rules.channels,
+            rules=rules.rules,
             out=out,
             sparklines=self.sparklines,
             on_console_gone=self._stdout_gone,
@@ -525,7 +526,9 @@ class App:
         for rule in added:  # never a watch's id: the loader refuses those (alertbot.rules.ids)
             self.engine.add_rule(rule)
         self.file_rules = new
-        self.notifier.router.channels = dict(ruleset.channels)
+        router = self.notifier.router
+        router.channels = dict(ruleset.channels)
+        router.set_rules(ruleset.rules)
         self.pipeline.update_streams()
         self.reloads += 1
         log.info(
@@ -1005,7 +1008,7 @@ class App:
                 sender.on_migrate = self._chat_moved
                 for old, new in sender.moved().items():
                     self._chat_moved(old, new)
-                sender.on_topic_gone = self._topic_gone
+                self.notifier.on_topic_gone = self._topic_gone
         await self.restore_state()
         sender = self.notifier.telegram
         if sender is not None and self.book is not None:

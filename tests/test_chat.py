@@ -2034,6 +2034,112 @@ async def test_an_alert_to_a_topic_telegram_refuses_goes_to_the_chat_itself(
     store.close()
 
 
+def _topic_rules(path: Path, topic: int = 7) -> tuple[str, ...]:
+    """A rule file whose ``btc-up`` alerts in forum topic ``topic`` of SUPERGROUP and whose
+    ``eth-up`` alerts in the chat itself (its General topic)."""
+    path.write_text(
+        f"""channels:
+  desk: {{telegram: {SUPERGROUP}, topic: {topic}}}
+  room: {{telegram: {SUPERGROUP}}}
+rules:
+  - {{id: btc-up, symbols: [BTCUSDT], when: price crosses above 100, notify: [desk]}}
+  - {{id: eth-up, symbols: [ETHUSDT], when: price crosses above 10, notify: [room]}}
+"""
+    )
+    return (str(path),)
+
+
+async def _cross_both(bot: Bot, at: int) -> None:
+    """BTCUSDT and ETHUSDT cross up through btc-up's and eth-up's levels, in one frame."""
+    await bot.binance.publish([mini_ticker("BTCUSDT", 90, at), mini_ticker("ETHUSDT", 9, at)])
+    await bot.binance.publish(
+        [mini_ticker("BTCUSDT", 110, at + 1000), mini_ticker("ETHUSDT", 11, at + 1000)]
+    )
+
+
+async def test_a_rule_file_channel_with_a_topic_alerts_in_that_topic(tmp_path, fakes):
+    """``{telegram: CHAT, topic: N}``: that channel's alerts go to forum topic N, another
+    channel of the same chat's to the chat itself; fired together, they go as two messages."""
+    binance, tg = fakes
+    files = _topic_rules(tmp_path / "rules.yaml")
+    async with Bot(tmp_path, binance, tg, load_files(files), rule_files=files) as bot:
+        await _cross_both(bot, T)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 2)
+    by_topic = {_topic(m): m.plain_text for m in tg.messages_to(SUPERGROUP)}
+    assert set(by_topic) == {7, None}
+    assert "BTCUSDT price crosses above 100: price 110" in by_topic[7]
+    assert "ETHUSDT" not in by_topic[7]
+    assert "ETHUSDT price crosses above 10: price 11" in by_topic[None]
+
+
+async def test_a_rule_files_topic_is_known_for_an_alert_resumed_at_the_next_start(tmp_path, fakes):
+    """An alert left undelivered at a stop is sent at the next start, before any rule fires
+    again: it still goes to its channel's topic (known by its rule's id)."""
+    binance, tg = fakes
+    files = _topic_rules(tmp_path / "rules.yaml")
+    async with Bot(tmp_path, binance, tg, load_files(files), rule_files=files) as bot:
+        tg.fail_chat(SUPERGROUP, 500, "Internal Server Error")
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: len(tg.calls("sendMessage")) >= 1)  # tried, refused
+    tg.recover()
+    async with Bot(tmp_path, binance, tg, load_files(files), rule_files=files):
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+    (alert,) = tg.messages_to(SUPERGROUP)
+    assert "BTCUSDT price crosses above 100: price 110" in alert.plain_text
+    assert _topic(alert) == 7
+
+
+async def test_a_rule_files_topic_telegram_refuses_is_left_until_a_reload(tmp_path, fakes, caplog):
+    """The channel's topic deleted or closed: its alert goes to the chat itself (not lost),
+    the log says so once, naming the channel, and later alerts go there at once; no watch was
+    made there, so the chat gets no note. A reload that names another topic is tried again."""
+    binance, tg = fakes
+    path = tmp_path / "rules.yaml"
+    files = _topic_rules(path)
+    async with Bot(tmp_path, binance, tg, load_files(files), rule_files=files) as bot:
+        tg.close_topic(SUPERGROUP, 7)
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        await bot.tick("BTCUSDT", 90, T + 2000)
+        await bot.tick("BTCUSDT", 111, T + 3000 + 3_600_000)  # past the default cooldown
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 2)
+        _topic_rules(path, topic=8)
+        assert await bot.app.reload("test")
+        await bot.tick("BTCUSDT", 90, T + 4000 + 3_600_000)
+        await bot.tick("BTCUSDT", 112, T + 5000 + 7_200_000)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 3)
+    alerts = tg.messages_to(SUPERGROUP)
+    assert [m.plain_text.split("price ")[-1][:3] for m in alerts] == ["110", "111", "112"]
+    assert [_topic(m) for m in alerts] == [None, None, 8]
+    tried = [c.params.get("message_thread_id") for c in tg.calls("sendMessage")]
+    assert tried == [7, None, None, 8]  # the refused try, its retry, the next alert, the reload
+    warned = [r.getMessage() for r in caplog.records if "refuses topic 7" in r.getMessage()]
+    assert warned == [
+        f"channel 'desk': Telegram refuses topic 7 of chat {SUPERGROUP} (deleted or closed): "
+        "its alerts go to the chat itself (its General topic) until the rules are reloaded"
+    ]
+
+
+async def test_start_sent_in_a_forum_topic_tells_the_topics_id_too(tmp_path, fakes):
+    """/start in a topic ends with the topic's id and the rule-file channel that names it:
+    Telegram shows neither; outside a topic, the chat's id alone."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg):
+        tg.user_says(SUPERGROUP, "/start", topic=7)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        tg.user_says(SUPERGROUP, "/start")
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 2)
+    in_topic, outside = (m.plain_text.splitlines()[-2:] for m in tg.messages_to(SUPERGROUP))
+    assert in_topic == [
+        f"This chat's id: {SUPERGROUP}",
+        f"This topic's id: 7 (a rule file's channel for it: {{telegram: {SUPERGROUP}, topic: 7}})",
+    ]
+    assert outside[-1] == f"This chat's id: {SUPERGROUP}"
+    assert "topic" not in outside[0] + outside[1]
+
+
 async def test_after_a_group_upgrade_alerts_go_straight_to_the_supergroup(tmp_path, fakes):
     """Once the service messages moved the watch, its alert is sent to the supergroup alone: no
     attempt at the old id first."""

@@ -240,6 +240,27 @@ def test_a_webhook_channel_may_name_the_body_its_receiver_takes() -> None:
     }
 
 
+def test_a_telegram_channel_may_name_a_forum_topic_of_its_chat() -> None:
+    """``topic: N`` goes with ``telegram`` (a supergroup's forum topic); without it, None:
+    the chat itself. Two channels of one chat in the same topic may both be notified (the
+    alert goes there once)."""
+    ruleset = load_text(
+        "channels:\n"
+        "  btc: {telegram: -1001234567890, topic: 42}\n"
+        "  same: {telegram: -1001234567890, topic: '42'}\n"
+        "  room: {telegram: -1001234567890}\n"
+        "rules:\n"
+        "  - {id: up, symbols: [BTCUSDT], when: price > 1, notify: [btc, same]}\n",
+        "r.yaml",
+    )
+    assert ruleset.channels == {
+        "btc": Channel("btc", telegram=-1001234567890, topic=42),
+        "same": Channel("same", telegram=-1001234567890, topic=42),
+        "room": Channel("room", telegram=-1001234567890),
+    }
+    assert ruleset.rules[0].notify == ("btc", "same")
+
+
 def test_load_text_and_load_file_give_the_same_rules() -> None:
     path = GOOD / "all-features.yaml"
     from_text = load_text(path.read_text(encoding="utf-8"), "rules.yaml")
@@ -777,6 +798,41 @@ RULE = "rules:\n  - id: r\n    symbols: [BTCUSDT]\n"
             "r.yaml:2:20: 'webhook_env' must be the name of an environment variable (like "
             "SLACK_WEBHOOK_URL) that holds the URL, not the URL itself",
             id="webhook-env-holding-the-url",
+        ),
+        pytest.param(
+            "channels:\n  d: {webhook: 'https://example.com/h', topic: 7}\nrules: []\n",
+            "r.yaml:2:41: 'topic' only goes with 'telegram' (a forum topic of that chat)",
+            id="topic-with-a-webhook",
+        ),
+        *(
+            pytest.param(
+                f"channels:\n  d: {{telegram: -100, topic: {topic}}}\nrules: []\n",
+                "r.yaml:2:30: 'topic' must be a forum topic's id (a positive integer like 42: "
+                f"/start sent in the topic tells it), got '{topic[:31]}{'…' * (len(topic) > 32)}'",
+                id=f"topic-{topic}",
+            )
+            for topic in ("0", "-7", "general", "2147483648", "7" * 5000)
+        ),
+        pytest.param(
+            "channels:\n"
+            "  a: {telegram: -100, topic: 7}\n"
+            "  b: {telegram: -100}\n"
+            "  c: {telegram: -100, topic: 7}\n"
+            "rules:\n"
+            "  - {id: r, symbols: [BTCUSDT], when: price > 1, notify: [a, c, b]}\n",
+            "r.yaml:6:65: channels 'a' (topic 7) and 'b' (no topic) are both Telegram chat -100: "
+            "an alert goes to a chat once, in one topic; notify one of them",
+            id="notify-two-topics-of-one-chat",
+        ),
+        pytest.param(
+            "channels:\n"
+            "  a: {telegram: -100, topic: 7}\n"
+            "  b: {telegram: -100, topic: 8}\n"
+            "defaults: {notify: [a, b]}\n"
+            "rules: []\n",
+            "r.yaml:4:24: channels 'a' (topic 7) and 'b' (topic 8) are both Telegram chat -100: "
+            "an alert goes to a chat once, in one topic; notify one of them",
+            id="default-notify-two-topics-of-one-chat",
         ),
         pytest.param(
             "channels:\n  ops: {telegram: '@ops'}\nrules: []\n",

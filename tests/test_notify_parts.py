@@ -43,9 +43,9 @@ TOKEN = "123456789:AAEhBOweik6ad9r_QXMENQjcrGbqCr4K-ra"
 T = 1_772_000_000_000
 
 
-def rule(notify: tuple[str, ...] = (), message: str | None = None) -> Rule:
+def rule(notify: tuple[str, ...] = (), message: str | None = None, id: str = "r1") -> Rule:
     return Rule(
-        id="r1",
+        id=id,
         condition=parse("price > 100"),
         symbols=("BTCUSDT",),
         notify=notify,
@@ -643,6 +643,48 @@ def test_routes_follow_a_change_of_the_channels():
     r.channels = {"ops": Channel("ops", telegram=-2002)}
     (after,) = r.routes(rule(("ops",)))
     assert (before.destination, after.destination) == ("telegram:-1001", "telegram:-2002")
+
+
+def test_a_rule_files_alerts_go_to_the_topic_of_its_channel_for_that_chat():
+    """topic_for: by the rule's id (a resumed delivery has no rule at hand), the topic of the
+    channel it notifies for that chat; None for another chat, a channel without a topic, a
+    rule the router was not given, or a watch; the rules given before or after the channels."""
+    r = router(telegram_token=TOKEN)
+    r.set_rules([rule(("ops", "desk"), id="up"), rule(("ops",), id="down")])
+    r.channels = {
+        "ops": Channel("ops", telegram=-1001, topic=7),
+        "room": Channel("room", telegram=-1001),
+        "desk": Channel("desk", webhook="https://desk.example/hook"),
+    }
+    r2 = router(telegram_token=TOKEN)
+    r2.channels = r.channels
+    r2.set_rules([rule(("ops", "desk"), id="up"), rule(("room",), id="plain")])
+    for each in (r, r2):
+        assert each.topic_for("up", -1001) == 7
+        assert each.topic_for("up", -2002) is None
+        assert each.topic_for("other", -1001) is None
+    assert r.topic_for("down", -1001) == 7
+    assert r2.topic_for("plain", -1001) is None
+
+
+def test_a_topic_telegram_refused_is_not_tried_again_until_the_channels_change(caplog):
+    """Refused: told once, naming its channels; the next alerts go to the chat itself. New
+    channels (a reload) try it again; a refusal of a topic no channel names changes nothing
+    (a watch's, handled by the chat side)."""
+    r = router(telegram_token=TOKEN)
+    r.channels = {"ops": Channel("ops", telegram=-1001, topic=7)}
+    r.set_rules([rule(("ops",), id="up")])
+    r.topic_refused(-1001, 9)
+    assert r.topic_for("up", -1001) == 7
+    r.topic_refused(-1001, 7)
+    r.topic_refused(-1001, 7)
+    assert r.topic_for("up", -1001) is None
+    assert [m.getMessage() for m in caplog.records] == [
+        "channel 'ops': Telegram refuses topic 7 of chat -1001 (deleted or closed): its alerts "
+        "go to the chat itself (its General topic) until the rules are reloaded"
+    ]
+    r.channels = dict(r.channels)
+    assert r.topic_for("up", -1001) == 7
 
 
 def test_many_alerts_are_written_in_a_few_statements(tmp_path: Path):

@@ -1269,7 +1269,7 @@ class ChatBot:
             if command.name == "status":
                 return self.status(chat), None
             if command.name == "start":
-                return start_text(chat), None
+                return start_text(chat, topic), None
             return help_text(), None
         raise AssertionError(command)
 

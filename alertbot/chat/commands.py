@@ -1167,20 +1167,25 @@ WATCH_EXAMPLES: tuple[tuple[str, str], ...] = (
 )
 
 
-def start_text(chat: int) -> str:
+def start_text(chat: int, topic: int | None = None) -> str:
     """The answer to /start: what the bot does and the first command to send (not /help's
     full list, a screenful that hid the one line a new user needs), and the chat's id, which
-    an operator setting the bot up needs for ALERTBOT_ADMIN_CHATS and Telegram shows nowhere."""
-    return "\n".join(
-        [
-            "Hello! I send price alerts for Binance futures.",
-            "Start with a watch: " + hint("/watch BTCUSDT > 70000"),
-            "  (a message when BTCUSDT trades above 70000)",
-            f"Then /list shows your watches and {hint('/price BTCUSDT')} the last price.",
-            "/help: every command, with examples.",
-            f"This chat's id: {chat}",
-        ]
-    )
+    an operator setting the bot up needs for ALERTBOT_ADMIN_CHATS and Telegram shows nowhere;
+    sent in a forum topic, that topic's too, which a rule file's channel may name."""
+    lines = [
+        "Hello! I send price alerts for Binance futures.",
+        "Start with a watch: " + hint("/watch BTCUSDT > 70000"),
+        "  (a message when BTCUSDT trades above 70000)",
+        f"Then /list shows your watches and {hint('/price BTCUSDT')} the last price.",
+        "/help: every command, with examples.",
+        f"This chat's id: {chat}",
+    ]
+    if topic is not None:
+        lines.append(
+            f"This topic's id: {topic} (a rule file's channel for it: "
+            f"{hint(f'{{telegram: {chat}, topic: {topic}}}')})"
+        )
+    return "\n".join(lines)
 
 
 def help_text() -> str:

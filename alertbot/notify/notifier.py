@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TextIO
 
 from telegram import Bot
@@ -25,7 +25,7 @@ from alertbot.notify.telegram import TelegramSender
 from alertbot.notify.webhook import WebhookSender
 from alertbot.rules.engine import Alert, Engine
 from alertbot.rules.ids import watch_number
-from alertbot.rules.model import Channel
+from alertbot.rules.model import Channel, Rule
 from alertbot.store import AlertRecord, Store
 from alertbot.text import plural
 
@@ -98,6 +98,7 @@ class Notifier:
         settings: DeliverySettings,
         channels: Mapping[str, Channel],
         *,
+        rules: Iterable[Rule] = (),
         out: TextIO | None = None,
         sparklines: Sparklines | None = None,
         clock: Callable[[], float] = time.time,
@@ -112,6 +113,10 @@ class Notifier:
         self.topics: dict[int, tuple[int, int]] = {}
         self.on_console_gone = on_console_gone
         self.router = Router(channels, settings)
+        self.router.set_rules(rules)
+        #: told (chat, topic) when Telegram refuses a forum topic (deleted, closed): the alert
+        #: went to the chat itself (the rule files' channels in it are handled here)
+        self.on_topic_gone: Callable[[int, int], object] | None = None
         self.out = out or sys.stdout
         self.sparklines = sparklines
         self.clock = clock
@@ -153,17 +158,25 @@ class Notifier:
                 )
             self.telegram = TelegramSender(self.bot, cfg, outbox_report)
             self.telegram.topic_of = self.topic_of
+            self.telegram.on_topic_gone = self._topic_gone
             senders["telegram"] = self.telegram
         self.outbox = Outbox(self.store, cfg, self.router, senders)
         return await self.outbox.start()
 
     def topic_of(self, rule_id: str, chat: int) -> int | None:
         """The forum topic of ``chat`` that an alert of rule ``rule_id`` goes to: the one its
-        watch was made in; None: the chat itself (a rule file's rule, a watch made outside a
-        topic, or one whose topic Telegram refused)."""
+        watch was made in, or a rule file's channel names; None: the chat itself (a watch made
+        outside a topic, a channel without one, or a topic Telegram refused)."""
         number = watch_number(rule_id)
-        found = None if number is None else self.topics.get(number)
+        if number is None:  # a rule file's
+            return self.router.topic_for(rule_id, chat)
+        found = self.topics.get(number)
         return found[1] if found is not None and found[0] == chat else None
+
+    def _topic_gone(self, chat: int, topic: int) -> None:
+        self.router.topic_refused(chat, topic)
+        if self.on_topic_gone is not None:
+            self.on_topic_gone(chat, topic)
 
     def _report(self, *args: object, **kwargs: object) -> None:
         assert self.outbox is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from alertbot.notify.settings import MIN_SECRET, DeliverySettings, secret_problem
@@ -71,6 +71,10 @@ class Router:
         self._warned: set[str] = set()
         # by a rule's notify list: every alert asks, and the answer changes only with channels
         self._routes: dict[tuple[str, ...], tuple[Route, ...]] = {}
+        # the rule files' rules that notify a channel in a forum topic: id -> their notify
+        self._topical: dict[str, tuple[str, ...]] = {}
+        self._rules: Iterable[Rule] = ()
+        self._refused: set[tuple[int, int]] = set()  # (chat, topic) Telegram refused
         self.channels = dict(channels)
 
     @property
@@ -81,6 +85,8 @@ class Router:
     def channels(self, channels: dict[str, Channel]) -> None:
         self._channels = {name: self._resolved(c) for name, c in channels.items()}
         self._routes.clear()
+        self._refused.clear()  # a reload: the operator may have opened or changed the topic
+        self.set_rules(self._rules)
 
     def _resolved(self, channel: Channel) -> Channel:
         """A ``webhook_env`` channel with its URL from the environment (unset: no URL, as
@@ -154,6 +160,42 @@ class Router:
         if cfg.webhook_url:
             return Route(f"fallback:{chat}:{cfg.webhook_url}", chat_id=chat, url=cfg.webhook_url)
         return CONSOLE
+
+    def set_rules(self, rules: Iterable[Rule]) -> None:
+        """The rule files' rules, for the forum topics their alerts go to (:meth:`topic_for`,
+        which asks by rule id: a delivery resumed after a restart has no rule at hand)."""
+        self._rules = rules
+        topical = {n for n, c in self.channels.items() if c.topic is not None}
+        self._topical = (
+            {r.id: r.notify for r in rules if not topical.isdisjoint(r.notify)} if topical else {}
+        )
+
+    def topic_for(self, rule_id: str, chat: int) -> int | None:
+        """The forum topic of ``chat`` that rule ``rule_id``'s alerts go to: its ``notify``
+        channel's for that chat; None: the chat itself (no such channel or no topic, or a topic
+        Telegram refused, until the rules are reloaded)."""
+        notify = self._topical.get(rule_id)
+        if notify is None:
+            return None
+        for name in notify:
+            channel = self.channels.get(name)
+            if channel is not None and channel.telegram == chat and channel.topic is not None:
+                return None if (chat, channel.topic) in self._refused else channel.topic
+        return None
+
+    def topic_refused(self, chat: int, topic: int) -> None:
+        """Telegram refused ``chat``'s forum topic ``topic`` (deleted or closed): the rule
+        files' alerts for it go to the chat itself from now on, told once."""
+        names = [n for n, c in self.channels.items() if c.telegram == chat and c.topic == topic]
+        if names and (chat, topic) not in self._refused:
+            self._refused.add((chat, topic))
+            log.warning(
+                "%s: Telegram refuses topic %s of chat %s (deleted or closed): its alerts go to "
+                "the chat itself (its General topic) until the rules are reloaded",
+                ", ".join(f"channel {n!r}" for n in names),
+                topic,
+                chat,
+            )
 
     def format_for(self, url: str) -> str | None:
         """The body a webhook URL was configured to take (a channel's ``format``, or

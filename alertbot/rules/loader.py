@@ -95,11 +95,13 @@ RULE_KEYS = (
     "notify",
 )
 CONDITION_KEYS = ("when", "all", "any")
-CHANNEL_KEYS = ("telegram", "webhook", "webhook_env", "secret_env", "format")
+CHANNEL_KEYS = ("telegram", "topic", "webhook", "webhook_env", "secret_env", "format")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CHAT_ID_RE = re.compile(r"-?[0-9]+")
+#: a forum topic's id is a message's (Bot API: a 32-bit integer)
+TOPIC_MAX = 2**31 - 1
 _PERCENT_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%")
 _BARE_NUMBER_RE = re.compile(r"[+-]?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 #: unknown keys containing one of these get the "secrets never live in rule files" answer
@@ -885,7 +887,15 @@ class _Source:
                 if key in keys:
                     self.at(keys[key][0], f"'{key}' only goes with 'webhook' or 'webhook_env'")
             chat_id = self.chat_id(keys["telegram"][1])
-            return None if chat_id is None else Channel(name, telegram=chat_id)
+            topic = self.topic(keys["topic"][1]) if "topic" in keys else None
+            if chat_id is None or ("topic" in keys and topic is None):
+                return None
+            return Channel(name, telegram=chat_id, topic=topic)
+        if "topic" in keys:
+            self.at(
+                keys["topic"][0],
+                "'topic' only goes with 'telegram' (a forum topic of that chat)",
+            )
         if "webhook" in keys or "webhook_env" in keys:
             secret_env = form = None
             if "secret_env" in keys:
@@ -922,13 +932,28 @@ class _Source:
             return None
         chat = chat_id(text)
         if chat is None:
-            shown = text if len(text) <= 32 else text[:31] + "…"
             self.at(
                 node,
                 f"'telegram' must be a chat id that fits in 64 bits ({CHAT_ID_RANGE}), "
-                f"got '{shown}'",
+                f"got {_describe(node, 32)}",
             )
         return chat
+
+    def topic(self, node: Node) -> int | None:
+        """A forum topic's id (Telegram's ``message_thread_id``: the number after the chat's in
+        a link to the topic, ``t.me/c/1234567890/42``; /start sent in the topic tells it)."""
+        text = _text(node)
+        value = text.strip() if text is not None else ""
+        if not (
+            value.isascii() and value.isdigit() and len(value) <= 10 and 0 < int(value) <= TOPIC_MAX
+        ):
+            self.at(
+                node,
+                "'topic' must be a forum topic's id (a positive integer like 42: /start sent "
+                f"in the topic tells it), got {_describe(node, 32)}",
+            )
+            return None
+        return int(value)
 
     def url(self, node: Node) -> str | None:
         text = _text(node)
@@ -1362,7 +1387,27 @@ def _merge(sources: list[_Source]) -> RuleSet:
         unknown = [ref for ref in refs if ref.name not in defined_at]
         for ref in unknown:
             source.at(ref.node, _unknown_channel(ref.name, sorted(defined_at)))
-        return not unknown
+        return not unknown and one_topic(source, refs)
+
+    def one_topic(source: _Source, refs: list[_Ref]) -> bool:
+        """An alert goes to a Telegram chat once: two channels of one chat in different forum
+        topics cannot both be notified (one would be dropped without a word)."""
+        first: dict[int, Channel] = {}
+        ok = True
+        for ref in refs:
+            channel = channels.get(ref.name)
+            if channel is None or channel.telegram is None:
+                continue
+            seen = first.setdefault(channel.telegram, channel)
+            if seen.topic != channel.topic:
+                source.at(
+                    ref.node,
+                    f"channels '{seen.name}' ({_topic_name(seen.topic)}) and '{channel.name}' "
+                    f"({_topic_name(channel.topic)}) are both Telegram chat {channel.telegram}: "
+                    "an alert goes to a chat once, in one topic; notify one of them",
+                )
+                ok = False
+        return ok
 
     ids: dict[str, tuple[_Source, Node]] = {}  # where each id is defined, told only when needed
     rules: list[Rule] = []
@@ -1397,6 +1442,10 @@ def _merge(sources: list[_Source]) -> RuleSet:
 # ---------------------------------------------------------------- helpers
 
 
+def _topic_name(topic: int | None) -> str:
+    return "no topic" if topic is None else f"topic {topic}"
+
+
 def _is_null(node: Node) -> bool:
     return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
 
@@ -1408,14 +1457,18 @@ def _text(node: Node) -> str | None:
     return None
 
 
-def _describe(node: Node) -> str:
+def _describe(node: Node, limit: int | None = None) -> str:
+    """``node`` as an error message quotes it; a scalar longer than ``limit`` cut short."""
     if isinstance(node, MappingNode):
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
     if _is_null(node):
         return "nothing"
-    return f"'{node.value}'"
+    text = str(node.value)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"'{text}'"
 
 
 def _position(node: Node) -> tuple[int, int]:

@@ -77,6 +77,9 @@ class Channel:
 
     name: str
     telegram: int | None = None
+    #: the forum topic of the ``telegram`` chat its alerts go to (None: the chat itself, in a
+    #: forum its General topic)
+    topic: int | None = None
     webhook: str | None = None
     secret_env: str | None = None
     webhook_env: str | None = None
