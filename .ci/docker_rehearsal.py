@@ -7,8 +7,9 @@ itself is never built in CI. This runs what the image's build would run, on the 
 2. the build stage's ``COPY`` and ``RUN`` steps, in order, in a fresh virtual environment standing
    in for ``python:3.11-slim`` (``apt-get`` steps are skipped: the machine has the C compiler they
    install), with the image's ``/install`` prefix mapped to a temporary directory;
-3. the runtime stage: every ``COPY`` source exists, the installed core is compiled, ``alertbot
-   check`` accepts the rules file the image ships at the ``CMD``'s path, and the ``HEALTHCHECK``
+3. the runtime stage: every ``COPY`` source exists, the installed core is compiled, IANA's time
+   zones load without the system's database (the slim image has none), ``alertbot check``
+   accepts the rules file the image ships at the ``CMD``'s path, and the ``HEALTHCHECK``
    command, run against a started ``alertbot run``, reaches ``/healthz`` (503 here: no exchange
    to connect to, so the command must exit 1) on the port the image's ``ENV`` sets.
 
@@ -163,6 +164,14 @@ def main() -> int:
         ).stdout.split()  # fmt: skip
         assert all(f.endswith(".so") and f.startswith(str(prefix)) for f in compiled), compiled
         print("   compiled core:", *compiled)
+        # python:3.11-slim has no /usr/share/zoneinfo: /timezone's zones come from tzdata there
+        zone = subprocess.run(
+            ["python", "-c", "import zoneinfo; print(zoneinfo.ZoneInfo('Europe/Berlin').key)"],
+            env=dict(run_env, PYTHONTZPATH=""), check=True, capture_output=True, text=True,
+            cwd=tmp,
+        ).stdout.strip()  # fmt: skip
+        assert zone == "Europe/Berlin", zone
+        print("   time zones without the system's:", zone)
         rules_path = cmd[cmd.index("--rules") + 1]
         rules = shipped[rules_path]
         subprocess.run([*entry, "check", str(rules)], env=run_env, check=True, cwd=tmp)

@@ -592,8 +592,7 @@ class App:
 
     async def daily_digest(self) -> None:
         if self.chat is not None and self.chat.app is not None:
-            now = time.gmtime()
-            await self.chat.digest(now.tm_hour * 60 + now.tm_min)
+            await self.chat.digest(time.time())
 
     async def expire_watches(self) -> None:
         if self.chat is not None and self.chat.app is not None:
@@ -980,6 +979,7 @@ class App:
                 self.pipeline.update_streams,
                 self.chat_settings,
                 topics=self.notifier.topics,
+                zones=self.notifier.zones,
             )
             loaded = await self.book.load()
             if loaded:

@@ -110,7 +110,11 @@ CREATE INDEX IF NOT EXISTS watches_chat ON watches(chat_id) WHERE active = 1;
 CREATE INDEX IF NOT EXISTS watches_of_chat ON watches(chat_id);
 CREATE TABLE IF NOT EXISTS digests (
     chat_id INTEGER PRIMARY KEY,
-    minute  INTEGER NOT NULL       -- minute of the day, UTC
+    minute  INTEGER NOT NULL       -- minute of the day, in the chat's zone (UTC without one)
+);
+CREATE TABLE IF NOT EXISTS chat_zones (     -- /timezone: the zone a chat's times are shown in
+    chat_id INTEGER PRIMARY KEY,
+    zone    TEXT NOT NULL          -- Europe/Berlin, UTC+08:00 (alertbot.zones)
 );
 CREATE TABLE IF NOT EXISTS paused_chats (  -- chats that blocked or removed the bot: watches wait
     chat_id INTEGER PRIMARY KEY,
@@ -676,10 +680,24 @@ class Store:
                 (chat_id, minute, minute),
             )
 
+    def set_zone(self, chat_id: int, zone: str | None) -> None:
+        """``chat_id``'s time zone; None: UTC (no row)."""
+        if zone is None:
+            self.db.execute("DELETE FROM chat_zones WHERE chat_id = ?", (chat_id,))
+        else:
+            self.db.execute(
+                "INSERT INTO chat_zones VALUES (?, ?) ON CONFLICT(chat_id) DO UPDATE SET zone = ?",
+                (chat_id, zone, zone),
+            )
+
+    def zones(self) -> dict[int, str]:
+        return dict(self.db.execute("SELECT chat_id, zone FROM chat_zones"))
+
     def move_chat(self, old: int, new: int, pause: Pause | None = None) -> None:
-        """A group became a supergroup (a new chat id): its watches and digest go with it (a
-        digest the new chat set already stays); ``pause``: the new chat's pause after the move
-        (the group's, joined with its own: WatchBook.move_chat), the group's is gone."""
+        """A group became a supergroup (a new chat id): its watches, digest and time zone go
+        with it (a digest or zone the new chat set already stays); ``pause``: the new chat's
+        pause after the move (the group's, joined with its own: WatchBook.move_chat), the
+        group's is gone."""
         with self._transaction() as db:
             db.execute("DELETE FROM paused_chats WHERE chat_id = ?", (old,))
             if pause is not None:
@@ -694,6 +712,12 @@ class Store:
                 (new, old),
             )
             db.execute("DELETE FROM digests WHERE chat_id = ?", (old,))
+            db.execute(
+                "INSERT INTO chat_zones SELECT ?, zone FROM chat_zones WHERE chat_id = ?"
+                " ON CONFLICT(chat_id) DO NOTHING",
+                (new, old),
+            )
+            db.execute("DELETE FROM chat_zones WHERE chat_id = ?", (old,))
             db.execute("INSERT OR IGNORE INTO chat_moves VALUES (?, ?)", (old, new))
 
     def pause_chat(self, chat_id: int, pause: Pause) -> None:

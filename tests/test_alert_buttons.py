@@ -125,6 +125,23 @@ async def test_the_mute_button_mutes_that_watch_for_an_hour_and_shows_until_when
     assert alert.plain_text.endswith("[w1]")  # the text stays as sent
 
 
+async def test_the_muted_until_button_shows_the_time_in_the_chats_zone(tmp_path, fakes):
+    """After /timezone UTC+8, "Muted until" is that zone's time of the mute's end."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/timezone UTC+8")
+        alert = await alert_of_w1(bot)
+        await press(tg, alert, "amute:w1")
+        book = bot.app.book
+        assert book is not None
+        muted = book.rows[1].muted_until
+        assert muted is not None
+        await tg.wait_for(lambda: alert.edits == 1)
+    [[(label, _), _]] = buttons(alert)
+    end = time.gmtime(muted + 8 * 3600)
+    assert f"Muted until {end.tm_hour:02d}:{end.tm_min:02d} UTC+08:00" in label
+
+
 async def test_the_muted_until_button_says_the_state_and_gives_mute_back_once_unmuted(
     tmp_path, fakes
 ):

@@ -31,6 +31,7 @@ from alertbot.rules.loader import load_files
 from alertbot.rules.model import Rule, RuleSet
 from alertbot.service import AppCollector, HttpService
 from alertbot.store import Store, WatchRow
+from alertbot.zones import load_zone
 from tests.fakes.binance import FakeBinance, mini_ticker
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
@@ -39,6 +40,13 @@ TOKEN = "123456:TEST-token-0123456789abcdef"
 T = 1_772_000_000_000
 USER = 501
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "币安人生USDT"]
+
+
+def at_utc(hour: int, minute: int, day: dt.date | None = None) -> float:
+    """The wall clock (s) at ``hour``:``minute`` UTC of ``day`` (today), and a little: when
+    the every-minute jobs (the daily digest's) run."""
+    when = dt.datetime.combine(day or dt.date.today(), dt.time(hour, minute), tzinfo=dt.UTC)
+    return when.timestamp() + 0.2
 
 
 class Bot:
@@ -1688,11 +1696,147 @@ async def test_daily_digest_is_set_by_command_and_sent_at_its_minute(tmp_path, f
         await bot.tick("BTCUSDT", 70_000, T)
         chat = bot.app.chat
         assert chat is not None
-        await chat.digest(8 * 60 + 29)  # not its minute: nothing
-        await chat.digest(8 * 60 + 30)  # what the every-minute job calls at 08:30 UTC
+        await chat.digest(at_utc(8, 29))  # not its minute: nothing
+        await chat.digest(at_utc(8, 30))  # what the every-minute job calls at 08:30 UTC
         await tg.wait_for(lambda: tg.messages_to(USER)[-1].text.startswith("Daily digest:"))
         assert "BTCUSDT 70000 (+0.00% 24h)" in tg.messages_to(USER)[-1].text
         assert await bot.say("/digest off") == "Daily digest off."
+
+
+# ---------------------------------------------------------------- a chat's time zone
+
+PLUS_8 = load_zone("UTC+08:00")
+
+
+async def test_timezone_shows_a_chats_times_in_its_zone_and_keeps_it(tmp_path, fakes):
+    """/timezone UTC+8: the answers' times (a watch's end, a mute's, /list's) and a watch's
+    alert time are shown in it, named as it names itself (the buttons': test_alert_buttons);
+    the zone is kept across a restart; /timezone alone says which it is; /timezone UTC goes
+    back."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        first = await bot.say("/timezone")
+        assert re.fullmatch(
+            r"Times here are in UTC: it is \S+ \S+ UTC\. For yours: /timezone Europe/Berlin, a "
+            r"city \(/timezone new york\) or an offset \(/timezone UTC\+8\)\.",
+            first,
+        )
+        assert re.fullmatch(
+            r"Times here are in UTC\+08:00 now: it is \S+ \S+ UTC\+08:00\.",
+            await bot.say("/timezone utc+8"),
+        )
+        made = await bot.say("/watch BTCUSDT crosses above 100 for 1d")
+        assert bot.app.book is not None
+        (row,) = bot.app.book.of_chat(USER)
+        assert row.expires_ms is not None
+        assert f"until {format_time(row.expires_ms, PLUS_8)})" in made
+        assert format_time(row.expires_ms, PLUS_8).endswith(" UTC+08:00")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: "price 110" in tg.messages_to(USER)[-1].text)
+        alert = tg.messages_to(USER)[-1].text
+        muted = await bot.say("/mute w1 1h")
+        listing = await bot.say("/list")
+        assert row.muted_until is not None
+    assert f"at {format_time(T + 1000, PLUS_8)} [w1]" in alert
+    assert muted.startswith(f"Muted w1 until {format_time(int(row.muted_until * 1000), PLUS_8)}.")
+    assert f"muted until {format_time(int(row.muted_until * 1000), PLUS_8)}" in listing
+    assert f"last fired {format_time(T + 1000, PLUS_8)}" in listing
+    async with Bot(tmp_path, binance, tg) as bot:
+        kept = await bot.say("/timezone")
+        back = await bot.say("/timezone UTC")
+        assert bot.app.book is not None
+        assert bot.app.book.zones == {}
+    assert kept.startswith("Times here are in UTC+08:00: it is ")
+    assert kept.endswith(" UTC+08:00. Back to UTC: /timezone UTC.")
+    assert back.startswith("Times here are in UTC now: it is ")
+    store = Store(tmp_path / "alertbot.db")
+    assert store.zones() == {}
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("typed", "answer"),
+    [
+        ("/timezone Berln", "Unknown time zone 'Berln' (did you mean Europe/Berlin?)"),
+        (
+            "/timezone IST",
+            "'IST' is an abbreviation, which names no one zone: write a zone's name (did you "
+            "mean Asia/Kolkata?) or an offset from UTC",
+        ),
+        ("/timezone UTC+15", "'UTC+15' is not an offset from UTC (they go from -12:00 to +14:00)"),
+    ],
+)
+async def test_a_time_zone_that_cannot_be_used_is_answered_with_the_form(
+    tmp_path, fakes, typed, answer
+):
+    """Refused, with the right form and an example, and the chat's zone left as it was."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/timezone Asia/Tokyo")
+        reply = await bot.say(typed)
+        assert bot.app.book is not None
+        assert bot.app.book.zones == {USER: "Asia/Tokyo"}
+    assert reply == (f"{answer}\nUse: /timezone [ZONE]\ne.g. /timezone Europe/Berlin")
+
+
+async def test_the_daily_digest_comes_at_its_time_in_the_chats_zone(tmp_path, fakes):
+    """/digest 08:30 in a chat at UTC+8 comes at 00:30 UTC, not 08:30 UTC; /digest 09:00 UTC
+    there changes nothing and says how; a new zone keeps the digest's time of day, now in that
+    zone (the answer says so)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/timezone UTC+8")
+        set_at = await bot.say("/digest 08:30")
+        in_utc = await bot.say("/digest 09:00 UTC")  # not this chat's zone: refused
+        chat = bot.app.chat
+        assert chat is not None
+        assert chat.book.digests == {USER: 8 * 60 + 30}
+        before = len(tg.messages_to(USER))
+        await chat.digest(at_utc(8, 30))
+        await chat.digest(at_utc(0, 30))
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == before + 1)
+        moved = await bot.say("/timezone Europe/Berlin")
+    assert set_at == "Daily digest of your watched symbols at 08:30 UTC+08:00."
+    assert in_utc == (
+        "This chat's times are in UTC+08:00: send /digest 09:00 for 09:00 there, or "
+        "/timezone UTC first."
+    )
+    assert tg.messages_to(USER)[before].text.startswith("Daily digest:")
+    assert "Your daily digest comes at 08:30 Europe/Berlin." in moved
+
+
+@pytest.mark.parametrize(
+    ("minute", "times", "sent"),
+    [
+        # New York's clocks go forward on 2027-03-14 at 02:00 EST (07:00 UTC) to 03:00 EDT:
+        # 02:30 never comes that day, and the digest comes at 03:00, once
+        ("02:30", [(2027, 3, 14, 6, 58), (2027, 3, 14, 6, 59), (2027, 3, 14, 7, 0)], [2]),
+        ("02:30", [(2027, 3, 14, 7, 1), (2027, 3, 15, 6, 30)], [1]),  # the next day as usual
+        # and back on 2026-11-01 at 02:00 EDT (06:00 UTC) to 01:00 EST: 01:30 comes twice
+        ("01:30", [(2026, 11, 1, 5, 30), (2026, 11, 1, 6, 30)], [0]),
+    ],
+)
+async def test_a_digest_in_a_minute_summer_time_skips_or_repeats_comes_once(
+    tmp_path, fakes, minute, times, sent
+):
+    """The every-minute job at each UTC time in ``times``: the digest is sent at those in
+    ``sent`` (indexes), and no other."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/timezone America/New_York")
+        await bot.say(f"/digest {minute}")
+        chat = bot.app.chat
+        assert chat is not None
+        got = []
+        for i, (y, mo, d, h, mi) in enumerate(times):
+            before = len(tg.messages_to(USER))
+            await chat.digest(at_utc(h, mi, dt.date(y, mo, d)))
+            await asyncio.sleep(0.05)
+            if len(tg.messages_to(USER)) > before:
+                got.append(i)
+    assert got == sent
 
 
 # ---------------------------------------------------------------- Telegram's 4096 characters
@@ -1817,7 +1961,7 @@ async def test_a_digest_longer_than_a_message_comes_as_several(tmp_path):
         before = len(tg.messages_to(USER))
         chat = bot.app.chat
         assert chat is not None
-        await chat.digest(8 * 60 + 30)
+        await chat.digest(at_utc(8, 30))
         await tg.wait_for(lambda: len(tg.messages_to(USER)) >= before + 2)
         parts = [m.text for m in tg.messages_to(USER)[before:]]
     assert parts[0].startswith("Daily digest:")
@@ -1887,21 +2031,24 @@ GROUP, SUPERGROUP = -555, -1_000_000_000_555
 
 
 async def test_after_a_group_upgrade_its_watches_and_digest_are_the_supergroups(tmp_path, fakes):
-    """Telegram's "migrated to/from" service messages move the group's watches and digest to
-    the supergroup's id, in the database too (they are there after a restart)."""
+    """Telegram's "migrated to/from" service messages move the group's watches, digest and
+    time zone to the supergroup's id, in the database too (they are there after a restart)."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         await bot.say("/watch BTCUSDT > 100", chat=GROUP, chat_type="group")
         await bot.say("/digest 08:30", chat=GROUP, chat_type="group")
+        await bot.say("/timezone UTC+8", chat=GROUP, chat_type="group")
         tg.upgrade_group(GROUP, SUPERGROUP)
         listing = await bot.say("/list", chat=SUPERGROUP)
         assert bot.app.book is not None
         assert bot.app.book.digests == {SUPERGROUP: 8 * 60 + 30}
+        assert bot.app.book.zones == {SUPERGROUP: "UTC+08:00"}
     assert listing.startswith("1 watch:\nw1  BTCUSDT price > 100")
     async with Bot(tmp_path, binance, tg) as bot:
         assert (await bot.say("/unwatch w1", chat=SUPERGROUP)).startswith("Removed w1")
         assert bot.app.book is not None
         assert bot.app.book.digests == {SUPERGROUP: 8 * 60 + 30}
+        assert bot.app.book.zones == {SUPERGROUP: "UTC+08:00"}
 
 
 def _topic(message: Any) -> int | None:

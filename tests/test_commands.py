@@ -563,8 +563,8 @@ def test_a_mute_in_reply_without_a_time_asks_for_one_with_that_watch() -> None:
     ("text", "expected"),
     [
         ("/digest 08:00", Digest(480)),
-        ("/digest 8:30 UTC", Digest(510)),  # it is UTC anyway
-        ("/digest 20:00 utc", Digest(1200)),
+        ("/digest 8:30 UTC", Digest(510, utc=True)),  # refused in a chat with another zone
+        ("/digest 20:00 utc", Digest(1200, utc=True)),
         ("/digest OFF", Digest(None)),
     ],
 )
@@ -581,8 +581,23 @@ def test_digest_parses_to_its_value(text: str, expected: Digest) -> None:
         ("/digest 8:30pm", "write 20:30"),
         ("/digest 12am", "write 00:00"),
         ("/digest 08.00", "write 08:00"),
-        ("/digest 25:00", "expected a time of day like 08:00 (UTC) or off, got '25:00'"),
-        ("/digest 08:00 CET", "unexpected 'CET'; /digest takes one time (UTC) or off"),
+        (
+            "/digest 25:00",
+            "expected a time of day like 08:00 (UTC, or this chat's /timezone) or off, got '25:00'",
+        ),
+        (
+            "/digest 08:00 CET",
+            "the digest's time is in this chat's time zone: send /timezone CET, then /digest 08:00",
+        ),
+        (
+            "/digest 8pm new york",
+            "the digest's time is in this chat's time zone: send /timezone America/New_York, "
+            "then /digest 20:00",
+        ),
+        (
+            "/digest 08:00 daily",
+            "unexpected 'daily'; /digest takes one time (UTC, or this chat's /timezone) or off",
+        ),
     ],
 )
 def test_a_digest_time_in_another_form_gets_the_form_to_write(text: str, says: str) -> None:

@@ -27,7 +27,7 @@ from alertbot.store import (
 from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.webhook import WebhookReceiver
-from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T
+from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T, at_utc
 
 CROSSING = "BTCUSDT price crosses above 100: price 110"
 
@@ -567,7 +567,7 @@ async def refused_note(bot: Bot, chat: int, how: str) -> None:
     chatbot = bot.app.chat
     assert chatbot is not None
     if how == "note":
-        await chatbot.digest(8 * 60 + 30)
+        await chatbot.digest(at_utc(8, 30))
     else:
         tg.user_says(chat, "/list")
     await tg.wait_for(lambda: sends_to(tg, chat) > calls)

@@ -66,6 +66,7 @@ from alertbot.chat.commands import (
     Unmute,
     Unwatch,
     Watch,
+    Zone,
     format_percent,
     help_text,
     parse_command,
@@ -114,6 +115,7 @@ from alertbot.store import WatchRow
 from alertbot.tasks import cancel_and_wait
 from alertbot.text import plural
 from alertbot.ticker import Ticker, percent
+from alertbot.zones import UTC_NAME, load_zone, local_minute
 
 log = logging.getLogger("alertbot.chat")
 
@@ -205,19 +207,21 @@ def _without_hint(text: str) -> str:
     return head if sep and last.startswith(WATCH_HINT.partition("{")[0]) else text
 
 
-def _short_time(seconds: float, now: float) -> str:
+def _short_time(seconds: float, now: float, zone: dt.tzinfo | None = None) -> str:
     """A time as a button shows it: ``14:05 UTC``, with the day when not today's
     (``Nov 24 14:05 UTC``) and the year when not this year's (``Nov 24 2027 14:05 UTC``: a
-    mute may last 366 days, and without it one ending next year read as ending this year)."""
-    at = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
-    today = dt.datetime.fromtimestamp(now, tz=dt.UTC).date()
+    mute may last 366 days, and without it one ending next year read as ending this year);
+    in ``zone`` (the chat's /timezone), named as it names itself (``14:05 CET``)."""
+    zone = zone or dt.UTC
+    at = dt.datetime.fromtimestamp(seconds, tz=zone)
+    today = dt.datetime.fromtimestamp(now, tz=zone).date()
     if at.date() == today:
         day = ""
     elif at.year == today.year:
         day = f"{at:%b} {at.day} "
     else:
         day = f"{at:%b} {at.day} {at.year} "
-    return f"{day}{at:%H:%M} UTC"
+    return f"{day}{at:%H:%M} {at:%Z}"
 
 
 def _million(condition: str) -> str | None:
@@ -633,6 +637,9 @@ class ChatBot:
         self.clock = clock
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
+        #: chat -> the day (its zone's) its digest was last sent: the hour a change back from
+        #: summer time repeats does not send it twice
+        self._digest_sent: dict[int, dt.date] = {}
         #: told (chat, why) when a chat no longer has the bot: a note or an answer refused
         #: with a 403 that says so (:func:`gone`), or Telegram's word that it blocked or
         #: removed the bot (a my_chat_member update): its watches pause (App._chat_refused)
@@ -791,11 +798,54 @@ class ChatBot:
                 "and was removed.",
             )
 
-    async def digest(self, minute_of_day: int) -> None:
-        """Send the daily digest to every chat that asked for this minute (a scheduled job)."""
+    async def digest(self, now: float) -> None:
+        """Send the daily digest to every chat whose minute it is at ``now`` (wall clock, s) in
+        its time zone (a job run every minute). A minute a change to summer time skips is sent
+        at the first minute after it; one the change back repeats, once."""
         for chat, minute in list(self.book.digests.items()):
-            if minute == minute_of_day and chat not in self.book.paused:
+            if chat in self.book.paused:
+                continue
+            zone = self._zone(chat) or dt.UTC
+            (day_before, before), (day, at) = local_minute(now - 60, zone), local_minute(now, zone)
+            due = before < minute <= at if day == day_before else minute <= at or minute > before
+            if due and self._digest_sent.get(chat) != day:
+                self._digest_sent[chat] = day
                 await self.tell(chat, self.digest_text(chat))
+
+    def _zone(self, chat: int) -> dt.tzinfo | None:
+        """``chat``'s /timezone; None: UTC."""
+        name = self.book.zones.get(chat)
+        return None if name is None else load_zone(name)
+
+    def _at(self, chat: int, ms: float) -> str:
+        """A time (ms) as ``chat``'s answers show it: in its /timezone."""
+        return format_time(int(ms), self._zone(chat))
+
+    def _clock(self, chat: int) -> str:
+        """``chat``'s digest time and its zone: ``08:30 UTC``, ``08:30 Europe/Berlin``."""
+        hh, mm = divmod(self.book.digests.get(chat, 0), 60)
+        return f"{hh:02d}:{mm:02d} {self.book.zones.get(chat, UTC_NAME)}"
+
+    async def timezone(self, chat: int, zone: str | None) -> str:
+        """``/timezone``: set ``chat``'s zone (``UTC``: back to UTC); None: say which it is."""
+        if zone is not None:
+            await self.book.set_zone(chat, None if zone == UTC_NAME else zone)
+        name = self.book.zones.get(chat, UTC_NAME)
+        now = self._at(chat, self.clock() * 1000)
+        if zone is None:
+            text = f"Times here are in {name}: it is {now}."
+        else:
+            text = f"Times here are in {name} now: it is {now}."
+        if chat in self.book.digests:
+            text += f" Your daily digest comes at {self._clock(chat)}."
+        if name == UTC_NAME:
+            text += (
+                f" For yours: {hint('/timezone Europe/Berlin')}, a city "
+                f"({hint('/timezone new york')}) or an offset ({hint('/timezone UTC+8')})."
+            )
+        elif zone is None:
+            text += f" Back to UTC: {hint('/timezone UTC')}."
+        return text
 
     def digest_text(self, chat: int) -> str:
         symbols = sorted({r.symbol for r in self.book.of_chat(chat)})
@@ -1002,7 +1052,7 @@ class ChatBot:
         if missed:
             # without each alert's mute/stop hint (render.WATCH_HINT): it was for then
             lines = [
-                f"{format_time(t)}  {_cut(' '.join(_without_hint(m).split()), 300)}"
+                f"{self._at(chat, t)}  {_cut(' '.join(_without_hint(m).split()), 300)}"
                 for t, m in missed
             ]
             shown = lines[:MISSED_SHOWN]
@@ -1199,7 +1249,7 @@ class ChatBot:
         14:05 UTC" and Stop while muted, else Mute 1h and Stop."""
         if not self._muted(row) or row.muted_until is None:
             return watch_buttons(wid)
-        until = _short_time(row.muted_until, self.clock())
+        until = _short_time(row.muted_until, self.clock(), self._zone(row.chat_id))
         return InlineKeyboardMarkup(
             [
                 [
@@ -1216,7 +1266,7 @@ class ChatBot:
         if row is None:
             return f"{wid} is gone: it alerts no more."
         if self._muted(row) and row.muted_until is not None:
-            return f"{wid} is muted until {format_time(int(row.muted_until * 1000))}."
+            return f"{wid} is muted until {self._at(row.chat_id, row.muted_until * 1000)}."
         return f"{wid} is not muted: it alerts."
 
     def _muted(self, row: WatchRow) -> bool:
@@ -1252,11 +1302,20 @@ class ChatBot:
         if isinstance(command, Price):
             return await self.price_or_fetch(chat, command.symbol), None
         if isinstance(command, Digest):
+            zone = self.book.zones.get(chat)
+            if command.utc and zone is not None and command.minute is not None:
+                hh, mm = divmod(command.minute, 60)
+                return (
+                    f"This chat's times are in {zone}: send {hint(f'/digest {hh:02d}:{mm:02d}')} "
+                    f"for {hh:02d}:{mm:02d} there, or {hint('/timezone UTC')} first.",
+                    None,
+                )
             await self.book.set_digest(chat, command.minute)
             if command.minute is None:
                 return "Daily digest off.", None
-            hh, mm = divmod(command.minute, 60)
-            return f"Daily digest of your watched symbols at {hh:02d}:{mm:02d} UTC.", None
+            return f"Daily digest of your watched symbols at {self._clock(chat)}.", None
+        if isinstance(command, Zone):
+            return await self.timezone(chat, command.zone), None
         if isinstance(command, Listing):
             pages = self.pages(chat)
             if command.page > max(pages, 1):
@@ -1301,7 +1360,7 @@ class ChatBot:
         elif not waiting:
             delivery = f"Alerts to this chat: {parked} waiting to be sent"
         else:
-            oldest = format_time(int(min(d.created for d in waiting) * 1000))
+            oldest = self._at(chat, min(d.created for d in waiting) * 1000)
             delivery = (
                 f"Alerts to this chat: {len(waiting) + parked} waiting to be sent, since {oldest}"
             )
@@ -1324,7 +1383,7 @@ class ChatBot:
             if d.kind == "telegram" and d.chat_id == chat
         ]
 
-    def _polling_line(self) -> str | None:
+    def _polling_line(self, chat: int) -> str | None:
         """For an admin's /status: when polling for commands last failed (None: it has not
         since the start). Never "failing now": the /status itself came by a poll that worked,
         which ended the outage (a second poller's: each poll that loses to it is one)."""
@@ -1333,7 +1392,7 @@ class ChatBot:
             return None
         return (
             f"Polling for commands: works; it last failed for {_span(last.ended - last.since)} "
-            f"until {format_time(int(last.ended * 1000))} "
+            f"until {self._at(chat, last.ended * 1000)} "
             f"({_failed(last.failed, last.error_text)})"
         )
 
@@ -1431,7 +1490,7 @@ class ChatBot:
         if w.once:
             parts.append("once")
         if row.expires_ms:
-            parts.append(f"until {format_time(row.expires_ms)}")
+            parts.append(f"until {self._at(chat, row.expires_ms)}")
         text = f"Watching {w.symbol}: {w.condition_text} ({', '.join(parts)}). Id {wid}."
         if topic is not None:
             text += " Its alerts come to this topic."
@@ -1529,7 +1588,7 @@ class ChatBot:
         wid = watch_id(row)
         until = self.clock() + MUTE_BUTTON_S
         if row.muted_until is not None and row.muted_until >= until:
-            return f"{wid} is already muted until {format_time(int(row.muted_until * 1000))}."
+            return f"{wid} is already muted until {self._at(row.chat_id, row.muted_until * 1000)}."
         await self.book.mute([row], until)
         return f"Muted {wid} for 1h."
 
@@ -1544,7 +1603,7 @@ class ChatBot:
             return f"{missing} /list shows its watches." if more else self._none(target)
         until = self.clock() + duration_ms / 1000
         shortened = [
-            (watch_id(r), format_time(int(r.muted_until * 1000)))
+            (watch_id(r), self._at(chat, r.muted_until * 1000))
             for r in rows
             if r.muted_until is not None and r.muted_until > until
         ]
@@ -1554,7 +1613,7 @@ class ChatBot:
             if target == "all" and len(rows) > 1  # the only one: named, as by its id
             else ", ".join(watch_id(r) for r in rows)
         )
-        text = f"Muted {which} until {format_time(int(until * 1000))}."
+        text = f"Muted {which} until {self._at(chat, until * 1000)}."
         if missing:
             text += f" {missing}"
         if shortened and len(rows) == 1:
@@ -1667,7 +1726,8 @@ class ChatBot:
             f"{symbol} {t.price_text} ({self._change(chat, t)})",
             f"24h high {format_number(t.high)} · low {format_number(t.low)}",
             f"volume {format_amount(t.volume)} · quote volume {format_amount(t.quote_volume)}",
-            f"at {format_time(t.time)}" + (", fetched from Binance on request" if fetched else ""),
+            f"at {self._at(chat, t.time)}"
+            + (", fetched from Binance on request" if fetched else ""),
         ]
         if self.sparklines is not None:
             spark = self.sparklines.of(symbol, t.close)
@@ -1740,18 +1800,22 @@ class ChatBot:
 
     def _watch_line(self, r: WatchRow, now: float) -> str:
         state = (
-            f"muted until {format_time(int(r.muted_until * 1000))}"
+            f"muted until {self._at(r.chat_id, r.muted_until * 1000)}"
             if r.muted_until and r.muted_until > now
             else "active"
         )
-        fired = f", last fired {format_time(r.last_fired)}" if r.last_fired else ", not fired yet"
+        fired = (
+            f", last fired {self._at(r.chat_id, r.last_fired)}"
+            if r.last_fired
+            else ", not fired yet"
+        )
         extra = f", {_cooldown(r.cooldown_ms)}"
         if r.rearm:
             extra += f", rearm {format_percent(r.rearm)}"
         if r.once:
             extra += ", once"
         if r.expires_ms is not None:
-            extra += f", until {format_time(r.expires_ms)}"
+            extra += f", until {self._at(r.chat_id, r.expires_ms)}"
         return _cut(f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}", LINE_MAX)
 
     def _rule_files(self, chat: int) -> str:
@@ -1821,7 +1885,7 @@ class ChatBot:
             )
         if h.problems:
             lines.append("  problems: " + ", ".join(f"{k} {v}" for k, v in h.problems.items()))
-        polling = self._polling_line()
+        polling = self._polling_line(chat)
         if polling:
             lines.append(polling)
         return "\n".join(lines)

@@ -53,6 +53,7 @@ from alertbot.rules.conditions import (
     parse_duration,
 )
 from alertbot.rules.names import is_symbol, normalise, symbol_char
+from alertbot.zones import ZoneError, find_zone
 
 #: longer messages are refused before any parsing (a Telegram message may hold 4096)
 MAX_TEXT_LENGTH = 500
@@ -73,8 +74,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "price": ("/price SYMBOL", "Show the last price of a symbol", "/price BTCUSDT"),
     "digest": (
         "/digest HH:MM|off",
-        "A daily summary of my watched symbols at HH:MM UTC",
+        "A daily summary of my watched symbols at HH:MM (UTC, or my /timezone)",
         "/digest 08:00",
+    ),
+    "timezone": (
+        "/timezone [ZONE]",
+        "Show times in my time zone, e.g. /timezone Europe/Berlin (or UTC+8)",
+        "/timezone Europe/Berlin",
     ),
     "status": ("/status", "Show whether the bot is connected and up to date", "/status"),
     "help": ("/help", "Show every command and examples", "/help"),
@@ -99,6 +105,8 @@ _ALIASES = {
     "silence": "mute",
     "quote": "price",
     "p": "price",
+    "tz": "timezone",
+    "zone": "timezone",
 }
 
 _OPTIONS = ("cooldown", "rearm", "once", "for")
@@ -319,12 +327,22 @@ class Simple:
 
 @dataclass(frozen=True, slots=True)
 class Digest:
-    """``/digest HH:MM`` (UTC) or ``/digest off``: ``minute`` of the day, None for off."""
+    """``/digest HH:MM`` or ``/digest off``: ``minute`` of the day in the chat's time zone
+    (UTC without one), None for off; ``utc``: written ``/digest 08:00 UTC``."""
 
     minute: int | None
+    utc: bool = False
 
 
-Command = Watch | Unwatch | Mute | Unmute | Price | Listing | Simple | Digest
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """``/timezone ZONE``: ``zone`` as :func:`find_zone` gives it (``UTC``: back to UTC);
+    None: ``/timezone`` alone, which shows the chat's."""
+
+    zone: str | None
+
+
+Command = Watch | Unwatch | Mute | Unmute | Price | Listing | Simple | Digest | Zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +409,8 @@ def parse_command(
         return _price(words)
     if known == "digest":
         return _digest(words)
+    if known == "timezone":
+        return _timezone(message[words[0].start :] if words else "")
     if known == "list":
         return _listing(words)
     if words and known not in ("start", "help"):
@@ -970,6 +990,15 @@ def _price(words: list[_Word]) -> Price:
     return Price(symbol)
 
 
+def _timezone(text: str) -> Zone:
+    if not text:
+        return Zone(None)
+    try:
+        return Zone(find_zone(text))
+    except ZoneError as exc:
+        raise _error("timezone", exc.text(_q(" ".join(text.split())))) from None
+
+
 def _listing(words: list[_Word]) -> Listing:
     if not words:
         return Listing()
@@ -994,13 +1023,28 @@ def _digest(words: list[_Word]) -> Digest:
     if not words:
         raise _error(
             "digest",
-            f"at what time? e.g. {hint('/digest 08:00')} (UTC), or {hint('/digest off')}",
+            f"at what time? e.g. {hint('/digest 08:00')} ({_DIGEST_ZONE}), or "
+            f"{hint('/digest off')}",
         )
-    if len(words) == 2 and words[1].lower == "utc":  # "/digest 08:00 UTC": it is UTC anyway
+    utc = len(words) == 2 and words[1].lower == "utc"  # "/digest 08:00 UTC"
+    if utc:
         words = words[:1]
     if len(words) > 1:
+        rest = " ".join(w.text for w in words[1:])
+        try:
+            zone = find_zone(rest)
+        except ZoneError:
+            raise _error(
+                "digest",
+                f"unexpected {_q(words[1].text)}; /digest takes one time ({_DIGEST_ZONE}) or off",
+            ) from None
+        # "/digest 08:00 CET": the time is in the chat's zone, which /timezone sets
+        first = words[0].lower
+        clock = first if _CLOCK_RE.match(first) else _clock_fix(first) or words[0].text
         raise _error(
-            "digest", f"unexpected {_q(words[1].text)}; /digest takes one time (UTC) or off"
+            "digest",
+            f"the digest's time is in this chat's time zone: send {hint(f'/timezone {zone}')}, "
+            f"then {hint(f'/digest {clock}')}",
         )
     text = words[0].lower
     if text == "off":
@@ -1010,9 +1054,14 @@ def _digest(words: list[_Word]) -> Digest:
         fix = _clock_fix(text)
         fixed = f"; write {fix}" if fix else ""
         raise _error(
-            "digest", f"expected a time of day like 08:00 (UTC) or off, got {_q(text)}{fixed}"
+            "digest",
+            f"expected a time of day like 08:00 ({_DIGEST_ZONE}) or off, got {_q(text)}{fixed}",
         )
-    return Digest(int(match.group(1)) * 60 + int(match.group(2)))
+    return Digest(int(match.group(1)) * 60 + int(match.group(2)), utc=utc)
+
+
+#: the zone a /digest time is in, as its refusals say it
+_DIGEST_ZONE = "UTC, or this chat's /timezone"
 
 
 def _clock_fix(text: str) -> str | None:

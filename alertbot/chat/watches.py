@@ -121,10 +121,12 @@ class WatchBook:
         settings: ChatSettings,
         clock: Callable[[], float] = time.time,
         topics: dict[int, tuple[int, int]] | None = None,
+        zones: dict[int, str] | None = None,
     ) -> None:
         """``topics``: the watches made in a forum topic, as read when the database opened
         (the notifier's, which tells the Telegram sender where each watch's alerts go), kept
-        up to date here."""
+        up to date here. ``zones``: the chats' time zones (the notifier's, which shows a
+        watch's alert time in its chat's), read at :meth:`load` and kept up to date here."""
         self.engine = engine
         self.store = store
         self.db = db  # runs a store call on the database thread
@@ -132,7 +134,9 @@ class WatchBook:
         self.settings = settings
         self.clock = clock
         self.rows: dict[int, WatchRow] = {}
-        self.digests: dict[int, int] = {}  # chat -> minute of the day (UTC)
+        self.digests: dict[int, int] = {}  # chat -> minute of the day, in the chat's zone
+        #: chat -> its /timezone (alertbot.zones); none: UTC
+        self.zones: dict[int, str] = {} if zones is None else zones
         #: a supergroup's id -> its group's: the settings may still name the group
         self.successors: dict[int, int] = {}
         #: the chats that blocked the bot (or removed it): their watches wait, muted
@@ -146,6 +150,14 @@ class WatchBook:
 
     def _rule(self, row: WatchRow) -> Rule:
         return rule_for(row, paused=row.chat_id in self.paused)
+
+    async def set_zone(self, chat: int, zone: str | None) -> None:
+        """``chat``'s time zone; None: UTC."""
+        await self.db(self.store.set_zone, chat, zone)
+        if zone is None:
+            self.zones.pop(chat, None)
+        else:
+            self.zones[chat] = zone
 
     async def set_digest(self, chat: int, minute: int | None) -> None:
         await self.db(self.store.set_digest, chat, minute)
@@ -167,6 +179,7 @@ class WatchBook:
 
     async def load(self) -> int:
         self.digests = await self.db(self.store.digests)
+        self.zones.update(await self.db(self.store.zones))
         self.successors.update(await self.db(self.store.chat_moves))
         self.paused = await self.db(self.store.paused_chats)
         rows: list[WatchRow] = await self.db(self.store.watches)
@@ -261,6 +274,9 @@ class WatchBook:
         minute = self.digests.pop(old, None)
         if minute is not None:
             self.digests.setdefault(new, minute)
+        zone = self.zones.pop(old, None)
+        if zone is not None:
+            self.zones.setdefault(new, zone)
         return moved
 
     def _joined_pause(self, old: int, new: int) -> Pause | None:

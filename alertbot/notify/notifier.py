@@ -9,6 +9,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import tzinfo
 from typing import TextIO
 
 from telegram import Bot
@@ -28,6 +29,7 @@ from alertbot.rules.ids import watch_number
 from alertbot.rules.model import Channel, Rule
 from alertbot.store import AlertRecord, Store
 from alertbot.text import plural
+from alertbot.zones import load_zone
 
 log = logging.getLogger("alertbot.notify")
 
@@ -111,6 +113,9 @@ class Notifier:
         #: still be on its way): id -> (chat, topic). Read when the database opens, before
         #: the deliveries it holds resume; the chat side's WatchBook keeps it up to date.
         self.topics: dict[int, tuple[int, int]] = {}
+        #: the chats' time zones (/timezone: chat -> zone name), which a watch's alert shows
+        #: its time in; the chat side's WatchBook reads and keeps them
+        self.zones: dict[int, str] = {}
         self.on_console_gone = on_console_gone
         self.router = Router(channels, settings)
         self.router.set_rules(rules)
@@ -173,6 +178,14 @@ class Notifier:
         found = self.topics.get(number)
         return found[1] if found is not None and found[0] == chat else None
 
+    def _zone(self, rule: Rule) -> tzinfo | None:
+        """The time zone of a chat watch's chat (None: UTC, or a rule file's rule)."""
+        if watch_number(rule.id) is None or not rule.notify:
+            return None
+        kind, _, chat = rule.notify[0].partition(":")
+        name = self.zones.get(int(chat)) if kind == "chat" and chat.lstrip("-").isdigit() else None
+        return None if name is None else load_zone(name)
+
     def _topic_gone(self, chat: int, topic: int) -> None:
         self.router.topic_refused(chat, topic)
         if self.on_topic_gone is not None:
@@ -206,7 +219,12 @@ class Notifier:
         condition = alert.condition
         with_html = routes is None or any(r.destination.startswith("telegram:") for r in routes)
         text, html = render_both(
-            alert, gap=gap, spark=spark, with_html=with_html, condition=condition
+            alert,
+            gap=gap,
+            spark=spark,
+            with_html=with_html,
+            condition=condition,
+            zone=self._zone(rule) if self.zones else None,
         )
         return AlertRecord(
             id=alert_id(rule.id, alert.symbol, ticker.time),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 
 from alertbot.rules.conditions import Condition, Cross, Level, format_number, leaves
@@ -17,9 +17,12 @@ from alertbot.ticker import percent
 DEFAULT_TEMPLATE = "{symbol} {condition}: price {price} ({change_24h}% 24h) at {time} [{rule}]"
 
 
-def format_time(ms: int) -> str:
-    """Event time as ``2026-11-22 04:36:59 UTC``."""
-    return _second_text(ms // 1000)
+def format_time(ms: int, zone: tzinfo | None = None) -> str:
+    """Event time as ``2026-11-22 04:36:59 UTC``; in ``zone`` (a chat's /timezone), named as
+    it names itself: ``2026-11-22 05:36:59 CET``."""
+    if zone is None or zone is UTC:
+        return _second_text(ms // 1000)
+    return datetime.fromtimestamp(ms // 1000, tz=zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 @lru_cache(maxsize=256)
@@ -210,13 +213,17 @@ def render_both(
     spark: str = "",
     with_html: bool = True,
     condition: str | None = None,
+    zone: tzinfo | None = None,
 ) -> tuple[str, str]:
     """The message as text and, ``with_html``, for Telegram's HTML mode (else ``""``): one
     computation of the values the template uses serves both. ``condition``: the alert's
-    condition text when the caller has it already."""
+    condition text when the caller has it already. ``zone``: the time zone ``{time}`` is
+    shown in (a chat's /timezone; None: UTC)."""
     vals = _Values(alert, spark)
     if condition is not None:
         vals["condition"] = condition
+    if zone is not None:
+        vals["time"] = format_time(alert.ticker.time, zone)
     template = alert.rule.message
     text = "" if template is None else template.format_map(vals)
     if template is None or is_blank(text):
