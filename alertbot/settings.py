@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from alertbot.errors import ConfigError
 from alertbot.rules.urls import shown_url, url_text_problem
+from alertbot.zones import UTC_NAME, ZoneError, find_zone
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -91,6 +92,17 @@ def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[s
     return text
 
 
+def env_zone(env: Mapping[str, str], name: str) -> str:
+    """A time zone setting (``Europe/Berlin``, ``UTC+8``), as :func:`find_zone` names it."""
+    text = env.get(name, "").strip()
+    if not text:
+        return UTC_NAME
+    try:
+        return find_zone(text)
+    except ZoneError as exc:
+        raise ConfigError(f"{name}: {exc.text(repr(text))}") from None
+
+
 def env_url(
     env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...], *, root: bool = True
 ) -> str:
@@ -167,6 +179,7 @@ SETTINGS = frozenset(
         "ALERTBOT_SHUTDOWN_GRACE",
         "ALERTBOT_TELEGRAM_API_URL",
         "ALERTBOT_TELEGRAM_TOKEN",
+        "ALERTBOT_TIMEZONE",
         "ALERTBOT_WATCH_COOLDOWN",
         "ALERTBOT_WEBHOOK_FORMAT",
         "ALERTBOT_WEBHOOK_SECRET",

@@ -28,7 +28,7 @@ from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.conditions import Level, parse
 from alertbot.rules.loader import load_files
-from alertbot.rules.model import Rule, RuleSet
+from alertbot.rules.model import Channel, Rule, RuleSet
 from alertbot.service import AppCollector, HttpService
 from alertbot.store import Store, WatchRow
 from alertbot.zones import load_zone
@@ -64,12 +64,13 @@ class Bot:
         poll_interval: float = 0.0,
         webhook_url: str | None = None,
         feed_settings: dict[str, Any] | None = None,
+        delivery_settings: dict[str, Any] | None = None,
         **chat: Any,
     ) -> None:
         """``listed``: wait for the exchange's list of symbols at the start (False: when its
         REST endpoint is down). ``poll_interval``: see ChatBot (small: a failed poll is tried
-        again at once). ``webhook_url``: the fallback webhook. ``feed_settings``: FeedSettings
-        fields to change."""
+        again at once). ``webhook_url``: the fallback webhook. ``feed_settings``,
+        ``delivery_settings``: FeedSettings and DeliverySettings fields to change."""
         self.binance = binance
         self.tg = tg
         self.listed = listed
@@ -91,6 +92,7 @@ class Bot:
             backoff_max=0.2,
             webhook_url=webhook_url,
         )
+        delivery = dataclasses.replace(delivery, **(delivery_settings or {}))
         self.app = App(
             rules or RuleSet(),
             feed,
@@ -1754,6 +1756,41 @@ async def test_timezone_shows_a_chats_times_in_its_zone_and_keeps_it(tmp_path, f
     store = Store(tmp_path / "alertbot.db")
     assert store.zones() == {}
     store.close()
+
+
+async def test_the_bots_timezone_is_the_rule_files_and_that_of_chats_without_one(tmp_path, fakes):
+    """ALERTBOT_TIMEZONE: a rule file's alert and the watch of a chat that set no zone show
+    their time in it, /timezone says it is the bot's; a chat's /timezone UTC is kept as its
+    choice (not the bot's zone), and its watch's alerts show UTC from then on."""
+    binance, tg = fakes
+    up = Rule(id="btc-up", condition=parse("price crosses above 100"), symbols=("BTCUSDT",))
+    me = Channel("me", telegram=USER)
+    rules = RuleSet(rules=(dataclasses.replace(up, notify=("me",)),), channels={"me": me})
+    plus_2 = {"timezone": "UTC+02:00"}
+    async with Bot(tmp_path, binance, tg, rules, delivery_settings=plus_2) as bot:
+        said = await bot.say("/timezone")
+        await bot.say("/watch ETHUSDT crosses above 10")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await bot.tick("ETHUSDT", 9, T)
+        await bot.tick("ETHUSDT", 11, T + 1000)
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 4)
+        await bot.say("/timezone UTC")
+        await bot.tick("ETHUSDT", 9, T + 2000)
+        await bot.tick("ETHUSDT", 12, T + 3000 + 3_600_000)
+        await tg.wait_for(lambda: "price 12 " in tg.messages_to(USER)[-1].text)
+        assert bot.app.book is not None
+        assert bot.app.book.zones == {USER: "UTC"}
+    plus_2_zone = load_zone("UTC+02:00")
+    assert said.startswith("Times here are in UTC+02:00 (the bot's): it is ")
+    assert "For yours: /timezone Europe/Berlin" in said
+    texts = [m.text for m in tg.messages_to(USER)]
+    (rule_alert,) = [t for t in texts if "[btc-up]" in t]
+    eth = [t for t in texts if "[w1]" in t]
+    assert f"at {format_time(T + 1000, plus_2_zone)} [btc-up]" in rule_alert
+    assert f"at {format_time(T + 1000, plus_2_zone)} [w1]" in eth[0]
+    assert f"at {format_time(T + 3000 + 3_600_000)} [w1]" in eth[1]  # UTC, as chosen
 
 
 @pytest.mark.parametrize(

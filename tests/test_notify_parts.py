@@ -340,6 +340,21 @@ def test_chat_ids_in_the_environment_may_use_all_64_bits_and_no_more():
         DeliverySettings.from_env({"ALERTBOT_ADMIN_CHATS": "9223372036854775808"})
 
 
+def test_the_bots_time_zone_is_read_as_a_chat_gives_one():
+    """ALERTBOT_TIMEZONE takes what /timezone takes (UTC when unset); a zone that cannot be
+    used stops the start with the reason and the closest."""
+    assert DeliverySettings.from_env({}).timezone == "UTC"
+    assert DeliverySettings.from_env({"ALERTBOT_TIMEZONE": " berlin "}).timezone == (
+        "Europe/Berlin"
+    )
+    assert DeliverySettings.from_env({"ALERTBOT_TIMEZONE": "UTC+8"}).timezone == "UTC+08:00"
+    with pytest.raises(ConfigError) as info:
+        DeliverySettings.from_env({"ALERTBOT_TIMEZONE": "Berln"})
+    assert str(info.value) == (
+        "ALERTBOT_TIMEZONE: unknown time zone 'Berln' (did you mean Europe/Berlin?)"
+    )
+
+
 def test_the_bad_token_message_does_not_repeat_the_token():
     with pytest.raises(ConfigError) as info:
         DeliverySettings.from_env({"ALERTBOT_TELEGRAM_TOKEN": "12:short-secret"})

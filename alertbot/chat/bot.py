@@ -812,10 +812,14 @@ class ChatBot:
                 self._digest_sent[chat] = day
                 await self.tell(chat, self.digest_text(chat))
 
+    def _zone_name(self, chat: int) -> str:
+        """``chat``'s /timezone, else the bot's (ALERTBOT_TIMEZONE)."""
+        return self.book.zones.get(chat, self.delivery.timezone)
+
     def _zone(self, chat: int) -> dt.tzinfo | None:
-        """``chat``'s /timezone; None: UTC."""
-        name = self.book.zones.get(chat)
-        return None if name is None else load_zone(name)
+        """``chat``'s time zone (:meth:`_zone_name`); None: UTC."""
+        name = self._zone_name(chat)
+        return None if name == UTC_NAME else load_zone(name)
 
     def _at(self, chat: int, ms: float) -> str:
         """A time (ms) as ``chat``'s answers show it: in its /timezone."""
@@ -824,21 +828,25 @@ class ChatBot:
     def _clock(self, chat: int) -> str:
         """``chat``'s digest time and its zone: ``08:30 UTC``, ``08:30 Europe/Berlin``."""
         hh, mm = divmod(self.book.digests.get(chat, 0), 60)
-        return f"{hh:02d}:{mm:02d} {self.book.zones.get(chat, UTC_NAME)}"
+        return f"{hh:02d}:{mm:02d} {self._zone_name(chat)}"
 
     async def timezone(self, chat: int, zone: str | None) -> str:
         """``/timezone``: set ``chat``'s zone (``UTC``: back to UTC); None: say which it is."""
+        default = self.delivery.timezone
         if zone is not None:
-            await self.book.set_zone(chat, None if zone == UTC_NAME else zone)
-        name = self.book.zones.get(chat, UTC_NAME)
+            # UTC is kept as a choice when the bot's zone is another
+            await self.book.set_zone(chat, None if zone == UTC_NAME == default else zone)
+        name = self._zone_name(chat)
+        own = chat in self.book.zones
         now = self._at(chat, self.clock() * 1000)
         if zone is None:
-            text = f"Times here are in {name}: it is {now}."
+            whose = " (the bot's)" if not own and name != UTC_NAME else ""
+            text = f"Times here are in {name}{whose}: it is {now}."
         else:
             text = f"Times here are in {name} now: it is {now}."
         if chat in self.book.digests:
             text += f" Your daily digest comes at {self._clock(chat)}."
-        if name == UTC_NAME:
+        if name == UTC_NAME or (zone is None and not own):
             text += (
                 f" For yours: {hint('/timezone Europe/Berlin')}, a city "
                 f"({hint('/timezone new york')}) or an offset ({hint('/timezone UTC+8')})."
@@ -1302,8 +1310,8 @@ class ChatBot:
         if isinstance(command, Price):
             return await self.price_or_fetch(chat, command.symbol), None
         if isinstance(command, Digest):
-            zone = self.book.zones.get(chat)
-            if command.utc and zone is not None and command.minute is not None:
+            zone = self._zone_name(chat)
+            if command.utc and zone != UTC_NAME and command.minute is not None:
                 hh, mm = divmod(command.minute, 60)
                 return (
                     f"This chat's times are in {zone}: send {hint(f'/digest {hh:02d}:{mm:02d}')} "

@@ -29,7 +29,7 @@ from alertbot.rules.ids import watch_number
 from alertbot.rules.model import Channel, Rule
 from alertbot.store import AlertRecord, Store
 from alertbot.text import plural
-from alertbot.zones import load_zone
+from alertbot.zones import UTC_NAME, load_zone
 
 log = logging.getLogger("alertbot.notify")
 
@@ -118,6 +118,8 @@ class Notifier:
         self.zones: dict[int, str] = {}
         self.on_console_gone = on_console_gone
         self.router = Router(channels, settings)
+        #: ALERTBOT_TIMEZONE's (None: UTC): the rule files' alerts' and zoneless chats'
+        self.default_zone = None if settings.timezone == UTC_NAME else load_zone(settings.timezone)
         self.router.set_rules(rules)
         #: told (chat, topic) when Telegram refuses a forum topic (deleted, closed): the alert
         #: went to the chat itself (the rule files' channels in it are handled here)
@@ -179,12 +181,13 @@ class Notifier:
         return found[1] if found is not None and found[0] == chat else None
 
     def _zone(self, rule: Rule) -> tzinfo | None:
-        """The time zone of a chat watch's chat (None: UTC, or a rule file's rule)."""
+        """The time zone an alert of ``rule`` shows its time in: a chat watch's chat's, else
+        ALERTBOT_TIMEZONE's (None: UTC)."""
         if watch_number(rule.id) is None or not rule.notify:
-            return None
+            return self.default_zone
         kind, _, chat = rule.notify[0].partition(":")
         name = self.zones.get(int(chat)) if kind == "chat" and chat.lstrip("-").isdigit() else None
-        return None if name is None else load_zone(name)
+        return self.default_zone if name is None else load_zone(name)
 
     def _topic_gone(self, chat: int, topic: int) -> None:
         self.router.topic_refused(chat, topic)
@@ -224,7 +227,7 @@ class Notifier:
             spark=spark,
             with_html=with_html,
             condition=condition,
-            zone=self._zone(rule) if self.zones else None,
+            zone=self._zone(rule) if self.zones else self.default_zone,
         )
         return AlertRecord(
             id=alert_id(rule.id, alert.symbol, ticker.time),

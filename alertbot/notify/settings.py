@@ -11,7 +11,8 @@ from alertbot.errors import ConfigError
 from alertbot.rules.ids import CHAT_ID_RANGE, chat_id
 from alertbot.rules.model import WEBHOOK_FORMATS
 from alertbot.rules.urls import url_password
-from alertbot.settings import MAX_SECONDS, env_choice, env_int, env_seconds, env_url
+from alertbot.settings import MAX_SECONDS, env_choice, env_int, env_seconds, env_url, env_zone
+from alertbot.zones import UTC_NAME
 
 _TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
@@ -57,6 +58,8 @@ class DeliverySettings:
     webhook_secret: str | None = None
     #: ALERTBOT_WEBHOOK_URL's body: "json", "slack" or "discord"; None: told by its host
     webhook_format: str | None = None
+    #: the time zone of the rule files' alerts and of the chats that set none (/timezone)
+    timezone: str = UTC_NAME
     db: str = "alertbot.db"
     #: Telegram has not succeeded within this long: the fallback webhook gets the alert too
     fallback_after: float = 60.0
@@ -113,6 +116,7 @@ class DeliverySettings:
             or None,
             webhook_secret=secret,
             webhook_format=env_choice(e, "ALERTBOT_WEBHOOK_FORMAT", "", WEBHOOK_FORMATS) or None,
+            timezone=env_zone(e, "ALERTBOT_TIMEZONE"),
             db=e.get("ALERTBOT_DB", "").strip() or "alertbot.db",
             fallback_after=env_seconds(e, "ALERTBOT_FALLBACK_AFTER", 60.0, minimum=0.001),
             give_up_after=env_seconds(e, "ALERTBOT_DELIVERY_GIVE_UP", 24 * 3600.0, minimum=1),
