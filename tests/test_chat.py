@@ -1853,13 +1853,15 @@ async def test_the_daily_digest_comes_at_its_time_in_the_chats_zone(tmp_path, fa
         ("02:30", [(2027, 3, 14, 7, 1), (2027, 3, 15, 6, 30)], [1]),  # the next day as usual
         # and back on 2026-11-01 at 02:00 EDT (06:00 UTC) to 01:00 EST: 01:30 comes twice
         ("01:30", [(2026, 11, 1, 5, 30), (2026, 11, 1, 6, 30)], [0]),
+        # a digest moved later in the day it was sent: sent at its new time too
+        ("01:30", [(2026, 11, 1, 5, 30), "/digest 03:00", (2026, 11, 1, 8, 0)], [0, 2]),
     ],
 )
 async def test_a_digest_in_a_minute_summer_time_skips_or_repeats_comes_once(
     tmp_path, fakes, minute, times, sent
 ):
-    """The every-minute job at each UTC time in ``times``: the digest is sent at those in
-    ``sent`` (indexes), and no other."""
+    """The every-minute job at each UTC time in ``times`` (or a command sent then): the
+    digest is sent at those in ``sent`` (indexes), and no other."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         await bot.say("/timezone America/New_York")
@@ -1867,7 +1869,11 @@ async def test_a_digest_in_a_minute_summer_time_skips_or_repeats_comes_once(
         chat = bot.app.chat
         assert chat is not None
         got = []
-        for i, (y, mo, d, h, mi) in enumerate(times):
+        for i, when in enumerate(times):
+            if isinstance(when, str):
+                await bot.say(when)
+                continue
+            y, mo, d, h, mi = when
             before = len(tg.messages_to(USER))
             await chat.digest(at_utc(h, mi, dt.date(y, mo, d)))
             await asyncio.sleep(0.05)

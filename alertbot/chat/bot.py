@@ -637,9 +637,10 @@ class ChatBot:
         self.clock = clock
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.username: str | None = None
-        #: chat -> the day (its zone's) its digest was last sent: the hour a change back from
-        #: summer time repeats does not send it twice
-        self._digest_sent: dict[int, dt.date] = {}
+        #: chat -> the day (its zone's) and minute its digest was last sent at: the hour a
+        #: change back from summer time repeats does not send it twice (a new /digest time
+        #: later that day does)
+        self._digest_sent: dict[int, tuple[dt.date, int]] = {}
         #: told (chat, why) when a chat no longer has the bot: a note or an answer refused
         #: with a 403 that says so (:func:`gone`), or Telegram's word that it blocked or
         #: removed the bot (a my_chat_member update): its watches pause (App._chat_refused)
@@ -808,8 +809,8 @@ class ChatBot:
             zone = self._zone(chat) or dt.UTC
             (day_before, before), (day, at) = local_minute(now - 60, zone), local_minute(now, zone)
             due = before < minute <= at if day == day_before else minute <= at or minute > before
-            if due and self._digest_sent.get(chat) != day:
-                self._digest_sent[chat] = day
+            if due and self._digest_sent.get(chat) != (day, minute):
+                self._digest_sent[chat] = (day, minute)
                 await self.tell(chat, self.digest_text(chat))
 
     def _zone_name(self, chat: int) -> str:
