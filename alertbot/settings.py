@@ -264,23 +264,41 @@ def environment(env: Mapping[str, str], config: str | None = None) -> dict[str, 
     for var in FILE_VARS:
         path = merged.get(f"{var}_FILE", "").strip()
         if path and not merged.get(var, "").strip():
-            try:
-                # utf-8-sig: a byte-order mark (Windows Notepad) is no part of the secret; kept,
-                # a webhook secret signed every alert with a key the receiver does not have
-                with open(path, encoding="utf-8-sig") as fh:
-                    secret = fh.read().strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                # neither the value nor the exception's text (which quotes it): a secret put
-                # here instead of in a file would be printed
-                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
-                raise ConfigError(
-                    f"{var}_FILE: does not name a readable file ({why}); is it the secret "
-                    "itself? put the secret in a file and name the file here"
-                ) from None
-            if not secret:  # not mounted yet, or written empty: never taken as no secret
-                raise ConfigError(
-                    f"{var}_FILE: the file {path!r} is empty (or only white space); put the "
-                    f"secret in it, or unset {var}_FILE"
-                )
-            merged[var] = secret
+            merged[var] = read_secret_file(var, path)
     return merged
+
+
+def read_secret_file(var: str, path: str) -> str:
+    """The secret in the file ``path`` (``var``'s ``_FILE`` form: a Docker or Kubernetes
+    secret), without the white space around it. Raises ConfigError, never quoting the secret,
+    for a file that cannot be read or holds nothing."""
+    try:
+        # utf-8-sig: a byte-order mark (Windows Notepad) is no part of the secret; kept, a
+        # webhook secret signed every alert with a key the receiver does not have
+        with open(path, encoding="utf-8-sig") as fh:
+            secret = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        # neither the value nor the exception's text (which quotes it): a secret put here
+        # instead of in a file would be printed
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+        raise ConfigError(
+            f"{var}_FILE: does not name a readable file ({why}); is it the secret itself? put "
+            "the secret in a file and name the file here"
+        ) from None
+    if not secret:  # not mounted yet, or written empty: never taken as no secret
+        raise ConfigError(
+            f"{var}_FILE: the file {path!r} is empty (or only white space); put the secret in "
+            f"it, or unset {var}_FILE"
+        )
+    return secret
+
+
+def env_secret(env: Mapping[str, str], var: str) -> str | None:
+    """A secret a rule file's channel names (``secret_env``, ``webhook_env``): ``var``'s value,
+    else the content of the file ``var_FILE`` names (as ALERTBOT_*_FILE); None: neither set.
+    Raises ConfigError for a ``_FILE`` that cannot be read."""
+    value = env.get(var, "")
+    if value.strip():
+        return value
+    path = env.get(f"{var}_FILE", "").strip()
+    return read_secret_file(var, path) if path else None

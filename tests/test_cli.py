@@ -387,7 +387,10 @@ def test_run_refuses_to_start_when_a_channels_url_variable_is_not_set(tmp_path: 
             "webhook_env: ALERTBOT_TEST_DESK_URL",
         )
     )
-    problem = "channel 'desk': its webhook_env ALERTBOT_TEST_DESK_URL is not set in the environment"
+    problem = (
+        "channel 'desk': its webhook_env ALERTBOT_TEST_DESK_URL is not set in the environment "
+        "(nor ALERTBOT_TEST_DESK_URL_FILE)"
+    )
     checked = alertbot("check", rules, env=env_without("ALERTBOT_TEST_DESK_URL"))
     assert (checked.returncode, checked.stdout) == (0, f"{rules}: 1 rule, 1 channel, OK\n")
     assert f"{rules}: warning: {problem}" in checked.stderr

@@ -273,7 +273,7 @@ def test_a_channel_secret_must_be_set_and_long_enough():
     assert channel_env_problems(channels, env) == [
         "channel 'b': B_SECRET: too short (5 characters): a signing secret needs at least 16 "
         "(e.g. openssl rand -hex 16)",
-        "channel 'c': its secret_env C_SECRET is not set in the environment",
+        "channel 'c': its secret_env C_SECRET is not set in the environment (nor C_SECRET_FILE)",
     ]
 
 
@@ -295,11 +295,52 @@ def test_a_channel_url_from_the_environment_must_be_set_and_postable_and_is_not_
         "PORT_SECRET": "x" * 16,
     }
     assert channel_env_problems(channels, env) == [
-        "channel 'unset': its webhook_env UNSET_URL is not set in the environment",
+        "channel 'unset': its webhook_env UNSET_URL is not set in the environment (nor "
+        "UNSET_URL_FILE)",
         "channel 'ftp': FTP_URL: invalid URL 'ftp://files.example/***': expected http(s)://HOST/...",
         "channel 'port': PORT_URL: invalid URL 'https://h.example:70000/***': port 70000 is not "
         "in 1..65535",
     ]
+
+
+def test_a_channels_url_and_secret_may_come_from_files_as_docker_secrets_do(tmp_path: Path):
+    """``VAR_FILE`` stands for an unset ``VAR`` (as ALERTBOT_*_FILE): the router posts to the
+    URL and signs with the secret the files hold (white space around them not theirs, each
+    file read once); a file that cannot be read, or is empty, is a problem named by its
+    variable, never quoting what it holds; ``VAR`` itself wins over ``VAR_FILE``."""
+    url = "https://hooks.slack.com/services/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"
+    (tmp_path / "url").write_text(url + "\n")
+    (tmp_path / "secret").write_text("\ufeffs3cr3t-0123456789abcdef\n")
+    (tmp_path / "empty").write_text("  \n")
+    channels = {
+        "slack": Channel("slack", webhook_env="SLACK_URL", secret_env="SLACK_SECRET"),
+        "gone": Channel("gone", webhook_env="GONE_URL"),
+        "empty": Channel("empty", webhook="https://e.example/h", secret_env="EMPTY_SECRET"),
+        "both": Channel("both", webhook="https://b.example/h", secret_env="BOTH_SECRET"),
+    }
+    env = {
+        "SLACK_URL_FILE": str(tmp_path / "url"),
+        "SLACK_SECRET_FILE": str(tmp_path / "secret"),
+        "GONE_URL_FILE": str(tmp_path / "missing"),
+        "EMPTY_SECRET_FILE": str(tmp_path / "empty"),
+        "BOTH_SECRET": "from-the-variable-itself",
+        "BOTH_SECRET_FILE": str(tmp_path / "missing"),
+    }
+    assert channel_env_problems(channels, env) == [
+        "channel 'gone': GONE_URL_FILE: does not name a readable file (No such file or "
+        "directory); is it the secret itself? put the secret in a file and name the file here",
+        f"channel 'empty': EMPTY_SECRET_FILE: the file {str(tmp_path / 'empty')!r} is empty (or "
+        "only white space); put the secret in it, or unset EMPTY_SECRET_FILE",
+    ]
+    r = Router(channels, DeliverySettings(), env=env)
+    (route,) = r.routes(rule(("slack",)))
+    assert route.url == url
+    assert r.secret_for(url) == "s3cr3t-0123456789abcdef"
+    (tmp_path / "secret").write_text("another-secret-0123456789")  # read once: not this
+    assert r.secret_for(url) == "s3cr3t-0123456789abcdef"
+    assert r.secret_for("https://b.example/h") == "from-the-variable-itself"
+    r.channels = dict(channels)  # a reload reads the files again
+    assert r.secret_for(url) == "another-secret-0123456789"
 
 
 def test_a_channel_url_from_the_environment_is_where_its_alerts_go_signed():

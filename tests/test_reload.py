@@ -151,7 +151,8 @@ async def test_an_edit_whose_channel_secret_is_not_set_keeps_the_running_rules(t
     note = tg.messages_to(ADMIN)[0].text
     assert note == (
         "Rule files not reloaded: the running rules stay.\n"
-        "channel 'desk': its secret_env NOT_SET_X is not set in the environment"
+        "channel 'desk': its secret_env NOT_SET_X is not set in the environment (nor "
+        "NOT_SET_X_FILE)"
     )
 
 

@@ -9,9 +9,11 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from alertbot.errors import ConfigError
 from alertbot.notify.settings import MIN_SECRET, DeliverySettings, secret_problem
 from alertbot.notify.webhook import url_problem
 from alertbot.rules.model import Channel, Rule
+from alertbot.settings import env_secret
 
 log = logging.getLogger("alertbot.notify")
 
@@ -29,33 +31,31 @@ CONSOLE = Route("console")
 def channel_env_problems(
     channels: Mapping[str, Channel], env: Mapping[str, str] | None = None
 ) -> list[str]:
-    """What is wrong with what the channels take from the environment here: a ``webhook_env``
-    whose variable is not set, or holds no URL that can be posted to (every alert to it lost);
-    a ``secret_env`` whose variable is not set (its webhook would get unsigned requests, which
-    a receiver that checks signatures refuses for good: every alert to it lost, without a word)
-    or is too short. A URL is shown as log lines show it (it may be its own credential)."""
+    """What is wrong with what the channels take from the environment here (``VAR``, or the
+    file ``VAR_FILE`` names): a ``webhook_env`` whose variable is not set, or holds no URL
+    that can be posted to (every alert to it lost); a ``secret_env`` whose variable is not set
+    (its webhook would get unsigned requests, which a receiver that checks signatures refuses
+    for good: every alert to it lost, without a word) or is too short; a ``_FILE`` that cannot
+    be read. A URL is shown as log lines show it (it may be its own credential)."""
     e = os.environ if env is None else env
     problems = []
     for name, channel in channels.items():
-        if channel.webhook_env:
-            url = e.get(channel.webhook_env, "").strip()
-            if not url:
+        for var in filter(None, (channel.webhook_env, channel.secret_env)):
+            try:
+                value = env_secret(e, var)
+            except ConfigError as exc:
+                problems.append(f"channel {name!r}: {exc}")
+                continue
+            key = "webhook_env" if var == channel.webhook_env else "secret_env"
+            if value is None:
                 problems.append(
-                    f"channel {name!r}: its webhook_env {channel.webhook_env} is not set in the "
-                    "environment"
+                    f"channel {name!r}: its {key} {var} is not set in the environment (nor "
+                    f"{var}_FILE)"
                 )
-            elif (problem := url_problem(url)) is not None:
-                problems.append(f"channel {name!r}: {channel.webhook_env}: {problem}")
-        if not channel.secret_env:
-            continue
-        secret = e.get(channel.secret_env)
-        if not secret:
-            problems.append(
-                f"channel {name!r}: its secret_env {channel.secret_env} is not set in the "
-                "environment"
-            )
-        elif len(secret) < MIN_SECRET:
-            problems.append(f"channel {name!r}: {channel.secret_env}: {secret_problem(secret)}")
+            elif key == "webhook_env" and (problem := url_problem(value.strip())) is not None:
+                problems.append(f"channel {name!r}: {var}: {problem}")
+            elif key == "secret_env" and len(value) < MIN_SECRET:
+                problems.append(f"channel {name!r}: {var}: {secret_problem(value)}")
     return problems
 
 
@@ -73,7 +73,9 @@ class Router:
         self._routes: dict[tuple[str, ...], tuple[Route, ...]] = {}
         # the rule files' rules that notify a channel in a forum topic: id -> their notify
         self._topical: dict[str, tuple[str, ...]] = {}
-        self._rules: Iterable[Rule] = ()
+        self._rules: tuple[Rule, ...] = ()
+        # what the channels' webhook_env and secret_env hold here (a _FILE read once)
+        self._values: dict[str, str | None] = {}
         self._refused: set[tuple[int, int]] = set()  # (chat, topic) Telegram refused
         self.channels = dict(channels)
 
@@ -83,6 +85,7 @@ class Router:
 
     @channels.setter
     def channels(self, channels: dict[str, Channel]) -> None:
+        self._values.clear()  # a reload: a secret's file may have been replaced
         self._channels = {name: self._resolved(c) for name, c in channels.items()}
         self._routes.clear()
         self._refused.clear()  # a reload: the operator may have opened or changed the topic
@@ -94,8 +97,18 @@ class Router:
         if not channel.webhook_env:
             return channel
         return dataclasses.replace(
-            channel, webhook=self.env.get(channel.webhook_env, "").strip() or None
+            channel, webhook=(self._value(channel.webhook_env) or "").strip() or None
         )
+
+    def _value(self, var: str) -> str | None:
+        """``var``'s value here, or its ``_FILE``'s (None: neither, or a file that cannot be
+        read, which :func:`channel_env_problems` reports before a start or a reload)."""
+        if var not in self._values:
+            try:
+                self._values[var] = env_secret(self.env, var)
+            except ConfigError:
+                self._values[var] = None
+        return self._values[var]
 
     @property
     def telegram(self) -> bool:
@@ -164,10 +177,12 @@ class Router:
     def set_rules(self, rules: Iterable[Rule]) -> None:
         """The rule files' rules, for the forum topics their alerts go to (:meth:`topic_for`,
         which asks by rule id: a delivery resumed after a restart has no rule at hand)."""
-        self._rules = rules
+        self._rules = tuple(rules)  # read again when the channels change
         topical = {n for n, c in self.channels.items() if c.topic is not None}
         self._topical = (
-            {r.id: r.notify for r in rules if not topical.isdisjoint(r.notify)} if topical else {}
+            {r.id: r.notify for r in self._rules if not topical.isdisjoint(r.notify)}
+            if topical
+            else {}
         )
 
     def topic_for(self, rule_id: str, chat: int) -> int | None:
@@ -209,7 +224,7 @@ class Router:
         if url == self.settings.webhook_url:
             return self.settings.webhook_secret
         env = next((c.secret_env for c in self._channels_at(url) if c.secret_env), None)
-        return None if env is None else self.env.get(env) or None
+        return None if env is None else self._value(env)
 
     def _channels_at(self, url: str) -> Iterator[Channel]:
         """The rule files' channels that post to ``url``."""
