@@ -611,6 +611,14 @@ class Store:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    def edit_watch(self, w: WatchRow) -> None:
+        """``w``'s condition and options as they are now (/edit)."""
+        self.db.execute(
+            "UPDATE watches SET condition = ?, cooldown_ms = ?, rearm = ?, once = ?,"
+            " expires_ms = ? WHERE id = ?",
+            (w.condition, w.cooldown_ms, w.rearm, int(w.once), w.expires_ms, w.id),
+        )
+
     def watches(self) -> list[WatchRow]:
         """Every active watch, oldest first."""
         return self._watches()

@@ -582,7 +582,7 @@ async def test_commands_with_arguments_in_answers_are_code_so_a_tap_copies_them_
         "/mute w12 2h",
     ]
     assert several.shown_as("code")[:2] == ["/watch BTCUSDT > 1", "/watch ETHUSDT > 1"]
-    assert same.shown_as("code") == ["/unwatch w1"]
+    assert same.shown_as("code") == ["/edit w1 cooldown 1h"]
     assert "/list" in unwatch.plain_text
     assert unwatch.shown_as("code") == []
 
@@ -1630,6 +1630,92 @@ async def test_list_shows_every_option_a_watch_was_made_with(tmp_path, fakes):
     )
 
 
+async def test_edit_moves_a_watchs_level_keeping_its_id_options_and_topic(tmp_path, fakes):
+    """/edit w1 200 (a number alone: the condition's one threshold): the engine alerts at the
+    new level, not the old, under the same id, options and forum topic; the answer says what
+    it was; the change is in the database (after a restart, /list shows it)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.user_says(SUPERGROUP, "/watch BTCUSDT crosses above 100 cooldown 1h", topic=7)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 1)
+        edited = await bot.say("/edit w1 200", chat=SUPERGROUP)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 150, T + 1000)  # through the old level: no alert
+        await bot.tick("BTCUSDT", 210, T + 2000)
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 3)
+        (rule,) = bot.app.engine.rules()
+    assert edited == (
+        "Changed w1: BTCUSDT price crosses above 200 (cooldown 1h). Was: price crosses above "
+        "100 (cooldown 1h)."
+    )
+    alert = tg.messages_to(SUPERGROUP)[-1]
+    assert "BTCUSDT price crosses above 200: price 210" in alert.text
+    assert alert.text.splitlines()[0].endswith("[w1]")
+    assert _topic(alert) == 7
+    assert (rule.id, rule.cooldown_ms) == ("w1", 3_600_000)
+    async with Bot(tmp_path, binance, tg) as bot:
+        listing = await bot.say("/list", chat=SUPERGROUP)
+    assert listing.startswith("1 watch:\nw1  BTCUSDT price crosses above 200, cooldown 1h —")
+
+
+async def test_edit_changes_a_condition_or_options_and_refuses_what_cannot_be(tmp_path, fakes):
+    """A whole new condition, options alone (the rest kept), a percentage for a 24h change,
+    in reply to an alert (the watch it names); refused, changing nothing: another chat's id, a
+    level of the wrong kind, a condition the chat watches already, rearm on a condition with
+    no single threshold; a rearm the new condition cannot keep is dropped, and said so."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100 rearm 0.5%")
+        await bot.say("/watch ETHUSDT change_24h > 5%")
+        await bot.say("/watch SOLUSDT > 1", chat=USER + 1)  # w3, another chat's
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 110, T)
+        await tg.wait_for(lambda: "[w1]" in tg.messages_to(USER)[-1].text)
+        alert = tg.messages_to(USER)[-1].message_id
+        said = [
+            await bot.say("/edit w1 crosses below 90 cooldown 0"),
+            await bot.say("/edit w1 for 2d once"),
+            await bot.say("/edit w2 6%"),
+            await bot.say("/edit 95", reply_to=alert),
+            await bot.say("/edit w3 > 2"),
+            await bot.say("/edit w2 6000"),
+            await bot.say("/edit w2 change_24h > 5% rearm 1%"),  # a rearm it can keep
+            await bot.say("/edit w1 price crosses below 95"),
+            await bot.say("/edit w1 breaks 24h low rearm 1%"),
+            await bot.say("/edit w1 breaks 24h low"),
+        ]
+        assert bot.app.book is not None
+        rows = {r.id: r for r in bot.app.book.of_chat(USER)}
+    assert said[0].startswith(
+        "Changed w1: BTCUSDT price crosses below 90 (no cooldown, rearm 0.5%). Was: price > "
+        "100 (cooldown 5m, rearm 0.5%)."
+    )
+    assert said[1].startswith("Changed w1: BTCUSDT price crosses below 90 (no cooldown, rearm ")
+    assert ", once, until " in said[1]
+    assert said[2] == (
+        "Changed w2: ETHUSDT change_24h > 6% (cooldown 5m). Was: change_24h > 5% (cooldown 5m)."
+    )
+    assert said[3].startswith("Changed w1: BTCUSDT price crosses below 95 (")
+    assert said[4] == "This chat has no watch w3. /list shows its watches."
+    assert said[5].splitlines()[0] == (
+        "'6000' is no level of w2's change_24h > 6% (a number): write the whole condition, "
+        "e.g. /edit w2 > 71000"
+    )
+    assert said[6].startswith("Changed w2: ETHUSDT change_24h > 5% (cooldown 5m, rearm 1%).")
+    assert said[7].startswith("Nothing to change: w1 is BTCUSDT price crosses below 95 (")
+    assert said[8].splitlines()[0] == (
+        "'rearm' needs a single threshold condition; 'breaks 24h ...' has no threshold to move "
+        "away from"
+    )
+    assert said[9].startswith("Changed w1: BTCUSDT breaks 24h low (no cooldown, once, until ")
+    assert said[9].endswith(
+        "Its rearm 0.5% is dropped: this condition has no single threshold to move away from."
+    )
+    assert (rows[1].condition, rows[1].rearm, rows[1].once) == ("breaks 24h low", 0.0, True)
+    assert (rows[2].condition, rows[2].rearm) == ("change_24h > 5%", 0.01)
+
+
 async def test_the_same_watch_twice_is_not_made_twice(tmp_path, fakes):
     """A second watch of the same symbol and condition would only double every alert; the
     answer names the one there is and how to change its options."""
@@ -1641,8 +1727,8 @@ async def test_the_same_watch_twice_is_not_made_twice(tmp_path, fakes):
         assert book is not None
         assert sorted(book.rows) == [1]
     assert reply == (
-        "This chat watches BTCUSDT price > 100 already: w1. To change its options, remove it "
-        "first (/unwatch w1) and watch it again."
+        "This chat watches BTCUSDT price > 100 already: w1. To change it to these options: "
+        "/edit w1 cooldown 1h"
     )
 
 
@@ -1703,6 +1789,41 @@ async def test_daily_digest_is_set_by_command_and_sent_at_its_minute(tmp_path, f
         await tg.wait_for(lambda: tg.messages_to(USER)[-1].text.startswith("Daily digest:"))
         assert "BTCUSDT 70000 (+0.00% 24h)" in tg.messages_to(USER)[-1].text
         assert await bot.say("/digest off") == "Daily digest off."
+
+
+async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watches(tmp_path, fakes):
+    """/unwatch BTCUSDT (or its coin, btc), /mute BTCUSDT 2h, /unmute ETHUSDT: the answer
+    names the chat's watches of the symbol, in the order made, and the command to send for
+    them (a mute keeps the duration typed, 1h when none); nothing is removed or muted. A
+    symbol the chat does not watch is said so; another chat's watches are not named."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT < 60000")
+        await bot.say("/watch BTCUSDT > 70000", chat=USER + 1)
+        await bot.say("/watch ETHUSDT > 3000")
+        await bot.say("/watch BTCUSDT > 70000")
+        answers = [
+            await bot.say(text)
+            for text in ("/unwatch BTCUSDT", "/unwatch btc", "/mute BTCUSDT 2h", "/mute btc")
+        ]
+        unmute = await bot.say("/unmute ETHUSDT")
+        none = await bot.say("/unwatch SOLUSDT")
+        assert bot.app.book is not None
+        assert [(r.id, r.muted_until) for r in bot.app.book.of_chat(USER)] == [
+            (1, None),
+            (3, None),
+            (4, None),
+        ]
+    both = "BTCUSDT is watched here by w1 (price < 60000), w4 (price > 70000): send"
+    assert [a.splitlines()[0] for a in answers] == [
+        f"{both} /unwatch w1 w4",
+        f"{both} /unwatch w1 w4",
+        f"{both} /mute w1 w4 2h",
+        f"{both} /mute w1 w4 1h",
+    ]
+    assert answers[0].splitlines()[1:] == ["Use: /unwatch ID [ID...]|all", "e.g. /unwatch w12"]
+    assert unmute.splitlines()[0] == "ETHUSDT is watched here by w3 (price > 3000): send /unmute w3"
+    assert none.splitlines()[0] == "This chat has no watch of SOLUSDT; /list shows its watches"
 
 
 # ---------------------------------------------------------------- a chat's time zone

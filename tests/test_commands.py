@@ -18,10 +18,12 @@ from alertbot.chat.commands import (
     Command,
     CommandError,
     Digest,
+    Edit,
     Listing,
     Mute,
     Price,
     Simple,
+    TargetError,
     Unmute,
     Unwatch,
     Watch,
@@ -702,6 +704,70 @@ def test_long_words_are_cut_short_in_messages() -> None:
 )
 def test_other_commands_parse_to_their_values(text: str, expected: Command) -> None:
     assert parse_command(text, BOT) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "replied", "expected"),
+    [
+        (
+            "/edit w3 > 71k",
+            None,
+            Edit("w3", Level("price", ">", 71000.0), "price > 71000"),
+        ),
+        ("/edit w3>71000", None, Edit("w3", Level("price", ">", 71000.0), "price > 71000")),
+        ("/edit 3 71k", None, Edit("w3", level=71000.0, level_text="71k")),  # a level alone
+        ("/edit w3 -5%", None, Edit("w3", level=-5.0, level_text="-5%")),
+        ("/edit W3 cooldown 1h once", None, Edit("w3", cooldown_ms=3_600_000, once=True)),
+        ("/edit w3 rearm 1% for 2d", None, Edit("w3", rearm=0.01, for_ms=2 * 86_400_000)),
+        ("/edit 70000", "w9", Edit("w9", level=70000.0, level_text="70000")),  # in reply
+        ("/edit crosses 5", "w9", Edit("w9", Cross("price", None, 5.0), "price crosses 5")),
+        ("/edit w2 cooldown 0", "w9", Edit("w2", cooldown_ms=0)),  # an id typed wins
+    ],
+)
+def test_edit_parses_to_its_value(text: str, replied: str | None, expected: Edit) -> None:
+    assert parse_command(text, BOT, replied=replied) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("/edit", "which watch? Give its id from /list: /edit w12 > 71000"),
+        ("/edit w3", "what to change? A condition (/edit w3 > 71000) or options"),
+        ("/edit all > 1", "one watch at a time"),
+        ("/edit BTCUSDT > 1", "'BTCUSDT' is not a watch id"),
+        ("/edit w3 abc", "unknown metric or condition 'abc'"),
+        ("/edit w3 cooldown", "'cooldown' needs a duration, e.g. cooldown 1h"),
+        ("/edit w3 cooldown 1h soon", "unexpected 'soon' after the options"),
+        ("/edit w3 breaks 24h high rearm 1%", "'rearm' needs a single threshold condition"),
+    ],
+)
+def test_a_malformed_edit_is_answered_with_its_form(text: str, says: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command(text, BOT)
+    assert says in str(info.value)
+    assert unmarked(info.value.reply()).endswith(
+        "Use: /edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D]\ne.g. /edit w12 > 71000"
+    )
+
+
+def test_a_symbol_of_many_watches_names_three_and_a_command_for_the_first_twenty():
+    """/unwatch BTCUSDT in a chat with 25 watches of it: three named with their condition
+    (a long one cut), the command holds the first 20 ids and says the others follow; a text
+    that is no symbol is told as before, whatever the chat watches."""
+    with pytest.raises(TargetError) as info:
+        parse_command("/unwatch BTCUSDT", BOT)
+    long = "all(price > 1, rises 2% in 5m, drops 3% in 1h, change_24h > 10%)"
+    watches = [(f"w{i}", long if i == 1 else "price > 1") for i in range(1, 26)]
+    message = info.value.naming("BTCUSDT", watches).message
+    assert message == (
+        "BTCUSDT is watched here by w1 (all(price > 1, rises 2% in 5m, drops 3%…), w2 "
+        "(price > 1), w3 (price > 1) and 22 more: send /unwatch "
+        + " ".join(f"w{i}" for i in range(1, 21))
+        + " (the first 20; then the others)"
+    )
+    with pytest.raises(TargetError) as other:
+        parse_command("/unwatch $$$", BOT)
+    assert other.value.symbol is None
 
 
 @pytest.mark.parametrize(

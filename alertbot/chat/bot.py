@@ -58,11 +58,13 @@ from alertbot.chat.commands import (
     COMMANDS,
     CommandError,
     Digest,
+    Edit,
     Listing,
     Mute,
     Price,
     Simple,
     SymbolError,
+    TargetError,
     Unmute,
     Unwatch,
     Watch,
@@ -70,10 +72,12 @@ from alertbot.chat.commands import (
     format_percent,
     help_text,
     parse_command,
+    rearm_problem,
     start_text,
     text_reply,
 )
 from alertbot.chat.watches import ChatSettings, WatchBook, watch_id
+from alertbot.errors import ConditionError
 from alertbot.feed.client import Feed
 from alertbot.feed.prices import Failed, PriceLookup
 from alertbot.feed.symbols import SymbolDirectory
@@ -101,8 +105,11 @@ from alertbot.rules.conditions import (
     AllOf,
     AnyOf,
     Breaks,
+    Condition,
     Cross,
     Level,
+    Move,
+    format_condition,
     format_duration,
     format_number,
     leaves,
@@ -222,6 +229,20 @@ def _short_time(seconds: float, now: float, zone: dt.tzinfo | None = None) -> st
     else:
         day = f"{at:%b} {at.day} {at.year} "
     return f"{day}{at:%H:%M} {at:%Z}"
+
+
+def _option_words(w: Watch) -> str:
+    """The options a /watch gave, as typed again: ``cooldown 1h rearm 0.5% once for 7d``."""
+    words = []
+    if w.cooldown_ms is not None:
+        words.append(f"cooldown {format_duration(w.cooldown_ms)}")
+    if w.rearm is not None:
+        words.append(f"rearm {format_percent(w.rearm)}")
+    if w.once:
+        words.append("once")
+    if w.for_ms:
+        words.append(f"for {format_duration(w.for_ms)}")
+    return " ".join(words)
 
 
 def _million(condition: str) -> str | None:
@@ -813,6 +834,20 @@ class ChatBot:
                 self._digest_sent[chat] = (day, minute)
                 await self.tell(chat, self.digest_text(chat))
 
+    def _symbol_target(self, chat: int, exc: TargetError) -> CommandError:
+        """``/unwatch BTCUSDT`` (``btc`` too: its USDT contract): the command for this chat's
+        watches of the symbol, in the order they were made; not a symbol: as typed."""
+        symbol = exc.symbol
+        if symbol is None:
+            return exc
+        rows = sorted(
+            (r for r in self.book.of_chat(chat) if r.symbol in (symbol, f"{symbol}USDT")),
+            key=lambda r: r.id,
+        )
+        if rows and all(r.symbol != symbol for r in rows):
+            symbol = rows[0].symbol
+        return exc.naming(symbol, [(watch_id(r), r.condition) for r in rows])
+
     def _zone_name(self, chat: int) -> str:
         """``chat``'s /timezone, else the bot's (ALERTBOT_TIMEZONE)."""
         return self.book.zones.get(chat, self.delivery.timezone)
@@ -976,6 +1011,8 @@ class ChatBot:
                 return
         except SymbolError as exc:  # BTC/USDT, $BTC: what Binance lists for it
             command, answer = None, exc.suggesting(self._listed(exc.name)).reply()
+        except TargetError as exc:  # /unwatch BTCUSDT: this chat's watches of it
+            command, answer = None, self._symbol_target(chat.id, exc).reply()
         except CommandError as exc:
             command, answer = None, exc.reply()
         except Exception:
@@ -1302,6 +1339,8 @@ class ChatBot:
         ``topic``: the forum topic it was sent in (a watch made there alerts there)."""
         if isinstance(command, Watch):
             return await self.watch(chat, command, topic), None
+        if isinstance(command, Edit):
+            return await self.edit(chat, command), None
         if isinstance(command, Unwatch):
             return await self.unwatch(chat, command.target, command.more), None
         if isinstance(command, Mute):
@@ -1456,9 +1495,11 @@ class ChatBot:
         same = [r for r in mine if r.symbol == w.symbol and r.condition == w.condition_text]
         if same:  # a second one would only double every alert (sent together, one message)
             wid = watch_id(same[0])
+            typed = _option_words(w)
+            change = hint(f"/edit {wid} {typed or 'cooldown 1h'}")
             return (
                 f"This chat watches {w.symbol} {w.condition_text} already: {wid}. To change "
-                f"its options, remove it first ({hint(f'/unwatch {wid}')}) and watch it again."
+                f"{'it to these options' if typed else 'its options'}: {change}"
             )
         if (
             not self.settings.allowed_chats
@@ -1515,6 +1556,112 @@ class ChatBot:
         if unchecked:
             text += f"\n{unchecked}"
         return text + f"\nRemove it with {hint(f'/unwatch {wid}')}."
+
+    async def edit(self, chat: int, e: Edit) -> str:
+        """``/edit``: a watch's new condition (or level) and options, its id, topic, mute and
+        firing state kept (the state as far as the engine keeps it: a new condition starts
+        afresh); the answer says what it was."""
+        usage, example = COMMANDS["edit"][0], COMMANDS["edit"][2]
+        rows = self.book.find(chat, e.target)
+        if not rows:
+            return self._none(e.target)
+        row = rows[0]
+        wid = watch_id(row)
+        condition, text = parse(row.condition), row.condition
+        if e.condition is not None and e.condition_text is not None:
+            condition, text = e.condition, e.condition_text
+        elif e.level is not None:
+            condition = self._moved(row, condition, e.level, e.level_text or "")
+            text = format_condition(condition)
+        same = [
+            r
+            for r in self.book.of_chat(chat)
+            if r is not row and (r.symbol, r.condition) == (row.symbol, text)
+        ]
+        if same:
+            return f"This chat watches {row.symbol} {text} already: {watch_id(same[0])}."
+        rearm = e.rearm if e.rearm is not None else row.rearm
+        dropped = ""
+        problem = rearm_problem(condition) if rearm else None
+        if problem is not None:
+            if e.rearm is not None:
+                raise CommandError(problem, usage, example)
+            rearm = 0.0
+            dropped = (
+                f" Its rearm {format_percent(row.rearm)} is dropped: this condition has no "
+                "single threshold to move away from."
+            )
+        new = dataclasses.replace(
+            row,
+            condition=text,
+            cooldown_ms=e.cooldown_ms if e.cooldown_ms is not None else row.cooldown_ms,
+            rearm=rearm,
+            once=row.once or e.once,
+            expires_ms=int(self.clock() * 1000) + e.for_ms if e.for_ms else row.expires_ms,
+        )
+        before = row.condition
+        was = f"{before} ({self._options_text(chat, row)})"
+        if (new.condition, new.cooldown_ms, new.rearm, new.once, new.expires_ms) == (
+            row.condition,
+            row.cooldown_ms,
+            row.rearm,
+            row.once,
+            row.expires_ms,
+        ):
+            return f"Nothing to change: {wid} is {row.symbol} {was} already."
+        if not await self.book.edit(row, new):
+            return f"{wid} is gone already: it alerts no more."
+        now_options = self._options_text(chat, row)
+        answer = f"Changed {wid}: {row.symbol} {text} ({now_options}). Was: {was}.{dropped}"
+        if text != before:
+            w = Watch(symbol=row.symbol, condition=condition, condition_text=text)
+            now_true = self._true_now(chat, w)
+            if now_true:
+                answer += f"\nIt is true right now ({now_true}): it fires on the next tick."
+            far = self._far(w)
+            if far:
+                answer += f"\n{far}"
+        return answer
+
+    def _moved(self, row: WatchRow, condition: Condition, level: float, typed: str) -> Condition:
+        """``row``'s condition with its one threshold at ``level`` (``/edit w3 71000``; a
+        percentage for a 24h change or range, or a move's size). Raises CommandError for a
+        condition of no single threshold, or another kind of number."""
+        usage, example = COMMANDS["edit"][0], COMMANDS["edit"][2]
+        wid = watch_id(row)
+        percent = typed.endswith("%")
+        moved: Condition | None = None
+        if isinstance(condition, Level | Cross) and percent == (
+            condition.metric in PERCENT_METRICS
+        ):
+            moved = dataclasses.replace(condition, value=level)
+        elif isinstance(condition, Move) and percent:
+            moved = dataclasses.replace(condition, pct=level)
+        if moved is None:
+            kind = "a percentage" if percent else "a number"
+            raise CommandError(
+                f"{typed!r} is no level of {wid}'s {row.condition} ({kind}): write the whole "
+                f"condition, e.g. {hint(f'/edit {wid} > 71000')}",
+                usage,
+                example,
+            )
+        try:
+            return parse(format_condition(moved))  # the language's bounds (a move's > 0)
+        except ConditionError as exc:
+            raise CommandError(
+                f"not a condition for {wid}: {format_condition(moved)} ({exc})", usage, example
+            ) from None
+
+    def _options_text(self, chat: int, row: WatchRow) -> str:
+        """A watch's options as its /watch answer shows them: ``cooldown 5m, once, until …``."""
+        parts = [_cooldown(row.cooldown_ms)]
+        if row.rearm:
+            parts.append(f"rearm {format_percent(row.rearm)}")
+        if row.once:
+            parts.append("once")
+        if row.expires_ms:
+            parts.append(f"until {self._at(chat, row.expires_ms)}")
+        return ", ".join(parts)
 
     def _far(self, w: Watch) -> str | None:
         """A price level 10 times above or below the price now (``< 70.000``, a thousands

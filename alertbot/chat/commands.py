@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import pairwise
@@ -47,6 +47,7 @@ from alertbot.rules.conditions import (
     AnyOf,
     Breaks,
     Condition,
+    Level,
     format_condition,
     format_duration,
     parse,
@@ -68,6 +69,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "/watch BTCUSDT > 70000",
     ),
     "list": ("/list [PAGE]", "Show my watches and their ids", "/list"),
+    "edit": (
+        "/edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D]",
+        "Change a watch: its condition or options, e.g. /edit w12 > 71000",
+        "/edit w12 > 71000",
+    ),
     "unwatch": ("/unwatch ID [ID...]|all", "Delete watches (or all of them)", "/unwatch w12"),
     "mute": ("/mute ID [ID...]|all D", "Silence watches (or all) for a while", "/mute w12 2h"),
     "unmute": ("/unmute [ID...|all]", "End a mute (all of them by default)", "/unmute w12"),
@@ -105,6 +111,9 @@ _ALIASES = {
     "silence": "mute",
     "quote": "price",
     "p": "price",
+    "change": "edit",
+    "modify": "edit",
+    "update": "edit",
     "tz": "timezone",
     "zone": "timezone",
 }
@@ -256,6 +265,57 @@ class SymbolError(CommandError):
         return CommandError(message, *self._usage)
 
 
+class TargetError(CommandError):
+    """``/unwatch BTCUSDT``: a symbol (or other text) where a watch id belongs. The parser does
+    not know the chat's watches; the caller names those of the symbol: :meth:`naming`."""
+
+    def __init__(self, name: str, typed: str, tail: str) -> None:
+        usage, _, example = COMMANDS[name]
+        super().__init__(
+            f"{_q(typed)} is not a watch id; use an id from /list like w12, or all",
+            hint(usage),
+            hint(example),
+        )
+        self.name = name
+        self.typed = typed
+        self.tail = tail  # what followed it (/mute's duration)
+
+    @property
+    def symbol(self) -> str | None:
+        """The symbol typed, upper case; None: not one."""
+        symbol = normalise(self.typed)
+        return symbol if _is_symbol(symbol) else None
+
+    def naming(self, symbol: str, watches: Sequence[tuple[str, str]]) -> CommandError:
+        """The error for ``symbol``, whose watches in the chat are ``watches`` (id, condition):
+        the command to send for them, or that there are none."""
+        usage, _, example = COMMANDS[self.name]
+        if not watches:
+            message = f"this chat has no watch of {symbol}; /list shows its watches"
+            return CommandError(message, hint(usage), hint(example))
+        ids = [wid for wid, _ in watches]
+        shown = ", ".join(
+            f"{wid} ({_cut_condition(condition)})" for wid, condition in watches[:_NAMED]
+        )
+        if len(watches) > _NAMED:
+            shown += f" and {len(watches) - _NAMED} more"
+        tail = self.tail or ("1h" if self.name == "mute" else "")
+        command = " ".join([f"/{self.name}", *ids[:_IDS_IN_COMMAND], tail]).rstrip()
+        message = f"{symbol} is watched here by {shown}: send {hint(command)}"
+        if len(ids) > _IDS_IN_COMMAND:
+            message += f" (the first {_IDS_IN_COMMAND}; then the others)"
+        return CommandError(message, hint(usage), hint(example))
+
+
+#: TargetError.naming: the watches named with their condition, and the ids a command holds
+_NAMED = 3
+_IDS_IN_COMMAND = 20
+
+
+def _cut_condition(condition: str) -> str:
+    return condition if len(condition) <= 40 else condition[:39] + "…"
+
+
 @dataclass(frozen=True, slots=True)
 class Watch:
     """``/watch``: ``symbol`` is upper-case, or a glob when it holds ``*``, ``?`` or ``[]``.
@@ -275,6 +335,23 @@ class Watch:
     @property
     def is_glob(self) -> bool:
         return not _GLOB_CHARS.isdisjoint(self.symbol)
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """``/edit``: watch ``target`` (``w12``) gets ``condition`` (None: keeps its own), or
+    ``level`` as its condition's one threshold (``/edit w12 71000``: a number alone, ``5%`` a
+    percentage), and the options given (None, False: kept)."""
+
+    target: str
+    condition: Condition | None = None
+    condition_text: str | None = None
+    level: float | None = None
+    level_text: str | None = None
+    cooldown_ms: int | None = None
+    rearm: float | None = None
+    once: bool = False
+    for_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +419,7 @@ class Zone:
     zone: str | None
 
 
-Command = Watch | Unwatch | Mute | Unmute | Price | Listing | Simple | Digest | Zone
+Command = Watch | Edit | Unwatch | Mute | Unmute | Price | Listing | Simple | Digest | Zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +478,8 @@ def parse_command(
         return _watch(message, words)
     if known == "unwatch":
         return _unwatch(words, replied)
+    if known == "edit":
+        return _edit(message, words, replied)
     if known == "mute":
         return _mute(words, replied)
     if known == "unmute":
@@ -562,57 +641,71 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         combined = _combined(symbol, condition_text, tail)
         raise _error("watch", combined or _explain(exc, condition_text, following)) from None
 
-    seen: set[str] = set()
-    cooldown_ms: int | None = None
-    rearm: float | None = None
-    for_ms: int | None = None
-    i = end
-    while i < len(rest):
-        word = rest[i]
-        key = word.lower
-        if key not in _OPTIONS:
-            guess = _closest(key, _OPTIONS)
-            guessed = f" (did you mean {guess}?)" if guess else ""
-            raise _error(
-                "watch",
-                f"unexpected {_q(word.text)} after the condition{guessed}; {_OPTIONS_HINT}",
-            )
-        if key in seen:
-            raise _error("watch", f"{key!r} is given twice")
-        seen.add(key)
-        i += 1
-        if key == "once":
-            continue
-        value = rest[i] if i < len(rest) and rest[i].lower not in _OPTIONS else None
-        if value is None:
-            what = (
-                "a percentage, e.g. rearm 0.5%" if key == "rearm" else f"a duration, e.g. {key} 1h"
-            )
-            raise _error("watch", f"{key!r} needs {what}")
-        i += 1
-        if key == "rearm":
-            text = value.text
-            if i < len(rest) and rest[i].text == "%" and not text.endswith("%"):
-                text += "%"  # "rearm 0.5 %"
-                i += 1
-            rearm = _rearm(text, condition)
-        else:
-            following = rest[i] if i < len(rest) else None
-            ms = _duration("watch", repr(key), value, following, zero_ok=key == "cooldown")
-            if key == "cooldown":
-                cooldown_ms = ms
-            else:
-                for_ms = ms
-
+    options = _options("watch", rest[end:], condition)
     return Watch(
         symbol=symbol,
         condition=condition,
         condition_text=format_condition(condition),
-        cooldown_ms=cooldown_ms,
-        rearm=rearm,
-        once="once" in seen,
-        for_ms=for_ms,
+        cooldown_ms=options.cooldown_ms,
+        rearm=options.rearm,
+        once=options.once,
+        for_ms=options.for_ms,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    cooldown_ms: int | None = None
+    rearm: float | None = None
+    once: bool = False
+    for_ms: int | None = None
+
+
+def _options(name: str, words: list[_Word], condition: Condition | None) -> _Options:
+    """The options after a condition (``cooldown 1h rearm 0.5% once for 7d``), each at most
+    once; ``condition``: what ``rearm`` applies to (None: checked by the caller)."""
+    seen: set[str] = set()
+    cooldown_ms: int | None = None
+    rearm: float | None = None
+    for_ms: int | None = None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        key = word.lower
+        if key not in _OPTIONS:
+            guess = _closest(key, _OPTIONS)
+            guessed = f" (did you mean {guess}?)" if guess else ""
+            after = "the condition" if condition is not None else "the options"
+            raise _error(
+                name, f"unexpected {_q(word.text)} after {after}{guessed}; {_OPTIONS_HINT}"
+            )
+        if key in seen:
+            raise _error(name, f"{key!r} is given twice")
+        seen.add(key)
+        i += 1
+        if key == "once":
+            continue
+        value = words[i] if i < len(words) and words[i].lower not in _OPTIONS else None
+        if value is None:
+            what = (
+                "a percentage, e.g. rearm 0.5%" if key == "rearm" else f"a duration, e.g. {key} 1h"
+            )
+            raise _error(name, f"{key!r} needs {what}")
+        i += 1
+        if key == "rearm":
+            text = value.text
+            if i < len(words) and words[i].text == "%" and not text.endswith("%"):
+                text += "%"  # "rearm 0.5 %"
+                i += 1
+            rearm = _rearm(name, text, condition)
+        else:
+            following = words[i] if i < len(words) else None
+            ms = _duration(name, repr(key), value, following, zero_ok=key == "cooldown")
+            if key == "cooldown":
+                cooldown_ms = ms
+            else:
+                for_ms = ms
+    return _Options(cooldown_ms, rearm, "once" in seen, for_ms)
 
 
 def _several_symbols(message: str, words: list[_Word]) -> None:
@@ -869,24 +962,32 @@ def _suggest_word(token: str) -> str | None:
     return _closest(word, (*_CONDITION_WORDS, *_OPTIONS), cutoff=0.75)
 
 
-def _rearm(text: str, condition: Condition) -> float:
-    if isinstance(condition, Breaks | AllOf | AnyOf):
-        why = (
-            "'breaks 24h ...' has no threshold to move away from"
-            if isinstance(condition, Breaks)
-            else "an all(...)/any(...) condition has several"
-        )
-        raise _error("watch", f"'rearm' needs a single threshold condition; {why}")
+def rearm_problem(condition: Condition) -> str | None:
+    """Why ``rearm`` cannot apply to ``condition``; None: it can."""
+    if not isinstance(condition, Breaks | AllOf | AnyOf):
+        return None
+    why = (
+        "'breaks 24h ...' has no threshold to move away from"
+        if isinstance(condition, Breaks)
+        else "an all(...)/any(...) condition has several"
+    )
+    return f"'rearm' needs a single threshold condition; {why}"
+
+
+def _rearm(name: str, text: str, condition: Condition | None) -> float:
+    problem = rearm_problem(condition) if condition is not None else None
+    if problem is not None:
+        raise _error(name, problem)
     if _BARE_NUMBER_RE.fullmatch(text):
-        raise _error("watch", f"'rearm' takes a percentage: write {text}% instead of {text}")
+        raise _error(name, f"'rearm' takes a percentage: write {text}% instead of {text}")
     match = _PERCENT_RE.fullmatch(text)
     if match is None:
-        raise _error("watch", f"'rearm' needs a percentage like 0.5%, got {_q(text)}")
+        raise _error(name, f"'rearm' needs a percentage like 0.5%, got {_q(text)}")
     percent = Decimal(match.group(1))
     fraction = float(percent / 100)
     if not (0 < percent <= MAX_REARM_PERCENT and fraction > 0):
         raise _error(
-            "watch", f"'rearm' must be more than 0% and at most {MAX_REARM_PERCENT}%, got {text}"
+            name, f"'rearm' must be more than 0% and at most {MAX_REARM_PERCENT}%, got {text}"
         )
     return fraction
 
@@ -894,7 +995,9 @@ def _rearm(text: str, condition: Condition) -> float:
 # ---------------------------------------------------------------- other commands
 
 
-def _target(name: str, words: list[_Word]) -> str:
+def _target(name: str, words: list[_Word], *, first: bool = False) -> str:
+    """The watch id (or ``all``) ``words`` start with; ``first``: the command's first word,
+    which may be a symbol the chat's watches are named for (TargetError)."""
     if not words:
         raise _error(name, "which watch? Give its id from /list (like w12) or 'all'")
     word = words[0]
@@ -903,6 +1006,8 @@ def _target(name: str, words: list[_Word]) -> str:
     match = _WATCH_ID_RE.fullmatch(word.text)
     if match:
         return f"w{int(match.group(1))}"
+    if first:
+        raise TargetError(name, word.text, " ".join(w.text for w in words[1:]))
     raise _error(name, f"{_q(word.text)} is not a watch id; use an id from /list like w12, or all")
 
 
@@ -911,7 +1016,7 @@ def _targets(name: str, words: list[_Word], *, bare: bool = True) -> tuple[list[
     and the words after them. ``bare``: a number after the first id is an id too (``/unwatch
     1 2``); /mute's ``w1 60`` is a duration without its unit."""
     pieces = [_Word(piece, w.start, w.end) for w in words for piece in w.text.split(",") if piece]
-    targets = [_target(name, pieces)]
+    targets = [_target(name, pieces, first=True)]
     i = 1
     while i < len(pieces):
         text = pieces[i].text
@@ -927,6 +1032,64 @@ def _targets(name: str, words: list[_Word], *, bare: bool = True) -> tuple[list[
             targets.append(target)
         i += 1
     return targets, pieces[i:]
+
+
+def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
+    """``/edit w12 > 71000 cooldown 1h``; in reply to a watch's alert, ``/edit > 71000``."""
+    words = _unglued(words)  # "/edit w12>71000"
+    first = words[0] if words else None
+    if first is not None and first.lower == "all":
+        raise _error("edit", f"one watch at a time: give its id, e.g. {hint('/edit w12 > 71000')}")
+    is_id = first is not None and _WATCH_ID_RE.fullmatch(first.text) is not None
+    bare = first is not None and first.text.isdigit()
+    if replied is not None and not (is_id and not bare):
+        target, rest = replied, words  # "/edit > 71000" (or "70000") about the replied watch
+    elif is_id:
+        target, rest = _target("edit", words), words[1:]
+    elif first is None:
+        raise _error("edit", f"which watch? Give its id from /list: {hint('/edit w12 > 71000')}")
+    else:
+        raise TargetError("edit", first.text, " ".join(w.text for w in words[1:]))
+    if not rest:
+        raise _error(
+            "edit",
+            f"what to change? A condition ({hint(f'/edit {target} > 71000')}) or options "
+            f"({hint(f'/edit {target} cooldown 1h')})",
+        )
+    end = next((i for i, w in enumerate(rest) if w.lower in _OPTIONS), len(rest))
+    condition: Condition | None = None
+    level: float | None = None
+    if end:
+        condition_text = message[rest[0].start : rest[end - 1].end]
+        try:
+            condition = parse(_plain_signs(condition_text))
+        except ConditionError as exc:
+            level = _level(condition_text) if end == 1 else None
+            if level is None:
+                following = rest[end] if end < len(rest) else None
+                raise _error("edit", _explain(exc, condition_text, following)) from None
+    options = _options("edit", rest[end:], condition)
+    return Edit(
+        target=target,
+        condition=condition,
+        condition_text=format_condition(condition) if condition is not None else None,
+        level=level,
+        level_text=rest[0].text if level is not None else None,
+        cooldown_ms=options.cooldown_ms,
+        rearm=options.rearm,
+        once=options.once,
+        for_ms=options.for_ms,
+    )
+
+
+def _level(text: str) -> float | None:
+    """A number alone as the language writes one (``71000``, ``71k``, ``-5%``); None: not."""
+    metric = "change_24h" if text.endswith("%") else "price"
+    try:
+        found = parse(f"{metric} > {text}")
+    except ConditionError:
+        return None
+    return found.value if isinstance(found, Level) else None
 
 
 def _unwatch(words: list[_Word], replied: str | None = None) -> Unwatch:

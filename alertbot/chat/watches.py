@@ -239,6 +239,20 @@ class WatchBook:
             self.engine.remove_rule(watch_id(r))
         self.on_change()
 
+    async def edit(self, row: WatchRow, new: WatchRow) -> bool:
+        """``row`` gets ``new``'s condition and options (/edit), in the database and the
+        engine, which keeps its firing state unless the condition or band changed. False: the
+        watch ended meanwhile (a ``once`` watch that fired). Raises ConditionError for a
+        condition that does not parse (nothing changed then)."""
+        rule_for(new)  # parses, before anything is written
+        await self.db(self.store.edit_watch, new)
+        if self.rows.get(row.id) is not row:
+            return False
+        row.condition, row.cooldown_ms, row.rearm = new.condition, new.cooldown_ms, new.rearm
+        row.once, row.expires_ms = new.once, new.expires_ms
+        self.engine.replace_rule(self._rule(row))
+        return True
+
     async def mute(self, rows: list[WatchRow], until: float | None) -> None:
         await self.db(self.store.mute_watches, [r.id for r in rows], until)
         for r in rows:
