@@ -1794,7 +1794,8 @@ async def test_daily_digest_is_set_by_command_and_sent_at_its_minute(tmp_path, f
 async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watches(tmp_path, fakes):
     """/unwatch BTCUSDT (or its coin, btc), /mute BTCUSDT 2h, /unmute ETHUSDT: the answer
     names the chat's watches of the symbol, in the order made, and the command to send for
-    them (a mute keeps the duration typed, 1h when none); nothing is removed or muted. A
+    them (a mute keeps the duration typed, 1h when none; /edit, one for each, as it takes one
+    watch); nothing is removed, muted or changed. A
     symbol the chat does not watch is said so; another chat's watches are not named."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
@@ -1804,7 +1805,13 @@ async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watche
         await bot.say("/watch BTCUSDT > 70000")
         answers = [
             await bot.say(text)
-            for text in ("/unwatch BTCUSDT", "/unwatch btc", "/mute BTCUSDT 2h", "/mute btc")
+            for text in (
+                "/unwatch BTCUSDT",
+                "/unwatch btc",
+                "/mute BTCUSDT 2h",
+                "/mute btc",
+                "/edit BTCUSDT 65000",
+            )
         ]
         unmute = await bot.say("/unmute ETHUSDT")
         none = await bot.say("/unwatch SOLUSDT")
@@ -1820,6 +1827,7 @@ async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watche
         f"{both} /unwatch w1 w4",
         f"{both} /mute w1 w4 2h",
         f"{both} /mute w1 w4 1h",
+        f"{both} /edit w1 65000 or /edit w4 65000",  # one watch at a time
     ]
     assert answers[0].splitlines()[1:] == ["Use: /unwatch ID [ID...]|all", "e.g. /unwatch w12"]
     assert unmute.splitlines()[0] == "ETHUSDT is watched here by w3 (price > 3000): send /unmute w3"

@@ -299,7 +299,12 @@ class TargetError(CommandError):
         )
         if len(watches) > _NAMED:
             shown += f" and {len(watches) - _NAMED} more"
-        tail = self.tail or ("1h" if self.name == "mute" else "")
+        tail = self.tail or {"mute": "1h", "edit": "> 71000"}.get(self.name, "")
+        if self.name == "edit":  # one watch at a time
+            commands = " or ".join(hint(f"/edit {wid} {tail}") for wid in ids[:_NAMED])
+            return CommandError(
+                f"{symbol} is watched here by {shown}: send {commands}", hint(usage), hint(example)
+            )
         command = " ".join([f"/{self.name}", *ids[:_IDS_IN_COMMAND], tail]).rstrip()
         message = f"{symbol} is watched here by {shown}: send {hint(command)}"
         if len(ids) > _IDS_IN_COMMAND:
