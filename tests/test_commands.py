@@ -992,6 +992,11 @@ _FRAGMENTS = [
     "w12",
     "W0",
     "all",
+    "Europe/Berlin",  # /timezone's
+    "new york",
+    "UTC+8",
+    "+05:75",
+    "IST",
     "１２",
     "🚀",
     "\u200b",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alertbot import zones
 from alertbot.zones import UTC_NAME, ZoneError, find_zone, load_zone, local_minute
@@ -96,3 +98,25 @@ def test_the_local_minute_follows_summer_time() -> None:
     before = dt.datetime(2027, 3, 14, 6, 59, tzinfo=dt.UTC).timestamp()
     assert local_minute(before, zone) == (dt.date(2027, 3, 14), 1 * 60 + 59)
     assert local_minute(before + 60, zone) == (dt.date(2027, 3, 14), 3 * 60)
+
+
+@settings(max_examples=300)
+@given(
+    st.text()
+    | st.sampled_from(sorted(zones.zone_names().values())).map(lambda z: z.lower())
+    | st.from_regex(r"(utc|gmt)?[+-][0-9]{1,2}(:?[0-9]{2})?", fullmatch=True)
+)
+def test_any_text_is_a_zone_that_loads_or_a_zone_error(text: str) -> None:
+    """find_zone never fails otherwise, and what it gives loads as itself (not UTC's stand-in
+    for a name the database lacks)."""
+    name: str | None = None
+    try:
+        name = find_zone(text)
+    except ZoneError as exc:
+        refused = str(exc)
+    if name is None:
+        assert "{typed}" in refused  # where the reply quotes what was typed
+        return
+    zone = load_zone(name)
+    assert (zone is dt.UTC) == (name == UTC_NAME)
+    assert dt.datetime(2026, 1, 1, tzinfo=zone).utcoffset() is not None
