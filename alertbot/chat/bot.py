@@ -1534,14 +1534,9 @@ class ChatBot:
         )
         row = await self.book.add(row)
         wid = watch_id(row)
-        parts = [_cooldown(cooldown)]
-        if rearm:
-            parts.append(f"rearm {format_percent(rearm)}")
-        if w.once:
-            parts.append("once")
-        if row.expires_ms:
-            parts.append(f"until {self._at(chat, row.expires_ms)}")
-        text = f"Watching {w.symbol}: {w.condition_text} ({', '.join(parts)}). Id {wid}."
+        text = (
+            f"Watching {w.symbol}: {w.condition_text} ({self._options_text(chat, row)}). Id {wid}."
+        )
         if topic is not None:
             text += " Its alerts come to this topic."
         now_true = self._true_now(chat, w)
