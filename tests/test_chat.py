@@ -930,6 +930,23 @@ async def test_price_of_a_symbol_nobody_watches_is_fetched_from_binance(tmp_path
     assert binance.stats.ticker_requests == ["SOLUSDT"]
 
 
+async def test_price_of_several_symbols_answers_each_in_the_order_asked(tmp_path, fakes):
+    """/price btc, sol: one answer, a block per symbol in the order asked, each as /price of
+    it alone gives it: the engine's BTCUSDT, Binance's SOLUSDT (fetched, said so)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, BTC_ONLY) as bot:
+        await on_symbol_streams(bot)
+        await bot.tick("BTCUSDT", 70_000, T)
+        await binance.publish([SOL])  # on no stream the bot reads
+        both = await bot.say("/price btc, sol")
+        btc, sol = await bot.say("/price btc"), await bot.say("/price sol")
+    assert both == f"{btc}\n\n{sol}"
+    assert btc.startswith("BTCUSDT 70000 ")
+    assert sol.startswith("SOLUSDT 150.50 ")
+    assert "fetched from Binance on request" in sol
+    assert binance.stats.ticker_requests == ["SOLUSDT"]  # the second asking: from the cache
+
+
 async def test_price_asked_again_and_again_asks_binance_once(tmp_path, fakes):
     """A user sending /price over and over must not hammer Binance: the answer is kept a few
     seconds (here an hour, so the test does not depend on the machine's speed)."""

@@ -700,6 +700,8 @@ def test_long_words_are_cut_short_in_messages() -> None:
         ("/price btcusdt", Price("BTCUSDT")),
         ("/price@AlertTestBot ETHUSDT", Price("ETHUSDT")),
         ("/price币安人生usdt", Price("币安人生USDT")),
+        ("/price btc eth", Price("BTC", ("ETH",))),  # several: a block each
+        ("/price btc, eth,SOLUSDT btc", Price("BTC", ("ETH", "SOLUSDT"))),  # each once
     ],
 )
 def test_other_commands_parse_to_their_values(text: str, expected: Command) -> None:
@@ -795,7 +797,11 @@ def test_a_symbol_of_many_watches_names_three_and_a_command_for_the_first_twenty
         ("/mute w1 1h more", "mute", "unexpected 'more'"),
         ("/price", "price", "which symbol?"),
         ("/price *USDT", "price", "not a pattern"),
-        ("/price BTCUSDT ETHUSDT", "price", "one symbol at a time"),
+        (
+            "/price BTCUSDT ETHUSDT SOLUSDT BNBUSDT XRPUSDT DOGEUSDT",
+            "price",
+            "at most 5 symbols at a time, got 6",
+        ),
         ("/price BTC/USDT", "price", "did you mean BTCUSDT?"),
     ],
 )

@@ -1348,7 +1348,14 @@ class ChatBot:
         if isinstance(command, Unmute):
             return await self.unmute(chat, command.target, command.more), None
         if isinstance(command, Price):
-            return await self.price_or_fetch(chat, command.symbol), None
+            # those Binance is asked for are asked at once (PriceLookup bounds them), the
+            # answers in the order asked
+            answers = await asyncio.gather(
+                *(self.price_or_fetch(chat, s) for s in (command.symbol, *command.more))
+            )
+            if any(a is None for a in answers):
+                return None, None  # the bot is stopping
+            return "\n\n".join(a for a in answers if a is not None), None
         if isinstance(command, Digest):
             zone = self._zone_name(chat)
             if command.utc and zone != UTC_NAME and command.minute is not None:

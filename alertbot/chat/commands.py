@@ -6,8 +6,9 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
 ::
 
     /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]
+    /edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D]
     /list [PAGE]   /unwatch ID [ID...]|all   /mute ID [ID...]|all D   /unmute [ID...|all]
-    /price SYMBOL   /status   /help   /start
+    /price SYMBOL [SYMBOL...]   /digest HH:MM|off   /timezone [ZONE]   /status   /help   /start
 
 Choices worth knowing:
 
@@ -77,7 +78,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "unwatch": ("/unwatch ID [ID...]|all", "Delete watches (or all of them)", "/unwatch w12"),
     "mute": ("/mute ID [ID...]|all D", "Silence watches (or all) for a while", "/mute w12 2h"),
     "unmute": ("/unmute [ID...|all]", "End a mute (all of them by default)", "/unmute w12"),
-    "price": ("/price SYMBOL", "Show the last price of a symbol", "/price BTCUSDT"),
+    "price": (
+        "/price SYMBOL [SYMBOL...]",
+        "Show the last price of a symbol (or of up to 5)",
+        "/price BTCUSDT",
+    ),
     "digest": (
         "/digest HH:MM|off",
         "A daily summary of my watched symbols at HH:MM (UTC, or my /timezone)",
@@ -388,9 +393,15 @@ class Unmute:
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """``/price``: one upper-case symbol (never a glob)."""
+    """``/price``: upper-case symbols (never globs): ``symbol``, and ``more`` asked with it
+    (``/price BTC ETH SOL``), each once, at most :data:`MAX_PRICES` in all."""
 
     symbol: str
+    more: tuple[str, ...] = ()
+
+
+#: the symbols one /price answers (each its own lines; Binance asked for those it must be)
+MAX_PRICES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -1149,13 +1160,16 @@ def _mute(words: list[_Word], replied: str | None = None) -> Mute:
 def _price(words: list[_Word]) -> Price:
     if not words:
         raise _error("price", f"which symbol? e.g. {hint('/price BTCUSDT')}")
-    symbol = _symbol("price", words[0].text, allow_glob=False)
+    symbol = _symbol("price", words[0].text.rstrip(","), allow_glob=False)
     if len(words) == 2 and normalise(words[1].text) in _QUOTE_WORDS:
         quote = _QUOTE_WORDS[normalise(words[1].text)]
         raise _error("price", f"write the symbol as one word: {hint(f'/price {symbol}{quote}')}")
-    if len(words) > 1:
-        raise _error("price", f"one symbol at a time; unexpected {_q(words[1].text)}")
-    return Price(symbol)
+    # "/price BTC ETH", "/price BTC, ETH", "/price BTC,ETH"
+    texts = [piece for w in words for piece in w.text.split(",") if piece]
+    symbols = list(dict.fromkeys(_symbol("price", text, allow_glob=False) for text in texts))
+    if len(symbols) > MAX_PRICES:
+        raise _error("price", f"at most {MAX_PRICES} symbols at a time, got {len(symbols)}")
+    return Price(symbols[0], tuple(symbols[1:]))
 
 
 def _timezone(text: str) -> Zone:
