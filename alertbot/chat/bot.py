@@ -1603,13 +1603,7 @@ class ChatBot:
         )
         before = row.condition
         was = f"{before} ({self._options_text(chat, row)})"
-        if (new.condition, new.cooldown_ms, new.rearm, new.once, new.expires_ms) == (
-            row.condition,
-            row.cooldown_ms,
-            row.rearm,
-            row.once,
-            row.expires_ms,
-        ):
+        if new == row:
             return f"Nothing to change: {wid} is {row.symbol} {was} already."
         if not await self.book.edit(row, new):
             return f"{wid} is gone already: it alerts no more."

@@ -20,7 +20,7 @@ from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Sender, clip
 from alertbot.notify.outbox import ConsoleSender, Outbox, alert_id
 from alertbot.notify.render import BLOCKS, render_both, sparkline
-from alertbot.notify.routing import Route, Router
+from alertbot.notify.routing import Route, Router, chat_of
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import TelegramSender
 from alertbot.notify.webhook import WebhookSender
@@ -185,8 +185,8 @@ class Notifier:
         ALERTBOT_TIMEZONE's (None: UTC)."""
         if watch_number(rule.id) is None or not rule.notify:
             return self.default_zone
-        kind, _, chat = rule.notify[0].partition(":")
-        name = self.zones.get(int(chat)) if kind == "chat" and chat.lstrip("-").isdigit() else None
+        chat = chat_of(rule.notify[0])
+        name = None if chat is None else self.zones.get(chat)
         return self.default_zone if name is None else load_zone(name)
 
     def _topic_gone(self, chat: int, topic: int) -> None:

@@ -28,6 +28,17 @@ class Route:
 CONSOLE = Route("console")
 
 
+def chat_of(name: str) -> int | None:
+    """The chat a ``notify`` name ``chat:<id>`` (a chat watch's) names; None: another name."""
+    kind, _, rest = name.partition(":")
+    if kind != "chat":
+        return None
+    try:
+        return int(rest)
+    except ValueError:
+        return None
+
+
 def channel_env_problems(
     channels: Mapping[str, Channel], env: Mapping[str, str] | None = None
 ) -> list[str]:
@@ -71,8 +82,9 @@ class Router:
         self._warned: set[str] = set()
         # by a rule's notify list: every alert asks, and the answer changes only with channels
         self._routes: dict[tuple[str, ...], tuple[Route, ...]] = {}
-        # the rule files' rules that notify a channel in a forum topic: id -> their notify
-        self._topical: dict[str, tuple[str, ...]] = {}
+        # the rule files' rules that notify a channel in a forum topic: id -> their notify;
+        # None: to be found again (the rules or the channels changed), at the first asking
+        self._topical: dict[str, tuple[str, ...]] | None = None
         self._rules: tuple[Rule, ...] = ()
         # what the channels' webhook_env and secret_env hold here (a _FILE read once)
         self._values: dict[str, str | None] = {}
@@ -89,7 +101,7 @@ class Router:
         self._channels = {name: self._resolved(c) for name, c in channels.items()}
         self._routes.clear()
         self._refused.clear()  # a reload: the operator may have opened or changed the topic
-        self.set_rules(self._rules)
+        self._topical = None
 
     def _resolved(self, channel: Channel) -> Channel:
         """A ``webhook_env`` channel with its URL from the environment (unset: no URL, as
@@ -151,13 +163,8 @@ class Router:
         return [CONSOLE]
 
     def _chat_route(self, name: str) -> list[Route]:
-        kind, _, rest = name.partition(":")
-        if kind == "chat":
-            try:
-                return [self._telegram(int(rest), name)]
-            except ValueError:
-                pass
-        return []
+        chat = chat_of(name)
+        return [] if chat is None else [self._telegram(chat, name)]
 
     def _telegram(self, chat: int, what: str) -> Route:
         if self.telegram:
@@ -178,17 +185,19 @@ class Router:
         """The rule files' rules, for the forum topics their alerts go to (:meth:`topic_for`,
         which asks by rule id: a delivery resumed after a restart has no rule at hand)."""
         self._rules = tuple(rules)  # read again when the channels change
-        topical = {n for n, c in self.channels.items() if c.topic is not None}
-        self._topical = (
-            {r.id: r.notify for r in self._rules if not topical.isdisjoint(r.notify)}
-            if topical
-            else {}
-        )
+        self._topical = None
 
     def topic_for(self, rule_id: str, chat: int) -> int | None:
         """The forum topic of ``chat`` that rule ``rule_id``'s alerts go to: its ``notify``
         channel's for that chat; None: the chat itself (no such channel or no topic, or a topic
         Telegram refused, until the rules are reloaded)."""
+        if self._topical is None:  # once per change of the rules or channels, not per alert
+            topical = {n for n, c in self.channels.items() if c.topic is not None}
+            self._topical = (
+                {r.id: r.notify for r in self._rules if not topical.isdisjoint(r.notify)}
+                if topical
+                else {}
+            )
         notify = self._topical.get(rule_id)
         if notify is None:
             return None
