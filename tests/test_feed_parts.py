@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from typing import Any
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 from alertbot.errors import ConfigError
+from alertbot.feed.client import Feed
 from alertbot.feed.connection import Backoff, Connection, FeedStats, Outage, _Session
 from alertbot.feed.handoff import Handoff
 from alertbot.feed.market import (
@@ -658,3 +660,155 @@ async def test_a_symbol_connections_rotation_hands_on_every_held_tick_older_than
     assert not conn.holds_before(1500)
     assert conn.holds_before(2100)
     conn._rotating = None  # nothing to close: it has no socket
+
+
+def socket(conn: Connection, opened_at: float, last_event: int, *, held: bool = False) -> _Session:
+    """A socket of ``conn`` as its reader leaves it (open, delivered up to ``last_event``),
+    with no network under it: tests set it as the current one or a rotation's new one."""
+    s = _Session(None, conn.streams, opened_at, held=held)  # type: ignore[arg-type]
+    s.reader = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+    s.last_event = last_event
+    return s
+
+
+def part_of(feed: Feed, cid: int, streams: list[str], *, raw: bool = False) -> Connection:
+    """A connection wired to ``feed``'s merge as its own are, not started (no socket)."""
+    return Connection(
+        cid,
+        streams,
+        raw=raw,
+        settings=feed.settings,
+        stats=feed.stats,
+        sink=feed.sink,
+        on_deliver=feed._delivering,
+        on_released=feed._hand_on_waiting,
+        on_ahead=feed._ahead_of_held,
+    )
+
+
+def unplug(*conns: Connection) -> None:
+    """Forget the sockets set by hand, so that closing touches no network."""
+    for conn in conns:
+        conn.session = None
+        conn._rotating = None
+
+
+def sunk_ticks(sunk: list[Any]) -> list[tuple[str, int]]:
+    """Each frame handed on, as its (symbol, event time) pairs in order."""
+    out = []
+    for obj in sunk:
+        for t in obj if isinstance(obj, list) else [obj]:
+            out.append((t["s"], t["E"]))
+    return out
+
+
+async def test_a_rotations_held_ticks_handed_on_outside_the_merge_take_older_ones_ahead():
+    """A rotation's new socket holds its ticks while the old one is read to its end; when
+    its connection is closed meanwhile (a switch to symbol streams done: the all-market
+    connection goes), what it held goes to the sink at once. Before each tick, what the
+    other connections' rotations hold that is older goes first (``on_ahead``): the symbol
+    connection's rotating socket may have the only copy of an older tick, which the engine
+    would drop behind the newer one (soak seed 17961)."""
+    sunk: list[Any] = []
+    feed = Feed(FeedSettings(ws_root="ws://127.0.0.1:9"), lambda obj, raw: sunk.append(obj))
+    now = asyncio.get_running_loop().time()
+    symbols = part_of(feed, 1, ["btcusdt@miniTicker"])
+    feed._combined = [symbols]
+    symbols.session = socket(symbols, now - 2, 1000)
+    rotating = symbols._rotating = socket(symbols, now - 1, 2000, held=True)
+    assert rotating.held is not None
+    rotating.held.append((2000, el("BTCUSDT", 2000), b"", now))
+    all_market = part_of(feed, 2, [ALL_MARKET], raw=True)
+    rotating = all_market._rotating = socket(all_market, now - 1, 2500, held=True)
+    assert rotating.held is not None
+    rotating.held.append((2500, [el("BTCUSDT", 2500)], b"", now))
+    await all_market.close()
+    assert sunk_ticks(sunk) == [("BTCUSDT", 2000), ("BTCUSDT", 2500)]
+    unplug(symbols)
+    await symbols.close()
+
+
+async def test_a_rotations_held_ticks_keep_another_symbols_connections_rotation_held():
+    """A connection with other symbols keeps what its rotation holds when one rotation's
+    ticks go: its old socket may still have older ticks of its own symbols on their way,
+    which its new socket's would overtake."""
+    sunk: list[Any] = []
+    feed = Feed(FeedSettings(ws_root="ws://127.0.0.1:9"), lambda obj, raw: sunk.append(obj))
+    now = asyncio.get_running_loop().time()
+    btc = part_of(feed, 1, ["btcusdt@miniTicker"])
+    eth = part_of(feed, 2, ["ethusdt@miniTicker"])
+    feed._combined = [btc, eth]
+    for conn, symbol, time in ((btc, "BTCUSDT", 2000), (eth, "ETHUSDT", 1500)):
+        conn.session = socket(conn, now - 2, 1000)
+        rotating = conn._rotating = socket(conn, now - 1, time, held=True)
+        assert rotating.held is not None
+        rotating.held.append((time, el(symbol, time), b"", now))
+    btc._release_rotating()
+    assert sunk_ticks(sunk) == [("BTCUSDT", 2000)]
+    assert eth.holds_before(2000)  # still held
+    unplug(btc, eth)
+    await asyncio.gather(btc.close(), eth.close())
+
+
+async def test_a_rotations_held_ticks_go_ahead_of_newer_ones_of_the_old_socket_kept_back():
+    """The old socket's frames kept back (waiting behind a switch's held frames) may be
+    newer than what the rotation's new socket held: released into that line, each held tick
+    takes its place ahead of the newer ones, as it would have gone had it not been held.
+    Put behind them, an all-market frame let go for the newer one would overtake it, and the
+    engine would drop it (soak seed 18072)."""
+    sunk: list[int] = []
+    conn = connection(
+        ["btcusdt@miniTicker", "ethusdt@miniTicker"],
+        sink=lambda obj, raw: sunk.append(obj["E"]),
+        on_deliver=lambda c, event: True,  # the old socket's frames wait
+    )
+    now = asyncio.get_running_loop().time()
+    conn._deliver(3000, el("ETHUSDT", 3000), b"")
+    rotating = conn._rotating = socket(conn, now, 3500, held=True)
+    assert rotating.held is not None
+    for symbol, time in (("BTCUSDT", 1000), ("ETHUSDT", 2500), ("ETHUSDT", 3500)):
+        rotating.held.append((time, el(symbol, time), b"", now))
+    conn._release_rotating()
+    assert sunk == []
+    assert conn.hand_on_waiting(lambda event: False)
+    assert sunk == [1000, 2500, 3000, 3500]
+    unplug(conn)
+    await conn.close()
+
+
+async def test_a_switchs_held_frame_waits_for_a_lagging_rotation_of_an_old_connection():
+    """A switch to the all-market stream holds its frames until the old connections have
+    passed them. A rotation's new socket on an old connection counts as one of them: it may
+    lag behind the old socket with an older tick the old socket no longer carries (the
+    exchange dropped that subscription). A newer frame of the old socket waits, and the held
+    all-market frame goes only once the rotation's ticks older than it have (soak seed
+    18072)."""
+    sunk: list[Any] = []
+    feed = Feed(FeedSettings(ws_root="ws://127.0.0.1:9"), lambda obj, raw: sunk.append(obj))
+    now = asyncio.get_running_loop().time()
+    symbols = part_of(feed, 1, ["btcusdt@miniTicker", "ethusdt@miniTicker"])
+    all_market = part_of(feed, 2, [ALL_MARKET], raw=True)
+    feed._combined, feed._raw = [symbols], all_market
+    symbols.session = socket(symbols, now - 2, 1000)
+    rotating = symbols._rotating = socket(symbols, now - 1, 1000, held=True)
+    all_market.hold()
+    all_market._deliver(2000, [el("BTCUSDT", 2000), el("ETHUSDT", 2000)], b"")
+    symbols._deliver(2500, el("ETHUSDT", 2500), b"")  # from the old socket: it waits
+    assert sunk == []
+    # the new socket's lagging ticks arrive (held), and the rotation takes over
+    assert rotating.held is not None
+    for symbol, time in (("BTCUSDT", 1500), ("ETHUSDT", 2600)):
+        rotating.held.append((time, el(symbol, time), b"", now))
+        rotating.last_event = time
+    symbols._rotating = None
+    symbols.session = rotating
+    symbols._release_all(rotating)
+    assert sunk_ticks(sunk) == [
+        ("BTCUSDT", 1500),
+        ("BTCUSDT", 2000),
+        ("ETHUSDT", 2000),
+        ("ETHUSDT", 2500),
+        ("ETHUSDT", 2600),
+    ]
+    unplug(symbols, all_market)
+    await asyncio.gather(symbols.close(), all_market.close())

@@ -75,6 +75,11 @@ class FeedHealth:
         return sum(self.problems.values())
 
 
+def _overlap(a: Connection, b: Connection) -> bool:
+    """Whether ``a`` and ``b`` carry a symbol in common (one is the all-market connection)."""
+    return ALL_MARKET in a.streams or ALL_MARKET in b.streams or not a.streams.isdisjoint(b.streams)
+
+
 def _subscribed(conns: Iterable[Connection]) -> int:
     """How many of the streams the connections should carry their sockets have subscribed."""
     return sum(len(c.streams & c.session.subscribed) for c in conns if c.session is not None)
@@ -290,14 +295,16 @@ class Feed:
         return wait
 
     def _ahead_of_held(self, conn: Connection, event: int) -> None:
-        """Before ``conn`` hands on a frame it held (event time ``event``) outside the merge:
-        the frames other connections keep back that are older go first, as far as nothing
-        else holds them back (see _hand_on_waiting), and so do those their rotations hold
-        (a rotation's new socket's, while its old one is read to its end). They may be all
-        there is of a tick ``conn`` missed, which the engine would drop behind its newer
-        frame (soak seed 5630)."""
+        """Before ``conn`` hands on a frame it held (event time ``event``) outside the merge,
+        or one its rotation's new socket held: the frames other connections keep back that
+        are older go first, as far as nothing else holds them back (see _hand_on_waiting),
+        and so do those their rotations hold (a rotation's new socket's, while its old one
+        is read to its end), when they carry a symbol of ``conn``'s. They may be all there
+        is of a tick ``conn`` missed, which the engine would drop behind its newer frame
+        (soak seed 5630). A connection with other symbols keeps its rotation's held: its
+        old socket may still have older ticks of them on their way."""
         for other in self.connections():
-            if other is not conn:
+            if other is not conn and _overlap(conn, other):
                 other.release_rotating_before(event)
         if self._waiters:
             self._hand_on_waiting(before=event)
@@ -309,11 +316,13 @@ class Feed:
         holding = [c for c in others if c.holding]
         if not holding:  # every frame comes here: nothing more to do outside a switch
             return False
-        behind = [
-            (o.session.opened_at, o.session.last_event)
-            for o in others
-            if not o.holding and o.live and o.session is not None
-        ]
+        # the old sockets: the other old connections', and the new socket of a rotation under
+        # way on any old one, ``conn`` too. That one may lag behind its old socket, with
+        # older ticks on their way that the old one no longer carries (soak seed 18072: the
+        # exchange dropped a subscription of the old socket, and the held all-market frame
+        # went ahead of the lagging new socket's older tick of that symbol)
+        behind = [mark for o in others if not o.holding and o.live for mark in o.sockets()]
+        behind += conn.sockets(current=False)
         for other in holding:
             other.release_before(event, behind)
         return any(other.holds_before(event) for other in holding)

@@ -782,8 +782,30 @@ class Connection:
         else:
             taken = self._take_ahead(held, lambda h: h[0] < before)
         with self.burst():
-            for event, obj, raw, _ in taken:
+            for frame in taken:
+                event, obj, raw, _ = frame
+                if self._held is None:
+                    if self._waiting:
+                        # the old socket's frames kept back are newer, some of them: it goes
+                        # ahead of those, as it would have gone had it not been held (soak
+                        # seed 18072: the new socket lagged, and the all-market frames the
+                        # old socket's waited for went ahead of its older ticks)
+                        self._wait_in_order(frame)
+                        continue
+                    # it goes to the sink now, past no merge with the rotations of the other
+                    # connections: what theirs hold that is older goes first (on_ahead). It
+                    # may be all there is of a tick this socket missed, and the engine would
+                    # drop it behind this newer one (soak seed 17961: a switch to symbol
+                    # streams done, the all-market connection closed mid-rotation, and its
+                    # new socket's ticks overtook those the symbol connection's rotation held)
+                    self.on_ahead(self, event)
                 self._deliver(event, obj, raw)
+
+    def _wait_in_order(self, frame: Held) -> None:
+        """Keep ``frame`` back in the waiting line, ahead of the frames there that are newer."""
+        waiting = self._waiting
+        at = next((i for i, w in enumerate(waiting) if w[0] > frame[0]), len(waiting))
+        waiting.insert(at, frame)
 
     async def _handover(self, old: _Session, new: _Session) -> bool:
         """Wait until ``new`` carries every stream and delivers; False when it cannot take over
@@ -949,6 +971,15 @@ class Connection:
         s.given_up.add(rid)
         if len(s.given_up) > _GIVEN_UP:
             s.given_up.remove(min(s.given_up))
+
+    def sockets(self, *, current: bool = True) -> list[tuple[float, int]]:
+        """The sockets still reading, each as (when it opened, its last event time): the
+        current one (unless not ``current``) and a rotation's new one, if under way."""
+        return [
+            (s.opened_at, s.last_event)
+            for s in ((self.session if current else None), self._rotating)
+            if s is not None and not s.reader.done()
+        ]
 
     def last_event(self) -> int:
         s = self.session
