@@ -812,3 +812,27 @@ async def test_a_switchs_held_frame_waits_for_a_lagging_rotation_of_an_old_conne
     ]
     unplug(symbols, all_market)
     await asyncio.gather(symbols.close(), all_market.close())
+
+
+async def test_frames_kept_back_when_their_connection_closes_take_older_rotation_ticks_ahead():
+    """A switch to the all-market stream done, the old symbol connections close and hand on
+    the frames they kept back: outside the merge, each after what the all-market
+    connection's rotation holds that is older (its new socket's ticks, while its old one is
+    read to its end: they may be all there is of a tick), which the engine would otherwise
+    drop behind them."""
+    sunk: list[Any] = []
+    feed = Feed(FeedSettings(ws_root="ws://127.0.0.1:9"), lambda obj, raw: sunk.append(obj))
+    now = asyncio.get_running_loop().time()
+    symbols = part_of(feed, 1, ["btcusdt@miniTicker"])
+    symbols.on_deliver = lambda c, event: True  # kept back, as behind a switch's held frame
+    symbols._deliver(2000, el("BTCUSDT", 2000), b"")
+    all_market = part_of(feed, 2, [ALL_MARKET], raw=True)
+    feed._raw = all_market
+    all_market.session = socket(all_market, now - 2, 1000)
+    rotating = all_market._rotating = socket(all_market, now - 1, 1500, held=True)
+    assert rotating.held is not None
+    rotating.held.append((1500, [el("BTCUSDT", 1500)], b"", now))
+    await symbols.close()
+    assert sunk_ticks(sunk) == [("BTCUSDT", 1500), ("BTCUSDT", 2000)]
+    unplug(all_market)
+    await all_market.close()

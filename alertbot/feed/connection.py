@@ -363,9 +363,11 @@ class Connection:
         was_holding, self._held = self._held is not None, None  # what it held goes nowhere now
         self._release_rotating()
         # what it kept back waiting for another connection's held frames is market data all
-        # the same: handed on rather than lost
+        # the same: handed on rather than lost, outside the merge, each frame after what the
+        # other connections' rotations hold that is older (a switch to the all-market stream
+        # done, its connection's rotation may hold the only copy of an older tick)
         waiting, self._waiting = self._waiting, deque()
-        self._sink_all(waiting)
+        self._hand_on_held(list(waiting))
         if was_holding:
             self.on_released()
         if self._task is not None:
@@ -1102,22 +1104,17 @@ class Connection:
 
     def _hand_on_held(self, frames: list[Held]) -> None:
         """Hand on frames this connection held, outside the merge (released ahead of another
-        connection's frame, or held for ``drain_timeout``), each after what other connections
-        keep back that is older (on_ahead): one of them may have a tick the frames here do not
-        (it is why it waits), which a newer frame of ours would make the engine drop (soak
-        seed 5630). A symbol connection's frames go by event time (each symbol's ticks stay
-        in order): a frame handed on ahead of one of them is then older than all after it."""
+        connection's frame, held for ``drain_timeout``, or kept waiting when it closes), each
+        after what other connections keep back, or their rotations hold, that is older
+        (on_ahead): one of them may have a tick the frames here do not (it is why it waits),
+        which a newer frame of ours would make the engine drop (soak seed 5630). A symbol
+        connection's frames go by event time (each symbol's ticks stay in order): a frame
+        handed on ahead of one of them is then older than all after it."""
         if ALL_MARKET not in self.streams:
             frames.sort(key=_event_of)
         with self.burst():
             for event, obj, raw, _ in frames:
                 self.on_ahead(self, event)
-                self._sink(obj, raw)
-
-    def _sink_all(self, frames: Iterable[Held]) -> None:
-        """Hand frames kept back to the sink at once, in order: a burst (Handoff.burst)."""
-        with self.burst():
-            for _, obj, raw, _ in frames:
                 self._sink(obj, raw)
 
     def _sink(self, obj: Any, raw: str | bytes) -> None:
