@@ -1735,18 +1735,44 @@ async def test_edit_changes_a_condition_or_options_and_refuses_what_cannot_be(tm
 
 async def test_the_same_watch_twice_is_not_made_twice(tmp_path, fakes):
     """A second watch of the same symbol and condition would only double every alert; the
-    answer names the one there is and how to change its options."""
+    answer names the one there is and how to change its options to those typed (its once
+    and for, when not typed, turned off)."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         await bot.say("/watch BTCUSDT > 100")
+        await bot.say("/watch BTCUSDT < 50 once for 1d")
         reply = await bot.say("/watch btcusdt  >  100 cooldown 1h")
+        other = await bot.say("/watch btcusdt < 50 cooldown 1h")
         book = bot.app.book
         assert book is not None
-        assert sorted(book.rows) == [1]
+        assert sorted(book.rows) == [1, 2]
     assert reply == (
         "This chat watches BTCUSDT price > 100 already: w1. To change it to these options: "
         "/edit w1 cooldown 1h"
     )
+    assert other.endswith("/edit w2 cooldown 1h once off for off")
+
+
+async def test_edit_turns_options_off(tmp_path, fakes):
+    """/edit w1 once off for off rearm off cooldown off: the watch no longer has them. It
+    alerts again after its first alert (not once, no cooldown, re-armed on the first tick
+    below the level), has no end, and keeps so after a restart."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100 once for 1d rearm 5% cooldown 1h")
+        edited = await bot.say("/edit w1 once off for off rearm off cooldown off")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        for i, price in enumerate((110, 99, 110)):  # 99: within the old 5% band
+            await bot.tick("BTCUSDT", price, T + i * 1000)
+        await tg.wait_for(lambda: sum("[w1]" in m.text for m in tg.messages_to(USER)) == 2)
+    assert edited.startswith(
+        "Changed w1: BTCUSDT price > 100 (no cooldown). Was: price > 100 (cooldown 1h, rearm "
+        "5%, once, until "
+    )
+    async with Bot(tmp_path, binance, tg) as bot:
+        assert bot.app.book is not None
+        (row,) = bot.app.book.of_chat(USER)
+    assert (row.once, row.expires_ms, row.rearm, row.cooldown_ms) == (False, None, 0.0, 0)
 
 
 async def test_a_once_watch_is_removed_after_it_fires(tmp_path, fakes):

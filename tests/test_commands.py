@@ -218,6 +218,11 @@ def test_a_glob_symbol_is_marked_as_such() -> None:
         ("/watch BTCUSDT > 5 once once", "'once' is given twice"),
         ("/watch BTCUSDT > 5 cooldown 1h cooldown 2h", "'cooldown' is given twice"),
         ("/watch BTCUSDT > 5 for 1h FOR 2h", "'for' is given twice"),
+        (
+            "/watch BTCUSDT > 5 once off",
+            "a new watch has only the options written: leave 'once' out "
+            "(off is for changing a watch: /edit w12 once off)",
+        ),
         ("/watch BTCUSDT > 5 cooldown", "'cooldown' needs a duration, e.g. cooldown 1h"),
         ("/watch BTCUSDT > 5 cooldown once", "'cooldown' needs a duration"),
         ("/watch BTCUSDT > 5 for", "'for' needs a duration"),
@@ -724,6 +729,18 @@ def test_other_commands_parse_to_their_values(text: str, expected: Command) -> N
         ("/edit 70000", "w9", Edit("w9", level=70000.0, level_text="70000")),  # in reply
         ("/edit crosses 5", "w9", Edit("w9", Cross("price", None, 5.0), "price crosses 5")),
         ("/edit w2 cooldown 0", "w9", Edit("w2", cooldown_ms=0)),  # an id typed wins
+        # an option turned off: the watch no longer has it
+        ("/edit w3 once off", None, Edit("w3", off=frozenset({"once"}))),
+        (
+            "/edit w3 for OFF rearm off cooldown 1h",
+            None,
+            Edit("w3", cooldown_ms=3_600_000, off=frozenset({"for", "rearm"})),
+        ),
+        (
+            "/edit w3 > 5 cooldown off",
+            None,
+            Edit("w3", Level("price", ">", 5.0), "price > 5", off=frozenset({"cooldown"})),
+        ),
     ],
 )
 def test_edit_parses_to_its_value(text: str, replied: str | None, expected: Edit) -> None:
@@ -741,6 +758,9 @@ def test_edit_parses_to_its_value(text: str, replied: str | None, expected: Edit
         ("/edit w3 cooldown", "'cooldown' needs a duration, e.g. cooldown 1h"),
         ("/edit w3 cooldown 1h soon", "unexpected 'soon' after the options"),
         ("/edit w3 breaks 24h high rearm 1%", "'rearm' needs a single threshold condition"),
+        ("/edit w3 once off once", "'once' is given twice"),
+        ("/edit w3 once off for off for 1d", "'for' is given twice"),
+        ("/edit w3 off", "off turns an option off: say which, e.g. /edit w3 once off"),
     ],
 )
 def test_a_malformed_edit_is_answered_with_its_form(text: str, says: str) -> None:
@@ -748,7 +768,8 @@ def test_a_malformed_edit_is_answered_with_its_form(text: str, says: str) -> Non
         parse_command(text, BOT)
     assert says in str(info.value)
     assert unmarked(info.value.reply()).endswith(
-        "Use: /edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D]\ne.g. /edit w12 > 71000"
+        "Use: /edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]\n"
+        "e.g. /edit w12 > 71000"
     )
 
 

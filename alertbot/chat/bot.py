@@ -1503,6 +1503,11 @@ class ChatBot:
         if same:  # a second one would only double every alert (sent together, one message)
             wid = watch_id(same[0])
             typed = _option_words(w)
+            if typed:  # these options: the watch's own not among them are turned off
+                if same[0].once and not w.once:
+                    typed += " once off"
+                if same[0].expires_ms and not w.for_ms:
+                    typed += " for off"
             change = hint(f"/edit {wid} {typed or 'cooldown 1h'}")
             return (
                 f"This chat watches {w.symbol} {w.condition_text} already: {wid}. To change "
@@ -1582,7 +1587,9 @@ class ChatBot:
         ]
         if same:
             return f"This chat watches {row.symbol} {text} already: {watch_id(same[0])}."
-        rearm = e.rearm if e.rearm is not None else row.rearm
+        rearm = row.rearm if e.rearm is None else e.rearm
+        if "rearm" in e.off:
+            rearm = 0.0
         dropped = ""
         problem = rearm_problem(condition) if rearm else None
         if problem is not None:
@@ -1593,13 +1600,15 @@ class ChatBot:
                 f" Its rearm {format_percent(row.rearm)} is dropped: this condition has no "
                 "single threshold to move away from."
             )
+        cooldown = row.cooldown_ms if e.cooldown_ms is None else e.cooldown_ms
+        expires = row.expires_ms if not e.for_ms else int(self.clock() * 1000) + e.for_ms
         new = dataclasses.replace(
             row,
             condition=text,
-            cooldown_ms=e.cooldown_ms if e.cooldown_ms is not None else row.cooldown_ms,
+            cooldown_ms=0 if "cooldown" in e.off else cooldown,
             rearm=rearm,
-            once=row.once or e.once,
-            expires_ms=int(self.clock() * 1000) + e.for_ms if e.for_ms else row.expires_ms,
+            once=(row.once or e.once) and "once" not in e.off,
+            expires_ms=None if "for" in e.off else expires,
         )
         before = row.condition
         was = f"{before} ({self._options_text(chat, row)})"

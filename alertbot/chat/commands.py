@@ -6,7 +6,7 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
 ::
 
     /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]
-    /edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D]
+    /edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]
     /list [PAGE]   /unwatch ID [ID...]|all   /mute ID [ID...]|all D   /unmute [ID...|all]
     /price SYMBOL [SYMBOL...]   /digest HH:MM|off   /timezone [ZONE]   /status   /help   /start
 
@@ -21,6 +21,9 @@ Choices worth knowing:
   bare ``0.5`` is refused (it would be ambiguous between 0.5% and 50%). 0 < P <= 50.
 - ``cooldown``, ``for`` and ``/mute`` durations: ``30s``, ``15m``, ``4h``, ``1d``; > 0, <= 366d
   (a cooldown may be 0: none, as in rule files).
+- ``/edit`` takes ``off`` for an option's value (``once off``, ``for off``, ``rearm off``,
+  ``cooldown off``): the watch no longer has it. ``/watch`` refuses it (a new watch has only
+  the options written).
 - Watch ids look like ``w12``; ``W012`` and a bare ``12`` are read as ``w12``; ``all`` means
   every watch. A bare ``/unmute`` means ``/unmute all``; ``/mute w12 for 1h`` is read as
   ``/mute w12 1h``.
@@ -71,7 +74,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "list": ("/list [PAGE]", "Show my watches and their ids", "/list"),
     "edit": (
-        "/edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D]",
+        "/edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]",
         "Change a watch: its condition or options, e.g. /edit w12 > 71000",
         "/edit w12 > 71000",
     ),
@@ -351,7 +354,8 @@ class Watch:
 class Edit:
     """``/edit``: watch ``target`` (``w12``) gets ``condition`` (None: keeps its own), or
     ``level`` as its condition's one threshold (``/edit w12 71000``: a number alone, ``5%`` a
-    percentage), and the options given (None, False: kept)."""
+    percentage), and the options given (None, False: kept); ``off``: the options it no
+    longer has (``once off``)."""
 
     target: str
     condition: Condition | None = None
@@ -362,6 +366,7 @@ class Edit:
     rearm: float | None = None
     once: bool = False
     for_ms: int | None = None
+    off: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,12 +680,17 @@ class _Options:
     rearm: float | None = None
     once: bool = False
     for_ms: int | None = None
+    off: frozenset[str] = frozenset()
 
 
-def _options(name: str, words: list[_Word], condition: Condition | None) -> _Options:
+def _options(
+    name: str, words: list[_Word], condition: Condition | None, *, off_ok: bool = False
+) -> _Options:
     """The options after a condition (``cooldown 1h rearm 0.5% once for 7d``), each at most
-    once; ``condition``: what ``rearm`` applies to (None: checked by the caller)."""
+    once; ``condition``: what ``rearm`` applies to (None: checked by the caller). With
+    ``off_ok`` (/edit), ``KEY off`` turns an option off."""
     seen: set[str] = set()
+    off: set[str] = set()
     cooldown_ms: int | None = None
     rearm: float | None = None
     for_ms: int | None = None
@@ -699,6 +709,16 @@ def _options(name: str, words: list[_Word], condition: Condition | None) -> _Opt
             raise _error(name, f"{key!r} is given twice")
         seen.add(key)
         i += 1
+        if i < len(words) and words[i].lower == "off":
+            if not off_ok:
+                raise _error(
+                    name,
+                    f"a new watch has only the options written: leave {key!r} out "
+                    f"(off is for changing a watch: {hint(f'/edit w12 {key} off')})",
+                )
+            off.add(key)
+            i += 1
+            continue
         if key == "once":
             continue
         value = words[i] if i < len(words) and words[i].lower not in _OPTIONS else None
@@ -721,7 +741,8 @@ def _options(name: str, words: list[_Word], condition: Condition | None) -> _Opt
                 cooldown_ms = ms
             else:
                 for_ms = ms
-    return _Options(cooldown_ms, rearm, "once" in seen, for_ms)
+    once = "once" in seen and "once" not in off
+    return _Options(cooldown_ms, rearm, once, for_ms, frozenset(off))
 
 
 def _several_symbols(message: str, words: list[_Word]) -> None:
@@ -1072,6 +1093,10 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
             f"what to change? A condition ({hint(f'/edit {target} > 71000')}) or options "
             f"({hint(f'/edit {target} cooldown 1h')})",
         )
+    if rest[0].lower == "off":
+        raise _error(
+            "edit", f"off turns an option off: say which, e.g. {hint(f'/edit {target} once off')}"
+        )
     end = next((i for i, w in enumerate(rest) if w.lower in _OPTIONS), len(rest))
     condition: Condition | None = None
     level: float | None = None
@@ -1084,7 +1109,7 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
             if level is None:
                 following = rest[end] if end < len(rest) else None
                 raise _error("edit", _explain(exc, condition_text, following)) from None
-    options = _options("edit", rest[end:], condition)
+    options = _options("edit", rest[end:], condition, off_ok=True)
     return Edit(
         target=target,
         condition=condition,
@@ -1095,6 +1120,7 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
         rearm=options.rearm,
         once=options.once,
         for_ms=options.for_ms,
+        off=options.off,
     )
 
 
@@ -1435,6 +1461,7 @@ def help_text() -> str:
         "Numbers: 70000, 0.5, 70k, 1.5m, 2b; % for change_24h, range_24h and moves.",
         "Durations: 30s, 15m, 4h, 1d (at most 366d).",
         "Options: cooldown D (no repeat within D), rearm P% (re-alert only after moving P% "
-        "back), once (alert once, then stop), for D (the watch ends after D).",
+        "back), once (alert once, then stop), for D (the watch ends after D). "
+        f"/edit turns one off: {hint('/edit w12 once off')}.",
     ]
     return "\n".join(lines)
