@@ -1838,8 +1838,9 @@ async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watche
     """/unwatch BTCUSDT (or its coin, btc), /mute BTCUSDT 2h, /unmute ETHUSDT: the answer
     names the chat's watches of the symbol, in the order made, and the command to send for
     them (a mute keeps the duration typed, 1h when none; /edit, one for each, as it takes one
-    watch); nothing is removed, muted or changed. A
-    symbol the chat does not watch is said so; another chat's watches are not named."""
+    watch); nothing is removed, muted or changed. After ids (/unwatch w3 BTCUSDT), the
+    command keeps them, first. A symbol the chat does not watch is said so; another chat's
+    watches are not named."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         await bot.say("/watch BTCUSDT < 60000")
@@ -1854,6 +1855,8 @@ async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watche
                 "/mute BTCUSDT 2h",
                 "/mute btc",
                 "/edit BTCUSDT 65000",
+                "/unwatch w3 BTCUSDT",  # after an id: the command keeps it, first
+                "/unmute w3, btc w9",
             )
         ]
         unmute = await bot.say("/unmute ETHUSDT")
@@ -1871,6 +1874,8 @@ async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watche
         f"{both} /mute w1 w4 2h",
         f"{both} /mute w1 w4 1h",
         f"{both} /edit w1 65000 or /edit w4 65000",  # one watch at a time
+        f"{both} /unwatch w3 w1 w4",
+        f"{both} /unmute w3 w1 w4 w9",
     ]
     assert answers[0].splitlines()[1:] == ["Use: /unwatch ID [ID...]|all", "e.g. /unwatch w12"]
     assert unmute.splitlines()[0] == "ETHUSDT is watched here by w3 (price > 3000): send /unmute w3"

@@ -760,7 +760,7 @@ def test_edit_parses_to_its_value(text: str, replied: str | None, expected: Edit
         ("/edit w3 breaks 24h high rearm 1%", "'rearm' needs a single threshold condition"),
         ("/edit w3 once off once", "'once' is given twice"),
         ("/edit w3 once off for off for 1d", "'for' is given twice"),
-        ("/edit w3 off", "off turns an option off: say which, e.g. /edit w3 once off"),
+        ("/edit w3 off", "'off' turns an option off: say which, e.g. /edit w3 once off"),
     ],
 )
 def test_a_malformed_edit_is_answered_with_its_form(text: str, says: str) -> None:

@@ -277,7 +277,7 @@ class TargetError(CommandError):
     """``/unwatch BTCUSDT``: a symbol (or other text) where a watch id belongs. The parser does
     not know the chat's watches; the caller names those of the symbol: :meth:`naming`."""
 
-    def __init__(self, name: str, typed: str, tail: str) -> None:
+    def __init__(self, name: str, typed: str, tail: str, before: Sequence[str] = ()) -> None:
         usage, _, example = COMMANDS[name]
         super().__init__(
             f"{_q(typed)} is not a watch id; use an id from /list like w12, or all",
@@ -287,6 +287,7 @@ class TargetError(CommandError):
         self.name = name
         self.typed = typed
         self.tail = tail  # what followed it (/mute's duration)
+        self.before = tuple(before)  # the watch ids typed before it (/unwatch w1 BTCUSDT)
 
     @property
     def symbol(self) -> str | None:
@@ -313,6 +314,8 @@ class TargetError(CommandError):
             return CommandError(
                 f"{symbol} is watched here by {shown}: send {commands}", hint(usage), hint(example)
             )
+        # with the ids typed before the symbol (/unwatch w1 BTCUSDT), first
+        ids = [*(wid for wid in self.before if wid not in ids), *ids]
         command = " ".join([f"/{self.name}", *ids[:_IDS_IN_COMMAND], tail]).rstrip()
         message = f"{symbol} is watched here by {shown}: send {hint(command)}"
         if len(ids) > _IDS_IN_COMMAND:
@@ -1061,6 +1064,13 @@ def _targets(name: str, words: list[_Word], *, bare: bool = True) -> tuple[list[
             pieces[i].lower == "all"
             or (_WATCH_ID_RE.fullmatch(text) and (bare or not text.isdigit()))
         ):
+            if bare and targets != ["all"] and _is_symbol(normalise(text)):
+                # "/unwatch w1 BTCUSDT": a symbol among the ids (TargetError.naming); not
+                # after /mute's ids, where a duration goes ("/mute w1 2hrs")
+                after = [
+                    _target(name, [w]) for w in pieces[i + 1 :] if _WATCH_ID_RE.fullmatch(w.text)
+                ]
+                raise TargetError(name, text, " ".join(after), before=targets)
             break
         target = _target(name, [pieces[i]])
         if "all" in (target, targets[0]):
@@ -1095,7 +1105,7 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
         )
     if rest[0].lower == "off":
         raise _error(
-            "edit", f"off turns an option off: say which, e.g. {hint(f'/edit {target} once off')}"
+            "edit", f"'off' turns an option off: say which, e.g. {hint(f'/edit {target} once off')}"
         )
     end = next((i for i, w in enumerate(rest) if w.lower in _OPTIONS), len(rest))
     condition: Condition | None = None
