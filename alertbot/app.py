@@ -1252,7 +1252,7 @@ class App:
     def _chat_moved(self, old: int, new: int) -> None:
         if self.chat is not None:
             self._spawn(
-                self.chat.move_chat(old, new),
+                self.chat.moved(old, new),
                 finish=True,
                 what=f"writing chat {old}'s move to the supergroup {new} (its watches, digest "
                 "and pause)",

@@ -5,6 +5,7 @@ other chat's."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +17,18 @@ import pytest
 from alertbot.chat.bot import CONCURRENT_UPDATES
 from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
-from tests.test_chat import BTC_ONLY, SOL, SYMBOLS, TOKEN, USER, Bot, on_symbol_streams
+from tests.test_chat import (
+    BTC_ONLY,
+    GROUP,
+    SOL,
+    SUPERGROUP,
+    SYMBOLS,
+    TOKEN,
+    USER,
+    Bot,
+    T,
+    on_symbol_streams,
+)
 
 OTHER = USER + 1
 
@@ -181,3 +193,47 @@ async def test_the_stop_does_not_wait_for_a_price_binance_has_not_answered(tmp_p
         binance.hold_ticker(False)
     assert took < 2.5
     assert tg.messages_to(USER) == []
+
+
+async def test_a_move_found_by_a_delivery_waits_for_the_supergroups_command_under_way(
+    tmp_path, fakes, caplog
+):
+    """A group's move to a supergroup learned from an alert refused as migrated runs in turn
+    with the commands of both chats, as the service messages' move does: a /price in the
+    supergroup waiting for Binance is answered before the group's watches move. Run beside
+    it, a command would not see the move, nor the move the command's watch (a /watch of the
+    group's watch, made again in the supergroup meanwhile, would be kept twice)."""
+    binance, tg = fakes
+    caplog.set_level(logging.INFO, logger="alertbot")
+    answered_when_moved: list[list[str]] = []
+
+    class Moves(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "is now the supergroup" in record.getMessage():
+                answered_when_moved.append(texts(tg, SUPERGROUP))
+
+    moves = Moves()
+    logging.getLogger("alertbot").addHandler(moves)
+    binance.hold_ticker()
+    try:
+        async with Bot(
+            tmp_path, binance, tg, BTC_ONLY, feed_settings={"price_timeout": 60.0}
+        ) as bot:
+            await bot.say("/watch BTCUSDT crosses above 100", chat=GROUP, chat_type="group")
+            await on_symbol_streams(bot)
+            await binance.publish([SOL])  # what Binance answers for it, once let go
+            tg.user_says(SUPERGROUP, "/price SOLUSDT", chat_type="supergroup")
+            await binance.wait_for(lambda: binance.stats.ticker_requests == ["SOLUSDT"])
+            tg.migrate_chat(GROUP, SUPERGROUP)
+            await bot.tick("BTCUSDT", 90, T)
+            await bot.tick("BTCUSDT", 110, T + 1000)  # refused in the group: it moved
+            await tg.wait_for(lambda: "price 110" in " ".join(texts(tg, SUPERGROUP)))
+            assert bot.app.book is not None
+            assert bot.app.book.of_chat(GROUP)  # the move waits for the /price
+            binance.hold_ticker(False)
+            await tg.wait_for(lambda: answered_when_moved != [])
+    finally:
+        binance.hold_ticker(False)
+        logging.getLogger("alertbot").removeHandler(moves)
+    (seen,) = answered_when_moved
+    assert [t for t in seen if t.startswith("SOLUSDT 150.50")] != [], seen

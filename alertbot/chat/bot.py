@@ -583,7 +583,12 @@ class ChatOrder(BaseUpdateProcessor):
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         """The chat's turn, then one of the places, then the update."""
-        keys = _order_keys(update)
+        await self.in_turn(_order_keys(update), coroutine)
+
+    async def in_turn(self, keys: tuple[int, ...], coroutine: Awaitable[Any]) -> None:
+        """``coroutine`` in turn with the updates of the chats ``keys`` (work that is no
+        update also: a group's move to a supergroup found by a delivery), then one of the
+        places; at once with no keys."""
         if not keys:
             async with self._places:
                 await coroutine
@@ -657,6 +662,8 @@ class ChatBot:
         self.poll_interval = poll_interval
         self.clock = clock
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        #: each chat's updates in turn (and what the deliveries find out about a chat)
+        self._order = ChatOrder()
         self.username: str | None = None
         #: chat -> the day (its zone's) and minute its digest was last sent at: the hour a
         #: change back from summer time repeats does not send it twice (a new /digest time
@@ -703,7 +710,7 @@ class ChatBot:
             # commands fast) sent again after the wait, not lost
             .rate_limiter(BudgetLimiter(self._budget(), max_retries=REPLY_RETRIES))
             # each chat's updates in turn, the chats' side by side: see ChatOrder
-            .concurrent_updates(ChatOrder())
+            .concurrent_updates(self._order)
             .build()
         )
         # a text starting with "/" that Telegram marks no command in is answered too: one
@@ -910,7 +917,10 @@ class ChatBot:
     async def topic_gone(self, chat: int, topic: int) -> None:
         """Telegram refused ``chat``'s forum topic ``topic`` (deleted, closed) for an alert,
         which went to the chat itself: so do the alerts of the watches made there from now on,
-        and the chat is told which."""
+        and the chat is told which (in turn with its commands: ChatOrder)."""
+        await self._order.in_turn((chat,), self._topic_gone(chat, topic))
+
+    async def _topic_gone(self, chat: int, topic: int) -> None:
         rows = await self.book.clear_topic(chat, topic)
         if rows:
             ids = ", ".join(watch_id(r) for r in rows)
@@ -936,6 +946,13 @@ class ChatBot:
                 log.warning("chat %s: could not send a note: %s", chat, clip(str(exc)))
                 self._gone(chat, exc)
                 return
+
+    async def moved(self, old: int, new: int) -> None:
+        """A delivery found the group ``old`` a supergroup, ``new``: its watches move in turn
+        with the commands of both chats (ChatOrder), as when the service messages say so. A
+        command running meanwhile (a /watch in the supergroup of a watch the group has) would
+        otherwise not see the move, nor the move the command's watch."""
+        await self._order.in_turn((old, new), self.move_chat(old, new))
 
     async def move_chat(self, old: int, new: int) -> int:
         """A group became a supergroup, whose id is ``new``: its watches, their alerts and its
