@@ -161,3 +161,18 @@ def local_minute(seconds: float, zone: dt.tzinfo) -> tuple[dt.date, int]:
     """The day and the minute of the day it is at ``seconds`` (wall clock) in ``zone``."""
     at = dt.datetime.fromtimestamp(seconds, tz=zone)
     return at.date(), at.hour * 60 + at.minute
+
+
+_NUMERIC_ABBREVIATION = re.compile(r"([+-])([0-9]{2})([0-9]{2})?")
+
+
+def zone_label(at: dt.datetime) -> str:
+    """How a time's zone is named after it: its abbreviation (``CET``, ``EST``), or, for a
+    zone the database gives none (``+04`` for Asia/Dubai, ``+0545`` for Asia/Kathmandu), its
+    offset as an offset zone is named (``UTC+04:00``): a bare ``+04`` reads as no zone."""
+    name = at.strftime("%Z")
+    found = _NUMERIC_ABBREVIATION.fullmatch(name)
+    if found is None:
+        return name
+    sign, hours, minutes = found.groups()
+    return _offset_name(sign, int(hours), int(minutes or 0))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alertbot import zones
-from alertbot.zones import UTC_NAME, ZoneError, find_zone, load_zone, local_minute
+from alertbot.zones import UTC_NAME, ZoneError, find_zone, load_zone, local_minute, zone_label
 
 
 @pytest.mark.parametrize(
@@ -89,6 +89,24 @@ def test_every_zone_found_loads_and_names_itself() -> None:
     assert at.astimezone(load_zone("Europe/Berlin")).strftime("%H:%M %Z") == "14:00 CEST"
     assert load_zone(UTC_NAME) is dt.UTC
     assert load_zone("Gone/Zone") is dt.UTC
+
+
+@pytest.mark.parametrize(
+    ("zone", "label"),
+    [
+        ("Europe/Berlin", "CEST"),  # an abbreviation: as it is
+        ("America/New_York", "EDT"),
+        ("UTC+05:30", "UTC+05:30"),
+        ("Asia/Dubai", "UTC+04:00"),  # the database has "+04": an offset zone's name
+        ("Asia/Kathmandu", "UTC+05:45"),  # "+0545"
+        ("America/Sao_Paulo", "UTC-03:00"),  # "-03"
+    ],
+)
+def test_a_times_zone_is_named_by_its_abbreviation_or_as_an_offset_zone(
+    zone: str, label: str
+) -> None:
+    at = dt.datetime(2026, 7, 1, 12, tzinfo=dt.UTC).astimezone(load_zone(zone))
+    assert zone_label(at) == label
 
 
 def test_the_local_minute_follows_summer_time() -> None:

@@ -122,7 +122,7 @@ from alertbot.store import WatchRow
 from alertbot.tasks import cancel_and_wait
 from alertbot.text import plural
 from alertbot.ticker import Ticker, percent
-from alertbot.zones import UTC_NAME, load_zone, local_minute
+from alertbot.zones import UTC_NAME, load_zone, local_minute, zone_label
 
 log = logging.getLogger("alertbot.chat")
 
@@ -228,7 +228,7 @@ def _short_time(seconds: float, now: float, zone: dt.tzinfo | None = None) -> st
         day = f"{at:%b} {at.day} "
     else:
         day = f"{at:%b} {at.day} {at.year} "
-    return f"{day}{at:%H:%M} {at:%Z}"
+    return f"{day}{at:%H:%M} {zone_label(at)}"
 
 
 def _option_words(w: Watch) -> str:

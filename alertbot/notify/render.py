@@ -13,6 +13,7 @@ from alertbot.rules.engine import Alert
 from alertbot.rules.ids import watch_number
 from alertbot.rules.loader import is_blank
 from alertbot.ticker import percent
+from alertbot.zones import zone_label
 
 DEFAULT_TEMPLATE = "{symbol} {condition}: price {price} ({change_24h}% 24h) at {time} [{rule}]"
 
@@ -22,7 +23,8 @@ def format_time(ms: int, zone: tzinfo | None = None) -> str:
     it names itself: ``2026-11-22 05:36:59 CET``."""
     if zone is None or zone is UTC:
         return _second_text(ms // 1000)
-    return datetime.fromtimestamp(ms // 1000, tz=zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    at = datetime.fromtimestamp(ms // 1000, tz=zone)
+    return f"{at:%Y-%m-%d %H:%M:%S} {zone_label(at)}"
 
 
 @lru_cache(maxsize=256)
