@@ -1970,6 +1970,36 @@ async def test_the_bots_timezone_is_the_rule_files_and_that_of_chats_without_one
     assert f"at {format_time(T + 3000 + 3_600_000)} [w1]" in eth[1]  # UTC, as chosen
 
 
+async def test_a_rule_files_alert_shows_each_chat_its_time_in_its_own_zone(tmp_path, fakes):
+    """A rule file's alert to two chats is rendered once, in ALERTBOT_TIMEZONE: the chat that
+    set none reads it so, the chat with its own /timezone reads its time in that zone (the
+    rest of the text the same)."""
+    binance, tg = fakes
+    up = Rule(id="btc-up", condition=parse("price crosses above 100"), symbols=("BTCUSDT",))
+    channels = {"a": Channel("a", telegram=USER), "b": Channel("b", telegram=USER + 1)}
+    rules = RuleSet(rules=(dataclasses.replace(up, notify=("a", "b")),), channels=channels)
+    async with Bot(
+        tmp_path, binance, tg, rules, delivery_settings={"timezone": "UTC+02:00"}
+    ) as bot:
+        await bot.say("/timezone Asia/Tokyo", chat=USER + 1)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+
+        def both() -> bool:
+            return all(
+                any("[btc-up]" in m.text for m in tg.messages_to(c)) for c in (USER, USER + 1)
+            )
+
+        await tg.wait_for(both)
+    bots, own = (tg.messages_to(chat)[-1].text for chat in (USER, USER + 1))
+    plus_2, tokyo = (format_time(T + 1000, load_zone(z)) for z in ("UTC+02:00", "Asia/Tokyo"))
+    assert f"at {plus_2} [btc-up]" in bots
+    assert f"at {tokyo} [btc-up]" in own
+    assert tokyo.endswith(" JST")
+    assert own == bots.replace(plus_2, tokyo)
+
+
 @pytest.mark.parametrize(
     ("typed", "answer"),
     [

@@ -9,7 +9,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 from typing import TextIO
 
 from telegram import Bot
@@ -19,7 +19,7 @@ from telegram.request import HTTPXRequest
 from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Sender, clip
 from alertbot.notify.outbox import ConsoleSender, Outbox, alert_id
-from alertbot.notify.render import BLOCKS, render_both, sparkline
+from alertbot.notify.render import BLOCKS, format_time, render_both, sparkline
 from alertbot.notify.routing import Route, Router, chat_of
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import TelegramSender
@@ -166,6 +166,7 @@ class Notifier:
             self.telegram = TelegramSender(self.bot, cfg, outbox_report)
             self.telegram.topic_of = self.topic_of
             self.telegram.on_topic_gone = self._topic_gone
+            self.telegram.localize = self._localize
             senders["telegram"] = self.telegram
         self.outbox = Outbox(self.store, cfg, self.router, senders)
         return await self.outbox.start()
@@ -188,6 +189,20 @@ class Notifier:
         chat = chat_of(rule.notify[0])
         name = None if chat is None else self.zones.get(chat)
         return self.default_zone if name is None else load_zone(name)
+
+    def _localize(self, text: str, record: AlertRecord, chat: int) -> str:
+        """``text`` of a rule file's alert as ``chat`` reads it: rendered once for all its
+        chats in ALERTBOT_TIMEZONE, its time is shown in the chat's own /timezone. A chat
+        watch's alert is in its chat's zone already; a template without ``{time}`` and a
+        delivery resumed after ALERTBOT_TIMEZONE changed keep their text."""
+        name = self.zones.get(chat) if self.zones else None
+        if name is None or watch_number(record.rule) is not None:
+            return text
+        zone = load_zone(name)
+        if zone == (self.default_zone or UTC):
+            return text
+        shown = format_time(record.time, self.default_zone)
+        return text.replace(shown, format_time(record.time, zone))
 
     def _topic_gone(self, chat: int, topic: int) -> None:
         self.router.topic_refused(chat, topic)

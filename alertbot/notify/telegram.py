@@ -390,6 +390,9 @@ class TelegramSender:
         #: told (chat, topic) when Telegram refuses a topic (deleted, closed): its alerts went
         #: to the chat itself instead
         self.on_topic_gone: Callable[[int, int], object] | None = None
+        #: an alert's text (or HTML) as ``chat`` reads it: a rule file's alert, rendered once
+        #: for all its chats, with its time in the chat's own /timezone
+        self.localize: Callable[[str, AlertRecord, int], str] | None = None
 
     def forbidden(self) -> list[tuple[int, list[AlertRecord], str]]:
         """The chats refused as Forbidden before ``on_forbidden`` was set (deliveries resumed
@@ -506,10 +509,12 @@ class TelegramSender:
             del self._order[chat]
         return batch, topic
 
-    @staticmethod
-    def _text(d: Delivery, buttons: bool = False) -> str:
-        """The alert as sent; with ``buttons``, less its hint line (the buttons say it)."""
-        text = d.alert.text if d.plain else d.alert.html
+    def _text(self, d: Delivery, buttons: bool = False, *, plain: bool | None = None) -> str:
+        """The alert as sent (``plain``: its plain text, whatever ``d`` says); with
+        ``buttons``, less its hint line (the buttons say it)."""
+        text = d.alert.text if (d.plain if plain is None else plain) else d.alert.html
+        if self.localize is not None and d.chat_id is not None:
+            text = self.localize(text, d.alert, d.chat_id)
         return without_watch_hint(text, d.alert.rule) if buttons else text
 
     def _requeue(self, chat: int, batch: list[Delivery]) -> None:
@@ -528,9 +533,7 @@ class TelegramSender:
         text = _SEPARATOR.join(self._text(d, buttons) for d in batch)
         if len(text) > cfg.max_message:  # one alert alone over the cap: cut its plain text
             plain = True
-            text = batch[0].alert.text
-            if buttons:
-                text = without_watch_hint(text, batch[0].alert.rule)
+            text = self._text(batch[0], buttons, plain=True)
             text = text[: cfg.max_message - 1] + "…"
         for d in batch:
             d.attempts += 1
