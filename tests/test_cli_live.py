@@ -1234,7 +1234,7 @@ async def test_a_channel_of_format_slack_gets_a_slack_message(tmp_path):
         code, _out, err = await one_alert_to(hook, fake, rules, env)
     assert code == 0, err
     (delivery,) = hook.deliveries
-    assert delivery.json == {"text": "BTCUSDT &gt; 100 &amp; rising: 150"}
+    assert delivery.json == {"text": "BTCUSDT &gt; 100 &amp; rising: 150", "mrkdwn": False}
 
 
 async def test_a_webhook_url_that_is_its_own_credential_never_appears_in_the_log(tmp_path):

@@ -545,12 +545,14 @@ def test_a_webhooks_body_is_told_by_its_host_when_none_is_configured(url: str, f
 
 
 def test_a_slack_webhook_gets_the_message_as_text_its_markup_escaped():
-    """``{"text": ...}``, with &, < and > escaped as Slack's mrkdwn asks (a condition such as
-    ``price < 3000`` would otherwise be read as markup); a fallback says for which chat."""
-    alert = record(text="ETHUSDT price < 3000 & falling >:(")
+    """``{"text": ...}``, with &, < and > escaped as Slack asks (a condition such as
+    ``price < 3000`` would otherwise be read as markup), and mrkdwn off (it has no escape for
+    the underscores of a rule id like ``eth_3k``); a fallback says for which chat."""
+    alert = record(text="eth_3k: ETHUSDT price < 3000 & *falling* >:(")
     url = "https://hooks.slack.com/services/T/B/x"
     assert orjson.loads(body_of(Delivery(alert, f"webhook:{url}", url=url))) == {
-        "text": "ETHUSDT price &lt; 3000 &amp; falling &gt;:("
+        "text": "eth_3k: ETHUSDT price &lt; 3000 &amp; *falling* &gt;:(",
+        "mrkdwn": False,
     }
     fallback = Delivery(alert, f"fallback:42:{url}", chat_id=42, url=url)
     assert orjson.loads(body_of(fallback))["text"].endswith(

@@ -91,9 +91,12 @@ def _message(d: Delivery) -> str:
 
 def body_of(d: Delivery) -> bytes:
     form = d.body_format or format_by_url(d.url or "")
-    if form == "slack":  # mrkdwn: &, < and > are its markup, escaped as Slack asks
+    if form == "slack":
+        # &, < and > are markup whatever else is, escaped as Slack asks; its mrkdwn (*bold*,
+        # _italic_, ~strike~) has no escape, and is turned off: a rule id or template with
+        # underscores or asterisks shows as written
         text = _message(d).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        return orjson.dumps({"text": clip(text, SLACK_MAX)})
+        return orjson.dumps({"text": clip(text, SLACK_MAX), "mrkdwn": False})
     if form == "discord":  # markdown, and no @mentions, whatever a template holds
         text = _DISCORD_MARKUP.sub(r"\\\1", _message(d))
         if len(text) > DISCORD_MAX:  # cut, but not between an escape and what it escapes
