@@ -729,6 +729,39 @@ async def test_a_level_already_true_says_it_fires_now(tmp_path, fakes):
         assert "true right now (price 70000)" in reply
 
 
+async def test_a_number_alone_is_answered_with_the_sign_the_price_now_gives_it(tmp_path, fakes):
+    """'/watch BTC 70000' (no sign) is answered with the price now and the condition that
+    alerts when the price gets there: '>' for a level above it, '<' below; '/watch BTC +5%'
+    also with the level 5% above the price now (as many decimals as Binance's price). With no
+    current price, as before: both signs."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        unknown = await bot.say("/watch ETH 3000")
+        await bot.say("/watch BTCUSDT > 1000000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 68_000.5, int(time.time() * 1000))
+        above = await bot.say("/watch btc 70k")
+        below = await bot.say("/watch BTCUSDT 65000")
+        up, down = await bot.say("/watch btc +5%"), await bot.say("/watch btc -2.5%")
+    assert unknown.splitlines()[0] == (
+        "Say which way the price should go: /watch ETH > 3000 (above) or /watch ETH < 3000 (below)"
+    )
+    assert above.splitlines()[0] == (
+        "Say which way the price should go: BTC is at 68000.5 now, so /watch BTC > 70k alerts "
+        "when it rises to 70k (the other way: /watch BTC < 70k)"
+    )
+    assert below.splitlines()[0].startswith(
+        "Say which way the price should go: BTCUSDT is at 68000.5 now, so /watch BTCUSDT < "
+        "65000 alerts when it falls to 65000"
+    )
+    assert up.splitlines()[0].endswith(
+        "; for a level 5% above the price now (68000.5), /watch BTC > 71400.5"
+    )
+    assert down.splitlines()[0].endswith(
+        "; for a level 2.5% below the price now (68000.5), /watch BTC < 66300.5"
+    )
+
+
 async def test_a_price_level_far_from_the_price_now_is_pointed_out(tmp_path, fakes):
     """'/watch BTCUSDT < 70.000' (a thousands separator, as much of Europe writes it) is a
     watch of 'price < 70', which never fires with BTCUSDT at 68000: the answer said nothing

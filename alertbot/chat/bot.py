@@ -62,6 +62,7 @@ from alertbot.chat.commands import (
     Listing,
     Mute,
     Price,
+    ShorthandError,
     Simple,
     SymbolError,
     TargetError,
@@ -841,6 +842,14 @@ class ChatBot:
                 self._digest_sent[chat] = (day, minute)
                 await self.tell(chat, self.digest_text(chat))
 
+    def _shorthand(self, exc: ShorthandError) -> CommandError:
+        """``/watch BTC 70000`` (``+5%``) answered with the condition to write from the
+        symbol's price now, when the feed has a current one; as parsed otherwise."""
+        t = self._fresh(self._resolve(exc.symbol))
+        if t is None or not t.close > 0:
+            return exc
+        return exc.with_price(t.close, t.price_text)
+
     def _symbol_target(self, chat: int, exc: TargetError) -> CommandError:
         """``/unwatch BTCUSDT`` (``btc`` too: its USDT contract): the command for this chat's
         watches of the symbol, in the order they were made; not a symbol: as typed."""
@@ -1030,6 +1039,8 @@ class ChatBot:
             command, answer = None, exc.suggesting(self._listed(exc.name)).reply()
         except TargetError as exc:  # /unwatch BTCUSDT: this chat's watches of it
             command, answer = None, self._symbol_target(chat.id, exc).reply()
+        except ShorthandError as exc:  # /watch BTC 70000: the sign, from the price now
+            command, answer = None, self._shorthand(exc).reply()
         except CommandError as exc:
             command, answer = None, exc.reply()
         except Exception:

@@ -781,15 +781,56 @@ def _several_symbols(message: str, words: list[_Word]) -> None:
     raise _error("watch", f"one symbol per /watch: send {commands}")
 
 
+class ShorthandError(CommandError):
+    """``/watch BTC 70000`` or ``/watch BTC +5%``: a number alone, which the condition
+    language has no form for. The parser does not know the price; the caller that does
+    names the condition to write from it: :meth:`with_price`."""
+
+    def __init__(self, message: str, symbol: str, first: str) -> None:
+        usage, _, example = COMMANDS["watch"]
+        super().__init__(message, hint(usage), hint(example))
+        self.symbol = symbol
+        self.first = first  # the number as typed: "70k", "+5%"
+
+    def with_price(self, price: float, price_text: str) -> CommandError:
+        """The answer with the symbol's price now (as Binance sent it, ``price_text``): for a
+        level, which side of it the level is, so which sign; for a percentage, the level that
+        far from it too."""
+        symbol, first = self.symbol, self.first
+        usage, example = self._marked[1:]
+        percent = _SIGNED_PERCENT_RE.fullmatch(first)
+        if percent is None:
+            level = parse(f"price > {first}")
+            assert isinstance(level, Level)
+            op, other, verb = (">", "<", "rises") if level.value >= price else ("<", ">", "falls")
+            message = (
+                f"say which way the price should go: {symbol} is at {price_text} now, so "
+                f"{hint(f'/watch {symbol} {op} {first}')} alerts when it {verb} to {first} "
+                f"(the other way: {hint(f'/watch {symbol} {other} {first}')})"
+            )
+            return CommandError(message, usage, example)
+        sign, size = percent.groups()
+        decimals = len(price_text.partition(".")[2])
+        factor = 1 - float(size) / 100 if sign == "-" else 1 + float(size) / 100
+        target = f"{price * factor:.{decimals}f}"
+        op, side = ("<", "below") if sign == "-" else (">", "above")
+        message = (
+            f"{self._marked[0]}; for a level {size}% {side} the price now ({price_text}), "
+            f"{hint(f'/watch {symbol} {op} {target}')}"
+        )
+        return CommandError(message, usage, example)
+
+
 def _shorthand(symbol: str, words: list[_Word]) -> None:
     """A condition written as a number alone (``70000``, ``+5% in 1h``), which the condition
     language has no form for: the exact condition meant, or the two it could mean."""
     first = words[0].text
     if _AMOUNT_RE.fullmatch(first):
-        raise _error(
-            "watch",
+        raise ShorthandError(
             f"say which way the price should go: {hint(f'/watch {symbol} > {first}')} (above) "
             f"or {hint(f'/watch {symbol} < {first}')} (below)",
+            symbol,
+            first,
         )
     percent = _SIGNED_PERCENT_RE.fullmatch(first)
     if percent is None:
@@ -804,10 +845,17 @@ def _shorthand(symbol: str, words: list[_Word]) -> None:
             "(rises: up, drops: down, moves: either way)",
         )
     level, move = (f"< -{size}%", "drops") if sign == "-" else (f"> {size}%", "rises")
-    raise _error(
-        "watch",
+    if len(words) > 1:
+        raise _error(
+            "watch",
+            f"for the 24h change write {hint(f'/watch {symbol} change_24h {level}')}; for a "
+            f"move within a time, {hint(f'/watch {symbol} {move} {size}% in 1h')}",
+        )
+    raise ShorthandError(
         f"for the 24h change write {hint(f'/watch {symbol} change_24h {level}')}; for a move "
         f"within a time, {hint(f'/watch {symbol} {move} {size}% in 1h')}",
+        symbol,
+        first,
     )
 
 
