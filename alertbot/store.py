@@ -116,6 +116,14 @@ CREATE TABLE IF NOT EXISTS chat_zones (     -- /timezone: the zone a chat's time
     chat_id INTEGER PRIMARY KEY,
     zone    TEXT NOT NULL          -- Europe/Berlin, UTC+08:00 (alertbot.zones)
 );
+CREATE TABLE IF NOT EXISTS topic_names (   -- forum topics' names, as the bot saw them (/list)
+    chat_id INTEGER NOT NULL,
+    topic   INTEGER NOT NULL,      -- message_thread_id
+    name    TEXT NOT NULL,
+    edited  INTEGER NOT NULL,      -- 1: from a rename (forum_topic_edited), which the name a
+                                   -- topic's messages carry (its creation's) does not replace
+    PRIMARY KEY (chat_id, topic)
+);
 CREATE TABLE IF NOT EXISTS paused_chats (  -- chats that blocked or removed the bot: watches wait
     chat_id INTEGER PRIMARY KEY,
     since   REAL NOT NULL,         -- wall clock, s
@@ -700,6 +708,18 @@ class Store:
 
     def zones(self) -> dict[int, str]:
         return dict(self.db.execute("SELECT chat_id, zone FROM chat_zones"))
+
+    def set_topic_name(self, chat_id: int, topic: int, name: str, edited: bool) -> None:
+        self.db.execute(
+            "INSERT INTO topic_names VALUES (?, ?, ?, ?) ON CONFLICT(chat_id, topic) DO UPDATE "
+            "SET name = excluded.name, edited = excluded.edited",
+            (chat_id, topic, name, int(edited)),
+        )
+
+    def topic_names(self) -> dict[tuple[int, int], tuple[str, bool]]:
+        """(chat, topic) -> (its name, whether from a rename)."""
+        rows = self.db.execute("SELECT chat_id, topic, name, edited FROM topic_names")
+        return {(chat, topic): (name, bool(edited)) for chat, topic, name, edited in rows}
 
     def move_chat(self, old: int, new: int, pause: Pause | None = None) -> None:
         """A group became a supergroup (a new chat id): its watches, digest and time zone go

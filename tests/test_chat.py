@@ -1706,7 +1706,35 @@ async def test_edit_moves_a_watchs_level_keeping_its_id_options_and_topic(tmp_pa
     assert (rule.id, rule.cooldown_ms) == ("w1", 3_600_000)
     async with Bot(tmp_path, binance, tg) as bot:
         listing = await bot.say("/list", chat=SUPERGROUP)
-    assert listing.startswith("1 watch:\nw1  BTCUSDT price crosses above 200, cooldown 1h —")
+    assert listing.startswith(
+        "1 watch:\nw1  BTCUSDT price crosses above 200, cooldown 1h, in topic «Topic 7» —"
+    )
+
+
+async def test_list_names_the_forum_topic_each_watch_alerts_in(tmp_path, fakes):
+    """/list says where a watch made in a forum topic alerts: the topic's name, learned from
+    the messages in it (each replies to the topic's creation, which has the name), or from
+    its rename's service message, which the creation's name in later messages does not
+    undo; a topic the bot has no name of by its number. Kept across a restart."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        tg.user_says(SUPERGROUP, "/watch BTCUSDT > 100", topic=7, topic_name="BTC levels")
+        tg.user_says(SUPERGROUP, "/watch ETHUSDT > 100", topic=8, topic_name="Alts")
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 2)
+        answer = tg.messages_to(SUPERGROUP)[0].message_id
+        tg.user_says(SUPERGROUP, "/watch SOLUSDT > 100", topic=9, reply_to=answer)  # no name
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 3)
+        tg.topic_renamed(SUPERGROUP, 8, "Altcoins")
+        listing = await bot.say("/list", chat=SUPERGROUP)
+        tg.user_says(SUPERGROUP, "/help", topic=8, topic_name="Alts")  # the creation's name
+        await tg.wait_for(lambda: len(tg.messages_to(SUPERGROUP)) == 5)
+    async with Bot(tmp_path, binance, tg) as bot:
+        again = await bot.say("/list", chat=SUPERGROUP)
+    lines = listing.splitlines()[1:4]
+    assert lines[0].startswith("w1  BTCUSDT price > 100, cooldown 5m, in topic «BTC levels» —")
+    assert lines[1].startswith("w2  ETHUSDT price > 100, cooldown 5m, in topic «Altcoins» —")
+    assert lines[2].startswith("w3  SOLUSDT price > 100, cooldown 5m, in topic 9 —")
+    assert again.splitlines()[1:4] == lines
 
 
 async def test_edit_changes_a_condition_or_options_and_refuses_what_cannot_be(tmp_path, fakes):

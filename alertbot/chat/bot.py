@@ -725,6 +725,8 @@ class ChatBot:
         text = filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & filters.TEXT & ~commands
         app.add_handler(MessageHandler(text, self.on_text))
         app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
+        topics = filters.StatusUpdate.FORUM_TOPIC_CREATED | filters.StatusUpdate.FORUM_TOPIC_EDITED
+        app.add_handler(MessageHandler(topics, self.on_topic))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_handler(ChatMemberHandler(self.on_member, ChatMemberHandler.MY_CHAT_MEMBER))
         app.add_error_handler(self.on_error)
@@ -1051,6 +1053,7 @@ class ChatBot:
                 self._refused.add(chat.id)
                 await self._reply(message, chat.id, REFUSAL.format(chat=chat.id), None)
             return
+        await self._learn_topic(chat.id, message)
         welcome = await self.welcome_back(chat.id)
         if command is not None:
             try:
@@ -1232,6 +1235,33 @@ class ChatBot:
             welcome = await self.welcome_back(chat)
             if welcome:
                 await self.tell(chat, welcome)
+
+    async def on_topic(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A forum topic made or renamed (its service message): its name, for /list."""
+        message = update.effective_message
+        if message is not None and self._allowed(message.chat_id):
+            await self._learn_topic(message.chat_id, message)
+
+    async def _learn_topic(self, chat: int, message: Message) -> None:
+        """The name of the forum topic ``message`` is in, as /list shows it (Telegram gives
+        bots no topic by id): a rename's, from its service message; else its creation's,
+        which every message in a topic carries as the message it replies to (unless it
+        replies to another). Not known, /list shows the topic's number."""
+        topic = _topic(message)
+        if topic is None:
+            return
+        edited = message.forum_topic_edited
+        replied = message.reply_to_message
+        created = message.forum_topic_created or (
+            replied.forum_topic_created if replied is not None else None
+        )
+        try:
+            if edited is not None and edited.name:
+                await self.book.name_topic(chat, topic, edited.name, edited=True)
+            elif created is not None:
+                await self.book.name_topic(chat, topic, created.name, edited=False)
+        except Exception as exc:  # a name is not worth a command: it is written next time
+            log.warning("chat %s: could not write forum topic %s's name: %s", chat, topic, exc)
 
     async def on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The service messages of a group that became a supergroup: "migrated to" in the
@@ -2005,6 +2035,9 @@ class ChatBot:
             extra += ", once"
         if r.expires_ms is not None:
             extra += f", until {self._at(r.chat_id, r.expires_ms)}"
+        if r.topic is not None:  # where its alerts go: the forum topic it was made in
+            named = self.book.topic_names.get((r.chat_id, r.topic))
+            extra += f", in topic «{named[0]}»" if named else f", in topic {r.topic}"
         return _cut(f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}", LINE_MAX)
 
     def _rule_files(self, chat: int) -> str:

@@ -137,6 +137,8 @@ class WatchBook:
         self.digests: dict[int, int] = {}  # chat -> minute of the day, in the chat's zone
         #: chat -> its /timezone (alertbot.zones); none: UTC
         self.zones: dict[int, str] = {} if zones is None else zones
+        #: (chat, forum topic) -> (its name, whether from a rename), as the bot saw them
+        self.topic_names: dict[tuple[int, int], tuple[str, bool]] = {}
         #: a supergroup's id -> its group's: the settings may still name the group
         self.successors: dict[int, int] = {}
         #: the chats that blocked the bot (or removed it): their watches wait, muted
@@ -159,6 +161,16 @@ class WatchBook:
         else:
             self.zones[chat] = zone
 
+    async def name_topic(self, chat: int, topic: int, name: str, *, edited: bool) -> None:
+        """``chat``'s forum topic ``topic`` is called ``name``: from a rename (``edited``), or
+        as its messages carry it (its creation's name, which a rename does not change there:
+        it replaces no rename's)."""
+        known = self.topic_names.get((chat, topic))
+        if known == (name, edited) or (known is not None and known[1] and not edited):
+            return
+        await self.db(self.store.set_topic_name, chat, topic, name, edited)
+        self.topic_names[(chat, topic)] = (name, edited)
+
     async def set_digest(self, chat: int, minute: int | None) -> None:
         await self.db(self.store.set_digest, chat, minute)
         if minute is None:
@@ -180,6 +192,7 @@ class WatchBook:
     async def load(self) -> int:
         self.digests = await self.db(self.store.digests)
         self.zones.update(await self.db(self.store.zones))
+        self.topic_names = await self.db(self.store.topic_names)
         self.successors.update(await self.db(self.store.chat_moves))
         self.paused = await self.db(self.store.paused_chats)
         rows: list[WatchRow] = await self.db(self.store.watches)

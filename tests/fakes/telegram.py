@@ -989,6 +989,7 @@ class FakeTelegram(HTTPServer):
         photo: bool = False,
         reply_to: int | None = None,
         topic: int | None = None,
+        topic_name: str | None = None,
     ) -> int:
         """Queue a ``message`` update from a user; returns its update_id.
 
@@ -999,7 +1000,9 @@ class FakeTelegram(HTTPServer):
         its caption (``caption`` and ``caption_entities``, no ``text``). ``reply_to``: the id of
         the bot's message in that chat the user replies to (``reply_to_message``). ``topic``:
         sent in that forum topic of a supergroup (``message_thread_id`` and
-        ``is_topic_message``, the chat ``is_forum``), as Telegram marks it.
+        ``is_topic_message``, the chat ``is_forum``), as Telegram marks it, and, unless it
+        replies to the bot, replying to the topic's creation (``forum_topic_created``, named
+        ``topic_name``, "Topic N" by default), as every message in a topic does.
         """
         if user_id is None:
             user_id = chat_id if chat_id > 0 else self.DEFAULT_GROUP_USER_ID
@@ -1030,7 +1033,34 @@ class FakeTelegram(HTTPServer):
             message["chat"]["is_forum"] = True
             message["message_thread_id"] = topic
             message["is_topic_message"] = True
+            if reply_to is None:
+                name = topic_name or f"Topic {topic}"
+                message["reply_to_message"] = self._topic_message(
+                    chat_id, topic, {"forum_topic_created": {"name": name, "icon_color": 0}}
+                )
         self._user_messages[(chat_id, message_id)] = message
+        return self._queue({"message": message})
+
+    def _topic_message(self, chat_id: int, topic: int, service: dict[str, Any]) -> dict[str, Any]:
+        """A service message of forum topic ``topic`` (its creation has the topic's id)."""
+        return {
+            "message_id": topic,
+            "from": self._user(self.DEFAULT_GROUP_USER_ID, "trader"),
+            "chat": {**self._chat_json(chat_id), "is_forum": True},
+            "date": int(_time.time()),
+            "message_thread_id": topic,
+            "is_topic_message": True,
+            **service,
+        }
+
+    def topic_renamed(self, chat_id: int, topic: int, name: str) -> int:
+        """Queue the service message of forum topic ``topic`` renamed ``name``
+        (``forum_topic_edited``, in the topic, replying to its creation); its update_id."""
+        message = self._topic_message(chat_id, topic, {"forum_topic_edited": {"name": name}})
+        message["message_id"] = self._next_message_id(chat_id)
+        message["reply_to_message"] = self._topic_message(
+            chat_id, topic, {"forum_topic_created": {"name": f"Topic {topic}", "icon_color": 0}}
+        )
         return self._queue({"message": message})
 
     def user_edits(self, chat_id: int, message_id: int, text: str) -> int:
