@@ -8,6 +8,7 @@ the connection is only ever used from that thread.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import sqlite3
 import time
@@ -111,6 +112,11 @@ CREATE INDEX IF NOT EXISTS watches_of_chat ON watches(chat_id);
 CREATE TABLE IF NOT EXISTS digests (
     chat_id INTEGER PRIMARY KEY,
     minute  INTEGER NOT NULL       -- minute of the day, in the chat's zone (UTC without one)
+);
+CREATE TABLE IF NOT EXISTS digest_sent (   -- the last daily digest sent to each chat
+    chat_id INTEGER PRIMARY KEY,
+    day     TEXT NOT NULL,         -- its local day (ISO), and minute: the change back from
+    minute  INTEGER NOT NULL       -- summer time repeats it, a restart then must not resend
 );
 CREATE TABLE IF NOT EXISTS chat_zones (     -- /timezone: the zone a chat's times are shown in
     chat_id INTEGER PRIMARY KEY,
@@ -821,6 +827,16 @@ class Store:
 
     def digests(self) -> dict[int, int]:
         return dict(self.db.execute("SELECT chat_id, minute FROM digests"))
+
+    def set_digest_sent(self, chat_id: int, day: dt.date, minute: int) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO digest_sent VALUES (?, ?, ?)",
+            (chat_id, day.isoformat(), minute),
+        )
+
+    def digests_sent(self) -> dict[int, tuple[dt.date, int]]:
+        rows = self.db.execute("SELECT chat_id, day, minute FROM digest_sent")
+        return {chat: (dt.date.fromisoformat(day), minute) for chat, day, minute in rows}
 
     def counts(self) -> dict[str, int]:
         """Deliveries by state."""

@@ -2150,6 +2150,29 @@ async def test_a_digest_in_a_minute_summer_time_skips_or_repeats_comes_once(
     assert got == sent
 
 
+async def test_a_digest_sent_in_the_repeated_hour_is_not_sent_again_after_a_restart(
+    tmp_path, fakes
+):
+    """New York's 01:30 comes twice on 2026-11-01 (05:30 and 06:30 UTC): the digest at
+    01:30 is sent at the first, and a restart between the two does not send it again (the
+    digest sent is kept in the database); the next day's comes."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/timezone America/New_York")
+        await bot.say("/digest 01:30")
+        assert bot.app.chat is not None
+        await bot.app.chat.digest(at_utc(5, 30, dt.date(2026, 11, 1)))
+        first = len(tg.messages_to(USER))
+    async with Bot(tmp_path, binance, tg) as bot:
+        assert bot.app.chat is not None
+        await bot.app.chat.digest(at_utc(6, 30, dt.date(2026, 11, 1)))
+        again = len(tg.messages_to(USER))
+        await bot.app.chat.digest(at_utc(6, 30, dt.date(2026, 11, 2)))
+        next_day = len(tg.messages_to(USER))
+    assert "Daily digest" in tg.messages_to(USER)[first - 1].plain_text
+    assert (again, next_day) == (first, first + 1)
+
+
 # ---------------------------------------------------------------- Telegram's 4096 characters
 
 LIMIT = 4096

@@ -669,7 +669,6 @@ class ChatBot:
         #: chat -> the day (its zone's) and minute its digest was last sent at: the hour a
         #: change back from summer time repeats does not send it twice (a new /digest time
         #: later that day does)
-        self._digest_sent: dict[int, tuple[dt.date, int]] = {}
         #: told (chat, why) when a chat no longer has the bot: a note or an answer refused
         #: with a 403 that says so (:func:`gone`), or Telegram's word that it blocked or
         #: removed the bot (a my_chat_member update): its watches pause (App._chat_refused)
@@ -840,8 +839,11 @@ class ChatBot:
             zone = self._zone(chat) or dt.UTC
             (day_before, before), (day, at) = local_minute(now - 60, zone), local_minute(now, zone)
             due = before < minute <= at if day == day_before else minute <= at or minute > before
-            if due and self._digest_sent.get(chat) != (day, minute):
-                self._digest_sent[chat] = (day, minute)
+            if due and self.book.digests_sent.get(chat) != (day, minute):
+                try:
+                    await self.book.digest_sent(chat, day, minute)
+                except Exception as exc:  # sent all the same: kept in memory, as it was
+                    log.warning("chat %s: could not write its digest's sending: %s", chat, exc)
                 await self.tell(chat, self.digest_text(chat))
 
     def _shorthand(self, exc: ShorthandError) -> CommandError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import time
@@ -137,6 +138,8 @@ class WatchBook:
         self.digests: dict[int, int] = {}  # chat -> minute of the day, in the chat's zone
         #: chat -> its /timezone (alertbot.zones); none: UTC
         self.zones: dict[int, str] = {} if zones is None else zones
+        #: chat -> the local day and minute of the last digest sent to it
+        self.digests_sent: dict[int, tuple[dt.date, int]] = {}
         #: (chat, forum topic) -> (its name, whether from a rename), as the bot saw them
         self.topic_names: dict[tuple[int, int], tuple[str, bool]] = {}
         #: a supergroup's id -> its group's: the settings may still name the group
@@ -171,6 +174,12 @@ class WatchBook:
         await self.db(self.store.set_topic_name, chat, topic, name, edited)
         self.topic_names[(chat, topic)] = (name, edited)
 
+    async def digest_sent(self, chat: int, day: dt.date, minute: int) -> None:
+        """The digest of ``day`` at ``minute`` (local) goes to ``chat`` now: not again, after
+        a restart within a repeated hour either."""
+        self.digests_sent[chat] = (day, minute)
+        await self.db(self.store.set_digest_sent, chat, day, minute)
+
     async def set_digest(self, chat: int, minute: int | None) -> None:
         await self.db(self.store.set_digest, chat, minute)
         if minute is None:
@@ -193,6 +202,7 @@ class WatchBook:
         self.digests = await self.db(self.store.digests)
         self.zones.update(await self.db(self.store.zones))
         self.topic_names = await self.db(self.store.topic_names)
+        self.digests_sent = await self.db(self.store.digests_sent)
         self.successors.update(await self.db(self.store.chat_moves))
         self.paused = await self.db(self.store.paused_chats)
         rows: list[WatchRow] = await self.db(self.store.watches)
