@@ -666,9 +666,6 @@ class ChatBot:
         #: each chat's updates in turn (and what the deliveries find out about a chat)
         self._order = ChatOrder()
         self.username: str | None = None
-        #: chat -> the day (its zone's) and minute its digest was last sent at: the hour a
-        #: change back from summer time repeats does not send it twice (a new /digest time
-        #: later that day does)
         #: told (chat, why) when a chat no longer has the bot: a note or an answer refused
         #: with a 403 that says so (:func:`gone`), or Telegram's word that it blocked or
         #: removed the bot (a my_chat_member update): its watches pause (App._chat_refused)

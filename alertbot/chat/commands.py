@@ -845,18 +845,13 @@ def _shorthand(symbol: str, words: list[_Word]) -> None:
             "(rises: up, drops: down, moves: either way)",
         )
     level, move = (f"< -{size}%", "drops") if sign == "-" else (f"> {size}%", "rises")
-    if len(words) > 1:
-        raise _error(
-            "watch",
-            f"for the 24h change write {hint(f'/watch {symbol} change_24h {level}')}; for a "
-            f"move within a time, {hint(f'/watch {symbol} {move} {size}% in 1h')}",
-        )
-    raise ShorthandError(
+    message = (
         f"for the 24h change write {hint(f'/watch {symbol} change_24h {level}')}; for a move "
-        f"within a time, {hint(f'/watch {symbol} {move} {size}% in 1h')}",
-        symbol,
-        first,
+        f"within a time, {hint(f'/watch {symbol} {move} {size}% in 1h')}"
     )
+    if len(words) > 1:  # more than the percentage: no level from the price either
+        raise _error("watch", message)
+    raise ShorthandError(message, symbol, first)
 
 
 def _combined(symbol: str, condition_text: str, tail: str) -> str | None:

@@ -138,7 +138,9 @@ class WatchBook:
         self.digests: dict[int, int] = {}  # chat -> minute of the day, in the chat's zone
         #: chat -> its /timezone (alertbot.zones); none: UTC
         self.zones: dict[int, str] = {} if zones is None else zones
-        #: chat -> the local day and minute of the last digest sent to it
+        #: chat -> the day (its zone's) and minute its digest was last sent at: the hour a
+        #: change back from summer time repeats does not send it twice, across a restart too
+        #: (a new /digest time later that day does)
         self.digests_sent: dict[int, tuple[dt.date, int]] = {}
         #: (chat, forum topic) -> (its name, whether from a rename), as the bot saw them
         self.topic_names: dict[tuple[int, int], tuple[str, bool]] = {}
