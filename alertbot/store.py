@@ -626,11 +626,11 @@ class Store:
         return cur.lastrowid
 
     def edit_watch(self, w: WatchRow) -> None:
-        """``w``'s condition and options as they are now (/edit)."""
+        """``w``'s symbol, condition and options as they are now (/edit)."""
         self.db.execute(
-            "UPDATE watches SET condition = ?, cooldown_ms = ?, rearm = ?, once = ?,"
+            "UPDATE watches SET symbol = ?, condition = ?, cooldown_ms = ?, rearm = ?, once = ?,"
             " expires_ms = ? WHERE id = ?",
-            (w.condition, w.cooldown_ms, w.rearm, int(w.once), w.expires_ms, w.id),
+            (w.symbol, w.condition, w.cooldown_ms, w.rearm, int(w.once), w.expires_ms, w.id),
         )
 
     def watches(self) -> list[WatchRow]:

@@ -1711,6 +1711,35 @@ async def test_edit_moves_a_watchs_level_keeping_its_id_options_and_topic(tmp_pa
     )
 
 
+async def test_edit_moves_a_watch_to_another_symbol(tmp_path, fakes):
+    """/edit w1 ETHUSDT > 3000: the watch, its id and options kept, alerts on ETHUSDT and no
+    longer on BTCUSDT (the feed follows: ETHUSDT's stream, not BTCUSDT's); the answer names
+    both symbols; a symbol Binance does not list is refused with /edit's form and changes
+    nothing; after a restart /list shows the move."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100 cooldown 1h")
+        unknown = await bot.say("/edit w1 NOPEUSDT > 5")
+        moved = await bot.say("/edit w1 ETHUSDT > 3000")
+        await binance.wait_for(lambda: binance.subscribed() == {"ethusdt@miniTicker"})
+        rules = [(r.id, r.symbols) for r in bot.app.engine.rules()]
+        await bot.tick("ETHUSDT", 2900, T)
+        await bot.tick("ETHUSDT", 3100, T + 1000)
+        await tg.wait_for(lambda: "[w1]" in tg.messages_to(USER)[-1].text)
+        alerts = [m.plain_text for m in tg.messages_to(USER) if "[w1]" in m.text]
+    async with Bot(tmp_path, binance, tg) as bot:
+        listing = await bot.say("/list")
+    assert unknown.splitlines()[0] == "Unknown symbol NOPEUSDT"
+    assert unknown.splitlines()[1].startswith("Use: /edit ID [SYMBOL] [CONDITION]")
+    assert moved == (
+        "Changed w1: ETHUSDT price > 3000 (cooldown 1h). Was: BTCUSDT price > 100 (cooldown 1h)."
+    )
+    assert rules == [("w1", ("ETHUSDT",))]  # BTCUSDT's ticks are not evaluated for it
+    (alert,) = alerts
+    assert alert.startswith("ETHUSDT price > 3000: price 3100")
+    assert listing.startswith("1 watch:\nw1  ETHUSDT price > 3000, cooldown 1h —")
+
+
 async def test_list_names_the_forum_topic_each_watch_alerts_in(tmp_path, fakes):
     """/list says where a watch made in a forum topic alerts: the topic's name, learned from
     the messages in it (each replies to the topic's creation, which has the name), or from

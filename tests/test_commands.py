@@ -729,6 +729,15 @@ def test_other_commands_parse_to_their_values(text: str, expected: Command) -> N
         ("/edit 70000", "w9", Edit("w9", level=70000.0, level_text="70000")),  # in reply
         ("/edit crosses 5", "w9", Edit("w9", Cross("price", None, 5.0), "price crosses 5")),
         ("/edit w2 cooldown 0", "w9", Edit("w2", cooldown_ms=0)),  # an id typed wins
+        # another symbol: alone, with a condition, a level or options
+        ("/edit w3 ethusdt", None, Edit("w3", symbol="ETHUSDT")),
+        (
+            "/edit w3 ETHUSDT crosses 3000",
+            None,
+            Edit("w3", Cross("price", None, 3000.0), "price crosses 3000", symbol="ETHUSDT"),
+        ),
+        ("/edit w3 SOLUSDC 150", None, Edit("w3", level=150.0, level_text="150", symbol="SOLUSDC")),
+        ("/edit ETHUSDT once", "w9", Edit("w9", once=True, symbol="ETHUSDT")),  # in reply
         # an option turned off: the watch no longer has it
         ("/edit w3 once off", None, Edit("w3", off=frozenset({"once"}))),
         (
@@ -761,6 +770,7 @@ def test_edit_parses_to_its_value(text: str, replied: str | None, expected: Edit
         ("/edit w3 once off once", "'once' is given twice"),
         ("/edit w3 once off for off for 1d", "'for' is given twice"),
         ("/edit w3 off", "'off' turns an option off: say which, e.g. /edit w3 once off"),
+        ("/edit w3 prcie > 5", "unknown metric or condition 'prcie'"),  # no symbol: no quote
     ],
 )
 def test_a_malformed_edit_is_answered_with_its_form(text: str, says: str) -> None:
@@ -768,7 +778,7 @@ def test_a_malformed_edit_is_answered_with_its_form(text: str, says: str) -> Non
         parse_command(text, BOT)
     assert says in str(info.value)
     assert unmarked(info.value.reply()).endswith(
-        "Use: /edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]\n"
+        "Use: /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]\n"
         "e.g. /edit w12 > 71000"
     )
 

@@ -1526,15 +1526,16 @@ class ChatBot:
             return resolved
         return self.directory.suggest(resolved)
 
-    def _check_symbol(self, chat: int, symbol: str) -> str | None:
+    def _check_symbol(self, chat: int, symbol: str, command: str = "watch") -> str | None:
         """Refuse a pattern from a non-admin, and a symbol the exchange does not list; a note
         when whether it lists the symbol cannot be told now (its list cannot be read)."""
+        usage, example = COMMANDS[command][0], COMMANDS[command][2]
         if is_glob(symbol):
             if not self._admin(chat):
                 raise CommandError(
                     f"patterns like {symbol} are for the bot's admins; name one symbol",
-                    COMMANDS["watch"][0],
-                    COMMANDS["watch"][2],
+                    usage,
+                    example,
                 )
             return None
         if symbol in self.directory.known():
@@ -1543,8 +1544,8 @@ class ChatBot:
             hint = self.directory.suggest(symbol)
             raise CommandError(
                 f"unknown symbol {symbol}" + (f" (did you mean {hint}?)" if hint else ""),
-                COMMANDS["watch"][0],
-                COMMANDS["watch"][2],
+                usage,
+                example,
             )
         return (
             f"{symbol} is not checked: Binance's list of symbols cannot be read right now. "
@@ -1631,6 +1632,10 @@ class ChatBot:
             return self._none(e.target)
         row = rows[0]
         wid = watch_id(row)
+        symbol, unchecked = row.symbol, None
+        if e.symbol is not None and e.symbol != row.symbol:
+            symbol = self._resolve(e.symbol)
+            unchecked = self._check_symbol(chat, symbol, "edit")
         condition, text = parse(row.condition), row.condition
         if e.condition is not None and e.condition_text is not None:
             condition, text = e.condition, e.condition_text
@@ -1640,10 +1645,10 @@ class ChatBot:
         same = [
             r
             for r in self.book.of_chat(chat)
-            if r is not row and (r.symbol, r.condition) == (row.symbol, text)
+            if r is not row and (r.symbol, r.condition) == (symbol, text)
         ]
         if same:
-            return f"This chat watches {row.symbol} {text} already: {watch_id(same[0])}."
+            return f"This chat watches {symbol} {text} already: {watch_id(same[0])}."
         rearm = row.rearm if e.rearm is None else e.rearm
         if "rearm" in e.off:
             rearm = 0.0
@@ -1661,22 +1666,25 @@ class ChatBot:
         expires = row.expires_ms if not e.for_ms else int(self.clock() * 1000) + e.for_ms
         new = dataclasses.replace(
             row,
+            symbol=symbol,
             condition=text,
             cooldown_ms=0 if "cooldown" in e.off else cooldown,
             rearm=rearm,
             once=(row.once or e.once) and "once" not in e.off,
             expires_ms=None if "for" in e.off else expires,
         )
-        before = row.condition
-        was = f"{before} ({self._options_text(chat, row)})"
+        before, moved = row.condition, symbol != row.symbol
+        was = f"{row.symbol + ' ' if moved else ''}{before} ({self._options_text(chat, row)})"
         if new == row:
             return f"Nothing to change: {wid} is {row.symbol} {was} already."
         if not await self.book.edit(row, new):
             return f"{wid} is gone already: it alerts no more."
         now_options = self._options_text(chat, row)
-        answer = f"Changed {wid}: {row.symbol} {text} ({now_options}). Was: {was}.{dropped}"
-        if text != before:
-            w = Watch(symbol=row.symbol, condition=condition, condition_text=text)
+        answer = f"Changed {wid}: {symbol} {text} ({now_options}). Was: {was}.{dropped}"
+        if unchecked:
+            answer += f"\n{unchecked}"
+        if text != before or moved:
+            w = Watch(symbol=symbol, condition=condition, condition_text=text)
             now_true = self._true_now(chat, w)
             if now_true:
                 answer += f"\nIt is true right now ({now_true}): it fires on the next tick."

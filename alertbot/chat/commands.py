@@ -6,7 +6,7 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
 ::
 
     /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]
-    /edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]
+    /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]
     /list [PAGE]   /unwatch ID [ID...]|all   /mute ID [ID...]|all D   /unmute [ID...|all]
     /price SYMBOL [SYMBOL...]   /digest HH:MM|off   /timezone [ZONE]   /status   /help   /start
 
@@ -74,7 +74,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "list": ("/list [PAGE]", "Show my watches and their ids", "/list"),
     "edit": (
-        "/edit ID [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]",
+        "/edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]",
         "Change a watch: its condition or options, e.g. /edit w12 > 71000",
         "/edit w12 > 71000",
     ),
@@ -358,7 +358,8 @@ class Edit:
     """``/edit``: watch ``target`` (``w12``) gets ``condition`` (None: keeps its own), or
     ``level`` as its condition's one threshold (``/edit w12 71000``: a number alone, ``5%`` a
     percentage), and the options given (None, False: kept); ``off``: the options it no
-    longer has (``once off``)."""
+    longer has (``once off``); ``symbol``: the symbol it moves to (``/edit w12 ETHUSDT``: a
+    contract's full name, upper-case; None: kept)."""
 
     target: str
     condition: Condition | None = None
@@ -370,6 +371,7 @@ class Edit:
     once: bool = False
     for_ms: int | None = None
     off: frozenset[str] = frozenset()
+    symbol: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1146,6 +1148,14 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
             f"what to change? A condition ({hint(f'/edit {target} > 71000')}) or options "
             f"({hint(f'/edit {target} cooldown 1h')})",
         )
+    # another symbol first ("/edit w12 ETHUSDT > 3000"): named in full, with its quote asset,
+    # so that no misspelt condition word is taken for one
+    symbol: str | None = None
+    named = normalise(rest[0].text)
+    if _QUOTE_END_RE.search(named) and _is_symbol(named):
+        symbol, rest = named, rest[1:]
+        if not rest:
+            return Edit(target=target, symbol=symbol)
     if rest[0].lower == "off":
         raise _error(
             "edit", f"'off' turns an option off: say which, e.g. {hint(f'/edit {target} once off')}"
@@ -1174,6 +1184,7 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
         once=options.once,
         for_ms=options.for_ms,
         off=options.off,
+        symbol=symbol,
     )
 
 

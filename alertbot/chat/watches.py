@@ -265,17 +265,21 @@ class WatchBook:
         self.on_change()
 
     async def edit(self, row: WatchRow, new: WatchRow) -> bool:
-        """``row`` gets ``new``'s condition and options (/edit), in the database and the
-        engine, which keeps its firing state unless the condition or band changed. False: the
-        watch ended meanwhile (a ``once`` watch that fired). Raises ConditionError for a
-        condition that does not parse (nothing changed then)."""
+        """``row`` gets ``new``'s symbol, condition and options (/edit), in the database and
+        the engine, which keeps its firing state unless the symbol, condition or band
+        changed. False: the watch ended meanwhile (a ``once`` watch that fired). Raises
+        ConditionError for a condition that does not parse (nothing changed then)."""
         rule_for(new)  # parses, before anything is written
         await self.db(self.store.edit_watch, new)
         if self.rows.get(row.id) is not row:
             return False
-        row.condition, row.cooldown_ms, row.rearm = new.condition, new.cooldown_ms, new.rearm
+        moved = row.symbol != new.symbol
+        row.symbol, row.condition = new.symbol, new.condition
+        row.cooldown_ms, row.rearm = new.cooldown_ms, new.rearm
         row.once, row.expires_ms = new.once, new.expires_ms
-        self.engine.replace_rule(self._rule(row))
+        self.engine.replace_rule(self._rule(row))  # a new symbol starts afresh
+        if moved:
+            self.on_change()  # the feed's streams: the new symbol's, not the old one's
         return True
 
     async def mute(self, rows: list[WatchRow], until: float | None) -> None:
