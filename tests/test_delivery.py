@@ -439,6 +439,23 @@ async def test_after_one_refusal_as_migrated_a_groups_alerts_go_to_its_supergrou
     assert hook.deliveries == []
 
 
+async def test_an_alert_to_a_forum_whose_general_topic_is_closed_waits_for_it(tmp_path, tg, hook):
+    """A forum's General topic closed (TOPIC_CLOSED, for a message in no topic): the alert is
+    kept and tried again with backoff, not failed (there is nowhere else in the chat to post,
+    and its admins may reopen it); once reopened it is sent."""
+    forum = -1_000_000_000_777
+    tg.close_topic(forum, 0, "TOPIC_CLOSED")
+    async with Harness(tmp_path, tg, hook, admin_chats=(forum,), group_interval=0.05) as h:
+        h.fire([rule()])
+        await tg.wait_for(lambda: len(tg.calls("sendMessage")) >= 3)  # tried again, and again
+        assert h.states() == {f"r1:BTCUSDT:{T}>telegram:{forum}": "pending"}
+        tg.reopen_topic(forum, 0)
+        await tg.wait_for(lambda: len(tg.messages_to(forum)) == 1)
+        await h.settled()
+    assert h.states() == {f"r1:BTCUSDT:{T}>telegram:{forum}": "sent"}
+    assert hook.deliveries == []
+
+
 async def test_a_fallback_then_a_move_to_a_supergroup_sends_no_second_fallback(tmp_path, tg, hook):
     """An alert for a group fell back (Telegram late); the group then turned out to be a
     supergroup that refuses the bot for good: no second fallback copy, and once settled no

@@ -20,7 +20,10 @@ Failures, by what Telegram says:
   the one Telegram refuses by itself loses its formatting;
 - ``ChatMigrated`` (a group became a supergroup): sent to the new chat id, as is everything
   for the old id from then on; ``on_migrate(old, new)`` is told (the chat watches move);
-- buttons refused (a bad inline keyboard): sent again without them, with the hint line.
+- buttons refused (a bad inline keyboard): sent again without them, with the hint line;
+- a forum topic refused (deleted, closed): sent to the chat itself (its General topic); the
+  General topic closed: retried with backoff (kept, not failed), as a chat's admins may
+  reopen it, until ``give_up_after``.
 No chat's trouble delays another chat.
 
 A message whose alerts are all one chat watch's (one alert, or a pattern watch's several) has
@@ -636,6 +639,15 @@ class TelegramSender:
                 except Exception:
                     log.exception("telegram: could not forget topic %s of chat %s", topic, chat)
             self._retry(chat, batch, f"topic refused: {exc.message}", 0.0, count=False)
+            return
+        if topic is None and "topic_closed" in message:
+            # the forum's General topic closed: nowhere else to post in the chat, and its
+            # admins may reopen it (or let the bot manage topics): kept and tried again
+            failures = self._failures.get(chat, 0) + 1
+            self._failures[chat] = failures
+            wait = backoff(failures, self.settings.backoff_initial, self.settings.backoff_max)
+            why = "the forum's General topic is closed (reopen it, or let the bot manage topics)"
+            self._retry(chat, batch, f"{why}: {exc.message}", wait)
             return
         bad_html = "parse entities" in message or "can't find end" in message
         if buttons and not bad_html and ("button" in message or "markup" in message):

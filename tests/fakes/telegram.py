@@ -837,9 +837,14 @@ class FakeTelegram(HTTPServer):
         self, chat_id: int, topic: int, description: str = "message thread not found"
     ) -> None:
         """Forum topic ``topic`` of ``chat_id`` takes no more messages: a sendMessage with it
-        as ``message_thread_id`` gets 400 ``Bad Request: <description>`` (a deleted topic's
-        wording by default; a closed one's is ``TOPIC_CLOSED``)."""
+        as ``message_thread_id`` (0: none, the General topic) gets 400 ``Bad Request:
+        <description>`` (a deleted topic's wording by default; a closed one's is
+        ``TOPIC_CLOSED``)."""
         self._gone_topics[(chat_id, topic)] = description
+
+    def reopen_topic(self, chat_id: int, topic: int) -> None:
+        """Forum topic ``topic`` of ``chat_id`` takes messages again (see close_topic)."""
+        self._gone_topics.pop((chat_id, topic), None)
 
     def migrate_chat(self, chat_id: int, new_chat_id: int) -> None:
         """Calls naming ``chat_id`` get 400 with ``parameters.migrate_to_chat_id`` (a group
