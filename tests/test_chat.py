@@ -1947,6 +1947,7 @@ async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watche
                 "/edit BTCUSDT 65000",
                 "/unwatch w3 BTCUSDT",  # after an id: the command keeps it, first
                 "/unmute w3, btc w9",
+                "/mute w3 BTCUSDT 2h",  # after /mute's ids: named in full
             )
         ]
         unmute = await bot.say("/unmute ETHUSDT")
@@ -1966,6 +1967,7 @@ async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watche
         f"{both} /edit w1 65000 or /edit w4 65000",  # one watch at a time
         f"{both} /unwatch w3 w1 w4",
         f"{both} /unmute w3 w1 w4 w9",
+        f"{both} /mute w3 w1 w4 2h",
     ]
     assert answers[0].splitlines()[1:] == ["Use: /unwatch ID [ID...]|all", "e.g. /unwatch w12"]
     assert unmute.splitlines()[0] == "ETHUSDT is watched here by w3 (price > 3000): send /unmute w3"

@@ -1109,13 +1109,25 @@ def _targets(name: str, words: list[_Word], *, bare: bool = True) -> tuple[list[
             pieces[i].lower == "all"
             or (_WATCH_ID_RE.fullmatch(text) and (bare or not text.isdigit()))
         ):
-            if bare and targets != ["all"] and _is_symbol(normalise(text)):
-                # "/unwatch w1 BTCUSDT": a symbol among the ids (TargetError.naming); not
-                # after /mute's ids, where a duration goes ("/mute w1 2hrs")
-                after = [
-                    _target(name, [w]) for w in pieces[i + 1 :] if _WATCH_ID_RE.fullmatch(w.text)
-                ]
-                raise TargetError(name, text, " ".join(after), before=targets)
+            named = normalise(text)
+            if (
+                targets != ["all"]
+                and _is_symbol(named)
+                and (bare or _QUOTE_END_RE.search(named) is not None)
+            ):
+                # "/unwatch w1 BTCUSDT": a symbol among the ids (TargetError.naming); after
+                # /mute's ids, where a duration goes ("/mute w1 2hrs"), only one named in
+                # full ("/mute w1 BTCUSDT 2h"), and what follows it is the duration
+                if bare:
+                    after = [
+                        _target(name, [w])
+                        for w in pieces[i + 1 :]
+                        if _WATCH_ID_RE.fullmatch(w.text)
+                    ]
+                    tail = " ".join(after)
+                else:
+                    tail = " ".join(w.text for w in pieces[i + 1 :])
+                raise TargetError(name, text, tail, before=targets)
             break
         target = _target(name, [pieces[i]])
         if "all" in (target, targets[0]):
