@@ -671,19 +671,19 @@ def socket(conn: Connection, opened_at: float, last_event: int, *, held: bool = 
     return s
 
 
-def part_of(feed: Feed, cid: int, streams: list[str], *, raw: bool = False) -> Connection:
-    """A connection wired to ``feed``'s merge as its own are, not started (no socket)."""
-    return Connection(
-        cid,
-        streams,
-        raw=raw,
-        settings=feed.settings,
-        stats=feed.stats,
-        sink=feed.sink,
-        on_deliver=feed._delivering,
-        on_released=feed._hand_on_waiting,
-        on_ahead=feed._ahead_of_held,
-    )
+def part_of(feed: Feed, streams: list[str], *, raw: bool = False) -> Connection:
+    """A connection of ``feed``, wired to its merge as its own are, not started (no socket)."""
+    return feed._new(streams, raw=raw, start=False)
+
+
+def rotation(conn: Connection, opened_at: float, *frames: tuple[int, Any]) -> _Session:
+    """``conn``'s rotation under way: its new socket, open since ``opened_at``, holding
+    ``frames`` (event time, frame), which arrived now."""
+    now = asyncio.get_running_loop().time()
+    s = conn._rotating = socket(conn, opened_at, max((e for e, _ in frames), default=-1), held=True)
+    assert s.held is not None
+    s.held.extend((event, obj, b"", now) for event, obj in frames)
+    return s
 
 
 def unplug(*conns: Connection) -> None:
@@ -712,16 +712,12 @@ async def test_a_rotations_held_ticks_handed_on_outside_the_merge_take_older_one
     sunk: list[Any] = []
     feed = Feed(FeedSettings(ws_root="ws://127.0.0.1:9"), lambda obj, raw: sunk.append(obj))
     now = asyncio.get_running_loop().time()
-    symbols = part_of(feed, 1, ["btcusdt@miniTicker"])
+    symbols = part_of(feed, ["btcusdt@miniTicker"])
     feed._combined = [symbols]
     symbols.session = socket(symbols, now - 2, 1000)
-    rotating = symbols._rotating = socket(symbols, now - 1, 2000, held=True)
-    assert rotating.held is not None
-    rotating.held.append((2000, el("BTCUSDT", 2000), b"", now))
-    all_market = part_of(feed, 2, [ALL_MARKET], raw=True)
-    rotating = all_market._rotating = socket(all_market, now - 1, 2500, held=True)
-    assert rotating.held is not None
-    rotating.held.append((2500, [el("BTCUSDT", 2500)], b"", now))
+    rotation(symbols, now - 1, (2000, el("BTCUSDT", 2000)))
+    all_market = part_of(feed, [ALL_MARKET], raw=True)
+    rotation(all_market, now - 1, (2500, [el("BTCUSDT", 2500)]))
     await all_market.close()
     assert sunk_ticks(sunk) == [("BTCUSDT", 2000), ("BTCUSDT", 2500)]
     unplug(symbols)
@@ -735,14 +731,12 @@ async def test_a_rotations_held_ticks_keep_another_symbols_connections_rotation_
     sunk: list[Any] = []
     feed = Feed(FeedSettings(ws_root="ws://127.0.0.1:9"), lambda obj, raw: sunk.append(obj))
     now = asyncio.get_running_loop().time()
-    btc = part_of(feed, 1, ["btcusdt@miniTicker"])
-    eth = part_of(feed, 2, ["ethusdt@miniTicker"])
+    btc = part_of(feed, ["btcusdt@miniTicker"])
+    eth = part_of(feed, ["ethusdt@miniTicker"])
     feed._combined = [btc, eth]
     for conn, symbol, time in ((btc, "BTCUSDT", 2000), (eth, "ETHUSDT", 1500)):
         conn.session = socket(conn, now - 2, 1000)
-        rotating = conn._rotating = socket(conn, now - 1, time, held=True)
-        assert rotating.held is not None
-        rotating.held.append((time, el(symbol, time), b"", now))
+        rotation(conn, now - 1, (time, el(symbol, time)))
     btc._release_rotating()
     assert sunk_ticks(sunk) == [("BTCUSDT", 2000)]
     assert eth.holds_before(2000)  # still held
@@ -764,10 +758,11 @@ async def test_a_rotations_held_ticks_go_ahead_of_newer_ones_of_the_old_socket_k
     )
     now = asyncio.get_running_loop().time()
     conn._deliver(3000, el("ETHUSDT", 3000), b"")
-    rotating = conn._rotating = socket(conn, now, 3500, held=True)
-    assert rotating.held is not None
-    for symbol, time in (("BTCUSDT", 1000), ("ETHUSDT", 2500), ("ETHUSDT", 3500)):
-        rotating.held.append((time, el(symbol, time), b"", now))
+    rotation(
+        conn,
+        now,
+        *((t, el(s, t)) for s, t in (("BTCUSDT", 1000), ("ETHUSDT", 2500), ("ETHUSDT", 3500))),
+    )
     conn._release_rotating()
     assert sunk == []
     assert conn.hand_on_waiting(lambda event: False)
@@ -786,8 +781,8 @@ async def test_a_switchs_held_frame_waits_for_a_lagging_rotation_of_an_old_conne
     sunk: list[Any] = []
     feed = Feed(FeedSettings(ws_root="ws://127.0.0.1:9"), lambda obj, raw: sunk.append(obj))
     now = asyncio.get_running_loop().time()
-    symbols = part_of(feed, 1, ["btcusdt@miniTicker", "ethusdt@miniTicker"])
-    all_market = part_of(feed, 2, [ALL_MARKET], raw=True)
+    symbols = part_of(feed, ["btcusdt@miniTicker", "ethusdt@miniTicker"])
+    all_market = part_of(feed, [ALL_MARKET], raw=True)
     feed._combined, feed._raw = [symbols], all_market
     symbols.session = socket(symbols, now - 2, 1000)
     rotating = symbols._rotating = socket(symbols, now - 1, 1000, held=True)
@@ -823,15 +818,13 @@ async def test_frames_kept_back_when_their_connection_closes_take_older_rotation
     sunk: list[Any] = []
     feed = Feed(FeedSettings(ws_root="ws://127.0.0.1:9"), lambda obj, raw: sunk.append(obj))
     now = asyncio.get_running_loop().time()
-    symbols = part_of(feed, 1, ["btcusdt@miniTicker"])
+    symbols = part_of(feed, ["btcusdt@miniTicker"])
     symbols.on_deliver = lambda c, event: True  # kept back, as behind a switch's held frame
     symbols._deliver(2000, el("BTCUSDT", 2000), b"")
-    all_market = part_of(feed, 2, [ALL_MARKET], raw=True)
+    all_market = part_of(feed, [ALL_MARKET], raw=True)
     feed._raw = all_market
     all_market.session = socket(all_market, now - 2, 1000)
-    rotating = all_market._rotating = socket(all_market, now - 1, 1500, held=True)
-    assert rotating.held is not None
-    rotating.held.append((1500, [el("BTCUSDT", 1500)], b"", now))
+    rotation(all_market, now - 1, (1500, [el("BTCUSDT", 1500)]))
     await symbols.close()
     assert sunk_ticks(sunk) == [("BTCUSDT", 1500), ("BTCUSDT", 2000)]
     unplug(all_market)

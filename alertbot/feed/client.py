@@ -249,7 +249,10 @@ class Feed:
         then, and subscribed again after)."""
         return frozenset(self._refused())
 
-    def _new(self, streams: Iterable[str], *, raw: bool, held: bool = False) -> Connection:
+    def _new(
+        self, streams: Iterable[str], *, raw: bool, held: bool = False, start: bool = True
+    ) -> Connection:
+        """A connection of this feed, wired to its merge; started unless not ``start``."""
         self._next_id += 1
         conn = Connection(
             self._next_id,
@@ -268,7 +271,8 @@ class Feed:
         )
         if held:
             conn.hold()
-        conn.start()
+        if start:
+            conn.start()
         return conn
 
     def _delivering(self, conn: Connection, event: int) -> bool:
