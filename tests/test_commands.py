@@ -760,7 +760,12 @@ def test_edit_parses_to_its_value(text: str, replied: str | None, expected: Edit
     ("text", "says"),
     [
         ("/edit", "which watch? Give its id from /list: /edit w12 > 71000"),
-        ("/edit w3", "what to change? A condition (/edit w3 > 71000) or options"),
+        (
+            "/edit w3",
+            "what to change? A condition (/edit w3 > 71000), options (/edit w3 cooldown 1h) or "
+            "the symbol (/edit w3 ETHUSDT)",
+        ),
+        ("/edit w3 eth > 3000", "another symbol is named in full: /edit w3 ETHUSDT > 3000"),
         ("/edit all > 1", "one watch at a time"),
         ("/edit BTCUSDT > 1", "'BTCUSDT' is not a watch id"),
         ("/edit w3 abc", "unknown metric or condition 'abc'"),
@@ -1224,3 +1229,14 @@ def test_control_characters_in_a_pasted_command_keep_each_code_span_on_a_whole_c
     assert codes[0] == "/watch BTCUSDT > 1"
     assert all(code.startswith("/") for code in codes), codes
     assert "\\u000eUSDT > 2\\u000f" in plain
+
+
+def test_a_misspelt_condition_word_after_an_edits_id_is_not_taken_for_a_coin() -> None:
+    """'/edit w3 prcie > 5' is a misspelt 'price' (close to a condition word), answered as
+    such: no symbol is suggested; a word close to none ('eth') gets the contract in full."""
+    with pytest.raises(CommandError) as typo:
+        parse_command("/edit w3 prcie > 5", BOT)
+    with pytest.raises(CommandError) as coin:
+        parse_command("/edit w3 eth", BOT)
+    assert "another symbol" not in typo.value.message
+    assert coin.value.message.endswith("another symbol is named in full: /edit w3 ETHUSDT")

@@ -75,7 +75,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "list": ("/list [PAGE]", "Show my watches and their ids", "/list"),
     "edit": (
         "/edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]",
-        "Change a watch: its condition or options, e.g. /edit w12 > 71000",
+        "Change a watch: its symbol, condition or options, e.g. /edit w12 > 71000",
         "/edit w12 > 71000",
     ),
     "unwatch": ("/unwatch ID [ID...]|all", "Delete watches (or all of them)", "/unwatch w12"),
@@ -1157,8 +1157,9 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
     if not rest:
         raise _error(
             "edit",
-            f"what to change? A condition ({hint(f'/edit {target} > 71000')}) or options "
-            f"({hint(f'/edit {target} cooldown 1h')})",
+            f"what to change? A condition ({hint(f'/edit {target} > 71000')}), options "
+            f"({hint(f'/edit {target} cooldown 1h')}) or the symbol "
+            f"({hint(f'/edit {target} ETHUSDT')})",
         )
     # another symbol first ("/edit w12 ETHUSDT > 3000"): named in full, with its quote asset,
     # so that no misspelt condition word is taken for one
@@ -1183,7 +1184,19 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
             level = _level(condition_text) if end == 1 else None
             if level is None:
                 following = rest[end] if end < len(rest) else None
-                raise _error("edit", _explain(exc, condition_text, following)) from None
+                explained = _explain(exc, condition_text, following)
+                word = rest[0].lower
+                if (
+                    word.isalpha()
+                    and word not in _CONDITION_WORDS
+                    and _is_symbol(named)
+                    and _closest(word, _CONDITION_WORDS) is None
+                ):  # "/edit w12 eth > 3000": a coin, not a misspelt condition word
+                    contract = " ".join([f"{named}USDT", *(w.text for w in rest[1:])])
+                    explained += (
+                        f"; another symbol is named in full: {hint(f'/edit {target} {contract}')}"
+                    )
+                raise _error("edit", explained) from None
     options = _options("edit", rest[end:], condition, off_ok=True)
     return Edit(
         target=target,
