@@ -4,6 +4,7 @@ answered and the buttons changed in place."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -126,7 +127,8 @@ async def test_the_mute_button_mutes_that_watch_for_an_hour_and_shows_until_when
 
 
 async def test_the_muted_until_button_shows_the_time_in_the_chats_zone(tmp_path, fakes):
-    """After /timezone UTC+8, "Muted until" is that zone's time of the mute's end."""
+    """After /timezone UTC+8, "Muted until" is that zone's time of the mute's end (with its
+    day when that is tomorrow there: a mute pressed in the zone's last hour of the day)."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         await bot.say("/timezone UTC+8")
@@ -138,8 +140,11 @@ async def test_the_muted_until_button_shows_the_time_in_the_chats_zone(tmp_path,
         assert muted is not None
         await tg.wait_for(lambda: alert.edits == 1)
     [[(label, _), _]] = buttons(alert)
-    end = time.gmtime(muted + 8 * 3600)
-    assert f"Muted until {end.tm_hour:02d}:{end.tm_min:02d} UTC+08:00" in label
+    plus_8 = dt.timezone(dt.timedelta(hours=8))
+    end = dt.datetime.fromtimestamp(muted, plus_8)
+    tomorrow = end.date() != dt.datetime.fromtimestamp(muted - 3600, plus_8).date()
+    day = f"{end:%b} {end.day} " if tomorrow else ""
+    assert f"Muted until {day}{end:%H:%M} UTC+08:00" in label
 
 
 async def test_the_muted_until_button_says_the_state_and_gives_mute_back_once_unmuted(
