@@ -433,6 +433,7 @@ class App:
             sparklines=self.sparklines,
             on_console_gone=self._stdout_gone,
         )
+        self.notifier.chart_url = feed.market.chart_url
         self.pipeline = Pipeline(self.engine, feed, self.emit)
         self.delivery = delivery
         self.chat_settings = chat

@@ -30,9 +30,17 @@ async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
 
 
 def buttons(msg: Message) -> list[list[tuple[str, str]]]:
-    """A message's inline keyboard as (text, callback_data) rows; [] without one."""
+    """A message's inline keyboard as (text, callback_data) rows, its links left out (see
+    links); [] without one."""
     rows: list[list[dict[str, Any]]] = (msg.reply_markup or {}).get("inline_keyboard", [])
-    return [[(b["text"], b["callback_data"]) for b in row] for row in rows]
+    pressed = [[(b["text"], b["callback_data"]) for b in row if "url" not in b] for row in rows]
+    return [row for row in pressed if row]
+
+
+def links(msg: Message) -> list[tuple[str, str]]:
+    """A message's link buttons as (text, url)."""
+    rows: list[list[dict[str, Any]]] = (msg.reply_markup or {}).get("inline_keyboard", [])
+    return [(b["text"], b["url"]) for row in rows for b in row if "url" in b]
 
 
 async def alert_of_w1(
@@ -208,7 +216,8 @@ async def test_the_stop_button_removes_that_watch_and_says_stopped(tmp_path, fak
 
 async def test_a_button_of_a_watch_already_removed_is_answered_and_goes(tmp_path, fakes):
     """Mute 1h under the alert of a watch removed meanwhile (/unwatch typed) gets a clear
-    answer, no error, and the buttons, which can do nothing more, are removed."""
+    answer, no error, and the buttons, which can do nothing more, are removed (the Chart
+    link stays: the symbol's chart is still there)."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         alert = await alert_of_w1(bot)
@@ -216,7 +225,30 @@ async def test_a_button_of_a_watch_already_removed_is_answered_and_goes(tmp_path
         answer = await press(tg, alert, "amute:w1")
         await tg.wait_for(lambda: alert.edits == 1)
     assert answer == "w1 is gone already: it alerts no more."
-    assert alert.reply_markup is None
+    assert buttons(alert) == []
+    assert links(alert) == [("Chart", "https://www.binance.com/en/futures/BTCUSDT")]
+
+
+async def test_a_watchs_alert_links_its_symbols_chart_and_keeps_the_link(tmp_path, fakes):
+    """Under a watch's alert, a Chart link to the symbol's page on Binance (USD-M futures,
+    the default market), in a row of its own below Mute 1h and Stop; it stays when a press
+    changes the buttons (Muted until …, Stopped)."""
+    binance, tg = fakes
+    chart = [("Chart", "https://www.binance.com/en/futures/BTCUSDT")]
+    async with Bot(tmp_path, binance, tg) as bot:
+        alert = await alert_of_w1(bot)
+        sent = (buttons(alert), links(alert))
+        await press(tg, alert, "amute:w1")
+        await tg.wait_for(lambda: alert.edits == 1)
+        muted = links(alert)
+        await press(tg, alert, "astop:w1")
+        await tg.wait_for(lambda: alert.edits == 2)
+    assert sent == ([[("Mute 1h", "amute:w1"), ("Stop", "astop:w1")]], chart)
+    assert muted == chart
+    assert buttons(alert) == [[("Stopped", "ashown:w1")]]
+    assert links(alert) == chart
+    assert alert.reply_markup is not None
+    assert len(alert.reply_markup["inline_keyboard"]) == 2  # the link in a row of its own
 
 
 async def test_a_button_under_an_alert_sent_before_a_restart_acts(tmp_path, fakes):

@@ -101,6 +101,21 @@ def test_live_requests_are_paced_by_the_market_unless_a_rate_is_set():
     assert FeedSettings(market=MARKETS["usdm"], control_rate=2.0).request_rate == 2.0
 
 
+def test_the_futures_markets_link_a_symbols_chart_page():
+    """USD-M (and its testnet) name a symbol's chart page by the symbol alone, linked under a
+    watch's alerts; a name beyond ASCII percent-encoded. COIN-M's and spot's pages are named
+    otherwise (a delivery contract, a base and quote apart): no link."""
+    assert MARKETS["usdm"].chart_url("BTCUSDT") == "https://www.binance.com/en/futures/BTCUSDT"
+    assert MARKETS["testnet"].chart_url("ETHUSDT") == (
+        "https://testnet.binancefuture.com/en/futures/ETHUSDT"
+    )
+    assert MARKETS["usdm"].chart_url("币安人生USDT") == (
+        "https://www.binance.com/en/futures/%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9FUSDT"
+    )
+    assert MARKETS["coinm"].chart_url("BTCUSD_PERP") is None
+    assert MARKETS["spot"].chart_url("BTCUSDT") is None
+
+
 def test_a_configured_root_replaces_the_host_and_keeps_the_path_shape():
     usdm = MARKETS["usdm"]
     assert usdm.raw_url("ws://127.0.0.1:9/", "btcusdt@miniTicker") == (

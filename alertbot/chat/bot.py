@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any
@@ -230,6 +230,15 @@ def _short_time(seconds: float, now: float, zone: dt.tzinfo | None = None) -> st
     else:
         day = f"{at:%b} {at.day} {at.year} "
     return f"{day}{at:%H:%M} {zone_label(at)}"
+
+
+def _link_rows(message: object) -> list[tuple[InlineKeyboardButton, ...]]:
+    """The rows of links (the Chart button) under a message: they stay when the buttons
+    under it change."""
+    markup = message.reply_markup if isinstance(message, Message) else None
+    if markup is None:
+        return []
+    return [tuple(row) for row in markup.inline_keyboard if row and all(b.url for b in row)]
 
 
 def _option_words(w: Watch) -> str:
@@ -1312,34 +1321,35 @@ class ChatBot:
         (as /list's: it never shortens a longer mute), Stop, or one showing what an earlier
         press did (it says the watch's state; once the mute is over, the buttons are back).
         Answered in place: the press's answer, and the buttons changed to show what was done
-        (removed when the watch is gone)."""
+        (removed when the watch is gone; a Chart link stays)."""
         number = watch_number(wid)
         row = next(iter(self.book.find(chat, wid)), None) if number else None
         twin = self.book.merged.get(number) if number and row is None else None
         if twin is not None:  # a group's watch the move merged into its supergroup's twin
             wid = watch_rule_id(twin)
             row = next(iter(self.book.find(chat, wid)), None)
+        links = _link_rows(query.message)
         markup: InlineKeyboardMarkup | None
         if kind == ALERT_SHOWN:
             await self._answer(query, self._alert_state(wid, row))
             if row is None:
                 return  # "Stopped", as shown
             # its mute is over (or /unmute): Mute 1h again; a /mute typed since: its new end
-            markup = self._mute_markup(wid, row)
+            markup = self._mute_markup(wid, row, links)
             message = query.message
             if isinstance(message, Message) and message.reply_markup == markup:
                 return  # as shown
         elif row is None:
             await self._answer(query, f"{wid} is gone already: it alerts no more.")
-            markup = None
+            markup = InlineKeyboardMarkup(links) if links else None
         elif kind == ALERT_MUTE:
             await self._answer(query, await self._mute_button(row))
-            markup = self._mute_markup(wid, row)
+            markup = self._mute_markup(wid, row, links)
         else:
             await self.book.remove([row])
             await self._answer(query, f"Stopped {wid} ({row.symbol} {row.condition}).")
             markup = InlineKeyboardMarkup(
-                [[InlineKeyboardButton("Stopped", callback_data=f"{ALERT_SHOWN}:{wid}")]]
+                [[InlineKeyboardButton("Stopped", callback_data=f"{ALERT_SHOWN}:{wid}")], *links]
             )
         if query.message is not None:
             # the alert's text stays as sent (its HTML too); in a group's history shown by its
@@ -1347,11 +1357,14 @@ class ChatBot:
             with contextlib.suppress(TelegramError):
                 await query.edit_message_reply_markup(reply_markup=markup)
 
-    def _mute_markup(self, wid: str, row: WatchRow) -> InlineKeyboardMarkup:
+    def _mute_markup(
+        self, wid: str, row: WatchRow, links: Sequence[Sequence[InlineKeyboardButton]] = ()
+    ) -> InlineKeyboardMarkup:
         """The buttons under an alert of the watch ``row`` as its mute is now: "Muted until
-        14:05 UTC" and Stop while muted, else Mute 1h and Stop."""
+        14:05 UTC" and Stop while muted, else Mute 1h and Stop; then ``links`` (the Chart
+        link the alert came with)."""
         if not self._muted(row) or row.muted_until is None:
-            return watch_buttons(wid)
+            return InlineKeyboardMarkup([*watch_buttons(wid).inline_keyboard, *links])
         until = _short_time(row.muted_until, self.clock(), self._zone(row.chat_id))
         return InlineKeyboardMarkup(
             [
@@ -1360,7 +1373,8 @@ class ChatBot:
                         f"Muted until {until}", callback_data=f"{ALERT_SHOWN}:{wid}"
                     ),
                     InlineKeyboardButton("Stop", callback_data=f"{ALERT_STOP}:{wid}"),
-                ]
+                ],
+                *links,
             ]
         )
 

@@ -39,6 +39,13 @@ class Market:
     #: 20 s or more), our close frame (it may follow a request at once), and one request more,
     #: which arrival jitter may bring into the same second: 1 + 3 + 1 on spot
     request_rate: float = 4.0
+    #: the exchange's web page of a symbol's chart (``{symbol}``), linked under a watch's
+    #: alerts; empty: none (a page whose address is not the symbol's name alone)
+    chart_page: str = ""
+
+    def chart_url(self, symbol: str) -> str | None:
+        """The web page of ``symbol``'s chart on the exchange; None: this market has none."""
+        return self.chart_page.format(symbol=quote(symbol, safe="")) if self.chart_page else None
 
     def raw_url(self, root: str, stream: str | None = None) -> str:
         """One raw stream (payloads unwrapped); without a stream, a connection for SUBSCRIBE."""
@@ -63,10 +70,12 @@ MARKETS: dict[str, Market] = {
     "usdm": Market(
         "usdm", "wss://fstream.binance.com", "https://fapi.binance.com", "/market",
         "/fapi/v1/exchangeInfo", "/fapi/v1/ticker/24hr",
+        chart_page="https://www.binance.com/en/futures/{symbol}",
     ),
     "testnet": Market(
         "testnet", "wss://fstream.binancefuture.com", "https://testnet.binancefuture.com",
         "/market", "/fapi/v1/exchangeInfo", "/fapi/v1/ticker/24hr",
+        chart_page="https://testnet.binancefuture.com/en/futures/{symbol}",
     ),
     "coinm": Market(
         "coinm", "wss://dstream.binance.com", "https://dapi.binance.com", "",

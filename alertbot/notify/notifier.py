@@ -124,6 +124,9 @@ class Notifier:
         #: told (chat, topic) when Telegram refuses a forum topic (deleted, closed): the alert
         #: went to the chat itself (the rule files' channels in it are handled here)
         self.on_topic_gone: Callable[[int, int], object] | None = None
+        #: a symbol's chart on the exchange, linked under a watch's alerts (App sets the
+        #: market's: alertbot.feed.market.Market.chart_url)
+        self.chart_url: Callable[[str], str | None] | None = None
         self.out = out or sys.stdout
         self.sparklines = sparklines
         self.clock = clock
@@ -167,6 +170,7 @@ class Notifier:
             self.telegram.topic_of = self.topic_of
             self.telegram.on_topic_gone = self._topic_gone
             self.telegram.localize = self._localize
+            self.telegram.chart_url = self.chart_url
             senders["telegram"] = self.telegram
         self.outbox = Outbox(self.store, cfg, self.router, senders)
         return await self.outbox.start()

@@ -90,16 +90,18 @@ ALERT_STOP = "astop"
 ALERT_SHOWN = "ashown"
 
 
-def watch_buttons(rule_id: str) -> InlineKeyboardMarkup:
-    """The buttons under an alert of the chat watch ``rule_id``: Mute 1h, Stop."""
-    return InlineKeyboardMarkup(
+def watch_buttons(rule_id: str, chart: str | None = None) -> InlineKeyboardMarkup:
+    """The buttons under an alert of the chat watch ``rule_id``: Mute 1h, Stop; with
+    ``chart`` (the symbol's chart on the exchange), a Chart link in a row of its own."""
+    rows = [
         [
-            [
-                InlineKeyboardButton("Mute 1h", callback_data=f"{ALERT_MUTE}:{rule_id}"),
-                InlineKeyboardButton("Stop", callback_data=f"{ALERT_STOP}:{rule_id}"),
-            ]
+            InlineKeyboardButton("Mute 1h", callback_data=f"{ALERT_MUTE}:{rule_id}"),
+            InlineKeyboardButton("Stop", callback_data=f"{ALERT_STOP}:{rule_id}"),
         ]
-    )
+    ]
+    if chart is not None:
+        rows.append([InlineKeyboardButton("Chart", url=chart)])
+    return InlineKeyboardMarkup(rows)
 
 
 def buttons_watch(batch: list[Delivery]) -> str | None:
@@ -396,6 +398,9 @@ class TelegramSender:
         #: an alert's text (or HTML) as ``chat`` reads it: a rule file's alert, rendered once
         #: for all its chats, with its time in the chat's own /timezone
         self.localize: Callable[[str, AlertRecord, int], str] | None = None
+        #: the web page of a symbol's chart on the exchange (None: none), linked under a
+        #: watch's alerts of one symbol
+        self.chart_url: Callable[[str], str | None] | None = None
 
     def forbidden(self) -> list[tuple[int, list[AlertRecord], str]]:
         """The chats refused as Forbidden before ``on_forbidden`` was set (deliveries resumed
@@ -520,6 +525,13 @@ class TelegramSender:
             text = self.localize(text, d.alert, d.chat_id)
         return without_watch_hint(text, d.alert.rule) if buttons else text
 
+    def _chart(self, batch: list[Delivery]) -> str | None:
+        """The chart linked under a message of ``batch``: when its alerts are of one symbol."""
+        symbols = {d.alert.symbol for d in batch}
+        if self.chart_url is None or len(symbols) != 1:
+            return None
+        return self.chart_url(symbols.pop())
+
     def _requeue(self, chat: int, batch: list[Delivery]) -> None:
         q = self._queues.setdefault(chat, deque())
         q.extendleft(reversed(batch))
@@ -549,7 +561,7 @@ class TelegramSender:
                 text=text,
                 parse_mode=None if plain else "HTML",
                 link_preview_options=_NO_PREVIEW,
-                reply_markup=None if watch is None else watch_buttons(watch),
+                reply_markup=None if watch is None else watch_buttons(watch, self._chart(batch)),
                 read_timeout=cfg.telegram_timeout,
                 write_timeout=cfg.telegram_timeout,
                 connect_timeout=cfg.telegram_timeout,
