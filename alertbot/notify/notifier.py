@@ -191,7 +191,11 @@ class Notifier:
         if watch_number(rule.id) is None or not rule.notify:
             return self.default_zone
         chat = chat_of(rule.notify[0])
-        name = None if chat is None else self.zones.get(chat)
+        return self.default_zone if chat is None else self._chat_zone(chat)
+
+    def _chat_zone(self, chat: int) -> tzinfo | None:
+        """``chat``'s /timezone, else ALERTBOT_TIMEZONE's (None: UTC)."""
+        name = self.zones.get(chat)
         return self.default_zone if name is None else load_zone(name)
 
     def _localize(self, text: str, record: AlertRecord, chat: int) -> str:
@@ -199,11 +203,10 @@ class Notifier:
         chats in ALERTBOT_TIMEZONE, its time is shown in the chat's own /timezone. A chat
         watch's alert is in its chat's zone already; a template without ``{time}`` and a
         delivery resumed after ALERTBOT_TIMEZONE changed keep their text."""
-        name = self.zones.get(chat) if self.zones else None
-        if name is None or watch_number(record.rule) is not None:
+        if not self.zones or watch_number(record.rule) is not None:
             return text
-        zone = load_zone(name)
-        if zone == (self.default_zone or UTC):
+        zone = self._chat_zone(chat)
+        if (zone or UTC) == (self.default_zone or UTC):
             return text
         shown = format_time(record.time, self.default_zone)
         return text.replace(shown, format_time(record.time, zone))
