@@ -102,7 +102,8 @@ CREATE TABLE IF NOT EXISTS watches (
     active      INTEGER NOT NULL DEFAULT 1,
     revived     INTEGER,           -- a ``once`` watch kept through its refused alert: that
                                    -- alert's event time ms and not its firing (revive_watches)
-    topic       INTEGER            -- the forum topic it was made in: its alerts go there
+    topic       INTEGER,           -- the forum topic it was made in: its alerts go there
+    note        TEXT               -- /watch ... note TEXT: its alerts and /list show it
     -- no comma in a comment between two columns: DROP COLUMN in SQLite (a test drops the
     -- last one) cuts the text at the last comma before the column, comments or not
 );
@@ -177,6 +178,7 @@ ADDED_COLUMNS = (
     ("state_saved", "seq", "INTEGER"),
     ("watches", "revived", "INTEGER"),
     ("watches", "topic", "INTEGER"),
+    ("watches", "note", "TEXT"),
 )
 #: Store.refused_once: the ``once`` watches ended by an alert Telegram refused with an error
 #: beginning with the parameter, their chat not seen to have the bot since
@@ -276,6 +278,8 @@ class WatchRow:
     #: the forum topic of a supergroup it was made in (``message_thread_id``): its alerts go
     #: there; None: the chat itself (a forum's General topic)
     topic: int | None = None
+    #: ``note TEXT``: its alerts and /list show it
+    note: str | None = None
 
 
 @dataclass(slots=True)
@@ -617,20 +621,30 @@ class Store:
     def add_watch(self, w: WatchRow) -> int:
         cur = self.db.execute(
             "INSERT INTO watches (chat_id, symbol, condition, cooldown_ms, rearm, once,"
-            " expires_ms, muted_until, last_fired, created, topic)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " expires_ms, muted_until, last_fired, created, topic, note)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (w.chat_id, w.symbol, w.condition, w.cooldown_ms, w.rearm, int(w.once),
-             w.expires_ms, w.muted_until, w.last_fired, w.created or time.time(), w.topic),
+             w.expires_ms, w.muted_until, w.last_fired, w.created or time.time(), w.topic,
+             w.note),
         )  # fmt: skip
         assert cur.lastrowid is not None
         return cur.lastrowid
 
     def edit_watch(self, w: WatchRow) -> None:
-        """``w``'s symbol, condition and options as they are now (/edit)."""
+        """``w``'s symbol, condition, options and note as they are now (/edit)."""
         self.db.execute(
             "UPDATE watches SET symbol = ?, condition = ?, cooldown_ms = ?, rearm = ?, once = ?,"
-            " expires_ms = ? WHERE id = ?",
-            (w.symbol, w.condition, w.cooldown_ms, w.rearm, int(w.once), w.expires_ms, w.id),
+            " expires_ms = ?, note = ? WHERE id = ?",
+            (
+                w.symbol,
+                w.condition,
+                w.cooldown_ms,
+                w.rearm,
+                int(w.once),
+                w.expires_ms,
+                w.note,
+                w.id,
+            ),
         )
 
     def watches(self) -> list[WatchRow]:
@@ -640,7 +654,7 @@ class Store:
     def _watches(self, where: str = "", params: tuple[object, ...] = ()) -> list[WatchRow]:
         rows = self.db.execute(
             "SELECT id, chat_id, symbol, condition, cooldown_ms, rearm, once, expires_ms,"
-            " muted_until, last_fired, created, revived, topic"
+            " muted_until, last_fired, created, revived, topic, note"
             f" FROM watches WHERE active = 1{where} ORDER BY id",
             params,
         ).fetchall()
@@ -659,6 +673,7 @@ class Store:
                 r[10],
                 r[11],
                 r[12],
+                r[13],
             )
             for r in rows
         ]

@@ -783,7 +783,8 @@ def test_a_malformed_edit_is_answered_with_its_form(text: str, says: str) -> Non
         parse_command(text, BOT)
     assert says in str(info.value)
     assert unmarked(info.value.reply()).endswith(
-        "Use: /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]\n"
+        "Use: /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]"
+        " [note TEXT]\n"
         "e.g. /edit w12 > 71000"
     )
 

@@ -1046,11 +1046,12 @@ class ChatBot:
                 # not even the refusal below (which would spend the one a chat gets)
                 return
         except SymbolError as exc:  # BTC/USDT, $BTC: what Binance lists for it
-            command, answer = None, exc.suggesting(self._listed(exc.name)).reply()
+            found = exc.suggesting(self._listed(exc.name))
+            command, answer = None, found.noting(exc.note).reply()
         except TargetError as exc:  # /unwatch BTCUSDT: this chat's watches of it
-            command, answer = None, self._symbol_target(chat.id, exc).reply()
+            command, answer = None, self._symbol_target(chat.id, exc).noting(exc.note).reply()
         except ShorthandError as exc:  # /watch BTC 70000: the sign, from the price now
-            command, answer = None, self._shorthand(exc).reply()
+            command, answer = None, self._shorthand(exc).noting(exc.note).reply()
         except CommandError as exc:
             command, answer = None, exc.reply()
         except Exception:
@@ -1575,11 +1576,16 @@ class ChatBot:
         if same:  # a second one would only double every alert (sent together, one message)
             wid = watch_id(same[0])
             typed = _option_words(w)
-            if typed:  # these options: the watch's own not among them are turned off
+            if typed or w.note is not None:  # these options: the watch's others turned off
                 if same[0].once and not w.once:
                     typed += " once off"
                 if same[0].expires_ms and not w.for_ms:
                     typed += " for off"
+                if same[0].note and w.note is None:
+                    typed += " note off"
+                if w.note is not None:  # last: the rest of the command is the note
+                    typed += f" note {w.note}"
+                typed = typed.lstrip()
             change = hint(f"/edit {wid} {typed or 'cooldown 1h'}")
             return (
                 f"This chat watches {w.symbol} {w.condition_text} already: {wid}. To change "
@@ -1615,6 +1621,7 @@ class ChatBot:
             expires_ms=int(now * 1000) + w.for_ms if w.for_ms else None,
             created=now,
             topic=topic,
+            note=w.note,
         )
         row = await self.book.add(row)
         wid = watch_id(row)
@@ -1686,6 +1693,7 @@ class ChatBot:
             rearm=rearm,
             once=(row.once or e.once) and "once" not in e.off,
             expires_ms=None if "for" in e.off else expires,
+            note=None if "note" in e.off else e.note or row.note,
         )
         before, moved = row.condition, symbol != row.symbol
         was = f"{row.symbol + ' ' if moved else ''}{before} ({self._options_text(chat, row)})"
@@ -1745,6 +1753,8 @@ class ChatBot:
             parts.append("once")
         if row.expires_ms:
             parts.append(f"until {self._at(chat, row.expires_ms)}")
+        if row.note:
+            parts.append(f"note «{row.note}»")
         return ", ".join(parts)
 
     def _far(self, w: Watch) -> str | None:
@@ -2056,6 +2066,8 @@ class ChatBot:
             extra += ", once"
         if r.expires_ms is not None:
             extra += f", until {self._at(r.chat_id, r.expires_ms)}"
+        if r.note:
+            extra += f", note «{r.note}»"
         if r.topic is not None:  # where its alerts go: the forum topic it was made in
             named = self.book.topic_names.get((r.chat_id, r.topic))
             extra += f", in topic «{named[0]}»" if named else f", in topic {r.topic}"

@@ -5,8 +5,8 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
 
 ::
 
-    /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]
-    /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]
+    /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D] [note TEXT]
+    /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off] [note TEXT]
     /list [PAGE]   /unwatch ID [ID...]|all   /mute ID [ID...]|all D   /unmute [ID...|all]
     /price SYMBOL [SYMBOL...]   /digest HH:MM|off   /timezone [ZONE]   /status   /help   /start
 
@@ -21,6 +21,10 @@ Choices worth knowing:
   bare ``0.5`` is refused (it would be ambiguous between 0.5% and 50%). 0 < P <= 50.
 - ``cooldown``, ``for`` and ``/mute`` durations: ``30s``, ``15m``, ``4h``, ``1d``; > 0, <= 366d
   (a cooldown may be 0: none, as in rule files).
+- ``note TEXT`` comes last: the rest of the message is the watch's note, which its alerts and
+  ``/list`` show (``note: TP1`` too; one line, at most :data:`NOTE_MAX` characters; quotes
+  around all of it are taken off). ``/edit w12 note off`` takes it away. A refused command's
+  suggested ``/watch`` (or ``/edit``) keeps the note typed (:attr:`CommandError.note`).
 - ``/edit`` takes ``off`` for an option's value (``once off``, ``for off``, ``rearm off``,
   ``cooldown off``): the watch no longer has it. ``/watch`` refuses it (a new watch has only
   the options written).
@@ -36,6 +40,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterable, Sequence
@@ -68,13 +73,14 @@ MAX_REARM_PERCENT = Decimal(50)
 # name -> (usage, description for setMyCommands and /help, example)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "watch": (
-        "/watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D]",
+        "/watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D] [note TEXT]",
         "Alert me when a condition holds, e.g. /watch BTCUSDT > 70000",
         "/watch BTCUSDT > 70000",
     ),
     "list": ("/list [PAGE]", "Show my watches and their ids", "/list"),
     "edit": (
-        "/edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]",
+        "/edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]"
+        " [note TEXT]",
         "Change a watch: its symbol, condition or options, e.g. /edit w12 > 71000",
         "/edit w12 > 71000",
     ),
@@ -164,7 +170,14 @@ _AMOUNT_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[kmb]?", re.IGNORECASE
 _SIGNED_PERCENT_RE = re.compile(r"([+-]?)((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))%", re.ASCII)
 #: words people put before a repeat interval ("every 1h"): a cooldown is the nearest meaning
 _EVERY = ("every", "each")
-_OPTIONS_HINT = "the options are cooldown D, rearm P%, once, for D"
+_OPTIONS_HINT = "the options are cooldown D, rearm P%, once, for D, and last note TEXT"
+#: a watch's note (``note TEXT``): the rest of the message, at most this many characters
+NOTE_MAX = 100
+_NOTE_WORDS = ("note", "note:")
+# quotes around a whole note, taken off: "TP1", “TP1”, «TP1», 'TP1'
+_NOTE_QUOTES = {'"': '"', "“": "”", "„": "“", "«": "»", "'": "'", "‘": "’", "「": "」"}
+# a note whose lines go on with a command of ours: a pasted list, not a note
+_NOTE_COMMAND_RE = re.compile(r"\n\s*/[A-Za-z]")
 _OPERATOR_TYPOS = {"=>": ">=", "=<": "<=", "=": ">= or <=", "==": ">="}
 #: traders' words for the language's own, suggested when typed ("falls 5% in 1h": drops; a
 #: close spelling would name 'all')
@@ -242,14 +255,36 @@ class CommandError(RuleError):
         self.example = unmarked(example)
         self._marked = (message, usage, example)
 
+    #: the refused command's note and its name (``("watch", "TP1")``), set by
+    #: :func:`parse_command`: the commands the answer suggests to send keep it
+    note: tuple[str, str] | None = None
+
     def __str__(self) -> str:
         return self.message
+
+    def noting(self, note: tuple[str, str] | None) -> CommandError:
+        """This error, with the note of the command it refuses (another error made from it:
+        :meth:`SymbolError.suggesting`, :meth:`TargetError.naming`)."""
+        self.note = note
+        return self
 
     def reply(self) -> str:
         """Plain-text answer for the user, its commands with arguments marked as hints."""
         message, usage, example = self._marked
+        if self.note is not None:
+            message = _with_note(message, *self.note)
         first = message[:1].upper() + message[1:]
         return f"{first}\nUse: {usage}\ne.g. {example}"
+
+
+def _with_note(message: str, name: str, note: str) -> str:
+    """``message`` with ``note TEXT`` after each ``/name`` command it suggests (marked as a
+    hint): a refused ``/watch ... note TP1`` is answered with the command to send, note kept."""
+    return re.sub(
+        rf"(\x0e/{name} [^\x0e\x0f]*)(?=\x0f)",
+        lambda m: f"{m.group(1)} note {note}",
+        message,
+    )
 
 
 class SymbolError(CommandError):
@@ -347,6 +382,7 @@ class Watch:
     rearm: float | None = None
     once: bool = False
     for_ms: int | None = None
+    note: str | None = None  # note TEXT: its alerts and /list show it
 
     @property
     def is_glob(self) -> bool:
@@ -359,7 +395,8 @@ class Edit:
     ``level`` as its condition's one threshold (``/edit w12 71000``: a number alone, ``5%`` a
     percentage), and the options given (None, False: kept); ``off``: the options it no
     longer has (``once off``); ``symbol``: the symbol it moves to (``/edit w12 ETHUSDT``: a
-    contract's full name, upper-case; None: kept)."""
+    contract's full name, upper-case; None: kept); ``note``: its new note (``note off``:
+    ``"note"`` in ``off``)."""
 
     target: str
     condition: Condition | None = None
@@ -372,6 +409,7 @@ class Edit:
     for_ms: int | None = None
     off: frozenset[str] = frozenset()
     symbol: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,13 +537,22 @@ def parse_command(
     if known is None:
         raise _unknown_command(name)
     words = [_Word(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(message, head.end())]
+    if known in ("watch", "edit"):
+        message, words, note = _split_note(known, message, words)
+        try:
+            _one_command(known, message, words)
+            if known == "watch":
+                watch = _watch(message, words)
+                return watch if note is None else dataclasses.replace(watch, note=note)
+            edit = _edit(message, words, replied, noted=note is not None)
+            if note == "off":
+                return dataclasses.replace(edit, off=edit.off | {"note"})
+            return edit if note is None else dataclasses.replace(edit, note=note)
+        except CommandError as exc:
+            raise exc.noting(None if note in (None, "off") else (known, note)) from None
     _one_command(known, message, words)
-    if known == "watch":
-        return _watch(message, words)
     if known == "unwatch":
         return _unwatch(words, replied)
-    if known == "edit":
-        return _edit(message, words, replied)
     if known == "mute":
         return _mute(words, replied)
     if known == "unmute":
@@ -522,6 +569,38 @@ def parse_command(
         # /start carries a deep-link payload, which we ignore; "/help watch" is for help too
         raise _error(known, f"/{known} takes no arguments, got {_q(words[0].text)}")
     return Simple(known)
+
+
+def _split_note(name: str, message: str, words: list[_Word]) -> tuple[str, list[_Word], str | None]:
+    """The command without its ``note TEXT`` (the rest of the message), and the note: one
+    line, quotes around it taken off; ``"off"`` for /edit's ``note off``; None: no note."""
+    first = 1 if name == "watch" else 0  # "/watch note > 1": a symbol
+    k = next((i for i, w in enumerate(words) if i >= first and w.lower in _NOTE_WORDS), None)
+    if k is None:
+        return message, words, None
+    raw = message[words[k].end :]
+    if _NOTE_COMMAND_RE.search(raw):
+        return message, words, None  # several commands pasted: _one_command says so
+    note = " ".join(raw.split())
+    if len(note) >= 2 and _NOTE_QUOTES.get(note[0]) == note[-1]:
+        note = " ".join(note[1:-1].split())
+    off_form = f"; {hint('/edit w12 note off')} takes a note away" if name == "edit" else ""
+    if not note:
+        raise _error(name, f"'note' needs its text after it, e.g. note take profit{off_form}")
+    if note.lower() == "off":
+        if name == "watch":
+            raise _error(
+                "watch",
+                f"a new watch has only the options written: leave the note out (off is for "
+                f"changing a watch: {hint('/edit w12 note off')})",
+            )
+        return message[: words[k].start].rstrip(), words[:k], "off"
+    bad = next((ch for ch in note if not ch.isprintable()), None)
+    if bad is not None:
+        raise _error(name, f"a note is text that shows: {_q(note)} holds {_code(bad)}")
+    if len(note) > NOTE_MAX:
+        raise _error(name, f"a note holds at most {NOTE_MAX} characters; this one has {len(note)}")
+    return message[: words[k].start].rstrip(), words[:k], note
 
 
 def _one_command(name: str, message: str, words: list[_Word]) -> None:
@@ -704,7 +783,7 @@ def _options(
         word = words[i]
         key = word.lower
         if key not in _OPTIONS:
-            guess = _closest(key, _OPTIONS)
+            guess = _closest(key, (*_OPTIONS, "note"))
             guessed = f" (did you mean {guess}?)" if guess else ""
             after = "the condition" if condition is not None else "the options"
             raise _error(
@@ -1038,13 +1117,18 @@ def _suggest_word(token: str) -> str | None:
     word = token.lower()
     if _EXOTIC_NUMBER_RE.fullmatch(word):
         return None
-    if word in _CONDITION_WORDS or word in _OPTIONS or not re.fullmatch(r"[a-z_0-9]+", word):
+    if (
+        word in _CONDITION_WORDS
+        or word in _OPTIONS
+        or word == "note"
+        or not re.fullmatch(r"[a-z_0-9]+", word)
+    ):
         return None
     if word.isdigit() or word in _JOINERS:  # not 'or': for
         return None
     if word in _SYNONYMS:
         return _SYNONYMS[word]
-    return _closest(word, (*_CONDITION_WORDS, *_OPTIONS), cutoff=0.75)
+    return _closest(word, (*_CONDITION_WORDS, *_OPTIONS, "note"), cutoff=0.75)
 
 
 def rearm_problem(condition: Condition) -> str | None:
@@ -1138,8 +1222,11 @@ def _targets(name: str, words: list[_Word], *, bare: bool = True) -> tuple[list[
     return targets, pieces[i:]
 
 
-def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
-    """``/edit w12 > 71000 cooldown 1h``; in reply to a watch's alert, ``/edit > 71000``."""
+def _edit(
+    message: str, words: list[_Word], replied: str | None = None, *, noted: bool = False
+) -> Edit:
+    """``/edit w12 > 71000 cooldown 1h``; in reply to a watch's alert, ``/edit > 71000``.
+    ``noted``: a note (or ``note off``) was given, which is a change of its own."""
     words = _unglued(words)  # "/edit w12>71000"
     first = words[0] if words else None
     if first is not None and first.lower == "all":
@@ -1154,6 +1241,8 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
         raise _error("edit", f"which watch? Give its id from /list: {hint('/edit w12 > 71000')}")
     else:
         raise TargetError("edit", first.text, " ".join(w.text for w in words[1:]))
+    if not rest and noted:
+        return Edit(target=target)
     if not rest:
         raise _error(
             "edit",
@@ -1190,7 +1279,7 @@ def _edit(message: str, words: list[_Word], replied: str | None = None) -> Edit:
                     word.isalpha()
                     and word not in _CONDITION_WORDS
                     and _is_symbol(named)
-                    and _closest(word, _CONDITION_WORDS) is None
+                    and _closest(word, (*_CONDITION_WORDS, "note")) is None
                 ):  # "/edit w12 eth > 3000": a coin, not a misspelt condition word
                     contract = " ".join([f"{named}USDT", *(w.text for w in rest[1:])])
                     explained += (
@@ -1496,6 +1585,8 @@ def format_watch(watch: Watch) -> str:
         parts.append("once")
     if watch.for_ms is not None:
         parts += ["for", format_duration(watch.for_ms)]
+    if watch.note is not None:
+        parts += ["note", watch.note]
     return " ".join(parts)
 
 
@@ -1509,6 +1600,7 @@ WATCH_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("/watch DOGEUSDT change_24h > 10%", "up more than 10% over 24h"),
     ("/watch BTCUSDT quote_volume > 2b", "24h quote volume over 2 billion"),
     ("/watch BTCUSDT price >= 65000 rearm 0.5% for 7d", "re-alert only after a 0.5% pullback"),
+    ("/watch ETHUSDT < 2800 note buy the dip", "a note its alerts show (last)"),
     ("/watch XRPUSDT all(price > 0.6, rises 2% in 5m)", "both at once (any(...): either)"),
 )
 

@@ -107,6 +107,7 @@ def rule_for(row: WatchRow, *, paused: bool = False) -> Rule:
         muted_until_ms=muted,
         notify=(f"chat:{row.chat_id}",),
         origin=f"chat {row.chat_id}",
+        note=row.note,
     )
 
 
@@ -265,7 +266,7 @@ class WatchBook:
         self.on_change()
 
     async def edit(self, row: WatchRow, new: WatchRow) -> bool:
-        """``row`` gets ``new``'s symbol, condition and options (/edit), in the database and
+        """``row`` gets ``new``'s symbol, condition, options and note (/edit), in the database and
         the engine, which keeps its firing state unless the symbol, condition or band
         changed. False: the watch ended meanwhile (a ``once`` watch that fired). Raises
         ConditionError for a condition that does not parse (nothing changed then)."""
@@ -277,6 +278,7 @@ class WatchBook:
         row.symbol, row.condition = new.symbol, new.condition
         row.cooldown_ms, row.rearm = new.cooldown_ms, new.rearm
         row.once, row.expires_ms = new.once, new.expires_ms
+        row.note = new.note
         self.engine.replace_rule(self._rule(row))  # a new symbol starts afresh
         if moved:
             self.on_change()  # the feed's streams: the new symbol's, not the old one's

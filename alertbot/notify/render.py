@@ -239,6 +239,10 @@ def render_both(
     html_text = _html_template(template).format_map(_Escaped(vals)) if with_html else ""
     if gap:
         text, html_text = f"{text} {GAP_NOTE}", f"{html_text} {GAP_NOTE}" if with_html else ""
+    if alert.rule.note:  # a chat watch's note, below what happened
+        line = f"Note: {alert.rule.note}"
+        text = f"{text}\n{line}"
+        html_text = f"{html_text}\n{html.escape(line, quote=False)}" if with_html else ""
     if alert.rule.message is None and watch_number(alert.rule.id) is not None:
         # a chat watch's alert says how to quiet it: the reader is the watch's owner
         wid = alert.rule.id

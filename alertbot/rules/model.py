@@ -53,6 +53,8 @@ class Rule:
     muted_until_ms: int | None = None
     message: str | None = None
     notify: tuple[str, ...] = ()
+    #: a chat watch's note (``/watch ... note TP1``): its alerts show it on a line of their own
+    note: str | None = None
     #: where the rule came from, for messages: "rules.yaml:12:5" or "chat 123"
     origin: str = field(default="", compare=False)
 
