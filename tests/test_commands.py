@@ -677,6 +677,8 @@ def test_long_words_are_cut_short_in_messages() -> None:
         ("/list", Listing(1)),
         ("/LIST", Listing(1)),
         ("/list 2", Listing(2)),
+        ("/list btc", Listing(1, "BTC")),  # the caller resolves a coin, as /price's
+        ("/list BTCUSDT 3", Listing(3, "BTCUSDT")),
         ("/help", Simple("help")),
         ("/status\n", Simple("status")),
         ("/start", Simple("start")),
@@ -812,7 +814,9 @@ def test_a_symbol_of_many_watches_names_three_and_a_command_for_the_first_twenty
 @pytest.mark.parametrize(
     ("text", "command", "says"),
     [
-        ("/list now", "list", "expected a page number like 2, got 'now'"),
+        ("/list 1.5", "list", "expected a page number like 2, got '1.5'"),
+        ("/list *USDT", "list", "one symbol, not a pattern like '*USDT'"),
+        ("/list BTCUSDT 2 3", "list", "unexpected '3'"),
         ("/list 0", "list", "expected a page number like 2, got '0'"),
         ("/list 2 3", "list", "unexpected '3'"),
         ("/status please", "status", "/status takes no arguments"),

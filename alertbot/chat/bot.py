@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import inspect
 import json
 import logging
@@ -150,6 +151,8 @@ LIST_PAGE = 20
 LIST_RESERVE = 120
 #: a watch's line in /list is cut to this many characters (a /watch is 500 at most anyway)
 LINE_MAX = 1000
+#: the bytes of a button's callback data Telegram takes
+BUTTON_DATA_MAX = 64
 #: an admin's /list names this many of the rule files' rules, in this many characters at most
 RULE_IDS_SHOWN = 20
 RULE_IDS_CHARS = 400
@@ -323,6 +326,22 @@ def _thresholds(rows: list[WatchRow], symbol: str, metric: str) -> tuple[float, 
         if fnmatchcase(symbol, r.symbol)
         for x in thresholds(parse(r.condition), metric)
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _condition(text: str) -> Condition | None:
+    """A watch's condition (as stored) parsed, once per text: ``/list`` reads each watch's to
+    say where it stands, on every page. None: it no longer parses."""
+    try:
+        return parse(text)
+    except ConditionError:
+        return None
+
+
+def _distance(level: float, value: float) -> str:
+    """How far ``value`` is from ``level``, in percent of ``value``: ``2.94%``."""
+    away = abs(level - value) / value * 100
+    return "under 0.01%" if away < 0.01 else f"{away:.2f}%"
 
 
 def _span(seconds: float) -> str:
@@ -1300,7 +1319,9 @@ class ChatBot:
         if kind in (ALERT_MUTE, ALERT_STOP, ALERT_SHOWN):
             await self._alert_button(query, chat_id, kind, rest)
             return
-        wid, _, page = rest.partition(":")  # page: the /list page the button is on
+        # the /list page the button is on, and its symbol when the list was of one
+        wid, _, shown = rest.partition(":")
+        page, _, symbol = shown.partition(":")
         rows = self.book.find(chat_id, wid)
         if not rows:
             await self._answer(query, "That watch is gone already.")
@@ -1312,7 +1333,7 @@ class ChatBot:
         else:
             await self._answer(query, None)
             return
-        text, markup = self.listing(chat_id, int(page) if page.isdigit() else 1)
+        text, markup = self.listing(chat_id, int(page) if page.isdigit() else 1, symbol or None)
         if query.message is not None:
             with contextlib.suppress(TelegramError):
                 await query.edit_message_text(**_shown(text), reply_markup=markup)
@@ -1444,13 +1465,18 @@ class ChatBot:
         if isinstance(command, Zone):
             return await self.timezone(chat, command.zone), None
         if isinstance(command, Listing):
-            pages = self.pages(chat)
+            symbol = None if command.symbol is None else self._resolve(command.symbol)
+            pages = self.pages(chat, symbol)
             if command.page > max(pages, 1):
+                of = "" if symbol is None else f" {symbol}"
                 last = (
-                    f"{hint(f'/list {pages}')} is the last" if pages > 1 else "/list shows them all"
+                    f"{hint(f'/list{of} {pages}')} is the last"
+                    if pages > 1
+                    else hint(f"/list{of}") + " shows them all"
                 )
-                return f"There is no page {command.page} of this chat's watches: {last}.", None
-            return self.listing(chat, command.page)
+                whose = "this chat's watches" if symbol is None else f"this chat's {symbol} watches"
+                return f"There is no page {command.page} of {whose}: {last}.", None
+            return self.listing(chat, command.page, symbol)
         if isinstance(command, Simple):
             if command.name == "status":
                 return self.status(chat), None
@@ -1993,48 +2019,73 @@ class ChatBot:
         change = percent_text(percent(t.close - t.open, t.open), near, "+")
         return "24h change n/a" if change == "n/a" else f"{change}% 24h"
 
-    def listing(self, chat: int, page: int = 1) -> tuple[str, InlineKeyboardMarkup | None]:
-        """One page of the chat's watches, within Telegram's length (a later page than the
-        last shows the last); the buttons act on that page's watches."""
-        rows = sorted(self.book.of_chat(chat), key=lambda r: r.id)
+    def listing(
+        self, chat: int, page: int = 1, symbol: str | None = None
+    ) -> tuple[str, InlineKeyboardMarkup | None]:
+        """One page of the chat's watches (``symbol``'s only, when given), within Telegram's
+        length (a later page than the last shows the last); the buttons act on that page's
+        watches, and show the same page again after a press."""
+        rows = self._listed_rows(chat, symbol)
         if not rows:
-            return f"No watches here yet. Add one: {FIRST_WATCH}", None
-        pages, files = self._pages(chat, rows)
+            if symbol is None:
+                return f"No watches here yet. Add one: {FIRST_WATCH}", None
+            others = len(self.book.of_chat(chat))
+            every = (
+                f"/list shows its {plural(others, 'watch', 'watches')}" if others else "it has none"
+            )
+            return f"This chat has no watch of {symbol}: {every}.", None
+        pages, files = self._pages(chat, rows, symbol)
         page = min(max(page, 1), len(pages))
         start, end = pages[page - 1]
         now = self.clock()
+        of = "" if symbol is None else f" of {symbol}"
         if len(pages) == 1:
-            lines = [f"{len(rows)} watch{'es' if len(rows) != 1 else ''}:"]
+            lines = [f"{len(rows)} watch{'es' if len(rows) != 1 else ''}{of}:"]
         else:
-            lines = [f"{len(rows)} watches, page {page} of {len(pages)}:"]
+            lines = [f"{len(rows)} watches{of}, page {page} of {len(pages)}:"]
+        # a press shows the same page again, of the same symbol when it fits in the button
+        shown = f"{page}:{symbol}" if symbol is not None else str(page)
         buttons = []
         for r in rows[start:end]:
             wid = watch_id(r)
             lines.append(self._watch_line(r, now))
+            again = shown if len(f"mute:{wid}:{shown}".encode()) <= BUTTON_DATA_MAX else page
             buttons.append(
                 [
-                    InlineKeyboardButton(f"Remove {wid}", callback_data=f"rm:{wid}:{page}"),
-                    InlineKeyboardButton(f"Mute {wid} 1h", callback_data=f"mute:{wid}:{page}"),
+                    InlineKeyboardButton(f"Remove {wid}", callback_data=f"rm:{wid}:{again}"),
+                    InlineKeyboardButton(f"Mute {wid} 1h", callback_data=f"mute:{wid}:{again}"),
                 ]
             )
         if end < len(rows):
-            lines.append(f"… and {len(rows) - end} more: {hint(f'/list {page + 1}')}")
+            following = f"/list {symbol} {page + 1}" if symbol else f"/list {page + 1}"
+            lines.append(f"… and {len(rows) - end} more: {hint(following)}")
         if files and page == 1:
             lines.append(files)
         return "\n".join(lines), InlineKeyboardMarkup(buttons)
 
-    def pages(self, chat: int) -> int:
-        """How many pages the chat's ``/list`` fills (0: no watches)."""
+    def _listed_rows(self, chat: int, symbol: str | None) -> list[WatchRow]:
+        """The chat's watches /list shows, by id: ``symbol``'s only, when given (a pattern
+        watch of an admin's among them when it matches the symbol)."""
         rows = self.book.of_chat(chat)
-        return len(self._pages(chat, sorted(rows, key=lambda r: r.id))[0]) if rows else 0
+        if symbol is not None:
+            rows = [r for r in rows if r.symbol == symbol or fnmatchcase(symbol, r.symbol)]
+        return sorted(rows, key=lambda r: r.id)
 
-    def _pages(self, chat: int, rows: list[WatchRow]) -> tuple[list[tuple[int, int]], str]:
-        """The (start, end) of each page of ``rows``, and an admin's line of rule-file rules.
+    def pages(self, chat: int, symbol: str | None = None) -> int:
+        """How many pages the chat's ``/list`` (of ``symbol``) fills (0: no watches)."""
+        rows = self._listed_rows(chat, symbol)
+        return len(self._pages(chat, rows, symbol)[0]) if rows else 0
+
+    def _pages(
+        self, chat: int, rows: list[WatchRow], symbol: str | None = None
+    ) -> tuple[list[tuple[int, int]], str]:
+        """The (start, end) of each page of ``rows``, and an admin's line of rule-file rules
+        (none in a list of one ``symbol``).
 
         A page holds LIST_PAGE watches at most, fewer when their lines would not fit in one
         message next to the header, the "and N more" line and the rule files' line.
         """
-        files = self._rule_files(chat)
+        files = self._rule_files(chat) if symbol is None else ""
         budget = self.delivery.max_message - LIST_RESERVE - len(files)
         now = self.clock()
         pages: list[tuple[int, int]] = []
@@ -2071,7 +2122,42 @@ class ChatBot:
         if r.topic is not None:  # where its alerts go: the forum topic it was made in
             named = self.book.topic_names.get((r.chat_id, r.topic))
             extra += f", in topic «{named[0]}»" if named else f", in topic {r.topic}"
-        return _cut(f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}", LINE_MAX)
+        stands = self._stands(r)
+        stands = f" · {stands}" if stands else ""
+        line = f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}{stands}"
+        return _cut(line, LINE_MAX)
+
+    def _stands(self, r: WatchRow) -> str | None:
+        """Where a watch of one level or crossing stands now, as /list shows it after its
+        state: ``price 68000.5 now, 2.94% to go`` (of the price now; other metrics their
+        value alone), ``true now``, ``already above`` (a crossing above waits for the price to
+        come back under first); None for other conditions, or without a price now
+        (:meth:`_fresh`)."""
+        cond = _condition(r.condition)
+        if not isinstance(cond, Level | Cross):
+            return None
+        t = self._fresh(r.symbol)
+        if t is None:
+            return None
+        value = metric_of(cond.metric, t)
+        if cond.metric == "price":
+            shown = f"price {t.price_text}"  # as Binance sent it, as /price shows it
+        elif cond.metric in PERCENT_METRICS:
+            sign = "+" if cond.metric == "change_24h" else ""
+            shown = f"{cond.metric} {percent_text(value, (cond.value,), sign)}%"
+        else:
+            shown = f"{cond.metric} {format_amount(value)}"
+        if value != value:  # NaN: a percentage of a 0 open
+            return f"{shown} now"
+        if isinstance(cond, Level) and level_holds(cond, t):
+            return f"{shown} now: true"
+        if isinstance(cond, Cross) and cond.direction is not None:
+            beyond = value >= cond.value if cond.direction == "above" else value <= cond.value
+            if beyond:  # it fires on a crossing back: the price must first return
+                return f"{shown} now, already {cond.direction}"
+        if cond.metric != "price" or not value > 0:
+            return f"{shown} now"  # a percentage's points, a volume's day: no "% to go"
+        return f"{shown} now, {_distance(cond.value, value)} to go"
 
     def _rule_files(self, chat: int) -> str:
         """For an admin: how many rules the rule files hold, and the first ids (a short line)."""

@@ -7,7 +7,7 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
 
     /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D] [note TEXT]
     /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off] [note TEXT]
-    /list [PAGE]   /unwatch ID [ID...]|all   /mute ID [ID...]|all D   /unmute [ID...|all]
+    /list [SYMBOL] [PAGE]   /unwatch ID [ID...]|all   /mute ID [ID...]|all D   /unmute [ID...|all]
     /price SYMBOL [SYMBOL...]   /digest HH:MM|off   /timezone [ZONE]   /status   /help   /start
 
 Choices worth knowing:
@@ -77,7 +77,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Alert me when a condition holds, e.g. /watch BTCUSDT > 70000",
         "/watch BTCUSDT > 70000",
     ),
-    "list": ("/list [PAGE]", "Show my watches and their ids", "/list"),
+    "list": ("/list [SYMBOL] [PAGE]", "Show my watches (or a symbol's) and their ids", "/list"),
     "edit": (
         "/edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]"
         " [note TEXT]",
@@ -454,9 +454,12 @@ MAX_PRICES = 5
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """``/list``: the chat's watches, ``page`` (from 1) of them when they fill several."""
+    """``/list``: the chat's watches, ``page`` (from 1) of them when they fill several;
+    ``symbol``: only those of this symbol (upper-case, as typed: a coin's name is resolved
+    by the caller, as /price's)."""
 
     page: int = 1
+    symbol: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1385,15 +1388,30 @@ def _timezone(text: str) -> Zone:
         raise _error("timezone", exc.text(_q(" ".join(text.split())))) from None
 
 
+#: a /list word meant as a page (``0``, ``-1``, ``1.5``), not a symbol
+_PAGE_LIKE_RE = re.compile(r"[+-]?[0-9][0-9.,]*")
+
+
 def _listing(words: list[_Word]) -> Listing:
+    """``/list``, ``/list 2``, ``/list BTCUSDT`` (or ``btc``), ``/list BTCUSDT 2``."""
     if not words:
         return Listing()
+    symbol: str | None = None
+    if not _PAGE_LIKE_RE.fullmatch(words[0].text):
+        text = words[0].text
+        if not _GLOB_CHARS.isdisjoint(text):
+            raise _error("list", f"one symbol, not a pattern like {_q(text)}; /list shows all")
+        symbol, words = _symbol("list", text, allow_glob=False), words[1:]
+        if not words:
+            return Listing(symbol=symbol)
     if len(words) > 1:
-        raise _error("list", f"unexpected {_q(words[1].text)}; /list takes one page number")
+        raise _error(
+            "list", f"unexpected {_q(words[1].text)}; /list takes a symbol and a page number"
+        )
     text = words[0].text
     if not text.isascii() or not text.isdigit() or len(text) > 6 or int(text) < 1:
         raise _error("list", f"expected a page number like 2, got {_q(text)}")
-    return Listing(int(text))
+    return Listing(int(text), symbol)
 
 
 # ---------------------------------------------------------------- pieces
