@@ -981,6 +981,7 @@ class App:
                 self.chat_settings,
                 topics=self.notifier.topics,
                 zones=self.notifier.zones,
+                quiet=self.notifier.quiet,
             )
             loaded = await self.book.load()
             if loaded:

@@ -123,6 +123,11 @@ CREATE TABLE IF NOT EXISTS chat_zones (     -- /timezone: the zone a chat's time
     chat_id INTEGER PRIMARY KEY,
     zone    TEXT NOT NULL          -- Europe/Berlin, UTC+08:00 (alertbot.zones)
 );
+CREATE TABLE IF NOT EXISTS quiet_hours (    -- /quiet: alerts come without a sound meanwhile
+    chat_id      INTEGER PRIMARY KEY,
+    start_minute INTEGER NOT NULL, -- of the day, in the chat's zone (chat_zones)
+    end_minute   INTEGER NOT NULL  -- the first minute after them (before the start: overnight)
+);
 CREATE TABLE IF NOT EXISTS topic_names (   -- forum topics' names, as the bot saw them (/list)
     chat_id INTEGER NOT NULL,
     topic   INTEGER NOT NULL,      -- message_thread_id
@@ -730,6 +735,19 @@ class Store:
     def zones(self) -> dict[int, str]:
         return dict(self.db.execute("SELECT chat_id, zone FROM chat_zones"))
 
+    def set_quiet(self, chat_id: int, window: tuple[int, int] | None) -> None:
+        """``chat_id``'s quiet hours (/quiet: start and end minutes of the day); None: none."""
+        if window is None:
+            self.db.execute("DELETE FROM quiet_hours WHERE chat_id = ?", (chat_id,))
+        else:
+            self.db.execute(
+                "INSERT OR REPLACE INTO quiet_hours VALUES (?, ?, ?)", (chat_id, *window)
+            )
+
+    def quiet_hours(self) -> dict[int, tuple[int, int]]:
+        rows = self.db.execute("SELECT chat_id, start_minute, end_minute FROM quiet_hours")
+        return {chat: (start, end) for chat, start, end in rows}
+
     def set_topic_name(self, chat_id: int, topic: int, name: str, edited: bool) -> None:
         self.db.execute(
             "INSERT INTO topic_names VALUES (?, ?, ?, ?) ON CONFLICT(chat_id, topic) DO UPDATE "
@@ -743,8 +761,8 @@ class Store:
         return {(chat, topic): (name, bool(edited)) for chat, topic, name, edited in rows}
 
     def move_chat(self, old: int, new: int, pause: Pause | None = None) -> None:
-        """A group became a supergroup (a new chat id): its watches, digest and time zone go
-        with it (a digest or zone the new chat set already stays); ``pause``: the new chat's
+        """A group became a supergroup (a new chat id): its watches, digest, time zone and quiet
+        hours go with it (those the new chat set already stay); ``pause``: the new chat's
         pause after the move (the group's, joined with its own: WatchBook.move_chat), the
         group's is gone."""
         with self._transaction() as db:
@@ -767,6 +785,12 @@ class Store:
                 (new, old),
             )
             db.execute("DELETE FROM chat_zones WHERE chat_id = ?", (old,))
+            db.execute(
+                "INSERT INTO quiet_hours SELECT ?, start_minute, end_minute FROM quiet_hours"
+                " WHERE chat_id = ? ON CONFLICT(chat_id) DO NOTHING",
+                (new, old),
+            )
+            db.execute("DELETE FROM quiet_hours WHERE chat_id = ?", (old,))
             db.execute("INSERT OR IGNORE INTO chat_moves VALUES (?, ?)", (old, new))
 
     def pause_chat(self, chat_id: int, pause: Pause) -> None:

@@ -163,6 +163,14 @@ def local_minute(seconds: float, zone: dt.tzinfo) -> tuple[dt.date, int]:
     return at.date(), at.hour * 60 + at.minute
 
 
+def in_window(minute: int, start: int, end: int) -> bool:
+    """Whether ``minute`` of the day is in [``start``, ``end``), which runs overnight when
+    ``end`` comes before ``start`` (23:00-07:00)."""
+    if start <= end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
 _NUMERIC_ABBREVIATION = re.compile(r"([+-])([0-9]{2})([0-9]{2})?")
 
 

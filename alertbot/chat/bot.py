@@ -63,6 +63,7 @@ from alertbot.chat.commands import (
     Listing,
     Mute,
     Price,
+    Quiet,
     ShorthandError,
     Simple,
     SymbolError,
@@ -936,6 +937,34 @@ class ChatBot:
             text += f" Back to UTC: {hint('/timezone UTC')}."
         return text
 
+    def _quiet_hours(self, chat: int) -> str | None:
+        """``chat``'s quiet hours as answers show them: ``23:00-07:00 CET``; None: none."""
+        window = self.book.quiet.get(chat)
+        if window is None:
+            return None
+        (sh, sm), (eh, em) = divmod(window[0], 60), divmod(window[1], 60)
+        zone = zone_label(dt.datetime.fromtimestamp(self.clock(), self._zone(chat) or dt.UTC))
+        return f"{sh:02d}:{sm:02d}-{eh:02d}:{em:02d} {zone}"
+
+    async def quiet(self, chat: int, command: Quiet) -> str:
+        """``/quiet``: set ``chat``'s quiet hours, end them (off), or say them (alone)."""
+        if not command.show:
+            await self.book.set_quiet(chat, command.window)
+        hours = self._quiet_hours(chat)
+        if hours is None:
+            text = "No quiet hours here: alerts come with a sound at any time."
+            if command.show:
+                text += (
+                    f" For alerts without one at night: {hint('/quiet 23:00-07:00')} "
+                    "(in this chat's time zone, /timezone)."
+                )
+            return text
+        now = " It is quiet now." if self.notifier.silent(chat) else ""
+        return (
+            f"Quiet hours {hours}: alerts and notes then come without a sound (none is held "
+            f"back or lost).{now} End them with {hint('/quiet off')}."
+        )
+
     def digest_text(self, chat: int) -> str:
         symbols = sorted({r.symbol for r in self.book.of_chat(chat)})
         if not symbols:
@@ -976,10 +1005,14 @@ class ChatBot:
         for part in split_text(text, self.delivery.max_message):
             try:
                 try:
-                    await self.app.bot.send_message(chat, **_shown(part))
+                    await self.app.bot.send_message(
+                        chat, **_shown(part), disable_notification=self.notifier.silent(chat)
+                    )
                 except ChatMigrated as exc:
                     chat = await self.move_chat(chat, int(exc.new_chat_id))
-                    await self.app.bot.send_message(chat, **_shown(part))
+                    await self.app.bot.send_message(
+                        chat, **_shown(part), disable_notification=self.notifier.silent(chat)
+                    )
             except TelegramError as exc:
                 log.warning("chat %s: could not send a note: %s", chat, clip(str(exc)))
                 self._gone(chat, exc)
@@ -1464,6 +1497,8 @@ class ChatBot:
             return f"Daily digest of your watched symbols at {self._clock(chat)}.", None
         if isinstance(command, Zone):
             return await self.timezone(chat, command.zone), None
+        if isinstance(command, Quiet):
+            return await self.quiet(chat, command), None
         if isinstance(command, Listing):
             symbol = None if command.symbol is None else self._resolve(command.symbol)
             pages = self.pages(chat, symbol)
@@ -1519,7 +1554,12 @@ class ChatBot:
             )
             if any(d.last_error for d in waiting):
                 delivery += "; Telegram refused the last try, the bot tries again"
-        return "\n".join([prices, watches, delivery])
+        lines = [prices, watches, delivery]
+        hours = self._quiet_hours(chat)
+        if hours is not None:
+            now = ", quiet now" if self.notifier.silent(chat) else ""
+            lines.append(f"Quiet hours: {hours} (alerts without a sound{now})")
+        return "\n".join(lines)
 
     def _parked(self, chat: int) -> int:
         """How many alerts to ``chat`` wait in the database only (beyond the outbox's bound

@@ -8,7 +8,8 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
     /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D] [note TEXT]
     /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off] [note TEXT]
     /list [SYMBOL] [PAGE]   /unwatch ID [ID...]|all   /mute ID [ID...]|all D   /unmute [ID...|all]
-    /price SYMBOL [SYMBOL...]   /digest HH:MM|off   /timezone [ZONE]   /status   /help   /start
+    /price SYMBOL [SYMBOL...]   /digest HH:MM|off   /quiet [HH:MM-HH:MM|off]   /timezone [ZONE]
+    /status   /help   /start
 
 Choices worth knowing:
 
@@ -96,6 +97,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "/digest HH:MM|off",
         "A daily summary of my watched symbols at HH:MM (UTC, or my /timezone)",
         "/digest 08:00",
+    ),
+    "quiet": (
+        "/quiet [HH:MM-HH:MM|off]",
+        "Alerts without a sound between two times, e.g. /quiet 23:00-07:00",
+        "/quiet 23:00-07:00",
     ),
     "timezone": (
         "/timezone [ZONE]",
@@ -479,6 +485,16 @@ class Digest:
 
 
 @dataclass(frozen=True, slots=True)
+class Quiet:
+    """``/quiet 23:00-07:00``: ``window`` is its (start, end) minutes of the day in the
+    chat's time zone, the end the first minute that is not quiet; None: ``/quiet off``.
+    ``show``: ``/quiet`` alone, which says the chat's."""
+
+    window: tuple[int, int] | None = None
+    show: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Zone:
     """``/timezone ZONE``: ``zone`` as :func:`find_zone` gives it (``UTC``: back to UTC);
     None: ``/timezone`` alone, which shows the chat's."""
@@ -486,7 +502,7 @@ class Zone:
     zone: str | None
 
 
-Command = Watch | Edit | Unwatch | Mute | Unmute | Price | Listing | Simple | Digest | Zone
+Command = Watch | Edit | Unwatch | Mute | Unmute | Price | Listing | Simple | Digest | Quiet | Zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,6 +580,8 @@ def parse_command(
         return _price(words)
     if known == "digest":
         return _digest(words)
+    if known == "quiet":
+        return _quiet(words)
     if known == "timezone":
         return _timezone(message[words[0].start :] if words else "")
     if known == "list":
@@ -1462,6 +1480,42 @@ def _digest(words: list[_Word]) -> Digest:
             f"expected a time of day like 08:00 ({_DIGEST_ZONE}) or off, got {_q(text)}{fixed}",
         )
     return Digest(int(match.group(1)) * 60 + int(match.group(2)), utc=utc)
+
+
+#: /quiet's two times, written with a dash, "to" or a space between them
+_QUIET_SPLIT_RE = re.compile(r"\s*(?:-|–|—|\bto\b|\buntil\b|\s)\s*", re.IGNORECASE)
+
+
+def _quiet(words: list[_Word]) -> Quiet:
+    """``/quiet 23:00-07:00`` (``23:00 07:00``, ``23:00 to 07:00``, ``11pm-7am``), ``/quiet
+    off``, ``/quiet`` alone."""
+    if not words:
+        return Quiet(show=True)
+    text = " ".join(w.text for w in words)
+    if text.lower() == "off":
+        return Quiet()
+    example = hint("/quiet 23:00-07:00")
+    parts = [p for p in _QUIET_SPLIT_RE.split(text.strip()) if p]
+    if len(parts) != 2:
+        raise _error(
+            "quiet",
+            f"give the time they begin and the time they end ({_DIGEST_ZONE}), e.g. {example}, "
+            "or off",
+        )
+    minutes = []
+    for part in parts:
+        match = _CLOCK_RE.match(part)
+        if match is not None:
+            minutes.append(int(match.group(1)) * 60 + int(match.group(2)))
+            continue
+        fix = _clock_fix(part.lower())
+        if fix is None:
+            raise _error("quiet", f"expected a time of day like 23:00, got {_q(part)}")
+        minutes.append(int(fix[:2]) * 60 + int(fix[3:]))
+    start, end = minutes
+    if start == end:
+        raise _error("quiet", f"they begin and end at the same time; e.g. {example}")
+    return Quiet((start, end))
 
 
 #: the zone a /digest time is in, as its refusals say it

@@ -124,11 +124,14 @@ class WatchBook:
         clock: Callable[[], float] = time.time,
         topics: dict[int, tuple[int, int]] | None = None,
         zones: dict[int, str] | None = None,
+        quiet: dict[int, tuple[int, int]] | None = None,
     ) -> None:
         """``topics``: the watches made in a forum topic, as read when the database opened
         (the notifier's, which tells the Telegram sender where each watch's alerts go), kept
         up to date here. ``zones``: the chats' time zones (the notifier's, which shows a
-        watch's alert time in its chat's), read at :meth:`load` and kept up to date here."""
+        watch's alert time in its chat's), read at :meth:`load` and kept up to date here;
+        ``quiet``: the chats' quiet hours (the notifier's, which sends alerts without a sound
+        in them), likewise."""
         self.engine = engine
         self.store = store
         self.db = db  # runs a store call on the database thread
@@ -139,6 +142,8 @@ class WatchBook:
         self.digests: dict[int, int] = {}  # chat -> minute of the day, in the chat's zone
         #: chat -> its /timezone (alertbot.zones); none: UTC
         self.zones: dict[int, str] = {} if zones is None else zones
+        #: chat -> its /quiet hours: (start, end) minutes of the day in its zone
+        self.quiet: dict[int, tuple[int, int]] = {} if quiet is None else quiet
         #: chat -> the day (its zone's) and minute its digest was last sent at: the hour a
         #: change back from summer time repeats does not send it twice, across a restart too
         #: (a new /digest time later that day does)
@@ -158,6 +163,14 @@ class WatchBook:
 
     def _rule(self, row: WatchRow) -> Rule:
         return rule_for(row, paused=row.chat_id in self.paused)
+
+    async def set_quiet(self, chat: int, window: tuple[int, int] | None) -> None:
+        """``chat``'s quiet hours (start, end minutes of the day in its zone); None: none."""
+        await self.db(self.store.set_quiet, chat, window)
+        if window is None:
+            self.quiet.pop(chat, None)
+        else:
+            self.quiet[chat] = window
 
     async def set_zone(self, chat: int, zone: str | None) -> None:
         """``chat``'s time zone; None: UTC."""
@@ -204,6 +217,7 @@ class WatchBook:
     async def load(self) -> int:
         self.digests = await self.db(self.store.digests)
         self.zones.update(await self.db(self.store.zones))
+        self.quiet.update(await self.db(self.store.quiet_hours))
         self.topic_names = await self.db(self.store.topic_names)
         self.digests_sent = await self.db(self.store.digests_sent)
         self.successors.update(await self.db(self.store.chat_moves))
@@ -322,6 +336,9 @@ class WatchBook:
         zone = self.zones.pop(old, None)
         if zone is not None:
             self.zones.setdefault(new, zone)
+        window = self.quiet.pop(old, None)
+        if window is not None:
+            self.quiet.setdefault(new, window)
         return moved
 
     def _joined_pause(self, old: int, new: int) -> Pause | None:

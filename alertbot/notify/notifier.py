@@ -29,7 +29,7 @@ from alertbot.rules.ids import watch_number
 from alertbot.rules.model import Channel, Rule
 from alertbot.store import AlertRecord, Store
 from alertbot.text import plural
-from alertbot.zones import UTC_NAME, load_zone
+from alertbot.zones import UTC_NAME, in_window, load_zone, local_minute
 
 log = logging.getLogger("alertbot.notify")
 
@@ -116,6 +116,9 @@ class Notifier:
         #: the chats' time zones (/timezone: chat -> zone name), which a watch's alert shows
         #: its time in; the chat side's WatchBook reads and keeps them
         self.zones: dict[int, str] = {}
+        #: the chats' quiet hours (/quiet: chat -> start and end minute of the day in its
+        #: zone): alerts to the chat then come without a sound
+        self.quiet: dict[int, tuple[int, int]] = {}
         self.on_console_gone = on_console_gone
         self.router = Router(channels, settings)
         #: ALERTBOT_TIMEZONE's (None: UTC): the rule files' alerts' and zoneless chats'
@@ -171,6 +174,7 @@ class Notifier:
             self.telegram.on_topic_gone = self._topic_gone
             self.telegram.localize = self._localize
             self.telegram.chart_url = self.chart_url
+            self.telegram.silent = self.silent
             senders["telegram"] = self.telegram
         self.outbox = Outbox(self.store, cfg, self.router, senders)
         return await self.outbox.start()
@@ -192,6 +196,15 @@ class Notifier:
             return self.default_zone
         chat = chat_of(rule.notify[0])
         return self.default_zone if chat is None else self._chat_zone(chat)
+
+    def silent(self, chat: int) -> bool:
+        """Whether a message to ``chat`` now goes without a sound: it is within its quiet
+        hours (/quiet), on its clock."""
+        window = self.quiet.get(chat)
+        if window is None:
+            return False
+        _day, minute = local_minute(self.clock(), self._chat_zone(chat) or UTC)
+        return in_window(minute, *window)
 
     def _chat_zone(self, chat: int) -> tzinfo | None:
         """``chat``'s /timezone, else ALERTBOT_TIMEZONE's (None: UTC)."""

@@ -401,6 +401,8 @@ class TelegramSender:
         #: the web page of a symbol's chart on the exchange (None: none), linked under a
         #: watch's alerts of one symbol
         self.chart_url: Callable[[str], str | None] | None = None
+        #: whether a message to a chat now goes without a sound (its /quiet hours)
+        self.silent: Callable[[int], bool] | None = None
 
     def forbidden(self) -> list[tuple[int, list[AlertRecord], str]]:
         """The chats refused as Forbidden before ``on_forbidden`` was set (deliveries resumed
@@ -525,6 +527,16 @@ class TelegramSender:
             text = self.localize(text, d.alert, d.chat_id)
         return without_watch_hint(text, d.alert.rule) if buttons else text
 
+    def _silent(self, chat: int) -> bool:
+        """Whether this chat's alert goes without a sound now (its quiet hours)."""
+        if self.silent is None:
+            return False
+        try:
+            return self.silent(chat)
+        except Exception:  # a bug must not hold the alert up: with a sound
+            log.exception("telegram: could not tell whether chat %s is quiet", chat)
+            return False
+
     def _chart(self, batch: list[Delivery]) -> str | None:
         """The chart linked under a message of ``batch``: when its alerts are of one symbol."""
         symbols = {d.alert.symbol for d in batch}
@@ -562,6 +574,7 @@ class TelegramSender:
                 parse_mode=None if plain else "HTML",
                 link_preview_options=_NO_PREVIEW,
                 reply_markup=None if watch is None else watch_buttons(watch, self._chart(batch)),
+                disable_notification=self._silent(chat),
                 read_timeout=cfg.telegram_timeout,
                 write_timeout=cfg.telegram_timeout,
                 connect_timeout=cfg.telegram_timeout,
