@@ -764,8 +764,8 @@ def test_edit_parses_to_its_value(text: str, replied: str | None, expected: Edit
         ("/edit", "which watch? Give its id from /list: /edit w12 > 71000"),
         (
             "/edit w3",
-            "what to change? A condition (/edit w3 > 71000), options (/edit w3 cooldown 1h) or "
-            "the symbol (/edit w3 ETHUSDT)",
+            "what to change? A condition (/edit w3 > 71000), options (/edit w3 cooldown 1h), "
+            "the symbol (/edit w3 ETHUSDT) or its note (/edit w3 note TP1)",
         ),
         ("/edit w3 eth > 3000", "another symbol is named in full: /edit w3 ETHUSDT > 3000"),
         ("/edit all > 1", "one watch at a time"),

@@ -86,7 +86,7 @@ def test_note_is_a_symbol_where_the_symbol_goes() -> None:
         ("/watch BTCUSDT > 70000 note off", "leave the note out"),
         ("/watch BTCUSDT > 70000 note " + "x" * (NOTE_MAX + 1), "at most 100 characters"),
         ("/watch BTCUSDT > 70000 note TP\u200b1", "holds \\u200b"),
-        ("/edit w3 note", "'note' needs its text after it"),
+        ("/edit w3 note", "needs its text after it, e.g. note take profit; /edit w3 note off"),
         ("/watch BTCUSDT > 70000 notes TP1", "did you mean note?"),
     ],
 )

@@ -605,7 +605,9 @@ def _split_note(name: str, message: str, words: list[_Word]) -> tuple[str, list[
     note = " ".join(raw.split())
     if len(note) >= 2 and _NOTE_QUOTES.get(note[0]) == note[-1]:
         note = " ".join(note[1:-1].split())
-    off_form = f"; {hint('/edit w12 note off')} takes a note away" if name == "edit" else ""
+    # the watch's id when typed before the note, else an example's
+    wid = words[0].text if k and _WATCH_ID_RE.fullmatch(words[0].text) else "w12"
+    off_form = f"; {hint(f'/edit {wid} note off')} takes a note away" if name == "edit" else ""
     if not note:
         raise _error(name, f"'note' needs its text after it, e.g. note take profit{off_form}")
     if note.lower() == "off":
@@ -1268,8 +1270,8 @@ def _edit(
         raise _error(
             "edit",
             f"what to change? A condition ({hint(f'/edit {target} > 71000')}), options "
-            f"({hint(f'/edit {target} cooldown 1h')}) or the symbol "
-            f"({hint(f'/edit {target} ETHUSDT')})",
+            f"({hint(f'/edit {target} cooldown 1h')}), the symbol "
+            f"({hint(f'/edit {target} ETHUSDT')}) or its note ({hint(f'/edit {target} note TP1')})",
         )
     # another symbol first ("/edit w12 ETHUSDT > 3000"): named in full, with its quote asset,
     # so that no misspelt condition word is taken for one
@@ -1714,7 +1716,8 @@ def help_text() -> str:
         "Numbers: 70000, 0.5, 70k, 1.5m, 2b; % for change_24h, range_24h and moves.",
         "Durations: 30s, 15m, 4h, 1d (at most 366d).",
         "Options: cooldown D (no repeat within D), rearm P% (re-alert only after moving P% "
-        "back), once (alert once, then stop), for D (the watch ends after D). "
+        "back), once (alert once, then stop), for D (the watch ends after D), and last note "
+        "TEXT (your words, shown with each alert). "
         f"/edit turns one off: {hint('/edit w12 once off')}.",
     ]
     return "\n".join(lines)
