@@ -1245,3 +1245,59 @@ def test_a_misspelt_condition_word_after_an_edits_id_is_not_taken_for_a_coin() -
         parse_command("/edit w3 eth", BOT)
     assert "another symbol" not in typo.value.message
     assert coin.value.message.endswith("another symbol is named in full: /edit w3 ETHUSDT")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (  # joined without a word: no price is both, so either one is meant
+            "/watch BTCUSDT > 70k < 60k",
+            "both at once can never be; for either one, write "
+            "/watch BTCUSDT any(price > 70000, price < 60000)",
+        ),
+        (
+            "/watch BTCUSDT > 70k and < 60k cooldown 1h",
+            "both at once can never be; for either one, write "
+            "/watch BTCUSDT any(price > 70000, price < 60000) cooldown 1h",
+        ),
+        (  # a bound both sides share, strict on one: never
+            "/watch BTCUSDT > 70k, <= 70k",
+            "both at once can never be",
+        ),
+        (  # a range that can hold: both forms offered, as before
+            "/watch BTCUSDT > 60k < 70k",
+            "two conditions go in all(...) (both at once) or any(...) (either one), e.g. "
+            "/watch BTCUSDT all(price > 60000, price < 70000)",
+        ),
+        (
+            "/watch BTCUSDT all(price > 70000, price < 60000) once",
+            "the parts of all(price > 70000, price < 60000) can never hold at once; for either "
+            "one: /watch BTCUSDT any(price > 70000, price < 60000) once",
+        ),
+        (
+            "/edit w3 ETHUSDT all(price > 3000, price < 2000)",
+            "for either one: /edit w3 ETHUSDT any(price > 3000, price < 2000)",
+        ),
+    ],
+)
+def test_levels_that_can_never_hold_at_once_are_answered_with_any(text: str, says: str) -> None:
+    """``> 70k < 60k`` (or ``all(...)`` of them) would make a watch that never fires: it is
+    refused, and the command for either one is given."""
+    with pytest.raises(CommandError) as info:
+        parse_command(text, BOT)
+    assert says in str(info.value)
+
+
+def test_a_range_of_one_price_can_hold() -> None:
+    """``>= 70000`` and ``<= 70000`` hold together at 70000: a watch, not a refusal."""
+    watch = parse_command("/watch BTCUSDT all(price >= 70000, price <= 70000)", BOT)
+    assert isinstance(watch, Watch)
+
+
+@pytest.mark.parametrize("word", ["label", "comment:", "memo", "message"])
+def test_another_word_for_note_is_answered_with_the_command_that_says_note(word: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command(f"/watch BTCUSDT > 70k cooldown 1h {word} take profit", BOT)
+    assert str(info.value) == (
+        "a note is written after 'note': /watch BTCUSDT > 70k cooldown 1h note take profit"
+    )

@@ -180,6 +180,10 @@ _OPTIONS_HINT = "the options are cooldown D, rearm P%, once, for D, and last not
 #: a watch's note (``note TEXT``): the rest of the message, at most this many characters
 NOTE_MAX = 100
 _NOTE_WORDS = ("note", "note:")
+#: words people use for a note, answered with the command that says 'note'
+_NOTE_SYNONYMS = frozenset(
+    {"label", "comment", "memo", "msg", "message", "remark", "description", "desc", "tag"}
+)
 # quotes around a whole note, taken off: "TP1", “TP1”, «TP1», 'TP1'
 _NOTE_QUOTES = {'"': '"', "“": "”", "„": "“", "«": "»", "'": "'", "‘": "’", "「": "」"}
 # a note whose lines go on with a command of ours: a pasted list, not a note
@@ -598,6 +602,7 @@ def _split_note(name: str, message: str, words: list[_Word]) -> tuple[str, list[
     first = 1 if name == "watch" else 0  # "/watch note > 1": a symbol
     k = next((i for i, w in enumerate(words) if i >= first and w.lower in _NOTE_WORDS), None)
     if k is None:
+        _note_synonym(name, message, words)
         return message, words, None
     raw = message[words[k].end :]
     if _NOTE_COMMAND_RE.search(raw):
@@ -624,6 +629,18 @@ def _split_note(name: str, message: str, words: list[_Word]) -> tuple[str, list[
     if len(note) > NOTE_MAX:
         raise _error(name, f"a note holds at most {NOTE_MAX} characters; this one has {len(note)}")
     return message[: words[k].start].rstrip(), words[:k], note
+
+
+def _note_synonym(name: str, message: str, words: list[_Word]) -> None:
+    """Refuse another word for ``note`` (``label TP1``, ``comment: TP1``) with the command
+    that says it, before the condition's reading takes it for a misspelt condition word."""
+    first = 2 if name == "watch" else 1  # after the symbol and the condition's first word
+    for k, word in enumerate(words[first:], first):
+        if word.lower.rstrip(":") in _NOTE_SYNONYMS and k + 1 < len(words):
+            command = f"{message[: word.start].rstrip()} note {message[words[k + 1].start :]}"
+            if _NOTE_COMMAND_RE.search(command):
+                return  # several commands pasted: _one_command says so
+            raise _error(name, f"a note is written after 'note': {hint(' '.join(command.split()))}")
 
 
 def _one_command(name: str, message: str, words: list[_Word]) -> None:
@@ -769,6 +786,9 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         combined = _combined(symbol, condition_text, tail)
         raise _error("watch", combined or _explain(exc, condition_text, following)) from None
 
+    _refuse_never(
+        "watch", f"/watch {symbol}", condition, message[following.start :] if following else ""
+    )
     options = _options("watch", rest[end:], condition)
     return Watch(
         symbol=symbol,
@@ -999,7 +1019,18 @@ def _combined(symbol: str, condition_text: str, tail: str) -> str | None:
     if not all(parts):
         return None
     (kind,) = kinds - {None} or {None}
-    joined = _parsed(f"{kind or 'all'}({', '.join(p for p in parts if p)})")
+    listed = ", ".join(p for p in parts if p)
+    if kind != "any" and _never_all([parse(p) for p in parts if p]):
+        # "> 70000 < 60000": no price is both; either one is what can be meant
+        either = _parsed(f"any({listed})")
+        if either is None:
+            return None
+        which = "both" if len(parts) == 2 else "all of them"
+        return (
+            f"{which} at once can never be; for {'either one' if len(parts) == 2 else 'any one'}"
+            f", write {hint(f'/watch {symbol} {either}{tail}')}"
+        )
+    joined = _parsed(f"{kind or 'all'}({listed})")
     if joined is None:
         return None
     command = hint(f"/watch {symbol} {joined}{tail}")
@@ -1012,6 +1043,43 @@ def _combined(symbol: str, condition_text: str, tail: str) -> str | None:
         f"{'two' if len(parts) == 2 else 'several'} conditions go in all(...) ({which} at "
         f"once) or any(...) (either one), e.g. {command}"
     )
+
+
+def _refuse_never(name: str, head: str, condition: Condition, tail: str) -> None:
+    """Refuse an ``all(...)`` that can never hold, with the ``any(...)`` that can (``head``:
+    the command before the condition, ``tail``: the options after it)."""
+    if not never_true(condition):
+        return
+    assert isinstance(condition, AllOf)
+    either = format_condition(AnyOf(condition.parts))
+    command = hint(" ".join(f"{head} {either} {tail}".split()))
+    raise _error(
+        name,
+        f"the parts of {format_condition(condition)} can never hold at once; for either one: "
+        f"{command}",
+    )
+
+
+def never_true(condition: Condition) -> bool:
+    """Whether ``condition`` can never hold: ``all(price > 70000, price < 60000)``."""
+    return isinstance(condition, AllOf) and _never_all(list(condition.parts))
+
+
+def _never_all(conditions: list[Condition]) -> bool:
+    """Whether levels of one metric (``price > 70000``, ``price < 60000``) can never hold at
+    once: the highest lower bound is at or above the lowest upper bound."""
+    if not all(isinstance(c, Level) for c in conditions):
+        return False
+    levels = [c for c in conditions if isinstance(c, Level)]
+    if len({c.metric for c in levels}) != 1:
+        return False
+    lows = [(c.value, c.op == ">") for c in levels if c.op in (">", ">=")]
+    highs = [(c.value, c.op == "<") for c in levels if c.op in ("<", "<=")]
+    if not lows or not highs:
+        return False
+    low, low_strict = max(lows, key=lambda b: (b[0], b[1]))
+    high, high_strict = min(highs, key=lambda b: (b[0], not b[1]))
+    return low > high or (low == high and (low_strict or high_strict))
 
 
 def _parsed(condition_text: str) -> str | None:
@@ -1309,6 +1377,10 @@ def _edit(
                         f"; another symbol is named in full: {hint(f'/edit {target} {contract}')}"
                     )
                 raise _error("edit", explained) from None
+    if condition is not None:
+        tail = message[rest[end].start :] if end < len(rest) else ""
+        named = f"/edit {target}" + (f" {symbol}" if symbol else "")
+        _refuse_never("edit", named, condition, tail)
     options = _options("edit", rest[end:], condition, off_ok=True)
     return Edit(
         target=target,
