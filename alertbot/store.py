@@ -103,7 +103,8 @@ CREATE TABLE IF NOT EXISTS watches (
     revived     INTEGER,           -- a ``once`` watch kept through its refused alert: that
                                    -- alert's event time ms and not its firing (revive_watches)
     topic       INTEGER,           -- the forum topic it was made in: its alerts go there
-    note        TEXT               -- /watch ... note TEXT: its alerts and /list show it
+    note        TEXT,              -- /watch ... note TEXT: its alerts and /list show it
+    repeat_ms   INTEGER            -- /watch ... repeat D: alerts again every D while it holds
     -- no comma in a comment between two columns: DROP COLUMN in SQLite (a test drops the
     -- last one) cuts the text at the last comma before the column, comments or not
 );
@@ -184,6 +185,7 @@ ADDED_COLUMNS = (
     ("watches", "revived", "INTEGER"),
     ("watches", "topic", "INTEGER"),
     ("watches", "note", "TEXT"),
+    ("watches", "repeat_ms", "INTEGER"),
 )
 #: Store.refused_once: the ``once`` watches ended by an alert Telegram refused with an error
 #: beginning with the parameter, their chat not seen to have the bot since
@@ -285,6 +287,8 @@ class WatchRow:
     topic: int | None = None
     #: ``note TEXT``: its alerts and /list show it
     note: str | None = None
+    #: ``repeat D`` (ms): while its condition holds, it alerts again every D
+    repeat_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -626,20 +630,20 @@ class Store:
     def add_watch(self, w: WatchRow) -> int:
         cur = self.db.execute(
             "INSERT INTO watches (chat_id, symbol, condition, cooldown_ms, rearm, once,"
-            " expires_ms, muted_until, last_fired, created, topic, note)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " expires_ms, muted_until, last_fired, created, topic, note, repeat_ms)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (w.chat_id, w.symbol, w.condition, w.cooldown_ms, w.rearm, int(w.once),
              w.expires_ms, w.muted_until, w.last_fired, w.created or time.time(), w.topic,
-             w.note),
+             w.note, w.repeat_ms),
         )  # fmt: skip
         assert cur.lastrowid is not None
         return cur.lastrowid
 
     def edit_watch(self, w: WatchRow) -> None:
-        """``w``'s symbol, condition, options and note as they are now (/edit)."""
+        """``w``'s symbol, condition, options (repeat too) and note as they are now (/edit)."""
         self.db.execute(
             "UPDATE watches SET symbol = ?, condition = ?, cooldown_ms = ?, rearm = ?, once = ?,"
-            " expires_ms = ?, note = ? WHERE id = ?",
+            " expires_ms = ?, note = ?, repeat_ms = ? WHERE id = ?",
             (
                 w.symbol,
                 w.condition,
@@ -648,6 +652,7 @@ class Store:
                 int(w.once),
                 w.expires_ms,
                 w.note,
+                w.repeat_ms,
                 w.id,
             ),
         )
@@ -659,7 +664,7 @@ class Store:
     def _watches(self, where: str = "", params: tuple[object, ...] = ()) -> list[WatchRow]:
         rows = self.db.execute(
             "SELECT id, chat_id, symbol, condition, cooldown_ms, rearm, once, expires_ms,"
-            " muted_until, last_fired, created, revived, topic, note"
+            " muted_until, last_fired, created, revived, topic, note, repeat_ms"
             f" FROM watches WHERE active = 1{where} ORDER BY id",
             params,
         ).fetchall()
@@ -679,6 +684,7 @@ class Store:
                 r[11],
                 r[12],
                 r[13],
+                r[14],
             )
             for r in rows
         ]

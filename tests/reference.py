@@ -250,7 +250,16 @@ class ReferenceEngine:
                 state.armed_down = True
             return fire
         true = holds(cond, history)
-        if true and state.armed and may_fire:
+        # repeat: a pair that fired and was not re-armed since fires again while the
+        # condition holds, once repeat_ms has passed since its last alert
+        again = (
+            rule.repeat_ms is not None
+            and rule.repeat_ms > 0
+            and not isinstance(cond, Cross | Breaks)
+            and state.last_fired is not None
+            and now.time >= state.last_fired + rule.repeat_ms
+        )
+        if true and (state.armed or again) and may_fire:
             state.armed = False
             state.last_fired = now.time
             return True

@@ -323,10 +323,11 @@ def test_each_watch_mistake_says_what_is_wrong_and_shows_the_usage(text: str, sa
         ("/watch SOLUSDT -10%", "/watch SOLUSDT change_24h < -10%"),
         (
             "/watch BTCUSDT > 70000 every 1h",
-            "unexpected 'every': for at most one alert per 1h, write cooldown 1h; "
-            "the options are cooldown D, rearm P%, once, for D",
+            "unexpected 'every': for an alert every 1h while it holds, write repeat 1h (cooldown "
+            "1h: at most one alert per 1h); the options are cooldown D, rearm P%, once, for D, "
+            "repeat D",
         ),
-        ("/watch BTCUSDT > 70000 every hour", "write cooldown 1h"),
+        ("/watch BTCUSDT > 70000 every hour", "write repeat 1h"),
         ("/watch BTCUSDT > 70000 now", "unexpected 'now'; the options are cooldown D,"),
     ],
 )
@@ -785,8 +786,8 @@ def test_a_malformed_edit_is_answered_with_its_form(text: str, says: str) -> Non
         parse_command(text, BOT)
     assert says in str(info.value)
     assert unmarked(info.value.reply()).endswith(
-        "Use: /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]"
-        " [note TEXT]\n"
+        "Use: /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [repeat D]"
+        " [OPTION off] [note TEXT]\n"
         "e.g. /edit w12 > 71000"
     )
 

@@ -1,6 +1,7 @@
 """Property tests: the engine fires exactly what the naive reference evaluator fires.
 
 Random rule sets (every condition kind, composites, cooldowns, re-arm bands, once, expires,
+repeats,
 globs and exclude) run over random ticker streams of a few symbols. Prices, thresholds and
 times come from small grids so that ties with thresholds, repeated prices, window boundaries,
 duplicate and out-of-order event times, and uncomputable metrics (o or l equal to 0) are common.
@@ -116,6 +117,8 @@ _EXCLUDES = st.one_of(st.just([]), st.just([]), st.lists(st.sampled_from(EXCLUDE
 _COOLDOWN = st.sampled_from(COOLDOWNS)
 _REARM = st.sampled_from(REARMS)
 _ONCE = st.sampled_from((False, False, False, True))
+#: repeat (ms): alerts again while the condition holds, so the engine's timers are exercised
+_REPEAT = st.sampled_from((None, None, None, 1000, 3000, 20_000))
 _EXPIRES = st.sampled_from((None, None, None, 0)).flatmap(
     lambda e: st.none() if e is None else st.integers(0, 40_000).map(lambda ms: BASE + ms)
 )
@@ -132,6 +135,7 @@ def rules(draw: st.DrawFn, rule_id: str) -> Rule:
         rearm=draw(_REARM),
         once=draw(_ONCE),
         expires_ms=draw(_EXPIRES),
+        repeat_ms=draw(_REPEAT),
     )
 
 
@@ -353,6 +357,7 @@ def trend_rules(draw: st.DrawFn) -> list[Rule]:
                 symbols=("BTCUSDT",),
                 cooldown_ms=draw(st.sampled_from((0, 0, 1000, 20_000))),
                 rearm=draw(st.sampled_from((0.0, 0.5))),
+                repeat_ms=draw(_REPEAT),
             )
         )
     return out

@@ -1369,3 +1369,31 @@ def test_a_common_yaml_slip_is_told_in_plain_words(
         load_text(text, "r.yaml", yaml_loader=yaml_loader)
 
     assert "\n".join(str(p) for p in info.value.problems) == expected
+
+
+def test_repeat_alerts_again_while_a_rule_holds():
+    """``repeat: 15m``: a level (or move, or composite) that still holds alerts again."""
+    text = (
+        "rules:\n"
+        "  - {id: hot, symbols: [BTCUSDT], when: price > 1, repeat: 15m}\n"
+        "  - {id: plain, symbols: [BTCUSDT], when: price > 1}\n"
+    )
+    rules = {rule.id: rule.repeat_ms for rule in load_text(text, "r.yaml").rules}
+    assert rules == {"hot": 900_000, "plain": None}
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ("when: price crosses above 1, repeat: 15m", "r.yaml:2:62: 'repeat' is for a condition"),
+        ("when: breaks 24h high, repeat: 15m", "r.yaml:2:56: 'repeat' is for a condition"),
+        ("when: price > 1, once: true, repeat: 1h", "r.yaml:2:62: 'repeat' and 'once: true'"),
+        ("when: price > 1, repeat: 0", "r.yaml:2:58: 'repeat' must be a duration over 0"),
+        ("when: price > 1, repeat: soon", "r.yaml:2:58: invalid 'repeat'"),
+    ],
+)
+def test_a_repeat_that_cannot_be_is_refused_at_its_place(rule: str, problem: str) -> None:
+    text = f"rules:\n  - {{id: r, symbols: [BTCUSDT], {rule}}}\n"
+    with pytest.raises(RuleError) as info:
+        load_text(text, "r.yaml")
+    assert problem in str(info.value)

@@ -76,6 +76,7 @@ from alertbot.chat.commands import (
     help_text,
     parse_command,
     rearm_problem,
+    repeat_problem,
     start_text,
     text_reply,
 )
@@ -256,6 +257,8 @@ def _option_words(w: Watch) -> str:
         words.append("once")
     if w.for_ms:
         words.append(f"for {format_duration(w.for_ms)}")
+    if w.repeat_ms:
+        words.append(f"repeat {format_duration(w.repeat_ms)}")
     return " ".join(words)
 
 
@@ -1647,6 +1650,8 @@ class ChatBot:
                     typed += " once off"
                 if same[0].expires_ms and not w.for_ms:
                     typed += " for off"
+                if same[0].repeat_ms and not w.repeat_ms:
+                    typed += " repeat off"
                 if same[0].note and w.note is None:
                     typed += " note off"
                 if w.note is not None:  # last: the rest of the command is the note
@@ -1688,6 +1693,7 @@ class ChatBot:
             created=now,
             topic=topic,
             note=w.note,
+            repeat_ms=w.repeat_ms,
         )
         row = await self.book.add(row)
         wid = watch_id(row)
@@ -1749,6 +1755,23 @@ class ChatBot:
                 f" Its rearm {format_percent(row.rearm)} is dropped: this condition has no "
                 "single threshold to move away from."
             )
+        once = (row.once or e.once) and "once" not in e.off
+        repeat = None if "repeat" in e.off else e.repeat_ms or row.repeat_ms
+        problem = repeat_problem(condition, once) if repeat else None
+        if problem is not None:
+            if e.repeat_ms is not None or (e.once and once):  # typed: the user's to choose
+                if once and e.repeat_ms is not None:
+                    problem += (
+                        f": {hint(f'/edit {wid} once off repeat {format_duration(repeat or 0)}')}"
+                    )
+                elif once:
+                    problem += f": {hint(f'/edit {wid} once repeat off')}"
+                raise CommandError(problem, usage, example)
+            repeat = None  # the new condition cannot have it
+            dropped += (
+                f" Its repeat {format_duration(row.repeat_ms or 0)} is dropped: this condition "
+                "is true on one tick only."
+            )
         cooldown = row.cooldown_ms if e.cooldown_ms is None else e.cooldown_ms
         expires = row.expires_ms if not e.for_ms else int(self.clock() * 1000) + e.for_ms
         new = dataclasses.replace(
@@ -1757,9 +1780,10 @@ class ChatBot:
             condition=text,
             cooldown_ms=0 if "cooldown" in e.off else cooldown,
             rearm=rearm,
-            once=(row.once or e.once) and "once" not in e.off,
+            once=once,
             expires_ms=None if "for" in e.off else expires,
             note=None if "note" in e.off else e.note or row.note,
+            repeat_ms=repeat,
         )
         before, moved = row.condition, symbol != row.symbol
         was = f"{row.symbol + ' ' if moved else ''}{before} ({self._options_text(chat, row)})"
@@ -1819,6 +1843,8 @@ class ChatBot:
             parts.append("once")
         if row.expires_ms:
             parts.append(f"until {self._at(chat, row.expires_ms)}")
+        if row.repeat_ms:
+            parts.append(f"repeat {format_duration(row.repeat_ms)}")
         if row.note:
             parts.append(f"note «{row.note}»")
         return ", ".join(parts)
@@ -2157,6 +2183,8 @@ class ChatBot:
             extra += ", once"
         if r.expires_ms is not None:
             extra += f", until {self._at(r.chat_id, r.expires_ms)}"
+        if r.repeat_ms:
+            extra += f", repeat {format_duration(r.repeat_ms)}"
         if r.note:
             extra += f", note «{r.note}»"
         if r.topic is not None:  # where its alerts go: the forum topic it was made in

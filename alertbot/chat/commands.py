@@ -5,8 +5,9 @@ handlers decide what a command does (and whether a chat may use it, e.g. a glob 
 
 ::
 
-    /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D] [note TEXT]
-    /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off] [note TEXT]
+    /watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D] [repeat D] [note TEXT]
+    /edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [repeat D]
+          [OPTION off] [note TEXT]
     /list [SYMBOL] [PAGE]   /unwatch ID [ID...]|all   /mute ID [ID...]|all D   /unmute [ID...|all]
     /price SYMBOL [SYMBOL...]   /digest HH:MM|off   /quiet [HH:MM-HH:MM|off]   /timezone [ZONE]
     /status   /help   /start
@@ -20,8 +21,11 @@ Choices worth knowing:
   leniency, rule files keep the signs.
 - ``rearm`` takes a percentage written with ``%``: ``0.5%`` and ``0.5 %`` are both accepted, a
   bare ``0.5`` is refused (it would be ambiguous between 0.5% and 50%). 0 < P <= 50.
-- ``cooldown``, ``for`` and ``/mute`` durations: ``30s``, ``15m``, ``4h``, ``1d``; > 0, <= 366d
-  (a cooldown may be 0: none, as in rule files).
+- ``repeat D``: while the condition holds after an alert, alert again every D (a level, a
+  move, a composite: not a crossing or a breakout, true on one tick; not with ``once``).
+  ``every 15m`` is answered with ``repeat 15m``.
+- ``cooldown``, ``for``, ``repeat`` and ``/mute`` durations: ``30s``, ``15m``, ``4h``,
+  ``1d``; > 0, <= 366d (a cooldown may be 0: none, as in rule files).
 - ``note TEXT`` comes last: the rest of the message is the watch's note, which its alerts and
   ``/list`` show (``note: TP1`` too; one line, at most :data:`NOTE_MAX` characters; quotes
   around all of it are taken off). ``/edit w12 note off`` takes it away. A refused command's
@@ -63,6 +67,7 @@ from alertbot.rules.conditions import (
     parse,
     parse_duration,
 )
+from alertbot.rules.model import repeats_ok
 from alertbot.rules.names import is_symbol, normalise, symbol_char
 from alertbot.zones import ZoneError, find_zone
 
@@ -74,14 +79,14 @@ MAX_REARM_PERCENT = Decimal(50)
 # name -> (usage, description for setMyCommands and /help, example)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "watch": (
-        "/watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D] [note TEXT]",
+        "/watch SYMBOL CONDITION [cooldown D] [rearm P%] [once] [for D] [repeat D] [note TEXT]",
         "Alert me when a condition holds, e.g. /watch BTCUSDT > 70000",
         "/watch BTCUSDT > 70000",
     ),
     "list": ("/list [SYMBOL] [PAGE]", "Show my watches (or a symbol's) and their ids", "/list"),
     "edit": (
-        "/edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [OPTION off]"
-        " [note TEXT]",
+        "/edit ID [SYMBOL] [CONDITION] [cooldown D] [rearm P%] [once] [for D] [repeat D]"
+        " [OPTION off] [note TEXT]",
         "Change a watch: its symbol, condition or options, e.g. /edit w12 > 71000",
         "/edit w12 > 71000",
     ),
@@ -138,7 +143,7 @@ _ALIASES = {
     "zone": "timezone",
 }
 
-_OPTIONS = ("cooldown", "rearm", "once", "for")
+_OPTIONS = ("cooldown", "rearm", "once", "for", "repeat")
 _CONDITION_WORDS = (
     *METRICS,
     "crosses",
@@ -176,7 +181,7 @@ _AMOUNT_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[kmb]?", re.IGNORECASE
 _SIGNED_PERCENT_RE = re.compile(r"([+-]?)((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))%", re.ASCII)
 #: words people put before a repeat interval ("every 1h"): a cooldown is the nearest meaning
 _EVERY = ("every", "each")
-_OPTIONS_HINT = "the options are cooldown D, rearm P%, once, for D, and last note TEXT"
+_OPTIONS_HINT = "the options are cooldown D, rearm P%, once, for D, repeat D, and last note TEXT"
 #: a watch's note (``note TEXT``): the rest of the message, at most this many characters
 NOTE_MAX = 100
 _NOTE_WORDS = ("note", "note:")
@@ -393,6 +398,7 @@ class Watch:
     once: bool = False
     for_ms: int | None = None
     note: str | None = None  # note TEXT: its alerts and /list show it
+    repeat_ms: int | None = None  # repeat D: alerts again every D while it holds
 
     @property
     def is_glob(self) -> bool:
@@ -420,6 +426,7 @@ class Edit:
     off: frozenset[str] = frozenset()
     symbol: str | None = None
     note: str | None = None
+    repeat_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -790,6 +797,10 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         "watch", f"/watch {symbol}", condition, message[following.start :] if following else ""
     )
     options = _options("watch", rest[end:], condition)
+    if options.repeat_ms is not None:
+        problem = repeat_problem(condition, options.once)
+        if problem is not None:
+            raise _error("watch", problem)
     return Watch(
         symbol=symbol,
         condition=condition,
@@ -798,6 +809,7 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         rearm=options.rearm,
         once=options.once,
         for_ms=options.for_ms,
+        repeat_ms=options.repeat_ms,
     )
 
 
@@ -808,6 +820,7 @@ class _Options:
     once: bool = False
     for_ms: int | None = None
     off: frozenset[str] = frozenset()
+    repeat_ms: int | None = None
 
 
 def _options(
@@ -821,6 +834,7 @@ def _options(
     cooldown_ms: int | None = None
     rearm: float | None = None
     for_ms: int | None = None
+    repeat_ms: int | None = None
     i = 0
     while i < len(words):
         word = words[i]
@@ -866,10 +880,24 @@ def _options(
             ms = _duration(name, repr(key), value, following, zero_ok=key == "cooldown")
             if key == "cooldown":
                 cooldown_ms = ms
+            elif key == "repeat":
+                repeat_ms = ms
             else:
                 for_ms = ms
     once = "once" in seen and "once" not in off
-    return _Options(cooldown_ms, rearm, once, for_ms, frozenset(off))
+    return _Options(cooldown_ms, rearm, once, for_ms, frozenset(off), repeat_ms)
+
+
+def repeat_problem(condition: Condition, once: bool) -> str | None:
+    """Why ``repeat`` cannot be a watch's with ``condition`` (and ``once``); None: it can."""
+    if not repeats_ok(condition):
+        return (
+            "repeat is for a condition that holds for a while (a level, a move): a crossing or "
+            "a breakout is true on one tick"
+        )
+    if once:
+        return "repeat and once exclude each other: once ends the watch at its first alert"
+    return None
 
 
 def _several_symbols(message: str, words: list[_Word]) -> None:
@@ -1184,8 +1212,8 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
     if message.startswith("unexpected ") and token.lower() in _EVERY:
         every = after[0] if after and _DURATION_FORM_RE.fullmatch(after[0]) else "1h"
         return (
-            f"unexpected {_q(token)}: for at most one alert per {every}, write "
-            f"cooldown {every}; {_OPTIONS_HINT}"
+            f"unexpected {_q(token)}: for an alert every {every} while it holds, write "
+            f"repeat {every} (cooldown {every}: at most one alert per {every}); {_OPTIONS_HINT}"
         )
     if message.startswith("unknown metric or condition") and suggestion:
         message = f"unknown metric or condition {_q(token)}"
@@ -1394,6 +1422,7 @@ def _edit(
         for_ms=options.for_ms,
         off=options.off,
         symbol=symbol,
+        repeat_ms=options.repeat_ms,
     )
 
 
@@ -1731,6 +1760,8 @@ def format_watch(watch: Watch) -> str:
         parts.append("once")
     if watch.for_ms is not None:
         parts += ["for", format_duration(watch.for_ms)]
+    if watch.repeat_ms is not None:
+        parts += ["repeat", format_duration(watch.repeat_ms)]
     if watch.note is not None:
         parts += ["note", watch.note]
     return " ".join(parts)
@@ -1788,8 +1819,8 @@ def help_text() -> str:
         "Numbers: 70000, 0.5, 70k, 1.5m, 2b; % for change_24h, range_24h and moves.",
         "Durations: 30s, 15m, 4h, 1d (at most 366d).",
         "Options: cooldown D (no repeat within D), rearm P% (re-alert only after moving P% "
-        "back), once (alert once, then stop), for D (the watch ends after D), and last note "
-        "TEXT (your words, shown with each alert). "
+        "back), once (alert once, then stop), for D (the watch ends after D), repeat D (alert "
+        "again every D while it holds), and last note TEXT (your words, shown with each alert). "
         f"/edit turns one off: {hint('/edit w12 once off')}.",
     ]
     return "\n".join(lines)

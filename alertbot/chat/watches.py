@@ -108,6 +108,7 @@ def rule_for(row: WatchRow, *, paused: bool = False) -> Rule:
         notify=(f"chat:{row.chat_id}",),
         origin=f"chat {row.chat_id}",
         note=row.note,
+        repeat_ms=row.repeat_ms,
     )
 
 
@@ -292,7 +293,7 @@ class WatchBook:
         row.symbol, row.condition = new.symbol, new.condition
         row.cooldown_ms, row.rearm = new.cooldown_ms, new.rearm
         row.once, row.expires_ms = new.once, new.expires_ms
-        row.note = new.note
+        row.note, row.repeat_ms = new.note, new.repeat_ms
         self.engine.replace_rule(self._rule(row))  # a new symbol starts afresh
         if moved:
             self.on_change()  # the feed's streams: the new symbol's, not the old one's

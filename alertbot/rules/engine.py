@@ -12,7 +12,8 @@ How a ticker touches only the rules whose state can change:
   pair registered there can change state. The gap around the current value is cached, so the
   common case costs two float comparisons; otherwise a walk from the previous value's position
   selects the pairs.
-* What cannot be seen on a threshold: cooldown ends (a heap of due times per symbol), breakouts
+* What cannot be seen on a threshold: cooldown ends and repeats of a condition that still holds
+  (a heap of due times per symbol), breakouts
   (pairs evaluated on a tick that breaks and on the tick after), crossings inside composites (the
   tick after a crossing), and pairs that are new (evaluated in full on their first tick).
 
@@ -50,7 +51,7 @@ from alertbot.rules.conditions import (
     leaves,
     threshold_text,
 )
-from alertbot.rules.model import Rule
+from alertbot.rules.model import Rule, repeats_ok
 
 try:
     from alertbot.rules._fastcore import BUSY, Core
@@ -223,6 +224,7 @@ class _Compiled:
         "fp",
         "order",
         "pairs",
+        "repeat",
         "rule",
         "x",
     )
@@ -230,6 +232,12 @@ class _Compiled:
     def __init__(self, rule: Rule, order: int) -> None:
         self.rule = rule
         self.order = order
+        # ms after an alert that a condition still holding alerts again; -1: never
+        self.repeat = (
+            rule.repeat_ms
+            if rule.repeat_ms and repeats_ok(rule.condition) and not rule.once
+            else -1
+        )
         self.fp = ""  # fingerprint(rule), once asked for
         cond = rule.condition
         self.either = type(cond) is Cross and cond.direction is None
@@ -1112,8 +1120,13 @@ class Engine:
                     )
                     truth = before < x <= now if up else before > x >= now
             if truth:
-                if pair.armed and self._fire(pair, book, alerts):
-                    pair.armed = False
+                if pair.armed:
+                    if self._fire(pair, book, alerts):
+                        pair.armed = False
+                        if pair.c.repeat >= 0:
+                            self._wake(pair, book, book.time + pair.c.repeat)
+                elif pair.c.repeat >= 0:
+                    self._again(pair, book, alerts)
             elif not pair.armed:
                 # re-arm, beyond the band when there is one
                 edge = pair.edge
@@ -1153,8 +1166,13 @@ class Engine:
         if c.cross_leaves and any(_true(leaf, t, prev, book) for leaf in c.cross_leaves):
             book.recheck.append(pair)
         if truth:
-            if pair.armed and self._fire(pair, book, alerts):
-                pair.armed = False
+            if pair.armed:
+                if self._fire(pair, book, alerts):
+                    pair.armed = False
+                    if c.repeat >= 0:
+                        self._wake(pair, book, book.time + c.repeat)
+            elif c.repeat >= 0:
+                self._again(pair, book, alerts)
         elif not pair.armed and _band_ok(c, cond, t, book):
             pair.armed = True
             self._note(pair)
@@ -1175,10 +1193,7 @@ class Engine:
         if muted is not None and muted > due:
             due = muted
         if time < due:
-            if pair.timer != due:
-                pair.timer = due
-                self._seq += 1
-                heapq.heappush(book.timers, (due, self._seq, pair))
+            self._wake(pair, book, due)
             return False
         pair.last_fired = time
         self._note(pair)  # the caller disarms it
@@ -1188,6 +1203,27 @@ class Engine:
         assert t is not None
         alerts.append(Alert(rule, book.symbol, t, book.p_time, pair.order, direction))
         return True
+
+    def _again(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> None:
+        """A rule with ``repeat`` whose condition still holds after its alert: alert again
+        once ``repeat`` has passed since the last one (cooldown, mute and expiry as for any
+        alert), else come back then."""
+        last = pair.last_fired
+        if last is None:  # kept disarmed from a state saved without its alert: nothing to repeat
+            return
+        due = last + pair.c.repeat
+        if book.time < due:
+            self._wake(pair, book, due)
+        elif self._fire(pair, book, alerts):
+            self._wake(pair, book, book.time + pair.c.repeat)
+
+    def _wake(self, pair: _Pair, book: _Book, due: int) -> None:
+        """Evaluate ``pair`` again on the first tick at or after ``due`` (event time), quiet
+        or not."""
+        if pair.timer != due:
+            pair.timer = due
+            self._seq += 1
+            heapq.heappush(book.timers, (due, self._seq, pair))
 
 
 def _metric(kind: int, c: float, o: float, h: float, lo: float, v: float, q: float) -> float:

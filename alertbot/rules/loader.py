@@ -62,7 +62,7 @@ from alertbot.rules.conditions import (
 )
 from alertbot.rules.conditions import parse_duration as _parse_duration
 from alertbot.rules.ids import CHAT_ID_RANGE, chat_id, is_reserved
-from alertbot.rules.model import PLACEHOLDERS, WEBHOOK_FORMATS, Channel, Rule, RuleSet
+from alertbot.rules.model import PLACEHOLDERS, WEBHOOK_FORMATS, Channel, Rule, RuleSet, repeats_ok
 from alertbot.rules.names import is_pattern, normalise
 from alertbot.rules.urls import url_text_problem
 from alertbot.text import first_bad, is_text, mend
@@ -90,6 +90,7 @@ RULE_KEYS = (
     "cooldown",
     "rearm",
     "once",
+    "repeat",
     "expires",
     "message",
     "notify",
@@ -1074,6 +1075,9 @@ class _Source:
         once: bool | None = False
         if "once" in keys:
             once = self.boolean("once", keys["once"][1])
+        repeat_ms: int | None = None
+        if "repeat" in keys:
+            repeat_ms = self.repeat(keys["repeat"], condition, once)
         expires_ms: int | None = None
         if "expires" in keys:
             expires_ms = self.expires(keys["expires"][1])
@@ -1104,6 +1108,7 @@ class _Source:
                 cooldown_ms=cooldown_ms,
                 rearm=rearm,
                 once=once,
+                repeat_ms=repeat_ms or None,
                 expires_ms=expires_ms,
                 message=message,
                 notify=tuple(dict.fromkeys(ref.name for ref in refs)),
@@ -1281,6 +1286,27 @@ class _Source:
         except ValueError as exc:
             self.at(node, f"invalid '{key}': {exc}")
             return None
+
+    def repeat(
+        self, key_value: tuple[Node, Node], condition: Condition | None, once: bool | None
+    ) -> int | None:
+        """``repeat: 15m``: a duration over 0, for a condition that can hold (not a crossing
+        or a breakout) of a rule that is not ``once``."""
+        key, node = key_value
+        repeat_ms = self.duration("repeat", node)
+        if not repeat_ms:
+            if repeat_ms == 0:
+                self.at(node, "'repeat' must be a duration over 0, e.g. 15m (leave it out: none)")
+            return None
+        if condition is not None and not repeats_ok(condition):
+            self.at(
+                key,
+                "'repeat' is for a condition that holds for a while (a level, a move): a "
+                "crossing or a breakout is true on one tick",
+            )
+        if once:
+            self.at(key, "'repeat' and 'once: true' exclude each other")
+        return repeat_ms
 
     def rearm(self, node: Node) -> float | None:
         text = _text(node)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from alertbot.rules.conditions import Condition, format_condition
+from alertbot.rules.conditions import Breaks, Condition, Cross, format_condition
 
 PLACEHOLDERS = frozenset(
     {
@@ -24,6 +24,12 @@ PLACEHOLDERS = frozenset(
         "sparkline",
     }
 )
+
+
+def repeats_ok(condition: Condition) -> bool:
+    """Whether ``repeat`` means something for ``condition``: one that can hold tick after
+    tick (a level, a move, a composite), not a crossing or a breakout (true on one tick)."""
+    return not isinstance(condition, Cross | Breaks)
 
 
 def is_glob(pattern: str) -> bool:
@@ -55,6 +61,10 @@ class Rule:
     notify: tuple[str, ...] = ()
     #: a chat watch's note (``/watch ... note TP1``): its alerts show it on a line of their own
     note: str | None = None
+    #: while the condition holds after an alert, alert again once this long has passed since
+    #: the last one (ms; None: once per entry, as DESIGN.md says). Not for crossings and
+    #: breakouts, which hold on one tick only (repeats_ok)
+    repeat_ms: int | None = None
     #: where the rule came from, for messages: "rules.yaml:12:5" or "chat 123"
     origin: str = field(default="", compare=False)
 
