@@ -118,3 +118,16 @@ async def test_edit_keeps_repeat_where_it_can_and_says_what_cannot_be(tmp_path, 
         "Repeat and once exclude each other: once ends the watch at its first alert: "
         "/edit w2 once off repeat 5m"
     )
+
+
+async def test_a_repeat_shorter_than_the_default_cooldown_is_not_thinned_by_it(tmp_path, fakes):
+    """``repeat 1m`` alone means every minute: the default cooldown (5m) does not apply over
+    it; a cooldown typed longer than the repeat is the user's, and the answer says what it
+    does."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        fast = await bot.say("/watch BTCUSDT > 100 repeat 1m")
+        spaced = await bot.say("/watch ETHUSDT > 100 repeat 1m cooldown 10m")
+    assert fast.startswith("Watching BTCUSDT: price > 100 (cooldown 1m, repeat 1m). Id w1.")
+    assert "spaces the repeats" not in fast
+    assert "Its cooldown of 10m spaces the repeats: one every 10m at most." in spaced

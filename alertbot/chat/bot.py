@@ -1680,6 +1680,8 @@ class ChatBot:
                 example,
             )
         cooldown = w.cooldown_ms if w.cooldown_ms is not None else self.settings.default_cooldown_ms
+        if w.repeat_ms and w.cooldown_ms is None:  # the default does not thin the repeats typed
+            cooldown = min(cooldown, w.repeat_ms)
         now = self.clock()
         row = WatchRow(
             id=0,
@@ -1711,6 +1713,11 @@ class ChatBot:
         far = self._far(w)
         if far:
             text += f"\n{far}"
+        if w.repeat_ms and cooldown > w.repeat_ms:
+            text += (
+                f"\nIts cooldown of {format_duration(cooldown)} spaces the repeats: one every "
+                f"{format_duration(cooldown)} at most."
+            )
         if unchecked:
             text += f"\n{unchecked}"
         return text + f"\nRemove it with {hint(f'/unwatch {wid}')}."
