@@ -128,6 +128,10 @@ async def test_a_repeat_shorter_than_the_default_cooldown_is_not_thinned_by_it(t
     async with Bot(tmp_path, binance, tg) as bot:
         fast = await bot.say("/watch BTCUSDT > 100 repeat 1m")
         spaced = await bot.say("/watch ETHUSDT > 100 repeat 1m cooldown 10m")
+        await bot.say("/watch SOLUSDT > 100 cooldown 10m")
+        edited = await bot.say("/edit w3 repeat 2m")
     assert fast.startswith("Watching BTCUSDT: price > 100 (cooldown 1m, repeat 1m). Id w1.")
     assert "spaces the repeats" not in fast
     assert "Its cooldown of 10m spaces the repeats: one every 10m at most." in spaced
+    # an edit keeps the cooldown, and says the same
+    assert edited.endswith("Its cooldown of 10m spaces the repeats: one every 10m at most.")

@@ -1713,11 +1713,7 @@ class ChatBot:
         far = self._far(w)
         if far:
             text += f"\n{far}"
-        if w.repeat_ms and cooldown > w.repeat_ms:
-            text += (
-                f"\nIts cooldown of {format_duration(cooldown)} spaces the repeats: one every "
-                f"{format_duration(cooldown)} at most."
-            )
+        text += self._spacing(row)
         if unchecked:
             text += f"\n{unchecked}"
         return text + f"\nRemove it with {hint(f'/unwatch {wid}')}."
@@ -1800,6 +1796,7 @@ class ChatBot:
             return f"{wid} is gone already: it alerts no more."
         now_options = self._options_text(chat, row)
         answer = f"Changed {wid}: {symbol} {text} ({now_options}). Was: {was}.{dropped}"
+        answer += self._spacing(row)
         if unchecked:
             answer += f"\n{unchecked}"
         if text != before or moved:
@@ -1840,6 +1837,15 @@ class ChatBot:
             raise CommandError(
                 f"not a condition for {wid}: {format_condition(moved)} ({exc})", usage, example
             ) from None
+
+    @staticmethod
+    def _spacing(row: WatchRow) -> str:
+        """A line saying that a watch's cooldown, longer than its repeat, spaces the repeats
+        (``cooldown 10m repeat 1m``: every 10 minutes at most); "" otherwise."""
+        if not row.repeat_ms or row.cooldown_ms <= row.repeat_ms:
+            return ""
+        every = format_duration(row.cooldown_ms)
+        return f"\nIts cooldown of {every} spaces the repeats: one every {every} at most."
 
     def _options_text(self, chat: int, row: WatchRow) -> str:
         """A watch's options as its /watch answer shows them: ``cooldown 5m, once, until …``."""
