@@ -1924,6 +1924,35 @@ async def test_daily_digest_is_set_by_command_and_sent_at_its_minute(tmp_path, f
         assert await bot.say("/digest off") == "Daily digest off."
 
 
+async def test_the_daily_digest_says_how_far_each_price_level_is(tmp_path, fakes):
+    """Under each symbol, its watches of a price level or crossing, as /list measures them
+    (other conditions are not measured: the symbol's line says the rest)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        for command in (
+            "/watch BTCUSDT > 70000",
+            "/watch BTCUSDT crosses below 60000",
+            "/watch BTCUSDT < 75000",
+            "/watch BTCUSDT rises 5% in 1h",
+            "/watch ETHUSDT > 3000",
+            "/digest 08:30",
+        ):
+            await bot.say(command)
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 68_000.5, T)
+        assert bot.app.chat is not None
+        await bot.app.chat.digest(at_utc(8, 30))
+        await tg.wait_for(lambda: tg.messages_to(USER)[-1].text.startswith("Daily digest:"))
+        digest = tg.messages_to(USER)[-1].text.splitlines()
+    assert digest[1].startswith("BTCUSDT 68000.5 (")
+    assert digest[2:5] == [
+        "  w1 price > 70000: 2.94% to go",
+        "  w2 price crosses below 60000: 11.77% to go",
+        "  w3 price < 75000: true",
+    ]
+    assert digest[5] == "ETHUSDT: no price yet"
+
+
 async def test_a_symbol_where_a_watch_id_belongs_gets_the_command_for_its_watches(tmp_path, fakes):
     """/unwatch BTCUSDT (or its coin, btc), /mute BTCUSDT 2h, /unmute ETHUSDT: the answer
     names the chat's watches of the symbol, in the order made, and the command to send for

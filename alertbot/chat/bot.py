@@ -348,6 +348,36 @@ def _distance(level: float, value: float) -> str:
     return "under 0.01%" if away < 0.01 else f"{away:.2f}%"
 
 
+def _standing(r: WatchRow, t: Ticker) -> tuple[str, str] | None:
+    """Where watch ``r`` of one level or crossing stands at ``t``: its metric's value as
+    shown (``price 68000.5``) and its state: ``true``, ``already above`` (a crossing above the
+    value is past: it fires when it comes back and crosses again), ``2.94% to go`` (a price,
+    in percent of it), or "" (a percentage's points, a volume: the value alone). None for
+    another condition."""
+    cond = _condition(r.condition)
+    if not isinstance(cond, Level | Cross):
+        return None
+    value = metric_of(cond.metric, t)
+    if cond.metric == "price":
+        shown = f"price {t.price_text}"  # as Binance sent it, as /price shows it
+    elif cond.metric in PERCENT_METRICS:
+        sign = "+" if cond.metric == "change_24h" else ""
+        shown = f"{cond.metric} {percent_text(value, (cond.value,), sign)}%"
+    else:
+        shown = f"{cond.metric} {format_amount(value)}"
+    if value != value:  # NaN: a percentage of a 0 open
+        return shown, ""
+    if isinstance(cond, Level) and level_holds(cond, t):
+        return shown, "true"
+    if isinstance(cond, Cross) and cond.direction is not None:
+        beyond = value >= cond.value if cond.direction == "above" else value <= cond.value
+        if beyond:  # it fires on a crossing back: the price must first return
+            return shown, f"already {cond.direction}"
+    if cond.metric != "price" or not value > 0:
+        return shown, ""
+    return shown, f"{_distance(cond.value, value)} to go"
+
+
 def _span(seconds: float) -> str:
     """A time span for the log: ``4.2s``, ``2m 5s``, ``3h 0m 10s``."""
     if seconds < 60:
@@ -969,7 +999,10 @@ class ChatBot:
         )
 
     def digest_text(self, chat: int) -> str:
-        symbols = sorted({r.symbol for r in self.book.of_chat(chat)})
+        by_symbol: dict[str, list[WatchRow]] = {}
+        for r in sorted(self.book.of_chat(chat), key=lambda r: r.id):
+            by_symbol.setdefault(r.symbol, []).append(r)
+        symbols = sorted(by_symbol)
         if not symbols:
             return f"Daily digest: this chat watches nothing yet. {FIRST_WATCH}"
         lines = ["Daily digest:"]
@@ -982,6 +1015,11 @@ class ChatBot:
                 continue
             spark = self.sparklines.of(symbol, t.close) if self.sparklines else ""
             lines.append(f"{symbol} {t.price_text} ({self._change(chat, t)}) {spark}".rstrip())
+            # each price level's distance, as /list shows it: the morning's "how far"
+            for r in by_symbol[symbol]:
+                standing = _standing(r, t)
+                if standing is not None and standing[0].startswith("price ") and standing[1]:
+                    lines.append(f"  {watch_id(r)} {r.condition}: {standing[1]}")
         return "\n".join(lines)
 
     async def topic_gone(self, chat: int, topic: int) -> None:
@@ -2214,31 +2252,14 @@ class ChatBot:
         value alone), ``true now``, ``already above`` (a crossing above waits for the price to
         come back under first); None for other conditions, or without a price now
         (:meth:`_fresh`)."""
-        cond = _condition(r.condition)
-        if not isinstance(cond, Level | Cross):
-            return None
         t = self._fresh(r.symbol)
-        if t is None:
+        standing = None if t is None else _standing(r, t)
+        if standing is None:
             return None
-        value = metric_of(cond.metric, t)
-        if cond.metric == "price":
-            shown = f"price {t.price_text}"  # as Binance sent it, as /price shows it
-        elif cond.metric in PERCENT_METRICS:
-            sign = "+" if cond.metric == "change_24h" else ""
-            shown = f"{cond.metric} {percent_text(value, (cond.value,), sign)}%"
-        else:
-            shown = f"{cond.metric} {format_amount(value)}"
-        if value != value:  # NaN: a percentage of a 0 open
-            return f"{shown} now"
-        if isinstance(cond, Level) and level_holds(cond, t):
+        shown, state = standing
+        if state == "true":
             return f"{shown} now: true"
-        if isinstance(cond, Cross) and cond.direction is not None:
-            beyond = value >= cond.value if cond.direction == "above" else value <= cond.value
-            if beyond:  # it fires on a crossing back: the price must first return
-                return f"{shown} now, already {cond.direction}"
-        if cond.metric != "price" or not value > 0:
-            return f"{shown} now"  # a percentage's points, a volume's day: no "% to go"
-        return f"{shown} now, {_distance(cond.value, value)} to go"
+        return f"{shown} now, {state}" if state else f"{shown} now"
 
     def _rule_files(self, chat: int) -> str:
         """For an admin: how many rules the rule files hold, and the first ids (a short line)."""
