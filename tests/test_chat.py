@@ -1940,6 +1940,8 @@ async def test_the_daily_digest_says_how_far_each_price_level_is(tmp_path, fakes
             await bot.say(command)
         await binance.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
         await bot.tick("BTCUSDT", 68_000.5, T)
+        # w3 (price < 75000) fires on that tick: its alert first, then the digest
+        await tg.wait_for(lambda: any("[w3]" in m.plain_text for m in tg.messages_to(USER)))
         assert bot.app.chat is not None
         await bot.app.chat.digest(at_utc(8, 30))
         await tg.wait_for(lambda: tg.messages_to(USER)[-1].text.startswith("Daily digest:"))

@@ -46,6 +46,8 @@ async def test_list_shows_each_levels_distance_from_the_price_now(tmp_path, fake
         await binance.wait_for(
             lambda: (t := engine.last_ticker("BTCUSDT")) is not None and t.time == now
         )
+        # w3 (price < 70000) fires on that tick: its alert first, then the list is the answer
+        await tg.wait_for(lambda: any("[w3]" in m.plain_text for m in tg.messages_to(USER)))
         listing = (await bot.say("/list")).splitlines()
     for i, (condition, stands) in enumerate(WATCHES.items(), 1):
         line = listing[i]
