@@ -587,25 +587,48 @@ async def test_commands_with_arguments_in_answers_are_code_so_a_tap_copies_them_
     assert unwatch.shown_as("code") == []
 
 
-async def test_several_symbols_written_without_spaces_get_the_commands_to_send(tmp_path, fakes):
-    """'/watch BTCUSDT,ETHUSDT>1' got "'BTCUSDT,ETHUSDT' is not a symbol" while the same with
-    spaces got a /watch for each symbol to send: it gets them too, and no watch is made."""
+async def test_several_symbols_past_the_chats_limit_make_none(tmp_path, fakes):
+    """The limit is counted for all of them before any is made: not the first ones alone."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, max_watches=3) as bot:
+        await bot.say("/watch ETHUSDT > 100")
+        refused = await bot.say("/watch BTCUSDT,SOLUSDT,币安人生USDT > 100")
+        listing = await bot.say("/list")
+    assert refused.startswith(
+        "This chat has 1 watch and 3 more would pass the 3 allowed; remove some with /unwatch"
+    )
+    assert listing.startswith("1 watch:")
+
+
+async def test_several_symbols_in_one_watch_make_a_watch_each(tmp_path, fakes):
+    """'/watch BTCUSDT,ETHUSDT,SOLUSDT > 100': a watch of each symbol, with the same condition
+    and options, each alerting on its own; one the chat watches so already is named, not made
+    again; an unknown symbol among them makes none."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
-        compact = await bot.say("/watch BTCUSDT,ETHUSDT>1")
-        spaced = await bot.say("/watch BTCUSDT,ETHUSDT > 1")
+        await bot.say("/watch ETHUSDT > 100")
+        unknown = await bot.say("/watch BTCUSDT,BTCUSDX > 100")
+        made = await bot.say("/watch btc,eth,sol > 100 cooldown 1h note breakout")
+        await binance.wait_for_subscriptions(
+            {"btcusdt@miniTicker", "ethusdt@miniTicker", "solusdt@miniTicker"}
+        )
+        await bot.tick("SOLUSDT", 120, T)
+        await tg.wait_for(lambda: "[w3]" in tg.messages_to(USER)[-1].plain_text)
+        alert = tg.messages_to(USER)[-1].plain_text
         listing = await bot.say("/list")
-    assert compact.split("\n")[0] == (
-        "One symbol per /watch: send /watch BTCUSDT >1, then /watch ETHUSDT >1"
-    )
-    assert spaced.split("\n")[0] == (
-        "One symbol per /watch: send /watch BTCUSDT > 1, then /watch ETHUSDT > 1"
-    )
-    assert tg.messages_to(USER)[0].shown_as("code")[:2] == [
-        "/watch BTCUSDT >1",
-        "/watch ETHUSDT >1",
+    assert unknown.startswith("Unknown symbol BTCUSDX (did you mean BTCUSDT?)")
+    assert made.splitlines() == [
+        "Watching BTCUSDT, SOLUSDT: price > 100 (cooldown 1h, note «breakout»). Ids w2, w3.",
+        "Watched here so already: ETHUSDT (w1).",
+        "Remove them with /unwatch w2 w3.",
     ]
-    assert listing.startswith("No watches here yet")
+    assert alert.startswith("SOLUSDT price > 100: price 120")
+    assert "Note: breakout" in alert
+    assert [line.split("  ")[1].split(",")[0] for line in listing.splitlines()[1:]] == [
+        "ETHUSDT price > 100",
+        "BTCUSDT price > 100",
+        "SOLUSDT price > 100",
+    ]
 
 
 async def test_a_price_level_written_with_m_is_a_million_and_the_answer_says_so(tmp_path, fakes):

@@ -467,33 +467,65 @@ def test_a_duration_or_percentage_written_in_words_or_spaced_gets_the_form_to_wr
 
 
 @pytest.mark.parametrize(
+    ("text", "symbols", "condition", "once"),
+    [
+        ("/watch BTCUSDT ETHUSDT > 1", ("BTCUSDT", "ETHUSDT"), "price > 1", False),
+        ("/watch btcusdt,ethusdt crosses 3k", ("BTCUSDT", "ETHUSDT"), "price crosses 3000", False),
+        (
+            "/watch BTCUSDT, ETHUSDT, SOLUSDT > 1",
+            ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
+            "price > 1",
+            False,
+        ),
+        ("/watch btc,eth,sol rises 5% in 15m once", ("BTC", "ETH", "SOL"), "rises 5% in 15m", True),
+        # written without spaces: read as with them
+        ("/watch BTCUSDT,ETHUSDT>1", ("BTCUSDT", "ETHUSDT"), "price > 1", False),
+        ("/watch BTCUSDT, ETHUSDT>=1k", ("BTCUSDT", "ETHUSDT"), "price >= 1000", False),
+        ("/watch BTCUSDT ETHUSDT<1 once", ("BTCUSDT", "ETHUSDT"), "price < 1", True),
+        ("/watch BTCUSDT,BTCUSDT > 1", ("BTCUSDT",), "price > 1", False),  # each once
+    ],
+)
+def test_several_symbols_make_a_watch_each(
+    text: str, symbols: tuple[str, ...], condition: str, once: bool
+) -> None:
+    """'/watch BTCUSDT,ETHUSDT,SOLUSDT > 1': one command for the same condition on several
+    symbols (the bot makes a watch of each); a symbol named twice is one."""
+    watch = parse_command(text, BOT)
+    assert isinstance(watch, Watch)
+    assert ((watch.symbol, *watch.more), watch.condition_text, watch.once) == (
+        symbols,
+        condition,
+        once,
+    )
+
+
+@pytest.mark.parametrize(
     ("text", "says"),
     [
-        (
-            "/watch BTCUSDT ETHUSDT > 1",
-            "one symbol per /watch: send /watch BTCUSDT > 1, then /watch ETHUSDT > 1",
-        ),
-        ("/watch btcusdt,ethusdt crosses 3k", "/watch BTCUSDT crosses 3k, then /watch ETHUSDT"),
-        ("/watch BTCUSDT, ETHUSDT, SOLUSDT > 1", "then /watch ETHUSDT > 1, then /watch SOLUSDT"),
         ("/watch BTC USDT > 70000", "write the symbol as one word: /watch BTCUSDT > 70000"),
         ("/watch eth usdt crosses 3k once", "one word: /watch ETHUSDT crosses 3k once"),
         ("/price btc usdt", "write the symbol as one word: /price BTCUSDT"),
-        # written without spaces: read as with them
-        ("/watch BTCUSDT,ETHUSDT>1", "send /watch BTCUSDT >1, then /watch ETHUSDT >1"),
-        ("/watch BTCUSDT, ETHUSDT>=1k", "send /watch BTCUSDT >=1k, then /watch ETHUSDT >=1k"),
-        ("/watch BTCUSDT ETHUSDT<1 once", "send /watch BTCUSDT <1 once, then /watch ETHUSDT"),
         ("/watch BTC USDT>70000", "write the symbol as one word: /watch BTCUSDT >70000"),
+        ("/watch BTCUSDT,ETHUSDT", "missing condition after BTCUSDT, ETHUSDT"),
+        (
+            "/watch " + ",".join(f"C{n}USDT" for n in range(11)) + " > 1",
+            "at most 10 symbols in one /watch, got 11",
+        ),
+        # a refused condition's suggestion names every symbol
+        (
+            "/watch BTCUSDT,ETHUSDT 70000",
+            "/watch BTCUSDT,ETHUSDT > 70000 (above) or /watch BTCUSDT,ETHUSDT < 70000",
+        ),
         # a word of the condition language, or a symbol-like word not ending like one: as before
         ("/watch BTCUSDT pricee > 5", "did you mean price?"),
         ("/watch BTCUSDT XYZ > 5", "unknown metric or condition 'XYZ'"),
     ],
 )
-def test_two_symbols_or_a_symbol_in_two_words_get_the_commands_to_send(
+def test_a_symbol_in_two_words_or_too_many_symbols_get_the_commands_to_send(
     text: str, says: str
 ) -> None:
-    """'/watch BTCUSDT ETHUSDT > 1' got "unknown metric or condition 'ETHUSDT'", and
-    '/watch BTC USDT > 70000' the same for 'USDT': the answer says what to send. Written
-    without spaces ('BTCUSDT,ETHUSDT>1') they got "'BTCUSDT,ETHUSDT' is not a symbol"."""
+    """'/watch BTC USDT > 70000' got "unknown metric or condition 'USDT'": the answer says
+    what to send."""
     assert says in _error(text).message
 
 

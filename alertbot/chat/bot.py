@@ -1676,7 +1676,11 @@ class ChatBot:
 
     async def watch(self, chat: int, w: Watch, topic: int | None = None) -> str:
         usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
-        w = dataclasses.replace(w, symbol=self._resolve(w.symbol))
+        if w.more:
+            symbols = list(dict.fromkeys(self._resolve(s) for s in (w.symbol, *w.more)))
+            if len(symbols) > 1:
+                return await self._watch_several(chat, w, symbols, topic)
+        w = dataclasses.replace(w, symbol=self._resolve(w.symbol), more=())
         unchecked = self._check_symbol(chat, w.symbol)
         mine = self.book.of_chat(chat)
         same = [r for r in mine if r.symbol == w.symbol and r.condition == w.condition_text]
@@ -1755,6 +1759,81 @@ class ChatBot:
         if unchecked:
             text += f"\n{unchecked}"
         return text + f"\nRemove it with {hint(f'/unwatch {wid}')}."
+
+    async def _watch_several(
+        self, chat: int, w: Watch, symbols: list[str], topic: int | None
+    ) -> str:
+        """``/watch BTCUSDT,ETHUSDT,SOLUSDT rises 5% in 15m``: a watch of each symbol, with the
+        same condition and options, or none: every symbol is checked, and the chat's limit
+        counted, before any is made. A symbol the chat watches so already is named, not made
+        twice."""
+        usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
+        unchecked = [note for s in symbols if (note := self._check_symbol(chat, s)) is not None]
+        mine = self.book.of_chat(chat)
+        had = {r.symbol: r for r in mine if r.condition == w.condition_text and r.symbol in symbols}
+        new = [s for s in symbols if s not in had]
+        if (
+            not self.settings.allowed_chats
+            and not self._admin(chat)
+            and len(mine) + len(new) > self.settings.max_watches
+        ):
+            raise CommandError(
+                f"this chat has {plural(len(mine), 'watch', 'watches')} and {len(new)} more "
+                f"would pass the {self.settings.max_watches} allowed; remove some with /unwatch",
+                usage,
+                example,
+            )
+        rearm = w.rearm if w.rearm is not None else self.settings.default_rearm
+        if rearm and isinstance(w.condition, (Breaks, AllOf, AnyOf)):
+            raise CommandError(
+                "rearm applies to levels, crossings and moves, not to this condition",
+                usage,
+                example,
+            )
+        cooldown = w.cooldown_ms if w.cooldown_ms is not None else self.settings.default_cooldown_ms
+        if w.repeat_ms and w.cooldown_ms is None:
+            cooldown = min(cooldown, w.repeat_ms)
+        now = self.clock()
+        rows = []
+        for symbol in new:
+            row = WatchRow(
+                id=0,
+                chat_id=chat,
+                symbol=symbol,
+                condition=w.condition_text,
+                cooldown_ms=cooldown,
+                rearm=rearm,
+                once=w.once,
+                expires_ms=int(now * 1000) + w.for_ms if w.for_ms else None,
+                created=now,
+                topic=topic,
+                note=w.note,
+                repeat_ms=w.repeat_ms,
+            )
+            rows.append(await self.book.add(row))
+        lines = []
+        if rows:
+            ids = ", ".join(watch_id(r) for r in rows)
+            lines.append(
+                f"Watching {', '.join(r.symbol for r in rows)}: {w.condition_text} "
+                f"({self._options_text(chat, rows[0])}). Ids {ids}."
+                + (" Their alerts come to this topic." if topic is not None else "")
+            )
+        if had:
+            named = ", ".join(f"{s} ({watch_id(r)})" for s, r in had.items())
+            lines.append(f"Watched here so already: {named}.")
+        for r in rows:
+            now_true = self._true_now(chat, dataclasses.replace(w, symbol=r.symbol, more=()))
+            if now_true:
+                lines.append(
+                    f"{r.symbol} is true right now ({now_true}): it fires on the next tick."
+                )
+        lines += unchecked
+        if rows:
+            lines.append(
+                f"Remove them with {hint(' '.join(['/unwatch', *(watch_id(r) for r in rows)]))}."
+            )
+        return "\n".join(lines)
 
     async def edit(self, chat: int, e: Edit) -> str:
         """``/edit``: a watch's new condition (or level) and options, its id, topic, mute and

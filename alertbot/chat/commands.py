@@ -399,6 +399,9 @@ class Watch:
     for_ms: int | None = None
     note: str | None = None  # note TEXT: its alerts and /list show it
     repeat_ms: int | None = None  # repeat D: alerts again every D while it holds
+    #: the other symbols of ``/watch BTCUSDT,ETHUSDT > 1`` (upper-case, each once): a watch
+    #: each, with the same condition and options
+    more: tuple[str, ...] = ()
 
     @property
     def is_glob(self) -> bool:
@@ -765,7 +768,11 @@ def _watch(message: str, words: list[_Word]) -> Watch:
     if not words:
         raise _error("watch", "missing symbol and condition")
     words = _unglued(words)
-    _several_symbols(message, words)
+    names, end = _several_symbols(message, words)
+    more: tuple[str, ...] = ()
+    if names:  # "/watch BTCUSDT,ETHUSDT > 1": one watch each, the first's words read
+        more = tuple(_symbol("watch", name, allow_glob=False) for name in names[1:])
+        words = [_Word(names[0], words[0].start, words[0].end), *words[end:]]
     sign = _WIDE_SIGN_RE.search(message, words[0].start)
     if sign:  # else "币安人生USDT＞0.5" reads as a symbol with letters it cannot have
         raise _error("watch", f"write {_WIDE_SIGNS[sign.group()]} instead of {_q(sign.group())}")
@@ -779,22 +786,24 @@ def _watch(message: str, words: list[_Word]) -> Watch:
     ):
         raise _error("watch", "missing symbol: put it before the condition, e.g. BTCUSDT")
     symbol = _symbol("watch", symbol_text, allow_glob=True)
+    # the symbols as the commands an answer suggests write them: all of them
+    listed = ",".join(dict.fromkeys((symbol, *more)))
 
     end = next((i for i, w in enumerate(rest) if w.lower in _OPTIONS), len(rest))
     if end == 0:
         raise _error("watch", f"missing condition after {symbol}, e.g. > 70000")
     condition_text = message[rest[0].start : rest[end - 1].end]
     following = rest[end] if end < len(rest) else None
-    _shorthand(symbol, rest[:end])
+    _shorthand(listed, rest[:end])
     try:
         condition = parse(_plain_signs(condition_text))
     except ConditionError as exc:
         tail = message[following.start :] if following is not None else ""
-        combined = _combined(symbol, condition_text, tail)
+        combined = _combined(listed, condition_text, tail)
         raise _error("watch", combined or _explain(exc, condition_text, following)) from None
 
     _refuse_never(
-        "watch", f"/watch {symbol}", condition, message[following.start :] if following else ""
+        "watch", f"/watch {listed}", condition, message[following.start :] if following else ""
     )
     options = _options("watch", rest[end:], condition)
     if options.repeat_ms is not None:
@@ -810,6 +819,7 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         once=options.once,
         for_ms=options.for_ms,
         repeat_ms=options.repeat_ms,
+        more=tuple(s for s in more if s != symbol),
     )
 
 
@@ -900,9 +910,15 @@ def repeat_problem(condition: Condition, once: bool) -> str | None:
     return None
 
 
-def _several_symbols(message: str, words: list[_Word]) -> None:
-    """Refuse, with the commands to send, several symbols (``BTCUSDT ETHUSDT > 1``,
-    ``BTCUSDT,ETHUSDT > 1``) and a symbol written as two words (``BTC USDT > 1``)."""
+#: the symbols one /watch makes watches of (``/watch BTCUSDT,ETHUSDT,SOLUSDT rises 5% in 15m``)
+MAX_WATCH_SYMBOLS = 10
+
+
+def _several_symbols(message: str, words: list[_Word]) -> tuple[list[str], int]:
+    """Several symbols before the condition (``BTCUSDT ETHUSDT > 1``, ``btc,eth > 1``): their
+    names and the index of the condition's first word; ``([], 0)`` for one symbol. Refuses a
+    symbol written as two words (``BTC USDT > 1``), with the command to send, and more than
+    :data:`MAX_WATCH_SYMBOLS`."""
     names: list[str] = []
     end = len(words)
     for k, word in enumerate(words):
@@ -919,18 +935,26 @@ def _several_symbols(message: str, words: list[_Word]) -> None:
             break
         names += pieces
     if len(names) < 2:
-        return
+        return [], 0
     tail = message[words[end].start :] if end < len(words) else "CONDITION"
     if len(names) == 2 and names[1] in _QUOTE_WORDS and "," not in message[: words[1].end]:
         if _QUOTE_END_RE.search(names[0]):
-            return  # "BTCUSDT USDT": the usual answer
+            return [], 0  # "BTCUSDT USDT": the usual answer
         raise _error(
             "watch",
             "write the symbol as one word: "
             + hint(f"/watch {names[0]}{_QUOTE_WORDS[names[1]]} {tail}"),
         )
-    commands = ", then ".join(hint(f"/watch {name} {tail}") for name in names)
-    raise _error("watch", f"one symbol per /watch: send {commands}")
+    names = list(dict.fromkeys(names))  # each once
+    if len(names) > MAX_WATCH_SYMBOLS:
+        raise _error(
+            "watch",
+            f"at most {MAX_WATCH_SYMBOLS} symbols in one /watch, got {len(names)}: send the "
+            "others in another",
+        )
+    if end == len(words):
+        raise _error("watch", f"missing condition after {', '.join(names)}, e.g. > 70000")
+    return names, end
 
 
 class ShorthandError(CommandError):
