@@ -1796,7 +1796,7 @@ WATCH_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("/watch ETHUSDT crosses below 3k cooldown 1h", "price crossing down through 3000"),
     ("/watch BTCUSDT price crosses 65000", "either way through 65000"),
     ("/watch SOLUSDT rises 5% in 15m once", "a 5% rise within 15 minutes, alert once"),
-    ("/watch BNBUSDT drops 3% in 1h", "a 3% fall within an hour (moves: either way)"),
+    ("/watch BNBUSDT,SOLUSDT drops 3% in 1h", "a 3% fall within an hour, a watch each"),
     ("/watch ETHUSDT breaks 24h high", "a new 24h high (or low)"),
     ("/watch DOGEUSDT change_24h > 10%", "up more than 10% over 24h"),
     ("/watch BTCUSDT quote_volume > 2b", "24h quote volume over 2 billion"),
