@@ -1947,6 +1947,25 @@ async def test_daily_digest_is_set_by_command_and_sent_at_its_minute(tmp_path, f
         assert await bot.say("/digest off") == "Daily digest off."
 
 
+async def test_price_says_how_far_this_chats_levels_of_the_symbol_are(tmp_path, fakes):
+    """Under /price's block, each of this chat's watches of a price level or crossing of the
+    symbol, as /list measures them; another chat's are not shown."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 70000")
+        await bot.say("/watch BTCUSDT > 69000", chat=USER + 1)
+        await bot.say("/watch BTCUSDT drops 5% in 1h")
+        await bot.say("/watch BTCUSDT crosses above 60000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 68_000.5, T)
+        shown = (await bot.say("/price btc")).splitlines()
+    assert shown[0].startswith("BTCUSDT 68000.5 (")
+    assert shown[-2:] == [
+        "  w1 price > 70000: 2.94% to go",
+        "  w4 price crosses above 60000: already above",
+    ]
+
+
 async def test_the_daily_digest_says_how_far_each_price_level_is(tmp_path, fakes):
     """Under each symbol, its watches of a price level or crossing, as /list measures them
     (other conditions are not measured: the symbol's line says the rest)."""

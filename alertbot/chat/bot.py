@@ -378,6 +378,18 @@ def _standing(r: WatchRow, t: Ticker) -> tuple[str, str] | None:
     return shown, f"{_distance(cond.value, value)} to go"
 
 
+def _levels(rows: list[WatchRow], t: Ticker) -> list[str]:
+    """How far each of ``rows`` (watches of ``t``'s symbol) that is a price level or crossing
+    is at ``t``, a line each by id (``  w1 price > 70000: 2.94% to go``): /price and the daily
+    digest show them under the symbol."""
+    lines = []
+    for r in sorted(rows, key=lambda r: r.id):
+        standing = _standing(r, t)
+        if standing is not None and standing[0].startswith("price ") and standing[1]:
+            lines.append(f"  {watch_id(r)} {r.condition}: {standing[1]}")
+    return lines
+
+
 def _span(seconds: float) -> str:
     """A time span for the log: ``4.2s``, ``2m 5s``, ``3h 0m 10s``."""
     if seconds < 60:
@@ -1000,7 +1012,7 @@ class ChatBot:
 
     def digest_text(self, chat: int) -> str:
         by_symbol: dict[str, list[WatchRow]] = {}
-        for r in sorted(self.book.of_chat(chat), key=lambda r: r.id):
+        for r in self.book.of_chat(chat):
             by_symbol.setdefault(r.symbol, []).append(r)
         symbols = sorted(by_symbol)
         if not symbols:
@@ -1015,11 +1027,7 @@ class ChatBot:
                 continue
             spark = self.sparklines.of(symbol, t.close) if self.sparklines else ""
             lines.append(f"{symbol} {t.price_text} ({self._change(chat, t)}) {spark}".rstrip())
-            # each price level's distance, as /list shows it: the morning's "how far"
-            for r in by_symbol[symbol]:
-                standing = _standing(r, t)
-                if standing is not None and standing[0].startswith("price ") and standing[1]:
-                    lines.append(f"  {watch_id(r)} {r.condition}: {standing[1]}")
+            lines += _levels(by_symbol[symbol], t)  # the morning's "how far"
         return "\n".join(lines)
 
     async def topic_gone(self, chat: int, topic: int) -> None:
@@ -2205,6 +2213,7 @@ class ChatBot:
             spark = self.sparklines.of(symbol, t.close)
             if spark:
                 lines.append(spark)
+        lines += _levels([r for r in self.book.of_chat(chat) if r.symbol == symbol], t)
         return "\n".join(lines)
 
     def _change(self, chat: int, t: Ticker) -> str:
