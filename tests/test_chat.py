@@ -581,8 +581,8 @@ async def test_commands_with_arguments_in_answers_are_code_so_a_tap_copies_them_
         "/mute ID [ID...]|all D",
         "/mute w12 2h",
     ]
-    assert several.shown_as("code")[:2] == ["/watch BTCUSDT > 1", "/watch ETHUSDT > 1"]
-    assert same.shown_as("code") == ["/edit w1 cooldown 1h"]
+    assert several.shown_as("code") == ["/unwatch w1 w2"]
+    assert same.shown_as("code") == ["/edit w3 cooldown 1h"]
     assert "/list" in unwatch.plain_text
     assert unwatch.shown_as("code") == []
 

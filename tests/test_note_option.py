@@ -129,9 +129,9 @@ def test_edit_takes_a_note_or_takes_it_away(text: str, replied: str | None, expe
             "/watch BTCUSDT 70000 note TP1",
             ["/watch BTCUSDT > 70000 note TP1", "/watch BTCUSDT < 70000 note TP1"],
         ),
-        (
-            "/watch BTCUSDT ETHUSDT > 1 note TP1",
-            ["/watch BTCUSDT > 1 note TP1", "/watch ETHUSDT > 1 note TP1"],
+        (  # several symbols, no sign: every symbol and the note in both
+            "/watch BTCUSDT ETHUSDT 1 note TP1",
+            ["/watch BTCUSDT,ETHUSDT > 1 note TP1", "/watch BTCUSDT,ETHUSDT < 1 note TP1"],
         ),
         ("/watch BTCUSDT > 70k or < 60k note TP1", None),  # any(...) with the note
     ],
