@@ -628,7 +628,17 @@ class Store:
     # ------------------------------------------------------------------ watches
 
     def add_watch(self, w: WatchRow) -> int:
-        cur = self.db.execute(
+        return self._add_watch(self.db, w)
+
+    def add_watches(self, rows: Sequence[WatchRow]) -> list[int]:
+        """All of ``rows`` in one transaction (a /watch of several symbols): their ids, or
+        none of them stored when one cannot be."""
+        with self._transaction() as db:
+            return [self._add_watch(db, w) for w in rows]
+
+    @staticmethod
+    def _add_watch(db: sqlite3.Connection, w: WatchRow) -> int:
+        cur = db.execute(
             "INSERT INTO watches (chat_id, symbol, condition, cooldown_ms, rearm, once,"
             " expires_ms, muted_until, last_fired, created, topic, note, repeat_ms)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -631,6 +631,42 @@ async def test_several_symbols_in_one_watch_make_a_watch_each(tmp_path, fakes):
     ]
 
 
+async def test_several_symbols_that_cannot_all_be_stored_make_none(tmp_path, fakes):
+    """A /watch of several symbols is stored in one transaction: when the database refuses
+    one of them (a trigger refuses SOLUSDT's row here, as a full disk would), none is made,
+    not the ones before it, and the answer says nothing was changed. Once the database
+    takes them, the same command makes them all."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        other = sqlite3.connect(tmp_path / "alertbot.db", isolation_level=None)
+        other.execute(
+            "CREATE TRIGGER no_sol BEFORE INSERT ON watches WHEN NEW.symbol = 'SOLUSDT'"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        refused = await bot.say("/watch BTCUSDT,ETHUSDT,SOLUSDT > 100")
+        book = bot.app.book
+        assert book is not None
+        in_memory = list(book.of_chat(USER))
+        listing = await bot.say("/list")
+        other.execute("DROP TRIGGER no_sol")
+        other.close()
+        made = await bot.say("/watch BTCUSDT,ETHUSDT,SOLUSDT > 100")
+    assert refused == "Sorry, something went wrong on our side; nothing was changed."
+    assert in_memory == []
+    assert listing.startswith("No watches here yet.")
+    assert made.startswith("Watching BTCUSDT, ETHUSDT, SOLUSDT: price > 100")
+    store = Store(tmp_path / "alertbot.db")
+    try:  # the refused command's two rows were rolled back, not stored and ended
+        assert [(r.id, r.symbol) for r in store.watches()] == [
+            (1, "BTCUSDT"),
+            (2, "ETHUSDT"),
+            (3, "SOLUSDT"),
+        ]
+        assert store.db.execute("SELECT count(*) FROM watches").fetchone() == (3,)
+    finally:
+        store.close()
+
+
 async def test_a_price_level_written_with_m_is_a_million_and_the_answer_says_so(tmp_path, fakes):
     """'/watch BTCUSDT > 1m' is price > 1000000, as in a rule file (m after a sign moves the
     decimal point), and its answer, next to a cooldown in minutes ('cooldown 5m'), says so

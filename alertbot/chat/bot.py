@@ -1802,23 +1802,25 @@ class ChatBot:
         if w.repeat_ms and w.cooldown_ms is None:
             cooldown = min(cooldown, w.repeat_ms)
         now = self.clock()
-        rows = []
-        for symbol in new:
-            row = WatchRow(
-                id=0,
-                chat_id=chat,
-                symbol=symbol,
-                condition=w.condition_text,
-                cooldown_ms=cooldown,
-                rearm=rearm,
-                once=w.once,
-                expires_ms=int(now * 1000) + w.for_ms if w.for_ms else None,
-                created=now,
-                topic=topic,
-                note=w.note,
-                repeat_ms=w.repeat_ms,
-            )
-            rows.append(await self.book.add(row))
+        rows = await self.book.add_all(
+            [
+                WatchRow(
+                    id=0,
+                    chat_id=chat,
+                    symbol=symbol,
+                    condition=w.condition_text,
+                    cooldown_ms=cooldown,
+                    rearm=rearm,
+                    once=w.once,
+                    expires_ms=int(now * 1000) + w.for_ms if w.for_ms else None,
+                    created=now,
+                    topic=topic,
+                    note=w.note,
+                    repeat_ms=w.repeat_ms,
+                )
+                for symbol in new
+            ]
+        )
         lines = []
         if rows:
             ids = ", ".join(watch_id(r) for r in rows)

@@ -243,18 +243,35 @@ class WatchBook:
         return [r for r in mine if str(r.id) == number]
 
     async def add(self, row: WatchRow) -> WatchRow:
-        row.created = row.created or self.clock()
-        row.id = await self.db(self.store.add_watch, row)
+        return (await self.add_all([row]))[0]
+
+    async def add_all(self, rows: list[WatchRow]) -> list[WatchRow]:
+        """``rows`` as watches, all or none (``/watch`` of several symbols): stored in one
+        transaction, then entered in the engine; when the engine refuses one, those entered
+        are taken out again and all are ended in the database, and the error raised."""
+        if not rows:
+            return []
+        now = self.clock()
+        for row in rows:
+            row.created = row.created or now
+        ids = await self.db(self.store.add_watches, rows)
+        entered: list[WatchRow] = []
         try:
-            self.engine.add_rule(self._rule(row))
+            for row, id_ in zip(rows, ids, strict=True):
+                row.id = id_
+                self.engine.add_rule(self._rule(row))
+                entered.append(row)
         except Exception:
-            await self.db(self.store.end_watches, [row.id])
+            for row in entered:
+                self.engine.remove_rule(watch_id(row))
+            await self.db(self.store.end_watches, ids)
             raise
-        self.rows[row.id] = row
-        if row.topic is not None:
-            self.topics[row.id] = (row.chat_id, row.topic)
+        for row in rows:
+            self.rows[row.id] = row
+            if row.topic is not None:
+                self.topics[row.id] = (row.chat_id, row.topic)
         self.on_change()
-        return row
+        return rows
 
     async def clear_topic(self, chat: int, topic: int) -> list[WatchRow]:
         """Telegram refused ``chat``'s forum topic ``topic`` (deleted, closed): the watches
