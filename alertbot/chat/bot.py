@@ -60,6 +60,7 @@ from alertbot.chat.commands import (
     CommandError,
     Digest,
     Edit,
+    History,
     Listing,
     Mute,
     Price,
@@ -122,7 +123,7 @@ from alertbot.rules.conditions import (
 from alertbot.rules.engine import Engine, level_holds, metric_of
 from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.model import is_glob
-from alertbot.store import WatchRow
+from alertbot.store import HistoryRow, WatchRow
 from alertbot.tasks import cancel_and_wait
 from alertbot.text import plural
 from alertbot.ticker import Ticker, percent
@@ -149,6 +150,9 @@ ANSWER_MAX = 200
 MUTES_SHOWN = 5
 #: watches on one page of /list (each has a row of buttons: a keyboard this size stays usable)
 LIST_PAGE = 20
+#: alerts to a /history page, and how much of a failed delivery's error each shows
+HISTORY_PAGE = 20
+HISTORY_ERROR_MAX = 80
 #: characters of a /list page kept for its header and its "and N more" line
 LIST_RESERVE = 120
 #: a watch's line in /list is cut to this many characters (a /watch is 500 at most anyway)
@@ -397,6 +401,14 @@ def _span(seconds: float) -> str:
     hours, rest = divmod(round(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
+
+
+def _period(seconds: float) -> str:
+    """A period as an answer names it: ``7 days``, ``12 hours``, ``90 minutes``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return plural(int(seconds // size), unit, f"{unit}s")
+    return plural(round(seconds), "second", "seconds")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1561,6 +1573,8 @@ class ChatBot:
                 whose = "this chat's watches" if symbol is None else f"this chat's {symbol} watches"
                 return f"There is no page {command.page} of {whose}: {last}.", None
             return self.listing(chat, command.page, symbol)
+        if isinstance(command, History):
+            return await self.history(chat, command), None
         if isinstance(command, Simple):
             if command.name == "status":
                 return self.status(chat), None
@@ -2277,6 +2291,59 @@ class ChatBot:
         if symbol is not None:
             rows = [r for r in rows if r.symbol == symbol or fnmatchcase(symbol, r.symbol)]
         return sorted(rows, key=lambda r: r.id)
+
+    async def history(self, chat: int, h: History) -> str:
+        """``/history``: the alerts sent to this chat, newest first, HISTORY_PAGE to a page,
+        each with how its delivery went when it did not simply go; of a symbol or a watch."""
+        symbol = None if h.symbol is None else self._resolve(h.symbol)
+        total, rows = await self.book.history(
+            chat,
+            symbol=symbol,
+            rule=h.watch,
+            limit=HISTORY_PAGE,
+            offset=(h.page - 1) * HISTORY_PAGE,
+        )
+        retention = self.delivery.alert_retention
+        kept = f" in the last {_period(retention)}" if retention > 0 else ""
+        which = "" if h.watch is None and symbol is None else f" {h.watch or symbol}"
+        if h.watch:
+            whose = f"alerts of {h.watch} here"
+        elif symbol:
+            whose = f"{symbol} alerts here"
+        else:
+            whose = "alerts here"
+        pages = -(-total // HISTORY_PAGE)
+        if not total:
+            return f"No {whose}{kept}." + (
+                "" if which else f" {hint('/list')} shows this chat's watches."
+            )
+        if h.page > pages:
+            last = (
+                f"{hint(f'/history{which} {pages}')} is the last"
+                if pages > 1
+                else hint(f"/history{which}") + " shows them all"
+            )
+            return f"There is no page {h.page} of them: {last}."
+        of = f", page {h.page} of {pages}" if pages > 1 else ""
+        count = plural(total, "alert", "alerts")
+        lines = [f"{whose[0].upper()}{whose[1:]}, newest first: {count}{kept}{of}."]
+        lines += [self._history_line(chat, r) for r in rows]
+        if h.page < pages:
+            lines.append(f"Older: {hint(f'/history{which} {h.page + 1}')}")
+        return "\n".join(lines)
+
+    def _history_line(self, chat: int, r: HistoryRow) -> str:
+        line = f"{self._at(chat, r.time)}  {r.rule} {r.symbol} {r.condition}: price {r.price}"
+        if r.gap:
+            line += " · after a feed outage"
+        error = "" if not r.last_error else f": {clip(r.last_error, HISTORY_ERROR_MAX)}"
+        if r.state == "pending":
+            line += f" · not sent yet ({plural(r.attempts, 'try', 'tries')}{error})"
+        elif r.state == "fell_back":
+            line += f" · not sent here yet, the fallback webhook has it{error}"
+        elif r.state == "failed":
+            line += f" · not delivered{error}"
+        return line
 
     def pages(self, chat: int, symbol: str | None = None) -> int:
         """How many pages the chat's ``/list`` (of ``symbol``) fills (0: no watches)."""

@@ -113,6 +113,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Show times in my time zone, e.g. /timezone Europe/Berlin (or UTC+8)",
         "/timezone Europe/Berlin",
     ),
+    "history": (
+        "/history [SYMBOL|ID] [PAGE]",
+        "Show the alerts sent here lately (or a symbol's, or a watch's)",
+        "/history",
+    ),
     "status": ("/status", "Show whether the bot is connected and up to date", "/status"),
     "help": ("/help", "Show every command and examples", "/help"),
     "start": ("/start", "Say hello and show how to begin", "/start"),
@@ -139,6 +144,10 @@ _ALIASES = {
     "change": "edit",
     "modify": "edit",
     "update": "edit",
+    "fired": "history",
+    "log": "history",
+    "recent": "history",
+    "past": "history",
     "tz": "timezone",
     "zone": "timezone",
 }
@@ -516,7 +525,31 @@ class Zone:
     zone: str | None
 
 
-Command = Watch | Edit | Unwatch | Mute | Unmute | Price | Listing | Simple | Digest | Quiet | Zone
+@dataclass(frozen=True, slots=True)
+class History:
+    """``/history``: the alerts sent to the chat, newest first, ``page`` (from 1) of them;
+    only ``symbol``'s (upper-case, as typed: resolved by the caller, as /list's) or only the
+    watch ``watch``'s (``w3``), when given."""
+
+    page: int = 1
+    symbol: str | None = None
+    watch: str | None = None
+
+
+Command = (
+    Watch
+    | Edit
+    | Unwatch
+    | Mute
+    | Unmute
+    | Price
+    | Listing
+    | History
+    | Simple
+    | Digest
+    | Quiet
+    | Zone
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -600,6 +633,8 @@ def parse_command(
         return _timezone(message[words[0].start :] if words else "")
     if known == "list":
         return _listing(words)
+    if known == "history":
+        return _history(words, replied)
     if words and known not in ("start", "help"):
         # /start carries a deep-link payload, which we ignore; "/help watch" is for help too
         raise _error(known, f"/{known} takes no arguments, got {_q(words[0].text)}")
@@ -1557,6 +1592,37 @@ def _listing(words: list[_Word]) -> Listing:
     if not text.isascii() or not text.isdigit() or len(text) > 6 or int(text) < 1:
         raise _error("list", f"expected a page number like 2, got {_q(text)}")
     return Listing(int(text), symbol)
+
+
+def _history(words: list[_Word], replied: str | None = None) -> History:
+    """``/history``, ``/history 2``, ``/history BTCUSDT`` (or ``btc``), ``/history w3``, and
+    either with a page; in reply to an alert, alone, its watch's."""
+    if not words:
+        return History(watch=replied)
+    symbol = watch = None
+    first = words[0].text
+    if not _PAGE_LIKE_RE.fullmatch(first):
+        if first[:1] in "wW" and (match := _WATCH_ID_RE.fullmatch(first)):
+            watch = f"w{int(match.group(1))}"
+        elif not _GLOB_CHARS.isdisjoint(first):
+            raise _error(
+                "history", f"one symbol, not a pattern like {_q(first)}; /history shows all"
+            )
+        else:
+            symbol = _symbol("history", first, allow_glob=False)
+        words = words[1:]
+        if not words:
+            return History(symbol=symbol, watch=watch)
+    if len(words) > 1:
+        raise _error(
+            "history",
+            f"unexpected {_q(words[1].text)}; /history takes a symbol or a watch id, and a page"
+            " number",
+        )
+    text = words[0].text
+    if not text.isascii() or not text.isdigit() or len(text) > 6 or int(text) < 1:
+        raise _error("history", f"expected a page number like 2, got {_q(text)}")
+    return History(int(text), symbol, watch)
 
 
 # ---------------------------------------------------------------- pieces

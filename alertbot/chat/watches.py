@@ -17,7 +17,7 @@ from alertbot.rules.engine import Engine
 from alertbot.rules.ids import watch_number, watch_rule_id
 from alertbot.rules.model import Rule
 from alertbot.settings import env_int, env_seconds
-from alertbot.store import Pause, Store, WatchRow
+from alertbot.store import HistoryRow, Pause, Store, WatchRow
 
 log = logging.getLogger("alertbot.chat")
 T = TypeVar("T")
@@ -419,6 +419,23 @@ class WatchBook:
             self.engine.replace_rule(self._rule(row))  # its own /mute, if any, holds again
         await self.db(self.store.resume_chat, chat)
         return pause, await self.db(self.store.alert_texts, pause.missed)
+
+    async def history(
+        self, chat: int, *, symbol: str | None, rule: str | None, limit: int, offset: int
+    ) -> tuple[int, list[HistoryRow]]:
+        """The alerts sent (or being sent) to ``chat``, its id before it became a supergroup
+        included (/history; see Store.history)."""
+        ids = [chat] if (old := self.successors.get(chat)) is None else [chat, old]
+        found: tuple[int, list[HistoryRow]] = await self.db(
+            lambda: self.store.history(
+                [f"telegram:{i}" for i in ids],
+                symbol=symbol,
+                rule=rule,
+                limit=limit,
+                offset=offset,
+            )
+        )
+        return found
 
     def row_of_rule(self, rule_id: str) -> WatchRow | None:
         number = watch_number(rule_id)
