@@ -68,8 +68,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     html       TEXT NOT NULL,      -- the message for Telegram's HTML mode ('' if no chat gets it)
     gap        INTEGER NOT NULL DEFAULT 0,
     created    REAL NOT NULL,      -- wall clock, s
-    seq        INTEGER             -- its place in the order alerts are made (Outbox.take_seq);
+    seq        INTEGER,            -- its place in the order alerts are made (Outbox.take_seq);
                                    -- NULL: stored by an earlier version
+    note       TEXT                -- the chat watch's note (its alert's text shows it too)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id    TEXT NOT NULL REFERENCES alerts(id),
@@ -181,6 +182,7 @@ CREATE TABLE IF NOT EXISTS last_ticks (    -- each symbol's last ticker, for res
 #: columns added since the first version, as SQLite adds them to a table made before: at its end
 ADDED_COLUMNS = (
     ("alerts", "seq", "INTEGER"),
+    ("alerts", "note", "TEXT"),
     ("state_saved", "seq", "INTEGER"),
     ("watches", "revived", "INTEGER"),
     ("watches", "topic", "INTEGER"),
@@ -253,6 +255,8 @@ class AlertRecord:
     #: ``ends_watch``) in the transaction that stores the alert, never without it
     watch: int | None = None
     ends_watch: bool = False
+    #: the chat watch's note (``note TEXT``), for the webhook's ``note`` and /history
+    note: str | None = None
 
 
 @dataclass(slots=True)
@@ -279,6 +283,7 @@ class HistoryRow:
     state: str  # pending | sent | failed | fell_back
     attempts: int
     last_error: str | None
+    note: str | None = None
 
 
 @dataclass(slots=True)
@@ -431,10 +436,10 @@ class Store:
         db = self.db
         self._insert(
             "INSERT OR IGNORE INTO alerts",
-            11,
+            12,
             [
                 (a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,
-                 int(a.gap), a.created or now, a.seq)
+                 int(a.gap), a.created or now, a.seq, a.note)
                 for a in alerts
             ],
         )  # fmt: skip
@@ -514,7 +519,7 @@ class Store:
     _OPEN_COLUMNS = (
         "SELECT d.rowid, a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,"
         " a.gap, a.created, d.destination, d.state, d.attempts, d.last_error, d.chat_id,"
-        " d.created FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
+        " d.created, a.note FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
     )
 
     @staticmethod
@@ -523,7 +528,7 @@ class Store:
         for r in rows:
             alert = AlertRecord(
                 id=r[1], rule=r[2], symbol=r[3], time=r[4], price=r[5], condition=r[6],
-                text=r[7], html=r[8], gap=bool(r[9]), created=r[10],
+                text=r[7], html=r[8], gap=bool(r[9]), created=r[10], note=r[17],
             )  # fmt: skip
             row = DeliveryRow(r[1], r[11], r[12], r[13], r[14], r[15], r[16])
             out.append((r[0], alert, row))
@@ -619,7 +624,7 @@ class Store:
         joined = f"FROM deliveries d JOIN alerts a ON a.id = d.alert_id WHERE {where}"
         rows = self.db.execute(
             f"SELECT a.rule, a.symbol, a.time, a.price, a.condition, a.gap, d.state, d.attempts,"
-            f" d.last_error, COUNT(*) OVER () {joined} ORDER BY a.time DESC, d.rowid DESC"
+            f" d.last_error, a.note, COUNT(*) OVER () {joined} ORDER BY a.time DESC, d.rowid DESC"
             " LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
@@ -628,7 +633,8 @@ class Store:
         else:  # past the last page: the count alone
             (total,) = self.db.execute(f"SELECT COUNT(*) {joined}", params).fetchone()
         return int(total), [
-            HistoryRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8]) for r in rows
+            HistoryRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9])
+            for r in rows
         ]
 
     # ------------------------------------------------------------------ retention

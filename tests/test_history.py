@@ -176,7 +176,7 @@ async def test_history_says_when_the_fallback_webhook_has_an_alert_telegram_did_
     tmp_path, fakes, hook
 ):
     """Telegram failed and the fallback webhook took the alert: /history says it is not sent
-    here yet and the webhook has it, with Telegram's last error."""
+    here yet and the webhook has it, with Telegram's last error; the watch's note shows."""
     binance, tg = fakes
     async with Bot(
         tmp_path,
@@ -190,11 +190,11 @@ async def test_history_says_when_the_fallback_webhook_has_an_alert_telegram_did_
             "backoff_max": 60,
         },
     ) as bot:
-        await bot.say("/watch ETHUSDT < 50")
+        await bot.say("/watch ETHUSDT < 50 note buy the dip")
         await binance.wait_for_subscriptions({"ethusdt@miniTicker"})
         tg.fail_next(1, status=502, chat_id=USER)
         await bot.tick("ETHUSDT", 40, T)
-        await hook.wait_for_deliveries(1)
+        (fallback,) = await hook.wait_for_deliveries(1)
         store = bot.app.notifier.store
         assert store is not None
         await tg.wait_for(
@@ -202,9 +202,12 @@ async def test_history_says_when_the_fallback_webhook_has_an_alert_telegram_did_
         )
         lines = (await bot.say("/history")).splitlines()
     assert lines[1].endswith(
-        "  w1 ETHUSDT price < 50: price 40 · not sent here yet, the fallback webhook has it:"
-        " NetworkError: Bad Gateway"
+        "  w1 ETHUSDT price < 50: price 40, note «buy the dip» · not sent here yet, the fallback"
+        " webhook has it: NetworkError: Bad Gateway"
     ), lines[1]
+    # the webhook's JSON has the note as a field of its own, as well as in its message
+    assert fallback.json["note"] == "buy the dip"
+    assert "Note: buy the dip" in fallback.json["message"]
 
 
 async def test_history_of_a_group_that_became_a_supergroup_keeps_the_groups_alerts(tmp_path, fakes):

@@ -22,7 +22,7 @@ from alertbot.chat.commands import (
 )
 from alertbot.hints import unmarked
 from alertbot.rules.conditions import parse
-from alertbot.store import Store, WatchRow
+from alertbot.store import AlertRecord, DeliveryRow, Store, WatchRow
 from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T
@@ -177,6 +177,30 @@ def test_a_database_of_an_earlier_version_gets_the_column_of_a_watchs_note(tmp_p
         (_, row) = store.watches()
         store.edit_watch(WatchRow(**{**_fields(row), "note": "TP2"}))
         assert [w.note for w in store.watches()] == [None, "TP2"]
+    finally:
+        store.close()
+
+
+def test_an_alerts_note_is_kept_with_it_for_a_delivery_resumed_later(tmp_path):
+    """``alerts.note``: an alert stored with its watch's note has it when its delivery is
+    resumed from the database (the webhook's ``note`` then); a database made before the
+    column has it added, its alerts without a note."""
+    path = tmp_path / "a.db"
+    store = Store(path)
+    store.db.execute("ALTER TABLE alerts DROP COLUMN note")  # as an earlier version made it
+    store.db.execute(
+        "INSERT INTO alerts VALUES ('old', 'w1', 'BTCUSDT', 1, '1', 'c', 't', 'h', 0, 1.0, 1)"
+    )
+    store.write([], [DeliveryRow("old", "telegram:5", chat_id=5, created=1.0)], [])
+    store.close()
+    store = Store(path)
+    try:
+        noted = AlertRecord("new", "w2", "BTCUSDT", T, "1", "c", "t", "h", created=1, note="TP1")
+        store.write([noted], [DeliveryRow("new", "telegram:5", chat_id=5, created=1.0)], [])
+        assert [(a.id, a.note) for a, _ in store.open_deliveries()] == [
+            ("old", None),
+            ("new", "TP1"),
+        ]
     finally:
         store.close()
 

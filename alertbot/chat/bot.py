@@ -2334,6 +2334,8 @@ class ChatBot:
 
     def _history_line(self, chat: int, r: HistoryRow) -> str:
         line = f"{self._at(chat, r.time)}  {r.rule} {r.symbol} {r.condition}: price {r.price}"
+        if r.note:
+            line += f", note «{r.note}»"
         if r.gap:
             line += " · after a feed outage"
         error = "" if not r.last_error else f": {clip(r.last_error, HISTORY_ERROR_MAX)}"

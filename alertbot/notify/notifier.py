@@ -278,6 +278,7 @@ class Notifier:
             seq=seq,
             watch=watch,
             ends_watch=ends_watch,
+            note=rule.note,
         )
 
     def emit(

@@ -116,6 +116,8 @@ def body_of(d: Delivery) -> bytes:
         "price": a.price,
         "message": a.text,
     }
+    if a.note:  # a chat watch's note, which "message" shows on a line of its own
+        body["note"] = a.note
     if a.gap:
         body["gap"] = True
     if d.kind == "fallback":
