@@ -578,7 +578,7 @@ async def test_commands_with_arguments_in_answers_are_code_so_a_tap_copies_them_
     assert mute.shown_as("code") == [
         "/mute w12 1h",
         "/mute all 1h",
-        "/mute ID [ID...]|all D",
+        "/mute ID [ID...]|all D|until HH:MM",
         "/mute w12 2h",
     ]
     assert several.shown_as("code") == ["/unwatch w1 w2"]

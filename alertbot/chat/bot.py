@@ -1531,7 +1531,11 @@ class ChatBot:
         if isinstance(command, Unwatch):
             return await self.unwatch(chat, command.target, command.more), None
         if isinstance(command, Mute):
-            return await self.mute(chat, command.target, command.duration_ms, command.more), None
+            if command.until_minute is not None:
+                until = self._next_local(chat, command.until_minute)
+            else:
+                until = self.clock() + command.duration_ms / 1000
+            return await self.mute(chat, command.target, until, command.more), None
         if isinstance(command, Unmute):
             return await self.unmute(chat, command.target, command.more), None
         if isinstance(command, Price):
@@ -2088,16 +2092,35 @@ class ChatBot:
         await self.book.mute([row], until)
         return f"Muted {wid} for 1h."
 
-    async def mute(
-        self, chat: int, target: str, duration_ms: int, more: tuple[str, ...] = ()
-    ) -> str:
-        """``/mute``: exactly the time typed, from now, also when that shortens a longer mute
-        (typed, it is the user's choice, unlike the /list button's), which the answer says.
-        ``more``: other ids (``/mute w1 w2 1h``); those the chat has not are named."""
+    def _next_local(self, chat: int, minute: int) -> float:
+        """The next time (wall clock, s) it is ``minute`` of the day in ``chat``'s zone: today's
+        when still to come, else tomorrow's; a time the change to summer time skips is the
+        first one after it, one the change back repeats the first of the two."""
+        zone = self._zone(chat) or dt.UTC
+        now = self.clock()
+        wall = dt.datetime.combine(
+            dt.datetime.fromtimestamp(now, zone).date(), dt.time(*divmod(minute, 60))
+        )
+        while True:
+            at = wall.replace(tzinfo=zone)
+            # a wall time that does not come back as itself was skipped: the next minute
+            if dt.datetime.fromtimestamp(at.timestamp(), zone).replace(tzinfo=None) != wall:
+                wall += dt.timedelta(minutes=1)
+            elif at.timestamp() <= now:
+                wall = dt.datetime.combine(
+                    wall.date() + dt.timedelta(days=1), dt.time(*divmod(minute, 60))
+                )
+            else:
+                return at.timestamp()
+
+    async def mute(self, chat: int, target: str, until: float, more: tuple[str, ...] = ()) -> str:
+        """``/mute``: exactly until the time typed (wall clock, s), also when that shortens a
+        longer mute (typed, it is the user's choice, unlike the /list button's), which the
+        answer says. ``more``: other ids (``/mute w1 w2 1h``); those the chat has not are
+        named."""
         rows, missing = self._find(chat, (target, *more))
         if not rows:
             return f"{missing} /list shows its watches." if more else self._none(target)
-        until = self.clock() + duration_ms / 1000
         shortened = [
             (watch_id(r), self._at(chat, r.muted_until * 1000))
             for r in rows

@@ -91,7 +91,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "/edit w12 > 71000",
     ),
     "unwatch": ("/unwatch ID [ID...]|all", "Delete watches (or all of them)", "/unwatch w12"),
-    "mute": ("/mute ID [ID...]|all D", "Silence watches (or all) for a while", "/mute w12 2h"),
+    "mute": (
+        "/mute ID [ID...]|all D|until HH:MM",
+        "Silence watches (or all) for a while",
+        "/mute w12 2h",
+    ),
     "unmute": ("/unmute [ID...|all]", "End a mute (all of them by default)", "/unmute w12"),
     "price": (
         "/price SYMBOL [SYMBOL...]",
@@ -452,12 +456,14 @@ class Unwatch:
 
 @dataclass(frozen=True, slots=True)
 class Mute:
-    """``/mute``: ``target`` is a watch id or ``all``; ``duration_ms`` > 0; ``more``: the
-    other ids given."""
+    """``/mute``: ``target`` is a watch id or ``all``; ``duration_ms`` > 0, or 0 with
+    ``until_minute``, the minute of the day it ends at in the chat's time zone (``/mute w3
+    until 08:00``: its next 08:00); ``more``: the other ids given."""
 
     target: str
     duration_ms: int
     more: tuple[str, ...] = ()
+    until_minute: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1538,10 +1544,45 @@ def _mute(words: list[_Word], replied: str | None = None) -> Mute:
     if not rest:
         command = hint(f"/mute {' '.join(targets)} 1h")
         raise _error("mute", f"for how long? e.g. {command}")
+    ids = " ".join(targets)
+    if rest[0].lower in _UNTIL_WORDS:  # "/mute w12 until 08:00"
+        return Mute(targets[0], 0, tuple(targets[1:]), _mute_until(ids, rest[1:]))
+    if _CLOCK_RE.match(rest[0].text) and len(rest) == 1:  # "/mute w12 08:00": until, or for?
+        hh, mm = (int(part) for part in rest[0].text.split(":"))
+        until = hint(f"/mute {ids} until {rest[0].text}")
+        if not hh and not mm:
+            raise _error("mute", f"until midnight? {until}")
+        span = f"{hh * 60 + mm}m" if mm else f"{hh}h"
+        raise _error(
+            "mute", f"until that time, or for that long? {until} or {hint(f'/mute {ids} {span}')}"
+        )
     duration = _duration("mute", "the mute", rest[0], rest[1] if len(rest) > 1 else None)
     if len(rest) > 1:
         raise _error("mute", f"unexpected {_q(rest[1].text)} after the duration")
     return Mute(targets[0], duration, tuple(targets[1:]))
+
+
+#: words for the end of a mute given as a time of day
+_UNTIL_WORDS = ("until", "till", "til", "to")
+
+
+def _mute_until(ids: str, words: list[_Word]) -> int:
+    """The minute of the day a ``/mute ... until HH:MM`` names (``7am``, ``19.30`` too)."""
+    example = hint(f"/mute {ids} until 08:00")
+    if not words:
+        raise _error("mute", f"until what time? e.g. {example} ({_DIGEST_ZONE})")
+    text = words[0].text
+    if len(words) == 2 and words[1].lower in ("am", "pm"):  # "until 8 am"
+        text, words = text + words[1].lower, words[:1]
+    if len(words) > 1:
+        raise _error("mute", f"unexpected {_q(words[1].text)} after the time; e.g. {example}")
+    match = _CLOCK_RE.match(text)
+    if match is not None:
+        return int(match.group(1)) * 60 + int(match.group(2))
+    fix = _clock_fix(text.lower())
+    if fix is None:
+        raise _error("mute", f"expected a time of day like 08:00, got {_q(text)}; e.g. {example}")
+    return int(fix[:2]) * 60 + int(fix[3:])
 
 
 def _price(words: list[_Word]) -> Price:
