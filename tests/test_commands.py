@@ -551,8 +551,8 @@ def test_a_sign_glued_to_the_symbol_or_in_the_condition_reads_as_spaced(
 @pytest.mark.parametrize(
     ("text", "command", "says"),
     [
-        (
-            "/watch BTCUSDT > 70000\n/watch ETHUSDT > 3000",
+        (  # on one line (on lines of their own, /watch commands are a batch: test_export)
+            "/watch BTCUSDT > 70000 /watch ETHUSDT > 3000",
             "watch",
             "one command a message: send /watch BTCUSDT > 70000, then /watch ETHUSDT > 3000, "
             "each as a message of its own",

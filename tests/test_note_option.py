@@ -14,6 +14,7 @@ import pytest
 
 from alertbot.chat.commands import (
     NOTE_MAX,
+    Batch,
     CommandError,
     Edit,
     Watch,
@@ -152,11 +153,17 @@ def test_a_refused_watchs_suggested_commands_keep_its_note(
 
 
 def test_a_second_command_pasted_after_a_note_is_not_part_of_the_note() -> None:
-    """``note`` takes the rest of the message, but a list of commands pasted at once is still
-    answered as several commands, not made one watch with the others in its note."""
-    with pytest.raises(CommandError) as info:
-        parse_command("/watch BTCUSDT > 70000 note TP1\n/watch ETHUSDT > 3000")
-    assert "one command a message" in str(info.value)
+    """``note`` takes the rest of the message, but /watch commands pasted on lines of their
+    own are a batch, each line its own watch: the note ends with its line."""
+    batch = parse_command("/watch BTCUSDT > 70000 note TP1\n/watch ETHUSDT > 3000")
+    assert isinstance(batch, Batch)
+    first, second = (parse_command(line) for line in batch.lines)
+    assert isinstance(first, Watch)
+    assert first.note == "TP1"
+    assert isinstance(second, Watch)
+    assert second.symbol == "ETHUSDT"
+    with pytest.raises(CommandError, match="one command a message"):  # another command
+        parse_command("/watch BTCUSDT > 70000 note TP1\n/list")
 
 
 # ------------------------------------------------------------------ the database

@@ -57,6 +57,8 @@ from telegram.request import HTTPXRequest
 
 from alertbot.chat.commands import (
     COMMANDS,
+    MAX_BATCH,
+    Batch,
     CommandError,
     Digest,
     Edit,
@@ -74,6 +76,7 @@ from alertbot.chat.commands import (
     Watch,
     Zone,
     format_percent,
+    format_watch,
     help_text,
     parse_command,
     rearm_problem,
@@ -150,6 +153,9 @@ ANSWER_MAX = 200
 MUTES_SHOWN = 5
 #: watches on one page of /list (each has a row of buttons: a keyboard this size stays usable)
 LIST_PAGE = 20
+#: characters of /watch lines in an /export block at most: with the answer's first lines, it
+#: fits a message (split_text keeps each block whole), and so does the block sent back
+EXPORT_BLOCK = 3500
 #: alerts to a /history page, and how much of a failed delivery's error each shows
 HISTORY_PAGE = 20
 HISTORY_ERROR_MAX = 80
@@ -295,8 +301,30 @@ def _cut(text: str, limit: int) -> str:
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """``text`` as messages of at most ``limit`` characters each, cut between lines (a line
-    longer than ``limit`` is cut within itself); none of them blank."""
+    """``text`` as messages of at most ``limit`` characters each, cut between paragraphs
+    (blank-line apart: an ``/export`` block, a ``/price`` symbol's, stays in one message) where
+    they fit, else between lines (a line longer than ``limit`` is cut within itself); none of
+    them blank."""
+    parts: list[str] = []
+    current: str | None = None
+    for paragraph in text.split("\n\n"):
+        pieces = [paragraph] if len(paragraph) <= limit else _split_lines(paragraph, limit)
+        for piece in pieces:
+            if current is None:
+                current = piece
+            elif len(current) + 2 + len(piece) <= limit:
+                current += "\n\n" + piece
+            else:
+                parts.append(current)
+                current = piece
+    if current is not None:
+        parts.append(current)
+    return [p for p in parts if p.strip()]
+
+
+def _split_lines(text: str, limit: int) -> list[str]:
+    """``text`` cut between lines into pieces of at most ``limit`` characters (a line longer
+    than ``limit`` cut within itself)."""
     parts: list[str] = []
     current: str | None = None
     for line in text.split("\n"):
@@ -315,7 +343,7 @@ def split_text(text: str, limit: int) -> list[str]:
             current = line
     if current is not None:
         parts.append(current)
-    return [p for p in parts if p.strip()]
+    return parts
 
 
 def _duration(ms: int) -> str:
@@ -409,6 +437,40 @@ def _period(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return plural(int(seconds // size), unit, f"{unit}s")
     return plural(round(seconds), "second", "seconds")
+
+
+#: a minute (ms): /export rounds a ``for`` up to it
+MINUTE_MS = 60_000
+
+
+def _watch_of(row: WatchRow, now_ms: float) -> Watch:
+    """The /watch command that makes ``row`` again (its ``for``: the time left, rounded up
+    to the minute)."""
+    left = None
+    if row.expires_ms is not None:
+        left = max(MINUTE_MS, -(-int(row.expires_ms - now_ms) // MINUTE_MS) * MINUTE_MS)
+    return Watch(
+        symbol=row.symbol,
+        condition=parse(row.condition),
+        condition_text=row.condition,
+        cooldown_ms=row.cooldown_ms,
+        rearm=row.rearm or None,
+        once=row.once,
+        for_ms=left,
+        note=row.note,
+        repeat_ms=row.repeat_ms,
+    )
+
+
+class _NotOurs(Exception):
+    """A message that is no command for this bot (another bot's, in a group)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """The parsed watches of a message of /watch lines (commands.Batch)."""
+
+    watches: tuple[Watch, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1145,31 +1207,16 @@ class ChatBot:
         text = _text_of(message)
         if message is None or chat is None or text is None:
             return
-        answer: str | None = None
         markup: InlineKeyboardMarkup | None = None
+        group = chat.type != "private"
         try:
-            command = parse_command(
-                text,
-                self.username,
-                group=chat.type != "private",
-                replied=self._replied_watch(message),
-            )
-            if command is None:
-                # in a group, a command none of ours resembles is another bot's: no answer,
-                # not even the refusal below (which would spend the one a chat gets)
-                return
-        except SymbolError as exc:  # BTC/USDT, $BTC: what Binance lists for it
-            found = exc.suggesting(self._listed(exc.name))
-            command, answer = None, found.noting(exc.note).reply()
-        except TargetError as exc:  # /unwatch BTCUSDT: this chat's watches of it
-            command, answer = None, self._symbol_target(chat.id, exc).noting(exc.note).reply()
-        except ShorthandError as exc:  # /watch BTC 70000: the sign, from the price now
-            command, answer = None, self._shorthand(exc).noting(exc.note).reply()
-        except CommandError as exc:
-            command, answer = None, exc.reply()
-        except Exception:
-            log.exception("chat %s: command failed: %r", chat.id, text[:200])
-            command, answer = None, SORRY
+            command, answer = self._parse(text, chat.id, group, self._replied_watch(message))
+        except _NotOurs:
+            # in a group, a command none of ours resembles is another bot's: no answer, not
+            # even the refusal below (which would spend the one a chat gets)
+            return
+        if isinstance(command, Batch):
+            command, answer = self._parse_batch(command, chat.id, group)
         if not self._allowed(chat.id):
             if chat.id not in self._refused:  # one polite refusal, then silence
                 self._refused.add(chat.id)
@@ -1190,6 +1237,49 @@ class ChatBot:
         if welcome:
             answer = f"{welcome}\n\n{answer}"
         await self._reply(message, chat.id, answer, markup)
+
+    def _parse(
+        self, text: str, chat: int, group: bool, replied: str | None = None
+    ) -> tuple[object | None, str | None]:
+        """A message's command, or the answer to a malformed one (with what only the bot
+        knows: Binance's list, the chat's watches, the price now). Raises _NotOurs for a
+        message that is not a command for this bot."""
+        try:
+            command = parse_command(text, self.username, group=group, replied=replied)
+        except SymbolError as exc:  # BTC/USDT, $BTC: what Binance lists for it
+            found = exc.suggesting(self._listed(exc.name))
+            return None, found.noting(exc.note).reply()
+        except TargetError as exc:  # /unwatch BTCUSDT: this chat's watches of it
+            return None, self._symbol_target(chat, exc).noting(exc.note).reply()
+        except ShorthandError as exc:  # /watch BTC 70000: the sign, from the price now
+            return None, self._shorthand(exc).noting(exc.note).reply()
+        except CommandError as exc:
+            return None, exc.reply()
+        except Exception:
+            log.exception("chat %s: command failed: %r", chat, text[:200])
+            return None, SORRY
+        if command is None:
+            raise _NotOurs
+        return command, None
+
+    def _parse_batch(
+        self, batch: Batch, chat: int, group: bool
+    ) -> tuple[object | None, str | None]:
+        """The watches of a message of /watch lines, or the answer to its first malformed
+        line (then none is made)."""
+        watches: list[Watch] = []
+        for i, line in enumerate(batch.lines, 1):
+            try:
+                command, answer = self._parse(line, chat, group)
+            except _NotOurs:  # /watch@otherbot among ours
+                command, answer = None, f"/watch for another bot: {line[:60]}"
+            if answer is not None or not isinstance(command, Watch):
+                return None, (
+                    f"None of these {len(batch.lines)} watches was made: line {i} is refused.\n"
+                    f"{answer}"
+                )
+            watches.append(command)
+        return WatchBatch(tuple(watches)), None
 
     def _replied_watch(self, message: Message) -> str | None:
         """The watch a message replies to: the bot's message naming one watch (an alert,
@@ -1579,11 +1669,15 @@ class ChatBot:
             return self.listing(chat, command.page, symbol)
         if isinstance(command, History):
             return await self.history(chat, command), None
+        if isinstance(command, WatchBatch):
+            return await self.watch_batch(chat, command.watches, topic), None
         if isinstance(command, Simple):
             if command.name == "status":
                 return self.status(chat), None
             if command.name == "start":
                 return start_text(chat, topic), None
+            if command.name == "export":
+                return self.export_text(chat), None
             return help_text(), None
         raise AssertionError(command)
 
@@ -1705,7 +1799,7 @@ class ChatBot:
         if w.more:
             symbols = list(dict.fromkeys(self._resolve(s) for s in (w.symbol, *w.more)))
             if len(symbols) > 1:
-                return await self._watch_several(chat, w, symbols, topic)
+                return await self._watch_several(chat, [(w, s) for s in symbols], topic)
         w = dataclasses.replace(w, symbol=self._resolve(w.symbol), more=())
         unchecked = self._check_symbol(chat, w.symbol)
         mine = self.book.of_chat(chat)
@@ -1740,32 +1834,7 @@ class ChatBot:
                 usage,
                 example,
             )
-        rearm = w.rearm if w.rearm is not None else self.settings.default_rearm
-        if rearm and isinstance(w.condition, (Breaks, AllOf, AnyOf)):
-            raise CommandError(
-                "rearm applies to levels, crossings and moves, not to this condition",
-                usage,
-                example,
-            )
-        cooldown = w.cooldown_ms if w.cooldown_ms is not None else self.settings.default_cooldown_ms
-        if w.repeat_ms and w.cooldown_ms is None:  # the default does not thin the repeats typed
-            cooldown = min(cooldown, w.repeat_ms)
-        now = self.clock()
-        row = WatchRow(
-            id=0,
-            chat_id=chat,
-            symbol=w.symbol,
-            condition=w.condition_text,
-            cooldown_ms=cooldown,
-            rearm=rearm,
-            once=w.once,
-            expires_ms=int(now * 1000) + w.for_ms if w.for_ms else None,
-            created=now,
-            topic=topic,
-            note=w.note,
-            repeat_ms=w.repeat_ms,
-        )
-        row = await self.book.add(row)
+        row = await self.book.add(self._new_row(chat, w, w.symbol, topic, self.clock()))
         wid = watch_id(row)
         text = (
             f"Watching {w.symbol}: {w.condition_text} ({self._options_text(chat, row)}). Id {wid}."
@@ -1786,18 +1855,66 @@ class ChatBot:
             text += f"\n{unchecked}"
         return text + f"\nRemove it with {hint(f'/unwatch {wid}')}."
 
+    def _new_row(self, chat: int, w: Watch, symbol: str, topic: int | None, now: float) -> WatchRow:
+        """The row a new watch of ``symbol`` is stored as: ``w``'s condition and options, the
+        chat's defaults for those not typed. Raises CommandError for a rearm band the
+        condition cannot have."""
+        rearm = w.rearm if w.rearm is not None else self.settings.default_rearm
+        if rearm and isinstance(w.condition, (Breaks, AllOf, AnyOf)):
+            raise CommandError(
+                "rearm applies to levels, crossings and moves, not to this condition",
+                COMMANDS["watch"][0],
+                COMMANDS["watch"][2],
+            )
+        cooldown = w.cooldown_ms if w.cooldown_ms is not None else self.settings.default_cooldown_ms
+        if w.repeat_ms and w.cooldown_ms is None:  # the default does not thin the repeats typed
+            cooldown = min(cooldown, w.repeat_ms)
+        return WatchRow(
+            id=0,
+            chat_id=chat,
+            symbol=symbol,
+            condition=w.condition_text,
+            cooldown_ms=cooldown,
+            rearm=rearm,
+            once=w.once,
+            expires_ms=int(now * 1000) + w.for_ms if w.for_ms else None,
+            created=now,
+            topic=topic,
+            note=w.note,
+            repeat_ms=w.repeat_ms,
+        )
+
+    async def watch_batch(self, chat: int, watches: tuple[Watch, ...], topic: int | None) -> str:
+        """A message of /watch lines (``/export``'s, pasted back): all of them, or none."""
+        pairs = [
+            (w, symbol)
+            for w in watches
+            for symbol in dict.fromkeys(self._resolve(s) for s in (w.symbol, *w.more))
+        ]
+        try:
+            return await self._watch_several(chat, pairs, topic)
+        except CommandError as exc:
+            raise exc.prefixed(f"none of these {len(watches)} watches was made: ") from None
+
     async def _watch_several(
-        self, chat: int, w: Watch, symbols: list[str], topic: int | None
+        self, chat: int, pairs: list[tuple[Watch, str]], topic: int | None
     ) -> str:
-        """``/watch BTCUSDT,ETHUSDT,SOLUSDT rises 5% in 15m``: a watch of each symbol, with the
-        same condition and options, or none: every symbol is checked, and the chat's limit
-        counted, before any is made. A symbol the chat watches so already is named, not made
-        twice."""
+        """A watch of each (watch, symbol), or none: ``/watch BTCUSDT,ETHUSDT,SOLUSDT rises 5%
+        in 15m`` (one condition and its options for each symbol), or a message of /watch
+        lines. Every symbol is checked, and the chat's limit counted, before any is made; a
+        watch the chat has so already (symbol and condition) is named, not made twice."""
         usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
-        unchecked = [note for s in symbols if (note := self._check_symbol(chat, s)) is not None]
+        unchecked = [note for _, s in pairs if (note := self._check_symbol(chat, s)) is not None]
         mine = self.book.of_chat(chat)
-        had = {r.symbol: r for r in mine if r.condition == w.condition_text and r.symbol in symbols}
-        new = [s for s in symbols if s not in had]
+        have = {(r.symbol, r.condition): r for r in mine}
+        had: dict[tuple[str, str], WatchRow] = {}
+        new: dict[tuple[str, str], Watch] = {}
+        for w, symbol in pairs:
+            key = (symbol, w.condition_text)
+            if key in have:
+                had[key] = have[key]
+            else:
+                new.setdefault(key, w)  # the same one twice in a message: made once
         if (
             not self.settings.allowed_chats
             and not self._admin(chat)
@@ -1809,53 +1926,42 @@ class ChatBot:
                 usage,
                 example,
             )
-        rearm = w.rearm if w.rearm is not None else self.settings.default_rearm
-        if rearm and isinstance(w.condition, (Breaks, AllOf, AnyOf)):
-            raise CommandError(
-                "rearm applies to levels, crossings and moves, not to this condition",
-                usage,
-                example,
-            )
-        cooldown = w.cooldown_ms if w.cooldown_ms is not None else self.settings.default_cooldown_ms
-        if w.repeat_ms and w.cooldown_ms is None:
-            cooldown = min(cooldown, w.repeat_ms)
         now = self.clock()
         rows = await self.book.add_all(
-            [
-                WatchRow(
-                    id=0,
-                    chat_id=chat,
-                    symbol=symbol,
-                    condition=w.condition_text,
-                    cooldown_ms=cooldown,
-                    rearm=rearm,
-                    once=w.once,
-                    expires_ms=int(now * 1000) + w.for_ms if w.for_ms else None,
-                    created=now,
-                    topic=topic,
-                    note=w.note,
-                    repeat_ms=w.repeat_ms,
-                )
-                for symbol in new
-            ]
+            [self._new_row(chat, w, symbol, topic, now) for (symbol, _), w in new.items()]
         )
+        made = list(zip(rows, new.values(), strict=True))
+        one = len({id(w) for w, _ in pairs}) == 1  # one condition for several symbols
         lines = []
-        if rows:
+        if rows and one:
+            w = pairs[0][0]
             ids = ", ".join(watch_id(r) for r in rows)
             lines.append(
                 f"Watching {', '.join(r.symbol for r in rows)}: {w.condition_text} "
                 f"({self._options_text(chat, rows[0])}). Ids {ids}."
                 + (" Their alerts come to this topic." if topic is not None else "")
             )
+        elif rows:
+            lines.append(
+                f"Made {plural(len(rows), 'watch', 'watches')}"
+                + (", their alerts coming to this topic" if topic is not None else "")
+                + ":"
+            )
+            lines += [
+                f"{watch_id(r)}  {r.symbol} {r.condition} ({self._options_text(chat, r)})"
+                for r in rows
+            ]
         if had:
-            named = ", ".join(f"{s} ({watch_id(r)})" for s, r in had.items())
+            named = ", ".join(
+                f"{s} ({watch_id(r)})" if one else f"{s} {c} ({watch_id(r)})"
+                for (s, c), r in had.items()
+            )
             lines.append(f"Watched here so already: {named}.")
-        for r in rows:
+        for r, w in made:
             now_true = self._true_now(chat, dataclasses.replace(w, symbol=r.symbol, more=()))
             if now_true:
-                lines.append(
-                    f"{r.symbol} is true right now ({now_true}): it fires on the next tick."
-                )
+                which = r.symbol if one else f"{watch_id(r)} ({r.symbol})"
+                lines.append(f"{which} is true right now ({now_true}): it fires on the next tick.")
         lines += unchecked
         if rows:
             lines.append(
@@ -2314,6 +2420,37 @@ class ChatBot:
         if symbol is not None:
             rows = [r for r in rows if r.symbol == symbol or fnmatchcase(symbol, r.symbol)]
         return sorted(rows, key=lambda r: r.id)
+
+    def export_text(self, chat: int) -> str:
+        """``/export``: the chat's watches as /watch commands, one a line, in blocks of at
+        most MAX_BATCH, each a message's worth to send back (here, in another chat, to another
+        bot) to make them again. A ``for`` end is the time left, rounded up to the minute;
+        mutes and forum topics are not in them."""
+        rows = sorted(self.book.of_chat(chat), key=lambda r: r.id)
+        if not rows:
+            return f"This chat has no watches to export. Add one with /watch, e.g. {FIRST_WATCH}"
+        now_ms = self.clock() * 1000
+        lines = [format_watch(_watch_of(r, now_ms)) for r in rows]
+        blocks: list[list[str]] = [[]]
+        size = 0
+        for line in lines:  # MAX_BATCH lines a block, and a message's worth at most
+            if blocks[-1] and (len(blocks[-1]) == MAX_BATCH or size + len(line) > EXPORT_BLOCK):
+                blocks.append([])
+                size = 0
+            blocks[-1].append(line)
+            size += len(line) + 1
+        parts = (
+            f"in {len(blocks)} messages, one for each block below"
+            if len(blocks) > 1
+            else "as one message"
+        )
+        head = (
+            f"This chat's {plural(len(rows), 'watch', 'watches')} as commands. Send them back "
+            f"{parts} (here, in another chat or to another alertbot) to make them again; tap "
+            "a block to copy it. Mutes and topics are not in them; a 'for' counts from when "
+            "they are sent."
+        )
+        return "\n\n".join([head, *(hint("\n".join(b)) for b in blocks)])
 
     async def history(self, chat: int, h: History) -> str:
         """``/history``: the alerts sent to this chat, newest first, HISTORY_PAGE to a page,

@@ -73,6 +73,9 @@ from alertbot.zones import ZoneError, find_zone
 
 #: longer messages are refused before any parsing (a Telegram message may hold 4096)
 MAX_TEXT_LENGTH = 500
+#: a message of /watch commands, one a line (what /export gives), makes them all: at most
+#: this many lines (each at most MAX_TEXT_LENGTH long)
+MAX_BATCH = 25
 #: the largest re-arm band a chat may ask for, in percent
 MAX_REARM_PERCENT = Decimal(50)
 
@@ -121,6 +124,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "/history [SYMBOL|ID] [PAGE]",
         "Show the alerts sent here lately (or a symbol's, or a watch's)",
         "/history",
+    ),
+    "export": (
+        "/export",
+        "Show my watches as /watch commands, to copy to another chat or bot",
+        "/export",
     ),
     "status": ("/status", "Show whether the bot is connected and up to date", "/status"),
     "help": ("/help", "Show every command and examples", "/help"),
@@ -295,6 +303,12 @@ class CommandError(RuleError):
         :meth:`SymbolError.suggesting`, :meth:`TargetError.naming`)."""
         self.note = note
         return self
+
+    def prefixed(self, text: str) -> CommandError:
+        """This error with ``text`` before its message (``none of these 3 watches was made:
+        ``), its note kept."""
+        message, usage, example = self._marked
+        return CommandError(text + message, usage, example).noting(self.note)
 
     def reply(self) -> str:
         """Plain-text answer for the user, its commands with arguments marked as hints."""
@@ -532,6 +546,14 @@ class Zone:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """A message of ``/watch`` commands, one a line (``/export``'s, pasted back): ``lines``
+    as typed, each parsed by the caller with :func:`parse_command`, all made or none."""
+
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class History:
     """``/history``: the alerts sent to the chat, newest first, ``page`` (from 1) of them;
     only ``symbol``'s (upper-case, as typed: resolved by the caller, as /list's) or only the
@@ -551,6 +573,7 @@ Command = (
     | Price
     | Listing
     | History
+    | Batch
     | Simple
     | Digest
     | Quiet
@@ -601,6 +624,8 @@ def parse_command(
     known = name if name in COMMANDS else None
     if known is None and group and not addressee and _guess(name) is None:
         return None  # another bot's, however long
+    if known == "watch" and (batch := _batch(message)) is not None:
+        return batch
     if len(message) > MAX_TEXT_LENGTH:
         raise _error(
             known,
@@ -645,6 +670,25 @@ def parse_command(
         # /start carries a deep-link payload, which we ignore; "/help watch" is for help too
         raise _error(known, f"/{known} takes no arguments, got {_q(words[0].text)}")
     return Simple(known)
+
+
+_WATCH_LINE_RE = re.compile(r"/watch(?:@[A-Za-z0-9_]+)?(?:\s|$)", re.IGNORECASE)
+
+
+def _batch(message: str) -> Batch | None:
+    """A message of two or more lines, each a ``/watch`` command, as a Batch; None for any
+    other (one command; a note that goes on past its line; another command among them, which
+    is one command a message). Too many lines are refused."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) < 2 or not all(_WATCH_LINE_RE.match(line) for line in lines):
+        return None
+    if len(lines) > MAX_BATCH:
+        raise _error(
+            "watch",
+            f"at most {MAX_BATCH} /watch commands a message, one a line; this one has "
+            f"{len(lines)}: send them in parts",
+        )
+    return Batch(tuple(lines))
 
 
 def _split_note(name: str, message: str, words: list[_Word]) -> tuple[str, list[_Word], str | None]:

@@ -1,0 +1,197 @@
+"""/export, and a message of /watch lines: a chat's watches as commands, which, sent back as
+one message (here, in another chat, to another bot), make them all again, or none."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from alertbot.chat.commands import MAX_BATCH, Batch, CommandError, Watch, parse_command
+from alertbot.hints import unmarked
+from alertbot.store import Store, WatchRow
+from tests.fakes.binance import FakeBinance
+from tests.fakes.telegram import FakeTelegram
+from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, stored_watches
+
+OTHER = 777
+
+WATCHES = [
+    "/watch BTCUSDT > 70000",
+    "/watch ETHUSDT crosses below 3k cooldown 1h rearm 0.5%",
+    "/watch SOLUSDT rises 5% in 15m once for 2h",
+    "/watch 币安人生USDT < 500 repeat 15m note buy the dip",
+]
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
+    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
+        yield binance, tg
+
+
+def _fields(row: WatchRow) -> tuple[object, ...]:
+    """What a watch is, whoever's and whenever made: symbol, condition and options."""
+    return (
+        row.symbol,
+        row.condition,
+        row.cooldown_ms,
+        row.rearm,
+        row.once,
+        row.repeat_ms,
+        row.note,
+    )
+
+
+def _rows(tmp_path, chat: int) -> list[WatchRow]:
+    store = Store(tmp_path / "alertbot.db")
+    try:
+        return [r for r in store.watches() if r.chat_id == chat]
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------ the parser (pure)
+
+
+def test_a_message_of_watch_lines_is_a_batch_of_them() -> None:
+    text = "/watch BTCUSDT > 70000 note TP1\n\n  /watch@alertbot ETHUSDT < 3000  \n/WATCH sol > 1"
+    assert parse_command(text, "alertbot") == Batch(
+        ("/watch BTCUSDT > 70000 note TP1", "/watch@alertbot ETHUSDT < 3000", "/WATCH sol > 1")
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("/watch BTCUSDT > 70000 note take\nprofit", Watch),  # a note goes on past its line
+        ("/watch BTCUSDT > 70000", Watch),
+    ],
+)
+def test_one_watch_over_several_lines_is_one_watch(text: str, kind: type) -> None:
+    assert isinstance(parse_command(text), kind)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("/watch BTCUSDT > 70000\n/list", "one command a message"),  # another command among them
+        ("\n".join(["/watch BTCUSDT > 1"] * (MAX_BATCH + 1)), f"at most {MAX_BATCH} /watch"),
+    ],
+)
+def test_a_message_of_other_commands_or_too_many_lines_is_refused(text: str, says: str) -> None:
+    with pytest.raises(CommandError, match=says):
+        parse_command(text)
+
+
+# ------------------------------------------------------------------ the running bot
+
+
+async def test_export_sent_back_in_another_chat_makes_the_same_watches(tmp_path, fakes):
+    """Each watch as the /watch that makes it, options and note included, a 'for' as the
+    time left; the block pasted as one message in another chat makes every one of them, as
+    the ids of the answer say."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        for command in WATCHES:
+            await bot.say(command)
+        exported = await bot.say("/export")
+        message = tg.messages_to(USER)[-1]
+        (block,) = message.shown_as("code")  # one tap copies all of it
+        made = await bot.say(block, chat=OTHER)
+    head, body = unmarked(exported).split("\n\n")
+    assert head.startswith("This chat's 4 watches as commands. Send them back as one message")
+    assert body.splitlines() == [
+        "/watch BTCUSDT price > 70000 cooldown 5m",
+        "/watch ETHUSDT price crosses below 3000 cooldown 1h rearm 0.5%",
+        "/watch SOLUSDT rises 5% in 15m cooldown 5m once for 2h",
+        "/watch 币安人生USDT price < 500 cooldown 5m repeat 15m note buy the dip",
+    ]
+    assert made.splitlines()[0] == "Made 4 watches:"
+    assert made.splitlines()[1] == "w5  BTCUSDT price > 70000 (cooldown 5m)"
+    assert made.splitlines()[-1] == "Remove them with /unwatch w5 w6 w7 w8."
+    mine, theirs = _rows(tmp_path, USER), _rows(tmp_path, OTHER)
+    assert [_fields(r) for r in theirs] == [_fields(r) for r in mine]
+    assert theirs[2].expires_ms is not None
+    assert mine[2].expires_ms is not None
+    assert 0 <= theirs[2].expires_ms - mine[2].expires_ms < 120_000
+
+
+async def test_a_batch_with_a_malformed_line_makes_none_and_names_the_line(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        refused = await bot.say(
+            "/watch BTCUSDT > 70000\n/watch ETHUSDT >> 3000\n/watch SOLUSDT > 1"
+        )
+        unknown = await bot.say("/watch BTCUSDT > 70000\n/watch BTCUSDX > 1")
+        listing = await bot.say("/list")
+    assert refused.startswith("None of these 3 watches was made: line 2 is refused.\n")
+    assert "Use: /watch SYMBOL CONDITION" in refused
+    assert unknown.startswith("None of these 2 watches was made: unknown symbol BTCUSDX")
+    assert listing.startswith("No watches here yet.")
+    assert _rows(tmp_path, USER) == []
+
+
+async def test_a_batch_names_the_watches_the_chat_has_already_and_makes_the_rest(tmp_path, fakes):
+    """A line the chat watches so already is named, not made twice; the same line twice in the
+    message is made once; one past the chat's limit makes none."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, max_watches=4) as bot:
+        await bot.say("/watch BTCUSDT > 70000")
+        made = await bot.say(
+            "/watch BTCUSDT > 70000 cooldown 1h\n/watch ETHUSDT < 3000\n/watch ETHUSDT < 3000"
+        )
+        over = await bot.say("/watch SOLUSDT > 1\n/watch SOLUSDT > 2\n/watch SOLUSDT > 3")
+    assert made.splitlines() == [
+        "Made 1 watch:",
+        "w2  ETHUSDT price < 3000 (cooldown 5m)",
+        "Watched here so already: BTCUSDT price > 70000 (w1).",
+        "Remove them with /unwatch w2.",
+    ]
+    assert over.startswith(
+        "None of these 3 watches was made: this chat has 2 watches and 3 more would pass the 4"
+    )
+    assert [r.symbol for r in _rows(tmp_path, USER)] == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_export_of_many_watches_comes_in_blocks_each_a_message_to_send(tmp_path, fakes):
+    """More than MAX_BATCH watches: blocks of MAX_BATCH lines, each a code block of its own
+    (a tap copies one), which as a message of its own is taken."""
+    stored_watches(tmp_path, [("BTCUSDT", f"price > {n}") for n in range(1, MAX_BATCH + 6)])
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/export")  # one message: two blocks, each a tap to copy
+        blocks = [b for m in tg.messages_to(USER) for b in m.shown_as("code")]
+        second = await bot.say(blocks[1], chat=OTHER)
+    assert [len(b.splitlines()) for b in blocks] == [MAX_BATCH, 5]
+    assert second.startswith("Made 5 watches:")
+
+
+async def test_an_export_longer_than_a_message_keeps_each_block_whole_in_one(tmp_path, fakes):
+    """Watches with long notes: a block holds fewer lines, so that it fits a message, and the
+    answer, sent as several messages, is cut between blocks, never within one."""
+    note = "n" * 100
+    stored_watches(tmp_path, [("BTCUSDT", f"price > {n}") for n in range(1, 61)], note=note)
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/export")
+
+        def blocks() -> list[str]:
+            return [b for m in tg.messages_to(USER) for b in m.shown_as("code")]
+
+        await tg.wait_for(lambda: sum(len(b.splitlines()) for b in blocks()) >= 60)
+        messages = tg.messages_to(USER)
+    blocks = [b for m in messages for b in m.shown_as("code")]
+    assert len(messages) > 1
+    assert all(len(m.plain_text) <= 4096 for m in messages)
+    lines = [line for b in blocks for line in b.splitlines()]
+    assert lines == [f"/watch BTCUSDT price > {n} cooldown 1h note {note}" for n in range(1, 61)]
+    for block in blocks:  # each one a message to send back
+        assert isinstance(parse_command(block), Batch)
+
+
+async def test_export_with_no_watches_says_how_to_make_one(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        answer = await bot.say("/export")
+    assert answer.startswith("This chat has no watches to export. Add one with /watch")
