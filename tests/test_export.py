@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from alertbot.chat.bot import split_text
 from alertbot.chat.commands import MAX_BATCH, Batch, CommandError, Watch, parse_command
 from alertbot.hints import unmarked
 from alertbot.store import Store, WatchRow
@@ -195,3 +198,21 @@ async def test_export_with_no_watches_says_how_to_make_one(tmp_path, fakes):
     async with Bot(tmp_path, binance, tg) as bot:
         answer = await bot.say("/export")
     assert answer.startswith("This chat has no watches to export. Add one with /watch")
+
+
+@given(
+    st.lists(st.sampled_from(["", "a", "bb " * 5, "c" * 40, "d" * 9]), max_size=20),
+    st.integers(min_value=3, max_value=60),
+)
+def test_a_long_answer_is_cut_between_paragraphs_that_fit_and_loses_nothing(
+    lines: list[str], limit: int
+) -> None:
+    """Every message within the limit and not blank; nothing but line breaks lost; and a
+    paragraph (blank-line apart) that fits in a message is in one message, whole."""
+    text = "\n".join(lines)
+    parts = split_text(text, limit)
+    assert all(0 < len(p) <= limit and p.strip() for p in parts)
+    assert "".join(parts).replace("\n", "") == text.replace("\n", "")
+    for paragraph in text.split("\n\n"):
+        if paragraph.strip() and len(paragraph) <= limit:
+            assert any(paragraph in p for p in parts), (paragraph, parts)

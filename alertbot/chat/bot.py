@@ -305,44 +305,27 @@ def split_text(text: str, limit: int) -> list[str]:
     (blank-line apart: an ``/export`` block, a ``/price`` symbol's, stays in one message) where
     they fit, else between lines (a line longer than ``limit`` is cut within itself); none of
     them blank."""
-    parts: list[str] = []
-    current: str | None = None
+    pieces = []
     for paragraph in text.split("\n\n"):
-        pieces = [paragraph] if len(paragraph) <= limit else _split_lines(paragraph, limit)
-        for piece in pieces:
-            if current is None:
-                current = piece
-            elif len(current) + 2 + len(piece) <= limit:
-                current += "\n\n" + piece
-            else:
-                parts.append(current)
-                current = piece
-    if current is not None:
-        parts.append(current)
-    return [p for p in parts if p.strip()]
+        if len(paragraph) <= limit:
+            pieces.append(paragraph)
+            continue
+        chunks = []  # its lines, a line longer than the limit in pieces
+        for line in paragraph.split("\n"):
+            chunks += [line[i : i + limit] for i in range(0, len(line), limit)] or [""]
+        pieces += _packed(chunks, "\n", limit)
+    return [p for p in _packed(pieces, "\n\n", limit) if p.strip()]
 
 
-def _split_lines(text: str, limit: int) -> list[str]:
-    """``text`` cut between lines into pieces of at most ``limit`` characters (a line longer
-    than ``limit`` cut within itself)."""
+def _packed(pieces: list[str], joint: str, limit: int) -> list[str]:
+    """``pieces`` (each at most ``limit`` long) joined by ``joint``, as few at a time as fill
+    ``limit``, in order."""
     parts: list[str] = []
-    current: str | None = None
-    for line in text.split("\n"):
-        while len(line) > limit:
-            if current is not None:
-                parts.append(current)
-                current = None
-            parts.append(line[:limit])
-            line = line[limit:]
-        if current is None:
-            current = line
-        elif len(current) + 1 + len(line) <= limit:
-            current += "\n" + line
+    for piece in pieces:
+        if parts and len(parts[-1]) + len(joint) + len(piece) <= limit:
+            parts[-1] += joint + piece
         else:
-            parts.append(current)
-            current = line
-    if current is not None:
-        parts.append(current)
+            parts.append(piece)
     return parts
 
 
@@ -1272,7 +1255,7 @@ class ChatBot:
             try:
                 command, answer = self._parse(line, chat, group)
             except _NotOurs:  # /watch@otherbot among ours
-                command, answer = None, f"/watch for another bot: {line[:60]}"
+                command, answer = None, f"{line[:60]} is addressed to another bot"
             if answer is not None or not isinstance(command, Watch):
                 return None, (
                     f"None of these {len(batch.lines)} watches was made: line {i} is refused.\n"
