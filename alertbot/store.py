@@ -603,13 +603,15 @@ class Store:
         *,
         symbol: str | None = None,
         rule: str | None = None,
+        since: int | None = None,
         limit: int = 20,
         offset: int = 0,
     ) -> tuple[int, list[HistoryRow]]:
         """The alerts delivered (or being delivered) to ``destinations`` (a chat's
         ``telegram:<id>``, and its id before it became a supergroup), newest first by event
         time: how many there are in all, and ``limit`` of them from ``offset`` (/history);
-        only ``symbol``'s, or ``rule``'s (a watch: ``w3``), when given."""
+        only ``symbol``'s, or ``rule``'s (a watch: ``w3``), or those of event time ``since``
+        (ms) or later, when given."""
         where = f"d.destination IN {_placeholders(len(destinations))}"
         params: list[object] = list(destinations)
         if symbol is not None:
@@ -618,6 +620,9 @@ class Store:
         if rule is not None:
             where += " AND a.rule = ?"
             params.append(rule)
+        if since is not None:
+            where += " AND a.time >= ?"
+            params.append(since)
         # one pass over the deliveries, the count with it: no index on destination, which
         # every delivery written would pay for (a chat's alerts are few; 300k deliveries of
         # 1,000 chats take about 20 ms here)

@@ -3,6 +3,7 @@ with how each delivery went; of one symbol or one watch; in pages."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -229,3 +230,39 @@ async def test_history_with_nothing_to_show_points_to_list(tmp_path, fakes):
     async with Bot(tmp_path, binance, tg, delivery_settings={"alert_retention": 0}) as bot:
         nothing = await bot.say("/history")
     assert nothing == "No alerts here. /list shows this chat's watches."
+
+
+async def test_the_daily_digest_counts_the_alerts_of_the_last_day(tmp_path, fakes):
+    """The digest ends with how many alerts the chat had in the 24 hours before it (one of
+    two days ago is not counted), and points to /history; a day without any says so too."""
+    now = time.time()
+    stored_alerts(tmp_path, [("w9", "BTCUSDT", int((now - 2 * 86400) * 1000), "1", "sent")])
+    hh, mm = time.gmtime(now)[3:5]
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        chat = bot.app.chat
+        assert chat is not None
+        await bot.say(f"/digest {hh:02d}:{mm:02d}")
+        await bot.say("/watch BTCUSDT > 100")
+        quiet = (await chat._fired_since(USER, now), chat.digest_text(USER, 0).splitlines()[-1])
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 120, int(now * 1000) - 1000)
+        await tg.wait_for(lambda: any("[w1]" in m.plain_text for m in tg.messages_to(USER)))
+        await chat.digest(now)
+        await tg.wait_for(lambda: tg.messages_to(USER)[-1].text.startswith("Daily digest:"))
+        digest = tg.messages_to(USER)[-1].text
+    assert quiet == (0, "No alerts in the last 24 hours.")
+    assert digest.splitlines()[-1] == "Alerts in the last 24 hours: 1 (/history lists them)."
+
+
+async def test_a_digest_says_no_count_when_alerts_are_kept_less_than_a_day(tmp_path, fakes):
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, delivery_settings={"alert_retention": 3600}) as bot:
+        chat = bot.app.chat
+        assert chat is not None
+        await bot.say("/watch BTCUSDT > 100")
+        fired = await chat._fired_since(USER, time.time())
+        text = chat.digest_text(USER, fired)
+    assert fired is None
+    assert "Alerts in the last" not in text
+    assert "No alerts" not in text

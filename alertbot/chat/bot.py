@@ -156,6 +156,8 @@ LIST_PAGE = 20
 #: characters of /watch lines in an /export block at most: with the answer's first lines, it
 #: fits a message (split_text keeps each block whole), and so does the block sent back
 EXPORT_BLOCK = 3500
+#: a day (s): a digest counts the alerts of the one before it
+DAY_S = 86_400
 #: alerts to a /history page, and how much of a failed delivery's error each shows
 HISTORY_PAGE = 20
 HISTORY_ERROR_MAX = 80
@@ -972,7 +974,7 @@ class ChatBot:
                     await self.book.digest_sent(chat, day, minute)
                 except Exception as exc:  # sent all the same: kept in memory, as it was
                     log.warning("chat %s: could not write its digest's sending: %s", chat, exc)
-                await self.tell(chat, self.digest_text(chat))
+                await self.tell(chat, self.digest_text(chat, await self._fired_since(chat, now)))
 
     def _shorthand(self, exc: ShorthandError) -> CommandError:
         """``/watch BTC 70000`` (``+5%``) answered with the condition to write from the
@@ -1067,7 +1069,22 @@ class ChatBot:
             f"back or lost).{now} End them with {hint('/quiet off')}."
         )
 
-    def digest_text(self, chat: int) -> str:
+    async def _fired_since(self, chat: int, now: float) -> int | None:
+        """How many alerts were sent to ``chat`` in the day before ``now`` (wall clock, s), for
+        its digest; None: not known (the database kept less, or failed)."""
+        retention = self.delivery.alert_retention
+        if 0 < retention < DAY_S:
+            return None
+        try:
+            total, _ = await self.book.history(chat, since=int((now - DAY_S) * 1000), limit=0)
+        except Exception as exc:
+            log.warning("chat %s: its digest's count of alerts could not be read: %s", chat, exc)
+            return None
+        return total
+
+    def digest_text(self, chat: int, fired: int | None = None) -> str:
+        """The daily digest: each watched symbol's price, change and sparkline, how far its
+        levels are; ``fired``: how many alerts the chat had in the last day."""
         by_symbol: dict[str, list[WatchRow]] = {}
         for r in self.book.of_chat(chat):
             by_symbol.setdefault(r.symbol, []).append(r)
@@ -1085,6 +1102,12 @@ class ChatBot:
             spark = self.sparklines.of(symbol, t.close) if self.sparklines else ""
             lines.append(f"{symbol} {t.price_text} ({self._change(chat, t)}) {spark}".rstrip())
             lines += _levels(by_symbol[symbol], t)  # the morning's "how far"
+        if fired is not None:
+            lines.append(
+                f"Alerts in the last 24 hours: {fired} (/history lists them)."
+                if fired
+                else "No alerts in the last 24 hours."
+            )
         return "\n".join(lines)
 
     async def topic_gone(self, chat: int, topic: int) -> None:

@@ -421,7 +421,14 @@ class WatchBook:
         return pause, await self.db(self.store.alert_texts, pause.missed)
 
     async def history(
-        self, chat: int, *, symbol: str | None, rule: str | None, limit: int, offset: int
+        self,
+        chat: int,
+        *,
+        symbol: str | None = None,
+        rule: str | None = None,
+        since: int | None = None,
+        limit: int,
+        offset: int = 0,
     ) -> tuple[int, list[HistoryRow]]:
         """The alerts sent (or being sent) to ``chat``, its id before it became a supergroup
         included (/history; see Store.history)."""
@@ -431,6 +438,7 @@ class WatchBook:
                 [f"telegram:{i}" for i in ids],
                 symbol=symbol,
                 rule=rule,
+                since=since,
                 limit=limit,
                 offset=offset,
             )
