@@ -892,8 +892,9 @@ async def test_unwatch_with_several_ids_removes_those_the_chat_has(tmp_path, fak
         assert bot.app.book is not None
         left = [r.id for r in bot.app.book.rows.values()]
         none = await bot.say("/unwatch w8 w9")
-    assert reply == (
+    assert reply.startswith(
         "Removed w1 (BTCUSDT price > 1), w3 (SOLUSDT price > 3). This chat has no watches w4, w9."
+        " To make them again, send this:"
     )
     assert sorted(left) == [2, 4]
     assert none == "This chat has no watches w8, w9. /list shows its watches."
@@ -941,7 +942,7 @@ async def test_a_mute_or_unwatch_in_reply_to_an_alert_acts_on_its_watch(tmp_path
     assert muted.startswith("Muted w1 until ")
     assert unmuted == "Unmuted w1."
     assert unknown.startswith("Which watch? Put its id before the time: /mute w12 1h")
-    assert removed == "Removed w1 (BTCUSDT price > 100)."
+    assert removed.startswith("Removed w1 (BTCUSDT price > 100). To make it again: /watch")
 
 
 async def test_a_range_break_typed_with_or_is_answered_with_a_command_that_works(tmp_path, fakes):
@@ -1171,7 +1172,7 @@ async def test_mute_all_and_unwatch_all_name_a_chats_only_watch(tmp_path, fakes)
         muted = await bot.say("/mute all 1h")
         removed = await bot.say("/unwatch all")
     assert muted.startswith("Muted w1 until ")
-    assert removed == "Removed w1 (BTCUSDT price > 100)."
+    assert removed.startswith("Removed w1 (BTCUSDT price > 100). To make it again: /watch")
 
 
 async def test_unmute_names_the_watches_it_unmuted(tmp_path, fakes):

@@ -193,6 +193,25 @@ async def test_an_export_longer_than_a_message_keeps_each_block_whole_in_one(tmp
         assert isinstance(parse_command(block), Batch)
 
 
+async def test_unwatch_answers_with_the_commands_that_make_the_watches_again(tmp_path, fakes):
+    """A slip of /unwatch (all) is undone by sending what its answer gives: the removed
+    watches' /watch commands, a tap to copy (one, or a block of them)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        for command in WATCHES:
+            await bot.say(command)
+        await bot.say("/watch BTCUSDT < 1 cooldown 0")
+        before = [_fields(r) for r in _rows(tmp_path, USER) if r.id != 5]
+        one = await bot.say("/unwatch w5")
+        removed = await bot.say("/unwatch all")
+        (block,) = tg.messages_to(USER)[-1].shown_as("code")
+        made = await bot.say(block)
+    assert one.endswith("To make it again: /watch BTCUSDT price < 1 cooldown 0")
+    assert removed.startswith("Removed all 4 watches. To make them again, send this:\n\n/watch")
+    assert made.startswith("Made 4 watches:")
+    assert [_fields(r) for r in _rows(tmp_path, USER)] == before
+
+
 async def test_export_with_no_watches_says_how_to_make_one(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
@@ -207,12 +226,13 @@ async def test_export_with_no_watches_says_how_to_make_one(tmp_path, fakes):
 def test_a_long_answer_is_cut_between_paragraphs_that_fit_and_loses_nothing(
     lines: list[str], limit: int
 ) -> None:
-    """Every message within the limit and not blank; nothing but line breaks lost; and a
+    """Every message within the limit and not blank; nothing but white space lost; and a
     paragraph (blank-line apart) that fits in a message is in one message, whole."""
     text = "\n".join(lines)
     parts = split_text(text, limit)
     assert all(0 < len(p) <= limit and p.strip() for p in parts)
-    assert "".join(parts).replace("\n", "") == text.replace("\n", "")
+    # a piece of white space alone (a long line's end) is no message: nothing else goes
+    assert "".join("".join(parts).split()) == "".join(text.split())
     for paragraph in text.split("\n\n"):
         if paragraph.strip() and len(paragraph) <= limit:
             assert any(paragraph in p for p in parts), (paragraph, parts)

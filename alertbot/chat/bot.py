@@ -447,6 +447,20 @@ def _watch_of(row: WatchRow, now_ms: float) -> Watch:
     )
 
 
+def _blocks(lines: list[str]) -> list[list[str]]:
+    """/watch lines in blocks a message can take: MAX_BATCH lines, EXPORT_BLOCK characters at
+    most."""
+    blocks: list[list[str]] = [[]]
+    size = 0
+    for line in lines:
+        if blocks[-1] and (len(blocks[-1]) == MAX_BATCH or size + len(line) > EXPORT_BLOCK):
+            blocks.append([])
+            size = 0
+        blocks[-1].append(line)
+        size += len(line) + 1
+    return blocks
+
+
 class _NotOurs(Exception):
     """A message that is no command for this bot (another bot's, in a group)."""
 
@@ -2169,8 +2183,25 @@ class ChatBot:
             return self._none(target)
         await self.book.remove(rows)
         if target == "all" and len(rows) > 1:  # the only one: named, as by its id
-            return f"Removed all {len(rows)} watches."
-        return f"Removed {watch_id(rows[0])} ({rows[0].symbol} {rows[0].condition})."
+            return f"Removed all {len(rows)} watches.{self._again(rows)}"
+        row = rows[0]
+        return f"Removed {watch_id(row)} ({row.symbol} {row.condition}).{self._again(rows)}"
+
+    def _again(self, rows: list[WatchRow]) -> str:
+        """What to send to make removed watches again (a tap copies it): undo, for a slip."""
+        lines = self._commands_of(rows)
+        if len(lines) == 1:
+            return f" To make it again: {hint(lines[0])}"
+        blocks = _blocks(lines)
+        how = "this" if len(blocks) == 1 else "each block as a message of its own"
+        return f" To make them again, send {how}:\n\n" + "\n\n".join(
+            hint("\n".join(b)) for b in blocks
+        )
+
+    def _commands_of(self, rows: list[WatchRow]) -> list[str]:
+        """The /watch commands that make ``rows`` again (export, undo)."""
+        now_ms = self.clock() * 1000
+        return [format_watch(_watch_of(r, now_ms)) for r in sorted(rows, key=lambda r: r.id)]
 
     def _find(self, chat: int, targets: tuple[str, ...]) -> tuple[list[WatchRow], str]:
         """The chat's watches ``targets`` name, and a sentence naming the ids it has none of
@@ -2191,7 +2222,7 @@ class ChatBot:
             return f"{missing} /list shows its watches."
         await self.book.remove(rows)
         removed = ", ".join(f"{watch_id(r)} ({r.symbol} {r.condition})" for r in rows)
-        return f"Removed {removed}." + (f" {missing}" if missing else "")
+        return f"Removed {removed}." + (f" {missing}" if missing else "") + self._again(rows)
 
     async def _mute_button(self, row: WatchRow) -> str:
         """The /list button "Mute w1 1h": quiet for the next hour at least. A longer mute
@@ -2432,19 +2463,10 @@ class ChatBot:
         most MAX_BATCH, each a message's worth to send back (here, in another chat, to another
         bot) to make them again. A ``for`` end is the time left, rounded up to the minute;
         mutes and forum topics are not in them."""
-        rows = sorted(self.book.of_chat(chat), key=lambda r: r.id)
+        rows = self.book.of_chat(chat)
         if not rows:
             return f"This chat has no watches to export. Add one with /watch, e.g. {FIRST_WATCH}"
-        now_ms = self.clock() * 1000
-        lines = [format_watch(_watch_of(r, now_ms)) for r in rows]
-        blocks: list[list[str]] = [[]]
-        size = 0
-        for line in lines:  # MAX_BATCH lines a block, and a message's worth at most
-            if blocks[-1] and (len(blocks[-1]) == MAX_BATCH or size + len(line) > EXPORT_BLOCK):
-                blocks.append([])
-                size = 0
-            blocks[-1].append(line)
-            size += len(line) + 1
+        blocks = _blocks(self._commands_of(rows))
         parts = (
             f"in {len(blocks)} messages, one for each block below"
             if len(blocks) > 1

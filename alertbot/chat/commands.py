@@ -1927,8 +1927,8 @@ def format_percent(fraction: float) -> str:
 def format_watch(watch: Watch) -> str:
     """The canonical ``/watch`` text of a watch; ``parse_command`` reads it back unchanged."""
     parts = ["/watch", watch.symbol, watch.condition_text]
-    if watch.cooldown_ms is not None:
-        parts += ["cooldown", format_duration(watch.cooldown_ms)]
+    if watch.cooldown_ms is not None:  # none: "cooldown 0", not the "0d" a unit would make
+        parts += ["cooldown", format_duration(watch.cooldown_ms) if watch.cooldown_ms else "0"]
     if watch.rearm is not None:
         parts += ["rearm", format_percent(watch.rearm)]
     if watch.once:
