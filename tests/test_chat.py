@@ -518,6 +518,7 @@ async def test_a_users_status_is_what_they_can_act_on_not_the_feeds_internals(tm
     assert rest == [
         "Watches in this chat: 2, 1 muted",
         "Alerts to this chat: none waiting to be sent",
+        "Last alert here: none in the last 7 days",
     ]
     assert other.split("\n")[1] == "Watches in this chat: 1"
 
@@ -547,10 +548,12 @@ async def test_a_groups_status_counts_its_own_and_an_admins_says_which_numbers_a
     assert in_group.split("\n")[1:] == [
         "Watches in this chat: 1",
         "Alerts to this chat: none waiting to be sent",
+        "Last alert here: none in the last 7 days",
     ]
-    assert in_admins.split("\n")[1:4] == [
+    assert in_admins.split("\n")[1:5] == [
         "Watches: 1 in this chat, 4 in all chats",
         "Alerts waiting for delivery: 0 to this chat, 1 in all chats and webhooks",
+        "Last alert here: none in the last 7 days",
         "Rules in the engine: 4, all chats' watches and the rule files'; symbols: exchange",
     ]
     assert in_private.split("\n")[1:3] == [

@@ -108,6 +108,7 @@ async def test_history_lists_the_chats_alerts_newest_first(tmp_path, fakes):
         w2 = (await bot.say("/history w2")).splitlines()
         replied = (await bot.say("/history", reply_to=btc_alert.message_id)).splitlines()
         none = await bot.say("/history SOLUSDT")
+        status = (await bot.say("/status")).splitlines()
     zone = load_zone("Europe/Berlin")
     eth_line = f"{format_time(T + 2000, zone)}  w2 ETHUSDT price < 50: price 40"
     btc_line = f"{format_time(T, zone)}  w1 BTCUSDT price > 100: price 120"
@@ -116,6 +117,11 @@ async def test_history_lists_the_chats_alerts_newest_first(tmp_path, fakes):
     assert w2 == ["Alerts of w2 here, newest first: 1 alert in the last 7 days.", eth_line]
     assert replied == ["Alerts of w1 here, newest first: 1 alert in the last 7 days.", btc_line]
     assert none == "No SOLUSDT alerts here in the last 7 days."
+    # /status names the last one
+    assert status[3] == (
+        f"Last alert here: {format_time(T + 2000, zone)} (w2 ETHUSDT price < 50); "
+        "/history lists all 2"
+    )
 
 
 async def test_history_comes_in_pages_with_the_command_for_the_next(tmp_path, fakes):

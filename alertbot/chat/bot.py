@@ -1693,7 +1693,7 @@ class ChatBot:
             return await self.watch_batch(chat, command.watches, topic), None
         if isinstance(command, Simple):
             if command.name == "status":
-                return self.status(chat), None
+                return self.status(chat, await self._last_alert_line(chat)), None
             if command.name == "start":
                 return start_text(chat, topic), None
             if command.name == "export":
@@ -1701,7 +1701,7 @@ class ChatBot:
             return help_text(), None
         raise AssertionError(command)
 
-    def _user_status(self, chat: int) -> str:
+    def _user_status(self, chat: int, last_alert: str | None = None) -> str:
         h = self.feed.health()
         cfg = self.feed.settings
         stale = cfg.symbol_stale_after if h.mode == "symbols" else cfg.stale_after
@@ -1735,7 +1735,7 @@ class ChatBot:
             )
             if any(d.last_error for d in waiting):
                 delivery += "; Telegram refused the last try, the bot tries again"
-        lines = [prices, watches, delivery]
+        lines = [prices, watches, delivery, *([last_alert] if last_alert else [])]
         hours = self._quiet_hours(chat)
         if hours is not None:
             now = ", quiet now" if self.notifier.silent(chat) else ""
@@ -2627,12 +2627,30 @@ class ChatBot:
         names = ", ".join(shown) + (f" and {more} more" if more else "")
         return f"Rule files: {len(files)} rules ({names})"
 
-    def status(self, chat: int) -> str:
+    async def _last_alert_line(self, chat: int) -> str | None:
+        """/status's line on the last alert sent to ``chat``; None: not known (the database
+        failed)."""
+        try:
+            total, rows = await self.book.history(chat, limit=1)
+        except Exception as exc:
+            log.warning("chat %s: its last alert could not be read for /status: %s", chat, exc)
+            return None
+        if not rows:
+            retention = self.delivery.alert_retention
+            kept = f" in the last {_period(retention)}" if retention > 0 else " yet"
+            return f"Last alert here: none{kept}"
+        r = rows[0]
+        return (
+            f"Last alert here: {self._at(chat, r.time)} ({r.rule} {r.symbol} {r.condition}); "
+            f"/history lists {'it' if total == 1 else f'all {total}'}"
+        )
+
+    def status(self, chat: int, last_alert: str | None = None) -> str:
         """``/status``: for an admin the feed's internals, the deliveries and polling; for
         anyone else what they can act on: whether prices are live, this chat's watches, and
-        whether its alerts get through."""
+        whether its alerts get through. ``last_alert``: its line on the chat's last alert."""
         if not self._admin(chat):
-            return self._user_status(chat)
+            return self._user_status(chat, last_alert)
         h = self.feed.health()
         age = (
             "no data yet"
@@ -2650,6 +2668,7 @@ class ChatBot:
             f"{len(self.book.rows)} in all chats",
             f"Alerts waiting for delivery: {len(waiting) + self._parked(chat)} to this chat, "
             f"{open_deliveries} in all chats and webhooks",
+            *([last_alert] if last_alert else []),
             f"Rules in the engine: {len(self.engine)}, all chats' watches and the rule files'; "
             f"symbols: {self.directory.source}",
         ]
