@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.webhook import WebhookReceiver
 
@@ -74,3 +75,13 @@ async def hook() -> AsyncIterator[WebhookReceiver]:
     """A webhook receiver that checks signatures with ``hook-secret``."""
     async with WebhookReceiver(secret="hook-secret") as receiver:
         yield receiver
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
+    """The chat tests' pair (tests/test_chat.py): a fake Binance listing its SYMBOLS and a fake
+    Telegram for its TOKEN. A module with other needs defines its own ``fakes``."""
+    from tests.test_chat import SYMBOLS, TOKEN
+
+    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
+        yield binance, tg

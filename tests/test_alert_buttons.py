@@ -6,27 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from alertbot.notify.render import format_time
 from alertbot.notify.telegram import ALERT_MUTE, ALERT_SHOWN, ALERT_STOP, watch_buttons
 from alertbot.rules.conditions import parse
 from alertbot.rules.model import Channel, Rule, RuleSet
-from tests.fakes.binance import FakeBinance, mini_ticker
+from tests.fakes.binance import mini_ticker
 from tests.fakes.telegram import FakeTelegram, Message
-from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T
+from tests.test_chat import USER, Bot, T
 
 GROUP, SUPERGROUP = -555, -1_000_000_000_555
 BUTTONS = [[("Mute 1h", "amute:w1"), ("Stop", "astop:w1")]]
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
 
 
 def buttons(msg: Message) -> list[list[tuple[str, str]]]:

@@ -30,7 +30,7 @@ from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
 from tests.fakes.webhook import WebhookReceiver
-from tests.test_chat import GROUP, SUPERGROUP, SYMBOLS, TOKEN, Bot
+from tests.test_chat import GROUP, SUPERGROUP, Bot
 from tests.test_chat import T as T_CHAT
 from tests.test_delivery import CHAT, Harness, T, rule
 from tests.test_feed import Bot as FeedBot
@@ -228,12 +228,6 @@ def test_check_shows_a_lone_surrogate_in_a_rule_file_and_exits_1(tmp_path):
 
 
 # ------------------------------------------------------------------ chat commands
-
-
-@pytest.fixture
-async def fakes():
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
 
 
 @pytest.mark.parametrize(

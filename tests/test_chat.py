@@ -11,7 +11,6 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -141,12 +140,6 @@ def stored_watches(tmp: Path, rows: list[tuple[str, str]], chat: int = USER, **k
     for symbol, condition in rows:
         store.add_watch(WatchRow(0, chat, symbol, condition, 3_600_000, 0.0, False, **kw))
     store.close()
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
 
 
 async def test_watch_then_the_crossing_alerts_that_chat(tmp_path, fakes):

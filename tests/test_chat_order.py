@@ -8,22 +8,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from alertbot.chat.bot import CONCURRENT_UPDATES
-from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.test_chat import (
     BTC_ONLY,
     GROUP,
     SOL,
     SUPERGROUP,
-    SYMBOLS,
-    TOKEN,
     USER,
     Bot,
     T,
@@ -31,12 +26,6 @@ from tests.test_chat import (
 )
 
 OTHER = USER + 1
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
 
 
 def texts(tg: FakeTelegram, chat: int) -> list[str]:

@@ -3,8 +3,6 @@ one message (here, in another chat, to another bot), make them all again, or non
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,9 +11,7 @@ from alertbot.chat.bot import split_text
 from alertbot.chat.commands import MAX_BATCH, Batch, CommandError, Watch, parse_command
 from alertbot.hints import unmarked
 from alertbot.store import Store, WatchRow
-from tests.fakes.binance import FakeBinance
-from tests.fakes.telegram import FakeTelegram
-from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, stored_watches
+from tests.test_chat import USER, Bot, stored_watches
 
 OTHER = 777
 
@@ -25,12 +21,6 @@ WATCHES = [
     "/watch SOLUSDT rises 5% in 15m once for 2h",
     "/watch 币安人生USDT < 500 repeat 15m note buy the dip",
 ]
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
 
 
 def _fields(row: WatchRow) -> tuple[object, ...]:

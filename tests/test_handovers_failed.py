@@ -7,24 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from alertbot.feed.market import ALL_MARKET
 from tests.fakes.binance import FakeBinance, mini_ticker
-from tests.fakes.telegram import FakeTelegram
 from tests.fakes.waiting import wait_until
-from tests.test_chat import SYMBOLS, TOKEN, USER, served
+from tests.test_chat import USER, served
 from tests.test_chat import Bot as ChatBot
 from tests.test_feed import BTC, NO_WATCHDOG, T, rule
 from tests.test_feed import Bot as FeedBot
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
 
 
 async def test_a_rotation_given_up_is_counted_once_and_a_rotation_that_succeeds_is_not():

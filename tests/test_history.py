@@ -4,7 +4,6 @@ with how each delivery went; of one symbol or one watch; in pages."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,9 @@ from alertbot.chat.commands import CommandError, History, parse_command
 from alertbot.notify.render import format_time
 from alertbot.store import AlertRecord, DeliveryRow, Store
 from alertbot.zones import load_zone
-from tests.fakes.binance import FakeBinance
-from tests.fakes.telegram import FakeTelegram
-from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T
+from tests.test_chat import USER, Bot, T
 
 OTHER = 777
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
 
 
 def stored_alerts(

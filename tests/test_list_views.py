@@ -4,20 +4,9 @@ list of one symbol's watches (``/list btc``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
-import pytest
-
-from tests.fakes.binance import FakeBinance, mini_ticker
-from tests.fakes.telegram import FakeTelegram
-from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T, stored_watches
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
-
+from tests.fakes.binance import mini_ticker
+from tests.test_chat import USER, Bot, T, stored_watches
 
 WATCHES = {
     "price > 70000": "price 68000.5 now, 2.94% to go",  # of the price now

@@ -4,21 +4,12 @@ time zone, rather than after a duration."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 
 import pytest
 
 from alertbot.chat.commands import CommandError, Mute, parse_command
 from alertbot.hints import unmarked
-from tests.fakes.binance import FakeBinance
-from tests.fakes.telegram import FakeTelegram
-from tests.test_chat import SYMBOLS, TOKEN, Bot
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
+from tests.test_chat import Bot
 
 
 @pytest.mark.parametrize(

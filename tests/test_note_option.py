@@ -8,7 +8,6 @@ A refused command's suggested commands keep it, so that it need not be typed aga
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,16 +23,7 @@ from alertbot.chat.commands import (
 from alertbot.hints import unmarked
 from alertbot.rules.conditions import parse
 from alertbot.store import AlertRecord, DeliveryRow, Store, WatchRow
-from tests.fakes.binance import FakeBinance
-from tests.fakes.telegram import FakeTelegram
-from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
-
+from tests.test_chat import USER, Bot, T
 
 # ------------------------------------------------------------------ the parser (pure)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,18 +23,11 @@ from alertbot.store import (
     Update,
     WatchRow,
 )
-from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.webhook import WebhookReceiver
-from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T, at_utc
+from tests.test_chat import USER, Bot, T, at_utc
 
 CROSSING = "BTCUSDT price crosses above 100: price 110"
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
 
 
 def sends_to(tg: FakeTelegram, chat: int) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,16 +16,8 @@ import pytest
 from alertbot.chat.commands import CommandError, Quiet, parse_command
 from alertbot.store import Store
 from alertbot.zones import in_window
-from tests.fakes.binance import FakeBinance
 from tests.fakes.telegram import FakeTelegram, Message
-from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
-
+from tests.test_chat import USER, Bot, T
 
 # ------------------------------------------------------------------ pure parts
 

@@ -7,21 +7,11 @@ the answers and ``/list`` naming it, and the database keeping it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from alertbot.chat.commands import CommandError, Edit, Watch, format_watch, parse_command
 from alertbot.store import Store, WatchRow
-from tests.fakes.binance import FakeBinance
-from tests.fakes.telegram import FakeTelegram
-from tests.test_chat import SYMBOLS, TOKEN, USER, Bot, T
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeBinance, FakeTelegram]]:
-    async with FakeBinance(symbols=SYMBOLS) as binance, FakeTelegram(token=TOKEN) as tg:
-        yield binance, tg
+from tests.test_chat import USER, Bot, T
 
 
 def test_repeat_is_an_option_of_watch_and_reads_back() -> None:
