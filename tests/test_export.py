@@ -3,6 +3,8 @@ one message (here, in another chat, to another bot), make them all again, or non
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -200,6 +202,30 @@ async def test_unwatch_answers_with_the_commands_that_make_the_watches_again(tmp
     assert removed.startswith("Removed all 4 watches. To make them again, send this:\n\n/watch")
     assert made.startswith("Made 4 watches:")
     assert [_fields(r) for r in _rows(tmp_path, USER)] == before
+
+
+async def test_several_watches_at_once_get_the_notes_a_single_watch_gets(tmp_path, fakes):
+    """What a lone /watch's answer points out is said for each watch of several made at once:
+    a level far from a symbol's price now (one level typed for several symbols is often far
+    from one of them), ``1m`` read as a million, a repeat its cooldown spaces."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch SOLUSDT > 1")  # the feed carries BTCUSDT and ETHUSDT from here on
+        await bot.say("/watch BTCUSDT,ETHUSDT > 1000000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker", "ethusdt@miniTicker"})
+        now = int(time.time() * 1000)
+        await bot.tick("BTCUSDT", 68000, now)
+        await bot.tick("ETHUSDT", 3000, now)
+        several = await bot.say("/watch BTCUSDT,ETHUSDT > 70000")
+        batch = await bot.say("/watch BTCUSDT > 2m\n/watch ETHUSDT < 2000 cooldown 10m repeat 1m")
+    assert "ETHUSDT is at 3000 now, far from 70000." in several.splitlines()
+    assert not any(line.startswith("BTCUSDT is at") for line in several.splitlines())
+    lines = batch.splitlines()
+    assert "w6: BTCUSDT is at 68000 now, far from 2000000." in lines
+    assert any(
+        line.startswith("w6: 2m here is 2000000 (m: million), not minutes") for line in lines
+    )
+    assert "w7: Its cooldown of 10m spaces the repeats: one every 10m at most." in lines
 
 
 async def test_export_with_no_watches_says_how_to_make_one(tmp_path, fakes):

@@ -1977,11 +1977,23 @@ class ChatBot:
                 for (s, c), r in had.items()
             )
             lines.append(f"Watched here so already: {named}.")
+        millions: set[str] = set()
         for r, w in made:
-            now_true = self._true_now(chat, dataclasses.replace(w, symbol=r.symbol, more=()))
+            w = dataclasses.replace(w, symbol=r.symbol, more=())
+            which = r.symbol if one else f"{watch_id(r)} ({r.symbol})"
+            now_true = self._true_now(chat, w)
             if now_true:
-                which = r.symbol if one else f"{watch_id(r)} ({r.symbol})"
                 lines.append(f"{which} is true right now ({now_true}): it fires on the next tick.")
+            far = self._far(w)  # a level typed for one symbol may be far from another's price
+            if far:
+                lines.append(far if one else f"{watch_id(r)}: {far}")
+            million = _million(r.condition)
+            if million and million not in millions:  # said once for a condition
+                millions.add(million)
+                lines.append(million if one else f"{watch_id(r)}: {million}")
+            spacing = self._spacing(r).strip()
+            if spacing:
+                lines.append(spacing if one else f"{watch_id(r)}: {spacing}")
         lines += unchecked
         if rows:
             lines.append(
