@@ -627,6 +627,9 @@ class Store:
         # every delivery written would pay for (a chat's alerts are few; 300k deliveries of
         # 1,000 chats take about 20 ms here)
         joined = f"FROM deliveries d JOIN alerts a ON a.id = d.alert_id WHERE {where}"
+        if limit <= 0:  # the count alone (a digest's)
+            (total,) = self.db.execute(f"SELECT COUNT(*) {joined}", params).fetchone()
+            return int(total), []
         rows = self.db.execute(
             f"SELECT a.rule, a.symbol, a.time, a.price, a.condition, a.gap, d.state, d.attempts,"
             f" d.last_error, a.note, COUNT(*) OVER () {joined} ORDER BY a.time DESC, d.rowid DESC"

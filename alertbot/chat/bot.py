@@ -2503,8 +2503,7 @@ class ChatBot:
             limit=HISTORY_PAGE,
             offset=(h.page - 1) * HISTORY_PAGE,
         )
-        retention = self.delivery.alert_retention
-        kept = f" in the last {_period(retention)}" if retention > 0 else ""
+        kept = self._kept()
         which = "" if h.watch is None and symbol is None else f" {h.watch or symbol}"
         if h.watch:
             whose = f"alerts of {h.watch} here"
@@ -2531,6 +2530,12 @@ class ChatBot:
         if h.page < pages:
             lines.append(f"Older: {hint(f'/history{which} {h.page + 1}')}")
         return "\n".join(lines)
+
+    def _kept(self) -> str:
+        """The span the database keeps alerts for, as an answer says it: `` in the last 7
+        days``; "" when it keeps them all."""
+        retention = self.delivery.alert_retention
+        return f" in the last {_period(retention)}" if retention > 0 else ""
 
     def _history_line(self, chat: int, r: HistoryRow) -> str:
         line = f"{self._at(chat, r.time)}  {r.rule} {r.symbol} {r.condition}: price {r.price}"
@@ -2648,9 +2653,7 @@ class ChatBot:
             log.warning("chat %s: its last alert could not be read for /status: %s", chat, exc)
             return None
         if not rows:
-            retention = self.delivery.alert_retention
-            kept = f" in the last {_period(retention)}" if retention > 0 else " yet"
-            return f"Last alert here: none{kept}"
+            return f"Last alert here: none{self._kept() or ' yet'}"
         r = rows[0]
         return (
             f"Last alert here: {self._at(chat, r.time)} ({r.rule} {r.symbol} {r.condition}); "
