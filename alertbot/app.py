@@ -20,7 +20,7 @@ import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from telegram.error import InvalidToken, TelegramError
 
-from alertbot.chat.bot import ChatBot
+from alertbot.chat.bot import ChatBot, watch_command
 from alertbot.chat.watches import ChatSettings, WatchBook, rule_for, watch_id
 from alertbot.errors import ConditionError, ConfigError
 from alertbot.feed.client import Feed
@@ -462,7 +462,8 @@ class App:
         # the watch's row changes with the alert, in the transaction that stores it: a ``once``
         # watch's end written on its own could reach the disk first, and a crash then (or a
         # write of the alert that fails) lost the alert for good
-        self.notifier.emit(alert, gap, watch=row.id, ends_watch=row.once)
+        again = watch_command(row, alert.time) if row.once else None  # see render.ENDED_HINT
+        self.notifier.emit(alert, gap, watch=row.id, ends_watch=row.once, again=again)
         book.fired(row, alert.time)
 
     # ------------------------------------------------------------------ rule files

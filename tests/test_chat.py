@@ -1934,6 +1934,30 @@ async def test_a_once_watch_is_removed_after_it_fires(tmp_path, fakes):
         assert "No watches here yet" in await bot.say("/list")
 
 
+async def test_a_once_watchs_last_alert_gives_the_command_that_makes_it_again(tmp_path, fakes):
+    """The alert that ends a ``once`` watch has nothing to mute or stop: instead of the mute and
+    stop line (whose /mute w1 would be answered 'no watch w1') it says the watch has ended and
+    gives its /watch as code, every option and the note kept, which sent makes it again."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100 once cooldown 1h note <take> profit")
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 110, T + 1000)
+        await tg.wait_for(lambda: "price > 100: price 110" in tg.messages_to(USER)[-1].plain_text)
+        alert = tg.messages_to(USER)[-1]
+        command = "/watch BTCUSDT price > 100 cooldown 1h once note <take> profit"
+        assert alert.plain_text.endswith(
+            f"That was w1's one alert (once): it has ended. To watch again: {command}"
+        )
+        assert "/mute" not in alert.plain_text
+        assert alert.shown_as("code") == [command]
+        assert alert.reply_markup is None or "Mute" not in json.dumps(alert.reply_markup)
+        await tg.wait_for(lambda: not bot.app.book.rows)
+        assert (await bot.say(command)).startswith(
+            "Watching BTCUSDT: price > 100 (cooldown 1h, once, note «<take> profit»). Id w2."
+        )
+
+
 async def test_a_once_watch_that_fires_as_the_bot_stops_is_still_removed(tmp_path, fakes):
     """Its removal is a write the shutdown lets finish, not one it cancels: after the restart
     the watch is gone, not listed and counted forever while never firing again."""

@@ -339,8 +339,10 @@ async def test_a_chat_back_with_a_command_gets_a_note_and_its_watches_fire_again
     assert missed == "While the bot was blocked, these 2 alerts could not reach you:"
     assert CROSSING in refused
     assert "BTCUSDT price > 105: price 110" in refused_once
-    # each missed alert on its line, without the mute/stop hint it had for then
+    # each missed alert on its line, without the mute/stop hint it had for then (the once
+    # watch's: that it has ended, which it has not: it was kept)
     assert "/mute" not in refused + refused_once
+    assert "ended" not in refused_once, refused_once
     assert hello.startswith("\nHello! I send price alerts")
     assert "BTCUSDT price crosses above 100: price 160" in alerts()
     assert "BTCUSDT price > 105: price 160" in alerts()

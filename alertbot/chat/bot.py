@@ -93,9 +93,9 @@ from alertbot.hints import entities, hint, unmarked
 from alertbot.notify.delivery import Delivery, clip
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import (
-    WATCH_HINT,
     format_amount,
     format_time,
+    is_watch_hint,
     percent_text,
     thresholds,
 )
@@ -227,9 +227,9 @@ def _text_of(message: Message | None) -> str | None:
 
 
 def _without_hint(text: str) -> str:
-    """An alert's text less its last line when that is render.WATCH_HINT."""
+    """An alert's text less its last line when that is render.WATCH_HINT (or ENDED_HINT)."""
     head, sep, last = text.rpartition("\n")
-    return head if sep and last.startswith(WATCH_HINT.partition("{")[0]) else text
+    return head if sep and is_watch_hint(last) else text
 
 
 def _short_time(seconds: float, now: float, zone: dt.tzinfo | None = None) -> str:
@@ -445,6 +445,12 @@ def _watch_of(row: WatchRow, now_ms: float) -> Watch:
         note=row.note,
         repeat_ms=row.repeat_ms,
     )
+
+
+def watch_command(row: WatchRow, now_ms: float) -> str:
+    """The /watch command that makes ``row`` again (/export, /unwatch's undo, the last alert
+    of a ``once`` watch)."""
+    return format_watch(_watch_of(row, now_ms))
 
 
 def _blocks(lines: list[str]) -> list[list[str]]:
@@ -2213,7 +2219,7 @@ class ChatBot:
     def _commands_of(self, rows: list[WatchRow]) -> list[str]:
         """The /watch commands that make ``rows`` again (export, undo)."""
         now_ms = self.clock() * 1000
-        return [format_watch(_watch_of(r, now_ms)) for r in sorted(rows, key=lambda r: r.id)]
+        return [watch_command(r, now_ms) for r in sorted(rows, key=lambda r: r.id)]
 
     def _find(self, chat: int, targets: tuple[str, ...]) -> tuple[list[WatchRow], str]:
         """The chat's watches ``targets`` name, and a sentence naming the ids it has none of

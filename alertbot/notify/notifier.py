@@ -242,10 +242,11 @@ class Notifier:
         seq: int | None = None,
         watch: int | None = None,
         ends_watch: bool = False,
+        again: str | None = None,
     ) -> AlertRecord:
         """The alert as stored and sent. Its HTML (Telegram's text) is rendered only when one of
         ``routes`` is a Telegram chat, the sparkline only when the message shows it. ``seq``,
-        ``watch``, ``ends_watch``: see AlertRecord."""
+        ``watch``, ``ends_watch``: see AlertRecord. ``again``: see render_both."""
         rule = alert.rule
         ticker = alert.ticker
         template = rule.message
@@ -263,6 +264,7 @@ class Notifier:
             with_html=with_html,
             condition=condition,
             zone=self._zone(rule) if self.zones else self.default_zone,
+            again=again,
         )
         return AlertRecord(
             id=alert_id(rule.id, alert.symbol, ticker.time),
@@ -282,14 +284,23 @@ class Notifier:
         )
 
     def emit(
-        self, alert: Alert, gap: bool, *, watch: int | None = None, ends_watch: bool = False
+        self,
+        alert: Alert,
+        gap: bool,
+        *,
+        watch: int | None = None,
+        ends_watch: bool = False,
+        again: str | None = None,
     ) -> None:
-        """Hand the alert to the outbox; a chat watch's alert with its watch (AlertRecord)."""
+        """Hand the alert to the outbox; a chat watch's alert with its watch (AlertRecord) and,
+        when it ends the watch, the command that makes it again (render_both)."""
         outbox = self.outbox
         assert outbox is not None
         routes = self.router.routes(alert.rule)
         seq = outbox.take_seq()
-        record = self.record(alert, gap, routes, seq=seq, watch=watch, ends_watch=ends_watch)
+        record = self.record(
+            alert, gap, routes, seq=seq, watch=watch, ends_watch=ends_watch, again=again
+        )
         outbox.submit(record, routes)
 
     async def close(self, grace: float = 0.0) -> None:

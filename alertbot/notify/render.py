@@ -168,6 +168,10 @@ WATCH_HINT = "Mute: /mute {id} 1h · stop: /unwatch {id}"
 #: the same in HTML, its commands as code: a tap on a /command link sends the command alone
 #: (/mute, not /mute w3 1h), one on code copies it whole (alertbot.hints)
 WATCH_HINT_HTML = "Mute: <code>/mute {id} 1h</code> · stop: <code>/unwatch {id}</code>"
+#: in its place, the last line of a ``once`` watch's alert: the watch has ended with it, so
+#: there is nothing to mute or stop; the command that makes it again instead (code: a tap copies)
+ENDED_HINT = "That was {id}'s one alert (once): it has ended. To watch again: {again}"
+ENDED_HINT_HTML = ENDED_HINT.replace("{again}", "<code>{again}</code>")
 GAP_NOTE = "(the feed was down before this tick: the price moved while it was)"
 
 
@@ -177,6 +181,20 @@ def without_watch_hint(text: str, rule_id: str) -> str:
     for line in (WATCH_HINT, WATCH_HINT_HTML):  # an HTML alert stored before: the plain line
         text = text.removesuffix("\n" + line.format(id=rule_id))
     return text
+
+
+_HINT_LINE = re.compile(
+    re.escape(WATCH_HINT.partition("{")[0])
+    + "|"
+    + re.escape(ENDED_HINT.partition("{")[0])
+    + r"w\d+"
+    + re.escape(ENDED_HINT.partition("}")[2].partition("{")[0])
+)
+
+
+def is_watch_hint(line: str) -> bool:
+    """Whether ``line`` is the last line of a chat watch's alert: WATCH_HINT, or ENDED_HINT."""
+    return _HINT_LINE.match(line) is not None
 
 
 @lru_cache(maxsize=1024)
@@ -216,11 +234,13 @@ def render_both(
     with_html: bool = True,
     condition: str | None = None,
     zone: tzinfo | None = None,
+    again: str | None = None,
 ) -> tuple[str, str]:
     """The message as text and, ``with_html``, for Telegram's HTML mode (else ``""``): one
     computation of the values the template uses serves both. ``condition``: the alert's
     condition text when the caller has it already. ``zone``: the time zone ``{time}`` is
-    shown in (a chat's /timezone; None: UTC)."""
+    shown in (a chat's /timezone; None: UTC). ``again``: for the alert that ends a chat watch
+    (``once``), the /watch command that makes it again, which its last line gives."""
     vals = _Values(alert, spark)
     if condition is not None:
         vals["condition"] = condition
@@ -246,6 +266,10 @@ def render_both(
     if alert.rule.message is None and watch_number(alert.rule.id) is not None:
         # a chat watch's alert says how to quiet it: the reader is the watch's owner
         wid = alert.rule.id
-        line, html_line = WATCH_HINT.format(id=wid), WATCH_HINT_HTML.format(id=wid)
+        if again is None:
+            line, html_line = WATCH_HINT.format(id=wid), WATCH_HINT_HTML.format(id=wid)
+        else:
+            line = ENDED_HINT.format(id=wid, again=again)
+            html_line = ENDED_HINT_HTML.format(id=wid, again=html.escape(again, quote=False))
         text, html_text = f"{text}\n{line}", f"{html_text}\n{html_line}" if with_html else ""
     return text, html_text
