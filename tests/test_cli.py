@@ -786,6 +786,20 @@ def test_replay_of_the_example_rules_over_the_sample_recording_fires() -> None:
     assert {("btc-70k", "BTCUSDT"), ("sol-pump", "SOLUSDT"), ("eth-below-3k", "ETHUSDT")} <= fired
 
 
+@pytest.mark.parametrize("flags", [(), ("--json",)], ids=["text", "json"])
+def test_the_readmes_replay_example_is_what_replay_prints(flags: tuple[str, ...]) -> None:
+    """The README's 'Try it offline' shows replay's output: a change to the alerts' text must
+    change it too (it went stale when a move's alert began to say how far the price went)."""
+    command = "$ alertbot replay examples/sample.jsonl.gz --rules rules.example.yaml"
+    command = " ".join((command, *flags)) + (" | head -1\n" if flags else "\n")
+    readme = (ROOT / "README.md").read_text()
+    shown = readme[readme.index(command) + len(command) :].split("```")[0]
+    result = alertbot("replay", "examples/sample.jsonl.gz", "--rules", "rules.example.yaml", *flags)
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout + result.stderr
+    assert shown == (printed.splitlines(keepends=True)[0] if flags else printed)
+
+
 def test_replay_is_deterministic(tmp_path: Path) -> None:
     args = ("replay", "examples/sample.jsonl.gz", "--rules", "rules.example.yaml", "--json")
     assert alertbot(*args).stdout == alertbot(*args).stdout

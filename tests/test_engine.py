@@ -921,6 +921,24 @@ def test_alert_texts_show_the_canonical_condition_and_the_threshold():
     ]
 
 
+def test_a_moves_alert_carries_the_price_its_move_is_measured_from():
+    """The alert says how far the price went and from where: the window's low for a rise, its
+    high for a drop, and for ``moves`` the end of the larger move; other alerts carry NaN."""
+
+    def starts(when: str, *closes: float) -> list[tuple[int, float]]:
+        engine = Engine([rule(when)])
+        ticks = prices(*((T + 10_000 * i, close) for i, close in enumerate(closes)))
+        return [((a.time - T) // 10_000, a.start) for a in engine.process(ticks)]
+
+    assert starts("rises 5% in 1m", 90.0, 80.0, 95.0) == [(2, 80.0)]  # from the low, not 90
+    assert starts("drops 5% in 1m", 100.0, 120.0, 110.0) == [(2, 120.0)]
+    # 100 -> 104 -> 98: down 5.77% from 104 is the larger (up 4% from 100 is under 5%)
+    assert starts("moves 5% in 1m", 100.0, 104.0, 98.0) == [(2, 104.0)]
+    assert starts("moves 5% in 1m", 104.0, 100.0, 106.0) == [(2, 100.0)]  # up 6% from 100
+    (level,) = Engine([rule("price > 100")]).process([tick(T, 101.0)])
+    assert level.start != level.start  # NaN: no move
+
+
 def test_alert_carries_the_time_of_the_symbols_previous_tick():
     """The feed flags an alert computed across an outage by comparing this time with it."""
     engine = Engine([rule("price > 1000"), rule("price < 50", id="low")])

@@ -310,9 +310,9 @@ BAD_FILES: dict[str, list[str]] = {
     ],
     "unknown-placeholder.yaml": [
         "unknown-placeholder.yaml:5:14: unknown placeholder '{prise}' in message "
-        "(did you mean '{price}'?; known: {change_24h}, {condition}, {high}, {low}, {open}, "
-        "{price}, {quote_volume}, {range_24h}, {rule}, {sparkline}, {symbol}, {threshold}, "
-        "{time}, {volume})",
+        "(did you mean '{price}'?; known: {change_24h}, {condition}, {high}, {low}, {move}, "
+        "{open}, {price}, {quote_volume}, {range_24h}, {rule}, {sparkline}, {symbol}, "
+        "{threshold}, {time}, {volume})",
     ],
     "format-spec.yaml": [
         "format-spec.yaml:5:14: placeholder '{price:.2f}' in message: format specs and "

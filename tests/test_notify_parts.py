@@ -32,7 +32,7 @@ from alertbot.notify.routing import Router, channel_env_problems
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.webhook import body_of, format_by_url, signature
 from alertbot.rules.conditions import format_number, parse
-from alertbot.rules.engine import Engine
+from alertbot.rules.engine import Alert, Engine
 from alertbot.rules.model import Channel, Rule
 from alertbot.rules.urls import shown_url
 from alertbot.settings import environment, unknown_setting
@@ -495,6 +495,36 @@ def test_values_are_escaped_for_telegram_html_but_the_template_is_not():
     a = alert_for(rule(message="<b>{symbol}</b> {condition}"))
     assert render(a, escape_html=True) == "<b>BTCUSDT</b> price &gt; 100"
     assert render(a) == "<b>BTCUSDT</b> price > 100"
+
+
+def test_a_moves_alert_says_how_far_the_price_went_and_from_where():
+    """'SOLUSDT rises 5% in 15m: price 2900' did not say by how much: 5%, or 30%. The default
+    message says it after the price; a template has it as {move}, empty for other alerts."""
+
+    def alert(when: str, closes: list[float], message: str | None = None) -> Alert:
+        engine = Engine(
+            [Rule(id="m", condition=parse(when), symbols=("SOLUSDT",), message=message)]
+        )
+        ticks = [
+            Ticker("SOLUSDT", T + i * 1000, c, 100.0, 200.0, 50.0, 5.0, 500.0, format_number(c))
+            for i, c in enumerate(closes)
+        ]
+        (fired,) = engine.process(ticks)
+        return fired
+
+    assert render(alert("rises 5% in 15m", [100.0, 96.0, 104.1])) == (
+        "SOLUSDT rises 5% in 15m: price 104.1, up 8.44% from 96 (+4.10% 24h) "
+        "at 2026-02-25 06:13:22 UTC [m]"
+    )
+    assert render(alert("drops 5% in 15m", [100.0, 95.0])).startswith(
+        "SOLUSDT drops 5% in 15m: price 95, down 5.00% from 100 ("
+    )
+    # as near its size as a percentage gets, one that would show 5.00 shows more
+    assert "down 5.001% from 100" in render(alert("drops 5% in 15m", [100.0, 94.999]))
+    templated = alert("moves 5% in 15m", [100.0, 94.0], message="{symbol} {move}!")
+    assert render(templated) == "SOLUSDT down 6.00% from 100!"
+    level = alert_for(rule(message="{symbol} {move}!"))
+    assert render(level) == "BTCUSDT !"
 
 
 def test_a_message_whose_values_come_out_empty_is_the_default_instead():

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 
-from alertbot.rules.conditions import Condition, Cross, Level, format_number, leaves
+from alertbot.rules.conditions import Condition, Cross, Level, Move, format_number, leaves
 from alertbot.rules.engine import Alert
 from alertbot.rules.ids import watch_number
 from alertbot.rules.loader import is_blank
@@ -16,6 +16,8 @@ from alertbot.ticker import percent
 from alertbot.zones import zone_label
 
 DEFAULT_TEMPLATE = "{symbol} {condition}: price {price} ({change_24h}% 24h) at {time} [{rule}]"
+#: the default message of a moves alert (``rises 5% in 15m``): how far, and from where
+MOVE_TEMPLATE = "{symbol} {condition}: price {price}, {move} ({change_24h}% 24h) at {time} [{rule}]"
 
 
 def format_time(ms: int, zone: tzinfo | None = None) -> str:
@@ -105,6 +107,19 @@ def _range_24h(alert: Alert, spark: str) -> str:
     return percent_text(percent(t.high - t.low, t.low), near, "")
 
 
+def _move(alert: Alert, spark: str) -> str:
+    """How far a moves alert's price went in its window, and from where: ``up 4.69% from
+    2770``; empty for any other alert."""
+    start = alert.start
+    if start != start:
+        return ""
+    price = alert.ticker.close
+    cond = alert.rule.condition
+    near = (cond.pct,) if isinstance(cond, Move) else ()
+    way, size = ("up", price - start) if price >= start else ("down", start - price)
+    return f"{way} {percent_text(percent(size, start), near)}% from {format_number(start)}"
+
+
 #: how each placeholder is computed from an alert (and the sparkline text)
 _VALUE_OF: dict[str, Callable[[Alert, str], str]] = {
     "rule": lambda a, s: a.rule.id,
@@ -121,6 +136,7 @@ _VALUE_OF: dict[str, Callable[[Alert, str], str]] = {
     "threshold": lambda a, s: a.threshold,
     "time": lambda a, s: format_time(a.ticker.time),
     "sparkline": lambda a, s: s,
+    "move": _move,
 }
 
 
@@ -211,8 +227,8 @@ def _crossed(alert: Alert) -> str:
     return f"{cond.metric} crossed {alert.direction} through {alert.threshold}"
 
 
-def _template_default(spark: str) -> str:
-    return DEFAULT_TEMPLATE + ("\n{sparkline}" if spark else "")
+def _template_default(spark: str, move: bool) -> str:
+    return (MOVE_TEMPLATE if move else DEFAULT_TEMPLATE) + ("\n{sparkline}" if spark else "")
 
 
 def render(alert: Alert, *, escape_html: bool = False, gap: bool = False, spark: str = "") -> str:
@@ -252,7 +268,7 @@ def render_both(
         # (a blank one: values that came out empty, {sparkline} before a symbol has a history,
         # {threshold} of a condition without a number; Telegram refuses an empty message, and
         # the alert would be lost: the default says what happened)
-        template = _template_default(spark)
+        template = _template_default(spark, alert.start == alert.start)
         if alert.direction:
             vals["condition"] = _crossed(alert)
         text = template.format_map(vals)

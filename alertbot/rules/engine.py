@@ -95,7 +95,7 @@ class Alert:
     than a frozen dataclass, whose generated ``__init__`` stays interpreted even when compiled.
     """
 
-    __slots__ = ("direction", "order", "previous_time", "rule", "symbol", "ticker")
+    __slots__ = ("direction", "order", "previous_time", "rule", "start", "symbol", "ticker")
 
     def __init__(
         self,
@@ -105,6 +105,7 @@ class Alert:
         previous_time: int = -1,
         order: int = 0,
         direction: str = "",
+        start: float = NAN,
     ) -> None:
         self.rule: Final = rule
         self.symbol: Final = symbol
@@ -116,6 +117,9 @@ class Alert:
         # The way a ``crosses X`` (either way) went: "up" or "down"; "" for any other rule.
         # Only the engine knows: at X itself the current value alone cannot tell.
         self.direction: Final = direction
+        # For a moves condition (``rises 5% in 15m``): the price the move is measured from, the
+        # window's low for a rise, its high for a drop, as the engine found it; NaN otherwise.
+        self.start: Final = start
 
     def __repr__(self) -> str:
         return f"Alert(rule={self.rule.id!r}, symbol={self.symbol!r}, time={self.ticker.time})"
@@ -563,6 +567,22 @@ class _Book:
     def move_value(self, kind: int, window_ms: int, price: float) -> float:
         low, high = self.core.extremes(self.slot, self.windows[window_ms].w)
         return _move_value(kind, low, high, price)
+
+    def move_start(self, kind: int, window_ms: int, price: float) -> float:
+        """The price a move to ``price`` is measured from: the window's low for a rise, its
+        high for a drop, and for ``moves`` the one of the larger move (as _move_value)."""
+        low, high = self.core.extremes(self.slot, self.windows[window_ms].w)
+        if kind == _RISE:
+            return low
+        if kind == _DROP:
+            return high
+        rise = percent(price - low, low)
+        drop = percent(high - price, high)
+        if rise != rise:
+            return high
+        if drop != drop:
+            return low
+        return low if rise >= drop else high
 
 
 class Engine:
@@ -1201,7 +1221,12 @@ class Engine:
             pair.done = True
         t = book.current()
         assert t is not None
-        alerts.append(Alert(rule, book.symbol, t, book.p_time, pair.order, direction))
+        start = NAN
+        cond = rule.condition
+        if type(cond) is Move:  # the alert says how far it moved, from where
+            assert isinstance(cond, Move)
+            start = book.move_start(_MOVE_KIND[cond.kind], cond.window_ms, t.close)
+        alerts.append(Alert(rule, book.symbol, t, book.p_time, pair.order, direction, start))
         return True
 
     def _again(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> None:

@@ -22,6 +22,7 @@ PLACEHOLDERS = frozenset(
         "threshold",
         "time",
         "sparkline",
+        "move",
     }
 )
 
