@@ -59,6 +59,21 @@ def test_no_repeat_once_the_condition_no_longer_holds() -> None:
     assert times(engine, (1_000, 105), (2_000, 99), (20_000, 99), (40_000, 98)) == [1_000]
 
 
+def test_a_repeat_is_marked_as_one_and_an_entry_is_not() -> None:
+    """Its message says the condition still holds: the same text again could be read as a new
+    entry. An entry after leaving, and an entry held by a cooldown that fires when it ends,
+    are not repeats."""
+    engine = Engine([level(repeat_ms=10_000, cooldown_ms=5_000)])
+    ticks = [(1_000, 105), (11_000, 105), (12_000, 99), (14_000, 105), (16_000, 105), (26_000, 105)]
+    fired = engine.process([tick(t, c) for t, c in ticks])
+    assert [(a.time, a.repeated) for a in fired] == [
+        (1_000, False),
+        (11_000, True),
+        (16_000, False),  # entered at 14_000, in the cooldown of 11_000's alert
+        (26_000, True),
+    ]
+
+
 def test_a_longer_cooldown_holds_the_repeat_until_it_ends() -> None:
     engine = Engine([level(repeat_ms=5_000, cooldown_ms=12_000)])
     steady = [(t, 105.0) for t in range(1_000, 27_000, 1_000)]

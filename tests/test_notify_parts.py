@@ -527,6 +527,19 @@ def test_a_moves_alert_says_how_far_the_price_went_and_from_where():
     assert render(level) == "BTCUSDT !"
 
 
+def test_a_repeats_default_message_says_the_condition_still_holds():
+    """``repeat 15m`` sent the same text every 15 minutes, as if the price had come back and
+    entered again; a rule's own message is as written."""
+    first = alert_for(rule())
+    again = Alert(first.rule, first.symbol, first.ticker, repeated=True)
+    assert render(first).startswith("BTCUSDT price > 100: price 101.5 (+1.50% 24h) at ")
+    assert render(again).startswith("BTCUSDT price > 100 still holds: price 101.5 (+1.50% 24h)")
+    templated = alert_for(rule(message="{symbol} {condition}"))
+    assert render(Alert(templated.rule, "BTCUSDT", templated.ticker, repeated=True)) == (
+        "BTCUSDT price > 100"
+    )
+
+
 def test_a_message_whose_values_come_out_empty_is_the_default_instead():
     """A template of placeholders only can render blank ({sparkline} before a symbol has a
     history); Telegram would refuse it as empty and the alert would be lost."""

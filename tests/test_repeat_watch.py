@@ -82,6 +82,9 @@ async def test_a_watch_with_repeat_alerts_again_while_its_level_holds(tmp_path, 
     assert "w1  BTCUSDT price > 100, no cooldown, repeat 10s — active" in listing
     alerts = [m.plain_text for m in tg.messages_to(USER) if "[w1]" in m.plain_text]
     assert [a.split(":")[1].split()[1] for a in alerts] == ["110", "110"]  # T and T+12s
+    # the second says it is a repeat, not a new entry
+    assert alerts[0].startswith("BTCUSDT price > 100: price 110")
+    assert alerts[1].startswith("BTCUSDT price > 100 still holds: price 110")
     async with Bot(tmp_path, binance, tg) as bot:
         assert bot.app.book is not None
         (row,) = bot.app.book.of_chat(USER)

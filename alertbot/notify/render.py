@@ -16,8 +16,6 @@ from alertbot.ticker import percent
 from alertbot.zones import zone_label
 
 DEFAULT_TEMPLATE = "{symbol} {condition}: price {price} ({change_24h}% 24h) at {time} [{rule}]"
-#: the default message of a moves alert (``rises 5% in 15m``): how far, and from where
-MOVE_TEMPLATE = "{symbol} {condition}: price {price}, {move} ({change_24h}% 24h) at {time} [{rule}]"
 
 
 def format_time(ms: int, zone: tzinfo | None = None) -> str:
@@ -227,8 +225,17 @@ def _crossed(alert: Alert) -> str:
     return f"{cond.metric} crossed {alert.direction} through {alert.threshold}"
 
 
-def _template_default(spark: str, move: bool) -> str:
-    return (MOVE_TEMPLATE if move else DEFAULT_TEMPLATE) + ("\n{sparkline}" if spark else "")
+@lru_cache(maxsize=8)
+def _template_default(spark: bool, move: bool, repeated: bool) -> str:
+    """DEFAULT_TEMPLATE, and: a move's alert says how far, from where (``price 104.1, up 8.44%
+    from 96``); a ``repeat`` says the condition has held since the last alert (``still
+    holds``); a sparkline goes on a line of its own."""
+    template = DEFAULT_TEMPLATE
+    if move:
+        template = template.replace("{price} ", "{price}, {move} ", 1)
+    if repeated:
+        template = template.replace("{condition}:", "{condition} still holds:", 1)
+    return template + ("\n{sparkline}" if spark else "")
 
 
 def render(alert: Alert, *, escape_html: bool = False, gap: bool = False, spark: str = "") -> str:
@@ -268,7 +275,7 @@ def render_both(
         # (a blank one: values that came out empty, {sparkline} before a symbol has a history,
         # {threshold} of a condition without a number; Telegram refuses an empty message, and
         # the alert would be lost: the default says what happened)
-        template = _template_default(spark, alert.start == alert.start)
+        template = _template_default(bool(spark), alert.start == alert.start, alert.repeated)
         if alert.direction:
             vals["condition"] = _crossed(alert)
         text = template.format_map(vals)

@@ -95,7 +95,16 @@ class Alert:
     than a frozen dataclass, whose generated ``__init__`` stays interpreted even when compiled.
     """
 
-    __slots__ = ("direction", "order", "previous_time", "rule", "start", "symbol", "ticker")
+    __slots__ = (
+        "direction",
+        "order",
+        "previous_time",
+        "repeated",
+        "rule",
+        "start",
+        "symbol",
+        "ticker",
+    )
 
     def __init__(
         self,
@@ -106,6 +115,7 @@ class Alert:
         order: int = 0,
         direction: str = "",
         start: float = NAN,
+        repeated: bool = False,
     ) -> None:
         self.rule: Final = rule
         self.symbol: Final = symbol
@@ -120,6 +130,8 @@ class Alert:
         # For a moves condition (``rises 5% in 15m``): the price the move is measured from, the
         # window's low for a rise, its high for a drop, as the engine found it; NaN otherwise.
         self.start: Final = start
+        # A ``repeat``: the condition has held since the rule's last alert (not a new entry).
+        self.repeated: Final = repeated
 
     def __repr__(self) -> str:
         return f"Alert(rule={self.rule.id!r}, symbol={self.symbol!r}, time={self.ticker.time})"
@@ -1197,9 +1209,17 @@ class Engine:
             pair.armed = True
             self._note(pair)
 
-    def _fire(self, pair: _Pair, book: _Book, alerts: list[Alert], direction: str = "") -> bool:
+    def _fire(
+        self,
+        pair: _Pair,
+        book: _Book,
+        alerts: list[Alert],
+        direction: str = "",
+        repeated: bool = False,
+    ) -> bool:
         """Fire unless expired, muted or in cooldown (then come back when the mute or the
-        cooldown ends: a condition still true then fires then). ``direction``: see Alert."""
+        cooldown ends: a condition still true then fires then). ``direction``, ``repeated``:
+        see Alert."""
         rule = pair.c.rule
         time = book.time
         if rule.expires_ms is not None and time >= rule.expires_ms:
@@ -1226,7 +1246,9 @@ class Engine:
         if type(cond) is Move:  # the alert says how far it moved, from where
             assert isinstance(cond, Move)
             start = book.move_start(_MOVE_KIND[cond.kind], cond.window_ms, t.close)
-        alerts.append(Alert(rule, book.symbol, t, book.p_time, pair.order, direction, start))
+        alerts.append(
+            Alert(rule, book.symbol, t, book.p_time, pair.order, direction, start, repeated)
+        )
         return True
 
     def _again(self, pair: _Pair, book: _Book, alerts: list[Alert]) -> None:
@@ -1239,7 +1261,7 @@ class Engine:
         due = last + pair.c.repeat
         if book.time < due:
             self._wake(pair, book, due)
-        elif self._fire(pair, book, alerts):
+        elif self._fire(pair, book, alerts, repeated=True):
             self._wake(pair, book, book.time + pair.c.repeat)
 
     def _wake(self, pair: _Pair, book: _Book, due: int) -> None:
