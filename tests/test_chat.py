@@ -627,6 +627,36 @@ async def test_several_symbols_in_one_watch_make_a_watch_each(tmp_path, fakes):
     ]
 
 
+async def test_several_levels_in_one_watch_make_a_watch_each(tmp_path, fakes):
+    """'/watch BTCUSDT > 100, 110, 120 note tp' (take-profit levels): a watch of each level,
+    with the same options and note, each alerting on its own; past the chat's limit, none is
+    made."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg, max_watches=4) as bot:
+        await bot.say("/watch ETHUSDT > 100")
+        made = await bot.say("/watch BTCUSDT > 100, 110, 120 cooldown 1h note tp")
+        too_many = await bot.say("/watch SOLUSDT > 1, 2")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 90, T)
+        await bot.tick("BTCUSDT", 115, T + 1000)
+        await tg.wait_for(lambda: "[w3]" in tg.messages_to(USER)[-1].plain_text)
+        alert = tg.messages_to(USER)[-1].plain_text
+        listing = await bot.say("/list")
+    assert made.splitlines() == [
+        "Made 3 watches:",
+        "w2  BTCUSDT price > 100 (cooldown 1h, note «tp»)",
+        "w3  BTCUSDT price > 110 (cooldown 1h, note «tp»)",
+        "w4  BTCUSDT price > 120 (cooldown 1h, note «tp»)",
+        "Remove them with /unwatch w2 w3 w4.",
+    ]
+    assert too_many.startswith("This chat has 4 watches and 2 more would pass the 4 allowed")
+    # 115 is past the first two levels: their alerts, merged in one message; not the third's
+    assert "BTCUSDT price > 100: price 115" in alert
+    assert "BTCUSDT price > 110: price 115" in alert
+    assert "[w4]" not in alert
+    assert listing.startswith("4 watches:")
+
+
 async def test_several_symbols_that_cannot_all_be_stored_make_none(tmp_path, fakes):
     """A /watch of several symbols is stored in one transaction: when the database refuses
     one of them (a trigger refuses SOLUSDT's row here, as a full disk would), none is made,

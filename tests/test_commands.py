@@ -445,6 +445,7 @@ def test_a_trader_s_word_for_a_condition_gets_the_word_the_language_has(
         ("/watch BTCUSDT all(> 1, < 2,)", "nothing follows the last ','; take it out"),
         ("/watch BTCUSDT any(> 1, < 2, )", "nothing follows the last ','"),
         ("/watch BTCUSDT > 70 000", "write numbers without spaces: 70000"),
+        ("/watch BTCUSDT > 65 500", "write numbers without spaces: 65500"),
         ("/watch BTCUSDT crosses 1 250 000 once", "without spaces: 1250000"),
         ("/watch BTCUSDT > 70000 USDT", "a number takes no currency: write > 70000"),
         ("/watch BTCUSDT > 70k usd cooldown 1h", "a number takes no currency: write > 70k"),
@@ -497,6 +498,54 @@ def test_several_symbols_make_a_watch_each(
         condition,
         once,
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "conditions"),
+    [
+        ("/watch BTCUSDT > 70000 75000 80000", ["price > 70000", "price > 75000", "price > 80000"]),
+        ("/watch BTCUSDT > 70000, 75000 once", ["price > 70000", "price > 75000"]),
+        ("/watch btc below 60k, 55k", ["price < 60000", "price < 55000"]),
+        (
+            "/watch BTCUSDT crosses above 70k 75k",
+            ["price crosses above 70000", "price crosses above 75000"],
+        ),
+        ("/watch BTCUSDT change_24h > 5% 10%", ["change_24h > 5%", "change_24h > 10%"]),
+        # numbers of three digits with spaces between are one number or levels: with commas, levels
+        ("/watch SOLUSDT > 150, 200, 250", ["price > 150", "price > 200", "price > 250"]),
+        ("/watch BTCUSDT > 70000 70000", ["price > 70000"]),  # each once
+    ],
+)
+def test_several_levels_make_a_watch_each(text: str, conditions: list[str]) -> None:
+    """'/watch BTCUSDT > 70000 75000 80000' (take-profit levels, a ladder of buys) was
+    "unexpected '75000'": a level or crossing followed by more numbers is a watch of each, in the
+    order typed, with the same options."""
+    watch = parse_command(text, BOT)
+    assert isinstance(watch, Watch)
+    assert [w.condition_text for w in watch.each()] == conditions
+    assert {w.once for w in watch.each()} == {"once" in text}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "/watch SOLUSDT > 150 200 250",
+            "write numbers without spaces: 150200250 (or, for a watch of each level, list them "
+            "with commas: 150, 200, 250)",
+        ),
+        ("/watch BTCUSDT > 70 000", "write numbers without spaces: 70000"),
+        ("/watch BTCUSDT > 1 2 3 4 5 6 7 8 9 10 11", "at most 10 levels in one /watch, got 11"),
+        ("/watch BTCUSDT rises 5% 10% in 1h", "expected 'in' after '5%'"),  # moves: no ladder
+        ("/watch BTCUSDT > 70000 75000,", "unexpected '75000'"),  # a list that ends in ','
+    ],
+)
+def test_levels_that_could_be_one_number_or_too_many_are_answered(text: str, says: str) -> None:
+    """Three-digit groups with spaces between may be one number or levels (the answer offers
+    both); a shorter first group or a group starting with 0 is one number (70 000)."""
+    message = _error(text).message
+    assert says in message
+    assert ("commas" in message) == ("commas" in says)
 
 
 @pytest.mark.parametrize(

@@ -1822,10 +1822,11 @@ class ChatBot:
 
     async def watch(self, chat: int, w: Watch, topic: int | None = None) -> str:
         usage, example = COMMANDS["watch"][0], COMMANDS["watch"][2]
-        if w.more:
+        if w.more or w.levels:  # a watch of each symbol and level
             symbols = list(dict.fromkeys(self._resolve(s) for s in (w.symbol, *w.more)))
-            if len(symbols) > 1:
-                return await self._watch_several(chat, [(w, s) for s in symbols], topic)
+            pairs = [(level, s) for level in w.each() for s in symbols]
+            if len(pairs) > 1:
+                return await self._watch_several(chat, pairs, topic)
         w = dataclasses.replace(w, symbol=self._resolve(w.symbol), more=())
         unchecked = self._check_symbol(chat, w.symbol)
         mine = self.book.of_chat(chat)
@@ -1913,8 +1914,9 @@ class ChatBot:
     async def watch_batch(self, chat: int, watches: tuple[Watch, ...], topic: int | None) -> str:
         """A message of /watch lines (``/export``'s, pasted back): all of them, or none."""
         pairs = [
-            (w, symbol)
+            (level, symbol)
             for w in watches
+            for level in w.each()
             for symbol in dict.fromkeys(self._resolve(s) for s in (w.symbol, *w.more))
         ]
         try:

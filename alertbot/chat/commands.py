@@ -61,6 +61,7 @@ from alertbot.rules.conditions import (
     AnyOf,
     Breaks,
     Condition,
+    Cross,
     Level,
     format_condition,
     format_duration,
@@ -429,6 +430,16 @@ class Watch:
     #: the other symbols of ``/watch BTCUSDT,ETHUSDT > 1`` (upper-case, each once): a watch
     #: each, with the same condition and options
     more: tuple[str, ...] = ()
+    #: the other levels of ``/watch BTCUSDT > 70000 75000 80000`` (each once, in the order
+    #: typed): a watch each, with the same options (for each symbol)
+    levels: tuple[Condition, ...] = ()
+
+    def each(self) -> list[Watch]:
+        """A watch of each level (itself first), of its symbol (``more`` is kept)."""
+        return [self] + [
+            dataclasses.replace(self, condition=c, condition_text=format_condition(c), levels=())
+            for c in self.levels
+        ]
 
     @property
     def is_glob(self) -> bool:
@@ -880,12 +891,22 @@ def _watch(message: str, words: list[_Word]) -> Watch:
     condition_text = message[rest[0].start : rest[end - 1].end]
     following = rest[end] if end < len(rest) else None
     _shorthand(listed, rest[:end])
+    levels: list[Condition] = []
     try:
         condition = parse(_plain_signs(condition_text))
     except ConditionError as exc:
-        tail = message[following.start :] if following is not None else ""
-        combined = _combined(listed, condition_text, tail)
-        raise _error("watch", combined or _explain(exc, condition_text, following)) from None
+        ladder = _ladder(rest[:end])
+        if not ladder:
+            tail = message[following.start :] if following is not None else ""
+            combined = _combined(listed, condition_text, tail)
+            raise _error("watch", combined or _explain(exc, condition_text, following)) from None
+        condition, *levels = ladder
+        if len(levels) + 1 > MAX_LEVELS:
+            raise _error(
+                "watch",
+                f"at most {MAX_LEVELS} levels in one /watch, got {len(levels) + 1}: send the "
+                "others in another",
+            ) from None
 
     _refuse_never(
         "watch", f"/watch {listed}", condition, message[following.start :] if following else ""
@@ -905,7 +926,43 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         for_ms=options.for_ms,
         repeat_ms=options.repeat_ms,
         more=tuple(s for s in more if s != symbol),
+        levels=tuple(levels),
     )
+
+
+#: the levels one /watch makes watches of (``/watch BTCUSDT > 70000 75000 80000``)
+MAX_LEVELS = 10
+#: a number of the condition language, as a word (``70k``, ``0.5``, ``5%``), or one with the
+#: comma that lists it (``70000,``)
+_LEVEL_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[kmbKMB]|%)?,?", re.ASCII)
+
+
+def _ladder(words: list[_Word]) -> list[Condition]:
+    """``> 70000 75000 80000`` (or ``crosses above 70k, 75k``; ``change_24h > 5% 10%``): a
+    level or crossing followed by more numbers is a condition each, in the order typed, each
+    once; [] when the words are no such thing. Numbers in groups of three digits separated by
+    spaces only (``> 150 200 250``) could be one number written ``70 000``: those are not
+    taken (the answer asks for either form); a comma between them lists them."""
+    run = len(words)
+    while run > 0 and _LEVEL_RE.fullmatch(words[run - 1].text):
+        run -= 1
+    numbers = [w.text.removesuffix(",") for w in words[run:]]
+    if run == 0 or len(numbers) < 2:
+        return []
+    listed = any(w.text.endswith(",") for w in words[run:-1])
+    if words[-1].text.endswith(",") or (not listed and _SPACED_NUMBER_RE.search(" ".join(numbers))):
+        return []
+    head = " ".join(w.text for w in words[:run])
+    ladder: list[Condition] = []
+    for number in dict.fromkeys(numbers):
+        try:
+            condition = parse(_plain_signs(f"{head} {number}"))
+        except ConditionError:
+            return []
+        if not isinstance(condition, Level | Cross):
+            return []
+        ladder.append(condition)
+    return ladder
 
 
 @dataclass(frozen=True, slots=True)
@@ -1301,7 +1358,14 @@ def _explain(exc: ConditionError, condition_text: str, following: _Word | None) 
         return "nothing follows the last ','; take it out"
     spaced = _SPACED_NUMBER_RE.search(condition_text)
     if message.startswith("unexpected ") and spaced and token.isdigit():  # 70 000
-        return f"write numbers without spaces: {spaced.group().replace(' ', '')}"
+        groups = spaced.group().split()
+        joined = f"write numbers without spaces: {''.join(groups)}"
+        if len(groups[0]) < 3 or any(g.startswith("0") for g in groups):  # 70 000, 65 500
+            return joined
+        # 150 200 250: maybe three levels
+        return (
+            f"{joined} (or, for a watch of each level, list them with commas: {', '.join(groups)})"
+        )
     if message.startswith("unexpected ") and token.upper() in _CURRENCIES:  # > 70000 USDT
         typed = condition_text[: exc.column - 1].strip()
         return f"a number takes no currency: write {typed}"
@@ -1948,6 +2012,7 @@ WATCH_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("/watch BTCUSDT price crosses 65000", "either way through 65000"),
     ("/watch SOLUSDT rises 5% in 15m once", "a 5% rise within 15 minutes, alert once"),
     ("/watch BNBUSDT,SOLUSDT drops 3% in 1h", "a 3% fall within an hour, a watch each"),
+    ("/watch BTCUSDT > 70k, 75k, 80k", "three levels, a watch each"),
     ("/watch ETHUSDT breaks 24h high", "a new 24h high (or low)"),
     ("/watch DOGEUSDT change_24h > 10%", "up more than 10% over 24h"),
     ("/watch BTCUSDT quote_volume > 2b", "24h quote volume over 2 billion"),
