@@ -814,6 +814,38 @@ async def test_a_level_already_true_says_it_fires_now(tmp_path, fakes):
         assert "true right now (price 70000)" in reply
 
 
+async def test_a_new_watchs_answer_says_where_it_stands_against_the_price_now(tmp_path, fakes):
+    """As /list says it: how far the level is, the value of another metric, and for a crossing
+    whose side the price is on already, that it fires only after going back; for each level of
+    several. Nothing of the kind without a price now (a price from long ago says nothing)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 1000000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 68_000, int(time.time() * 1000))
+        level = await bot.say("/watch BTCUSDT > 70000")
+        crossed = await bot.say("/watch BTCUSDT crosses above 65000")
+        change = await bot.say("/watch BTCUSDT change_24h > 5%")
+        ladder = await bot.say("/watch BTCUSDT < 66000 64000")
+        await bot.say("/watch ETHUSDT > 1000000")
+        await binance.wait_for_subscriptions({"ethusdt@miniTicker"})
+        await bot.tick("ETHUSDT", 3_000, T)  # long ago
+        stale = await bot.say("/watch ETHUSDT > 3500")
+    assert level.splitlines()[1] == "BTCUSDT price 68000 now, 2.94% to go."
+    assert crossed.splitlines()[1] == (
+        "BTCUSDT price 68000 now, already above 65000: it fires once it goes back under and "
+        "crosses again."
+    )
+    assert change.splitlines()[1] == "BTCUSDT change_24h +0.00% now."
+    assert ladder.splitlines()[1:5] == [
+        "w5  BTCUSDT price < 66000 (cooldown 5m)",
+        "w6  BTCUSDT price < 64000 (cooldown 5m)",
+        "w5: price 68000 now, 2.94% to go.",
+        "w6: price 68000 now, 5.88% to go.",
+    ]
+    assert "now" not in stale
+
+
 async def test_a_number_alone_is_answered_with_the_sign_the_price_now_gives_it(tmp_path, fakes):
     """'/watch BTC 70000' (no sign) is answered with the price now and the condition that
     alerts when the price gets there: '>' for a level above it, '<' below; '/watch BTC +5%'

@@ -1877,6 +1877,8 @@ class ChatBot:
         far = self._far(w)
         if far:
             text += f"\n{far}"
+        elif not now_true and (stands := self._now(row)):
+            text += f"\n{w.symbol} {stands}."
         text += self._spacing(row)
         if unchecked:
             text += f"\n{unchecked}"
@@ -1995,6 +1997,8 @@ class ChatBot:
             far = self._far(w)  # a level typed for one symbol may be far from another's price
             if far:
                 lines.append(far if one else f"{watch_id(r)}: {far}")
+            elif not now_true and (stands := self._now(r)):
+                lines.append(f"{r.symbol} {stands}." if one else f"{watch_id(r)}: {stands}.")
             million = _million(r.condition)
             if million and million not in millions:  # said once for a condition
                 millions.add(million)
@@ -2617,6 +2621,25 @@ class ChatBot:
         stands = f" · {stands}" if stands else ""
         line = f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}{stands}"
         return _cut(line, LINE_MAX)
+
+    def _now(self, r: WatchRow) -> str | None:
+        """Where a new watch of one level or crossing stands, for its answer: ``price 68000.5
+        now, 2.94% to go``, ``change_24h +3.03% now``, or a crossing already past: ``price 71000
+        now, already above 70000: it fires once it goes back under and crosses again``; None
+        when true now (the answer says so), for other conditions, or without a price now."""
+        t = self._fresh(r.symbol)
+        standing = None if t is None else _standing(r, t)
+        if standing is None or standing[1] == "true":
+            return None
+        shown, state = standing
+        cond = _condition(r.condition)
+        if state.startswith("already") and isinstance(cond, Cross) and cond.direction:
+            back = "under" if cond.direction == "above" else "over"
+            return (
+                f"{shown} now, already {cond.direction} {format_number(cond.value)}: it fires "
+                f"once it goes back {back} and crosses again"
+            )
+        return f"{shown} now, {state}" if state else f"{shown} now"
 
     def _stands(self, r: WatchRow) -> str | None:
         """Where a watch of one level or crossing stands now, as /list shows it after its
