@@ -879,6 +879,34 @@ async def test_a_number_alone_is_answered_with_the_sign_the_price_now_gives_it(t
     )
 
 
+async def test_several_numbers_alone_are_answered_with_each_levels_sign(tmp_path, fakes):
+    """'/watch BTC 60000, 70000 once' (levels with no sign): each level's sign from the price
+    now, those above in one command and those below in another, the options typed kept (a
+    '60000,' read as a second symbol was answered 'missing condition'); with no price now, both
+    signs for all of them."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        unknown = await bot.say("/watch ETH 3000 3100 once")
+        await bot.say("/watch BTCUSDT > 1000000")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 68_000.5, int(time.time() * 1000))
+        above = await bot.say("/watch BTCUSDT 70000 75000")
+        mixed = await bot.say("/watch BTCUSDT 60000, 70000 cooldown 1h note tp")
+    assert unknown.splitlines()[0] == (
+        "Say which way the price should go: /watch ETH > 3000, 3100 once (above) or "
+        "/watch ETH < 3000, 3100 once (below)"
+    )
+    assert above.splitlines()[0] == (
+        "Say which way the price should go: BTCUSDT is at 68000.5 now, so /watch BTCUSDT > "
+        "70000, 75000 alerts when it rises to each (the other way: /watch BTCUSDT < 70000, 75000)"
+    )
+    assert mixed.splitlines()[0] == (
+        "Say which way the price should go: BTCUSDT is at 68000.5 now, so /watch BTCUSDT > "
+        "70000 cooldown 1h note tp alerts when it rises to 70000, and /watch BTCUSDT < 60000 "
+        "cooldown 1h note tp when it falls to 60000"
+    )
+
+
 async def test_a_price_level_far_from_the_price_now_is_pointed_out(tmp_path, fakes):
     """'/watch BTCUSDT < 70.000' (a thousands separator, as much of Europe writes it) is a
     watch of 'price < 70', which never fires with BTCUSDT at 68000: the answer said nothing

@@ -890,7 +890,7 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         raise _error("watch", f"missing condition after {symbol}, e.g. > 70000")
     condition_text = message[rest[0].start : rest[end - 1].end]
     following = rest[end] if end < len(rest) else None
-    _shorthand(listed, rest[:end])
+    _shorthand(listed, rest[:end], message[following.start :] if following is not None else "")
     levels: list[Condition] = []
     try:
         condition = parse(_plain_signs(condition_text))
@@ -1068,6 +1068,7 @@ def _several_symbols(message: str, words: list[_Word]) -> tuple[list[str], int]:
         listed = k == 0 or "," in word.text or words[k - 1].text.endswith(",")
         if not pieces or not all(
             _is_symbol(p)
+            and not _BARE_NUMBER_RE.fullmatch(p)  # "/watch BTCUSDT 60000, 70000": levels
             and p.lower() not in _CONDITION_WORDS
             and p.lower() not in _OPTIONS
             and (listed or _QUOTE_END_RE.search(p) or p in _QUOTE_WORDS)
@@ -1104,11 +1105,15 @@ class ShorthandError(CommandError):
     language has no form for. The parser does not know the price; the caller that does
     names the condition to write from it: :meth:`with_price`."""
 
-    def __init__(self, message: str, symbol: str, first: str) -> None:
+    def __init__(
+        self, message: str, symbol: str, first: str, levels: tuple[str, ...] = (), tail: str = ""
+    ) -> None:
         usage, _, example = COMMANDS["watch"]
         super().__init__(message, hint(usage), hint(example))
         self.symbol = symbol
         self.first = first  # the number as typed: "70k", "+5%"
+        self.levels = levels or (first,)  # "/watch BTC 70000 75000": each number, as typed
+        self.tail = tail  # the options typed after them, kept in the commands suggested
 
     def with_price(self, price: float, price_text: str) -> CommandError:
         """The answer with the symbol's price now (as Binance sent it, ``price_text``): for a
@@ -1118,15 +1123,7 @@ class ShorthandError(CommandError):
         usage, example = self._marked[1:]
         percent = _SIGNED_PERCENT_RE.fullmatch(first)
         if percent is None:
-            level = parse(f"price > {first}")
-            assert isinstance(level, Level)
-            op, other, verb = (">", "<", "rises") if level.value >= price else ("<", ">", "falls")
-            message = (
-                f"say which way the price should go: {symbol} is at {price_text} now, so "
-                f"{hint(f'/watch {symbol} {op} {first}')} alerts when it {verb} to {first} "
-                f"(the other way: {hint(f'/watch {symbol} {other} {first}')})"
-            )
-            return CommandError(message, usage, example)
+            return CommandError(self._sides(price, price_text), usage, example)
         sign, size = percent.groups()
         decimals = len(price_text.partition(".")[2])
         factor = 1 - float(size) / 100 if sign == "-" else 1 + float(size) / 100
@@ -1138,17 +1135,47 @@ class ShorthandError(CommandError):
         )
         return CommandError(message, usage, example)
 
+    def _sides(self, price: float, price_text: str) -> str:
+        """Which sign each level takes from the price now: ``>`` above it, ``<`` below."""
+        symbol, tail = self.symbol, self.tail
+        sides: dict[str, list[str]] = {">": [], "<": []}
+        for typed in self.levels:
+            level = parse(f"price > {typed}")
+            assert isinstance(level, Level)
+            sides[">" if level.value >= price else "<"].append(typed)
+        told: list[str] = []
+        for op, verb in ((">", "rises"), ("<", "falls")):
+            levels = sides[op]
+            if levels:
+                command = hint(f"/watch {symbol} {op} {', '.join(levels)}{tail}")
+                to = levels[0] if len(levels) == 1 else "each"
+                told.append(f"{command} {'alerts ' if not told else ''}when it {verb} to {to}")
+        message = f"say which way the price should go: {symbol} is at {price_text} now, so "
+        if len(told) == 2:
+            return message + ", and ".join(told)
+        op, other = (">", "<") if sides[">"] else ("<", ">")
+        other_way = hint(f"/watch {symbol} {other} {', '.join(sides[op])}{tail}")
+        return message + f"{told[0]} (the other way: {other_way})"
 
-def _shorthand(symbol: str, words: list[_Word]) -> None:
-    """A condition written as a number alone (``70000``, ``+5% in 1h``), which the condition
-    language has no form for: the exact condition meant, or the two it could mean."""
-    first = words[0].text
+
+def _shorthand(symbol: str, words: list[_Word], tail: str = "") -> None:
+    """A condition written as a number alone (``70000``, ``+5% in 1h``; ``70000 75000``: several
+    levels), which the condition language has no form for: the exact condition meant, or the
+    two it could mean. ``tail``: the options typed after it, which the answer's commands keep."""
+    first = words[0].text.removesuffix(",")
     if _AMOUNT_RE.fullmatch(first):
+        numbers = [w.text.removesuffix(",") for w in words]
+        if len(numbers) > MAX_LEVELS or not all(_AMOUNT_RE.fullmatch(n) for n in numbers):
+            numbers = [first]
+        levels = tuple(dict.fromkeys(numbers))
+        every, after = ", ".join(levels), f" {tail}" if tail else ""
         raise ShorthandError(
-            f"say which way the price should go: {hint(f'/watch {symbol} > {first}')} (above) "
-            f"or {hint(f'/watch {symbol} < {first}')} (below)",
+            f"say which way the price should go: {hint(f'/watch {symbol} > {every}{after}')} "
+            f"(above) or {hint(f'/watch {symbol} < {every}{after}')} (below)",
             symbol,
             first,
+            levels,
+            after,
         )
     percent = _SIGNED_PERCENT_RE.fullmatch(first)
     if percent is None:
