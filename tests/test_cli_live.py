@@ -1443,6 +1443,7 @@ async def test_a_once_watch_never_ends_on_disk_without_its_alert(tmp_path):
     alerts = [m.plain_text for m in tg.messages_to(42) if "price > 100" in m.plain_text]
     assert alerts == [
         "BTCUSDT price > 100: price 151 (+0.00% 24h) at 2026-02-25 06:13:22 UTC [w1]\n"
-        "Mute: /mute w1 1h · stop: /unwatch w1"
+        "That was w1's one alert (once): it has ended. To watch again: "
+        "/watch BTCUSDT price > 100 cooldown 0 once"
     ]
     assert code == 0, err
