@@ -125,6 +125,13 @@ class Bot:
         await self.tg.wait_for(lambda: len(self.tg.messages_to(chat)) > before, timeout=5)
         return self.tg.messages_to(chat)[before].text
 
+    async def price_now(self, symbol: str, close: float) -> None:
+        """A price of ``symbol`` from now (what answers judge on): a watch that never fires
+        (``> 1000000``) has the feed carry it, and a tick of this instant."""
+        await self.say(f"/watch {symbol} > 1000000")
+        await self.binance.wait_for_subscriptions({f"{symbol.lower()}@miniTicker"})
+        await self.tick(symbol, close, int(time.time() * 1000))
+
     async def tick(self, symbol: str, close: float, time: int) -> None:
         await self.binance.publish([mini_ticker(symbol, close, time)])
         engine = self.app.engine
@@ -807,9 +814,7 @@ async def test_price_shows_the_24h_change_on_the_side_of_a_watchs_threshold_it_i
 async def test_a_level_already_true_says_it_fires_now(tmp_path, fakes):
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
-        await bot.say("/watch BTCUSDT > 1000000")
-        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
-        await bot.tick("BTCUSDT", 70_000, int(time.time() * 1000))
+        await bot.price_now("BTCUSDT", 70_000)
         reply = await bot.say("/watch BTCUSDT > 60000")
         assert "true right now (price 70000)" in reply
 
@@ -820,9 +825,7 @@ async def test_a_new_watchs_answer_says_where_it_stands_against_the_price_now(tm
     several. Nothing of the kind without a price now (a price from long ago says nothing)."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
-        await bot.say("/watch BTCUSDT > 1000000")
-        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
-        await bot.tick("BTCUSDT", 68_000, int(time.time() * 1000))
+        await bot.price_now("BTCUSDT", 68_000)
         level = await bot.say("/watch BTCUSDT > 70000")
         crossed = await bot.say("/watch BTCUSDT crosses above 65000")
         change = await bot.say("/watch BTCUSDT change_24h > 5%")
@@ -854,9 +857,7 @@ async def test_a_number_alone_is_answered_with_the_sign_the_price_now_gives_it(t
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         unknown = await bot.say("/watch ETH 3000")
-        await bot.say("/watch BTCUSDT > 1000000")
-        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
-        await bot.tick("BTCUSDT", 68_000.5, int(time.time() * 1000))
+        await bot.price_now("BTCUSDT", 68_000.5)
         above = await bot.say("/watch btc 70k")
         below = await bot.say("/watch BTCUSDT 65000")
         up, down = await bot.say("/watch btc +5%"), await bot.say("/watch btc -2.5%")
@@ -887,9 +888,7 @@ async def test_several_numbers_alone_are_answered_with_each_levels_sign(tmp_path
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         unknown = await bot.say("/watch ETH 3000 3100 once")
-        await bot.say("/watch BTCUSDT > 1000000")
-        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
-        await bot.tick("BTCUSDT", 68_000.5, int(time.time() * 1000))
+        await bot.price_now("BTCUSDT", 68_000.5)
         above = await bot.say("/watch BTCUSDT 70000 75000")
         mixed = await bot.say("/watch BTCUSDT 60000, 70000 cooldown 1h note tp")
     assert unknown.splitlines()[0] == (
@@ -914,9 +913,7 @@ async def test_a_price_level_far_from_the_price_now_is_pointed_out(tmp_path, fak
     price; one near it is not."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
-        await bot.say("/watch BTCUSDT > 1000000")
-        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
-        await bot.tick("BTCUSDT", 68_000.5, int(time.time() * 1000))
+        await bot.price_now("BTCUSDT", 68_000.5)
         far = await bot.say("/watch BTCUSDT < 70.000")
         inside = await bot.say("/watch BTCUSDT any(crosses 1.5k, > 65000)")
         near = await bot.say("/watch BTCUSDT crosses below 62000")
