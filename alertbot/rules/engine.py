@@ -206,11 +206,12 @@ def _move_value(kind: int, low: float, high: float, price: float) -> float:
         return rise
     if kind == _DROP:
         return drop
-    if rise != rise:
-        return drop
-    if drop != drop:
-        return rise
-    return rise if rise >= drop else drop
+    return rise if _rise_wins(rise, drop) else drop
+
+
+def _rise_wins(rise: float, drop: float) -> bool:
+    """Whether ``moves`` takes the rise (else the drop): the larger, a NaN never."""
+    return rise == rise and (drop != drop or rise >= drop)
 
 
 def band_edge(x: float, rearm: float, side: int) -> float:
@@ -588,13 +589,7 @@ class _Book:
             return low
         if kind == _DROP:
             return high
-        rise = percent(price - low, low)
-        drop = percent(high - price, high)
-        if rise != rise:
-            return high
-        if drop != drop:
-            return low
-        return low if rise >= drop else high
+        return low if _rise_wins(percent(price - low, low), percent(high - price, high)) else high
 
 
 class Engine:
