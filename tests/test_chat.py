@@ -880,6 +880,28 @@ async def test_a_number_alone_is_answered_with_the_sign_the_price_now_gives_it(t
     )
 
 
+async def test_a_moves_watch_says_how_far_the_price_moved_in_its_window(tmp_path, fakes):
+    """/list and a new watch's answer show a move's watch as its alert would say the move
+    (from the window's low for a rise, its high for a drop); one already as far as it asks is
+    said to fire on the next tick."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        now = int(time.time() * 1000)
+        await bot.say("/watch BTCUSDT rises 5% in 1h")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 67_000, now - 60_000)
+        await bot.tick("BTCUSDT", 68_000, now)
+        drop = await bot.say("/watch BTCUSDT drops 2% in 1h")
+        either = await bot.say("/watch BTCUSDT moves 1% in 1h")
+        listing = await bot.say("/list")
+    assert drop.splitlines()[1] == "BTCUSDT down 0.00% from 68000 now."
+    assert either.splitlines()[1] == (
+        "BTCUSDT up 1.49% from 67000 now: that is true, it fires on the next tick."
+    )
+    assert listing.splitlines()[1].endswith("not fired yet · up 1.49% from 67000 now")
+    assert listing.splitlines()[3].endswith("not fired yet · up 1.49% from 67000 now: true")
+
+
 async def test_several_numbers_alone_are_answered_with_each_levels_sign(tmp_path, fakes):
     """'/watch BTC 60000, 70000 once' (levels with no sign): each level's sign from the price
     now, those above in one command and those below in another, the options typed kept (a

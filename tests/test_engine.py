@@ -939,6 +939,19 @@ def test_a_moves_alert_carries_the_price_its_move_is_measured_from():
     assert level.start != level.start  # NaN: no move
 
 
+def test_move_now_is_the_move_a_rule_of_that_window_sees_at_the_last_tick():
+    """What /list shows of a moves watch: the size the rule compares and where it is measured
+    from; nothing for a window no rule of the symbol has, or a symbol never seen."""
+    engine = Engine([rule("rises 5% in 1m", id="up")])
+    engine.process(prices((T, 90.0), (T + 10_000, 80.0), (T + 20_000, 83.0)))
+    rise, start = engine.move_now(SYMBOL, parse("rises 9% in 1m"))  # the same window
+    assert (round(rise, 2), start) == (3.75, 80.0)
+    drop, high = engine.move_now(SYMBOL, parse("drops 9% in 1m"))
+    assert (round(drop, 2), high) == (7.78, 90.0)
+    assert engine.move_now(SYMBOL, parse("rises 5% in 2m")) is None  # no rule has that window
+    assert engine.move_now("ETHUSDT", parse("rises 5% in 1m")) is None
+
+
 def test_alert_carries_the_time_of_the_symbols_previous_tick():
     """The feed flags an alert computed across an outage by comparing this time with it."""
     engine = Engine([rule("price > 1000"), rule("price < 50", id="low")])

@@ -1,4 +1,4 @@
-"""/list: where each watch of one level or crossing stands against the price now, and the
+"""/list: where each watch of one level, crossing or move stands against the price now, and the
 list of one symbol's watches (``/list btc``)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ async def test_list_shows_each_levels_distance_from_the_price_now(tmp_path, fake
     async with Bot(tmp_path, binance, tg) as bot:
         for condition in WATCHES:
             await bot.say(f"/watch BTCUSDT {condition}")
-        await bot.say("/watch BTCUSDT rises 5% in 1h")  # no single level: nothing said
+        await bot.say("/watch BTCUSDT rises 5% in 1h")  # a move: from the window's low
         await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
         now = int(time.time() * 1000)
         await binance.publish(
@@ -42,7 +42,8 @@ async def test_list_shows_each_levels_distance_from_the_price_now(tmp_path, fake
         line = listing[i]
         assert line.startswith(f"w{i}  BTCUSDT {condition},"), line
         assert line.endswith(f" · {stands}"), line  # after its state (w3 fired: true)
-    assert listing[len(WATCHES) + 1].endswith("— active, not fired yet")
+    # its first tick: no move yet, measured from that price
+    assert listing[len(WATCHES) + 1].endswith("— active, not fired yet · up 0.00% from 68000.5 now")
 
 
 async def test_list_says_nothing_of_a_price_from_long_ago(tmp_path, fakes):

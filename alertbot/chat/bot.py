@@ -96,6 +96,7 @@ from alertbot.notify.render import (
     format_amount,
     format_time,
     is_watch_hint,
+    move_text,
     percent_text,
     thresholds,
 )
@@ -2622,11 +2623,30 @@ class ChatBot:
         line = f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}{stands}"
         return _cut(line, LINE_MAX)
 
+    def _move_now(self, r: WatchRow) -> tuple[str, bool] | None:
+        """For a watch of one move (``rises 5% in 1h``): how far its symbol moved in the
+        window, as its alert would say it (``up 1.20% from 67200``), and whether that is as far
+        as the watch asks; None for another condition, or without a price now."""
+        cond = _condition(r.condition)
+        if not isinstance(cond, Move):
+            return None
+        t = self._fresh(r.symbol)
+        seen = None if t is None else self.engine.move_now(r.symbol, cond)
+        if t is None or seen is None:
+            return None
+        value, start = seen
+        return move_text(t.close, start, cond), value >= cond.pct
+
     def _now(self, r: WatchRow) -> str | None:
-        """Where a new watch of one level or crossing stands, for its answer: ``price 68000.5
-        now, 2.94% to go``, ``change_24h +3.03% now``, or a crossing already past: ``price 71000
-        now, already above 70000: it fires once it goes back under and crosses again``; None
-        when true now (the answer says so), for other conditions, or without a price now."""
+        """Where a new watch of one level, crossing or move stands, for its answer: ``price
+        68000.5 now, 2.94% to go``, ``change_24h +3.03% now``, a crossing already past: ``price
+        71000 now, already above 70000: it fires once it goes back under and crosses again``,
+        a move: ``up 1.20% from 67200 now``; None for a level true now (the answer says so),
+        for other conditions, or without a price now."""
+        move = self._move_now(r)
+        if move is not None:
+            shown, true = move
+            return f"{shown} now" + (": that is true, it fires on the next tick" if true else "")
         t = self._fresh(r.symbol)
         standing = None if t is None else _standing(r, t)
         if standing is None or standing[1] == "true":
@@ -2646,7 +2666,11 @@ class ChatBot:
         state: ``price 68000.5 now, 2.94% to go`` (of the price now; other metrics their
         value alone), ``true now``, ``already above`` (a crossing above waits for the price to
         come back under first); None for other conditions, or without a price now
-        (:meth:`_fresh`)."""
+        (:meth:`_fresh`); for a move, how far it went in the window: ``up 1.20% from 67200
+        now``."""
+        move = self._move_now(r)
+        if move is not None:
+            return f"{move[0]} now" + (": true" if move[1] else "")
         t = self._fresh(r.symbol)
         standing = None if t is None else _standing(r, t)
         if standing is None:

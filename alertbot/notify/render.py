@@ -111,11 +111,19 @@ def _move(alert: Alert, spark: str) -> str:
     start = alert.start
     if start != start:
         return ""
-    price = alert.ticker.close
     cond = alert.rule.condition
-    near = (cond.pct,) if isinstance(cond, Move) else ()
-    way, size = ("up", price - start) if price >= start else ("down", start - price)
-    return f"{way} {percent_text(percent(size, start), near)}% from {format_number(start)}"
+    if not isinstance(cond, Move):
+        return ""
+    return move_text(alert.ticker.close, start, cond)
+
+
+def move_text(price: float, start: float, cond: Move) -> str:
+    """A move to ``price`` from ``start`` as alerts (and /list) say it: ``up 8.44% from 96``,
+    with more decimals where two would put it on another side of the condition's size; no
+    move at all is ``down`` for a drop."""
+    down = price < start or (price == start and cond.kind == "drops")
+    way, size = ("down", start - price) if down else ("up", price - start)
+    return f"{way} {percent_text(percent(size, start), (cond.pct,))}% from {format_number(start)}"
 
 
 #: how each placeholder is computed from an alert (and the sparkline text)

@@ -895,6 +895,23 @@ class Engine:
             return None
         return Ticker(symbol, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
 
+    def move_now(self, symbol: str, condition: Move) -> tuple[float, float] | None:
+        """The move ``condition`` (``rises 5% in 1h``) sees in ``symbol`` at its last ticker:
+        its size in percent, as the rule compares it, and the price it is measured from (see
+        Alert.start). None when no rule of the symbol has that window yet, or before the
+        window's first tick."""
+        book = self._books.get(symbol)
+        if book is None or condition.window_ms not in book.windows:
+            return None
+        t = self.last_ticker(symbol)
+        if t is None:
+            return None
+        kind = _MOVE_KIND[condition.kind]
+        value = book.move_value(kind, condition.window_ms, t.close)
+        if value != value:
+            return None
+        return value, book.move_start(kind, condition.window_ms, t.close)
+
     def symbols(self) -> list[str]:
         """Symbols that rules name or that have been seen on the feed."""
         return list(self._books)
