@@ -881,9 +881,9 @@ async def test_a_number_alone_is_answered_with_the_sign_the_price_now_gives_it(t
 
 
 async def test_a_moves_watch_says_how_far_the_price_moved_in_its_window(tmp_path, fakes):
-    """/list and a new watch's answer show a move's watch as its alert would say the move
-    (from the window's low for a rise, its high for a drop); one already as far as it asks is
-    said to fire on the next tick."""
+    """/list, /price and a new watch's answer show a move's watch as its alert would say the
+    move (from the window's low for a rise, its high for a drop); one already as far as it asks
+    is said to fire on the next tick."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         now = int(time.time() * 1000)
@@ -894,7 +894,14 @@ async def test_a_moves_watch_says_how_far_the_price_moved_in_its_window(tmp_path
         drop = await bot.say("/watch BTCUSDT drops 2% in 1h")
         either = await bot.say("/watch BTCUSDT moves 1% in 1h")
         listing = await bot.say("/list")
+        price = await bot.say("/price btc")
     assert drop.splitlines()[1] == "BTCUSDT down 0.00% from 68000 now."
+    # /price (and the digest) under the symbol, each by id
+    assert price.splitlines()[-3:] == [
+        "  w1 rises 5% in 1h: up 1.49% from 67000",
+        "  w2 drops 2% in 1h: down 0.00% from 68000",
+        "  w3 moves 1% in 1h: up 1.49% from 67000: true",
+    ]
     assert either.splitlines()[1] == (
         "BTCUSDT up 1.49% from 67000 now: that is true, it fires on the next tick."
     )

@@ -396,15 +396,20 @@ def _standing(r: WatchRow, t: Ticker) -> tuple[str, str] | None:
     return shown, f"{_distance(cond.value, value)} to go"
 
 
-def _levels(rows: list[WatchRow], t: Ticker) -> list[str]:
+def _levels(
+    rows: list[WatchRow], t: Ticker, moved: Callable[[WatchRow], str | None] = lambda r: None
+) -> list[str]:
     """How far each of ``rows`` (watches of ``t``'s symbol) that is a price level or crossing
-    is at ``t``, a line each by id (``  w1 price > 70000: 2.94% to go``): /price and the daily
+    is at ``t``, a line each by id (``  w1 price > 70000: 2.94% to go``), and where a move's
+    stands (``moved``: ``  w3 rises 5% in 1h: up 1.20% from 67200``): /price and the daily
     digest show them under the symbol."""
     lines = []
     for r in sorted(rows, key=lambda r: r.id):
         standing = _standing(r, t)
         if standing is not None and standing[0].startswith("price ") and standing[1]:
             lines.append(f"  {watch_id(r)} {r.condition}: {standing[1]}")
+        elif standing is None and (move := moved(r)):
+            lines.append(f"  {watch_id(r)} {r.condition}: {move}")
     return lines
 
 
@@ -1122,7 +1127,7 @@ class ChatBot:
                 continue
             spark = self.sparklines.of(symbol, t.close) if self.sparklines else ""
             lines.append(f"{symbol} {t.price_text} ({self._change(chat, t)}) {spark}".rstrip())
-            lines += _levels(by_symbol[symbol], t)  # the morning's "how far"
+            lines += _levels(by_symbol[symbol], t, self._moved_text)  # the morning's "how far"
         if fired is not None:
             lines.append(
                 f"Alerts in the last 24 hours: {fired} (/history lists them)."
@@ -2420,7 +2425,8 @@ class ChatBot:
             spark = self.sparklines.of(symbol, t.close)
             if spark:
                 lines.append(spark)
-        lines += _levels([r for r in self.book.of_chat(chat) if r.symbol == symbol], t)
+        mine = [r for r in self.book.of_chat(chat) if r.symbol == symbol]
+        lines += _levels(mine, t, self._moved_text)
         return "\n".join(lines)
 
     def _change(self, chat: int, t: Ticker) -> str:
@@ -2637,6 +2643,12 @@ class ChatBot:
         value, start = seen
         return move_text(t.close, start, cond), value >= cond.pct
 
+    def _moved_text(self, r: WatchRow) -> str | None:
+        """A move's watch as /price and the digest show it: ``up 1.20% from 67200``, ``…:
+        true`` when as far as it asks; None for another condition or without a price now."""
+        move = self._move_now(r)
+        return None if move is None else move[0] + (": true" if move[1] else "")
+
     def _now(self, r: WatchRow) -> str | None:
         """Where a new watch of one level, crossing or move stands, for its answer: ``price
         68000.5 now, 2.94% to go``, ``change_24h +3.03% now``, a crossing already past: ``price
@@ -2670,7 +2682,7 @@ class ChatBot:
         now``."""
         move = self._move_now(r)
         if move is not None:
-            return f"{move[0]} now" + (": true" if move[1] else "")
+            return f"{move[0]} now" + (": true" if move[1] else "")  # as _moved_text, with now
         t = self._fresh(r.symbol)
         standing = None if t is None else _standing(r, t)
         if standing is None:
