@@ -664,6 +664,23 @@ async def test_several_levels_in_one_watch_make_a_watch_each(tmp_path, fakes):
     assert listing.startswith("4 watches:")
 
 
+async def test_an_edit_to_several_levels_is_answered_with_an_edit_and_a_watch(tmp_path, fakes):
+    """'/edit w1 > 71000 76000' was "unexpected '76000'": a watch has one level, so the answer
+    gives the /edit for the first and the /watch (of the watch's symbol, options and note
+    kept) for the others, and changes nothing."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch btc > 70000")
+        two = await bot.say("/edit w1 > 71000 76000, 80000 once note tp")
+        listing = await bot.say("/list")
+    assert two.splitlines()[0] == (
+        "A watch has one level: /edit w1 price > 71000 once note tp changes w1, and "
+        "/watch BTCUSDT price > 76000, 80000 once note tp makes a watch of each other one"
+    )
+    assert listing.splitlines()[1].startswith("w1  BTCUSDT price > 70000, cooldown 5m —")
+    assert len(listing.splitlines()) == 2
+
+
 async def test_several_symbols_that_cannot_all_be_stored_make_none(tmp_path, fakes):
     """A /watch of several symbols is stored in one transaction: when the database refuses
     one of them (a trigger refuses SOLUSDT's row here, as a full disk would), none is made,

@@ -63,6 +63,7 @@ from alertbot.chat.commands import (
     Digest,
     Edit,
     History,
+    LevelsError,
     Listing,
     Mute,
     Price,
@@ -1281,6 +1282,9 @@ class ChatBot:
         except SymbolError as exc:  # BTC/USDT, $BTC: what Binance lists for it
             found = exc.suggesting(self._listed(exc.name))
             return None, found.noting(exc.note).reply()
+        except LevelsError as exc:  # /edit w2 > 71000 76000: the other levels, of its symbol
+            rows = self.book.find(chat, exc.target)
+            return None, exc.of(rows[0].symbol if rows else None).reply()
         except TargetError as exc:  # /unwatch BTCUSDT: this chat's watches of it
             return None, self._symbol_target(chat, exc).noting(exc.note).reply()
         except ShorthandError as exc:  # /watch BTC 70000: the sign, from the price now

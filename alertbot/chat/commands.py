@@ -351,6 +351,45 @@ class SymbolError(CommandError):
         return CommandError(message, *self._usage)
 
 
+class LevelsError(CommandError):
+    """``/edit w2 > 71000 76000``: several levels, where a watch has one. The parser does not
+    know the watch's symbol, which the command for the other levels needs: :meth:`of`."""
+
+    def __init__(
+        self, target: str, conditions: Sequence[str], symbol: str | None, tail: str
+    ) -> None:
+        self.target = target  # the watch's id, as typed (or the replied alert's watch)
+        self.conditions = tuple(conditions)  # each level's condition, canonical
+        self.symbol = symbol  # the symbol typed in the /edit, if any
+        self.tail = tail  # the options typed after the levels
+        usage, _, example = COMMANDS["edit"]
+        super().__init__(self._text(None), hint(usage), hint(example))
+
+    def _text(self, watched: str | None) -> str:
+        first, *others = self.conditions
+        head = others[0].rpartition(" ")[0]
+        levels = ", ".join(c.rpartition(" ")[2] for c in others)
+        typed = f" {self.symbol}" if self.symbol else ""
+        tail = f" {self.tail}" if self.tail else ""
+        symbol = self.symbol or watched
+        if symbol is None:
+            more = f"/watch with its symbol and {head} {levels}"
+        else:  # a new watch has no 'off' to turn: the options without them
+            kept = "" if "off" in tail.lower().split() else tail
+            note = f" note {self.note[1]}" if self.note is not None else ""
+            more = hint(f"/watch {symbol} {head} {levels}{kept}{note}")
+        return (
+            f"a watch has one level: {hint(f'/edit {self.target}{typed} {first}{tail}')} changes "
+            f"{self.target}, and {more} makes a watch of each other one"
+        )
+
+    def of(self, watched: str | None) -> CommandError:
+        """The error, its command for the other levels naming the watch's symbol ``watched``
+        (None: not known), the note kept."""
+        usage, _, example = COMMANDS["edit"]
+        return CommandError(self._text(watched), hint(usage), hint(example)).noting(self.note)
+
+
 class TargetError(CommandError):
     """``/unwatch BTCUSDT``: a symbol (or other text) where a watch id belongs. The parser does
     not know the chat's watches; the caller names those of the symbol: :meth:`naming`."""
@@ -1590,6 +1629,11 @@ def _edit(
             condition = parse(_plain_signs(condition_text))
         except ConditionError as exc:
             level = _level(condition_text) if end == 1 else None
+            ladder = _ladder(rest[:end])
+            if len(ladder) > 1:  # "/edit w2 > 71000 76000"
+                texts = [format_condition(c) for c in ladder]
+                tail = message[rest[end].start :] if end < len(rest) else ""
+                raise LevelsError(target, texts, symbol, tail) from None
             if level is None:
                 following = rest[end] if end < len(rest) else None
                 explained = _explain(exc, condition_text, following)
