@@ -514,6 +514,7 @@ def test_several_symbols_make_a_watch_each(
         # numbers of three digits with spaces between are one number or levels: with commas, levels
         ("/watch SOLUSDT > 150, 200, 250", ["price > 150", "price > 200", "price > 250"]),
         ("/watch BTCUSDT > 70000 70000", ["price > 70000"]),  # each once
+        ("/watch BTCUSDT >70000 75000", ["price > 70000", "price > 75000"]),  # a glued sign
     ],
 )
 def test_several_levels_make_a_watch_each(text: str, conditions: list[str]) -> None:

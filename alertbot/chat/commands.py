@@ -976,6 +976,10 @@ MAX_LEVELS = 10
 _LEVEL_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[kmbKMB]|%)?,?", re.ASCII)
 
 
+#: a level's sign and number written as one word (``>70000``, ``<=3k,``)
+_GLUED_LEVEL_RE = re.compile(r"(>=|<=|>|<)(" + _LEVEL_RE.pattern + ")", re.ASCII)
+
+
 def _ladder(words: list[_Word]) -> list[Condition]:
     """``> 70000 75000 80000`` (or ``crosses above 70k, 75k``; ``change_24h > 5% 10%``): a
     level or crossing followed by more numbers is a condition each, in the order typed, each
@@ -986,12 +990,16 @@ def _ladder(words: list[_Word]) -> list[Condition]:
     while run > 0 and _LEVEL_RE.fullmatch(words[run - 1].text):
         run -= 1
     numbers = [w.text.removesuffix(",") for w in words[run:]]
-    if run == 0 or len(numbers) < 2:
+    head = " ".join(w.text for w in words[:run])
+    glued = _GLUED_LEVEL_RE.fullmatch(words[run - 1].text) if run else None
+    if glued:  # ">70000 75000": the sign glued to the first
+        head = " ".join([*(w.text for w in words[: run - 1]), glued[1]])
+        numbers.insert(0, glued[2].removesuffix(","))
+    if not head or len(numbers) < 2:
         return []
-    listed = any(w.text.endswith(",") for w in words[run:-1])
+    listed = any(w.text.endswith(",") for w in words[run - (1 if glued else 0) : -1])
     if words[-1].text.endswith(",") or (not listed and _SPACED_NUMBER_RE.search(" ".join(numbers))):
         return []
-    head = " ".join(w.text for w in words[:run])
     ladder: list[Condition] = []
     for number in dict.fromkeys(numbers):
         try:
