@@ -681,6 +681,25 @@ async def test_an_edit_to_several_levels_is_answered_with_an_edit_and_a_watch(tm
     assert len(listing.splitlines()) == 2
 
 
+async def test_coins_with_spaces_between_make_a_watch_each_when_binance_lists_them(tmp_path, fakes):
+    """'/watch btc eth > 1' was "unknown metric or condition 'eth'", while /price took 'btc
+    eth'. Words Binance lists where the condition goes are symbols; a word it does not list
+    is answered as before, and so is every such word while its list cannot be read."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        made = await bot.say("/watch btc eth sol > 1 note dip")
+        unknown = await bot.say("/watch btc xyz > 1")
+    assert made.splitlines()[0] == (
+        "Watching BTCUSDT, ETHUSDT, SOLUSDT: price > 1 (cooldown 5m, note «dip»). Ids w1, w2, w3."
+    )
+    assert unknown.startswith("Unknown metric or condition 'xyz'")
+    binance.answer_rest(b"{}")  # exchangeInfo: the bot cannot tell which symbols exist
+    (tmp_path / "down").mkdir()
+    async with Bot(tmp_path / "down", binance, tg, listed=False) as bot:
+        unlisted = await bot.say("/watch btc eth > 1")
+    assert unlisted.startswith("Unknown metric or condition 'eth'")
+
+
 async def test_several_symbols_that_cannot_all_be_stored_make_none(tmp_path, fakes):
     """A /watch of several symbols is stored in one transaction: when the database refuses
     one of them (a trigger refuses SOLUSDT's row here, as a full disk would), none is made,

@@ -15,6 +15,7 @@ from alertbot.chat.commands import (
     COMMANDS,
     MAX_TEXT_LENGTH,
     WATCH_EXAMPLES,
+    CoinsError,
     Command,
     CommandError,
     Digest,
@@ -498,6 +499,46 @@ def test_several_symbols_make_a_watch_each(
         condition,
         once,
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "names", "rewritten"),
+    [
+        ("/watch btc eth > 1", ("eth",), "/watch btc,eth > 1"),
+        (
+            "/watch btc eth sol rises 5% in 1h once",
+            ("eth", "sol"),
+            "/watch btc,eth,sol rises 5% in 1h once",
+        ),
+        ("/watch btc 1000pepe < 0.01", ("1000pepe",), "/watch btc,1000pepe < 0.01"),
+        ("/watch btc eth 70000", ("eth",), "/watch btc,eth 70000"),  # then: which sign
+    ],
+)
+def test_coins_with_spaces_between_may_be_several_symbols(
+    text: str, names: tuple[str, ...], rewritten: str
+) -> None:
+    """'/watch btc eth > 1' (as /price btc eth takes them): words where the condition goes that
+    may be coins are handed to the bot, which knows Binance's list, with the command as
+    commas would write it; the answer for the condition as written stays the error's."""
+    with pytest.raises(CoinsError) as caught:
+        parse_command(text)
+    assert (caught.value.names, caught.value.rewritten) == (names, rewritten)
+    assert caught.value.message.startswith("unknown metric or condition")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/watch btc pirce > 1",  # like a word of the language: its did-you-mean
+        "/watch btc up 5% in 1h",  # a trader's word: the language's
+        "/watch btc usdt > 1",  # a quote asset: one symbol in two words
+        "/watch btc xyz abc",  # no condition after them
+    ],
+)
+def test_words_that_are_no_coins_are_answered_as_before(text: str) -> None:
+    with pytest.raises(CommandError) as caught:
+        parse_command(text)
+    assert not isinstance(caught.value, CoinsError)
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,7 @@ from alertbot.chat.commands import (
     COMMANDS,
     MAX_BATCH,
     Batch,
+    CoinsError,
     CommandError,
     Digest,
     Edit,
@@ -1282,6 +1283,13 @@ class ChatBot:
         except SymbolError as exc:  # BTC/USDT, $BTC: what Binance lists for it
             found = exc.suggesting(self._listed(exc.name))
             return None, found.noting(exc.note).reply()
+        except CoinsError as exc:  # /watch btc eth > 1: more symbols, when Binance lists them
+            if self.directory.authoritative and all(
+                self._resolve(name.upper()) in self.directory.known() for name in exc.names
+            ):
+                note = f" note {exc.note[1]}" if exc.note is not None else ""
+                return self._parse(exc.rewritten + note, chat, group, replied)
+            return None, exc.reply()
         except LevelsError as exc:  # /edit w2 > 71000 76000: the other levels, of its symbol
             rows = self.book.find(chat, exc.target)
             return None, exc.of(rows[0].symbol if rows else None).reply()

@@ -938,7 +938,13 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         if not ladder:
             tail = message[following.start :] if following is not None else ""
             combined = _combined(listed, condition_text, tail)
-            raise _error("watch", combined or _explain(exc, condition_text, following)) from None
+            answer = combined or _explain(exc, condition_text, following)
+            coins = 0 if names else _coins(rest[:end])
+            if coins:  # "/watch btc eth > 1": more symbols, if Binance lists them all
+                more = tuple(w.text.rstrip(",") for w in rest[:coins])
+                rewritten = _with_commas(message, words[0], more, rest[coins])
+                raise CoinsError(answer, more, rewritten) from None
+            raise _error("watch", answer) from None
         condition, *levels = ladder
         if len(levels) + 1 > MAX_LEVELS:
             raise _error(
@@ -967,6 +973,59 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         more=tuple(s for s in more if s != symbol),
         levels=tuple(levels),
     )
+
+
+#: a word that may be a coin's name (``eth``, ``1000pepe``), with the comma that lists it
+_COIN_WORD_RE = re.compile(r"[0-9]*[A-Za-z][A-Za-z0-9]{0,19},?", re.ASCII)
+
+
+def _coins(words: list[_Word]) -> int:
+    """How many of a condition's first ``words`` may be more coins (``/watch btc eth sol >
+    1``): no word of the language nor one like it; 0 unless the words after them are a
+    condition. Whether they are coins, Binance's list tells (the caller: CoinsError)."""
+    n = 0
+    for w in words:
+        word = w.lower.rstrip(",")
+        if (
+            not _COIN_WORD_RE.fullmatch(w.text)
+            or word in _CONDITION_WORDS
+            or word in _OPTIONS
+            or word in ("note", "all", "any")
+            or word in _JOINERS
+            or word in _SYNONYMS
+            or word.upper() in _CURRENCIES
+            or _suggest_word(word) is not None
+        ):
+            break
+        n += 1
+    if not n or n == len(words):
+        return 0
+    if _AMOUNT_RE.fullmatch(words[n].text):  # "btc eth 70000": answered as for one symbol
+        return n
+    try:
+        parse(_plain_signs(" ".join(w.text for w in words[n:])))
+    except ConditionError:
+        return 0
+    return n
+
+
+def _with_commas(message: str, first: _Word, more: Sequence[str], after: _Word) -> str:
+    """``message`` with its symbols listed by commas: ``/watch btc,eth,sol > 1``."""
+    names = ",".join((first.text.rstrip(","), *more))
+    return f"{message[: first.start]}{names} {message[after.start :]}"
+
+
+class CoinsError(CommandError):
+    """``/watch btc eth > 1``: words where the condition goes that may be more coins, which
+    the parser cannot tell (it does not know Binance's list). The answer to the condition as
+    it stands; ``rewritten``, the command with the symbols listed by commas, is what to run
+    when Binance lists each of ``names``."""
+
+    def __init__(self, message: str, names: tuple[str, ...], rewritten: str) -> None:
+        usage, _, example = COMMANDS["watch"]
+        super().__init__(message, hint(usage), hint(example))
+        self.names = names
+        self.rewritten = rewritten
 
 
 #: the levels one /watch makes watches of (``/watch BTCUSDT > 70000 75000 80000``)
