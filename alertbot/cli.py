@@ -1,4 +1,4 @@
-"""The command line: ``alertbot run | check | replay | record``."""
+"""The command line: ``alertbot run | check | replay | record | backup``."""
 
 from __future__ import annotations
 
@@ -146,7 +146,21 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after D (e.g. 90s, 1h30m); default: until stopped",
     )
     _config_option(record)  # the feed's settings: market, URLs, timeouts
-    for command in (run, check, replay, record):  # main()'s own errors, with the command's usage
+
+    backup = sub.add_parser(
+        "backup",
+        help="copy the database (watches, alerts) to a file, the bot running or not",
+        description="Copy the database (ALERTBOT_DB: the chats' watches, the outbox, the "
+        "firing state) to FILE with SQLite's online backup, which a running bot does not "
+        "notice and which is never half a write: the copy is checked whole and then put in "
+        "place. To restore, stop the bot and put the copy where ALERTBOT_DB names.",
+    )
+    backup.add_argument("--out", required=True, action=_Once, metavar="FILE", help="the copy")
+    backup.add_argument(
+        "--force", action="store_true", help="overwrite FILE when it exists (else refused)"
+    )
+    _config_option(backup)  # ALERTBOT_DB
+    for command in (run, check, replay, record, backup):  # main()'s own errors, with its usage
         command.set_defaults(parser=command)
     return parser
 
@@ -862,6 +876,71 @@ def _hint(command: str, extra: Sequence[str]) -> str:
     return ""
 
 
+def cmd_backup(out_path: str, config: str | None = None, force: bool = False) -> int:
+    """``alertbot backup --out FILE``: the database, copied with SQLite's online backup API
+    (a consistent snapshot, taken in steps between the bot's own writes), to a file of its
+    own beside FILE, checked (``integrity_check``) and then renamed onto FILE: a backup cut
+    short never leaves a broken FILE. The copy is one self-contained file (no WAL)."""
+    import contextlib
+    import sqlite3
+
+    from alertbot.settings import environment
+
+    env = environment(os.environ, config)
+    db = env.get("ALERTBOT_DB", "").strip() or "alertbot.db"
+    if out_path == "-":
+        print("alertbot backup: --out -: a database is a file; name one", file=sys.stderr)
+        return 1
+    if not os.path.isfile(db):  # connecting would create an empty one
+        print(f"alertbot backup: {db}: no database there (ALERTBOT_DB)", file=sys.stderr)
+        return 1
+    if os.path.abspath(out_path) == os.path.abspath(db):
+        print(f"alertbot backup: --out {out_path} is the database itself", file=sys.stderr)
+        return 1
+    part = f"{out_path}.part"
+    try:
+        # emptied, or made: an earlier backup's cut short goes, and a place that cannot be
+        # written to is named as such (SQLite says only "unable to open database file")
+        open(part, "wb").close()
+        source = sqlite3.connect(db, timeout=30)
+        try:
+            copy = sqlite3.connect(part)
+            try:
+                source.backup(copy, pages=1024)  # steps: the bot's writes go on in between
+                copy.execute("PRAGMA journal_mode=DELETE")  # one file, whatever the source's
+                (check,) = copy.execute("PRAGMA integrity_check").fetchone()
+                if check != "ok":
+                    raise sqlite3.DatabaseError(f"the copy fails its check: {check}")
+                counts = {
+                    table: copy.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                    for table in ("watches", "alerts")
+                    if copy.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+                    ).fetchone()
+                }
+            finally:
+                copy.close()
+        finally:
+            source.close()
+        with open(part, "rb") as fh:
+            os.fsync(fh.fileno())
+        if not force and _filled_file(out_path):  # made meanwhile: still not overwritten
+            raise FileExistsError(
+                f"--out {out_path}: the file exists; give --force to overwrite it"
+            )
+        os.replace(part, out_path)
+    except (OSError, sqlite3.Error) as exc:
+        with contextlib.suppress(OSError):
+            os.remove(part)
+        why = f"{exc.filename}: {_why(exc)}" if isinstance(exc, OSError) and exc.filename else exc
+        print(f"alertbot backup: {why}", file=sys.stderr)
+        return 1
+    what = ", ".join(f"{n} {table}" for table, n in counts.items())
+    size = os.path.getsize(out_path)
+    print(f"alertbot backup: {db} -> {out_path} ({what}; {plural(size, 'byte')})", file=sys.stderr)
+    return 0
+
+
 def _filled_file(path: str) -> int:
     """The size of the regular file at ``path``; 0 when there is none, or it is empty, or not a
     regular file (``-``, /dev/stdout, a pipe: writing to them destroys nothing)."""
@@ -914,7 +993,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace | int:
         args.parser.error(f"unrecognized arguments: {' '.join(extra)}{_hint(args.command, extra)}")
     if args.command == "replay":
         _recording_after_rules(args, args.parser)
-    if args.command == "record" and not args.force:
+    if args.command in ("record", "backup") and not args.force:
         size = _filled_file(args.out)
         if size:
             args.parser.error(
@@ -940,6 +1019,7 @@ _COMMAND_MODULES = {
     ),
     "run": ("asyncio", "alertbot.app", "alertbot.rules.loader", "alertbot.notify.routing"),
     "record": ("asyncio", "orjson", "alertbot.feed.client", "alertbot.feed.symbols"),
+    "backup": ("sqlite3", "alertbot.settings"),
 }
 
 
@@ -976,6 +1056,8 @@ def _command(args: argparse.Namespace) -> int:
         if args.command == "record":
             streams = args.streams or ["!miniTicker@arr"]
             return cmd_record(args.out, streams, args.duration, args.config, args.force)
+        if args.command == "backup":
+            return cmd_backup(args.out, args.config, args.force)
     except (RuleError, ConfigError) as exc:  # defensive: no traceback for bad input
         print(f"alertbot: {exc}", file=sys.stderr)
         return 1
