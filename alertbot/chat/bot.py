@@ -2655,11 +2655,12 @@ class ChatBot:
         value, start = seen
         return move_text(t.close, start, cond), value >= cond.pct
 
-    def _moved_text(self, r: WatchRow) -> str | None:
+    def _moved_text(self, r: WatchRow, now: str = "") -> str | None:
         """A move's watch as /price and the digest show it: ``up 1.20% from 67200``, ``…:
-        true`` when as far as it asks; None for another condition or without a price now."""
+        true`` when as far as it asks (``now`` after the move: /list's `` now``); None for
+        another condition or without a price now."""
         move = self._move_now(r)
-        return None if move is None else move[0] + (": true" if move[1] else "")
+        return None if move is None else move[0] + now + (": true" if move[1] else "")
 
     def _now(self, r: WatchRow) -> str | None:
         """Where a new watch of one level, crossing or move stands, for its answer: ``price
@@ -2692,9 +2693,9 @@ class ChatBot:
         come back under first); None for other conditions, or without a price now
         (:meth:`_fresh`); for a move, how far it went in the window: ``up 1.20% from 67200
         now``."""
-        move = self._move_now(r)
-        if move is not None:
-            return f"{move[0]} now" + (": true" if move[1] else "")  # as _moved_text, with now
+        moved = self._moved_text(r, " now")
+        if moved is not None:
+            return moved
         t = self._fresh(r.symbol)
         standing = None if t is None else _standing(r, t)
         if standing is None:
