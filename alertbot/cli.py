@@ -878,7 +878,7 @@ def _hint(command: str, extra: Sequence[str]) -> str:
 
 def cmd_backup(out_path: str, config: str | None = None, force: bool = False) -> int:
     """``alertbot backup --out FILE``: the database, copied with SQLite's online backup API
-    (a consistent snapshot, taken in steps between the bot's own writes), to a file of its
+    (a consistent snapshot, the bot's writes going on beside it), to a file of its
     own beside FILE, checked (``integrity_check``) and then renamed onto FILE: a backup cut
     short never leaves a broken FILE. The copy is one self-contained file (no WAL)."""
     import contextlib
@@ -906,7 +906,10 @@ def cmd_backup(out_path: str, config: str | None = None, force: bool = False) ->
         try:
             copy = sqlite3.connect(part)
             try:
-                source.backup(copy, pages=1024)  # steps: the bot's writes go on in between
+                # one step, one read transaction: in WAL mode the bot's writes go on beside it
+                # (a copy in steps starts over at each write of another connection: under an
+                # alert flood it might never end)
+                source.backup(copy)
                 copy.execute("PRAGMA journal_mode=DELETE")  # one file, whatever the source's
                 (check,) = copy.execute("PRAGMA integrity_check").fetchone()
                 if check != "ok":
