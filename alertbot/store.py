@@ -105,7 +105,8 @@ CREATE TABLE IF NOT EXISTS watches (
                                    -- alert's event time ms and not its firing (revive_watches)
     topic       INTEGER,           -- the forum topic it was made in: its alerts go there
     note        TEXT,              -- /watch ... note TEXT: its alerts and /list show it
-    repeat_ms   INTEGER            -- /watch ... repeat D: alerts again every D while it holds
+    repeat_ms   INTEGER,           -- /watch ... repeat D: alerts again every D while it holds
+    made_by     TEXT               -- who sent the /watch (@name or first name): a group's /list
     -- no comma in a comment between two columns: DROP COLUMN in SQLite (a test drops the
     -- last one) cuts the text at the last comma before the column, comments or not
 );
@@ -188,6 +189,7 @@ ADDED_COLUMNS = (
     ("watches", "topic", "INTEGER"),
     ("watches", "note", "TEXT"),
     ("watches", "repeat_ms", "INTEGER"),
+    ("watches", "made_by", "TEXT"),
 )
 #: Store.refused_once: the ``once`` watches ended by an alert Telegram refused with an error
 #: beginning with the parameter, their chat not seen to have the bot since
@@ -309,6 +311,8 @@ class WatchRow:
     note: str | None = None
     #: ``repeat D`` (ms): while its condition holds, it alerts again every D
     repeat_ms: int | None = None
+    #: who sent the /watch, as a group's /list names them (``@alice``, or a first name)
+    made_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -708,11 +712,11 @@ class Store:
     def _add_watch(db: sqlite3.Connection, w: WatchRow) -> int:
         cur = db.execute(
             "INSERT INTO watches (chat_id, symbol, condition, cooldown_ms, rearm, once,"
-            " expires_ms, muted_until, last_fired, created, topic, note, repeat_ms)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " expires_ms, muted_until, last_fired, created, topic, note, repeat_ms, made_by)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (w.chat_id, w.symbol, w.condition, w.cooldown_ms, w.rearm, int(w.once),
              w.expires_ms, w.muted_until, w.last_fired, w.created or time.time(), w.topic,
-             w.note, w.repeat_ms),
+             w.note, w.repeat_ms, w.made_by),
         )  # fmt: skip
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -742,7 +746,7 @@ class Store:
     def _watches(self, where: str = "", params: tuple[object, ...] = ()) -> list[WatchRow]:
         rows = self.db.execute(
             "SELECT id, chat_id, symbol, condition, cooldown_ms, rearm, once, expires_ms,"
-            " muted_until, last_fired, created, revived, topic, note, repeat_ms"
+            " muted_until, last_fired, created, revived, topic, note, repeat_ms, made_by"
             f" FROM watches WHERE active = 1{where} ORDER BY id",
             params,
         ).fetchall()
@@ -763,6 +767,7 @@ class Store:
                 r[12],
                 r[13],
                 r[14],
+                r[15],
             )
             for r in rows
         ]

@@ -1915,7 +1915,7 @@ async def test_edit_moves_a_watchs_level_keeping_its_id_options_and_topic(tmp_pa
     async with Bot(tmp_path, binance, tg) as bot:
         listing = await bot.say("/list", chat=SUPERGROUP)
     assert listing.startswith(
-        "1 watch:\nw1  BTCUSDT price crosses above 200, cooldown 1h, in topic «Topic 7» —"
+        "1 watch:\nw1  BTCUSDT price crosses above 200, cooldown 1h, in topic «Topic 7», by @trader"
     )
 
 
@@ -1968,9 +1968,10 @@ async def test_list_names_the_forum_topic_each_watch_alerts_in(tmp_path, fakes):
     async with Bot(tmp_path, binance, tg) as bot:
         again = await bot.say("/list", chat=SUPERGROUP)
     lines = listing.splitlines()[1:4]
-    assert lines[0].startswith("w1  BTCUSDT price > 100, cooldown 5m, in topic «BTC levels» —")
-    assert lines[1].startswith("w2  ETHUSDT price > 100, cooldown 5m, in topic «Altcoins» —")
-    assert lines[2].startswith("w3  SOLUSDT price > 100, cooldown 5m, in topic 9 —")
+    by = ", by @trader —"  # who made it: a group's /list says
+    assert lines[0].startswith(f"w1  BTCUSDT price > 100, cooldown 5m, in topic «BTC levels»{by}")
+    assert lines[1].startswith(f"w2  ETHUSDT price > 100, cooldown 5m, in topic «Altcoins»{by}")
+    assert lines[2].startswith(f"w3  SOLUSDT price > 100, cooldown 5m, in topic 9{by}")
     assert again.splitlines()[1:4] == lines
 
 

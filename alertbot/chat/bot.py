@@ -229,6 +229,23 @@ def _text_of(message: Message | None) -> str | None:
     return message.text if message.text is not None else message.caption
 
 
+#: at most this much of a name is kept as who made a watch
+MADE_BY_MAX = 40
+
+
+def _made_by(command: object, message: Message) -> object:
+    """A /watch (or a message of them) with who sent it: ``@username``, else the first name
+    (a group's /list says whose each watch is); other commands as they are."""
+    user = message.from_user
+    if user is None or not isinstance(command, Watch | WatchBatch):
+        return command
+    name = _cut(f"@{user.username}" if user.username else user.first_name, MADE_BY_MAX)
+    if isinstance(command, Watch):
+        return dataclasses.replace(command, made_by=name)
+    watches = tuple(dataclasses.replace(w, made_by=name) for w in command.watches)
+    return dataclasses.replace(command, watches=watches)
+
+
 def _without_hint(text: str) -> str:
     """An alert's text less its last line when that is render.WATCH_HINT (or ENDED_HINT)."""
     head, sep, last = text.rpartition("\n")
@@ -1259,6 +1276,7 @@ class ChatBot:
         await self._learn_topic(chat.id, message)
         welcome = await self.welcome_back(chat.id)
         if command is not None:
+            command = _made_by(command, message)
             try:
                 answer, markup = await self.run(chat.id, command, _topic(message))
             except CommandError as exc:
@@ -1929,6 +1947,7 @@ class ChatBot:
             topic=topic,
             note=w.note,
             repeat_ms=w.repeat_ms,
+            made_by=w.made_by,
         )
 
     async def watch_batch(self, chat: int, watches: tuple[Watch, ...], topic: int | None) -> str:
@@ -2636,6 +2655,8 @@ class ChatBot:
         if r.topic is not None:  # where its alerts go: the forum topic it was made in
             named = self.book.topic_names.get((r.chat_id, r.topic))
             extra += f", in topic «{named[0]}»" if named else f", in topic {r.topic}"
+        if r.made_by and r.chat_id < 0:  # a group's: whose it is (a private chat's are yours)
+            extra += f", by {r.made_by}"
         stands = self._stands(r)
         stands = f" · {stands}" if stands else ""
         line = f"{watch_id(r)}  {r.symbol} {r.condition}{extra} — {state}{fired}{stands}"

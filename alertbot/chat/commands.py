@@ -472,6 +472,8 @@ class Watch:
     #: the other levels of ``/watch BTCUSDT > 70000 75000 80000`` (each once, in the order
     #: typed): a watch each, with the same options (for each symbol)
     levels: tuple[Condition, ...] = ()
+    #: who sent it (``@alice``, or a first name), which the bot knows and a group's /list shows
+    made_by: str | None = None
 
     def each(self) -> list[Watch]:
         """A watch of each level (itself first), of its symbol (``more`` is kept)."""
