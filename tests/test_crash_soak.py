@@ -891,6 +891,10 @@ class Soak:
         if chat not in self.blocked:
             return
         await self.healthy()
+        # every tick published read first, as before a command: ticks sent while the bot was
+        # down reach it at its restart, and read after the pause ended they fire the chat's
+        # watches, which the reference (the chat blocked at those ticks) does not (seed 7641)
+        await self.do_sync()
         del self.blocked[chat]
         snap = read_db(self.db)
         missed = snap.paused.get(chat)
