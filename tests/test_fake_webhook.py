@@ -176,7 +176,7 @@ async def test_down_hang_is_a_read_timeout(
 ) -> None:
     hook.down("hang")
     with pytest.raises(httpx.ReadTimeout):
-        await post(client, hook, timeout=0.2)
+        await post(client, hook, timeout=httpx.Timeout(10.0, read=0.2))
     [d] = hook.deliveries
     assert d.status is None
     assert d.json == ALERT  # the request was read in full
@@ -215,7 +215,7 @@ async def test_down_trickle_never_completes_the_headers_though_each_read_is_quic
     hook.down("trickle")
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.3):
-            await post(client, hook, timeout=0.1)
+            await post(client, hook, timeout=httpx.Timeout(10.0, read=0.1))
     assert [d.status for d in hook.deliveries] == [None]
 
 
@@ -274,7 +274,7 @@ async def test_delay_makes_the_answer_late_but_the_delivery_counts(
 ) -> None:
     hook.delay(0.3)
     with pytest.raises(httpx.ReadTimeout):
-        await post(client, hook, timeout=0.1)
+        await post(client, hook, timeout=httpx.Timeout(10.0, read=0.1))
     await hook.wait_for_deliveries(1)  # processed on receipt; only the answer was late
     loop = asyncio.get_running_loop()
     start = loop.time()
