@@ -111,3 +111,13 @@ def test_the_database_itself_is_refused_as_the_copy(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "is the database itself" in result.stderr
     assert conditions_in(db) == ["price > 70000"]
+
+
+def test_stdout_is_refused_as_the_copy(tmp_path: Path) -> None:
+    """A database is a file: '--out -' (as record takes it) would write it to a terminal."""
+    db = tmp_path / "alertbot.db"
+    with_watches(db, ["price > 70000"])
+    result = alertbot("backup", "--out", "-", env=env_for(db))
+    assert result.returncode == 1
+    assert result.stderr == "alertbot backup: --out -: a database is a file; name one\n"
+    assert result.stdout == ""
