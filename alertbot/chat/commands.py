@@ -386,8 +386,8 @@ class LevelsError(CommandError):
     def of(self, watched: str | None) -> CommandError:
         """The error, its command for the other levels naming the watch's symbol ``watched``
         (None: not known), the note kept."""
-        usage, _, example = COMMANDS["edit"]
-        return CommandError(self._text(watched), hint(usage), hint(example)).noting(self.note)
+        usage, example = self._marked[1:]
+        return CommandError(self._text(watched), usage, example).noting(self.note)
 
 
 class TargetError(CommandError):
