@@ -603,6 +603,32 @@ def test_a_slack_webhook_gets_the_message_as_text_its_markup_escaped():
     )
 
 
+@pytest.mark.parametrize("form", ["json", "slack", "discord"])
+def test_a_fallback_copy_leaves_out_the_chat_watchs_command_line(form: str):
+    """A chat watch's alert ends with commands for the chat (``Mute: /mute w3 1h``, or a
+    ``once`` watch's ``it has ended. To watch again: ...``). The fallback webhook's reader
+    cannot send them, and a ``once`` watch whose alert the chat refused (blocked the bot) is
+    kept, not ended: a fallback's copy goes without that line, a chat's own copy keeps it."""
+    url = {
+        "json": "https://h.example/alerts",
+        "slack": "https://hooks.slack.com/services/T/B/x",
+        "discord": "https://discord.com/api/webhooks/1/x",
+    }[form]
+    for last in (
+        "Mute: /mute w3 1h · stop: /unwatch w3",
+        "That was w3's one alert (once): it has ended. To watch again: /watch BTCUSDT > 100 once",
+    ):
+        alert = record(rule="w3", text=f"BTCUSDT price > 100: price 101.5\nNote: tp1\n{last}")
+        fallback = orjson.loads(body_of(Delivery(alert, f"fallback:42:{url}", chat_id=42, url=url)))
+        text = fallback.get("message") or fallback.get("text") or fallback["content"]
+        assert "/mute" not in text, text
+        assert "ended" not in text, text
+        assert "tp1" in text  # the note, the line before it, is kept
+        plain = orjson.loads(body_of(Delivery(alert, f"webhook:{url}", url=url)))
+        own = plain.get("message") or plain.get("text") or plain["content"]
+        assert "w3" in own.rpartition("\n")[2]  # a channel's own copy: as rendered
+
+
 def test_a_discord_webhook_gets_the_message_as_content_shown_as_written():
     """``{"content": ...}``: markdown escaped (a rule id with underscores, a negative change),
     no @mention pinged whatever a template holds, and cut at Discord's 2000 characters."""

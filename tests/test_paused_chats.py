@@ -394,6 +394,29 @@ async def test_the_refused_alert_goes_to_the_fallback_webhook_and_the_log_says_s
     ]
 
 
+async def test_the_fallback_copy_of_a_refused_once_alert_does_not_say_the_watch_ended(
+    tmp_path, fakes
+):
+    """A ``once`` watch whose alert the blocked chat refused is kept for its next time (the
+    pause), so the fallback webhook's copy must not say it has ended, as the chat's text does;
+    it goes without the chat's command line, and the watch is still there."""
+    binance, tg = fakes
+    async with WebhookReceiver() as hook, Bot(tmp_path, binance, tg, webhook_url=hook.url) as bot:
+        await bot.say("/watch BTCUSDT > 105 once")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await blocked_crossing(bot)
+        (posted,) = await hook.wait_for_deliveries(1)
+    store = Store(tmp_path / "alertbot.db")
+    try:
+        assert [w.id for w in store.watches()] == [1]  # kept: it has not ended
+    finally:
+        store.close()
+    message = posted.json["message"]
+    assert message.startswith("BTCUSDT price > 105: price 110"), message
+    assert "ended" not in message, message
+    assert "/watch" not in message, message
+
+
 async def test_a_rule_file_chat_that_blocked_the_bot_is_not_paused(tmp_path, fakes, caplog):
     """A chat named in a rule file's channel is the operator's: its rule keeps firing (and
     failing) as before, and the log says what to do."""

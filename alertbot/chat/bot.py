@@ -97,10 +97,10 @@ from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import (
     format_amount,
     format_time,
-    is_watch_hint,
     move_text,
     percent_text,
     thresholds,
+    without_hint_line,
 )
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import (
@@ -244,12 +244,6 @@ def _made_by(command: object, message: Message) -> object:
         return dataclasses.replace(command, made_by=name)
     watches = tuple(dataclasses.replace(w, made_by=name) for w in command.watches)
     return dataclasses.replace(command, watches=watches)
-
-
-def _without_hint(text: str) -> str:
-    """An alert's text less its last line when that is render.WATCH_HINT (or ENDED_HINT)."""
-    head, sep, last = text.rpartition("\n")
-    return head if sep and is_watch_hint(last) else text
 
 
 def _short_time(seconds: float, now: float, zone: dt.tzinfo | None = None) -> str:
@@ -1403,7 +1397,7 @@ class ChatBot:
         if missed:
             # without each alert's mute/stop hint (render.WATCH_HINT): it was for then
             lines = [
-                f"{self._at(chat, t)}  {_cut(' '.join(_without_hint(m).split()), 300)}"
+                f"{self._at(chat, t)}  {_cut(' '.join(without_hint_line(m).split()), 300)}"
                 for t, m in missed
             ]
             shown = lines[:MISSED_SHOWN]

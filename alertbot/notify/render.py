@@ -219,6 +219,13 @@ def is_watch_hint(line: str) -> bool:
     return _HINT_LINE.match(line) is not None
 
 
+def without_hint_line(text: str) -> str:
+    """An alert's text less its last line when that is WATCH_HINT or ENDED_HINT: the commands
+    in it are for the chat, and only then (``once``: whether the watch ended is the chat's)."""
+    head, sep, last = text.rpartition("\n")
+    return head if sep and is_watch_hint(last) else text
+
+
 @lru_cache(maxsize=1024)
 def _html_template(template: str) -> str:
     return _BARE_AMPERSAND.sub("&amp;", template)  # "A & B" in a template is text

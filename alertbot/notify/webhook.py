@@ -29,6 +29,7 @@ import httpx
 import orjson
 
 from alertbot.notify.delivery import Delivery, Report, backoff, clip
+from alertbot.notify.render import without_hint_line
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.urls import shown_url, url_text_problem
 from alertbot.tasks import cancel_and_wait
@@ -81,9 +82,17 @@ def format_by_url(url: str) -> str:
     return "json"
 
 
+def _text(d: Delivery) -> str:
+    """The alert's text; a fallback's without the chat watch's last line (render's
+    WATCH_HINT, ENDED_HINT): its commands are the chat's to send, not the webhook reader's,
+    and a ``once`` watch whose alert the chat refused (blocked the bot) has not ended: it is
+    kept for the chat's return (the pause), which the line would deny."""
+    return without_hint_line(d.alert.text) if d.kind == "fallback" else d.alert.text
+
+
 def _message(d: Delivery) -> str:
     """The alert's text as a chat service shows it; a fallback's says for which chat."""
-    text = d.alert.text
+    text = _text(d)
     if d.kind == "fallback":
         text += f"\n(for Telegram chat {d.chat_id}, which the alert could not reach)"
     return text
@@ -114,7 +123,7 @@ def body_of(d: Delivery) -> bytes:
         "condition": a.condition,
         "time": a.time,
         "price": a.price,
-        "message": a.text,
+        "message": _text(d),
     }
     if a.note:  # a chat watch's note, which "message" shows on a line of its own
         body["note"] = a.note
