@@ -681,6 +681,42 @@ async def test_an_edit_to_several_levels_is_answered_with_an_edit_and_a_watch(tm
     assert len(listing.splitlines()) == 2
 
 
+async def test_an_edit_to_several_numbers_alone_puts_the_watchs_condition_at_each(tmp_path, fakes):
+    """'/edit w1 71000 76000' (numbers alone, as '/edit w1 71000' takes one) got "unknown
+    metric or condition '71000'". Each number is the watch's one threshold, as for one number:
+    the answer gives the /edit for the first and the /watch of the watch's symbol and
+    condition at the others (a crossing stays a crossing, a move's size moves); nothing is
+    changed. A watch of no single threshold, or no such watch, is answered as for one
+    number."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch btc crosses above 70000")
+        await bot.say("/watch sol rises 5% in 1h")
+        await bot.say("/watch eth breaks 24h high")
+        crossing = await bot.say("/edit w1 71000, 76000 80000 once")
+        move = await bot.say("/edit w2 6% 8%")
+        kinds = await bot.say("/edit w2 6000 8000")
+        breaks = await bot.say("/edit w3 1 2")
+        missing = await bot.say("/edit w9 71000 76000")
+        listing = await bot.say("/list")
+    assert crossing.splitlines()[0] == (
+        "A watch has one level: /edit w1 price crosses above 71000 once changes w1, and "
+        "/watch BTCUSDT price crosses above 76000, 80000 once makes a watch of each other one"
+    )
+    assert move.splitlines()[0] == (
+        "A watch has one level: /edit w2 rises 6% in 1h changes w2, and "
+        "/watch SOLUSDT rises 8% in 1h makes a watch of each other one"
+    )
+    assert kinds.startswith("'6000' is no level of w2's rises 5% in 1h (a number)"), kinds
+    assert breaks.startswith("'1' is no level of w3's breaks 24h high (a number)"), breaks
+    assert missing == "This chat has no watch w9. /list shows its watches."
+    assert [line.split(",")[0] for line in listing.splitlines()[1:4]] == [
+        "w1  BTCUSDT price crosses above 70000",
+        "w2  SOLUSDT rises 5% in 1h",
+        "w3  ETHUSDT breaks 24h high",
+    ]
+
+
 async def test_coins_with_spaces_between_make_a_watch_each_when_binance_lists_them(tmp_path, fakes):
     """'/watch btc eth > 1' was "unknown metric or condition 'eth'", while /price took 'btc
     eth'. Words Binance lists where the condition goes are symbols; a word it does not list

@@ -1304,7 +1304,11 @@ class ChatBot:
             return None, exc.reply()
         except LevelsError as exc:  # /edit w2 > 71000 76000: the other levels, of its symbol
             rows = self.book.find(chat, exc.target)
-            return None, exc.of(rows[0].symbol if rows else None).reply()
+            if not exc.numbers:
+                return None, exc.of(rows[0].symbol if rows else None).reply()
+            if not rows:
+                return None, self._none(exc.target)
+            return None, self._levels_of(rows[0], exc)
         except TargetError as exc:  # /unwatch BTCUSDT: this chat's watches of it
             return None, self._symbol_target(chat, exc).noting(exc.note).reply()
         except ShorthandError as exc:  # /watch BTC 70000: the sign, from the price now
@@ -2134,6 +2138,26 @@ class ChatBot:
             if far:
                 answer += f"\n{far}"
         return answer
+
+    def _levels_of(self, row: WatchRow, exc: LevelsError) -> str:
+        """The answer to ``/edit w2 71000 76000`` (numbers alone): the ``/edit`` that moves
+        w2's one threshold to the first, and the ``/watch`` of w2's symbol and condition at
+        the others; or why the watch takes no number (as ``/edit w2 71000`` is answered)."""
+        condition = _condition(row.condition)
+        try:
+            if condition is None:
+                raise CommandError(
+                    f"{watch_id(row)}'s condition {row.condition!r} has no level",
+                    COMMANDS["edit"][0],
+                    COMMANDS["edit"][2],
+                )
+            levels = [
+                format_condition(self._moved(row, condition, level, typed))
+                for typed, level in exc.numbers
+            ]
+        except CommandError as err:
+            return err.noting(exc.note).reply()
+        return exc.of(row.symbol, levels).reply()
 
     def _moved(self, row: WatchRow, condition: Condition, level: float, typed: str) -> Condition:
         """``row``'s condition with its one threshold at ``level`` (``/edit w3 71000``; a

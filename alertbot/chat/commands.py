@@ -353,41 +353,62 @@ class SymbolError(CommandError):
 
 class LevelsError(CommandError):
     """``/edit w2 > 71000 76000``: several levels, where a watch has one. The parser does not
-    know the watch's symbol, which the command for the other levels needs: :meth:`of`."""
+    know the watch's symbol, which the command for the other levels needs: :meth:`of`. Nor,
+    for numbers alone (``/edit w2 71000 76000``: ``numbers``, no ``conditions``), its
+    condition, whose one threshold each number takes (the bot's, as for ``/edit w2 71000``)."""
 
     def __init__(
-        self, target: str, conditions: Sequence[str], symbol: str | None, tail: str
+        self,
+        target: str,
+        conditions: Sequence[str],
+        symbol: str | None,
+        tail: str,
+        numbers: Sequence[tuple[str, float]] = (),
     ) -> None:
         self.target = target  # the watch's id, as typed (or the replied alert's watch)
         self.conditions = tuple(conditions)  # each level's condition, canonical
         self.symbol = symbol  # the symbol typed in the /edit, if any
         self.tail = tail  # the options typed after the levels
+        self.numbers = tuple(numbers)  # numbers alone: each as typed, and its value
         usage, _, example = COMMANDS["edit"]
-        super().__init__(self._text(None), hint(usage), hint(example))
+        text = (
+            self._text(None, self.conditions)
+            if self.conditions
+            else f"a watch has one level: {hint(f'/edit {target} {numbers[0][0]}')} changes "
+            f"{target}, and /watch with its symbol and condition makes a watch of each other one"
+        )
+        super().__init__(text, hint(usage), hint(example))
 
-    def _text(self, watched: str | None) -> str:
-        first, *others = self.conditions
-        head = others[0].rpartition(" ")[0]
-        levels = ", ".join(c.rpartition(" ")[2] for c in others)
+    def _text(self, watched: str | None, conditions: Sequence[str]) -> str:
+        first, *others = conditions
+        heads = {c.rpartition(" ")[0] for c in others}
+        # one /watch of several levels; a move's (its size is not its last word) one each
+        bodies = (
+            [f"{heads.pop()} {', '.join(c.rpartition(' ')[2] for c in others)}"]
+            if len(heads) == 1
+            else others
+        )
         typed = f" {self.symbol}" if self.symbol else ""
         tail = f" {self.tail}" if self.tail else ""
         symbol = self.symbol or watched
         if symbol is None:
-            more = f"/watch with its symbol and {head} {levels}"
+            more = " and ".join(f"/watch with its symbol and {body}" for body in bodies)
         else:  # a new watch has no 'off' to turn: the options without them
             kept = "" if "off" in tail.lower().split() else tail
             note = f" note {self.note[1]}" if self.note is not None else ""
-            more = hint(f"/watch {symbol} {head} {levels}{kept}{note}")
+            more = " and ".join(hint(f"/watch {symbol} {body}{kept}{note}") for body in bodies)
         return (
             f"a watch has one level: {hint(f'/edit {self.target}{typed} {first}{tail}')} changes "
             f"{self.target}, and {more} makes a watch of each other one"
         )
 
-    def of(self, watched: str | None) -> CommandError:
+    def of(self, watched: str | None, conditions: Sequence[str] = ()) -> CommandError:
         """The error, its command for the other levels naming the watch's symbol ``watched``
-        (None: not known), the note kept."""
+        (None: not known), the note kept; ``conditions``: the levels' conditions, for numbers
+        alone (the watch's condition at each)."""
         usage, example = self._marked[1:]
-        return CommandError(self._text(watched), usage, example).noting(self.note)
+        text = self._text(watched, conditions or self.conditions)
+        return CommandError(text, usage, example).noting(self.note)
 
 
 class TargetError(CommandError):
@@ -1699,10 +1720,13 @@ def _edit(
         except ConditionError as exc:
             level = _level(condition_text) if end == 1 else None
             ladder = _ladder(rest[:end])
+            tail = message[rest[end].start :] if end < len(rest) else ""
             if len(ladder) > 1:  # "/edit w2 > 71000 76000"
                 texts = [format_condition(c) for c in ladder]
-                tail = message[rest[end].start :] if end < len(rest) else ""
                 raise LevelsError(target, texts, symbol, tail) from None
+            numbers = _numbers(rest[:end])
+            if len(numbers) > 1:  # "/edit w2 71000 76000": the watch's condition at each
+                raise LevelsError(target, (), symbol, tail, numbers) from None
             if level is None:
                 following = rest[end] if end < len(rest) else None
                 explained = _explain(exc, condition_text, following)
@@ -1737,6 +1761,27 @@ def _edit(
         symbol=symbol,
         repeat_ms=options.repeat_ms,
     )
+
+
+def _numbers(words: list[_Word]) -> list[tuple[str, float]]:
+    """``71000 76000`` (or ``71k, 76k``; ``6% 8%``): numbers alone, of one kind (all
+    percentages or none), each once, as typed and their values; [] when the words are no such
+    thing, or could be one number written in groups (``150 200``, as :func:`_ladder`)."""
+    texts = [w.text.removesuffix(",") for w in words]
+    if not all(_LEVEL_RE.fullmatch(w.text) for w in words) or words[-1].text.endswith(","):
+        return []
+    listed = any(w.text.endswith(",") for w in words[:-1])
+    if not listed and _SPACED_NUMBER_RE.search(" ".join(texts)):
+        return []
+    if len({t.endswith("%") for t in texts}) > 1:
+        return []
+    numbers: list[tuple[str, float]] = []
+    for text in dict.fromkeys(texts):
+        level = _level(text)
+        if level is None:
+            return []
+        numbers.append((text, level))
+    return numbers
 
 
 def _level(text: str) -> float | None:
