@@ -664,6 +664,28 @@ async def test_several_levels_in_one_watch_make_a_watch_each(tmp_path, fakes):
     assert listing.startswith("4 watches:")
 
 
+async def test_a_move_of_several_sizes_makes_a_move_watch_each(tmp_path, fakes):
+    """'/watch SOLUSDT rises 5% 10% in 1h' got "expected 'in' after '5%', got '10%'": a move
+    of each size, the window and options shared, as several levels make a watch each; a rise
+    of 7% alerts the 5% watch alone."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        made = await bot.say("/watch SOLUSDT rises 5%, 10% in 1h once")
+        await binance.wait_for_subscriptions({"solusdt@miniTicker"})
+        await bot.tick("SOLUSDT", 100, T)
+        await bot.tick("SOLUSDT", 107, T + 1000)
+        await tg.wait_for(lambda: "[w1]" in tg.messages_to(USER)[-1].plain_text)
+        alert = tg.messages_to(USER)[-1].plain_text
+    assert made.splitlines() == [
+        "Made 2 watches:",
+        "w1  SOLUSDT rises 5% in 1h (cooldown 5m, once)",
+        "w2  SOLUSDT rises 10% in 1h (cooldown 5m, once)",
+        "Remove them with /unwatch w1 w2.",
+    ]
+    assert "SOLUSDT rises 5% in 1h: price 107, up 7.00% from 100" in alert
+    assert "[w2]" not in alert
+
+
 async def test_an_edit_to_several_levels_is_answered_with_an_edit_and_a_watch(tmp_path, fakes):
     """'/edit w1 > 71000 76000' was "unexpected '76000'": a watch has one level, so the answer
     gives the /edit for the first and the /watch (of the watch's symbol, options and note
@@ -694,7 +716,7 @@ async def test_an_edit_to_several_numbers_alone_puts_the_watchs_condition_at_eac
         await bot.say("/watch sol rises 5% in 1h")
         await bot.say("/watch eth breaks 24h high")
         crossing = await bot.say("/edit w1 71000, 76000 80000 once")
-        move = await bot.say("/edit w2 6% 8%")
+        move = await bot.say("/edit w2 6% 8% 10%")
         kinds = await bot.say("/edit w2 6000 8000")
         breaks = await bot.say("/edit w3 1 2")
         missing = await bot.say("/edit w9 71000 76000")
@@ -705,7 +727,7 @@ async def test_an_edit_to_several_numbers_alone_puts_the_watchs_condition_at_eac
     )
     assert move.splitlines()[0] == (
         "A watch has one level: /edit w2 rises 6% in 1h changes w2, and "
-        "/watch SOLUSDT rises 8% in 1h makes a watch of each other one"
+        "/watch SOLUSDT rises 8%, 10% in 1h makes a watch of each other one"
     )
     assert kinds.startswith("'6000' is no level of w2's rises 5% in 1h (a number)"), kinds
     assert breaks.startswith("'1' is no level of w3's breaks 24h high (a number)"), breaks

@@ -556,6 +556,9 @@ def test_words_that_are_no_coins_are_answered_as_before(text: str) -> None:
         ("/watch SOLUSDT > 150, 200, 250", ["price > 150", "price > 200", "price > 250"]),
         ("/watch BTCUSDT > 70000 70000", ["price > 70000"]),  # each once
         ("/watch BTCUSDT >70000 75000", ["price > 70000", "price > 75000"]),  # a glued sign
+        # a move of several sizes: a move of each, in the one window
+        ("/watch SOLUSDT rises 5% 10% in 1h", ["rises 5% in 1h", "rises 10% in 1h"]),
+        ("/watch SOLUSDT drops 3%, 5%, 3% in 15m once", ["drops 3% in 15m", "drops 5% in 15m"]),
     ],
 )
 def test_several_levels_make_a_watch_each(text: str, conditions: list[str]) -> None:
@@ -578,7 +581,8 @@ def test_several_levels_make_a_watch_each(text: str, conditions: list[str]) -> N
         ),
         ("/watch BTCUSDT > 70 000", "write numbers without spaces: 70000"),
         ("/watch BTCUSDT > 1 2 3 4 5 6 7 8 9 10 11", "at most 10 levels in one /watch, got 11"),
-        ("/watch BTCUSDT rises 5% 10% in 1h", "expected 'in' after '5%'"),  # moves: no ladder
+        ("/watch BTCUSDT rises 5% 10%", "expected 'in' after '5%'"),  # a move needs its window
+        ("/watch BTCUSDT rises 5% 10%, in 1h", "expected 'in' after '5%'"),  # ends in ','
         ("/watch BTCUSDT > 70000 75000,", "unexpected '75000'"),  # a list that ends in ','
     ],
 )

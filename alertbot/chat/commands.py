@@ -63,6 +63,7 @@ from alertbot.rules.conditions import (
     Condition,
     Cross,
     Level,
+    Move,
     format_condition,
     format_duration,
     parse,
@@ -381,13 +382,8 @@ class LevelsError(CommandError):
 
     def _text(self, watched: str | None, conditions: Sequence[str]) -> str:
         first, *others = conditions
-        heads = {c.rpartition(" ")[0] for c in others}
-        # one /watch of several levels; a move's (its size is not its last word) one each
-        bodies = (
-            [f"{heads.pop()} {', '.join(c.rpartition(' ')[2] for c in others)}"]
-            if len(heads) == 1
-            else others
-        )
+        body = _ladder_text(others)
+        bodies = [body] if body is not None else others  # else one /watch each
         typed = f" {self.symbol}" if self.symbol else ""
         tail = f" {self.tail}" if self.tail else ""
         symbol = self.symbol or watched
@@ -1067,7 +1063,11 @@ def _ladder(words: list[_Word]) -> list[Condition]:
     level or crossing followed by more numbers is a condition each, in the order typed, each
     once; [] when the words are no such thing. Numbers in groups of three digits separated by
     spaces only (``> 150 200 250``) could be one number written ``70 000``: those are not
-    taken (the answer asks for either form); a comma between them lists them."""
+    taken (the answer asks for either form); a comma between them lists them. A move of
+    several sizes (``rises 5% 10% in 1h``) is a move of each size."""
+    moves = _move_ladder(words)
+    if moves:
+        return moves
     run = len(words)
     while run > 0 and _LEVEL_RE.fullmatch(words[run - 1].text):
         run -= 1
@@ -1089,6 +1089,41 @@ def _ladder(words: list[_Word]) -> list[Condition]:
         except ConditionError:
             return []
         if not isinstance(condition, Level | Cross):
+            return []
+        ladder.append(condition)
+    return ladder
+
+
+def _ladder_text(conditions: Sequence[str]) -> str | None:
+    """Conditions (canonical) that differ in their number alone as one /watch reads them
+    (:func:`_ladder`): ``price > 76000, 80000``, ``rises 8%, 10% in 1h``; None: they differ
+    otherwise."""
+    parts = [c.split(" ") for c in conditions]
+    if all(len(p) == 4 and p[2] == "in" for p in parts):  # moves: the size before the window
+        if len({(p[0], p[3]) for p in parts}) == 1:
+            return f"{parts[0][0]} {', '.join(p[1] for p in parts)} in {parts[0][3]}"
+        return None
+    heads = {c.rpartition(" ")[0] for c in conditions}
+    if len(heads) != 1:
+        return None
+    return f"{heads.pop()} {', '.join(c.rpartition(' ')[2] for c in conditions)}"
+
+
+def _move_ladder(words: list[_Word]) -> list[Condition]:
+    """``rises 5% 10% in 1h`` (``drops 3%, 5% in 15m``): a move of each size, in the order
+    typed, each once; [] when the words are no such thing."""
+    if len(words) < 5 or words[-2].lower != "in":
+        return []
+    sizes = words[1:-2]
+    if sizes[-1].text.endswith(",") or not all(_LEVEL_RE.fullmatch(w.text) for w in sizes):
+        return []
+    ladder: list[Condition] = []
+    for size in dict.fromkeys(w.text.removesuffix(",") for w in sizes):
+        try:
+            condition = parse(f"{words[0].text} {size} in {words[-1].text}")
+        except ConditionError:
+            return []
+        if not isinstance(condition, Move):
             return []
         ladder.append(condition)
     return ladder
