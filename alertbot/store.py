@@ -70,7 +70,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     created    REAL NOT NULL,      -- wall clock, s
     seq        INTEGER,            -- its place in the order alerts are made (Outbox.take_seq);
                                    -- NULL: stored by an earlier version
-    note       TEXT                -- the chat watch's note (its alert's text shows it too)
+    note       TEXT,               -- the chat watch's note (its alert's text shows it too)
+    detail     TEXT                -- what it measured besides the price, as /history shows
+                                   -- it: "up 8.44% from 96", "change_24h +5.20%"
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id    TEXT NOT NULL REFERENCES alerts(id),
@@ -184,6 +186,7 @@ CREATE TABLE IF NOT EXISTS last_ticks (    -- each symbol's last ticker, for res
 ADDED_COLUMNS = (
     ("alerts", "seq", "INTEGER"),
     ("alerts", "note", "TEXT"),
+    ("alerts", "detail", "TEXT"),
     ("state_saved", "seq", "INTEGER"),
     ("watches", "revived", "INTEGER"),
     ("watches", "topic", "INTEGER"),
@@ -259,6 +262,8 @@ class AlertRecord:
     ends_watch: bool = False
     #: the chat watch's note (``note TEXT``), for the webhook's ``note`` and /history
     note: str | None = None
+    #: what the alert measured besides the price, for /history (render.alert_detail)
+    detail: str | None = None
 
 
 @dataclass(slots=True)
@@ -286,6 +291,7 @@ class HistoryRow:
     attempts: int
     last_error: str | None
     note: str | None = None
+    detail: str | None = None  # AlertRecord.detail
 
 
 @dataclass(slots=True)
@@ -439,11 +445,14 @@ class Store:
         """The statements of :meth:`write`, in the transaction (or savepoint) open."""
         db = self.db
         self._insert(
-            "INSERT OR IGNORE INTO alerts",
-            12,
+            # named: a database an earlier version made has its added columns in the order
+            # they were added
+            "INSERT OR IGNORE INTO alerts (id, rule, symbol, time, price, condition, text, html,"
+            " gap, created, seq, note, detail)",
+            13,
             [
                 (a.id, a.rule, a.symbol, a.time, a.price, a.condition, a.text, a.html,
-                 int(a.gap), a.created or now, a.seq, a.note)
+                 int(a.gap), a.created or now, a.seq, a.note, a.detail)
                 for a in alerts
             ],
         )  # fmt: skip
@@ -636,7 +645,8 @@ class Store:
             return int(total), []
         rows = self.db.execute(
             f"SELECT a.rule, a.symbol, a.time, a.price, a.condition, a.gap, d.state, d.attempts,"
-            f" d.last_error, a.note, COUNT(*) OVER () {joined} ORDER BY a.time DESC, d.rowid DESC"
+            f" d.last_error, a.note, a.detail, COUNT(*) OVER () {joined}"
+            " ORDER BY a.time DESC, d.rowid DESC"
             " LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
@@ -645,7 +655,7 @@ class Store:
         else:  # past the last page: the count alone
             (total,) = self.db.execute(f"SELECT COUNT(*) {joined}", params).fetchone()
         return int(total), [
-            HistoryRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9])
+            HistoryRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10])
             for r in rows
         ]
 

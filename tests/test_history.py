@@ -12,6 +12,7 @@ from alertbot.chat.commands import CommandError, History, parse_command
 from alertbot.notify.render import format_time
 from alertbot.store import AlertRecord, DeliveryRow, Store
 from alertbot.zones import load_zone
+from tests.fakes.binance import mini_ticker
 from tests.test_chat import USER, Bot, T
 
 OTHER = 777
@@ -113,6 +114,32 @@ async def test_history_lists_the_chats_alerts_newest_first(tmp_path, fakes):
         f"Last alert here: {format_time(T + 2000, zone)} (w2 ETHUSDT price < 50); "
         "/history lists all 2"
     )
+
+
+async def test_history_says_what_a_move_or_a_metric_alert_measured(tmp_path, fakes):
+    """A move's alert said 'up 7.00% from 100', a 24h change's its change, but /history said
+    the price alone, which for these is not what fired: each line now says it after the price,
+    as the alert did; a crossing either way, which way it went."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch SOLUSDT rises 5% in 1h")
+        await bot.say("/watch ETHUSDT change_24h > 5%")
+        await bot.say("/watch BTCUSDT crosses 100")
+        await binance.wait_for_subscriptions(
+            {"solusdt@miniTicker", "ethusdt@miniTicker", "btcusdt@miniTicker"}
+        )
+        await bot.tick("SOLUSDT", 100, T)
+        await bot.tick("SOLUSDT", 107, T + 1000)
+        await binance.publish([mini_ticker("ETHUSDT", 106, T + 2000, open=100)])
+        await bot.tick("BTCUSDT", 90, T + 3000)
+        await bot.tick("BTCUSDT", 110, T + 4000)
+        await tg.wait_for(lambda: any("[w3]" in m.plain_text for m in tg.messages_to(USER)))
+        lines = (await bot.say("/history")).splitlines()[1:]
+    assert [line.partition("  ")[2] for line in lines] == [
+        "w3 BTCUSDT price crosses 100: price 110, crossed up",
+        "w2 ETHUSDT change_24h > 5%: price 106, change_24h +6.00%",
+        "w1 SOLUSDT rises 5% in 1h: price 107, up 7.00% from 100",
+    ]
 
 
 async def test_history_comes_in_pages_with_the_command_for_the_next(tmp_path, fakes):

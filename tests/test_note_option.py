@@ -184,7 +184,8 @@ def test_an_alerts_note_is_kept_with_it_for_a_delivery_resumed_later(tmp_path):
     column has it added, its alerts without a note."""
     path = tmp_path / "a.db"
     store = Store(path)
-    store.db.execute("ALTER TABLE alerts DROP COLUMN note")  # as an earlier version made it
+    for column in ("detail", "note"):  # as an earlier version made it
+        store.db.execute(f"ALTER TABLE alerts DROP COLUMN {column}")
     store.db.execute(
         "INSERT INTO alerts VALUES ('old', 'w1', 'BTCUSDT', 1, '1', 'c', 't', 'h', 0, 1.0, 1)"
     )

@@ -21,6 +21,7 @@ from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Delivery
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import (
+    alert_detail,
     format_amount,
     format_time,
     render,
@@ -538,6 +539,26 @@ def test_a_repeats_default_message_says_the_condition_still_holds():
     assert render(Alert(templated.rule, "BTCUSDT", templated.ticker, repeated=True)) == (
         "BTCUSDT price > 100"
     )
+
+
+@pytest.mark.parametrize(
+    ("condition", "repeated", "detail"),
+    [
+        ("price > 100", False, None),  # the price is what /history shows already
+        ("price > 100", True, "still holds"),
+        ("change_24h > 1%", False, "change_24h +1.50%"),
+        ("range_24h > 10%", False, "range_24h 22.22%"),
+        ("quote_volume > 400", True, "quote_volume 500, still holds"),
+        ("all(price > 100, volume > 1)", False, None),
+    ],
+)
+def test_an_alerts_detail_is_what_it_measured_besides_the_price(
+    condition: str, repeated: bool, detail: str | None
+):
+    """What /history shows after ``price X``, kept with the alert (render.alert_detail)."""
+    r = Rule(id="r1", condition=parse(condition), symbols=("BTCUSDT",))
+    fired = alert_for(r)
+    assert alert_detail(Alert(r, "BTCUSDT", fired.ticker, repeated=repeated)) == detail
 
 
 def test_a_message_whose_values_come_out_empty_is_the_default_instead():

@@ -97,6 +97,7 @@ from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import (
     format_amount,
     format_time,
+    metric_text,
     move_text,
     percent_text,
     thresholds,
@@ -389,13 +390,8 @@ def _standing(r: WatchRow, t: Ticker) -> tuple[str, str] | None:
     if not isinstance(cond, Level | Cross):
         return None
     value = metric_of(cond.metric, t)
-    if cond.metric == "price":
-        shown = f"price {t.price_text}"  # as Binance sent it, as /price shows it
-    elif cond.metric in PERCENT_METRICS:
-        sign = "+" if cond.metric == "change_24h" else ""
-        shown = f"{cond.metric} {percent_text(value, (cond.value,), sign)}%"
-    else:
-        shown = f"{cond.metric} {format_amount(value)}"
+    # the price as Binance sent it, as /price shows it
+    shown = f"price {t.price_text}" if cond.metric == "price" else metric_text(cond, value)
     if value != value:  # NaN: a percentage of a 0 open
         return shown, ""
     if isinstance(cond, Level) and level_holds(cond, t):
@@ -2607,6 +2603,8 @@ class ChatBot:
 
     def _history_line(self, chat: int, r: HistoryRow) -> str:
         line = f"{self._at(chat, r.time)}  {r.rule} {r.symbol} {r.condition}: price {r.price}"
+        if r.detail:  # a move's "up 8.44% from 96", a 24h change's value
+            line += f", {r.detail}"
         if r.note:
             line += f", note «{r.note}»"
         if r.gap:

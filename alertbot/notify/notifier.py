@@ -19,7 +19,7 @@ from telegram.request import HTTPXRequest
 from alertbot.errors import ConfigError
 from alertbot.notify.delivery import Sender, clip
 from alertbot.notify.outbox import ConsoleSender, Outbox, alert_id
-from alertbot.notify.render import BLOCKS, format_time, render_both, sparkline
+from alertbot.notify.render import BLOCKS, alert_detail, format_time, render_both, sparkline
 from alertbot.notify.routing import Route, Router, chat_of
 from alertbot.notify.settings import DeliverySettings
 from alertbot.notify.telegram import TelegramSender
@@ -281,6 +281,7 @@ class Notifier:
             watch=watch,
             ends_watch=ends_watch,
             note=rule.note,
+            detail=alert_detail(alert),
         )
 
     def emit(

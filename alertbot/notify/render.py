@@ -8,8 +8,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 
-from alertbot.rules.conditions import Condition, Cross, Level, Move, format_number, leaves
-from alertbot.rules.engine import Alert
+from alertbot.rules.conditions import (
+    PERCENT_METRICS,
+    Condition,
+    Cross,
+    Level,
+    Move,
+    format_number,
+    leaves,
+)
+from alertbot.rules.engine import Alert, metric_of
 from alertbot.rules.ids import watch_number
 from alertbot.rules.loader import is_blank
 from alertbot.ticker import percent
@@ -124,6 +132,35 @@ def move_text(price: float, start: float, cond: Move) -> str:
     down = price < start or (price == start and cond.kind == "drops")
     way, size = ("down", start - price) if down else ("up", price - start)
     return f"{way} {percent_text(percent(size, start), (cond.pct,))}% from {format_number(start)}"
+
+
+def metric_text(cond: Level | Cross, value: float) -> str:
+    """A value of a condition's metric other than the price, named, as replies and /history
+    show it: ``change_24h +5.20%`` (more decimals where two would put it on the other side
+    of the condition's number), ``range_24h 12.30%``, ``quote_volume 2.1b``."""
+    if cond.metric in PERCENT_METRICS:
+        sign = "+" if cond.metric == "change_24h" else ""
+        return f"{cond.metric} {percent_text(value, (cond.value,), sign)}%"
+    return f"{cond.metric} {format_amount(value)}"
+
+
+def alert_detail(alert: Alert) -> str | None:
+    """What an alert measured besides the price, as /history shows it after ``price X``: a
+    move's ``up 8.44% from 96``, another metric's value (``change_24h +5.20%``, ``quote_volume
+    2.1b``), the way a crossing either way went (``crossed up``), ``still holds`` for a
+    repeat; None when nothing (a price level, a breakout, ``all``/``any``)."""
+    cond = alert.rule.condition
+    t = alert.ticker
+    parts = []
+    if isinstance(cond, Move) and alert.start == alert.start:
+        parts.append(move_text(t.close, alert.start, cond))
+    elif isinstance(cond, Level | Cross) and cond.metric != "price":
+        parts.append(metric_text(cond, metric_of(cond.metric, t)))
+    if alert.direction:
+        parts.append(f"crossed {alert.direction}")
+    if alert.repeated:
+        parts.append("still holds")
+    return ", ".join(parts) or None
 
 
 #: how each placeholder is computed from an alert (and the sparkline text)
