@@ -1003,6 +1003,25 @@ async def test_a_moves_watch_says_how_far_the_price_moved_in_its_window(tmp_path
     assert listing.splitlines()[3].endswith("not fired yet · up 1.49% from 67000 now: true")
 
 
+async def test_a_moves_watch_of_a_new_window_says_where_it_stands_at_once(tmp_path, fakes):
+    """A watch of a window no rule had (15m here, beside 1h) said nothing of its move until
+    the symbol's next tick: its answer and /list now read it from the prices the bot keeps,
+    those in its window only (60000, half an hour ago, is not)."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        now = int(time.time() * 1000)
+        await bot.say("/watch BTCUSDT rises 20% in 1h")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 60_000, now - 1_800_000)
+        await bot.tick("BTCUSDT", 67_000, now - 60_000)
+        await bot.tick("BTCUSDT", 68_000, now)
+        made = await bot.say("/watch BTCUSDT rises 3% in 15m")
+        listing = await bot.say("/list")
+    assert made.splitlines()[1] == "BTCUSDT up 1.49% from 67000 now."
+    assert listing.splitlines()[1].endswith("not fired yet · up 13.33% from 60000 now")
+    assert listing.splitlines()[2].endswith("not fired yet · up 1.49% from 67000 now")
+
+
 async def test_several_numbers_alone_are_answered_with_each_levels_sign(tmp_path, fakes):
     """'/watch BTC 60000, 70000 once' (levels with no sign): each level's sign from the price
     now, those above in one command and those below in another, the options typed kept (a

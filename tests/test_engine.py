@@ -952,6 +952,21 @@ def test_move_now_is_the_move_a_rule_of_that_window_sees_at_the_last_tick():
     assert engine.move_now("ETHUSDT", parse("rises 5% in 1m")) is None
 
 
+def test_move_now_of_a_window_added_since_the_last_tick_is_read_from_the_prices_kept():
+    """A new watch's window (``rises 5% in 30s`` where no rule had 30s) has seen no tick yet:
+    its answer and /list said nothing until one came. It is what the window will see at the
+    next tick, from the prices the engine keeps: the same as once that tick has come (here
+    the last price again), and a price older than the window is not in it."""
+    engine = Engine([rule("rises 5% in 1m", id="up")])
+    engine.process(prices((T, 70.0), (T + 10_000, 80.0), (T + 40_000, 90.0), (T + 50_000, 84.0)))
+    engine.add_rule(rule("moves 5% in 30s", id="new"))
+    before = engine.move_now(SYMBOL, parse("moves 5% in 30s"))
+    assert before is not None
+    assert (round(before[0], 2), before[1]) == (6.67, 90.0)  # down from 90, not 80 (too old)
+    engine.process(prices((T + 50_500, 84.0)))
+    assert engine.move_now(SYMBOL, parse("moves 5% in 30s")) == before
+
+
 def test_alert_carries_the_time_of_the_symbols_previous_tick():
     """The feed flags an alert computed across an outage by comparing this time with it."""
     engine = Engine([rule("price > 1000"), rule("price < 50", id="low")])

@@ -209,6 +209,16 @@ def _move_value(kind: int, low: float, high: float, price: float) -> float:
     return rise if _rise_wins(rise, drop) else drop
 
 
+def _move_start(kind: int, low: float, high: float, price: float) -> float:
+    """The price a move to ``price`` is measured from: the window's low for a rise, its high
+    for a drop, and for ``moves`` the one of the larger move (as _move_value)."""
+    if kind == _RISE:
+        return low
+    if kind == _DROP:
+        return high
+    return low if _rise_wins(percent(price - low, low), percent(high - price, high)) else high
+
+
 def _rise_wins(rise: float, drop: float) -> bool:
     """Whether ``moves`` takes the rise (else the drop): the larger, a NaN never."""
     return rise == rise and (drop != drop or rise >= drop)
@@ -582,14 +592,16 @@ class _Book:
         return _move_value(kind, low, high, price)
 
     def move_start(self, kind: int, window_ms: int, price: float) -> float:
-        """The price a move to ``price`` is measured from: the window's low for a rise, its
-        high for a drop, and for ``moves`` the one of the larger move (as _move_value)."""
         low, high = self.core.extremes(self.slot, self.windows[window_ms].w)
-        if kind == _RISE:
-            return low
-        if kind == _DROP:
-            return high
-        return low if _rise_wins(percent(price - low, low), percent(high - price, high)) else high
+        return _move_start(kind, low, high, price)
+
+    def extremes_from_history(self, window_ms: int, time: int) -> tuple[float, float]:
+        """The low and high a window of ``window_ms`` sees at ``time`` (the slot's last tick),
+        from the prices kept (Core.history), as its first refresh will take them: for a
+        window added since that tick, whose own are not there yet. NaN: no price in it."""
+        start = time - window_ms
+        prices = [p for t, p in self.core.history(self.slot) if start <= t <= time]
+        return (min(prices), max(prices)) if prices else (NAN, NAN)
 
 
 class Engine:
@@ -898,8 +910,10 @@ class Engine:
     def move_now(self, symbol: str, condition: Move) -> tuple[float, float] | None:
         """The move ``condition`` (``rises 5% in 1h``) sees in ``symbol`` at its last ticker:
         its size in percent, as the rule compares it, and the price it is measured from (see
-        Alert.start). None when no rule of the symbol has that window yet, or before the
-        window's first tick."""
+        Alert.start). A window added since the symbol's last tick (a new watch's) has not
+        seen a tick yet: what it will see, from the prices kept (``history_ms``), as if that
+        tick came again. None when no rule of the symbol has that window, or no price is in
+        it."""
         book = self._books.get(symbol)
         if book is None or condition.window_ms not in book.windows:
             return None
@@ -907,10 +921,14 @@ class Engine:
         if t is None:
             return None
         kind = _MOVE_KIND[condition.kind]
-        value = book.move_value(kind, condition.window_ms, t.close)
+        w = book.windows[condition.window_ms].w
+        low, high = self._core.extremes(book.slot, w)
+        if low != low:  # not refreshed since it was added
+            low, high = book.extremes_from_history(condition.window_ms, t.time)
+        value = _move_value(kind, low, high, t.close)
         if value != value:
             return None
-        return value, book.move_start(kind, condition.window_ms, t.close)
+        return value, _move_start(kind, low, high, t.close)
 
     def symbols(self) -> list[str]:
         """Symbols that rules name or that have been seen on the feed."""
