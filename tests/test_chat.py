@@ -1170,6 +1170,35 @@ async def test_a_mute_or_unwatch_in_reply_to_an_alert_acts_on_its_watch(tmp_path
     assert removed.startswith("Removed w1 (BTCUSDT price > 100). To make it again: /watch")
 
 
+async def test_a_watch_in_reply_to_an_alert_takes_its_symbol(tmp_path, fakes):
+    """'/watch > 120' in reply to an alert (the next level after the one that fired) was
+    "missing symbol": it is the alert's symbol, also once its ``once`` watch has ended with
+    that alert, and so for a reply to a /price answer. Without a reply, or in reply to a
+    message of no symbol (/help), it is answered as before, the reply named as a way."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100 once")
+        await binance.wait_for_subscriptions({"btcusdt@miniTicker"})
+        await bot.tick("BTCUSDT", 110, T)
+        await tg.wait_for(lambda: len(tg.messages_to(USER)) == 2)
+        alert = tg.messages_to(USER)[-1].message_id
+        next_level = await bot.say("/watch > 120 cooldown 1h note tp2", reply_to=alert)
+        await bot.say("/price eth")
+        price = tg.messages_to(USER)[-1].message_id
+        eth = await bot.say("/watch < 50", reply_to=price)
+        await bot.say("/help")
+        help_ = tg.messages_to(USER)[-1].message_id
+        unknown = await bot.say("/watch > 120", reply_to=help_)
+        alone = await bot.say("/watch > 120")
+    assert next_level.startswith("Watching BTCUSDT: price > 120 (cooldown 1h, note «tp2»). Id w2.")
+    assert eth.startswith("Watching ETHUSDT: price < 50 (cooldown 5m). Id w3.")
+    for answer in (unknown, alone):
+        assert answer.startswith(
+            "Missing symbol: put it before the condition, e.g. BTCUSDT (or send the command in "
+            "reply to an alert, for its symbol)"
+        )
+
+
 async def test_a_range_break_typed_with_or_is_answered_with_a_command_that_works(tmp_path, fakes):
     """'/watch BTCUSDT > 70000 or < 60000', the commonest two-sided alert, was answered
     "Unexpected 'or' (did you mean for?)". The answer is the any(...) command, which, sent as

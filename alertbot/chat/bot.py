@@ -67,6 +67,7 @@ from alertbot.chat.commands import (
     LevelsError,
     Listing,
     Mute,
+    NoSymbolError,
     Price,
     Quiet,
     ShorthandError,
@@ -1251,7 +1252,9 @@ class ChatBot:
         markup: InlineKeyboardMarkup | None = None
         group = chat.type != "private"
         try:
-            command, answer = self._parse(text, chat.id, group, self._replied_watch(message))
+            command, answer = self._parse(
+                text, chat.id, group, self._replied_watch(message), self._replied_symbol(message)
+            )
         except _NotOurs:
             # in a group, a command none of ours resembles is another bot's: no answer, not
             # even the refusal below (which would spend the one a chat gets)
@@ -1281,7 +1284,12 @@ class ChatBot:
         await self._reply(message, chat.id, answer, markup)
 
     def _parse(
-        self, text: str, chat: int, group: bool, replied: str | None = None
+        self,
+        text: str,
+        chat: int,
+        group: bool,
+        replied: str | None = None,
+        replied_symbol: str | None = None,
     ) -> tuple[object | None, str | None]:
         """A message's command, or the answer to a malformed one (with what only the bot
         knows: Binance's list, the chat's watches, the price now). Raises _NotOurs for a
@@ -1298,6 +1306,13 @@ class ChatBot:
                 note = f" note {exc.note[1]}" if exc.note is not None else ""
                 return self._parse(exc.rewritten + note, chat, group, replied)
             return None, exc.reply()
+        except NoSymbolError as exc:  # /watch > 75000 in reply to an alert: its symbol
+            rows = self.book.find(chat, replied) if replied is not None else []
+            symbol = rows[0].symbol if rows else replied_symbol
+            if symbol is None:
+                return None, exc.reply()
+            note = f" note {exc.note[1]}" if exc.note is not None else ""
+            return self._parse(exc.with_symbol(symbol) + note, chat, group)
         except LevelsError as exc:  # /edit w2 > 71000 76000: the other levels, of its symbol
             rows = self.book.find(chat, exc.target)
             if not exc.numbers:
@@ -1337,9 +1352,8 @@ class ChatBot:
             watches.append(command)
         return WatchBatch(tuple(watches)), None
 
-    def _replied_watch(self, message: Message) -> str | None:
-        """The watch a message replies to: the bot's message naming one watch (an alert,
-        ``[w3]``, or the answer to its /watch, ``Id w3.``); None for any other."""
+    def _to_us(self, message: Message) -> Message | None:
+        """The bot's message that ``message`` replies to; None: it replies to none."""
         replied = message.reply_to_message
         if (
             replied is None
@@ -1347,6 +1361,26 @@ class ChatBot:
             or self.username is None
             or (replied.from_user.username or "").lower() != self.username.lower()
         ):
+            return None
+        return replied
+
+    def _replied_symbol(self, message: Message) -> str | None:
+        """The symbol of the bot's message that ``message`` replies to: its first word when
+        that is a symbol Binance lists or the feed has (an alert, ``BTCUSDT price > 70000:
+        ...``; a ``/price`` block; ``Watching BTCUSDT: ...``); None for any other."""
+        replied = self._to_us(message)
+        words = (_text_of(replied) or "").split(maxsplit=2) if replied is not None else []
+        for word in words[:2]:  # "Watching BTCUSDT:"
+            symbol = word.rstrip(":,.")
+            if symbol in self.directory.known() or self.engine.last_ticker(symbol) is not None:
+                return symbol
+        return None
+
+    def _replied_watch(self, message: Message) -> str | None:
+        """The watch a message replies to: the bot's message naming one watch (an alert,
+        ``[w3]``, or the answer to its /watch, ``Id w3.``); None for any other."""
+        replied = self._to_us(message)
+        if replied is None:
             return None
         ids = set(_NAMED_WATCH_RE.findall(_text_of(replied) or ""))
         return ids.pop() if len(ids) == 1 else None

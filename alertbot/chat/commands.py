@@ -938,7 +938,7 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         or symbol_text.lower() in _OPTIONS
         or symbol_text.lower().startswith(("all(", "any("))
     ):
-        raise _error("watch", "missing symbol: put it before the condition, e.g. BTCUSDT")
+        raise NoSymbolError(message, words[0])
     symbol = _symbol("watch", symbol_text, allow_glob=True)
     # the symbols as the commands an answer suggests write them: all of them
     listed = ",".join(dict.fromkeys((symbol, *more)))
@@ -1045,6 +1045,26 @@ class CoinsError(CommandError):
         super().__init__(message, hint(usage), hint(example))
         self.names = names
         self.rewritten = rewritten
+
+
+class NoSymbolError(CommandError):
+    """``/watch > 75000``: a condition with no symbol before it. In reply to the bot's message
+    about a watch (its alert), the bot runs :meth:`with_symbol` of that watch's symbol."""
+
+    def __init__(self, message: str, first: _Word) -> None:
+        usage, _, example = COMMANDS["watch"]
+        super().__init__(
+            "missing symbol: put it before the condition, e.g. BTCUSDT (or send the command in "
+            "reply to an alert, for its symbol)",
+            hint(usage),
+            hint(example),
+        )
+        self.command = message  # as typed, its note aside
+        self.start = first.start  # where the condition begins
+
+    def with_symbol(self, symbol: str) -> str:
+        """The command with ``symbol`` before its condition."""
+        return f"{self.command[: self.start]}{symbol} {self.command[self.start :]}"
 
 
 #: the levels one /watch makes watches of (``/watch BTCUSDT > 70000 75000 80000``)
