@@ -312,7 +312,7 @@ BAD_FILES: dict[str, list[str]] = {
         "unknown-placeholder.yaml:5:14: unknown placeholder '{prise}' in message "
         "(did you mean '{price}'?; known: {change_24h}, {condition}, {high}, {low}, {move}, "
         "{open}, {price}, {quote_volume}, {range_24h}, {rule}, {sparkline}, {symbol}, "
-        "{threshold}, {time}, {volume})",
+        "{threshold}, {time}, {value}, {volume})",
     ],
     "format-spec.yaml": [
         "format-spec.yaml:5:14: placeholder '{price:.2f}' in message: format specs and "

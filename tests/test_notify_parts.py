@@ -22,6 +22,7 @@ from alertbot.notify.delivery import Delivery
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import (
     alert_detail,
+    amount_text,
     format_amount,
     format_time,
     render,
@@ -559,6 +560,44 @@ def test_an_alerts_detail_is_what_it_measured_besides_the_price(
     r = Rule(id="r1", condition=parse(condition), symbols=("BTCUSDT",))
     fired = alert_for(r)
     assert alert_detail(Alert(r, "BTCUSDT", fired.ticker, repeated=repeated)) == detail
+
+
+def test_a_volume_alerts_default_message_says_the_volume():
+    """'DOGEUSDT quote_volume > 2b: price 0.16683 (+5.48% 24h)' did not say the volume that
+    fired it. The default message says the value of a metric it does not show anyway, after
+    the price; ``{value}`` in a template is that, empty for a price level."""
+    volume = Rule(id="v", condition=parse("quote_volume > 400"), symbols=("BTCUSDT",))
+    assert render(alert_for(volume)).startswith(
+        "BTCUSDT quote_volume > 400: price 101.5, quote_volume 500 (+1.50% 24h) at "
+    )
+    ranged = Rule(id="r", condition=parse("range_24h > 10%"), symbols=("BTCUSDT",))
+    assert render(alert_for(ranged)).startswith(
+        "BTCUSDT range_24h > 10%: price 101.5, range_24h 22.22% (+1.50% 24h) at "
+    )
+    # the 24h change is in the message already: not twice
+    change = Rule(id="c", condition=parse("change_24h > 1%"), symbols=("BTCUSDT",))
+    assert render(alert_for(change)).startswith("BTCUSDT change_24h > 1%: price 101.5 (+1.50% 24h)")
+    templated = Rule(
+        id="t", condition=parse("volume > 4"), symbols=("BTCUSDT",), message="{symbol}: {value}!"
+    )
+    assert render(alert_for(templated)) == "BTCUSDT: volume 5!"
+    assert render(alert_for(rule(message="{symbol}: {value}!"))) == "BTCUSDT: !"
+
+
+@pytest.mark.parametrize(
+    ("amount", "thresholds", "shown"),
+    [
+        (2_012_345_678.0, (), "2.01b"),
+        (2_000_000_000.5, (2e9,), "2.000000001b"),  # past 2b: never shown as 2b
+        (1_999_999_999.0, (2e9,), "1.999999999b"),  # short of it: never 2b either
+        (184_523.417, (1e6,), "184.52k"),  # far from it: two decimals
+        (0.5, (1.0,), "0.5"),
+    ],
+)
+def test_an_amount_is_shown_short_and_on_its_side_of_each_threshold(
+    amount: float, thresholds: tuple[float, ...], shown: str
+):
+    assert amount_text(amount, thresholds) == shown
 
 
 def test_a_message_whose_values_come_out_empty_is_the_default_instead():

@@ -57,6 +57,19 @@ def format_amount(x: float, places: int = 2) -> str:
     return format_number(x) if x and not float(text) else _trimmed(text)
 
 
+def amount_text(x: float, thresholds: Sequence[float] = ()) -> str:
+    """:func:`format_amount`, with more decimals where two would put the amount on another
+    side of one of ``thresholds`` than it is: ``2.0000001b`` for ``> 2b``, never a ``2b``
+    that reads as not past it."""
+    for places in range(2, 13):
+        text = format_amount(x, places)
+        scale = {"b": 1e9, "m": 1e6, "k": 1e3}.get(text[-1:], 1.0)
+        shown = float(text[:-1] if scale != 1.0 else text) * scale
+        if all((shown > t) - (shown < t) == (x > t) - (x < t) for t in thresholds):
+            return text
+    return format_number(x)
+
+
 def _trimmed(decimal: str) -> str:
     return decimal.rstrip("0").rstrip(".") if "." in decimal else decimal
 
@@ -113,6 +126,16 @@ def _range_24h(alert: Alert, spark: str) -> str:
     return percent_text(percent(t.high - t.low, t.low), near, "")
 
 
+def _value(alert: Alert, spark: str) -> str:
+    """The value of the metric the alert's condition compares, other than the price, as
+    replies show it: ``quote_volume 2.01b``, ``range_24h 12.30%``; empty for a price, a move,
+    a breakout and ``all``/``any``."""
+    cond = alert.rule.condition
+    if not isinstance(cond, Level | Cross) or cond.metric == "price":
+        return ""
+    return metric_text(cond, metric_of(cond.metric, alert.ticker))
+
+
 def _move(alert: Alert, spark: str) -> str:
     """How far a moves alert's price went in its window, and from where: ``up 4.69% from
     2770``; empty for any other alert."""
@@ -141,7 +164,7 @@ def metric_text(cond: Level | Cross, value: float) -> str:
     if cond.metric in PERCENT_METRICS:
         sign = "+" if cond.metric == "change_24h" else ""
         return f"{cond.metric} {percent_text(value, (cond.value,), sign)}%"
-    return f"{cond.metric} {format_amount(value)}"
+    return f"{cond.metric} {amount_text(value, (cond.value,))}"
 
 
 def alert_detail(alert: Alert) -> str | None:
@@ -149,13 +172,7 @@ def alert_detail(alert: Alert) -> str | None:
     move's ``up 8.44% from 96``, another metric's value (``change_24h +5.20%``, ``quote_volume
     2.1b``), the way a crossing either way went (``crossed up``), ``still holds`` for a
     repeat; None when nothing (a price level, a breakout, ``all``/``any``)."""
-    cond = alert.rule.condition
-    t = alert.ticker
-    parts = []
-    if isinstance(cond, Move) and alert.start == alert.start:
-        parts.append(move_text(t.close, alert.start, cond))
-    elif isinstance(cond, Level | Cross) and cond.metric != "price":
-        parts.append(metric_text(cond, metric_of(cond.metric, t)))
+    parts = [part for part in (_move(alert, ""), _value(alert, "")) if part]
     if alert.direction:
         parts.append(f"crossed {alert.direction}")
     if alert.repeated:
@@ -180,6 +197,7 @@ _VALUE_OF: dict[str, Callable[[Alert, str], str]] = {
     "time": lambda a, s: format_time(a.ticker.time),
     "sparkline": lambda a, s: s,
     "move": _move,
+    "value": _value,
 }
 
 
@@ -277,14 +295,28 @@ def _crossed(alert: Alert) -> str:
     return f"{cond.metric} crossed {alert.direction} through {alert.threshold}"
 
 
-@lru_cache(maxsize=8)
-def _template_default(spark: bool, move: bool, repeated: bool) -> str:
+#: the metrics whose value the default message shows anyway: no ``{value}`` after the price
+_SHOWN_ANYWAY = frozenset({"price", "change_24h"})
+
+
+def _shows_value(alert: Alert) -> bool:
+    """Whether the default message shows ``{value}``: a level or crossing of a volume, the
+    24h range, high or low, whose value the message would otherwise not say."""
+    cond = alert.rule.condition
+    return isinstance(cond, Level | Cross) and cond.metric not in _SHOWN_ANYWAY
+
+
+@lru_cache(maxsize=16)
+def _template_default(spark: bool, move: bool, repeated: bool, value: bool = False) -> str:
     """DEFAULT_TEMPLATE, and: a move's alert says how far, from where (``price 104.1, up 8.44%
-    from 96``); a ``repeat`` says the condition has held since the last alert (``still
-    holds``); a sparkline goes on a line of its own."""
+    from 96``); another metric's its value (``price 0.167, quote_volume 2.01b``); a
+    ``repeat`` says the condition has held since the last alert (``still holds``); a
+    sparkline goes on a line of its own."""
     template = DEFAULT_TEMPLATE
     if move:
         template = template.replace("{price} ", "{price}, {move} ", 1)
+    elif value:
+        template = template.replace("{price} ", "{price}, {value} ", 1)
     if repeated:
         template = template.replace("{condition}:", "{condition} still holds:", 1)
     return template + ("\n{sparkline}" if spark else "")
@@ -327,7 +359,9 @@ def render_both(
         # (a blank one: values that came out empty, {sparkline} before a symbol has a history,
         # {threshold} of a condition without a number; Telegram refuses an empty message, and
         # the alert would be lost: the default says what happened)
-        template = _template_default(bool(spark), alert.start == alert.start, alert.repeated)
+        template = _template_default(
+            bool(spark), alert.start == alert.start, alert.repeated, _shows_value(alert)
+        )
         if alert.direction:
             vals["condition"] = _crossed(alert)
         text = template.format_map(vals)

@@ -23,6 +23,7 @@ PLACEHOLDERS = frozenset(
         "time",
         "sparkline",
         "move",
+        "value",
     }
 )
 
