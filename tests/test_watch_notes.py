@@ -85,6 +85,20 @@ def test_a_percent_metric_already_true_is_shown_as_a_percentage_that_is_plainly_
     assert f"{NOTE} (price 71234.50):" in price  # as Binance sent it, and as /price shows it
 
 
+def test_a_volume_already_true_is_shown_short_and_plainly_past_its_threshold(tmp_path):
+    """A volume was shown with every digit ('quote_volume 30000000'); it is shown as /price
+    shows volumes, with the suffix a condition takes, and with the decimals it takes to be
+    seen past the threshold ('30.0000001m' for '> 30m', not '30m')."""
+    eth = Ticker("ETHUSDT", 1_000, 3000.0, 2500.0, 3100.0, 2400.0, 1e4, 30_000_000.1, "3000")
+    far, close_call = asyncio.run(
+        replies(
+            tmp_path, ["/watch ETHUSDT quote_volume > 1m", "/watch ETHUSDT quote_volume > 30m"], eth
+        )
+    )
+    assert f"{NOTE} (quote_volume 30m):" in far
+    assert f"{NOTE} (quote_volume 30.0000001m):" in close_call
+
+
 def test_a_mute_while_a_watch_is_being_removed_mutes_the_others(tmp_path):
     """/mute all found its watches before its database write; a once watch that fired was
     removed meanwhile (its removal's write was first on the database thread). The mute used to

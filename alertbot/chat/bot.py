@@ -96,6 +96,7 @@ from alertbot.hints import entities, hint, unmarked
 from alertbot.notify.delivery import Delivery, clip
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import (
+    amount_text,
     format_amount,
     format_time,
     metric_text,
@@ -2277,12 +2278,12 @@ class ChatBot:
         if cond.metric == "price":
             return f"price {t.price_text}"  # as Binance sent it, as /price shows it
         value = metric_of(cond.metric, t)
+        # as /price shows it (the new watch is among the chat's)
+        near = (*_thresholds(self.book.of_chat(chat), w.symbol, cond.metric), cond.value)
         if cond.metric in PERCENT_METRICS:
-            # as /price shows it (the new watch is among the chat's)
             sign = "+" if cond.metric == "change_24h" else ""
-            near = _thresholds(self.book.of_chat(chat), w.symbol, cond.metric)
-            return f"{cond.metric} {percent_text(value, (*near, cond.value), sign)}%"
-        return f"{cond.metric} {format_number(value)}"
+            return f"{cond.metric} {percent_text(value, near, sign)}%"
+        return f"{cond.metric} {amount_text(value, near)}"
 
     async def unwatch(self, chat: int, target: str, more: tuple[str, ...] = ()) -> str:
         if more:
