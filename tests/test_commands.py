@@ -22,6 +22,7 @@ from alertbot.chat.commands import (
     Edit,
     Listing,
     Mute,
+    NoSymbolError,
     Price,
     Simple,
     TargetError,
@@ -1097,6 +1098,17 @@ def test_every_example_in_help_and_in_the_table_works() -> None:
     for name, (_, _, example) in COMMANDS.items():
         assert example.split()[0] == f"/{name}"
         assert parse_command(example) is not None
+
+
+def test_help_says_what_a_reply_to_an_alert_does_and_each_such_reply_parses() -> None:
+    """Replies to an alert act on its watch or symbol; /help is where a user learns it."""
+    (line,) = [x for x in unmarked(help_text()).splitlines() if x.startswith("In reply to")]
+    for command in ("/mute 1h", "/unwatch", "/edit 71000", "/history"):
+        assert command in line
+        assert parse_command(command, replied="w3") is not None
+    assert "/watch > 75000" in line
+    with pytest.raises(NoSymbolError):  # the bot fills in the symbol
+        parse_command("/watch > 75000", replied="w3")
 
 
 def test_the_command_table_fits_set_my_commands() -> None:

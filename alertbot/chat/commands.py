@@ -2302,5 +2302,7 @@ def help_text() -> str:
         "back), once (alert once, then stop), for D (the watch ends after D), repeat D (alert "
         "again every D while it holds), and last note TEXT (your words, shown with each alert). "
         f"/edit turns one off: {hint('/edit w12 once off')}.",
+        f"In reply to an alert: {hint('/mute 1h')}, /unwatch, {hint('/edit 71000')} and /history "
+        f"are about its watch, {hint('/watch > 75000')} about its symbol.",
     ]
     return "\n".join(lines)
