@@ -1173,8 +1173,9 @@ async def test_a_mute_or_unwatch_in_reply_to_an_alert_acts_on_its_watch(tmp_path
 async def test_a_watch_in_reply_to_an_alert_takes_its_symbol(tmp_path, fakes):
     """'/watch > 120' in reply to an alert (the next level after the one that fired) was
     "missing symbol": it is the alert's symbol, also once its ``once`` watch has ended with
-    that alert, and so for a reply to a /price answer. Without a reply, or in reply to a
-    message of no symbol (/help), it is answered as before, the reply named as a way."""
+    that alert, and so for a reply to a /price answer; '/price' alone, the alert's price.
+    Without a reply, or in reply to a message of no symbol (/help), it is answered as before,
+    the reply named as a way."""
     binance, tg = fakes
     async with Bot(tmp_path, binance, tg) as bot:
         await bot.say("/watch BTCUSDT > 100 once")
@@ -1183,6 +1184,8 @@ async def test_a_watch_in_reply_to_an_alert_takes_its_symbol(tmp_path, fakes):
         await tg.wait_for(lambda: len(tg.messages_to(USER)) == 2)
         alert = tg.messages_to(USER)[-1].message_id
         next_level = await bot.say("/watch > 120 cooldown 1h note tp2", reply_to=alert)
+        price_of = await bot.say("/price", reply_to=alert)
+        which = await bot.say("/price")
         await bot.say("/price eth")
         price = tg.messages_to(USER)[-1].message_id
         eth = await bot.say("/watch < 50", reply_to=price)
@@ -1192,6 +1195,10 @@ async def test_a_watch_in_reply_to_an_alert_takes_its_symbol(tmp_path, fakes):
         alone = await bot.say("/watch > 120")
     assert next_level.startswith("Watching BTCUSDT: price > 120 (cooldown 1h, note «tp2»). Id w2.")
     assert eth.startswith("Watching ETHUSDT: price < 50 (cooldown 5m). Id w3.")
+    assert price_of.startswith("BTCUSDT 110"), price_of
+    assert which.startswith(
+        "Which symbol? e.g. /price BTCUSDT (or send /price in reply to an alert)"
+    )
     for answer in (unknown, alone):
         assert answer.startswith(
             "Missing symbol: put it before the condition, e.g. BTCUSDT (or send the command in "

@@ -724,7 +724,7 @@ def parse_command(
     if known == "unmute":
         return _unmute(words, replied)
     if known == "price":
-        return _price(words)
+        return _price(message, words)
     if known == "digest":
         return _digest(words)
     if known == "quiet":
@@ -938,7 +938,13 @@ def _watch(message: str, words: list[_Word]) -> Watch:
         or symbol_text.lower() in _OPTIONS
         or symbol_text.lower().startswith(("all(", "any("))
     ):
-        raise NoSymbolError(message, words[0])
+        raise NoSymbolError(
+            "watch",
+            "missing symbol: put it before the condition, e.g. BTCUSDT (or send the command in "
+            "reply to an alert, for its symbol)",
+            message,
+            words[0].start,
+        )
     symbol = _symbol("watch", symbol_text, allow_glob=True)
     # the symbols as the commands an answer suggests write them: all of them
     listed = ",".join(dict.fromkeys((symbol, *more)))
@@ -1048,23 +1054,19 @@ class CoinsError(CommandError):
 
 
 class NoSymbolError(CommandError):
-    """``/watch > 75000``: a condition with no symbol before it. In reply to the bot's message
-    about a watch (its alert), the bot runs :meth:`with_symbol` of that watch's symbol."""
+    """``/watch > 75000`` (a condition with no symbol before it), ``/price`` alone. In reply
+    to the bot's message about a symbol (an alert), the bot runs :meth:`with_symbol` of it."""
 
-    def __init__(self, message: str, first: _Word) -> None:
-        usage, _, example = COMMANDS["watch"]
-        super().__init__(
-            "missing symbol: put it before the condition, e.g. BTCUSDT (or send the command in "
-            "reply to an alert, for its symbol)",
-            hint(usage),
-            hint(example),
-        )
+    def __init__(self, name: str, problem: str, message: str, start: int) -> None:
+        usage, _, example = COMMANDS[name]
+        super().__init__(problem, hint(usage), hint(example))
         self.command = message  # as typed, its note aside
-        self.start = first.start  # where the condition begins
+        self.start = start  # where the symbol goes
 
     def with_symbol(self, symbol: str) -> str:
-        """The command with ``symbol`` before its condition."""
-        return f"{self.command[: self.start]}{symbol} {self.command[self.start :]}"
+        """The command with ``symbol`` where it goes."""
+        head, tail = self.command[: self.start].rstrip(), self.command[self.start :].strip()
+        return f"{head} {symbol} {tail}".rstrip()
 
 
 #: the levels one /watch makes watches of (``/watch BTCUSDT > 70000 75000 80000``)
@@ -1933,9 +1935,14 @@ def _mute_until(ids: str, words: list[_Word]) -> int:
     return int(fix[:2]) * 60 + int(fix[3:])
 
 
-def _price(words: list[_Word]) -> Price:
-    if not words:
-        raise _error("price", f"which symbol? e.g. {hint('/price BTCUSDT')}")
+def _price(message: str, words: list[_Word]) -> Price:
+    if not words:  # in reply to an alert: its symbol (the bot's)
+        raise NoSymbolError(
+            "price",
+            f"which symbol? e.g. {hint('/price BTCUSDT')} (or send /price in reply to an alert)",
+            message,
+            len(message),
+        )
     symbol = _symbol("price", words[0].text.rstrip(","), allow_glob=False)
     if len(words) == 2 and normalise(words[1].text) in _QUOTE_WORDS:
         quote = _QUOTE_WORDS[normalise(words[1].text)]
@@ -2303,6 +2310,6 @@ def help_text() -> str:
         "again every D while it holds), and last note TEXT (your words, shown with each alert). "
         f"/edit turns one off: {hint('/edit w12 once off')}.",
         f"In reply to an alert: {hint('/mute 1h')}, /unwatch, {hint('/edit 71000')} and /history "
-        f"are about its watch, {hint('/watch > 75000')} about its symbol.",
+        f"are about its watch, {hint('/watch > 75000')} and /price about its symbol.",
     ]
     return "\n".join(lines)
