@@ -20,6 +20,7 @@ import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from telegram.error import InvalidToken, TelegramError
 
+from alertbot.backup import Backups
 from alertbot.chat.bot import ChatBot, watch_command
 from alertbot.chat.watches import ChatSettings, WatchBook, rule_for, watch_id
 from alertbot.errors import ConditionError, ConfigError
@@ -74,6 +75,10 @@ WRITE_RETRY = 1.0
 #: the final save's own share of the stop, whatever is left of the grace: it begins as the stop
 #: does, before anything that can hang, and the stop waits for it this long at most (seconds)
 FINAL_SAVE_WAIT = 5.0
+#: how often the scheduled copies (ALERTBOT_BACKUP_DIR) check whether one is due, and how
+#: soon after the start first (seconds): a copy is due by the newest one's age
+BACKUP_CHECK = 60.0
+BACKUP_FIRST_AFTER = 10.0
 #: a task the stop gives up on is cancelled, and again every CANCEL_AGAIN seconds, for at most
 #: CUT_WAIT seconds: PTB's updater takes a first cancellation (of its wait for its poller,
 #: asleep between retries) as its cue to make one more call, which a Telegram that never
@@ -401,8 +406,10 @@ class App:
         state_every: float = 5.0,
         write_retry: float = WRITE_RETRY,
         own_process: bool = False,
+        backups: Backups | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.backups = backups  # ALERTBOT_BACKUP_DIR's scheduled copies
         self.rule_files = list(rule_files)
         # the files as ``rules`` were read from them: stamps taken before they were read (by
         # the caller, ``alertbot run``), so an edit made while they were read is seen as one
@@ -628,6 +635,14 @@ class App:
             )
         return deleted
 
+    async def backup(self) -> str | None:
+        """A scheduled job (ALERTBOT_BACKUP_DIR): a copy of the database when one is due, on a
+        thread of its own (a large database takes seconds; the event loop goes on). The line
+        it logged, None when none was due or it failed (logged too)."""
+        if self.backups is None:
+            return None
+        return await asyncio.to_thread(self.backups.take)
+
     async def sample_sparklines(self) -> None:
         """A scheduled job: each symbol's price for the alerts' sparklines (on the event loop,
         not a thread: the alerts read the same samples as they are rendered)."""
@@ -672,6 +687,14 @@ class App:
                 seconds=PRUNE_EVERY,
                 next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=PRUNE_FIRST_AFTER),
                 id="retention",
+            )
+        if self.backups is not None:
+            add(
+                self.backup,
+                "interval",
+                seconds=BACKUP_CHECK,
+                next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=BACKUP_FIRST_AFTER),
+                id="backup",
             )
         return scheduler
 

@@ -52,13 +52,17 @@ from alertbot.text import mend, plural  # noqa: E402
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Mapping
 
+    from alertbot.backup import Backups
     from alertbot.rules.model import RuleSet
 
 #: ALERTBOT_LOG_LEVEL's values (any case)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: the shortest ALERTBOT_HEARTBEAT (seconds): each beat is a message to every admin chat
 HEARTBEAT_MIN = 60.0
+#: the shortest ALERTBOT_BACKUP_EVERY (seconds): each copy reads the whole database
+BACKUP_EVERY_MIN = 60.0
 #: a stopping signal this soon after the first (seconds) is sent with it, not a second request
 #: (systemd's SIGTERM and SIGHUP, ``timeout``'s signal to the process and to its group): far
 #: shorter than anyone takes to see that a stop is slow and press Ctrl-C again
@@ -595,6 +599,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
             f"ALERTBOT_HEARTBEAT: must be at least {HEARTBEAT_MIN:g}s (or unset: no heartbeat), "
             f"got {env['ALERTBOT_HEARTBEAT'].strip()!r}"
         )
+    backups = _backups(env, delivery.db)
     log_format = env_choice(env, "ALERTBOT_LOG_FORMAT", "text", ("text", "json"))
     env_choice(env, "ALERTBOT_LOG_LEVEL", "info", LOG_LEVELS)  # refused before anything is made
     lock = hold_database(delivery.db)  # held until run ends (ConfigError: another holds it)
@@ -625,6 +630,7 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
             rules_check=rules_check,
             feed_down_after=feed_down_after,
             heartbeat=heartbeat,
+            backups=backups,
             own_process=True,
         )
         apps.append(app)
@@ -653,6 +659,17 @@ def cmd_run(files: Sequence[str], config: str | None = None) -> int:
         if lock is not None:
             lock.close()
     return 0
+
+
+def _backups(env: Mapping[str, str], db: str) -> Backups | None:
+    """The scheduled copies ALERTBOT_BACKUP_DIR asks for (None: none), checked at start."""
+    from alertbot.backup import Backups
+    from alertbot.settings import env_int, env_seconds
+
+    directory = env.get("ALERTBOT_BACKUP_DIR", "").strip()
+    every = env_seconds(env, "ALERTBOT_BACKUP_EVERY", 86400.0, minimum=BACKUP_EVERY_MIN)
+    keep = env_int(env, "ALERTBOT_BACKUP_KEEP", 7, minimum=1)
+    return Backups(db, directory, every=every, keep=keep) if directory else None
 
 
 def _why(exc: OSError) -> str:
@@ -878,12 +895,11 @@ def _hint(command: str, extra: Sequence[str]) -> str:
 
 def cmd_backup(out_path: str, config: str | None = None, force: bool = False) -> int:
     """``alertbot backup --out FILE``: the database, copied with SQLite's online backup API
-    (a consistent snapshot, the bot's writes going on beside it), to a file of its
-    own beside FILE, checked (``integrity_check``) and then renamed onto FILE: a backup cut
-    short never leaves a broken FILE. The copy is one self-contained file (no WAL)."""
-    import contextlib
+    (a consistent snapshot, the bot's writes going on beside it), checked and then put in
+    place whole (alertbot.backup.copy_database)."""
     import sqlite3
 
+    from alertbot.backup import copy_database, summary
     from alertbot.settings import environment
 
     env = environment(os.environ, config)
@@ -897,65 +913,14 @@ def cmd_backup(out_path: str, config: str | None = None, force: bool = False) ->
     if os.path.abspath(out_path) == os.path.abspath(db):
         print(f"alertbot backup: --out {out_path} is the database itself", file=sys.stderr)
         return 1
-    part = f"{out_path}.part"
     try:
-        # emptied, or made: an earlier backup's cut short goes, and a place that cannot be
-        # written to is named as such (SQLite says only "unable to open database file")
-        open(part, "wb").close()
-        source = sqlite3.connect(db, timeout=30)
-        try:
-            copy = sqlite3.connect(part)
-            try:
-                # one step, one read transaction: in WAL mode the bot's writes go on beside it
-                # (a copy in steps starts over at each write of another connection: under an
-                # alert flood it might never end)
-                source.backup(copy)
-                copy.execute("PRAGMA journal_mode=DELETE")  # one file, whatever the source's
-                (check,) = copy.execute("PRAGMA integrity_check").fetchone()
-                if check != "ok":
-                    raise sqlite3.DatabaseError(f"the copy fails its check: {check}")
-                counts = {
-                    table: copy.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                    for table in ("watches", "alerts")
-                    if copy.execute(
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-                    ).fetchone()
-                }
-            finally:
-                copy.close()
-        finally:
-            source.close()
-        with open(part, "rb") as fh:
-            os.fsync(fh.fileno())
-        if not force and _filled_file(out_path):  # made meanwhile: still not overwritten
-            raise FileExistsError(
-                f"--out {out_path}: the file exists; give --force to overwrite it"
-            )
-        os.replace(part, out_path)
+        counts = copy_database(db, out_path, force=force)
     except (OSError, sqlite3.Error) as exc:
-        with contextlib.suppress(OSError):
-            os.remove(part)
         why = f"{exc.filename}: {_why(exc)}" if isinstance(exc, OSError) and exc.filename else exc
         print(f"alertbot backup: {why}", file=sys.stderr)
         return 1
-    what = ", ".join(f"{n} {table}" for table, n in counts.items())
-    size = os.path.getsize(out_path)
-    print(f"alertbot backup: {db} -> {out_path} ({what}; {plural(size, 'byte')})", file=sys.stderr)
+    print(f"alertbot backup: {summary(db, out_path, counts)}", file=sys.stderr)
     return 0
-
-
-def _filled_file(path: str) -> int:
-    """The size of the regular file at ``path``; 0 when there is none, or it is empty, or not a
-    regular file (``-``, /dev/stdout, a pipe: writing to them destroys nothing)."""
-    import stat
-
-    if path == "-":
-        return 0
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):  # none (or a path that cannot be one): open() says why
-        return 0
-    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def _recording_after_rules(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -997,7 +962,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace | int:
     if args.command == "replay":
         _recording_after_rules(args, args.parser)
     if args.command in ("record", "backup") and not args.force:
-        size = _filled_file(args.out)
+        from alertbot.backup import filled_file
+
+        size = filled_file(args.out)
         if size:
             args.parser.error(
                 f"--out {args.out}: the file exists ({plural(size, 'byte')}); give --force to "

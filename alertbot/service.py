@@ -128,6 +128,17 @@ class AppCollector(Collector):
                 "Polls of Telegram for chat commands that failed (and failed starts of polling)",
                 value=polling.total if polling is not None else 0,
             )
+        if app.backups is not None:
+            yield GaugeMetricFamily(
+                "alertbot_backup_last_success_timestamp_seconds",
+                "When the last scheduled copy of the database was made (Unix time; 0: none yet)",
+                value=app.backups.last or 0.0,
+            )
+            yield GaugeMetricFamily(
+                "alertbot_backup_failing",
+                "1 while the scheduled copies of the database fail (ALERTBOT_BACKUP_DIR)",
+                value=int(app.backups.failed is not None),
+            )
         if app.book is not None:
             yield GaugeMetricFamily("alertbot_watches", "Chat watches", value=len(app.book.rows))
             yield GaugeMetricFamily(

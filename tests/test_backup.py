@@ -3,10 +3,23 @@ put in place whole; a real SQLite file throughout, the command run as a user run
 
 from __future__ import annotations
 
+import datetime as dt
+import io
+import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 
+import pytest
+
+from alertbot.app import BACKUP_CHECK, BACKUP_FIRST_AFTER, App
+from alertbot.backup import RETRY_AFTER, Backups
+from alertbot.chat.watches import ChatSettings
+from alertbot.feed.settings import FeedSettings
+from alertbot.notify.settings import DeliverySettings
+from alertbot.rules.model import RuleSet
+from alertbot.service import AppCollector
 from alertbot.store import Store, WatchRow
 from tests.test_cli import alertbot
 
@@ -121,3 +134,156 @@ def test_stdout_is_refused_as_the_copy(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr == "alertbot backup: --out -: a database is a file; name one\n"
     assert result.stdout == ""
+
+
+# ---------------------------------------------------------------- scheduled copies
+
+DAY = 86_400.0
+NOW = 1_795_000_000.0  # 2026-11-18 11:06:40 UTC
+
+
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def backups(tmp: Path, clock: Clock, **kw: object) -> Backups:
+    db = tmp / "alertbot.db"
+    if not db.exists():
+        with_watches(db, ["price > 70000"])
+    return Backups(str(db), str(tmp / "copies"), clock=clock, **kw)  # type: ignore[arg-type]
+
+
+def test_a_copy_is_made_when_the_newest_is_as_old_as_the_interval(tmp_path: Path) -> None:
+    """ALERTBOT_BACKUP_DIR: a copy named by its time (UTC), another only once the newest is
+    ``every`` old; each opens as the database, with its watches."""
+    clock = Clock()
+    b = backups(tmp_path, clock, every=DAY)
+    line = b.take()
+    assert line is not None
+    assert line.startswith(f"backup: {b.db} -> {tmp_path}/copies/alertbot-20261118-110640.db (1 ")
+    clock.now += DAY - 1
+    assert b.take() is None  # not due yet
+    clock.now += 1
+    assert b.take() is not None
+    assert b.copies() == ["alertbot-20261118-110640.db", "alertbot-20261119-110640.db"]
+    assert conditions_in(tmp_path / "copies" / b.copies()[-1]) == ["price > 70000"]
+    assert b.last == clock.now
+
+
+def test_a_restart_makes_no_copy_while_the_newest_on_disk_is_recent(tmp_path: Path) -> None:
+    """The interval counts from the newest copy in the directory, not from the start: a bot
+    restarted (or crash-looping) makes no copy each time, which would rotate the good ones
+    out; the metric's last copy is the one on disk."""
+    clock = Clock()
+    assert backups(tmp_path, clock).take() is not None
+    clock.now += 3600
+    again = backups(tmp_path, clock)
+    assert again.take() is None
+    assert again.last == NOW
+    assert len(again.copies()) == 1
+
+
+def test_the_newest_copies_are_kept_and_nothing_else_in_the_directory_is_touched(
+    tmp_path: Path,
+) -> None:
+    """``keep`` copies: the oldest of the bot's own go; a file of another name stays."""
+    clock = Clock()
+    b = backups(tmp_path, clock, every=60.0, keep=2)
+    (tmp_path / "copies").mkdir()
+    mine = tmp_path / "copies" / "manual.db"
+    mine.write_bytes(b"x")
+    lines = []
+    for _ in range(4):
+        lines.append(b.take())
+        clock.now += 60
+    assert b.copies() == ["alertbot-20261118-110840.db", "alertbot-20261118-110940.db"]
+    assert mine.read_bytes() == b"x"
+    assert lines[2] is not None
+    assert lines[2].endswith("; 1 older copy deleted")
+
+
+def test_a_copy_that_fails_is_logged_once_and_tried_again_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory that cannot be made (a file is in its place): one error naming why, the
+    failure shown (the metric), no try every minute (a full disk is not hammered), the same
+    error not logged again; once it can be written, a copy and a line saying so."""
+    caplog.set_level(logging.INFO, "alertbot.backup")
+    clock = Clock()
+    b = backups(tmp_path, clock, every=DAY)
+    (tmp_path / "copies").write_text("not a directory")
+    assert b.take() is None
+    assert b.failed is not None
+    clock.now += 60
+    assert not b.due()  # not every minute
+    clock.now += RETRY_AFTER
+    assert b.take() is None  # tried, failed the same way: not logged again
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"backup: cannot copy the database to {tmp_path}/copies ({tmp_path}/copies: File exists);"
+        " trying again in 10m"
+    ]
+    (tmp_path / "copies").unlink()
+    clock.now += RETRY_AFTER
+    assert b.take() is not None
+    assert b.failed is None
+    assert any("copies work again" in r.getMessage() for r in caplog.records)
+
+
+def app_with(tmp: Path, b: Backups | None) -> App:
+    feed = FeedSettings(ws_root="ws://127.0.0.1:9", rest_root="http://127.0.0.1:9")
+    delivery = DeliverySettings(db=str(tmp / "alertbot.db"))
+    return App(RuleSet(), feed, delivery, ChatSettings(), out=io.StringIO(), backups=b)
+
+
+async def test_the_app_checks_for_a_due_copy_every_minute_and_makes_it_on_a_thread(
+    tmp_path: Path,
+) -> None:
+    """The scheduled job (first shortly after the start), a copy made off the event loop, and
+    the metrics: when the last copy was made, and whether copies fail."""
+    clock = Clock(time.time())
+    b = backups(tmp_path, clock)
+    app = app_with(tmp_path, b)
+    job = app._schedule().get_job("backup")
+    assert job is not None
+    assert job.trigger.interval == dt.timedelta(seconds=BACKUP_CHECK) == dt.timedelta(minutes=1)
+    first = (job.next_run_time - dt.datetime.now(dt.UTC)).total_seconds()
+    assert BACKUP_FIRST_AFTER - 5 < first <= BACKUP_FIRST_AFTER
+    assert (await app.backup() or "").startswith("backup: ")
+    metrics = {
+        m.name: m.samples[0].value
+        for m in AppCollector(app).collect()
+        if m.name.startswith("alertbot_backup")
+    }
+    assert metrics == {
+        "alertbot_backup_last_success_timestamp_seconds": clock.now,
+        "alertbot_backup_failing": 0,
+    }
+    assert app_with(tmp_path, None)._schedule().get_job("backup") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("ALERTBOT_BACKUP_EVERY", "10s", "ALERTBOT_BACKUP_EVERY: must be at least"),
+        ("ALERTBOT_BACKUP_KEEP", "0", "ALERTBOT_BACKUP_KEEP: must be at least 1, got 0"),
+        ("ALERTBOT_BACKUP_KEEP", "all", "ALERTBOT_BACKUP_KEEP: expected a whole number"),
+    ],
+)
+def test_a_bad_backup_setting_stops_the_start_naming_it(
+    tmp_path: Path, name: str, value: str, says: str
+) -> None:
+    env = {
+        **env_for(tmp_path / "alertbot.db"),
+        "ALERTBOT_BACKUP_DIR": str(tmp_path / "copies"),
+        "ALERTBOT_BINANCE_WS_URL": "ws://127.0.0.1:9",
+        name: value,
+    }
+    result = alertbot("run", env=env)
+    assert result.returncode == 1
+    assert says in result.stderr
+    assert not (tmp_path / "copies").exists()

@@ -166,7 +166,8 @@ async def test_a_symbols_task_that_ends_is_logged_and_fails_healthz(tmp_path, ca
 async def test_the_readme_names_exactly_the_metrics_there_are(tmp_path):
     """The README's list under "Health and metrics" is the exposition's metric names (a
     counter's with its ``_total``); ``alertbot_watches``, ``alertbot_paused_chats`` and the
-    Telegram polling ones are exported with a Telegram token."""
+    Telegram polling ones are exported with a Telegram token, the backup ones with
+    ALERTBOT_BACKUP_DIR."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("## Health and metrics", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`(alertbot_[a-z_]+)`", section))
@@ -181,7 +182,8 @@ async def test_the_readme_names_exactly_the_metrics_there_are(tmp_path):
         "alertbot_telegram_polling_failing_seconds",
         "alertbot_telegram_poll_failures_total",
     }
-    assert documented == exported | with_token
+    with_backups = {"alertbot_backup_last_success_timestamp_seconds", "alertbot_backup_failing"}
+    assert documented == exported | with_token | with_backups
 
 
 async def test_healthz_says_polling_is_off_without_a_token_and_metrics_have_none_of_it(tmp_path):
