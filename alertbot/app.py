@@ -1026,6 +1026,7 @@ class App:
             # a note or answer refused as the chat dropped the bot, or Telegram's word that it
             # did: the chat pauses as for a refused alert
             self.chat.on_gone = self._chat_gone
+            self.chat.backups = self.backups
             self._spawn(self._chat_forever(self.chat))
             sender = self.notifier.telegram
             if sender is not None:

@@ -124,7 +124,8 @@ class Backups:
     last: float | None = None
     last_file: str | None = None
     failed: str | None = None
-    failed_at: float = 0.0
+    failed_at: float = 0.0  # the last try that failed
+    failing_since: float = 0.0  # the first of the tries failing since the last copy
     made: int = 0
     _told: str | None = field(default=None, repr=False)
 
@@ -169,6 +170,8 @@ class Backups:
             os.makedirs(self.directory, exist_ok=True)
             counts = copy_database(self.db, path, force=True)
         except (OSError, sqlite3.Error) as exc:
+            if self.failed is None:
+                self.failing_since = now
             self.failed, self.failed_at = why(exc), now
             if self._told != self.failed:
                 self._told = self.failed

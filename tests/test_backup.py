@@ -17,10 +17,12 @@ from alertbot.app import BACKUP_CHECK, BACKUP_FIRST_AFTER, App
 from alertbot.backup import RETRY_AFTER, Backups
 from alertbot.chat.watches import ChatSettings
 from alertbot.feed.settings import FeedSettings
+from alertbot.notify.render import format_time
 from alertbot.notify.settings import DeliverySettings
 from alertbot.rules.model import RuleSet
 from alertbot.service import AppCollector
 from alertbot.store import Store, WatchRow
+from tests.test_chat import USER, Bot
 from tests.test_cli import alertbot
 
 
@@ -287,3 +289,35 @@ def test_a_bad_backup_setting_stops_the_start_naming_it(
     assert result.returncode == 1
     assert says in result.stderr
     assert not (tmp_path / "copies").exists()
+
+
+async def test_an_admins_status_says_when_the_last_copy_was_made_or_that_copies_fail(
+    tmp_path: Path, fakes
+) -> None:
+    """An admin asks /status whether the bot's copies are made: none yet, the last one's time,
+    or that they fail, since when and why. A user's /status does not say it."""
+    binance, tg = fakes
+    clock = Clock(time.time())
+    bot = Bot(tmp_path, binance, tg, admin_chats=(USER,))
+    copies = tmp_path / "copies"
+    bot.app.backups = Backups(str(tmp_path / "alertbot.db"), str(copies), keep=3, clock=clock)
+    async with bot:
+        none_yet = (await bot.say("/status")).splitlines()
+        await bot.app.backup()
+        made = (await bot.say("/status")).splitlines()
+        for name in os.listdir(copies):
+            os.remove(copies / name)
+        copies.rmdir()
+        copies.write_text("in the way")
+        clock.now += DAY
+        await bot.app.backup()
+        failing = (await bot.say("/status")).splitlines()
+        user = await bot.say("/status", chat=USER + 1)
+    assert f"Backups: none yet, one every 1d, 3 kept in {copies}" in none_yet
+    when = format_time(int(clock.now - DAY) * 1000)
+    assert f"Backups: last {when}, one every 1d, 3 kept in {copies}" in made
+    assert (
+        f"Backups: last {when}, one every 1d, 3 kept in {copies}; FAILING since "
+        f"{format_time(int(clock.now) * 1000)}: {copies}: File exists"
+    ) in failing
+    assert "Backups" not in user

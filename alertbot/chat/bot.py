@@ -55,6 +55,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
+from alertbot.backup import Backups
 from alertbot.chat.commands import (
     COMMANDS,
     MAX_BATCH,
@@ -840,6 +841,8 @@ class ChatBot:
         #: with a 403 that says so (:func:`gone`), or Telegram's word that it blocked or
         #: removed the bot (a my_chat_member update): its watches pause (App._chat_refused)
         self.on_gone: Callable[[int, str], object] | None = None
+        #: the scheduled copies of the database (ALERTBOT_BACKUP_DIR), for an admin's /status
+        self.backups: Backups | None = None
         self._refused: set[int] = set()
         #: /price lookups of Binance under way: the stop gives them up (their commands go
         #: unanswered) rather than wait up to the feed's price_timeout
@@ -2861,7 +2864,18 @@ class ChatBot:
             )
         if h.problems:
             lines.append("  problems: " + ", ".join(f"{k} {v}" for k, v in h.problems.items()))
+        if self.backups is not None:
+            lines.append(self._backup_line(chat, self.backups))
         polling = self._polling_line(chat)
         if polling:
             lines.append(polling)
         return "\n".join(lines)
+
+    def _backup_line(self, chat: int, b: Backups) -> str:
+        """An admin's /status line on the scheduled copies: the last, or that they fail."""
+        every = format_duration(int(b.every * 1000))
+        last = "none yet" if b.last is None else f"last {self._at(chat, b.last * 1000)}"
+        line = f"Backups: {last}, one every {every}, {b.keep} kept in {b.directory}"
+        if b.failed is not None:
+            line += f"; FAILING since {self._at(chat, b.failing_since * 1000)}: {b.failed}"
+        return line
