@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,8 +90,6 @@ def summary(db: str, out_path: str, counts: dict[str, int]) -> str:
 def filled_file(path: str) -> int:
     """The size of the regular file at ``path``; 0 when there is none, or it is empty, or not a
     regular file (``-``, /dev/stdout, a pipe: writing to them destroys nothing)."""
-    import stat
-
     if path == "-":
         return 0
     try:
@@ -119,14 +118,13 @@ class Backups:
     every: float = 86400.0
     keep: int = 7
     clock: Callable[[], float] = time.time
-    #: the last copy made (wall clock) and its file, None before the first; the last
-    #: failure's reason and time, None once a copy works
+    #: when the last copy was made (wall clock: this run's, or the newest on disk), None:
+    #: none; the last failure's reason, None once a copy works
     last: float | None = None
-    last_file: str | None = None
     failed: str | None = None
     failed_at: float = 0.0  # the last try that failed
     failing_since: float = 0.0  # the first of the tries failing since the last copy
-    made: int = 0
+    _made_at: float | None = field(default=None, repr=False)  # this run's last copy
     _told: str | None = field(default=None, repr=False)
 
     def copies(self) -> list[str]:
@@ -150,12 +148,14 @@ class Backups:
         now = self.clock()
         if self.failed is not None and now - self.failed_at < min(self.every, RETRY_AFTER):
             return False
+        if self._made_at is not None and now - self._made_at < self.every:
+            return False
         newest = self.newest()
         if self.last is None:  # a copy of an earlier run's: the last made
             self.last = newest
+        # a newest copy from the future (the clock was stepped back, or it came from a
+        # machine ahead of this one) does not put the next off for that long
         return newest is None or now - newest >= self.every or newest > now + 60
-        # (a newest copy in the future: the clock was stepped back, or a copy came from a
-        # machine ahead of this one; waiting for it would make none for that long)
 
     def take(self) -> str | None:
         """Make a copy when one is due, then delete the oldest beyond ``keep``; the line to
@@ -185,8 +185,7 @@ class Backups:
         if self.failed is not None:
             log.info("backup: copies work again (%s before)", self.failed)
         self.failed = self._told = None
-        self.last, self.last_file = now, path
-        self.made += 1
+        self.last = self._made_at = now
         line = f"backup: {summary(self.db, path, counts)}"
         removed = self.prune()
         if removed:

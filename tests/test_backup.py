@@ -189,6 +189,23 @@ def test_a_restart_makes_no_copy_while_the_newest_on_disk_is_recent(tmp_path: Pa
     assert len(again.copies()) == 1
 
 
+def test_a_copy_named_in_the_future_does_not_put_the_next_off_nor_make_one_a_minute(
+    tmp_path: Path,
+) -> None:
+    """The clock stepped back a year (or a copy brought from a machine ahead): a copy is made
+    now, and the next an interval later, as usual, not one at each check."""
+    clock = Clock()
+    b = backups(tmp_path, clock, every=DAY)
+    (tmp_path / "copies").mkdir()
+    (tmp_path / "copies" / "alertbot-20271118-110640.db").write_bytes(b"")
+    assert b.take() is not None
+    clock.now += 60
+    assert b.take() is None
+    clock.now += DAY
+    assert b.take() is not None
+    assert len(b.copies()) == 3
+
+
 def test_the_newest_copies_are_kept_and_nothing_else_in_the_directory_is_touched(
     tmp_path: Path,
 ) -> None:
