@@ -43,6 +43,7 @@ def _second_text(second: int) -> str:
 
 #: the suffixes of the condition language's numbers (``2b``), largest first
 _AMOUNT_SUFFIXES = ((1e9, "b"), (1e6, "m"), (1e3, "k"))
+_SCALE = {suffix: size for size, suffix in _AMOUNT_SUFFIXES}
 
 
 def format_amount(x: float, places: int = 2) -> str:
@@ -63,7 +64,7 @@ def amount_text(x: float, thresholds: Sequence[float] = ()) -> str:
     that reads as not past it."""
     for places in range(2, 13):
         text = format_amount(x, places)
-        scale = {"b": 1e9, "m": 1e6, "k": 1e3}.get(text[-1:], 1.0)
+        scale = _SCALE.get(text[-1:], 1.0)
         shown = float(text[:-1] if scale != 1.0 else text) * scale
         if all((shown > t) - (shown < t) == (x > t) - (x < t) for t in thresholds):
             return text
