@@ -21,15 +21,17 @@ RUN pip install --no-cache-dir --no-deps --prefix=/install .
 FROM python:3.11-slim
 
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin alertbot \
-    && mkdir -p /data /rules \
-    && chown alertbot /data
+    && mkdir -p /data /rules /backups \
+    && chown alertbot /data /backups
 COPY --from=build /install /usr/local
 COPY rules.example.yaml /rules/rules.yaml
 
+# the bot's own daily copies of its database, in a volume of their own (README "Backups")
 ENV ALERTBOT_DB=/data/alertbot.db \
+    ALERTBOT_BACKUP_DIR=/backups \
     ALERTBOT_HTTP_PORT=8080 \
     PYTHONUNBUFFERED=1
-VOLUME ["/data"]
+VOLUME ["/data", "/backups"]
 EXPOSE 8080
 USER 10001
 WORKDIR /data

@@ -188,6 +188,7 @@ def main() -> int:
             **image_env,
             "ALERTBOT_HTTP_PORT": free,
             "ALERTBOT_DB": str(tmp / "data" / "alertbot.db"),
+            "ALERTBOT_BACKUP_DIR": str(tmp / "backups"),
             "ALERTBOT_BINANCE_WS_URL": "ws://127.0.0.1:9",  # nothing listens: the feed is down
             "ALERTBOT_BINANCE_REST_URL": "http://127.0.0.1:9",
         }
