@@ -1185,6 +1185,7 @@ async def test_a_watch_in_reply_to_an_alert_takes_its_symbol(tmp_path, fakes):
         alert = tg.messages_to(USER)[-1].message_id
         next_level = await bot.say("/watch > 120 cooldown 1h note tp2", reply_to=alert)
         price_of = await bot.say("/price", reply_to=alert)
+        unsigned = await bot.say("/watch 130", reply_to=alert)
         which = await bot.say("/price")
         await bot.say("/price eth")
         price = tg.messages_to(USER)[-1].message_id
@@ -1196,6 +1197,8 @@ async def test_a_watch_in_reply_to_an_alert_takes_its_symbol(tmp_path, fakes):
     assert next_level.startswith("Watching BTCUSDT: price > 120 (cooldown 1h, note «tp2»). Id w2.")
     assert eth.startswith("Watching ETHUSDT: price < 50 (cooldown 5m). Id w3.")
     assert price_of.startswith("BTCUSDT 110"), price_of
+    # a level alone: the symbol's, its sign asked for as for '/watch BTCUSDT 130'
+    assert unsigned.startswith("Say which way the price should go: /watch BTCUSDT > 130 (above)")
     assert which.startswith(
         "Which symbol? e.g. /price BTCUSDT (or send /price in reply to an alert)"
     )

@@ -205,6 +205,7 @@ def test_a_glob_symbol_is_marked_as_such() -> None:
     [
         ("/watch", "missing symbol and condition"),
         ("/watch > 70000", "missing symbol"),
+        ("/watch 70000", "missing symbol"),  # a level where the symbol goes
         ("/watch price > 70000", "missing symbol"),
         ("/watch BTCUSDT", "missing condition after BTCUSDT"),
         ("/watch BTCUSDT once", "missing condition"),
@@ -1242,7 +1243,9 @@ _RESERVED = {*METRICS, "crosses", "breaks", "rises", "drops", "moves", "cooldown
 _RESERVED |= {"for", "all", "any"}
 _symbols = st.one_of(
     st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_]{1,29}", fullmatch=True).filter(
-        lambda s: s.lower() not in _RESERVED
+        # a number where the symbol goes is a level ("/watch 70000"): Binance's symbols have
+        # letters (their quote asset's, at least)
+        lambda s: s.lower() not in _RESERVED and not re.fullmatch(r"[0-9]+[kmbKMB]?", s)
     ),
     st.sampled_from(["*USDT", "btc*", "?TCUSDT", "[AB]*usdt", "*"]),
     st.sampled_from(["币安人生USDT", "牛来usdt", "我踏马来了USDT", "*人生*"]),

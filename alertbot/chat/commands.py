@@ -934,6 +934,7 @@ def _watch(message: str, words: list[_Word]) -> Watch:
     rest = words[1:]
     if (
         symbol_text.startswith(("<", ">"))
+        or _LEVEL_RE.fullmatch(symbol_text)  # "/watch 75000": a level, not a symbol
         or symbol_text.lower() in _CONDITION_STARTS
         or symbol_text.lower() in _OPTIONS
         or symbol_text.lower().startswith(("all(", "any("))
