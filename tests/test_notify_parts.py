@@ -25,6 +25,7 @@ from alertbot.notify.render import (
     amount_text,
     format_amount,
     format_time,
+    metric_text,
     render,
     render_both,
     sparkline,
@@ -550,6 +551,7 @@ def test_a_repeats_default_message_says_the_condition_still_holds():
         ("change_24h > 1%", False, "change_24h +1.50%"),
         ("range_24h > 10%", False, "range_24h 22.22%"),
         ("quote_volume > 400", True, "quote_volume 500, still holds"),
+        ("high > 100", False, "high 110"),
         ("all(price > 100, volume > 1)", False, None),
     ],
 )
@@ -582,6 +584,13 @@ def test_a_volume_alerts_default_message_says_the_volume():
     )
     assert render(alert_for(templated)) == "BTCUSDT: volume 5!"
     assert render(alert_for(rule(message="{symbol}: {value}!"))) == "BTCUSDT: !"
+
+
+def test_the_24h_high_or_low_is_shown_as_a_price_not_an_amount():
+    """'high 70.12k' read as a volume; the 24h high and low are prices, every digit."""
+    assert metric_text(parse("high > 70000"), 70123.4) == "high 70123.4"
+    assert metric_text(parse("low < 0.5"), 0.000123) == "low 0.000123"
+    assert metric_text(parse("volume > 1m"), 1_234_567.0) == "volume 1.23m"
 
 
 @pytest.mark.parametrize(
