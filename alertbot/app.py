@@ -680,12 +680,16 @@ class App:
             add(self.save_state, "interval", seconds=self.state_every, id="state")
         if self.heartbeat_every:
             add(self.heartbeat, "interval", seconds=self.heartbeat_every, id="heartbeat")
+
+        def soon(seconds: float) -> dt.datetime:  # a first run this long after the start
+            return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+
         if self.delivery.alert_retention > 0:
             add(
                 self.prune_alerts,
                 "interval",
                 seconds=PRUNE_EVERY,
-                next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=PRUNE_FIRST_AFTER),
+                next_run_time=soon(PRUNE_FIRST_AFTER),
                 id="retention",
             )
         if self.backups is not None:
@@ -693,7 +697,7 @@ class App:
                 self.backup,
                 "interval",
                 seconds=BACKUP_CHECK,
-                next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=BACKUP_FIRST_AFTER),
+                next_run_time=soon(BACKUP_FIRST_AFTER),
                 id="backup",
             )
         return scheduler
