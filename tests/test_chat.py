@@ -974,6 +974,30 @@ async def test_a_number_alone_is_answered_with_the_sign_the_price_now_gives_it(t
     )
 
 
+async def test_a_move_without_a_window_is_answered_with_one_and_the_level_from_the_price(
+    tmp_path, fakes
+):
+    """'/watch btc rises 5%' was "expected 'in' after '5%'": most likely 5% above the price now.
+    The answer gives the move with a window to send, and, from the price now, the level that
+    far from it, the options typed kept in both; 'moves' (either way) has no one level."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.price_now("BTCUSDT", 68_000.5)
+        up = await bot.say("/watch btc rises 5% once")
+        down = await bot.say("/watch btc drops 2.5%")
+        either = await bot.say("/watch btc moves 5%")
+    assert up.splitlines()[0] == (
+        "A move is measured within a time: /watch BTC rises 5% in 1h once (any time up to "
+        "366d); for a level 5% above the price now (68000.5), /watch BTC > 71400.5 once"
+    )
+    assert down.splitlines()[0].endswith(
+        "; for a level 2.5% below the price now (68000.5), /watch BTC < 66300.5"
+    )
+    assert either.splitlines()[0] == (
+        "A move is measured within a time: /watch BTC moves 5% in 1h (any time up to 366d)"
+    )
+
+
 async def test_a_moves_watch_says_how_far_the_price_moved_in_its_window(tmp_path, fakes):
     """/list, /price and a new watch's answer show a move's watch as its alert would say the
     move (from the window's low for a rise, its high for a drop); one already as far as it asks

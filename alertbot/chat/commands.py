@@ -1318,7 +1318,7 @@ class ShorthandError(CommandError):
         op, side = ("<", "below") if sign == "-" else (">", "above")
         message = (
             f"{self._marked[0]}; for a level {size}% {side} the price now ({price_text}), "
-            f"{hint(f'/watch {symbol} {op} {target}')}"
+            f"{hint(f'/watch {symbol} {op} {target}{self.tail}')}"
         )
         return CommandError(message, usage, example)
 
@@ -1364,6 +1364,7 @@ def _shorthand(symbol: str, words: list[_Word], tail: str = "") -> None:
             levels,
             after,
         )
+    _windowless_move(symbol, words, tail)
     percent = _SIGNED_PERCENT_RE.fullmatch(first)
     if percent is None:
         return
@@ -1384,6 +1385,28 @@ def _shorthand(symbol: str, words: list[_Word], tail: str = "") -> None:
     if len(words) > 1:  # more than the percentage: no level from the price either
         raise _error("watch", message)
     raise ShorthandError(message, symbol, first)
+
+
+def _windowless_move(symbol: str, words: list[_Word], tail: str) -> None:
+    """``rises 5%`` with no window: most likely 5% above the price now. The move with a
+    window to send, and (the bot's, from the price now: ShorthandError.with_price) the level
+    that far from the price."""
+    if len(words) != 2 or words[0].lower not in ("rises", "drops", "moves"):
+        return
+    if tail.lower().startswith("for "):  # "rises 5% for 1h": the window, 'for' for 'in'
+        return  # (the language's own error says so)
+    percent = _SIGNED_PERCENT_RE.fullmatch(words[1].text)
+    if percent is None or percent.group(1):
+        return
+    move, size = words[0].lower, percent.group(2)
+    after = f" {tail}" if tail else ""
+    message = (
+        f"a move is measured within a time: {hint(f'/watch {symbol} {move} {size}% in 1h{after}')}"
+        " (any time up to 366d)"
+    )
+    if move == "moves":  # either way: no one level
+        raise _error("watch", message)
+    raise ShorthandError(message, symbol, f"{'+' if move == 'rises' else '-'}{size}%", tail=after)
 
 
 def _combined(symbol: str, condition_text: str, tail: str) -> str | None:
