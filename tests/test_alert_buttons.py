@@ -428,3 +428,30 @@ async def test_stop_under_the_alert_of_a_long_condition_is_answered_cut_short(tm
     assert answer.startswith("Stopped w1 (BTCUSDT any(price crosses 70000.123456, ")
     assert answer.endswith("…")
     assert len(answer) == 200
+
+
+async def test_a_new_watchs_answer_has_a_remove_button(tmp_path, fakes):
+    """A watch made by a slip (the wrong level, the wrong coin) went with a typed /unwatch; its
+    answer now has a Remove button, the Stop of its alerts: pressed, the watch is gone and the
+    button says so. An answer that made no watch (one the chat has, an error) or several (their
+    /unwatch is in the text) has none."""
+    binance, tg = fakes
+    async with Bot(tmp_path, binance, tg) as bot:
+        await bot.say("/watch BTCUSDT > 100")
+        made = tg.messages_to(USER)[-1]
+        shown = buttons(made)
+        await bot.say("/watch BTCUSDT > 100")
+        again = tg.messages_to(USER)[-1]
+        await bot.say("/watch BTCUSDT > 120, 130")
+        several = tg.messages_to(USER)[-1]
+        answered = await press(tg, made, f"{ALERT_STOP}:w1")
+        stopped = [[("Stopped", f"{ALERT_SHOWN}:w1")]]
+        await tg.wait_for(lambda: buttons(made) == stopped)  # the answer edited in place
+        book = bot.app.book
+        assert book is not None
+        left = sorted(book.rows)
+    assert shown == [[("Remove w1", f"{ALERT_STOP}:w1")]]
+    assert buttons(again) == []
+    assert buttons(several) == []
+    assert answered == "Stopped w1 (BTCUSDT price > 100)."
+    assert left == [2, 3]

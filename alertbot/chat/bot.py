@@ -250,6 +250,13 @@ def _made_by(command: object, message: Message) -> object:
     return dataclasses.replace(command, watches=watches)
 
 
+def _remove_markup(wid: str) -> InlineKeyboardMarkup:
+    """The button under a new watch's answer: Remove, the Stop of its alerts' buttons."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(f"Remove {wid}", callback_data=f"{ALERT_STOP}:{wid}")]]
+    )
+
+
 def _short_time(seconds: float, now: float, zone: dt.tzinfo | None = None) -> str:
     """A time as a button shows it: ``14:05 UTC``, with the day when not today's
     (``Nov 24 14:05 UTC``) and the year when not this year's (``Nov 24 2027 14:05 UTC``: a
@@ -1709,7 +1716,11 @@ class ChatBot:
         """A command's answer and its buttons; None: no answer (the bot is stopping).
         ``topic``: the forum topic it was sent in (a watch made there alerts there)."""
         if isinstance(command, Watch):
-            return await self.watch(chat, command, topic), None
+            before = {r.id for r in self.book.of_chat(chat)}
+            answer = await self.watch(chat, command, topic)
+            made = [r for r in self.book.of_chat(chat) if r.id not in before]
+            # a watch made by a slip goes with one press (as an alert's Stop, which it is)
+            return answer, _remove_markup(watch_id(made[0])) if len(made) == 1 else None
         if isinstance(command, Edit):
             return await self.edit(chat, command), None
         if isinstance(command, Unwatch):
