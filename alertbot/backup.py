@@ -29,6 +29,8 @@ COUNTED = {"watches": "watch", "alerts": "alert"}
 #: a scheduled copy's name: its time (UTC), so that names sort as times do
 NAME_FORMAT = "alertbot-%Y%m%d-%H%M%S.db"
 _NAME_RE = re.compile(r"alertbot-[0-9]{8}-[0-9]{6}\.db")
+#: a copy under way, or one cut short (the process killed during it: its name has passed)
+_PART_RE = re.compile(_NAME_RE.pattern + r"\.part")
 #: after a scheduled copy fails, the next try comes this long after (seconds), or after the
 #: interval when that is shorter: a full disk is not tried every minute
 RETRY_AFTER = 600.0
@@ -194,11 +196,18 @@ class Backups:
         return line
 
     def prune(self) -> int:
-        """Delete this bot's copies beyond the ``keep`` newest; how many went."""
+        """Delete this bot's copies beyond the ``keep`` newest, and the part of any copy cut
+        short (a process killed during it: a stop's kill, a crash), which would stay for ever
+        under a name no later copy takes; how many copies went."""
         old = self.copies()[: -self.keep]
         for name in old:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self.directory, name))
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.directory):
+                if _PART_RE.fullmatch(name):  # none is under way: this run copies one at a time
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(self.directory, name))
         return len(old)
 
 

@@ -209,18 +209,23 @@ def test_a_copy_named_in_the_future_does_not_put_the_next_off_nor_make_one_a_min
 def test_the_newest_copies_are_kept_and_nothing_else_in_the_directory_is_touched(
     tmp_path: Path,
 ) -> None:
-    """``keep`` copies: the oldest of the bot's own go; a file of another name stays."""
+    """``keep`` copies: the oldest of the bot's own go, and so does a copy cut short; a file of
+    another name stays."""
     clock = Clock()
     b = backups(tmp_path, clock, every=60.0, keep=2)
     (tmp_path / "copies").mkdir()
     mine = tmp_path / "copies" / "manual.db"
     mine.write_bytes(b"x")
+    # a copy cut short by a kill (its name passed: no later copy empties it)
+    cut = tmp_path / "copies" / "alertbot-20261118-100000.db.part"
+    cut.write_bytes(b"half")
     lines = []
     for _ in range(4):
         lines.append(b.take())
         clock.now += 60
     assert b.copies() == ["alertbot-20261118-110840.db", "alertbot-20261118-110940.db"]
     assert mine.read_bytes() == b"x"
+    assert not cut.exists()
     assert lines[2] is not None
     assert lines[2].endswith("; 1 older copy deleted")
 
