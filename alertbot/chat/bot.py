@@ -97,7 +97,6 @@ from alertbot.hints import entities, hint, unmarked
 from alertbot.notify.delivery import Delivery, clip
 from alertbot.notify.notifier import Notifier, Sparklines
 from alertbot.notify.render import (
-    amount_text,
     format_amount,
     format_time,
     metric_text,
@@ -1314,16 +1313,14 @@ class ChatBot:
             if self.directory.authoritative and all(
                 self._resolve(name.upper()) in self.directory.known() for name in exc.names
             ):
-                note = f" note {exc.note[1]}" if exc.note is not None else ""
-                return self._parse(exc.rewritten + note, chat, group, replied)
+                return self._parse(exc.rewritten + exc.note_words, chat, group, replied)
             return None, exc.reply()
         except NoSymbolError as exc:  # /watch > 75000 in reply to an alert: its symbol
             rows = self.book.find(chat, replied) if replied is not None else []
             symbol = rows[0].symbol if rows else replied_symbol
             if symbol is None:
                 return None, exc.reply()
-            note = f" note {exc.note[1]}" if exc.note is not None else ""
-            return self._parse(exc.with_symbol(symbol) + note, chat, group)
+            return self._parse(exc.with_symbol(symbol) + exc.note_words, chat, group)
         except LevelsError as exc:  # /edit w2 > 71000 76000: the other levels, of its symbol
             rows = self.book.find(chat, exc.target)
             if not exc.numbers:
@@ -2291,13 +2288,10 @@ class ChatBot:
             return None
         if cond.metric == "price":
             return f"price {t.price_text}"  # as Binance sent it, as /price shows it
-        value = metric_of(cond.metric, t)
-        # as /price shows it (the new watch is among the chat's)
+        # as /price shows it: plainly on its side of each of the chat's thresholds of the
+        # symbol (the new watch is among the chat's)
         near = (*_thresholds(self.book.of_chat(chat), w.symbol, cond.metric), cond.value)
-        if cond.metric in PERCENT_METRICS:
-            sign = "+" if cond.metric == "change_24h" else ""
-            return f"{cond.metric} {percent_text(value, near, sign)}%"
-        return f"{cond.metric} {amount_text(value, near)}"
+        return metric_text(cond, metric_of(cond.metric, t), near)
 
     async def unwatch(self, chat: int, target: str, more: tuple[str, ...] = ()) -> str:
         if more:

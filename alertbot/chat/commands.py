@@ -300,6 +300,11 @@ class CommandError(RuleError):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def note_words(self) -> str:
+        """`` note TEXT`` of the refused command, for a command made from it; "" without."""
+        return f" note {self.note[1]}" if self.note is not None else ""
+
     def noting(self, note: tuple[str, str] | None) -> CommandError:
         """This error, with the note of the command it refuses (another error made from it:
         :meth:`SymbolError.suggesting`, :meth:`TargetError.naming`)."""
@@ -391,8 +396,9 @@ class LevelsError(CommandError):
             more = " and ".join(f"/watch with its symbol and {body}" for body in bodies)
         else:  # a new watch has no 'off' to turn: the options without them
             kept = "" if "off" in tail.lower().split() else tail
-            note = f" note {self.note[1]}" if self.note is not None else ""
-            more = " and ".join(hint(f"/watch {symbol} {body}{kept}{note}") for body in bodies)
+            more = " and ".join(
+                hint(f"/watch {symbol} {body}{kept}{self.note_words}") for body in bodies
+            )
         return (
             f"a watch has one level: {hint(f'/edit {self.target}{typed} {first}{tail}')} changes "
             f"{self.target}, and {more} makes a watch of each other one"

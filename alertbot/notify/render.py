@@ -158,16 +158,20 @@ def move_text(price: float, start: float, cond: Move) -> str:
     return f"{way} {percent_text(percent(size, start), (cond.pct,))}% from {format_number(start)}"
 
 
-def metric_text(cond: Level | Cross, value: float) -> str:
+def metric_text(
+    cond: Level | Cross, value: float, thresholds: Sequence[float] | None = None
+) -> str:
     """A value of a condition's metric other than the price, named, as replies and /history
     show it: ``change_24h +5.20%`` (more decimals where two would put it on the other side
-    of the condition's number), ``range_24h 12.30%``, ``quote_volume 2.1b``, ``high 70123.4``."""
+    of one of ``thresholds``, by default the condition's number), ``range_24h 12.30%``,
+    ``quote_volume 2.1b``, ``high 70123.4``."""
+    near = (cond.value,) if thresholds is None else thresholds
     if cond.metric in PERCENT_METRICS:
         sign = "+" if cond.metric == "change_24h" else ""
-        return f"{cond.metric} {percent_text(value, (cond.value,), sign)}%"
+        return f"{cond.metric} {percent_text(value, near, sign)}%"
     if cond.metric in ("high", "low"):  # prices: every digit, as Binance writes prices
         return f"{cond.metric} {format_number(value)}"
-    return f"{cond.metric} {amount_text(value, (cond.value,))}"
+    return f"{cond.metric} {amount_text(value, near)}"
 
 
 def alert_detail(alert: Alert) -> str | None:
